@@ -1,0 +1,159 @@
+"""guAlta researcher CLI: simulate nights, prepare the thesis' folder dataset, label nights by eye, index a dataset.
+
+    python dataPreparation.py simulate --out ROOT --nights 3 [--frames F] [--scenario mixed] [--seed S]
+    python dataPreparation.py prepare --nights ROOT [--test-nights YYYYMMDD,... | --test-fraction 0.25] --out DIR
+                                      [--version v4] [--balance] [--seed S] [--labels CSV] [--overwrite]
+    python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR
+    python dataPreparation.py index --dataset DIR
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gualta import allsky, dataset
+# The thesis' notebooks imported its frame operations from dataPreparation.
+from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
+                               read_gray, resize_area, subtract, threshold, to_gray)
+
+SCENARIOS = ("clear", "cloudy", "moon", "mixed")
+
+
+def folder(text: str) -> Path:
+    """argparse type: an existing folder."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}")
+    return path
+
+
+def night_date(text: str) -> str:
+    """argparse type: a YYYYMMDD date."""
+    try:
+        datetime.strptime(text, allsky.NIGHT_FORMAT)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYYMMDD date: {text}") from None
+    return text
+
+
+def night_list(text: str) -> list[str]:
+    """argparse type: comma-separated YYYYMMDD dates."""
+    return [night_date(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def clock_time(text: str) -> str:
+    """argparse type: HH:MM."""
+    try:
+        datetime.strptime(text, "%H:%M")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an HH:MM time: {text}") from None
+    return text
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from gualta.simulate import simulate_nights
+
+    nights = simulate_nights(args.out, nights=args.nights, frames=args.frames, start=args.start, seed=args.seed,
+                             scenario=args.scenario, first_date=args.date, workers=args.workers)
+    print(f"simulate: {len(nights)} nights ({', '.join(n.name for n in nights)}) → {args.out}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    nights = dataset.nights_under(args.nights)
+    if args.test_nights:
+        train, test = dataset.split_by_names(nights, args.test_nights)
+    else:
+        train, test = dataset.split_nights(nights, args.test_fraction, args.seed)
+    logging.getLogger("gualta.dataset").info("train nights: %s; test nights: %s",
+                                             ", ".join(n.name for n in train), ", ".join(n.name for n in test))
+    prepared = dataset.prepare_dataset(train, test, args.out, version=args.version, balance=args.balance,
+                                       seed=args.seed, labels=args.labels, overwrite=args.overwrite,
+                                       workers=args.workers)
+    print(f"prepare: {prepared.summary()}")
+
+
+def cmd_label_aid(args: argparse.Namespace) -> None:
+    sheet = dataset.label_aid(args.night, args.out)
+    print(f"label-aid: {sheet.summary()}")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    index = dataset.index_dataset(args.dataset)
+    print(f"index: {dataset.describe_index(index)} → {args.dataset / dataset.INDEX}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dataPreparation.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write simulated AllSky nights with ground truth")
+    simulate.add_argument("--out", type=Path, required=True, metavar="ROOT",
+                          help="root folder; nights go to ROOT/YYYYMMDD")
+    simulate.add_argument("--nights", type=positive_int, required=True, metavar="N",
+                          help="number of consecutive nights")
+    simulate.add_argument("--frames", type=positive_int, help="frames a night (default: the whole night)")
+    simulate.add_argument("--start", type=clock_time, default="20:00", help="first frame time, HH:MM")
+    simulate.add_argument("--seed", type=int, default=0, help="night i uses seed S+i")
+    simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed")
+    simulate.add_argument("--date", type=night_date, help="first night YYYYMMDD (default: drawn from the seed)")
+    simulate.add_argument("--workers", type=positive_int, help="render processes (default: CPU count, ≤ 8)")
+    simulate.set_defaults(run=cmd_simulate)
+
+    prepare = commands.add_parser("prepare", help="build the folder dataset and index.csv from labelled nights")
+    prepare.add_argument("--nights", type=folder, required=True, metavar="ROOT",
+                         help="root folder of the nights (YYYYMMDD)")
+    split = prepare.add_mutually_exclusive_group()
+    split.add_argument("--test-nights", type=night_list, metavar="YYYYMMDD,...",
+                       help="comma-separated YYYYMMDD nights for the test set")
+    split.add_argument("--test-fraction", type=float, default=0.25,
+                       help="fraction of whole nights drawn for the test set (default 0.25)")
+    prepare.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
+    prepare.add_argument("--version", choices=dataset.VERSIONS, default="v4", help="the thesis' dataset version")
+    prepare.add_argument("--balance", action="store_true",
+                         help="sample no-meteor training pairs down to the meteor count")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the night split and the balancing")
+    prepare.add_argument("--labels", type=Path, metavar="CSV",
+                         help="CSV with file,label replacing the nights' ground_truth.csv")
+    prepare.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    prepare.add_argument("--workers", type=positive_int, default=1, help="processes, one night each")
+    prepare.set_defaults(run=cmd_prepare)
+
+    aid = commands.add_parser("label-aid", help="contact sheet (frame | difference) and labels.csv for a night")
+    aid.add_argument("--night", type=folder, required=True, metavar="NIGHT_DIR", help="night folder ROOT/YYYYMMDD")
+    aid.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="folder for index.html, labels.csv and images")
+    aid.set_defaults(run=cmd_label_aid)
+
+    index = commands.add_parser("index", help="rebuild index.csv from a folder dataset")
+    index.add_argument("--dataset", type=folder, required=True, metavar="DIR", help="dataset folder")
+    index.set_defaults(run=cmd_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with logging_redirect_tqdm():
+            args.run(args)
+    except dataset.DatasetError as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The AllSky folder layout: ROOT/YYYYMMDD/image-YYYYMMDDHHMMSS.jpg, one folder per night (the evening's date)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+FRAME_PATTERN = re.compile(r"^image-(\d{14})\.jpg$")
+NIGHT_PATTERN = re.compile(r"^\d{8}$")
+TIME_FORMAT = "%Y%m%d%H%M%S"
+NIGHT_FORMAT = "%Y%m%d"
+FRAME_INTERVAL_S = 30
+LONG_GAP_S = 300         # pairs further apart than this are flagged: the sky changed too much in between
+NOON = 12                # frames before noon belong to the previous evening's night
+
+
+def frame_time(path: str | Path) -> datetime | None:
+    """Timestamp encoded in an AllSky frame name, or None if the name does not match."""
+    match = FRAME_PATTERN.match(Path(path).name)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match.group(1), TIME_FORMAT)
+    except ValueError:
+        return None
+
+
+def frame_id(path: str | Path) -> str:
+    """The YYYYMMDDHHMMSS id of a frame (the detection id)."""
+    stamp = frame_time(path)
+    if stamp is None:
+        raise ValueError(f"not an AllSky frame name: {Path(path).name}")
+    return stamp.strftime(TIME_FORMAT)
+
+
+def frame_name(stamp: datetime) -> str:
+    """AllSky file name for a frame taken at `stamp`."""
+    return f"image-{stamp.strftime(TIME_FORMAT)}.jpg"
+
+
+def night_of(stamp: datetime) -> str:
+    """Night folder name (the evening's date) for a frame taken at `stamp`."""
+    evening = stamp - timedelta(days=1) if stamp.hour < NOON else stamp
+    return evening.strftime(NIGHT_FORMAT)
+
+
+def is_night_folder(path: Path) -> bool:
+    """True for a directory named like a real date YYYYMMDD."""
+    if not (path.is_dir() and NIGHT_PATTERN.match(path.name)):
+        return False
+    try:
+        datetime.strptime(path.name, NIGHT_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def night_folders(root: str | Path) -> list[Path]:
+    """Night folders under root, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if is_night_folder(p)), key=lambda p: p.name)
+
+
+def latest_night(root: str | Path) -> Path | None:
+    """The night folder with the greatest date, or None if there is none."""
+    nights = night_folders(root)
+    return nights[-1] if nights else None
+
+
+def list_frames(night: str | Path) -> list[Path]:
+    """AllSky frames of a night folder in time order; other files are ignored."""
+    night = Path(night)
+    if not night.is_dir():
+        return []
+    frames = [p for p in night.iterdir() if p.is_file() and frame_time(p) is not None]
+    return sorted(frames, key=frame_time)
+
+
+@dataclass(frozen=True)
+class FramePair:
+    """A frame and the frame it is compared with (its predecessor)."""
+    previous: Path
+    current: Path
+    gap_s: float
+
+    @property
+    def long_gap(self) -> bool:
+        """The frames are far enough apart that the difference is unreliable."""
+        return self.gap_s > LONG_GAP_S
+
+
+def frame_pairs(frames: list[Path]) -> list[FramePair]:
+    """Pair each frame with its predecessor (the last existing one across gaps).
+
+    The first frame of a night has no predecessor and gets no pair: it is reported as skipped.
+    """
+    ordered = sorted(frames, key=frame_time)
+    return [FramePair(prev, cur, (frame_time(cur) - frame_time(prev)).total_seconds())
+            for prev, cur in zip(ordered, ordered[1:])]

@@ -1,0 +1,551 @@
+"""The thesis' folder dataset: nights with ground truth → difference images in training_set|test_set/meteor|no-meteor.
+
+Pipeline: each night's frames → (last good frame, frame) pairs labelled by the frame's ground truth → optional
+balancing of the training pairs → the thesis' preprocessing of each pair (binary difference → dataset version)
+→ a lossless PNG, listed in index.csv. Train and test pairs come from different nights. Bad frames (unreadable,
+truncated, not an image, odd-sized) are logged and skipped; the next good frame pairs with the last good one.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gualta import allsky
+from gualta.preprocess import VERSIONS, BadFrame, binary_difference, make_version, read_gray
+
+log = logging.getLogger(__name__)
+
+LABELS = ("meteor", "no-meteor")
+SPLIT_FOLDERS = {"train": "training_set", "test": "test_set"}
+GROUND_TRUTH = "ground_truth.csv"
+INDEX = "index.csv"
+INDEX_COLUMNS = ["fn", "dataset", "meteor", "night", "file", "event", "peak_snr", "long_gap"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SAMPLE_NAME = re.compile(r"^(?P<night>\d{8})_(?P<id>\d{14})$")     # <night>_<frame id>.png
+THUMB_WIDTH = 320
+MAX_LISTED = 5                     # file names quoted in a per-night warning
+
+
+class DatasetError(ValueError):
+    """A request that cannot be carried out (missing folders, overlapping nights, bad labels file...)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A labelled frame of a night; its image is the difference with the last good frame before it."""
+    night: Path
+    frame: Path
+    label: str
+    split: str
+    truth: dict = field(default_factory=dict)      # the frame's other ground-truth columns
+
+    @property
+    def fn(self) -> str:
+        """Image path relative to the dataset folder."""
+        name = f"{self.night.name}_{allsky.frame_id(self.frame)}.png"
+        return f"{SPLIT_FOLDERS[self.split]}/{self.label}/{name}"
+
+
+@dataclass
+class PreparedDataset:
+    """What prepare_dataset wrote."""
+    index: pd.DataFrame
+    path: Path                      # index.csv
+    skipped: int                    # pairs without an image: bad or unlabelled frames, no predecessor
+    balanced_out: int = 0           # no-meteor training pairs left out by balancing
+
+    def summary(self) -> str:
+        balanced = f", {self.balanced_out} no-meteor train pairs balanced out" if self.balanced_out else ""
+        return f"{describe_index(self.index)}, {self.skipped} pairs skipped{balanced} → {self.path}"
+
+
+@dataclass
+class LabelSheet:
+    """What label_aid wrote."""
+    html: Path
+    labels: Path
+    pairs: int
+    skipped: int
+
+    def summary(self) -> str:
+        return f"{self.pairs} pairs ({self.skipped} skipped) → {self.html}, edit {self.labels}"
+
+
+# --- frames of a night ------------------------------------------------------------------------------------------
+
+class NightFrames:
+    """The frames of one night, each decoded at most once, paired with the last good frame before them.
+
+    A frame is bad if it cannot be decoded, or if it alone differs in size from the good frames either side of it
+    (a size that persists is a camera change: only the pair across the change is skipped). Decoded images older than
+    the last predecessor handed out are released, so memory stays small if frames are asked for in time order.
+    """
+
+    def __init__(self, frames: list[Path]):
+        self.frames = sorted(frames, key=allsky.frame_time)
+        self._position = {frame: i for i, frame in enumerate(self.frames)}
+        self._images: dict[int, np.ndarray] = {}
+        self._shapes: dict[int, tuple[int, ...] | None] = {}      # None: not decodable
+        self._rejected: set[int] = set()
+
+    def image(self, frame: Path) -> np.ndarray | None:
+        """The frame in 8-bit gray, or None if it cannot be decoded."""
+        return self._image(self._position[frame])
+
+    def pair(self, frame: Path) -> allsky.FramePair | None:
+        """The frame and the last good frame before it, or None (warned) if there is no such pair."""
+        i = self._position[frame]
+        if self._shape(i) is None:
+            return None
+        j = self._predecessor(i)
+        if j is None:
+            if i > 0:
+                log.warning("%s: no earlier good frame in the night to compare with: skipped", frame.name)
+            return None
+        if self._shape(j) != self._shape(i):
+            if self._is_odd_sized(i):
+                self._reject_odd_sized(i)
+            else:
+                log.warning("%s: frame size changed from %s to %s: pair with %s skipped", frame.name,
+                            size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
+            return None
+        self._release_before(j)
+        return allsky.frame_pairs([self.frames[j], frame])[0]
+
+    def _image(self, i: int) -> np.ndarray | None:
+        if i in self._images or self._shapes.get(i, ()) is None:      # decoded, or known to be bad
+            return self._images.get(i)
+        try:
+            image = read_gray(self.frames[i])
+        except BadFrame as exc:
+            self._shapes[i] = None
+            self._reject(i, f"bad frame {exc}: skipped")
+            return None
+        self._images[i], self._shapes[i] = image, image.shape
+        return image
+
+    def _shape(self, i: int) -> tuple[int, ...] | None:
+        if i not in self._shapes:
+            self._image(i)
+        return self._shapes[i]
+
+    def _decodable_neighbour(self, i: int, step: int) -> int | None:
+        j = i + step
+        while 0 <= j < len(self.frames):
+            if self._shape(j) is not None:
+                return j
+            j += step
+        return None
+
+    def _is_odd_sized(self, i: int) -> bool:
+        after = self._decodable_neighbour(i, +1)
+        if after is None or self._shape(after) == self._shape(i):
+            return False
+        before = self._decodable_neighbour(i, -1)
+        return before is not None and self._shape(before) == self._shape(after)
+
+    def _is_good(self, i: int) -> bool:
+        if self._shape(i) is None:
+            return False
+        if self._is_odd_sized(i):
+            self._reject_odd_sized(i)
+            return False
+        return True
+
+    def _reject_odd_sized(self, i: int) -> None:
+        after = self._decodable_neighbour(i, +1)
+        self._reject(i, f"{self.frames[i].name}: frame is {size_text(self._shape(i))} but the frames either "
+                        f"side are {size_text(self._shape(after))}: skipped")
+
+    def _predecessor(self, i: int) -> int | None:
+        return next((j for j in range(i - 1, -1, -1) if self._is_good(j)), None)
+
+    def _reject(self, i: int, message: str) -> None:
+        if i not in self._rejected:
+            self._rejected.add(i)
+            log.warning(message)
+
+    def _release_before(self, i: int) -> None:
+        for j in [j for j in self._images if j < i]:
+            del self._images[j]
+
+
+def size_text(shape: tuple[int, ...] | None) -> str:
+    """'W×H' of an image shape."""
+    return "unknown size" if shape is None else f"{shape[1]}×{shape[0]}"
+
+
+def pair_difference(frames: NightFrames, pair: allsky.FramePair, version: str) -> np.ndarray:
+    """The thesis' preprocessing of a pair: thresholded difference, then the dataset version."""
+    binary = binary_difference(frames.image(pair.current), frames.image(pair.previous))
+    return make_version(binary, version)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write an image (format from the suffix), creating folders; raise OSError if OpenCV cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"cannot write {path}")
+
+
+# --- labels -----------------------------------------------------------------------------------------------------
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """A labels CSV (at least `file,label`; extra columns are kept), one row per frame file name."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read labels {path}: {exc}") from exc
+    missing = {"file", "label"} - set(table.columns)
+    if missing:
+        raise DatasetError(f"labels {path} lack the column(s) {', '.join(sorted(missing))}")
+    table["label"] = table["label"].str.strip().str.lower()
+    return table.drop_duplicates("file", keep="last").set_index("file", drop=False)
+
+
+def night_labels(night: Path, labels: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """Labels of a night's frames: the given table, else the night's ground_truth.csv; None if there are none."""
+    if labels is not None:
+        return labels
+    truth = night / GROUND_TRUTH
+    return read_labels(truth) if truth.is_file() else None
+
+
+def night_samples(night: Path, split: str, labels: pd.DataFrame | None = None) -> tuple[list[Sample], int]:
+    """Labelled samples of a night's frame pairs, and how many pairs had no usable label (warned)."""
+    frames = allsky.list_frames(night)
+    if not frames:
+        log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg): nothing to use", night)
+        return [], 0
+    table = night_labels(night, labels)
+    current = [pair.current for pair in allsky.frame_pairs(frames)]
+    if table is None:
+        log.warning("night %s has no %s and no labels were given: its %d pairs are skipped",
+                    night, GROUND_TRUTH, len(current))
+        return [], len(current)
+    samples, unlabelled = [], []
+    for frame in current:
+        label = table["label"].get(frame.name)
+        if label not in LABELS:
+            unlabelled.append(frame.name)
+            continue
+        truth = table.loc[frame.name].drop(["file", "label"]).to_dict()
+        samples.append(Sample(night, frame, label, split, truth))
+    if unlabelled:
+        listed = ", ".join(unlabelled[:MAX_LISTED]) + (", ..." if len(unlabelled) > MAX_LISTED else "")
+        log.warning("night %s: %d frames missing from the labels or not labelled meteor/no-meteor, skipped: %s",
+                    night.name, len(unlabelled), listed)
+    return samples, len(unlabelled)
+
+
+# --- nights and splits ------------------------------------------------------------------------------------------
+
+def nights_under(root: str | Path) -> list[Path]:
+    """The night folders (YYYYMMDD) under root, oldest first; DatasetError if there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    nights = allsky.night_folders(root)
+    if not nights:
+        raise DatasetError(f"no night folders (YYYYMMDD) under {root}")
+    return nights
+
+
+def split_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Whole nights to train and test: round(fraction × nights) test nights (at least one, never all), drawn with
+    a seeded RNG from the nights sorted by name."""
+    if not 0 < test_fraction < 1:
+        raise DatasetError(f"the test fraction must be between 0 and 1, not {test_fraction}")
+    nights = sorted(nights, key=lambda night: Path(night).name)
+    if len(nights) < 2:
+        raise DatasetError(f"need at least two nights to split into train and test, got {len(nights)}")
+    test_count = min(max(1, round(test_fraction * len(nights))), len(nights) - 1)
+    chosen = set(np.random.default_rng(seed).choice(len(nights), test_count, replace=False).tolist())
+    train = [night for i, night in enumerate(nights) if i not in chosen]
+    test = [night for i, night in enumerate(nights) if i in chosen]
+    return train, test
+
+
+def split_by_names(nights: list[Path], test_names: list[str]) -> tuple[list[Path], list[Path]]:
+    """Train and test nights when the test nights are named (YYYYMMDD); DatasetError for unknown names."""
+    unknown = set(test_names) - {Path(night).name for night in nights}
+    if unknown:
+        raise DatasetError(f"test night(s) not found: {', '.join(sorted(unknown))}")
+    train = [night for night in nights if Path(night).name not in test_names]
+    test = [night for night in nights if Path(night).name in test_names]
+    return train, test
+
+
+def check_nights(nights_train: list[Path], nights_test: list[Path]) -> None:
+    """Every night exists, and no night is in both train and test."""
+    for night in [*nights_train, *nights_test]:
+        if not Path(night).is_dir():
+            raise DatasetError(f"night folder not found: {night}")
+    shared = {Path(n).name for n in nights_train} & {Path(n).name for n in nights_test}
+    if shared:
+        raise DatasetError(f"night(s) in both train and test: {', '.join(sorted(shared))}")
+    names = [Path(n).name for n in [*nights_train, *nights_test]]
+    repeated = {name for name in names if names.count(name) > 1}
+    if repeated:
+        raise DatasetError(f"night(s) given twice: {', '.join(sorted(repeated))}")
+
+
+# --- balancing --------------------------------------------------------------------------------------------------
+
+def balance_samples(samples: list[Sample], seed: int = 0) -> list[Sample]:
+    """Keep every meteor sample and as many no-meteor samples, drawn with a seeded RNG (the thesis' balancing)."""
+    meteors = [s for s in samples if s.label == "meteor"]
+    others = sorted((s for s in samples if s.label != "meteor"), key=lambda s: s.fn)
+    if len(others) <= len(meteors):
+        return samples
+    if not meteors:
+        log.warning("no meteor frames among the training nights: balancing leaves no training pairs")
+    keep = np.random.default_rng(seed).choice(len(others), len(meteors), replace=False)
+    kept = {others[i].fn for i in keep.tolist()}
+    return [s for s in samples if s.label == "meteor" or s.fn in kept]
+
+
+# --- writing a dataset ------------------------------------------------------------------------------------------
+
+def write_night(samples: list[Sample], out_dir: Path, version: str, progress=None) -> tuple[list[dict], int]:
+    """Write the images of one night's samples; return their index rows and how many were skipped."""
+    if not samples:
+        return [], 0
+    frames = NightFrames(allsky.list_frames(samples[0].night))
+    rows, skipped = [], 0
+    for sample in sorted(samples, key=lambda s: allsky.frame_time(s.frame)):
+        pair = frames.pair(sample.frame)
+        if pair is None:
+            skipped += 1
+        else:
+            write_image(out_dir / sample.fn, pair_difference(frames, pair, version))
+            rows.append(index_row(sample, pair))
+        if progress is not None:
+            progress.update()
+    return rows, skipped
+
+
+def index_row(sample: Sample, pair: allsky.FramePair) -> dict:
+    """index.csv row of a written sample: the fixed columns, then the frame's other ground-truth columns."""
+    fixed = {"fn": sample.fn, "dataset": sample.split, "meteor": int(sample.label == "meteor"),
+             "night": sample.night.name, "file": sample.frame.name, "long_gap": pair.long_gap}
+    carried = {key: value for key, value in sample.truth.items() if key not in fixed}
+    return {**fixed, "event": None, "peak_snr": None, **carried}
+
+
+def clear_dataset(out_dir: Path, overwrite: bool) -> None:
+    """Make sure no earlier dataset in out_dir mixes with the new one: remove it if allowed, else refuse."""
+    old = [out_dir / folder for folder in SPLIT_FOLDERS.values()] + [out_dir / INDEX]
+    present = [path for path in old if path.exists()]
+    if present and not overwrite:
+        raise DatasetError(f"{out_dir} already holds a dataset ({', '.join(p.name for p in present)}); "
+                           "choose another folder or overwrite it (--overwrite)")
+    for path in present:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path], out_dir: str | Path,
+                    version: str = "v4", balance: bool = False, seed: int = 0,
+                    labels: str | Path | None = None, overwrite: bool = False, workers: int = 1) -> PreparedDataset:
+    """Build the thesis' folder dataset and its index.csv from train and test nights (never the same night).
+
+    Each pair's image is the chosen version (v1–v4) of the thresholded difference of a frame and the last good frame
+    before it, labelled by the frame. `labels` (a CSV with file,label) replaces the nights' ground_truth.csv.
+    With balance, no-meteor training pairs are sampled down to the meteor count (the test set never is).
+    """
+    if version not in VERSIONS:
+        raise DatasetError(f"unknown dataset version {version!r}; choose one of {', '.join(VERSIONS)}")
+    nights_train, nights_test = [Path(n) for n in nights_train], [Path(n) for n in nights_test]
+    check_nights(nights_train, nights_test)
+    table = read_labels(labels) if labels is not None else None
+    out_dir = Path(out_dir)
+    clear_dataset(out_dir, overwrite)
+
+    samples, skipped = [], 0
+    for split, nights in (("train", nights_train), ("test", nights_test)):
+        for night in nights:
+            night_list, unlabelled = night_samples(night, split, table)
+            samples += night_list
+            skipped += unlabelled
+    balanced_out = 0
+    if balance:
+        train = [s for s in samples if s.split == "train"]
+        kept = balance_samples(train, seed)
+        balanced_out = len(train) - len(kept)
+        samples = kept + [s for s in samples if s.split == "test"]
+
+    rows, failed = write_samples(samples, out_dir, version, workers)
+    index = with_index_columns(pd.DataFrame(rows))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index.to_csv(out_dir / INDEX, index=False)
+    return PreparedDataset(index, out_dir / INDEX, skipped + failed, balanced_out)
+
+
+def write_samples(samples: list[Sample], out_dir: Path, version: str, workers: int = 1) -> tuple[list[dict], int]:
+    """Write every sample's image, night by night (in parallel processes if workers > 1)."""
+    by_night: dict[Path, list[Sample]] = {}
+    for sample in samples:
+        by_night.setdefault(sample.night, []).append(sample)
+    rows, skipped = [], 0
+    groups = list(by_night.values())
+    with tqdm(total=len(samples), desc="prepare", unit="pair", disable=None) as bar:
+        if workers <= 1 or len(groups) <= 1:
+            for group in groups:
+                night_rows, night_skipped = write_night(group, out_dir, version, bar)
+                rows += night_rows
+                skipped += night_skipped
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for night_rows, night_skipped in pool.map(write_night, groups, repeat(out_dir), repeat(version)):
+                    rows += night_rows
+                    skipped += night_skipped
+                    bar.update(len(night_rows) + night_skipped)
+    return rows, skipped
+
+
+def with_index_columns(index: pd.DataFrame) -> pd.DataFrame:
+    """The index with INDEX_COLUMNS first (added empty if missing), then any other columns."""
+    return index.reindex(columns=INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS])
+
+
+def describe_index(index: pd.DataFrame) -> str:
+    """'812 train (203 meteor), 270 test (61 meteor)'."""
+    parts = []
+    for split in SPLIT_FOLDERS:
+        rows = index[index["dataset"] == split]
+        parts.append(f"{len(rows)} {split} ({int(rows['meteor'].sum())} meteor)")
+    return ", ".join(parts)
+
+
+# --- indexing an existing folder dataset ------------------------------------------------------------------------
+
+def index_dataset(out_dir: str | Path) -> pd.DataFrame:
+    """Rebuild out_dir/index.csv from the folder layout (training_set|test_set/meteor|no-meteor/*.png).
+
+    The folder an image lies in decides its split and label (so moving an image relabels it); night and file come
+    from names like <night>_<frame id>.png, and other columns of an earlier index.csv are kept for images it lists.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DatasetError(f"not a folder: {out_dir}")
+    rows = []
+    for split, folder in SPLIT_FOLDERS.items():
+        for label in LABELS:
+            for image in sorted((out_dir / folder / label).glob("*")):
+                if image.suffix.lower() in IMAGE_SUFFIXES:
+                    rows.append({"fn": image.relative_to(out_dir).as_posix(), "dataset": split,
+                                 "meteor": int(label == "meteor"), **names_of(image)})
+    if not rows:
+        raise DatasetError(f"no images in {out_dir}/{{{','.join(SPLIT_FOLDERS.values())}}}/{{{','.join(LABELS)}}}")
+    index = pd.DataFrame(rows)
+    previous = out_dir / INDEX
+    if previous.is_file():
+        index = carry_columns(index, pd.read_csv(previous))
+    index = with_index_columns(index)
+    index.to_csv(previous, index=False)
+    return index
+
+
+def names_of(image: Path) -> dict:
+    """Night and frame file of a dataset image named <night>_<frame id>.png (empty if named otherwise)."""
+    match = SAMPLE_NAME.match(image.stem)
+    if not match:
+        return {"night": None, "file": None}
+    return {"night": match["night"], "file": f"image-{match['id']}.jpg"}
+
+
+def carry_columns(index: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """Add an earlier index's extra columns (event, peak_snr...) to the rebuilt index, matched by image name."""
+    extra = [c for c in previous.columns if c not in ("fn", "dataset", "meteor", "night", "file")]
+    if not extra or "fn" not in previous.columns:
+        return index
+    previous = previous.assign(name=previous["fn"].map(lambda fn: Path(fn).name))
+    previous = previous.drop_duplicates("name")[["name", *extra]]
+    index = index.assign(name=index["fn"].map(lambda fn: Path(fn).name))
+    return index.merge(previous, on="name", how="left").drop(columns="name")
+
+
+# --- labelling by eye -------------------------------------------------------------------------------------------
+
+LABEL_SHEET = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>guAlta label aid: night {{ night }}</title>
+<style>
+body { font-family: sans-serif; background: #111; color: #ddd; }
+table { border-collapse: collapse; } td { padding: 4px 8px; border-bottom: 1px solid #333; vertical-align: top; }
+img { height: 240px; } .meteor { color: #ff6; font-weight: bold; } .gap { color: #f96; }
+</style></head><body>
+<h1>Night {{ night }}: {{ rows|length }} pairs</h1>
+<p>Each row: the frame | its difference with the previous good frame (the v4 image the model sees).
+Write meteor or no-meteor for each file in <code>labels.csv</code>, then
+<code>python dataPreparation.py prepare --labels labels.csv ...</code>.</p>
+<table>
+{% for row in rows %}<tr class="pair" id="{{ row.id }}">
+<td><img src="{{ row.thumb }}" alt="frame {{ row.file }}"></td>
+<td><img src="{{ row.diff }}" alt="difference {{ row.file }}"></td>
+<td><b>{{ row.file }}</b><br>after {{ row.previous }} ({{ row.gap_s }} s){% if row.long_gap %}
+<br><span class="gap">long gap</span>{% endif %}{% if row.label %}
+<br><span class="{{ row.label }}">{{ row.label }}</span>{% endif %}{% if row.event %}
+<br>event: {{ row.event }}{% endif %}</td>
+</tr>
+{% endfor %}</table>
+</body></html>
+"""
+
+
+def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
+    """The frame shrunk to `width` pixels wide, aspect kept."""
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def label_aid(night_dir: str | Path, out_dir: str | Path) -> LabelSheet:
+    """A contact sheet to label a night by eye: frame | v4 difference per pair in out_dir/index.html, plus
+    out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one."""
+    import jinja2
+
+    night, out_dir = Path(night_dir), Path(out_dir)
+    if not night.is_dir():
+        raise DatasetError(f"night folder not found: {night}")
+    frame_list = allsky.list_frames(night)
+    if not frame_list:
+        log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)
+    truth = night_labels(night)
+    frames = NightFrames(frame_list)
+    rows, skipped = [], 0
+    for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
+                          disable=None):
+        pair = frames.pair(candidate)
+        if pair is None:
+            skipped += 1
+            continue
+        frame_id = allsky.frame_id(candidate)
+        write_image(out_dir / "diffs" / f"{frame_id}.png", pair_difference(frames, pair, "v4"))
+        write_image(out_dir / "thumbs" / f"{frame_id}.jpg", thumbnail(frames.image(candidate)))
+        known = truth.loc[candidate.name] if truth is not None and candidate.name in truth.index else {}
+        rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
+                     "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
+                     "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
+                     "label": text_or_empty(known.get("label")), "event": text_or_empty(known.get("event"))})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
+    html = out_dir / "index.html"
+    html.write_text(page.render(night=night.name, rows=rows), encoding="utf-8")
+    labels = out_dir / "labels.csv"
+    pd.DataFrame(rows, columns=["file", "label"]).to_csv(labels, index=False)
+    return LabelSheet(html, labels, len(rows), skipped)
+
+
+def text_or_empty(value) -> str:
+    """A table cell as text; missing values (None, NaN) as ''."""
+    return "" if value is None or pd.isna(value) else str(value)

@@ -1,0 +1,108 @@
+"""The thesis' frame operations: grayscale, saturating subtraction, threshold, resize.
+
+A difference image keeps what moved or brightened between two consecutive frames (meteors, satellites, cloud edges)
+and removes what stayed (stars, trees, the watermark). The training/labelling input is version v4: the thresholded
+difference stretched to 400×400 with INTER_AREA. Versions v1–v3 are the alternatives the thesis compared.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+THRESHOLD = 3.5          # difference > 3.5 DN → 255, else 0 (on integers: ≥ 4 survives, ≤ 3 vanishes)
+TRAIN_SIZE = 400         # v4 side length, the labelling and training input
+THESIS_SIZE = 224        # v1–v3 side length
+VERSIONS = ("v1", "v2", "v3", "v4")
+JPEG_END = b"\xff\xd9"
+
+
+class BadFrame(ValueError):
+    """A frame that cannot be used: unreadable, truncated, not an image, or of the wrong size."""
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """Decode a JPEG straight to 8-bit grayscale; raise BadFrame if it is empty, truncated or not an image."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadFrame(f"{path}: cannot read ({exc.strerror})") from exc
+    if not data:
+        raise BadFrame(f"{path}: empty file")
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(JPEG_END):
+        raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise BadFrame(f"{path}: not a decodable image")
+    return image
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """BGR (OpenCV order) to 8-bit grayscale; grayscale input is returned unchanged."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def subtract(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Saturating current − previous (cv2.subtract: negative → 0, never wraps)."""
+    if current.shape != previous.shape:
+        raise BadFrame(f"frame sizes differ: {current.shape} vs {previous.shape}")
+    return cv2.subtract(current, previous)
+
+
+def threshold(difference: np.ndarray, value: float = THRESHOLD) -> np.ndarray:
+    """Binary image: 255 where difference > value, else 0."""
+    return np.where(difference > value, 255, 0).astype(np.uint8)
+
+
+def resize_area(image: np.ndarray, size: int = TRAIN_SIZE) -> np.ndarray:
+    """Stretch to size×size with INTER_AREA (averages the binary image into gray levels)."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def binary_difference(current: np.ndarray, previous: np.ndarray, value: float = THRESHOLD) -> np.ndarray:
+    """Full-resolution thresholded difference of two frames (colour or gray)."""
+    return threshold(subtract(to_gray(current), to_gray(previous)), value)
+
+
+def difference_image(current: np.ndarray, previous: np.ndarray, size: int = TRAIN_SIZE,
+                     value: float = THRESHOLD) -> np.ndarray:
+    """The thesis' preprocessing, v4: gray → subtract → threshold → size×size INTER_AREA."""
+    return resize_area(binary_difference(current, previous, value), size)
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """Pad with black on the short side (centred) to make the image square."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    return cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left,
+                              cv2.BORDER_CONSTANT, value=0)
+
+
+def make_version(binary: np.ndarray, version: str = "v4", size: int | None = None) -> np.ndarray:
+    """Turn a full-resolution binary difference into one of the thesis' dataset versions.
+
+    v1: pad to square, INTER_AREA to 224 · v2: pad to square, nearest to 224 (pure black/white)
+    v3: stretch, nearest to 224 · v4: stretch, INTER_AREA to 400 (the chosen one)
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"unknown dataset version {version!r}; choose one of {', '.join(VERSIONS)}")
+    size = size or (TRAIN_SIZE if version == "v4" else THESIS_SIZE)
+    padded = version in ("v1", "v2")
+    interpolation = cv2.INTER_AREA if version in ("v1", "v4") else cv2.INTER_NEAREST
+    source = pad_to_square(binary) if padded else binary
+    return cv2.resize(source, (size, size), interpolation=interpolation)
+
+
+def side_by_side(frame_gray: np.ndarray, processed: np.ndarray, height: int = 224) -> np.ndarray:
+    """Original | processed at height×height each (the 448×224 image of a detection)."""
+    left = cv2.resize(frame_gray, (height, height), interpolation=cv2.INTER_AREA)
+    right = cv2.resize(processed, (height, height), interpolation=cv2.INTER_AREA)
+    return np.hstack([left, right])

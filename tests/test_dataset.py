@@ -1,0 +1,432 @@
+"""The thesis' folder dataset: layout, index.csv, balancing, versions, bad input, label aid, the researcher CLI."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gualta import allsky, dataset
+from gualta.dataset import DatasetError, index_dataset, label_aid, prepare_dataset, split_nights
+from gualta.preprocess import read_gray
+from helpers_nights import STREAK, dot_count, frame_path, make_night
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMES = 8
+METEORS = {"20211110": (2, 5), "20211111": (3,), "20211112": (1, 4)}
+
+
+@pytest.fixture
+def nights(tmp_path) -> Path:
+    """Three 8-frame nights under tmp_path/nights; meteors in the frames listed in METEORS."""
+    root = tmp_path / "nights"
+    for night, meteors in METEORS.items():
+        make_night(root, night, FRAMES, meteors)
+    return root
+
+
+@pytest.fixture
+def prepared(nights, tmp_path):
+    """Nights 20211110 and 20211111 for training, 20211112 for testing, version v4."""
+    out = tmp_path / "data"
+    result = prepare_dataset([nights / "20211110", nights / "20211111"], [nights / "20211112"], out)
+    return out, result
+
+
+def load(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return image
+
+
+def warnings_of(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records
+                     if r.name == "gualta.dataset" and r.levelno == logging.WARNING)
+
+
+# --- layout and index -------------------------------------------------------------------------------------------
+
+def position(night: Path, file: str) -> int:
+    """Index of a frame in its night (0 = first)."""
+    return [f.name for f in allsky.list_frames(night)].index(file)
+
+
+def test_folder_layout_and_index(nights, prepared):
+    out, result = prepared
+    index = pd.read_csv(out / "index.csv")
+    assert list(index.columns[:8]) == ["fn", "dataset", "meteor", "night", "file", "event", "peak_snr", "long_gap"]
+    assert len(index) == 3 * (FRAMES - 1)               # the first frame of each night has no pair
+    assert result.skipped == 0 and len(result.index) == len(index)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(index["fn"])
+
+    for row in index.itertuples():
+        split_folder = "training_set" if row.dataset == "train" else "test_set"
+        label = "meteor" if row.meteor else "no-meteor"
+        assert row.fn == f"{split_folder}/{label}/{row.night}_{allsky.frame_id(row.file)}.png"
+        assert row.meteor == int(position(nights / str(row.night), row.file) in METEORS[str(row.night)])
+        assert row.dataset == ("test" if str(row.night) == "20211112" else "train")
+        assert not row.long_gap
+    meteors = index[index["meteor"] == 1]
+    assert set(meteors["event"]) == {"meteor"} and meteors["peak_snr"].notna().all()
+    assert set(index.loc[index["meteor"] == 0, "event"]) == {"none"}
+    assert index.loc[index["meteor"] == 0, "peak_snr"].isna().all()
+    assert {"x1", "scenario"} <= set(index.columns)      # other ground-truth columns travel along
+    assert "label" not in index.columns
+    assert result.summary().startswith("14 train (3 meteor), 7 test (2 meteor), 0 pairs skipped")
+
+
+def test_meteor_images_show_the_streak_and_others_are_black(prepared):
+    out, _ = prepared
+    index = pd.read_csv(out / "index.csv")
+    (x1, y1, x2, y2), sx, sy = STREAK, 400 / 130, 400 / 98
+    for row in index.itertuples():
+        image = load(out / row.fn)
+        assert image.shape == (400, 400) and image.dtype == np.uint8
+        if row.meteor:
+            ys, xs = np.nonzero(image > 128)
+            assert len(xs) > 1000
+            # every bright pixel lies on the streak, mapped to 400×400
+            (ax, ay), (dx, dy) = (x1 * sx, y1 * sy), ((x2 - x1) * sx, (y2 - y1) * sy)
+            distance = np.abs(dy * (xs - ax) - dx * (ys - ay)) / np.hypot(dx, dy)
+            assert distance.max() < 12
+            assert xs.min() < ax + 10 and xs.max() > ax + dx - 10
+        else:
+            assert image.max() < 30
+
+
+def test_v2_images_are_pure_black_and_white(nights, tmp_path):
+    out = tmp_path / "v2"
+    prepare_dataset([nights / "20211110"], [nights / "20211112"], out, version="v2")
+    images = [load(p) for p in out.rglob("*.png")]
+    assert len(images) == 2 * (FRAMES - 1)
+    assert all(image.shape == (224, 224) for image in images)
+    assert set(np.unique(np.concatenate([image.ravel() for image in images]))) == {0, 255}
+
+
+def test_unknown_version_is_refused(nights, tmp_path):
+    with pytest.raises(DatasetError, match="v5"):
+        prepare_dataset([nights / "20211110"], [nights / "20211112"], tmp_path / "out", version="v5")
+
+
+def test_same_night_in_train_and_test_is_refused(nights, tmp_path):
+    with pytest.raises(DatasetError, match="20211110"):
+        prepare_dataset([nights / "20211110", nights / "20211111"], [nights / "20211110"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_dataset_is_not_mixed_with_a_new_one(prepared, nights):
+    out, _ = prepared
+    with pytest.raises(DatasetError, match="already holds a dataset"):
+        prepare_dataset([nights / "20211111"], [nights / "20211112"], out)
+    stale = out / "training_set" / "meteor" / "stale.png"
+    stale.write_bytes(b"")
+    prepare_dataset([nights / "20211111"], [nights / "20211112"], out, overwrite=True)
+    assert not stale.exists()
+    assert set(pd.read_csv(out / "index.csv")["night"]) == {20211111, 20211112}
+
+
+# --- splits and balancing ---------------------------------------------------------------------------------------
+
+def test_split_nights_whole_nights_deterministic():
+    nights = [Path(f"/r/202111{d:02d}") for d in range(1, 9)]
+    train, test = split_nights(list(reversed(nights)), 0.25, seed=3)
+    assert len(test) == 2 and len(train) == 6
+    assert sorted(train + test) == nights and not set(train) & set(test)
+    assert split_nights(nights, 0.25, seed=3) == (train, test)
+    assert {tuple(split_nights(nights, 0.25, seed=s)[1]) for s in range(10)} != {tuple(test)}
+    assert len(split_nights(nights[:2], 0.9)[0]) == 1          # never every night in test
+    with pytest.raises(DatasetError):
+        split_nights(nights[:1], 0.5)
+    with pytest.raises(DatasetError):
+        split_nights(nights, 1.0)
+
+
+def test_balancing_equal_counts_reproducible_and_test_untouched(tmp_path):
+    root = tmp_path / "nights"
+    train_nights = [make_night(root, "20211110", 12, (2, 7)), make_night(root, "20211111", 12, (4,))]
+    test_night = make_night(root, "20211112", 12, (5,))
+
+    def build(seed, name):
+        result = prepare_dataset(train_nights, [test_night], tmp_path / name, balance=True, seed=seed)
+        return result, pd.read_csv(tmp_path / name / "index.csv")
+
+    result, index = build(1, "a")
+    train = index[index["dataset"] == "train"]
+    assert (train["meteor"] == 1).sum() == (train["meteor"] == 0).sum() == 3
+    assert result.balanced_out == (22 - 3) - 3      # 19 no-meteor train pairs, 3 kept
+    assert len(list((tmp_path / "a" / "training_set" / "no-meteor").glob("*.png"))) == 3
+    test = index[index["dataset"] == "test"]
+    assert len(test) == 11 and test["meteor"].sum() == 1
+    assert sorted(build(1, "b")[1]["fn"]) == sorted(index["fn"])
+    others = {frozenset(build(seed, f"s{seed}")[1]["fn"]) for seed in (2, 3)}
+    assert others != {frozenset(index["fn"])}
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+def dots_by_position(out: Path, night: Path) -> dict[int, int]:
+    """{frame position: dots in its difference image} for a tally night's rows of a dataset."""
+    index = pd.read_csv(out / "index.csv", dtype={"night": str})
+    rows = index[index["night"] == night.name]
+    return {position(night, row.file): dot_count(load(out / row.fn)) for row in rows.itertuples()}
+
+
+def test_bad_frames_are_skipped_and_neighbours_pair_with_the_last_good_frame(tmp_path, caplog):
+    night = make_night(tmp_path / "nights", "20211110", 10, meteors=(), tally=True)
+    test_night = make_night(tmp_path / "nights", "20211112", 4)
+    frame_path(night, 3).write_bytes(b"")                                       # zero bytes
+    frame_path(night, 5).write_bytes(frame_path(night, 5).read_bytes()[:300])   # truncated JPEG
+    frame_path(night, 7).write_text("not an image\n")                          # text named like a frame
+    cv2.imwrite(str(frame_path(night, 8)), np.zeros((40, 60), np.uint8))        # odd size
+    (night / "notes.txt").write_text("ignored")
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    result = prepare_dataset([night], [test_night], tmp_path / "data")
+
+    # dots = frames since the predecessor: 4 pairs with 2, 6 with 4, 9 with 6 (3, 5, 7, 8 are bad)
+    assert dots_by_position(tmp_path / "data", night) == {1: 1, 2: 1, 4: 2, 6: 2, 9: 3}
+    assert result.skipped == 4
+    warned = warnings_of(caplog)
+    for i, reason in [(3, "empty file"), (5, "truncated"), (7, "not a decodable image"), (8, "60×40")]:
+        line = next((w for w in warned.splitlines() if frame_path(night, i).name in w), "")
+        assert reason in line, (i, warned)
+
+
+def test_each_frame_is_decoded_once_and_balanced_out_frames_not_at_all(tmp_path, monkeypatch):
+    night = make_night(tmp_path / "nights", "20211110", 12, meteors=(6,), tally=True)
+    frame_path(night, 4).write_bytes(b"")
+    decoded = []
+    monkeypatch.setattr(dataset, "read_gray", lambda path: decoded.append(Path(path).name) or read_gray(path))
+
+    prepare_dataset([night], [], tmp_path / "all")
+    assert sorted(decoded) == sorted(f.name for f in allsky.list_frames(night))
+
+    decoded.clear()
+    prepare_dataset([night], [], tmp_path / "balanced", balance=True)
+    assert len(decoded) == len(set(decoded)) <= 5                  # 2 pairs: at most 2 frames each, plus a bad one
+
+
+def test_parallel_nights_give_the_same_dataset(nights, tmp_path):
+    train, test = [nights / "20211110", nights / "20211111"], [nights / "20211112"]
+    serial = prepare_dataset(train, test, tmp_path / "serial").index
+    parallel = prepare_dataset(train, test, tmp_path / "parallel", workers=2).index
+    pd.testing.assert_frame_equal(serial.sort_values("fn", ignore_index=True),
+                                  parallel.sort_values("fn", ignore_index=True))
+    for fn in serial["fn"]:
+        assert np.array_equal(load(tmp_path / "serial" / fn), load(tmp_path / "parallel" / fn))
+
+
+def test_bad_first_frame_and_a_lasting_size_change(tmp_path, caplog):
+    night = make_night(tmp_path / "nights", "20211110", 8, meteors=(), tally=True)
+    frame_path(night, 0).write_bytes(b"")
+    for i in (5, 6, 7):                                                         # the camera changed size
+        cv2.imwrite(str(frame_path(night, i)), np.zeros((60, 80), np.uint8))
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    result = prepare_dataset([night], [], tmp_path / "data")
+
+    dots = dots_by_position(tmp_path / "data", night)
+    assert dots == {2: 1, 3: 1, 4: 1, 6: 0, 7: 0}            # 1 has no good predecessor, 4 → 5 changes size
+    assert result.skipped == 2
+    warned = warnings_of(caplog)
+    assert f"{frame_path(night, 1).name}: no earlier good frame" in warned
+    assert "size changed from 130×98 to 80×60" in warned
+
+
+def test_long_gaps_are_flagged(tmp_path):
+    night = make_night(tmp_path / "nights", "20211110", 16, meteors=())
+    for frame in allsky.list_frames(night)[3:13]:                      # 10 frames missing: a 330 s gap
+        frame.unlink()
+    index = prepare_dataset([night], [], tmp_path / "data").index
+    assert dict(zip(index["file"], index["long_gap"])) == {
+        frame.name: frame.name == frame_path(night, 3).name for frame in allsky.list_frames(night)[1:]}
+
+
+def test_frames_missing_from_ground_truth_are_skipped_but_still_predecessors(tmp_path, caplog):
+    night = make_night(tmp_path / "nights", "20211110", 6, meteors=(), tally=True)
+    truth = pd.read_csv(night / "ground_truth.csv")
+    truth.drop(index=3).to_csv(night / "ground_truth.csv", index=False)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    result = prepare_dataset([night], [], tmp_path / "data")
+
+    assert dots_by_position(tmp_path / "data", night) == {1: 1, 2: 1, 4: 1, 5: 1}
+    assert result.skipped == 1
+    assert "1 frames missing from the labels" in warnings_of(caplog)
+    assert frame_path(night, 3).name in warnings_of(caplog)
+
+
+def test_empty_night_and_night_without_ground_truth_do_not_crash(nights, tmp_path, caplog):
+    empty = tmp_path / "nights" / "20211120"
+    empty.mkdir()
+    unlabelled = make_night(tmp_path / "nights", "20211121", 4, ground_truth=False)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    result = prepare_dataset([nights / "20211110", empty], [unlabelled], tmp_path / "data")
+
+    assert set(result.index["night"]) == {"20211110"}
+    assert result.skipped == 3
+    assert "20211120 has no frames" in warnings_of(caplog)
+    assert "no ground_truth.csv" in warnings_of(caplog)
+
+
+def test_labels_csv_replaces_ground_truth(nights, tmp_path):
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"file": [frame_path(nights / "20211110", i).name for i in range(FRAMES)],
+                  "label": ["meteor" if i == 6 else "no-meteor" for i in range(FRAMES)],
+                  "observer": "dr"}).to_csv(labels, index=False)
+
+    result = prepare_dataset([nights / "20211110"], [], tmp_path / "data", labels=labels)
+
+    meteors = result.index[result.index["meteor"] == 1]
+    assert list(meteors["file"]) == [frame_path(nights / "20211110", 6).name]
+    assert set(result.index["observer"]) == {"dr"}
+
+
+# --- index ------------------------------------------------------------------------------------------------------
+
+def test_index_rebuilds_from_folders_and_follows_moved_images(prepared):
+    out, _ = prepared
+    before = pd.read_csv(out / "index.csv")
+    moved = before[before["meteor"] == 0].iloc[0]
+    source = out / moved["fn"]
+    source.rename(out / "training_set" / "meteor" / source.name)
+
+    index = index_dataset(out)
+
+    assert len(index) == len(before)
+    row = index[index["file"] == moved["file"]].iloc[0]
+    assert row["meteor"] == 1 and row["fn"].startswith("training_set/meteor/")
+    assert row["event"] == "none"                          # carried from the earlier index
+    assert pd.read_csv(out / "index.csv")["meteor"].sum() == before["meteor"].sum() + 1
+
+    (out / "index.csv").unlink()
+    rebuilt = index_dataset(out)
+    assert list(rebuilt.columns) == dataset.INDEX_COLUMNS
+    assert rebuilt["night"].notna().all() and rebuilt["event"].isna().all()
+    assert sorted(rebuilt["fn"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+
+
+# --- label aid --------------------------------------------------------------------------------------------------
+
+class ParsedPage(HTMLParser):
+    """The tags and the text of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], ""
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def test_label_aid_writes_escaped_sheet_images_and_labels(tmp_path):
+    night = make_night(tmp_path / "nights", "20211110", 6, meteors=(2,), event='<script>alert("x")</script>&')
+    frame_path(night, 4).write_bytes(b"")
+
+    sheet = label_aid(night, tmp_path / "aid")
+
+    page = (tmp_path / "aid" / "index.html").read_text()
+    assert page.count('<tr class="pair"') == sheet.pairs == 4      # 5 pairs less the bad frame 4; 5 pairs with 3
+    assert sheet.skipped == 1
+    parsed = ParsedPage()
+    parsed.feed(page)
+    assert "script" not in parsed.tags                              # the event text stayed text
+    assert 'event: <script>alert("x")</script>&' in parsed.text
+    assert frame_path(night, 2).name in page
+    diff = load(tmp_path / "aid" / "diffs" / f"{allsky.frame_id(frame_path(night, 2))}.png")
+    assert diff.shape == (400, 400) and diff.max() == 255
+    thumb = load(tmp_path / "aid" / "thumbs" / f"{allsky.frame_id(frame_path(night, 2))}.jpg")
+    assert thumb.ndim == 2 and thumb.shape[1] == dataset.THUMB_WIDTH
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv")
+    assert list(labels.columns) == ["file", "label"]
+    assert dict(zip(labels["file"], labels["label"])) == {
+        frame_path(night, 1).name: "no-meteor", frame_path(night, 2).name: "meteor",
+        frame_path(night, 3).name: "no-meteor", frame_path(night, 5).name: "no-meteor"}
+
+
+def test_label_aid_without_ground_truth_leaves_labels_empty(tmp_path):
+    night = make_night(tmp_path / "nights", "20211110", 3, ground_truth=False)
+    sheet = label_aid(night, tmp_path / "aid")
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv")
+    assert sheet.pairs == 2 and len(labels) == 2 and labels["label"].isna().all()
+
+
+# --- the researcher CLI -----------------------------------------------------------------------------------------
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "dataPreparation.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli_prepare_index_and_label_aid(nights, tmp_path):
+    out = tmp_path / "data"
+    done = cli("prepare", "--nights", str(nights), "--test-nights", "20211112", "--out", str(out),
+               "--version", "v3", "--balance", "--seed", "4")
+    assert done.returncode == 0, done.stderr
+    assert "prepare: 6 train (3 meteor), 7 test (2 meteor), 0 pairs skipped" in done.stdout
+    index = pd.read_csv(out / "index.csv", dtype={"night": str})
+    assert set(index.loc[index["dataset"] == "test", "night"]) == {"20211112"}
+    assert all(load(out / fn).shape == (224, 224) for fn in index["fn"])
+
+    done = cli("index", "--dataset", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "index: 6 train (3 meteor), 7 test (2 meteor)" in done.stdout
+
+    done = cli("label-aid", "--night", str(nights / "20211111"), "--out", str(tmp_path / "aid"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "aid" / "index.html").is_file()
+
+    done = cli("prepare", "--nights", str(nights), "--test-fraction", "0.34", "--out", str(tmp_path / "split"))
+    assert done.returncode == 0, done.stderr
+    assert len(set(pd.read_csv(tmp_path / "split" / "index.csv")["night"])) == 3
+
+
+def test_cli_simulate_then_prepare(tmp_path):
+    pytest.importorskip("gualta.simulate")
+    done = cli("simulate", "--out", str(tmp_path / "sim"), "--nights", "2", "--frames", "3", "--date", "20211110",
+               "--seed", "1", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "simulate: 2 nights (20211110, 20211111)" in done.stdout
+    done = cli("prepare", "--nights", str(tmp_path / "sim"), "--test-nights", "20211111", "--out", str(tmp_path / "d"))
+    assert done.returncode == 0, done.stderr
+    index = pd.read_csv(tmp_path / "d" / "index.csv", dtype={"night": str})
+    assert list(index["night"]) == ["20211110"] * 2 + ["20211111"] * 2
+    truth = pd.concat(pd.read_csv(night / "ground_truth.csv") for night in sorted((tmp_path / "sim").iterdir()))
+    truth = truth.set_index("file").loc[index["file"]]
+    assert list(index["meteor"]) == list((truth["label"] == "meteor").astype(int))
+    assert list(index["event"]) == list(truth["event"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prepare", "--nights", "/no/such/folder", "--out", "x"], "not a folder: /no/such/folder"),
+    (["prepare", "--nights", "{nights}", "--test-nights", "20991231", "--out", "{tmp}/o"], "20991231"),
+    (["prepare", "--nights", "{tmp}", "--out", "{tmp}/o"], "no night folders"),
+    (["prepare", "--nights", "{nights}", "--out", "{tmp}/o", "--version", "v9"], "invalid choice"),
+    (["label-aid", "--night", "/no/such/night", "--out", "x"], "not a folder"),
+])
+def test_cli_bad_arguments_exit_non_zero_with_a_message(nights, tmp_path, args, message):
+    done = cli(*(a.format(nights=nights, tmp=tmp_path) for a in args))
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_reexports_the_thesis_preprocessing():
+    sys.path.insert(0, str(REPO))
+    try:
+        import dataPreparation
+    finally:
+        sys.path.remove(str(REPO))
+    from gualta import preprocess
+    for name in ("to_gray", "subtract", "threshold", "resize_area", "difference_image", "make_version"):
+        assert getattr(dataPreparation, name) is getattr(preprocess, name)
