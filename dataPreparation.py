@@ -1,6 +1,7 @@
 """guAlta researcher CLI: simulate nights, prepare the thesis' folder dataset, label nights by eye, index a dataset.
 
     python dataPreparation.py simulate --out ROOT --nights 3 [--frames F] [--scenario mixed] [--seed S]
+                                       [--start 20:00] [--date YYYYMMDD] [--rates meteor=0.25,...] [--workers W]
     python dataPreparation.py prepare --nights ROOT [--test-nights YYYYMMDD,... | --test-fraction 0.25] --out DIR
                                       [--version v4] [--balance] [--seed S] [--labels CSV] [--overwrite]
     python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR
@@ -63,11 +64,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+def event_rates(text: str):
+    """argparse type: KIND=RATE pairs overriding gualta.simulate.Rates."""
+    from dataclasses import fields
+
+    from gualta.simulate import Rates
+
+    known = {f.name for f in fields(Rates)}
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, rate = part.partition("=")
+        if kind not in known:
+            raise argparse.ArgumentTypeError(f"unknown event {kind!r}; choose from {', '.join(sorted(known))}")
+        try:
+            values[kind] = float(rate)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a rate: {part}") from None
+        if values[kind] < 0:
+            raise argparse.ArgumentTypeError(f"rate must be ≥ 0: {part}")
+    return Rates(**values)
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     from gualta.simulate import simulate_nights
 
     nights = simulate_nights(args.out, nights=args.nights, frames=args.frames, start=args.start, seed=args.seed,
-                             scenario=args.scenario, first_date=args.date, workers=args.workers)
+                             scenario=args.scenario, first_date=args.date, workers=args.workers, rates=args.rates)
     print(f"simulate: {len(nights)} nights ({', '.join(n.name for n in nights)}) → {args.out}")
 
 
@@ -110,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed")
     simulate.add_argument("--date", type=night_date, help="first night YYYYMMDD (default: drawn from the seed)")
     simulate.add_argument("--workers", type=positive_int, help="render processes (default: CPU count, ≤ 8)")
+    simulate.add_argument("--rates", type=event_rates, metavar="KIND=RATE,...",
+                          help="events per frame, e.g. meteor=0.25,satellite=0.06 (others keep their defaults)")
     simulate.set_defaults(run=cmd_simulate)
 
     prepare = commands.add_parser("prepare", help="build the folder dataset and index.csv from labelled nights")

@@ -28,11 +28,22 @@ EXAMPLES = [  # (file, seed, scenario, event kind to show or None, frame when no
 
 
 def frame_with(plan: simulate.NightPlan, kind: str | None, default: int) -> int:
-    """A frame showing an event of `kind` (its second frame for crossings), else `default`."""
-    events = [event for event in plan.events if event.kind == kind and event.frames[0] > 0]
+    """A dark-sky frame showing the most conspicuous event of `kind` (its second frame for crossings), else `default`."""
+    renderer_time = [plan.start + simulate.timedelta(seconds=plan.interval_s * i) for i in range(plan.frames)]
+
+    def central(point) -> bool:
+        fisheye = plan.camera.fisheye
+        return float(simulate.np.hypot(point[0] - fisheye.cx, point[1] - fisheye.cy)) < 0.6 * fisheye.radius
+
+    def dark(index: int) -> bool:
+        return simulate.sun_altitude(renderer_time[index], plan.latitude, plan.utc_offset_h)[0] < -18
+
+    events = [event for event in plan.events
+              if event.kind == kind and event.frames[0] > 0 and len(event.frames) >= (2 if kind in ("satellite", "plane") else 1)
+              and dark(event.frames[-1]) and central(event.start)]
     if not events:
         return default
-    event = events[len(events) // 2]
+    event = max(events, key=lambda e: min(e.peak_snr, 40) * (e.length + float(simulate.np.hypot(*e.velocity))))
     return event.frames[min(1, len(event.frames) - 1)]
 
 

@@ -108,6 +108,12 @@ class Fisheye:
         return alt, az
 
 
+def local_sidereal_time(stamp: datetime, utc_offset_h: float) -> float:
+    """Approximate local sidereal time (degrees) at local clock time `stamp`."""
+    solar_hour = stamp.hour + stamp.minute / 60 + stamp.second / 3600 - utc_offset_h
+    return (100.46 + 0.985647 * (stamp.timetuple().tm_yday - 1) + 15.041 * solar_hour) % 360
+
+
 def sun_altitude(stamp: datetime, lat: float, utc_offset_h: float) -> tuple[float, float]:
     """Approximate solar altitude and azimuth (degrees) at local time `stamp`."""
     day = stamp.timetuple().tm_yday
@@ -383,11 +389,11 @@ def plan_night(seed: int, start: datetime, frames: int, scenario: str = "mixed",
     chosen = scenario if scenario != "mixed" else str(rng.choice(["clear", "cloudy", "moon", "mixed"],
                                                                   p=[0.3, 0.3, 0.2, 0.2]))
     latitude = rng.uniform(25, 58)
-    lst_start = (100 + (start.timetuple().tm_yday - 80) * 0.9856 + 15 * (start.hour - 12 + start.minute / 60)
-                 + rng.uniform(-20, 20)) % 360
+    utc_offset_h = rng.uniform(0.3, 2.2)     # local clock minus local mean solar time (time zone, longitude)
+    lst_start = local_sidereal_time(start, utc_offset_h)
     plan = NightPlan(
         seed=seed, scenario=chosen, start=start, frames=frames, interval_s=interval_s, latitude=latitude,
-        utc_offset_h=rng.uniform(0.3, 2.2), lst_start_deg=lst_start, camera=draw_camera(rng),
+        utc_offset_h=utc_offset_h, lst_start_deg=lst_start, camera=draw_camera(rng),
         light_pollution=(rng.uniform(0, 360), rng.uniform(2, 40), rng.uniform(12, 35)),
         airglow=rng.uniform(0.15, 0.5), moon=draw_moon(rng, chosen, lst_start, latitude),
         cloud_schedule=draw_cloud_schedule(rng, chosen, frames),
@@ -491,7 +497,7 @@ class NightRenderer:
         lp = lp_strength / cam.max_exposure_s * np.exp(-np.clip(alt, 0, 90) / lp_spread) * (0.3 + 0.7 * toward_lp ** 2)
         twilight = np.zeros_like(alt)
         if sun_alt > -18:
-            strength = per_s * 10 ** (0.4 * min(sun_alt + 18, 24))           # ~6 magnitudes per 15° of sun altitude
+            strength = per_s * (10 ** (0.4 * min(sun_alt + 18, 24)) - 1)     # ~6 magnitudes per 15° of sun altitude
             toward_sun = 0.5 + 0.5 * np.cos(np.radians(az - sun_az))
             twilight = strength * (0.25 + 0.75 * toward_sun ** 3 * np.exp(-np.clip(alt, 0, 90) / 30))
         moonlight = np.zeros_like(alt)
@@ -502,7 +508,7 @@ class NightRenderer:
             separation = np.degrees(np.arccos(np.clip(cos_sep, -1, 1)))
             moonlight = brightness * (0.6 + 1.2 * (1 + np.cos(np.radians(separation)) ** 2) / 2
                                       + 30 / (separation + 4)) * self.low_vanrhijn
-        milky = per_s * 0.35 * self.milky_way(self.lst(index)) * (1 - clouds)
+        milky = per_s * 0.6 * self.milky_way(self.lst(index)) * (1 - clouds)
         colours = {"airglow": (1.0, 1.05, 0.95), "lp": (0.55, 0.8, 1.0), "twilight": (1.25, 1.0, 0.75),
                    "moon": (1.15, 1.0, 0.85), "milky": (1.0, 1.0, 1.0)}
         clear = [(airglow, colours["airglow"]), (lp, colours["lp"]), (twilight, colours["twilight"]),
@@ -575,7 +581,7 @@ class NightRenderer:
                 brightness *= 1 + 0.15 * np.sin(t * rng_phase(event) * 6)
             else:
                 along = t * length
-                strobe = ((along % event.blink_period_px) < 1.5).astype(np.float32)
+                strobe = ((along % event.blink_period_px) < 0.2 * event.blink_period_px).astype(np.float32)
                 brightness = 0.12 + 2.5 * strobe
             return points, brightness
         direction = event_direction(event)
@@ -618,8 +624,10 @@ class NightRenderer:
             colour = np.array(event.colour, np.float32)
             layer += light[..., None] * colour
             if event.kind == "plane":   # steady red and green navigation lights beside the strobe
-                for offset, tint in ((1.5, (0.1, 0.15, 1.0)), (-1.5, (0.2, 1.0, 0.3))):
-                    shifted = points + offset * np.array([0, 1], np.float32)
+                heading = event.velocity / (np.linalg.norm(event.velocity) + 1e-6)
+                across = np.array([-heading[1], heading[0]], np.float32)
+                for offset, tint in ((1.5, (0.1, 0.15, 1.0)), (-1.5, (0.2, 1.0, 0.3))):   # red and green wingtips
+                    shifted = points + offset * across
                     nav = splat_line(shifted, np.full(len(points), amplitude * 0.25, np.float32), 0.9)
                     layer += (nav * self.sky_mask * np.exp(-3.0 * clouds_full))[..., None] * np.array(tint, np.float32)
             peak_index = np.unravel_index(np.argmax(light), light.shape)
@@ -806,6 +814,8 @@ def simulate_night(out_root: str | Path, night_date: str, frames: int | None = N
     """Write one night in AllSky layout (OUT/YYYYMMDD/image-*.jpg) with ground_truth.csv and night.json."""
     hour, minute = (int(part) for part in start.split(":"))
     start_time = datetime.strptime(night_date, allsky.NIGHT_FORMAT).replace(hour=hour, minute=minute)
+    if hour < allsky.NOON:                 # an after-midnight start belongs to the evening of night_date
+        start_time += timedelta(days=1)
     frames = frames or night_frames(start_time)
     plan = plan_night(seed, start_time, frames, scenario, rates)
     folder = Path(out_root) / allsky.night_of(start_time)
