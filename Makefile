@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install --quiet -e ".[train,server,dev]"
 	touch $(STAMP)
+
+# System packages the tests need: Debian's chromium (headless page checks). Needs root or sudo; CI runs it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 demo: install
 	$(PY) guAlta.py demo

@@ -1,8 +1,10 @@
 """guAlta operator CLI.
 
     python guAlta.py demo [--out demo_output] [--frames 360] [--seed 2021]
+    python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off]
+    python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD]
 
-Commands for nightly batch runs, real-time watching and the central service arrive with the client and server.
+Commands for nightly batch runs and real-time watching arrive with the client.
 """
 from __future__ import annotations
 
@@ -17,6 +19,39 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import logging
+
+    import guAltaConfig
+    from gualta.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    serve(args.host, args.port, args.store, None if args.site_at == "off" else args.site_at,
+          getattr(guAltaConfig, "guAlta_observatories", None))
+
+
+def cmd_site(args: argparse.Namespace) -> None:
+    import json
+
+    import guAltaConfig
+    from gualta.server import build_page
+
+    print(json.dumps(build_page(args.store, args.day, getattr(guAltaConfig, "guAlta_observatories", None))))
+
+
+def _site_time() -> str:
+    import guAltaConfig
+    return getattr(guAltaConfig, "guAlta_site_time", "0900")
+
+
+def default_store() -> str:
+    import os
+
+    import guAltaConfig
+    return os.environ.get("GUALTA_STORE") or getattr(guAltaConfig, "guAlta_store", "gualta_store")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2021)
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
     demo.set_defaults(run=cmd_demo)
+    serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    serve.add_argument("--store", default=default_store(), help="store folder or s3://bucket[/prefix]")
+    serve.add_argument("--site-at", default=_site_time(), help="daily page time HHMM (local), or 'off'")
+    serve.set_defaults(run=cmd_serve)
+    site = commands.add_parser("site", help="build a night's daily page in the store now")
+    site.add_argument("--store", default=default_store(), help="store folder or s3://bucket[/prefix]")
+    site.add_argument("--day", help="night YYYYMMDD (default: the current night; before noon, the one that just ended)")
+    site.set_defaults(run=cmd_site)
     return parser
 
 

@@ -12,3 +12,11 @@ guAlta_enable_telegram = True                   # ask the service to post detect
 guAlta_enable_extra_log = False                 # per-frame lines: path , label , p_meteor , p_no_meteor
 guAlta_threshold = 0.85                         # meteor score at or above which a frame is a detection
 guAlta_sleep_between_imgs = 10                  # seconds between polls of the night folder in real time
+guAlta_api_key = ""                             # this observatory's key for guAlta_URL (better: env GUALTA_API_KEY)
+
+# Central service — only on the machine running `python guAlta.py serve` / `site`. API keys come from the
+# environment (GUALTA_API_KEYS="obs01:key,obs02:key"), the Telegram token from GUALTA_TELEGRAM_TOKEN: never here.
+guAlta_store = "gualta_store"                   # store: a folder, or s3://bucket[/prefix]
+guAlta_site_time = "0900"                       # daily page build time (HHMM, local time)
+guAlta_observatories = {}                       # ISS passes on the daily page need each observatory's place, e.g.
+# {"obs01": {"lat": 41.60, "lon": 1.84, "elevation_m": 700, "name": "My roof", "tz": "Europe/Madrid"}}

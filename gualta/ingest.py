@@ -1,0 +1,172 @@
+"""Ingest — the implementation behind the guAlta Lambda (aws_lambda/guAlta/app.py) and the embedded server.
+
+One API Gateway REST (v1) proxy event in, one proxy response out. ``POST /uploadmeteor`` with header ``x-api-key``:
+checks run in this order and the first failure answers — 404 other path, 405 other method, 413 body over 6 MB,
+401 missing/unknown key, 400 bad JSON, 403 obs_id of another observatory, 400 invalid payload (with the reason).
+Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
+if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing), then posted to Telegram if asked;
+the post's outcome is recorded in the record as ``telegram_status``. Logs are kept per night and observatory.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import os
+from datetime import datetime, timezone
+
+from gualta import allsky, payload, service_env, store, telegram_post
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/uploadmeteor"
+MIN_KEY_LENGTH = 8
+
+
+def response(status: int, body: dict, headers: dict | None = None) -> dict:
+    """An API Gateway proxy response with a JSON body."""
+    return {"statusCode": status, "isBase64Encoded": False,
+            "headers": {"Content-Type": "application/json", **(headers or {})},
+            "body": json.dumps(body, ensure_ascii=True)}
+
+
+def error(status: int, reason: str, headers: dict | None = None) -> dict:
+    return response(status, {"error": reason}, headers)
+
+
+def header(event: dict, name: str) -> str | None:
+    """A request header, looked up case-insensitively."""
+    wanted = name.lower()
+    for key, value in (event.get("headers") or {}).items():
+        if isinstance(key, str) and key.lower() == wanted:
+            return value
+    return None
+
+
+def request_body(event: dict) -> bytes:
+    """The raw body bytes (API Gateway base64-encodes binary bodies)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body, validate=True)
+    return body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``obs_id:key,obs_id:key`` → {key: obs_id}; raise ConfigError on a malformed entry (never showing keys)."""
+    keys: dict[str, str] = {}
+    for position, entry in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
+        obs_id, sep, key = entry.partition(":")
+        if not sep or not payload.OBS_ID.fullmatch(obs_id) or len(key) < MIN_KEY_LENGTH or not key.isprintable() \
+                or " " in key:
+            raise service_env.ConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z 0-9"
+                                          f" - _, key at least {MIN_KEY_LENGTH} printable characters, no spaces)")
+        if keys.get(key, obs_id) != obs_id:
+            raise service_env.ConfigError(f"API key entry {position} reuses another observatory's key")
+        keys[key] = obs_id
+    return keys
+
+
+def api_keys(env) -> dict[str, str]:
+    """The key → obs_id map from GUALTA_API_KEYS (or its SSM parameter)."""
+    return parse_api_keys(service_env.secret(env, "GUALTA_API_KEYS"))
+
+
+def authenticate(given: str | None, keys: dict[str, str]) -> str | None:
+    """The obs_id a key belongs to, or None; compares in constant time per key."""
+    if not given:
+        return None
+    given_bytes = given.encode("utf-8", "replace")
+    found = None
+    for key, obs_id in keys.items():
+        if hmac.compare_digest(given_bytes, key.encode("utf-8")):
+            found = obs_id
+    return found
+
+
+def handle(event: dict, env=None, now: datetime | None = None) -> dict:
+    """Answer one proxy event; server-side failures (store, configuration) give 500/503 and are logged."""
+    env = os.environ if env is None else env
+    try:
+        return _handle(event, env, now or datetime.now(timezone.utc))
+    except store.StoreError as exc:
+        log.error("store unavailable: %s", exc)
+        return error(503, "store unavailable, retry later")
+    except service_env.ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return error(500, "service misconfigured")
+
+
+def _handle(event: dict, env, now: datetime) -> dict:
+    path = event.get("resource") or event.get("path")
+    if path != ROUTE:
+        return error(404, "not found")
+    if event.get("httpMethod") != "POST":
+        return error(405, "method not allowed", {"Allow": "POST"})
+    try:
+        body = request_body(event)
+    except (binascii.Error, ValueError):
+        return error(400, "body is not valid base64")
+    if len(body) > payload.MAX_BODY_BYTES:
+        return error(413, f"body larger than {payload.MAX_BODY_BYTES} bytes")
+    owner = authenticate(header(event, "x-api-key"), api_keys(env))
+    if owner is None:
+        return error(401, "missing or unknown API key (header x-api-key)")
+    try:
+        data = payload.parse_body(body)
+        if data.get("obs_id") != owner and isinstance(data.get("obs_id"), str):
+            return error(403, "this API key may only post for its own obs_id")
+        item = payload.validate(data)
+    except payload.PayloadError as exc:
+        return error(400, str(exc))
+    target = store.store_from_env(env)
+    channel = telegram_post.channel_from_env(env)
+    if isinstance(item, payload.Detection):
+        return store_detection(target, item, channel, env.get("GUALTA_SITE_URL"), now)
+    return store_log(target, item, channel, night_for_log(item, now, service_env.timezone(env)), now)
+
+
+def store_detection(target: store.Store, item: payload.Detection, channel, site_url: str | None,
+                    now: datetime) -> dict:
+    """Store image and record (first writer wins), then post to Telegram if asked; answer 200."""
+    json_key = store.detection_key(item.folder, item.obs_id, item.id)
+    img_key = store.image_key(item.folder, item.obs_id, item.id)
+    record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
+              "telegram_status": "pending" if item.telegram else "not requested"}
+    target.create(img_key, item.jpeg)
+    if not store.write_json(target, json_key, record, create=True):
+        return response(200, {"status": "duplicate", "key": json_key})
+    log.info("stored detection %s", json_key)
+    if item.telegram:
+        page = f"{site_url.rstrip('/')}/{item.folder}.html#{item.obs_id}_{item.id}" if site_url else None
+        record["telegram_status"] = telegram_post.post(channel, telegram_post.detection_caption(record, page),
+                                                       item.jpeg)
+        store.write_json(target, json_key, record)
+    return response(200, {"status": "stored", "key": json_key, "telegram": record["telegram_status"]})
+
+
+def night_for_log(item: payload.Log, now: datetime, zone) -> str:
+    """The night a log belongs to: its folder, else the night of its processed time, else of now (local)."""
+    if item.folder:
+        return item.folder
+    if item.processed:
+        return allsky.night_of(datetime.fromisoformat(item.processed.replace("Z", "+00:00")))
+    return allsky.night_of(now.astimezone(zone))
+
+
+def store_log(target: store.Store, item: payload.Log, channel, night: str, now: datetime) -> dict:
+    """Keep the night's latest start/end log per observatory and post it; an identical re-send is a duplicate."""
+    key = store.log_key(night, item.obs_id, item.log)
+    record = {**item.record(), "folder": night}
+    previous = store.read_json(target, key)
+    if isinstance(previous, dict) and {k: v for k, v in previous.items()
+                                       if k not in ("received", "telegram_status")} == record:
+        return response(200, {"status": "duplicate", "key": key})
+    record["received"] = now.isoformat(timespec="seconds")
+    record["telegram_status"] = "pending"
+    store.write_json(target, key, record)
+    log.info("stored log %s", key)
+    record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record))
+    store.write_json(target, key, record)
+    return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

@@ -1,0 +1,440 @@
+"""Embedded central service: the aws_lambda handlers behind a stdlib HTTP server, with no cloud account.
+
+Routes (``python guAlta.py serve``):
+
+    POST /uploadmeteor             → API Gateway REST proxy event → aws_lambda/guAlta/app.py lambda_handler
+    POST /site[?day=YYYYMMDD]      → aws_lambda/generateWebsite/app.py lambda_handler (header x-api-key)
+    GET  /, /index.html            → the latest daily page       GET /YYYYMMDD.html  → that night's page
+    GET  /imgs/YYYYMMDD/{obs_id}_{id}.jpeg                        GET /health         → {"status": "ok"}
+    GET  /models/latest            → models/guAlta_latest_version.json (the published model's metadata)
+    GET  /models/latest/file       → the model file that metadata names (else guAlta_latest_version.onnx/.pkl)
+
+Any other path or method on the API answers 404/405 from the handler; a daily-page thread runs the page handler at
+the scheduled local time. Bodies over 6 MB get 413 before parsing; nothing a client sends produces a 5xx.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from gualta import ingest, passes, payload, service_env, site, store
+
+log = logging.getLogger(__name__)
+
+LAMBDA_DIR = Path(__file__).resolve().parent.parent / "aws_lambda"
+DRAIN_LIMIT = 16 * 1024 * 1024          # after a 413, read at most this much so the client sees the answer
+SOCKET_TIMEOUT_S = 30
+STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg))")
+DIGITS = re.compile(r"[0-9]{1,18}")
+MODEL_FILE = re.compile(r"guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)")
+MODEL_SUFFIXES = (".onnx", ".pkl")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+HTML_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def load_handler(function: str, lambda_dir: Path = LAMBDA_DIR):
+    """lambda_handler of aws_lambda/<function>/app.py (the same file SAM deploys)."""
+    path = lambda_dir / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"gualta_lambda_{function}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+def proxy_event(method: str, target: str, headers: dict[str, list[str]], body: bytes, source_ip: str) -> dict:
+    """An API Gateway REST (v1) Lambda-proxy event for one HTTP request."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        import base64
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    return {"resource": parts.path, "path": parts.path, "httpMethod": method,
+            "headers": {name: values[-1] for name, values in headers.items()},
+            "multiValueHeaders": headers,
+            "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+            "multiValueQueryStringParameters": query or None,
+            "pathParameters": None, "stageVariables": None,
+            "requestContext": {"resourcePath": parts.path, "httpMethod": method, "path": parts.path,
+                               "stage": "local", "requestId": uuid.uuid4().hex,
+                               "requestTimeEpoch": int(time.time() * 1000), "identity": {"sourceIp": source_ip}},
+            "body": text or None, "isBase64Encoded": encoded}
+
+
+class Service:
+    """What the request threads share: the two handlers, the store for static files, a page-build lock.
+
+    Like the Lambdas, everything reads its settings from this process's environment (GUALTA_*).
+    """
+
+    def __init__(self, lambda_dir: Path = LAMBDA_DIR):
+        self.env = os.environ
+        self.ingest = load_handler("guAlta", lambda_dir)
+        self.website = load_handler("generateWebsite", lambda_dir)
+        self.site_lock = threading.Lock()
+
+    @property
+    def store(self) -> store.Store:
+        return store.store_from_env(self.env)
+
+    def build_site(self, event: dict) -> dict:
+        with self.site_lock:
+            return self.website(event, None)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Translates HTTP to handler calls and serves the store's pages; never answers 5xx to bad input."""
+    protocol_version = "HTTP/1.1"
+    server_version = "guAlta"
+    sys_version = ""
+    timeout = SOCKET_TIMEOUT_S
+    disable_nagle_algorithm = True         # headers and body go out in separate writes: no 40 ms delayed-ACK stall
+    service: Service                       # set by make_server
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+    def log_message(self, format, *args):  # noqa: A002 (stdlib signature)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def send_error(self, code, message=None, explain=None):
+        """Request-line/header problems found by http.server: always a 4xx (it would say 501/505)."""
+        code = 400 if code >= 500 else code
+        if self.request_version == "HTTP/0.9":   # so the answer still has a status line
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        self.reply(code, {"error": message or "bad request"})
+
+    def __getattr__(self, name: str):
+        if name.startswith("do_"):           # unknown methods: 405, not http.server's 501
+            return self.route
+        raise AttributeError(name)
+
+    def reply(self, status: int, body: dict | bytes, content_type: str = "application/json",
+              headers: dict | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode("ascii")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", HTML_POLICY)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):    # the client left before reading the answer
+            self.close_connection = True
+
+    def content_length(self) -> int | None:
+        """Declared body length (0 if none); None if it is invalid, repeated or the body is chunked."""
+        if self.headers.get("Transfer-Encoding"):
+            return None
+        values = self.headers.get_all("Content-Length") or []
+        if len(values) > 1 or (values and not DIGITS.fullmatch(values[0].strip())):
+            return None
+        return int(values[0]) if values else 0
+
+    def handle_expect_100(self) -> bool:
+        length = self.content_length()
+        if length is not None and length > payload.MAX_BODY_BYTES:
+            self.close_connection = True
+            self.reply(413, {"error": f"body larger than {payload.MAX_BODY_BYTES} bytes"})
+            return False
+        return super().handle_expect_100()
+
+    def read_body(self) -> bytes | None:
+        """The request body, or None after answering 411/400/413 for a body it will not take."""
+        length = self.content_length()
+        if length is None:
+            self.close_connection = True
+            self.reply(411, {"error": "a valid Content-Length is required (no chunked bodies)"})
+            return None
+        if self.command in BODY_METHODS and "Content-Length" not in self.headers:
+            self.close_connection = True
+            self.reply(411, {"error": "Content-Length required"})
+            return None
+        if length > payload.MAX_BODY_BYTES:
+            self.close_connection = True
+            self.reply(413, {"error": f"body larger than {payload.MAX_BODY_BYTES} bytes"})
+            self.drain(length)
+            return None
+        try:
+            body = self.rfile.read(length)
+        except OSError:                      # the client stopped sending (socket timeout) or went away
+            body = b""
+        if len(body) < length:
+            self.close_connection = True
+            self.reply(400, {"error": "incomplete body"})
+            return None
+        return body
+
+    def drain(self, length: int) -> None:
+        """Read and drop up to DRAIN_LIMIT bytes so a client still sending its body gets the answer."""
+        remaining = min(length, DRAIN_LIMIT)
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except OSError:
+            pass
+
+    # ---- routing --------------------------------------------------------------------------------------------
+    def route(self) -> None:
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "HTTP/0.9 is not supported")
+            return
+        body = self.read_body()
+        if body is None:
+            return
+        path = urlsplit(self.path).path
+        try:
+            if self.command in ("GET", "HEAD") and path not in (ingest.ROUTE, "/site"):
+                self.serve_static(path)
+            elif path == "/site":
+                self.run_site()
+            else:
+                self.call_lambda(body)
+        except store.StoreError as exc:
+            log.error("store unavailable: %s", exc)
+            self.reply(503, {"error": "store unavailable, retry later"})
+        except Exception:
+            log.exception("internal error on %s %s", self.command, path)
+            self.reply(500, {"error": "internal error"})
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = route
+
+    def call_lambda(self, body: bytes) -> None:
+        headers: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            headers.setdefault(name, []).append(value)
+        result = self.service.ingest(proxy_event(self.command, self.path, headers, body, self.client_address[0]),
+                                     None)
+        data = result.get("body") or ""
+        if result.get("isBase64Encoded"):
+            import base64
+            data = base64.b64decode(data)
+        extra = {k: v for k, v in (result.get("headers") or {}).items() if k.lower() != "content-type"}
+        self.reply(int(result["statusCode"]), data if isinstance(data, bytes) else data.encode("utf-8"),
+                   (result.get("headers") or {}).get("Content-Type", "application/json"), extra)
+
+    def run_site(self) -> None:
+        if self.command != "POST":
+            self.reply(405, {"error": "method not allowed"}, headers={"Allow": "POST"})
+            return
+        if ingest.authenticate(self.headers.get("x-api-key"), ingest.api_keys(self.service.env)) is None:
+            self.reply(401, {"error": "missing or unknown API key (header x-api-key)"})
+            return
+        day = parse_qs(urlsplit(self.path).query).get("day", [None])[-1]
+        event = {"source": "gualta.server"}
+        if day is not None:
+            try:
+                event["day"] = site.check_night(day)
+            except ValueError:
+                self.reply(400, {"error": "day must be a real date YYYYMMDD"})
+                return
+        self.reply(200, self.service.build_site(event))
+
+    def serve_static(self, path: str) -> None:
+        if path in ("/", "/index.html"):
+            self.send_key("index.html", missing="no daily page yet: POST /site or run `python guAlta.py site`")
+        elif path == "/health":
+            self.reply(200, {"status": "ok"})
+        elif path == "/models/latest":
+            self.send_key(f"{store.MODEL_PREFIX}.json", missing="no model published")
+        elif path == "/models/latest/file":
+            self.send_model()
+        elif (match := STATIC.fullmatch(path)):
+            self.send_key(match.group(0)[1:])
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def send_key(self, key: str, missing: str = "not found", headers: dict | None = None) -> None:
+        data = self.service.store.get(key)
+        if data is None:
+            self.reply(404, {"error": missing})
+        else:
+            self.reply(200, data, store.content_type(key), headers)
+
+    def send_model(self) -> None:
+        meta = store.read_json(self.service.store, f"{store.MODEL_PREFIX}.json")
+        named = meta.get("file") if isinstance(meta, dict) else None
+        names = ([named] if isinstance(named, str) and MODEL_FILE.fullmatch(named) else []) + \
+            [f"guAlta_latest_version{suffix}" for suffix in MODEL_SUFFIXES]
+        for name in names:
+            data = self.service.store.get(f"models/{name}")
+            if data is not None:
+                self.reply(200, data, "application/octet-stream",
+                           {"Content-Disposition": f'attachment; filename="{name}"'})
+                return
+        self.reply(404, {"error": "no model published"})
+
+
+class Server(ThreadingHTTPServer):
+    """One thread per connection; a listen backlog that absorbs bursts of clients."""
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def make_server(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """A bound, not yet serving, HTTP server for the service configured by the environment (GUALTA_*)."""
+    service = Service()
+    handler = type("GualtaHandler", (Handler,), {"service": service})
+    server = Server((host, port), handler)
+    server.service = service
+    return server
+
+
+def parse_hhmm(text: str) -> tuple[int, int]:
+    """'0900' or '09:00' → (9, 0); ValueError otherwise."""
+    digits = text.replace(":", "")
+    if not DIGITS.fullmatch(digits) or len(digits) != 4 or int(digits[:2]) > 23 or int(digits[2:]) > 59:
+        raise ValueError(f"not a time HHMM or HH:MM: {text!r}")
+    return int(digits[:2]), int(digits[2:])
+
+
+def next_run(now: datetime, at: str) -> datetime:
+    """The next local time `at` (HHMM or HH:MM) after now (now is timezone-aware)."""
+    hour, minute = parse_hhmm(at)
+    candidate = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return candidate if candidate > now else candidate + timedelta(days=1)
+
+
+def schedule_pages(service: Service, at: str, stop: threading.Event) -> threading.Thread:
+    """A daemon thread that builds the daily page every day at `at` (local time of GUALTA_TIMEZONE)."""
+    def loop():
+        while True:
+            zone = service_env.timezone(service.env)
+            wait = (next_run(datetime.now(zone), at) - datetime.now(zone)).total_seconds()
+            if stop.wait(max(wait, 0)):
+                return
+            try:
+                log.info("scheduled daily page: %s", service.build_site({"source": "gualta.schedule"}))
+            except Exception:
+                log.exception("scheduled daily page failed")
+            stop.wait(1)
+
+    thread = threading.Thread(target=loop, name="daily-page", daemon=True)
+    thread.start()
+    return thread
+
+
+def check_settings(env) -> list[str]:
+    """Validate the service's settings before serving; return warnings (raise ConfigError on errors)."""
+    warnings = []
+    if not ingest.api_keys(env):
+        warnings.append("no API keys (GUALTA_API_KEYS): every upload will get 401")
+    service_env.timezone(env)
+    if not passes.observatories_from_env(env):
+        warnings.append("no observatory coordinates: the daily page cannot show ISS passes")
+    return warnings
+
+
+def configure(store_location: str | Path, observatories: dict | None = None) -> None:
+    """Point this process's GUALTA_* settings at a store (folder or s3://) and the configured observatories."""
+    text = str(store_location)
+    os.environ["GUALTA_STORE"] = text if text.startswith("s3://") else str(Path(text).resolve())
+    if observatories and not os.environ.get("GUALTA_OBSERVATORIES"):
+        os.environ["GUALTA_OBSERVATORIES"] = json.dumps(observatories)
+
+
+def build_page(store_location: str | Path, day: str | None = None, observatories: dict | None = None) -> dict:
+    """Run the daily-page handler once (the `site` command): day YYYYMMDD, default the night that just ended."""
+    configure(store_location, observatories)
+    event = {"source": "gualta.cli"} if day is None else {"source": "gualta.cli", "day": day}
+    return load_handler("generateWebsite")(event, None)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path = "gualta_store",
+          site_at: str | None = "09:00", observatories: dict | None = None) -> None:
+    """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env)."""
+    configure(store_location, observatories)
+    if site_at:
+        parse_hhmm(site_at)
+    try:
+        warnings = check_settings(os.environ)
+    except service_env.ConfigError as exc:
+        sys.exit(f"guAlta serve: {exc}")
+    server = make_server(host, port)
+    url = f"http://{host}:{server.server_port}"
+    os.environ.setdefault("GUALTA_SITE_URL", url)
+    stop = threading.Event()
+    if site_at:
+        schedule_pages(server.service, site_at, stop)
+    for warning in warnings:
+        print(f"warning: {warning}", flush=True)
+    print(f"guAlta service on {url} — store {os.environ['GUALTA_STORE']}; daily page "
+          f"{'at ' + site_at if site_at else 'on demand only'} (POST /site)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.server_close()
+
+
+class ChildServer:
+    """`python guAlta.py serve` in a child process (tests, benchmarks, demos); its output is kept in `lines`."""
+
+    def __init__(self, store_location: str | Path, env: dict | None = None, host: str = "127.0.0.1",
+                 timeout_s: float = 30.0):
+        command = [sys.executable, str(LAMBDA_DIR.parent / "guAlta.py"), "serve", "--host", host, "--port", "0",
+                   "--store", str(store_location), "--site-at", "off"]
+        self.lines: deque[str] = deque(maxlen=500)
+        self.process = subprocess.Popen(command, cwd=LAMBDA_DIR.parent, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.url = ""
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not ready.wait(timeout_s) or not self.url:
+            self.stop()
+            raise RuntimeError("guAlta serve did not start:\n" + "\n".join(self.lines))
+
+    def _read(self, ready: threading.Event) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            match = re.search(r"guAlta service on (http://\S+)", line)
+            if match and not self.url:
+                self.url = match.group(1)
+                ready.set()
+        ready.set()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "ChildServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

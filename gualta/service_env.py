@@ -1,0 +1,63 @@
+"""Service settings read from the environment (Lambda env vars, or set by `guAlta.py serve`).
+
+    GUALTA_STORE              folder or s3://bucket[/prefix]         GUALTA_S3_ENDPOINT   moto/MinIO endpoint URL
+    GUALTA_API_KEYS           obs_id:key,obs_id:key,…                GUALTA_API_KEYS_PARAM  SSM parameter holding that
+    GUALTA_TELEGRAM_TOKEN     bot token                              GUALTA_TELEGRAM_TOKEN_PARAM  SSM parameter
+    GUALTA_TELEGRAM_CHAT      channel (@name or numeric id)          GUALTA_TELEGRAM_API  Bot API base URL (tests)
+    GUALTA_SITE_URL           public base URL of the pages (links)   GUALTA_TIMEZONE      IANA zone (default: system)
+    GUALTA_OBSERVATORIES      JSON {obs_id: {lat, lon, elevation_m, name, tz}}
+    GUALTA_TLE_FILE           TLE file for passes (default: gualta/data/iss.tle)   GUALTA_N2YO_KEY  n2yo API key
+
+Secrets (API keys, Telegram token) come from the variable itself or, on AWS, from the SSM SecureString parameter
+named by ``<NAME>_PARAM``; values are cached for five minutes and never logged.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SECRET_TTL_S = 300
+_cache: dict[str, tuple[float, str]] = {}
+_lock = threading.Lock()
+
+
+class ConfigError(RuntimeError):
+    """The service is misconfigured (an operator's problem, never the client's)."""
+
+
+def ssm_parameter(name: str) -> str:
+    """Decrypted value of an SSM parameter, cached for SECRET_TTL_S seconds."""
+    with _lock:
+        cached = _cache.get(name)
+        if cached and time.monotonic() - cached[0] < SECRET_TTL_S:
+            return cached[1]
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
+    with _lock:
+        _cache[name] = (time.monotonic(), value)
+    return value
+
+
+def secret(env, name: str) -> str:
+    """env[name], else the SSM parameter named by env[name + '_PARAM'], else ''."""
+    if env.get(name):
+        return env[name]
+    parameter = env.get(f"{name}_PARAM")
+    return ssm_parameter(parameter) if parameter else ""
+
+
+def timezone(env) -> tzinfo:
+    """GUALTA_TIMEZONE as a ZoneInfo, else the machine's local zone."""
+    name = env.get("GUALTA_TIMEZONE")
+    if not name:
+        return datetime.now().astimezone().tzinfo
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone in GUALTA_TIMEZONE: {name!r}") from None

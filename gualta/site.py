@@ -1,0 +1,215 @@
+"""The daily page — the implementation behind the generateWebsite Lambda and ``guAlta.py site``.
+
+For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`` (and ``index.html`` when it is the
+latest night): per observatory, the detections in time order with image, local time and score; consecutive
+detections (≤ 60 s apart) grouped as "possible satellite/plane"; frames processed from the end log; the ISS passes
+of that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader
+
+from gualta import allsky, passes, payload, service_env, store
+
+log = logging.getLogger(__name__)
+
+GROUP_GAP_S = 60
+ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
+DETECTION_NAME = re.compile(r"([A-Za-z0-9_-]{1,32})_([0-9]{14})\.json")
+PAGE_NAME = re.compile(r"([0-9]{8})\.html")
+MAX_NAV_NIGHTS = 30
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Row:
+    """One detection as the page shows it; obs_id and id come from the store key, the rest from the record."""
+    obs_id: str
+    id: str
+    stamp: datetime
+    score: float | None
+    img: str
+    flag: str = ""
+    model: str = ""
+    telegram_status: str = ""
+    iss: bool = False
+
+    @property
+    def anchor(self) -> str:
+        return f"{self.obs_id}_{self.id}"
+
+
+@dataclass
+class Section:
+    """One observatory's part of the page."""
+    obs_id: str
+    name: str = ""
+    groups: list[list[Row]] = field(default_factory=list)
+    frames: int | None = None
+    started: str = ""
+    ended: str = ""
+    report: passes.PassReport | None = None
+
+    @property
+    def detections(self) -> int:
+        return sum(len(group) for group in self.groups)
+
+    @property
+    def possible_satellites(self) -> int:
+        return sum(1 for group in self.groups if len(group) > 1)
+
+
+def check_night(value) -> str:
+    """A real YYYYMMDD date, else ValueError."""
+    if type(value) is not str or not payload.NIGHT.fullmatch(value):
+        raise ValueError("night must be YYYYMMDD")
+    datetime.strptime(value, allsky.NIGHT_FORMAT)
+    return value
+
+
+def _text(value, limit: int = 64) -> str:
+    return str(value)[:limit] if value is not None else ""
+
+
+def _score(value) -> float | None:
+    return float(value) if type(value) in (int, float) and 0 <= value <= 1 else None
+
+
+def read_rows(target: store.Store, night: str) -> list[Row]:
+    """The night's detection records in time order; malformed records show with what can be read."""
+    rows = []
+    for key in target.keys(f"detections/{night}/"):
+        match = DETECTION_NAME.fullmatch(key.rpartition("/")[2])
+        if not match:
+            continue
+        obs_id, frame = match.groups()
+        stamp = allsky.frame_time(f"image-{frame}.jpg")
+        if stamp is None:
+            continue
+        record = store.read_json(target, key)
+        record = record if isinstance(record, dict) else {}
+        rows.append(Row(obs_id, frame, stamp, _score(record.get("score")), store.image_key(night, obs_id, frame),
+                        _text(record.get("flag")), _text(record.get("model")),
+                        _text(record.get("telegram_status"))))
+    return sorted(rows, key=lambda row: (row.obs_id, row.stamp))
+
+
+def group_consecutive(rows: list[Row], gap_s: float = GROUP_GAP_S) -> list[list[Row]]:
+    """Split one observatory's time-ordered rows into runs whose neighbours are at most gap_s apart."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        if groups and (row.stamp - groups[-1][-1].stamp).total_seconds() <= gap_s:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def read_logs(target: store.Store, night: str) -> dict[str, dict]:
+    """{obs_id: {"start": record, "end": record}} from the night's logs."""
+    logs: dict[str, dict] = {}
+    for key in target.keys(f"logs/{night}/"):
+        obs_id, _, kind = key.rpartition("/")[2].removesuffix(".json").rpartition("_")
+        record = store.read_json(target, key)
+        if payload.OBS_ID.fullmatch(obs_id) and kind in payload.LOG_KINDS and isinstance(record, dict):
+            logs.setdefault(obs_id, {})[kind] = record
+    return logs
+
+
+def mark_iss(rows: list[Row], report: passes.PassReport) -> None:
+    """Flag rows taken during a sunlit ISS pass (camera clock = observatory zone)."""
+    margin = timedelta(seconds=ISS_MARGIN_S)
+    windows = [(p.start.replace(tzinfo=None) - margin, p.end.replace(tzinfo=None) + margin)
+               for p in report.passes if p.sunlit]
+    for row in rows:
+        row.iss = any(start <= row.stamp <= end for start, end in windows)
+
+
+def sections(target: store.Store, night: str, env) -> list[Section]:
+    """Every observatory seen this night (detections, logs or configuration), in obs_id order."""
+    rows = read_rows(target, night)
+    logs = read_logs(target, night)
+    configured = passes.observatories_from_env(env)
+    obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys())
+    reports = passes.night_passes(obs_ids, night, env)
+    result = []
+    for obs_id in obs_ids:
+        own = [row for row in rows if row.obs_id == obs_id]
+        mark_iss(own, reports[obs_id])
+        end, start = logs.get(obs_id, {}).get("end", {}), logs.get(obs_id, {}).get("start", {})
+        total = end.get("total")
+        result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
+                              group_consecutive(own), total if type(total) is int else None,
+                              _text(start.get("processed") or start.get("received")),
+                              _text(end.get("processed") or end.get("received")), reports[obs_id]))
+    return result
+
+
+def page_nights(target: store.Store) -> list[str]:
+    """Nights that have a page, oldest first."""
+    names = (PAGE_NAME.fullmatch(key) for key in target.keys("", recursive=False))
+    return sorted(match.group(1) for match in names if match)
+
+
+def environment() -> Environment:
+    """Jinja2 with autoescaping always on."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["night_date"] = lambda night: datetime.strptime(night, allsky.NIGHT_FORMAT).strftime("%Y-%m-%d")
+    env.filters["when"] = short_time
+    return env
+
+
+def short_time(text: str) -> str:
+    """An ISO-8601 time as 'YYYY-MM-DD HH:MM' in its own offset; other text unchanged (it is escaped anyway)."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text
+
+
+def render_day(night: str, parts: list[Section], earlier: list[str], later: list[str], generated: datetime) -> str:
+    """The HTML of a night's page."""
+    return environment().get_template("day.html").render(
+        night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
+        generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S)
+
+
+def build_day(target: store.Store, night: str, env, now: datetime | None = None) -> dict:
+    """Write night's page (and index.html if it is the latest); return a summary."""
+    check_night(night)
+    now = now or datetime.now(timezone.utc)
+    parts = sections(target, night, env)
+    known = sorted(set(page_nights(target)) | {night})
+    html = render_day(night, parts, [n for n in known if n < night], [n for n in known if n > night],
+                      now.astimezone(service_env.timezone(env)))
+    data = html.encode("utf-8")
+    written = [store.page_key(night)]
+    target.put(written[0], data)
+    if night == known[-1]:
+        target.put("index.html", data)
+        written.append("index.html")
+    log.info("daily page %s: %d detections, %d observatories", night, sum(p.detections for p in parts), len(parts))
+    return {"night": night, "detections": sum(p.detections for p in parts), "observatories": len(parts),
+            "written": written}
+
+
+def default_night(now: datetime, env) -> str:
+    """The night the page should show at `now`: at 09:00 the one that just ended, in the evening tonight's."""
+    return allsky.night_of(now.astimezone(service_env.timezone(env)))
+
+
+def handle(event, env=None, now: datetime | None = None) -> dict:
+    """generateWebsite entry: event {"day": "YYYYMMDD"} or a schedule event (→ the night that just ended)."""
+    env = os.environ if env is None else env
+    now = now or datetime.now(timezone.utc)
+    day = event.get("day") if isinstance(event, dict) else None
+    night = check_night(day) if day is not None else default_night(now, env)
+    return build_day(store.store_from_env(env), night, env, now)

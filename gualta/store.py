@@ -1,0 +1,232 @@
+"""The central store: an S3 bucket or a local folder holding the same keys.
+
+    detections/YYYYMMDD/{obs_id}_{id}.json   detection record (payload without the image, plus service fields)
+    imgs/YYYYMMDD/{obs_id}_{id}.jpeg         its 448×224 image (original | processed)
+    logs/YYYYMMDD/{obs_id}_{start|end}.json  the night's latest start/end log per observatory
+    models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
+    YYYYMMDD.html, index.html                daily pages (index = the latest night)
+
+A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before any I/O: segments of
+``A-Z a-z 0-9 . _ -`` that do not start with a dot, so no key can leave the store.
+"""
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+MODEL_PREFIX = "models/guAlta_latest_version"
+CONTENT_TYPES = {".json": "application/json", ".jpeg": "image/jpeg", ".jpg": "image/jpeg",
+                 ".html": "text/html; charset=utf-8", ".onnx": "application/octet-stream",
+                 ".pkl": "application/octet-stream"}
+
+
+class StoreError(RuntimeError):
+    """The store could not be reached or refused an operation (the service's fault, not the client's)."""
+
+
+def check_key(key: str) -> str:
+    """Return key if it is a safe relative store key, else raise ValueError."""
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise ValueError(f"unsafe store key: {key!r}")
+    return key
+
+
+def content_type(key: str) -> str:
+    """MIME type used when serving or uploading a key."""
+    suffix = Path(key).suffix.lower()
+    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+def detection_key(night: str, obs_id: str, frame_id: str) -> str:
+    return f"detections/{night}/{obs_id}_{frame_id}.json"
+
+
+def image_key(night: str, obs_id: str, frame_id: str) -> str:
+    return f"imgs/{night}/{obs_id}_{frame_id}.jpeg"
+
+
+def log_key(night: str, obs_id: str, kind: str) -> str:
+    return f"logs/{night}/{obs_id}_{kind}.json"
+
+
+def page_key(night: str) -> str:
+    return f"{night}.html"
+
+
+class Store(Protocol):
+    """What the handlers need from a store."""
+
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, data: bytes) -> None: ...
+    def create(self, key: str, data: bytes) -> bool: ...
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]: ...
+
+
+class LocalStore:
+    """A folder on disk. Writes are atomic (temp file + rename/link), so readers never see half a file."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def _temp(self, target: Path, data: bytes) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        temp.write_bytes(data)
+        return temp
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        os.replace(self._temp(target, data), target)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write key only if it does not exist yet; True if this call created it."""
+        target = self.path(key)
+        temp = self._temp(target, data)
+        try:
+            os.link(temp, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink()
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        """Keys starting with prefix (a folder prefix ends with '/'); with recursive=False only that level's files."""
+        folder = self.root / prefix.rpartition("/")[0] if prefix else self.root
+        if not folder.is_dir():
+            return []
+        walk = os.walk(folder) if recursive else [next(os.walk(folder))]
+        found = []
+        for directory, dirs, files in walk:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            base = Path(directory).relative_to(self.root).as_posix()
+            for name in files:
+                key = name if base == "." else f"{base}/{name}"
+                if not name.startswith(".") and key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
+
+
+class S3Store:
+    """An S3 bucket (optionally under a prefix), via boto3."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None, endpoint_url: str | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client or s3_client(endpoint_url)
+
+    def __repr__(self) -> str:
+        return f"S3Store('s3://{self.bucket}/{self.prefix}')"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _call(self, method: str, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            raise StoreError(f"S3 {method} failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"S3 {method} failed: {type(exc).__name__}") from exc
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+        try:
+            return self._call("get_object", Key=self._key(key))["Body"].read()
+        except ClientError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key))
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Conditional write (If-None-Match: *); True if this call created the object."""
+        from botocore.exceptions import ClientError
+        try:
+            self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key), IfNoneMatch="*")
+            return True
+        except ClientError:
+            return False
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+        options = {} if recursive else {"Delimiter": "/"}
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **options):
+                found.extend(item["Key"][len(self.prefix):] for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"S3 list failed: {type(exc).__name__}") from exc
+        return sorted(found)
+
+
+@lru_cache(maxsize=8)
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 S3 client; with endpoint_url (moto, MinIO) it uses path-style addressing."""
+    import boto3
+    from botocore.config import Config
+
+    if not endpoint_url:
+        return boto3.client("s3")
+    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(s3={"addressing_style": "path"}))
+
+
+def open_store(location: str | Path, endpoint_url: str | None = None) -> Store:
+    """A LocalStore for a folder path, an S3Store for ``s3://bucket[/prefix]``."""
+    text = str(location)
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[5:].partition("/")
+        return S3Store(bucket, prefix, endpoint_url=endpoint_url)
+    return LocalStore(text)
+
+
+def store_from_env(env) -> Store:
+    """The store named by GUALTA_STORE (folder or s3://…), with GUALTA_S3_ENDPOINT for a non-AWS endpoint."""
+    location = env.get("GUALTA_STORE")
+    if not location:
+        raise StoreError("GUALTA_STORE is not set")
+    return open_store(location, env.get("GUALTA_S3_ENDPOINT") or None)
+
+
+def write_json(store: Store, key: str, record: dict, create: bool = False) -> bool:
+    """Store a JSON record; with create=True only if the key is new (returns whether it was written)."""
+    data = json.dumps(record, ensure_ascii=True, indent=1, sort_keys=True).encode("ascii")
+    if create:
+        return store.create(key, data)
+    store.put(key, data)
+    return True
+
+
+def read_json(store: Store, key: str):
+    """A stored JSON value, or None if the key is missing or does not hold valid JSON."""
+    data = store.get(key)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

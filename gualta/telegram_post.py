@@ -1,0 +1,98 @@
+"""Telegram channel posts with python-telegram-bot: detections (photo + caption) and start/end logs (text).
+
+Captions are plain text (no parse mode), so nothing a client sends can format or inject markup. The token is never
+logged or stored: failures are reported by exception class only.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from gualta import service_env
+
+log = logging.getLogger(__name__)
+for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where and how to post: bot token (hidden from repr), chat id, optional Bot API base URL."""
+    token: str = field(repr=False)
+    chat_id: str
+    base_url: str | None = None
+    timeout_s: float = 10.0
+
+
+def channel_from_env(env) -> Channel | None:
+    """The configured channel, or None when chat or token is not set or the token cannot be read (logged)."""
+    chat = env.get("GUALTA_TELEGRAM_CHAT", "")
+    if not chat:
+        return None
+    try:
+        token = service_env.secret(env, "GUALTA_TELEGRAM_TOKEN")
+    except service_env.ConfigError as exc:      # never let Telegram settings block storing a detection
+        log.warning("telegram disabled: %s", exc)
+        return None
+    if not token:
+        return None
+    return Channel(token=token, chat_id=chat, base_url=env.get("GUALTA_TELEGRAM_API") or None)
+
+
+def detection_caption(record: dict, page_url: str | None) -> str:
+    """What the channel shows under a detection's photo."""
+    lines = ["☄️ Meteor detected",
+             f"Observatory: {record['obs_id']}",
+             f"Local time: {record['date']} {record['time']}",
+             f"Score: {record['score']:.2f}"]
+    if record.get("flag"):
+        lines.append(f"Flag: {record['flag']}")
+    if page_url:
+        lines.append(page_url)
+    return "\n".join(lines)
+
+
+def log_text(record: dict) -> str:
+    """What the channel shows for a start/end log."""
+    night = f" night {record['folder']}" if record.get("folder") else ""
+    if record["log"] == "start":
+        return f"🔭 {record['obs_id']}: detection started ({night.strip() or 'new night'})"
+    return f"🌅 {record['obs_id']}: detection ended{night}, {record['total']:,} frames processed"
+
+
+def _bot(channel: Channel):
+    import telegram
+    from telegram.request import HTTPXRequest
+
+    request = HTTPXRequest(connect_timeout=channel.timeout_s, read_timeout=channel.timeout_s,
+                           write_timeout=channel.timeout_s)
+    options = {"base_url": channel.base_url} if channel.base_url else {}
+    return telegram.Bot(channel.token, request=request, **options)
+
+
+async def _send(channel: Channel, text: str, jpeg: bytes | None) -> None:
+    import telegram
+
+    bot = _bot(channel)
+    try:
+        if jpeg is None:
+            await bot.send_message(chat_id=channel.chat_id, text=text)
+        else:
+            await bot.send_photo(chat_id=channel.chat_id, caption=text,
+                                 photo=telegram.InputFile(jpeg, filename="detection.jpeg"))
+    finally:
+        await bot.shutdown()
+
+
+def post(channel: Channel | None, text: str, jpeg: bytes | None = None) -> str:
+    """Post text (with a photo if given); return the status to record: sent | failed: <reason> | not configured."""
+    if channel is None:
+        return "not configured"
+    try:
+        asyncio.run(_send(channel, text, jpeg))
+    except Exception as exc:   # any failure (network, API, timeout) must not lose the stored detection
+        reason = type(exc).__name__
+        log.warning("telegram post failed: %s", reason)
+        return f"failed: {reason}"
+    return "sent"

@@ -1,0 +1,193 @@
+"""Shared pieces for the central-service tests: payloads, events, a Telegram Bot API stand-in, moto, Chromium."""
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import io
+import json
+import os
+import socket
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import numpy as np
+from PIL import Image
+
+from gualta import payload, server
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "aws_lambda" / "events"
+KEYS = {"obs01": "key-obs01-6f1c2a9d", "obs02": "key-obs02-b7e04c13", "obs03": "key-obs03-19ad77e2"}
+KEYS_ENV = ",".join(f"{obs}:{key}" for obs, key in KEYS.items())
+BUCKET = "gualta-test"
+CHROMIUM = os.environ.get("GUALTA_CHROMIUM", "/usr/bin/chromium")
+OBSERVATORIES = {"obs01": {"lat": 41.60, "lon": 1.84, "elevation_m": 700, "name": "Montseny", "tz": "Europe/Madrid"},
+                 "obs02": {"lat": 40.42, "lon": -3.70, "elevation_m": 650, "name": "Madrid", "tz": "Europe/Madrid"}}
+
+
+def gray_image(seed: int = 0, size=(448, 224)) -> np.ndarray:
+    """A dark noisy frame | difference pair with a bright streak on each half."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(20, 4, (size[1], size[0])).clip(0, 255).astype(np.uint8)
+    for half in (0, size[0] // 2):
+        for t in np.linspace(0, 1, 200):
+            x, y = int(half + 30 + t * 150), int(40 + t * 120 + seed % 30)
+            image[min(y, size[1] - 1), min(x, size[0] - 1)] = 230
+    return image
+
+
+def jpeg(seed: int = 0, size=(448, 224), mode: str = "L", quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gray_image(seed, size)).convert(mode).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def detection(obs_id: str = "obs01", frame_id: str = "20260916231507", score: float = 0.93,
+              telegram: bool = False, seed: int = 0, **extra) -> dict:
+    """A valid detection payload built with the client's builder."""
+    return payload.build_detection(frame_id, score, obs_id, jpeg(seed), telegram=telegram,
+                                   processed="2026-09-16T23:16:00+02:00", **extra)
+
+
+def event(body, key: str | None = KEYS["obs01"], method: str = "POST", path: str = "/uploadmeteor") -> dict:
+    """An API Gateway REST proxy event as the embedded server builds it."""
+    raw = body if isinstance(body, bytes) else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+    headers = {"Content-Type": ["application/json"]}
+    if key is not None:
+        headers["x-api-key"] = [key]
+    return server.proxy_event(method, path, headers, raw, "127.0.0.1")
+
+
+def service_env(store, **extra) -> dict:
+    """Environment for the handlers: a store, the test keys, the observatories."""
+    env = {"GUALTA_STORE": str(store), "GUALTA_API_KEYS": KEYS_ENV, "GUALTA_TIMEZONE": "Europe/Madrid",
+           "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
+    env.update(extra)
+    return env
+
+
+def child_env(**extra) -> dict:
+    """This process's environment without GUALTA_* settings, plus extra (for servers in child processes)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUALTA_")}
+    env.update(extra)
+    return env
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root (dotfiles included) → sha256: to prove that nothing was written."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium() -> str:
+    """Path of the Chromium binary; fails (never skips) when missing: `make system-deps` installs it."""
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} not found: run `make system-deps` (apt-get install chromium)"
+    return CHROMIUM
+
+
+@contextmanager
+def browser_page(width: int, height: int):
+    """A Playwright page in the system Chromium (never `playwright install`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as play:
+        browser = play.chromium.launch(executable_path=chromium(),
+                                       args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                             "--disable-background-networking", "--disable-component-update",
+                                             "--disable-sync"])
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+@contextmanager
+def moto_s3():
+    """A moto server on 127.0.0.1 with an empty bucket; yields (endpoint_url, boto3 client)."""
+    import boto3
+    from botocore.config import Config
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"}))
+        client.create_bucket(Bucket=BUCKET)
+        yield endpoint, client
+    finally:
+        moto.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class TelegramStandIn:
+    """A local Bot API: records every call; answers like Telegram, or fails with HTTP `fail_status`."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.fail_status: int | None = None
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                token, _, method = self.path.removeprefix("/bot").partition("/")
+                stand_in.calls.append({"token": token, "method": method, "fields": parse_fields(
+                    self.headers.get("Content-Type", ""), body)})
+                if stand_in.fail_status:
+                    status, reply = stand_in.fail_status, {"ok": False, "error_code": stand_in.fail_status,
+                                                           "description": "Internal Server Error"}
+                else:
+                    status, reply = 200, {"ok": True, "result": {"message_id": len(stand_in.calls), "date": 0,
+                                                                 "chat": {"id": -100123, "type": "channel"}}}
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/bot"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def parse_fields(content_type: str, body: bytes) -> dict:
+    """Form fields of a urlencoded or multipart body; file fields as bytes."""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+    if content_type.startswith("multipart/form-data"):
+        message = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body,
+                                           policy=email.policy.HTTP)
+        fields = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True)
+            fields[name] = data if part.get_filename() else data.decode()
+        return fields
+    return {"raw": body}

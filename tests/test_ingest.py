@@ -1,0 +1,217 @@
+"""Ingest through the real Lambda handler (aws_lambda/guAlta/app.py): validation, auth, storage, idempotency."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import boto3
+import pytest
+
+from gualta import ingest, payload, server, service_env, store
+from helpers_service import (BUCKET, KEYS, detection, event, gray_image, jpeg, moto_s3, service_env as make_env,
+                             snapshot)
+
+HANDLER = server.load_handler("guAlta")
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A local store configured through the environment, as the Lambda sees it."""
+    for key in list(os.environ):
+        if key.startswith("GUALTA_"):
+            monkeypatch.delenv(key)
+    for key, value in make_env(tmp_path / "store").items():
+        monkeypatch.setenv(key, value)
+    return tmp_path / "store"
+
+
+def post(body, key=KEYS["obs01"], **options) -> tuple[int, dict]:
+    result = HANDLER(event(body, key, **options), None)
+    assert result["headers"]["Content-Type"] == "application/json"
+    return result["statusCode"], json.loads(result["body"])
+
+
+# --- the happy path -------------------------------------------------------------------------------------------
+def test_detection_is_stored_as_record_and_image(root):
+    body = detection(flag="satellite", model="resnet34-v4")
+    status, answer = post(body)
+    assert (status, answer["status"]) == (200, "stored")
+    record = json.loads((root / "detections/20260916/obs01_20260916231507.json").read_text())
+    assert (root / "imgs/20260916/obs01_20260916231507.jpeg").read_bytes() == base64.b64decode(body["img"])
+    assert {k: record[k] for k in body if k != "img"} == {k: v for k, v in body.items() if k != "img"}
+    assert record["img"] == "imgs/20260916/obs01_20260916231507.jpeg"
+    assert record["telegram_status"] == "not requested"
+    assert "received" in record and len(json.dumps(record)) < 1000          # no base64 copy in the record
+
+
+def test_resending_is_harmless(root):
+    assert post(detection(score=0.91, seed=1))[1]["status"] == "stored"
+    before = snapshot(root)
+    status, answer = post(detection(score=0.5, seed=2))             # same (obs_id, id), different content
+    assert (status, answer["status"]) == (200, "duplicate")
+    assert snapshot(root) == before
+
+
+def test_same_id_from_two_observatories_are_two_detections(root):
+    post(detection("obs01"))
+    post(detection("obs02"), key=KEYS["obs02"])
+    assert sorted(p.name for p in (root / "detections/20260916").iterdir()) == [
+        "obs01_20260916231507.json", "obs02_20260916231507.json"]
+
+
+def test_frame_after_midnight_belongs_to_the_evening_folder(root):
+    body = detection(frame_id="20260917021500")
+    assert body["folder"] == "20260916"
+    assert post(body)[0] == 200
+    assert (root / "detections/20260916/obs01_20260917021500.json").exists()
+
+
+def test_logs_are_kept_per_night_and_observatory(root):
+    start = payload.build_log("start", "obs01", processed="2026-09-16T20:00:03+02:00")
+    end = payload.build_log("end", "obs01", total=1440, processed="2026-09-17T08:00:05+02:00")
+    assert post(start)[1] == {"status": "stored", "key": "logs/20260916/obs01_start.json",
+                              "telegram": "not configured"}
+    assert post(end)[1]["key"] == "logs/20260916/obs01_end.json"          # 08:00 belongs to the evening before
+    assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["total"] == 1440
+    assert post(end)[1]["status"] == "duplicate"
+    post({**end, "total": 1500})                                            # a later end log replaces it
+    assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["total"] == 1500
+
+
+def test_base64_encoded_proxy_body_is_accepted(root):
+    raw = json.dumps(detection()).encode()
+    proxy = event(raw)
+    proxy.update(body=base64.b64encode(raw).decode(), isBase64Encoded=True)
+    assert HANDLER(proxy, None)["statusCode"] == 200
+
+
+# --- refusals: status, reason, and nothing written -------------------------------------------------------------
+def refused(root, status, body, key=KEYS["obs01"], reason="", **options):
+    before = snapshot(root)
+    got, answer = post(body, key, **options)
+    assert got == status, answer
+    assert reason in answer["error"]
+    assert snapshot(root) == before
+
+
+def test_api_key_checks(root):
+    refused(root, 401, detection(), key=None, reason="API key")
+    refused(root, 401, detection(), key="", reason="API key")
+    refused(root, 401, detection(), key=KEYS["obs01"] + "x", reason="API key")
+    refused(root, 403, detection("obs02"), key=KEYS["obs01"], reason="its own obs_id")
+    refused(root, 403, {**detection(), "obs_id": "<script>"}, reason="its own obs_id")
+
+
+def test_routing_and_size(root):
+    refused(root, 404, detection(), path="/upload", reason="not found")
+    refused(root, 404, detection(), path="/uploadmeteor/", reason="not found")
+    refused(root, 405, detection(), method="GET", reason="method")
+    refused(root, 405, detection(), method="PUT", reason="method")
+    refused(root, 413, b"{" + b" " * payload.MAX_BODY_BYTES + b"}", reason="larger")
+
+
+BAD = [
+    ("not json", b"{\"id\": ", "not valid UTF-8 JSON"),
+    ("invalid utf-8", b"{\"obs_id\": \"\xff\xfe\"}", "not valid UTF-8 JSON"),
+    ("array", [detection()], "JSON object"),
+    ("NaN score", json.dumps(detection()).replace('"score": 0.93', '"score": NaN').encode(), "not valid JSON"),
+    ("infinite score", json.dumps(detection()).replace('"score": 0.93', '"score": 1e999').encode(), "score"),
+    ("deep nesting", b"[" * 100000 + b"]" * 100000, "not valid UTF-8 JSON"),
+    ("integer too long", b'{"score": ' + b"1" * 5000 + b"}", "not valid UTF-8 JSON"),
+    ("missing img", {k: v for k, v in detection().items() if k != "img"}, "missing field(s): img"),
+    ("unknown field", {**detection(), "extra": 1}, "unknown field(s): extra"),
+    ("score as text", {**detection(), "score": "0.9"}, "score"),
+    ("score above 1", {**detection(), "score": 1.01}, "score"),
+    ("score bool", {**detection(), "score": True}, "score"),
+    ("telegram as text", {**detection(), "telegram": "yes"}, "telegram"),
+    ("id with slash", {**detection(), "id": "2026/0916231507"}, "id must be"),
+    ("id traversal", {**detection(), "id": "../../../etc/pass"}, "id must be"),
+    ("impossible id", {**detection(), "id": "20261332231507"}, "id is not a real"),
+    ("date mismatch", {**detection(), "date": "2026-09-15"}, "match the id"),
+    ("time mismatch", {**detection(), "time": "23:15:08"}, "match the id"),
+    ("folder two days off", {**detection(), "folder": "20260914"}, "folder"),
+    ("folder not a date", {**detection(), "folder": "2026091a"}, "folder"),
+    ("processed not iso", {**detection(), "processed": "yesterday"}, "processed"),
+    ("flag markup", {**detection(), "flag": "<b>sat</b>"}, "flag"),
+    ("img not base64", {**detection(), "img": "!!!not base64!!!"}, "base64"),
+    ("img not jpeg", {**detection(), "img": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 100).decode()}, "JPEG"),
+    ("img wrong size", {**detection(), "img": base64.b64encode(jpeg(size=(400, 400))).decode()}, "448x224"),
+    ("img colour", {**detection(), "img": base64.b64encode(jpeg(mode="RGB")).decode()}, "grayscale"),
+    ("img truncated", {**detection(), "img": base64.b64encode(jpeg()[:3000]).decode()}, "decodable"),
+    ("img huge", {**detection(), "img": base64.b64encode(b"\xff\xd8\xff" + b"\0" * 2_000_000).decode()}, "larger"),
+    ("log kind", {"log": "middle", "obs_id": "obs01"}, "log must be"),
+    ("end without total", {"log": "end", "obs_id": "obs01"}, "missing field(s): total"),
+    ("negative total", {"log": "end", "obs_id": "obs01", "total": -1}, "total"),
+    ("total bool", {"log": "end", "obs_id": "obs01", "total": True}, "total"),
+    ("start with total", {"log": "start", "obs_id": "obs01", "total": 3}, "unknown field(s): total"),
+]
+
+
+@pytest.mark.parametrize("name,body,reason", BAD, ids=[b[0] for b in BAD])
+def test_invalid_payloads_get_400_with_reason(root, name, body, reason):
+    refused(root, 400, body, reason=reason)
+
+
+def test_obs_id_charset_is_enforced_even_for_its_owner(root, monkeypatch):
+    monkeypatch.setenv("GUALTA_API_KEYS", "obs01:key-obs01-6f1c2a9d,<script>:key-evil-12345")
+    got = HANDLER(event(detection(), KEYS["obs01"]), None)
+    assert got["statusCode"] == 500 and "misconfigured" in got["body"]
+    assert "key-evil" not in got["body"] and not root.exists()
+    with pytest.raises(service_env.ConfigError) as refused_config:
+        ingest.parse_api_keys("<script>:key-evil-12345")
+    assert "key-evil" not in str(refused_config.value)
+
+
+def test_api_key_parsing():
+    assert ingest.parse_api_keys(" obs01:abcdefgh , obs-2:ijklmnop,obs01:qrstuvwx ") == {
+        "abcdefgh": "obs01", "ijklmnop": "obs-2", "qrstuvwx": "obs01"}
+    for bad in ("obs01", "obs01:short", "obs 1:abcdefghij", "a:abcdefgh,b:abcdefgh", "obs01:abc defghij"):
+        with pytest.raises(service_env.ConfigError):
+            ingest.parse_api_keys(bad)
+
+
+# --- the client's builder ---------------------------------------------------------------------------------------
+def test_build_detection_round_trips_and_refuses_bad_input():
+    body = payload.build_detection("20260916231507", 0.97, "obs01", jpeg(), telegram=True)
+    parsed = payload.validate(payload.parse_body(json.dumps(body)))
+    assert isinstance(parsed, payload.Detection)
+    assert (parsed.date, parsed.time, parsed.folder, parsed.jpeg) == ("2026-09-16", "23:15:07", "20260916", jpeg())
+    from_array = payload.build_detection("20260916231507", 0.5, "obs01", gray_image())
+    assert payload.validate(from_array).jpeg[:3] == b"\xff\xd8\xff"
+    with pytest.raises(payload.PayloadError):
+        payload.build_detection("20260916231507", 1.5, "obs01", jpeg())
+    with pytest.raises(payload.PayloadError):
+        payload.build_detection("20260916231507", 0.5, "../x", jpeg())
+    assert payload.build_log("end", "obs01", total=3)["total"] == 3
+
+
+# --- AWS flavour: S3 store and SSM-held secrets (moto) -----------------------------------------------------------
+def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch):
+    with moto_s3() as (endpoint, s3):
+        boto3.client("ssm", endpoint_url=endpoint).put_parameter(
+            Name="/gualta/api-keys", Value=f"obs01:{KEYS['obs01']}", Type="SecureString")
+        monkeypatch.delenv("GUALTA_API_KEYS")
+        monkeypatch.setenv("GUALTA_API_KEYS_PARAM", "/gualta/api-keys")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
+        monkeypatch.setenv("GUALTA_STORE", f"s3://{BUCKET}/prod")
+        monkeypatch.setenv("GUALTA_S3_ENDPOINT", endpoint)
+        service_env._cache.clear()
+        assert post(detection())[1]["status"] == "stored"
+        assert post(detection())[1]["status"] == "duplicate"
+        assert post(detection("obs02"), key=KEYS["obs02"])[0] == 401          # not in the SSM map
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/")["Contents"])
+        assert keys == ["prod/detections/20260916/obs01_20260916231507.json",
+                        "prod/imgs/20260916/obs01_20260916231507.jpeg"]
+        service_env._cache.clear()
+
+
+def test_unreachable_store_answers_503_not_a_crash(root, monkeypatch):
+    monkeypatch.setenv("GUALTA_STORE", f"s3://{BUCKET}")
+    monkeypatch.setenv("GUALTA_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    status, answer = post(detection())
+    assert status == 503 and "retry" in answer["error"]
+    assert store.LocalStore(root).keys() == []

@@ -1,0 +1,87 @@
+"""ISS passes computed offline with skyfield from the committed TLE; n2yo only as a URL (no network in tests)."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from gualta import passes, service_env
+from helpers_service import OBSERVATORIES
+
+ENV = {"GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
+NIGHT = "20260916"                  # the committed TLE's epoch is 2026-09-16 20:27 UTC
+
+
+@pytest.fixture(scope="module")
+def report():
+    return passes.night_passes(["obs01"], NIGHT, ENV)["obs01"]
+
+
+def test_passes_are_found_in_the_dark_part_of_the_night(report):
+    assert report.available and report.source == "TLE file iss.tle"
+    assert "TLE epoch 2026-09-16 20:27 UTC" == report.note
+    assert 2 <= len(report.passes) <= 8                   # ~15.5 orbits a day, a few cross a given sky at night
+    for p in report.passes:
+        assert p.start < p.peak < p.end and timedelta(minutes=1) < p.end - p.start < timedelta(minutes=12)
+        assert p.max_alt_deg >= passes.MIN_ALTITUDE_DEG
+        assert str(p.start.tzinfo) == "Europe/Madrid"
+        assert p.start.hour >= 20 or p.start.hour < 7      # sun below −6° at Montseny in mid-September
+
+
+def test_pass_geometry_checked_independently(report):
+    """Recompute the altitude at each reported peak and a minute outside each pass with plain skyfield."""
+    from skyfield.api import wgs84
+
+    timescale, _ = passes._sky()
+    iss = passes.read_tle(passes.DEFAULT_TLE.read_text())
+    place = wgs84.latlon(41.60, 1.84, elevation_m=700)
+    for p in report.passes:
+        altitude = lambda when: (iss - place).at(timescale.from_datetime(when)).altaz()[0].degrees  # noqa: E731
+        assert altitude(p.peak) == pytest.approx(p.max_alt_deg, abs=0.1)
+        assert altitude(p.start) == pytest.approx(10, abs=0.3) and altitude(p.end) == pytest.approx(10, abs=0.3)
+        assert altitude(p.start - timedelta(minutes=1)) < 10 and altitude(p.peak) > altitude(p.start)
+
+
+def test_early_evening_pass_is_sunlit_and_late_ones_are_not(report):
+    # After dusk the ISS is still in sunlight; around local midnight it is in Earth's shadow (mid-latitudes).
+    early = [p for p in report.passes if p.peak.hour in (20, 21)]
+    midnight = [p for p in report.passes if p.peak.hour in (0, 1)]
+    assert early and all(p.sunlit for p in early)
+    assert midnight and not any(p.sunlit for p in midnight)
+
+
+def test_stale_tle_is_flagged():
+    far = passes.night_passes(["obs01"], "20261120", ENV)["obs01"]
+    assert far.available and "65 days before this night" in far.note and "refresh the TLE" in far.note
+
+
+def test_missing_coordinates_or_tle_are_explained_not_raised(tmp_path):
+    reports = passes.night_passes(["obs01", "obs09"], NIGHT, ENV)
+    assert not reports["obs09"].available and "no coordinates configured" in reports["obs09"].note
+    none = passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_TLE_FILE": str(tmp_path / "missing.tle")})["obs01"]
+    assert not none.available and "no ISS TLE available" in none.note
+    (tmp_path / "other.tle").write_text("HUBBLE\n" + "\n".join(passes.DEFAULT_TLE.read_text().splitlines()[1:])
+                                        .replace("25544", "20580"))
+    wrong = passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_TLE_FILE": str(tmp_path / "other.tle")})
+    assert not wrong["obs01"].available
+
+
+def test_n2yo_url_and_fallback(monkeypatch):
+    assert passes.n2yo_tle_url("AB C/&") == "https://api.n2yo.com/rest/v1/satellite/tle/25544&apiKey=AB%20C%2F%26"
+    lines = passes.DEFAULT_TLE.read_text().splitlines()
+    monkeypatch.setattr(passes, "fetch_n2yo_tle", lambda key: "\r\n".join(lines[1:]))
+    assert passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_N2YO_KEY": "k"})["obs01"].source == "n2yo TLE"
+
+    def offline(key):
+        raise OSError("no network")
+    monkeypatch.setattr(passes, "fetch_n2yo_tle", offline)
+    fallback = passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_N2YO_KEY": "k"})["obs01"]
+    assert fallback.available and fallback.source == "TLE file iss.tle"
+
+
+@pytest.mark.parametrize("bad", ['{"obs01": {"lat": 95, "lon": 0}}', '{"obs01": {"lon": 0}}', "[1]", "{",
+                                 '{"<script>": {"lat": 1, "lon": 1}}', '{"obs01": {"lat": 1, "lon": 1, "tz": "Mars"}}'])
+def test_bad_observatory_settings_are_config_errors(bad):
+    with pytest.raises(service_env.ConfigError):
+        passes.observatories_from_env({"GUALTA_OBSERVATORIES": bad})

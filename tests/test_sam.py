@@ -1,0 +1,114 @@
+"""The SAM project: cfn-lint, the template's shape, the layer packaging, thin handlers, and the sample events."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from gualta import server
+from helpers_service import REPO, service_env
+
+SAM = REPO / "aws_lambda"
+TEMPLATE = SAM / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def template():
+    parsed, errors = decode(str(TEMPLATE))
+    assert not errors
+    return parsed
+
+
+def test_cfn_lint_passes():
+    run = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(TEMPLATE)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_functions_are_thin_handlers_on_a_modern_runtime(template):
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert re.fullmatch(r"python3\.(1[2-9])", runtime), runtime
+    functions = {name: r["Properties"] for name, r in template["Resources"].items()
+                 if r["Type"] == "AWS::Serverless::Function"}
+    assert {f["CodeUri"] for f in functions.values()} == {"guAlta/", "generateWebsite/"}
+    for props in functions.values():
+        assert props["Handler"] == "app.lambda_handler"
+        code = (SAM / props["CodeUri"] / "app.py").read_text()
+        assert "from gualta import" in code and len(code.splitlines()) <= 8      # thin: the logic is in gualta
+
+
+def test_api_route_keys_and_schedule(template):
+    resources = template["Resources"]
+    upload = resources["IngestFunction"]["Properties"]["Events"]["Upload"]["Properties"]
+    assert (upload["Path"], upload["Method"]) == ("/uploadmeteor", "post")
+    auth = resources["Api"]["Properties"]["Auth"]
+    assert auth["ApiKeyRequired"] is True and auth["UsagePlan"]["CreateUsagePlan"] == "PER_API"
+    daily = resources["WebsiteFunction"]["Properties"]["Events"]["Daily"]
+    assert daily["Type"] == "ScheduleV2"
+    assert template["Parameters"]["PageSchedule"]["Default"] == "cron(0 9 * * ? *)"
+    assert daily["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
+
+
+def test_secrets_come_from_ssm_and_policies_are_scoped(template):
+    ingest = template["Resources"]["IngestFunction"]["Properties"]
+    variables = ingest["Environment"]["Variables"]
+    assert variables["GUALTA_API_KEYS_PARAM"] == {"Ref": "ApiKeysParameterName"}
+    assert variables["GUALTA_TELEGRAM_TOKEN_PARAM"] == {"Ref": "TelegramTokenParameterName"}
+    text = TEMPLATE.read_text()
+    assert "GUALTA_TELEGRAM_TOKEN:" not in text and "GUALTA_API_KEYS:" not in text
+    for name in ("IngestFunction", "WebsiteFunction"):
+        for policy in template["Resources"][name]["Properties"]["Policies"]:
+            for statement in policy["Statement"]:
+                assert "*" not in json.dumps(statement["Action"])                    # no wildcard actions
+                assert statement["Resource"] != "*"
+    public = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
+    assert not any("detections" in json.dumps(r) or "logs" in json.dumps(r) for r in public)
+
+
+def test_layer_ships_the_package_and_its_dependencies(template):
+    layer = template["Resources"]["GualtaLayer"]
+    assert layer["Metadata"]["BuildMethod"] == template["Globals"]["Function"]["Runtime"]
+    folder = SAM / layer["Properties"]["ContentUri"]
+    assert (folder / "gualta").resolve() == (REPO / "gualta").resolve()                 # one copy of the code
+    assert (folder / "gualta" / "templates" / "day.html").exists() and (folder / "gualta" / "data" / "iss.tle").exists()
+    wanted = {re.split(r"[<>=\[]", line)[0].lower() for line in (folder / "requirements.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    server_extra = {re.split(r"[<>=\[]", d)[0].lower() for d in pyproject["project"]["optional-dependencies"]["server"]}
+    assert server_extra <= wanted and "pillow" in wanted
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for key in [k for k in os.environ if k.startswith("GUALTA_")]:
+        monkeypatch.delenv(key)
+    values = service_env(tmp_path / "store", GUALTA_API_KEYS="obs01:sample-key-obs01,obs02:sample-key-obs02")
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return tmp_path / "store"
+
+
+def sample(name: str) -> dict:
+    return json.loads((SAM / "events" / f"{name}.json").read_text())
+
+
+def test_sample_events_through_the_handlers(env):
+    ingest, website = server.load_handler("guAlta"), server.load_handler("generateWebsite")
+    answers = {name: ingest(sample(name), None) for name in
+               ("upload_log_start", "upload_detection", "upload_log_end", "upload_foreign_obs")}
+    assert {n: a["statusCode"] for n, a in answers.items()} == {"upload_log_start": 200, "upload_detection": 200,
+                                                                "upload_log_end": 200, "upload_foreign_obs": 403}
+    assert json.loads(answers["upload_detection"]["body"])["key"] == "detections/20260916/obs01_20260916231507.json"
+    assert ingest(sample("upload_detection"), None)["body"].count("duplicate") == 1
+    built = website(sample("daily_day"), None)
+    assert built["night"] == "20260916" and built["detections"] == 1
+    html = (env / "20260916.html").read_text()
+    assert 'id="obs01_20260916231507"' in html and "1,440 frames processed" in html
+    assert re.fullmatch(r"[0-9]{8}", website(sample("daily_schedule"), None)["night"])

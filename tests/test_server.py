@@ -1,0 +1,170 @@
+"""The embedded server (`python guAlta.py serve` in a child process): routes, event translation, schedule."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from gualta import server, store
+from helpers_service import KEYS, KEYS_ENV, OBSERVATORIES, REPO, child_env, detection, service_env, snapshot
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """One server for the module: (base url, store folder)."""
+    root = tmp_path_factory.mktemp("served") / "store"
+    env = child_env(GUALTA_API_KEYS=KEYS_ENV, GUALTA_OBSERVATORIES=json.dumps(OBSERVATORIES),
+                    GUALTA_TIMEZONE="Europe/Madrid")
+    with server.ChildServer(root, env) as child:
+        yield child.url, root, child
+
+
+def upload(url, body, key=KEYS["obs01"]):
+    return requests.post(f"{url}/uploadmeteor", json=body, headers={"x-api-key": key}, timeout=10)
+
+
+def test_upload_page_and_image_round_trip(live):
+    url, root, _ = live
+    body = detection(frame_id="20260916224510")
+    assert upload(url, body).json()["status"] == "stored"
+    assert upload(url, body).json()["status"] == "duplicate"
+    built = requests.post(f"{url}/site?day=20260916", headers={"x-api-key": KEYS["obs02"]}, timeout=30)
+    assert built.status_code == 200 and built.json()["night"] == "20260916"
+    pages = {path: requests.get(url + path, timeout=10) for path in ("/", "/index.html", "/20260916.html")}
+    for page in pages.values():
+        assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert 'id="obs01_20260916224510"' in pages["/20260916.html"].text
+    assert pages["/"].text == pages["/index.html"].text and "<title>guAlta · night of" in pages["/"].text
+    image = requests.get(f"{url}/imgs/20260916/obs01_20260916224510.jpeg", timeout=10)
+    assert image.headers["Content-Type"] == "image/jpeg" and image.content == base64.b64decode(body["img"])
+    head = requests.head(f"{url}/20260916.html", timeout=10)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["Content-Length"]) > 1000
+
+
+def test_published_model_is_served(live):
+    """The layout gualta.export.publish_model writes: versioned file, latest copy, metadata naming the file."""
+    url, root, _ = live
+    assert requests.get(f"{url}/models/latest", timeout=10).status_code == 404
+    model = bytes(range(256)) * 40
+    meta = {"version": 3, "file": "guAlta_v3.onnx", "sha256": hashlib.sha256(model).hexdigest(), "size": len(model)}
+    local = store.LocalStore(root)
+    local.put("models/guAlta_v3.onnx", model)
+    local.put("models/guAlta_latest_version.onnx", model)
+    store.write_json(local, "models/guAlta_latest_version.json", meta)
+    assert requests.get(f"{url}/models/latest", timeout=10).json() == meta
+    file = requests.get(f"{url}/models/latest/file", timeout=10)
+    assert file.content == model and hashlib.sha256(file.content).hexdigest() == meta["sha256"]
+    assert file.headers["Content-Disposition"] == 'attachment; filename="guAlta_v3.onnx"'
+    store.write_json(local, "models/guAlta_latest_version.json", {**meta, "file": "../../etc/passwd"})
+    fallback = requests.get(f"{url}/models/latest/file", timeout=10)         # unsafe name: the latest copy
+    assert fallback.headers["Content-Disposition"] == 'attachment; filename="guAlta_latest_version.onnx"'
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/uploadmeteor", 405), ("DELETE", "/uploadmeteor", 405), ("POST", "/upload", 404),
+    ("GET", "/19990101.html", 404), ("GET", "/imgs/../detections/x.json", 404), ("GET", "/detections/", 404),
+    ("GET", "/logs/20260916/obs01_end.json", 404), ("PUT", "/index.html", 404), ("GET", "/site", 405),
+    ("POST", "/site", 401), ("BREW", "/", 404)])
+def test_wrong_method_or_path(live, method, path, status):
+    url, _, _ = live
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+    connection.request(method, path, body=b"" if method in ("POST", "PUT") else None)
+    reply = connection.getresponse()
+    assert reply.status == status and "error" in json.loads(reply.read())
+    connection.close()
+
+
+def test_site_on_demand_checks_its_input(live):
+    url, _, _ = live
+    bad = requests.post(f"{url}/site?day=20261399", headers={"x-api-key": KEYS["obs01"]}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_oversized_body_is_refused_unread(live):
+    url, root, child = live
+    before = snapshot(root)
+    reply = requests.post(f"{url}/uploadmeteor", data=b"x" * (7 * 1024 * 1024),
+                          headers={"x-api-key": KEYS["obs01"]}, timeout=30)
+    assert reply.status_code == 413
+    assert snapshot(root) == before and child.alive()
+    assert requests.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+
+
+def test_small_concurrent_load_stores_everything_once(live):
+    """bench/load.py's own check, small: 3 observatories × 20 detections, 10 % re-sent, concurrently."""
+    url, root, _ = live
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--url", url, "--keys", KEYS_ENV,
+                          "--store", str(root), "--observatories", "3", "--detections", "20", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["stored"] == 60 and result["duplicates_answered"] == result["resent"] > 0
+    assert result["records_in_store"] == 60 and result["images_in_store"] == 60 and result["errors"] == 0
+
+
+def test_proxy_event_translation():
+    got = server.proxy_event("POST", "/uploadmeteor?a=1&a=2&b=", {"X-Api-Key": ["k"], "Accept": ["a", "b"]},
+                             b"\xff\x00binary", "10.0.0.1")
+    assert (got["httpMethod"], got["path"], got["resource"]) == ("POST", "/uploadmeteor", "/uploadmeteor")
+    assert got["headers"] == {"X-Api-Key": "k", "Accept": "b"} and got["multiValueHeaders"]["Accept"] == ["a", "b"]
+    assert got["queryStringParameters"] == {"a": "2", "b": ""}
+    assert got["isBase64Encoded"] and base64.b64decode(got["body"]) == b"\xff\x00binary"
+    assert got["requestContext"]["identity"]["sourceIp"] == "10.0.0.1"
+    text = server.proxy_event("GET", "/", {}, b"", "127.0.0.1")
+    assert text["body"] is None and not text["isBase64Encoded"] and text["queryStringParameters"] is None
+
+
+def test_next_run_is_the_next_local_time():
+    zone = ZoneInfo("Europe/Madrid")
+    assert server.next_run(datetime(2026, 9, 17, 8, 59, tzinfo=zone), "0900") == datetime(2026, 9, 17, 9, 0,
+                                                                                           tzinfo=zone)
+    assert server.next_run(datetime(2026, 9, 17, 9, 0, tzinfo=zone), "09:00") == datetime(2026, 9, 18, 9, 0,
+                                                                                           tzinfo=zone)
+    for bad in ("9", "2400", "09:60", "ab:cd"):
+        with pytest.raises(ValueError):
+            server.parse_hhmm(bad)
+
+
+def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
+    env = service_env(tmp_path / "store")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    service = server.Service()
+    monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(seconds=0.2))
+    stop = threading.Event()
+    server.schedule_pages(service, "0900", stop)
+    night = server.site.default_night(datetime.now(timezone.utc), env)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "store" / f"{night}.html").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    assert (tmp_path / "store" / f"{night}.html").exists() and (tmp_path / "store" / "index.html").exists()
+
+
+def test_serve_refuses_a_bad_key_setting(tmp_path):
+    run = subprocess.run([sys.executable, "guAlta.py", "serve", "--port", "0", "--store", str(tmp_path / "s")],
+                         cwd=REPO, env=child_env(GUALTA_API_KEYS="<script>:abcdefghijkl"), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode != 0 and "API key entry 1" in run.stderr and "abcdefghijkl" not in run.stderr
+    assert not Path(tmp_path / "s").exists()
+
+
+def test_site_command(tmp_path):
+    run = subprocess.run([sys.executable, "guAlta.py", "site", "--store", str(tmp_path / "s"), "--day", "20260916"],
+                         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["written"] == ["20260916.html", "index.html"]
+    assert "No observatory reported this night." in (tmp_path / "s" / "20260916.html").read_text()

@@ -1,0 +1,146 @@
+"""The daily page: content, grouping, navigation, escaping, and how it looks in headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gualta import allsky, payload, server, site, store
+from helpers_service import KEYS, browser_page, detection, event, service_env
+
+INGEST = server.load_handler("guAlta")
+WEBSITE = server.load_handler("generateWebsite")
+NIGHT = "20260916"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for key in [k for k in os.environ if k.startswith("GUALTA_")]:
+        monkeypatch.delenv(key)
+    values = service_env(tmp_path / "store")
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def ingest(body, obs_id="obs01"):
+    result = INGEST(event(body, KEYS[obs_id]), None)
+    assert result["statusCode"] == 200, result["body"]
+
+
+def frame(hhmmss: str, day: str = NIGHT) -> str:
+    return f"{day}{hhmmss}"
+
+
+@pytest.fixture
+def night(env, tmp_path):
+    """obs01: a lone meteor, a 3-frame satellite (30 s apart), a meteor after midnight; obs02: one; logs."""
+    for i, (obs, fid, score) in enumerate([("obs01", frame("231507"), 0.97), ("obs01", frame("212000"), 0.88),
+                                           ("obs01", frame("212030"), 0.91), ("obs01", frame("212100"), 0.86),
+                                           ("obs01", "20260917031233", 0.99), ("obs02", frame("221500"), 0.90)]):
+        ingest(detection(obs, fid, score, seed=i), obs)
+    ingest(payload.build_log("start", "obs01", folder=NIGHT, processed="2026-09-16T20:00:03+02:00"))
+    ingest(payload.build_log("end", "obs01", total=1440, folder=NIGHT, processed="2026-09-17T08:00:05+02:00"))
+    return tmp_path / "store"
+
+
+def test_page_lists_each_observatory_in_time_order_with_groups(night):
+    summary = WEBSITE({"day": NIGHT}, None)
+    assert summary == {"night": NIGHT, "detections": 6, "observatories": 2, "written": [f"{NIGHT}.html", "index.html"]}
+    html = (night / f"{NIGHT}.html").read_text()
+    anchors = [f'id="obs01_{frame(t)}"' for t in ("212000", "212030", "212100", "231507")] + \
+              ['id="obs01_20260917031233"', f'id="obs02_{frame("221500")}"']
+    positions = [html.index(a) for a in anchors]
+    assert positions == sorted(positions)
+    assert html.count("Possible satellite/plane: 3 consecutive detections") == 1
+    group = html[html.index("Possible satellite/plane"):]
+    assert group.index(f"obs01_{frame('212100')}") < group.index("</div>\n      </div>") < group.index(
+        f"obs01_{frame('231507')}")                                     # the lone meteor is outside the group
+    assert "1,440 frames processed" in html and "no end-of-night log" in html      # obs01 has one, obs02 not
+    assert "started 2026-09-16 20:00 · ended 2026-09-17 08:00" in html
+    assert f'src="imgs/{NIGHT}/obs01_{frame("231507")}.jpeg"' in html
+    assert ">0.97<" in html and ">03:12:33<" in html
+    assert (night / "index.html").read_bytes() == (night / f"{NIGHT}.html").read_bytes()
+
+
+def test_iss_passes_are_on_the_page(night):
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    obs01 = html[html.index('id="obs-obs01"'):html.index('id="obs-obs02"')]
+    assert "ISS passes above 10° in the dark (CEST)" in obs01 and "<td>sunlit</td>" in obs01
+    assert "TLE epoch 2026-09-16 20:27 UTC" in obs01
+
+
+def test_consecutive_grouping_boundary():
+    start = datetime(2026, 9, 16, 22, 0, 0)
+    rows = [site.Row("obs01", "x", start + timedelta(seconds=s), 0.9, "i") for s in (0, 60, 121, 150, 400)]
+    assert [len(g) for g in site.group_consecutive(rows)] == [2, 2, 1]      # 60 s joins, 61 s splits
+
+
+def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
+    root = tmp_path / "store"
+    for day in ("20260914", "20260915", "20260916", "20260915"):        # a past night rebuilt last
+        WEBSITE({"day": day}, None)
+    html = (root / "20260916.html").read_text()
+    assert '<a href="20260915.html">← 2026-09-15</a>' in html
+    assert html.index('href="20260915.html">2026-09-15') < html.index('href="20260914.html">2026-09-14')
+    assert 'href="20260916.html">2026-09-16 →' in (root / "20260915.html").read_text()
+    # 20260915 was rebuilt last but is not the latest night: index stays on 20260916
+    assert (root / "index.html").read_bytes() == (root / "20260916.html").read_bytes()
+
+
+def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
+    madrid_9am = datetime(2026, 9, 17, 7, 0, tzinfo=timezone.utc)          # 09:00 CEST
+    assert site.default_night(madrid_9am, os.environ) == "20260916"
+    assert site.default_night(madrid_9am.replace(hour=20), os.environ) == "20260917"
+    assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.night_of(
+        datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")))
+    with pytest.raises(ValueError):
+        WEBSITE({"day": "20261340"}, None)
+
+
+def test_stored_text_is_escaped(env, tmp_path):
+    root = tmp_path / "store"
+    ingest(detection())
+    key = f"detections/{NIGHT}/obs01_{frame('231507')}.json"
+    record = json.loads((root / key).read_text())
+    record.update(flag="<img src=x onerror=alert(1)>", model="\"><script>alert(2)</script>", score="<b>")
+    store.write_json(store.LocalStore(root), key, record)
+    WEBSITE({"day": NIGHT}, None)
+    html = (root / f"{NIGHT}.html").read_text()
+    assert "<img src=x" not in html and "<script>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    assert '<span class="score">?</span>' in html                        # a non-number score is shown as unknown
+
+
+def looks(page, path, width, height, shot):
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")     # images load lazily
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=10_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shot), full_page=True)
+    return page.evaluate("""() => ({
+        overflow: document.documentElement.scrollWidth - window.innerWidth,
+        images: [...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().width]),
+        cards: [...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().width),
+        title: document.title})""")
+
+
+def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
+    WEBSITE({"day": NIGHT}, None)
+    page_file = night / f"{NIGHT}.html"
+    with browser_page(1280, 900) as page:
+        desktop = looks(page, page_file, 1280, 900, tmp_path / "desktop.png")
+        phone = looks(page, page_file, 390, 844, tmp_path / "phone.png")
+    for view, width in ((desktop, 1280), (phone, 390)):
+        assert view["title"] == "guAlta · night of 2026-09-16"
+        assert view["overflow"] <= 0, "horizontal scrolling"
+        assert len(view["images"]) == 6 and all(natural == 448 for natural, _ in view["images"])   # all loaded
+        assert all(shown <= width for _, shown in view["images"])
+    assert max(desktop["cards"]) < 450 and min(phone["cards"]) > 300      # several per row vs one full-width
+    assert (tmp_path / "desktop.png").stat().st_size > 20_000 and (tmp_path / "phone.png").stat().st_size > 20_000

@@ -1,0 +1,116 @@
+"""The store: one interface, a local-folder and an S3 backend (against moto's server) with the same keys."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gualta import store
+from helpers_service import BUCKET, moto_s3
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path):
+    """Each test runs on both backends; the S3 one gets a fresh prefix in the moto bucket."""
+    if request.param == "local":
+        return store.LocalStore(tmp_path / "store")
+    endpoint, _ = request.getfixturevalue("moto")
+    return store.open_store(f"s3://{BUCKET}/{request.node.name.replace('[', '-').rstrip(']')}", endpoint)
+
+
+def test_put_get_and_missing(backend):
+    assert backend.get("detections/20260916/obs01_20260916231507.json") is None
+    backend.put("detections/20260916/obs01_20260916231507.json", b'{"a": 1}')
+    backend.put("index.html", b"<html>")
+    assert backend.get("detections/20260916/obs01_20260916231507.json") == b'{"a": 1}'
+    backend.put("index.html", b"<html>v2")
+    assert backend.get("index.html") == b"<html>v2"
+
+
+def test_create_only_once_keeps_first_content(backend):
+    assert backend.create("imgs/20260916/obs01_1.jpeg", b"first") is True
+    assert backend.create("imgs/20260916/obs01_1.jpeg", b"second") is False
+    assert backend.get("imgs/20260916/obs01_1.jpeg") == b"first"
+
+
+def test_concurrent_create_has_one_winner(backend):
+    results, barrier = [], threading.Barrier(12)
+
+    def attempt(i):
+        barrier.wait()
+        results.append((i, backend.create("detections/20260916/obs01_race.json", f"{i}".encode())))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [i for i, created in results if created]
+    assert len(winners) == 1 and len(results) == 12
+    assert backend.get("detections/20260916/obs01_race.json") == f"{winners[0]}".encode()
+
+
+def test_keys_recursive_and_one_level(backend):
+    for key in ("20260915.html", "20260916.html", "index.html", "imgs/20260916/a_1.jpeg",
+                "detections/20260916/a_1.json", "detections/20260916/b_2.json", "detections/20260917/a_3.json"):
+        backend.put(key, b"x")
+    assert backend.keys("detections/20260916/") == ["detections/20260916/a_1.json", "detections/20260916/b_2.json"]
+    assert backend.keys("", recursive=False) == ["20260915.html", "20260916.html", "index.html"]
+    assert backend.keys("detections/") == ["detections/20260916/a_1.json", "detections/20260916/b_2.json",
+                                           "detections/20260917/a_3.json"]
+    assert backend.keys("nothing/") == []
+
+
+@pytest.mark.parametrize("key", ["../escape.json", "/etc/passwd", "a//b", ".hidden", "a/../b", "a/./b", "imgs/<x>.jpeg",
+                                 "detections/2026/obs 1.json", "", "a\\b", "a/\x00b", "a/", "é.json"])
+def test_unsafe_keys_refused_before_any_io(backend, key, tmp_path):
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError):
+        backend.put(key, b"x")
+    with pytest.raises(ValueError):
+        backend.get(key)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_local_store_leaves_no_temp_files(tmp_path):
+    local = store.LocalStore(tmp_path)
+    local.put("a/b.json", b"1")
+    local.create("a/b.json", b"2")
+    local.create("a/c.json", b"3")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.json", "c.json"]
+
+
+def test_s3_objects_carry_content_types(moto):
+    endpoint, client = moto
+    s3 = store.open_store(f"s3://{BUCKET}/types", endpoint)
+    s3.put("20260916.html", b"<p>")
+    s3.create("imgs/20260916/obs01_20260916231507.jpeg", b"\xff\xd8")
+    s3.put("detections/20260916/obs01_20260916231507.json", b"{}")
+    kinds = {key: client.head_object(Bucket=BUCKET, Key=f"types/{key}")["ContentType"]
+             for key in ("20260916.html", "imgs/20260916/obs01_20260916231507.jpeg",
+                         "detections/20260916/obs01_20260916231507.json")}
+    assert kinds == {"20260916.html": "text/html; charset=utf-8",
+                     "imgs/20260916/obs01_20260916231507.jpeg": "image/jpeg",
+                     "detections/20260916/obs01_20260916231507.json": "application/json"}
+
+
+def test_s3_unreachable_is_a_store_error():
+    dead = store.S3Store(BUCKET, endpoint_url="http://127.0.0.1:9")      # discard port: connection refused
+    with pytest.raises(store.StoreError):
+        dead.put("index.html", b"x")
+    with pytest.raises(store.StoreError):
+        dead.keys("detections/")
+
+
+def test_open_store_parses_locations(tmp_path):
+    s3 = store.open_store("s3://my-bucket/some/prefix", "http://127.0.0.1:1")
+    assert isinstance(s3, store.S3Store) and (s3.bucket, s3.prefix) == ("my-bucket", "some/prefix/")
+    assert isinstance(store.open_store(tmp_path), store.LocalStore)
+    with pytest.raises(store.StoreError):
+        store.store_from_env({})

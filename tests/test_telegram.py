@@ -1,0 +1,120 @@
+"""Telegram posts with python-telegram-bot against a local Bot API stand-in: what the channel would show."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+
+import pytest
+
+from gualta import payload, server, telegram_post
+from helpers_service import KEYS, TelegramStandIn, detection, event, free_port, service_env
+
+HANDLER = server.load_handler("guAlta")
+TOKEN = "123456:TEST-token-never-logged"
+
+
+@pytest.fixture
+def bot_api():
+    stand_in = TelegramStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch, bot_api):
+    for key in [k for k in os.environ if k.startswith("GUALTA_")]:
+        monkeypatch.delenv(key)
+    env = service_env(tmp_path / "store", GUALTA_TELEGRAM_TOKEN=TOKEN, GUALTA_TELEGRAM_CHAT="@gualta_meteors",
+                      GUALTA_TELEGRAM_API=bot_api.base_url, GUALTA_SITE_URL="https://meteors.example.org")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return tmp_path / "store"
+
+
+def post(body, key=KEYS["obs01"]) -> dict:
+    result = HANDLER(event(body, key), None)
+    assert result["statusCode"] == 200, result["body"]
+    return json.loads(result["body"])
+
+
+def stored(root, night="20260916", name="obs01_20260916231507") -> dict:
+    return json.loads((root / f"detections/{night}/{name}.json").read_text())
+
+
+def test_detection_posts_photo_with_caption(root, bot_api):
+    body = detection(telegram=True, score=0.974, flag="satellite")
+    assert post(body)["telegram"] == "sent"
+    [call] = bot_api.calls
+    assert (call["token"], call["method"]) == (TOKEN, "sendPhoto")
+    fields = call["fields"]
+    assert fields["chat_id"] == "@gualta_meteors"
+    assert fields["photo"] == base64.b64decode(body["img"])                   # the very JPEG the client sent
+    assert fields["caption"].splitlines() == [
+        "☄️ Meteor detected", "Observatory: obs01", "Local time: 2026-09-16 23:15:07", "Score: 0.97",
+        "Flag: satellite", "https://meteors.example.org/20260916.html#obs01_20260916231507"]
+    assert "parse_mode" not in fields                                         # plain text: nothing is markup
+    assert stored(root)["telegram_status"] == "sent"
+
+
+def test_no_post_when_not_asked(root, bot_api):
+    assert post(detection(telegram=False))["telegram"] == "not requested"
+    assert bot_api.calls == []
+
+
+def test_start_and_end_logs_post_messages(root, bot_api):
+    post(payload.build_log("start", "obs02", folder="20260916"), key=KEYS["obs02"])
+    post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
+    assert [(c["method"], c["fields"]["chat_id"], c["fields"]["text"]) for c in bot_api.calls] == [
+        ("sendMessage", "@gualta_meteors", "🔭 obs02: detection started (night 20260916)"),
+        ("sendMessage", "@gualta_meteors", "🌅 obs02: detection ended night 20260916, 1,440 frames processed")]
+    assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
+
+
+@pytest.mark.parametrize("failure", ["http 500", "unreachable"])
+def test_telegram_failure_never_loses_the_detection(root, bot_api, monkeypatch, failure, caplog):
+    if failure == "http 500":
+        bot_api.fail_status = 500
+    else:
+        monkeypatch.setenv("GUALTA_TELEGRAM_API", f"http://127.0.0.1:{free_port()}/bot")
+    caplog.set_level(logging.DEBUG)
+    answer = post(detection(telegram=True))
+    assert answer["status"] == "stored" and answer["telegram"].startswith("failed: ")
+    record = stored(root)
+    assert record["telegram_status"] == answer["telegram"] and record["score"] == 0.93
+    assert (root / "imgs/20260916/obs01_20260916231507.jpeg").exists()
+    assert post(detection(telegram=True))["status"] == "duplicate"           # a retry is not posted twice
+    assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
+
+
+def test_token_is_never_logged_or_stored(root, bot_api, caplog):
+    caplog.set_level(logging.DEBUG)
+    post(detection(telegram=True))
+    post(payload.build_log("start", "obs01", folder="20260916"))
+    assert len(bot_api.calls) == 2
+    assert TOKEN.split(":")[1] not in caplog.text
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes()
+    channel = telegram_post.channel_from_env(os.environ)
+    assert TOKEN not in repr(channel)
+
+
+def test_unconfigured_channel(root, monkeypatch, bot_api):
+    monkeypatch.delenv("GUALTA_TELEGRAM_CHAT")
+    assert post(detection(telegram=True))["telegram"] == "not configured"
+    assert bot_api.calls == []
+
+
+def test_unreadable_token_parameter_does_not_block_storing(root, monkeypatch, bot_api):
+    monkeypatch.delenv("GUALTA_TELEGRAM_TOKEN")
+    monkeypatch.setenv("GUALTA_TELEGRAM_TOKEN_PARAM", "/gualta/missing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", f"http://127.0.0.1:{free_port()}")     # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    answer = post(detection(telegram=True))
+    assert (answer["status"], answer["telegram"]) == ("stored", "not configured")
+    assert stored(root)["telegram_status"] == "not configured" and bot_api.calls == []
