@@ -1,0 +1,381 @@
+"""Evaluation on the test nights only (index.csv dataset == test; never the validation split).
+
+A model scores every test image into a predictions table (fn, night, file, meteor, event, peak_snr, clouds, ...,
+p_meteor). Pure functions turn that table into the report; a frame is a detection when p_meteor ≥ threshold
+(the operating threshold, 0.85 like the thesis and guAltaConfig.guAlta_threshold). The run folder gets:
+
+    predictions.csv, metrics.json, confusion_matrix.png, loss_curves.png (from the run's history.csv/losses.csv),
+    top_losses.png + top_losses.csv (the thesis' dataset curation), cam.png (Grad-CAM on meteor, cloud and
+    satellite frames; fastai models only)
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gualta.preprocess import read_gray
+
+THRESHOLD = 0.85
+TARGET_RECALL = 0.98
+FAINT_SNR = 5.0                   # a meteor with peak_snr below this is faint
+CLOUDY = 0.2                      # cloud cover from which a frame counts as cloudy
+CAM_CLOUDY = 0.3
+LOOKALIKES = ("satellite", "plane", "insect")
+SNR_BINS = (0, 3, 5, 10, 30, math.inf)
+SNR_LABELS = ("<3", "3-5", "5-10", "10-30", ">=30")
+PREDICTION_COLUMNS = ["fn", "night", "file", "meteor", "event", "peak_snr", "clouds", "scenario", "long_gap",
+                      "length_px"]
+LABELS = ("meteor", "no-meteor")
+
+
+# --- pure metrics on a predictions table ------------------------------------------------------------------------
+
+def detected(pred: pd.DataFrame, threshold: float = THRESHOLD) -> pd.Series:
+    return pred["p_meteor"] >= threshold
+
+
+def fraction(mask: pd.Series) -> float | None:
+    """Mean of a boolean series, None when it is empty."""
+    return float(mask.mean()) if len(mask) else None
+
+
+def meteors(pred: pd.DataFrame) -> pd.DataFrame:
+    return pred[pred["meteor"] == 1]
+
+
+def non_meteors(pred: pd.DataFrame) -> pd.DataFrame:
+    return pred[pred["meteor"] == 0]
+
+
+def meteor_recall(pred: pd.DataFrame, threshold: float = THRESHOLD) -> float | None:
+    return fraction(detected(meteors(pred), threshold))
+
+
+def precision(pred: pd.DataFrame, threshold: float = THRESHOLD) -> float | None:
+    """Fraction of detections that are meteors (None without detections)."""
+    return fraction(pred.loc[detected(pred, threshold), "meteor"] == 1)
+
+
+def faint_recall(pred: pd.DataFrame, threshold: float = THRESHOLD, faint_snr: float = FAINT_SNR) -> float | None:
+    """Recall on meteors fainter than faint_snr (peak over the local noise)."""
+    faint = meteors(pred)
+    return fraction(detected(faint[faint["peak_snr"] < faint_snr], threshold))
+
+
+def recall_by_snr(pred: pd.DataFrame, threshold: float = THRESHOLD) -> list[dict]:
+    """Meteor recall per brightness bin of peak_snr: [{bin, n, recall}]."""
+    found = meteors(pred).assign(hit=detected(meteors(pred), threshold),
+                                 bin=pd.cut(meteors(pred)["peak_snr"], SNR_BINS, right=False, labels=SNR_LABELS))
+    groups = found.groupby("bin", observed=False)["hit"]
+    return [{"bin": str(name), "n": int(hits.size), "recall": fraction(hits)} for name, hits in groups]
+
+
+def rates_by_event(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, dict]:
+    """Per event type: frames, meteor frames among them, and the fraction detected (recall for meteor and
+    fireball, false-positive rate for satellite, plane, insect, none...)."""
+    table = pred.assign(hit=detected(pred, threshold), event=pred["event"].fillna("none"))
+    return {str(event): {"n": len(rows), "n_meteor": int(rows["meteor"].sum()), "detected": fraction(rows["hit"])}
+            for event, rows in table.groupby("event")}
+
+
+def cloud_fp_rate(pred: pd.DataFrame, threshold: float = THRESHOLD, min_clouds: float = CLOUDY) -> float | None:
+    """False-positive rate on no-meteor frames with cloud cover ≥ min_clouds."""
+    cloudy = non_meteors(pred)
+    return fraction(detected(cloudy[cloudy["clouds"] >= min_clouds], threshold))
+
+
+def lookalike_fp_rates(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, float | None]:
+    """False-positive rate on no-meteor frames showing a satellite, plane or insect: per event and together."""
+    others = non_meteors(pred)
+    rates = {event: fraction(detected(others[others["event"] == event], threshold)) for event in LOOKALIKES}
+    rates["all"] = fraction(detected(others[others["event"].isin(LOOKALIKES)], threshold))
+    return rates
+
+
+def fp_rate_by_night(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, float]:
+    """False positives per no-meteor frame, night by night (the thesis measured 0.2–4.6 % a night)."""
+    others = non_meteors(pred)
+    return {str(night): float(hits.mean())
+            for night, hits in detected(others, threshold).groupby(others["night"].astype(str))}
+
+
+def threshold_for_recall(pred: pd.DataFrame, target: float = TARGET_RECALL) -> float | None:
+    """The highest threshold at which meteor recall is still ≥ target (detection: p_meteor ≥ threshold)."""
+    scores = np.sort(meteors(pred)["p_meteor"].to_numpy())[::-1]
+    if not len(scores):
+        return None
+    needed = math.ceil(target * len(scores) - 1e-9)
+    return float(scores[max(needed, 1) - 1])
+
+
+def confusion_counts(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, int]:
+    """tp, fp, fn, tn with meteor as the positive class."""
+    hit, truth = detected(pred, threshold), pred["meteor"] == 1
+    return {"tp": int((hit & truth).sum()), "fp": int((hit & ~truth).sum()),
+            "fn": int((~hit & truth).sum()), "tn": int((~hit & ~truth).sum())}
+
+
+def predicted_labels(pred: pd.DataFrame, threshold: float = THRESHOLD) -> np.ndarray:
+    return np.where(detected(pred, threshold), "meteor", "no-meteor")
+
+
+def true_labels(pred: pd.DataFrame) -> np.ndarray:
+    return np.where(pred["meteor"] == 1, "meteor", "no-meteor")
+
+
+def classification_report(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
+    """sklearn's per-class precision/recall/F1/support at the threshold."""
+    from sklearn.metrics import classification_report as report
+
+    return report(true_labels(pred), predicted_labels(pred, threshold), labels=list(LABELS), output_dict=True,
+                  zero_division=0)
+
+
+def ranking_scores(pred: pd.DataFrame) -> dict[str, float | None]:
+    """ROC-AUC and PR-AUC (average precision) of p_meteor; None with a single class."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if pred["meteor"].nunique() < 2:
+        return {"roc_auc": None, "pr_auc": None}
+    return {"roc_auc": float(roc_auc_score(pred["meteor"], pred["p_meteor"])),
+            "pr_auc": float(average_precision_score(pred["meteor"], pred["p_meteor"]))}
+
+
+def summarize(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
+    """Every test-night figure of the report (metrics.json without the model and file details)."""
+    at_target = threshold_for_recall(pred)
+    faint = meteors(pred)["peak_snr"] < FAINT_SNR
+    cloudy = non_meteors(pred)["clouds"] >= CLOUDY
+    return {"threshold": threshold, "n_test": len(pred), "n_meteor": len(meteors(pred)),
+            "test_nights": sorted(pred["night"].astype(str).unique().tolist()),
+            "meteor_recall": meteor_recall(pred, threshold), "precision": precision(pred, threshold),
+            "faint_snr": FAINT_SNR, "n_faint": int(faint.sum()), "faint_recall": faint_recall(pred, threshold),
+            "cloudy_from": CLOUDY, "n_cloudy_no_meteor": int(cloudy.sum()),
+            "cloud_fp_rate": cloud_fp_rate(pred, threshold), "lookalike_fp_rate": lookalike_fp_rates(pred, threshold),
+            "fp_rate_by_night": fp_rate_by_night(pred, threshold),
+            "confusion": confusion_counts(pred, threshold),
+            "classification_report": classification_report(pred, threshold),
+            "recall_by_event": rates_by_event(pred, threshold), "recall_by_snr": recall_by_snr(pred, threshold),
+            "threshold_for_recall": {"target": TARGET_RECALL, "threshold": at_target,
+                                     "precision": None if at_target is None else precision(pred, at_target)},
+            **ranking_scores(pred)}
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """The headline figures of a metrics.json (for a published model's JSON and the model card)."""
+    keys = ("threshold", "n_test", "n_meteor", "meteor_recall", "precision", "faint_recall", "cloud_fp_rate",
+            "roc_auc", "pr_auc")
+    summary = {key: metrics.get(key) for key in keys}
+    summary["lookalike_fp_rate"] = (metrics.get("lookalike_fp_rate") or {}).get("all")
+    summary["threshold_for_recall_0.98"] = (metrics.get("threshold_for_recall") or {}).get("threshold")
+    return summary
+
+
+def format_summary(metrics: dict) -> str:
+    """One line per headline figure, for the CLI."""
+    def text(value):
+        return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return "\n".join(f"  {key}: {text(value)}" for key, value in metrics_summary(metrics).items())
+
+
+def top_losses(pred: pd.DataFrame, count: int = 16) -> pd.DataFrame:
+    """The `count` test images with the highest cross-entropy −log p(true class): what to look at and relabel."""
+    truth_p = np.where(pred["meteor"] == 1, pred["p_meteor"], 1 - pred["p_meteor"])
+    table = pred.assign(loss=-np.log(np.clip(truth_p, 1e-7, 1.0)))
+    return table.sort_values("loss", ascending=False).head(count)
+
+
+def cam_sample(pred: pd.DataFrame, per_group: int = 4, seed: int = 0) -> pd.DataFrame:
+    """Frames to explain: random meteors, and the highest-scored cloudy (clouds ≥ 0.3) and satellite no-meteor
+    frames (what fools the model). Column `group` names the row's group."""
+    others = non_meteors(pred)
+    groups = {"meteor": meteors(pred).sample(frac=1.0, random_state=seed),
+              "cloud": others[others["clouds"] >= CAM_CLOUDY].sort_values("p_meteor", ascending=False),
+              "satellite": others[others["event"] == "satellite"].sort_values("p_meteor", ascending=False)}
+    return pd.concat([rows.head(per_group).assign(group=name) for name, rows in groups.items()], ignore_index=True)
+
+
+def fusion_scores(pred_diff: pd.DataFrame, pred_raw: pd.DataFrame, gate: float = 0.5) -> pd.DataFrame:
+    """The difference-model table with both scores (p_diff, p_raw) and one score column per fusion rule."""
+    both = pred_diff.merge(pred_raw[["fn", "p_meteor"]], on="fn", suffixes=("", "_raw"), validate="one_to_one")
+    p_diff, p_raw = both["p_meteor"], both["p_meteor_raw"]
+    return both.assign(p_diff=p_diff, p_raw=p_raw, product=p_diff * p_raw, mean=(p_diff + p_raw) / 2,
+                       gated=np.where(p_raw >= gate, p_diff, 0.0))
+
+
+FUSION_RULES = {"diff": "p_diff", "raw": "p_raw", "product": "product", "mean": "mean", "gated": "gated"}
+
+
+def fusion_report(pred_diff: pd.DataFrame, pred_raw: pd.DataFrame, threshold: float = THRESHOLD,
+                  gate: float = 0.5) -> pd.DataFrame:
+    """Per fusion rule (diff alone, raw alone, product, mean, diff gated by raw ≥ gate): meteor recall, faint
+    recall, precision and false-positive rates on cloudy and look-alike frames at the threshold."""
+    scores = fusion_scores(pred_diff, pred_raw, gate)
+    rows = {}
+    for rule, column in FUSION_RULES.items():
+        table = scores.assign(p_meteor=scores[column])
+        rows[rule] = {"meteor_recall": meteor_recall(table, threshold), "faint_recall": faint_recall(table, threshold),
+                      "precision": precision(table, threshold), "cloud_fp_rate": cloud_fp_rate(table, threshold),
+                      "lookalike_fp_rate": lookalike_fp_rates(table, threshold)["all"],
+                      "threshold_for_recall_0.98": threshold_for_recall(table)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("rule")
+
+
+# --- scoring the test nights ------------------------------------------------------------------------------------
+
+def test_rows(dataset_dir: str | Path) -> pd.DataFrame:
+    """The test-night rows of a dataset's index.csv."""
+    from gualta.train import read_index
+
+    index = read_index(dataset_dir)
+    return index[index["dataset"] == "test"].reset_index(drop=True)
+
+
+def predict_test(model, dataset_dir: str | Path, batch: int = 64) -> pd.DataFrame:
+    """Score every test image of the dataset with a gualta.model model: the predictions table."""
+    rows = test_rows(dataset_dir)
+    if rows.empty:
+        raise ValueError(f"no test rows in {Path(dataset_dir) / 'index.csv'}")
+    scores = []
+    for start in tqdm(range(0, len(rows), batch), desc="evaluate", unit="batch", disable=None):
+        images = [read_gray(Path(dataset_dir) / fn) for fn in rows["fn"][start:start + batch]]
+        scores.append(model.predict(images))
+    columns = [c for c in PREDICTION_COLUMNS if c in rows.columns]
+    return rows[columns].assign(p_meteor=np.concatenate(scores))
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"night": str, "file": str})
+
+
+# --- figures ----------------------------------------------------------------------------------------------------
+
+def figure(width: float, height: float):
+    """A matplotlib Figure not attached to pyplot (no display needed, nothing left open)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def plot_confusion(pred: pd.DataFrame, path: Path, threshold: float = THRESHOLD) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig = figure(4.5, 4)
+    ConfusionMatrixDisplay.from_predictions(true_labels(pred), predicted_labels(pred, threshold),
+                                            labels=list(LABELS), ax=fig.add_subplot(), colorbar=False,
+                                            cmap="Blues")
+    fig.suptitle(f"test nights, threshold {threshold}")
+    fig.savefig(path, dpi=100)
+
+
+def plot_loss_curves(history: pd.DataFrame, losses: pd.DataFrame, path: Path) -> None:
+    """Smoothed train loss per batch and validation loss at each epoch end."""
+    ax = (fig := figure(6, 4)).add_subplot()
+    ax.plot(losses["iteration"], losses["train_loss"], label="train")
+    ax.plot(history["iteration"], history["valid_loss"], "o-", label="valid")
+    ax.set_xlabel("batches")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.savefig(path, dpi=100)
+
+
+def plot_grid(images: list[np.ndarray], titles: list[str], path: Path, columns: int = 4,
+              heatmaps: list[np.ndarray] | None = None) -> None:
+    """Gray images in a grid with titles, optionally with a heatmap (0–1) laid over each."""
+    rows = max(1, math.ceil(len(images) / columns))
+    fig = figure(3 * columns, 3.2 * rows)
+    for i, (image, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        if heatmaps is not None:
+            ax.imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                      extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.savefig(path, dpi=80)
+
+
+def grad_cam(learn, images: list[np.ndarray]) -> np.ndarray:
+    """Grad-CAM of the meteor class on the last convolutional block (the body's output): [N, h, w] in [0, 1]."""
+    import torch
+    from fastai.callback.hook import hook_output
+
+    from gualta.export import inference_network
+    from gualta.model import learner_info, preprocess
+
+    info = learner_info(learn)
+    logits = inference_network(learn)[:-1]                    # without the softmax
+    body = logits[-1][0]
+    x = torch.from_numpy(preprocess(images, info.size)).requires_grad_(True)
+    with hook_output(body, detach=False) as activations:
+        score = logits(x)[:, info.meteor_index].sum()
+    acts = activations.stored
+    grads, = torch.autograd.grad(score, acts)
+    acts, grads = acts.detach(), grads.detach()
+    cams = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1).relu()
+    peak = cams.flatten(1).max(dim=1).values.clamp_min(1e-12)
+    return (cams / peak[:, None, None]).numpy()
+
+
+# --- the whole report -------------------------------------------------------------------------------------------
+
+def as_model(model, threads: int | None = None):
+    """A gualta.model model from a path, a fastai Learner or a model object."""
+    from gualta.model import FastaiModel, load_model
+
+    if isinstance(model, (str, Path)):
+        return load_model(model, threads=threads or 1)
+    if hasattr(model, "predict") and hasattr(model, "info"):
+        return model
+    return FastaiModel(model)
+
+
+def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, threshold: float,
+                  top_n: int, cam_per_group: int) -> dict[str, str]:
+    """confusion_matrix.png, loss_curves.png (if the run has a history), top_losses.png/.csv, cam.png (fastai)."""
+    written = {}
+    plot_confusion(pred, out_dir / "confusion_matrix.png", threshold)
+    written["confusion_matrix"] = "confusion_matrix.png"
+    if (out_dir / "history.csv").is_file() and (out_dir / "losses.csv").is_file():
+        plot_loss_curves(pd.read_csv(out_dir / "history.csv"), pd.read_csv(out_dir / "losses.csv"),
+                         out_dir / "loss_curves.png")
+        written["loss_curves"] = "loss_curves.png"
+    worst = top_losses(pred, top_n)
+    worst.to_csv(out_dir / "top_losses.csv", index=False)
+    plot_grid([read_gray(dataset_dir / fn) for fn in worst["fn"]],
+              [f"{'meteor' if r.meteor else 'no-meteor'} · {r.event}\np={r.p_meteor:.3f} loss={r.loss:.2f}"
+               for r in worst.itertuples()], out_dir / "top_losses.png")
+    written.update(top_losses_csv="top_losses.csv", top_losses="top_losses.png")
+    learn = getattr(model, "learn", None)
+    sample = cam_sample(pred, cam_per_group)
+    if learn is not None and len(sample):
+        images = [read_gray(dataset_dir / fn) for fn in sample["fn"]]
+        plot_grid(images, [f"{r.group} · {r.event} · p={r.p_meteor:.3f}" for r in sample.itertuples()],
+                  out_dir / "cam.png", columns=cam_per_group, heatmaps=list(grad_cam(learn, images)))
+        written["cam"] = "cam.png"
+    return written
+
+
+def evaluate(model, dataset_dir: str | Path, out_dir: str | Path, threshold: float = THRESHOLD,
+             threads: int | None = None, top_n: int = 16, cam_per_group: int = 4) -> dict:
+    """Score the test nights and write predictions.csv, metrics.json and the figures to out_dir; return metrics.
+
+    `model`: a .pkl/.onnx path, a fastai Learner, or a gualta.model model. Grad-CAM needs a fastai model.
+    """
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = as_model(model, threads)
+    pred = predict_test(model, dataset_dir)
+    pred.to_csv(out_dir / "predictions.csv", index=False)
+    metrics = {**summarize(pred, threshold),
+               "model": {"path": str(getattr(model, "path", "") or ""), **vars(model.info)},
+               "dataset": str(dataset_dir)}
+    metrics["artefacts"] = {"predictions": "predictions.csv",
+                            **write_figures(pred, model, dataset_dir, out_dir, threshold, top_n, cam_per_group)}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return metrics

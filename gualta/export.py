@@ -1,0 +1,173 @@
+"""Export a trained Learner (fastai .pkl and a self-describing ONNX graph) and publish models to a store.
+
+The ONNX graph is `Sequential(Normalize if the learner normalises, body + head, Softmax)`: its input is always
+float32 [N, 3, S, S] RGB in [0, 1] (see gualta.model.preprocess) and its output class probabilities. Its
+metadata_props say how to use it: classes (JSON list, output order), input_size, input_kind (diff|raw), arch,
+version, preprocessing, created, gualta_version, pretrained.
+
+Publishing writes the store's models/ folder (a local folder laid out like the S3 bucket):
+guAlta_v{N}.onnx, guAlta_latest_version.onnx (a copy of the newest) and guAlta_latest_version.json
+({version, sha256, size, arch, ...}); N auto-increments.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gualta.model import PREPROCESSING, learner_info
+
+OPSET = 17
+MODELS_FOLDER = "models"
+LATEST = "guAlta_latest_version"
+VERSIONED = re.compile(r"^guAlta_v(\d+)\.onnx$")
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std per channel, the ImageNet normalisation a pretrained learner applies on its batches."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().float().reshape(1, -1, 1, 1).cpu())
+        self.register_buffer("std", std.detach().float().reshape(1, -1, 1, 1).cpu())
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def gualta_version() -> str:
+    try:
+        return metadata.version("gualta")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def learner_normalize(learn) -> Normalize | None:
+    """The learner's batch normalisation as a module, or None (a model trained from scratch has none)."""
+    from fastai.data.transforms import Normalize as FastaiNormalize
+
+    found = [t for t in learn.dls.after_batch.fs if isinstance(t, FastaiNormalize)]
+    return Normalize(found[0].mean, found[0].std) if found else None
+
+
+def inference_network(learn) -> nn.Sequential:
+    """[0, 1] RGB batch → class probabilities: the learner's normalisation, its model and a softmax (CPU copy)."""
+    normalize = learner_normalize(learn)
+    layers = ([normalize] if normalize is not None else []) + [copy.deepcopy(learn.model).cpu(), nn.Softmax(dim=1)]
+    return nn.Sequential(*layers).eval()
+
+
+def strip_callbacks(learn) -> None:
+    """Remove every callback but fastai's defaults, so learn.export pickles nothing of ours."""
+    from fastai.callback.core import TrainEvalCallback
+    from fastai.callback.progress import ProgressCallback
+    from fastai.learner import CastToTensor, Recorder
+
+    keep = (TrainEvalCallback, Recorder, CastToTensor, ProgressCallback)
+    learn.remove_cbs([cb for cb in learn.cbs if not isinstance(cb, keep)])
+
+
+def export_pkl(learn, path: str | Path) -> Path:
+    """fastai learn.export to `path` (load_learner reopens it in a fresh process)."""
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip_callbacks(learn)
+    learn.export(path)
+    return path
+
+
+def onnx_metadata(learn, version: str | None = None) -> dict[str, str]:
+    """metadata_props describing the exported graph."""
+    info = learner_info(learn)
+    created = datetime.now(timezone.utc)
+    return {"classes": json.dumps(info.classes), "input_size": str(info.size), "input_kind": info.kind,
+            "arch": info.arch, "version": version or info.version or created.strftime("%Y%m%d%H%M%S"),
+            "preprocessing": PREPROCESSING.replace("SxS", f"{info.size}x{info.size}"),
+            "pretrained": str(bool(getattr(learn, "pretrained", False))).lower(),
+            "created": created.isoformat(timespec="seconds"), "gualta_version": gualta_version()}
+
+
+def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:
+    """The learner's network as one self-contained ONNX file (legacy exporter, opset 17, dynamic batch)."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = inference_network(learn)
+    size = learner_info(learn).size
+    torch.onnx.export(network, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=OPSET,
+                      input_names=["input"], output_names=["probabilities"],
+                      dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, onnx_metadata(learn, version))
+    onnx.save(proto, str(path))
+    return path
+
+
+# --- publishing -------------------------------------------------------------------------------------------------
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def published_versions(models_dir: Path) -> list[int]:
+    """Versions already in a store's models/ folder (versioned files and the latest JSON)."""
+    versions = [int(m[1]) for p in models_dir.glob("guAlta_v*.onnx") if (m := VERSIONED.match(p.name))]
+    latest = models_dir / f"{LATEST}.json"
+    if latest.is_file():
+        versions.append(int(json.loads(latest.read_text())["version"]))
+    return versions
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def publish_model(model_path: str | Path, store_dir: str | Path, version: int | None = None,
+                  metrics: dict | None = None) -> dict:
+    """Write an ONNX model into store/models/ as version N (default: the next one) and make it the latest.
+
+    The published copy carries `version` = N in its metadata; `metrics` (default: the summary of a metrics.json
+    beside the model) go into guAlta_latest_version.json. Returns that JSON's content.
+    """
+    import onnx
+
+    from gualta.evaluate import metrics_summary
+
+    model_path = Path(model_path)
+    if model_path.suffix.lower() != ".onnx":
+        raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
+    models_dir = Path(store_dir) / MODELS_FOLDER
+    models_dir.mkdir(parents=True, exist_ok=True)
+    version = version or max(published_versions(models_dir), default=0) + 1
+    if metrics is None and (model_path.parent / "metrics.json").is_file():
+        metrics = metrics_summary(json.loads((model_path.parent / "metrics.json").read_text()))
+
+    proto = onnx.load(str(model_path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**props, "version": str(version)})
+    data = proto.SerializeToString()
+    versioned = models_dir / f"guAlta_v{version}.onnx"
+    replace_atomically(versioned, data)
+    replace_atomically(models_dir / f"{LATEST}.onnx", data)
+    info = {"version": version, "sha256": sha256_of(versioned), "size": versioned.stat().st_size,
+            "file": versioned.name, "arch": props.get("arch"), "input_kind": props.get("input_kind"),
+            "input_size": int(props.get("input_size", 0)), "classes": json.loads(props.get("classes", "[]")),
+            "created": props.get("created"),
+            "published": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metrics": metrics or {}}
+    replace_atomically(models_dir / f"{LATEST}.json", json.dumps(info, indent=2).encode())
+    return info

@@ -1,0 +1,164 @@
+"""Load a meteor classifier (ONNX or fastai .pkl) and score batches of 400×400 gray model inputs.
+
+The ONNX path imports only numpy, Pillow and onnxruntime (the Raspberry Pi client's path); fastai is imported
+lazily, only for a .pkl. Both backends see exactly what training saw:
+
+    400×400 uint8 gray (v4 difference, or the raw frame for an `input_kind` raw model)
+    → RGB (gray repeated) → PIL resize to S×S BILINEAR (fastai's Resize; cv2 INTER_LINEAR differs)
+    → float32 / 255 → [N, 3, S, S]
+
+An exported ONNX graph takes that tensor and returns class probabilities (ImageNet normalisation, when the model
+was pretrained, and the softmax are inside the graph).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gualta.preprocess import TRAIN_SIZE, difference_image, resize_area, to_gray
+
+CLASSES = ("meteor", "no-meteor")
+INPUT_KINDS = ("diff", "raw")
+PREPROCESSING = ("input: 400x400 uint8 gray (diff: gray -> cv2.subtract(current, previous) -> >3.5 -> 255 -> "
+                 "INTER_AREA 400x400; raw: gray current frame -> INTER_AREA 400x400) -> RGB (gray repeated) -> "
+                 "PIL resize to SxS BILINEAR -> float32 /255 -> NCHW [N,3,S,S]; output: class probabilities in "
+                 "`classes` order")
+DEFAULT_BATCH = 16
+
+
+@dataclass
+class ModelInfo:
+    """What a model expects and returns."""
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    size: int = 224
+    arch: str = "unknown"
+    kind: str = "diff"
+    version: str = ""
+
+    @property
+    def meteor_index(self) -> int:
+        return self.classes.index("meteor")
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelInfo":
+        """From ONNX metadata_props (all strings)."""
+        return cls(classes=json.loads(props.get("classes", json.dumps(CLASSES))),
+                   size=int(props.get("input_size", 224)), arch=props.get("arch", "unknown"),
+                   kind=props.get("input_kind", "diff"), version=props.get("version", ""))
+
+
+def model_input(current: np.ndarray, previous: np.ndarray | None, kind: str = "diff") -> np.ndarray:
+    """The 400×400 gray image a model of this input kind scores for a frame (and its predecessor, for diff)."""
+    if kind == "raw":
+        return resize_area(to_gray(current), TRAIN_SIZE)
+    if previous is None:
+        raise ValueError("a difference model needs the previous frame")
+    return difference_image(current, previous)
+
+
+def resize_like_fastai(gray: np.ndarray, size: int) -> np.ndarray:
+    """size×size uint8 with PIL BILINEAR, as fastai's Resize does on a square image (same per channel as RGB)."""
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 gray image, got {gray.dtype} {gray.shape}")
+    if gray.shape[0] != gray.shape[1]:
+        raise ValueError(f"expected a square image (400×400), got {gray.shape}")
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
+
+
+def preprocess(images, size: int) -> np.ndarray:
+    """Gray uint8 images → float32 [N, 3, size, size] in [0, 1], the network input."""
+    resized = np.stack([resize_like_fastai(image, size) for image in images]).astype(np.float32) / 255.0
+    return np.repeat(resized[:, None], 3, axis=1)
+
+
+def batches(items: list, size: int):
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class OnnxModel:
+    """An exported guAlta ONNX graph run with onnxruntime."""
+
+    def __init__(self, path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.info = ModelInfo.from_props(self.session.get_modelmeta().custom_metadata_map)
+        self.batch_size = batch_size
+
+    def probabilities(self, images) -> np.ndarray:
+        """Class probabilities [N, len(classes)] for gray uint8 model inputs."""
+        images = list(images)
+        if not images:
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        return np.concatenate([self.session.run(None, {self.input_name: preprocess(chunk, self.info.size)})[0]
+                               for chunk in batches(images, self.batch_size)])
+
+    def predict(self, images) -> np.ndarray:
+        """Meteor probability (float32) for each gray uint8 model input."""
+        return self.probabilities(images)[:, self.info.meteor_index].astype(np.float32)
+
+
+class FastaiModel:
+    """A fastai Learner (exported .pkl, or one in memory) scoring through its own test DataLoader."""
+
+    def __init__(self, learner_or_path, threads: int | None = None):
+        import torch
+        from fastai.learner import load_learner
+
+        if threads:
+            torch.set_num_threads(threads)
+        if isinstance(learner_or_path, (str, Path)):
+            self.path = Path(learner_or_path)
+            self.learn = load_learner(self.path, cpu=True)
+        else:
+            self.path, self.learn = None, learner_or_path
+        self.info = learner_info(self.learn)
+
+    def probabilities(self, images) -> np.ndarray:
+        """Class probabilities [N, len(classes)] for gray uint8 model inputs."""
+        rgb = [Image.fromarray(image).convert("RGB") for image in images]
+        if not rgb:
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        dl = self.learn.dls.test_dl(rgb, num_workers=0)
+        with self.learn.no_bar(), self.learn.no_logging():
+            probs, _ = self.learn.get_preds(dl=dl)
+        return probs.numpy()
+
+    def predict(self, images) -> np.ndarray:
+        """Meteor probability (float32) for each gray uint8 model input."""
+        return self.probabilities(images)[:, self.info.meteor_index].astype(np.float32)
+
+
+def learner_info(learn) -> ModelInfo:
+    """ModelInfo of a fastai Learner: classes and size from its DataLoaders, the rest from what training stored."""
+    from fastai.vision.augment import Resize
+
+    resize = [t for t in learn.dls.after_item.fs if isinstance(t, Resize)]
+    size = int(resize[0].size[0]) if resize else 224
+    arch = getattr(learn, "arch", None)
+    return ModelInfo(classes=[str(c) for c in learn.dls.vocab], size=size,
+                     arch=getattr(arch, "__name__", str(arch or "unknown")),
+                     kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""))
+
+
+def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH) -> OnnxModel | FastaiModel:
+    """Open a model file: .onnx with onnxruntime (no fastai import), .pkl with fastai's load_learner."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        return OnnxModel(path, threads, batch_size)
+    if path.suffix.lower() == ".pkl":
+        return FastaiModel(path, threads)
+    raise ValueError(f"unknown model format {path.suffix!r}: expected .onnx or .pkl")

@@ -1,0 +1,484 @@
+"""The thesis' fastai recipe on a folder dataset (index.csv), from Python, the CLI and the notebooks.
+
+    python -m gualta.train train   --dataset DATA --out RUN [--arch resnet34|resnet18] [--size 224] [--epochs 35]
+                                   [--lr 1e-3] [--bs 32] [--seed 42] [--pretrained|--no-pretrained] [--threads N]
+                                   [--balance downsample|weighted|oversample|none] [--patience 5]
+                                   [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
+    python -m gualta.train lr-find --dataset DATA --out RUN [same options]
+    python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
+    python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
+    python -m gualta.train publish --model RUN/model.onnx --store STORE [--version N]
+    python -m gualta.train raw-dataset --dataset DATA --nights ROOT --out RAW_DATA
+    python -m gualta.train fusion  --diff RUN/predictions.csv --raw RAW_RUN/predictions.csv [--out fusion.csv]
+
+Recipe: training rows of index.csv (never the test nights) → balance (default: no-meteor sampled down to the meteor
+count, seeded) → 20 % seeded validation split → ImageDataLoaders.from_df, Resize(size), dihedral + 180° rotation
+(reflection padding, no warp, no zoom) + lighting, bs 32 → vision_learner(resnet34|resnet18) → with ImageNet
+weights fine_tune(epochs, lr), from scratch unfreeze + fit_one_cycle(epochs, lr) → EarlyStopping and SaveModel
+on valid_loss → model.pkl + model.onnx, history.csv, losses.csv, config.json in the run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gualta.dataset import INDEX, write_image
+from gualta.model import CLASSES, INPUT_KINDS
+from gualta.preprocess import TRAIN_SIZE, read_gray, resize_area
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet34", "resnet18")
+BALANCES = ("downsample", "weighted", "oversample", "none")
+LABEL = "label"
+VALID = "is_valid"
+RAW_MARKER = "raw_frames.json"       # written into a raw-frame dataset folder
+CHECKPOINT = "best"
+
+
+class TrainError(ValueError):
+    """A training request that cannot be carried out (no dataset, one class only, weights unavailable...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (saved as config.json in the run folder)."""
+    dataset: Path
+    out: Path
+    arch: str = "resnet34"
+    size: int = 224
+    epochs: int = 35
+    lr: float = 1e-3
+    bs: int = 32
+    seed: int = 42
+    pretrained: bool = True          # ImageNet weights (online); offline and CI: False
+    threads: int | None = None
+    balance: str = "downsample"
+    patience: int = 5
+    kind: str | None = None          # diff|raw; None: raw if the dataset was built by build_raw_dataset
+    valid_pct: float = 0.2
+    workers: int = 0                 # DataLoader processes
+    lr_find: bool = False            # run lr_find first and train with its valley suggestion
+
+    def __post_init__(self):
+        self.dataset, self.out = Path(self.dataset), Path(self.out)
+        for name, value, allowed in (("arch", self.arch, ARCHS), ("balance", self.balance, BALANCES),
+                                     ("kind", self.kind, INPUT_KINDS + (None,))):
+            if value not in allowed:
+                raise TrainError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, allowed))}")
+
+
+@dataclass
+class TrainResult:
+    """What train() produced."""
+    learn: object
+    run_dir: Path
+    history: pd.DataFrame
+    seconds: float
+    summary: dict = field(default_factory=dict)
+
+
+# --- the data ---------------------------------------------------------------------------------------------------
+
+def read_index(dataset_dir: str | Path) -> pd.DataFrame:
+    """A dataset's index.csv (night and file kept as text)."""
+    path = Path(dataset_dir) / INDEX
+    if not path.is_file():
+        raise TrainError(f"no {INDEX} in {dataset_dir}: build the dataset with dataPreparation.py prepare")
+    return pd.read_csv(path, dtype={"night": str, "file": str})
+
+
+def with_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a text label column (meteor|no-meteor) from the 1/0 meteor column."""
+    return rows.assign(**{LABEL: np.where(rows["meteor"].astype(int) == 1, "meteor", "no-meteor")})
+
+
+def downsample(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Every meteor row and as many no-meteor rows, drawn with a seeded RNG (the thesis' balancing)."""
+    meteors, others = rows[rows["meteor"] == 1], rows[rows["meteor"] == 0]
+    if len(others) > len(meteors):
+        others = others.sample(n=len(meteors), random_state=seed)
+    return pd.concat([meteors, others]).sort_index()
+
+
+def validation_mask(count: int, valid_pct: float, seed: int) -> np.ndarray:
+    """A seeded random choice of int(valid_pct × count) rows for validation."""
+    mask = np.zeros(count, bool)
+    mask[np.random.default_rng(seed).permutation(count)[:int(valid_pct * count)]] = True
+    return mask
+
+
+def oversample(rows: pd.DataFrame) -> pd.DataFrame:
+    """Repeat the training meteor rows (validation untouched) until they about match the no-meteor rows."""
+    train = rows[~rows[VALID]]
+    meteors = train[train["meteor"] == 1]
+    copies = int(round((train["meteor"] == 0).sum() / max(len(meteors), 1)))
+    return pd.concat([rows] + [meteors] * max(copies - 1, 0), ignore_index=True)
+
+
+def training_rows(index: pd.DataFrame, balance: str = "downsample", valid_pct: float = 0.2,
+                  seed: int = 42) -> pd.DataFrame:
+    """The train-night rows to learn from, labelled, balanced and split: columns fn, label, is_valid, ..."""
+    rows = with_labels(index[index["dataset"] == "train"])
+    if set(rows[LABEL]) != set(CLASSES):
+        raise TrainError(f"the training nights need both classes; found {sorted(set(rows[LABEL])) or 'none'}")
+    if balance == "downsample":
+        rows = downsample(rows, seed)
+    rows = rows.reset_index(drop=True).assign(**{VALID: lambda r: validation_mask(len(r), valid_pct, seed)})
+    if balance == "oversample":
+        rows = oversample(rows)
+    return rows
+
+
+def class_weights(rows: pd.DataFrame, classes=CLASSES) -> list[float]:
+    """Inverse-frequency weights (n / (classes × n_class)) of the training part, in vocab order."""
+    counts = rows.loc[~rows[VALID], LABEL].value_counts()
+    return [len(rows[~rows[VALID]]) / (len(classes) * counts[c]) for c in classes]
+
+
+def augmentations():
+    """The thesis' batch augmentations: dihedral flips, any rotation (reflection padding), no warp or zoom,
+    plus brightness/contrast."""
+    from fastai.vision.augment import aug_transforms
+
+    return aug_transforms(max_rotate=180, max_warp=0, min_zoom=1.0, max_zoom=1.0, pad_mode="reflection",
+                          flip_vert=True, max_lighting=0.2)
+
+
+def make_dataloaders(dataset_dir: str | Path, rows: pd.DataFrame, size: int = 224, bs: int = 32, seed: int = 42,
+                     workers: int = 0):
+    """ImageDataLoaders over the rows' PNGs (opened as RGB), split by their is_valid column."""
+    from fastai.vision.all import ImageDataLoaders, Resize
+
+    return ImageDataLoaders.from_df(rows, path=Path(dataset_dir), fn_col="fn", label_col=LABEL, valid_col=VALID,
+                                    seed=seed, item_tfms=Resize(size), batch_tfms=augmentations(), bs=bs,
+                                    num_workers=workers)
+
+
+def meteor_recall(vocab):
+    """Recall with meteor as the positive class (sklearn's pos_label is the class index in the vocab)."""
+    from fastai.metrics import skm_to_fastai
+    from sklearn.metrics import recall_score
+
+    return skm_to_fastai(recall_score, pos_label=list(vocab).index("meteor"), average="binary",
+                         name="meteor_recall")
+
+
+def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_weights: list[float] | None = None):
+    """vision_learner with the thesis' metrics plus meteor recall; weighted cross-entropy if weights are given."""
+    from fastai.vision.all import (CrossEntropyLossFlat, F1Score, Precision, accuracy, error_rate, models,
+                                   vision_learner)
+    from fastai.torch_core import default_device, tensor
+
+    loss_func = (CrossEntropyLossFlat(weight=tensor(loss_weights).float().to(default_device()))
+                 if loss_weights else None)
+    metrics = [error_rate, accuracy, Precision(average="macro"), F1Score(average="macro"), meteor_recall(dls.vocab)]
+    try:
+        return vision_learner(dls, getattr(models, arch), pretrained=pretrained, metrics=metrics,
+                              loss_func=loss_func)
+    except (OSError, RuntimeError) as exc:          # URLError is an OSError
+        if pretrained:
+            raise TrainError(f"cannot get the ImageNet weights of {arch} ({exc}); offline, use --no-pretrained")
+        raise
+
+
+def input_kind(config: TrainConfig) -> str:
+    """The configured input kind, else the dataset's (raw if built by build_raw_dataset)."""
+    found = "raw" if (config.dataset / RAW_MARKER).is_file() else "diff"
+    if config.kind and config.kind != found:
+        log.warning("--kind %s but %s looks like a %s dataset", config.kind, config.dataset, found)
+    return config.kind or found
+
+
+def learner_for(config: TrainConfig):
+    """Seeded rows, DataLoaders and Learner for a config (CPU threads set first)."""
+    import torch
+    from fastai.torch_core import set_seed
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed, reproducible=True)
+    rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed)
+    dls = make_dataloaders(config.dataset, rows, config.size, config.bs, config.seed, config.workers)
+    weights = class_weights(rows, dls.vocab) if config.balance == "weighted" else None
+    learn = make_learner(dls, config.arch, config.pretrained, weights)
+    learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
+    learn.input_kind = input_kind(config)
+    return learn, rows
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+def find_lr(learn, out_dir: str | Path | None = None) -> float:
+    """fastai lr_find; saves lr_find.png (loss against learning rate, valley marked) in out_dir if given; returns
+    the valley suggestion."""
+    import matplotlib.pyplot as plt
+
+    with learn.no_bar():
+        valley = float(learn.lr_find(show_plot=False).valley)
+    if out_dir is not None:
+        learn.recorder.plot_lr_find()
+        plt.gca().axvline(valley, color="tab:orange", ls="--", label=f"valley {valley:.2g}")
+        plt.gca().legend()
+        plt.gcf().savefig(Path(out_dir) / "lr_find.png", dpi=100)
+        plt.close("all")
+    return valley
+
+
+def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int) -> None:
+    """fine_tune from ImageNet weights; from scratch, unfreeze + fit_one_cycle (fine_tune's frozen random body
+    learns nothing). Early stopping and best-model saving on valid_loss; the best epoch's weights are kept."""
+    from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+
+    callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience),
+                 SaveModelCallback(monitor="valid_loss", fname=CHECKPOINT)]
+    if pretrained:
+        learn.fine_tune(epochs, lr, cbs=callbacks)
+    else:
+        learn.unfreeze()
+        learn.fit_one_cycle(epochs, lr, cbs=callbacks)
+
+
+def training_history(recorder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-epoch table (epoch, train_loss, valid_loss, metrics, iteration) and per-batch smoothed train loss of the
+    last fit (with fine_tune: the unfrozen one)."""
+    names = [n for n in recorder.metric_names if n not in ("epoch", "time")]
+    history = pd.DataFrame([[float(v) for v in values] for values in recorder.values], columns=names)
+    history.insert(0, "epoch", range(len(history)))
+    history["iteration"] = recorder.iters[:len(history)]
+    losses = pd.DataFrame({"iteration": range(len(recorder.losses)),
+                           "train_loss": [float(loss) for loss in recorder.losses]})
+    return history, losses
+
+
+def best_epoch(history: pd.DataFrame) -> dict:
+    """The history row with the lowest validation loss (the weights SaveModelCallback kept)."""
+    return history.loc[history["valid_loss"].idxmin()].to_dict() if len(history) else {}
+
+
+def jsonable(config: TrainConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train by the recipe and write model.pkl, model.onnx, history.csv, losses.csv and config.json to config.out."""
+    import torch
+
+    from gualta.export import export_onnx, export_pkl
+
+    run_dir = config.out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    learn, rows = learner_for(config)
+    lr = find_lr(learn, run_dir) if config.lr_find else config.lr
+    log.info("training %s (%s, %s) on %d images (%d validation), lr %.2g", config.arch,
+             "pretrained" if config.pretrained else "from scratch", learn.input_kind, (~rows[VALID]).sum(),
+             rows[VALID].sum(), lr)
+    started = time.perf_counter()
+    fit(learn, config.epochs, lr, config.pretrained, config.patience)
+    seconds = time.perf_counter() - started
+    history, losses = training_history(learn.recorder)
+    history.to_csv(run_dir / "history.csv", index=False)
+    losses.to_csv(run_dir / "losses.csv", index=False)
+
+    export_pkl(learn, run_dir / "model.pkl")
+    export_onnx(learn, run_dir / "model.onnx")
+    (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
+    summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
+               "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),
+                        "train_meteor": int(((~rows[VALID]) & (rows[LABEL] == "meteor")).sum()),
+                        "vocab": list(learn.dls.vocab)},
+               "training": {"seconds": round(seconds, 1), "epochs_run": len(history),
+                            "images_per_s": round(len(history) * int((~rows[VALID]).sum()) / seconds, 2),
+                            "device": str(next(learn.model.parameters()).device),
+                            "threads": torch.get_num_threads()},
+               "validation_best_epoch": best_epoch(history)}
+    (run_dir / "config.json").write_text(json.dumps(summary, indent=2, default=str))
+    return TrainResult(learn, run_dir, history, seconds, summary)
+
+
+def run(config: TrainConfig, evaluate: bool = True, threshold: float | None = None) -> TrainResult:
+    """train(), then the test-night evaluation into the same run folder (metrics.json and figures)."""
+    from gualta import evaluate as evaluation
+
+    result = train(config)
+    if evaluate:
+        result.summary["test"] = evaluation.evaluate(
+            result.learn, config.dataset, result.run_dir, threshold=threshold or evaluation.THRESHOLD)
+    return result
+
+
+# --- a second dataset on raw frames ----------------------------------------------------------------------------
+
+def raw_image(frame_path: str | Path, size: int = TRAIN_SIZE) -> np.ndarray:
+    """The raw-model input of a frame: grayscale, size×size INTER_AREA."""
+    return resize_area(read_gray(frame_path), size)
+
+
+def build_raw_dataset(dataset_dir: str | Path, nights_root: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """A parallel dataset of raw frames: for each row of the difference dataset's index.csv, its current frame
+    (nights_root/night/file) as 400×400 gray at the same fn; the same index.csv, so fns match for fusion."""
+    out_dir = Path(out_dir)
+    if (out_dir / INDEX).exists():
+        raise TrainError(f"{out_dir} already holds a dataset")
+    index = read_index(dataset_dir)
+    for row in tqdm(index.itertuples(), total=len(index), desc="raw-dataset", unit="frame", disable=None):
+        write_image(out_dir / row.fn, raw_image(Path(nights_root) / row.night / row.file))
+    index.to_csv(out_dir / INDEX, index=False)
+    (out_dir / RAW_MARKER).write_text(json.dumps({"source": str(dataset_dir), "nights": str(nights_root),
+                                                  "size": TRAIN_SIZE, "interpolation": "INTER_AREA"}))
+    return index
+
+
+# --- CLI --------------------------------------------------------------------------------------------------------
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(dataset=args.dataset, out=args.out, arch=args.arch, size=args.size, epochs=args.epochs,
+                       lr=args.lr, bs=args.bs, seed=args.seed, pretrained=args.pretrained, threads=args.threads,
+                       balance=args.balance, patience=args.patience, kind=args.kind, workers=args.workers,
+                       lr_find=getattr(args, "lr_find", False))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    result = run(config_from(args), evaluate=not args.no_evaluate, threshold=args.threshold)
+    training = result.summary["training"]
+    print(f"train: {training['epochs_run']} epochs in {training['seconds']:.0f} s "
+          f"({training['images_per_s']:.1f} img/s) → {result.run_dir}")
+    if "test" in result.summary:
+        from gualta.evaluate import format_summary
+        print(format_summary(result.summary["test"]))
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    config = config_from(args)
+    config.out.mkdir(parents=True, exist_ok=True)
+    learn, _ = learner_for(config)
+    print(f"lr-find: valley {find_lr(learn, config.out):.2g} → {config.out / 'lr_find.png'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gualta.evaluate import evaluate, format_summary
+
+    metrics = evaluate(args.model, args.dataset, args.out, threshold=args.threshold, threads=args.threads)
+    print(format_summary(metrics))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from gualta.export import export_onnx
+    from gualta.model import FastaiModel
+
+    path = export_onnx(FastaiModel(args.model).learn, args.out)
+    print(f"export: {path}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from gualta.export import publish_model
+
+    info = publish_model(args.model, args.store, args.version)
+    print(f"publish: version {info['version']} ({info['sha256'][:12]}, {info['size']} bytes) → "
+          f"{Path(args.store) / 'models'}")
+
+
+def cmd_raw_dataset(args: argparse.Namespace) -> None:
+    index = build_raw_dataset(args.dataset, args.nights, args.out)
+    print(f"raw-dataset: {len(index)} frames → {args.out}")
+
+
+def cmd_fusion(args: argparse.Namespace) -> None:
+    from gualta.evaluate import fusion_report, read_predictions
+
+    report = fusion_report(read_predictions(args.diff), read_predictions(args.raw), args.threshold, args.gate)
+    if args.out:
+        report.to_csv(args.out)
+    print(report.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with index.csv")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--arch", choices=ARCHS, default="resnet34")
+    parser.add_argument("--size", type=int, default=224, help="network input side (px)")
+    parser.add_argument("--epochs", type=int, default=35)
+    parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate")
+    parser.add_argument("--bs", type=int, default=32, help="batch size")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="start from ImageNet weights (default; needs internet once); offline: --no-pretrained")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--balance", choices=BALANCES, default="downsample")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gualta.train", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_cmd = commands.add_parser("train", help="train, export (pkl + ONNX) and evaluate on the test nights")
+    add_training_options(train_cmd)
+    train_cmd.add_argument("--lr-find", action="store_true", help="train with lr_find's valley suggestion")
+    train_cmd.add_argument("--no-evaluate", action="store_true", help="skip the test-night evaluation")
+    train_cmd.add_argument("--threshold", type=float, help="operating threshold (default 0.85)")
+    train_cmd.set_defaults(run=cmd_train)
+
+    lr_cmd = commands.add_parser("lr-find", help="fastai lr_find: plot and valley suggestion")
+    add_training_options(lr_cmd)
+    lr_cmd.set_defaults(run=cmd_lr_find)
+
+    evaluate_cmd = commands.add_parser("evaluate", help="score the test nights and write the report")
+    evaluate_cmd.add_argument("--model", type=Path, required=True, help="model.pkl (all artefacts) or model.onnx")
+    evaluate_cmd.add_argument("--dataset", type=Path, required=True)
+    evaluate_cmd.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate_cmd.add_argument("--threshold", type=float, default=0.85)
+    evaluate_cmd.add_argument("--threads", type=int, default=1)
+    evaluate_cmd.set_defaults(run=cmd_evaluate)
+
+    export_cmd = commands.add_parser("export", help="ONNX from a fastai .pkl")
+    export_cmd.add_argument("--model", type=Path, required=True)
+    export_cmd.add_argument("--out", type=Path, required=True)
+    export_cmd.set_defaults(run=cmd_export)
+
+    publish_cmd = commands.add_parser("publish", help="write an ONNX model to STORE/models with version and hash")
+    publish_cmd.add_argument("--model", type=Path, required=True)
+    publish_cmd.add_argument("--store", type=Path, required=True)
+    publish_cmd.add_argument("--version", type=int, help="default: the next version")
+    publish_cmd.set_defaults(run=cmd_publish)
+
+    raw_cmd = commands.add_parser("raw-dataset", help="the raw-frame twin of a difference dataset")
+    raw_cmd.add_argument("--dataset", type=Path, required=True, help="difference dataset (its index.csv)")
+    raw_cmd.add_argument("--nights", type=Path, required=True, help="root of the nights it was built from")
+    raw_cmd.add_argument("--out", type=Path, required=True)
+    raw_cmd.set_defaults(run=cmd_raw_dataset)
+
+    fusion_cmd = commands.add_parser("fusion", help="compare rules fusing difference and raw-frame scores")
+    fusion_cmd.add_argument("--diff", type=Path, required=True, help="predictions.csv of the difference model")
+    fusion_cmd.add_argument("--raw", type=Path, required=True, help="predictions.csv of the raw-frame model")
+    fusion_cmd.add_argument("--threshold", type=float, default=0.85)
+    fusion_cmd.add_argument("--gate", type=float, default=0.5, help="raw score a gated detection needs")
+    fusion_cmd.add_argument("--out", type=Path, help="CSV of the comparison")
+    fusion_cmd.set_defaults(run=cmd_fusion)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (TrainError, FileNotFoundError) as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

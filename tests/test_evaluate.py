@@ -1,0 +1,123 @@
+"""The test-night report computed on a hand-made predictions table whose every figure is counted by hand."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gualta import evaluate as ev
+
+# 10 meteor frames: (p_meteor, event, peak_snr). At 0.85: 7 detected (0.85 itself counts), 3 missed.
+METEORS = [(0.99, "meteor", 40), (0.95, "meteor", 12), (0.90, "fireball", 80), (0.86, "meteor", 6),
+           (0.85, "meteor", 4.5), (0.80, "meteor", 4), (0.60, "meteor", 2.5), (0.97, "meteor", 3.2),
+           (0.88, "meteor", 7), (0.20, "meteor", 1.8)]
+# 10 no-meteor frames: (p_meteor, event, clouds, night). At 0.85: 3 false positives.
+OTHERS = [(0.92, "none", 0.5, "A"), (0.30, "none", 0.6, "A"), (0.10, "none", 0.25, "A"),
+          (0.87, "satellite", 0.0, "B"), (0.40, "satellite", 0.0, "B"), (0.05, "plane", 0.1, "B"),
+          (0.90, "insect", 0.0, "B"), (0.01, "none", 0.0, "A"), (0.02, "none", 0.1, "A"), (0.50, "none", 0.19, "A")]
+
+
+@pytest.fixture
+def pred() -> pd.DataFrame:
+    rows = [{"fn": f"m{i}.png", "night": "A", "meteor": 1, "p_meteor": p, "event": event, "peak_snr": snr,
+             "clouds": 0.0} for i, (p, event, snr) in enumerate(METEORS)]
+    rows += [{"fn": f"n{i}.png", "night": night, "meteor": 0, "p_meteor": p, "event": event, "peak_snr": np.nan,
+              "clouds": clouds} for i, (p, event, clouds, night) in enumerate(OTHERS)]
+    return pd.DataFrame(rows)
+
+
+def test_counts_recall_precision(pred):
+    assert ev.confusion_counts(pred) == {"tp": 7, "fp": 3, "fn": 3, "tn": 7}
+    assert ev.meteor_recall(pred) == pytest.approx(0.7)
+    assert ev.precision(pred) == pytest.approx(0.7)
+    assert ev.meteor_recall(pred, 0.95) == pytest.approx(0.3)
+    assert ev.precision(pred, 0.999) is None                       # no detections at all
+
+
+def test_faint_and_brightness_bins(pred):
+    assert ev.faint_recall(pred) == pytest.approx(2 / 5)           # snr 4.5 and 3.2 found; 4, 2.5, 1.8 missed
+    by_bin = {row["bin"]: (row["n"], row["recall"]) for row in ev.recall_by_snr(pred)}
+    assert by_bin == {"<3": (2, 0.0), "3-5": (3, pytest.approx(2 / 3)), "5-10": (2, 1.0), "10-30": (1, 1.0),
+                      ">=30": (2, 1.0)}
+
+
+def test_false_positive_rates(pred):
+    assert ev.cloud_fp_rate(pred) == pytest.approx(1 / 3)          # clouds 0.5 (FP), 0.6, 0.25; 0.19 is not cloudy
+    assert ev.lookalike_fp_rates(pred) == {"satellite": 0.5, "plane": 0.0, "insect": 1.0, "all": 0.5}
+    assert ev.fp_rate_by_night(pred) == {"A": pytest.approx(1 / 6), "B": pytest.approx(2 / 4)}
+
+
+def test_rates_by_event(pred):
+    events = ev.rates_by_event(pred)
+    assert events["meteor"] == {"n": 9, "n_meteor": 9, "detected": pytest.approx(6 / 9)}
+    assert events["fireball"] == {"n": 1, "n_meteor": 1, "detected": 1.0}
+    assert events["none"] == {"n": 6, "n_meteor": 0, "detected": pytest.approx(1 / 6)}
+    assert events["satellite"]["detected"] == 0.5 and events["insect"]["detected"] == 1.0
+
+
+def test_threshold_reaching_recall(pred):
+    assert ev.threshold_for_recall(pred, 0.98) == 0.20             # 10 meteors: all needed, the lowest is 0.20
+    assert ev.threshold_for_recall(pred, 0.7) == 0.85              # 7 needed: the 7th highest
+    assert ev.threshold_for_recall(pred, 0.8) == 0.80
+    for target in (0.7, 0.8, 0.98):                                # and it is the highest such threshold
+        found = ev.threshold_for_recall(pred, target)
+        assert ev.meteor_recall(pred, found) >= target
+        assert ev.meteor_recall(pred, np.nextafter(found, 1)) < target
+    assert ev.threshold_for_recall(pred[pred["meteor"] == 0]) is None
+
+
+def test_classification_report_and_auc(pred):
+    report = ev.classification_report(pred)
+    assert report["meteor"]["precision"] == pytest.approx(0.7) and report["meteor"]["recall"] == pytest.approx(0.7)
+    assert report["no-meteor"]["recall"] == pytest.approx(0.7) and report["no-meteor"]["support"] == 10
+    pairs = [(m, o) for m in pred.loc[pred.meteor == 1, "p_meteor"] for o in pred.loc[pred.meteor == 0, "p_meteor"]]
+    expected_auc = sum(1.0 if m > o else 0.5 if m == o else 0.0 for m, o in pairs) / len(pairs)
+    assert ev.ranking_scores(pred)["roc_auc"] == pytest.approx(expected_auc)
+    assert ev.ranking_scores(pred[pred.meteor == 1]) == {"roc_auc": None, "pr_auc": None}
+
+
+def test_summary_is_json_ready(pred):
+    summary = ev.summarize(pred)
+    json.dumps(summary)
+    assert summary["n_test"] == 20 and summary["n_meteor"] == 10 and summary["n_faint"] == 5
+    assert summary["n_cloudy_no_meteor"] == 3 and summary["test_nights"] == ["A", "B"]
+    assert summary["threshold_for_recall"] == {"target": 0.98, "threshold": 0.20, "precision": pytest.approx(10 / 16)}
+    headline = ev.metrics_summary(summary)
+    assert headline["meteor_recall"] == pytest.approx(0.7) and headline["lookalike_fp_rate"] == 0.5
+    assert headline["threshold_for_recall_0.98"] == 0.20
+
+
+def test_top_losses_order(pred):
+    worst = ev.top_losses(pred, 4)
+    assert list(worst["p_meteor"]) == [0.92, 0.90, 0.87, 0.20]     # three confident false alarms, then a miss
+    assert worst["loss"].iloc[0] == pytest.approx(-math.log(0.08))
+
+
+def test_cam_sample_groups(pred):
+    pred = pred.assign(clouds=np.where(pred["fn"] == "n3.png", 0.4, pred["clouds"]))
+    sample = ev.cam_sample(pred, per_group=2)
+    assert sample.groupby("group").size().to_dict() == {"cloud": 2, "meteor": 2, "satellite": 2}
+    assert list(sample.loc[sample.group == "cloud", "p_meteor"]) == [0.92, 0.87]   # highest-scored first
+    assert (sample.loc[sample.group == "meteor", "meteor"] == 1).all()
+
+
+def test_fusion_report(pred):
+    raw = pred[["fn"]].assign(p_meteor=0.05)
+    raw.loc[pred["meteor"] == 1, "p_meteor"] = 0.99
+    raw.loc[pred["event"] == "fireball", "p_meteor"] = 0.3
+    raw.loc[pred["fn"] == "n3.png", "p_meteor"] = 0.95           # the detected satellite looks real to both
+    raw.loc[pred["fn"] == "n0.png", "p_meteor"] = 0.1            # the cloud false positive doesn't
+    raw.loc[pred["fn"] == "n6.png", "p_meteor"] = 0.2            # nor the insect
+    report = ev.fusion_report(pred, raw.sample(frac=1.0, random_state=1))   # row order must not matter
+    assert report.loc["diff", "meteor_recall"] == pytest.approx(0.7)
+    assert report.loc["raw", "meteor_recall"] == pytest.approx(0.9)
+    assert report.loc["raw", "precision"] == pytest.approx(0.9)
+    assert report.loc["gated", "meteor_recall"] == pytest.approx(0.6)          # the fireball is gated out
+    assert report.loc["gated", "precision"] == pytest.approx(6 / 7)
+    assert report.loc["gated", "cloud_fp_rate"] == 0.0 and report.loc["diff", "cloud_fp_rate"] == pytest.approx(1 / 3)
+    assert report.loc["product", "meteor_recall"] == pytest.approx(0.5)        # 0.85 × 0.99 falls below 0.85
+    assert report.loc["product", "precision"] == 1.0
+    assert set(report.index) == set(ev.FUSION_RULES)

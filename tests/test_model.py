@@ -1,0 +1,203 @@
+"""Loading and scoring models: ONNX/fastai parity on real (simulated) difference images, the .pkl in a fresh
+process, the client's import path without fastai, the preprocessing, and publishing to a store."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gualta.model import ModelInfo, load_model, model_input, preprocess
+from gualta.preprocess import difference_image, read_gray, resize_area
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY = 1e-4
+
+
+def dataset_images(data: Path, count: int = 24) -> list[np.ndarray]:
+    """Difference images of the dataset, test and train, meteors first (varied inputs)."""
+    import pandas as pd
+
+    index = pd.read_csv(data / "index.csv").sort_values("meteor", ascending=False)
+    return [read_gray(data / fn) for fn in index["fn"].head(count)]
+
+
+def sharpened_learner(pkl: Path, images: list[np.ndarray]):
+    """A fresh copy of the trained learner whose last layer is rescaled so that its meteor logit margin has mean 0
+    and deviation 3 over `images`: confident, varied scores make a parity check meaningful."""
+    import torch
+    from fastai.vision.all import load_learner
+    from torch import nn
+
+    from gualta.export import inference_network
+
+    learn = load_learner(pkl)
+    with torch.no_grad():
+        logits = inference_network(learn)[:-1](torch.from_numpy(preprocess(images, 64)))
+        margin = logits[:, 0] - logits[:, 1]
+        scale = 3.0 / margin.std().clamp_min(1e-6)
+        head = learn.model[1]
+        last = nn.Linear(head[-1].in_features, head[-1].out_features)        # fastai's has no bias
+        last.weight.copy_(head[-1].weight * scale)
+        last.bias.copy_(torch.stack([-scale * margin.mean(), torch.tensor(0.0)]))
+        head[-1] = last
+    return learn
+
+
+def test_onnx_import_path_has_no_fastai_or_torch(tiny_run, tiny_dataset):
+    image = tiny_dataset[1] / "index.csv"
+    code = f"""
+import sys, pandas as pd
+from pathlib import Path
+from gualta.model import load_model
+from gualta.preprocess import read_gray
+first = pd.read_csv({str(image)!r})["fn"][0]
+model = load_model({str(tiny_run.run_dir / "model.onnx")!r})
+scores = model.predict([read_gray(Path({str(image.parent)!r}) / first)])
+assert scores.shape == (1,) and scores.dtype.name == "float32", scores
+heavy = sorted(m for m in ("fastai", "torch", "torchvision") if m in sys.modules)
+print("heavy:", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout
+
+
+def test_onnx_matches_the_learner_on_real_frames(tiny_run, tiny_dataset, tmp_path):
+    from gualta.export import export_onnx
+    from gualta.model import FastaiModel
+
+    images = dataset_images(tiny_dataset[1])
+    learn = sharpened_learner(tiny_run.run_dir / "model.pkl", images)
+    export_onnx(learn, tmp_path / "sharp.onnx")
+    torch_scores = FastaiModel(learn).predict(images)
+    onnx_scores = load_model(tmp_path / "sharp.onnx").predict(images)
+    assert torch_scores.std() > 0.05                                 # the scores really vary
+    assert np.abs(onnx_scores - torch_scores).max() < PARITY
+
+    # the check is sharp enough to catch the classic mistake: cv2 INTER_LINEAR instead of PIL bilinear
+    onnx = load_model(tmp_path / "sharp.onnx")
+    size = onnx.info.size
+    wrong = np.stack([np.repeat(cv2.resize(i, (size, size), interpolation=cv2.INTER_LINEAR)[None], 3, 0)
+                      for i in images]).astype(np.float32) / 255
+    wrong_scores = onnx.session.run(None, {onnx.input_name: wrong})[0][:, 0]
+    assert np.abs(wrong_scores - torch_scores).max() > 10 * PARITY
+
+
+def test_normalize_travels_into_the_onnx_graph(tiny_run, tiny_dataset, tmp_path):
+    """A pretrained learner normalises batches with ImageNet stats; the ONNX graph must do the same."""
+    from fastai.vision.all import Normalize, imagenet_stats
+
+    from gualta.export import export_onnx
+    from gualta.model import FastaiModel
+
+    images = dataset_images(tiny_dataset[1], 12)
+    learn = sharpened_learner(tiny_run.run_dir / "model.pkl", images)
+    plain = FastaiModel(learn).predict(images)
+    learn.dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
+    normalized = FastaiModel(learn).predict(images)
+    assert np.abs(normalized - plain).max() > 10 * PARITY               # normalisation matters
+    export_onnx(learn, tmp_path / "normalized.onnx")
+    assert np.abs(load_model(tmp_path / "normalized.onnx").predict(images) - normalized).max() < PARITY
+
+
+def test_pkl_loads_in_a_fresh_process(tiny_run, tiny_dataset, tmp_path):
+    images = dataset_images(tiny_dataset[1], 8)
+    np.save(tmp_path / "images.npy", np.stack(images))
+    code = f"""
+import numpy as np
+from gualta.model import load_model
+model = load_model({str(tiny_run.run_dir / "model.pkl")!r}, threads=1)
+np.save({str(tmp_path / "scores.npy")!r}, model.predict(list(np.load({str(tmp_path / "images.npy")!r}))))
+print(model.info)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "arch='resnet18'" in out.stdout and "kind='diff'" in out.stdout
+    fresh = np.load(tmp_path / "scores.npy")
+    assert np.abs(fresh - load_model(tiny_run.run_dir / "model.onnx").predict(images)).max() < PARITY
+
+
+def test_onnx_metadata_describes_the_model(tiny_run):
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(tiny_run.run_dir / "model.onnx")).metadata_props}
+    assert json.loads(props["classes"]) == ["meteor", "no-meteor"]
+    assert props["input_size"] == "64" and props["arch"] == "resnet18" and props["input_kind"] == "diff"
+    assert "PIL resize to 64x64 BILINEAR" in props["preprocessing"] and props["version"]
+    info = load_model(tiny_run.run_dir / "model.onnx").info
+    assert (info.classes, info.size, info.arch, info.kind, info.meteor_index) == (
+        ["meteor", "no-meteor"], 64, "resnet18", "diff", 0)
+
+
+def test_batches_of_any_size_agree(tiny_run, tiny_dataset):
+    model = load_model(tiny_run.run_dir / "model.onnx", batch_size=4)
+    images = dataset_images(tiny_dataset[1], 10)
+    together = model.predict(images)
+    one_by_one = np.concatenate([model.predict([image]) for image in images])
+    assert together.shape == (10,) and np.abs(together - one_by_one).max() < 1e-5
+    assert model.predict([]).shape == (0,)
+
+
+def test_preprocess_is_the_documented_transform():
+    gray = np.random.default_rng(0).integers(0, 256, (400, 400), dtype=np.uint8)
+    batch = preprocess([gray, gray], 224)
+    assert batch.shape == (2, 3, 224, 224) and batch.dtype == np.float32
+    assert 0 <= batch.min() and batch.max() <= 1
+    assert np.array_equal(batch[0, 0], batch[0, 2])                 # gray repeated on R, G, B
+    from PIL import Image
+    expected = np.asarray(Image.fromarray(gray).convert("RGB").resize((224, 224), Image.BILINEAR))
+    assert np.array_equal(np.round(batch[0].transpose(1, 2, 0) * 255).astype(np.uint8), expected)
+    with pytest.raises(ValueError, match="square"):
+        preprocess([gray[:300]], 224)
+
+
+def test_model_input_by_kind():
+    rng = np.random.default_rng(1)
+    previous = rng.integers(0, 50, (97, 130), dtype=np.uint8)
+    current = previous.copy()
+    current[40:45, 20:100] = 200
+    assert np.array_equal(model_input(current, previous, "diff"), difference_image(current, previous))
+    assert np.array_equal(model_input(current, None, "raw"), resize_area(current, 400))
+    with pytest.raises(ValueError):
+        model_input(current, None, "diff")
+
+
+def test_load_model_refuses_unknown_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.onnx")
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with pytest.raises(ValueError, match="format"):
+        load_model(tmp_path / "model.h5")
+    assert ModelInfo.from_props({}).classes == ["meteor", "no-meteor"]
+
+
+def test_publish_versions_and_hashes(tiny_run, tmp_path):
+    from gualta.export import publish_model
+    from gualta.train import main
+
+    store = tmp_path / "store"
+    onnx_path = tiny_run.run_dir / "model.onnx"
+    first = publish_model(onnx_path, store)
+    models = store / "models"
+    assert first["version"] == 1 and (models / "guAlta_v1.onnx").is_file()
+    latest = json.loads((models / "guAlta_latest_version.json").read_text())
+    assert latest == first
+    assert latest["sha256"] == hashlib.sha256((models / "guAlta_latest_version.onnx").read_bytes()).hexdigest()
+    assert latest["size"] == (models / "guAlta_latest_version.onnx").stat().st_size
+    assert latest["arch"] == "resnet18" and latest["input_size"] == 64
+    assert latest["metrics"]["meteor_recall"] is not None or latest["metrics"]["n_meteor"] == 0
+    assert load_model(models / "guAlta_latest_version.onnx").info.version == "1"
+
+    assert main(["publish", "--model", str(onnx_path), "--store", str(store)]) == 0
+    second = json.loads((models / "guAlta_latest_version.json").read_text())
+    assert second["version"] == 2 and second["sha256"] != first["sha256"]      # the version is in the file
+    assert publish_model(onnx_path, store, version=7)["version"] == 7
+    assert publish_model(onnx_path, store)["version"] == 8
+    with pytest.raises(ValueError, match="ONNX"):
+        publish_model(tiny_run.run_dir / "model.pkl", store)

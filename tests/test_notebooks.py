@@ -1,0 +1,69 @@
+"""The notebooks: committed without outputs, identical to what build_notebooks.py writes, and runnable top to bottom
+headless (nbclient) on the tiny simulated dataset through their GUALTA_NB_* parameters."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NAMES = ("Train_resnet34.ipynb", "Train_resnet18.ipynb", "Inference_example.ipynb")
+
+
+def execute(name: str, env: dict, monkeypatch) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh kernel from the notebooks folder, with env parameters; return it with outputs."""
+    from nbclient import NotebookClient
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return notebook
+
+
+def printed(notebook: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_committed_notebooks_are_built_and_clean(tmp_path):
+    sys.path.insert(0, str(NOTEBOOKS))
+    try:
+        import build_notebooks
+    finally:
+        sys.path.remove(str(NOTEBOOKS))
+    build_notebooks.build(tmp_path)
+    for name in NAMES:
+        committed = nbformat.read(NOTEBOOKS / name, as_version=4)
+        assert committed == nbformat.read(tmp_path / name, as_version=4), f"{name}: rerun build_notebooks.py"
+        code = [c for c in committed.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
+        assert code[0].source.startswith("# Parameters") and "GUALTA_NB_" in code[0].source
+
+
+@pytest.mark.parametrize("arch,lr_find", [("resnet18", 1), ("resnet34", 0)])
+def test_training_notebook_runs(arch, lr_find, tiny_dataset, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    notebook = execute(f"Train_{arch}.ipynb", {
+        "GUALTA_NB_DATASET": tiny_dataset[1], "GUALTA_NB_RUN": run_dir, "GUALTA_NB_SIZE": 48,
+        "GUALTA_NB_EPOCHS": 1, "GUALTA_NB_BS": 8, "GUALTA_NB_THREADS": 1, "GUALTA_NB_PRETRAINED": 0, "GUALTA_NB_LR_FIND": lr_find},
+        monkeypatch)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"]["arch"] == arch and metrics["model"]["size"] == 48
+    assert (run_dir / "lr_find.png").is_file() == bool(lr_find)
+    assert "max |ONNX − fastai|" in printed(notebook)
+    images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4                                   # show_batch, loss curves, confusion, top losses, CAM
+
+
+def test_inference_notebook_runs(tiny_run, tiny_dataset, monkeypatch):
+    night = tiny_dataset[0] / "20211112"
+    notebook = execute("Inference_example.ipynb", {
+        "GUALTA_NB_MODEL": tiny_run.run_dir / "model.onnx", "GUALTA_NB_NIGHT": night, "GUALTA_NB_THREADS": 1},
+        monkeypatch)
+    frames = len(list(night.glob("image-*.jpg")))
+    assert f"{frames - 1} frames scored" in printed(notebook)           # the first frame has no predecessor

@@ -1,0 +1,170 @@
+"""The training recipe: row selection and balancing by hand, the meteor-recall metric, and the recipe end to end on
+a tiny simulated dataset (every report artefact), the CLI, and the raw-frame model with score fusion."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gualta import train
+from gualta.train import TrainError, class_weights, training_rows
+
+ARTEFACTS = ("model.pkl", "model.onnx", "config.json", "history.csv", "losses.csv", "predictions.csv",
+             "metrics.json", "confusion_matrix.png", "loss_curves.png", "top_losses.png", "top_losses.csv", "cam.png")
+METRIC_KEYS = {"threshold", "n_test", "n_meteor", "test_nights", "meteor_recall", "precision", "faint_recall",
+               "cloud_fp_rate", "lookalike_fp_rate", "fp_rate_by_night", "confusion", "classification_report",
+               "recall_by_event", "recall_by_snr", "threshold_for_recall", "roc_auc", "pr_auc", "model", "artefacts"}
+
+
+def hand_index(meteors: int = 4, others: int = 16, test: int = 6) -> pd.DataFrame:
+    rows = [{"fn": f"training_set/meteor/{i}.png", "dataset": "train", "meteor": 1} for i in range(meteors)]
+    rows += [{"fn": f"training_set/no-meteor/{i}.png", "dataset": "train", "meteor": 0} for i in range(others)]
+    rows += [{"fn": f"test_set/no-meteor/{i}.png", "dataset": "test", "meteor": i % 2} for i in range(test)]
+    return pd.DataFrame(rows)
+
+
+# --- rows, balancing, split -------------------------------------------------------------------------------------
+
+def test_downsample_keeps_every_meteor_and_as_many_others():
+    rows = training_rows(hand_index(), "downsample", valid_pct=0.25, seed=3)
+    assert rows["label"].value_counts().to_dict() == {"meteor": 4, "no-meteor": 4}
+    assert rows["fn"].str.startswith("training_set/").all()                     # never a test night
+    assert rows["is_valid"].sum() == 2 and rows["fn"].is_unique
+    again = training_rows(hand_index(), "downsample", valid_pct=0.25, seed=3)
+    pd.testing.assert_frame_equal(rows, again)                                  # seeded
+    others = {seed: set(training_rows(hand_index(), "downsample", 0.25, seed)["fn"]) for seed in range(5)}
+    assert len({frozenset(s) for s in others.values()}) > 1                     # the seed decides the sample
+
+
+def test_oversample_repeats_training_meteors_only():
+    rows = training_rows(hand_index(), "oversample", valid_pct=0.2, seed=0)
+    valid = rows[rows["is_valid"]]
+    assert len(valid) == 4 and valid["fn"].is_unique                            # 20 % of the 20 train rows
+    assert not set(valid["fn"]) & set(rows.loc[~rows["is_valid"], "fn"])        # no copy leaks into validation
+    train_part = rows[~rows["is_valid"]]
+    met, other = (train_part["label"] == "meteor").sum(), (train_part["label"] == "no-meteor").sum()
+    assert abs(met - other) <= train_part.loc[train_part.label == "meteor", "fn"].nunique()
+    assert met > 4 - valid["label"].eq("meteor").sum()
+
+
+def test_weighted_and_none_keep_all_rows():
+    rows = training_rows(hand_index(), "none", valid_pct=0.2, seed=0)
+    assert len(rows) == 20 and rows["is_valid"].sum() == 4
+    weights = class_weights(rows)
+    train_part = rows[~rows["is_valid"]]
+    n_met = (train_part["label"] == "meteor").sum()
+    assert weights == pytest.approx([16 / (2 * n_met), 16 / (2 * (16 - n_met))])
+    assert weights[0] > weights[1]                                             # the rare class weighs more
+
+
+def test_one_class_refused():
+    with pytest.raises(TrainError, match="both classes"):
+        training_rows(hand_index(meteors=0))
+
+
+def test_bad_options_refused(tmp_path):
+    with pytest.raises(TrainError, match="balance"):
+        train.TrainConfig(dataset=tmp_path, out=tmp_path, balance="smote")
+    with pytest.raises(TrainError, match="index.csv"):
+        train.read_index(tmp_path)
+
+
+def test_meteor_recall_counts_the_meteor_class():
+    import torch
+    from fastai.metrics import Recall
+
+    vocab = ["meteor", "no-meteor"]                  # fastai sorts the vocab: meteor is class 0
+    targets = torch.tensor([0, 0, 0, 1])             # three meteors, one no-meteor
+    predicted = torch.tensor([0, 1, 1, 1])           # one meteor found
+    assert train.meteor_recall(vocab)(predicted, targets) == pytest.approx(1 / 3)
+    assert Recall()(predicted, targets) == 1.0       # fastai's default pos_label=1 measures no-meteor instead
+    assert train.meteor_recall(vocab).name == "meteor_recall"
+
+
+# --- the recipe end to end --------------------------------------------------------------------------------------
+
+def test_recipe_writes_every_artefact(tiny_run, tiny_dataset):
+    run_dir = tiny_run.run_dir
+    for name in ARTEFACTS:
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+    assert not (run_dir / "checkpoints" / "best.pth").exists()
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    index = train.read_index(tiny_dataset[1])
+    test = index[index["dataset"] == "test"]
+    assert metrics["n_test"] == len(test) and metrics["n_meteor"] == int(test["meteor"].sum())
+    assert metrics["test_nights"] == sorted(test["night"].unique())
+    assert metrics["model"]["arch"] == "resnet18" and metrics["model"]["size"] == 64
+
+    predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"night": str})
+    assert sorted(predictions["fn"]) == sorted(test["fn"])                   # test nights only, each once
+    assert predictions["p_meteor"].between(0, 1).all()
+    counts = metrics["confusion"]
+    assert sum(counts.values()) == len(test)
+    assert counts["tp"] + counts["fn"] == metrics["n_meteor"]
+
+    top = pd.read_csv(run_dir / "top_losses.csv")
+    assert {"fn", "meteor", "p_meteor", "event", "loss"} <= set(top.columns)
+    assert top["loss"].is_monotonic_decreasing
+
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns[:3]) == ["epoch", "train_loss", "valid_loss"] and len(history) == 1
+    assert "meteor_recall" in history.columns
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["arch"] == "resnet18" and config["data"]["vocab"] == ["meteor", "no-meteor"]
+    train_meteors = int(index.loc[index["dataset"] == "train", "meteor"].sum())
+    assert config["data"]["train_images"] + config["data"]["valid_images"] == 2 * train_meteors   # downsampled
+    assert config["training"]["images_per_s"] > 0
+
+
+def test_cli_weighted_then_evaluate_onnx(tiny_dataset, tmp_path, capsys):
+    data = tiny_dataset[1]
+    out = tmp_path / "cli"
+    assert train.main(["train", "--dataset", str(data), "--out", str(out), "--arch", "resnet18", "--size", "32",
+                       "--epochs", "1", "--bs", "8", "--threads", "1", "--balance", "weighted",
+                       "--no-evaluate"]) == 0
+    assert (out / "model.onnx").is_file() and not (out / "metrics.json").exists()
+    config = json.loads((out / "config.json").read_text())
+    index = train.read_index(data)
+    assert config["data"]["train_images"] + config["data"]["valid_images"] == (index["dataset"] == "train").sum()
+
+    report = tmp_path / "onnx-report"
+    assert train.main(["evaluate", "--model", str(out / "model.onnx"), "--dataset", str(data),
+                       "--out", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["model"]["size"] == 32 and "cam" not in metrics["artefacts"]      # Grad-CAM needs fastai
+    assert (report / "top_losses.png").is_file() and "meteor_recall" in capsys.readouterr().out
+
+
+def test_cli_errors_exit_cleanly(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--no-pretrained"])
+    assert exit_info.value.code == 2
+
+
+def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
+    from gualta.evaluate import fusion_report, read_predictions
+    from gualta.model import load_model
+    from gualta.preprocess import read_gray
+
+    nights, data = tiny_dataset
+    raw_data = tmp_path / "raw"
+    index = train.build_raw_dataset(data, nights, raw_data)
+    first = index.iloc[0]
+    image = read_gray(raw_data / first["fn"])
+    assert image.shape == (400, 400)
+    assert np.array_equal(image, train.raw_image(nights / first["night"] / first["file"]))
+    assert pd.read_csv(raw_data / "index.csv")["fn"].tolist() == index["fn"].tolist()
+
+    result = train.run(train.TrainConfig(dataset=raw_data, out=tmp_path / "raw-run", arch="resnet18", size=32,
+                                         epochs=1, bs=8, threads=1, pretrained=False))
+    assert load_model(result.run_dir / "model.onnx").info.kind == "raw"       # detected from the dataset
+    report = fusion_report(read_predictions(tiny_run.run_dir / "predictions.csv"),
+                           read_predictions(result.run_dir / "predictions.csv"))
+    assert list(report.index) == ["diff", "raw", "product", "mean", "gated"]
+    diff_metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
+    assert report.loc["diff", "meteor_recall"] == diff_metrics["meteor_recall"]
+    assert report.loc["diff", "cloud_fp_rate"] == diff_metrics["cloud_fp_rate"]
