@@ -4,6 +4,7 @@
                                    [--lr 1e-3] [--bs 32] [--seed 42] [--pretrained|--no-pretrained] [--threads N]
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
                                    [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
+                                   [--min-snr 0] [--min-length 0]
     python -m gualta.train lr-find --dataset DATA --out RUN [same options]
     python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
     python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
@@ -68,6 +69,8 @@ class TrainConfig:
     valid_pct: float = 0.2
     workers: int = 0                 # DataLoader processes
     lr_find: bool = False            # run lr_find first and train with its valley suggestion
+    min_snr: float = 0.0             # training leaves out meteors fainter than this (ground-truth peak_snr)
+    min_length: float = 0.0          # ... or shorter than this (ground-truth length_px, full-frame pixels)
 
     def __post_init__(self):
         self.dataset, self.out = Path(self.dataset), Path(self.out)
@@ -125,10 +128,22 @@ def oversample(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rows] + [meteors] * max(copies - 1, 0), ignore_index=True)
 
 
+def visible_meteors(rows: pd.DataFrame, min_snr: float = 0.0, min_length: float = 0.0) -> pd.DataFrame:
+    """Leave out meteor rows too faint (peak_snr) or short (length_px) to show in a difference image — label noise
+    for training; rows without those ground-truth columns (real, hand-labelled nights) are kept."""
+    if not (min_snr or min_length) or "peak_snr" not in rows or "length_px" not in rows:
+        return rows
+    faint = (rows["peak_snr"] < min_snr) | (rows["length_px"] < min_length)
+    dropped = (rows["meteor"] == 1) & faint.fillna(False)
+    log.info("training leaves out %d meteor frames below peak_snr %g or length %g px", dropped.sum(), min_snr,
+             min_length)
+    return rows[~dropped]
+
+
 def training_rows(index: pd.DataFrame, balance: str = "downsample", valid_pct: float = 0.2,
-                  seed: int = 42) -> pd.DataFrame:
+                  seed: int = 42, min_snr: float = 0.0, min_length: float = 0.0) -> pd.DataFrame:
     """The train-night rows to learn from, labelled, balanced and split: columns fn, label, is_valid, ..."""
-    rows = with_labels(index[index["dataset"] == "train"])
+    rows = with_labels(visible_meteors(index[index["dataset"] == "train"], min_snr, min_length))
     if set(rows[LABEL]) != set(CLASSES):
         raise TrainError(f"the training nights need both classes; found {sorted(set(rows[LABEL])) or 'none'}")
     if balance == "downsample":
@@ -207,7 +222,8 @@ def learner_for(config: TrainConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed, reproducible=True)
-    rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed)
+    rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed,
+                         config.min_snr, config.min_length)
     dls = make_dataloaders(config.dataset, rows, config.size, config.bs, config.seed, config.workers)
     weights = class_weights(rows, dls.vocab) if config.balance == "weighted" else None
     learn = make_learner(dls, config.arch, config.pretrained, weights)
@@ -344,7 +360,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(dataset=args.dataset, out=args.out, arch=args.arch, size=args.size, epochs=args.epochs,
                        lr=args.lr, bs=args.bs, seed=args.seed, pretrained=args.pretrained, threads=args.threads,
                        balance=args.balance, patience=args.patience, kind=args.kind, workers=args.workers,
-                       lr_find=getattr(args, "lr_find", False))
+                       lr_find=getattr(args, "lr_find", False), min_snr=args.min_snr, min_length=args.min_length)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -417,6 +433,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--min-snr", type=float, default=0.0,
+                        help="leave out training meteors with ground-truth peak_snr below this")
+    parser.add_argument("--min-length", type=float, default=0.0,
+                        help="leave out training meteors shorter than this (ground-truth length_px)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,19 @@ def test_weighted_and_none_keep_all_rows():
     assert weights[0] > weights[1]                                             # the rare class weighs more
 
 
+def test_invisible_training_meteors_are_left_out_but_test_rows_kept():
+    index = hand_index(meteors=4, others=16, test=6)
+    index["peak_snr"] = [1.5, 8.0, 20.0, 40.0] + [None] * 16 + [2.0] * 6
+    index["length_px"] = [200.0, 25.0, 150.0, 90.0] + [None] * 16 + [30.0] * 6
+    rows = training_rows(index, "none", valid_pct=0.2, seed=0, min_snr=3, min_length=40)
+    meteors = set(rows.loc[rows["label"] == "meteor", "fn"])
+    assert meteors == {"training_set/meteor/2.png", "training_set/meteor/3.png"}   # too faint / too short: out
+    assert (rows["label"] == "no-meteor").sum() == 16                                 # negatives untouched
+    assert len(training_rows(index, "none", 0.2, 0)) == 20                           # no thresholds: all kept
+    real = hand_index().assign(meteor=lambda d: d["meteor"])                          # no ground-truth columns
+    assert len(train.visible_meteors(real, 3, 40)) == len(real)
+
+
 def test_one_class_refused():
     with pytest.raises(TrainError, match="both classes"):
         training_rows(hand_index(meteors=0))
