@@ -3,8 +3,12 @@
     python guAlta.py demo [--out demo_output] [--frames 360] [--seed 2021]
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD]
+    python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv] [--no-upload] [--model PATH] [--threshold X]
+    python guAlta.py realtime [--no-upload]
+    python guAlta.py flush
 
-Commands for nightly batch runs and real-time watching arrive with the client.
+batch, realtime and flush read guAltaConfig.py (or --config FILE); every setting also has a GUALTA_* variable and
+a flag (see `python guAlta.py batch --help`).
 """
 from __future__ import annotations
 
@@ -40,6 +44,62 @@ def cmd_site(args: argparse.Namespace) -> None:
     print(json.dumps(build_page(args.store, args.day, getattr(guAltaConfig, "guAlta_observatories", None))))
 
 
+def client_settings(args: argparse.Namespace):
+    """The client's settings, or exit 2 with every problem listed."""
+    from gualta.config import ConfigError, settings_from_args
+
+    try:
+        return settings_from_args(args)
+    except ConfigError as exc:
+        print(f"guAlta {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def client_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from gualta.detect import ClientError, run_batch
+
+    client_logging()
+    settings = client_settings(args)
+    try:
+        with logging_redirect_tqdm():
+            run_batch(settings, args.folder, args.scores, upload=not args.no_upload)
+    except ClientError as exc:
+        sys.exit(f"guAlta batch: {exc}")
+
+
+def cmd_realtime(args: argparse.Namespace) -> None:
+    from gualta.detect import ClientError
+    from gualta.realtime import run_realtime
+
+    client_logging()
+    try:
+        run_realtime(client_settings(args), upload=not args.no_upload)
+    except ClientError as exc:
+        sys.exit(f"guAlta realtime: {exc}")
+
+
+def cmd_flush(args: argparse.Namespace) -> None:
+    from gualta.report import flush
+
+    client_logging()
+    settings = client_settings(args)
+    if not settings.url:
+        sys.exit("guAlta flush: guAlta_URL is not set")
+    delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
+    print(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
+          + (f" ({delivery.stopped})" if delivery.stopped else ""))
+    if pending:
+        sys.exit(1)
+
+
 def _site_time() -> str:
     import guAltaConfig
     return getattr(guAltaConfig, "guAlta_site_time", "0900")
@@ -71,7 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--store", default=default_store(), help="store folder or s3://bucket[/prefix]")
     site.add_argument("--day", help="night YYYYMMDD (default: the current night; before noon, the one that just ended)")
     site.set_defaults(run=cmd_site)
+    add_client_commands(commands)
     return parser
+
+
+def add_client_commands(commands) -> None:
+    """batch, realtime and flush: the inference client."""
+    from gualta.config import add_setting_flags
+
+    batch = commands.add_parser("batch", help="score a whole night, write its scores CSV, report detections")
+    batch.add_argument("--folder", type=Path, help="night folder YYYYMMDD (default: the latest under "
+                                                   "guAlta_main_folder)")
+    batch.add_argument("--scores", type=Path, help="write the scores CSV here (file,score,label,detection,...)")
+    batch.add_argument("--no-upload", action="store_true", help="report nothing (no outbox, no network)")
+    add_setting_flags(batch)
+    batch.set_defaults(run=cmd_batch)
+    realtime = commands.add_parser("realtime", help="watch the newest night and report detections as they come")
+    realtime.add_argument("--no-upload", action="store_true", help="score and record, report nothing")
+    add_setting_flags(realtime)
+    realtime.set_defaults(run=cmd_realtime)
+    flush = commands.add_parser("flush", help="deliver the reports waiting in the outbox now")
+    add_setting_flags(flush)
+    flush.set_defaults(run=cmd_flush)
 
 
 def main(argv: list[str] | None = None) -> int:

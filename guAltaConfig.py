@@ -1,6 +1,8 @@
 """guAlta operator settings — the thesis' keys. Edit this file for your observatory.
 
-Every key can be overridden by an environment variable GUALTA_<KEY> (e.g. GUALTA_THRESHOLD=0.9) or a CLI flag.
+Every key can be overridden by an environment variable GUALTA_<KEY> (e.g. GUALTA_THRESHOLD=0.9) or a CLI flag
+(e.g. --threshold 0.9); `--config FILE` reads another file like this one. Relative paths here are relative to this
+file's folder.
 """
 
 guAlta_main_folder = "/home/pi/allsky/images"   # AllSky images root: one YYYYMMDD folder per night
@@ -11,8 +13,14 @@ guAlta_URL = "http://127.0.0.1:8765"            # central service (embedded serv
 guAlta_enable_telegram = True                   # ask the service to post detections to Telegram
 guAlta_enable_extra_log = False                 # per-frame lines: path , label , p_meteor , p_no_meteor
 guAlta_threshold = 0.85                         # meteor score at or above which a frame is a detection
-guAlta_sleep_between_imgs = 10                  # seconds between polls of the night folder in real time
+guAlta_sleep_between_imgs = 10                  # real time: sleep after handling frames, then check every 0.5 s
 guAlta_api_key = ""                             # this observatory's key for guAlta_URL (better: env GUALTA_API_KEY)
+guAlta_model = "models/guAlta.onnx"             # .onnx (or fastai .pkl); downloaded from guAlta_URL if missing
+guAlta_outbox = "gualta_outbox.sqlite"          # reports not yet delivered + real-time progress (keep it on local disk)
+guAlta_satellite_check = True                   # flag trails that continue in the next/previous frame (satellites)
+guAlta_report_flagged = False                   # report flagged detections anyway (with flag "satellite")
+guAlta_threads = 0                              # model threads (0: one per CPU core)
+guAlta_batch_size = 16                          # frames per model call in batch runs
 
 # Central service — only on the machine running `python guAlta.py serve` / `site`. API keys come from the
 # environment (GUALTA_API_KEYS="obs01:key,obs02:key"), the Telegram token from GUALTA_TELEGRAM_TOKEN: never here.

@@ -21,7 +21,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from gualta import allsky
-from gualta.preprocess import VERSIONS, BadFrame, binary_difference, make_version, read_gray
+from gualta.frames import NightFrames
+from gualta.preprocess import VERSIONS, binary_difference, make_version
 
 log = logging.getLogger(__name__)
 
@@ -79,110 +80,6 @@ class LabelSheet:
 
     def summary(self) -> str:
         return f"{self.pairs} pairs ({self.skipped} skipped) → {self.html}, edit {self.labels}"
-
-
-# --- frames of a night ------------------------------------------------------------------------------------------
-
-class NightFrames:
-    """The frames of one night, each decoded at most once, paired with the last good frame before them.
-
-    A frame is bad if it cannot be decoded, or if it alone differs in size from the good frames either side of it
-    (a size that persists is a camera change: only the pair across the change is skipped). Decoded images older than
-    the last predecessor handed out are released, so memory stays small if frames are asked for in time order.
-    """
-
-    def __init__(self, frames: list[Path]):
-        self.frames = sorted(frames, key=allsky.frame_time)
-        self._position = {frame: i for i, frame in enumerate(self.frames)}
-        self._images: dict[int, np.ndarray] = {}
-        self._shapes: dict[int, tuple[int, ...] | None] = {}      # None: not decodable
-        self._rejected: set[int] = set()
-
-    def image(self, frame: Path) -> np.ndarray | None:
-        """The frame in 8-bit gray, or None if it cannot be decoded."""
-        return self._image(self._position[frame])
-
-    def pair(self, frame: Path) -> allsky.FramePair | None:
-        """The frame and the last good frame before it, or None (warned) if there is no such pair."""
-        i = self._position[frame]
-        if self._shape(i) is None:
-            return None
-        j = self._predecessor(i)
-        if j is None:
-            if i > 0:
-                log.warning("%s: no earlier good frame in the night to compare with: skipped", frame.name)
-            return None
-        if self._shape(j) != self._shape(i):
-            if self._is_odd_sized(i):
-                self._reject_odd_sized(i)
-            else:
-                log.warning("%s: frame size changed from %s to %s: pair with %s skipped", frame.name,
-                            size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
-            return None
-        self._release_before(j)
-        return allsky.frame_pairs([self.frames[j], frame])[0]
-
-    def _image(self, i: int) -> np.ndarray | None:
-        if i in self._images or self._shapes.get(i, ()) is None:      # decoded, or known to be bad
-            return self._images.get(i)
-        try:
-            image = read_gray(self.frames[i])
-        except BadFrame as exc:
-            self._shapes[i] = None
-            self._reject(i, f"bad frame {exc}: skipped")
-            return None
-        self._images[i], self._shapes[i] = image, image.shape
-        return image
-
-    def _shape(self, i: int) -> tuple[int, ...] | None:
-        if i not in self._shapes:
-            self._image(i)
-        return self._shapes[i]
-
-    def _decodable_neighbour(self, i: int, step: int) -> int | None:
-        j = i + step
-        while 0 <= j < len(self.frames):
-            if self._shape(j) is not None:
-                return j
-            j += step
-        return None
-
-    def _is_odd_sized(self, i: int) -> bool:
-        after = self._decodable_neighbour(i, +1)
-        if after is None or self._shape(after) == self._shape(i):
-            return False
-        before = self._decodable_neighbour(i, -1)
-        return before is not None and self._shape(before) == self._shape(after)
-
-    def _is_good(self, i: int) -> bool:
-        if self._shape(i) is None:
-            return False
-        if self._is_odd_sized(i):
-            self._reject_odd_sized(i)
-            return False
-        return True
-
-    def _reject_odd_sized(self, i: int) -> None:
-        after = self._decodable_neighbour(i, +1)
-        self._reject(i, f"{self.frames[i].name}: frame is {size_text(self._shape(i))} but the frames either "
-                        f"side are {size_text(self._shape(after))}: skipped")
-
-    def _predecessor(self, i: int) -> int | None:
-        return next((j for j in range(i - 1, -1, -1) if self._is_good(j)), None)
-
-    def _reject(self, i: int, message: str) -> None:
-        if i not in self._rejected:
-            self._rejected.add(i)
-            log.warning(message)
-
-    def _release_before(self, i: int) -> None:
-        for j in [j for j in self._images if j < i]:
-            del self._images[j]
-
-
-def size_text(shape: tuple[int, ...] | None) -> str:
-    """'W×H' of an image shape."""
-    return "unknown size" if shape is None else f"{shape[1]}×{shape[0]}"
 
 
 def pair_difference(frames: NightFrames, pair: allsky.FramePair, version: str) -> np.ndarray:
@@ -322,7 +219,7 @@ def write_night(samples: list[Sample], out_dir: Path, version: str, progress=Non
     """Write the images of one night's samples; return their index rows and how many were skipped."""
     if not samples:
         return [], 0
-    frames = NightFrames(allsky.list_frames(samples[0].night))
+    frames = NightFrames(allsky.list_frames(samples[0].night), log)
     rows, skipped = [], 0
     for sample in sorted(samples, key=lambda s: allsky.frame_time(s.frame)):
         pair = frames.pair(sample.frame)
@@ -521,7 +418,7 @@ def label_aid(night_dir: str | Path, out_dir: str | Path) -> LabelSheet:
     if not frame_list:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)
     truth = night_labels(night)
-    frames = NightFrames(frame_list)
+    frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
                           disable=None):

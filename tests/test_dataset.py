@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta import allsky, dataset
+from gualta import allsky, dataset, frames
 from gualta.dataset import DatasetError, index_dataset, label_aid, prepare_dataset, split_nights
 from gualta.preprocess import read_gray
 from helpers_nights import STREAK, dot_count, frame_path, make_night
@@ -202,7 +202,7 @@ def test_each_frame_is_decoded_once_and_balanced_out_frames_not_at_all(tmp_path,
     night = make_night(tmp_path / "nights", "20211110", 12, meteors=(6,), tally=True)
     frame_path(night, 4).write_bytes(b"")
     decoded = []
-    monkeypatch.setattr(dataset, "read_gray", lambda path: decoded.append(Path(path).name) or read_gray(path))
+    monkeypatch.setattr(frames, "read_gray", lambda path: decoded.append(Path(path).name) or read_gray(path))
 
     prepare_dataset([night], [], tmp_path / "all")
     assert sorted(decoded) == sorted(f.name for f in allsky.list_frames(night))

@@ -138,7 +138,7 @@ def test_cli_weighted_then_evaluate_onnx(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "cli"
     assert train.main(["train", "--dataset", str(data), "--out", str(out), "--arch", "resnet18", "--size", "32",
                        "--epochs", "1", "--bs", "8", "--threads", "1", "--balance", "weighted",
-                       "--no-evaluate"]) == 0
+                       "--no-evaluate", "--no-pretrained"]) == 0
     assert (out / "model.onnx").is_file() and not (out / "metrics.json").exists()
     config = json.loads((out / "config.json").read_text())
     index = train.read_index(data)

@@ -1,0 +1,177 @@
+"""Speed of the inference client on a batch night: frames/s end to end (decode + preprocess + model + decisions),
+ResNet34 and ResNet18, ONNX Runtime vs PyTorch, beside plain JPEG decoding of the same frames (the floor), and the
+client's peak memory. Figures are printed, never asserted.
+
+    python bench/client.py [--night NIGHT_DIR] [--frames 150] [--repeats 3] [--threads 2]
+
+Without --night it simulates one. Speed does not depend on the weights, so untrained torchvision networks of each
+architecture are exported to ONNX the way gualta.export does (legacy exporter, opset 17, softmax in the graph); the
+PyTorch runs score the same inputs with torch eager (gualta.model.preprocess, no fastai).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gualta import allsky  # noqa: E402
+from gualta.config import load_settings  # noqa: E402
+from gualta.detect import run_batch  # noqa: E402
+from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
+from gualta.preprocess import read_gray  # noqa: E402
+
+ARCHS = ("resnet34", "resnet18")
+SIZE = 224
+
+
+def network(arch: str):
+    """An untrained torchvision network with a 2-class head and a softmax: [N,3,S,S] → probabilities."""
+    import torch
+    import torchvision
+
+    body = getattr(torchvision.models, arch)(weights=None, num_classes=len(CLASSES))
+    return torch.nn.Sequential(body, torch.nn.Softmax(dim=1)).eval()
+
+
+def export(arch: str, path: Path) -> Path:
+    """The network as a self-describing ONNX file, like gualta.export.export_onnx writes."""
+    import onnx
+    import torch
+
+    from gualta.export import OPSET
+
+    torch.onnx.export(network(arch), torch.zeros(1, 3, SIZE, SIZE), str(path), dynamo=False, opset_version=OPSET,
+                      input_names=["input"], output_names=["probabilities"],
+                      dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {"classes": json.dumps(list(CLASSES)), "input_size": str(SIZE),
+                                        "input_kind": "diff", "arch": arch, "version": "bench",
+                                        "preprocessing": PREPROCESSING})
+    onnx.save(proto, str(path))
+    return path
+
+
+class TorchModel:
+    """PyTorch eager scoring with the client's preprocessing (what a fastai .pkl runs, minus fastai's loader)."""
+
+    def __init__(self, arch: str, threads: int, batch_size: int = 16):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.torch, self.net, self.batch_size = torch, network(arch), batch_size
+
+    def predict(self, images):
+        import numpy as np
+
+        images = list(images)
+        out = []
+        with self.torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = self.torch.from_numpy(preprocess(images[start:start + self.batch_size], SIZE))
+                out.append(self.net(batch)[:, 0].numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def decode_rate(frames: list[Path]) -> float:
+    """Frames/s of plain grayscale JPEG decoding (one thread)."""
+    started = time.perf_counter()
+    for frame in frames:
+        read_gray(frame)
+    return len(frames) / (time.perf_counter() - started)
+
+
+def model_rate(model, inputs: list) -> float:
+    """Frames/s of the model alone on ready-made 400×400 inputs (what the pipeline overlaps with decoding)."""
+    started = time.perf_counter()
+    model.predict(inputs)
+    return len(inputs) / (time.perf_counter() - started)
+
+
+def difference_inputs(frames: list[Path]) -> list:
+    from gualta.preprocess import difference_image
+
+    images = [read_gray(frame) for frame in frames]
+    return [difference_image(current, previous) for previous, current in zip(images, images[1:])]
+
+
+def batch_rate(settings, night: Path, model) -> float:
+    """Frames/s of a batch run (no upload) of the night."""
+    summary = run_batch(settings, night, upload=False, model=model, say=lambda line: None, progress=False)
+    return summary.frames_per_s
+
+
+PEAK_RSS = """
+def peak_rss_kb():
+    # VmHWM: this process's own high-water mark. ru_maxrss would also count the pages it shared with the
+    # benchmark (torch loaded) when it was forked, because Linux keeps ru_maxrss across exec.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+
+def peak_memory_mb(night: Path, model_path: Path, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process running the client's batch on the night with an ONNX model."""
+    code = (PEAK_RSS + "import sys; sys.path.insert(0, %r)\n"
+            "from gualta.config import load_settings\nfrom gualta.detect import run_batch\n"
+            "settings = load_settings(overrides={'threads': %d})\n"
+            "run_batch(settings, %r, upload=False, model_path=%r, say=lambda line: None, progress=False)\n"
+            "print(peak_rss_kb())") % (str(ROOT), threads, str(night), str(model_path))
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return int(output.stdout.strip().splitlines()[-1]) / 1024
+
+
+def simulated_night(root: Path, frames: int) -> Path:
+    from gualta.simulate import simulate_night
+
+    return simulate_night(root, "20211110", frames=frames, start="22:00", seed=7, scenario="mixed", progress=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
+    parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        night = args.night or simulated_night(scratch / "nights", args.frames)
+        frames = allsky.list_frames(night)
+        settings = load_settings(overrides={"threads": args.threads})
+        print(f"night {night.name}: {len(frames)} frames {read_gray(frames[0]).shape[::-1]}, model input {SIZE}, "
+              f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
+        floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
+        print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")
+        inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
+        results = {}
+        for arch in ARCHS:
+            onnx_path = export(arch, scratch / f"{arch}.onnx")
+            for backend, model in (("onnx", load_model(onnx_path, threads=args.threads)),
+                                   ("pytorch", TorchModel(arch, args.threads))):
+                alone = statistics.median(model_rate(model, inputs) for _ in range(args.repeats))
+                rate = statistics.median(batch_rate(settings, night, model) for _ in range(args.repeats))
+                results[arch, backend] = rate
+                print(f"{arch + ' ' + backend + ' end to end':34s} {rate:7.1f} frames/s  (model alone "
+                      f"{alone:5.1f}/s; decode floor {floor / rate:4.1f}× faster)")
+            print(f"{arch + ' onnx / pytorch':34s} {results[arch, 'onnx'] / results[arch, 'pytorch']:7.2f}×")
+        memory = peak_memory_mb(night, scratch / "resnet34.onnx", args.threads)
+        print(f"{'client peak memory (resnet34 onnx)':34s} {memory:7.0f} MB (peak RSS of a fresh batch process)")
+        target = results["resnet34", "onnx"]
+        print(f"target ≥ 20 frames/s for resnet34 via ONNX: {'met' if target >= 20 else 'NOT met'} ({target:.1f})")
+
+
+if __name__ == "__main__":
+    main()

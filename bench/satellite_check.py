@@ -1,0 +1,113 @@
+"""How well the cross-frame satellite/plane check works, on simulated nights with ground truth, independent of the
+classifier: every frame whose main ground-truth event is a meteor, fireball, satellite or plane is treated as a
+detection (score 1, every other frame 0) and decided by the client's own Decider. Caught = satellite/plane frames
+flagged; lost = meteor/fireball frames flagged; both also among the frames whose event trail the check found at all
+(the ground truth's trail within 15 px of a found trail: fainter events the classifier would rarely report
+either). Figures are printed, never asserted.
+
+    python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
+    python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gualta import allsky  # noqa: E402
+from gualta.detect import Decider, prepare  # noqa: E402
+from gualta.frames import NightFrames  # noqa: E402
+from gualta.simulate import Rates, simulate_night  # noqa: E402
+
+RATES = Rates(meteor=0.1, fireball=0.005, satellite=0.05, plane=0.015, insect=0.0)
+SCENARIOS = ("clear", "cloudy", "moon", "mixed")
+KIND = {"meteor": "meteor", "fireball": "meteor", "satellite": "crossing", "plane": "crossing"}
+VISIBLE_PX = 15
+
+
+def night_outcomes(night: Path) -> list[dict]:
+    """Per event frame: its kind, whether the check saw a trail in it, and whether it was flagged."""
+    truth = pd.read_csv(night / "ground_truth.csv").set_index("file")
+    files = allsky.list_frames(night)
+    frames, decider, outcomes = NightFrames(files), Decider(0.5), []
+    for file in files:
+        result, _ = prepare(frames, file)
+        event = truth.loc[file.name, "event"] if file.name in truth.index else "none"
+        if result.diff is not None:
+            result.score = 1.0 if event in KIND else 0.0
+        for decided in decider.push(result):
+            outcomes += outcome(decided, truth)
+    for decided in decider.finish():
+        outcomes += outcome(decided, truth)
+    return outcomes
+
+
+def visible(result, row: pd.Series) -> bool:
+    """Whether the check found the event's own trail: a trail whose middle is within VISIBLE_PX of the ground
+    truth's (in 400×400 model-input pixels)."""
+    if not result.trails or pd.isna(row["x1"]) or not result.frame_size:
+        return False
+    width, height = result.frame_size
+    middle = np.array([(row["x1"] + row["x2"]) / 2 * 400 / width, (row["y1"] + row["y2"]) / 2 * 400 / height])
+    return min(np.linalg.norm(trail.ends.mean(axis=0) - middle) for trail in result.trails) <= VISIBLE_PX
+
+
+def outcome(result, truth: pd.DataFrame) -> list[dict]:
+    row = truth.loc[result.file.name]
+    if result.score is None or row["event"] not in KIND:
+        return []
+    return [{"kind": KIND[row["event"]], "event": row["event"], "visible": visible(result, row),
+             "flagged": result.flag == "satellite",
+             "with_crossing": any(e in str(row["events"]) for e in ("satellite", "plane"))}]
+
+
+def report(outcomes: list[dict]) -> None:
+    table = pd.DataFrame(outcomes)
+    for kind, label in (("crossing", "satellite/plane frames caught"), ("meteor", "meteor/fireball frames lost")):
+        rows = table[table["kind"] == kind]
+        seen = rows[rows["visible"]]
+        flagged, flagged_seen = int(rows["flagged"].sum()), int(seen["flagged"].sum())
+        print(f"{label:30s} {flagged:4d} of {len(rows):4d} ({flagged / max(len(rows), 1):6.1%}); "
+              f"of those whose own trail the check found: {flagged_seen} of {len(seen)} "
+              f"({flagged_seen / max(len(seen), 1):6.1%})")
+    for event, count in Counter(table["event"]).items():
+        rows = table[table["event"] == event]
+        print(f"  {event:10s} frames {count:4d}, flagged {int(rows['flagged'].sum()):4d}")
+    shared = table[(table["kind"] == "meteor") & table["with_crossing"]]
+    print(f"meteor frames that also hold a satellite/plane: {len(shared)}, flagged {int(shared['flagged'].sum())}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--night-dirs", type=Path, nargs="+", help="existing simulated nights")
+    parser.add_argument("--nights", type=int, default=4, help="nights to simulate (one per sky scenario)")
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=500)
+    parser.add_argument("--out", type=Path, help="keep simulated nights here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = args.out or Path(scratch)
+        nights = args.night_dirs or [
+            simulate_night(root, f"202111{10 + i:02d}", frames=args.frames, start="21:00", seed=args.seed + i,
+                           scenario=SCENARIOS[i % len(SCENARIOS)], rates=RATES, progress=False)
+            for i in range(args.nights)]
+        outcomes = []
+        for night in nights:
+            night_rows = night_outcomes(night)
+            outcomes += night_rows
+            print(f"night {night.name} ({pd.read_json(night / 'night.json', typ='series')['scenario']}): "
+                  f"{len(night_rows)} event frames")
+        report(outcomes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Client settings: guAltaConfig.py (the thesis' keys and the new ones), then GUALTA_* environment, then CLI flags.
+
+Every key `guAlta_<name>` has an environment variable `GUALTA_<NAME>` and a flag `--<name>` (underscores as
+dashes; booleans also `--no-<name>`). Relative paths in the settings file are relative to that file's folder; in the
+environment or on the command line, to the current folder. `load_settings` checks every value and raises one
+ConfigError listing everything that is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import re
+import runpy
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gualta.payload import OBS_ID
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "guAltaConfig.py"
+PREFIX = "guAlta_"
+ENV_PREFIX = "GUALTA_"
+SERVICE_KEYS = {"guAlta_store", "guAlta_site_time", "guAlta_observatories"}   # read by `serve`/`site`, not here
+HHMM = re.compile(r"([01][0-9]|2[0-3]):?([0-5][0-9])")
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """Invalid settings; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {problem}" for problem in problems))
+
+
+# --- value parsers: each returns the typed value or raises ValueError with the rule --------------------------------
+
+def text(value) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError("must be text")
+    return str(value).strip()
+
+
+def boolean(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def hhmm(value) -> str:
+    """'2000', '20:00' or 2000 → '2000'."""
+    match = HHMM.fullmatch(f"{value:04d}" if isinstance(value, int) and not isinstance(value, bool) else text(value))
+    if not match:
+        raise ValueError("must be a local time HHMM or HH:MM, e.g. 2000")
+    return match.group(1) + match.group(2)
+
+
+def obs_id(value) -> str:
+    value = text(value)
+    if not OBS_ID.fullmatch(value):
+        raise ValueError("must be 1-32 characters from A-Z a-z 0-9 - _")
+    return value
+
+
+def url(value) -> str:
+    value = text(value).rstrip("/")
+    parts = urlsplit(value)
+    if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise ValueError("must be an http:// or https:// URL (or empty: no uploads)")
+    return value
+
+
+def number(low: float, high: float | None = None, integer: bool = False):
+    """A parser for numbers in [low, high]."""
+    def parse(value):
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        try:
+            result = int(value) if integer else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be {'a whole number' if integer else 'a number'}") from None
+        if integer and float(value) != result:
+            raise ValueError("must be a whole number")
+        if result != result or result < low or (high is not None and result > high):
+            raise ValueError(f"must be from {low:g} to {high:g}" if high is not None else f"must be at least {low:g}")
+        return result
+    return parse
+
+
+def path(value) -> Path:
+    value = str(value) if isinstance(value, os.PathLike) else text(value)
+    if not value:
+        raise ValueError("must be a path")
+    return Path(value).expanduser()
+
+
+# --- the settings --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One key: its attribute name, parser, default and help."""
+    name: str
+    parse: object
+    default: object
+    help: str
+
+    @property
+    def key(self) -> str:
+        return PREFIX + ("URL" if self.name == "url" else self.name)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS = (
+    Setting("main_folder", path, "/home/pi/allsky/images", "AllSky images root (one YYYYMMDD folder per night)"),
+    Setting("start_time", hhmm, "2000", "real-time window start, local HHMM"),
+    Setting("end_time", hhmm, "0800", "real-time window end, local HHMM (may be after midnight)"),
+    Setting("obs_id", obs_id, "obs01", "this observatory's id"),
+    Setting("url", url, "http://127.0.0.1:8765", "central service URL"),
+    Setting("enable_telegram", boolean, True, "ask the service to post detections to Telegram"),
+    Setting("enable_extra_log", boolean, False, "print a line per frame: path , label , p_meteor , p_no_meteor"),
+    Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
+    Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
+    Setting("api_key", text, "", "this observatory's API key for the central service"),
+    Setting("model", path, "models/guAlta.onnx", "model file (.onnx or fastai .pkl); downloaded if missing"),
+    Setting("outbox", path, "gualta_outbox.sqlite", "SQLite file: reports not yet delivered, real-time progress"),
+    Setting("satellite_check", boolean, True, "flag trails that continue in the previous or next frame"),
+    Setting("report_flagged", boolean, False, "report flagged (satellite/plane) detections too"),
+    Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
+    Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call in batch runs"),
+)
+PATHS = {"main_folder", "model", "outbox"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The client's settings, checked and typed (paths absolute)."""
+    main_folder: Path
+    start_time: str
+    end_time: str
+    obs_id: str
+    url: str
+    enable_telegram: bool
+    enable_extra_log: bool
+    threshold: float
+    sleep_between_imgs: float
+    api_key: str
+    model: Path
+    outbox: Path
+    satellite_check: bool
+    report_flagged: bool
+    threads: int
+    batch_size: int
+    source: str = ""                 # the settings file read
+
+    def describe(self) -> str:
+        """The settings for a log line, the API key hidden."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("source", "api_key")}
+        shown["api_key"] = "set" if self.api_key else "not set"
+        return ", ".join(f"{key}={value}" for key, value in shown.items())
+
+
+def read_file(config_file: Path) -> dict:
+    """The guAlta_* names a Python settings file defines (ConfigError if it cannot be run)."""
+    if not config_file.is_file():
+        raise ConfigError([f"settings file not found: {config_file}"])
+    try:
+        names = runpy.run_path(str(config_file))
+    except Exception as exc:       # a settings file is user code: report any failure as a settings error
+        raise ConfigError([f"cannot read settings file {config_file}: {type(exc).__name__}: {exc}"]) from None
+    return {key: value for key, value in names.items() if key.startswith(PREFIX)}
+
+
+def warn_unknown(values: dict, config_file: Path) -> None:
+    """Log guAlta_* names the client does not know (typos), with the closest known key."""
+    known = {setting.key for setting in SETTINGS} | SERVICE_KEYS
+    for key in sorted(set(values) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("%s: unknown setting %s ignored%s", config_file, key, hint)
+
+
+def load_settings(config_file: str | Path | None = None, env: dict | None = None,
+                  overrides: dict | None = None) -> Settings:
+    """Settings from the file (default guAltaConfig.py beside guAlta.py), then env GUALTA_*, then `overrides`
+    (attribute name → value, None = not given). Raises ConfigError listing every invalid value."""
+    config_file = Path(config_file or DEFAULT_FILE).expanduser().resolve()
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    from_file = read_file(config_file)
+    warn_unknown(from_file, config_file)
+    values, problems = {}, []
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            raw, where, base = overrides[setting.name], f"option {setting.flag}", Path.cwd()
+        elif setting.env in env:
+            raw, where, base = env[setting.env], f"environment {setting.env}", Path.cwd()
+        elif setting.key in from_file:
+            raw, where, base = from_file[setting.key], f"{setting.key} in {config_file.name}", config_file.parent
+        else:
+            raw, where, base = setting.default, f"default {setting.key}", config_file.parent
+        try:
+            value = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{where} = {raw!r}: {exc}" if setting.name != "api_key" else f"{where}: {exc}")
+            continue
+        values[setting.name] = (base / value).resolve() if setting.name in PATHS else value
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values, source=str(config_file))
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """--config FILE and one flag per setting (booleans as --x/--no-x); all default to None (= not given)."""
+    parser.add_argument("--config", type=Path, help=f"settings file (default: {DEFAULT_FILE.name} beside guAlta.py)")
+    group = parser.add_argument_group("settings (override guAltaConfig.py and GUALTA_* environment variables)")
+    for setting in SETTINGS:
+        if setting.name in skip:
+            continue
+        if setting.parse is boolean:
+            group.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=setting.help)
+        else:
+            group.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
+                               help=f"{setting.help} ({setting.key}, {setting.env})")
+
+
+def settings_from_args(args: argparse.Namespace, env: dict | None = None) -> Settings:
+    """Settings for parsed CLI arguments made with add_setting_flags."""
+    overrides = {setting.name: getattr(args, setting.name, None) for setting in SETTINGS}
+    return load_settings(getattr(args, "config", None), env, overrides)

@@ -1,0 +1,420 @@
+"""Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the
+cross-frame satellite/plane check → scores CSV and reports. Used by the batch run here and by the real-time watcher
+(gualta.realtime), which feed the same `Scorer` and `Decider` and so reach the same decisions.
+
+Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
+a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
+reason in `note`; it is never scored against its successor. Decoding and preprocessing of the next batch run in a
+worker thread while the model scores the current one.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from gualta import allsky, trails
+from gualta.config import Settings
+from gualta.frames import NightFrames
+from gualta.model import load_model
+from gualta.payload import MODEL, PayloadError, build_detection, build_log
+from gualta.preprocess import difference_image, resize_area, side_by_side
+from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detection_key, download_model, log_key
+
+log = logging.getLogger(__name__)
+
+SATELLITE = "satellite"
+SKIPPED = "skipped"
+METEOR, NO_METEOR = "meteor", "no-meteor"
+CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
+THUMB_SIZE = 224
+NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
+
+
+class ClientError(RuntimeError):
+    """A problem the operator must fix (no night folder, no model...); the message says what."""
+
+
+@dataclass
+class FrameResult:
+    """One frame of a night: its score against its predecessor (None if skipped) and the decision."""
+    file: Path
+    previous: Path | None = None
+    score: float | None = None
+    note: str = ""
+    diff: np.ndarray | None = field(default=None, repr=False)      # 400×400 difference image
+    thumb: np.ndarray | None = field(default=None, repr=False)     # 224×224 gray frame, for the report image
+    frame_size: tuple[int, int] | None = None                      # width, height
+    label: str = ""
+    flag: str = ""
+    detection: bool = False
+    streak: tuple[int, int, int, int] | None = None
+    _trails: list | None = field(default=None, repr=False)
+
+    @property
+    def scored(self) -> bool:
+        return self.score is not None
+
+    @property
+    def trails(self) -> list[trails.Trail]:
+        """Straight trails of the difference image (computed once, on demand)."""
+        if self._trails is None:
+            self._trails = trails.find_trails(self.diff) if self.diff is not None else []
+        return self._trails
+
+    def row(self) -> dict:
+        """Its scores CSV row."""
+        x1, y1, x2, y2 = self.streak or ("",) * 4
+        return {"file": self.file.name, "score": "" if self.score is None else f"{self.score:.6f}",
+                "label": self.label, "detection": int(self.detection), "flag": self.flag,
+                "previous": self.previous.name if self.previous else "", "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                "note": self.note}
+
+
+# --- scoring ---------------------------------------------------------------------------------------------------------
+
+def skip_reason(frames: NightFrames, frame: Path) -> str:
+    if frames.frames and frames.frames[0] == frame:
+        return "first frame of the night: no predecessor"
+    if frames.image(frame) is None:
+        return "bad frame: unreadable, truncated or not an image"
+    return "no good earlier frame of the same size"
+
+
+def prepare(frames: NightFrames, frame: Path, kind: str = "diff") -> tuple[FrameResult, np.ndarray | None]:
+    """A frame's result so far and its model input (None if it has no usable pair)."""
+    pair = frames.pair(frame)
+    if pair is None:
+        return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None
+    current, previous = frames.image(pair.current), frames.image(pair.previous)
+    diff = difference_image(current, previous)
+    model_input = diff if kind == "diff" else resize_area(current)
+    result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
+                         frame_size=(current.shape[1], current.shape[0]))
+    return result, model_input
+
+
+def prepare_batch(frames: NightFrames, batch: list[Path], kind: str) -> list[tuple[FrameResult, np.ndarray | None]]:
+    return [prepare(frames, frame, kind) for frame in batch]
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Scorer:
+    """Scores frames of one night with a model, preparing the next batch while the model runs."""
+
+    def __init__(self, model, frames: NightFrames, batch_size: int = 16):
+        self.model, self.frames, self.batch_size = model, frames, batch_size
+        self.kind = getattr(getattr(model, "info", None), "kind", "diff")
+
+    def score(self, files: list[Path]) -> Iterator[FrameResult]:
+        """Results for `files` (frames of this night, in time order)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="gualta-prepare") as pool:
+            batches = chunks(list(files), self.batch_size)
+            upcoming = pool.submit(self._next, batches)
+            while (prepared := upcoming.result()) is not None:
+                upcoming = pool.submit(self._next, batches)
+                inputs = [model_input for _, model_input in prepared if model_input is not None]
+                scores = iter(self.model.predict(inputs) if inputs else [])
+                for result, model_input in prepared:
+                    if model_input is not None:
+                        result.score = float(next(scores))
+                    yield result
+
+    def _next(self, batches: Iterator[list[Path]]) -> list | None:
+        batch = next(batches, None)
+        return None if batch is None else prepare_batch(self.frames, batch, self.kind)
+
+
+# --- decisions -------------------------------------------------------------------------------------------------------
+
+def near_in_time(a: FrameResult | None, b: FrameResult) -> bool:
+    if a is None:
+        return False
+    gap = abs((allsky.frame_time(a.file) - allsky.frame_time(b.file)).total_seconds())
+    return gap <= NEIGHBOUR_MAX_GAP_S
+
+
+class Decider:
+    """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with
+    the previous and the next difference image, so a candidate that the previous frame does not already explain
+    waits for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every
+    other frame is decided at once. Rows come out in time order."""
+
+    def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False):
+        self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
+        self.before: FrameResult | None = None          # the last decided scored frame
+        self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
+        self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
+
+    def push(self, result: FrameResult) -> list[FrameResult]:
+        """Add the next frame; returns the frames decided by it, in time order."""
+        if not result.scored:
+            if self.waiting is None:
+                return [result]
+            self.behind.append(result)
+            return []
+        decided = self._decide_waiting(after=result)
+        if self.needs_successor(result):
+            self.waiting = result
+            return decided
+        self.decide(result, self.before, None)
+        self._advance(result)
+        return decided + [result]
+
+    def finish(self) -> list[FrameResult]:
+        """Decide the waiting candidate with no successor (night over, or it waited too long)."""
+        return self._decide_waiting(after=None)
+
+    def resume_after(self, result: FrameResult) -> None:
+        """Continue a night after `result`, a scored frame decided earlier (a restarted watcher)."""
+        self.before = result
+
+    def candidate(self, result: FrameResult) -> bool:
+        return result.score >= self.threshold
+
+    def needs_successor(self, result: FrameResult) -> bool:
+        """A candidate whose trails the previous frame does not already explain."""
+        return (self.satellite_check and self.candidate(result)
+                and not trails.is_crossing(result.trails, self.neighbour_trails(result, self.before, None)))
+
+    def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
+        if self.waiting is None:
+            return []
+        decided = self.waiting
+        self.decide(decided, self.before, after)
+        self._advance(decided)
+        self.waiting = None
+        out, self.behind = [decided, *self.behind], []
+        return out
+
+    def _advance(self, decided: FrameResult) -> None:
+        self.before = decided
+
+    @staticmethod
+    def neighbour_trails(result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> list:
+        return [t for n in (before, after) if near_in_time(n, result) for t in n.trails]
+
+    def decide(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> None:
+        """Label, satellite flag, detection and streak of a scored frame."""
+        candidate = self.candidate(result)
+        result.label = METEOR if candidate else NO_METEOR
+        if not candidate:
+            return
+        if self.satellite_check and trails.is_crossing(result.trails, self.neighbour_trails(result, before, after)):
+            result.flag = SATELLITE
+        result.detection = not result.flag or self.report_flagged
+        if result.trails and result.frame_size:
+            result.streak = result.trails[0].in_frame(*result.frame_size)
+
+
+def score_and_decide(scorer: Scorer, decider: Decider, files: list[Path]) -> Iterator[FrameResult]:
+    """Decided results for `files`, the night's last frame included."""
+    for result in scorer.score(files):
+        yield from decider.push(result)
+    yield from decider.finish()
+
+
+# --- model -----------------------------------------------------------------------------------------------------------
+
+def cpu_threads(threads: int) -> int:
+    return threads or os.cpu_count() or 1
+
+
+def open_model(settings: Settings, path: Path | None = None):
+    """Load the model (settings.model, or `path`), downloading the latest from the central service if the
+    configured file is missing. Raises ClientError with the reason."""
+    path = Path(path or settings.model)
+    if not path.is_file():
+        if path != settings.model:
+            raise ClientError(f"model file not found: {path}")
+        log.info("model %s not found: downloading the latest from %s", path, settings.url or "(no guAlta_URL)")
+        try:
+            download_model(settings.url, path)
+        except ModelDownloadError as exc:
+            raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
+    try:
+        return load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
+    except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
+        raise ClientError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
+
+
+def model_version(model) -> str | None:
+    version = str(getattr(getattr(model, "info", None), "version", "") or "")
+    return version if MODEL.fullmatch(version) else None
+
+
+# --- reports ---------------------------------------------------------------------------------------------------------
+
+def detection_report(result: FrameResult, settings: Settings, night: str, version: str | None) -> tuple[str, dict]:
+    """(outbox key, payload) of a detection: the payload of DESIGN.md with the 448×224 original | processed image."""
+    payload = build_detection(allsky.frame_id(result.file), min(max(result.score, 0.0), 1.0), settings.obs_id,
+                              side_by_side(result.thumb, result.diff, THUMB_SIZE), telegram=settings.enable_telegram,
+                              folder=night, flag=result.flag or None, model=version)
+    return detection_key(payload), payload
+
+
+def log_report(kind: str, settings: Settings, night: str, total: int | None = None) -> tuple[str, dict]:
+    """(outbox key, payload) of a night's start or end log."""
+    payload = build_log(kind, settings.obs_id, total=total, folder=night)
+    return log_key(payload, night), payload
+
+
+def frame_line(result: FrameResult) -> str:
+    """The thesis' per-frame line: path , label , p_meteor , p_no_meteor."""
+    if not result.scored:
+        return f"{result.file} , {SKIPPED} , , ({result.note})"
+    return f"{result.file} , {result.label} , {result.score:.4f} , {1 - result.score:.4f}"
+
+
+def detection_line(result: FrameResult) -> str:
+    what = "detection" if result.detection else "not reported"
+    flag = f" [{result.flag}: continues in an adjacent frame]" if result.flag else ""
+    return f"{what}: {result.file.name} score {result.score:.3f}{flag}"
+
+
+def show(result: FrameResult, settings: Settings, say) -> None:
+    """Tell the operator about a decided frame: every frame with extra log, else detections and flagged ones."""
+    if settings.enable_extra_log:
+        say(frame_line(result))
+    if result.label == METEOR:
+        say(detection_line(result))
+
+
+# --- the batch run ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class NightSummary:
+    night: str
+    frames: int = 0
+    scored: int = 0
+    detections: int = 0
+    flagged: int = 0
+    seconds: float = 0.0
+    pending: int | None = None         # reports left in the outbox (None: uploads off)
+    scores: Path | None = None
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        uploads = "uploads off" if self.pending is None else (
+            "all reports delivered" if self.pending == 0 else
+            f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`")
+        scores = f"; scores {self.scores}" if self.scores else ""
+        return (f"night {self.night}: {self.frames} frames ({self.scored} scored, {self.frames - self.scored} "
+                f"skipped), {self.detections} detections, {self.flagged} flagged, {self.seconds:.1f} s, "
+                f"{self.frames_per_s:.1f} frames/s; {uploads}{scores}")
+
+    def count(self, result: FrameResult) -> None:
+        self.frames += 1
+        self.scored += result.scored
+        self.detections += result.detection
+        self.flagged += bool(result.flag and result.flag != SKIPPED)
+
+
+def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
+    """The night to score: `folder`, else the latest night under guAlta_main_folder."""
+    if folder is not None:
+        night = Path(folder)
+        if not night.is_dir():
+            raise ClientError(f"night folder not found: {night}")
+        return night
+    night = allsky.latest_night(settings.main_folder)
+    if night is None:
+        raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
+    return night
+
+
+class CsvRows:
+    """The scores CSV, written row by row (flushed, so a crash keeps what was scored)."""
+
+    def __init__(self, path: Path | None):
+        self.stream = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(path, "w", newline="", encoding="utf-8")
+            self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
+            self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.stream is not None:
+            self.writer.writerow(row)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
+              upload: bool = True, model_path: str | Path | None = None, model=None, say=tqdm.write,
+              progress: bool | None = None) -> NightSummary:
+    """Score every frame of a night, write the scores CSV, report detections (start log, detections, end log
+    through the outbox) and return the summary."""
+    night = resolve_night(settings, folder)
+    files = allsky.list_frames(night)
+    if upload and not settings.url:
+        raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
+    model = model or open_model(settings, Path(model_path) if model_path else None)
+    version = model_version(model)
+    summary = NightSummary(night.name, scores=Path(scores) if scores else None)
+    outbox = sender = None
+    if upload:
+        outbox = Outbox(settings.outbox)
+        sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
+        outbox.put(*log_report("start", settings, night.name))
+        sender.wake()
+    rows = CsvRows(summary.scores)
+    scorer = Scorer(model, NightFrames(files, log), settings.batch_size)
+    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged)
+    started = time.perf_counter()
+    try:
+        bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
+        with bar:
+            for result in score_and_decide(scorer, decider, files):
+                summary.count(result)
+                rows.write(result.row())
+                show(result, settings, say)
+                if result.detection and outbox is not None:
+                    report_detection(outbox, sender, result, settings, night.name, version)
+                bar.update()
+        summary.seconds = time.perf_counter() - started
+        if outbox is not None:
+            outbox.put(*log_report("end", settings, night.name, summary.scored), replace=True)
+    finally:
+        rows.close()
+        if sender is not None:
+            sender.wake()
+            summary.pending = sender.close(timeout=10.0)
+            outbox.close()
+    say(summary.text())
+    return summary
+
+
+def report_detection(outbox, sender, result: FrameResult, settings: Settings, night: str,
+                     version: str | None) -> None:
+    try:
+        outbox.put(*detection_report(result, settings, night, version))
+    except PayloadError as exc:              # never expected: log it rather than lose the night
+        log.error("%s: cannot build the detection payload: %s", result.file.name, exc)
+        return
+    sender.wake()
+
+
+def read_scores(path: str | Path) -> list[dict]:
+    """A scores CSV as a list of rows (strings), for tests and tools."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))

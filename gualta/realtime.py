@@ -1,0 +1,296 @@
+"""The real-time watcher (`python guAlta.py realtime`): score each frame of the newest night as soon as it is written.
+
+Inside the start–end window (local time; it may cross midnight; start = end means always) the watcher follows the
+newest night folder under guAlta_main_folder (re-checked every 5 minutes and whenever the root folder changes), takes
+each new frame once it is completely written, scores it against the last good frame before it, decides it with the
+same `Decider` as the batch run and reports it through the outbox. After handling frames it sleeps
+guAlta_sleep_between_imgs, then checks the folder every 0.5 s, so a frame is scored within about a second of being
+complete. A frame is complete when its size has held for SETTLE_S and a JPEG ends with its end-of-image marker; a
+file that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a bad frame and skipped).
+
+The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
+latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
+outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped,
+without rescoring or reporting twice. SIGINT/SIGTERM stop it between frames.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from gualta import allsky
+from gualta.config import Settings
+from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_report, log_report, model_version,
+                           open_model, prepare, show)
+from gualta.frames import NightFrames
+from gualta.payload import PayloadError
+from gualta.preprocess import JPEG_END
+from gualta.report import ApiClient, Outbox, Sender
+
+log = logging.getLogger(__name__)
+
+FAST_POLL_S = 0.5
+SETTLE_S = 0.4
+INCOMPLETE_GRACE_S = 60.0
+NIGHT_RECHECK_S = 300.0
+HOLD_MAX_S = 120.0
+OUTSIDE_WINDOW_NAP_S = 60.0
+
+
+def minutes(hhmm: str) -> int:
+    return int(hhmm[:2]) * 60 + int(hhmm[2:])
+
+
+def in_window(now: datetime, start: str, end: str) -> bool:
+    """Whether local time `now` is inside [start, end) (HHMM); the window may cross midnight."""
+    current, first, last = now.hour * 60 + now.minute, minutes(start), minutes(end)
+    if first == last:
+        return True
+    if first < last:
+        return first <= current < last
+    return current >= first or current < last
+
+
+def seconds_until(now: datetime, hhmm: str) -> float:
+    """Seconds from `now` to the next local time hhmm."""
+    target = now.replace(hour=int(hhmm[:2]), minute=int(hhmm[2:]), second=0, microsecond=0)
+    if target <= now:
+        target += timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+def looks_complete(path: Path) -> bool:
+    """A JPEG that ends with its end-of-image marker (trailing zero padding allowed); any other file as it is."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(2)
+            stream.seek(max(path.stat().st_size - 64, 0))
+            tail = stream.read()
+    except OSError:
+        return False
+    return head != b"\xff\xd8" or tail.rstrip(b"\x00").endswith(JPEG_END)
+
+
+class FrameWatch:
+    """Finds the frames of a night folder that are completely written, in time order."""
+
+    def __init__(self, folder: Path, taken: list[Path] = (), settle_s: float = SETTLE_S,
+                 grace_s: float = INCOMPLETE_GRACE_S):
+        self.folder, self.settle_s, self.grace_s = folder, settle_s, grace_s
+        self.taken = {frame.name for frame in taken}          # handed over already (or ignored)
+        self.after = max((allsky.frame_time(frame) for frame in taken), default=None)
+        self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
+
+    def ready(self, force: bool = False) -> list[Path]:
+        """Frames newly complete since the last call; a frame still being written holds back those after it.
+        With force, every remaining frame is handed over as it is (the night is being closed)."""
+        now, ready = time.monotonic(), []
+        for path, size in self.candidates():
+            stamp = allsky.frame_time(path)
+            if self.after is not None and stamp <= self.after:
+                self.taken.add(path.name)
+                log.warning("%s arrived after a later frame was scored: ignored", path.name)
+                continue
+            previous = self.seen.get(path.name)
+            if not force and (previous is None or previous[0] != size):
+                self.seen[path.name] = (size, now)
+                break
+            steady = now - previous[1] if previous else 0.0
+            if not (force or (size > 0 and steady >= self.settle_s and looks_complete(path))
+                    or steady >= self.grace_s):
+                break
+            ready.append(path)
+            self.after = stamp
+            self.taken.add(path.name)
+            self.seen.pop(path.name, None)
+        return ready
+
+    def left(self) -> bool:
+        """Whether the folder holds frames not handed over yet."""
+        return bool(self.candidates())
+
+    def candidates(self) -> list[tuple[Path, int]]:
+        """Frames of the folder not handed over yet, with their sizes, in time order."""
+        found = []
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
+                            and entry.is_file():
+                        try:
+                            found.append((Path(entry.path), entry.stat().st_size))
+                        except OSError:          # removed meanwhile
+                            continue
+        except OSError as exc:
+            log.warning("cannot list %s: %s", self.folder, exc)
+        return sorted(found, key=lambda item: allsky.frame_time(item[0]))
+
+
+class NightWatch:
+    """One night being watched: its frames, scorer, decider and recorded progress."""
+
+    def __init__(self, folder: Path, settings: Settings, model, outbox: Outbox, upload: bool, say,
+                 settle_s: float = SETTLE_S, grace_s: float = INCOMPLETE_GRACE_S):
+        self.folder, self.night, self.settings, self.outbox = folder, folder.name, settings, outbox
+        self.upload, self.say = upload, say
+        self.version = model_version(model)
+        self.frames = NightFrames([], log)
+        self.scorer = Scorer(model, self.frames, settings.batch_size)
+        self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged)
+        self.waiting_since: float | None = None
+        self.resume()
+        self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)
+        if upload:
+            outbox.put(*log_report("start", settings, self.night))
+
+    def resume(self) -> None:
+        """Take back the frames decided before a restart."""
+        done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
+        last_scored = None
+        for frame in allsky.list_frames(self.folder):
+            if frame.name not in done:
+                break
+            self.frames.append(frame)
+            if done[frame.name]["score"] != "":
+                last_scored = frame
+        if last_scored is not None:
+            context, _ = prepare(self.frames, last_scored, self.scorer.kind)
+            self.decider.resume_after(context)
+            log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, last_scored.name,
+                     len(self.frames.frames))
+
+    def step(self, force: bool = False) -> int:
+        """Score and decide the frames that became complete (force: all that are left); returns how many."""
+        ready = self.watch.ready(force)
+        for frame in ready:
+            self.frames.append(frame)
+        for result in self.scorer.score(ready):
+            self.emit(self.decider.push(result))
+        if self.decider.waiting is None:
+            self.waiting_since = None
+        elif self.waiting_since is None or ready:
+            self.waiting_since = time.monotonic()
+        return len(ready)
+
+    def check_hold(self, hold_s: float) -> None:
+        """Decide a candidate that has waited too long for its successor."""
+        if self.waiting_since is not None and time.monotonic() - self.waiting_since > hold_s:
+            self.emit(self.decider.finish())
+            self.waiting_since = None
+
+    def finish(self, settle_s: float = 2 * FAST_POLL_S) -> None:
+        """Night over: take the frames still arriving (for up to settle_s, then as they are), decide the last one
+        and send the end log."""
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline and self.watch.left():
+            self.step()
+            time.sleep(FAST_POLL_S / 5)
+        self.step(force=True)
+        self.emit(self.decider.finish())
+        if self.upload:
+            total = sum(row["score"] != "" for row in self.outbox.night_rows(self.night))
+            self.outbox.put(*log_report("end", self.settings, self.night, total), replace=True)
+
+    def emit(self, results: list[FrameResult]) -> None:
+        for result in results:
+            report = None
+            if result.detection and self.upload:
+                try:
+                    report = detection_report(result, self.settings, self.night, self.version)
+                except PayloadError as exc:          # never expected: log it rather than stop watching
+                    log.error("%s: cannot build the detection payload: %s", result.file.name, exc)
+            self.outbox.record_frame(self.night, result.row(), report)
+            show(result, self.settings, self.say)
+
+
+class Watcher:
+    """Follows the newest night inside the window until `stop` is set."""
+
+    def __init__(self, settings: Settings, model, stop: threading.Event, sender=None, say=print,
+                 clock=datetime.now, night_recheck_s: float = NIGHT_RECHECK_S, settle_s: float = SETTLE_S,
+                 grace_s: float = INCOMPLETE_GRACE_S, hold_s: float = HOLD_MAX_S):
+        self.settings, self.model, self.stop, self.sender, self.say, self.clock = \
+            settings, model, stop, sender, say, clock
+        self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
+        self.outbox = Outbox(settings.outbox)
+        self.current: NightWatch | None = None
+        self.checked_at = -float("inf")
+        self.root_mtime: float | None = None
+
+    def run(self) -> None:
+        """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
+        self.say(f"guAlta real time: {self.settings.main_folder}, window {self.settings.start_time}–"
+                 f"{self.settings.end_time}, obs_id {self.settings.obs_id}")
+        try:
+            while not self.stop.is_set():
+                self.stop.wait(self.tick())
+        finally:
+            self.outbox.close()
+
+    def tick(self) -> float:
+        """One round; returns how long to sleep before the next."""
+        now = self.clock()
+        if not in_window(now, self.settings.start_time, self.settings.end_time):
+            self.end_night()
+            return min(seconds_until(now, self.settings.start_time), OUTSIDE_WINDOW_NAP_S)
+        self.follow_newest_night()
+        if self.current is None:
+            return max(self.settings.sleep_between_imgs, FAST_POLL_S)
+        handled = self.current.step()
+        self.current.check_hold(self.hold_s)
+        if self.sender is not None:
+            self.sender.wake()
+        return self.settings.sleep_between_imgs if handled else FAST_POLL_S
+
+    def follow_newest_night(self) -> None:
+        """Switch to the newest night folder (checked every night_recheck_s and when the root folder changes)."""
+        root_mtime = folder_mtime(self.settings.main_folder)
+        if (time.monotonic() - self.checked_at < self.night_recheck_s and root_mtime == self.root_mtime
+                and self.current is not None):
+            return
+        self.checked_at, self.root_mtime = time.monotonic(), root_mtime
+        newest = allsky.latest_night(self.settings.main_folder)
+        if newest is None or (self.current is not None and newest.name <= self.current.night):
+            return
+        self.end_night()
+        self.say(f"watching night {newest}")
+        self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
+                                  self.settle_s, self.grace_s)
+
+    def end_night(self) -> None:
+        if self.current is not None:
+            self.current.finish()
+            self.say(f"night {self.current.night} ended")
+            self.current = None
+            if self.sender is not None:
+                self.sender.wake()
+
+
+def folder_mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print) -> None:
+    """`python guAlta.py realtime`: load the model, start the sender, watch until SIGINT/SIGTERM (or `stop`)."""
+    if upload and not settings.url:
+        raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
+    log.info("settings from %s: %s", settings.source, settings.describe())
+    model = open_model(settings)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key)) if upload else None
+    try:
+        Watcher(settings, model, stop, sender, say).run()
+    finally:
+        pending = sender.close(timeout=3.0) if sender is not None else 0
+        say(f"stopped; {pending} report(s) pending in the outbox" if pending else "stopped")

@@ -1,0 +1,375 @@
+"""Reporting to the central service: the API client, a durable SQLite outbox, and the model download.
+
+Every detection and log is written to the outbox (one SQLite file) before any attempt to send it; a background
+sender delivers pending items oldest first. 200 (stored or duplicate: ingest is idempotent by (obs_id, id)) marks an
+item sent; network errors, 5xx and 429 keep it pending and pause sending with exponential backoff; 401/403 (a key
+or obs_id problem of this observatory) also keep it pending and are logged as errors; any other 4xx marks that one
+item rejected (it would be refused again). Whatever is pending survives a crash or a reboot and goes out with the
+next run or `python guAlta.py flush`. The same file keeps the real-time watcher's progress (frames already decided
+per night), so a restart neither rescores nor re-reports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger(__name__)
+
+UPLOAD_ROUTE = "/uploadmeteor"
+MODEL_ROUTE = "/models/latest"
+TIMEOUT_S = 15
+BACKOFF_FIRST_S = 2.0
+BACKOFF_MAX_S = 300.0
+CONFIG_PROBLEMS = (401, 403)          # this observatory's key or obs_id: keep the items, fix the settings
+RETRY_STATUSES = (408, 429)           # 4xx that mean "later"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,            -- detection/<obs_id>/<id> or log/<start|end>/<obs_id>/<night>
+    body TEXT NOT NULL,                  -- the JSON payload
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0,    -- unix time before which it is not retried
+    last_error TEXT,
+    created REAL NOT NULL,
+    done REAL
+);
+CREATE TABLE IF NOT EXISTS frames (      -- the real-time watcher's decided frames, one scores row each
+    night TEXT NOT NULL,
+    file TEXT NOT NULL,
+    row TEXT NOT NULL,                   -- the scores CSV row as JSON
+    PRIMARY KEY (night, file)
+);
+"""
+
+
+class ModelDownloadError(RuntimeError):
+    """The model could not be fetched or verified; the message says why."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    key: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the service made of one send: 'sent', 'rejected' (permanent), 'retry' (network/5xx) or 'refused'
+    (401/403: a settings problem)."""
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class Delivery:
+    """Counts of one delivery pass."""
+    sent: int = 0
+    rejected: int = 0
+    stopped: str = ""                 # why the pass stopped early ('' if it ran out of due items)
+
+
+def detection_key(payload: dict) -> str:
+    return f"detection/{payload['obs_id']}/{payload['id']}"
+
+
+def log_key(payload: dict, night: str) -> str:
+    return f"log/{payload['log']}/{payload['obs_id']}/{night}"
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before retry number `attempts` (2, 4, 8 … capped at 5 min), with 10 % jitter."""
+    delay = min(BACKOFF_FIRST_S * 2 ** max(attempts - 1, 0), BACKOFF_MAX_S)
+    return delay * random.uniform(1.0, 1.1)
+
+
+class Outbox:
+    """The on-disk queue of reports (and the watcher's progress). Use each Outbox from one thread at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the queue -----------------------------------------------------------------------------------------------
+    def put(self, key: str, payload: dict, replace: bool = False) -> bool:
+        """Queue a payload under a key; an existing key is kept (replace: updated and re-sent if it differs).
+        Returns True if something new is to be sent."""
+        with self.db:
+            return self._put(key, payload, replace)
+
+    def _put(self, key: str, payload: dict, replace: bool) -> bool:
+        body = json.dumps(payload, sort_keys=True)
+        if replace:
+            cursor = self.db.execute(
+                "INSERT INTO outbox (key, body, created) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "body = excluded.body, state = 'pending', attempts = 0, next_try = 0, last_error = NULL, done = NULL "
+                "WHERE outbox.body != excluded.body", (key, body, time.time()))
+        else:
+            cursor = self.db.execute("INSERT OR IGNORE INTO outbox (key, body, created) VALUES (?, ?, ?)",
+                                     (key, body, time.time()))
+        return cursor.rowcount > 0
+
+    def due(self, now: float | None = None, limit: int = 50) -> list[Item]:
+        """Pending items whose retry time has come (all pending ones if now is None), oldest first."""
+        query = "SELECT id, key, body, attempts FROM outbox WHERE state = 'pending'"
+        args: tuple = ()
+        if now is not None:
+            query += " AND next_try <= ?"
+            args = (now,)
+        rows = self.db.execute(query + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [Item(*row) for row in rows]
+
+    def mark(self, item: Item, outcome: Outcome, now: float) -> None:
+        """Record a send's outcome: sent, rejected, or pending with the next retry time."""
+        if outcome.kind in ("sent", "rejected"):
+            self.db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, done = ? "
+                            "WHERE id = ?", (outcome.kind, outcome.detail or None, now, item.id))
+        else:
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
+                            (now + retry_delay(item.attempts + 1), outcome.detail, item.id))
+
+    def pending(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+    def next_due(self) -> float | None:
+        """Unix time of the earliest retry among pending items (None if nothing is pending)."""
+        return self.db.execute("SELECT MIN(next_try) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+
+    def rejected(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT key, last_error FROM outbox WHERE state = 'rejected' ORDER BY id").fetchall()
+
+    # --- the watcher's progress ----------------------------------------------------------------------------------
+    def record_frame(self, night: str, row: dict, report: tuple[str, dict] | None = None) -> None:
+        """Store a decided frame's row and, in the same transaction, queue its report (key, payload) if any."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO frames (night, file, row) VALUES (?, ?, ?)",
+                            (night, row["file"], json.dumps(row)))
+            if report is not None:
+                self._put(*report, replace=False)
+
+    def night_rows(self, night: str) -> list[dict]:
+        """The decided rows of a night, in file (= time) order."""
+        rows = self.db.execute("SELECT row FROM frames WHERE night = ? ORDER BY file", (night,)).fetchall()
+        return [json.loads(row) for (row,) in rows]
+
+
+# --- sending ---------------------------------------------------------------------------------------------------------
+
+class ApiClient:
+    """POSTs payloads to {url}/uploadmeteor with the observatory's key and classifies the answer."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = TIMEOUT_S):
+        self.url = url.rstrip("/") + UPLOAD_ROUTE
+        self.session = requests.Session()
+        self.session.headers.update({"x-api-key": api_key, "Content-Type": "application/json"})
+        self.timeout = timeout
+
+    def send(self, body: str) -> Outcome:
+        try:
+            response = self.session.post(self.url, data=body.encode("utf-8"), timeout=self.timeout)
+        except requests.RequestException as exc:
+            return Outcome("retry", f"network: {type(exc).__name__}")
+        reason = f"HTTP {response.status_code}: {response.text[:200]}"
+        if response.status_code == 200:
+            return Outcome("sent")
+        if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
+            return Outcome("retry", reason)
+        if response.status_code in CONFIG_PROBLEMS:
+            return Outcome("refused", reason)
+        return Outcome("rejected", reason)
+
+
+def deliver(outbox: Outbox, client: ApiClient, everything: bool = False) -> Delivery:
+    """Send due items (every pending one if `everything`) oldest first; stop at the first one that must wait."""
+    result = Delivery()
+    while True:
+        items = outbox.due(None if everything else time.time())
+        if not items:
+            return result
+        for item in items:
+            outcome = client.send(item.body)
+            outbox.mark(item, outcome, time.time())
+            if outcome.kind == "sent":
+                result.sent += 1
+            elif outcome.kind == "rejected":
+                result.rejected += 1
+                log.error("report %s rejected by the service: %s", item.key, outcome.detail)
+            else:
+                result.stopped = outcome.detail
+                if outcome.kind == "refused":
+                    log.error("the service refused this observatory's key or obs_id (%s): reports kept in the "
+                              "outbox; fix guAlta_api_key / guAlta_obs_id", outcome.detail)
+                return result
+
+
+class Sender:
+    """A background thread that delivers the outbox while the client works; `wake()` after queueing."""
+
+    def __init__(self, outbox_path: str | Path, client: ApiClient, idle_s: float = 30.0):
+        self.outbox_path, self.client, self.idle_s = Path(outbox_path), client, idle_s
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self.blocked_until = 0.0
+        self.last_problem = ""
+        self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        with Outbox(self.outbox_path) as outbox:
+            while not self._stop.is_set():
+                self._wake.clear()
+                wait = self._pass(outbox)
+                self._wake.wait(wait)
+
+    def _pass(self, outbox: Outbox) -> float:
+        """One delivery pass; returns how long to sleep before the next one (unless woken)."""
+        now = time.time()
+        if now < self.blocked_until:
+            return self.blocked_until - now
+        try:
+            delivery = deliver(outbox, self.client)
+        except sqlite3.Error as exc:          # e.g. a locked database: try again shortly
+            log.warning("outbox busy (%s): retrying", exc)
+            return 1.0
+        if delivery.stopped:
+            self.last_problem = delivery.stopped
+            due = outbox.next_due() or now + BACKOFF_FIRST_S
+            self.blocked_until = due
+            log.warning("central service unreachable (%s): %d report(s) kept, retry in %.0f s", delivery.stopped,
+                        outbox.pending(), max(due - time.time(), 0))
+            return max(due - time.time(), 0.05)
+        self.last_problem = ""
+        next_due = outbox.next_due()
+        if next_due is None:
+            return self.idle_s
+        return min(max(next_due - time.time(), 0.05), self.idle_s)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is pending (True), or the timeout passes or the service is found unreachable (False)."""
+        self.wake()
+        deadline = time.monotonic() + timeout
+        with Outbox(self.outbox_path) as outbox:
+            while outbox.pending():
+                if time.monotonic() > deadline or time.time() < self.blocked_until:
+                    return False
+                time.sleep(0.05)
+        return True
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Deliver what is pending (for up to `timeout` s, then one last try even while backing off) and stop;
+        returns how many reports are still pending."""
+        if timeout > 0:
+            self.wait_idle(timeout)
+        self._stop.set()
+        self._wake.set()
+        self.thread.join(TIMEOUT_S + 5)
+        with Outbox(self.outbox_path) as outbox:
+            if timeout > 0 and outbox.pending():
+                deliver(outbox, self.client, everything=True)
+            return outbox.pending()
+
+
+def flush(outbox_path: str | Path, url: str, api_key: str) -> tuple[Delivery, int]:
+    """Send every pending report now, ignoring retry times (`python guAlta.py flush`); returns what happened and
+    how many are still pending."""
+    with Outbox(outbox_path) as outbox:
+        delivery = deliver(outbox, ApiClient(url, api_key), everything=True)
+        return delivery, outbox.pending()
+
+
+# --- the model -------------------------------------------------------------------------------------------------------
+
+def download_model(url: str, destination: str | Path, timeout: float = 60) -> dict:
+    """Fetch the latest published model from the central service into `destination`, verified by size and
+    sha256 against GET {url}/models/latest, written atomically, with its metadata beside it (<file>.json).
+    Raises ModelDownloadError with the reason."""
+    destination = Path(destination)
+    base = url.rstrip("/")
+    if not base:
+        raise ModelDownloadError("no central service configured (guAlta_URL) to download the model from")
+    meta = latest_model_info(base, timeout)
+    served_suffix = Path(meta["file"]).suffix.lower() if isinstance(meta.get("file"), str) else destination.suffix
+    if served_suffix != destination.suffix.lower():
+        raise ModelDownloadError(f"the service publishes a {served_suffix} model, but {destination} is configured")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            size, digest = fetch_to(f"{base}{MODEL_ROUTE}/file", stream, meta["size"], timeout)
+        if size != meta["size"] or digest != meta["sha256"]:
+            raise ModelDownloadError(f"downloaded model does not match its metadata (size {size} vs {meta['size']},"
+                                     f" sha256 {digest[:12]}… vs {meta['sha256'][:12]}…)")
+        os.replace(temporary, destination)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    destination.with_name(destination.name + ".json").write_text(json.dumps(meta, indent=2))
+    log.info("downloaded model version %s (%d bytes) to %s", meta.get("version"), meta["size"], destination)
+    return meta
+
+
+def latest_model_info(base: str, timeout: float) -> dict:
+    """The published model's metadata, checked to have a size and a sha256."""
+    try:
+        response = requests.get(f"{base}{MODEL_ROUTE}", timeout=timeout)
+    except requests.RequestException as exc:
+        raise ModelDownloadError(f"cannot reach {base}{MODEL_ROUTE}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise ModelDownloadError(f"{base}{MODEL_ROUTE} answered HTTP {response.status_code}: {response.text[:200]}")
+    try:
+        meta = response.json()
+    except ValueError:
+        raise ModelDownloadError(f"{base}{MODEL_ROUTE} did not answer JSON") from None
+    if not isinstance(meta, dict) or type(meta.get("size")) is not int or meta["size"] <= 0 \
+            or not isinstance(meta.get("sha256"), str) or len(meta["sha256"]) != 64:
+        raise ModelDownloadError(f"{base}{MODEL_ROUTE}: metadata lacks a valid size and sha256")
+    return meta
+
+
+def fetch_to(address: str, stream, expected_size: int, timeout: float) -> tuple[int, str]:
+    """Stream a download into `stream`; returns (bytes, sha256 hex). Stops past the expected size."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with requests.get(address, stream=True, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise ModelDownloadError(f"{address} answered HTTP {response.status_code}")
+            for chunk in response.iter_content(1 << 20):
+                size += len(chunk)
+                if size > expected_size:
+                    raise ModelDownloadError(f"{address} sent more than the published {expected_size} bytes")
+                digest.update(chunk)
+                stream.write(chunk)
+    except requests.RequestException as exc:
+        raise ModelDownloadError(f"download from {address} failed: {type(exc).__name__}") from None
+    return size, digest.hexdigest()

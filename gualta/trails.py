@@ -1,0 +1,144 @@
+"""The cross-frame satellite/plane check: straight trails in difference images, and whether one continues another.
+
+A meteor lasts under a second, so a 30 s frame cannot hold the same meteor twice; a satellite or a plane crosses the
+sky for minutes and leaves a trail in several consecutive frames, each piece on the same straight line as the last
+and starting about where it ended. The check works on the 400×400 difference image the model scores (v4: the
+thresholded difference averaged down, so noise is a faint speckle and a trail is bright):
+
+    pixels ≥ level → connected components, fat blobs (cloud edges) dropped → HoughLinesP → collinear pieces merged
+    into trails → trails lying where an adjacent frame has the same trail are static (cloud edges, glare) and set
+    aside → a frame whose other trails *all* continue a trail of the previous or next frame is a crossing.
+
+"All" keeps a meteor that shares its frame with a satellite; two meteors in consecutive frames are not hidden
+unless they lie on one line and meet end to end. A meteor never overlaps itself in an adjacent difference image
+(the subtraction removes it there), so setting static trails aside cannot hide one. Coordinates are model-input pixels (400×400); `in_frame` maps them
+back to the full frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+LEVEL_MIN = 128               # a trail pixel is mostly above the threshold in the full frame
+MIN_COMPONENT_PX = 5          # smaller specks (star residuals, hot pixels) are ignored
+FAT_AREA_PER_PX = 4.0         # a component with more area than 4 px per pixel of its diagonal is a blob, not a line
+HOUGH_VOTES = 12
+MIN_TRAIL_PX = 15             # shortest trail considered, in model-input pixels (~45 px in a 1304×976 frame)
+HOUGH_GAP_PX = 4              # bridges a plane's strobe dots
+MERGE_GAP_PX = 10             # pieces on one line closer than this are one trail
+MAX_ANGLE_DEG = 8.0           # continuation: directions within this angle
+MAX_OFFSET_PX = 4.0           # ... each trail's ends within this distance of the other's line
+GAP_PER_LENGTH = 1.5          # ... and the gap between them at most 1.5× the longer trail (+ GAP_SLACK_PX)
+GAP_SLACK_PX = 10.0
+STATIC_OVERLAP = 0.5          # collinear trails overlapping by half the shorter one: the same thing in both frames
+
+
+@dataclass(frozen=True)
+class Trail:
+    """A straight trail from (x1, y1) to (x2, y2) in model-input pixels."""
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def length(self) -> float:
+        return math.hypot(self.x2 - self.x1, self.y2 - self.y1)
+
+    @property
+    def direction(self) -> np.ndarray:
+        return np.array([self.x2 - self.x1, self.y2 - self.y1]) / max(self.length, 1e-9)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.array([[self.x1, self.y1], [self.x2, self.y2]], dtype=float)
+
+    def in_frame(self, width: int, height: int, size: int = 400) -> tuple[int, int, int, int]:
+        """The trail's ends in a width×height frame (the model input is the frame stretched to size×size)."""
+        sx, sy = width / size, height / size
+        return (round(self.x1 * sx), round(self.y1 * sy), round(self.x2 * sx), round(self.y2 * sy))
+
+
+def line_mask(diff: np.ndarray) -> np.ndarray:
+    """Bright, thin structures of a difference image (255), without specks and fat blobs."""
+    level = max(LEVEL_MIN, (255 + float(np.median(diff))) / 2)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((diff >= level).astype(np.uint8), connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA].astype(float)
+    diagonal = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    keep = (area >= MIN_COMPONENT_PX) & (area <= FAT_AREA_PER_PX * diagonal + 10)
+    keep[0] = False
+    return keep[labels].astype(np.uint8) * 255
+
+
+def find_trails(diff: np.ndarray) -> list[Trail]:
+    """The straight trails of a 400×400 difference image, longest first."""
+    lines = cv2.HoughLinesP(line_mask(diff), 1, np.pi / 180, HOUGH_VOTES, minLineLength=MIN_TRAIL_PX,
+                            maxLineGap=HOUGH_GAP_PX)
+    if lines is None:
+        return []
+    pieces = sorted((Trail(*map(float, line)) for line in lines.reshape(-1, 4)), key=lambda t: -t.length)
+    trails: list[Trail] = []
+    for piece in pieces:
+        for k, trail in enumerate(trails):
+            if collinear(trail, piece) and gap_between(trail, piece) <= MERGE_GAP_PX:
+                trails[k] = merged(trail, piece)
+                break
+        else:
+            trails.append(piece)
+    return trails
+
+
+def angle_between(a: Trail, b: Trail) -> float:
+    """Angle between two trails' lines in degrees (0–90; direction of travel ignored)."""
+    cosine = abs(float(np.dot(a.direction, b.direction)))
+    return math.degrees(math.acos(min(cosine, 1.0)))
+
+
+def offset_from_line(trail: Trail, points: np.ndarray) -> float:
+    """Largest perpendicular distance of points from the trail's line."""
+    normal = np.array([-trail.direction[1], trail.direction[0]])
+    return float(np.abs((points - trail.ends[0]) @ normal).max())
+
+
+def collinear(a: Trail, b: Trail) -> bool:
+    """Same direction and on the same line (each one's ends near the other's line)."""
+    return (angle_between(a, b) <= MAX_ANGLE_DEG and offset_from_line(a, b.ends) <= MAX_OFFSET_PX
+            and offset_from_line(b, a.ends) <= MAX_OFFSET_PX)
+
+
+def gap_between(a: Trail, b: Trail) -> float:
+    """Distance along a's line between the two trails (negative when they overlap)."""
+    along_a = sorted((a.ends - a.ends[0]) @ a.direction)
+    along_b = sorted((b.ends - a.ends[0]) @ a.direction)
+    return max(along_b[0] - along_a[1], along_a[0] - along_b[1])
+
+
+def merged(a: Trail, b: Trail) -> Trail:
+    """One trail spanning two collinear ones (along a's direction)."""
+    points = np.vstack([a.ends, b.ends])
+    along = (points - a.ends[0]) @ a.direction
+    first, last = points[int(np.argmin(along))], points[int(np.argmax(along))]
+    return Trail(*first, *last)
+
+
+def overlaps(a: Trail, b: Trail) -> bool:
+    """a and b lie on one line over much of their length: a structure that stayed (cloud edge), not a mover."""
+    return collinear(a, b) and gap_between(a, b) < -STATIC_OVERLAP * min(a.length, b.length)
+
+
+def continues(a: Trail, b: Trail) -> bool:
+    """b could be the same moving object as a one frame apart: collinear, and one starts about where the other
+    ends (a small overlap or a gap up to 1.5× the longer trail + 10 px)."""
+    gap = gap_between(a, b)
+    return (collinear(a, b) and -STATIC_OVERLAP * min(a.length, b.length) <= gap
+            <= GAP_PER_LENGTH * max(a.length, b.length) + GAP_SLACK_PX)
+
+
+def is_crossing(trails: list[Trail], neighbour_trails: list[Trail]) -> bool:
+    """True if the frame's moving trails (those not lying where a neighbour has the same one: static structures)
+    exist and every one continues a trail of an adjacent frame (satellite, plane)."""
+    moving = [trail for trail in trails if not any(overlaps(trail, other) for other in neighbour_trails)]
+    return bool(moving) and all(any(continues(trail, other) for other in neighbour_trails) for trail in moving)

@@ -1,0 +1,98 @@
+"""Shared pieces for the inference-client tests: a tiny ONNX "meteor model" built with onnx.helper (no torch)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_SIZE = 400
+TINY_VERSION = "test-1"
+LINE = 15                       # the line kernels' length in pixels
+
+
+def line_kernels(length: int = LINE):
+    """Four normalised line kernels (horizontal, vertical, both diagonals), shape [4, 1, L, L]."""
+    import numpy as np
+
+    kernels = np.zeros((4, 1, length, length), np.float32)
+    middle = length // 2
+    kernels[0, 0, middle, :] = kernels[1, 0, :, middle] = 1
+    kernels[2, 0] = np.eye(length)
+    kernels[3, 0] = np.fliplr(np.eye(length))
+    return kernels / length
+
+
+def tiny_onnx_model(path: Path, scale: float = 60.0, bias: float = -12.0, size: int = TINY_SIZE) -> Path:
+    """A model guAlta's loader accepts: [N,3,S,S] in [0,1] → softmax([meteor, no-meteor]).
+
+    Its meteor logit is scale × (strongest straight bright line of the image) + bias, where the line response is
+    the best of four 15-pixel line filters over the pixels above 0.6: streaks score high, speckle low. A stand-in
+    for a trained network, enough to drive the client end to end.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Slice", ["input", "zero", "one", "one"], ["gray"]),
+        helper.make_node("Sub", ["gray", "floor"], ["shifted"]),
+        helper.make_node("Relu", ["shifted"], ["bright"]),
+        helper.make_node("Conv", ["bright", "kernels"], ["lines"], pads=[LINE // 2] * 4),
+        helper.make_node("ReduceMax", ["lines", "axes"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["logit"]),
+        helper.make_node("Unsqueeze", ["logit", "one"], ["meteor"]),
+        helper.make_node("Neg", ["meteor"], ["other"]),
+        helper.make_node("Concat", ["meteor", "other"], ["logits"], axis=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+                    helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+                    helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+                    helper.make_tensor("floor", TensorProto.FLOAT, [], [0.6]),
+                    numpy_helper.from_array(line_kernels(), "kernels"),
+                    helper.make_tensor("scale", TensorProto.FLOAT, [], [scale / 2]),
+                    helper.make_tensor("bias", TensorProto.FLOAT, [], [bias / 2])]
+    graph = helper.make_graph(
+        nodes, "gualta-tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"classes": json.dumps(["meteor", "no-meteor"]), "input_size": str(size),
+                                   "input_kind": "diff", "arch": "tiny-test", "version": TINY_VERSION})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def settings(tmp_path: Path, model: Path, **overrides):
+    """Client settings for a test: the repository's guAltaConfig.py, no environment, one thread, files in tmp."""
+    from gualta.config import load_settings
+
+    values = {"model": model, "outbox": tmp_path / "outbox.sqlite", "threads": 1, "obs_id": "obs01",
+              "main_folder": tmp_path / "images", "enable_telegram": False, "batch_size": 8}
+    values.update(overrides)
+    return load_settings(env={}, overrides=values)
+
+
+def copy_night(night: Path, root: Path) -> Path:
+    """A writable copy of a night folder under root."""
+    import shutil
+
+    return Path(shutil.copytree(night, root / night.name))
+
+
+def publish(store: Path, model: Path, version: int = 1) -> dict:
+    """Put a model into a store's models/ folder as gualta.export.publish_model lays it out (without its imports)."""
+    import hashlib
+    import shutil
+
+    models = store / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    name = f"guAlta_v{version}.onnx"
+    shutil.copyfile(model, models / name)
+    shutil.copyfile(model, models / "guAlta_latest_version.onnx")
+    data = (models / name).read_bytes()
+    meta = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": name}
+    (models / "guAlta_latest_version.json").write_text(json.dumps(meta))
+    return meta

@@ -1,0 +1,103 @@
+"""Client settings: guAltaConfig.py, GUALTA_* environment, CLI flags, --config FILE, one clear error at start-up."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gualta.config import DEFAULT_FILE, SETTINGS, ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_come_from_the_repository_settings_file():
+    settings = load_settings(env={})
+    assert settings.source == str(DEFAULT_FILE)
+    assert (settings.threshold, settings.start_time, settings.end_time) == (0.85, "2000", "0800")
+    assert settings.sleep_between_imgs == 10 and settings.enable_telegram is True
+    assert settings.model == REPO / "models" / "guAlta.onnx"               # relative to the settings file
+    assert settings.satellite_check is True and settings.report_flagged is False
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkeypatch):
+    env = {"GUALTA_THRESHOLD": "0.9", "GUALTA_ENABLE_TELEGRAM": "false", "GUALTA_URL": "https://api.example.org/",
+           "GUALTA_API_KEY": "secret-key-1", "GUALTA_START_TIME": "21:30", "GUALTA_MODEL": "m/x.onnx",
+           "GUALTA_STORE": "ignored: a service setting"}
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env=env)
+    assert settings.threshold == 0.9 and settings.enable_telegram is False and settings.start_time == "2130"
+    assert settings.url == "https://api.example.org" and settings.api_key == "secret-key-1"
+    assert settings.model == tmp_path / "m" / "x.onnx"                      # env paths: relative to the cwd
+    flags = load_settings(env=env, overrides={"threshold": "0.5", "enable_telegram": True, "obs_id": None})
+    assert flags.threshold == 0.5 and flags.enable_telegram is True and flags.obs_id == "obs01"
+
+
+def test_another_settings_file(tmp_path):
+    config = tmp_path / "site" / "myConfig.py"
+    config.parent.mkdir()
+    config.write_text('guAlta_threshold = 0.7\nguAlta_obs_id = "roof-2"\nguAlta_model = "nets/m.onnx"\n'
+                      'guAlta_satellite_check = False\nguAlta_sleep_between_imgs = 2\n')
+    settings = load_settings(config, env={})
+    assert (settings.threshold, settings.obs_id, settings.satellite_check) == (0.7, "roof-2", False)
+    assert settings.model == config.parent / "nets" / "m.onnx"
+    assert settings.end_time == "0800"                                      # keys not in the file: defaults
+
+
+def test_every_invalid_value_is_listed_once(tmp_path):
+    config = tmp_path / "bad.py"
+    config.write_text('guAlta_threshold = 1.5\nguAlta_start_time = "25:00"\nguAlta_obs_id = "my obs!"\n'
+                      'guAlta_URL = "ftp://example.org"\nguAlta_api_key = ["not", "text"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={"GUALTA_THREADS": "-1", "GUALTA_ENABLE_TELEGRAM": "maybe"})
+    problems = caught.value.problems
+    assert len(problems) == 7, problems
+    text = str(caught.value)
+    for expected in ("guAlta_threshold", "1.5", "guAlta_start_time", "guAlta_obs_id", "guAlta_URL",
+                     "guAlta_api_key", "GUALTA_THREADS", "GUALTA_ENABLE_TELEGRAM"):
+        assert expected in text
+    assert "'not'" not in text                                              # the API key's value is never shown
+
+
+def test_unreadable_or_missing_settings_file(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("guAlta_threshold = (\n")
+    with pytest.raises(ConfigError, match="cannot read settings file"):
+        load_settings(broken, env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.py", env={})
+
+
+def test_unknown_keys_are_warned_with_a_suggestion(tmp_path, caplog):
+    config = tmp_path / "typo.py"
+    config.write_text("guAlta_treshold = 0.5\n")
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        settings = load_settings(config, env={})
+    assert settings.threshold == 0.85
+    assert "guAlta_treshold" in caplog.text and "did you mean guAlta_threshold" in caplog.text
+
+
+def test_every_setting_has_a_key_an_environment_variable_and_a_flag():
+    keys = {setting.key for setting in SETTINGS}
+    for thesis_key in ("guAlta_main_folder", "guAlta_start_time", "guAlta_end_time", "guAlta_obs_id", "guAlta_URL",
+                       "guAlta_enable_telegram", "guAlta_enable_extra_log", "guAlta_threshold",
+                       "guAlta_sleep_between_imgs", "guAlta_api_key", "guAlta_model", "guAlta_outbox",
+                       "guAlta_satellite_check", "guAlta_report_flagged", "guAlta_threads"):
+        assert thesis_key in keys
+    threshold = next(s for s in SETTINGS if s.name == "threshold")
+    assert (threshold.env, threshold.flag) == ("GUALTA_THRESHOLD", "--threshold")
+    assert next(s for s in SETTINGS if s.name == "url").env == "GUALTA_URL"
+
+
+def test_cli_stops_with_exit_2_and_lists_the_problems(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--threshold", "2",
+                             "--start-time", "9999", "--no-upload", "--folder", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "GUALTA_OBS_ID": "bad id"})
+    assert result.returncode == 2
+    assert "invalid settings" in result.stderr
+    for expected in ("--threshold", "--start-time", "GUALTA_OBS_ID"):
+        assert expected in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,184 @@
+"""Batch night runs: the scores CSV contract, per-frame lines, bad frames, uploads to the embedded service, the
+model download."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gualta import allsky, detect
+from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
+from gualta.server import ChildServer
+from helpers_client import TINY_VERSION, copy_night, publish, settings
+from helpers_service import KEYS, child_env, free_port, service_env
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = KEYS["obs01"]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The embedded central service on a local store: (url, store folder)."""
+    store = tmp_path_factory.mktemp("store")
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        yield child.url, store
+
+
+def scores_of(tmp_path, night, model, **overrides):
+    out = tmp_path / "scores.csv"
+    summary = run_batch(settings(tmp_path, model, **overrides), night, out, upload=False, say=lambda line: None,
+                        progress=False)
+    return summary, read_scores(out)
+
+
+def test_scores_csv_has_one_row_per_frame_and_the_first_is_skipped(client_night, tiny_model, tmp_path):
+    summary, rows = scores_of(tmp_path, client_night, tiny_model)
+    frames = allsky.list_frames(client_night)
+    assert list(rows[0]) == CSV_COLUMNS
+    assert [row["file"] for row in rows] == [frame.name for frame in frames]
+    first = rows[0]
+    assert (first["score"], first["label"], first["detection"], first["flag"]) == ("", "", "0", "skipped")
+    assert "first frame" in first["note"]
+    for previous, row in zip(rows, rows[1:]):
+        score = float(row["score"])
+        assert 0 <= score <= 1 and row["previous"] == previous["file"]
+        assert row["label"] == ("meteor" if score >= 0.85 else "no-meteor")
+        assert row["detection"] == ("1" if row["label"] == "meteor" and row["flag"] == "" else "0")
+        assert row["flag"] in ("", "satellite") and (row["flag"] == "" or row["label"] == "meteor")
+        if row["label"] == "meteor" and row["x1"]:
+            assert 0 <= int(row["x1"]) <= 1304 and 0 <= int(row["y2"]) <= 976
+    assert summary.frames == len(frames) and summary.scored == len(frames) - 1
+    assert summary.detections == sum(row["detection"] == "1" for row in rows) > 0
+    assert summary.flagged == sum(row["flag"] == "satellite" for row in rows)
+
+
+def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
+    _, default = scores_of(tmp_path, client_night, tiny_model)
+    _, lenient = scores_of(tmp_path, client_night, tiny_model, threshold=0.0, satellite_check=False)
+    assert all(row["label"] == "meteor" and row["flag"] == "" for row in lenient[1:])
+    assert [row["score"] for row in lenient] == [row["score"] for row in default]
+    _, flagged_too = scores_of(tmp_path, client_night, tiny_model, report_flagged=True)
+    assert [row["flag"] for row in flagged_too] == [row["flag"] for row in default]
+    assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
+
+
+def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
+    lines = []
+    run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,
+              say=lines.append, progress=False)
+    per_frame = [line for line in lines if " , " in line]
+    assert len(per_frame) == len(allsky.list_frames(client_night))
+    pattern = re.compile(r"^(\S+image-\d{14}\.jpg) , (meteor|no-meteor) , (\d\.\d{4}) , (\d\.\d{4})$")
+    for line in per_frame[1:]:
+        path, _, p_meteor, p_other = pattern.match(line).groups()
+        assert Path(path).parent == client_night and abs(float(p_meteor) + float(p_other) - 1) < 2e-4
+    assert re.search(r"night 20211110: 24 frames \(23 scored, 1 skipped\), \d+ detections, \d+ flagged, "
+                     r"[\d.]+ s, [\d.]+ frames/s; uploads off", lines[-1])
+
+
+def test_bad_frames_mid_night_are_logged_and_skipped(client_night, tiny_model, tmp_path, caplog):
+    night = copy_night(client_night, tmp_path / "copy")
+    frames = allsky.list_frames(night)
+    frames[5].write_bytes(frames[5].read_bytes()[:5000])          # truncated JPEG
+    frames[9].write_bytes(b"")                                    # empty file
+    frames[10].write_bytes(b"this is not an image")
+    summary, rows = scores_of(tmp_path, night, tiny_model)
+    by_file = {row["file"]: row for row in rows}
+    for bad in (5, 9, 10):
+        row = by_file[frames[bad].name]
+        assert (row["score"], row["flag"], row["detection"]) == ("", "skipped", "0") and "bad frame" in row["note"]
+    assert by_file[frames[6].name]["previous"] == frames[4].name   # the last good frame before it
+    assert by_file[frames[11].name]["previous"] == frames[8].name
+    assert summary.scored == len(frames) - 4
+    assert frames[5].name in caplog.text and frames[9].name in caplog.text
+
+
+def test_cli_batch_contract(client_night, tiny_model, tmp_path):
+    out = tmp_path / "out" / "scores.csv"
+    result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
+                             "--scores", str(out), "--no-upload", "--model", str(tiny_model), "--threads", "1"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=child_env())
+    assert result.returncode == 0, result.stderr
+    assert "night 20211110: 24 frames" in result.stdout
+    assert [row["file"] for row in read_scores(out)] == [f.name for f in allsky.list_frames(client_night)]
+
+
+def test_missing_night_or_model_is_a_clear_error(tiny_model, tmp_path):
+    with pytest.raises(ClientError, match="night folder not found"):
+        run_batch(settings(tmp_path, tiny_model), tmp_path / "nope", upload=False)
+    with pytest.raises(ClientError, match="no night folder"):
+        run_batch(settings(tmp_path, tiny_model), None, upload=False)
+    with pytest.raises(ClientError, match="model file not found"):
+        run_batch(settings(tmp_path, tiny_model), tmp_path, upload=False, model_path=tmp_path / "x.onnx")
+
+
+def decode(jpeg: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(jpeg))
+
+
+def test_batch_uploads_exact_payloads_to_the_embedded_service(client_night, tiny_model, tmp_path, live):
+    url, store = live
+    out = tmp_path / "scores.csv"
+    summary = run_batch(settings(tmp_path, tiny_model, url=url, api_key=KEY, report_flagged=False), client_night,
+                        out, say=lambda line: None, progress=False)
+    assert summary.pending == 0
+    rows = read_scores(out)
+    reported = [row for row in rows if row["detection"] == "1"]
+    stored = sorted((store / "detections" / "20211110").glob("obs01_*.json"))
+    assert [p.name for p in stored] == [f"obs01_{allsky.frame_id(row['file'])}.json" for row in reported]
+    for row, path in zip(reported, stored):
+        record = json.loads(path.read_text())
+        frame_id = allsky.frame_id(row["file"])
+        expected = {"obs_id": "obs01", "id": frame_id, "date": f"{frame_id[:4]}-{frame_id[4:6]}-{frame_id[6:8]}",
+                    "time": f"{frame_id[8:10]}:{frame_id[10:12]}:{frame_id[12:]}", "telegram": False,
+                    "folder": "20211110", "model": TINY_VERSION, "img": f"imgs/20211110/obs01_{frame_id}.jpeg",
+                    "telegram_status": "not requested"}
+        assert {k: record[k] for k in expected} == expected
+        assert abs(record["score"] - float(row["score"])) < 1e-6
+        assert "flag" not in record and set(record) == set(expected) | {"score", "processed", "received"}
+        image = decode((store / record["img"]).read_bytes())
+        assert (image.format, image.mode, image.size) == ("JPEG", "L", (448, 224))
+    start = json.loads((store / "logs" / "20211110" / "obs01_start.json").read_text())
+    end = json.loads((store / "logs" / "20211110" / "obs01_end.json").read_text())
+    assert (start["log"], start["folder"]) == ("start", "20211110")
+    assert (end["log"], end["total"], end["folder"]) == ("end", 23, "20211110")
+
+
+def test_flagged_detections_are_reported_with_their_flag_when_asked(client_night, tiny_model, tmp_path, live):
+    url, store = live
+    summary, rows = scores_of(tmp_path, client_night, tiny_model)
+    flagged = [row for row in rows if row["flag"] == "satellite"]
+    if not flagged:
+        pytest.skip("no flagged frame in this night")    # the fixture night has some; kept honest if it changes
+    run_batch(settings(tmp_path, tiny_model, url=url, api_key=KEYS["obs02"], report_flagged=True, obs_id="obs02"),
+              client_night, None, say=lambda line: None, progress=False)
+    for row in flagged:
+        record = json.loads((store / "detections" / "20211110" /
+                             f"obs02_{allsky.frame_id(row['file'])}.json").read_text())
+        assert record["flag"] == "satellite"
+
+
+def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
+    store = tmp_path / "store"
+    meta = publish(store, tiny_model, version=3)
+    target = tmp_path / "models" / "guAlta.onnx"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        model = detect.open_model(settings(tmp_path, target, url=child.url))
+        assert target.read_bytes() == tiny_model.read_bytes()
+        assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 3
+        assert model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
+        target.unlink()
+        meta["sha256"] = "0" * 64                                  # the published file no longer matches
+        (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
+        with pytest.raises(ClientError, match="does not match"):
+            detect.open_model(settings(tmp_path, target, url=child.url))
+        assert not target.exists() and not list(target.parent.glob("*.part"))
+    with pytest.raises(ClientError, match="could not be downloaded: cannot reach"):
+        detect.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))

@@ -1,0 +1,245 @@
+"""The real-time watcher: a writer copies a night frame by frame (some slowly, in pieces; one never finished) while
+the watcher scores it; its rows equal the batch run's, it survives a restart without duplicates, it reports within
+2 s, it follows a new night, respects a window across midnight and stops cleanly on SIGTERM."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gualta import allsky
+from gualta.detect import read_scores, run_batch
+from gualta.model import load_model
+from gualta.realtime import FrameWatch, Watcher, in_window, seconds_until
+from gualta.report import ApiClient, Outbox, Sender
+from gualta.server import ChildServer
+from helpers_client import settings
+from helpers_service import KEYS, child_env, service_env
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = KEYS["obs01"]
+NIGHT = "20211110"
+NEXT_NIGHT = "20211111"
+
+
+def write_slowly(source: Path, target: Path, pieces: int = 3, pause_s: float = 0.6) -> None:
+    """Write a file in pieces with pauses longer than the watcher's settle time."""
+    data = source.read_bytes()
+    step = len(data) // pieces + 1
+    with open(target, "wb") as stream:
+        for start in range(0, len(data), step):
+            stream.write(data[start:start + step])
+            stream.flush()
+            time.sleep(pause_s)
+
+
+class Writer:
+    """Copies a night's frames into root/NIGHT one by one; records when each was complete."""
+
+    def __init__(self, night: Path, root: Path, spacing_s: float = 0.1, slow=(), unfinished=()):
+        self.frames, self.folder = allsky.list_frames(night), root / night.name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.spacing_s, self.slow, self.unfinished = spacing_s, set(slow), set(unfinished)
+        self.completed: dict[str, float] = {}
+
+    def write(self, indices) -> None:
+        for i in indices:
+            source, target = self.frames[i], self.folder / self.frames[i].name
+            if i in self.unfinished:
+                target.write_bytes(source.read_bytes()[: source.stat().st_size // 2])    # stays half-written
+            elif i in self.slow:
+                write_slowly(source, target)
+            else:
+                target.write_bytes(source.read_bytes())
+            self.completed[target.name] = time.time()
+            time.sleep(self.spacing_s)
+
+
+def start_watcher(config, model, sender=None, **timing):
+    stop, lines = threading.Event(), []
+    timing = {"settle_s": 0.2, "grace_s": 2.0, "hold_s": 60.0, "night_recheck_s": 300.0, **timing}
+    watcher = Watcher(config, model, stop, sender, say=lines.append, **timing)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    return stop, thread, lines
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def rows_in(outbox_path: Path, night: str = NIGHT) -> list[dict]:
+    with Outbox(outbox_path) as outbox:
+        return outbox.night_rows(night)
+
+
+def start_next_night(night: Path, root: Path) -> None:
+    """A new night folder with one frame: the watcher moves on and closes the previous night."""
+    (root / NEXT_NIGHT).mkdir()
+    (root / NEXT_NIGHT / "image-20211111200000.jpg").write_bytes(allsky.list_frames(night)[0].read_bytes())
+
+
+def same_rows(watched: list[dict], batch: list[dict]) -> None:
+    assert [row["file"] for row in watched] == [row["file"] for row in batch]
+    for mine, theirs in zip(watched, batch):
+        assert {k: str(v) for k, v in mine.items() if k != "score"} == {k: v for k, v in theirs.items()
+                                                                         if k != "score"}
+        assert (mine["score"] == theirs["score"] == "") or abs(float(mine["score"]) - float(theirs["score"])) < 1e-5
+
+
+@pytest.fixture
+def live(tmp_path):
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        yield child.url, store
+
+
+def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(client_night, tiny_model, tmp_path,
+                                                                           live):
+    url, store = live
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
+                      start_time="0000", end_time="0000", enable_extra_log=True)
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, slow=(3, 8, 15), unfinished=(11,))
+
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    stop, thread, first_lines = start_watcher(config, model, sender)
+    writer.write(range(0, 13))
+    wait_for(lambda: len(rows_in(config.outbox)) >= 10)
+    stop.set()                                                       # "crash" mid-night: stop between frames
+    thread.join(10)
+    assert not thread.is_alive()
+    sender.close(timeout=5)
+
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    stop, thread, second_lines = start_watcher(config, model, sender)
+    writer.write(range(13, len(writer.frames)))
+    wait_for(lambda: len(rows_in(config.outbox)) >= len(writer.frames) - 1)
+    start_next_night(client_night, root)
+    wait_for(lambda: len(rows_in(config.outbox)) == len(writer.frames))
+    wait_for(lambda: (store / "logs" / NIGHT / "obs01_end.json").exists(), 20)
+    stop.set()
+    thread.join(10)
+    assert sender.close(timeout=10) == 0
+
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
+              progress=False)
+    batch_rows = read_scores(batch)
+    same_rows(rows_in(config.outbox), batch_rows)
+    assert "bad frame" in batch_rows[11]["note"] and batch_rows[12]["previous"] == batch_rows[10]["file"]
+
+    per_frame = [line.split(" , ")[0] for line in first_lines + second_lines if " , " in line]
+    night_frames = [str(writer.folder / row["file"]) for row in batch_rows]
+    assert sorted(per_frame) == sorted(night_frames)                 # each frame scored once across the restart
+    reported = sorted(f"obs01_{allsky.frame_id(row['file'])}.json" for row in batch_rows if row["detection"] == "1")
+    assert reported and sorted(p.name for p in (store / "detections" / NIGHT).glob("*.json")) == reported
+    with sqlite3.connect(config.outbox) as db:
+        attempts = db.execute("SELECT key, attempts, state FROM outbox WHERE key LIKE 'detection/%'").fetchall()
+    assert len(attempts) == len(reported) and all(a == 1 and s == "sent" for _, a, s in attempts)
+    end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
+    assert end["total"] == sum(row["score"] != "" for row in batch_rows)
+
+
+def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
+    url, store = live
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.2,
+                      start_time="0000", end_time="0000", satellite_check=False)
+    writer = Writer(client_night, root, spacing_s=0.8)
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    stop, thread, _ = start_watcher(config, load_model(tiny_model, threads=1), sender)
+    try:
+        writer.write(range(14))
+        wait_for(lambda: len(rows_in(config.outbox)) == 14)
+        assert sender.wait_idle(10)
+    finally:
+        stop.set()
+        thread.join(10)
+        sender.close(timeout=5)
+    with sqlite3.connect(config.outbox) as db:
+        sent = db.execute("SELECT key, done FROM outbox WHERE key LIKE 'detection/%' AND state = 'sent'").fetchall()
+    assert sent
+    for key, done in sent:
+        name = allsky.frame_name(datetime.strptime(key.rsplit("/", 1)[1], allsky.TIME_FORMAT))
+        assert done - writer.completed[name] < 2.0, (name, done - writer.completed[name])
+
+
+def test_a_half_written_frame_waits_and_an_abandoned_one_is_handed_over(client_night, tmp_path):
+    folder = tmp_path / NIGHT
+    folder.mkdir()
+    frames = allsky.list_frames(client_night)
+    data = frames[0].read_bytes()
+    (folder / frames[0].name).write_bytes(data[: len(data) // 2])
+    watch = FrameWatch(folder, settle_s=0.1, grace_s=1.0)
+    assert watch.ready() == []
+    time.sleep(0.3)
+    assert watch.ready() == []                                        # steady but no end-of-image marker yet
+    (folder / frames[0].name).write_bytes(data)
+    (folder / frames[1].name).write_bytes(frames[1].read_bytes()[:1000])
+    assert watch.ready() == []                                        # size changed: the clock restarts
+    time.sleep(0.2)
+    assert [p.name for p in watch.ready()] == [frames[0].name]        # complete; frames[1] still unfinished
+    time.sleep(1.1)
+    assert [p.name for p in watch.ready()] == [frames[1].name]        # abandoned: handed over (then a bad frame)
+
+
+@pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),
+                                         ("03:30", True), ("07:59", True), ("08:00", False), ("12:00", False)])
+def test_window_across_midnight(now, inside):
+    assert in_window(datetime.strptime(f"20211110 {now}", "%Y%m%d %H:%M"), "2000", "0800") is inside
+
+
+def test_window_within_a_day_and_always():
+    at = lambda hhmm: datetime.strptime(f"20211110 {hhmm}", "%Y%m%d %H%M")     # noqa: E731
+    assert in_window(at("0130"), "0100", "0500") and not in_window(at("0600"), "0100", "0500")
+    assert all(in_window(at(t), "0000", "0000") for t in ("0000", "1200", "2359"))
+    assert seconds_until(at("1959"), "2000") == 60 and seconds_until(at("2001"), "2000") == 86340
+
+
+def test_watcher_sleeps_outside_the_window_and_watches_inside(client_night, tiny_model, tmp_path):
+    root = tmp_path / "images"
+    Writer(client_night, root).write(range(3))
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
+    clock = {"now": datetime(2021, 11, 11, 12, 0)}
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), clock=lambda: clock["now"],
+                      say=lambda line: None, settle_s=0.0)
+    assert watcher.tick() == 60 and watcher.current is None           # noon: outside, naps at most a minute
+    clock["now"] = datetime(2021, 11, 11, 0, 30)                       # after midnight: inside
+    watcher.tick()
+    assert watcher.current is not None and watcher.current.night == NIGHT
+    wait_for(lambda: watcher.tick() is not None and len(rows_in(config.outbox)) == 3, 10)
+    clock["now"] = datetime(2021, 11, 11, 8, 0)                        # window over: the night is closed
+    watcher.tick()
+    assert watcher.current is None
+
+
+def test_cli_realtime_stops_cleanly_on_sigterm(client_night, tiny_model, tmp_path):
+    root = tmp_path / "images"
+    Writer(client_night, root).write(range(4))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "guAlta.py"), "realtime", "--no-upload", "--main-folder", str(root),
+         "--model", str(tiny_model), "--outbox", str(tmp_path / "o.sqlite"), "--threads", "1",
+         "--start-time", "0000", "--end-time", "0000", "--sleep-between-imgs", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=tmp_path)
+    try:
+        wait_for(lambda: len(rows_in(tmp_path / "o.sqlite")) >= 3 if (tmp_path / "o.sqlite").exists() else False,
+                 60)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert f"watching night {root / NIGHT}" in output and output.rstrip().endswith("stopped")

@@ -1,0 +1,167 @@
+"""The durable outbox and the API client: nothing is lost while the service is down, nothing is reported twice."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from gualta import report
+from gualta.detect import read_scores, run_batch
+from gualta.report import ApiClient, Outbox, Sender, deliver, flush
+from gualta.server import ChildServer
+from helpers_client import settings
+from helpers_service import KEYS, child_env, detection, free_port, service_env
+
+KEY = KEYS["obs01"]
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch):
+    monkeypatch.setattr(report, "BACKOFF_FIRST_S", 0.05)
+    monkeypatch.setattr(report, "BACKOFF_MAX_S", 0.2)
+
+
+class StubService:
+    """A local HTTP service answering POSTs with the statuses in `answers` (then 200), recording the bodies."""
+
+    def __init__(self, answers: list[int]):
+        self.answers, self.bodies = list(answers), []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                stub.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                status = stub.answers.pop(0) if stub.answers else 200
+                data = json.dumps({"status": "stored" if status == 200 else "error"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_put_keeps_the_first_copy_unless_replacing(tmp_path):
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        assert outbox.put("detection/obs01/1", {"a": 1}) is True
+        assert outbox.put("detection/obs01/1", {"a": 2}) is False
+        assert outbox.put("log/end/obs01/n", {"total": 1}, replace=True) is True
+        assert outbox.put("log/end/obs01/n", {"total": 1}, replace=True) is False      # same body: nothing new
+        assert outbox.put("log/end/obs01/n", {"total": 2}, replace=True) is True
+        assert [json.loads(item.body) for item in outbox.due()] == [{"a": 1}, {"total": 2}]
+
+
+def test_queued_reports_survive_a_killed_process(tmp_path):
+    path = tmp_path / "o.sqlite"
+    code = ("import os, signal, sys; sys.path.insert(0, %r)\nfrom gualta.report import Outbox\n"
+            "Outbox(%r).put('detection/obs01/20211110220000', {'x': 1})\nos.kill(os.getpid(), signal.SIGKILL)"
+            % (str(report.__file__).rsplit("/gualta/", 1)[0], str(path)))
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    with Outbox(path) as outbox:
+        assert [item.key for item in outbox.due()] == ["detection/obs01/20211110220000"]
+
+
+def test_retries_on_5xx_and_network_errors_gives_up_on_other_4xx(tmp_path):
+    stub = StubService([503, 400])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            outbox.put("a", {"n": 1})
+            outbox.put("b", {"n": 2})
+            outbox.put("c", {"n": 3})
+            client = ApiClient(stub.url, KEY)
+            first = deliver(outbox, client)
+            assert (first.sent, first.rejected) == (0, 0) and first.stopped.startswith("HTTP 503")
+            retry_at = outbox.db.execute("SELECT next_try FROM outbox WHERE key = 'a'").fetchone()[0]
+            assert outbox.pending() == 3 and retry_at > time.time()
+            second = deliver(outbox, client, everything=True)          # 'a' now gets the 400, then b and c pass
+            assert (second.sent, second.rejected) == (2, 1) and outbox.pending() == 0
+            assert [key for key, _ in outbox.rejected()] == ["a"]
+        dead = ApiClient(f"http://127.0.0.1:{free_port()}", KEY)
+        assert dead.send("{}").kind == "retry"
+    finally:
+        stub.close()
+
+
+def test_a_refused_key_keeps_the_reports(tmp_path):
+    stub = StubService([401])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            outbox.put("a", {"n": 1})
+            delivery = deliver(outbox, ApiClient(stub.url, "wrong-key"), everything=True)
+            assert delivery.sent == 0 and outbox.pending() == 1 and not outbox.rejected()
+    finally:
+        stub.close()
+
+
+def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):
+    stub = StubService([503, 503, 502])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            outbox.put("a", detection())
+            sender = Sender(outbox.path, ApiClient(stub.url, KEY))
+            sender.wake()
+            deadline = time.monotonic() + 10
+            while outbox.pending() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sender.close(timeout=5) == 0
+            assert len(stub.bodies) == 4 and stub.bodies[-1] == detection()
+    finally:
+        stub.close()
+
+
+def stored(store, obs_id: str = "obs01") -> list[str]:
+    return sorted(p.name for p in (store / "detections").rglob(f"{obs_id}_*.json"))
+
+
+def test_a_night_with_the_service_down_loses_nothing(client_night, tiny_model, tmp_path):
+    down = f"http://127.0.0.1:{free_port()}"
+    client = settings(tmp_path, tiny_model, url=down, api_key=KEY)
+    summary = run_batch(client, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
+    detected = [row["file"] for row in read_scores(tmp_path / "scores.csv") if row["detection"] == "1"]
+    assert detected and summary.pending == len(detected) + 2                 # detections, start and end logs
+
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        delivery, pending = flush(client.outbox, child.url, KEY)
+        assert (delivery.sent, pending) == (len(detected) + 2, 0)
+        expected = sorted(f"obs01_{name[6:20]}.json" for name in detected)
+        assert stored(store) == expected
+        assert json.loads((store / "logs" / "20211110" / "obs01_end.json").read_text())["total"] == 23
+
+        assert flush(client.outbox, child.url, KEY)[0].sent == 0                  # nothing left to send
+        again = run_batch(settings(tmp_path, tiny_model, url=child.url, api_key=KEY), client_night, None,
+                          say=lambda line: None, progress=False)
+        assert again.pending == 0 and stored(store) == expected                  # a re-run reports nothing twice
+        with Outbox(client.outbox) as outbox:
+            assert outbox.counts() == {"sent": len(detected) + 2}
+
+
+def test_cli_flush_exit_status(tiny_model, tmp_path):
+    config = settings(tmp_path, tiny_model)
+    with Outbox(config.outbox) as outbox:
+        outbox.put("detection/obs01/20211110220000", detection())
+    command = [sys.executable, str(report.__file__).replace("gualta/report.py", "guAlta.py"), "flush",
+               "--outbox", str(config.outbox), "--api-key", KEY]
+    down = subprocess.run(command + ["--url", f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                          timeout=60, env=child_env())
+    assert down.returncode == 1 and "still pending 1" in down.stdout
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        up = subprocess.run(command + ["--url", child.url], capture_output=True, text=True, timeout=60,
+                            env=child_env())
+    assert up.returncode == 0 and "delivered 1" in up.stdout and "still pending 0" in up.stdout
+    assert stored(store) == ["obs01_20260916231507.json"]

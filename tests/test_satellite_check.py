@@ -1,0 +1,132 @@
+"""The cross-frame satellite/plane check on drawn difference images, through the Decider the client uses, and on a
+simulated night with ground truth."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from gualta import allsky
+from gualta.detect import Decider, FrameResult, read_scores, run_batch
+from gualta.trails import Trail, continues, find_trails
+from helpers_client import settings
+
+START = datetime(2021, 11, 10, 22, 0)
+
+
+def speckle(seed: int) -> np.ndarray:
+    """A 400×400 v4-like background: faint random speckle."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((400, 400)) < 0.04).astype(np.uint8) * rng.integers(20, 120, (400, 400)).astype(np.uint8)
+
+
+def diff_with(*segments, seed: int = 0, dotted: bool = False) -> np.ndarray:
+    image = speckle(seed)
+    for (x1, y1), (x2, y2) in segments:
+        if dotted:                                     # a plane's strobe: dots every 6 px
+            for t in np.linspace(0, 1, int(np.hypot(x2 - x1, y2 - y1) / 6) + 1):
+                cv2.circle(image, (int(x1 + t * (x2 - x1)), int(y1 + t * (y2 - y1))), 1, 255, -1)
+        else:
+            cv2.line(image, (x1, y1), (x2, y2), 255, 2)
+    return image
+
+
+def result(index: int, diff: np.ndarray, score: float = 0.99) -> FrameResult:
+    name = allsky.frame_name(START + timedelta(seconds=30 * index))
+    return FrameResult(Path(name), score=score, diff=diff, thumb=np.zeros((224, 224), np.uint8),
+                       frame_size=(1304, 976))
+
+
+def decide(*diffs_and_scores, report_flagged: bool = False) -> list[FrameResult]:
+    decider = Decider(0.85, satellite_check=True, report_flagged=report_flagged)
+    decided = []
+    for index, (diff, score) in enumerate(diffs_and_scores):
+        decided += decider.push(result(index, diff, score))
+    return decided + decider.finish()
+
+
+def test_trails_are_found_where_they_are_drawn():
+    found = find_trails(diff_with(((100, 100), (180, 140))))
+    assert len(found) == 1
+    assert np.allclose(sorted(found[0].ends.tolist()), [[100, 100], [180, 140]], atol=3)
+    assert find_trails(speckle(1)) == []
+
+
+def test_continuation_geometry():
+    piece = Trail(100, 100, 160, 130)
+    assert continues(piece, Trail(170, 135, 230, 165))                # next piece, small gap
+    assert continues(piece, Trail(40, 70, 95, 97))                    # previous piece
+    assert not continues(piece, Trail(170, 175, 230, 205))            # parallel, 40 px aside
+    assert not continues(piece, Trail(170, 135, 200, 195))            # different direction
+    assert not continues(piece, Trail(350, 260, 390, 280))            # same line, far away
+
+
+def test_a_satellite_across_three_frames_is_flagged_throughout():
+    frames = [diff_with(((40 + 70 * k, 60 + 35 * k), (100 + 70 * k, 90 + 35 * k)), seed=k) for k in range(3)]
+    decided = decide(*[(frame, 0.99) for frame in frames])
+    assert [r.flag for r in decided] == ["satellite"] * 3 and not any(r.detection for r in decided)
+
+
+def test_a_plane_dotted_trail_is_flagged():
+    frames = [diff_with(((300 - 60 * k, 50 + 40 * k), (250 - 60 * k, 83 + 40 * k)), seed=k, dotted=True)
+              for k in range(2)]
+    assert [r.flag for r in decide(*[(frame, 0.95) for frame in frames])] == ["satellite", "satellite"]
+
+
+def test_two_meteors_in_consecutive_frames_are_both_reported():
+    first = diff_with(((100, 100), (160, 130)))
+    second = diff_with(((250, 300), (280, 240)), seed=1)              # elsewhere, another direction
+    decided = decide((first, 0.99), (second, 0.99))
+    assert [(r.flag, r.detection) for r in decided] == [("", True), ("", True)]
+
+
+def test_a_meteor_beside_a_satellite_is_not_hidden():
+    satellite = [((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+    meteor = ((200, 60), (230, 140))
+    frames = [diff_with(satellite[0]), diff_with(satellite[1], meteor, seed=1), diff_with(satellite[2], seed=2)]
+    decided = decide(*[(frame, 0.99) for frame in frames])
+    assert [r.flag for r in decided] == ["satellite", "", "satellite"] and decided[1].detection
+
+
+def test_flagged_ones_are_reported_when_asked_and_streaks_are_in_frame_pixels():
+    frames = [diff_with(((40 + 70 * k, 60 + 35 * k), (100 + 70 * k, 90 + 35 * k)), seed=k) for k in range(2)]
+    decided = decide(*[(frame, 0.99) for frame in frames], report_flagged=True)
+    assert all(r.flag == "satellite" and r.detection for r in decided)
+    x1, y1, x2, y2 = decided[0].streak
+    assert abs(min(x1, x2) - 40 * 1304 / 400) < 15 and abs(max(y1, y2) - 90 * 976 / 400) < 15
+
+
+def test_low_scores_are_never_flagged_and_skipped_frames_keep_their_place():
+    satellite = [diff_with(((40 + 70 * k, 60), (100 + 70 * k, 60)), seed=k) for k in range(3)]
+    decider = Decider(0.85)
+    skipped = FrameResult(Path(allsky.frame_name(START + timedelta(seconds=45))), note="bad frame", flag="skipped")
+    out = decider.push(result(0, satellite[0], 0.99))                  # waits for its successor
+    out += decider.push(skipped)
+    out += decider.push(result(2, satellite[1], 0.10))
+    out += decider.push(result(3, satellite[2], 0.99)) + decider.finish()
+    assert [r.file.name[14:20] for r in out] == ["220000", "220045", "220100", "220130"]
+    assert [r.flag for r in out] == ["satellite", "skipped", "", "satellite"]
+    assert [r.label for r in out] == ["meteor", "", "no-meteor", "meteor"]
+
+
+def test_on_a_simulated_night_flags_fall_on_satellites_and_planes(client_night, tiny_model, tmp_path):
+    run_batch(settings(tmp_path, tiny_model, threshold=0.0), client_night, tmp_path / "s.csv", upload=False,
+              say=lambda line: None, progress=False)
+    truth = pd.read_csv(client_night / "ground_truth.csv").set_index("file")
+    flagged = [row["file"] for row in read_scores(tmp_path / "s.csv") if row["flag"] == "satellite"]
+    assert flagged
+    events = [str(truth.loc[name, "events"]) for name in flagged]
+    assert all("satellite" in e or "plane" in e for e in events), list(zip(flagged, events))
+
+
+def test_a_static_structure_neither_hides_a_meteor_nor_blocks_a_flag():
+    static = ((300, 300), (360, 330))                                  # e.g. a cloud edge lit the same way
+    satellite = [((40 + 70 * k, 60 + 35 * k), (100 + 70 * k, 90 + 35 * k)) for k in range(2)]
+    crossing = decide((diff_with(satellite[0], static), 0.99), (diff_with(satellite[1], static, seed=1), 0.99))
+    assert [r.flag for r in crossing] == ["satellite", "satellite"]
+    meteor = ((150, 200), (170, 260))
+    only_static = decide((diff_with(static), 0.99), (diff_with(static, meteor, seed=1), 0.99))
+    assert [(r.flag, r.detection) for r in only_static] == [("", True), ("", True)]
