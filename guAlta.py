@@ -1,6 +1,6 @@
 """guAlta operator CLI.
 
-    python guAlta.py demo [--out demo_output] [--frames 360] [--seed 2021]
+    python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx]
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD]
     python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv] [--no-upload] [--model PATH] [--threshold X]
@@ -20,7 +20,7 @@ from pathlib import Path
 def cmd_demo(args: argparse.Namespace) -> None:
     from gualta.demo import run_demo
 
-    run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers)
+    run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -115,10 +115,12 @@ def default_store() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate a night and show its difference images")
+    demo = commands.add_parser("demo", help="the whole product on this machine: simulated night → service → "
+                                            "batch with uploads → daily page → comparison with ground truth")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (replaced)")
-    demo.add_argument("--frames", type=int, default=360, help="frames to simulate (30 s apart)")
-    demo.add_argument("--seed", type=int, default=2021)
+    demo.add_argument("--frames", type=int, default=600, help="frames to simulate (30 s apart, from 20:00)")
+    demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night")
+    demo.add_argument("--model", type=Path, default=Path("models/guAlta.onnx"), help="model file (ONNX or pkl)")
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
     demo.set_defaults(run=cmd_demo)
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")

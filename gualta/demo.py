@@ -1,44 +1,80 @@
-"""What `make demo` runs: simulate a night, preprocess every pair, and show it beside the ground truth.
+"""What `make demo` runs: the whole product on one machine, on embedded defaults.
 
-The classifier, client and central service are not built yet; until they are, the demo exercises the pipeline's
-first half end to end — AllSky layout, simulator, the thesis' preprocessing — and writes a contact sheet to look at.
+simulate a night (AllSky layout, ground truth) → start the embedded central service on 127.0.0.1 with a local
+store → run the nightly batch with the shipped model, uploads on (through the outbox) → build the daily page →
+stop the service → compare the detections with the simulator's ground truth.
 """
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
-import time
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from gualta import dataset, simulate
+from gualta import simulate
+from gualta.config import load_settings
+from gualta.detect import run_batch
+from gualta.server import ChildServer, build_page
 
 DEMO_DATE = "20211110"
+DEMO_SEED = 2045          # a mixed night with clouds, meteors, fireballs, satellites and planes
+DEMO_FRAMES = 600         # 20:00 → 01:00
+OBS_ID = "demo01"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "guAlta.onnx"
 
 
-def run_demo(out_dir: str | Path = "demo_output", frames: int = 360, seed: int = 2021, workers: int | None = None) -> dict:
-    """Simulate one mixed night into out_dir/images, write its label-aid sheet; return and print a summary."""
-    out_dir = Path(out_dir)
+def run_demo(out_dir: str | Path = "demo_output", frames: int = DEMO_FRAMES, seed: int = DEMO_SEED,
+             workers: int | None = None, model: str | Path = SHIPPED_MODEL) -> dict:
+    """Run the product end to end into out_dir (replaced); print and return the summary."""
+    out_dir = Path(out_dir).resolve()
     shutil.rmtree(out_dir, ignore_errors=True)            # idempotent: every run starts from nothing
-    started = time.perf_counter()
     night = simulate.simulate_night(out_dir / "images", DEMO_DATE, frames=frames, seed=seed, scenario="mixed",
                                     workers=workers)
-    simulated = time.perf_counter() - started
-    sheet = dataset.label_aid(night, out_dir / "label-aid")
-    truth = pd.read_csv(night / "ground_truth.csv")
-    summary = {"night": str(night), "frames": len(truth), "pairs": sheet.pairs, "skipped": sheet.skipped,
-               "meteor_frames": int((truth["label"] == "meteor").sum()),
-               "events": truth["event"].value_counts().to_dict(), "simulate_s": round(simulated, 1),
-               "sheet": str(sheet.html)}
+    store, key = out_dir / "store", secrets.token_hex(16)
+    env = {**os.environ, "GUALTA_API_KEYS": f"{OBS_ID}:{key}"}
+    with ChildServer(store, env) as service:
+        settings = load_settings(env={}, overrides={
+            "main_folder": out_dir / "images", "obs_id": OBS_ID, "url": service.url, "api_key": key,
+            "enable_telegram": False, "model": Path(model), "outbox": out_dir / "outbox.sqlite"})
+        night_summary = run_batch(settings, night, out_dir / "scores.csv", upload=True, say=lambda _: None)
+        page = build_page(store, night.name)
+    summary = {"night": night_summary, "page": store / f"{night.name}.html",
+               "truth": compare_with_truth(out_dir / "scores.csv", night / "ground_truth.csv"),
+               "page_result": page}
     print_summary(summary)
     return summary
 
 
+def compare_with_truth(scores_csv: Path, truth_csv: Path) -> dict:
+    """Detections against the simulator's labels: meteor frames found, detections that were meteors."""
+    scores = pd.read_csv(scores_csv, dtype={"file": str})
+    truth = pd.read_csv(truth_csv)[["file", "label", "event"]].rename(columns={"label": "truth"})
+    table = scores.merge(truth, on="file", how="left")
+    meteor = table["truth"].eq("meteor")
+    detected = table["detection"].fillna(0).astype(int).eq(1)
+    true_positives = int((meteor & detected).sum())
+    return {"meteor_frames": int(meteor.sum()), "detections": int(detected.sum()), "found": true_positives,
+            "recall": true_positives / max(int(meteor.sum()), 1),
+            "precision": true_positives / max(int(detected.sum()), 1),
+            "false_by_event": table.loc[detected & ~meteor, "event"].value_counts().to_dict()}
+
+
 def print_summary(summary: dict) -> None:
     """The demo's report for a person."""
-    events = ", ".join(f"{kind} {count}" for kind, count in summary["events"].items() if kind != "none")
-    print(f"night      {summary['night']} ({summary['frames']} frames in {summary['simulate_s']} s)")
-    print(f"events     {events or 'none'}; frames with a meteor: {summary['meteor_frames']}")
-    print(f"pairs      {summary['pairs']} difference images (first frame skipped: no predecessor)")
-    print(f"look at    {summary['sheet']}  (frame | difference | ground truth)")
-    print("next       the classifier, inference client and central service are not built yet")
+    night, truth = summary["night"], summary["truth"]
+    false = ", ".join(f"{event} {count}" for event, count in truth["false_by_event"].items()) or "none"
+    print(f"frames       {night.frames} ({night.scored} scored; the first frame has no predecessor)")
+    print(f"detections   {night.detections} reported, {night.flagged} flagged as satellite/plane and held back")
+    print(f"speed        {night.frames_per_s:.1f} frames/s ({night.seconds:.1f} s for the night)")
+    print(f"uploads      {'all delivered' if night.pending == 0 else f'{night.pending} pending in the outbox'}")
+    print(f"truth        {truth['found']} of {truth['meteor_frames']} meteor frames found "
+          f"(recall {truth['recall']:.2f}); {truth['found']} of {truth['detections']} detections are meteors "
+          f"(precision {truth['precision']:.2f}); false detections by event: {false}")
+    print(f"daily page   {summary['page']}")
+
+
+if __name__ == "__main__":
+    run_demo(*sys.argv[1:2])
