@@ -75,7 +75,9 @@ def model_method(path: Path, threads: int, threshold: float = THRESHOLD) -> Meth
     def score(current, previous, sky_mask):
         p_meteor = float(model.predict([model_input(current, previous, kind)])[0])
         return p_meteor, p_meteor >= threshold
-    return Method(f"guAlta {path.stem} (p ≥ {threshold})", score)
+
+    name = "guAlta" if path.stem == "guAlta" else f"guAlta {path.stem}"
+    return Method(f"{name} (p ≥ {threshold})", score)
 
 
 def classical_method(name: str, detect, pair: bool = False) -> Method:
