@@ -491,7 +491,7 @@ class NightRenderer:
         plan, cam = self.plan, self.plan.camera
         per_s = cam.sky_dn / cam.max_exposure_s
         alt, az = self.low_alt, self.low_az
-        airglow = per_s * self.low_vanrhijn * (1 - plan.airglow + plan.airglow * 1.3)
+        airglow = per_s * self.low_vanrhijn * (1 + 0.3 * plan.airglow)
         lp_az, lp_strength, lp_spread = plan.light_pollution
         toward_lp = 0.5 + 0.5 * np.cos(np.radians(az - lp_az))
         lp = lp_strength / cam.max_exposure_s * np.exp(-np.clip(alt, 0, 90) / lp_spread) * (0.3 + 0.7 * toward_lp ** 2)
