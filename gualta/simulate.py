@@ -563,13 +563,12 @@ class NightRenderer:
         return image
 
     # --- events --------------------------------------------------------------------------------------------------
-    def event_trail(self, event: Event, index: int):
+    def event_trail(self, event: Event, index: int, exposed: float):
         """Polyline points and relative brightness of an event in frame `index`, or None."""
         if index not in event.frames:
             return None
         if event.kind in ("satellite", "plane"):
             step = index - event.frames[0]
-            exposed = self.exposure_fraction
             a = event.start + event.velocity * step
             b = a + event.velocity * exposed
             length = float(np.hypot(*(b - a)))
@@ -600,12 +599,13 @@ class NightRenderer:
             brightness /= brightness.max()
         return points, brightness.astype(np.float32)
 
-    def render_events(self, index: int, noise_sigma: np.ndarray, clouds_full: np.ndarray, scale: float):
-        """Event light (BGR) for this frame and a ground-truth record per event."""
+    def render_events(self, index: int, noise_sigma: np.ndarray, clouds_full: np.ndarray, exposed: float):
+        """Event light (BGR) for this frame and a ground-truth record per event; `exposed` is the share of the
+        frame interval the shutter was open (how far a satellite or plane moves within the frame)."""
         layer = np.zeros((HEIGHT, WIDTH, 3), np.float32)
         records = []
         for event in self.plan.events:
-            trail = self.event_trail(event, index)
+            trail = self.event_trail(event, index, exposed)
             if trail is None:
                 continue
             points, brightness = trail
@@ -653,14 +653,13 @@ class NightRenderer:
         clouds = self.clouds(index, cover) * self.low_sky_mask
         rate, zenith_rate = self.sky(index, clouds, moon_alt, moon_az, sun_alt, sun_az)
         exposure = self.exposure(zenith_rate)
-        self.exposure_fraction = min(exposure + 0.5, plan.interval_s - 1) / plan.interval_s
-        scale = exposure
-        background = cv2.resize(rate * scale, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+        exposed = min(exposure + 0.5, plan.interval_s - 1) / plan.interval_s
+        background = cv2.resize(rate * exposure, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
         clouds_full = cv2.resize(clouds, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
-        signal = background + self.star_layer(index, clouds, scale / cam.max_exposure_s, rng)
-        signal[..., :] += (self.moon_layer(moon_alt, moon_az, scale / cam.max_exposure_s))[..., None]
+        signal = background + self.star_layer(index, clouds, exposure / cam.max_exposure_s, rng)
+        signal[..., :] += (self.moon_layer(moon_alt, moon_az, exposure / cam.max_exposure_s))[..., None]
         noise_sigma = self.noise(signal)
-        events, records = self.render_events(index, noise_sigma, clouds_full, scale)
+        events, records = self.render_events(index, noise_sigma, clouds_full, exposed)
         signal += events
         ground = (0.25 + 0.08 * self.ground_texture)[..., None] * background.mean(axis=2, keepdims=True) * 0.5
         signal = signal * self.sky_mask[..., None] + ground * (1 - self.sky_mask[..., None]) * self.inside[..., None]
