@@ -1,14 +1,15 @@
 """guAlta operator CLI.
 
     python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx]
-    python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off]
-    python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD]
+    python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off] [--config F]
+    python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD] [--config F]
     python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv] [--no-upload] [--model PATH] [--threshold X]
     python guAlta.py realtime [--no-upload]
     python guAlta.py flush
 
-batch, realtime and flush read guAltaConfig.py (or --config FILE); every setting also has a GUALTA_* variable and
-a flag (see `python guAlta.py batch --help`).
+Every command but demo reads guAltaConfig.py (or --config FILE); every client setting also has a GUALTA_* variable
+and a flag (see `python guAlta.py batch --help`); serve and site read guAlta_store (GUALTA_STORE), guAlta_site_time
+(GUALTA_SITE_TIME) and guAlta_observatories.
 """
 from __future__ import annotations
 
@@ -23,25 +24,36 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
 
 
+def service_settings(args: argparse.Namespace):
+    """The service's settings file values, --store/--site-at winning; or exit 2 with every problem listed."""
+    from gualta.config import ConfigError, load_service_settings
+
+    try:
+        settings = load_service_settings(args.config)
+    except ConfigError as exc:
+        print(f"guAlta {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return settings, args.store or settings.store
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import logging
 
-    import guAltaConfig
     from gualta.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    serve(args.host, args.port, args.store, None if args.site_at == "off" else args.site_at,
-          getattr(guAltaConfig, "guAlta_observatories", None))
+    settings, store = service_settings(args)
+    site_at = args.site_at or settings.site_time
+    serve(args.host, args.port, store, None if site_at == "off" else site_at, settings.observatories)
 
 
 def cmd_site(args: argparse.Namespace) -> None:
     import json
 
-    import guAltaConfig
     from gualta.server import build_page
 
-    print(json.dumps(build_page(args.store, args.day, getattr(guAltaConfig, "guAlta_observatories", None))))
+    settings, store = service_settings(args)
+    print(json.dumps(build_page(store, args.day, settings.observatories)))
 
 
 def client_settings(args: argparse.Namespace):
@@ -100,18 +112,6 @@ def cmd_flush(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def _site_time() -> str:
-    import guAltaConfig
-    return getattr(guAltaConfig, "guAlta_site_time", "0900")
-
-
-def default_store() -> str:
-    import os
-
-    import guAltaConfig
-    return os.environ.get("GUALTA_STORE") or getattr(guAltaConfig, "guAlta_store", "gualta_store")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
-    serve.add_argument("--store", default=default_store(), help="store folder or s3://bucket[/prefix]")
-    serve.add_argument("--site-at", default=_site_time(), help="daily page time HHMM (local), or 'off'")
+    serve.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
+    serve.add_argument("--site-at", help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
+    serve.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
     serve.set_defaults(run=cmd_serve)
     site = commands.add_parser("site", help="build a night's daily page in the store now")
-    site.add_argument("--store", default=default_store(), help="store folder or s3://bucket[/prefix]")
+    site.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
+    site.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
     site.add_argument("--day", help="night YYYYMMDD (default: the current night; before noon, the one that just ended)")
     site.set_defaults(run=cmd_site)
     add_client_commands(commands)

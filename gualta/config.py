@@ -225,6 +225,40 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
     return Settings(**values, source=str(config_file))
 
 
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What `serve` and `site` read: the store, the daily page time and the observatories' places."""
+    store: str
+    site_time: str
+    observatories: dict
+    source: str = ""
+
+
+def load_service_settings(config_file: str | Path | None = None, env: dict | None = None) -> ServiceSettings:
+    """Service settings from the file (default guAltaConfig.py), then GUALTA_STORE / GUALTA_SITE_TIME."""
+    config_file = Path(config_file or DEFAULT_FILE).expanduser().resolve()
+    env = os.environ if env is None else env
+    from_file = read_file(config_file)
+    store = env.get("GUALTA_STORE")
+    if not store:
+        store = str(from_file.get("guAlta_store", "gualta_store"))
+        if "://" not in store:                                      # a folder: relative to the settings file
+            store = str((config_file.parent / store).resolve())
+    site_time = str(env.get("GUALTA_SITE_TIME") or from_file.get("guAlta_site_time", "0900"))
+    problems = []
+    if site_time != "off":
+        try:
+            site_time = hhmm(site_time)
+        except ValueError as exc:
+            problems.append(f"guAlta_site_time = {site_time!r}: {exc}")
+    observatories = from_file.get("guAlta_observatories") or {}
+    if not isinstance(observatories, dict):
+        problems.append(f"guAlta_observatories must be a dict of obs_id → place, not {type(observatories).__name__}")
+    if problems:
+        raise ConfigError(problems)
+    return ServiceSettings(str(store), site_time, observatories, str(config_file))
+
+
 def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """--config FILE and one flag per setting (booleans as --x/--no-x); all default to None (= not given)."""
     parser.add_argument("--config", type=Path, help=f"settings file (default: {DEFAULT_FILE.name} beside guAlta.py)")

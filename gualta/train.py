@@ -4,7 +4,8 @@
                                    [--lr 1e-3] [--bs 32] [--seed 42] [--pretrained|--no-pretrained] [--threads N]
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
                                    [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
-                                   [--min-snr 0] [--min-length 0]
+                                   [--min-snr 0] [--min-length 0] [--short-min-snr S]
+                                   [--init RUN/model.pkl] [--mixed-precision]
     python -m gualta.train lr-find --dataset DATA --out RUN [same options]
     python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
     python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
@@ -25,6 +26,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,9 +73,13 @@ class TrainConfig:
     lr_find: bool = False            # run lr_find first and train with its valley suggestion
     min_snr: float = 0.0             # training leaves out meteors fainter than this (ground-truth peak_snr)
     min_length: float = 0.0          # ... or shorter than this (ground-truth length_px, full-frame pixels)
+    short_min_snr: float | None = None  # ... unless a short one reaches this peak_snr
+    init: Path | None = None         # start from this fastai model.pkl's weights (same arch), e.g. the shipped one
+    mixed_precision: bool = False    # bf16 autocast on a CUDA GPU (ignored on the CPU)
 
     def __post_init__(self):
         self.dataset, self.out = Path(self.dataset), Path(self.out)
+        self.init = Path(self.init) if self.init else None
         for name, value, allowed in (("arch", self.arch, ARCHS), ("balance", self.balance, BALANCES),
                                      ("kind", self.kind, INPUT_KINDS + (None,))):
             if value not in allowed:
@@ -128,22 +134,27 @@ def oversample(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rows] + [meteors] * max(copies - 1, 0), ignore_index=True)
 
 
-def visible_meteors(rows: pd.DataFrame, min_snr: float = 0.0, min_length: float = 0.0) -> pd.DataFrame:
+def visible_meteors(rows: pd.DataFrame, min_snr: float = 0.0, min_length: float = 0.0,
+                    short_min_snr: float | None = None) -> pd.DataFrame:
     """Leave out meteor rows too faint (peak_snr) or short (length_px) to show in a difference image — label noise
-    for training; rows without those ground-truth columns (real, hand-labelled nights) are kept."""
+    for training; a short meteor stays if its peak_snr reaches short_min_snr (when given). Rows without those
+    ground-truth columns (real, hand-labelled nights) are kept."""
     if not (min_snr or min_length) or "peak_snr" not in rows or "length_px" not in rows:
         return rows
-    faint = (rows["peak_snr"] < min_snr) | (rows["length_px"] < min_length)
-    dropped = (rows["meteor"] == 1) & faint.fillna(False)
-    log.info("training leaves out %d meteor frames below peak_snr %g or length %g px", dropped.sum(), min_snr,
-             min_length)
+    short = rows["length_px"] < min_length
+    if short_min_snr is not None:
+        short &= ~(rows["peak_snr"] >= short_min_snr)
+    dropped = (rows["meteor"] == 1) & ((rows["peak_snr"] < min_snr) | short).fillna(False)
+    log.info("training leaves out %d meteor frames below peak_snr %g or length %g px (short ones kept from "
+             "peak_snr %s)", dropped.sum(), min_snr, min_length, short_min_snr)
     return rows[~dropped]
 
 
 def training_rows(index: pd.DataFrame, balance: str = "downsample", valid_pct: float = 0.2,
-                  seed: int = 42, min_snr: float = 0.0, min_length: float = 0.0) -> pd.DataFrame:
+                  seed: int = 42, min_snr: float = 0.0, min_length: float = 0.0,
+                  short_min_snr: float | None = None) -> pd.DataFrame:
     """The train-night rows to learn from, labelled, balanced and split: columns fn, label, is_valid, ..."""
-    rows = with_labels(visible_meteors(index[index["dataset"] == "train"], min_snr, min_length))
+    rows = with_labels(visible_meteors(index[index["dataset"] == "train"], min_snr, min_length, short_min_snr))
     if set(rows[LABEL]) != set(CLASSES):
         raise TrainError(f"the training nights need both classes; found {sorted(set(rows[LABEL])) or 'none'}")
     if balance == "downsample":
@@ -206,6 +217,19 @@ def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_wei
         raise
 
 
+def load_weights(learn, model_pkl: str | Path) -> None:
+    """Copy a fastai model.pkl's network weights into learn (fine-tuning from an earlier run)."""
+    from fastai.learner import load_learner
+
+    source = load_learner(model_pkl, cpu=True)
+    try:
+        learn.model.load_state_dict(source.model.state_dict())
+    except RuntimeError as exc:
+        raise TrainError(f"{model_pkl} does not fit {type(learn.model[0]).__name__} of this run: {exc}") from None
+    if list(source.dls.vocab) != list(learn.dls.vocab):
+        raise TrainError(f"{model_pkl} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
+
+
 def input_kind(config: TrainConfig) -> str:
     """The configured input kind, else the dataset's (raw if built by build_raw_dataset)."""
     found = "raw" if (config.dataset / RAW_MARKER).is_file() else "diff"
@@ -223,12 +247,16 @@ def learner_for(config: TrainConfig):
         torch.set_num_threads(config.threads)
     set_seed(config.seed, reproducible=True)
     rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed,
-                         config.min_snr, config.min_length)
+                         config.min_snr, config.min_length, config.short_min_snr)
     dls = make_dataloaders(config.dataset, rows, config.size, config.bs, config.seed, config.workers)
     weights = class_weights(rows, dls.vocab) if config.balance == "weighted" else None
     learn = make_learner(dls, config.arch, config.pretrained, weights)
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
     learn.input_kind = input_kind(config)
+    if config.init:
+        load_weights(learn, config.init)
+    if config.mixed_precision and torch.cuda.is_available():
+        learn.to_bf16()
     return learn, rows
 
 
@@ -305,6 +333,7 @@ def train(config: TrainConfig) -> TrainResult:
     history.to_csv(run_dir / "history.csv", index=False)
     losses.to_csv(run_dir / "losses.csv", index=False)
 
+    learn.to_fp32()                                 # exports hold no autocast callback
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
     (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
@@ -339,15 +368,24 @@ def raw_image(frame_path: str | Path, size: int = TRAIN_SIZE) -> np.ndarray:
     return resize_area(read_gray(frame_path), size)
 
 
-def build_raw_dataset(dataset_dir: str | Path, nights_root: str | Path, out_dir: str | Path) -> pd.DataFrame:
+def write_raw_image(frame_path: Path, image_path: Path) -> None:
+    write_image(image_path, raw_image(frame_path))
+
+
+def build_raw_dataset(dataset_dir: str | Path, nights_root: str | Path, out_dir: str | Path,
+                      workers: int = 1) -> pd.DataFrame:
     """A parallel dataset of raw frames: for each row of the difference dataset's index.csv, its current frame
     (nights_root/night/file) as 400×400 gray at the same fn; the same index.csv, so fns match for fusion."""
     out_dir = Path(out_dir)
     if (out_dir / INDEX).exists():
         raise TrainError(f"{out_dir} already holds a dataset")
     index = read_index(dataset_dir)
-    for row in tqdm(index.itertuples(), total=len(index), desc="raw-dataset", unit="frame", disable=None):
-        write_image(out_dir / row.fn, raw_image(Path(nights_root) / row.night / row.file))
+    frames = [Path(nights_root) / night / file for night, file in zip(index["night"].astype(str), index["file"])]
+    images = [out_dir / fn for fn in index["fn"]]
+    with ProcessPoolExecutor(workers) as pool:
+        done = pool.map(write_raw_image, frames, images, chunksize=64)
+        for _ in tqdm(done, total=len(index), desc="raw-dataset", unit="frame", disable=None):
+            pass
     index.to_csv(out_dir / INDEX, index=False)
     (out_dir / RAW_MARKER).write_text(json.dumps({"source": str(dataset_dir), "nights": str(nights_root),
                                                   "size": TRAIN_SIZE, "interpolation": "INTER_AREA"}))
@@ -360,7 +398,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(dataset=args.dataset, out=args.out, arch=args.arch, size=args.size, epochs=args.epochs,
                        lr=args.lr, bs=args.bs, seed=args.seed, pretrained=args.pretrained, threads=args.threads,
                        balance=args.balance, patience=args.patience, kind=args.kind, workers=args.workers,
-                       lr_find=getattr(args, "lr_find", False), min_snr=args.min_snr, min_length=args.min_length)
+                       lr_find=getattr(args, "lr_find", False), min_snr=args.min_snr, min_length=args.min_length,
+                       short_min_snr=args.short_min_snr, init=args.init, mixed_precision=args.mixed_precision)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -404,7 +443,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_raw_dataset(args: argparse.Namespace) -> None:
-    index = build_raw_dataset(args.dataset, args.nights, args.out)
+    index = build_raw_dataset(args.dataset, args.nights, args.out, args.workers)
     print(f"raw-dataset: {len(index)} frames → {args.out}")
 
 
@@ -437,6 +476,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="leave out training meteors with ground-truth peak_snr below this")
     parser.add_argument("--min-length", type=float, default=0.0,
                         help="leave out training meteors shorter than this (ground-truth length_px)")
+    parser.add_argument("--short-min-snr", type=float,
+                        help="keep training meteors shorter than --min-length when their peak_snr reaches this")
+    parser.add_argument("--init", type=Path, help="start from this model.pkl's weights (same arch)")
+    parser.add_argument("--mixed-precision", action="store_true", help="bf16 autocast when a CUDA GPU trains")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -477,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     raw_cmd.add_argument("--dataset", type=Path, required=True, help="difference dataset (its index.csv)")
     raw_cmd.add_argument("--nights", type=Path, required=True, help="root of the nights it was built from")
     raw_cmd.add_argument("--out", type=Path, required=True)
+    raw_cmd.add_argument("--workers", type=int, default=1, help="processes")
     raw_cmd.set_defaults(run=cmd_raw_dataset)
 
     fusion_cmd = commands.add_parser("fusion", help="compare rules fusing difference and raw-frame scores")

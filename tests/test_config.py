@@ -101,3 +101,22 @@ def test_cli_stops_with_exit_2_and_lists_the_problems(tmp_path):
     for expected in ("--threshold", "--start-time", "GUALTA_OBS_ID"):
         assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_service_settings_from_the_file_then_environment(tmp_path):
+    from gualta.config import load_service_settings
+
+    config = tmp_path / "conf" / "serviceConfig.py"
+    config.parent.mkdir()
+    config.write_text('guAlta_store = "nights_store"\nguAlta_site_time = "07:30"\n'
+                      'guAlta_observatories = {"obs01": {"lat": 41.6, "lon": 1.8, "elevation_m": 300}}\n')
+    settings = load_service_settings(config, env={})
+    assert settings.store == str(config.parent / "nights_store")              # relative to the settings file
+    assert settings.site_time == "0730" and settings.observatories["obs01"]["lat"] == 41.6
+    from_env = load_service_settings(config, env={"GUALTA_STORE": "s3://bucket/x", "GUALTA_SITE_TIME": "off"})
+    assert from_env.store == "s3://bucket/x" and from_env.site_time == "off"
+
+    config.write_text('guAlta_site_time = "25:00"\nguAlta_observatories = ["obs01"]\n')
+    with pytest.raises(ConfigError) as error:
+        load_service_settings(config, env={})
+    assert "guAlta_site_time" in str(error.value) and "guAlta_observatories" in str(error.value)

@@ -168,3 +168,12 @@ def test_site_command(tmp_path):
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["written"] == ["20260916.html", "index.html"]
     assert "No observatory reported this night." in (tmp_path / "s" / "20260916.html").read_text()
+
+
+def test_site_command_reads_the_store_from_config(tmp_path):
+    config = tmp_path / "siteConfig.py"
+    config.write_text('guAlta_store = "from_config"\n')
+    run = subprocess.run([sys.executable, "guAlta.py", "site", "--config", str(config), "--day", "20260916"],
+                         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "from_config" / "20260916.html").is_file()

@@ -3,6 +3,7 @@ a tiny simulated dataset (every report artefact), the CLI, and the raw-frame mod
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,9 @@ def test_invisible_training_meteors_are_left_out_but_test_rows_kept():
     assert meteors == {"training_set/meteor/2.png", "training_set/meteor/3.png"}   # too faint / too short: out
     assert (rows["label"] == "no-meteor").sum() == 16                                 # negatives untouched
     assert len(training_rows(index, "none", 0.2, 0)) == 20                           # no thresholds: all kept
+    kept = training_rows(index, "none", 0.2, 0, min_snr=3, min_length=40, short_min_snr=8)
+    assert set(kept.loc[kept["label"] == "meteor", "fn"]) == {f"training_set/meteor/{i}.png" for i in (1, 2, 3)}
+    assert len(training_rows(index, "none", 0.2, 0, min_snr=3, min_length=40, short_min_snr=9)) == 18
     real = hand_index().assign(meteor=lambda d: d["meteor"])                          # no ground-truth columns
     assert len(train.visible_meteors(real, 3, 40)) == len(real)
 
@@ -138,9 +142,10 @@ def test_cli_weighted_then_evaluate_onnx(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "cli"
     assert train.main(["train", "--dataset", str(data), "--out", str(out), "--arch", "resnet18", "--size", "32",
                        "--epochs", "1", "--bs", "8", "--threads", "1", "--balance", "weighted",
-                       "--no-evaluate", "--no-pretrained"]) == 0
+                       "--no-evaluate", "--no-pretrained", "--mixed-precision"]) == 0
     assert (out / "model.onnx").is_file() and not (out / "metrics.json").exists()
     config = json.loads((out / "config.json").read_text())
+    assert config["config"]["mixed_precision"] is True and config["training"]["device"] == "cpu"   # CPU: fp32
     index = train.read_index(data)
     assert config["data"]["train_images"] + config["data"]["valid_images"] == (index["dataset"] == "train").sum()
 
@@ -165,7 +170,7 @@ def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
 
     nights, data = tiny_dataset
     raw_data = tmp_path / "raw"
-    index = train.build_raw_dataset(data, nights, raw_data)
+    index = train.build_raw_dataset(data, nights, raw_data, workers=2)
     first = index.iloc[0]
     image = read_gray(raw_data / first["fn"])
     assert image.shape == (400, 400)
@@ -181,3 +186,19 @@ def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
     diff_metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
     assert report.loc["diff", "meteor_recall"] == diff_metrics["meteor_recall"]
     assert report.loc["diff", "cloud_fp_rate"] == diff_metrics["cloud_fp_rate"]
+
+
+def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_path):
+    import torch
+    from fastai.learner import load_learner
+
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "fine-tune", arch="resnet18", size=64,
+                               bs=8, threads=1, pretrained=False, init=tiny_run.run_dir / "model.pkl")
+    learn, _ = train.learner_for(config)
+    source = load_learner(tiny_run.run_dir / "model.pkl", cpu=True).model.state_dict()
+    target = learn.model.state_dict()
+    assert source.keys() == target.keys()
+    assert all(torch.equal(source[k], target[k].cpu()) for k in source)
+
+    with pytest.raises(train.TrainError, match="does not fit"):
+        train.learner_for(replace(config, arch="resnet34"))
