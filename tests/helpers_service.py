@@ -138,26 +138,16 @@ def moto_s3():
                 os.environ[key] = value
 
 
-class TelegramStandIn:
-    """A local Bot API: records every call; answers like Telegram, or fails with HTTP `fail_status`."""
+class RecordingServer:
+    """A local HTTP server on 127.0.0.1 for POSTs: `answer(path, headers, body)` gives (status, JSON reply)."""
 
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.fail_status: int | None = None
-        stand_in = self
+    def __init__(self, answer):
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                token, _, method = self.path.removeprefix("/bot").partition("/")
-                stand_in.calls.append({"token": token, "method": method, "fields": parse_fields(
-                    self.headers.get("Content-Type", ""), body)})
-                if stand_in.fail_status:
-                    status, reply = stand_in.fail_status, {"ok": False, "error_code": stand_in.fail_status,
-                                                           "description": "Internal Server Error"}
-                else:
-                    status, reply = 200, {"ok": True, "result": {"message_id": len(stand_in.calls), "date": 0,
-                                                                 "chat": {"id": -100123, "type": "channel"}}}
+                status, reply = answer(self.path, self.headers, body)
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -169,12 +159,32 @@ class TelegramStandIn:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}/bot"
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class TelegramStandIn(RecordingServer):
+    """A local Bot API: records every call; answers like Telegram, or fails with HTTP `fail_status`."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.fail_status: int | None = None
+        super().__init__(self.answer)
+        self.base_url = self.url + "/bot"
+
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        token, _, method = path.removeprefix("/bot").partition("/")
+        self.calls.append({"token": token, "method": method,
+                           "fields": parse_fields(headers.get("Content-Type", ""), body)})
+        if self.fail_status:
+            return self.fail_status, {"ok": False, "error_code": self.fail_status,
+                                      "description": "Internal Server Error"}
+        return 200, {"ok": True, "result": {"message_id": len(self.calls), "date": 0,
+                                            "chat": {"id": -100123, "type": "channel"}}}
 
 
 def parse_fields(content_type: str, body: bytes) -> dict:

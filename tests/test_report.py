@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,7 +13,7 @@ from gualta.detect import read_scores, run_batch
 from gualta.report import ApiClient, Outbox, Sender, deliver, flush
 from gualta.server import ChildServer
 from helpers_client import settings
-from helpers_service import KEYS, child_env, detection, free_port, service_env
+from helpers_service import KEYS, RecordingServer, child_env, detection, free_port, service_env
 
 KEY = KEYS["obs01"]
 
@@ -26,33 +24,17 @@ def quick_backoff(monkeypatch):
     monkeypatch.setattr(report, "BACKOFF_MAX_S", 0.2)
 
 
-class StubService:
+class StubService(RecordingServer):
     """A local HTTP service answering POSTs with the statuses in `answers` (then 200), recording the bodies."""
 
     def __init__(self, answers: list[int]):
         self.answers, self.bodies = list(answers), []
-        stub = self
+        super().__init__(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                stub.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                status = stub.answers.pop(0) if stub.answers else 200
-                data = json.dumps({"status": "stored" if status == 200 else "error"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        self.bodies.append(json.loads(body))
+        status = self.answers.pop(0) if self.answers else 200
+        return status, {"status": "stored" if status == 200 else "error"}
 
 
 def test_put_keeps_the_first_copy_unless_replacing(tmp_path):
