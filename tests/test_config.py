@@ -35,11 +35,16 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkey
     assert flags.threshold == 0.5 and flags.enable_telegram is True and flags.obs_id == "obs01"
 
 
+def settings_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def test_another_settings_file(tmp_path):
-    config = tmp_path / "site" / "myConfig.py"
-    config.parent.mkdir()
-    config.write_text('guAlta_threshold = 0.7\nguAlta_obs_id = "roof-2"\nguAlta_model = "nets/m.onnx"\n'
-                      'guAlta_satellite_check = False\nguAlta_sleep_between_imgs = 2\n')
+    config = settings_file(tmp_path / "site" / "myConfig.py",
+                           'guAlta_threshold = 0.7\nguAlta_obs_id = "roof-2"\nguAlta_model = "nets/m.onnx"\n'
+                           'guAlta_satellite_check = False\nguAlta_sleep_between_imgs = 2\n')
     settings = load_settings(config, env={})
     assert (settings.threshold, settings.obs_id, settings.satellite_check) == (0.7, "roof-2", False)
     assert settings.model == config.parent / "nets" / "m.onnx"
@@ -106,10 +111,9 @@ def test_cli_stops_with_exit_2_and_lists_the_problems(tmp_path):
 def test_service_settings_from_the_file_then_environment(tmp_path):
     from gualta.config import load_service_settings
 
-    config = tmp_path / "conf" / "serviceConfig.py"
-    config.parent.mkdir()
-    config.write_text('guAlta_store = "nights_store"\nguAlta_site_time = "07:30"\n'
-                      'guAlta_observatories = {"obs01": {"lat": 41.6, "lon": 1.8, "elevation_m": 300}}\n')
+    config = settings_file(tmp_path / "conf" / "serviceConfig.py",
+                           'guAlta_store = "nights_store"\nguAlta_site_time = "07:30"\n'
+                           'guAlta_observatories = {"obs01": {"lat": 41.6, "lon": 1.8, "elevation_m": 300}}\n')
     settings = load_service_settings(config, env={})
     assert settings.store == str(config.parent / "nights_store")              # relative to the settings file
     assert settings.site_time == "0730" and settings.observatories["obs01"]["lat"] == 41.6
