@@ -1,0 +1,88 @@
+"""The model on real sky pixels: meteors drawn into real night-sky photographs.
+
+No labelled real AllSky pairs exist, so each real frame (gray) serves as the sky of a pair: the previous frame is
+the photograph plus fresh camera noise, the current one the photograph plus another noise draw plus, or not, a
+straight streak (2 px wide, slightly blurred, `amplitude` DN above the sky, random place and direction), saved as a
+JPEG; the pair goes through the client's own difference image and model. Empty pairs should score low, streaks
+high. Figures are printed (median score of `--repeats` pairs per cell), never asserted.
+
+    python bench/real_sky_probe.py --frames ../shared/data/real_skies/*.jpg [--model models/guAlta.onnx]
+                                   [--noise 3] [--repeats 4] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gualta.model import load_model  # noqa: E402
+from gualta.preprocess import difference_image, read_gray  # noqa: E402
+
+AMPLITUDES_DN = (0, 8, 15, 30, 60)
+LENGTHS_PX = (60, 150, 300)
+
+
+def with_noise(sky: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return sky + rng.normal(0.0, sigma, sky.shape)
+
+
+def streak(shape: tuple[int, int], amplitude: float, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A straight streak of `amplitude` DN and `length` px somewhere in the middle half of the frame."""
+    height, width = shape
+    layer = np.zeros(shape, np.float32)
+    x1, y1 = int(rng.integers(width // 4, 3 * width // 4)), int(rng.integers(height // 4, 3 * height // 4))
+    angle = rng.uniform(0, np.pi)
+    cv2.line(layer, (x1, y1), (int(x1 + length * np.cos(angle)), int(y1 + length * np.sin(angle))), amplitude, 2)
+    return cv2.GaussianBlur(layer, (3, 3), 0.8)
+
+
+def as_jpeg(image: np.ndarray, quality: int = 85) -> np.ndarray:
+    ok, encoded = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def probe(model, sky: np.ndarray, sigma: float, repeats: int, rng: np.random.Generator) -> dict:
+    """(amplitude, length) → median score of `repeats` pairs."""
+    previous = as_jpeg(with_noise(sky, sigma, rng))
+    table = {}
+    for amplitude in AMPLITUDES_DN:
+        for length in LENGTHS_PX:
+            scores = []
+            for _ in range(repeats):
+                current = with_noise(sky, sigma, rng)
+                if amplitude:
+                    current += streak(sky.shape, amplitude, length, rng)
+                diff = difference_image(as_jpeg(current), previous)
+                scores.append(float(model.predict(np.stack([diff]))[0]))
+            table[amplitude, length] = float(np.median(scores))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=Path, nargs="+", required=True, help="real night-sky photographs")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "guAlta.onnx")
+    parser.add_argument("--noise", type=float, default=3.0, help="camera noise added to each frame (DN, σ)")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    model, rng = load_model(args.model, threads=2), np.random.default_rng(args.seed)
+    print(f"model {args.model.name}; noise σ {args.noise} DN; median p(meteor) of {args.repeats} pairs per cell")
+    print(f"{'frame':44s} {'streak DN':>9s} " + " ".join(f"{length:>6d}px" for length in LENGTHS_PX))
+    for frame in args.frames:
+        table = probe(model, read_gray(frame).astype(np.float32), args.noise, args.repeats, rng)
+        for amplitude in AMPLITUDES_DN:
+            label = "none" if amplitude == 0 else f"+{amplitude}"
+            cells = " ".join(f"{table[amplitude, length]:8.2f}" for length in LENGTHS_PX)
+            print(f"{frame.name[:44]:44s} {label:>9s} {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
