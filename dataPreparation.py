@@ -15,9 +15,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from gualta import allsky, dataset
+from gualta.cli import run_subcommand
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
@@ -168,15 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        with logging_redirect_tqdm():
-            args.run(args)
-    except dataset.DatasetError as exc:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    return 0
+    return run_subcommand(build_parser(), argv, (dataset.DatasetError,))
 
 
 if __name__ == "__main__":

@@ -24,24 +24,36 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
 
 
-def service_settings(args: argparse.Namespace):
-    """The service's settings file values, --store/--site-at winning; or exit 2 with every problem listed."""
-    from gualta.config import ConfigError, load_service_settings
+def settings_or_exit(load, args: argparse.Namespace):
+    """load(args), or exit 2 with every problem of the settings listed."""
+    from gualta.config import ConfigError
 
     try:
-        settings = load_service_settings(args.config)
+        return load(args)
     except ConfigError as exc:
         print(f"guAlta {args.command}: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def service_settings(args: argparse.Namespace):
+    """The service's settings (file, then environment) and the store, --store winning."""
+    from gualta.config import load_service_settings
+
+    settings = settings_or_exit(lambda a: load_service_settings(a.config), args)
     return settings, args.store or settings.store
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
-    import logging
+def client_settings(args: argparse.Namespace):
+    """The client's settings (file, environment, flags)."""
+    from gualta.config import settings_from_args
 
+    return settings_or_exit(settings_from_args, args)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
     from gualta.server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    timestamped_logging()
     settings, store = service_settings(args)
     site_at = args.site_at or settings.site_time
     serve(args.host, args.port, store, None if site_at == "off" else site_at, settings.observatories)
@@ -56,18 +68,7 @@ def cmd_site(args: argparse.Namespace) -> None:
     print(json.dumps(build_page(store, args.day, settings.observatories)))
 
 
-def client_settings(args: argparse.Namespace):
-    """The client's settings, or exit 2 with every problem listed."""
-    from gualta.config import ConfigError, settings_from_args
-
-    try:
-        return settings_from_args(args)
-    except ConfigError as exc:
-        print(f"guAlta {args.command}: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
-def client_logging() -> None:
+def timestamped_logging() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -78,7 +79,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
     from gualta.detect import ClientError, run_batch
 
-    client_logging()
+    timestamped_logging()
     settings = client_settings(args)
     try:
         with logging_redirect_tqdm():
@@ -91,7 +92,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
     from gualta.detect import ClientError
     from gualta.realtime import run_realtime
 
-    client_logging()
+    timestamped_logging()
     try:
         run_realtime(client_settings(args), upload=not args.no_upload)
     except ClientError as exc:
@@ -101,7 +102,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 def cmd_flush(args: argparse.Namespace) -> None:
     from gualta.report import flush
 
-    client_logging()
+    timestamped_logging()
     settings = client_settings(args)
     if not settings.url:
         sys.exit("guAlta flush: guAlta_URL is not set")

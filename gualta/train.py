@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from gualta.cli import run_subcommand
 from gualta.dataset import INDEX, write_image
 from gualta.model import CLASSES, INPUT_KINDS
 from gualta.preprocess import TRAIN_SIZE, read_gray, resize_area
@@ -534,14 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.run(args)
-    except (TrainError, FileNotFoundError) as exc:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    return 0
+    return run_subcommand(build_parser(), argv, (TrainError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,21 @@
+"""What the package's command-line doors share: run the chosen subcommand, log to stderr, exit 2 on a known error."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+
+def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...]) -> int:
+    """Parse argv, run the subcommand's `run(args)` with INFO logs on stderr (kept clear of progress bars); one of
+    `errors` exits 2 with '<prog> <command>: error: <message>'."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with logging_redirect_tqdm():
+            args.run(args)
+    except errors as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    return 0
