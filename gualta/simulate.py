@@ -31,7 +31,7 @@ from gualta import allsky
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = "1.0"
+SIMULATOR_VERSION = "1.1"      # 1.1: a meteor's visibility is measured after the 8-bit clip
 WIDTH, HEIGHT = 1304, 976
 LOW = 4                                  # smooth fields (sky, clouds) are rendered at 1/LOW resolution
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
@@ -634,7 +634,7 @@ class NightRenderer:
             peak = float(light[peak_index])
             if peak < 0.5 * float(noise_sigma[peak_index]) and event.kind not in ("meteor", "fireball"):
                 continue                                   # out of the frame, behind trees or thick cloud
-            records.append({"kind": event.kind, "x1": float(points[0, 0]), "y1": float(points[0, 1]),
+            records.append({"kind": event.kind, "peak_yx": peak_index, "x1": float(points[0, 0]), "y1": float(points[0, 1]),
                             "x2": float(points[-1, 0]), "y2": float(points[-1, 1]),
                             "length_px": float(np.sum(np.hypot(*np.diff(points, axis=0).T))),
                             "width_px": float(event.width), "peak_dn": peak,
@@ -664,9 +664,26 @@ class NightRenderer:
         ground = (0.25 + 0.08 * self.ground_texture)[..., None] * background.mean(axis=2, keepdims=True) * 0.5
         signal = signal * self.sky_mask[..., None] + ground * (1 - self.sky_mask[..., None]) * self.inside[..., None]
         signal *= np.array(cam.white_balance, np.float32)
+        self.clip_to_sensor(records, signal, events)
         image = self.sensor(signal, self.noise(signal), rng)
         self.watermark(image, stamp, exposure, index, rng)
         return image, self.truth_row(stamp, records, noise_sigma, cover, moon_alt, sun_alt, exposure)
+
+    def clip_to_sensor(self, records: list[dict], signal: np.ndarray, events: np.ndarray) -> None:
+        """Scale each event's peak to what survives the 8-bit clip: on a saturated (daytime, glare) sky a meteor adds
+        nothing to the frame, so its ground truth must not call it visible."""
+        cam = self.plan.camera
+        ceiling = 255.0 - cam.black_level
+        gain = np.array(cam.white_balance, np.float32)
+        for record in records:
+            y, x = record.pop("peak_yx")
+            added = events[y, x] * self.sky_mask[y, x] * gain
+            total = signal[y, x]
+            shown = np.clip(total, 0, ceiling) - np.clip(total - added, 0, ceiling)
+            if added.sum() > 0 and shown.sum() < added.sum():
+                share = float(shown.sum() / added.sum())
+                record["peak_dn"] *= share
+                record["peak_snr"] *= share
 
     def noise(self, signal: np.ndarray) -> np.ndarray:
         """Per-pixel noise sigma (DN): read noise plus shot noise of the signal."""

@@ -410,6 +410,19 @@ def test_meteors_nobody_could_see_are_hidden_and_labelled_no_meteor():
             np.testing.assert_array_equal(image, bare.render(frame)[0])
 
 
+def test_a_meteor_on_a_burnt_out_sky_is_hidden():
+    """Ground truth is measured on the exposed frame: where the sky already clips at 255 a meteor adds nothing."""
+    plan = quiet_plan(4)
+    lens = plan.camera.fisheye
+    plant_meteor(plan, 5, np.array([lens.cx - 40, lens.cy + 30], np.float32), length=150.0, snr=30.0)
+    renderer = NightRenderer(plan)
+    assert renderer.render(5)[1]["label"] == "meteor"
+    renderer.exposure = lambda sky_rate: 400.0          # a daytime frame: the whole sky saturates
+    image, row = renderer.render(5)
+    assert np.median(image[renderer.sky_mask > 0.99]) == 255
+    assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "hidden-meteor")
+
+
 # ---------------------------------------------------------------------------------------------------- crossings
 
 @pytest.fixture(scope="module")
