@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How models/guAlta.onnx was built (see models/MODEL_CARD.md). Usage: models/build_shipped_model.sh WORKDIR
 # Made for a CUDA GPU and 16 cores (simulation ~16 min, datasets ~1 min, training ~7 min, evaluation ~2 min); on
-# CPU only it runs too, but for days: lower TRAIN_NIGHTS and EPOCHS there.
+# CPU only it runs too, but for days: lower TRAIN_NIGHTS and EPOCHS there. RATES (training nights' event rates) and
+# SHORT_MIN_SNR (keep short meteors at least this bright) try the changes the model card proposes.
 set -euo pipefail
 work=${1:?usage: $0 WORKDIR}
 py=${PYTHON:-.venv/bin/python}
@@ -27,7 +28,8 @@ PY
 #    show in a difference image are left out of training only; the test nights keep every meteor.
 $py -m gualta.train train --dataset "$work/ds_train" --out "$work/run" --arch resnet34 --size 224 \
     --epochs "${EPOCHS:-60}" --lr 3e-3 --bs 64 --no-pretrained --patience 60 --balance downsample --min-snr 3 \
-    --min-length 40 --no-evaluate --seed 42 --workers 12 --mixed-precision
+    --min-length 40 ${SHORT_MIN_SNR:+--short-min-snr "$SHORT_MIN_SNR"} --no-evaluate --seed 42 --workers 12 \
+    --mixed-precision
 
 # 4. Evaluate on the test nights only, then ship the ONNX file.
 $py -m gualta.train evaluate --model "$work/run/model.onnx" --dataset "$work/ds_test" --out "$work/run/test" \

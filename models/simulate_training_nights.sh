@@ -3,10 +3,11 @@
 # Training nights: 110 nights × 240 frames (2 h each; starts rotate 19:00…05:00, skies rotate every 6 nights, dates
 # 3 days apart from 2021-08-01 so seasons and moon phases vary), raised event rates so that meteors and hard
 # negatives are common. Test nights: 4 whole nights (20:00–08:00) at the default rates, one per sky.
-# One process per night, PROCS at a time (default: every core); TRAIN_NIGHTS overrides the count.
+# One process per night, PROCS at a time (default: every core); TRAIN_NIGHTS overrides the count, RATES the
+# training nights' event rates.
 set -euo pipefail
 export root=${1:?usage: $0 ROOT} py=${PYTHON:-.venv/bin/python}
-export rates=meteor=0.3,fireball=0.01,satellite=0.05,plane=0.012,insect=0.02
+export rates=${RATES:-meteor=0.3,fireball=0.01,satellite=0.05,plane=0.012,insect=0.02}
 procs=${PROCS:-$(nproc)}
 night() { date -d "$1 + $2 days" +%Y%m%d; }        # distinct dates: one folder per night
 train_night() {
