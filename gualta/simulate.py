@@ -634,7 +634,8 @@ class NightRenderer:
             peak = float(light[peak_index])
             if peak < 0.5 * float(noise_sigma[peak_index]) and event.kind not in ("meteor", "fireball"):
                 continue                                   # out of the frame, behind trees or thick cloud
-            records.append({"kind": event.kind, "peak_yx": peak_index, "x1": float(points[0, 0]), "y1": float(points[0, 1]),
+            records.append({"kind": event.kind, "peak_yx": peak_index,     # popped by clip_to_sensor
+                            "x1": float(points[0, 0]), "y1": float(points[0, 1]),
                             "x2": float(points[-1, 0]), "y2": float(points[-1, 1]),
                             "length_px": float(np.sum(np.hypot(*np.diff(points, axis=0).T))),
                             "width_px": float(event.width), "peak_dn": peak,
