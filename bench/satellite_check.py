@@ -1,16 +1,23 @@
-"""How well the cross-frame satellite/plane check works, on simulated nights with ground truth, independent of the
-classifier: every frame whose main ground-truth event is a meteor, fireball, satellite or plane is treated as a
-detection (score 1, every other frame 0) and decided by the client's own Decider. Caught = satellite/plane frames
-flagged; lost = meteor/fireball frames flagged; both also among the frames whose event trail the check found at all
-(the ground truth's trail within 15 px of a found trail: fainter events the classifier would rarely report
-either). Figures are printed, never asserted.
+"""How well the cross-frame satellite/plane check works, on simulated nights with ground truth.
+
+Without a model the check is measured independent of the classifier: every frame whose main ground-truth event is a
+meteor, fireball, satellite or plane is treated as a detection (score 1, every other frame 0) and decided by the
+client's own Decider on trail geometry alone. Caught = satellite/plane frames flagged; lost = meteor/fireball frames
+flagged; both also among the frames whose event trail the check found at all (the ground truth's trail within
+15 px of a found trail: fainter events the classifier would rarely report either).
+
+With --model the frames are scored by that model and its candidates (score ≥ --threshold) are decided twice in the
+same run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's
+second opinion. Figures are printed, never asserted.
 
     python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
     python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
+    python bench/satellite_check.py --night-dirs DIR [DIR ...] --model models/guAlta.onnx
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from collections import Counter
@@ -23,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky  # noqa: E402
-from gualta.detect import Decider, prepare  # noqa: E402
+from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
+from gualta.model import load_model  # noqa: E402
 from gualta.simulate import Rates, simulate_night  # noqa: E402
 
 RATES = Rates(meteor=0.1, fireball=0.005, satellite=0.05, plane=0.015, insect=0.0)
@@ -33,20 +41,30 @@ KIND = {"meteor": "meteor", "fireball": "meteor", "satellite": "crossing", "plan
 VISIBLE_PX = 15
 
 
-def night_outcomes(night: Path) -> list[dict]:
-    """Per event frame: its kind, whether the check saw a trail in it, and whether it was flagged."""
-    truth = pd.read_csv(night / "ground_truth.csv").set_index("file")
+def scored_frames(night: Path, model) -> list:
+    """The night's frame results: scored by the model, or 1 for meteor/fireball/satellite/plane frames without one."""
     files = allsky.list_frames(night)
-    frames, decider, outcomes = NightFrames(files), Decider(0.5), []
-    for file in files:
-        result, _ = prepare(frames, file)
-        event = truth.loc[file.name, "event"] if file.name in truth.index else "none"
+    frames = NightFrames(files)
+    if model is not None:
+        return list(Scorer(model, frames).score(files))
+    truth = pd.read_csv(night / "ground_truth.csv").set_index("file")
+    results = [prepare(frames, file)[0] for file in files]
+    for result in results:
         if result.diff is not None:
+            event = truth.loc[result.file.name, "event"] if result.file.name in truth.index else "none"
             result.score = 1.0 if event in KIND else 0.0
+    return results
+
+
+def night_outcomes(night: Path, results: list, decider: Decider) -> list[dict]:
+    """Per candidate event frame: its kind, whether the check saw a trail in it, and whether it was flagged."""
+    truth = pd.read_csv(night / "ground_truth.csv").set_index("file")
+    outcomes = []
+    for result in (dataclasses.replace(r) for r in results):
         for decided in decider.push(result):
-            outcomes += outcome(decided, truth)
+            outcomes += outcome(decided, truth, decider.threshold)
     for decided in decider.finish():
-        outcomes += outcome(decided, truth)
+        outcomes += outcome(decided, truth, decider.threshold)
     return outcomes
 
 
@@ -60,9 +78,9 @@ def visible(result, row: pd.Series) -> bool:
     return min(np.linalg.norm(trail.ends.mean(axis=0) - middle) for trail in result.trails) <= VISIBLE_PX
 
 
-def outcome(result, truth: pd.DataFrame) -> list[dict]:
+def outcome(result, truth: pd.DataFrame, threshold: float) -> list[dict]:
     row = truth.loc[result.file.name]
-    if result.score is None or row["event"] not in KIND:
+    if result.score is None or result.score < threshold or row["event"] not in KIND:
         return []
     return [{"kind": KIND[row["event"]], "event": row["event"], "visible": visible(result, row),
              "flagged": result.flag == "satellite",
@@ -92,21 +110,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--seed", type=int, default=500)
     parser.add_argument("--out", type=Path, help="keep simulated nights here (default: a temporary folder)")
+    parser.add_argument("--model", type=Path, help="score with this model and explain away with it")
+    parser.add_argument("--threshold", type=float, default=0.85, help="candidate threshold with --model")
     args = parser.parse_args(argv)
 
+    model = load_model(args.model, threads=0) if args.model else None
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         nights = args.night_dirs or [
             simulate_night(root, f"202111{10 + i:02d}", frames=args.frames, start="21:00", seed=args.seed + i,
                            scenario=SCENARIOS[i % len(SCENARIOS)], rates=RATES, progress=False)
             for i in range(args.nights)]
-        outcomes = []
+        deciders = {"trail geometry": lambda: Decider(0.5)}
+        if model is not None:
+            deciders = {"trail geometry": lambda: Decider(args.threshold),
+                        "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model))}
+        outcomes = {name: [] for name in deciders}
         for night in nights:
-            night_rows = night_outcomes(night)
-            outcomes += night_rows
+            results = scored_frames(night, model)
+            for name, decider in deciders.items():
+                night_rows = night_outcomes(night, results, decider())
+                outcomes[name] += night_rows
             print(f"night {night.name} ({pd.read_json(night / 'night.json', typ='series')['scenario']}): "
-                  f"{len(night_rows)} event frames")
-        report(outcomes)
+                  f"{len(night_rows)} candidate event frames")
+        for name, rows in outcomes.items():
+            print(f"-- {name}")
+            report(rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -58,6 +58,7 @@ class FrameResult:
     detection: bool = False
     streak: tuple[int, int, int, int] | None = None
     _trails: list | None = field(default=None, repr=False)
+    _lines: list | None = field(default=None, repr=False)
 
     @property
     def scored(self) -> bool:
@@ -69,6 +70,13 @@ class FrameResult:
         if self._trails is None:
             self._trails = trails.find_trails(self.diff) if self.diff is not None else []
         return self._trails
+
+    @property
+    def lines(self) -> list[trails.Line]:
+        """Straight structures a neighbouring candidate can be explained by (computed once, on demand)."""
+        if self._lines is None:
+            self._lines = trails.lines_of(self.diff) if self.diff is not None else []
+        return self._lines
 
     def row(self) -> dict:
         """Its scores CSV row."""
@@ -150,10 +158,14 @@ class Decider:
     """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with
     the previous and the next difference image, so a candidate that the previous frame does not already explain
     waits for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every
-    other frame is decided at once. Rows come out in time order."""
+    other frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference
+    image → p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored
+    again (see `gualta.trails`)."""
 
-    def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False):
+    def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
+                 rescore: Callable[[np.ndarray], float] | None = None):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
+        self.rescore = rescore
         self.before: FrameResult | None = None          # the last decided scored frame
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
@@ -187,7 +199,7 @@ class Decider:
     def needs_successor(self, result: FrameResult) -> bool:
         """A candidate whose trails the previous frame does not already explain."""
         return (self.satellite_check and self.candidate(result)
-                and not trails.is_crossing(result.trails, self.neighbour_trails(result, self.before, None)))
+                and not self.crossing(result, self.before, None))
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:
@@ -202,9 +214,16 @@ class Decider:
     def _advance(self, decided: FrameResult) -> None:
         self.before = decided
 
-    @staticmethod
-    def neighbour_trails(result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> list:
-        return [t for n in (before, after) if near_in_time(n, result) for t in n.trails]
+    def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
+        """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
+        meteor once what the neighbours explain is erased."""
+        neighbours = [n for n in (before, after) if near_in_time(n, result)]
+        if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
+            return True
+        if self.rescore is None or result.diff is None:
+            return False
+        erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines])
+        return erased is not None and self.rescore(erased) < self.threshold
 
     def decide(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> None:
         """Label, satellite flag, detection and streak of a scored frame."""
@@ -212,7 +231,7 @@ class Decider:
         result.label = METEOR if candidate else NO_METEOR
         if not candidate:
             return
-        if self.satellite_check and trails.is_crossing(result.trails, self.neighbour_trails(result, before, after)):
+        if self.satellite_check and self.crossing(result, before, after):
             result.flag = SATELLITE
         result.detection = not result.flag or self.report_flagged
         if result.trails and result.frame_size:
@@ -227,6 +246,11 @@ def score_and_decide(scorer: Scorer, decider: Decider, files: list[Path]) -> Ite
 
 
 # --- model -----------------------------------------------------------------------------------------------------------
+
+def rescorer(model) -> Callable[[np.ndarray], float]:
+    """The model as the satellite check's second opinion: one difference image → p(meteor)."""
+    return lambda diff: float(model.predict([diff])[0])
+
 
 def cpu_threads(threads: int) -> int:
     return threads or os.cpu_count() or 1
@@ -379,7 +403,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         sender.wake()
     rows = CsvRows(summary.scores)
     scorer = Scorer(model, NightFrames(files, log), settings.batch_size)
-    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged)
+    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model))
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)

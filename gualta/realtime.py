@@ -26,7 +26,7 @@ from pathlib import Path
 from gualta import allsky
 from gualta.config import Settings
 from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_report, log_report, model_version,
-                           open_model, prepare, show)
+                           open_model, prepare, rescorer, show)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import JPEG_END
@@ -141,7 +141,8 @@ class NightWatch:
         self.version = model_version(model)
         self.frames = NightFrames([], log)
         self.scorer = Scorer(model, self.frames, settings.batch_size)
-        self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged)
+        self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
+                               rescorer(model))
         self.waiting_since: float | None = None
         self.resume()
         self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)

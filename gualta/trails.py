@@ -11,8 +11,15 @@ thresholded difference averaged down, so noise is a faint speckle and a trail is
 
 "All" keeps a meteor that shares its frame with a satellite; two meteors in consecutive frames are not hidden
 unless they lie on one line and meet end to end. A meteor never overlaps itself in an adjacent difference image
-(the subtraction removes it there), so setting static trails aside cannot hide one. Coordinates are model-input pixels (400×400); `in_frame` maps them
-back to the full frame.
+(the subtraction removes it there), so setting static trails aside cannot hide one. Coordinates are model-input
+pixels (400×400); `in_frame` maps them back to the full frame.
+
+Trails are often too faint, short or broken for that (a satellite on a moonlit night, a plane's strobes), and a
+frame also holds speckle and cloud-edge pieces that no neighbour explains. So the check also *explains away*:
+
+    bright pieces of the frame lying beyond the end of a neighbour's line, along it (or whose own line reaches a
+    neighbour's piece) → erased → the frame scored again by the model: below the threshold, the candidate was the
+    crossing; still above it, something else in the frame (a meteor) keeps it a detection.
 """
 from __future__ import annotations
 
@@ -34,6 +41,20 @@ MAX_OFFSET_PX = 4.0           # ... each trail's ends within this distance of th
 GAP_PER_LENGTH = 1.5          # ... and the gap between them at most 1.5× the longer trail (+ GAP_SLACK_PX)
 GAP_SLACK_PX = 10.0
 STATIC_OVERLAP = 0.5          # collinear trails overlapping by half the shorter one: the same thing in both frames
+
+PIECE_MIN_DIAG_PX = 6         # explaining away: bright pieces smaller than this are speckle, left as they are
+LINE_PIECE_MIN_PX = 8         # a piece this long whose width is at most a third of its length has a direction
+LINE_PIECE_THINNESS = 1 / 3
+ZONE_BAND_PX = 3.0            # continuation zone of a line: within 3 px of it, widening 0.1 px per px beyond its end
+ZONE_BAND_GROWTH = 0.1        # (trails bend on an all-sky image), at most 8 px ...
+ZONE_BAND_MAX_PX = 8.0
+ZONE_REACH = 2.0              # ... reaching 2 × its length + 20 px beyond either end, at most 120 px,
+ZONE_REACH_SLACK_PX = 20.0
+ZONE_REACH_MAX_PX = 120.0
+ZONE_OVERLAP = 0.2            # ... and 20 % of its length back over it
+EXPLAINED_SHARE = 0.7         # a piece is explained when 70 % of its pixels lie in a neighbour line's zone
+EXPLAINED_MAX_ANGLE_DEG = 10.0
+ERASE_MARGIN_PX = 2
 
 
 @dataclass(frozen=True)
@@ -142,3 +163,76 @@ def is_crossing(trails: list[Trail], neighbour_trails: list[Trail]) -> bool:
     exist and every one continues a trail of an adjacent frame (satellite, plane)."""
     moving = [trail for trail in trails if not any(overlaps(trail, other) for other in neighbour_trails)]
     return bool(moving) and all(any(continues(trail, other) for other in neighbour_trails) for trail in moving)
+
+
+# --- explaining away ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Line:
+    """A straight structure of a frame: a trail and, when it is a fitted bright piece, that piece's points."""
+    trail: Trail
+    points: np.ndarray | None = None
+
+
+def bright_pieces(diff: np.ndarray) -> list[np.ndarray]:
+    """(x, y) pixels of each bright thin piece of a difference image (`line_mask`), speckle left out."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(line_mask(diff), connectivity=8)
+    diagonal = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    return [np.column_stack(np.nonzero(labels == k)[::-1]).astype(float)
+            for k in range(1, count) if diagonal[k] >= PIECE_MIN_DIAG_PX]
+
+
+def fitted_line(points: np.ndarray) -> Trail | None:
+    """The trail along a piece's principal axis, spanning it; None if the piece is too short or too wide."""
+    centre = points.mean(axis=0)
+    _, spread, axes = np.linalg.svd(points - centre, full_matrices=False)
+    along = (points - centre) @ axes[0]
+    if along.max() - along.min() < LINE_PIECE_MIN_PX or spread[1] > LINE_PIECE_THINNESS * spread[0]:
+        return None
+    return Trail(*(centre + along.min() * axes[0]), *(centre + along.max() * axes[0]))
+
+
+def lines_of(diff: np.ndarray) -> list[Line]:
+    """A frame's straight structures: its Hough trails and its fitted thin pieces."""
+    fitted = [Line(trail, points) for points in bright_pieces(diff) if (trail := fitted_line(points)) is not None]
+    return [Line(trail) for trail in find_trails(diff)] + fitted
+
+
+def in_continuation(trail: Trail, points: np.ndarray) -> np.ndarray:
+    """Which points lie on the trail's line beyond either end (its continuation zone)."""
+    start, direction = trail.ends[0], trail.direction
+    along = (points - start) @ direction
+    across = np.abs((points - start) @ np.array([-direction[1], direction[0]]))
+    beyond = np.maximum(along - trail.length, -along).clip(min=0)
+    reach = min(ZONE_REACH * max(trail.length, LINE_PIECE_MIN_PX) + ZONE_REACH_SLACK_PX, ZONE_REACH_MAX_PX)
+    back = ZONE_OVERLAP * trail.length
+    zone = ((along >= trail.length - back) & (along <= trail.length + reach)) | ((along <= back) & (along >= -reach))
+    return zone & (across <= np.minimum(ZONE_BAND_PX + ZONE_BAND_GROWTH * beyond, ZONE_BAND_MAX_PX))
+
+
+def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
+    """A piece lies in the continuation zone of a neighbour's line, or a neighbour's piece lies in the piece's."""
+    own = fitted_line(points)
+    for line in neighbour_lines:
+        aligned = own is None or angle_between(own, line.trail) <= EXPLAINED_MAX_ANGLE_DEG
+        if aligned and in_continuation(line.trail, points).mean() >= EXPLAINED_SHARE:
+            return True
+        if (own is not None and line.points is not None and aligned
+                and in_continuation(own, line.points).mean() >= EXPLAINED_SHARE):
+            return True
+    return False
+
+
+def explained_away(diff: np.ndarray, neighbour_lines: list[Line]) -> np.ndarray | None:
+    """The difference image with every piece the neighbours explain erased to its background; None if none is."""
+    mask = np.zeros(diff.shape, np.uint8)
+    for points in bright_pieces(diff):
+        if explained(points, neighbour_lines):
+            mask[points[:, 1].astype(int), points[:, 0].astype(int)] = 255
+    if not mask.any():
+        return None
+    size = 2 * ERASE_MARGIN_PX + 1
+    mask = cv2.dilate(mask, np.ones((size, size), np.uint8))
+    erased = diff.copy()
+    erased[mask > 0] = np.uint8(np.median(diff))
+    return erased

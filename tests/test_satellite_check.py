@@ -11,7 +11,7 @@ import pandas as pd
 
 from gualta import allsky
 from gualta.detect import Decider, FrameResult, read_scores, run_batch
-from gualta.trails import Trail, continues, find_trails
+from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
 from helpers_client import settings
 
 START = datetime(2021, 11, 10, 22, 0)
@@ -40,8 +40,13 @@ def result(index: int, diff: np.ndarray, score: float = 0.99) -> FrameResult:
                        frame_size=(1304, 976))
 
 
-def decide(*diffs_and_scores, report_flagged: bool = False) -> list[FrameResult]:
-    decider = Decider(0.85, satellite_check=True, report_flagged=report_flagged)
+def drawn_lines_model(diff: np.ndarray) -> float:
+    """A stand-in for the model on drawn images: p(meteor) high while any drawn (255) line of 20+ pixels is left."""
+    return 0.99 if np.count_nonzero(diff == 255) >= 20 else 0.01
+
+
+def decide(*diffs_and_scores, report_flagged: bool = False, rescore=None) -> list[FrameResult]:
+    decider = Decider(0.85, satellite_check=True, report_flagged=report_flagged, rescore=rescore)
     decided = []
     for index, (diff, score) in enumerate(diffs_and_scores):
         decided += decider.push(result(index, diff, score))
@@ -130,3 +135,39 @@ def test_a_static_structure_neither_hides_a_meteor_nor_blocks_a_flag():
     meteor = ((150, 200), (170, 260))
     only_static = decide((diff_with(static), 0.99), (diff_with(static, meteor, seed=1), 0.99))
     assert [(r.flag, r.detection) for r in only_static] == [("", True), ("", True)]
+
+
+SATELLITE_PIECE = ((40, 60), (100, 90))
+SHORT_CONTINUATION = ((110, 95), (122, 101))      # 13 px: too short for a trail of its own
+METEOR = ((200, 60), (230, 140))
+
+
+def test_a_piece_on_a_neighbour_s_line_is_erased_and_a_meteor_beside_it_kept():
+    neighbour = lines_of(diff_with(SATELLITE_PIECE))
+    frame = diff_with(SHORT_CONTINUATION, METEOR, seed=1)
+    assert find_trails(diff_with(SHORT_CONTINUATION, seed=1)) == []
+    erased = explained_away(frame, neighbour)
+    assert erased is not None
+    assert erased[98, 116] == 0 and frame[98, 116] == 255                    # the continuation is gone
+    assert np.array_equal(erased[60:141, 195:236], frame[60:141, 195:236])    # the meteor is untouched
+    assert explained_away(diff_with(METEOR, seed=1), neighbour) is None        # nothing on the line: nothing erased
+    aside = ((110, 135), (122, 141))                                         # the same piece 40 px off the line
+    assert explained_away(diff_with(aside, seed=1), neighbour) is None
+
+
+def test_explaining_away_flags_a_crossing_the_trail_geometry_misses():
+    frames = [(diff_with(SATELLITE_PIECE), 0.99), (diff_with(SHORT_CONTINUATION, seed=1), 0.99)]
+    assert [r.flag for r in decide(*frames)] == ["", ""]                      # geometry alone: reported
+    assert [r.flag for r in decide(*frames, rescore=drawn_lines_model)] == ["satellite", "satellite"]
+
+
+def test_explaining_away_keeps_a_meteor_that_shares_the_frame():
+    frames = [(diff_with(SATELLITE_PIECE), 0.99), (diff_with(SHORT_CONTINUATION, METEOR, seed=1), 0.99)]
+    decided = decide(*frames, rescore=drawn_lines_model)
+    assert [(r.flag, r.detection) for r in decided] == [("satellite", False), ("", True)]
+
+
+def test_explaining_away_leaves_two_meteors_in_consecutive_frames_alone():
+    first, second = diff_with(((100, 100), (160, 130))), diff_with(((250, 300), (280, 240)), seed=1)
+    decided = decide((first, 0.99), (second, 0.99), rescore=drawn_lines_model)
+    assert [(r.flag, r.detection) for r in decided] == [("", True), ("", True)]
