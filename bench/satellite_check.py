@@ -8,7 +8,8 @@ flagged; both also among the frames whose event trail the check found at all (th
 
 With --model the frames are scored by that model and its candidates (score ≥ --threshold) are decided twice in the
 same run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's
-second opinion. Figures are printed, never asserted.
+second opinion; the time the decisions take (trail search, explaining away and its extra model calls, not the first
+scoring) is printed per frame. Figures are printed, never asserted.
 
     python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
     python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
@@ -20,6 +21,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -125,16 +127,19 @@ def main(argv: list[str] | None = None) -> None:
         if model is not None:
             deciders = {"trail geometry": lambda: Decider(args.threshold),
                         "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model))}
-        outcomes = {name: [] for name in deciders}
+        outcomes, seconds, frames = {name: [] for name in deciders}, {name: 0.0 for name in deciders}, 0
         for night in nights:
             results = scored_frames(night, model)
+            frames += len(results)
             for name, decider in deciders.items():
+                started = time.perf_counter()
                 night_rows = night_outcomes(night, results, decider())
+                seconds[name] += time.perf_counter() - started
                 outcomes[name] += night_rows
             print(f"night {night.name} ({pd.read_json(night / 'night.json', typ='series')['scenario']}): "
                   f"{len(night_rows)} candidate event frames")
         for name, rows in outcomes.items():
-            print(f"-- {name}")
+            print(f"-- {name}: deciding {1000 * seconds[name] / max(frames, 1):.2f} ms per frame")
             report(rows)
 
 
