@@ -178,10 +178,11 @@ class Decider:
             self.behind.append(result)
             return []
         decided = self._decide_waiting(after=result)
-        if self.needs_successor(result):
-            self.waiting = result
+        checked = self.satellite_check and self.candidate(result)
+        if checked and not self.crossing(result, self.before, None):
+            self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
-        self.decide(result, self.before, None)
+        self.decide(result, crossing=checked)           # checked here means the previous frame explains it
         self._advance(result)
         return decided + [result]
 
@@ -196,16 +197,11 @@ class Decider:
     def candidate(self, result: FrameResult) -> bool:
         return result.score >= self.threshold
 
-    def needs_successor(self, result: FrameResult) -> bool:
-        """A candidate whose trails the previous frame does not already explain."""
-        return (self.satellite_check and self.candidate(result)
-                and not self.crossing(result, self.before, None))
-
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:
             return []
         decided = self.waiting
-        self.decide(decided, self.before, after)
+        self.decide(decided, crossing=self.crossing(decided, self.before, after))
         self._advance(decided)
         self.waiting = None
         out, self.behind = [decided, *self.behind], []
@@ -225,13 +221,14 @@ class Decider:
         erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines])
         return erased is not None and self.rescore(erased) < self.threshold
 
-    def decide(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> None:
-        """Label, satellite flag, detection and streak of a scored frame."""
+    def decide(self, result: FrameResult, crossing: bool) -> None:
+        """Label, satellite flag, detection and streak of a scored frame; `crossing` is the satellite check's
+        verdict (computed once: it may cost a model call)."""
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
         if not candidate:
             return
-        if self.satellite_check and self.crossing(result, before, after):
+        if crossing:
             result.flag = SATELLITE
         result.detection = not result.flag or self.report_flagged
         if result.trails and result.frame_size:
