@@ -7,6 +7,7 @@
 # training nights' event rates.
 set -euo pipefail
 export root=${1:?usage: $0 ROOT} py=${PYTHON:-.venv/bin/python}
+export OPENCV_FOR_THREADS_NUM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1   # one process per core: one thread each
 export rates=${RATES:-meteor=0.3,fireball=0.01,satellite=0.05,plane=0.012,insect=0.02}
 procs=${PROCS:-$(nproc)}
 night() { date -d "$1 + $2 days" +%Y%m%d; }        # distinct dates: one folder per night
