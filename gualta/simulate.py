@@ -806,12 +806,8 @@ def splat_line(points: np.ndarray, peak: np.ndarray, sigma: float) -> np.ndarray
 _RENDERER: NightRenderer | None = None
 
 
-def _init_worker(plan: NightPlan, threads: int | None = None) -> None:
-    """Build this process' renderer; pool workers render one frame each at a time, so OpenCV gets one thread
-    (`threads`) instead of one per core in every worker."""
+def _init_worker(plan: NightPlan) -> None:
     global _RENDERER
-    if threads:
-        cv2.setNumThreads(threads)
     _RENDERER = NightRenderer(plan)
 
 
@@ -853,7 +849,7 @@ def simulate_night(out_root: str | Path, night_date: str, frames: int | None = N
         _init_worker(plan)
         rows = [_render_and_write(job) for job in tqdm(jobs, **bar)]
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(plan, 1)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(plan,)) as pool:
             rows = list(tqdm(pool.map(_render_and_write, jobs, chunksize=4), **bar))
     pd.DataFrame(rows, columns=GT_COLUMNS).to_csv(folder / "ground_truth.csv", index=False)
     (folder / "night.json").write_text(json.dumps(night_summary(plan, rows), indent=2))
