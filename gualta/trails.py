@@ -45,16 +45,30 @@ STATIC_OVERLAP = 0.5          # collinear trails overlapping by half the shorter
 PIECE_MIN_DIAG_PX = 6         # explaining away: bright pieces smaller than this are speckle, left as they are
 LINE_PIECE_MIN_PX = 8         # a piece this long whose width is at most a third of its length has a direction
 LINE_PIECE_THINNESS = 1 / 3
-ZONE_BAND_PX = 3.0            # continuation zone of a line: within 3 px of it, widening 0.1 px per px beyond its end
-ZONE_BAND_GROWTH = 0.1        # (trails bend on an all-sky image), at most 8 px ...
-ZONE_BAND_MAX_PX = 8.0
-ZONE_REACH = 2.0              # ... reaching 2 × its length + 20 px beyond either end, at most 120 px,
-ZONE_REACH_SLACK_PX = 20.0
+ZONE_BAND_PX = 3.0            # continuation zone of a line (see Zone): within 3 px of it at its ends, ...
+ZONE_REACH_SLACK_PX = 20.0    # ... reaching Zone.reach × its length + 20 px beyond either end, at most 120 px,
 ZONE_REACH_MAX_PX = 120.0
 ZONE_OVERLAP = 0.2            # ... and 20 % of its length back over it
+TWIN_LENGTH_RATIO = 2.0       # a piece and a neighbour's line at most 2× apart in length are one object's twins
 EXPLAINED_SHARE = 0.7         # a piece is explained when 70 % of its pixels lie in a neighbour line's zone
 EXPLAINED_MAX_ANGLE_DEG = 10.0
 ERASE_MARGIN_PX = 2
+
+
+@dataclass(frozen=True)
+class Zone:
+    """How far beyond a line's ends its continuation is looked for: `reach` × its length (+ slack, capped), within a
+    band that widens by `band_growth` px per px beyond the end (trails bend on an all-sky image), at most `band_max`."""
+    reach: float
+    band_growth: float
+    band_max: float
+
+
+NEAR = Zone(reach=2.0, band_growth=0.1, band_max=8.0)
+# A satellite's pieces in consecutive frames are equally long, and under a short exposure (4–6 s on a moonlit night,
+# frames 30 s apart) the gap between them is several times their length: twins are also looked for 6× their length
+# away, along a narrower band (the pieces lie on one line).
+FAR = Zone(reach=6.0, band_growth=0.02, band_max=4.0)
 
 
 @dataclass(frozen=True)
@@ -198,28 +212,37 @@ def lines_of(diff: np.ndarray) -> list[Line]:
     return [Line(trail) for trail in find_trails(diff)] + fitted
 
 
-def in_continuation(trail: Trail, points: np.ndarray) -> np.ndarray:
+def in_continuation(trail: Trail, points: np.ndarray, zone: Zone = NEAR) -> np.ndarray:
     """Which points lie on the trail's line beyond either end (its continuation zone)."""
     start, direction = trail.ends[0], trail.direction
     along = (points - start) @ direction
     across = np.abs((points - start) @ np.array([-direction[1], direction[0]]))
     beyond = np.maximum(along - trail.length, -along).clip(min=0)
-    reach = min(ZONE_REACH * max(trail.length, LINE_PIECE_MIN_PX) + ZONE_REACH_SLACK_PX, ZONE_REACH_MAX_PX)
+    reach = min(zone.reach * max(trail.length, LINE_PIECE_MIN_PX) + ZONE_REACH_SLACK_PX, ZONE_REACH_MAX_PX)
     back = ZONE_OVERLAP * trail.length
-    zone = ((along >= trail.length - back) & (along <= trail.length + reach)) | ((along <= back) & (along >= -reach))
-    return zone & (across <= np.minimum(ZONE_BAND_PX + ZONE_BAND_GROWTH * beyond, ZONE_BAND_MAX_PX))
+    ahead = ((along >= trail.length - back) & (along <= trail.length + reach)) | ((along <= back) & (along >= -reach))
+    return ahead & (across <= np.minimum(ZONE_BAND_PX + zone.band_growth * beyond, zone.band_max))
+
+
+def twins(a: Trail, b: Trail) -> bool:
+    """Two trails of about the same length."""
+    return max(a.length, b.length) <= TWIN_LENGTH_RATIO * min(a.length, b.length)
 
 
 def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
-    """A piece lies in the continuation zone of a neighbour's line, or a neighbour's piece lies in the piece's."""
+    """A piece lies in the continuation zone of a neighbour's line, or a neighbour's piece lies in the piece's; a
+    line-like piece about as long as the neighbour's line is also looked for in the far zone."""
     own = fitted_line(points)
     for line in neighbour_lines:
-        aligned = own is None or angle_between(own, line.trail) <= EXPLAINED_MAX_ANGLE_DEG
-        if aligned and in_continuation(line.trail, points).mean() >= EXPLAINED_SHARE:
-            return True
-        if (own is not None and line.points is not None and aligned
-                and in_continuation(own, line.points).mean() >= EXPLAINED_SHARE):
-            return True
+        if own is not None and angle_between(own, line.trail) > EXPLAINED_MAX_ANGLE_DEG:
+            continue
+        zones = (NEAR, FAR) if own is not None and twins(own, line.trail) else (NEAR,)
+        for zone in zones:
+            if in_continuation(line.trail, points, zone).mean() >= EXPLAINED_SHARE:
+                return True
+            if (own is not None and line.points is not None
+                    and in_continuation(own, line.points, zone).mean() >= EXPLAINED_SHARE):
+                return True
     return False
 
 

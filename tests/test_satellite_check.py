@@ -171,3 +171,27 @@ def test_explaining_away_leaves_two_meteors_in_consecutive_frames_alone():
     first, second = diff_with(((100, 100), (160, 130))), diff_with(((250, 300), (280, 240)), seed=1)
     decided = decide((first, 0.99), (second, 0.99), rescore=drawn_lines_model)
     assert [(r.flag, r.detection) for r in decided] == [("", True), ("", True)]
+
+
+def along_line(start: float, length: float, aside: float = 0.0) -> tuple:
+    """A segment of a satellite's line (from (40, 60), direction 2:1): `start` px along it, `length` px long, `aside`
+    px off it."""
+    direction, normal = np.array([2.0, 1.0]) / np.sqrt(5), np.array([-1.0, 2.0]) / np.sqrt(5)
+    ends = [np.array([40.0, 60.0]) + t * direction + aside * normal for t in (start, start + length)]
+    return tuple(tuple(int(round(v)) for v in end) for end in ends)
+
+
+def test_a_twin_piece_far_along_a_neighbour_s_line_is_erased():
+    """A short exposure (a moonlit night) leaves a gap of several times the pieces' length between them."""
+    neighbour = lines_of(diff_with(along_line(0, 20)))
+    twin = diff_with(along_line(100, 18), seed=1)                  # 80 px on: 4× the length
+    erased = explained_away(twin, neighbour)
+    assert erased is not None and not (erased == 255).any() and (twin == 255).any()
+    assert explained_away(diff_with(along_line(100, 18, aside=6), seed=1), neighbour) is None   # off the line
+    assert explained_away(diff_with(along_line(100, 8), seed=1), neighbour) is None             # not its twin
+
+
+def test_a_moonlit_satellite_of_short_pieces_is_flagged():
+    frames = [(diff_with(along_line(79 * k, 14), seed=k), 0.99) for k in range(3)]
+    assert [r.flag for r in decide(*frames)] == ["", "", ""]                  # too short for trail geometry
+    assert [r.flag for r in decide(*frames, rescore=drawn_lines_model)] == ["satellite"] * 3
