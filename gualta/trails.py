@@ -20,6 +20,9 @@ frame also holds speckle and cloud-edge pieces that no neighbour explains. So th
     bright pieces of the frame lying beyond the end of a neighbour's line, along it (or whose own line reaches a
     neighbour's piece) → erased → the frame scored again by the model: below the threshold, the candidate was the
     crossing; still above it, something else in the frame (a meteor) keeps it a detection.
+
+Under a short exposure (a moonlit night) a satellite's pieces are short and far apart, so a piece about as long as a
+neighbour's line (its twin) is looked for further along that line (`FAR`).
 """
 from __future__ import annotations
 
