@@ -1,6 +1,8 @@
 """Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the
 cross-frame satellite/plane check → scores CSV and reports. Used by the batch run here and by the real-time watcher
-(gualta.realtime), which feed the same `Scorer` and `Decider` and so reach the same decisions.
+(gualta.realtime), which feed the same `Scorer` and `Decider` and so reach the same decisions. Beside the model,
+the fireball check (`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright,
+saturated streak that neither adjacent frame has.
 
 Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
 a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
@@ -21,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, trails
+from gualta import allsky, fireball, trails
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
@@ -32,6 +34,9 @@ from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detecti
 log = logging.getLogger(__name__)
 
 SATELLITE = "satellite"
+FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
+FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
+BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
@@ -57,6 +62,7 @@ class FrameResult:
     flag: str = ""
     detection: bool = False
     streak: tuple[int, int, int, int] | None = None
+    bright: fireball.Streak | None = None                          # the fireball check's streak, if any
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
 
@@ -106,7 +112,8 @@ def prepare(frames: NightFrames, frame: Path, kind: str = "diff") -> tuple[Frame
     diff = difference_image(current, previous)
     model_input = diff if kind == "diff" else resize_area(current)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
-                         frame_size=(current.shape[1], current.shape[0]))
+                         frame_size=(current.shape[1], current.shape[0]),
+                         bright=fireball.bright_streak(current, previous))
     return result, model_input
 
 
@@ -160,25 +167,30 @@ class Decider:
     waits for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every
     other frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference
     image → p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored
-    again (see `gualta.trails`)."""
+    again (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
+    candidate whatever its score, and waits for the next frame too: a streak that an adjacent frame also has is a
+    steady light (a plane's landing lights), flagged like a crossing; otherwise only the trail geometry can flag it
+    (erasing what the neighbours explain and scoring again would judge the model's view of a blob it misreads)."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
-                 rescore: Callable[[np.ndarray], float] | None = None):
+                 rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
-        self.rescore = rescore
+        self.rescore, self.fireball_check = rescore, fireball_check
         self.before: FrameResult | None = None          # the last decided scored frame
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Add the next frame; returns the frames decided by it, in time order."""
+        if not self.fireball_check:
+            result.bright = None                        # the check off: no streak is looked at or reported
         if not result.scored:
             if self.waiting is None:
                 return [result]
             self.behind.append(result)
             return []
         decided = self._decide_waiting(after=result)
-        checked = self.satellite_check and self.candidate(result)
+        checked = self.candidate(result) and (self.satellite_check or result.bright is not None)
         if checked and not self.crossing(result, self.before, None):
             self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
@@ -195,7 +207,11 @@ class Decider:
         self.before = result
 
     def candidate(self, result: FrameResult) -> bool:
-        return result.score >= self.threshold
+        return result.score >= self.threshold or self.streak_only(result)
+
+    def streak_only(self, result: FrameResult) -> bool:
+        """A candidate for its bright streak alone: the model scored it below the threshold."""
+        return result.bright is not None and result.score < self.threshold
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:
@@ -212,14 +228,23 @@ class Decider:
 
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
-        meteor once what the neighbours explain is erased."""
+        meteor once what the neighbours explain is erased. With a bright streak: whether a neighbour has one too,
+        or the streak itself continues a neighbour's trail (a plane's strobes)."""
         neighbours = [n for n in (before, after) if near_in_time(n, result)]
+        if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
+            return any(n.bright for n in neighbours) or (
+                self.satellite_check and self.streak_continues(result, neighbours))
         if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
             return True
         if self.rescore is None or result.diff is None:
             return False
         erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines])
         return erased is not None and self.rescore(erased) < self.threshold
+
+    @staticmethod
+    def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        streak = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
+        return any(trails.continues(streak, trail) for n in neighbours for trail in n.trails)
 
     def decide(self, result: FrameResult, crossing: bool) -> None:
         """Label, satellite flag, detection and streak of a scored frame; `crossing` is the satellite check's
@@ -230,8 +255,12 @@ class Decider:
             return
         if crossing:
             result.flag = SATELLITE
+        if result.bright and not crossing:
+            result.note = FIREBALL_NOTE + (BELOW_THRESHOLD_NOTE if self.streak_only(result) else "")
         result.detection = not result.flag or self.report_flagged
-        if result.trails and result.frame_size:
+        if result.bright:
+            result.streak = result.bright.ends
+        elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
 
 
@@ -282,7 +311,7 @@ def detection_report(result: FrameResult, settings: Settings, night: str, versio
     """(outbox key, payload) of a detection: the payload of DESIGN.md with the 448×224 original | processed image."""
     payload = build_detection(allsky.frame_id(result.file), min(max(result.score, 0.0), 1.0), settings.obs_id,
                               side_by_side(result.thumb, result.diff, THUMB_SIZE), telegram=settings.enable_telegram,
-                              folder=night, flag=result.flag or None, model=version)
+                              folder=night, flag=result.flag or (FIREBALL if result.bright else None), model=version)
     return detection_key(payload), payload
 
 
@@ -301,7 +330,8 @@ def frame_line(result: FrameResult) -> str:
 
 def detection_line(result: FrameResult) -> str:
     what = "detection" if result.detection else "not reported"
-    flag = f" [{result.flag}: continues in an adjacent frame]" if result.flag else ""
+    flag = f" [{result.flag}: continues in an adjacent frame]" if result.flag else (
+        f" [{result.note}]" if result.bright else "")
     return f"{what}: {result.file.name} score {result.score:.3f}{flag}"
 
 
@@ -400,7 +430,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         sender.wake()
     rows = CsvRows(summary.scores)
     scorer = Scorer(model, NightFrames(files, log), settings.batch_size)
-    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model))
+    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
+                      settings.fireball_check)
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)

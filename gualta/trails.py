@@ -99,6 +99,13 @@ class Trail:
         sx, sy = width / size, height / size
         return (round(self.x1 * sx), round(self.y1 * sy), round(self.x2 * sx), round(self.y2 * sy))
 
+    @classmethod
+    def from_frame(cls, ends: tuple[int, int, int, int], width: int, height: int, size: int = 400) -> Trail:
+        """The trail of a streak with these ends in a width×height frame (the inverse of `in_frame`)."""
+        x1, y1, x2, y2 = ends
+        sx, sy = size / width, size / height
+        return cls(x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+
 
 def line_mask(diff: np.ndarray) -> np.ndarray:
     """Bright, thin structures of a difference image (255), without specks and fat blobs."""

@@ -1,0 +1,87 @@
+"""The fireball check: a streak far brighter than anything else the sky does in 30 s, in one frame only.
+
+The thesis' difference image thresholds at 3.5 DN, so a fireball's saturated head, its glare and its flares all
+become one fat white blob — the shape a brightening cloud takes — and the model may score it low. The
+full-resolution difference still tells them apart:
+
+    gray current − previous (saturating) → pixels ≥ 100 DN brighter → opened 3×3 (specks and thin strokes go) →
+    regions ≥ 100 px, ≥ 30 px long, their brightest tenth ≥ 140 DN brighter, ≥ 5 % of them saturated in the frame
+
+Clouds, moonlight and twilight brighten far less within 30 s, stars and hot pixels are specks, an out-of-focus insect
+near the lens is soft and does not saturate; AllSky's watermark (its digits change every frame) is left out. A
+plane's landing lights are as bright but stay for many frames, so the client reports a streak only when neither
+adjacent frame has one (`gualta.detect.Decider`). Coordinates are full-frame pixels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gualta.classical import WATERMARK
+
+LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
+MIN_AREA_PX = 100
+MIN_LENGTH_PX = 30.0         # from end to end along the region's main axis
+CORE_DN = 140                # the brightest tenth of the region is at least this much brighter
+SATURATED = 250              # a frame pixel at this level or above is saturated
+MIN_SATURATED_SHARE = 0.05
+OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+
+
+@dataclass(frozen=True)
+class Streak:
+    """A bright streak from (x1, y1) to (x2, y2), full-frame pixels, with its area in pixels."""
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    area: int
+
+    @property
+    def ends(self) -> tuple[int, int, int, int]:
+        return self.x1, self.y1, self.x2, self.y2
+
+
+def bright_regions(current: np.ndarray, previous: np.ndarray) -> list[np.ndarray]:
+    """(x, y) pixels of each region at least LEVEL_DN brighter than before (8-bit gray frames), watermark left out."""
+    mask = (cv2.subtract(current, previous) >= LEVEL_DN).astype(np.uint8)
+    x, y, width, height = WATERMARK
+    mask[y:y + height, x:x + width] = 0
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, OPENING)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    regions = []
+    for label in range(1, count):
+        if stats[label, cv2.CC_STAT_AREA] >= MIN_AREA_PX:
+            ys, xs = np.nonzero(labels == label)
+            regions.append(np.column_stack([xs, ys]))
+    return regions
+
+
+def as_streak(points: np.ndarray) -> Streak | None:
+    """The region as a streak between its extremes along its main axis, or None if shorter than MIN_LENGTH_PX."""
+    centre = points.mean(axis=0)
+    axis = np.linalg.eigh(np.cov((points - centre).T))[1][:, -1]
+    along = (points - centre) @ axis
+    if along.max() - along.min() < MIN_LENGTH_PX:
+        return None
+    (x1, y1), (x2, y2) = np.rint([centre + along.min() * axis, centre + along.max() * axis]).astype(int)
+    return Streak(int(x1), int(y1), int(x2), int(y2), len(points))
+
+
+def is_fireball_like(points: np.ndarray, current: np.ndarray, previous: np.ndarray) -> bool:
+    """A bright core (brightest tenth ≥ CORE_DN brighter) and partly saturated in the current frame."""
+    xs, ys = points[:, 0], points[:, 1]
+    brightening = current[ys, xs].astype(np.int16) - previous[ys, xs].astype(np.int16)
+    saturated = np.mean(current[ys, xs] >= SATURATED)
+    return np.percentile(brightening, 90) >= CORE_DN and saturated >= MIN_SATURATED_SHARE
+
+
+def bright_streak(current: np.ndarray, previous: np.ndarray) -> Streak | None:
+    """The largest fireball-like streak of current over previous (8-bit gray frames of one size), if any."""
+    streaks = [as_streak(points) for points in bright_regions(current, previous)
+               if is_fireball_like(points, current, previous)]
+    streaks = [streak for streak in streaks if streak is not None]
+    return max(streaks, key=lambda streak: streak.area, default=None)

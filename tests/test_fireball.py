@@ -1,0 +1,166 @@
+"""The fireball check: bright, saturated streaks in the full-resolution difference, through the Decider the client
+uses, and on a simulated night with ground truth where the model misses everything."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gualta import allsky
+from gualta.detect import (BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, Decider, FrameResult, detection_report,
+                           read_scores, run_batch)
+from gualta.fireball import Streak, bright_streak
+from helpers_client import settings, tiny_onnx_model
+
+START = datetime(2021, 11, 10, 22, 0)
+HEIGHT, WIDTH = 976, 1304
+
+
+def night_sky(seed: int = 0, level: int = 30) -> np.ndarray:
+    """A dark 8-bit gray frame with camera noise."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(level, 3, (HEIGHT, WIDTH)), 0, 255).astype(np.uint8)
+
+
+def brightened(frame: np.ndarray, draw) -> np.ndarray:
+    """frame plus the light `draw(layer)` paints into a float layer (DN), clipped to 8 bits like a sensor."""
+    layer = np.zeros(frame.shape, np.float32)
+    draw(layer)
+    return np.clip(frame + layer, 0, 255).astype(np.uint8)
+
+
+def fireball_light(layer: np.ndarray, start=(600, 300), end=(800, 420)) -> None:
+    cv2.line(layer, start, end, 60.0, 15)                                  # glow (cv2.line paints over)
+    cv2.line(layer, start, end, 400.0, 5)                                  # saturated head and train
+
+
+def test_a_saturated_streak_is_found_end_to_end():
+    previous = night_sky(0)
+    current = brightened(night_sky(1), fireball_light)
+    streak = bright_streak(current, previous)
+    assert streak is not None and streak.area >= 500
+    ends = sorted([(streak.x1, streak.y1), (streak.x2, streak.y2)])
+    assert np.allclose(ends, [(600, 300), (800, 420)], atol=12), ends
+
+
+@pytest.mark.parametrize("what, draw", [
+    ("an out-of-focus insect: wide, soft, not saturated",
+     lambda layer: layer.__setitem__(..., cv2.GaussianBlur(cv2.line(np.zeros_like(layer), (500, 500), (650, 560),
+                                                                    160.0, 14), (0, 0), 4))),
+    ("a faint thin meteor", lambda layer: cv2.line(layer, (300, 300), (500, 420), 40.0, 1)),
+    ("a bright thin meteor, opened away", lambda layer: cv2.line(layer, (300, 300), (500, 420), 300.0, 1)),
+    ("a star-sized saturated speck", lambda layer: cv2.circle(layer, (700, 500), 3, 400.0, -1)),
+    ("moonlight brightening the whole sky by 60 DN", lambda layer: layer.__iadd__(60.0)),
+    ("a lit cloud 150 DN brighter but not saturated", lambda layer: cv2.ellipse(
+        layer, (650, 500), (200, 80), 20, 0, 360, 150.0, -1)),
+])
+def test_what_is_no_fireball(what, draw):
+    previous = night_sky(0)
+    assert bright_streak(brightened(night_sky(1), draw), previous) is None, what
+
+
+def test_the_watermark_is_left_out():
+    previous = night_sky(0)
+    digits = brightened(night_sky(1), lambda layer: cv2.rectangle(layer, (40, 40), (300, 90), 400.0, -1))
+    assert bright_streak(digits, previous) is None
+    in_the_corner = brightened(night_sky(1), lambda layer: fireball_light(layer, (60, 40), (300, 110)))
+    assert bright_streak(in_the_corner, previous) is None
+
+
+STREAK = Streak(600, 300, 800, 420, 900)
+
+
+def result(index: int, score: float, bright: Streak | None = None) -> FrameResult:
+    name = allsky.frame_name(START + timedelta(seconds=30 * index))
+    return FrameResult(Path(name), score=score, diff=np.zeros((400, 400), np.uint8),
+                       thumb=np.zeros((224, 224), np.uint8), frame_size=(WIDTH, HEIGHT), bright=bright)
+
+
+def decide(*frames: FrameResult, **options) -> list[FrameResult]:
+    decider = Decider(0.85, **options)
+    decided = []
+    for frame in frames:
+        decided += decider.push(frame)
+    return decided + decider.finish()
+
+
+def test_a_streak_the_model_misses_is_reported_as_a_fireball(tmp_path):
+    decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.01))
+    fireball = decided[1]
+    assert [r.label for r in decided] == ["no-meteor", "meteor", "no-meteor"]
+    assert fireball.detection and not fireball.flag
+    assert fireball.note == FIREBALL_NOTE + BELOW_THRESHOLD_NOTE and fireball.streak == STREAK.ends
+    _, payload = detection_report(fireball, settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
+    assert payload["flag"] == FIREBALL and payload["score"] == pytest.approx(0.20)
+
+
+def test_a_streak_in_an_adjacent_frame_too_is_a_steady_light():
+    for satellite_check in (True, False):
+        decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.10, STREAK), result(3, 0.01),
+                         satellite_check=satellite_check)
+        assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2, satellite_check
+
+
+def with_line(start, end) -> np.ndarray:
+    """A 400×400 difference image holding one drawn trail (model-input pixels)."""
+    diff = np.zeros((400, 400), np.uint8)
+    cv2.line(diff, start, end, 255, 2)
+    return diff
+
+
+def test_a_fireball_sharing_its_frame_with_a_satellite_is_reported_and_a_plane_s_strobe_line_is_not():
+    satellite = [with_line((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+    frames = [result(k, 0.95) for k in range(3)]
+    for frame, diff in zip(frames, satellite):
+        frame.diff = diff
+    frames[1].bright = STREAK                                # elsewhere in the frame, another direction
+    assert [(r.flag, r.detection) for r in decide(*frames)] == [("satellite", False), ("", True), ("satellite", False)]
+    strobes = Streak(round(170 * WIDTH / 400), round(300 * HEIGHT / 400), round(230 * WIDTH / 400),
+                     round(300 * HEIGHT / 400), 400)        # the middle piece itself, bright
+    frames = [result(k, 0.95 if k != 1 else 0.3) for k in range(3)]
+    for frame, diff in zip(frames, satellite):
+        frame.diff = diff
+    frames[1].bright = strobes
+    assert [r.flag for r in decide(*frames)] == ["satellite"] * 3
+
+
+def test_a_meteor_the_model_finds_keeps_its_score_and_gets_the_fireball_tag():
+    decided = decide(result(0, 0.02), result(1, 0.97, STREAK), result(2, 0.01))
+    assert decided[1].detection and decided[1].note == FIREBALL_NOTE
+
+
+def test_with_the_check_off_streaks_are_ignored(tmp_path):
+    decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.97, STREAK), fireball_check=False)
+    assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("no-meteor", False), ("meteor", True)]
+    _, payload = detection_report(decided[2], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
+    assert "flag" not in payload and decided[2].note == ""
+
+
+@pytest.fixture(scope="module")
+def fireball_night(tmp_path_factory):
+    """A 16-frame clear simulated night rich in fireballs, with insects, meteors, satellites and planes."""
+    from gualta.simulate import Rates, simulate_night
+
+    rates = Rates(meteor=0.3, fireball=0.3, satellite=0.1, plane=0.05, insect=0.3)
+    return simulate_night(tmp_path_factory.mktemp("fireballs") / "nights", "20211112", frames=16, start="23:00",
+                          seed=41, scenario="clear", rates=rates, workers=2, progress=False)
+
+
+def test_on_a_simulated_night_a_model_that_misses_everything_still_reports_the_fireballs(fireball_night, tmp_path):
+    blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)            # p(meteor) ≈ 0 for every frame
+    truth = pd.read_csv(fireball_night / "ground_truth.csv").set_index("file")
+    rows = {}
+    for check in (True, False):
+        scores = tmp_path / f"scores-{check}.csv"
+        run_batch(settings(tmp_path, blind, fireball_check=check), fireball_night, scores, upload=False,
+                  say=lambda line: None, progress=False)
+        rows[check] = [row for row in read_scores(scores) if row["detection"] == "1"]
+    assert rows[False] == []
+    found = [row["file"] for row in rows[True]]
+    assert found and all(truth.loc[name, "label"] == "meteor" for name in found), truth.loc[found, "events"]
+    assert any("fireball" in str(truth.loc[name, "events"]) for name in found)
+    assert all(BELOW_THRESHOLD_NOTE in row["note"] and row["x1"] for row in rows[True])
