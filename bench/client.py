@@ -26,7 +26,8 @@ from gualta import allsky  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
-from gualta.preprocess import read_gray  # noqa: E402
+from gualta.fireball import bright_streak  # noqa: E402
+from gualta.preprocess import difference_image, read_gray  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
 SIZE = 224
@@ -96,10 +97,19 @@ def model_rate(model, inputs: list) -> float:
 
 
 def difference_inputs(frames: list[Path]) -> list:
-    from gualta.preprocess import difference_image
-
     images = [read_gray(frame) for frame in frames]
     return [difference_image(current, previous) for previous, current in zip(images, images[1:])]
+
+
+def per_pair_ms(frames: list[Path], step) -> float:
+    """Median milliseconds of step(current, previous) over consecutive pairs of decoded gray frames."""
+    images = [read_gray(frame) for frame in frames]
+    times = []
+    for previous, current in zip(images, images[1:]):
+        started = time.perf_counter()
+        step(current, previous)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
 
 
 def batch_rate(settings, night: Path, model) -> float:
@@ -155,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
               f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
         floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
         print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")
+        difference_ms = per_pair_ms(frames, difference_image)
+        fireball_ms = per_pair_ms(frames, bright_streak)
+        print(f"{'v4 difference image':34s} {difference_ms:7.2f} ms/pair")
+        print(f"{'fireball check':34s} {fireball_ms:7.2f} ms/pair ({fireball_ms / difference_ms:.2f}× the difference)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
         for arch in ARCHS:
