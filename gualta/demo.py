@@ -56,7 +56,9 @@ def compare_with_truth(scores_csv: Path, truth_csv: Path) -> dict:
     meteor = table["truth"].eq("meteor")
     detected = table["detection"].fillna(0).astype(int).eq(1)
     true_positives = int((meteor & detected).sum())
+    fireball = table["event"].eq("fireball")
     return {"meteor_frames": int(meteor.sum()), "detections": int(detected.sum()), "found": true_positives,
+            "fireballs": int(fireball.sum()), "fireballs_found": int((fireball & detected).sum()),
             "recall": true_positives / max(int(meteor.sum()), 1),
             "precision": true_positives / max(int(detected.sum()), 1),
             "false_by_event": table.loc[detected & ~meteor, "event"].value_counts().to_dict()}
@@ -72,7 +74,8 @@ def print_summary(summary: dict) -> None:
     print(f"uploads      {'all delivered' if night.pending == 0 else f'{night.pending} pending in the outbox'}")
     print(f"truth        {truth['found']} of {truth['meteor_frames']} meteor frames found "
           f"(recall {truth['recall']:.2f}); {truth['found']} of {truth['detections']} detections are meteors "
-          f"(precision {truth['precision']:.2f}); false detections by event: {false}")
+          f"(precision {truth['precision']:.2f}); fireballs {truth['fireballs_found']} of {truth['fireballs']}; "
+          f"false detections by event: {false}")
     print(f"daily page   {summary['page']}")
 
 

@@ -35,3 +35,19 @@ def test_demo_runs_the_product_end_to_end_and_is_idempotent(tmp_path, tiny_model
 
     again = run_demo(out, frames=14, seed=7, workers=1, model=tiny_model)       # same night, fresh store
     assert again["night"].detections == night.detections
+
+
+def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections(tmp_path):
+    from gualta.demo import compare_with_truth
+
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"], "detection": [0, 1, 1, 1, 0]}).to_csv(
+        tmp_path / "scores.csv", index=False)
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"],
+                  "label": ["no-meteor", "meteor", "meteor", "no-meteor", "meteor"],
+                  "event": ["none", "meteor", "fireball", "satellite", "fireball"]}).to_csv(
+        tmp_path / "truth.csv", index=False)
+    truth = compare_with_truth(tmp_path / "scores.csv", tmp_path / "truth.csv")
+    assert (truth["meteor_frames"], truth["detections"], truth["found"]) == (3, 3, 2)
+    assert (truth["fireballs"], truth["fireballs_found"]) == (2, 1)
+    assert truth["false_by_event"] == {"satellite": 1}
+    assert abs(truth["recall"] - 2 / 3) < 1e-9 and abs(truth["precision"] - 2 / 3) < 1e-9
