@@ -5,7 +5,7 @@ become one fat white blob — the shape a brightening cloud takes — and the mo
 full-resolution difference still tells them apart:
 
     gray current − previous (saturating) → pixels ≥ 100 DN brighter → opened 3×3 (specks and thin strokes go) →
-    regions ≥ 100 px, ≥ 30 px long, their brightest tenth ≥ 140 DN brighter, ≥ 5 % of them saturated in the frame
+    regions ≥ 100 px, ≥ 30 px long, elongated, their brightest tenth ≥ 140 DN brighter, ≥ 5 % saturated in the frame
 
 Clouds, moonlight and twilight brighten far less within 30 s, stars and hot pixels are specks, an out-of-focus insect
 near the lens is soft and does not saturate; AllSky's watermark (its digits change every frame) is left out. A
@@ -25,6 +25,7 @@ from gualta.classical import WATERMARK
 LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
 MIN_AREA_PX = 100
 MIN_LENGTH_PX = 30.0         # from end to end along the region's main axis
+MIN_ELONGATION = 4.0         # length² / area: at least a 3:1 ellipse (a lit cloud or a flash is rounder)
 CORE_DN = 140                # the brightest tenth of the region is at least this much brighter
 SATURATED = 250              # a frame pixel at this level or above is saturated
 MIN_SATURATED_SHARE = 0.05
@@ -63,11 +64,12 @@ def bright_regions(current: np.ndarray, previous: np.ndarray) -> list[np.ndarray
 
 
 def as_streak(points: np.ndarray) -> Streak | None:
-    """The region as a streak between its extremes along its main axis, or None if shorter than MIN_LENGTH_PX."""
+    """The region as a streak between its extremes along its main axis, or None if it is too short or too round."""
     centre = points.mean(axis=0)
     axis = np.linalg.eigh(np.cov((points - centre).T))[1][:, -1]
     along = (points - centre) @ axis
-    if along.max() - along.min() < MIN_LENGTH_PX:
+    length = along.max() - along.min()
+    if length < MIN_LENGTH_PX or length ** 2 / len(points) < MIN_ELONGATION:
         return None
     (x1, y1), (x2, y2) = np.rint([centre + along.min() * axis, centre + along.max() * axis]).astype(int)
     return Streak(int(x1), int(y1), int(x2), int(y2), len(points))

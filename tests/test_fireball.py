@@ -55,6 +55,7 @@ def test_a_saturated_streak_is_found_end_to_end():
     ("a bright thin meteor, opened away", lambda layer: cv2.line(layer, (300, 300), (500, 420), 300.0, 1)),
     ("a star-sized saturated speck", lambda layer: cv2.circle(layer, (700, 500), 3, 400.0, -1)),
     ("moonlight brightening the whole sky by 60 DN", lambda layer: layer.__iadd__(60.0)),
+    ("a flash lighting a cloud: round, saturated", lambda layer: cv2.circle(layer, (650, 500), 60, 400.0, -1)),
     ("a lit cloud 150 DN brighter but not saturated", lambda layer: cv2.ellipse(
         layer, (650, 500), (200, 80), 20, 0, 360, 150.0, -1)),
 ])
