@@ -14,7 +14,6 @@ adjacent frame has one (`gualta.detect.Decider`). Coordinates are full-frame pix
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
