@@ -97,6 +97,9 @@ def retry_delay(attempts: int) -> float:
     return delay * random.uniform(1.0, 1.1)
 
 
+SET_UP_PATIENCE_S = 30.0      # how long opening an outbox waits out another connection setting the same file up
+
+
 class Outbox:
     """The on-disk queue of reports (and the watcher's progress). Use each Outbox from one thread at a time."""
 
@@ -104,9 +107,22 @@ class Outbox:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self._set_up()
+
+    def _set_up(self, patience_s: float = SET_UP_PATIENCE_S) -> None:
+        """WAL mode and the schema. While another connection turns the same new file to WAL, SQLite answers
+        "database is locked" at once (its busy timeout does not cover that), so try again for a while."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self.db.close()

@@ -47,6 +47,30 @@ def test_put_keeps_the_first_copy_unless_replacing(tmp_path):
         assert [json.loads(item.body) for item in outbox.due()] == [{"a": 1}, {"total": 2}]
 
 
+def test_outboxes_opened_at_once_on_a_new_file_all_open(tmp_path):
+    """The watcher and the sender open the same new outbox together; SQLite refuses the WAL switch of one of them at
+    once (no busy wait) — about one round in ten before opening tried again."""
+    import threading
+
+    failures = []
+
+    def open_outbox(path):
+        try:
+            Outbox(path).close()
+        except Exception as exc:                  # noqa: BLE001 — collected and asserted below
+            failures.append(exc)
+
+    for round_ in range(60):
+        threads = [threading.Thread(target=open_outbox, args=(tmp_path / f"outbox-{round_}.sqlite",)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    with Outbox(tmp_path / "outbox-0.sqlite") as outbox:
+        assert outbox.put("k", {"a": 1}) and outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_queued_reports_survive_a_killed_process(tmp_path):
     path = tmp_path / "o.sqlite"
     code = ("import os, signal, sys; sys.path.insert(0, %r)\nfrom gualta.report import Outbox\n"
