@@ -14,12 +14,14 @@ adjacent frame has one (`gualta.detect.Decider`). Coordinates are full-frame pix
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from gualta.classical import WATERMARK
+from gualta.trails import principal_span
 
 LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
 MIN_AREA_PX = 100
@@ -64,13 +66,11 @@ def bright_regions(current: np.ndarray, previous: np.ndarray) -> list[np.ndarray
 
 def as_streak(points: np.ndarray) -> Streak | None:
     """The region as a streak between its extremes along its main axis, or None if it is too short or too round."""
-    centre = points.mean(axis=0)
-    axis = np.linalg.eigh(np.cov((points - centre).T))[1][:, -1]
-    along = (points - centre) @ axis
-    length = along.max() - along.min()
+    start, end, _ = principal_span(points)
+    length = math.dist(start, end)
     if length < MIN_LENGTH_PX or length ** 2 / len(points) < MIN_ELONGATION:
         return None
-    (x1, y1), (x2, y2) = np.rint([centre + along.min() * axis, centre + along.max() * axis]).astype(int)
+    (x1, y1), (x2, y2) = np.rint([start, end]).astype(int)
     return Streak(int(x1), int(y1), int(x2), int(y2), len(points))
 
 

@@ -206,14 +206,21 @@ def bright_pieces(diff: np.ndarray) -> list[np.ndarray]:
             for k in range(1, count) if diagonal[k] >= PIECE_MIN_DIAG_PX]
 
 
-def fitted_line(points: np.ndarray) -> Trail | None:
-    """The trail along a piece's principal axis, spanning it; None if the piece is too short or too wide."""
+def principal_span(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two extreme points of (x, y) points along their principal axis, and their spread (the singular values:
+    along, across)."""
     centre = points.mean(axis=0)
     _, spread, axes = np.linalg.svd(points - centre, full_matrices=False)
     along = (points - centre) @ axes[0]
-    if along.max() - along.min() < LINE_PIECE_MIN_PX or spread[1] > LINE_PIECE_THINNESS * spread[0]:
+    return centre + along.min() * axes[0], centre + along.max() * axes[0], spread
+
+
+def fitted_line(points: np.ndarray) -> Trail | None:
+    """The trail along a piece's principal axis, spanning it; None if the piece is too short or too wide."""
+    start, end, spread = principal_span(points)
+    if math.dist(start, end) < LINE_PIECE_MIN_PX or spread[1] > LINE_PIECE_THINNESS * spread[0]:
         return None
-    return Trail(*(centre + along.min() * axes[0]), *(centre + along.max() * axes[0]))
+    return Trail(*start, *end)
 
 
 def lines_of(diff: np.ndarray) -> list[Line]:
