@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 TINY_SIZE = 400
 TINY_VERSION = "test-1"
 LINE = 15                       # the line kernels' length in pixels
+DECIDER_START = datetime(2021, 11, 10, 22, 0)
 
 
 def line_kernels(length: int = LINE):
@@ -96,3 +98,27 @@ def publish(store: Path, model: Path, version: int = 1) -> dict:
     meta = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": name}
     (models / "guAlta_latest_version.json").write_text(json.dumps(meta))
     return meta
+
+
+def frame_result(index: int, score: float, diff=None, **fields):
+    """A scored FrameResult for Decider tests: frame `index` of a night every 30 s from 22:00, 1304×976, its 400×400
+    difference image `diff` (empty if None); `fields` sets the rest (e.g. `bright`)."""
+    import numpy as np
+
+    from gualta import allsky
+    from gualta.detect import FrameResult
+
+    name = allsky.frame_name(DECIDER_START + timedelta(seconds=30 * index))
+    return FrameResult(Path(name), score=score, diff=np.zeros((400, 400), np.uint8) if diff is None else diff,
+                       thumb=np.zeros((224, 224), np.uint8), frame_size=(1304, 976), **fields)
+
+
+def decide_in_order(results: list, **options) -> list:
+    """Every result pushed, in order, through one Decider(0.85, **options); the night then finished."""
+    from gualta.detect import Decider
+
+    decider = Decider(0.85, **options)
+    decided = []
+    for result in results:
+        decided += decider.push(result)
+    return decided + decider.finish()

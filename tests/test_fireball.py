@@ -2,21 +2,15 @@
 uses, and on a simulated night with ground truth where the model misses everything."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from gualta import allsky
-from gualta.detect import (BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, Decider, FrameResult, detection_report,
-                           read_scores, run_batch)
+from gualta.detect import BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, detection_report, read_scores, run_batch
 from gualta.fireball import Streak, bright_streak
-from helpers_client import settings, tiny_onnx_model
+from helpers_client import decide_in_order, frame_result, settings, tiny_onnx_model
 
-START = datetime(2021, 11, 10, 22, 0)
 HEIGHT, WIDTH = 976, 1304
 
 
@@ -75,22 +69,8 @@ def test_the_watermark_is_left_out():
 STREAK = Streak(600, 300, 800, 420, 900)
 
 
-def result(index: int, score: float, bright: Streak | None = None) -> FrameResult:
-    name = allsky.frame_name(START + timedelta(seconds=30 * index))
-    return FrameResult(Path(name), score=score, diff=np.zeros((400, 400), np.uint8),
-                       thumb=np.zeros((224, 224), np.uint8), frame_size=(WIDTH, HEIGHT), bright=bright)
-
-
-def decide(*frames: FrameResult, **options) -> list[FrameResult]:
-    decider = Decider(0.85, **options)
-    decided = []
-    for frame in frames:
-        decided += decider.push(frame)
-    return decided + decider.finish()
-
-
 def test_a_streak_the_model_misses_is_reported_as_a_fireball(tmp_path):
-    decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.01))
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK), frame_result(2, 0.01)])
     fireball = decided[1]
     assert [r.label for r in decided] == ["no-meteor", "meteor", "no-meteor"]
     assert fireball.detection and not fireball.flag
@@ -101,8 +81,9 @@ def test_a_streak_the_model_misses_is_reported_as_a_fireball(tmp_path):
 
 def test_a_streak_in_an_adjacent_frame_too_is_a_steady_light():
     for satellite_check in (True, False):
-        decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.10, STREAK), result(3, 0.01),
-                         satellite_check=satellite_check)
+        decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
+                                   frame_result(2, 0.10, bright=STREAK), frame_result(3, 0.01)],
+                                  satellite_check=satellite_check)
         assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2, satellite_check
 
 
@@ -115,27 +96,25 @@ def with_line(start, end) -> np.ndarray:
 
 def test_a_fireball_sharing_its_frame_with_a_satellite_is_reported_and_a_plane_s_strobe_line_is_not():
     satellite = [with_line((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
-    frames = [result(k, 0.95) for k in range(3)]
-    for frame, diff in zip(frames, satellite):
-        frame.diff = diff
+    frames = [frame_result(k, 0.95, diff) for k, diff in enumerate(satellite)]
     frames[1].bright = STREAK                                # elsewhere in the frame, another direction
-    assert [(r.flag, r.detection) for r in decide(*frames)] == [("satellite", False), ("", True), ("satellite", False)]
+    decided = decide_in_order(frames)
+    assert [(r.flag, r.detection) for r in decided] == [("satellite", False), ("", True), ("satellite", False)]
     strobes = Streak(round(170 * WIDTH / 400), round(300 * HEIGHT / 400), round(230 * WIDTH / 400),
                      round(300 * HEIGHT / 400), 400)        # the middle piece itself, bright
-    frames = [result(k, 0.95 if k != 1 else 0.3) for k in range(3)]
-    for frame, diff in zip(frames, satellite):
-        frame.diff = diff
+    frames = [frame_result(k, 0.95 if k != 1 else 0.3, diff) for k, diff in enumerate(satellite)]
     frames[1].bright = strobes
-    assert [r.flag for r in decide(*frames)] == ["satellite"] * 3
+    assert [r.flag for r in decide_in_order(frames)] == ["satellite"] * 3
 
 
 def test_a_meteor_the_model_finds_keeps_its_score_and_gets_the_fireball_tag():
-    decided = decide(result(0, 0.02), result(1, 0.97, STREAK), result(2, 0.01))
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.97, bright=STREAK), frame_result(2, 0.01)])
     assert decided[1].detection and decided[1].note == FIREBALL_NOTE
 
 
 def test_with_the_check_off_streaks_are_ignored(tmp_path):
-    decided = decide(result(0, 0.02), result(1, 0.20, STREAK), result(2, 0.97, STREAK), fireball_check=False)
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
+                               frame_result(2, 0.97, bright=STREAK)], fireball_check=False)
     assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("no-meteor", False), ("meteor", True)]
     _, payload = detection_report(decided[2], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
     assert "flag" not in payload and decided[2].note == ""

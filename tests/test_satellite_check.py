@@ -2,7 +2,7 @@
 simulated night with ground truth."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -12,9 +12,7 @@ import pandas as pd
 from gualta import allsky
 from gualta.detect import Decider, FrameResult, read_scores, run_batch
 from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
-from helpers_client import settings
-
-START = datetime(2021, 11, 10, 22, 0)
+from helpers_client import DECIDER_START, decide_in_order, frame_result, settings
 
 
 def speckle(seed: int) -> np.ndarray:
@@ -34,23 +32,14 @@ def diff_with(*segments, seed: int = 0, dotted: bool = False) -> np.ndarray:
     return image
 
 
-def result(index: int, diff: np.ndarray, score: float = 0.99) -> FrameResult:
-    name = allsky.frame_name(START + timedelta(seconds=30 * index))
-    return FrameResult(Path(name), score=score, diff=diff, thumb=np.zeros((224, 224), np.uint8),
-                       frame_size=(1304, 976))
-
-
 def drawn_lines_model(diff: np.ndarray) -> float:
     """A stand-in for the model on drawn images: p(meteor) high while any drawn (255) line of 20+ pixels is left."""
     return 0.99 if np.count_nonzero(diff == 255) >= 20 else 0.01
 
 
-def decide(*diffs_and_scores, report_flagged: bool = False, rescore=None) -> list[FrameResult]:
-    decider = Decider(0.85, satellite_check=True, report_flagged=report_flagged, rescore=rescore)
-    decided = []
-    for index, (diff, score) in enumerate(diffs_and_scores):
-        decided += decider.push(result(index, diff, score))
-    return decided + decider.finish()
+def decide(*diffs_and_scores, **options) -> list[FrameResult]:
+    return decide_in_order([frame_result(index, score, diff) for index, (diff, score) in enumerate(diffs_and_scores)],
+                           **options)
 
 
 def test_trails_are_found_where_they_are_drawn():
@@ -107,11 +96,12 @@ def test_flagged_ones_are_reported_when_asked_and_streaks_are_in_frame_pixels():
 def test_low_scores_are_never_flagged_and_skipped_frames_keep_their_place():
     satellite = [diff_with(((40 + 70 * k, 60), (100 + 70 * k, 60)), seed=k) for k in range(3)]
     decider = Decider(0.85)
-    skipped = FrameResult(Path(allsky.frame_name(START + timedelta(seconds=45))), note="bad frame", flag="skipped")
-    out = decider.push(result(0, satellite[0], 0.99))                  # waits for its successor
+    skipped = FrameResult(Path(allsky.frame_name(DECIDER_START + timedelta(seconds=45))), note="bad frame",
+                          flag="skipped")
+    out = decider.push(frame_result(0, 0.99, satellite[0]))            # waits for its successor
     out += decider.push(skipped)
-    out += decider.push(result(2, satellite[1], 0.10))
-    out += decider.push(result(3, satellite[2], 0.99)) + decider.finish()
+    out += decider.push(frame_result(2, 0.10, satellite[1]))
+    out += decider.push(frame_result(3, 0.99, satellite[2])) + decider.finish()
     assert [r.file.name[14:20] for r in out] == ["220000", "220045", "220100", "220130"]
     assert [r.flag for r in out] == ["satellite", "skipped", "", "satellite"]
     assert [r.label for r in out] == ["meteor", "", "no-meteor", "meteor"]
