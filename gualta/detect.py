@@ -168,9 +168,10 @@ class Decider:
     other frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference
     image → p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored
     again (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
-    candidate whatever its score, and waits for the next frame too: a streak that an adjacent frame also has is a
-    steady light (a plane's landing lights), flagged like a crossing; otherwise only the trail geometry can flag it
-    (erasing what the neighbours explain and scoring again would judge the model's view of a blob it misreads)."""
+    candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an
+    adjacent frame has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a
+    plane's strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
+    fireball's blob)."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True):
