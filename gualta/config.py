@@ -142,6 +142,8 @@ SETTINGS = (
     Setting("satellite_check", boolean, True, "flag trails that continue in the previous or next frame"),
     Setting("fireball_check", boolean, True, "report a bright, saturated streak seen in one frame only, even if "
             "the model scores it below the threshold"),
+    Setting("streak_check", boolean, True, "report a thin streak seen in one frame only (a short or faint meteor), "
+            "even if the model scores it below the threshold"),
     Setting("report_flagged", boolean, False, "report flagged (satellite/plane) detections too"),
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call in batch runs"),
@@ -166,6 +168,7 @@ class Settings:
     outbox: Path
     satellite_check: bool
     fireball_check: bool
+    streak_check: bool
     report_flagged: bool
     threads: int
     batch_size: int

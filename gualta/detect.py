@@ -2,7 +2,8 @@
 cross-frame satellite/plane check → scores CSV and reports. Used by the batch run here and by the real-time watcher
 (gualta.realtime), which feed the same `Scorer` and `Decider` and so reach the same decisions. Beside the model,
 the fireball check (`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright,
-saturated streak that neither adjacent frame has.
+saturated streak that neither adjacent frame has, and the streak check (`gualta.streak`) when it holds a thin, straight
+streak (a short or faint meteor) that no piece of an adjacent difference explains.
 
 Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
 a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
@@ -23,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, fireball, trails
+from gualta import allsky, fireball, streak, trails
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SATELLITE = "satellite"
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
+STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
@@ -63,6 +65,7 @@ class FrameResult:
     detection: bool = False
     streak: tuple[int, int, int, int] | None = None
     bright: fireball.Streak | None = None                          # the fireball check's streak, if any
+    pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's pieces, most prominent first
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
 
@@ -103,8 +106,10 @@ def skip_reason(frames: NightFrames, frame: Path) -> str:
     return "no good earlier frame of the same size"
 
 
-def prepare(frames: NightFrames, frame: Path, kind: str = "diff") -> tuple[FrameResult, np.ndarray | None]:
-    """A frame's result so far and its model input (None if it has no usable pair)."""
+def prepare(frames: NightFrames, frame: Path, kind: str = "diff",
+            streak_check: bool = True) -> tuple[FrameResult, np.ndarray | None]:
+    """A frame's result so far and its model input (None if it has no usable pair); the streak check's pieces only
+    with `streak_check` (they cost about three times the rest)."""
     pair = frames.pair(frame)
     if pair is None:
         return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None
@@ -113,12 +118,14 @@ def prepare(frames: NightFrames, frame: Path, kind: str = "diff") -> tuple[Frame
     model_input = diff if kind == "diff" else resize_area(current)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]),
-                         bright=fireball.bright_streak(current, previous))
+                         bright=fireball.bright_streak(current, previous),
+                         pieces=streak.pieces(current, previous) if streak_check else [])
     return result, model_input
 
 
-def prepare_batch(frames: NightFrames, batch: list[Path], kind: str) -> list[tuple[FrameResult, np.ndarray | None]]:
-    return [prepare(frames, frame, kind) for frame in batch]
+def prepare_batch(frames: NightFrames, batch: list[Path], kind: str,
+                  streak_check: bool = True) -> list[tuple[FrameResult, np.ndarray | None]]:
+    return [prepare(frames, frame, kind, streak_check) for frame in batch]
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -129,8 +136,8 @@ def chunks(items: list, size: int) -> Iterator[list]:
 class Scorer:
     """Scores frames of one night with a model, preparing the next batch while the model runs."""
 
-    def __init__(self, model, frames: NightFrames, batch_size: int = 16):
-        self.model, self.frames, self.batch_size = model, frames, batch_size
+    def __init__(self, model, frames: NightFrames, batch_size: int = 16, streak_check: bool = True):
+        self.model, self.frames, self.batch_size, self.streak_check = model, frames, batch_size, streak_check
         self.kind = getattr(getattr(model, "info", None), "kind", "diff")
 
     def score(self, files: list[Path]) -> Iterator[FrameResult]:
@@ -149,7 +156,7 @@ class Scorer:
 
     def _next(self, batches: Iterator[list[Path]]) -> list | None:
         batch = next(batches, None)
-        return None if batch is None else prepare_batch(self.frames, batch, self.kind)
+        return None if batch is None else prepare_batch(self.frames, batch, self.kind, self.streak_check)
 
 
 # --- decisions -------------------------------------------------------------------------------------------------------
@@ -171,12 +178,15 @@ class Decider:
     candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an
     adjacent frame has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a
     plane's strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
-    fireball's blob)."""
+    fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
+    streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
+    explained by a piece of an adjacent difference (the same spot, or further along the streak's line)."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
-                 rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True):
+                 rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
+                 streak_check: bool = True):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
-        self.rescore, self.fireball_check = rescore, fireball_check
+        self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
         self.before: FrameResult | None = None          # the last decided scored frame
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
@@ -185,13 +195,16 @@ class Decider:
         """Add the next frame; returns the frames decided by it, in time order."""
         if not self.fireball_check:
             result.bright = None                        # the check off: no streak is looked at or reported
+        if not self.streak_check:
+            result.pieces = []
         if not result.scored:
             if self.waiting is None:
                 return [result]
             self.behind.append(result)
             return []
         decided = self._decide_waiting(after=result)
-        checked = self.candidate(result) and (self.satellite_check or result.bright is not None)
+        checked = self.candidate(result) and (self.satellite_check or result.bright is not None
+                                              or self.thin_only(result))
         if checked and not self.crossing(result, self.before, None):
             self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
@@ -208,11 +221,16 @@ class Decider:
         self.before = result
 
     def candidate(self, result: FrameResult) -> bool:
-        return result.score >= self.threshold or self.streak_only(result)
+        return result.score >= self.threshold or self.streak_only(result) or self.thin_only(result)
 
     def streak_only(self, result: FrameResult) -> bool:
         """A candidate for its bright streak alone: the model scored it below the threshold."""
         return result.bright is not None and result.score < self.threshold
+
+    def thin_only(self, result: FrameResult) -> bool:
+        """A candidate for a thin streak alone: no bright streak, and the model scored it below the threshold."""
+        return (result.bright is None and result.score < self.threshold
+                and any(piece.is_streak for piece in result.pieces))
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:
@@ -230,11 +248,14 @@ class Decider:
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
         meteor once what the neighbours explain is erased. With a bright streak: whether a neighbour has one too,
-        or the streak itself continues a neighbour's trail (a plane's strobes)."""
+        or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone: whether an
+        adjacent difference explains every one (`gualta.streak.explains`)."""
         neighbours = [n for n in (before, after) if near_in_time(n, result)]
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours))
+        if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
+            return not streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours])
         if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
             return True
         if self.rescore is None or result.diff is None:
@@ -258,9 +279,13 @@ class Decider:
             result.flag = SATELLITE
         if result.bright and not crossing:
             result.note = FIREBALL_NOTE + (BELOW_THRESHOLD_NOTE if self.streak_only(result) else "")
+        if self.thin_only(result) and not crossing:
+            result.note = STREAK_NOTE + BELOW_THRESHOLD_NOTE
         result.detection = not result.flag or self.report_flagged
         if result.bright:
             result.streak = result.bright.ends
+        elif self.thin_only(result):
+            result.streak = max((p for p in result.pieces if p.is_streak), key=lambda p: p.length).ends
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
 
@@ -430,9 +455,9 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         outbox.put(*log_report("start", settings, night.name))
         sender.wake()
     rows = CsvRows(summary.scores)
-    scorer = Scorer(model, NightFrames(files, log), settings.batch_size)
+    scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
     decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
-                      settings.fireball_check)
+                      settings.fireball_check, settings.streak_check)
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)

@@ -140,9 +140,9 @@ class NightWatch:
         self.upload, self.say = upload, say
         self.version = model_version(model)
         self.frames = NightFrames([], log)
-        self.scorer = Scorer(model, self.frames, settings.batch_size)
+        self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check)
         self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
-                               rescorer(model), settings.fireball_check)
+                               rescorer(model), settings.fireball_check, settings.streak_check)
         self.waiting_since: float | None = None
         self.resume()
         self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)

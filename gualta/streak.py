@@ -1,0 +1,156 @@
+"""The streak check: a thin, straight streak that brightened since the previous frame, read in the full-resolution
+difference.
+
+The thesis' difference image thresholds at 3.5 DN and averages the frame down to 400×400, so a short meteor (20–40 px
+in a 1304×976 frame) is a few pixels there and a faint one a slightly denser patch of speckle; the model misses many
+of both. The full-resolution difference still shows them:
+
+    gray current − previous (saturating) → high-pass (minus its σ 4 px blur) → smoothed (σ 0.8 px: a meteor's width)
+    → divided by the local noise (median absolute deviation in 64 px blocks) and by how much the previous frame's own
+    edges change when the sky shifts a little (half its local gradient: the sky circle's rim, trees, cloud edges,
+    the moon) → pixels ≥ 4 → connected pieces, each with its ends, length, elongation, width and mean signal.
+
+A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
+across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects are wide.
+A meteor lasts under a second, so the client reports a frame for a streak only when neither adjacent difference
+`explains` it: a piece at the same spot (a twinkling star, a flickering light) or one on the streak's line within
+6× the longer one's length (a satellite or a plane, which cross the sky for minutes). Coordinates are full-frame
+pixels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gualta.classical import WATERMARK
+from gualta.trails import principal_span
+
+HIGH_PASS_SIGMA = 4.0
+SMOOTH_SIGMA = 0.8
+NOISE_BLOCK_PX = 64
+NOISE_FLOOR = 0.25            # the smoothed difference's noise is never taken below this (DN): the black lens border
+EDGE_SHARE = 0.5              # a previous-frame edge of gradient g (DN/px) may change by this × g
+LEVEL = 4.0                   # a piece pixel is at least 4 × the noise above its surroundings
+PIECE_MIN_PX = 8              # pieces smaller than this, or spanning fewer pixels, are specks
+NEIGHBOUR_PIECES = 12         # a neighbour's most prominent pieces (length × mean signal, capped) that may explain
+PROMINENCE_CAP = 20.0
+
+MIN_LENGTH_PX = 12.0          # a streak: at least this long, ...
+MIN_ELONGATION = 4.0          # ... length² / area at least this, ...
+MAX_WIDTH_PX = 3.5            # ... at most this wide (full width at half maximum of its cross-section), ...
+MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
+
+SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
+MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
+MAX_OFFSET_PX = 6.0           # ... its centre within this (+2 % of the distance along) of the streak's line, ...
+REACH = 6.0                   # ... and at most 6× the longer one's length (+ 30 px) along it
+REACH_SLACK_PX = 30.0
+EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A connected piece of the normalised difference: ends, centre, length, area, width and mean signal."""
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    cx: float
+    cy: float
+    length: float
+    area: int
+    width: float
+    signal: float
+
+    @property
+    def ends(self) -> tuple[int, int, int, int]:
+        return round(self.x1), round(self.y1), round(self.x2), round(self.y2)
+
+    @property
+    def elongation(self) -> float:
+        return self.length ** 2 / self.area
+
+    @property
+    def direction(self) -> np.ndarray:
+        vector = np.array([self.x2 - self.x1, self.y2 - self.y1])
+        return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+    @property
+    def is_streak(self) -> bool:
+        return (self.length >= MIN_LENGTH_PX and self.elongation >= MIN_ELONGATION and self.width <= MAX_WIDTH_PX
+                and self.signal >= MIN_SIGNAL)
+
+    @property
+    def prominence(self) -> float:
+        return self.length * min(self.signal, PROMINENCE_CAP)
+
+
+def block_noise(image: np.ndarray, block: int = NOISE_BLOCK_PX) -> np.ndarray:
+    """Robust noise (1.4826 × median absolute deviation) of each block×block tile, interpolated to every pixel."""
+    height, width = image.shape
+    rows, cols = max(height // block, 1), max(width // block, 1)
+    tiles = image[:rows * block, :cols * block].reshape(rows, block, cols, block).swapaxes(1, 2).reshape(rows, cols, -1)
+    deviation = np.abs(tiles - np.median(tiles, axis=2, keepdims=True))
+    noise = 1.4826 * np.median(deviation, axis=2).astype(np.float32)
+    return cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """How far each pixel brightened beyond what noise and the previous frame's edges explain (8-bit gray frames)."""
+    brightening = cv2.subtract(current, previous).astype(np.float32)
+    high_pass = brightening - cv2.GaussianBlur(brightening, (0, 0), HIGH_PASS_SIGMA)
+    smooth = cv2.GaussianBlur(high_pass, (0, 0), SMOOTH_SIGMA)
+    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    blurred = cv2.GaussianBlur(previous.astype(np.float32), (0, 0), 1.0)
+    gradient = np.hypot(cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1)) / 8
+    gradient = cv2.dilate(gradient, np.ones((5, 5), np.uint8))
+    signal = smooth / np.sqrt(noise ** 2 + (EDGE_SHARE * gradient) ** 2)
+    x, y, width, height = WATERMARK
+    signal[y:y + height, x:x + width] = 0
+    return signal
+
+
+def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
+    """The pieces of current over previous, most prominent first."""
+    signal = signal_map(current, previous)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((signal > LEVEL).astype(np.uint8), connectivity=8)
+    found = []
+    for label in range(1, count):
+        x, y, width, height, area = stats[label]
+        if area < PIECE_MIN_PX or max(width, height) < PIECE_MIN_PX:
+            continue
+        inside = labels[y:y + height, x:x + width] == label
+        ys, xs = np.nonzero(inside)
+        points = np.column_stack([xs + x, ys + y]).astype(float)
+        start, end, spread = principal_span(points)
+        centre_x, centre_y = points.mean(axis=0)
+        found.append(Piece(*start, *end, centre_x, centre_y, math.dist(start, end) + 1, int(area),
+                           EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(area),
+                           float(signal[y:y + height, x:x + width][inside].mean())))
+    return sorted(found, key=lambda piece: -piece.prominence)
+
+
+def explains(other: Piece, streak: Piece) -> bool:
+    """Whether a piece of an adjacent frame accounts for the streak: at the same spot, or on its line within reach."""
+    if other.length < PIECE_MIN_PX:
+        return False
+    offset = np.array([other.cx - streak.cx, other.cy - streak.cy])
+    if math.hypot(*offset) <= SAME_SPOT_PX:
+        return True
+    if abs(float(other.direction @ streak.direction)) < math.cos(math.radians(MAX_ANGLE_DEG)):
+        return False
+    along = abs(float(offset @ streak.direction))
+    across = abs(offset[0] * streak.direction[1] - offset[1] * streak.direction[0])
+    return bool(across <= MAX_OFFSET_PX + 0.02 * along
+                and along <= REACH * max(streak.length, other.length) + REACH_SLACK_PX)
+
+
+def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
+    """The frame's streaks that no adjacent frame's prominent pieces explain, longest first."""
+    others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
+    streaks = [piece for piece in frame_pieces if piece.is_streak
+               and not any(explains(other, piece) for other in others)]
+    return sorted(streaks, key=lambda piece: -piece.length)

@@ -1,0 +1,145 @@
+"""The streak check: thin, straight streaks in the full-resolution difference, what explains them away, through the
+Decider the client uses, and on a simulated night with ground truth where the model misses everything."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK_NOTE, read_scores, run_batch
+from gualta.streak import Piece, explains, pieces, unexplained_streaks
+from helpers_client import decide_in_order, frame_result, settings, tiny_onnx_model
+
+HEIGHT, WIDTH = 976, 1304
+
+
+def night_sky(seed: int, level: float = 30.0, sky=None) -> np.ndarray:
+    """An 8-bit gray frame: `sky` (or a flat dark sky) with fresh camera noise (σ 3 DN)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((HEIGHT, WIDTH), level, np.float32) if sky is None else sky
+    return np.clip(base + rng.normal(0, 3, (HEIGHT, WIDTH)), 0, 255).astype(np.uint8)
+
+
+def with_light(sky: np.ndarray, draw) -> np.ndarray:
+    """The float sky plus the light `draw(layer)` paints, softened like a lens (σ 0.7 px: a 1 px line keeps ≈ 55 %
+    of its level at its peak)."""
+    layer = np.zeros(sky.shape, np.float32)
+    draw(layer)
+    return sky + cv2.GaussianBlur(layer, (0, 0), 0.7)
+
+
+def streaks_of(draw, sky=None) -> list[Piece]:
+    base = np.full((HEIGHT, WIDTH), 30.0, np.float32) if sky is None else sky
+    previous = night_sky(0, sky=base)
+    current = night_sky(1, sky=with_light(base, draw))
+    return [piece for piece in pieces(current, previous) if piece.is_streak]
+
+
+@pytest.mark.parametrize("what, start, end, dn", [
+    ("a meteor peaking ≈ 55 DN over a sky with 3 DN noise, 140 px", (300, 600), (420, 530), 100.0),
+    ("a short one, 25 px, the size the model misses most", (900, 400), (918, 417), 100.0),
+])
+def test_a_thin_streak_is_found_with_its_ends(what, start, end, dn):
+    found = streaks_of(lambda layer: cv2.line(layer, start, end, dn, 1))
+    assert len(found) == 1, what
+    ends = sorted([(found[0].x1, found[0].y1), (found[0].x2, found[0].y2)])
+    assert np.allclose(ends, sorted([start, end]), atol=4), (what, ends)
+
+
+def rim_sky() -> np.ndarray:
+    """A bright sky circle on the black lens border, as on a moonlit night."""
+    sky = np.zeros((HEIGHT, WIDTH), np.float32)
+    cv2.circle(sky, (WIDTH // 2, HEIGHT // 2), 470, 180.0, -1)
+    return cv2.GaussianBlur(sky, (0, 0), 1.5)
+
+
+@pytest.mark.parametrize("what, draw, sky", [
+    ("noise only", lambda layer: None, None),
+    ("a twinkling star", lambda layer: cv2.circle(layer, (700, 500), 2, 60.0, -1), None),
+    ("an out-of-focus insect: wide and soft", lambda layer: layer.__iadd__(
+        cv2.GaussianBlur(cv2.line(np.zeros_like(layer), (500, 500), (650, 560), 60.0, 12), (0, 0), 3)), None),
+    ("a streak peaking ≈ 10 DN: left to the model", lambda layer: cv2.line(layer, (300, 600), (420, 530), 18.0, 1),
+     None),
+    ("the sky brightening 2 % over the rim of the sky circle", lambda layer: layer.__iadd__(0.02 * rim_sky()),
+     rim_sky()),
+    ("a streak in the watermark box", lambda layer: cv2.line(layer, (40, 60), (300, 90), 80.0, 1), None),
+])
+def test_what_is_no_streak(what, draw, sky):
+    assert streaks_of(draw, sky) == [], what
+
+
+def piece(x1, y1, x2, y2, signal=20.0, width=2.0) -> Piece:
+    length = float(np.hypot(x2 - x1, y2 - y1)) + 1
+    return Piece(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, length, round(length * 2.5), width, signal)
+
+
+STREAK = piece(600, 300, 640, 300)
+
+
+@pytest.mark.parametrize("other, explained", [
+    (piece(612, 292, 628, 292), True),            # the same spot: a twinkling star, a flickering light
+    (piece(700, 302, 740, 302), True),            # further along the line: a satellite's next piece
+    (piece(820, 303, 860, 303), True),            # ... a few of its lengths away (a short exposure)
+    (piece(700, 330, 740, 330), False),           # parallel but off the line
+    (piece(700, 250, 740, 350), False),           # across it
+    (piece(1200, 300, 1240, 300), False),         # on the line but far beyond reach
+])
+def test_what_a_neighbour_explains(other, explained):
+    assert explains(other, STREAK) is explained
+    assert (unexplained_streaks([STREAK], [[other]]) == []) is explained
+
+
+def test_a_streak_the_model_misses_is_reported_once_unexplained():
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[STREAK]),
+                               frame_result(2, 0.01)])
+    assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("meteor", True), ("no-meteor", False)]
+    assert decided[1].note == STREAK_NOTE + BELOW_THRESHOLD_NOTE and decided[1].streak == STREAK.ends
+
+
+def test_a_satellite_s_pieces_in_consecutive_frames_are_flagged_not_reported():
+    frames = [frame_result(k, 0.10, pieces=[piece(600 + 60 * k, 300, 640 + 60 * k, 300)]) for k in range(3)]
+    assert [(r.flag, r.detection) for r in decide_in_order(frames)] == [("satellite", False)] * 3
+
+
+def test_a_model_detection_is_unchanged_and_the_check_can_be_turned_off():
+    frames = [frame_result(0, 0.02), frame_result(1, 0.10, pieces=[STREAK]), frame_result(2, 0.97, pieces=[STREAK])]
+    decided = decide_in_order(frames, streak_check=False)
+    assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("no-meteor", False), ("meteor", True)]
+    assert decided[2].note == ""
+
+
+def test_a_piece_that_is_no_streak_makes_no_candidate():
+    wide = piece(600, 300, 640, 300, width=6.0)
+    faint = piece(600, 300, 640, 300, signal=5.0)
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[wide, faint]),
+                               frame_result(2, 0.01)])
+    assert [r.label for r in decided] == ["no-meteor"] * 3
+
+
+@pytest.fixture(scope="module")
+def meteor_night(tmp_path_factory):
+    """A 20-frame clear simulated night rich in meteors, with satellites, planes and insects."""
+    from gualta.simulate import Rates, simulate_night
+
+    rates = Rates(meteor=0.5, fireball=0.0, satellite=0.15, plane=0.05, insect=0.15)
+    return simulate_night(tmp_path_factory.mktemp("streaks") / "nights", "20211113", frames=20, start="23:00",
+                          seed=43, scenario="clear", rates=rates, workers=2, progress=False)
+
+
+def test_on_a_simulated_night_a_model_that_misses_everything_still_reports_meteors(meteor_night, tmp_path):
+    """Satellites here are five times as frequent as on a real night; one that shows in a single frame (entering and
+    leaving the sky circle within it) is reported like a meteor, as the model alone would."""
+    blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)            # p(meteor) ≈ 0 for every frame
+    truth = pd.read_csv(meteor_night / "ground_truth.csv").set_index("file")
+    rows = {}
+    for check in (True, False):
+        scores = tmp_path / f"scores-{check}.csv"
+        run_batch(settings(tmp_path, blind, streak_check=check, fireball_check=False), meteor_night, scores,
+                  upload=False, say=lambda line: None, progress=False)
+        rows[check] = [row for row in read_scores(scores) if row["detection"] == "1"]
+    assert rows[False] == []
+    found = [row["file"] for row in rows[True]]
+    meteors = [name for name in found if truth.loc[name, "label"] == "meteor"]
+    assert len(meteors) >= 4 and len(meteors) >= 0.75 * len(found), truth.loc[found, "events"]
+    assert all(row["note"] == STREAK_NOTE + BELOW_THRESHOLD_NOTE and row["x1"] for row in rows[True])
