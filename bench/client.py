@@ -27,6 +27,7 @@ from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
 from gualta.fireball import bright_streak  # noqa: E402
+from gualta.streak import pieces  # noqa: E402
 from gualta.preprocess import difference_image, read_gray  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         fireball_ms = per_pair_ms(frames, bright_streak)
         print(f"{'v4 difference image':34s} {difference_ms:7.2f} ms/pair")
         print(f"{'fireball check':34s} {fireball_ms:7.2f} ms/pair ({fireball_ms / difference_ms:.2f}× the difference)")
+        streak_ms = per_pair_ms(frames, pieces)
+        print(f"{'streak check':34s} {streak_ms:7.2f} ms/pair ({streak_ms / difference_ms:.2f}× the difference)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
         for arch in ARCHS:

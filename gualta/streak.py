@@ -31,10 +31,12 @@ from gualta.trails import principal_span
 HIGH_PASS_SIGMA = 4.0
 SMOOTH_SIGMA = 0.8
 NOISE_BLOCK_PX = 64
+NOISE_STRIDE = 2              # ... read on every other row and column (a quarter of the pixels: 4× faster)
 NOISE_FLOOR = 0.25            # the smoothed difference's noise is never taken below this (DN): the black lens border
 EDGE_SHARE = 0.5              # a previous-frame edge of gradient g (DN/px) may change by this × g
 LEVEL = 4.0                   # a piece pixel is at least 4 × the noise above its surroundings
 PIECE_MIN_PX = 8              # pieces smaller than this, or spanning fewer pixels, are specks
+BOX_MARGIN_PX = 8             # edge_change reaches 3 + 1 + 2 px beyond a pixel (blur, Sobel, dilation)
 NEIGHBOUR_PIECES = 12         # a neighbour's most prominent pieces (length × mean signal, capped) that may explain
 PROMINENCE_CAP = 20.0
 
@@ -88,49 +90,89 @@ class Piece:
         return self.length * min(self.signal, PROMINENCE_CAP)
 
 
-def block_noise(image: np.ndarray, block: int = NOISE_BLOCK_PX) -> np.ndarray:
-    """Robust noise (1.4826 × median absolute deviation) of each block×block tile, interpolated to every pixel."""
+def block_noise(image: np.ndarray, block: int = NOISE_BLOCK_PX, stride: int = NOISE_STRIDE) -> np.ndarray:
+    """Robust noise (1.4826 × median absolute deviation) of each block×block tile, read on every `stride`-th row and
+    column, interpolated to every pixel."""
     height, width = image.shape
     rows, cols = max(height // block, 1), max(width // block, 1)
-    tiles = image[:rows * block, :cols * block].reshape(rows, block, cols, block).swapaxes(1, 2).reshape(rows, cols, -1)
+    tiles = image[:rows * block, :cols * block].reshape(rows, block, cols, block)[:, ::stride, :, ::stride]
+    tiles = tiles.swapaxes(1, 2).reshape(rows, cols, -1)
     deviation = np.abs(tiles - np.median(tiles, axis=2, keepdims=True))
     noise = 1.4826 * np.median(deviation, axis=2).astype(np.float32)
     return cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """How far each pixel brightened beyond what noise and the previous frame's edges explain (8-bit gray frames)."""
+def smoothed_brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """current − previous (saturating), its σ 4 px surroundings subtracted, smoothed to a meteor's width."""
     brightening = cv2.subtract(current, previous).astype(np.float32)
     high_pass = brightening - cv2.GaussianBlur(brightening, (0, 0), HIGH_PASS_SIGMA)
-    smooth = cv2.GaussianBlur(high_pass, (0, 0), SMOOTH_SIGMA)
-    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    return cv2.GaussianBlur(high_pass, (0, 0), SMOOTH_SIGMA)
+
+
+def edge_change(previous: np.ndarray) -> np.ndarray:
+    """How much the previous frame's edges may change when the sky shifts a little: EDGE_SHARE × its local gradient
+    (DN/px, the largest within 2 px)."""
     blurred = cv2.GaussianBlur(previous.astype(np.float32), (0, 0), 1.0)
     gradient = np.hypot(cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1)) / 8
-    gradient = cv2.dilate(gradient, np.ones((5, 5), np.uint8))
-    signal = smooth / np.sqrt(noise ** 2 + (EDGE_SHARE * gradient) ** 2)
+    return EDGE_SHARE * cv2.dilate(gradient, np.ones((5, 5), np.uint8))
+
+
+def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """How far each pixel brightened beyond what noise and the previous frame's edges explain (8-bit gray frames),
+    the watermark box left out. `pieces` computes the same only around pixels that can pass."""
+    smooth = smoothed_brightening(current, previous)
+    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
     x, y, width, height = WATERMARK
     signal[y:y + height, x:x + width] = 0
     return signal
 
 
 def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
-    """The pieces of current over previous, most prominent first."""
-    signal = signal_map(current, previous)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((signal > LEVEL).astype(np.uint8), connectivity=8)
+    """The pieces of current over previous (`signal_map` above LEVEL), most prominent first.
+
+    Noise alone bounds the signal from above (the edge term only lowers it), so the edges are weighed only in the
+    boxes around pixels that pass on noise alone: a few per frame, at a tenth of the cost of the whole frame."""
+    smooth = smoothed_brightening(current, previous)
+    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    bound = (smooth > LEVEL * noise).astype(np.uint8)
+    x, y, width, height = WATERMARK
+    bound[y:y + height, x:x + width] = 0
     found = []
+    for left, top, right, bottom, region in large_components(bound):
+        box = (slice(max(top - BOX_MARGIN_PX, 0), bottom + BOX_MARGIN_PX),
+               slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
+        signal = smooth[box] / np.sqrt(noise[box] ** 2 + edge_change(previous[box]) ** 2)
+        passing = np.zeros(signal.shape, np.uint8)
+        oy, ox = box[0].start, box[1].start
+        passing[top - oy:bottom - oy, left - ox:right - ox] = region
+        passing &= (signal > LEVEL).astype(np.uint8)
+        found += [as_piece(points + (ox, oy), signal[points[:, 1], points[:, 0]])
+                  for *_, points in large_components(passing, with_points=True)]
+    return sorted(found, key=lambda piece: -piece.prominence)
+
+
+def large_components(mask: np.ndarray, with_points: bool = False):
+    """(left, top, right, bottom, region or points) of each 8-connected component of mask with at least PIECE_MIN_PX
+    pixels spanning at least PIECE_MIN_PX: region is its 0/1 mask within the box, points its (x, y) in mask."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     for label in range(1, count):
-        x, y, width, height, area = stats[label]
+        left, top, width, height, area = stats[label]
         if area < PIECE_MIN_PX or max(width, height) < PIECE_MIN_PX:
             continue
-        inside = labels[y:y + height, x:x + width] == label
-        ys, xs = np.nonzero(inside)
-        points = np.column_stack([xs + x, ys + y]).astype(float)
-        start, end, spread = principal_span(points)
-        centre_x, centre_y = points.mean(axis=0)
-        found.append(Piece(*start, *end, centre_x, centre_y, math.dist(start, end) + 1, int(area),
-                           EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(area),
-                           float(signal[y:y + height, x:x + width][inside].mean())))
-    return sorted(found, key=lambda piece: -piece.prominence)
+        region = (labels[top:top + height, left:left + width] == label).astype(np.uint8)
+        if with_points:
+            ys, xs = np.nonzero(region)
+            region = np.column_stack([xs + left, ys + top])
+        yield left, top, left + width, top + height, region
+
+
+def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
+    """A piece from its (x, y) pixels and their signal."""
+    start, end, spread = principal_span(points.astype(float))
+    centre_x, centre_y = points.mean(axis=0)
+    return Piece(*start, *end, float(centre_x), float(centre_y), math.dist(start, end) + 1, len(points),
+                 EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(len(points)), float(signal.mean()))
 
 
 def explains(other: Piece, streak: Piece) -> bool:
