@@ -16,7 +16,7 @@ import pandas as pd
 
 from gualta import simulate
 from gualta.config import load_settings
-from gualta.detect import run_batch
+from gualta.detect import STREAK_NOTE, run_batch
 from gualta.server import ChildServer, build_page
 
 DEMO_DATE = "20211110"
@@ -57,8 +57,10 @@ def compare_with_truth(scores_csv: Path, truth_csv: Path) -> dict:
     detected = table["detection"].fillna(0).astype(int).eq(1)
     true_positives = int((meteor & detected).sum())
     fireball = table["event"].eq("fireball")
+    by_streak = table["note"].fillna("").astype(str).str.startswith(STREAK_NOTE)
     return {"meteor_frames": int(meteor.sum()), "detections": int(detected.sum()), "found": true_positives,
             "fireballs": int(fireball.sum()), "fireballs_found": int((fireball & detected).sum()),
+            "found_by_streak_check": int((meteor & detected & by_streak).sum()),
             "recall": true_positives / max(int(meteor.sum()), 1),
             "precision": true_positives / max(int(detected.sum()), 1),
             "false_by_event": table.loc[detected & ~meteor, "event"].value_counts().to_dict()}
@@ -75,6 +77,7 @@ def print_summary(summary: dict) -> None:
     print(f"truth        {truth['found']} of {truth['meteor_frames']} meteor frames found "
           f"(recall {truth['recall']:.2f}); {truth['found']} of {truth['detections']} detections are meteors "
           f"(precision {truth['precision']:.2f}); fireballs {truth['fireballs_found']} of {truth['fireballs']}; "
+          f"{truth['found_by_streak_check']} found by the streak check alone; "
           f"false detections by event: {false}")
     print(f"daily page   {summary['page']}")
 

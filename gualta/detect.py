@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SATELLITE = "satellite"
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
+STREAK = "streak"            # the payload flag of a detection found by the streak check alone
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
 SKIPPED = "skipped"
@@ -337,8 +338,18 @@ def detection_report(result: FrameResult, settings: Settings, night: str, versio
     """(outbox key, payload) of a detection: the payload of DESIGN.md with the 448×224 original | processed image."""
     payload = build_detection(allsky.frame_id(result.file), min(max(result.score, 0.0), 1.0), settings.obs_id,
                               side_by_side(result.thumb, result.diff, THUMB_SIZE), telegram=settings.enable_telegram,
-                              folder=night, flag=result.flag or (FIREBALL if result.bright else None), model=version)
+                              folder=night, flag=report_flag(result), model=version)
     return detection_key(payload), payload
+
+
+def report_flag(result: FrameResult) -> str | None:
+    """The payload flag: the satellite check's, else which check found it (`fireball`, or `streak` for a thin
+    streak the model scored below the threshold)."""
+    if result.flag:
+        return result.flag
+    if result.bright:
+        return FIREBALL
+    return STREAK if result.note.startswith(STREAK_NOTE) else None
 
 
 def log_report(kind: str, settings: Settings, night: str, total: int | None = None) -> tuple[str, dict]:

@@ -39,8 +39,10 @@ def test_demo_runs_the_product_end_to_end_and_is_idempotent(tmp_path, tiny_model
 
 def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections(tmp_path):
     from gualta.demo import compare_with_truth
+    from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK_NOTE
 
-    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"], "detection": [0, 1, 1, 1, 0]}).to_csv(
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"], "detection": [0, 1, 1, 1, 0],
+                  "note": ["", STREAK_NOTE + BELOW_THRESHOLD_NOTE, "", STREAK_NOTE, ""]}).to_csv(
         tmp_path / "scores.csv", index=False)
     pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"],
                   "label": ["no-meteor", "meteor", "meteor", "no-meteor", "meteor"],
@@ -49,5 +51,6 @@ def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections
     truth = compare_with_truth(tmp_path / "scores.csv", tmp_path / "truth.csv")
     assert (truth["meteor_frames"], truth["detections"], truth["found"]) == (3, 3, 2)
     assert (truth["fireballs"], truth["fireballs_found"]) == (2, 1)
+    assert truth["found_by_streak_check"] == 1                  # d.jpg was a satellite
     assert truth["false_by_event"] == {"satellite": 1}
     assert abs(truth["recall"] - 2 / 3) < 1e-9 and abs(truth["precision"] - 2 / 3) < 1e-9

@@ -39,7 +39,7 @@ def scores_of(tmp_path, night, model, **overrides):
 
 
 def test_scores_csv_has_one_row_per_frame_and_the_first_is_skipped(client_night, tiny_model, tmp_path):
-    summary, rows = scores_of(tmp_path, client_night, tiny_model)
+    summary, rows = scores_of(tmp_path, client_night, tiny_model, streak_check=False)   # labels follow the score
     frames = allsky.list_frames(client_night)
     assert list(rows[0]) == CSV_COLUMNS
     assert [row["file"] for row in rows] == [frame.name for frame in frames]
@@ -126,8 +126,8 @@ def decode(jpeg: bytes) -> Image.Image:
 def test_batch_uploads_exact_payloads_to_the_embedded_service(client_night, tiny_model, tmp_path, live):
     url, store = live
     out = tmp_path / "scores.csv"
-    summary = run_batch(settings(tmp_path, tiny_model, url=url, api_key=KEY, report_flagged=False), client_night,
-                        out, say=lambda line: None, progress=False)
+    summary = run_batch(settings(tmp_path, tiny_model, url=url, api_key=KEY, report_flagged=False, streak_check=False),
+                        client_night, out, say=lambda line: None, progress=False)       # no check's flag in payloads
     assert summary.pending == 0
     rows = read_scores(out)
     reported = [row for row in rows if row["detection"] == "1"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK_NOTE, read_scores, run_batch
+from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_report, read_scores, run_batch
 from gualta.streak import Piece, explains, pieces, unexplained_streaks
 from helpers_client import decide_in_order, frame_result, settings, tiny_onnx_model
 
@@ -74,7 +74,7 @@ def piece(x1, y1, x2, y2, signal=20.0, width=2.0) -> Piece:
     return Piece(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, length, round(length * 2.5), width, signal)
 
 
-STREAK = piece(600, 300, 640, 300)
+THIN = piece(600, 300, 640, 300)
 
 
 @pytest.mark.parametrize("other, explained", [
@@ -86,15 +86,17 @@ STREAK = piece(600, 300, 640, 300)
     (piece(1200, 300, 1240, 300), False),         # on the line but far beyond reach
 ])
 def test_what_a_neighbour_explains(other, explained):
-    assert explains(other, STREAK) is explained
-    assert (unexplained_streaks([STREAK], [[other]]) == []) is explained
+    assert explains(other, THIN) is explained
+    assert (unexplained_streaks([THIN], [[other]]) == []) is explained
 
 
-def test_a_streak_the_model_misses_is_reported_once_unexplained():
-    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[STREAK]),
+def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]),
                                frame_result(2, 0.01)])
     assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("meteor", True), ("no-meteor", False)]
-    assert decided[1].note == STREAK_NOTE + BELOW_THRESHOLD_NOTE and decided[1].streak == STREAK.ends
+    assert decided[1].note == STREAK_NOTE + BELOW_THRESHOLD_NOTE and decided[1].streak == THIN.ends
+    _, payload = detection_report(decided[1], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
+    assert payload["flag"] == STREAK and payload["score"] == pytest.approx(0.10)
 
 
 def test_a_satellite_s_pieces_in_consecutive_frames_are_flagged_not_reported():
@@ -103,10 +105,12 @@ def test_a_satellite_s_pieces_in_consecutive_frames_are_flagged_not_reported():
 
 
 def test_a_model_detection_is_unchanged_and_the_check_can_be_turned_off():
-    frames = [frame_result(0, 0.02), frame_result(1, 0.10, pieces=[STREAK]), frame_result(2, 0.97, pieces=[STREAK])]
+    frames = [frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]), frame_result(2, 0.97, pieces=[THIN])]
     decided = decide_in_order(frames, streak_check=False)
     assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("no-meteor", False), ("meteor", True)]
     assert decided[2].note == ""
+    checked = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]), frame_result(2, 0.97)])
+    assert [(r.detection, r.note) for r in checked[1:]] == [(True, STREAK_NOTE + BELOW_THRESHOLD_NOTE), (True, "")]
 
 
 def test_a_piece_that_is_no_streak_makes_no_candidate():
