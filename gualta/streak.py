@@ -13,8 +13,9 @@ of both. The full-resolution difference still shows them:
 A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
 across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects are wide.
 A meteor lasts under a second, so the client reports a frame for a streak only when neither adjacent difference
-`explains` it: a piece at the same spot (a twinkling star, a flickering light) or one on the streak's line within
-6× the longer one's length (a satellite or a plane, which cross the sky for minutes). Coordinates are full-frame
+`explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line within
+10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
+cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
 pixels.
 """
 from __future__ import annotations
@@ -48,8 +49,12 @@ MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
 MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
 MAX_OFFSET_PX = 6.0           # ... its centre within this (+2 % of the distance along) of the streak's line, ...
-REACH = 6.0                   # ... and at most 6× the longer one's length (+ 30 px) along it
+REACH = 10.0                  # ... and at most 10× the longer one's length (+ 30 px) along it
 REACH_SLACK_PX = 30.0
+TWIN_MAX_ANGLE_DEG = 3.0      # or its twin: a piece as long (within 1.5×), within 3° and 4 px (+1 % of the distance
+TWIN_MAX_OFFSET_PX = 4.0      # along) of the streak's line, up to 15× their length away: a satellite under a short
+TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pieces 10× their length apart
+TWIN_REACH = 15.0
 EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
 
 
@@ -182,12 +187,16 @@ def explains(other: Piece, streak: Piece) -> bool:
     offset = np.array([other.cx - streak.cx, other.cy - streak.cy])
     if math.hypot(*offset) <= SAME_SPOT_PX:
         return True
-    if abs(float(other.direction @ streak.direction)) < math.cos(math.radians(MAX_ANGLE_DEG)):
-        return False
+    cosine = abs(float(other.direction @ streak.direction))
     along = abs(float(offset @ streak.direction))
     across = abs(offset[0] * streak.direction[1] - offset[1] * streak.direction[0])
-    return bool(across <= MAX_OFFSET_PX + 0.02 * along
-                and along <= REACH * max(streak.length, other.length) + REACH_SLACK_PX)
+    longer = max(streak.length, other.length)
+    if (cosine >= math.cos(math.radians(TWIN_MAX_ANGLE_DEG)) and across <= TWIN_MAX_OFFSET_PX + 0.01 * along
+            and longer <= TWIN_LENGTH_RATIO * min(streak.length, other.length)
+            and along <= TWIN_REACH * longer + REACH_SLACK_PX):
+        return True
+    return bool(cosine >= math.cos(math.radians(MAX_ANGLE_DEG)) and across <= MAX_OFFSET_PX + 0.02 * along
+                and along <= REACH * longer + REACH_SLACK_PX)
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:

@@ -83,7 +83,10 @@ THIN = piece(600, 300, 640, 300)
     (piece(820, 303, 860, 303), True),            # ... a few of its lengths away (a short exposure)
     (piece(700, 330, 740, 330), False),           # parallel but off the line
     (piece(700, 250, 740, 350), False),           # across it
-    (piece(1200, 300, 1240, 300), False),         # on the line but far beyond reach
+    (piece(1060, 300, 1100, 300), True),          # its twin, 11× its length away: a satellite under a short exposure
+    (piece(1060, 300, 1080, 300), False),         # ... but half as long, that far: not its twin
+    (piece(1060, 312, 1100, 312), False),         # ... or beside the line
+    (piece(1300, 300, 1340, 300), False),         # on the line but far beyond reach
 ])
 def test_what_a_neighbour_explains(other, explained):
     assert explains(other, THIN) is explained
