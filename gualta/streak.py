@@ -37,7 +37,8 @@ NOISE_FLOOR = 0.25            # the smoothed difference's noise is never taken b
 EDGE_SHARE = 0.5              # a previous-frame edge of gradient g (DN/px) may change by this × g
 LEVEL = 4.0                   # a piece pixel is at least 4 × the noise above its surroundings
 PIECE_MIN_PX = 8              # pieces smaller than this, or spanning fewer pixels, are specks
-BOX_MARGIN_PX = 8             # edge_change reaches 3 + 1 + 2 px beyond a pixel (blur, Sobel, dilation)
+BOX_MARGIN_PX = 8             # edge_change reaches 4 + 1 + 2 px beyond a pixel (blur, Sobel, dilation)
+PER_BOX_MAX = 8               # more candidate pieces than this (clouds): the edges of the whole frame, once
 NEIGHBOUR_PIECES = 12         # a neighbour's most prominent pieces (length × mean signal, capped) that may explain
 PROMINENCE_CAP = 20.0
 
@@ -137,16 +138,23 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     """The pieces of current over previous (`signal_map` above LEVEL), most prominent first.
 
     Noise alone bounds the signal from above (the edge term only lowers it), so the edges are weighed only in the
-    boxes around pixels that pass on noise alone: a few per frame, at a tenth of the cost of the whole frame."""
+    boxes around pixels that pass on noise alone when there are few (most clear frames), else once for the whole
+    frame."""
     smooth = smoothed_brightening(current, previous)
     noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
     bound = (smooth > LEVEL * noise).astype(np.uint8)
     x, y, width, height = WATERMARK
     bound[y:y + height, x:x + width] = 0
+    candidates = list(large_components(bound))
+    if len(candidates) > PER_BOX_MAX:                 # clouds, a changing sky: the whole frame's edges at once
+        signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
+        passing = bound & (signal > LEVEL).astype(np.uint8)
+        found = [as_piece(points, signal[points[:, 1], points[:, 0]])
+                 for *_, points in large_components(passing, with_points=True)]
+        return sorted(found, key=lambda piece: -piece.prominence)
     found = []
-    for left, top, right, bottom, region in large_components(bound):
-        box = (slice(max(top - BOX_MARGIN_PX, 0), bottom + BOX_MARGIN_PX),
-               slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
+    for left, top, right, bottom, region in candidates:
+        box = box_around(left, top, right, bottom)
         signal = smooth[box] / np.sqrt(noise[box] ** 2 + edge_change(previous[box]) ** 2)
         passing = np.zeros(signal.shape, np.uint8)
         oy, ox = box[0].start, box[1].start
@@ -155,6 +163,13 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
         found += [as_piece(points + (ox, oy), signal[points[:, 1], points[:, 0]])
                   for *_, points in large_components(passing, with_points=True)]
     return sorted(found, key=lambda piece: -piece.prominence)
+
+
+def box_around(left: int, top: int, right: int, bottom: int) -> tuple[slice, slice]:
+    """Rows and columns of a component's box widened by BOX_MARGIN_PX (cut at the frame's top and left; numpy cuts
+    the rest)."""
+    return (slice(max(top - BOX_MARGIN_PX, 0), bottom + BOX_MARGIN_PX),
+            slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
 
 
 def large_components(mask: np.ndarray, with_points: bool = False):
