@@ -45,6 +45,7 @@ METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
+STREAK_WORKERS = 2
 
 
 class ClientError(RuntimeError):
@@ -110,23 +111,36 @@ def skip_reason(frames: NightFrames, frame: Path) -> str:
 def prepare(frames: NightFrames, frame: Path, kind: str = "diff",
             streak_check: bool = True) -> tuple[FrameResult, np.ndarray | None]:
     """A frame's result so far and its model input (None if it has no usable pair); the streak check's pieces only
-    with `streak_check` (they cost about three times the rest)."""
+    with `streak_check`."""
+    return prepare_batch(frames, [frame], kind, streak_check)[0]
+
+
+def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResult, np.ndarray | None, tuple | None]:
+    """A frame's result without the streak check, its model input and its (current, previous) gray frames (both None
+    if it has no usable pair)."""
     pair = frames.pair(frame)
     if pair is None:
-        return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None
+        return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
     diff = difference_image(current, previous)
     model_input = diff if kind == "diff" else resize_area(current)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]),
-                         bright=fireball.bright_streak(current, previous),
-                         pieces=streak.pieces(current, previous) if streak_check else [])
-    return result, model_input
+                         bright=fireball.bright_streak(current, previous))
+    return result, model_input, (current, previous)
 
 
 def prepare_batch(frames: NightFrames, batch: list[Path], kind: str,
                   streak_check: bool = True) -> list[tuple[FrameResult, np.ndarray | None]]:
-    return [prepare(frames, frame, kind, streak_check) for frame in batch]
+    """prepare() for each frame of a batch, the streak check's pieces computed STREAK_WORKERS pairs at a time (it
+    costs several times the rest, and OpenCV and numpy work outside the GIL)."""
+    prepared = [prepare_pair(frames, frame, kind) for frame in batch]
+    if streak_check:
+        jobs = [(result, pair) for result, _, pair in prepared if pair is not None]
+        with ThreadPoolExecutor(STREAK_WORKERS, thread_name_prefix="gualta-streak") as pool:
+            for (result, _), found in zip(jobs, pool.map(lambda job: streak.pieces(*job[1]), jobs)):
+                result.pieces = found
+    return [(result, model_input) for result, model_input, _ in prepared]
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

@@ -160,7 +160,7 @@ class NightWatch:
             if done[frame.name]["score"] != "":
                 last_scored = frame
         if last_scored is not None:
-            context, _ = prepare(self.frames, last_scored, self.scorer.kind)
+            context, _ = prepare(self.frames, last_scored, self.scorer.kind, self.settings.streak_check)
             self.decider.resume_after(context)
             log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, last_scored.name,
                      len(self.frames.frames))

@@ -145,23 +145,22 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     bound = (smooth > LEVEL * noise).astype(np.uint8)
     x, y, width, height = WATERMARK
     bound[y:y + height, x:x + width] = 0
-    candidates = list(large_components(bound))
-    if len(candidates) > PER_BOX_MAX:                 # clouds, a changing sky: the whole frame's edges at once
+    labels, boxes = large_components(bound)
+    if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
         signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
-        passing = bound & (signal > LEVEL).astype(np.uint8)
-        found = [as_piece(points, signal[points[:, 1], points[:, 0]])
-                 for *_, points in large_components(passing, with_points=True)]
-        return sorted(found, key=lambda piece: -piece.prominence)
+        return ranked(pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal))
     found = []
-    for left, top, right, bottom, region in candidates:
+    for label, (left, top, right, bottom) in boxes:
         box = box_around(left, top, right, bottom)
         signal = smooth[box] / np.sqrt(noise[box] ** 2 + edge_change(previous[box]) ** 2)
-        passing = np.zeros(signal.shape, np.uint8)
         oy, ox = box[0].start, box[1].start
-        passing[top - oy:bottom - oy, left - ox:right - ox] = region
-        passing &= (signal > LEVEL).astype(np.uint8)
-        found += [as_piece(points + (ox, oy), signal[points[:, 1], points[:, 0]])
-                  for *_, points in large_components(passing, with_points=True)]
+        passing = np.zeros(signal.shape, np.uint8)
+        passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
+        found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
+    return ranked(found)
+
+
+def ranked(found: list[Piece]) -> list[Piece]:
     return sorted(found, key=lambda piece: -piece.prominence)
 
 
@@ -172,19 +171,25 @@ def box_around(left: int, top: int, right: int, bottom: int) -> tuple[slice, sli
             slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
 
 
-def large_components(mask: np.ndarray, with_points: bool = False):
-    """(left, top, right, bottom, region or points) of each 8-connected component of mask with at least PIECE_MIN_PX
-    pixels spanning at least PIECE_MIN_PX: region is its 0/1 mask within the box, points its (x, y) in mask."""
+def large_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
+    """The 8-connected labels of mask and (label, (left, top, right, bottom)) of each component with at least
+    PIECE_MIN_PX pixels spanning at least PIECE_MIN_PX."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    for label in range(1, count):
-        left, top, width, height, area = stats[label]
-        if area < PIECE_MIN_PX or max(width, height) < PIECE_MIN_PX:
-            continue
-        region = (labels[top:top + height, left:left + width] == label).astype(np.uint8)
-        if with_points:
-            ys, xs = np.nonzero(region)
-            region = np.column_stack([xs + left, ys + top])
-        yield left, top, left + width, top + height, region
+    boxes = [(label, (left, top, left + width, top + height))
+             for label, (left, top, width, height, area) in enumerate(stats[:, :5].tolist())
+             if label and area >= PIECE_MIN_PX and max(width, height) >= PIECE_MIN_PX]
+    return labels, boxes
+
+
+def pieces_of(mask: np.ndarray, signal: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Piece]:
+    """The large components of mask as pieces, with their mean signal; offset places mask in the frame."""
+    labels, boxes = large_components(mask)
+    found = []
+    for label, (left, top, right, bottom) in boxes:
+        ys, xs = np.nonzero(labels[top:bottom, left:right] == label)
+        xs, ys = xs + left, ys + top
+        found.append(as_piece(np.column_stack([xs + offset[0], ys + offset[1]]), signal[ys, xs]))
+    return found
 
 
 def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
