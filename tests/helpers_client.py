@@ -122,3 +122,23 @@ def decide_in_order(results: list, **options) -> list:
     for result in results:
         decided += decider.push(result)
     return decided + decider.finish()
+
+
+def clear_night(root: Path, date: str, frames: int, seed: int, **rates) -> Path:
+    """A clear simulated night of `frames` frames from 23:00 at these event rates (the rest: none)."""
+    from gualta.simulate import Rates, simulate_night
+
+    rates = Rates(**{"meteor": 0.0, "fireball": 0.0, "satellite": 0.0, "plane": 0.0, "insect": 0.0, **rates})
+    return simulate_night(root, date, frames=frames, start="23:00", seed=seed, scenario="clear", rates=rates,
+                          workers=2, progress=False)
+
+
+def blind_detections(tmp_path: Path, night: Path, **overrides) -> list[dict]:
+    """The rows a batch run reports when its model scores every frame ≈ 0: what the client's checks find alone."""
+    from gualta.detect import read_scores, run_batch
+
+    blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)
+    scores = tmp_path / ("scores-" + "-".join(f"{key}={value}" for key, value in sorted(overrides.items())) + ".csv")
+    run_batch(settings(tmp_path, blind, **overrides), night, scores, upload=False, say=lambda line: None,
+              progress=False)
+    return [row for row in read_scores(scores) if row["detection"] == "1"]

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, detection_report, read_scores, run_batch
+from gualta.detect import BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, detection_report
 from gualta.fireball import Streak, bright_streak
-from helpers_client import decide_in_order, frame_result, settings, tiny_onnx_model
+from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
 HEIGHT, WIDTH = 976, 1304
 
@@ -123,24 +123,15 @@ def test_with_the_check_off_streaks_are_ignored(tmp_path):
 @pytest.fixture(scope="module")
 def fireball_night(tmp_path_factory):
     """A 16-frame clear simulated night rich in fireballs, with insects, meteors, satellites and planes."""
-    from gualta.simulate import Rates, simulate_night
-
-    rates = Rates(meteor=0.3, fireball=0.3, satellite=0.1, plane=0.05, insect=0.3)
-    return simulate_night(tmp_path_factory.mktemp("fireballs") / "nights", "20211112", frames=16, start="23:00",
-                          seed=41, scenario="clear", rates=rates, workers=2, progress=False)
+    return clear_night(tmp_path_factory.mktemp("fireballs") / "nights", "20211112", frames=16, seed=41,
+                       meteor=0.3, fireball=0.3, satellite=0.1, plane=0.05, insect=0.3)
 
 
 def test_on_a_simulated_night_a_model_that_misses_everything_still_reports_the_fireballs(fireball_night, tmp_path):
-    blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)            # p(meteor) ≈ 0 for every frame
     truth = pd.read_csv(fireball_night / "ground_truth.csv").set_index("file")
-    rows = {}
-    for check in (True, False):
-        scores = tmp_path / f"scores-{check}.csv"
-        run_batch(settings(tmp_path, blind, fireball_check=check, streak_check=False), fireball_night, scores,
-                  upload=False, say=lambda line: None, progress=False)
-        rows[check] = [row for row in read_scores(scores) if row["detection"] == "1"]
-    assert rows[False] == []
-    found = [row["file"] for row in rows[True]]
+    assert blind_detections(tmp_path, fireball_night, fireball_check=False, streak_check=False) == []
+    rows = blind_detections(tmp_path, fireball_night, fireball_check=True, streak_check=False)
+    found = [row["file"] for row in rows]
     assert found and all(truth.loc[name, "label"] == "meteor" for name in found), truth.loc[found, "events"]
     assert any("fireball" in str(truth.loc[name, "events"]) for name in found)
-    assert all(BELOW_THRESHOLD_NOTE in row["note"] and row["x1"] for row in rows[True])
+    assert all(BELOW_THRESHOLD_NOTE in row["note"] and row["x1"] for row in rows)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_report, read_scores, run_batch
+from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_report
 from gualta.streak import Piece, explains, pieces, unexplained_streaks
-from helpers_client import decide_in_order, frame_result, settings, tiny_onnx_model
+from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
 HEIGHT, WIDTH = 976, 1304
 
@@ -127,26 +127,17 @@ def test_a_piece_that_is_no_streak_makes_no_candidate():
 @pytest.fixture(scope="module")
 def meteor_night(tmp_path_factory):
     """A 20-frame clear simulated night rich in meteors, with satellites, planes and insects."""
-    from gualta.simulate import Rates, simulate_night
-
-    rates = Rates(meteor=0.5, fireball=0.0, satellite=0.15, plane=0.05, insect=0.15)
-    return simulate_night(tmp_path_factory.mktemp("streaks") / "nights", "20211113", frames=20, start="23:00",
-                          seed=43, scenario="clear", rates=rates, workers=2, progress=False)
+    return clear_night(tmp_path_factory.mktemp("streaks") / "nights", "20211113", frames=20, seed=43,
+                       meteor=0.5, satellite=0.15, plane=0.05, insect=0.15)
 
 
 def test_on_a_simulated_night_a_model_that_misses_everything_still_reports_meteors(meteor_night, tmp_path):
     """Satellites here are five times as frequent as on a real night; one that shows in a single frame (entering and
     leaving the sky circle within it) is reported like a meteor, as the model alone would."""
-    blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)            # p(meteor) ≈ 0 for every frame
     truth = pd.read_csv(meteor_night / "ground_truth.csv").set_index("file")
-    rows = {}
-    for check in (True, False):
-        scores = tmp_path / f"scores-{check}.csv"
-        run_batch(settings(tmp_path, blind, streak_check=check, fireball_check=False), meteor_night, scores,
-                  upload=False, say=lambda line: None, progress=False)
-        rows[check] = [row for row in read_scores(scores) if row["detection"] == "1"]
-    assert rows[False] == []
-    found = [row["file"] for row in rows[True]]
+    assert blind_detections(tmp_path, meteor_night, streak_check=False, fireball_check=False) == []
+    rows = blind_detections(tmp_path, meteor_night, streak_check=True, fireball_check=False)
+    found = [row["file"] for row in rows]
     meteors = [name for name in found if truth.loc[name, "label"] == "meteor"]
     assert len(meteors) >= 4 and len(meteors) >= 0.75 * len(found), truth.loc[found, "events"]
-    assert all(row["note"] == STREAK_NOTE + BELOW_THRESHOLD_NOTE and row["x1"] for row in rows[True])
+    assert all(row["note"] == STREAK_NOTE + BELOW_THRESHOLD_NOTE and row["x1"] for row in rows)
