@@ -67,7 +67,7 @@ class FrameResult:
     detection: bool = False
     streak: tuple[int, int, int, int] | None = None
     bright: fireball.Streak | None = None                          # the fireball check's streak, if any
-    pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's pieces, most prominent first
+    pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
 

@@ -5,18 +5,17 @@ The thesis' difference image thresholds at 3.5 DN and averages the frame down to
 in a 1304×976 frame) is a few pixels there and a faint one a slightly denser patch of speckle; the model misses many
 of both. The full-resolution difference still shows them:
 
-    gray current − previous (saturating) → high-pass (minus its σ 4 px blur) → smoothed (σ 0.8 px: a meteor's width)
-    → divided by the local noise (median absolute deviation in 64 px blocks) and by how much the previous frame's own
+    gray current − previous (saturating) → high-pass (minus its σ 4 px blur) → smoothed (σ 0.8 px: a meteor's
+    width) → divided by the local noise (median absolute deviation in 64 px blocks) and by how much the previous frame's own
     edges change when the sky shifts a little (half its local gradient: the sky circle's rim, trees, cloud edges,
     the moon) → pixels ≥ 4 → connected pieces, each with its ends, length, elongation, width and mean signal.
 
 A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
-across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects are wide.
-A meteor lasts under a second, so the client reports a frame for a streak only when neither adjacent difference
-`explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line within
-10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
-cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
-pixels.
+across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects
+are wide. A meteor lasts under a second, so the client reports a frame for a streak only when neither adjacent
+difference `explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line
+within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
+cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from gualta.trails import principal_span
 
 HIGH_PASS_SIGMA = 4.0
 SMOOTH_SIGMA = 0.8
-NOISE_BLOCK_PX = 64
+NOISE_BLOCK_PX = 64           # local noise: median absolute deviation in blocks of this side, ...
 NOISE_STRIDE = 2              # ... read on every other row and column (a quarter of the pixels: 4× faster)
 NOISE_FLOOR = 0.25            # the smoothed difference's noise is never taken below this (DN): the black lens border
 EDGE_SHARE = 0.5              # a previous-frame edge of gradient g (DN/px) may change by this × g
