@@ -8,7 +8,8 @@ of both. The full-resolution difference still shows them:
     gray current − previous (saturating) → high-pass (minus its σ 4 px blur) → smoothed (σ 0.8 px: a meteor's
     width) → divided by the local noise (median absolute deviation in 64 px blocks) and by how much the previous
     frame's own edges change when the sky shifts a little (half its local gradient: the sky circle's rim, trees,
-    cloud edges, the moon) → pixels ≥ 4 → connected pieces, each with its ends, length, elongation, width and mean signal.
+    cloud edges, the moon) → pixels ≥ 4 → connected pieces, each with its ends, length, elongation, width and mean
+    signal.
 
 A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
 across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects
