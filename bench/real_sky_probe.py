@@ -4,7 +4,9 @@ No labelled real AllSky pairs exist, so each real frame (gray) serves as the sky
 the photograph plus fresh camera noise, the current one the photograph plus another noise draw plus, or not, a
 straight streak (2 px wide, slightly blurred, `amplitude` DN above the sky, random place and direction), saved as a
 JPEG; the pair goes through the client's own difference image and model. Empty pairs should score low, streaks
-high. Figures are printed (median score of `--repeats` pairs per cell), never asserted.
+high. Figures are printed (median score of `--repeats` pairs per cell), never asserted. The client's streak check
+(`gualta.streak`) gets the same pairs, shorter streaks too, and empty pairs whose current sky is shifted by half a
+pixel (stars moving between frames): the share of pairs in which it finds a streak.
 
     python bench/real_sky_probe.py --frames ../shared/data/real_skies/*.jpg [--model models/guAlta.onnx]
                                    [--noise 3] [--repeats 4] [--seed 0]
@@ -23,9 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from gualta.model import load_model  # noqa: E402
 from gualta.preprocess import difference_image, read_gray  # noqa: E402
+from gualta.streak import pieces  # noqa: E402
 
 AMPLITUDES_DN = (0, 8, 15, 30, 60)
 LENGTHS_PX = (60, 150, 300)
+STREAK_LENGTHS_PX = (20, 60, 150)
+SKY_SHIFT_PX = (0.4, 0.3)        # x, y: about what the sky turns in 30 s near the edge of an all-sky frame
 
 
 def with_noise(sky: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -45,6 +50,29 @@ def streak(shape: tuple[int, int], amplitude: float, length: int, rng: np.random
 def as_jpeg(image: np.ndarray, quality: int = 85) -> np.ndarray:
     ok, encoded = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def shifted(sky: np.ndarray) -> np.ndarray:
+    matrix = np.float32([[1, 0, SKY_SHIFT_PX[0]], [0, 1, SKY_SHIFT_PX[1]]])
+    return cv2.warpAffine(sky, matrix, sky.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+def probe_streak_check(sky: np.ndarray, sigma: float, repeats: int, rng: np.random.Generator) -> dict:
+    """(row, length) → share of `repeats` pairs in which the streak check finds a streak; rows: "none", "shifted"
+    (the current sky half a pixel away) and the streak amplitudes."""
+    def found(current: np.ndarray) -> float:
+        previous = as_jpeg(with_noise(sky, sigma, rng))
+        return float(any(piece.is_streak for piece in pieces(as_jpeg(current), previous)))
+
+    table = {}
+    for length in STREAK_LENGTHS_PX:
+        table["none", length] = np.mean([found(with_noise(sky, sigma, rng)) for _ in range(repeats)])
+        table["shifted", length] = np.mean([found(with_noise(shifted(sky), sigma, rng)) for _ in range(repeats)])
+        for amplitude in AMPLITUDES_DN[1:]:
+            table[amplitude, length] = np.mean([found(with_noise(sky, sigma, rng) + streak(sky.shape, amplitude,
+                                                                                            length, rng))
+                                                for _ in range(repeats)])
+    return table
 
 
 def probe(model, sky: np.ndarray, sigma: float, repeats: int, rng: np.random.Generator) -> dict:
@@ -80,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         for amplitude in AMPLITUDES_DN:
             label = "none" if amplitude == 0 else f"+{amplitude}"
             cells = " ".join(f"{table[amplitude, length]:8.2f}" for length in LENGTHS_PX)
+            print(f"{frame.name[:44]:44s} {label:>9s} {cells}")
+    print(f"\nstreak check: share of {args.repeats} pairs with a streak (none / sky shifted by {SKY_SHIFT_PX} px / "
+          f"streaks)")
+    print(f"{'frame':44s} {'streak DN':>9s} " + " ".join(f"{length:>6d}px" for length in STREAK_LENGTHS_PX))
+    for frame in args.frames:
+        table = probe_streak_check(read_gray(frame).astype(np.float32), args.noise, args.repeats, rng)
+        for row in ("none", "shifted", *AMPLITUDES_DN[1:]):
+            label = row if isinstance(row, str) else f"+{row}"
+            cells = " ".join(f"{table[row, length]:8.2f}" for length in STREAK_LENGTHS_PX)
             print(f"{frame.name[:44]:44s} {label:>9s} {cells}")
     return 0
 
