@@ -1,4 +1,5 @@
-"""bench/real_sky_probe.py: streaks drawn into a sky photograph score above empty pairs (tiny line-detector model)."""
+"""bench/real_sky_probe.py: streaks drawn into a sky photograph score above empty pairs (tiny line-detector model),
+and the streak check finds bright ones and nothing in empty or shifted pairs."""
 from __future__ import annotations
 
 import subprocess
@@ -44,4 +45,14 @@ def test_cli_prints_a_row_per_frame_and_amplitude(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("sky.jpg")]
-    assert len(rows) == len(real_sky_probe.AMPLITUDES_DN) and rows[0].split()[1] == "none"
+    scored, checked = rows[:len(real_sky_probe.AMPLITUDES_DN)], rows[len(real_sky_probe.AMPLITUDES_DN):]
+    assert len(scored) == len(real_sky_probe.AMPLITUDES_DN) and scored[0].split()[1] == "none"
+    assert [row.split()[1] for row in checked] == ["none", "shifted", "+8", "+15", "+30", "+60"]
+
+
+def test_the_streak_check_finds_bright_streaks_and_nothing_in_empty_or_shifted_pairs(tmp_path):
+    sky = cv2.imread(str(sky_photo(tmp_path / "sky.jpg")), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    table = real_sky_probe.probe_streak_check(sky, 3.0, 3, np.random.default_rng(0))
+    lengths = real_sky_probe.STREAK_LENGTHS_PX
+    assert all(table["none", n] == 0 and table["shifted", n] == 0 for n in lengths)
+    assert np.mean([table[60, n] for n in lengths]) >= 2 / 3
