@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gualta.classical import WATERMARK
+from gualta.classical import WATERMARK, ignore_box
 from gualta.trails import principal_span
 
 LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
@@ -49,9 +49,7 @@ class Streak:
 
 def bright_regions(current: np.ndarray, previous: np.ndarray) -> list[np.ndarray]:
     """(x, y) pixels of each region at least LEVEL_DN brighter than before (8-bit gray frames), watermark left out."""
-    mask = (cv2.subtract(current, previous) >= LEVEL_DN).astype(np.uint8)
-    x, y, width, height = WATERMARK
-    mask[y:y + height, x:x + width] = 0
+    mask = ignore_box((cv2.subtract(current, previous) >= LEVEL_DN).astype(np.uint8), WATERMARK)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, OPENING)
     if cv2.countNonZero(mask) < MIN_AREA_PX:               # most frames: labelling would cost 10× the rest
         return []

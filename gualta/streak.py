@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gualta.classical import WATERMARK
+from gualta.classical import WATERMARK, ignore_box
 from gualta.trails import principal_span
 
 HIGH_PASS_SIGMA = 4.0
@@ -128,10 +128,7 @@ def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
     the watermark box left out. `pieces` computes the same only around pixels that can pass."""
     smooth = smoothed_brightening(current, previous)
     noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
-    signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
-    x, y, width, height = WATERMARK
-    signal[y:y + height, x:x + width] = 0
-    return signal
+    return ignore_box(smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2), WATERMARK)
 
 
 def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
@@ -142,9 +139,7 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     frame."""
     smooth = smoothed_brightening(current, previous)
     noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
-    bound = (smooth > LEVEL * noise).astype(np.uint8)
-    x, y, width, height = WATERMARK
-    bound[y:y + height, x:x + width] = 0
+    bound = ignore_box((smooth > LEVEL * noise).astype(np.uint8), WATERMARK)
     labels, boxes = large_components(bound)
     if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
         signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
