@@ -236,9 +236,9 @@ class Decider:
         self.before = result
 
     def candidate(self, result: FrameResult) -> bool:
-        return result.score >= self.threshold or self.streak_only(result) or self.thin_only(result)
+        return result.score >= self.threshold or self.bright_only(result) or self.thin_only(result)
 
-    def streak_only(self, result: FrameResult) -> bool:
+    def bright_only(self, result: FrameResult) -> bool:
         """A candidate for its bright streak alone: the model scored it below the threshold."""
         return result.bright is not None and result.score < self.threshold
 
@@ -280,8 +280,8 @@ class Decider:
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        streak = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
-        return any(trails.continues(streak, trail) for n in neighbours for trail in n.trails)
+        bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
+        return any(trails.continues(bright, trail) for n in neighbours for trail in n.trails)
 
     def decide(self, result: FrameResult, crossing: bool) -> None:
         """Label, satellite flag, detection and streak of a scored frame; `crossing` is the satellite check's
@@ -293,7 +293,7 @@ class Decider:
         if crossing:
             result.flag = SATELLITE
         if result.bright and not crossing:
-            result.note = FIREBALL_NOTE + (BELOW_THRESHOLD_NOTE if self.streak_only(result) else "")
+            result.note = FIREBALL_NOTE + (BELOW_THRESHOLD_NOTE if self.bright_only(result) else "")
         if self.thin_only(result) and not crossing:
             result.note = STREAK_NOTE + BELOW_THRESHOLD_NOTE
         result.detection = not result.flag or self.report_flagged
