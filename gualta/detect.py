@@ -382,7 +382,7 @@ def frame_line(result: FrameResult) -> str:
 def detection_line(result: FrameResult) -> str:
     what = "detection" if result.detection else "not reported"
     flag = f" [{result.flag}: continues in an adjacent frame]" if result.flag else (
-        f" [{result.note}]" if result.bright else "")
+        f" [{result.note}]" if result.note else "")          # which check made it a candidate
     return f"{what}: {result.file.name} score {result.score:.3f}{flag}"
 
 

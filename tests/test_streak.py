@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_report
+from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
 from gualta.streak import Piece, explains, pieces, unexplained_streaks
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
@@ -100,6 +100,7 @@ def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
     assert decided[1].note == STREAK_NOTE + BELOW_THRESHOLD_NOTE and decided[1].streak == THIN.ends
     _, payload = detection_report(decided[1], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
     assert payload["flag"] == STREAK and payload["score"] == pytest.approx(0.10)
+    assert detection_line(decided[1]).endswith(f"score 0.100 [{STREAK_NOTE + BELOW_THRESHOLD_NOTE}]")
 
 
 def test_a_satellite_s_pieces_in_consecutive_frames_are_flagged_not_reported():
