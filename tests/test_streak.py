@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import Piece, explains, pieces, unexplained_streaks
+from gualta.streak import LEVEL, PER_BOX_MAX, Piece, explains, pieces, signal_map, unexplained_streaks
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -67,6 +67,30 @@ def rim_sky() -> np.ndarray:
 ])
 def test_what_is_no_streak(what, draw, sky):
     assert streaks_of(draw, sky) == [], what
+
+
+def pieces_of_the_whole_map(current: np.ndarray, previous: np.ndarray) -> list[tuple[int, float]]:
+    """(area, mean signal) of each piece, read from the whole frame's signal map."""
+    signal = signal_map(current, previous)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((signal > LEVEL).astype(np.uint8), connectivity=8)
+    return sorted((int(stats[k, 4]), round(float(signal[labels == k].mean()), 4)) for k in range(1, count)
+                  if stats[k, 4] >= 8 and max(stats[k, 2], stats[k, 3]) >= 8)
+
+
+@pytest.mark.parametrize("specks", [3, 40])      # few candidates: box by box; many (clouds): the whole frame at once
+def test_pieces_are_those_of_the_whole_signal_map(specks):
+    rng = np.random.default_rng(specks)
+    base = rim_sky() * 0.3 + 20
+
+    def draw(layer):
+        cv2.line(layer, (300, 600), (420, 530), 100.0, 1)
+        for x, y in rng.integers((450, 200), (1100, 800), (specks, 2)):
+            cv2.ellipse(layer, (int(x), int(y)), (6, 2), float(rng.uniform(0, 180)), 0, 360, 40.0, -1)
+
+    previous, current = night_sky(0, sky=base), night_sky(1, sky=with_light(base, draw))
+    found = pieces(current, previous)
+    assert (len(found) > PER_BOX_MAX) is (specks > PER_BOX_MAX)
+    assert sorted((p.area, round(p.signal, 4)) for p in found) == pieces_of_the_whole_map(current, previous)
 
 
 def piece(x1, y1, x2, y2, signal=20.0, width=2.0) -> Piece:
