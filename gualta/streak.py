@@ -17,14 +17,6 @@ are wide. A meteor lasts under a second, so the client reports a frame for a str
 difference `explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line
 within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
 cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
-
-A faint meteor (a few × the noise) rarely reaches 4 × the noise pixel by pixel, but it does on average along its
-line. So the same signal map is also searched for faint straight streaks: averaged down to half resolution, filtered
-with 11 px (22 full-frame px) line kernels in 16 directions, the largest response kept (`line_response`); pixels
-above 3.5 × the response's spread connected into pieces that reach 5.5 × somewhere (`faint_pieces`). A faint piece
-is a streak when it is at least 30 px long, averages ≥ 2.5 along its line, its peak response is ≥ 10 × the spread,
-and the difference 5–6 px beside it is below its surroundings (≤ −0.3: the high-pass leaves a thin line a dark
-margin, a cloud edge or a broad brightening none). The same neighbours explain it.
 """
 from __future__ import annotations
 
@@ -45,6 +37,8 @@ NOISE_FLOOR = 0.25            # the smoothed difference's noise is never taken b
 EDGE_SHARE = 0.5              # a previous-frame edge of gradient g (DN/px) may change by this × g
 LEVEL = 4.0                   # a piece pixel is at least 4 × the noise above its surroundings
 PIECE_MIN_PX = 8              # pieces smaller than this, or spanning fewer pixels, are specks
+BOX_MARGIN_PX = 8             # edge_change reaches 4 + 1 + 2 px beyond a pixel (blur, Sobel, dilation)
+PER_BOX_MAX = 8               # more candidate pieces than this (clouds): the edges of the whole frame, once
 NEIGHBOUR_PIECES = 12         # a neighbour's most prominent pieces (length × mean signal, capped) that may explain
 PROMINENCE_CAP = 20.0
 
@@ -62,18 +56,6 @@ TWIN_MAX_ANGLE_DEG = 3.0      # or its twin: a piece as long (within 1.5×), wit
 TWIN_MAX_OFFSET_PX = 4.0      # along) of the streak's line, up to 15× their length away: a satellite under a short
 TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pieces 10× their length apart
 TWIN_REACH = 15.0
-LINE_SCALE = 2               # faint streaks: the signal map averaged down by this, ...
-LINE_KERNEL_PX = 11          # ... filtered with line kernels this long (in its pixels), ...
-LINE_DIRECTIONS = 16         # ... in this many directions
-LINE_SEED = 5.5              # a faint piece reaches this × the response's spread somewhere, ...
-LINE_LOW = 3.5               # ... and is made of the connected pixels above this × (both over the response's median)
-LINE_SPREAD_FLOOR = 0.1      # the response's spread is never taken below this (a saturated, featureless sky)
-FAINT_PIECE_MIN_PX = 24.0    # shorter faint pieces are not kept (full-frame px)
-SIDE_OFFSETS_PX = (5, 6)     # a faint piece's side: the mean signal this far beside its line
-FAINT_MIN_LENGTH_PX = 30.0   # a faint streak: at least this long, ...
-FAINT_MIN_SIGNAL = 2.5       # ... this bright on average along its line (× noise), ...
-FAINT_MIN_SCORE = 10.0       # ... its peak line response this × the response's spread, ...
-FAINT_MAX_SIDE = -0.3        # ... and darker than this beside it (a thin line's high-pass margin)
 EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
 
 
@@ -90,9 +72,6 @@ class Piece:
     area: int
     width: float
     signal: float
-    faint: bool = False      # found by the faint search: signal is the mean along its line, width is not measured
-    score: float = 0.0       # faint pieces: the peak line response over its spread
-    side: float = 0.0        # faint pieces: the mean signal beside its line
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -109,9 +88,6 @@ class Piece:
 
     @property
     def is_streak(self) -> bool:
-        if self.faint:
-            return (self.length >= FAINT_MIN_LENGTH_PX and self.signal >= FAINT_MIN_SIGNAL
-                    and self.score >= FAINT_MIN_SCORE and self.side <= FAINT_MAX_SIDE)
         return (self.length >= MIN_LENGTH_PX and self.elongation >= MIN_ELONGATION and self.width <= MAX_WIDTH_PX
                 and self.signal >= MIN_SIGNAL)
 
@@ -156,14 +132,38 @@ def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 
 def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
-    """The pieces of current over previous: those of `signal_map` above LEVEL, most prominent first, then the faint
-    search's (`faint_pieces`)."""
-    signal = signal_map(current, previous)
-    return ranked(pieces_of((signal > LEVEL).astype(np.uint8), signal)) + faint_pieces(signal)
+    """The pieces of current over previous (`signal_map` above LEVEL), most prominent first.
+
+    Noise alone bounds the signal from above (the edge term only lowers it), so the edges are weighed only in the
+    boxes around pixels that pass on noise alone when there are few (most clear frames), else once for the whole
+    frame."""
+    smooth = smoothed_brightening(current, previous)
+    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    bound = ignore_box((smooth > LEVEL * noise).astype(np.uint8), WATERMARK)
+    labels, boxes = large_components(bound)
+    if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
+        signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
+        return ranked(pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal))
+    found = []
+    for label, (left, top, right, bottom) in boxes:
+        box = box_around(left, top, right, bottom)
+        signal = smooth[box] / np.sqrt(noise[box] ** 2 + edge_change(previous[box]) ** 2)
+        oy, ox = box[0].start, box[1].start
+        passing = np.zeros(signal.shape, np.uint8)
+        passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
+        found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
+    return ranked(found)
 
 
 def ranked(found: list[Piece]) -> list[Piece]:
     return sorted(found, key=lambda piece: -piece.prominence)
+
+
+def box_around(left: int, top: int, right: int, bottom: int) -> tuple[slice, slice]:
+    """Rows and columns of a component's box widened by BOX_MARGIN_PX (cut at the frame's top and left; numpy cuts
+    the rest)."""
+    return (slice(max(top - BOX_MARGIN_PX, 0), bottom + BOX_MARGIN_PX),
+            slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
 
 
 def large_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
@@ -176,14 +176,14 @@ def large_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tupl
     return labels, boxes
 
 
-def pieces_of(mask: np.ndarray, signal: np.ndarray) -> list[Piece]:
-    """The large components of mask as pieces, with their mean signal."""
+def pieces_of(mask: np.ndarray, signal: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Piece]:
+    """The large components of mask as pieces, with their mean signal; offset places mask in the frame."""
     labels, boxes = large_components(mask)
     found = []
     for label, (left, top, right, bottom) in boxes:
         ys, xs = np.nonzero(labels[top:bottom, left:right] == label)
         xs, ys = xs + left, ys + top
-        found.append(as_piece(np.column_stack([xs, ys]), signal[ys, xs]))
+        found.append(as_piece(np.column_stack([xs + offset[0], ys + offset[1]]), signal[ys, xs]))
     return found
 
 
@@ -193,82 +193,6 @@ def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
     centre_x, centre_y = points.mean(axis=0)
     return Piece(*start, *end, float(centre_x), float(centre_y), math.dist(start, end) + 1, len(points),
                  EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(len(points)), float(signal.mean()))
-
-
-def line_kernels(length: int = LINE_KERNEL_PX, directions: int = LINE_DIRECTIONS) -> list[np.ndarray]:
-    """Kernels averaging along a straight line `length` px long through their centre, one per direction."""
-    kernels, centre = [], length // 2
-    for angle in np.arange(directions) * np.pi / directions:
-        kernel = np.zeros((length, length), np.float32)
-        steps = np.linspace(-centre, centre, 4 * length)
-        kernel[np.round(centre + steps * np.sin(angle)).astype(int), np.round(centre + steps * np.cos(angle)).astype(int)] = 1
-        kernels.append(kernel / kernel.sum())
-    return kernels
-
-
-LINE_KERNELS = line_kernels()
-
-
-def line_response(signal: np.ndarray) -> np.ndarray:
-    """The signal map averaged down by LINE_SCALE, then its largest mean along a short line in any direction."""
-    height, width = signal.shape
-    small = cv2.resize(signal, (width // LINE_SCALE, height // LINE_SCALE), interpolation=cv2.INTER_AREA)
-    response = cv2.filter2D(small, -1, LINE_KERNELS[0])
-    for kernel in LINE_KERNELS[1:]:
-        np.maximum(response, cv2.filter2D(small, -1, kernel), out=response)
-    return response
-
-
-def faint_pieces(signal: np.ndarray) -> list[Piece]:
-    """The faint search's pieces of a signal map: connected pixels of its line response above LINE_LOW × the
-    response's spread that reach LINE_SEED × somewhere, at least FAINT_PIECE_MIN_PX long."""
-    response = line_response(signal)
-    median = float(np.median(response))
-    spread = max(1.4826 * float(np.median(np.abs(response - median))), LINE_SPREAD_FLOOR)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (response > median + LINE_LOW * spread).astype(np.uint8), connectivity=8)
-    seeded = np.unique(labels[response >= median + LINE_SEED * spread])
-    found = []
-    for label in seeded[seeded > 0]:
-        left, top, width, height, area = stats[label, :5].tolist()
-        if max(width, height) * LINE_SCALE < FAINT_PIECE_MIN_PX:
-            continue
-        ys, xs = np.nonzero(labels[top:top + height, left:left + width] == label)
-        peak = float(response[ys + top, xs + left].max())
-        piece = faint_piece(signal, np.column_stack([xs + left, ys + top]) * LINE_SCALE + (LINE_SCALE - 1) / 2,
-                            peak / spread)
-        if piece is not None:
-            found.append(piece)
-    return found
-
-
-def faint_piece(signal: np.ndarray, points: np.ndarray, score: float) -> Piece | None:
-    """A faint piece from its line response's pixels (full-frame x, y): the line along them, trimmed by the half
-    kernel the response reaches beyond each end; its mean signal on the line (the best of ±1 px) and beside it.
-    None if shorter than FAINT_PIECE_MIN_PX."""
-    start, end, _ = principal_span(points.astype(float))
-    direction = (end - start) / max(math.dist(start, end), 1e-9)
-    trim = LINE_KERNEL_PX / 2
-    start, end = start + trim * direction, end - trim * direction
-    length = float(np.dot(end - start, direction))
-    if length < FAINT_PIECE_MIN_PX:
-        return None
-    on_line = max(mean_along(signal, start, end, offset) for offset in (-1, 0, 1))
-    side = max(np.mean([mean_along(signal, start, end, sign * offset) for offset in SIDE_OFFSETS_PX])
-               for sign in (-1, 1))
-    (x1, y1), (x2, y2) = start, end
-    return Piece(float(x1), float(y1), float(x2), float(y2), float(x1 + x2) / 2, float(y1 + y2) / 2, length,
-                 len(points) * LINE_SCALE ** 2, 0.0, on_line, faint=True, score=score, side=float(side))
-
-
-def mean_along(signal: np.ndarray, start: np.ndarray, end: np.ndarray, offset: float = 0.0) -> float:
-    """The mean of the signal map along the segment start–end shifted `offset` px to its side (1 px steps)."""
-    steps = int(max(abs(end - start))) + 1
-    direction = (end - start) / max(math.dist(start, end), 1e-9)
-    normal = np.array([-direction[1], direction[0]]) * offset
-    xs = np.clip(np.round(np.linspace(start[0], end[0], steps) + normal[0]).astype(int), 0, signal.shape[1] - 1)
-    ys = np.clip(np.round(np.linspace(start[1], end[1], steps) + normal[1]).astype(int), 0, signal.shape[0] - 1)
-    return float(signal[ys, xs].mean())
 
 
 def explains(other: Piece, streak: Piece) -> bool:
@@ -292,13 +216,7 @@ def explains(other: Piece, streak: Piece) -> bool:
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's streaks that no adjacent frame's prominent pieces explain, longest first."""
-    others = [piece for found in neighbour_pieces for piece in explaining(found)]
+    others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
     streaks = [piece for piece in frame_pieces if piece.is_streak
                and not any(explains(other, piece) for other in others)]
     return sorted(streaks, key=lambda piece: -piece.length)
-
-
-def explaining(found: list[Piece]) -> list[Piece]:
-    """The pieces of an adjacent difference that may explain a streak: its NEIGHBOUR_PIECES most prominent, and every
-    faint piece."""
-    return [piece for piece in found if not piece.faint][:NEIGHBOUR_PIECES] + [piece for piece in found if piece.faint]
