@@ -123,12 +123,21 @@ def edge_change(previous: np.ndarray) -> np.ndarray:
     return EDGE_SHARE * cv2.dilate(gradient, np.ones((5, 5), np.uint8))
 
 
+def brightening_and_noise(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed brightening and its local noise (at least NOISE_FLOOR)."""
+    smooth = smoothed_brightening(current, previous)
+    return smooth, np.maximum(block_noise(smooth), NOISE_FLOOR)
+
+
+def normalised(smooth: np.ndarray, noise: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The brightening over the noise and the previous frame's edge change (the same window of all three)."""
+    return smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
+
+
 def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """How far each pixel brightened beyond what noise and the previous frame's edges explain (8-bit gray frames),
     the watermark box left out. `pieces` computes the same only around pixels that can pass."""
-    smooth = smoothed_brightening(current, previous)
-    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
-    return ignore_box(smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2), WATERMARK)
+    return ignore_box(normalised(*brightening_and_noise(current, previous), previous), WATERMARK)
 
 
 def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
@@ -137,17 +146,16 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     Noise alone bounds the signal from above (the edge term only lowers it), so the edges are weighed only in the
     boxes around pixels that pass on noise alone when there are few (most clear frames), else once for the whole
     frame."""
-    smooth = smoothed_brightening(current, previous)
-    noise = np.maximum(block_noise(smooth), NOISE_FLOOR)
+    smooth, noise = brightening_and_noise(current, previous)
     bound = ignore_box((smooth > LEVEL * noise).astype(np.uint8), WATERMARK)
     labels, boxes = large_components(bound)
     if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
-        signal = smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
+        signal = normalised(smooth, noise, previous)
         return ranked(pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal))
     found = []
     for label, (left, top, right, bottom) in boxes:
         box = box_around(left, top, right, bottom)
-        signal = smooth[box] / np.sqrt(noise[box] ** 2 + edge_change(previous[box]) ** 2)
+        signal = normalised(smooth[box], noise[box], previous[box])
         oy, ox = box[0].start, box[1].start
         passing = np.zeros(signal.shape, np.uint8)
         passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import LEVEL, PER_BOX_MAX, Piece, explains, pieces, signal_map, unexplained_streaks
+from gualta.streak import LEVEL, PER_BOX_MAX, PIECE_MIN_PX, Piece, explains, pieces, signal_map, unexplained_streaks
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -74,7 +74,7 @@ def pieces_of_the_whole_map(current: np.ndarray, previous: np.ndarray) -> list[t
     signal = signal_map(current, previous)
     count, labels, stats, _ = cv2.connectedComponentsWithStats((signal > LEVEL).astype(np.uint8), connectivity=8)
     return sorted((int(stats[k, 4]), round(float(signal[labels == k].mean()), 4)) for k in range(1, count)
-                  if stats[k, 4] >= 8 and max(stats[k, 2], stats[k, 3]) >= 8)
+                  if stats[k, 4] >= PIECE_MIN_PX and max(stats[k, 2], stats[k, 3]) >= PIECE_MIN_PX)
 
 
 @pytest.mark.parametrize("specks", [3, 40])      # few candidates: box by box; many (clouds): the whole frame at once
