@@ -195,7 +195,9 @@ class Decider:
     plane's strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
     fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
-    explained by a piece of an adjacent difference (the same spot, or further along the streak's line)."""
+    explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
+    satellite's steady light curve (`Piece.steady`). A model's candidate has its steady streaks erased with what the
+    neighbours explain before it is scored again."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -262,9 +264,9 @@ class Decider:
 
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
-        meteor once what the neighbours explain is erased. With a bright streak: whether a neighbour has one too,
-        or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone: whether an
-        adjacent difference explains every one (`gualta.streak.explains`)."""
+        meteor once what the neighbours explain and its steady streaks are erased. With a bright streak: whether a neighbour has one too,
+        or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone: whether each one is
+        explained by an adjacent difference (`gualta.streak.explains`) or is steady."""
         neighbours = [n for n in (before, after) if near_in_time(n, result)]
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (
@@ -275,8 +277,16 @@ class Decider:
             return True
         if self.rescore is None or result.diff is None:
             return False
-        erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines])
+        erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines],
+                                       self.steady_trails(result))
         return erased is not None and self.rescore(erased) < self.threshold
+
+    @staticmethod
+    def steady_trails(result: FrameResult) -> list[trails.Trail]:
+        """The candidate's steady streaks (a satellite's light curve) as trails of its difference image."""
+        if result.frame_size is None:
+            return []
+        return [trails.Trail.from_frame(piece.ends, *result.frame_size) for piece in result.pieces if piece.steady]
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:

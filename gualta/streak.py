@@ -17,11 +17,19 @@ are wide. A meteor lasts under a second, so the client reports a frame for a str
 difference `explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line
 within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
 cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
+
+A bright streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines
+steadily for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along
+its line in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least
+80 % of it is within 60 % of its peak, each outer fifth is at least 0.6 × its middle, nothing continues beyond its
+ends (under 15 % of the peak there: no fading tail of a longer meteor), and no pixel on it is clipped at the
+sensor's top (a saturated meteor is flat-topped too). Only streaks bright enough to read that (mean ≥ 10 × the
+noise) are judged; the client holds a steady streak for a satellite, even when no adjacent frame shows it.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -58,6 +66,17 @@ TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pie
 TWIN_REACH = 15.0
 EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
 
+STEADY_MIN_SIGNAL = 10.0      # a streak's light curve is read when it is this bright on average (× noise)
+STEADY_ACROSS_PX = (-1.5, -0.75, 0.0, 0.75, 1.5)    # the light curve: the brightest of these lines along the streak,
+STEADY_AVERAGE_PX = 5                               # ... averaged over this many px along it
+STEADY_PLATEAU = 0.6          # steady: at least 80 % of the streak within 60 % of its peak (90th percentile), ...
+STEADY_PLATEAU_SHARE = 0.8
+STEADY_END_RATIO = 0.6        # ... each outer fifth at least 0.6 × the middle, ...
+STEADY_TAIL = 0.15            # ... under 15 % of the peak beyond its ends (4 px to 30 % of its length + 5 px out), ...
+STEADY_GAP_PX = 4.0
+STEADY_REACH = 0.3
+SATURATED_DN = 250            # ... and no pixel on it at the sensor's top
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -72,6 +91,7 @@ class Piece:
     area: int
     width: float
     signal: float
+    steady: bool = False      # a satellite's light curve (see the module docstring)
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -151,7 +171,8 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     labels, boxes = large_components(bound)
     if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
         signal = normalised(smooth, noise, previous)
-        return ranked(pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal))
+        found = pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal)
+        return ranked([with_light_curve(piece, smooth, current) for piece in found])
     found = []
     for label, (left, top, right, bottom) in boxes:
         box = box_around(left, top, right, bottom)
@@ -160,7 +181,7 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
         passing = np.zeros(signal.shape, np.uint8)
         passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
         found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
-    return ranked(found)
+    return ranked([with_light_curve(piece, smooth, current) for piece in found])
 
 
 def ranked(found: list[Piece]) -> list[Piece]:
@@ -203,6 +224,55 @@ def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
                  EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(len(points)), float(signal.mean()))
 
 
+def light_curve(piece: Piece, smooth: np.ndarray, beyond: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions along the piece (0 at its first end; `beyond` px past either end) and the smoothed brightening
+    there: the brightest of the lines across its width, averaged over STEADY_AVERAGE_PX."""
+    start, direction = np.array([piece.x1, piece.y1]), piece.direction
+    normal = np.array([-direction[1], direction[0]])
+    along = np.arange(-beyond, math.dist(start, (piece.x2, piece.y2)) + beyond, 1.0)
+    height, width = smooth.shape
+    across = []
+    for offset in STEADY_ACROSS_PX:
+        points = start + along[:, None] * direction + offset * normal
+        xs = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
+        ys = np.clip(np.rint(points[:, 1]).astype(int), 0, height - 1)
+        across.append(smooth[ys, xs])
+    window = np.ones(STEADY_AVERAGE_PX) / STEADY_AVERAGE_PX
+    return along, np.convolve(np.max(across, axis=0), window, mode="same")
+
+
+def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
+    """Whether a light curve (`light_curve` with some px beyond the ends) is a satellite's plateau."""
+    inside = curve[(along >= 0) & (along <= length)]
+    if len(inside) < 5:
+        return False
+    peak = max(float(np.percentile(inside, 90)), 1e-6)
+    fifth = max(len(inside) // 5, 1)
+    middle = max(float(inside[fifth:-fifth].mean()), 1e-6)
+    ends = min(float(inside[:fifth].mean()), float(inside[-fifth:].mean()))
+    before, after = curve[along < -STEADY_GAP_PX], curve[along > length + STEADY_GAP_PX]
+    tail = max(float(before.mean()) if len(before) else 0.0, float(after.mean()) if len(after) else 0.0)
+    return bool((inside >= STEADY_PLATEAU * peak).mean() >= STEADY_PLATEAU_SHARE and ends >= STEADY_END_RATIO * middle
+                and tail <= STEADY_TAIL * peak)
+
+
+def saturated(piece: Piece, current: np.ndarray) -> bool:
+    """Whether any pixel on the piece's line reaches the sensor's top in the current frame."""
+    count = max(int(math.dist((piece.x1, piece.y1), (piece.x2, piece.y2))), 1) + 1
+    xs = np.clip(np.rint(np.linspace(piece.x1, piece.x2, count)).astype(int), 0, current.shape[1] - 1)
+    ys = np.clip(np.rint(np.linspace(piece.y1, piece.y2, count)).astype(int), 0, current.shape[0] - 1)
+    return bool((current[ys, xs] >= SATURATED_DN).any())
+
+
+def with_light_curve(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> Piece:
+    """The piece, marked `steady` when it is a bright streak with a satellite's light curve."""
+    if not (piece.is_streak and piece.signal >= STEADY_MIN_SIGNAL) or saturated(piece, current):
+        return piece
+    length = math.dist((piece.x1, piece.y1), (piece.x2, piece.y2))
+    along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * length + STEADY_GAP_PX + 1)
+    return replace(piece, steady=True) if is_steady(along, curve, length) else piece
+
+
 def explains(other: Piece, streak: Piece) -> bool:
     """Whether a piece of an adjacent frame accounts for the streak: at the same spot, or on its line within reach."""
     if other.length < PIECE_MIN_PX:
@@ -223,8 +293,9 @@ def explains(other: Piece, streak: Piece) -> bool:
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """The frame's streaks that no adjacent frame's prominent pieces explain, longest first."""
+    """The frame's streaks that neither their own steady light (a satellite) nor an adjacent frame's prominent pieces
+    explain, longest first."""
     others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
-    streaks = [piece for piece in frame_pieces if piece.is_streak
+    streaks = [piece for piece in frame_pieces if piece.is_streak and not piece.steady
                and not any(explains(other, piece) for other in others)]
     return sorted(streaks, key=lambda piece: -piece.length)

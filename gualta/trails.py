@@ -22,7 +22,9 @@ frame also holds speckle and cloud-edge pieces that no neighbour explains. So th
     crossing; still above it, something else in the frame (a meteor) keeps it a detection.
 
 Under a short exposure (a moonlit night) a satellite's pieces are short and far apart, so a piece about as long as a
-neighbour's line (its twin) is looked for further along that line (`FAR`).
+neighbour's line (its twin) is looked for further along that line (`FAR`). A satellite seen in one frame only (it
+rose into view, or left it, between frames) is erased too when its streak has a satellite's steady light curve (the
+streak check's `steady` pieces, read in the full-resolution difference).
 """
 from __future__ import annotations
 
@@ -263,12 +265,15 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
     return False
 
 
-def explained_away(diff: np.ndarray, neighbour_lines: list[Line]) -> np.ndarray | None:
-    """The difference image with every piece the neighbours explain erased to its background; None if none is."""
+def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = ()) -> np.ndarray | None:
+    """The difference image with every piece the neighbours explain, and every steady streak (a satellite by its
+    light curve, `gualta.streak`), erased to its background; None if nothing is."""
     mask = np.zeros(diff.shape, np.uint8)
     for points in bright_pieces(diff):
         if explained(points, neighbour_lines):
             mask[points[:, 1].astype(int), points[:, 0].astype(int)] = 255
+    for trail in steady:
+        cv2.line(mask, (round(trail.x1), round(trail.y1)), (round(trail.x2), round(trail.y2)), 255, 1)
     if not mask.any():
         return None
     size = 2 * ERASE_MARGIN_PX + 1

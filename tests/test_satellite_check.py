@@ -11,6 +11,7 @@ import pandas as pd
 
 from gualta import allsky
 from gualta.detect import Decider, FrameResult, read_scores, run_batch
+from gualta.streak import Piece
 from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
 from helpers_client import DECIDER_START, decide_in_order, frame_result, settings
 
@@ -185,3 +186,36 @@ def test_a_moonlit_satellite_of_short_pieces_is_flagged():
     frames = [(diff_with(along_line(79 * k, 14), seed=k), 0.99) for k in range(3)]
     assert [r.flag for r in decide(*frames)] == ["", "", ""]                  # too short for trail geometry
     assert [r.flag for r in decide(*frames, rescore=drawn_lines_model)] == ["satellite"] * 3
+
+
+def steady_piece(segment) -> Piece:
+    """The streak check's steady piece of a satellite drawn at `segment` of the 400×400 difference image."""
+    (x1, y1), (x2, y2) = segment
+    fx1, fy1, fx2, fy2 = (v * scale for v, scale in zip((x1, y1, x2, y2), (1304 / 400, 976 / 400) * 2))
+    length = float(np.hypot(fx2 - fx1, fy2 - fy1))
+    return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, 30.0,
+                 steady=True)
+
+
+def test_a_satellite_seen_in_one_frame_only_is_erased_by_its_steady_light():
+    def night(*segments, steady=True, **options) -> FrameResult:
+        pieces = [steady_piece(SATELLITE_PIECE)] if steady else []
+        middle = frame_result(1, 0.99, diff_with(*segments, seed=1), pieces=pieces)
+        return decide_in_order([frame_result(0, 0.02, speckle(0)), middle, frame_result(2, 0.02, speckle(2))],
+                               **options)[1]
+
+    alone = night(SATELLITE_PIECE, rescore=drawn_lines_model)
+    assert (alone.flag, alone.detection) == ("satellite", False)
+    assert night(SATELLITE_PIECE, steady=False, rescore=drawn_lines_model).detection     # no light curve: reported
+    assert night(SATELLITE_PIECE).detection                                 # no model to ask again: reported
+    shared = night(SATELLITE_PIECE, METEOR, rescore=drawn_lines_model)
+    assert (shared.flag, shared.detection) == ("", True)                    # a meteor beside it: reported
+
+
+def test_a_steady_streak_is_erased_with_its_margin():
+    frame = diff_with(SATELLITE_PIECE, METEOR, seed=1)
+    erased = explained_away(frame, [], [Trail(*SATELLITE_PIECE[0], *SATELLITE_PIECE[1])])
+    assert erased is not None and (frame[55:96, 35:106] == 255).any()
+    assert not (erased[55:96, 35:106] == 255).any()                               # the satellite is gone
+    assert np.array_equal(erased[60:141, 195:236], frame[60:141, 195:236])        # the meteor is untouched
+    assert explained_away(frame, [], []) is None

@@ -2,13 +2,16 @@
 Decider the client uses, and on a simulated night with ground truth where the model misses everything."""
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import LEVEL, PER_BOX_MAX, PIECE_MIN_PX, Piece, explains, pieces, signal_map, unexplained_streaks
+from gualta.streak import (LEVEL, PER_BOX_MAX, PIECE_MIN_PX, STEADY_MIN_SIGNAL, Piece, explains, pieces, signal_map,
+                           unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -45,6 +48,48 @@ def test_a_thin_streak_is_found_with_its_ends(what, start, end, dn):
     assert len(found) == 1, what
     ends = sorted([(found[0].x1, found[0].y1), (found[0].x2, found[0].y2)])
     assert np.allclose(ends, sorted([start, end]), atol=4), (what, ends)
+
+
+def light_along(start, end, curve, peak_dn: float):
+    """A drawing of a 1 px streak from start to end whose light follows curve(t), t = 0…1 along it (peak_dn at 1)."""
+    def draw(layer):
+        (x1, y1), (x2, y2), steps = start, end, 60
+        for k in range(steps):
+            a, b = k / steps, (k + 1) / steps
+            cv2.line(layer, (round(x1 + a * (x2 - x1)), round(y1 + a * (y2 - y1))),
+                     (round(x1 + b * (x2 - x1)), round(y1 + b * (y2 - y1))), peak_dn * curve((a + b) / 2), 1)
+    return draw
+
+
+def satellite_light(t):
+    """Steady for the whole exposure, a slight ripple (a tumbling body)."""
+    return 0.9 + 0.1 * np.sin(9 * t)
+
+
+def meteor_light(t):
+    """Quick rise, peak late, faster fade."""
+    return (t ** 1.5 * (1 - t) ** 0.7) / (0.68 ** 1.5 * 0.32 ** 0.7)
+
+
+@pytest.mark.parametrize("what, curve, start, end, peak_dn, steady", [
+    ("a satellite, 150 px", satellite_light, (300, 600), (440, 545), 100.0, True),
+    ("a satellite, 40 px", satellite_light, (900, 400), (930, 374), 100.0, True),
+    ("a meteor as bright, 150 px", meteor_light, (300, 600), (440, 545), 100.0, False),
+    ("a meteor, 40 px", meteor_light, (900, 400), (930, 374), 100.0, False),
+    ("a long meteor with a steady middle: its ends fade out beyond the piece",
+     lambda t: np.clip(3 * np.minimum(t, 1 - t), 0, 1) * 1.0, (200, 500), (600, 380), 80.0, False),
+    ("a satellite clipped at the sensor's top: a saturated meteor looks as flat", satellite_light,
+     (300, 600), (440, 545), 600.0, False),
+])
+def test_a_satellite_s_steady_light_is_told_from_a_meteor_s_light_curve(what, curve, start, end, peak_dn, steady):
+    found = streaks_of(light_along(start, end, curve, peak_dn))
+    assert found and found[0].signal >= STEADY_MIN_SIGNAL, what
+    assert found[0].steady is steady, what
+
+
+def test_a_faint_streak_s_light_curve_is_not_judged():
+    found = streaks_of(light_along((300, 600), (440, 545), satellite_light, 60.0))
+    assert found and found[0].signal < STEADY_MIN_SIGNAL and not found[0].steady
 
 
 def rim_sky() -> np.ndarray:
@@ -139,6 +184,16 @@ def test_a_model_detection_is_unchanged_and_the_check_can_be_turned_off():
     assert decided[2].note == ""
     checked = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]), frame_result(2, 0.97)])
     assert [(r.detection, r.note) for r in checked[1:]] == [(True, STREAK_NOTE + BELOW_THRESHOLD_NOTE), (True, "")]
+
+
+def test_a_steady_streak_alone_is_a_satellite_not_a_report():
+    steady = dataclasses.replace(THIN, steady=True)
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[steady]), frame_result(2, 0.01)])
+    assert [(r.label, r.flag, r.detection) for r in decided][1] == ("meteor", "satellite", False)
+    beside = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[steady, piece(200, 700, 240, 690)]),
+                              frame_result(2, 0.01)])
+    assert (beside[1].flag, beside[1].detection) == ("", True)       # a meteor beside it is still reported
+    assert beside[1].streak == piece(200, 700, 240, 690).ends
 
 
 def test_a_piece_that_is_no_streak_makes_no_candidate():
