@@ -21,7 +21,7 @@ cross the sky for minutes; under a short exposure its pieces lie far apart). Coo
 A bright streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines
 steadily for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along
 its line in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least
-80 % of it is within 60 % of its peak, each outer fifth is at least 0.6 × its middle, nothing continues beyond its
+80 % of it is within 60 % of its peak, each outer fifth is at least 0.7 × its middle, nothing continues beyond its
 ends (under 15 % of the peak there: no fading tail of a longer meteor), and no pixel on it is clipped at the
 sensor's top (a saturated meteor is flat-topped too). Only streaks bright enough to read that (mean ≥ 10 × the
 noise) are judged; the client holds a steady streak for a satellite, even when no adjacent frame shows it.
@@ -71,7 +71,7 @@ STEADY_ACROSS_PX = (-1.5, -0.75, 0.0, 0.75, 1.5)    # the light curve: the brigh
 STEADY_AVERAGE_PX = 5                               # ... averaged over this many px along it
 STEADY_PLATEAU = 0.6          # steady: at least 80 % of the streak within 60 % of its peak (90th percentile), ...
 STEADY_PLATEAU_SHARE = 0.8
-STEADY_END_RATIO = 0.6        # ... each outer fifth at least 0.6 × the middle, ...
+STEADY_END_RATIO = 0.7        # ... each outer fifth at least 0.7 × the middle, ...
 STEADY_TAIL = 0.15            # ... under 15 % of the peak beyond its ends (4 px to 30 % of its length + 5 px out), ...
 STEADY_GAP_PX = 4.0
 STEADY_REACH = 0.3

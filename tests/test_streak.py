@@ -76,6 +76,8 @@ def meteor_light(t):
     ("a satellite, 40 px", satellite_light, (900, 400), (930, 374), 100.0, True),
     ("a meteor as bright, 150 px", meteor_light, (300, 600), (440, 545), 100.0, False),
     ("a meteor, 40 px", meteor_light, (900, 400), (930, 374), 100.0, False),
+    ("a short meteor, 26 px, rounded: half as bright at its ends", lambda t: 0.45 + 0.55 * np.sin(np.pi * t),
+     (700, 528), (691, 552), 100.0, False),
     ("a long meteor with a steady middle: its ends fade out beyond the piece",
      lambda t: np.clip(3 * np.minimum(t, 1 - t), 0, 1) * 1.0, (200, 500), (600, 380), 80.0, False),
     ("a satellite clipped at the sensor's top: a saturated meteor looks as flat", satellite_light,
