@@ -98,6 +98,11 @@ class Piece:
         return round(self.x1), round(self.y1), round(self.x2), round(self.y2)
 
     @property
+    def span(self) -> float:
+        """The distance between its ends (`length` counts the end pixels too: one more)."""
+        return math.dist((self.x1, self.y1), (self.x2, self.y2))
+
+    @property
     def elongation(self) -> float:
         return self.length ** 2 / self.area
 
@@ -169,18 +174,18 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     smooth, noise = brightening_and_noise(current, previous)
     bound = ignore_box((smooth > LEVEL * noise).astype(np.uint8), WATERMARK)
     labels, boxes = large_components(bound)
+    found = []
     if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
         signal = normalised(smooth, noise, previous)
         found = pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal)
-        return ranked([with_light_curve(piece, smooth, current) for piece in found])
-    found = []
-    for label, (left, top, right, bottom) in boxes:
-        box = box_around(left, top, right, bottom)
-        signal = normalised(smooth[box], noise[box], previous[box])
-        oy, ox = box[0].start, box[1].start
-        passing = np.zeros(signal.shape, np.uint8)
-        passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
-        found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
+    else:
+        for label, (left, top, right, bottom) in boxes:
+            box = box_around(left, top, right, bottom)
+            signal = normalised(smooth[box], noise[box], previous[box])
+            oy, ox = box[0].start, box[1].start
+            passing = np.zeros(signal.shape, np.uint8)
+            passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
+            found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
     return ranked([with_light_curve(piece, smooth, current) for piece in found])
 
 
@@ -224,21 +229,24 @@ def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
                  EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(len(points)), float(signal.mean()))
 
 
+def pixels_along(piece: Piece, along: np.ndarray, shape: tuple[int, ...], across: float = 0.0) -> tuple:
+    """(rows, columns) of the pixels `along` px from the piece's first end on its line, `across` px beside it, kept
+    inside an image of this shape."""
+    start, direction = np.array([piece.x1, piece.y1]), piece.direction
+    points = start + along[:, None] * direction + across * np.array([-direction[1], direction[0]])
+    xs = np.clip(np.rint(points[:, 0]).astype(int), 0, shape[1] - 1)
+    ys = np.clip(np.rint(points[:, 1]).astype(int), 0, shape[0] - 1)
+    return ys, xs
+
+
 def light_curve(piece: Piece, smooth: np.ndarray, beyond: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Positions along the piece (0 at its first end; `beyond` px past either end) and the smoothed brightening
     there: the brightest of the lines across its width, averaged over STEADY_AVERAGE_PX."""
-    start, direction = np.array([piece.x1, piece.y1]), piece.direction
-    normal = np.array([-direction[1], direction[0]])
-    along = np.arange(-beyond, math.dist(start, (piece.x2, piece.y2)) + beyond, 1.0)
-    height, width = smooth.shape
-    across = []
-    for offset in STEADY_ACROSS_PX:
-        points = start + along[:, None] * direction + offset * normal
-        xs = np.clip(np.rint(points[:, 0]).astype(int), 0, width - 1)
-        ys = np.clip(np.rint(points[:, 1]).astype(int), 0, height - 1)
-        across.append(smooth[ys, xs])
+    along = np.arange(-beyond, piece.span + beyond, 1.0)
+    brightest = np.max([smooth[pixels_along(piece, along, smooth.shape, offset)] for offset in STEADY_ACROSS_PX],
+                       axis=0)
     window = np.ones(STEADY_AVERAGE_PX) / STEADY_AVERAGE_PX
-    return along, np.convolve(np.max(across, axis=0), window, mode="same")
+    return along, np.convolve(brightest, window, mode="same")
 
 
 def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
@@ -258,19 +266,16 @@ def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
 
 def saturated(piece: Piece, current: np.ndarray) -> bool:
     """Whether any pixel on the piece's line reaches the sensor's top in the current frame."""
-    count = max(int(math.dist((piece.x1, piece.y1), (piece.x2, piece.y2))), 1) + 1
-    xs = np.clip(np.rint(np.linspace(piece.x1, piece.x2, count)).astype(int), 0, current.shape[1] - 1)
-    ys = np.clip(np.rint(np.linspace(piece.y1, piece.y2, count)).astype(int), 0, current.shape[0] - 1)
-    return bool((current[ys, xs] >= SATURATED_DN).any())
+    along = np.linspace(0.0, piece.span, max(int(piece.span), 1) + 1)
+    return bool((current[pixels_along(piece, along, current.shape)] >= SATURATED_DN).any())
 
 
 def with_light_curve(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> Piece:
     """The piece, marked `steady` when it is a bright streak with a satellite's light curve."""
     if not (piece.is_streak and piece.signal >= STEADY_MIN_SIGNAL) or saturated(piece, current):
         return piece
-    length = math.dist((piece.x1, piece.y1), (piece.x2, piece.y2))
-    along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * length + STEADY_GAP_PX + 1)
-    return replace(piece, steady=True) if is_steady(along, curve, length) else piece
+    along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * piece.span + STEADY_GAP_PX + 1)
+    return replace(piece, steady=True) if is_steady(along, curve, piece.span) else piece
 
 
 def explains(other: Piece, streak: Piece) -> bool:

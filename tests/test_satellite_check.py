@@ -191,7 +191,7 @@ def test_a_moonlit_satellite_of_short_pieces_is_flagged():
 def steady_piece(segment) -> Piece:
     """The streak check's steady piece of a satellite drawn at `segment` of the 400×400 difference image."""
     (x1, y1), (x2, y2) = segment
-    fx1, fy1, fx2, fy2 = (v * scale for v, scale in zip((x1, y1, x2, y2), (1304 / 400, 976 / 400) * 2))
+    fx1, fy1, fx2, fy2 = Trail(x1, y1, x2, y2).in_frame(1304, 976)
     length = float(np.hypot(fx2 - fx1, fy2 - fy1))
     return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, 30.0,
                  steady=True)

@@ -79,7 +79,7 @@ def meteor_light(t):
     ("a short meteor, 26 px, rounded: half as bright at its ends", lambda t: 0.45 + 0.55 * np.sin(np.pi * t),
      (700, 528), (691, 552), 100.0, False),
     ("a long meteor with a steady middle: its ends fade out beyond the piece",
-     lambda t: np.clip(3 * np.minimum(t, 1 - t), 0, 1) * 1.0, (200, 500), (600, 380), 80.0, False),
+     lambda t: np.clip(3 * np.minimum(t, 1 - t), 0, 1), (200, 500), (600, 380), 80.0, False),
     ("a satellite clipped at the sensor's top: a saturated meteor looks as flat", satellite_light,
      (300, 600), (440, 545), 600.0, False),
 ])
