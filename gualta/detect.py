@@ -29,7 +29,7 @@ from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
-from gualta.preprocess import difference_image, resize_area, side_by_side
+from gualta.preprocess import binary_difference, resize_area, side_by_side, washed_out_share
 from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detection_key, download_model, log_key
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
+WASHED_OUT_NOTE = "sky washed out: it brightened as a whole or is saturated, so the model's score is not used"
+WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this much (`preprocess.washed_out_share`)
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
@@ -67,6 +69,7 @@ class FrameResult:
     detection: bool = False
     streak: tuple[int, int, int, int] | None = None
     bright: fireball.Streak | None = None                          # the fireball check's streak, if any
+    washed_out: bool = False                                       # the sky brightened or saturated as a whole
     pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
@@ -122,11 +125,13 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     if pair is None:
         return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
-    diff = difference_image(current, previous)
+    binary = binary_difference(current, previous)
+    diff = resize_area(binary)
     model_input = diff if kind == "diff" else resize_area(current)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]),
-                         bright=fireball.bright_streak(current, previous))
+                         bright=fireball.bright_streak(current, previous),
+                         washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE)
     return result, model_input, (current, previous)
 
 
@@ -197,7 +202,8 @@ class Decider:
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
     explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
     satellite's steady light curve (`Piece.steady`). A model's candidate has its steady streaks erased with what the
-    neighbours explain before it is scored again."""
+    neighbours explain before it is scored again. A frame whose sky is washed out (`FrameResult.washed_out`: dawn,
+    dusk, an exposure change, daylight) is never the model's candidate; the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -238,15 +244,20 @@ class Decider:
         self.before = result
 
     def candidate(self, result: FrameResult) -> bool:
-        return result.score >= self.threshold or self.bright_only(result) or self.thin_only(result)
+        return self.model_candidate(result) or self.bright_only(result) or self.thin_only(result)
+
+    def model_candidate(self, result: FrameResult) -> bool:
+        """The model scored it at or above the threshold, and its sky is not washed out (then the difference image
+        is white or blank and the score means nothing; the fireball and streak checks still look)."""
+        return result.score >= self.threshold and not result.washed_out
 
     def bright_only(self, result: FrameResult) -> bool:
-        """A candidate for its bright streak alone: the model scored it below the threshold."""
-        return result.bright is not None and result.score < self.threshold
+        """A candidate for its bright streak alone: not the model's candidate."""
+        return result.bright is not None and not self.model_candidate(result)
 
     def thin_only(self, result: FrameResult) -> bool:
-        """A candidate for a thin streak alone: no bright streak, and the model scored it below the threshold."""
-        return (result.bright is None and result.score < self.threshold
+        """A candidate for a thin streak alone: no bright streak, and not the model's candidate."""
+        return (result.bright is None and not self.model_candidate(result)
                 and any(piece.is_streak for piece in result.pieces))
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
@@ -299,14 +310,16 @@ class Decider:
         verdict (computed once: it may cost a model call)."""
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
+        if result.washed_out:
+            result.note = WASHED_OUT_NOTE
         if not candidate:
             return
         if crossing:
             result.flag = SATELLITE
         if result.bright and not crossing:
-            result.note = FIREBALL_NOTE + (BELOW_THRESHOLD_NOTE if self.bright_only(result) else "")
+            result.note = FIREBALL_NOTE + (self.not_the_model(result) if self.bright_only(result) else "")
         if self.thin_only(result) and not crossing:
-            result.note = STREAK_NOTE + BELOW_THRESHOLD_NOTE
+            result.note = STREAK_NOTE + self.not_the_model(result)
         result.detection = not result.flag or self.report_flagged
         if result.bright:
             result.streak = result.bright.ends
@@ -314,6 +327,11 @@ class Decider:
             result.streak = max((p for p in result.pieces if p.is_streak), key=lambda p: p.length).ends
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
+
+    @staticmethod
+    def not_the_model(result: FrameResult) -> str:
+        """Why a check's candidate is not the model's: its score, or the washed-out sky."""
+        return "; " + WASHED_OUT_NOTE if result.washed_out else BELOW_THRESHOLD_NOTE
 
 
 def score_and_decide(scorer: Scorer, decider: Decider, files: list[Path]) -> Iterator[FrameResult]:

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 THRESHOLD = 3.5          # difference > 3.5 DN → 255, else 0 (on integers: ≥ 4 survives, ≤ 3 vanishes)
 TRAIN_SIZE = 400         # v4 side length, the labelling and training input
 THESIS_SIZE = 224        # v1–v3 side length
+SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
+SATURATED_DN = 250       # a pixel this bright is saturated: nothing on it can brighten
 VERSIONS = ("v1", "v2", "v3", "v4")
 JPEG_END = b"\xff\xd9"
 
@@ -75,6 +77,16 @@ def difference_image(current: np.ndarray, previous: np.ndarray, size: int = TRAI
                      value: float = THRESHOLD) -> np.ndarray:
     """The thesis' preprocessing, v4: gray → subtract → threshold → size×size INTER_AREA."""
     return resize_area(binary_difference(current, previous, value), size)
+
+
+def washed_out_share(binary: np.ndarray, current: np.ndarray, previous: np.ndarray) -> float:
+    """Share of the sky that brightened beyond the threshold (`binary`, full resolution) or is saturated in the
+    current frame: near 1 when the whole sky brightens (dawn, dusk, an exposure change) or daylight washes it out.
+    The sky is what the previous frame shows SKY_MARGIN_DN above its darkest 5 % (gray frames)."""
+    sky = previous > np.percentile(previous[::4, ::4], 5) + SKY_MARGIN_DN
+    if not sky.any():
+        return 0.0
+    return float(((binary[sky] > 0) | (current[sky] >= SATURATED_DN)).mean())
 
 
 def pad_to_square(image: np.ndarray) -> np.ndarray:
