@@ -2,11 +2,12 @@
 ResNet34 and ResNet18, ONNX Runtime vs PyTorch, beside plain JPEG decoding of the same frames (the floor), and the
 client's peak memory. Figures are printed, never asserted.
 
-    python bench/client.py [--night NIGHT_DIR] [--frames 150] [--repeats 3] [--threads 2]
+    python bench/client.py [--night NIGHT_DIR] [--frames 150] [--repeats 3] [--threads 2] [--size S]
 
 Without --night it simulates one. Speed does not depend on the weights, so untrained torchvision networks of each
-architecture are exported to ONNX the way gualta.export does (legacy exporter, opset 17, softmax in the graph); the
-PyTorch runs score the same inputs with torch eager (gualta.model.preprocess, no fastai).
+architecture are exported to ONNX the way gualta.export does (legacy exporter, opset 17, softmax in the graph) at the
+shipped model's input size (its ONNX metadata) unless --size says otherwise; the PyTorch runs score the same inputs
+with torch eager (gualta.model.preprocess, no fastai).
 """
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ from gualta.streak import pieces  # noqa: E402
 from gualta.preprocess import difference_image, read_gray  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
-SIZE = 224
+SHIPPED_MODEL = ROOT / "models" / "guAlta.onnx"
+
+
+def shipped_size() -> int:
+    """The shipped model's input side (224 if it is missing)."""
+    return load_model(SHIPPED_MODEL).info.size if SHIPPED_MODEL.is_file() else 224
 
 
 def network(arch: str):
@@ -43,18 +49,18 @@ def network(arch: str):
     return torch.nn.Sequential(body, torch.nn.Softmax(dim=1)).eval()
 
 
-def export(arch: str, path: Path) -> Path:
+def export(arch: str, path: Path, size: int) -> Path:
     """The network as a self-describing ONNX file, like gualta.export.export_onnx writes."""
     import onnx
     import torch
 
     from gualta.export import OPSET
 
-    torch.onnx.export(network(arch), torch.zeros(1, 3, SIZE, SIZE), str(path), dynamo=False, opset_version=OPSET,
+    torch.onnx.export(network(arch), torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=OPSET,
                       input_names=["input"], output_names=["probabilities"],
                       dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
     proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"classes": json.dumps(list(CLASSES)), "input_size": str(SIZE),
+    onnx.helper.set_model_props(proto, {"classes": json.dumps(list(CLASSES)), "input_size": str(size),
                                         "input_kind": "diff", "arch": arch, "version": "bench",
                                         "preprocessing": PREPROCESSING})
     onnx.save(proto, str(path))
@@ -64,11 +70,11 @@ def export(arch: str, path: Path) -> Path:
 class TorchModel:
     """PyTorch eager scoring with the client's preprocessing (what a fastai .pkl runs, minus fastai's loader)."""
 
-    def __init__(self, arch: str, threads: int, batch_size: int = 16):
+    def __init__(self, arch: str, threads: int, size: int, batch_size: int = 16):
         import torch
 
         torch.set_num_threads(threads)
-        self.torch, self.net, self.batch_size = torch, network(arch), batch_size
+        self.torch, self.net, self.size, self.batch_size = torch, network(arch), size, batch_size
 
     def predict(self, images):
         import numpy as np
@@ -77,7 +83,7 @@ class TorchModel:
         out = []
         with self.torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = self.torch.from_numpy(preprocess(images[start:start + self.batch_size], SIZE))
+                batch = self.torch.from_numpy(preprocess(images[start:start + self.batch_size], self.size))
                 out.append(self.net(batch)[:, 0].numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
@@ -155,14 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
+    parser.add_argument("--size", type=int, help="network input side (default: the shipped model's)")
     args = parser.parse_args(argv)
+    size = args.size or shipped_size()
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         night = args.night or simulated_night(scratch / "nights", args.frames)
         frames = allsky.list_frames(night)
         settings = load_settings(overrides={"threads": args.threads})
-        print(f"night {night.name}: {len(frames)} frames {read_gray(frames[0]).shape[::-1]}, model input {SIZE}, "
+        print(f"night {night.name}: {len(frames)} frames {read_gray(frames[0]).shape[::-1]}, model input {size}, "
               f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
         floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
         print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")
@@ -175,9 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
         for arch in ARCHS:
-            onnx_path = export(arch, scratch / f"{arch}.onnx")
+            onnx_path = export(arch, scratch / f"{arch}.onnx", size)
             for backend, model in (("onnx", load_model(onnx_path, threads=args.threads)),
-                                   ("pytorch", TorchModel(arch, args.threads))):
+                                   ("pytorch", TorchModel(arch, args.threads, size))):
                 alone = statistics.median(model_rate(model, inputs) for _ in range(args.repeats))
                 rate = statistics.median(batch_rate(settings, night, model) for _ in range(args.repeats))
                 results[arch, backend] = rate
@@ -187,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         memory = peak_memory_mb(night, scratch / "resnet34.onnx", args.threads)
         print(f"{'client peak memory (resnet34 onnx)':34s} {memory:7.0f} MB (peak RSS of a fresh batch process)")
         target = results["resnet34", "onnx"]
-        print(f"target ≥ 20 frames/s for resnet34 via ONNX: {'met' if target >= 20 else 'NOT met'} ({target:.1f})")
+        verdict = "met" if target >= 20 else "NOT met"
+        print(f"target ≥ 20 frames/s for resnet34 via ONNX at {size} px: {verdict} ({target:.1f})")
 
 
 if __name__ == "__main__":

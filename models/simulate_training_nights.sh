@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Simulated nights behind the shipped model (see models/MODEL_CARD.md). Usage: models/simulate_training_nights.sh ROOT
-# Training nights: 110 nights × 240 frames (2 h each; starts rotate 19:00…05:00, skies rotate every 6 nights, dates
-# 3 days apart from 2021-08-01 so seasons and moon phases vary), raised event rates so that meteors and hard
-# negatives are common. Test nights: 4 whole nights (20:00–08:00) at the default rates, one per sky.
-# One process per night, PROCS at a time (default: every core); TRAIN_NIGHTS overrides the count, RATES the
-# training nights' event rates.
+# Training nights: 110 nights × 144 frames (72 min each; starts rotate 19:00…05:00, skies rotate every 6 nights, dates
+# 3 days apart from 2021-08-01 so seasons and moon phases vary), raised event rates so that meteors, fireballs and
+# hard negatives are common. Test nights: 4 whole nights (20:00–08:00) at the default rates, one per sky.
+# One process per night, PROCS at a time (default: every core); TRAIN_NIGHTS, TRAIN_FRAMES and RATES override the
+# training nights' count, length and event rates.
 set -euo pipefail
 export root=${1:?usage: $0 ROOT} py=${PYTHON:-.venv/bin/python}
 export OPENCV_FOR_THREADS_NUM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1   # one process per core: one thread each
-export rates=${RATES:-meteor=0.3,fireball=0.01,satellite=0.05,plane=0.012,insect=0.02}
+export rates=${RATES:-meteor=0.45,fireball=0.06,satellite=0.05,plane=0.012,insect=0.02}
+export frames=${TRAIN_FRAMES:-144}
 procs=${PROCS:-$(nproc)}
 night() { date -d "$1 + $2 days" +%Y%m%d; }        # distinct dates: one folder per night
 train_night() {
   local i=$1 starts=(19:00 21:00 23:00 01:00 03:00 05:00) skies=(clear cloudy moon mixed)
-  $py dataPreparation.py simulate --out "$root/train" --nights 1 --frames 240 --seed $((2000 + i)) --workers 1 \
+  $py dataPreparation.py simulate --out "$root/train" --nights 1 --frames "$frames" --seed $((2000 + i)) --workers 1 \
       --date "$(night 20210801 $((i * 3)))" --start "${starts[$((i % 6))]}" --scenario "${skies[$(((i / 6) % 4))]}" \
       --rates "$rates"
 }
