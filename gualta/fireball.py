@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from gualta.classical import WATERMARK, ignore_box
+from gualta.preprocess import SATURATED_DN
 from gualta.trails import principal_span
 
 LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
@@ -28,7 +29,6 @@ MIN_AREA_PX = 100
 MIN_LENGTH_PX = 30.0         # from end to end along the region's main axis
 MIN_ELONGATION = 4.0         # length² / area: at least a 3:1 ellipse (a lit cloud or a flash is rounder)
 CORE_DN = 140                # the brightest tenth of the region is at least this much brighter
-SATURATED = 250              # a frame pixel at this level or above is saturated
 MIN_SATURATED_SHARE = 0.05
 OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
@@ -76,7 +76,7 @@ def is_fireball_like(points: np.ndarray, current: np.ndarray, previous: np.ndarr
     """A bright core (brightest tenth ≥ CORE_DN brighter) and partly saturated in the current frame."""
     xs, ys = points[:, 0], points[:, 1]
     brightening = current[ys, xs].astype(np.int16) - previous[ys, xs].astype(np.int16)
-    saturated = np.mean(current[ys, xs] >= SATURATED)
+    saturated = np.mean(current[ys, xs] >= SATURATED_DN)
     return np.percentile(brightening, 90) >= CORE_DN and saturated >= MIN_SATURATED_SHARE
 
 

@@ -18,7 +18,7 @@ THRESHOLD = 3.5          # difference > 3.5 DN → 255, else 0 (on integers: ≥
 TRAIN_SIZE = 400         # v4 side length, the labelling and training input
 THESIS_SIZE = 224        # v1–v3 side length
 SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
-SATURATED_DN = 250       # a pixel this bright is saturated: nothing on it can brighten
+SATURATED_DN = 250       # a frame pixel at this level or above is saturated: nothing on it can brighten
 VERSIONS = ("v1", "v2", "v3", "v4")
 JPEG_END = b"\xff\xd9"
 

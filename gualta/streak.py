@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from gualta.classical import WATERMARK, ignore_box
+from gualta.preprocess import SATURATED_DN
 from gualta.trails import principal_span
 
 HIGH_PASS_SIGMA = 4.0
@@ -75,7 +76,7 @@ STEADY_END_RATIO = 0.7        # ... each outer fifth at least 0.7 × the middle,
 STEADY_TAIL = 0.15            # ... under 15 % of the peak beyond its ends (4 px to 30 % of its length + 5 px out), ...
 STEADY_GAP_PX = 4.0
 STEADY_REACH = 0.3
-SATURATED_DN = 250            # ... and no pixel on it at the sensor's top
+# ... and no pixel on it saturated (at or above `preprocess.SATURATED_DN`)
 
 
 @dataclass(frozen=True)
