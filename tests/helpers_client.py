@@ -142,3 +142,14 @@ def blind_detections(tmp_path: Path, night: Path, **overrides) -> list[dict]:
     run_batch(settings(tmp_path, blind, **overrides), night, scores, upload=False, say=lambda line: None,
               progress=False)
     return [row for row in read_scores(scores) if row["detection"] == "1"]
+
+
+def piece(x1, y1, x2, y2, signal=20.0, width=2.0):
+    """A streak-check piece from x1,y1 to x2,y2 (frame pixels) for Decider and streak tests: 2.5 px of area per px of
+    length, mean signal `signal` × the noise."""
+    import math
+
+    from gualta.streak import Piece
+
+    length = math.dist((x1, y1), (x2, y2)) + 1
+    return Piece(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, length, round(length * 2.5), width, signal)

@@ -12,7 +12,7 @@ import pytest
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
 from gualta.streak import (LEVEL, PER_BOX_MAX, PIECE_MIN_PX, STEADY_MIN_SIGNAL, Piece, explains, pieces, signal_map,
                            unexplained_streaks)
-from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
+from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
 
@@ -138,11 +138,6 @@ def test_pieces_are_those_of_the_whole_signal_map(specks):
     found = pieces(current, previous)
     assert (len(found) > PER_BOX_MAX) is (specks > PER_BOX_MAX)
     assert sorted((p.area, round(p.signal, 4)) for p in found) == pieces_of_the_whole_map(current, previous)
-
-
-def piece(x1, y1, x2, y2, signal=20.0, width=2.0) -> Piece:
-    length = float(np.hypot(x2 - x1, y2 - y1)) + 1
-    return Piece(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, length, round(length * 2.5), width, signal)
 
 
 THIN = piece(600, 300, 640, 300)

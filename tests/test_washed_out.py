@@ -10,11 +10,10 @@ import pytest
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK_NOTE, WASHED_OUT_NOTE, WASHED_OUT_SHARE, prepare
 from gualta.frames import NightFrames
 from gualta.preprocess import binary_difference, washed_out_share
-from gualta.streak import Piece
-from helpers_client import decide_in_order, frame_result
+from helpers_client import decide_in_order, frame_result, piece
 
 HEIGHT, WIDTH = 976, 1304
-THIN = Piece(600, 300, 640, 300, 620.0, 300.0, 41.0, 102, 2.0, 20.0)     # a thin streak the streak check found
+THIN = piece(600, 300, 640, 300)     # a thin streak the streak check found
 
 
 def sky_frame(seed: int, level: float, draw=None) -> np.ndarray:
