@@ -129,9 +129,18 @@ def block_noise(image: np.ndarray, block: int = NOISE_BLOCK_PX, stride: int = NO
     rows, cols = max(height // block, 1), max(width // block, 1)
     tiles = image[:rows * block, :cols * block].reshape(rows, block, cols, block)[:, ::stride, :, ::stride]
     tiles = tiles.swapaxes(1, 2).reshape(rows, cols, -1)
-    deviation = np.abs(tiles - np.median(tiles, axis=2, keepdims=True))
-    noise = 1.4826 * np.median(deviation, axis=2).astype(np.float32)
+    deviation = np.abs(tiles - median(tiles)[..., None])
+    noise = 1.4826 * median(deviation).astype(np.float32)
     return cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def median(values: np.ndarray) -> np.ndarray:
+    """np.median over the last axis, at half its cost: one partition at the lower middle value; with an even count,
+    the upper middle value is the smallest above it."""
+    count = values.shape[-1]
+    middle = np.partition(values, (count - 1) // 2, axis=-1)
+    lower = middle[..., (count - 1) // 2]
+    return lower if count % 2 else (lower + middle[..., count // 2:].min(axis=-1)) / values.dtype.type(2)
 
 
 def smoothed_brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -145,8 +154,8 @@ def edge_change(previous: np.ndarray) -> np.ndarray:
     """How much the previous frame's edges may change when the sky shifts a little: EDGE_SHARE × its local gradient
     (DN/px, the largest within 2 px)."""
     blurred = cv2.GaussianBlur(previous.astype(np.float32), (0, 0), 1.0)
-    gradient = np.hypot(cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1)) / 8
-    return EDGE_SHARE * cv2.dilate(gradient, np.ones((5, 5), np.uint8))
+    gradient = cv2.magnitude(cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1))
+    return cv2.dilate(gradient, np.ones((5, 5), np.uint8)) * (EDGE_SHARE / 8)      # Sobel weighs a step 8×
 
 
 def brightening_and_noise(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +166,7 @@ def brightening_and_noise(current: np.ndarray, previous: np.ndarray) -> tuple[np
 
 def normalised(smooth: np.ndarray, noise: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """The brightening over the noise and the previous frame's edge change (the same window of all three)."""
-    return smooth / np.sqrt(noise ** 2 + edge_change(previous) ** 2)
+    return smooth / cv2.magnitude(noise, edge_change(previous))
 
 
 def signal_map(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -174,18 +183,18 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
     frame."""
     smooth, noise = brightening_and_noise(current, previous)
     bound = ignore_box((smooth > LEVEL * noise).astype(np.uint8), WATERMARK)
-    labels, boxes = large_components(bound)
+    candidates = large_components(bound)
     found = []
-    if len(boxes) > PER_BOX_MAX:                      # clouds, a changing sky: the whole frame's edges at once
+    if len(candidates) > PER_BOX_MAX:                 # clouds, a changing sky: the whole frame's edges at once
         signal = normalised(smooth, noise, previous)
         found = pieces_of(bound & (signal > LEVEL).astype(np.uint8), signal)
     else:
-        for label, (left, top, right, bottom) in boxes:
-            box = box_around(left, top, right, bottom)
+        for points in candidates:
+            box = box_around(*points.min(axis=0), *(points.max(axis=0) + 1))
             signal = normalised(smooth[box], noise[box], previous[box])
             oy, ox = box[0].start, box[1].start
             passing = np.zeros(signal.shape, np.uint8)
-            passing[top - oy:bottom - oy, left - ox:right - ox] = labels[top:bottom, left:right] == label
+            passing[points[:, 1] - oy, points[:, 0] - ox] = 1
             found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
     return ranked([with_light_curve(piece, smooth, current) for piece in found])
 
@@ -201,25 +210,31 @@ def box_around(left: int, top: int, right: int, bottom: int) -> tuple[slice, sli
             slice(max(left - BOX_MARGIN_PX, 0), right + BOX_MARGIN_PX))
 
 
-def large_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
-    """The 8-connected labels of mask and (label, (left, top, right, bottom)) of each component with at least
-    PIECE_MIN_PX pixels spanning at least PIECE_MIN_PX."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    boxes = [(label, (left, top, left + width, top + height))
-             for label, (left, top, width, height, area) in enumerate(stats[:, :5].tolist())
-             if label and area >= PIECE_MIN_PX and max(width, height) >= PIECE_MIN_PX]
-    return labels, boxes
+def large_components(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected components of mask with at least PIECE_MIN_PX pixels spanning at least PIECE_MIN_PX, each as
+    its (x, y) pixels in raster order.
+
+    Sizes and spans are read from the mask's own pixels, grouped by label: OpenCV's component statistics visit every
+    pixel of the frame (several times the labelling's cost on a sparse mask)."""
+    _, labels = cv2.connectedComponents(mask, connectivity=8)
+    points = cv2.findNonZero(mask)
+    if points is None:
+        return []
+    points = points.reshape(-1, 2)
+    owner = labels[points[:, 1], points[:, 0]]
+    order = np.argsort(owner, kind="stable")                  # by label, raster order within each component
+    points, owner = points[order], owner[order]
+    starts = np.flatnonzero(np.diff(owner, prepend=-1))
+    ends = np.append(starts[1:], len(owner))
+    width = np.maximum.reduceat(points[:, 0], starts) - np.minimum.reduceat(points[:, 0], starts) + 1
+    height = points[ends - 1, 1] - points[starts, 1] + 1      # raster order: the first row first, the last last
+    large = (ends - starts >= PIECE_MIN_PX) & (np.maximum(width, height) >= PIECE_MIN_PX)
+    return [points[start:end] for start, end in zip(starts[large].tolist(), ends[large].tolist())]
 
 
 def pieces_of(mask: np.ndarray, signal: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[Piece]:
     """The large components of mask as pieces, with their mean signal; offset places mask in the frame."""
-    labels, boxes = large_components(mask)
-    found = []
-    for label, (left, top, right, bottom) in boxes:
-        ys, xs = np.nonzero(labels[top:bottom, left:right] == label)
-        xs, ys = xs + left, ys + top
-        found.append(as_piece(np.column_stack([xs + offset[0], ys + offset[1]]), signal[ys, xs]))
-    return found
+    return [as_piece(points + offset, signal[points[:, 1], points[:, 0]]) for points in large_components(mask)]
 
 
 def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import (LEVEL, PER_BOX_MAX, PIECE_MIN_PX, STEADY_MIN_SIGNAL, Piece, explains, pieces, signal_map,
-                           unexplained_streaks)
+from gualta.streak import (LEVEL, PER_BOX_MAX, PIECE_MIN_PX, STEADY_MIN_SIGNAL, Piece, explains, large_components,
+                           median, pieces, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -138,6 +138,24 @@ def test_pieces_are_those_of_the_whole_signal_map(specks):
     found = pieces(current, previous)
     assert (len(found) > PER_BOX_MAX) is (specks > PER_BOX_MAX)
     assert sorted((p.area, round(p.signal, 4)) for p in found) == pieces_of_the_whole_map(current, previous)
+
+
+def test_large_components_match_opencvs_statistics():
+    rng = np.random.default_rng(5)
+    mask = (rng.random((HEIGHT, WIDTH)) < 0.1).astype(np.uint8)            # specks, a few dozen of them large
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    expected = [np.column_stack(np.nonzero(labels == k)[::-1]) for k in range(1, count)
+                if stats[k, 4] >= PIECE_MIN_PX and max(stats[k, 2], stats[k, 3]) >= PIECE_MIN_PX]
+    found = large_components(mask)
+    assert len(expected) > 10 and len(found) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(found, expected))      # same order, same pixels in raster order
+    assert large_components(np.zeros((20, 30), np.uint8)) == []
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 1024), (5, 7), (2, 1), (4, 2)])
+def test_median_is_numpys(shape):
+    values = np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32)
+    assert np.array_equal(median(values), np.median(values, axis=-1))
 
 
 THIN = piece(600, 300, 640, 300)
