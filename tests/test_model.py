@@ -14,6 +14,7 @@ import pytest
 
 from gualta.model import ModelInfo, load_model, model_input, preprocess
 from gualta.preprocess import difference_image, read_gray, resize_area
+from helpers_client import tiny_onnx_model
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY = 1e-4
@@ -201,3 +202,10 @@ def test_publish_versions_and_hashes(tiny_run, tmp_path):
     assert publish_model(onnx_path, store)["version"] == 8
     with pytest.raises(ValueError, match="ONNX"):
         publish_model(tiny_run.run_dir / "model.pkl", store)
+
+
+def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
+    model = load_model(tiny_onnx_model(tmp_path / "tiny.onnx"), threads=2)
+    options = model.session.get_session_options()
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
