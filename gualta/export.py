@@ -5,6 +5,10 @@ float32 [N, 3, S, S] RGB in [0, 1] (see gualta.model.preprocess) and its output 
 metadata_props say how to use it: classes (JSON list, output order), input_size, input_kind (diff|raw), arch,
 version, preprocessing, created, gualta_version, pretrained.
 
+`quantize_onnx` writes an int8 copy of an ONNX model (static quantization: weights per channel, activations
+calibrated on frame pairs of a night through the client's own preprocessing): a quarter of the size and several
+times faster on a CPU, its scores close to the original's but not the same (README, "Speed").
+
 Publishing writes the store's models/ folder (a local folder laid out like the S3 bucket):
 guAlta_v{N}.onnx, guAlta_latest_version.onnx (a copy of the newest) and guAlta_latest_version.json
 ({version, sha256, size, arch, ...}); N auto-increments.
@@ -16,10 +20,12 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +116,60 @@ def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:
     onnx.helper.set_model_props(proto, onnx_metadata(learn, version))
     onnx.save(proto, str(path))
     return path
+
+
+# --- quantization ----------------------------------------------------------------------------------------------
+
+QUANTIZED_SUFFIX = "-int8"
+CALIBRATION_PAIRS = 64
+
+
+def calibration_inputs(night: str | Path, kind: str = "diff", pairs: int = CALIBRATION_PAIRS) -> list:
+    """Model inputs of up to `pairs` frames spread evenly over a night, prepared as the client prepares them."""
+    from gualta import allsky
+    from gualta.detect import prepare
+    from gualta.frames import NightFrames
+
+    frames = NightFrames(allsky.list_frames(Path(night)))
+    count = len(frames.frames)
+    picks = sorted({round(i) for i in np.linspace(1, count - 1, pairs)}) if count > 1 else []
+    inputs = [prepare(frames, frames.frames[i], kind, streak_check=False)[1] for i in picks]
+    return [model_input for model_input in inputs if model_input is not None]
+
+
+def quantize_onnx(model_path: str | Path, night: str | Path, out: str | Path,
+                  pairs: int = CALIBRATION_PAIRS) -> Path:
+    """An int8 copy of a guAlta ONNX model (QDQ, weights per channel), its activations calibrated on a night's frame
+    pairs; its metadata kept, the version suffixed QUANTIZED_SUFFIX and a `quantized` note added."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from gualta.model import load_model, preprocess
+
+    model = load_model(model_path)
+    inputs = calibration_inputs(night, model.info.kind, pairs)
+    if not inputs:
+        raise ValueError(f"{night}: no usable frame pairs to calibrate on")
+    feeds = iter([{model.input_name: preprocess([image], model.info.size)} for image in inputs])
+
+    class Feeds(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(model_path), str(prepared))
+        quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    proto = onnx.load(str(out))
+    props = {prop.key: prop.value for prop in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**props, "version": props.get("version", "") + QUANTIZED_SUFFIX,
+                                        "quantized": f"int8 static (QDQ, weights per channel), activations calibrated "
+                                                     f"on {len(inputs)} frame pairs of {Path(night).name}"})
+    onnx.save(proto, str(out))
+    return out
 
 
 # --- publishing -------------------------------------------------------------------------------------------------

@@ -435,6 +435,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"export: {path}")
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from gualta.export import quantize_onnx
+
+    try:
+        path = quantize_onnx(args.model, args.night, args.out, args.pairs)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
+    print(f"quantize: {path} ({path.stat().st_size / 1e6:.1f} MB, from {args.model.stat().st_size / 1e6:.1f} MB)")
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     from gualta.export import publish_model
 
@@ -510,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--model", type=Path, required=True)
     export_cmd.add_argument("--out", type=Path, required=True)
     export_cmd.set_defaults(run=cmd_export)
+
+    quantize_cmd = commands.add_parser("quantize", help="an int8 copy of an ONNX model, calibrated on a night")
+    quantize_cmd.add_argument("--model", type=Path, required=True, help="model.onnx")
+    quantize_cmd.add_argument("--night", type=Path, required=True, help="a night folder of the camera's frames")
+    quantize_cmd.add_argument("--out", type=Path, required=True)
+    quantize_cmd.add_argument("--pairs", type=int, default=64, help="frame pairs to calibrate on, spread over the night")
+    quantize_cmd.set_defaults(run=cmd_quantize)
 
     publish_cmd = commands.add_parser("publish", help="write an ONNX model to STORE/models with version and hash")
     publish_cmd.add_argument("--model", type=Path, required=True)

@@ -209,3 +209,35 @@ def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
     options = model.session.get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_quantized_copy_scores_like_the_model_and_says_what_it_is(tiny_run, tiny_dataset, client_night, tmp_path):
+    import onnx
+
+    from gualta.export import QUANTIZED_SUFFIX, quantize_onnx
+
+    source = tiny_run.run_dir / "model.onnx"
+    out = quantize_onnx(source, client_night, tmp_path / "int8.onnx", pairs=8)
+    original, quantized = load_model(source), load_model(out)
+    assert out.stat().st_size < source.stat().st_size / 2
+    assert quantized.info.version == original.info.version + QUANTIZED_SUFFIX
+    assert (quantized.info.size, quantized.info.classes, quantized.info.kind, quantized.info.arch) == (
+        original.info.size, original.info.classes, original.info.kind, original.info.arch)
+    proto = onnx.load(str(out))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in proto.graph.node}
+    assert "calibrated on 8 frame pairs of " + client_night.name in {p.key: p.value for p in proto.metadata_props}[
+        "quantized"]
+    images = dataset_images(tiny_dataset[1], 16)
+    assert np.abs(quantized.predict(images) - original.predict(images)).max() < 0.1
+
+
+def test_quantize_without_frames_to_calibrate_on_is_a_clear_error(tiny_run, tmp_path, capsys):
+    from gualta.train import main
+
+    empty = tmp_path / "20211110"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main(["quantize", "--model", str(tiny_run.run_dir / "model.onnx"), "--night", str(empty),
+              "--out", str(tmp_path / "int8.onnx")])
+    assert stop.value.code == 2 and "no usable frame pairs to calibrate on" in capsys.readouterr().err
+    assert not (tmp_path / "int8.onnx").exists()
