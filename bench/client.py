@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from gualta import allsky  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
+from gualta.export import quantize_onnx  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
 from gualta.fireball import bright_streak  # noqa: E402
 from gualta.streak import pieces  # noqa: E402
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
             rate = statistics.median(batch_rate(settings, night, shipped) for _ in range(args.repeats))
             print(f"{'shipped model end to end':34s} {rate:7.1f} frames/s  (its own scores: the satellite check "
                   f"runs on its candidates only)")
+            int8 = load_model(quantize_onnx(SHIPPED_MODEL, night, scratch / "int8.onnx"), threads=args.threads)
+            quantized = statistics.median(batch_rate(settings, night, int8) for _ in range(args.repeats))
+            print(f"{'shipped model int8 end to end':34s} {quantized:7.1f} frames/s  ({quantized / rate:.2f}× the "
+                  f"shipped model; python -m gualta.train quantize)")
         memory = peak_memory_mb(night, scratch / "resnet34.onnx", args.threads)
         print(f"{'client peak memory (resnet34 onnx)':34s} {memory:7.0f} MB (peak RSS of a fresh batch process)")
         target = results["resnet34", "onnx"]
