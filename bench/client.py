@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
     parser.add_argument("--size", type=int, help="network input side (default: the shipped model's)")
     args = parser.parse_args(argv)
-    size = args.size or shipped_size()
+    shipped_side = shipped_size()
+    size = args.size or shipped_side
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{arch + ' ' + backend + ' end to end':34s} {rate:7.1f} frames/s  (model alone "
                       f"{alone:5.1f}/s; decode floor {floor / rate:4.1f}× faster)")
             print(f"{arch + ' onnx / pytorch':34s} {results[arch, 'onnx'] / results[arch, 'pytorch']:7.2f}×")
-        if SHIPPED_MODEL.is_file() and size == shipped_size():
+        if SHIPPED_MODEL.is_file() and size == shipped_side:
             shipped = load_model(SHIPPED_MODEL, threads=args.threads)
             rate = statistics.median(batch_rate(settings, night, shipped) for _ in range(args.repeats))
             print(f"{'shipped model end to end':34s} {rate:7.1f} frames/s  (its own scores: the satellite check "
