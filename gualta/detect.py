@@ -73,6 +73,7 @@ class FrameResult:
     pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
+    _faint_lines: list | None = field(default=None, repr=False)
 
     @property
     def scored(self) -> bool:
@@ -91,6 +92,13 @@ class FrameResult:
         if self._lines is None:
             self._lines = trails.lines_of(self.diff) if self.diff is not None else []
         return self._lines
+
+    @property
+    def faint_lines(self) -> list[trails.Line]:
+        """Faint straight structures of the difference image (computed once, on demand)."""
+        if self._faint_lines is None:
+            self._faint_lines = trails.faint_lines_of(self.diff) if self.diff is not None else []
+        return self._faint_lines
 
     def row(self) -> dict:
         """Its scores CSV row."""
@@ -275,7 +283,8 @@ class Decider:
 
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
-        meteor once what the neighbours explain and its steady streaks are erased. With a bright streak: whether a
+        meteor once what the neighbours explain and its steady streaks are erased (bright pieces first, then faint
+        lines as well). With a bright streak: whether a
         neighbour has one too, or the streak itself continues a neighbour's trail (a plane's strobes). With thin
         streaks alone: whether each one is explained by an adjacent difference (`gualta.streak.explains`) or is
         steady."""
@@ -291,7 +300,12 @@ class Decider:
             return False
         erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines],
                                        self.steady_trails(result))
-        return erased is not None and self.rescore(erased) < self.threshold
+        if erased is not None and self.rescore(erased) < self.threshold:
+            return True
+        fainter = trails.explained_away(result.diff if erased is None else erased,
+                                        [line for n in neighbours for line in n.faint_lines],
+                                        pieces=[line.points for line in result.faint_lines])
+        return fainter is not None and self.rescore(fainter) < self.threshold
 
     @staticmethod
     def steady_trails(result: FrameResult) -> list[trails.Trail]:

@@ -25,6 +25,13 @@ Under a short exposure (a moonlit night) a satellite's pieces are short and far 
 neighbour's line (its twin) is looked for further along that line (`FAR`). A satellite seen in one frame only (it
 rose into view, or left it, between frames) is erased too when its streak has a satellite's steady light curve (the
 streak check's `steady` pieces, read in the full-resolution difference).
+
+A faint satellite (a few times the camera noise, under a short exposure) never reaches the bright level: its trail is
+only a denser line of speckle. When the candidate still scores as a meteor after the steps above, its *faint lines*
+(`faint_lines_of`: a matched line filter in 24 directions on the difference in units of its local noise; a line is
+where the best direction beats the median direction by `FAINT_CONTRAST`, so round blobs and wide cloud edges, which
+answer every direction alike, are not lines) are explained by the neighbours' faint lines the same way, erased, and
+the frame scored once more.
 """
 from __future__ import annotations
 
@@ -58,6 +65,12 @@ TWIN_LENGTH_RATIO = 2.0       # a piece and a neighbour's line at most 2× apart
 EXPLAINED_SHARE = 0.7         # a piece is explained when 70 % of its pixels lie in a neighbour line's zone
 EXPLAINED_MAX_ANGLE_DEG = 10.0
 ERASE_MARGIN_PX = 2
+
+FAINT_LENGTH_PX = 15          # faint lines: a matched filter 15 px long, ...
+FAINT_DIRECTIONS = 24         # ... in 24 directions (7.5° apart), ...
+FAINT_WINDOW_PX = 41          # ... on the difference in units of its noise over a 41 px window around each pixel;
+FAINT_CONTRAST = 8.0          # a line pixel's best direction answers 8 noise units above its median direction
+FAINT_MIN_PX = 8              # fewer line pixels than this are noise
 
 
 @dataclass(frozen=True)
@@ -265,11 +278,12 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
     return False
 
 
-def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = ()) -> np.ndarray | None:
-    """The difference image with every piece the neighbours explain, and every steady streak (a satellite by its
-    light curve, `gualta.streak`), erased to its background; None if nothing is."""
+def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
+                   pieces: list[np.ndarray] | None = None) -> np.ndarray | None:
+    """The difference image with every piece the neighbours explain (`pieces`, by default its bright pieces), and every
+    steady streak (a satellite by its light curve, `gualta.streak`), erased to its background; None if nothing is."""
     mask = np.zeros(diff.shape, np.uint8)
-    for points in bright_pieces(diff):
+    for points in bright_pieces(diff) if pieces is None else pieces:
         if explained(points, neighbour_lines):
             mask[points[:, 1].astype(int), points[:, 0].astype(int)] = 255
     for trail in steady:
@@ -281,3 +295,49 @@ def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[T
     erased = diff.copy()
     erased[mask > 0] = np.uint8(np.median(diff))
     return erased
+
+
+# --- faint lines -------------------------------------------------------------------------------------------------
+
+def line_kernel(angle_deg: float, length: int = FAINT_LENGTH_PX) -> np.ndarray:
+    """A centred, anti-aliased line `length` px long at this angle, scaled to unit energy (a matched filter whose
+    answer to white noise of unit variance has unit variance)."""
+    kernel = np.zeros((length, length), np.float32)
+    centre, half, shift = (length - 1) / 2, (length - 1) / 2, 4                  # ends in 1/16 px
+    dx, dy = half * math.cos(math.radians(angle_deg)), half * math.sin(math.radians(angle_deg))
+    ends = [(round((centre + sign * dx) * 2 ** shift), round((centre + sign * dy) * 2 ** shift)) for sign in (-1, 1)]
+    cv2.line(kernel, ends[0], ends[1], 1.0, 1, cv2.LINE_AA, shift)
+    return kernel / np.sqrt(np.square(kernel).sum())
+
+
+LINE_KERNELS = [line_kernel(k * 180 / FAINT_DIRECTIONS) for k in range(FAINT_DIRECTIONS)]
+
+
+def in_noise_units(diff: np.ndarray) -> np.ndarray:
+    """The difference image less its local mean, over its local spread (FAINT_WINDOW_PX windows)."""
+    window = (FAINT_WINDOW_PX, FAINT_WINDOW_PX)
+    image = diff.astype(np.float32)
+    residual = image - cv2.blur(image, window)
+    spread = np.sqrt(np.maximum(cv2.blur(residual * residual, window), 0)) + 1.0
+    return residual / spread
+
+
+def line_contrast(diff: np.ndarray) -> np.ndarray:
+    """For each pixel: how far the matched line filter's best direction answers above its median direction, in
+    noise units (a line answers along itself only; a blob, an edge wider than the filter or noise answer alike)."""
+    units = in_noise_units(diff)
+    answers = np.sort(np.stack([cv2.filter2D(units, -1, kernel) for kernel in LINE_KERNELS]), axis=0)
+    middle = len(LINE_KERNELS) // 2
+    return answers[-1] - (answers[middle - 1] + answers[middle]) / 2
+
+
+def faint_lines_of(diff: np.ndarray) -> list[Line]:
+    """A difference image's faint straight structures: connected pixels of high line contrast, long and thin
+    enough to have a direction (`fitted_line`), with their pixels."""
+    count, labels = cv2.connectedComponents((line_contrast(diff) >= FAINT_CONTRAST).astype(np.uint8), connectivity=8)
+    ys, xs = np.nonzero(labels)
+    order = np.argsort(labels[ys, xs], kind="stable")
+    points = np.column_stack([xs[order], ys[order]]).astype(float)
+    groups = np.split(points, np.cumsum(np.bincount(labels[ys, xs], minlength=count))[1:-1])
+    found = [(group, fitted_line(group)) for group in groups if len(group) >= FAINT_MIN_PX]
+    return [Line(trail, group) for group, trail in found if trail is not None]
