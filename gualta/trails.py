@@ -325,7 +325,7 @@ def in_noise_units(diff: np.ndarray) -> np.ndarray:
 def line_contrast(diff: np.ndarray) -> np.ndarray:
     """For each pixel: how far the matched line filter's best direction answers above its median direction, in
     noise units (a line answers along itself only; a blob, an edge wider than the filter or noise answer alike)."""
-    units = in_noise_units(diff)
+    units = in_noise_units(diff)          # sorted: the median of 24 answers, several times faster than np.median
     answers = np.sort(np.stack([cv2.filter2D(units, -1, kernel) for kernel in LINE_KERNELS]), axis=0)
     middle = len(LINE_KERNELS) // 2
     return answers[-1] - (answers[middle - 1] + answers[middle]) / 2
