@@ -9,7 +9,8 @@ flagged; both also among the frames whose event trail the check found at all (th
 With --model the frames are scored by that model and its candidates (score ≥ --threshold) are decided twice in the
 same run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's
 second opinion; the time the decisions take (trail search, explaining away and its extra model calls, not the first
-scoring) is printed per frame. Figures are printed, never asserted.
+scoring) is printed per frame. The bright and the faint line searches are also timed alone, on difference images
+of the last night. Figures are printed, never asserted.
 
     python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
     python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
@@ -31,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gualta import allsky  # noqa: E402
+from gualta import allsky, trails  # noqa: E402
 from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
 from gualta.model import load_model  # noqa: E402
@@ -41,6 +42,7 @@ RATES = Rates(meteor=0.1, fireball=0.005, satellite=0.05, plane=0.015, insect=0.
 SCENARIOS = ("clear", "cloudy", "moon", "mixed")
 KIND = {"meteor": "meteor", "fireball": "meteor", "satellite": "crossing", "plane": "crossing"}
 VISIBLE_PX = 15
+SEARCH_TIMED = 60              # difference images the line searches are timed on
 
 
 def scored_frames(night: Path, model) -> list:
@@ -141,6 +143,25 @@ def main(argv: list[str] | None = None) -> None:
         for name, rows in outcomes.items():
             print(f"-- {name}: deciding {1000 * seconds[name] / max(frames, 1):.2f} ms per frame")
             report(rows)
+        print_search_times([r.diff for r in results if r.diff is not None][:SEARCH_TIMED])
+
+
+def median_ms(search, images: list) -> float:
+    times = []
+    for image in images:
+        started = time.perf_counter()
+        search(image)
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def print_search_times(images: list) -> None:
+    """Median time per difference image of the bright-line search (steps 1–2) and the faint-line search (step 4)."""
+    if not images:
+        return
+    bright, faint = median_ms(trails.lines_of, images), median_ms(trails.faint_lines_of, images)
+    print(f"per difference image ({len(images)} of the last night, median): bright lines {bright:.1f} ms, "
+          f"faint lines {faint:.1f} ms ({faint / max(bright, 1e-9):.1f} ×)")
 
 
 if __name__ == "__main__":
