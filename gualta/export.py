@@ -208,16 +208,21 @@ def publish_model(model_path: str | Path, store_dir: str | Path, version: int | 
 
     from gualta.evaluate import metrics_summary
 
+    from google.protobuf.message import DecodeError
+
     model_path = Path(model_path)
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
+    try:
+        proto = onnx.load(str(model_path))
+    except DecodeError as exc:
+        raise ValueError(f"{model_path} is not a readable ONNX model ({exc})") from None
     models_dir = Path(store_dir) / MODELS_FOLDER
     models_dir.mkdir(parents=True, exist_ok=True)
     version = version or max(published_versions(models_dir), default=0) + 1
     if metrics is None and (model_path.parent / "metrics.json").is_file():
         metrics = metrics_summary(json.loads((model_path.parent / "metrics.json").read_text()))
 
-    proto = onnx.load(str(model_path))
     props = {p.key: p.value for p in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()

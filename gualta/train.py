@@ -448,7 +448,10 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 def cmd_publish(args: argparse.Namespace) -> None:
     from gualta.export import publish_model
 
-    info = publish_model(args.model, args.store, args.version)
+    try:
+        info = publish_model(args.model, args.store, args.version)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
     print(f"publish: version {info['version']} ({info['sha256'][:12]}, {info['size']} bytes) → "
           f"{Path(args.store) / 'models'}")
 

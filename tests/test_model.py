@@ -231,6 +231,20 @@ def test_quantized_copy_scores_like_the_model_and_says_what_it_is(tiny_run, tiny
     assert np.abs(quantized.predict(images) - original.predict(images)).max() < 0.1
 
 
+def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):
+    from gualta.train import main
+
+    store = tmp_path / "store"
+    corrupt = tmp_path / "half-copied.onnx"
+    corrupt.write_bytes((tiny_run.run_dir / "model.onnx").read_bytes()[:5000])
+    for model, reason in ((tiny_run.run_dir / "model.pkl", "only ONNX models are published"),
+                          (corrupt, "is not a readable ONNX model")):
+        with pytest.raises(SystemExit) as stop:
+            main(["publish", "--model", str(model), "--store", str(store)])
+        assert stop.value.code == 2 and reason in capsys.readouterr().err
+        assert not store.exists()
+
+
 def test_quantize_without_frames_to_calibrate_on_is_a_clear_error(tiny_run, tmp_path, capsys):
     from gualta.train import main
 
