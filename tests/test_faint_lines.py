@@ -10,7 +10,7 @@ import numpy as np
 from gualta.preprocess import difference_image
 from gualta.trails import LEVEL_MIN, Trail, angle_between, explained_away, faint_lines_of, lines_of
 from helpers_client import decide_in_order, frame_result
-from test_satellite_check import speckle
+from test_satellite_check import along_line, speckle
 
 NOISE_DN = 3.0
 DIM = 100                # a dim trail's value in the difference image, below the bright level
@@ -44,15 +44,7 @@ def dim_difference(*segments, seed: int = 0) -> np.ndarray:
     return image
 
 
-def along(start: float, length: float, aside: float = 0.0) -> tuple:
-    """A segment of one straight path (from (60, 80), direction 2:1): `start` px along it, `length` px long,
-    `aside` px off it."""
-    direction, normal = np.array([2.0, 1.0]) / np.sqrt(5), np.array([-1.0, 2.0]) / np.sqrt(5)
-    ends = [np.array([60.0, 80.0]) + t * direction + aside * normal for t in (start, start + length)]
-    return tuple(tuple(int(round(v)) for v in end) for end in ends)
-
-
-FIRST, NEXT = along(0, 70), along(80, 70)          # a faint satellite in two consecutive frames
+FIRST, NEXT = along_line(0, 70), along_line(80, 70)          # a faint satellite in two consecutive frames
 METEOR = ((250, 300), (290, 230))
 
 
@@ -99,7 +91,7 @@ def test_a_faint_piece_on_a_neighbour_s_faint_line_is_erased_and_a_meteor_beside
     assert erased is not None
     remaining = faint_lines_of(erased)
     assert len(remaining) == 1 and on_segment(remaining[0].trail, METEOR)              # the meteor is untouched
-    for segment in (along(80, 70, aside=12), METEOR):                                  # off the line; across it
+    for segment in (along_line(80, 70, aside=12), METEOR):                             # off the line; across it
         other = dim_difference(segment, seed=1)
         assert explained_away(other, neighbour, pieces=faint_pieces(other)) is None
 
