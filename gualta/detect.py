@@ -301,6 +301,8 @@ class Decider:
                                        self.steady_trails(result))
         if erased is not None and self.rescore(erased) < self.threshold:
             return True
+        if not result.faint_lines:                      # nothing to explain: the neighbours' need not be searched
+            return False
         fainter = trails.explained_away(result.diff if erased is None else erased,
                                         [line for n in neighbours for line in n.faint_lines],
                                         pieces=[line.points for line in result.faint_lines])

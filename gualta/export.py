@@ -205,10 +205,9 @@ def publish_model(model_path: str | Path, store_dir: str | Path, version: int | 
     beside the model) go into guAlta_latest_version.json. Returns that JSON's content.
     """
     import onnx
+    from google.protobuf.message import DecodeError
 
     from gualta.evaluate import metrics_summary
-
-    from google.protobuf.message import DecodeError
 
     model_path = Path(model_path)
     if model_path.suffix.lower() != ".onnx":
