@@ -113,6 +113,24 @@ def frame_result(index: int, score: float, diff=None, **fields):
                        thumb=np.zeros((224, 224), np.uint8), frame_size=(1304, 976), **fields)
 
 
+def speckle(seed: int):
+    """A 400×400 v4-like background: faint random speckle."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.random((400, 400)) < 0.04).astype(np.uint8) * rng.integers(20, 120, (400, 400)).astype(np.uint8)
+
+
+def along_line(start: float, length: float, aside: float = 0.0) -> tuple:
+    """A segment of a satellite's line (from (40, 60), direction 2:1) in a 400×400 difference image: `start` px
+    along it, `length` px long, `aside` px off it."""
+    import numpy as np
+
+    direction, normal = np.array([2.0, 1.0]) / np.sqrt(5), np.array([-1.0, 2.0]) / np.sqrt(5)
+    ends = [np.array([40.0, 60.0]) + t * direction + aside * normal for t in (start, start + length)]
+    return tuple(tuple(int(round(v)) for v in end) for end in ends)
+
+
 def decide_in_order(results: list, **options) -> list:
     """Every result pushed, in order, through one Decider(0.85, **options); the night then finished."""
     from gualta.detect import Decider

@@ -9,8 +9,7 @@ import numpy as np
 
 from gualta.preprocess import difference_image
 from gualta.trails import LEVEL_MIN, Trail, angle_between, explained_away, faint_lines_of, lines_of
-from helpers_client import decide_in_order, frame_result
-from test_satellite_check import along_line, speckle
+from helpers_client import along_line, decide_in_order, frame_result, speckle
 
 NOISE_DN = 3.0
 DIM = 100                # a dim trail's value in the difference image, below the bright level

@@ -13,13 +13,7 @@ from gualta import allsky
 from gualta.detect import Decider, FrameResult, read_scores, run_batch
 from gualta.streak import Piece
 from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
-from helpers_client import DECIDER_START, decide_in_order, frame_result, settings
-
-
-def speckle(seed: int) -> np.ndarray:
-    """A 400×400 v4-like background: faint random speckle."""
-    rng = np.random.default_rng(seed)
-    return (rng.random((400, 400)) < 0.04).astype(np.uint8) * rng.integers(20, 120, (400, 400)).astype(np.uint8)
+from helpers_client import DECIDER_START, along_line, decide_in_order, frame_result, settings, speckle
 
 
 def diff_with(*segments, seed: int = 0, dotted: bool = False) -> np.ndarray:
@@ -162,14 +156,6 @@ def test_explaining_away_leaves_two_meteors_in_consecutive_frames_alone():
     first, second = diff_with(((100, 100), (160, 130))), diff_with(((250, 300), (280, 240)), seed=1)
     decided = decide((first, 0.99), (second, 0.99), rescore=drawn_lines_model)
     assert [(r.flag, r.detection) for r in decided] == [("", True), ("", True)]
-
-
-def along_line(start: float, length: float, aside: float = 0.0) -> tuple:
-    """A segment of a satellite's line (from (40, 60), direction 2:1): `start` px along it, `length` px long, `aside`
-    px off it."""
-    direction, normal = np.array([2.0, 1.0]) / np.sqrt(5), np.array([-1.0, 2.0]) / np.sqrt(5)
-    ends = [np.array([40.0, 60.0]) + t * direction + aside * normal for t in (start, start + length)]
-    return tuple(tuple(int(round(v)) for v in end) for end in ends)
 
 
 def test_a_twin_piece_far_along_a_neighbour_s_line_is_erased():
