@@ -18,13 +18,15 @@ difference `explains` it: a piece at the same spot (a twinkling star, a flickeri
 within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
 cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
 
-A bright streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines
-steadily for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along
-its line in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least
-80 % of it is within 60 % of its peak, each outer fifth is at least 0.7 × its middle, nothing continues beyond its
-ends (under 15 % of the peak there: no fading tail of a longer meteor), and no pixel on it is clipped at the
-sensor's top (a saturated meteor is flat-topped too). Only streaks bright enough to read that (mean ≥ 10 × the
-noise) are judged; the client holds a steady streak for a satellite, even when no adjacent frame shows it.
+A streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines steadily
+for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along its line
+in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least 80 % of it
+is within 60 % of its peak, each outer fifth is at least 0.7 × its middle, nothing continues beyond its ends (under
+15 % of the peak there: no fading tail of a longer meteor; beyond the frame's edge nothing can be read, so a streak
+leaving the frame ends there), and no pixel on it is clipped at the sensor's top (a saturated meteor is flat-topped
+too). Thin pieces that continue one another (within 5° and 3 px of each other's line, at most 20 px apart: a
+streak broken by a dip in the noise or by a star in the previous frame) are read as one streak, and all are steady
+or none. The client holds a steady streak for a satellite, even when no adjacent frame shows it.
 """
 from __future__ import annotations
 
@@ -67,7 +69,6 @@ TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pie
 TWIN_REACH = 15.0
 EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
 
-STEADY_MIN_SIGNAL = 10.0      # a streak's light curve is read when it is this bright on average (× noise)
 STEADY_ACROSS_PX = (-1.5, -0.75, 0.0, 0.75, 1.5)    # the light curve: the brightest of these lines along the streak,
 STEADY_AVERAGE_PX = 5                               # ... averaged over this many px along it
 STEADY_PLATEAU = 0.6          # steady: at least 80 % of the streak within 60 % of its peak (90th percentile), ...
@@ -77,6 +78,9 @@ STEADY_TAIL = 0.15            # ... under 15 % of the peak beyond its ends (4 px
 STEADY_GAP_PX = 4.0
 STEADY_REACH = 0.3
 # ... and no pixel on it saturated (at or above `preprocess.SATURATED_DN`)
+CHAIN_MAX_ANGLE_DEG = 5.0     # thin pieces of one streak: within 5° of each other, ...
+CHAIN_MAX_OFFSET_PX = 3.0     # ... each one's ends within 3 px of the other's line, ...
+CHAIN_MAX_GAP_PX = 20.0       # ... and their nearest ends at most 20 px apart
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ def pieces(current: np.ndarray, previous: np.ndarray) -> list[Piece]:
             passing = np.zeros(signal.shape, np.uint8)
             passing[points[:, 1] - oy, points[:, 0] - ox] = 1
             found += pieces_of(passing & (signal > LEVEL).astype(np.uint8), signal, offset=(ox, oy))
-    return ranked([with_light_curve(piece, smooth, current) for piece in found])
+    return ranked(with_light_curves(found, smooth, current))
 
 
 def ranked(found: list[Piece]) -> list[Piece]:
@@ -255,14 +259,22 @@ def pixels_along(piece: Piece, along: np.ndarray, shape: tuple[int, ...], across
     return ys, xs
 
 
+def in_image(piece: Piece, along: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Whether each point `along` px from the piece's first end on its line lies inside an image of this shape."""
+    points = np.array([piece.x1, piece.y1]) + along[:, None] * piece.direction
+    return ((points >= -0.5) & (points <= np.array([shape[1], shape[0]]) - 0.5)).all(axis=1)
+
+
 def light_curve(piece: Piece, smooth: np.ndarray, beyond: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Positions along the piece (0 at its first end; `beyond` px past either end) and the smoothed brightening
-    there: the brightest of the lines across its width, averaged over STEADY_AVERAGE_PX."""
+    there: the brightest of the lines across its width, averaged over STEADY_AVERAGE_PX; NaN beyond the frame's
+    edge (nothing can be read there)."""
     along = np.arange(-beyond, piece.span + beyond, 1.0)
     brightest = np.max([smooth[pixels_along(piece, along, smooth.shape, offset)] for offset in STEADY_ACROSS_PX],
                        axis=0)
     window = np.ones(STEADY_AVERAGE_PX) / STEADY_AVERAGE_PX
-    return along, np.convolve(brightest, window, mode="same")
+    curve = np.convolve(brightest, window, mode="same")
+    return along, np.where(in_image(piece, along, smooth.shape), curve, np.nan)
 
 
 def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
@@ -275,9 +287,16 @@ def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
     middle = max(float(inside[fifth:-fifth].mean()), 1e-6)
     ends = min(float(inside[:fifth].mean()), float(inside[-fifth:].mean()))
     before, after = curve[along < -STEADY_GAP_PX], curve[along > length + STEADY_GAP_PX]
-    tail = max(float(before.mean()) if len(before) else 0.0, float(after.mean()) if len(after) else 0.0)
+    tail = max(mean_in_frame(before), mean_in_frame(after))
     return bool((inside >= STEADY_PLATEAU * peak).mean() >= STEADY_PLATEAU_SHARE and ends >= STEADY_END_RATIO * middle
                 and tail <= STEADY_TAIL * peak)
+
+
+def mean_in_frame(curve: np.ndarray) -> float:
+    """The mean of a light curve's samples inside the frame; 0 when there are none (a streak that leaves the frame
+    ends there as far as anyone can tell)."""
+    inside = curve[~np.isnan(curve)]
+    return float(inside.mean()) if len(inside) else 0.0
 
 
 def saturated(piece: Piece, current: np.ndarray) -> bool:
@@ -286,12 +305,63 @@ def saturated(piece: Piece, current: np.ndarray) -> bool:
     return bool((current[pixels_along(piece, along, current.shape)] >= SATURATED_DN).any())
 
 
-def with_light_curve(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> Piece:
-    """The piece, marked `steady` when it is a bright streak with a satellite's light curve."""
-    if not (piece.is_streak and piece.signal >= STEADY_MIN_SIGNAL) or saturated(piece, current):
-        return piece
+def has_steady_light(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> bool:
+    """Whether the piece is a streak with a satellite's light curve."""
+    if not piece.is_streak or saturated(piece, current):
+        return False
     along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * piece.span + STEADY_GAP_PX + 1)
-    return replace(piece, steady=True) if is_steady(along, curve, piece.span) else piece
+    return is_steady(along, curve, piece.span)
+
+
+def is_thin(piece: Piece) -> bool:
+    return piece.elongation >= MIN_ELONGATION and piece.width <= MAX_WIDTH_PX
+
+
+def chained(a: Piece, b: Piece) -> bool:
+    """Whether two thin pieces continue each other: one streak that noise or a star broke in two."""
+    if abs(float(a.direction @ b.direction)) < math.cos(math.radians(CHAIN_MAX_ANGLE_DEG)):
+        return False
+    ends_a, ends_b = np.array([[a.x1, a.y1], [a.x2, a.y2]]), np.array([[b.x1, b.y1], [b.x2, b.y2]])
+    gap = min(math.dist(p, q) for p in ends_a for q in ends_b)
+    return (gap <= CHAIN_MAX_GAP_PX and distance_from_line(a, ends_b).max() <= CHAIN_MAX_OFFSET_PX
+            and distance_from_line(b, ends_a).max() <= CHAIN_MAX_OFFSET_PX)
+
+
+def distance_from_line(piece: Piece, points: np.ndarray) -> np.ndarray:
+    offset = points - np.array([piece.x1, piece.y1])
+    return np.abs(offset[:, 0] * piece.direction[1] - offset[:, 1] * piece.direction[0])
+
+
+def chains(found: list[Piece]) -> list[list[Piece]]:
+    """The pieces grouped into chains of thin pieces that continue one another (most pieces alone)."""
+    groups: list[list[Piece]] = []
+    for piece in filter(is_thin, found):
+        joined = [k for k, group in enumerate(groups) if any(chained(piece, other) for other in group)]
+        groups = [group for k, group in enumerate(groups) if k not in joined] + [
+            [piece] + [other for k in joined for other in groups[k]]]
+    return groups + [[piece] for piece in found if not is_thin(piece)]
+
+
+def spanning(chain: list[Piece]) -> Piece:
+    """One piece from a chain's outermost ends: its length, total area, widest width and area-weighted signal."""
+    if len(chain) == 1:
+        return chain[0]
+    ends = np.array([end for piece in chain for end in ((piece.x1, piece.y1), (piece.x2, piece.y2))])
+    start, end, _ = principal_span(ends)
+    area = sum(piece.area for piece in chain)
+    centre = sum(np.array([piece.cx, piece.cy]) * piece.area for piece in chain) / area
+    return Piece(*start, *end, *centre.tolist(), math.dist(start, end) + 1, area, max(piece.width for piece in chain),
+                 sum(piece.signal * piece.area for piece in chain) / area)
+
+
+def with_light_curves(found: list[Piece], smooth: np.ndarray, current: np.ndarray) -> list[Piece]:
+    """The pieces, those of a streak with a satellite's light curve marked `steady`; a streak broken into a chain of
+    pieces is read whole."""
+    marked = []
+    for chain in chains(found):
+        steady = has_steady_light(spanning(chain), smooth, current)
+        marked += [replace(piece, steady=steady) for piece in chain]
+    return marked
 
 
 def explains(other: Piece, streak: Piece) -> bool:

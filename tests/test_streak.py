@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import (LEVEL, PER_BOX_MAX, PIECE_MIN_PX, STEADY_MIN_SIGNAL, Piece, explains, large_components,
-                           median, pieces, signal_map, unexplained_streaks)
+from gualta.streak import (LEVEL, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX, Piece, chains, explains,
+                           large_components, median, pieces, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -32,11 +32,14 @@ def with_light(sky: np.ndarray, draw) -> np.ndarray:
     return sky + cv2.GaussianBlur(layer, (0, 0), 0.7)
 
 
-def streaks_of(draw, sky=None) -> list[Piece]:
+def frame_pair(*draws, sky=None) -> tuple[np.ndarray, np.ndarray]:
+    """(current, previous): the current frame has the light of every drawing."""
     base = np.full((HEIGHT, WIDTH), 30.0, np.float32) if sky is None else sky
-    previous = night_sky(0, sky=base)
-    current = night_sky(1, sky=with_light(base, draw))
-    return [piece for piece in pieces(current, previous) if piece.is_streak]
+    return night_sky(1, sky=with_light(base, lambda layer: [draw(layer) for draw in draws])), night_sky(0, sky=base)
+
+
+def streaks_of(draw, sky=None) -> list[Piece]:
+    return [piece for piece in pieces(*frame_pair(draw, sky=sky)) if piece.is_streak]
 
 
 @pytest.mark.parametrize("what, start, end, dn", [
@@ -85,13 +88,60 @@ def meteor_light(t):
 ])
 def test_a_satellite_s_steady_light_is_told_from_a_meteor_s_light_curve(what, curve, start, end, peak_dn, steady):
     found = streaks_of(light_along(start, end, curve, peak_dn))
-    assert found and found[0].signal >= STEADY_MIN_SIGNAL, what
+    assert found and found[0].signal >= MIN_SIGNAL, what
     assert found[0].steady is steady, what
 
 
-def test_a_faint_streak_s_light_curve_is_not_judged():
-    found = streaks_of(light_along((300, 600), (440, 545), satellite_light, 60.0))
-    assert found and found[0].signal < STEADY_MIN_SIGNAL and not found[0].steady
+def broken(draw_light, start, end, gap_at: float, gap_px: float):
+    """A drawing of draw_light's streak from start to end with gap_px of it missing around gap_at (0…1 along it):
+    a star's residual or a dip in the noise breaks one streak into two pieces."""
+    def draw(layer):
+        draw_light(layer)
+        (x1, y1), (x2, y2) = start, end
+        half = gap_px / 2 / np.hypot(x2 - x1, y2 - y1)
+        a, b = gap_at - half, gap_at + half
+        cv2.line(layer, (round(x1 + a * (x2 - x1)), round(y1 + a * (y2 - y1))),
+                 (round(x1 + b * (x2 - x1)), round(y1 + b * (y2 - y1))), 0.0, 3)
+    return draw
+
+
+@pytest.mark.parametrize("what, curve, steady", [
+    ("a satellite", satellite_light, True),
+    ("a meteor", meteor_light, False),
+])
+def test_a_streak_broken_in_two_is_read_whole(what, curve, steady):
+    start, end = (300, 600), (500, 520)
+    found = streaks_of(broken(light_along(start, end, curve, 100.0), start, end, 0.45, 10))
+    assert len(found) == 2, what                        # each piece alone has the other beyond its end
+    assert [piece.steady for piece in found] == [steady, steady], what
+
+
+def test_a_broken_streak_s_pieces_are_one_chain_and_others_are_not():
+    start, end = (300, 600), (500, 520)
+    found = [piece for piece in pieces(*frame_pair(broken(light_along(start, end, satellite_light, 100.0),
+                                                           start, end, 0.45, 10),
+                                                    lambda layer: cv2.line(layer, (520, 700), (700, 640), 100.0, 1)))]
+    grouped = sorted(len(chain) for chain in chains(found))
+    assert grouped == [1, 2]
+
+
+@pytest.mark.parametrize("what, curve, steady", [
+    ("a satellite leaving the frame at its right edge", satellite_light, True),
+    ("a meteor leaving the frame at its peak", lambda t: meteor_light(0.2 + 0.6 * t), False),
+])
+def test_the_frame_s_edge_ends_a_streak(what, curve, steady):
+    start, end = (WIDTH - 160, 500), (WIDTH + 40, 490)    # cut by the frame's edge 40 px before its end
+    found = streaks_of(light_along(start, end, curve, 100.0))
+    assert found and max(found[0].x1, found[0].x2) > WIDTH - 5, what
+    assert found[0].steady is steady, what
+
+
+@pytest.mark.parametrize("peak_dn, streak", [(60.0, True), (45.0, False)])
+def test_every_streak_s_light_curve_is_judged_and_nothing_fainter(peak_dn, streak):
+    found = pieces(*frame_pair(light_along((300, 600), (440, 545), satellite_light, peak_dn)))
+    assert len(found) == 1 and found[0].length > 140
+    assert found[0].is_streak is streak and found[0].signal < 1.25 * MIN_SIGNAL
+    assert found[0].steady is streak
 
 
 def rim_sky() -> np.ndarray:
