@@ -38,7 +38,7 @@ import numpy as np
 
 from gualta.classical import WATERMARK, ignore_box
 from gualta.preprocess import SATURATED_DN
-from gualta.trails import principal_span
+from gualta.trails import Trail, angle_between, gap_between, offset_from_line, principal_span
 
 HIGH_PASS_SIGMA = 4.0
 SMOOTH_SIGMA = 0.8
@@ -317,19 +317,16 @@ def is_thin(piece: Piece) -> bool:
     return piece.elongation >= MIN_ELONGATION and piece.width <= MAX_WIDTH_PX
 
 
+def as_trail(piece: Piece) -> Trail:
+    """The piece's line as a trail (in full-frame pixels), for the trail geometry of `gualta.trails`."""
+    return Trail(piece.x1, piece.y1, piece.x2, piece.y2)
+
+
 def chained(a: Piece, b: Piece) -> bool:
     """Whether two thin pieces continue each other: one streak that noise or a star broke in two."""
-    if abs(float(a.direction @ b.direction)) < math.cos(math.radians(CHAIN_MAX_ANGLE_DEG)):
-        return False
-    ends_a, ends_b = np.array([[a.x1, a.y1], [a.x2, a.y2]]), np.array([[b.x1, b.y1], [b.x2, b.y2]])
-    gap = min(math.dist(p, q) for p in ends_a for q in ends_b)
-    return (gap <= CHAIN_MAX_GAP_PX and distance_from_line(a, ends_b).max() <= CHAIN_MAX_OFFSET_PX
-            and distance_from_line(b, ends_a).max() <= CHAIN_MAX_OFFSET_PX)
-
-
-def distance_from_line(piece: Piece, points: np.ndarray) -> np.ndarray:
-    offset = points - np.array([piece.x1, piece.y1])
-    return np.abs(offset[:, 0] * piece.direction[1] - offset[:, 1] * piece.direction[0])
+    first, second = as_trail(a), as_trail(b)
+    return (angle_between(first, second) <= CHAIN_MAX_ANGLE_DEG and gap_between(first, second) <= CHAIN_MAX_GAP_PX
+            and max(offset_from_line(first, second.ends), offset_from_line(second, first.ends)) <= CHAIN_MAX_OFFSET_PX)
 
 
 def chains(found: list[Piece]) -> list[list[Piece]]:
@@ -346,8 +343,7 @@ def spanning(chain: list[Piece]) -> Piece:
     """One piece from a chain's outermost ends: its length, total area, widest width and area-weighted signal."""
     if len(chain) == 1:
         return chain[0]
-    ends = np.array([end for piece in chain for end in ((piece.x1, piece.y1), (piece.x2, piece.y2))])
-    start, end, _ = principal_span(ends)
+    start, end, _ = principal_span(np.vstack([as_trail(piece).ends for piece in chain]))
     area = sum(piece.area for piece in chain)
     centre = sum(np.array([piece.cx, piece.cy]) * piece.area for piece in chain) / area
     return Piece(*start, *end, *centre.tolist(), math.dist(start, end) + 1, area, max(piece.width for piece in chain),
