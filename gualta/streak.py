@@ -117,9 +117,12 @@ class Piece:
         return vector / max(float(np.linalg.norm(vector)), 1e-9)
 
     @property
+    def is_thin(self) -> bool:
+        return self.elongation >= MIN_ELONGATION and self.width <= MAX_WIDTH_PX
+
+    @property
     def is_streak(self) -> bool:
-        return (self.length >= MIN_LENGTH_PX and self.elongation >= MIN_ELONGATION and self.width <= MAX_WIDTH_PX
-                and self.signal >= MIN_SIGNAL)
+        return self.length >= MIN_LENGTH_PX and self.is_thin and self.signal >= MIN_SIGNAL
 
     @property
     def prominence(self) -> float:
@@ -313,10 +316,6 @@ def has_steady_light(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> b
     return is_steady(along, curve, piece.span)
 
 
-def is_thin(piece: Piece) -> bool:
-    return piece.elongation >= MIN_ELONGATION and piece.width <= MAX_WIDTH_PX
-
-
 def as_trail(piece: Piece) -> Trail:
     """The piece's line as a trail (in full-frame pixels), for the trail geometry of `gualta.trails`."""
     return Trail(piece.x1, piece.y1, piece.x2, piece.y2)
@@ -332,11 +331,11 @@ def chained(a: Piece, b: Piece) -> bool:
 def chains(found: list[Piece]) -> list[list[Piece]]:
     """The pieces grouped into chains of thin pieces that continue one another (most pieces alone)."""
     groups: list[list[Piece]] = []
-    for piece in filter(is_thin, found):
+    for piece in [piece for piece in found if piece.is_thin]:
         joined = [k for k, group in enumerate(groups) if any(chained(piece, other) for other in group)]
         groups = [group for k, group in enumerate(groups) if k not in joined] + [
             [piece] + [other for k in joined for other in groups[k]]]
-    return groups + [[piece] for piece in found if not is_thin(piece)]
+    return groups + [[piece] for piece in found if not piece.is_thin]
 
 
 def spanning(chain: list[Piece]) -> Piece:
