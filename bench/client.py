@@ -31,7 +31,7 @@ from gualta.detect import run_batch  # noqa: E402
 from gualta.export import quantize_onnx  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
 from gualta.fireball import bright_streak  # noqa: E402
-from gualta.streak import pieces  # noqa: E402
+from gualta.streak import pieces, smoothed_brightening, with_light_curves  # noqa: E402
 from gualta.preprocess import difference_image, read_gray  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
@@ -122,6 +122,19 @@ def per_pair_ms(frames: list[Path], step) -> float:
     return statistics.median(times)
 
 
+def light_curves_ms(frames: list[Path]) -> float:
+    """Median milliseconds per pair of the streak check's steady-light reading (chains of pieces and their light
+    curves), its pieces already found."""
+    images = [read_gray(frame) for frame in frames]
+    times = []
+    for previous, current in zip(images, images[1:]):
+        found, smooth = pieces(current, previous), smoothed_brightening(current, previous)
+        started = time.perf_counter()
+        with_light_curves(found, smooth, current)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
 def batch_rate(settings, night: Path, model) -> float:
     """Frames/s of a batch run (no upload) of the night."""
     summary = run_batch(settings, night, upload=False, model=model, say=lambda line: None, progress=False)
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'fireball check':34s} {fireball_ms:7.2f} ms/pair ({fireball_ms / difference_ms:.2f}× the difference)")
         streak_ms = per_pair_ms(frames, pieces)
         print(f"{'streak check':34s} {streak_ms:7.2f} ms/pair ({streak_ms / difference_ms:.2f}× the difference)")
+        light_ms = light_curves_ms(frames)
+        print(f"{'  of it: light curves, chains':34s} {light_ms:7.2f} ms/pair ({light_ms / streak_ms:.1%} of the check)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
         for arch in ARCHS:
