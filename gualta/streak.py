@@ -12,7 +12,7 @@ of both. The full-resolution difference still shows them:
     signal.
 
 A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
-across at half its peak) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects
+across at half its peak, 5 px when ≥ 10 on average: a fireball's glare widens it) and ≥ 8 on average is a streak. Stars, hot pixels and noise are specks; clouds and insects
 are wide. A meteor lasts under a second, so the client reports a frame for a streak only when neither adjacent
 difference `explains` it: a piece at the same spot (a twinkling star, a flickering light), one on the streak's line
 within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane, which
@@ -56,6 +56,8 @@ PROMINENCE_CAP = 20.0
 MIN_LENGTH_PX = 12.0          # a streak: at least this long, ...
 MIN_ELONGATION = 4.0          # ... length² / area at least this, ...
 MAX_WIDTH_PX = 3.5            # ... at most this wide (full width at half maximum of its cross-section), ...
+BRIGHT_MAX_WIDTH_PX = 5.0     # ... or this wide when at least BRIGHT_SIGNAL on average (a fireball's glare), ...
+BRIGHT_SIGNAL = 10.0
 MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
@@ -122,7 +124,9 @@ class Piece:
 
     @property
     def is_streak(self) -> bool:
-        return self.length >= MIN_LENGTH_PX and self.is_thin and self.signal >= MIN_SIGNAL
+        widest = BRIGHT_MAX_WIDTH_PX if self.signal >= BRIGHT_SIGNAL else MAX_WIDTH_PX
+        return (self.length >= MIN_LENGTH_PX and self.elongation >= MIN_ELONGATION and self.width <= widest
+                and self.signal >= MIN_SIGNAL)
 
     @property
     def prominence(self) -> float:

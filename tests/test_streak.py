@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
-from gualta.streak import (LEVEL, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX, Piece, chains, explains,
+from gualta.streak import (LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX, Piece, chains, explains,
                            large_components, median, pieces, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
@@ -51,6 +51,17 @@ def test_a_thin_streak_is_found_with_its_ends(what, start, end, dn):
     assert len(found) == 1, what
     ends = sorted([(found[0].x1, found[0].y1), (found[0].x2, found[0].y2)])
     assert np.allclose(ends, sorted([start, end]), atol=4), (what, ends)
+
+
+@pytest.mark.parametrize("what, dn, thickness, streak", [
+    ("a fireball's glare: ≈ 4.7 px wide, far above the noise", 255.0, 5, True),
+    ("as wide and only ≈ 9 × the noise: a soft cloud edge, an insect", 30.0, 5, False),
+    ("wider still (≈ 6 px), however bright", 255.0, 7, False),
+])
+def test_a_bright_streak_may_be_wider(what, dn, thickness, streak):
+    found = pieces(*frame_pair(lambda layer: cv2.line(layer, (300, 600), (500, 520), dn, thickness)))
+    assert len(found) == 1 and found[0].width > MAX_WIDTH_PX, what
+    assert found[0].is_streak is streak, what
 
 
 def light_along(start, end, curve, peak_dn: float):
