@@ -257,19 +257,22 @@ def as_piece(points: np.ndarray, signal: np.ndarray) -> Piece:
                  EXTENT_TO_FWHM * float(spread[1]) / math.sqrt(len(points)), float(signal.mean()))
 
 
-def pixels_along(piece: Piece, along: np.ndarray, shape: tuple[int, ...], across: float = 0.0) -> tuple:
-    """(rows, columns) of the pixels `along` px from the piece's first end on its line, `across` px beside it, kept
-    inside an image of this shape."""
+def points_along(piece: Piece, along: np.ndarray, across: float = 0.0) -> np.ndarray:
+    """(x, y) points `along` px from the piece's first end on its line, `across` px beside it."""
     start, direction = np.array([piece.x1, piece.y1]), piece.direction
-    points = start + along[:, None] * direction + across * np.array([-direction[1], direction[0]])
+    return start + along[:, None] * direction + across * np.array([-direction[1], direction[0]])
+
+
+def pixels_along(piece: Piece, along: np.ndarray, shape: tuple[int, ...], across: float = 0.0) -> tuple:
+    """(rows, columns) of `points_along` the piece, kept inside an image of this shape."""
+    points = points_along(piece, along, across)
     xs = np.clip(np.rint(points[:, 0]).astype(int), 0, shape[1] - 1)
     ys = np.clip(np.rint(points[:, 1]).astype(int), 0, shape[0] - 1)
     return ys, xs
 
 
-def in_image(piece: Piece, along: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Whether each point `along` px from the piece's first end on its line lies inside an image of this shape."""
-    points = np.array([piece.x1, piece.y1]) + along[:, None] * piece.direction
+def in_image(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Whether each (x, y) point lies inside an image of this shape."""
     return ((points >= -0.5) & (points <= np.array([shape[1], shape[0]]) - 0.5)).all(axis=1)
 
 
@@ -282,7 +285,7 @@ def light_curve(piece: Piece, smooth: np.ndarray, beyond: float = 0.0) -> tuple[
                        axis=0)
     window = np.ones(STEADY_AVERAGE_PX) / STEADY_AVERAGE_PX
     curve = np.convolve(brightest, window, mode="same")
-    return along, np.where(in_image(piece, along, smooth.shape), curve, np.nan)
+    return along, np.where(in_image(points_along(piece, along), smooth.shape), curve, np.nan)
 
 
 def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
