@@ -106,31 +106,22 @@ def model_rate(model, inputs: list) -> float:
     return len(inputs) / (time.perf_counter() - started)
 
 
+def gray_pairs(frames: list[Path]) -> list[tuple]:
+    """(current, previous) decoded gray frames of each pair of consecutive frames."""
+    images = [read_gray(frame) for frame in frames]
+    return list(zip(images[1:], images))
+
+
 def difference_inputs(frames: list[Path]) -> list:
-    images = [read_gray(frame) for frame in frames]
-    return [difference_image(current, previous) for previous, current in zip(images, images[1:])]
+    return [difference_image(current, previous) for current, previous in gray_pairs(frames)]
 
 
-def per_pair_ms(frames: list[Path], step) -> float:
-    """Median milliseconds of step(current, previous) over consecutive pairs of decoded gray frames."""
-    images = [read_gray(frame) for frame in frames]
+def median_ms(step, calls: list[tuple]) -> float:
+    """Median milliseconds of step(*arguments) over the calls' arguments."""
     times = []
-    for previous, current in zip(images, images[1:]):
+    for arguments in calls:
         started = time.perf_counter()
-        step(current, previous)
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
-
-
-def light_curves_ms(frames: list[Path]) -> float:
-    """Median milliseconds per pair of the streak check's steady-light reading (chains of pieces and their light
-    curves), its pieces already found."""
-    images = [read_gray(frame) for frame in frames]
-    times = []
-    for previous, current in zip(images, images[1:]):
-        found, smooth = pieces(current, previous), smoothed_brightening(current, previous)
-        started = time.perf_counter()
-        with_light_curves(found, smooth, current)
+        step(*arguments)
         times.append(1000 * (time.perf_counter() - started))
     return statistics.median(times)
 
@@ -191,13 +182,15 @@ def main(argv: list[str] | None = None) -> None:
               f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
         floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
         print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")
-        difference_ms = per_pair_ms(frames, difference_image)
-        fireball_ms = per_pair_ms(frames, bright_streak)
+        pairs = gray_pairs(frames)
+        difference_ms = median_ms(difference_image, pairs)
+        fireball_ms = median_ms(bright_streak, pairs)
         print(f"{'v4 difference image':34s} {difference_ms:7.2f} ms/pair")
         print(f"{'fireball check':34s} {fireball_ms:7.2f} ms/pair ({fireball_ms / difference_ms:.2f}× the difference)")
-        streak_ms = per_pair_ms(frames, pieces)
+        streak_ms = median_ms(pieces, pairs)
         print(f"{'streak check':34s} {streak_ms:7.2f} ms/pair ({streak_ms / difference_ms:.2f}× the difference)")
-        light_ms = light_curves_ms(frames)
+        light_ms = median_ms(with_light_curves,          # the steady-light reading alone, its pieces already found
+                             [(pieces(*pair), smoothed_brightening(*pair), pair[0]) for pair in pairs])
         print(f"{'  of it: light curves, chains':34s} {light_ms:7.2f} ms/pair ({light_ms / streak_ms:.1%} of the check)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
