@@ -41,6 +41,8 @@ STREAK = "streak"            # the payload flag of a detection found by the stre
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
 WASHED_OUT_NOTE = "sky washed out: it brightened as a whole or is saturated, so the model's score is not used"
+SHARED_NOTE = "a streak no adjacent frame explains, though they explain the rest of the frame"
+ERASED_SHARE = 0.5           # a streak mostly (this share of it) where explaining away erases is the satellite's own
 WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this much (`preprocess.washed_out_share`)
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
@@ -71,6 +73,7 @@ class FrameResult:
     bright: fireball.Streak | None = None                          # the fireball check's streak, if any
     washed_out: bool = False                                       # the sky brightened or saturated as a whole
     pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
+    shared_streak: tuple[int, int, int, int] | None = None         # a meteor's streak beside an explained satellite
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
     _faint_lines: list | None = field(default=None, repr=False)
@@ -210,8 +213,10 @@ class Decider:
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
     explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
     satellite's steady light curve (`Piece.steady`). A model's candidate has its steady streaks erased with what the
-    neighbours explain before it is scored again. A frame whose sky is washed out (`FrameResult.washed_out`: dawn,
-    dusk, an exposure change, daylight) is never the model's candidate; the fireball and streak checks still look."""
+    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
+    what was erased (a meteor sharing its frame with the satellite). A frame whose sky is washed out
+    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the fireball
+    and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -284,29 +289,53 @@ class Decider:
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
         meteor once what the neighbours explain and its steady streaks are erased (bright pieces first, then faint
-        lines as well). With a bright streak: whether a neighbour has one too, or the streak itself continues a
-        neighbour's trail (a plane's strobes). With thin streaks alone: whether each one is explained by an adjacent
-        difference (`gualta.streak.explains`) or is steady."""
+        lines as well) — unless it keeps a streak that neither its neighbours nor its own light explain, outside what
+        was erased (a meteor beside the satellite: `shared_streak`). With a bright streak: whether a neighbour has
+        one too, or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone:
+        whether each one is explained by an adjacent difference (`gualta.streak.explains`) or is steady."""
         neighbours = [n for n in (before, after) if near_in_time(n, result)]
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours))
         if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
             return not streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours])
+        explained = self.explained_by_neighbours(result, neighbours)
+        meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
+        result.shared_streak = None if meteor is None else meteor.ends
+        return explained is not None and meteor is None
+
+    def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
+        """Where the neighbours (and the candidate's steady streaks) explain a model's candidate — a mask of its
+        difference image, `trails.explained_mask` — when its trails all continue a neighbour's or (with `rescore`) it
+        no longer scores as a meteor with that erased (bright pieces first, then faint lines as well); else None."""
+        lines, steady = [line for n in neighbours for line in n.lines], self.steady_trails(result)
         if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
-            return True
+            return trails.explained_mask(result.diff, lines, steady)
         if self.rescore is None or result.diff is None:
-            return False
-        erased = trails.explained_away(result.diff, [line for n in neighbours for line in n.lines],
-                                       self.steady_trails(result))
-        if erased is not None and self.rescore(erased) < self.threshold:
-            return True
+            return None
+        mask = trails.explained_mask(result.diff, lines, steady)
+        left = trails.erased(result.diff, mask)
+        if mask.any() and self.rescore(left) < self.threshold:
+            return mask
         if not result.faint_lines:                      # nothing to explain: the neighbours' need not be searched
-            return False
-        fainter = trails.explained_away(result.diff if erased is None else erased,
-                                        [line for n in neighbours for line in n.faint_lines],
+            return None
+        fainter = trails.explained_mask(left, [line for n in neighbours for line in n.faint_lines],
                                         pieces=[line.points for line in result.faint_lines])
-        return fainter is not None and self.rescore(fainter) < self.threshold
+        if fainter.any() and self.rescore(trails.erased(left, fainter)) < self.threshold:
+            return mask | fainter
+        return None
+
+    @staticmethod
+    def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:
+        """The candidate's longest streak that no adjacent difference explains, that is not steady and that lies
+        mostly outside the mask of what the neighbours explain: a meteor sharing its frame with a satellite or a plane
+        (with the satellite erased, the model may no longer see it). None if there is none."""
+        if result.frame_size is None:
+            return None
+        for piece in streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours]):
+            if trails.share_in(mask, trails.Trail.from_frame(piece.ends, *result.frame_size)) < ERASED_SHARE:
+                return piece
+        return None
 
     @staticmethod
     def steady_trails(result: FrameResult) -> list[trails.Trail]:
@@ -335,8 +364,12 @@ class Decider:
             result.note = FIREBALL_NOTE + (self.not_the_model(result) if self.bright_only(result) else "")
         if self.thin_only(result) and not crossing:
             result.note = STREAK_NOTE + self.not_the_model(result)
+        if result.shared_streak:                        # set by `crossing` only when it keeps the frame
+            result.note = SHARED_NOTE
         result.detection = not result.flag or self.report_flagged
-        if result.bright:
+        if result.shared_streak:
+            result.streak = result.shared_streak
+        elif result.bright:
             result.streak = result.bright.ends
         elif self.thin_only(result):
             result.streak = max((p for p in result.pieces if p.is_streak), key=lambda p: p.length).ends

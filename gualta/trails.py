@@ -278,23 +278,42 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
     return False
 
 
-def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
-                   pieces: list[np.ndarray] | None = None) -> np.ndarray | None:
-    """The difference image with every piece the neighbours explain (`pieces`, by default its bright pieces), and every
-    steady streak (a satellite by its light curve, `gualta.streak`), erased to its background; None if nothing is."""
+def explained_mask(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
+                   pieces: list[np.ndarray] | None = None) -> np.ndarray:
+    """Where explaining away erases: every piece the neighbours explain (`pieces`, by default the difference image's
+    bright pieces) and every steady streak (a satellite by its light curve, `gualta.streak`), widened by
+    ERASE_MARGIN_PX (255; all 0 where nothing is explained)."""
     mask = np.zeros(diff.shape, np.uint8)
     for points in bright_pieces(diff) if pieces is None else pieces:
         if explained(points, neighbour_lines):
             mask[points[:, 1].astype(int), points[:, 0].astype(int)] = 255
     for trail in steady:
         cv2.line(mask, (round(trail.x1), round(trail.y1)), (round(trail.x2), round(trail.y2)), 255, 1)
-    if not mask.any():
-        return None
     size = 2 * ERASE_MARGIN_PX + 1
-    mask = cv2.dilate(mask, np.ones((size, size), np.uint8))
-    erased = diff.copy()
-    erased[mask > 0] = np.uint8(np.median(diff))
-    return erased
+    return cv2.dilate(mask, np.ones((size, size), np.uint8))
+
+
+def erased(diff: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The difference image with the mask's pixels set to its background (its median)."""
+    out = diff.copy()
+    out[mask > 0] = np.uint8(np.median(diff))
+    return out
+
+
+def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
+                   pieces: list[np.ndarray] | None = None) -> np.ndarray | None:
+    """The difference image with what `explained_mask` marks erased; None if nothing is."""
+    mask = explained_mask(diff, neighbour_lines, steady, pieces)
+    return erased(diff, mask) if mask.any() else None
+
+
+def share_in(mask: np.ndarray, trail: Trail) -> float:
+    """The share of a trail's length (sampled every pixel) lying where the mask is set."""
+    t = np.linspace(0.0, 1.0, max(round(trail.length), 1) + 1)[:, None]
+    points = trail.ends[0] + t * (trail.ends[1] - trail.ends[0])
+    xs = np.clip(np.rint(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
+    ys = np.clip(np.rint(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
+    return float((mask[ys, xs] > 0).mean())
 
 
 # --- faint lines -------------------------------------------------------------------------------------------------

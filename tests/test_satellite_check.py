@@ -2,6 +2,7 @@
 simulated night with ground truth."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from gualta import allsky
-from gualta.detect import Decider, FrameResult, read_scores, run_batch
+from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch
 from gualta.streak import Piece
 from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
 from helpers_client import DECIDER_START, along_line, decide_in_order, frame_result, settings, speckle
@@ -174,13 +175,18 @@ def test_a_moonlit_satellite_of_short_pieces_is_flagged():
     assert [r.flag for r in decide(*frames, rescore=drawn_lines_model)] == ["satellite"] * 3
 
 
-def steady_piece(segment) -> Piece:
-    """The streak check's steady piece of a satellite drawn at `segment` of the 400×400 difference image."""
+def streak_piece(segment, steady: bool = False) -> Piece:
+    """The streak check's piece of a streak drawn at `segment` of the 400×400 difference image (steady: a
+    satellite's light curve)."""
     (x1, y1), (x2, y2) = segment
     fx1, fy1, fx2, fy2 = Trail(x1, y1, x2, y2).in_frame(1304, 976)
     length = float(np.hypot(fx2 - fx1, fy2 - fy1))
     return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, 30.0,
-                 steady=True)
+                 steady=steady)
+
+
+def steady_piece(segment) -> Piece:
+    return streak_piece(segment, steady=True)
 
 
 def test_a_satellite_seen_in_one_frame_only_is_erased_by_its_steady_light():
@@ -205,3 +211,42 @@ def test_a_steady_streak_is_erased_with_its_margin():
     assert not (erased[55:96, 35:106] == 255).any()                               # the satellite is gone
     assert np.array_equal(erased[60:141, 195:236], frame[60:141, 195:236])        # the meteor is untouched
     assert explained_away(frame, [], []) is None
+
+
+SMALL_METEOR = ((200, 60), (202, 64))             # 4 px: no trail, and too little for the stand-in model alone
+
+
+def test_a_meteor_too_small_for_the_model_keeps_its_frame_beside_a_crossing_satellite():
+    """The streak check's piece of a meteor that no neighbour explains keeps a frame the satellite check would flag:
+    the trail geometry (a satellite continuing its neighbours') and explaining away (the satellite erased, the model
+    no longer sees the small meteor) both explain the satellite only."""
+    satellite = [((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+    assert find_trails(diff_with(SMALL_METEOR)) == []
+
+    def middle_of_crossing(*pieces, **options) -> FrameResult:
+        frames = [frame_result(0, 0.99, diff_with(satellite[0])),
+                  frame_result(1, 0.99, diff_with(satellite[1], SMALL_METEOR, seed=1), pieces=list(pieces)),
+                  frame_result(2, 0.99, diff_with(satellite[2], seed=2))]
+        return decide_in_order(frames, **options)[1]
+
+    meteor, on_satellite = streak_piece(SMALL_METEOR), streak_piece(satellite[1])
+    assert middle_of_crossing(on_satellite).flag == "satellite"          # its own streak lies where it is explained
+    kept = middle_of_crossing(on_satellite, meteor)
+    assert (kept.flag, kept.detection, kept.note) == ("", True, SHARED_NOTE)
+    assert kept.streak == meteor.ends                                    # the report marks the meteor
+    assert middle_of_crossing(on_satellite, dataclasses.replace(meteor, steady=True)).flag == "satellite"
+
+    def beside_steady_satellite(*pieces) -> FrameResult:
+        middle = frame_result(1, 0.99, diff_with(SATELLITE_PIECE, SMALL_METEOR, seed=1), pieces=list(pieces))
+        return decide_in_order([frame_result(0, 0.02, speckle(0)), middle, frame_result(2, 0.02, speckle(2))],
+                               rescore=drawn_lines_model)[1]
+
+    assert beside_steady_satellite(steady_piece(SATELLITE_PIECE)).flag == "satellite"
+    alone_in_its_frame = beside_steady_satellite(steady_piece(SATELLITE_PIECE), meteor)
+    assert (alone_in_its_frame.flag, alone_in_its_frame.detection) == ("", True)
+    explained_by_neighbour = decide_in_order(
+        [frame_result(0, 0.02, speckle(0), pieces=[meteor]),                # a flickering light at the same spot
+         frame_result(1, 0.99, diff_with(SATELLITE_PIECE, SMALL_METEOR, seed=1),
+                      pieces=[steady_piece(SATELLITE_PIECE), meteor]),
+         frame_result(2, 0.02, speckle(2))], rescore=drawn_lines_model)[1]
+    assert explained_by_neighbour.flag == "satellite"
