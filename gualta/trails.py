@@ -300,13 +300,6 @@ def erased(diff: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def explained_away(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
-                   pieces: list[np.ndarray] | None = None) -> np.ndarray | None:
-    """The difference image with what `explained_mask` marks erased; None if nothing is."""
-    mask = explained_mask(diff, neighbour_lines, steady, pieces)
-    return erased(diff, mask) if mask.any() else None
-
-
 def share_in(mask: np.ndarray, trail: Trail) -> float:
     """The share of a trail's length (sampled every pixel) lying where the mask is set."""
     t = np.linspace(0.0, 1.0, max(round(trail.length), 1) + 1)[:, None]

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from gualta.preprocess import difference_image
-from gualta.trails import LEVEL_MIN, Trail, angle_between, explained_away, faint_lines_of, lines_of
-from helpers_client import along_line, decide_in_order, frame_result, speckle
+from gualta.trails import LEVEL_MIN, Trail, angle_between, faint_lines_of, lines_of
+from helpers_client import along_line, decide_in_order, explained_away, frame_result, speckle
 
 NOISE_DN = 3.0
 DIM = 100                # a dim trail's value in the difference image, below the bright level

@@ -13,8 +13,8 @@ import pandas as pd
 from gualta import allsky
 from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch
 from gualta.streak import Piece
-from gualta.trails import Trail, continues, explained_away, find_trails, lines_of
-from helpers_client import DECIDER_START, along_line, decide_in_order, frame_result, settings, speckle
+from gualta.trails import Trail, continues, find_trails, lines_of
+from helpers_client import DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle
 
 
 def diff_with(*segments, seed: int = 0, dotted: bool = False) -> np.ndarray:
