@@ -212,11 +212,11 @@ class Decider:
     fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
     explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
-    satellite's steady light curve (`Piece.steady`). A model's candidate has its steady streaks erased with what the
-    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
-    what was erased (a meteor sharing its frame with the satellite). A frame whose sky is washed out
-    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the fireball
-    and streak checks still look."""
+    satellite's steady light curve (`Piece.steady`). A model's candidate has those streaks (steady, or explained by an
+    adjacent difference's pieces) erased with what the neighbours explain before it is scored again, and is not
+    flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
+    satellite). A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight)
+    is never the model's candidate; the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -305,15 +305,16 @@ class Decider:
         return explained is not None and meteor is None
 
     def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
-        """Where the neighbours (and the candidate's steady streaks) explain a model's candidate — a mask of its
+        """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
         difference image, `trails.explained_mask` — when its trails all continue a neighbour's or (with `rescore`) it
         no longer scores as a meteor with that erased (bright pieces first, then faint lines as well); else None."""
-        lines, steady = [line for n in neighbours for line in n.lines], self.steady_trails(result)
+        lines = [line for n in neighbours for line in n.lines]
+        streaks = self.explained_streak_trails(result, neighbours)
         if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
-            return trails.explained_mask(result.diff, lines, steady)
+            return trails.explained_mask(result.diff, lines, streaks)
         if self.rescore is None or result.diff is None:
             return None
-        mask = trails.explained_mask(result.diff, lines, steady)
+        mask = trails.explained_mask(result.diff, lines, streaks)
         left = trails.erased(result.diff, mask)
         if mask.any() and self.rescore(left) < self.threshold:
             return mask
@@ -338,11 +339,13 @@ class Decider:
         return None
 
     @staticmethod
-    def steady_trails(result: FrameResult) -> list[trails.Trail]:
-        """The candidate's steady streaks (a satellite's light curve) as trails of its difference image."""
+    def explained_streak_trails(result: FrameResult, neighbours: list[FrameResult]) -> list[trails.Trail]:
+        """The candidate's steady streaks (a satellite's light curve) and the streaks an adjacent difference's pieces
+        explain (`streak.explained_streaks`), as trails of its difference image."""
         if result.frame_size is None:
             return []
-        return [trails.Trail.from_frame(piece.ends, *result.frame_size) for piece in result.pieces if piece.steady]
+        return [trails.Trail.from_frame(piece.ends, *result.frame_size)
+                for piece in streak.explained_streaks(result.pieces, [n.pieces for n in neighbours])]
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:

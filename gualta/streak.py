@@ -386,10 +386,17 @@ def explains(other: Piece, streak: Piece) -> bool:
                 and along <= REACH * longer + REACH_SLACK_PX)
 
 
+def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
+    """The frame's steady pieces (a satellite's light) and its streaks that an adjacent frame's prominent pieces
+    explain."""
+    others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
+    return [piece for piece in frame_pieces
+            if piece.steady or (piece.is_streak and any(explains(other, piece) for other in others))]
+
+
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's streaks that neither their own steady light (a satellite) nor an adjacent frame's prominent pieces
     explain, longest first."""
-    others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
-    streaks = [piece for piece in frame_pieces if piece.is_streak and not piece.steady
-               and not any(explains(other, piece) for other in others)]
+    explained = {id(piece) for piece in explained_streaks(frame_pieces, neighbour_pieces)}
+    streaks = [piece for piece in frame_pieces if piece.is_streak and id(piece) not in explained]
     return sorted(streaks, key=lambda piece: -piece.length)

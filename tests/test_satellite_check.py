@@ -250,3 +250,22 @@ def test_a_meteor_too_small_for_the_model_keeps_its_frame_beside_a_crossing_sate
                       pieces=[steady_piece(SATELLITE_PIECE), meteor]),
          frame_result(2, 0.02, speckle(2))], rescore=drawn_lines_model)[1]
     assert explained_by_neighbour.flag == "satellite"
+
+
+def test_a_streak_an_adjacent_piece_explains_is_erased_like_a_steady_one():
+    """A satellite too faint in the neighbour's 400×400 difference for a line there, seen by the streak check in both
+    frames: the candidate's streak continuing the neighbour's piece is erased before the model is asked again."""
+    satellite, further_along = streak_piece(SATELLITE_PIECE), streak_piece(((110, 95), (170, 125)))
+
+    def middle(*segments) -> FrameResult:
+        frames = [frame_result(0, 0.02, speckle(0)),
+                  frame_result(1, 0.99, diff_with(*segments, seed=1), pieces=[satellite]),
+                  frame_result(2, 0.02, speckle(2), pieces=[further_along])]
+        return decide_in_order(frames, rescore=drawn_lines_model)[1]
+
+    assert (middle(SATELLITE_PIECE).flag, middle(SATELLITE_PIECE).detection) == ("satellite", False)
+    assert middle(SATELLITE_PIECE, METEOR).detection                        # a meteor beside it: reported
+    unexplained = decide_in_order([frame_result(0, 0.02, speckle(0)),
+                                   frame_result(1, 0.99, diff_with(SATELLITE_PIECE, seed=1), pieces=[satellite]),
+                                   frame_result(2, 0.02, speckle(2))], rescore=drawn_lines_model)[1]
+    assert (unexplained.flag, unexplained.detection) == ("", True)          # nothing explains it: reported
