@@ -288,11 +288,12 @@ class Decider:
 
     def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
         """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
-        meteor once what the neighbours explain and its steady streaks are erased (bright pieces first, then faint
-        lines as well) — unless it keeps a streak that neither its neighbours nor its own light explain, outside what
-        was erased (a meteor beside the satellite: `shared_streak`). With a bright streak: whether a neighbour has
-        one too, or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone:
-        whether each one is explained by an adjacent difference (`gualta.streak.explains`) or is steady."""
+        meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
+        difference's pieces) are erased (bright pieces first, then faint lines as well) — unless it keeps a streak
+        that neither its neighbours nor its own light explain, outside what was erased (a meteor beside the
+        satellite: `shared_streak`). With a bright streak: whether a neighbour has one too, or the streak itself
+        continues a neighbour's trail (a plane's strobes). With thin streaks alone: whether each one is explained by
+        an adjacent difference (`gualta.streak.explains`) or is steady."""
         neighbours = [n for n in (before, after) if near_in_time(n, result)]
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (

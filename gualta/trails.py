@@ -24,7 +24,8 @@ frame also holds speckle and cloud-edge pieces that no neighbour explains. So th
 Under a short exposure (a moonlit night) a satellite's pieces are short and far apart, so a piece about as long as a
 neighbour's line (its twin) is looked for further along that line (`FAR`). A satellite seen in one frame only (it
 rose into view, or left it, between frames) is erased too when its streak has a satellite's steady light curve (the
-streak check's `steady` pieces, read in the full-resolution difference).
+streak check's `steady` pieces, read in the full-resolution difference), and so is a streak that a piece of an
+adjacent full-resolution difference explains (`gualta.streak.explains`).
 
 A faint satellite (a few times the camera noise, under a short exposure) never reaches the bright level: its trail is
 only a denser line of speckle. When the candidate still scores as a meteor after the steps above, its *faint lines*
@@ -278,16 +279,16 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
     return False
 
 
-def explained_mask(diff: np.ndarray, neighbour_lines: list[Line], steady: list[Trail] = (),
+def explained_mask(diff: np.ndarray, neighbour_lines: list[Line], streaks: list[Trail] = (),
                    pieces: list[np.ndarray] | None = None) -> np.ndarray:
     """Where explaining away erases: every piece the neighbours explain (`pieces`, by default the difference image's
-    bright pieces) and every steady streak (a satellite by its light curve, `gualta.streak`), widened by
-    ERASE_MARGIN_PX (255; all 0 where nothing is explained)."""
+    bright pieces) and every streak explained otherwise (a satellite's steady light, or an adjacent frame's piece:
+    `gualta.streak`), widened by ERASE_MARGIN_PX (255; all 0 where nothing is explained)."""
     mask = np.zeros(diff.shape, np.uint8)
     for points in bright_pieces(diff) if pieces is None else pieces:
         if explained(points, neighbour_lines):
             mask[points[:, 1].astype(int), points[:, 0].astype(int)] = 255
-    for trail in steady:
+    for trail in streaks:
         cv2.line(mask, (round(trail.x1), round(trail.y1)), (round(trail.x2), round(trail.y2)), 255, 1)
     size = 2 * ERASE_MARGIN_PX + 1
     return cv2.dilate(mask, np.ones((size, size), np.uint8))

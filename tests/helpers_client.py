@@ -173,9 +173,9 @@ def piece(x1, y1, x2, y2, signal=20.0, width=2.0):
     return Piece(x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, length, round(length * 2.5), width, signal)
 
 
-def explained_away(diff, neighbour_lines, steady=(), pieces=None):
+def explained_away(diff, neighbour_lines, streaks=(), pieces=None):
     """The satellite check's erased difference image (`gualta.trails.explained_mask` erased), None if nothing is."""
     from gualta.trails import erased, explained_mask
 
-    mask = explained_mask(diff, neighbour_lines, steady, pieces)
+    mask = explained_mask(diff, neighbour_lines, streaks, pieces)
     return erased(diff, mask) if mask.any() else None
