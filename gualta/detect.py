@@ -309,13 +309,13 @@ class Decider:
         """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
         difference image, `trails.explained_mask` — when its trails all continue a neighbour's or (with `rescore`) it
         no longer scores as a meteor with that erased (bright pieces first, then faint lines as well); else None."""
-        lines = [line for n in neighbours for line in n.lines]
-        streaks = self.explained_streak_trails(result, neighbours)
-        if trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails]):
-            return trails.explained_mask(result.diff, lines, streaks)
-        if self.rescore is None or result.diff is None:
+        continuing = trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails])
+        if not continuing and (self.rescore is None or result.diff is None):
             return None
-        mask = trails.explained_mask(result.diff, lines, streaks)
+        mask = trails.explained_mask(result.diff, [line for n in neighbours for line in n.lines],
+                                     self.explained_streak_trails(result, neighbours))
+        if continuing:
+            return mask
         left = trails.erased(result.diff, mask)
         if mask.any() and self.rescore(left) < self.threshold:
             return mask

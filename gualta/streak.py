@@ -39,7 +39,7 @@ import numpy as np
 
 from gualta.classical import WATERMARK, ignore_box
 from gualta.preprocess import SATURATED_DN
-from gualta.trails import Trail, angle_between, gap_between, offset_from_line, principal_span
+from gualta.trails import Trail, angle_between, gap_between, offset_from_line, pixels_at, principal_span
 
 HIGH_PASS_SIGMA = 4.0
 SMOOTH_SIGMA = 0.8
@@ -265,10 +265,7 @@ def points_along(piece: Piece, along: np.ndarray, across: float = 0.0) -> np.nda
 
 def pixels_along(piece: Piece, along: np.ndarray, shape: tuple[int, ...], across: float = 0.0) -> tuple:
     """(rows, columns) of `points_along` the piece, kept inside an image of this shape."""
-    points = points_along(piece, along, across)
-    xs = np.clip(np.rint(points[:, 0]).astype(int), 0, shape[1] - 1)
-    ys = np.clip(np.rint(points[:, 1]).astype(int), 0, shape[0] - 1)
-    return ys, xs
+    return pixels_at(points_along(piece, along, across), shape)
 
 
 def in_image(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -301,13 +301,17 @@ def erased(diff: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def pixels_at(points: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the pixels nearest to (x, y) points, kept inside an image of this shape."""
+    xs = np.clip(np.rint(points[:, 0]).astype(int), 0, shape[1] - 1)
+    ys = np.clip(np.rint(points[:, 1]).astype(int), 0, shape[0] - 1)
+    return ys, xs
+
+
 def share_in(mask: np.ndarray, trail: Trail) -> float:
     """The share of a trail's length (sampled every pixel) lying where the mask is set."""
     t = np.linspace(0.0, 1.0, max(round(trail.length), 1) + 1)[:, None]
-    points = trail.ends[0] + t * (trail.ends[1] - trail.ends[0])
-    xs = np.clip(np.rint(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
-    ys = np.clip(np.rint(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
-    return float((mask[ys, xs] > 0).mean())
+    return float((mask[pixels_at(trail.ends[0] + t * (trail.ends[1] - trail.ends[0]), mask.shape)] > 0).mean())
 
 
 # --- faint lines -------------------------------------------------------------------------------------------------
