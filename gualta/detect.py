@@ -40,6 +40,8 @@ FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
+FAINT_STREAK_SCORE = 0.6     # a faint streak (gualta.streak) makes a candidate where the model scores at least this
+FAINT_NOTE = f"; faint, where the model scored it below the threshold but at least {FAINT_STREAK_SCORE}"
 WASHED_OUT_NOTE = "sky washed out: it brightened as a whole or is saturated, so the model's score is not used"
 SHARED_NOTE = "a streak no adjacent frame explains, though they explain the rest of the frame"
 ERASED_SHARE = 0.5           # a streak mostly (this share of it) where explaining away erases is the satellite's own
@@ -200,23 +202,25 @@ def near_in_time(a: FrameResult | None, b: FrameResult) -> bool:
 
 
 class Decider:
-    """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with
-    the previous and the next difference image, so a candidate that the previous frame does not already explain
-    waits for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every
-    other frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference
-    image → p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored
-    again (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
-    candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an
-    adjacent frame has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a
-    plane's strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
+    """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with the
+    previous and the next difference image, so a candidate that the previous frame does not already explain waits
+    for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every other
+    frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference image →
+    p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored again
+    (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a candidate
+    whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent frame
+    has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
+    strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
     fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
     explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
-    satellite's steady light curve (`Piece.steady`). A model's candidate has those streaks (steady, or explained by an
-    adjacent difference's pieces) erased with what the neighbours explain before it is scored again, and is not
-    flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
-    satellite). A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight)
-    is never the model's candidate; the fireball and streak checks still look."""
+    satellite's steady light curve (`Piece.steady`); without a streak, a frame the model scores at least
+    FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`), judged the same way. A model's
+    candidate has those streaks (steady, or explained by an adjacent difference's pieces) erased with what the
+    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
+    what was erased (a meteor sharing its frame with the satellite). A frame whose sky is washed out
+    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the
+    fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -270,8 +274,16 @@ class Decider:
 
     def thin_only(self, result: FrameResult) -> bool:
         """A candidate for a thin streak alone: no bright streak, and not the model's candidate."""
-        return (result.bright is None and not self.model_candidate(result)
-                and any(piece.is_streak for piece in result.pieces))
+        return result.bright is None and not self.model_candidate(result) and bool(self.thin_streaks(result))
+
+    @staticmethod
+    def thin_streaks(result: FrameResult) -> list[streak.Piece]:
+        """The streaks a frame is a thin-streak candidate for: its streaks; without one, its faint streaks where the
+        model leans to a meteor (a score of at least FAINT_STREAK_SCORE, its sky not washed out)."""
+        streaks = [piece for piece in result.pieces if piece.is_streak]
+        if streaks or result.score < FAINT_STREAK_SCORE or result.washed_out:
+            return streaks
+        return [piece for piece in result.pieces if piece.is_faint_streak]
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:
@@ -299,7 +311,7 @@ class Decider:
             return any(n.bright for n in neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours))
         if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
-            return not streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours])
+            return not streak.unexplained(self.thin_streaks(result), [n.pieces for n in neighbours])
         explained = self.explained_by_neighbours(result, neighbours)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
         result.shared_streak = None if meteor is None else meteor.ends
@@ -367,7 +379,8 @@ class Decider:
         if result.bright and not crossing:
             result.note = FIREBALL_NOTE + (self.not_the_model(result) if self.bright_only(result) else "")
         if self.thin_only(result) and not crossing:
-            result.note = STREAK_NOTE + self.not_the_model(result)
+            faint = not any(piece.is_streak for piece in result.pieces)
+            result.note = STREAK_NOTE + (FAINT_NOTE if faint else self.not_the_model(result))
         if result.shared_streak:                        # set by `crossing` only when it keeps the frame
             result.note = SHARED_NOTE
         result.detection = not result.flag or self.report_flagged
@@ -376,7 +389,7 @@ class Decider:
         elif result.bright:
             result.streak = result.bright.ends
         elif self.thin_only(result):
-            result.streak = max((p for p in result.pieces if p.is_streak), key=lambda p: p.length).ends
+            result.streak = max(self.thin_streaks(result), key=lambda p: p.length).ends
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
 

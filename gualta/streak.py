@@ -60,6 +60,7 @@ MAX_WIDTH_PX = 3.5            # ... at most this wide (full width at half maximu
 BRIGHT_MAX_WIDTH_PX = 5.0     # ... or this wide when at least BRIGHT_SIGNAL on average (a fireball's glare), ...
 BRIGHT_SIGNAL = 10.0
 MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
+FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this but under MIN_SIGNAL on average
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
 MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
@@ -128,6 +129,12 @@ class Piece:
         widest = BRIGHT_MAX_WIDTH_PX if self.signal >= BRIGHT_SIGNAL else MAX_WIDTH_PX
         return (self.length >= MIN_LENGTH_PX and self.elongation >= MIN_ELONGATION and self.width <= widest
                 and self.signal >= MIN_SIGNAL)
+
+    @property
+    def is_faint_streak(self) -> bool:
+        """A streak's length and shape, FAINT_SIGNAL–MIN_SIGNAL bright: too faint to report alone (noise and faint
+        satellites make such pieces too), a meteor's trace where the model leans to one (see `gualta.detect`)."""
+        return self.length >= MIN_LENGTH_PX and self.is_thin and FAINT_SIGNAL <= self.signal < MIN_SIGNAL
 
     @property
     def prominence(self) -> float:
@@ -383,10 +390,15 @@ def explains(other: Piece, streak: Piece) -> bool:
                 and along <= REACH * longer + REACH_SLACK_PX)
 
 
+def prominent(neighbour_pieces: list[list[Piece]]) -> list[Piece]:
+    """The adjacent frames' pieces that may explain a streak: each frame's most prominent NEIGHBOUR_PIECES."""
+    return [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
+
+
 def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's steady pieces (a satellite's light) and its streaks that an adjacent frame's prominent pieces
     explain."""
-    others = [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
+    others = prominent(neighbour_pieces)
     return [piece for piece in frame_pieces
             if piece.steady or (piece.is_streak and any(explains(other, piece) for other in others))]
 
@@ -394,6 +406,12 @@ def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Pie
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's streaks that neither their own steady light (a satellite) nor an adjacent frame's prominent pieces
     explain, longest first."""
-    explained = {id(piece) for piece in explained_streaks(frame_pieces, neighbour_pieces)}
-    streaks = [piece for piece in frame_pieces if piece.is_streak and id(piece) not in explained]
-    return sorted(streaks, key=lambda piece: -piece.length)
+    return unexplained([piece for piece in frame_pieces if piece.is_streak], neighbour_pieces)
+
+
+def unexplained(streaks: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
+    """Those of `streaks` that are not steady and that no prominent piece of an adjacent frame explains, longest
+    first."""
+    others = prominent(neighbour_pieces)
+    left = [piece for piece in streaks if not piece.steady and not any(explains(other, piece) for other in others)]
+    return sorted(left, key=lambda piece: -piece.length)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK, STREAK_NOTE, detection_line, detection_report
+from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, detection_line,
+                           detection_report)
 from gualta.streak import (LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX, Piece, chains, explains,
                            large_components, median, pieces, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
@@ -278,6 +279,46 @@ def test_a_piece_that_is_no_streak_makes_no_candidate():
     decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[wide, faint]),
                                frame_result(2, 0.01)])
     assert [r.label for r in decided] == ["no-meteor"] * 3
+
+
+FAINT = piece(600, 300, 640, 300, signal=7.0)       # a streak's shape at 7 × the noise
+
+
+@pytest.mark.parametrize("score, reported", [(0.70, True), (0.59, False), (0.02, False)])
+def test_a_faint_streak_is_reported_only_where_the_model_leans_to_a_meteor(score, reported, tmp_path):
+    assert FAINT.is_faint_streak and not FAINT.is_streak
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, score, pieces=[FAINT]), frame_result(2, 0.01)])
+    assert (decided[1].label, decided[1].detection) == (("meteor", True) if reported else ("no-meteor", False))
+    if reported:
+        assert decided[1].note == STREAK_NOTE + FAINT_NOTE and decided[1].streak == FAINT.ends
+        _, payload = detection_report(decided[1], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
+        assert payload["flag"] == STREAK
+
+
+def test_a_faint_streak_is_held_back_like_a_streak():
+    """Explained by a neighbour's piece (a satellite), in a washed-out sky (the score means nothing), or beside a
+    streak that a neighbour explains (the streak decides)."""
+    explained = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.70, pieces=[FAINT]),
+                                 frame_result(2, 0.01, pieces=[piece(700, 302, 740, 302, signal=6.5)])])
+    assert (explained[1].flag, explained[1].detection) == ("satellite", False)
+    washed = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.70, pieces=[FAINT], washed_out=True),
+                              frame_result(2, 0.01)])
+    assert (washed[1].label, washed[1].detection) == ("no-meteor", False)
+    elsewhere = piece(200, 700, 240, 690, signal=7.0)
+    beside = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.70, pieces=[THIN, elsewhere]),
+                              frame_result(2, 0.01, pieces=[piece(700, 302, 740, 302)])])
+    assert (beside[1].flag, beside[1].detection) == ("satellite", False)
+
+
+def test_a_line_at_7_times_the_noise_is_a_faint_streak_and_empty_sky_has_none():
+    faint = [p for p in pieces(*frame_pair(lambda layer: cv2.line(layer, (300, 600), (420, 530), 45.0, 1)))
+             if p.is_faint_streak or p.is_streak]
+    assert len(faint) == 1 and faint[0].is_faint_streak and not faint[0].is_streak, faint
+    assert 6.0 <= faint[0].signal < MIN_SIGNAL and faint[0].length > 100
+    bright = streaks_of(lambda layer: cv2.line(layer, (300, 600), (420, 530), 100.0, 1))
+    assert len(bright) == 1 and not bright[0].is_faint_streak
+    for seed in (10, 11, 12):
+        assert not [p for p in pieces(night_sky(seed), night_sky(seed + 10)) if p.is_faint_streak or p.is_streak]
 
 
 @pytest.fixture(scope="module")
