@@ -379,7 +379,7 @@ class Decider:
         if result.bright and not crossing:
             result.note = FIREBALL_NOTE + (self.not_the_model(result) if self.bright_only(result) else "")
         if self.thin_only(result) and not crossing:
-            faint = not any(piece.is_streak for piece in result.pieces)
+            faint = not any(piece.is_streak for piece in self.thin_streaks(result))
             result.note = STREAK_NOTE + (FAINT_NOTE if faint else self.not_the_model(result))
         if result.shared_streak:                        # set by `crossing` only when it keeps the frame
             result.note = SHARED_NOTE

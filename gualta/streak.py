@@ -11,13 +11,15 @@ of both. The full-resolution difference still shows them:
     cloud edges, the moon) → pixels ≥ 4 → connected pieces, each with its ends, length, elongation, width and mean
     signal.
 
-A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5 px
-across at half its peak, 5 px when ≥ 10 on average: a fireball's glare widens it) and ≥ 8 on average is a streak.
-Stars, hot pixels and noise are specks; clouds and insects are wide. A meteor lasts under a second, so the client
-reports a frame for a streak only when neither adjacent difference `explains` it: a piece at the same spot (a
-twinkling star, a flickering light), one on the streak's line within 10× the longer one's length, or its twin (as
-long, on the very line) within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure
-its pieces lie far apart). Coordinates are full-frame pixels.
+A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quarter as wide as it is long; at most 3.5
+px across at half its peak, 5 px when ≥ 10 on average: a fireball's glare widens it) and ≥ 8 on average is a streak.
+Stars, hot pixels and noise are specks; clouds and insects are wide. A piece with a streak's length and shape but
+only 6–8 on average is a faint streak: noise and faint satellites make those too, so the client counts one only
+where the model scores the frame near its threshold. A meteor lasts under a second, so the client reports a frame
+for a streak only when neither adjacent difference `explains` it: a piece at the same spot (a twinkling star, a
+flickering light), one on the streak's line within 10× the longer one's length, or its twin (as long, on the very
+line) within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure its pieces lie far
+apart). Coordinates are full-frame pixels.
 
 A streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines steadily
 for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along its line
