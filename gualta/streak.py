@@ -29,7 +29,8 @@ is within 60 % of its peak, each outer fifth is at least 0.7 × its middle, noth
 leaving the frame ends there), and no pixel on it is clipped at the sensor's top (a saturated meteor is flat-topped
 too). Thin pieces that continue one another (within 5° and 3 px of each other's line, at most 20 px apart: a
 streak broken by a dip in the noise or by a star in the previous frame) are read as one streak, and all are steady
-or none. The client holds a steady streak for a satellite, even when no adjacent frame shows it.
+or none. A faint streak's light curve is read too when it spans at least 30 px (shorter, too few samples). The
+client holds a steady streak for a satellite, even when no adjacent frame shows it.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ BRIGHT_MAX_WIDTH_PX = 5.0     # ... or this wide when at least BRIGHT_SIGNAL on 
 BRIGHT_SIGNAL = 10.0
 MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
 FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this but under MIN_SIGNAL on average
+FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
 MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
@@ -323,8 +325,10 @@ def saturated(piece: Piece, current: np.ndarray) -> bool:
 
 
 def has_steady_light(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> bool:
-    """Whether the piece is a streak with a satellite's light curve."""
-    if not piece.is_streak or saturated(piece, current):
+    """Whether the piece is a streak, or a faint streak at least FAINT_STEADY_MIN_LENGTH_PX long, with a satellite's
+    light curve."""
+    readable = piece.is_streak or (piece.is_faint_streak and piece.length >= FAINT_STEADY_MIN_LENGTH_PX)
+    if not readable or saturated(piece, current):
         return False
     along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * piece.span + STEADY_GAP_PX + 1)
     return is_steady(along, curve, piece.span)
