@@ -148,9 +148,14 @@ def test_the_frame_s_edge_ends_a_streak(what, curve, steady):
     assert found[0].steady is steady, what
 
 
+def line_pieces(curve, peak_dn: float, end=(440, 545)) -> list[Piece]:
+    """The pieces of a line from (300, 600) to `end` (by default 150 px long) with that light curve and peak."""
+    return pieces(*frame_pair(light_along((300, 600), end, curve, peak_dn)))
+
+
 @pytest.mark.parametrize("peak_dn, streak", [(60.0, True), (45.0, False)])
 def test_every_streak_s_and_faint_streak_s_light_curve_is_judged(peak_dn, streak):
-    found = pieces(*frame_pair(light_along((300, 600), (440, 545), satellite_light, peak_dn)))
+    found = line_pieces(satellite_light, peak_dn)
     assert len(found) == 1 and found[0].length > 140
     assert found[0].is_streak is streak and found[0].is_faint_streak is not streak
     assert found[0].signal < 1.25 * MIN_SIGNAL and found[0].steady
@@ -163,17 +168,17 @@ def test_every_streak_s_and_faint_streak_s_light_curve_is_judged(peak_dn, streak
     ("a satellite fainter than a faint streak (< 6 × the noise): not judged", satellite_light, 30.0, False),
 ])
 def test_a_faint_satellite_s_steady_light_is_told_from_a_faint_meteor_s(what, curve, peak_dn, steady):
-    found = pieces(*frame_pair(light_along((300, 600), (440, 545), curve, peak_dn)))
+    found = line_pieces(curve, peak_dn)
     assert found and not any(piece.is_streak for piece in found), what
     assert any(piece.is_faint_streak for piece in found) is (peak_dn > 30.0), what
     assert any(piece.steady for piece in found) is steady, what
 
 
 def test_a_short_faint_streak_s_light_curve_is_not_judged_but_a_broken_one_is_read_whole():
-    short = pieces(*frame_pair(light_along((300, 600), (318, 590), satellite_light, 35.0)))
+    short = line_pieces(satellite_light, 35.0, end=(318, 590))
     assert len(short) == 1 and short[0].is_faint_streak and short[0].length < FAINT_STEADY_MIN_LENGTH_PX
     assert not short[0].steady                                  # too few samples along 22 px
-    broken_faint = pieces(*frame_pair(light_along((300, 600), (340, 578), satellite_light, 35.0)))
+    broken_faint = line_pieces(satellite_light, 35.0, end=(340, 578))
     assert len(broken_faint) == 2 and all(piece.length < FAINT_STEADY_MIN_LENGTH_PX for piece in broken_faint)
     assert all(piece.is_faint_streak and piece.steady for piece in broken_faint)   # one chain, 46 px
 
@@ -183,7 +188,7 @@ def test_a_short_faint_streak_s_light_curve_is_not_judged_but_a_broken_one_is_re
     ("a faint satellite, seen in this frame only", satellite_light, False),
 ])
 def test_a_faint_streak_candidate_is_held_back_for_a_satellite_s_steady_light(what, curve, reported):
-    found = pieces(*frame_pair(light_along((300, 600), (440, 545), curve, 45.0)))
+    found = line_pieces(curve, 45.0)
     decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.70, pieces=found), frame_result(2, 0.01)])
     assert decided[1].label == "meteor", what
     assert (decided[1].detection, decided[1].flag) == ((True, "") if reported else (False, "satellite")), what
