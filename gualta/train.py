@@ -445,6 +445,18 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     print(f"quantize: {path} ({path.stat().st_size / 1e6:.1f} MB, from {args.model.stat().st_size / 1e6:.1f} MB)")
 
 
+def cmd_halve(args: argparse.Namespace) -> None:
+    from google.protobuf.message import DecodeError
+
+    from gualta.export import halve_onnx
+
+    try:
+        path = halve_onnx(args.model, args.out)
+    except DecodeError as exc:
+        raise TrainError(f"{args.model} is not a readable ONNX model ({exc})") from None
+    print(f"halve: {path} ({path.stat().st_size / 1e6:.1f} MB, from {args.model.stat().st_size / 1e6:.1f} MB)")
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     from gualta.export import publish_model
 
@@ -530,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize_cmd.add_argument("--out", type=Path, required=True)
     quantize_cmd.add_argument("--pairs", type=int, default=64, help="frame pairs to calibrate on, spread over the night")
     quantize_cmd.set_defaults(run=cmd_quantize)
+
+    halve_cmd = commands.add_parser("halve", help="a copy of an ONNX model with its weights stored in float16")
+    halve_cmd.add_argument("--model", type=Path, required=True, help="model.onnx")
+    halve_cmd.add_argument("--out", type=Path, required=True)
+    halve_cmd.set_defaults(run=cmd_halve)
 
     publish_cmd = commands.add_parser("publish", help="write an ONNX model to STORE/models with version and hash")
     publish_cmd.add_argument("--model", type=Path, required=True)

@@ -231,6 +231,51 @@ def test_quantized_copy_scores_like_the_model_and_says_what_it_is(tiny_run, tiny
     assert np.abs(quantized.predict(images) - original.predict(images)).max() < 0.1
 
 
+def test_half_stored_copy_is_half_the_file_and_scores_like_the_model(tiny_run, tiny_dataset, tmp_path):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from gualta.export import HALF_MIN_VALUES, HALF_NOTE, export_onnx, halve_onnx
+    from gualta.train import main
+
+    images = dataset_images(tiny_dataset[1])
+    export_onnx(sharpened_learner(tiny_run.run_dir / "model.pkl", images), tmp_path / "sharp.onnx")
+    assert main(["halve", "--model", str(tmp_path / "sharp.onnx"), "--out", str(tmp_path / "half.onnx")]) == 0
+    original, half = load_model(tmp_path / "sharp.onnx"), load_model(tmp_path / "half.onnx")
+    assert (tmp_path / "half.onnx").stat().st_size < 0.55 * (tmp_path / "sharp.onnx").stat().st_size
+    assert (half.info.version, half.info.size, half.info.classes, half.info.kind, half.info.arch) == (
+        original.info.version, original.info.size, original.info.classes, original.info.kind, original.info.arch)
+    proto = onnx.load(str(tmp_path / "half.onnx"))
+    large = [w for w in proto.graph.initializer if np.prod(w.dims) >= HALF_MIN_VALUES]
+    assert large and all(w.data_type == TensorProto.FLOAT16 for w in large)
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT        # the client feeds float32
+    assert {p.key: p.value for p in proto.metadata_props}["weights"] == HALF_NOTE
+    scores, half_scores = original.predict(images), half.predict(images)
+    assert scores.std() > 0.05                                                            # the scores really vary
+    assert 0 < np.abs(half_scores - scores).max() < 0.05                                 # rounded, not lost
+    # exactly the float32 network with its weights rounded to float16: stored so, computed in float32
+    rounded = onnx.load(str(tmp_path / "sharp.onnx"))
+    for weight in rounded.graph.initializer:
+        values = numpy_helper.to_array(weight)
+        if values.size >= HALF_MIN_VALUES:
+            weight.CopyFrom(numpy_helper.from_array(values.astype(np.float16).astype(np.float32), weight.name))
+    onnx.save(rounded, str(tmp_path / "rounded.onnx"))
+    assert np.abs(load_model(tmp_path / "rounded.onnx").predict(images) - half_scores).max() < 1e-5
+    assert halve_onnx(tmp_path / "half.onnx", tmp_path / "again.onnx").stat().st_size == pytest.approx(
+        (tmp_path / "half.onnx").stat().st_size, rel=1e-3)                               # nothing left to halve
+
+
+def test_halving_what_is_not_an_onnx_model_is_a_clear_error(tmp_path, capsys):
+    from gualta.train import main
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(SystemExit) as stop:
+        main(["halve", "--model", str(broken), "--out", str(tmp_path / "half.onnx")])
+    assert stop.value.code == 2 and "is not a readable ONNX model" in capsys.readouterr().err
+    assert not (tmp_path / "half.onnx").exists()
+
+
 def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):
     from gualta.train import main
 
