@@ -16,8 +16,8 @@ px across at half its peak, 5 px when ≥ 10 on average: a fireball's glare wide
 Stars, hot pixels and noise are specks; clouds and insects are wide. A piece with a streak's length and shape but
 only 6–8 on average is a faint streak: noise and faint satellites make those too, so the client counts one only
 where the model scores the frame near its threshold. A meteor lasts under a second, so the client reports a frame
-for a streak only when neither adjacent difference `explains` it: a piece at the same spot (a twinkling star, a
-flickering light), one on the streak's line within 10× the longer one's length, or its twin (as long, on the very
+for a streak only when neither adjacent difference `explains` it: a piece at the same spot, at least a third as long
+(a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line within 10× the longer one's length, or its twin (as long, on the very
 line) within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure its pieces lie far
 apart). Coordinates are full-frame pixels.
 
@@ -67,6 +67,7 @@ FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this 
 FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
+SAME_SPOT_MIN_SHARE = 1 / 3   # ... and at least a third as long, ...
 MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
 MAX_OFFSET_PX = 6.0           # ... its centre within this (+2 % of the distance along) of the streak's line, ...
 REACH = 10.0                  # ... and at most 10× the longer one's length (+ 30 px) along it
@@ -382,7 +383,7 @@ def explains(other: Piece, streak: Piece) -> bool:
     if other.length < PIECE_MIN_PX:
         return False
     offset = np.array([other.cx - streak.cx, other.cy - streak.cy])
-    if math.hypot(*offset) <= SAME_SPOT_PX:
+    if math.hypot(*offset) <= SAME_SPOT_PX and other.length >= SAME_SPOT_MIN_SHARE * streak.length:
         return True
     cosine = abs(float(other.direction @ streak.direction))
     along = abs(float(offset @ streak.direction))

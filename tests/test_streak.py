@@ -277,6 +277,20 @@ def test_what_a_neighbour_explains(other, explained):
     assert (unexplained_streaks([THIN], [[other]]) == []) is explained
 
 
+LONG = piece(600, 300, 764, 300)                  # a long meteor, 165 px
+
+
+@pytest.mark.parametrize("other, explained", [
+    (piece(678, 294, 685, 297), False),           # a speck of noise at its centre (across its line) is not it
+    (piece(670, 290, 693, 300), False),           # ... nor a piece under a third of its length there
+    (piece(655, 285, 709, 309), True),            # a third as long or more, at the same spot: it is
+    (piece(800, 301, 830, 301), True),            # a shorter piece further along its line still explains it
+])
+def test_a_long_streak_is_explained_at_its_spot_only_by_a_piece_of_comparable_length(other, explained):
+    assert explains(other, LONG) is explained
+    assert (unexplained_streaks([LONG], [[other]]) == []) is explained
+
+
 def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
     decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]),
                                frame_result(2, 0.01)])
