@@ -162,13 +162,18 @@ def simulated_night(root: Path, frames: int) -> Path:
     return simulate_night(root, "20211110", frames=frames, start="22:00", seed=7, scenario="mixed", progress=False)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_night_options(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The bench night, repetitions, model threads and input size, as the client benchmarks take them."""
     parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
     parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
     parser.add_argument("--size", type=int, help="network input side (default: the shipped model's)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_night_options(parser, repeats=3)
     args = parser.parse_args(argv)
     shipped_side = shipped_size()
     size = args.size or shipped_side

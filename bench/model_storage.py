@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client import difference_inputs, export, model_rate, peak_memory_mb, shipped_size, simulated_night
+from client import (add_night_options, difference_inputs, export, model_rate, peak_memory_mb, shipped_size,
+                    simulated_night)
 
 from gualta import allsky
 from gualta.export import halve_onnx
@@ -32,11 +33,7 @@ def load_ms(path: Path, threads: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
-    parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
-    parser.add_argument("--size", type=int, help="network input side (default: the shipped model's)")
+    add_night_options(parser, repeats=5)
     args = parser.parse_args(argv)
     size = args.size or shipped_size()
 
