@@ -17,9 +17,10 @@ Stars, hot pixels and noise are specks; clouds and insects are wide. A piece wit
 only 6–8 on average is a faint streak: noise and faint satellites make those too, so the client counts one only
 where the model scores the frame near its threshold. A meteor lasts under a second, so the client reports a frame
 for a streak only when neither adjacent difference `explains` it: a piece at the same spot, at least a third as long
-(a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line within 10× the longer one's length, or its twin (as long, on the very
-line) within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure its pieces lie far
-apart). Coordinates are full-frame pixels.
+(a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line
+within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane,
+which cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
+pixels.
 
 A streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines steadily
 for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along its line
