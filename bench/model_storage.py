@@ -25,6 +25,9 @@ from gualta.export import halve_onnx
 from gualta.model import load_model
 
 
+FULL, HALF = "float32", "float16-stored"
+
+
 def load_ms(path: Path, threads: int) -> float:
     started = time.perf_counter()
     load_model(path, threads=threads)
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         frames = allsky.list_frames(night)
         full = export("resnet34", scratch / "float32.onnx", size)
         half = halve_onnx(full, scratch / "float16.onnx")
-        paths = {"float32": full, "float16-stored": half}
+        paths = {FULL: full, HALF: half}
         print(f"night {night.name}: {len(frames)} frames, resnet34 at {size} px, {args.threads} model thread(s), "
               f"median of {args.repeats}, the two files alternately")
         inputs = difference_inputs(frames[:65])
@@ -60,10 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in paths:
             print(f"{name:18s} file {size_mb[name]:6.1f} MB   load {load[name]:6.0f} ms   model alone "
                   f"{rate[name]:6.1f} frames/s")
-        half_name, full_name = "float16-stored", "float32"
-        print(f"{'float16 / float32':18s} file {size_mb[half_name] / size_mb[full_name]:6.2f}×     load "
-              f"{load[half_name] / load[full_name]:6.2f}×      model alone {rate[half_name] / rate[full_name]:6.2f}×")
-        difference = np.abs(scores[half_name] - scores[full_name])
+        print(f"{'float16 / float32':18s} file {size_mb[HALF] / size_mb[FULL]:6.2f}×     load "
+              f"{load[HALF] / load[FULL]:6.2f}×      model alone {rate[HALF] / rate[FULL]:6.2f}×")
+        difference = np.abs(scores[HALF] - scores[FULL])
         print(f"score difference on {len(inputs)} pairs: median {np.median(difference):.1e}, "
               f"max {difference.max():.1e}")
         for name, path in paths.items():

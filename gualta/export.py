@@ -122,6 +122,22 @@ def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:
     return path
 
 
+def read_onnx(path: str | Path):
+    """The ONNX model at `path`; ValueError when the file is not one (truncated, foreign)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path))
+    except DecodeError as exc:
+        raise ValueError(f"{path} is not a readable ONNX model ({exc})") from None
+
+
+def props_of(proto) -> dict[str, str]:
+    """An ONNX model's metadata_props as a dict."""
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
 # --- quantization ----------------------------------------------------------------------------------------------
 
 QUANTIZED_SUFFIX = "-int8"
@@ -168,7 +184,7 @@ def quantize_onnx(model_path: str | Path, night: str | Path, out: str | Path,
         quantize_static(str(prepared), str(out), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     proto = onnx.load(str(out))
-    props = {prop.key: prop.value for prop in proto.metadata_props}
+    props = props_of(proto)
     onnx.helper.set_model_props(proto, {**props, "version": props.get("version", "") + QUANTIZED_SUFFIX,
                                         "quantized": f"int8 static (QDQ, weights per channel), activations calibrated "
                                                      f"on {len(inputs)} frame pairs of {Path(night).name}"})
@@ -188,7 +204,7 @@ def halve_onnx(model_path: str | Path, out: str | Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    proto = onnx.load(str(model_path))
+    proto = read_onnx(model_path)
     graph = proto.graph
     graph_inputs = {value.name for value in graph.input}
     stored, casts = [], []
@@ -205,8 +221,7 @@ def halve_onnx(model_path: str | Path, out: str | Path) -> Path:
     del graph.initializer[:], graph.node[:]
     graph.initializer.extend(stored)
     graph.node.extend(nodes)
-    props = {prop.key: prop.value for prop in proto.metadata_props}
-    onnx.helper.set_model_props(proto, {**props, "weights": HALF_NOTE})
+    onnx.helper.set_model_props(proto, {**props_of(proto), "weights": HALF_NOTE})
     onnx.checker.check_model(proto)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,24 +262,20 @@ def publish_model(model_path: str | Path, store_dir: str | Path, version: int | 
     beside the model) go into guAlta_latest_version.json. Returns that JSON's content.
     """
     import onnx
-    from google.protobuf.message import DecodeError
 
     from gualta.evaluate import metrics_summary
 
     model_path = Path(model_path)
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
-    try:
-        proto = onnx.load(str(model_path))
-    except DecodeError as exc:
-        raise ValueError(f"{model_path} is not a readable ONNX model ({exc})") from None
+    proto = read_onnx(model_path)
     models_dir = Path(store_dir) / MODELS_FOLDER
     models_dir.mkdir(parents=True, exist_ok=True)
     version = version or max(published_versions(models_dir), default=0) + 1
     if metrics is None and (model_path.parent / "metrics.json").is_file():
         metrics = metrics_summary(json.loads((model_path.parent / "metrics.json").read_text()))
 
-    props = {p.key: p.value for p in proto.metadata_props}
+    props = props_of(proto)
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()
     versioned = models_dir / f"guAlta_v{version}.onnx"

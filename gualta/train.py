@@ -446,14 +446,12 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_halve(args: argparse.Namespace) -> None:
-    from google.protobuf.message import DecodeError
-
     from gualta.export import halve_onnx
 
     try:
         path = halve_onnx(args.model, args.out)
-    except DecodeError as exc:
-        raise TrainError(f"{args.model} is not a readable ONNX model ({exc})") from None
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
     print(f"halve: {path} ({path.stat().st_size / 1e6:.1f} MB, from {args.model.stat().st_size / 1e6:.1f} MB)")
 
 
