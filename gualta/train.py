@@ -5,7 +5,7 @@
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
                                    [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
                                    [--min-snr 0] [--min-length 0] [--short-min-snr S]
-                                   [--init RUN/model.pkl] [--mixed-precision]
+                                   [--init RUN/model.pkl|models/guAlta.onnx] [--mixed-precision]
     python -m gualta.train lr-find --dataset DATA --out RUN [same options]
     python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
     python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
@@ -75,7 +75,7 @@ class TrainConfig:
     min_snr: float = 0.0             # training leaves out meteors fainter than this (ground-truth peak_snr)
     min_length: float = 0.0          # ... or shorter than this (ground-truth length_px, full-frame pixels)
     short_min_snr: float | None = None  # ... unless a short one reaches this peak_snr
-    init: Path | None = None         # start from this fastai model.pkl's weights (same arch), e.g. the shipped one
+    init: Path | None = None         # start from this model.pkl's or ONNX model's weights (same arch), e.g. the shipped one
     mixed_precision: bool = False    # bf16 autocast on a CUDA GPU (ignored on the CPU)
 
     def __post_init__(self):
@@ -218,17 +218,26 @@ def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_wei
         raise
 
 
-def load_weights(learn, model_pkl: str | Path) -> None:
-    """Copy a fastai model.pkl's network weights into learn (fine-tuning from an earlier run)."""
+def load_weights(learn, model: str | Path, arch: str) -> None:
+    """Start learn from an earlier model's weights (fine-tuning): a fastai model.pkl, or an ONNX model such as the
+    shipped models/guAlta.onnx (gualta.onnx_init rebuilds the network from it)."""
     from fastai.learner import load_learner
 
-    source = load_learner(model_pkl, cpu=True)
+    from gualta.onnx_init import OnnxInitError, load_onnx_weights
+
+    if Path(model).suffix == ".onnx":
+        try:
+            load_onnx_weights(learn, model, arch)
+        except (OnnxInitError, ValueError) as exc:
+            raise TrainError(f"cannot start from {model}: {exc}") from None
+        return
+    source = load_learner(model, cpu=True)
     try:
         learn.model.load_state_dict(source.model.state_dict())
     except RuntimeError as exc:
-        raise TrainError(f"{model_pkl} does not fit {type(learn.model[0]).__name__} of this run: {exc}") from None
+        raise TrainError(f"{model} does not fit {type(learn.model[0]).__name__} of this run: {exc}") from None
     if list(source.dls.vocab) != list(learn.dls.vocab):
-        raise TrainError(f"{model_pkl} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
+        raise TrainError(f"{model} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
 
 
 def input_kind(config: TrainConfig) -> str:
@@ -255,7 +264,7 @@ def learner_for(config: TrainConfig):
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
     learn.input_kind = input_kind(config)
     if config.init:
-        load_weights(learn, config.init)
+        load_weights(learn, config.init, config.arch)
     if config.mixed_precision and torch.cuda.is_available():
         learn.to_bf16()
     return learn, rows
@@ -502,7 +511,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="leave out training meteors shorter than this (ground-truth length_px)")
     parser.add_argument("--short-min-snr", type=float,
                         help="keep training meteors shorter than --min-length when their peak_snr reaches this")
-    parser.add_argument("--init", type=Path, help="start from this model.pkl's weights (same arch)")
+    parser.add_argument("--init", type=Path, metavar="MODEL",
+                        help="start from this model.pkl's or ONNX model's weights (same arch), e.g. models/guAlta.onnx")
     parser.add_argument("--mixed-precision", action="store_true", help="bf16 autocast when a CUDA GPU trains")
 
 

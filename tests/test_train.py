@@ -202,3 +202,55 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_pa
 
     with pytest.raises(train.TrainError, match="does not fit"):
         train.learner_for(replace(config, arch="resnet34"))
+
+
+def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tmp_path):
+    """The shipped model is an ONNX file with batch norms folded into its convolutions: fine-tuning from it rebuilds
+    the fastai network (scores as the file's) with batch-norm statistics that training mode agrees with."""
+    import torch
+
+    from gualta.export import halve_onnx
+    from gualta.model import FastaiModel, load_model
+    from test_model import dataset_images
+
+    images = dataset_images(tiny_dataset[1])
+    onnx_path = tiny_run.run_dir / "model.onnx"
+    half = halve_onnx(onnx_path, tmp_path / "half.onnx")
+    for source in (onnx_path, half):
+        config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "fine-tune", arch="resnet18", size=64,
+                                   bs=8, threads=1, pretrained=False, init=source)
+        learn, _ = train.learner_for(config)
+        scores = FastaiModel(learn).predict(images)
+        assert np.abs(scores - load_model(source).predict(images)).max() < 1e-4
+        fresh, _ = train.learner_for(replace(config, init=None))
+        assert np.abs(FastaiModel(fresh).predict(images) - scores).max() > 1e-2     # the weights came from the file
+
+    # the body's batch norms hold their convolutions' statistics: on the batch they were calibrated on, normalising
+    # by batch statistics (training mode) computes what normalising by running statistics (eval mode) does
+    from gualta.onnx_init import load_onnx_weights, training_batches
+
+    batch = torch.cat(training_batches(learn, 2))
+    assert load_onnx_weights(learn, onnx_path, "resnet18", [batch]) < 1e-4
+    norms = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        evaluated = torch.softmax(learn.model.eval()(batch), 1)
+        for norm in norms:
+            norm.train()
+        trained = torch.softmax(learn.model(batch), 1)
+    assert float((evaluated - trained).abs().max()) < 1e-3
+
+    result = train.train(replace(config, init=half, epochs=1, out=tmp_path / "tuned"))     # and it trains on
+    assert (result.run_dir / "model.onnx").is_file() and len(result.history) == 1
+
+    with pytest.raises(TrainError, match="cannot start from .*resnet18, this run trains a resnet34"):
+        train.learner_for(replace(config, arch="resnet34"))
+    from fastai.vision.all import Normalize, imagenet_stats
+
+    from gualta.onnx_init import OnnxInitError
+
+    learn.dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")     # as a --pretrained run's
+    with pytest.raises(OnnxInitError, match="normalises its input differently .* train with --no-pretrained"):
+        load_onnx_weights(learn, onnx_path, "resnet18")
+    (tmp_path / "broken.onnx").write_bytes(onnx_path.read_bytes()[:5000])
+    with pytest.raises(TrainError, match="cannot start from .*broken.onnx"):
+        train.learner_for(replace(config, init=tmp_path / "broken.onnx"))

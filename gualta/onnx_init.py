@@ -1,0 +1,193 @@
+"""Start training from an ONNX model's weights: fine-tune the shipped model (`--init models/guAlta.onnx`).
+
+The ONNX export folds each convolution's batch norm into the convolution (weight scaled, bias added), so the file
+holds no batch-norm statistics for the body. Loading it back into a learner of the same architecture:
+
+  1. the convolutions, head batch norms and linear layers take the file's weights, matched in the order the network
+     runs them (shapes checked); each folded batch norm becomes "add the folded bias", so the network computes
+     exactly what the file computes;
+  2. a few training batches then give each convolution's output mean and variance, and its batch norm is rewritten
+     to normalise by them and scale back: the same function, now with the statistics batch-norm training expects
+     (without them the first training batch would renormalise every layer and undo the model);
+  3. the rebuilt network's scores are checked against ONNX Runtime's on one batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gualta.export import props_of, read_onnx
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCHES = 8          # training batches whose statistics the unfolded batch norms take
+PARITY_TOLERANCE = 1e-3          # largest difference of p(class) between the rebuilt network and ONNX Runtime
+
+
+class OnnxInitError(ValueError):
+    """The ONNX model cannot initialise this learner (another architecture, classes or input normalisation)."""
+
+
+def initializer_arrays(proto) -> dict[str, np.ndarray]:
+    """The graph's weights as float32 arrays by name; a weight stored in float16 also under its Cast's output name."""
+    from onnx import numpy_helper
+
+    arrays = {weight.name: numpy_helper.to_array(weight) for weight in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Cast" and node.input[0] in arrays:
+            arrays[node.output[0]] = arrays[node.input[0]]
+    return {name: values.astype(np.float32) for name, values in arrays.items() if values.dtype.kind == "f"}
+
+
+def execution_order(model: nn.Module, batch: torch.Tensor, kinds: tuple[type, ...]) -> list[nn.Module]:
+    """The model's modules of `kinds` in the order one forward pass runs them."""
+    seen: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(m)) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model.eval()(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def matched(torch_layers: list[nn.Module], onnx_nodes: list, what: str) -> list[tuple[nn.Module, object]]:
+    if len(torch_layers) != len(onnx_nodes):
+        raise OnnxInitError(f"the ONNX model has {len(onnx_nodes)} {what}, this network {len(torch_layers)}")
+    return list(zip(torch_layers, onnx_nodes))
+
+
+def assign(parameter: torch.Tensor, values: np.ndarray, where: str) -> None:
+    if tuple(parameter.shape) != values.shape:
+        raise OnnxInitError(f"{where}: the ONNX model has shape {values.shape}, this network {tuple(parameter.shape)}")
+    with torch.no_grad():
+        parameter.copy_(torch.from_numpy(values))
+
+
+def load_convolutions(pairs, arrays, batch_norms: list[nn.BatchNorm2d]) -> None:
+    """Each convolution takes the folded weight; its batch norm (run right after it) adds the folded bias."""
+    if len(batch_norms) != len(pairs):
+        raise OnnxInitError(f"{len(pairs)} convolutions but {len(batch_norms)} batch norms: not a ResNet-style body")
+    for (conv, node), norm in zip(pairs, batch_norms):
+        assign(conv.weight, arrays[node.input[1]], node.name)
+        bias = arrays[node.input[2]] if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
+        assign(norm.bias, bias, node.name)
+        with torch.no_grad():
+            norm.weight.fill_(1.0)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)       # (x − 0) / √(var + eps) · 1 + bias = x + bias
+
+
+def load_head(model: nn.Module, batch: torch.Tensor, proto, arrays) -> None:
+    """The head's batch norms (kept unfolded in the file) and linear layers (MatMul: transposed; Gemm)."""
+    norms = execution_order(model, batch, (nn.BatchNorm1d,))
+    for norm, node in matched(norms, [n for n in proto.graph.node if n.op_type == "BatchNormalization"],
+                              "unfolded batch norms"):
+        for parameter, name in zip((norm.weight, norm.bias, norm.running_mean, norm.running_var), node.input[1:5]):
+            assign(parameter, arrays[name], node.name)
+        norm.eps = next((a.f for a in node.attribute if a.name == "epsilon"), norm.eps)
+    linears = execution_order(model, batch, (nn.Linear,))
+    for linear, node in matched(linears, [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")],
+                                "linear layers"):
+        weight = arrays[node.input[1]]
+        transposed = node.op_type == "MatMul" or not any(a.name == "transB" and a.i for a in node.attribute)
+        assign(linear.weight, weight.T.copy() if transposed else weight, node.name)
+        if (linear.bias is not None) != (len(node.input) > 2):
+            raise OnnxInitError(f"{node.name}: the ONNX model's linear layer and this network's differ in bias")
+        if linear.bias is not None:
+            assign(linear.bias, arrays[node.input[2]], node.name)
+
+
+def calibrate_batch_norms(model: nn.Module, pairs, batch_norms, batches: list[torch.Tensor]) -> None:
+    """Give each unfolded batch norm its convolution's output statistics, keeping the function: normalise by them,
+    scale back by the deviation and add back the mean."""
+    sums = {id(conv): [0.0, 0.0, 0] for conv, _ in pairs}
+
+    def collect(conv, inputs, output):
+        values = output.detach().double().transpose(0, 1).flatten(1)
+        entry = sums[id(conv)]
+        entry[0] = entry[0] + values.sum(1)
+        entry[1] = entry[1] + (values ** 2).sum(1)
+        entry[2] += values.shape[1]
+
+    hooks = [conv.register_forward_hook(collect) for conv, _ in pairs]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model.eval()(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        for (conv, _), norm in zip(pairs, batch_norms):
+            total, squares, count = sums[id(conv)]
+            mean = total / count
+            variance = (squares / count - mean ** 2).clamp(min=0)
+            scale = (variance + norm.eps).sqrt()
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(variance)
+            norm.weight.copy_(scale)                    # (x − mean) / scale · scale + (bias + mean) = x + bias
+            norm.bias.add_(mean.to(norm.bias))
+
+
+def onnx_probabilities(path: Path, batch: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch.cpu().numpy().astype(np.float32)})[0]
+
+
+def check_metadata(props: dict, path: Path, arch: str, classes: list[str], normalised: bool) -> None:
+    if props.get("arch", arch) != arch:
+        raise OnnxInitError(f"{path} is a {props['arch']}, this run trains a {arch}")
+    if "classes" in props and json.loads(props["classes"]) != classes:
+        raise OnnxInitError(f"{path} has classes {json.loads(props['classes'])}, this dataset {classes}")
+    file_normalises = props.get("pretrained") == "true"     # gualta.export puts ImageNet normalisation in the graph
+    if "pretrained" in props and file_normalises != normalised:
+        wanted = "--pretrained" if file_normalises else "--no-pretrained"
+        raise OnnxInitError(f"{path} normalises its input differently from this run; train with {wanted}")
+
+
+def training_batches(learn, count: int = CALIBRATION_BATCHES) -> list[torch.Tensor]:
+    """The first `count` input batches of the learner's training loader (augmented, as training sees them)."""
+    device = next(learn.model.parameters()).device
+    return [xb.to(device) for _, (xb, *_) in zip(range(count), learn.dls.train)]
+
+
+def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Tensor] | None = None) -> float:
+    """Initialise learn.model from an ONNX model exported by gualta.export (same arch, classes and normalisation),
+    its batch norms calibrated on `inputs` (default: training batches); returns the largest score difference to
+    ONNX Runtime on one batch."""
+    from gualta.export import learner_normalize
+
+    path = Path(path)
+    proto = read_onnx(path)
+    normalize = learner_normalize(learn)
+    check_metadata(props_of(proto), path, arch, list(learn.dls.vocab), normalize is not None)
+    model = learn.model
+    device = next(model.parameters()).device
+    inputs = inputs or training_batches(learn)
+    arrays = initializer_arrays(proto)
+    pairs = matched(execution_order(model, inputs[0], (nn.Conv2d,)),
+                    [n for n in proto.graph.node if n.op_type == "Conv"], "convolutions")
+    batch_norms = execution_order(model, inputs[0], (nn.BatchNorm2d,))
+    load_convolutions(pairs, arrays, batch_norms)
+    load_head(model, inputs[0], proto, arrays)
+    calibrate_batch_norms(model, pairs, batch_norms, inputs)
+    model.train()
+    check = inputs[0][:8]
+    raw = check * normalize.std.to(device) + normalize.mean.to(device) if normalize is not None else check
+    with torch.no_grad():
+        ours = torch.softmax(model.eval()(check).float(), 1).cpu().numpy()
+    model.train()
+    difference = float(np.abs(ours - onnx_probabilities(path, raw)).max())
+    if difference > PARITY_TOLERANCE:
+        raise OnnxInitError(f"the network rebuilt from {path} scores up to {difference:.3g} away from the file")
+    log.info("initialised from %s (%d convolutions; scores within %.1e of ONNX Runtime)", path, len(pairs), difference)
+    return difference
