@@ -334,7 +334,8 @@ def train(config: TrainConfig) -> TrainResult:
     learn, rows = learner_for(config)
     lr = find_lr(learn, run_dir) if config.lr_find else config.lr
     log.info("training %s (%s, %s) on %d images (%d validation), lr %.2g", config.arch,
-             "pretrained" if config.pretrained else "from scratch", learn.input_kind, (~rows[VALID]).sum(),
+             f"from {config.init}" if config.init else "pretrained" if config.pretrained else "from scratch",
+             learn.input_kind, (~rows[VALID]).sum(),
              rows[VALID].sum(), lr)
     started = time.perf_counter()
     fit(learn, config.epochs, lr, config.pretrained, config.patience)
