@@ -44,10 +44,14 @@ def initializer_arrays(proto) -> dict[str, np.ndarray]:
     return {name: values.astype(np.float32) for name, values in arrays.items() if values.dtype.kind == "f"}
 
 
-def execution_order(model: nn.Module, batch: torch.Tensor, kinds: tuple[type, ...]) -> list[nn.Module]:
-    """The model's modules of `kinds` in the order one forward pass runs them."""
-    seen: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(m)) for m in model.modules() if isinstance(m, kinds)]
+LAYER_KINDS = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear)
+
+
+def execution_order(model: nn.Module, batch: torch.Tensor) -> dict[type, list[nn.Module]]:
+    """The model's convolutions, batch norms and linear layers, by kind, in the order one forward pass runs them."""
+    seen: dict[type, list[nn.Module]] = {kind: [] for kind in LAYER_KINDS}
+    hooks = [m.register_forward_hook(lambda m, i, o: seen[type(m)].append(m))
+             for m in model.modules() if type(m) in seen]
     try:
         with torch.no_grad():
             model.eval()(batch)
@@ -84,15 +88,13 @@ def load_convolutions(pairs, arrays, batch_norms: list[nn.BatchNorm2d]) -> None:
             norm.running_var.fill_(1.0 - norm.eps)       # (x − 0) / √(var + eps) · 1 + bias = x + bias
 
 
-def load_head(model: nn.Module, batch: torch.Tensor, proto, arrays) -> None:
+def load_head(norms: list[nn.BatchNorm1d], linears: list[nn.Linear], proto, arrays) -> None:
     """The head's batch norms (kept unfolded in the file) and linear layers (MatMul: transposed; Gemm)."""
-    norms = execution_order(model, batch, (nn.BatchNorm1d,))
     for norm, node in matched(norms, [n for n in proto.graph.node if n.op_type == "BatchNormalization"],
                               "unfolded batch norms"):
         for parameter, name in zip((norm.weight, norm.bias, norm.running_mean, norm.running_var), node.input[1:5]):
             assign(parameter, arrays[name], node.name)
         norm.eps = next((a.f for a in node.attribute if a.name == "epsilon"), norm.eps)
-    linears = execution_order(model, batch, (nn.Linear,))
     for linear, node in matched(linears, [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")],
                                 "linear layers"):
         weight = arrays[node.input[1]]
@@ -173,14 +175,11 @@ def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Ten
     model = learn.model
     device = next(model.parameters()).device
     inputs = inputs or training_batches(learn)
-    arrays = initializer_arrays(proto)
-    pairs = matched(execution_order(model, inputs[0], (nn.Conv2d,)),
-                    [n for n in proto.graph.node if n.op_type == "Conv"], "convolutions")
-    batch_norms = execution_order(model, inputs[0], (nn.BatchNorm2d,))
-    load_convolutions(pairs, arrays, batch_norms)
-    load_head(model, inputs[0], proto, arrays)
-    calibrate_batch_norms(model, pairs, batch_norms, inputs)
-    model.train()
+    arrays, layers = initializer_arrays(proto), execution_order(model, inputs[0])
+    pairs = matched(layers[nn.Conv2d], [n for n in proto.graph.node if n.op_type == "Conv"], "convolutions")
+    load_convolutions(pairs, arrays, layers[nn.BatchNorm2d])
+    load_head(layers[nn.BatchNorm1d], layers[nn.Linear], proto, arrays)
+    calibrate_batch_norms(model, pairs, layers[nn.BatchNorm2d], inputs)
     check = inputs[0][:8]
     raw = check * normalize.std.to(device) + normalize.mean.to(device) if normalize is not None else check
     with torch.no_grad():
