@@ -138,6 +138,12 @@ def calibrate_batch_norms(model: nn.Module, pairs, batch_norms, batches: list[to
             norm.bias.add_(mean.to(norm.bias))
 
 
+def onnx_input_side(proto) -> int | None:
+    """The ONNX model's fixed input side (gualta.export fixes it; None where it is free)."""
+    side = proto.graph.input[0].type.tensor_type.shape.dim[-1]
+    return side.dim_value or None
+
+
 def onnx_probabilities(path: Path, batch: torch.Tensor) -> np.ndarray:
     import onnxruntime as ort
 
@@ -180,7 +186,10 @@ def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Ten
     load_convolutions(pairs, arrays, layers[nn.BatchNorm2d])
     load_head(layers[nn.BatchNorm1d], layers[nn.Linear], proto, arrays)
     calibrate_batch_norms(model, pairs, layers[nn.BatchNorm2d], inputs)
-    check = inputs[0][:8]
+    check = inputs[0][:8].float()
+    side = onnx_input_side(proto)
+    if side and check.shape[-1] != side:            # a run at another --size: compare at the file's size
+        check = nn.functional.interpolate(check, size=(side, side), mode="bilinear", align_corners=False)
     raw = check * normalize.std.to(device) + normalize.mean.to(device) if normalize is not None else check
     with torch.no_grad():
         ours = torch.softmax(model.eval()(check).float(), 1).cpu().numpy()

@@ -254,3 +254,23 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
     (tmp_path / "broken.onnx").write_bytes(onnx_path.read_bytes()[:5000])
     with pytest.raises(TrainError, match="cannot start from .*broken.onnx"):
         train.learner_for(replace(config, init=tmp_path / "broken.onnx"))
+
+
+def test_the_shipped_model_rebuilds_for_fine_tuning_at_another_size(tiny_dataset, tmp_path):
+    """`--init models/guAlta.onnx` (ResNet34, weights stored in float16, input 320 px) in a run at 64 px: the rebuilt
+    network scores the client's own 320 px inputs as the shipped file does."""
+    import torch
+
+    from gualta.model import load_model, preprocess
+    from test_model import REPO, dataset_images
+
+    shipped = REPO / "models" / "guAlta.onnx"
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "tune", arch="resnet34", size=64, bs=8,
+                               threads=1, pretrained=False, init=shipped)
+    learn, _ = train.learner_for(config)
+    images = dataset_images(tiny_dataset[1])
+    with torch.no_grad():
+        rebuilt = torch.softmax(learn.model.eval()(torch.from_numpy(preprocess(images, 320))), 1)[:, 0].numpy()
+    expected = load_model(shipped).predict(images)
+    assert expected.max() > 0.5 > expected.min()                                   # meteors and not
+    assert np.abs(rebuilt - expected).max() < 1e-4
