@@ -34,12 +34,13 @@ class OnnxInitError(ValueError):
 
 
 def initializer_arrays(proto) -> dict[str, np.ndarray]:
-    """The graph's weights as float32 arrays by name; a weight stored in float16 also under its Cast's output name."""
+    """The graph's weights as float32 arrays by name, also under the names a Cast (float16 storage) or an Identity
+    (the exporter's shared copy of equal weights) gives them."""
     from onnx import numpy_helper
 
     arrays = {weight.name: numpy_helper.to_array(weight) for weight in proto.graph.initializer}
     for node in proto.graph.node:
-        if node.op_type == "Cast" and node.input[0] in arrays:
+        if node.op_type in ("Cast", "Identity") and node.input[0] in arrays:
             arrays[node.output[0]] = arrays[node.input[0]]
     return {name: values.astype(np.float32) for name, values in arrays.items() if values.dtype.kind == "f"}
 
@@ -67,6 +68,13 @@ def matched(torch_layers: list[nn.Module], onnx_nodes: list, what: str) -> list[
     return list(zip(torch_layers, onnx_nodes))
 
 
+def weight(arrays: dict[str, np.ndarray], node, position: int) -> np.ndarray:
+    """The stored weight a node takes at input `position` (a graph not written by gualta.export may compute it)."""
+    if node.input[position] not in arrays:
+        raise OnnxInitError(f"{node.name}: input {node.input[position]!r} is not a stored weight")
+    return arrays[node.input[position]]
+
+
 def assign(parameter: torch.Tensor, values: np.ndarray, where: str) -> None:
     if tuple(parameter.shape) != values.shape:
         raise OnnxInitError(f"{where}: the ONNX model has shape {values.shape}, this network {tuple(parameter.shape)}")
@@ -79,8 +87,8 @@ def load_convolutions(pairs, arrays, batch_norms: list[nn.BatchNorm2d]) -> None:
     if len(batch_norms) != len(pairs):
         raise OnnxInitError(f"{len(pairs)} convolutions but {len(batch_norms)} batch norms: not a ResNet-style body")
     for (conv, node), norm in zip(pairs, batch_norms):
-        assign(conv.weight, arrays[node.input[1]], node.name)
-        bias = arrays[node.input[2]] if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
+        assign(conv.weight, weight(arrays, node, 1), node.name)
+        bias = weight(arrays, node, 2) if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
         assign(norm.bias, bias, node.name)
         with torch.no_grad():
             norm.weight.fill_(1.0)
@@ -92,18 +100,18 @@ def load_head(norms: list[nn.BatchNorm1d], linears: list[nn.Linear], proto, arra
     """The head's batch norms (kept unfolded in the file) and linear layers (MatMul: transposed; Gemm)."""
     for norm, node in matched(norms, [n for n in proto.graph.node if n.op_type == "BatchNormalization"],
                               "unfolded batch norms"):
-        for parameter, name in zip((norm.weight, norm.bias, norm.running_mean, norm.running_var), node.input[1:5]):
-            assign(parameter, arrays[name], node.name)
+        for position, parameter in enumerate((norm.weight, norm.bias, norm.running_mean, norm.running_var), 1):
+            assign(parameter, weight(arrays, node, position), node.name)
         norm.eps = next((a.f for a in node.attribute if a.name == "epsilon"), norm.eps)
     for linear, node in matched(linears, [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")],
                                 "linear layers"):
-        weight = arrays[node.input[1]]
+        values = weight(arrays, node, 1)
         transposed = node.op_type == "MatMul" or not any(a.name == "transB" and a.i for a in node.attribute)
-        assign(linear.weight, weight.T.copy() if transposed else weight, node.name)
+        assign(linear.weight, values.T.copy() if transposed else values, node.name)
         if (linear.bias is not None) != (len(node.input) > 2):
             raise OnnxInitError(f"{node.name}: the ONNX model's linear layer and this network's differ in bias")
         if linear.bias is not None:
-            assign(linear.bias, arrays[node.input[2]], node.name)
+            assign(linear.bias, weight(arrays, node, 2), node.name)
 
 
 def calibrate_batch_norms(model: nn.Module, pairs, batch_norms, batches: list[torch.Tensor]) -> None:

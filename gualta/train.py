@@ -75,7 +75,8 @@ class TrainConfig:
     min_snr: float = 0.0             # training leaves out meteors fainter than this (ground-truth peak_snr)
     min_length: float = 0.0          # ... or shorter than this (ground-truth length_px, full-frame pixels)
     short_min_snr: float | None = None  # ... unless a short one reaches this peak_snr
-    init: Path | None = None         # start from this model.pkl's or ONNX model's weights (same arch), e.g. the shipped one
+    init: Path | None = None         # start from this model.pkl's or ONNX model's weights (same arch), e.g.
+                                     # the shipped models/guAlta.onnx
     mixed_precision: bool = False    # bf16 autocast on a CUDA GPU (ignored on the CPU)
 
     def __post_init__(self):
@@ -223,12 +224,12 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
     shipped models/guAlta.onnx (gualta.onnx_init rebuilds the network from it)."""
     from fastai.learner import load_learner
 
-    from gualta.onnx_init import OnnxInitError, load_onnx_weights
+    from gualta.onnx_init import load_onnx_weights
 
     if Path(model).suffix == ".onnx":
         try:
             load_onnx_weights(learn, model, arch)
-        except (OnnxInitError, ValueError) as exc:
+        except ValueError as exc:                   # OnnxInitError, or not a readable ONNX file
             raise TrainError(f"cannot start from {model}: {exc}") from None
         return
     source = load_learner(model, cpu=True)

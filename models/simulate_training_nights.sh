@@ -5,8 +5,7 @@
 # hard negatives are common. Test nights: 4 whole nights (20:00–08:00) at the default rates, one per sky.
 # One process per night, PROCS at a time (default: every core); TRAIN_NIGHTS, TRAIN_FRAMES, RATES and FIRST_SEED
 # override the training nights' count, length, event rates and seeds (2000 + i; night i's date and sky follow i,
-# a day later for another FIRST_SEED);
-# TEST_NIGHTS=0 skips the test nights.
+# a day later for another FIRST_SEED); TEST_NIGHTS=0 skips the test nights.
 set -euo pipefail
 export root=${1:?usage: $0 ROOT} py=${PYTHON:-.venv/bin/python}
 export OPENCV_FOR_THREADS_NUM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1   # one process per core: one thread each
@@ -18,9 +17,8 @@ night() { date -d "$1 + $2 days" +%Y%m%d; }        # distinct dates: one folder 
 train_night() {
   local i=$1 starts=(19:00 21:00 23:00 01:00 03:00 05:00) skies=(clear cloudy moon mixed)
   $py dataPreparation.py simulate --out "$root/train" --nights 1 --frames "$frames" --seed $((first_seed + i)) \
-      --workers 1 \
-      --date "$(night 20210801 $((i * 3 + shift)))" --start "${starts[$((i % 6))]}" --scenario "${skies[$(((i / 6) % 4))]}" \
-      --rates "$rates"
+      --workers 1 --date "$(night 20210801 $((i * 3 + shift)))" --start "${starts[$((i % 6))]}" \
+      --scenario "${skies[$(((i / 6) % 4))]}" --rates "$rates"
 }
 test_night() {
   local i=$1 skies=(clear cloudy moon mixed)

@@ -251,6 +251,16 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
     learn.dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")     # as a --pretrained run's
     with pytest.raises(OnnxInitError, match="normalises its input differently .* train with --no-pretrained"):
         load_onnx_weights(learn, onnx_path, "resnet18")
+    import onnx
+    import torchvision
+
+    plain = torch.nn.Sequential(torchvision.models.resnet18(weights=None, num_classes=2), torch.nn.Softmax(1)).eval()
+    torch.onnx.export(plain, torch.zeros(1, 3, 64, 64), str(tmp_path / "plain.onnx"), dynamo=False, opset_version=17)
+    proto = onnx.load(str(tmp_path / "plain.onnx"))                     # a torchvision ResNet18, not a fastai one
+    onnx.helper.set_model_props(proto, {"arch": "resnet18", "classes": json.dumps(["meteor", "no-meteor"])})
+    onnx.save(proto, str(tmp_path / "plain.onnx"))
+    with pytest.raises(TrainError, match="the ONNX model has 0 unfolded batch norms, this network 2"):
+        train.learner_for(replace(config, init=tmp_path / "plain.onnx"))
     (tmp_path / "broken.onnx").write_bytes(onnx_path.read_bytes()[:5000])
     with pytest.raises(TrainError, match="cannot start from .*broken.onnx"):
         train.learner_for(replace(config, init=tmp_path / "broken.onnx"))
