@@ -28,7 +28,8 @@ The recipe of `gualta.train` (the same as `python -m gualta.train train`): balan
 the **test nights only** (`gualta.evaluate`) and the export to `.pkl` and ONNX.
 
 Parameters below can be overridden by environment variables `GUALTA_NB_*`. Without a dataset, a small one is
-simulated first (a few minutes)."""),
+simulated first (a few minutes). To fine-tune the shipped model instead (e.g. on an observatory's own labelled
+nights), set `INIT` to `../models/guAlta.onnx` (a ResNet34), with `PRETRAINED = False` and a low `LR` such as 1e-4."""),
         new_code_cell(f"""# Parameters
 import os
 from pathlib import Path
@@ -44,6 +45,7 @@ BS = int(os.environ.get("GUALTA_NB_BS", "32"))
 PRETRAINED = os.environ.get("GUALTA_NB_PRETRAINED", "1") == "1"             # ImageNet weights need internet; offline: 0
 THREADS = int(os.environ.get("GUALTA_NB_THREADS", "2"))
 BALANCE = os.environ.get("GUALTA_NB_BALANCE", "downsample")
+INIT = os.environ.get("GUALTA_NB_INIT", "")                                  # start from this model.pkl or .onnx
 LR_FIND = os.environ.get("GUALTA_NB_LR_FIND", "1") == "1"
 SIM_NIGHTS = int(os.environ.get("GUALTA_NB_SIM_NIGHTS", "4"))
 SIM_FRAMES = int(os.environ.get("GUALTA_NB_SIM_FRAMES", "240"))"""),
@@ -60,7 +62,8 @@ index = train.read_index(DATASET)
 print(dataset.describe_index(index))
 index.groupby(["dataset", "event"]).size().unstack(0)"""),
         new_code_cell("""config = train.TrainConfig(dataset=DATASET, out=RUN_DIR, arch=ARCH, size=SIZE, epochs=EPOCHS, lr=LR,
-                           bs=BS, pretrained=PRETRAINED, threads=THREADS, balance=BALANCE)
+                           bs=BS, pretrained=PRETRAINED, threads=THREADS, balance=BALANCE,
+                           init=Path(INIT) if INIT else None)
 RUN_DIR.mkdir(parents=True, exist_ok=True)
 learn, rows = train.learner_for(config)
 print(rows.groupby(["is_valid", "label"]).size())

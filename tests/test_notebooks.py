@@ -45,15 +45,17 @@ def test_committed_notebooks_are_built_and_clean(tmp_path):
         assert code[0].source.startswith("# Parameters") and "GUALTA_NB_" in code[0].source
 
 
-@pytest.mark.parametrize("arch,lr_find", [("resnet18", 1), ("resnet34", 0)])
-def test_training_notebook_runs(arch, lr_find, tiny_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch,lr_find,init", [("resnet18", 1, ""), ("resnet34", 0, REPO / "models" / "guAlta.onnx")])
+def test_training_notebook_runs(arch, lr_find, init, tiny_dataset, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     notebook = execute(f"Train_{arch}.ipynb", {
         "GUALTA_NB_DATASET": tiny_dataset[1], "GUALTA_NB_RUN": run_dir, "GUALTA_NB_SIZE": 48,
-        "GUALTA_NB_EPOCHS": 1, "GUALTA_NB_BS": 8, "GUALTA_NB_THREADS": 1, "GUALTA_NB_PRETRAINED": 0, "GUALTA_NB_LR_FIND": lr_find},
+        "GUALTA_NB_EPOCHS": 1, "GUALTA_NB_BS": 8, "GUALTA_NB_THREADS": 1, "GUALTA_NB_PRETRAINED": 0,
+        "GUALTA_NB_LR_FIND": lr_find, "GUALTA_NB_INIT": init},              # resnet34: fine-tunes the shipped model
         monkeypatch)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"]["arch"] == arch and metrics["model"]["size"] == 48
+    assert json.loads((run_dir / "config.json").read_text())["config"]["init"] == (str(init) if init else None)
     assert (run_dir / "lr_find.png").is_file() == bool(lr_find)
     assert "max |ONNX − fastai|" in printed(notebook)
     images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
