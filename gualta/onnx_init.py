@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gualta.export import props_of, read_onnx
+from gualta.export import learner_normalize, props_of, read_onnx
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,6 @@ def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Ten
     """Initialise learn.model from an ONNX model exported by gualta.export (same arch, classes and normalisation),
     its batch norms calibrated on `inputs` (default: training batches); returns the largest score difference to
     ONNX Runtime on one batch."""
-    from gualta.export import learner_normalize
-
     path = Path(path)
     proto = read_onnx(path)
     normalize = learner_normalize(learn)
