@@ -53,6 +53,10 @@ class TrainError(ValueError):
     """A training request that cannot be carried out (no dataset, one class only, weights unavailable...)."""
 
 
+class Diverged(TrainError):
+    """No epoch reached a finite validation loss."""
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run (saved as config.json in the run folder)."""
@@ -296,11 +300,24 @@ def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int) -> None:
 
     callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience),
                  SaveModelCallback(monitor="valid_loss", fname=CHECKPOINT)]
-    if pretrained:
-        learn.fine_tune(epochs, lr, cbs=callbacks)
-    else:
-        learn.unfreeze()
-        learn.fit_one_cycle(epochs, lr, cbs=callbacks)
+    try:
+        if pretrained:
+            learn.fine_tune(epochs, lr, cbs=callbacks)
+        else:
+            learn.unfreeze()
+            learn.fit_one_cycle(epochs, lr, cbs=callbacks)
+    except FileNotFoundError:                       # SaveModelCallback never saw a finite loss to save
+        raise Diverged(f"training diverged: no epoch reached a finite validation loss; try a lower --lr than "
+                       f"{lr:g}") from None
+
+
+def starting_point(learn) -> tuple[float, dict]:
+    """The validation loss of the weights a fine-tune starts from, and a copy of them."""
+    import copy
+
+    with learn.no_bar():
+        loss = float(learn.validate()[0])
+    return loss, copy.deepcopy(learn.model.state_dict())
 
 
 def training_history(recorder) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -317,7 +334,8 @@ def training_history(recorder) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def best_epoch(history: pd.DataFrame) -> dict:
     """The history row with the lowest validation loss (the weights SaveModelCallback kept)."""
-    return history.loc[history["valid_loss"].idxmin()].to_dict() if len(history) else {}
+    finite = history["valid_loss"].dropna()
+    return history.loc[finite.idxmin()].to_dict() if len(finite) else {}
 
 
 def jsonable(config: TrainConfig) -> dict:
@@ -338,10 +356,19 @@ def train(config: TrainConfig) -> TrainResult:
              f"from {config.init}" if config.init else "pretrained" if config.pretrained else "from scratch",
              learn.input_kind, (~rows[VALID]).sum(),
              rows[VALID].sum(), lr)
+    start = starting_point(learn) if config.init else None
     started = time.perf_counter()
-    fit(learn, config.epochs, lr, config.pretrained, config.patience)
+    try:
+        fit(learn, config.epochs, lr, config.pretrained, config.patience)
+    except Diverged:
+        if start is None:
+            raise
     seconds = time.perf_counter() - started
     history, losses = training_history(learn.recorder)
+    kept_start = start is not None and not history["valid_loss"].min() < start[0]     # NaN: not better either
+    if kept_start:                                  # a fine-tune that made it worse leaves the model as it was
+        log.warning("no epoch beat the starting weights' validation loss %.4f: keeping them", start[0])
+        learn.model.load_state_dict(start[1])
     history.to_csv(run_dir / "history.csv", index=False)
     losses.to_csv(run_dir / "losses.csv", index=False)
 
@@ -358,6 +385,8 @@ def train(config: TrainConfig) -> TrainResult:
                             "device": str(next(learn.model.parameters()).device),
                             "threads": torch.get_num_threads()},
                "validation_best_epoch": best_epoch(history)}
+    if start is not None:
+        summary["init"] = {"valid_loss": round(start[0], 4), "kept_starting_weights": kept_start}
     (run_dir / "config.json").write_text(json.dumps(summary, indent=2, default=str))
     return TrainResult(learn, run_dir, history, seconds, summary)
 

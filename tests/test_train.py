@@ -241,6 +241,11 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
 
     result = train.train(replace(config, init=half, epochs=1, out=tmp_path / "tuned"))     # and it trains on
     assert (result.run_dir / "model.onnx").is_file() and len(result.history) == 1
+    assert result.summary["init"]["valid_loss"] > 0
+    # a fine-tune that makes the model worse (a wild learning rate) leaves it as it started
+    wild = train.train(replace(config, init=half, epochs=1, lr=10.0, out=tmp_path / "wild"))
+    assert wild.summary["init"]["kept_starting_weights"] is True
+    assert np.abs(load_model(wild.run_dir / "model.onnx").predict(images) - load_model(half).predict(images)).max() < 1e-4
 
     with pytest.raises(TrainError, match="cannot start from .*resnet18, this run trains a resnet34"):
         train.learner_for(replace(config, arch="resnet34"))
