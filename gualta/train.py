@@ -306,7 +306,9 @@ def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int) -> None:
         else:
             learn.unfreeze()
             learn.fit_one_cycle(epochs, lr, cbs=callbacks)
-    except FileNotFoundError:                       # SaveModelCallback never saw a finite loss to save
+    except FileNotFoundError as exc:                # SaveModelCallback never saw a finite loss to save
+        if not str(exc.filename or "").endswith(f"{CHECKPOINT}.pth"):
+            raise
         raise Diverged(f"training diverged: no epoch reached a finite validation loss; try a lower --lr than "
                        f"{lr:g}") from None
 
