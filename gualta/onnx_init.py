@@ -146,17 +146,22 @@ def calibrate_batch_norms(model: nn.Module, pairs, batch_norms, batches: list[to
             norm.bias.add_(mean.to(norm.bias))
 
 
-def onnx_input_side(proto) -> int | None:
-    """The ONNX model's fixed input side (gualta.export fixes it; None where it is free)."""
-    side = proto.graph.input[0].type.tensor_type.shape.dim[-1]
-    return side.dim_value or None
+def difference_to_file(model: nn.Module, path: Path, batch: torch.Tensor, normalize) -> float:
+    """The largest difference of p(class) between the rebuilt network and the file run by the client's ONNX Runtime
+    model, on up to 8 inputs of `batch` (resized to the file's input side when this run trains at another)."""
+    from gualta.model import OnnxModel
 
-
-def onnx_probabilities(path: Path, batch: torch.Tensor) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: batch.cpu().numpy().astype(np.float32)})[0]
+    onnx_model = OnnxModel(path)
+    check = batch[:8].float()
+    side = onnx_model.info.size
+    if check.shape[-1] != side:
+        check = nn.functional.interpolate(check, size=(side, side), mode="bilinear", align_corners=False)
+    raw = check * normalize.std.to(check.device) + normalize.mean.to(check.device) if normalize is not None else check
+    with torch.no_grad():
+        ours = torch.softmax(model.eval()(check).float(), 1).cpu().numpy()
+    model.train()
+    theirs = onnx_model.session.run(None, {onnx_model.input_name: raw.cpu().numpy()})[0]
+    return float(np.abs(ours - theirs).max())
 
 
 def check_metadata(props: dict, path: Path, arch: str, classes: list[str], normalised: bool) -> None:
@@ -185,22 +190,13 @@ def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Ten
     normalize = learner_normalize(learn)
     check_metadata(props_of(proto), path, arch, list(learn.dls.vocab), normalize is not None)
     model = learn.model
-    device = next(model.parameters()).device
     inputs = inputs or training_batches(learn)
     arrays, layers = initializer_arrays(proto), execution_order(model, inputs[0])
     pairs = matched(layers[nn.Conv2d], [n for n in proto.graph.node if n.op_type == "Conv"], "convolutions")
     load_convolutions(pairs, arrays, layers[nn.BatchNorm2d])
     load_head(layers[nn.BatchNorm1d], layers[nn.Linear], proto, arrays)
     calibrate_batch_norms(model, pairs, layers[nn.BatchNorm2d], inputs)
-    check = inputs[0][:8].float()
-    side = onnx_input_side(proto)
-    if side and check.shape[-1] != side:            # a run at another --size: compare at the file's size
-        check = nn.functional.interpolate(check, size=(side, side), mode="bilinear", align_corners=False)
-    raw = check * normalize.std.to(device) + normalize.mean.to(device) if normalize is not None else check
-    with torch.no_grad():
-        ours = torch.softmax(model.eval()(check).float(), 1).cpu().numpy()
-    model.train()
-    difference = float(np.abs(ours - onnx_probabilities(path, raw)).max())
+    difference = difference_to_file(model, path, inputs[0], normalize)
     if difference > PARITY_TOLERANCE:
         raise OnnxInitError(f"the network rebuilt from {path} scores up to {difference:.3g} away from the file")
     log.info("initialised from %s (%d convolutions; scores within %.1e of ONNX Runtime)", path, len(pairs), difference)
