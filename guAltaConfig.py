@@ -20,7 +20,8 @@ guAlta_outbox = "gualta_outbox.sqlite"          # reports not yet delivered + re
 guAlta_satellite_check = True                   # flag trails that continue in the next/previous frame (satellites)
 guAlta_fireball_check = True                    # report a bright, saturated streak in one frame only (fireballs)
 guAlta_streak_check = True                      # report a thin streak in one frame only (short or faint meteors)
-guAlta_report_flagged = False                   # report flagged detections anyway (with flag "satellite")
+guAlta_cloud_check = True                       # flag a candidate with no streak explained by clouds changing next door
+guAlta_report_flagged = False                   # report flagged detections anyway (with flag "satellite" or "cloud")
 guAlta_threads = 0                              # model threads (0: one per CPU core)
 guAlta_batch_size = 16                          # frames per model call in batch runs
 

@@ -144,7 +144,9 @@ SETTINGS = (
             "the model scores it below the threshold"),
     Setting("streak_check", boolean, True, "report a thin streak seen in one frame only (a short or faint meteor), "
             "even if the model scores it below the threshold"),
-    Setting("report_flagged", boolean, False, "report flagged (satellite/plane) detections too"),
+    Setting("cloud_check", boolean, True, "flag a model's candidate with no streak that clouds changing in the "
+            "previous or next frame too explain"),
+    Setting("report_flagged", boolean, False, "report flagged (satellite/plane, cloud) detections too"),
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call in batch runs"),
 )
@@ -169,6 +171,7 @@ class Settings:
     satellite_check: bool
     fireball_check: bool
     streak_check: bool
+    cloud_check: bool
     report_flagged: bool
     threads: int
     batch_size: int

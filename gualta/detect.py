@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, fireball, streak, trails
+from gualta import allsky, clouds, fireball, streak, trails
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
@@ -35,6 +35,8 @@ from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detecti
 log = logging.getLogger(__name__)
 
 SATELLITE = "satellite"
+CLOUD = "cloud"              # the flag of a model's candidate that the cloud check explains (`gualta.clouds`)
+FLAG_REASONS = {SATELLITE: "continues in an adjacent frame", CLOUD: "clouds that change in an adjacent frame too"}
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
@@ -218,15 +220,18 @@ class Decider:
     FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`), judged the same way. A model's
     candidate has those streaks (steady, or explained by an adjacent difference's pieces) erased with what the
     neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
-    what was erased (a meteor sharing its frame with the satellite). A frame whose sky is washed out
-    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the
-    fireball and streak checks still look."""
+    what was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
+    candidate that the satellite check keeps is flagged CLOUD when it has neither a streak nor a faint streak and no
+    longer scores as a meteor once its cloud blobs that an adjacent difference also has are erased (`gualta.clouds`).
+    A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never
+    the model's candidate; the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
-                 streak_check: bool = True):
+                 streak_check: bool = True, cloud_check: bool = True):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
         self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
+        self.cloud_check = cloud_check
         self.before: FrameResult | None = None          # the last decided scored frame
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
@@ -243,12 +248,11 @@ class Decider:
             self.behind.append(result)
             return []
         decided = self._decide_waiting(after=result)
-        checked = self.candidate(result) and (self.satellite_check or result.bright is not None
-                                              or self.thin_only(result))
-        if checked and not self.crossing(result, self.before, None):
+        checked = self.checked(result)
+        if checked and not self.crossing(result, self.neighbours(result, self.before, None)):
             self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
-        self.decide(result, crossing=checked)           # checked here means the previous frame explains it
+        self.decide(result, SATELLITE if checked else "")   # checked here: the previous frame explains it
         self._advance(result)
         return decided + [result]
 
@@ -259,6 +263,12 @@ class Decider:
     def resume_after(self, result: FrameResult) -> None:
         """Continue a night after `result`, a scored frame decided earlier (a restarted watcher)."""
         self.before = result
+
+    def checked(self, result: FrameResult) -> bool:
+        """A candidate its neighbours may explain: a model's candidate with the satellite or the cloud check on, and
+        every fireball or thin-streak candidate."""
+        return self.candidate(result) and (self.satellite_check or result.bright is not None or self.thin_only(result)
+                                           or self.cloud_check)
 
     def candidate(self, result: FrameResult) -> bool:
         return self.model_candidate(result) or self.bright_only(result) or self.thin_only(result)
@@ -289,7 +299,7 @@ class Decider:
         if self.waiting is None:
             return []
         decided = self.waiting
-        self.decide(decided, crossing=self.crossing(decided, self.before, after))
+        self.decide(decided, self.explanation(decided, self.before, after))
         self._advance(decided)
         self.waiting = None
         out, self.behind = [decided, *self.behind], []
@@ -298,24 +308,54 @@ class Decider:
     def _advance(self, decided: FrameResult) -> None:
         self.before = decided
 
-    def crossing(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> bool:
-        """Whether the candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as a
-        meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
-        difference's pieces) are erased (bright pieces first, then faint lines as well) — unless it keeps a streak
-        that neither its neighbours nor its own light explain, outside what was erased (a meteor beside the
-        satellite: `shared_streak`). With a bright streak: whether a neighbour has one too, or the streak itself
-        continues a neighbour's trail (a plane's strobes). With thin streaks alone: whether each one is explained by
-        an adjacent difference (`gualta.streak.explains`) or is steady."""
-        neighbours = [n for n in (before, after) if near_in_time(n, result)]
+    @staticmethod
+    def neighbours(result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> list[FrameResult]:
+        return [n for n in (before, after) if near_in_time(n, result)]
+
+    def explanation(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> str:
+        """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
+        else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
+        and sees both neighbours: a satellite's frame often holds clouds too)."""
+        neighbours = self.neighbours(result, before, after)
+        if self.crossing(result, neighbours):
+            return SATELLITE
+        if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
+            return CLOUD
+        return ""
+
+    def crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one
+        too, or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone: each
+        one is explained by an adjacent difference (`gualta.streak.explains`) or is steady. A model's candidate:
+        `crossed`, with the satellite check on."""
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours))
         if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
             return not streak.unexplained(self.thin_streaks(result), [n.pieces for n in neighbours])
+        return self.satellite_check and self.crossed(result, neighbours)
+
+    def crossed(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a model's candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as
+        a meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
+        difference's pieces) are erased (bright pieces first, then faint lines as well) — unless it keeps a streak
+        that neither its neighbours nor its own light explain, outside what was erased (a meteor beside the
+        satellite: `shared_streak`)."""
         explained = self.explained_by_neighbours(result, neighbours)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
         result.shared_streak = None if meteor is None else meteor.ends
         return explained is not None and meteor is None
+
+    def clouded(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a model's candidate with neither a streak nor a faint streak (`Piece.is_streak`,
+        `Piece.is_faint_streak`) no longer scores as a meteor once its blobs that an adjacent difference's blobs
+        explain (moving cloud: `gualta.clouds`) are erased; needs `rescore`."""
+        if self.rescore is None or result.diff is None:
+            return False
+        if any(piece.is_streak or piece.is_faint_streak for piece in result.pieces):
+            return False
+        mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
+        return bool(mask.any()) and self.rescore(trails.erased(result.diff, mask)) < self.threshold
 
     def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
         """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
@@ -365,23 +405,22 @@ class Decider:
         bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
         return any(trails.continues(bright, trail) for n in neighbours for trail in n.trails)
 
-    def decide(self, result: FrameResult, crossing: bool) -> None:
-        """Label, satellite flag, detection and streak of a scored frame; `crossing` is the satellite check's
-        verdict (computed once: it may cost a model call)."""
+    def decide(self, result: FrameResult, flag: str) -> None:
+        """Label, flag, detection and streak of a scored frame; `flag` is what the neighbours explain it by
+        (`explanation`, computed once: it may cost a model call)."""
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
         if result.washed_out:
             result.note = WASHED_OUT_NOTE
         if not candidate:
             return
-        if crossing:
-            result.flag = SATELLITE
-        if result.bright and not crossing:
+        result.flag = flag
+        if result.bright and not flag:
             result.note = FIREBALL_NOTE + (self.not_the_model(result) if self.bright_only(result) else "")
-        if self.thin_only(result) and not crossing:
+        if self.thin_only(result) and not flag:
             faint = not any(piece.is_streak for piece in self.thin_streaks(result))
             result.note = STREAK_NOTE + (FAINT_NOTE if faint else self.not_the_model(result))
-        if result.shared_streak:                        # set by `crossing` only when it keeps the frame
+        if result.shared_streak:                        # set by `crossed` only when it keeps the frame
             result.note = SHARED_NOTE
         result.detection = not result.flag or self.report_flagged
         if result.shared_streak:
@@ -475,7 +514,7 @@ def frame_line(result: FrameResult) -> str:
 
 def detection_line(result: FrameResult) -> str:
     what = "detection" if result.detection else "not reported"
-    flag = f" [{result.flag}: continues in an adjacent frame]" if result.flag else (
+    flag = f" [{result.flag}: {FLAG_REASONS[result.flag]}]" if result.flag else (
         f" [{result.note}]" if result.note else "")          # which check made it a candidate
     return f"{what}: {result.file.name} score {result.score:.3f}{flag}"
 
@@ -576,7 +615,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     rows = CsvRows(summary.scores)
     scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
     decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
-                      settings.fireball_check, settings.streak_check)
+                      settings.fireball_check, settings.streak_check, settings.cloud_check)
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)

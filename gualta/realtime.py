@@ -142,7 +142,7 @@ class NightWatch:
         self.frames = NightFrames([], log)
         self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check)
         self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
-                               rescorer(model), settings.fireball_check, settings.streak_check)
+                               rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check)
         self.waiting_since: float | None = None
         self.resume()
         self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)

@@ -123,13 +123,23 @@ class Trail:
         return cls(x1 * sx, y1 * sy, x2 * sx, y2 * sy)
 
 
-def line_mask(diff: np.ndarray) -> np.ndarray:
-    """Bright, thin structures of a difference image (255), without specks and fat blobs."""
+def bright_components(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The difference image's bright components (pixels ≥ level, 8-connected): their labels, the area of each label
+    and which are fat blobs (cloud edges: more area than FAT_AREA_PER_PX per pixel of their diagonal). Label 0, the
+    background, is never a blob."""
     level = max(LEVEL_MIN, (255 + float(np.median(diff))) / 2)
     count, labels, stats, _ = cv2.connectedComponentsWithStats((diff >= level).astype(np.uint8), connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA].astype(float)
     diagonal = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    keep = (area >= MIN_COMPONENT_PX) & (area <= FAT_AREA_PER_PX * diagonal + 10)
+    fat = area > FAT_AREA_PER_PX * diagonal + 10
+    fat[0] = False
+    return labels, area, fat
+
+
+def line_mask(diff: np.ndarray) -> np.ndarray:
+    """Bright, thin structures of a difference image (255), without specks and fat blobs."""
+    labels, area, fat = bright_components(diff)
+    keep = (area >= MIN_COMPONENT_PX) & ~fat
     keep[0] = False
     return keep[labels].astype(np.uint8) * 255
 

@@ -19,7 +19,7 @@ def test_defaults_come_from_the_repository_settings_file():
     assert (settings.threshold, settings.start_time, settings.end_time) == (0.85, "2000", "0800")
     assert settings.sleep_between_imgs == 10 and settings.enable_telegram is True
     assert settings.model == REPO / "models" / "guAlta.onnx"               # relative to the settings file
-    assert settings.satellite_check is True and settings.report_flagged is False
+    assert settings.satellite_check is True and settings.cloud_check is True and settings.report_flagged is False
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkeypatch):

@@ -1,0 +1,101 @@
+"""The cross-frame cloud check on drawn difference images, through the Decider the client uses."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gualta.clouds import CLOUD_REACH_PX, cloud_mask
+from gualta.detect import CLOUD, FrameResult, detection_line
+from gualta.streak import Piece
+from gualta.trails import Trail
+from helpers_client import decide_in_order, frame_result, speckle
+
+CLOUD_AT = (120, 150)
+METEOR = ((250, 60), (320, 95))
+
+
+def cloudy(centre=CLOUD_AT, *segments, seed: int = 0) -> np.ndarray:
+    """Speckle with a cloud's edge (a fat bright blob) at `centre` and bright lines at `segments`."""
+    image = speckle(seed)
+    cv2.ellipse(image, centre, (30, 14), 20, 0, 360, 255, -1)
+    for start, end in segments:
+        cv2.line(image, start, end, 255, 2)
+    return image
+
+
+def moved(dx: int, dy: int = 0) -> tuple[int, int]:
+    return CLOUD_AT[0] + dx, CLOUD_AT[1] + dy
+
+
+def blob_model(diff: np.ndarray) -> float:
+    """A stand-in for the model on drawn images: p(meteor) high while 100+ drawn (255) pixels are left."""
+    return 0.99 if np.count_nonzero(diff == 255) >= 100 else 0.01
+
+
+def thin_piece(segment, signal: float) -> Piece:
+    """The streak check's piece of a line drawn at `segment` of the 400×400 difference image, this bright."""
+    fx1, fy1, fx2, fy2 = Trail(*segment[0], *segment[1]).in_frame(1304, 976)
+    length = float(np.hypot(fx2 - fx1, fy2 - fy1))
+    return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, signal)
+
+
+def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), **options) -> FrameResult:
+    """The middle of three frames: a model's candidate (0.99) between frames the model scores low."""
+    frames = [frame_result(0, 0.02, cloudy(moved(-6)) if before is None else before),
+              frame_result(1, 0.99, frame, pieces=list(pieces)),
+              frame_result(2, 0.02, cloudy(moved(6, 2), seed=2) if after is None else after)]
+    return decide_in_order(frames, **{"rescore": blob_model, **options})[1]
+
+
+def test_the_cloud_mask_is_the_candidate_s_blobs_that_an_adjacent_difference_has_nearby():
+    frame = cloudy(CLOUD_AT, METEOR, seed=1)
+    mask = cloud_mask(frame, [cloudy(moved(CLOUD_REACH_PX - 2, 3))])
+    assert mask[CLOUD_AT[1], CLOUD_AT[0]] == 255 and mask[CLOUD_AT[1], CLOUD_AT[0] + 25] == 255
+    assert not mask[55:100, 245:325].any()                               # the meteor is no blob
+    assert not cloud_mask(frame, [cloudy((320, 320))]).any()               # the neighbour's cloud is elsewhere
+    assert not cloud_mask(frame, [speckle(3)]).any()                      # the neighbour has no cloud
+    assert not cloud_mask(frame, []).any()
+    line_there = speckle(3)
+    cv2.line(line_there, (90, 150), (150, 150), 255, 2)                   # a line where the blob is: no blob
+    assert not cloud_mask(frame, [line_there]).any()
+
+
+def test_a_candidate_made_by_clouds_changing_next_door_is_flagged_and_not_reported():
+    decided = middle(cloudy(seed=1))
+    assert (decided.flag, decided.detection, decided.label) == (CLOUD, False, "meteor")
+    assert "cloud: clouds that change in an adjacent frame too" in detection_line(decided)
+    assert middle(cloudy(seed=1), report_flagged=True).detection           # flagged, and reported on request
+    assert middle(cloudy(seed=1), before=speckle(0)).flag == CLOUD         # one cloudy neighbour is enough
+
+
+def test_the_cloud_check_keeps_what_clouds_do_not_explain():
+    assert middle(cloudy(seed=1), cloud_check=False).detection              # the check off
+    assert middle(cloudy(seed=1), rescore=None).detection                   # no model to ask again
+    assert middle(cloudy(seed=1), before=speckle(0), after=speckle(2)).detection       # clear neighbours
+    assert middle(cloudy(seed=1), before=cloudy((330, 320)), after=cloudy((330, 320), seed=2)).detection
+    meteor = middle(cloudy(CLOUD_AT, METEOR, seed=1))                       # the model still sees the meteor
+    assert (meteor.flag, meteor.detection) == ("", True)
+
+
+def test_a_streak_or_a_faint_streak_keeps_a_cloudy_candidate():
+    """The streak check's pieces guard a meteor the model scores only with the clouds around it."""
+    streak, faint = thin_piece(METEOR, signal=12.0), thin_piece(METEOR, signal=7.0)
+    assert streak.is_streak and faint.is_faint_streak
+    for piece in (streak, faint):
+        kept = middle(cloudy(seed=1), pieces=[piece])
+        assert (kept.flag, kept.detection) == ("", True)
+    speck = Piece(10, 10, 14, 10, 12, 10, 5.0, 10, 2.0, 12.0)               # noise: neither
+    assert middle(cloudy(seed=1), pieces=[speck]).flag == CLOUD
+
+
+def test_the_satellite_check_goes_first_and_either_check_works_alone():
+    satellite = [((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+    frames = [cloudy(moved(-6), satellite[0]), cloudy(CLOUD_AT, satellite[1], seed=1),
+              cloudy(moved(6, 2), satellite[2], seed=2)]
+    crossing = middle(frames[1], before=frames[0], after=frames[2])
+    assert crossing.flag == "satellite"                                   # its trail continues its neighbours'
+    clouds_only = lambda diff: 0.99 if np.count_nonzero(diff == 255) >= 300 else 0.01    # the trail alone: low
+    rising = middle(frames[1], before=cloudy(moved(-6)), after=frames[2], rescore=clouds_only)
+    assert rising.flag == "satellite"             # the previous frame explains its clouds; the next, its trail
+    assert middle(cloudy(seed=1), satellite_check=False).flag == CLOUD
+    assert middle(frames[1], before=frames[0], after=frames[2], cloud_check=False).flag == "satellite"
