@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         deciders = {"trail geometry": lambda: Decider(0.5)}
         if model is not None:
             deciders = {"trail geometry": lambda: Decider(args.threshold),
-                        "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model))}
+                        "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model),
+                                                                cloud_check=False)}
         outcomes, seconds, frames = {name: [] for name in deciders}, {name: 0.0 for name in deciders}, 0
         for night in nights:
             results = scored_frames(night, model)
