@@ -113,6 +113,21 @@ def frame_result(index: int, score: float, diff=None, **fields):
                        thumb=np.zeros((224, 224), np.uint8), frame_size=(1304, 976), **fields)
 
 
+def streak_piece(segment, steady: bool = False, signal: float = 30.0):
+    """The streak check's piece of a streak drawn at `segment` of the 400×400 difference image, 2 px wide and
+    `signal` × the noise (steady: a satellite's light curve)."""
+    import numpy as np
+
+    from gualta.streak import Piece
+    from gualta.trails import Trail
+
+    (x1, y1), (x2, y2) = segment
+    fx1, fy1, fx2, fy2 = Trail(x1, y1, x2, y2).in_frame(1304, 976)
+    length = float(np.hypot(fx2 - fx1, fy2 - fy1))
+    return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, signal,
+                 steady=steady)
+
+
 def speckle(seed: int):
     """A 400×400 v4-like background: faint random speckle."""
     import numpy as np

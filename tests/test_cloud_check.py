@@ -7,8 +7,7 @@ import numpy as np
 from gualta.clouds import CLOUD_REACH_PX, cloud_mask
 from gualta.detect import CLOUD, FrameResult, detection_line
 from gualta.streak import Piece
-from gualta.trails import Trail
-from helpers_client import decide_in_order, frame_result, speckle
+from helpers_client import decide_in_order, frame_result, speckle, streak_piece
 
 CLOUD_AT = (120, 150)
 METEOR = ((250, 60), (320, 95))
@@ -30,13 +29,6 @@ def moved(dx: int, dy: int = 0) -> tuple[int, int]:
 def blob_model(diff: np.ndarray) -> float:
     """A stand-in for the model on drawn images: p(meteor) high while 100+ drawn (255) pixels are left."""
     return 0.99 if np.count_nonzero(diff == 255) >= 100 else 0.01
-
-
-def thin_piece(segment, signal: float) -> Piece:
-    """The streak check's piece of a line drawn at `segment` of the 400×400 difference image, this bright."""
-    fx1, fy1, fx2, fy2 = Trail(*segment[0], *segment[1]).in_frame(1304, 976)
-    length = float(np.hypot(fx2 - fx1, fy2 - fy1))
-    return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, signal)
 
 
 def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), **options) -> FrameResult:
@@ -79,7 +71,7 @@ def test_the_cloud_check_keeps_what_clouds_do_not_explain():
 
 def test_a_streak_or_a_faint_streak_keeps_a_cloudy_candidate():
     """The streak check's pieces guard a meteor the model scores only with the clouds around it."""
-    streak, faint = thin_piece(METEOR, signal=12.0), thin_piece(METEOR, signal=7.0)
+    streak, faint = streak_piece(METEOR, signal=12.0), streak_piece(METEOR, signal=7.0)
     assert streak.is_streak and faint.is_faint_streak
     for piece in (streak, faint):
         kept = middle(cloudy(seed=1), pieces=[piece])

@@ -14,7 +14,8 @@ from gualta import allsky
 from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch
 from gualta.streak import Piece
 from gualta.trails import Trail, continues, find_trails, lines_of
-from helpers_client import DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle
+from helpers_client import (DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle,
+                            streak_piece)
 
 
 def diff_with(*segments, seed: int = 0, dotted: bool = False) -> np.ndarray:
@@ -173,16 +174,6 @@ def test_a_moonlit_satellite_of_short_pieces_is_flagged():
     frames = [(diff_with(along_line(79 * k, 14), seed=k), 0.99) for k in range(3)]
     assert [r.flag for r in decide(*frames)] == ["", "", ""]                  # too short for trail geometry
     assert [r.flag for r in decide(*frames, rescore=drawn_lines_model)] == ["satellite"] * 3
-
-
-def streak_piece(segment, steady: bool = False) -> Piece:
-    """The streak check's piece of a streak drawn at `segment` of the 400×400 difference image (steady: a
-    satellite's light curve)."""
-    (x1, y1), (x2, y2) = segment
-    fx1, fy1, fx2, fy2 = Trail(x1, y1, x2, y2).in_frame(1304, 976)
-    length = float(np.hypot(fx2 - fx1, fy2 - fy1))
-    return Piece(fx1, fy1, fx2, fy2, (fx1 + fx2) / 2, (fy1 + fy2) / 2, length, round(2 * length), 2.0, 30.0,
-                 steady=steady)
 
 
 def steady_piece(segment) -> Piece:
