@@ -17,11 +17,10 @@ from pathlib import Path
 
 from gualta import allsky, dataset
 from gualta.cli import run_subcommand
+from gualta.simulate import SCENARIOS
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
-
-SCENARIOS = ("clear", "cloudy", "moon", "mixed")
 
 
 def folder(text: str) -> Path:

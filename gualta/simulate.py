@@ -31,11 +31,13 @@ from gualta import allsky
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = "1.1"      # 1.1: a meteor's visibility is measured after the 8-bit clip
+SIMULATOR_VERSION = "1.2"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
+                               # sky (the other skies' nights are unchanged)
 WIDTH, HEIGHT = 1304, 976
 LOW = 4                                  # smooth fields (sky, clouds) are rendered at 1/LOW resolution
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
-SCENARIOS = ("clear", "cloudy", "moon", "mixed")
+SCENARIOS = ("clear", "cloudy", "moon", "mixed", "moonlit-clouds")
+MOONLIT = ("moon", "moonlit-clouds")       # skies with a bright moon up for much of the night
 MIN_EXPOSURE_S = 32e-6                   # the shortest exposure of the camera (daylight, bright twilight)
 MIN_VISIBLE_SNR = 1.5                    # a meteor dimmer than this over the local noise is labelled no-meteor
 EVENT_PRIORITY = ("fireball", "meteor", "satellite", "plane", "insect")
@@ -281,8 +283,8 @@ def draw_horizon(rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_moon(rng: np.random.Generator, scenario: str, lst_start: float, latitude: float) -> dict:
-    """Moon phase (illuminated fraction) and equatorial position; 'moon' nights have a bright moon up."""
-    if scenario == "moon":
+    """Moon phase (illuminated fraction) and equatorial position; moonlit skies have a bright moon up."""
+    if scenario in MOONLIT:
         phase = rng.uniform(0.45, 1.0)
         ha = rng.uniform(-70, 10)
         dec = rng.uniform(-15, 25)
@@ -296,12 +298,12 @@ def draw_moon(rng: np.random.Generator, scenario: str, lst_start: float, latitud
 def draw_cloud_schedule(rng: np.random.Generator, scenario: str, frames: int) -> np.ndarray:
     """Cloud cover (0–1) per frame: smooth random fronts whose typical level depends on the scenario."""
     knots = max(3, frames // 60 + 2)
-    base = {"clear": (0.0, 0.12), "cloudy": (0.35, 0.95), "moon": (0.0, 0.5), "mixed": (0.0, 0.85)}[scenario]
+    base = {"clear": (0.0, 0.12), "cloudy": (0.35, 0.95), "moon": (0.0, 0.5), "mixed": (0.0, 0.85),
+            "moonlit-clouds": (0.15, 0.75)}[scenario]
     levels = rng.uniform(*base, knots)
-    if scenario in ("clear", "moon"):
-        levels = np.where(rng.random(knots) < 0.6, 0.0, levels)
-    if scenario == "mixed":
-        levels = np.where(rng.random(knots) < 0.4, 0.0, levels)
+    clear_share = {"clear": 0.6, "moon": 0.6, "mixed": 0.4, "moonlit-clouds": 0.2}.get(scenario, 0.0)
+    if clear_share:
+        levels = np.where(rng.random(knots) < clear_share, 0.0, levels)
     schedule = np.interp(np.arange(frames), np.linspace(0, frames - 1, knots), levels)
     return np.clip(schedule, 0, 1).astype(np.float32)
 
@@ -386,8 +388,8 @@ def plan_night(seed: int, start: datetime, frames: int, scenario: str = "mixed",
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng(seed)
-    chosen = scenario if scenario != "mixed" else str(rng.choice(["clear", "cloudy", "moon", "mixed"],
-                                                                  p=[0.3, 0.3, 0.2, 0.2]))
+    chosen = scenario if scenario != "mixed" else str(rng.choice(["clear", "cloudy", "moon", "mixed"],    # as in 1.1,
+                                                                  p=[0.3, 0.3, 0.2, 0.2]))    # so seeds reproduce
     latitude = rng.uniform(25, 58)
     utc_offset_h = rng.uniform(0.3, 2.2)     # local clock minus local mean solar time (time zone, longitude)
     lst_start = local_sidereal_time(start, utc_offset_h)

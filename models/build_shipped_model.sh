@@ -2,8 +2,9 @@
 # How models/guAlta.onnx was built (see models/MODEL_CARD.md). Usage: models/build_shipped_model.sh WORKDIR
 # Made for a CUDA GPU and 16 cores (training-night simulation ~8 min, test nights ~12 min beside it, datasets ~1 min,
 # training ~7 min at 224 px, ~10 min at 320, evaluation ~2 min); on CPU only it runs too, but for days: lower
-# TRAIN_NIGHTS and EPOCHS there. SIZE (network input side), EPOCHS, LR, RATES and TRAIN_FRAMES (training nights' event
-# rates and length) and SHORT_MIN_SNR (keep short meteors at least this bright) override the shipped recipe.
+# TRAIN_NIGHTS and EPOCHS there. SIZE (network input side), EPOCHS, LR, RATES, TRAIN_FRAMES and SKIES (training
+# nights' event rates, length and skies) and SHORT_MIN_SNR (keep short meteors at least this bright) override the
+# shipped recipe.
 # To continue training the shipped model on fresh nights instead of starting from scratch: INIT=models/guAlta.onnx
 # FIRST_SEED=5000 LR=1e-4 (README "Fine-tuning the shipped model"); TEST_NIGHTS=0 skips the test nights and their
 # evaluation (evaluate elsewhere); SHIP_TO writes the model there instead of models/guAlta.onnx.

@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pytest
 
 from gualta import allsky, preprocess
 from gualta import simulate as sim
-from gualta.simulate import (GT_COLUMNS, HEIGHT, MIN_VISIBLE_SNR, SCENARIOS, SIDEREAL_DEG_PER_S, WIDTH, Event,
+from gualta.simulate import (GT_COLUMNS, HEIGHT, MIN_VISIBLE_SNR, MOONLIT, SCENARIOS, SIDEREAL_DEG_PER_S, WIDTH, Event,
                              NightRenderer, Rates, equatorial_to_horizontal, horizontal_to_equatorial, plan_night,
                              simulate_night, simulate_nights)
 
@@ -524,6 +527,30 @@ def test_cloud_cover_follows_the_scenario():
     assert mixed <= set(SCENARIOS) and len(mixed) >= 3
 
 
+def test_training_nights_rotate_through_the_chosen_skies(tmp_path):
+    """models/simulate_training_nights.sh: seeds from FIRST_SEED, one date each, a new sky from SKIES every 6 nights."""
+    env = dict(os.environ, PYTHON=sys.executable, SKIES="moonlit-clouds clear", TRAIN_NIGHTS="7", TRAIN_FRAMES="1",
+               TEST_NIGHTS="0", FIRST_SEED="5000", PROCS="2")
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["bash", "models/simulate_training_nights.sh", str(tmp_path)], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    nights = [json.loads(path.read_text()) for path in sorted((tmp_path / "train").glob("*/night.json"))]
+    assert sorted(night["seed"] for night in nights) == list(range(5000, 5007))
+    skies = {night["seed"]: night["scenario"] for night in nights}
+    assert {skies[seed] for seed in range(5000, 5006)} == {"moonlit-clouds"} and skies[5006] == "clear"
+    assert not (tmp_path / "test").exists()
+
+
+def test_moonlit_clouds_come_and_go_for_most_of_the_night():
+    moon = [plan_night(seed, EVENING, 1440, "moon").cloud_schedule for seed in range(8)]
+    moonlit = [plan_night(seed, EVENING, 1440, "moonlit-clouds").cloud_schedule for seed in range(8)]
+    cloudy = [plan_night(seed, EVENING, 1440, "cloudy").cloud_schedule for seed in range(8)]
+    mean_cover = [np.mean([c.mean() for c in nights]) for nights in (moon, moonlit, cloudy)]
+    assert mean_cover == sorted(mean_cover)
+    assert min(np.mean(c > 0.1) for c in moonlit) > 0.6           # clouds for most of the night...
+    assert max(c.min() for c in moonlit) < 0.3 < min(c.max() for c in moonlit)  # ...thin at times, broken at others
+
+
 # ---------------------------------------------------------------------------------------------------- the camera
 
 def test_watermark_changes_every_frame_and_hot_pixels_stay_put():
@@ -626,10 +653,11 @@ def test_dawn_brightens_smoothly_through_astronomical_twilight():
     assert share < 0.4          # a night's worth of noise and slow brightening, not a whole white sky
 
 
-def test_moon_nights_have_a_bright_moon_up_for_much_of_the_night():
+@pytest.mark.parametrize("scenario", MOONLIT)
+def test_moon_nights_have_a_bright_moon_up_for_much_of_the_night(scenario):
     up = []
     for seed in range(6):
-        plan = plan_night(seed, datetime(2021, 11, 5, 20, 0), 1200, "moon", rates=NO_EVENTS)
+        plan = plan_night(seed, datetime(2021, 11, 5, 20, 0), 1200, scenario, rates=NO_EVENTS)
         renderer = NightRenderer(plan)
         altitudes = np.array([renderer.moon_position(i)[0] for i in range(0, plan.frames, 10)])
         assert plan.moon["phase"] >= 0.45
