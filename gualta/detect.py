@@ -221,8 +221,9 @@ class Decider:
     candidate has those streaks (steady, or explained by an adjacent difference's pieces) erased with what the
     neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
     what was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
-    candidate that the satellite check keeps is flagged CLOUD when it has neither a streak nor a faint streak and no
-    longer scores as a meteor once its cloud blobs that an adjacent difference also has are erased (`gualta.clouds`).
+    candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak and no faint
+    streak and no longer scores as a meteor once its cloud blobs that an adjacent difference also has are erased
+    (`gualta.clouds`).
     A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never
     the model's candidate; the fireball and streak checks still look."""
 
@@ -347,10 +348,10 @@ class Decider:
         return explained is not None and meteor is None
 
     def clouded(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether a model's candidate with neither a streak nor a faint streak (`Piece.is_streak`,
-        `Piece.is_faint_streak`) no longer scores as a meteor once its blobs that an adjacent difference's blobs
-        explain (moving cloud: `gualta.clouds`) are erased; needs `rescore`."""
-        if self.rescore is None or result.diff is None:
+        """Whether a model's candidate with no bright streak (a fireball's wide trail is a blob too), no streak and no
+        faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) no longer scores as a meteor once its blobs that
+        an adjacent difference's blobs explain (moving cloud: `gualta.clouds`) are erased; needs `rescore`."""
+        if self.rescore is None or result.diff is None or result.bright is not None:
             return False
         if any(piece.is_streak or piece.is_faint_streak for piece in result.pieces):
             return False

@@ -65,6 +65,8 @@ ZONE_OVERLAP = 0.2            # ... and 20 % of its length back over it
 TWIN_LENGTH_RATIO = 2.0       # a piece and a neighbour's line at most 2× apart in length are one object's twins
 EXPLAINED_SHARE = 0.7         # a piece is explained when 70 % of its pixels lie in a neighbour line's zone
 EXPLAINED_MAX_ANGLE_DEG = 10.0
+REACHED_MIN_SHARE = 1 / 3     # a neighbour's piece that a piece's own line reaches is at least a third as long, ...
+EDGE_PX = 1                   # ... or touches the image's edge (a crossing leaving the view is cut short)
 ERASE_MARGIN_PX = 2
 
 FAINT_LENGTH_PX = 15          # faint lines: a matched filter 15 px long, ...
@@ -272,8 +274,16 @@ def twins(a: Trail, b: Trail) -> bool:
     return max(a.length, b.length) <= TWIN_LENGTH_RATIO * min(a.length, b.length)
 
 
+def reaches_as_piece(line: Line, own: Trail, size: int = 400) -> bool:
+    """Whether a neighbour's fitted piece can be the next piece of a trail `own`: at least a third as long, or cut
+    short by the edge of the size × size image."""
+    return (line.trail.length >= REACHED_MIN_SHARE * own.length
+            or line.points.min() <= EDGE_PX or line.points.max() >= size - 1 - EDGE_PX)
+
+
 def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
-    """A piece lies in the continuation zone of a neighbour's line, or a neighbour's piece lies in the piece's; a
+    """A piece lies in the continuation zone of a neighbour's line, or a neighbour's piece at least a third as long
+    (a speck of noise is not a satellite's next piece) or cut short by the image's edge lies in the piece's; a
     line-like piece about as long as the neighbour's line is also looked for in the far zone."""
     own = fitted_line(points)
     for line in neighbour_lines:
@@ -283,7 +293,7 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
         for zone in zones:
             if in_continuation(line.trail, points, zone).mean() >= EXPLAINED_SHARE:
                 return True
-            if (own is not None and line.points is not None
+            if (own is not None and line.points is not None and reaches_as_piece(line, own)
                     and in_continuation(own, line.points, zone).mean() >= EXPLAINED_SHARE):
                 return True
     return False

@@ -6,6 +6,7 @@ import numpy as np
 
 from gualta.clouds import CLOUD_REACH_PX, cloud_mask
 from gualta.detect import CLOUD, FrameResult, detection_line
+from gualta.fireball import Streak
 from gualta.streak import Piece
 from helpers_client import decide_in_order, frame_result, speckle, streak_piece
 
@@ -31,10 +32,10 @@ def blob_model(diff: np.ndarray) -> float:
     return 0.99 if np.count_nonzero(diff == 255) >= 100 else 0.01
 
 
-def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), **options) -> FrameResult:
+def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), bright=None, **options) -> FrameResult:
     """The middle of three frames: a model's candidate (0.99) between frames the model scores low."""
     frames = [frame_result(0, 0.02, cloudy(moved(-6)) if before is None else before),
-              frame_result(1, 0.99, frame, pieces=list(pieces)),
+              frame_result(1, 0.99, frame, pieces=list(pieces), bright=bright),
               frame_result(2, 0.02, cloudy(moved(6, 2), seed=2) if after is None else after)]
     return decide_in_order(frames, **{"rescore": blob_model, **options})[1]
 
@@ -78,6 +79,14 @@ def test_a_streak_or_a_faint_streak_keeps_a_cloudy_candidate():
         assert (kept.flag, kept.detection) == ("", True)
     speck = Piece(10, 10, 14, 10, 12, 10, 5.0, 10, 2.0, 12.0)               # noise: neither
     assert middle(cloudy(seed=1), pieces=[speck]).flag == CLOUD
+
+
+def test_a_fireball_s_bright_streak_keeps_a_cloudy_candidate():
+    """A fireball is wide: its trail is a blob the cloud mask could erase, and its streak piece is not thin."""
+    fireball = Streak(330, 350, 440, 395, 2_000)                            # where the drawn blob lies, full frame
+    kept = middle(cloudy(seed=1), bright=fireball)
+    assert (kept.flag, kept.detection) == ("", True)
+    assert "fireball" in kept.note
 
 
 def test_the_satellite_check_goes_first_and_either_check_works_alone():

@@ -170,6 +170,22 @@ def test_a_twin_piece_far_along_a_neighbour_s_line_is_erased():
     assert explained_away(diff_with(along_line(100, 8), seed=1), neighbour) is None             # not its twin
 
 
+def test_a_speck_on_a_meteor_s_line_does_not_explain_it():
+    """A neighbour's piece that the candidate's own line reaches explains it only when at least a third as long, or
+    cut short by the image's edge."""
+    meteor = diff_with(along_line(0, 90), seed=1)
+    speck = lines_of(diff_with(along_line(130, 9)))                # 40 px beyond the meteor's end, on its line
+    assert any(line.points is not None and line.trail.length < 30 for line in speck)
+    assert explained_away(meteor, speck) is None
+    satellite = lines_of(diff_with(along_line(130, 30)))           # a satellite's next piece, shortened by clouds
+    erased = explained_away(meteor, satellite)
+    assert erased is not None and not (erased == 255).any()
+    crossing = diff_with(((240, 320), (320, 360)), seed=1)           # 89 px, then 20 px cut short by the image's edge
+    leaving = lines_of(diff_with(((380, 390), (398, 399))))
+    assert explained_away(crossing, leaving) is not None
+    assert explained_away(crossing, lines_of(diff_with(((340, 370), (358, 379))))) is None     # the same, inside
+
+
 def test_a_moonlit_satellite_of_short_pieces_is_flagged():
     frames = [(diff_with(along_line(79 * k, 14), seed=k), 0.99) for k in range(3)]
     assert [r.flag for r in decide(*frames)] == ["", "", ""]                  # too short for trail geometry
