@@ -222,8 +222,8 @@ class Decider:
     neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
     what was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
     candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak and no faint
-    streak and no longer scores as a meteor once its cloud blobs that an adjacent difference also has are erased
-    (`gualta.clouds`).
+    streak and no longer scores as a meteor once its bright pieces that an adjacent difference also has nearby (moving
+    cloud) are erased (`gualta.clouds`).
     A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never
     the model's candidate; the fireball and streak checks still look."""
 
@@ -349,8 +349,9 @@ class Decider:
 
     def clouded(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a model's candidate with no bright streak (a fireball's wide trail is a blob too), no streak and no
-        faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) no longer scores as a meteor once its blobs that
-        an adjacent difference's blobs explain (moving cloud: `gualta.clouds`) are erased; needs `rescore`."""
+        faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) no longer scores as a meteor once its bright
+        pieces that an adjacent difference's pieces explain (moving cloud: `gualta.clouds`) are erased; needs
+        `rescore`."""
         if self.rescore is None or result.diff is None or result.bright is not None:
             return False
         if any(piece.is_streak or piece.is_faint_streak for piece in result.pieces):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gualta.clouds import CLOUD_REACH_PX, cloud_mask
+from gualta.clouds import CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, cloud_mask, near_pieces
 from gualta.detect import CLOUD, FrameResult, detection_line
 from gualta.fireball import Streak
 from gualta.streak import Piece
@@ -20,6 +20,16 @@ def cloudy(centre=CLOUD_AT, *segments, seed: int = 0) -> np.ndarray:
     cv2.ellipse(image, centre, (30, 14), 20, 0, 360, 255, -1)
     for start, end in segments:
         cv2.line(image, start, end, 255, 2)
+    return image
+
+
+def filaments(centre=CLOUD_AT, seed: int = 0) -> np.ndarray:
+    """Speckle with a moonlit cloud's edge of thin, winding filaments (no fat blob) around `centre`."""
+    image, rng = speckle(seed), np.random.default_rng(seed)
+    for start in rng.uniform(-25, 25, (6, 2)):
+        steps = np.cumsum(rng.normal(0, 2.5, (12, 2)) + (1.5, 0.5), axis=0)
+        points = np.round(np.array(centre) + start + steps).astype(np.int32)
+        cv2.polylines(image, [points], False, 255, 1)
     return image
 
 
@@ -40,7 +50,7 @@ def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), bright=None
     return decide_in_order(frames, **{"rescore": blob_model, **options})[1]
 
 
-def test_the_cloud_mask_is_the_candidate_s_blobs_that_an_adjacent_difference_has_nearby():
+def test_the_cloud_mask_is_the_candidate_s_pieces_that_an_adjacent_difference_has_nearby():
     frame = cloudy(CLOUD_AT, METEOR, seed=1)
     mask = cloud_mask(frame, [cloudy(moved(CLOUD_REACH_PX - 2, 3))])
     assert mask[CLOUD_AT[1], CLOUD_AT[0]] == 255 and mask[CLOUD_AT[1], CLOUD_AT[0] + 25] == 255
@@ -49,8 +59,41 @@ def test_the_cloud_mask_is_the_candidate_s_blobs_that_an_adjacent_difference_has
     assert not cloud_mask(frame, [speckle(3)]).any()                      # the neighbour has no cloud
     assert not cloud_mask(frame, []).any()
     line_there = speckle(3)
-    cv2.line(line_there, (90, 150), (150, 150), 255, 2)                   # a line where the blob is: no blob
-    assert not cloud_mask(frame, [line_there]).any()
+    cv2.line(line_there, (90, 150), (150, 150), 255, 2)                   # a thin piece there explains it too...
+    assert cloud_mask(frame, [line_there])[CLOUD_AT[1], CLOUD_AT[0]] == 255
+    speck_there = speckle(3)
+    speck_there[148:150, 118:122] = 255                                    # ... a speck does not
+    assert np.count_nonzero(speck_there == 255) < CLOUD_PIECE_MIN_PX
+    assert not cloud_mask(frame, [speck_there]).any()
+
+
+def test_thin_cloud_filaments_are_cloud_where_an_adjacent_difference_has_them_too():
+    frame = filaments(seed=1)
+    cv2.line(frame, *METEOR, 255, 2)
+    mask = cloud_mask(frame, [filaments(moved(4, 2), seed=1)])            # the same edge, drifted
+    tangle = (frame == 255) & (np.arange(400)[None, :] < 200)
+    assert np.mean(mask[tangle] == 255) > 0.8                              # the filaments are erased...
+    assert not mask[55:100, 245:325].any()                                # ... the meteor is not
+    assert not cloud_mask(frame, [filaments((320, 320), seed=2)])[tangle].any()      # the neighbour's are elsewhere
+    decided = middle(filaments(seed=1), before=filaments(moved(-4), seed=1), after=filaments(moved(4, 2), seed=1))
+    assert (decided.flag, decided.detection) == (CLOUD, False)
+
+
+def dense_speckle(seed: int) -> np.ndarray:
+    """A sky of dense bright speckle (a noisy camera in twilight): 12 px specks everywhere."""
+    image, rng = speckle(seed), np.random.default_rng(seed)
+    for x, y in rng.integers(0, 396, (500, 2)):
+        image[y:y + 3, x:x + 4] = 255
+    return image
+
+
+def test_in_a_sky_of_dense_speckle_only_fat_blobs_count():
+    neighbours = [dense_speckle(2), cloudy(moved(6, 2), seed=3) | dense_speckle(4)]
+    assert near_pieces(neighbours, (400, 400)).mean() > CLOUD_NEAR_MAX
+    frame = cloudy(CLOUD_AT, METEOR, seed=1)
+    mask = cloud_mask(frame, neighbours)
+    assert mask[CLOUD_AT[1], CLOUD_AT[0]] == 255                          # the blob, near the neighbour's blob
+    assert not mask[55:100, 245:325].any()                                # the meteor, near mere speckle, is kept
 
 
 def test_a_candidate_made_by_clouds_changing_next_door_is_flagged_and_not_reported():

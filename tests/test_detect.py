@@ -51,12 +51,12 @@ def test_scores_csv_has_one_row_per_frame_and_the_first_is_skipped(client_night,
         assert 0 <= score <= 1 and row["previous"] == previous["file"]
         assert row["label"] == ("meteor" if score >= 0.85 else "no-meteor")
         assert row["detection"] == ("1" if row["label"] == "meteor" and row["flag"] == "" else "0")
-        assert row["flag"] in ("", "satellite") and (row["flag"] == "" or row["label"] == "meteor")
+        assert row["flag"] in ("", "satellite", "cloud") and (row["flag"] == "" or row["label"] == "meteor")
         if row["label"] == "meteor" and row["x1"]:
             assert 0 <= int(row["x1"]) <= 1304 and 0 <= int(row["y2"]) <= 976
     assert summary.frames == len(frames) and summary.scored == len(frames) - 1
     assert summary.detections == sum(row["detection"] == "1" for row in rows) > 0
-    assert summary.flagged == sum(row["flag"] == "satellite" for row in rows)
+    assert summary.flagged == sum(row["flag"] in ("satellite", "cloud") for row in rows)
 
 
 def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
