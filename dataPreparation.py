@@ -17,10 +17,10 @@ from pathlib import Path
 
 from gualta import allsky, dataset
 from gualta.cli import run_subcommand
-from gualta.simulate import SCENARIOS
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
+from gualta.simulate import SCENARIOS
 
 
 def folder(text: str) -> Path:

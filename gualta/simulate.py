@@ -388,8 +388,9 @@ def plan_night(seed: int, start: datetime, frames: int, scenario: str = "mixed",
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng(seed)
-    chosen = scenario if scenario != "mixed" else str(rng.choice(["clear", "cloudy", "moon", "mixed"],    # as in 1.1,
-                                                                  p=[0.3, 0.3, 0.2, 0.2]))    # so seeds reproduce
+    # "mixed" draws among the skies of simulator 1.1 only, so that its seeds still give the same nights
+    chosen = scenario if scenario != "mixed" else str(rng.choice(["clear", "cloudy", "moon", "mixed"],
+                                                                  p=[0.3, 0.3, 0.2, 0.2]))
     latitude = rng.uniform(25, 58)
     utc_offset_h = rng.uniform(0.3, 2.2)     # local clock minus local mean solar time (time zone, longitude)
     lst_start = local_sidereal_time(start, utc_offset_h)
