@@ -38,6 +38,9 @@ LOW = 4                                  # smooth fields (sky, clouds) are rende
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
 SCENARIOS = ("clear", "cloudy", "moon", "mixed", "moonlit-clouds")
 MOONLIT = ("moon", "moonlit-clouds")       # skies with a bright moon up for much of the night
+# Cloud cover per sky: a front's level drawn between low and high, and the share of fronts that are clear sky instead
+CLOUD_LEVELS = {"clear": (0.0, 0.12, 0.6), "cloudy": (0.35, 0.95, 0.0), "moon": (0.0, 0.5, 0.6),
+                "mixed": (0.0, 0.85, 0.4), "moonlit-clouds": (0.15, 0.75, 0.2)}
 MIN_EXPOSURE_S = 32e-6                   # the shortest exposure of the camera (daylight, bright twilight)
 MIN_VISIBLE_SNR = 1.5                    # a meteor dimmer than this over the local noise is labelled no-meteor
 EVENT_PRIORITY = ("fireball", "meteor", "satellite", "plane", "insect")
@@ -298,10 +301,8 @@ def draw_moon(rng: np.random.Generator, scenario: str, lst_start: float, latitud
 def draw_cloud_schedule(rng: np.random.Generator, scenario: str, frames: int) -> np.ndarray:
     """Cloud cover (0–1) per frame: smooth random fronts whose typical level depends on the scenario."""
     knots = max(3, frames // 60 + 2)
-    base = {"clear": (0.0, 0.12), "cloudy": (0.35, 0.95), "moon": (0.0, 0.5), "mixed": (0.0, 0.85),
-            "moonlit-clouds": (0.15, 0.75)}[scenario]
-    levels = rng.uniform(*base, knots)
-    clear_share = {"clear": 0.6, "moon": 0.6, "mixed": 0.4, "moonlit-clouds": 0.2}.get(scenario, 0.0)
+    low, high, clear_share = CLOUD_LEVELS[scenario]
+    levels = rng.uniform(low, high, knots)
     if clear_share:
         levels = np.where(rng.random(knots) < clear_share, 0.0, levels)
     schedule = np.interp(np.arange(frames), np.linspace(0, frames - 1, knots), levels)
