@@ -385,11 +385,14 @@ class Decider:
     def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:
         """The candidate's longest streak that no adjacent difference explains, that is not steady and that lies
         mostly outside the mask of what the neighbours explain: a meteor sharing its frame with a satellite or a plane
-        (with the satellite erased, the model may no longer see it). None if there is none."""
+        (with the satellite erased, the model may no longer see it). A long bright one (`Piece.is_long_and_bright`)
+        counts inside the mask too: no crossing's piece explains it, so the trails that put it there continue clutter
+        (a cloudy neighbour's dozens of trails) by chance. None if there is none."""
         if result.frame_size is None:
             return None
         for piece in streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours]):
-            if trails.share_in(mask, trails.Trail.from_frame(piece.ends, *result.frame_size)) < ERASED_SHARE:
+            if piece.is_long_and_bright or trails.share_in(
+                    mask, trails.Trail.from_frame(piece.ends, *result.frame_size)) < ERASED_SHARE:
                 return piece
         return None
 

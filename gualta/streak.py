@@ -18,9 +18,9 @@ only 6–8 on average is a faint streak: noise and faint satellites make those t
 where the model scores the frame near its threshold. A meteor lasts under a second, so the client reports a frame
 for a streak only when neither adjacent difference `explains` it: a piece at the same spot, at least a third as long
 (a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line
-within 10× the longer one's length, or its twin (as long, on the very line) within 15× (a satellite or a plane,
-which cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
-pixels.
+within 10× the longer one's length that is no speck of noise either (a third as long, or a streak's length or
+brightness), or its twin (as long, on the very line) within 15× (a satellite or a plane, which cross the sky for
+minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
 
 A streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines steadily
 for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along its line
@@ -63,6 +63,7 @@ MIN_ELONGATION = 4.0          # ... length² / area at least this, ...
 MAX_WIDTH_PX = 3.5            # ... at most this wide (full width at half maximum of its cross-section), ...
 BRIGHT_MAX_WIDTH_PX = 5.0     # ... or this wide when at least BRIGHT_SIGNAL on average (a fireball's glare), ...
 BRIGHT_SIGNAL = 10.0
+LONG_BRIGHT_PX = 24.0         # a streak this long and BRIGHT_SIGNAL bright: a crossing's would leave a piece beside
 MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
 FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this but under MIN_SIGNAL on average
 FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
@@ -71,7 +72,7 @@ SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close
 SAME_SPOT_MIN_SHARE = 1 / 3   # ... and at least a third as long, ...
 MAX_ANGLE_DEG = 10.0          # ... or a neighbour piece within this angle of the streak, ...
 MAX_OFFSET_PX = 6.0           # ... its centre within this (+2 % of the distance along) of the streak's line, ...
-REACH = 10.0                  # ... and at most 10× the longer one's length (+ 30 px) along it
+REACH = 10.0                  # ... at most 10× the longer one's length (+ 30 px) along it, and no speck of noise
 REACH_SLACK_PX = 30.0
 TWIN_MAX_ANGLE_DEG = 3.0      # or its twin: a piece as long (within 1.5×), within 3° and 4 px (+1 % of the distance
 TWIN_MAX_OFFSET_PX = 4.0      # along) of the streak's line, up to 15× their length away: a satellite under a short
@@ -141,6 +142,18 @@ class Piece:
         """A streak's length and shape, FAINT_SIGNAL–MIN_SIGNAL bright: too faint to report alone (noise and faint
         satellites make such pieces too), a meteor's trace where the model leans to one (see `gualta.detect`)."""
         return self.length >= MIN_LENGTH_PX and self.is_thin and FAINT_SIGNAL <= self.signal < MIN_SIGNAL
+
+    @property
+    def is_long_and_bright(self) -> bool:
+        """A streak at least LONG_BRIGHT_PX long and BRIGHT_SIGNAL bright on average: a satellite or a plane that
+        bright and long leaves a piece in an adjacent frame that explains it (`explains`), unless it left the view."""
+        return self.is_streak and self.length >= LONG_BRIGHT_PX and self.signal >= BRIGHT_SIGNAL
+
+    def is_speck_beside(self, streak: Piece) -> bool:
+        """Whether it is a speck of noise beside the streak: under a third as long, and neither a streak's length
+        nor its brightness (noise leaves such specks all over a cloudy difference, some on any line)."""
+        return (self.length < SAME_SPOT_MIN_SHARE * streak.length and self.length < MIN_LENGTH_PX
+                and self.signal < MIN_SIGNAL)
 
     @property
     def prominence(self) -> float:
@@ -380,7 +393,8 @@ def with_light_curves(found: list[Piece], smooth: np.ndarray, current: np.ndarra
 
 
 def explains(other: Piece, streak: Piece) -> bool:
-    """Whether a piece of an adjacent frame accounts for the streak: at the same spot, or on its line within reach."""
+    """Whether a piece of an adjacent frame accounts for the streak: at the same spot (a third as long), its twin, or
+    on its line within reach (no speck of noise beside it)."""
     if other.length < PIECE_MIN_PX:
         return False
     offset = np.array([other.cx - streak.cx, other.cy - streak.cy])
@@ -395,7 +409,7 @@ def explains(other: Piece, streak: Piece) -> bool:
             and along <= TWIN_REACH * longer + REACH_SLACK_PX):
         return True
     return bool(cosine >= math.cos(math.radians(MAX_ANGLE_DEG)) and across <= MAX_OFFSET_PX + 0.02 * along
-                and along <= REACH * longer + REACH_SLACK_PX)
+                and along <= REACH * longer + REACH_SLACK_PX and not other.is_speck_beside(streak))
 
 
 def prominent(neighbour_pieces: list[list[Piece]]) -> list[Piece]:

@@ -220,6 +220,26 @@ def test_a_steady_streak_is_erased_with_its_margin():
     assert explained_away(frame, [], []) is None
 
 
+def test_a_long_bright_streak_no_adjacent_piece_explains_is_not_erased_with_what_trails_explain():
+    """A cloudy neighbour's dozens of trails can continue a meteor's by chance. A streak 24 px or longer at 10 × the
+    noise or more that no adjacent piece explains keeps its frame; the same streak is flagged once the adjacent
+    frames hold the crossing's own pieces, and a fainter one is still erased with what the trails explain."""
+    satellite = [((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+
+    def middle(own: Piece, adjacent: bool) -> FrameResult:
+        frames = [frame_result(0, 0.99, diff_with(satellite[0]), pieces=[streak_piece(satellite[0])] * adjacent),
+                  frame_result(1, 0.99, diff_with(satellite[1], seed=1), pieces=[own]),
+                  frame_result(2, 0.99, diff_with(satellite[2], seed=2), pieces=[streak_piece(satellite[2])] * adjacent)]
+        return decide_in_order(frames)[1]
+
+    bright = streak_piece(satellite[1])
+    assert bright.is_long_and_bright
+    kept = middle(bright, adjacent=False)
+    assert (kept.flag, kept.detection, kept.streak) == ("", True, bright.ends)
+    assert middle(bright, adjacent=True).flag == "satellite"
+    assert middle(streak_piece(satellite[1], signal=9.0), adjacent=False).flag == "satellite"
+
+
 SMALL_METEOR = ((200, 60), (202, 64))             # 4 px: no trail, and too little for the stand-in model alone
 
 
@@ -236,7 +256,7 @@ def test_a_meteor_too_small_for_the_model_keeps_its_frame_beside_a_crossing_sate
                   frame_result(2, 0.99, diff_with(satellite[2], seed=2))]
         return decide_in_order(frames, **options)[1]
 
-    meteor, on_satellite = streak_piece(SMALL_METEOR), streak_piece(satellite[1])
+    meteor, on_satellite = streak_piece(SMALL_METEOR), streak_piece(satellite[1], signal=9.0)
     assert middle_of_crossing(on_satellite).flag == "satellite"          # its own streak lies where it is explained
     kept = middle_of_crossing(on_satellite, meteor)
     assert (kept.flag, kept.detection, kept.note) == ("", True, SHARED_NOTE)

@@ -284,11 +284,35 @@ LONG = piece(600, 300, 764, 300)                  # a long meteor, 165 px
     (piece(678, 294, 685, 297), False),           # a speck of noise at its centre (across its line) is not it
     (piece(670, 290, 693, 300), False),           # ... nor a piece under a third of its length there
     (piece(655, 285, 709, 309), True),            # a third as long or more, at the same spot: it is
-    (piece(800, 301, 830, 301), True),            # a shorter piece further along its line still explains it
 ])
 def test_a_long_streak_is_explained_at_its_spot_only_by_a_piece_of_comparable_length(other, explained):
     assert explains(other, LONG) is explained
     assert (unexplained_streaks([LONG], [[other]]) == []) is explained
+
+
+@pytest.mark.parametrize("other, explained", [
+    (piece(900, 301, 910, 301, signal=5.0), False),   # a speck of noise on its line, further along, is not its next piece
+    (piece(900, 301, 910, 301), True),                # ... a short bright one is (a plane's strobe: a light, not noise)
+    (piece(800, 301, 830, 301, signal=5.0), True),    # ... and so is a faint one of a streak's length
+    (piece(660, 301, 670, 301, signal=5.0), False),   # ... nor is the speck at the streak's own spot
+])
+def test_a_long_streak_is_explained_along_its_line_by_no_speck_of_noise(other, explained):
+    assert explains(other, LONG) is explained
+    assert (unexplained_streaks([LONG], [[other]]) == []) is explained
+
+
+def test_a_short_streak_is_explained_along_its_line_by_a_piece_a_third_as_long():
+    short = piece(600, 300, 629, 300)             # 30 px: a faint 11 px piece is a third as long, so no mere speck
+    assert explains(piece(650, 301, 660, 301, signal=5.0), short)
+    assert not explains(piece(650, 301, 660, 301, signal=5.0), LONG)
+
+
+def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_in_the_previous_frame():
+    speck = piece(1000, 302, 1010, 302, signal=5.5)
+    meteor = piece(400, 300, 600, 300, signal=60.0)
+    decided = decide_in_order([frame_result(0, 0.02, pieces=[speck]), frame_result(1, 0.10, pieces=[meteor]),
+                               frame_result(2, 0.01)])
+    assert [(r.flag, r.detection) for r in decided][1] == ("", True) and decided[1].streak == meteor.ends
 
 
 def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
