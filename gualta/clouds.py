@@ -14,9 +14,11 @@ In a sky of dense speckle (a noisy camera, twilight) pieces of that size lie eve
 where the neighbours' pieces lie near more than CLOUD_NEAR_MAX of the image, only fat blobs (more area than
 `trails.FAT_AREA_PER_PX` per pixel of their diagonal) count, on both sides.
 
-The client asks only about a model's candidate in which the streak check (`gualta.streak`) finds neither a streak
-nor a faint streak, and the fireball check no bright streak: a meteor seen through a gap in the clouds keeps its
-frame by its streak whatever its surroundings. Coordinates are model-input pixels (400×400).
+The client asks only about a model's candidate in which the streak check (`gualta.streak`) finds no streak or
+faint streak that the adjacent differences do not account for, and the fireball check no bright streak: a meteor
+seen through a gap in the clouds keeps its frame by its streak whatever its surroundings, while a satellite or a
+plane crossing the clouds, whose streak an adjacent difference's piece explains, has that streak erased with the
+clouds. Coordinates are model-input pixels (400×400).
 """
 from __future__ import annotations
 

@@ -221,9 +221,9 @@ class Decider:
     candidate has those streaks (steady, or explained by an adjacent difference's pieces) erased with what the
     neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
     what was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
-    candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak and no faint
-    streak and no longer scores as a meteor once its bright pieces that an adjacent difference also has nearby (moving
-    cloud) are erased (`gualta.clouds`).
+    candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak
+    that the adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an
+    adjacent difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`).
     A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never
     the model's candidate; the fireball and streak checks still look."""
 
@@ -348,15 +348,22 @@ class Decider:
         return explained is not None and meteor is None
 
     def clouded(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether a model's candidate with no bright streak (a fireball's wide trail is a blob too), no streak and no
-        faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) no longer scores as a meteor once its bright
-        pieces that an adjacent difference's pieces explain (moving cloud: `gualta.clouds`) are erased; needs
+        """Whether a model's candidate with no bright streak (a fireball's wide trail is a blob too), and no streak or
+        faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) that the adjacent differences do not account for
+        (`streak.explained_by_adjacent`: a steady light alone does not, a meteor's short streak can read as one), no
+        longer scores as a meteor once its bright pieces that an adjacent difference's pieces explain (moving cloud:
+        `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased; needs
         `rescore`."""
         if self.rescore is None or result.diff is None or result.bright is not None:
             return False
-        if any(piece.is_streak or piece.is_faint_streak for piece in result.pieces):
+        neighbour_pieces = [n.pieces for n in neighbours]
+        if not all(streak.explained_by_adjacent(piece, neighbour_pieces)
+                   for piece in result.pieces if piece.is_streak or piece.is_faint_streak):
             return False
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
+        crossing = self.explained_streak_trails(result, neighbours)
+        if crossing:
+            mask |= trails.explained_mask(result.diff, [], crossing)
         return bool(mask.any()) and self.rescore(trails.erased(result.diff, mask)) < self.threshold
 
     def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:

@@ -22,6 +22,14 @@ within 10× the longer one's length that is no speck of noise either (a third as
 brightness), or its twin (as long, on the very line) within 15× (a satellite or a plane, which cross the sky for
 minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
 
+A satellite or a plane also moves steadily, so whatever the shape of its pieces they lie evenly spaced: a piece
+midway (within 4 px + 5 % of the step) between a piece of the previous and one of the next difference, each like it
+(at most 2× longer or shorter, 3× brighter or fainter; a thin one lying along the step), is `on_track` — a slow
+plane's round light under a 4 s exposure, too short and round for a streak. Under a 3–4 s exposure a satellite's
+pieces are dashes: a streak's length and brightness but too round for one (length² / area 3–4); a dash that an
+adjacent frame's dash or streak `follows` (as long and as bright, on its line as a twin is, within 10° of its
+direction) is a satellite's too.
+
 A streak also shows its light curve. A meteor flares up and fades within its streak; a satellite shines steadily
 for the whole exposure, so its streak is a plateau that ends abruptly. A streak is `steady` when, read along its line
 in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least 80 % of it
@@ -78,6 +86,11 @@ TWIN_MAX_ANGLE_DEG = 3.0      # or its twin: a piece as long (within 1.5×), wit
 TWIN_MAX_OFFSET_PX = 4.0      # along) of the streak's line, up to 15× their length away: a satellite under a short
 TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pieces 10× their length apart
 TWIN_REACH = 15.0
+TRACK_OFFSET_PX = 4.0         # or it lies on a track: within 4 px (+5 % of the step) of the midpoint between a piece
+TRACK_OFFSET_SHARE = 0.05     # of the previous and one of the next difference, each at most 2× longer or shorter
+TRACK_LENGTH_RATIO = 2.0      # and 3× brighter or fainter than it, a thin piece lying along the step: a satellite or
+TRACK_SIGNAL_RATIO = 3.0      # a plane moves steadily, so its pieces lie evenly spaced however short or round
+DASH_MIN_ELONGATION = 3.0     # a dash: a streak's length and brightness, length² / area 3–4 (see `follows`)
 EXTENT_TO_FWHM = 2.355        # a Gaussian cross-section's full width at half maximum, in standard deviations
 
 STEADY_ACROSS_PX = (-1.5, -0.75, 0.0, 0.75, 1.5)    # the light curve: the brightest of these lines along the streak,
@@ -392,17 +405,22 @@ def with_light_curves(found: list[Piece], smooth: np.ndarray, current: np.ndarra
     return marked
 
 
+def along_and_across(other: Piece, piece: Piece) -> tuple[float, float]:
+    """How far the other piece's centre lies from the piece's, along its line and beside it."""
+    (dx, dy), (ux, uy) = (other.cx - piece.cx, other.cy - piece.cy), piece.direction
+    return abs(float(dx * ux + dy * uy)), abs(float(dx * uy - dy * ux))
+
+
 def explains(other: Piece, streak: Piece) -> bool:
     """Whether a piece of an adjacent frame accounts for the streak: at the same spot (a third as long), its twin, or
     on its line within reach (no speck of noise beside it)."""
     if other.length < PIECE_MIN_PX:
         return False
-    offset = np.array([other.cx - streak.cx, other.cy - streak.cy])
-    if math.hypot(*offset) <= SAME_SPOT_PX and other.length >= SAME_SPOT_MIN_SHARE * streak.length:
+    if (math.dist((other.cx, other.cy), (streak.cx, streak.cy)) <= SAME_SPOT_PX
+            and other.length >= SAME_SPOT_MIN_SHARE * streak.length):
         return True
     cosine = abs(float(other.direction @ streak.direction))
-    along = abs(float(offset @ streak.direction))
-    across = abs(offset[0] * streak.direction[1] - offset[1] * streak.direction[0])
+    along, across = along_and_across(other, streak)
     longer = max(streak.length, other.length)
     if (cosine >= math.cos(math.radians(TWIN_MAX_ANGLE_DEG)) and across <= TWIN_MAX_OFFSET_PX + 0.01 * along
             and longer <= TWIN_LENGTH_RATIO * min(streak.length, other.length)
@@ -412,17 +430,73 @@ def explains(other: Piece, streak: Piece) -> bool:
                 and along <= REACH * longer + REACH_SLACK_PX and not other.is_speck_beside(streak))
 
 
+def alike(piece: Piece, other: Piece) -> bool:
+    """Whether two pieces may be one moving light's in consecutive frames: lengths within TRACK_LENGTH_RATIO and mean
+    signals within TRACK_SIGNAL_RATIO of each other."""
+    return (max(piece.length, other.length) <= TRACK_LENGTH_RATIO * min(piece.length, other.length)
+            and max(piece.signal, other.signal) <= TRACK_SIGNAL_RATIO * min(piece.signal, other.signal))
+
+
+def midway(piece: Piece, before: Piece, after: Piece) -> bool:
+    """Whether the piece lies midway between a previous and a next piece like it (a thin one along the step between
+    them): one light moving steadily across three frames."""
+    step = np.array([after.cx - before.cx, after.cy - before.cy])
+    distance = float(np.linalg.norm(step))
+    offset = math.dist((piece.cx, piece.cy), ((before.cx + after.cx) / 2, (before.cy + after.cy) / 2))
+    if offset > TRACK_OFFSET_PX + TRACK_OFFSET_SHARE * distance or not (alike(piece, before) and alike(piece, after)):
+        return False
+    return not piece.is_thin or distance == 0 or (
+        abs(float(step @ piece.direction)) / distance >= math.cos(math.radians(MAX_ANGLE_DEG)))
+
+
+def is_dash(piece: Piece) -> bool:
+    """A streak's length and brightness but too round for one (length² / area DASH_MIN_ELONGATION–MIN_ELONGATION): a
+    satellite's piece under an exposure of a few seconds."""
+    return (piece.length >= MIN_LENGTH_PX and piece.signal >= MIN_SIGNAL
+            and DASH_MIN_ELONGATION <= piece.elongation < MIN_ELONGATION)
+
+
+def follows(other: Piece, dash: Piece) -> bool:
+    """Whether an adjacent frame's piece is the same satellite's next or last dash: a dash or a streak as long (within
+    TWIN_LENGTH_RATIO) and as bright (`alike`), within MAX_ANGLE_DEG of its direction (a dash's is
+    rough), its centre on the dash's line as a twin's is (TWIN_MAX_OFFSET_PX + 1 % of the distance along) and within
+    TWIN_REACH × their length."""
+    if not is_dash(dash) or not (is_dash(other) or other.is_streak):
+        return False
+    along, across = along_and_across(other, dash)
+    longer = max(dash.length, other.length)
+    return bool(longer <= TWIN_LENGTH_RATIO * min(dash.length, other.length) and alike(dash, other)
+                and abs(float(other.direction @ dash.direction)) >= math.cos(math.radians(MAX_ANGLE_DEG))
+                and across <= TWIN_MAX_OFFSET_PX + 0.01 * along and along <= TWIN_REACH * longer + REACH_SLACK_PX)
+
+
+def on_track(piece: Piece, neighbour_pieces: list[list[Piece]]) -> bool:
+    """Whether the piece lies midway between a prominent piece of the previous and one of the next difference
+    (`midway`; needs both: `neighbour_pieces` in time order)."""
+    if len(neighbour_pieces) != 2:
+        return False
+    before, after = (found[:NEIGHBOUR_PIECES] for found in neighbour_pieces)
+    return any(midway(piece, first, last) for first in before for last in after)
+
+
 def prominent(neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The adjacent frames' pieces that may explain a streak: each frame's most prominent NEIGHBOUR_PIECES."""
     return [piece for found in neighbour_pieces for piece in found[:NEIGHBOUR_PIECES]]
 
 
+def explained_by_adjacent(piece: Piece, neighbour_pieces: list[list[Piece]]) -> bool:
+    """Whether the adjacent differences account for a streak (or a faint streak): a prominent piece of one explains
+    it (`explains`), or it lies on a track (`on_track`; `neighbour_pieces` in time order)."""
+    return on_track(piece, neighbour_pieces) or any(explains(other, piece) for other in prominent(neighbour_pieces))
+
+
 def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """The frame's steady pieces (a satellite's light) and its streaks that an adjacent frame's prominent pieces
-    explain."""
+    """The frame's steady pieces (a satellite's light), its pieces on a track (`on_track`: a satellite's or a plane's
+    dashes and dots), its dashes an adjacent frame's piece follows (`follows`) and its streaks that an adjacent frame's
+    prominent pieces explain (`neighbour_pieces` in time order)."""
     others = prominent(neighbour_pieces)
-    return [piece for piece in frame_pieces
-            if piece.steady or (piece.is_streak and any(explains(other, piece) for other in others))]
+    return [piece for piece in frame_pieces if piece.steady or on_track(piece, neighbour_pieces)
+            or any(follows(other, piece) or (piece.is_streak and explains(other, piece)) for other in others)]
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
@@ -432,8 +506,7 @@ def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[P
 
 
 def unexplained(streaks: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """Those of `streaks` that are not steady and that no prominent piece of an adjacent frame explains, longest
-    first."""
-    others = prominent(neighbour_pieces)
-    left = [piece for piece in streaks if not piece.steady and not any(explains(other, piece) for other in others)]
+    """Those of `streaks` that are not steady and that the adjacent differences do not account for
+    (`explained_by_adjacent`), longest first."""
+    left = [piece for piece in streaks if not piece.steady and not explained_by_adjacent(piece, neighbour_pieces)]
     return sorted(left, key=lambda piece: -piece.length)

@@ -42,11 +42,13 @@ def blob_model(diff: np.ndarray) -> float:
     return 0.99 if np.count_nonzero(diff == 255) >= 100 else 0.01
 
 
-def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), bright=None, **options) -> FrameResult:
+def middle(frame: np.ndarray, *, before=None, after=None, pieces=(), bright=None, after_pieces=(),
+           **options) -> FrameResult:
     """The middle of three frames: a model's candidate (0.99) between frames the model scores low."""
     frames = [frame_result(0, 0.02, cloudy(moved(-6)) if before is None else before),
               frame_result(1, 0.99, frame, pieces=list(pieces), bright=bright),
-              frame_result(2, 0.02, cloudy(moved(6, 2), seed=2) if after is None else after)]
+              frame_result(2, 0.02, cloudy(moved(6, 2), seed=2) if after is None else after,
+                           pieces=list(after_pieces))]
     return decide_in_order(frames, **{"rescore": blob_model, **options})[1]
 
 
@@ -143,3 +145,17 @@ def test_the_satellite_check_goes_first_and_either_check_works_alone():
     assert rising.flag == "satellite"             # the previous frame explains its clouds; the next, its trail
     assert middle(cloudy(seed=1), satellite_check=False).flag == CLOUD
     assert middle(frames[1], before=frames[0], after=frames[2], cloud_check=False).flag == "satellite"
+
+
+def test_a_satellite_crossing_the_clouds_is_flagged_once_both_are_erased():
+    """A candidate holding moving cloud and a satellite's streak that the next difference's piece explains: the
+    streak no longer guards the frame, and is erased with the clouds. A streak nothing explains, or only its steady
+    light (a meteor's short streak can read as steady), still keeps the frame."""
+    frame = cloudy(CLOUD_AT, METEOR, seed=1)
+    assert blob_model(cv2.ellipse(frame.copy(), CLOUD_AT, (32, 16), 20, 0, 360, 0, -1)) > 0.85   # the streak alone
+    satellite, next_piece = streak_piece(METEOR), [streak_piece(((330, 100), (360, 115)))]
+    flagged = middle(frame, pieces=[satellite], after_pieces=next_piece)
+    assert (flagged.flag, flagged.detection) == (CLOUD, False)
+    for kept in (middle(frame, pieces=[satellite]), middle(frame, pieces=[streak_piece(METEOR, steady=True)]),
+                 middle(frame, before=speckle(0), after=speckle(2), pieces=[satellite], after_pieces=next_piece)):
+        assert (kept.flag, kept.detection) == ("", True)     # unexplained; steady alone; no cloud next door

@@ -296,3 +296,52 @@ def test_a_streak_an_adjacent_piece_explains_is_erased_like_a_steady_one():
                                    frame_result(1, 0.99, diff_with(SATELLITE_PIECE, seed=1), pieces=[satellite]),
                                    frame_result(2, 0.02, speckle(2))], rescore=drawn_lines_model)[1]
     assert (unexplained.flag, unexplained.detection) == ("", True)          # nothing explains it: reported
+
+
+def test_a_plane_s_light_evenly_spaced_across_three_frames_is_erased():
+    """Under a short exposure a slow plane's light is a round dot in each frame: no trail, no streak, but the dots lie
+    evenly spaced along its path, so the candidate's dot is erased before the model is asked again."""
+    def dot_at(x: int, y: int) -> Piece:
+        return dataclasses.replace(streak_piece(((x - 2, y), (x + 2, y))), area=60)      # round: not thin
+
+    def with_dot(x: int, y: int, seed: int) -> np.ndarray:
+        return cv2.circle(speckle(seed), (x, y), 3, 255, -1)
+
+    path = [(150, 180), (200, 200), (250, 220)]
+    assert not dot_at(*path[1]).is_thin and find_trails(with_dot(*path[1], 1)) == []
+
+    def middle(*pieces_before_and_after) -> FrameResult:
+        frames = [frame_result(k, 0.99 if k == 1 else 0.02, with_dot(*path[k], k), pieces=pieces)
+                  for k, pieces in enumerate([pieces_before_and_after[0], [dot_at(*path[1])], pieces_before_and_after[1]])]
+        return decide_in_order(frames, rescore=drawn_lines_model)[1]
+
+    plane = middle([dot_at(*path[0])], [dot_at(*path[2])])
+    assert (plane.flag, plane.detection) == ("satellite", False)
+    off_path = middle([dot_at(*path[0])], [dot_at(270, 260)])
+    assert (off_path.flag, off_path.detection) == ("", True)
+    assert middle([dot_at(*path[0])], []).detection                       # one neighbour's dot: no track
+
+
+def test_a_satellite_s_short_dash_is_erased_when_an_adjacent_frame_holds_the_next_one():
+    """Under a 3–4 s exposure a satellite leaves a short, roundish dash in each frame: too round for a streak and too
+    short for a trail, so only an adjacent frame's dash alike, further along its line, explains it."""
+    def dash_at(start, end) -> Piece:
+        piece = streak_piece((start, end))
+        return dataclasses.replace(piece, area=round(piece.length ** 2 / 3.5))
+
+    def with_dash(start, end, seed: int) -> np.ndarray:
+        return cv2.line(speckle(seed), start, end, 255, 3)
+
+    here, next_one = ((200, 200), (204, 206)), ((220, 230), (224, 236))
+    assert not dash_at(*here).is_streak and find_trails(with_dash(*here, 1)) == []
+
+    def candidate(after: list[Piece]) -> FrameResult:
+        frames = [frame_result(0, 0.02, speckle(0)),
+                  frame_result(1, 0.99, with_dash(*here, 1), pieces=[dash_at(*here)]),
+                  frame_result(2, 0.02, with_dash(*next_one, 2), pieces=after)]
+        return decide_in_order(frames, rescore=drawn_lines_model)[1]
+
+    satellite = candidate([dash_at(*next_one)])
+    assert (satellite.flag, satellite.detection) == ("satellite", False)
+    assert candidate([]).detection                                     # nothing follows it: reported
+    assert candidate([dash_at((220, 200), (224, 206))]).detection      # a dash beside its line: reported

@@ -12,7 +12,8 @@ import pytest
 from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, detection_line,
                            detection_report)
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
-                           Piece, chains, explains, large_components, median, pieces, signal_map, unexplained_streaks)
+                           Piece, chains, explains, follows, large_components, median, on_track, pieces,
+                           signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -305,6 +306,67 @@ def test_a_short_streak_is_explained_along_its_line_by_a_piece_a_third_as_long()
     short = piece(600, 300, 629, 300)             # 30 px: a faint 11 px piece is a third as long, so no mere speck
     assert explains(piece(650, 301, 660, 301, signal=5.0), short)
     assert not explains(piece(650, 301, 660, 301, signal=5.0), LONG)
+
+
+def dot(cx: float, cy: float, signal: float = 30.0) -> Piece:
+    """A plane's light under a short exposure: a round 12 px blob, no streak (not thin)."""
+    return Piece(cx - 6, cy, cx + 5, cy, cx, cy, 12.0, 60, 6.0, signal)
+
+
+DOT = dot(381, 766)
+
+
+@pytest.mark.parametrize("before, after, tracked", [
+    (dot(340, 729), dot(422, 803), True),             # evenly spaced: one light moving steadily
+    (dot(340, 729), dot(450, 803), False),            # the middle one 14 px off the midpoint
+    (dot(340, 729), dot(422, 803, signal=5.0), False),    # the next one 6× fainter: not the same light
+    (dot(340, 729), piece(395, 790, 450, 816), False),    # ... or 5× longer
+])
+def test_a_piece_midway_between_pieces_like_it_in_both_neighbours_is_on_a_track(before, after, tracked):
+    assert on_track(DOT, [[before], [after]]) is tracked
+    assert not on_track(DOT, [[before]])              # one neighbour: no track
+
+
+def test_a_thin_piece_is_on_a_track_only_along_it():
+    step = ([piece(330, 720, 346, 734)], [piece(416, 798, 432, 812)])     # dashes along a 42° step
+    assert on_track(piece(373, 759, 389, 773), list(step))                # along the step
+    assert not on_track(piece(373, 766, 389, 766), list(step))            # across it: no track
+
+
+def test_a_short_exposure_satellite_s_dash_on_a_track_is_not_reported():
+    """Under a 1 s exposure a satellite leaves 16 px dashes 400 px apart: beyond any twin's reach, but evenly spaced."""
+    dashes = [piece(200 + 400 * k, 300, 215 + 400 * k, 300) for k in range(3)]
+    assert not explains(dashes[0], dashes[1]) and not explains(dashes[2], dashes[1])
+    decided = decide_in_order([frame_result(k, 0.02 if k != 1 else 0.10, pieces=[dashes[k]]) for k in range(3)])
+    assert (decided[1].flag, decided[1].detection) == ("satellite", False)
+    alone = decide_in_order([frame_result(0, 0.02, pieces=[dashes[0]]), frame_result(1, 0.10, pieces=[dashes[1]]),
+                             frame_result(2, 0.01)])
+    assert (alone[1].flag, alone[1].detection) == ("", True)
+
+
+def dash(cx: float, cy: float, signal: float = 20.0, length: float = 15.0, area: int = 60,
+         direction=(0.47, 0.88)) -> Piece:
+    """A satellite's piece under a 3.6 s exposure: 15 px, length² / area 3.75 (too round for a streak)."""
+    dx, dy = (length - 1) / 2 * direction[0], (length - 1) / 2 * direction[1]
+    return Piece(cx - dx, cy - dy, cx + dx, cy + dy, cx, cy, length, area, 2.9, signal)
+
+
+DASH = dash(797, 529)
+
+
+@pytest.mark.parametrize("other, follows_it", [
+    (dash(754, 448), True),                        # 92 px further along its line: the satellite's next dash
+    (dash(743, 454), False),                       # ... 12 px beside the line
+    (dash(754, 448, direction=(0.88, -0.47)), False),     # ... across it
+    (dash(754, 448, length=30.0, area=240), False),       # ... twice as long
+    (dash(754, 448, signal=6.0), False),           # ... a faint piece of noise
+    (dash(754, 448, area=94), False),              # ... a round blob (a twinkling star)
+    (dash(754 - 43 * 20, 448 - 81 * 20), False),   # ... beyond reach
+])
+def test_a_dash_is_followed_by_an_adjacent_frame_s_dash_alike_on_its_line(other, follows_it):
+    assert not DASH.is_streak
+    assert follows(other, DASH) is follows_it
+    assert not follows(other, THIN)                # a streak is left to `explains`
 
 
 def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_in_the_previous_frame():
