@@ -215,12 +215,13 @@ class Decider:
     strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
     fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
-    explained by a piece of an adjacent difference (the same spot, or further along the streak's line) or has a
-    satellite's steady light curve (`Piece.steady`); without a streak, a frame the model scores at least
-    FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`), judged the same way. A model's
-    candidate has those streaks (steady, or explained by an adjacent difference's pieces) erased with what the
-    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside
-    what was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
+    explained by a piece of an adjacent difference (the same spot, or further along the streak's line), lies on a
+    steady mover's track (midway between pieces of both) or has a satellite's steady light curve (`Piece.steady`);
+    without a streak, a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one
+    (`Piece.is_faint_streak`), judged the same way. A model's candidate has those streaks, and its pieces on a track
+    or dashes an adjacent dash follows (`streak.explained_streaks`), erased with what the neighbours explain before
+    it is scored again, and is not flagged while it keeps an unexplained streak outside what was erased (a meteor
+    sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
     candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak
     that the adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an
     adjacent difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`).

@@ -440,13 +440,15 @@ def alike(piece: Piece, other: Piece) -> bool:
 def midway(piece: Piece, before: Piece, after: Piece) -> bool:
     """Whether the piece lies midway between a previous and a next piece like it (a thin one along the step between
     them): one light moving steadily across three frames."""
-    step = np.array([after.cx - before.cx, after.cy - before.cy])
-    distance = float(np.linalg.norm(step))
+    step_x, step_y = after.cx - before.cx, after.cy - before.cy
+    distance = math.hypot(step_x, step_y)
     offset = math.dist((piece.cx, piece.cy), ((before.cx + after.cx) / 2, (before.cy + after.cy) / 2))
     if offset > TRACK_OFFSET_PX + TRACK_OFFSET_SHARE * distance or not (alike(piece, before) and alike(piece, after)):
         return False
-    return not piece.is_thin or distance == 0 or (
-        abs(float(step @ piece.direction)) / distance >= math.cos(math.radians(MAX_ANGLE_DEG)))
+    if not piece.is_thin or distance == 0:
+        return True
+    direction_x, direction_y = piece.direction
+    return abs(step_x * direction_x + step_y * direction_y) >= math.cos(math.radians(MAX_ANGLE_DEG)) * distance
 
 
 def is_dash(piece: Piece) -> bool:
@@ -458,9 +460,9 @@ def is_dash(piece: Piece) -> bool:
 
 def follows(other: Piece, dash: Piece) -> bool:
     """Whether an adjacent frame's piece is the same satellite's next or last dash: a dash or a streak as long (within
-    TWIN_LENGTH_RATIO) and as bright (`alike`), within MAX_ANGLE_DEG of its direction (a dash's is
-    rough), its centre on the dash's line as a twin's is (TWIN_MAX_OFFSET_PX + 1 % of the distance along) and within
-    TWIN_REACH × their length."""
+    TWIN_LENGTH_RATIO) and as bright (`alike`), within MAX_ANGLE_DEG of its direction (a dash's is rough), its centre
+    on the dash's line as a twin's is (TWIN_MAX_OFFSET_PX + 1 % of the distance along) and within TWIN_REACH × their
+    length."""
     if not is_dash(dash) or not (is_dash(other) or other.is_streak):
         return False
     along, across = along_and_across(other, dash)
@@ -500,8 +502,8 @@ def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Pie
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """The frame's streaks that neither their own steady light (a satellite) nor an adjacent frame's prominent pieces
-    explain, longest first."""
+    """The frame's streaks that neither their own steady light (a satellite) nor the adjacent differences account for
+    (`explained_by_adjacent`), longest first."""
     return unexplained([piece for piece in frame_pieces if piece.is_streak], neighbour_pieces)
 
 
