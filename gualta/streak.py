@@ -494,11 +494,12 @@ def explained_by_adjacent(piece: Piece, neighbour_pieces: list[list[Piece]]) -> 
 
 def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's steady pieces (a satellite's light), its pieces on a track (`on_track`: a satellite's or a plane's
-    dashes and dots), its dashes an adjacent frame's piece follows (`follows`) and its streaks that an adjacent frame's
-    prominent pieces explain (`neighbour_pieces` in time order)."""
+    dashes and dots), its dashes an adjacent frame's piece follows (`follows`) and its streaks and faint streaks that
+    an adjacent frame's prominent pieces explain (`neighbour_pieces` in time order)."""
     others = prominent(neighbour_pieces)
-    return [piece for piece in frame_pieces if piece.steady or on_track(piece, neighbour_pieces)
-            or any(follows(other, piece) or (piece.is_streak and explains(other, piece)) for other in others)]
+    return [piece for piece in frame_pieces if piece.steady or on_track(piece, neighbour_pieces) or any(
+        follows(other, piece) or ((piece.is_streak or piece.is_faint_streak) and explains(other, piece))
+        for other in others)]
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:

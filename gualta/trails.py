@@ -24,8 +24,9 @@ frame also holds speckle and cloud-edge pieces that no neighbour explains. So th
 Under a short exposure (a moonlit night) a satellite's pieces are short and far apart, so a piece about as long as a
 neighbour's line (its twin) is looked for further along that line (`FAR`). A satellite seen in one frame only (it
 rose into view, or left it, between frames) is erased too when its streak has a satellite's steady light curve (the
-streak check's `steady` pieces, read in the full-resolution difference), and so is a streak that a piece of an
-adjacent full-resolution difference explains (`gualta.streak.explains`).
+streak check's `steady` pieces, read in the full-resolution difference), and so is a streak or a faint streak that a
+piece of an adjacent full-resolution difference explains, and a piece on a steady mover's track or a dash that an
+adjacent dash follows (`gualta.streak.explained_streaks`).
 
 A faint satellite (a few times the camera noise, under a short exposure) never reaches the bright level: its trail is
 only a denser line of speckle. When the candidate still scores as a meteor after the steps above, its *faint lines*

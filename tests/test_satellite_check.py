@@ -292,6 +292,12 @@ def test_a_streak_an_adjacent_piece_explains_is_erased_like_a_steady_one():
 
     assert (middle(SATELLITE_PIECE).flag, middle(SATELLITE_PIECE).detection) == ("satellite", False)
     assert middle(SATELLITE_PIECE, METEOR).detection                        # a meteor beside it: reported
+    faint = dataclasses.replace(satellite, signal=7.0)                      # 6–8 × the noise: a faint streak
+    assert faint.is_faint_streak
+    fainter = decide_in_order([frame_result(0, 0.02, speckle(0)),
+                               frame_result(1, 0.99, diff_with(SATELLITE_PIECE, seed=1), pieces=[faint]),
+                               frame_result(2, 0.02, speckle(2), pieces=[further_along])], rescore=drawn_lines_model)[1]
+    assert (fainter.flag, fainter.detection) == ("satellite", False)        # erased as well
     unexplained = decide_in_order([frame_result(0, 0.02, speckle(0)),
                                    frame_result(1, 0.99, diff_with(SATELLITE_PIECE, seed=1), pieces=[satellite]),
                                    frame_result(2, 0.02, speckle(2))], rescore=drawn_lines_model)[1]
