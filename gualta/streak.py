@@ -497,9 +497,9 @@ def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Pie
     dashes and dots), its dashes an adjacent frame's piece follows (`follows`) and its streaks and faint streaks that
     an adjacent frame's prominent pieces explain (`neighbour_pieces` in time order)."""
     others = prominent(neighbour_pieces)
-    return [piece for piece in frame_pieces if piece.steady or on_track(piece, neighbour_pieces) or any(
-        follows(other, piece) or ((piece.is_streak or piece.is_faint_streak) and explains(other, piece))
-        for other in others)]
+    return [piece for piece in frame_pieces if piece.steady or any(follows(other, piece) for other in others)
+            or (explained_by_adjacent(piece, neighbour_pieces) if piece.is_streak or piece.is_faint_streak
+                else on_track(piece, neighbour_pieces))]
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
