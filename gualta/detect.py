@@ -212,8 +212,8 @@ class Decider:
     (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a candidate
     whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent frame
     has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
-    strobes) — other trails sharing its frame cannot flag it, nor can explaining away (the model misreads a
-    fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
+    strobes) and no piece of an adjacent difference explains its long bright streak — other trails sharing its
+    frame cannot flag it, nor can explaining away (the model misreads a fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
     streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
     explained by a piece of an adjacent difference (the same spot, or further along the streak's line), lies on a
     steady mover's track (midway between pieces of both) or has a satellite's steady light curve (`Piece.steady`);
@@ -327,12 +327,14 @@ class Decider:
 
     def crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one
-        too, or the streak itself continues a neighbour's trail (a plane's strobes). With thin streaks alone: each
+        too, or the streak itself continues a neighbour's trail (a plane's strobes) and it has no long bright streak
+        that the adjacent differences leave unexplained (then the trail is clutter). With thin streaks alone: each
         one is explained by an adjacent difference (`gualta.streak.explains`) or is steady. A model's candidate:
         `crossed`, with the satellite check on."""
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return any(n.bright for n in neighbours) or (
-                self.satellite_check and self.streak_continues(result, neighbours))
+                self.satellite_check and self.streak_continues(result, neighbours)
+                and not self.long_bright_streak_unexplained(result, neighbours))
         if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
             return not streak.unexplained(self.thin_streaks(result), [n.pieces for n in neighbours])
         return self.satellite_check and self.crossed(result, neighbours)
@@ -412,6 +414,14 @@ class Decider:
             return []
         return [trails.Trail.from_frame(piece.ends, *result.frame_size)
                 for piece in streak.explained_streaks(result.pieces, [n.pieces for n in neighbours])]
+
+    @staticmethod
+    def long_bright_streak_unexplained(result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether the candidate has a long bright streak (`Piece.is_long_and_bright`) that no adjacent difference
+        explains: a crossing that bright leaves a piece beside it, so a neighbour's trail that its bright streak
+        continues is clutter (a cloudy neighbour's dozens of trails), as in `unerased_streak`."""
+        return bool(streak.unexplained([piece for piece in result.pieces if piece.is_long_and_bright],
+                                       [n.pieces for n in neighbours]))
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:

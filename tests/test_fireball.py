@@ -9,7 +9,7 @@ import pytest
 
 from gualta.detect import BELOW_THRESHOLD_NOTE, FIREBALL, FIREBALL_NOTE, detection_report
 from gualta.fireball import Streak, bright_streak
-from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, settings
+from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
 
@@ -105,6 +105,20 @@ def test_a_fireball_sharing_its_frame_with_a_satellite_is_reported_and_a_plane_s
     frames = [frame_result(k, 0.95 if k != 1 else 0.3, diff) for k, diff in enumerate(satellite)]
     frames[1].bright = strobes
     assert [r.flag for r in decide_in_order(frames)] == ["satellite"] * 3
+
+
+def test_a_fireball_in_cloud_clutter_is_reported_though_its_streak_continues_a_neighbour_s_trail():
+    clutter = [with_line((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]     # cloud edges, by chance
+    head = Streak(round(170 * WIDTH / 400), round(300 * HEIGHT / 400), round(230 * WIDTH / 400),
+                  round(300 * HEIGHT / 400), 400)
+    own = piece(head.x1, head.y1, head.x2, head.y2, signal=30.0)         # a long bright streak of its own
+    frames = [frame_result(k, 0.95 if k != 1 else 0.3, diff) for k, diff in enumerate(clutter)]
+    frames[1].bright, frames[1].pieces = head, [own]
+    assert [r.flag for r in decide_in_order(frames)] == ["satellite", "", "satellite"]
+    frames = [frame_result(k, 0.95 if k != 1 else 0.3, diff) for k, diff in enumerate(clutter)]
+    frames[1].bright, frames[1].pieces = head, [own]
+    frames[0].pieces = [piece(round(40 * WIDTH / 400), head.y1, round(100 * WIDTH / 400), head.y1, signal=30.0)]
+    assert [r.flag for r in decide_in_order(frames)] == ["satellite"] * 3     # its twin before it: a crossing
 
 
 def test_a_meteor_the_model_finds_keeps_its_score_and_gets_the_fireball_tag():
