@@ -15,7 +15,9 @@ A piece at least 12 px long, thin (length² / area ≥ 4: a line at most a quart
 px across at half its peak, 5 px when ≥ 10 on average: a fireball's glare widens it) and ≥ 8 on average is a streak.
 Stars, hot pixels and noise are specks; clouds and insects are wide. A piece with a streak's length and shape but
 only 6–8 on average is a faint streak: noise and faint satellites make those too, so the client counts one only
-where the model scores the frame near its threshold. A meteor lasts under a second, so the client reports a frame
+where the model scores the frame near its threshold. So is a glare streak: a line at least 60 px long, at most a
+twelfth as wide as long (length² / area ≥ 12) and 5 px across, ≥ 6 on average — a fireball dimmed by cloud or a
+bright sky, too wide for a streak of its brightness (an out-of-focus insect can look alike). A meteor lasts under a second, so the client reports a frame
 for a streak only when neither adjacent difference `explains` it: a piece at the same spot, at least a third as long
 (a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line
 within 10× the longer one's length that is no speck of noise either (a third as long, or a streak's length or
@@ -74,6 +76,8 @@ BRIGHT_SIGNAL = 10.0
 MIN_SIGNAL = 8.0              # ... and this bright on average (× noise)
 FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this but under MIN_SIGNAL on average
 FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
+GLARE_MIN_LENGTH_PX = 60.0    # a faint streak too: a line this long, ...
+GLARE_MIN_ELONGATION = 12.0   # ... this elongated, at most BRIGHT_MAX_WIDTH_PX wide and at least FAINT_SIGNAL bright
 LONG_BRIGHT_PX = 24.0         # a streak this long and BRIGHT_SIGNAL bright: a crossing's leaves a piece beside
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
@@ -152,9 +156,20 @@ class Piece:
 
     @property
     def is_faint_streak(self) -> bool:
-        """A streak's length and shape, FAINT_SIGNAL–MIN_SIGNAL bright: too faint to report alone (noise and faint
-        satellites make such pieces too), a meteor's trace where the model leans to one (see `gualta.detect`)."""
-        return self.length >= MIN_LENGTH_PX and self.is_thin and FAINT_SIGNAL <= self.signal < MIN_SIGNAL
+        """A streak's length and shape, FAINT_SIGNAL–MIN_SIGNAL bright, or a glare streak (`is_glare_streak`): too
+        uncertain to report alone (noise, faint satellites and insects make such pieces too), a meteor's trace where
+        the model leans to one (see `gualta.detect`)."""
+        return (self.length >= MIN_LENGTH_PX and self.is_thin and FAINT_SIGNAL <= self.signal < MIN_SIGNAL
+                or self.is_glare_streak)
+
+    @property
+    def is_glare_streak(self) -> bool:
+        """A long line too wide for a streak of its brightness but at most a fireball's width (GLARE_MIN_LENGTH_PX
+        long, length² / area at least GLARE_MIN_ELONGATION, at most BRIGHT_MAX_WIDTH_PX across, at least FAINT_SIGNAL
+        on average): a fireball dimmed by cloud or a bright sky, its glare widening it (an out-of-focus insect near
+        the lens can look alike)."""
+        return (self.length >= GLARE_MIN_LENGTH_PX and self.elongation >= GLARE_MIN_ELONGATION
+                and self.width <= BRIGHT_MAX_WIDTH_PX and self.signal >= FAINT_SIGNAL and not self.is_streak)
 
     @property
     def is_long_and_bright(self) -> bool:

@@ -448,6 +448,34 @@ def test_a_faint_streak_is_held_back_like_a_streak():
     assert (beside[1].flag, beside[1].detection) == ("satellite", False)
 
 
+@pytest.mark.parametrize("what, start, end, dn, thickness, glare", [
+    ("a fireball dimmed by cloud: ≈ 4.7 px wide, ≈ 9 × the noise, 215 px", (300, 600), (500, 520), 30.0, 5, True),
+    ("as wide, 45 px: too short for glare (a soft cloud edge)", (300, 600), (340, 584), 30.0, 5, False),
+    ("215 px but ≈ 6 px wide", (300, 600), (500, 520), 30.0, 7, False),
+    ("215 px, ≈ 4.7 px wide and far above the noise: a streak", (300, 600), (500, 520), 255.0, 5, False),
+])
+def test_a_long_line_too_wide_for_a_streak_is_a_glare_streak(what, start, end, dn, thickness, glare):
+    found = pieces(*frame_pair(lambda layer: cv2.line(layer, start, end, dn, thickness)))
+    assert len(found) == 1 and found[0].width > MAX_WIDTH_PX, what
+    assert found[0].is_glare_streak is glare and found[0].is_faint_streak is glare, what
+
+
+GLARE = piece(500, 300, 600, 300, signal=9.0, width=4.5)     # a 101 px line, 4.5 px wide, at 9 × the noise
+
+
+@pytest.mark.parametrize("score, reported", [(0.70, True), (0.59, False)])
+def test_a_glare_streak_is_reported_like_a_faint_one(score, reported):
+    assert GLARE.is_glare_streak and not GLARE.is_streak
+    assert not dataclasses.replace(GLARE, x2=550.0, length=51.0, area=127).is_glare_streak     # half as long
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, score, pieces=[GLARE]), frame_result(2, 0.01)])
+    assert (decided[1].label, decided[1].detection) == (("meteor", True) if reported else ("no-meteor", False))
+    if reported:
+        assert decided[1].note == STREAK_NOTE + FAINT_NOTE and decided[1].streak == GLARE.ends
+    twin = decide_in_order([frame_result(0, 0.02), frame_result(1, score, pieces=[GLARE]),
+                            frame_result(2, 0.01, pieces=[piece(700, 301, 800, 301, signal=9.0, width=4.5)])])
+    assert twin[1].detection is False                    # its twin in the next frame: a satellite
+
+
 def test_a_line_at_7_times_the_noise_is_a_faint_streak_and_empty_sky_has_none():
     faint = [p for p in pieces(*frame_pair(lambda layer: cv2.line(layer, (300, 600), (420, 530), 45.0, 1)))
              if p.is_faint_streak or p.is_streak]
