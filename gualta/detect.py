@@ -212,21 +212,22 @@ class Decider:
     (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a candidate
     whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent frame
     has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
-    strobes) and no piece of an adjacent difference explains its long bright streak — other trails sharing its
-    frame cannot flag it, nor can explaining away (the model misreads a fireball's blob). With `streak_check` a frame the model scores below the threshold is a candidate for a thin
-    streak (`FrameResult.pieces`, see `gualta.streak`) and waits too: it is flagged when every streak it has is
-    explained by a piece of an adjacent difference (the same spot, or further along the streak's line), lies on a
-    steady mover's track (midway between pieces of both) or has a satellite's steady light curve (`Piece.steady`);
-    without a streak, a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one
-    (`Piece.is_faint_streak`), judged the same way. A model's candidate has those streaks, and its pieces on a track
-    or dashes an adjacent dash follows (`streak.explained_streaks`), erased with what the neighbours explain before
-    it is scored again, and is not flagged while it keeps an unexplained streak outside what was erased (a meteor
-    sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's
-    candidate that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak
-    that the adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an
-    adjacent difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`).
-    A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never
-    the model's candidate; the fireball and streak checks still look."""
+    strobes) and no piece of an adjacent difference explains its long bright streak — other trails sharing its frame
+    cannot flag it, nor can explaining away (the model misreads a fireball's blob). With `streak_check` a frame the
+    model scores below the threshold is a candidate for a thin streak (`FrameResult.pieces`, see `gualta.streak`)
+    and waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the
+    same spot, or further along the streak's line), lies on a steady mover's track (midway between pieces of both)
+    or has a satellite's steady light curve (`Piece.steady`); without a streak, a frame the model scores at least
+    FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`), judged the same way. A model's
+    candidate has those streaks, and its pieces on a track or dashes an adjacent dash follows
+    (`streak.explained_streaks`), erased with what the neighbours explain before it is scored again, and is not
+    flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
+    satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check keeps is flagged
+    CLOUD when it has no bright streak, no streak or faint streak that the adjacent differences do not account for,
+    and no longer scores as a meteor once its bright pieces that an adjacent difference also has nearby (moving
+    cloud) and its explained streaks are erased (`gualta.clouds`). A frame whose sky is washed out
+    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the
+    fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,

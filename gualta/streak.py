@@ -17,12 +17,13 @@ Stars, hot pixels and noise are specks; clouds and insects are wide. A piece wit
 only 6–8 on average is a faint streak: noise and faint satellites make those too, so the client counts one only
 where the model scores the frame near its threshold. So is a glare streak: a line at least 60 px long, at most a
 twelfth as wide as long (length² / area ≥ 12) and 5 px across, ≥ 6 on average — a fireball dimmed by cloud or a
-bright sky, too wide for a streak of its brightness (an out-of-focus insect can look alike). A meteor lasts under a second, so the client reports a frame
-for a streak only when neither adjacent difference `explains` it: a piece at the same spot, at least a third as long
-(a twinkling star, a flickering light; a speck of noise beside a long meteor is not it), one on the streak's line
-within 10× the longer one's length that is no speck of noise either (a third as long, or a streak's length or
-brightness), or its twin (as long, on the very line) within 15× (a satellite or a plane, which cross the sky for
-minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame pixels.
+bright sky, too wide for a streak of its brightness (an out-of-focus insect can look alike). A meteor lasts under a
+second, so the client reports a frame for a streak only when neither adjacent difference `explains` it: a piece at
+the same spot, at least a third as long (a twinkling star, a flickering light; a speck of noise beside a long meteor
+is not it), one on the streak's line within 10× the longer one's length that is no speck of noise either (a third as
+long, or a streak's length or brightness), or its twin (as long, on the very line) within 15× (a satellite or a
+plane, which cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
+pixels.
 
 A satellite or a plane also moves steadily, so whatever the shape of its pieces they lie evenly spaced: a piece
 midway (within 4 px + 5 % of the step) between a piece of the previous and one of the next difference, each like it
