@@ -421,8 +421,8 @@ class Decider:
         """Whether the candidate has a long bright streak (`Piece.is_long_and_bright`) that no adjacent difference
         explains: a crossing that bright leaves a piece beside it, so a neighbour's trail that its bright streak
         continues is clutter (a cloudy neighbour's dozens of trails), as in `unerased_streak`."""
-        return bool(streak.unexplained([piece for piece in result.pieces if piece.is_long_and_bright],
-                                       [n.pieces for n in neighbours]))
+        return any(piece.is_long_and_bright
+                   for piece in streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours]))
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:
