@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gualta import allsky  # noqa: E402
+from gualta import allsky, wingtips  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 from gualta.export import quantize_onnx  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
 from gualta.fireball import bright_streak  # noqa: E402
 from gualta.streak import pieces, smoothed_brightening, with_light_curves  # noqa: E402
-from gualta.preprocess import difference_image, read_gray  # noqa: E402
+from gualta.preprocess import difference_image, read_colour, read_gray  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
 SHIPPED_MODEL = ROOT / "models" / "guAlta.onnx"
@@ -126,6 +126,17 @@ def median_ms(step, calls: list[tuple]) -> float:
     return statistics.median(times)
 
 
+def wingtip_reading(frames: list[Path], pairs: list[tuple]) -> tuple[int, float]:
+    """How many pairs hold a streak piece worth reading for a plane's wingtip lights, and the median milliseconds of
+    reading them (two colour decodes and `wingtips.marked`, as `gualta.detect.streak_pieces` does); 0.0 if none."""
+    def read(current: Path, previous: Path, found: list) -> None:
+        wingtips.marked(found, read_colour(current), read_colour(previous))
+
+    calls = [(current, previous, found) for current, previous, pair in zip(frames[1:], frames, pairs)
+             if any(wingtips.worth_reading(piece) for piece in (found := pieces(*pair)))]
+    return len(calls), median_ms(read, calls) if calls else 0.0
+
+
 def batch_rate(settings, night: Path, model) -> float:
     """Frames/s of a batch run (no upload) of the night."""
     summary = run_batch(settings, night, upload=False, model=model, say=lambda line: None, progress=False)
@@ -197,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         light_ms = median_ms(with_light_curves,          # the steady-light reading alone, its pieces already found
                              [(pieces(*pair), smoothed_brightening(*pair), pair[0]) for pair in pairs])
         print(f"{'  of it: light curves, chains':34s} {light_ms:7.2f} ms/pair ({light_ms / streak_ms:.1%} of the check)")
+        read, lights_ms = wingtip_reading(frames, pairs)
+        print(f"{'wingtip lights':34s} {lights_ms:7.2f} ms/pair read ({read} of {len(pairs)} pairs hold a piece worth "
+              f"reading: {lights_ms * read / len(pairs):.2f} ms/pair on average)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])
         results = {}
         for arch in ARCHS:

@@ -6,7 +6,11 @@ straight streak (2 px wide, slightly blurred, `amplitude` DN above the sky, rand
 JPEG; the pair goes through the client's own difference image and model. Empty pairs should score low, streaks
 high. Figures are printed (median score of `--repeats` pairs per cell), never asserted. The client's streak check
 (`gualta.streak`) gets the same pairs, shorter streaks too, and empty pairs whose current sky is shifted by half a
-pixel (stars moving between frames): the share of pairs in which it finds a streak.
+pixel (stars moving between frames): the share of pairs in which it finds a streak. The plane check's wingtip
+lights (`gualta.wingtips`) are read on colour pairs made the same way with a white streak drawn (the share of pairs
+in which a streak gets marked: a meteor's or a satellite's should never be), and on each photograph's own trails
+against a median-filtered copy of it (a stand-in previous frame without thin lines: a real plane's trail, if the
+photograph holds one).
 
     python bench/real_sky_probe.py --frames ../shared/data/real_skies/*.jpg [--model models/guAlta.onnx]
                                    [--noise 3] [--repeats 4] [--seed 0]
@@ -24,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta.model import load_model  # noqa: E402
-from gualta.preprocess import difference_image, read_gray  # noqa: E402
+from gualta import wingtips  # noqa: E402
+from gualta.preprocess import difference_image, read_colour, read_gray, to_gray  # noqa: E402
 from gualta.streak import pieces  # noqa: E402
 
 AMPLITUDES_DN = (0, 8, 15, 30, 60)
@@ -75,6 +80,31 @@ def probe_streak_check(sky: np.ndarray, sigma: float, repeats: int, rng: np.rand
     return table
 
 
+def as_colour_jpeg(image: np.ndarray, quality: int = 85) -> np.ndarray:
+    ok, encoded = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+
+
+def marked_pieces(current: np.ndarray, previous: np.ndarray) -> list:
+    """The streak check's pieces of a colour pair worth reading, marked for wingtip lights as the client does."""
+    found = wingtips.marked(pieces(to_gray(current), to_gray(previous)), current, previous)
+    return [piece for piece in found if wingtips.worth_reading(piece)]
+
+
+def probe_wingtips(sky: np.ndarray, sigma: float, repeats: int, rng: np.random.Generator) -> tuple[float, int, int]:
+    """The share of colour pairs with a white +60 DN streak (150 px) in which a piece gets wingtip lights, and the
+    photograph's own trails against its median-filtered copy: (share, marked pieces, pieces worth reading)."""
+    def marked_with_streak() -> float:
+        previous = as_colour_jpeg(with_noise(sky, sigma, rng))
+        current = with_noise(sky, sigma, rng) + streak(sky.shape[:2], 60.0, 150, rng)[..., None]
+        return float(any(piece.wingtips for piece in marked_pieces(as_colour_jpeg(current), previous)))
+
+    share = float(np.mean([marked_with_streak() for _ in range(repeats)]))
+    photograph = np.clip(sky, 0, 255).astype(np.uint8)
+    own = marked_pieces(photograph, cv2.medianBlur(photograph, 9))
+    return share, sum(piece.wingtips for piece in own), len(own)
+
+
 def probe(model, sky: np.ndarray, sigma: float, repeats: int, rng: np.random.Generator) -> dict:
     """(amplitude, length) → median score of `repeats` pairs."""
     previous = as_jpeg(with_noise(sky, sigma, rng))
@@ -118,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             label = row if isinstance(row, str) else f"+{row}"
             cells = " ".join(f"{table[row, length]:8.2f}" for length in STREAK_LENGTHS_PX)
             print(f"{frame.name[:44]:44s} {label:>9s} {cells}")
+    print(f"\nwingtip lights: share of {args.repeats} colour pairs with a white +60 DN streak marked; the photograph's "
+          f"own trails marked")
+    for frame in args.frames:
+        share, marked, read = probe_wingtips(read_colour(frame).astype(np.float32), args.noise, args.repeats, rng)
+        print(f"{frame.name[:44]:44s} {share:8.2f}   own trails: {marked} of {read} pieces worth reading marked")
     return 0
 
 

@@ -24,12 +24,12 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, clouds, fireball, streak, trails
+from gualta import allsky, clouds, fireball, streak, trails, wingtips
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
-from gualta.preprocess import binary_difference, resize_area, side_by_side, washed_out_share
+from gualta.preprocess import BadFrame, binary_difference, read_colour, resize_area, side_by_side, washed_out_share
 from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detection_key, download_model, log_key
 
 log = logging.getLogger(__name__)
@@ -158,9 +158,22 @@ def prepare_batch(frames: NightFrames, batch: list[Path], kind: str,
     if streak_check:
         jobs = [(result, pair) for result, _, pair in prepared if pair is not None]
         with ThreadPoolExecutor(STREAK_WORKERS, thread_name_prefix="gualta-streak") as pool:
-            for (result, _), found in zip(jobs, pool.map(lambda job: streak.pieces(*job[1]), jobs)):
+            for (result, _), found in zip(jobs, pool.map(lambda job: streak_pieces(job[0], *job[1]), jobs)):
                 result.pieces = found
     return [(result, model_input) for result, model_input, _ in prepared]
+
+
+def streak_pieces(result: FrameResult, current: np.ndarray, previous: np.ndarray) -> list[streak.Piece]:
+    """The streak check's pieces of a frame (gray current and previous), those with a plane's wingtip lights marked
+    (`gualta.wingtips`; the colour frames are decoded only when a piece is worth reading)."""
+    found = streak.pieces(current, previous)
+    if not any(wingtips.worth_reading(piece) for piece in found):
+        return found
+    try:
+        return wingtips.marked(found, read_colour(result.file), read_colour(result.previous))
+    except BadFrame as exc:
+        log.warning("%s: wingtip lights not read: %s", result.file.name, exc)
+        return found
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
@@ -452,7 +465,7 @@ class Decider:
         elif result.bright:
             result.streak = result.bright.ends
         elif self.thin_only(result):
-            result.streak = max(self.thin_streaks(result), key=lambda p: p.length).ends
+            result.streak = max(self.thin_streaks(result), key=lambda p: (not p.own_light, p.length)).ends
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
 

@@ -29,6 +29,16 @@ class BadFrame(ValueError):
 
 def read_gray(path: str | Path) -> np.ndarray:
     """Decode a JPEG straight to 8-bit grayscale; raise BadFrame if it is empty, truncated or not an image."""
+    return read_image(path, cv2.IMREAD_GRAYSCALE)
+
+
+def read_colour(path: str | Path) -> np.ndarray:
+    """Decode a JPEG to 8-bit BGR (OpenCV's order); raise BadFrame as read_gray does."""
+    return read_image(path, cv2.IMREAD_COLOR)
+
+
+def read_image(path: str | Path, mode: int) -> np.ndarray:
+    """Decode a JPEG with an OpenCV imread mode; raise BadFrame if it is empty, truncated or not an image."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -38,7 +48,7 @@ def read_gray(path: str | Path) -> np.ndarray:
         raise BadFrame(f"{path}: empty file")
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(JPEG_END):
         raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), mode)
     if image is None:
         raise BadFrame(f"{path}: not a decodable image")
     return image

@@ -126,6 +126,7 @@ class Piece:
     width: float
     signal: float
     steady: bool = False      # a satellite's light curve (see the module docstring)
+    wingtips: bool = False    # a plane's red and green wingtip lights beside it (`gualta.wingtips`)
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -144,6 +145,11 @@ class Piece:
     def direction(self) -> np.ndarray:
         vector = np.array([self.x2 - self.x1, self.y2 - self.y1])
         return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+    @property
+    def own_light(self) -> bool:
+        """Whether its own light tells a crossing: a satellite's steady light curve or a plane's wingtip lights."""
+        return self.steady or self.wingtips
 
     @property
     def is_thin(self) -> bool:
@@ -509,23 +515,24 @@ def explained_by_adjacent(piece: Piece, neighbour_pieces: list[list[Piece]]) -> 
 
 
 def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """The frame's steady pieces (a satellite's light), its pieces on a track (`on_track`: a satellite's or a plane's
-    dashes and dots), its dashes an adjacent frame's piece follows (`follows`) and its streaks and faint streaks that
-    an adjacent frame's prominent pieces explain (`neighbour_pieces` in time order)."""
+    """The frame's pieces whose own light tells a crossing (`Piece.own_light`: a satellite's steady light, a plane's
+    wingtip lights), its pieces on a track (`on_track`: a satellite's or a plane's dashes and dots), its dashes an
+    adjacent frame's piece follows (`follows`) and its streaks and faint streaks that an adjacent frame's prominent
+    pieces explain (`neighbour_pieces` in time order)."""
     others = prominent(neighbour_pieces)
-    return [piece for piece in frame_pieces if piece.steady or any(follows(other, piece) for other in others)
+    return [piece for piece in frame_pieces if piece.own_light or any(follows(other, piece) for other in others)
             or (explained_by_adjacent(piece, neighbour_pieces) if piece.is_streak or piece.is_faint_streak
                 else on_track(piece, neighbour_pieces))]
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """The frame's streaks that neither their own steady light (a satellite) nor the adjacent differences account for
-    (`explained_by_adjacent`), longest first."""
+    """The frame's streaks that neither their own light (`Piece.own_light`: a satellite's steady light, a plane's
+    wingtip lights) nor the adjacent differences account for (`explained_by_adjacent`), longest first."""
     return unexplained([piece for piece in frame_pieces if piece.is_streak], neighbour_pieces)
 
 
 def unexplained(streaks: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
-    """Those of `streaks` that are not steady and that the adjacent differences do not account for
-    (`explained_by_adjacent`), longest first."""
-    left = [piece for piece in streaks if not piece.steady and not explained_by_adjacent(piece, neighbour_pieces)]
+    """Those of `streaks` whose own light does not tell a crossing (`Piece.own_light`) and that the adjacent
+    differences do not account for (`explained_by_adjacent`), longest first."""
+    left = [piece for piece in streaks if not piece.own_light and not explained_by_adjacent(piece, neighbour_pieces)]
     return sorted(left, key=lambda piece: -piece.length)
