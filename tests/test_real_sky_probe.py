@@ -45,9 +45,10 @@ def test_cli_prints_a_row_per_frame_and_amplitude(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("sky.jpg")]
-    scored, checked = rows[:len(real_sky_probe.AMPLITUDES_DN)], rows[len(real_sky_probe.AMPLITUDES_DN):]
+    scored, checked = rows[:len(real_sky_probe.AMPLITUDES_DN)], rows[len(real_sky_probe.AMPLITUDES_DN):-1]
     assert len(scored) == len(real_sky_probe.AMPLITUDES_DN) and scored[0].split()[1] == "none"
     assert [row.split()[1] for row in checked] == ["none", "shifted", "+8", "+15", "+30", "+60"]
+    assert rows[-1].split()[1] == "0.00" and "own trails:" in rows[-1]      # no white streak gets wingtip lights
 
 
 def test_the_streak_check_finds_bright_streaks_and_nothing_in_empty_or_shifted_pairs(tmp_path):
