@@ -230,9 +230,10 @@ class Decider:
     model scores below the threshold is a candidate for a thin streak (`FrameResult.pieces`, see `gualta.streak`)
     and waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the
     same spot, or further along the streak's line), lies on a steady mover's track (midway between pieces of both)
-    or has a satellite's steady light curve (`Piece.steady`); without a streak, a frame the model scores at least
-    FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`), judged the same way. A model's
-    candidate has those streaks, and its pieces on a track or dashes an adjacent dash follows
+    or its own light tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip
+    lights); without a streak, a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one
+    (`Piece.is_faint_streak`), judged the same way. A model's candidate has those streaks, and its pieces on a track
+    or dashes an adjacent dash follows
     (`streak.explained_streaks`), erased with what the neighbours explain before it is scored again, and is not
     flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
     satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check keeps is flagged

@@ -42,7 +42,8 @@ leaving the frame ends there), and no pixel on it is clipped at the sensor's top
 too). Thin pieces that continue one another (within 5° and 3 px of each other's line, at most 20 px apart: a
 streak broken by a dip in the noise or by a star in the previous frame) are read as one streak, and all are steady
 or none. A faint streak's light curve is read too when it spans at least 30 px (shorter, too few samples). The
-client holds a steady streak for a satellite, even when no adjacent frame shows it.
+client holds a steady streak for a satellite, even when no adjacent frame shows it, and one with a plane's red and
+green wingtip lights beside it (`wingtips`, marked by `gualta.wingtips`) for a plane.
 """
 from __future__ import annotations
 
