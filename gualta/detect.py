@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SATELLITE = "satellite"
 CLOUD = "cloud"              # the flag of a model's candidate that the cloud check explains (`gualta.clouds`)
-FLAG_REASONS = {SATELLITE: "continues in an adjacent frame", CLOUD: "clouds that change in an adjacent frame too"}
+FLAG_REASONS = {SATELLITE: "a satellite or a plane: it continues in an adjacent frame or its own light shows it",
+                CLOUD: "clouds that change in an adjacent frame too"}
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
