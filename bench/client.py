@@ -132,8 +132,9 @@ def wingtip_reading(frames: list[Path], pairs: list[tuple]) -> tuple[int, float]
     def read(current: Path, previous: Path, found: list) -> None:
         wingtips.marked(found, read_colour(current), read_colour(previous))
 
-    calls = [(current, previous, found) for current, previous, pair in zip(frames[1:], frames, pairs)
-             if any(wingtips.worth_reading(piece) for piece in (found := pieces(*pair)))]
+    found = [pieces(*pair) for pair in pairs]
+    calls = [(current, previous, its) for current, previous, its in zip(frames[1:], frames, found)
+             if any(wingtips.worth_reading(piece) for piece in its)]
     return len(calls), median_ms(read, calls) if calls else 0.0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -167,3 +168,12 @@ def test_a_plane_alone_is_held_back_and_a_meteor_beside_it_is_still_reported():
     beside = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[PLANE_PIECE, METEOR_PIECE]),
                               frame_result(2, 0.01)])
     assert (beside[1].flag, beside[1].detection, beside[1].streak) == ("", True, METEOR_PIECE.ends)
+
+
+def test_the_client_benchmark_times_the_reading_only_where_a_piece_is_worth_it(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    import client as bench_client
+
+    paths = write(tmp_path, [empty_frame(0), frame_with(*PLANE), empty_frame(2)])
+    read, ms = bench_client.wingtip_reading(paths, bench_client.gray_pairs(paths))
+    assert read == 1 and ms > 0          # the plane brightens the second pair only (the difference saturates at 0)
