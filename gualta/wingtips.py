@@ -18,7 +18,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from gualta.streak import DASH_MIN_ELONGATION, MIN_LENGTH_PX, MIN_SIGNAL, Piece, chains, spanning
+from gualta.streak import DASH_MIN_ELONGATION, MIN_LENGTH_PX, MIN_SIGNAL, Piece, chains, points_along, spanning
 
 SIDE_PX = (1.0, 1.5, 2.0, 2.5, 3.0)     # where the lights are read, this far either side of the piece's line
 CORE_PX = (-0.5, 0.0, 0.5)              # the piece's own brightening: the brightest of these lines
@@ -45,11 +45,8 @@ def along_line(difference: np.ndarray, piece: Piece, across: tuple[float, ...]) 
     """The difference sampled (bilinear) every pixel along the piece's line at each `across` offset: shape
     (offsets, samples, channels); the frame's edge is repeated beyond it."""
     along = np.arange(0.0, piece.span + 1.0)
-    (x1, y1), (ux, uy) = (piece.x1, piece.y1), piece.direction
-    offsets = np.asarray(across, np.float32)[:, None]
-    map_x = (x1 + along * ux - offsets * uy).astype(np.float32)
-    map_y = (y1 + along * uy + offsets * ux).astype(np.float32)
-    sampled = cv2.remap(difference, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    points = np.stack([points_along(piece, along, offset) for offset in across]).astype(np.float32)
+    sampled = cv2.remap(difference, points[..., 0], points[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return sampled.reshape(len(across), len(along), -1)
 
 
