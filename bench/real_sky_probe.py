@@ -52,9 +52,9 @@ def streak(shape: tuple[int, int], amplitude: float, length: int, rng: np.random
     return cv2.GaussianBlur(layer, (3, 3), 0.8)
 
 
-def as_jpeg(image: np.ndarray, quality: int = 85) -> np.ndarray:
+def as_jpeg(image: np.ndarray, quality: int = 85, mode: int = cv2.IMREAD_GRAYSCALE) -> np.ndarray:
     ok, encoded = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+    return cv2.imdecode(encoded, mode)
 
 
 def shifted(sky: np.ndarray) -> np.ndarray:
@@ -80,11 +80,6 @@ def probe_streak_check(sky: np.ndarray, sigma: float, repeats: int, rng: np.rand
     return table
 
 
-def as_colour_jpeg(image: np.ndarray, quality: int = 85) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-
-
 def marked_pieces(current: np.ndarray, previous: np.ndarray) -> list:
     """The streak check's pieces of a colour pair worth reading, marked for wingtip lights as the client does."""
     found = wingtips.marked(pieces(to_gray(current), to_gray(previous)), current, previous)
@@ -95,9 +90,9 @@ def probe_wingtips(sky: np.ndarray, sigma: float, repeats: int, rng: np.random.G
     """The share of colour pairs with a white +60 DN streak (150 px) in which a piece gets wingtip lights, and the
     photograph's own trails against its median-filtered copy: (share, marked pieces, pieces worth reading)."""
     def marked_with_streak() -> float:
-        previous = as_colour_jpeg(with_noise(sky, sigma, rng))
+        previous = as_jpeg(with_noise(sky, sigma, rng), mode=cv2.IMREAD_COLOR)
         current = with_noise(sky, sigma, rng) + streak(sky.shape[:2], 60.0, 150, rng)[..., None]
-        return float(any(piece.wingtips for piece in marked_pieces(as_colour_jpeg(current), previous)))
+        return float(any(piece.wingtips for piece in marked_pieces(as_jpeg(current, mode=cv2.IMREAD_COLOR), previous)))
 
     share = float(np.mean([marked_with_streak() for _ in range(repeats)]))
     photograph = np.clip(sky, 0, 255).astype(np.uint8)
