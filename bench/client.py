@@ -126,13 +126,13 @@ def median_ms(step, calls: list[tuple]) -> float:
     return statistics.median(times)
 
 
-def wingtip_reading(frames: list[Path], pairs: list[tuple]) -> tuple[int, float]:
-    """How many pairs hold a streak piece worth reading for a plane's wingtip lights, and the median milliseconds of
-    reading them (two colour decodes and `wingtips.marked`, as `gualta.detect.streak_pieces` does); 0.0 if none."""
-    def read(current: Path, previous: Path, found: list) -> None:
-        wingtips.marked(found, read_colour(current), read_colour(previous))
+def wingtip_reading(frames: list[Path], found: list[list]) -> tuple[int, float]:
+    """How many pairs of consecutive frames hold a streak piece (`found`: each pair's pieces) worth reading for a
+    plane's wingtip lights, and the median milliseconds of reading them (two colour decodes and `wingtips.marked`, as
+    `gualta.detect.streak_pieces` does); 0.0 if none."""
+    def read(current: Path, previous: Path, its: list) -> None:
+        wingtips.marked(its, read_colour(current), read_colour(previous))
 
-    found = [pieces(*pair) for pair in pairs]
     calls = [(current, previous, its) for current, previous, its in zip(frames[1:], frames, found)
              if any(wingtips.worth_reading(piece) for piece in its)]
     return len(calls), median_ms(read, calls) if calls else 0.0
@@ -206,10 +206,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'fireball check':34s} {fireball_ms:7.2f} ms/pair ({fireball_ms / difference_ms:.2f}× the difference)")
         streak_ms = median_ms(pieces, pairs)
         print(f"{'streak check':34s} {streak_ms:7.2f} ms/pair ({streak_ms / difference_ms:.2f}× the difference)")
+        found = [pieces(*pair) for pair in pairs]
         light_ms = median_ms(with_light_curves,          # the steady-light reading alone, its pieces already found
-                             [(pieces(*pair), smoothed_brightening(*pair), pair[0]) for pair in pairs])
+                             [(its, smoothed_brightening(*pair), pair[0]) for its, pair in zip(found, pairs)])
         print(f"{'  of it: light curves, chains':34s} {light_ms:7.2f} ms/pair ({light_ms / streak_ms:.1%} of the check)")
-        read, lights_ms = wingtip_reading(frames, pairs)
+        read, lights_ms = wingtip_reading(frames, found)
         print(f"{'wingtip lights':34s} {lights_ms:7.2f} ms/pair read ({read} of {len(pairs)} pairs hold a piece worth "
               f"reading: {lights_ms * read / len(pairs):.2f} ms/pair on average)")
         inputs = difference_inputs(frames[: settings.batch_size * 4 + 1])

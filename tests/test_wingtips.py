@@ -175,5 +175,6 @@ def test_the_client_benchmark_times_the_reading_only_where_a_piece_is_worth_it(t
     import client as bench_client
 
     paths = write(tmp_path, [empty_frame(0), frame_with(*PLANE), empty_frame(2)])
-    read, ms = bench_client.wingtip_reading(paths, bench_client.gray_pairs(paths))
+    found = [pieces(*pair) for pair in bench_client.gray_pairs(paths)]
+    read, ms = bench_client.wingtip_reading(paths, found)
     assert read == 1 and ms > 0          # the plane brightens the second pair only (the difference saturates at 0)
