@@ -253,6 +253,47 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"night": str, "file": str})
 
 
+# --- the client against the simulator's ground truth ------------------------------------------------------------
+# A client run (`guAlta.py batch --scores CSV`) on a simulated night becomes a predictions table whose p_meteor is
+# 1 for a reported frame and 0 otherwise, so the metrics above measure the product as operators run it; the
+# model's own score stays in `score`.
+
+REPORTED = 0.5        # threshold on that p_meteor: a reported frame
+
+
+def client_predictions(scores_csv: str | Path, truth_csv: str | Path) -> pd.DataFrame:
+    """A client's scores CSV joined with the night's ground_truth.csv, one row per scored frame (skipped frames and
+    frames without truth left out)."""
+    scores = pd.read_csv(scores_csv, dtype={"file": str, "flag": str, "note": str})
+    truth = pd.read_csv(truth_csv, dtype={"file": str})
+    table = scores[scores["score"].notna()].merge(
+        truth[["file", "label", "event", "peak_snr", "clouds", "scenario"]].rename(columns={"label": "truth"}),
+        on="file", how="inner")
+    return table.assign(night=Path(truth_csv).parent.name, meteor=table["truth"].eq("meteor").astype(int),
+                        p_meteor=table["detection"].fillna(0).astype(float))
+
+
+def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
+    """What the client found (recall, faint and bright recall, precision, cloudy false positives, fireballs, false
+    positives by event) and, for comparison, the model alone at `threshold` on its own scores."""
+    found, found_meteors = detected(pred, REPORTED), detected(meteors(pred), REPORTED)
+    bright = meteors(pred)["peak_snr"] >= FAINT_SNR
+    fireballs = pred["event"].eq("fireball") & pred["meteor"].eq(1)
+    model = pred.assign(p_meteor=pred["score"])
+    return {"nights": sorted(pred["night"].astype(str).unique().tolist()), "scored": len(pred),
+            "meteor_frames": len(meteors(pred)), "found": int(found_meteors.sum()), "detections": int(found.sum()),
+            "recall": meteor_recall(pred, REPORTED), "precision": precision(pred, REPORTED),
+            "faint_recall": faint_recall(pred, REPORTED), "n_faint": int((~bright).sum()),
+            "bright_recall": fraction(found_meteors[bright]),
+            "cloud_fp_rate": cloud_fp_rate(pred, REPORTED),
+            "n_cloudy_no_meteor": int((non_meteors(pred)["clouds"] >= CLOUDY).sum()),
+            "fireballs": int(fireballs.sum()), "fireballs_found": int((fireballs & found).sum()),
+            "false_by_event": pred.loc[found & pred["meteor"].eq(0), "event"].value_counts().to_dict(),
+            "model_alone": {"threshold": threshold, "recall": meteor_recall(model, threshold),
+                            "precision": precision(model, threshold),
+                            "cloud_fp_rate": cloud_fp_rate(model, threshold)}}
+
+
 # --- figures ----------------------------------------------------------------------------------------------------
 
 def figure(width: float, height: float):

@@ -121,3 +121,53 @@ def test_fusion_report(pred):
     assert report.loc["product", "meteor_recall"] == pytest.approx(0.5)        # 0.85 × 0.99 falls below 0.85
     assert report.loc["product", "precision"] == 1.0
     assert set(report.index) == set(ev.FUSION_RULES)
+
+
+# --- the client against ground truth: a hand-made scores CSV and ground_truth.csv --------------------------------
+# (file, model score, reported, truth label, event, peak_snr, clouds); the first frame is skipped by the client.
+CLIENT_ROWS = [("f00", None, 0, "no-meteor", "none", None, 0.0),
+               ("f01", 0.95, 1, "meteor", "meteor", 12.0, 0.0),      # found, bright
+               ("f02", 0.40, 1, "meteor", "meteor", 3.0, 0.0),       # found by a check, faint
+               ("f03", 0.90, 0, "meteor", "meteor", 8.0, 0.3),       # flagged by a check: missed, bright
+               ("f04", 0.30, 0, "meteor", "meteor", 2.0, 0.0),       # missed, faint
+               ("f05", 0.70, 1, "meteor", "fireball", 60.0, 0.0),    # found fireball
+               ("f06", 0.92, 1, "no-meteor", "satellite", 9.0, 0.0), # false positive
+               ("f07", 0.88, 0, "no-meteor", "none", None, 0.5),     # cloudy, held back
+               ("f08", 0.10, 1, "no-meteor", "none", None, 0.4),     # cloudy false positive
+               ("f09", 0.05, 0, "no-meteor", "none", None, 0.6),
+               ("f10", 0.02, 0, "no-meteor", "fireball", None, 0.9)] # a fireball behind clouds: no meteor
+
+
+def write_client_night(folder):
+    folder.mkdir(parents=True)
+    pd.DataFrame([{"file": f, "score": s, "label": "meteor" if s is not None and s >= 0.85 else "no-meteor",
+                   "detection": d, "flag": "skipped" if s is None else "", "note": ""}
+                  for f, s, d, *_ in CLIENT_ROWS]).to_csv(folder / "scores.csv", index=False)
+    pd.DataFrame([{"file": f, "label": label, "event": event, "peak_snr": snr, "clouds": clouds,
+                   "scenario": "mixed"} for f, _, _, label, event, snr, clouds in CLIENT_ROWS]).to_csv(
+        folder / "ground_truth.csv", index=False)
+    return folder / "scores.csv", folder / "ground_truth.csv"
+
+
+def test_client_predictions_join_scores_and_truth(tmp_path):
+    pred = ev.client_predictions(*write_client_night(tmp_path / "20211110"))
+    assert len(pred) == 10 and "f00" not in set(pred["file"])         # the skipped first frame is left out
+    assert set(pred["night"]) == {"20211110"}
+    assert pred.set_index("file")["meteor"].to_dict() == {f: int(label == "meteor")
+                                                          for f, _, _, label, *_ in CLIENT_ROWS[1:]}
+    assert pred.set_index("file").loc["f03", "p_meteor"] == 0.0         # reported, not scored, is what counts
+
+
+def test_client_summary_counts_by_hand(tmp_path):
+    summary = ev.client_summary(ev.client_predictions(*write_client_night(tmp_path / "20211110")))
+    assert (summary["meteor_frames"], summary["found"], summary["detections"]) == (5, 3, 5)
+    assert summary["recall"] == pytest.approx(3 / 5) and summary["precision"] == pytest.approx(3 / 5)
+    assert summary["faint_recall"] == pytest.approx(1 / 2) and summary["n_faint"] == 2
+    assert summary["bright_recall"] == pytest.approx(2 / 3)
+    assert summary["cloud_fp_rate"] == pytest.approx(1 / 4) and summary["n_cloudy_no_meteor"] == 4
+    assert (summary["fireballs"], summary["fireballs_found"]) == (1, 1)  # the hidden one is not a meteor frame
+    assert summary["false_by_event"] == {"satellite": 1, "none": 1}
+    model = summary["model_alone"]                         # scores ≥ 0.85: f01 and f03 (meteors), f06, f07 (cloudy)
+    assert model["recall"] == pytest.approx(2 / 5) and model["precision"] == pytest.approx(2 / 4)
+    assert model["cloud_fp_rate"] == pytest.approx(1 / 4)
+    json.dumps(summary)

@@ -1,0 +1,105 @@
+"""The product as operators run it, against the simulator's ground truth: the client's figures of the model card.
+
+    python bench/client_truth.py --nights ROOT_OR_NIGHT_DIR... --scores-dir DIR [--model MODEL] [--threshold 0.85]
+                                 [--threads 2] [--json OUT.json]
+
+Each night (a folder with ground_truth.csv, given directly or as a root holding YYYYMMDD folders) is run once with
+`guAlta.py batch`'s own code (every check on, no upload) into DIR/YYYYMMDD.csv; a night whose scores CSV is already
+there is read, not run again, so a table can be rebuilt or extended without rescoring. Printed as markdown, one row
+a night and one for all of them: meteor frames, found, recall, precision (false positives), faint recall (peak under
+5 × the noise), recall from 5 × the noise, cloudy false positives (no-meteor frames with cloud cover ≥ 0.2),
+fireball frames found, and the model alone at the threshold on its own scores. Figures are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gualta import evaluate  # noqa: E402
+from gualta.config import load_settings  # noqa: E402
+from gualta.dataset import GROUND_TRUTH  # noqa: E402
+from gualta.detect import run_batch  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from compare import find_nights  # noqa: E402
+
+DEFAULT_MODEL = ROOT / "models" / "guAlta.onnx"
+HEADER = ("| night | sky | meteor frames | found | recall | precision (false) | faint recall | recall ≥ 5 × noise "
+          "| cloudy FP | fireballs | model alone: recall / precision / cloudy FP |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+
+
+def scores_of(night: Path, scores_dir: Path, settings) -> Path:
+    """The night's scores CSV in scores_dir, from a client run unless it is already there."""
+    scores = scores_dir / f"{night.name}.csv"
+    if not scores.is_file():
+        run_batch(settings, night, scores, upload=False, progress=False, say=lambda _: None)
+    return scores
+
+
+def ratio(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def row(name: str, sky: str, summary: dict) -> str:
+    """One markdown row of a client summary (`gualta.evaluate.client_summary`)."""
+    model = summary["model_alone"]
+    false = summary["detections"] - summary["found"]
+    return (f"| {name} | {sky} | {summary['meteor_frames']} | {summary['found']} | {ratio(summary['recall'])} "
+            f"| {ratio(summary['precision'])} ({false}) | {ratio(summary['faint_recall'])} "
+            f"| {ratio(summary['bright_recall'])} | {percent(summary['cloud_fp_rate'])} "
+            f"| {summary['fireballs_found']} of {summary['fireballs']} | {ratio(model['recall'])} / "
+            f"{ratio(model['precision'])} / {percent(model['cloud_fp_rate'])} |")
+
+
+def report(tables: dict[str, pd.DataFrame], threshold: float) -> tuple[str, dict]:
+    """The markdown table (a row a night, then all nights) and the summaries behind it."""
+    summaries = {name: evaluate.client_summary(table, threshold) for name, table in tables.items()}
+    everything = evaluate.client_summary(pd.concat(tables.values(), ignore_index=True), threshold)
+    lines = [HEADER] + [row(name, "/".join(sorted(tables[name]["scenario"].astype(str).unique())), summary)
+                        for name, summary in summaries.items()]
+    lines.append(row("**all nights**", "", everything))
+    false = ", ".join(f"{event} {count}" for event, count in everything["false_by_event"].items()) or "none"
+    lines.append(f"\nFalse positives by event: {false}.")
+    return "\n".join(lines), {"nights": summaries, "all": everything}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
+    parser.add_argument("--scores-dir", type=Path, required=True, help="the client's scores CSVs, one a night")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
+    parser.add_argument("--threshold", type=float, default=evaluate.THRESHOLD, help="operating threshold")
+    parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
+    parser.add_argument("--json", type=Path, help="also write the summaries here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    nights = find_nights(args.nights)
+    if not nights:
+        sys.exit(f"no night folders with {GROUND_TRUTH} in: {' '.join(args.nights)}")
+    args.scores_dir.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(env={}, overrides={"model": args.model, "threshold": args.threshold,
+                                                "threads": args.threads})
+    tables = {night.name: evaluate.client_predictions(scores_of(night, args.scores_dir, settings),
+                                                      night / GROUND_TRUTH) for night in nights}
+    text, summaries = report(tables, args.threshold)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(summaries, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

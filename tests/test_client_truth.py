@@ -1,0 +1,46 @@
+"""bench/client_truth.py: a night run once by the client's own code, then read back from its scores CSV."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(night: Path, scores_dir: Path, model: Path, out: Path) -> tuple[str, dict]:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(night),
+                           "--scores-dir", str(scores_dir), "--model", str(model), "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_runs_the_client_once_then_reads_its_scores(client_night, tiny_model, tmp_path):
+    scores_dir = tmp_path / "scores"
+    text, summary = run_bench(client_night, scores_dir, tiny_model, tmp_path / "first.json")
+    scores = pd.read_csv(scores_dir / f"{client_night.name}.csv")
+    truth = pd.read_csv(client_night / "ground_truth.csv")
+    table = scores[scores["score"].notna()].merge(truth[["file", "label"]], on="file")
+    meteor, reported = table["label_y"].eq("meteor"), table["detection"].eq(1)
+    everything = summary["all"]
+    assert len(table) == len(truth) - 1                              # every frame but the first was scored
+    assert everything["meteor_frames"] == int(meteor.sum()) > 0
+    assert everything["found"] == int((meteor & reported).sum()) > 0
+    assert everything["detections"] == int(reported.sum())
+    assert summary["nights"][client_night.name]["found"] == everything["found"]
+    assert f"| {client_night.name} | clear | {int(meteor.sum())} | {everything['found']} |" in text
+
+    scores.assign(detection=0).to_csv(scores_dir / f"{client_night.name}.csv", index=False)
+    _, again = run_bench(client_night, scores_dir, tiny_model, tmp_path / "again.json")
+    assert again["all"]["found"] == 0 and again["all"]["detections"] == 0   # read back, not run again
+    assert again["all"]["meteor_frames"] == everything["meteor_frames"]
+
+
+def test_says_so_without_labelled_nights(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(tmp_path),
+                           "--scores-dir", str(tmp_path / "scores")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no night folders with ground_truth.csv" in done.stderr
