@@ -29,7 +29,7 @@ from gualta.dataset import GROUND_TRUTH  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from compare import find_nights  # noqa: E402
+from compare import labelled_nights  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "guAlta.onnx"
 HEADER = ("| night | sky | meteor frames | found | recall | precision (false) | faint recall | recall ≥ 5 × noise "
@@ -38,10 +38,13 @@ HEADER = ("| night | sky | meteor frames | found | recall | precision (false) | 
 
 
 def scores_of(night: Path, scores_dir: Path, settings) -> Path:
-    """The night's scores CSV in scores_dir, from a client run unless it is already there."""
+    """The night's scores CSV in scores_dir, from a client run unless it is already there (a run writes beside it
+    and renames when the night is done, so an interrupted run is never read as a whole night)."""
     scores = scores_dir / f"{night.name}.csv"
     if not scores.is_file():
-        run_batch(settings, night, scores, upload=False, progress=False, say=lambda _: None)
+        partial = scores.with_suffix(".partial")
+        run_batch(settings, night, partial, upload=False, say=lambda _: None)
+        partial.replace(scores)
     return scores
 
 
@@ -87,9 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    nights = find_nights(args.nights)
-    if not nights:
-        sys.exit(f"no night folders with {GROUND_TRUTH} in: {' '.join(args.nights)}")
+    nights = labelled_nights(args.nights)
     args.scores_dir.mkdir(parents=True, exist_ok=True)
     settings = load_settings(env={}, overrides={"model": args.model, "threshold": args.threshold,
                                                 "threads": args.threads})

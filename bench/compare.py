@@ -108,6 +108,14 @@ def find_nights(paths: list[str]) -> list[Path]:
     return nights
 
 
+def labelled_nights(paths: list[str]) -> list[Path]:
+    """find_nights, or exit with a clear message when there is none."""
+    nights = find_nights(paths)
+    if not nights:
+        sys.exit(f"no night folders with {GROUND_TRUTH} in: {' '.join(paths)}")
+    return nights
+
+
 def sky_mask_of(frames: list[Path]) -> np.ndarray | None:
     """The night's sky mask from its first good frames (None when none decodes)."""
     images = []
@@ -256,9 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    nights = find_nights(args.nights)
-    if not nights:
-        sys.exit(f"no night folders with {GROUND_TRUTH} in: {' '.join(args.nights)}")
+    nights = labelled_nights(args.nights)
     tested = methods(chosen_models(args), args.threads)
     total = sum(len(allsky.list_frames(night)[1:][:args.max_frames]) for night in nights)
     rows, skipped = [], 0

@@ -44,3 +44,12 @@ def test_says_so_without_labelled_nights(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(tmp_path),
                            "--scores-dir", str(tmp_path / "scores")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no night folders with ground_truth.csv" in done.stderr
+
+
+def test_an_interrupted_run_is_not_read_as_a_night(client_night, tiny_model, tmp_path):
+    scores_dir = tmp_path / "scores"
+    scores_dir.mkdir()
+    (scores_dir / f"{client_night.name}.partial").write_text("file,score\nimage-x.jpg,0.5\n")   # a run cut short
+    _, summary = run_bench(client_night, scores_dir, tiny_model, tmp_path / "s.json")
+    assert summary["all"]["scored"] == len(pd.read_csv(client_night / "ground_truth.csv")) - 1
+    assert not (scores_dir / f"{client_night.name}.partial").exists()
