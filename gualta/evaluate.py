@@ -83,10 +83,15 @@ def rates_by_event(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str
             for event, rows in table.groupby("event")}
 
 
+def cloudy_non_meteors(pred: pd.DataFrame, min_clouds: float = CLOUDY) -> pd.DataFrame:
+    """The no-meteor frames with cloud cover ≥ min_clouds."""
+    others = non_meteors(pred)
+    return others[others["clouds"] >= min_clouds]
+
+
 def cloud_fp_rate(pred: pd.DataFrame, threshold: float = THRESHOLD, min_clouds: float = CLOUDY) -> float | None:
     """False-positive rate on no-meteor frames with cloud cover ≥ min_clouds."""
-    cloudy = non_meteors(pred)
-    return fraction(detected(cloudy[cloudy["clouds"] >= min_clouds], threshold))
+    return fraction(detected(cloudy_non_meteors(pred, min_clouds), threshold))
 
 
 def lookalike_fp_rates(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, float | None]:
@@ -150,12 +155,11 @@ def summarize(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     """Every test-night figure of the report (metrics.json without the model and file details)."""
     at_target = threshold_for_recall(pred)
     faint = meteors(pred)["peak_snr"] < FAINT_SNR
-    cloudy = non_meteors(pred)["clouds"] >= CLOUDY
     return {"threshold": threshold, "n_test": len(pred), "n_meteor": len(meteors(pred)),
             "test_nights": sorted(pred["night"].astype(str).unique().tolist()),
             "meteor_recall": meteor_recall(pred, threshold), "precision": precision(pred, threshold),
             "faint_snr": FAINT_SNR, "n_faint": int(faint.sum()), "faint_recall": faint_recall(pred, threshold),
-            "cloudy_from": CLOUDY, "n_cloudy_no_meteor": int(cloudy.sum()),
+            "cloudy_from": CLOUDY, "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
             "cloud_fp_rate": cloud_fp_rate(pred, threshold), "lookalike_fp_rate": lookalike_fp_rates(pred, threshold),
             "fp_rate_by_night": fp_rate_by_night(pred, threshold),
             "confusion": confusion_counts(pred, threshold),
@@ -286,7 +290,7 @@ def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
             "faint_recall": faint_recall(pred, REPORTED), "n_faint": int((~bright).sum()),
             "bright_recall": fraction(found_meteors[bright]),
             "cloud_fp_rate": cloud_fp_rate(pred, REPORTED),
-            "n_cloudy_no_meteor": int((non_meteors(pred)["clouds"] >= CLOUDY).sum()),
+            "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
             "fireballs": int(fireballs.sum()), "fireballs_found": int((fireballs & found).sum()),
             "false_by_event": pred.loc[found & pred["meteor"].eq(0), "event"].value_counts().to_dict(),
             "model_alone": {"threshold": threshold, "recall": meteor_recall(model, threshold),
