@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SATELLITE = "satellite"
 CLOUD = "cloud"              # the flag of a model's candidate that the cloud check explains (`gualta.clouds`)
-FLAG_REASONS = {SATELLITE: "a satellite or a plane: it continues in an adjacent frame or its own light shows it",
+FLAG_REASONS = {SATELLITE: "a satellite or a plane: it continues in an adjacent frame (or two back) or its own light "
+                           "shows it",
                 CLOUD: "clouds that change in an adjacent frame too"}
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
@@ -219,29 +220,30 @@ def near_in_time(a: FrameResult | None, b: FrameResult) -> bool:
 
 class Decider:
     """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with the
-    previous and the next difference image, so a candidate that the previous frame does not already explain waits
-    for the next scored frame (`finish()` decides it without one: end of night, or waited too long); every other
-    frame is decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference image →
-    p(meteor)) the check also explains away: what the neighbours explain is erased and the candidate scored again
-    (see `gualta.trails`). With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a candidate
-    whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent frame
-    has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
+    previous and the next difference image, so a candidate that the previous frame does not already explain waits for
+    the next scored frame (`finish()` decides it without one: end of night, or waited too long); every other frame is
+    decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference image → p(meteor)) the
+    check also explains away: what the neighbours explain is erased and the candidate scored again (see
+    `gualta.trails`). A candidate its neighbours leave unexplained (by the satellite and the cloud check) is held
+    against the frame before the previous one as well (`crossing_two_back`): a satellite that clouds hid in the previous
+    frame; it needs no further wait. With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
+    candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent
+    frame has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
     strobes) and no piece of an adjacent difference explains its long bright streak — other trails sharing its frame
     cannot flag it, nor can explaining away (the model misreads a fireball's blob). With `streak_check` a frame the
-    model scores below the threshold is a candidate for a thin streak (`FrameResult.pieces`, see `gualta.streak`)
-    and waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the
-    same spot, or further along the streak's line), lies on a steady mover's track (midway between pieces of both)
-    or its own light tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip
-    lights); without a streak, a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one
-    (`Piece.is_faint_streak`), judged the same way. A model's candidate has those streaks, and its pieces on a track
-    or dashes an adjacent dash follows (`streak.explained_streaks`), erased with what the neighbours explain before it
-    is scored again, and is not flagged while it keeps an unexplained streak outside what was erased (a meteor sharing
-    its frame with the satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check
-    keeps is flagged CLOUD when it has no bright streak, no streak or faint streak that the adjacent differences do
-    not account for, and no longer scores as a meteor once its bright pieces that an adjacent difference also has
-    nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`). A frame whose sky is washed out
-    (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate; the fireball
-    and streak checks still look."""
+    model scores below the threshold is a candidate for a thin streak (`FrameResult.pieces`, see `gualta.streak`) and
+    waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the same spot,
+    or further along the streak's line), lies on a steady mover's track (midway between pieces of both) or its own light
+    tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip lights); without a streak,
+    a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`),
+    judged the same way. A model's candidate has those streaks, and its pieces on a track or dashes an adjacent dash
+    follows (`streak.explained_streaks`), erased with what the neighbours explain before it is scored again, and is not
+    flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
+    satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check keeps is flagged CLOUD
+    when it has no bright streak, no streak or faint streak that the adjacent differences do not account for, and no
+    longer scores as a meteor once its bright pieces that an adjacent difference also has nearby (moving cloud) and its
+    explained streaks are erased (`gualta.clouds`). A frame whose sky is washed out (`FrameResult.washed_out`: dawn,
+    dusk, an exposure change, daylight) is never the model's candidate; the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -250,6 +252,7 @@ class Decider:
         self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
         self.cloud_check = cloud_check
         self.before: FrameResult | None = None          # the last decided scored frame
+        self.earlier: FrameResult | None = None         # the scored frame decided before it
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
 
@@ -279,7 +282,7 @@ class Decider:
 
     def resume_after(self, result: FrameResult) -> None:
         """Continue a night after `result`, a scored frame decided earlier (a restarted watcher)."""
-        self.before = result
+        self.before, self.earlier = result, None
 
     def checked(self, result: FrameResult) -> bool:
         """A candidate its neighbours may explain: a model's candidate with the satellite or the cloud check on, and
@@ -323,7 +326,7 @@ class Decider:
         return out
 
     def _advance(self, decided: FrameResult) -> None:
-        self.before = decided
+        self.earlier, self.before = self.before, decided
 
     @staticmethod
     def neighbours(result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> list[FrameResult]:
@@ -332,13 +335,26 @@ class Decider:
     def explanation(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> str:
         """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
-        and sees both neighbours: a satellite's frame often holds clouds too)."""
+        and sees both neighbours: a satellite's frame often holds clouds too); last, SATELLITE by the frame before
+        the previous one (`crossing_two_back`)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
             return SATELLITE
         if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
             return CLOUD
+        if self.satellite_check and self.crossing_two_back(result):
+            return SATELLITE
         return ""
+
+    def crossing_two_back(self, result: FrameResult) -> bool:
+        """Whether the frame before the previous one (`earlier`) alone explains a candidate (`crossing`): a satellite
+        that clouds hid in the previous frame. The streak kept beside an explained satellite (`crossed`) stays the one
+        the adjacent frames left."""
+        shared = result.shared_streak
+        if self.crossing(result, self.neighbours(result, self.earlier, None)):
+            return True
+        result.shared_streak = shared
+        return False
 
     def crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one

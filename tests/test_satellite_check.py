@@ -114,6 +114,32 @@ def test_on_a_simulated_night_flags_fall_on_satellites_and_planes(client_night, 
     assert all("satellite" in e or "plane" in e for e in events), list(zip(flagged, events))
 
 
+SATELLITE_TWO_BACK, SATELLITE_NOW = ((40, 300), (100, 300)), ((160, 300), (220, 300))   # its piece of 1 hidden
+
+
+def test_a_satellite_clouds_hid_in_the_previous_frame_is_flagged_by_the_one_before_it():
+    def frame_two(two_back: np.ndarray) -> FrameResult:
+        return decide((two_back, 0.10), (speckle(1), 0.10), (diff_with(SATELLITE_NOW, seed=2), 0.99),
+                      (speckle(3), 0.10), rescore=drawn_lines_model)[2]
+
+    assert (frame_two(diff_with(SATELLITE_TWO_BACK)).flag, frame_two(diff_with(SATELLITE_TWO_BACK)).detection) == (
+        "satellite", False)
+    assert (frame_two(speckle(0)).flag, frame_two(speckle(0)).detection) == ("", True)
+    elsewhere = frame_two(diff_with(((300, 40), (330, 120))))        # a trail on another line two back
+    assert (elsewhere.flag, elsewhere.detection) == ("", True)
+
+
+def test_the_frame_two_back_is_not_read_across_a_long_gap_nor_with_the_satellite_check_off():
+    two_back, now = diff_with(SATELLITE_TWO_BACK), diff_with(SATELLITE_NOW, seed=2)
+    frames = [frame_result(0, 0.10, two_back), frame_result(1, 0.10, speckle(1)), frame_result(30, 0.99, now),
+              frame_result(31, 0.10, speckle(3))]
+    late = decide_in_order(frames, rescore=drawn_lines_model)[2]          # 15 min after frame 0
+    assert (late.flag, late.detection) == ("", True)
+    off = decide((two_back, 0.10), (speckle(1), 0.10), (now, 0.99), (speckle(3), 0.10), rescore=drawn_lines_model,
+                 satellite_check=False, cloud_check=False)[2]
+    assert (off.flag, off.detection) == ("", True)
+
+
 def test_a_static_structure_neither_hides_a_meteor_nor_blocks_a_flag():
     static = ((300, 300), (360, 330))                                  # e.g. a cloud edge lit the same way
     satellite = [((40 + 70 * k, 60 + 35 * k), (100 + 70 * k, 90 + 35 * k)) for k in range(2)]
@@ -261,6 +287,12 @@ def test_a_meteor_too_small_for_the_model_keeps_its_frame_beside_a_crossing_sate
     kept = middle_of_crossing(on_satellite, meteor)
     assert (kept.flag, kept.detection, kept.note) == ("", True, SHARED_NOTE)
     assert kept.streak == meteor.ends                                    # the report marks the meteor
+    quiet_two_back = [frame_result(-1, 0.02, speckle(5)), frame_result(0, 0.99, diff_with(satellite[0])),
+                      frame_result(1, 0.99, diff_with(satellite[1], SMALL_METEOR, seed=1),
+                                   pieces=[on_satellite, meteor]),
+                      frame_result(2, 0.99, diff_with(satellite[2], seed=2))]
+    still_kept = decide_in_order(quiet_two_back)[2]                      # the frame two back explains nothing
+    assert (still_kept.flag, still_kept.note, still_kept.streak) == ("", SHARED_NOTE, meteor.ends)
     assert middle_of_crossing(on_satellite, dataclasses.replace(meteor, steady=True)).flag == "satellite"
 
     def beside_steady_satellite(*pieces) -> FrameResult:

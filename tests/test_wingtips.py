@@ -164,7 +164,7 @@ def test_a_plane_alone_is_held_back_and_a_meteor_beside_it_is_still_reported():
                              frame_result(2, 0.01)])
     assert (alone[1].label, alone[1].flag, alone[1].detection) == ("meteor", "satellite", False)
     assert detection_line(alone[1]).endswith("[satellite: a satellite or a plane: it continues in an adjacent frame "
-                                             "or its own light shows it]")
+                                             "(or two back) or its own light shows it]")
     beside = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[PLANE_PIECE, METEOR_PIECE]),
                               frame_result(2, 0.01)])
     assert (beside[1].flag, beside[1].detection, beside[1].streak) == ("", True, METEOR_PIECE.ends)
