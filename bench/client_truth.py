@@ -1,14 +1,17 @@
 """The product as operators run it, against the simulator's ground truth: the client's figures of the model card.
 
     python bench/client_truth.py --nights ROOT_OR_NIGHT_DIR... --scores-dir DIR [--model MODEL] [--threshold 0.85]
-                                 [--threads 2] [--json OUT.json]
+                                 [--threads 2] [--json OUT.json] [--before BEFORE_DIR]
 
 Each night (a folder with ground_truth.csv, given directly or as a root holding YYYYMMDD folders) is run once with
 `guAlta.py batch`'s own code (every check on, no upload) into DIR/YYYYMMDD.csv; a night whose scores CSV is already
 there is read, not run again, so a table can be rebuilt or extended without rescoring. Printed as markdown, one row
 a night and one for all of them: meteor frames, found, recall, precision (false positives), faint recall (peak under
 5 × the noise), recall from 5 × the noise, cloudy false positives (no-meteor frames with cloud cover ≥ 0.2),
-fireball frames found, and the model alone at the threshold on its own scores. Figures are printed, never asserted.
+fireball frames found, and the model alone at the threshold on its own scores. With --before, another client's
+scores CSVs of the same nights (an earlier commit's, run the same way) are read as well, and the totals before → after
+are printed with every frame decided differently (its ground-truth event, reported or not, flag). Figures are
+printed, never asserted.
 """
 from __future__ import annotations
 
@@ -79,6 +82,51 @@ def report(tables: dict[str, pd.DataFrame], threshold: float) -> tuple[str, dict
     return "\n".join(lines), {"nights": summaries, "all": everything}
 
 
+def decision(detection: float, flag) -> str:
+    """What the client made of a frame: reported, held back (and why), or nothing."""
+    flag = flag if isinstance(flag, str) else ""
+    if detection == 1:
+        return "reported" + (f" ({flag})" if flag else "")
+    return f"held back ({flag})" if flag else "—"
+
+
+def changed_decisions(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """The frames of one night (`evaluate.client_predictions` tables) that two clients decided differently: file,
+    ground-truth event, before and after (`decision`)."""
+    both = before.merge(after, on="file", suffixes=("_before", "_after"))
+    said = {when: pd.Series([decision(*pair) for pair in zip(both[f"detection_{when}"], both[f"flag_{when}"])],
+                            index=both.index) for when in ("before", "after")}
+    changed = said["before"] != said["after"]
+    return pd.DataFrame({"file": both.loc[changed, "file"], "event": both.loc[changed, "event_after"],
+                         "before": said["before"][changed], "after": said["after"][changed]})
+
+
+def comparison(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame], threshold: float) -> str:
+    """Totals before → after (meteor frames found, precision, false positives) and every frame decided
+    differently, as markdown."""
+    old = evaluate.client_summary(pd.concat(before.values(), ignore_index=True), threshold)
+    new = evaluate.client_summary(pd.concat(after.values(), ignore_index=True), threshold)
+    lines = [f"\nBefore → after: meteor frames found {old['found']} → {new['found']} of {new['meteor_frames']}, "
+             f"precision {ratio(old['precision'])} → {ratio(new['precision'])}, false positives "
+             f"{old['detections'] - old['found']} → {new['detections'] - new['found']}."]
+    rows = [f"| {night} | {change.file} | {change.event} | {change.before} | {change.after} |"
+            for night in after for change in changed_decisions(before[night], after[night]).itertuples()]
+    if rows:
+        lines += ["", "| night | frame | event | before | after |", "|---|---|---|---|---|", *rows]
+    else:
+        lines.append("Every frame decided the same.")
+    return "\n".join(lines)
+
+
+def before_tables(nights: list[Path], before_dir: Path) -> dict[str, pd.DataFrame]:
+    """The other client's tables of the same nights; exits with the reason when one night's CSV is missing."""
+    missing = [night.name for night in nights if not (before_dir / f"{night.name}.csv").is_file()]
+    if missing:
+        sys.exit(f"--before {before_dir}: no scores CSV for {', '.join(missing)}")
+    return {night.name: evaluate.client_predictions(before_dir / f"{night.name}.csv", night / GROUND_TRUTH)
+            for night in nights}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
@@ -87,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=float, default=evaluate.THRESHOLD, help="operating threshold")
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
     parser.add_argument("--json", type=Path, help="also write the summaries here")
+    parser.add_argument("--before", type=Path, help="another client's scores CSVs of the same nights, to compare")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -94,10 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     args.scores_dir.mkdir(parents=True, exist_ok=True)
     settings = load_settings(env={}, overrides={"model": args.model, "threshold": args.threshold,
                                                 "threads": args.threads})
+    before = before_tables(nights, args.before) if args.before else None
     tables = {night.name: evaluate.client_predictions(scores_of(night, args.scores_dir, settings),
                                                       night / GROUND_TRUTH) for night in nights}
     text, summaries = report(tables, args.threshold)
     print(text)
+    if before is not None:
+        print(comparison(before, tables, args.threshold))
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2, default=str) + "\n", encoding="utf-8")
 

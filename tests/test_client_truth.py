@@ -11,10 +11,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(night: Path, scores_dir: Path, model: Path, out: Path) -> tuple[str, dict]:
+def run_bench(night: Path, scores_dir: Path, model: Path, out: Path, *more: str) -> tuple[str, dict]:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(night),
                            "--scores-dir", str(scores_dir), "--model", str(model), "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                           "--json", str(out), *more], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(out.read_text())
 
@@ -53,3 +53,38 @@ def test_an_interrupted_run_is_not_read_as_a_night(client_night, tiny_model, tmp
     _, summary = run_bench(client_night, scores_dir, tiny_model, tmp_path / "s.json")
     assert summary["all"]["scored"] == len(pd.read_csv(client_night / "ground_truth.csv")) - 1
     assert not (scores_dir / f"{client_night.name}.partial").exists()
+
+
+def test_compares_with_another_client_s_scores_frame_by_frame(client_night, tiny_model, tmp_path):
+    scores_dir, before_dir = tmp_path / "scores", tmp_path / "before"
+    text, summary = run_bench(client_night, scores_dir, tiny_model, tmp_path / "s.json")
+    scores = pd.read_csv(scores_dir / f"{client_night.name}.csv", dtype={"flag": str})
+    truth = pd.read_csv(client_night / "ground_truth.csv").set_index("file")
+    scored = scores[scores["score"].notna()]
+    reported_meteor = scored[scored["detection"].eq(1) & scored["file"].map(truth["label"]).eq("meteor")].iloc[0]
+    quiet_other = scored[scored["detection"].eq(0) & scored["flag"].isna()
+                         & scored["file"].map(truth["label"]).eq("no-meteor")].iloc[0]
+    before = scores.copy()
+    before.loc[before["file"] == reported_meteor["file"], ["detection", "flag"]] = [0, "satellite"]
+    before.loc[before["file"] == quiet_other["file"], ["detection", "flag"]] = [1, ""]
+    before_dir.mkdir()
+    before.to_csv(before_dir / f"{client_night.name}.csv", index=False)
+
+    compared, _ = run_bench(client_night, scores_dir, tiny_model, tmp_path / "c.json", "--before", str(before_dir))
+    found, false = summary["all"]["found"], summary["all"]["detections"] - summary["all"]["found"]
+    assert (f"meteor frames found {found - 1} → {found} of {summary['all']['meteor_frames']}" in compared
+            and f"false positives {false + 1} → {false}." in compared)
+    assert (f"| {client_night.name} | {reported_meteor['file']} | {truth.loc[reported_meteor['file'], 'event']} "
+            f"| held back (satellite) | reported |") in compared
+    assert (f"| {client_night.name} | {quiet_other['file']} | {truth.loc[quiet_other['file'], 'event']} "
+            f"| reported | — |") in compared
+    assert compared.count(f"| {client_night.name} | image-") == 2                 # no other frame changed
+    same, _ = run_bench(client_night, scores_dir, tiny_model, tmp_path / "d.json", "--before", str(scores_dir))
+    assert "Every frame decided the same." in same
+
+
+def test_says_which_nights_the_other_client_lacks(client_night, tiny_model, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(client_night),
+                           "--scores-dir", str(tmp_path / "scores"), "--model", str(tiny_model),
+                           "--before", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and f"no scores CSV for {client_night.name}" in done.stderr
