@@ -38,12 +38,13 @@ for the whole exposure, so its streak is a plateau that ends abruptly. A streak 
 in the smoothed brightening (the brightest of five lines across its width, averaged over 5 px): at least 80 % of it
 is within 60 % of its peak, each outer fifth is at least 0.7 × its middle, nothing continues beyond its ends (under
 15 % of the peak there: no fading tail of a longer meteor; beyond the frame's edge nothing can be read, so a streak
-leaving the frame ends there), and no pixel on it is clipped at the sensor's top (a saturated meteor is flat-topped
-too). Thin pieces that continue one another (within 5° and 3 px of each other's line, at most 20 px apart: a
-streak broken by a dip in the noise or by a star in the previous frame) are read as one streak, and all are steady
-or none. A faint streak's light curve is read too when it spans at least 30 px (shorter, too few samples). The
-client holds a steady streak for a satellite, even when no adjacent frame shows it, and one with a plane's red and
-green wingtip lights beside it (`wingtips`, marked by `gualta.wingtips`) for a plane.
+leaving the frame ends there), and at most a fifth of it is clipped at the sensor's top (a saturated meteor is
+flat-topped too; a few clipped pixels — a bright satellite's glint, a star on its line — flatten no light curve).
+Thin pieces that continue one another (within 5° and 3 px of each other's line, at most 20 px apart: a streak broken
+by a dip in the noise or by a star in the previous frame) are read as one streak, and all are steady or none. A
+faint streak's light curve is read too when it spans at least 30 px (shorter, too few samples). The client holds a
+steady streak for a satellite, even when no adjacent frame shows it, and one with a plane's red and green wingtip
+lights beside it (`wingtips`, marked by `gualta.wingtips`) for a plane.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ STEADY_END_RATIO = 0.7        # ... each outer fifth at least 0.7 × the middle,
 STEADY_TAIL = 0.15            # ... under 15 % of the peak beyond its ends (4 px to 30 % of its length + 5 px out), ...
 STEADY_GAP_PX = 4.0
 STEADY_REACH = 0.3
-# ... and no pixel on it saturated (at or above `preprocess.SATURATED_DN`)
+STEADY_CLIPPED_SHARE = 0.2    # ... and at most a fifth of its line saturated (at or above `preprocess.SATURATED_DN`)
 CHAIN_MAX_ANGLE_DEG = 5.0     # thin pieces of one streak: within 5° of each other, ...
 CHAIN_MAX_OFFSET_PX = 3.0     # ... each one's ends within 3 px of the other's line, ...
 CHAIN_MAX_GAP_PX = 20.0       # ... and their nearest ends at most 20 px apart
@@ -369,17 +370,17 @@ def mean_in_frame(curve: np.ndarray) -> float:
     return float(inside.mean()) if len(inside) else 0.0
 
 
-def saturated(piece: Piece, current: np.ndarray) -> bool:
-    """Whether any pixel on the piece's line reaches the sensor's top in the current frame."""
+def clipped_share(piece: Piece, current: np.ndarray) -> float:
+    """The share of the piece's line at the sensor's top in the current frame."""
     along = np.linspace(0.0, piece.span, max(int(piece.span), 1) + 1)
-    return bool((current[pixels_along(piece, along, current.shape)] >= SATURATED_DN).any())
+    return float((current[pixels_along(piece, along, current.shape)] >= SATURATED_DN).mean())
 
 
 def has_steady_light(piece: Piece, smooth: np.ndarray, current: np.ndarray) -> bool:
     """Whether the piece is a streak, or a faint streak at least FAINT_STEADY_MIN_LENGTH_PX long, with a satellite's
-    light curve."""
+    light curve, and at most STEADY_CLIPPED_SHARE of it saturated (beyond that its light curve is the sensor's)."""
     readable = piece.is_streak or (piece.is_faint_streak and piece.length >= FAINT_STEADY_MIN_LENGTH_PX)
-    if not readable or saturated(piece, current):
+    if not readable or clipped_share(piece, current) > STEADY_CLIPPED_SHARE:
         return False
     along, curve = light_curve(piece, smooth, beyond=STEADY_REACH * piece.span + STEADY_GAP_PX + 1)
     return is_steady(along, curve, piece.span)

@@ -12,8 +12,8 @@ import pytest
 from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, detection_line,
                            detection_report)
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
-                           Piece, chains, explains, follows, large_components, median, on_track, pieces,
-                           signal_map, unexplained_streaks)
+                           STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, large_components,
+                           median, on_track, pieces, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -102,6 +102,23 @@ def meteor_light(t):
 def test_a_satellite_s_steady_light_is_told_from_a_meteor_s_light_curve(what, curve, start, end, peak_dn, steady):
     found = streaks_of(light_along(start, end, curve, peak_dn))
     assert found and found[0].signal >= MIN_SIGNAL, what
+    assert found[0].steady is steady, what
+
+
+@pytest.mark.parametrize("what, curve, peak_dn, steady, mostly_clipped", [
+    ("a satellite with a glint clipped over a few px of its line: still a plateau",
+     lambda t: satellite_light(t) + (4.0 if 0.5 <= t < 0.56 else 0.0), 100.0, True, False),
+    ("a bright meteor clipped over a few px at its peak: its rise and fade still show", meteor_light, 430.0, False,
+     False),
+    ("a satellite clipped along most of its line: unread, a saturated meteor is as flat", satellite_light, 600.0,
+     False, True),
+])
+def test_a_few_clipped_pixels_leave_the_light_curve_readable(what, curve, peak_dn, steady, mostly_clipped):
+    current, previous = frame_pair(light_along((300, 600), (440, 545), curve, peak_dn))
+    found = [piece for piece in pieces(current, previous) if piece.is_streak]
+    assert len(found) == 1, what
+    clipped = clipped_share(found[0], current)
+    assert clipped > 0 and (clipped > STEADY_CLIPPED_SHARE) is mostly_clipped, (what, clipped)
     assert found[0].steady is steady, what
 
 
