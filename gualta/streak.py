@@ -349,8 +349,10 @@ def light_curve(piece: Piece, smooth: np.ndarray, beyond: float = 0.0) -> tuple[
 
 
 def is_steady(along: np.ndarray, curve: np.ndarray, length: float) -> bool:
-    """Whether a light curve (`light_curve` with some px beyond the ends) is a satellite's plateau."""
+    """Whether a light curve (`light_curve` with some px beyond the ends) is a satellite's plateau. Samples off the
+    frame are left out: a wide piece cut by the frame's edge at a shallow angle has its fitted end beyond it."""
     inside = curve[(along >= 0) & (along <= length)]
+    inside = inside[~np.isnan(inside)]
     if len(inside) < 5:
         return False
     peak = max(float(np.percentile(inside, 90)), 1e-6)

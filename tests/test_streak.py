@@ -66,14 +66,15 @@ def test_a_bright_streak_may_be_wider(what, dn, thickness, streak):
     assert found[0].is_streak is streak, what
 
 
-def light_along(start, end, curve, peak_dn: float):
-    """A drawing of a 1 px streak from start to end whose light follows curve(t), t = 0…1 along it (peak_dn at 1)."""
+def light_along(start, end, curve, peak_dn: float, thickness: int = 1):
+    """A drawing of a streak (1 px wide unless told) from start to end whose light follows curve(t), t = 0…1 along
+    it (peak_dn at 1)."""
     def draw(layer):
         (x1, y1), (x2, y2), steps = start, end, 60
         for k in range(steps):
             a, b = k / steps, (k + 1) / steps
             cv2.line(layer, (round(x1 + a * (x2 - x1)), round(y1 + a * (y2 - y1))),
-                     (round(x1 + b * (x2 - x1)), round(y1 + b * (y2 - y1))), peak_dn * curve((a + b) / 2), 1)
+                     (round(x1 + b * (x2 - x1)), round(y1 + b * (y2 - y1))), peak_dn * curve((a + b) / 2), thickness)
     return draw
 
 
@@ -163,6 +164,17 @@ def test_the_frame_s_edge_ends_a_streak(what, curve, steady):
     start, end = (WIDTH - 160, 500), (WIDTH + 40, 490)    # cut by the frame's edge 40 px before its end
     found = streaks_of(light_along(start, end, curve, 100.0))
     assert found and max(found[0].x1, found[0].x2) > WIDTH - 5, what
+    assert found[0].steady is steady, what
+
+
+@pytest.mark.parametrize("what, curve, steady", [
+    ("a satellite", satellite_light, True),
+    ("a meteor", lambda t: meteor_light(0.2 + 0.6 * t), False),
+])
+def test_a_wide_streak_cut_by_the_frame_s_edge_at_a_shallow_angle_is_read(what, curve, steady):
+    """Its fitted end lies about a pixel beyond the top edge, where nothing can be read."""
+    found = streaks_of(light_along((640, 30), (840, -12), curve, 40.0, thickness=2))
+    assert found and min(found[0].y1, found[0].y2) < -0.5, what
     assert found[0].steady is steady, what
 
 
