@@ -322,6 +322,7 @@ def test_a_long_streak_is_explained_at_its_spot_only_by_a_piece_of_comparable_le
 
 @pytest.mark.parametrize("other, explained", [
     (piece(900, 301, 910, 301, signal=5.0), False),   # a speck of noise on its line, further along, is not its next piece
+    (piece(900, 301, 913, 301, signal=4.5), False),   # ... nor a 14 px one: noise leaves pieces up to 18 px long
     (piece(900, 301, 910, 301), True),                # ... a short bright one is (a plane's strobe: a light, not noise)
     (piece(800, 301, 830, 301, signal=5.0), True),    # ... and so is a faint one of a streak's length
     (piece(660, 301, 670, 301, signal=5.0), False),   # ... nor is the speck at the streak's own spot
@@ -398,12 +399,21 @@ def test_a_dash_is_followed_by_an_adjacent_frame_s_dash_alike_on_its_line(other,
     assert not follows(other, THIN)                # a streak is left to `explains`
 
 
-def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_in_the_previous_frame():
-    speck = piece(1000, 302, 1010, 302, signal=5.5)
+@pytest.mark.parametrize("speck_end", [1010, 1013])     # 11 and 14 px: noise leaves both
+def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_in_the_previous_frame(speck_end):
+    speck = piece(1000, 302, speck_end, 302, signal=5.5)
     meteor = piece(400, 300, 600, 300, signal=60.0)
     decided = decide_in_order([frame_result(0, 0.02, pieces=[speck]), frame_result(1, 0.10, pieces=[meteor]),
                                frame_result(2, 0.01)])
     assert [(r.flag, r.detection) for r in decided][1] == ("", True) and decided[1].streak == meteor.ends
+
+
+def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_two_frames_back():
+    speck = piece(800, 883, 813, 883, signal=4.4)         # a 14 px speck of noise, 200 px along the meteor's line
+    meteor = piece(1000, 881, 1118, 885, signal=17.0)
+    decided = decide_in_order([frame_result(0, 0.02, pieces=[speck]), frame_result(1, 0.02), frame_result(2, 0.10,
+                               pieces=[meteor]), frame_result(3, 0.01)])
+    assert [(r.flag, r.detection) for r in decided][2] == ("", True) and decided[2].streak == meteor.ends
 
 
 def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
