@@ -44,7 +44,8 @@ FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
-FAINT_STREAK_SCORE = 0.6     # a faint streak (gualta.streak) makes a candidate where the model scores at least this
+FAINT_STREAK_SCORE = 0.25    # a faint streak (gualta.streak) longer than noise leaves pieces makes a candidate where
+                             # the model scores at least this
 FAINT_NOTE = f"; faint, where the model scored it below the threshold but at least {FAINT_STREAK_SCORE}"
 WASHED_OUT_NOTE = "sky washed out: it brightened as a whole or is saturated, so the model's score is not used"
 SHARED_NOTE = "a streak no adjacent frame explains, though they explain the rest of the frame"
@@ -235,8 +236,8 @@ class Decider:
     waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the same spot,
     or further along the streak's line), lies on a steady mover's track (midway between pieces of both) or its own light
     tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip lights); without a streak,
-    a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one (`Piece.is_faint_streak`),
-    judged the same way. A model's candidate has those streaks, and its pieces on a track or dashes an adjacent dash
+    a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one longer than noise leaves pieces
+    (`Piece.is_faint_streak`, over `streak.SPECK_MAX_PX`), judged the same way. A model's candidate has those streaks, and its pieces on a track or dashes an adjacent dash
     follows (`streak.explained_streaks`), erased with what the neighbours explain before it is scored again, and is not
     flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
     satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check keeps is flagged CLOUD
@@ -308,12 +309,13 @@ class Decider:
 
     @staticmethod
     def thin_streaks(result: FrameResult) -> list[streak.Piece]:
-        """The streaks a frame is a thin-streak candidate for: its streaks; without one, its faint streaks where the
-        model leans to a meteor (a score of at least FAINT_STREAK_SCORE, its sky not washed out)."""
+        """The streaks a frame is a thin-streak candidate for: its streaks; without one, its faint streaks longer than
+        noise leaves pieces (over `streak.SPECK_MAX_PX`) where the model sees something (a score of at least
+        FAINT_STREAK_SCORE, its sky not washed out)."""
         streaks = [piece for piece in result.pieces if piece.is_streak]
         if streaks or result.score < FAINT_STREAK_SCORE or result.washed_out:
             return streaks
-        return [piece for piece in result.pieces if piece.is_faint_streak]
+        return [piece for piece in result.pieces if piece.is_faint_streak and piece.length > streak.SPECK_MAX_PX]
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:

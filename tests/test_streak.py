@@ -461,8 +461,8 @@ def test_a_piece_that_is_no_streak_makes_no_candidate():
 FAINT = piece(600, 300, 640, 300, signal=7.0)       # a streak's shape at 7 × the noise
 
 
-@pytest.mark.parametrize("score, reported", [(0.70, True), (0.59, False), (0.02, False)])
-def test_a_faint_streak_is_reported_only_where_the_model_leans_to_a_meteor(score, reported, tmp_path):
+@pytest.mark.parametrize("score, reported", [(0.70, True), (0.30, True), (0.24, False), (0.02, False)])
+def test_a_faint_streak_is_reported_only_where_the_model_sees_something(score, reported, tmp_path):
     assert FAINT.is_faint_streak and not FAINT.is_streak
     decided = decide_in_order([frame_result(0, 0.02), frame_result(1, score, pieces=[FAINT]), frame_result(2, 0.01)])
     assert (decided[1].label, decided[1].detection) == (("meteor", True) if reported else ("no-meteor", False))
@@ -470,6 +470,14 @@ def test_a_faint_streak_is_reported_only_where_the_model_leans_to_a_meteor(score
         assert decided[1].note == STREAK_NOTE + FAINT_NOTE and decided[1].streak == FAINT.ends
         _, payload = detection_report(decided[1], settings(tmp_path, tmp_path / "m.onnx"), "20211110", None)
         assert payload["flag"] == STREAK
+
+
+@pytest.mark.parametrize("end, reported", [(619, True), (616, False), (612, False)])    # 20, 17 and 13 px long
+def test_a_faint_streak_no_longer_than_noise_leaves_pieces_is_no_candidate(end, reported):
+    short = piece(600, 300, end, 300, signal=7.0)
+    assert short.is_faint_streak
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.80, pieces=[short]), frame_result(2, 0.01)])
+    assert decided[1].detection is reported
 
 
 def test_a_faint_streak_is_held_back_like_a_streak():
@@ -502,7 +510,7 @@ def test_a_long_line_too_wide_for_a_streak_is_a_glare_streak(what, start, end, d
 GLARE = piece(500, 300, 600, 300, signal=9.0, width=4.5)     # a 101 px line, 4.5 px wide, at 9 × the noise
 
 
-@pytest.mark.parametrize("score, reported", [(0.70, True), (0.59, False)])
+@pytest.mark.parametrize("score, reported", [(0.70, True), (0.30, True), (0.24, False)])
 def test_a_glare_streak_is_reported_like_a_faint_one(score, reported):
     assert GLARE.is_glare_streak and not GLARE.is_streak
     assert not dataclasses.replace(GLARE, x2=550.0, length=51.0, area=127).is_glare_streak     # half as long
