@@ -237,14 +237,15 @@ class Decider:
     or further along the streak's line), lies on a steady mover's track (midway between pieces of both) or its own light
     tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip lights); without a streak,
     a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one longer than noise leaves pieces
-    (`Piece.is_faint_streak`, over `streak.SPECK_MAX_PX`), judged the same way. A model's candidate has those streaks, and its pieces on a track or dashes an adjacent dash
-    follows (`streak.explained_streaks`), erased with what the neighbours explain before it is scored again, and is not
-    flagged while it keeps an unexplained streak outside what was erased (a meteor sharing its frame with the
-    satellite). With `cloud_check` (and `rescore`) a model's candidate that the satellite check keeps is flagged CLOUD
-    when it has no bright streak, no streak or faint streak that the adjacent differences do not account for, and no
-    longer scores as a meteor once its bright pieces that an adjacent difference also has nearby (moving cloud) and its
-    explained streaks are erased (`gualta.clouds`). A frame whose sky is washed out (`FrameResult.washed_out`: dawn,
-    dusk, an exposure change, daylight) is never the model's candidate; the fireball and streak checks still look."""
+    (`Piece.is_faint_streak`, over `streak.SPECK_MAX_PX`), judged the same way. A model's candidate has those streaks,
+    and its pieces on a track or dashes an adjacent dash follows (`streak.explained_streaks`), erased with what the
+    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside what
+    was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's candidate
+    that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak that the
+    adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an adjacent
+    difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`). A frame whose sky
+    is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate;
+    the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,

@@ -21,9 +21,9 @@ bright sky, too wide for a streak of its brightness (an out-of-focus insect can 
 second, so the client reports a frame for a streak only when neither adjacent difference `explains` it: a piece at
 the same spot, at least a third as long (a twinkling star, a flickering light; a speck of noise beside a long meteor
 is not it), one on the streak's line within 10× the longer one's length that is no speck of noise either (a third as
-long, or longer than noise leaves pieces — 18 px —, or a streak's brightness), or its twin (as long, on the very line) within 15× (a satellite or a
-plane, which cross the sky for minutes; under a short exposure its pieces lie far apart). Coordinates are full-frame
-pixels.
+long, longer than noise leaves pieces — 18 px — or a streak's brightness), or its twin (as long, on the very line)
+within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure its pieces lie far
+apart). Coordinates are full-frame pixels.
 
 A satellite or a plane also moves steadily, so whatever the shape of its pieces they lie evenly spaced: a piece
 midway (within 4 px + 5 % of the step) between a piece of the previous and one of the next difference, each like it
@@ -81,7 +81,7 @@ FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this 
 FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
 GLARE_MIN_LENGTH_PX = 60.0    # a faint streak too: a line this long, ...
 GLARE_MIN_ELONGATION = 12.0   # ... this elongated, at most BRIGHT_MAX_WIDTH_PX wide and at least FAINT_SIGNAL bright
-SPECK_MAX_PX = 18.0           # noise leaves pieces up to this long at any signal under MIN_SIGNAL (see `is_speck_beside`)
+SPECK_MAX_PX = 18.0           # noise leaves pieces up to this long, at any signal under MIN_SIGNAL (`is_speck_beside`)
 LONG_BRIGHT_PX = 24.0         # a streak this long and BRIGHT_SIGNAL bright: a crossing's leaves a piece beside
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
@@ -191,7 +191,7 @@ class Piece:
         """Whether it is a speck of noise beside the streak: under a third as long, no longer than SPECK_MAX_PX and
         under a streak's brightness (noise leaves such specks all over a difference, some on any line; 12–18 px ones,
         a streak's length, in one empty frame pair in seven)."""
-        return (self.length < SAME_SPOT_MIN_SHARE * streak.length and self.length < SPECK_MAX_PX
+        return (self.length < SAME_SPOT_MIN_SHARE * streak.length and self.length <= SPECK_MAX_PX
                 and self.signal < MIN_SIGNAL)
 
     @property
