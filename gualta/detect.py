@@ -316,7 +316,7 @@ class Decider:
         streaks = [piece for piece in result.pieces if piece.is_streak]
         if streaks or result.score < FAINT_STREAK_SCORE or result.washed_out:
             return streaks
-        return [piece for piece in result.pieces if piece.is_faint_streak and piece.length > streak.SPECK_MAX_PX]
+        return [piece for piece in result.pieces if piece.is_faint_streak and not piece.is_noise_length]
 
     def _decide_waiting(self, after: FrameResult | None) -> list[FrameResult]:
         if self.waiting is None:

@@ -187,12 +187,16 @@ class Piece:
         bright and long leaves a piece in an adjacent frame that explains it (`explains`), unless it left the view."""
         return self.is_streak and self.length >= LONG_BRIGHT_PX and self.signal >= BRIGHT_SIGNAL
 
+    @property
+    def is_noise_length(self) -> bool:
+        """Whether it is no longer than noise leaves pieces (SPECK_MAX_PX)."""
+        return self.length <= SPECK_MAX_PX
+
     def is_speck_beside(self, streak: Piece) -> bool:
         """Whether it is a speck of noise beside the streak: under a third as long, no longer than SPECK_MAX_PX and
         under a streak's brightness (noise leaves such specks all over a difference, some on any line; 12–18 px ones,
         a streak's length, in one empty frame pair in seven)."""
-        return (self.length < SAME_SPOT_MIN_SHARE * streak.length and self.length <= SPECK_MAX_PX
-                and self.signal < MIN_SIGNAL)
+        return self.length < SAME_SPOT_MIN_SHARE * streak.length and self.is_noise_length and self.signal < MIN_SIGNAL
 
     @property
     def prominence(self) -> float:

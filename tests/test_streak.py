@@ -324,7 +324,7 @@ def test_a_long_streak_is_explained_at_its_spot_only_by_a_piece_of_comparable_le
     (piece(900, 301, 910, 301, signal=5.0), False),   # a speck of noise on its line, further along, is not its next piece
     (piece(900, 301, 913, 301, signal=4.5), False),   # ... nor a 14 px one: noise leaves pieces up to 18 px long
     (piece(900, 301, 910, 301), True),                # ... a short bright one is (a plane's strobe: a light, not noise)
-    (piece(800, 301, 830, 301, signal=5.0), True),    # ... and so is a faint one of a streak's length
+    (piece(800, 301, 830, 301, signal=5.0), True),    # ... and so is a faint one longer than noise leaves pieces
     (piece(660, 301, 670, 301, signal=5.0), False),   # ... nor is the speck at the streak's own spot
 ])
 def test_a_long_streak_is_explained_along_its_line_by_no_speck_of_noise(other, explained):
