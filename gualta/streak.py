@@ -81,7 +81,7 @@ FAINT_SIGNAL = 6.0            # a faint streak: a streak's shape, at least this 
 FAINT_STEADY_MIN_LENGTH_PX = 30.0   # a faint streak's light curve is read from this length (shorter: too few samples)
 GLARE_MIN_LENGTH_PX = 60.0    # a faint streak too: a line this long, ...
 GLARE_MIN_ELONGATION = 12.0   # ... this elongated, at most BRIGHT_MAX_WIDTH_PX wide and at least FAINT_SIGNAL bright
-SPECK_MAX_PX = 18.0           # noise leaves pieces up to this long, at any signal under MIN_SIGNAL (`is_speck_beside`)
+SPECK_MAX_PX = 18.0           # noise leaves pieces up to this long, at any signal under MIN_SIGNAL (`is_noise_length`)
 LONG_BRIGHT_PX = 24.0         # a streak this long and BRIGHT_SIGNAL bright: a crossing's leaves a piece beside
 
 SAME_SPOT_PX = 15.0           # explained: a neighbour piece's centre this close to the streak's, ...
