@@ -5,7 +5,7 @@
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
                                    [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
                                    [--min-snr 0] [--min-length 0] [--short-min-snr S]
-                                   [--init RUN/model.pkl|models/guAlta.onnx] [--mixed-precision]
+                                   [--init RUN/model.pkl|models/guAlta.onnx] [--head-only] [--mixed-precision]
     python -m gualta.train lr-find --dataset DATA --out RUN [same options]
     python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
     python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
@@ -82,6 +82,7 @@ class TrainConfig:
     init: Path | None = None         # start from this model.pkl's or ONNX model's weights (same arch), e.g.
                                      # the shipped models/guAlta.onnx
     mixed_precision: bool = False    # bf16 autocast on a CUDA GPU (ignored on the CPU)
+    head_only: bool = False          # train the head only, the body frozen as loaded (needs init or pretrained)
 
     def __post_init__(self):
         self.dataset, self.out = Path(self.dataset), Path(self.out)
@@ -90,6 +91,8 @@ class TrainConfig:
                                      ("kind", self.kind, INPUT_KINDS + (None,))):
             if value not in allowed:
                 raise TrainError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, allowed))}")
+        if self.head_only and not (self.init or self.pretrained):
+            raise TrainError("--head-only trains on a trained body: give --init MODEL or --pretrained")
 
 
 @dataclass
@@ -293,15 +296,20 @@ def find_lr(learn, out_dir: str | Path | None = None) -> float:
     return valley
 
 
-def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int) -> None:
+def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int, head_only: bool = False) -> None:
     """fine_tune from ImageNet weights; from scratch, unfreeze + fit_one_cycle (fine_tune's frozen random body
-    learns nothing). Early stopping and best-model saving on valid_loss; the best epoch's weights are kept."""
+    learns nothing); head_only, freeze + fit_one_cycle (the body's weights stay as loaded, its batch norms adapt, as
+    fastai's freeze leaves them). Early stopping and best-model saving on valid_loss; the best epoch's weights are
+    kept."""
     from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
     callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience),
                  SaveModelCallback(monitor="valid_loss", fname=CHECKPOINT)]
     try:
-        if pretrained:
+        if head_only:
+            learn.freeze()
+            learn.fit_one_cycle(epochs, lr, cbs=callbacks)
+        elif pretrained:
             learn.fine_tune(epochs, lr, cbs=callbacks)
         else:
             learn.unfreeze()
@@ -355,13 +363,14 @@ def train(config: TrainConfig) -> TrainResult:
     learn, rows = learner_for(config)
     lr = find_lr(learn, run_dir) if config.lr_find else config.lr
     log.info("training %s (%s, %s) on %d images (%d validation), lr %.2g", config.arch,
-             f"from {config.init}" if config.init else "pretrained" if config.pretrained else "from scratch",
+             (f"from {config.init}" if config.init else "pretrained" if config.pretrained else "from scratch")
+             + (", head only" if config.head_only else ""),
              learn.input_kind, (~rows[VALID]).sum(),
              rows[VALID].sum(), lr)
     start = starting_point(learn) if config.init else None
     started = time.perf_counter()
     try:
-        fit(learn, config.epochs, lr, config.pretrained, config.patience)
+        fit(learn, config.epochs, lr, config.pretrained, config.patience, config.head_only)
     except Diverged:
         if start is None:
             raise
@@ -442,7 +451,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
                        lr=args.lr, bs=args.bs, seed=args.seed, pretrained=args.pretrained, threads=args.threads,
                        balance=args.balance, patience=args.patience, kind=args.kind, workers=args.workers,
                        lr_find=getattr(args, "lr_find", False), min_snr=args.min_snr, min_length=args.min_length,
-                       short_min_snr=args.short_min_snr, init=args.init, mixed_precision=args.mixed_precision)
+                       short_min_snr=args.short_min_snr, init=args.init, mixed_precision=args.mixed_precision,
+                       head_only=args.head_only)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -547,6 +557,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=Path, metavar="MODEL",
                         help="start from this model.pkl's or ONNX model's weights (same arch), e.g. models/guAlta.onnx")
     parser.add_argument("--mixed-precision", action="store_true", help="bf16 autocast when a CUDA GPU trains")
+    parser.add_argument("--head-only", action="store_true",
+                        help="train the head only, on the body --init or --pretrained loaded (its batch norms "
+                             "adapt)")
 
 
 def build_parser() -> argparse.ArgumentParser:

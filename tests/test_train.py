@@ -271,6 +271,34 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
         train.learner_for(replace(config, init=tmp_path / "broken.onnx"))
 
 
+def test_head_only_trains_the_head_on_the_body_as_loaded(tiny_run, tiny_dataset, tmp_path):
+    """--head-only: the body's convolutions stay as --init loaded them while the head learns; a full fine-tune moves
+    both. A random body cannot be the start of one."""
+    import torch
+
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "head", arch="resnet18", size=64, bs=8,
+                               threads=1, pretrained=False, init=tiny_run.run_dir / "model.pkl", head_only=True)
+
+    def changed(head_only: bool) -> tuple[bool, bool]:
+        learn, _ = train.learner_for(config)
+        before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+        train.fit(learn, 1, 1e-2, pretrained=False, patience=1, head_only=head_only)
+        after = learn.model.state_dict()
+        convolutions = [k for k in before if k.startswith("0.") and before[k].dim() == 4]
+        linears = [k for k in before if k.startswith("1.") and before[k].dim() == 2]
+        assert convolutions and linears
+        return (any(not torch.equal(before[k], after[k]) for k in convolutions),
+                any(not torch.equal(before[k], after[k]) for k in linears))
+
+    assert changed(head_only=True) == (False, True)
+    assert changed(head_only=False) == (True, True)
+    with pytest.raises(TrainError, match="--head-only trains on a trained body"):
+        replace(config, init=None)
+    args = train.build_parser().parse_args(["train", "--dataset", str(config.dataset), "--out", str(config.out),
+                                            "--no-pretrained", "--init", str(config.init), "--head-only"])
+    assert train.config_from(args).head_only
+
+
 def test_the_shipped_model_rebuilds_for_fine_tuning_at_another_size(tiny_dataset, tmp_path):
     """`--init models/guAlta.onnx` (ResNet34, weights stored in float16, input 320 px) in a run at 64 px: the rebuilt
     network scores the client's own 320 px inputs as the shipped file does."""
