@@ -273,6 +273,8 @@ def learner_for(config: TrainConfig):
     learn.input_kind = input_kind(config)
     if config.init:
         load_weights(learn, config.init, config.arch)
+    if config.head_only:
+        learn.freeze()                              # before lr_find too: it suggests a rate for what will train
     if config.mixed_precision and torch.cuda.is_available():
         learn.to_bf16()
     return learn, rows
@@ -298,16 +300,15 @@ def find_lr(learn, out_dir: str | Path | None = None) -> float:
 
 def fit(learn, epochs: int, lr: float, pretrained: bool, patience: int, head_only: bool = False) -> None:
     """fine_tune from ImageNet weights; from scratch, unfreeze + fit_one_cycle (fine_tune's frozen random body
-    learns nothing); head_only, freeze + fit_one_cycle (the body's weights stay as loaded, its batch norms adapt, as
-    fastai's freeze leaves them). Early stopping and best-model saving on valid_loss; the best epoch's weights are
-    kept."""
+    learns nothing); head_only, fit_one_cycle on the learner as learner_for froze it (the body's weights stay as
+    loaded, its batch norms adapt, as fastai's freeze leaves them). Early stopping and best-model saving on
+    valid_loss; the best epoch's weights are kept."""
     from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
     callbacks = [EarlyStoppingCallback(monitor="valid_loss", patience=patience),
                  SaveModelCallback(monitor="valid_loss", fname=CHECKPOINT)]
     try:
         if head_only:
-            learn.freeze()
             learn.fit_one_cycle(epochs, lr, cbs=callbacks)
         elif pretrained:
             learn.fine_tune(epochs, lr, cbs=callbacks)
