@@ -1,4 +1,5 @@
 """The project's Markdown documents: every relative link reaches a file, and every #anchor a heading there."""
+import functools
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def heading_anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+@functools.cache
 def anchors(path: Path) -> set[str]:
     return {heading_anchor(title) for title in HEADING.findall(FENCE.sub("", path.read_text()))}
 
@@ -25,6 +27,17 @@ def anchors(path: Path) -> set[str]:
 def relative_links(path: Path) -> list[str]:
     return [target for target in LINK.findall(FENCE.sub("", path.read_text()))
             if not re.match(r"^[a-z]+:", target)]
+
+
+def broken_links(path: Path) -> list[str]:
+    """The relative links of a document whose file is missing or whose #anchor is no heading there."""
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    return broken
 
 
 def test_heading_anchor_follows_github():
@@ -37,16 +50,6 @@ def test_a_broken_link_is_found(tmp_path):
     (tmp_path / "a.md").write_text("# Top\n[ok](#top) [gone](#nowhere) [file](b.md#top) [missing](c.md)\n")
     (tmp_path / "b.md").write_text("## Top\n")
     assert broken_links(tmp_path / "a.md") == ["#nowhere", "c.md"]
-
-
-def broken_links(path: Path) -> list[str]:
-    broken = []
-    for target in relative_links(path):
-        file_part, _, anchor = target.partition("#")
-        linked = (path.parent / file_part).resolve() if file_part else path
-        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
-            broken.append(target)
-    return broken
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
