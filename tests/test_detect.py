@@ -100,6 +100,40 @@ def test_bad_frames_mid_night_are_logged_and_skipped(client_night, tiny_model, t
     assert frames[5].name in caplog.text and frames[9].name in caplog.text
 
 
+def another_camera(night: Path, root: Path, mode: str, size: tuple[int, int] | None = None) -> Path:
+    """The night as another camera would save it: colour ("RGB") or monochrome ("L") JPEGs, optionally resized."""
+    out = root / mode / night.name
+    out.mkdir(parents=True)
+    for frame in allsky.list_frames(night):
+        image = Image.open(frame).convert(mode)
+        image = image.resize(size, Image.Resampling.BILINEAR) if size else image
+        image.save(out / frame.name, quality=95)
+    return out
+
+
+def box_centre(row: dict) -> np.ndarray:
+    """The centre (x, y) of a scores-CSV row's box, in frame pixels."""
+    return np.array([float(row["x1"]) + float(row["x2"]), float(row["y1"]) + float(row["y2"])]) / 2
+
+
+def test_other_cameras_monochrome_and_larger_frames(client_night, tiny_model, tmp_path):
+    """Nothing assumes AllSky's 1304×976 colour frames: a monochrome camera's night and a 1920×1080 camera's get
+    the colour night's decisions, each detection placed in its own frame."""
+    decisions, centres = {}, {}
+    for name, mode, size in (("colour", "RGB", None), ("mono", "L", None), ("hd", "RGB", (1920, 1080))):
+        night = another_camera(client_night, tmp_path / name, mode, size)
+        summary, rows = scores_of(tmp_path, night, tiny_model)
+        assert summary.scored == len(allsky.list_frames(client_night)) - 1
+        decisions[name] = {row["file"]: (row["detection"], row["flag"]) for row in rows}
+        scale = np.divide(size or (1304, 976), (1304, 976))
+        centres[name] = {row["file"]: box_centre(row) / scale for row in rows if row["detection"] == "1"}
+    assert "satellite" in {flag for _, flag in decisions["colour"].values()}
+    assert decisions["mono"] == decisions["colour"] == decisions["hd"]
+    assert centres["colour"] and centres["hd"].keys() == centres["colour"].keys()
+    for file, centre in centres["colour"].items():
+        assert np.abs(centres["hd"][file] - centre).max() < 10, file
+
+
 def test_cli_batch_contract(client_night, tiny_model, tmp_path):
     out = tmp_path / "out" / "scores.csv"
     result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
