@@ -83,7 +83,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
     settings = client_settings(args)
     try:
         with logging_redirect_tqdm():
-            run_batch(settings, args.folder, args.scores, upload=not args.no_upload)
+            run_batch(settings, args.folder, args.scores, upload=not args.no_upload, model_path=args.model)
     except ClientError as exc:
         sys.exit(f"guAlta batch: {exc}")
 
@@ -94,7 +94,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
     timestamped_logging()
     try:
-        run_realtime(client_settings(args), upload=not args.no_upload)
+        run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model)
     except ClientError as exc:
         sys.exit(f"guAlta realtime: {exc}")
 
@@ -148,7 +148,7 @@ def add_client_commands(commands) -> None:
     batch.add_argument("--folder", type=Path, help="night folder YYYYMMDD (default: the latest under "
                                                    "guAlta_main_folder)")
     batch.add_argument("--scores", type=Path, help="write the scores CSV here (file,score,label,detection,...)")
-    batch.add_argument("--no-upload", action="store_true", help="report nothing (no outbox, no network)")
+    batch.add_argument("--no-upload", action="store_true", help="report nothing (no outbox; only a missing configured model is downloaded)")
     add_setting_flags(batch)
     batch.set_defaults(run=cmd_batch)
     realtime = commands.add_parser("realtime", help="watch the newest night and report detections as they come")

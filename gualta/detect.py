@@ -513,13 +513,14 @@ def cpu_threads(threads: int) -> int:
     return threads or os.cpu_count() or 1
 
 
-def open_model(settings: Settings, path: Path | None = None):
-    """Load the model (settings.model, or `path`), downloading the latest from the central service if the
-    configured file is missing. Raises ClientError with the reason."""
+def open_model(settings: Settings, path: str | Path | None = None):
+    """Load the model named by `path` (it must exist: a typo is never downloaded over), else the configured
+    settings.model, downloading the latest from the central service if that file is missing. Raises ClientError
+    with the reason."""
+    if path and not Path(path).is_file():
+        raise ClientError(f"model file not found: {path}")
     path = Path(path or settings.model)
     if not path.is_file():
-        if path != settings.model:
-            raise ClientError(f"model file not found: {path}")
         log.info("model %s not found: downloading the latest from %s", path, settings.url or "(no guAlta_URL)")
         try:
             download_model(settings.url, path)
@@ -660,7 +661,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     files = allsky.list_frames(night)
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
-    model = model or open_model(settings, Path(model_path) if model_path else None)
+    model = model or open_model(settings, model_path)
     version = model_version(model)
     summary = NightSummary(night.name, scores=Path(scores) if scores else None)
     outbox = sender = None

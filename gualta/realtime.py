@@ -279,12 +279,14 @@ def folder_mtime(path: Path) -> float | None:
         return None
 
 
-def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print) -> None:
-    """`python guAlta.py realtime`: load the model, start the sender, watch until SIGINT/SIGTERM (or `stop`)."""
+def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print,
+                 model_path: str | Path | None = None) -> None:
+    """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
+    watch until SIGINT/SIGTERM (or `stop`)."""
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     log.info("settings from %s: %s", settings.source, settings.describe())
-    model = open_model(settings)
+    model = open_model(settings, model_path)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):

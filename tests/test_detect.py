@@ -208,6 +208,14 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         assert target.read_bytes() == tiny_model.read_bytes()
         assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 3
         assert model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
+        typo = tmp_path / "modles" / "guAlta.onnx"
+        named = ["--model", str(typo), "--url", child.url, "--main-folder", str(tmp_path)]
+        for command in (["batch", "--folder", str(tmp_path)], ["realtime"]):     # a model named on the command
+            result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), *command, *named],   # line is never
+                                    capture_output=True, text=True, timeout=60, cwd=tmp_path,    # downloaded over
+                                    env=child_env())
+            assert result.returncode != 0 and f"model file not found: {typo}" in result.stderr, result.stderr
+            assert not typo.exists()
         target.unlink()
         meta["sha256"] = "0" * 64                                  # the published file no longer matches
         (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
