@@ -16,6 +16,7 @@ guAlta_threshold = 0.85                         # meteor score at or above which
 guAlta_sleep_between_imgs = 10                  # real time: sleep after handling frames, then check every 0.5 s
 guAlta_api_key = ""                             # this observatory's key for guAlta_URL (better: env GUALTA_API_KEY)
 guAlta_model = "models/guAlta.onnx"             # .onnx (or fastai .pkl); downloaded from guAlta_URL if missing
+guAlta_model_update = True                      # install a newer model that guAlta_URL publishes (False: keep this one)
 guAlta_outbox = "gualta_outbox.sqlite"          # reports not yet delivered + real-time progress (keep it on local disk)
 guAlta_satellite_check = True                   # flag trails that continue in the next/previous frame (satellites)
 guAlta_fireball_check = True                    # report a bright, saturated streak in one frame only (fireballs)

@@ -138,6 +138,8 @@ SETTINGS = (
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
     Setting("api_key", text, "", "this observatory's API key for the central service"),
     Setting("model", path, "models/guAlta.onnx", "model file (.onnx or fastai .pkl); downloaded if missing"),
+    Setting("model_update", boolean, True, "replace the model file with a newer one the central service publishes "
+            "(checked before a batch run with uploads and when a real-time night starts)"),
     Setting("outbox", path, "gualta_outbox.sqlite", "SQLite file: reports not yet delivered, real-time progress"),
     Setting("satellite_check", boolean, True, "flag trails that continue in the previous or next frame"),
     Setting("fireball_check", boolean, True, "report a bright, saturated streak seen in one frame only, even if "
@@ -167,6 +169,7 @@ class Settings:
     sleep_between_imgs: float
     api_key: str
     model: Path
+    model_update: bool
     outbox: Path
     satellite_check: bool
     fireball_check: bool

@@ -18,6 +18,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,7 +31,8 @@ from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
 from gualta.preprocess import BadFrame, binary_difference, read_colour, resize_area, side_by_side, washed_out_share
-from gualta.report import ApiClient, ModelDownloadError, Outbox, Sender, detection_key, download_model, log_key
+from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
+                           download_model, latest_model_info, log_key)
 
 log = logging.getLogger(__name__)
 
@@ -532,6 +534,39 @@ def open_model(settings: Settings, path: str | Path | None = None):
         raise ClientError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
 
 
+def refreshed_model(settings: Settings, model):
+    """`model`, or the configured model file loaded again after installing a newer one from the central service
+    (created later than `model`). A model without a creation time is never replaced; an unreachable service,
+    nothing published or a failed download keeps `model` (logged)."""
+    created = parse_created(getattr(model.info, "created", ""))
+    if created is None:
+        return model
+    try:
+        meta = latest_model_info(settings.url, timeout=10)
+        published = parse_created(meta.get("created"))
+        if published is None or published <= created:
+            return model
+        log.info("model %s: version %s (created %s) is published: downloading it", settings.model,
+                 meta.get("version"), meta["created"])
+        download_model(settings.url, settings.model, meta=meta)
+        return open_model(settings)
+    except NoModelPublished:
+        log.info("no model published at %s: %s kept", settings.url, settings.model)
+        return model
+    except (ModelDownloadError, ClientError) as exc:
+        log.warning("model update skipped, %s kept: %s", settings.model, exc)
+        return model
+
+
+def parse_created(text) -> datetime | None:
+    """An ISO-8601 creation time (timezone-aware; UTC if none), or None."""
+    try:
+        created = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
 def model_version(model) -> str | None:
     version = str(getattr(getattr(model, "info", None), "version", "") or "")
     return version if MODEL.fullmatch(version) else None
@@ -661,7 +696,10 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     files = allsky.list_frames(night)
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
-    model = model or open_model(settings, model_path)
+    if model is None:
+        model = open_model(settings, model_path)
+        if upload and settings.model_update and not model_path:
+            model = refreshed_model(settings, model)
     version = model_version(model)
     summary = NightSummary(night.name, scores=Path(scores) if scores else None)
     outbox = sender = None

@@ -38,6 +38,7 @@ class ModelInfo:
     arch: str = "unknown"
     kind: str = "diff"
     version: str = ""
+    created: str = ""           # ISO-8601 time of export: a published model created later is newer
 
     @property
     def meteor_index(self) -> int:
@@ -48,7 +49,8 @@ class ModelInfo:
         """From ONNX metadata_props (all strings)."""
         return cls(classes=json.loads(props.get("classes", json.dumps(CLASSES))),
                    size=int(props.get("input_size", 224)), arch=props.get("arch", "unknown"),
-                   kind=props.get("input_kind", "diff"), version=props.get("version", ""))
+                   kind=props.get("input_kind", "diff"), version=props.get("version", ""),
+                   created=props.get("created", ""))
 
 
 def model_input(current: np.ndarray, previous: np.ndarray | None, kind: str = "diff") -> np.ndarray:

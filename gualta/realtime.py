@@ -26,7 +26,7 @@ from pathlib import Path
 from gualta import allsky
 from gualta.config import Settings
 from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_report, log_report, model_version,
-                           open_model, prepare, rescorer, show)
+                           open_model, prepare, refreshed_model, rescorer, show)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import JPEG_END
@@ -214,9 +214,10 @@ class Watcher:
 
     def __init__(self, settings: Settings, model, stop: threading.Event, sender=None, say=print,
                  clock=datetime.now, night_recheck_s: float = NIGHT_RECHECK_S, settle_s: float = SETTLE_S,
-                 grace_s: float = INCOMPLETE_GRACE_S, hold_s: float = HOLD_MAX_S):
+                 grace_s: float = INCOMPLETE_GRACE_S, hold_s: float = HOLD_MAX_S, refresh=None):
         self.settings, self.model, self.stop, self.sender, self.say, self.clock = \
             settings, model, stop, sender, say, clock
+        self.refresh = refresh          # model → the model to score the next night with (a newer published one)
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
@@ -259,6 +260,8 @@ class Watcher:
         if newest is None or (self.current is not None and newest.name <= self.current.night):
             return
         self.end_night()
+        if self.refresh is not None:
+            self.model = self.refresh(self.model)
         self.say(f"watching night {newest}")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
@@ -287,13 +290,15 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     log.info("settings from %s: %s", settings.source, settings.describe())
     model = open_model(settings, model_path)
+    refresh = (lambda current: refreshed_model(settings, current)) \
+        if upload and settings.model_update and not model_path else None
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
     sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key)) if upload else None
     try:
-        Watcher(settings, model, stop, sender, say).run()
+        Watcher(settings, model, stop, sender, say, refresh=refresh).run()
     finally:
         pending = sender.close(timeout=3.0) if sender is not None else 0
         say(f"stopped; {pending} report(s) pending in the outbox" if pending else "stopped")

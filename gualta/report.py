@@ -59,6 +59,10 @@ class ModelDownloadError(RuntimeError):
     """The model could not be fetched or verified; the message says why."""
 
 
+class NoModelPublished(ModelDownloadError):
+    """The central service has no model to offer (404)."""
+
+
 @dataclass(frozen=True)
 class Item:
     id: int
@@ -327,15 +331,13 @@ def flush(outbox_path: str | Path, url: str, api_key: str) -> tuple[Delivery, in
 
 # --- the model -------------------------------------------------------------------------------------------------------
 
-def download_model(url: str, destination: str | Path, timeout: float = 60) -> dict:
+def download_model(url: str, destination: str | Path, timeout: float = 60, meta: dict | None = None) -> dict:
     """Fetch the latest published model from the central service into `destination`, verified by size and
-    sha256 against GET {url}/models/latest, written atomically, with its metadata beside it (<file>.json).
-    Raises ModelDownloadError with the reason."""
+    sha256 against GET {url}/models/latest (or `meta`, already read from there), written atomically, with its
+    metadata beside it (<file>.json). Raises ModelDownloadError with the reason."""
     destination = Path(destination)
     base = url.rstrip("/")
-    if not base:
-        raise ModelDownloadError("no central service configured (guAlta_URL) to download the model from")
-    meta = latest_model_info(base, timeout)
+    meta = meta or latest_model_info(base, timeout)
     served_suffix = Path(meta["file"]).suffix.lower() if isinstance(meta.get("file"), str) else destination.suffix
     if served_suffix != destination.suffix.lower():
         raise ModelDownloadError(f"the service publishes a {served_suffix} model, but {destination} is configured")
@@ -357,12 +359,16 @@ def download_model(url: str, destination: str | Path, timeout: float = 60) -> di
 
 def latest_model_info(base: str, timeout: float) -> dict:
     """The published model's metadata, checked to have a size and a sha256."""
+    base = base.rstrip("/")
+    if not base:
+        raise ModelDownloadError("no central service configured (guAlta_URL) to download the model from")
     try:
         response = requests.get(f"{base}{MODEL_ROUTE}", timeout=timeout)
     except requests.RequestException as exc:
         raise ModelDownloadError(f"cannot reach {base}{MODEL_ROUTE}: {type(exc).__name__}") from None
     if response.status_code != 200:
-        raise ModelDownloadError(f"{base}{MODEL_ROUTE} answered HTTP {response.status_code}: {response.text[:200]}")
+        error = NoModelPublished if response.status_code == 404 else ModelDownloadError
+        raise error(f"{base}{MODEL_ROUTE} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         meta = response.json()
     except ValueError:

@@ -23,12 +23,13 @@ def line_kernels(length: int = LINE):
     return kernels / length
 
 
-def tiny_onnx_model(path: Path, scale: float = 60.0, bias: float = -12.0, size: int = TINY_SIZE) -> Path:
+def tiny_onnx_model(path: Path, scale: float = 60.0, bias: float = -12.0, size: int = TINY_SIZE,
+                    version: str = TINY_VERSION, created: str | None = None) -> Path:
     """A model guAlta's loader accepts: [N,3,S,S] in [0,1] → softmax([meteor, no-meteor]).
 
     Its meteor logit is scale × (strongest straight bright line of the image) + bias, where the line response is
     the best of four 15-pixel line filters over the pixels above 0.6: streaks score high, speckle low. A stand-in
-    for a trained network, enough to drive the client end to end.
+    for a trained network, enough to drive the client end to end. `created` (ISO-8601) stamps it as an export does.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -60,7 +61,8 @@ def tiny_onnx_model(path: Path, scale: float = 60.0, bias: float = -12.0, size: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     helper.set_model_props(model, {"classes": json.dumps(["meteor", "no-meteor"]), "input_size": str(size),
-                                   "input_kind": "diff", "arch": "tiny-test", "version": TINY_VERSION})
+                                   "input_kind": "diff", "arch": "tiny-test", "version": version,
+                                   **({"created": created} if created else {})})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -84,7 +86,7 @@ def copy_night(night: Path, root: Path) -> Path:
     return Path(shutil.copytree(night, root / night.name))
 
 
-def publish(store: Path, model: Path, version: int = 1) -> dict:
+def publish(store: Path, model: Path, version: int = 1, created: str | None = None) -> dict:
     """Put a model into a store's models/ folder as gualta.export.publish_model lays it out (without its imports)."""
     import hashlib
     import shutil
@@ -95,7 +97,8 @@ def publish(store: Path, model: Path, version: int = 1) -> dict:
     shutil.copyfile(model, models / name)
     shutil.copyfile(model, models / "guAlta_latest_version.onnx")
     data = (models / name).read_bytes()
-    meta = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": name}
+    meta = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": name,
+            **({"created": created} if created else {})}
     (models / "guAlta_latest_version.json").write_text(json.dumps(meta))
     return meta
 

@@ -16,7 +16,7 @@ from PIL import Image
 from gualta import allsky, detect
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
 from gualta.server import ChildServer
-from helpers_client import TINY_VERSION, copy_night, publish, settings
+from helpers_client import TINY_VERSION, copy_night, publish, settings, tiny_onnx_model
 from helpers_service import KEYS, child_env, free_port, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,3 +224,50 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         assert not target.exists() and not list(target.parent.glob("*.part"))
     with pytest.raises(ClientError, match="could not be downloaded: cannot reach"):
         detect.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
+
+
+JANUARY, FEBRUARY, MARCH = (f"2026-{month:02d}-01T00:00:00+00:00" for month in (1, 2, 3))
+
+
+def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_path):
+    """Before a batch run with uploads the client installs a model the service published after its own was made,
+    and scores the night with it; nothing published, an older publication, --no-upload, guAlta_model_update off
+    or a model named on the command line leave the configured file as it is."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    older = tiny_onnx_model(tmp_path / "published" / "older.onnx", bias=-2.0, version="test-0", created=JANUARY)
+    newer = tiny_onnx_model(tmp_path / "published" / "newer.onnx", bias=-2.0, version="test-2", created=MARCH)
+    original, scores = configured.read_bytes(), tmp_path / "scores.csv"
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        def batch(upload=True, model_path=None, **overrides):
+            config = settings(tmp_path, configured, url=child.url, api_key=KEY, **overrides)
+            run_batch(config, client_night, scores, upload=upload, model_path=model_path, say=lambda line: None,
+                      progress=False)
+            return [row["score"] for row in read_scores(scores)]
+
+        own_scores = batch()                                                  # nothing published yet
+        publish(store, older, version=1, created=JANUARY)
+        assert batch() == own_scores
+        publish(store, newer, version=2, created=MARCH)
+        assert batch(upload=False) == batch(model_update=False) == batch(model_path=configured) == own_scores
+        assert configured.read_bytes() == original
+        updated_scores = batch()
+    assert configured.read_bytes() == newer.read_bytes()
+    assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
+    assert updated_scores != own_scores
+    assert updated_scores == [row["score"] for row in scores_of(tmp_path, client_night, newer)[1]]
+
+
+def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    model = detect.open_model(settings(tmp_path, configured))
+    unreachable = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
+    assert detect.refreshed_model(unreachable, model) is model
+    store = tmp_path / "store"
+    meta = publish(store, tiny_onnx_model(tmp_path / "newer.onnx", bias=-2.0, created=MARCH), created=MARCH)
+    meta["sha256"] = "0" * 64                                           # the file does not match its metadata
+    (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        assert detect.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
+    assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
+    assert not list(configured.parent.glob("*.part"))

@@ -1,6 +1,6 @@
 """The real-time watcher: a writer copies a night frame by frame (some slowly, in pieces; one never finished) while
 the watcher scores it; its rows equal the batch run's, it survives a restart without duplicates, it reports within
-2 s, it follows a new night, respects a window across midnight and stops cleanly on SIGTERM."""
+2 s, it follows a new night (with a newer published model, if any), respects a window across midnight and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
@@ -18,10 +18,10 @@ import pytest
 from gualta import allsky
 from gualta.detect import read_scores, run_batch
 from gualta.model import load_model
-from gualta.realtime import FrameWatch, Watcher, in_window, seconds_until
+from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, seconds_until
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
-from helpers_client import settings
+from helpers_client import publish, settings, tiny_onnx_model
 from helpers_service import KEYS, child_env, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -243,3 +243,41 @@ def test_cli_realtime_stops_cleanly_on_sigterm(client_night, tiny_model, tmp_pat
         process.kill()
     assert process.returncode == 0, output
     assert f"watching night {root / NIGHT}" in output and output.rstrip().endswith("stopped")
+
+
+def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path, live):
+    """The watcher checks for a newer model when a night starts: the first night is scored with the configured
+    model, the next, after the service publishes a newer one, with that one, installed in its place."""
+    url, store = live
+    root = tmp_path / "images"
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created="2026-01-01T00:00:00+00:00")
+    newer = tiny_onnx_model(tmp_path / "newer.onnx", bias=-2.0, version="test-2", created="2026-03-01T00:00:00+00:00")
+    original = tmp_path / "original.onnx"
+    original.write_bytes(configured.read_bytes())
+    config = settings(tmp_path, configured, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
+                      start_time="0000", end_time="0000")
+    stop = threading.Event()
+    thread = threading.Thread(target=run_realtime, args=(config,), kwargs={"stop": stop, "say": lambda line: None},
+                              daemon=True)
+    thread.start()
+    try:
+        first = Writer(client_night, root)
+        first.write(range(len(first.frames)))
+        wait_for(lambda: len(rows_in(config.outbox)) == len(first.frames) - 1)
+        publish(store, newer, version=2, created="2026-03-01T00:00:00+00:00")
+        second = root / NEXT_NIGHT
+        second.mkdir()
+        for frame in first.frames:                                      # the same sky, a night later
+            (second / frame.name.replace(NIGHT, NEXT_NIGHT, 1)).write_bytes(frame.read_bytes())
+        wait_for(lambda: len(rows_in(config.outbox)) == len(first.frames))         # the first night ended
+        wait_for(lambda: len(rows_in(config.outbox, NEXT_NIGHT)) == len(first.frames) - 1)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive() and configured.read_bytes() == newer.read_bytes()
+    for night, model in ((first.folder, original), (second, newer)):
+        batch = tmp_path / f"{night.name}.csv"
+        run_batch(settings(tmp_path / night.name, model), night, batch, upload=False, say=lambda line: None,
+                  progress=False)
+        watched = rows_in(config.outbox, night.name)      # the second night's last frame waits for its next
+        same_rows(watched, read_scores(batch)[:len(watched)])
