@@ -148,7 +148,8 @@ def add_client_commands(commands) -> None:
     batch.add_argument("--folder", type=Path, help="night folder YYYYMMDD (default: the latest under "
                                                    "guAlta_main_folder)")
     batch.add_argument("--scores", type=Path, help="write the scores CSV here (file,score,label,detection,...)")
-    batch.add_argument("--no-upload", action="store_true", help="report nothing (no outbox; only a missing configured model is downloaded)")
+    batch.add_argument("--no-upload", action="store_true",
+                       help="report nothing (no outbox; only a missing configured model is downloaded)")
     add_setting_flags(batch)
     batch.set_defaults(run=cmd_batch)
     realtime = commands.add_parser("realtime", help="watch the newest night and report detections as they come")

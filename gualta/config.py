@@ -75,7 +75,7 @@ def url(value) -> str:
     value = text(value).rstrip("/")
     parts = urlsplit(value)
     if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-        raise ValueError("must be an http:// or https:// URL (or empty: no uploads)")
+        raise ValueError("must be an http:// or https:// URL (or empty)")
     return value
 
 
@@ -138,6 +138,8 @@ SETTINGS = (
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
     Setting("api_key", text, "", "this observatory's API key for the central service"),
     Setting("model", path, "models/guAlta.onnx", "model file (.onnx or fastai .pkl); downloaded if missing"),
+    Setting("model_url", url, "", "where published models are read: the embedded service, or on AWS the stack's "
+            "WebsiteUrl (the bucket's models/); empty: guAlta_URL"),
     Setting("model_update", boolean, True, "replace the model file with a newer one the central service publishes "
             "(checked before a batch run with uploads and when a real-time night starts)"),
     Setting("outbox", path, "gualta_outbox.sqlite", "SQLite file: reports not yet delivered, real-time progress"),
@@ -169,6 +171,7 @@ class Settings:
     sleep_between_imgs: float
     api_key: str
     model: Path
+    model_url: str
     model_update: bool
     outbox: Path
     satellite_check: bool
@@ -179,6 +182,11 @@ class Settings:
     threads: int
     batch_size: int
     source: str = ""                 # the settings file read
+
+    @property
+    def model_source(self) -> str:
+        """Where published models are read: guAlta_model_url, else guAlta_URL."""
+        return self.model_url or self.url
 
     def describe(self) -> str:
         """The settings for a log line, the API key hidden."""

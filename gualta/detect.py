@@ -523,9 +523,9 @@ def open_model(settings: Settings, path: str | Path | None = None):
         raise ClientError(f"model file not found: {path}")
     path = Path(path or settings.model)
     if not path.is_file():
-        log.info("model %s not found: downloading the latest from %s", path, settings.url or "(no guAlta_URL)")
+        log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
         try:
-            download_model(settings.url, path)
+            download_model(settings.model_source, path)
         except ModelDownloadError as exc:
             raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
     try:
@@ -542,16 +542,16 @@ def refreshed_model(settings: Settings, model):
     if created is None:
         return model
     try:
-        meta = latest_model_info(settings.url, timeout=10)
+        meta = latest_model_info(settings.model_source, timeout=10)
         published = parse_created(meta.get("created"))
         if published is None or published <= created:
             return model
         log.info("model %s: version %s (created %s) is published: downloading it", settings.model,
                  meta.get("version"), meta["created"])
-        download_model(settings.url, settings.model, meta=meta)
+        download_model(settings.model_source, settings.model, meta=meta)
         return open_model(settings)
     except NoModelPublished:
-        log.info("no model published at %s: %s kept", settings.url, settings.model)
+        log.info("no model published at %s: %s kept", settings.model_source, settings.model)
         return model
     except (ModelDownloadError, ClientError) as exc:
         log.warning("model update skipped, %s kept: %s", settings.model, exc)

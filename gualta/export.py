@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from gualta.model import PREPROCESSING, learner_info
+from gualta.store import Store, open_store, read_json
 
 OPSET = 17
 MODELS_FOLDER = "models"
@@ -231,32 +231,20 @@ def halve_onnx(model_path: str | Path, out: str | Path) -> Path:
 
 # --- publishing -------------------------------------------------------------------------------------------------
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def published_versions(models_dir: Path) -> list[int]:
-    """Versions already in a store's models/ folder (versioned files and the latest JSON)."""
-    versions = [int(m[1]) for p in models_dir.glob("guAlta_v*.onnx") if (m := VERSIONED.match(p.name))]
-    latest = models_dir / f"{LATEST}.json"
-    if latest.is_file():
-        versions.append(int(json.loads(latest.read_text())["version"]))
+def published_versions(models: Store) -> list[int]:
+    """Versions already in a store's models/ (versioned files and the latest JSON)."""
+    names = (key.rpartition("/")[2] for key in models.keys(f"{MODELS_FOLDER}/", recursive=False))
+    versions = [int(m[1]) for name in names if (m := VERSIONED.match(name))]
+    latest = read_json(models, f"{MODELS_FOLDER}/{LATEST}.json")
+    if isinstance(latest, dict) and isinstance(latest.get("version"), int):
+        versions.append(latest["version"])
     return versions
 
 
-def replace_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
-def publish_model(model_path: str | Path, store_dir: str | Path, version: int | None = None,
-                  metrics: dict | None = None) -> dict:
-    """Write an ONNX model into store/models/ as version N (default: the next one) and make it the latest.
+def publish_model(model_path: str | Path, store_location: str | Path, version: int | None = None,
+                  metrics: dict | None = None, s3_endpoint: str | None = None) -> dict:
+    """Write an ONNX model into a store's models/ (a folder, or s3://bucket[/prefix]) as version N (default: the
+    next one) and make it the latest; the metadata JSON goes last, so a client never reads it before its file.
 
     The published copy carries `version` = N in its metadata; `metrics` (default: the summary of a metrics.json
     beside the model) go into guAlta_latest_version.json. Returns that JSON's content.
@@ -269,22 +257,21 @@ def publish_model(model_path: str | Path, store_dir: str | Path, version: int | 
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
     proto = read_onnx(model_path)
-    models_dir = Path(store_dir) / MODELS_FOLDER
-    models_dir.mkdir(parents=True, exist_ok=True)
-    version = version or max(published_versions(models_dir), default=0) + 1
+    store = open_store(store_location, s3_endpoint)
+    version = version or max(published_versions(store), default=0) + 1
     if metrics is None and (model_path.parent / "metrics.json").is_file():
         metrics = metrics_summary(json.loads((model_path.parent / "metrics.json").read_text()))
 
     props = props_of(proto)
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()
-    versioned = models_dir / f"guAlta_v{version}.onnx"
-    replace_atomically(versioned, data)
-    replace_atomically(models_dir / f"{LATEST}.onnx", data)
-    info = {"version": version, "sha256": sha256_of(versioned), "size": versioned.stat().st_size,
-            "file": versioned.name, "arch": props.get("arch"), "input_kind": props.get("input_kind"),
+    versioned = f"guAlta_v{version}.onnx"
+    store.put(f"{MODELS_FOLDER}/{versioned}", data)
+    store.put(f"{MODELS_FOLDER}/{LATEST}.onnx", data)
+    info = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": versioned,
+            "arch": props.get("arch"), "input_kind": props.get("input_kind"),
             "input_size": int(props.get("input_size", 0)), "classes": json.loads(props.get("classes", "[]")),
             "created": props.get("created"),
             "published": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metrics": metrics or {}}
-    replace_atomically(models_dir / f"{LATEST}.json", json.dumps(info, indent=2).encode())
+    store.put(f"{MODELS_FOLDER}/{LATEST}.json", json.dumps(info, indent=2).encode())
     return info

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import requests
 
+from gualta.store import MODEL_FILE, MODEL_META, MODEL_PREFIX
+
 log = logging.getLogger(__name__)
 
 UPLOAD_ROUTE = "/uploadmeteor"
-MODEL_ROUTE = "/models/latest"
 TIMEOUT_S = 15
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
@@ -332,9 +333,10 @@ def flush(outbox_path: str | Path, url: str, api_key: str) -> tuple[Delivery, in
 # --- the model -------------------------------------------------------------------------------------------------------
 
 def download_model(url: str, destination: str | Path, timeout: float = 60, meta: dict | None = None) -> dict:
-    """Fetch the latest published model from the central service into `destination`, verified by size and
-    sha256 against GET {url}/models/latest (or `meta`, already read from there), written atomically, with its
-    metadata beside it (<file>.json). Raises ModelDownloadError with the reason."""
+    """Fetch the latest published model into `destination` from `url`, where the store's models/ keys are served
+    (the embedded service, or the public S3 bucket's website): verified by size and sha256 against
+    models/guAlta_latest_version.json (or `meta`, already read from there), written atomically, with its metadata
+    beside it (<file>.json). Raises ModelDownloadError with the reason."""
     destination = Path(destination)
     base = url.rstrip("/")
     meta = meta or latest_model_info(base, timeout)
@@ -345,7 +347,8 @@ def download_model(url: str, destination: str | Path, timeout: float = 60, meta:
     handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            size, digest = fetch_to(f"{base}{MODEL_ROUTE}/file", stream, meta["size"], timeout)
+            size, digest = fetch_to(f"{base}/models/{published_name(meta, destination.suffix)}", stream,
+                                    meta["size"], timeout)
         if size != meta["size"] or digest != meta["sha256"]:
             raise ModelDownloadError(f"downloaded model does not match its metadata (size {size} vs {meta['size']},"
                                      f" sha256 {digest[:12]}… vs {meta['sha256'][:12]}…)")
@@ -357,25 +360,32 @@ def download_model(url: str, destination: str | Path, timeout: float = 60, meta:
     return meta
 
 
+def published_name(meta: dict, suffix: str) -> str:
+    """The published file's name under models/: the one its metadata names, else the latest copy."""
+    named = meta.get("file")
+    return named if isinstance(named, str) and MODEL_FILE.fullmatch(named) else f"{Path(MODEL_PREFIX).name}{suffix}"
+
+
 def latest_model_info(base: str, timeout: float) -> dict:
     """The published model's metadata, checked to have a size and a sha256."""
     base = base.rstrip("/")
     if not base:
-        raise ModelDownloadError("no central service configured (guAlta_URL) to download the model from")
+        raise ModelDownloadError("no central service configured (guAlta_URL or guAlta_model_url) to download the "
+                                 "model from")
     try:
-        response = requests.get(f"{base}{MODEL_ROUTE}", timeout=timeout)
+        response = requests.get(f"{base}/{MODEL_META}", timeout=timeout)
     except requests.RequestException as exc:
-        raise ModelDownloadError(f"cannot reach {base}{MODEL_ROUTE}: {type(exc).__name__}") from None
+        raise ModelDownloadError(f"cannot reach {base}/{MODEL_META}: {type(exc).__name__}") from None
     if response.status_code != 200:
         error = NoModelPublished if response.status_code == 404 else ModelDownloadError
-        raise error(f"{base}{MODEL_ROUTE} answered HTTP {response.status_code}: {response.text[:200]}")
+        raise error(f"{base}/{MODEL_META} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         meta = response.json()
     except ValueError:
-        raise ModelDownloadError(f"{base}{MODEL_ROUTE} did not answer JSON") from None
+        raise ModelDownloadError(f"{base}/{MODEL_META} did not answer JSON") from None
     if not isinstance(meta, dict) or type(meta.get("size")) is not int or meta["size"] <= 0 \
             or not isinstance(meta.get("sha256"), str) or len(meta["sha256"]) != 64:
-        raise ModelDownloadError(f"{base}{MODEL_ROUTE}: metadata lacks a valid size and sha256")
+        raise ModelDownloadError(f"{base}/{MODEL_META}: metadata lacks a valid size and sha256")
     return meta
 
 

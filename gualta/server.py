@@ -8,6 +8,8 @@ Routes (``python guAlta.py serve``):
     GET  /imgs/YYYYMMDD/{obs_id}_{id}.jpeg                        GET /health         → {"status": "ok"}
     GET  /models/latest            → models/guAlta_latest_version.json (the published model's metadata)
     GET  /models/latest/file       → the model file that metadata names (else guAlta_latest_version.onnx/.pkl)
+    GET  /models/guAlta_latest_version.json, /models/guAlta_v{N}.onnx, …  → those store keys, as a public bucket
+                                     serves them (what clients read: the same URLs work on the S3 website)
 
 Any other path or method on the API answers 404/405 from the handler; a daily-page thread runs the page handler at
 the scheduled local time. Bodies over 6 MB get 413 before parsing; nothing a client sends produces a 5xx.
@@ -37,9 +39,10 @@ log = logging.getLogger(__name__)
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "aws_lambda"
 DRAIN_LIMIT = 16 * 1024 * 1024          # after a 413, read at most this much so the client sees the answer
 SOCKET_TIMEOUT_S = 30
-STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg))")
+STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
+                    r"(models/guAlta_latest_version\.json)|"
+                    r"(models/guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)))")
 DIGITS = re.compile(r"[0-9]{1,18}")
-MODEL_FILE = re.compile(r"guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)")
 MODEL_SUFFIXES = (".onnx", ".pkl")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 HTML_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -262,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/health":
             self.reply(200, {"status": "ok"})
         elif path == "/models/latest":
-            self.send_key(f"{store.MODEL_PREFIX}.json", missing="no model published")
+            self.send_key(store.MODEL_META, missing="no model published")
         elif path == "/models/latest/file":
             self.send_model()
         elif (match := STATIC.fullmatch(path)):
@@ -278,9 +281,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, data, store.content_type(key), headers)
 
     def send_model(self) -> None:
-        meta = store.read_json(self.service.store, f"{store.MODEL_PREFIX}.json")
+        meta = store.read_json(self.service.store, store.MODEL_META)
         named = meta.get("file") if isinstance(meta, dict) else None
-        names = ([named] if isinstance(named, str) and MODEL_FILE.fullmatch(named) else []) + \
+        names = ([named] if isinstance(named, str) and store.MODEL_FILE.fullmatch(named) else []) + \
             [f"guAlta_latest_version{suffix}" for suffix in MODEL_SUFFIXES]
         for name in names:
             data = self.service.store.get(f"models/{name}")

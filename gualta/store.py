@@ -22,6 +22,8 @@ from typing import Protocol
 
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 MODEL_PREFIX = "models/guAlta_latest_version"
+MODEL_META = f"{MODEL_PREFIX}.json"                                   # what clients read first
+MODEL_FILE = re.compile(r"guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)")   # a published file's name
 CONTENT_TYPES = {".json": "application/json", ".jpeg": "image/jpeg", ".jpg": "image/jpeg",
                  ".html": "text/html; charset=utf-8", ".onnx": "application/octet-stream",
                  ".pkl": "application/octet-stream"}

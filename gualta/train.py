@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -510,13 +511,14 @@ def cmd_halve(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     from gualta.export import publish_model
+    from gualta.store import StoreError
 
     try:
-        info = publish_model(args.model, args.store, args.version)
-    except ValueError as exc:
+        info = publish_model(args.model, args.store, args.version, s3_endpoint=os.environ.get("GUALTA_S3_ENDPOINT"))
+    except (ValueError, StoreError) as exc:
         raise TrainError(str(exc)) from exc
     print(f"publish: version {info['version']} ({info['sha256'][:12]}, {info['size']} bytes) → "
-          f"{Path(args.store) / 'models'}")
+          f"{args.store.rstrip('/')}/models")
 
 
 def cmd_raw_dataset(args: argparse.Namespace) -> None:
@@ -605,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish_cmd = commands.add_parser("publish", help="write an ONNX model to STORE/models with version and hash")
     publish_cmd.add_argument("--model", type=Path, required=True)
-    publish_cmd.add_argument("--store", type=Path, required=True)
+    publish_cmd.add_argument("--store", required=True, help="a store folder, or s3://bucket[/prefix] "
+                             "(GUALTA_S3_ENDPOINT for a non-AWS endpoint)")
     publish_cmd.add_argument("--version", type=int, help="default: the next version")
     publish_cmd.set_defaults(run=cmd_publish)
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from gualta import allsky, detect
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
 from gualta.server import ChildServer
 from helpers_client import TINY_VERSION, copy_night, publish, settings, tiny_onnx_model
-from helpers_service import KEYS, child_env, free_port, service_env
+from helpers_service import BUCKET, KEYS, child_env, free_port, moto_s3, service_env
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = KEYS["obs01"]
@@ -271,3 +272,29 @@ def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
         assert detect.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
     assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
     assert not list(configured.parent.glob("*.part"))
+
+
+def test_published_models_are_read_from_the_bucket(tmp_path):
+    """On AWS the client reads models where `python -m gualta.train publish --store s3://…` wrote them, through the
+    bucket's public address (guAlta_model_url): first the missing model, then a newer publication."""
+    from gualta.export import publish_model
+
+    with moto_s3() as (endpoint, client):
+        client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",          # template.yaml's public read
+             "Resource": f"arn:aws:s3:::{BUCKET}/models/*"}]}))
+        location, public = f"s3://{BUCKET}", f"{endpoint}/{BUCKET}"
+        publish_model(tiny_onnx_model(tmp_path / "first.onnx", created=JANUARY), location, s3_endpoint=endpoint)
+        target = tmp_path / "client" / "guAlta.onnx"
+        config = settings(tmp_path, target, url="", model_url=public)
+        model = detect.open_model(config)
+        published = client.get_object(Bucket=BUCKET, Key="models/guAlta_v1.onnx")["Body"].read()
+        assert target.read_bytes() == published and model.info.version == "1"
+        assert detect.refreshed_model(config, model) is model                     # nothing newer yet
+        publish_model(tiny_onnx_model(tmp_path / "second.onnx", bias=-2.0, created=MARCH), location,
+                      s3_endpoint=endpoint)
+        assert detect.refreshed_model(config, model).info.version == "2"
+        client.put_object(Bucket=BUCKET, Key="detections/20211110/obs01_20211110220000.json", Body=b"{}")
+        assert requests.get(f"{public}/detections/20211110/obs01_20211110220000.json", timeout=10).status_code == 403
+    assert '!Sub "${Bucket.Arn}/models/*"' in (REPO / "aws_lambda" / "template.yaml").read_text()
+    assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 2

@@ -1,6 +1,7 @@
 """The real-time watcher: a writer copies a night frame by frame (some slowly, in pieces; one never finished) while
 the watcher scores it; its rows equal the batch run's, it survives a restart without duplicates, it reports within
-2 s, it follows a new night (with a newer published model, if any), respects a window across midnight and stops cleanly on SIGTERM."""
+2 s, it follows a new night (with a newer published model, if any), respects a window across midnight and stops
+cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json

@@ -71,6 +71,11 @@ def test_published_model_is_served(live):
     store.write_json(local, "models/guAlta_latest_version.json", {**meta, "file": "../../etc/passwd"})
     fallback = requests.get(f"{url}/models/latest/file", timeout=10)         # unsafe name: the latest copy
     assert fallback.headers["Content-Disposition"] == 'attachment; filename="guAlta_latest_version.onnx"'
+    for key, data in (("models/guAlta_v3.onnx", model), ("models/guAlta_latest_version.onnx", model)):
+        assert requests.get(f"{url}/{key}", timeout=10).content == data     # the keys, as a public bucket serves
+    assert requests.get(f"{url}/models/guAlta_latest_version.json", timeout=10).json()["sha256"] == meta["sha256"]
+    assert requests.get(f"{url}/models/guAlta_v4.onnx", timeout=10).status_code == 404
+    assert requests.get(f"{url}/models/other.onnx", timeout=10).status_code == 404
 
 
 @pytest.mark.parametrize("method,path,status", [
