@@ -2,8 +2,9 @@
 
 For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`` (and ``index.html`` when it is the
 latest night): per observatory, the detections in time order with image, local time and score; consecutive
-detections (≤ 60 s apart) grouped as "possible satellite/plane"; frames processed from the end log; the ISS passes
-of that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup.
+detections (≤ 60 s apart) grouped as "possible satellite/plane"; detections of different observatories at the same
+moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
+that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 GROUP_GAP_S = 60
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
+COINCIDENCE_S = 30                # two observatories' detections this close: their exposures overlap, one event
 DETECTION_NAME = re.compile(r"([A-Za-z0-9_-]{1,32})_([0-9]{14})\.json")
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
@@ -40,6 +42,7 @@ class Row:
     model: str = ""
     telegram_status: str = ""
     iss: bool = False
+    seen_also: list["Row"] = field(default_factory=list)    # other observatories' detections of the same moment
 
     @property
     def anchor(self) -> str:
@@ -64,6 +67,10 @@ class Section:
     @property
     def possible_satellites(self) -> int:
         return sum(1 for group in self.groups if len(group) > 1)
+
+    @property
+    def seen_elsewhere(self) -> int:
+        return sum(1 for group in self.groups for row in group if row.seen_also)
 
 
 def check_night(value) -> str:
@@ -132,11 +139,26 @@ def mark_iss(rows: list[Row], report: passes.PassReport) -> None:
         row.iss = any(start <= row.stamp <= end for start, end in windows)
 
 
+def mark_coincidences(rows: list[Row], zones: dict, default_zone, window_s: float = COINCIDENCE_S) -> None:
+    """Link detections of different observatories taken at most window_s apart (each camera's clock read in its
+    observatory's zone): a meteor seen from two sites, which a satellite or a plane seen from both also is."""
+    moments = sorted(((row.stamp.replace(tzinfo=zones.get(row.obs_id, default_zone)), row) for row in rows),
+                     key=lambda moment: moment[0])
+    for i, (when, row) in enumerate(moments):
+        for later, other in moments[i + 1:]:
+            if (later - when).total_seconds() > window_s:
+                break
+            if other.obs_id != row.obs_id:
+                row.seen_also.append(other)
+                other.seen_also.append(row)
+
+
 def sections(target: store.Store, night: str, env) -> list[Section]:
     """Every observatory seen this night (detections, logs or configuration), in obs_id order."""
     rows = read_rows(target, night)
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
+    mark_coincidences(rows, {obs_id: place.zone for obs_id, place in configured.items()}, service_env.timezone(env))
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys())
     reports = passes.night_passes(obs_ids, night, env)
     result = []
@@ -179,7 +201,7 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
     return environment().get_template("day.html").render(
         night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
         generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
-        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S)
+        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=COINCIDENCE_S)
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None) -> dict:

@@ -80,6 +80,30 @@ def test_consecutive_grouping_boundary():
     assert [len(g) for g in site.group_consecutive(rows)] == [2, 2, 1]      # 60 s joins, 61 s splits
 
 
+def test_coincidences_across_observatories_in_their_own_zones():
+    madrid, london = ZoneInfo("Europe/Madrid"), ZoneInfo("Europe/London")
+    at = datetime(2026, 9, 16, 23, 15, 7)                                  # Madrid = London + 1 h
+    rows = [site.Row("obs01", "a", at, 0.9, "i"), site.Row("obs01", "b", at + timedelta(seconds=20), 0.9, "i"),
+            site.Row("obs02", "c", at + timedelta(seconds=30), 0.9, "i"),
+            site.Row("obs03", "d", at - timedelta(hours=1, seconds=-12), 0.9, "i"),      # 23:15:19 in Madrid
+            site.Row("obs04", "e", at + timedelta(seconds=61), 0.9, "i")]         # 31 s after c
+    site.mark_coincidences(rows, {"obs01": madrid, "obs02": madrid, "obs03": london}, madrid)
+    seen = {row.id: sorted(other.id for other in row.seen_also) for row in rows}
+    assert seen == {"a": ["c", "d"], "b": ["c", "d"], "c": ["a", "b", "d"], "d": ["a", "b", "c"], "e": []}
+
+
+def test_a_meteor_seen_from_two_observatories_is_linked_on_the_page(night):
+    ingest(detection("obs02", frame("231520"), 0.93, seed=9), "obs02")        # obs01's lone meteor: 231507
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    obs01 = html[html.index('id="obs-obs01"'):html.index('id="obs-obs02"')]
+    obs02 = html[html.index('id="obs-obs02"'):]
+    assert obs01.count("also seen from") == 1 and obs02.count("also seen from") == 1
+    assert f'href="#obs02_{frame("231520")}">also seen from obs02 at 23:15:20<' in obs01
+    assert f'href="#obs01_{frame("231507")}">also seen from obs01 at 23:15:07<' in obs02
+    assert html.count("1 also seen from another observatory") == 2
+
+
 def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
     root = tmp_path / "store"
     for day in ("20260914", "20260915", "20260916", "20260915"):        # a past night rebuilt last
@@ -132,15 +156,20 @@ def looks(page, path, width, height, shot):
 
 
 def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
+    ingest(detection("obs02", frame("231520"), 0.93, seed=9), "obs02")        # seen from both: linked
     WEBSITE({"day": NIGHT}, None)
     page_file = night / f"{NIGHT}.html"
     with browser_page(1280, 900) as page:
         desktop = looks(page, page_file, 1280, 900, tmp_path / "desktop.png")
         phone = looks(page, page_file, 390, 844, tmp_path / "phone.png")
+        page.click("text=also seen from obs02 at 23:15:20")
+        target = page.evaluate("""() => [location.hash,
+            document.querySelector(location.hash).getBoundingClientRect().top, window.innerHeight]""")
+    assert target[0] == f"#obs02_{frame('231520')}" and 0 <= target[1] < target[2]     # scrolled to that card
     for view, width in ((desktop, 1280), (phone, 390)):
         assert view["title"] == "guAlta · night of 2026-09-16"
         assert view["overflow"] <= 0, "horizontal scrolling"
-        assert len(view["images"]) == 6 and all(natural == 448 for natural, _ in view["images"])   # all loaded
+        assert len(view["images"]) == 7 and all(natural == 448 for natural, _ in view["images"])   # all loaded
         assert all(shown <= width for _, shown in view["images"])
     assert max(desktop["cards"]) < 450 and min(phone["cards"]) > 300      # several per row vs one full-width
     assert (tmp_path / "desktop.png").stat().st_size > 20_000 and (tmp_path / "phone.png").stat().st_size > 20_000
