@@ -343,6 +343,17 @@ def download_model(url: str, destination: str | Path, timeout: float = 60, meta:
     served_suffix = Path(meta["file"]).suffix.lower() if isinstance(meta.get("file"), str) else destination.suffix
     if served_suffix != destination.suffix.lower():
         raise ModelDownloadError(f"the service publishes a {served_suffix} model, but {destination} is configured")
+    try:
+        install_model(base, destination, meta, timeout)
+    except OSError as exc:                     # a read-only folder, a full disk, a file held open (Windows)
+        raise ModelDownloadError(f"cannot write {destination}: {exc}") from None
+    log.info("downloaded model version %s (%d bytes) to %s", meta.get("version"), meta["size"], destination)
+    return meta
+
+
+def install_model(base: str, destination: Path, meta: dict, timeout: float) -> None:
+    """Download the published file beside `destination`, check it against `meta`, move it into place and write
+    the metadata beside it; nothing half-written is left."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
     try:
@@ -356,8 +367,6 @@ def download_model(url: str, destination: str | Path, timeout: float = 60, meta:
     finally:
         Path(temporary).unlink(missing_ok=True)
     destination.with_name(destination.name + ".json").write_text(json.dumps(meta, indent=2))
-    log.info("downloaded model version %s (%d bytes) to %s", meta.get("version"), meta["size"], destination)
-    return meta
 
 
 def published_name(meta: dict, suffix: str) -> str:

@@ -2,6 +2,7 @@
 model download."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -270,6 +271,13 @@ def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
     with ChildServer(store, child_env(**service_env(store))) as child:
         assert detect.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
+        meta["sha256"] = hashlib.sha256((store / "models" / "guAlta_v1.onnx").read_bytes()).hexdigest()
+        (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
+        (tmp_path / "blocker").write_text("a file where the model's folder should be")
+        unwritable = settings(tmp_path, tmp_path / "blocker" / "guAlta.onnx", url=child.url)
+        assert detect.refreshed_model(unwritable, model) is model               # an OSError is no crash
+        with pytest.raises(ClientError, match="could not be downloaded: cannot write"):
+            detect.open_model(unwritable)
     assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
     assert not list(configured.parent.glob("*.part"))
 
