@@ -13,6 +13,7 @@ worker thread while the model scores the current one.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
 from gualta.preprocess import BadFrame, binary_difference, read_colour, resize_area, side_by_side, washed_out_share
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
-                           download_model, latest_model_info, log_key)
+                           download_model, file_sha256, latest_model_info, log_key)
 
 log = logging.getLogger(__name__)
 
@@ -535,27 +536,41 @@ def open_model(settings: Settings, path: str | Path | None = None):
 
 
 def refreshed_model(settings: Settings, model):
-    """`model`, or the configured model file loaded again after installing a newer one from the central service
-    (created later than `model`). A model without a creation time is never replaced; an unreachable service,
-    nothing published or a failed download keeps `model` (logged)."""
-    created = parse_created(getattr(model.info, "created", ""))
-    if created is None:
-        return model
+    """`model`, or the configured model file loaded again after installing the service's latest publication in its
+    place (see `takes_update`). An unreachable service, nothing published or a failed download keeps `model`
+    (logged)."""
     try:
         meta = latest_model_info(settings.model_source, timeout=10)
-        published = parse_created(meta.get("created"))
-        if published is None or published <= created:
+        if not takes_update(settings.model, model, meta):
             return model
-        log.info("model %s: version %s (created %s) is published: downloading it", settings.model,
-                 meta.get("version"), meta["created"])
+        log.info("model %s: installing the published version %s (created %s)", settings.model, meta.get("version"),
+                 meta.get("created"))
         download_model(settings.model_source, settings.model, meta=meta)
         return open_model(settings)
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, settings.model)
         return model
-    except (ModelDownloadError, ClientError) as exc:
+    except (ModelDownloadError, ClientError, OSError) as exc:
         log.warning("model update skipped, %s kept: %s", settings.model, exc)
         return model
+
+
+def takes_update(path: Path, model, meta: dict) -> bool:
+    """Whether the published model `meta` replaces the model file at `path` (loaded as `model`): a file the service
+    gave (its <file>.json still matches it) follows the service's latest, a rollback too; any other file only a
+    model created later than it, and never one without a creation time (a .pkl, a model exported elsewhere)."""
+    given = read_json_file(path.with_name(path.name + ".json"))
+    if isinstance(given, dict) and given.get("sha256") == file_sha256(path):
+        return meta["sha256"] != given["sha256"]
+    created, published = parse_created(getattr(model.info, "created", "")), parse_created(meta.get("created"))
+    return created is not None and published is not None and published > created
+
+
+def read_json_file(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def parse_created(text) -> datetime | None:

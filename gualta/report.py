@@ -398,6 +398,15 @@ def latest_model_info(base: str, timeout: float) -> dict:
     return meta
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fetch_to(address: str, stream, expected_size: int, timeout: float) -> tuple[int, str]:
     """Stream a download into `stream`; returns (bytes, sha256 hex). Stops past the expected size."""
     digest, size = hashlib.sha256(), 0

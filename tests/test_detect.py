@@ -234,7 +234,8 @@ JANUARY, FEBRUARY, MARCH = (f"2026-{month:02d}-01T00:00:00+00:00" for month in (
 def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_path):
     """Before a batch run with uploads the client installs a model the service published after its own was made,
     and scores the night with it; nothing published, an older publication, --no-upload, guAlta_model_update off
-    or a model named on the command line leave the configured file as it is."""
+    or a model named on the command line leave the configured file as it is. A file the service gave follows the
+    service's latest publication, a rollback too; an own model put in its place is replaced only by a later one."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
     older = tiny_onnx_model(tmp_path / "published" / "older.onnx", bias=-2.0, version="test-0", created=JANUARY)
     newer = tiny_onnx_model(tmp_path / "published" / "newer.onnx", bias=-2.0, version="test-2", created=MARCH)
@@ -254,8 +255,16 @@ def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_p
         assert batch(upload=False) == batch(model_update=False) == batch(model_path=configured) == own_scores
         assert configured.read_bytes() == original
         updated_scores = batch()
-    assert configured.read_bytes() == newer.read_bytes()
-    assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
+        assert configured.read_bytes() == newer.read_bytes()
+        assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
+        publish(store, older, version=3, created=JANUARY)        # a rollback: the file the service gave follows it
+        batch()
+        assert configured.read_bytes() == older.read_bytes()
+        own = tiny_onnx_model(configured, version="own", created=FEBRUARY)     # the operator's own model put there
+        own_bytes = own.read_bytes()
+        publish(store, newer, version=4, created=JANUARY)        # is replaced only by one made later than it
+        batch()
+        assert configured.read_bytes() == own_bytes
     assert updated_scores != own_scores
     assert updated_scores == [row["score"] for row in scores_of(tmp_path, client_night, newer)[1]]
 
