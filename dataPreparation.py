@@ -4,7 +4,7 @@
                                        [--start 20:00] [--date YYYYMMDD] [--rates meteor=0.25,...] [--workers W]
     python dataPreparation.py prepare --nights ROOT [--test-nights YYYYMMDD,... | --test-fraction 0.25] --out DIR
                                       [--version v4] [--balance] [--seed S] [--labels CSV] [--overwrite]
-    python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR
+    python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR [--scores SCORES.csv]
     python dataPreparation.py index --dataset DIR
 """
 from __future__ import annotations
@@ -106,7 +106,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_label_aid(args: argparse.Namespace) -> None:
-    sheet = dataset.label_aid(args.night, args.out)
+    sheet = dataset.label_aid(args.night, args.out, args.scores)
     print(f"label-aid: {sheet.summary()}")
 
 
@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     aid.add_argument("--night", type=folder, required=True, metavar="NIGHT_DIR", help="night folder ROOT/YYYYMMDD")
     aid.add_argument("--out", type=Path, required=True, metavar="DIR",
                      help="folder for index.html, labels.csv and images")
+    aid.add_argument("--scores", type=Path, metavar="CSV",
+                     help="the client's scores CSV of that night (guAlta.py batch --scores): pre-fills the labels "
+                          "the night's ground truth does not give and marks its candidates")
     aid.set_defaults(run=cmd_label_aid)
 
     index = commands.add_parser("index", help="rebuild index.csv from a folder dataset")

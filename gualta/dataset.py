@@ -381,19 +381,27 @@ LABEL_SHEET = """<!doctype html>
 body { font-family: sans-serif; background: #111; color: #ddd; }
 table { border-collapse: collapse; } td { padding: 4px 8px; border-bottom: 1px solid #333; vertical-align: top; }
 img { height: 240px; } .meteor { color: #ff6; font-weight: bold; } .gap { color: #f96; }
+.candidate { background: #2a2410; } .client { color: #9cf; } a { color: #9cf; }
 </style></head><body>
 <h1>Night {{ night }}: {{ rows|length }} pairs</h1>
 <p>Each row: the frame | its difference with the previous good frame (the v4 image the model sees).
 Write meteor or no-meteor for each file in <code>labels.csv</code>, then
 <code>python dataPreparation.py prepare --labels labels.csv ...</code>.</p>
+{% if candidates is not none %}
+<p>The client's scores pre-fill the labels it did not know from ground truth: meteor where it reported a detection,
+no-meteor elsewhere. Check its {{ candidates|length }} candidate{{ '' if candidates|length == 1 else 's' }} (reported
+or held back){% if candidates %}: {% for row in candidates %}<a href="#{{ row.id }}">{{ row.id[8:] }}</a> {% endfor %}{% endif %},
+then the rest for meteors it missed.</p>
+{% endif %}
 <table>
-{% for row in rows %}<tr class="pair" id="{{ row.id }}">
+{% for row in rows %}<tr class="pair{{ ' candidate' if row.candidate else '' }}" id="{{ row.id }}">
 <td><img src="{{ row.thumb }}" alt="frame {{ row.file }}"></td>
 <td><img src="{{ row.diff }}" alt="difference {{ row.file }}"></td>
 <td><b>{{ row.file }}</b><br>after {{ row.previous }} ({{ row.gap_s }} s){% if row.long_gap %}
 <br><span class="gap">long gap</span>{% endif %}{% if row.label %}
 <br><span class="{{ row.label }}">{{ row.label }}</span>{% endif %}{% if row.event %}
-<br>event: {{ row.event }}{% endif %}</td>
+<br>event: {{ row.event }}{% endif %}{% if row.client %}
+<br><span class="client">client: {{ row.client }}</span>{% endif %}</td>
 </tr>
 {% endfor %}</table>
 </body></html>
@@ -406,9 +414,34 @@ def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def label_aid(night_dir: str | Path, out_dir: str | Path) -> LabelSheet:
+def client_decisions(path: str | Path) -> pd.DataFrame:
+    """The client's scores CSV (`guAlta.py batch --scores`), one row per frame file: score, detection, flag."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read scores {path}: {exc}") from exc
+    missing = {"file", "score", "detection", "flag"} - set(table.columns)
+    if missing:
+        raise DatasetError(f"scores {path} lack the column(s) {', '.join(sorted(missing))}")
+    return table.drop_duplicates("file", keep="last").set_index("file")
+
+
+def client_view(decided) -> tuple[str, str, bool]:
+    """(label the client implies, what it did, whether it was a candidate) for one scores row (None: not scored)."""
+    if decided is None or decided["flag"] == "skipped":
+        return "", "", False
+    score = f" {float(decided['score']):.2f}" if decided["score"] else ""
+    if decided["detection"] == "1":
+        return "meteor", f"reported{score}", True
+    if decided["flag"]:
+        return "no-meteor", f"held back ({decided['flag']}){score}", True
+    return "no-meteor", f"no detection{score}", False
+
+
+def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | None = None) -> LabelSheet:
     """A contact sheet to label a night by eye: frame | v4 difference per pair in out_dir/index.html, plus
-    out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one."""
+    out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one, else from the
+    client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked)."""
     import jinja2
 
     night, out_dir = Path(night_dir), Path(out_dir)
@@ -418,6 +451,9 @@ def label_aid(night_dir: str | Path, out_dir: str | Path) -> LabelSheet:
     if not frame_list:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)
     truth = night_labels(night)
+    client = client_decisions(scores) if scores is not None else None
+    if client is not None and not client.index.isin([frame.name for frame in frame_list]).any():
+        raise DatasetError(f"scores {scores} hold none of night {night.name}'s frames")
     frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
@@ -430,16 +466,21 @@ def label_aid(night_dir: str | Path, out_dir: str | Path) -> LabelSheet:
         write_image(out_dir / "diffs" / f"{frame_id}.png", pair_difference(frames, pair, "v4"))
         write_image(out_dir / "thumbs" / f"{frame_id}.jpg", thumbnail(frames.image(candidate)))
         known = truth.loc[candidate.name] if truth is not None and candidate.name in truth.index else {}
+        implied, did, flagged = client_view(client.loc[candidate.name] if client is not None
+                                            and candidate.name in client.index else None)
         rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
                      "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
                      "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
-                     "label": text_or_empty(known.get("label")), "event": text_or_empty(known.get("event"))})
+                     "label": text_or_empty(known.get("label")) or implied, "event": text_or_empty(known.get("event")),
+                     "client": did, "candidate": flagged})
     out_dir.mkdir(parents=True, exist_ok=True)
     page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
     html = out_dir / "index.html"
-    html.write_text(page.render(night=night.name, rows=rows), encoding="utf-8")
+    html.write_text(page.render(night=night.name, rows=rows, candidates=None if client is None else
+                                [row for row in rows if row["candidate"]]), encoding="utf-8")
     labels = out_dir / "labels.csv"
-    pd.DataFrame(rows, columns=["file", "label"]).to_csv(labels, index=False)
+    pd.DataFrame(rows, columns=["file", "label"] + (["client"] if client is not None else [])).to_csv(labels,
+                                                                                                     index=False)
     return LabelSheet(html, labels, len(rows), skipped)
 
 

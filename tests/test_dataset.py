@@ -361,6 +361,55 @@ def test_label_aid_without_ground_truth_leaves_labels_empty(tmp_path):
     assert sheet.pairs == 2 and len(labels) == 2 and labels["label"].isna().all()
 
 
+def client_scores(night, rows) -> pd.DataFrame:
+    """A scores CSV as `guAlta.py batch --scores` writes it, for frames i: (score, detection, flag)."""
+    names = [frame_path(night, i).name for i in range(len(rows))]
+    return pd.DataFrame({"file": names, "score": [score for score, _, _ in rows],
+                         "label": ["meteor" if detection or flag else "no-meteor" for _, detection, flag in rows],
+                         "detection": [int(detection) for _, detection, _ in rows],
+                         "flag": [flag for _, _, flag in rows], "note": ""})
+
+
+def test_label_aid_prefills_a_real_night_from_the_clients_scores(tmp_path):
+    """The operator's review loop: the client's decisions pre-fill a real night's labels and its candidates are
+    marked; the labels then build a dataset."""
+    night = make_night(tmp_path / "nights", "20211110", 6, meteors=(2,), ground_truth=False)
+    scores = tmp_path / "scores.csv"
+    client_scores(night, [("", False, "skipped"), (0.12, False, ""), (0.93, True, ""), (0.91, False, "satellite"),
+                          (0.40, False, ""), (0.97, True, "")]).to_csv(scores, index=False)
+    sheet = label_aid(night, tmp_path / "aid", scores)
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
+    assert sheet.pairs == 5 and list(labels.columns) == ["file", "label", "client"]
+    assert list(labels["label"]) == ["no-meteor", "meteor", "no-meteor", "no-meteor", "meteor"]
+    assert list(labels["client"]) == ["no detection 0.12", "reported 0.93", "held back (satellite) 0.91",
+                                      "no detection 0.40", "reported 0.97"]
+    page = (tmp_path / "aid" / "index.html").read_text()
+    assert page.count('class="pair candidate"') == 3 and "Check its 3 candidates" in page
+    for i in (2, 3, 5):
+        assert f'href="#{allsky.frame_id(frame_path(night, i))}"' in page
+
+    labels.loc[labels["file"] == frame_path(night, 5).name, "label"] = "no-meteor"      # the operator's verdict
+    labels.to_csv(tmp_path / "aid" / "labels.csv", index=False)
+    result = prepare_dataset([night], [], tmp_path / "data", labels=tmp_path / "aid" / "labels.csv")
+    assert list(result.index.loc[result.index["meteor"] == 1, "file"]) == [frame_path(night, 2).name]
+
+
+def test_label_aid_keeps_ground_truth_over_the_client_and_refuses_another_nights_scores(tmp_path):
+    night = make_night(tmp_path / "nights", "20211110", 4, meteors=(2,))
+    scores = tmp_path / "scores.csv"
+    client_scores(night, [("", False, "skipped"), (0.95, True, ""), (0.2, False, ""), (0.1, False, "")]).to_csv(
+        scores, index=False)
+    label_aid(night, tmp_path / "aid", scores)
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv")
+    assert list(labels["label"]) == ["no-meteor", "meteor", "no-meteor"]          # the truth, not the client
+    other = make_night(tmp_path / "nights", "20211111", 3, ground_truth=False)
+    with pytest.raises(DatasetError, match="hold none of night 20211111's frames"):
+        label_aid(other, tmp_path / "aid2", scores)
+    (tmp_path / "bad.csv").write_text("file,score\nx,1\n")
+    with pytest.raises(DatasetError, match="lack the column"):
+        label_aid(night, tmp_path / "aid3", tmp_path / "bad.csv")
+
+
 # --- the researcher CLI -----------------------------------------------------------------------------------------
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -385,6 +434,12 @@ def test_cli_prepare_index_and_label_aid(nights, tmp_path):
     done = cli("label-aid", "--night", str(nights / "20211111"), "--out", str(tmp_path / "aid"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "aid" / "index.html").is_file()
+    scores = tmp_path / "scores.csv"
+    client_scores(nights / "20211111", [("", False, "skipped")] + [(0.1, False, "")] * 4).to_csv(scores, index=False)
+    done = cli("label-aid", "--night", str(nights / "20211111"), "--out", str(tmp_path / "aid"), "--scores",
+               str(scores))
+    assert done.returncode == 0, done.stderr
+    assert "Check its 0 candidates" in (tmp_path / "aid" / "index.html").read_text()
 
     done = cli("prepare", "--nights", str(nights), "--test-fraction", "0.34", "--out", str(tmp_path / "split"))
     assert done.returncode == 0, done.stderr
