@@ -647,6 +647,7 @@ class NightSummary:
     seconds: float = 0.0
     pending: int | None = None         # reports left in the outbox (None: uploads off)
     scores: Path | None = None
+    model: str = ""                    # the version of the model that scored the night
 
     @property
     def frames_per_s(self) -> float:
@@ -657,9 +658,10 @@ class NightSummary:
             "all reports delivered" if self.pending == 0 else
             f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`")
         scores = f"; scores {self.scores}" if self.scores else ""
+        model = f"; model {self.model}" if self.model else ""
         return (f"night {self.night}: {self.frames} frames ({self.scored} scored, {self.frames - self.scored} "
                 f"skipped), {self.detections} detections, {self.flagged} flagged, {self.seconds:.1f} s, "
-                f"{self.frames_per_s:.1f} frames/s; {uploads}{scores}")
+                f"{self.frames_per_s:.1f} frames/s; {uploads}{model}{scores}")
 
     def count(self, result: FrameResult) -> None:
         self.frames += 1
@@ -716,7 +718,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         if upload and settings.model_update and not model_path:
             model = refreshed_model(settings, model)
     version = model_version(model)
-    summary = NightSummary(night.name, scores=Path(scores) if scores else None)
+    summary = NightSummary(night.name, scores=Path(scores) if scores else None, model=version or "")
     outbox = sender = None
     if upload:
         outbox = Outbox(settings.outbox)

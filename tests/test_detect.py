@@ -82,7 +82,7 @@ def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tm
         path, _, p_meteor, p_other = pattern.match(line).groups()
         assert Path(path).parent == client_night and abs(float(p_meteor) + float(p_other) - 1) < 2e-4
     assert re.search(r"night 20211110: 24 frames \(23 scored, 1 skipped\), \d+ detections, \d+ flagged, "
-                     r"[\d.]+ s, [\d.]+ frames/s; uploads off", lines[-1])
+                     r"[\d.]+ s, [\d.]+ frames/s; uploads off; model test-1", lines[-1])
 
 
 def test_bad_frames_mid_night_are_logged_and_skipped(client_night, tiny_model, tmp_path, caplog):
@@ -244,9 +244,12 @@ def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_p
     with ChildServer(store, child_env(**service_env(store))) as child:
         def batch(upload=True, model_path=None, **overrides):
             config = settings(tmp_path, configured, url=child.url, api_key=KEY, **overrides)
-            run_batch(config, client_night, scores, upload=upload, model_path=model_path, say=lambda line: None,
-                      progress=False)
+            summary = run_batch(config, client_night, scores, upload=upload, model_path=model_path,
+                                say=lambda line: None, progress=False)
+            models.append(summary.model)
             return [row["score"] for row in read_scores(scores)]
+
+        models = []
 
         own_scores = batch()                                                  # nothing published yet
         publish(store, older, version=1, created=JANUARY)
@@ -256,6 +259,7 @@ def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_p
         assert configured.read_bytes() == original
         updated_scores = batch()
         assert configured.read_bytes() == newer.read_bytes()
+        assert models[-2:] == [TINY_VERSION, "test-2"]                    # the summary names the model that scored
         assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
         publish(store, older, version=3, created=JANUARY)        # a rollback: the file the service gave follows it
         batch()
