@@ -262,7 +262,7 @@ class Watcher:
         self.end_night()
         if self.refresh is not None:
             self.model = self.refresh(self.model)
-        self.say(f"watching night {newest}")
+        self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
 

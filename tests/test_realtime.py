@@ -243,7 +243,7 @@ def test_cli_realtime_stops_cleanly_on_sigterm(client_night, tiny_model, tmp_pat
     finally:
         process.kill()
     assert process.returncode == 0, output
-    assert f"watching night {root / NIGHT}" in output and output.rstrip().endswith("stopped")
+    assert f"watching night {root / NIGHT} (model test-1)" in output and output.rstrip().endswith("stopped")
 
 
 def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path, live):
@@ -258,7 +258,8 @@ def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path,
     config = settings(tmp_path, configured, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
                       start_time="0000", end_time="0000")
     stop = threading.Event()
-    thread = threading.Thread(target=run_realtime, args=(config,), kwargs={"stop": stop, "say": lambda line: None},
+    lines = []
+    thread = threading.Thread(target=run_realtime, args=(config,), kwargs={"stop": stop, "say": lines.append},
                               daemon=True)
     thread.start()
     try:
@@ -276,6 +277,8 @@ def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path,
         stop.set()
         thread.join(20)
     assert not thread.is_alive() and configured.read_bytes() == newer.read_bytes()
+    assert [line.rpartition(" (")[2] for line in lines if line.startswith("watching night")] == [
+        "model test-1)", "model test-2)"]
     for night, model in ((first.folder, original), (second, newer)):
         batch = tmp_path / f"{night.name}.csv"
         run_batch(settings(tmp_path / night.name, model), night, batch, upload=False, say=lambda line: None,
