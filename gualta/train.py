@@ -268,6 +268,9 @@ def learner_for(config: TrainConfig):
     rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed,
                          config.min_snr, config.min_length, config.short_min_snr)
     dls = make_dataloaders(config.dataset, rows, config.size, config.bs, config.seed, config.workers)
+    if len(dls.train) == 0:                          # the training loader keeps full batches only
+        raise TrainError(f"{len(dls.train_ds)} training images make no full batch of {config.bs}: lower --bs "
+                         "or give the dataset more nights")
     weights = class_weights(rows, dls.vocab) if config.balance == "weighted" else None
     learn = make_learner(dls, config.arch, config.pretrained, weights)
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"

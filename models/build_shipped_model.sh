@@ -2,7 +2,7 @@
 # How models/guAlta.onnx was built (see models/MODEL_CARD.md). Usage: models/build_shipped_model.sh WORKDIR
 # Made for a CUDA GPU and 16 cores (training-night simulation ~8 min, test nights ~12 min beside it, datasets ~1 min,
 # training ~7 min at 224 px, ~10 min at 320, evaluation ~2 min); on CPU only it runs too, but for days: lower
-# TRAIN_NIGHTS and EPOCHS there. SIZE (network input side), EPOCHS, LR, RATES, TRAIN_FRAMES and SKIES (training
+# TRAIN_NIGHTS and EPOCHS there. SIZE (network input side), EPOCHS, LR, BS, RATES, TRAIN_FRAMES and SKIES (training
 # nights' event rates, length and skies) and SHORT_MIN_SNR (keep short meteors at least this bright) override the
 # shipped recipe.
 # To continue training the shipped model on fresh nights instead of starting from scratch: INIT=models/guAlta.onnx
@@ -36,7 +36,7 @@ PY
 #    Short meteors stay when bright enough to see (SHORT_MIN_SNR).
 epochs=${EPOCHS:-40}
 $py -m gualta.train train --dataset "$work/ds_train" --out "$work/run" --arch resnet34 --size "${SIZE:-320}" \
-    --epochs "$epochs" --lr "${LR:-3e-3}" --bs 64 --no-pretrained --patience "$epochs" --balance downsample \
+    --epochs "$epochs" --lr "${LR:-3e-3}" --bs "${BS:-64}" --no-pretrained --patience "$epochs" --balance downsample \
     --min-snr 3 --min-length 40 --short-min-snr "${SHORT_MIN_SNR:-8}" --no-evaluate --seed 42 --workers 12 \
     --mixed-precision ${INIT:+--init "$INIT"}
 

@@ -202,6 +202,8 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_pa
 
     with pytest.raises(train.TrainError, match="does not fit"):
         train.learner_for(replace(config, arch="resnet34"))
+    with pytest.raises(train.TrainError, match=r"\d+ training images make no full batch of 4096: lower --bs"):
+        train.learner_for(replace(config, bs=4096))             # before --init would calibrate on no batch
 
 
 def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tmp_path):
