@@ -390,7 +390,8 @@ Write meteor or no-meteor for each file in <code>labels.csv</code>, then
 {% if candidates is not none %}
 <p>The client's scores pre-fill the labels it did not know from ground truth: meteor where it reported a detection,
 no-meteor elsewhere. Check its {{ candidates|length }} candidate{{ '' if candidates|length == 1 else 's' }} (reported
-or held back){% if candidates %}: {% for row in candidates %}<a href="#{{ row.id }}">{{ row.id[8:] }}</a> {% endfor %}{% endif %},
+or held back){% if candidates %}:
+{% for row in candidates %}<a href="#{{ row.id }}">{{ row.id[8:] }}</a> {% endfor %}{% endif %},
 then the rest for meteors it missed.</p>
 {% endif %}
 <table>
@@ -430,7 +431,10 @@ def client_view(decided) -> tuple[str, str, bool]:
     """(label the client implies, what it did, whether it was a candidate) for one scores row (None: not scored)."""
     if decided is None or decided["flag"] == "skipped":
         return "", "", False
-    score = f" {float(decided['score']):.2f}" if decided["score"] else ""
+    try:
+        score = f" {float(decided['score']):.2f}" if decided["score"] else ""
+    except ValueError:                              # a hand-edited file: show what it says
+        score = f" {decided['score'][:12]}"
     if decided["detection"] == "1":
         return "meteor", f"reported{score}", True
     if decided["flag"]:
@@ -471,8 +475,8 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
                      "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
                      "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
-                     "label": text_or_empty(known.get("label")) or implied, "event": text_or_empty(known.get("event")),
-                     "client": did, "candidate": flagged})
+                     "label": text_or_empty(known.get("label")) or implied,
+                     "event": text_or_empty(known.get("event")), "client": did, "candidate": flagged})
     out_dir.mkdir(parents=True, exist_ok=True)
     page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
     html = out_dir / "index.html"
