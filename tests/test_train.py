@@ -319,3 +319,28 @@ def test_the_shipped_model_rebuilds_for_fine_tuning_at_another_size(tiny_dataset
     expected = load_model(shipped).predict(images)
     assert expected.max() > 0.5 > expected.min()                                   # meteors and not
     assert np.abs(rebuilt - expected).max() < 1e-4
+
+
+def test_the_shipped_models_recipe_runs_end_to_end(tmp_path):
+    """models/build_shipped_model.sh, the script a GPU run executes, at a toy size: training nights simulated,
+    dataset built, ResNet34 trained and shipped in float16 storage where SHIP_TO says."""
+    import os
+    import subprocess
+    import sys
+
+    from gualta.model import load_model
+    from test_model import REPO
+
+    ship = tmp_path / "guAlta.onnx"
+    env = {**os.environ, "PYTHON": sys.executable, "PROCS": "2", "TRAIN_NIGHTS": "2", "TRAIN_FRAMES": "24",
+           "TEST_NIGHTS": "0", "EPOCHS": "1", "SIZE": "32", "BS": "4", "SHIP_TO": str(ship)}
+    done = subprocess.run(["bash", "models/build_shipped_model.sh", str(tmp_path / "work")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "work" / "nights" / "train").iterdir()) == ["20210801", "20210804"]
+    index = pd.read_csv(tmp_path / "work" / "ds_train" / "index.csv")
+    assert set(index["meteor"]) == {0, 1} and set(index["dataset"]) == {"train"}
+    shipped = load_model(ship)
+    assert (shipped.info.arch, shipped.info.size) == ("resnet34", 32)
+    assert shipped.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
+    assert ship.stat().st_size < 0.6 * (tmp_path / "work" / "run" / "model.onnx").stat().st_size    # float16 storage
