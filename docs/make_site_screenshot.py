@@ -3,8 +3,9 @@
     python docs/make_site_screenshot.py [--out docs/site_screenshot.png]
 
 Simulates two observatories' nights, posts real payloads (simulated frame | thesis difference image) for their
-meteors and one satellite crossing to `python guAlta.py serve` on a temporary store, builds the page with POST /site
-and screenshots it at 1280 px. The scores are illustrative (drawn at random), not a model's output.
+meteors (one of them seen from both) and one satellite crossing to `python guAlta.py serve` on a temporary store, builds the page with POST /site
+and screenshots it at 1280 px. The scores are illustrative (drawn at random), not a model's output, and so is the
+image of obs02's view of the shared meteor (one of its own: the simulator renders each site's sky alone).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import random
 import secrets
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -31,8 +32,9 @@ OBSERVATORIES = {"obs01": {"lat": 41.60, "lon": 1.84, "elevation_m": 700, "name"
                  "obs02": {"lat": 40.42, "lon": -3.70, "elevation_m": 650, "name": "Madrid", "tz": "Europe/Madrid"}}
 
 
-def detections_of(seed: int, meteors: int, satellite: bool) -> list[tuple[str, object]]:
-    """(frame id, 448×224 image) for a few meteor frames and, optionally, every frame of one satellite pass."""
+def detections_of(seed: int, meteors: int, satellite: bool) -> list[tuple[str, object, bool]]:
+    """(frame id, 448×224 image, is a meteor) for a few meteor frames and, optionally, every frame of one satellite
+    pass."""
     plan = simulate.plan_night(seed, datetime(2026, 9, 16, 20, 0), 1440, "clear",
                                simulate.Rates(meteor=0.05, fireball=0, satellite=0.02, plane=0, insect=0))
     renderer = simulate.NightRenderer(plan)
@@ -46,7 +48,7 @@ def detections_of(seed: int, meteors: int, satellite: bool) -> list[tuple[str, o
         previous, current = renderer.render(index - 1)[0], renderer.render(index)[0]
         difference = preprocess.difference_image(current, previous)
         pair = preprocess.side_by_side(preprocess.to_gray(current), difference)
-        result.append((renderer.time_of(index).strftime(allsky.TIME_FORMAT), pair))
+        result.append((renderer.time_of(index).strftime(allsky.TIME_FORMAT), pair, index in frames))
     return result
 
 
@@ -62,6 +64,7 @@ def screenshot(url: str, out: Path) -> None:
         browser = play.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 1040})
         page.goto(url)
+        page.wait_for_load_state("load")
         page.wait_for_function("[...document.images].every(i => i.complete)")
         png = page.screenshot()
         browser.close()
@@ -79,10 +82,17 @@ def main() -> None:
            "GUALTA_API_KEYS": ",".join(f"{o}:{k}" for o, k in keys.items()),
            "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES), "GUALTA_TIMEZONE": "Europe/Madrid"}
     with tempfile.TemporaryDirectory() as folder, server.ChildServer(Path(folder) / "store", env) as child:
+        shared = None                                # obs01's first meteor, which obs02 sees too (12 s later)
         for obs, seed, meteors, satellite in (("obs01", 11, 4, True), ("obs02", 12, 2, False)):
             post(child.url, keys[obs], payload.build_log("start", obs, folder=NIGHT,
                                                          processed="2026-09-16T20:00:02+02:00"))
-            for frame_id, image in detections_of(seed, meteors, satellite):
+            found = detections_of(seed, meteors, satellite)
+            if shared is None:
+                shared = next(datetime.strptime(frame_id, allsky.TIME_FORMAT) for frame_id, _, meteor in found
+                              if meteor) + timedelta(seconds=12)
+            else:
+                found.append((shared.strftime(allsky.TIME_FORMAT), found[0][1], True))
+            for frame_id, image, _ in found:
                 jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
                 post(child.url, keys[obs], payload.build_detection(frame_id, round(rng.uniform(0.86, 0.99), 2), obs,
                                                                    jpeg, telegram=False))
