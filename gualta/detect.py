@@ -567,6 +567,7 @@ def takes_update(path: Path, model, meta: dict) -> bool:
 
 
 def read_json_file(path: Path):
+    """A JSON file's value, or None if it is missing or not JSON."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
