@@ -17,7 +17,7 @@ import logging
 import os
 from datetime import datetime, timezone
 
-from gualta import allsky, payload, service_env, store, telegram_post
+from gualta import allsky, coincidence, payload, service_env, store, telegram_post
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,13 @@ def _handle(event: dict, env, now: datetime) -> dict:
     target = store.store_from_env(env)
     channel = telegram_post.channel_from_env(env)
     if isinstance(item, payload.Detection):
-        return store_detection(target, item, channel, env.get("GUALTA_SITE_URL"), now)
+        return store_detection(target, item, channel, env, now)
     return store_log(target, item, channel, night_for_log(item, now, service_env.timezone(env)), now)
 
 
-def store_detection(target: store.Store, item: payload.Detection, channel, site_url: str | None,
-                    now: datetime) -> dict:
-    """Store image and record (first writer wins), then post to Telegram if asked; answer 200."""
+def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
+    """Store image and record (first writer wins), then post to Telegram if asked — naming the other observatories'
+    detections of the same moment already stored; answer 200."""
     json_key = store.detection_key(item.folder, item.obs_id, item.id)
     img_key = store.image_key(item.folder, item.obs_id, item.id)
     record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
@@ -139,11 +139,23 @@ def store_detection(target: store.Store, item: payload.Detection, channel, site_
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
     if item.telegram:
+        site_url = env.get("GUALTA_SITE_URL")
         page = f"{site_url.rstrip('/')}/{item.folder}.html#{item.obs_id}_{item.id}" if site_url else None
-        record["telegram_status"] = telegram_post.post(channel, telegram_post.detection_caption(record, page),
+        seen = seen_elsewhere(target, item, env) if channel is not None else []
+        record["telegram_status"] = telegram_post.post(channel, telegram_post.detection_caption(record, page, seen),
                                                        item.jpeg)
         store.write_json(target, json_key, record)
     return response(200, {"status": "stored", "key": json_key, "telegram": record["telegram_status"]})
+
+
+def seen_elsewhere(target: store.Store, item: payload.Detection, env) -> list[tuple[str, str]]:
+    """Other observatories' stored detections of the same moment; none if the store cannot be listed (logged)."""
+    try:
+        return coincidence.seen_from_others(target, item.folder, item.obs_id,
+                                            allsky.frame_time(f"image-{item.id}.jpg"), coincidence.zones_from_env(env))
+    except store.StoreError as exc:
+        log.warning("cannot look for coincidences of %s_%s: %s", item.obs_id, item.id, exc)
+        return []
 
 
 def night_for_log(item: payload.Log, now: datetime, zone) -> str:

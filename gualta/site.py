@@ -17,14 +17,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
-from gualta import allsky, passes, payload, service_env, store
+from gualta import allsky, coincidence, passes, payload, service_env, store
 
 log = logging.getLogger(__name__)
 
 GROUP_GAP_S = 60
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
-COINCIDENCE_S = 30                # two observatories' detections this close: their exposures overlap, one event
-DETECTION_NAME = re.compile(r"([A-Za-z0-9_-]{1,32})_([0-9]{14})\.json")
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
 TEMPLATES = Path(__file__).parent / "templates"
@@ -92,15 +90,8 @@ def _score(value) -> float | None:
 def read_rows(target: store.Store, night: str) -> list[Row]:
     """The night's detection records in time order; malformed records show with what can be read."""
     rows = []
-    for key in target.keys(f"detections/{night}/"):
-        match = DETECTION_NAME.fullmatch(key.rpartition("/")[2])
-        if not match:
-            continue
-        obs_id, frame = match.groups()
-        stamp = allsky.frame_time(f"image-{frame}.jpg")
-        if stamp is None:
-            continue
-        record = store.read_json(target, key)
+    for obs_id, frame, stamp in coincidence.stored_detections(target, night):
+        record = store.read_json(target, store.detection_key(night, obs_id, frame))
         record = record if isinstance(record, dict) else {}
         rows.append(Row(obs_id, frame, stamp, _score(record.get("score")), store.image_key(night, obs_id, frame),
                         _text(record.get("flag")), _text(record.get("model")),
@@ -139,16 +130,15 @@ def mark_iss(rows: list[Row], report: passes.PassReport) -> None:
         row.iss = any(start <= row.stamp <= end for start, end in windows)
 
 
-def mark_coincidences(rows: list[Row], zones: dict, default_zone, window_s: float = COINCIDENCE_S) -> None:
-    """Link detections of different observatories taken at most window_s apart (each camera's clock read in its
-    observatory's zone): a meteor seen from two sites, which a satellite or a plane seen from both also is."""
-    moments = sorted(((row.stamp.replace(tzinfo=zones.get(row.obs_id, default_zone)), row) for row in rows),
+def mark_coincidences(rows: list[Row], zone_of) -> None:
+    """Link each detection to the other observatories' detections of the same moment (`coincidence.together`)."""
+    moments = sorted(((row.stamp.replace(tzinfo=zone_of(row.obs_id)), row) for row in rows),
                      key=lambda moment: moment[0])
     for i, (when, row) in enumerate(moments):
         for later, other in moments[i + 1:]:
-            if (later - when).total_seconds() > window_s:
+            if (later - when).total_seconds() > coincidence.WINDOW_S:
                 break
-            if other.obs_id != row.obs_id:
+            if coincidence.together((row.obs_id, row.stamp), (other.obs_id, other.stamp), zone_of):
                 row.seen_also.append(other)
                 other.seen_also.append(row)
 
@@ -158,7 +148,7 @@ def sections(target: store.Store, night: str, env) -> list[Section]:
     rows = read_rows(target, night)
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
-    mark_coincidences(rows, {obs_id: place.zone for obs_id, place in configured.items()}, service_env.timezone(env))
+    mark_coincidences(rows, coincidence.zones_from_env(env))
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys())
     reports = passes.night_passes(obs_ids, night, env)
     result = []
@@ -201,7 +191,7 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
     return environment().get_template("day.html").render(
         night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
         generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
-        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=COINCIDENCE_S)
+        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None) -> dict:

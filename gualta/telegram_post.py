@@ -40,14 +40,16 @@ def channel_from_env(env) -> Channel | None:
     return Channel(token=token, chat_id=chat, base_url=env.get("GUALTA_TELEGRAM_API") or None)
 
 
-def detection_caption(record: dict, page_url: str | None) -> str:
-    """What the channel shows under a detection's photo."""
+def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = ()) -> str:
+    """What the channel shows under a detection's photo; `seen_also`: (obs_id, HH:MM:SS) of other observatories'
+    detections of the same moment."""
     lines = ["☄️ Meteor detected",
              f"Observatory: {record['obs_id']}",
              f"Local time: {record['date']} {record['time']}",
              f"Score: {record['score']:.2f}"]
     if record.get("flag"):
         lines.append(f"Flag: {record['flag']}")
+    lines += [f"Also seen from {obs_id} at {at}" for obs_id, at in seen_also]
     if page_url:
         lines.append(page_url)
     return "\n".join(lines)

@@ -87,9 +87,20 @@ def test_coincidences_across_observatories_in_their_own_zones():
             site.Row("obs02", "c", at + timedelta(seconds=30), 0.9, "i"),
             site.Row("obs03", "d", at - timedelta(hours=1, seconds=-12), 0.9, "i"),      # 23:15:19 in Madrid
             site.Row("obs04", "e", at + timedelta(seconds=61), 0.9, "i")]         # 31 s after c
-    site.mark_coincidences(rows, {"obs01": madrid, "obs02": madrid, "obs03": london}, madrid)
+    zones = {"obs01": madrid, "obs02": madrid, "obs03": london}               # obs04: the service's zone
+    site.mark_coincidences(rows, lambda obs_id: zones.get(obs_id, madrid))
     seen = {row.id: sorted(other.id for other in row.seen_also) for row in rows}
     assert seen == {"a": ["c", "d"], "b": ["c", "d"], "c": ["a", "b", "d"], "d": ["a", "b", "c"], "e": []}
+
+
+def test_camera_clock_zones_come_from_the_observatories_else_the_service():
+    from gualta import coincidence
+
+    places = json.dumps({"obs03": {"lat": 51.5, "lon": -0.1, "tz": "Europe/London"}})
+    zone_of = coincidence.zones_from_env({"GUALTA_TIMEZONE": "Europe/Madrid", "GUALTA_OBSERVATORIES": places})
+    assert (zone_of("obs03"), zone_of("obs09")) == (ZoneInfo("Europe/London"), ZoneInfo("Europe/Madrid"))
+    broken = coincidence.zones_from_env({"GUALTA_TIMEZONE": "Europe/Madrid", "GUALTA_OBSERVATORIES": "{not json"})
+    assert broken("obs03") == ZoneInfo("Europe/Madrid")                  # never a failure on the ingest path
 
 
 def test_a_meteor_seen_from_two_observatories_is_linked_on_the_page(night):

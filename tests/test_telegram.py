@@ -58,6 +58,29 @@ def test_detection_posts_photo_with_caption(root, bot_api):
     assert stored(root)["telegram_status"] == "sent"
 
 
+def test_a_detection_seen_from_another_observatory_says_so(root, bot_api):
+    """The later of two observatories' detections of one moment names the earlier one (each clock in its zone)."""
+    post(detection("obs02", "20260916231520", telegram=False), KEYS["obs02"])          # 13 s later, stored first
+    post(detection("obs02", "20260916231600", telegram=False), KEYS["obs02"])          # 53 s later: another moment
+    post(detection("obs01", "20260916230000", telegram=False))                          # obs01's own: not another
+    post(detection(telegram=True))                                                      # obs01 at 23:15:07
+    [call] = bot_api.calls
+    assert "Also seen from obs02 at 23:15:20" in call["fields"]["caption"].splitlines()
+    assert call["fields"]["caption"].count("Also seen from") == 1
+
+
+def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
+    from gualta import coincidence, store
+
+    def refuse(*_):
+        raise store.StoreError("S3 list failed: AccessDenied")
+
+    post(detection("obs02", "20260916231520", telegram=False), KEYS["obs02"])
+    monkeypatch.setattr(coincidence, "stored_detections", refuse)
+    assert post(detection(telegram=True))["telegram"] == "sent"
+    assert "Also seen" not in bot_api.calls[0]["fields"]["caption"]
+
+
 def test_no_post_when_not_asked(root, bot_api):
     assert post(detection(telegram=False))["telegram"] == "not requested"
     assert bot_api.calls == []

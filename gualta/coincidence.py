@@ -1,0 +1,48 @@
+"""Coincidences: detections of different observatories at the same moment — their 30 s exposures overlap — such as
+a meteor seen from two sites (or a satellite seen from both). Each camera's clock (the AllSky file names) is read in
+its observatory's zone (GUALTA_OBSERVATORIES), else in the service's (GUALTA_TIMEZONE)."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, tzinfo
+from typing import Callable
+
+from gualta import allsky, passes, service_env, store
+
+WINDOW_S = 30                     # two observatories' detections this close: their exposures overlap, one event
+DETECTION_NAME = re.compile(r"([A-Za-z0-9_-]{1,32})_([0-9]{14})\.json")
+
+
+def zones_from_env(env) -> Callable[[str], tzinfo]:
+    """obs_id → the zone of its camera's clock; an unreadable GUALTA_OBSERVATORIES leaves the service's zone."""
+    default = service_env.timezone(env)
+    try:
+        places = passes.observatories_from_env(env)
+    except service_env.ConfigError:
+        places = {}
+    zones = {obs_id: place.zone for obs_id, place in places.items()}
+    return lambda obs_id: zones.get(obs_id, default)
+
+
+def stored_detections(target: store.Store, night: str) -> list[tuple[str, str, datetime]]:
+    """(obs_id, frame id, camera-clock time) of the night's stored detections, from their keys alone."""
+    found = []
+    for key in target.keys(f"detections/{night}/"):
+        match = DETECTION_NAME.fullmatch(key.rpartition("/")[2])
+        stamp = allsky.frame_time(f"image-{match.group(2)}.jpg") if match else None
+        if stamp is not None:
+            found.append((match.group(1), match.group(2), stamp))
+    return found
+
+
+def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of, window_s: float = WINDOW_S) -> bool:
+    """Whether two (obs_id, camera-clock time) detections are of different observatories, at most window_s apart."""
+    (obs_a, at_a), (obs_b, at_b) = first, second
+    return obs_a != obs_b and abs((at_a.replace(tzinfo=zone_of(obs_a)) - at_b.replace(tzinfo=zone_of(obs_b)))
+                                  .total_seconds()) <= window_s
+
+
+def seen_from_others(target: store.Store, night: str, obs_id: str, stamp: datetime, zone_of) -> list[tuple[str, str]]:
+    """(obs_id, HH:MM:SS) of the stored detections of other observatories at the same moment as this one."""
+    return sorted((other, at.strftime("%H:%M:%S")) for other, _, at in stored_detections(target, night)
+                  if together((obs_id, stamp), (other, at), zone_of))
