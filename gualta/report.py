@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from gualta.store import MODEL_FILE, MODEL_META, MODEL_PREFIX
+from gualta.store import MODEL_META, MODEL_PREFIX, published_file
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +371,7 @@ def install_model(base: str, destination: Path, meta: dict, timeout: float) -> N
 
 def published_name(meta: dict, suffix: str) -> str:
     """The published file's name under models/: the one its metadata names, else the latest copy."""
-    named = meta.get("file")
-    return named if isinstance(named, str) and MODEL_FILE.fullmatch(named) else f"{Path(MODEL_PREFIX).name}{suffix}"
+    return published_file(meta) or f"{Path(MODEL_PREFIX).name}{suffix}"
 
 
 def latest_model_info(base: str, timeout: float) -> dict:

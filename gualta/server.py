@@ -282,9 +282,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_model(self) -> None:
         meta = store.read_json(self.service.store, store.MODEL_META)
-        named = meta.get("file") if isinstance(meta, dict) else None
-        names = ([named] if isinstance(named, str) and store.MODEL_FILE.fullmatch(named) else []) + \
-            [f"guAlta_latest_version{suffix}" for suffix in MODEL_SUFFIXES]
+        named = store.published_file(meta)
+        names = ([named] if named else []) + [f"guAlta_latest_version{suffix}" for suffix in MODEL_SUFFIXES]
         for name in names:
             data = self.service.store.get(f"models/{name}")
             if data is not None:

@@ -46,6 +46,12 @@ def content_type(key: str) -> str:
     return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
+def published_file(meta) -> str | None:
+    """The file name a published model's metadata gives, if it is a published file's name (never a path)."""
+    named = meta.get("file") if isinstance(meta, dict) else None
+    return named if isinstance(named, str) and MODEL_FILE.fullmatch(named) else None
+
+
 def detection_key(night: str, obs_id: str, frame_id: str) -> str:
     return f"detections/{night}/{obs_id}_{frame_id}.json"
 
