@@ -42,7 +42,10 @@ def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of,
                                   .total_seconds()) <= window_s
 
 
-def seen_from_others(target: store.Store, night: str, obs_id: str, stamp: datetime, zone_of) -> list[tuple[str, str]]:
-    """(obs_id, HH:MM:SS) of the stored detections of other observatories at the same moment as this one."""
-    return sorted((other, at.strftime("%H:%M:%S")) for other, _, at in stored_detections(target, night)
-                  if together((obs_id, stamp), (other, at), zone_of))
+def coinciding(target: store.Store, night: str, obs_id: str, stamp: datetime,
+               zone_of) -> list[tuple[str, str, datetime]]:
+    """(obs_id, frame id, camera-clock time) of the stored detections of other observatories at the same moment as
+    this one, in order."""
+    return sorted(found for found in stored_detections(target, night)
+                  if together((obs_id, stamp), (found[0], found[2]), zone_of))
+

@@ -129,7 +129,7 @@ def _handle(event: dict, env, now: datetime) -> dict:
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
     """Store image and record (first writer wins), then post to Telegram if asked — naming the other observatories'
-    detections of the same moment already stored; answer 200."""
+    detections of the same moment already stored, whose posts then name this one too; answer 200."""
     json_key = store.detection_key(item.folder, item.obs_id, item.id)
     img_key = store.image_key(item.folder, item.obs_id, item.id)
     record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
@@ -138,24 +138,60 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
     if not store.write_json(target, json_key, record, create=True):
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
+    others = coinciding(target, item.folder, item.obs_id, item.id, env) if channel is not None else []
     if item.telegram:
-        site_url = env.get("GUALTA_SITE_URL")
-        page = f"{site_url.rstrip('/')}/{item.folder}.html#{item.obs_id}_{item.id}" if site_url else None
-        seen = seen_elsewhere(target, item, env) if channel is not None else []
-        record["telegram_status"] = telegram_post.post(channel, telegram_post.detection_caption(record, page, seen),
-                                                       item.jpeg)
+        caption = telegram_post.detection_caption(record, page_url(env, item.folder, item.obs_id, item.id),
+                                                  seen_also(others))
+        posted = telegram_post.post(channel, caption, item.jpeg)
+        record["telegram_status"] = posted.status
+        if posted.message_id is not None:
+            record["telegram_message_id"] = posted.message_id
         store.write_json(target, json_key, record)
+    if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
+        for obs_id, frame_id, _ in others:
+            if not name_in_earlier_post(target, item.folder, obs_id, frame_id, channel, env):
+                break
     return response(200, {"status": "stored", "key": json_key, "telegram": record["telegram_status"]})
 
 
-def seen_elsewhere(target: store.Store, item: payload.Detection, env) -> list[tuple[str, str]]:
+def page_url(env, night: str, obs_id: str, frame_id: str) -> str | None:
+    """Where the daily page shows a detection, when the service knows its site's address."""
+    site_url = env.get("GUALTA_SITE_URL")
+    return f"{site_url.rstrip('/')}/{night}.html#{obs_id}_{frame_id}" if site_url else None
+
+
+def coinciding(target: store.Store, night: str, obs_id: str, frame_id: str, env) -> list[tuple[str, str, datetime]]:
     """Other observatories' stored detections of the same moment; none if the store cannot be listed (logged)."""
     try:
-        return coincidence.seen_from_others(target, item.folder, item.obs_id,
-                                            allsky.frame_time(f"image-{item.id}.jpg"), coincidence.zones_from_env(env))
+        return coincidence.coinciding(target, night, obs_id, allsky.frame_time(f"image-{frame_id}.jpg"),
+                                      coincidence.zones_from_env(env))
     except store.StoreError as exc:
-        log.warning("cannot look for coincidences of %s_%s: %s", item.obs_id, item.id, exc)
+        log.warning("cannot look for coincidences of %s_%s: %s", obs_id, frame_id, exc)
         return []
+
+
+def seen_also(others: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
+    """(obs_id, HH:MM:SS) of coincident detections, as a caption names them."""
+    return [(obs_id, at.strftime("%H:%M:%S")) for obs_id, _, at in others]
+
+
+def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str, channel, env) -> bool:
+    """Rewrite the caption of a detection already posted so that it names every coincident detection stored since;
+    False when Telegram refused the edit or could not be reached (logged; nothing else changes)."""
+    json_key = store.detection_key(night, obs_id, frame_id)
+    try:
+        record = store.read_json(target, json_key)
+    except store.StoreError as exc:
+        log.warning("cannot read %s to update its post: %s", json_key, exc)
+        return True
+    if not isinstance(record, dict) or not isinstance(record.get("telegram_message_id"), int):
+        return True
+    seen = seen_also(coinciding(target, night, obs_id, frame_id, env))
+    caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen)
+    if telegram_post.edit_caption(channel, record["telegram_message_id"], caption).status != "sent":
+        return False
+    log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen))
+    return True
 
 
 def night_for_log(item: payload.Log, now: datetime, zone) -> str:
@@ -179,6 +215,6 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, now: 
     record["telegram_status"] = "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
-    record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record))
+    record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
     store.write_json(target, key, record)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

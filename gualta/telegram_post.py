@@ -73,28 +73,55 @@ def _bot(channel: Channel):
     return telegram.Bot(channel.token, request=request, **options)
 
 
-async def _send(channel: Channel, text: str, jpeg: bytes | None) -> None:
+@dataclass(frozen=True)
+class Posted:
+    """A post's outcome: the status to record (sent | failed: <reason> | not configured) and, once sent, the
+    channel's message id (to edit its caption later)."""
+    status: str
+    message_id: int | None = None
+
+
+async def _send(channel: Channel, text: str, jpeg: bytes | None) -> int:
     import telegram
 
     bot = _bot(channel)
     try:
         if jpeg is None:
-            await bot.send_message(chat_id=channel.chat_id, text=text)
+            message = await bot.send_message(chat_id=channel.chat_id, text=text)
         else:
-            await bot.send_photo(chat_id=channel.chat_id, caption=text,
-                                 photo=telegram.InputFile(jpeg, filename="detection.jpeg"))
+            message = await bot.send_photo(chat_id=channel.chat_id, caption=text,
+                                           photo=telegram.InputFile(jpeg, filename="detection.jpeg"))
+        return message.message_id
     finally:
         await bot.shutdown()
 
 
-def post(channel: Channel | None, text: str, jpeg: bytes | None = None) -> str:
-    """Post text (with a photo if given); return the status to record: sent | failed: <reason> | not configured."""
-    if channel is None:
-        return "not configured"
+async def _edit_caption(channel: Channel, message_id: int, text: str) -> int:
+    bot = _bot(channel)
     try:
-        asyncio.run(_send(channel, text, jpeg))
+        await bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id, caption=text)
+        return message_id
+    finally:
+        await bot.shutdown()
+
+
+def _outcome(call) -> Posted:
+    try:
+        message_id = asyncio.run(call)
     except Exception as exc:   # any failure (network, API, timeout) must not lose the stored detection
         reason = type(exc).__name__
-        log.warning("telegram post failed: %s", reason)
-        return f"failed: {reason}"
-    return "sent"
+        log.warning("telegram call failed: %s", reason)
+        return Posted(f"failed: {reason}")
+    return Posted("sent", message_id)
+
+
+def post(channel: Channel | None, text: str, jpeg: bytes | None = None) -> Posted:
+    """Post text (with a photo if given)."""
+    if channel is None:
+        return Posted("not configured")
+    return _outcome(_send(channel, text, jpeg))
+
+
+def edit_caption(channel: Channel, message_id: int, text: str) -> Posted:
+    """Replace the caption of a photo already posted (message_id)."""
+    return _outcome(_edit_caption(channel, message_id, text))

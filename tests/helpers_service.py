@@ -168,23 +168,30 @@ class RecordingServer:
 
 
 class TelegramStandIn(RecordingServer):
-    """A local Bot API: records every call; answers like Telegram, or fails with HTTP `fail_status`."""
+    """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
+    answers with the edited message), or fails with HTTP `fail_status` — every method, or those in `fail_methods`."""
 
     def __init__(self):
         self.calls: list[dict] = []
         self.fail_status: int | None = None
+        self.fail_methods: set[str] = set()
         super().__init__(self.answer)
         self.base_url = self.url + "/bot"
 
     def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
         token, _, method = path.removeprefix("/bot").partition("/")
-        self.calls.append({"token": token, "method": method,
-                           "fields": parse_fields(headers.get("Content-Type", ""), body)})
-        if self.fail_status:
+        fields = parse_fields(headers.get("Content-Type", ""), body)
+        self.calls.append({"token": token, "method": method, "fields": fields})
+        if self.fail_status and (not self.fail_methods or method in self.fail_methods):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
                                       "description": "Internal Server Error"}
-        return 200, {"ok": True, "result": {"message_id": len(self.calls), "date": 0,
+        message_id = int(fields["message_id"]) if method.startswith("edit") else len(self.calls)
+        return 200, {"ok": True, "result": {"message_id": message_id, "date": 0,
                                             "chat": {"id": -100123, "type": "channel"}}}
+
+    def sent(self, method: str) -> list[dict]:
+        """The fields of every call of one method, in order."""
+        return [call["fields"] for call in self.calls if call["method"] == method]
 
 
 def parse_fields(content_type: str, body: bytes) -> dict:

@@ -69,6 +69,58 @@ def test_a_detection_seen_from_another_observatory_says_so(root, bot_api):
     assert call["fields"]["caption"].count("Also seen from") == 1
 
 
+def test_earlier_posts_are_edited_to_name_the_detections_of_the_same_moment_stored_since(root, bot_api):
+    """The first observatory to report a shared meteor posts alone; each later report rewrites its caption."""
+    post(detection(telegram=True))                                                      # obs01 at 23:15:07
+    post(detection("obs02", "20260916231600", telegram=True), KEYS["obs02"])           # 53 s later: another moment
+    post(detection("obs01", "20260916231515", telegram=True))                          # obs01's own next frame
+    assert bot_api.sent("editMessageCaption") == []
+    post(detection("obs02", "20260916231520", telegram=True), KEYS["obs02"])           # the same meteor, 13 s later
+    later = bot_api.sent("sendPhoto")[-1]
+    assert later["caption"].splitlines()[4:6] == ["Also seen from obs01 at 23:15:07",
+                                                  "Also seen from obs01 at 23:15:15"]
+    first_id = stored(root)["telegram_message_id"]
+    own_id = stored(root, name="obs01_20260916231515")["telegram_message_id"]
+    assert [(int(edit["message_id"]), edit["chat_id"]) for edit in bot_api.sent("editMessageCaption")] == [
+        (first_id, "@gualta_meteors"), (own_id, "@gualta_meteors")]
+    assert bot_api.sent("editMessageCaption")[0]["caption"].splitlines() == [
+        "☄️ Meteor detected", "Observatory: obs01", "Local time: 2026-09-16 23:15:07", "Score: 0.93",
+        "Also seen from obs02 at 23:15:20", "https://meteors.example.org/20260916.html#obs01_20260916231507"]
+    assert "parse_mode" not in bot_api.sent("editMessageCaption")[0]
+
+    post(detection("obs03", "20260916231525", telegram=False), KEYS["obs03"])           # not posted itself: still named
+    assert len(bot_api.sent("sendPhoto")) == 4
+    edits = {int(edit["message_id"]): edit["caption"].splitlines()
+             for edit in bot_api.sent("editMessageCaption")[2:]}
+    later_id = stored(root, name="obs02_20260916231520")["telegram_message_id"]
+    assert sorted(edits) == sorted([first_id, own_id, later_id])
+    assert [line for line in edits[first_id] if line.startswith("Also")] == [
+        "Also seen from obs02 at 23:15:20", "Also seen from obs03 at 23:15:25"]
+    assert [line for line in edits[later_id] if line.startswith("Also")] == [
+        "Also seen from obs01 at 23:15:07", "Also seen from obs01 at 23:15:15", "Also seen from obs03 at 23:15:25"]
+
+
+def test_only_posts_that_were_sent_are_edited_and_a_failed_edit_changes_nothing(root, bot_api, caplog):
+    post(detection(telegram=False))                                                     # never posted
+    post(detection("obs03", "20260916231510", telegram=True), KEYS["obs03"])           # posted
+    post(detection("obs03", "20260916231512", telegram=True), KEYS["obs03"])           # posted
+    bot_api.fail_status, bot_api.fail_methods = 500, {"editMessageCaption"}
+    before = sorted((path.name, path.read_bytes()) for path in root.rglob("*.json"))
+    caplog.set_level(logging.WARNING)
+    answer = post(detection("obs02", "20260916231520", telegram=True), KEYS["obs02"])
+    assert answer == {"status": "stored", "key": "detections/20260916/obs02_20260916231520.json", "telegram": "sent"}
+    [edit] = bot_api.sent("editMessageCaption")                         # obs03's first post; none after a failure
+    assert int(edit["message_id"]) == stored(root, name="obs03_20260916231510")["telegram_message_id"]
+    assert "telegram call failed: " in caplog.text
+    after = sorted((path.name, path.read_bytes()) for path in root.rglob("*.json")
+                   if path.name != "obs02_20260916231520.json")
+    assert after == before
+
+    bot_api.fail_methods = {"sendPhoto"}                                # a channel that fails: no edits tried
+    assert post(detection("obs02", "20260916231521", telegram=True), KEYS["obs02"])["telegram"].startswith("failed")
+    assert len(bot_api.sent("editMessageCaption")) == 1
+
+
 def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
     from gualta import coincidence, store
 
