@@ -536,23 +536,40 @@ def open_model(settings: Settings, path: str | Path | None = None):
 
 
 def refreshed_model(settings: Settings, model):
-    """`model`, or the configured model file loaded again after installing the service's latest publication in its
-    place (see `takes_update`). An unreachable service, nothing published or a failed download keeps `model`
-    (logged)."""
+    """`model`, or the service's latest publication, installed in place of the configured model file once it has
+    been downloaded beside it and loaded (see `takes_update`). An unreachable service, nothing published, a failed
+    download or a model this client cannot load keeps `model` and its file (logged)."""
     try:
         meta = latest_model_info(settings.model_source, timeout=10)
         if not takes_update(settings.model, model, meta):
             return model
         log.info("model %s: installing the published version %s (created %s)", settings.model, meta.get("version"),
                  meta.get("created"))
-        download_model(settings.model_source, settings.model, meta=meta)
-        return open_model(settings)
+        return installed_update(settings, meta)
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, settings.model)
         return model
     except (ModelDownloadError, ClientError, OSError) as exc:
         log.warning("model update skipped, %s kept: %s", settings.model, exc)
         return model
+
+
+def installed_update(settings: Settings, meta: dict):
+    """Download the publication `meta` beside the configured model file, load it, and only then move it (and its
+    metadata) into place; a file that cannot be loaded is removed and raises ClientError."""
+    path = Path(settings.model)
+    staged = path.with_name(f"{path.stem}.update{path.suffix}")
+    staged_meta, path_meta = (name.with_name(name.name + ".json") for name in (staged, path))
+    download_model(settings.model_source, staged, meta=meta)
+    try:
+        fresh = open_model(settings, staged)
+    except ClientError as exc:
+        staged.unlink(missing_ok=True)
+        staged_meta.unlink(missing_ok=True)
+        raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
+    os.replace(staged, path)
+    os.replace(staged_meta, path_meta)
+    return fresh
 
 
 def takes_update(path: Path, model, meta: dict) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -293,6 +294,28 @@ def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
             detect.open_model(unwritable)
     assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
     assert not list(configured.parent.glob("*.part"))
+
+
+def test_a_published_model_this_client_cannot_load_is_never_installed(client_night, tmp_path, caplog):
+    """A publication that downloads whole but does not load here (a broken export, a format this version does not
+    read) leaves the configured file, and the next run, as they were."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    original = configured.read_bytes()
+    store = tmp_path / "store"
+    broken = tmp_path / "published" / "broken.onnx"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 64)                # the right size and hash, not a network
+    publish(store, broken, version=2, created=MARCH)
+    caplog.set_level(logging.WARNING)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        model = detect.open_model(config)
+        assert detect.refreshed_model(config, model) is model
+        assert "published model version 2 cannot be used here" in caplog.text
+        assert configured.read_bytes() == original
+        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx"]
+        summary = run_batch(config, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
+        assert summary.model == TINY_VERSION and configured.read_bytes() == original
 
 
 def test_published_models_are_read_from_the_bucket(tmp_path):
