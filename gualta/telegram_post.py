@@ -97,12 +97,17 @@ async def _send(channel: Channel, text: str, jpeg: bytes | None) -> int:
 
 
 async def _edit_caption(channel: Channel, message_id: int, text: str) -> int:
+    from telegram.error import BadRequest
+
     bot = _bot(channel)
     try:
         await bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id, caption=text)
-        return message_id
+    except BadRequest as exc:        # the caption says this already (two reports of one moment crossed): done
+        if "not modified" not in str(exc).lower():
+            raise
     finally:
         await bot.shutdown()
+    return message_id
 
 
 def _outcome(call) -> Posted:

@@ -169,12 +169,14 @@ class RecordingServer:
 
 class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
-    answers with the edited message), or fails with HTTP `fail_status` — every method, or those in `fail_methods`."""
+    answers with the edited message, or 400 "message is not modified" if its caption is the same), or fails with
+    HTTP `fail_status` — every method, or those in `fail_methods`."""
 
     def __init__(self):
         self.calls: list[dict] = []
         self.fail_status: int | None = None
         self.fail_methods: set[str] = set()
+        self.captions: dict[int, str | None] = {}
         super().__init__(self.answer)
         self.base_url = self.url + "/bot"
 
@@ -186,6 +188,11 @@ class TelegramStandIn(RecordingServer):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
                                       "description": "Internal Server Error"}
         message_id = int(fields["message_id"]) if method.startswith("edit") else len(self.calls)
+        if method == "editMessageCaption" and self.captions.get(message_id) == fields.get("caption"):
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is not modified: "
+                         "specified new message content and reply markup are exactly the same as a current content "
+                         "and reply markup of the message"}
+        self.captions[message_id] = fields.get("caption")
         return 200, {"ok": True, "result": {"message_id": message_id, "date": 0,
                                             "chat": {"id": -100123, "type": "channel"}}}
 

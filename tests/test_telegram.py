@@ -121,6 +121,19 @@ def test_only_posts_that_were_sent_are_edited_and_a_failed_edit_changes_nothing(
     assert len(bot_api.sent("editMessageCaption")) == 1
 
 
+def test_an_edit_that_changes_nothing_is_no_failure(bot_api):
+    """Two reports of one moment that cross each name the other in their own posts; the edit that follows finds the
+    caption already right, which Telegram refuses as "not modified": that is success, and other refusals are not."""
+    channel = telegram_post.Channel(token=TOKEN, chat_id="@gualta_meteors", base_url=bot_api.base_url)
+    posted = telegram_post.post(channel, "☄️ Meteor detected\nAlso seen from obs02 at 23:15:20", b"jpeg")
+    assert posted.status == "sent" and posted.message_id is not None
+    assert telegram_post.edit_caption(channel, posted.message_id, "☄️ Meteor detected\nAlso seen from obs02 at "
+                                      "23:15:20") == telegram_post.Posted("sent", posted.message_id)
+    assert [call["method"] for call in bot_api.calls] == ["sendPhoto", "editMessageCaption"]
+    bot_api.fail_status, bot_api.fail_methods = 400, {"editMessageCaption"}
+    assert telegram_post.edit_caption(channel, posted.message_id, "other").status == "failed: BadRequest"
+
+
 def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
     from gualta import coincidence, store
 
