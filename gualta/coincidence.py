@@ -42,10 +42,8 @@ def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of,
                                   .total_seconds()) <= window_s
 
 
-def coinciding(target: store.Store, night: str, obs_id: str, stamp: datetime,
+def coinciding(detections: list[tuple[str, str, datetime]], obs_id: str, stamp: datetime,
                zone_of) -> list[tuple[str, str, datetime]]:
-    """(obs_id, frame id, camera-clock time) of the stored detections of other observatories at the same moment as
-    this one, in order."""
-    return sorted(found for found in stored_detections(target, night)
-                  if together((obs_id, stamp), (found[0], found[2]), zone_of))
-
+    """Those of `detections` (obs_id, frame id, camera-clock time) that are of other observatories at the same moment
+    as this one, in order."""
+    return sorted(found for found in detections if together((obs_id, stamp), (found[0], found[2]), zone_of))

@@ -138,7 +138,9 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
     if not store.write_json(target, json_key, record, create=True):
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
-    others = coinciding(target, item.folder, item.obs_id, item.id, env) if channel is not None else []
+    stored = night_detections(target, item.folder) if channel is not None else []
+    zone_of = coincidence.zones_from_env(env)
+    others = coincidence.coinciding(stored, item.obs_id, allsky.frame_time(f"image-{item.id}.jpg"), zone_of)
     if item.telegram:
         caption = telegram_post.detection_caption(record, page_url(env, item.folder, item.obs_id, item.id),
                                                   seen_also(others))
@@ -148,8 +150,9 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
             record["telegram_message_id"] = posted.message_id
         store.write_json(target, json_key, record)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
-        for obs_id, frame_id, _ in others:
-            if not name_in_earlier_post(target, item.folder, obs_id, frame_id, channel, env):
+        for obs_id, frame_id, at in others:
+            seen = seen_also(coincidence.coinciding(stored, obs_id, at, zone_of))
+            if not name_in_earlier_post(target, item.folder, obs_id, frame_id, seen, channel, env):
                 break
     return response(200, {"status": "stored", "key": json_key, "telegram": record["telegram_status"]})
 
@@ -160,13 +163,12 @@ def page_url(env, night: str, obs_id: str, frame_id: str) -> str | None:
     return f"{site_url.rstrip('/')}/{night}.html#{obs_id}_{frame_id}" if site_url else None
 
 
-def coinciding(target: store.Store, night: str, obs_id: str, frame_id: str, env) -> list[tuple[str, str, datetime]]:
-    """Other observatories' stored detections of the same moment; none if the store cannot be listed (logged)."""
+def night_detections(target: store.Store, night: str) -> list[tuple[str, str, datetime]]:
+    """The night's stored detections (coincidence.stored_detections); none if the store cannot be listed (logged)."""
     try:
-        return coincidence.coinciding(target, night, obs_id, allsky.frame_time(f"image-{frame_id}.jpg"),
-                                      coincidence.zones_from_env(env))
+        return coincidence.stored_detections(target, night)
     except store.StoreError as exc:
-        log.warning("cannot look for coincidences of %s_%s: %s", obs_id, frame_id, exc)
+        log.warning("cannot look for coincidences in night %s: %s", night, exc)
         return []
 
 
@@ -175,9 +177,10 @@ def seen_also(others: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
     return [(obs_id, at.strftime("%H:%M:%S")) for obs_id, _, at in others]
 
 
-def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str, channel, env) -> bool:
-    """Rewrite the caption of a detection already posted so that it names every coincident detection stored since;
-    False when Telegram refused the edit or could not be reached (logged; nothing else changes)."""
+def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str, seen: list[tuple[str, str]],
+                         channel, env) -> bool:
+    """Rewrite the caption of a detection already posted so that it names `seen`, the coincident detections stored
+    now; False when Telegram refused the edit or could not be reached (logged; nothing else changes)."""
     json_key = store.detection_key(night, obs_id, frame_id)
     try:
         record = store.read_json(target, json_key)
@@ -186,7 +189,6 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
         return True
     if not isinstance(record, dict) or not isinstance(record.get("telegram_message_id"), int):
         return True
-    seen = seen_also(coinciding(target, night, obs_id, frame_id, env))
     caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen)
     if telegram_post.edit_caption(channel, record["telegram_message_id"], caption).status != "sent":
         return False
