@@ -33,7 +33,7 @@ from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
 from gualta.preprocess import BadFrame, binary_difference, read_colour, resize_area, side_by_side, washed_out_share
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
-                           download_model, file_sha256, latest_model_info, log_key)
+                           download_model, file_sha256, latest_model_info, log_key, metadata_path)
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +526,7 @@ def open_model(settings: Settings, path: str | Path | None = None):
     if not path.is_file():
         log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
         try:
-            download_model(settings.model_source, path)
+            return installed_model(settings, path)
         except ModelDownloadError as exc:
             raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
     try:
@@ -545,7 +545,7 @@ def refreshed_model(settings: Settings, model):
             return model
         log.info("model %s: installing the published version %s (created %s)", settings.model, meta.get("version"),
                  meta.get("created"))
-        return installed_update(settings, meta)
+        return installed_model(settings, Path(settings.model), meta)
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, settings.model)
         return model
@@ -554,29 +554,28 @@ def refreshed_model(settings: Settings, model):
         return model
 
 
-def installed_update(settings: Settings, meta: dict):
-    """Download the publication `meta` beside the configured model file, load it, and only then move it (and its
-    metadata) into place; a file that cannot be loaded is removed and raises ClientError."""
-    path = Path(settings.model)
+def installed_model(settings: Settings, path: Path, meta: dict | None = None):
+    """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
+    and only then moved into place with its metadata, so a file this client cannot load never takes the place of
+    one (ClientError; ModelDownloadError when the download fails)."""
     staged = path.with_name(f"{path.stem}.update{path.suffix}")
-    staged_meta, path_meta = (name.with_name(name.name + ".json") for name in (staged, path))
-    download_model(settings.model_source, staged, meta=meta)
+    meta = download_model(settings.model_source, staged, meta=meta)
     try:
-        fresh = open_model(settings, staged)
+        model = open_model(settings, staged)
     except ClientError as exc:
         staged.unlink(missing_ok=True)
-        staged_meta.unlink(missing_ok=True)
+        metadata_path(staged).unlink(missing_ok=True)
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.replace(staged, path)
-    os.replace(staged_meta, path_meta)
-    return fresh
+    os.replace(metadata_path(staged), metadata_path(path))
+    return model
 
 
 def takes_update(path: Path, model, meta: dict) -> bool:
     """Whether the published model `meta` replaces the model file at `path` (loaded as `model`): a file the service
     gave (its <file>.json still matches it) follows the service's latest, a rollback too; any other file only a
     model created later than it, and never one without a creation time (a .pkl, a model exported elsewhere)."""
-    given = read_json_file(path.with_name(path.name + ".json"))
+    given = read_json_file(metadata_path(path))
     if isinstance(given, dict) and given.get("sha256") == file_sha256(path):
         return meta["sha256"] != given["sha256"]
     created, published = parse_created(getattr(model.info, "created", "")), parse_created(meta.get("created"))

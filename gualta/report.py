@@ -366,7 +366,12 @@ def install_model(base: str, destination: Path, meta: dict, timeout: float) -> N
         os.replace(temporary, destination)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    destination.with_name(destination.name + ".json").write_text(json.dumps(meta, indent=2))
+    metadata_path(destination).write_text(json.dumps(meta, indent=2))
+
+
+def metadata_path(model_file: Path) -> Path:
+    """Where a downloaded model's publication metadata is kept: `<file>.json` beside it."""
+    return model_file.with_name(model_file.name + ".json")
 
 
 def published_name(meta: dict, suffix: str) -> str:

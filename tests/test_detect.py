@@ -298,7 +298,8 @@ def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
 
 def test_a_published_model_this_client_cannot_load_is_never_installed(client_night, tmp_path, caplog):
     """A publication that downloads whole but does not load here (a broken export, a format this version does not
-    read) leaves the configured file, and the next run, as they were."""
+    read) leaves the configured file, and the next run, as they were; where no model was installed yet it leaves
+    nothing, so the next run downloads again."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     original = configured.read_bytes()
     store = tmp_path / "store"
@@ -316,6 +317,12 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx"]
         summary = run_batch(config, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
         assert summary.model == TINY_VERSION and configured.read_bytes() == original
+        missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
+        with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
+            detect.open_model(missing)
+        assert list((tmp_path / "fresh").iterdir()) == []              # nothing left that the next run would load
+        publish(store, configured, version=3)                           # so a fixed publication is then taken
+        assert detect.open_model(missing).info.version == TINY_VERSION
 
 
 def test_published_models_are_read_from_the_bucket(tmp_path):
