@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -197,3 +198,51 @@ def explained_away(diff, neighbour_lines, streaks=(), pieces=None):
 
     mask = explained_mask(diff, neighbour_lines, streaks, pieces)
     return erased(diff, mask) if mask.any() else None
+
+
+BASE_INSTALL_RUNNER = """
+import importlib.abc, os, runpy, sys
+BLOCKED = set(os.environ["GUALTA_TEST_BLOCKED"].split(","))
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the base install)", name=name)
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def base_install_distributions(pyproject: Path) -> set[str]:
+    """The distributions a plain `pip install .` brings: the project's dependencies and theirs, recursively."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo, found = list(tomllib.loads(pyproject.read_text())["project"]["dependencies"]), set()
+    while todo:
+        requirement = Requirement(todo.pop())
+        name = canonicalize_name(requirement.name)
+        if name in found or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        found.add(name)
+        try:
+            todo += metadata.requires(name) or []
+        except metadata.PackageNotFoundError:       # an optional platform dependency not installed here
+            pass
+    return found
+
+
+def base_install_command(pyproject: Path, script: Path, *args: str) -> tuple[list[str], str]:
+    """(command, blocked modules) running `script` in this environment as if only the base install were there: every
+    installed top-level module that no base distribution provides fails to import."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    allowed = base_install_distributions(pyproject) | {"gualta"}
+    blocked = sorted(module for module, owners in metadata.packages_distributions().items()
+                     if not allowed & {canonicalize_name(owner) for owner in owners})
+    return [sys.executable, "-c", BASE_INSTALL_RUNNER, str(script), *args], ",".join(blocked)
