@@ -200,28 +200,27 @@ def explained_away(diff, neighbour_lines, streaks=(), pieces=None):
     return erased(diff, mask) if mask.any() else None
 
 
-BASE_INSTALL_RUNNER = """
+ONLY_INSTALLED_RUNNER = """
 import importlib.abc, os, runpy, sys
 BLOCKED = set(os.environ["GUALTA_TEST_BLOCKED"].split(","))
 class NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (not in the base install)", name=name)
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed here)", name=name)
 sys.meta_path.insert(0, NotInstalled())
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def base_install_distributions(pyproject: Path) -> set[str]:
-    """The distributions a plain `pip install .` brings: the project's dependencies and theirs, recursively."""
-    import tomllib
+def distributions_required(requirements: list[str]) -> set[str]:
+    """The distributions `pip install` of these requirements brings: them and their dependencies, recursively."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    todo, found = list(tomllib.loads(pyproject.read_text())["project"]["dependencies"]), set()
+    todo, found = list(requirements), set()
     while todo:
         requirement = Requirement(todo.pop())
         name = canonicalize_name(requirement.name)
@@ -235,14 +234,22 @@ def base_install_distributions(pyproject: Path) -> set[str]:
     return found
 
 
-def base_install_command(pyproject: Path, script: Path, *args: str) -> tuple[list[str], str]:
-    """(command, blocked modules) running `script` in this environment as if only the base install were there: every
-    installed top-level module that no base distribution provides fails to import."""
+def base_requirements(pyproject: Path) -> list[str]:
+    """What a plain `pip install .` asks for: the project's dependencies without extras."""
+    import tomllib
+
+    return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+
+
+def only_installed_command(requirements: list[str], script: Path, *args: str) -> tuple[list[str], str]:
+    """(command, blocked modules) running `script` in this environment as if only `requirements` were installed
+    (and gualta itself): every installed top-level module that none of their distributions provides fails to
+    import, with "not installed here" in its message."""
     from importlib import metadata
 
     from packaging.utils import canonicalize_name
 
-    allowed = base_install_distributions(pyproject) | {"gualta"}
+    allowed = distributions_required(requirements) | {"gualta"}
     blocked = sorted(module for module, owners in metadata.packages_distributions().items()
                      if not allowed & {canonicalize_name(owner) for owner in owners})
-    return [sys.executable, "-c", BASE_INSTALL_RUNNER, str(script), *args], ",".join(blocked)
+    return [sys.executable, "-c", ONLY_INSTALLED_RUNNER, str(script), *args], ",".join(blocked)

@@ -112,3 +112,39 @@ def test_sample_events_through_the_handlers(env):
     html = (env / "20260916.html").read_text()
     assert 'id="obs01_20260916231507"' in html and "1,440 frames processed" in html
     assert re.fullmatch(r"[0-9]{8}", website(sample("daily_schedule"), None)["night"])
+
+
+LAMBDA_RUN = """
+import importlib, json, pathlib, sys
+sam = pathlib.Path(sys.argv[1])
+sys.path.insert(0, str(sam / "layer"))                    # /opt/python on AWS: the layer's gualta and packages
+answers = {}
+for function, events in (("guAlta", ["upload_log_start", "upload_detection", "upload_log_end"]),
+                         ("generateWebsite", ["daily_day"])):
+    sys.path.insert(0, str(sam / function))
+    app = importlib.import_module("app")
+    for name in events:
+        answer = app.lambda_handler(json.loads((sam / "events" / f"{name}.json").read_text()), None)
+        answers[name] = answer.get("statusCode", answer.get("detections"))
+    sys.path.pop(0)
+    del sys.modules["app"]
+print(json.dumps(answers))
+"""
+
+
+def test_the_handlers_run_with_only_the_layers_requirements(env, tmp_path):
+    """What the layer installs (aws_lambda/layer/requirements.txt) is all the handlers need: they run the sample
+    events with every other installed package unimportable (numpy, OpenCV and onnxruntime among them)."""
+    from helpers_client import only_installed_command
+
+    layer = [line for line in (SAM / "layer" / "requirements.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    (tmp_path / "run.py").write_text(LAMBDA_RUN)
+    command, blocked = only_installed_command(layer, tmp_path / "run.py", str(SAM))
+    assert {"cv2", "onnxruntime", "torch", "pandas"} <= set(blocked.split(","))
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GUALTA_TEST_BLOCKED": blocked})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == {"upload_log_start": 200, "upload_detection": 200,
+                                                       "upload_log_end": 200, "daily_day": 1}
+    assert 'id="obs01_20260916231507"' in (env / "20260916.html").read_text()
