@@ -1,0 +1,55 @@
+"""The deployment recipes in deploy/ as an operator installs them: the cron line runs as written."""
+from __future__ import annotations
+
+import subprocess
+from datetime import date, timedelta
+from pathlib import Path
+
+from gualta import allsky
+from gualta.detect import read_scores
+from gualta.server import ChildServer
+from helpers_client import copy_night
+from helpers_service import KEYS, REPO, child_env, service_env
+
+CRON = REPO / "deploy" / "guAlta-batch.cron"
+UNIT = REPO / "deploy" / "guAlta-realtime.service"
+HOME, ENV_FILE = "/home/pi/guAlta", "/etc/gualta.env"
+
+
+def cron_line() -> tuple[str, str]:
+    """(schedule, command) of the crontab entry, as cron reads it (`\\%` is a literal %)."""
+    [line] = [line for line in CRON.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    fields = line.split(maxsplit=5)
+    return " ".join(fields[:5]), fields[5].replace("\\%", "%")
+
+
+def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_night, tiny_model, tmp_path):
+    """The morning batch, run by /bin/sh as the unprivileged user with the key file the systemd unit reads: last
+    night scored into scores/YYYYMMDD.csv (yesterday's date), its detections delivered, the summary in the log."""
+    schedule, command = cron_line()
+    assert schedule == "30 8 * * *"
+    assert f"EnvironmentFile=-{ENV_FILE}" in UNIT.read_text() and f"WorkingDirectory={HOME}" in UNIT.read_text()
+    install = [line for line in UNIT.read_text().splitlines() if ENV_FILE in line and "install" in line]
+    assert install and "-o pi" in install[0]            # the cron user must be able to read the key file
+    home = tmp_path / "guAlta"
+    home.mkdir()
+    for name in (".venv", "guAlta.py"):
+        (home / name).symlink_to(REPO / name)
+    copy_night(client_night, tmp_path / "images")
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        env_file = tmp_path / "gualta.env"
+        env_file.write_text(f"GUALTA_API_KEY={KEYS['obs01']}\nGUALTA_OBS_ID=obs01\nGUALTA_URL={child.url}\n"
+                            f"GUALTA_MAIN_FOLDER={tmp_path / 'images'}\nGUALTA_MODEL={tiny_model}\n"
+                            f"GUALTA_OUTBOX={tmp_path / 'outbox.sqlite'}\nGUALTA_THREADS=1\n")
+        env_file.chmod(0o600)
+        run = subprocess.run(["/bin/sh", "-c", command.replace(HOME, str(home)).replace(ENV_FILE, str(env_file))],
+                             capture_output=True, text=True, timeout=180,
+                             env={key: value for key, value in child_env().items() if not key.startswith("GUALTA_")})
+    assert run.returncode == 0, run.stderr
+    scores = home / "scores" / f"{date.today() - timedelta(days=1):%Y%m%d}.csv"
+    rows = read_scores(scores)
+    assert len(rows) == 24
+    assert "night 20211110: 24 frames" in (home / "scores" / "batch.log").read_text()
+    reported = {f"obs01_{allsky.frame_id(row['file'])}.json" for row in rows if row["detection"] == "1"}
+    assert reported and {path.name for path in (store / "detections" / "20211110").iterdir()} == reported
