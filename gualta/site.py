@@ -4,7 +4,9 @@ For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`
 latest night): per observatory, the detections in time order with image, local time and score; consecutive
 detections (≤ 60 s apart) grouped as "possible satellite/plane"; detections of different observatories at the same
 moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
-that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup.
+that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
+what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights whose detections,
+logs or next night changed since — reports an observatory delivered late, after its outage, reach their page.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ GROUP_GAP_S = 60
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
+REFRESH_NIGHTS = 7                # a scheduled build brings this many earlier nights' pages up to date
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -195,16 +198,18 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None) -> dict:
-    """Write night's page (and index.html if it is the latest); return a summary."""
+    """Write night's page (and index.html if it is the latest) and what it was made from; return a summary."""
     check_night(night)
     now = now or datetime.now(timezone.utc)
+    made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
     parts = sections(target, night, env)
     known = sorted(set(page_nights(target)) | {night})
-    html = render_day(night, parts, [n for n in known if n < night], [n for n in known if n > night],
-                      now.astimezone(service_env.timezone(env)))
+    later = [n for n in known if n > night]
+    html = render_day(night, parts, [n for n in known if n < night], later, now.astimezone(service_env.timezone(env)))
     data = html.encode("utf-8")
     written = [store.page_key(night)]
     target.put(written[0], data)
+    store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1]})
     if night == known[-1]:
         target.put("index.html", data)
         written.append("index.html")
@@ -213,15 +218,40 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None)
             "written": written}
 
 
+def page_inputs(target: store.Store, night: str) -> list[str]:
+    """The stored keys a night's page is made from: its detections and logs."""
+    return sorted(target.keys(f"detections/{night}/")) + sorted(target.keys(f"logs/{night}/"))
+
+
+def stale_nights(target: store.Store, night: str) -> list[str]:
+    """The nights before `night` (the last REFRESH_NIGHTS with a page) whose detections, logs or next night have
+    changed since their page was built, oldest first."""
+    nights = page_nights(target)
+    stale = []
+    for earlier in [n for n in nights if n < night][-REFRESH_NIGHTS:]:
+        made = store.read_json(target, store.page_inputs_key(earlier))
+        following = [n for n in nights if n > earlier][:1]
+        if not isinstance(made, dict) or made.get("inputs") != page_inputs(target, earlier) \
+                or made.get("next") != following:
+            stale.append(earlier)
+    return stale
+
+
 def default_night(now: datetime, env) -> str:
     """The night the page should show at `now`: at 09:00 the one that just ended, in the evening tonight's."""
     return allsky.night_of(now.astimezone(service_env.timezone(env)))
 
 
 def handle(event, env=None, now: datetime | None = None) -> dict:
-    """generateWebsite entry: event {"day": "YYYYMMDD"} or a schedule event (→ the night that just ended)."""
+    """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event: the night that
+    just ended, then the earlier pages that are out of date (`stale_nights`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
+    target = store.store_from_env(env)
     day = event.get("day") if isinstance(event, dict) else None
-    night = check_night(day) if day is not None else default_night(now, env)
-    return build_day(store.store_from_env(env), night, env, now)
+    if day is not None:
+        return build_day(target, check_night(day), env, now)
+    summary = build_day(target, default_night(now, env), env, now)
+    stale = stale_nights(target, summary["night"])
+    summary["refreshed"] = [build_day(target, night, env, now)["night"] for night in stale]
+    return summary

@@ -68,6 +68,11 @@ def page_key(night: str) -> str:
     return f"{night}.html"
 
 
+def page_inputs_key(night: str) -> str:
+    """What a night's page was made from (the daily page's bookkeeping)."""
+    return f"pages/{night}.json"
+
+
 class Store(Protocol):
     """What the handlers need from a store."""
 

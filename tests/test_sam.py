@@ -69,7 +69,11 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
                 assert "*" not in json.dumps(statement["Action"])                    # no wildcard actions
                 assert statement["Resource"] != "*"
     public = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
-    assert not any("detections" in json.dumps(r) or "logs" in json.dumps(r) for r in public)
+    assert not any(folder in json.dumps(r) for r in public for folder in ("detections", "logs", "pages"))
+    website = template["Resources"]["WebsiteFunction"]["Properties"]["Policies"][0]["Statement"]
+    on_pages = {action for statement in website if "/pages/*" in json.dumps(statement["Resource"])
+                for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
+    assert on_pages == {"s3:GetObject", "s3:PutObject"}     # what each page was made from (site.stale_nights)
 
 
 def test_layer_ships_the_package_and_its_dependencies(template):

@@ -137,6 +137,42 @@ def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
         WEBSITE({"day": "20261340"}, None)
 
 
+def nine_am(day: int) -> datetime:
+    """09:00 in Madrid (the service's zone in these tests) on 2026-09-`day`."""
+    return datetime(2026, 9, day, 7, 0, tzinfo=timezone.utc)
+
+
+def test_a_scheduled_build_brings_recent_pages_up_to_date(env, tmp_path):
+    """Reports an observatory delivers late (after an outage) reach their night's page at the next scheduled build,
+    and each page gains its link to the next night; a page whose inputs did not change is left as it is."""
+    root, schedule = tmp_path / "store", {"source": "gualta.schedule"}
+    ingest(detection("obs01", "20260915231507"))
+    assert site.handle(schedule, os.environ, nine_am(16))["refreshed"] == []
+    assert "2026-09-16 →" not in (root / "20260915.html").read_text()
+    ingest(detection("obs02", "20260915221500", seed=2), "obs02")                 # obs02's night, delivered late
+    ingest(payload.build_log("end", "obs02", total=1440, folder="20260915"), "obs02")
+    ingest(detection("obs01", "20260916231507"))
+    summary = site.handle(schedule, os.environ, nine_am(17))
+    assert (summary["night"], summary["refreshed"]) == ("20260916", ["20260915"])
+    page = (root / "20260915.html").read_text()
+    assert 'id="obs02_20260915221500"' in page and "1,440 frames processed" in page
+    assert '<a href="20260916.html">2026-09-16 →</a>' in page
+    before = (root / "20260915.html").read_bytes()
+    assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=2))["refreshed"] == []
+    assert (root / "20260915.html").read_bytes() == before                     # not rebuilt (its time would change)
+    assert json.loads((root / "pages" / "20260915.json").read_text())["next"] == ["20260916"]
+
+
+def test_only_the_last_nights_are_refreshed(env, tmp_path):
+    for day in range(1, 10):                                    # built one by one: none knew the next night then
+        site.handle({"day": f"202609{day:02d}"}, os.environ, nine_am(day + 1))
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))
+    assert summary["night"] == "20260910"
+    assert summary["refreshed"] == [f"202609{day:02d}" for day in range(10 - site.REFRESH_NIGHTS, 10)]
+    assert "2026-09-02 →" not in (tmp_path / "store" / "20260901.html").read_text()
+    assert "2026-09-04 →" in (tmp_path / "store" / "20260903.html").read_text()
+
+
 def test_stored_text_is_escaped(env, tmp_path):
     root = tmp_path / "store"
     ingest(detection())
