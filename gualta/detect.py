@@ -739,6 +739,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     outbox = sender = None
     if upload:
         outbox = Outbox(settings.outbox)
+        outbox.forget_old()
         sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
         outbox.put(*log_report("start", settings, night.name))
         sender.wake()

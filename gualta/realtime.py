@@ -260,6 +260,7 @@ class Watcher:
         if newest is None or (self.current is not None and newest.name <= self.current.night):
             return
         self.end_night()
+        self.outbox.forget_old(night=newest.name)
         if self.refresh is not None:
             self.model = self.refresh(self.model)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -103,6 +104,7 @@ def retry_delay(attempts: int) -> float:
 
 
 SET_UP_PATIENCE_S = 30.0      # how long opening an outbox waits out another connection setting the same file up
+KEEP_DAYS = 30                # sent reports and the watcher's rows are kept this long (pending ones for ever)
 
 
 class Outbox:
@@ -175,6 +177,22 @@ class Outbox:
         else:
             self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
                             (now + retry_delay(item.attempts + 1), outcome.detail, item.id))
+
+    def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None) -> int:
+        """Drop the reports delivered more than keep_days ago and the watcher's rows of nights more than keep_days
+        before `night` (YYYYMMDD, default today), so the file stops growing; pending and rejected reports stay.
+        Returns how many rows went."""
+        now = time.time() if now is None else now
+        latest = datetime.strptime(night, "%Y%m%d") if night else datetime.fromtimestamp(now)
+        with self.db:
+            sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
+                                   (now - keep_days * 86400,)).rowcount
+            frames = self.db.execute("DELETE FROM frames WHERE night < ?",
+                                     ((latest - timedelta(days=keep_days)).strftime("%Y%m%d"),)).rowcount
+        if sent or frames:
+            log.info("outbox %s: forgot %d reports delivered over %d days ago and %d frames of nights before",
+                     self.path, sent, keep_days, frames)
+        return sent + frames
 
     def pending(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

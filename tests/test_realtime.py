@@ -214,6 +214,9 @@ def test_watcher_sleeps_outside_the_window_and_watches_inside(client_night, tiny
     root = tmp_path / "images"
     Writer(client_night, root).write(range(3))
     config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
+    with Outbox(config.outbox) as outbox:                              # rows kept from nights a month before
+        for night in ("20211010", "20211011"):
+            outbox.record_frame(night, {"file": f"image-{night}220000.jpg"})
     clock = {"now": datetime(2021, 11, 11, 12, 0)}
     watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), clock=lambda: clock["now"],
                       say=lambda line: None, settle_s=0.0)
@@ -221,6 +224,8 @@ def test_watcher_sleeps_outside_the_window_and_watches_inside(client_night, tiny
     clock["now"] = datetime(2021, 11, 11, 0, 30)                       # after midnight: inside
     watcher.tick()
     assert watcher.current is not None and watcher.current.night == NIGHT
+    with Outbox(config.outbox) as outbox:                              # a night starts: over 30 days before it go
+        assert (outbox.night_rows("20211010"), len(outbox.night_rows("20211011"))) == ([], 1)
     wait_for(lambda: watcher.tick() is not None and len(rows_in(config.outbox)) == 3, 10)
     clock["now"] = datetime(2021, 11, 11, 8, 0)                        # window over: the night is closed
     watcher.tick()

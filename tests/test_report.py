@@ -47,6 +47,27 @@ def test_put_keeps_the_first_copy_unless_replacing(tmp_path):
         assert [json.loads(item.body) for item in outbox.due()] == [{"a": 1}, {"total": 2}]
 
 
+def test_the_outbox_forgets_what_was_delivered_long_ago_and_never_what_is_pending(tmp_path):
+    day, now = 86400, time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        for key in ("old-sent", "new-sent", "old-pending", "old-rejected"):
+            outbox.put(key, {"key": key})
+        items = {item.key: item for item in outbox.due()}
+        outbox.mark(items["old-sent"], report.Outcome("sent"), now - 31 * day)
+        outbox.mark(items["new-sent"], report.Outcome("sent"), now - 29 * day)
+        outbox.mark(items["old-rejected"], report.Outcome("rejected", "400 invalid"), now - 90 * day)
+        outbox.db.execute("UPDATE outbox SET created = ? WHERE key = 'old-pending'", (now - 90 * day,))
+        for night in ("20261103", "20261104", "20261105", "20261204"):
+            outbox.record_frame(night, {"file": f"image-{night}220000.jpg"})
+        assert outbox.forget_old(now) == 1 + 2                          # one report, two nights' frames
+        assert {key for key, in outbox.db.execute("SELECT key FROM outbox")} == {"new-sent", "old-pending",
+                                                                                 "old-rejected"}
+        assert [night for night in ("20261103", "20261104", "20261105", "20261204") if outbox.night_rows(night)] \
+            == ["20261105", "20261204"]
+        assert outbox.forget_old(now) == 0
+        assert outbox.put("old-sent", {"key": "old-sent"}) is True      # forgotten: a re-run would send it again
+
+
 def test_outboxes_opened_at_once_on_a_new_file_all_open(tmp_path):
     """The watcher and the sender open the same new outbox together; SQLite refuses the WAL switch of one of them at
     once (no busy wait) — about one round in ten before opening tried again."""
@@ -154,6 +175,13 @@ def test_a_night_with_the_service_down_loses_nothing(client_night, tiny_model, t
         assert again.pending == 0 and stored(store) == expected                  # a re-run reports nothing twice
         with Outbox(client.outbox) as outbox:
             assert outbox.counts() == {"sent": len(detected) + 2}
+            outbox.db.execute("UPDATE outbox SET done = done - 31 * 86400")     # a month later
+        run_batch(settings(tmp_path, tiny_model, url=child.url, api_key=KEY), client_night, None,
+                  say=lambda line: None, progress=False)
+        with Outbox(client.outbox) as outbox:                  # each run forgets what was delivered over 30 days ago
+            assert outbox.counts() == {"sent": len(detected) + 2}
+            assert min(done for done, in outbox.db.execute("SELECT done FROM outbox")) > time.time() - 3600
+        assert stored(store) == expected                       # the service answered the re-sent ones "duplicate"
 
 
 def test_cli_flush_exit_status(tiny_model, tmp_path):
