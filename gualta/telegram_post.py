@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from gualta import service_env
 
 log = logging.getLogger(__name__)
+FLOOD_WAIT_BUDGET_S = 10.0        # the longest a post waits out flood control (the ingest Lambda has 30 s)
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -81,16 +85,41 @@ class Posted:
     message_id: int | None = None
 
 
+async def _within_flood_control(call):
+    """Await call(); while Telegram's flood control asks to wait, wait and call again — as long as the waiting ends
+    within FLOOD_WAIT_BUDGET_S (the client, whose next report waits for this answer, slows down with it)."""
+    from telegram.error import RetryAfter
+
+    deadline = time.monotonic() + FLOOD_WAIT_BUDGET_S
+    while True:
+        try:
+            return await call()
+        except RetryAfter as exc:
+            wait = flood_wait_s(exc)
+            if time.monotonic() + wait > deadline:
+                raise
+            log.info("telegram flood control: waiting %g s", wait)
+            await asyncio.sleep(wait)
+
+
+def flood_wait_s(exc) -> float:
+    """Seconds a RetryAfter asks to wait (an int now, a timedelta in a future python-telegram-bot)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)      # the announcement of that change
+        wait = exc.retry_after
+    return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+
+
 async def _send(channel: Channel, text: str, jpeg: bytes | None) -> int:
     import telegram
 
     bot = _bot(channel)
     try:
         if jpeg is None:
-            message = await bot.send_message(chat_id=channel.chat_id, text=text)
+            message = await _within_flood_control(lambda: bot.send_message(chat_id=channel.chat_id, text=text))
         else:
-            message = await bot.send_photo(chat_id=channel.chat_id, caption=text,
-                                           photo=telegram.InputFile(jpeg, filename="detection.jpeg"))
+            message = await _within_flood_control(lambda: bot.send_photo(
+                chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")))
         return message.message_id
     finally:
         await bot.shutdown()
@@ -101,7 +130,8 @@ async def _edit_caption(channel: Channel, message_id: int, text: str) -> int:
 
     bot = _bot(channel)
     try:
-        await bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id, caption=text)
+        await _within_flood_control(lambda: bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id,
+                                                                     caption=text))
     except BadRequest as exc:        # the caption says this already (two reports of one moment crossed): done
         if "not modified" not in str(exc).lower():
             raise

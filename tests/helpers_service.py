@@ -169,14 +169,16 @@ class RecordingServer:
 
 class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
-    answers with the edited message, or 400 "message is not modified" if its caption is the same), or fails with
-    HTTP `fail_status` — every method, or those in `fail_methods`."""
+    answers with the edited message, or 400 "message is not modified" if its caption is the same), answers 429 with
+    the waits queued in `flood` (flood control), or fails with HTTP `fail_status` — every method, or those in
+    `fail_methods`."""
 
     def __init__(self):
         self.calls: list[dict] = []
         self.fail_status: int | None = None
         self.fail_methods: set[str] = set()
         self.captions: dict[int, str | None] = {}
+        self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order
         super().__init__(self.answer)
         self.base_url = self.url + "/bot"
 
@@ -184,6 +186,10 @@ class TelegramStandIn(RecordingServer):
         token, _, method = path.removeprefix("/bot").partition("/")
         fields = parse_fields(headers.get("Content-Type", ""), body)
         self.calls.append({"token": token, "method": method, "fields": fields})
+        if self.flood:
+            wait = self.flood.pop(0)
+            return 429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {wait}",
+                         "parameters": {"retry_after": wait}}
         if self.fail_status and (not self.fail_methods or method in self.fail_methods):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
                                       "description": "Internal Server Error"}

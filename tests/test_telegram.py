@@ -134,6 +134,19 @@ def test_an_edit_that_changes_nothing_is_no_failure(bot_api):
     assert telegram_post.edit_caption(channel, posted.message_id, "other").status == "failed: BadRequest"
 
 
+def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
+    """A burst (a night's reports delivered at once after an outage, or by a morning batch) meets Telegram's flood
+    control: a short wait is waited out and the post sent, so the client's next report waits too; a wait longer than
+    the budget is not (the detection is stored, its post recorded as failed)."""
+    bot_api.flood = [1]
+    assert post(detection(telegram=True))["telegram"] == "sent"
+    assert [call["method"] for call in bot_api.calls] == ["sendPhoto", "sendPhoto"]
+    bot_api.flood = [int(telegram_post.FLOOD_WAIT_BUDGET_S) + 30]
+    assert post(detection(frame_id="20260916231600", telegram=True))["telegram"] == "failed: RetryAfter"
+    assert len(bot_api.calls) == 3
+    assert stored(root, name="obs01_20260916231600")["telegram_status"] == "failed: RetryAfter"
+
+
 def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
     from gualta import coincidence, store
 
