@@ -10,6 +10,7 @@ logs or next night changed since — reports an observatory delivered late, afte
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -219,8 +220,11 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None)
 
 
 def page_inputs(target: store.Store, night: str) -> list[str]:
-    """The stored keys a night's page is made from: its detections and logs."""
-    return sorted(target.keys(f"detections/{night}/")) + sorted(target.keys(f"logs/{night}/"))
+    """What a night's page is made from: its detections' keys, and its logs' keys with a digest of their content (a
+    log is replaced under its key when a night is reported again)."""
+    logs = [f"{key} {hashlib.sha256(target.get(key) or b'').hexdigest()[:16]}"
+            for key in sorted(target.keys(f"logs/{night}/"))]
+    return sorted(target.keys(f"detections/{night}/")) + logs
 
 
 def stale_nights(target: store.Store, night: str) -> list[str]:

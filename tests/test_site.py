@@ -160,6 +160,9 @@ def test_a_scheduled_build_brings_recent_pages_up_to_date(env, tmp_path):
     before = (root / "20260915.html").read_bytes()
     assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=2))["refreshed"] == []
     assert (root / "20260915.html").read_bytes() == before                     # not rebuilt (its time would change)
+    ingest(payload.build_log("end", "obs02", total=1500, folder="20260915"), "obs02")   # the night reported again
+    assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=2.5))["refreshed"] == ["20260915"]
+    assert "1,500 frames processed" in (root / "20260915.html").read_text()
     assert json.loads((root / "pages" / "20260915.json").read_text())["next"] == ["20260916"]
 
 
