@@ -538,20 +538,50 @@ def open_model(settings: Settings, path: str | Path | None = None):
 def refreshed_model(settings: Settings, model):
     """`model`, or the service's latest publication, installed in place of the configured model file once it has
     been downloaded beside it and loaded (see `takes_update`). An unreachable service, nothing published, a failed
-    download or a model this client cannot load keeps `model` and its file (logged)."""
+    download or a model this client cannot load keeps `model` and its file (logged); a publication that could not
+    be loaded is noted beside the model (`rejected_path`) and not downloaded again."""
+    path = Path(settings.model)
     try:
         meta = latest_model_info(settings.model_source, timeout=10)
-        if not takes_update(settings.model, model, meta):
+        if not takes_update(path, model, meta):
             return model
-        log.info("model %s: installing the published version %s (created %s)", settings.model, meta.get("version"),
+        if rejected_before(path, meta):
+            log.info("model %s kept: the published version %s could not be loaded here (%s)", path,
+                     meta.get("version"), rejected_path(path))
+            return model
+        log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
                  meta.get("created"))
-        return installed_model(settings, Path(settings.model), meta)
+        return installed_model(settings, path, meta)
     except NoModelPublished:
-        log.info("no model published at %s: %s kept", settings.model_source, settings.model)
+        log.info("no model published at %s: %s kept", settings.model_source, path)
         return model
-    except (ModelDownloadError, ClientError, OSError) as exc:
-        log.warning("model update skipped, %s kept: %s", settings.model, exc)
+    except ClientError as exc:
+        log.warning("model update skipped, %s kept: %s", path, exc)
+        write_rejected(path, meta, str(exc))
         return model
+    except (ModelDownloadError, OSError) as exc:
+        log.warning("model update skipped, %s kept: %s", path, exc)
+        return model
+
+
+def rejected_path(model_file: Path) -> Path:
+    """Where the client notes a publication it downloaded but could not load (`<file>.rejected.json`)."""
+    return model_file.with_name(f"{model_file.name}.rejected.json")
+
+
+def rejected_before(model_file: Path, meta: dict) -> bool:
+    """Whether the publication `meta` is the one noted as unloadable here."""
+    noted = read_json_file(rejected_path(model_file))
+    return isinstance(noted, dict) and noted.get("sha256") == meta.get("sha256")
+
+
+def write_rejected(model_file: Path, meta: dict, reason: str) -> None:
+    """Note an unloadable publication (its version, hash and why), so that later runs do not download it again."""
+    try:
+        rejected_path(model_file).write_text(json.dumps({"version": meta.get("version"), "sha256": meta.get("sha256"),
+                                                         "reason": reason}, indent=1))
+    except OSError as exc:
+        log.warning("cannot note %s: %s", rejected_path(model_file), exc)
 
 
 def installed_model(settings: Settings, path: Path, meta: dict | None = None):
@@ -568,6 +598,7 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.replace(staged, path)
     os.replace(metadata_path(staged), metadata_path(path))
+    rejected_path(path).unlink(missing_ok=True)
     return model
 
 

@@ -6,6 +6,7 @@ checks run in this order and the first failure answers — 404 other path, 405 o
 Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
 if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing), then posted to Telegram if asked;
 the post's outcome is recorded in the record as ``telegram_status``. Logs are kept per night and observatory.
+The scheduled job (gualta.site) posts again, late, the detections whose post failed (``repost_failed``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 
 from gualta import allsky, coincidence, payload, service_env, store, telegram_post
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/uploadmeteor"
 MIN_KEY_LENGTH = 8
+REPOST_AFTER_S = 120              # a post still pending this long after it was stored was cut off (the Lambda has 30 s)
+REPOST_BUDGET_S = 60.0            # the scheduled job's time for posting again what failed
 
 
 def response(status: int, body: dict, headers: dict | None = None) -> dict:
@@ -128,8 +132,7 @@ def _handle(event: dict, env, now: datetime) -> dict:
 
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
-    """Store image and record (first writer wins), then post to Telegram if asked — naming the other observatories'
-    detections of the same moment already stored, whose posts then name this one too; answer 200."""
+    """Store image and record (first writer wins), then announce it (`announce`); answer 200."""
     json_key = store.detection_key(item.folder, item.obs_id, item.id)
     img_key = store.image_key(item.folder, item.obs_id, item.id)
     record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
@@ -139,22 +142,75 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
     stored = night_detections(target, item.folder) if channel is not None else []
+    status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored)
+    return response(200, {"status": "stored", "key": json_key, "telegram": status})
+
+
+def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
+             stored: list[tuple[str, str, datetime]]) -> str:
+    """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
+    detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
+    edit their posts to name it too. Return the record's telegram_status."""
+    night, obs_id, frame_id = detection
     zone_of = coincidence.zones_from_env(env)
-    others = coincidence.coinciding(stored, item.obs_id, allsky.frame_time(f"image-{item.id}.jpg"), zone_of)
-    if item.telegram:
-        caption = telegram_post.detection_caption(record, page_url(env, item.folder, item.obs_id, item.id),
-                                                  seen_also(others))
-        posted = telegram_post.post(channel, caption, item.jpeg)
+    others = coincidence.coinciding(stored, obs_id, allsky.frame_time(f"image-{frame_id}.jpg"), zone_of)
+    if record.get("telegram") is True:
+        caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen_also(others))
+        posted = telegram_post.post(channel, caption, jpeg)
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
-        store.write_json(target, json_key, record)
+        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
-        for obs_id, frame_id, at in others:
-            seen = seen_also(coincidence.coinciding(stored, obs_id, at, zone_of))
-            if not name_in_earlier_post(target, item.folder, obs_id, frame_id, seen, channel, env):
+        for other_obs, other_frame, at in others:
+            seen = seen_also(coincidence.coinciding(stored, other_obs, at, zone_of))
+            if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env):
                 break
-    return response(200, {"status": "stored", "key": json_key, "telegram": record["telegram_status"]})
+    return record["telegram_status"]
+
+
+def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S) -> list[str]:
+    """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
+    was stored), in time order, each as `announce` does — until one fails again (the channel is still down) or
+    budget_s has passed (the rest stay failed). Return the keys of the records now posted."""
+    channel = telegram_post.channel_from_env(env)
+    if channel is None:
+        return []
+    stored = night_detections(target, night)
+    deadline, reposted = time.monotonic() + budget_s, []
+    for obs_id, frame_id, _ in sorted(stored, key=lambda found: found[2]):
+        key = store.detection_key(night, obs_id, frame_id)
+        record = store.read_json(target, key)
+        if not awaits_post(record, now):
+            continue
+        if time.monotonic() > deadline:
+            log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night, budget_s)
+            break
+        jpeg = target.get(store.image_key(night, obs_id, frame_id))
+        if jpeg is None:
+            log.warning("cannot post %s again: its image is missing", key)
+            continue
+        record["telegram_retried"] = now.isoformat(timespec="seconds")
+        if announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored) != "sent":
+            break
+        log.info("posted %s late", key)
+        reposted.append(key)
+    return reposted
+
+
+def awaits_post(record, now: datetime) -> bool:
+    """Whether a detection record asked for a post that failed, or that was cut off (pending for too long)."""
+    if not isinstance(record, dict) or record.get("telegram") is not True:
+        return False
+    status = record.get("telegram_status")
+    if isinstance(status, str) and status.startswith("failed"):
+        return True
+    try:
+        received = datetime.fromisoformat(record.get("received"))
+    except (TypeError, ValueError):
+        return False
+    return status == "pending" and received.tzinfo is not None \
+        and (now - received).total_seconds() > REPOST_AFTER_S
 
 
 def page_url(env, night: str, obs_id: str, frame_id: str) -> str | None:

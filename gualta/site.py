@@ -6,7 +6,8 @@ detections (≤ 60 s apart) grouped as "possible satellite/plane"; detections of
 moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
 that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
 what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights whose detections,
-logs or next night changed since — reports an observatory delivered late, after its outage, reach their page.
+logs or next night changed since — reports an observatory delivered late, after its outage, reach their page —
+and first posts again the night's detections whose Telegram post failed.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 
-from gualta import allsky, coincidence, passes, payload, service_env, store
+from gualta import allsky, coincidence, ingest, passes, payload, service_env, store
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +249,17 @@ def default_night(now: datetime, env) -> str:
 
 def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event: the night that
-    just ended, then the earlier pages that are out of date (`stale_nights`, listed as "refreshed")."""
+    just ended — its detections whose Telegram post failed posted again first (`ingest.repost_failed`, listed as
+    "reposted") — then the earlier pages that are out of date (`stale_nights`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:
         return build_day(target, check_night(day), env, now)
-    summary = build_day(target, default_night(now, env), env, now)
+    night = default_night(now, env)
+    reposted = ingest.repost_failed(target, night, env, now)
+    summary = {**build_day(target, night, env, now), "reposted": reposted}
     stale = stale_nights(target, summary["night"])
     summary["refreshed"] = [build_day(target, night, env, now)["night"] for night in stale]
     return summary

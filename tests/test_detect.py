@@ -346,15 +346,25 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert detect.refreshed_model(config, model) is model
         assert "published model version 2 cannot be used here" in caplog.text
         assert configured.read_bytes() == original
-        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx"]
+        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx",
+                                                                             "guAlta.onnx.rejected.json"]
+        caplog.clear()
+        caplog.set_level(logging.INFO)
         summary = run_batch(config, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
         assert summary.model == TINY_VERSION and configured.read_bytes() == original
+        assert "the published version 2 could not be loaded here" in caplog.text    # not downloaded again
+        assert "model update skipped" not in caplog.text
         missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
             detect.open_model(missing)
         assert list((tmp_path / "fresh").iterdir()) == []              # nothing left that the next run would load
         publish(store, configured, version=3)                           # so a fixed publication is then taken
         assert detect.open_model(missing).info.version == TINY_VERSION
+        fixed = publish(store, tiny_onnx_model(tmp_path / "fixed.onnx", bias=-2.0, created=MARCH), version=4,
+                        created=MARCH)
+        detect.refreshed_model(config, model)
+        assert hashlib.sha256(configured.read_bytes()).hexdigest() == fixed["sha256"]
+        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx", "guAlta.onnx.json"]
 
 
 def test_published_models_are_read_from_the_bucket(tmp_path):

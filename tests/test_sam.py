@@ -74,6 +74,18 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
     on_pages = {action for statement in website if "/pages/*" in json.dumps(statement["Resource"])
                 for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
     assert on_pages == {"s3:GetObject", "s3:PutObject"}     # what each page was made from (site.stale_nights)
+    website_env = template["Resources"]["WebsiteFunction"]["Properties"]["Environment"]["Variables"]
+    assert website_env["GUALTA_TELEGRAM_TOKEN_PARAM"] == variables["GUALTA_TELEGRAM_TOKEN_PARAM"]   # posts again
+    assert website_env["GUALTA_TELEGRAM_CHAT"] == ingest["Environment"]["Variables"]["GUALTA_TELEGRAM_CHAT"]
+    allowed = {(action, json.dumps(resource)) for statement in website
+               for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+               for resource in (statement["Resource"] if isinstance(statement["Resource"], list)
+                                else [statement["Resource"]])}
+    assert {action for action, resource in allowed if "/detections/*" in resource} == {"s3:GetObject", "s3:PutObject"}
+    assert ("s3:GetObject", json.dumps({"Fn::Sub": "${Bucket.Arn}/imgs/*"})) in allowed
+    assert ("s3:PutObject", json.dumps({"Fn::Sub": "${Bucket.Arn}/imgs/*"})) not in allowed
+    assert any(action == "ssm:GetParameter" and "TelegramTokenParameterName" in resource
+               for action, resource in allowed)
 
 
 def test_layer_ships_the_package_and_its_dependencies(template):

@@ -5,10 +5,11 @@ import base64
 import json
 import logging
 import os
+from datetime import datetime, timezone
 
 import pytest
 
-from gualta import payload, server, telegram_post
+from gualta import ingest, payload, server, site, store, telegram_post
 from helpers_service import KEYS, TelegramStandIn, detection, event, free_port, service_env
 
 HANDLER = server.load_handler("guAlta")
@@ -145,6 +146,72 @@ def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
     assert post(detection(frame_id="20260916231600", telegram=True))["telegram"] == "failed: RetryAfter"
     assert len(bot_api.calls) == 3
     assert stored(root, name="obs01_20260916231600")["telegram_status"] == "failed: RetryAfter"
+
+
+NINE_AM_AFTER = datetime(2026, 9, 17, 7, 0, tzinfo=timezone.utc)          # the next morning, 09:00 in Madrid
+
+
+def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, caplog):
+    """A post Telegram refused (flood control, an outage) or that was cut off (still pending long after it was
+    stored) is posted at the morning's scheduled job, in time order, naming the detections of its moment, whose posts
+    then name it; the job stops at the first post that fails again, and posts nothing twice."""
+    bot_api.fail_status, bot_api.fail_methods = 500, {"sendPhoto"}
+    post(detection(telegram=True))                                                      # obs01 23:15:07: failed
+    post(detection("obs02", "20260916231520", telegram=True), KEYS["obs02"])           # its meteor, from obs02: failed
+    bot_api.fail_status = None
+    post(detection("obs03", "20260916231525", telegram=True), KEYS["obs03"])           # sent, names both
+    post(detection("obs01", "20260916231600", telegram=False))                          # never asked for
+    for frame_id, received in (("20260917031233", "2026-09-17T01:13:00+00:00"),       # cut off at 03:13
+                               ("20260917065930", "2026-09-17T06:59:45+00:00")):      # in flight right now
+        post(detection("obs01", frame_id, telegram=True))
+        path = root / f"detections/20260916/obs01_{frame_id}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "telegram_status": "pending",
+                                    "received": received}))
+    assert [stored(root, name=n)["telegram_status"] for n in ("obs01_20260916231507", "obs02_20260916231520")] \
+        == ["failed: NetworkError"] * 2
+
+    bot_api.fail_status = 500                                                           # still down in the morning
+    calls = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == calls + 1                                             # one try, then it stops
+    assert stored(root)["telegram_retried"] == "2026-09-17T07:00:00+00:00"
+
+    bot_api.fail_status = None
+    caplog.set_level(logging.INFO)
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json",
+                                   "detections/20260916/obs02_20260916231520.json",
+                                   "detections/20260916/obs01_20260917031233.json"]
+    late = bot_api.sent("sendPhoto")[-3:]
+    assert [photo["photo"] for photo in late] == [
+        (root / f"imgs/20260916/{name}.jpeg").read_bytes()
+        for name in ("obs01_20260916231507", "obs02_20260916231520", "obs01_20260917031233")]
+    assert [line for line in late[0]["caption"].splitlines() if line.startswith("Also")] == [
+        "Also seen from obs02 at 23:15:20", "Also seen from obs03 at 23:15:25"]
+    for name in ("obs01_20260916231507", "obs02_20260916231520", "obs01_20260917031233"):
+        record = stored(root, name=name)
+        assert record["telegram_status"] == "sent" and isinstance(record["telegram_message_id"], int)
+    first_id = stored(root)["telegram_message_id"]
+    assert "Also seen from obs01 at 23:15:07" in bot_api.captions[stored(root, name="obs03_20260916231525")
+                                                                  ["telegram_message_id"]]
+    assert "obs02 at 23:15:20" in bot_api.captions[first_id]
+    assert stored(root, name="obs01_20260917065930")["telegram_status"] == "pending"   # not taken from its ingest
+    assert "Telegram: sent" in (root / "20260916.html").read_text()
+
+    calls = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == calls                                                 # nothing is posted twice
+
+
+def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
+    bot_api.fail_status = 500
+    post(detection(telegram=True))
+    bot_api.fail_status = None
+    caplog.set_level(logging.WARNING)
+    assert ingest.repost_failed(store.store_from_env(os.environ), "20260916", os.environ, NINE_AM_AFTER,
+                                budget_s=0) == []
+    assert len(bot_api.sent("sendPhoto")) == 1 and "failed posts left unsent" in caplog.text
+    assert stored(root)["telegram_status"].startswith("failed")
 
 
 def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
