@@ -13,6 +13,7 @@ worker thread while the model scores the current one.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import logging
 import os
@@ -570,16 +571,19 @@ def rejected_path(model_file: Path) -> Path:
 
 
 def rejected_before(model_file: Path, meta: dict) -> bool:
-    """Whether the publication `meta` is the one noted as unloadable here."""
+    """Whether the publication `meta` is the one noted as unloadable here, by this same client (an upgraded one
+    tries again)."""
     noted = read_json_file(rejected_path(model_file))
-    return isinstance(noted, dict) and noted.get("sha256") == meta.get("sha256")
+    return isinstance(noted, dict) and noted.get("sha256") == meta.get("sha256") \
+        and noted.get("client") == client_versions()
 
 
 def write_rejected(model_file: Path, meta: dict, reason: str) -> None:
     """Note an unloadable publication (its version, hash and why), so that later runs do not download it again."""
+    note = {"version": meta.get("version"), "sha256": meta.get("sha256"), "reason": reason,
+            "client": client_versions()}
     try:
-        rejected_path(model_file).write_text(json.dumps({"version": meta.get("version"), "sha256": meta.get("sha256"),
-                                                         "reason": reason}, indent=1))
+        rejected_path(model_file).write_text(json.dumps(note, indent=1))
     except OSError as exc:
         log.warning("cannot note %s: %s", rejected_path(model_file), exc)
 
@@ -600,6 +604,17 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
     os.replace(metadata_path(staged), metadata_path(path))
     rejected_path(path).unlink(missing_ok=True)
     return model
+
+
+def client_versions() -> dict[str, str | None]:
+    """The versions of what decides whether a model file loads here: this package and ONNX Runtime."""
+    found = {}
+    for package in ("gualta", "onnxruntime"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def takes_update(path: Path, model, meta: dict) -> bool:

@@ -354,6 +354,12 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert summary.model == TINY_VERSION and configured.read_bytes() == original
         assert "the published version 2 could not be loaded here" in caplog.text    # not downloaded again
         assert "model update skipped" not in caplog.text
+        note = json.loads((configured.parent / "guAlta.onnx.rejected.json").read_text())
+        assert note["version"] == 2 and "cannot load model" in note["reason"]
+        note["client"]["onnxruntime"] = "1.0.0"                          # an upgraded client tries again
+        (configured.parent / "guAlta.onnx.rejected.json").write_text(json.dumps(note))
+        assert detect.refreshed_model(config, model) is model
+        assert "model update skipped" in caplog.text
         missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
             detect.open_model(missing)
