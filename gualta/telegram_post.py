@@ -16,6 +16,7 @@ from gualta import service_env
 
 log = logging.getLogger(__name__)
 FLOOD_WAIT_BUDGET_S = 10.0        # the longest a post waits out flood control (the ingest Lambda has 30 s)
+MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -46,17 +47,26 @@ def channel_from_env(env) -> Channel | None:
 
 def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = ()) -> str:
     """What the channel shows under a detection's photo; `seen_also`: (obs_id, HH:MM:SS) of other observatories'
-    detections of the same moment."""
+    detections of the same moment, as many as fit in Telegram's caption (then a count of the rest)."""
     lines = ["☄️ Meteor detected",
              f"Observatory: {record['obs_id']}",
              f"Local time: {record['date']} {record['time']}",
              f"Score: {record['score']:.2f}"]
     if record.get("flag"):
         lines.append(f"Flag: {record['flag']}")
-    lines += [f"Also seen from {obs_id} at {at}" for obs_id, at in seen_also]
-    if page_url:
-        lines.append(page_url)
-    return "\n".join(lines)
+    tail = [page_url] if page_url else []
+    also = [f"Also seen from {obs_id} at {at}" for obs_id, at in seen_also]
+    for shown in range(len(also), -1, -1):          # as many as fit in a caption, then how many more
+        more = [f"Also seen from {len(also) - shown} more observatories"] if shown < len(also) else []
+        caption = "\n".join(lines + also[:shown] + more + tail)
+        if telegram_length(caption) <= MAX_CAPTION:
+            return caption
+    return caption
+
+
+def telegram_length(text: str) -> int:
+    """A text's length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def log_text(record: dict) -> str:

@@ -169,9 +169,9 @@ class RecordingServer:
 
 class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
-    answers with the edited message, or 400 "message is not modified" if its caption is the same), answers 429 with
-    the waits queued in `flood` (flood control), or fails with HTTP `fail_status` — every method, or those in
-    `fail_methods`."""
+    answers with the edited message, or 400 "message is not modified" if its caption is the same; a caption over
+    1,024 UTF-16 code units gets 400 "message caption is too long"), answers 429 with the waits queued in `flood`
+    (flood control), or fails with HTTP `fail_status` — every method, or those in `fail_methods`."""
 
     def __init__(self):
         self.calls: list[dict] = []
@@ -193,6 +193,8 @@ class TelegramStandIn(RecordingServer):
         if self.fail_status and (not self.fail_methods or method in self.fail_methods):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
                                       "description": "Internal Server Error"}
+        if len(fields.get("caption", "").encode("utf-16-le")) > 2 * 1024:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message caption is too long"}
         message_id = int(fields["message_id"]) if method.startswith("edit") else len(self.calls)
         if method == "editMessageCaption" and self.captions.get(message_id) == fields.get("caption"):
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message is not modified: "

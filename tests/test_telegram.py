@@ -135,6 +135,24 @@ def test_an_edit_that_changes_nothing_is_no_failure(bot_api):
     assert telegram_post.edit_caption(channel, posted.message_id, "other").status == "failed: BadRequest"
 
 
+def test_a_moment_seen_from_many_observatories_still_fits_a_caption(root, bot_api):
+    """A fireball over a large network: the caption names as many observatories as Telegram's 1,024 characters
+    allow, then how many more, and keeps the link to the page."""
+    seen = [(f"station-{n:02d}-long-observatory-name", "23:15:20") for n in range(40)]
+    record = {"obs_id": "obs01", "date": "2026-09-16", "time": "23:15:07", "score": 0.93, "flag": "fireball"}
+    url = "https://meteors.example.org/20260916.html#obs01_20260916231507"
+    caption = telegram_post.detection_caption(record, url, seen)
+    lines = caption.splitlines()
+    named = [line for line in lines if line.startswith("Also seen from station")]
+    assert 1024 - len(named[0]) < telegram_post.telegram_length(caption) <= 1024       # not one more would fit
+    assert len(named) < 40
+    assert lines[-2:] == [f"Also seen from {40 - len(named)} more observatories", url]
+    assert telegram_post.detection_caption(record, url, seen[:3]).count("Also seen from station") == 3
+    channel = telegram_post.Channel(token=TOKEN, chat_id="@gualta_meteors", base_url=bot_api.base_url)
+    assert telegram_post.post(channel, caption, b"jpeg").status == "sent"
+    assert telegram_post.post(channel, "☄" * 1025, b"jpeg").status == "failed: BadRequest"      # as Telegram would
+
+
 def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
     """A burst (a night's reports delivered at once after an outage, or by a morning batch) meets Telegram's flood
     control: a short wait is waited out and the post sent, so the client's next report waits too; a wait longer than
