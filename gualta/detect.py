@@ -146,6 +146,10 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     pair = frames.pair(frame)
     if pair is None:
         return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None, None
+    if pair.long_gap:             # the camera stopped: stars and clouds moved, the difference would be noise
+        note = f"previous good frame {pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
+        log.warning("%s: %s", frame.name, note)
+        return FrameResult(frame, note=note, flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
     binary = binary_difference(current, previous)
     diff = resize_area(binary)

@@ -9,6 +9,7 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,31 @@ def test_bad_frames_mid_night_are_logged_and_skipped(client_night, tiny_model, t
     assert by_file[frames[11].name]["previous"] == frames[8].name
     assert summary.scored == len(frames) - 4
     assert frames[5].name in caplog.text and frames[9].name in caplog.text
+
+
+def test_the_frame_after_a_camera_stop_is_not_compared(client_night, tiny_model, tmp_path, caplog):
+    """After the camera stopped for longer than allsky.LONG_GAP_S (a restart, a reboot), stars and clouds have moved:
+    the first frame back is reported as skipped, like the first of the night, and the next one pairs with it; a
+    shorter gap (frames missing) is bridged as before."""
+    night = copy_night(client_night, tmp_path / "copy")
+    frames = allsky.list_frames(night)
+
+    def shift(first: int, seconds: int) -> None:
+        for frame in reversed(allsky.list_frames(night)[first:]):
+            later = allsky.frame_time(frame) + timedelta(seconds=seconds)
+            frame.rename(frame.with_name(f"image-{later:%Y%m%d%H%M%S}.jpg"))
+
+    shift(8, allsky.LONG_GAP_S - 60)                      # 4.5 min between frames 7 and 8: bridged
+    shift(16, 20 * 60)                                    # 20.5 min between frames 15 and 16: not compared
+    frames = allsky.list_frames(night)
+    summary, rows = scores_of(tmp_path, night, tiny_model)
+    assert rows[8]["previous"] == frames[7].name and rows[8]["score"] != ""
+    back = rows[16]
+    assert (back["score"], back["label"], back["detection"], back["flag"], back["previous"]) == (
+        "", "", "0", "skipped", "")
+    assert back["note"] == f"previous good frame {frames[15].name} is 20 min earlier: not compared"
+    assert rows[17]["previous"] == frames[16].name and rows[17]["score"] != ""
+    assert summary.scored == len(frames) - 2 and frames[16].name in caplog.text
 
 
 def another_camera(night: Path, root: Path, mode: str, size: tuple[int, int] | None = None) -> Path:
