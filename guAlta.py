@@ -3,7 +3,7 @@
     python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx]
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off] [--config F]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD] [--config F]
-    python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv] [--no-upload] [--model PATH] [--threshold X]
+    python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv|DIR/] [--no-upload] [--model PATH] [--threshold X]
     python guAlta.py realtime [--no-upload]
     python guAlta.py flush
 
@@ -147,7 +147,8 @@ def add_client_commands(commands) -> None:
     batch = commands.add_parser("batch", help="score a whole night, write its scores CSV, report detections")
     batch.add_argument("--folder", type=Path, help="night folder YYYYMMDD (default: the latest under "
                                                    "guAlta_main_folder)")
-    batch.add_argument("--scores", type=Path, help="write the scores CSV here (file,score,label,detection,...)")
+    batch.add_argument("--scores", help="write the scores CSV here (file,score,label,detection,...); a folder "
+                       "(existing, or ending in / or \\) gets one CSV per night, FOLDER/YYYYMMDD.csv")
     batch.add_argument("--no-upload", action="store_true",
                        help="report nothing (no outbox; only a missing configured model is downloaded)")
     add_setting_flags(batch)

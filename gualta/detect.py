@@ -771,11 +771,21 @@ class CsvRows:
             self.stream.close()
 
 
+def scores_file(scores: str | Path | None, night: str) -> Path | None:
+    """Where the scores CSV goes: `scores` itself, or `<scores>/<night>.csv` when it names a folder (one that
+    exists, or a name ending in a path separator)."""
+    if not scores:
+        return None
+    if Path(scores).is_dir() or str(scores).endswith(tuple(sep for sep in ("/", os.sep, os.altsep) if sep)):
+        return Path(scores) / f"{night}.csv"
+    return Path(scores)
+
+
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
               upload: bool = True, model_path: str | Path | None = None, model=None, say=tqdm.write,
               progress: bool | None = None) -> NightSummary:
-    """Score every frame of a night, write the scores CSV, report detections (start log, detections, end log
-    through the outbox) and return the summary."""
+    """Score every frame of a night, write the scores CSV (`scores_file`), report detections (start log,
+    detections, end log through the outbox) and return the summary."""
     night = resolve_night(settings, folder)
     files = allsky.list_frames(night)
     if upload and not settings.url:
@@ -785,7 +795,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         if upload and settings.model_update and not model_path:
             model = refreshed_model(settings, model)
     version = model_version(model)
-    summary = NightSummary(night.name, scores=Path(scores) if scores else None, model=version or "")
+    summary = NightSummary(night.name, scores=scores_file(scores, night.name), model=version or "")
     outbox = sender = None
     if upload:
         outbox = Outbox(settings.outbox)

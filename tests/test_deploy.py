@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import date, timedelta
 from pathlib import Path
 
 from gualta import allsky
@@ -25,7 +24,7 @@ def cron_line() -> tuple[str, str]:
 
 def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_night, tiny_model, tmp_path):
     """The morning batch, run by /bin/sh as the unprivileged user with the key file the systemd unit reads: last
-    night scored into scores/YYYYMMDD.csv (yesterday's date), its detections delivered, the summary in the log."""
+    night scored into scores/YYYYMMDD.csv, its detections delivered, the summary in the log."""
     schedule, command = cron_line()
     assert schedule == "30 8 * * *"
     assert f"EnvironmentFile=-{ENV_FILE}" in UNIT.read_text() and f"WorkingDirectory={HOME}" in UNIT.read_text()
@@ -47,9 +46,33 @@ def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_
                              capture_output=True, text=True, timeout=180,
                              env={key: value for key, value in child_env().items() if not key.startswith("GUALTA_")})
     assert run.returncode == 0, run.stderr
-    scores = home / "scores" / f"{date.today() - timedelta(days=1):%Y%m%d}.csv"
+    scores = home / "scores" / "20211110.csv"                                # named after the night scored
     rows = read_scores(scores)
     assert len(rows) == 24
     assert "night 20211110: 24 frames" in (home / "scores" / "batch.log").read_text()
     reported = {f"obs01_{allsky.frame_id(row['file'])}.json" for row in rows if row["detection"] == "1"}
     assert reported and {path.name for path in (store / "detections" / "20211110").iterdir()} == reported
+
+
+def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
+    """The .bat files (cmd.exe wants CRLF lines) run guAlta.py with options its parser accepts, and the scheduled
+    task starts the real-time one."""
+    import importlib.util
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("guAlta_cli", REPO / "guAlta.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+
+    calls = []
+    for bat in sorted((REPO / "deploy").glob("*.bat")):
+        data = bat.read_bytes()
+        assert data.count(b"\r\n") == data.count(b"\n") > 0, f"{bat.name} must have CRLF line ends"
+        for line in data.decode().splitlines():
+            if "guAlta.py" in line:
+                words = shlex.split(line.split("guAlta.py", 1)[1].replace("%*", "").replace("\\", "/"))
+                cli.build_parser().parse_args(words)                   # an unknown option would exit 2
+                calls.append((bat.name, words[0]))
+    assert sorted(set(calls)) == [("guAlta_batch.bat", "batch"), ("guAlta_realtime.bat", "realtime")]
+    task = (REPO / "deploy" / "guAlta_realtime_task.xml").read_text()
+    assert "guAlta_realtime.bat</Command>" in task

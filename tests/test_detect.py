@@ -74,6 +74,18 @@ def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
     assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
 
 
+def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):
+    """`--scores DIR/` (or an existing folder) keeps every night's CSV, named after the night scored."""
+    config = settings(tmp_path, tiny_model)
+    summary = run_batch(config, client_night, f"{tmp_path / 'scores'}/", upload=False, say=lambda line: None,
+                        progress=False)
+    assert summary.scores == tmp_path / "scores" / "20211110.csv"
+    assert len(read_scores(summary.scores)) == 24
+    assert detect.scores_file(tmp_path / "scores", "20211111") == tmp_path / "scores" / "20211111.csv"
+    assert detect.scores_file(tmp_path / "one.csv", "20211111") == tmp_path / "one.csv"
+    assert detect.scores_file(None, "20211111") is None
+
+
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
     lines = []
     run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,
