@@ -91,6 +91,20 @@ class FramePair:
         """The frames are far enough apart that the difference is unreliable."""
         return self.gap_s > LONG_GAP_S
 
+    def written_apart_s(self) -> float | None:
+        """Seconds between the files' modification times (None if either cannot be read)."""
+        try:
+            return self.current.stat().st_mtime - self.previous.stat().st_mtime
+        except OSError:
+            return None
+
+    def clock_changed(self) -> bool:
+        """Whether the files were written over LONG_GAP_S further apart, or closer, than their names say: the
+        camera's clock changed between them — the end of summer time names an hour of frames twice, interleaving
+        frames an hour apart. (Copied files, all written at once, never look so.)"""
+        written = self.written_apart_s()
+        return written is not None and abs(written - self.gap_s) > LONG_GAP_S
+
 
 def frame_pairs(frames: list[Path]) -> list[FramePair]:
     """Pair each frame with its predecessor (the last existing one across gaps).

@@ -146,8 +146,8 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     pair = frames.pair(frame)
     if pair is None:
         return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None, None
-    if pair.long_gap:             # the camera stopped: stars and clouds moved, the difference would be noise
-        note = f"previous good frame {pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
+    note = not_comparable(pair)
+    if note:
         log.warning("%s: %s", frame.name, note)
         return FrameResult(frame, note=note, flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
@@ -159,6 +159,19 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
                          bright=fireball.bright_streak(current, previous),
                          washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE)
     return result, model_input, (current, previous)
+
+
+def not_comparable(pair: allsky.FramePair) -> str:
+    """Why a frame is not compared with its predecessor — stars and clouds moved in between, the difference would
+    be noise — or "": the camera stopped (allsky.LONG_GAP_S), or its clock changed (`FramePair.clock_changed`)."""
+    if pair.long_gap:
+        return f"previous good frame {pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
+    if pair.clock_changed():
+        written = pair.written_apart_s()
+        when = f"{written / 60:.0f} min before it" if written > 0 else f"{-written / 60:.0f} min after it"
+        return (f"previous good frame {pair.previous.name} was written {when}, not {pair.gap_s:.0f} s before as "
+                f"their names say (the camera's clock changed): not compared")
+    return ""
 
 
 def prepare_batch(frames: NightFrames, batch: list[Path], kind: str,

@@ -6,10 +6,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,33 @@ def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
     _, flagged_too = scores_of(tmp_path, client_night, tiny_model, report_flagged=True)
     assert [row["flag"] for row in flagged_too] == [row["flag"] for row in default]
     assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
+
+
+def test_frames_named_twice_by_a_clock_set_back_are_not_compared(client_night, tiny_model, tmp_path, caplog):
+    """When the camera's clock goes back (the end of summer time), the frames of the repeated stretch interleave by
+    name with those taken before it; each pair would compare skies far apart. Their files' modification times
+    say so, and such pairs are skipped. Files copied all at once (times close together) are compared as named."""
+    night = copy_night(client_night, tmp_path / "copy")
+    frames = allsky.list_frames(night)
+    start = allsky.frame_time(frames[0]).replace(tzinfo=timezone.utc).timestamp()
+    set_back = allsky.LONG_GAP_S + 60                      # the clock goes back 6 min after frame 11
+    for i, frame in enumerate(frames):
+        taken = start + i * allsky.FRAME_INTERVAL_S
+        if i >= 12:
+            named = allsky.frame_time(frame) - timedelta(seconds=set_back - 5)
+            frame = frame.rename(frame.with_name(f"image-{named:%Y%m%d%H%M%S}.jpg"))
+        os.utime(frame, (taken, taken))
+    named = allsky.list_frames(night)
+    assert named[1].name == "image-20211110220005.jpg"     # frame 12, now between frames 0 and 1
+    summary, rows = scores_of(tmp_path, night, tiny_model)
+    assert summary.scored == 0 and all(row["flag"] == "skipped" for row in rows)
+    assert rows[1]["note"] == ("previous good frame image-20211110220000.jpg was written 6 min before it, not 5 s "
+                               "before as their names say (the camera's clock changed): not compared")
+    assert "6 min after it" in rows[2]["note"]
+    for frame in named:
+        os.utime(frame, (start, start))                    # a copy: nothing tells the two stretches apart
+    summary, _ = scores_of(tmp_path, night, tiny_model)
+    assert summary.scored == len(named) - 1
 
 
 def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):
