@@ -78,35 +78,40 @@ def cmd_batch(args: argparse.Namespace) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from gualta.detect import ClientError, run_batch
+    from gualta.report import OutboxError
 
     timestamped_logging()
     settings = client_settings(args)
     try:
         with logging_redirect_tqdm():
             run_batch(settings, args.folder, args.scores, upload=not args.no_upload, model_path=args.model)
-    except ClientError as exc:
+    except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta batch: {exc}")
 
 
 def cmd_realtime(args: argparse.Namespace) -> None:
     from gualta.detect import ClientError
     from gualta.realtime import run_realtime
+    from gualta.report import OutboxError
 
     timestamped_logging()
     try:
         run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model)
-    except ClientError as exc:
+    except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta realtime: {exc}")
 
 
 def cmd_flush(args: argparse.Namespace) -> None:
-    from gualta.report import flush
+    from gualta.report import OutboxError, flush
 
     timestamped_logging()
     settings = client_settings(args)
     if not settings.url:
         sys.exit("guAlta flush: guAlta_URL is not set")
-    delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
+    try:
+        delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
+    except OutboxError as exc:
+        sys.exit(f"guAlta flush: {exc}")
     print(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
           + (f" ({delivery.stopped})" if delivery.stopped else ""))
     if pending:

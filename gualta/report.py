@@ -19,6 +19,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS frames (      -- the real-time watcher's decided fram
     PRIMARY KEY (night, file)
 );
 """
+
+
+class OutboxError(RuntimeError):
+    """The outbox cannot be opened or written (a wrong path, no permission, a full disk)."""
 
 
 class ModelDownloadError(RuntimeError):
@@ -112,9 +117,12 @@ class Outbox:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._set_up()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._set_up()
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"outbox {self.path} cannot be opened: {exc}") from None
 
     def _set_up(self, patience_s: float = SET_UP_PATIENCE_S) -> None:
         """WAL mode and the schema. While another connection turns the same new file to WAL, SQLite answers
@@ -141,10 +149,28 @@ class Outbox:
         self.close()
 
     # --- the queue -----------------------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self):
+        """One transaction (the connection autocommits otherwise): all of its writes or none. SQLite's refusal to
+        write (disk full, read-only file, locked too long) is an OutboxError."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise OutboxError(f"outbox {self.path} cannot be written: {exc}") from None
+
     def put(self, key: str, payload: dict, replace: bool = False) -> bool:
         """Queue a payload under a key; an existing key is kept (replace: updated and re-sent if it differs).
         Returns True if something new is to be sent."""
-        with self.db:
+        with self._writing():
             return self._put(key, payload, replace)
 
     def _put(self, key: str, payload: dict, replace: bool) -> bool:
@@ -184,7 +210,7 @@ class Outbox:
         Returns how many rows went."""
         now = time.time() if now is None else now
         latest = datetime.strptime(night, "%Y%m%d") if night else datetime.fromtimestamp(now)
-        with self.db:
+        with self._writing():
             sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
                                    (now - keep_days * 86400,)).rowcount
             frames = self.db.execute("DELETE FROM frames WHERE night < ?",
@@ -210,7 +236,7 @@ class Outbox:
     # --- the watcher's progress ----------------------------------------------------------------------------------
     def record_frame(self, night: str, row: dict, report: tuple[str, dict] | None = None) -> None:
         """Store a decided frame's row and, in the same transaction, queue its report (key, payload) if any."""
-        with self.db:
+        with self._writing():
             self.db.execute("INSERT OR REPLACE INTO frames (night, file, row) VALUES (?, ?, ?)",
                             (night, row["file"], json.dumps(row)))
             if report is not None:
@@ -286,7 +312,12 @@ class Sender:
         self._wake.set()
 
     def _run(self) -> None:
-        with Outbox(self.outbox_path) as outbox:
+        try:
+            outbox = Outbox(self.outbox_path)
+        except OutboxError as exc:            # the client that queues into it stops with the same error
+            log.error("sender stopped: %s", exc)
+            return
+        with outbox:
             while not self._stop.is_set():
                 self._wake.clear()
                 wait = self._pass(outbox)
@@ -299,8 +330,8 @@ class Sender:
             return self.blocked_until - now
         try:
             delivery = deliver(outbox, self.client)
-        except sqlite3.Error as exc:          # e.g. a locked database: try again shortly
-            log.warning("outbox busy (%s): retrying", exc)
+        except sqlite3.Error as exc:          # e.g. a locked database or a full disk: try again shortly
+            log.warning("outbox cannot be used now (%s): retrying", exc)
             return 1.0
         if delivery.stopped:
             self.last_problem = delivery.stopped
@@ -336,7 +367,10 @@ class Sender:
         self.thread.join(TIMEOUT_S + 5)
         with Outbox(self.outbox_path) as outbox:
             if timeout > 0 and outbox.pending():
-                deliver(outbox, self.client, everything=True)
+                try:
+                    deliver(outbox, self.client, everything=True)
+                except sqlite3.Error as exc:          # e.g. a full disk: what is queued stays queued
+                    log.warning("outbox %s: last delivery stopped: %s", self.outbox_path, exc)
             return outbox.pending()
 
 

@@ -199,3 +199,37 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
                             env=child_env())
     assert up.returncode == 0 and "delivered 1" in up.stdout and "still pending 0" in up.stdout
     assert stored(store) == ["obs01_20260916231507.json"]
+
+
+def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):
+    """SQLite refusing to grow the file (SQLITE_FULL, as on a full SD card) is an OutboxError naming the outbox; the
+    reports queued before stay, and queueing works again once there is room."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put("detection/obs01/1", detection())
+        pages = outbox.db.execute("PRAGMA page_count").fetchone()[0]
+        outbox.db.execute(f"PRAGMA max_page_count = {pages}")              # the disk is full now
+        with pytest.raises(report.OutboxError, match=r"o\.sqlite cannot be written: database or disk is full"):
+            for n in range(2, 50):
+                outbox.put(f"detection/obs01/{n}", detection(frame_id=f"202609162315{n:02d}"))
+        with pytest.raises(report.OutboxError, match="cannot be written"):
+            outbox.record_frame("20260916", {"file": "image-20260916231600.jpg"}, ("detection/obs01/x", detection()))
+        kept = outbox.pending()
+        assert kept >= 1 and outbox.night_rows("20260916") == []            # nothing half-written
+        outbox.db.execute(f"PRAGMA max_page_count = {pages * 100}")         # room again
+        assert outbox.put("detection/obs01/99", detection(frame_id="20260916231559")) is True
+        assert outbox.pending() == kept + 1
+
+
+@pytest.mark.parametrize("command", ["batch", "flush", "realtime"])
+def test_an_outbox_that_cannot_be_opened_is_one_clear_error(client_night, tiny_model, tmp_path, command):
+    (tmp_path / "file").write_text("a file where the outbox's folder should be")
+    outbox = tmp_path / "file" / "outbox.sqlite"
+    run = subprocess.run([sys.executable, str(report.__file__).replace("gualta/report.py", "guAlta.py"), command,
+                          "--outbox", str(outbox), "--url", f"http://127.0.0.1:{free_port()}", "--api-key", KEY,
+                          "--model", str(tiny_model), "--main-folder", str(client_night.parent),
+                          "--start-time", "0000", "--end-time", "0000"]
+                         + (["--folder", str(client_night)] if command == "batch" else []),
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert run.returncode == 1
+    assert f"guAlta {command}: outbox {outbox} cannot be opened: " in run.stderr
+    assert "Traceback" not in run.stderr
