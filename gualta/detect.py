@@ -756,10 +756,16 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         night = Path(folder)
         if not night.is_dir():
             raise ClientError(f"night folder not found: {night}")
-        return night
-    night = allsky.latest_night(settings.main_folder)
-    if night is None:
-        raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
+        nights = allsky.night_folders(night)
+        if nights and not allsky.list_frames(night):
+            raise ClientError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]}), or "
+                              f"leave --folder out to score the latest night under guAlta_main_folder")
+    else:
+        night = allsky.latest_night(settings.main_folder)
+        if night is None:
+            raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
+    if not allsky.list_frames(night):
+        log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg) in %s", night)
     return night
 
 

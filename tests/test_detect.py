@@ -102,6 +102,19 @@ def test_frames_named_twice_by_a_clock_set_back_are_not_compared(client_night, t
     assert summary.scored == len(named) - 1
 
 
+def test_a_folder_of_nights_given_as_the_night_is_a_clear_error(client_night, tiny_model, tmp_path, caplog):
+    """`--folder` naming the images root (a slip) says so instead of scoring nothing; an empty night is scored as
+    empty (its end log tells the service: 0 frames) with a warning."""
+    config = settings(tmp_path, tiny_model)
+    with pytest.raises(ClientError, match=rf"{client_night.parent} holds night folders, not frames: name one "
+                                          rf"\(the latest is {client_night}\)"):
+        run_batch(config, client_night.parent, None, upload=False, say=lambda line: None, progress=False)
+    empty = tmp_path / "images" / "20211111"
+    empty.mkdir(parents=True)
+    assert run_batch(config, empty, None, upload=False, say=lambda line: None, progress=False).frames == 0
+    assert f"no AllSky frames (image-YYYYMMDDHHMMSS.jpg) in {empty}" in caplog.text
+
+
 def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):
     """`--scores DIR/` (or an existing folder) keeps every night's CSV, named after the night scored."""
     config = settings(tmp_path, tiny_model)
