@@ -178,23 +178,27 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
         return []
     stored = night_detections(target, night)
     deadline, reposted = time.monotonic() + budget_s, []
-    for obs_id, frame_id, _ in sorted(stored, key=lambda found: found[2]):
-        key = store.detection_key(night, obs_id, frame_id)
-        record = store.read_json(target, key)
-        if not awaits_post(record, now):
-            continue
-        if time.monotonic() > deadline:
-            log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night, budget_s)
-            break
-        jpeg = target.get(store.image_key(night, obs_id, frame_id))
-        if jpeg is None:
-            log.warning("cannot post %s again: its image is missing", key)
-            continue
-        record["telegram_retried"] = now.isoformat(timespec="seconds")
-        if announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored) != "sent":
-            break
-        log.info("posted %s late", key)
-        reposted.append(key)
+    try:
+        for obs_id, frame_id, _ in sorted(stored, key=lambda found: found[2]):
+            key = store.detection_key(night, obs_id, frame_id)
+            record = store.read_json(target, key)
+            if not awaits_post(record, now):
+                continue
+            if time.monotonic() > deadline:
+                log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night,
+                            budget_s)
+                break
+            jpeg = target.get(store.image_key(night, obs_id, frame_id))
+            if jpeg is None:
+                log.warning("cannot post %s again: its image is missing", key)
+                continue
+            record["telegram_retried"] = now.isoformat(timespec="seconds")
+            if announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored) != "sent":
+                break
+            log.info("posted %s late", key)
+            reposted.append(key)
+    except store.StoreError as exc:          # the page is built all the same
+        log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
     return reposted
 
 

@@ -221,6 +221,23 @@ def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, c
     assert len(bot_api.calls) == calls                                                 # nothing is posted twice
 
 
+def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, bot_api, monkeypatch, caplog):
+    bot_api.fail_status = 500
+    post(detection(telegram=True))
+    bot_api.fail_status = None
+    read = store.LocalStore.get
+
+    def images_unreadable(self, key):
+        if key.startswith("imgs/"):
+            raise store.StoreError("read failed")
+        return read(self, key)
+
+    monkeypatch.setattr(store.LocalStore, "get", images_unreadable)
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == [] and summary["detections"] == 1
+    assert "posting again stopped, the store failed" in caplog.text and (root / "20260916.html").exists()
+
+
 def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
     bot_api.fail_status = 500
     post(detection(telegram=True))
