@@ -1,4 +1,5 @@
-"""The AllSky folder layout: ROOT/YYYYMMDD/image-YYYYMMDDHHMMSS.jpg, one folder per night (the evening's date)."""
+"""The AllSky folder layout: ROOT/YYYYMMDD/image-YYYYMMDDHHMMSS.jpg (or .png), one folder per night (the evening's
+date)."""
 from __future__ import annotations
 
 import re
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-FRAME_PATTERN = re.compile(r"^image-(\d{14})\.jpg$")
+FRAME_PATTERN = re.compile(r"^image-(\d{14})\.(?:jpg|png)$")      # AllSky's image.jpg, or image.png
 NIGHT_PATTERN = re.compile(r"^\d{8}$")
 TIME_FORMAT = "%Y%m%d%H%M%S"
 NIGHT_FORMAT = "%Y%m%d"

@@ -765,7 +765,7 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         if night is None:
             raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
     if not allsky.list_frames(night):
-        log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg) in %s", night)
+        log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in %s", night)
     return night
 
 

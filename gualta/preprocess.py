@@ -20,7 +20,8 @@ THESIS_SIZE = 224        # v1–v3 side length
 SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
 SATURATED_DN = 250       # a frame pixel at this level or above is saturated: nothing on it can brighten
 VERSIONS = ("v1", "v2", "v3", "v4")
-JPEG_END = b"\xff\xd9"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
 
 
 class BadFrame(ValueError):
@@ -37,8 +38,19 @@ def read_colour(path: str | Path) -> np.ndarray:
     return read_image(path, cv2.IMREAD_COLOR)
 
 
+def unfinished(head: bytes, tail: bytes) -> str:
+    """What a file that starts with `head` and ends with `tail` lacks as a JPEG or PNG ("" if nothing, or if it is
+    neither): a file still being written, or cut off."""
+    if head.startswith(JPEG_START) and not tail.rstrip(b"\x00").endswith(JPEG_END):
+        return "truncated JPEG (no end-of-image marker)"
+    if head.startswith(PNG_START) and not tail.endswith(PNG_END):
+        return "truncated PNG (no IEND chunk)"
+    return ""
+
+
 def read_image(path: str | Path, mode: int) -> np.ndarray:
-    """Decode a JPEG with an OpenCV imread mode; raise BadFrame if it is empty, truncated or not an image."""
+    """Decode a JPEG (or PNG) with an OpenCV imread mode; raise BadFrame if it is empty, truncated or not an
+    image."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -46,8 +58,8 @@ def read_image(path: str | Path, mode: int) -> np.ndarray:
         raise BadFrame(f"{path}: cannot read ({exc.strerror})") from exc
     if not data:
         raise BadFrame(f"{path}: empty file")
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(JPEG_END):
-        raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker)")
+    if unfinished(data, data):
+        raise BadFrame(f"{path}: {unfinished(data, data)}")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), mode)
     if image is None:
         raise BadFrame(f"{path}: not a decodable image")

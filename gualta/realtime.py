@@ -5,8 +5,9 @@ newest night folder under guAlta_main_folder (re-checked every 5 minutes and whe
 each new frame once it is completely written, scores it against the last good frame before it, decides it with the
 same `Decider` as the batch run and reports it through the outbox. After handling frames it sleeps
 guAlta_sleep_between_imgs, then checks the folder every 0.5 s, so a frame is scored within about a second of being
-complete. A frame is complete when its size has held for SETTLE_S and a JPEG ends with its end-of-image marker; a
-file that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a bad frame and skipped).
+complete. A frame is complete when its size has held for SETTLE_S and a JPEG ends with its end-of-image marker (a PNG
+with its IEND chunk); a file that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a bad
+frame and skipped).
 
 The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
@@ -29,7 +30,7 @@ from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_
                            open_model, prepare, refreshed_model, rescorer, show)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
-from gualta.preprocess import JPEG_END
+from gualta.preprocess import PNG_START, unfinished
 from gualta.report import ApiClient, Outbox, Sender
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,16 @@ def seconds_until(now: datetime, hhmm: str) -> float:
 
 
 def looks_complete(path: Path) -> bool:
-    """A JPEG that ends with its end-of-image marker (trailing zero padding allowed); any other file as it is."""
+    """A JPEG that ends with its end-of-image marker (trailing zero padding allowed), a PNG with its IEND chunk;
+    any other file as it is."""
     try:
         with open(path, "rb") as stream:
-            head = stream.read(2)
+            head = stream.read(len(PNG_START))
             stream.seek(max(path.stat().st_size - 64, 0))
             tail = stream.read()
     except OSError:
         return False
-    return head != b"\xff\xd8" or tail.rstrip(b"\x00").endswith(JPEG_END)
+    return not unfinished(head, tail)
 
 
 class FrameWatch:

@@ -13,6 +13,7 @@ import sys
 from datetime import timedelta, timezone
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import requests
@@ -112,7 +113,7 @@ def test_a_folder_of_nights_given_as_the_night_is_a_clear_error(client_night, ti
     empty = tmp_path / "images" / "20211111"
     empty.mkdir(parents=True)
     assert run_batch(config, empty, None, upload=False, say=lambda line: None, progress=False).frames == 0
-    assert f"no AllSky frames (image-YYYYMMDDHHMMSS.jpg) in {empty}" in caplog.text
+    assert f"no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in {empty}" in caplog.text
 
 
 def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):
@@ -192,6 +193,25 @@ def another_camera(night: Path, root: Path, mode: str, size: tuple[int, int] | N
         image = image.resize(size, Image.Resampling.BILINEAR) if size else image
         image.save(out / frame.name, quality=95)
     return out
+
+
+def test_png_frames_are_scored_as_the_same_frames_in_jpeg(client_night, tiny_model, tmp_path):
+    """A camera that saves PNG (AllSky's file name image.png) is read the same way: the night's frames written as
+    PNG (the gray the client reads from each JPEG, pixel for pixel) get the same scores and decisions; a cut-off PNG
+    is a bad frame."""
+    night = tmp_path / "png" / client_night.name
+    night.mkdir(parents=True)
+    for frame in allsky.list_frames(client_night):
+        cv2.imwrite(str(night / frame.with_suffix(".png").name), cv2.imread(str(frame), cv2.IMREAD_GRAYSCALE))
+    _, jpeg_rows = scores_of(tmp_path, client_night, tiny_model)
+    _, png_rows = scores_of(tmp_path, night, tiny_model)
+    assert [row["file"] for row in png_rows] == [row["file"].replace(".jpg", ".png") for row in jpeg_rows]
+    same = ("score", "label", "detection", "flag", "x1", "y1", "x2", "y2")
+    assert [[row[k] for k in same] for row in png_rows] == [[row[k] for k in same] for row in jpeg_rows]
+    cut = allsky.list_frames(night)[5]
+    cut.write_bytes(cut.read_bytes()[:-12])
+    _, rows = scores_of(tmp_path, night, tiny_model)
+    assert rows[5]["flag"] == "skipped" and "bad frame" in rows[5]["note"]
 
 
 def box_centre(row: dict) -> np.ndarray:

@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import cv2
 import pytest
 
 from gualta import allsky
@@ -195,6 +196,24 @@ def test_a_half_written_frame_waits_and_an_abandoned_one_is_handed_over(client_n
     assert [p.name for p in watch.ready()] == [frames[0].name]        # complete; frames[1] still unfinished
     time.sleep(1.1)
     assert [p.name for p in watch.ready()] == [frames[1].name]        # abandoned: handed over (then a bad frame)
+
+
+def test_a_half_written_png_frame_waits_too(client_night, tmp_path):
+    """AllSky saves PNG frames when its file name is image.png: one is complete once its IEND chunk is written."""
+    folder = tmp_path / NIGHT
+    folder.mkdir()
+    frame = allsky.list_frames(client_night)[0]
+    data = cv2.imencode(".png", cv2.imread(str(frame)))[1].tobytes()
+    png = folder / frame.with_suffix(".png").name
+    png.write_bytes(data[:-12])                                      # all but the IEND chunk
+    watch = FrameWatch(folder, settle_s=0.1, grace_s=5.0)
+    assert watch.ready() == []
+    time.sleep(0.3)
+    assert watch.ready() == []                                        # steady, but not finished
+    png.write_bytes(data)
+    watch.ready()
+    time.sleep(0.2)
+    assert watch.ready() == [png]
 
 
 @pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),
