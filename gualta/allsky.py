@@ -99,12 +99,21 @@ class FramePair:
         except OSError:
             return None
 
-    def clock_changed(self) -> bool:
-        """Whether the files were written over LONG_GAP_S further apart, or closer, than their names say: the
-        camera's clock changed between them — the end of summer time names an hour of frames twice, interleaving
-        frames an hour apart. (Copied files, all written at once, never look so.)"""
+    def clock_set_back(self) -> bool:
+        """Whether the pair straddles the two passes of the hour the camera's clock repeats when summer time ends:
+        one of them is named in that hour and the files were written over LONG_GAP_S further apart, or closer, than
+        their names say (by name, that hour's frames of both passes interleave, each an hour from its neighbours).
+        File times are read only there: elsewhere the names alone order the frames."""
+        if not (repeated_hour(frame_time(self.previous)) or repeated_hour(frame_time(self.current))):
+            return False
         written = self.written_apart_s()
         return written is not None and abs(written - self.gap_s) > LONG_GAP_S
+
+
+def repeated_hour(stamp: datetime | None) -> bool:
+    """Whether a frame's wall-clock time happened twice in this machine's time zone (which must be the camera's):
+    the hour repeated when summer time ends."""
+    return stamp is not None and stamp.replace(fold=0).timestamp() < stamp.replace(fold=1).timestamp()
 
 
 def frame_pairs(frames: list[Path]) -> list[FramePair]:

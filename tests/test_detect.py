@@ -10,7 +10,8 @@ import os
 import re
 import subprocess
 import sys
-from datetime import timedelta, timezone
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -76,44 +77,56 @@ def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
     assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
 
 
-def test_frames_named_twice_by_a_clock_set_back_are_not_compared(client_night, tiny_model, tmp_path, caplog):
-    """When the camera's clock goes back (the end of summer time), the frames of the repeated stretch interleave by
-    name with those taken before it; each pair would compare skies far apart. Their files' modification times
-    say so, and such pairs are skipped. Files copied all at once (times close together) are compared as named."""
+@pytest.fixture
+def madrid_clock(monkeypatch):
+    """This machine's (the camera's) time zone: Europe/Madrid, whose summer time ended on 2021-10-31 at 03:00."""
+    monkeypatch.setenv("TZ", "Europe/Madrid")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def night_named_across_the_end_of_summer_time(client_night: Path, root: Path) -> list[Path]:
+    """The client night's 24 frames as taken from 02:00 CEST on 2021-10-31 (file times from the real clock): 12
+    frames, then the clock goes back an hour and the next 12 are named 02:00:05, 02:00:35 … again, so by name the
+    two passes interleave."""
+    night = root / "20211030"
+    night.mkdir(parents=True)
+    first = datetime(2021, 10, 31, 2, 0, 0)
+    for i, frame in enumerate(allsky.list_frames(client_night)):
+        named = first + timedelta(seconds=30 * (i % 12) + 5 * (i >= 12))
+        taken = named.replace(fold=int(i >= 12)).timestamp()
+        copy = night / f"image-{named:%Y%m%d%H%M%S}.jpg"
+        copy.write_bytes(frame.read_bytes())
+        os.utime(copy, (taken, taken))
+    return allsky.list_frames(night)
+
+
+def test_the_hour_named_twice_when_summer_time_ends_is_not_compared(client_night, tiny_model, tmp_path,
+                                                                     madrid_clock):
+    """When the camera's clock goes back at the end of summer time, the frames of the repeated hour interleave by
+    name with those taken an hour before; each pair would compare skies an hour apart. Their files' modification
+    times say so, and such pairs are skipped. A copy whose files were all written at once is scored as named."""
+    named = night_named_across_the_end_of_summer_time(client_night, tmp_path / "images")
+    assert named[1].name == "image-20211031020005.jpg"     # the first frame after the change, between two before it
+    summary, rows = scores_of(tmp_path, named[0].parent, tiny_model)
+    assert summary.scored == 0 and all(row["flag"] == "skipped" for row in rows)
+    assert rows[1]["note"] == ("previous good frame image-20211031020000.jpg was written 60 min before it, not 5 s "
+                               "before as their names say (the hour named twice when summer time ends): not compared")
+    assert "60 min after it" in rows[2]["note"]
+    for frame in named:
+        os.utime(frame, (0, 0))                            # a copy: nothing tells the two passes apart
+    assert scores_of(tmp_path, named[0].parent, tiny_model)[0].scored == len(named) - 1
+
+
+def test_file_times_are_read_only_in_the_repeated_hour(client_night, tiny_model, tmp_path, madrid_clock):
+    """Elsewhere a frame written long after its neighbours (re-saved, copied later) is compared as named."""
     night = copy_night(client_night, tmp_path / "copy")
     frames = allsky.list_frames(night)
-    start = allsky.frame_time(frames[0]).replace(tzinfo=timezone.utc).timestamp()
-    set_back = allsky.LONG_GAP_S + 60                      # the clock goes back 6 min after frame 11
-    for i, frame in enumerate(frames):
-        taken = start + i * allsky.FRAME_INTERVAL_S
-        if i >= 12:
-            named = allsky.frame_time(frame) - timedelta(seconds=set_back - 5)
-            frame = frame.rename(frame.with_name(f"image-{named:%Y%m%d%H%M%S}.jpg"))
-        os.utime(frame, (taken, taken))
-    named = allsky.list_frames(night)
-    assert named[1].name == "image-20211110220005.jpg"     # frame 12, now between frames 0 and 1
+    os.utime(frames[5], (frames[5].stat().st_mtime + 6 * 3600,) * 2)
     summary, rows = scores_of(tmp_path, night, tiny_model)
-    assert summary.scored == 0 and all(row["flag"] == "skipped" for row in rows)
-    assert rows[1]["note"] == ("previous good frame image-20211110220000.jpg was written 6 min before it, not 5 s "
-                               "before as their names say (the camera's clock changed): not compared")
-    assert "6 min after it" in rows[2]["note"]
-    for frame in named:
-        os.utime(frame, (start, start))                    # a copy: nothing tells the two stretches apart
-    summary, _ = scores_of(tmp_path, night, tiny_model)
-    assert summary.scored == len(named) - 1
-
-
-def test_a_folder_of_nights_given_as_the_night_is_a_clear_error(client_night, tiny_model, tmp_path, caplog):
-    """`--folder` naming the images root (a slip) says so instead of scoring nothing; an empty night is scored as
-    empty (its end log tells the service: 0 frames) with a warning."""
-    config = settings(tmp_path, tiny_model)
-    with pytest.raises(ClientError, match=rf"{client_night.parent} holds night folders, not frames: name one "
-                                          rf"\(the latest is {client_night}\)"):
-        run_batch(config, client_night.parent, None, upload=False, say=lambda line: None, progress=False)
-    empty = tmp_path / "images" / "20211111"
-    empty.mkdir(parents=True)
-    assert run_batch(config, empty, None, upload=False, say=lambda line: None, progress=False).frames == 0
-    assert f"no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in {empty}" in caplog.text
+    assert summary.scored == len(frames) - 1 and rows[5]["score"] != "" and rows[6]["score"] != ""
 
 
 def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):
