@@ -48,7 +48,7 @@ def night_of(stamp: datetime) -> str:
 
 def is_night_folder(path: Path) -> bool:
     """True for a directory named like a real date YYYYMMDD."""
-    if not (path.is_dir() and NIGHT_PATTERN.match(path.name)):
+    if not (NIGHT_PATTERN.match(path.name) and path.is_dir()):
         return False
     try:
         datetime.strptime(path.name, NIGHT_FORMAT)

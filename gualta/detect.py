@@ -761,12 +761,10 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         if nights and not allsky.list_frames(night):
             raise ClientError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]}), or "
                               f"leave --folder out to score the latest night under guAlta_main_folder")
-    else:
-        night = allsky.latest_night(settings.main_folder)
-        if night is None:
-            raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
-    if not allsky.list_frames(night):
-        log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in %s", night)
+        return night
+    night = allsky.latest_night(settings.main_folder)
+    if night is None:
+        raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
     return night
 
 
@@ -808,6 +806,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     detections, end log through the outbox) and return the summary."""
     night = resolve_night(settings, folder)
     files = allsky.list_frames(night)
+    if not files:
+        log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in %s", night)
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     if model is None:
