@@ -58,8 +58,9 @@ def read_image(path: str | Path, mode: int) -> np.ndarray:
         raise BadFrame(f"{path}: cannot read ({exc.strerror})") from exc
     if not data:
         raise BadFrame(f"{path}: empty file")
-    if unfinished(data, data):
-        raise BadFrame(f"{path}: {unfinished(data, data)}")
+    problem = unfinished(data, data)
+    if problem:
+        raise BadFrame(f"{path}: {problem}")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), mode)
     if image is None:
         raise BadFrame(f"{path}: not a decodable image")
