@@ -6,7 +6,7 @@ checks run in this order and the first failure answers — 404 other path, 405 o
 Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
 if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing), then posted to Telegram if asked;
 the post's outcome is recorded in the record as ``telegram_status``. Logs are kept per night and observatory.
-The scheduled job (gualta.site) posts again, late, the detections whose post failed (``repost_failed``).
+The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed (``repost_failed``).
 """
 from __future__ import annotations
 
@@ -171,8 +171,9 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
 
 def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S) -> list[str]:
     """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
-    was stored), in time order, each as `announce` does — until one fails again (the channel is still down) or
-    budget_s has passed (the rest stay failed). Return the keys of the records now posted."""
+    was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
+    (the channel is still down) or budget_s has passed (the rest stay failed). Return the keys of the records now
+    posted."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return []
@@ -184,22 +185,46 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             record = store.read_json(target, key)
             if not awaits_post(record, now):
                 continue
-            if time.monotonic() > deadline:
-                log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night,
-                            budget_s)
-                break
+            if out_of_time(deadline, night, budget_s):
+                return reposted
             jpeg = target.get(store.image_key(night, obs_id, frame_id))
             if jpeg is None:
                 log.warning("cannot post %s again: its image is missing", key)
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             if announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored) != "sent":
-                break
+                return reposted
             log.info("posted %s late", key)
+            reposted.append(key)
+        for key in sorted(key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")):
+            record = store.read_json(target, key)
+            if not failed_end_log(record):
+                continue
+            if out_of_time(deadline, night, budget_s):
+                return reposted
+            record["telegram_retried"] = now.isoformat(timespec="seconds")
+            record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
+            store.write_json(target, key, record)
+            if record["telegram_status"] != "sent":
+                return reposted
             reposted.append(key)
     except store.StoreError as exc:          # the page is built all the same
         log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
     return reposted
+
+
+def out_of_time(deadline: float, night: str, budget_s: float) -> bool:
+    """Whether the time for posting again has run out (logged)."""
+    if time.monotonic() <= deadline:
+        return False
+    log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night, budget_s)
+    return True
+
+
+def failed_end_log(record) -> bool:
+    """Whether a stored log is an end log whose post failed (its text can be made again)."""
+    return isinstance(record, dict) and record.get("log") == "end" and type(record.get("total")) is int \
+        and str(record.get("telegram_status")).startswith("failed")
 
 
 def awaits_post(record, now: datetime) -> bool:

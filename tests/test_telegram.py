@@ -221,6 +221,23 @@ def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, c
     assert len(bot_api.calls) == calls                                                 # nothing is posted twice
 
 
+def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, bot_api):
+    """The night's end log ("detection ended … frames processed": the camera worked) is posted again too, after the
+    detections; a start log is not (its news is stale by morning)."""
+    bot_api.fail_status = 500
+    post(payload.build_log("start", "obs02", folder="20260916"), key=KEYS["obs02"])
+    post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
+    post(detection(telegram=True))
+    bot_api.fail_status = None
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json", "logs/20260916/obs02_end.json"]
+    assert [call["fields"]["text"] for call in bot_api.calls[-1:]] == [
+        "🌅 obs02: detection ended night 20260916, 1,440 frames processed"]
+    assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
+    assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+
+
 def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, bot_api, monkeypatch, caplog):
     bot_api.fail_status = 500
     post(detection(telegram=True))
