@@ -7,7 +7,7 @@ moment (within one 30 s exposure) linked as "also seen from"; frames processed f
 that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
 what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights whose detections,
 logs or next night changed since — reports an observatory delivered late, after its outage, reach their page —
-and first posts again the night's detections whose Telegram post failed.
+and first posts again the night's detections and end logs whose Telegram post failed.
 """
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def default_night(now: datetime, env) -> str:
 
 def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event: the night that
-    just ended — its detections whose Telegram post failed posted again first (`ingest.repost_failed`, listed as
+    just ended — its detections and end logs whose Telegram post failed posted again first (`ingest.repost_failed`, listed as
     "reposted") — then the earlier pages that are out of date (`stale_nights`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
