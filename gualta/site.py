@@ -262,5 +262,5 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     reposted = ingest.repost_failed(target, night, env, now)
     summary = {**build_day(target, night, env, now), "reposted": reposted}
     stale = stale_nights(target, summary["night"])
-    summary["refreshed"] = [build_day(target, night, env, now)["night"] for night in stale]
+    summary["refreshed"] = [build_day(target, earlier, env, now)["night"] for earlier in stale]
     return summary
