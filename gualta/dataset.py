@@ -330,8 +330,8 @@ def describe_index(index: pd.DataFrame) -> str:
 def index_dataset(out_dir: str | Path) -> pd.DataFrame:
     """Rebuild out_dir/index.csv from the folder layout (training_set|test_set/meteor|no-meteor/*.png).
 
-    The folder an image lies in decides its split and label (so moving an image relabels it); night and file come
-    from names like <night>_<frame id>.png, and other columns of an earlier index.csv are kept for images it lists.
+    The folder an image lies in decides its split and label (so moving an image relabels it); an earlier index.csv
+    gives night, file and its other columns for the images it lists, names like <night>_<frame id>.png the rest.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -348,7 +348,7 @@ def index_dataset(out_dir: str | Path) -> pd.DataFrame:
     index = pd.DataFrame(rows)
     previous = out_dir / INDEX
     if previous.is_file():
-        index = carry_columns(index, pd.read_csv(previous))
+        index = carry_columns(index, pd.read_csv(previous, dtype={"night": str, "file": str}))
     index = with_index_columns(index)
     index.to_csv(previous, index=False)
     return index
@@ -363,14 +363,21 @@ def names_of(image: Path) -> dict:
 
 
 def carry_columns(index: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
-    """Add an earlier index's extra columns (event, peak_snr...) to the rebuilt index, matched by image name."""
-    extra = [c for c in previous.columns if c not in ("fn", "dataset", "meteor", "night", "file")]
-    if not extra or "fn" not in previous.columns:
+    """Add an earlier index's extra columns (event, peak_snr...) to the rebuilt index, matched by image name.
+
+    Its night and file win over those read from the image's name, which cannot tell a .png frame from a .jpg one.
+    """
+    if "fn" not in previous.columns:
         return index
-    previous = previous.assign(name=previous["fn"].map(lambda fn: Path(fn).name))
-    previous = previous.drop_duplicates("name")[["name", *extra]]
-    index = index.assign(name=index["fn"].map(lambda fn: Path(fn).name))
-    return index.merge(previous, on="name", how="left").drop(columns="name")
+    known = [c for c in ("night", "file") if c in previous.columns]
+    extra = [c for c in previous.columns if c not in ("fn", "dataset", "meteor", "night", "file")]
+    previous = previous.assign(name=previous["fn"].map(lambda fn: Path(fn).name)).drop_duplicates("name")
+    previous = previous[["name", *extra]].join(previous[known].add_prefix("earlier_"))
+    index = index.assign(name=index["fn"].map(lambda fn: Path(fn).name)).merge(previous, on="name", how="left")
+    for column in known:
+        earlier = index.pop(f"earlier_{column}")
+        index[column] = earlier.where(earlier.notna(), index[column])
+    return index.drop(columns="name")
 
 
 # --- labelling by eye -------------------------------------------------------------------------------------------

@@ -313,6 +313,24 @@ def test_index_rebuilds_from_folders_and_follows_moved_images(prepared):
     assert sorted(rebuilt["fn"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
 
 
+def test_index_rebuilt_keeps_the_frame_names_of_a_png_camera(tmp_path):
+    """A camera writing image.png: the rebuilt index still names the .png frames the earlier index listed."""
+    night = make_night(tmp_path / "nights", "20211110", 6, meteors=(2,))
+    for frame in allsky.list_frames(night):
+        frame.with_suffix(".png").write_bytes(cv2.imencode(".png", cv2.imread(str(frame)))[1].tobytes())
+        frame.unlink()
+    truth = pd.read_csv(night / "ground_truth.csv")
+    truth.assign(file=truth["file"].str.replace(".jpg", ".png")).to_csv(night / "ground_truth.csv", index=False)
+    out = tmp_path / "data"
+    before = prepare_dataset([night], [], out).index
+
+    rebuilt = index_dataset(out)
+
+    assert before["file"].str.endswith(".png").all()
+    assert sorted(rebuilt["file"]) == sorted(before["file"])
+    assert rebuilt["night"].tolist() == ["20211110"] * len(before)
+
+
 # --- label aid --------------------------------------------------------------------------------------------------
 
 class ParsedPage(HTMLParser):
