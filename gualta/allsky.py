@@ -72,12 +72,34 @@ def latest_night(root: str | Path) -> Path | None:
 
 
 def list_frames(night: str | Path) -> list[Path]:
-    """AllSky frames of a night folder in time order; other files are ignored."""
+    """AllSky frames of a night folder in the order they were taken (`taken_at`); other files are ignored."""
     night = Path(night)
     if not night.is_dir():
         return []
     frames = [p for p in night.iterdir() if p.is_file() and frame_time(p) is not None]
-    return sorted(frames, key=frame_time)
+    return sorted(frames, key=taken_at)
+
+
+def taken_at(path: str | Path) -> float:
+    """When a frame was taken (POSIX time): its name read in this machine's time zone, which must be the camera's.
+
+    AllSky names frames in local time, so the hour the clock repeats when summer time ends is named twice and by
+    name its two passes interleave. A frame named in that hour belongs to the pass its file was written in (its
+    modification time within half an hour of it); a file written at neither (a copy) is taken as the first pass.
+    File times are read only there: everywhere else the name alone says when.
+    """
+    stamp = frame_time(path)
+    if stamp is None:
+        raise ValueError(f"not an AllSky frame name: {Path(path).name}")
+    first = stamp.replace(fold=0).timestamp()
+    if not repeated_hour(stamp):
+        return first
+    second = stamp.replace(fold=1).timestamp()
+    try:
+        written = Path(path).stat().st_mtime
+    except OSError:
+        return first
+    return second if abs(written - second) < min(abs(written - first), (second - first) / 2) else first
 
 
 @dataclass(frozen=True)
@@ -92,23 +114,6 @@ class FramePair:
         """The frames are far enough apart that the difference is unreliable."""
         return self.gap_s > LONG_GAP_S
 
-    def written_apart_s(self) -> float | None:
-        """Seconds between the files' modification times (None if either cannot be read)."""
-        try:
-            return self.current.stat().st_mtime - self.previous.stat().st_mtime
-        except OSError:
-            return None
-
-    def clock_set_back(self) -> bool:
-        """Whether the pair straddles the two passes of the hour the camera's clock repeats when summer time ends:
-        one of them is named in that hour and the files were written over LONG_GAP_S further apart, or closer, than
-        their names say (by name, that hour's frames of both passes interleave, each an hour from its neighbours).
-        File times are read only there: elsewhere the names alone order the frames."""
-        if not (repeated_hour(frame_time(self.previous)) or repeated_hour(frame_time(self.current))):
-            return False
-        written = self.written_apart_s()
-        return written is not None and abs(written - self.gap_s) > LONG_GAP_S
-
 
 def repeated_hour(stamp: datetime | None) -> bool:
     """Whether a frame's wall-clock time happened twice in this machine's time zone (which must be the camera's):
@@ -121,6 +126,5 @@ def frame_pairs(frames: list[Path]) -> list[FramePair]:
 
     The first frame of a night has no predecessor and gets no pair: it is reported as skipped.
     """
-    ordered = sorted(frames, key=frame_time)
-    return [FramePair(prev, cur, (frame_time(cur) - frame_time(prev)).total_seconds())
-            for prev, cur in zip(ordered, ordered[1:])]
+    ordered = sorted(frames, key=taken_at)
+    return [FramePair(prev, cur, taken_at(cur) - taken_at(prev)) for prev, cur in zip(ordered, ordered[1:])]

@@ -221,7 +221,7 @@ def write_night(samples: list[Sample], out_dir: Path, version: str, progress=Non
         return [], 0
     frames = NightFrames(allsky.list_frames(samples[0].night), log)
     rows, skipped = [], 0
-    for sample in sorted(samples, key=lambda s: allsky.frame_time(s.frame)):
+    for sample in sorted(samples, key=lambda s: allsky.taken_at(s.frame)):
         pair = frames.pair(sample.frame)
         if pair is None:
             skipped += 1

@@ -163,15 +163,9 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
 
 def not_comparable(pair: allsky.FramePair) -> str:
     """Why a frame is not compared with its predecessor — stars and clouds moved in between, the difference would
-    be noise — or "": the camera stopped (allsky.LONG_GAP_S), or its clock went back an hour at the end of summer
-    time (`FramePair.clock_set_back`)."""
+    be noise — or "": the camera stopped (allsky.LONG_GAP_S)."""
     if pair.long_gap:
         return f"previous good frame {pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
-    if pair.clock_set_back():
-        written = pair.written_apart_s()
-        when = f"{written / 60:.0f} min before it" if written > 0 else f"{-written / 60:.0f} min after it"
-        return (f"previous good frame {pair.previous.name} was written {when}, not {pair.gap_s:.0f} s before as "
-                f"their names say (the hour named twice when summer time ends): not compared")
     return ""
 
 
@@ -237,7 +231,7 @@ class Scorer:
 def near_in_time(a: FrameResult | None, b: FrameResult) -> bool:
     if a is None:
         return False
-    gap = abs((allsky.frame_time(a.file) - allsky.frame_time(b.file)).total_seconds())
+    gap = abs(allsky.taken_at(a.file) - allsky.taken_at(b.file))
     return gap <= NEIGHBOUR_MAX_GAP_S
 
 

@@ -24,7 +24,7 @@ class NightFrames:
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
-        self.frames = sorted(frames, key=allsky.frame_time)
+        self.frames = sorted(frames, key=allsky.taken_at)
         self.log = logger or log
         self._position = {frame: i for i, frame in enumerate(self.frames)}
         self._images: dict[int, np.ndarray] = {}
@@ -33,7 +33,7 @@ class NightFrames:
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
-        if self.frames and allsky.frame_time(frame) <= allsky.frame_time(self.frames[-1]):
+        if self.frames and allsky.taken_at(frame) <= allsky.taken_at(self.frames[-1]):
             raise ValueError(f"{frame.name} is not newer than {self.frames[-1].name}")
         self._position[frame] = len(self.frames)
         self.frames.append(frame)

@@ -85,7 +85,7 @@ class FrameWatch:
                  grace_s: float = INCOMPLETE_GRACE_S):
         self.folder, self.settle_s, self.grace_s = folder, settle_s, grace_s
         self.taken = {frame.name for frame in taken}          # handed over already (or ignored)
-        self.after = max((allsky.frame_time(frame) for frame in taken), default=None)
+        self.after = max((allsky.taken_at(frame) for frame in taken), default=None)
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
 
     def ready(self, force: bool = False) -> list[Path]:
@@ -93,7 +93,7 @@ class FrameWatch:
         With force, every remaining frame is handed over as it is (the night is being closed)."""
         now, ready = time.monotonic(), []
         for path, size in self.candidates():
-            stamp = allsky.frame_time(path)
+            stamp = allsky.taken_at(path)
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
                 log.warning("%s arrived after a later frame was scored: ignored", path.name)
@@ -130,7 +130,7 @@ class FrameWatch:
                             continue
         except OSError as exc:
             log.warning("cannot list %s: %s", self.folder, exc)
-        return sorted(found, key=lambda item: allsky.frame_time(item[0]))
+        return sorted(found, key=lambda item: allsky.taken_at(item[0]))
 
 
 class NightWatch:

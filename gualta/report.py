@@ -243,8 +243,8 @@ class Outbox:
                 self._put(*report, replace=False)
 
     def night_rows(self, night: str) -> list[dict]:
-        """The decided rows of a night, in file (= time) order."""
-        rows = self.db.execute("SELECT row FROM frames WHERE night = ? ORDER BY file", (night,)).fetchall()
+        """The decided rows of a night, in the order they were decided (the order the frames were taken)."""
+        rows = self.db.execute("SELECT row FROM frames WHERE night = ? ORDER BY rowid", (night,)).fetchall()
         return [json.loads(row) for (row,) in rows]
 
 

@@ -51,6 +51,19 @@ def client_night(tmp_path_factory):
                           start="22:00", seed=31, scenario="clear", rates=rates, workers=2, progress=False)
 
 
+@pytest.fixture
+def madrid_clock(monkeypatch):
+    """This machine's (the camera's) time zone: Europe/Madrid, whose summer time ended on 2021-10-31 at 03:00 and
+    started again on 2022-03-27 at 02:00."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Madrid")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A tiny ONNX model file the client loads like a trained one (see tests/helpers_client.py)."""

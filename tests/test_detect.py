@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,47 +76,53 @@ def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
     assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
 
 
-@pytest.fixture
-def madrid_clock(monkeypatch):
-    """This machine's (the camera's) time zone: Europe/Madrid, whose summer time ended on 2021-10-31 at 03:00."""
-    monkeypatch.setenv("TZ", "Europe/Madrid")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-def night_named_across_the_end_of_summer_time(client_night: Path, root: Path) -> list[Path]:
-    """The client night's 24 frames as taken from 02:00 CEST on 2021-10-31 (file times from the real clock): 12
-    frames, then the clock goes back an hour and the next 12 are named 02:00:05, 02:00:35 … again, so by name the
-    two passes interleave."""
-    night = root / "20211030"
-    night.mkdir(parents=True)
-    first = datetime(2021, 10, 31, 2, 0, 0)
+def night_named_by_a_clock(client_night: Path, root: Path, night: str, first: datetime) -> list[Path]:
+    """The client night's frames as taken every 30 s from `first` (local time, the fold of its first pass) and named
+    by the camera's clock, their file times from the real clock; returned in the order they were taken."""
+    folder = root / night
+    folder.mkdir(parents=True)
+    start, taken_order = first.timestamp(), []
     for i, frame in enumerate(allsky.list_frames(client_night)):
-        named = first + timedelta(seconds=30 * (i % 12) + 5 * (i >= 12))
-        taken = named.replace(fold=int(i >= 12)).timestamp()
-        copy = night / f"image-{named:%Y%m%d%H%M%S}.jpg"
+        taken = start + 30 * i
+        copy = folder / f"image-{datetime.fromtimestamp(taken):%Y%m%d%H%M%S}.jpg"
         copy.write_bytes(frame.read_bytes())
-        os.utime(copy, (taken, taken))
-    return allsky.list_frames(night)
+        os.utime(copy, (taken + 2, taken + 2))               # written 2 s after the exposure starts
+        taken_order.append(copy)
+    return taken_order
 
 
-def test_the_hour_named_twice_when_summer_time_ends_is_not_compared(client_night, tiny_model, tmp_path,
-                                                                     madrid_clock):
-    """When the camera's clock goes back at the end of summer time, the frames of the repeated hour interleave by
-    name with those taken an hour before; each pair would compare skies an hour apart. Their files' modification
-    times say so, and such pairs are skipped. A copy whose files were all written at once is scored as named."""
-    named = night_named_across_the_end_of_summer_time(client_night, tmp_path / "images")
-    assert named[1].name == "image-20211031020005.jpg"     # the first frame after the change, between two before it
-    summary, rows = scores_of(tmp_path, named[0].parent, tiny_model)
-    assert summary.scored == 0 and all(row["flag"] == "skipped" for row in rows)
-    assert rows[1]["note"] == ("previous good frame image-20211031020000.jpg was written 60 min before it, not 5 s "
-                               "before as their names say (the hour named twice when summer time ends): not compared")
-    assert "60 min after it" in rows[2]["note"]
-    for frame in named:
+def test_the_hour_named_twice_when_summer_time_ends_is_scored_in_the_order_it_was_taken(
+        client_night, tiny_model, tmp_path, madrid_clock):
+    """When the camera's clock goes back at the end of summer time, the repeated hour's frames interleave by name
+    with those taken an hour before (every pair would compare skies an hour apart). Their file times tell the two
+    passes apart, and the night is scored as it was taken: every frame against the one taken 30 s before, the same
+    scores as the night named without a change. A copy whose files were all written at once keeps the name order."""
+    taken = night_named_by_a_clock(client_night, tmp_path / "images", "20211030",
+                                   datetime(2021, 10, 31, 2, 54, 5, fold=0))
+    names = [frame.name for frame in taken]
+    assert names[11:14] == ["image-20211031025935.jpg", "image-20211031020005.jpg", "image-20211031020035.jpg"]
+    assert sorted(names) != names and allsky.list_frames(taken[0].parent) == taken
+    _, continuous = scores_of(tmp_path, client_night, tiny_model)
+    summary, rows = scores_of(tmp_path, taken[0].parent, tiny_model)
+    assert [row["file"] for row in rows] == names and summary.scored == len(names) - 1
+    assert rows[12]["previous"] == "image-20211031025935.jpg"
+    assert [row["score"] for row in rows] == [row["score"] for row in continuous]
+    assert [row["detection"] for row in rows] == [row["detection"] for row in continuous]
+
+    for frame in taken:
         os.utime(frame, (0, 0))                            # a copy: nothing tells the two passes apart
-    assert scores_of(tmp_path, named[0].parent, tiny_model)[0].scored == len(named) - 1
+    summary, rows = scores_of(tmp_path, taken[0].parent, tiny_model)
+    assert [row["file"] for row in rows] == sorted(names)
+    assert summary.scored == len(names) - 2 and "48 min earlier" in rows[12]["note"]     # 02:05:35 → 02:54:05
+
+
+def test_the_hour_skipped_when_summer_time_starts_is_not_a_camera_stop(client_night, tiny_model, tmp_path,
+                                                                        madrid_clock):
+    """When the clock jumps from 02:00 to 03:00 the names do too; the frames are still 30 s apart and compared."""
+    taken = night_named_by_a_clock(client_night, tmp_path / "images", "20220326", datetime(2022, 3, 27, 1, 55))
+    assert [frame.name for frame in taken[9:11]] == ["image-20220327015930.jpg", "image-20220327030000.jpg"]
+    summary, rows = scores_of(tmp_path, taken[0].parent, tiny_model)
+    assert summary.scored == len(taken) - 1 and rows[10]["previous"] == "image-20220327015930.jpg"
 
 
 def test_file_times_are_read_only_in_the_repeated_hour(client_night, tiny_model, tmp_path, madrid_clock):
@@ -127,6 +132,7 @@ def test_file_times_are_read_only_in_the_repeated_hour(client_night, tiny_model,
     os.utime(frames[5], (frames[5].stat().st_mtime + 6 * 3600,) * 2)
     summary, rows = scores_of(tmp_path, night, tiny_model)
     assert summary.scored == len(frames) - 1 and rows[5]["score"] != "" and rows[6]["score"] != ""
+    assert [row["file"] for row in rows] == [frame.name for frame in frames]
 
 
 def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tmp_path):

@@ -5,6 +5,7 @@ cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from gualta.model import load_model
 from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, seconds_until
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
+from conftest import CLIENT_FRAMES
 from helpers_client import publish, settings, tiny_onnx_model
 from helpers_service import KEYS, child_env, service_env
 
@@ -153,6 +155,40 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
     assert len(attempts) == len(reported) and all(a == 1 and s == "sent" for _, a, s in attempts)
     end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
     assert end["total"] == sum(row["score"] != "" for row in batch_rows)
+
+
+def test_the_hour_named_twice_when_summer_time_ends_is_watched_as_it_is_taken(client_night, tiny_model, tmp_path,
+                                                                             madrid_clock):
+    """At the end of summer time the camera names the frames of the second pass of 02:00–03:00 earlier than those
+    already scored; the watcher takes them as they come (their files are written now, in the second pass) and
+    decides the night as a batch run does."""
+    root, night = tmp_path / "images", "20211030"
+    (root / night).mkdir(parents=True)
+    config = settings(tmp_path, tiny_model, main_folder=root, sleep_between_imgs=0.05, start_time="0000",
+                      end_time="0000")
+    stop, thread, lines = start_watcher(config, load_model(tiny_model, threads=1))
+    start = datetime(2021, 10, 31, 2, 54, 5, fold=0).timestamp()
+    try:
+        for i, frame in enumerate(allsky.list_frames(client_night)):
+            taken = start + 30 * i
+            partial = root / night / "writing.tmp"
+            partial.write_bytes(frame.read_bytes())
+            os.utime(partial, (taken + 2, taken + 2))            # the camera's clock, as it was then
+            partial.rename(root / night / f"image-{datetime.fromtimestamp(taken):%Y%m%d%H%M%S}.jpg")
+            time.sleep(0.1)
+        wait_for(lambda: len(rows_in(config.outbox, night)) >= CLIENT_FRAMES - 1)
+        start_next_night(client_night, root)
+        wait_for(lambda: len(rows_in(config.outbox, night)) == CLIENT_FRAMES)
+    finally:
+        stop.set()
+        thread.join(10)
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), root / night, batch, upload=False, say=lambda line: None,
+              progress=False)
+    watched = rows_in(config.outbox, night)
+    same_rows(watched, read_scores(batch))
+    assert watched[12]["file"] == "image-20211031020005.jpg" and watched[12]["previous"] == "image-20211031025935.jpg"
+    assert not [line for line in lines if "arrived after" in line]
 
 
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
