@@ -126,5 +126,6 @@ def frame_pairs(frames: list[Path]) -> list[FramePair]:
 
     The first frame of a night has no predecessor and gets no pair: it is reported as skipped.
     """
-    ordered = sorted(frames, key=taken_at)
-    return [FramePair(prev, cur, taken_at(cur) - taken_at(prev)) for prev, cur in zip(ordered, ordered[1:])]
+    taken = {frame: taken_at(frame) for frame in frames}
+    ordered = sorted(frames, key=taken.get)
+    return [FramePair(prev, cur, taken[cur] - taken[prev]) for prev, cur in zip(ordered, ordered[1:])]

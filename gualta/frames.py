@@ -24,7 +24,9 @@ class NightFrames:
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
-        self.frames = sorted(frames, key=allsky.taken_at)
+        taken = {frame: allsky.taken_at(frame) for frame in frames}
+        self.frames = sorted(frames, key=taken.get)
+        self._taken = [taken[frame] for frame in self.frames]       # as when listed: a file rewritten later keeps it
         self.log = logger or log
         self._position = {frame: i for i, frame in enumerate(self.frames)}
         self._images: dict[int, np.ndarray] = {}
@@ -33,10 +35,12 @@ class NightFrames:
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
-        if self.frames and allsky.taken_at(frame) <= allsky.taken_at(self.frames[-1]):
+        taken = allsky.taken_at(frame)
+        if self.frames and taken <= self._taken[-1]:
             raise ValueError(f"{frame.name} is not newer than {self.frames[-1].name}")
         self._position[frame] = len(self.frames)
         self.frames.append(frame)
+        self._taken.append(taken)
 
     def __contains__(self, frame: Path) -> bool:
         return frame in self._position
@@ -63,7 +67,7 @@ class NightFrames:
                             size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
             return None
         self._release_before(j)
-        return allsky.frame_pairs([self.frames[j], frame])[0]
+        return allsky.FramePair(self.frames[j], frame, self._taken[i] - self._taken[j])
 
     def _image(self, i: int) -> np.ndarray | None:
         if i in self._images or self._shapes.get(i, ()) is None:      # decoded, or known to be bad

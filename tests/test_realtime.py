@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from gualta import allsky
+from gualta import allsky, detect
 from gualta.detect import read_scores, run_batch
+from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, seconds_until
 from gualta.report import ApiClient, Outbox, Sender
@@ -189,6 +190,28 @@ def test_the_hour_named_twice_when_summer_time_ends_is_watched_as_it_is_taken(cl
     same_rows(watched, read_scores(batch))
     assert watched[12]["file"] == "image-20211031020005.jpg" and watched[12]["previous"] == "image-20211031025935.jpg"
     assert not [line for line in lines if "arrived after" in line]
+
+
+def test_a_frame_the_second_pass_wrote_over_keeps_the_time_it_was_scored_at(client_night, tmp_path, madrid_clock):
+    """A camera whose second pass of the repeated hour reuses the first pass's names writes over frames already
+    scored. The frame after them is not compared across the hour with the image read in the first pass."""
+    folder, frames = tmp_path / "20211030", allsky.list_frames(client_night)
+    folder.mkdir()
+
+    def write(source: Path, when: datetime) -> Path:
+        target = folder / f"image-{when:%Y%m%d%H%M%S}.jpg"
+        target.write_bytes(source.read_bytes())
+        os.utime(target, (when.timestamp() + 2,) * 2)
+        return target
+
+    first_pass = [write(frames[0], datetime(2021, 10, 31, 2, 59, 0)),
+                  write(frames[1], datetime(2021, 10, 31, 2, 59, 30))]
+    night = NightFrames(first_pass)
+    assert night.pair(first_pass[1]).gap_s == 30 and night.image(first_pass[1]) is not None
+    write(frames[2], datetime(2021, 10, 31, 2, 59, 30, fold=1))                      # written over, an hour later
+    after = write(frames[3], datetime(2021, 10, 31, 3, 0, 0))
+    night.append(after)
+    assert night.pair(after).gap_s == 3630 and detect.not_comparable(night.pair(after)).endswith("not compared")
 
 
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
