@@ -84,9 +84,11 @@ def cmd_batch(args: argparse.Namespace) -> None:
     settings = client_settings(args)
     try:
         with logging_redirect_tqdm():
-            run_batch(settings, args.folder, args.scores, upload=not args.no_upload, model_path=args.model)
+            summary = run_batch(settings, args.folder, args.scores, upload=not args.no_upload, model_path=args.model)
     except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta batch: {exc}")
+    if summary.scores_failed:
+        sys.exit(1)
 
 
 def cmd_realtime(args: argparse.Namespace) -> None:

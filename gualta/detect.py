@@ -723,6 +723,7 @@ class NightSummary:
     pending: int | None = None         # reports left in the outbox (None: uploads off)
     scores: Path | None = None
     model: str = ""                    # the version of the model that scored the night
+    scores_failed: str = ""            # why the scores CSV could not be written to the end
 
     @property
     def frames_per_s(self) -> float:
@@ -733,6 +734,8 @@ class NightSummary:
             "all reports delivered" if self.pending == 0 else
             f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`")
         scores = f"; scores {self.scores}" if self.scores else ""
+        if self.scores_failed:
+            scores += f" (incomplete: {self.scores_failed})"
         model = f"; model {self.model}" if self.model else ""
         return (f"night {self.night}: {self.frames} frames ({self.scored} scored, {self.frames - self.scored} "
                 f"skipped), {self.detections} detections, {self.flagged} flagged, {self.seconds:.1f} s, "
@@ -763,24 +766,41 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
 
 
 class CsvRows:
-    """The scores CSV, written row by row (flushed, so a crash keeps what was scored)."""
+    """The scores CSV, written row by row (flushed, so a crash keeps what was scored). One that cannot be created is
+    a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
+    night's scoring and reports go on (`failed` says why)."""
 
     def __init__(self, path: Path | None):
-        self.stream = None
+        self.path, self.stream, self.failed = path, None, ""
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = open(path, "w", newline="", encoding="utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.stream = open(path, "w", newline="", encoding="utf-8")
+            except OSError as exc:
+                where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != path else ""
+                raise ClientError(f"cannot write the scores CSV {path}: {exc.strerror or exc}{where}") from exc
             self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
             self.writer.writeheader()
 
     def write(self, row: dict) -> None:
-        if self.stream is not None:
+        if self.stream is None:
+            return
+        try:
             self.writer.writerow(row)
             self.stream.flush()
+        except OSError as exc:
+            self.failed = exc.strerror or str(exc)
+            log.error("cannot write the scores CSV %s further (%s): the night goes on without it", self.path,
+                      self.failed)
+            self.close()
 
     def close(self) -> None:
         if self.stream is not None:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError as exc:             # the last rows could not be written out
+                self.failed = self.failed or exc.strerror or str(exc)
+            self.stream = None
 
 
 def scores_file(scores: str | Path | None, night: str) -> Path | None:
@@ -810,6 +830,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             model = refreshed_model(settings, model)
     version = model_version(model)
     summary = NightSummary(night.name, scores=scores_file(scores, night.name), model=version or "")
+    rows = CsvRows(summary.scores)
     outbox = sender = None
     if upload:
         outbox = Outbox(settings.outbox)
@@ -817,7 +838,6 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
         outbox.put(*log_report("start", settings, night.name))
         sender.wake()
-    rows = CsvRows(summary.scores)
     scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
     decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
                       settings.fireball_check, settings.streak_check, settings.cloud_check)
@@ -837,6 +857,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             outbox.put(*log_report("end", settings, night.name, summary.scored), replace=True)
     finally:
         rows.close()
+        summary.scores_failed = rows.failed
         if sender is not None:
             sender.wake()
             summary.pending = sender.close(timeout=10.0)

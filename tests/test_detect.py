@@ -338,6 +338,39 @@ def test_batch_uploads_exact_payloads_to_the_embedded_service(client_night, tiny
     assert (end["log"], end["total"], end["folder"]) == ("end", 23, "20211110")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to stand for a full disk")
+def test_a_scores_csv_that_cannot_be_written_further_loses_no_report(client_night, tiny_model, tmp_path, live):
+    """The disk fills up under the scores CSV (/dev/full answers every write with ENOSPC): the night is scored and
+    reported all the same, and the summary says the CSV is incomplete."""
+    url, store = live
+    config = settings(tmp_path, tiny_model, url=url, api_key=KEYS["obs03"], obs_id="obs03")
+    summary = run_batch(config, client_night, "/dev/full", say=lambda line: None, progress=False)
+    _, rows = scores_of(tmp_path, client_night, tiny_model)
+    assert summary.scores_failed == "No space left on device" and "(incomplete: No space left" in summary.text()
+    assert summary.scored == len(rows) - 1 and summary.pending == 0
+    stored = sorted(p.name for p in (store / "detections" / "20211110").glob("obs03_*.json"))
+    assert stored == [f"obs03_{allsky.frame_id(row['file'])}.json" for row in rows if row["detection"] == "1"]
+    assert json.loads((store / "logs" / "20211110" / "obs03_end.json").read_text())["total"] == summary.scored
+
+
+def test_a_scores_csv_that_cannot_be_written_is_one_clear_error(client_night, tiny_model, tmp_path):
+    (tmp_path / "file").write_text("a file where the scores folder should be")
+    run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
+                          "--scores", str(tmp_path / "file" / "scores.csv"), "--model", str(tiny_model),
+                          "--outbox", str(tmp_path / "outbox.sqlite"), "--url", f"http://127.0.0.1:{free_port()}",
+                          "--api-key", KEY], capture_output=True, text=True, timeout=120, env=child_env())
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"guAlta batch: cannot write the scores CSV {tmp_path / 'file' / 'scores.csv'}: " in run.stderr
+    assert not (tmp_path / "outbox.sqlite").exists()
+    if Path("/dev/full").exists():                            # full on the way: the night goes on, exit status 1
+        run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
+                              "--scores", "/dev/full", "--model", str(tiny_model), "--no-upload"],
+                             capture_output=True, text=True, timeout=120, env=child_env())
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert "cannot write the scores CSV /dev/full further (No space left on device)" in run.stderr
+        assert "23 scored" in run.stdout + run.stderr
+
+
 def test_flagged_detections_are_reported_with_their_flag_when_asked(client_night, tiny_model, tmp_path, live):
     url, store = live
     summary, rows = scores_of(tmp_path, client_night, tiny_model)
