@@ -64,8 +64,18 @@ def cmd_site(args: argparse.Namespace) -> None:
 
     from gualta.server import build_page
 
+    from gualta.site import check_night
+    from gualta.store import StoreError
+
     settings, store = service_settings(args)
-    print(json.dumps(build_page(store, args.day, settings.observatories)))
+    try:
+        day = args.day if args.day is None else check_night(args.day)
+    except ValueError:
+        sys.exit(f"guAlta site: --day {args.day}: not a night (a real date YYYYMMDD)")
+    try:
+        print(json.dumps(build_page(store, day, settings.observatories)))
+    except StoreError as exc:
+        sys.exit(f"guAlta site: {exc}")
 
 
 def timestamped_logging() -> None:

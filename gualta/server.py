@@ -361,9 +361,22 @@ def configure(store_location: str | Path, observatories: dict | None = None) -> 
         os.environ["GUALTA_OBSERVATORIES"] = json.dumps(observatories)
 
 
+def make_store_folder() -> None:
+    """Create the configured store's folder (an S3 store has none); StoreError if it cannot be made."""
+    location = os.environ["GUALTA_STORE"]
+    if location.startswith("s3://"):
+        return
+    try:
+        Path(location).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is there" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        raise store.StoreError(f"store folder {location} cannot be made: {reason}") from exc
+
+
 def build_page(store_location: str | Path, day: str | None = None, observatories: dict | None = None) -> dict:
     """Run the daily-page handler once (the `site` command): day YYYYMMDD, default the night that just ended."""
     configure(store_location, observatories)
+    make_store_folder()
     event = {"source": "gualta.cli"} if day is None else {"source": "gualta.cli", "day": day}
     return load_handler("generateWebsite")(event, None)
 
@@ -376,9 +389,13 @@ def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path 
         parse_hhmm(site_at)
     try:
         warnings = check_settings(os.environ)
-    except service_env.ConfigError as exc:
+        make_store_folder()
+    except (service_env.ConfigError, store.StoreError) as exc:
         sys.exit(f"guAlta serve: {exc}")
-    server = make_server(host, port)
+    try:
+        server = make_server(host, port)
+    except OSError as exc:
+        sys.exit(f"guAlta serve: cannot listen on {host}:{port}: {exc.strerror or exc}")
     url = f"http://{host}:{server.server_port}"
     os.environ.setdefault("GUALTA_SITE_URL", url)
     stop = threading.Event()

@@ -11,6 +11,7 @@ A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import os
@@ -99,11 +100,19 @@ class LocalStore:
             return self.path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {key} in {self.root}: {exc.strerror or exc}") from exc
 
     def _temp(self, target: Path, data: bytes) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        temp.write_bytes(data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+        except OSError as exc:              # a full disk, no permission, a file where a folder should be
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target.relative_to(self.root)} in {self.root}: "
+                             f"{exc.strerror or exc}") from exc
         return temp
 
     def put(self, key: str, data: bytes) -> None:

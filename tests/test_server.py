@@ -5,6 +5,7 @@ import base64
 import hashlib
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -165,6 +166,46 @@ def test_serve_refuses_a_bad_key_setting(tmp_path):
                          text=True, timeout=60)
     assert run.returncode != 0 and "API key entry 1" in run.stderr and "abcdefghijkl" not in run.stderr
     assert not Path(tmp_path / "s").exists()
+
+
+def test_a_store_that_fails_under_the_service_answers_503_and_the_retry_is_stored(tmp_path):
+    """A store folder the service cannot write (a full disk; here a file where the night's image folder goes) is the
+    service's fault: 503 and a reason, nothing recorded, and the client's retry is stored once it can write."""
+    root = tmp_path / "store"
+    (root / "imgs").mkdir(parents=True)
+    (root / "imgs" / "20260916").write_text("in the way")
+    with server.ChildServer(root, child_env(GUALTA_API_KEYS=KEYS_ENV)) as child:
+        body = detection(frame_id="20260916224510")
+        refused = upload(child.url, body)
+        assert (refused.status_code, refused.json()) == (503, {"error": "store unavailable, retry later"})
+        assert not (root / "detections").exists()
+        assert any("store unavailable: cannot write imgs/20260916/obs01_20260916224510.jpeg" in line
+                   for line in child.lines)
+        (root / "imgs" / "20260916").unlink()
+        assert upload(child.url, body).json()["status"] == "stored"
+    assert (root / "detections" / "20260916" / "obs01_20260916224510.json").is_file()
+
+
+def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
+    """A port in use, a store folder that cannot be made, a night that is not a date: one line, exit status 1."""
+    (tmp_path / "file").write_text("not a folder")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = {("serve", "--port", str(port), "--store", str(tmp_path / "s")):
+                 f"guAlta serve: cannot listen on 127.0.0.1:{port}: Address already in use",
+                 ("serve", "--port", "0", "--store", str(tmp_path / "file")):
+                 f"guAlta serve: store folder {tmp_path / 'file'} cannot be made: a file is there",
+                 ("site", "--store", str(tmp_path / "file" / "s"), "--day", "20260916"):
+                 f"guAlta site: store folder {tmp_path / 'file' / 's'} cannot be made: Not a directory",
+                 ("site", "--store", str(tmp_path / "s"), "--day", "20261301"):
+                 "guAlta site: --day 20261301: not a night (a real date YYYYMMDD)"}
+        for args, said in cases.items():
+            run = subprocess.run([sys.executable, "guAlta.py", *args], cwd=REPO, env=child_env(),
+                                 capture_output=True, text=True, timeout=60)
+            assert (run.returncode, run.stderr.strip().splitlines()[-1]) == (1, said), run.stderr
+            assert "Traceback" not in run.stderr
 
 
 def test_site_command(tmp_path):
