@@ -10,12 +10,19 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...]) -> int:
     """Parse argv, run the subcommand's `run(args)` with INFO logs on stderr (kept clear of progress bars); one of
-    `errors` exits 2 with '<prog> <command>: error: <message>'."""
+    `errors`, or a file that cannot be read or written (OSError), exits 2 with '<prog> <command>: error: <message>'."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         with logging_redirect_tqdm():
             args.run(args)
-    except errors as exc:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    except (*errors, OSError) as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error_text(exc)}\n")
     return 0
+
+
+def error_text(exc: Exception) -> str:
+    """'No such file or directory: data/index.csv' for a file error, else the exception's own message."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)

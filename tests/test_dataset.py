@@ -486,8 +486,14 @@ def test_cli_simulate_then_prepare(tmp_path):
     (["prepare", "--nights", "{tmp}", "--out", "{tmp}/o"], "no night folders"),
     (["prepare", "--nights", "{nights}", "--out", "{tmp}/o", "--version", "v9"], "invalid choice"),
     (["label-aid", "--night", "/no/such/night", "--out", "x"], "not a folder"),
+    (["label-aid", "--night", "{nights}/20211110", "--out", "{tmp}/file/aid"], "Not a directory: {tmp}/file/aid"),
+    (["simulate", "--out", "{tmp}/file", "--nights", "1", "--frames", "2", "--date", "20211110"],
+     "Not a directory: {tmp}/file/20211110"),
 ])
 def test_cli_bad_arguments_exit_non_zero_with_a_message(nights, tmp_path, args, message):
+    """Bad arguments, and an output folder where a file is (as a full disk or no permission would), are one line."""
+    (tmp_path / "file").write_text("in the way")
+    message = message.format(tmp=tmp_path)
     done = cli(*(a.format(nights=nights, tmp=tmp_path) for a in args))
     assert done.returncode != 0
     assert message in done.stderr
