@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 FRAME_PATTERN = re.compile(r"^image-(\d{14})\.(?:jpg|png)$")      # AllSky's image.jpg, or image.png
@@ -81,25 +81,37 @@ def list_frames(night: str | Path) -> list[Path]:
 
 
 def taken_at(path: str | Path) -> float:
-    """When a frame was taken (POSIX time): its name read in this machine's time zone, which must be the camera's.
+    """Seconds that order a night's frames as they were taken, and whose differences are the time between them.
 
-    AllSky names frames in local time, so the hour the clock repeats when summer time ends is named twice and by
-    name its two passes interleave. A frame named in that hour belongs to the pass its file was written in (its
-    modification time within half an hour of it); a file written at neither (a copy) is taken as the first pass.
-    File times are read only there: everywhere else the name alone says when.
+    AllSky names frames by the camera's clock in local time (this machine's time zone must be the camera's). When
+    summer time ends the clock goes back an hour and names that hour twice, so by name its two passes interleave:
+    a frame named after the clock went back counts that hour once more, and a frame named in the repeated hour
+    belongs to the pass its file was written in (its modification time within half an hour of it; a file written
+    at neither, a copy, counts as the first pass). File times are read only there: everywhere else the name alone
+    says when. When summer time starts the names jump an hour ahead, and so do these seconds.
     """
     stamp = frame_time(path)
     if stamp is None:
         raise ValueError(f"not an AllSky frame name: {Path(path).name}")
-    first = stamp.replace(fold=0).timestamp()
-    if not repeated_hour(stamp):
-        return first
-    second = stamp.replace(fold=1).timestamp()
+    fold = int(repeated_hour(stamp) and written_in_second_pass(Path(path), stamp))
+    evening = (stamp - timedelta(days=1 if stamp.hour < NOON else 0)).replace(hour=NOON, minute=0, second=0)
+    set_back = utc_offset_s(evening) - utc_offset_s(stamp.replace(fold=fold))
+    return stamp.replace(tzinfo=timezone.utc).timestamp() + max(set_back, 0.0)
+
+
+def utc_offset_s(stamp: datetime) -> float:
+    """This machine's UTC offset at a local wall-clock time (its fold says which pass of a repeated hour)."""
+    return stamp.astimezone().utcoffset().total_seconds()
+
+
+def written_in_second_pass(path: Path, stamp: datetime) -> bool:
+    """Whether a frame named in the repeated hour was written in its second pass, by its file's modification time."""
+    first, second = stamp.replace(fold=0).timestamp(), stamp.replace(fold=1).timestamp()
     try:
-        written = Path(path).stat().st_mtime
+        written = path.stat().st_mtime
     except OSError:
-        return first
-    return second if abs(written - second) < min(abs(written - first), (second - first) / 2) else first
+        return False
+    return abs(written - second) < min(abs(written - first), (second - first) / 2)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
@@ -76,15 +76,17 @@ def test_threshold_and_satellite_settings(client_night, tiny_model, tmp_path):
     assert all(row["detection"] == ("1" if row["label"] == "meteor" else "0") for row in flagged_too[1:])
 
 
-def night_named_by_a_clock(client_night: Path, root: Path, night: str, first: datetime) -> list[Path]:
-    """The client night's frames as taken every 30 s from `first` (local time, the fold of its first pass) and named
-    by the camera's clock, their file times from the real clock; returned in the order they were taken."""
+def night_named_by_a_clock(client_night: Path, root: Path, night: str, first: datetime,
+                           clock_zone: timezone | None = None) -> list[Path]:
+    """The client night's frames as taken every 30 s from `first` (local time and its fold, or aware) and named by
+    the camera's clock (local time, or `clock_zone`), their file times from the real clock; returned in the order
+    they were taken."""
     folder = root / night
     folder.mkdir(parents=True)
     start, taken_order = first.timestamp(), []
     for i, frame in enumerate(allsky.list_frames(client_night)):
         taken = start + 30 * i
-        copy = folder / f"image-{datetime.fromtimestamp(taken):%Y%m%d%H%M%S}.jpg"
+        copy = folder / f"image-{datetime.fromtimestamp(taken, clock_zone):%Y%m%d%H%M%S}.jpg"
         copy.write_bytes(frame.read_bytes())
         os.utime(copy, (taken + 2, taken + 2))               # written 2 s after the exposure starts
         taken_order.append(copy)
@@ -116,13 +118,23 @@ def test_the_hour_named_twice_when_summer_time_ends_is_scored_in_the_order_it_wa
     assert summary.scored == len(names) - 2 and "48 min earlier" in rows[12]["note"]     # 02:05:35 → 02:54:05
 
 
-def test_the_hour_skipped_when_summer_time_starts_is_not_a_camera_stop(client_night, tiny_model, tmp_path,
-                                                                        madrid_clock):
-    """When the clock jumps from 02:00 to 03:00 the names do too; the frames are still 30 s apart and compared."""
+def test_summer_time_starting_is_a_jump_and_a_camera_without_summer_time_keeps_its_name_order(
+        client_night, tiny_model, tmp_path, madrid_clock):
+    """When summer time starts the names jump from 02:00 to 03:00: the frame after the jump is skipped as after a
+    camera stop. A camera whose clock keeps UTC names frames in the hour this machine skips (and in the one it
+    repeats) all the same; they keep their name order, never interleaved with the next hour's."""
     taken = night_named_by_a_clock(client_night, tmp_path / "images", "20220326", datetime(2022, 3, 27, 1, 55))
     assert [frame.name for frame in taken[9:11]] == ["image-20220327015930.jpg", "image-20220327030000.jpg"]
     summary, rows = scores_of(tmp_path, taken[0].parent, tiny_model)
-    assert summary.scored == len(taken) - 1 and rows[10]["previous"] == "image-20220327015930.jpg"
+    assert summary.scored == len(taken) - 2 and "is 60 min earlier: not compared" in rows[10]["note"]
+
+    for night, first, hour in (("20220326", datetime(2022, 3, 27, 2, 54, tzinfo=timezone.utc), "03"),
+                               ("20211030", datetime(2021, 10, 31, 1, 55, tzinfo=timezone.utc), "02")):
+        named = night_named_by_a_clock(client_night, tmp_path / "utc", night, first, clock_zone=timezone.utc)
+        assert named[12 if hour == "03" else 10].name == f"image-{first:%Y%m%d}{hour}0000.jpg"   # the camera's clock
+        summary, rows = scores_of(tmp_path, named[0].parent, tiny_model)
+        assert [row["file"] for row in rows] == sorted(frame.name for frame in named) == [f.name for f in named]
+        assert summary.scored == len(named) - 1
 
 
 def test_file_times_are_read_only_in_the_repeated_hour(client_night, tiny_model, tmp_path, madrid_clock):
