@@ -87,6 +87,7 @@ class FrameWatch:
         self.taken = {frame.name for frame in taken}          # handed over already (or ignored)
         self.after = max((allsky.taken_at(frame) for frame in taken), default=None)
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
+        self.unlisted = ""                                  # why the folder could not be listed last time
 
     def ready(self, force: bool = False) -> list[Path]:
         """Frames newly complete since the last call; a frame still being written holds back those after it.
@@ -128,8 +129,15 @@ class FrameWatch:
                             found.append((Path(entry.path), entry.stat().st_size))
                         except OSError:          # removed meanwhile
                             continue
-        except OSError as exc:
-            log.warning("cannot list %s: %s", self.folder, exc)
+        except OSError as exc:           # a share gone, a folder removed: said once, until it can be listed again
+            if not self.unlisted:
+                log.warning("cannot list %s: %s; trying again every %g s", self.folder, exc.strerror or exc,
+                            FAST_POLL_S)
+            self.unlisted = exc.strerror or str(exc)
+            return []
+        if self.unlisted:
+            log.info("%s can be listed again", self.folder)
+            self.unlisted = ""
         return sorted(found, key=lambda item: allsky.taken_at(item[0]))
 
 
@@ -225,6 +233,7 @@ class Watcher:
         self.current: NightWatch | None = None
         self.checked_at = -float("inf")
         self.root_mtime: float | None = None
+        self.root_missing = False
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
@@ -258,6 +267,7 @@ class Watcher:
                 and self.current is not None):
             return
         self.checked_at, self.root_mtime = time.monotonic(), root_mtime
+        self.say_if_root_missing(root_mtime is None)
         newest = allsky.latest_night(self.settings.main_folder)
         if newest is None or (self.current is not None and newest.name <= self.current.night):
             return
@@ -268,6 +278,15 @@ class Watcher:
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
+
+    def say_if_root_missing(self, missing: bool) -> None:
+        """Warn once when the images root cannot be found (a wrong guAlta_main_folder, a share not mounted yet), and
+        say when it is back."""
+        if missing and not self.root_missing:
+            log.warning("guAlta_main_folder %s not found: waiting for it", self.settings.main_folder)
+        elif self.root_missing and not missing:
+            log.info("guAlta_main_folder %s found", self.settings.main_folder)
+        self.root_missing = missing
 
     def end_night(self) -> None:
         if self.current is not None:

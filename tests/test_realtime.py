@@ -5,6 +5,7 @@ cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -273,6 +274,39 @@ def test_a_half_written_png_frame_waits_too(client_night, tmp_path):
     watch.ready()
     time.sleep(0.2)
     assert watch.ready() == [png]
+
+
+def test_a_folder_that_cannot_be_listed_is_said_once_until_it_is_back(client_night, tmp_path, caplog):
+    """A night folder on a share that drops (or removed) is polled twice a second: one warning, not one a poll."""
+    folder = tmp_path / NIGHT
+    folder.mkdir()
+    frame = allsky.list_frames(client_night)[0]
+    watch = FrameWatch(folder, settle_s=0.0)
+    folder.rmdir()
+    with caplog.at_level(logging.INFO, logger="gualta.realtime"):
+        assert [watch.ready() for _ in range(5)] == [[]] * 5
+        folder.mkdir()
+        (folder / frame.name).write_bytes(frame.read_bytes())
+        watch.ready()
+        assert watch.ready() == [folder / frame.name]
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [f"cannot list {folder}: No such file or directory; trying again every 0.5 s",
+                    f"{folder} can be listed again"]
+
+
+def test_a_missing_images_root_is_said_once_and_its_arrival_too(client_night, tiny_model, tmp_path, caplog):
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None)
+    with caplog.at_level(logging.INFO, logger="gualta.realtime"):
+        for _ in range(4):
+            watcher.tick()
+        (root / NIGHT).mkdir(parents=True)
+        watcher.tick()
+    watcher.outbox.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert said[:2] == [f"guAlta_main_folder {root} not found: waiting for it", f"guAlta_main_folder {root} found"]
+    assert watcher.current is not None and watcher.current.night == NIGHT
 
 
 @pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),
