@@ -3,7 +3,7 @@
     python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx]
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off] [--config F]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD] [--config F]
-    python guAlta.py batch [--folder NIGHT_DIR] [--scores OUT.csv|DIR/] [--no-upload] [--model PATH] [--threshold X]
+    python guAlta.py batch [--folder NIGHT_DIR | --catch-up DAYS] [--scores OUT.csv|DIR/] [--no-upload] [...]
     python guAlta.py realtime [--no-upload]
     python guAlta.py flush
 
@@ -87,17 +87,21 @@ def timestamped_logging() -> None:
 def cmd_batch(args: argparse.Namespace) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from gualta.detect import ClientError, run_batch
+    from gualta.detect import ClientError, nights_to_catch_up, run_batch
     from gualta.report import OutboxError
 
     timestamped_logging()
     settings = client_settings(args)
     try:
+        if args.catch_up and args.folder:
+            raise ClientError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
+        nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
         with logging_redirect_tqdm():
-            summary = run_batch(settings, args.folder, args.scores, upload=not args.no_upload, model_path=args.model)
+            summaries = [run_batch(settings, night, args.scores, upload=not args.no_upload, model_path=args.model)
+                         for night in nights]
     except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta batch: {exc}")
-    if summary.scores_failed:
+    if any(summary.scores_failed for summary in summaries):
         sys.exit(1)
 
 
@@ -166,6 +170,9 @@ def add_client_commands(commands) -> None:
                                                    "guAlta_main_folder)")
     batch.add_argument("--scores", help="write the scores CSV here (file,score,label,detection,...); a folder "
                        "(existing, or ending in / or \\) gets one CSV per night, FOLDER/YYYYMMDD.csv")
+    batch.add_argument("--catch-up", type=int, default=0, metavar="DAYS",
+                       help="first score the nights of the DAYS before the latest that have no CSV in --scores DIR/ "
+                            "yet (the machine was off, a run failed), oldest first")
     batch.add_argument("--no-upload", action="store_true",
                        help="report nothing (no outbox; only a missing configured model is downloaded)")
     add_setting_flags(batch)

@@ -20,7 +20,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -808,9 +808,25 @@ def scores_file(scores: str | Path | None, night: str) -> Path | None:
     exists, or a name ending in a path separator)."""
     if not scores:
         return None
-    if Path(scores).is_dir() or str(scores).endswith(tuple(sep for sep in ("/", os.sep, os.altsep) if sep)):
-        return Path(scores) / f"{night}.csv"
-    return Path(scores)
+    return Path(scores) / f"{night}.csv" if names_a_folder(scores) else Path(scores)
+
+
+def names_a_folder(scores: str | Path) -> bool:
+    """Whether --scores names a folder: one that exists, or a name ending in a path separator."""
+    return Path(scores).is_dir() or str(scores).endswith(tuple(sep for sep in ("/", os.sep, os.altsep) if sep))
+
+
+def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int) -> list[Path]:
+    """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no scores CSV
+    in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
+    if days <= 0:
+        return []
+    if not scores or not names_a_folder(scores):
+        raise ClientError("--catch-up needs --scores DIR/: a night without DIR/YYYYMMDD.csv is one not scored yet")
+    latest = resolve_night(settings, None)
+    first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
+    return [night for night in allsky.night_folders(settings.main_folder)
+            if first <= night.name < latest.name and not scores_file(scores, night.name).exists()]
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,

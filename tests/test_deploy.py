@@ -1,6 +1,7 @@
 """The deployment recipes in deploy/ as an operator installs them: the cron line runs as written."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def cron_line() -> tuple[str, str]:
 
 def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_night, tiny_model, tmp_path):
     """The morning batch, run by /bin/sh as the unprivileged user with the key file the systemd unit reads: last
-    night scored into scores/YYYYMMDD.csv, its detections delivered, the summary in the log."""
+    night scored into scores/YYYYMMDD.csv, its detections delivered, the summary in the log; a night missed earlier
+    in the week scored too."""
     schedule, command = cron_line()
     assert schedule == "30 8 * * *"
     assert f"EnvironmentFile=-{ENV_FILE}" in UNIT.read_text() and f"WorkingDirectory={HOME}" in UNIT.read_text()
@@ -35,6 +37,7 @@ def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_
     for name in (".venv", "guAlta.py"):
         (home / name).symlink_to(REPO / name)
     copy_night(client_night, tmp_path / "images")
+    shutil.copytree(client_night, tmp_path / "images" / "20211108")          # a night the morning run missed
     store = tmp_path / "store"
     with ChildServer(store, child_env(**service_env(store))) as child:
         env_file = tmp_path / "gualta.env"
@@ -50,6 +53,7 @@ def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_
     rows = read_scores(scores)
     assert len(rows) == 24
     assert "night 20211110: 24 frames" in (home / "scores" / "batch.log").read_text()
+    assert len(read_scores(home / "scores" / "20211108.csv")) == 24                # caught up
     reported = {f"obs01_{allsky.frame_id(row['file'])}.json" for row in rows if row["detection"] == "1"}
     assert reported and {path.name for path in (store / "detections" / "20211110").iterdir()} == reported
 

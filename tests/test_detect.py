@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -157,6 +158,35 @@ def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tm
     assert detect.scores_file(tmp_path / "scores", "20211111") == tmp_path / "scores" / "20211111.csv"
     assert detect.scores_file(tmp_path / "one.csv", "20211111") == tmp_path / "one.csv"
     assert detect.scores_file(None, "20211111") is None
+
+
+def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_night, tiny_model, tmp_path):
+    """The machine was off, or a morning run failed: `--catch-up DAYS` scores the nights of the DAYS before the latest
+    that have no CSV in the scores folder, oldest first, then the latest as usual."""
+    root, scores = tmp_path / "images", tmp_path / "scores"
+    for night in ("20211101", "20211107", "20211108", "20211109", "20211110"):
+        shutil.copytree(client_night, root / night)
+    scores.mkdir()
+    (scores / "20211107.csv").write_text("scored already\n")
+    config = settings(tmp_path, tiny_model, main_folder=root)
+    assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]
+    assert detect.nights_to_catch_up(config, scores, 0) == []
+    with pytest.raises(ClientError, match="--catch-up needs --scores DIR/"):
+        detect.nights_to_catch_up(config, tmp_path / "one.csv", 7)
+
+    command = [sys.executable, str(REPO / "guAlta.py"), "batch", "--main-folder", str(root), "--model", str(tiny_model),
+               "--outbox", str(tmp_path / "outbox.sqlite"), "--threads", "1", "--no-upload"]
+    run = subprocess.run([*command, "--catch-up", "7", "--scores", f"{scores}/"], capture_output=True, text=True,
+                         timeout=300, env=child_env())
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stdout.splitlines() if line.startswith("night ")]
+    assert [line.split(":")[0] for line in said] == ["night 20211108", "night 20211109", "night 20211110"]
+    assert sorted(p.name for p in scores.glob("*.csv")) == ["20211107.csv", "20211108.csv", "20211109.csv",
+                                                            "20211110.csv"]
+    assert len(read_scores(scores / "20211108.csv")) == 24
+    run = subprocess.run([*command, "--catch-up", "7", "--scores", f"{scores}/", "--folder", str(root / "20211110")],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert run.returncode == 1 and "guAlta batch: --catch-up scores the nights under guAlta_main_folder" in run.stderr
 
 
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
