@@ -766,21 +766,25 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
 
 
 class CsvRows:
-    """The scores CSV, written row by row (flushed, so a crash keeps what was scored). One that cannot be created is
-    a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
+    """The scores CSV, written row by row to `<name>.part` (flushed, so a crash keeps what was scored) and given its
+    name once the night is scored to the end: a CSV under its name holds a whole night. One that cannot be created
+    is a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
     night's scoring and reports go on (`failed` says why)."""
 
     def __init__(self, path: Path | None):
         self.path, self.stream, self.failed = path, None, ""
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.stream = open(path, "w", newline="", encoding="utf-8")
-            except OSError as exc:
-                where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != path else ""
-                raise ClientError(f"cannot write the scores CSV {path}: {exc.strerror or exc}{where}") from exc
-            self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
-            self.writer.writeheader()
+        if path is None:
+            return
+        self.partial = path.with_name(path.name + ".part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(self.partial, "w", newline="", encoding="utf-8")
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.partial else ""
+            raise ClientError(f"cannot write the scores CSV {path}: {exc.strerror or exc}{where}") from exc
+        self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
+        self.writer.writeheader()
+        self.finished = False
 
     def write(self, row: dict) -> None:
         if self.stream is None:
@@ -789,18 +793,37 @@ class CsvRows:
             self.writer.writerow(row)
             self.stream.flush()
         except OSError as exc:
-            self.failed = exc.strerror or str(exc)
-            log.error("cannot write the scores CSV %s further (%s): the night goes on without it", self.path,
-                      self.failed)
-            self.close()
+            self.give_up(exc)
+
+    def finish(self) -> None:
+        """The night is scored: the CSV takes its name (unless it could not be written to the end)."""
+        self.close()
+        if self.path is None or self.failed:
+            return
+        try:
+            os.replace(self.partial, self.path)
+            self.finished = True
+        except OSError as exc:
+            self.give_up(exc)
+
+    def give_up(self, exc: OSError) -> None:
+        self.failed = exc.strerror or str(exc)
+        log.error("cannot write the scores CSV %s (%s): what was written is in %s; scoring and reports go on",
+                  self.path, self.failed, self.partial.name)
+        self.close()
 
     def close(self) -> None:
         if self.stream is not None:
+            stream, self.stream = self.stream, None
             try:
-                self.stream.close()
+                stream.close()
             except OSError as exc:             # the last rows could not be written out
-                self.failed = self.failed or exc.strerror or str(exc)
-            self.stream = None
+                self.give_up(exc)
+
+    @property
+    def where(self) -> Path | None:
+        """Where the rows are: the CSV, or its .part while (or because) it is not whole."""
+        return None if self.path is None else self.path if self.finished else self.partial
 
 
 def scores_file(scores: str | Path | None, night: str) -> Path | None:
@@ -848,17 +871,17 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     summary = NightSummary(night.name, scores=scores_file(scores, night.name), model=version or "")
     rows = CsvRows(summary.scores)
     outbox = sender = None
-    if upload:
-        outbox = Outbox(settings.outbox)
-        outbox.forget_old()
-        sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
-        outbox.put(*log_report("start", settings, night.name))
-        sender.wake()
-    scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
-    decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
-                      settings.fireball_check, settings.streak_check, settings.cloud_check)
-    started = time.perf_counter()
     try:
+        if upload:
+            outbox = Outbox(settings.outbox)
+            outbox.forget_old()
+            sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
+            outbox.put(*log_report("start", settings, night.name))
+            sender.wake()
+        scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
+        decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
+                          settings.fireball_check, settings.streak_check, settings.cloud_check)
+        started = time.perf_counter()
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
         with bar:
             for result in score_and_decide(scorer, decider, files):
@@ -871,12 +894,14 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         summary.seconds = time.perf_counter() - started
         if outbox is not None:
             outbox.put(*log_report("end", settings, night.name, summary.scored), replace=True)
+        rows.finish()
     finally:
         rows.close()
-        summary.scores_failed = rows.failed
+        summary.scores, summary.scores_failed = rows.where, rows.failed
         if sender is not None:
             sender.wake()
             summary.pending = sender.close(timeout=10.0)
+        if outbox is not None:
             outbox.close()
     say(summary.text())
     return summary

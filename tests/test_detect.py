@@ -168,6 +168,7 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
         shutil.copytree(client_night, root / night)
     scores.mkdir()
     (scores / "20211107.csv").write_text("scored already\n")
+    (scores / "20211109.csv.part").write_text("a run cut short\n")
     config = settings(tmp_path, tiny_model, main_folder=root)
     assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]
     assert detect.nights_to_catch_up(config, scores, 0) == []
@@ -181,8 +182,8 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     assert run.returncode == 0, run.stderr
     said = [line for line in run.stdout.splitlines() if line.startswith("night ")]
     assert [line.split(":")[0] for line in said] == ["night 20211108", "night 20211109", "night 20211110"]
-    assert sorted(p.name for p in scores.glob("*.csv")) == ["20211107.csv", "20211108.csv", "20211109.csv",
-                                                            "20211110.csv"]
+    assert sorted(p.name for p in scores.iterdir()) == ["20211107.csv", "20211108.csv", "20211109.csv",
+                                                        "20211110.csv"]
     assert len(read_scores(scores / "20211108.csv")) == 24
     run = subprocess.run([*command, "--catch-up", "7", "--scores", f"{scores}/", "--folder", str(root / "20211110")],
                          capture_output=True, text=True, timeout=120, env=child_env())
@@ -380,19 +381,40 @@ def test_batch_uploads_exact_payloads_to_the_embedded_service(client_night, tiny
     assert (end["log"], end["total"], end["folder"]) == ("end", 23, "20211110")
 
 
+def full_disk_under(csv: Path) -> Path:
+    """Make the CSV's .part file /dev/full, which answers every write with ENOSPC as a full disk does."""
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.with_name(csv.name + ".part").symlink_to("/dev/full")
+    return csv
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to stand for a full disk")
 def test_a_scores_csv_that_cannot_be_written_further_loses_no_report(client_night, tiny_model, tmp_path, live):
-    """The disk fills up under the scores CSV (/dev/full answers every write with ENOSPC): the night is scored and
-    reported all the same, and the summary says the CSV is incomplete."""
+    """The disk fills up under the scores CSV: the night is scored and reported all the same, the summary says the
+    CSV is incomplete, and no CSV takes the night's name (so `--catch-up` scores it again)."""
     url, store = live
+    csv = full_disk_under(tmp_path / "scores" / "20211110.csv")
     config = settings(tmp_path, tiny_model, url=url, api_key=KEYS["obs03"], obs_id="obs03")
-    summary = run_batch(config, client_night, "/dev/full", say=lambda line: None, progress=False)
+    summary = run_batch(config, client_night, f"{csv.parent}/", say=lambda line: None, progress=False)
     _, rows = scores_of(tmp_path, client_night, tiny_model)
     assert summary.scores_failed == "No space left on device" and "(incomplete: No space left" in summary.text()
+    assert summary.scores == csv.with_name("20211110.csv.part") and not csv.exists()
     assert summary.scored == len(rows) - 1 and summary.pending == 0
     stored = sorted(p.name for p in (store / "detections" / "20211110").glob("obs03_*.json"))
     assert stored == [f"obs03_{allsky.frame_id(row['file'])}.json" for row in rows if row["detection"] == "1"]
     assert json.loads((store / "logs" / "20211110" / "obs03_end.json").read_text())["total"] == summary.scored
+
+
+def test_a_scores_csv_is_whole_under_its_name(client_night, tiny_model, tmp_path):
+    """Rows go to <name>.part while the night is scored; the CSV takes its name at the end, replacing the last
+    run's only then."""
+    csv = tmp_path / "scores.csv"
+    csv.write_text("the last run's rows\n")
+    seen = []
+    summary = run_batch(settings(tmp_path, tiny_model), client_night, csv, upload=False, progress=False,
+                        say=lambda line: seen.append((csv.read_text(), csv.with_name("scores.csv.part").exists())))
+    assert seen[0] == ("the last run's rows\n", True)                      # while scoring
+    assert summary.scores == csv and len(read_scores(csv)) == 24 and not csv.with_name("scores.csv.part").exists()
 
 
 def test_a_scores_csv_that_cannot_be_written_is_one_clear_error(client_night, tiny_model, tmp_path):
@@ -405,12 +427,13 @@ def test_a_scores_csv_that_cannot_be_written_is_one_clear_error(client_night, ti
     assert f"guAlta batch: cannot write the scores CSV {tmp_path / 'file' / 'scores.csv'}: " in run.stderr
     assert not (tmp_path / "outbox.sqlite").exists()
     if Path("/dev/full").exists():                            # full on the way: the night goes on, exit status 1
+        csv = full_disk_under(tmp_path / "full" / "scores.csv")
         run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
-                              "--scores", "/dev/full", "--model", str(tiny_model), "--no-upload"],
+                              "--scores", str(csv), "--model", str(tiny_model), "--no-upload"],
                              capture_output=True, text=True, timeout=120, env=child_env())
         assert run.returncode == 1 and "Traceback" not in run.stderr
-        assert "cannot write the scores CSV /dev/full further (No space left on device)" in run.stderr
-        assert "23 scored" in run.stdout + run.stderr
+        assert f"cannot write the scores CSV {csv} (No space left on device)" in run.stderr
+        assert "23 scored" in run.stdout + run.stderr and "scores.csv.part (incomplete" in run.stdout
 
 
 def test_flagged_detections_are_reported_with_their_flag_when_asked(client_night, tiny_model, tmp_path, live):
