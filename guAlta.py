@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def days(text: str) -> int:
+    """A number of days, 0 or more (an argparse type)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of days: {text}")
+    return int(text)
+
+
 def add_client_commands(commands) -> None:
     """batch, realtime and flush: the inference client."""
     from gualta.config import add_setting_flags
@@ -170,7 +177,7 @@ def add_client_commands(commands) -> None:
                                                    "guAlta_main_folder)")
     batch.add_argument("--scores", help="write the scores CSV here (file,score,label,detection,...); a folder "
                        "(existing, or ending in / or \\) gets one CSV per night, FOLDER/YYYYMMDD.csv")
-    batch.add_argument("--catch-up", type=int, default=0, metavar="DAYS",
+    batch.add_argument("--catch-up", type=days, default=0, metavar="DAYS",
                        help="first score the nights of the DAYS before the latest that have no CSV in --scores DIR/ "
                             "yet (the machine was off, a run failed), oldest first")
     batch.add_argument("--no-upload", action="store_true",
