@@ -12,7 +12,8 @@ frame and skipped).
 The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
 outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped,
-without rescoring or reporting twice. SIGINT/SIGTERM stop it between frames.
+without rescoring or reporting twice; a night it stopped in and came back to only later is finished before the next
+night is watched. SIGINT/SIGTERM stop it between frames.
 """
 from __future__ import annotations
 
@@ -164,8 +165,8 @@ class NightWatch:
         done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
         last_scored = None
         for frame in allsky.list_frames(self.folder):
-            if frame.name not in done:
-                break
+            if frame.name not in done:          # not handed over yet, or ignored as late
+                continue
             self.frames.append(frame)
             if done[frame.name]["score"] != "":
                 last_scored = frame
@@ -275,9 +276,23 @@ class Watcher:
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None:
             self.model = self.refresh(self.model)
+        self.finish_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
+
+    def finish_left_nights(self, before: str) -> None:
+        """Decide the rest of each night the watcher stopped in (a crash, a power cut) and never came back to, as if
+        it had just ended: its frames after the last one decided, then its end log."""
+        for night in [night for night in self.outbox.watched_nights() if night < before]:
+            folder = self.settings.main_folder / night
+            frames = allsky.list_frames(folder)
+            if not frames or frames[-1].name in {row["file"] for row in self.outbox.night_rows(night)}:
+                continue
+            self.say(f"night {night} was left unfinished: deciding its frames after the last decided one")
+            NightWatch(folder, self.settings, self.model, self.outbox, self.sender is not None, self.say,
+                       self.settle_s, self.grace_s).finish()
+            self.say(f"night {night} ended")
 
     def say_if_root_missing(self, missing: bool) -> None:
         """Warn once when the images root cannot be found (a wrong guAlta_main_folder, a share not mounted yet), and

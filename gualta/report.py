@@ -242,6 +242,10 @@ class Outbox:
             if report is not None:
                 self._put(*report, replace=False)
 
+    def watched_nights(self) -> list[str]:
+        """The nights the watcher has decided frames of (YYYYMMDD), oldest first."""
+        return [night for (night,) in self.db.execute("SELECT DISTINCT night FROM frames ORDER BY night")]
+
     def night_rows(self, night: str) -> list[dict]:
         """The decided rows of a night, in the order they were decided (the order the frames were taken)."""
         rows = self.db.execute("SELECT row FROM frames WHERE night = ? ORDER BY rowid", (night,)).fetchall()

@@ -215,6 +215,40 @@ def test_a_frame_the_second_pass_wrote_over_keeps_the_time_it_was_scored_at(clie
     assert night.pair(after).gap_s == 3630 and detect.not_comparable(night.pair(after)).endswith("not compared")
 
 
+def test_a_night_the_watcher_stopped_in_is_finished_before_the_next(client_night, tiny_model, tmp_path, live):
+    """The watcher stops mid-night (a power cut) and comes back only the next evening: it first decides the rest of
+    the night it left, as a batch run would, with its end log, then watches the new night."""
+    url, store = live
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
+                      start_time="0000", end_time="0000")
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, spacing_s=0.05)
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    stop, thread, _ = start_watcher(config, model, sender)
+    writer.write(range(0, 10))
+    wait_for(lambda: len(rows_in(config.outbox)) >= 8)
+    stop.set()
+    thread.join(10)
+    sender.close(timeout=5)
+    writer.write(range(10, len(writer.frames)))                     # the camera went on; the watcher was off
+    start_next_night(client_night, root)
+
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    stop, thread, lines = start_watcher(config, model, sender)
+    wait_for(lambda: len(rows_in(config.outbox, NEXT_NIGHT)) == 1 and len(rows_in(config.outbox)) == CLIENT_FRAMES)
+    stop.set()
+    thread.join(10)
+    assert sender.close(timeout=10) == 0
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
+              progress=False)
+    same_rows(rows_in(config.outbox), read_scores(batch))
+    assert lines.index(f"night {NIGHT} ended") < lines.index(f"watching night {root / NEXT_NIGHT} (model test-1)")
+    end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
+    assert end["total"] == CLIENT_FRAMES - 1
+
+
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
     url, store = live
     root = tmp_path / "images"
