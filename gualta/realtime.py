@@ -13,7 +13,8 @@ The satellite check needs the next frame, so a candidate detection is decided wh
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
 outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped,
 without rescoring or reporting twice; a night it stopped in and came back to only later is finished before the next
-night is watched. SIGINT/SIGTERM stop it between frames.
+night is watched, and so is a night missed altogether (the machine was off) since the first night it watched.
+SIGINT/SIGTERM stop it between frames.
 """
 from __future__ import annotations
 
@@ -282,17 +283,22 @@ class Watcher:
                                   self.settle_s, self.grace_s)
 
     def finish_left_nights(self, before: str) -> None:
-        """Decide the rest of each night the watcher stopped in (a crash, a power cut) and never came back to, as if
-        it had just ended: its frames after the last one decided, then its end log."""
-        for night in [night for night in self.outbox.watched_nights() if night < before]:
-            folder = self.settings.main_folder / night
-            frames = allsky.list_frames(folder)
-            if not frames or frames[-1].name in {row["file"] for row in self.outbox.night_rows(night)}:
+        """Decide, as if each had just ended, the nights before `before` since the first one it watched (the outbox
+        keeps 30 days) that the watcher stopped in and came back to only later (a crash, a power cut), or missed
+        altogether (the machine was off): their frames after the last one decided, then their end logs."""
+        watched = self.outbox.watched_nights()
+        for folder in allsky.night_folders(self.settings.main_folder):
+            if not watched or not watched[0] <= folder.name < before:
                 continue
-            self.say(f"night {night} was left unfinished: deciding its frames after the last decided one")
+            frames = allsky.list_frames(folder)
+            decided = {row["file"] for row in self.outbox.night_rows(folder.name)}
+            if not frames or frames[-1].name in decided:
+                continue
+            self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
+                     f"{'remaining ' if decided else ''}frames now")
             NightWatch(folder, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                        self.settle_s, self.grace_s).finish()
-            self.say(f"night {night} ended")
+            self.say(f"night {folder.name} ended")
 
     def say_if_root_missing(self, missing: bool) -> None:
         """Warn once when the images root cannot be found (a wrong guAlta_main_folder, a share not mounted yet), and

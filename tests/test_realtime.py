@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -215,9 +216,11 @@ def test_a_frame_the_second_pass_wrote_over_keeps_the_time_it_was_scored_at(clie
     assert night.pair(after).gap_s == 3630 and detect.not_comparable(night.pair(after)).endswith("not compared")
 
 
-def test_a_night_the_watcher_stopped_in_is_finished_before_the_next(client_night, tiny_model, tmp_path, live):
-    """The watcher stops mid-night (a power cut) and comes back only the next evening: it first decides the rest of
-    the night it left, as a batch run would, with its end log, then watches the new night."""
+def test_nights_the_watcher_stopped_in_or_missed_are_finished_before_the_next(client_night, tiny_model, tmp_path,
+                                                                               live):
+    """The watcher stops mid-night (a power cut) and comes back only two evenings later: it first decides the rest
+    of the night it left, as a batch run would, with its end log, then the night it missed, then watches the new
+    night. A first start does not go back over the nights already in the images folder."""
     url, store = live
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
@@ -232,21 +235,34 @@ def test_a_night_the_watcher_stopped_in_is_finished_before_the_next(client_night
     thread.join(10)
     sender.close(timeout=5)
     writer.write(range(10, len(writer.frames)))                     # the camera went on; the watcher was off
-    start_next_night(client_night, root)
+    shutil.copytree(client_night, root / NEXT_NIGHT)                 # and the next night too
+    (root / "20211112").mkdir()
+    (root / "20211112" / "image-20211112200000.jpg").write_bytes(writer.frames[0].read_bytes())
 
     sender = Sender(config.outbox, ApiClient(url, KEY))
     stop, thread, lines = start_watcher(config, model, sender)
-    wait_for(lambda: len(rows_in(config.outbox, NEXT_NIGHT)) == 1 and len(rows_in(config.outbox)) == CLIENT_FRAMES)
+    wait_for(lambda: len(rows_in(config.outbox, "20211112")) == 1)
     stop.set()
     thread.join(10)
     assert sender.close(timeout=10) == 0
-    batch = tmp_path / "batch.csv"
-    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
-              progress=False)
-    same_rows(rows_in(config.outbox), read_scores(batch))
-    assert lines.index(f"night {NIGHT} ended") < lines.index(f"watching night {root / NEXT_NIGHT} (model test-1)")
-    end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
-    assert end["total"] == CLIENT_FRAMES - 1
+    for night in (NIGHT, NEXT_NIGHT):
+        batch = tmp_path / f"{night}.csv"
+        run_batch(settings(tmp_path / "b", tiny_model), root / night, batch, upload=False, say=lambda line: None,
+                  progress=False)
+        same_rows(rows_in(config.outbox, night), read_scores(batch))
+        end = json.loads((store / "logs" / night / "obs01_end.json").read_text())
+        assert end["total"] == CLIENT_FRAMES - 1
+    assert lines.index(f"night {NIGHT} ended") < lines.index(f"night {NEXT_NIGHT} was not watched: deciding its "
+                                                             "frames now")
+    assert lines.index(f"night {NEXT_NIGHT} ended") < lines.index(f"watching night {root / '20211112'} (model test-1)")
+
+    fresh = settings(tmp_path / "fresh", tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    stop, thread, _ = start_watcher(fresh, model)
+    wait_for(lambda: len(rows_in(fresh.outbox, "20211112")) == 1)
+    stop.set()
+    thread.join(10)
+    with Outbox(fresh.outbox) as outbox:
+        assert outbox.watched_nights() == ["20211112"]
 
 
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
