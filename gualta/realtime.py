@@ -43,6 +43,7 @@ INCOMPLETE_GRACE_S = 60.0
 NIGHT_RECHECK_S = 300.0
 HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
+FINISH_CHUNK = 64        # frames decided between looks at the stop signal while a past night is finished
 
 
 def minutes(hhmm: str) -> int:
@@ -91,11 +92,13 @@ class FrameWatch:
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
         self.unlisted = ""                                  # why the folder could not be listed last time
 
-    def ready(self, force: bool = False) -> list[Path]:
-        """Frames newly complete since the last call; a frame still being written holds back those after it.
-        With force, every remaining frame is handed over as it is (the night is being closed)."""
+    def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
+        """Frames newly complete since the last call (at most `limit`); a frame still being written holds back those
+        after it. With force, every remaining frame is handed over as it is (the night is being closed)."""
         now, ready = time.monotonic(), []
         for path, size in self.candidates():
+            if limit is not None and len(ready) >= limit:
+                break
             stamp = allsky.taken_at(path)
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
@@ -177,9 +180,10 @@ class NightWatch:
             log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, last_scored.name,
                      len(self.frames.frames))
 
-    def step(self, force: bool = False) -> int:
-        """Score and decide the frames that became complete (force: all that are left); returns how many."""
-        ready = self.watch.ready(force)
+    def step(self, force: bool = False, limit: int | None = None) -> int:
+        """Score and decide the frames that became complete (force: all that are left; at most `limit`); returns how
+        many."""
+        ready = self.watch.ready(force, limit)
         for frame in ready:
             self.frames.append(frame)
         for result in self.scorer.score(ready):
@@ -196,18 +200,22 @@ class NightWatch:
             self.emit(self.decider.finish())
             self.waiting_since = None
 
-    def finish(self, settle_s: float = 2 * FAST_POLL_S) -> None:
+    def finish(self, settle_s: float = 2 * FAST_POLL_S, stop: threading.Event | None = None) -> bool:
         """Night over: take the frames still arriving (for up to settle_s, then as they are), decide the last one
-        and send the end log."""
+        and send the end log. With `stop`, frames are decided FINISH_CHUNK at a time and a stop leaves the rest (and
+        a candidate waiting) to the next start: False."""
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and self.watch.left():
             self.step()
             time.sleep(FAST_POLL_S / 5)
-        self.step(force=True)
+        while self.step(force=True, limit=FINISH_CHUNK if stop is not None else None):
+            if stop is not None and stop.is_set():
+                return False
         self.emit(self.decider.finish())
         if self.upload:
             total = sum(row["score"] != "" for row in self.outbox.night_rows(self.night))
             self.outbox.put(*log_report("end", self.settings, self.night, total), replace=True)
+        return True
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:
@@ -277,15 +285,17 @@ class Watcher:
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None:
             self.model = self.refresh(self.model)
-        self.finish_left_nights(before=newest.name)
+        if not self.finish_left_nights(before=newest.name):
+            return
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
 
-    def finish_left_nights(self, before: str) -> None:
+    def finish_left_nights(self, before: str) -> bool:
         """Decide, as if each had just ended, the nights before `before` since the first one it watched (the outbox
         keeps 30 days) that the watcher stopped in and came back to only later (a crash, a power cut), or missed
-        altogether (the machine was off): their frames after the last one decided, then their end logs."""
+        altogether (the machine was off): their frames after the last one decided, then their end logs. False if
+        stopped meanwhile (the next start goes on)."""
         watched = self.outbox.watched_nights()
         for folder in allsky.night_folders(self.settings.main_folder):
             if not watched or not watched[0] <= folder.name < before:
@@ -296,9 +306,12 @@ class Watcher:
                 continue
             self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
                      f"{'remaining ' if decided else ''}frames now")
-            NightWatch(folder, self.settings, self.model, self.outbox, self.sender is not None, self.say,
-                       self.settle_s, self.grace_s).finish()
+            watch = NightWatch(folder, self.settings, self.model, self.outbox, self.sender is not None, self.say,
+                               self.settle_s, self.grace_s)
+            if not watch.finish(stop=self.stop):
+                return False
             self.say(f"night {folder.name} ended")
+        return True
 
     def say_if_root_missing(self, missing: bool) -> None:
         """Warn once when the images root cannot be found (a wrong guAlta_main_folder, a share not mounted yet), and

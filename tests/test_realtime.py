@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from gualta import allsky, detect
+from gualta import allsky, detect, realtime
 from gualta.detect import read_scores, run_batch
 from gualta.frames import NightFrames
 from gualta.model import load_model
@@ -263,6 +263,38 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_before_the_next(cl
     thread.join(10)
     with Outbox(fresh.outbox) as outbox:
         assert outbox.watched_nights() == ["20211112"]
+
+
+def test_a_stop_while_a_missed_night_is_decided_leaves_the_rest_to_the_next_start(client_night, tiny_model,
+                                                                                   tmp_path, monkeypatch):
+    """Deciding a whole missed night takes minutes on a Pi: a stop (systemctl stop) ends it between chunks of
+    frames, and the next start goes on where it stopped."""
+    monkeypatch.setattr(realtime, "FINISH_CHUNK", 4)
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(0, 3))
+
+    def tick(stop: threading.Event, times: int = 1) -> None:
+        watcher = Watcher(config, model, stop, say=lambda line: None, settle_s=0.0)
+        for _ in range(times):
+            watcher.tick()
+        watcher.outbox.close()
+
+    tick(threading.Event(), times=3)                                 # watched the start of the night
+    assert len(rows_in(config.outbox)) >= 1
+    writer.write(range(3, len(writer.frames)))
+    (root / NEXT_NIGHT).mkdir()
+    stop = threading.Event()
+    stop.set()                                                       # already asked to stop: one chunk, no more
+    tick(stop)
+    assert len(rows_in(config.outbox)) < CLIENT_FRAMES - 4
+    tick(threading.Event())
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
+              progress=False)
+    same_rows(rows_in(config.outbox), read_scores(batch))
 
 
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
