@@ -63,7 +63,6 @@ def cmd_site(args: argparse.Namespace) -> None:
     import json
 
     from gualta.server import build_page
-
     from gualta.site import check_night
     from gualta.store import StoreError
 
