@@ -199,6 +199,12 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
                             env=child_env())
     assert up.returncode == 0 and "delivered 1" in up.stdout and "still pending 0" in up.stdout
     assert stored(store) == ["obs01_20260916231507.json"]
+    elsewhere = tmp_path / "other" / "outbox.sqlite"                # run from another folder, say
+    elsewhere.parent.mkdir()
+    none = subprocess.run(command[:-4] + ["--outbox", str(elsewhere), "--api-key", KEY, "--url", "http://127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    assert none.returncode == 0 and none.stdout.startswith(f"no outbox at {elsewhere}: nothing was queued there")
+    assert not elsewhere.exists()
 
 
 def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):
