@@ -93,7 +93,7 @@ def taken_at(path: str | Path) -> float:
     stamp = frame_time(path)
     if stamp is None:
         raise ValueError(f"not an AllSky frame name: {Path(path).name}")
-    fold = int(repeated_hour(stamp) and written_in_second_pass(Path(path), stamp))
+    fold = pass_of(Path(path), stamp)
     evening = (stamp - timedelta(days=1 if stamp.hour < NOON else 0)).replace(hour=NOON, minute=0, second=0)
     set_back = utc_offset_s(evening) - utc_offset_s(stamp.replace(fold=fold))
     return stamp.replace(tzinfo=timezone.utc).timestamp() + max(set_back, 0.0)
@@ -104,14 +104,17 @@ def utc_offset_s(stamp: datetime) -> float:
     return stamp.astimezone().utcoffset().total_seconds()
 
 
-def written_in_second_pass(path: Path, stamp: datetime) -> bool:
-    """Whether a frame named in the repeated hour was written in its second pass, by its file's modification time."""
+def pass_of(path: Path, stamp: datetime) -> int:
+    """The fold of a frame named `stamp`: 1 if it is named in the hour this machine's clock repeats when summer time
+    ends and its file was written in that hour's second pass (by its modification time), else 0."""
     first, second = stamp.replace(fold=0).timestamp(), stamp.replace(fold=1).timestamp()
+    if first >= second:                 # a wall-clock time that happens once (or, skipped in spring, never)
+        return 0
     try:
         written = path.stat().st_mtime
     except OSError:
-        return False
-    return abs(written - second) < min(abs(written - first), (second - first) / 2)
+        return 0
+    return int(abs(written - second) < min(abs(written - first), (second - first) / 2))
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,6 @@ class FramePair:
     def long_gap(self) -> bool:
         """The frames are far enough apart that the difference is unreliable."""
         return self.gap_s > LONG_GAP_S
-
-
-def repeated_hour(stamp: datetime | None) -> bool:
-    """Whether a frame's wall-clock time happened twice in this machine's time zone (which must be the camera's):
-    the hour repeated when summer time ends."""
-    return stamp is not None and stamp.replace(fold=0).timestamp() < stamp.replace(fold=1).timestamp()
 
 
 def frame_pairs(frames: list[Path]) -> list[FramePair]:
