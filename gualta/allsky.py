@@ -2,9 +2,11 @@
 date)."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 FRAME_PATTERN = re.compile(r"^image-(\d{14})\.(?:jpg|png)$")      # AllSky's image.jpg, or image.png
@@ -88,15 +90,19 @@ def taken_at(path: str | Path) -> float:
     a frame named after the clock went back counts that hour once more, and a frame named in the repeated hour
     belongs to the pass its file was written in (its modification time within half an hour of it; a file written
     at neither, a copy, counts as the first pass). File times are read only there: everywhere else the name alone
-    says when. When summer time starts the names jump an hour ahead, and so do these seconds.
+    says when. When summer time starts the names jump an hour ahead: a frame named after the jump counts that hour
+    less, unless its folder holds a frame named in the skipped hour (a camera whose clock is not this machine's,
+    such as one on UTC, names its frames on without a jump).
     """
+    path = Path(path)
     stamp = frame_time(path)
     if stamp is None:
-        raise ValueError(f"not an AllSky frame name: {Path(path).name}")
-    fold = pass_of(Path(path), stamp)
+        raise ValueError(f"not an AllSky frame name: {path.name}")
     evening = (stamp - timedelta(days=1 if stamp.hour < NOON else 0)).replace(hour=NOON, minute=0, second=0)
-    set_back = utc_offset_s(evening) - utc_offset_s(stamp.replace(fold=fold))
-    return stamp.replace(tzinfo=timezone.utc).timestamp() + max(set_back, 0.0)
+    set_back = utc_offset_s(evening) - utc_offset_s(stamp.replace(fold=pass_of(path, stamp)))
+    if set_back < 0 and names_a_skipped_time(path.parent):
+        set_back = 0.0
+    return stamp.replace(tzinfo=timezone.utc).timestamp() + set_back
 
 
 def utc_offset_s(stamp: datetime) -> float:
@@ -115,6 +121,27 @@ def pass_of(path: Path, stamp: datetime) -> int:
     except OSError:
         return 0
     return int(abs(written - second) < min(abs(written - first), (second - first) / 2))
+
+
+def names_a_skipped_time(folder: Path) -> bool:
+    """Whether a frame in `folder` is named at a wall-clock time this machine's clock skips when summer time starts
+    (so the camera's clock does not keep this machine's summer time)."""
+    try:
+        changed = folder.stat().st_mtime_ns
+    except OSError:
+        return False
+    return skipped_names_in(str(folder), changed)
+
+
+@lru_cache(maxsize=8)
+def skipped_names_in(folder: str, changed_ns: int) -> bool:
+    """`names_a_skipped_time` for the folder as it was at `changed_ns` (its modification time: a new frame in it
+    changes that)."""
+    for name in os.listdir(folder):
+        stamp = frame_time(name)
+        if stamp is not None and stamp.replace(fold=0).timestamp() > stamp.replace(fold=1).timestamp():
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -119,15 +119,20 @@ def test_the_hour_named_twice_when_summer_time_ends_is_scored_in_the_order_it_wa
     assert summary.scored == len(names) - 2 and "48 min earlier" in rows[12]["note"]     # 02:05:35 → 02:54:05
 
 
-def test_summer_time_starting_is_a_jump_and_a_camera_without_summer_time_keeps_its_name_order(
+def test_summer_time_starting_is_no_gap_and_a_camera_without_summer_time_keeps_its_name_order(
         client_night, tiny_model, tmp_path, madrid_clock):
-    """When summer time starts the names jump from 02:00 to 03:00: the frame after the jump is skipped as after a
-    camera stop. A camera whose clock keeps UTC names frames in the hour this machine skips (and in the one it
-    repeats) all the same; they keep their name order, never interleaved with the next hour's."""
+    """When summer time starts the names jump from 02:00 to 03:00, 30 s after the last frame: the frame after the
+    jump is compared with it, the same scores as the night named without a change. A camera whose clock keeps UTC
+    names frames in the hour this machine skips (and in the one it repeats) all the same; they keep their name
+    order, never interleaved with the next hour's, and are not moved by the jump."""
     taken = night_named_by_a_clock(client_night, tmp_path / "images", "20220326", datetime(2022, 3, 27, 1, 55))
-    assert [frame.name for frame in taken[9:11]] == ["image-20220327015930.jpg", "image-20220327030000.jpg"]
+    names = [frame.name for frame in taken]
+    assert names[9:11] == ["image-20220327015930.jpg", "image-20220327030000.jpg"]
+    _, continuous = scores_of(tmp_path, client_night, tiny_model)
     summary, rows = scores_of(tmp_path, taken[0].parent, tiny_model)
-    assert summary.scored == len(taken) - 2 and "is 60 min earlier: not compared" in rows[10]["note"]
+    assert [row["file"] for row in rows] == names and summary.scored == len(taken) - 1
+    assert rows[10]["previous"] == "image-20220327015930.jpg" and rows[10]["note"] == ""
+    assert [row["score"] for row in rows] == [row["score"] for row in continuous]
 
     for night, first, hour in (("20220326", datetime(2022, 3, 27, 2, 54, tzinfo=timezone.utc), "03"),
                                ("20211030", datetime(2021, 10, 31, 1, 55, tzinfo=timezone.utc), "02")):

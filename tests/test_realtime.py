@@ -160,17 +160,22 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
     assert end["total"] == sum(row["score"] != "" for row in batch_rows)
 
 
-def test_the_hour_named_twice_when_summer_time_ends_is_watched_as_it_is_taken(client_night, tiny_model, tmp_path,
-                                                                             madrid_clock):
+@pytest.mark.parametrize("night, first, after_change, previous", [
+    ("20211030", datetime(2021, 10, 31, 2, 54, 5, fold=0), "image-20211031020005.jpg", "image-20211031025935.jpg"),
+    ("20220326", datetime(2022, 3, 27, 1, 54, 5), "image-20220327030005.jpg", "image-20220327015935.jpg")])
+def test_the_nights_summer_time_ends_and_starts_are_watched_as_they_are_taken(client_night, tiny_model, tmp_path,
+                                                                             madrid_clock, night, first,
+                                                                             after_change, previous):
     """At the end of summer time the camera names the frames of the second pass of 02:00–03:00 earlier than those
     already scored; the watcher takes them as they come (their files are written now, in the second pass) and
-    decides the night as a batch run does."""
-    root, night = tmp_path / "images", "20211030"
+    decides the night as a batch run does. When summer time starts, the frame named 03:00:05 is compared with the
+    one named 01:59:35, 30 s before it."""
+    root = tmp_path / "images"
     (root / night).mkdir(parents=True)
     config = settings(tmp_path, tiny_model, main_folder=root, sleep_between_imgs=0.05, start_time="0000",
                       end_time="0000")
     stop, thread, lines = start_watcher(config, load_model(tiny_model, threads=1))
-    start = datetime(2021, 10, 31, 2, 54, 5, fold=0).timestamp()
+    start = first.timestamp()
     try:
         for i, frame in enumerate(allsky.list_frames(client_night)):
             taken = start + 30 * i
@@ -190,7 +195,7 @@ def test_the_hour_named_twice_when_summer_time_ends_is_watched_as_it_is_taken(cl
               progress=False)
     watched = rows_in(config.outbox, night)
     same_rows(watched, read_scores(batch))
-    assert watched[12]["file"] == "image-20211031020005.jpg" and watched[12]["previous"] == "image-20211031025935.jpg"
+    assert watched[12]["file"] == after_change and watched[12]["previous"] == previous and watched[12]["note"] == ""
     assert not [line for line in lines if "arrived after" in line]
 
 
