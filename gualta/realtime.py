@@ -43,7 +43,7 @@ INCOMPLETE_GRACE_S = 60.0
 NIGHT_RECHECK_S = 300.0
 HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
-FINISH_CHUNK = 64        # frames decided between looks at the stop signal while a past night is finished
+CATCH_UP_CHUNK = 16      # a past night's frames decided at a time while the new night has none waiting
 
 
 def minutes(hhmm: str) -> int:
@@ -200,17 +200,27 @@ class NightWatch:
             self.emit(self.decider.finish())
             self.waiting_since = None
 
-    def finish(self, settle_s: float = 2 * FAST_POLL_S, stop: threading.Event | None = None) -> bool:
+    def finish(self, settle_s: float = 2 * FAST_POLL_S) -> None:
         """Night over: take the frames still arriving (for up to settle_s, then as they are), decide the last one
-        and send the end log. With `stop`, frames are decided FINISH_CHUNK at a time and a stop leaves the rest (and
-        a candidate waiting) to the next start: False."""
+        and send the end log."""
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and self.watch.left():
             self.step()
             time.sleep(FAST_POLL_S / 5)
-        while self.step(force=True, limit=FINISH_CHUNK if stop is not None else None):
-            if stop is not None and stop.is_set():
-                return False
+        while self.step(force=True):
+            pass
+        self.close()
+
+    def catch_up(self) -> bool:
+        """A past night: decide up to CATCH_UP_CHUNK more of its frames, as they are; when none is left, decide the
+        last one and send the end log: True."""
+        if self.step(force=True, limit=CATCH_UP_CHUNK):
+            return False
+        self.close()
+        return True
+
+    def close(self) -> None:
+        """Decide a candidate still waiting and send the end log."""
         self.emit(self.decider.finish())
         if self.upload:
             total = sum(row["score"] != "" for row in self.outbox.night_rows(self.night))
@@ -241,6 +251,8 @@ class Watcher:
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
+        self.left_nights: list[Path] = []             # past nights to decide while the new night has no frame waiting
+        self.catching_up: NightWatch | None = None
         self.checked_at = -float("inf")
         self.root_mtime: float | None = None
         self.root_missing = False
@@ -260,14 +272,19 @@ class Watcher:
         now = self.clock()
         if not in_window(now, self.settings.start_time, self.settings.end_time):
             self.end_night()
+            if self.catch_up():
+                return 0.0
             return min(seconds_until(now, self.settings.start_time), OUTSIDE_WINDOW_NAP_S)
         self.follow_newest_night()
         if self.current is None:
             return max(self.settings.sleep_between_imgs, FAST_POLL_S)
         handled = self.current.step()
         self.current.check_hold(self.hold_s)
+        caught_up = not handled and self.catch_up()
         if self.sender is not None:
             self.sender.wake()
+        if caught_up:
+            return 0.0
         return self.settings.sleep_between_imgs if handled else FAST_POLL_S
 
     def follow_newest_night(self) -> None:
@@ -285,32 +302,39 @@ class Watcher:
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None:
             self.model = self.refresh(self.model)
-        if not self.finish_left_nights(before=newest.name):
-            return
+        self.find_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s)
 
-    def finish_left_nights(self, before: str) -> bool:
-        """Decide, as if each had just ended, the nights before `before` since the first one it watched (the outbox
-        keeps 30 days) that the watcher stopped in and came back to only later (a crash, a power cut), or missed
-        altogether (the machine was off): their frames after the last one decided, then their end logs. False if
-        stopped meanwhile (the next start goes on)."""
+    def find_left_nights(self, before: str) -> None:
+        """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that the
+        watcher stopped in and came back to only later (a crash, a power cut), or missed altogether (the machine was
+        off), oldest first: `catch_up` decides them as if each had just ended."""
         watched = self.outbox.watched_nights()
+        queued = {folder.name for folder in self.left_nights}
         for folder in allsky.night_folders(self.settings.main_folder):
-            if not watched or not watched[0] <= folder.name < before:
+            if not watched or not watched[0] <= folder.name < before or folder.name in queued:
                 continue
             frames = allsky.list_frames(folder)
             decided = {row["file"] for row in self.outbox.night_rows(folder.name)}
-            if not frames or frames[-1].name in decided:
-                continue
-            self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
-                     f"{'remaining ' if decided else ''}frames now")
-            watch = NightWatch(folder, self.settings, self.model, self.outbox, self.sender is not None, self.say,
-                               self.settle_s, self.grace_s)
-            if not watch.finish(stop=self.stop):
-                return False
-            self.say(f"night {folder.name} ended")
+            if frames and frames[-1].name not in decided:
+                self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
+                         f"{'remaining ' if decided else ''}frames while the new night has none waiting")
+                self.left_nights.append(folder)
+
+    def catch_up(self) -> bool:
+        """Decide a chunk of the oldest left night's frames (the rest of it and its end log when it is the last
+        chunk); False if no night is left. A stop between chunks leaves the rest to the next start."""
+        if not self.left_nights:
+            return False
+        if self.catching_up is None:
+            self.catching_up = NightWatch(self.left_nights[0], self.settings, self.model, self.outbox,
+                                          self.sender is not None, self.say, self.settle_s, self.grace_s)
+        if self.catching_up.catch_up():
+            self.say(f"night {self.catching_up.night} ended")
+            self.catching_up = None
+            self.left_nights.pop(0)
         return True
 
     def say_if_root_missing(self, missing: bool) -> None:

@@ -221,11 +221,11 @@ def test_a_frame_the_second_pass_wrote_over_keeps_the_time_it_was_scored_at(clie
     assert night.pair(after).gap_s == 3630 and detect.not_comparable(night.pair(after)).endswith("not compared")
 
 
-def test_nights_the_watcher_stopped_in_or_missed_are_finished_before_the_next(client_night, tiny_model, tmp_path,
-                                                                               live):
-    """The watcher stops mid-night (a power cut) and comes back only two evenings later: it first decides the rest
-    of the night it left, as a batch run would, with its end log, then the night it missed, then watches the new
-    night. A first start does not go back over the nights already in the images folder."""
+def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one(client_night, tiny_model,
+                                                                                  tmp_path, live):
+    """The watcher stops mid-night (a power cut) and comes back only two evenings later: it watches the new night
+    at once and, between its frames, decides the rest of the night it left, as a batch run would, with its end log,
+    then the night it missed. A first start does not go back over the nights already in the images folder."""
     url, store = live
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.05,
@@ -241,12 +241,18 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_before_the_next(cl
     sender.close(timeout=5)
     writer.write(range(10, len(writer.frames)))                     # the camera went on; the watcher was off
     shutil.copytree(client_night, root / NEXT_NIGHT)                 # and the next night too
-    (root / "20211112").mkdir()
-    (root / "20211112" / "image-20211112200000.jpg").write_bytes(writer.frames[0].read_bytes())
+    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
+    tonight.folder = root / "20211112"
+    tonight.folder.mkdir()
+    tonight.write([0])
 
     sender = Sender(config.outbox, ApiClient(url, KEY))
     stop, thread, lines = start_watcher(config, model, sender)
     wait_for(lambda: len(rows_in(config.outbox, "20211112")) == 1)
+    assert len(rows_in(config.outbox, NEXT_NIGHT)) < CLIENT_FRAMES             # tonight first
+    tonight.write([1, 2])                                            # tonight goes on meanwhile
+    wait_for(lambda: f"night {NEXT_NIGHT} ended" in lines)
+    wait_for(lambda: len(rows_in(config.outbox, "20211112")) == 3)
     stop.set()
     thread.join(10)
     assert sender.close(timeout=10) == 0
@@ -257,45 +263,65 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_before_the_next(cl
         same_rows(rows_in(config.outbox, night), read_scores(batch))
         end = json.loads((store / "logs" / night / "obs01_end.json").read_text())
         assert end["total"] == CLIENT_FRAMES - 1
-    assert lines.index(f"night {NIGHT} ended") < lines.index(f"night {NEXT_NIGHT} was not watched: deciding its "
-                                                             "frames now")
-    assert lines.index(f"night {NEXT_NIGHT} ended") < lines.index(f"watching night {root / '20211112'} (model test-1)")
+    assert lines.index(f"watching night {root / '20211112'} (model test-1)") < lines.index(f"night {NIGHT} ended") \
+        < lines.index(f"night {NEXT_NIGHT} ended")
+    assert f"night {NEXT_NIGHT} was not watched: deciding its frames while the new night has none waiting" in lines
+    assert not (store / "logs" / "20211112" / "obs01_end.json").exists()
 
     fresh = settings(tmp_path / "fresh", tiny_model, main_folder=root, start_time="0000", end_time="0000")
     stop, thread, _ = start_watcher(fresh, model)
-    wait_for(lambda: len(rows_in(fresh.outbox, "20211112")) == 1)
+    wait_for(lambda: len(rows_in(fresh.outbox, "20211112")) == 3)
     stop.set()
     thread.join(10)
     with Outbox(fresh.outbox) as outbox:
         assert outbox.watched_nights() == ["20211112"]
 
 
-def test_a_stop_while_a_missed_night_is_decided_leaves_the_rest_to_the_next_start(client_night, tiny_model,
-                                                                                   tmp_path, monkeypatch):
-    """Deciding a whole missed night takes minutes on a Pi: a stop (systemctl stop) ends it between chunks of
-    frames, and the next start goes on where it stopped."""
-    monkeypatch.setattr(realtime, "FINISH_CHUNK", 4)
+def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(client_night, tiny_model, tmp_path,
+                                                                           monkeypatch):
+    """Deciding a whole missed night takes minutes on a Pi: it is decided a chunk at a time, only while tonight has
+    no frame waiting, and outside the window too; a stop (systemctl stop) between chunks leaves the rest to the next
+    start, which goes on where it stopped."""
+    monkeypatch.setattr(realtime, "CATCH_UP_CHUNK", 4)
     root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    clock = [datetime(2021, 11, 11, 21, 0)]
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0700")
     model = load_model(tiny_model, threads=1)
     writer = Writer(client_night, root, spacing_s=0.0)
     writer.write(range(0, 3))
 
-    def tick(stop: threading.Event, times: int = 1) -> None:
-        watcher = Watcher(config, model, stop, say=lambda line: None, settle_s=0.0)
-        for _ in range(times):
-            watcher.tick()
-        watcher.outbox.close()
+    def watcher() -> Watcher:
+        return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
+                       clock=lambda: clock[0])
 
-    tick(threading.Event(), times=3)                                 # watched the start of the night
-    assert len(rows_in(config.outbox)) >= 1
+    first = watcher()
+    for _ in range(3):
+        first.tick()                                                 # watched the start of the night
+    first.outbox.close()
+    decided = len(rows_in(config.outbox))
+    assert decided >= 1
     writer.write(range(3, len(writer.frames)))
-    (root / NEXT_NIGHT).mkdir()
-    stop = threading.Event()
-    stop.set()                                                       # already asked to stop: one chunk, no more
-    tick(stop)
-    assert len(rows_in(config.outbox)) < CLIENT_FRAMES - 4
-    tick(threading.Event())
+    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
+    tonight.folder = root / NEXT_NIGHT
+    tonight.folder.mkdir()
+    tonight.write([0])
+
+    second = watcher()
+    assert second.tick() == 0.0                   # tonight's frames seen, not yet steady: one chunk, then at once again
+    assert len(rows_in(config.outbox, NEXT_NIGHT)) == 0 and len(rows_in(config.outbox)) == decided + 4
+    assert second.tick() > 0.0                                       # tonight's frame, nothing else
+    assert len(rows_in(config.outbox, NEXT_NIGHT)) == 1 and len(rows_in(config.outbox)) == decided + 4
+    assert second.tick() == 0.0
+    assert len(rows_in(config.outbox)) == decided + 8
+    second.outbox.close()                                            # stopped
+
+    third = watcher()
+    third.tick()
+    clock[0] = datetime(2021, 11, 12, 8, 0)                          # the window closed: it goes on all the same
+    while third.tick() == 0.0:
+        pass
+    third.outbox.close()
+    assert len(rows_in(config.outbox, NEXT_NIGHT)) == 1
     batch = tmp_path / "batch.csv"
     run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
               progress=False)
