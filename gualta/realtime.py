@@ -43,7 +43,7 @@ INCOMPLETE_GRACE_S = 60.0
 NIGHT_RECHECK_S = 300.0
 HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
-CATCH_UP_CHUNK = 16      # a past night's frames decided at a time while the new night has none waiting
+CHUNK = 16               # frames decided at a time between looks at the stop signal and at tonight's new frames
 
 
 def minutes(hhmm: str) -> int:
@@ -94,8 +94,9 @@ class FrameWatch:
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
         """Frames newly complete since the last call (at most `limit`); a frame still being written holds back those
-        after it. With force, every remaining frame is handed over as it is (the night is being closed)."""
-        now, ready = time.monotonic(), []
+        after it (their sizes are noted all the same, so that a backlog is handed over at the next call, not a frame
+        a call). With force, every remaining frame is handed over as it is (the night is being closed)."""
+        now, ready, held = time.monotonic(), [], False
         for path, size in self.candidates():
             if limit is not None and len(ready) >= limit:
                 break
@@ -107,11 +108,14 @@ class FrameWatch:
             previous = self.seen.get(path.name)
             if not force and (previous is None or previous[0] != size):
                 self.seen[path.name] = (size, now)
-                break
+                held = True
+            if held:
+                continue
             steady = now - previous[1] if previous else 0.0
             if not (force or (size > 0 and steady >= self.settle_s and looks_complete(path))
                     or steady >= self.grace_s):
-                break
+                held = True
+                continue
             ready.append(path)
             self.after = stamp
             self.taken.add(path.name)
@@ -212,9 +216,9 @@ class NightWatch:
         self.close()
 
     def catch_up(self) -> bool:
-        """A past night: decide up to CATCH_UP_CHUNK more of its frames, as they are; when none is left, decide the
-        last one and send the end log: True."""
-        if self.step(force=True, limit=CATCH_UP_CHUNK):
+        """A past night: decide up to CHUNK more of its frames, as they are; when none is left, decide the last one
+        and send the end log: True."""
+        if self.step(force=True, limit=CHUNK):
             return False
         self.close()
         return True
@@ -278,12 +282,12 @@ class Watcher:
         self.follow_newest_night()
         if self.current is None:
             return max(self.settings.sleep_between_imgs, FAST_POLL_S)
-        handled = self.current.step()
+        handled = self.current.step(limit=CHUNK)
         self.current.check_hold(self.hold_s)
         caught_up = not handled and self.catch_up()
         if self.sender is not None:
             self.sender.wake()
-        if caught_up:
+        if caught_up or handled == CHUNK:           # more may be waiting: no sleep
             return 0.0
         return self.settings.sleep_between_imgs if handled else FAST_POLL_S
 
