@@ -68,6 +68,19 @@ def seconds_until(now: datetime, hhmm: str) -> float:
     return (target - now).total_seconds()
 
 
+def last_window_night(now: datetime, end: str) -> str:
+    """Outside the window: the night whose window ended last (the night of the latest local time `end` before
+    `now`)."""
+    ended = now.replace(hour=int(end[:2]), minute=int(end[2:]), second=0, microsecond=0)
+    if ended > now:
+        ended -= timedelta(days=1)
+    return allsky.night_of(ended)
+
+
+def night_after(night: str) -> str:
+    return (datetime.strptime(night, allsky.NIGHT_FORMAT) + timedelta(days=1)).strftime(allsky.NIGHT_FORMAT)
+
+
 def looks_complete(path: Path) -> bool:
     """A JPEG that ends with its end-of-image marker (trailing zero padding allowed), a PNG with its IEND chunk;
     any other file as it is."""
@@ -257,6 +270,7 @@ class Watcher:
         self.current: NightWatch | None = None
         self.left_nights: list[Path] = []             # past nights to decide while the new night has no frame waiting
         self.catching_up: NightWatch | None = None
+        self.looked_after_window = False              # the nights ended with the window were looked for
         self.checked_at = -float("inf")
         self.root_mtime: float | None = None
         self.root_missing = False
@@ -274,22 +288,35 @@ class Watcher:
     def tick(self) -> float:
         """One round; returns how long to sleep before the next."""
         now = self.clock()
-        if not in_window(now, self.settings.start_time, self.settings.end_time):
+        inside = in_window(now, self.settings.start_time, self.settings.end_time)
+        if inside:
+            self.looked_after_window = False
+            self.follow_newest_night()
+        else:
             self.end_night()
-            if self.catch_up():
-                return 0.0
-            return min(seconds_until(now, self.settings.start_time), OUTSIDE_WINDOW_NAP_S)
-        self.follow_newest_night()
-        if self.current is None:
-            return max(self.settings.sleep_between_imgs, FAST_POLL_S)
-        handled = self.current.step(limit=CHUNK)
-        self.current.check_hold(self.hold_s)
+            self.find_nights_ended_with_the_window(now)
+        handled = 0
+        if self.current is not None:
+            handled = self.current.step(limit=CHUNK)
+            self.current.check_hold(self.hold_s)
         caught_up = not handled and self.catch_up()
-        if self.sender is not None:
+        if self.sender is not None and (self.current is not None or caught_up):
             self.sender.wake()
         if caught_up or handled == CHUNK:           # more may be waiting: no sleep
             return 0.0
+        if not inside:
+            return min(seconds_until(now, self.settings.start_time), OUTSIDE_WINDOW_NAP_S)
+        if self.current is None:
+            return max(self.settings.sleep_between_imgs, FAST_POLL_S)
         return self.settings.sleep_between_imgs if handled else FAST_POLL_S
+
+    def find_nights_ended_with_the_window(self, now: datetime) -> None:
+        """Once outside the window: queue the nights left unfinished up to the one whose window has ended (the
+        watcher was off when it closed, after a power cut until morning), so that they are decided now, before the
+        morning's page, not when the next night starts."""
+        if not self.looked_after_window:
+            self.looked_after_window = True
+            self.find_left_nights(before=night_after(last_window_night(now, self.settings.end_time)))
 
     def follow_newest_night(self) -> None:
         """Switch to the newest night folder (checked every night_recheck_s and when the root folder changes)."""
@@ -300,7 +327,8 @@ class Watcher:
         self.checked_at, self.root_mtime = time.monotonic(), root_mtime
         self.say_if_root_missing(root_mtime is None)
         newest = allsky.latest_night(self.settings.main_folder)
-        if newest is None or (self.current is not None and newest.name <= self.current.night):
+        if newest is None or (self.current is not None and newest.name <= self.current.night) \
+                or newest in self.left_nights:           # an ended night still being decided: not watched again
             return
         self.end_night()
         self.outbox.forget_old(night=newest.name)

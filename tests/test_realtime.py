@@ -328,6 +328,51 @@ def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(clien
     same_rows(rows_in(config.outbox), read_scores(batch))
 
 
+def test_a_night_whose_window_closed_while_the_watcher_was_off_is_decided_when_it_is_back(client_night, tiny_model,
+                                                                                          tmp_path, live):
+    """A power cut from mid-night until after the window closed (08:00): back at 08:30, the watcher decides the
+    rest of that night with its end log at once — before the morning's page — not when the next night starts. A
+    night whose window has not opened yet (the camera began at dusk) is left to the window."""
+    url, store = live
+    root = tmp_path / "images"
+    clock = [datetime(2021, 11, 10, 22, 10)]
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, start_time="2000",
+                      end_time="0800")
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(0, 5))
+
+    def watch(ticks: int | None = None) -> None:
+        """A watcher's ticks (until it sleeps, if `ticks` is None) and its stop."""
+        sender = Sender(config.outbox, ApiClient(url, KEY))
+        watcher = Watcher(config, model, threading.Event(), sender, say=lambda line: None, settle_s=0.0,
+                          clock=lambda: clock[0])
+        for _ in range(ticks or 10_000):
+            if watcher.tick() > 0.0 and ticks is None:
+                break
+        watcher.outbox.close()
+        assert sender.close(timeout=10) == 0
+
+    watch(ticks=3)                                                   # the start of the night
+    writer.write(range(5, len(writer.frames)))                       # the camera went on; the watcher was off
+    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
+    tonight.folder = root / NEXT_NIGHT
+    tonight.folder.mkdir()
+    clock[0] = datetime(2021, 11, 11, 8, 30)
+    watch()
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
+              progress=False)
+    same_rows(rows_in(config.outbox), read_scores(batch))
+    end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
+    assert end["total"] == CLIENT_FRAMES - 1
+
+    tonight.write([0, 1])                                            # dusk, before the window
+    clock[0] = datetime(2021, 11, 11, 19, 0)
+    watch()
+    assert rows_in(config.outbox, NEXT_NIGHT) == [] and not (store / "logs" / NEXT_NIGHT).exists()
+
+
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
     url, store = live
     root = tmp_path / "images"
@@ -462,10 +507,11 @@ def test_watcher_sleeps_outside_the_window_and_watches_inside(client_night, tiny
     with Outbox(config.outbox) as outbox:                              # rows kept from nights a month before
         for night in ("20211010", "20211011"):
             outbox.record_frame(night, {"file": f"image-{night}220000.jpg"})
-    clock = {"now": datetime(2021, 11, 11, 12, 0)}
+    clock = {"now": datetime(2021, 11, 10, 12, 0)}
     watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), clock=lambda: clock["now"],
                       say=lambda line: None, settle_s=0.0)
-    assert watcher.tick() == 60 and watcher.current is None           # noon: outside, naps at most a minute
+    assert watcher.tick() == 60 and watcher.current is None           # noon before: outside, naps at most a minute
+    assert rows_in(config.outbox) == []                              # the night's window has not opened yet
     clock["now"] = datetime(2021, 11, 11, 0, 30)                       # after midnight: inside
     watcher.tick()
     assert watcher.current is not None and watcher.current.night == NIGHT
