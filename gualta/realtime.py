@@ -135,6 +135,12 @@ class FrameWatch:
             self.seen.pop(path.name, None)
         return ready
 
+    def expecting(self) -> bool:
+        """Whether a frame noted lately (within the grace time) is still to be handed over: being written, settling,
+        or held back by one that is."""
+        now = time.monotonic()
+        return any(now - since < self.grace_s for _, since in self.seen.values())
+
     def left(self) -> bool:
         """Whether the folder holds frames not handed over yet."""
         return bool(self.candidates())
@@ -299,7 +305,8 @@ class Watcher:
         if self.current is not None:
             handled = self.current.step(limit=CHUNK)
             self.current.check_hold(self.hold_s)
-        caught_up = not handled and self.catch_up()
+        caught_up = not handled and not (self.current is not None and self.current.watch.expecting()) \
+            and self.catch_up()
         if self.sender is not None and (self.current is not None or caught_up):
             self.sender.wake()
         if caught_up or handled == CHUNK:           # more may be waiting: no sleep
