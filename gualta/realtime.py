@@ -359,7 +359,7 @@ class Watcher:
             decided = {row["file"] for row in self.outbox.night_rows(folder.name)}
             if frames and frames[-1].name not in decided:
                 self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
-                         f"{'remaining ' if decided else ''}frames while the new night has none waiting")
+                         f"{'remaining ' if decided else ''}frames now, tonight's first")
                 self.left_nights.append(folder)
 
     def catch_up(self) -> bool:

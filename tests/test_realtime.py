@@ -265,7 +265,7 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one
         assert end["total"] == CLIENT_FRAMES - 1
     assert lines.index(f"watching night {root / '20211112'} (model test-1)") < lines.index(f"night {NIGHT} ended") \
         < lines.index(f"night {NEXT_NIGHT} ended")
-    assert f"night {NEXT_NIGHT} was not watched: deciding its frames while the new night has none waiting" in lines
+    assert f"night {NEXT_NIGHT} was not watched: deciding its frames now, tonight's first" in lines
     assert not (store / "logs" / "20211112" / "obs01_end.json").exists()
 
     fresh = settings(tmp_path / "fresh", tiny_model, main_folder=root, start_time="0000", end_time="0000")
