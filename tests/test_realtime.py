@@ -49,10 +49,11 @@ def write_slowly(source: Path, target: Path, pieces: int = 3, pause_s: float = 0
 
 
 class Writer:
-    """Copies a night's frames into root/NIGHT one by one; records when each was complete."""
+    """Copies a night's frames into root/NIGHT (or root/folder_name) one by one; records when each was complete."""
 
-    def __init__(self, night: Path, root: Path, spacing_s: float = 0.1, slow=(), unfinished=()):
-        self.frames, self.folder = allsky.list_frames(night), root / night.name
+    def __init__(self, night: Path, root: Path, spacing_s: float = 0.1, slow=(), unfinished=(),
+                 folder_name: str | None = None):
+        self.frames, self.folder = allsky.list_frames(night), root / (folder_name or night.name)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.spacing_s, self.slow, self.unfinished = spacing_s, set(slow), set(unfinished)
         self.completed: dict[str, float] = {}
@@ -241,9 +242,7 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one
     sender.close(timeout=5)
     writer.write(range(10, len(writer.frames)))                     # the camera went on; the watcher was off
     shutil.copytree(client_night, root / NEXT_NIGHT)                 # and the next night too
-    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
-    tonight.folder = root / "20211112"
-    tonight.folder.mkdir()
+    tonight = Writer(client_night, root, spacing_s=0.0, folder_name="20211112")
     tonight.write([0])
 
     sender = Sender(config.outbox, ApiClient(url, KEY))
@@ -301,9 +300,7 @@ def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(clien
     decided = len(rows_in(config.outbox))
     assert decided >= 1
     writer.write(range(3, len(writer.frames)))
-    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
-    tonight.folder = root / NEXT_NIGHT
-    tonight.folder.mkdir()
+    tonight = Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT)
     tonight.write(range(0, 10))
 
     second = watcher()
@@ -355,9 +352,7 @@ def test_a_night_whose_window_closed_while_the_watcher_was_off_is_decided_when_i
 
     watch(ticks=3)                                                   # the start of the night
     writer.write(range(5, len(writer.frames)))                       # the camera went on; the watcher was off
-    tonight = Writer(client_night, root / "tonight", spacing_s=0.0)
-    tonight.folder = root / NEXT_NIGHT
-    tonight.folder.mkdir()
+    tonight = Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT)
     clock[0] = datetime(2021, 11, 11, 8, 30)
     watch()
     batch = tmp_path / "batch.csv"
