@@ -68,17 +68,13 @@ def seconds_until(now: datetime, hhmm: str) -> float:
     return (target - now).total_seconds()
 
 
-def last_window_night(now: datetime, end: str) -> str:
-    """Outside the window: the night whose window ended last (the night of the latest local time `end` before
+def first_night_not_ended(now: datetime, end: str) -> str:
+    """Outside the window: the night after the one whose window ended last (at the latest local time `end` before
     `now`)."""
     ended = now.replace(hour=int(end[:2]), minute=int(end[2:]), second=0, microsecond=0)
     if ended > now:
         ended -= timedelta(days=1)
-    return allsky.night_of(ended)
-
-
-def night_after(night: str) -> str:
-    return (datetime.strptime(night, allsky.NIGHT_FORMAT) + timedelta(days=1)).strftime(allsky.NIGHT_FORMAT)
+    return allsky.night_of(ended + timedelta(days=1))
 
 
 def looks_complete(path: Path) -> bool:
@@ -323,7 +319,7 @@ class Watcher:
         morning's page, not when the next night starts."""
         if not self.looked_after_window:
             self.looked_after_window = True
-            self.find_left_nights(before=night_after(last_window_night(now, self.settings.end_time)))
+            self.find_left_nights(before=first_night_not_ended(now, self.settings.end_time))
 
     def follow_newest_night(self) -> None:
         """Switch to the newest night folder (checked every night_recheck_s and when the root folder changes)."""
