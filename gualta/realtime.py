@@ -12,9 +12,11 @@ frame and skipped).
 The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
 outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped,
-without rescoring or reporting twice; a night it stopped in and came back to only later is finished before the next
-night is watched, and so is a night missed altogether (the machine was off) since the first night it watched.
-SIGINT/SIGTERM stop it between frames.
+without rescoring or reporting twice. Frames already there are taken together, CHUNK at a time. A night it stopped in
+and came back to only later, and a night missed altogether (the machine was off) since the first night it watched,
+are decided CHUNK frames at a time whenever tonight has no frame waiting (outside the window too, and at once for the
+night whose window ended meanwhile); a night it closed (at the window's end, or when the next night began) is not
+taken up again. SIGINT/SIGTERM stop it between chunks.
 """
 from __future__ import annotations
 
@@ -239,11 +241,12 @@ class NightWatch:
         return True
 
     def close(self) -> None:
-        """Decide a candidate still waiting and send the end log."""
+        """Decide a candidate still waiting, send the end log and record the night closed."""
         self.emit(self.decider.finish())
         if self.upload:
             total = sum(row["score"] != "" for row in self.outbox.night_rows(self.night))
             self.outbox.put(*log_report("end", self.settings, self.night, total), replace=True)
+        self.outbox.close_night(self.night)
         return True
 
     def emit(self, results: list[FrameResult]) -> None:
@@ -331,8 +334,8 @@ class Watcher:
         self.say_if_root_missing(root_mtime is None)
         newest = allsky.latest_night(self.settings.main_folder)
         if newest is None or (self.current is not None and newest.name <= self.current.night) \
-                or newest in self.left_nights:           # an ended night still being decided: not watched again
-            return
+                or newest in self.left_nights or newest.name in self.outbox.closed_nights():
+            return                  # a night closed (or left, being decided) is not watched again: tonight's is awaited
         self.end_night()
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None:
@@ -345,11 +348,12 @@ class Watcher:
     def find_left_nights(self, before: str) -> None:
         """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that the
         watcher stopped in and came back to only later (a crash, a power cut), or missed altogether (the machine was
-        off), oldest first: `catch_up` decides them as if each had just ended."""
+        off), oldest first: `catch_up` decides them as if each had just ended. A night it closed is not one of them:
+        frames the camera added after that (at dawn, after the window) are not its to decide."""
         watched = self.outbox.watched_nights()
-        queued = {folder.name for folder in self.left_nights}
+        skip = {folder.name for folder in self.left_nights} | self.outbox.closed_nights()
         for folder in allsky.night_folders(self.settings.main_folder):
-            if not watched or not watched[0] <= folder.name < before or folder.name in queued:
+            if not watched or not watched[0] <= folder.name < before or folder.name in skip:
                 continue
             frames = allsky.list_frames(folder)
             decided = {row["file"] for row in self.outbox.night_rows(folder.name)}

@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS frames (      -- the real-time watcher's decided fram
     row TEXT NOT NULL,                   -- the scores CSV row as JSON
     PRIMARY KEY (night, file)
 );
+CREATE TABLE IF NOT EXISTS closed (      -- the nights the watcher closed (at the window's end, or the next night began)
+    night TEXT PRIMARY KEY
+);
 """
 
 
@@ -132,7 +135,11 @@ class Outbox:
             try:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
+                had_closed = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'closed'").fetchone()
                 self.db.executescript(SCHEMA)
+                if not had_closed:          # an outbox from before nights were recorded closed: all but the last were
+                    self.db.execute("INSERT OR IGNORE INTO closed SELECT DISTINCT night FROM frames "
+                                    "WHERE night < (SELECT MAX(night) FROM frames)")
                 return
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
@@ -213,8 +220,9 @@ class Outbox:
         with self._writing():
             sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
                                    (now - keep_days * 86400,)).rowcount
-            frames = self.db.execute("DELETE FROM frames WHERE night < ?",
-                                     ((latest - timedelta(days=keep_days)).strftime("%Y%m%d"),)).rowcount
+            before = (latest - timedelta(days=keep_days)).strftime("%Y%m%d")
+            frames = self.db.execute("DELETE FROM frames WHERE night < ?", (before,)).rowcount
+            self.db.execute("DELETE FROM closed WHERE night < ?", (before,))
         if sent or frames:
             log.info("outbox %s: forgot %d reports delivered over %d days ago and %d frames of nights before",
                      self.path, sent, keep_days, frames)
@@ -245,6 +253,14 @@ class Outbox:
     def watched_nights(self) -> list[str]:
         """The nights the watcher has decided frames of (YYYYMMDD), oldest first."""
         return [night for (night,) in self.db.execute("SELECT DISTINCT night FROM frames ORDER BY night")]
+
+    def close_night(self, night: str) -> None:
+        """Record that the watcher closed a night (its last frame decided, its end log queued)."""
+        with self._writing():
+            self.db.execute("INSERT OR IGNORE INTO closed (night) VALUES (?)", (night,))
+
+    def closed_nights(self) -> set[str]:
+        return {night for (night,) in self.db.execute("SELECT night FROM closed")}
 
     def night_rows(self, night: str) -> list[dict]:
         """The decided rows of a night, in the order they were decided (the order the frames were taken)."""

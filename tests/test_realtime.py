@@ -368,6 +368,44 @@ def test_a_night_whose_window_closed_while_the_watcher_was_off_is_decided_when_i
     assert rows_in(config.outbox, NEXT_NIGHT) == [] and not (store / "logs" / NEXT_NIGHT).exists()
 
 
+def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, tiny_model, tmp_path, live):
+    """The camera goes on after the window (dawn after 08:00). The night the watcher closed at the window's end is
+    neither watched again when the window opens before tonight's folder exists, nor decided as left unfinished when
+    tonight starts: its end log is posted once, with what the watcher decided."""
+    url, store = live
+    root = tmp_path / "images"
+    clock = [datetime(2021, 11, 10, 22, 0)]
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, start_time="2000",
+                      end_time="0800")
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, spacing_s=0.0)
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    watcher = Watcher(config, model, threading.Event(), sender, say=lambda line: None, settle_s=0.0,
+                      clock=lambda: clock[0])
+    writer.write(range(0, 10))
+    for _ in range(3):
+        watcher.tick()
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    assert watcher.current is None and len(rows_in(config.outbox)) == 10
+    writer.write(range(10, len(writer.frames)))                      # dawn, after the window
+    clock[0] = datetime(2021, 11, 11, 20, 0)                         # the window opens; tonight's folder not yet
+    for _ in range(3):
+        watcher.tick()
+    assert watcher.current is None and len(rows_in(config.outbox)) == 10
+    tonight = Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT)
+    tonight.write([0])
+    watcher.checked_at = -float("inf")                               # the 5-minute look for a new night
+    for _ in range(3):
+        watcher.tick()
+    assert watcher.current.night == NEXT_NIGHT and not watcher.left_nights
+    watcher.outbox.close()
+    assert sender.close(timeout=10) == 0
+    assert len(rows_in(config.outbox)) == 10
+    end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
+    assert end["total"] == 9
+
+
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
     url, store = live
     root = tmp_path / "images"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -59,13 +60,34 @@ def test_the_outbox_forgets_what_was_delivered_long_ago_and_never_what_is_pendin
         outbox.db.execute("UPDATE outbox SET created = ? WHERE key = 'old-pending'", (now - 90 * day,))
         for night in ("20261103", "20261104", "20261105", "20261204"):
             outbox.record_frame(night, {"file": f"image-{night}220000.jpg"})
+            outbox.close_night(night)
         assert outbox.forget_old(now) == 1 + 2                          # one report, two nights' frames
         assert {key for key, in outbox.db.execute("SELECT key FROM outbox")} == {"new-sent", "old-pending",
                                                                                  "old-rejected"}
         assert [night for night in ("20261103", "20261104", "20261105", "20261204") if outbox.night_rows(night)] \
             == ["20261105", "20261204"]
+        assert outbox.closed_nights() == {"20261105", "20261204"}
         assert outbox.forget_old(now) == 0
         assert outbox.put("old-sent", {"key": "old-sent"}) is True      # forgotten: a re-run would send it again
+
+
+def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
+    """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
+    night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
+    taken up again), and the last left to the watcher."""
+    path = tmp_path / "o.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE frames (night TEXT NOT NULL, file TEXT NOT NULL, row TEXT NOT NULL, "
+                   "PRIMARY KEY (night, file))")
+        db.executemany("INSERT INTO frames VALUES (?, ?, '{}')", [("20261202", "a"), ("20261203", "b"),
+                                                                   ("20261204", "c")])
+    with Outbox(path) as outbox:
+        assert outbox.closed_nights() == {"20261202", "20261203"}
+        outbox.close_night("20261204")
+    with Outbox(path) as outbox:
+        assert outbox.closed_nights() == {"20261202", "20261203", "20261204"}
+    with Outbox(tmp_path / "new.sqlite") as outbox:
+        assert outbox.closed_nights() == set()
 
 
 def test_outboxes_opened_at_once_on_a_new_file_all_open(tmp_path):
