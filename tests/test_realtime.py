@@ -325,18 +325,23 @@ def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(clien
     same_rows(rows_in(config.outbox), read_scores(batch))
 
 
+def windowed(client_night: Path, tiny_model: Path, tmp_path: Path, url: str, first: datetime):
+    """For a watcher with the window 2000–0800 reporting to `url`: its images root, its clock (a one-item list
+    that the test moves on, starting at `first`), settings, model and a writer of the client night."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, start_time="2000",
+                      end_time="0800")
+    return root, [first], config, load_model(tiny_model, threads=1), Writer(client_night, root, spacing_s=0.0)
+
+
 def test_a_night_whose_window_closed_while_the_watcher_was_off_is_decided_when_it_is_back(client_night, tiny_model,
                                                                                           tmp_path, live):
     """A power cut from mid-night until after the window closed (08:00): back at 08:30, the watcher decides the
     rest of that night with its end log at once — before the morning's page — not when the next night starts. A
     night whose window has not opened yet (the camera began at dusk) is left to the window."""
     url, store = live
-    root = tmp_path / "images"
-    clock = [datetime(2021, 11, 10, 22, 10)]
-    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, start_time="2000",
-                      end_time="0800")
-    model = load_model(tiny_model, threads=1)
-    writer = Writer(client_night, root, spacing_s=0.0)
+    root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, url,
+                                                  datetime(2021, 11, 10, 22, 10))
     writer.write(range(0, 5))
 
     def watch(ticks: int | None = None) -> None:
@@ -373,12 +378,8 @@ def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, t
     neither watched again when the window opens before tonight's folder exists, nor decided as left unfinished when
     tonight starts: its end log is posted once, with what the watcher decided."""
     url, store = live
-    root = tmp_path / "images"
-    clock = [datetime(2021, 11, 10, 22, 0)]
-    config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, start_time="2000",
-                      end_time="0800")
-    model = load_model(tiny_model, threads=1)
-    writer = Writer(client_night, root, spacing_s=0.0)
+    root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, url,
+                                                  datetime(2021, 11, 10, 22, 0))
     sender = Sender(config.outbox, ApiClient(url, KEY))
     watcher = Watcher(config, model, threading.Event(), sender, say=lambda line: None, settle_s=0.0,
                       clock=lambda: clock[0])
