@@ -346,21 +346,20 @@ class Watcher:
                                   self.settle_s, self.grace_s)
 
     def find_left_nights(self, before: str) -> None:
-        """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that the
-        watcher stopped in and came back to only later (a crash, a power cut), or missed altogether (the machine was
-        off), oldest first: `catch_up` decides them as if each had just ended. A night it closed is not one of them:
-        frames the camera added after that (at dawn, after the window) are not its to decide."""
+        """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that it did
+        not close: those it stopped in and came back to only later (a crash, a power cut), or missed altogether (the
+        machine was off), oldest first: `catch_up` decides them as if each had just ended. A night it closed is not
+        one of them: frames the camera added after that (at dawn, after the window) are not its to decide."""
         watched = self.outbox.watched_nights()
         skip = {folder.name for folder in self.left_nights} | self.outbox.closed_nights()
         for folder in allsky.night_folders(self.settings.main_folder):
-            if not watched or not watched[0] <= folder.name < before or folder.name in skip:
+            if not watched or not watched[0] <= folder.name < before or folder.name in skip \
+                    or not allsky.list_frames(folder):
                 continue
-            frames = allsky.list_frames(folder)
-            decided = {row["file"] for row in self.outbox.night_rows(folder.name)}
-            if frames and frames[-1].name not in decided:
-                self.say(f"night {folder.name} was {'left unfinished' if decided else 'not watched'}: deciding its "
-                         f"{'remaining ' if decided else ''}frames now, tonight's first")
-                self.left_nights.append(folder)
+            seen = folder.name in watched
+            self.say(f"night {folder.name} was {'left unfinished' if seen else 'not watched'}: deciding its "
+                     f"{'remaining ' if seen else ''}frames now, tonight's first")
+            self.left_nights.append(folder)
 
     def catch_up(self) -> bool:
         """Decide a chunk of the oldest left night's frames (the rest of it and its end log when it is the last
