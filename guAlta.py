@@ -4,7 +4,7 @@
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off] [--config F]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD] [--config F]
     python guAlta.py batch [--folder NIGHT_DIR | --catch-up DAYS] [--scores OUT.csv|DIR/] [--no-upload] [...]
-    python guAlta.py realtime [--no-upload]
+    python guAlta.py realtime [--scores DIR] [--no-upload]
     python guAlta.py flush
 
 Every command but demo reads guAltaConfig.py (or --config FILE); every client setting also has a GUALTA_* variable
@@ -111,7 +111,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
     timestamped_logging()
     try:
-        run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model)
+        run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores)
     except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta realtime: {exc}")
 
@@ -188,6 +188,8 @@ def add_client_commands(commands) -> None:
     batch.set_defaults(run=cmd_batch)
     realtime = commands.add_parser("realtime", help="watch the newest night and report detections as they come")
     realtime.add_argument("--no-upload", action="store_true", help="score and record, report nothing")
+    realtime.add_argument("--scores", metavar="DIR", help="when a night ends, write its scores CSV as DIR/YYYYMMDD.csv "
+                          "(the batch run's columns; DIR is made if missing)")
     add_setting_flags(realtime)
     realtime.set_defaults(run=cmd_realtime)
     flush = commands.add_parser("flush", help="deliver the reports waiting in the outbox now")

@@ -3,11 +3,12 @@ rem guAlta real-time watcher on Windows (the thesis' deployment): the AllSky Pi'
 rem Set guAlta_main_folder in guAltaConfig.py to the share, e.g. r"\\allskypi\allsky\images" (or a mapped drive),
 rem and the API key with: setx GUALTA_API_KEY "your-key"   (once, then open a new console).
 rem Run by hand, or by the scheduled task in guAlta_realtime_task.xml. Ctrl-C stops it cleanly.
+rem Each night's scores CSV is written to scores\YYYYMMDD.csv when the night ends.
 cd /d "%~dp0.."
 if exist .venv\Scripts\python.exe (
-  .venv\Scripts\python.exe guAlta.py realtime %*
+  .venv\Scripts\python.exe guAlta.py realtime --scores scores %*
 ) else (
   rem conda: conda env create -f guAlta_conda_env.yml, then this finds python in the activated environment
   call conda activate guAlta
-  python guAlta.py realtime %*
+  python guAlta.py realtime --scores scores %*
 )

@@ -917,6 +917,23 @@ def report_detection(outbox, sender, result: FrameResult, settings: Settings, ni
     sender.wake()
 
 
+def write_scores(path: Path, rows: list[dict]) -> bool:
+    """Write a decided night's rows as its scores CSV at `path`, as a batch run does (through `<name>.part`);
+    False (logged) when it could not be written whole."""
+    try:
+        csv_rows = CsvRows(path)
+    except ClientError as exc:
+        log.error("%s", exc)
+        return False
+    try:
+        for row in rows:
+            csv_rows.write(row)
+        csv_rows.finish()
+    finally:
+        csv_rows.close()
+    return csv_rows.finished
+
+
 def read_scores(path: str | Path) -> list[dict]:
     """A scores CSV as a list of rows (strings), for tests and tools."""
     with open(path, newline="", encoding="utf-8") as stream:

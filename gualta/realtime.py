@@ -16,7 +16,8 @@ without rescoring or reporting twice. Frames already there are taken together, C
 and came back to only later, and a night missed altogether (the machine was off) since the first night it watched,
 are decided CHUNK frames at a time whenever tonight has no frame waiting (outside the window too, and at once for the
 night whose window ended meanwhile); a night it closed (at the window's end, or when the next night began) is not
-taken up again. SIGINT/SIGTERM stop it between chunks.
+taken up again. A night closed is written to the scores folder, if one is given, as the batch run's CSV.
+SIGINT/SIGTERM stop it between chunks.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from gualta import allsky
 from gualta.config import Settings
 from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_report, log_report, model_version,
-                           open_model, prepare, refreshed_model, rescorer, show)
+                           open_model, prepare, refreshed_model, rescorer, show, write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -171,9 +172,10 @@ class NightWatch:
     """One night being watched: its frames, scorer, decider and recorded progress."""
 
     def __init__(self, folder: Path, settings: Settings, model, outbox: Outbox, upload: bool, say,
-                 settle_s: float = SETTLE_S, grace_s: float = INCOMPLETE_GRACE_S):
+                 settle_s: float = SETTLE_S, grace_s: float = INCOMPLETE_GRACE_S, scores: Path | None = None):
         self.folder, self.night, self.settings, self.outbox = folder, folder.name, settings, outbox
         self.upload, self.say = upload, say
+        self.scores = scores / f"{self.night}.csv" if scores else None      # its scores CSV, written when it ends
         self.version = model_version(model)
         self.frames = NightFrames([], log)
         self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check)
@@ -241,13 +243,19 @@ class NightWatch:
         return True
 
     def close(self) -> None:
-        """Decide a candidate still waiting, send the end log and record the night closed."""
+        """Decide a candidate still waiting, send the end log, write the scores CSV and record the night closed."""
         self.emit(self.decider.finish())
+        rows = self.outbox.night_rows(self.night)
         if self.upload:
-            total = sum(row["score"] != "" for row in self.outbox.night_rows(self.night))
+            total = sum(row["score"] != "" for row in rows)
             self.outbox.put(*log_report("end", self.settings, self.night, total), replace=True)
+        if self.scores is not None and not write_scores(self.scores, rows):
+            self.scores = None
         self.outbox.close_night(self.night)
-        return True
+
+    def ended(self) -> str:
+        """What is said when the night has been closed."""
+        return f"night {self.night} ended" + (f"; scores {self.scores}" if self.scores else "")
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:
@@ -266,9 +274,11 @@ class Watcher:
 
     def __init__(self, settings: Settings, model, stop: threading.Event, sender=None, say=print,
                  clock=datetime.now, night_recheck_s: float = NIGHT_RECHECK_S, settle_s: float = SETTLE_S,
-                 grace_s: float = INCOMPLETE_GRACE_S, hold_s: float = HOLD_MAX_S, refresh=None):
+                 grace_s: float = INCOMPLETE_GRACE_S, hold_s: float = HOLD_MAX_S, refresh=None,
+                 scores: Path | None = None):
         self.settings, self.model, self.stop, self.sender, self.say, self.clock = \
             settings, model, stop, sender, say, clock
+        self.scores = scores            # the folder each night's scores CSV goes into when it ends (None: none)
         self.refresh = refresh          # model → the model to score the next night with (a newer published one)
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
         self.outbox = Outbox(settings.outbox)
@@ -343,7 +353,7 @@ class Watcher:
         self.find_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
-                                  self.settle_s, self.grace_s)
+                                  self.settle_s, self.grace_s, self.scores)
 
     def find_left_nights(self, before: str) -> None:
         """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that it did
@@ -368,9 +378,9 @@ class Watcher:
             return False
         if self.catching_up is None:
             self.catching_up = NightWatch(self.left_nights[0], self.settings, self.model, self.outbox,
-                                          self.sender is not None, self.say, self.settle_s, self.grace_s)
+                                          self.sender is not None, self.say, self.settle_s, self.grace_s, self.scores)
         if self.catching_up.catch_up():
-            self.say(f"night {self.catching_up.night} ended")
+            self.say(self.catching_up.ended())
             self.catching_up = None
             self.left_nights.pop(0)
         return True
@@ -387,7 +397,7 @@ class Watcher:
     def end_night(self) -> None:
         if self.current is not None:
             self.current.finish()
-            self.say(f"night {self.current.night} ended")
+            self.say(self.current.ended())
             self.current = None
             if self.sender is not None:
                 self.sender.wake()
@@ -400,12 +410,27 @@ def folder_mtime(path: Path) -> float | None:
         return None
 
 
+def scores_folder(scores: str | Path | None) -> Path | None:
+    """The folder each night's scores CSV is written into (made if missing); ClientError if it cannot be."""
+    if not scores:
+        return None
+    folder = Path(scores)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClientError(f"cannot make the scores folder {folder}: {exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ClientError(f"cannot write into the scores folder {folder}")
+    return folder
+
+
 def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print,
-                 model_path: str | Path | None = None) -> None:
+                 model_path: str | Path | None = None, scores: str | Path | None = None) -> None:
     """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
-    watch until SIGINT/SIGTERM (or `stop`)."""
+    watch until SIGINT/SIGTERM (or `stop`); each night's scores CSV goes into the folder `scores` as it ends."""
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
+    scores = scores_folder(scores)
     log.info("settings from %s: %s", settings.source, settings.describe())
     model = open_model(settings, model_path)
     refresh = (lambda current: refreshed_model(settings, current)) \
@@ -416,7 +441,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
             signal.signal(signum, lambda *_: stop.set())
     sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key)) if upload else None
     try:
-        Watcher(settings, model, stop, sender, say, refresh=refresh).run()
+        Watcher(settings, model, stop, sender, say, refresh=refresh, scores=scores).run()
     finally:
         pending = sender.close(timeout=3.0) if sender is not None else 0
         say(f"stopped; {pending} report(s) pending in the outbox" if pending else "stopped")

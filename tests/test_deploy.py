@@ -80,3 +80,57 @@ def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
     assert sorted(set(calls)) == [("guAlta_batch.bat", "batch"), ("guAlta_realtime.bat", "realtime")]
     task = (REPO / "deploy" / "guAlta_realtime_task.xml").read_text()
     assert "guAlta_realtime.bat</Command>" in task
+
+
+def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_night, tiny_model, tmp_path):
+    """The systemd unit's ExecStart, run in its WorkingDirectory with its environment file: the night the watcher
+    closes (here when the next night's folder appears) is written to scores/YYYYMMDD.csv as a batch run writes it;
+    SIGTERM stops it cleanly."""
+    import signal
+    import time
+
+    from gualta.detect import run_batch
+    from helpers_client import settings
+
+    [command] = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
+    home = tmp_path / "guAlta"
+    home.mkdir()
+    for name in (".venv", "guAlta.py"):
+        (home / name).symlink_to(REPO / name)
+    root = tmp_path / "images"
+    copy_night(client_night, root)
+    env = {key: value for key, value in child_env().items() if not key.startswith("GUALTA_")}
+    env.update(GUALTA_MAIN_FOLDER=str(root), GUALTA_MODEL=str(tiny_model), GUALTA_OUTBOX=str(tmp_path / "o.sqlite"),
+               GUALTA_THREADS="1", GUALTA_START_TIME="0000", GUALTA_END_TIME="0000", GUALTA_SLEEP_BETWEEN_IMGS="0.1")
+    process = subprocess.Popen([*command.replace(HOME, str(home)).split(), "--no-upload"], cwd=home, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scores = home / "scores" / "20211110.csv"
+    try:
+        deadline = time.monotonic() + 90
+        while not decided(tmp_path / "o.sqlite") and time.monotonic() < deadline:
+            time.sleep(0.2)                                           # the night is being watched
+        (root / "20211111").mkdir()
+        shutil.copy(allsky.list_frames(client_night)[0], root / "20211111" / "image-20211111200000.jpg")
+        while not scores.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert f"night 20211110 ended; scores {Path('scores') / '20211110.csv'}" in output
+    batch = tmp_path / "batch.csv"
+    run_batch(settings(tmp_path / "b", tiny_model), root / "20211110", batch, upload=False, say=lambda line: None,
+              progress=False)
+    assert [row["file"] for row in read_scores(scores)] == [row["file"] for row in read_scores(batch)]
+    assert [row["detection"] for row in read_scores(scores)] == [row["detection"] for row in read_scores(batch)]
+
+
+def decided(outbox: Path, night: str = "20211110") -> int:
+    """How many of the night's frames the watcher has decided (0 before its outbox exists)."""
+    from gualta.report import Outbox
+
+    if not outbox.exists():
+        return 0
+    with Outbox(outbox) as box:
+        return len(box.night_rows(night))

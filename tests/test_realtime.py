@@ -132,7 +132,7 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
     sender.close(timeout=5)
 
     sender = Sender(config.outbox, ApiClient(url, KEY))
-    stop, thread, second_lines = start_watcher(config, model, sender)
+    stop, thread, second_lines = start_watcher(config, model, sender, scores=tmp_path / "scores")
     writer.write(range(13, len(writer.frames)))
     wait_for(lambda: len(rows_in(config.outbox)) >= len(writer.frames) - 1)
     start_next_night(client_night, root)
@@ -147,6 +147,9 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
               progress=False)
     batch_rows = read_scores(batch)
     same_rows(rows_in(config.outbox), batch_rows)
+    same_rows(read_scores(tmp_path / "scores" / f"{NIGHT}.csv"), batch_rows)    # the night's CSV, as batch's
+    assert f"night {NIGHT} ended; scores {tmp_path / 'scores' / f'{NIGHT}.csv'}" in second_lines
+    assert list((tmp_path / "scores").iterdir()) == [tmp_path / "scores" / f"{NIGHT}.csv"]    # tonight's: not yet
     assert "bad frame" in batch_rows[11]["note"] and batch_rows[12]["previous"] == batch_rows[10]["file"]
 
     per_frame = [line.split(" , ")[0] for line in first_lines + second_lines if " , " in line]
@@ -246,11 +249,11 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one
     tonight.write([0])
 
     sender = Sender(config.outbox, ApiClient(url, KEY))
-    stop, thread, lines = start_watcher(config, model, sender)
+    stop, thread, lines = start_watcher(config, model, sender, scores=tmp_path / "scores")
     wait_for(lambda: len(rows_in(config.outbox, "20211112")) == 1)
     assert len(rows_in(config.outbox, NEXT_NIGHT)) < CLIENT_FRAMES             # tonight first
     tonight.write([1, 2])                                            # tonight goes on meanwhile
-    wait_for(lambda: f"night {NEXT_NIGHT} ended" in lines)
+    wait_for(lambda: any(line.startswith(f"night {NEXT_NIGHT} ended") for line in lines))
     wait_for(lambda: len(rows_in(config.outbox, "20211112")) == 3)
     stop.set()
     thread.join(10)
@@ -260,10 +263,13 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one
         run_batch(settings(tmp_path / "b", tiny_model), root / night, batch, upload=False, say=lambda line: None,
                   progress=False)
         same_rows(rows_in(config.outbox, night), read_scores(batch))
+        same_rows(read_scores(tmp_path / "scores" / f"{night}.csv"), read_scores(batch))
         end = json.loads((store / "logs" / night / "obs01_end.json").read_text())
         assert end["total"] == CLIENT_FRAMES - 1
-    assert lines.index(f"watching night {root / '20211112'} (model test-1)") < lines.index(f"night {NIGHT} ended") \
-        < lines.index(f"night {NEXT_NIGHT} ended")
+    ended = [f"night {night} ended; scores {tmp_path / 'scores' / f'{night}.csv'}" for night in (NIGHT, NEXT_NIGHT)]
+    assert lines.index(f"watching night {root / '20211112'} (model test-1)") < lines.index(ended[0]) \
+        < lines.index(ended[1])
+    assert not (tmp_path / "scores" / "20211112.csv").exists()
     assert f"night {NEXT_NIGHT} was not watched: deciding its frames now, tonight's first" in lines
     assert not (store / "logs" / "20211112" / "obs01_end.json").exists()
 
@@ -405,6 +411,53 @@ def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, t
     assert len(rows_in(config.outbox)) == 10
     end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
     assert end["total"] == 9
+
+
+def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_loses_nothing(
+        client_night, tiny_model, tmp_path, caplog):
+    """With a scores folder, a night closed at the window's end is written there as the batch run's CSV. When the
+    folder cannot be written into by then (a share gone, a full card), that is logged and the night is closed all
+    the same: its rows stay in the outbox, the watcher goes on."""
+    root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, "",
+                                                  datetime(2021, 11, 10, 22, 0))
+    scores, lines = tmp_path / "scores", []
+    watcher = Watcher(config, model, threading.Event(), say=lines.append, settle_s=0.0, clock=lambda: clock[0],
+                      scores=scores)
+    writer.write(range(0, 10))
+    for _ in range(3):
+        watcher.tick()
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    assert f"night {NIGHT} ended; scores {scores / f'{NIGHT}.csv'}" in lines
+    assert read_scores(scores / f"{NIGHT}.csv") == [{k: str(v) for k, v in row.items()}
+                                                     for row in rows_in(config.outbox)]
+    assert len(rows_in(config.outbox)) == 10
+
+    Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT).write(range(0, 6))
+    clock[0] = datetime(2021, 11, 11, 22, 0)
+    for _ in range(3):
+        watcher.tick()
+    shutil.rmtree(scores)
+    scores.write_text("not a folder")                                # the folder is gone, a file in its place
+    clock[0] = datetime(2021, 11, 12, 8, 0)
+    with caplog.at_level(logging.ERROR, logger="gualta.detect"):
+        watcher.tick()
+    assert f"night {NEXT_NIGHT} ended" in lines and "cannot write the scores CSV" in caplog.text
+    assert watcher.current is None and NEXT_NIGHT in watcher.outbox.closed_nights()
+    assert len(rows_in(config.outbox, NEXT_NIGHT)) == 6 and scores.read_text() == "not a folder"
+    watcher.outbox.close()
+
+
+def test_cli_realtime_refuses_a_scores_folder_it_cannot_make(client_night, tiny_model, tmp_path):
+    (tmp_path / "scores").write_text("a file")
+    process = subprocess.run(
+        [sys.executable, str(REPO / "guAlta.py"), "realtime", "--no-upload", "--main-folder", str(tmp_path),
+         "--model", str(tiny_model), "--outbox", str(tmp_path / "o.sqlite"), "--scores", str(tmp_path / "scores")],
+        capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=60)
+    assert process.returncode == 1
+    assert process.stderr.strip().endswith(f"guAlta realtime: cannot make the scores folder {tmp_path / 'scores'}: "
+                                           "File exists")
+    assert not (tmp_path / "o.sqlite").exists()
 
 
 def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
