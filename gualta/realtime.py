@@ -31,8 +31,8 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (ClientError, Decider, FrameResult, Scorer, detection_report, log_report, model_version,
-                           open_model, prepare, refreshed_model, rescorer, show, write_scores)
+from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, detection_report, log_report,
+                           model_version, open_model, prepare, refreshed_model, rescorer, show, write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -176,6 +176,7 @@ class NightWatch:
         self.folder, self.night, self.settings, self.outbox = folder, folder.name, settings, outbox
         self.upload, self.say = upload, say
         self.scores = scores / f"{self.night}.csv" if scores else None      # its scores CSV, written when it ends
+        self.rows: list[dict] = []                                          # its decided rows, read when it ends
         self.version = model_version(model)
         self.frames = NightFrames([], log)
         self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check)
@@ -245,17 +246,21 @@ class NightWatch:
     def close(self) -> None:
         """Decide a candidate still waiting, send the end log, write the scores CSV and record the night closed."""
         self.emit(self.decider.finish())
-        rows = self.outbox.night_rows(self.night)
+        self.rows = self.outbox.night_rows(self.night)
         if self.upload:
-            total = sum(row["score"] != "" for row in rows)
+            total = sum(row["score"] != "" for row in self.rows)
             self.outbox.put(*log_report("end", self.settings, self.night, total), replace=True)
-        if self.scores is not None and not write_scores(self.scores, rows):
+        if self.scores is not None and not write_scores(self.scores, self.rows):
             self.scores = None
         self.outbox.close_night(self.night)
 
     def ended(self) -> str:
-        """What is said when the night has been closed."""
-        return f"night {self.night} ended" + (f"; scores {self.scores}" if self.scores else "")
+        """What is said once the night is closed: its counts, as a batch run's summary gives them, and its CSV."""
+        scored = sum(row["score"] != "" for row in self.rows)
+        detections = sum(int(row["detection"]) for row in self.rows)
+        flagged = sum(row["flag"] not in ("", SKIPPED) for row in self.rows)
+        return (f"night {self.night} ended: {len(self.rows)} frames ({scored} scored), {detections} detections, "
+                f"{flagged} flagged" + (f"; scores {self.scores}" if self.scores else ""))
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:

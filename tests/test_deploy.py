@@ -118,10 +118,11 @@ def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_ni
     finally:
         process.kill()
     assert process.returncode == 0, output
-    assert f"night 20211110 ended; scores {Path('scores') / '20211110.csv'}" in output
     batch = tmp_path / "batch.csv"
-    run_batch(settings(tmp_path / "b", tiny_model), root / "20211110", batch, upload=False, say=lambda line: None,
-              progress=False)
+    summary = run_batch(settings(tmp_path / "b", tiny_model), root / "20211110", batch, upload=False,
+                        say=lambda line: None, progress=False)
+    assert (f"night 20211110 ended: {summary.frames} frames ({summary.scored} scored), {summary.detections} "
+            f"detections, {summary.flagged} flagged; scores {Path('scores') / '20211110.csv'}") in output
     assert [row["file"] for row in read_scores(scores)] == [row["file"] for row in read_scores(batch)]
     assert [row["detection"] for row in read_scores(scores)] == [row["detection"] for row in read_scores(batch)]
 

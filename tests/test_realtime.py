@@ -98,6 +98,12 @@ def start_next_night(night: Path, root: Path) -> None:
     (root / NEXT_NIGHT / "image-20211111200000.jpg").write_bytes(allsky.list_frames(night)[0].read_bytes())
 
 
+def said_ended(summary: detect.NightSummary, scores: Path) -> str:
+    """What the watcher says when it closes a night: the batch run's counts of it, and its CSV."""
+    return (f"night {summary.night} ended: {summary.frames} frames ({summary.scored} scored), {summary.detections} "
+            f"detections, {summary.flagged} flagged; scores {scores}")
+
+
 def same_rows(watched: list[dict], batch: list[dict]) -> None:
     assert [row["file"] for row in watched] == [row["file"] for row in batch]
     for mine, theirs in zip(watched, batch):
@@ -143,12 +149,12 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
     assert sender.close(timeout=10) == 0
 
     batch = tmp_path / "batch.csv"
-    run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False, say=lambda line: None,
-              progress=False)
+    summary = run_batch(settings(tmp_path / "b", tiny_model), writer.folder, batch, upload=False,
+                        say=lambda line: None, progress=False)
     batch_rows = read_scores(batch)
     same_rows(rows_in(config.outbox), batch_rows)
     same_rows(read_scores(tmp_path / "scores" / f"{NIGHT}.csv"), batch_rows)    # the night's CSV, as batch's
-    assert f"night {NIGHT} ended; scores {tmp_path / 'scores' / f'{NIGHT}.csv'}" in second_lines
+    assert said_ended(summary, tmp_path / "scores" / f"{NIGHT}.csv") in second_lines      # and its counts
     assert list((tmp_path / "scores").iterdir()) == [tmp_path / "scores" / f"{NIGHT}.csv"]    # tonight's: not yet
     assert "bad frame" in batch_rows[11]["note"] and batch_rows[12]["previous"] == batch_rows[10]["file"]
 
@@ -258,15 +264,16 @@ def test_nights_the_watcher_stopped_in_or_missed_are_finished_beside_the_new_one
     stop.set()
     thread.join(10)
     assert sender.close(timeout=10) == 0
+    ended = []
     for night in (NIGHT, NEXT_NIGHT):
         batch = tmp_path / f"{night}.csv"
-        run_batch(settings(tmp_path / "b", tiny_model), root / night, batch, upload=False, say=lambda line: None,
-                  progress=False)
+        summary = run_batch(settings(tmp_path / "b", tiny_model), root / night, batch, upload=False,
+                            say=lambda line: None, progress=False)
+        ended.append(said_ended(summary, tmp_path / "scores" / f"{night}.csv"))
         same_rows(rows_in(config.outbox, night), read_scores(batch))
         same_rows(read_scores(tmp_path / "scores" / f"{night}.csv"), read_scores(batch))
         end = json.loads((store / "logs" / night / "obs01_end.json").read_text())
         assert end["total"] == CLIENT_FRAMES - 1
-    ended = [f"night {night} ended; scores {tmp_path / 'scores' / f'{night}.csv'}" for night in (NIGHT, NEXT_NIGHT)]
     assert lines.index(f"watching night {root / '20211112'} (model test-1)") < lines.index(ended[0]) \
         < lines.index(ended[1])
     assert not (tmp_path / "scores" / "20211112.csv").exists()
@@ -428,7 +435,8 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
         watcher.tick()
     clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
     watcher.tick()
-    assert f"night {NIGHT} ended; scores {scores / f'{NIGHT}.csv'}" in lines
+    assert lines[-1].startswith(f"night {NIGHT} ended: 10 frames (9 scored), ")
+    assert lines[-1].endswith(f" flagged; scores {scores / f'{NIGHT}.csv'}")
     assert read_scores(scores / f"{NIGHT}.csv") == [{k: str(v) for k, v in row.items()}
                                                      for row in rows_in(config.outbox)]
     assert len(rows_in(config.outbox)) == 10
@@ -442,7 +450,8 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
     clock[0] = datetime(2021, 11, 12, 8, 0)
     with caplog.at_level(logging.ERROR, logger="gualta.detect"):
         watcher.tick()
-    assert f"night {NEXT_NIGHT} ended" in lines and "cannot write the scores CSV" in caplog.text
+    assert lines[-1].startswith(f"night {NEXT_NIGHT} ended: 6 frames (5 scored), ")
+    assert lines[-1].endswith(" flagged") and "cannot write the scores CSV" in caplog.text
     assert watcher.current is None and NEXT_NIGHT in watcher.outbox.closed_nights()
     assert len(rows_in(config.outbox, NEXT_NIGHT)) == 6 and scores.read_text() == "not a folder"
     watcher.outbox.close()
