@@ -38,8 +38,13 @@ def stored_detections(target: store.Store, night: str) -> list[tuple[str, str, d
 def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of, window_s: float = WINDOW_S) -> bool:
     """Whether two (obs_id, camera-clock time) detections are of different observatories, at most window_s apart."""
     (obs_a, at_a), (obs_b, at_b) = first, second
-    return obs_a != obs_b and abs((at_a.replace(tzinfo=zone_of(obs_a)) - at_b.replace(tzinfo=zone_of(obs_b)))
-                                  .total_seconds()) <= window_s
+    return obs_a != obs_b and abs(instant(at_a, zone_of(obs_a)) - instant(at_b, zone_of(obs_b))) <= window_s
+
+
+def instant(stamp: datetime, zone: tzinfo) -> float:
+    """POSIX seconds of a camera-clock time in its zone (differences of these run as the clock does, also across a
+    change of summer time, unlike wall-clock differences)."""
+    return stamp.replace(tzinfo=zone).timestamp()
 
 
 def coinciding(detections: list[tuple[str, str, datetime]], obs_id: str, stamp: datetime,

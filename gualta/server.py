@@ -323,12 +323,17 @@ def next_run(now: datetime, at: str) -> datetime:
     return candidate if candidate > now else candidate + timedelta(days=1)
 
 
+def seconds_until_next(now: datetime, at: str) -> float:
+    """Seconds from now to the next local time `at`, as the clock runs (a night that changes to or from summer time
+    is an hour shorter or longer than the wall-clock difference)."""
+    return next_run(now, at).timestamp() - now.timestamp()
+
+
 def schedule_pages(service: Service, at: str, stop: threading.Event) -> threading.Thread:
     """A daemon thread that builds the daily page every day at `at` (local time of GUALTA_TIMEZONE)."""
     def loop():
         while True:
-            zone = service_env.timezone(service.env)
-            wait = (next_run(datetime.now(zone), at) - datetime.now(zone)).total_seconds()
+            wait = seconds_until_next(datetime.now(service_env.timezone(service.env)), at)
             if stop.wait(max(wait, 0)):
                 return
             try:

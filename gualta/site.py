@@ -137,11 +137,11 @@ def mark_iss(rows: list[Row], report: passes.PassReport) -> None:
 
 def mark_coincidences(rows: list[Row], zone_of) -> None:
     """Link each detection to the other observatories' detections of the same moment (`coincidence.together`)."""
-    moments = sorted(((row.stamp.replace(tzinfo=zone_of(row.obs_id)), row) for row in rows),
+    moments = sorted(((coincidence.instant(row.stamp, zone_of(row.obs_id)), row) for row in rows),
                      key=lambda moment: moment[0])
     for i, (when, row) in enumerate(moments):
         for later, other in moments[i + 1:]:
-            if (later - when).total_seconds() > coincidence.WINDOW_S:
+            if later - when > coincidence.WINDOW_S:
                 break
             if coincidence.together((row.obs_id, row.stamp), (other.obs_id, other.stamp), zone_of):
                 row.seen_also.append(other)

@@ -144,6 +144,14 @@ def test_next_run_is_the_next_local_time():
             server.parse_hhmm(bad)
 
 
+@pytest.mark.parametrize("evening, hours", [(datetime(2021, 3, 27, 20, 0), 12), (datetime(2021, 10, 30, 20, 0), 14),
+                                            (datetime(2021, 11, 6, 20, 0), 13)])
+def test_the_page_waits_as_the_clock_runs_over_a_change_of_summer_time(evening, hours):
+    """From 20:00 to the next 09:00 is 12 h on the night summer time starts and 14 h on the night it ends: the
+    page is built at 09:00 local, not an hour late or early."""
+    assert server.seconds_until_next(evening.replace(tzinfo=ZoneInfo("Europe/Madrid")), "0900") == hours * 3600
+
+
 def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     env = service_env(tmp_path / "store")
     for key, value in env.items():

@@ -93,6 +93,15 @@ def test_coincidences_across_observatories_in_their_own_zones():
     assert seen == {"a": ["c", "d"], "b": ["c", "d"], "c": ["a", "b", "d"], "d": ["a", "b", "c"], "e": []}
 
 
+def test_coincidences_across_the_start_of_summer_time():
+    """Clocks jump from 02:00 to 03:00: 01:59:55 and 03:00:02 that night are 7 s apart, not an hour."""
+    rows = [site.Row("obs01", "a", datetime(2021, 3, 28, 1, 59, 55), 0.9, "i"),
+            site.Row("obs02", "b", datetime(2021, 3, 28, 3, 0, 2), 0.9, "i"),
+            site.Row("obs02", "c", datetime(2021, 3, 28, 3, 0, 40), 0.9, "i")]
+    site.mark_coincidences(rows, lambda obs_id: ZoneInfo("Europe/Madrid"))
+    assert {row.id: [other.id for other in row.seen_also] for row in rows} == {"a": ["b"], "b": ["a"], "c": []}
+
+
 def test_camera_clock_zones_come_from_the_observatories_else_the_service():
     from gualta import coincidence
 
