@@ -169,20 +169,22 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     return record["telegram_status"]
 
 
-def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S) -> list[str]:
+def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S,
+                  records: dict | None = None) -> list[str]:
     """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
     was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
-    (the channel is still down) or budget_s has passed (the rest stay failed). Return the keys of the records now
-    posted."""
+    (the channel is still down) or budget_s has passed (the rest stay failed). `records`: the detection records read
+    already ({key: record}; those reposted are updated in it). Return the keys of the records now posted."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return []
     stored = night_detections(target, night)
+    records = {} if records is None else records
     deadline, reposted = time.monotonic() + budget_s, []
     try:
         for obs_id, frame_id, _ in sorted(stored, key=lambda found: found[2]):
             key = store.detection_key(night, obs_id, frame_id)
-            record = store.read_json(target, key)
+            record = records[key] if key in records else store.read_json(target, key)
             if not awaits_post(record, now):
                 continue
             if out_of_time(deadline, night, budget_s):

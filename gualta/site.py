@@ -92,11 +92,22 @@ def _score(value) -> float | None:
     return float(value) if type(value) in (int, float) and 0 <= value <= 1 else None
 
 
-def read_rows(target: store.Store, night: str) -> list[Row]:
-    """The night's detection records in time order; malformed records show with what can be read."""
+def night_records(target: store.Store, night: str) -> dict:
+    """{key: record} of the night's stored detections, read concurrently."""
+    return store.read_json_many(target, [store.detection_key(night, obs_id, frame)
+                                         for obs_id, frame, _ in coincidence.stored_detections(target, night)])
+
+
+def read_rows(target: store.Store, night: str, known: dict | None = None) -> list[Row]:
+    """The night's detection records in time order, read concurrently but for those `known` holds (read already);
+    malformed records show with what can be read."""
+    stored = coincidence.stored_detections(target, night)
+    keys = [store.detection_key(night, obs_id, frame) for obs_id, frame, _ in stored]
+    known = known or {}
+    records = {**store.read_json_many(target, [key for key in keys if key not in known]), **known}
     rows = []
-    for obs_id, frame, stamp in coincidence.stored_detections(target, night):
-        record = store.read_json(target, store.detection_key(night, obs_id, frame))
+    for (obs_id, frame, stamp), key in zip(stored, keys):
+        record = records.get(key)
         record = record if isinstance(record, dict) else {}
         rows.append(Row(obs_id, frame, stamp, _score(record.get("score")), store.image_key(night, obs_id, frame),
                         _text(record.get("flag")), _text(record.get("model")),
@@ -118,9 +129,8 @@ def group_consecutive(rows: list[Row], gap_s: float = GROUP_GAP_S) -> list[list[
 def read_logs(target: store.Store, night: str) -> dict[str, dict]:
     """{obs_id: {"start": record, "end": record}} from the night's logs."""
     logs: dict[str, dict] = {}
-    for key in target.keys(f"logs/{night}/"):
+    for key, record in store.read_json_many(target, target.keys(f"logs/{night}/")).items():
         obs_id, _, kind = key.rpartition("/")[2].removesuffix(".json").rpartition("_")
-        record = store.read_json(target, key)
         if payload.OBS_ID.fullmatch(obs_id) and kind in payload.LOG_KINDS and isinstance(record, dict):
             logs.setdefault(obs_id, {})[kind] = record
     return logs
@@ -148,9 +158,9 @@ def mark_coincidences(rows: list[Row], zone_of) -> None:
                 other.seen_also.append(row)
 
 
-def sections(target: store.Store, night: str, env) -> list[Section]:
+def sections(target: store.Store, night: str, env, known: dict | None = None) -> list[Section]:
     """Every observatory seen this night (detections, logs or configuration), in obs_id order."""
-    rows = read_rows(target, night)
+    rows = read_rows(target, night, known)
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
     mark_coincidences(rows, coincidence.zones_from_env(env))
@@ -199,12 +209,13 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
-def build_day(target: store.Store, night: str, env, now: datetime | None = None) -> dict:
-    """Write night's page (and index.html if it is the latest) and what it was made from; return a summary."""
+def build_day(target: store.Store, night: str, env, now: datetime | None = None, known: dict | None = None) -> dict:
+    """Write night's page (and index.html if it is the latest) and what it was made from; return a summary.
+    `known`: detection records read already ({key: record}), not read again."""
     check_night(night)
     now = now or datetime.now(timezone.utc)
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
-    parts = sections(target, night, env)
+    parts = sections(target, night, env, known)
     known = sorted(set(page_nights(target)) | {night})
     later = [n for n in known if n > night]
     html = render_day(night, parts, [n for n in known if n < night], later, now.astimezone(service_env.timezone(env)))
@@ -223,8 +234,8 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None)
 def page_inputs(target: store.Store, night: str) -> list[str]:
     """What a night's page is made from: its detections' keys, and its logs' keys with a digest of their content (a
     log is replaced under its key when a night is reported again)."""
-    logs = [f"{key} {hashlib.sha256(target.get(key) or b'').hexdigest()[:16]}"
-            for key in sorted(target.keys(f"logs/{night}/"))]
+    logs = [f"{key} {hashlib.sha256(data or b'').hexdigest()[:16]}"
+            for key, data in sorted(store.get_many(target, target.keys(f"logs/{night}/")).items())]
     return sorted(target.keys(f"detections/{night}/")) + logs
 
 
@@ -259,8 +270,9 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     if day is not None:
         return build_day(target, check_night(day), env, now)
     night = default_night(now, env)
-    reposted = ingest.repost_failed(target, night, env, now)
-    summary = {**build_day(target, night, env, now), "reposted": reposted}
+    records = night_records(target, night)            # read once, for posting again and for the page
+    reposted = ingest.repost_failed(target, night, env, now, records=records)
+    summary = {**build_day(target, night, env, now, records), "reposted": reposted}
     stale = stale_nights(target, summary["night"])
     summary["refreshed"] = [build_day(target, earlier, env, now)["night"] for earlier in stale]
     return summary

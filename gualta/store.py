@@ -17,10 +17,12 @@ import mimetypes
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+READ_WORKERS = 8        # concurrent reads of many small objects (one S3 request each; boto3's pool holds 10)
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 MODEL_PREFIX = "models/guAlta_latest_version"
 MODEL_META = f"{MODEL_PREFIX}.json"                                   # what clients read first
@@ -245,10 +247,28 @@ def write_json(store: Store, key: str, record: dict, create: bool = False) -> bo
 
 def read_json(store: Store, key: str):
     """A stored JSON value, or None if the key is missing or does not hold valid JSON."""
-    data = store.get(key)
+    return parse_json(store.get(key))
+
+
+def parse_json(data: bytes | None):
+    """JSON bytes as a value; None for no bytes or bytes that are not valid JSON."""
     if data is None:
         return None
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+def get_many(store: Store, keys: list[str], workers: int = READ_WORKERS) -> dict[str, bytes | None]:
+    """{key: store.get(key)} for many keys, read concurrently (a night's records on S3 are a request each); a
+    StoreError of any read is raised."""
+    if len(keys) < 2:
+        return {key: store.get(key) for key in keys}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(keys, pool.map(store.get, keys)))
+
+
+def read_json_many(store: Store, keys: list[str]) -> dict:
+    """{key: read_json(store, key)} for many keys, read concurrently (`get_many`)."""
+    return {key: parse_json(data) for key, data in get_many(store, keys).items()}

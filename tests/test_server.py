@@ -187,8 +187,11 @@ def test_a_store_that_fails_under_the_service_answers_503_and_the_retry_is_store
         refused = upload(child.url, body)
         assert (refused.status_code, refused.json()) == (503, {"error": "store unavailable, retry later"})
         assert not (root / "detections").exists()
-        assert any("store unavailable: cannot write imgs/20260916/obs01_20260916224510.jpeg" in line
-                   for line in child.lines)
+        deadline = time.monotonic() + 10                              # the child's log line is read by a thread
+        while not any("store unavailable: cannot write imgs/20260916/obs01_20260916224510.jpeg" in line
+                      for line in child.lines):
+            assert time.monotonic() < deadline, list(child.lines)
+            time.sleep(0.05)
         (root / "imgs" / "20260916").unlink()
         assert upload(child.url, body).json()["status"] == "stored"
     assert (root / "detections" / "20260916" / "obs01_20260916224510.json").is_file()

@@ -56,6 +56,26 @@ def test_concurrent_create_has_one_winner(backend):
     assert backend.get("detections/20260916/obs01_race.json") == f"{winners[0]}".encode()
 
 
+def test_many_records_read_together(backend):
+    """A night's records read concurrently: each key with its own value, a missing one or one that is not JSON as
+    None, as read one by one."""
+    keys = [f"detections/20260916/obs{o:02d}_20260916{230000 + s:06d}.json" for o in range(1, 4) for s in range(20)]
+    for i, key in enumerate(keys):
+        store.write_json(backend, key, {"n": i})
+    backend.put("detections/20260916/obs09_20260916230000.json", b"{not json")
+    wanted = [*keys, "detections/20260916/obs09_20260916230000.json", "detections/20260916/obs09_missing.json"]
+    got = store.read_json_many(backend, wanted)
+    assert list(got) == wanted
+    assert [got[key] for key in keys] == [{"n": i} for i in range(len(keys))] and list(got.values())[-2:] == [None] * 2
+    assert store.read_json_many(backend, []) == {}
+
+
+def test_a_failed_read_among_many_is_a_store_error():
+    dead = store.S3Store(BUCKET, endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(store.StoreError):
+        store.read_json_many(dead, [f"detections/20260916/obs01_2026091623000{s}.json" for s in range(4)])
+
+
 def test_keys_recursive_and_one_level(backend):
     for key in ("20260915.html", "20260916.html", "index.html", "imgs/20260916/a_1.jpeg",
                 "detections/20260916/a_1.json", "detections/20260916/b_2.json", "detections/20260917/a_3.json"):

@@ -5,6 +5,7 @@ import base64
 import json
 import logging
 import os
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -236,6 +237,33 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
     assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+
+
+def test_the_scheduled_job_reads_each_detection_record_once_and_together(root, bot_api, monkeypatch):
+    """Posting again and the page share one read of the night's records, made concurrently (on S3 a request each: a
+    network's night read twice, one record after another, would outlast the page function's time limit); the page
+    shows what posting again changed."""
+    bot_api.fail_status, bot_api.fail_methods = 500, {"sendPhoto"}
+    post(detection(telegram=True))                                                      # 23:15:07: failed
+    bot_api.fail_status = None
+    for frame_id in ("20260916231600", "20260916232030"):
+        post(detection("obs01", frame_id, telegram=True))                               # sent
+    reads, threads, read = {}, set(), store.LocalStore.get
+
+    def counted(self, key):
+        reads[key] = reads.get(key, 0) + 1
+        threads.add(threading.current_thread())
+        return read(self, key)
+
+    monkeypatch.setattr(store.LocalStore, "get", counted)
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json"]
+    assert {key: n for key, n in reads.items() if key.startswith("detections/")} == {
+        f"detections/20260916/obs01_{frame_id}.json": 1
+        for frame_id in ("20260916231507", "20260916231600", "20260916232030")}
+    assert threads - {threading.main_thread()}                                        # read by a pool
+    page = (root / "20260916.html").read_text()
+    assert page.count("Telegram: sent") == 3 and "Telegram: failed" not in page
 
 
 def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, bot_api, monkeypatch, caplog):
