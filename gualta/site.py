@@ -209,13 +209,13 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
-def build_day(target: store.Store, night: str, env, now: datetime | None = None, known: dict | None = None) -> dict:
+def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None) -> dict:
     """Write night's page (and index.html if it is the latest) and what it was made from; return a summary.
-    `known`: detection records read already ({key: record}), not read again."""
+    `records`: detection records read already ({key: record}), not read again."""
     check_night(night)
     now = now or datetime.now(timezone.utc)
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
-    parts = sections(target, night, env, known)
+    parts = sections(target, night, env, records)
     known = sorted(set(page_nights(target)) | {night})
     later = [n for n in known if n > night]
     html = render_day(night, parts, [n for n in known if n < night], later, now.astimezone(service_env.timezone(env)))
