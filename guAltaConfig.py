@@ -25,7 +25,7 @@ guAlta_streak_check = True                      # report a thin streak in one fr
 guAlta_cloud_check = True                       # flag a candidate with no streak explained by clouds changing next door
 guAlta_report_flagged = False                   # report flagged detections anyway (with flag "satellite" or "cloud")
 guAlta_threads = 0                              # model threads (0: one per CPU core)
-guAlta_batch_size = 16                          # frames per model call in batch runs
+guAlta_batch_size = 16                          # frames per model call (4 on a Pi short of memory: README "Speed")
 
 # Central service — only on the machine running `python guAlta.py serve` / `site`. API keys come from the
 # environment (GUALTA_API_KEYS="obs01:key,obs02:key"), the Telegram token from GUALTA_TELEGRAM_TOKEN: never here.
