@@ -83,9 +83,9 @@ def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
 
 
 def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_night, tiny_model, tmp_path):
-    """The systemd unit's ExecStart, run in its WorkingDirectory with its environment file: the night the watcher
-    closes (here when the next night's folder appears) is written to scores/YYYYMMDD.csv as a batch run writes it;
-    SIGTERM stops it cleanly."""
+    """The systemd unit's ExecStart, run in its WorkingDirectory with its settings in the environment (as its
+    EnvironmentFile gives them): the night the watcher closes (here when the next night's folder appears) is written
+    to scores/YYYYMMDD.csv as a batch run writes it; SIGTERM stops it cleanly."""
     import signal
     import time
 
