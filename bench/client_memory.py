@@ -66,8 +66,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for size in sizes:
                 results[size].append(run(night, size, args.threads, scratch / f"{size}.csv"))
-        decisions = {size: [(row["file"], row["detection"], row["flag"]) for row in read_scores(scratch / f"{size}.csv")]
-                     for size in sizes}
+        decisions = {size: [(row["file"], row["detection"], row["flag"])
+                            for row in read_scores(scratch / f"{size}.csv")] for size in sizes}
     print(f"night {night.name}: {len(allsky.list_frames(night))} frames, shipped model, {args.threads} model "
           f"thread(s), median of {args.repeats} fresh processes")
     base_memory = statistics.median(memory for memory, _ in results[sizes[0]])

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
@@ -115,11 +115,13 @@ def read_rows(target: store.Store, night: str, known: dict | None = None) -> lis
     return sorted(rows, key=lambda row: (row.obs_id, row.stamp))
 
 
-def group_consecutive(rows: list[Row], gap_s: float = GROUP_GAP_S) -> list[list[Row]]:
-    """Split one observatory's time-ordered rows into runs whose neighbours are at most gap_s apart."""
+def group_consecutive(rows: list[Row], gap_s: float = GROUP_GAP_S, zone: tzinfo = timezone.utc) -> list[list[Row]]:
+    """Split one observatory's time-ordered rows into runs whose neighbours are at most gap_s apart (as the clock
+    runs in its camera's zone: across the start of summer time 01:59:30 and 03:00:00 are 30 s apart)."""
     groups: list[list[Row]] = []
     for row in rows:
-        if groups and (row.stamp - groups[-1][-1].stamp).total_seconds() <= gap_s:
+        if groups and (coincidence.instant(row.stamp, zone) - coincidence.instant(groups[-1][-1].stamp, zone)
+                       <= gap_s):
             groups[-1].append(row)
         else:
             groups.append([row])
@@ -158,12 +160,13 @@ def mark_coincidences(rows: list[Row], zone_of) -> None:
                 other.seen_also.append(row)
 
 
-def sections(target: store.Store, night: str, env, known: dict | None = None) -> list[Section]:
+def sections(target: store.Store, night: str, env, records: dict | None = None) -> list[Section]:
     """Every observatory seen this night (detections, logs or configuration), in obs_id order."""
-    rows = read_rows(target, night, known)
+    rows = read_rows(target, night, records)
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
-    mark_coincidences(rows, coincidence.zones_from_env(env))
+    zone_of = coincidence.zones_from_env(env)
+    mark_coincidences(rows, zone_of)
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys())
     reports = passes.night_passes(obs_ids, night, env)
     result = []
@@ -173,7 +176,7 @@ def sections(target: store.Store, night: str, env, known: dict | None = None) ->
         end, start = logs.get(obs_id, {}).get("end", {}), logs.get(obs_id, {}).get("start", {})
         total = end.get("total")
         result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
-                              group_consecutive(own), total if type(total) is int else None,
+                              group_consecutive(own, zone=zone_of(obs_id)), total if type(total) is int else None,
                               _text(start.get("processed") or start.get("received")),
                               _text(end.get("processed") or end.get("received")), reports[obs_id]))
     return result

@@ -80,6 +80,14 @@ def test_consecutive_grouping_boundary():
     assert [len(g) for g in site.group_consecutive(rows)] == [2, 2, 1]      # 60 s joins, 61 s splits
 
 
+def test_consecutive_detections_across_the_start_of_summer_time():
+    """01:59:30 and 03:00:00 on the night clocks jump an hour are consecutive frames, 30 s apart: one run (a
+    possible satellite), as the clock runs in the camera's zone."""
+    rows = [site.Row("obs01", f"{i}", datetime(2021, 3, 28, *hms), 0.9, "i")
+            for i, hms in enumerate([(1, 59, 0), (1, 59, 30), (3, 0, 0), (3, 5, 0)])]
+    assert [len(g) for g in site.group_consecutive(rows, zone=ZoneInfo("Europe/Madrid"))] == [3, 1]
+
+
 def test_coincidences_across_observatories_in_their_own_zones():
     madrid, london = ZoneInfo("Europe/Madrid"), ZoneInfo("Europe/London")
     at = datetime(2026, 9, 16, 23, 15, 7)                                  # Madrid = London + 1 h
