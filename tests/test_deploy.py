@@ -1,14 +1,18 @@
-"""The deployment recipes in deploy/ as an operator installs them: the cron line runs as written."""
+"""The deployment recipes in deploy/ as an operator installs them: the cron line and the unit's command run as
+written."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from gualta import allsky
-from gualta.detect import read_scores
+from gualta.detect import read_scores, run_batch
+from gualta.report import Outbox
 from gualta.server import ChildServer
-from helpers_client import copy_night
+from helpers_client import copy_night, settings
 from helpers_service import KEYS, REPO, child_env, service_env
 
 CRON = REPO / "deploy" / "guAlta-batch.cron"
@@ -86,12 +90,6 @@ def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_ni
     """The systemd unit's ExecStart, run in its WorkingDirectory with its settings in the environment (as its
     EnvironmentFile gives them): the night the watcher closes (here when the next night's folder appears) is written
     to scores/YYYYMMDD.csv as a batch run writes it; SIGTERM stops it cleanly."""
-    import signal
-    import time
-
-    from gualta.detect import run_batch
-    from helpers_client import settings
-
     [command] = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
     home = tmp_path / "guAlta"
     home.mkdir()
@@ -129,8 +127,6 @@ def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_ni
 
 def decided(outbox: Path, night: str = "20211110") -> int:
     """How many of the night's frames the watcher has decided (0 before its outbox exists)."""
-    from gualta.report import Outbox
-
     if not outbox.exists():
         return 0
     with Outbox(outbox) as box:
