@@ -85,7 +85,7 @@ def main() -> None:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     try:
-        host, port = moto._server.server_address[:2]
+        host, port = moto.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         client = store.s3_client(endpoint)
         client.create_bucket(Bucket=BUCKET)
