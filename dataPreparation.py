@@ -16,11 +16,11 @@ from datetime import datetime
 from pathlib import Path
 
 from gualta import allsky, dataset
-from gualta.cli import run_subcommand
+from gualta.cli import positive_int, run_subcommand
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
-from gualta.simulate import SCENARIOS
+from gualta.simulate import SCENARIOS, NightExists
 
 
 def folder(text: str) -> Path:
@@ -52,14 +52,6 @@ def clock_time(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an HH:MM time: {text}") from None
     return text
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
 
 
 def event_rates(text: str):
@@ -169,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_subcommand(build_parser(), argv, (dataset.DatasetError,))
+    return run_subcommand(build_parser(), argv, (dataset.DatasetError, NightExists))
 
 
 if __name__ == "__main__":

@@ -380,14 +380,22 @@ def as_model(model, threads: int | None = None):
     return FastaiModel(model)
 
 
+def training_run(out_dir: Path, model_path: str | Path | None) -> Path | None:
+    """The run folder whose training history (history.csv, losses.csv) the loss curves show: the report folder
+    (train evaluates into its run), else the evaluated model file's folder; None when neither has one."""
+    folders = [out_dir] + ([Path(model_path).parent] if model_path else [])
+    return next((d for d in folders if (d / "history.csv").is_file() and (d / "losses.csv").is_file()), None)
+
+
 def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, threshold: float,
                   top_n: int, cam_per_group: int) -> dict[str, str]:
     """confusion_matrix.png, loss_curves.png (if the run has a history), top_losses.png/.csv, cam.png (fastai)."""
     written = {}
     plot_confusion(pred, out_dir / "confusion_matrix.png", threshold)
     written["confusion_matrix"] = "confusion_matrix.png"
-    if (out_dir / "history.csv").is_file() and (out_dir / "losses.csv").is_file():
-        plot_loss_curves(pd.read_csv(out_dir / "history.csv"), pd.read_csv(out_dir / "losses.csv"),
+    run_dir = training_run(out_dir, getattr(model, "path", None))
+    if run_dir is not None:
+        plot_loss_curves(pd.read_csv(run_dir / "history.csv"), pd.read_csv(run_dir / "losses.csv"),
                          out_dir / "loss_curves.png")
         written["loss_curves"] = "loss_curves.png"
     worst = top_losses(pred, top_n)

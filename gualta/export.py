@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -34,6 +35,8 @@ from torch import nn
 
 from gualta.model import PREPROCESSING, learner_info
 from gualta.store import Store, open_store, read_json
+
+log = logging.getLogger(__name__)
 
 OPSET = 17
 MODELS_FOLDER = "models"
@@ -241,6 +244,21 @@ def published_versions(models: Store) -> list[int]:
     return versions
 
 
+def metrics_beside(model_path: Path) -> dict | None:
+    """The summary of the metrics.json beside a model, when it was written after the model (an older one is the
+    evaluation of a model trained before into the same folder)."""
+    metrics_path = model_path.parent / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    if metrics_path.stat().st_mtime < model_path.stat().st_mtime:
+        log.warning("%s is older than %s: it is not this model's evaluation, published without metrics",
+                    metrics_path, model_path)
+        return None
+    from gualta.evaluate import metrics_summary
+
+    return metrics_summary(json.loads(metrics_path.read_text()))
+
+
 def publish_model(model_path: str | Path, store_location: str | Path, version: int | None = None,
                   metrics: dict | None = None, s3_endpoint: str | None = None) -> dict:
     """Write an ONNX model into a store's models/ (a folder, or s3://bucket[/prefix]) as version N (default: the
@@ -251,16 +269,18 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     """
     import onnx
 
-    from gualta.evaluate import metrics_summary
-
     model_path = Path(model_path)
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
     proto = read_onnx(model_path)
     store = open_store(store_location, s3_endpoint)
-    version = version or max(published_versions(store), default=0) + 1
-    if metrics is None and (model_path.parent / "metrics.json").is_file():
-        metrics = metrics_summary(json.loads((model_path.parent / "metrics.json").read_text()))
+    published = published_versions(store)
+    if version in published:
+        raise ValueError(f"version {version} is already published: a published model is never replaced, "
+                         f"publish this one as a new version (default: {max(published) + 1})")
+    version = version or max(published, default=0) + 1
+    if metrics is None:
+        metrics = metrics_beside(model_path)
 
     props = props_of(proto)
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})

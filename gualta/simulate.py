@@ -834,17 +834,33 @@ def night_frames(start: datetime, end_hhmm: str = "08:00", interval_s: int = all
     return int((end - start).total_seconds() // interval_s)
 
 
+class NightExists(ValueError):
+    """The night folder already holds frames: a second night written into it would mix two skies under one
+    ground truth."""
+
+
+def start_of(night_date: str, start: str) -> datetime:
+    """The first frame's time: HH:MM on the evening of night_date (an after-midnight start: the morning after)."""
+    hour, minute = (int(part) for part in start.split(":"))
+    start_time = datetime.strptime(night_date, allsky.NIGHT_FORMAT).replace(hour=hour, minute=minute)
+    return start_time + timedelta(days=1) if hour < allsky.NOON else start_time
+
+
+def refuse_filled(folder: Path) -> None:
+    """Raise NightExists when `folder` already holds AllSky frames."""
+    if folder.is_dir() and any(allsky.frame_time(entry.name) for entry in folder.iterdir()):
+        raise NightExists(f"{folder} already holds frames: simulate into another folder (--out) or remove it")
+
+
 def simulate_night(out_root: str | Path, night_date: str, frames: int | None = None, start: str = "20:00",
                    seed: int = 0, scenario: str = "mixed", rates: Rates | None = None,
                    workers: int | None = None, progress: bool = True) -> Path:
     """Write one night in AllSky layout (OUT/YYYYMMDD/image-*.jpg) with ground_truth.csv and night.json."""
-    hour, minute = (int(part) for part in start.split(":"))
-    start_time = datetime.strptime(night_date, allsky.NIGHT_FORMAT).replace(hour=hour, minute=minute)
-    if hour < allsky.NOON:                 # an after-midnight start belongs to the evening of night_date
-        start_time += timedelta(days=1)
+    start_time = start_of(night_date, start)
+    folder = Path(out_root) / allsky.night_of(start_time)
+    refuse_filled(folder)
     frames = frames or night_frames(start_time)
     plan = plan_night(seed, start_time, frames, scenario, rates)
-    folder = Path(out_root) / allsky.night_of(start_time)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(index, str(folder)) for index in range(frames)]
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -885,5 +901,8 @@ def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = 
                     workers: int | None = None, rates: Rates | None = None) -> list[Path]:
     """Write `nights` consecutive nights; night i uses seed `seed + i` (each night reproducible on its own)."""
     first = datetime.strptime(first_date, allsky.NIGHT_FORMAT) if first_date else default_first_date(seed)
-    return [simulate_night(out_root, (first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT), frames, start,
-                           seed + i, scenario, rates, workers) for i in range(nights)]
+    dates = [(first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT) for i in range(nights)]
+    for night_date in dates:            # all refused before any is written
+        refuse_filled(Path(out_root) / allsky.night_of(start_of(night_date, start)))
+    return [simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
+            for i, night_date in enumerate(dates)]

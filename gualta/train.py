@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta.cli import run_subcommand
+from gualta.cli import positive_int, run_subcommand
 from gualta.dataset import INDEX, write_image
 from gualta.model import CLASSES, INPUT_KINDS
-from gualta.preprocess import TRAIN_SIZE, read_gray, resize_area
+from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,9 @@ def run(config: TrainConfig, evaluate: bool = True, threshold: float | None = No
     from gualta import evaluate as evaluation
 
     result = train(config)
-    if evaluate:
+    if evaluate and evaluation.test_rows(config.dataset).empty:
+        log.warning("no test nights in %s: the model is not evaluated", config.dataset)
+    elif evaluate:
         result.summary["test"] = evaluation.evaluate(
             result.learn, config.dataset, result.run_dir, threshold=threshold or evaluation.THRESHOLD)
     return result
@@ -478,16 +480,34 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from gualta.evaluate import evaluate, format_summary
+    from gualta.evaluate import evaluate, format_summary, test_rows
 
-    metrics = evaluate(args.model, args.dataset, args.out, threshold=args.threshold, threads=args.threads)
+    if test_rows(args.dataset).empty:
+        raise TrainError(f"no test nights in {args.dataset / INDEX}: prepare the dataset with --test-nights or "
+                         "--test-fraction")
+    metrics = evaluate(opened_model(args.model, args.threads), args.dataset, args.out, threshold=args.threshold)
     print(format_summary(metrics))
+
+
+def opened_model(path: Path, threads: int):
+    """A model file loaded for evaluation; one that is missing says so, one that cannot be loaded is a TrainError
+    with the reason (a truncated ONNX, a foreign pickle, another format)."""
+    from gualta.model import load_model
+
+    try:
+        return load_model(path, threads=threads)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise TrainError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from gualta.export import export_onnx
     from gualta.model import FastaiModel
 
+    if args.model.suffix.lower() != ".pkl":
+        raise TrainError(f"export reads a fastai .pkl (train writes model.pkl): {args.model}")
     path = export_onnx(FastaiModel(args.model).learn, args.out)
     print(f"export: {path}")
 
@@ -542,16 +562,16 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with index.csv")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--arch", choices=ARCHS, default="resnet34")
-    parser.add_argument("--size", type=int, default=224, help="network input side (px)")
-    parser.add_argument("--epochs", type=int, default=35)
+    parser.add_argument("--size", type=positive_int, default=224, help="network input side (px)")
+    parser.add_argument("--epochs", type=positive_int, default=35)
     parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate")
-    parser.add_argument("--bs", type=int, default=32, help="batch size")
+    parser.add_argument("--bs", type=positive_int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                         help="start from ImageNet weights (default; needs internet once); offline: --no-pretrained")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--balance", choices=BALANCES, default="downsample")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience (epochs)")
     parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--min-snr", type=float, default=0.0,
@@ -588,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--dataset", type=Path, required=True)
     evaluate_cmd.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate_cmd.add_argument("--threshold", type=float, default=0.85)
-    evaluate_cmd.add_argument("--threads", type=int, default=1)
+    evaluate_cmd.add_argument("--threads", type=positive_int, default=1)
     evaluate_cmd.set_defaults(run=cmd_evaluate)
 
     export_cmd = commands.add_parser("export", help="ONNX from a fastai .pkl")
@@ -600,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize_cmd.add_argument("--model", type=Path, required=True, help="model.onnx")
     quantize_cmd.add_argument("--night", type=Path, required=True, help="a night folder of the camera's frames")
     quantize_cmd.add_argument("--out", type=Path, required=True)
-    quantize_cmd.add_argument("--pairs", type=int, default=64, help="frame pairs to calibrate on, spread over the night")
+    quantize_cmd.add_argument("--pairs", type=positive_int, default=64, help="frame pairs to calibrate on, spread over the night")
     quantize_cmd.set_defaults(run=cmd_quantize)
 
     halve_cmd = commands.add_parser("halve", help="a copy of an ONNX model with its weights stored in float16")
@@ -612,14 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--model", type=Path, required=True)
     publish_cmd.add_argument("--store", required=True, help="a store folder, or s3://bucket[/prefix] "
                              "(GUALTA_S3_ENDPOINT for a non-AWS endpoint)")
-    publish_cmd.add_argument("--version", type=int, help="default: the next version")
+    publish_cmd.add_argument("--version", type=positive_int, help="default: the next version")
     publish_cmd.set_defaults(run=cmd_publish)
 
     raw_cmd = commands.add_parser("raw-dataset", help="the raw-frame twin of a difference dataset")
     raw_cmd.add_argument("--dataset", type=Path, required=True, help="difference dataset (its index.csv)")
     raw_cmd.add_argument("--nights", type=Path, required=True, help="root of the nights it was built from")
     raw_cmd.add_argument("--out", type=Path, required=True)
-    raw_cmd.add_argument("--workers", type=int, default=1, help="processes")
+    raw_cmd.add_argument("--workers", type=positive_int, default=1, help="processes")
     raw_cmd.set_defaults(run=cmd_raw_dataset)
 
     fusion_cmd = commands.add_parser("fusion", help="compare rules fusing difference and raw-frame scores")
@@ -633,8 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_subcommand(build_parser(), argv, (TrainError, FileNotFoundError))
+    return run_subcommand(build_parser(), argv, (TrainError, BadFrame, FileNotFoundError))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so that its TrainError is the one gualta.evaluate raises (not __main__'s twin)
+    from gualta import train as imported
+
+    sys.exit(imported.main())

@@ -470,6 +470,12 @@ def test_cli_simulate_then_prepare(tmp_path):
                "--seed", "1", "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert "simulate: 2 nights (20211110, 20211111)" in done.stdout
+    before = sorted(p.name for p in (tmp_path / "sim").rglob("*"))
+    done = cli("simulate", "--out", str(tmp_path / "sim"), "--nights", "2", "--frames", "2", "--date", "20211109",
+               "--seed", "5", "--workers", "1")        # its second night is 20211110: the first would be written
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{tmp_path / 'sim' / '20211110'} already holds frames" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "sim").rglob("*")) == before     # neither night written
     done = cli("prepare", "--nights", str(tmp_path / "sim"), "--test-nights", "20211111", "--out", str(tmp_path / "d"))
     assert done.returncode == 0, done.stderr
     index = pd.read_csv(tmp_path / "d" / "index.csv", dtype={"night": str})

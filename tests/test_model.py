@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,6 +201,11 @@ def test_publish_versions_and_hashes(tiny_run, tmp_path):
     assert second["version"] == 2 and second["sha256"] != first["sha256"]      # the version is in the file
     assert publish_model(onnx_path, store, version=7)["version"] == 7
     assert publish_model(onnx_path, store)["version"] == 8
+    published = (models / "guAlta_v7.onnx").read_bytes()
+    with pytest.raises(ValueError, match="version 7 is already published"):
+        publish_model(onnx_path, store, version=7)
+    assert (models / "guAlta_v7.onnx").read_bytes() == published
+    assert json.loads((models / "guAlta_latest_version.json").read_text())["version"] == 8
     with pytest.raises(ValueError, match="ONNX"):
         publish_model(tiny_run.run_dir / "model.pkl", store)
 
@@ -274,6 +280,21 @@ def test_halving_what_is_not_an_onnx_model_is_a_clear_error(tmp_path, capsys):
         main(["halve", "--model", str(broken), "--out", str(tmp_path / "half.onnx")])
     assert stop.value.code == 2 and "is not a readable ONNX model" in capsys.readouterr().err
     assert not (tmp_path / "half.onnx").exists()
+
+
+def test_an_evaluation_older_than_the_model_is_not_published_with_it(tiny_run, tmp_path, caplog):
+    """A model trained again into its run folder without evaluation leaves the previous model's metrics.json there:
+    not this model's figures."""
+    from gualta.export import publish_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.onnx", "metrics.json"):
+        (run / name).write_bytes((tiny_run.run_dir / name).read_bytes())
+    assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"]["n_test"] > 0   # evaluated after
+    os.utime(run / "metrics.json", (0, 0))
+    assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"] == {}
+    assert "is older than" in caplog.text
 
 
 def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):

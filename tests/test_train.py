@@ -3,7 +3,11 @@ a tiny simulated dataset (every report artefact), the CLI, and the raw-frame mod
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -161,6 +165,80 @@ def test_cli_errors_exit_cleanly(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--no-pretrained"])
     assert exit_info.value.code == 2
+
+
+def test_the_module_run_as_a_script_says_its_errors_in_one_line(tmp_path):
+    """`python -m gualta.train` (the README's command): a dataset without index.csv, found by gualta.evaluate, is
+    the same one-line error as in-process, not a traceback."""
+    done = subprocess.run([sys.executable, "-m", "gualta.train", "evaluate", "--model", str(tmp_path / "m.onnx"),
+                           "--dataset", str(tmp_path), "--out", str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "evaluate: error: no index.csv in" in done.stderr
+
+
+def copy_dataset(source: Path, target: Path, keep) -> Path:
+    """A copy of a dataset holding only the index rows `keep` selects."""
+    shutil.copytree(source, target)
+    index = train.read_index(target)
+    index[keep(index)].to_csv(target / "index.csv", index=False)
+    return target
+
+
+def test_a_dataset_without_test_nights_trains_unevaluated_and_cannot_be_evaluated(tiny_dataset, tmp_path, capsys,
+                                                                                 caplog):
+    data = copy_dataset(tiny_dataset[1], tmp_path / "no-test", lambda index: index["dataset"] != "test")
+    out = tmp_path / "run"
+    assert train.main(["train", "--dataset", str(data), "--out", str(out), "--arch", "resnet18", "--size", "32",
+                       "--epochs", "1", "--bs", "8", "--threads", "1", "--no-pretrained"]) == 0
+    assert (out / "model.onnx").is_file() and not (out / "metrics.json").exists()
+    assert "no test nights" in caplog.text and "the model is not evaluated" in caplog.text
+    with pytest.raises(SystemExit) as stop:
+        train.main(["evaluate", "--model", str(out / "model.onnx"), "--dataset", str(data), "--out", str(out)])
+    assert stop.value.code == 2 and "no test nights in" in capsys.readouterr().err
+
+
+def test_evaluating_what_cannot_be_read_is_a_clear_error(tiny_run, tiny_dataset, tmp_path, capsys):
+    data = tiny_dataset[1]
+    truncated = tmp_path / "half-copied.onnx"
+    truncated.write_bytes((tiny_run.run_dir / "model.onnx").read_bytes()[:4000])
+    table = tmp_path / "scores.csv"
+    table.write_text("a,b\n")
+    missing_image = copy_dataset(data, tmp_path / "missing", lambda index: index["fn"].notna())
+    test_image = train.read_index(missing_image).query("dataset == 'test'")["fn"].iloc[0]
+    (missing_image / test_image).unlink()
+    model = str(tiny_run.run_dir / "model.onnx")
+    for args, reason in ((["--model", str(truncated), "--dataset", str(data)], "cannot load model"),
+                         (["--model", str(table), "--dataset", str(data)], "unknown model format '.csv'"),
+                         (["--model", model, "--dataset", str(missing_image)], f"{test_image}: cannot read")):
+        with pytest.raises(SystemExit) as stop:
+            train.main(["evaluate", *args, "--out", str(tmp_path / "report")])
+        error = capsys.readouterr().err
+        assert stop.value.code == 2 and reason in error, error
+    with pytest.raises(SystemExit) as stop:
+        train.main(["export", "--model", model, "--out", str(tmp_path / "again.onnx")])
+    assert stop.value.code == 2 and "export reads a fastai .pkl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--bs", "--size", "--patience"])
+def test_counts_below_one_are_refused_before_training(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), option, "0"])
+    assert stop.value.code == 2 and f"argument {option}: must be at least 1: 0" in capsys.readouterr().err
+
+
+def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dataset, tmp_path):
+    report = tmp_path / "report"
+    metrics = train.main(["evaluate", "--model", str(tiny_run.run_dir / "model.pkl"), "--dataset",
+                          str(tiny_dataset[1]), "--out", str(report)])
+    assert metrics == 0 and (report / "loss_curves.png").stat().st_size > 0
+    assert json.loads((report / "metrics.json").read_text())["artefacts"]["loss_curves"] == "loss_curves.png"
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(tiny_run.run_dir / "model.onnx", lone)
+    assert train.main(["evaluate", "--model", str(lone / "model.onnx"), "--dataset", str(tiny_dataset[1]),
+                       "--out", str(lone / "report")]) == 0
+    assert not (lone / "report" / "loss_curves.png").exists()       # no history anywhere: no curves
 
 
 def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
