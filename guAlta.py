@@ -123,7 +123,7 @@ def cmd_flush(args: argparse.Namespace) -> None:
     settings = client_settings(args)
     if not settings.url:
         sys.exit("guAlta flush: guAlta_URL is not set")
-    if settings.outbox.parent.is_dir() and not settings.outbox.exists():      # not made here: never queued to
+    if not settings.outbox.exists():                # not made here (nor its folder): never queued to
         print(f"no outbox at {settings.outbox}: nothing was queued there (check guAlta_outbox)")
         return
     try:

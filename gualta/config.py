@@ -57,8 +57,11 @@ def boolean(value) -> bool:
 
 
 def hhmm(value) -> str:
-    """'2000', '20:00' or 2000 → '2000'."""
-    match = HHMM.fullmatch(f"{value:04d}" if isinstance(value, int) and not isinstance(value, bool) else text(value))
+    """'2000', '20:00' or 2000 → '2000' (the number 800 is '0800'; 20 or 8 alone could be an hour: refused)."""
+    number = isinstance(value, int) and not isinstance(value, bool)
+    if number and 0 < value < 100:
+        raise ValueError(f"could be {value:02d}:00 or 00:{value:02d}: write HHMM, e.g. 2000 or \"20:00\"")
+    match = HHMM.fullmatch(f"{value:04d}" if number else text(value))
     if not match:
         raise ValueError("must be a local time HHMM or HH:MM, e.g. 2000")
     return match.group(1) + match.group(2)

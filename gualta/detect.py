@@ -721,6 +721,7 @@ class NightSummary:
     flagged: int = 0
     seconds: float = 0.0
     pending: int | None = None         # reports left in the outbox (None: uploads off)
+    rejected: int = 0                  # reports the service rejected for good (logged each)
     scores: Path | None = None
     model: str = ""                    # the version of the model that scored the night
     scores_failed: str = ""            # why the scores CSV could not be written to the end
@@ -731,8 +732,11 @@ class NightSummary:
 
     def text(self) -> str:
         uploads = "uploads off" if self.pending is None else (
-            "all reports delivered" if self.pending == 0 else
-            f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`")
+            "all reports delivered" if self.pending == 0 and not self.rejected else
+            f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`"
+            if self.pending else "the other reports delivered")
+        if self.rejected:
+            uploads = f"{self.rejected} report(s) rejected by the service (the log says why); {uploads}"
         scores = f"; scores {self.scores}" if self.scores else ""
         if self.scores_failed:
             scores += f" (incomplete: {self.scores_failed})"
@@ -754,15 +758,23 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         night = Path(folder)
         if not night.is_dir():
             raise ClientError(f"night folder not found: {night}")
-        nights = allsky.night_folders(night)
-        if nights and not allsky.list_frames(night):
+        nights = listing(allsky.night_folders, night)
+        if nights and not listing(allsky.list_frames, night):
             raise ClientError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]}), or "
                               f"leave --folder out to score the latest night under guAlta_main_folder")
         return night
-    night = allsky.latest_night(settings.main_folder)
+    night = listing(allsky.latest_night, settings.main_folder)
     if night is None:
         raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
     return night
+
+
+def listing(lister, folder: str | Path):
+    """lister(folder) (an allsky listing); a folder that cannot be listed (its permissions) is a ClientError."""
+    try:
+        return lister(folder)
+    except OSError as exc:
+        raise ClientError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
 class CsvRows:
@@ -848,7 +860,7 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
         raise ClientError("--catch-up needs --scores DIR/: a night without DIR/YYYYMMDD.csv is one not scored yet")
     latest = resolve_night(settings, None)
     first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
-    return [night for night in allsky.night_folders(settings.main_folder)
+    return [night for night in listing(allsky.night_folders, settings.main_folder)
             if first <= night.name < latest.name and not scores_file(scores, night.name).exists()]
 
 
@@ -858,11 +870,14 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     """Score every frame of a night, write the scores CSV (`scores_file`), report detections (start log,
     detections, end log through the outbox) and return the summary."""
     night = resolve_night(settings, folder)
-    files = allsky.list_frames(night)
+    files = listing(allsky.list_frames, night)
     if not files:
         log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in %s", night)
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
+    if upload and not allsky.is_night_folder(night):
+        raise ClientError(f"uploads name the night by its folder, YYYYMMDD (the evening's date): {night.name} is not "
+                          "one (rename it, or run with --no-upload)")
     if model is None:
         model = open_model(settings, model_path)
         if upload and settings.model_update and not model_path:
@@ -901,6 +916,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         if sender is not None:
             sender.wake()
             summary.pending = sender.close(timeout=10.0)
+            summary.rejected = sender.rejected
         if outbox is not None:
             outbox.close()
     say(summary.text())

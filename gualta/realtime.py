@@ -192,7 +192,12 @@ class NightWatch:
         """Take back the frames decided before a restart."""
         done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
         last_scored = None
-        for frame in allsky.list_frames(self.folder):
+        try:
+            frames = allsky.list_frames(self.folder)
+        except OSError as exc:      # its permissions: the frames decided before are known by name, the rest wait
+            log.warning("cannot list %s: %s", self.folder, exc.strerror or exc)
+            frames = sorted(map(self.folder.joinpath, done), key=allsky.taken_at)
+        for frame in frames:
             if frame.name not in done:          # not handed over yet, or ignored as late
                 continue
             self.frames.append(frame)
@@ -293,7 +298,7 @@ class Watcher:
         self.looked_after_window = False              # the nights ended with the window were looked for
         self.checked_at = -float("inf")
         self.root_mtime: float | None = None
-        self.root_missing = False
+        self.root_problem = ""                        # why guAlta_main_folder cannot be used ('' when it can)
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
@@ -346,8 +351,12 @@ class Watcher:
                 and self.current is not None):
             return
         self.checked_at, self.root_mtime = time.monotonic(), root_mtime
-        self.say_if_root_missing(root_mtime is None)
-        newest = allsky.latest_night(self.settings.main_folder)
+        try:
+            newest = allsky.latest_night(self.settings.main_folder)
+            problem = "not found" if root_mtime is None else ""
+        except OSError as exc:      # its permissions: said like a missing folder, waited for like one
+            newest, problem = None, f"cannot be listed ({exc.strerror or exc})"
+        self.say_if_root_unusable(problem)
         if newest is None or (self.current is not None and newest.name <= self.current.night) \
                 or newest in self.left_nights or newest.name in self.outbox.closed_nights():
             return                  # a night closed (or left, being decided) is not watched again: tonight's is awaited
@@ -367,9 +376,13 @@ class Watcher:
         one of them: frames the camera added after that (at dawn, after the window) are not its to decide."""
         watched = self.outbox.watched_nights()
         skip = {folder.name for folder in self.left_nights} | self.outbox.closed_nights()
-        for folder in allsky.night_folders(self.settings.main_folder):
+        try:
+            folders = allsky.night_folders(self.settings.main_folder)
+        except OSError:             # said by follow_newest_night; looked for again at the next night
+            return
+        for folder in folders:
             if not watched or not watched[0] <= folder.name < before or folder.name in skip \
-                    or not allsky.list_frames(folder):
+                    or not listed_frames(folder):
                 continue
             seen = folder.name in watched
             self.say(f"night {folder.name} was {'left unfinished' if seen else 'not watched'}: deciding its "
@@ -390,14 +403,14 @@ class Watcher:
             self.left_nights.pop(0)
         return True
 
-    def say_if_root_missing(self, missing: bool) -> None:
-        """Warn once when the images root cannot be found (a wrong guAlta_main_folder, a share not mounted yet), and
-        say when it is back."""
-        if missing and not self.root_missing:
-            log.warning("guAlta_main_folder %s not found: waiting for it", self.settings.main_folder)
-        elif self.root_missing and not missing:
+    def say_if_root_unusable(self, problem: str) -> None:
+        """Warn once when the images root cannot be used — not found (a wrong guAlta_main_folder, a share not mounted
+        yet) or not listed (its permissions) — and say when it is back."""
+        if problem and problem != self.root_problem:
+            log.warning("guAlta_main_folder %s %s: waiting for it", self.settings.main_folder, problem)
+        elif self.root_problem and not problem:
             log.info("guAlta_main_folder %s found", self.settings.main_folder)
-        self.root_missing = missing
+        self.root_problem = problem
 
     def end_night(self) -> None:
         if self.current is not None:
@@ -406,6 +419,15 @@ class Watcher:
             self.current = None
             if self.sender is not None:
                 self.sender.wake()
+
+
+def listed_frames(folder: Path) -> list[Path]:
+    """allsky.list_frames; a night folder that cannot be listed (its permissions) is logged and has none for now."""
+    try:
+        return allsky.list_frames(folder)
+    except OSError as exc:
+        log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+        return []
 
 
 def folder_mtime(path: Path) -> float | None:

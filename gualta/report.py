@@ -34,7 +34,9 @@ UPLOAD_ROUTE = "/uploadmeteor"
 TIMEOUT_S = 15
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
-CONFIG_PROBLEMS = (401, 403)          # this observatory's key or obs_id: keep the items, fix the settings
+CONFIG_PROBLEMS = {                   # a settings problem, not the report's: keep the items, fix the settings
+    401: "fix guAlta_api_key / guAlta_obs_id", 403: "fix guAlta_api_key / guAlta_obs_id",
+    404: "no upload route at this address: fix guAlta_URL", 405: "no upload route at this address: fix guAlta_URL"}
 RETRY_STATUSES = (408, 429)           # 4xx that mean "later"
 
 SCHEMA = """
@@ -84,7 +86,7 @@ class Item:
 @dataclass(frozen=True)
 class Outcome:
     """What the service made of one send: 'sent', 'rejected' (permanent), 'retry' (network/5xx) or 'refused'
-    (401/403: a settings problem)."""
+    (401/403/404/405: a settings problem)."""
     kind: str
     detail: str = ""
 
@@ -290,7 +292,7 @@ class ApiClient:
         if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
             return Outcome("retry", reason)
         if response.status_code in CONFIG_PROBLEMS:
-            return Outcome("refused", reason)
+            return Outcome("refused", f"{reason}; {CONFIG_PROBLEMS[response.status_code]}")
         return Outcome("rejected", reason)
 
 
@@ -312,8 +314,7 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False) -> Deli
             else:
                 result.stopped = outcome.detail
                 if outcome.kind == "refused":
-                    log.error("the service refused this observatory's key or obs_id (%s): reports kept in the "
-                              "outbox; fix guAlta_api_key / guAlta_obs_id", outcome.detail)
+                    log.error("the service refused the reports (%s): kept in the outbox", outcome.detail)
                 return result
 
 
@@ -324,6 +325,8 @@ class Sender:
         self.outbox_path, self.client, self.idle_s = Path(outbox_path), client, idle_s
         self._wake, self._stop = threading.Event(), threading.Event()
         self.blocked_until = 0.0
+        self.failures = 0                     # passes stopped in a row: the sender's own backoff
+        self.rejected = 0                     # reports the service rejected for good
         self.last_problem = ""
         self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
         self.thread.start()
@@ -353,14 +356,17 @@ class Sender:
         except sqlite3.Error as exc:          # e.g. a locked database or a full disk: try again shortly
             log.warning("outbox cannot be used now (%s): retrying", exc)
             return 1.0
+        self.rejected += delivery.rejected
         if delivery.stopped:
-            self.last_problem = delivery.stopped
-            due = outbox.next_due() or now + BACKOFF_FIRST_S
+            # the next pass waits for the earliest retry, and at least as long as the outage has lasted (2 s, 4 s …
+            # 5 min): reports not tried yet would otherwise be tried, and warned about, one every 2 s
+            self.last_problem, self.failures = delivery.stopped, self.failures + 1
+            due = max(outbox.next_due() or 0.0, now + retry_delay(self.failures))
             self.blocked_until = due
             log.warning("central service unreachable (%s): %d report(s) kept, retry in %.0f s", delivery.stopped,
                         outbox.pending(), max(due - time.time(), 0))
             return max(due - time.time(), 0.05)
-        self.last_problem = ""
+        self.last_problem, self.failures = "", 0
         next_due = outbox.next_due()
         if next_due is None:
             return self.idle_s
@@ -388,7 +394,7 @@ class Sender:
         with Outbox(self.outbox_path) as outbox:
             if timeout > 0 and outbox.pending():
                 try:
-                    deliver(outbox, self.client, everything=True)
+                    self.rejected += deliver(outbox, self.client, everything=True).rejected
                 except sqlite3.Error as exc:          # e.g. a full disk: what is queued stays queued
                     log.warning("outbox %s: last delivery stopped: %s", self.outbox_path, exc)
             return outbox.pending()

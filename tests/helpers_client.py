@@ -80,6 +80,21 @@ def settings(tmp_path: Path, model: Path, **overrides):
     return load_settings(env={}, overrides=values)
 
 
+def as_ordinary_user(command: list[str]) -> list[str]:
+    """`command` run so that file permissions apply to it: as root, without the capabilities that override them
+    (util-linux setpriv), as an observatory's user account runs the client."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        import pytest
+
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
 def copy_night(night: Path, root: Path) -> Path:
     """A writable copy of a night folder under root."""
     import shutil

@@ -66,6 +66,20 @@ def test_every_invalid_value_is_listed_once(tmp_path):
     assert "'not'" not in text                                              # the API key's value is never shown
 
 
+def test_window_times_as_numbers_are_read_as_hhmm_and_an_hour_alone_is_refused(tmp_path):
+    config = tmp_path / "numbers.py"
+    config.write_text("guAlta_start_time = 2130\nguAlta_end_time = 800\n")
+    assert (load_settings(config, env={}).start_time, load_settings(config, env={}).end_time) == ("2130", "0800")
+    config.write_text("guAlta_start_time = 0\nguAlta_end_time = 0\n")
+    assert load_settings(config, env={}).start_time == "0000"                  # the window: all day
+    config.write_text("guAlta_start_time = 20\nguAlta_end_time = 8\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert caught.value.problems == [
+        'guAlta_start_time in numbers.py = 20: could be 20:00 or 00:20: write HHMM, e.g. 2000 or "20:00"',
+        'guAlta_end_time in numbers.py = 8: could be 08:00 or 00:08: write HHMM, e.g. 2000 or "20:00"']
+
+
 def test_unreadable_or_missing_settings_file(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("guAlta_threshold = (\n")

@@ -23,8 +23,8 @@ from PIL import Image
 from gualta import allsky, detect
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
 from gualta.server import ChildServer
-from helpers_client import (TINY_VERSION, base_requirements, copy_night, only_installed_command, publish, settings,
-                            tiny_onnx_model)
+from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
+                            publish, settings, tiny_onnx_model)
 from helpers_service import BUCKET, KEYS, child_env, free_port, moto_s3, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -356,6 +356,35 @@ def test_missing_night_or_model_is_a_clear_error(tiny_model, tmp_path):
         run_batch(settings(tmp_path, tiny_model), tmp_path, upload=False, model_path=tmp_path / "x.onnx")
 
 
+def test_uploads_need_a_night_folder_named_by_its_date(client_night, tiny_model, tmp_path):
+    """The service files reports under the night's folder name (YYYYMMDD); a copy of a night under another name is
+    scored without uploads, and with them is refused before anything is queued."""
+    renamed = shutil.copytree(client_night, tmp_path / "my-night")
+    config = settings(tmp_path, tiny_model, url=f"http://127.0.0.1:{free_port()}", api_key=KEY)
+    with pytest.raises(ClientError, match="uploads name the night by its folder, YYYYMMDD .*: my-night is not one"):
+        run_batch(config, renamed, say=lambda line: None, progress=False)
+    assert not config.outbox.exists()
+    assert run_batch(config, renamed, upload=False, say=lambda line: None, progress=False).frames == 24
+
+
+def test_folders_that_cannot_be_listed_are_one_clear_error(client_night, tiny_model, tmp_path):
+    """Permissions (a night folder made by another account, a share mounted without read access): said in one line,
+    for the night named and for the latest one found under guAlta_main_folder."""
+    root = tmp_path / "images"
+    night = copy_night(client_night, root)
+    base = [sys.executable, str(REPO / "guAlta.py"), "batch", "--no-upload", "--model", str(tiny_model),
+            "--main-folder", str(root), "--outbox", str(tmp_path / "o.sqlite")]
+    for locked, folder in ((night, ["--folder", str(night)]), (night, []), (root, [])):
+        locked.chmod(0)
+        try:
+            run = subprocess.run(as_ordinary_user(base + folder), capture_output=True, text=True, timeout=120,
+                                 cwd=tmp_path, env=child_env())
+        finally:
+            locked.chmod(0o755)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert f"guAlta batch: cannot list {locked}: Permission denied" in run.stderr
+
+
 def decode(jpeg: bytes) -> Image.Image:
     return Image.open(io.BytesIO(jpeg))
 
@@ -468,10 +497,11 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         assert model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
         typo = tmp_path / "modles" / "guAlta.onnx"
         named = ["--model", str(typo), "--url", child.url, "--main-folder", str(tmp_path)]
-        for command in (["batch", "--folder", str(tmp_path)], ["realtime"]):     # a model named on the command
-            result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), *command, *named],   # line is never
-                                    capture_output=True, text=True, timeout=60, cwd=tmp_path,    # downloaded over
-                                    env=child_env())
+        (tmp_path / "20211110").mkdir()
+        for command in (["batch", "--folder", str(tmp_path / "20211110")], ["realtime"]):   # a model named on the
+            result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), *command, *named],   # command line
+                                    capture_output=True, text=True, timeout=60, cwd=tmp_path,    # is never
+                                    env=child_env())                                             # downloaded over
             assert result.returncode != 0 and f"model file not found: {typo}" in result.stderr, result.stderr
             assert not typo.exists()
         target.unlink()

@@ -28,7 +28,7 @@ from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, second
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
 from conftest import CLIENT_FRAMES
-from helpers_client import publish, settings, tiny_onnx_model
+from helpers_client import as_ordinary_user, publish, settings, tiny_onnx_model
 from helpers_service import KEYS, child_env, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -636,6 +636,42 @@ def test_cli_realtime_stops_cleanly_on_sigterm(client_night, tiny_model, tmp_pat
         process.kill()
     assert process.returncode == 0, output
     assert f"watching night {root / NIGHT} (model test-1)" in output and output.rstrip().endswith("stopped")
+
+
+def test_folders_that_cannot_be_listed_are_waited_for(client_night, tiny_model, tmp_path):
+    """Permissions the watcher cannot get past — the images root, then tonight's folder — are said once each and
+    waited out (a traceback here was a service restarted by systemd every 30 s)."""
+    root = tmp_path / "images"
+    Writer(client_night, root).write(range(4))
+    log_file = tmp_path / "watcher.log"
+    said = lambda: log_file.read_text()                                             # noqa: E731
+    (root / NIGHT).chmod(0)
+    root.chmod(0)
+    with log_file.open("w") as output:
+        process = subprocess.Popen(as_ordinary_user(
+            [sys.executable, str(REPO / "guAlta.py"), "realtime", "--no-upload", "--main-folder", str(root),
+             "--model", str(tiny_model), "--outbox", str(tmp_path / "o.sqlite"), "--threads", "1",
+             "--start-time", "0000", "--end-time", "0000", "--sleep-between-imgs", "0.1"]),
+            stdout=output, stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=tmp_path)
+    try:
+        wait_for(lambda: "cannot be listed (Permission denied): waiting for it" in said(), 60)
+        time.sleep(1.0)
+        root.chmod(0o755)
+        wait_for(lambda: f"cannot list {root / NIGHT}: Permission denied; trying again" in said(), 60)
+        time.sleep(1.0)
+        (root / NIGHT).chmod(0o755)
+        wait_for(lambda: len(rows_in(tmp_path / "o.sqlite")) >= 3, 60)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    finally:
+        root.chmod(0o755)
+        (root / NIGHT).chmod(0o755)
+        process.kill()
+    output = said()
+    assert process.returncode == 0 and "Traceback" not in output, output
+    assert output.count("cannot be listed (Permission denied)") == 1 and f"{root} found" in output
+    assert f"watching night {root / NIGHT}" in output and f"{root / NIGHT} can be listed again" in output
+    assert output.count(f"cannot list {root / NIGHT}: Permission denied; trying again") == 1
 
 
 def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path, live):

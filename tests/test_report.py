@@ -145,15 +145,67 @@ def test_retries_on_5xx_and_network_errors_gives_up_on_other_4xx(tmp_path):
         stub.close()
 
 
-def test_a_refused_key_keeps_the_reports(tmp_path):
-    stub = StubService([401])
+@pytest.mark.parametrize("status, fix", [(401, "fix guAlta_api_key"), (403, "fix guAlta_api_key"),
+                                         (404, "fix guAlta_URL"), (405, "fix guAlta_URL")])
+def test_a_refused_key_or_a_wrong_address_keeps_the_reports(tmp_path, status, fix):
+    stub = StubService([status])
     try:
         with Outbox(tmp_path / "o.sqlite") as outbox:
             outbox.put("a", {"n": 1})
+            outbox.put("b", {"n": 2})
             delivery = deliver(outbox, ApiClient(stub.url, "wrong-key"), everything=True)
-            assert delivery.sent == 0 and outbox.pending() == 1 and not outbox.rejected()
+            assert delivery.sent == 0 and outbox.pending() == 2 and not outbox.rejected()
+            assert delivery.stopped.startswith(f"HTTP {status}") and fix in delivery.stopped
+            assert len(stub.bodies) == 1                                   # the pass stops at the first
     finally:
         stub.close()
+
+
+def test_a_wrong_url_path_loses_no_report_and_flush_to_the_right_one_delivers_them(client_night, tiny_model, tmp_path):
+    """A URL with a path the service does not serve (404: a stage name too many, a proxy being redeployed) is the
+    settings' fault, not the reports': they stay queued, said so, and go once the URL is right."""
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        client = settings(tmp_path, tiny_model, url=f"{child.url}/prod", api_key=KEY)
+        said = []
+        summary = run_batch(client, client_night, None, say=said.append, progress=False)
+        assert summary.pending > 2 and summary.rejected == 0 and not (store / "detections").exists()
+        assert f"{summary.pending} report(s) pending in the outbox" in said[-1]
+        delivery, pending = flush(client.outbox, child.url, KEY)
+        assert (delivery.sent, delivery.rejected, pending) == (summary.pending, 0, 0)
+        assert len(stored(store)) == summary.pending - 2                        # the start and end logs besides
+
+
+def test_reports_the_service_rejects_are_counted_in_the_nights_summary(client_night, tiny_model, tmp_path):
+    stub = StubService([400])                                 # the start log is refused for good, the rest stored
+    try:
+        said = []
+        summary = run_batch(settings(tmp_path, tiny_model, url=stub.url, api_key=KEY), client_night, None,
+                            say=said.append, progress=False)
+    finally:
+        stub.close()
+    assert (summary.rejected, summary.pending) == (1, 0)
+    assert "; 1 report(s) rejected by the service (the log says why); the other reports delivered" in said[-1]
+    assert "all reports delivered" not in said[-1]
+
+
+def test_the_sender_backs_off_through_an_outage_even_with_many_reports_never_tried(tmp_path):
+    """Each report has its own retry time, and the ones never tried are due at once: without the sender's own
+    backoff an outage was a request (and a warning) every 2 s all night, one report after another."""
+    stub = StubService([503] * 1000)
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            for n in range(40):
+                outbox.put(f"detection/obs01/{n}", {"n": n})
+            sender = Sender(outbox.path, ApiClient(stub.url, KEY))
+            sender.wake()
+            time.sleep(1.5)
+            sender.close(timeout=0)
+            tries = len(stub.bodies)
+    finally:
+        stub.close()
+    # first tries 0.05, 0.1 then 0.2 s apart (the test's backoff: 0.05 doubling to 0.2 s): 9 at most in 1.5 s
+    assert 3 <= tries <= 10, tries
 
 
 def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):
@@ -223,10 +275,12 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
     assert stored(store) == ["obs01_20260916231507.json"]
     elsewhere = tmp_path / "other" / "outbox.sqlite"                # run from another folder, say
     elsewhere.parent.mkdir()
-    none = subprocess.run(command[:-4] + ["--outbox", str(elsewhere), "--api-key", KEY, "--url", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, timeout=60, env=child_env())
-    assert none.returncode == 0 and none.stdout.startswith(f"no outbox at {elsewhere}: nothing was queued there")
-    assert not elsewhere.exists()
+    (tmp_path / "file").write_text("a file where the outbox's folder should be")
+    for wrong in (elsewhere, tmp_path / "no-such-folder" / "outbox.sqlite", tmp_path / "file" / "outbox.sqlite"):
+        none = subprocess.run(command[:-4] + ["--outbox", str(wrong), "--api-key", KEY, "--url", "http://127.0.0.1:9"],
+                              capture_output=True, text=True, timeout=60, env=child_env())
+        assert none.returncode == 0 and none.stdout.startswith(f"no outbox at {wrong}: nothing was queued there")
+    assert not elsewhere.exists() and not (tmp_path / "no-such-folder").exists()
 
 
 def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):
@@ -248,8 +302,9 @@ def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued
         assert outbox.pending() == kept + 1
 
 
-@pytest.mark.parametrize("command", ["batch", "flush", "realtime"])
+@pytest.mark.parametrize("command", ["batch", "realtime"])
 def test_an_outbox_that_cannot_be_opened_is_one_clear_error(client_night, tiny_model, tmp_path, command):
+    """(`flush` only reads an outbox: one that does not exist is said, see test_cli_flush_exit_status.)"""
     (tmp_path / "file").write_text("a file where the outbox's folder should be")
     outbox = tmp_path / "file" / "outbox.sqlite"
     run = subprocess.run([sys.executable, str(report.__file__).replace("gualta/report.py", "guAlta.py"), command,
