@@ -62,15 +62,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_site(args: argparse.Namespace) -> None:
     import json
 
+    import os
+    from datetime import datetime, timezone
+
     from gualta.server import build_page
-    from gualta.site import check_night
+    from gualta.site import check_page_night
     from gualta.store import StoreError
 
     settings, store = service_settings(args)
     try:
-        day = args.day if args.day is None else check_night(args.day)
-    except ValueError:
-        sys.exit(f"guAlta site: --day {args.day}: not a night (a real date YYYYMMDD)")
+        day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
+    except ValueError as exc:
+        sys.exit(f"guAlta site: --day {args.day}: {exc}")
     try:
         print(json.dumps(build_page(store, day, settings.observatories)))
     except StoreError as exc:

@@ -292,13 +292,15 @@ def night_for_log(item: payload.Log, now: datetime, zone) -> str:
     return allsky.night_of(now.astimezone(zone))
 
 
+SERVICE_LOG_FIELDS = {"received", "telegram_status", "telegram_retried"}     # what the service adds to a stored log
+
+
 def store_log(target: store.Store, item: payload.Log, channel, night: str, now: datetime) -> dict:
     """Keep the night's latest start/end log per observatory and post it; an identical re-send is a duplicate."""
     key = store.log_key(night, item.obs_id, item.log)
     record = {**item.record(), "folder": night}
     previous = store.read_json(target, key)
-    if isinstance(previous, dict) and {k: v for k, v in previous.items()
-                                       if k not in ("received", "telegram_status")} == record:
+    if isinstance(previous, dict) and {k: v for k, v in previous.items() if k not in SERVICE_LOG_FIELDS} == record:
         return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
     record["telegram_status"] = "pending"

@@ -27,6 +27,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024          # the Lambda request limit; larger bod
 MAX_JPEG_BYTES = 1024 * 1024              # a 448×224 gray JPEG is far smaller even at quality 100
 IMG_SIZE = (448, 224)                     # width, height: original | processed, 224×224 each
 MAX_TOTAL = 10_000_000                    # frames in one night's end log
+FIRST_YEAR = 2000                         # ids, nights and processed times from this year to next year
 OBS_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 FRAME_ID = re.compile(r"[0-9]{14}")
 NIGHT = re.compile(r"[0-9]{8}")
@@ -133,9 +134,18 @@ def _string(payload: dict, name: str, pattern: re.Pattern, rule: str) -> str:
 
 def _stamp(value: str, fmt: str, name: str) -> datetime:
     try:
-        return datetime.strptime(value, fmt)
+        stamp = datetime.strptime(value, fmt)
     except ValueError:
         raise PayloadError(f"{name} is not a real date/time") from None
+    return _in_years(stamp, name)
+
+
+def _in_years(stamp: datetime, name: str) -> datetime:
+    """`stamp` if its year is one an AllSky camera can have written (FIRST_YEAR to next year), else PayloadError (a
+    year 1 would also overflow the night's arithmetic)."""
+    if not FIRST_YEAR <= stamp.year <= datetime.now().year + 1:
+        raise PayloadError(f"{name} must be a date from {FIRST_YEAR} to next year")
+    return stamp
 
 
 def check_obs_id(value) -> str:
@@ -146,9 +156,10 @@ def check_obs_id(value) -> str:
 def _processed(payload: dict) -> str:
     value = _string(payload, "processed", ISO, "an ISO-8601 date-time")
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise PayloadError("processed must be an ISO-8601 date-time") from None
+    _in_years(stamp, "processed")
     return value
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -253,9 +253,9 @@ class Handler(BaseHTTPRequestHandler):
         event = {"source": "gualta.server"}
         if day is not None:
             try:
-                event["day"] = site.check_night(day)
-            except ValueError:
-                self.reply(400, {"error": "day must be a real date YYYYMMDD"})
+                event["day"] = site.check_page_night(day, datetime.now(timezone.utc), self.service.env)
+            except ValueError as exc:
+                self.reply(400, {"error": f"day: {exc}"})
                 return
         self.reply(200, self.service.build_site(event))
 

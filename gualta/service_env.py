@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SECRET_TTL_S = 300
@@ -53,10 +53,13 @@ def secret(env, name: str) -> str:
 
 
 def timezone(env) -> tzinfo:
-    """GUALTA_TIMEZONE as a ZoneInfo, else the machine's local zone."""
+    """GUALTA_TIMEZONE as a ZoneInfo, else the machine's local zone with its summer-time rules (dateutil's tzlocal:
+    `datetime.now().astimezone()` would fix today's offset for good, an hour off after the next change)."""
     name = env.get("GUALTA_TIMEZONE")
     if not name:
-        return datetime.now().astimezone().tzinfo
+        from dateutil.tz import tzlocal
+
+        return tzlocal()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -79,9 +79,24 @@ class Section:
 def check_night(value) -> str:
     """A real YYYYMMDD date, else ValueError."""
     if type(value) is not str or not payload.NIGHT.fullmatch(value):
-        raise ValueError("night must be YYYYMMDD")
-    datetime.strptime(value, allsky.NIGHT_FORMAT)
+        raise ValueError("not a night (a real date YYYYMMDD)")
+    try:
+        datetime.strptime(value, allsky.NIGHT_FORMAT)
+    except ValueError:
+        raise ValueError("not a night (a real date YYYYMMDD)") from None
     return value
+
+
+def check_page_night(value, now: datetime, env) -> str:
+    """A night a page may be asked for: a real date from payload.FIRST_YEAR to the night after tonight's (a camera
+    east of the service's zone starts its night earlier), else ValueError. A night further ahead would stay the
+    latest for good: index.html and the navigation would show it instead of tonight's."""
+    night = check_night(value)
+    tomorrow = (datetime.strptime(default_night(now, env), allsky.NIGHT_FORMAT) + timedelta(days=1)).strftime(
+        allsky.NIGHT_FORMAT)
+    if not f"{payload.FIRST_YEAR}0101" <= night <= tomorrow:
+        raise ValueError(f"no page for night {night}: nights from {payload.FIRST_YEAR}0101 to {tomorrow}")
+    return night
 
 
 def _text(value, limit: int = 64) -> str:
@@ -271,7 +286,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     target = store.store_from_env(env)
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:
-        return build_day(target, check_night(day), env, now)
+        return build_day(target, check_page_night(day, now, env), env, now)
     night = default_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_failed(target, night, env, now, records=records)

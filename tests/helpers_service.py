@@ -70,6 +70,60 @@ def service_env(store, **extra) -> dict:
     return env
 
 
+def function_grants(function: str) -> set[tuple[str, str]]:
+    """(action, key pattern) of the S3 grants template.yaml gives a Lambda function (the bucket's own grant, for
+    listing, has the pattern '')."""
+    from cfnlint.decode import decode
+
+    template, errors = decode(str(REPO / "aws_lambda" / "template.yaml"))
+    assert not errors
+    grants = set()
+    for policy in template["Resources"][function]["Properties"]["Policies"]:
+        for statement in policy["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for resource in resources:
+                arn = json.dumps(resource)
+                pattern = resource.get("Fn::Sub", "").removeprefix("${Bucket.Arn}/") \
+                    if "${Bucket.Arn}/" in arn else "" if "Bucket" in arn else None
+                grants.update((action, pattern) for action in actions if pattern is not None)
+    return grants
+
+
+class GrantedStore:
+    """A local store that refuses what a function's policy does not grant, as S3 does (AccessDenied: a StoreError
+    from gualta.store.S3Store)."""
+
+    def __init__(self, root: Path, function: str):
+        from gualta.store import LocalStore
+
+        self.inner, self.grants, self.function = LocalStore(root), function_grants(function), function
+
+    def allow(self, action: str, key: str) -> None:
+        import fnmatch
+
+        from gualta.store import StoreError
+
+        if not any(granted == action and fnmatch.fnmatchcase(key, pattern) for granted, pattern in self.grants):
+            raise StoreError(f"S3 {action} failed: AccessDenied ({self.function}: {key})")
+
+    def get(self, key: str):
+        self.allow("s3:GetObject", key)
+        return self.inner.get(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.allow("s3:PutObject", key)
+        self.inner.put(key, data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.allow("s3:PutObject", key)
+        return self.inner.create(key, data)
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        self.allow("s3:ListBucket", "")
+        return self.inner.keys(prefix, recursive)
+
+
 def child_env(**extra) -> dict:
     """This process's environment without GUALTA_* settings, plus extra (for servers in child processes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUALTA_")}

@@ -145,6 +145,16 @@ BAD = [
     ("negative total", {"log": "end", "obs_id": "obs01", "total": -1}, "total"),
     ("total bool", {"log": "end", "obs_id": "obs01", "total": True}, "total"),
     ("start with total", {"log": "start", "obs_id": "obs01", "total": 3}, "unknown field(s): total"),
+    ("log processed in year 1", {"log": "start", "obs_id": "obs01", "processed": "0001-01-01T00:00:00"},
+     "processed must be a date from 2000 to next year"),
+    ("log processed in 999", {"log": "start", "obs_id": "obs01", "processed": "0999-06-01T20:00:00"},
+     "processed must be a date from 2000 to next year"),
+    ("id in year 1", {**detection(), "id": "00010101000000", "date": "0001-01-01", "time": "00:00:00",
+                      "folder": "00010101"}, "id must be a date from 2000 to next year"),
+    ("id far ahead", {**detection(), "id": "29990101000000", "date": "2999-01-01", "time": "00:00:00",
+                      "folder": "29981231"}, "id must be a date from 2000 to next year"),
+    ("log folder far ahead", {"log": "start", "obs_id": "obs01", "folder": "29990101"},
+     "folder must be a date from 2000 to next year"),
 ]
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from gualta import server, store
+from gualta import allsky, server, store
 from helpers_service import KEYS, KEYS_ENV, OBSERVATORIES, REPO, child_env, detection, service_env, snapshot
 
 
@@ -94,9 +94,15 @@ def test_wrong_method_or_path(live, method, path, status):
 
 
 def test_site_on_demand_checks_its_input(live):
-    url, _, _ = live
-    bad = requests.post(f"{url}/site?day=20261399", headers={"x-api-key": KEYS["obs01"]}, timeout=10)
-    assert bad.status_code == 400
+    """Only a night a page can be for: a real date, from 2000 to tomorrow's night — a night far ahead would have
+    stayed the latest for good (index.html showing it), year 1 took a minute of CPU and a 500."""
+    url, store, _ = live
+    tomorrow = (datetime.now() + timedelta(days=2)).strftime("%Y%m%d")
+    for day, reason in (("20261399", "not a night (a real date YYYYMMDD)"), ("29990101", "no page for night 29990101"),
+                        ("00010101", "no page for night 00010101"), (tomorrow, f"no page for night {tomorrow}")):
+        bad = requests.post(f"{url}/site?day={day}", headers={"x-api-key": KEYS["obs01"]}, timeout=10)
+        assert bad.status_code == 400 and reason in bad.json()["error"], bad.text
+        assert not (store / f"{day}.html").exists()
 
 
 def test_oversized_body_is_refused_unread(live):
@@ -150,6 +156,16 @@ def test_the_page_waits_as_the_clock_runs_over_a_change_of_summer_time(evening, 
     """From 20:00 to the next 09:00 is 12 h on the night summer time starts and 14 h on the night it ends: the
     page is built at 09:00 local, not an hour late or early."""
     assert server.seconds_until_next(evening.replace(tzinfo=ZoneInfo("Europe/Madrid")), "0900") == hours * 3600
+
+
+@pytest.mark.parametrize("evening, hours", [(datetime(2021, 3, 27, 20, 0), 12), (datetime(2021, 10, 30, 20, 0), 14)])
+def test_without_a_configured_zone_the_machines_summer_time_rules_apply(madrid_clock, evening, hours):
+    """GUALTA_TIMEZONE unset: the machine's zone, with its rules — not today's offset fixed for good, which built
+    the page an hour off after each change until the service restarted."""
+    zone = server.service_env.timezone({})
+    assert server.seconds_until_next(evening.replace(tzinfo=zone), "0900") == hours * 3600
+    assert datetime(2021, 7, 1, 12, 0, tzinfo=zone).utcoffset() == timedelta(hours=2)
+    assert datetime(2021, 12, 1, 12, 0, tzinfo=zone).utcoffset() == timedelta(hours=1)
 
 
 def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
@@ -211,7 +227,10 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
                  ("site", "--store", str(tmp_path / "file" / "s"), "--day", "20260916"):
                  f"guAlta site: store folder {tmp_path / 'file' / 's'} cannot be made: Not a directory",
                  ("site", "--store", str(tmp_path / "s"), "--day", "20261301"):
-                 "guAlta site: --day 20261301: not a night (a real date YYYYMMDD)"}
+                 "guAlta site: --day 20261301: not a night (a real date YYYYMMDD)",
+                 ("site", "--store", str(tmp_path / "s"), "--day", "29990101"):
+                 f"guAlta site: --day 29990101: no page for night 29990101: nights from 20000101 to "
+                 f"{(datetime.strptime(allsky.night_of(datetime.now()), '%Y%m%d') + timedelta(days=1)):%Y%m%d}"}
         for args, said in cases.items():
             run = subprocess.run([sys.executable, "guAlta.py", *args], cwd=REPO, env=child_env(),
                                  capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gualta import ingest, payload, server, site, store, telegram_post
-from helpers_service import KEYS, TelegramStandIn, detection, event, free_port, service_env
+from helpers_service import KEYS, GrantedStore, TelegramStandIn, detection, event, free_port, service_env
 
 HANDLER = server.load_handler("guAlta")
 TOKEN = "123456:TEST-token-never-logged"
@@ -227,7 +227,8 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     detections; a start log is not (its news is stale by morning)."""
     bot_api.fail_status = 500
     post(payload.build_log("start", "obs02", folder="20260916"), key=KEYS["obs02"])
-    post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
+    end_log = payload.build_log("end", "obs02", total=1440, folder="20260916")
+    post(end_log, key=KEYS["obs02"])
     post(detection(telegram=True))
     bot_api.fail_status = None
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
@@ -237,6 +238,32 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
     assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    calls = len(bot_api.calls)
+    assert post(end_log, key=KEYS["obs02"])["status"] == "duplicate"      # the client sends it again (a lost answer)
+    assert len(bot_api.calls) == calls                                    # posted once was enough
+
+
+def test_each_lambda_does_its_part_within_what_its_policy_grants(root, bot_api, monkeypatch):
+    """The same night with each handler on a store that refuses what template.yaml does not grant its function: the
+    page function writes the end log it posted again (it could read logs/ only: the log stayed "failed", and was
+    posted again every morning while the next observatory's never was)."""
+    function = {}
+    monkeypatch.setattr(store, "store_from_env", lambda env: GrantedStore(root, function["name"]))
+    bot_api.fail_status = 500
+    function["name"] = "IngestFunction"
+    for obs_id in ("obs01", "obs02"):
+        post(payload.build_log("end", obs_id, total=1440, folder="20260916"), key=KEYS[obs_id])
+    post(detection(telegram=True))
+    bot_api.fail_status = None
+    function["name"] = "WebsiteFunction"
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json", "logs/20260916/obs01_end.json",
+                                   "logs/20260916/obs02_end.json"]
+    for key in ("logs/20260916/obs01_end.json", "logs/20260916/obs02_end.json"):
+        assert json.loads((root / key).read_text())["telegram_status"] == "sent"
+    posted = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == posted and (root / "20260916.html").is_file()
 
 
 def test_the_scheduled_job_reads_each_detection_record_once_and_together(root, bot_api, monkeypatch):
