@@ -267,14 +267,16 @@ def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path
     check_nights(nights_train, nights_test)
     table = read_labels(labels) if labels is not None else None
     out_dir = Path(out_dir)
-    clear_dataset(out_dir, overwrite)
-
     samples, skipped = [], 0
     for split, nights in (("train", nights_train), ("test", nights_test)):
         for night in nights:
             night_list, unlabelled = night_samples(night, split, table)
             samples += night_list
             skipped += unlabelled
+    if not samples:
+        raise DatasetError(f"no labelled frame pairs in the nights ({skipped} frames without a label"
+                           + ("; does --labels name these nights' files?)" if table is not None else ")"))
+    clear_dataset(out_dir, overwrite)               # only now: a request that makes nothing leaves the old dataset
     balanced_out = 0
     if balance:
         train = [s for s in samples if s.split == "train"]

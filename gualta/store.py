@@ -119,19 +119,37 @@ class LocalStore:
 
     def put(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        os.replace(self._temp(target, data), target)
+        temp = self._temp(target, data)
+        try:
+            os.replace(temp, target)
+        except OSError as exc:              # a folder where the file should be
+            temp.unlink(missing_ok=True)
+            raise self._error(key, exc) from exc
 
     def create(self, key: str, data: bytes) -> bool:
-        """Write key only if it does not exist yet; True if this call created it."""
+        """Write key only if it does not exist yet; True if this call created it. The complete file appears at once
+        (a hard link to it); where the file system has no hard links (FAT, exFAT, some network shares) the name is
+        claimed exclusively first and filled in the moment after."""
         target = self.path(key)
         temp = self._temp(target, data)
         try:
-            os.link(temp, target)
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                raise
+            except OSError:
+                target.open("xb").close()
+                os.replace(temp, target)
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise self._error(key, exc) from exc
         finally:
-            temp.unlink()
+            temp.unlink(missing_ok=True)
+
+    def _error(self, key: str, exc: OSError) -> StoreError:
+        return StoreError(f"cannot write {key} in {self.root}: {exc.strerror or exc}")
 
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
         """Keys starting with prefix (a folder prefix ends with '/'); with recursive=False only that level's files."""

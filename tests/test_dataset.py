@@ -288,6 +288,12 @@ def test_labels_csv_replaces_ground_truth(nights, tmp_path):
     assert list(meteors["file"]) == [frame_path(nights / "20211110", 6).name]
     assert set(result.index["observer"]) == {"dr"}
 
+    other = tmp_path / "other-night.csv"                    # labels of another night's files: nothing to make
+    pd.DataFrame({"file": ["image-20200101220000.jpg"], "label": ["meteor"]}).to_csv(other, index=False)
+    with pytest.raises(DatasetError, match="no labelled frame pairs .*does --labels name these nights' files"):
+        prepare_dataset([nights / "20211110"], [], tmp_path / "data", labels=other, overwrite=True)
+    assert (tmp_path / "data" / "index.csv").is_file()      # the dataset made before is left as it was
+
 
 # --- index ------------------------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The store: one interface, a local-folder and an S3 backend (against moto's server) with the same keys."""
 from __future__ import annotations
 
+import errno
 import threading
 
 import pytest
@@ -15,10 +16,17 @@ def moto():
         yield server
 
 
-@pytest.fixture(params=["local", "s3"])
+def no_hard_links(source, target, **kwargs):
+    """os.link on a file system without hard links (FAT, exFAT: EPERM)."""
+    raise PermissionError(errno.EPERM, "Operation not permitted", str(source), None, str(target))
+
+
+@pytest.fixture(params=["local", "local-without-hard-links", "s3"])
 def backend(request, tmp_path):
-    """Each test runs on both backends; the S3 one gets a fresh prefix in the moto bucket."""
-    if request.param == "local":
+    """Each test runs on each backend; the S3 one gets a fresh prefix in the moto bucket."""
+    if request.param == "local-without-hard-links":
+        request.getfixturevalue("monkeypatch").setattr(store.os, "link", no_hard_links)
+    if request.param.startswith("local"):
         return store.LocalStore(tmp_path / "store")
     endpoint, _ = request.getfixturevalue("moto")
     return store.open_store(f"s3://{BUCKET}/{request.node.name.replace('[', '-').rstrip(']')}", endpoint)
@@ -96,6 +104,17 @@ def test_unsafe_keys_refused_before_any_io(backend, key, tmp_path):
     with pytest.raises(ValueError):
         backend.get(key)
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_local_store_write_failures_are_store_errors(tmp_path):
+    local = store.LocalStore(tmp_path)
+    (tmp_path / "index.html").mkdir()                          # a folder where the page should go
+    with pytest.raises(store.StoreError, match="cannot write index.html in"):
+        local.put("index.html", b"<html>")
+    (tmp_path / "imgs").write_text("a file where a folder should be")
+    with pytest.raises(store.StoreError, match="cannot write imgs/20260916/obs01_1.jpeg"):
+        local.create("imgs/20260916/obs01_1.jpeg", b"jpeg")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
 
 
 def test_local_store_leaves_no_temp_files(tmp_path):
