@@ -218,6 +218,24 @@ def warn_unknown(values: dict, config_file: Path) -> None:
         log.warning("%s: unknown setting %s ignored%s", config_file, key, hint)
 
 
+OTHER_ENV = {"GUALTA_STORE", "GUALTA_SITE_TIME", "GUALTA_OBSERVATORIES", "GUALTA_TIMEZONE", "GUALTA_API_KEYS",
+             "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_TELEGRAM_CHAT",
+             "GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM", "GUALTA_TELEGRAM_API", "GUALTA_SITE_URL",
+             "GUALTA_TLE_FILE"}            # the service's variables (and GUALTA_NB_*, the notebooks')
+
+
+def warn_misspelt_env(env) -> None:
+    """Log GUALTA_* variables that look like a misspelt client setting (GUALTA_TRESHOLD): ignored, as an unknown key
+    in the settings file is."""
+    names = sorted(setting.env for setting in SETTINGS)
+    for name in sorted(key for key in env if key.startswith(ENV_PREFIX)):
+        if name in names or name in OTHER_ENV or name.startswith(f"{ENV_PREFIX}NB_"):
+            continue
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        if close:
+            log.warning("environment %s ignored: not a setting (did you mean %s?)", name, close[0])
+
+
 def load_settings(config_file: str | Path | None = None, env: dict | None = None,
                   overrides: dict | None = None) -> Settings:
     """Settings from the file (default guAltaConfig.py beside guAlta.py), then env GUALTA_*, then `overrides`
@@ -227,6 +245,7 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     from_file = read_file(config_file)
     warn_unknown(from_file, config_file)
+    warn_misspelt_env(env)
     values, problems = {}, []
     for setting in SETTINGS:
         if setting.name in overrides:

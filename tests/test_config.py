@@ -98,6 +98,17 @@ def test_unknown_keys_are_warned_with_a_suggestion(tmp_path, caplog):
     assert "guAlta_treshold" in caplog.text and "did you mean guAlta_threshold" in caplog.text
 
 
+def test_misspelt_environment_variables_are_warned_with_a_suggestion(caplog):
+    env = {"GUALTA_TRESHOLD": "0.5", "GUALTA_OBSID": "obs07", "GUALTA_API_KEYS": "obs01:service-side-keys",
+           "GUALTA_STORE": "s3://bucket", "GUALTA_NB_EPOCHS": "3", "GUALTA_SOMETHING_ELSE": "1"}
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        settings = load_settings(env=env)
+    assert settings.threshold == 0.85 and settings.obs_id != "obs07"
+    assert [record.getMessage() for record in caplog.records] == [
+        "environment GUALTA_OBSID ignored: not a setting (did you mean GUALTA_OBS_ID?)",
+        "environment GUALTA_TRESHOLD ignored: not a setting (did you mean GUALTA_THRESHOLD?)"]
+
+
 def test_every_setting_has_a_key_an_environment_variable_and_a_flag():
     keys = {setting.key for setting in SETTINGS}
     for thesis_key in ("guAlta_main_folder", "guAlta_start_time", "guAlta_end_time", "guAlta_obs_id", "guAlta_URL",
