@@ -32,7 +32,8 @@ from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
-from gualta.preprocess import BadFrame, binary_difference, read_colour, resize_area, side_by_side, washed_out_share
+from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_colour, resize_area, side_by_side,
+                               washed_out_share)
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
                            download_model, file_sha256, latest_model_info, log_key, metadata_path)
 
@@ -543,9 +544,13 @@ def open_model(settings: Settings, path: str | Path | None = None):
         except ModelDownloadError as exc:
             raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
     try:
-        return load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
+        model = load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
     except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
         raise ClientError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
+    if not model.info.client_ready:
+        raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
+                          f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
+    return model
 
 
 def refreshed_model(settings: Settings, model):

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from gualta.model import PREPROCESSING, learner_info
+from gualta.preprocess import TRAIN_SIZE
 from gualta.store import Store, open_store, read_json
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ def onnx_metadata(learn, version: str | None = None) -> dict[str, str]:
             "arch": info.arch, "version": version or info.version or created.strftime("%Y%m%d%H%M%S"),
             "preprocessing": PREPROCESSING.replace("SxS", f"{info.size}x{info.size}"),
             "pretrained": str(bool(getattr(learn, "pretrained", False))).lower(),
-            "created": created.isoformat(timespec="seconds"), "gualta_version": gualta_version()}
+            "created": created.isoformat(timespec="seconds"), "gualta_version": gualta_version(),
+            "image_size": str(info.image_size)}
 
 
 def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:
@@ -273,6 +275,10 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
     proto = read_onnx(model_path)
+    image_size = int(props_of(proto).get("image_size", TRAIN_SIZE))
+    if image_size != TRAIN_SIZE:
+        raise ValueError(f"{model_path} learnt from {image_size} px images (a thesis version v1–v3): clients score "
+                         f"the v4 difference ({TRAIN_SIZE} px); train on a v4 dataset to publish")
     store = open_store(store_location, s3_endpoint)
     published = published_versions(store)
     if version in published:

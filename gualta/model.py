@@ -39,6 +39,13 @@ class ModelInfo:
     kind: str = "diff"
     version: str = ""
     created: str = ""           # ISO-8601 time of export: a published model created later is newer
+    image_size: int = TRAIN_SIZE    # side of the dataset images it learnt from: 400 is what model_input makes (v4 or
+                                    # raw); 224 is a thesis version v1–v3, whose images the client does not make
+
+    @property
+    def client_ready(self) -> bool:
+        """Whether the client's model input (`model_input`) is what this model learnt from."""
+        return self.image_size == TRAIN_SIZE
 
     @property
     def meteor_index(self) -> int:
@@ -50,7 +57,7 @@ class ModelInfo:
         return cls(classes=json.loads(props.get("classes", json.dumps(CLASSES))),
                    size=int(props.get("input_size", 224)), arch=props.get("arch", "unknown"),
                    kind=props.get("input_kind", "diff"), version=props.get("version", ""),
-                   created=props.get("created", ""))
+                   created=props.get("created", ""), image_size=int(props.get("image_size", TRAIN_SIZE)))
 
 
 def model_input(current: np.ndarray, previous: np.ndarray | None, kind: str = "diff") -> np.ndarray:
@@ -154,7 +161,8 @@ def learner_info(learn) -> ModelInfo:
     arch = getattr(learn, "arch", None)
     return ModelInfo(classes=[str(c) for c in learn.dls.vocab], size=size,
                      arch=getattr(arch, "__name__", str(arch or "unknown")),
-                     kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""))
+                     kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""),
+                     image_size=getattr(learn, "image_size", TRAIN_SIZE))
 
 
 def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH) -> OnnxModel | FastaiModel:

@@ -275,6 +275,7 @@ def learner_for(config: TrainConfig):
     learn = make_learner(dls, config.arch, config.pretrained, weights)
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
     learn.input_kind = input_kind(config)
+    learn.image_size = read_gray(config.dataset / rows["fn"].iloc[0]).shape[0]     # 400: v4 or raw; 224: v1–v3
     if config.init:
         load_weights(learn, config.init, config.arch)
     if config.head_only:

@@ -241,6 +241,30 @@ def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dat
     assert not (lone / "report" / "loss_curves.png").exists()       # no history anywhere: no curves
 
 
+def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dataset, tiny_run, tmp_path):
+    """The thesis compared dataset versions v1–v4; only v4 (400 px, stretched) is what the client computes. A model
+    that learnt from v1's 224 px padded images says so in its metadata, and neither `publish` nor the client takes it."""
+    from gualta.dataset import prepare_dataset
+    from gualta.detect import ClientError, open_model
+    from gualta.export import publish_model
+    from gualta.model import load_model
+    from helpers_client import settings
+
+    nights = sorted(p for p in tiny_dataset[0].iterdir() if p.is_dir())
+    prepare_dataset(nights[:-1], nights[-1:], tmp_path / "v1", version="v1")
+    result = train.run(train.TrainConfig(dataset=tmp_path / "v1", out=tmp_path / "v1-run", arch="resnet18", size=32,
+                                         epochs=1, bs=8, threads=1, pretrained=False), evaluate=False)
+    model = result.run_dir / "model.onnx"
+    assert load_model(model).info.image_size == 224 and not load_model(model).info.client_ready
+    with pytest.raises(ValueError, match="learnt from 224 px images .*train on a v4 dataset to publish"):
+        publish_model(model, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(ClientError, match="learnt from 224 px images .*use a model trained on v4"):
+        open_model(settings(tmp_path, model))
+    v4 = load_model(tiny_run.run_dir / "model.onnx").info
+    assert v4.image_size == 400 and v4.client_ready
+
+
 def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
     from gualta.evaluate import fusion_report, read_predictions
     from gualta.model import load_model
