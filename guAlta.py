@@ -61,7 +61,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_site(args: argparse.Namespace) -> None:
     import json
-
     import os
     from datetime import datetime, timezone
 

@@ -275,7 +275,8 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
     proto = read_onnx(model_path)
-    image_size = int(props_of(proto).get("image_size", TRAIN_SIZE))
+    props = props_of(proto)
+    image_size = int(props.get("image_size", TRAIN_SIZE))
     if image_size != TRAIN_SIZE:
         raise ValueError(f"{model_path} learnt from {image_size} px images (a thesis version v1–v3): clients score "
                          f"the v4 difference ({TRAIN_SIZE} px); train on a v4 dataset to publish")
@@ -288,7 +289,6 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if metrics is None:
         metrics = metrics_beside(model_path)
 
-    props = props_of(proto)
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()
     versioned = f"guAlta_v{version}.onnx"
