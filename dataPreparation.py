@@ -20,7 +20,7 @@ from gualta.cli import positive_int, run_subcommand
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
-from gualta.simulate import SCENARIOS, NightExists
+from gualta.simulate import SCENARIOS, SimulateError
 
 
 def folder(text: str) -> Path:
@@ -54,6 +54,9 @@ def clock_time(text: str) -> str:
     return text
 
 
+MAX_RATE = 10.0         # events a frame: more is no night sky (and NaN or infinity no rate)
+
+
 def event_rates(text: str):
     """argparse type: KIND=RATE pairs overriding gualta.simulate.Rates."""
     from dataclasses import fields
@@ -70,8 +73,8 @@ def event_rates(text: str):
             values[kind] = float(rate)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a rate: {part}") from None
-        if values[kind] < 0:
-            raise argparse.ArgumentTypeError(f"rate must be ≥ 0: {part}")
+        if not 0 <= values[kind] <= MAX_RATE:
+            raise argparse.ArgumentTypeError(f"rate must be from 0 to {MAX_RATE:g} (events a frame): {part}")
     return Rates(**values)
 
 
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_subcommand(build_parser(), argv, (dataset.DatasetError, NightExists))
+    return run_subcommand(build_parser(), argv, (dataset.DatasetError, SimulateError))
 
 
 if __name__ == "__main__":

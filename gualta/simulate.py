@@ -826,17 +826,36 @@ def _render_and_write(job: tuple[int, str]) -> dict:
 
 
 def night_frames(start: datetime, end_hhmm: str = "08:00", interval_s: int = allsky.FRAME_INTERVAL_S) -> int:
-    """Frames from `start` to the next `end_hhmm` (the whole AllSky night window)."""
+    """Frames from `start` to the next `end_hhmm` (the whole AllSky night window), or to the night's end at noon
+    when that comes first (a start in the morning)."""
     hour, minute = (int(part) for part in end_hhmm.split(":"))
     end = start.replace(hour=hour, minute=minute, second=0)
     if end <= start:
         end += timedelta(days=1)
-    return int((end - start).total_seconds() // interval_s)
+    return int((min(end, night_end(start)) - start).total_seconds() // interval_s)
 
 
-class NightExists(ValueError):
+def night_end(start: datetime) -> datetime:
+    """Noon after the night of `start`: a frame from then on belongs to the next night's folder."""
+    evening = datetime.strptime(allsky.night_of(start), allsky.NIGHT_FORMAT)
+    return evening + timedelta(days=1, hours=allsky.NOON)
+
+
+class SimulateError(ValueError):
+    """A night that cannot be simulated as asked."""
+
+
+class NightExists(SimulateError):
     """The night folder already holds frames: a second night written into it would mix two skies under one
     ground truth."""
+
+
+def check_length(start: datetime, frames: int, interval_s: int = allsky.FRAME_INTERVAL_S) -> None:
+    """SimulateError when the frames would run past the night's noon, into the next night's folder."""
+    most = int((night_end(start) - start).total_seconds() // interval_s)
+    if frames > most:
+        raise SimulateError(f"{frames} frames from {start:%Y-%m-%d %H:%M} run past noon into the next night's "
+                            f"folder: at most {most}")
 
 
 def start_of(night_date: str, start: str) -> datetime:
@@ -860,6 +879,7 @@ def simulate_night(out_root: str | Path, night_date: str, frames: int | None = N
     folder = Path(out_root) / allsky.night_of(start_time)
     refuse_filled(folder)
     frames = frames or night_frames(start_time)
+    check_length(start_time, frames)
     plan = plan_night(seed, start_time, frames, scenario, rates)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(index, str(folder)) for index in range(frames)]
@@ -872,15 +892,17 @@ def simulate_night(out_root: str | Path, night_date: str, frames: int | None = N
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(plan,)) as pool:
             rows = list(tqdm(pool.map(_render_and_write, jobs, chunksize=4), **bar))
     pd.DataFrame(rows, columns=GT_COLUMNS).to_csv(folder / "ground_truth.csv", index=False)
-    (folder / "night.json").write_text(json.dumps(night_summary(plan, rows), indent=2))
+    (folder / "night.json").write_text(json.dumps(night_summary(plan, rows, scenario, rates), indent=2))
     return folder
 
 
-def night_summary(plan: NightPlan, rows: list[dict]) -> dict:
-    """The night's settings and event counts, for reports and model cards."""
+def night_summary(plan: NightPlan, rows: list[dict], requested: str | None = None, rates: Rates | None = None) -> dict:
+    """The night's settings and event counts, for reports and model cards; with what was asked for (the scenario,
+    whose "mixed" draws the sky, and the event rates), the night can be simulated again."""
     cam = plan.camera
     counts = pd.Series([r["event"] for r in rows]).value_counts().to_dict()
     return {"simulator_version": SIMULATOR_VERSION, "seed": plan.seed, "scenario": plan.scenario,
+            "scenario_requested": requested or plan.scenario, "rates": asdict(rates or Rates()),
             "start": plan.start.isoformat(), "frames": plan.frames, "interval_s": plan.interval_s,
             "latitude": round(plan.latitude, 2), "moon_phase": round(plan.moon["phase"], 3),
             "camera": {"read_noise_dn": round(cam.read_noise, 2), "sky_noise_dn": round(cam.sky_noise, 2),
@@ -904,5 +926,6 @@ def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = 
     dates = [(first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT) for i in range(nights)]
     for night_date in dates:            # all refused before any is written
         refuse_filled(Path(out_root) / allsky.night_of(start_of(night_date, start)))
+        check_length(start_of(night_date, start), frames or 1)
     return [simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
             for i, night_date in enumerate(dates)]

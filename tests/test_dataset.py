@@ -501,6 +501,10 @@ def test_cli_simulate_then_prepare(tmp_path):
     (["label-aid", "--night", "{nights}/20211110", "--out", "{tmp}/file/aid"], "Not a directory: {tmp}/file/aid"),
     (["simulate", "--out", "{tmp}/file", "--nights", "1", "--frames", "2", "--date", "20211110"],
      "Not a directory: {tmp}/file/20211110"),
+    (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--frames", "4", "--date", "20211110", "--start", "11:59"],
+     "4 frames from 2021-11-11 11:59 run past noon into the next night's folder: at most 2"),
+    (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--rates", "meteor=nan"], "rate must be from 0 to 10"),
+    (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--rates", "meteor=inf"], "rate must be from 0 to 10"),
 ])
 def test_cli_bad_arguments_exit_non_zero_with_a_message(nights, tmp_path, args, message):
     """Bad arguments, and an output folder where a file is (as a full disk or no permission would), are one line."""

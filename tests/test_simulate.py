@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -158,6 +159,7 @@ def test_night_is_written_in_allsky_layout(generated_night):
     assert summary["seed"] == 1 and summary["frames"] == 40 and summary["interval_s"] == 30
     assert datetime.fromisoformat(summary["start"]) == times[0]
     assert summary["scenario"] in SCENARIOS and summary["scenario"] != "mixed"
+    assert summary["scenario_requested"] == "mixed" and summary["rates"] == asdict(BUSY)   # what to ask for again
     assert set(truth["scenario"]) == {summary["scenario"]}
     assert sum(summary["frames_by_event"].values()) == 40
     assert summary["frames_by_event"] == truth["event"].value_counts().to_dict()
@@ -230,6 +232,18 @@ def test_plans_and_frames_are_reproducible_in_memory():
     image_two, row_two = NightRenderer(two).render(7)
     np.testing.assert_array_equal(image_one, image_two)
     assert row_one == row_two
+
+
+def test_a_night_ends_at_eight_or_at_noon_and_never_runs_into_the_next_nights_folder():
+    assert sim.night_frames(datetime(2021, 11, 10, 20, 0)) == 1440                      # 20:00 → 08:00
+    assert sim.night_frames(datetime(2021, 11, 11, 1, 0)) == 840                        # 01:00 → 08:00
+    assert sim.night_frames(datetime(2021, 11, 11, 8, 30)) == 420                       # a morning start: to noon
+    sim.check_length(datetime(2021, 11, 11, 11, 59), 2)
+    with pytest.raises(sim.SimulateError, match="3 frames from 2021-11-11 11:59 run past noon .*: at most 2"):
+        sim.check_length(datetime(2021, 11, 11, 11, 59), 3)
+    sim.check_length(datetime(2021, 11, 10, 12, 0), 2880)            # a whole day from noon, and no more
+    with pytest.raises(sim.SimulateError, match="at most 2880"):
+        sim.check_length(datetime(2021, 11, 10, 12, 0), 2881)
 
 
 def test_a_start_after_midnight_belongs_to_the_given_night(tmp_path):
