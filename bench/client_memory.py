@@ -68,7 +68,8 @@ def main() -> None:
                 results[size].append(run(night, size, args.threads, scratch / f"{size}.csv"))
         decisions = {size: [(row["file"], row["detection"], row["flag"])
                             for row in read_scores(scratch / f"{size}.csv")] for size in sizes}
-    print(f"night {night.name}: {len(allsky.list_frames(night))} frames, shipped model, {args.threads} model "
+        frames = len(allsky.list_frames(night))          # counted while a simulated night is still there
+    print(f"night {night.name}: {frames} frames, shipped model, {args.threads} model "
           f"thread(s), median of {args.repeats} fresh processes")
     base_memory = statistics.median(memory for memory, _ in results[sizes[0]])
     base_rate = statistics.median(rate for _, rate in results[sizes[0]])

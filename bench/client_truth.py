@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     nights = labelled_nights(args.nights)
+    names = [night.name for night in nights]
+    if len(set(names)) < len(names):        # one scores CSV and one table row a name: refuse to mix two nights
+        twice = sorted({name for name in names if names.count(name) > 1})
+        parser.error(f"nights of the same name under different roots: {', '.join(twice)} (score them apart)")
     args.scores_dir.mkdir(parents=True, exist_ok=True)
     settings = load_settings(env={}, overrides={"model": args.model, "threshold": args.threshold,
                                                 "threads": args.threads})

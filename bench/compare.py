@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gualta import allsky, classical  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 from gualta.dataset import GROUND_TRUTH, LABELS, NightFrames, read_labels  # noqa: E402
 from gualta.preprocess import BadFrame, read_gray  # noqa: E402
 
@@ -256,10 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
     parser.add_argument("--model", nargs="+", type=Path, help=f"model file(s); default {DEFAULT_MODEL} if present")
     parser.add_argument("--no-model", action="store_true", help="compare the classical detectors only")
-    parser.add_argument("--max-frames", type=int, help="score at most N frames of each night")
+    parser.add_argument("--max-frames", type=positive_int, help="score at most N frames of each night")
     parser.add_argument("--no-sky-mask", action="store_true", help="classical detectors search the whole frame")
     parser.add_argument("--threads", type=int, default=1, help="model inference threads (default 1)")
-    parser.add_argument("--out", type=Path, help="also write the table here (markdown), and FILE.csv per frame")
+    parser.add_argument("--out", type=Path, help="also write the table here (markdown), and FILE_frames.csv per frame")
     parser.add_argument("--csv", type=Path, help="write the per-frame results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     results = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     text = report(results, nights, skipped, not args.no_sky_mask)
     print(text)
-    csv = args.csv or (args.out.with_suffix(".csv") if args.out else None)
+    csv = args.csv or (args.out.with_name(f"{args.out.stem}_frames.csv") if args.out else None)   # never the table
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")

@@ -414,6 +414,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     args = parser.parse_args(argv)
+    if args.url and not args.keys:
+        parser.error("--url needs --keys obs_id:key,... (the service's observatories)")
     if args.url:
         keys = {obs: key for obs, _, key in (e.partition(":") for e in args.keys.split(","))}
         result = attack(args.url.rstrip("/"), keys, args.count, args.seed, args.store)

@@ -27,6 +27,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gualta import payload, server, store  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 
 NIGHT = "20260920"
 
@@ -126,11 +127,13 @@ def main(argv=None) -> int:
     parser.add_argument("--url", help="a running service (default: start one on a temporary store)")
     parser.add_argument("--keys", help="obs_id:key,... for --url")
     parser.add_argument("--store", type=Path, help="the --url service's store folder, to count what it holds")
-    parser.add_argument("--observatories", type=int, default=10)
-    parser.add_argument("--detections", type=int, default=100, help="per observatory")
+    parser.add_argument("--observatories", type=positive_int, default=10)
+    parser.add_argument("--detections", type=positive_int, default=100, help="per observatory")
     parser.add_argument("--resend", type=float, default=0.1, help="fraction re-sent (retries)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     args = parser.parse_args(argv)
+    if args.url and not args.keys:
+        parser.error("--url needs --keys obs_id:key,... (the service's observatories)")
     if args.url:
         keys = {obs: key for obs, _, key in (e.partition(":") for e in args.keys.split(","))}
         keys = dict(sorted(keys.items())[:args.observatories])

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, trails  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
 from gualta.model import load_model  # noqa: E402
@@ -92,6 +94,9 @@ def outcome(result, truth: pd.DataFrame, threshold: float) -> list[dict]:
 
 
 def report(outcomes: list[dict]) -> None:
+    if not outcomes:
+        print("no candidate satellite/plane or meteor frames: nothing to report (more frames or nights?)")
+        return
     table = pd.DataFrame(outcomes)
     for kind, label in (("crossing", "satellite/plane frames caught"), ("meteor", "meteor/fireball frames lost")):
         rows = table[table["kind"] == kind]
@@ -110,8 +115,8 @@ def report(outcomes: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--night-dirs", type=Path, nargs="+", help="existing simulated nights")
-    parser.add_argument("--nights", type=int, default=4, help="nights to simulate (one per sky scenario)")
-    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--nights", type=positive_int, default=4, help="nights to simulate (one per sky scenario)")
+    parser.add_argument("--frames", type=positive_int, default=150)
     parser.add_argument("--seed", type=int, default=500)
     parser.add_argument("--out", type=Path, help="keep simulated nights here (default: a temporary folder)")
     parser.add_argument("--model", type=Path, help="score with this model and explain away with it")
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         nights = args.night_dirs or [
-            simulate_night(root, f"202111{10 + i:02d}", frames=args.frames, start="21:00", seed=args.seed + i,
+            simulate_night(root, f"{datetime(2021, 11, 10) + timedelta(days=i):%Y%m%d}", frames=args.frames,
+                           start="21:00", seed=args.seed + i,
                            scenario=SCENARIOS[i % len(SCENARIOS)], rates=RATES, progress=False)
             for i in range(args.nights)]
         deciders = {"trail geometry": lambda: Decider(0.5)}

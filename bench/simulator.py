@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gualta import preprocess, simulate  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 
 
 def time_night(frames: int, workers: int, seed: int) -> float:
@@ -50,9 +51,9 @@ def white_share(seed: int, scenario: str, frame: int = 500) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--nights-per-scenario", type=int, default=6)
+    parser.add_argument("--frames", type=positive_int, default=1000)
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--nights-per-scenario", type=positive_int, default=6)
     args = parser.parse_args()
 
     print(f"## Night of {args.frames} frames (1304×976 JPEG, ground truth)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,18 @@ def test_says_so_without_labelled_nights(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(tmp_path),
                            "--scores-dir", str(tmp_path / "scores")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no night folders with ground_truth.csv" in done.stderr
+
+
+def test_refuses_two_nights_of_one_name(client_night, tmp_path):
+    """One scores CSV and one table row a night name: two roots holding the same night would be mixed."""
+    for root in ("a", "b"):
+        shutil.copytree(client_night, tmp_path / root / client_night.name)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "client_truth.py"), "--nights", str(tmp_path / "a"),
+                           str(tmp_path / "b"), "--scores-dir", str(tmp_path / "scores")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and f"nights of the same name under different roots: {client_night.name}" \
+        in done.stderr
+    assert not (tmp_path / "scores").exists()
 
 
 def test_an_interrupted_run_is_not_read_as_a_night(client_night, tiny_model, tmp_path):

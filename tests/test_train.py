@@ -243,7 +243,8 @@ def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dat
 
 def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dataset, tiny_run, tmp_path):
     """The thesis compared dataset versions v1–v4; only v4 (400 px, stretched) is what the client computes. A model
-    that learnt from v1's 224 px padded images says so in its metadata, and neither `publish` nor the client takes it."""
+    that learnt from v1's 224 px padded images says so in its metadata, and neither `publish` nor the client takes
+    it."""
     from gualta.dataset import prepare_dataset
     from gualta.detect import ClientError, open_model
     from gualta.export import publish_model
