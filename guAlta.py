@@ -65,17 +65,20 @@ def cmd_site(args: argparse.Namespace) -> None:
     from datetime import datetime, timezone
 
     from gualta.server import build_page
+    from gualta.service_env import ConfigError
     from gualta.site import check_page_night
     from gualta.store import StoreError
 
     settings, store = service_settings(args)
     try:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
+    except ConfigError as exc:          # GUALTA_TIMEZONE
+        sys.exit(f"guAlta site: {exc}")
     except ValueError as exc:
         sys.exit(f"guAlta site: --day {args.day}: {exc}")
     try:
         print(json.dumps(build_page(store, day, settings.observatories)))
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         sys.exit(f"guAlta site: {exc}")
 
 
@@ -153,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     serve.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
-    serve.add_argument("--site-at", help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
+    serve.add_argument("--site-at", type=page_time,
+                       help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
     serve.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
     serve.set_defaults(run=cmd_serve)
     site = commands.add_parser("site", help="build a night's daily page in the store now")
@@ -163,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     site.set_defaults(run=cmd_site)
     add_client_commands(commands)
     return parser
+
+
+def page_time(text: str) -> str:
+    """argparse type: 'off' or a local time HHMM / HH:MM (as HHMM)."""
+    from gualta.config import hhmm
+
+    try:
+        return text if text == "off" else hhmm(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def days(text: str) -> int:

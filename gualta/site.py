@@ -272,13 +272,20 @@ def stale_nights(target: store.Store, night: str) -> list[str]:
 
 
 def default_night(now: datetime, env) -> str:
-    """The night the page should show at `now`: at 09:00 the one that just ended, in the evening tonight's."""
+    """The night of `now`: before noon the one that began the evening before, from noon on tonight's."""
     return allsky.night_of(now.astimezone(service_env.timezone(env)))
 
 
+def ended_night(now: datetime, env) -> str:
+    """The night that ended last (by 08:00, the end of AllSky's window): the page built without a night named, at
+    whatever time it is scheduled — from noon on, `default_night` is already tonight's, and last night's page would
+    never be built."""
+    return allsky.night_of(now.astimezone(service_env.timezone(env)) - timedelta(hours=allsky.NOON))
+
+
 def handle(event, env=None, now: datetime | None = None) -> dict:
-    """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event: the night that
-    just ended — its detections and end logs whose Telegram post failed posted again first
+    """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event (any event without
+    a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed posted again first
     (`ingest.repost_failed`, listed as "reposted") — then the earlier pages that are out of date (`stale_nights`,
     listed as "refreshed")."""
     env = os.environ if env is None else env
@@ -287,7 +294,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:
         return build_day(target, check_page_night(day, now, env), env, now)
-    night = default_night(now, env)
+    night = ended_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_failed(target, night, env, now, records=records)
     summary = {**build_day(target, night, env, now, records), "reposted": reposted}

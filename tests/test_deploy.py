@@ -62,6 +62,25 @@ def test_the_cron_line_scores_last_night_with_the_units_environment_file(client_
     assert reported and {path.name for path in (store / "detections" / "20211110").iterdir()} == reported
 
 
+def test_the_cron_line_runs_without_the_environment_file(client_night, tiny_model, tmp_path):
+    """Without /etc/gualta.env (no systemd unit beside it) the settings come from the crontab's variables, as its
+    comment says: the line must not stop at the missing file."""
+    _, command = cron_line()
+    home = tmp_path / "guAlta"
+    home.mkdir()
+    for name in (".venv", "guAlta.py"):
+        (home / name).symlink_to(REPO / name)
+    copy_night(client_night, tmp_path / "images")
+    crontab_env = {"GUALTA_API_KEY": KEYS["obs01"], "GUALTA_OBS_ID": "obs01", "GUALTA_URL": "http://127.0.0.1:9",
+                   "GUALTA_MAIN_FOLDER": str(tmp_path / "images"), "GUALTA_MODEL": str(tiny_model),
+                   "GUALTA_OUTBOX": str(tmp_path / "outbox.sqlite"), "GUALTA_THREADS": "1"}
+    run = subprocess.run(["/bin/sh", "-c", command.replace(HOME, str(home)).replace(ENV_FILE, str(tmp_path / "none"))],
+                         capture_output=True, text=True, timeout=180, env={**child_env(), **crontab_env})
+    assert run.returncode == 0, run.stderr
+    assert len(read_scores(home / "scores" / "20211110.csv")) == 24
+    assert "report(s) pending in the outbox" in (home / "scores" / "batch.log").read_text()   # the service is down
+
+
 def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
     """The .bat files (cmd.exe wants CRLF lines) run guAlta.py with options its parser accepts, and the scheduled
     task starts the real-time one."""

@@ -176,7 +176,7 @@ def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(seconds=0.2))
     stop = threading.Event()
     server.schedule_pages(service, "0900", stop)
-    night = server.site.default_night(datetime.now(timezone.utc), env)
+    night = server.site.ended_night(datetime.now(timezone.utc), env)
     deadline = time.monotonic() + 20
     while not (tmp_path / "store" / f"{night}.html").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -236,6 +236,20 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
                                  capture_output=True, text=True, timeout=60)
             assert (run.returncode, run.stderr.strip().splitlines()[-1]) == (1, said), run.stderr
             assert "Traceback" not in run.stderr
+
+
+def test_bad_service_settings_on_the_command_line_or_environment_are_one_line(tmp_path):
+    for args, env, status, said in (
+            (("serve", "--site-at", "2500", "--store", str(tmp_path / "s")), {}, 2,
+             "argument --site-at: must be a local time HHMM or HH:MM, e.g. 2000"),
+            (("site", "--store", str(tmp_path / "s")), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 1,
+             "guAlta site: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'"),
+            (("site", "--store", str(tmp_path / "s"), "--day", "20260916"), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 1,
+             "guAlta site: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'")):
+        run = subprocess.run([sys.executable, "guAlta.py", *args], cwd=REPO, env=child_env(**env),
+                             capture_output=True, text=True, timeout=60)
+        assert (run.returncode, run.stderr.strip().splitlines()[-1].endswith(said)) == (status, True), run.stderr
+        assert "Traceback" not in run.stderr
 
 
 def test_site_command(tmp_path):

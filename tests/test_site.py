@@ -148,8 +148,20 @@ def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
     madrid_9am = datetime(2026, 9, 17, 7, 0, tzinfo=timezone.utc)          # 09:00 CEST
     assert site.default_night(madrid_9am, os.environ) == "20260916"
     assert site.default_night(madrid_9am.replace(hour=20), os.environ) == "20260917"
+    for hour in (6, 7, 11, 12, 15, 21):        # 08:00 … 23:00 in Madrid: whenever the page is scheduled
+        assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260916", hour
     assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.night_of(
-        datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")))
+        datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")) - timedelta(hours=12))
+
+
+def test_a_page_scheduled_in_the_afternoon_is_last_nights(env, tmp_path):
+    """PageSchedule or --site-at after noon: the night that ended that morning, its failed posts tried again — not
+    tonight's empty page made the latest (last night's then never got one)."""
+    ingest(detection("obs01", "20260916231507"))
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, datetime(2026, 9, 17, 13, 0, tzinfo=timezone.utc))
+    assert (summary["night"], summary["detections"]) == ("20260916", 1)
+    assert (tmp_path / "store" / "index.html").read_bytes() == (tmp_path / "store" / "20260916.html").read_bytes()
+    assert not (tmp_path / "store" / "20260917.html").exists()
     with pytest.raises(ValueError):
         WEBSITE({"day": "20261340"}, None)
 
