@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 from gualta.detect import read_scores  # noqa: E402
 
 RUN = """
@@ -48,9 +49,9 @@ def run(night: Path, batch_size: int, threads: int, scores: Path) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
-    parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
+    parser.add_argument("--frames", type=positive_int, default=150, help="frames to simulate")
     parser.add_argument("--batch-sizes", default="16,8,4,1")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     sizes = [int(size) for size in args.batch_sizes.split(",")]

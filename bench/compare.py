@@ -21,7 +21,7 @@ with peak_snr < 5), fireball recall, precision (detections that are meteor frame
 no-meteor frames (clouds < 0.05, event none), cloudy no-meteor frames (clouds ≥ 0.2), satellite and plane frames,
 and frames/s = 1 / median per-frame time of the method, measured in this run on already decoded frames (the model's
 time includes its difference image; one frame per predict call). JPEG decoding, the same for every method, is
-reported below the table as the floor. --csv (or --out's name with .csv) keeps the per-frame results:
+reported below the table as the floor. --csv (or --out's name with _frames.csv) keeps the per-frame results:
 night, file, label, event, peak_snr, clouds, method, score, detected, seconds, decode_s.
 """
 from __future__ import annotations

@@ -286,7 +286,7 @@ def load_service_settings(config_file: str | Path | None = None, env: dict | Non
         store = str(from_file.get("guAlta_store", "gualta_store"))
         if "://" not in store:                                      # a folder: relative to the settings file
             store = str((config_file.parent / store).resolve())
-    site_time = str(env.get("GUALTA_SITE_TIME") or from_file.get("guAlta_site_time", "0900"))
+    site_time = env.get("GUALTA_SITE_TIME") or from_file.get("guAlta_site_time", "0900")   # 900 as a number too
     problems = []
     if site_time != "off":
         try:

@@ -247,18 +247,25 @@ def published_versions(models: Store) -> list[int]:
 
 
 def metrics_beside(model_path: Path) -> dict | None:
-    """The summary of the metrics.json beside a model, when it was written after the model (an older one is the
-    evaluation of a model trained before into the same folder)."""
+    """The summary of the metrics.json beside a model, when it was written after the network was trained: after
+    the run's model.pkl (an ONNX exported from it later is the same network), else after the model file. An older
+    one is the evaluation of a model trained before into the same folder."""
     metrics_path = model_path.parent / "metrics.json"
     if not metrics_path.is_file():
         return None
-    if metrics_path.stat().st_mtime < model_path.stat().st_mtime:
-        log.warning("%s is older than %s: it is not this model's evaluation, published without metrics",
-                    metrics_path, model_path)
+    trained = model_path.with_name("model.pkl") if model_path.with_name("model.pkl").is_file() else model_path
+    if metrics_path.stat().st_mtime < trained.stat().st_mtime:
+        log.warning("%s is older than %s: taken for an earlier model's evaluation, published without metrics "
+                    "(name it with --metrics if it is this model's)", metrics_path, trained)
         return None
+    return read_metrics(metrics_path)
+
+
+def read_metrics(path: Path) -> dict:
+    """The headline figures of a metrics.json."""
     from gualta.evaluate import metrics_summary
 
-    return metrics_summary(json.loads(metrics_path.read_text()))
+    return metrics_summary(json.loads(Path(path).read_text()))
 
 
 def publish_model(model_path: str | Path, store_location: str | Path, version: int | None = None,
@@ -292,7 +299,8 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()
     versioned = f"guAlta_v{version}.onnx"
-    store.put(f"{MODELS_FOLDER}/{versioned}", data)
+    if not store.create(f"{MODELS_FOLDER}/{versioned}", data):       # another publish took the number meanwhile
+        raise ValueError(f"version {version} was published meanwhile: publish again for the next version")
     store.put(f"{MODELS_FOLDER}/{LATEST}.onnx", data)
     info = {"version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "file": versioned,
             "arch": props.get("arch"), "input_kind": props.get("input_kind"),

@@ -196,7 +196,7 @@ class NightWatch:
             frames = allsky.list_frames(self.folder)
         except OSError as exc:      # its permissions: the frames decided before are known by name, the rest wait
             log.warning("cannot list %s: %s", self.folder, exc.strerror or exc)
-            frames = sorted(map(self.folder.joinpath, done), key=allsky.taken_at)
+            frames = sorted(map(self.folder.joinpath, done))      # by name: taken_at would list the folder
         for frame in frames:
             if frame.name not in done:          # not handed over yet, or ignored as late
                 continue

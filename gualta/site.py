@@ -276,11 +276,15 @@ def default_night(now: datetime, env) -> str:
     return allsky.night_of(now.astimezone(service_env.timezone(env)))
 
 
+NIGHT_ENDS_H = 8          # AllSky's night window ends at 08:00 (guAlta_end_time's default)
+
+
 def ended_night(now: datetime, env) -> str:
-    """The night that ended last (by 08:00, the end of AllSky's window): the page built without a night named, at
+    """The night that ended last (at 08:00, the end of AllSky's window): the page built without a night named, at
     whatever time it is scheduled — from noon on, `default_night` is already tonight's, and last night's page would
-    never be built."""
-    return allsky.night_of(now.astimezone(service_env.timezone(env)) - timedelta(hours=allsky.NOON))
+    never be built; before 08:00 it is a night still being observed."""
+    local = now.astimezone(service_env.timezone(env))
+    return allsky.night_of(local - timedelta(hours=allsky.NOON + NIGHT_ENDS_H))
 
 
 def handle(event, env=None, now: datetime | None = None) -> dict:

@@ -16,6 +16,7 @@ import json
 import mimetypes
 import os
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -85,6 +86,9 @@ class Store(Protocol):
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]: ...
 
 
+STALE_CLAIM_S = 60            # an empty file this old is a claim its writer never filled (LocalStore.create)
+
+
 class LocalStore:
     """A folder on disk. Writes are atomic (temp file + rename/link), so readers never see half a file."""
 
@@ -138,8 +142,12 @@ class LocalStore:
             except FileExistsError:
                 raise
             except OSError:
-                target.open("xb").close()
-                os.replace(temp, target)
+                self._claim(target)
+                try:
+                    os.replace(temp, target)
+                except OSError:             # the claim is let go: a later write of the key may create it
+                    target.unlink(missing_ok=True)
+                    raise
             return True
         except FileExistsError:
             return False
@@ -147,6 +155,19 @@ class LocalStore:
             raise self._error(key, exc) from exc
         finally:
             temp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _claim(target: Path) -> None:
+        """Create target empty, exclusively (FileExistsError if it exists); an empty file left by a writer that
+        stopped between its claim and its content (over STALE_CLAIM_S old) is taken over."""
+        try:
+            target.open("xb").close()
+        except FileExistsError:
+            stat = target.stat()
+            if stat.st_size or time.time() - stat.st_mtime < STALE_CLAIM_S:
+                raise
+            target.unlink(missing_ok=True)
+            target.open("xb").close()
 
     def _error(self, key: str, exc: OSError) -> StoreError:
         return StoreError(f"cannot write {key} in {self.root}: {exc.strerror or exc}")

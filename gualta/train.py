@@ -534,11 +534,13 @@ def cmd_halve(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from gualta.export import publish_model
+    from gualta.export import publish_model, read_metrics
     from gualta.store import StoreError
 
     try:
-        info = publish_model(args.model, args.store, args.version, s3_endpoint=os.environ.get("GUALTA_S3_ENDPOINT"))
+        metrics = read_metrics(args.metrics) if args.metrics else None
+        info = publish_model(args.model, args.store, args.version, metrics,
+                             s3_endpoint=os.environ.get("GUALTA_S3_ENDPOINT"))
     except (ValueError, StoreError) as exc:
         raise TrainError(str(exc)) from exc
     print(f"publish: version {info['version']} ({info['sha256'][:12]}, {info['size']} bytes) → "
@@ -634,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--store", required=True, help="a store folder, or s3://bucket[/prefix] "
                              "(GUALTA_S3_ENDPOINT for a non-AWS endpoint)")
     publish_cmd.add_argument("--version", type=positive_int, help="default: the next version")
+    publish_cmd.add_argument("--metrics", type=Path, help="the model's metrics.json (default: the one beside it, "
+                             "when written after the model was trained)")
     publish_cmd.set_defaults(run=cmd_publish)
 
     raw_cmd = commands.add_parser("raw-dataset", help="the raw-frame twin of a difference dataset")

@@ -145,6 +145,8 @@ def test_service_settings_from_the_file_then_environment(tmp_path):
     from_env = load_service_settings(config, env={"GUALTA_STORE": "s3://bucket/x", "GUALTA_SITE_TIME": "off"})
     assert from_env.store == "s3://bucket/x" and from_env.site_time == "off"
 
+    config.write_text("guAlta_site_time = 930\n")
+    assert load_service_settings(config, env={}).site_time == "0930"          # a number, as the window's times
     config.write_text('guAlta_site_time = "25:00"\nguAlta_observatories = ["obs01"]\n')
     with pytest.raises(ConfigError) as error:
         load_service_settings(config, env={})

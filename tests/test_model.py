@@ -282,10 +282,25 @@ def test_halving_what_is_not_an_onnx_model_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "half.onnx").exists()
 
 
+def test_two_publishes_at_once_never_replace_each_others_version(tiny_run, tmp_path, monkeypatch):
+    """Each publish picks the next number from what it lists; one that listed before the other wrote its file finds
+    the number taken when it writes, and stops rather than replace a version clients may hold."""
+    from gualta import export
+
+    store = tmp_path / "store"
+    export.publish_model(tiny_run.run_dir / "model.onnx", store)
+    first = (store / "models" / "guAlta_v1.onnx").read_bytes()
+    monkeypatch.setattr(export, "published_versions", lambda models: [])        # listed before v1 was written
+    with pytest.raises(ValueError, match="version 1 was published meanwhile"):
+        export.publish_model(tiny_run.run_dir / "model.onnx", store)
+    assert (store / "models" / "guAlta_v1.onnx").read_bytes() == first
+
+
 def test_an_evaluation_older_than_the_model_is_not_published_with_it(tiny_run, tmp_path, caplog):
     """A model trained again into its run folder without evaluation leaves the previous model's metrics.json there:
     not this model's figures."""
     from gualta.export import publish_model
+    from gualta.train import main
 
     run = tmp_path / "run"
     run.mkdir()
@@ -295,6 +310,17 @@ def test_an_evaluation_older_than_the_model_is_not_published_with_it(tiny_run, t
     os.utime(run / "metrics.json", (0, 0))
     assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"] == {}
     assert "is older than" in caplog.text
+    assert main(["publish", "--model", str(run / "model.onnx"), "--store", str(tmp_path / "store"),
+                 "--metrics", str(run / "metrics.json")]) == 0                   # named: this model's after all
+    latest = json.loads((tmp_path / "store" / "models" / "guAlta_latest_version.json").read_text())
+    assert latest["metrics"]["n_test"] > 0
+
+    (run / "model.pkl").write_bytes(b"the network trained")            # evaluate, then export from the .pkl:
+    os.utime(run / "model.pkl", (10, 10))                               # the ONNX is newer than metrics.json, the
+    os.utime(run / "metrics.json", (20, 20))                            # network it holds is not
+    assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"]["n_test"] > 0
+    os.utime(run / "model.pkl", (30, 30))                               # trained again after the evaluation
+    assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"] == {}
 
 
 def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):

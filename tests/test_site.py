@@ -150,6 +150,9 @@ def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
     assert site.default_night(madrid_9am.replace(hour=20), os.environ) == "20260917"
     for hour in (6, 7, 11, 12, 15, 21):        # 08:00 … 23:00 in Madrid: whenever the page is scheduled
         assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260916", hour
+    for hour in (0, 3, 5):                     # 02:00 … 07:00: the night of the 16th is still being observed
+        assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260915", hour
+    assert site.ended_night(madrid_9am.replace(day=16, hour=22), os.environ) == "20260915"     # midnight
     assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.night_of(
         datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")) - timedelta(hours=12))
 

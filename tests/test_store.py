@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
+import time
 
 import pytest
 
@@ -115,6 +117,29 @@ def test_local_store_write_failures_are_store_errors(tmp_path):
     with pytest.raises(store.StoreError, match="cannot write imgs/20260916/obs01_1.jpeg"):
         local.create("imgs/20260916/obs01_1.jpeg", b"jpeg")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_without_hard_links_a_claim_never_filled_loses_no_detection(tmp_path, monkeypatch):
+    """The exclusive claim of a key (no hard links) is let go when its content cannot be put in, and an empty claim
+    a stopped writer left is taken over after a while: a later create of the key stores it (not `duplicate`)."""
+    monkeypatch.setattr(store.os, "link", no_hard_links)
+    local, replace = store.LocalStore(tmp_path), store.os.replace
+
+    def failing_replace(source, target):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store.os, "replace", failing_replace)
+    with pytest.raises(store.StoreError, match="Input/output error"):
+        local.create("detections/20260916/obs01_1.json", b"first")
+    monkeypatch.setattr(store.os, "replace", replace)
+    assert local.create("detections/20260916/obs01_1.json", b"second") is True
+    assert local.get("detections/20260916/obs01_1.json") == b"second"
+
+    claim = tmp_path / "detections" / "20260916" / "obs01_2.json"
+    claim.write_bytes(b"")                                       # a writer stopped right after its claim
+    assert local.create("detections/20260916/obs01_2.json", b"x") is False       # maybe filling it now
+    os.utime(claim, (time.time() - store.STALE_CLAIM_S - 1,) * 2)
+    assert local.create("detections/20260916/obs01_2.json", b"x") is True and claim.read_bytes() == b"x"
 
 
 def test_local_store_leaves_no_temp_files(tmp_path):
