@@ -150,6 +150,7 @@ def main(argv=None) -> int:
         print(json.dumps(summary))
     ok = summary["errors"] == 0 and summary["unique_stored"] == summary["stored"] == summary["detections"]
     ok = ok and summary.get("records_in_store", summary["detections"]) == summary["detections"]
+    ok = ok and summary.get("page_status", 200) == 200
     return 0 if ok else 1
 
 

@@ -33,6 +33,9 @@ def decided(outbox_path: Path, night: str) -> int:
         return len(outbox.night_rows(night))
 
 
+TIMEOUT_S = 1800         # a watcher that has not decided the night by then is stuck, not slow
+
+
 def watcher_seconds(settings, model, night: str, frames: int) -> float:
     """Seconds from the watcher's start until it has decided all but the last frame (which may wait for its
     successor, as the satellite check asks)."""
@@ -43,6 +46,11 @@ def watcher_seconds(settings, model, night: str, frames: int) -> float:
     thread.start()
     try:
         while decided(settings.outbox, night) < frames - 1:
+            if not thread.is_alive():
+                sys.exit("the watcher stopped before deciding the night (see its log above)")
+            if time.monotonic() - start > TIMEOUT_S:
+                sys.exit(f"the watcher decided {decided(settings.outbox, night)} of {frames - 1} frames in "
+                         f"{TIMEOUT_S} s: stopped waiting")
             time.sleep(0.2)
         return time.monotonic() - start
     finally:
