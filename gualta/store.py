@@ -86,6 +86,7 @@ class Store(Protocol):
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]: ...
 
 
+CONFLICT_TRIES, CONFLICT_WAIT_S = 4, 0.1   # S3's 409 to racing conditional writes: tries, first wait (doubling)
 STALE_CLAIM_S = 60            # an empty file this old is a claim its writer never filled (LocalStore.create)
 
 
@@ -226,13 +227,19 @@ class S3Store:
         self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key))
 
     def create(self, key: str, data: bytes) -> bool:
-        """Conditional write (If-None-Match: *); True if this call created the object."""
+        """Conditional write (If-None-Match: *); True if this call created the object. S3 answers 409 to a write
+        racing another one that has not finished: written again (the other may yet fail), up to CONFLICT_TRIES."""
         from botocore.exceptions import ClientError
-        try:
-            self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key), IfNoneMatch="*")
-            return True
-        except ClientError:
-            return False
+        for attempt in range(CONFLICT_TRIES):
+            try:
+                self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key),
+                           IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalRequestConflict":
+                    return False            # 412: it exists
+                time.sleep(CONFLICT_WAIT_S * 2 ** attempt)
+        raise StoreError(f"S3 put_object failed: ConditionalRequestConflict {CONFLICT_TRIES} times")
 
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

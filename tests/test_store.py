@@ -119,6 +119,57 @@ def test_local_store_write_failures_are_store_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
 
 
+class Body:
+    """A raw HTTP body for botocore's AWSResponse."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_):
+        yield self.data
+
+
+CONFLICT = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
+            b"<Message>A conflicting conditional operation is currently in progress against this resource."
+            b"</Message></Error>")
+
+
+def answer_conflicts(client, count: int) -> list[int]:
+    """S3's 409 ConditionalRequestConflict to the client's next `count` conditional writes (another write of the key
+    in progress), sent back instead of the request; the list counts those left."""
+    from botocore.awsrequest import AWSResponse
+
+    left = [count]
+
+    def conflict(request, **_):
+        if request.headers.get("If-None-Match") == b"*" and left[0] > 0:
+            left[0] -= 1
+            return AWSResponse(request.url, 409, {"Content-Type": "application/xml"}, Body(CONFLICT))
+        return None
+
+    client.meta.events.register("before-send.s3.PutObject", conflict)
+    return left
+
+
+def test_s3_create_writes_again_after_a_conflict_and_never_takes_it_for_a_duplicate(moto, monkeypatch):
+    """A 409 means another conditional write of the key is in progress and may fail: taken for "it exists", the
+    detection would be answered `duplicate` and lost if the other write failed."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint, _ = moto
+    monkeypatch.setattr(store, "CONFLICT_WAIT_S", 0.01)
+    client = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"}))
+    s3 = store.S3Store(BUCKET, "conflicts", client=client)
+    left = answer_conflicts(client, 2)
+    assert s3.create("detections/20260916/obs01_1.json", b"first") is True and left == [0]
+    assert s3.get("detections/20260916/obs01_1.json") == b"first"
+    assert s3.create("detections/20260916/obs01_1.json", b"again") is False         # 412: it exists
+    answer_conflicts(client, store.CONFLICT_TRIES)
+    with pytest.raises(store.StoreError, match="ConditionalRequestConflict"):        # 503: the client sends it again
+        s3.create("detections/20260916/obs01_2.json", b"busy")
+
+
 def test_without_hard_links_a_claim_never_filled_loses_no_detection(tmp_path, monkeypatch):
     """The exclusive claim of a key (no hard links) is let go when its content cannot be put in, and an empty claim
     a stopped writer left is taken over after a while: a later create of the key stores it (not `duplicate`)."""
