@@ -163,7 +163,7 @@ def compared(tmp_path_factory):
                            "--model", str(model), "--out", str(root / "table.md")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    return done.stdout, root / "table.md", root / "table.csv"
+    return done.stdout, root / "table.md", root / "table_frames.csv"
 
 
 def parse_table(text: str) -> pd.DataFrame:
