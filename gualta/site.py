@@ -289,9 +289,9 @@ def ended_night(now: datetime, env) -> str:
 
 def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event (any event without
-    a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed posted again first
-    (`ingest.repost_failed`, listed as "reposted") — then the earlier pages that are out of date (`stale_nights`,
-    listed as "refreshed")."""
+    a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed
+    posted again first (`ingest.repost_failed`, listed as "reposted") — then the earlier pages that are out of date
+    (`stale_nights`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)

@@ -118,8 +118,7 @@ class LocalStore:
         except OSError as exc:              # a full disk, no permission, a file where a folder should be
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {target.relative_to(self.root)} in {self.root}: "
-                             f"{exc.strerror or exc}") from exc
+            raise self._error(target.relative_to(self.root).as_posix(), exc) from exc
         return temp
 
     def put(self, key: str, data: bytes) -> None:
