@@ -140,7 +140,8 @@ SETTINGS = (
     Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
     Setting("api_key", text, "", "this observatory's API key for the central service"),
-    Setting("model", path, "models/guAlta.onnx", "model file (.onnx or fastai .pkl); the configured one is downloaded if missing"),
+    Setting("model", path, "models/guAlta.onnx",
+            "model file (.onnx or fastai .pkl); the configured one is downloaded if missing"),
     Setting("model_url", url, "", "where published models are read: the embedded service, or on AWS the stack's "
             "WebsiteUrl (the bucket's models/); empty: guAlta_URL"),
     Setting("model_update", boolean, True, "replace the model file with a newer one the central service publishes "

@@ -623,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize_cmd.add_argument("--model", type=Path, required=True, help="model.onnx")
     quantize_cmd.add_argument("--night", type=Path, required=True, help="a night folder of the camera's frames")
     quantize_cmd.add_argument("--out", type=Path, required=True)
-    quantize_cmd.add_argument("--pairs", type=positive_int, default=64, help="frame pairs to calibrate on, spread over the night")
+    quantize_cmd.add_argument("--pairs", type=positive_int, default=64,
+                              help="frame pairs to calibrate on, spread over the night")
     quantize_cmd.set_defaults(run=cmd_quantize)
 
     halve_cmd = commands.add_parser("halve", help="a copy of an ONNX model with its weights stored in float16")
