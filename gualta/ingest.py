@@ -128,7 +128,8 @@ def _handle(event: dict, env, now: datetime) -> dict:
     channel = telegram_post.channel_from_env(env)
     if isinstance(item, payload.Detection):
         return store_detection(target, item, channel, env, now)
-    return store_log(target, item, channel, night_for_log(item, now, service_env.timezone(env)), now)
+    zone = coincidence.zones_from_env(env)(item.obs_id)             # its camera's clock
+    return store_log(target, item, channel, night_for_log(item, now, zone), now)
 
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
@@ -284,11 +285,13 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
 
 
 def night_for_log(item: payload.Log, now: datetime, zone) -> str:
-    """The night a log belongs to: its folder, else the night of its processed time, else of now (local)."""
+    """The night a log belongs to: its folder, else the night of its processed time, else of now — times read on
+    the observatory's clock (`zone`)."""
     if item.folder:
         return item.folder
     if item.processed:
-        return allsky.night_of(datetime.fromisoformat(item.processed.replace("Z", "+00:00")))
+        processed = datetime.fromisoformat(item.processed.replace("Z", "+00:00"))
+        return allsky.night_of(processed.astimezone(zone) if processed.tzinfo else processed)
     return allsky.night_of(now.astimezone(zone))
 
 

@@ -35,17 +35,17 @@ STALE_TLE_DAYS = 7               # beyond this, predicted times drift by minutes
 
 @dataclass(frozen=True)
 class Observatory:
-    """Where an observatory is; tz is the zone of its camera's clock (AllSky file names)."""
+    """Where an observatory is; tz is the zone of its camera's clock (AllSky file names), '' for the service's."""
     obs_id: str
     lat: float
     lon: float
     elevation_m: float = 0.0
     name: str = ""
-    tz: str = "UTC"
+    tz: str = ""
 
     @property
     def zone(self):
-        return ZoneInfo(self.tz)
+        return ZoneInfo(self.tz) if self.tz else service_env.timezone({})
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ def observatories_from_env(env) -> dict[str, Observatory]:
     text = env.get("GUALTA_OBSERVATORIES") or "{}"
     try:
         raw = json.loads(text)
-        return {obs_id: observatory(obs_id, entry) for obs_id, entry in raw.items()}
+        service_zone = env.get("GUALTA_TIMEZONE") or ""             # a camera without its own tz: the service's
+        return {obs_id: observatory(obs_id, {**entry, "tz": entry.get("tz") or service_zone})
+                for obs_id, entry in raw.items()}
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise service_env.ConfigError(f"GUALTA_OBSERVATORIES is not valid: {exc}") from None
 
@@ -84,9 +86,10 @@ def observatory(obs_id: str, entry: dict) -> Observatory:
     lat, lon = float(entry["lat"]), float(entry["lon"])
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ValueError(f"{obs_id}: latitude/longitude out of range")
-    tz = str(entry.get("tz") or "UTC")
+    tz = str(entry.get("tz") or "")
     try:
-        ZoneInfo(tz)
+        if tz:
+            ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{obs_id}: unknown time zone {tz!r}") from None
     return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name", "")), tz)

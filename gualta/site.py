@@ -190,11 +190,22 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
         mark_iss(own, reports[obs_id])
         end, start = logs.get(obs_id, {}).get("end", {}), logs.get(obs_id, {}).get("start", {})
         total = end.get("total")
+        zone = zone_of(obs_id)
         result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
-                              group_consecutive(own, zone=zone_of(obs_id)), total if type(total) is int else None,
-                              _text(start.get("processed") or start.get("received")),
-                              _text(end.get("processed") or end.get("received")), reports[obs_id]))
+                              group_consecutive(own, zone=zone), total if type(total) is int else None,
+                              _text(on_clock(start.get("processed") or start.get("received"), zone)),
+                              _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id]))
     return result
+
+
+def on_clock(stamp, zone: tzinfo):
+    """An ISO-8601 time with an offset as the observatory's clock reads it (the page's times are each camera's
+    local time; `received` is the service's UTC); anything else as it is."""
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return stamp
+    return moment.astimezone(zone).isoformat() if moment.tzinfo else stamp
 
 
 def page_nights(target: store.Store) -> list[str]:

@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from gualta import ingest, payload, server, service_env, store
-from helpers_service import (BUCKET, KEYS, detection, event, gray_image, jpeg, moto_s3, service_env as make_env,
-                             snapshot)
+from helpers_service import (BUCKET, KEYS, OBSERVATORIES, detection, event, gray_image, jpeg, moto_s3,
+                             service_env as make_env, snapshot)
 
 HANDLER = server.load_handler("guAlta")
 
@@ -77,6 +77,16 @@ def test_logs_are_kept_per_night_and_observatory(root):
     assert post(end)[1]["status"] == "duplicate"
     post({**end, "total": 1500})                                            # a later end log replaces it
     assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["total"] == 1500
+
+
+def test_a_logs_night_is_read_on_its_observatorys_clock(root, monkeypatch):
+    """A log without `folder` (another sender than guAlta's client) is filed by its processed time read in its
+    observatory's zone: 08:00 UTC is 19:00 in Sydney, the evening of the 10th — not the 9th, as the UTC wall clock
+    or the service's Madrid zone read it."""
+    places = {**OBSERVATORIES, "obs03": {"lat": -33.9, "lon": 151.2, "tz": "Australia/Sydney"}}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps(places))
+    status, answer = post({"log": "start", "obs_id": "obs03", "processed": "2021-11-10T08:00:00Z"}, key=KEYS["obs03"])
+    assert status == 200 and answer["key"] == "logs/20211110/obs03_start.json"
 
 
 def test_base64_encoded_proxy_body_is_accepted(root):

@@ -113,9 +113,11 @@ def test_coincidences_across_the_start_of_summer_time():
 def test_camera_clock_zones_come_from_the_observatories_else_the_service():
     from gualta import coincidence
 
-    places = json.dumps({"obs03": {"lat": 51.5, "lon": -0.1, "tz": "Europe/London"}})
+    places = json.dumps({"obs03": {"lat": 51.5, "lon": -0.1, "tz": "Europe/London"},
+                         "obs04": {"lat": 0, "lon": 0}})                # placed, but no tz: the service's too
     zone_of = coincidence.zones_from_env({"GUALTA_TIMEZONE": "Europe/Madrid", "GUALTA_OBSERVATORIES": places})
     assert (zone_of("obs03"), zone_of("obs09")) == (ZoneInfo("Europe/London"), ZoneInfo("Europe/Madrid"))
+    assert zone_of("obs04") == ZoneInfo("Europe/Madrid")                 # was UTC
     broken = coincidence.zones_from_env({"GUALTA_TIMEZONE": "Europe/Madrid", "GUALTA_OBSERVATORIES": "{not json"})
     assert broken("obs03") == ZoneInfo("Europe/Madrid")                  # never a failure on the ingest path
 
@@ -235,6 +237,33 @@ def looks(page, path, width, height, shot):
         images: [...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().width]),
         cards: [...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().width),
         title: document.title})""")
+
+
+def test_the_longest_obs_id_fits_a_small_phone(night, tmp_path, monkeypatch):
+    """An obs_id may be 32 characters without a break: the navigation and headings wrap it, the page does not
+    scroll sideways at 320 px."""
+    long_id = "W" * 32
+    monkeypatch.setenv("GUALTA_API_KEYS", f"{os.environ['GUALTA_API_KEYS']},{long_id}:key-long-obs-12345")
+    assert INGEST(event(detection(long_id, frame("224000"), 0.95, seed=11), "key-long-obs-12345"),
+                  None)["statusCode"] == 200
+    WEBSITE({"day": NIGHT}, None)
+    with browser_page(320, 640) as page:
+        for width in (320, 360):
+            view = looks(page, night / f"{NIGHT}.html", width, 640, tmp_path / f"long-{width}.png")
+            assert view["overflow"] <= 0, f"horizontal scrolling at {width} px: {view['overflow']} px"
+
+
+def test_start_and_end_times_are_on_each_cameras_clock(night):
+    """A log's time as the camera's clock reads it, whatever offset it came with: a UTC `processed`, or the
+    service's UTC `received` when a sender left `processed` out (shown as UTC, the page said local time)."""
+    target = store.LocalStore(night)
+    store.write_json(target, f"logs/{NIGHT}/obs02_start.json", {"log": "start", "obs_id": "obs02", "folder": NIGHT,
+                                                                 "received": "2026-09-16T18:00:02+00:00"})
+    store.write_json(target, f"logs/{NIGHT}/obs02_end.json", {"log": "end", "obs_id": "obs02", "folder": NIGHT,
+                                                               "total": 1440, "processed": "2026-09-17T06:00:05Z"})
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert html.count("started 2026-09-16 20:00 · ended 2026-09-17 08:00") == 2        # obs01's and obs02's
 
 
 def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
