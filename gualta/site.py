@@ -153,13 +153,14 @@ def read_logs(target: store.Store, night: str) -> dict[str, dict]:
     return logs
 
 
-def mark_iss(rows: list[Row], report: passes.PassReport) -> None:
-    """Flag rows taken during a sunlit ISS pass (camera clock = observatory zone)."""
-    margin = timedelta(seconds=ISS_MARGIN_S)
-    windows = [(p.start.replace(tzinfo=None) - margin, p.end.replace(tzinfo=None) + margin)
+def mark_iss(rows: list[Row], report: passes.PassReport, zone: tzinfo) -> None:
+    """Flag rows taken during a sunlit ISS pass, compared as instants (camera clock = observatory zone; a pass
+    across a change of summer time ends, on the wall clock, before it starts)."""
+    windows = [(p.start.timestamp() - ISS_MARGIN_S, p.end.timestamp() + ISS_MARGIN_S)
                for p in report.passes if p.sunlit]
     for row in rows:
-        row.iss = any(start <= row.stamp <= end for start, end in windows)
+        when = coincidence.instant(row.stamp, zone)
+        row.iss = any(start <= when <= end for start, end in windows)
 
 
 def mark_coincidences(rows: list[Row], zone_of) -> None:
@@ -186,11 +187,10 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
     reports = passes.night_passes(obs_ids, night, env)
     result = []
     for obs_id in obs_ids:
-        own = [row for row in rows if row.obs_id == obs_id]
-        mark_iss(own, reports[obs_id])
+        own, zone = [row for row in rows if row.obs_id == obs_id], zone_of(obs_id)
+        mark_iss(own, reports[obs_id], zone)
         end, start = logs.get(obs_id, {}).get("end", {}), logs.get(obs_id, {}).get("start", {})
         total = end.get("total")
-        zone = zone_of(obs_id)
         result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
                               group_consecutive(own, zone=zone), total if type(total) is int else None,
                               _text(on_clock(start.get("processed") or start.get("received"), zone)),
@@ -219,7 +219,15 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["night_date"] = lambda night: datetime.strptime(night, allsky.NIGHT_FORMAT).strftime("%Y-%m-%d")
     env.filters["when"] = short_time
+    env.filters["zones"] = zone_names
+    env.filters["clock"] = lambda moment, zones: moment.strftime("%H:%M:%S" + (" %Z" if len(zones) > 1 else ""))
     return env
+
+
+def zone_names(found: list[passes.Pass]) -> list[str]:
+    """The zone abbreviations of the passes' times, in order (two on a night summer time ends or starts)."""
+    names = [moment.strftime("%Z") for p in found for moment in (p.start, p.peak, p.end)]
+    return list(dict.fromkeys(names))
 
 
 def short_time(text: str) -> str:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gualta import allsky, payload, server, site, store
+from gualta import allsky, passes, payload, server, site, store
 from helpers_service import KEYS, browser_page, detection, event, service_env
 
 INGEST = server.load_handler("guAlta")
@@ -72,6 +72,26 @@ def test_iss_passes_are_on_the_page(night):
     obs01 = html[html.index('id="obs-obs01"'):html.index('id="obs-obs02"')]
     assert "ISS passes above 10° in the dark (CEST)" in obs01 and "<td>sunlit</td>" in obs01
     assert "TLE epoch 2026-09-16 20:27 UTC" in obs01
+
+
+def test_iss_passes_across_the_end_of_summer_time(env, tmp_path):
+    """On the night clocks go back, a pass from 02:59:44 CEST to 02:05:20 CET is shown with each time's zone (one
+    caption zone made it end before it began), and a detection is matched to a pass as instants."""
+    ingest(payload.build_log("end", "obs02", total=1440, folder="20261024"), "obs02")
+    WEBSITE({"day": "20261024"}, None)
+    html = (tmp_path / "store" / "20261024.html").read_text()
+    obs02 = html[html.index('id="obs-obs02"'):]
+    assert "ISS passes above 10° in the dark (CEST → CET)" in obs02
+    assert "<td>02:59:44 CEST</td>" in obs02 and "<td>02:05:20 CET</td>" in obs02
+
+    zone = ZoneInfo("Europe/Madrid")
+    crossing = passes.Pass(datetime(2026, 10, 25, 2, 59, 36, tzinfo=zone),
+                           datetime(2026, 10, 25, 2, 2, 27, fold=1, tzinfo=zone),
+                           datetime(2026, 10, 25, 2, 5, 19, fold=1, tzinfo=zone), 40.0, True)
+    rows = [site.Row("obs02", "in", datetime(2026, 10, 25, 2, 59, 50), 0.9, "i"),      # CEST, in the pass
+            site.Row("obs02", "before", datetime(2026, 10, 25, 2, 57, 0), 0.9, "i")]
+    site.mark_iss(rows, passes.PassReport("obs02", [crossing]), zone)
+    assert [row.iss for row in rows] == [True, False]
 
 
 def test_consecutive_grouping_boundary():
