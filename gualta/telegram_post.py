@@ -55,9 +55,13 @@ def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[
     if record.get("flag"):
         lines.append(f"Flag: {record['flag']}")
     tail = [page_url] if page_url else []
-    also = [f"Also seen from {obs_id} at {at}" for obs_id, at in seen_also]
+    times: dict[str, list[str]] = {}                # an observatory with two detections of the moment: one line
+    for obs_id, at in seen_also:
+        times.setdefault(obs_id, []).append(at)
+    also = [f"Also seen from {obs_id} at {', '.join(ats)}" for obs_id, ats in times.items()]
     for shown in range(len(also), -1, -1):          # as many as fit in a caption, then how many more
-        more = [f"Also seen from {len(also) - shown} more observatories"] if shown < len(also) else []
+        rest = len(also) - shown
+        more = [f"Also seen from {rest} more observator{'y' if rest == 1 else 'ies'}"] if rest else []
         caption = "\n".join(lines + also[:shown] + more + tail)
         if telegram_length(caption) <= MAX_CAPTION:
             return caption

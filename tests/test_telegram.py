@@ -79,8 +79,8 @@ def test_earlier_posts_are_edited_to_name_the_detections_of_the_same_moment_stor
     assert bot_api.sent("editMessageCaption") == []
     post(detection("obs02", "20260916231520", telegram=True), KEYS["obs02"])           # the same meteor, 13 s later
     later = bot_api.sent("sendPhoto")[-1]
-    assert later["caption"].splitlines()[4:6] == ["Also seen from obs01 at 23:15:07",
-                                                  "Also seen from obs01 at 23:15:15"]
+    assert later["caption"].splitlines()[4:6] == ["Also seen from obs01 at 23:15:07, 23:15:15",    # one line each
+                                                  "https://meteors.example.org/20260916.html#obs02_20260916231520"]
     first_id = stored(root)["telegram_message_id"]
     own_id = stored(root, name="obs01_20260916231515")["telegram_message_id"]
     assert [(int(edit["message_id"]), edit["chat_id"]) for edit in bot_api.sent("editMessageCaption")] == [
@@ -99,7 +99,7 @@ def test_earlier_posts_are_edited_to_name_the_detections_of_the_same_moment_stor
     assert [line for line in edits[first_id] if line.startswith("Also")] == [
         "Also seen from obs02 at 23:15:20", "Also seen from obs03 at 23:15:25"]
     assert [line for line in edits[later_id] if line.startswith("Also")] == [
-        "Also seen from obs01 at 23:15:07", "Also seen from obs01 at 23:15:15", "Also seen from obs03 at 23:15:25"]
+        "Also seen from obs01 at 23:15:07, 23:15:15", "Also seen from obs03 at 23:15:25"]
 
 
 def test_only_posts_that_were_sent_are_edited_and_a_failed_edit_changes_nothing(root, bot_api, caplog):
@@ -149,6 +149,10 @@ def test_a_moment_seen_from_many_observatories_still_fits_a_caption(root, bot_ap
     assert len(named) < 40
     assert lines[-2:] == [f"Also seen from {40 - len(named)} more observatories", url]
     assert telegram_post.detection_caption(record, url, seen[:3]).count("Also seen from station") == 3
+    twice = telegram_post.detection_caption(record, url, [("obs02", "23:15:05"), ("obs02", "23:15:35")] + seen)
+    assert "Also seen from obs02 at 23:15:05, 23:15:35" in twice                # one observatory, one line
+    named_twice = [line for line in twice.splitlines() if line.startswith("Also seen from station")]
+    assert twice.splitlines()[-2] == f"Also seen from {40 - len(named_twice)} more observatories"   # not detections
     channel = telegram_post.Channel(token=TOKEN, chat_id="@gualta_meteors", base_url=bot_api.base_url)
     assert telegram_post.post(channel, caption, b"jpeg").status == "sent"
     assert telegram_post.post(channel, "☄" * 1025, b"jpeg").status == "failed: BadRequest"      # as Telegram would
