@@ -130,7 +130,7 @@ def skip_reason(frames: NightFrames, frame: Path) -> str:
     if frames.frames and frames.frames[0] == frame:
         return "first frame of the night: no predecessor"
     if frames.image(frame) is None:
-        return "bad frame: unreadable, truncated or not an image"
+        return f"bad frame: {frames.bad_reason(frame)}"
     return "no good earlier frame of the same size"
 
 

@@ -14,12 +14,16 @@ from gualta.preprocess import BadFrame, read_gray
 
 log = logging.getLogger(__name__)
 
+BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
+UNREADABLE = "unreadable, truncated or not an image"
+
 
 class NightFrames:
     """The frames of one night, each decoded at most once, paired with the last good frame before them.
 
-    A frame is bad if it cannot be decoded, or if it alone differs in size from the good frames either side of it
-    (a size that persists is a camera change: only the pair across the change is skipped). Decoded images older than
+    A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
+    and the frame after it would brighten as a whole), or if it alone differs in size from the good frames either
+    side of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded images older than
     the last predecessor handed out are released, so memory stays small if frames are asked for in time order.
     """
 
@@ -32,6 +36,7 @@ class NightFrames:
         self._images: dict[int, np.ndarray] = {}
         self._shapes: dict[int, tuple[int, ...] | None] = {}      # None: not decodable
         self._rejected: set[int] = set()
+        self._bad: dict[int, str] = {}                                # why a frame could not be used
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -46,8 +51,13 @@ class NightFrames:
         return frame in self._position
 
     def image(self, frame: Path) -> np.ndarray | None:
-        """The frame in 8-bit gray, or None if it cannot be decoded."""
+        """The frame in 8-bit gray, or None if it cannot be decoded or is blank (`bad_reason`)."""
         return self._image(self._position[frame])
+
+    def bad_reason(self, frame: Path) -> str:
+        """Why a frame's image cannot be used ('' if it can)."""
+        self._image(self._position[frame])
+        return self._bad.get(self._position[frame], "")
 
     def pair(self, frame: Path) -> allsky.FramePair | None:
         """The frame and the last good frame before it, or None (warned) if there is no such pair."""
@@ -75,11 +85,16 @@ class NightFrames:
         try:
             image = read_gray(self.frames[i])
         except BadFrame as exc:
-            self._shapes[i] = None
-            self._reject(i, f"bad frame {exc}: skipped")
-            return None
+            return self._unusable(i, UNREADABLE, f"bad frame {exc}: skipped")
+        if is_blank(image):
+            return self._unusable(i, "blank: no picture (a black or uniform image)",
+                                  f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
         self._images[i], self._shapes[i] = image, image.shape
         return image
+
+    def _unusable(self, i: int, reason: str, message: str) -> None:
+        self._shapes[i], self._bad[i] = None, reason
+        self._reject(i, message)
 
     def _shape(self, i: int) -> tuple[int, ...] | None:
         if i not in self._shapes:
@@ -125,6 +140,12 @@ class NightFrames:
     def _release_before(self, i: int) -> None:
         for j in [j for j in self._images if j < i]:
             del self._images[j]
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Whether a gray frame holds no picture: every pixel within BLANK_RANGE_DN of the others (a real frame has at
+    least its sky's noise and stars, and the lens circle against the black around it)."""
+    return int(image.max()) - int(image.min()) <= BLANK_RANGE_DN
 
 
 def size_text(shape: tuple[int, ...] | None) -> str:

@@ -177,13 +177,18 @@ def dots_by_position(out: Path, night: Path) -> dict[int, int]:
     return {position(night, row.file): dot_count(load(out / row.fn)) for row in rows.itertuples()}
 
 
+def sky_of_size(width: int, height: int) -> np.ndarray:
+    """A frame of another size with a picture in it (a blank one is bad for being blank)."""
+    return np.tile(np.arange(width, dtype=np.uint8), (height, 1))
+
+
 def test_bad_frames_are_skipped_and_neighbours_pair_with_the_last_good_frame(tmp_path, caplog):
     night = make_night(tmp_path / "nights", "20211110", 10, meteors=(), tally=True)
     test_night = make_night(tmp_path / "nights", "20211112", 4)
     frame_path(night, 3).write_bytes(b"")                                       # zero bytes
     frame_path(night, 5).write_bytes(frame_path(night, 5).read_bytes()[:300])   # truncated JPEG
     frame_path(night, 7).write_text("not an image\n")                          # text named like a frame
-    cv2.imwrite(str(frame_path(night, 8)), np.zeros((40, 60), np.uint8))        # odd size
+    cv2.imwrite(str(frame_path(night, 8)), sky_of_size(60, 40))                # odd size
     (night / "notes.txt").write_text("ignored")
     caplog.set_level(logging.WARNING, "gualta.dataset")
 
@@ -226,7 +231,7 @@ def test_bad_first_frame_and_a_lasting_size_change(tmp_path, caplog):
     night = make_night(tmp_path / "nights", "20211110", 8, meteors=(), tally=True)
     frame_path(night, 0).write_bytes(b"")
     for i in (5, 6, 7):                                                         # the camera changed size
-        cv2.imwrite(str(frame_path(night, i)), np.zeros((60, 80), np.uint8))
+        cv2.imwrite(str(frame_path(night, i)), sky_of_size(80, 60))
     caplog.set_level(logging.WARNING, "gualta.dataset")
 
     result = prepare_dataset([night], [], tmp_path / "data")

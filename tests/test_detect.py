@@ -367,6 +367,24 @@ def test_uploads_need_a_night_folder_named_by_its_date(client_night, tiny_model,
     assert run_batch(config, renamed, upload=False, say=lambda line: None, progress=False).frames == 24
 
 
+def test_blank_frames_are_skipped_and_the_next_frame_compared_with_the_last_picture(client_night, tiny_model,
+                                                                                   tmp_path):
+    """A camera glitch's black or uniform frame holds no picture: the frame after it, compared with it, brightened
+    as a whole and was reported (the streak check found the sky's edges in it too)."""
+    night = copy_night(client_night, tmp_path / "images")
+    frames = allsky.list_frames(night)
+    for frame, level in ((frames[5], 0), (frames[9], 3)):
+        cv2.imwrite(str(frame), np.full((976, 1304, 3), level, np.uint8))
+    rows = {row["file"]: row for row in read_scores(
+        run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
+                  progress=False).scores)}
+    for blank in (frames[5], frames[9]):
+        assert (rows[blank.name]["flag"], rows[blank.name]["note"]) == (
+            "skipped", "bad frame: blank: no picture (a black or uniform image)")
+    assert rows[frames[6].name]["previous"] == frames[4].name and rows[frames[10].name]["previous"] == frames[8].name
+    assert rows[frames[6].name]["detection"] == rows[frames[10].name]["detection"] == "0"
+
+
 def test_folders_that_cannot_be_listed_are_one_clear_error(client_night, tiny_model, tmp_path):
     """Permissions (a night folder made by another account, a share mounted without read access): said in one line,
     for the night named and for the latest one found under guAlta_main_folder."""
