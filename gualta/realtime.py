@@ -93,6 +93,9 @@ def looks_complete(path: Path) -> bool:
     return not unfinished(head, tail)
 
 
+LATE_NOTE = "named before a frame already scored (the camera's clock set back?): not scored"
+
+
 class FrameWatch:
     """Finds the frames of a night folder that are completely written, in time order."""
 
@@ -103,6 +106,7 @@ class FrameWatch:
         self.after = max((allsky.taken_at(frame) for frame in taken), default=None)
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
         self.unlisted = ""                                  # why the folder could not be listed last time
+        self.late: list[Path] = []                          # frames named before one handed over: not scored
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
         """Frames newly complete since the last call (at most `limit`); a frame still being written holds back those
@@ -115,6 +119,7 @@ class FrameWatch:
             stamp = allsky.taken_at(path)
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
+                self.late.append(path)
                 log.warning("%s arrived after a later frame was scored: ignored", path.name)
                 continue
             previous = self.seen.get(path.name)
@@ -215,6 +220,8 @@ class NightWatch:
         ready = self.watch.ready(force, limit)
         for frame in ready:
             self.frames.append(frame)
+        self.emit([FrameResult(frame, note=LATE_NOTE, flag=SKIPPED) for frame in self.watch.late])   # a row each
+        self.watch.late.clear()
         for result in self.scorer.score(ready):
             self.emit(self.decider.push(result))
         if self.decider.waiting is None:

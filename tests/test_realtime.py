@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -207,6 +207,29 @@ def test_the_nights_summer_time_ends_and_starts_are_watched_as_they_are_taken(cl
     same_rows(watched, read_scores(batch))
     assert watched[12]["file"] == after_change and watched[12]["previous"] == previous and watched[12]["note"] == ""
     assert not [line for line in lines if "arrived after" in line]
+
+
+def test_a_frame_named_before_one_already_scored_gets_a_row_of_its_own(client_night, tiny_model, tmp_path):
+    """The Pi's clock set back mid-night names a new frame before frames already scored: it is not scored (its
+    predecessor is decided), but the night's CSV has its row, one per frame, as the batch run's does."""
+    root = tmp_path / "images"
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(6))
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    for _ in range(20):
+        watcher.tick()
+        if len(rows_in(config.outbox)) >= 5:
+            break
+        time.sleep(0.05)
+    late = root / NIGHT / f"image-{allsky.frame_time(writer.frames[2]) + timedelta(seconds=5):%Y%m%d%H%M%S}.jpg"
+    late.write_bytes(writer.frames[7].read_bytes())
+    watcher.tick()
+    watcher.outbox.close()
+    rows = {row["file"]: row for row in rows_in(config.outbox)}
+    assert (rows[late.name]["flag"], rows[late.name]["score"], rows[late.name]["note"]) == (
+        "skipped", "", realtime.LATE_NOTE)
 
 
 def test_a_frame_the_second_pass_wrote_over_keeps_the_time_it_was_scored_at(client_night, tmp_path, madrid_clock):
