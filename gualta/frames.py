@@ -23,8 +23,9 @@ class NightFrames:
 
     A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
     and the frame after it would brighten as a whole), or if it alone differs in size from the good frames either
-    side of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded images older than
-    the last predecessor handed out are released, so memory stays small if frames are asked for in time order.
+    side of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded
+    images older than the last predecessor handed out are released, so memory stays small if frames are asked for
+    in time order.
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
