@@ -171,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def page_time(text: str) -> str:
     """argparse type: 'off' or a local time HHMM / HH:MM (as HHMM)."""
-    from gualta.config import hhmm
+    from gualta import config
 
     try:
-        return text if text == "off" else hhmm(text)
+        return config.page_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -67,6 +67,11 @@ def hhmm(value) -> str:
     return match.group(1) + match.group(2)
 
 
+def page_time(value) -> str:
+    """'off', or a local time as `hhmm` reads it (the daily page's time)."""
+    return "off" if value == "off" else hhmm(value)
+
+
 def obs_id(value) -> str:
     value = text(value)
     if not OBS_ID.fullmatch(value):
@@ -289,11 +294,10 @@ def load_service_settings(config_file: str | Path | None = None, env: dict | Non
             store = str((config_file.parent / store).resolve())
     site_time = env.get("GUALTA_SITE_TIME") or from_file.get("guAlta_site_time", "0900")   # 900 as a number too
     problems = []
-    if site_time != "off":
-        try:
-            site_time = hhmm(site_time)
-        except ValueError as exc:
-            problems.append(f"guAlta_site_time = {site_time!r}: {exc}")
+    try:
+        site_time = page_time(site_time)
+    except ValueError as exc:
+        problems.append(f"guAlta_site_time = {site_time!r}: {exc}")
     observatories = from_file.get("guAlta_observatories") or {}
     if not isinstance(observatories, dict):
         problems.append(f"guAlta_observatories must be a dict of obs_id → place, not {type(observatories).__name__}")

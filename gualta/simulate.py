@@ -924,8 +924,8 @@ def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = 
     """Write `nights` consecutive nights; night i uses seed `seed + i` (each night reproducible on its own)."""
     first = datetime.strptime(first_date, allsky.NIGHT_FORMAT) if first_date else default_first_date(seed)
     dates = [(first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT) for i in range(nights)]
-    for night_date in dates:            # all refused before any is written
-        refuse_filled(Path(out_root) / allsky.night_of(start_of(night_date, start)))
-        check_length(start_of(night_date, start), frames or 1)
+    for night_start in (start_of(night_date, start) for night_date in dates):     # all refused before any is written
+        refuse_filled(Path(out_root) / allsky.night_of(night_start))
+        check_length(night_start, frames or 1)
     return [simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
             for i, night_date in enumerate(dates)]
