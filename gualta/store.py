@@ -137,17 +137,7 @@ class LocalStore:
         target = self.path(key)
         temp = self._temp(target, data)
         try:
-            try:
-                os.link(temp, target)
-            except FileExistsError:
-                raise
-            except OSError:
-                self._claim(target)
-                try:
-                    os.replace(temp, target)
-                except OSError:             # the claim is let go: a later write of the key may create it
-                    target.unlink(missing_ok=True)
-                    raise
+            self._create_from(temp, target)
             return True
         except FileExistsError:
             return False
@@ -155,6 +145,23 @@ class LocalStore:
             raise self._error(key, exc) from exc
         finally:
             temp.unlink(missing_ok=True)
+
+    def _create_from(self, temp: Path, target: Path) -> None:
+        """temp's content at target unless target exists (FileExistsError): a hard link, else the claimed name
+        filled in (let go again if it cannot be: a later write of the key may create it)."""
+        try:
+            os.link(temp, target)
+            return
+        except FileExistsError:
+            raise
+        except OSError:                 # no hard links on this file system
+            pass
+        self._claim(target)
+        try:
+            os.replace(temp, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def _claim(target: Path) -> None:
