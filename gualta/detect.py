@@ -736,10 +736,13 @@ class NightSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def text(self) -> str:
-        uploads = "uploads off" if self.pending is None else (
-            "all reports delivered" if self.pending == 0 and not self.rejected else
-            f"{self.pending} report(s) pending in the outbox: they go with the next run or `python guAlta.py flush`"
-            if self.pending else "the other reports delivered")
+        if self.pending is None:
+            uploads = "uploads off"
+        elif self.pending:
+            uploads = (f"{self.pending} report(s) pending in the outbox: they go with the next run or "
+                       "`python guAlta.py flush`")
+        else:
+            uploads = "the other reports delivered" if self.rejected else "all reports delivered"
         if self.rejected:
             uploads = f"{self.rejected} report(s) rejected by the service (the log says why); {uploads}"
         scores = f"; scores {self.scores}" if self.scores else ""
