@@ -15,6 +15,7 @@ from gualta.preprocess import BadFrame, read_gray
 log = logging.getLogger(__name__)
 
 BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
+REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 UNREADABLE = "unreadable, truncated or not an image"
 
 
@@ -22,10 +23,12 @@ class NightFrames:
     """The frames of one night, each decoded at most once, paired with the last good frame before them.
 
     A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
-    and the frame after it would brighten as a whole), or if it alone differs in size from the good frames either
-    side of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded
-    images older than the last predecessor handed out are released, so memory stays small if frames are asked for
-    in time order.
+    and the frame after it would brighten as a whole), if it repeats the picture before it (a frozen camera saving
+    one image again, perhaps under a new watermark: the next new picture is then compared with the sky it followed,
+    minutes old, and a long freeze is a long gap), or if it alone differs in size from the good frames either side
+    of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded images
+    older than the last predecessor handed out are released, so memory stays small if frames are asked for in time
+    order.
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
@@ -38,6 +41,9 @@ class NightFrames:
         self._shapes: dict[int, tuple[int, ...] | None] = {}      # None: not decodable
         self._rejected: set[int] = set()
         self._bad: dict[int, str] = {}                                # why a frame could not be used
+        self._repeats: dict[int, int] = {}                            # frame → the first frame of its picture
+        self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
+        self._decode_errors: dict[int, BadFrame] = {}
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -81,17 +87,46 @@ class NightFrames:
         return allsky.FramePair(self.frames[j], frame, self._taken[i] - self._taken[j])
 
     def _image(self, i: int) -> np.ndarray | None:
-        if i in self._images or self._shapes.get(i, ()) is None:      # decoded, or known to be bad
+        if i in self._images or self._shapes.get(i, ()) is None:      # judged good and kept, or known to be bad
             return self._images.get(i)
-        try:
-            image = read_gray(self.frames[i])
-        except BadFrame as exc:
-            return self._unusable(i, UNREADABLE, f"bad frame {exc}: skipped")
+        image = self._picture(i)
+        if image is None:
+            return self._unusable(i, UNREADABLE, f"bad frame {self._decode_errors[i]}: skipped")
         if is_blank(image):
             return self._unusable(i, "blank: no picture (a black or uniform image)",
                                   f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
+        original = self._repeated(i, image)
+        if original is not None:
+            self._repeats[i] = original
+            self._pictures.pop(i)
+            name, first = self.frames[i].name, self.frames[original].name
+            return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
+                                  f"{name}: the same picture as {first} (camera frozen): skipped")
         self._images[i], self._shapes[i] = image, image.shape
         return image
+
+    def _picture(self, i: int) -> np.ndarray | None:
+        """Frame i decoded to gray as it is (None if it cannot be decoded), not yet judged blank or repeated."""
+        if i not in self._pictures:
+            try:
+                self._pictures[i] = read_gray(self.frames[i])
+            except BadFrame as exc:
+                self._pictures[i], self._decode_errors[i] = None, exc
+        return self._pictures[i]
+
+    def _repeated(self, i: int, image: np.ndarray) -> int | None:
+        """The frame whose picture frame i repeats, or None: frame i is compared with the last frame before it that
+        holds a picture (unreadable and blank frames passed over; a repeat stands for the picture it repeats)."""
+        for j in range(i - 1, -1, -1):
+            if j in self._repeats:
+                j = self._repeats[j]
+            elif j in self._shapes and self._shapes[j] is None:
+                continue                                # known unreadable or blank
+            earlier = self._picture(j)
+            if earlier is None or is_blank(earlier):
+                continue
+            return j if same_picture(image, earlier) else None
+        return None
 
     def _unusable(self, i: int, reason: str, message: str) -> None:
         self._shapes[i], self._bad[i] = None, reason
@@ -141,12 +176,20 @@ class NightFrames:
     def _release_before(self, i: int) -> None:
         for j in [j for j in self._images if j < i]:
             del self._images[j]
+        for j in [j for j in self._pictures if j < i]:
+            del self._pictures[j]
 
 
 def is_blank(image: np.ndarray) -> bool:
     """Whether a gray frame holds no picture: every pixel within BLANK_RANGE_DN of the others (a real frame has at
     least its sky's noise and stars, and the lens circle against the black around it)."""
     return int(image.max()) - int(image.min()) <= BLANK_RANGE_DN
+
+
+def same_picture(image: np.ndarray, earlier: np.ndarray) -> bool:
+    """Whether a frame repeats an earlier picture: fewer than REPEAT_MAX_CHANGED of its pixels differ at all (a new
+    exposure's noise changes most of them; a frozen camera's copy changes none, or only its watermark's)."""
+    return image.shape == earlier.shape and np.count_nonzero(image != earlier) < REPEAT_MAX_CHANGED * image.size
 
 
 def size_text(shape: tuple[int, ...] | None) -> str:

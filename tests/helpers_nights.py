@@ -26,6 +26,11 @@ def background(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
     return sky
 
 
+def sensor_noise(index: int, size: tuple[int, int] = (WIDTH, HEIGHT)) -> np.ndarray:
+    """Exposure `index`'s noise: 0 or 1 DN a pixel (every exposure differs from the last, as a camera's do)."""
+    return np.random.default_rng(1000 + index).integers(0, 2, (size[1], size[0]), dtype=np.uint8)
+
+
 def tally_spot(index: int) -> tuple[int, int]:
     """Top-left corner of frame `index`'s tally dot (8×8-aligned, one JPEG block each)."""
     per_row = WIDTH // TALLY_STEP
@@ -33,9 +38,10 @@ def tally_spot(index: int) -> tuple[int, int]:
 
 
 def frame_image(index: int, meteor: bool, tally: bool, size: tuple[int, int] = (WIDTH, HEIGHT)) -> np.ndarray:
-    """Frame `index`: background, the streak if meteor, and (tally) dots 0..index, so that the difference of frames
-    i and j shows i − j dots: the pairing can be read off the image."""
-    image = background(*size)
+    """Frame `index`: background with its own 1 DN sensor noise (a new exposure, below the difference threshold),
+    the streak if meteor, and (tally) dots 0..index, so that the difference of frames i and j shows i − j dots: the
+    pairing can be read off the image."""
+    image = background(*size) + sensor_noise(index, size)
     if tally:
         for k in range(index + 1):
             x, y = tally_spot(k)

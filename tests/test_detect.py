@@ -253,6 +253,31 @@ def test_the_frame_after_a_camera_stop_is_not_compared(client_night, tiny_model,
     assert summary.scored == len(frames) - 2 and frames[16].name in caplog.text
 
 
+def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_compared_with_the_first(
+        client_night, tiny_model, tmp_path):
+    """A camera that froze saves one picture again and again, under a fresh watermark or as the same file: the
+    repeats are skipped, and the first new picture is compared with the sky it followed — under a long freeze,
+    minutes old, so not compared (a cloudy sky 6 min apart brightened and was reported 30 s after the last copy)."""
+    night = copy_night(client_night, tmp_path / "images")
+    frames = allsky.list_frames(night)
+    stuck = cv2.imread(str(frames[4]))
+    for frame in frames[4:16]:                      # frames 5–15 repeat frame 4's picture, each with its own time
+        image = stuck.copy()
+        cv2.putText(image, frame.stem, (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, (200, 200, 200), 2)
+        cv2.imwrite(str(frame), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    for frame in frames[19:21]:                     # frames 19 and 20: the same file as frame 18
+        shutil.copyfile(frames[18], frame)
+    summary, rows = scores_of(tmp_path, night, tiny_model)
+    for i, original in [(i, 4) for i in range(5, 16)] + [(19, 18), (20, 18)]:
+        assert (rows[i]["flag"], rows[i]["note"]) == (
+            "skipped", f"bad frame: repeated: the same picture as {frames[original].name} (camera frozen)"), i
+    assert (rows[16]["previous"], rows[16]["score"], rows[16]["note"]) == (
+        "", "", f"previous good frame {frames[4].name} is 6 min earlier: not compared")
+    assert rows[4]["score"] != "" and rows[17]["previous"] == frames[16].name
+    assert rows[21]["previous"] == frames[18].name and rows[21]["score"] != ""        # 90 s: compared
+    assert summary.scored == len(frames) - 1 - 13 - 1
+
+
 def another_camera(night: Path, root: Path, mode: str, size: tuple[int, int] | None = None) -> Path:
     """The night as another camera would save it: colour ("RGB") or monochrome ("L") JPEGs, optionally resized."""
     out = root / mode / night.name
