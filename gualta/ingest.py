@@ -40,21 +40,36 @@ def error(status: int, reason: str, headers: dict | None = None) -> dict:
     return response(status, {"error": reason}, headers)
 
 
-def header(event: dict, name: str) -> str | None:
-    """A request header, looked up case-insensitively."""
-    wanted = name.lower()
-    for key, value in (event.get("headers") or {}).items():
+def header_values(event: dict, name: str) -> list[str]:
+    """Every value a request header was sent with, its name matched case-insensitively (API Gateway passes
+    repeated headers in multiValueHeaders, their last value in headers)."""
+    wanted, values = name.lower(), []
+    many = event.get("multiValueHeaders")
+    headers = many if isinstance(many, dict) and many else {k: [v] for k, v in dict_or_empty(event.get("headers")).items()}
+    for key, sent in headers.items():
         if isinstance(key, str) and key.lower() == wanted:
-            return value
-    return None
+            values += [value for value in (sent if isinstance(sent, list) else [sent]) if isinstance(value, str)]
+    return values
+
+
+def dict_or_empty(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def request_body(event: dict) -> bytes:
-    """The raw body bytes (API Gateway base64-encodes binary bodies)."""
+    """The raw body bytes (API Gateway base64-encodes binary bodies); ValueError saying what is wrong."""
     body = event.get("body") or ""
+    if not isinstance(body, str):
+        raise ValueError("body is not text (an API Gateway proxy event's body is a string)")
     if event.get("isBase64Encoded"):
-        return base64.b64decode(body, validate=True)
-    return body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("body is not valid base64") from None
+    try:
+        return body.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ValueError("body is not valid UTF-8") from None
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -75,6 +90,15 @@ def parse_api_keys(text: str) -> dict[str, str]:
 def api_keys(env) -> dict[str, str]:
     """The key → obs_id map from GUALTA_API_KEYS (or its SSM parameter)."""
     return parse_api_keys(service_env.secret(env, "GUALTA_API_KEYS"))
+
+
+def api_key_owner(sent: list[str], env) -> tuple[str | None, str]:
+    """The obs_id whose key the request was sent with, or None and why not (a key sent twice is refused whatever
+    its values: which one counts would otherwise depend on the host and the header's spelling)."""
+    if len(sent) > 1:
+        return None, "x-api-key sent more than once"
+    owner = authenticate(sent[0] if sent else None, api_keys(env))
+    return owner, "" if owner else "missing or unknown API key (header x-api-key)"
 
 
 def authenticate(given: str | None, keys: dict[str, str]) -> str | None:
@@ -103,20 +127,24 @@ def handle(event: dict, env=None, now: datetime | None = None) -> dict:
 
 
 def _handle(event: dict, env, now: datetime) -> dict:
+    if not isinstance(event, dict):
+        return error(400, "not an API Gateway proxy event")
     path = event.get("resource") or event.get("path")
     if path != ROUTE:
         return error(404, "not found")
     if event.get("httpMethod") != "POST":
         return error(405, "method not allowed", {"Allow": "POST"})
     try:
-        body = request_body(event)
-    except (binascii.Error, ValueError):
-        return error(400, "body is not valid base64")
+        body, unreadable = request_body(event), ""
+    except ValueError as exc:
+        body, unreadable = b"", str(exc)                 # answered after the key: 401 comes before 400
     if len(body) > payload.MAX_BODY_BYTES:
         return error(413, f"body larger than {payload.MAX_BODY_BYTES} bytes")
-    owner = authenticate(header(event, "x-api-key"), api_keys(env))
+    owner, refusal = api_key_owner(header_values(event, "x-api-key"), env)
     if owner is None:
-        return error(401, "missing or unknown API key (header x-api-key)")
+        return error(401, refusal)
+    if unreadable:
+        return error(400, unreadable)
     try:
         data = payload.parse_body(body)
         if data.get("obs_id") != owner and isinstance(data.get("obs_id"), str):

@@ -92,7 +92,7 @@ def observatory(obs_id: str, entry: dict) -> Observatory:
             ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{obs_id}: unknown time zone {tz!r}") from None
-    return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name", "")), tz)
+    return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name") or ""), tz)
 
 
 @lru_cache(maxsize=1)

@@ -246,10 +246,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "POST":
             self.reply(405, {"error": "method not allowed"}, headers={"Allow": "POST"})
             return
-        if ingest.authenticate(self.headers.get("x-api-key"), ingest.api_keys(self.service.env)) is None:
-            self.reply(401, {"error": "missing or unknown API key (header x-api-key)"})
+        owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
+        if owner is None:
+            self.reply(401, {"error": refusal})
             return
-        day = parse_qs(urlsplit(self.path).query).get("day", [None])[-1]
+        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        if set(query) - {"day"} or len(query.get("day", [])) > 1:
+            self.reply(400, {"error": "the only parameter is day=YYYYMMDD, given once"})
+            return
+        day = query.get("day", [None])[0]
         event = {"source": "gualta.server"}
         if day is not None:
             try:

@@ -121,6 +121,45 @@ def test_routing_and_size(root):
     refused(root, 413, b"{" + b" " * payload.MAX_BODY_BYTES + b"}", reason="larger")
 
 
+def handled(root, proxy) -> tuple[int, str]:
+    before = snapshot(root)
+    result = HANDLER(proxy, None)
+    assert snapshot(root) == before
+    return result["statusCode"], json.loads(result["body"])["error"]
+
+
+def test_odd_proxy_events_get_4xx_with_their_reason(root):
+    """Events as API Gateway, a console test or `sam local invoke` may hand over: the key is checked before the
+    body is read (401 comes before 400), a body that is not text or not decodable is named, a malformed event is
+    a 400 — never a crash of the function."""
+    unkeyed = event(detection(), key=None)
+    unkeyed.update(body="!!", isBase64Encoded=True)
+    assert handled(root, unkeyed) == (401, "missing or unknown API key (header x-api-key)")
+    keyed = event(detection())
+    assert handled(root, {**keyed, "body": "!!", "isBase64Encoded": True}) == (400, "body is not valid base64")
+    assert handled(root, {**keyed, "body": '{"x": "\ud800"}'}) == (400, "body is not valid UTF-8")
+    assert handled(root, {**keyed, "body": detection()}) == (
+        400, "body is not text (an API Gateway proxy event's body is a string)")
+    assert handled(root, None) == (400, "not an API Gateway proxy event")
+    assert handled(root, {**keyed, "headers": ["x-api-key"], "multiValueHeaders": None})[0] == 401
+
+
+def test_an_api_key_sent_twice_is_refused_whatever_its_values(root):
+    """Which of two keys counted depended on the host and on the header's spelling (the last, or the first)."""
+    good, bad = KEYS["obs01"], "wrong-key-0123456789"
+    for values in ([bad, good], [good, bad], [good, good]):
+        proxy = event(detection())
+        proxy.update(headers={"x-api-key": values[-1]}, multiValueHeaders={"x-api-key": values})
+        assert handled(root, proxy) == (401, "x-api-key sent more than once")
+    proxy = event(detection())
+    proxy.update(headers={"X-Api-Key": good, "x-api-key": bad},
+                 multiValueHeaders={"X-Api-Key": [good], "x-api-key": [bad]})
+    assert handled(root, proxy) == (401, "x-api-key sent more than once")
+    proxy = event(detection())
+    proxy.update(multiValueHeaders=None)                       # a hand-written event with headers only
+    assert HANDLER(proxy, None)["statusCode"] == 200
+
+
 BAD = [
     ("not json", b"{\"id\": ", "not valid UTF-8 JSON"),
     ("invalid utf-8", b"{\"obs_id\": \"\xff\xfe\"}", "not valid UTF-8 JSON"),

@@ -85,3 +85,9 @@ def test_n2yo_url_and_fallback(monkeypatch):
 def test_bad_observatory_settings_are_config_errors(bad):
     with pytest.raises(service_env.ConfigError):
         passes.observatories_from_env({"GUALTA_OBSERVATORIES": bad})
+
+
+def test_an_observatory_name_left_null_is_no_name():
+    """`"name": null` in GUALTA_OBSERVATORIES showed as "None" beside the obs_id on the page."""
+    found = passes.observatories_from_env({"GUALTA_OBSERVATORIES": '{"obs01": {"lat": 1, "lon": 2, "name": null}}'})
+    assert found["obs01"].name == ""

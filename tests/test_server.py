@@ -105,6 +105,36 @@ def test_site_on_demand_checks_its_input(live):
         assert not (store / f"{day}.html").exists()
 
 
+def test_site_on_demand_takes_day_alone(live):
+    """An empty `day` (a script's unset variable) or another parameter ran the whole scheduled job — Telegram
+    posts sent again, last night's page rebuilt: now a 400 that builds nothing."""
+    url, root, _ = live
+    for query in ("day=", "night=20260901", "day=20260916&day=20260915", "day=20260916&x=1"):
+        before = snapshot(root)
+        bad = requests.post(f"{url}/site?{query}", headers={"x-api-key": KEYS["obs01"]}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"].startswith(("day: ", "the only parameter")), query
+        assert snapshot(root) == before, query
+
+
+def test_an_api_key_sent_twice_is_refused_by_both_routes(live):
+    """Two x-api-key headers: the upload took the last, /site the first; now both refuse, whatever the values."""
+    url, root, _ = live
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    before = snapshot(root)
+    for path, body in (("/uploadmeteor", json.dumps(detection(frame_id="20260916230000")).encode()), ("/site", b"")):
+        for first, second in ((KEYS["obs02"], KEYS["obs01"]), (KEYS["obs01"], KEYS["obs01"])):
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.putrequest("POST", path)
+            connection.putheader("x-api-key", first)
+            connection.putheader("X-API-Key", second)
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            reply = connection.getresponse()
+            assert (reply.status, json.loads(reply.read())) == (401, {"error": "x-api-key sent more than once"})
+            connection.close()
+    assert snapshot(root) == before
+
+
 def test_oversized_body_is_refused_unread(live):
     url, root, child = live
     before = snapshot(root)
