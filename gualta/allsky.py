@@ -16,6 +16,7 @@ NIGHT_FORMAT = "%Y%m%d"
 FRAME_INTERVAL_S = 30
 LONG_GAP_S = 300         # pairs further apart than this are flagged: the sky changed too much in between
 NOON = 12                # frames before noon belong to the previous evening's night
+NIGHT_ENDS_H = 8         # AllSky's night window ends at 08:00 (guAlta_end_time's default)
 
 
 def frame_time(path: str | Path) -> datetime | None:
@@ -46,6 +47,12 @@ def night_of(stamp: datetime) -> str:
     """Night folder name (the evening's date) for a frame taken at `stamp`."""
     evening = stamp - timedelta(days=1) if stamp.hour < NOON else stamp
     return evening.strftime(NIGHT_FORMAT)
+
+
+def ended_night(local: datetime) -> str:
+    """The night that ended last by local time `local` (at NIGHT_ENDS_H, the end of AllSky's night window): from
+    noon on `night_of` is already tonight's, and before NIGHT_ENDS_H it is a night still being observed."""
+    return night_of(local - timedelta(hours=NOON + NIGHT_ENDS_H))
 
 
 def is_night_folder(path: Path) -> bool:

@@ -157,7 +157,7 @@ def _handle(event: dict, env, now: datetime) -> dict:
     if isinstance(item, payload.Detection):
         return store_detection(target, item, channel, env, now)
     zone = coincidence.zones_from_env(env)(item.obs_id)             # its camera's clock
-    return store_log(target, item, channel, night_for_log(item, now, zone), now)
+    return store_log(target, item, channel, night_for_log(item, now, zone), env, now)
 
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
@@ -170,9 +170,17 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
     if not store.write_json(target, json_key, record, create=True):
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
+    mark_if_late(target, item.folder, env, now)
     stored = night_detections(target, item.folder) if channel is not None else []
     status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored)
     return response(200, {"status": "stored", "key": json_key, "telegram": status})
+
+
+def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
+    """Mark a night that had ended before today's page build (`store.late_key`): the scheduled build brings its
+    page up to date however long ago it was (a client back after a week's outage)."""
+    if night < allsky.ended_night(now.astimezone(service_env.timezone(env))):
+        target.put(store.late_key(night), b"")
 
 
 def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
@@ -326,7 +334,7 @@ def night_for_log(item: payload.Log, now: datetime, zone) -> str:
 SERVICE_LOG_FIELDS = {"received", "telegram_status", "telegram_retried"}     # what the service adds to a stored log
 
 
-def store_log(target: store.Store, item: payload.Log, channel, night: str, now: datetime) -> dict:
+def store_log(target: store.Store, item: payload.Log, channel, night: str, env, now: datetime) -> dict:
     """Keep the night's latest start/end log per observatory and post it; an identical re-send is a duplicate."""
     key = store.log_key(night, item.obs_id, item.log)
     record = {**item.record(), "folder": night}
@@ -337,6 +345,7 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, now: 
     record["telegram_status"] = "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
+    mark_if_late(target, night, env, now)
     record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
     store.write_json(target, key, record)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

@@ -5,9 +5,10 @@ latest night): per observatory, the detections in time order with image, local t
 detections (≤ 60 s apart) grouped as "possible satellite/plane"; detections of different observatories at the same
 moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
 that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
-what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights whose detections,
-logs or next night changed since — reports an observatory delivered late, after its outage, reach their page —
-and first posts again the night's detections and end logs whose Telegram post failed.
+what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones
+the ingest marked late, whose detections, logs or next night changed since — reports an observatory delivered late,
+after its outage, reach their page — and first posts again the night's detections and end logs whose Telegram post
+failed.
 """
 from __future__ import annotations
 
@@ -247,7 +248,9 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None) -> dict:
-    """Write night's page (and index.html if it is the latest) and what it was made from; return a summary.
+    """Write night's page (and index.html if it is the latest that has begun: a page asked for tomorrow's night would
+    show an empty night there, last night's page built after it no longer the latest) and what it was made from;
+    return a summary.
     `records`: detection records read already ({key: record}), not read again."""
     check_night(night)
     now = now or datetime.now(timezone.utc)
@@ -260,7 +263,7 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     written = [store.page_key(night)]
     target.put(written[0], data)
     store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1]})
-    if night == known[-1]:
+    if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
     log.info("daily page %s: %d detections, %d observatories", night, sum(p.detections for p in parts), len(parts))
@@ -277,17 +280,23 @@ def page_inputs(target: store.Store, night: str) -> list[str]:
 
 
 def stale_nights(target: store.Store, night: str) -> list[str]:
-    """The nights before `night` (the last REFRESH_NIGHTS with a page) whose detections, logs or next night have
-    changed since their page was built, oldest first."""
+    """The nights before `night` whose detections, logs or next night have changed since their page was built (or
+    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, and those the ingest marked late (a
+    client back after a long outage), with the page before each."""
     nights = page_nights(target)
-    stale = []
-    for earlier in [n for n in nights if n < night][-REFRESH_NIGHTS:]:
-        made = store.read_json(target, store.page_inputs_key(earlier))
-        following = [n for n in nights if n > earlier][:1]
-        if not isinstance(made, dict) or made.get("inputs") != page_inputs(target, earlier) \
-                or made.get("next") != following:
-            stale.append(earlier)
-    return stale
+    recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
+    late = [n for n in store.late_nights(target) if n < night]
+    before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
+    candidates = sorted(set(recent) | set(late) | set(filter(None, before_late)))
+    return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
+
+
+def page_is_stale(target: store.Store, night: str, nights: list[str]) -> bool:
+    """Whether a night's page is missing or was made from other detections, logs or next night than now's."""
+    made = store.read_json(target, store.page_inputs_key(night))
+    following = [n for n in nights if n > night][:1]
+    return not isinstance(made, dict) or made.get("inputs") != page_inputs(target, night) \
+        or made.get("next") != following
 
 
 def default_night(now: datetime, env) -> str:
@@ -295,15 +304,10 @@ def default_night(now: datetime, env) -> str:
     return allsky.night_of(now.astimezone(service_env.timezone(env)))
 
 
-NIGHT_ENDS_H = 8          # AllSky's night window ends at 08:00 (guAlta_end_time's default)
-
-
 def ended_night(now: datetime, env) -> str:
-    """The night that ended last (at 08:00, the end of AllSky's window): the page built without a night named, at
-    whatever time it is scheduled — from noon on, `default_night` is already tonight's, and last night's page would
-    never be built; before 08:00 it is a night still being observed."""
-    local = now.astimezone(service_env.timezone(env))
-    return allsky.night_of(local - timedelta(hours=allsky.NOON + NIGHT_ENDS_H))
+    """The night that ended last on the service's clock (`allsky.ended_night`): the page built without a night
+    named, at whatever time it is scheduled."""
+    return allsky.ended_night(now.astimezone(service_env.timezone(env)))
 
 
 def handle(event, env=None, now: datetime | None = None) -> dict:

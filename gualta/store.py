@@ -77,6 +77,17 @@ def page_inputs_key(night: str) -> str:
     return f"pages/{night}.json"
 
 
+def late_key(night: str) -> str:
+    """The mark the ingest leaves on a night that received a detection or log after it ended (its page, if any, is
+    out of date and may be older than the scheduled build's refresh window)."""
+    return f"pages/late/{night}"
+
+
+def late_nights(target: "Store") -> list[str]:
+    """The nights marked late (`late_key`)."""
+    return sorted(key.rsplit("/", 1)[1] for key in target.keys("pages/late/"))
+
+
 class Store(Protocol):
     """What the handlers need from a store."""
 

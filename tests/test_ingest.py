@@ -261,7 +261,7 @@ def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch):
         assert post(detection("obs02"), key=KEYS["obs02"])[0] == 401          # not in the SSM map
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/")["Contents"])
         assert keys == ["prod/detections/20260916/obs01_20260916231507.json",
-                        "prod/imgs/20260916/obs01_20260916231507.jpeg"]
+                        "prod/imgs/20260916/obs01_20260916231507.jpeg", "prod/pages/late/20260916"]  # night ended
         service_env._cache.clear()
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gualta import allsky, passes, payload, server, site, store
+from gualta import ingest as ingest_module
 from helpers_service import KEYS, browser_page, detection, event, service_env
 
 INGEST = server.load_handler("guAlta")
@@ -228,6 +229,42 @@ def test_only_the_last_nights_are_refreshed(env, tmp_path):
     assert summary["refreshed"] == [f"202609{day:02d}" for day in range(10 - site.REFRESH_NIGHTS, 10)]
     assert "2026-09-02 →" not in (tmp_path / "store" / "20260901.html").read_text()
     assert "2026-09-04 →" in (tmp_path / "store" / "20260903.html").read_text()
+
+
+def test_reports_delivered_after_a_long_outage_reach_their_pages(env, tmp_path):
+    """An observatory back after three weeks: its reports for nights older than the refresh window, or for a night
+    that never had a page, were posted to Telegram with a link to a page that never showed them. The ingest marks
+    each ended night it stores into; the next scheduled build brings those pages up to date, once."""
+    root, schedule = tmp_path / "store", {"source": "gualta.schedule"}
+    for day in range(2, 17):                                                    # a page every morning
+        site.handle(schedule, os.environ, nine_am(day))
+    back = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)                   # 08:30 in Madrid on the 17th
+    for fid in ("20260905231507", "20260820231507", "20260916231507"):
+        assert ingest_module.handle(event(detection("obs02", fid), KEYS["obs02"]), os.environ, back)["statusCode"] == 200
+    tonight = datetime(2026, 9, 17, 21, 0, tzinfo=timezone.utc)
+    assert ingest_module.handle(event(detection("obs01", "20260917225000")), os.environ, tonight)["statusCode"] == 200
+    assert store.late_nights(store.LocalStore(root)) == ["20260820", "20260905"]   # not the night just ended, nor tonight
+
+    summary = site.handle(schedule, os.environ, nine_am(17))
+    assert (summary["night"], summary["refreshed"]) == ("20260916", ["20260820", "20260905", "20260915"])
+    assert 'id="obs02_20260905231507"' in (root / "20260905.html").read_text()
+    assert 'id="obs02_20260820231507"' in (root / "20260820.html").read_text()
+    assert 'id="obs02_20260916231507"' in (root / "20260916.html").read_text()
+    assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
+
+
+def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):
+    """A page asked for tonight's night before it began (allowed: a camera east of the service starts earlier) made
+    index.html an empty night, and last night's page built after it was no longer the latest."""
+    root = tmp_path / "store"
+    ingest(detection("obs01", "20260916231507"))
+    morning = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)                # 08:30 in Madrid: night of the 16th
+    assert site.handle({"day": "20260917"}, os.environ, morning)["written"] == ["20260917.html"]
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))["written"] == [
+        "20260916.html", "index.html"]
+    assert (root / "index.html").read_bytes() == (root / "20260916.html").read_bytes()
+    evening = datetime(2026, 9, 17, 19, 0, tzinfo=timezone.utc)                # 21:00: tonight has begun
+    assert site.handle({"day": "20260917"}, os.environ, evening)["written"] == ["20260917.html", "index.html"]
 
 
 def test_stored_text_is_escaped(env, tmp_path):
