@@ -74,10 +74,16 @@ def night_folders(root: str | Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if is_night_folder(p)), key=lambda p: p.name)
 
 
-def latest_night(root: str | Path) -> Path | None:
-    """The night folder with the greatest date, or None if there is none."""
-    nights = night_folders(root)
+def latest_night(root: str | Path, not_after: str | None = None) -> Path | None:
+    """The night folder with the greatest date — not after the night `not_after`, if given (a folder dated ahead of
+    tonight is the camera clock's mistake) — or None if there is none."""
+    nights = [night for night in night_folders(root) if not_after is None or night.name <= not_after]
     return nights[-1] if nights else None
+
+
+def nights_ahead(root: str | Path, night: str) -> list[str]:
+    """The night folders under root dated after `night`."""
+    return [folder.name for folder in night_folders(root) if folder.name > night]
 
 
 def list_frames(night: str | Path) -> list[Path]:

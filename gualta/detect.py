@@ -131,7 +131,7 @@ def skip_reason(frames: NightFrames, frame: Path) -> str:
         return "first frame of the night: no predecessor"
     if frames.image(frame) is None:
         return f"bad frame: {frames.bad_reason(frame)}"
-    return "no good earlier frame of the same size"
+    return frames.afresh_reason(frame) or "no good earlier frame of the same size"
 
 
 def prepare(frames: NightFrames, frame: Path, kind: str = "diff",
@@ -771,9 +771,15 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
             raise ClientError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]}), or "
                               f"leave --folder out to score the latest night under guAlta_main_folder")
         return night
-    night = listing(allsky.latest_night, settings.main_folder)
+    tonight = allsky.night_of(datetime.now())
+    night = listing(lambda root: allsky.latest_night(root, not_after=tonight), settings.main_folder)
+    ahead = allsky.nights_ahead(settings.main_folder, tonight)
+    if ahead:
+        log.warning("night folder(s) %s dated after tonight (%s) left out of 'the latest night' (the camera's clock "
+                    "ran ahead?): name one with --folder to score it", ", ".join(ahead), tonight)
     if night is None:
-        raise ClientError(f"no night folder (YYYYMMDD) under guAlta_main_folder {settings.main_folder}")
+        raise ClientError(f"no night folder (YYYYMMDD) up to tonight's under guAlta_main_folder "
+                          f"{settings.main_folder}")
     return night
 
 

@@ -42,6 +42,7 @@ class NightFrames:
         self._rejected: set[int] = set()
         self._bad: dict[int, str] = {}                                # why a frame could not be used
         self._repeats: dict[int, int] = {}                            # frame → the first frame of its picture
+        self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, BadFrame] = {}
 
@@ -53,6 +54,15 @@ class NightFrames:
         self._position[frame] = len(self.frames)
         self.frames.append(frame)
         self._taken.append(taken)
+
+    def start_afresh(self, frame: Path, reason: str) -> None:
+        """Compare the frame with no earlier one (the frames before it may be of another time: the camera's clock
+        was set back); the frames after it pair with it as usual."""
+        self._afresh[self._position[frame]] = reason
+
+    def afresh_reason(self, frame: Path) -> str:
+        """Why the frame is not compared with the one before ('' if it is)."""
+        return self._afresh.get(self._position[frame], "")
 
     def __contains__(self, frame: Path) -> bool:
         return frame in self._position
@@ -69,7 +79,7 @@ class NightFrames:
     def pair(self, frame: Path) -> allsky.FramePair | None:
         """The frame and the last good frame before it, or None (warned) if there is no such pair."""
         i = self._position[frame]
-        if self._shape(i) is None:
+        if self._shape(i) is None or i in self._afresh:
             return None
         j = self._predecessor(i)
         if j is None:

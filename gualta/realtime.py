@@ -94,6 +94,8 @@ def looks_complete(path: Path) -> bool:
 
 
 LATE_NOTE = "named before a frame already scored (the camera's clock set back?): not scored"
+SET_BACK_NOTE = "the first frame after frames named before those already scored (the camera's clock set back?): " \
+                "not compared"
 
 
 class FrameWatch:
@@ -107,6 +109,9 @@ class FrameWatch:
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
         self.unlisted = ""                                  # why the folder could not be listed last time
         self.late: list[Path] = []                          # frames named before one handed over: not scored
+        self.handed: dict[str, tuple[int, int]] = {}        # name → (size, mtime) when handed over
+        self.set_back = False               # late or rewritten frames came: the next is not compared across them
+        self.afresh: set[str] = set()       # frames handed over to be compared with no earlier frame
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
         """Frames newly complete since the last call (at most `limit`); a frame still being written holds back those
@@ -120,6 +125,7 @@ class FrameWatch:
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
                 self.late.append(path)
+                self.set_back = True
                 log.warning("%s arrived after a later frame was scored: ignored", path.name)
                 continue
             previous = self.seen.get(path.name)
@@ -137,7 +143,39 @@ class FrameWatch:
             self.after = stamp
             self.taken.add(path.name)
             self.seen.pop(path.name, None)
+            self.note_handed(path)
         return ready
+
+    def note_handed(self, path: Path) -> None:
+        """Remember how a frame handed over was written, and whether it comes after late or rewritten frames."""
+        if self.set_back:
+            self.afresh.add(path.name)
+            self.set_back = False
+        try:
+            stat = path.stat()
+            self.handed[path.name] = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            pass
+
+    def rewritten(self, entry: os.DirEntry) -> bool:
+        """Whether a frame handed over before the last one was written again since (a clock set back by whole
+        frames names new frames as old ones): said once, and the next frame is not compared across it. The last
+        frame handed over may be rewritten as the camera finishes it; it is not one of these."""
+        written = self.handed.get(entry.name)
+        if written is None:
+            return False
+        try:
+            stat = entry.stat()
+        except OSError:
+            return False
+        if (stat.st_size, stat.st_mtime_ns) == written:
+            return False
+        self.handed[entry.name] = (stat.st_size, stat.st_mtime_ns)
+        if allsky.taken_at(entry.path) >= self.after:
+            return False
+        log.warning("%s was written again after it was scored (the camera's clock set back?): not scored again",
+                    entry.name)
+        return True
 
     def expecting(self) -> bool:
         """Whether a frame noted lately (within the grace time) is still to be handed over: being written, settling,
@@ -155,8 +193,9 @@ class FrameWatch:
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
-                    if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
-                            and entry.is_file():
+                    if entry.name in self.taken:
+                        self.set_back |= self.rewritten(entry)
+                    elif allsky.frame_time(entry.name) is not None and entry.is_file():
                         try:
                             found.append((Path(entry.path), entry.stat().st_size))
                         except OSError:          # removed meanwhile
@@ -220,6 +259,8 @@ class NightWatch:
         ready = self.watch.ready(force, limit)
         for frame in ready:
             self.frames.append(frame)
+            if frame.name in self.watch.afresh:
+                self.frames.start_afresh(frame, SET_BACK_NOTE)
         self.emit([FrameResult(frame, note=LATE_NOTE, flag=SKIPPED) for frame in self.watch.late])   # a row each
         self.watch.late.clear()
         for result in self.scorer.score(ready):
@@ -236,16 +277,20 @@ class NightWatch:
             self.emit(self.decider.finish())
             self.waiting_since = None
 
-    def finish(self, settle_s: float = 2 * FAST_POLL_S) -> None:
-        """Night over: take the frames still arriving (for up to settle_s, then as they are), decide the last one
-        and send the end log."""
+    def finish(self, stop: threading.Event, settle_s: float = 2 * FAST_POLL_S) -> bool:
+        """Night over: take the frames still arriving (for up to settle_s, then as they are), CHUNK at a time,
+        decide the last one and send the end log: True. False if `stop` was set first (the night is left
+        unfinished: the next start decides the rest)."""
         deadline = time.monotonic() + settle_s
-        while time.monotonic() < deadline and self.watch.left():
-            self.step()
-            time.sleep(FAST_POLL_S / 5)
-        while self.step(force=True):
+        while time.monotonic() < deadline and self.watch.left() and not stop.is_set():
+            if not self.step(limit=CHUNK):
+                time.sleep(FAST_POLL_S / 5)
+        while not stop.is_set() and self.step(force=True, limit=CHUNK):
             pass
+        if stop.is_set():
+            return False
         self.close()
+        return True
 
     def catch_up(self) -> bool:
         """A past night: decide up to CHUNK more of its frames, as they are; when none is left, decide the last one
@@ -306,6 +351,7 @@ class Watcher:
         self.checked_at = -float("inf")
         self.root_mtime: float | None = None
         self.root_problem = ""                        # why guAlta_main_folder cannot be used ('' when it can)
+        self.ahead_said: set[str] = set()             # night folders dated after tonight, warned about
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
@@ -358,8 +404,10 @@ class Watcher:
                 and self.current is not None):
             return
         self.checked_at, self.root_mtime = time.monotonic(), root_mtime
+        tonight = allsky.night_of(self.clock())
         try:
-            newest = allsky.latest_night(self.settings.main_folder)
+            newest = allsky.latest_night(self.settings.main_folder, not_after=tonight)
+            self.say_if_nights_ahead(allsky.nights_ahead(self.settings.main_folder, tonight), tonight)
             problem = "not found" if root_mtime is None else ""
         except OSError as exc:      # its permissions: said like a missing folder, waited for like one
             newest, problem = None, f"cannot be listed ({exc.strerror or exc})"
@@ -410,6 +458,15 @@ class Watcher:
             self.left_nights.pop(0)
         return True
 
+    def say_if_nights_ahead(self, ahead: list[str], tonight: str) -> None:
+        """Warn once about night folders dated after tonight by this machine's clock (the camera's clock ran ahead
+        for a while): not watched — tonight's frames keep coming in tonight's folder — until their night comes."""
+        new = [night for night in ahead if night not in self.ahead_said]
+        if new:
+            log.warning("night folder(s) %s dated after tonight (%s): not watched until their night (the camera's "
+                        "clock ran ahead?)", ", ".join(new), tonight)
+            self.ahead_said.update(new)
+
     def say_if_root_unusable(self, problem: str) -> None:
         """Warn once when the images root cannot be used — not found (a wrong guAlta_main_folder, a share not mounted
         yet) or not listed (its permissions) — and say when it is back."""
@@ -421,8 +478,8 @@ class Watcher:
 
     def end_night(self) -> None:
         if self.current is not None:
-            self.current.finish()
-            self.say(self.current.ended())
+            if self.current.finish(self.stop):
+                self.say(self.current.ended())
             self.current = None
             if self.sender is not None:
                 self.sender.wake()

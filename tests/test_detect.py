@@ -278,6 +278,18 @@ def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_co
     assert summary.scored == len(frames) - 1 - 13 - 1
 
 
+def test_the_latest_night_is_never_one_dated_ahead_of_tonight(client_night, tiny_model, tmp_path, caplog):
+    """A folder the camera wrote while its clock ran ahead (a year, a day) was 'the latest night' every morning:
+    the cron job scored it instead of last night's."""
+    root = tmp_path / "images"
+    night = copy_night(client_night, root)
+    ahead = root / "20991231"
+    ahead.mkdir()
+    shutil.copyfile(allsky.list_frames(night)[0], ahead / "image-20991231220000.jpg")
+    assert detect.resolve_night(settings(tmp_path, tiny_model, main_folder=root), None) == night
+    assert "night folder(s) 20991231 dated after tonight" in caplog.text
+
+
 def another_camera(night: Path, root: Path, mode: str, size: tuple[int, int] | None = None) -> Path:
     """The night as another camera would save it: colour ("RGB") or monochrome ("L") JPEGs, optionally resized."""
     out = root / mode / night.name

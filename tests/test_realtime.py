@@ -736,3 +736,114 @@ def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path,
                   progress=False)
         watched = rows_in(config.outbox, night.name)      # the second night's last frame waits for its next
         same_rows(watched, read_scores(batch)[:len(watched)])
+
+
+def ticked(watcher: Watcher, ticks: int = 12) -> None:
+    for _ in range(ticks):
+        watcher.tick()
+
+
+def test_a_night_folder_dated_ahead_of_tonight_is_not_watched_until_its_night(client_night, tiny_model, tmp_path,
+                                                                              caplog):
+    """The camera's clock ran a day ahead for one frame: its folder was taken for the next night, tonight's was
+    closed with 8 of its frames and the rest never scored in real time (a folder a year ahead stayed 'newest' for
+    good)."""
+    root, clock = tmp_path / "images", [datetime(2021, 11, 10, 22, 30)]
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0700")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(8))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0, clock=lambda: clock[0], night_recheck_s=0.0)
+    ticked(watcher)
+    start_next_night(client_night, root)
+    writer.write(range(8, len(writer.frames)))
+    ticked(watcher)
+    assert len(rows_in(config.outbox)) >= len(writer.frames) - 1                  # the last may await its successor
+    assert NIGHT not in watcher.outbox.closed_nights() and rows_in(config.outbox, NEXT_NIGHT) == []
+    assert f"night folder(s) {NEXT_NIGHT} dated after tonight ({NIGHT}): not watched" in caplog.text
+    clock[0] = datetime(2021, 11, 11, 20, 0)                                       # its night has come
+    ticked(watcher, 3)
+    watcher.outbox.close()
+    assert len(rows_in(config.outbox)) == len(writer.frames) and len(rows_in(config.outbox, NEXT_NIGHT)) == 1
+
+
+def renamed_copy(source: Path, folder: Path, when: datetime) -> Path:
+    target = folder / f"image-{when:%Y%m%d%H%M%S}.jpg"
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_after_the_clock_is_set_back_the_first_new_frame_is_not_compared_across_it(client_night, tiny_model,
+                                                                                    tmp_path):
+    """The Pi's clock set back 290 s: the frames named before those scored get their late rows, and the first one
+    named after them was paired with a frame named 10 s before it but taken 5 minutes earlier (scored 0.99999 and
+    reported). It is now compared with nothing; the next pairs with it."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(10))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    ticked(watcher)
+    last = allsky.frame_time(writer.frames[9])
+    named = [renamed_copy(writer.frames[10 + k], writer.folder, last + timedelta(seconds=30 * (k + 1) - 290))
+             for k in range(11)]                                  # 9 named before frame 9, then 2 after it
+    ticked(watcher)
+    watcher.outbox.close()
+    rows = {row["file"]: row for row in rows_in(config.outbox)}
+    assert [rows[frame.name]["note"] for frame in named[:9]] == [realtime.LATE_NOTE] * 9
+    first = rows[named[9].name]
+    assert (first["flag"], first["score"], first["previous"], first["note"]) == (
+        "skipped", "", "", realtime.SET_BACK_NOTE)
+    assert rows[named[10].name]["previous"] == named[9].name and rows[named[10].name]["score"] != ""
+
+
+def test_a_frame_written_again_under_an_old_name_cuts_the_next_pair(client_night, tiny_model, tmp_path, caplog):
+    """A clock set back by whole frames names new frames as frames already scored, writing over them: nothing was
+    said, and the next new name was compared with the picture read minutes before. A rewrite of the last frame
+    handed over (the camera finishing it) is not one of these."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(8))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    ticked(watcher)
+    frames, step = writer.frames, timedelta(seconds=30)
+    (writer.folder / frames[7].name).write_bytes(frames[7].read_bytes())           # the last one, finished again
+    after_last = renamed_copy(frames[8], writer.folder, allsky.frame_time(frames[7]) + step)
+    ticked(watcher)
+    (writer.folder / frames[3].name).write_bytes(frames[9].read_bytes())           # an old name written over
+    after_old = renamed_copy(frames[10], writer.folder, allsky.frame_time(frames[7]) + 2 * step)
+    ticked(watcher)
+    watcher.outbox.close()
+    rows = {row["file"]: row for row in rows_in(config.outbox)}
+    assert rows[after_last.name]["previous"] == frames[7].name and rows[after_last.name]["score"] != ""
+    assert (rows[after_old.name]["previous"], rows[after_old.name]["note"]) == ("", realtime.SET_BACK_NOTE)
+    assert f"{frames[3].name} was written again after it was scored" in caplog.text
+    assert f"{frames[7].name} was written again" not in caplog.text
+
+
+def test_a_stop_while_a_night_is_being_finished_leaves_the_rest_to_the_next_start(client_night, tiny_model,
+                                                                                  tmp_path, monkeypatch):
+    """A backlog when the next night begins (or the window ends) was decided to the end before a stop was heard:
+    minutes on a Pi, past systemd's stop timeout. It stops between chunks; the next start decides the rest."""
+    monkeypatch.setattr(realtime, "CHUNK", 4)
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    model = load_model(tiny_model, threads=1)
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(3))
+    stop = threading.Event()
+    first = Watcher(config, model, stop, say=lambda line: None, settle_s=0.0)
+    ticked(first, 4)
+    writer.write(range(3, len(writer.frames)))
+    start_next_night(client_night, root)
+    stop.set()                                                     # systemctl stop, as the next night is taken up
+    first.tick()
+    first.outbox.close()
+    assert len(rows_in(config.outbox)) < len(writer.frames) and NIGHT not in Outbox(config.outbox).closed_nights()
+    second = Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0)
+    ticked(second, 20)
+    second.outbox.close()
+    assert len(rows_in(config.outbox)) == len(writer.frames) and NIGHT in Outbox(config.outbox).closed_nights()
