@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from gualta import allsky
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
+NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
 UNREADABLE = "unreadable, truncated or not an image"
 
 
@@ -197,9 +199,12 @@ def is_blank(image: np.ndarray) -> bool:
 
 
 def same_picture(image: np.ndarray, earlier: np.ndarray) -> bool:
-    """Whether a frame repeats an earlier picture: fewer than REPEAT_MAX_CHANGED of its pixels differ at all (a new
-    exposure's noise changes most of them; a frozen camera's copy changes none, or only its watermark's)."""
-    return image.shape == earlier.shape and np.count_nonzero(image != earlier) < REPEAT_MAX_CHANGED * image.size
+    """Whether a frame repeats an earlier picture: fewer than REPEAT_MAX_CHANGED of its pixels differ at all, in a
+    picture with noise (a new exposure's noise changes most of them; a frozen camera's copy changes none, or only
+    its watermark's). A noiseless picture (a render) unchanged but for a streak is a new frame with a meteor."""
+    if image.shape != earlier.shape or np.count_nonzero(image != earlier) >= REPEAT_MAX_CHANGED * image.size:
+        return False
+    return np.count_nonzero(cv2.medianBlur(earlier, 3) != earlier) >= NOISY_SHARE * earlier.size
 
 
 def size_text(shape: tuple[int, ...] | None) -> str:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import statistics
 import threading
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FAST_POLL_S = 0.5
 SETTLE_S = 0.4
+REORDER_S = 5.0          # a frame after a gap in the names waits this long for the frames of the gap (a sync tool)
 INCOMPLETE_GRACE_S = 60.0
 NIGHT_RECHECK_S = 300.0
 HOLD_MAX_S = 120.0
@@ -106,6 +109,7 @@ class FrameWatch:
         self.folder, self.settle_s, self.grace_s = folder, settle_s, grace_s
         self.taken = {frame.name for frame in taken}          # handed over already (or ignored)
         self.after = max((allsky.taken_at(frame) for frame in taken), default=None)
+        self.gaps = deque([float(allsky.FRAME_INTERVAL_S)], maxlen=5)    # between the last frames handed over
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
         self.unlisted = ""                                  # why the folder could not be listed last time
         self.late: list[Path] = []                          # frames named before one handed over: not scored
@@ -114,9 +118,10 @@ class FrameWatch:
         self.afresh: set[str] = set()       # frames handed over to be compared with no earlier frame
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
-        """Frames newly complete since the last call (at most `limit`); a frame still being written holds back those
-        after it (their sizes are noted all the same, so that a backlog is handed over at the next call, not a frame
-        a call). With force, every remaining frame is handed over as it is (the night is being closed)."""
+        """Frames newly complete since the last call (at most `limit`); a frame still being written, or one after a
+        gap in the names (`after_a_gap`), holds back those after it (their sizes are noted all the same, so that a
+        backlog is handed over at the next call, not a frame a call). With force, every remaining frame is handed
+        over as it is (the night is being closed)."""
         now, ready, held = time.monotonic(), [], False
         for path, size in self.candidates():
             if limit is not None and len(ready) >= limit:
@@ -136,15 +141,23 @@ class FrameWatch:
                 continue
             steady = now - previous[1] if previous else 0.0
             if not (force or (size > 0 and steady >= self.settle_s and looks_complete(path))
-                    or steady >= self.grace_s):
+                    or steady >= self.grace_s) or (not force and steady < REORDER_S and self.after_a_gap(stamp)):
                 held = True
                 continue
             ready.append(path)
+            if self.after is not None:
+                self.gaps.append(stamp - self.after)
             self.after = stamp
             self.taken.add(path.name)
             self.seen.pop(path.name, None)
             self.note_handed(path)
         return ready
+
+    def after_a_gap(self, stamp: float) -> bool:
+        """Whether frames seem missing before this one (its name is over 1.5 intervals — the median of the last
+        gaps — after the last handed over): a tool copying frames in out of order may bring them yet, so it waits
+        for them up to REORDER_S."""
+        return self.after is not None and stamp - self.after > 1.5 * statistics.median(self.gaps)
 
     def note_handed(self, path: Path) -> None:
         """Remember how a frame handed over was written, and whether it comes after late or rewritten frames."""

@@ -22,9 +22,11 @@ from PIL import Image
 
 from gualta import allsky, detect
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
+from gualta.frames import NightFrames
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
+from helpers_nights import background, sensor_noise
 from helpers_service import BUCKET, KEYS, child_env, free_port, moto_s3, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,6 +278,24 @@ def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_co
     assert rows[4]["score"] != "" and rows[17]["previous"] == frames[16].name
     assert rows[21]["previous"] == frames[18].name and rows[21]["score"] != ""        # 90 s: compared
     assert summary.scored == len(frames) - 1 - 13 - 1
+
+
+def test_a_noiseless_picture_changed_only_by_a_streak_is_a_new_frame_not_a_repeat(tmp_path):
+    """Under 1 % of pixels changed is a repeat only in a picture with noise, as every exposure has: a render without
+    noise that differs from the last only by a meteor's streak is compared (it was skipped as a repeat); a copy of
+    a noisy picture is still a repeat."""
+    night = tmp_path / "20211110"
+    night.mkdir()
+    sky = background(400, 300)
+    streaked = cv2.line(sky.copy(), (50, 40), (250, 200), 255, 2)
+    noisy = streaked + sensor_noise(1, (400, 300))
+    names = [night / f"image-2021111022{minute:02d}00.png" for minute in range(4)]
+    for name, image in zip(names, (sky, streaked, noisy, noisy)):
+        cv2.imwrite(str(name), image)
+    frames = NightFrames(names)
+    assert frames.pair(names[1]).previous == names[0] and frames.bad_reason(names[1]) == ""
+    assert frames.pair(names[2]).previous == names[1]
+    assert frames.pair(names[3]) is None and frames.bad_reason(names[3]).startswith("repeated: the same picture as")
 
 
 def test_the_latest_night_is_never_one_dated_ahead_of_tonight(client_night, tiny_model, tmp_path, caplog):

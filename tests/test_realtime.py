@@ -847,3 +847,31 @@ def test_a_stop_while_a_night_is_being_finished_leaves_the_rest_to_the_next_star
     ticked(second, 20)
     second.outbox.close()
     assert len(rows_in(config.outbox)) == len(writer.frames) and NIGHT in Outbox(config.outbox).closed_nights()
+
+
+def test_frames_copied_in_out_of_order_are_all_scored_in_order(client_night, tiny_model, tmp_path, monkeypatch):
+    """A sync tool (Syncthing pulls in random order) brings a backlog's newest frame first: it was handed over at
+    once and the 11 before it were left unscored as 'late'. A frame after a gap in the names now waits a
+    moment for the gap's frames; the night is scored as a batch run scores it."""
+    monkeypatch.setattr(realtime, "REORDER_S", 1.0)
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(4))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    ticked(watcher, 4)
+    for i in [15] + list(range(4, 15)):                     # the newest complete first, the others a moment later
+        writer.write([i])
+        for _ in range(3 if i == 15 else 1):
+            watcher.tick()
+            time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while len(rows_in(config.outbox)) < 15 and time.monotonic() < deadline:       # the last may await the next
+        watcher.tick()
+        time.sleep(0.05)
+    watcher.outbox.close()
+    rows = rows_in(config.outbox)
+    assert [row["file"] for row in rows] == [frame.name for frame in writer.frames[:len(rows)]] and len(rows) >= 15
+    assert not [row for row in rows if row["note"] == realtime.LATE_NOTE]
+    assert all(row["score"] != "" for row in rows[1:])
