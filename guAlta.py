@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     site = commands.add_parser("site", help="build a night's daily page in the store now")
     site.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
     site.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
-    site.add_argument("--day", help="night YYYYMMDD (default: the current night; before noon, the one that just ended)")
+    site.add_argument("--day", help="night YYYYMMDD (default: the night that ended last, as the schedule builds it: "
+                                "failed Telegram posts sent again first, out-of-date pages rebuilt)")
     site.set_defaults(run=cmd_site)
     add_client_commands(commands)
     return parser

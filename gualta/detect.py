@@ -35,7 +35,8 @@ from gualta.payload import MODEL, PayloadError, build_detection, build_log
 from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_colour, resize_area, side_by_side,
                                washed_out_share)
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
-                           download_model, file_sha256, latest_model_info, log_key, metadata_path)
+                           download_model, file_sha256, installed_mode, latest_model_info, log_key,
+                           metadata_path)
 
 log = logging.getLogger(__name__)
 
@@ -617,6 +618,7 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
         staged.unlink(missing_ok=True)
         metadata_path(staged).unlink(missing_ok=True)
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
+    os.chmod(staged, installed_mode(path))
     os.replace(staged, path)
     os.replace(metadata_path(staged), metadata_path(path))
     rejected_path(path).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -441,10 +442,20 @@ def install_model(base: str, destination: Path, meta: dict, timeout: float) -> N
         if size != meta["size"] or digest != meta["sha256"]:
             raise ModelDownloadError(f"downloaded model does not match its metadata (size {size} vs {meta['size']},"
                                      f" sha256 {digest[:12]}… vs {meta['sha256'][:12]}…)")
+        os.chmod(temporary, installed_mode(destination))
         os.replace(temporary, destination)
     finally:
         Path(temporary).unlink(missing_ok=True)
     metadata_path(destination).write_text(json.dumps(meta, indent=2))
+
+
+def installed_mode(destination: Path) -> int:
+    """The permissions a model installed at `destination` gets: those of the file it replaces, else rw-r--r-- (a
+    download is made private to its writer: a model a root cron job installed was unreadable to the watcher)."""
+    try:
+        return stat.S_IMODE(destination.stat().st_mode)
+    except FileNotFoundError:
+        return 0o644
 
 
 def metadata_path(model_file: Path) -> Path:

@@ -4,7 +4,7 @@
 
 Every notebook starts with a parameters cell whose values environment variables GUALTA_NB_* override, so a test
 (or a researcher) can run it headless on another dataset: e.g.
-GUALTA_NB_DATASET=/data/set GUALTA_NB_EPOCHS=1 jupyter nbconvert --execute --to notebook Train_resnet18.ipynb
+GUALTA_NB_DATASET=/data/set GUALTA_NB_EPOCHS=1 jupyter execute Train_resnet18.ipynb
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -568,6 +569,7 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
     with ChildServer(store, child_env(**service_env(store))) as child:
         model = detect.open_model(settings(tmp_path, target, url=child.url))
         assert target.read_bytes() == tiny_model.read_bytes()
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644           # readable by the watcher's account too
         assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 3
         assert model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
         typo = tmp_path / "modles" / "guAlta.onnx"
@@ -618,8 +620,10 @@ def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_p
         publish(store, newer, version=2, created=MARCH)
         assert batch(upload=False) == batch(model_update=False) == batch(model_path=configured) == own_scores
         assert configured.read_bytes() == original
+        configured.chmod(0o640)
         updated_scores = batch()
         assert configured.read_bytes() == newer.read_bytes()
+        assert stat.S_IMODE(configured.stat().st_mode) == 0o640           # the replaced file's permissions
         assert models[-2:] == [TINY_VERSION, "test-2"]                    # the summary names the model that scored
         assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
         publish(store, older, version=3, created=JANUARY)        # a rollback: the file the service gave follows it
