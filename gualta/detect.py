@@ -551,7 +551,23 @@ def open_model(settings: Settings, path: str | Path | None = None):
     if not model.info.client_ready:
         raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
                           f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
+    try:
+        model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)])
+    except Exception as exc:        # loads, but cannot score what the client feeds it (another input size)
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {type(exc).__name__}: "
+                          f"{first_line}") from None
+    model.file_stamp = file_stamp(path)
     return model
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file from the one that replaces it (inode, size, modification time), or None if it is gone."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def refreshed_model(settings: Settings, model):
@@ -560,6 +576,7 @@ def refreshed_model(settings: Settings, model):
     download or a model this client cannot load keeps `model` and its file (logged); a publication that could not
     be loaded is noted beside the model (`rejected_path`) and not downloaded again."""
     path = Path(settings.model)
+    model = model_on_disk(settings, path, model)
     try:
         meta = latest_model_info(settings.model_source, timeout=10)
         if not takes_update(path, model, meta):
@@ -581,6 +598,22 @@ def refreshed_model(settings: Settings, model):
     except (ModelDownloadError, OSError) as exc:
         log.warning("model update skipped, %s kept: %s", path, exc)
         return model
+
+
+def model_on_disk(settings: Settings, path: Path, model):
+    """`model`, or the model file at `path` loaded again if another run replaced the file `model` was loaded from
+    (a batch run installed an update meanwhile); a file that cannot be used keeps `model` (logged)."""
+    if getattr(model, "path", None) is None or Path(model.path) != path \
+            or getattr(model, "file_stamp", None) in (None, file_stamp(path)):
+        return model
+    try:
+        reloaded = open_model(settings, path)
+    except ClientError as exc:
+        log.warning("model file %s changed since it was loaded but cannot be used: %s; the loaded one kept", path, exc)
+        return model
+    log.info("model file %s changed since it was loaded (installed by another run): now %s", path,
+             model_version(reloaded) or "without a version")
+    return reloaded
 
 
 def rejected_path(model_file: Path) -> Path:

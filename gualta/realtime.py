@@ -431,7 +431,7 @@ class Watcher:
             return                  # a night closed (or left, being decided) is not watched again: tonight's is awaited
         self.end_night()
         self.outbox.forget_old(night=newest.name)
-        if self.refresh is not None:
+        if self.refresh is not None and newest.name not in self.outbox.watched_nights():   # one model a night
             self.model = self.refresh(self.model)
         self.find_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")

@@ -206,13 +206,16 @@ class Outbox:
         return [Item(*row) for row in rows]
 
     def mark(self, item: Item, outcome: Outcome, now: float) -> None:
-        """Record a send's outcome: sent, rejected, or pending with the next retry time."""
+        """Record a send's outcome: sent, rejected, or pending with the next retry time — unless the item was
+        replaced meanwhile (another run queued a newer end log under its key): that one is still to be sent."""
         if outcome.kind in ("sent", "rejected"):
             self.db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, done = ? "
-                            "WHERE id = ?", (outcome.kind, outcome.detail or None, now, item.id))
+                            "WHERE id = ? AND body = ?", (outcome.kind, outcome.detail or None, now, item.id,
+                                                          item.body))
         else:
-            self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE id = ?",
-                            (now + retry_delay(item.attempts + 1), outcome.detail, item.id))
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? "
+                            "WHERE id = ? AND body = ?",
+                            (now + retry_delay(item.attempts + 1), outcome.detail, item.id, item.body))
 
     def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None) -> int:
         """Drop the reports delivered more than keep_days ago and the watcher's rows of nights more than keep_days

@@ -638,6 +638,48 @@ def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_p
     assert updated_scores == [row["score"] for row in scores_of(tmp_path, client_night, newer)[1]]
 
 
+def mislabelled(model: Path, input_size: int) -> Path:
+    """The model with metadata naming another input size than its graph takes (an ONNX made elsewhere)."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    for prop in proto.metadata_props:
+        if prop.key == "input_size":
+            prop.value = str(input_size)
+    onnx.save(proto, str(model))
+    return model
+
+
+def test_a_published_model_that_cannot_score_never_replaces_the_working_one(client_night, tmp_path):
+    """A publication that loads but fails on the first frame (its graph takes another size than it says) was
+    installed, and every later run died on it with a traceback: it is tried on a blank difference image first,
+    refused, noted beside the model, and the night is scored with the model in use."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    broken = mislabelled(tiny_onnx_model(tmp_path / "published" / "broken.onnx", version="test-2",
+                                         created=MARCH), input_size=96)
+    with pytest.raises(ClientError, match="cannot score a 400 px difference image: .*"):
+        detect.open_model(settings(tmp_path, broken))
+    original, store = configured.read_bytes(), tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        publish(store, broken, version=2, created=MARCH)
+        summary = run_batch(settings(tmp_path, configured, url=child.url, api_key=KEY), client_night,
+                            tmp_path / "s.csv", say=lambda line: None, progress=False)
+    assert configured.read_bytes() == original and summary.model == TINY_VERSION and summary.scored > 0
+    assert "cannot score" in json.loads(detect.rejected_path(configured).read_text())["reason"]
+
+
+def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
+    """The watcher kept the model it loaded at start after a batch run installed the service's newer one in its
+    file: at the next night it takes the file as it now is."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    config = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
+    loaded = detect.open_model(config)
+    assert detect.refreshed_model(config, loaded) is loaded                     # nothing changed
+    installed = tiny_onnx_model(tmp_path / "models" / "guAlta.update.onnx", version="test-2", created=MARCH)
+    os.replace(installed, configured)
+    assert detect.model_version(detect.refreshed_model(config, loaded)) == "test-2"
+
+
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     model = detect.open_model(settings(tmp_path, configured))

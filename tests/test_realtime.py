@@ -875,3 +875,29 @@ def test_frames_copied_in_out_of_order_are_all_scored_in_order(client_night, tin
     assert [row["file"] for row in rows] == [frame.name for frame in writer.frames[:len(rows)]] and len(rows) >= 15
     assert not [row for row in rows if row["note"] == realtime.LATE_NOTE]
     assert all(row["score"] != "" for row in rows[1:])
+
+
+def test_a_watcher_restarted_mid_night_keeps_one_model_for_the_night(client_night, tiny_model, tmp_path):
+    """A restart mid-night installed a newer publication and scored the rest of the night with it, the night's
+    summary and CSV naming neither: a model update waits for a night the watcher has not decided frames of."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    model, refreshed = load_model(tiny_model, threads=1), []
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(4))
+
+    def watcher() -> Watcher:
+        return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
+                       refresh=lambda current: refreshed.append(current) or current)
+
+    first = watcher()
+    ticked(first, 4)
+    first.outbox.close()
+    assert len(refreshed) == 1 and rows_in(config.outbox)
+    second = watcher()                                                  # restarted mid-night
+    ticked(second, 4)
+    assert len(refreshed) == 1
+    start_next_night(client_night, root)
+    ticked(second, 2)
+    second.outbox.close()
+    assert len(refreshed) == 2                                          # the next night's start

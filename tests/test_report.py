@@ -71,6 +71,21 @@ def test_the_outbox_forgets_what_was_delivered_long_ago_and_never_what_is_pendin
         assert outbox.put("old-sent", {"key": "old-sent"}) is True      # forgotten: a re-run would send it again
 
 
+def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path):
+    """A flush sent the night's end log (total 39) while a batch run queued its newer one (total 59) under the same
+    key: the row was marked sent by id, and the newer log was never delivered."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put("end", {"total": 39})
+        sending = outbox.due()
+        outbox.put("end", {"total": 59}, replace=True)                 # another process, meanwhile
+        outbox.mark(sending[0], report.Outcome("sent"), time.time())
+        assert [json.loads(item.body) for item in outbox.due()] == [{"total": 59}]
+        retrying = outbox.due()
+        outbox.put("end", {"total": 60}, replace=True)
+        outbox.mark(retrying[0], report.Outcome("retry", "network"), time.time())
+        assert [json.loads(item.body) for item in outbox.due(time.time())] == [{"total": 60}]   # due at once
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
