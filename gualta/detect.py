@@ -826,10 +826,14 @@ def listing(lister, folder: str | Path):
         raise ClientError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
+PART_STALE_S = 600       # a scores CSV's .part not written for this long was left by a run cut short
+
+
 class CsvRows:
     """The scores CSV, written row by row to `<name>.part` (flushed, so a crash keeps what was scored) and given its
-    name once the night is scored to the end: a CSV under its name holds a whole night. One that cannot be created
-    is a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
+    name once the night is scored to the end: a CSV under its name holds a whole night. One that cannot be created,
+    or whose .part another run is writing (written within PART_STALE_S: two runs would mix their rows), is a
+    ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
     night's scoring and reports go on (`failed` says why)."""
 
     def __init__(self, path: Path | None):
@@ -839,13 +843,24 @@ class CsvRows:
         self.partial = path.with_name(path.name + ".part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = open(self.partial, "w", newline="", encoding="utf-8")
+            self.stream = self.open_partial()
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.partial else ""
             raise ClientError(f"cannot write the scores CSV {path}: {exc.strerror or exc}{where}") from exc
         self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
         self.writer.writeheader()
         self.finished = False
+
+    def open_partial(self):
+        """The .part opened for this run: created, or taken over from a run cut short."""
+        try:
+            return open(self.partial, "x", newline="", encoding="utf-8")
+        except FileExistsError:
+            idle = time.time() - self.partial.lstat().st_mtime
+            if idle < PART_STALE_S:
+                raise ClientError(f"another run is writing the scores CSV {self.path} ({self.partial.name} written "
+                                  f"{idle:.0f} s ago): run one at a time") from None
+            return open(self.partial, "w", newline="", encoding="utf-8")
 
     def write(self, row: dict) -> None:
         if self.stream is None:
