@@ -655,6 +655,7 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
     os.replace(staged, path)
     os.replace(metadata_path(staged), metadata_path(path))
     rejected_path(path).unlink(missing_ok=True)
+    model.path, model.file_stamp = path, file_stamp(path)
     return model
 
 

@@ -46,7 +46,7 @@ class NightFrames:
         self._repeats: dict[int, int] = {}                            # frame → the first frame of its picture
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
-        self._decode_errors: dict[int, BadFrame] = {}
+        self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -110,7 +110,6 @@ class NightFrames:
         original = self._repeated(i, image)
         if original is not None:
             self._repeats[i] = original
-            self._pictures.pop(i)
             name, first = self.frames[i].name, self.frames[original].name
             return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
                                   f"{name}: the same picture as {first} (camera frozen): skipped")
@@ -123,7 +122,7 @@ class NightFrames:
             try:
                 self._pictures[i] = read_gray(self.frames[i])
             except BadFrame as exc:
-                self._pictures[i], self._decode_errors[i] = None, exc
+                self._pictures[i], self._decode_errors[i] = None, str(exc)
         return self._pictures[i]
 
     def _repeated(self, i: int, image: np.ndarray) -> int | None:
@@ -142,6 +141,8 @@ class NightFrames:
 
     def _unusable(self, i: int, reason: str, message: str) -> None:
         self._shapes[i], self._bad[i] = None, reason
+        self._pictures.pop(i, None)
+        self._decode_errors.pop(i, None)
         self._reject(i, message)
 
     def _shape(self, i: int) -> tuple[int, ...] | None:

@@ -170,17 +170,23 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
     if not store.write_json(target, json_key, record, create=True):
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
-    mark_if_late(target, item.folder, env, now)
     stored = night_detections(target, item.folder) if channel is not None else []
     status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored)
+    mark_if_late(target, item.folder, env, now)
     return response(200, {"status": "stored", "key": json_key, "telegram": status})
 
 
 def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
     """Mark a night that had ended before today's page build (`store.late_key`): the scheduled build brings its
-    page up to date however long ago it was (a client back after a week's outage)."""
+    page up to date however long ago it was (a client back after a week's outage). Called once the report is stored
+    and posted: a mark that cannot be written is logged, never a 503 (the client's retry would be a duplicate, and
+    its post never made)."""
     if night < allsky.ended_night(now.astimezone(service_env.timezone(env))):
-        target.put(store.late_key(night), b"")
+        try:
+            target.put(store.late_key(night), b"")
+        except store.StoreError as exc:         # the report is stored and posted: only its page waits (logged)
+            log.error("night %s: cannot mark it late (%s): its page is brought up to date only within the "
+                      "refresh window", night, exc)
 
 
 def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
@@ -345,7 +351,7 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
     record["telegram_status"] = "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
-    mark_if_late(target, night, env, now)
     record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
     store.write_json(target, key, record)
+    mark_if_late(target, night, env, now)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

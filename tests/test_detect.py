@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -617,7 +618,7 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         detect.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
 
 
-JANUARY, FEBRUARY, MARCH = (f"2026-{month:02d}-01T00:00:00+00:00" for month in (1, 2, 3))
+JANUARY, FEBRUARY, MARCH, APRIL = (f"2026-{month:02d}-01T00:00:00+00:00" for month in (1, 2, 3, 4))
 
 
 def test_a_newer_published_model_replaces_the_configured_one(client_night, tmp_path):
@@ -704,6 +705,44 @@ def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     installed = tiny_onnx_model(tmp_path / "models" / "guAlta.update.onnx", version="test-2", created=MARCH)
     os.replace(installed, configured)
     assert detect.model_version(detect.refreshed_model(config, loaded)) == "test-2"
+
+
+def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(tmp_path):
+    """The model a refresh installed named its staging file, so a later install by a batch run was never taken."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH),
+                version=2, created=MARCH)
+        installed = detect.refreshed_model(config, detect.open_model(config))
+        assert detect.model_version(installed) == "test-2" and Path(installed.path) == configured
+        later = tiny_onnx_model(tmp_path / "models" / "by-batch.onnx", version="test-3", created=APRIL)
+        os.replace(later, configured)                                         # a batch run's install
+        assert detect.model_version(detect.refreshed_model(config, installed)) == "test-3"
+
+
+def test_frames_judged_bad_hold_no_memory(tmp_path):
+    """Blank and undecodable frames were kept decoded (and their errors with the file's bytes) until the next good
+    pair: a night with the dome shut held gigabytes."""
+    night = tmp_path / "20211110"
+    night.mkdir()
+    names = [night / f"image-202111102{i // 60:01d}{i % 60:02d}00.png" for i in range(30)]
+    cv2.imwrite(str(names[0]), np.zeros((976, 1304), np.uint8))
+    for i, name in enumerate(names):
+        if i % 2:
+            name.write_bytes(b"\xff\xd8" + os.urandom(200_000))                # not an image
+        elif i:
+            shutil.copyfile(names[0], name)                                     # a black frame
+    frames = NightFrames(names)
+    tracemalloc.start()
+    try:
+        for name in names:
+            assert frames.bad_reason(name)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 5_000_000, held                                  # 30 frames of 1.3 MB held before
 
 
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):

@@ -128,6 +128,17 @@ def handled(root, proxy) -> tuple[int, str]:
     return result["statusCode"], json.loads(result["body"])["error"]
 
 
+def test_a_late_mark_that_cannot_be_written_loses_nothing(root, caplog):
+    """The mark of a late night was written before the post and its failure answered 503: the client's retry was a
+    duplicate, and the detection never posted. Now it is written last, and its failure only logged."""
+    (root / "pages").mkdir(parents=True)
+    (root / "pages" / "late").write_text("in the way")                        # the mark cannot be written
+    status, answer = post(detection())
+    assert (status, answer["status"]) == (200, "stored")
+    assert (root / "detections" / "20260916" / "obs01_20260916231507.json").exists()
+    assert "night 20260916: cannot mark it late" in caplog.text
+
+
 def test_odd_proxy_events_get_4xx_with_their_reason(root):
     """Events as API Gateway, a console test or `sam local invoke` may hand over: the key is checked before the
     body is read (401 comes before 400), a body that is not text or not decodable is named, a malformed event is
