@@ -98,8 +98,7 @@ def looks_complete(path: Path) -> bool:
 
 
 LATE_NOTE = "named before a frame already scored (the camera's clock set back?): not scored"
-SET_BACK_NOTE = "the first frame after frames named before those already scored (the camera's clock set back?): " \
-                "not compared"
+SEEN_GAP_S = allsky.LONG_GAP_S     # a frame first seen this long after the one before it is not compared with it
 
 
 class FrameWatch:
@@ -114,9 +113,8 @@ class FrameWatch:
         self.seen: dict[str, tuple[int, float]] = {}       # name → (size, monotonic time it was first that size)
         self.unlisted = ""                                  # why the folder could not be listed last time
         self.late: list[Path] = []                          # frames named before one handed over: not scored
-        self.handed: dict[str, tuple[int, int]] = {}        # name → (size, mtime) when handed over
-        self.set_back = False               # late or rewritten frames came: the next is not compared across them
-        self.afresh: set[str] = set()       # frames handed over to be compared with no earlier frame
+        self.last_seen: float | None = None                 # when the last frame handed over was complete
+        self.afresh: dict[str, str] = {}    # frames handed over to be compared with no earlier frame: why
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
         """Frames newly complete since the last call (at most `limit`); a frame still being written, or one after a
@@ -131,7 +129,6 @@ class FrameWatch:
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
                 self.late.append(path)
-                self.set_back = True
                 log.warning("%s arrived after a later frame was scored: ignored", path.name)
                 continue
             previous = self.seen.get(path.name)
@@ -146,12 +143,7 @@ class FrameWatch:
                 held = True
                 continue
             ready.append(path)
-            if self.after is not None:
-                self.gaps.append(stamp - self.after)
-            self.after = stamp
-            self.taken.add(path.name)
-            self.seen.pop(path.name, None)
-            self.note_handed(path)
+            self.note_handed(path, stamp, previous[1] if previous else now)
         return ready
 
     def after_a_gap(self, stamp: float) -> bool:
@@ -160,36 +152,20 @@ class FrameWatch:
         for them up to REORDER_S."""
         return self.after is not None and stamp - self.after > 1.5 * statistics.median(self.gaps)
 
-    def note_handed(self, path: Path) -> None:
-        """Remember how a frame handed over was written, and whether it comes after late or rewritten frames."""
-        if self.set_back:
-            self.afresh.add(path.name)
-            self.set_back = False
-        try:
-            stat = path.stat()
-            self.handed[path.name] = (stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            pass
-
-    def rewritten(self, entry: os.DirEntry) -> bool:
-        """Whether a frame handed over before the last one was written again since (a clock set back by whole
-        frames names new frames as old ones): said once, and the next frame is not compared across it. The last
-        frame handed over may be rewritten as the camera finishes it; it is not one of these."""
-        written = self.handed.get(entry.name)
-        if written is None:
-            return False
-        try:
-            stat = entry.stat()
-        except OSError:
-            return False
-        if (stat.st_size, stat.st_mtime_ns) == written:
-            return False
-        self.handed[entry.name] = (stat.st_size, stat.st_mtime_ns)
-        if allsky.taken_at(entry.path) >= self.after:
-            return False
-        log.warning("%s was written again after it was scored (the camera's clock set back?): not scored again",
-                    entry.name)
-        return True
+    def note_handed(self, path: Path, stamp: float, complete_at: float) -> None:
+        """Record a frame handed over; one the watcher saw complete over SEEN_GAP_S after the one before it, though
+        its name is not that far after (the camera's clock set back: frames named as older ones, written over them
+        or noted late), is to be compared with no earlier frame — its predecessor by name is minutes older."""
+        if self.after is not None:
+            named = stamp - self.after
+            self.gaps.append(named)
+            waited = complete_at - self.last_seen if self.last_seen is not None else 0.0   # (frames before a start)
+            if named <= allsky.LONG_GAP_S and waited > SEEN_GAP_S:      # a longer name gap: not compared anyway
+                self.afresh[path.name] = (f"complete {waited / 60:.0f} min after the frame before it, though named "
+                                          f"{named:.0f} s after it (the camera's clock set back?): not compared")
+        self.after, self.last_seen = stamp, complete_at
+        self.taken.add(path.name)
+        self.seen.pop(path.name, None)
 
     def expecting(self) -> bool:
         """Whether a frame noted lately (within the grace time) is still to be handed over: being written, settling,
@@ -207,9 +183,8 @@ class FrameWatch:
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
-                    if entry.name in self.taken:
-                        self.set_back |= self.rewritten(entry)
-                    elif allsky.frame_time(entry.name) is not None and entry.is_file():
+                    if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
+                            and entry.is_file():
                         try:
                             found.append((Path(entry.path), entry.stat().st_size))
                         except OSError:          # removed meanwhile
@@ -274,7 +249,7 @@ class NightWatch:
         for frame in ready:
             self.frames.append(frame)
             if frame.name in self.watch.afresh:
-                self.frames.start_afresh(frame, SET_BACK_NOTE)
+                self.frames.start_afresh(frame, self.watch.afresh.pop(frame.name))
         self.emit([FrameResult(frame, note=LATE_NOTE, flag=SKIPPED) for frame in self.watch.late])   # a row each
         self.watch.late.clear()
         for result in self.scorer.score(ready):
@@ -430,6 +405,8 @@ class Watcher:
                 or newest in self.left_nights or newest.name in self.outbox.closed_nights():
             return                  # a night closed (or left, being decided) is not watched again: tonight's is awaited
         self.end_night()
+        if self.stop.is_set():          # stopped while closing the night: the next start takes up the new one
+            return
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None and newest.name not in self.outbox.watched_nights():   # one model a night
             self.model = self.refresh(self.model)
