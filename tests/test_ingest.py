@@ -140,8 +140,8 @@ def test_a_late_mark_that_cannot_be_written_loses_nothing(root, caplog):
 
 
 def test_odd_proxy_events_get_4xx_with_their_reason(root):
-    """Events as API Gateway, a console test or `sam local invoke` may hand over: the key is checked before the
-    body is read (401 comes before 400), a body that is not text or not decodable is named, a malformed event is
+    """Events as API Gateway, a console test or `sam local invoke` may hand over: a missing key is answered before
+    a faulty body (401 comes before 400), a body that is not text or not decodable is named, a malformed event is
     a 400 — never a crash of the function."""
     unkeyed = event(detection(), key=None)
     unkeyed.update(body="!!", isBase64Encoded=True)
