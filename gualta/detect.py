@@ -827,14 +827,11 @@ def listing(lister, folder: str | Path):
         raise ClientError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
-PART_STALE_S = 600       # a scores CSV's .part not written for this long was left by a run cut short
-
-
 class CsvRows:
     """The scores CSV, written row by row to `<name>.part` (flushed, so a crash keeps what was scored) and given its
-    name once the night is scored to the end: a CSV under its name holds a whole night. One that cannot be created,
-    or whose .part another run is writing (written within PART_STALE_S: two runs would mix their rows), is a
-    ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
+    name once the night is scored to the end: a CSV under its name holds a whole night. The .part is locked while a
+    run writes it. One that cannot be created, or whose .part another run is writing (two runs would mix their rows),
+    is a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
     night's scoring and reports go on (`failed` says why)."""
 
     def __init__(self, path: Path | None):
@@ -853,15 +850,20 @@ class CsvRows:
         self.finished = False
 
     def open_partial(self):
-        """The .part opened for this run: created, or taken over from a run cut short."""
+        """The .part for this run, locked: created, or taken over from a run cut short (no longer locked)."""
         try:
-            return open(self.partial, "x", newline="", encoding="utf-8")
+            stream = open(self.partial, "x", newline="", encoding="utf-8")
         except FileExistsError:
-            idle = time.time() - self.partial.lstat().st_mtime
-            if idle < PART_STALE_S:
-                raise ClientError(f"another run is writing the scores CSV {self.path} ({self.partial.name} written "
-                                  f"{idle:.0f} s ago): run one at a time") from None
-            return open(self.partial, "w", newline="", encoding="utf-8")
+            stream = open(self.partial, "r+", newline="", encoding="utf-8")
+        if not lock_exclusive(stream):
+            stream.close()
+            raise ClientError(f"another run is writing the scores CSV {self.path} ({self.partial.name} is locked): "
+                              f"run one at a time")
+        try:
+            stream.truncate(0)
+        except OSError:          # not a file that can be cut (a device)
+            pass
+        return stream
 
     def write(self, row: dict) -> None:
         if self.stream is None:
@@ -873,15 +875,21 @@ class CsvRows:
             self.give_up(exc)
 
     def finish(self) -> None:
-        """The night is scored: the CSV takes its name (unless it could not be written to the end)."""
-        self.close()
+        """The night is scored: the CSV takes its name (unless it could not be written to the end) while its .part
+        is still locked (but on Windows, where an open file cannot be renamed)."""
         if self.path is None or self.failed:
+            self.close()
             return
         try:
-            os.replace(self.partial, self.path)
-            self.finished = True
+            self.stream.flush()
+            if os.name == "nt":
+                self.close()
+            if not self.failed:
+                os.replace(self.partial, self.path)
+                self.finished = True
         except OSError as exc:
             self.give_up(exc)
+        self.close()
 
     def give_up(self, exc: OSError) -> None:
         self.failed = exc.strerror or str(exc)
@@ -996,6 +1004,20 @@ def report_detection(outbox, sender, result: FrameResult, settings: Settings, ni
         log.error("%s: cannot build the detection payload: %s", result.file.name, exc)
         return
     sender.wake()
+
+
+def lock_exclusive(stream) -> bool:
+    """Lock an open file for this process (advisory; released when it is closed); False if another holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+            msvcrt.locking(stream.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def write_scores(path: Path, rows: list[dict]) -> bool:

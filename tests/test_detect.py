@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -179,8 +178,6 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     scores.mkdir()
     (scores / "20211107.csv").write_text("scored already\n")
     (scores / "20211109.csv.part").write_text("a run cut short\n")
-    an_hour_ago = time.time() - 3600
-    os.utime(scores / "20211109.csv.part", (an_hour_ago, an_hour_ago))
     config = settings(tmp_path, tiny_model, main_folder=root)
     assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]
     assert detect.nights_to_catch_up(config, scores, 0) == []
@@ -502,7 +499,6 @@ def full_disk_under(csv: Path) -> Path:
     csv.parent.mkdir(parents=True, exist_ok=True)
     part = csv.with_name(csv.name + ".part")
     part.symlink_to("/dev/full")
-    os.utime(part, (0, 0), follow_symlinks=False)            # left by a run long ago: taken over
     return csv
 
 
@@ -526,20 +522,19 @@ def test_a_scores_csv_that_cannot_be_written_further_loses_no_report(client_nigh
 def test_two_runs_never_write_one_scores_csv_at_once(client_night, tiny_model, tmp_path, caplog):
     """A manual batch run while cron's (or the watcher closing the night) wrote the same CSV: both wrote one .part,
     and the CSV that took the night's name held rows of both, a duplicate and a cut row, with exit status 0. The
-    second run is refused before it scores; a .part idle for PART_STALE_S is a run cut short and is taken over."""
+    .part is locked while a run writes it: a second run is refused before it scores; a .part a run cut short left
+    (unlocked) is taken over at once."""
     csv = tmp_path / "scores" / "20211110.csv"
     first = detect.CsvRows(csv)
     first.write({"file": "image-20211110220000.jpg"})
     with pytest.raises(ClientError, match=r"another run is writing the scores CSV .*20211110.csv \(20211110.csv.part "
-                                          r"written \d+ s ago\): run one at a time"):
+                                          r"is locked\): run one at a time"):
         run_batch(settings(tmp_path, tiny_model), client_night, csv, upload=False, say=lambda _: None, progress=False)
     assert not detect.write_scores(csv, [{"file": "image-20211110220030.jpg"}])       # the watcher's way: logged
     assert "another run is writing" in caplog.text
     first.finish()
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220000.jpg"]
-    stale = csv.with_name(csv.name + ".part")
-    stale.write_text("a run cut short\n")
-    os.utime(stale, (time.time() - detect.PART_STALE_S - 1,) * 2)
+    csv.with_name(csv.name + ".part").write_text("a run cut short, seconds ago: a longer line than the next run's\n")
     assert detect.write_scores(csv, [{"file": "image-20211110220030.jpg"}])
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220030.jpg"]
 
