@@ -279,16 +279,33 @@ def page_inputs(target: store.Store, night: str) -> list[str]:
     return sorted(target.keys(f"detections/{night}/")) + logs
 
 
-def stale_nights(target: store.Store, night: str) -> list[str]:
+def stale_nights(target: store.Store, night: str, late: list[str]) -> list[str]:
     """The nights before `night` whose detections, logs or next night have changed since their page was built (or
-    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, and those the ingest marked late (a
-    client back after a long outage), with the page before each."""
+    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, and the `late` ones (marked by the
+    ingest: a client back after a long outage), with the page before each."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
-    late = [n for n in store.late_nights(target) if n < night]
     before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
     candidates = sorted(set(recent) | set(late) | set(filter(None, before_late)))
     return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
+
+
+def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[str]:
+    """Rebuild the pages out of date before `night` (`stale_nights`); return their nights. The late marks looked at
+    are taken off first (a report stored meanwhile marks its night again), and put back on those whose page could
+    not be rebuilt."""
+    late = [n for n in store.late_nights(target) if n < night]
+    for marked in late:
+        target.delete(store.late_key(marked))
+    stale, refreshed = stale_nights(target, night, late), []
+    try:
+        for earlier in stale:
+            refreshed.append(build_day(target, earlier, env, now)["night"])
+    except Exception:
+        for marked in sorted(set(late) & set(stale) - set(refreshed)):
+            target.put(store.late_key(marked), b"")
+        raise
+    return refreshed
 
 
 def page_is_stale(target: store.Store, night: str, nights: list[str]) -> bool:
@@ -314,7 +331,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event (any event without
     a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed
     posted again first (`ingest.repost_failed`, listed as "reposted") — then the earlier pages that are out of date
-    (`stale_nights`, listed as "refreshed")."""
+    (`refresh_stale`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)
@@ -325,6 +342,5 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_failed(target, night, env, now, records=records)
     summary = {**build_day(target, night, env, now, records), "reposted": reposted}
-    stale = stale_nights(target, summary["night"])
-    summary["refreshed"] = [build_day(target, earlier, env, now)["night"] for earlier in stale]
+    summary["refreshed"] = refresh_stale(target, summary["night"], env, now)
     return summary

@@ -79,7 +79,7 @@ def page_inputs_key(night: str) -> str:
 
 def late_key(night: str) -> str:
     """The mark the ingest leaves on a night that received a detection or log after it ended (its page, if any, is
-    out of date and may be older than the scheduled build's refresh window)."""
+    out of date and may be older than the scheduled build's refresh window); the scheduled build takes it off."""
     return f"pages/late/{night}"
 
 
@@ -94,6 +94,7 @@ class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, data: bytes) -> None: ...
     def create(self, key: str, data: bytes) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]: ...
 
 
@@ -139,6 +140,13 @@ class LocalStore:
             os.replace(temp, target)
         except OSError as exc:              # a folder where the file should be
             temp.unlink(missing_ok=True)
+            raise self._error(key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        """Remove key (nothing if it is not there)."""
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as exc:
             raise self._error(key, exc) from exc
 
     def create(self, key: str, data: bytes) -> bool:
@@ -242,6 +250,10 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key))
+
+    def delete(self, key: str) -> None:
+        """Remove key (S3 answers a missing key as deleted)."""
+        self._call("delete_object", Key=self._key(key))
 
     def create(self, key: str, data: bytes) -> bool:
         """Conditional write (If-None-Match: *); True if this call created the object. S3 answers 409 to a write

@@ -119,6 +119,10 @@ class GrantedStore:
         self.allow("s3:PutObject", key)
         return self.inner.create(key, data)
 
+    def delete(self, key: str) -> None:
+        self.allow("s3:DeleteObject", key)
+        self.inner.delete(key)
+
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
         self.allow("s3:ListBucket", "")
         return self.inner.keys(prefix, recursive)

@@ -74,6 +74,8 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
     on_pages = {action for statement in website if "/pages/*" in json.dumps(statement["Resource"])
                 for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
     assert on_pages == {"s3:GetObject", "s3:PutObject"}     # what each page was made from (site.stale_nights)
+    assert {statement["Action"] for statement in website if "/pages/late/*" in json.dumps(statement["Resource"])} \
+        == {"s3:DeleteObject"}                                # late marks taken off (site.refresh_stale), nothing else
     website_env = template["Resources"]["WebsiteFunction"]["Properties"]["Environment"]["Variables"]
     assert website_env["GUALTA_TELEGRAM_TOKEN_PARAM"] == variables["GUALTA_TELEGRAM_TOKEN_PARAM"]   # posts again
     assert website_env["GUALTA_TELEGRAM_CHAT"] == ingest["Environment"]["Variables"]["GUALTA_TELEGRAM_CHAT"]

@@ -250,7 +250,26 @@ def test_reports_delivered_after_a_long_outage_reach_their_pages(env, tmp_path):
     assert 'id="obs02_20260905231507"' in (root / "20260905.html").read_text()
     assert 'id="obs02_20260820231507"' in (root / "20260820.html").read_text()
     assert 'id="obs02_20260916231507"' in (root / "20260916.html").read_text()
+    assert store.late_nights(store.LocalStore(root)) == []                     # marks taken off: not looked at again
     assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
+
+
+def test_a_late_page_that_could_not_be_rebuilt_stays_marked(env, tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    site.handle({"day": "20260905"}, os.environ, nine_am(6))
+    back = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)
+    ingest_module.handle(event(detection("obs02", "20260905231507"), KEYS["obs02"]), os.environ, back)
+    built = site.build_day
+
+    def failing(target, night, *args, **kwargs):
+        if night == "20260905":
+            raise store.StoreError("S3 put_object failed: SlowDown")
+        return built(target, night, *args, **kwargs)
+
+    monkeypatch.setattr(site, "build_day", failing)
+    with pytest.raises(store.StoreError):
+        site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert store.late_nights(store.LocalStore(root)) == ["20260905"]           # tried again next time
 
 
 def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):

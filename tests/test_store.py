@@ -43,6 +43,13 @@ def test_put_get_and_missing(backend):
     assert backend.get("index.html") == b"<html>v2"
 
 
+def test_delete_removes_a_key_and_a_missing_one_is_no_error(backend):
+    backend.put("pages/late/20260905", b"")
+    backend.delete("pages/late/20260905")
+    backend.delete("pages/late/20260905")
+    assert backend.get("pages/late/20260905") is None and backend.keys("pages/late/") == []
+
+
 def test_create_only_once_keeps_first_content(backend):
     assert backend.create("imgs/20260916/obs01_1.jpeg", b"first") is True
     assert backend.create("imgs/20260916/obs01_1.jpeg", b"second") is False
