@@ -774,6 +774,17 @@ def renamed_copy(source: Path, folder: Path, when: datetime) -> Path:
     return target
 
 
+def watching(client_night, tiny_model, tmp_path, first: int) -> tuple:
+    """A watcher always inside its window, its night's first frames written: (settings, writer, watcher)."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(first))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    return config, writer, watcher
+
+
 def test_after_the_clock_is_set_back_the_first_new_frame_is_not_compared_across_it(client_night, tiny_model,
                                                                                     tmp_path, monkeypatch):
     """The Pi's clock set back 290 s: the frames named before those scored get their late rows, and the first one
@@ -781,12 +792,7 @@ def test_after_the_clock_is_set_back_the_first_new_frame_is_not_compared_across_
     reported). The watcher saw it complete minutes after that frame: it is compared with nothing; the next pairs
     with it. (SEEN_GAP_S, 5 minutes, is 0.5 s here.)"""
     monkeypatch.setattr(realtime, "SEEN_GAP_S", 0.5)
-    root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
-    writer = Writer(client_night, root, spacing_s=0.0)
-    writer.write(range(10))
-    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
-                      settle_s=0.0)
+    config, writer, watcher = watching(client_night, tiny_model, tmp_path, 10)
     ticked(watcher)
     time.sleep(0.6)
     last = allsky.frame_time(writer.frames[9])
@@ -806,12 +812,7 @@ def test_after_the_clock_is_set_back_the_first_new_frame_is_not_compared_across_
 def test_one_frame_arriving_late_costs_no_other_frame(client_night, tiny_model, tmp_path):
     """A frame a sync tool brought after its successor gets its late row; the next frame, complete 30 s after the
     last one scored, is compared with it as usual (it was left unscored too)."""
-    root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
-    writer = Writer(client_night, root, spacing_s=0.0)
-    writer.write(range(6))
-    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
-                      settle_s=0.0)
+    config, writer, watcher = watching(client_night, tiny_model, tmp_path, 6)
     ticked(watcher)
     late = renamed_copy(writer.frames[6], writer.folder, allsky.frame_time(writer.frames[4]) + timedelta(seconds=10))
     ticked(watcher, 2)
@@ -854,12 +855,7 @@ def test_frames_copied_in_out_of_order_are_all_scored_in_order(client_night, tin
     once and the 11 before it were left unscored as 'late'. A frame after a gap in the names now waits a
     moment for the gap's frames; the night is scored as a batch run scores it."""
     monkeypatch.setattr(realtime, "REORDER_S", 1.0)
-    root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
-    writer = Writer(client_night, root, spacing_s=0.0)
-    writer.write(range(4))
-    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
-                      settle_s=0.0)
+    config, writer, watcher = watching(client_night, tiny_model, tmp_path, 4)
     ticked(watcher, 4)
     for i in [15] + list(range(4, 15)):                     # the newest complete first, the others a moment later
         writer.write([i])
