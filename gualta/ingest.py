@@ -45,15 +45,13 @@ def header_values(event: dict, name: str) -> list[str]:
     repeated headers in multiValueHeaders, their last value in headers)."""
     wanted, values = name.lower(), []
     many = event.get("multiValueHeaders")
-    headers = many if isinstance(many, dict) and many else {k: [v] for k, v in dict_or_empty(event.get("headers")).items()}
-    for key, sent in headers.items():
+    if not (isinstance(many, dict) and many):                   # a hand-written event: headers alone
+        single = event.get("headers")
+        many = {key: [value] for key, value in single.items()} if isinstance(single, dict) else {}
+    for key, sent in many.items():
         if isinstance(key, str) and key.lower() == wanted:
             values += [value for value in (sent if isinstance(sent, list) else [sent]) if isinstance(value, str)]
     return values
-
-
-def dict_or_empty(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def request_body(event: dict) -> bytes:
