@@ -1007,7 +1007,8 @@ def report_detection(outbox, sender, result: FrameResult, settings: Settings, ni
 
 
 def lock_exclusive(stream) -> bool:
-    """Lock an open file for this process (advisory; released when it is closed); False if another holds it."""
+    """Lock an open file for this process (advisory; released when it is closed); False if another holds it. Where
+    files cannot be locked (some network shares) it goes on unlocked."""
     try:
         if os.name == "nt":
             import msvcrt
@@ -1015,8 +1016,11 @@ def lock_exclusive(stream) -> bool:
         else:
             import fcntl
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except (BlockingIOError, PermissionError):
         return False
+    except OSError as exc:
+        log.warning("cannot lock %s (%s): two runs writing it at once would mix their rows", stream.name,
+                    exc.strerror or exc)
     return True
 
 
