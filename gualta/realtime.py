@@ -98,7 +98,8 @@ def looks_complete(path: Path) -> bool:
 
 
 LATE_NOTE = "named before a frame already scored (the camera's clock set back?): not scored"
-SEEN_GAP_S = allsky.LONG_GAP_S     # a frame first seen this long after the one before it is not compared with it
+SEEN_GAP_S = allsky.LONG_GAP_S     # a frame complete this long after the one before it, after signs of a clock set
+                                   # back, is not compared with it
 
 
 class FrameWatch:
@@ -114,6 +115,8 @@ class FrameWatch:
         self.unlisted = ""                                  # why the folder could not be listed last time
         self.late: list[Path] = []                          # frames named before one handed over: not scored
         self.last_seen: float | None = None                 # when the last frame handed over was complete
+        self.last_written: tuple[Path, tuple[int, int]] | None = None    # it, and its (size, mtime) then
+        self.late_seen = False                              # a late frame came since the last hand-over
         self.afresh: dict[str, str] = {}    # frames handed over to be compared with no earlier frame: why
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
@@ -129,6 +132,7 @@ class FrameWatch:
             if self.after is not None and stamp <= self.after:
                 self.taken.add(path.name)
                 self.late.append(path)
+                self.late_seen = True
                 log.warning("%s arrived after a later frame was scored: ignored", path.name)
                 continue
             previous = self.seen.get(path.name)
@@ -153,19 +157,26 @@ class FrameWatch:
         return self.after is not None and stamp - self.after > 1.5 * statistics.median(self.gaps)
 
     def note_handed(self, path: Path, stamp: float, complete_at: float) -> None:
-        """Record a frame handed over; one the watcher saw complete over SEEN_GAP_S after the one before it, though
-        its name is not that far after (the camera's clock set back: frames named as older ones, written over them
-        or noted late), is to be compared with no earlier frame — its predecessor by name is minutes older."""
+        """Record a frame handed over. One the watcher saw complete over SEEN_GAP_S after the one before it, though
+        its name is not that far after, is compared with no earlier frame if the camera's clock was set back
+        meanwhile — frames named before it came late, or the last frame handed over was written again (a set-back
+        by whole frames names new frames as old ones): its predecessor by name is minutes older. Without those signs
+        it is a copy tool's next batch, compared as usual."""
         if self.after is not None:
             named = stamp - self.after
             self.gaps.append(named)
             waited = complete_at - self.last_seen if self.last_seen is not None else 0.0   # (frames before a start)
-            if named <= allsky.LONG_GAP_S and waited > SEEN_GAP_S:      # a longer name gap: not compared anyway
+            if named <= allsky.LONG_GAP_S and waited > SEEN_GAP_S and (self.late_seen or self.last_rewritten()):
                 self.afresh[path.name] = (f"complete {waited / 60:.0f} min after the frame before it, though named "
                                           f"{named:.0f} s after it (the camera's clock set back?): not compared")
-        self.after, self.last_seen = stamp, complete_at
+        self.after, self.last_seen, self.late_seen = stamp, complete_at, False
+        self.last_written = (path, written(path))
         self.taken.add(path.name)
         self.seen.pop(path.name, None)
+
+    def last_rewritten(self) -> bool:
+        """Whether the last frame handed over was written again since."""
+        return self.last_written is not None and written(self.last_written[0]) != self.last_written[1]
 
     def expecting(self) -> bool:
         """Whether a frame noted lately (within the grace time) is still to be handed over: being written, settling,
@@ -474,6 +485,15 @@ class Watcher:
             self.current = None
             if self.sender is not None:
                 self.sender.wake()
+
+
+def written(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time (None if it is gone)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def listed_frames(folder: Path) -> list[Path]:

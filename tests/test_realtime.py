@@ -809,6 +809,30 @@ def test_after_the_clock_is_set_back_the_first_new_frame_is_not_compared_across_
     assert rows[named[10].name]["previous"] == named[9].name and rows[named[10].name]["score"] != ""
 
 
+def test_a_copy_tools_next_batch_is_compared_and_a_set_back_by_whole_frames_is_not(client_night, tiny_model,
+                                                                                    tmp_path, monkeypatch):
+    """Frames a copy tool brings every few minutes arrive long after the last one, in order: compared as usual
+    (one frame a batch would be lost). A clock set back by whole frames writes new frames over the last ones
+    scored, then names one after them: that one is not compared. (SEEN_GAP_S, 5 minutes, is 0.5 s here.)"""
+    monkeypatch.setattr(realtime, "SEEN_GAP_S", 0.5)
+    config, writer, watcher = watching(client_night, tiny_model, tmp_path, 6)
+    ticked(watcher)
+    time.sleep(0.6)
+    writer.write([6, 7])                                                        # the next batch
+    ticked(watcher)
+    time.sleep(0.6)
+    frames = writer.frames
+    for old, new in ((6, 8), (7, 9)):                                           # named as the last two, over them
+        (writer.folder / frames[old].name).write_bytes(frames[new].read_bytes())
+    after = renamed_copy(frames[10], writer.folder, allsky.frame_time(frames[7]) + timedelta(seconds=30))
+    ticked(watcher)
+    watcher.outbox.close()
+    rows = {row["file"]: row for row in rows_in(config.outbox)}
+    assert rows[frames[6].name]["previous"] == frames[5].name and rows[frames[6].name]["score"] != ""
+    assert (rows[after.name]["previous"], rows[after.name]["score"]) == ("", "")
+    assert "(the camera's clock set back?): not compared" in rows[after.name]["note"]
+
+
 def test_one_frame_arriving_late_costs_no_other_frame(client_night, tiny_model, tmp_path):
     """A frame a sync tool brought after its successor gets its late row; the next frame, complete 30 s after the
     last one scored, is compared with it as usual (it was left unscored too)."""
