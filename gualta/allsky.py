@@ -74,16 +74,12 @@ def night_folders(root: str | Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if is_night_folder(p)), key=lambda p: p.name)
 
 
-def latest_night(root: str | Path, not_after: str | None = None) -> Path | None:
-    """The night folder with the greatest date — not after the night `not_after`, if given (a folder dated ahead of
-    tonight is the camera clock's mistake) — or None if there is none."""
-    nights = [night for night in night_folders(root) if not_after is None or night.name <= not_after]
-    return nights[-1] if nights else None
-
-
-def nights_ahead(root: str | Path, night: str) -> list[str]:
-    """The night folders under root dated after `night`."""
-    return [folder.name for folder in night_folders(root) if folder.name > night]
+def latest_night_by(root: str | Path, tonight: str) -> tuple[Path | None, list[str]]:
+    """The latest night folder not dated after `tonight`, and the names of those that are (a camera whose clock ran
+    ahead wrote them), from one listing."""
+    nights = night_folders(root)
+    up_to = [night for night in nights if night.name <= tonight]
+    return (up_to[-1] if up_to else None), [night.name for night in nights if night.name > tonight]
 
 
 def list_frames(night: str | Path) -> list[Path]:

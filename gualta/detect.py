@@ -808,8 +808,7 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
                               f"leave --folder out to score the latest night under guAlta_main_folder")
         return night
     tonight = allsky.night_of(datetime.now())
-    night = listing(lambda root: allsky.latest_night(root, not_after=tonight), settings.main_folder)
-    ahead = allsky.nights_ahead(settings.main_folder, tonight)
+    night, ahead = listing(lambda root: allsky.latest_night_by(root, tonight), settings.main_folder)
     if ahead:
         log.warning("night folder(s) %s dated after tonight (%s) left out of 'the latest night' (the camera's clock "
                     "ran ahead?): name one with --folder to score it", ", ".join(ahead), tonight)

@@ -406,8 +406,8 @@ class Watcher:
         self.checked_at, self.root_mtime = time.monotonic(), root_mtime
         tonight = allsky.night_of(self.clock())
         try:
-            newest = allsky.latest_night(self.settings.main_folder, not_after=tonight)
-            self.say_if_nights_ahead(allsky.nights_ahead(self.settings.main_folder, tonight), tonight)
+            newest, ahead = allsky.latest_night_by(self.settings.main_folder, tonight)
+            self.say_if_nights_ahead(ahead, tonight)
             problem = "not found" if root_mtime is None else ""
         except OSError as exc:      # its permissions: said like a missing folder, waited for like one
             newest, problem = None, f"cannot be listed ({exc.strerror or exc})"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gualta import allsky
-from gualta.allsky import (FramePair, frame_id, frame_name, frame_pairs, frame_time, latest_night, list_frames,
+from gualta.allsky import (FramePair, frame_id, frame_name, frame_pairs, frame_time, latest_night_by, list_frames,
                            night_folders, night_of)
 
 
@@ -90,21 +90,23 @@ def test_night_folders_ignores_non_dates_and_files_and_sorts(tmp_path):
     assert night_folders(str(tmp_path)) == nights
 
 
-def test_latest_night_is_greatest_date(tmp_path):
+def test_latest_night_is_greatest_date_not_after_tonight(tmp_path):
     # created out of order; the 2020 December folder must not win over a 2021 January one
-    for name in ["20210105", "20201231", "20210104"]:
+    for name in ["20210105", "20201231", "20210104", "20210301"]:
         (tmp_path / name).mkdir()
     (tmp_path / "99999999").mkdir()          # not a real date: ignored
     (tmp_path / "zzz").mkdir()
-    assert latest_night(tmp_path) == tmp_path / "20210105"
+    assert latest_night_by(tmp_path, "20210228") == (tmp_path / "20210105", ["20210301"])
+    assert latest_night_by(tmp_path, "20210301") == (tmp_path / "20210301", [])
 
 
 def test_latest_night_none_on_empty_or_missing_root(tmp_path):
-    assert latest_night(tmp_path) is None
-    assert latest_night(tmp_path / "does-not-exist") is None
+    assert latest_night_by(tmp_path, "20210105") == (None, [])
+    assert latest_night_by(tmp_path / "does-not-exist", "20210105") == (None, [])
     assert night_folders(tmp_path / "does-not-exist") == []
     (tmp_path / "thumbnails").mkdir()
-    assert latest_night(tmp_path) is None
+    (tmp_path / "20210106").mkdir()
+    assert latest_night_by(tmp_path, "20210105") == (None, ["20210106"])
 
 
 # --- frames of a night -----------------------------------------------------------------------------------------
