@@ -129,12 +129,11 @@ class NightFrames:
         """The frame whose picture frame i repeats, or None: frame i is compared with the last frame before it that
         holds a picture (unreadable and blank frames passed over; a repeat stands for the picture it repeats)."""
         for j in range(i - 1, -1, -1):
-            if j in self._repeats:
-                j = self._repeats[j]
-            elif j in self._shapes and self._shapes[j] is None:
+            j = self._repeats.get(j, j)
+            if self._shapes.get(j, ()) is None:
                 continue                                # known unreadable or blank
             earlier = self._picture(j)
-            if earlier is None or is_blank(earlier):
+            if earlier is None or (j not in self._shapes and is_blank(earlier)):     # not judged yet
                 continue
             return j if same_picture(image, earlier) else None
         return None
