@@ -34,8 +34,9 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, detection_report, log_report,
-                           model_version, open_model, prepare, refreshed_model, rescorer, show, write_scores)
+from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, detection_report, file_stamp,
+                           log_report, model_version, open_model, prepare, refreshed_model, rescorer, show,
+                           write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -115,7 +116,7 @@ class FrameWatch:
         self.unlisted = ""                                  # why the folder could not be listed last time
         self.late: list[Path] = []                          # frames named before one handed over: not scored
         self.last_seen: float | None = None                 # when the last frame handed over was complete
-        self.last_written: tuple[Path, tuple[int, int]] | None = None    # it, and its (size, mtime) then
+        self.last_written: tuple[Path, tuple | None] | None = None     # it, and its file_stamp then
         self.late_seen = False                              # a late frame came since the last hand-over
         self.afresh: dict[str, str] = {}    # frames handed over to be compared with no earlier frame: why
 
@@ -170,13 +171,13 @@ class FrameWatch:
                 self.afresh[path.name] = (f"complete {waited / 60:.0f} min after the frame before it, though named "
                                           f"{named:.0f} s after it (the camera's clock set back?): not compared")
         self.after, self.last_seen, self.late_seen = stamp, complete_at, False
-        self.last_written = (path, written(path))
+        self.last_written = (path, file_stamp(path))
         self.taken.add(path.name)
         self.seen.pop(path.name, None)
 
     def last_rewritten(self) -> bool:
         """Whether the last frame handed over was written again since."""
-        return self.last_written is not None and written(self.last_written[0]) != self.last_written[1]
+        return self.last_written is not None and file_stamp(self.last_written[0]) != self.last_written[1]
 
     def expecting(self) -> bool:
         """Whether a frame noted lately (within the grace time) is still to be handed over: being written, settling,
@@ -485,15 +486,6 @@ class Watcher:
             self.current = None
             if self.sender is not None:
                 self.sender.wake()
-
-
-def written(path: Path) -> tuple[int, int] | None:
-    """A file's size and modification time (None if it is gone)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 def listed_frames(folder: Path) -> list[Path]:
