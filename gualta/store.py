@@ -147,7 +147,7 @@ class LocalStore:
         try:
             self.path(key).unlink(missing_ok=True)
         except OSError as exc:
-            raise self._error(key, exc) from exc
+            raise self._error(key, exc, "remove") from exc
 
     def create(self, key: str, data: bytes) -> bool:
         """Write key only if it does not exist yet; True if this call created it. The complete file appears at once
@@ -195,8 +195,8 @@ class LocalStore:
             target.unlink(missing_ok=True)
             target.open("xb").close()
 
-    def _error(self, key: str, exc: OSError) -> StoreError:
-        return StoreError(f"cannot write {key} in {self.root}: {exc.strerror or exc}")
+    def _error(self, key: str, exc: OSError, doing: str = "write") -> StoreError:
+        return StoreError(f"cannot {doing} {key} in {self.root}: {exc.strerror or exc}")
 
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
         """Keys starting with prefix (a folder prefix ends with '/'); with recursive=False only that level's files."""
