@@ -304,8 +304,8 @@ def looks(page, path, width, height, shot):
     page.set_viewport_size({"width": width, "height": height})
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
-    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")     # images load lazily
-    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=10_000)
+    page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")  # lazy ones a jump
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=10_000)   # skipped never loaded
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shot), full_page=True)
     return page.evaluate("""() => ({
