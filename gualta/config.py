@@ -164,6 +164,7 @@ SETTINGS = (
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call in batch runs"),
 )
 PATHS = {"main_folder", "model", "outbox"}
+KNOWN_KEYS = {setting.key for setting in SETTINGS} | SERVICE_KEYS
 
 
 @dataclass(frozen=True)
@@ -212,15 +213,29 @@ def read_file(config_file: Path) -> dict:
         names = runpy.run_path(str(config_file))
     except Exception as exc:       # a settings file is user code: report any failure as a settings error
         raise ConfigError([f"cannot read settings file {config_file}: {type(exc).__name__}: {exc}"]) from None
-    return {key: value for key, value in names.items() if key.startswith(PREFIX)}
+    return known_spelling({key: value for key, value in names.items() if key.lower().startswith(PREFIX.lower())},
+                          config_file)
+
+
+def known_spelling(values: dict, config_file: Path) -> dict:
+    """`values` with each name in another case than a known key (`guAlta_url`) under the key's own spelling
+    (`guAlta_URL`); ConfigError if one key is given under two spellings."""
+    by_lower = {key.lower(): key for key in KNOWN_KEYS}
+    spelt = {}
+    for name, value in values.items():
+        key = by_lower.get(name.lower(), name)
+        if key in spelt:
+            raise ConfigError([f"{config_file}: {key} is set twice (in two spellings): keep one"])
+        spelt[key] = value
+    return spelt
 
 
 def warn_unknown(values: dict, config_file: Path) -> None:
     """Log guAlta_* names the client does not know (typos), with the closest known key."""
-    known = {setting.key for setting in SETTINGS} | SERVICE_KEYS
-    for key in sorted(set(values) - known):
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+    by_lower = {known.lower(): known for known in KNOWN_KEYS}
+    for key in sorted(set(values) - KNOWN_KEYS):
+        close = difflib.get_close_matches(key.lower(), sorted(by_lower), n=1)
+        hint = f" (did you mean {by_lower[close[0]]}?)" if close else ""
         log.warning("%s: unknown setting %s ignored%s", config_file, key, hint)
 
 
@@ -231,11 +246,11 @@ OTHER_ENV = {"GUALTA_STORE", "GUALTA_SITE_TIME", "GUALTA_OBSERVATORIES", "GUALTA
 
 
 def warn_misspelt_env(env) -> None:
-    """Log GUALTA_* variables that look like a misspelt client setting (GUALTA_TRESHOLD): ignored, as an unknown key
-    in the settings file is."""
-    names = sorted(setting.env for setting in SETTINGS)
+    """Log GUALTA_* variables that look like a misspelt setting of the client or the service (GUALTA_TRESHOLD,
+    GUALTA_TELEGRAM_CHANNEL): ignored, as an unknown key in the settings file is."""
+    names = sorted({setting.env for setting in SETTINGS} | OTHER_ENV)
     for name in sorted(key for key in env if key.startswith(ENV_PREFIX)):
-        if name in names or name in OTHER_ENV or name.startswith(f"{ENV_PREFIX}NB_"):
+        if name in names or name.startswith(f"{ENV_PREFIX}NB_"):
             continue
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
         if close:
@@ -254,9 +269,11 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
     warn_misspelt_env(env)
     values, problems = {}, []
     for setting in SETTINGS:
+        if env.get(setting.env) == "":
+            log.warning("environment %s is empty: ignored (unset it, or give it a value)", setting.env)
         if setting.name in overrides:
             raw, where, base = overrides[setting.name], f"option {setting.flag}", Path.cwd()
-        elif setting.env in env:
+        elif env.get(setting.env):
             raw, where, base = env[setting.env], f"environment {setting.env}", Path.cwd()
         elif setting.key in from_file:
             raw, where, base = from_file[setting.key], f"{setting.key} in {config_file.name}", config_file.parent
@@ -287,13 +304,17 @@ def load_service_settings(config_file: str | Path | None = None, env: dict | Non
     config_file = Path(config_file or DEFAULT_FILE).expanduser().resolve()
     env = os.environ if env is None else env
     from_file = read_file(config_file)
+    warn_unknown(from_file, config_file)
+    warn_misspelt_env(env)
+    problems = []
     store = env.get("GUALTA_STORE")
     if not store:
-        store = str(from_file.get("guAlta_store", "gualta_store"))
-        if "://" not in store:                                      # a folder: relative to the settings file
-            store = str((config_file.parent / store).resolve())
+        store = str(from_file.get("guAlta_store", "gualta_store")).strip()
+        if not store:                          # it would be the settings file's own folder (the checkout)
+            problems.append("guAlta_store is empty: give the store's folder or s3:// location")
+        elif "://" not in store:                                    # a folder: relative to the settings file
+            store = str((config_file.parent / Path(store).expanduser()).resolve())
     site_time = env.get("GUALTA_SITE_TIME") or from_file.get("guAlta_site_time", "0900")   # 900 as a number too
-    problems = []
     try:
         site_time = page_time(site_time)
     except ValueError as exc:

@@ -98,6 +98,30 @@ def test_unknown_keys_are_warned_with_a_suggestion(tmp_path, caplog):
     assert "guAlta_treshold" in caplog.text and "did you mean guAlta_threshold" in caplog.text
 
 
+def test_a_key_in_another_case_is_taken_and_one_key_twice_is_refused(tmp_path, caplog):
+    """`guAlta_url` (every other key is lower case) was ignored, and the warning suggested guAlta_model_url."""
+    config = tmp_path / "case.py"
+    config.write_text('guAlta_url = "https://api.example.org/Prod"\nGUALTA_THRESHOLD = 0.7\nguAlta_Urll = 1\n')
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        settings = load_settings(config, env={})
+    assert settings.url == "https://api.example.org/Prod" and settings.threshold == 0.7
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{config}: unknown setting guAlta_Urll ignored (did you mean guAlta_URL?)"]
+    config.write_text('guAlta_URL = "https://a.example.org"\nguAlta_url = "https://b.example.org"\n')
+    with pytest.raises(ConfigError, match="guAlta_URL is set twice"):
+        load_settings(config, env={})
+
+
+def test_an_empty_environment_variable_is_ignored_with_a_warning(tmp_path, caplog):
+    """A placeholder `GUALTA_API_KEY=` in an environment file hid the key set in the settings file."""
+    config = settings_file(tmp_path / "keyed.py", 'guAlta_api_key = "file-key-1"\nguAlta_threshold = 0.9\n')
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        settings = load_settings(config, env={"GUALTA_API_KEY": "", "GUALTA_THRESHOLD": ""})
+    assert settings.api_key == "file-key-1" and settings.threshold == 0.9
+    assert "environment GUALTA_API_KEY is empty: ignored" in caplog.text
+    assert "file-key-1" not in caplog.text
+
+
 def test_misspelt_environment_variables_are_warned_with_a_suggestion(caplog):
     env = {"GUALTA_TRESHOLD": "0.5", "GUALTA_OBSID": "obs07", "GUALTA_API_KEYS": "obs01:service-side-keys",
            "GUALTA_STORE": "s3://bucket", "GUALTA_NB_EPOCHS": "3", "GUALTA_SOMETHING_ELSE": "1"}
@@ -145,9 +169,26 @@ def test_service_settings_from_the_file_then_environment(tmp_path):
     from_env = load_service_settings(config, env={"GUALTA_STORE": "s3://bucket/x", "GUALTA_SITE_TIME": "off"})
     assert from_env.store == "s3://bucket/x" and from_env.site_time == "off"
 
+    config.write_text('guAlta_store = " "\n')                    # it was the settings file's own folder
+    with pytest.raises(ConfigError, match="guAlta_store is empty"):
+        load_service_settings(config, env={})
     config.write_text("guAlta_site_time = 930\n")
     assert load_service_settings(config, env={}).site_time == "0930"          # a number, as the window's times
     config.write_text('guAlta_site_time = "25:00"\nguAlta_observatories = ["obs01"]\n')
     with pytest.raises(ConfigError) as error:
         load_service_settings(config, env={})
     assert "guAlta_site_time" in str(error.value) and "guAlta_observatories" in str(error.value)
+
+
+def test_service_settings_warn_of_unknown_keys_and_misspelt_variables(tmp_path, caplog):
+    """`serve` and `site` read the file and environment without a word about typos: a Telegram channel given as
+    GUALTA_TELEGRAM_CHANNEL silently posted nothing."""
+    from gualta.config import load_service_settings
+
+    config = settings_file(tmp_path / "svc.py", 'guAlta_site_tme = "0700"\nguAlta_Store = "kept_here"\n')
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        settings = load_service_settings(config, env={"GUALTA_TELEGRAM_CHANNEL": "@night"})
+    assert settings.store == str(tmp_path / "kept_here") and settings.site_time == "0900"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{config}: unknown setting guAlta_site_tme ignored (did you mean guAlta_site_time?)",
+        "environment GUALTA_TELEGRAM_CHANNEL ignored: not a setting (did you mean GUALTA_TELEGRAM_CHAT?)"]

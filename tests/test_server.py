@@ -297,3 +297,15 @@ def test_site_command_reads_the_store_from_config(tmp_path):
                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "from_config" / "20260916.html").is_file()
+
+
+def test_serve_warns_of_half_configured_telegram():
+    """A token without a chat (or the other way round) started the service silently, every detection then recorded
+    as 'not configured'."""
+    env = {"GUALTA_API_KEYS": KEYS_ENV, "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
+    assert server.check_settings(env) == []
+    assert server.check_settings({**env, "GUALTA_TELEGRAM_TOKEN": "123:abc", "GUALTA_TELEGRAM_CHAT": "@n"}) == []
+    assert server.check_settings({**env, "GUALTA_TELEGRAM_TOKEN_PARAM": "/gualta/token"}) == [
+        "GUALTA_TELEGRAM_TOKEN is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram"]
+    assert server.check_settings({**env, "GUALTA_TELEGRAM_CHAT": "@night"}) == [
+        "GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram"]
