@@ -19,9 +19,12 @@ from pathlib import Path
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from gualta.demo import run_demo
+    from gualta.demo import DemoError, run_demo
 
-    run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
+    try:
+        run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
+    except DemoError as exc:
+        sys.exit(f"guAlta demo: {exc}")
 
 
 def settings_or_exit(load, args: argparse.Namespace):
@@ -146,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="the whole product on this machine: simulated night → service → "
                                             "batch with uploads → daily page → comparison with ground truth")
-    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (replaced)")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder: new, empty or an earlier demo's (replaced on every run)")
     demo.add_argument("--frames", type=int, default=600, help="frames to simulate (30 s apart, from 20:00)")
     demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night")
     demo.add_argument("--model", type=Path, default=Path("models/guAlta.onnx"), help="model file (ONNX or pkl)")

@@ -24,13 +24,20 @@ DEMO_SEED = 2045          # a mixed night with clouds, meteors, fireballs, satel
 DEMO_FRAMES = 600         # 20:00 → 01:00
 OBS_ID = "demo01"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "guAlta.onnx"
+DEMO_MARK = ".gualta-demo"                  # in every output folder: only a demo's own folder is replaced
+DEMO_ENTRIES = ("images", "store", "scores.csv", "outbox.sqlite")
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked (the output folder is not its own)."""
 
 
 def run_demo(out_dir: str | Path = "demo_output", frames: int = DEMO_FRAMES, seed: int = DEMO_SEED,
              workers: int | None = None, model: str | Path = SHIPPED_MODEL) -> dict:
-    """Run the product end to end into out_dir (replaced); print and return the summary."""
+    """Run the product end to end into out_dir (an earlier demo's output is replaced); print and return the
+    summary."""
     out_dir = Path(out_dir).resolve()
-    shutil.rmtree(out_dir, ignore_errors=True)            # idempotent: every run starts from nothing
+    fresh_output(out_dir)                                 # idempotent: every run starts from nothing
     night = simulate.simulate_night(out_dir / "images", DEMO_DATE, frames=frames, seed=seed, scenario="mixed",
                                     workers=workers)
     store, key = out_dir / "store", secrets.token_hex(16)
@@ -46,6 +53,29 @@ def run_demo(out_dir: str | Path = "demo_output", frames: int = DEMO_FRAMES, see
                "page_result": page}
     print_summary(summary)
     return summary
+
+
+def fresh_output(out_dir: Path) -> None:
+    """Make out_dir a new, empty output folder: a missing or empty folder, or an earlier demo's output, replaced.
+    Any other folder is refused (DemoError) and left as it is: `--out .` wiped the folder it was run in."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DemoError(f"--out {out_dir} is a file: give a folder")
+    names = sorted(entry.name for entry in out_dir.iterdir()) if out_dir.exists() else []
+    if names and not was_demo_output(names):
+        listed = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        raise DemoError(f"--out {out_dir} is not an earlier demo's output (it holds {listed}): it is replaced on "
+                        "every run, so give a new or empty folder")
+    if Path.cwd().is_relative_to(out_dir):
+        raise DemoError(f"--out {out_dir} holds the current folder: give a folder elsewhere")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    (out_dir / DEMO_MARK).write_text("guAlta demo output: `guAlta.py demo` replaces this folder on every run\n")
+
+
+def was_demo_output(names: list[str]) -> bool:
+    """Whether a folder's entries are a demo's: its mark, or (written before the mark) only what a demo writes."""
+    written_by_demo = all(name.split("-")[0] in DEMO_ENTRIES for name in names)      # outbox.sqlite-wal too
+    return DEMO_MARK in names or ("scores.csv" in names and written_by_demo)
 
 
 def compare_with_truth(scores_csv: Path, truth_csv: Path) -> dict:

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 
-from gualta.demo import run_demo
+from gualta.demo import fresh_output, run_demo
+from helpers_service import REPO
 
 
 def test_demo_runs_the_product_end_to_end_and_is_idempotent(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
-    (out / "stale").mkdir(parents=True)                                        # a previous run's leftovers
     summary = run_demo(out, frames=14, seed=7, workers=1, model=tiny_model)
     printed = capsys.readouterr().out
-    assert not (out / "stale").exists()
 
     night = summary["night"]
     assert night.frames == 14 and night.scored == 13 and night.pending == 0   # everything delivered
@@ -33,8 +34,35 @@ def test_demo_runs_the_product_end_to_end_and_is_idempotent(tmp_path, tiny_model
     for line in ("frames", "detections", "speed", "truth", "daily page"):
         assert line in printed
 
+    (out / "stale").mkdir()                                                    # left in the demo's folder
     again = run_demo(out, frames=14, seed=7, workers=1, model=tiny_model)       # same night, fresh store
-    assert again["night"].detections == night.detections
+    assert again["night"].detections == night.detections and not (out / "stale").exists()
+
+
+def test_the_demo_replaces_only_its_own_output_folder(tmp_path):
+    """`--out .` (or ~, or a night archive) was deleted whole, and the run then crashed in the vanished folder."""
+    mine, demo_folder = tmp_path / "notes", tmp_path / "demo"
+    (mine / "allsky_images").mkdir(parents=True)
+    (mine / "thesis_notes.txt").write_text("mine")
+    fresh_output(demo_folder)
+    cases = {(".", mine): "is not an earlier demo's output (it holds allsky_images, thesis_notes.txt)",
+             (str(mine), tmp_path): "is not an earlier demo's output",
+             (str(mine / "thesis_notes.txt"), tmp_path): "is a file",
+             (".", demo_folder): "holds the current folder"}
+    for (out, cwd), reason in cases.items():
+        result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "demo", "--out", out, "--frames", "3"],
+                                cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and result.stderr.startswith("guAlta demo: --out "), result.stderr
+        assert reason in result.stderr and "Traceback" not in result.stderr
+    assert (mine / "thesis_notes.txt").read_text() == "mine" and (mine / "allsky_images").is_dir()
+    assert (demo_folder / ".gualta-demo").is_file()
+
+    earlier = tmp_path / "earlier"                   # a demo's output from before the mark: still replaced
+    (earlier / "store").mkdir(parents=True)
+    for name in ("scores.csv", "outbox.sqlite", "outbox.sqlite-wal"):
+        (earlier / name).write_text("")
+    fresh_output(earlier)
+    assert [entry.name for entry in earlier.iterdir()] == [".gualta-demo"]
 
 
 def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections(tmp_path):
