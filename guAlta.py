@@ -108,8 +108,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
                          for night in nights]
     except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta batch: {exc}")
-    if any(summary.scores_failed for summary in summaries):
-        sys.exit(1)
+    if any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
+        sys.exit(1)                     # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
 
 
 def cmd_realtime(args: argparse.Namespace) -> None:

@@ -763,6 +763,7 @@ class NightSummary:
     seconds: float = 0.0
     pending: int | None = None         # reports left in the outbox (None: uploads off)
     rejected: int = 0                  # reports the service rejected for good (logged each)
+    refused: str = ""                  # why the service refused this client's key or address (reports kept)
     scores: Path | None = None
     model: str = ""                    # the version of the model that scored the night
     scores_failed: str = ""            # why the scores CSV could not be written to the end
@@ -779,6 +780,8 @@ class NightSummary:
                        "`python guAlta.py flush`")
         else:
             uploads = "the other reports delivered" if self.rejected else "all reports delivered"
+        if self.refused:
+            uploads = f"the service refused the reports ({self.refused}); {uploads}"
         if self.rejected:
             uploads = f"{self.rejected} report(s) rejected by the service (the log says why); {uploads}"
         scores = f"; scores {self.scores}" if self.scores else ""
@@ -988,7 +991,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         if sender is not None:
             sender.wake()
             summary.pending = sender.close(timeout=10.0)
-            summary.rejected = sender.rejected
+            summary.rejected, summary.refused = sender.rejected, sender.refused
         if outbox is not None:
             outbox.close()
     say(summary.text())

@@ -98,6 +98,7 @@ class Delivery:
     sent: int = 0
     rejected: int = 0
     stopped: str = ""                 # why the pass stopped early ('' if it ran out of due items)
+    refused: bool = False             # ... because the service refused this client's settings (key, address)
 
 
 def detection_key(payload: dict) -> str:
@@ -316,8 +317,8 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False) -> Deli
                 result.rejected += 1
                 log.error("report %s rejected by the service: %s", item.key, outcome.detail)
             else:
-                result.stopped = outcome.detail
-                if outcome.kind == "refused":
+                result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
+                if result.refused:
                     log.error("the service refused the reports (%s): kept in the outbox", outcome.detail)
                 return result
 
@@ -332,6 +333,7 @@ class Sender:
         self.failures = 0                     # passes stopped in a row: the sender's own backoff
         self.rejected = 0                     # reports the service rejected for good
         self.last_problem = ""
+        self.refused = ""                     # why the service last refused this client's settings ('' since sent)
         self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
         self.thread.start()
 
@@ -361,13 +363,15 @@ class Sender:
             log.warning("outbox cannot be used now (%s): retrying", exc)
             return 1.0
         self.rejected += delivery.rejected
+        self.note_refusal(delivery)
         if delivery.stopped:
             # the next pass waits for the earliest retry, and at least as long as the outage has lasted (2 s, 4 s …
             # 5 min): reports not tried yet would otherwise be tried, and warned about, one every 2 s
             self.last_problem, self.failures = delivery.stopped, self.failures + 1
             due = max(outbox.next_due() or 0.0, now + retry_delay(self.failures))
             self.blocked_until = due
-            log.warning("central service unreachable (%s): %d report(s) kept, retry in %.0f s", delivery.stopped,
+            log.warning("central service %s (%s): %d report(s) kept, retry in %.0f s",
+                        "refused the reports" if delivery.refused else "unreachable", delivery.stopped,
                         outbox.pending(), max(due - time.time(), 0))
             return max(due - time.time(), 0.05)
         self.last_problem, self.failures = "", 0
@@ -375,6 +379,13 @@ class Sender:
         if next_due is None:
             return self.idle_s
         return min(max(next_due - time.time(), 0.05), self.idle_s)
+
+    def note_refusal(self, delivery: Delivery) -> None:
+        """Keep why the service refused this client (until it takes a report again)."""
+        if delivery.refused:
+            self.refused = delivery.stopped
+        elif delivery.sent:
+            self.refused = ""
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is pending (True), or the timeout passes or the service is found unreachable (False)."""
@@ -398,7 +409,9 @@ class Sender:
         with Outbox(self.outbox_path) as outbox:
             if timeout > 0 and outbox.pending():
                 try:
-                    self.rejected += deliver(outbox, self.client, everything=True).rejected
+                    last = deliver(outbox, self.client, everything=True)
+                    self.rejected += last.rejected
+                    self.note_refusal(last)
                 except sqlite3.Error as exc:          # e.g. a full disk: what is queued stays queued
                     log.warning("outbox %s: last delivery stopped: %s", self.outbox_path, exc)
             return outbox.pending()

@@ -191,6 +191,24 @@ def test_a_wrong_url_path_loses_no_report_and_flush_to_the_right_one_delivers_th
         assert len(stored(store)) == summary.pending - 2                        # the start and end logs besides
 
 
+def test_a_batch_run_whose_key_is_refused_says_so_and_exits_1(client_night, tiny_model, tmp_path):
+    """A wrong key was logged as "central service unreachable" and `batch` exited 0: a cron job never knew."""
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, tiny_model, url=child.url)
+        command = [sys.executable, str(report.__file__).replace("gualta/report.py", "guAlta.py"), "batch",
+                   "--folder", str(client_night), "--outbox", str(config.outbox), "--url", child.url,
+                   "--model", str(tiny_model), "--no-model-update"]
+        wrong = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                               env=child_env(GUALTA_API_KEY="not-the-key"))
+        assert wrong.returncode == 1, wrong.stderr[-2000:]
+        assert "the service refused the reports (HTTP 401" in wrong.stdout + wrong.stderr
+        assert "unreachable" not in wrong.stdout + wrong.stderr and not (store / "detections").exists()
+        right = subprocess.run(command, capture_output=True, text=True, timeout=300, env=child_env(GUALTA_API_KEY=KEY))
+        assert right.returncode == 0 and "all reports delivered" in right.stdout + right.stderr, right.stderr[-2000:]
+        assert stored(store)                                                # the kept reports went with it
+
+
 def test_reports_the_service_rejects_are_counted_in_the_nights_summary(client_night, tiny_model, tmp_path):
     stub = StubService([400])                                 # the start log is refused for good, the rest stored
     try:
