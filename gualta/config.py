@@ -144,11 +144,12 @@ SETTINGS = (
     Setting("enable_extra_log", boolean, False, "print a line per frame: path , label , p_meteor , p_no_meteor"),
     Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
-    Setting("api_key", text, "", "this observatory's API key for the central service"),
+    Setting("api_key", text, "", "this observatory's API key for the central service (as a flag it shows in "
+            "`ps` and the shell's history: better in GUALTA_API_KEY)"),
     Setting("model", path, "models/guAlta.onnx",
             "model file (.onnx or fastai .pkl); the configured one is downloaded if missing"),
     Setting("model_url", url, "", "where published models are read: the embedded service, or on AWS the stack's "
-            "WebsiteUrl (the bucket's models/); empty: guAlta_URL"),
+            "ModelUrl (the bucket's models/ over HTTPS); empty: guAlta_URL"),
     Setting("model_update", boolean, True, "replace the model file with a newer one the central service publishes "
             "(checked before a batch run with uploads and when a real-time night starts)"),
     Setting("outbox", path, "gualta_outbox.sqlite", "SQLite file: reports not yet delivered, real-time progress"),
@@ -240,7 +241,7 @@ def warn_unknown(values: dict, config_file: Path) -> None:
 
 
 OTHER_ENV = {"GUALTA_STORE", "GUALTA_SITE_TIME", "GUALTA_OBSERVATORIES", "GUALTA_TIMEZONE", "GUALTA_API_KEYS",
-             "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_TELEGRAM_CHAT",
+             "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_N2YO_KEY_PARAM", "GUALTA_TELEGRAM_CHAT",
              "GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM", "GUALTA_TELEGRAM_API", "GUALTA_SITE_URL",
              "GUALTA_TLE_FILE"}            # the service's variables (and GUALTA_NB_*, the notebooks')
 

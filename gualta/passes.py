@@ -178,7 +178,11 @@ def tle_note(satellite, night: str) -> str:
 
 def load_tle(env) -> tuple[object | None, str]:
     """The ISS from n2yo (key set) or the TLE file, with a description of the source; (None, reason) if neither."""
-    key = env.get("GUALTA_N2YO_KEY")
+    try:
+        key = service_env.secret(env, "GUALTA_N2YO_KEY")
+    except service_env.ConfigError as exc:
+        log.warning("n2yo key unavailable (%s); trying the TLE file", exc)
+        key = ""
     if key:
         try:
             satellite = read_tle(fetch_n2yo_tle(key))

@@ -80,6 +80,27 @@ def test_n2yo_url_and_fallback(monkeypatch):
     assert fallback.available and fallback.source == "TLE file iss.tle"
 
 
+def test_the_n2yo_key_is_read_from_ssm_on_aws(monkeypatch):
+    """On AWS the key was a plain Lambda variable (readable with the function's configuration): it now comes from the
+    SSM SecureString the stack names, as the other secrets do; an unreadable parameter falls back to the file."""
+    import boto3
+
+    from helpers_service import moto_s3
+
+    lines, used = passes.DEFAULT_TLE.read_text().splitlines(), []
+    monkeypatch.setattr(passes, "fetch_n2yo_tle", lambda key: used.append(key) or "\r\n".join(lines[1:]))
+    with moto_s3() as (endpoint, _):
+        boto3.client("ssm", endpoint_url=endpoint).put_parameter(Name="/gualta/n2yo-key", Value="n2yo-secret-1",
+                                                                 Type="SecureString")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
+        service_env._cache.clear()
+        from_ssm = passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_N2YO_KEY_PARAM": "/gualta/n2yo-key"})
+        missing = passes.night_passes(["obs01"], NIGHT, {**ENV, "GUALTA_N2YO_KEY_PARAM": "/gualta/none"})
+        service_env._cache.clear()
+    assert from_ssm["obs01"].source == "n2yo TLE" and used == ["n2yo-secret-1"]
+    assert missing["obs01"].available and missing["obs01"].source == "TLE file iss.tle" and len(used) == 1
+
+
 @pytest.mark.parametrize("bad", ['{"obs01": {"lat": 95, "lon": 0}}', '{"obs01": {"lon": 0}}', "[1]", "{",
                                  '{"<script>": {"lat": 1, "lon": 1}}', '{"obs01": {"lat": 1, "lon": 1, "tz": "Mars"}}'])
 def test_bad_observatory_settings_are_config_errors(bad):

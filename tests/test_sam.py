@@ -66,11 +66,14 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
     for name in ("IngestFunction", "WebsiteFunction"):
         for policy in template["Resources"][name]["Properties"]["Policies"]:
             for statement in policy["Statement"]:
+                statement = statement.get("Fn::If", [None, statement])[1]            # a grant on a condition
                 assert "*" not in json.dumps(statement["Action"])                    # no wildcard actions
                 assert statement["Resource"] != "*"
     public = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
     assert not any(folder in json.dumps(r) for r in public for folder in ("detections", "logs", "pages"))
-    website = template["Resources"]["WebsiteFunction"]["Properties"]["Policies"][0]["Statement"]
+    website_statements = template["Resources"]["WebsiteFunction"]["Properties"]["Policies"][0]["Statement"]
+    conditional = [statement["Fn::If"] for statement in website_statements if "Fn::If" in statement]
+    website = [statement for statement in website_statements if "Fn::If" not in statement]
     on_pages = {action for statement in website if "/pages/*" in json.dumps(statement["Resource"])
                 for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
     assert on_pages == {"s3:GetObject", "s3:PutObject"}     # what each page was made from (site.stale_nights)
@@ -78,6 +81,12 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
         == {"s3:DeleteObject"}                                # late marks taken off (site.refresh_stale), nothing else
     website_env = template["Resources"]["WebsiteFunction"]["Properties"]["Environment"]["Variables"]
     assert website_env["GUALTA_TELEGRAM_TOKEN_PARAM"] == variables["GUALTA_TELEGRAM_TOKEN_PARAM"]   # posts again
+    assert "GUALTA_N2YO_KEY:" not in text and "NoEcho" not in text           # no secret as a parameter or variable
+    assert website_env["GUALTA_N2YO_KEY_PARAM"]["Fn::If"][:2] == ["HasN2yoKey", {"Ref": "N2yoKeyParameterName"}]
+    assert [(condition, grant["Action"], absent) for condition, grant, absent in conditional] == [
+        ("HasN2yoKey", "ssm:GetParameter", {"Ref": "AWS::NoValue"})]
+    assert "parameter${N2yoKeyParameterName}" in json.dumps(conditional[0][1]["Resource"])
+    assert template["Outputs"]["ModelUrl"]["Value"] == {"Fn::Sub": "https://${Bucket.RegionalDomainName}"}
     assert website_env["GUALTA_TELEGRAM_CHAT"] == ingest["Environment"]["Variables"]["GUALTA_TELEGRAM_CHAT"]
     allowed = {(action, json.dumps(resource)) for statement in website
                for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
