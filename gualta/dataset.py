@@ -454,7 +454,8 @@ def client_view(decided) -> tuple[str, str, bool]:
 def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | None = None) -> LabelSheet:
     """A contact sheet to label a night by eye: frame | v4 difference per pair in out_dir/index.html, plus
     out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one, else from the
-    client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked)."""
+    client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked). Labels an
+    earlier sheet's labels.csv already holds are kept (a rerun wiped a night's hand labelling)."""
     import jinja2
 
     night, out_dir = Path(night_dir), Path(out_dir)
@@ -467,6 +468,8 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     client = client_decisions(scores) if scores is not None else None
     if client is not None and not client.index.isin([frame.name for frame in frame_list]).any():
         raise DatasetError(f"scores {scores} hold none of night {night.name}'s frames")
+    labels = Path(out_dir) / "labels.csv"
+    given = read_labels(labels)["label"].dropna().to_dict() if labels.is_file() else {}
     frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
@@ -484,14 +487,15 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
                      "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
                      "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
-                     "label": text_or_empty(known.get("label")) or implied,
+                     "label": given.get(candidate.name) or text_or_empty(known.get("label")) or implied,
                      "event": text_or_empty(known.get("event")), "client": did, "candidate": flagged})
     out_dir.mkdir(parents=True, exist_ok=True)
     page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
     html = out_dir / "index.html"
     html.write_text(page.render(night=night.name, rows=rows, candidates=None if client is None else
                                 [row for row in rows if row["candidate"]]), encoding="utf-8")
-    labels = out_dir / "labels.csv"
+    if given:
+        log.info("%s: %d label(s) already given kept", labels, sum(row["file"] in given for row in rows))
     pd.DataFrame(rows, columns=["file", "label"] + (["client"] if client is not None else [])).to_csv(labels,
                                                                                                      index=False)
     return LabelSheet(html, labels, len(rows), skipped)

@@ -249,8 +249,8 @@ def predict_test(model, dataset_dir: str | Path, batch: int = 64) -> pd.DataFram
     for start in tqdm(range(0, len(rows), batch), desc="evaluate", unit="batch", disable=None):
         images = [read_gray(Path(dataset_dir) / fn) for fn in rows["fn"][start:start + batch]]
         scores.append(model.predict(images))
-    columns = [c for c in PREDICTION_COLUMNS if c in rows.columns]
-    return rows[columns].assign(p_meteor=np.concatenate(scores))
+    # a dataset labelled by hand has no simulator truth (event, brightness, clouds): those figures come out n/a
+    return rows.reindex(columns=PREDICTION_COLUMNS).assign(p_meteor=np.concatenate(scores))
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

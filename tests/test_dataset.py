@@ -391,6 +391,23 @@ def test_label_aid_without_ground_truth_leaves_labels_empty(tmp_path):
     assert sheet.pairs == 2 and len(labels) == 2 and labels["label"].isna().all()
 
 
+def test_label_aid_again_keeps_the_labels_already_given(tmp_path, caplog):
+    """Rerunning label-aid into the same folder (say, to add --scores) emptied every hand-filled label."""
+    night = make_night(tmp_path / "nights", "20211110", 5, ground_truth=False)
+    label_aid(night, tmp_path / "aid")
+    sheet = pd.read_csv(tmp_path / "aid" / "labels.csv", dtype=str)
+    sheet.loc[[0, 2], "label"] = ["meteor", "meteor"]          # the operator's work (the client missed frame 3)
+    sheet.to_csv(tmp_path / "aid" / "labels.csv", index=False)
+    scores = tmp_path / "scores.csv"
+    client_scores(night, [("", False, "skipped"), (0.1, False, ""), (0.2, False, ""), (0.3, False, ""),
+                          (0.95, True, "")]).to_csv(scores, index=False)
+    with caplog.at_level(logging.INFO, "gualta.dataset"):
+        label_aid(night, tmp_path / "aid", scores)
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
+    assert list(labels["label"]) == ["meteor", "no-meteor", "meteor", "meteor"]      # kept, then pre-filled
+    assert "2 label(s) already given kept" in caplog.text
+
+
 def client_scores(night, rows) -> pd.DataFrame:
     """A scores CSV as `guAlta.py batch --scores` writes it, for frames i: (score, detection, flag)."""
     names = [frame_path(night, i).name for i in range(len(rows))]

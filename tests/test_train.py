@@ -220,6 +220,21 @@ def test_evaluating_what_cannot_be_read_is_a_clear_error(tiny_run, tiny_dataset,
     assert stop.value.code == 2 and "export reads a fastai .pkl" in capsys.readouterr().err
 
 
+def test_a_hand_labelled_dataset_is_evaluated_without_the_simulators_figures(tiny_run, tiny_dataset, tmp_path):
+    """A dataset built from hand labels (`prepare --labels`: no event, brightness or cloud cover) crashed the report
+    (KeyError 'clouds'), and `train` with it after training, before metrics.json."""
+    from gualta.evaluate import evaluate
+
+    truth_only = ["event", "peak_snr", "clouds", "scenario", "length_px"]
+    labelled = copy_dataset(tiny_dataset[1], tmp_path / "labelled", lambda index: index["fn"].notna())
+    train.read_index(labelled).drop(columns=truth_only).to_csv(labelled / "index.csv", index=False)
+    metrics = evaluate(tiny_run.run_dir / "model.pkl", labelled, tmp_path / "report", cam_per_group=1)
+    assert metrics["cloud_fp_rate"] is None and metrics["faint_recall"] is None
+    assert metrics["n_test"] == len(train.read_index(labelled).query("dataset == 'test'"))
+    assert {"confusion_matrix", "top_losses", "cam"} <= set(metrics["artefacts"])
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["meteor_recall"] == metrics["meteor_recall"]
+
+
 @pytest.mark.parametrize("option", ["--epochs", "--bs", "--size", "--patience"])
 def test_counts_below_one_are_refused_before_training(option, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
