@@ -11,6 +11,7 @@ p_meteor). Pure functions turn that table into the report; a frame is a detectio
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from gualta.preprocess import read_gray
+
+log = logging.getLogger(__name__)
 
 THRESHOLD = 0.85
 TARGET_RECALL = 0.98
@@ -381,10 +384,27 @@ def as_model(model, threads: int | None = None):
 
 
 def training_run(out_dir: Path, model_path: str | Path | None) -> Path | None:
-    """The run folder whose training history (history.csv, losses.csv) the loss curves show: the report folder
-    (train evaluates into its run), else the evaluated model file's folder; None when neither has one."""
-    folders = [out_dir] + ([Path(model_path).parent] if model_path else [])
-    return next((d for d in folders if (d / "history.csv").is_file() and (d / "losses.csv").is_file()), None)
+    """The run folder whose training history (history.csv, losses.csv) the loss curves show: the evaluated model
+    file's folder, else (a Learner: train evaluates into its run) the report folder; None when it has none (another
+    run's history in the report folder is not this model's)."""
+    folder = Path(model_path).parent if model_path else out_dir
+    return folder if (folder / "history.csv").is_file() and (folder / "losses.csv").is_file() else None
+
+
+def model_path(model) -> str:
+    """The absolute path of the file a model was loaded from ('' for a Learner in memory)."""
+    path = getattr(model, "path", None)
+    return str(Path(path).resolve()) if path else ""
+
+
+def warn_if_kind_differs(model, dataset_dir: Path) -> None:
+    """Log when a model learnt from another input than the dataset holds (raw frames vs differences)."""
+    from gualta.train import RAW_MARKER
+
+    dataset_kind = "raw" if (dataset_dir / RAW_MARKER).is_file() else "diff"
+    if model.info.kind != dataset_kind:
+        log.warning("the model scores %s images but %s holds %s images: its figures say nothing of it",
+                    model.info.kind, dataset_dir, dataset_kind)
 
 
 def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, threshold: float,
@@ -411,6 +431,8 @@ def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, t
         plot_grid(images, [f"{r.group} · {r.event} · p={r.p_meteor:.3f}" for r in sample.itertuples()],
                   out_dir / "cam.png", columns=cam_per_group, heatmaps=list(grad_cam(learn, images)))
         written["cam"] = "cam.png"
+    for stale in {"loss_curves.png", "cam.png"} - set(written.values()):     # an earlier report's, another model's
+        (out_dir / stale).unlink(missing_ok=True)
     return written
 
 
@@ -423,10 +445,11 @@ def evaluate(model, dataset_dir: str | Path, out_dir: str | Path, threshold: flo
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = as_model(model, threads)
+    warn_if_kind_differs(model, dataset_dir)
     pred = predict_test(model, dataset_dir)
     pred.to_csv(out_dir / "predictions.csv", index=False)
     metrics = {**summarize(pred, threshold),
-               "model": {"path": str(getattr(model, "path", "") or ""), **vars(model.info)},
+               "model": {"path": model_path(model), **vars(model.info)},
                "dataset": str(dataset_dir)}
     metrics["artefacts"] = {"predictions": "predictions.csv",
                             **write_figures(pred, model, dataset_dir, out_dir, threshold, top_n, cam_per_group)}

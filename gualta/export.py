@@ -254,6 +254,11 @@ def metrics_beside(model_path: Path) -> dict | None:
     if not metrics_path.is_file():
         return None
     trained = model_path.with_name("model.pkl") if model_path.with_name("model.pkl").is_file() else model_path
+    evaluated = json.loads(metrics_path.read_text()).get("model", {}).get("path") or ""
+    if evaluated and Path(evaluated).resolve().parent != model_path.resolve().parent:
+        log.warning("%s is the evaluation of %s, another run's model: published without metrics (name it with "
+                    "--metrics if it is this model's)", metrics_path, evaluated)
+        return None
     if metrics_path.stat().st_mtime < trained.stat().st_mtime:
         log.warning("%s is older than %s: taken for an earlier model's evaluation, published without metrics "
                     "(name it with --metrics if it is this model's)", metrics_path, trained)
@@ -292,6 +297,10 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if version in published:
         raise ValueError(f"version {version} is already published: a published model is never replaced, "
                          f"publish this one as a new version (default: {max(published) + 1})")
+    if version is not None and version < max(published, default=0):
+        raise ValueError(f"version {version} is below the newest published, {max(published)}: versions only go up "
+                         f"(to roll back, publish the earlier model again as a new version: default "
+                         f"{max(published) + 1})")
     version = version or max(published, default=0) + 1
     if metrics is None:
         metrics = metrics_beside(model_path)

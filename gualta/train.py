@@ -48,6 +48,8 @@ LABEL = "label"
 VALID = "is_valid"
 RAW_MARKER = "raw_frames.json"       # written into a raw-frame dataset folder
 CHECKPOINT = "best"
+EVALUATION = ("metrics.json", "predictions.csv", "confusion_matrix.png", "loss_curves.png", "top_losses.png",
+              "top_losses.csv", "cam.png")                       # what `evaluate` writes into a run folder
 
 
 class TrainError(ValueError):
@@ -358,6 +360,17 @@ def jsonable(config: TrainConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
 
 
+def clear_earlier_run(run_dir: Path) -> None:
+    """Remove what a run trained before into run_dir left that this one would not replace: its checkpoint (fastai
+    loads it as this run's best epoch, even after a divergence) and its evaluation (it would pass for this model's)."""
+    left = [run_dir / "checkpoints" / f"{CHECKPOINT}.pth", *(run_dir / name for name in EVALUATION)]
+    earlier = [path for path in left if path.is_file()]
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        log.warning("%s held an earlier run: %s removed", run_dir, ", ".join(p.name for p in earlier))
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train by the recipe and write model.pkl, model.onnx, history.csv, losses.csv and config.json to config.out."""
     import torch
@@ -366,6 +379,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     run_dir = config.out
     run_dir.mkdir(parents=True, exist_ok=True)
+    clear_earlier_run(run_dir)
     learn, rows = learner_for(config)
     lr = find_lr(learn, run_dir) if config.lr_find else config.lr
     log.info("training %s (%s, %s) on %d images (%d validation), lr %.2g", config.arch,

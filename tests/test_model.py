@@ -206,6 +206,10 @@ def test_publish_versions_and_hashes(tiny_run, tmp_path):
         publish_model(onnx_path, store, version=7)
     assert (models / "guAlta_v7.onnx").read_bytes() == published
     assert json.loads((models / "guAlta_latest_version.json").read_text())["version"] == 8
+    with pytest.raises(ValueError, match="version 5 is below the newest published, 8: versions only go up"):
+        publish_model(onnx_path, store, version=5)                    # "latest" would have rolled clients back
+    assert json.loads((models / "guAlta_latest_version.json").read_text())["version"] == 8
+    assert not (models / "guAlta_v5.onnx").exists()
     with pytest.raises(ValueError, match="ONNX"):
         publish_model(tiny_run.run_dir / "model.pkl", store)
 

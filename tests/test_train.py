@@ -3,6 +3,7 @@ a tiny simulated dataset (every report artefact), the CLI, and the raw-frame mod
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -256,6 +257,45 @@ def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dat
     assert not (lone / "report" / "loss_curves.png").exists()       # no history anywhere: no curves
 
 
+def test_another_models_evaluation_in_a_run_folder_is_not_taken_for_its_own(tiny_run, tiny_dataset, tmp_path, caplog):
+    """The shipped model evaluated into a new run's folder drew that run's loss curves, left its cam.png, and
+    `publish` of the run's model then carried the other model's figures to every client."""
+    from gualta.export import publish_model
+
+    run = tmp_path / "run2"
+    shutil.copytree(tiny_run.run_dir, run)
+    other = tmp_path / "elsewhere" / "model.onnx"
+    other.parent.mkdir()
+    shutil.copy(tiny_run.run_dir / "model.onnx", other)
+    assert (run / "cam.png").is_file() and (run / "loss_curves.png").is_file()
+    assert train.main(["evaluate", "--model", str(other), "--dataset", str(tiny_dataset[1]), "--out", str(run)]) == 0
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["model"]["path"] == str(other) and "loss_curves" not in report["artefacts"]
+    assert not (run / "loss_curves.png").exists() and not (run / "cam.png").exists()
+    with caplog.at_level(logging.WARNING, "gualta.export"):
+        published = publish_model(run / "model.onnx", tmp_path / "store")
+    assert published["metrics"] == {} and f"the evaluation of {other}, another run's model" in caplog.text
+    assert publish_model(other, tmp_path / "store")["metrics"] == {}            # no metrics.json beside it
+
+
+def test_training_again_into_a_run_folder_starts_from_nothing_it_left(tiny_dataset, tmp_path, caplog, capsys):
+    """A checkpoint an interrupted run left became the next run's model (fastai loads best.pth at the end, even
+    after a divergence), and the earlier run's evaluation stayed beside the new model."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "best.pth").write_bytes(b"an interrupted run's weights")
+    for name in ("metrics.json", "predictions.csv", "cam.png"):
+        (out / name).write_text("earlier")
+    with pytest.raises(SystemExit) as stop, caplog.at_level(logging.WARNING, "gualta.train"):
+        train.main(["train", "--dataset", str(tiny_dataset[1]), "--out", str(out), "--arch", "resnet18", "--size",
+                    "32", "--epochs", "1", "--bs", "8", "--threads", "1", "--no-pretrained", "--lr", "1e9",
+                    "--no-evaluate"])
+    assert stop.value.code == 2 and "training diverged" in capsys.readouterr().err
+    assert not (out / "checkpoints" / "best.pth").exists() and not (out / "model.onnx").exists()
+    assert not any((out / name).exists() for name in ("metrics.json", "predictions.csv", "cam.png"))
+    assert "held an earlier run: best.pth, metrics.json, predictions.csv, cam.png removed" in caplog.text
+
+
 def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dataset, tiny_run, tmp_path):
     """The thesis compared dataset versions v1–v4; only v4 (400 px, stretched) is what the client computes. A model
     that learnt from v1's 224 px padded images says so in its metadata, and neither `publish` nor the client takes
@@ -281,7 +321,7 @@ def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dat
     assert v4.image_size == 400 and v4.client_ready
 
 
-def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
+def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path, caplog):
     from gualta.evaluate import fusion_report, read_predictions
     from gualta.model import load_model
     from gualta.preprocess import read_gray
@@ -304,6 +344,10 @@ def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path):
     diff_metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
     assert report.loc["diff", "meteor_recall"] == diff_metrics["meteor_recall"]
     assert report.loc["diff", "cloud_fp_rate"] == diff_metrics["cloud_fp_rate"]
+    with caplog.at_level(logging.WARNING, "gualta.evaluate"):                # a model fed what it never learnt
+        train.main(["evaluate", "--model", str(tiny_run.run_dir / "model.onnx"), "--dataset", str(raw_data),
+                    "--out", str(tmp_path / "mismatch")])
+    assert f"the model scores diff images but {raw_data} holds raw images" in caplog.text
 
 
 def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_path):
