@@ -94,21 +94,29 @@ def timestamped_logging() -> None:
 def cmd_batch(args: argparse.Namespace) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from gualta.detect import ClientError, nights_to_catch_up, run_batch
+    from gualta.detect import ClientError, NightError, nights_to_catch_up, run_batch
     from gualta.report import OutboxError
 
     timestamped_logging()
     settings = client_settings(args)
+    summaries, failed = [], False
     try:
         if args.catch_up and args.folder:
             raise ClientError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
         nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
         with logging_redirect_tqdm():
-            summaries = [run_batch(settings, night, args.scores, upload=not args.no_upload, model_path=args.model)
-                         for night in nights]
+            for night in nights:
+                try:
+                    summaries.append(run_batch(settings, night, args.scores, upload=not args.no_upload,
+                                               model_path=args.model))
+                except NightError as exc:       # one night's folder or CSV: the other nights are still scored
+                    if len(nights) == 1:
+                        raise
+                    print(f"guAlta batch: {exc}", file=sys.stderr)
+                    failed = True
     except (ClientError, OutboxError) as exc:
         sys.exit(f"guAlta batch: {exc}")
-    if any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
+    if failed or any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
         sys.exit(1)                     # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
 
 

@@ -69,6 +69,10 @@ class ClientError(RuntimeError):
     """A problem the operator must fix (no night folder, no model...); the message says what."""
 
 
+class NightError(ClientError):
+    """A problem of one night's folder or scores CSV: the other nights of a run can still be scored."""
+
+
 @dataclass
 class FrameResult:
     """One frame of a night: its score against its predecessor (None if skipped) and the decision."""
@@ -802,7 +806,7 @@ class NightSummary:
 def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
     """The night to score: `folder`, else the latest night under guAlta_main_folder."""
     if folder is not None:
-        night = Path(folder)
+        night = Path(folder).resolve()              # `--folder .` is the night it names, not a night called ''
         if not night.is_dir():
             raise ClientError(f"night folder not found: {night}")
         nights = listing(allsky.night_folders, night)
@@ -822,11 +826,11 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
 
 
 def listing(lister, folder: str | Path):
-    """lister(folder) (an allsky listing); a folder that cannot be listed (its permissions) is a ClientError."""
+    """lister(folder) (an allsky listing); a folder that cannot be listed (its permissions) is a NightError."""
     try:
         return lister(folder)
     except OSError as exc:
-        raise ClientError(f"cannot list {folder}: {exc.strerror or exc}") from None
+        raise NightError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
 class CsvRows:
@@ -841,6 +845,9 @@ class CsvRows:
         if path is None:
             return
         self.partial = path.with_name(path.name + ".part")
+        if path.exists() and not path.is_file():        # a device such as /dev/null would be replaced by the CSV
+            raise ClientError(f"--scores {path} is not a regular file: name a CSV file or a folder (or leave "
+                              f"--scores out to write none)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.stream = self.open_partial()
@@ -859,8 +866,8 @@ class CsvRows:
             stream = open(self.partial, "r+", newline="", encoding="utf-8")
         if not lock_exclusive(stream):
             stream.close()
-            raise ClientError(f"another run is writing the scores CSV {self.path} ({self.partial.name} is locked): "
-                              f"run one at a time")
+            raise NightError(f"another run is writing the scores CSV {self.path} ({self.partial.name} is locked): "
+                             f"run one at a time")
         try:
             stream.truncate(0)
         except OSError:          # not a file that can be cut (a device)

@@ -16,6 +16,10 @@ from gualta.preprocess import BadFrame, read_gray
 log = logging.getLogger(__name__)
 
 BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
+BLANK_BLOCK_PX = 16         # `looks_blank` judges 16×16 block means: a pixel's noise and a hot pixel average away
+BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the median block (real frames: at most 0.57)
+SKY_SHARE = 0.8             # a frame with at most this share shows a sky beside which such a frame is no picture
+BLANK = "blank: no picture (a black or uniform image)"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
 UNREADABLE = "unreadable, truncated or not an image"
@@ -25,12 +29,13 @@ class NightFrames:
     """The frames of one night, each decoded at most once, paired with the last good frame before them.
 
     A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
-    and the frame after it would brighten as a whole), if it repeats the picture before it (a frozen camera saving
-    one image again, perhaps under a new watermark: the next new picture is then compared with the sky it followed,
-    minutes old, and a long freeze is a long gap), or if it alone differs in size from the good frames either side
-    of it (a size that persists is a camera change: only the pair across the change is skipped). Decoded images
-    older than the last predecessor handed out are released, so memory stays small if frames are asked for in time
-    order.
+    and the frame after it would brighten as a whole; one still stamped with the watermark, its hot pixels showing,
+    is blank where the frame it pairs with shows a sky — `uniform_share`), if it repeats the picture before it (a
+    frozen camera saving one image again, perhaps under a new watermark: the next new picture is then compared with
+    the sky it followed, minutes old, and a long freeze is a long gap), or if it alone differs in size from the good
+    frames either side of it (a size that persists is a camera change: only the pair across the change is skipped).
+    Decoded images older than the last predecessor handed out are released, so memory stays small if frames are
+    asked for in time order.
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
@@ -47,6 +52,7 @@ class NightFrames:
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
+        self._uniform: dict[int, float] = {}                          # good frames: `uniform_share` of their picture
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -84,6 +90,12 @@ class NightFrames:
         if self._shape(i) is None or i in self._afresh:
             return None
         j = self._predecessor(i)
+        while j is not None and (blank := self._blank_of(j, i)) is not None:      # no picture beside a sky
+            self._unusable(blank, BLANK, f"{self.frames[blank].name}: blank frame (a black or uniform image, "
+                                         f"its watermark and hot pixels aside): skipped")
+            if blank == i:
+                return None
+            j = self._predecessor(i)
         if j is None:
             if i > 0:
                 self.log.warning("%s: no earlier good frame in the night to compare with: skipped", frame.name)
@@ -105,15 +117,14 @@ class NightFrames:
         if image is None:
             return self._unusable(i, UNREADABLE, f"bad frame {self._decode_errors[i]}: skipped")
         if is_blank(image):
-            return self._unusable(i, "blank: no picture (a black or uniform image)",
-                                  f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
+            return self._unusable(i, BLANK, f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
         original = self._repeated(i, image)
         if original is not None:
             self._repeats[i] = original
             name, first = self.frames[i].name, self.frames[original].name
             return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
                                   f"{name}: the same picture as {first} (camera frozen): skipped")
-        self._images[i], self._shapes[i] = image, image.shape
+        self._images[i], self._shapes[i], self._uniform[i] = image, image.shape, uniform_share(image)
         return image
 
     def _picture(self, i: int) -> np.ndarray | None:
@@ -138,8 +149,16 @@ class NightFrames:
             return j if same_picture(image, earlier) else None
         return None
 
+    def _blank_of(self, j: int, i: int) -> int | None:
+        """Which of two good frames to be paired is no picture beside the other's sky, if either."""
+        for blank, other in ((j, i), (i, j)):
+            if self._uniform[blank] >= BLANK_SHARE and self._uniform[other] <= SKY_SHARE:
+                return blank
+        return None
+
     def _unusable(self, i: int, reason: str, message: str) -> None:
         self._shapes[i], self._bad[i] = None, reason
+        self._images.pop(i, None)
         self._pictures.pop(i, None)
         self._decode_errors.pop(i, None)
         self._reject(i, message)
@@ -193,9 +212,22 @@ class NightFrames:
 
 
 def is_blank(image: np.ndarray) -> bool:
-    """Whether a gray frame holds no picture: every pixel within BLANK_RANGE_DN of the others (a real frame has at
-    least its sky's noise and stars, and the lens circle against the black around it)."""
+    """Whether a gray frame holds no picture at all: every pixel within BLANK_RANGE_DN of the others (a real frame
+    has at least its sky's noise and stars, and the lens circle against the black around it)."""
     return int(image.max()) - int(image.min()) <= BLANK_RANGE_DN
+
+
+def uniform_share(image: np.ndarray) -> float:
+    """The share of a gray frame's 16×16 blocks within BLANK_RANGE_DN of the median block: near 1 for a black or
+    uniform frame whatever its noise, hot pixels and watermark (an exposure that failed is still stamped). A real
+    frame has its sky against the black around the lens circle, or a sky that varies: simulated frames of every
+    sky, dusk to dawn, have at most 0.57 (a saturated dusk). A frame of BLANK_SHARE or more is taken for no picture
+    only beside one of SKY_SHARE or less (`NightFrames.pair`): a dark sky filling the whole frame could be as
+    uniform."""
+    height, width = image.shape[:2]
+    blocks = cv2.resize(image, (max(width // BLANK_BLOCK_PX, 1), max(height // BLANK_BLOCK_PX, 1)),
+                        interpolation=cv2.INTER_AREA).astype(np.int16)
+    return float((np.abs(blocks - np.median(blocks)) <= BLANK_RANGE_DN).mean())
 
 
 def same_picture(image: np.ndarray, earlier: np.ndarray) -> bool:

@@ -201,6 +201,42 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     assert run.returncode == 2 and "argument --catch-up: not a number of days: -2" in run.stderr
 
 
+def test_catch_up_goes_on_past_a_night_it_cannot_list(client_night, tiny_model, tmp_path):
+    """A night folder another account made unreadable stopped the run before last night, every morning for a week
+    (the cron line catches up 7 nights): it is said, the other nights are scored, and the run exits 1."""
+    root, scores = tmp_path / "images", tmp_path / "scores"
+    for night in ("20211108", "20211109", "20211110"):
+        shutil.copytree(client_night, root / night)
+    (root / "20211109").chmod(0)
+    try:
+        run = subprocess.run(as_ordinary_user([
+            sys.executable, str(REPO / "guAlta.py"), "batch", "--main-folder", str(root), "--model", str(tiny_model),
+            "--outbox", str(tmp_path / "outbox.sqlite"), "--threads", "1", "--no-upload", "--catch-up", "3",
+            "--scores", f"{scores}/"]), capture_output=True, text=True, timeout=300, env=child_env())
+    finally:
+        (root / "20211109").chmod(0o755)
+    assert run.returncode == 1 and f"guAlta batch: cannot list {root / '20211109'}: Permission denied" in run.stderr
+    assert sorted(p.name for p in scores.iterdir()) == ["20211108.csv", "20211110.csv"]
+
+
+def test_the_night_folder_is_named_as_it_is_and_a_device_is_no_scores_csv(client_night, tiny_model, tmp_path):
+    """`--folder .` scored a night named '' (its CSV '.csv', its uploads refused); `--scores /dev/null` as root would
+    have replaced the device with the CSV (written beside as .part, then renamed over it)."""
+    night = copy_night(client_night, tmp_path / "images")
+    command = [sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", ".", "--model", str(tiny_model),
+               "--outbox", str(tmp_path / "outbox.sqlite"), "--threads", "1", "--no-upload"]
+    run = subprocess.run([*command, "--scores", f"{tmp_path / 'scores'}/"], capture_output=True, text=True,
+                         timeout=300, env=child_env(), cwd=night)
+    assert run.returncode == 0 and "night 20211110: 24 frames" in run.stdout, run.stderr
+    assert [p.name for p in (tmp_path / "scores").iterdir()] == ["20211110.csv"]
+    fifo = tmp_path / "discard"
+    os.mkfifo(fifo)
+    run = subprocess.run([*command, "--scores", str(fifo)], capture_output=True, text=True, timeout=120,
+                         env=child_env(), cwd=night)
+    assert run.returncode == 1 and f"guAlta batch: --scores {fifo} is not a regular file" in run.stderr
+    assert fifo.is_fifo() and not Path(f"{fifo}.part").exists()
+
+
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
     lines = []
     run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,
@@ -429,19 +465,30 @@ def test_uploads_need_a_night_folder_named_by_its_date(client_night, tiny_model,
 def test_blank_frames_are_skipped_and_the_next_frame_compared_with_the_last_picture(client_night, tiny_model,
                                                                                    tmp_path):
     """A camera glitch's black or uniform frame holds no picture: the frame after it, compared with it, brightened
-    as a whole and was reported (the streak check found the sky's edges in it too)."""
+    as a whole and was reported (the streak check found the sky's edges in it too). An exposure that failed is
+    still stamped by the camera software, and has its sensor's noise and hot pixels: blank all the same (it was
+    not, and the frame after it was reported in 9 of 16 such pairs)."""
     night = copy_night(client_night, tmp_path / "images")
     frames = allsky.list_frames(night)
     for frame, level in ((frames[5], 0), (frames[9], 3)):
         cv2.imwrite(str(frame), np.full((976, 1304, 3), level, np.uint8))
+    stamped = np.random.default_rng(3).integers(6, 8, (976, 1304, 3), dtype=np.uint8)     # black level and noise
+    for line, text in enumerate(("2021-11-10 22:07:00", "Exposure 30.0 s  Gain 250", "Sensor 41.5 C")):
+        cv2.putText(stamped, text, (12, 40 + 36 * line), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+    stamped[[100, 400, 700], [200, 650, 1100]] = 255                                       # hot pixels
+    for stamped_frame in (frames[0], frames[14], frames[18], frames[19]):     # the night's first, one, two in a row
+        cv2.imwrite(str(stamped_frame), stamped, [cv2.IMWRITE_JPEG_QUALITY, 90])
     rows = {row["file"]: row for row in read_scores(
         run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
                   progress=False).scores)}
-    for blank in (frames[5], frames[9]):
+    for blank in (frames[5], frames[9], frames[14], frames[18], frames[19]):
         assert (rows[blank.name]["flag"], rows[blank.name]["note"]) == (
             "skipped", "bad frame: blank: no picture (a black or uniform image)")
     assert rows[frames[6].name]["previous"] == frames[4].name and rows[frames[10].name]["previous"] == frames[8].name
+    assert rows[frames[15].name]["previous"] == frames[13].name and rows[frames[20].name]["previous"] == frames[17].name
+    assert rows[frames[1].name]["flag"] == "skipped" and rows[frames[2].name]["previous"] == frames[1].name
     assert rows[frames[6].name]["detection"] == rows[frames[10].name]["detection"] == "0"
+    assert sum(row["flag"] == "skipped" for row in rows.values()) == 7            # the first two frames besides
 
 
 def test_folders_that_cannot_be_listed_are_one_clear_error(client_night, tiny_model, tmp_path):
