@@ -19,11 +19,13 @@ from pathlib import Path
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from gualta.demo import DemoError, run_demo
+    from gualta.demo import SHIPPED_MODEL, DemoError, run_demo
+    from gualta.detect import ClientError
 
     try:
-        run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model)
-    except DemoError as exc:
+        run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers,
+                 model=args.model or SHIPPED_MODEL)
+    except (DemoError, ClientError) as exc:
         sys.exit(f"guAlta demo: {exc}")
 
 
@@ -73,6 +75,8 @@ def cmd_site(args: argparse.Namespace) -> None:
     from gualta.store import StoreError
 
     settings, store = service_settings(args)
+    if "://" not in str(store) and not Path(store).exists():      # a typo builds empty pages in a new folder
+        print(f"guAlta site: no store folder {store}: a new, empty store is made there", file=sys.stderr)
     try:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
     except ConfigError as exc:          # GUALTA_TIMEZONE
@@ -157,15 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="the whole product on this machine: simulated night → service → "
                                             "batch with uploads → daily page → comparison with ground truth")
-    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder: new, empty or an earlier demo's (replaced on every run)")
-    demo.add_argument("--frames", type=int, default=600, help="frames to simulate (30 s apart, from 20:00)")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"),
+                      help="output folder: new, empty or an earlier demo's (replaced on every run)")
+    demo.add_argument("--frames", type=frame_count, default=600, help="frames to simulate (30 s apart, from 20:00)")
     demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night")
-    demo.add_argument("--model", type=Path, default=Path("models/guAlta.onnx"), help="model file (ONNX or pkl)")
+    demo.add_argument("--model", type=Path, help="model file (ONNX or pkl; default: the shipped models/guAlta.onnx)")
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
     demo.set_defaults(run=cmd_demo)
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    serve.add_argument("--port", type=port, default=8765, help="port (0: any free port)")
     serve.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
     serve.add_argument("--site-at", type=page_time,
                        help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
@@ -195,6 +200,20 @@ def days(text: str) -> int:
     """A number of days, 0 or more (an argparse type)."""
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a number of days: {text}")
+    return int(text)
+
+
+def frame_count(text: str) -> int:
+    """A number of frames, 1 or more (an argparse type: 0 would simulate a whole night)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of frames (1 or more): {text}")
+    return int(text)
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535 (an argparse type)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0–65535): {text}")
     return int(text)
 
 

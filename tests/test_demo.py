@@ -57,6 +57,10 @@ def test_the_demo_replaces_only_its_own_output_folder(tmp_path):
     assert (mine / "thesis_notes.txt").read_text() == "mine" and (mine / "allsky_images").is_dir()
     assert (demo_folder / ".gualta-demo").is_file()
 
+    elsewhere = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "demo", "--out", "mine", "--frames", "3"],
+                               cwd=mine, capture_output=True, text=True, timeout=300)   # the shipped model, by default
+    assert elsewhere.returncode == 0 and "frames       3" in elsewhere.stdout, elsewhere.stderr
+
     earlier = tmp_path / "earlier"                   # a demo's output from before the mark: still replaced
     (earlier / "store").mkdir(parents=True)
     for name in ("scores.csv", "outbox.sqlite", "outbox.sqlite-wal"):

@@ -256,6 +256,10 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
                  f"guAlta serve: store folder {tmp_path / 'file'} cannot be made: a file is there",
                  ("site", "--store", str(tmp_path / "file" / "s"), "--day", "20260916"):
                  f"guAlta site: store folder {tmp_path / 'file' / 's'} cannot be made: Not a directory",
+                 ("serve", "--port", "70000", "--store", str(tmp_path / "s")):
+                 "guAlta.py serve: error: argument --port: not a port (0–65535): 70000",
+                 ("demo", "--frames", "0", "--out", str(tmp_path / "demo")):
+                 "guAlta.py demo: error: argument --frames: not a number of frames (1 or more): 0",
                  ("site", "--store", str(tmp_path / "s"), "--day", "20261301"):
                  "guAlta site: --day 20261301: not a night (a real date YYYYMMDD)",
                  ("site", "--store", str(tmp_path / "s"), "--day", "29990101"):
@@ -264,7 +268,8 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
         for args, said in cases.items():
             run = subprocess.run([sys.executable, "guAlta.py", *args], cwd=REPO, env=child_env(),
                                  capture_output=True, text=True, timeout=60)
-            assert (run.returncode, run.stderr.strip().splitlines()[-1]) == (1, said), run.stderr
+            status = 2 if ": error: argument" in said else 1
+            assert (run.returncode, run.stderr.strip().splitlines()[-1]) == (status, said), run.stderr
             assert "Traceback" not in run.stderr
 
 
@@ -288,6 +293,10 @@ def test_site_command(tmp_path):
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["written"] == ["20260916.html", "index.html"]
     assert "No observatory reported this night." in (tmp_path / "s" / "20260916.html").read_text()
+    assert run.stderr.strip() == f"guAlta site: no store folder {tmp_path / 's'}: a new, empty store is made there"
+    again = subprocess.run([sys.executable, "guAlta.py", "site", "--store", str(tmp_path / "s"), "--day", "20260916"],
+                           cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stderr == ""                 # a typo in --store is said, once made
 
 
 def test_site_command_reads_the_store_from_config(tmp_path):
