@@ -350,10 +350,20 @@ def index_dataset(out_dir: str | Path) -> pd.DataFrame:
     index = pd.DataFrame(rows)
     previous = out_dir / INDEX
     if previous.is_file():
-        index = carry_columns(index, pd.read_csv(previous, dtype={"night": str, "file": str}))
+        index = carry_columns(index, readable_index(previous))
     index = with_index_columns(index)
     index.to_csv(previous, index=False)
     return index
+
+
+def readable_index(path: Path) -> pd.DataFrame:
+    """An earlier index.csv to carry columns from; an empty or unreadable one (a crash mid-write, another file
+    saved over it) gives nothing, warned: the folders alone rebuild it."""
+    try:
+        return pd.read_csv(path, dtype={"night": str, "file": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        log.warning("%s cannot be read (%s): rebuilt from the folders alone", path, type(exc).__name__)
+        return pd.DataFrame()
 
 
 def names_of(image: Path) -> dict:

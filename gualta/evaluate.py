@@ -208,7 +208,15 @@ def cam_sample(pred: pd.DataFrame, per_group: int = 4, seed: int = 0) -> pd.Data
 
 
 def fusion_scores(pred_diff: pd.DataFrame, pred_raw: pd.DataFrame, gate: float = 0.5) -> pd.DataFrame:
-    """The difference-model table with both scores (p_diff, p_raw) and one score column per fusion rule."""
+    """The difference-model table with both scores (p_diff, p_raw) and one score column per fusion rule. The two
+    tables must score the same test images (ValueError otherwise: rules measured on a subset would mislead)."""
+    for name, table in (("diff", pred_diff), ("raw", pred_raw)):
+        if not {"fn", "meteor", "p_meteor"} <= set(table.columns):
+            raise ValueError(f"the {name} table is not a predictions table (fn, meteor, p_meteor, ...)")
+    shared = len(set(pred_diff["fn"]) & set(pred_raw["fn"]))
+    if not shared == len(pred_diff) == len(pred_raw):
+        raise ValueError(f"the tables score different images ({len(pred_diff)} diff, {len(pred_raw)} raw, {shared} "
+                         f"shared): evaluate both models on the same test nights")
     both = pred_diff.merge(pred_raw[["fn", "p_meteor"]], on="fn", suffixes=("", "_raw"), validate="one_to_one")
     p_diff, p_raw = both["p_meteor"], both["p_meteor_raw"]
     return both.assign(p_diff=p_diff, p_raw=p_raw, product=p_diff * p_raw, mean=(p_diff + p_raw) / 2,

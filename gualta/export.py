@@ -288,6 +288,9 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
     proto = read_onnx(model_path)
     props = props_of(proto)
+    if not {"classes", "input_size"} <= set(props):
+        raise ValueError(f"{model_path} has no guAlta metadata (classes, input_size): clients would guess its input; "
+                         f"publish a model `python -m gualta.train export` wrote")
     image_size = int(props.get("image_size", TRAIN_SIZE))
     if image_size != TRAIN_SIZE:
         raise ValueError(f"{model_path} learnt from {image_size} px images (a thesis version v1–v3): clients score "

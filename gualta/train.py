@@ -115,7 +115,16 @@ def read_index(dataset_dir: str | Path) -> pd.DataFrame:
     path = Path(dataset_dir) / INDEX
     if not path.is_file():
         raise TrainError(f"no {INDEX} in {dataset_dir}: build the dataset with dataPreparation.py prepare")
-    return pd.read_csv(path, dtype={"night": str, "file": str})
+    try:
+        index = pd.read_csv(path, dtype={"night": str, "file": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TrainError(f"{path} is not an index table ({type(exc).__name__}: {exc}): rebuild it with "
+                         f"dataPreparation.py index") from None
+    missing = {"fn", "dataset", "meteor"} - set(index.columns)
+    if missing:
+        raise TrainError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: rebuild it with "
+                         f"dataPreparation.py index")
+    return index
 
 
 def with_labels(rows: pd.DataFrame) -> pd.DataFrame:
@@ -172,6 +181,12 @@ def training_rows(index: pd.DataFrame, balance: str = "downsample", valid_pct: f
     if balance == "downsample":
         rows = downsample(rows, seed)
     rows = rows.reset_index(drop=True).assign(**{VALID: lambda r: validation_mask(len(r), valid_pct, seed)})
+    learnt = set(rows.loc[~rows[VALID], LABEL])
+    if learnt != set(CLASSES):
+        missing = sorted(set(CLASSES) - learnt)
+        raise TrainError(f"the validation draw took every {', '.join(missing)} image of the training nights "
+                         f"({(rows[LABEL].isin(missing)).sum()}): too few to learn from; add nights or try another "
+                         f"--seed")
     if balance == "oversample":
         rows = oversample(rows)
     return rows
@@ -242,7 +257,12 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
         except ValueError as exc:                   # OnnxInitError, or not a readable ONNX file
             raise TrainError(f"cannot start from {model}: {exc}") from None
         return
-    source = load_learner(model, cpu=True)
+    try:
+        source = load_learner(model, cpu=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:                        # a truncated or foreign pickle
+        raise TrainError(f"cannot start from {model}: {type(exc).__name__}: {exc}") from None
     try:
         learn.model.load_state_dict(source.model.state_dict())
     except RuntimeError as exc:
@@ -519,17 +539,18 @@ def opened_model(path: Path, threads: int):
 
 def cmd_export(args: argparse.Namespace) -> None:
     from gualta.export import export_onnx
-    from gualta.model import FastaiModel
 
     if args.model.suffix.lower() != ".pkl":
         raise TrainError(f"export reads a fastai .pkl (train writes model.pkl): {args.model}")
-    path = export_onnx(FastaiModel(args.model).learn, args.out)
+    path = export_onnx(opened_model(args.model, 1).learn, args.out)
     print(f"export: {path}")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from gualta.export import quantize_onnx
 
+    if args.model.suffix.lower() != ".onnx":
+        raise TrainError(f"quantize reads an ONNX model (export writes one): {args.model}")
     try:
         path = quantize_onnx(args.model, args.night, args.out, args.pairs)
     except ValueError as exc:
@@ -569,7 +590,10 @@ def cmd_raw_dataset(args: argparse.Namespace) -> None:
 def cmd_fusion(args: argparse.Namespace) -> None:
     from gualta.evaluate import fusion_report, read_predictions
 
-    report = fusion_report(read_predictions(args.diff), read_predictions(args.raw), args.threshold, args.gate)
+    try:
+        report = fusion_report(read_predictions(args.diff), read_predictions(args.raw), args.threshold, args.gate)
+    except (ValueError, pd.errors.EmptyDataError) as exc:
+        raise TrainError(f"fusion: {exc}") from None
     if args.out:
         report.to_csv(args.out)
     print(report.to_string(float_format=lambda v: f"{v:.4f}"))

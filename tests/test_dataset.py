@@ -318,11 +318,15 @@ def test_index_rebuilds_from_folders_and_follows_moved_images(prepared):
     assert row["event"] == "none"                          # carried from the earlier index
     assert pd.read_csv(out / "index.csv")["meteor"].sum() == before["meteor"].sum() + 1
 
-    (out / "index.csv").unlink()
-    rebuilt = index_dataset(out)
-    assert list(rebuilt.columns) == dataset.INDEX_COLUMNS
-    assert rebuilt["night"].notna().all() and rebuilt["event"].isna().all()
-    assert sorted(rebuilt["fn"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    for broken in (None, b"", b"\x89PNG\r\n\x1a\n\x00\xff\xfe"):   # gone, empty (a crash mid-write), overwritten
+        if broken is None:
+            (out / "index.csv").unlink()
+        else:
+            (out / "index.csv").write_bytes(broken)                # the command meant to mend it stopped on it
+        rebuilt = index_dataset(out)
+        assert list(rebuilt.columns) == dataset.INDEX_COLUMNS
+        assert rebuilt["night"].notna().all() and rebuilt["event"].isna().all()
+        assert sorted(rebuilt["fn"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
 
 
 def test_index_rebuilt_keeps_the_frame_names_of_a_png_camera(tmp_path):

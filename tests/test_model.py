@@ -328,13 +328,19 @@ def test_an_evaluation_older_than_the_model_is_not_published_with_it(tiny_run, t
 
 
 def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):
+    import onnx
+
     from gualta.train import main
 
     store = tmp_path / "store"
     corrupt = tmp_path / "half-copied.onnx"
     corrupt.write_bytes((tiny_run.run_dir / "model.onnx").read_bytes()[:5000])
+    bare = tmp_path / "bare.onnx"                           # its guAlta metadata stripped: a client would guess
+    proto = onnx.load(str(tiny_run.run_dir / "model.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
     for model, reason in ((tiny_run.run_dir / "model.pkl", "only ONNX models are published"),
-                          (corrupt, "is not a readable ONNX model")):
+                          (corrupt, "is not a readable ONNX model"), (bare, "has no guAlta metadata")):
         with pytest.raises(SystemExit) as stop:
             main(["publish", "--model", str(model), "--store", str(store)])
         assert stop.value.code == 2 and reason in capsys.readouterr().err

@@ -86,6 +86,16 @@ def test_one_class_refused():
         training_rows(hand_index(meteors=0))
 
 
+def test_a_validation_draw_that_takes_every_meteor_is_refused():
+    """With few training meteors the 20 % drawn for validation could take them all: fastai then learnt one class
+    and failed on 'meteor' is not in list."""
+    drawn = next(seed for seed in range(1000) if train.validation_mask(17, 0.2, seed)[0])    # the one meteor: row 0
+    kept = next(seed for seed in range(1000) if not train.validation_mask(17, 0.2, seed)[0])
+    with pytest.raises(TrainError, match=r"the validation draw took every meteor image of the training nights \(1\)"):
+        training_rows(hand_index(meteors=1, others=16), "none", seed=drawn)
+    assert len(training_rows(hand_index(meteors=1, others=16), "none", seed=kept)) == 17
+
+
 def test_bad_options_refused(tmp_path):
     with pytest.raises(TrainError, match="balance"):
         train.TrainConfig(dataset=tmp_path, out=tmp_path, balance="smote")
@@ -166,6 +176,42 @@ def test_cli_errors_exit_cleanly(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--no-pretrained"])
     assert exit_info.value.code == 2
+
+
+def test_what_cannot_be_read_or_learnt_from_is_one_clear_error(tiny_run, tiny_dataset, tmp_path, capsys):
+    """An empty or foreign index.csv, a training split left without meteors, a .pkl to quantize, a truncated .pkl
+    to export or start from, tables fusion cannot pair: each was a traceback (or, for fusion, figures measured on
+    the few images both tables shared)."""
+    data = tiny_dataset[1]
+    empty = copy_dataset(data, tmp_path / "empty", lambda index: index["fn"].notna())
+    (empty / "index.csv").write_text("")
+    foreign = copy_dataset(data, tmp_path / "foreign", lambda index: index["fn"].notna())
+    train.read_index(foreign)[["fn", "meteor"]].to_csv(foreign / "index.csv", index=False)
+    truncated = tmp_path / "half.pkl"
+    truncated.write_bytes((tiny_run.run_dir / "model.pkl").read_bytes()[:3000])
+    half_table = tmp_path / "half.csv"
+    pd.read_csv(tiny_run.run_dir / "predictions.csv").head(5).to_csv(half_table, index=False)
+    train_args = ["--out", str(tmp_path / "run"), "--arch", "resnet18", "--size", "32", "--epochs", "1", "--bs", "8",
+                  "--threads", "1", "--no-pretrained", "--no-evaluate", "--balance", "none"]
+    predictions = str(tiny_run.run_dir / "predictions.csv")
+    for args, reason in (
+            (["train", "--dataset", str(empty), *train_args], "is not an index table (EmptyDataError"),
+            (["train", "--dataset", str(foreign), *train_args], "lacks the column(s) dataset"),
+            (["evaluate", "--model", str(tiny_run.run_dir / "model.onnx"), "--dataset", str(foreign), "--out",
+              str(tmp_path / "e")], "lacks the column(s) dataset"),
+            (["train", "--dataset", str(data), *train_args, "--init", str(truncated)], "cannot start from"),
+            (["export", "--model", str(truncated), "--out", str(tmp_path / "x.onnx")], "cannot load model"),
+            (["quantize", "--model", str(tiny_run.run_dir / "model.pkl"), "--night", str(tiny_dataset[0]),
+              "--out", str(tmp_path / "q.onnx")], "quantize reads an ONNX model"),
+            (["fusion", "--diff", predictions, "--raw", str(half_table)], "the tables score different images"),
+            (["fusion", "--diff", predictions, "--raw", str(empty / "index.csv")], "fusion: ")):
+        try:
+            train.main(args)
+        except SystemExit as stop:
+            error = capsys.readouterr().err
+            assert stop.code == 2 and reason in error and "Traceback" not in error, (args[0], error)
+        else:
+            pytest.fail(f"{args[:3]} did not stop")
 
 
 def test_the_module_run_as_a_script_says_its_errors_in_one_line(tmp_path):
