@@ -276,6 +276,10 @@ def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path
     if not samples:
         raise DatasetError(f"no labelled frame pairs in the nights ({skipped} frames without a label"
                            + ("; does --labels name these nights' files?)" if table is not None else ")"))
+    for split, role in (("train", "nothing to train on: a test set for evaluating a model only"),
+                        ("test", "no test nights: a model trained on it is not evaluated")):
+        if not any(sample.split == split for sample in samples):
+            log.warning("the dataset has no %s pairs: %s", split, role)
     clear_dataset(out_dir, overwrite)               # only now: a request that makes nothing leaves the old dataset
     balanced_out = 0
     if balance:

@@ -280,6 +280,10 @@ def test_empty_night_and_night_without_ground_truth_do_not_crash(nights, tmp_pat
     assert result.skipped == 3
     assert "20211120 has no frames" in warnings_of(caplog)
     assert "no ground_truth.csv" in warnings_of(caplog)
+    assert "the dataset has no test pairs: no test nights" in warnings_of(caplog)   # the test night had no labels
+    caplog.clear()
+    prepare_dataset([], [nights / "20211110"], tmp_path / "test-only")              # every night named a test night
+    assert "the dataset has no train pairs: nothing to train on" in warnings_of(caplog)
 
 
 def test_labels_csv_replaces_ground_truth(nights, tmp_path):
