@@ -210,9 +210,10 @@ def cam_sample(pred: pd.DataFrame, per_group: int = 4, seed: int = 0) -> pd.Data
 def fusion_scores(pred_diff: pd.DataFrame, pred_raw: pd.DataFrame, gate: float = 0.5) -> pd.DataFrame:
     """The difference-model table with both scores (p_diff, p_raw) and one score column per fusion rule. The two
     tables must score the same test images (ValueError otherwise: rules measured on a subset would mislead)."""
-    for name, table in (("diff", pred_diff), ("raw", pred_raw)):
-        if not {"fn", "meteor", "p_meteor"} <= set(table.columns):
-            raise ValueError(f"the {name} table is not a predictions table (fn, meteor, p_meteor, ...)")
+    for name, table, needed in (("diff", pred_diff, {"fn", "meteor", "p_meteor"}),
+                                ("raw", pred_raw, {"fn", "p_meteor"})):
+        if not needed <= set(table.columns):
+            raise ValueError(f"the {name} table is not a predictions table ({', '.join(sorted(needed))}, ...)")
     shared = len(set(pred_diff["fn"]) & set(pred_raw["fn"]))
     if not shared == len(pred_diff) == len(pred_raw):
         raise ValueError(f"the tables score different images ({len(pred_diff)} diff, {len(pred_raw)} raw, {shared} "
@@ -261,7 +262,7 @@ def predict_test(model, dataset_dir: str | Path, batch: int = 64) -> pd.DataFram
         images = [read_gray(Path(dataset_dir) / fn) for fn in rows["fn"][start:start + batch]]
         scores.append(model.predict(images))
     # a dataset labelled by hand has no simulator truth (event, brightness, clouds): those figures come out n/a
-    return rows.reindex(columns=PREDICTION_COLUMNS).assign(p_meteor=np.concatenate(scores))
+    return rows.reindex(columns=PREDICTION_COLUMNS).astype({"event": object}).assign(p_meteor=np.concatenate(scores))
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

@@ -80,6 +80,7 @@ def function_grants(function: str) -> set[tuple[str, str]]:
     grants = set()
     for policy in template["Resources"][function]["Properties"]["Policies"]:
         for statement in policy["Statement"]:
+            statement = statement.get("Fn::If", [None, statement])[1]     # a grant on a condition: granted
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             for resource in resources:
