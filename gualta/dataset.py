@@ -468,8 +468,9 @@ def client_view(decided) -> tuple[str, str, bool]:
 def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | None = None) -> LabelSheet:
     """A contact sheet to label a night by eye: frame | v4 difference per pair in out_dir/index.html, plus
     out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one, else from the
-    client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked). Labels an
-    earlier sheet's labels.csv already holds are kept (a rerun wiped a night's hand labelling)."""
+    client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked), the
+    pre-filled label also in column `prefilled`. Labels an earlier sheet's labels.csv holds that are not what it
+    pre-filled are kept: given by hand (a rerun wiped a night's hand labelling)."""
     import jinja2
 
     night, out_dir = Path(night_dir), Path(out_dir)
@@ -483,7 +484,7 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     if client is not None and not client.index.isin([frame.name for frame in frame_list]).any():
         raise DatasetError(f"scores {scores} hold none of night {night.name}'s frames")
     labels = Path(out_dir) / "labels.csv"
-    given = read_labels(labels)["label"].dropna().to_dict() if labels.is_file() else {}
+    given = hand_labels(labels) if labels.is_file() else {}
     frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
@@ -498,10 +499,11 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         known = truth.loc[candidate.name] if truth is not None and candidate.name in truth.index else {}
         implied, did, flagged = client_view(client.loc[candidate.name] if client is not None
                                             and candidate.name in client.index else None)
+        prefilled = text_or_empty(known.get("label")) or implied
         rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
                      "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
                      "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
-                     "label": given.get(candidate.name) or text_or_empty(known.get("label")) or implied,
+                     "label": given.get(candidate.name) or prefilled, "prefilled": prefilled,
                      "event": text_or_empty(known.get("event")), "client": did, "candidate": flagged})
     out_dir.mkdir(parents=True, exist_ok=True)
     page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
@@ -509,10 +511,21 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     html.write_text(page.render(night=night.name, rows=rows, candidates=None if client is None else
                                 [row for row in rows if row["candidate"]]), encoding="utf-8")
     if given:
-        log.info("%s: %d label(s) already given kept", labels, sum(row["file"] in given for row in rows))
-    pd.DataFrame(rows, columns=["file", "label"] + (["client"] if client is not None else [])).to_csv(labels,
-                                                                                                     index=False)
+        log.info("%s: %d label(s) given by hand kept", labels, sum(row["file"] in given for row in rows))
+    columns = ["file", "label", "prefilled"] + (["client"] if client is not None else [])
+    pd.DataFrame(rows, columns=columns).to_csv(labels, index=False)
     return LabelSheet(html, labels, len(rows), skipped)
+
+
+def hand_labels(path: Path) -> dict[str, str]:
+    """file → label of an earlier labels.csv's labels that are not what label-aid pre-filled (all of them in a
+    sheet without a `prefilled` column)."""
+    table = read_labels(path)
+    table = table[table["label"].notna()]
+    if "prefilled" in table.columns:
+        prefilled = table["prefilled"].astype(object).fillna("").astype(str).str.strip().str.lower()
+        table = table[table["label"] != prefilled]
+    return table["label"].to_dict()
 
 
 def text_or_empty(value) -> str:

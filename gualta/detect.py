@@ -806,7 +806,7 @@ class NightSummary:
 def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
     """The night to score: `folder`, else the latest night under guAlta_main_folder."""
     if folder is not None:
-        night = Path(folder).resolve()              # `--folder .` is the night it names, not a night called ''
+        night = Path(os.path.abspath(folder))       # `--folder .` is the night it names (a link keeps its name)
         if not night.is_dir():
             raise ClientError(f"night folder not found: {night}")
         nights = listing(allsky.night_folders, night)

@@ -246,18 +246,23 @@ def published_versions(models: Store) -> list[int]:
     return versions
 
 
-def metrics_beside(model_path: Path) -> dict | None:
-    """The summary of the metrics.json beside a model, when it was written after the network was trained: after
-    the run's model.pkl (an ONNX exported from it later is the same network), else after the model file. An older
-    one is the evaluation of a model trained before into the same folder."""
+def metrics_beside(model_path: Path, props: dict) -> dict | None:
+    """The summary of the metrics.json beside a model (its ONNX metadata `props`), when it was written after the
+    network was trained — after the run's model.pkl (an ONNX exported from it later is the same network), else
+    after the model file: an older one is the evaluation of a model trained before into the same folder — and it
+    describes this model (another model evaluated into the folder, say the shipped one, is not this one)."""
     metrics_path = model_path.parent / "metrics.json"
     if not metrics_path.is_file():
         return None
     trained = model_path.with_name("model.pkl") if model_path.with_name("model.pkl").is_file() else model_path
-    evaluated = json.loads(metrics_path.read_text()).get("model", {}).get("path") or ""
-    if evaluated and Path(evaluated).resolve().parent != model_path.resolve().parent:
-        log.warning("%s is the evaluation of %s, another run's model: published without metrics (name it with "
-                    "--metrics if it is this model's)", metrics_path, evaluated)
+    evaluated = json.loads(metrics_path.read_text()).get("model", {})
+    differs = [name for name, theirs, ours in (("arch", "arch", "arch"), ("input size", "size", "input_size"),
+                                               ("input", "kind", "input_kind"), ("export time", "created", "created"))
+               if evaluated.get(theirs) and props.get(ours) and str(evaluated[theirs]) != str(props[ours])]
+    if differs:
+        log.warning("%s is the evaluation of another model (%s %s): published without metrics (name it with "
+                    "--metrics if it is this model's)", metrics_path, " and ".join(differs),
+                    "differs" if len(differs) == 1 else "differ")
         return None
     if metrics_path.stat().st_mtime < trained.stat().st_mtime:
         log.warning("%s is older than %s: taken for an earlier model's evaluation, published without metrics "
@@ -306,7 +311,7 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
                          f"{max(published) + 1})")
     version = version or max(published, default=0) + 1
     if metrics is None:
-        metrics = metrics_beside(model_path)
+        metrics = metrics_beside(model_path, props)
 
     onnx.helper.set_model_props(proto, {**props, "version": str(version)})
     data = proto.SerializeToString()

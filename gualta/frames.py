@@ -53,6 +53,7 @@ class NightFrames:
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
         self._uniform: dict[int, float] = {}                          # good frames: `uniform_share` of their picture
+        self._previous: dict[int, int] = {}                           # frames paired: the frame compared with
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -108,6 +109,7 @@ class NightFrames:
                             size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
             return None
         self._release_before(j)
+        self._previous[i] = j
         return allsky.FramePair(self.frames[j], frame, self._taken[i] - self._taken[j])
 
     def _image(self, i: int) -> np.ndarray | None:
@@ -150,10 +152,17 @@ class NightFrames:
         return None
 
     def _blank_of(self, j: int, i: int) -> int | None:
-        """Which of two good frames to be paired is no picture beside the other's sky, if either."""
-        for blank, other in ((j, i), (i, j)):
-            if self._uniform[blank] >= BLANK_SHARE and self._uniform[other] <= SKY_SHARE:
-                return blank
+        """Which of two good frames to be paired, j before i, is no picture beside the other's sky, if either. Where
+        the frames look uniform as a rule (a dark sky filling the whole frame) the odd one is a sky, not a blank: a
+        frame j already compared with the one before it is kept, and frame i is blank only if the sky in frame j is
+        not itself the odd one after a uniform frame."""
+        looks_blank = {k: self._uniform[k] >= BLANK_SHARE for k in (j, i)}
+        shows_sky = {k: self._uniform[k] <= SKY_SHARE for k in (j, i)}
+        if looks_blank[j] and shows_sky[i] and j not in self._previous:
+            return j
+        before_j = self._previous.get(j)
+        if looks_blank[i] and shows_sky[j] and (before_j is None or self._uniform[before_j] < BLANK_SHARE):
+            return i
         return None
 
     def _unusable(self, i: int, reason: str, message: str) -> None:

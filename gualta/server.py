@@ -360,9 +360,9 @@ def check_settings(env) -> list[str]:
     service_env.timezone(env)
     if not passes.observatories_from_env(env):
         warnings.append("no observatory coordinates: the daily page cannot show ISS passes")
-    token = env.get("GUALTA_TELEGRAM_TOKEN") or env.get("GUALTA_TELEGRAM_TOKEN_PARAM")
+    token = next((name for name in ("GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM") if env.get(name)), "")
     if token and not env.get("GUALTA_TELEGRAM_CHAT"):
-        warnings.append("GUALTA_TELEGRAM_TOKEN is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram")
+        warnings.append(f"{token} is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram")
     elif env.get("GUALTA_TELEGRAM_CHAT") and not token:
         warnings.append("GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram")
     return warnings

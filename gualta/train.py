@@ -380,11 +380,11 @@ def jsonable(config: TrainConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
 
 
-def clear_earlier_run(run_dir: Path) -> None:
-    """Remove what a run trained before into run_dir left that this one would not replace: its checkpoint (fastai
-    loads it as this run's best epoch, even after a divergence) and its evaluation (it would pass for this model's)."""
-    left = [run_dir / "checkpoints" / f"{CHECKPOINT}.pth", *(run_dir / name for name in EVALUATION)]
-    earlier = [path for path in left if path.is_file()]
+def clear_earlier(run_dir: Path, names) -> None:
+    """Remove what a run trained before into run_dir left that this one does not replace: its checkpoint before
+    training (fastai loads it as this run's best epoch, even after a divergence), its evaluation once the new model
+    is written (it would pass for the new model's; a run that fails before leaves the earlier one whole)."""
+    earlier = [run_dir / name for name in names if (run_dir / name).is_file()]
     for path in earlier:
         path.unlink()
     if earlier:
@@ -399,7 +399,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     run_dir = config.out
     run_dir.mkdir(parents=True, exist_ok=True)
-    clear_earlier_run(run_dir)
+    clear_earlier(run_dir, [f"checkpoints/{CHECKPOINT}.pth"])
     learn, rows = learner_for(config)
     lr = find_lr(learn, run_dir) if config.lr_find else config.lr
     log.info("training %s (%s, %s) on %d images (%d validation), lr %.2g", config.arch,
@@ -426,6 +426,7 @@ def train(config: TrainConfig) -> TrainResult:
     learn.to_fp32()                                 # exports hold no autocast callback
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
+    clear_earlier(run_dir, EVALUATION)
     (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
     summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
                "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),

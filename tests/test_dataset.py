@@ -386,7 +386,7 @@ def test_label_aid_writes_escaped_sheet_images_and_labels(tmp_path):
     thumb = load(tmp_path / "aid" / "thumbs" / f"{allsky.frame_id(frame_path(night, 2))}.jpg")
     assert thumb.ndim == 2 and thumb.shape[1] == dataset.THUMB_WIDTH
     labels = pd.read_csv(tmp_path / "aid" / "labels.csv")
-    assert list(labels.columns) == ["file", "label"]
+    assert list(labels.columns) == ["file", "label", "prefilled"]
     assert dict(zip(labels["file"], labels["label"])) == {
         frame_path(night, 1).name: "no-meteor", frame_path(night, 2).name: "meteor",
         frame_path(night, 3).name: "no-meteor", frame_path(night, 5).name: "no-meteor"}
@@ -400,7 +400,8 @@ def test_label_aid_without_ground_truth_leaves_labels_empty(tmp_path):
 
 
 def test_label_aid_again_keeps_the_labels_already_given(tmp_path, caplog):
-    """Rerunning label-aid into the same folder (say, to add --scores) emptied every hand-filled label."""
+    """Rerunning label-aid into the same folder (say, to add --scores) emptied every hand-filled label; what it
+    pre-filled itself follows the new scores."""
     night = make_night(tmp_path / "nights", "20211110", 5, ground_truth=False)
     label_aid(night, tmp_path / "aid")
     sheet = pd.read_csv(tmp_path / "aid" / "labels.csv", dtype=str)
@@ -413,7 +414,12 @@ def test_label_aid_again_keeps_the_labels_already_given(tmp_path, caplog):
         label_aid(night, tmp_path / "aid", scores)
     labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
     assert list(labels["label"]) == ["meteor", "no-meteor", "meteor", "meteor"]      # kept, then pre-filled
-    assert "2 label(s) already given kept" in caplog.text
+    assert "2 label(s) given by hand kept" in caplog.text
+    client_scores(night, [("", False, "skipped"), (0.1, False, ""), (0.9, True, ""), (0.3, False, ""),
+                          (0.2, False, "")]).to_csv(scores, index=False)             # a better model's run
+    label_aid(night, tmp_path / "aid", scores)
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
+    assert list(labels["label"]) == ["meteor", "meteor", "meteor", "no-meteor"]      # hand labels kept, the rest new
 
 
 def client_scores(night, rows) -> pd.DataFrame:
@@ -434,7 +440,7 @@ def test_label_aid_prefills_a_real_night_from_the_clients_scores(tmp_path):
                           (0.40, False, ""), (0.97, True, "")]).to_csv(scores, index=False)
     sheet = label_aid(night, tmp_path / "aid", scores)
     labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
-    assert sheet.pairs == 5 and list(labels.columns) == ["file", "label", "client"]
+    assert sheet.pairs == 5 and list(labels.columns) == ["file", "label", "prefilled", "client"]
     assert list(labels["label"]) == ["no-meteor", "meteor", "no-meteor", "no-meteor", "meteor"]
     assert list(labels["client"]) == ["no detection 0.12", "reported 0.93", "held back (satellite) 0.91",
                                       "no detection 0.40", "reported 0.97"]

@@ -229,6 +229,11 @@ def test_the_night_folder_is_named_as_it_is_and_a_device_is_no_scores_csv(client
                          timeout=300, env=child_env(), cwd=night)
     assert run.returncode == 0 and "night 20211110: 24 frames" in run.stdout, run.stderr
     assert [p.name for p in (tmp_path / "scores").iterdir()] == ["20211110.csv"]
+    (tmp_path / "links").mkdir()                                      # a night linked from elsewhere keeps its name
+    os.symlink(night, tmp_path / "links" / "20211111")
+    linked = subprocess.run([*command[:4], str(tmp_path / "links" / "20211111"), *command[5:], "--scores",
+                             f"{tmp_path / 'scores'}/"], capture_output=True, text=True, timeout=300, env=child_env())
+    assert linked.returncode == 0 and "night 20211111: 24 frames" in linked.stdout, linked.stderr
     fifo = tmp_path / "discard"
     os.mkfifo(fifo)
     run = subprocess.run([*command, "--scores", str(fifo)], capture_output=True, text=True, timeout=120,
@@ -334,6 +339,24 @@ def test_a_noiseless_picture_changed_only_by_a_streak_is_a_new_frame_not_a_repea
     assert frames.pair(names[1]).previous == names[0] and frames.bad_reason(names[1]) == ""
     assert frames.pair(names[2]).previous == names[1]
     assert frames.pair(names[3]) is None and frames.bad_reason(names[3]).startswith("repeated: the same picture as")
+
+
+def test_a_dark_sky_filling_the_frame_is_no_blank_frame_when_something_bright_crosses_it(tmp_path, caplog):
+    """A camera whose dark sky fills the whole frame looks uniform; the first frame that does not (a fireball's
+    glow) took every earlier frame for blank, one after another, and was itself left with nothing to compare with."""
+    night = tmp_path / "20211110"
+    night.mkdir()
+    names = [night / f"image-2021111022{minute:02d}00.png" for minute in range(6)]
+    for index, name in enumerate(names):
+        frame = background(400, 300) + sensor_noise(index, (400, 300))
+        if index == 4:
+            cv2.circle(frame, (200, 150), 120, 180, -1)                          # the glow
+        cv2.imwrite(str(name), frame)
+    frames = NightFrames(names)
+    with caplog.at_level(logging.WARNING, "gualta.frames"):
+        pairs = [frames.pair(name) for name in names]
+    assert pairs[0] is None and [pair.previous for pair in pairs[1:]] == names[:-1]
+    assert "blank" not in caplog.text and not any(frames.bad_reason(name) for name in names)
 
 
 def test_the_latest_night_is_never_one_dated_ahead_of_tonight(client_night, tiny_model, tmp_path, caplog):

@@ -315,6 +315,6 @@ def test_serve_warns_of_half_configured_telegram():
     assert server.check_settings(env) == []
     assert server.check_settings({**env, "GUALTA_TELEGRAM_TOKEN": "123:abc", "GUALTA_TELEGRAM_CHAT": "@n"}) == []
     assert server.check_settings({**env, "GUALTA_TELEGRAM_TOKEN_PARAM": "/gualta/token"}) == [
-        "GUALTA_TELEGRAM_TOKEN is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram"]
+        "GUALTA_TELEGRAM_TOKEN_PARAM is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram"]
     assert server.check_settings({**env, "GUALTA_TELEGRAM_CHAT": "@night"}) == [
         "GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram"]

@@ -308,11 +308,16 @@ def test_another_models_evaluation_in_a_run_folder_is_not_taken_for_its_own(tiny
     `publish` of the run's model then carried the other model's figures to every client."""
     from gualta.export import publish_model
 
+    import onnx
+
     run = tmp_path / "run2"
     shutil.copytree(tiny_run.run_dir, run)
-    other = tmp_path / "elsewhere" / "model.onnx"
+    other = tmp_path / "elsewhere" / "model.onnx"                   # the same network, exported at another time
     other.parent.mkdir()
-    shutil.copy(tiny_run.run_dir / "model.onnx", other)
+    proto = onnx.load(str(tiny_run.run_dir / "model.onnx"))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        "created": "2020-01-01T00:00:00+00:00"})
+    onnx.save(proto, str(other))
     assert (run / "cam.png").is_file() and (run / "loss_curves.png").is_file()
     assert train.main(["evaluate", "--model", str(other), "--dataset", str(tiny_dataset[1]), "--out", str(run)]) == 0
     report = json.loads((run / "metrics.json").read_text())
@@ -320,26 +325,38 @@ def test_another_models_evaluation_in_a_run_folder_is_not_taken_for_its_own(tiny
     assert not (run / "loss_curves.png").exists() and not (run / "cam.png").exists()
     with caplog.at_level(logging.WARNING, "gualta.export"):
         published = publish_model(run / "model.onnx", tmp_path / "store")
-    assert published["metrics"] == {} and f"the evaluation of {other}, another run's model" in caplog.text
+    assert published["metrics"] == {} and "is the evaluation of another model (export time differs)" in caplog.text
     assert publish_model(other, tmp_path / "store")["metrics"] == {}            # no metrics.json beside it
+    moved = tmp_path / "moved" / "run3"                              # a run folder copied to another machine
+    shutil.copytree(tiny_run.run_dir, moved, copy_function=shutil.copy2)
+    assert train.main(["evaluate", "--model", str(moved / "model.onnx"), "--dataset", str(tiny_dataset[1]), "--out",
+                       str(moved)]) == 0
+    shutil.move(moved, tmp_path / "renamed")
+    assert publish_model(tmp_path / "renamed" / "model.onnx", tmp_path / "store")["metrics"]["n_test"] > 0
 
 
 def test_training_again_into_a_run_folder_starts_from_nothing_it_left(tiny_dataset, tmp_path, caplog, capsys):
     """A checkpoint an interrupted run left became the next run's model (fastai loads best.pth at the end, even
-    after a divergence), and the earlier run's evaluation stayed beside the new model."""
-    out = tmp_path / "run"
+    after a divergence), and the earlier run's evaluation stayed beside the new model; a run that fails leaves the
+    earlier evaluation as it was."""
+    out, evaluation = tmp_path / "run", ("metrics.json", "predictions.csv", "cam.png")
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "best.pth").write_bytes(b"an interrupted run's weights")
-    for name in ("metrics.json", "predictions.csv", "cam.png"):
+    for name in evaluation:
         (out / name).write_text("earlier")
+    options = ["train", "--dataset", str(tiny_dataset[1]), "--out", str(out), "--arch", "resnet18", "--size", "32",
+               "--epochs", "1", "--bs", "8", "--threads", "1", "--no-pretrained", "--no-evaluate"]
     with pytest.raises(SystemExit) as stop, caplog.at_level(logging.WARNING, "gualta.train"):
-        train.main(["train", "--dataset", str(tiny_dataset[1]), "--out", str(out), "--arch", "resnet18", "--size",
-                    "32", "--epochs", "1", "--bs", "8", "--threads", "1", "--no-pretrained", "--lr", "1e9",
-                    "--no-evaluate"])
+        train.main([*options, "--lr", "1e9"])
     assert stop.value.code == 2 and "training diverged" in capsys.readouterr().err
     assert not (out / "checkpoints" / "best.pth").exists() and not (out / "model.onnx").exists()
-    assert not any((out / name).exists() for name in ("metrics.json", "predictions.csv", "cam.png"))
-    assert "held an earlier run: best.pth, metrics.json, predictions.csv, cam.png removed" in caplog.text
+    assert all((out / name).read_text() == "earlier" for name in evaluation)
+    assert "held an earlier run: best.pth removed" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "gualta.train"):
+        assert train.main(options) == 0
+    assert (out / "model.onnx").is_file() and not any((out / name).exists() for name in evaluation)
+    assert "held an earlier run: metrics.json, predictions.csv, cam.png removed" in caplog.text
 
 
 def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dataset, tiny_run, tmp_path):
