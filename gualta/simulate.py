@@ -920,12 +920,34 @@ def default_first_date(seed: int) -> datetime:
 
 def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = None, start: str = "20:00",
                     seed: int = 0, scenario: str = "mixed", first_date: str | None = None,
-                    workers: int | None = None, rates: Rates | None = None) -> list[Path]:
-    """Write `nights` consecutive nights; night i uses seed `seed + i` (each night reproducible on its own)."""
+                    workers: int | None = None, rates: Rates | None = None, keep_whole: bool = False) -> list[Path]:
+    """Write `nights` consecutive nights; night i uses seed `seed + i` (each night reproducible on its own). With
+    `keep_whole`, a night this request already wrote whole (its night.json, written last, says so) is kept: a run
+    cut short after simulating goes on from there."""
     first = datetime.strptime(first_date, allsky.NIGHT_FORMAT) if first_date else default_first_date(seed)
     dates = [(first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT) for i in range(nights)]
-    for night_start in (start_of(night_date, start) for night_date in dates):     # all refused before any is written
-        refuse_filled(Path(out_root) / allsky.night_of(night_start))
+    kept = set()
+    for i, night_date in enumerate(dates):                                       # all refused before any is written
+        night_start = start_of(night_date, start)
+        folder = Path(out_root) / allsky.night_of(night_start)
         check_length(night_start, frames or 1)
-    return [simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
+        if keep_whole and written_whole(folder, seed + i, night_start, frames or night_frames(night_start),
+                                        scenario, rates):
+            kept.add(night_date)
+            continue
+        refuse_filled(folder)
+    return [Path(out_root) / allsky.night_of(start_of(night_date, start)) if night_date in kept else
+            simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
             for i, night_date in enumerate(dates)]
+
+
+def written_whole(folder: Path, seed: int, night_start: datetime, frames: int, scenario: str,
+                  rates: Rates | None) -> bool:
+    """Whether `folder` holds the whole night these settings simulate (its night.json, written last, says so)."""
+    try:
+        written = json.loads((folder / "night.json").read_text())
+    except (OSError, ValueError):
+        return False
+    asked = {"simulator_version": SIMULATOR_VERSION, "seed": seed, "scenario_requested": scenario,
+             "start": night_start.isoformat(), "frames": frames, "rates": asdict(rates or Rates())}
+    return all(written.get(key) == value for key, value in asked.items())

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -26,8 +27,8 @@ import pytest
 from gualta import allsky, preprocess
 from gualta import simulate as sim
 from gualta.simulate import (GT_COLUMNS, HEIGHT, MIN_VISIBLE_SNR, MOONLIT, SCENARIOS, SIDEREAL_DEG_PER_S, WIDTH, Event,
-                             NightRenderer, Rates, equatorial_to_horizontal, horizontal_to_equatorial, plan_night,
-                             simulate_night, simulate_nights)
+                             NightExists, NightRenderer, Rates, equatorial_to_horizontal, horizontal_to_equatorial,
+                             plan_night, simulate_night, simulate_nights)
 
 NO_EVENTS = Rates(0, 0, 0, 0, 0)
 BUSY = Rates(meteor=0.25, fireball=0.03, satellite=0.08, plane=0.04, insect=0.08)
@@ -115,6 +116,22 @@ def generated_night(tmp_path_factory) -> Path:
     folders = simulate_nights(root, nights=1, frames=40, start="21:30", seed=1, workers=2, rates=BUSY)
     assert len(folders) == 1
     return folders[0]
+
+
+def test_nights_written_whole_are_kept_when_asked_and_others_still_refused(tmp_path):
+    """The training notebook, run again after it was cut short between simulating and building its dataset, stopped
+    on the nights it had written itself (NightExists)."""
+    first = simulate_nights(tmp_path, nights=2, frames=3, start="21:00", seed=8, workers=1)
+    written = {path: path.stat().st_mtime_ns for path in first[0].iterdir()}
+    (first[1] / "night.json").unlink()                                   # the second one cut short
+    with pytest.raises(NightExists):
+        simulate_nights(tmp_path, nights=2, frames=3, start="21:00", seed=8, workers=1)
+    with pytest.raises(NightExists):                                     # another request's nights: never reused
+        simulate_nights(tmp_path, nights=1, frames=4, start="21:00", seed=8, workers=1, keep_whole=True)
+    shutil.rmtree(first[1])
+    again = simulate_nights(tmp_path, nights=2, frames=3, start="21:00", seed=8, workers=1, keep_whole=True)
+    assert again == first and {path: path.stat().st_mtime_ns for path in first[0].iterdir()} == written
+    assert len(pd.read_csv(again[1] / "ground_truth.csv")) == 3
 
 
 @pytest.fixture(scope="module")
