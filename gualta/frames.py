@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
 BLANK_BLOCK_PX = 16         # `looks_blank` judges 16×16 block means: a pixel's noise and a hot pixel average away
-BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the median block (real frames: at most 0.57)
+BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the median block (real frames: at most 0.6)
 SKY_SHARE = 0.8             # a frame with at most this share shows a sky beside which such a frame is no picture
 BLANK = "blank: no picture (a black or uniform image)"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
@@ -230,7 +230,7 @@ def uniform_share(image: np.ndarray) -> float:
     """The share of a gray frame's 16×16 blocks within BLANK_RANGE_DN of the median block: near 1 for a black or
     uniform frame whatever its noise, hot pixels and watermark (an exposure that failed is still stamped). A real
     frame has its sky against the black around the lens circle, or a sky that varies: simulated frames of every
-    sky, dusk to dawn, have at most 0.57 (a saturated dusk). A frame of BLANK_SHARE or more is taken for no picture
+    sky, dusk to dawn, have at most 0.6 (a saturated dusk). A frame of BLANK_SHARE or more is taken for no picture
     only beside one of SKY_SHARE or less (`NightFrames.pair`): a dark sky filling the whole frame could be as
     uniform."""
     height, width = image.shape[:2]
