@@ -16,9 +16,10 @@ from gualta.preprocess import BadFrame, read_gray
 log = logging.getLogger(__name__)
 
 BLANK_RANGE_DN = 3          # a frame whose pixels all lie this close together: no picture
-BLANK_BLOCK_PX = 16         # `looks_blank` judges 16×16 block means: a pixel's noise and a hot pixel average away
+BLANK_BLOCK_PX = 16         # `looks_flat` judges 16×16 block means: a pixel's noise and a hot pixel average away
 BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the median block (real frames: at most 0.6)
-SKY_SHARE = 0.8             # a frame with at most this share shows a sky beside which such a frame is no picture
+FLAT_WINDOW = 20            # frames before: if most of them look as flat, flat is the camera's picture (no circle)
+FLAT_MIN_SEEN = 10          # ...judged once that many of them were decoded (before: a flat frame is no picture)
 BLANK = "blank: no picture (a black or uniform image)"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
@@ -30,7 +31,7 @@ class NightFrames:
 
     A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
     and the frame after it would brighten as a whole; one still stamped with the watermark, its hot pixels showing,
-    is blank where the frame it pairs with shows a sky — `uniform_share`), if it repeats the picture before it (a
+    is blank too, unless most recent frames look as flat — `looks_flat`), if it repeats the picture before it (a
     frozen camera saving one image again, perhaps under a new watermark: the next new picture is then compared with
     the sky it followed, minutes old, and a long freeze is a long gap), or if it alone differs in size from the good
     frames either side of it (a size that persists is a camera change: only the pair across the change is skipped).
@@ -52,8 +53,7 @@ class NightFrames:
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
-        self._uniform: dict[int, float] = {}                          # good frames: `uniform_share` of their picture
-        self._previous: dict[int, int] = {}                           # frames paired: the frame compared with
+        self._flat: dict[int, bool] = {}                              # decoded frames: `looks_flat`
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -91,12 +91,6 @@ class NightFrames:
         if self._shape(i) is None or i in self._afresh:
             return None
         j = self._predecessor(i)
-        while j is not None and (blank := self._blank_of(j, i)) is not None:      # no picture beside a sky
-            self._unusable(blank, BLANK, f"{self.frames[blank].name}: blank frame (a black or uniform image, "
-                                         f"its watermark and hot pixels aside): skipped")
-            if blank == i:
-                return None
-            j = self._predecessor(i)
         if j is None:
             if i > 0:
                 self.log.warning("%s: no earlier good frame in the night to compare with: skipped", frame.name)
@@ -109,7 +103,6 @@ class NightFrames:
                             size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
             return None
         self._release_before(j)
-        self._previous[i] = j
         return allsky.FramePair(self.frames[j], frame, self._taken[i] - self._taken[j])
 
     def _image(self, i: int) -> np.ndarray | None:
@@ -118,7 +111,8 @@ class NightFrames:
         image = self._picture(i)
         if image is None:
             return self._unusable(i, UNREADABLE, f"bad frame {self._decode_errors[i]}: skipped")
-        if is_blank(image):
+        self._flat[i] = looks_flat(image)
+        if is_blank(image) or (self._flat[i] and not self._flat_is_usual(i)):
             return self._unusable(i, BLANK, f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
         original = self._repeated(i, image)
         if original is not None:
@@ -126,7 +120,7 @@ class NightFrames:
             name, first = self.frames[i].name, self.frames[original].name
             return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
                                   f"{name}: the same picture as {first} (camera frozen): skipped")
-        self._images[i], self._shapes[i], self._uniform[i] = image, image.shape, uniform_share(image)
+        self._images[i], self._shapes[i] = image, image.shape
         return image
 
     def _picture(self, i: int) -> np.ndarray | None:
@@ -151,19 +145,14 @@ class NightFrames:
             return j if same_picture(image, earlier) else None
         return None
 
-    def _blank_of(self, j: int, i: int) -> int | None:
-        """Which of two good frames to be paired, j before i, is no picture beside the other's sky, if either. Where
-        the frames look uniform as a rule (a dark sky filling the whole frame) the odd one is a sky, not a blank: a
-        frame j already compared with the one before it is kept, and frame i is blank only if the sky in frame j is
-        not itself the odd one after a uniform frame."""
-        looks_blank = {k: self._uniform[k] >= BLANK_SHARE for k in (j, i)}
-        shows_sky = {k: self._uniform[k] <= SKY_SHARE for k in (j, i)}
-        if looks_blank[j] and shows_sky[i] and j not in self._previous:
-            return j
-        before_j = self._previous.get(j)
-        if looks_blank[i] and shows_sky[j] and (before_j is None or self._uniform[before_j] < BLANK_SHARE):
-            return i
-        return None
+    def _flat_is_usual(self, i: int) -> bool:
+        """Whether most of the FLAT_WINDOW frames before frame i look flat too (once FLAT_MIN_SEEN of them were
+        decoded): a camera whose dark sky fills the frame, not a failed exposure. Such a camera loses its night's
+        first FLAT_MIN_SEEN frames; a camera with a lens circle has its failed exposures skipped at the night's start
+        and up to about FLAT_MIN_SEEN in a row later (more, and the camera gave no picture for minutes: they are
+        then taken for its picture, and the first real frame after them is compared with the last of them)."""
+        seen = [self._flat[j] for j in range(max(i - FLAT_WINDOW, 0), i) if j in self._flat]
+        return len(seen) >= FLAT_MIN_SEEN and 2 * sum(seen) > len(seen)
 
     def _unusable(self, i: int, reason: str, message: str) -> None:
         self._shapes[i], self._bad[i] = None, reason
@@ -226,13 +215,17 @@ def is_blank(image: np.ndarray) -> bool:
     return int(image.max()) - int(image.min()) <= BLANK_RANGE_DN
 
 
+def looks_flat(image: np.ndarray) -> bool:
+    """Whether a gray frame is black or uniform but for its noise, hot pixels and watermark (an exposure that failed
+    is still stamped): BLANK_SHARE of its 16×16 blocks within BLANK_RANGE_DN of the median block. A real frame has
+    its sky against the black around the lens circle, or a sky that varies: simulated frames of every sky, dusk to
+    dawn, have at most 0.6 of their blocks so (a saturated dusk); a dark sky filling the whole frame could look
+    flat, hence `NightFrames._flat_is_usual`."""
+    return uniform_share(image) >= BLANK_SHARE
+
+
 def uniform_share(image: np.ndarray) -> float:
-    """The share of a gray frame's 16×16 blocks within BLANK_RANGE_DN of the median block: near 1 for a black or
-    uniform frame whatever its noise, hot pixels and watermark (an exposure that failed is still stamped). A real
-    frame has its sky against the black around the lens circle, or a sky that varies: simulated frames of every
-    sky, dusk to dawn, have at most 0.6 (a saturated dusk). A frame of BLANK_SHARE or more is taken for no picture
-    only beside one of SKY_SHARE or less (`NightFrames.pair`): a dark sky filling the whole frame could be as
-    uniform."""
+    """The share of a gray frame's 16×16 blocks within BLANK_RANGE_DN of the median block."""
     height, width = image.shape[:2]
     blocks = cv2.resize(image, (max(width // BLANK_BLOCK_PX, 1), max(height // BLANK_BLOCK_PX, 1)),
                         interpolation=cv2.INTER_AREA).astype(np.int16)

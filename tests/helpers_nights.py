@@ -18,8 +18,9 @@ GT_COLUMNS = ["file", "time", "label", "event", "events", "x1", "y1", "x2", "y2"
 
 
 def background(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """A dark sky with a few fixed stars (the same in every frame, so it cancels in differences)."""
-    sky = np.full((height, width), 12, np.uint8)
+    """A dark sky in the lens circle, black around it, with a few fixed stars (the same in every frame, so they
+    cancel in differences)."""
+    sky = cv2.circle(np.zeros((height, width), np.uint8), (width // 2, height // 2), height // 2, 12, -1)
     rng = np.random.default_rng(7)
     for x, y in zip(rng.integers(0, width, 15), rng.integers(0, height, 15)):
         cv2.circle(sky, (int(x), int(y)), 1, 200, -1)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from gualta import allsky, detect
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
-from gualta.frames import NightFrames
+from gualta.frames import FLAT_MIN_SEEN, NightFrames
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
@@ -341,22 +341,27 @@ def test_a_noiseless_picture_changed_only_by_a_streak_is_a_new_frame_not_a_repea
     assert frames.pair(names[3]) is None and frames.bad_reason(names[3]).startswith("repeated: the same picture as")
 
 
-def test_a_dark_sky_filling_the_frame_is_no_blank_frame_when_something_bright_crosses_it(tmp_path, caplog):
-    """A camera whose dark sky fills the whole frame looks uniform; the first frame that does not (a fireball's
-    glow) took every earlier frame for blank, one after another, and was itself left with nothing to compare with."""
+def test_a_dark_sky_filling_the_frame_is_taken_as_the_cameras_picture(tmp_path, caplog):
+    """A camera whose dark sky fills the whole frame (no black around a lens circle) looks flat, as a failed
+    exposure does: once most recent frames look so it is the camera's picture, and a bright frame among them (a
+    fireball's glow) is compared as usual; only the night's first frames are taken for failed exposures (judged
+    pair by pair, one bright frame marked the frames before and after it blank, and so the rest of the night)."""
     night = tmp_path / "20211110"
     night.mkdir()
-    names = [night / f"image-2021111022{minute:02d}00.png" for minute in range(6)]
+    names = [night / f"image-20211110{22 + minute // 60:02d}{minute % 60:02d}00.png" for minute in range(16)]
     for index, name in enumerate(names):
-        frame = background(400, 300) + sensor_noise(index, (400, 300))
-        if index == 4:
+        frame = np.full((300, 400), 12, np.uint8) + sensor_noise(index, (400, 300))
+        for star in ((40, 30), (300, 80), (120, 250), (380, 200)):
+            cv2.circle(frame, star, 1, 200, -1)
+        if index == 13:
             cv2.circle(frame, (200, 150), 120, 180, -1)                          # the glow
         cv2.imwrite(str(name), frame)
     frames = NightFrames(names)
     with caplog.at_level(logging.WARNING, "gualta.frames"):
         pairs = [frames.pair(name) for name in names]
-    assert pairs[0] is None and [pair.previous for pair in pairs[1:]] == names[:-1]
-    assert "blank" not in caplog.text and not any(frames.bad_reason(name) for name in names)
+    assert [bool(frames.bad_reason(name)) for name in names] == [True] * FLAT_MIN_SEEN + [False] * 6
+    assert pairs[FLAT_MIN_SEEN] is None                                           # the first picture
+    assert [pair.previous for pair in pairs[FLAT_MIN_SEEN + 1:]] == names[FLAT_MIN_SEEN:-1]
 
 
 def test_the_latest_night_is_never_one_dated_ahead_of_tonight(client_night, tiny_model, tmp_path, caplog):
@@ -499,19 +504,19 @@ def test_blank_frames_are_skipped_and_the_next_frame_compared_with_the_last_pict
     for line, text in enumerate(("2021-11-10 22:07:00", "Exposure 30.0 s  Gain 250", "Sensor 41.5 C")):
         cv2.putText(stamped, text, (12, 40 + 36 * line), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
     stamped[[100, 400, 700], [200, 650, 1100]] = 255                                       # hot pixels
-    for stamped_frame in (frames[0], frames[14], frames[18], frames[19]):     # the night's first, one, two in a row
-        cv2.imwrite(str(stamped_frame), stamped, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    for stamped_frame in (frames[0], frames[1], frames[14], frames[18], frames[19]):   # the night's first two, one,
+        cv2.imwrite(str(stamped_frame), stamped, [cv2.IMWRITE_JPEG_QUALITY, 90])        # two in a row
     rows = {row["file"]: row for row in read_scores(
         run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
                   progress=False).scores)}
-    for blank in (frames[5], frames[9], frames[14], frames[18], frames[19]):
+    for blank in (frames[1], frames[5], frames[9], frames[14], frames[18], frames[19]):    # frame 0: "first frame"
         assert (rows[blank.name]["flag"], rows[blank.name]["note"]) == (
             "skipped", "bad frame: blank: no picture (a black or uniform image)")
     assert rows[frames[6].name]["previous"] == frames[4].name and rows[frames[10].name]["previous"] == frames[8].name
     assert rows[frames[15].name]["previous"] == frames[13].name and rows[frames[20].name]["previous"] == frames[17].name
-    assert rows[frames[1].name]["flag"] == "skipped" and rows[frames[2].name]["previous"] == frames[1].name
+    assert rows[frames[2].name]["flag"] == "skipped" and rows[frames[3].name]["previous"] == frames[2].name
     assert rows[frames[6].name]["detection"] == rows[frames[10].name]["detection"] == "0"
-    assert sum(row["flag"] == "skipped" for row in rows.values()) == 7            # the first two frames besides
+    assert sum(row["flag"] == "skipped" for row in rows.values()) == 8            # the first picture besides
 
 
 def test_folders_that_cannot_be_listed_are_one_clear_error(client_night, tiny_model, tmp_path):
