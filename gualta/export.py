@@ -101,7 +101,7 @@ def export_pkl(learn, path: str | Path) -> Path:
 def onnx_metadata(learn, version: str | None = None) -> dict[str, str]:
     """metadata_props describing the exported graph."""
     info = learner_info(learn)
-    created = datetime.now(timezone.utc)
+    created = datetime.fromisoformat(info.created) if info.created else datetime.now(timezone.utc)   # train's time
     return {"classes": json.dumps(info.classes), "input_size": str(info.size), "input_kind": info.kind,
             "arch": info.arch, "version": version or info.version or created.strftime("%Y%m%d%H%M%S"),
             "preprocessing": PREPROCESSING.replace("SxS", f"{info.size}x{info.size}"),
@@ -257,7 +257,7 @@ def metrics_beside(model_path: Path, props: dict) -> dict | None:
     trained = model_path.with_name("model.pkl") if model_path.with_name("model.pkl").is_file() else model_path
     evaluated = json.loads(metrics_path.read_text()).get("model", {})
     differs = [name for name, theirs, ours in (("arch", "arch", "arch"), ("input size", "size", "input_size"),
-                                               ("input", "kind", "input_kind"), ("export time", "created", "created"))
+                                               ("input", "kind", "input_kind"), ("training time", "created", "created"))
                if evaluated.get(theirs) and props.get(ours) and str(evaluated[theirs]) != str(props[ours])]
     if differs:
         log.warning("%s is the evaluation of another model (%s %s): published without metrics (name it with "

@@ -38,7 +38,7 @@ class ModelInfo:
     arch: str = "unknown"
     kind: str = "diff"
     version: str = ""
-    created: str = ""           # ISO-8601 time of export: a published model created later is newer
+    created: str = ""           # ISO-8601 time the network was trained (else exported): a later one is newer
     image_size: int = TRAIN_SIZE    # side of the dataset images it learnt from: 400 is what model_input makes (v4 or
                                     # raw); 224 is a thesis version v1–v3, whose images the client does not make
 
@@ -162,7 +162,7 @@ def learner_info(learn) -> ModelInfo:
     return ModelInfo(classes=[str(c) for c in learn.dls.vocab], size=size,
                      arch=getattr(arch, "__name__", str(arch or "unknown")),
                      kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""),
-                     image_size=getattr(learn, "image_size", TRAIN_SIZE))
+                     created=getattr(learn, "created", ""), image_size=getattr(learn, "image_size", TRAIN_SIZE))
 
 
 def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH) -> OnnxModel | FastaiModel:

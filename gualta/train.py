@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -424,6 +425,7 @@ def train(config: TrainConfig) -> TrainResult:
     losses.to_csv(run_dir / "losses.csv", index=False)
 
     learn.to_fp32()                                 # exports hold no autocast callback
+    learn.created = datetime.now(timezone.utc).isoformat(timespec="seconds")       # the .pkl's and the ONNX's
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
     clear_earlier(run_dir, EVALUATION)

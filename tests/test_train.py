@@ -306,9 +306,9 @@ def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dat
 def test_another_models_evaluation_in_a_run_folder_is_not_taken_for_its_own(tiny_run, tiny_dataset, tmp_path, caplog):
     """The shipped model evaluated into a new run's folder drew that run's loss curves, left its cam.png, and
     `publish` of the run's model then carried the other model's figures to every client."""
-    from gualta.export import publish_model
-
     import onnx
+
+    from gualta.export import publish_model
 
     run = tmp_path / "run2"
     shutil.copytree(tiny_run.run_dir, run)
@@ -325,8 +325,16 @@ def test_another_models_evaluation_in_a_run_folder_is_not_taken_for_its_own(tiny
     assert not (run / "loss_curves.png").exists() and not (run / "cam.png").exists()
     with caplog.at_level(logging.WARNING, "gualta.export"):
         published = publish_model(run / "model.onnx", tmp_path / "store")
-    assert published["metrics"] == {} and "is the evaluation of another model (export time differs)" in caplog.text
+    assert published["metrics"] == {} and "is the evaluation of another model (training time differs)" in caplog.text
     assert publish_model(other, tmp_path / "store")["metrics"] == {}            # no metrics.json beside it
+    shutil.copy(other, run / "model.onnx")                           # a run of 2020, and this run's .pkl evaluated
+    (run / "model.pkl").touch()                                      # into it: its training time tells them apart
+    assert train.main(["evaluate", "--model", str(tiny_run.run_dir / "model.pkl"), "--dataset", str(tiny_dataset[1]),
+                       "--out", str(run)]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "gualta.export"):
+        assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"] == {}
+    assert "is the evaluation of another model (training time differs)" in caplog.text
     moved = tmp_path / "moved" / "run3"                              # a run folder copied to another machine
     shutil.copytree(tiny_run.run_dir, moved, copy_function=shutil.copy2)
     assert train.main(["evaluate", "--model", str(moved / "model.onnx"), "--dataset", str(tiny_dataset[1]), "--out",
