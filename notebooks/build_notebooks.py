@@ -57,7 +57,7 @@ from gualta.simulate import simulate_nights"""),
         new_markdown_cell("## Data: train nights for learning, test nights only for the report"),
         new_code_cell("""if not (DATASET / "index.csv").is_file():
     nights = simulate_nights(NIGHTS, nights=SIM_NIGHTS, frames=SIM_FRAMES, start="21:00", seed=0, keep_whole=True)
-    dataset.prepare_dataset(nights[:-1], nights[-1:], DATASET)
+    dataset.prepare_dataset(nights[:-1], nights[-1:], DATASET, overwrite=True)   # one cut short has no index.csv
 index = train.read_index(DATASET)
 print(dataset.describe_index(index))
 index.groupby(["dataset", "event"]).size().unstack(0)"""),
