@@ -166,6 +166,7 @@ SETTINGS = (
 )
 PATHS = {"main_folder", "model", "outbox"}
 KNOWN_KEYS = {setting.key for setting in SETTINGS} | SERVICE_KEYS
+KEY_SPELLING = {key.lower(): key for key in KNOWN_KEYS}            # guAlta_url → guAlta_URL
 
 
 @dataclass(frozen=True)
@@ -221,10 +222,9 @@ def read_file(config_file: Path) -> dict:
 def known_spelling(values: dict, config_file: Path) -> dict:
     """`values` with each name in another case than a known key (`guAlta_url`) under the key's own spelling
     (`guAlta_URL`); ConfigError if one key is given under two spellings."""
-    by_lower = {key.lower(): key for key in KNOWN_KEYS}
     spelt = {}
     for name, value in values.items():
-        key = by_lower.get(name.lower(), name)
+        key = KEY_SPELLING.get(name.lower(), name)
         if key in spelt:
             raise ConfigError([f"{config_file}: {key} is set twice (in two spellings): keep one"])
         spelt[key] = value
@@ -233,17 +233,16 @@ def known_spelling(values: dict, config_file: Path) -> dict:
 
 def warn_unknown(values: dict, config_file: Path) -> None:
     """Log guAlta_* names the client does not know (typos), with the closest known key."""
-    by_lower = {known.lower(): known for known in KNOWN_KEYS}
     for key in sorted(set(values) - KNOWN_KEYS):
-        close = difflib.get_close_matches(key.lower(), sorted(by_lower), n=1)
-        hint = f" (did you mean {by_lower[close[0]]}?)" if close else ""
+        close = difflib.get_close_matches(key.lower(), sorted(KEY_SPELLING), n=1)
+        hint = f" (did you mean {KEY_SPELLING[close[0]]}?)" if close else ""
         log.warning("%s: unknown setting %s ignored%s", config_file, key, hint)
 
 
 OTHER_ENV = {"GUALTA_STORE", "GUALTA_SITE_TIME", "GUALTA_OBSERVATORIES", "GUALTA_TIMEZONE", "GUALTA_API_KEYS",
-             "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_N2YO_KEY_PARAM", "GUALTA_TELEGRAM_CHAT",
-             "GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM", "GUALTA_TELEGRAM_API", "GUALTA_SITE_URL",
-             "GUALTA_TLE_FILE"}            # the service's variables (and GUALTA_NB_*, the notebooks')
+             "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_N2YO_KEY_PARAM",
+             "GUALTA_TELEGRAM_CHAT", "GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM", "GUALTA_TELEGRAM_API",
+             "GUALTA_SITE_URL", "GUALTA_TLE_FILE"}        # the service's variables (and GUALTA_NB_*, the notebooks')
 
 
 def warn_misspelt_env(env) -> None:

@@ -8,8 +8,8 @@
     GUALTA_OBSERVATORIES      JSON {obs_id: {lat, lon, elevation_m, name, tz}}
     GUALTA_TLE_FILE           TLE file for passes (default: gualta/data/iss.tle)   GUALTA_N2YO_KEY(_PARAM)  n2yo key
 
-Secrets (API keys, Telegram token, n2yo key) come from the variable itself or, on AWS, from the SSM SecureString parameter
-named by ``<NAME>_PARAM``; values are cached for five minutes and never logged.
+Secrets (API keys, Telegram token, n2yo key) come from the variable itself or, on AWS, from the SSM SecureString
+parameter named by ``<NAME>_PARAM``; values are cached for five minutes and never logged.
 """
 from __future__ import annotations
 

@@ -926,18 +926,18 @@ def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = 
     cut short after simulating goes on from there."""
     first = datetime.strptime(first_date, allsky.NIGHT_FORMAT) if first_date else default_first_date(seed)
     dates = [(first + timedelta(days=i)).strftime(allsky.NIGHT_FORMAT) for i in range(nights)]
-    kept = set()
+    kept = {}
     for i, night_date in enumerate(dates):                                       # all refused before any is written
         night_start = start_of(night_date, start)
         folder = Path(out_root) / allsky.night_of(night_start)
         check_length(night_start, frames or 1)
         if keep_whole and written_whole(folder, seed + i, night_start, frames or night_frames(night_start),
                                         scenario, rates):
-            kept.add(night_date)
-            continue
-        refuse_filled(folder)
-    return [Path(out_root) / allsky.night_of(start_of(night_date, start)) if night_date in kept else
-            simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates, workers)
+            kept[night_date] = folder
+        else:
+            refuse_filled(folder)
+    return [kept.get(night_date) or simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates,
+                                                   workers)
             for i, night_date in enumerate(dates)]
 
 
