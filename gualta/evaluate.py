@@ -408,12 +408,12 @@ def model_path(model) -> str:
 
 def warn_if_kind_differs(model, dataset_dir: Path) -> None:
     """Log when a model learnt from another input than the dataset holds (raw frames vs differences)."""
-    from gualta.train import RAW_MARKER
+    from gualta.train import dataset_kind
 
-    dataset_kind = "raw" if (dataset_dir / RAW_MARKER).is_file() else "diff"
-    if model.info.kind != dataset_kind:
+    holds = dataset_kind(dataset_dir)
+    if model.info.kind != holds:
         log.warning("the model scores %s images but %s holds %s images: its figures say nothing of it",
-                    model.info.kind, dataset_dir, dataset_kind)
+                    model.info.kind, dataset_dir, holds)
 
 
 def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, threshold: float,

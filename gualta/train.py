@@ -272,9 +272,14 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
         raise TrainError(f"{model} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
 
 
+def dataset_kind(dataset_dir: Path) -> str:
+    """The input kind a dataset holds: raw if built by build_raw_dataset, else diff."""
+    return "raw" if (Path(dataset_dir) / RAW_MARKER).is_file() else "diff"
+
+
 def input_kind(config: TrainConfig) -> str:
-    """The configured input kind, else the dataset's (raw if built by build_raw_dataset)."""
-    found = "raw" if (config.dataset / RAW_MARKER).is_file() else "diff"
+    """The configured input kind, else the dataset's."""
+    found = dataset_kind(config.dataset)
     if config.kind and config.kind != found:
         log.warning("--kind %s but %s looks like a %s dataset", config.kind, config.dataset, found)
     return config.kind or found
