@@ -25,9 +25,10 @@ METEOR_TINT = (0.85, 1.0, 0.8)
 
 
 def sky(seed: int) -> np.ndarray:
-    """A dark BGR sky with fresh camera noise (σ 3 DN in each channel)."""
+    """A dark BGR sky in the lens circle, black around it, with fresh camera noise (σ 3 DN in each channel)."""
     rng = np.random.default_rng(seed)
-    return np.full((HEIGHT, WIDTH, 3), 30.0, np.float32) + rng.normal(0, 3, (HEIGHT, WIDTH, 3)).astype(np.float32)
+    circle = cv2.circle(np.zeros((HEIGHT, WIDTH), np.float32), (WIDTH // 2, HEIGHT // 2), HEIGHT // 2, 30.0, -1)
+    return circle[..., None] + rng.normal(0, 3, (HEIGHT, WIDTH, 3)).astype(np.float32)
 
 
 def steady(t: float) -> float:
