@@ -31,8 +31,10 @@ from gualta import allsky
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = "1.2"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
-                               # sky (the other skies' nights are unchanged)
+SIMULATOR_VERSION = "1.3"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
+                               # sky (the other skies' nights are unchanged); 1.3: ground truth only (frames unchanged):
+                               # a streak's ends and length are those over open sky, the brightest of equally
+                               # important events is the main one, a crossing the 8-bit clip hides is not recorded
 WIDTH, HEIGHT = 1304, 976
 LOW = 4                                  # smooth fields (sky, clouds) are rendered at 1/LOW resolution
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
@@ -43,6 +45,7 @@ CLOUD_LEVELS = {"clear": (0.0, 0.12, 0.6), "cloudy": (0.35, 0.95, 0.0), "moon": 
                 "mixed": (0.0, 0.85, 0.4), "moonlit-clouds": (0.15, 0.75, 0.2)}
 MIN_EXPOSURE_S = 32e-6                   # the shortest exposure of the camera (daylight, bright twilight)
 MIN_VISIBLE_SNR = 1.5                    # a meteor dimmer than this over the local noise is labelled no-meteor
+MIN_SHOWN_SNR = 0.5                      # a crossing (satellite, plane, insect) dimmer than this is not recorded
 EVENT_PRIORITY = ("fireball", "meteor", "satellite", "plane", "insect")
 GT_COLUMNS = ["file", "time", "label", "event", "events", "x1", "y1", "x2", "y2", "length_px", "width_px",
               "peak_dn", "peak_snr", "noise_dn", "clouds", "moon_alt", "sun_alt", "exposure_s", "scenario"]
@@ -636,12 +639,13 @@ class NightRenderer:
                     layer += (nav * self.sky_mask * np.exp(-3.0 * clouds_full))[..., None] * np.array(tint, np.float32)
             peak_index = np.unravel_index(np.argmax(light), light.shape)
             peak = float(light[peak_index])
-            if peak < 0.5 * float(noise_sigma[peak_index]) and event.kind not in ("meteor", "fireball"):
+            if peak < MIN_SHOWN_SNR * float(noise_sigma[peak_index]) and event.kind not in ("meteor", "fireball"):
                 continue                                   # out of the frame, behind trees or thick cloud
+            shown = shown_part(points, self.inside if event.kind == "insect" else self.sky_mask)
             records.append({"kind": event.kind, "peak_yx": peak_index,     # popped by clip_to_sensor
-                            "x1": float(points[0, 0]), "y1": float(points[0, 1]),
-                            "x2": float(points[-1, 0]), "y2": float(points[-1, 1]),
-                            "length_px": float(np.sum(np.hypot(*np.diff(points, axis=0).T))),
+                            "x1": float(shown[0, 0]), "y1": float(shown[0, 1]),
+                            "x2": float(shown[-1, 0]), "y2": float(shown[-1, 1]),
+                            "length_px": float(np.sum(np.hypot(*np.diff(shown, axis=0).T))),
                             "width_px": float(event.width), "peak_dn": peak,
                             "peak_snr": peak / float(noise_sigma[peak_index] + 1e-6)})
         return layer, records
@@ -727,7 +731,10 @@ class NightRenderer:
         for record in records:
             if record["kind"] in ("meteor", "fireball") and record["peak_snr"] < MIN_VISIBLE_SNR:
                 record["kind"] = "hidden-meteor"    # behind clouds or trees: nothing a person could label
-        ranked = sorted(records, key=lambda r: EVENT_PRIORITY.index(r["kind"]) if r["kind"] in EVENT_PRIORITY else 99)
+        records = [r for r in records if r["kind"] in ("meteor", "fireball", "hidden-meteor")
+                   or r["peak_snr"] >= MIN_SHOWN_SNR]       # a crossing the 8-bit clip hides (a saturated sky)
+        ranked = sorted(records, key=lambda r: (EVENT_PRIORITY.index(r["kind"]) if r["kind"] in EVENT_PRIORITY else 99,
+                                                -r["peak_snr"]))                # the brightest of a kind first
         main = ranked[0] if ranked and ranked[0]["kind"] in EVENT_PRIORITY else None
         row = {"file": allsky.frame_name(stamp), "time": stamp.isoformat(),
                "label": "meteor" if main and main["kind"] in ("meteor", "fireball") else "no-meteor",
@@ -737,6 +744,20 @@ class NightRenderer:
         for key in ("x1", "y1", "x2", "y2", "length_px", "width_px", "peak_dn", "peak_snr"):
             row[key] = round(main[key], 2) if main else None
         return row
+
+
+def shown_part(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The trail points from the first to the last over `mask` (the open sky: in the frame, in the lens circle,
+    above the skyline); all of them if none is (a hidden meteor)."""
+    x = np.rint(points[:, 0]).astype(int)
+    y = np.rint(points[:, 1]).astype(int)
+    inside = (x >= 0) & (x < mask.shape[1]) & (y >= 0) & (y < mask.shape[0])
+    shown = np.zeros(len(points), bool)
+    shown[inside] = mask[y[inside], x[inside]] >= 0.5
+    if not shown.any():
+        return points
+    first, last = np.flatnonzero(shown)[[0, -1]]
+    return points[first:last + 1]
 
 
 def channel_mean(image: np.ndarray) -> np.ndarray:

@@ -457,6 +457,31 @@ def test_a_meteor_on_a_burnt_out_sky_is_hidden():
     assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "hidden-meteor")
 
 
+def test_truth_describes_the_streak_over_open_sky_and_the_brightest_meteor():
+    """Simulator 1.3: a streak's ends and length were those of its whole path, out of the lens circle and past the
+    frame's edge too (15 % of meteor frames had a tenth of their streak where nothing is drawn), and of two meteors
+    in one frame the one planted first was recorded, however faint."""
+    plan = quiet_plan(4)
+    lens = plan.camera.fisheye
+    centre = np.array([lens.cx, lens.cy], np.float32)
+    long_one = plant_meteor(plan, 5, centre, length=1500.0, snr=20.0)             # runs out of the lens circle
+    plant_meteor(plan, 7, centre + 60, length=120.0, snr=2.5)                      # faint, planted first
+    bright = plant_meteor(plan, 7, centre - 200, length=120.0, snr=25.0)
+    renderer = NightRenderer(plan)
+
+    row = renderer.render(5)[1]
+    ends = [(row["x1"], row["y1"]), (row["x2"], row["y2"])]
+    for x, y in ends:
+        assert 0 <= x < WIDTH and 0 <= y < HEIGHT and renderer.sky_mask[round(y), round(x)] >= 0.5
+    assert ends[0] == pytest.approx(tuple(centre), abs=0.01)
+    assert 100 < row["length_px"] < 0.8 * long_one.length
+    assert row["length_px"] == pytest.approx(math.dist(*ends), rel=0.01)
+
+    row = renderer.render(7)[1]
+    assert row["events"] == "meteor;meteor" and (row["x1"], row["y1"]) == pytest.approx(tuple(bright.start), abs=0.01)
+    assert row["peak_snr"] == pytest.approx(25.0, rel=0.3)
+
+
 # ---------------------------------------------------------------------------------------------------- crossings
 
 @pytest.fixture(scope="module")
@@ -477,6 +502,18 @@ def crossings():
     without = copy.deepcopy(plan)
     without.events = []
     return plan, frames, NightRenderer(without).render(8)[0]
+
+
+def test_a_crossing_on_a_burnt_out_sky_is_not_recorded(crossings):
+    """Its visibility was judged before the 8-bit clip: on a saturated (daytime) sky satellites that add nothing to
+    the frame were recorded as events."""
+    plan, frames, _ = crossings
+    assert frames[4][1]["events"] == "satellite"
+    renderer = NightRenderer(plan)
+    renderer.exposure = lambda sky_rate: 400.0          # a daytime frame: the whole sky saturates
+    image, row = renderer.render(4)
+    assert np.median(image[renderer.sky_mask > 0.99]) == 255
+    assert (row["event"], row["events"]) == ("none", "")
 
 
 def assert_continues_along_one_line(rows, velocity):
