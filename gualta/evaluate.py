@@ -34,6 +34,8 @@ SNR_LABELS = ("<3", "3-5", "5-10", "10-30", ">=30")
 PREDICTION_COLUMNS = ["fn", "night", "file", "meteor", "event", "peak_snr", "clouds", "scenario", "long_gap",
                       "length_px"]
 LABELS = ("meteor", "no-meteor")
+REPORT_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "loss_curves.png", "top_losses.png",
+                "top_losses.csv", "cam.png")                     # what `evaluate` writes into its folder
 
 
 # --- pure metrics on a predictions table ------------------------------------------------------------------------

@@ -49,8 +49,6 @@ LABEL = "label"
 VALID = "is_valid"
 RAW_MARKER = "raw_frames.json"       # written into a raw-frame dataset folder
 CHECKPOINT = "best"
-EVALUATION = ("metrics.json", "predictions.csv", "confusion_matrix.png", "loss_curves.png", "top_losses.png",
-              "top_losses.csv", "cam.png")                       # what `evaluate` writes into a run folder
 
 
 class TrainError(ValueError):
@@ -401,6 +399,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train by the recipe and write model.pkl, model.onnx, history.csv, losses.csv and config.json to config.out."""
     import torch
 
+    from gualta.evaluate import REPORT_FILES
     from gualta.export import export_onnx, export_pkl
 
     run_dir = config.out
@@ -433,7 +432,7 @@ def train(config: TrainConfig) -> TrainResult:
     learn.created = datetime.now(timezone.utc).isoformat(timespec="seconds")       # the .pkl's and the ONNX's
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
-    clear_earlier(run_dir, EVALUATION)
+    clear_earlier(run_dir, REPORT_FILES)
     (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
     summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
                "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),
