@@ -191,13 +191,14 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
              stored: list[tuple[str, str, datetime]]) -> str:
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
     detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
-    edit their posts to name it too. Return the record's telegram_status."""
+    edit their posts to name it too — the post and its edits wait out flood control for FLOOD_WAIT_BUDGET_S in all.
+    Return the record's telegram_status."""
     night, obs_id, frame_id = detection
-    zone_of = coincidence.zones_from_env(env)
+    zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     others = coincidence.coinciding(stored, obs_id, allsky.frame_time(f"image-{frame_id}.jpg"), zone_of)
     if record.get("telegram") is True:
         caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen_also(others))
-        posted = telegram_post.post(channel, caption, jpeg)
+        posted = telegram_post.post(channel, caption, jpeg, deadline)
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
@@ -205,7 +206,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         for other_obs, other_frame, at in others:
             seen = seen_also(coincidence.coinciding(stored, other_obs, at, zone_of))
-            if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env):
+            if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
                 break
     return record["telegram_status"]
 
@@ -306,7 +307,7 @@ def seen_also(others: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
 
 
 def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str, seen: list[tuple[str, str]],
-                         channel, env) -> bool:
+                         channel, env, deadline: float) -> bool:
     """Rewrite the caption of a detection already posted so that it names `seen`, the coincident detections stored
     now; False when Telegram refused the edit or could not be reached (logged; nothing else changes)."""
     json_key = store.detection_key(night, obs_id, frame_id)
@@ -318,7 +319,7 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
     if not isinstance(record, dict) or not isinstance(record.get("telegram_message_id"), int):
         return True
     caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen)
-    if telegram_post.edit_caption(channel, record["telegram_message_id"], caption).status != "sent":
+    if telegram_post.edit_caption(channel, record["telegram_message_id"], caption, deadline).status != "sent":
         return False
     log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen))
     return True

@@ -15,7 +15,8 @@ from datetime import timedelta
 from gualta import service_env
 
 log = logging.getLogger(__name__)
-FLOOD_WAIT_BUDGET_S = 10.0        # the longest a post waits out flood control (the ingest Lambda has 30 s)
+FLOOD_WAIT_BUDGET_S = 10.0        # the longest one report's post and edits wait out flood control, all together
+                                  # (the ingest Lambda has 30 s)
 MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -99,12 +100,19 @@ class Posted:
     message_id: int | None = None
 
 
-async def _within_flood_control(call):
+def flood_deadline() -> float:
+    """When waiting out flood control must end, for calls made from now (the time.monotonic() clock): one report's
+    post and the edits it makes share it, so that together they stay within FLOOD_WAIT_BUDGET_S."""
+    return time.monotonic() + FLOOD_WAIT_BUDGET_S
+
+
+async def _within_flood_control(call, deadline: float | None):
     """Await call(); while Telegram's flood control asks to wait, wait and call again — as long as the waiting ends
-    within FLOOD_WAIT_BUDGET_S (the client, whose next report waits for this answer, slows down with it)."""
+    by `deadline` (None: FLOOD_WAIT_BUDGET_S from now; the client, whose next report waits for this answer, slows
+    down with it)."""
     from telegram.error import RetryAfter
 
-    deadline = time.monotonic() + FLOOD_WAIT_BUDGET_S
+    deadline = flood_deadline() if deadline is None else deadline
     while True:
         try:
             return await call()
@@ -124,28 +132,29 @@ def flood_wait_s(exc) -> float:
     return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
 
 
-async def _send(channel: Channel, text: str, jpeg: bytes | None) -> int:
+async def _send(channel: Channel, text: str, jpeg: bytes | None, deadline: float | None) -> int:
     import telegram
 
     bot = _bot(channel)
     try:
         if jpeg is None:
-            message = await _within_flood_control(lambda: bot.send_message(chat_id=channel.chat_id, text=text))
+            message = await _within_flood_control(lambda: bot.send_message(chat_id=channel.chat_id, text=text),
+                                                   deadline)
         else:
             message = await _within_flood_control(lambda: bot.send_photo(
-                chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")))
+                chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")), deadline)
         return message.message_id
     finally:
         await bot.shutdown()
 
 
-async def _edit_caption(channel: Channel, message_id: int, text: str) -> int:
+async def _edit_caption(channel: Channel, message_id: int, text: str, deadline: float | None) -> int:
     from telegram.error import BadRequest
 
     bot = _bot(channel)
     try:
         await _within_flood_control(lambda: bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id,
-                                                                     caption=text))
+                                                                     caption=text), deadline)
     except BadRequest as exc:        # the caption says this already (two reports of one moment crossed): done
         if "not modified" not in str(exc).lower():
             raise
@@ -164,13 +173,13 @@ def _outcome(call) -> Posted:
     return Posted("sent", message_id)
 
 
-def post(channel: Channel | None, text: str, jpeg: bytes | None = None) -> Posted:
-    """Post text (with a photo if given)."""
+def post(channel: Channel | None, text: str, jpeg: bytes | None = None, deadline: float | None = None) -> Posted:
+    """Post text (with a photo if given); flood control waited out until `deadline` (`flood_deadline`)."""
     if channel is None:
         return Posted("not configured")
-    return _outcome(_send(channel, text, jpeg))
+    return _outcome(_send(channel, text, jpeg, deadline))
 
 
-def edit_caption(channel: Channel, message_id: int, text: str) -> Posted:
-    """Replace the caption of a photo already posted (message_id)."""
-    return _outcome(_edit_caption(channel, message_id, text))
+def edit_caption(channel: Channel, message_id: int, text: str, deadline: float | None = None) -> Posted:
+    """Replace the caption of a photo already posted (message_id); flood control waited out until `deadline`."""
+    return _outcome(_edit_caption(channel, message_id, text, deadline))

@@ -237,7 +237,8 @@ class TelegramStandIn(RecordingServer):
         self.fail_status: int | None = None
         self.fail_methods: set[str] = set()
         self.captions: dict[int, str | None] = {}
-        self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order
+        self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order;
+                                              # 0: that call is answered as usual
         super().__init__(self.answer)
         self.base_url = self.url + "/bot"
 
@@ -245,8 +246,8 @@ class TelegramStandIn(RecordingServer):
         token, _, method = path.removeprefix("/bot").partition("/")
         fields = parse_fields(headers.get("Content-Type", ""), body)
         self.calls.append({"token": token, "method": method, "fields": fields})
-        if self.flood:
-            wait = self.flood.pop(0)
+        wait = self.flood.pop(0) if self.flood else 0
+        if wait:
             return 429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {wait}",
                          "parameters": {"retry_after": wait}}
         if self.fail_status and (not self.fail_methods or method in self.fail_methods):

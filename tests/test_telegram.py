@@ -171,6 +171,24 @@ def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
     assert stored(root, name="obs01_20260916231600")["telegram_status"] == "failed: RetryAfter"
 
 
+def test_a_report_and_the_edits_it_makes_share_one_flood_control_budget(root, bot_api, monkeypatch):
+    """The third observatory to report a meteor posts and edits two earlier posts: under flood control each call
+    waiting out its own budget took such a report past the Lambda's 30 s (killed before its last edits). The post and
+    its edits now wait FLOOD_WAIT_BUDGET_S in all: the edit whose wait would end past it fails and stops the edits."""
+    for obs_id, stamp in (("obs01", "20260916231507"), ("obs02", "20260916231510")):
+        post(detection(obs_id, stamp, telegram=True), KEYS[obs_id])
+    monkeypatch.setattr(telegram_post, "FLOOD_WAIT_BUDGET_S", 2.5)
+    earlier = len(bot_api.calls)
+    bot_api.flood = [1, 0, 1, 0, 1]                           # each call is first asked to wait a second
+    assert post(detection("obs03", "20260916231512", telegram=True), KEYS["obs03"])["telegram"] == "sent"
+    assert [call["method"] for call in bot_api.calls[earlier:]] == [
+        "sendPhoto", "sendPhoto", "editMessageCaption", "editMessageCaption", "editMessageCaption"]
+    first, second = (stored(root, name=name)["telegram_message_id"]
+                     for name in ("obs01_20260916231507", "obs02_20260916231510"))
+    assert [int(call["fields"]["message_id"]) for call in bot_api.calls[earlier + 2:]] == [first, first, second]
+    assert bot_api.captions[second].count("Also seen from") == 1          # its wait would end past the budget
+
+
 NINE_AM_AFTER = datetime(2026, 9, 17, 7, 0, tzinfo=timezone.utc)          # the next morning, 09:00 in Madrid
 
 
