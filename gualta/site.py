@@ -52,6 +52,16 @@ class Row:
     def anchor(self) -> str:
         return f"{self.obs_id}_{self.id}"
 
+    @property
+    def tag(self) -> str:
+        """The flag as the page names it (payload.FLAG_MEANINGS; an unknown flag as it is)."""
+        return payload.FLAG_MEANINGS[self.flag][1] if self.flag in payload.FLAG_MEANINGS else self.flag
+
+    @property
+    def held_back(self) -> bool:
+        """Whether the observatory judged it no meteor (a flagged candidate it was asked to report anyway)."""
+        return self.flag in payload.NOT_METEOR_FLAGS
+
 
 @dataclass
 class Section:
@@ -239,9 +249,15 @@ def short_time(text: str) -> str:
         return text
 
 
+def flags_shown(parts: list[Section]) -> list[tuple[str, str]]:
+    """(tag, why) of the known flags the page's detections carry, for its legend."""
+    flags = {row.flag for part in parts for group in part.groups for row in group}
+    return [meaning[1:] for flag, meaning in payload.FLAG_MEANINGS.items() if flag in flags]
+
+
 def render_day(night: str, parts: list[Section], earlier: list[str], later: list[str], generated: datetime) -> str:
     """The HTML of a night's page."""
-    return environment().get_template("day.html").render(
+    return environment().get_template("day.html").render(flags=flags_shown(parts),
         night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
         generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from gualta import service_env
+from gualta import payload, service_env
 
 log = logging.getLogger(__name__)
 FLOOD_WAIT_BUDGET_S = 10.0        # the longest one report's post and edits wait out flood control, all together
@@ -49,12 +49,14 @@ def channel_from_env(env) -> Channel | None:
 def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = ()) -> str:
     """What the channel shows under a detection's photo; `seen_also`: (obs_id, HH:MM:SS) of other observatories'
     detections of the same moment, as many as fit in Telegram's caption (then a count of the rest)."""
-    lines = ["☄️ Meteor detected",
+    flag = record.get("flag")
+    headline, _, why = payload.FLAG_MEANINGS.get(flag, ("☄️ Meteor detected", "", ""))
+    lines = [headline,
              f"Observatory: {record['obs_id']}",
              f"Local time: {record['date']} {record['time']}",
              f"Score: {record['score']:.2f}"]
-    if record.get("flag"):
-        lines.append(f"Flag: {record['flag']}")
+    if flag:
+        lines.append(why[0].upper() + why[1:] if why else f"Flag: {flag}")
     tail = [page_url] if page_url else []
     times: dict[str, list[str]] = {}                # an observatory with two detections of the moment: one line
     for obs_id, at in seen_also:

@@ -329,6 +329,29 @@ def test_the_longest_obs_id_fits_a_small_phone(night, tmp_path, monkeypatch):
             assert view["overflow"] <= 0, f"horizontal scrolling at {width} px: {view['overflow']} px"
 
 
+def test_flags_are_named_for_the_reader_and_held_back_candidates_look_so(night, tmp_path):
+    """A flag is shown as what it means, explained in the page's legend: a fireball as one; a candidate the
+    observatory held back (a satellite, clouds: reported only because it was asked to) in grey and without the high
+    score's green, though the classifier scored it 0.97 (it was an orange "satellite" tag beside a green 0.97); a
+    flag the service does not know as it is."""
+    ingest(detection("obs02", frame("223000"), 0.97, seed=12, flag="satellite"), "obs02")
+    ingest(detection("obs02", frame("224500"), 0.98, seed=13, flag="fireball"), "obs02")
+    ingest(detection("obs02", frame("225500"), 0.40, seed=14, flag="sprite"), "obs02")
+    WEBSITE({"day": NIGHT}, None)
+    with browser_page(390, 844) as page:
+        view = looks(page, night / f"{NIGHT}.html", 390, 844, tmp_path / "flags.png")
+        cards = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.id, {
+            tags: [...c.querySelectorAll('.tag')].map(t => [t.textContent, t.className]),
+            high: c.querySelector('.score.high') !== null}]))""")
+        legend = page.evaluate("() => [...document.querySelectorAll('.legend dt')].map(d => d.textContent)")
+    assert view["overflow"] <= 0
+    assert cards[f"obs02_{frame('223000')}"] == {"tags": [["possible satellite/plane", "tag held"]], "high": False}
+    assert cards[f"obs02_{frame('224500')}"] == {"tags": [["fireball", "tag"]], "high": True}
+    assert cards[f"obs02_{frame('225500')}"] == {"tags": [["sprite", "tag"]], "high": False}
+    assert cards[f"obs01_{frame('231507')}"] == {"tags": [], "high": True}
+    assert legend == ["fireball", "possible satellite/plane"]
+
+
 def test_start_and_end_times_are_on_each_cameras_clock(night):
     """A log's time as the camera's clock reads it, whatever offset it came with: a UTC `processed`, or the
     service's UTC `received` when a sender left `processed` out (shown as UTC, the page said local time)."""

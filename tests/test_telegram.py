@@ -54,10 +54,34 @@ def test_detection_posts_photo_with_caption(root, bot_api):
     assert fields["chat_id"] == "@gualta_meteors"
     assert fields["photo"] == base64.b64decode(body["img"])                   # the very JPEG the client sent
     assert fields["caption"].splitlines() == [
-        "☄️ Meteor detected", "Observatory: obs01", "Local time: 2026-09-16 23:15:07", "Score: 0.97",
-        "Flag: satellite", "https://meteors.example.org/20260916.html#obs01_20260916231507"]
+        "🛰️ Possible satellite or plane", "Observatory: obs01", "Local time: 2026-09-16 23:15:07", "Score: 0.97",
+        "Held back by the observatory: its trail goes on in another frame, or its own lights show it (reported as "
+        "asked)", "https://meteors.example.org/20260916.html#obs01_20260916231507"]
     assert "parse_mode" not in fields                                         # plain text: nothing is markup
     assert stored(root)["telegram_status"] == "sent"
+
+
+@pytest.mark.parametrize("flag, headline, why", [
+    (None, "☄️ Meteor detected", None),
+    ("streak", "☄️ Meteor detected", "Found by its thin streak"),
+    ("fireball", "🔥 Fireball detected", "A bright, saturated streak"),
+    ("satellite", "🛰️ Possible satellite or plane", "Held back by the observatory: its trail"),
+    ("cloud", "☁️ Possible clouds", "Held back by the observatory: clouds change"),
+    ("sprite", "☄️ Meteor detected", "Flag: sprite")])
+def test_a_caption_says_what_its_flag_means(flag, headline, why):
+    """A satellite or clouds that the client held back and reported anyway were announced "Meteor detected" with a
+    bare "Flag: satellite": the headline and a line now say what the flag means (an unknown one is named as it is)."""
+    record = {"obs_id": "obs01", "date": "2026-09-16", "time": "23:15:07", "score": 0.96,
+              **({"flag": flag} if flag else {})}
+    lines = telegram_post.detection_caption(record, None).splitlines()
+    assert lines[0] == headline
+    assert lines[4:] == ([] if why is None else [next(line for line in lines[4:] if line.startswith(why))])
+
+
+def test_every_flag_the_client_sends_has_a_meaning_for_the_reader():
+    from gualta import detect
+    assert {detect.SATELLITE, detect.CLOUD, detect.FIREBALL, detect.STREAK} == set(payload.FLAG_MEANINGS)
+    assert {detect.SATELLITE, detect.CLOUD} == payload.NOT_METEOR_FLAGS
 
 
 def test_a_detection_seen_from_another_observatory_says_so(root, bot_api):
