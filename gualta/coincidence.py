@@ -47,6 +47,13 @@ def instant(stamp: datetime, zone: tzinfo) -> float:
     return stamp.replace(tzinfo=zone).timestamp()
 
 
+def zone_label(stamp: datetime, zone: tzinfo, other: tzinfo) -> str:
+    """' BST': the abbreviation of a camera clock's zone at `stamp`, when a clock in zone `other` reads otherwise
+    then (the same moment is 22:15 in London, 23:15 in Madrid); '' when both read the same."""
+    moment = stamp.replace(tzinfo=zone)
+    return "" if moment.utcoffset() == moment.astimezone(other).utcoffset() else f" {moment.strftime('%Z')}"
+
+
 def coinciding(detections: list[tuple[str, str, datetime]], obs_id: str, stamp: datetime,
                zone_of) -> list[tuple[str, str, datetime]]:
     """Those of `detections` (obs_id, frame id, camera-clock time) that are of other observatories at the same moment

@@ -195,9 +195,11 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     Return the record's telegram_status."""
     night, obs_id, frame_id = detection
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
-    others = coincidence.coinciding(stored, obs_id, allsky.frame_time(f"image-{frame_id}.jpg"), zone_of)
+    stamp = allsky.frame_time(f"image-{frame_id}.jpg")
+    others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
     if record.get("telegram") is True:
-        caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen_also(others))
+        caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
+                                                  *seen_also(obs_id, stamp, others, zone_of))
         posted = telegram_post.post(channel, caption, jpeg, deadline)
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
@@ -205,7 +207,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         for other_obs, other_frame, at in others:
-            seen = seen_also(coincidence.coinciding(stored, other_obs, at, zone_of))
+            seen = seen_also(other_obs, at, coincidence.coinciding(stored, other_obs, at, zone_of), zone_of)
             if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
                 break
     return record["telegram_status"]
@@ -224,7 +226,8 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
     records = {} if records is None else records
     deadline, reposted = time.monotonic() + budget_s, []
     try:
-        for obs_id, frame_id, _ in sorted(stored, key=lambda found: found[2]):
+        zone_of = coincidence.zones_from_env(env)
+        for obs_id, frame_id, _ in sorted(stored, key=lambda found: coincidence.instant(found[2], zone_of(found[0]))):
             key = store.detection_key(night, obs_id, frame_id)
             record = records[key] if key in records else store.read_json(target, key)
             if not awaits_post(record, now):
@@ -301,15 +304,23 @@ def night_detections(target: store.Store, night: str) -> list[tuple[str, str, da
         return []
 
 
-def seen_also(others: list[tuple[str, str, datetime]]) -> list[tuple[str, str]]:
-    """(obs_id, HH:MM:SS) of coincident detections, as a caption names them."""
-    return [(obs_id, at.strftime("%H:%M:%S")) for obs_id, _, at in others]
+def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, datetime]],
+              zone_of) -> tuple[list[tuple[str, str]], str]:
+    """How a caption names the coincident detections of obs_id's detection at `stamp`: (obs_id, HH:MM:SS) on each
+    camera's clock, with its zone where that clock reads otherwise than this one ("22:15:10 BST"), and this
+    clock's zone (" CEST") when one does, else ''."""
+    zone = zone_of(obs_id)
+    named = [(other, at.strftime("%H:%M:%S") + coincidence.zone_label(at, zone_of(other), zone))
+             for other, _, at in others]
+    differs = any(coincidence.zone_label(at, zone_of(other), zone) for other, _, at in others)
+    return named, stamp.replace(tzinfo=zone).strftime(" %Z") if differs else ""
 
 
-def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str, seen: list[tuple[str, str]],
-                         channel, env, deadline: float) -> bool:
-    """Rewrite the caption of a detection already posted so that it names `seen`, the coincident detections stored
-    now; False when Telegram refused the edit or could not be reached (logged; nothing else changes)."""
+def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str,
+                         seen: tuple[list[tuple[str, str]], str], channel, env, deadline: float) -> bool:
+    """Rewrite the caption of a detection already posted so that it names `seen` (`seen_also`), the coincident
+    detections stored now; False when Telegram refused the edit or could not be reached (logged; nothing else
+    changes)."""
     json_key = store.detection_key(night, obs_id, frame_id)
     try:
         record = store.read_json(target, json_key)
@@ -318,10 +329,10 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
         return True
     if not isinstance(record, dict) or not isinstance(record.get("telegram_message_id"), int):
         return True
-    caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), seen)
+    caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), *seen)
     if telegram_post.edit_caption(channel, record["telegram_message_id"], caption, deadline).status != "sent":
         return False
-    log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen))
+    log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen[0]))
     return True
 
 

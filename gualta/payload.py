@@ -43,8 +43,8 @@ FLAG_MEANINGS = {
     "fireball": ("🔥 Fireball detected", "fireball", "a bright, saturated streak in this frame only"),
     "streak": ("☄️ Meteor detected", "thin streak", "found by its thin streak, seen in this frame only, where the "
                "classifier scored it lower"),
-    "satellite": ("🛰️ Possible satellite or plane", "possible satellite/plane", "held back by the observatory: its "
-                  "trail goes on in another frame, or its own lights show it (reported as asked)"),
+    "satellite": ("🛰️ Possible satellite or plane", "possible satellite/plane", "held back by the observatory: "
+                  "its trail goes on in another frame, or its own lights show it (reported as asked)"),
     "cloud": ("☁️ Possible clouds", "possible clouds", "held back by the observatory: clouds change in the frames "
               "either side too (reported as asked)"),
 }

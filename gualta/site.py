@@ -47,6 +47,7 @@ class Row:
     telegram_status: str = ""
     iss: bool = False
     seen_also: list["Row"] = field(default_factory=list)    # other observatories' detections of the same moment
+    zone: str = ""              # its clock's zone, shown when a clock of one of those reads otherwise ("CEST")
 
     @property
     def anchor(self) -> str:
@@ -185,6 +186,9 @@ def mark_coincidences(rows: list[Row], zone_of) -> None:
             if coincidence.together((row.obs_id, row.stamp), (other.obs_id, other.stamp), zone_of):
                 row.seen_also.append(other)
                 other.seen_also.append(row)
+                if coincidence.zone_label(row.stamp, zone_of(row.obs_id), zone_of(other.obs_id)):
+                    row.zone, other.zone = (found.stamp.replace(tzinfo=zone_of(found.obs_id)).strftime("%Z")
+                                            for found in (row, other))
 
 
 def sections(target: store.Store, night: str, env, records: dict | None = None) -> list[Section]:

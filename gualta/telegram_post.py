@@ -46,14 +46,16 @@ def channel_from_env(env) -> Channel | None:
     return Channel(token=token, chat_id=chat, base_url=env.get("GUALTA_TELEGRAM_API") or None)
 
 
-def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = ()) -> str:
-    """What the channel shows under a detection's photo; `seen_also`: (obs_id, HH:MM:SS) of other observatories'
-    detections of the same moment, as many as fit in Telegram's caption (then a count of the rest)."""
+def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = (),
+                      zone: str = "") -> str:
+    """What the channel shows under a detection's photo; `seen_also`: (obs_id, time) of other observatories'
+    detections of the same moment, as many as fit in Telegram's caption (then a count of the rest); `zone`: what
+    follows the local time (" CEST" when other clocks are named in theirs)."""
     flag = record.get("flag")
     headline, _, why = payload.FLAG_MEANINGS.get(flag, ("☄️ Meteor detected", "", ""))
     lines = [headline,
              f"Observatory: {record['obs_id']}",
-             f"Local time: {record['date']} {record['time']}",
+             f"Local time: {record['date']} {record['time']}{zone}",
              f"Score: {record['score']:.2f}"]
     if flag:
         lines.append(why[0].upper() + why[1:] if why else f"Flag: {flag}")
@@ -144,7 +146,8 @@ async def _send(channel: Channel, text: str, jpeg: bytes | None, deadline: float
                                                    deadline)
         else:
             message = await _within_flood_control(lambda: bot.send_photo(
-                chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")), deadline)
+                chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")),
+                deadline)
         return message.message_id
     finally:
         await bot.shutdown()

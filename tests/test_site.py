@@ -10,7 +10,7 @@ import pytest
 
 from gualta import allsky, passes, payload, server, site, store
 from gualta import ingest as ingest_module
-from helpers_service import KEYS, browser_page, detection, event, service_env
+from helpers_service import KEYS, OBSERVATORIES, browser_page, detection, event, service_env
 
 INGEST = server.load_handler("guAlta")
 WEBSITE = server.load_handler("generateWebsite")
@@ -153,6 +153,24 @@ def test_a_meteor_seen_from_two_observatories_is_linked_on_the_page(night):
     assert f'href="#obs02_{frame("231520")}">also seen from obs02 at 23:15:20<' in obs01
     assert f'href="#obs01_{frame("231507")}">also seen from obs01 at 23:15:07<' in obs02
     assert html.count("1 also seen from another observatory") == 2
+
+
+def test_a_meteor_seen_from_a_camera_on_another_clock_says_which(night, monkeypatch):
+    """A London camera's 22:15:20 is 23:15:20 in Madrid: linked as "also seen from obs03 at 22:15:20" beside a
+    23:15:07 card, the two looked an hour apart. Where the linked clocks read otherwise, each says its zone."""
+    places = {**OBSERVATORIES, "obs03": {"lat": 51.48, "lon": 0.0, "tz": "Europe/London"}}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps(places))
+    ingest(detection("obs03", frame("221520"), 0.93, seed=9), "obs03")
+    ingest(detection("obs02", frame("231510"), 0.93, seed=10), "obs02")
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    obs01 = html[html.index('id="obs-obs01"'):html.index('id="obs-obs02"')]
+    obs02 = html[html.index('id="obs-obs02"'):html.index('id="obs-obs03"')]
+    obs03 = html[html.index('id="obs-obs03"'):]
+    assert ">also seen from obs03 at 22:15:20 BST<" in obs01 and ">also seen from obs02 at 23:15:10 CEST<" in obs01
+    assert "2026-09-16 local time (CEST)" in obs01 and "2026-09-16 local time (CEST)" in obs02
+    assert ">also seen from obs01 at 23:15:07 CEST<" in obs03 and "2026-09-16 local time (BST)" in obs03
+    assert html.count("local time (") == 3                 # the other cards, and clocks that read alike: as before
 
 
 def test_navigation_and_index_follow_the_latest_night(env, tmp_path):

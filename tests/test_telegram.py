@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 import pytest
 
 from gualta import ingest, payload, server, site, store, telegram_post
-from helpers_service import KEYS, GrantedStore, TelegramStandIn, detection, event, free_port, service_env
+from helpers_service import (KEYS, OBSERVATORIES, GrantedStore, TelegramStandIn, detection, event, free_port,
+                             service_env)
 
 HANDLER = server.load_handler("guAlta")
 TOKEN = "123456:TEST-token-never-logged"
@@ -124,6 +125,41 @@ def test_earlier_posts_are_edited_to_name_the_detections_of_the_same_moment_stor
         "Also seen from obs02 at 23:15:20", "Also seen from obs03 at 23:15:25"]
     assert [line for line in edits[later_id] if line.startswith("Also")] == [
         "Also seen from obs01 at 23:15:07, 23:15:15", "Also seen from obs03 at 23:15:25"]
+
+
+@pytest.fixture
+def london_obs03(monkeypatch):
+    """obs03's camera keeps London time, an hour behind the others' Madrid time."""
+    places = {**OBSERVATORIES, "obs03": {"lat": 51.48, "lon": 0.0, "tz": "Europe/London"}}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps(places))
+
+
+def test_a_moment_named_across_time_zones_says_which_clock(root, bot_api, london_obs03):
+    """The same meteor is 22:15:10 on obs03's London clock and 23:15:07 on obs01's Madrid one: captions named it
+    "at 22:15:10" under "Local time: 23:15:07", an hour apart to a reader. Where a named clock reads otherwise,
+    the zones are said; between clocks that read alike, nothing changes."""
+    post(detection(telegram=True))                                                      # obs01 at 23:15:07 (Madrid)
+    post(detection("obs02", "20260916231512", telegram=True), KEYS["obs02"])           # Madrid too
+    assert bot_api.sent("sendPhoto")[-1]["caption"].splitlines()[2:5] == [
+        "Local time: 2026-09-16 23:15:12", "Score: 0.93", "Also seen from obs01 at 23:15:07"]
+    post(detection("obs03", "20260916221510", telegram=True), KEYS["obs03"])           # London
+    assert bot_api.sent("sendPhoto")[-1]["caption"].splitlines()[2:6] == [
+        "Local time: 2026-09-16 22:15:10 BST", "Score: 0.93", "Also seen from obs01 at 23:15:07 CEST",
+        "Also seen from obs02 at 23:15:12 CEST"]
+    first = bot_api.captions[stored(root)["telegram_message_id"]].splitlines()
+    assert first[2:6] == ["Local time: 2026-09-16 23:15:07 CEST", "Score: 0.93", "Also seen from obs02 at 23:15:12",
+                          "Also seen from obs03 at 22:15:10 BST"]
+
+
+def test_failed_posts_are_posted_again_in_the_order_they_happened(root, bot_api, london_obs03):
+    """obs03's 22:40 on its London clock came after obs01's 23:15 on its Madrid one (21:40 and 21:15 UTC): posted
+    again in the order of the camera clocks' text, the channel's late posts were out of order."""
+    bot_api.fail_status = 500
+    post(detection(telegram=True))                                                      # 21:15 UTC
+    post(detection("obs03", "20260916224000", telegram=True), KEYS["obs03"])           # 21:40 UTC
+    bot_api.fail_status = None
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == [
+        "detections/20260916/obs01_20260916231507.json", "detections/20260916/obs03_20260916224000.json"]
 
 
 def test_only_posts_that_were_sent_are_edited_and_a_failed_edit_changes_nothing(root, bot_api, caplog):
