@@ -74,6 +74,7 @@ class Section:
     started: str = ""
     ended: str = ""
     report: passes.PassReport | None = None
+    reported: bool = True       # False: configured, but neither a detection nor a log of this night came from it
 
     @property
     def detections(self) -> int:
@@ -209,7 +210,8 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
         result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
                               group_consecutive(own, zone=zone), total if type(total) is int else None,
                               _text(on_clock(start.get("processed") or start.get("received"), zone)),
-                              _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id]))
+                              _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id],
+                              bool(own) or obs_id in logs))
     return result
 
 

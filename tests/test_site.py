@@ -173,6 +173,24 @@ def test_a_meteor_seen_from_a_camera_on_another_clock_says_which(night, monkeypa
     assert html.count("local time (") == 3                 # the other cards, and clocks that read alike: as before
 
 
+def test_an_observatory_that_did_not_report_is_not_shown_as_a_quiet_night(env, tmp_path):
+    """obs02 is configured but sent nothing this night (its client down): its section said "0 detections" and "No
+    detections this night", as for a clear night watched to the end. It now says it did not report; obs03, which
+    watched the night and found nothing, still says no detections."""
+    ingest(detection("obs01", frame("231507"), 0.97))
+    ingest(payload.build_log("start", "obs03", folder=NIGHT), "obs03")
+    ingest(payload.build_log("end", "obs03", total=1440, folder=NIGHT), "obs03")
+    WEBSITE({"day": NIGHT}, None)
+    html = (tmp_path / "store" / f"{NIGHT}.html").read_text()
+    obs02 = html[html.index('id="obs-obs02"'):html.index('id="obs-obs03"')]
+    obs03 = html[html.index('id="obs-obs03"'):]
+    assert "Did not report this night" in obs02 and "No detections this night" not in obs02
+    assert "No detections this night" in obs03 and "Did not report" not in obs03
+    summary = html[html.index('class="summary"'):html.index('id="obs-obs01"')]
+    assert summary.count("did not report this night") == 1 and "1,440 frames processed" in summary
+    assert "3 observatories (1 did not report)" in html
+
+
 def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
     root = tmp_path / "store"
     for day in ("20260914", "20260915", "20260916", "20260915"):        # a past night rebuilt last
