@@ -80,10 +80,11 @@ def telegram_length(text: str) -> int:
 
 def log_text(record: dict) -> str:
     """What the channel shows for a start/end log."""
-    night = f" night {record['folder']}" if record.get("folder") else ""
+    folder = record.get("folder") or ""
+    night = f", night of {folder[:4]}-{folder[4:6]}-{folder[6:]}" if len(folder) == 8 else ""
     if record["log"] == "start":
-        return f"🔭 {record['obs_id']}: detection started ({night.strip() or 'new night'})"
-    return f"🌅 {record['obs_id']}: detection ended{night}, {record['total']:,} frames processed"
+        return f"🔭 {record['obs_id']}: detection started{night}"
+    return f"🌅 {record['obs_id']}: detection ended{night}: {record['total']:,} frames processed"
 
 
 def _bot(channel: Channel):

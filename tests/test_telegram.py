@@ -316,7 +316,7 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json", "logs/20260916/obs02_end.json"]
     assert [call["fields"]["text"] for call in bot_api.calls[-1:]] == [
-        "🌅 obs02: detection ended night 20260916, 1,440 frames processed"]
+        "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed"]
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
     assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
@@ -424,8 +424,8 @@ def test_start_and_end_logs_post_messages(root, bot_api):
     post(payload.build_log("start", "obs02", folder="20260916"), key=KEYS["obs02"])
     post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
     assert [(c["method"], c["fields"]["chat_id"], c["fields"]["text"]) for c in bot_api.calls] == [
-        ("sendMessage", "@gualta_meteors", "🔭 obs02: detection started (night 20260916)"),
-        ("sendMessage", "@gualta_meteors", "🌅 obs02: detection ended night 20260916, 1,440 frames processed")]
+        ("sendMessage", "@gualta_meteors", "🔭 obs02: detection started, night of 2026-09-16"),
+        ("sendMessage", "@gualta_meteors", "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed")]
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
 
 
