@@ -242,7 +242,8 @@ def warn_unknown(values: dict, config_file: Path) -> None:
 OTHER_ENV = {"GUALTA_STORE", "GUALTA_SITE_TIME", "GUALTA_OBSERVATORIES", "GUALTA_TIMEZONE", "GUALTA_API_KEYS",
              "GUALTA_API_KEYS_PARAM", "GUALTA_S3_ENDPOINT", "GUALTA_N2YO_KEY", "GUALTA_N2YO_KEY_PARAM",
              "GUALTA_TELEGRAM_CHAT", "GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM", "GUALTA_TELEGRAM_API",
-             "GUALTA_SITE_URL", "GUALTA_TLE_FILE"}        # the service's variables (and GUALTA_NB_*, the notebooks')
+             "GUALTA_TELEGRAM_NIGHT_POSTS", "GUALTA_SITE_URL",
+             "GUALTA_TLE_FILE"}        # the service's variables (and GUALTA_NB_*, the notebooks')
 
 
 def warn_misspelt_env(env) -> None:

@@ -192,12 +192,21 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
     detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
     edit their posts to name it too — the post and its edits wait out flood control for FLOOD_WAIT_BUDGET_S in all.
-    Return the record's telegram_status."""
+    An observatory's detections past the night's limit (`telegram_post.night_posts`; counted among `stored`) are not
+    posted: the first of them posts one message saying so. Return the record's telegram_status."""
     night, obs_id, frame_id = detection
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
-    if record.get("telegram") is True:
+    limit = telegram_post.night_posts(env)
+    earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame != frame_id)
+    if record.get("telegram") is True and limit and earlier >= limit:     # the channel has had this night's share
+        if earlier == limit and channel is not None:
+            telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
+                                                                                               frame_id)))
+        record["telegram_status"] = f"not posted: over {limit} this night"
+        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+    elif record.get("telegram") is True:
         caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
                                                   *seen_also(obs_id, stamp, others, zone_of))
         posted = telegram_post.post(channel, caption, jpeg, deadline)

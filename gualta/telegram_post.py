@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 FLOOD_WAIT_BUDGET_S = 10.0        # the longest one report's post and edits wait out flood control, all together
                                   # (the ingest Lambda has 30 s)
 MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
+NIGHT_POSTS = 50                  # detections an observatory posts in a night by default (GUALTA_TELEGRAM_NIGHT_POSTS)
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -44,6 +45,25 @@ def channel_from_env(env) -> Channel | None:
     if not token:
         return None
     return Channel(token=token, chat_id=chat, base_url=env.get("GUALTA_TELEGRAM_API") or None)
+
+
+def night_posts(env) -> int:
+    """How many detections one observatory may post in a night (GUALTA_TELEGRAM_NIGHT_POSTS; 0: no limit): a sky
+    the classifier misreads all night — rain on the dome, a flickering light — would otherwise fill the channel. An
+    unreadable value leaves the default (logged: a setting never blocks storing a detection)."""
+    text = env.get("GUALTA_TELEGRAM_NIGHT_POSTS", "").strip()
+    if not text:
+        return NIGHT_POSTS
+    if not text.isdigit():
+        log.warning("GUALTA_TELEGRAM_NIGHT_POSTS=%r is not a whole number: %d a night", text[:20], NIGHT_POSTS)
+        return NIGHT_POSTS
+    return int(text)
+
+
+def over_limit_text(obs_id: str, limit: int, page_url: str | None) -> str:
+    """The one message that says an observatory's posts stop for the night."""
+    where = f": {page_url}" if page_url else ""
+    return f"🔕 {obs_id}: more than {limit} detections this night; the rest are only on the night's page{where}"
 
 
 def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[str, str]] = (),

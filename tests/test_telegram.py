@@ -415,6 +415,42 @@ def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_ap
     assert "Also seen" not in bot_api.calls[0]["fields"]["caption"]
 
 
+def test_an_observatory_posts_a_limited_number_of_detections_a_night(root, bot_api, monkeypatch):
+    """A sky the classifier misreads all night (300 detections on a cloudy night were 300 posts) fills the channel:
+    past the night's limit an observatory's detections are stored and shown on the page but not posted; the first of
+    them says so once. Other observatories and other nights keep their own count; the morning job posts none of them
+    again."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "2")
+    for stamp in ("20260916231507", "20260916231607", "20260916231707", "20260916231807"):
+        post(detection(frame_id=stamp, telegram=True))
+    post(detection("obs02", "20260916231900", telegram=True), KEYS["obs02"])
+    post(detection(frame_id="20260917231507", telegram=True))                         # the next night
+    assert [call["method"] for call in bot_api.calls] == ["sendPhoto", "sendPhoto", "sendMessage", "sendPhoto",
+                                                          "sendPhoto"]
+    assert bot_api.sent("sendMessage")[0]["text"] == (
+        "🔕 obs01: more than 2 detections this night; the rest are only on the night's page: "
+        "https://meteors.example.org/20260916.html#obs01_20260916231707")
+    assert [stored(root, name=f"obs01_2026091623{m}07")["telegram_status"] for m in ("15", "16", "17", "18")] == [
+        "sent", "sent", "not posted: over 2 this night", "not posted: over 2 this night"]
+    calls = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == calls
+    assert "Telegram: not posted: over 2 this night" in (root / "20260916.html").read_text()
+
+
+@pytest.mark.parametrize("value, limit", [("", 50), ("0", 0), ("120", 120), ("fifty", 50), ("-3", 50)])
+def test_the_night_limit_setting(value, limit, caplog):
+    assert telegram_post.night_posts({"GUALTA_TELEGRAM_NIGHT_POSTS": value}) == limit
+    assert ("not a whole number" in caplog.text) == (limit == 50 and value != "")
+
+
+def test_no_limit_posts_every_detection(root, bot_api, monkeypatch):
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "0")
+    for minute in range(3):
+        post(detection(frame_id=f"202609162{minute + 1}0000", telegram=True))
+    assert [call["method"] for call in bot_api.calls] == ["sendPhoto"] * 3
+
+
 def test_no_post_when_not_asked(root, bot_api):
     assert post(detection(telegram=False))["telegram"] == "not requested"
     assert bot_api.calls == []
