@@ -27,6 +27,7 @@ from gualta import allsky, coincidence, ingest, passes, payload, service_env, st
 log = logging.getLogger(__name__)
 
 GROUP_GAP_S = 60
+LONG_RUN_S = 900                  # a run of detections lasting longer is no satellite or plane crossing the sky
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
@@ -75,6 +76,7 @@ class Section:
     ended: str = ""
     report: passes.PassReport | None = None
     reported: bool = True       # False: configured, but neither a detection nor a log of this night came from it
+    zone: tzinfo = timezone.utc    # its camera's clock
 
     @property
     def detections(self) -> int:
@@ -82,7 +84,22 @@ class Section:
 
     @property
     def possible_satellites(self) -> int:
-        return sum(1 for group in self.groups if len(group) > 1)
+        return sum(1 for group in self.groups if len(group) > 1 and not self.is_long(group))
+
+    @property
+    def long_runs(self) -> int:
+        return sum(1 for group in self.groups if self.is_long(group))
+
+    def seconds(self, group: list[Row]) -> float:
+        """How long a run of detections lasts, as the clock runs."""
+        return coincidence.instant(group[-1].stamp, self.zone) - coincidence.instant(group[0].stamp, self.zone)
+
+    def minutes(self, group: list[Row]) -> int:
+        return round(self.seconds(group) / 60)
+
+    def is_long(self, group: list[Row]) -> bool:
+        """A run longer than LONG_RUN_S: clouds, rain or a light rather than a satellite or a plane."""
+        return self.seconds(group) > LONG_RUN_S
 
     @property
     def seen_elsewhere(self) -> int:
@@ -211,7 +228,7 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
                               group_consecutive(own, zone=zone), total if type(total) is int else None,
                               _text(on_clock(start.get("processed") or start.get("received"), zone)),
                               _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id],
-                              bool(own) or obs_id in logs))
+                              bool(own) or obs_id in logs, zone))
     return result
 
 

@@ -191,6 +191,22 @@ def test_an_observatory_that_did_not_report_is_not_shown_as_a_quiet_night(env, t
     assert "3 observatories (1 did not report)" in html
 
 
+def test_a_run_longer_than_any_crossing_is_not_called_a_satellite(night):
+    """33 detections 30 s apart (a sky misread for a quarter of an hour: clouds, rain on the dome) were grouped as one
+    "possible satellite/plane": no satellite or plane takes that long to cross the sky. Such a run is called a long
+    run; the three frames of obs01's satellite stay a possible satellite."""
+    start = datetime(2026, 9, 17, 1, 0, 0)
+    for i in range(33):
+        ingest(detection("obs02", (start + timedelta(seconds=30 * i)).strftime("%Y%m%d%H%M%S"), 0.9, seed=i), "obs02")
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert html.count("Long run: 33 consecutive detections over 16 minutes") == 1
+    assert html.count("Possible satellite/plane: 3 consecutive detections") == 1
+    summary = html[html.index('class="summary"'):html.index('id="obs-obs01"')]
+    assert "1 possible satellite/plane" in summary and "1 long run" in summary
+    assert summary.count("possible satellite/plane") == 1
+
+
 def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
     root = tmp_path / "store"
     for day in ("20260914", "20260915", "20260916", "20260915"):        # a past night rebuilt last
