@@ -210,13 +210,14 @@ def mark_coincidences(rows: list[Row], zone_of) -> None:
 
 
 def sections(target: store.Store, night: str, env, records: dict | None = None) -> list[Section]:
-    """Every observatory seen this night (detections, logs or configuration), in obs_id order."""
+    """Every observatory seen this night (detections, logs or configuration), in obs_id order (whatever the case)."""
     rows = read_rows(target, night, records)
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
     zone_of = coincidence.zones_from_env(env)
     mark_coincidences(rows, zone_of)
-    obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys())
+    obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys(), key=lambda obs_id: (
+        obs_id.casefold(), obs_id))                                 # as a reader orders names: obs01 before Obs02
     reports = passes.night_passes(obs_ids, night, env)
     result = []
     for obs_id in obs_ids:

@@ -207,6 +207,15 @@ def test_a_run_longer_than_any_crossing_is_not_called_a_satellite(night):
     assert summary.count("possible satellite/plane") == 1
 
 
+def test_observatories_are_in_name_order_whatever_the_case(night, monkeypatch):
+    monkeypatch.setenv("GUALTA_API_KEYS", f"{os.environ['GUALTA_API_KEYS']},Obs015:key-upper-obs-12345")
+    assert INGEST(event(detection("Obs015", frame("224000"), 0.95, seed=11), "key-upper-obs-12345"),
+                  None)["statusCode"] == 200
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert html.index('id="obs-obs01"') < html.index('id="obs-Obs015"') < html.index('id="obs-obs02"')
+
+
 def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
     root = tmp_path / "store"
     for day in ("20260914", "20260915", "20260916", "20260915"):        # a past night rebuilt last
