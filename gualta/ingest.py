@@ -198,15 +198,15 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
-    limit = telegram_post.night_posts(env)
+    asked, limit = record.get("telegram") is True, telegram_post.night_posts(env)
     earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame != frame_id)
-    if record.get("telegram") is True and limit and earlier >= limit:     # the channel has had this night's share
+    if asked and limit and earlier >= limit:                       # the channel has had this night's share
         if earlier == limit and channel is not None:
             telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
                                                                                                frame_id)))
         record["telegram_status"] = f"not posted: over {limit} this night"
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
-    elif record.get("telegram") is True:
+    elif asked:
         caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
                                                   *seen_also(obs_id, stamp, others, zone_of))
         posted = telegram_post.post(channel, caption, jpeg, deadline)
@@ -319,10 +319,9 @@ def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, datetim
     camera's clock, with its zone where that clock reads otherwise than this one ("22:15:10 BST"), and this
     clock's zone (" CEST") when one does, else ''."""
     zone = zone_of(obs_id)
-    named = [(other, at.strftime("%H:%M:%S") + coincidence.zone_label(at, zone_of(other), zone))
-             for other, _, at in others]
-    differs = any(coincidence.zone_label(at, zone_of(other), zone) for other, _, at in others)
-    return named, stamp.replace(tzinfo=zone).strftime(" %Z") if differs else ""
+    labels = [coincidence.zone_label(at, zone_of(other), zone) for other, _, at in others]
+    named = [(other, at.strftime("%H:%M:%S") + label) for (other, _, at), label in zip(others, labels)]
+    return named, stamp.replace(tzinfo=zone).strftime(" %Z") if any(labels) else ""
 
 
 def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str,

@@ -95,6 +95,7 @@ class Section:
         return coincidence.instant(group[-1].stamp, self.zone) - coincidence.instant(group[0].stamp, self.zone)
 
     def minutes(self, group: list[Row]) -> int:
+        """How long a run of detections lasts, in whole minutes."""
         return round(self.seconds(group) / 60)
 
     def is_long(self, group: list[Row]) -> bool:
@@ -281,9 +282,9 @@ def flags_shown(parts: list[Section]) -> list[tuple[str, str]]:
 
 def render_day(night: str, parts: list[Section], earlier: list[str], later: list[str], generated: datetime) -> str:
     """The HTML of a night's page."""
-    return environment().get_template("day.html").render(flags=flags_shown(parts),
+    return environment().get_template("day.html").render(
         night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
-        generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(), flags=flags_shown(parts),
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
