@@ -198,7 +198,8 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
-    asked, limit = record.get("telegram") is True, telegram_post.night_posts(env)
+    asked = record.get("telegram") is True
+    limit = telegram_post.night_posts(env) if asked else 0
     earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame != frame_id)
     if asked and limit and earlier >= limit:                       # the channel has had this night's share
         if earlier == limit and channel is not None:
