@@ -10,6 +10,7 @@ per night), so a restart neither rescores nor re-reports.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -117,6 +118,7 @@ def retry_delay(attempts: int) -> float:
 
 SET_UP_PATIENCE_S = 30.0      # how long opening an outbox waits out another connection setting the same file up
 KEEP_DAYS = 30                # sent reports and the watcher's rows are kept this long (pending ones for ever)
+STALE_PART_S = 600            # a model download's .part nothing has written to for this long was cut short
 
 
 class Outbox:
@@ -450,6 +452,7 @@ def install_model(base: str, destination: Path, meta: dict, timeout: float) -> N
     """Download the published file beside `destination`, check it against `meta`, move it into place and write
     the metadata beside it; nothing half-written is left."""
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_cut_short(destination)
     handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".part", dir=destination.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -463,6 +466,18 @@ def install_model(base: str, destination: Path, meta: dict, timeout: float) -> N
     finally:
         Path(temporary).unlink(missing_ok=True)
     metadata_path(destination).write_text(json.dumps(meta, indent=2))
+
+
+def remove_cut_short(destination: Path) -> None:
+    """Delete the downloads of `destination` that a power cut or a kill left (<name>.*.part, up to a model's size
+    each): those nothing has written to for STALE_PART_S — a download under way writes all the time."""
+    for part in destination.parent.glob(f"{glob.escape(destination.name)}.*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+                log.info("removed %s, a model download cut short", part.name)
+        except OSError as exc:              # gone meanwhile, or not ours to remove: the download goes on
+            log.debug("cannot remove %s: %s", part, exc)
 
 
 def installed_mode(destination: Path) -> int:

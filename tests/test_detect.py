@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 import requests
 from PIL import Image
 
-from gualta import allsky, detect
+from gualta import allsky, detect, report
 from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
 from gualta.server import ChildServer
@@ -686,6 +687,29 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         assert not target.exists() and not list(target.parent.glob("*.part"))
     with pytest.raises(ClientError, match="could not be downloaded: cannot reach"):
         detect.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
+
+
+def test_downloads_cut_short_are_removed_by_the_next_one(tiny_model, tmp_path):
+    """A power cut or a kill -9 during a model download left its .part (up to 44 MB) beside the model for good, one
+    more each time: the next download removes those nothing has written to for STALE_PART_S, and leaves one another
+    run is writing now."""
+    store, target = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
+    publish(store, tiny_model, version=3)
+    target.parent.mkdir()
+    stale = [target.with_name(f"guAlta.update.onnx.{name}.part") for name in ("k3x9a1", "p0wr2c")]
+    for part in stale:
+        part.write_bytes(b"\0" * 1000)
+        old = time.time() - report.STALE_PART_S - 60
+        os.utime(part, (old, old))
+    live = target.with_name("guAlta.update.onnx.w7r1te.part")
+    live.write_bytes(b"\0" * 1000)
+    other = target.with_name("other.onnx.k3x9a1.part")                  # another model's: not this download's
+    other.write_bytes(b"")
+    os.utime(other, (0, 0))
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        detect.open_model(settings(tmp_path, target, url=child.url))
+    assert target.read_bytes() == tiny_model.read_bytes()
+    assert sorted(path.name for path in target.parent.glob("*.part")) == [live.name, other.name]
 
 
 JANUARY, FEBRUARY, MARCH, APRIL = (f"2026-{month:02d}-01T00:00:00+00:00" for month in (1, 2, 3, 4))
