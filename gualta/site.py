@@ -288,16 +288,18 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
-def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None) -> dict:
+def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None,
+              coming: tuple[str, ...] = ()) -> dict:
     """Write night's page (and index.html if it is the latest that has begun: a page asked for tomorrow's night would
     show an empty night there, last night's page built after it no longer the latest) and what it was made from;
     return a summary.
-    `records`: detection records read already ({key: record}), not read again."""
+    `records`: detection records read already ({key: record}), not read again; `coming`: nights whose pages are
+    being built with it (linked as if they had one already)."""
     check_night(night)
     now = now or datetime.now(timezone.utc)
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
     parts = sections(target, night, env, records)
-    known = sorted(set(page_nights(target)) | {night})
+    known = sorted(set(page_nights(target)) | {night} | set(coming))
     later = [n for n in known if n > night]
     html = render_day(night, parts, [n for n in known if n < night], later, now.astimezone(service_env.timezone(env)))
     data = html.encode("utf-8")
@@ -341,7 +343,7 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[s
     stale, refreshed = stale_nights(target, night, late), []
     try:
         for earlier in stale:
-            refreshed.append(build_day(target, earlier, env, now)["night"])
+            refreshed.append(build_day(target, earlier, env, now, coming=tuple(stale))["night"])
     except Exception:
         for marked in sorted(set(late) & set(stale) - set(refreshed)):
             target.put(store.late_key(marked), b"")

@@ -315,6 +315,25 @@ def test_reports_delivered_after_a_long_outage_reach_their_pages(env, tmp_path):
     assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
 
 
+def test_pages_rebuilt_together_after_an_outage_each_link_to_the_next(env, tmp_path):
+    """Eleven nights reported on the morning the service came back are built together, oldest first: each page
+    linked "next" to the night the service came back — the later ones had no page yet — and kept that link for good
+    past the refresh window (a reader going forward skipped ten nights). Each now links to the night after it."""
+    root, schedule = tmp_path / "store", {"source": "gualta.schedule"}
+    for day in (2, 3):
+        site.handle(schedule, os.environ, nine_am(day))                         # the pages of the 1st and the 2nd
+    back = datetime(2026, 9, 15, 6, 30, tzinfo=timezone.utc)
+    for day in range(3, 14):
+        fid = f"202609{day:02d}231507"
+        assert ingest_module.handle(event(detection("obs02", fid), KEYS["obs02"]), os.environ, back)["statusCode"] \
+            == 200
+    assert site.handle(schedule, os.environ, nine_am(15))["night"] == "20260914"
+    for day in range(1, 14):
+        night, following = f"202609{day:02d}", f"202609{day + 1:02d}"
+        assert json.loads((root / "pages" / f"{night}.json").read_text())["next"] == [following], night
+        assert f'<a href="{following}.html">' in (root / f"{night}.html").read_text()
+
+
 def test_a_late_page_that_could_not_be_rebuilt_stays_marked(env, tmp_path, monkeypatch):
     root = tmp_path / "store"
     site.handle({"day": "20260905"}, os.environ, nine_am(6))
