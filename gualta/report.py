@@ -118,6 +118,9 @@ def retry_delay(attempts: int) -> float:
 
 SET_UP_PATIENCE_S = 30.0      # how long opening an outbox waits out another connection setting the same file up
 KEEP_DAYS = 30                # sent reports and the watcher's rows are kept this long (pending ones for ever)
+WAL_LIMIT_BYTES = 4 * 1024 * 1024     # the write-ahead log is cut back to this after a checkpoint (else it keeps its
+                                      # largest size: a month's backlog forgotten, tens of MB)
+RECLAIM_MIN_BYTES = 4 * 1024 * 1024   # free space worth giving back to the disk (VACUUM) once it is most of the file
 STALE_PART_S = 600            # a model download's .part nothing has written to for this long was cut short
 
 
@@ -141,6 +144,7 @@ class Outbox:
             try:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
                 had_closed = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'closed'").fetchone()
                 self.db.executescript(SCHEMA)
                 if not had_closed:          # an outbox from before nights were recorded closed: all but the last were
@@ -235,7 +239,23 @@ class Outbox:
         if sent or frames:
             log.info("outbox %s: forgot %d reports delivered over %d days ago and %d frames of nights before",
                      self.path, sent, keep_days, frames)
+            self._give_back_space()
         return sent + frames
+
+    def _give_back_space(self) -> None:
+        """Shrink the file (VACUUM) once most of it is free pages worth RECLAIM_MIN_BYTES: what an outage's backlog
+        took stays taken otherwise. Skipped (tried again next time) while another connection holds the file."""
+        free, pages, size = (self.db.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("freelist_count", "page_count", "page_size"))
+        if free * 2 < pages or free * size < RECLAIM_MIN_BYTES:
+            return
+        try:
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.info("outbox %s: space not given back yet (%s)", self.path, exc)
+            return
+        log.info("outbox %s: gave back %.1f MB to the disk", self.path, free * size / 1e6)
 
     def pending(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

@@ -71,6 +71,25 @@ def test_the_outbox_forgets_what_was_delivered_long_ago_and_never_what_is_pendin
         assert outbox.put("old-sent", {"key": "old-sent"}) is True      # forgotten: a re-run would send it again
 
 
+def test_forgetting_an_outage_backlog_gives_its_disk_space_back(tmp_path):
+    """A three-week outage queues hundreds of reports (31 kB each); delivered and forgotten a month later, the file
+    kept its size and the write-ahead log grew as large again (SQLite zeroes freed pages through it), 40 MB on the Pi
+    until the watcher restarted. The file is now shrunk and the log cut back, with the sender's connection open."""
+    day, now = 86400, time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as watcher, Outbox(path) as sender:
+        for i in range(400):
+            watcher.put(f"detection/obs01/{i}", {"img": f"{i:05d}" * 6000})
+        for item in sender.due(limit=400):
+            sender.mark(item, report.Outcome("sent"), now - 40 * day)
+        assert path.stat().st_size > 10_000_000
+        assert watcher.forget_old(now) == 400
+        wal = path.with_name(path.name + "-wal")
+        assert path.stat().st_size < 1_000_000
+        assert not wal.exists() or wal.stat().st_size <= report.WAL_LIMIT_BYTES
+        assert sender.put("detection/obs01/new", {"a": 1}) is True and len(watcher.due()) == 1    # both still work
+
+
 def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path):
     """A flush sent the night's end log (total 39) while a batch run queued its newer one (total 59) under the same
     key: the row was marked sent by id, and the newer log was never delivered."""
