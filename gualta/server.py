@@ -377,7 +377,8 @@ def configure(store_location: str | Path, observatories: dict | None = None) -> 
 
 
 def make_store_folder() -> None:
-    """Create the configured store's folder (an S3 store has none); StoreError if it cannot be made."""
+    """Create the configured store's folder (an S3 store has none), and clear what writes cut short left in it;
+    StoreError if it cannot be made."""
     location = os.environ["GUALTA_STORE"]
     if location.startswith("s3://"):
         return
@@ -386,6 +387,9 @@ def make_store_folder() -> None:
     except OSError as exc:
         reason = "a file is there" if isinstance(exc, FileExistsError) else exc.strerror or exc
         raise store.StoreError(f"store folder {location} cannot be made: {reason}") from exc
+    removed = store.LocalStore(location).remove_leftovers()
+    if removed:
+        log.info("store %s: removed %d temporary files left by writes a stop cut short", location, removed)
 
 
 def build_page(store_location: str | Path, day: str | None = None, observatories: dict | None = None) -> dict:

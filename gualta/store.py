@@ -198,6 +198,17 @@ class LocalStore:
     def _error(self, key: str, exc: OSError, doing: str = "write") -> StoreError:
         return StoreError(f"cannot {doing} {key} in {self.root}: {exc.strerror or exc}")
 
+    def remove_leftovers(self, older_than_s: float = STALE_CLAIM_S) -> int:
+        """Delete the temporary files of writes a kill or a power cut stopped (.tmp-*, never listed as keys), those
+        over older_than_s old (a write under way takes a moment); return how many went."""
+        removed = 0
+        for temp in self.root.rglob(".tmp-*"):
+            with contextlib.suppress(OSError):          # gone meanwhile: nothing to do
+                if temp.is_file() and time.time() - temp.stat().st_mtime > older_than_s:
+                    temp.unlink()
+                    removed += 1
+        return removed
+
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
         """Keys starting with prefix (a folder prefix ends with '/'); with recursive=False only that level's files."""
         folder = self.root / prefix.rpartition("/")[0] if prefix else self.root
