@@ -260,7 +260,8 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             if out_of_time(deadline, night, budget_s):
                 return reposted
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
+            text = telegram_post.log_text(record, detections_of(target, night, record.get("obs_id")))
+            record["telegram_status"] = telegram_post.post(channel, text).status
             store.write_json(target, key, record)
             if record["telegram_status"] != "sent":
                 return reposted
@@ -312,6 +313,15 @@ def night_detections(target: store.Store, night: str) -> list[tuple[str, str, da
     except store.StoreError as exc:
         log.warning("cannot look for coincidences in night %s: %s", night, exc)
         return []
+
+
+def detections_of(target: store.Store, night: str, obs_id: str) -> int | None:
+    """How many detections of the night the store holds from obs_id; None if it cannot be listed (logged)."""
+    try:
+        return sum(1 for found, _, _ in coincidence.stored_detections(target, night) if found == obs_id)
+    except store.StoreError as exc:
+        log.warning("cannot count night %s's detections: %s", night, exc)
+        return None
 
 
 def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, datetime]],
@@ -370,7 +380,9 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
     record["telegram_status"] = "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
-    record["telegram_status"] = telegram_post.post(channel, telegram_post.log_text(record)).status
+    counted = item.log == "end" and channel is not None
+    text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)
+    record["telegram_status"] = telegram_post.post(channel, text).status
     store.write_json(target, key, record)
     mark_if_late(target, night, env, now)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

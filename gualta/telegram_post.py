@@ -98,13 +98,15 @@ def telegram_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def log_text(record: dict) -> str:
-    """What the channel shows for a start/end log."""
+def log_text(record: dict, detections: int | None = None) -> str:
+    """What the channel shows for a start/end log; `detections`: how many of the observatory's detections of the
+    night the service holds (an end log comes after them)."""
     folder = record.get("folder") or ""
     night = f", night of {folder[:4]}-{folder[4:6]}-{folder[6:]}" if len(folder) == 8 else ""
     if record["log"] == "start":
         return f"🔭 {record['obs_id']}: detection started{night}"
-    return f"🌅 {record['obs_id']}: detection ended{night}: {record['total']:,} frames processed"
+    found = "" if detections is None else f", {detections:,} detection{'' if detections == 1 else 's'}"
+    return f"🌅 {record['obs_id']}: detection ended{night}: {record['total']:,} frames processed{found}"
 
 
 def _bot(channel: Channel):

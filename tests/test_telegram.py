@@ -316,7 +316,7 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json", "logs/20260916/obs02_end.json"]
     assert [call["fields"]["text"] for call in bot_api.calls[-1:]] == [
-        "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed"]
+        "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed, 0 detections"]
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
     assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
@@ -457,11 +457,16 @@ def test_no_post_when_not_asked(root, bot_api):
 
 
 def test_start_and_end_logs_post_messages(root, bot_api):
+    """The end of a night says how many detections the observatory reported (they come before its end log)."""
     post(payload.build_log("start", "obs02", folder="20260916"), key=KEYS["obs02"])
+    for stamp in ("20260916221500", "20260917031000"):
+        post(detection("obs02", stamp, telegram=False), KEYS["obs02"])
+    post(detection(telegram=False))                                                     # obs01's: not counted
     post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
     assert [(c["method"], c["fields"]["chat_id"], c["fields"]["text"]) for c in bot_api.calls] == [
         ("sendMessage", "@gualta_meteors", "🔭 obs02: detection started, night of 2026-09-16"),
-        ("sendMessage", "@gualta_meteors", "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed")]
+        ("sendMessage", "@gualta_meteors",
+         "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed, 2 detections")]
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
 
 
