@@ -192,16 +192,17 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
     detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
     edit their posts to name it too — the post and its edits wait out flood control for FLOOD_WAIT_BUDGET_S in all.
-    An observatory's detections past the night's limit (`telegram_post.night_posts`; counted among `stored`) are not
-    posted: the first of them posts one message saying so. Return the record's telegram_status."""
+    Only an observatory's first detections of the night (`telegram_post.night_posts`, in its camera's time order
+    among `stored`: the same answer whatever the order they arrive in, a failed post's too) are posted; the first
+    after them posts one message saying so instead. Return the record's telegram_status."""
     night, obs_id, frame_id = detection
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
     asked = record.get("telegram") is True
     limit = telegram_post.night_posts(env) if asked else 0
-    earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame != frame_id)
-    if asked and limit and earlier >= limit:                       # the channel has had this night's share
+    earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame < frame_id)
+    if asked and limit and earlier >= limit:                       # past the night's share: its first `limit`
         if earlier == limit and channel is not None:
             telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
                                                                                                frame_id)))
@@ -249,8 +250,11 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
                 log.warning("cannot post %s again: its image is missing", key)
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            if announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored) != "sent":
+            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored)
+            if status.startswith("failed"):
                 return reposted
+            if status != "sent":                # past the night's limit now that its earlier detections came in
+                continue
             log.info("posted %s late", key)
             reposted.append(key)
         for key in sorted(key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")):

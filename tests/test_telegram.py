@@ -438,6 +438,27 @@ def test_an_observatory_posts_a_limited_number_of_detections_a_night(root, bot_a
     assert "Telegram: not posted: over 2 this night" in (root / "20260916.html").read_text()
 
 
+def test_a_failed_post_within_the_limit_is_posted_in_the_morning(root, bot_api, monkeypatch):
+    """The limit counted every stored detection, failed posts too: obs01's first detection, its post failed, took a
+    place without being posted, was refused again in the morning (and posted the notice a second time), and that
+    refusal stopped the morning's reposting, so obs02's failed post was never made. The limit is now the night's
+    first detections in camera time, whether or not their post has been made yet."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "2")
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260916221507", telegram=True))                         # obs01 #1: failed
+    post(detection("obs02", "20260916221900", telegram=True), KEYS["obs02"])           # failed
+    bot_api.fail_status = None
+    post(detection(frame_id="20260916231607", telegram=True))                         # obs01 #2: posted
+    post(detection(frame_id="20260916231707", telegram=True))                         # obs01 #3: over, says so
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916221507.json",
+                                   "detections/20260916/obs02_20260916221900.json"]
+    assert [stored(root, name=f"obs01_{stamp}")["telegram_status"]
+            for stamp in ("20260916221507", "20260916231607", "20260916231707")] == [
+        "sent", "sent", "not posted: over 2 this night"]
+    assert len(bot_api.sent("sendMessage")) == 1
+
+
 @pytest.mark.parametrize("value, limit", [("", 50), ("0", 0), ("120", 120), ("fifty", 50), ("-3", 50)])
 def test_the_night_limit_setting(value, limit, caplog):
     assert telegram_post.night_posts({"GUALTA_TELEGRAM_NIGHT_POSTS": value}) == limit
