@@ -121,6 +121,8 @@ KEEP_DAYS = 30                # sent reports and the watcher's rows are kept thi
 WAL_LIMIT_BYTES = 4 * 1024 * 1024     # the write-ahead log is cut back to this after a checkpoint (else it keeps its
                                       # largest size: a month's backlog forgotten, tens of MB)
 RECLAIM_MIN_BYTES = 4 * 1024 * 1024   # free space worth giving back to the disk (VACUUM) once it is most of the file
+GIVE_BACK_PATIENCE_MS = 1000          # how long giving it back waits for another connection
+BUSY_TIMEOUT_S = 30                   # how long a write waits for another connection's
 STALE_PART_S = 600            # a model download's .part nothing has written to for this long was cut short
 
 
@@ -131,7 +133,8 @@ class Outbox:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                      check_same_thread=False)
             self._set_up()
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"outbox {self.path} cannot be opened: {exc}") from None
@@ -244,18 +247,25 @@ class Outbox:
 
     def _give_back_space(self) -> None:
         """Shrink the file (VACUUM) once most of it is free pages worth RECLAIM_MIN_BYTES: what an outage's backlog
-        took stays taken otherwise. Skipped (tried again next time) while another connection holds the file."""
+        took stays taken otherwise. Another connection in the middle of something is waited for a second at most
+        (the watcher's night start must not stall): the file then shrinks at a later checkpoint, or next time."""
         free, pages, size = (self.db.execute(f"PRAGMA {name}").fetchone()[0]
                              for name in ("freelist_count", "page_count", "page_size"))
         if free * 2 < pages or free * size < RECLAIM_MIN_BYTES:
             return
+        self.db.execute(f"PRAGMA busy_timeout={GIVE_BACK_PATIENCE_MS}")
         try:
             self.db.execute("VACUUM")
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as exc:
-            log.info("outbox %s: space not given back yet (%s)", self.path, exc)
-            return
-        log.info("outbox %s: gave back %.1f MB to the disk", self.path, free * size / 1e6)
+            busy = exc
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        if busy:
+            log.info("outbox %s: %.1f MB not given back yet, another connection is using it", self.path,
+                     free * size / 1e6)
+        else:
+            log.info("outbox %s: gave back %.1f MB to the disk", self.path, free * size / 1e6)
 
     def pending(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -88,6 +89,34 @@ def test_forgetting_an_outage_backlog_gives_its_disk_space_back(tmp_path):
         assert path.stat().st_size < 1_000_000
         assert not wal.exists() or wal.stat().st_size <= report.WAL_LIMIT_BYTES
         assert sender.put("detection/obs01/new", {"a": 1}) is True and len(watcher.due()) == 1    # both still work
+
+
+def test_giving_space_back_waits_for_no_one(tmp_path, caplog):
+    """A third connection in the middle of a read (a database browser left open on the outbox) held the checkpoint
+    for the 30 s busy timeout, at the watcher's night start, and the space was said to be given back when it was not.
+    It waits a second at most and says the space is not given back yet; the file shrinks at the first checkpoint once
+    the reader is done."""
+    day, now = 86400, time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as watcher:
+        for i in range(400):
+            watcher.put(f"detection/obs01/{i}", {"img": f"{i:05d}" * 6000})
+        for item in watcher.due(limit=400):
+            watcher.mark(item, report.Outcome("sent"), now - 40 * day)
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        caplog.set_level(logging.INFO)
+        started = time.monotonic()
+        assert watcher.forget_old(now) == 400
+        assert time.monotonic() - started < report.BUSY_TIMEOUT_S / 2
+        assert "not given back yet" in caplog.text and "gave back" not in caplog.text
+        reader.close()
+        watcher.put("detection/obs01/again", {"a": 1})
+        watcher.mark(watcher.due()[0], report.Outcome("sent"), now - 40 * day)
+        assert watcher.forget_old(now) == 1
+        assert path.stat().st_size < 1_000_000                              # at the first checkpoint after it
+        assert path.with_name(path.name + "-wal").stat().st_size <= report.WAL_LIMIT_BYTES
 
 
 def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path):
