@@ -48,7 +48,7 @@ class Row:
     telegram_status: str = ""
     iss: bool = False
     seen_also: list["Row"] = field(default_factory=list)    # other observatories' detections of the same moment
-    zone: str = ""              # its clock's zone, shown when a clock of one of those reads otherwise ("CEST")
+    clock: tzinfo = timezone.utc                            # its camera clock's zone
 
     @property
     def anchor(self) -> str:
@@ -58,6 +58,16 @@ class Row:
     def tag(self) -> str:
         """The flag as the page names it (payload.FLAG_MEANINGS; an unknown flag as it is)."""
         return payload.FLAG_MEANINGS[self.flag][1] if self.flag in payload.FLAG_MEANINGS else self.flag
+
+    @property
+    def zone(self) -> str:
+        """Its clock's zone ("CEST") when the clock of a detection it is linked to reads otherwise, else ''."""
+        differs = any(coincidence.zone_label(self.stamp, self.clock, other.clock) for other in self.seen_also)
+        return self.stamp.replace(tzinfo=self.clock).strftime("%Z") if differs else ""
+
+    def time_of(self, other: "Row") -> str:
+        """A linked detection's time on its own clock, naming its zone where this one's reads otherwise."""
+        return other.stamp.strftime("%H:%M:%S") + coincidence.zone_label(other.stamp, other.clock, self.clock)
 
     @property
     def held_back(self) -> bool:
@@ -196,8 +206,9 @@ def mark_iss(rows: list[Row], report: passes.PassReport, zone: tzinfo) -> None:
 
 def mark_coincidences(rows: list[Row], zone_of) -> None:
     """Link each detection to the other observatories' detections of the same moment (`coincidence.together`)."""
-    moments = sorted(((coincidence.instant(row.stamp, zone_of(row.obs_id)), row) for row in rows),
-                     key=lambda moment: moment[0])
+    for row in rows:
+        row.clock = zone_of(row.obs_id)
+    moments = sorted(((coincidence.instant(row.stamp, row.clock), row) for row in rows), key=lambda moment: moment[0])
     for i, (when, row) in enumerate(moments):
         for later, other in moments[i + 1:]:
             if later - when > coincidence.WINDOW_S:
@@ -205,9 +216,6 @@ def mark_coincidences(rows: list[Row], zone_of) -> None:
             if coincidence.together((row.obs_id, row.stamp), (other.obs_id, other.stamp), zone_of):
                 row.seen_also.append(other)
                 other.seen_also.append(row)
-                if coincidence.zone_label(row.stamp, zone_of(row.obs_id), zone_of(other.obs_id)):
-                    row.zone, other.zone = (found.stamp.replace(tzinfo=zone_of(found.obs_id)).strftime("%Z")
-                                            for found in (row, other))
 
 
 def sections(target: store.Store, night: str, env, records: dict | None = None) -> list[Section]:
