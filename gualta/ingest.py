@@ -203,7 +203,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     limit = telegram_post.night_posts(env) if asked else 0
     earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame < frame_id)
     if asked and limit and earlier >= limit:                       # past the night's share: its first `limit`
-        if earlier == limit and channel is not None:
+        if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
             telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
                                                                                                frame_id)))
         record["telegram_status"] = f"not posted: over {limit} this night"
@@ -222,6 +222,17 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
             if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
                 break
     return record["telegram_status"]
+
+
+def first_over_limit(target: store.Store, night: str, obs_id: str, limit: int, frame_id: str) -> bool:
+    """Whether this is the observatory's first detection of the night past the limit to be announced: its mark is
+    created now, once whatever the order detections arrive in (one that cannot be written: logged, no message)."""
+    try:
+        return target.create(store.limit_notice_key(night, obs_id),
+                             json.dumps({"limit": limit, "first": frame_id}).encode())
+    except store.StoreError as exc:
+        log.warning("night %s: cannot mark %s's posts stopped, no message sent: %s", night, obs_id, exc)
+        return False
 
 
 def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S,

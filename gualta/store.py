@@ -77,6 +77,12 @@ def page_inputs_key(night: str) -> str:
     return f"pages/{night}.json"
 
 
+def limit_notice_key(night: str, obs_id: str) -> str:
+    """The mark of the one message that says an observatory's Telegram posts stopped for the night (a log key no
+    log kind has: read_logs passes it by)."""
+    return f"logs/{night}/{obs_id}_limit.json"
+
+
 def late_key(night: str) -> str:
     """The mark the ingest leaves on a night that received a detection or log after it ended (its page, if any, is
     out of date and may be older than the scheduled build's refresh window); the scheduled build takes it off."""

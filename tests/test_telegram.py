@@ -459,6 +459,25 @@ def test_a_failed_post_within_the_limit_is_posted_in_the_morning(root, bot_api, 
     assert len(bot_api.sent("sendMessage")) == 1
 
 
+def test_the_limit_message_is_posted_once_whatever_the_order_reports_arrive_in(root, bot_api, monkeypatch):
+    """A retried report often arrives after later ones: with limit 2, C failed, D said the posts stopped, B came late,
+    and in the morning C, posted again, found itself past the limit too and said so a second time."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "2")
+    a, b, c, d = (f"2026091623{minute}07" for minute in ("15", "16", "17", "18"))
+    post(detection(frame_id=a, telegram=True))
+    bot_api.fail_status = 500
+    post(detection(frame_id=c, telegram=True))
+    bot_api.fail_status = None
+    post(detection(frame_id=d, telegram=True))
+    post(detection(frame_id=b, telegram=True))
+    site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert [stored(root, name=f"obs01_{stamp}")["telegram_status"] for stamp in (a, b, c, d)] == [
+        "sent", "sent", "not posted: over 2 this night", "not posted: over 2 this night"]
+    assert len(bot_api.sent("sendMessage")) == 1
+    assert json.loads((root / "logs" / "20260916" / "obs01_limit.json").read_text()) == {"limit": 2, "first": d}
+    assert "obs01_limit" not in (root / "20260916.html").read_text()
+
+
 @pytest.mark.parametrize("value, limit", [("", 50), ("0", 0), ("120", 120), ("fifty", 50), ("-3", 50)])
 def test_the_night_limit_setting(value, limit, caplog):
     assert telegram_post.night_posts({"GUALTA_TELEGRAM_NIGHT_POSTS": value}) == limit
