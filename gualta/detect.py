@@ -32,7 +32,7 @@ from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.payload import MODEL, PayloadError, build_detection, build_log
-from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_colour, resize_area, side_by_side,
+from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_frame, resize_area, side_by_side,
                                washed_out_share)
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
                            download_model, file_sha256, installed_mode, latest_model_info, log_key,
@@ -82,7 +82,8 @@ class FrameResult:
     note: str = ""
     diff: np.ndarray | None = field(default=None, repr=False)      # 400×400 difference image
     thumb: np.ndarray | None = field(default=None, repr=False)     # 224×224 gray frame, for the report image
-    frame_size: tuple[int, int] | None = None                      # width, height
+    frame_size: tuple[int, int] | None = None                      # width, height, as read (`scale`)
+    scale: float = 1.0                                             # the file's pixels per pixel read
     label: str = ""
     flag: str = ""
     detection: bool = False
@@ -121,8 +122,8 @@ class FrameResult:
         return self._faint_lines
 
     def row(self) -> dict:
-        """Its scores CSV row."""
-        x1, y1, x2, y2 = self.streak or ("",) * 4
+        """Its scores CSV row (the streak in the file's pixels)."""
+        x1, y1, x2, y2 = [round(value * self.scale) for value in self.streak] if self.streak else [""] * 4
         return {"file": self.file.name, "score": "" if self.score is None else f"{self.score:.6f}",
                 "label": self.label, "detection": int(self.detection), "flag": self.flag,
                 "previous": self.previous.name if self.previous else "", "x1": x1, "y1": y1, "x2": x2, "y2": y2,
@@ -161,7 +162,7 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     diff = resize_area(binary)
     model_input = diff if kind == "diff" else resize_area(current)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
-                         frame_size=(current.shape[1], current.shape[0]),
+                         frame_size=(current.shape[1], current.shape[0]), scale=frames.scale(pair.current),
                          bright=fireball.bright_streak(current, previous),
                          washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE)
     return result, model_input, (current, previous)
@@ -195,7 +196,7 @@ def streak_pieces(result: FrameResult, current: np.ndarray, previous: np.ndarray
     if not any(wingtips.worth_reading(piece) for piece in found):
         return found
     try:
-        return wingtips.marked(found, read_colour(result.file), read_colour(result.previous))
+        return wingtips.marked(found, read_frame(result.file, colour=True), read_frame(result.previous, colour=True))
     except BadFrame as exc:
         log.warning("%s: wingtip lights not read: %s", result.file.name, exc)
         return found

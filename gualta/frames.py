@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from gualta import allsky
-from gualta.preprocess import BadFrame, read_gray
+from gualta.preprocess import BadFrame, read_gray, to_reference_scale
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class NightFrames:
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
+        self._widths: dict[int, int] = {}                             # decoded frames: the file's width in pixels
         self._flat: dict[int, bool] = {}                              # decoded frames: `looks_flat`
 
     def append(self, frame: Path) -> None:
@@ -79,6 +80,13 @@ class NightFrames:
     def image(self, frame: Path) -> np.ndarray | None:
         """The frame in 8-bit gray, or None if it cannot be decoded or is blank (`bad_reason`)."""
         return self._image(self._position[frame])
+
+    def scale(self, frame: Path) -> float:
+        """The frame file's pixels per pixel of its image here: above 1 for a large camera's frame, read at the
+        reference scale (`preprocess.to_reference_scale`)."""
+        i = self._position[frame]
+        shape = self._shapes.get(i)
+        return self._widths[i] / shape[1] if shape and i in self._widths else 1.0
 
     def bad_reason(self, frame: Path) -> str:
         """Why a frame's image cannot be used ('' if it can)."""
@@ -124,10 +132,12 @@ class NightFrames:
         return image
 
     def _picture(self, i: int) -> np.ndarray | None:
-        """Frame i decoded to gray as it is (None if it cannot be decoded), not yet judged blank or repeated."""
+        """Frame i decoded to gray at the reference scale (None if it cannot be decoded), not yet judged blank or
+        repeated."""
         if i not in self._pictures:
             try:
-                self._pictures[i] = read_gray(self.frames[i])
+                image = read_gray(self.frames[i])
+                self._widths[i], self._pictures[i] = image.shape[1], to_reference_scale(image)
             except BadFrame as exc:
                 self._pictures[i], self._decode_errors[i] = None, str(exc)
         return self._pictures[i]

@@ -19,6 +19,8 @@ TRAIN_SIZE = 400         # v4 side length, the labelling and training input
 THESIS_SIZE = 224        # v1–v3 side length
 SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
 SATURATED_DN = 250       # a frame pixel at this level or above is saturated: nothing on it can brighten
+REFERENCE_WIDTH = 1304  # the camera every pixel size of the checks was set for (AllSky's ASI224, 1304×976)
+LARGE_WIDTH = 1630       # a frame wider than this (1.25 × the reference) is read shrunk to REFERENCE_WIDTH
 VERSIONS = ("v1", "v2", "v3", "v4")
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
@@ -36,6 +38,23 @@ def read_gray(path: str | Path) -> np.ndarray:
 def read_colour(path: str | Path) -> np.ndarray:
     """Decode a JPEG to 8-bit BGR (OpenCV's order); raise BadFrame as read_gray does."""
     return read_image(path, cv2.IMREAD_COLOR)
+
+
+def read_frame(path: str | Path, colour: bool = False) -> np.ndarray:
+    """A camera frame as the client and the dataset builder read it: 8-bit gray (or BGR), at the checks' scale —
+    a frame wider than LARGE_WIDTH (a Pi HQ camera's 4056×3040, an ASI178's 3096×2080) shrunk with INTER_AREA to
+    REFERENCE_WIDTH wide, its aspect kept: at full size a meteor's streak is too wide for the streak check, a bright
+    one passes for a fireball, and twelve megapixels take twice the memory. Raise BadFrame as read_image does."""
+    return to_reference_scale(read_colour(path) if colour else read_gray(path))
+
+
+def to_reference_scale(image: np.ndarray) -> np.ndarray:
+    """An image wider than LARGE_WIDTH shrunk to REFERENCE_WIDTH wide (INTER_AREA, aspect kept); others as they
+    are."""
+    height, width = image.shape[:2]
+    if width <= LARGE_WIDTH:
+        return image
+    return cv2.resize(image, (REFERENCE_WIDTH, round(height * REFERENCE_WIDTH / width)), interpolation=cv2.INTER_AREA)
 
 
 def unfinished(head: bytes, tail: bytes) -> str:

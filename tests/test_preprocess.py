@@ -330,3 +330,15 @@ def test_read_gray_missing_file(tmp_path):
         read_gray(path)
     assert reason(info, path).startswith("cannot read")
     assert "No such file" in reason(info, path)
+
+
+@pytest.mark.parametrize("width, height, read", [(4056, 3040, (977, 1304)), (4608, 2592, (734, 1304)),
+                                                 (1600, 1200, (1200, 1600)), (1304, 976, (976, 1304))])
+def test_large_frames_are_read_at_the_reference_scale(tmp_path, width, height, read):
+    """Only a frame wider than 1.25 × the 1304 px reference is shrunk (aspect kept); gray and colour alike."""
+    path = tmp_path / "image-20211110220000.jpg"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 60, (height, width, 3), dtype=np.uint8))
+    assert preprocess.read_frame(path).shape == read
+    assert preprocess.read_frame(path, colour=True).shape == (*read, 3)
+    if read == (height, width):
+        assert np.array_equal(preprocess.read_frame(path), preprocess.read_gray(path))
