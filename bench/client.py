@@ -32,7 +32,7 @@ from gualta.export import quantize_onnx  # noqa: E402
 from gualta.model import CLASSES, PREPROCESSING, load_model, preprocess  # noqa: E402
 from gualta.fireball import bright_streak  # noqa: E402
 from gualta.streak import pieces, smoothed_brightening, with_light_curves  # noqa: E402
-from gualta.preprocess import difference_image, read_colour, read_gray  # noqa: E402
+from gualta.preprocess import difference_image, read_frame  # noqa: E402
 
 ARCHS = ("resnet34", "resnet18")
 SHIPPED_MODEL = ROOT / "models" / "guAlta.onnx"
@@ -95,7 +95,7 @@ def decode_rate(frames: list[Path]) -> float:
     """Frames/s of plain grayscale JPEG decoding (one thread)."""
     started = time.perf_counter()
     for frame in frames:
-        read_gray(frame)
+        read_frame(frame)
     return len(frames) / (time.perf_counter() - started)
 
 
@@ -108,7 +108,7 @@ def model_rate(model, inputs: list) -> float:
 
 def gray_pairs(frames: list[Path]) -> list[tuple]:
     """(current, previous) decoded gray frames of each pair of consecutive frames."""
-    images = [read_gray(frame) for frame in frames]
+    images = [read_frame(frame) for frame in frames]
     return list(zip(images[1:], images))
 
 
@@ -131,7 +131,7 @@ def wingtip_reading(frames: list[Path], found: list[list]) -> tuple[int, float]:
     plane's wingtip lights, and the median milliseconds of reading them (two colour decodes and `wingtips.marked`, as
     `gualta.detect.streak_pieces` does); 0.0 if none."""
     def read(current: Path, previous: Path, its: list) -> None:
-        wingtips.marked(its, read_colour(current), read_colour(previous))
+        wingtips.marked(its, read_frame(current, colour=True), read_frame(previous, colour=True))
 
     calls = [(current, previous, its) for current, previous, its in zip(frames[1:], frames, found)
              if any(wingtips.worth_reading(piece) for piece in its)]
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         night = args.night or simulated_night(scratch / "nights", args.frames)
         frames = allsky.list_frames(night)
         settings = load_settings(overrides={"threads": args.threads})
-        print(f"night {night.name}: {len(frames)} frames {read_gray(frames[0]).shape[::-1]}, model input {size}, "
+        print(f"night {night.name}: {len(frames)} frames {read_frame(frames[0]).shape[::-1]}, model input {size}, "
               f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
         floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
         print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")

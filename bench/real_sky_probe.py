@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from gualta.model import load_model  # noqa: E402
 from gualta import wingtips  # noqa: E402
-from gualta.preprocess import difference_image, read_colour, read_gray, to_gray  # noqa: E402
+from gualta.preprocess import difference_image, read_frame, to_gray  # noqa: E402
 from gualta.streak import pieces  # noqa: E402
 
 AMPLITUDES_DN = (0, 8, 15, 30, 60)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model.name}; noise σ {args.noise} DN; median p(meteor) of {args.repeats} pairs per cell")
     print(f"{'frame':44s} {'streak DN':>9s} " + " ".join(f"{length:>6d}px" for length in LENGTHS_PX))
     for frame in args.frames:
-        table = probe(model, read_gray(frame).astype(np.float32), args.noise, args.repeats, rng)
+        table = probe(model, read_frame(frame).astype(np.float32), args.noise, args.repeats, rng)
         for amplitude in AMPLITUDES_DN:
             label = "none" if amplitude == 0 else f"+{amplitude}"
             cells = " ".join(f"{table[amplitude, length]:8.2f}" for length in LENGTHS_PX)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
           f"streaks)")
     print(f"{'frame':44s} {'streak DN':>9s} " + " ".join(f"{length:>6d}px" for length in STREAK_LENGTHS_PX))
     for frame in args.frames:
-        table = probe_streak_check(read_gray(frame).astype(np.float32), args.noise, args.repeats, rng)
+        table = probe_streak_check(read_frame(frame).astype(np.float32), args.noise, args.repeats, rng)
         for row in ("none", "shifted", *AMPLITUDES_DN[1:]):
             label = row if isinstance(row, str) else f"+{row}"
             cells = " ".join(f"{table[row, length]:8.2f}" for length in STREAK_LENGTHS_PX)
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwingtip lights: share of {args.repeats} colour pairs with a white +60 DN streak marked; the photograph's "
           f"own trails marked")
     for frame in args.frames:
-        share, marked, read = probe_wingtips(read_colour(frame).astype(np.float32), args.noise, args.repeats, rng)
+        share, marked, read = probe_wingtips(read_frame(frame, colour=True).astype(np.float32), args.noise,
+                                             args.repeats, rng)
         print(f"{frame.name[:44]:44s} {share:8.2f}   own trails: {marked} of {read} pieces worth reading marked")
     return 0
 

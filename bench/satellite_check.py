@@ -76,10 +76,10 @@ def night_outcomes(night: Path, results: list, decider: Decider) -> list[dict]:
 
 def visible(result, row: pd.Series) -> bool:
     """Whether the check found the event's own trail: a trail whose middle is within VISIBLE_PX of the ground
-    truth's (in 400×400 model-input pixels)."""
+    truth's (in 400×400 model-input pixels; the truth is in the file's pixels, `frame_size` as the frame was read)."""
     if not result.trails or pd.isna(row["x1"]) or not result.frame_size:
         return False
-    width, height = result.frame_size
+    width, height = (side * result.scale for side in result.frame_size)
     middle = np.array([(row["x1"] + row["x2"]) / 2 * 400 / width, (row["y1"] + row["y2"]) / 2 * 400 / height])
     return min(np.linalg.norm(trail.ends.mean(axis=0) - middle) for trail in result.trails) <= VISIBLE_PX
 

@@ -53,7 +53,8 @@ class NightFrames:
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
-        self._widths: dict[int, int] = {}                             # decoded frames: the file's width in pixels
+        self._file_shapes: dict[int, tuple[int, ...]] = {}            # decoded frames: the file's own size
+        self._scales: dict[int, float] = {}                           # ...its pixels per pixel read
         self._flat: dict[int, bool] = {}                              # decoded frames: `looks_flat`
 
     def append(self, frame: Path) -> None:
@@ -84,9 +85,7 @@ class NightFrames:
     def scale(self, frame: Path) -> float:
         """The frame file's pixels per pixel of its image here: above 1 for a large camera's frame, read at the
         reference scale (`preprocess.to_reference_scale`)."""
-        i = self._position[frame]
-        shape = self._shapes.get(i)
-        return self._widths[i] / shape[1] if shape and i in self._widths else 1.0
+        return self._scales.get(self._position[frame], 1.0)
 
     def bad_reason(self, frame: Path) -> str:
         """Why a frame's image cannot be used ('' if it can)."""
@@ -128,7 +127,7 @@ class NightFrames:
             name, first = self.frames[i].name, self.frames[original].name
             return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
                                   f"{name}: the same picture as {first} (camera frozen): skipped")
-        self._images[i], self._shapes[i] = image, image.shape
+        self._images[i], self._shapes[i] = image, self._file_shapes[i]      # sizes compared as the camera's
         return image
 
     def _picture(self, i: int) -> np.ndarray | None:
@@ -137,7 +136,9 @@ class NightFrames:
         if i not in self._pictures:
             try:
                 image = read_gray(self.frames[i])
-                self._widths[i], self._pictures[i] = image.shape[1], to_reference_scale(image)
+                self._pictures[i] = to_reference_scale(image)
+                self._file_shapes[i] = image.shape
+                self._scales[i] = image.shape[1] / self._pictures[i].shape[1]
             except BadFrame as exc:
                 self._pictures[i], self._decode_errors[i] = None, str(exc)
         return self._pictures[i]

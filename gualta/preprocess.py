@@ -19,8 +19,8 @@ TRAIN_SIZE = 400         # v4 side length, the labelling and training input
 THESIS_SIZE = 224        # v1–v3 side length
 SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
 SATURATED_DN = 250       # a frame pixel at this level or above is saturated: nothing on it can brighten
-REFERENCE_WIDTH = 1304  # the camera every pixel size of the checks was set for (AllSky's ASI224, 1304×976)
-LARGE_WIDTH = 1630       # a frame wider than this (1.25 × the reference) is read shrunk to REFERENCE_WIDTH
+REFERENCE_SIDE = 1304   # the camera every pixel size of the checks was set for (AllSky's ASI224, 1304×976)
+LARGE_SIDE = 1630        # a frame longer than this (1.25 × the reference) is read shrunk to REFERENCE_SIDE
 VERSIONS = ("v1", "v2", "v3", "v4")
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
@@ -41,20 +41,22 @@ def read_colour(path: str | Path) -> np.ndarray:
 
 
 def read_frame(path: str | Path, colour: bool = False) -> np.ndarray:
-    """A camera frame as the client and the dataset builder read it: 8-bit gray (or BGR), at the checks' scale —
-    a frame wider than LARGE_WIDTH (a Pi HQ camera's 4056×3040, an ASI178's 3096×2080) shrunk with INTER_AREA to
-    REFERENCE_WIDTH wide, its aspect kept: at full size a meteor's streak is too wide for the streak check, a bright
-    one passes for a fireball, and twelve megapixels take twice the memory. Raise BadFrame as read_image does."""
+    """A camera frame as the client and the dataset builder read it: 8-bit gray (or BGR), at the checks' scale
+    (`to_reference_scale`). Raise BadFrame as read_image does."""
     return to_reference_scale(read_colour(path) if colour else read_gray(path))
 
 
 def to_reference_scale(image: np.ndarray) -> np.ndarray:
-    """An image wider than LARGE_WIDTH shrunk to REFERENCE_WIDTH wide (INTER_AREA, aspect kept); others as they
-    are."""
+    """An image whose longer side exceeds LARGE_SIDE (a Pi HQ camera's 4056×3040, an ASI178's 3096×2080, either
+    way up) shrunk with INTER_AREA to REFERENCE_SIDE on that side, its aspect kept; others as they are. At full size a
+    meteor's streak is too wide for the streak check, a bright one passes for a fireball, and twelve megapixels take
+    twice the memory."""
     height, width = image.shape[:2]
-    if width <= LARGE_WIDTH:
+    longer = max(height, width)
+    if longer <= LARGE_SIDE:
         return image
-    return cv2.resize(image, (REFERENCE_WIDTH, round(height * REFERENCE_WIDTH / width)), interpolation=cv2.INTER_AREA)
+    size = (round(width * REFERENCE_SIDE / longer), round(height * REFERENCE_SIDE / longer))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def unfinished(head: bytes, tail: bytes) -> str:

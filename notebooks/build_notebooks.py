@@ -124,7 +124,7 @@ from matplotlib import pyplot as plt
 
 from gualta import allsky
 from gualta.model import load_model, model_input
-from gualta.preprocess import read_gray
+from gualta.preprocess import read_frame
 from gualta.simulate import Rates, simulate_night
 
 model = load_model(MODEL, threads=THREADS)
@@ -134,7 +134,7 @@ if not NIGHT:
                            rates=Rates(meteor=0.1), progress=False)
 night = Path(NIGHT)"""),
         new_code_cell("""pairs = allsky.frame_pairs(allsky.list_frames(night))
-inputs = [model_input(read_gray(p.current), read_gray(p.previous), model.info.kind) for p in pairs]
+inputs = [model_input(read_frame(p.current), read_frame(p.previous), model.info.kind) for p in pairs]
 scores = model.predict(inputs)
 table = pd.DataFrame({"file": [p.current.name for p in pairs], "score": scores, "input": range(len(pairs))})
 table["label"] = np.where(table["score"] >= THRESHOLD, "meteor", "no-meteor")
@@ -149,7 +149,7 @@ if truth_file.is_file():
         new_code_cell("""top = table.sort_values("score", ascending=False).head(4)
 fig, axes = plt.subplots(len(top), 2, figsize=(8, 4 * len(top)), squeeze=False)
 for (ax_frame, ax_input), row in zip(axes, top.itertuples()):
-    ax_frame.imshow(read_gray(night / row.file), cmap="gray")
+    ax_frame.imshow(read_frame(night / row.file), cmap="gray")
     ax_input.imshow(inputs[row.input], cmap="gray")
     ax_frame.set_title(f"{row.file}  score {row.score:.3f}")
     ax_input.set_title(f"model input ({model.info.kind})")

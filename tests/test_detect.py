@@ -720,6 +720,23 @@ def test_a_large_camera_is_decided_as_the_reference_one(client_night, tmp_path):
     assert len(placed) >= 2 and all(np.abs(3 * small - large).max() <= 12 for small, large in placed)
 
 
+def test_a_change_to_a_larger_camera_is_a_change_though_both_read_alike(client_night, tiny_model, tmp_path,
+                                                                          caplog):
+    """1304×976 and 3912×2928 both read as 1304×976: the change went unnoticed and the pair across it was compared.
+    Sizes are compared as the files have them, and said so."""
+    night = tmp_path / "night" / client_night.name
+    shutil.copytree(client_night, night)
+    frames = allsky.list_frames(night)
+    large = large_camera_copy(client_night, tmp_path / "large" / client_night.name, 3)
+    for frame in frames[12:]:
+        shutil.copy(large / frame.name, frame)
+    caplog.set_level(logging.WARNING)
+    _, rows = scores_of(tmp_path, night, tiny_model)
+    skipped = {row["file"] for row in rows if row["flag"] == "skipped"}
+    assert skipped == {frames[0].name, frames[12].name}
+    assert "frame size changed from 1304×976 to 3912×2928" in caplog.text
+
+
 def test_downloads_cut_short_are_removed_by_the_next_one(tiny_model, tmp_path):
     """A power cut or a kill -9 during a model download left its .part (up to 44 MB) beside the model for good, one
     more each time: the next download removes those nothing has written to for STALE_PART_S, and leaves one another

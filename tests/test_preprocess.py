@@ -333,9 +333,11 @@ def test_read_gray_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("width, height, read", [(4056, 3040, (977, 1304)), (4608, 2592, (734, 1304)),
+                                                 (3040, 4056, (1304, 977)), (1520, 2028, (1304, 977)),
                                                  (1600, 1200, (1200, 1600)), (1304, 976, (976, 1304))])
 def test_large_frames_are_read_at_the_reference_scale(tmp_path, width, height, read):
-    """Only a frame wider than 1.25 × the 1304 px reference is shrunk (aspect kept); gray and colour alike."""
+    """Only a frame longer than 1.25 × the 1304 px reference is shrunk (aspect kept), either way up; gray and colour
+    alike."""
     path = tmp_path / "image-20211110220000.jpg"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 60, (height, width, 3), dtype=np.uint8))
     assert preprocess.read_frame(path).shape == read

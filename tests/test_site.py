@@ -239,8 +239,8 @@ def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
     for hour in (0, 3, 5):                     # 02:00 … 07:00: the night of the 16th is still being observed
         assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260915", hour
     assert site.ended_night(madrid_9am.replace(day=16, hour=22), os.environ) == "20260915"     # midnight
-    assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.night_of(
-        datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")) - timedelta(hours=12))
+    assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.ended_night(   # now, whatever the hour
+        datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")))                 # (it was off 00:00–08:00)
 
 
 def test_a_page_scheduled_in_the_afternoon_is_last_nights(env, tmp_path):
