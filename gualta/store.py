@@ -3,6 +3,7 @@
     detections/YYYYMMDD/{obs_id}_{id}.json   detection record (payload without the image, plus service fields)
     imgs/YYYYMMDD/{obs_id}_{id}.jpeg         its 448×224 image (original | processed)
     logs/YYYYMMDD/{obs_id}_{start|end}.json  the night's latest start/end log per observatory
+    logs/YYYYMMDD/{obs_id}_limit.json        its Telegram posts stopped for the night (the one message said so)
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
 
