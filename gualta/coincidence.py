@@ -54,6 +54,12 @@ def zone_label(stamp: datetime, zone: tzinfo, other: tzinfo) -> str:
     return "" if moment.utcoffset() == moment.astimezone(other).utcoffset() else f" {moment.strftime('%Z')}"
 
 
+def zone_named(stamp: datetime, zone: tzinfo, others: list[tzinfo]) -> str:
+    """'CEST': the abbreviation of a camera clock's zone at `stamp`, when a clock in one of the `others` zones reads
+    otherwise then (so the times of a moment seen from several zones can be told apart); '' when all read alike."""
+    return next((label.strip() for other in others if (label := zone_label(stamp, zone, other))), "")
+
+
 def coinciding(detections: list[tuple[str, str, datetime]], obs_id: str, stamp: datetime,
                zone_of) -> list[tuple[str, str, datetime]]:
     """Those of `detections` (obs_id, frame id, camera-clock time) that are of other observatories at the same moment

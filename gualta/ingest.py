@@ -345,9 +345,10 @@ def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, datetim
     camera's clock, with its zone where that clock reads otherwise than this one ("22:15:10 BST"), and this
     clock's zone (" CEST") when one does, else ''."""
     zone = zone_of(obs_id)
-    labels = [coincidence.zone_label(at, zone_of(other), zone) for other, _, at in others]
-    named = [(other, at.strftime("%H:%M:%S") + label) for (other, _, at), label in zip(others, labels)]
-    return named, stamp.replace(tzinfo=zone).strftime(" %Z") if any(labels) else ""
+    named = [(other, at.strftime("%H:%M:%S") + coincidence.zone_label(at, zone_of(other), zone))
+             for other, _, at in others]
+    own = coincidence.zone_named(stamp, zone, [zone_of(other) for other, _, _ in others])
+    return named, f" {own}" if own else ""
 
 
 def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id: str,

@@ -62,8 +62,7 @@ class Row:
     @property
     def zone(self) -> str:
         """Its clock's zone ("CEST") when the clock of a detection it is linked to reads otherwise, else ''."""
-        differs = any(coincidence.zone_label(self.stamp, self.clock, other.clock) for other in self.seen_also)
-        return self.stamp.replace(tzinfo=self.clock).strftime("%Z") if differs else ""
+        return coincidence.zone_named(self.stamp, self.clock, [other.clock for other in self.seen_also])
 
     def time_of(self, other: "Row") -> str:
         """A linked detection's time on its own clock, naming its zone where this one's reads otherwise."""
@@ -86,7 +85,7 @@ class Section:
     ended: str = ""
     report: passes.PassReport | None = None
     reported: bool = True       # False: configured, but neither a detection nor a log of this night came from it
-    zone: tzinfo = timezone.utc    # its camera's clock
+    clock: tzinfo = timezone.utc   # its camera clock's zone
 
     @property
     def detections(self) -> int:
@@ -102,7 +101,7 @@ class Section:
 
     def seconds(self, group: list[Row]) -> float:
         """How long a run of detections lasts, as the clock runs."""
-        return coincidence.instant(group[-1].stamp, self.zone) - coincidence.instant(group[0].stamp, self.zone)
+        return coincidence.instant(group[-1].stamp, self.clock) - coincidence.instant(group[0].stamp, self.clock)
 
     def minutes(self, group: list[Row]) -> int:
         """How long a run of detections lasts, in whole minutes."""
