@@ -187,6 +187,15 @@ class Outbox:
                 self.db.execute("ROLLBACK")
             raise OutboxError(f"outbox {self.path} cannot be written: {exc}") from None
 
+    @contextmanager
+    def _patience(self, milliseconds: int):
+        """Wait this long (not BUSY_TIMEOUT_S) for another connection, for what can be put off to a later time."""
+        self.db.execute(f"PRAGMA busy_timeout={milliseconds}")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+
     def put(self, key: str, payload: dict, replace: bool = False) -> bool:
         """Queue a payload under a key; an existing key is kept (replace: updated and re-sent if it differs).
         Returns True if something new is to be sent."""
@@ -233,12 +242,16 @@ class Outbox:
         Returns how many rows went."""
         now = time.time() if now is None else now
         latest = datetime.strptime(night, "%Y%m%d") if night else datetime.fromtimestamp(now)
-        with self._writing():
-            sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
-                                   (now - keep_days * 86400,)).rowcount
-            before = (latest - timedelta(days=keep_days)).strftime("%Y%m%d")
-            frames = self.db.execute("DELETE FROM frames WHERE night < ?", (before,)).rowcount
-            self.db.execute("DELETE FROM closed WHERE night < ?", (before,))
+        before = (latest - timedelta(days=keep_days)).strftime("%Y%m%d")
+        try:
+            with self._patience(GIVE_BACK_PATIENCE_MS), self._writing():
+                sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
+                                       (now - keep_days * 86400,)).rowcount
+                frames = self.db.execute("DELETE FROM frames WHERE night < ?", (before,)).rowcount
+                self.db.execute("DELETE FROM closed WHERE night < ?", (before,))
+        except OutboxError as exc:      # housekeeping: another connection writing, or a full disk, puts it off
+            log.warning("%s; old rows are forgotten next time", exc)
+            return 0
         if sent or frames:
             log.info("outbox %s: forgot %d reports delivered over %d days ago and %d frames of nights before",
                      self.path, sent, keep_days, frames)
@@ -253,14 +266,12 @@ class Outbox:
                              for name in ("freelist_count", "page_count", "page_size"))
         if free * 2 < pages or free * size < RECLAIM_MIN_BYTES:
             return
-        self.db.execute(f"PRAGMA busy_timeout={GIVE_BACK_PATIENCE_MS}")
         try:
-            self.db.execute("VACUUM")
-            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            with self._patience(GIVE_BACK_PATIENCE_MS):
+                self.db.execute("VACUUM")
+                busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as exc:
             busy = exc
-        finally:
-            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         if busy:
             log.info("outbox %s: %.1f MB not given back yet, another connection is using it", self.path,
                      free * size / 1e6)

@@ -119,6 +119,28 @@ def test_giving_space_back_waits_for_no_one(tmp_path, caplog):
         assert path.with_name(path.name + "-wal").stat().st_size <= report.WAL_LIMIT_BYTES
 
 
+def test_forgetting_behind_a_writer_is_put_off_not_an_error(tmp_path, caplog):
+    """Another connection in the middle of a write (a second batch run queueing its night) held forget_old's DELETE
+    for the 30 s busy timeout, then it raised and the run stopped before scoring a frame. Housekeeping waits a
+    second, says it is put off and forgets the rows next time."""
+    day, now = 86400, time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as outbox:
+        outbox.put("old", {"a": 1})
+        outbox.mark(outbox.due()[0], report.Outcome("sent"), now - 40 * day)
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        caplog.set_level(logging.INFO)
+        started = time.monotonic()
+        assert outbox.forget_old(now) == 0
+        assert time.monotonic() - started < report.BUSY_TIMEOUT_S / 2
+        assert "forgotten next time" in caplog.text
+        writer.execute("ROLLBACK")
+        writer.close()
+        assert outbox.put("new", {"b": 2}) is True                     # its usual patience is back
+        assert outbox.forget_old(now) == 1
+
+
 def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path):
     """A flush sent the night's end log (total 39) while a batch run queued its newer one (total 59) under the same
     key: the row was marked sent by id, and the newer log was never delivered."""
