@@ -69,6 +69,18 @@ class Row:
         return other.stamp.strftime("%H:%M:%S") + coincidence.zone_label(other.stamp, other.clock, self.clock)
 
     @property
+    def telegram(self) -> str:
+        """The Telegram post's outcome as the operator reads it; '' where nothing was to be posted."""
+        status = self.telegram_status
+        if status == "sent":
+            return "posted to Telegram"
+        if status.startswith("failed"):
+            return f"Telegram post failed ({status.partition(':')[2].strip() or 'no reason given'})"
+        if status.startswith("not posted"):
+            return f"not posted to Telegram ({status.partition(':')[2].strip()})"
+        return "not posted to Telegram yet" if status == "pending" else ""
+
+    @property
     def held_back(self) -> bool:
         """Whether the observatory judged it no meteor (a flagged candidate it was asked to report anyway)."""
         return self.flag in payload.NOT_METEOR_FLAGS

@@ -209,6 +209,26 @@ def test_a_run_longer_than_any_crossing_is_not_called_a_satellite(night):
     assert summary.count("possible satellite/plane") == 1
 
 
+def test_each_card_says_what_became_of_its_telegram_post(night):
+    """Cards showed the service's internal status ("Telegram: not requested" on every card of an observatory without
+    a channel, "Telegram: not posted: over 50 this night"). They say what happened to the post, and nothing where
+    none was asked for."""
+    statuses = {frame("212000"): "sent", frame("212030"): "failed: RetryAfter", frame("212100"): "pending",
+                frame("231507"): "not posted: over 50 this night", "20260917031233": "not requested"}
+    for frame_id, status in statuses.items():
+        path = night / "detections" / NIGHT / f"obs01_{frame_id}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "telegram_status": status}))
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    details = {frame_id: html[html.index(f'id="obs01_{frame_id}"'):].split("</article>")[0]
+               for frame_id in statuses}
+    assert "· posted to Telegram" in details[frame("212000")]
+    assert "· Telegram post failed (RetryAfter)" in details[frame("212030")]
+    assert "· not posted to Telegram yet" in details[frame("212100")]
+    assert "· not posted to Telegram (over 50 this night)" in details[frame("231507")]
+    assert "Telegram" not in details["20260917031233"] and "Telegram:" not in html
+
+
 def test_observatories_are_in_name_order_whatever_the_case(night, monkeypatch):
     monkeypatch.setenv("GUALTA_API_KEYS", f"{os.environ['GUALTA_API_KEYS']},Obs015:key-upper-obs-12345")
     assert INGEST(event(detection("Obs015", frame("224000"), 0.95, seed=11), "key-upper-obs-12345"),

@@ -297,7 +297,7 @@ def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, c
                                                                   ["telegram_message_id"]]
     assert "obs02 at 23:15:20" in bot_api.captions[first_id]
     assert stored(root, name="obs01_20260917065930")["telegram_status"] == "pending"   # not taken from its ingest
-    assert "Telegram: sent" in (root / "20260916.html").read_text()
+    assert "posted to Telegram" in (root / "20260916.html").read_text()
 
     calls = len(bot_api.calls)
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
@@ -372,7 +372,7 @@ def test_the_scheduled_job_reads_each_detection_record_once_and_together(root, b
         for frame_id in ("20260916231507", "20260916231600", "20260916232030")}
     assert threads - {threading.main_thread()}                                        # read by a pool
     page = (root / "20260916.html").read_text()
-    assert page.count("Telegram: sent") == 3 and "Telegram: failed" not in page
+    assert page.count("posted to Telegram") == 3 and "Telegram post failed" not in page
 
 
 def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, bot_api, monkeypatch, caplog):
@@ -435,7 +435,7 @@ def test_an_observatory_posts_a_limited_number_of_detections_a_night(root, bot_a
     calls = len(bot_api.calls)
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
     assert len(bot_api.calls) == calls
-    assert "Telegram: not posted: over 2 this night" in (root / "20260916.html").read_text()
+    assert "not posted to Telegram (over 2 this night)" in (root / "20260916.html").read_text()
 
 
 def test_a_failed_post_within_the_limit_is_posted_in_the_morning(root, bot_api, monkeypatch):
