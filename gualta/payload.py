@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from gualta import allsky
 
 MAX_BODY_BYTES = 6 * 1024 * 1024          # the Lambda request limit; larger bodies get 413
-MAX_JPEG_BYTES = 1024 * 1024              # a 448×224 gray JPEG is far smaller even at quality 100
+MAX_JPEG_BYTES = 256 * 1024               # a 448×224 gray JPEG of pure noise is 159 kB at quality 100 (the client: 90)
 IMG_SIZE = (448, 224)                     # width, height: original | processed, 224×224 each
 MAX_TOTAL = 10_000_000                    # frames in one night's end log
 FIRST_YEAR = 2000                         # ids, nights and processed times from this year to next year
@@ -241,6 +241,8 @@ def decode_image(value) -> bytes:
             image.load()
     except PayloadError:
         raise
+    except Image.DecompressionBombError:         # a header declaring billions of pixels
+        raise PayloadError(f"img must be a {IMG_SIZE[0]}x{IMG_SIZE[1]} grayscale JPEG") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise PayloadError("img is not a decodable JPEG") from None
     return data

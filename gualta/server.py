@@ -13,6 +13,10 @@ Routes (``python guAlta.py serve``):
 
 Any other path or method on the API answers 404/405 from the handler; a daily-page thread runs the page handler at
 the scheduled local time. Bodies over 6 MB get 413 before parsing; nothing a client sends produces a 5xx.
+
+A client too slow or too many costs little: an upload's or a page build's API key is checked before its body is read,
+a request not read whole within REQUEST_READ_S is cut off, and beyond MAX_CONNECTIONS connections at once a new one
+gets 503 (the clients' outbox sends again later). On the internet, serve it behind a TLS reverse proxy (README).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "aws_lambda"
 DRAIN_LIMIT = 16 * 1024 * 1024          # after a 413, read at most this much so the client sees the answer
 SOCKET_TIMEOUT_S = 30
+REQUEST_READ_S = 60                     # to send a request's line, headers and body (a 6 MB upload on a slow link)
+MAX_CONNECTIONS = 200                   # connections served at once (a thread each); more are answered 503
+KEY_ROUTES = (ingest.ROUTE, "/site")    # POST routes whose API key is checked before the body is read
 STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
                     r"(models/guAlta_latest_version\.json)|"
                     r"(models/guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)))")
@@ -165,8 +173,16 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return super().handle_expect_100()
 
+    def handle_one_request(self) -> None:
+        """One request, cut off if its line, headers and body are not all read within REQUEST_READ_S."""
+        self.server.watch(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.unwatch(self.connection)
+
     def read_body(self) -> bytes | None:
-        """The request body, or None after answering 411/400/413 for a body it will not take."""
+        """The request body, or None after answering 411/400/413/401 for a body it will not take."""
         length = self.content_length()
         if length is None:
             self.close_connection = True
@@ -181,10 +197,18 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(413, {"error": f"body larger than {payload.MAX_BODY_BYTES} bytes"})
             self.drain(length)
             return None
+        if self.command == "POST" and urlsplit(self.path).path in KEY_ROUTES:
+            owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
+            if owner is None:                # not worth reading (nor holding 6 MB of memory for)
+                self.close_connection = True
+                self.reply(401, {"error": refusal})
+                self.drain(length)
+                return None
         try:
             body = self.rfile.read(length)
-        except OSError:                      # the client stopped sending (socket timeout) or went away
+        except OSError:                      # the client stopped sending (socket timeout, cut off) or went away
             body = b""
+        self.server.unwatch(self.connection)
         if len(body) < length:
             self.close_connection = True
             self.reply(400, {"error": "incomplete body"})
@@ -299,9 +323,86 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    """One thread per connection; a listen backlog that absorbs bursts of clients."""
+    """One thread per connection, at most max_connections at once (more are answered 503); a listen backlog that
+    absorbs bursts of clients; a watcher that cuts off a request not read within read_s (a client sending a byte
+    every few seconds is never caught by the socket timeout)."""
     daemon_threads = True
     request_queue_size = 128
+    max_connections = MAX_CONNECTIONS
+    read_s = REQUEST_READ_S
+
+    def __init__(self, *args, **kwargs):
+        self.busy = 0
+        self.deadlines: dict[socket.socket, float] = {}
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        super().__init__(*args, **kwargs)       # a port in use: server_close, then OSError
+        threading.Thread(target=self.cut_off_slow_requests, name="slow-requests", daemon=True).start()
+
+    def process_request(self, request, client_address) -> None:
+        with self.lock:
+            admitted = self.busy < self.max_connections
+            if admitted:
+                self.busy += 1
+        if not admitted:
+            log.warning("%d connections already: %s answered 503", self.max_connections, client_address[0])
+            refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:                # no thread started: its place is free again
+            self.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        with self.lock:
+            self.busy -= 1
+
+    def watch(self, connection: socket.socket) -> None:
+        with self.lock:
+            self.deadlines[connection] = time.monotonic() + self.read_s
+
+    def unwatch(self, connection: socket.socket) -> None:
+        with self.lock:
+            self.deadlines.pop(connection, None)
+
+    def cut_off_slow_requests(self) -> None:
+        """Shut the connections whose request is still being read after read_s: the reading thread returns."""
+        while not self.closed.wait(min(1.0, self.read_s / 4)):
+            now = time.monotonic()
+            with self.lock:
+                late = [connection for connection, deadline in self.deadlines.items() if deadline < now]
+                for connection in late:
+                    del self.deadlines[connection]
+            for connection in late:
+                log.info("a request not read within %g s was cut off", self.read_s)
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self) -> None:
+        self.closed.set()
+        super().server_close()
+
+
+def refuse_busy(request: socket.socket) -> None:
+    """Answer 503 on a connection that is not served (too many at once), without reading it."""
+    body = json.dumps({"error": "too many connections, retry later"}).encode("ascii")
+    try:
+        request.settimeout(1)
+        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Retry-After: 30\r\nConnection: close\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii") + body)
+    except OSError:
+        pass
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -339,3 +340,82 @@ def test_serve_warns_of_half_configured_telegram():
         "GUALTA_TELEGRAM_TOKEN_PARAM is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram"]
     assert server.check_settings({**env, "GUALTA_TELEGRAM_CHAT": "@night"}) == [
         "GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram"]
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """A server in this process, its limits small: (server, host, port, store folder)."""
+    root = tmp_path / "store"
+    for name, value in service_env(root).items():
+        monkeypatch.setenv(name, value)
+    served = server.make_server("127.0.0.1", 0)
+    served.read_s, served.max_connections = 1.0, 4
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    yield served, *served.server_address[:2], root
+    served.shutdown()
+    served.server_close()
+
+
+def raw(host, port, data: bytes) -> socket.socket:
+    connection = socket.create_connection((host, port), timeout=10)
+    connection.sendall(data)
+    return connection
+
+
+def answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_an_upload_without_a_valid_key_is_refused_before_its_body_is_read(in_process):
+    """The whole body (up to 6 MB) was read before the key was looked at: 200 connections without a key, each
+    declaring 6 MB and sending all but a byte, took 1.2 GB of the server's memory. The 401 comes first."""
+    _, host, port, root = in_process
+    for route in ("/uploadmeteor", "/site"):
+        connection = raw(host, port, f"POST {route} HTTP/1.1\r\nHost: x\r\nx-api-key: wrong-key-123\r\n"
+                                     f"Content-Length: 6000000\r\n\r\n".encode("ascii") + b"{" * 1000)
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()                                   # while the body is still to be sent
+        assert reply.status == 401 and "API key" in json.loads(reply.read())["error"]
+        connection.close()
+    assert snapshot(root) == {}
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_off(in_process):
+    """A client sending a header byte every few seconds kept its connection (and thread) for ever: the 30 s socket
+    timeout restarts with each byte. A request not read within read_s is cut off; others are served meanwhile."""
+    served, host, port, _ = in_process
+    slow = raw(host, port, b"GET /health HTTP/1.1\r\nX-a: ")
+    started = time.monotonic()
+    for _ in range(40):
+        try:
+            slow.sendall(b"a")
+        except OSError:
+            break
+        if select.select([slow], [], [], 0)[0]:        # closed by the server
+            break
+        time.sleep(0.1)
+    assert answer(slow) == b"" and time.monotonic() - started < 3 * served.read_s + 2
+    assert requests.get(f"http://{host}:{port}/health", timeout=10).json() == {"status": "ok"}
+
+
+def test_connections_beyond_the_limit_get_503_and_the_service_recovers(in_process):
+    """Each connection is a thread: a thousand idle ones took every file descriptor and a real client timed out.
+    Beyond max_connections a new one is answered 503 at once (the client's outbox retries); once they go, it is
+    served again."""
+    served, host, port, _ = in_process
+    idle = [raw(host, port, b"GET /health HTTP/1.1\r\n") for _ in range(served.max_connections)]
+    time.sleep(0.2)
+    refused = raw(host, port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = answer(refused)
+    assert reply.startswith(b"HTTP/1.1 503") and b"too many connections" in reply and b"Retry-After: 30" in reply
+    for connection in idle:
+        connection.close()
+    deadline = time.monotonic() + 10
+    while served.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert requests.get(f"http://{host}:{port}/health", timeout=10).json() == {"status": "ok"}
