@@ -169,7 +169,7 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
         return response(200, {"status": "duplicate", "key": json_key})
     log.info("stored detection %s", json_key)
     stored = night_detections(target, item.folder) if channel is not None else []
-    status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored)
+    status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored, now)
     mark_if_late(target, item.folder, env, now)
     return response(200, {"status": "stored", "key": json_key, "telegram": status})
 
@@ -188,13 +188,14 @@ def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
 
 
 def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
-             stored: list[tuple[str, str, datetime]]) -> str:
+             stored: list[tuple[str, str, datetime]], now: datetime) -> str:
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
     detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
     edit their posts to name it too — the post and its edits wait out flood control for FLOOD_WAIT_BUDGET_S in all.
     Only an observatory's first detections of the night (`telegram_post.night_posts`, in its camera's time order
-    among `stored`: the same answer whatever the order they arrive in, a failed post's too) are posted; the first
-    after them posts one message saying so instead. Return the record's telegram_status."""
+    among `stored`, and never more posted whatever the order they arrive in) are posted; the first after them posts
+    one message saying so instead. Detections of a night that ended long before the last one (`too_old_to_post`)
+    are not posted. Return the record's telegram_status."""
     night, obs_id, frame_id = detection
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
@@ -202,7 +203,10 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     asked = record.get("telegram") is True
     limit = telegram_post.night_posts(env) if asked else 0
     earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame < frame_id)
-    if asked and limit and earlier >= limit:                       # past the night's share: its first `limit`
+    if asked and channel is not None and too_old_to_post(night, env, now):
+        record["telegram_status"] = f"not posted: over {telegram_post.within_days(env)} days after the night"
+        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+    elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
         if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
             telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
                                                                                                frame_id)))
@@ -215,6 +219,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
+            target.create(store.post_mark_key(night, obs_id, frame_id), b"")
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         for other_obs, other_frame, at in others:
@@ -222,6 +227,21 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
             if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
                 break
     return record["telegram_status"]
+
+
+def too_old_to_post(night: str, env, now: datetime) -> bool:
+    """Whether a night ended over `telegram_post.within_days` days before the last one did: its reports are stored
+    and paged, not posted."""
+    days = telegram_post.within_days(env)
+    last = allsky.ended_night(now.astimezone(service_env.timezone(env)))
+    return bool(days) and (datetime.strptime(last, "%Y%m%d") - datetime.strptime(night, "%Y%m%d")).days > days
+
+
+def posts_full(target: store.Store, night: str, obs_id: str, limit: int) -> bool:
+    """Whether the observatory has posted `limit` detections of the night already (`store.post_mark_key`), whatever
+    their camera times: reports arriving newest first are posted no more than in order. Two reports posted at the
+    same instant may both be the last."""
+    return len(target.keys(store.post_mark_key(night, obs_id, ""))) >= limit
 
 
 def first_over_limit(target: store.Store, night: str, obs_id: str, limit: int, frame_id: str) -> bool:
@@ -261,7 +281,7 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
                 log.warning("cannot post %s again: its image is missing", key)
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored)
+            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now)
             if status.startswith("failed"):
                 return reposted
             if status != "sent":                # past the night's limit now that its earlier detections came in
@@ -393,12 +413,15 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
     if isinstance(previous, dict) and {k: v for k, v in previous.items() if k not in SERVICE_LOG_FIELDS} == record:
         return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
-    record["telegram_status"] = "pending"
+    old = channel is not None and too_old_to_post(night, env, now)
+    record["telegram_status"] = f"not posted: over {telegram_post.within_days(env)} days after the night" if old \
+        else "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
-    counted = item.log == "end" and channel is not None
-    text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)
-    record["telegram_status"] = telegram_post.post(channel, text).status
-    store.write_json(target, key, record)
+    if not old:
+        counted = item.log == "end" and channel is not None
+        text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)
+        record["telegram_status"] = telegram_post.post(channel, text).status
+        store.write_json(target, key, record)
     mark_if_late(target, night, env, now)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

@@ -32,6 +32,7 @@ ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass 
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
 REFRESH_NIGHTS = 7                # a scheduled build brings this many earlier nights' pages up to date
+LATE_PER_BUILD = 60               # late-marked nights a scheduled build brings up to date (the rest at the next)
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -353,20 +354,18 @@ def stale_nights(target: store.Store, night: str, late: list[str]) -> list[str]:
 
 
 def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[str]:
-    """Rebuild the pages out of date before `night` (`stale_nights`); return their nights. The late marks looked at
-    are taken off first (a report stored meanwhile marks its night again), and put back on those whose page could
-    not be rebuilt."""
-    late = [n for n in store.late_nights(target) if n < night]
-    for marked in late:
-        target.delete(store.late_key(marked))
+    """Rebuild the pages out of date before `night` (`stale_nights`) — of the nights marked late, the latest
+    LATE_PER_BUILD, the rest at the next build — and return their nights. A late mark is taken off once its page is
+    up to date, so a build cut off (the Lambda's time up) leaves the nights it did not reach marked, and a report
+    stored during its page's build keeps it marked."""
+    late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
     stale, refreshed = stale_nights(target, night, late), []
-    try:
-        for earlier in stale:
-            refreshed.append(build_day(target, earlier, env, now, coming=tuple(stale))["night"])
-    except Exception:
-        for marked in sorted(set(late) & set(stale) - set(refreshed)):
-            target.put(store.late_key(marked), b"")
-        raise
+    for marked in sorted(set(late) - set(stale)):                  # up to date already
+        target.delete(store.late_key(marked))
+    for earlier in stale:
+        refreshed.append(build_day(target, earlier, env, now, coming=tuple(stale))["night"])
+        if earlier in late and not page_is_stale(target, earlier, page_nights(target)):
+            target.delete(store.late_key(earlier))
     return refreshed
 
 

@@ -84,6 +84,11 @@ def limit_notice_key(night: str, obs_id: str) -> str:
     return f"logs/{night}/{obs_id}_limit.json"
 
 
+def post_mark_key(night: str, obs_id: str, frame_id: str) -> str:
+    """The mark of a detection posted to Telegram, counted by ingest.posts_full (frame_id '': the folder's prefix)."""
+    return f"telegram/{night}/{obs_id}/{frame_id}"
+
+
 def late_key(night: str) -> str:
     """The mark the ingest leaves on a night that received a detection or log after it ended (its page, if any, is
     out of date and may be older than the scheduled build's refresh window); the scheduled build takes it off."""

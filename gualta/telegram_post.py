@@ -19,6 +19,7 @@ FLOOD_WAIT_BUDGET_S = 10.0        # the longest one report's post and edits wait
                                   # (the ingest Lambda has 30 s)
 MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
 NIGHT_POSTS = 50                  # detections an observatory posts in a night by default (GUALTA_TELEGRAM_NIGHT_POSTS)
+WITHIN_DAYS = 7                   # a night ended longer before the last one is not posted (GUALTA_TELEGRAM_WITHIN_DAYS)
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -49,14 +50,25 @@ def channel_from_env(env) -> Channel | None:
 
 def night_posts(env) -> int:
     """How many detections one observatory may post in a night (GUALTA_TELEGRAM_NIGHT_POSTS; 0: no limit): a sky
-    the classifier misreads all night — rain on the dome, a flickering light — would otherwise fill the channel. An
-    unreadable value leaves the default (logged: a setting never blocks storing a detection)."""
-    text = env.get("GUALTA_TELEGRAM_NIGHT_POSTS", "").strip()
+    the classifier misreads all night — rain on the dome, a flickering light — would otherwise fill the channel."""
+    return whole_number(env, "GUALTA_TELEGRAM_NIGHT_POSTS", NIGHT_POSTS)
+
+
+def within_days(env) -> int:
+    """How many days after the last night a night's reports are still posted (GUALTA_TELEGRAM_WITHIN_DAYS; 0: any
+    night): an archive run through the client with uploads would otherwise fill the channel with old nights."""
+    return whole_number(env, "GUALTA_TELEGRAM_WITHIN_DAYS", WITHIN_DAYS)
+
+
+def whole_number(env, name: str, default: int) -> int:
+    """A setting that is a whole number; an unreadable value leaves the default (logged: a setting never blocks
+    storing a report)."""
+    text = env.get(name, "").strip()
     if not text:
-        return NIGHT_POSTS
+        return default
     if not text.isdigit():
-        log.warning("GUALTA_TELEGRAM_NIGHT_POSTS=%r is not a whole number: %d a night", text[:20], NIGHT_POSTS)
-        return NIGHT_POSTS
+        log.warning("%s=%r is not a whole number: %d it is", name, text[:20], default)
+        return default
     return int(text)
 
 

@@ -374,6 +374,37 @@ def test_a_late_page_that_could_not_be_rebuilt_stays_marked(env, tmp_path, monke
     assert store.late_nights(store.LocalStore(root)) == ["20260905"]           # tried again next time
 
 
+def test_a_build_cut_off_or_capped_leaves_the_other_late_nights_marked(env, tmp_path, monkeypatch):
+    """Every late mark was taken off before any page was rebuilt: a build cut off (the Lambda's time up, no Python
+    exception to put them back) lost the marks of the pages it had not reached, for good once they were past the
+    refresh window, and a client's backlog of many nights was all one build's to do. A mark goes once its page is
+    up to date, and a build takes the latest LATE_PER_BUILD marked nights."""
+    root = store.LocalStore(tmp_path / "store")
+    for night in ["2026080" + str(day) for day in range(1, 6)] + [f"202609{day:02d}" for day in range(5, 13)]:
+        site.handle({"day": night}, os.environ, nine_am(14))          # the last 8 fill the refresh window
+    back = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)
+    for i, night in enumerate(("20260801", "20260803", "20260805")):
+        ingest_module.handle(event(detection("obs02", f"{night}231507", seed=i), KEYS["obs02"]), os.environ, back)
+    monkeypatch.setattr(site, "LATE_PER_BUILD", 2)
+    built = site.build_day
+
+    def cut_off(target, night, *args, **kwargs):
+        if night == "20260805":
+            raise SystemExit("the Lambda's time is up")
+        return built(target, night, *args, **kwargs)
+
+    monkeypatch.setattr(site, "build_day", cut_off)
+    with pytest.raises(SystemExit):
+        site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert store.late_nights(root) == ["20260801", "20260805"]    # 20260803 rebuilt; 20260801 past the cap
+    monkeypatch.setattr(site, "build_day", built)
+    refreshed = site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))["refreshed"]
+    assert {"20260801", "20260805"} <= set(refreshed) and "20260803" not in refreshed
+    assert store.late_nights(root) == []
+    for night in ("20260801", "20260803", "20260805"):
+        assert f"obs02_{night}231507" in (tmp_path / "store" / f"{night}.html").read_text()
+
+
 def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):
     """A page asked for tonight's night before it began (allowed: a camera east of the service starts earlier) made
     index.html an empty night, and last night's page built after it was no longer the latest."""

@@ -30,7 +30,8 @@ def root(tmp_path, monkeypatch, bot_api):
     for key in [k for k in os.environ if k.startswith("GUALTA_")]:
         monkeypatch.delenv(key)
     env = service_env(tmp_path / "store", GUALTA_TELEGRAM_TOKEN=TOKEN, GUALTA_TELEGRAM_CHAT="@gualta_meteors",
-                      GUALTA_TELEGRAM_API=bot_api.base_url, GUALTA_SITE_URL="https://meteors.example.org")
+                      GUALTA_TELEGRAM_API=bot_api.base_url, GUALTA_SITE_URL="https://meteors.example.org",
+                      GUALTA_TELEGRAM_WITHIN_DAYS="0")                # the nights below, whatever today is
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return tmp_path / "store"
@@ -556,3 +557,43 @@ def test_unreadable_token_parameter_does_not_block_storing(root, monkeypatch, bo
     answer = post(detection(telegram=True))
     assert (answer["status"], answer["telegram"]) == ("stored", "not configured")
     assert stored(root)["telegram_status"] == "not configured" and bot_api.calls == []
+
+
+def test_reports_arriving_newest_first_are_posted_no_more_than_the_limit(root, bot_api, monkeypatch):
+    """The limit counted only the detections stored before one in camera time: eight reports arriving newest first
+    (a client's backlog sent back to front) each found none earlier and all eight were posted with a limit of 3."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "3")
+    frames = [f"20260916{hour}1507" for hour in ("21", "22", "23")] + [f"20260917{hour}1507" for hour in
+                                                                        ("00", "01", "02", "03", "04")]
+    for frame_id in reversed(frames):
+        post(detection(frame_id=frame_id, folder="20260916", telegram=True))
+    statuses = [stored(root, name=f"obs01_{frame_id}")["telegram_status"] for frame_id in frames]
+    assert statuses.count("sent") == 3 and statuses.count("not posted: over 3 this night") == 5
+    assert len(bot_api.sent("sendPhoto")) == 3 and len(bot_api.sent("sendMessage")) == 1
+    site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert len(bot_api.sent("sendPhoto")) == 3                                # nothing more in the morning
+
+
+def test_reports_of_old_nights_are_stored_but_not_posted(root, bot_api, monkeypatch):
+    """An operator running last year's archive through the client with uploads on posted every night's start and
+    end messages and up to 50 detections a night to the channel. A night that ended over 7 days before the last
+    one (GUALTA_TELEGRAM_WITHIN_DAYS) is stored and paged, not posted; a client back after a week's outage is."""
+    monkeypatch.delenv("GUALTA_TELEGRAM_WITHIN_DAYS")
+    handle = lambda body, now: json.loads(ingest.handle(event(body), os.environ, now)["body"])   # noqa: E731
+    week_later = datetime(2026, 9, 24, 7, 0, tzinfo=timezone.utc)          # 09:00 in Madrid, night 20260923 ended
+    assert handle(detection(telegram=True), week_later)["telegram"] == "sent"
+    eight_days = datetime(2026, 9, 25, 7, 0, tzinfo=timezone.utc)
+    late = detection(frame_id="20260916231607", telegram=True)
+    assert handle(late, eight_days) == {"status": "stored", "key": "detections/20260916/obs01_20260916231607.json",
+                                        "telegram": "not posted: over 7 days after the night"}
+    end = payload.build_log("end", "obs01", total=1440, folder="20260916", processed="2026-09-17T08:00:05+02:00")
+    assert handle(end, eight_days)["telegram"] == "not posted: over 7 days after the night"
+    assert len(bot_api.calls) == 1
+    assert (root / "detections/20260916/obs01_20260916231607.json").exists()
+    monkeypatch.setenv("GUALTA_TELEGRAM_WITHIN_DAYS", "0")                  # any night
+    assert handle(detection(frame_id="20260916231707", telegram=True), eight_days)["telegram"] == "sent"
+
+
+@pytest.mark.parametrize("value, days", [("", 7), ("0", 0), ("30", 30), ("week", 7)])
+def test_the_within_days_setting(value, days):
+    assert telegram_post.within_days({"GUALTA_TELEGRAM_WITHIN_DAYS": value}) == days
