@@ -13,6 +13,7 @@ worker thread while the model scores the current one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -665,14 +666,22 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
 
 
 def client_versions() -> dict[str, str | None]:
-    """The versions of what decides whether a model file loads here: this package and ONNX Runtime."""
-    found = {}
-    for package in ("gualta", "onnxruntime"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
+    """The versions of what decides whether a model file loads here: this package's code (`code_digest`) and ONNX
+    Runtime."""
+    try:
+        runtime = importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:
+        runtime = None
+    return {"gualta": code_digest(), "onnxruntime": runtime}
+
+
+def code_digest() -> str:
+    """A digest of this package's modules: it changes with every upgrade (`git pull`), which the package's version
+    number does not."""
+    digest = hashlib.sha256()
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def takes_update(path: Path, model, meta: dict) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime
 import pytest
 import requests
 from PIL import Image
@@ -937,7 +938,14 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert "model update skipped" not in caplog.text
         note = json.loads((configured.parent / "guAlta.onnx.rejected.json").read_text())
         assert note["version"] == 2 and "cannot load model" in note["reason"]
-        note["client"]["onnxruntime"] = "1.0.0"                          # an upgraded client tries again
+        assert note["client"] == {"gualta": detect.code_digest(), "onnxruntime": onnxruntime.__version__}
+        note["client"]["gualta"] = "0.1.0"            # noted by a client before a `git pull` (same version number)
+        (configured.parent / "guAlta.onnx.rejected.json").write_text(json.dumps(note))
+        assert detect.refreshed_model(config, model) is model
+        assert "model update skipped" in caplog.text                    # an upgraded client tries again
+        caplog.clear()
+        note["client"] = detect.client_versions()
+        note["client"]["onnxruntime"] = "1.0.0"                          # ONNX Runtime upgraded likewise
         (configured.parent / "guAlta.onnx.rejected.json").write_text(json.dumps(note))
         assert detect.refreshed_model(config, model) is model
         assert "model update skipped" in caplog.text
