@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS closed (      -- the nights the watcher closed (at th
 """
 
 
+# An outbox from before nights were recorded closed: all nights but the last one were, and the last one too if its
+# end log was queued (the watcher queued it on closing the night).
+CLOSED_BEFORE_THE_TABLE = """
+INSERT OR IGNORE INTO closed SELECT DISTINCT night FROM frames
+WHERE night < (SELECT MAX(night) FROM frames)
+   OR EXISTS (SELECT 1 FROM outbox WHERE key LIKE 'log/end/%' AND substr(key, -8) = frames.night)
+"""
+
+
 class OutboxError(RuntimeError):
     """The outbox cannot be opened or written (a wrong path, no permission, a full disk)."""
 
@@ -150,9 +159,8 @@ class Outbox:
                 self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
                 had_closed = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'closed'").fetchone()
                 self.db.executescript(SCHEMA)
-                if not had_closed:          # an outbox from before nights were recorded closed: all but the last were
-                    self.db.execute("INSERT OR IGNORE INTO closed SELECT DISTINCT night FROM frames "
-                                    "WHERE night < (SELECT MAX(night) FROM frames)")
+                if not had_closed:
+                    self.db.execute(CLOSED_BEFORE_THE_TABLE)
                 return
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:

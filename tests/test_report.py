@@ -175,6 +175,23 @@ def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed
         assert outbox.closed_nights() == set()
 
 
+def test_an_outbox_from_before_closed_nights_whose_last_night_ended_has_it_closed(tmp_path):
+    """An older watcher closed its last night (its end log queued) and was stopped; upgraded, the watcher took that
+    night up again as left unfinished: a second end-of-night post, and the dawn frames after the window scored."""
+    path = tmp_path / "o.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE frames (night TEXT NOT NULL, file TEXT NOT NULL, row TEXT NOT NULL, "
+                   "PRIMARY KEY (night, file))")
+        db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, body TEXT "
+                   "NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, next_try "
+                   "REAL NOT NULL DEFAULT 0, last_error TEXT, created REAL NOT NULL, done REAL)")
+        db.executemany("INSERT INTO frames VALUES (?, ?, '{}')", [("20261203", "b"), ("20261204", "c")])
+        db.executemany("INSERT INTO outbox (key, body, state, created) VALUES (?, '{}', 'sent', 0)",
+                       [("log/start/obs01/20261204",), ("log/end/obs01_b/20261204",)])
+    with Outbox(path) as outbox:
+        assert outbox.closed_nights() == {"20261203", "20261204"}
+
+
 def test_outboxes_opened_at_once_on_a_new_file_all_open(tmp_path):
     """The watcher and the sender open the same new outbox together; SQLite refuses the WAL switch of one of them at
     once (no busy wait) — about one round in ten before opening tried again."""
