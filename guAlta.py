@@ -7,7 +7,7 @@
     python guAlta.py realtime [--scores DIR] [--no-upload]
     python guAlta.py flush
 
-Every command but demo reads guAltaConfig.py (or --config FILE); every client setting also has a GUALTA_* variable
+Every command but demo reads guAltaConfig.py (else guAltaConfig.example.py; or --config FILE); every client setting also has a GUALTA_* variable
 and a flag (see `python guAlta.py batch --help`); serve and site read guAlta_store (GUALTA_STORE), guAlta_site_time
 (GUALTA_SITE_TIME) and guAlta_observatories.
 """
@@ -157,6 +157,8 @@ def cmd_flush(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gualta.config import CONFIG_HELP
+
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="the whole product on this machine: simulated night → service → "
@@ -174,11 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
     serve.add_argument("--site-at", type=page_time,
                        help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
-    serve.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
+    serve.add_argument("--config", type=Path, help=CONFIG_HELP)
     serve.set_defaults(run=cmd_serve)
     site = commands.add_parser("site", help="build a night's daily page in the store now")
     site.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
-    site.add_argument("--config", type=Path, help="settings file (default: guAltaConfig.py beside guAlta.py)")
+    site.add_argument("--config", type=Path, help=CONFIG_HELP)
     site.add_argument("--day", help="night YYYYMMDD (default: the night that ended last, as the schedule builds it: "
                                 "failed Telegram posts sent again first, out-of-date pages rebuilt)")
     site.set_defaults(run=cmd_site)

@@ -1,6 +1,7 @@
 @echo off
 rem guAlta real-time watcher on Windows (the thesis' deployment): the AllSky Pi's images reached over Samba.
-rem Set guAlta_main_folder in guAltaConfig.py to the share, e.g. r"\\allskypi\allsky\images" (or a mapped drive),
+rem Copy guAltaConfig.example.py to guAltaConfig.py and set guAlta_main_folder there to the share,
+rem e.g. r"\\allskypi\allsky\images" (or a mapped drive),
 rem and the API key with: setx GUALTA_API_KEY "your-key"   (once, then open a new console).
 rem Run by hand, or by the scheduled task in guAlta_realtime_task.xml. Ctrl-C stops it cleanly.
 rem Each night's scores CSV is written to scores\YYYYMMDD.csv when the night ends.

@@ -21,7 +21,9 @@ from gualta.payload import OBS_ID
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "guAltaConfig.py"
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "guAltaConfig.py"            # the operator's (git ignores it)
+EXAMPLE_FILE = DEFAULT_FILE.with_name("guAltaConfig.example.py")                      # the defaults, read without one
+CONFIG_HELP = f"settings file (default: {DEFAULT_FILE.name} beside guAlta.py, else {EXAMPLE_FILE.name})"
 PREFIX = "guAlta_"
 ENV_PREFIX = "GUALTA_"
 SERVICE_KEYS = {"guAlta_store", "guAlta_site_time", "guAlta_observatories"}   # read by `serve`/`site`, not here
@@ -258,11 +260,16 @@ def warn_misspelt_env(env) -> None:
             log.warning("environment %s ignored: not a setting (did you mean %s?)", name, close[0])
 
 
+def default_file() -> Path:
+    """guAltaConfig.py beside guAlta.py, else (none made yet) guAltaConfig.example.py."""
+    return DEFAULT_FILE if DEFAULT_FILE.exists() else EXAMPLE_FILE
+
+
 def load_settings(config_file: str | Path | None = None, env: dict | None = None,
                   overrides: dict | None = None) -> Settings:
-    """Settings from the file (default guAltaConfig.py beside guAlta.py), then env GUALTA_*, then `overrides`
+    """Settings from the file (default `default_file()`), then env GUALTA_*, then `overrides`
     (attribute name → value, None = not given). Raises ConfigError listing every invalid value."""
-    config_file = Path(config_file or DEFAULT_FILE).expanduser().resolve()
+    config_file = Path(config_file or default_file()).expanduser().resolve()
     env = os.environ if env is None else env
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     from_file = read_file(config_file)
@@ -301,8 +308,8 @@ class ServiceSettings:
 
 
 def load_service_settings(config_file: str | Path | None = None, env: dict | None = None) -> ServiceSettings:
-    """Service settings from the file (default guAltaConfig.py), then GUALTA_STORE / GUALTA_SITE_TIME."""
-    config_file = Path(config_file or DEFAULT_FILE).expanduser().resolve()
+    """Service settings from the file (default `default_file()`), then GUALTA_STORE / GUALTA_SITE_TIME."""
+    config_file = Path(config_file or default_file()).expanduser().resolve()
     env = os.environ if env is None else env
     from_file = read_file(config_file)
     warn_unknown(from_file, config_file)
@@ -330,7 +337,7 @@ def load_service_settings(config_file: str | Path | None = None, env: dict | Non
 
 def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """--config FILE and one flag per setting (booleans as --x/--no-x); all default to None (= not given)."""
-    parser.add_argument("--config", type=Path, help=f"settings file (default: {DEFAULT_FILE.name} beside guAlta.py)")
+    parser.add_argument("--config", type=Path, help=CONFIG_HELP)
     group = parser.add_argument_group("settings (override guAltaConfig.py and GUALTA_* environment variables)")
     for setting in SETTINGS:
         if setting.name in skip:

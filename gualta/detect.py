@@ -944,8 +944,8 @@ def names_a_folder(scores: str | Path) -> bool:
 
 
 def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int) -> list[Path]:
-    """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no scores CSV
-    in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
+    """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no whole
+    scores CSV in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
     if days <= 0:
         return []
     if not scores or not names_a_folder(scores):
@@ -953,7 +953,18 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
     latest = resolve_night(settings, None)
     first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
     return [night for night in listing(allsky.night_folders, settings.main_folder)
-            if first <= night.name < latest.name and not scores_file(scores, night.name).exists()]
+            if first <= night.name < latest.name and not scored_whole(scores_file(scores, night.name), night)]
+
+
+def scored_whole(scores: Path, night: Path) -> bool:
+    """Whether a scores CSV has a row for every frame of its night: a CSV under its name is whole since it is written
+    to a .part first, but an older client wrote it under its name row by row, and a run it cut short left it half."""
+    try:
+        with open(scores, newline="", encoding="utf-8") as stream:
+            scored = {row.get("file") for row in csv.DictReader(stream)}
+        return all(frame.name in scored for frame in allsky.list_frames(night))
+    except (OSError, UnicodeDecodeError, csv.Error):       # none, unreadable, or a night that cannot be listed
+        return False
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,

@@ -71,7 +71,7 @@ def tiny_onnx_model(path: Path, scale: float = 60.0, bias: float = -12.0, size: 
 
 
 def settings(tmp_path: Path, model: Path, **overrides):
-    """Client settings for a test: the repository's guAltaConfig.py, no environment, one thread, files in tmp."""
+    """Client settings for a test: the repository's settings file, no environment, one thread, files in tmp."""
     from gualta.config import load_settings
 
     values = {"model": model, "outbox": tmp_path / "outbox.sqlite", "threads": 1, "obs_id": "obs01",

@@ -8,18 +8,39 @@ from pathlib import Path
 
 import pytest
 
-from gualta.config import DEFAULT_FILE, SETTINGS, ConfigError, load_settings
+from gualta import config
+from gualta.config import EXAMPLE_FILE, SETTINGS, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_come_from_the_repository_settings_file():
+def test_defaults_come_from_the_repository_settings_file(monkeypatch):
+    monkeypatch.setattr(config, "DEFAULT_FILE", REPO / "no-guAltaConfig.py")       # none made here yet
     settings = load_settings(env={})
-    assert settings.source == str(DEFAULT_FILE)
+    assert settings.source == str(EXAMPLE_FILE)
     assert (settings.threshold, settings.start_time, settings.end_time) == (0.85, "2000", "0800")
     assert settings.sleep_between_imgs == 10 and settings.enable_telegram is True
     assert settings.model == REPO / "models" / "guAlta.onnx"               # relative to the settings file
     assert settings.satellite_check is True and settings.cloud_check is True and settings.report_flagged is False
+
+
+def test_the_operators_copy_of_the_example_is_read_and_left_alone_by_git(tmp_path, monkeypatch):
+    """guAltaConfig.py was tracked and edited in place, as the thesis has it: `git pull` then refused to upgrade
+    ("Your local changes ... would be overwritten"). The repository ships guAltaConfig.example.py; the operator's
+    copy, guAltaConfig.py, is read when it exists and git ignores it."""
+    mine = tmp_path / "guAltaConfig.py"
+    monkeypatch.setattr(config, "DEFAULT_FILE", mine)
+    assert load_settings(env={}).source == str(EXAMPLE_FILE)
+    mine.write_text(EXAMPLE_FILE.read_text().replace('guAlta_obs_id = "obs01"', 'guAlta_obs_id = "roof-02"'))
+    settings = load_settings(env={})
+    assert settings.source == str(mine) and settings.obs_id == "roof-02"
+    assert config.load_service_settings(env={}).source == str(mine)
+    if (REPO / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "guAltaConfig.py"], cwd=REPO, capture_output=True, text=True)
+        assert ignored.stdout.strip() == "guAltaConfig.py"
+        tracked = subprocess.run(["git", "ls-files", "guAltaConfig.py", "guAltaConfig.example.py"], cwd=REPO,
+                                 capture_output=True, text=True)
+        assert tracked.stdout.split() == ["guAltaConfig.example.py"]
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkeypatch):

@@ -173,12 +173,15 @@ def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tm
 
 def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_night, tiny_model, tmp_path):
     """The machine was off, or a morning run failed: `--catch-up DAYS` scores the nights of the DAYS before the latest
-    that have no CSV in the scores folder, oldest first, then the latest as usual."""
+    that have no whole CSV in the scores folder, oldest first, then the latest as usual. A CSV an older client left
+    half written under its name (it wrote no .part) was taken for a night scored, and the rest never reported."""
     root, scores = tmp_path / "images", tmp_path / "scores"
     for night in ("20211101", "20211107", "20211108", "20211109", "20211110"):
         shutil.copytree(client_night, root / night)
     scores.mkdir()
-    (scores / "20211107.csv").write_text("scored already\n")
+    frames = [frame.name for frame in allsky.list_frames(client_night)]
+    (scores / "20211107.csv").write_text("file,score\n" + "".join(f"{name},0.1\n" for name in frames))
+    (scores / "20211108.csv").write_text("file,score\n" + "".join(f"{name},0.1\n" for name in frames[:10]))
     (scores / "20211109.csv.part").write_text("a run cut short\n")
     config = settings(tmp_path, tiny_model, main_folder=root)
     assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]

@@ -1,4 +1,5 @@
-"""guAlta operator settings — the thesis' keys. Edit this file for your observatory.
+"""guAlta operator settings — the thesis' keys. Copy this file to guAltaConfig.py and edit the copy for your
+observatory: git ignores it, so upgrades (`git pull`) keep it. Without a guAltaConfig.py this file is read.
 
 Every key can be overridden by an environment variable GUALTA_<KEY> (e.g. GUALTA_THRESHOLD=0.9) or a CLI flag
 (e.g. --threshold 0.9); `--config FILE` reads another file like this one. Relative paths here are relative to this
