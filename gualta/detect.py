@@ -61,6 +61,7 @@ WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this mu
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
+SCORES_HEADER = b"file,score,"                 # how every scores CSV this client wrote begins
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
 STREAK_WORKERS = 2
@@ -858,6 +859,9 @@ class CsvRows:
         if path.exists() and not path.is_file():        # a device such as /dev/null would be replaced by the CSV
             raise ClientError(f"--scores {path} is not a regular file: name a CSV file or a folder (or leave "
                               f"--scores out to write none)")
+        if path.exists() and not is_scores_csv(path):  # a slip of the keyboard: a frame, the model, the settings
+            raise ClientError(f"--scores {path} is a file that is not a scores CSV, left as it is: name a new file, "
+                              f"an earlier scores CSV or a folder")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.stream = self.open_partial()
@@ -928,6 +932,15 @@ class CsvRows:
     def where(self) -> Path | None:
         """Where the rows are: the CSV, or its .part while (or because) it is not whole."""
         return None if self.path is None else self.path if self.finished else self.partial
+
+
+def is_scores_csv(path: Path) -> bool:
+    """Whether a file is empty or starts as a scores CSV does (its header): one that may be written over."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(SCORES_HEADER)) in (b"", SCORES_HEADER)
+    except OSError:
+        return False
 
 
 def scores_file(scores: str | Path | None, night: str) -> Path | None:

@@ -247,6 +247,24 @@ def test_the_night_folder_is_named_as_it_is_and_a_device_is_no_scores_csv(client
     assert fifo.is_fifo() and not Path(f"{fifo}.part").exists()
 
 
+def test_scores_never_replace_a_file_that_is_not_a_scores_csv(client_night, tiny_model, tmp_path):
+    """`--scores` named by a slip of the keyboard (tab completion) replaced a camera frame, the model or the
+    settings file with the CSV. A file that is not a scores CSV (nor empty) is refused and left as it is; an earlier
+    scores CSV is still written over."""
+    night = copy_night(client_night, tmp_path / "images")
+    config = settings(tmp_path, tiny_model)
+    frame = allsky.list_frames(night)[0]
+    kept = {path: path.read_bytes() for path in (frame, tiny_model)}
+    for path in kept:
+        with pytest.raises(ClientError, match="is a file that is not a scores CSV, left as it is"):
+            run_batch(config, night, path, upload=False, say=lambda line: None, progress=False)
+    assert {path: path.read_bytes() for path in kept} == kept and not list(night.glob("*.part"))
+    earlier = tmp_path / "scores.csv"
+    for _ in range(2):
+        run_batch(config, night, earlier, upload=False, say=lambda line: None, progress=False)
+        assert len(read_scores(earlier)) == len(allsky.list_frames(night))
+
+
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
     lines = []
     run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,
