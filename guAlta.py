@@ -248,7 +248,12 @@ def add_client_commands(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback (realtime and serve stop cleanly)
+        print(f"guAlta {args.command}: interrupted; what it wrote and queued so far is kept: run it again to finish",
+              file=sys.stderr)
+        return 130
     return 0
 
 

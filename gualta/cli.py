@@ -18,6 +18,8 @@ def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, erro
             args.run(args)
     except (*errors, OSError) as exc:
         parser.exit(2, f"{parser.prog} {args.command}: error: {error_text(exc)}\n")
+    except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback
+        parser.exit(130, f"{parser.prog} {args.command}: interrupted; what it wrote so far is left as it is\n")
     return 0
 
 

@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -647,6 +649,30 @@ def test_a_scores_csv_is_whole_under_its_name(client_night, tiny_model, tmp_path
                         say=lambda line: seen.append((csv.read_text(), csv.with_name("scores.csv.part").exists())))
     assert seen[0] == ("the last run's rows\n", True)                      # while scoring
     assert summary.scores == csv and len(read_scores(csv)) == 24 and not csv.with_name("scores.csv.part").exists()
+
+
+def test_ctrl_c_is_one_line_and_keeps_what_was_queued(client_night, tiny_model, tmp_path):
+    """Ctrl-C printed a Python traceback (from wherever the run was: ONNX Runtime, the outbox's wait). It says it
+    was interrupted, exits 130, and the reports it queued stay in the outbox for the next run or `flush`."""
+    scores, outbox = tmp_path / "scores.csv", tmp_path / "outbox.sqlite"
+    silent = socket.create_server(("127.0.0.1", 0))      # takes connections, never answers: the run waits at its end
+    run = subprocess.Popen([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
+                            "--scores", str(scores), "--model", str(tiny_model), "--outbox", str(outbox),
+                            "--url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--api-key", KEY,
+                            "--threshold", "0", "--no-model-update", "--threads", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not scores.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)                # scored: it now waits up to 10 s for the service that does not answer
+    time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGINT)                                   # as Ctrl-C: the whole process group
+    out, err = run.communicate(timeout=60)
+    silent.close()
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and "guAlta batch: interrupted; what it wrote and queued so far is kept" in err
+    with report.Outbox(outbox) as kept:
+        assert kept.pending() >= 2                                      # the start log and the detections
 
 
 def test_a_scores_csv_that_cannot_be_written_is_one_clear_error(client_night, tiny_model, tmp_path):
