@@ -286,7 +286,7 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
         elif setting.key in from_file:
             raw, where, base = from_file[setting.key], f"{setting.key} in {config_file.name}", config_file.parent
         else:
-            raw, where, base = setting.default, f"default {setting.key}", config_file.parent
+            raw, where, base = setting.default, f"default {setting.key}", DEFAULT_FILE.parent   # beside guAlta.py
         try:
             value = setting.parse(raw)
         except ValueError as exc:
