@@ -12,7 +12,7 @@ from gualta import allsky
 from gualta.detect import read_scores, run_batch
 from gualta.report import Outbox
 from gualta.server import ChildServer
-from helpers_client import copy_night, settings
+from helpers_client import as_ordinary_user, copy_night, settings
 from helpers_service import KEYS, REPO, child_env, service_env
 
 CRON = REPO / "deploy" / "guAlta-batch.cron"
@@ -79,6 +79,22 @@ def test_the_cron_line_runs_without_the_environment_file(client_night, tiny_mode
     assert run.returncode == 0, run.stderr
     assert len(read_scores(home / "scores" / "20211110.csv")) == 24
     assert "report(s) pending in the outbox" in (home / "scores" / "batch.log").read_text()   # the service is down
+
+
+def test_the_cron_line_logs_an_environment_file_it_cannot_read(tmp_path):
+    """The log redirection covered the client only: an /etc/gualta.env the cron user cannot read stopped the shell
+    before it, and scores/batch.log said nothing, morning after morning."""
+    _, command = cron_line()
+    home = tmp_path / "guAlta"
+    home.mkdir()
+    env_file = tmp_path / "gualta.env"
+    env_file.write_text("GUALTA_API_KEY=never-read-123\n")
+    env_file.chmod(0)
+    run = subprocess.run(as_ordinary_user(["/bin/sh", "-c", command.replace(HOME, str(home))
+                                           .replace(ENV_FILE, str(env_file))]),
+                         capture_output=True, text=True, timeout=60, env=child_env())
+    log = (home / "scores" / "batch.log").read_text()
+    assert run.returncode != 0 and str(env_file) in log and "never-read" not in log
 
 
 def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
