@@ -82,6 +82,17 @@ def latest_night_by(root: str | Path, tonight: str) -> tuple[Path | None, list[s
     return (up_to[-1] if up_to else None), [night.name for night in nights if night.name > tonight]
 
 
+def not_an_images_root(folder: str | Path) -> str:
+    """Why a folder given as the images root (guAlta_main_folder) is not one — a file, or a night folder: it holds
+    frames — else ''."""
+    folder = Path(folder)
+    if folder.is_file():
+        return "is a file, not the folder of the night folders"
+    if folder.is_dir() and list_frames(folder):
+        return f"holds frames: it is a night folder; guAlta_main_folder is the folder above it, {folder.parent}"
+    return ""
+
+
 def list_frames(night: str | Path) -> list[Path]:
     """AllSky frames of a night folder in the order they were taken (`taken_at`); other files are ignored."""
     night = Path(night)

@@ -831,8 +831,9 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         log.warning("night folder(s) %s dated after tonight (%s) left out of 'the latest night' (the camera's clock "
                     "ran ahead?): name one with --folder to score it", ", ".join(ahead), tonight)
     if night is None:
+        why = listing(allsky.not_an_images_root, settings.main_folder)
         raise ClientError(f"no night folder (YYYYMMDD) up to tonight's under guAlta_main_folder "
-                          f"{settings.main_folder}")
+                          f"{settings.main_folder}" + (f": it {why}" if why else ""))
     return night
 
 

@@ -410,6 +410,8 @@ class Watcher:
             newest, ahead = allsky.latest_night_by(self.settings.main_folder, tonight)
             self.say_if_nights_ahead(ahead, tonight)
             problem = "not found" if root_mtime is None else ""
+            if newest is None and not problem:
+                problem = allsky.not_an_images_root(self.settings.main_folder)
         except OSError as exc:      # its permissions: said like a missing folder, waited for like one
             newest, problem = None, f"cannot be listed ({exc.strerror or exc})"
         self.say_if_root_unusable(problem)

@@ -22,14 +22,14 @@ import cv2
 import pytest
 
 from gualta import allsky, detect, realtime
-from gualta.detect import read_scores, run_batch
+from gualta.detect import ClientError, read_scores, run_batch
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, seconds_until
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
 from conftest import CLIENT_FRAMES
-from helpers_client import as_ordinary_user, publish, settings, tiny_onnx_model
+from helpers_client import as_ordinary_user, copy_night, publish, settings, tiny_onnx_model
 from helpers_service import KEYS, child_env, service_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -605,6 +605,25 @@ def test_a_missing_images_root_is_said_once_and_its_arrival_too(client_night, ti
     said = [record.getMessage() for record in caplog.records]
     assert said[:2] == [f"guAlta_main_folder {root} not found: waiting for it", f"guAlta_main_folder {root} found"]
     assert watcher.current is not None and watcher.current.night == NIGHT
+
+
+def test_an_images_root_that_is_a_night_folder_or_a_file_is_said(client_night, tiny_model, tmp_path, caplog):
+    """guAlta_main_folder set to a night folder (or a frame) was waited on in silence: no night folder under it,
+    nothing said. It is said once, with the folder to give instead; the batch run says it too."""
+    night = copy_night(client_night, tmp_path / "images")
+    for root, why in [(night, f"holds frames: it is a night folder; guAlta_main_folder is the folder above it, "
+                              f"{night.parent}"), (allsky.list_frames(night)[0], "is a file")]:
+        caplog.clear()
+        config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+        watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None)
+        with caplog.at_level(logging.INFO, logger="gualta.realtime"):
+            for _ in range(3):
+                watcher.tick()
+        watcher.outbox.close()
+        said = [record.getMessage() for record in caplog.records]
+        assert len(said) == 1 and said[0].startswith(f"guAlta_main_folder {root} {why}")
+        with pytest.raises(ClientError, match=re.escape(why)):
+            run_batch(config, None, None, upload=False, say=lambda line: None, progress=False)
 
 
 @pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),
