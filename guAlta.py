@@ -75,8 +75,8 @@ def cmd_site(args: argparse.Namespace) -> None:
     from gualta.store import StoreError
 
     settings, store = service_settings(args)
-    if "://" not in str(store) and not Path(store).exists():      # a typo builds empty pages in a new folder
-        print(f"guAlta site: no store folder {store}: a new, empty store is made there", file=sys.stderr)
+    if "://" not in str(store) and not Path(store).exists():      # a typo would build empty pages in a new folder
+        sys.exit(f"guAlta site: no store folder {store} (the service makes it when it starts: `guAlta.py serve`)")
     try:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
     except ConfigError as exc:          # GUALTA_TIMEZONE

@@ -30,6 +30,17 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a number from 0 to 1 (a score threshold: 0.85, not 85)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1 (a score, such as 0.85): {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
     value = int(text)

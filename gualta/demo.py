@@ -68,8 +68,11 @@ def fresh_output(out_dir: Path) -> None:
     if Path.cwd().is_relative_to(out_dir):
         raise DemoError(f"--out {out_dir} holds the current folder: give a folder elsewhere")
     shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    (out_dir / DEMO_MARK).write_text("guAlta demo output: `guAlta.py demo` replaces this folder on every run\n")
+    try:
+        out_dir.mkdir(parents=True)
+        (out_dir / DEMO_MARK).write_text("guAlta demo output: `guAlta.py demo` replaces this folder on every run\n")
+    except OSError as exc:                  # a folder this account cannot write into
+        raise DemoError(f"--out {out_dir} cannot be made: {exc.strerror or exc}") from None
 
 
 def was_demo_output(names: list[str]) -> bool:

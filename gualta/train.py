@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta.cli import positive_int, run_subcommand
+from gualta.cli import positive_int, run_subcommand, unit_interval
 from gualta.dataset import INDEX, write_image
 from gualta.model import CLASSES, INPUT_KINDS
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(train_cmd)
     train_cmd.add_argument("--lr-find", action="store_true", help="train with lr_find's valley suggestion")
     train_cmd.add_argument("--no-evaluate", action="store_true", help="skip the test-night evaluation")
-    train_cmd.add_argument("--threshold", type=float, help="operating threshold (default 0.85)")
+    train_cmd.add_argument("--threshold", type=unit_interval, help="operating threshold (default 0.85)")
     train_cmd.set_defaults(run=cmd_train)
 
     lr_cmd = commands.add_parser("lr-find", help="fastai lr_find: plot and valley suggestion")
@@ -655,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--model", type=Path, required=True, help="model.pkl (all artefacts) or model.onnx")
     evaluate_cmd.add_argument("--dataset", type=Path, required=True)
     evaluate_cmd.add_argument("--out", type=Path, required=True, help="report folder")
-    evaluate_cmd.add_argument("--threshold", type=float, default=0.85)
+    evaluate_cmd.add_argument("--threshold", type=unit_interval, default=0.85)
     evaluate_cmd.add_argument("--threads", type=positive_int, default=1)
     evaluate_cmd.set_defaults(run=cmd_evaluate)
 
@@ -696,8 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     fusion_cmd = commands.add_parser("fusion", help="compare rules fusing difference and raw-frame scores")
     fusion_cmd.add_argument("--diff", type=Path, required=True, help="predictions.csv of the difference model")
     fusion_cmd.add_argument("--raw", type=Path, required=True, help="predictions.csv of the raw-frame model")
-    fusion_cmd.add_argument("--threshold", type=float, default=0.85)
-    fusion_cmd.add_argument("--gate", type=float, default=0.5, help="raw score a gated detection needs")
+    fusion_cmd.add_argument("--threshold", type=unit_interval, default=0.85)
+    fusion_cmd.add_argument("--gate", type=unit_interval, default=0.5, help="raw score a gated detection needs")
     fusion_cmd.add_argument("--out", type=Path, help="CSV of the comparison")
     fusion_cmd.set_defaults(run=cmd_fusion)
     return parser

@@ -577,3 +577,14 @@ def test_the_shipped_models_recipe_runs_end_to_end(tmp_path):
     assert (shipped.info.arch, shipped.info.size) == ("resnet34", 32)
     assert shipped.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
     assert ship.stat().st_size < 0.6 * (tmp_path / "work" / "run" / "model.onnx").stat().st_size    # float16 storage
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--model", "m.onnx", "--dataset", "d", "--out", "o"],
+                                     ["train", "--dataset", "d", "--out", "o"],
+                                     ["fusion", "--diff", "a.csv", "--raw", "b.csv"]])
+def test_a_threshold_is_a_score_from_0_to_1(command, capsys):
+    """`--threshold 85` was taken: metrics.json then said threshold 85.0 and recall 0 (the client refuses 85)."""
+    with pytest.raises(SystemExit) as refused:
+        train.build_parser().parse_args([*command, "--threshold", "85"])
+    assert refused.value.code == 2 and "must be from 0 to 1 (a score, such as 0.85): 85" in capsys.readouterr().err
+    assert train.build_parser().parse_args([*command, "--threshold", "0.9"]).threshold == 0.9
