@@ -495,6 +495,9 @@ def test_cli_prepare_index_and_label_aid(nights, tmp_path):
     done = cli("label-aid", "--night", str(nights / "20211111"), "--out", str(tmp_path / "aid"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "aid" / "index.html").is_file()
+    done = cli("label-aid", "--night", str(nights), "--out", str(tmp_path / "root"))      # the root, not a night
+    assert done.returncode == 2 and not (tmp_path / "root").exists()          # an empty sheet and exit 0 before
+    assert f"{nights} holds night folders, not frames: name one (the latest is {nights / '20211112'})" in done.stderr
     scores = tmp_path / "scores.csv"
     client_scores(nights / "20211111", [("", False, "skipped")] + [(0.1, False, "")] * 4).to_csv(scores, index=False)
     done = cli("label-aid", "--night", str(nights / "20211111"), "--out", str(tmp_path / "aid"), "--scores",
