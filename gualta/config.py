@@ -307,6 +307,21 @@ class ServiceSettings:
     source: str = ""
 
 
+def observatory_problems(observatories: dict) -> list[str]:
+    """What is wrong with each observatory's place (passes.observatory's checks), one line each."""
+    from gualta import passes
+
+    problems = []
+    for obs_id, place in observatories.items():
+        try:
+            passes.observatory(str(obs_id), dict(place))
+        except KeyError as exc:
+            problems.append(f"{obs_id}: {exc.args[0]} is missing")
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{obs_id}: {exc}" if not str(exc).startswith(f"{obs_id}:") else str(exc))
+    return problems
+
+
 def load_service_settings(config_file: str | Path | None = None, env: dict | None = None) -> ServiceSettings:
     """Service settings from the file (default `default_file()`), then GUALTA_STORE / GUALTA_SITE_TIME."""
     config_file = Path(config_file or default_file()).expanduser().resolve()
@@ -330,6 +345,9 @@ def load_service_settings(config_file: str | Path | None = None, env: dict | Non
     observatories = from_file.get("guAlta_observatories") or {}
     if not isinstance(observatories, dict):
         problems.append(f"guAlta_observatories must be a dict of obs_id → place, not {type(observatories).__name__}")
+    elif not env.get("GUALTA_OBSERVATORIES"):                     # the file's are the ones used: checked now
+        problems += [f"guAlta_observatories in {config_file.name}: {problem}"
+                     for problem in observatory_problems(observatories)]
     if problems:
         raise ConfigError(problems)
     return ServiceSettings(str(store), site_time, observatories, str(config_file))

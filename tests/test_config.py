@@ -209,6 +209,17 @@ def test_service_settings_from_the_file_then_environment(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_service_settings(config, env={})
     assert "guAlta_site_time" in str(error.value) and "guAlta_observatories" in str(error.value)
+    config.write_text('guAlta_site_time = "25:00"\nguAlta_observatories = {"obs01": {"lat": 141.6, "lon": 1.8}, '
+                      '"obs02": {"lon": 2.0}, "obs03": {"lat": 41, "lon": 2, "tz": "Europe/Madird"}}\n')
+    with pytest.raises(ConfigError) as error:     # named after an unset variable, alone, once the store was made
+        load_service_settings(config, env={})
+    assert [line.strip() for line in str(error.value).splitlines()[-3:]] == [
+        "- guAlta_observatories in serviceConfig.py: obs01: latitude/longitude out of range",
+        "- guAlta_observatories in serviceConfig.py: obs02: lat is missing",
+        "- guAlta_observatories in serviceConfig.py: obs03: unknown time zone 'Europe/Madird'"]
+    assert "guAlta_site_time" in str(error.value)
+    overridden = {"GUALTA_OBSERVATORIES": "{}", "GUALTA_SITE_TIME": "0900"}    # the file's places are not used
+    assert load_service_settings(config, env=overridden).site_time == "0900"
 
 
 def test_service_settings_warn_of_unknown_keys_and_misspelt_variables(tmp_path, caplog):
