@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--nights", type=positive_int, required=True, metavar="N",
                           help="number of consecutive nights")
     simulate.add_argument("--frames", type=positive_int, help="frames a night (default: the whole night)")
-    simulate.add_argument("--start", type=clock_time, default="20:00", help="first frame time, HH:MM")
-    simulate.add_argument("--seed", type=int, default=0, help="night i uses seed S+i")
+    simulate.add_argument("--start", type=clock_time, default="20:00",
+                          help="first frame time, HH:MM (default: %(default)s)")
+    simulate.add_argument("--seed", type=int, default=0, help="night i uses seed S+i (default: %(default)s)")
     simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed")
     simulate.add_argument("--date", type=night_date, help="first night YYYYMMDD (default: drawn from the seed)")
     simulate.add_argument("--workers", type=positive_int, help="render processes (default: CPU count, ≤ 8)")
@@ -138,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of whole nights drawn for the test set (default 0.25)")
     prepare.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
-    prepare.add_argument("--version", choices=dataset.VERSIONS, default="v4", help="the thesis' dataset version")
+    prepare.add_argument("--version", choices=dataset.VERSIONS, default="v4",
+                         help="the thesis' dataset version (default: %(default)s)")
     prepare.add_argument("--balance", action="store_true",
                          help="sample no-meteor training pairs down to the meteor count")
-    prepare.add_argument("--seed", type=int, default=0, help="seed of the night split and the balancing")
+    prepare.add_argument("--seed", type=int, default=0,
+                         help="seed of the night split and the balancing (default: %(default)s)")
     prepare.add_argument("--labels", type=Path, metavar="CSV",
                          help="CSV with file,label replacing the nights' ground_truth.csv")
     prepare.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")

@@ -164,15 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole product on this machine: simulated night → service → "
                                             "batch with uploads → daily page → comparison with ground truth")
     demo.add_argument("--out", type=Path, default=Path("demo_output"),
-                      help="output folder: new, empty or an earlier demo's (replaced on every run)")
-    demo.add_argument("--frames", type=frame_count, default=600, help="frames to simulate (30 s apart, from 20:00)")
-    demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night")
+                      help="output folder: new, empty or an earlier demo's, replaced on every run "
+                           "(default: %(default)s)")
+    demo.add_argument("--frames", type=frame_count, default=600,
+                      help="frames to simulate, 30 s apart from 20:00 (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night (default: %(default)s)")
     demo.add_argument("--model", type=Path, help="model file (ONNX or pkl; default: the shipped models/guAlta.onnx)")
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
     demo.set_defaults(run=cmd_demo)
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=port, default=8765, help="port (0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=port, default=8765, help="port, 0: any free port (default: %(default)s)")
     serve.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
     serve.add_argument("--site-at", type=page_time,
                        help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")

@@ -145,7 +145,8 @@ SETTINGS = (
     Setting("enable_telegram", boolean, True, "ask the service to post detections to Telegram"),
     Setting("enable_extra_log", boolean, False, "print a line per frame: path , label , p_meteor , p_no_meteor"),
     Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
-    Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after a frame"),
+    Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after handling the "
+            "frames that came, before looking every 0.5 s for the next"),
     Setting("api_key", text, "", "this observatory's API key for the central service (as a flag it shows in "
             "`ps` and the shell's history: better in GUALTA_API_KEY)"),
     Setting("model", path, "models/guAlta.onnx",
@@ -164,7 +165,8 @@ SETTINGS = (
             "previous or next frame too explain"),
     Setting("report_flagged", boolean, False, "report flagged (satellite/plane, cloud) detections too"),
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
-    Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call in batch runs"),
+    Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call (a batch run, a real-time "
+            "backlog)"),
 )
 PATHS = {"main_folder", "model", "outbox"}
 KNOWN_KEYS = {setting.key for setting in SETTINGS} | SERVICE_KEYS
@@ -360,12 +362,13 @@ def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
     for setting in SETTINGS:
         if setting.name in skip:
             continue
+        where = f"{setting.key}, {setting.env}; built-in default {setting.default!r}".replace("%", "%%")
         if setting.parse is boolean:
             group.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=setting.help)
+                               default=None, help=f"{setting.help} ({where})")
         else:
             group.add_argument(setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
-                               help=f"{setting.help} ({setting.key}, {setting.env})")
+                               help=f"{setting.help} ({where})")
 
 
 def settings_from_args(args: argparse.Namespace, env: dict | None = None) -> Settings:

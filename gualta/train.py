@@ -610,9 +610,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with index.csv")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--arch", choices=ARCHS, default="resnet34")
-    parser.add_argument("--size", type=positive_int, default=224, help="network input side (px)")
-    parser.add_argument("--epochs", type=positive_int, default=35)
-    parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate")
+    parser.add_argument("--size", type=positive_int, default=224, help="network input side, px (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=35, help="epochs (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate (default: %(default)s)")
     parser.add_argument("--bs", type=positive_int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
@@ -655,7 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--model", type=Path, required=True, help="model.pkl (all artefacts) or model.onnx")
     evaluate_cmd.add_argument("--dataset", type=Path, required=True)
     evaluate_cmd.add_argument("--out", type=Path, required=True, help="report folder")
-    evaluate_cmd.add_argument("--threshold", type=unit_interval, default=0.85)
+    evaluate_cmd.add_argument("--threshold", type=unit_interval, default=0.85,
+                              help="operating threshold (default: %(default)s)")
     evaluate_cmd.add_argument("--threads", type=positive_int, default=1)
     evaluate_cmd.set_defaults(run=cmd_evaluate)
 
@@ -696,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     fusion_cmd = commands.add_parser("fusion", help="compare rules fusing difference and raw-frame scores")
     fusion_cmd.add_argument("--diff", type=Path, required=True, help="predictions.csv of the difference model")
     fusion_cmd.add_argument("--raw", type=Path, required=True, help="predictions.csv of the raw-frame model")
-    fusion_cmd.add_argument("--threshold", type=unit_interval, default=0.85)
+    fusion_cmd.add_argument("--threshold", type=unit_interval, default=0.85,
+                            help="operating threshold (default: %(default)s)")
     fusion_cmd.add_argument("--gate", type=unit_interval, default=0.5, help="raw score a gated detection needs")
     fusion_cmd.add_argument("--out", type=Path, help="CSV of the comparison")
     fusion_cmd.set_defaults(run=cmd_fusion)

@@ -234,3 +234,16 @@ def test_service_settings_warn_of_unknown_keys_and_misspelt_variables(tmp_path, 
     assert [record.getMessage() for record in caplog.records] == [
         f"{config}: unknown setting guAlta_site_tme ignored (did you mean guAlta_site_time?)",
         "environment GUALTA_TELEGRAM_CHANNEL ignored: not a setting (did you mean GUALTA_TELEGRAM_CHAT?)"]
+
+
+def test_help_names_every_settings_key_and_default():
+    """--help gave the switches of the boolean settings without their guAltaConfig key or variable, and no defaults
+    (`serve --port`, `demo --frames`, the settings' own): the README was the only place to find them."""
+    batch = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--help"], capture_output=True,
+                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "400"})
+    text = " ".join(batch.stdout.split())
+    for setting in SETTINGS:
+        assert f"({setting.key}, {setting.env}; built-in default {setting.default!r})" in text
+    serve = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "serve", "--help"], capture_output=True,
+                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "400"})
+    assert "(default: 8765)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
