@@ -7,9 +7,9 @@
     python guAlta.py realtime [--scores DIR] [--no-upload]
     python guAlta.py flush
 
-Every command but demo reads guAltaConfig.py (else guAltaConfig.example.py; or --config FILE); every client setting also has a GUALTA_* variable
-and a flag (see `python guAlta.py batch --help`); serve and site read guAlta_store (GUALTA_STORE), guAlta_site_time
-(GUALTA_SITE_TIME) and guAlta_observatories.
+Every command but demo reads guAltaConfig.py (else guAltaConfig.example.py; or --config FILE); every client
+setting also has a GUALTA_* variable and a flag (see `python guAlta.py batch --help`); serve and site read
+guAlta_store (GUALTA_STORE), guAlta_site_time (GUALTA_SITE_TIME) and guAlta_observatories.
 """
 from __future__ import annotations
 

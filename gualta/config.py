@@ -169,6 +169,7 @@ SETTINGS = (
             "backlog)"),
 )
 PATHS = {"main_folder", "model", "outbox"}
+SHIPPED = {"model"}                  # defaults naming a file the repository ships: found beside guAlta.py
 KNOWN_KEYS = {setting.key for setting in SETTINGS} | SERVICE_KEYS
 KEY_SPELLING = {key.lower(): key for key in KNOWN_KEYS}            # guAlta_url → guAlta_URL
 
@@ -288,7 +289,8 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
         elif setting.key in from_file:
             raw, where, base = from_file[setting.key], f"{setting.key} in {config_file.name}", config_file.parent
         else:
-            raw, where, base = setting.default, f"default {setting.key}", DEFAULT_FILE.parent   # beside guAlta.py
+            raw, where = setting.default, f"default {setting.key}"
+            base = DEFAULT_FILE.parent if setting.name in SHIPPED else config_file.parent
         try:
             value = setting.parse(raw)
         except ValueError as exc:

@@ -61,7 +61,7 @@ WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this mu
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
-SCORES_HEADER = b"file,score,"                 # how every scores CSV this client wrote begins
+SCORES_HEADER = b"file,score"                  # how every scores CSV this client wrote begins
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
 STREAK_WORKERS = 2
@@ -971,12 +971,14 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
 
 
 def scored_whole(scores: Path, night: Path) -> bool:
-    """Whether a scores CSV has a row for every frame of its night: a CSV under its name is whole since it is written
-    to a .part first, but an older client wrote it under its name row by row, and a run it cut short left it half."""
+    """Whether a scores CSV has a row for every frame its night had when it was written: a CSV under its name is
+    whole since it is written to a .part first, but an older client wrote it under its name row by row, and a run
+    it cut short left it half (frames the camera added afterwards, at dawn, are not asked for)."""
     try:
+        written = scores.stat().st_mtime
         with open(scores, newline="", encoding="utf-8") as stream:
             scored = {row.get("file") for row in csv.DictReader(stream)}
-        return all(frame.name in scored for frame in allsky.list_frames(night))
+        return all(frame.name in scored for frame in allsky.list_frames(night) if frame.stat().st_mtime <= written)
     except (OSError, UnicodeDecodeError, csv.Error):       # none, unreadable, or a night that cannot be listed
         return False
 

@@ -219,8 +219,9 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
-            target.create(store.post_mark_key(night, obs_id, frame_id), b"")
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+        if posted.message_id is not None:
+            mark_posted(target, night, obs_id, frame_id)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         for other_obs, other_frame, at in others:
             seen = seen_also(other_obs, at, coincidence.coinciding(stored, other_obs, at, zone_of), zone_of)
@@ -242,6 +243,15 @@ def posts_full(target: store.Store, night: str, obs_id: str, limit: int) -> bool
     their camera times: reports arriving newest first are posted no more than in order. Two reports posted at the
     same instant may both be the last."""
     return len(target.keys(store.post_mark_key(night, obs_id, ""))) >= limit
+
+
+def mark_posted(target: store.Store, night: str, obs_id: str, frame_id: str) -> None:
+    """Leave the mark `posts_full` counts; one that cannot be written is logged (it lets one more post past the
+    limit: the post is made and recorded, and must not be made again)."""
+    try:
+        target.create(store.post_mark_key(night, obs_id, frame_id), b"")
+    except store.StoreError as exc:
+        log.warning("night %s: cannot mark %s's post of %s: %s", night, obs_id, frame_id, exc)
 
 
 def first_over_limit(target: store.Store, night: str, obs_id: str, limit: int, frame_id: str) -> bool:

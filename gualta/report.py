@@ -130,7 +130,7 @@ KEEP_DAYS = 30                # sent reports and the watcher's rows are kept thi
 WAL_LIMIT_BYTES = 4 * 1024 * 1024     # the write-ahead log is cut back to this after a checkpoint (else it keeps its
                                       # largest size: a month's backlog forgotten, tens of MB)
 RECLAIM_MIN_BYTES = 4 * 1024 * 1024   # free space worth giving back to the disk (VACUUM) once it is most of the file
-GIVE_BACK_PATIENCE_MS = 1000          # how long giving it back waits for another connection
+HOUSEKEEPING_PATIENCE_MS = 1000       # how long housekeeping (forgetting, giving space back) waits for another one
 BUSY_TIMEOUT_S = 30                   # how long a write waits for another connection's
 STALE_PART_S = 600            # a model download's .part nothing has written to for this long was cut short
 
@@ -252,7 +252,7 @@ class Outbox:
         latest = datetime.strptime(night, "%Y%m%d") if night else datetime.fromtimestamp(now)
         before = (latest - timedelta(days=keep_days)).strftime("%Y%m%d")
         try:
-            with self._patience(GIVE_BACK_PATIENCE_MS), self._writing():
+            with self._patience(HOUSEKEEPING_PATIENCE_MS), self._writing():
                 sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
                                        (now - keep_days * 86400,)).rowcount
                 frames = self.db.execute("DELETE FROM frames WHERE night < ?", (before,)).rowcount
@@ -275,7 +275,7 @@ class Outbox:
         if free * 2 < pages or free * size < RECLAIM_MIN_BYTES:
             return
         try:
-            with self._patience(GIVE_BACK_PATIENCE_MS):
+            with self._patience(HOUSEKEEPING_PATIENCE_MS):
                 self.db.execute("VACUUM")
                 busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as exc:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "aws_lambda"
 DRAIN_LIMIT = 16 * 1024 * 1024          # after a 413, read at most this much so the client sees the answer
 SOCKET_TIMEOUT_S = 30
-REQUEST_READ_S = 60                     # to send a request's line, headers and body (a 6 MB upload on a slow link)
+REQUEST_READ_S = 60                     # to send a request's line, headers and body (a detection is ~100 kB)
 MAX_CONNECTIONS = 200                   # connections served at once (a thread each); more are answered 503
 KEY_ROUTES = (ingest.ROUTE, "/site")    # POST routes whose API key is checked before the body is read
 STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
@@ -174,7 +174,15 @@ class Handler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def handle_one_request(self) -> None:
-        """One request, cut off if its line, headers and body are not all read within REQUEST_READ_S."""
+        """One request, cut off if its line, headers and body are not all read within REQUEST_READ_S of its first
+        byte (a kept-alive connection waits for that byte within the socket timeout)."""
+        try:
+            if not self.rfile.peek(1):       # the client closed the connection
+                self.close_connection = True
+                return
+        except OSError:                      # idle past the socket timeout, or reset
+            self.close_connection = True
+            return
         self.server.watch(self.connection)
         try:
             super().handle_one_request()

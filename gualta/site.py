@@ -361,12 +361,20 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[s
     late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
     stale, refreshed = stale_nights(target, night, late), []
     for marked in sorted(set(late) - set(stale)):                  # up to date already
-        target.delete(store.late_key(marked))
+        take_off_late_mark(target, marked)
     for earlier in stale:
         refreshed.append(build_day(target, earlier, env, now, coming=tuple(stale))["night"])
-        if earlier in late and not page_is_stale(target, earlier, page_nights(target)):
-            target.delete(store.late_key(earlier))
+        if earlier in late:
+            take_off_late_mark(target, earlier)
     return refreshed
+
+
+def take_off_late_mark(target: store.Store, night: str) -> None:
+    """Take a night's late mark off, and put it back if its page is out of date after all (a report stored since it
+    was built: the ingest stores before it marks, so whatever the order the mark stays when it must)."""
+    target.delete(store.late_key(night))
+    if page_is_stale(target, night, page_nights(target)):
+        target.put(store.late_key(night), b"")
 
 
 def page_is_stale(target: store.Store, night: str, nights: list[str]) -> bool:

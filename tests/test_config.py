@@ -43,14 +43,14 @@ def test_the_operators_copy_of_the_example_is_read_and_left_alone_by_git(tmp_pat
         assert tracked.stdout.split() == ["guAltaConfig.example.py"]
 
 
-def test_defaults_a_settings_file_elsewhere_leaves_unset_stay_beside_guAlta_py(tmp_path):
+def test_a_settings_file_elsewhere_still_finds_the_shipped_model(tmp_path):
     """With `--config /etc/gualta/settings.py` not setting guAlta_model, the shipped model was looked for in
-    /etc/gualta/models/ ("missing and could not be downloaded"). Defaults are where the repository has them; the
-    file's own values are relative to the file."""
-    elsewhere = settings_file(tmp_path / "etc" / "settings.py", 'guAlta_outbox = "queue.sqlite"\n')
+    /etc/gualta/models/ ("missing and could not be downloaded"). The shipped model's default is where the repository
+    has it; other defaults and the file's own values stay relative to the file."""
+    elsewhere = settings_file(tmp_path / "etc" / "settings.py", 'guAlta_threshold = 0.9\n')
     settings = load_settings(elsewhere, env={})
-    assert settings.model == REPO / "models" / "guAlta.onnx"
-    assert settings.outbox == tmp_path / "etc" / "queue.sqlite"
+    assert settings.model == REPO / "models" / "guAlta.onnx"                 # the shipped model
+    assert settings.outbox == tmp_path / "etc" / "gualta_outbox.sqlite"       # where it always was
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkeypatch):

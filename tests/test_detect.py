@@ -185,6 +185,9 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     (scores / "20211107.csv").write_text("file,score\n" + "".join(f"{name},0.1\n" for name in frames))
     (scores / "20211108.csv").write_text("file,score\n" + "".join(f"{name},0.1\n" for name in frames[:10]))
     (scores / "20211109.csv.part").write_text("a run cut short\n")
+    dawn = root / "20211107" / "image-20211108071500.jpg"                   # taken after the morning run scored
+    shutil.copy(root / "20211107" / frames[-1], dawn)
+    os.utime(dawn, (time.time() + 60, time.time() + 60))
     config = settings(tmp_path, tiny_model, main_folder=root)
     assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]
     assert detect.nights_to_catch_up(config, scores, 0) == []
@@ -643,11 +646,11 @@ def test_a_scores_csv_is_whole_under_its_name(client_night, tiny_model, tmp_path
     """Rows go to <name>.part while the night is scored; the CSV takes its name at the end, replacing the last
     run's only then."""
     csv = tmp_path / "scores.csv"
-    csv.write_text("the last run's rows\n")
+    csv.write_text("file,score,label\nthe last run's rows\n")
     seen = []
     summary = run_batch(settings(tmp_path, tiny_model), client_night, csv, upload=False, progress=False,
                         say=lambda line: seen.append((csv.read_text(), csv.with_name("scores.csv.part").exists())))
-    assert seen[0] == ("the last run's rows\n", True)                      # while scoring
+    assert seen[0] == ("file,score,label\nthe last run's rows\n", True)   # while scoring
     assert summary.scores == csv and len(read_scores(csv)) == 24 and not csv.with_name("scores.csv.part").exists()
 
 

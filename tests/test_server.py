@@ -424,3 +424,16 @@ def test_connections_beyond_the_limit_get_503_and_the_service_recovers(in_proces
     while served.busy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert requests.get(f"http://{host}:{port}/health", timeout=10).json() == {"status": "ok"}
+
+
+def test_time_a_kept_alive_connection_waits_is_not_the_next_requests(in_process):
+    """The clock of a request started while its connection waited for it: a client reusing its connection after a
+    pause (the sender's session does) had that much less time to send its upload, and was cut off mid-body."""
+    served, host, port, _ = in_process
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    for pause in (0, 2 * served.read_s):
+        time.sleep(pause)
+        connection.request("GET", "/health")
+        reply = connection.getresponse()
+        assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok"}
+    connection.close()

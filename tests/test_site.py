@@ -405,6 +405,38 @@ def test_a_build_cut_off_or_capped_leaves_the_other_late_nights_marked(env, tmp_
         assert f"obs02_{night}231507" in (tmp_path / "store" / f"{night}.html").read_text()
 
 
+def test_a_report_stored_while_a_late_mark_is_taken_off_keeps_it(env, tmp_path, monkeypatch):
+    """A report stored between the check that a late page is up to date and the removal of its mark lost the mark:
+    the night, past the refresh window, stayed out of date for good."""
+    root = store.LocalStore(tmp_path / "store")
+    for night in ["20260801"] + [f"202609{day:02d}" for day in range(5, 13)]:
+        site.handle({"day": night}, os.environ, nine_am(14))
+    back = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)
+    ingest_module.handle(event(detection("obs02", "20260801231507"), KEYS["obs02"]), os.environ, back)
+    built, is_stale, stored = site.build_day, site.page_is_stale, []
+
+    def building(target, night, *args, **kwargs):
+        if night == "20260801":
+            stored.append(None)
+        return built(target, night, *args, **kwargs)
+
+    def a_report_right_after_the_check(target, night, *args):
+        answer = is_stale(target, night, *args)
+        if night == "20260801" and len(stored) == 1:            # its page just rebuilt, found up to date
+            stored.append(None)
+            ingest_module.handle(event(detection("obs02", "20260801231607", seed=1), KEYS["obs02"]), os.environ,
+                                 back)
+        return answer
+
+    monkeypatch.setattr(site, "build_day", building)
+    monkeypatch.setattr(site, "page_is_stale", a_report_right_after_the_check)
+    site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert store.late_nights(root) == ["20260801"]
+    site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert "obs02_20260801231607" in (tmp_path / "store" / "20260801.html").read_text()
+    assert store.late_nights(root) == []
+
+
 def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):
     """A page asked for tonight's night before it began (allowed: a camera east of the service starts earlier) made
     index.html an empty night, and last night's page built after it was no longer the latest."""

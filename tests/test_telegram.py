@@ -597,3 +597,20 @@ def test_reports_of_old_nights_are_stored_but_not_posted(root, bot_api, monkeypa
 @pytest.mark.parametrize("value, days", [("", 7), ("0", 0), ("30", 30), ("week", 7)])
 def test_the_within_days_setting(value, days):
     assert telegram_post.within_days({"GUALTA_TELEGRAM_WITHIN_DAYS": value}) == days
+
+
+def test_a_post_mark_that_cannot_be_written_never_posts_twice(root, bot_api, monkeypatch, caplog):
+    """The mark was written before the record: a store refusing it answered 503 with the photo posted and the record
+    still pending, and the morning posted the photo again."""
+    create = store.LocalStore.create
+
+    def refusing(self, key, data):
+        if key.startswith("telegram/"):
+            raise store.StoreError("S3 put_object failed: SlowDown")
+        return create(self, key, data)
+
+    monkeypatch.setattr(store.LocalStore, "create", refusing)
+    assert post(detection(telegram=True))["telegram"] == "sent"
+    assert stored(root)["telegram_status"] == "sent" and "cannot mark obs01's post" in caplog.text
+    site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert len(bot_api.sent("sendPhoto")) == 1
