@@ -2,6 +2,7 @@
 date)."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -80,6 +81,24 @@ def latest_night_by(root: str | Path, tonight: str) -> tuple[Path | None, list[s
     nights = night_folders(root)
     up_to = [night for night in nights if night.name <= tonight]
     return (up_to[-1] if up_to else None), [night.name for night in nights if night.name > tonight]
+
+
+def sun_altitude(when: datetime, latitude: float, longitude: float) -> float:
+    """The sun's altitude in degrees at an aware time and place (east longitude positive): NOAA's low-precision
+    formulas (equation of time, declination), good to a few tenths of a degree — enough to tell day from night."""
+    utc = when.astimezone(timezone.utc)
+    hours = utc.hour + utc.minute / 60 + utc.second / 3600
+    gamma = 2 * math.pi / 365 * (utc.timetuple().tm_yday - 1 + (hours - 12) / 24)
+    equation_min = 229.18 * (0.000075 + 0.001868 * math.cos(gamma) - 0.032077 * math.sin(gamma)
+                             - 0.014615 * math.cos(2 * gamma) - 0.040849 * math.sin(2 * gamma))
+    declination = (0.006918 - 0.399912 * math.cos(gamma) + 0.070257 * math.sin(gamma)
+                   - 0.006758 * math.cos(2 * gamma) + 0.000907 * math.sin(2 * gamma)
+                   - 0.002697 * math.cos(3 * gamma) + 0.00148 * math.sin(3 * gamma))
+    hour_angle = math.radians((hours * 60 + equation_min + 4 * longitude) / 4 - 180)
+    lat = math.radians(latitude)
+    cos_zenith = (math.sin(lat) * math.sin(declination)
+                  + math.cos(lat) * math.cos(declination) * math.cos(hour_angle))
+    return 90 - math.degrees(math.acos(max(-1.0, min(1.0, cos_zenith))))
 
 
 def not_an_images_root(folder: str | Path) -> str:

@@ -106,6 +106,13 @@ def number(low: float, high: float | None = None, integer: bool = False):
     return parse
 
 
+def optional(parse):
+    """A parser that also takes nothing ("" or None: not set)."""
+    def parse_optional(value):
+        return None if value is None or (isinstance(value, str) and not value.strip()) else parse(value)
+    return parse_optional
+
+
 def path(value) -> Path:
     value = str(value) if isinstance(value, os.PathLike) else text(value)
     if not value:
@@ -167,6 +174,12 @@ SETTINGS = (
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call (a batch run, a real-time "
             "backlog)"),
+    Setting("latitude", optional(number(-90.0, 90.0)), "", "the camera's latitude, degrees north (with its "
+            "longitude: frames taken in daylight are not scored; empty: every frame is)"),
+    Setting("longitude", optional(number(-180.0, 180.0)), "", "the camera's longitude, degrees east (west "
+            "negative)"),
+    Setting("night_sun_altitude", number(-18.0, 10.0), -6.0, "with latitude and longitude: frames taken with the "
+            "sun higher than this (degrees; AllSky's day/night angle) are daytime, not scored"),
 )
 PATHS = {"main_folder", "model", "outbox"}
 SHIPPED = {"model"}                  # defaults naming a file the repository ships: found beside guAlta.py
@@ -198,6 +211,9 @@ class Settings:
     report_flagged: bool
     threads: int
     batch_size: int
+    latitude: float | None = None
+    longitude: float | None = None
+    night_sun_altitude: float = -6.0
     source: str = ""                 # the settings file read
 
     @property
@@ -297,6 +313,9 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
             problems.append(f"{where} = {raw!r}: {exc}" if setting.name != "api_key" else f"{where}: {exc}")
             continue
         values[setting.name] = (base / value).resolve() if setting.name in PATHS else value
+    if ("latitude" in values and "longitude" in values
+            and (values["latitude"] is None) != (values["longitude"] is None)):
+        problems.append("guAlta_latitude and guAlta_longitude go together: set both, or neither")
     if problems:
         raise ConfigError(problems)
     return Settings(**values, source=str(config_file))

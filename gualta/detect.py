@@ -210,11 +210,14 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 class Scorer:
-    """Scores frames of one night with a model, preparing the next batch while the model runs."""
+    """Scores frames of one night with a model, preparing the next batch while the model runs; frames `daytime`
+    names a reason for are skipped unread."""
 
-    def __init__(self, model, frames: NightFrames, batch_size: int = 16, streak_check: bool = True):
+    def __init__(self, model, frames: NightFrames, batch_size: int = 16, streak_check: bool = True,
+                 daytime=lambda frame: ""):
         self.model, self.frames, self.batch_size, self.streak_check = model, frames, batch_size, streak_check
         self.kind = getattr(getattr(model, "info", None), "kind", "diff")
+        self.daytime = daytime
 
     def score(self, files: list[Path]) -> Iterator[FrameResult]:
         """Results for `files` (frames of this night, in time order)."""
@@ -232,7 +235,28 @@ class Scorer:
 
     def _next(self, batches: Iterator[list[Path]]) -> list | None:
         batch = next(batches, None)
-        return None if batch is None else prepare_batch(self.frames, batch, self.kind, self.streak_check)
+        if batch is None:
+            return None
+        day = {frame: note for frame in batch if (note := self.daytime(frame))}
+        prepared = iter(prepare_batch(self.frames, [frame for frame in batch if frame not in day], self.kind,
+                                      self.streak_check))
+        return [(FrameResult(frame, note=day[frame], flag=SKIPPED), None) if frame in day else next(prepared)
+                for frame in batch]
+
+
+def daytime_rule(settings: Settings):
+    """frame → why it is not scored ("daytime: the sun 23° up"), or "" — from the camera's place and the frame's
+    time (its name, on this machine's clock); every frame is scored where the place is not set."""
+    if settings.latitude is None or settings.longitude is None:
+        return lambda frame: ""
+
+    def daytime(frame: Path) -> str:
+        stamp = allsky.frame_time(frame)
+        if stamp is None:
+            return ""
+        altitude = allsky.sun_altitude(stamp.astimezone(), settings.latitude, settings.longitude)
+        return f"daytime: the sun {altitude:.0f}° up" if altitude > settings.night_sun_altitude else ""
+    return daytime
 
 
 # --- decisions -------------------------------------------------------------------------------------------------------
@@ -1012,7 +1036,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
             outbox.put(*log_report("start", settings, night.name))
             sender.wake()
-        scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check)
+        scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check,
+                        daytime_rule(settings))
         decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
                           settings.fireball_check, settings.streak_check, settings.cloud_check)
         started = time.perf_counter()

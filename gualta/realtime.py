@@ -34,8 +34,8 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, detection_report, file_stamp,
-                           log_report, model_version, open_model, prepare, refreshed_model, rescorer, show,
+from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule, detection_report,
+                           file_stamp, log_report, model_version, open_model, prepare, refreshed_model, rescorer, show,
                            write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
@@ -224,7 +224,8 @@ class NightWatch:
         self.rows: list[dict] = []                                          # its decided rows, read when it ends
         self.version = model_version(model)
         self.frames = NightFrames([], log)
-        self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check)
+        self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check,
+                             daytime_rule(settings))
         self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
                                rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check)
         self.waiting_since: float | None = None

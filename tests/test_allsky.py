@@ -1,7 +1,8 @@
 """The AllSky folder layout: ROOT/YYYYMMDD/image-YYYYMMDDHHMMSS.jpg, one folder per night (the evening's date)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,14 @@ def test_list_frames_then_pairs_with_a_missing_file(tmp_path):
     assert [(p.previous.name[-10:-4], p.current.name[-10:-4]) for p in pairs] == [
         ("230000", "230030"), ("230030", "230130"), ("230130", "230200")]
     assert [p.gap_s for p in pairs] == [30, 60, 30]
+
+
+@pytest.mark.parametrize("when, latitude, longitude, altitude", [
+    (datetime(2021, 6, 21, 14, 14, tzinfo=ZoneInfo("Europe/Madrid")), 40.42, -3.70, 73.0),    # noon, summer
+    (datetime(2021, 6, 21, 21, 48, tzinfo=ZoneInfo("Europe/Madrid")), 40.42, -3.70, -0.83),   # sunset
+    (datetime(2021, 12, 21, 5, 41, tzinfo=ZoneInfo("Australia/Sydney")), -33.87, 151.21, -0.83),  # sunrise
+    (datetime(2021, 12, 21, 10, 42, tzinfo=timezone.utc), 69.65, 18.96, -3.1),   # polar night: noon, 90 − 69.65 − 23.44
+])
+def test_the_suns_altitude_matches_the_almanac(when, latitude, longitude, altitude):
+    """Sunrise and sunset are the sun's centre 0.83° below the horizon (refraction and its radius)."""
+    assert allsky.sun_altitude(when, latitude, longitude) == pytest.approx(altitude, abs=0.4)

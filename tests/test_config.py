@@ -247,3 +247,15 @@ def test_help_names_every_settings_key_and_default():
     serve = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "serve", "--help"], capture_output=True,
                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "COLUMNS": "400"})
     assert "(default: 8765)" in serve.stdout and "(default: 127.0.0.1)" in serve.stdout
+
+
+def test_the_cameras_place_is_both_coordinates_or_none(tmp_path):
+    assert (load_settings(env={}).latitude, load_settings(env={}).longitude) == (None, None)
+    placed = load_settings(env={"GUALTA_LATITUDE": "41.6", "GUALTA_LONGITUDE": "-1.84"})
+    assert (placed.latitude, placed.longitude, placed.night_sun_altitude) == (41.6, -1.84, -6.0)
+    for env, said in (({"GUALTA_LATITUDE": "41.6"}, "guAlta_latitude and guAlta_longitude go together"),
+                      ({"GUALTA_LATITUDE": "141.6", "GUALTA_LONGITUDE": "1"}, "must be from -90 to 90"),
+                      ({"GUALTA_LATITUDE": "41.6", "GUALTA_LONGITUDE": "1", "GUALTA_NIGHT_SUN_ALTITUDE": "-30"},
+                       "must be from -18 to 10")):
+        with pytest.raises(ConfigError, match=said):
+            load_settings(env=env)

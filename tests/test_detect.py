@@ -270,6 +270,23 @@ def test_scores_never_replace_a_file_that_is_not_a_scores_csv(client_night, tiny
         assert len(read_scores(earlier)) == len(allsky.list_frames(night))
 
 
+def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_path, madrid_clock):
+    """With AllSky's daytime capture on, the afternoon's and the morning's frames are in the night's folder and were
+    scored as night frames: the sun's rays and daylit clouds made false meteors in some of them, used up the night's
+    Telegram posts and doubled the run's time. With the camera's place set, a frame taken with the sun above
+    guAlta_night_sun_altitude is skipped unread, its row saying so."""
+    def rows(name: str, **place) -> list[dict]:
+        run_batch(settings(tmp_path, tiny_model, threshold=0, **place), client_night, tmp_path / name, upload=False,
+                  say=lambda line: None, progress=False)
+        return read_scores(tmp_path / name)
+
+    unset, madrid = rows("unset.csv"), rows("madrid.csv", latitude=40.42, longitude=-3.70)
+    assert madrid == unset and sum(row["detection"] == "1" for row in madrid) > 0      # 22:00 in November: night
+    sydney = rows("sydney.csv", latitude=-33.87, longitude=151.21)          # the same instants: 08:00 there
+    assert all(row["flag"] == "skipped" and row["score"] == "" and row["detection"] == "0" for row in sydney)
+    assert {re.sub(r"\d+", "N", row["note"]) for row in sydney} == {"daytime: the sun N° up"}
+
+
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
     lines = []
     run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,
