@@ -171,6 +171,22 @@ def test_watcher_equals_batch_through_slow_writes_bad_frames_and_a_restart(clien
     assert end["total"] == sum(row["score"] != "" for row in batch_rows)
 
 
+def test_the_watcher_skips_frames_taken_in_daylight(client_night, tiny_model, tmp_path, madrid_clock):
+    """The watcher scored the afternoon's frames (AllSky's daytime capture) as a backlog when its window opened, the
+    night's waiting behind them. With the camera's place set they are skipped unread, as in the batch run."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, sleep_between_imgs=0.05, start_time="0000",
+                      end_time="0000", latitude=-33.87, longitude=151.21, threshold=0)   # 08:00 there: daylight
+    writer = Writer(client_night, root, spacing_s=0)
+    writer.write(range(len(writer.frames)))
+    stop, thread, _ = start_watcher(config, load_model(tiny_model, threads=1))
+    wait_for(lambda: len(rows_in(config.outbox)) >= len(writer.frames) - 1)
+    stop.set()
+    thread.join(10)
+    rows = rows_in(config.outbox)
+    assert rows and all(row["note"].startswith("daytime: the sun") and row["score"] == "" for row in rows)
+
+
 @pytest.mark.parametrize("night, first, after_change, previous", [
     ("20211030", datetime(2021, 10, 31, 2, 54, 5, fold=0), "image-20211031020005.jpg", "image-20211031025935.jpg"),
     ("20220326", datetime(2022, 3, 27, 1, 54, 5), "image-20220327030005.jpg", "image-20220327015935.jpg")])
