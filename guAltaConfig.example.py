@@ -30,6 +30,7 @@ guAlta_batch_size = 16                          # frames per model call (4 on a 
 guAlta_latitude = ""                            # the camera's place, degrees (e.g. 41.60 and 1.84, west negative):
 guAlta_longitude = ""                           #   frames taken in daylight are then not scored (empty: all are)
 guAlta_night_sun_altitude = -6                  # the sun's altitude below which it is night (AllSky's angle)
+guAlta_camera_timezone = ""                     # the camera clock's zone if not this machine's (e.g. "UTC")
 
 # Central service — only on the machine running `python guAlta.py serve` / `site`. API keys come from the
 # environment (GUALTA_API_KEYS="obs01:key,obs02:key"), the Telegram token from GUALTA_TELEGRAM_TOKEN: never here.

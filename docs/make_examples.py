@@ -36,7 +36,7 @@ def frame_with(plan: simulate.NightPlan, kind: str | None, default: int) -> int:
         return float(simulate.np.hypot(point[0] - fisheye.cx, point[1] - fisheye.cy)) < 0.6 * fisheye.radius
 
     def dark(index: int) -> bool:
-        return simulate.sun_altitude(renderer_time[index], plan.latitude, plan.utc_offset_h)[0] < -18
+        return simulate.sun_position(renderer_time[index], plan.latitude, plan.utc_offset_h)[0] < -18
 
     events = [event for event in plan.events
               if event.kind == kind and event.frames[0] > 0 and len(event.frames) >= (2 if kind in ("satellite", "plane") else 1)

@@ -16,6 +16,7 @@ import runpy
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gualta.payload import OBS_ID
 
@@ -72,6 +73,17 @@ def hhmm(value) -> str:
 def page_time(value) -> str:
     """'off', or a local time as `hhmm` reads it (the daily page's time)."""
     return "off" if value == "off" else hhmm(value)
+
+
+def time_zone(value) -> str:
+    """An IANA time zone name ("Europe/Madrid", "UTC"), or "" for none."""
+    name = text(value)
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known time zone (an IANA name such as Europe/Madrid or UTC)") from None
+    return name
 
 
 def obs_id(value) -> str:
@@ -180,6 +192,8 @@ SETTINGS = (
             "negative)"),
     Setting("night_sun_altitude", number(-18.0, 10.0), -6.0, "with latitude and longitude: frames taken with the "
             "sun higher than this (degrees; AllSky's day/night angle) are daytime, not scored"),
+    Setting("camera_timezone", time_zone, "", "the zone of the camera's clock, which names the frames, where it is "
+            "not this machine's (a camera kept on UTC or without summer time): for the daytime rule"),
 )
 PATHS = {"main_folder", "model", "outbox"}
 SHIPPED = {"model"}                  # defaults naming a file the repository ships: found beside guAlta.py
@@ -214,6 +228,7 @@ class Settings:
     latitude: float | None = None
     longitude: float | None = None
     night_sun_altitude: float = -6.0
+    camera_timezone: str = ""
     source: str = ""                 # the settings file read
 
     @property

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from tqdm import tqdm
@@ -61,7 +62,7 @@ WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this mu
 SKIPPED = "skipped"
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
-SCORES_HEADER = b"file,score"                  # how every scores CSV this client wrote begins
+SCORES_HEADER = ["file", "score"]              # how every scores CSV this client wrote begins
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
 STREAK_WORKERS = 2
@@ -214,10 +215,10 @@ class Scorer:
     names a reason for are skipped unread."""
 
     def __init__(self, model, frames: NightFrames, batch_size: int = 16, streak_check: bool = True,
-                 daytime=lambda frame: ""):
+                 daytime: Callable[[Path], str] = lambda frame: ""):
         self.model, self.frames, self.batch_size, self.streak_check = model, frames, batch_size, streak_check
         self.kind = getattr(getattr(model, "info", None), "kind", "diff")
-        self.daytime = daytime
+        self.daytime, self.after_daylight = daytime, False
 
     def score(self, files: list[Path]) -> Iterator[FrameResult]:
         """Results for `files` (frames of this night, in time order)."""
@@ -237,25 +238,36 @@ class Scorer:
         batch = next(batches, None)
         if batch is None:
             return None
-        day = {frame: note for frame in batch if (note := self.daytime(frame))}
+        day = {}
+        for frame in batch:                 # the first frame after daylight is compared with none (a daylit one)
+            day[frame] = self.daytime(frame)
+            if not day[frame] and self.after_daylight:
+                self.frames.start_afresh(frame, "first frame after daylight: no predecessor")
+            self.after_daylight = bool(day[frame])
+        day = {frame: note for frame, note in day.items() if note}
         prepared = iter(prepare_batch(self.frames, [frame for frame in batch if frame not in day], self.kind,
                                       self.streak_check))
         return [(FrameResult(frame, note=day[frame], flag=SKIPPED), None) if frame in day else next(prepared)
                 for frame in batch]
 
 
-def daytime_rule(settings: Settings):
-    """frame → why it is not scored ("daytime: the sun 23° up"), or "" — from the camera's place and the frame's
-    time (its name, on this machine's clock); every frame is scored where the place is not set."""
+def daytime_rule(settings: Settings) -> Callable[[Path], str]:
+    """frame → why it is not scored ("daytime: the sun at 23.4°, above -6°"), or "" — from the camera's place and
+    the time its name gives (on the camera's clock: guAlta_camera_timezone, else this machine's zone); every frame is
+    scored where the place is not set."""
     if settings.latitude is None or settings.longitude is None:
         return lambda frame: ""
+    zone = ZoneInfo(settings.camera_timezone) if settings.camera_timezone else None
 
     def daytime(frame: Path) -> str:
         stamp = allsky.frame_time(frame)
         if stamp is None:
             return ""
-        altitude = allsky.sun_altitude(stamp.astimezone(), settings.latitude, settings.longitude)
-        return f"daytime: the sun {altitude:.0f}° up" if altitude > settings.night_sun_altitude else ""
+        when = stamp.replace(tzinfo=zone) if zone else stamp.astimezone()
+        altitude = allsky.sun_altitude(when, settings.latitude, settings.longitude)
+        if altitude <= settings.night_sun_altitude:
+            return ""
+        return f"daytime: the sun at {altitude:.1f}°, above {settings.night_sun_altitude:g}°"
     return daytime
 
 
@@ -962,10 +974,11 @@ class CsvRows:
 def is_scores_csv(path: Path) -> bool:
     """Whether a file is empty or starts as a scores CSV does (its header): one that may be written over."""
     try:
-        with open(path, "rb") as stream:
-            return stream.read(len(SCORES_HEADER)) in (b"", SCORES_HEADER)
-    except OSError:
+        with open(path, newline="", encoding="utf-8") as stream:
+            header = next(csv.reader(stream), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
         return False
+    return header is None or header[:2] == SCORES_HEADER
 
 
 def scores_file(scores: str | Path | None, night: str) -> Path | None:

@@ -229,6 +229,7 @@ class NightWatch:
         self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
                                rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check)
         self.waiting_since: float | None = None
+        self.held: FrameResult | None = None       # the candidate waiting since waiting_since
         self.resume()
         self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)
         if upload:
@@ -269,8 +270,9 @@ class NightWatch:
             self.emit(self.decider.push(result))
         if self.decider.waiting is None:
             self.waiting_since = None
-        elif self.waiting_since is None or ready:
+        elif self.waiting_since is None or self.decider.waiting is not self.held:   # a new candidate waits
             self.waiting_since = time.monotonic()
+        self.held = self.decider.waiting
         return len(ready)
 
     def check_hold(self, hold_s: float) -> None:

@@ -122,8 +122,9 @@ def local_sidereal_time(stamp: datetime, utc_offset_h: float) -> float:
     return (100.46 + 0.985647 * (stamp.timetuple().tm_yday - 1) + 15.041 * solar_hour) % 360
 
 
-def sun_altitude(stamp: datetime, lat: float, utc_offset_h: float) -> tuple[float, float]:
-    """Approximate solar altitude and azimuth (degrees) at local time `stamp`."""
+def sun_position(stamp: datetime, lat: float, utc_offset_h: float) -> tuple[float, float]:
+    """Approximate solar altitude and azimuth (degrees) at local time `stamp`, the simulated site's (its solar time
+    is UTC: the client's `allsky.sun_altitude` takes a real place)."""
     day = stamp.timetuple().tm_yday
     declination = -23.44 * math.cos(2 * math.pi * (day + 10) / 365.0)
     solar_hour = stamp.hour + stamp.minute / 60 + stamp.second / 3600 - utc_offset_h
@@ -656,7 +657,7 @@ class NightRenderer:
         plan, cam = self.plan, self.plan.camera
         rng = np.random.default_rng([plan.seed, index])
         stamp = self.time_of(index)
-        sun_alt, sun_az = sun_altitude(stamp, plan.latitude, plan.utc_offset_h)
+        sun_alt, sun_az = sun_position(stamp, plan.latitude, plan.utc_offset_h)
         moon_alt, moon_az = self.moon_position(index)
         cover = float(plan.cloud_schedule[index])
         clouds = self.clouds(index, cover) * self.low_sky_mask

@@ -259,7 +259,9 @@ def test_scores_never_replace_a_file_that_is_not_a_scores_csv(client_night, tiny
     night = copy_night(client_night, tmp_path / "images")
     config = settings(tmp_path, tiny_model)
     frame = allsky.list_frames(night)[0]
-    kept = {path: path.read_bytes() for path in (frame, tiny_model)}
+    league = tmp_path / "league.csv"
+    league.write_text("file,scoreboard,team\nx,1,2\n")                 # a CSV, not a scores CSV
+    kept = {path: path.read_bytes() for path in (frame, tiny_model, league)}
     for path in kept:
         with pytest.raises(ClientError, match="is a file that is not a scores CSV, left as it is"):
             run_batch(config, night, path, upload=False, say=lambda line: None, progress=False)
@@ -284,7 +286,13 @@ def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_p
     assert madrid == unset and sum(row["detection"] == "1" for row in madrid) > 0      # 22:00 in November: night
     sydney = rows("sydney.csv", latitude=-33.87, longitude=151.21)          # the same instants: 08:00 there
     assert all(row["flag"] == "skipped" and row["score"] == "" and row["detection"] == "0" for row in sydney)
-    assert {re.sub(r"\d+", "N", row["note"]) for row in sydney} == {"daytime: the sun N° up"}
+    assert {re.sub(r"\d+", "N", row["note"]) for row in sydney} == {"daytime: the sun at N.N°, above -N°"}
+    dusk = rows("dusk.csv", latitude=0.0, longitude=-43.95)        # the sun passes -6° at 21:05 UTC, 22:05 here
+    daylit = [row["file"] for row in dusk if row["note"].startswith("daytime")]
+    assert daylit == [row["file"] for row in madrid[:11]]
+    assert dusk[11]["note"] == "first frame after daylight: no predecessor" and dusk[11]["score"] == ""
+    assert dusk[12:] == madrid[12:]                                # then the night as it always was
+    assert rows("utc.csv", latitude=0.0, longitude=-43.95, camera_timezone="UTC") == madrid   # named an hour later
 
 
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):

@@ -187,6 +187,29 @@ def test_the_watcher_skips_frames_taken_in_daylight(client_night, tiny_model, tm
     assert rows and all(row["note"].startswith("daytime: the sun") and row["score"] == "" for row in rows)
 
 
+def test_a_candidate_before_dawn_is_decided_while_daylight_frames_come(client_night, tiny_model, tmp_path,
+                                                                     madrid_clock):
+    """The hold of a candidate waiting for its successor started again with every frame that came: at dawn, with
+    daylight frames never scored, the night's last candidate (and its report) waited until the camera stopped, hours
+    later. It is decided hold_s after it began to wait."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, sleep_between_imgs=0.05, start_time="0000",
+                      end_time="0000", latitude=0.0, longitude=123.45, threshold=0)   # -6° at 22:05:15 here
+    night = Writer(client_night, root, spacing_s=0)
+    night.write(range(11))
+    stop, thread, _ = start_watcher(config, load_model(tiny_model, threads=1), hold_s=2.0)
+    wait_for(lambda: len(rows_in(config.outbox)) >= 10)
+    dawn = threading.Thread(target=Writer(client_night, root, spacing_s=0.7).write, args=(range(11, 24),))
+    dawn.start()
+    started = time.monotonic()
+    wait_for(lambda: len(rows_in(config.outbox)) >= 11, timeout=30)
+    decided_after = time.monotonic() - started
+    dawn.join()
+    stop.set()
+    thread.join(10)
+    assert decided_after < 6 and rows_in(config.outbox)[10]["file"] == night.frames[10].name
+
+
 @pytest.mark.parametrize("night, first, after_change, previous", [
     ("20211030", datetime(2021, 10, 31, 2, 54, 5, fold=0), "image-20211031020005.jpg", "image-20211031025935.jpg"),
     ("20220326", datetime(2022, 3, 27, 1, 54, 5), "image-20220327030005.jpg", "image-20220327015935.jpg")])

@@ -676,7 +676,7 @@ def test_difference_noise_spans_the_calibrated_range():
 def test_twilight_is_bright_toward_the_sun_and_shortens_the_exposure():
     plan = quiet_plan(1, frames=16 * 120, start=datetime(2021, 11, 5, 16, 30))
     renderer = NightRenderer(plan)
-    sun = np.array([sim.sun_altitude(renderer.time_of(i), plan.latitude, plan.utc_offset_h)
+    sun = np.array([sim.sun_position(renderer.time_of(i), plan.latitude, plan.utc_offset_h)
                     for i in range(plan.frames)])
     dusk = int(np.argmin(np.abs(sun[: plan.frames // 2, 0] + 8)))
     midnight = int(np.argmin(sun[:, 0]))
@@ -711,7 +711,7 @@ def test_twilight_is_bright_toward_the_sun_and_shortens_the_exposure():
 def test_dawn_brightens_smoothly_through_astronomical_twilight():
     plan = quiet_plan(1, frames=1440, start=datetime(2021, 11, 5, 20, 0))
     renderer = NightRenderer(plan)
-    sun = np.array([sim.sun_altitude(renderer.time_of(i), plan.latitude, plan.utc_offset_h)[0]
+    sun = np.array([sim.sun_position(renderer.time_of(i), plan.latitude, plan.utc_offset_h)[0]
                     for i in range(plan.frames)])
     first_above = int(np.argmax((sun > -18) & (np.arange(plan.frames) > plan.frames // 2)))
     assert sun[first_above - 1] <= -18 < sun[first_above]
