@@ -101,6 +101,14 @@ def sun_altitude(when: datetime, latitude: float, longitude: float) -> float:
     return 90 - math.degrees(math.acos(max(-1.0, min(1.0, cos_zenith))))
 
 
+def not_a_night(folder: str | Path) -> str:
+    """Why a folder given as a night is not one — it holds night folders and no frames: the images root — else ''."""
+    nights = night_folders(folder)
+    if nights and not list_frames(folder):
+        return f"holds night folders, not frames: name one (the latest is {nights[-1]})"
+    return ""
+
+
 def not_an_images_root(folder: str | Path) -> str:
     """Why a folder given as the images root (guAlta_main_folder) is not one — a file, or a night folder: it holds
     frames — else ''."""

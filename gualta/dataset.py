@@ -476,10 +476,9 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     night, out_dir = Path(night_dir), Path(out_dir)
     if not night.is_dir():
         raise DatasetError(f"night folder not found: {night}")
+    if why := allsky.not_a_night(night):
+        raise DatasetError(f"{night} {why}")
     frame_list = allsky.list_frames(night)
-    nights = allsky.night_folders(night)
-    if nights and not frame_list:
-        raise DatasetError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]})")
     if not frame_list:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)
     truth = night_labels(night)

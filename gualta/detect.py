@@ -856,10 +856,10 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
         night = Path(os.path.abspath(folder))       # `--folder .` is the night it names (a link keeps its name)
         if not night.is_dir():
             raise ClientError(f"night folder not found: {night}")
-        nights = listing(allsky.night_folders, night)
-        if nights and not listing(allsky.list_frames, night):
-            raise ClientError(f"{night} holds night folders, not frames: name one (the latest is {nights[-1]}), or "
-                              f"leave --folder out to score the latest night under guAlta_main_folder")
+        why = listing(allsky.not_a_night, night)
+        if why:
+            raise ClientError(f"{night} {why}, or leave --folder out to score the latest night under "
+                              f"guAlta_main_folder")
         return night
     tonight = allsky.night_of(datetime.now())
     night, ahead = listing(lambda root: allsky.latest_night_by(root, tonight), settings.main_folder)

@@ -663,6 +663,9 @@ def test_an_images_root_that_is_a_night_folder_or_a_file_is_said(client_night, t
         assert len(said) == 1 and said[0].startswith(f"guAlta_main_folder {root} {why}")
         with pytest.raises(ClientError, match=re.escape(why)):
             run_batch(config, None, None, upload=False, say=lambda line: None, progress=False)
+    with pytest.raises(ClientError, match=re.escape(f"{night.parent} holds night folders, not frames: name one (the "
+                                                    f"latest is {night}), or leave --folder out")):
+        run_batch(config, night.parent, None, upload=False, say=lambda line: None, progress=False)   # the other way
 
 
 @pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),
