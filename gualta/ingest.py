@@ -204,7 +204,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     limit = telegram_post.night_posts(env) if asked else 0
     earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame < frame_id)
     if asked and channel is not None and too_old_to_post(night, env, now):
-        record["telegram_status"] = f"not posted: over {telegram_post.within_days(env)} days after the night"
+        record["telegram_status"] = too_old_status(env)
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
         if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
@@ -236,6 +236,11 @@ def too_old_to_post(night: str, env, now: datetime) -> bool:
     days = telegram_post.within_days(env)
     last = allsky.ended_night(now.astimezone(service_env.timezone(env)))
     return bool(days) and (datetime.strptime(last, "%Y%m%d") - datetime.strptime(night, "%Y%m%d")).days > days
+
+
+def too_old_status(env) -> str:
+    """The telegram_status of a report `too_old_to_post`."""
+    return f"not posted: over {telegram_post.within_days(env)} days after the night"
 
 
 def posts_full(target: store.Store, night: str, obs_id: str, limit: int) -> bool:
@@ -424,8 +429,7 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
         return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
     old = channel is not None and too_old_to_post(night, env, now)
-    record["telegram_status"] = f"not posted: over {telegram_post.within_days(env)} days after the night" if old \
-        else "pending"
+    record["telegram_status"] = too_old_status(env) if old else "pending"
     store.write_json(target, key, record)
     log.info("stored log %s", key)
     if not old:
