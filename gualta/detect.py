@@ -239,12 +239,12 @@ class Scorer:
         if batch is None:
             return None
         day = {}
-        for frame in batch:                 # the first frame after daylight is compared with none (a daylit one)
-            day[frame] = self.daytime(frame)
-            if not day[frame] and self.after_daylight:
+        for frame in batch:
+            if note := self.daytime(frame):
+                day[frame] = note
+            elif self.after_daylight:       # compared with none: the frame before it is a daylit one
                 self.frames.start_afresh(frame, "first frame after daylight: no predecessor")
-            self.after_daylight = bool(day[frame])
-        day = {frame: note for frame, note in day.items() if note}
+            self.after_daylight = bool(note)
         prepared = iter(prepare_batch(self.frames, [frame for frame in batch if frame not in day], self.kind,
                                       self.streak_check))
         return [(FrameResult(frame, note=day[frame], flag=SKIPPED), None) if frame in day else next(prepared)
