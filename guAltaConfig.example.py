@@ -38,3 +38,4 @@ guAlta_store = "gualta_store"                   # store: a folder, or s3://bucke
 guAlta_site_time = "0900"                       # daily page build time (HHMM, local time)
 guAlta_observatories = {}                       # ISS passes on the daily page need each observatory's place, e.g.
 # {"obs01": {"lat": 41.60, "lon": 1.84, "elevation_m": 700, "name": "My roof", "tz": "Europe/Madrid"}}
+# (with a place, its detections taken with the sun above "night_sun_altitude", default -6, are not posted)

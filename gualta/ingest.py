@@ -18,8 +18,9 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
-from gualta import allsky, coincidence, payload, service_env, store, telegram_post
+from gualta import allsky, coincidence, passes, payload, service_env, store, telegram_post
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +196,24 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     Only an observatory's first detections of the night (`telegram_post.night_posts`, in its camera's time order
     among `stored`, and never more posted whatever the order they arrive in) are posted; the first after them posts
     one message saying so instead. Detections of a night that ended long before the last one (`too_old_to_post`)
-    are not posted. Return the record's telegram_status."""
+    are not posted, nor those taken in daylight where the service knows the observatory's place (`daylight_rule`:
+    AllSky's daytime capture, a client without its place set), which count for no limit. Return the record's
+    telegram_status."""
     night, obs_id, frame_id = detection
     zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
     asked = record.get("telegram") is True
     limit = telegram_post.night_posts(env) if asked else 0
-    earlier = sum(1 for other_obs, other_frame, _ in stored if other_obs == obs_id and other_frame < frame_id)
+    daylight = daylight_rule(env) if asked and channel is not None else lambda _obs_id, _stamp: ""
+    earlier = sum(1 for other_obs, other_frame, at in stored
+                  if other_obs == obs_id and other_frame < frame_id and not daylight(other_obs, at))
+    daylit = daylight(obs_id, stamp)
     if asked and channel is not None and too_old_to_post(night, env, now):
         record["telegram_status"] = too_old_status(env)
+        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+    elif daylit:
+        record["telegram_status"] = f"not posted: {daylit}"
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
         if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
@@ -228,6 +237,26 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
             if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
                 break
     return record["telegram_status"]
+
+
+def daylight_rule(env) -> Callable[[str, datetime], str]:
+    """(obs_id, camera-clock time) → why a detection then is not posted ("daylight: the sun at 12.3°, above -6°"), or
+    '' — for observatories whose place GUALTA_OBSERVATORIES gives (its night_sun_altitude, else −6°); an unreadable
+    GUALTA_OBSERVATORIES leaves every detection to post."""
+    try:
+        places = passes.observatories_from_env(env)
+    except service_env.ConfigError:
+        places = {}
+
+    def daylight(obs_id: str, stamp: datetime | None) -> str:
+        place = places.get(obs_id)
+        if place is None or stamp is None:
+            return ""
+        altitude = allsky.sun_altitude(stamp.replace(tzinfo=place.zone), place.lat, place.lon)
+        if altitude <= place.night_sun_altitude:
+            return ""
+        return f"daylight: the sun at {altitude:.1f}°, above {place.night_sun_altitude:g}°"
+    return daylight
 
 
 def too_old_to_post(night: str, env, now: datetime) -> bool:

@@ -42,6 +42,7 @@ class Observatory:
     elevation_m: float = 0.0
     name: str = ""
     tz: str = ""
+    night_sun_altitude: float = DARK_SUN_ALT_DEG   # its night: the sun below this (its client's setting, AllSky's angle)
 
     @property
     def zone(self):
@@ -81,7 +82,8 @@ def observatories_from_env(env) -> dict[str, Observatory]:
 
 
 def observatory(obs_id: str, entry: dict) -> Observatory:
-    """One observatory from its settings dict, checked (lat −90…90, lon −180…180, a known time zone)."""
+    """One observatory from its settings dict, checked (lat −90…90, lon −180…180, a known time zone, a night sun
+    altitude −18…10)."""
     payload.check_obs_id(obs_id)
     lat, lon = float(entry["lat"]), float(entry["lon"])
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -92,7 +94,11 @@ def observatory(obs_id: str, entry: dict) -> Observatory:
             ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{obs_id}: unknown time zone {tz!r}") from None
-    return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name") or ""), tz)
+    night_sun = float(entry.get("night_sun_altitude", DARK_SUN_ALT_DEG))
+    if not -18 <= night_sun <= 10:
+        raise ValueError(f"{obs_id}: night_sun_altitude {night_sun:g} is outside -18…10 degrees")
+    return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name") or ""), tz,
+                       night_sun)
 
 
 @lru_cache(maxsize=1)

@@ -210,13 +210,15 @@ def test_service_settings_from_the_file_then_environment(tmp_path):
         load_service_settings(config, env={})
     assert "guAlta_site_time" in str(error.value) and "guAlta_observatories" in str(error.value)
     config.write_text('guAlta_site_time = "25:00"\nguAlta_observatories = {"obs01": {"lat": 141.6, "lon": 1.8}, '
-                      '"obs02": {"lon": 2.0}, "obs03": {"lat": 41, "lon": 2, "tz": "Europe/Madird"}}\n')
+                      '"obs02": {"lon": 2.0}, "obs03": {"lat": 41, "lon": 2, "tz": "Europe/Madird"}, '
+                      '"obs04": {"lat": 41, "lon": 2, "night_sun_altitude": 30}}\n')
     with pytest.raises(ConfigError) as error:     # named after an unset variable, alone, once the store was made
         load_service_settings(config, env={})
-    assert [line.strip() for line in str(error.value).splitlines()[-3:]] == [
+    assert [line.strip() for line in str(error.value).splitlines()[-4:]] == [
         "- guAlta_observatories in serviceConfig.py: obs01: latitude/longitude out of range",
         "- guAlta_observatories in serviceConfig.py: obs02: lat is missing",
-        "- guAlta_observatories in serviceConfig.py: obs03: unknown time zone 'Europe/Madird'"]
+        "- guAlta_observatories in serviceConfig.py: obs03: unknown time zone 'Europe/Madird'",
+        "- guAlta_observatories in serviceConfig.py: obs04: night_sun_altitude 30 is outside -18…10 degrees"]
     assert "guAlta_site_time" in str(error.value)
     overridden = {"GUALTA_OBSERVATORIES": "{}", "GUALTA_SITE_TIME": "0900"}    # the file's places are not used
     assert load_service_settings(config, env=overridden).site_time == "0900"

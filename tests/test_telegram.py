@@ -614,3 +614,31 @@ def test_a_post_mark_that_cannot_be_written_never_posts_twice(root, bot_api, mon
     assert stored(root)["telegram_status"] == "sent" and "cannot mark obs01's post" in caplog.text
     site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert len(bot_api.sent("sendPhoto")) == 1
+
+
+def test_detections_taken_in_daylight_are_stored_but_not_posted_and_count_for_no_limit(root, bot_api, monkeypatch):
+    """A client without its place set (AllSky's daytime capture on) reports daylit frames: the afternoon's false
+    meteors were posted and used up the night's limit before dark. The service knows the observatory's place: a
+    detection taken with the sun above its night_sun_altitude (−6° unless set) is stored and paged, not posted, and
+    counts for no limit; an observatory whose place is not given posts as before."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_NIGHT_POSTS", "2")
+    afternoon = ["20260916180000", "20260916190000", "20260916200000"]          # sunset 20:00, −6° at 20:30 (CEST)
+    night = ["20260916213000", "20260916231507", "20260917020000"]
+    for frame_id in afternoon + night:
+        post(detection(frame_id=frame_id, telegram=True))
+    statuses = {frame_id: stored(root, name=f"obs01_{frame_id}")["telegram_status"] for frame_id in afternoon + night}
+    assert [statuses[frame_id] for frame_id in night] == ["sent", "sent", "not posted: over 2 this night"]
+    assert statuses["20260916180000"] == "not posted: daylight: the sun at 21.8°, above -6°"
+    assert all(statuses[frame_id].startswith("not posted: daylight: the sun at ") for frame_id in afternoon)
+    assert len(bot_api.sent("sendPhoto")) == 2
+    site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert len(bot_api.sent("sendPhoto")) == 2                                # nothing posted in the morning
+    assert "not posted to Telegram (daylight: the sun at 21.8°, above -6°)" in (root / "20260916.html").read_text()
+
+    places = {"obs01": {**OBSERVATORIES["obs01"], "night_sun_altitude": -18}}   # a client scoring from astronomical dark
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps(places))
+    post(detection(frame_id="20260918210000", telegram=True))                 # the sun at −12°: twilight, not night
+    assert stored(root, "20260918", "obs01_20260918210000")["telegram_status"].startswith("not posted: daylight")
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", "{}")                          # no place: posted as before
+    post(detection(frame_id="20260918180000", telegram=True))
+    assert stored(root, "20260918", "obs01_20260918180000")["telegram_status"] == "sent"
