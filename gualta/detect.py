@@ -60,6 +60,7 @@ SHARED_NOTE = "a streak no adjacent frame explains, though they explain the rest
 ERASED_SHARE = 0.5           # a streak mostly (this share of it) where explaining away erases is the satellite's own
 WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this much (`preprocess.washed_out_share`)
 SKIPPED = "skipped"
+DAYTIME = "daytime: "             # the note of a frame taken in daylight, skipped unread
 METEOR, NO_METEOR = "meteor", "no-meteor"
 CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
 SCORES_HEADER = ["file", "score"]              # how every scores CSV this client wrote begins
@@ -102,6 +103,11 @@ class FrameResult:
     @property
     def scored(self) -> bool:
         return self.score is not None
+
+    @property
+    def daylit(self) -> bool:
+        """Whether it was skipped unread as taken in daylight (`daytime_rule`)."""
+        return self.note.startswith(DAYTIME)
 
     @property
     def trails(self) -> list[trails.Trail]:
@@ -267,7 +273,7 @@ def daytime_rule(settings: Settings) -> Callable[[Path], str]:
         altitude = allsky.sun_altitude(when, settings.latitude, settings.longitude)
         if altitude <= settings.night_sun_altitude:
             return ""
-        return f"daytime: the sun at {altitude:.1f}°, above {settings.night_sun_altitude:g}°"
+        return f"{DAYTIME}the sun at {altitude:.1f}°, above {settings.night_sun_altitude:g}°"
     return daytime
 
 
@@ -809,6 +815,7 @@ class NightSummary:
     night: str
     frames: int = 0
     scored: int = 0
+    daylight: int = 0                  # frames skipped unread as taken in daylight
     detections: int = 0
     flagged: int = 0
     seconds: float = 0.0
@@ -821,7 +828,8 @@ class NightSummary:
 
     @property
     def frames_per_s(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames read a second (daylight frames are skipped unread: they would make the client look faster)."""
+        return (self.frames - self.daylight) / self.seconds if self.seconds > 0 else 0.0
 
     def text(self) -> str:
         if self.pending is None:
@@ -839,13 +847,19 @@ class NightSummary:
         if self.scores_failed:
             scores += f" (incomplete: {self.scores_failed})"
         model = f"; model {self.model}" if self.model else ""
-        return (f"night {self.night}: {self.frames} frames ({self.scored} scored, {self.frames - self.scored} "
-                f"skipped), {self.detections} detections, {self.flagged} flagged, {self.seconds:.1f} s, "
-                f"{self.frames_per_s:.1f} frames/s; {uploads}{model}{scores}")
+        daylight = f", {self.daylight} in daylight" if self.daylight else ""
+        if self.daylight and self.daylight == self.frames:
+            daylight += (": the sun never went below guAlta_night_sun_altitude at the camera's place (a summer night "
+                         "near the pole, or a wrong place or clock)")
+        return (f"night {self.night}: {self.frames} frames ({self.scored} scored, "
+                f"{self.frames - self.scored - self.daylight} skipped{daylight}), {self.detections} detections, "
+                f"{self.flagged} flagged, {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s; "
+                f"{uploads}{model}{scores}")
 
     def count(self, result: FrameResult) -> None:
         self.frames += 1
         self.scored += result.scored
+        self.daylight += result.daylit
         self.detections += result.detection
         self.flagged += bool(result.flag and result.flag != SKIPPED)
 

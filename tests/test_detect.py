@@ -277,9 +277,11 @@ def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_p
     scored as night frames: the sun's rays and daylit clouds made false meteors in some of them, used up the night's
     Telegram posts and doubled the run's time. With the camera's place set, a frame taken with the sun above
     guAlta_night_sun_altitude is skipped unread, its row saying so."""
+    said = []
+
     def rows(name: str, **place) -> list[dict]:
         run_batch(settings(tmp_path, tiny_model, threshold=0, **place), client_night, tmp_path / name, upload=False,
-                  say=lambda line: None, progress=False)
+                  say=said.append, progress=False)
         return read_scores(tmp_path / name)
 
     unset, madrid = rows("unset.csv"), rows("madrid.csv", latitude=40.42, longitude=-3.70)
@@ -287,11 +289,16 @@ def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_p
     sydney = rows("sydney.csv", latitude=-33.87, longitude=151.21)          # the same instants: 08:00 there
     assert all(row["flag"] == "skipped" and row["score"] == "" and row["detection"] == "0" for row in sydney)
     assert {re.sub(r"\d+", "N", row["note"]) for row in sydney} == {"daytime: the sun at N.N°, above -N°"}
+    assert said[-1].startswith("night 20211110: 24 frames (0 scored, 0 skipped, 24 in daylight: the sun never went "
+                               "below guAlta_night_sun_altitude at the camera's place")     # not 0 scored and no why
     dusk = rows("dusk.csv", latitude=0.0, longitude=-43.95)        # the sun passes -6° at 21:05 UTC, 22:05 here
     daylit = [row["file"] for row in dusk if row["note"].startswith("daytime")]
     assert daylit == [row["file"] for row in madrid[:11]]
     assert dusk[11]["note"] == "first frame after daylight: no predecessor" and dusk[11]["score"] == ""
     assert dusk[12:] == madrid[12:]                                # then the night as it always was
+    assert "24 frames (12 scored, 1 skipped, 11 in daylight), " in said[-1]     # the first after daylight: no pair
+    assert float(re.search(r"([\d.]+) s, ", said[-1]).group(1)) * float(
+        re.search(r"([\d.]+) frames/s", said[-1]).group(1)) == pytest.approx(13, abs=1.5)     # frames read a second
     assert rows("utc.csv", latitude=0.0, longitude=-43.95, camera_timezone="UTC") == madrid   # named an hour later
 
 
