@@ -443,9 +443,23 @@ def seconds_until_next(now: datetime, at: str) -> float:
     return next_run(now, at).timestamp() - now.timestamp()
 
 
+def page_missed(env, at: str, now: datetime) -> bool:
+    """Whether today's build at `at` has passed and the night it builds has no page (the service was down then)."""
+    if next_run(now, at).date() == now.date():                      # today's build is still to come
+        return False
+    return site.ended_night(now, env) not in site.page_nights(store.store_from_env(env))
+
+
 def schedule_pages(service: Service, at: str, stop: threading.Event) -> threading.Thread:
-    """A daemon thread that builds the daily page every day at `at` (local time of GUALTA_TIMEZONE)."""
+    """A daemon thread that builds the daily page every day at `at` (local time of GUALTA_TIMEZONE) — and at once
+    when the service starts after today's build with no page for it (`page_missed`: down at `at`)."""
     def loop():
+        try:
+            if page_missed(service.env, at, datetime.now(service_env.timezone(service.env))):
+                log.info("daily page missed at %s, built now: %s", at,
+                         service.build_site({"source": "gualta.schedule"}))
+        except Exception:
+            log.exception("daily page missed at %s, and building it now failed", at)
         while True:
             wait = seconds_until_next(datetime.now(service_env.timezone(service.env)), at)
             if stop.wait(max(wait, 0)):

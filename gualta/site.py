@@ -344,13 +344,26 @@ def page_inputs(target: store.Store, night: str) -> list[str]:
 
 def stale_nights(target: store.Store, night: str, late: list[str]) -> list[str]:
     """The nights before `night` whose detections, logs or next night have changed since their page was built (or
-    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, and the `late` ones (marked by the
-    ingest: a client back after a long outage), with the page before each."""
+    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, the REFRESH_NIGHTS calendar nights
+    before `night` that have reports but no page (a morning's build missed: the service down then), and the `late`
+    ones (marked by the ingest: a client back after a long outage), with the page before each."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
+    missed = [n for n in calendar_nights_before(night, REFRESH_NIGHTS) if n not in nights and has_reports(target, n)]
     before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
-    candidates = sorted(set(recent) | set(late) | set(filter(None, before_late)))
+    candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, before_late)))
     return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
+
+
+def calendar_nights_before(night: str, count: int) -> list[str]:
+    """The `count` nights (dates) before `night`, oldest first."""
+    day = datetime.strptime(night, allsky.NIGHT_FORMAT)
+    return [(day - timedelta(days=back)).strftime(allsky.NIGHT_FORMAT) for back in range(count, 0, -1)]
+
+
+def has_reports(target: store.Store, night: str) -> bool:
+    """Whether the store holds detections or logs of the night."""
+    return bool(target.keys(f"detections/{night}/") or target.keys(f"logs/{night}/"))
 
 
 def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[str]:

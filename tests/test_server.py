@@ -236,6 +236,32 @@ def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     assert (tmp_path / "store" / f"{night}.html").exists() and (tmp_path / "store" / "index.html").exists()
 
 
+def test_a_service_started_after_the_days_build_time_builds_the_missed_page_at_once(tmp_path, monkeypatch):
+    """Down at 09:00 (a power cut) and started at 10:00, the service waited until the next morning: the operator had
+    no page of last night all day. Started after the day's build time with no page for its night, it builds it at
+    once; before that time, or with the page made, it waits as before."""
+    env = service_env(tmp_path / "store")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    madrid = ZoneInfo("Europe/Madrid")
+    at_ten, at_eight = datetime(2026, 9, 17, 10, 0, tzinfo=madrid), datetime(2026, 9, 17, 8, 0, tzinfo=madrid)
+    assert server.page_missed(env, "0900", at_ten) and not server.page_missed(env, "0900", at_eight)
+    assert not server.page_missed(env, "1100", at_ten)
+    (tmp_path / "store").mkdir(exist_ok=True)
+    (tmp_path / "store" / "20260916.html").write_text("<html></html>")
+    assert not server.page_missed(env, "0900", at_ten)
+
+    service, stop = server.Service(), threading.Event()
+    monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(days=1))    # today's build is past
+    server.schedule_pages(service, "0900", stop)
+    night = server.site.ended_night(datetime.now(timezone.utc), env)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "store" / f"{night}.html").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    assert (tmp_path / "store" / f"{night}.html").exists()
+
+
 def test_serve_refuses_a_bad_key_setting(tmp_path):
     run = subprocess.run([sys.executable, "guAlta.py", "serve", "--port", "0", "--store", str(tmp_path / "s")],
                          cwd=REPO, env=child_env(GUALTA_API_KEYS="<script>:abcdefghijkl"), capture_output=True,

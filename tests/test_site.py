@@ -548,3 +548,19 @@ def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
         assert all(shown <= width for _, shown in view["images"])
     assert max(desktop["cards"]) < 450 and min(phone["cards"]) > 300      # several per row vs one full-width
     assert (tmp_path / "desktop.png").stat().st_size > 20_000 and (tmp_path / "phone.png").stat().st_size > 20_000
+
+
+def test_a_night_whose_morning_build_was_missed_gets_its_page_at_the_next_one(env, tmp_path):
+    """The service down at 09:00 one morning: that night's reports had arrived in time (no late mark), and no later
+    build looked at a night without a page — it never got one, the page before it linking straight past it."""
+    root, schedule = tmp_path / "store", {"source": "gualta.schedule"}
+    for day in (15, 16, 17):
+        live = datetime(2026, 9, day, 21, 20, tzinfo=timezone.utc)                 # reported as it happened
+        answer = ingest_module.handle(event(detection("obs01", f"202609{day}231507")), os.environ, live)
+        assert answer["statusCode"] == 200 and not list((root / "pages").glob("late/*"))
+    site.handle(schedule, os.environ, nine_am(16))
+    site.handle(schedule, os.environ, nine_am(18))                                 # 09:00 on the 17th missed
+    assert sorted(page.name for page in root.glob("2026*.html")) == ["20260915.html", "20260916.html",
+                                                                     "20260917.html"]
+    assert '<a href="20260916.html">2026-09-16 →</a>' in (root / "20260915.html").read_text()
+    assert 'id="obs01_20260916231507"' in (root / "20260916.html").read_text()
