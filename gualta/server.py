@@ -5,6 +5,7 @@ Routes (``python guAlta.py serve``):
     POST /uploadmeteor             → API Gateway REST proxy event → aws_lambda/guAlta/app.py lambda_handler
     POST /site[?day=YYYYMMDD]      → aws_lambda/generateWebsite/app.py lambda_handler (header x-api-key)
     GET  /, /index.html            → the latest daily page       GET /YYYYMMDD.html  → that night's page
+    GET  /archive.html             → every night with a page
     GET  /imgs/YYYYMMDD/{obs_id}_{id}.jpeg                        GET /health         → {"status": "ok"}
     GET  /models/latest            → models/guAlta_latest_version.json (the published model's metadata)
     GET  /models/latest/file       → the model file that metadata names (else guAlta_latest_version.onnx/.pkl)
@@ -20,6 +21,8 @@ gets 503 (the clients' outbox sends again later). On the internet, serve it behi
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import importlib.util
 import json
 import logging
@@ -47,13 +50,25 @@ SOCKET_TIMEOUT_S = 30
 REQUEST_READ_S = 60                     # to send a request's line, headers and body (a detection is ~100 kB)
 MAX_CONNECTIONS = 200                   # connections served at once (a thread each); more are answered 503
 KEY_ROUTES = (ingest.ROUTE, "/site")    # POST routes whose API key is checked before the body is read
-STATIC = re.compile(r"/(?:(index\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
+STATIC = re.compile(r"/(?:(index\.html|archive\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
                     r"(models/guAlta_latest_version\.json)|"
                     r"(models/guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)))")
 DIGITS = re.compile(r"[0-9]{1,18}")
 MODEL_SUFFIXES = (".onnx", ".pkl")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+IMMUTABLE = "public, max-age=31536000, immutable"
+WRITTEN_ONCE = re.compile(r"imgs/.+|models/guAlta_v[0-9]+\.(?:onnx|pkl)")   # store keys never written again
 HTML_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (named, or `*`, without q=0)."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+        if coding.strip() in ("gzip", "*") and quality.strip() not in ("0", "0.0", "0.00", "0.000"):
+            return True
+    return False
 
 
 def load_handler(function: str, lambda_dir: Path = LAMBDA_DIR):
@@ -141,7 +156,8 @@ class Handler(BaseHTTPRequestHandler):
         data = body if isinstance(body, bytes) else json.dumps(body).encode("ascii")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        if status != 304:                                      # no body: its length would be the file's
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Content-Type-Options", "nosniff")
         if content_type.startswith("text/html"):
             self.send_header("Content-Security-Policy", HTML_POLICY)
@@ -311,11 +327,23 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, {"error": "not found"})
 
     def send_key(self, key: str, missing: str = "not found", headers: dict | None = None) -> None:
+        """A store key as a browser expects a static file: an ETag (304 when the browser holds it already), images
+        and numbered model versions cached for good (written once), pages checked again each time and gzipped."""
         data = self.service.store.get(key)
         if data is None:
             self.reply(404, {"error": missing})
-        else:
-            self.reply(200, data, store.content_type(key), headers)
+            return
+        tag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        headers = {**(headers or {}), "ETag": tag, "Cache-Control": IMMUTABLE if WRITTEN_ONCE.fullmatch(key)
+                   else "no-cache"}
+        if tag in (value.strip().removeprefix("W/") for value in self.headers.get("If-None-Match", "").split(",")):
+            self.reply(304, b"", store.content_type(key), headers)
+            return
+        if key.endswith(".html"):
+            headers["Vary"] = "Accept-Encoding"
+            if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+                data, headers["Content-Encoding"] = gzip.compress(data, 6), "gzip"
+        self.reply(200, data, store.content_type(key), headers)
 
     def send_model(self) -> None:
         meta = store.read_json(self.service.store, store.MODEL_META)

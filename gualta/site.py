@@ -13,6 +13,7 @@ failed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -308,6 +309,25 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
         total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
 
 
+def render_archive(nights: list[str], counts: dict, generated: datetime) -> str:
+    """The HTML of the page listing every night with a page, by month, newest first, with its detections."""
+    newest_first = sorted(nights, reverse=True)
+    months = [(datetime.strptime(month, "%Y%m").strftime("%B %Y"),
+               [(night, counts.get(night) if type(counts.get(night)) is int else None) for night in days])
+              for month, days in itertools.groupby(newest_first, key=lambda night: night[:6])]
+    return environment().get_template("archive.html").render(
+        months=months, nights=len(newest_first), generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip())
+
+
+def write_archive(target: store.Store, night: str, detections: int, nights: list[str], generated: datetime) -> None:
+    """Keep the night's count of detections (`store.ARCHIVE_COUNTS`) and write archive.html (`render_archive`):
+    after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS."""
+    counts = store.read_json(target, store.ARCHIVE_COUNTS)
+    counts = {**(counts if isinstance(counts, dict) else {}), night: detections}
+    store.write_json(target, store.ARCHIVE_COUNTS, counts)
+    target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
+
+
 def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None,
               coming: tuple[str, ...] = ()) -> dict:
     """Write night's page (and index.html if it is the latest that has begun: a page asked for tomorrow's night would
@@ -320,15 +340,16 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
     parts = sections(target, night, env, records)
     known = sorted(set(page_nights(target)) | {night} | set(coming))
-    later = [n for n in known if n > night]
-    html = render_day(night, parts, [n for n in known if n < night], later, now.astimezone(service_env.timezone(env)))
-    data = html.encode("utf-8")
+    later, generated = [n for n in known if n > night], now.astimezone(service_env.timezone(env))
+    data = render_day(night, parts, [n for n in known if n < night], later, generated).encode("utf-8")
     written = [store.page_key(night)]
     target.put(written[0], data)
     store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1]})
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
+    write_archive(target, night, sum(part.detections for part in parts), known, generated)
+    written.append(store.ARCHIVE_PAGE)
     log.info("daily page %s: %d detections, %d observatories", night, sum(p.detections for p in parts), len(parts))
     return {"night": night, "detections": sum(p.detections for p in parts), "observatories": len(parts),
             "written": written}

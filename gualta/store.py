@@ -6,6 +6,7 @@
     logs/YYYYMMDD/{obs_id}_limit.json        its Telegram posts stopped for the night (the one message said so)
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
+    archive.html, pages/archive.json         every night with a page, by month, and their detections
 
 A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before any I/O: segments of
 ``A-Z a-z 0-9 . _ -`` that do not start with a dot, so no key can leave the store.
@@ -26,6 +27,7 @@ from typing import Protocol
 
 READ_WORKERS = 8        # concurrent reads of many small objects (one S3 request each; boto3's pool holds 10)
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+ARCHIVE_PAGE, ARCHIVE_COUNTS = "archive.html", "pages/archive.json"
 MODEL_PREFIX = "models/guAlta_latest_version"
 MODEL_META = f"{MODEL_PREFIX}.json"                                   # what clients read first
 MODEL_FILE = re.compile(r"guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)")   # a published file's name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import http.client
 import json
@@ -75,6 +76,38 @@ def test_upload_page_and_image_round_trip(live):
     assert image.headers["Content-Type"] == "image/jpeg" and image.content == base64.b64decode(body["img"])
     head = requests.head(f"{url}/20260916.html", timeout=10)
     assert head.status_code == 200 and head.content == b"" and int(head.headers["Content-Length"]) > 1000
+
+
+def test_pages_are_gzipped_and_images_cached_by_browsers(live):
+    """A night of 1,000 detections is an 866 kB page, sent whole to every phone, and every image was fetched again
+    on each visit: pages go gzipped to browsers that take it and are checked again by ETag (304), images and numbered
+    models (written once) are cached for good; the archive of nights is served too."""
+    url, _, _ = live
+    for second in range(40):
+        assert upload(url, detection(frame_id=f"202609142245{second:02d}", seed=second)).json()["status"] == "stored"
+    requests.post(f"{url}/site?day=20260914", headers={"x-api-key": KEYS["obs02"]}, timeout=30).raise_for_status()
+    plain = requests.get(f"{url}/20260914.html", headers={"Accept-Encoding": "identity"}, timeout=10)
+    zipped = requests.get(f"{url}/20260914.html", headers={"Accept-Encoding": "gzip, deflate"}, stream=True,
+                          timeout=10)
+    raw = zipped.raw.read(decode_content=False)
+    assert "Content-Encoding" not in plain.headers and zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(raw) == plain.content and len(raw) * 5 < len(plain.content)
+    assert plain.headers["Cache-Control"] == "no-cache" and plain.headers["Vary"] == "Accept-Encoding"
+    again = requests.get(f"{url}/20260914.html", headers={"If-None-Match": plain.headers["ETag"]}, timeout=10)
+    assert again.status_code == 304 and again.content == b""
+    image = requests.get(f"{url}/imgs/20260914/obs01_20260914224500.jpeg", timeout=10)
+    assert image.headers["Cache-Control"] == "public, max-age=31536000, immutable" and "Content-Encoding" not in \
+        image.headers
+    assert requests.get(f"{url}/imgs/20260914/obs01_20260914224500.jpeg", timeout=10,
+                        headers={"If-None-Match": image.headers["ETag"]}).status_code == 304
+    archive = requests.get(f"{url}/archive.html", timeout=10)
+    assert archive.status_code == 200 and "2026-09-14</a> · 40 detections" in archive.text
+
+
+@pytest.mark.parametrize("header, takes", [("gzip", True), ("gzip;q=0", False), ("br, gzip;q=0.5", True),
+                                           ("*", True), ("identity", False), ("", False), ("GZIP", True)])
+def test_accepts_gzip(header, takes):
+    assert server.accepts_gzip(header) is takes
 
 
 def test_published_model_is_served(live):
@@ -346,7 +379,7 @@ def test_site_command(tmp_path):
     run = subprocess.run([sys.executable, "guAlta.py", "site", "--store", str(tmp_path / "s"), "--day", "20260916"],
                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["written"] == ["20260916.html", "index.html"]
+    assert json.loads(run.stdout)["written"] == ["20260916.html", "index.html", "archive.html"]
     assert "No observatory reported this night." in (tmp_path / "s" / "20260916.html").read_text()
     assert run.stderr == ""
 

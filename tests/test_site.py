@@ -50,7 +50,8 @@ def night(env, tmp_path):
 
 def test_page_lists_each_observatory_in_time_order_with_groups(night):
     summary = WEBSITE({"day": NIGHT}, None)
-    assert summary == {"night": NIGHT, "detections": 6, "observatories": 2, "written": [f"{NIGHT}.html", "index.html"]}
+    assert summary == {"night": NIGHT, "detections": 6, "observatories": 2, "written": [f"{NIGHT}.html", "index.html",
+                                                                                   "archive.html"]}
     html = (night / f"{NIGHT}.html").read_text()
     anchors = [f'id="obs01_{frame(t)}"' for t in ("212000", "212030", "212100", "231507")] + \
               ['id="obs01_20260917031233"', f'id="obs02_{frame("221500")}"']
@@ -61,7 +62,7 @@ def test_page_lists_each_observatory_in_time_order_with_groups(night):
     assert group.index(f"obs01_{frame('212100')}") < group.index("</div>\n      </div>") < group.index(
         f"obs01_{frame('231507')}")                                     # the lone meteor is outside the group
     assert "1,440 frames processed" in html and "no end-of-night log" in html      # obs01 has one, obs02 not
-    assert "started 2026-09-16 20:00 · ended 2026-09-17 08:00" in html
+    assert "detection run started 2026-09-16 20:00, ended 2026-09-17 08:00" in html
     assert f'src="imgs/{NIGHT}/obs01_{frame("231507")}.jpeg"' in html
     assert ">0.97<" in html and ">03:12:33<" in html
     assert (night / "index.html").read_bytes() == (night / f"{NIGHT}.html").read_bytes()
@@ -443,12 +444,13 @@ def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):
     root = tmp_path / "store"
     ingest(detection("obs01", "20260916231507"))
     morning = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)                # 08:30 in Madrid: night of the 16th
-    assert site.handle({"day": "20260917"}, os.environ, morning)["written"] == ["20260917.html"]
+    assert site.handle({"day": "20260917"}, os.environ, morning)["written"] == ["20260917.html", "archive.html"]
     assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))["written"] == [
-        "20260916.html", "index.html"]
+        "20260916.html", "index.html", "archive.html"]
     assert (root / "index.html").read_bytes() == (root / "20260916.html").read_bytes()
     evening = datetime(2026, 9, 17, 19, 0, tzinfo=timezone.utc)                # 21:00: tonight has begun
-    assert site.handle({"day": "20260917"}, os.environ, evening)["written"] == ["20260917.html", "index.html"]
+    assert site.handle({"day": "20260917"}, os.environ, evening)["written"] == ["20260917.html", "index.html",
+                                                                                 "archive.html"]
 
 
 def test_stored_text_is_escaped(env, tmp_path):
@@ -527,7 +529,7 @@ def test_start_and_end_times_are_on_each_cameras_clock(night):
                                                                "total": 1440, "processed": "2026-09-17T06:00:05Z"})
     WEBSITE({"day": NIGHT}, None)
     html = (night / f"{NIGHT}.html").read_text()
-    assert html.count("started 2026-09-16 20:00 · ended 2026-09-17 08:00") == 2        # obs01's and obs02's
+    assert html.count("detection run started 2026-09-16 20:00, ended 2026-09-17 08:00") == 2        # obs01's and obs02's
 
 
 def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
@@ -539,8 +541,18 @@ def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
         phone = looks(page, page_file, 390, 844, tmp_path / "phone.png")
         page.click("text=also seen from obs02 at 23:15:20")
         target = page.evaluate("""() => [location.hash,
-            document.querySelector(location.hash).getBoundingClientRect().top, window.innerHeight]""")
+            document.querySelector(location.hash).getBoundingClientRect().top, window.innerHeight,
+            getComputedStyle(document.querySelector(location.hash)).outlineStyle]""")
+        for _ in range(20):                                      # Tab to the first card's image link
+            page.keyboard.press("Tab")
+            if page.evaluate("() => !!document.activeElement.closest('.card')"):
+                break
+        focus = page.evaluate("""() => { const style = getComputedStyle(document.activeElement);
+            return [document.activeElement.closest('.card') !== null, style.outlineStyle, style.outlineWidth,
+                    style.outlineOffset]; }""")
     assert target[0] == f"#obs02_{frame('231520')}" and 0 <= target[1] < target[2]     # scrolled to that card
+    assert target[3] == "solid"                                # and marked: three cards a row, near-identical times
+    assert focus == [True, "solid", "3px", "-3px"]             # a focus ring inside the card, which clips its edges
     for view, width in ((desktop, 1280), (phone, 390)):
         assert view["title"] == "guAlta · night of 2026-09-16"
         assert view["overflow"] <= 0, "horizontal scrolling"
@@ -564,3 +576,28 @@ def test_a_night_whose_morning_build_was_missed_gets_its_page_at_the_next_one(en
                                                                      "20260917.html"]
     assert '<a href="20260916.html">2026-09-16 →</a>' in (root / "20260915.html").read_text()
     assert 'id="obs01_20260916231507"' in (root / "20260916.html").read_text()
+
+
+def test_every_night_with_a_page_is_listed_by_month_with_its_detections(env, tmp_path):
+    """After a year the pages linked only the last 30 nights: a night of January was eight pages' footers away.
+    archive.html lists every night with a page by month, newest first, with its detections, linked from every page."""
+    root = tmp_path / "store"
+    for night, detections in (("20260830", 2), ("20260901", 0), ("20260916", 1)):
+        for i in range(detections):
+            ingest(detection("obs01", f"{night}23{i:02d}00", seed=i))
+        WEBSITE({"day": night}, None)
+    archive = (root / "archive.html").read_text()
+    with browser_page(390, 844) as page:
+        page.goto((root / "archive.html").as_uri())
+        listed = page.evaluate("""() => [...document.querySelectorAll('main section')].map(section =>
+            [section.querySelector('h2').textContent, [...section.querySelectorAll('li')].map(li => li.textContent),
+             [...section.querySelectorAll('a')].map(a => a.getAttribute('href'))])""")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert listed == [["September 2026", ["2026-09-16 · 1 detection", "2026-09-01 · 0 detections"],
+                       ["20260916.html", "20260901.html"]],
+                      ["August 2026", ["2026-08-30 · 2 detections"], ["20260830.html"]]]
+    assert overflow <= 0 and "3 nights with a page" in archive
+    assert '<a href="archive.html">all nights</a>' in (root / "20260830.html").read_text()
+    ingest(detection("obs01", "20260830230500", seed=7))                       # delivered late: counted when rebuilt
+    WEBSITE({"day": "20260830"}, None)
+    assert "2026-08-30</a> · 3 detections" in (root / "archive.html").read_text()
