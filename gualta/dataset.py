@@ -470,7 +470,8 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one, else from the
     client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked), the
     pre-filled label also in column `prefilled`. Labels an earlier sheet's labels.csv holds that are not what it
-    pre-filled are kept: given by hand (a rerun wiped a night's hand labelling)."""
+    pre-filled are kept: given by hand (a rerun wiped a night's hand labelling); its rows of other nights' frames are
+    kept as they were."""
     import jinja2
 
     night, out_dir = Path(night_dir), Path(out_dir)
@@ -486,7 +487,8 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     if client is not None and not client.index.isin([frame.name for frame in frame_list]).any():
         raise DatasetError(f"scores {scores} hold none of night {night.name}'s frames")
     labels = Path(out_dir) / "labels.csv"
-    given = hand_labels(labels) if labels.is_file() else {}
+    earlier = read_labels(labels) if labels.is_file() else None
+    given = hand_labels(earlier) if earlier is not None else {}
     frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
@@ -515,14 +517,26 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     if given:
         log.info("%s: %d label(s) given by hand kept", labels, sum(row["file"] in given for row in rows))
     columns = ["file", "label", "prefilled"] + (["client"] if client is not None else [])
-    pd.DataFrame(rows, columns=columns).to_csv(labels, index=False)
+    sheet = pd.DataFrame(rows, columns=columns)
+    others = other_nights_rows(earlier, frame_list)
+    if len(others):
+        log.info("%s: %d row(s) of other nights kept", labels, len(others))
+        sheet = pd.concat([others, sheet], ignore_index=True)
+    sheet.to_csv(labels, index=False)
     return LabelSheet(html, labels, len(rows), skipped)
 
 
-def hand_labels(path: Path) -> dict[str, str]:
+def other_nights_rows(earlier: pd.DataFrame | None, frame_list: list[Path]) -> pd.DataFrame:
+    """The rows of an earlier labels.csv that are not this night's frames, as they were (a second night labelled
+    into the same folder deleted the first night's hand labels)."""
+    if earlier is None:
+        return pd.DataFrame(columns=["file", "label"])
+    return earlier[~earlier["file"].isin([frame.name for frame in frame_list])].reset_index(drop=True)
+
+
+def hand_labels(table: pd.DataFrame) -> dict[str, str]:
     """file → label of an earlier labels.csv's labels that are not what label-aid pre-filled (all of them in a
     sheet without a `prefilled` column)."""
-    table = read_labels(path)
     table = table[table["label"].notna()]
     if "prefilled" in table.columns:
         prefilled = table["prefilled"].astype(object).fillna("").astype(str).str.strip().str.lower()

@@ -422,6 +422,26 @@ def test_label_aid_again_keeps_the_labels_already_given(tmp_path, caplog):
     assert list(labels["label"]) == ["meteor", "meteor", "meteor", "no-meteor"]      # hand labels kept, the rest new
 
 
+def test_label_aid_for_another_night_into_the_same_folder_keeps_the_first_nights_labels(tmp_path, caplog):
+    """label-aid for a second night into the same --out deleted the first night's hand labels from labels.csv (the
+    only message: '0 label(s) given by hand kept')."""
+    first = make_night(tmp_path / "nights", "20211110", 4, ground_truth=False)
+    second = make_night(tmp_path / "nights", "20211111", 3, ground_truth=False)
+    label_aid(first, tmp_path / "aid")
+    sheet = pd.read_csv(tmp_path / "aid" / "labels.csv", dtype=str)
+    sheet["label"] = ["no-meteor", "meteor", "no-meteor"]                     # the first night labelled by hand
+    sheet.to_csv(tmp_path / "aid" / "labels.csv", index=False)
+    with caplog.at_level(logging.INFO, "gualta.dataset"):
+        label_aid(second, tmp_path / "aid")
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
+    assert dict(zip(labels["file"], labels["label"])) == {
+        **dict(zip(sheet["file"], sheet["label"])), frame_path(second, 1).name: "", frame_path(second, 2).name: ""}
+    assert "3 row(s) of other nights kept" in caplog.text
+    label_aid(first, tmp_path / "aid")                                         # and the first night again
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False).set_index("file")
+    assert len(labels) == 5 and labels.loc[frame_path(first, 2).name, "label"] == "meteor"
+
+
 def client_scores(night, rows) -> pd.DataFrame:
     """A scores CSV as `guAlta.py batch --scores` writes it, for frames i: (score, detection, flag)."""
     names = [frame_path(night, i).name for i in range(len(rows))]
