@@ -30,6 +30,7 @@ LABELS = ("meteor", "no-meteor")
 SPLIT_FOLDERS = {"train": "training_set", "test": "test_set"}
 GROUND_TRUTH = "ground_truth.csv"
 INDEX = "index.csv"
+RAW_MARKER = "raw_frames.json"     # marks a dataset of raw frames (gualta.train.build_raw_dataset), not differences
 INDEX_COLUMNS = ["fn", "dataset", "meteor", "night", "file", "event", "peak_snr", "long_gap"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SAMPLE_NAME = re.compile(r"^(?P<night>\d{8})_(?P<id>\d{14})$")     # <night>_<frame id>.png
@@ -242,8 +243,9 @@ def index_row(sample: Sample, pair: allsky.FramePair) -> dict:
 
 
 def clear_dataset(out_dir: Path, overwrite: bool) -> None:
-    """Make sure no earlier dataset in out_dir mixes with the new one: remove it if allowed, else refuse."""
-    old = [out_dir / folder for folder in SPLIT_FOLDERS.values()] + [out_dir / INDEX]
+    """Make sure no earlier dataset in out_dir mixes with the new one: remove it if allowed, else refuse. Its kind
+    marker goes too (differences over a raw-frame dataset trained as raw frames)."""
+    old = [out_dir / folder for folder in SPLIT_FOLDERS.values()] + [out_dir / INDEX, out_dir / RAW_MARKER]
     present = [path for path in old if path.exists()]
     if present and not overwrite:
         raise DatasetError(f"{out_dir} already holds a dataset ({', '.join(p.name for p in present)}); "

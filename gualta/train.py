@@ -37,7 +37,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from gualta.cli import positive_int, run_subcommand, unit_interval
-from gualta.dataset import INDEX, write_image
+from gualta.dataset import INDEX, RAW_MARKER, write_image
 from gualta.model import CLASSES, INPUT_KINDS
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
 
@@ -47,7 +47,6 @@ ARCHS = ("resnet34", "resnet18")
 BALANCES = ("downsample", "weighted", "oversample", "none")
 LABEL = "label"
 VALID = "is_valid"
-RAW_MARKER = "raw_frames.json"       # written into a raw-frame dataset folder
 CHECKPOINT = "best"
 
 

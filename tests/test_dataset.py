@@ -131,6 +131,20 @@ def test_existing_dataset_is_not_mixed_with_a_new_one(prepared, nights):
     assert set(pd.read_csv(out / "index.csv")["night"]) == {20211111, 20211112}
 
 
+def test_overwrite_over_a_raw_frame_dataset_makes_a_difference_dataset(prepared, nights):
+    """prepare --overwrite over a raw-frame dataset (train raw-dataset --out) left raw_frames.json: the difference
+    images then trained as a raw-frame model (ONNX metadata kind='raw')."""
+    from gualta.train import dataset_kind
+
+    out, _ = prepared
+    (out / dataset.RAW_MARKER).write_text("{}")
+    assert dataset_kind(out) == "raw"
+    with pytest.raises(DatasetError, match="raw_frames.json"):
+        prepare_dataset([nights / "20211111"], [nights / "20211112"], out)
+    prepare_dataset([nights / "20211111"], [nights / "20211112"], out, overwrite=True)
+    assert dataset_kind(out) == "diff"
+
+
 # --- splits and balancing ---------------------------------------------------------------------------------------
 
 def test_split_nights_whole_nights_deterministic():
