@@ -91,7 +91,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if args.test_nights:
         train, test = dataset.split_by_names(nights, args.test_nights)
     else:
-        train, test = dataset.split_nights(nights, args.test_fraction, args.seed)
+        labels = dataset.read_labels(args.labels) if args.labels is not None else None
+        train, test = dataset.split_labelled_nights(nights, args.test_fraction, args.seed, labels)
     logging.getLogger("gualta.dataset").info("train nights: %s; test nights: %s",
                                              ", ".join(n.name for n in train), ", ".join(n.name for n in test))
     prepared = dataset.prepare_dataset(train, test, args.out, version=args.version, balance=args.balance,
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--test-nights", type=night_list, metavar="YYYYMMDD,...",
                        help="comma-separated YYYYMMDD nights for the test set")
     split.add_argument("--test-fraction", type=float, default=0.25,
-                       help="fraction of whole nights drawn for the test set (default 0.25)")
+                       help="fraction of the nights with labelled pairs drawn for the test set (default 0.25)")
     prepare.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
     prepare.add_argument("--version", choices=dataset.VERSIONS, default="v4",
                          help="the thesis' dataset version (default: %(default)s)")

@@ -141,9 +141,8 @@ def night_samples(night: Path, split: str, labels: pd.DataFrame | None = None) -
         truth = table.loc[frame.name].drop(["file", "label"]).to_dict()
         samples.append(Sample(night, frame, label, split, truth))
     if unlabelled:
-        listed = ", ".join(unlabelled[:MAX_LISTED]) + (", ..." if len(unlabelled) > MAX_LISTED else "")
         log.warning("night %s: %d frames missing from the labels or not labelled meteor/no-meteor, skipped: %s",
-                    night.name, len(unlabelled), listed)
+                    night.name, len(unlabelled), listed_names(unlabelled))
     return samples, len(unlabelled)
 
 
@@ -173,6 +172,34 @@ def split_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0)
     train = [night for i, night in enumerate(nights) if i not in chosen]
     test = [night for i, night in enumerate(nights) if i in chosen]
     return train, test
+
+
+def split_labelled_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0,
+                          labels: pd.DataFrame | None = None) -> tuple[list[Path], list[Path]]:
+    """split_nights among the nights with labelled pairs only (the labels table, else their ground_truth.csv): in a
+    large archive with a few labelled nights, test nights drawn from all of them were seldom labelled ones."""
+    labelled = [night for night in nights if has_labelled_pairs(Path(night), labels)]
+    if len(labelled) < len(nights):
+        log.info("%d of %d nights have no labelled pairs and are left out: %s", len(nights) - len(labelled),
+                 len(nights), listed_names([Path(night).name for night in nights if night not in labelled]))
+    if len(labelled) < 2:
+        raise DatasetError(f"need at least two nights with labelled pairs to split into train and test, got "
+                           f"{len(labelled)} of {len(nights)} nights")
+    return split_nights(labelled, test_fraction, seed)
+
+
+def has_labelled_pairs(night: Path, labels: pd.DataFrame | None = None) -> bool:
+    """Whether a frame of the night that has a predecessor is labelled meteor or no-meteor."""
+    table = night_labels(night, labels)
+    if table is None:
+        return False
+    current = [pair.current.name for pair in allsky.frame_pairs(allsky.list_frames(night))]
+    return bool(table["label"].reindex(current).isin(LABELS).any())
+
+
+def listed_names(names: list[str]) -> str:
+    """The first MAX_LISTED names, comma-separated, '...' if there are more."""
+    return ", ".join(names[:MAX_LISTED]) + (", ..." if len(names) > MAX_LISTED else "")
 
 
 def split_by_names(nights: list[Path], test_names: list[str]) -> tuple[list[Path], list[Path]]:

@@ -161,6 +161,26 @@ def test_split_nights_whole_nights_deterministic():
         split_nights(nights, 1.0)
 
 
+def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
+    """--test-fraction drew test nights from every night folder: with a few labelled nights in a large archive the
+    test split was usually empty."""
+    root = tmp_path / "nights"
+    archive = [make_night(root, f"202111{day:02d}", 3, ground_truth=day in (3, 7)) for day in range(1, 9)]
+    labels = tmp_path / "labels.csv"              # two other nights labelled by hand, in a labels CSV
+    pd.DataFrame({"file": [frame_path(archive[i], 1).name for i in (1, 5)], "label": "meteor"}).to_csv(labels, index=False)
+
+    with caplog.at_level(logging.INFO, "gualta.dataset"):
+        for seed in range(6):
+            train, test = dataset.split_labelled_nights(archive, 0.25, seed)
+            assert len(test) == 1
+            assert {night.name for night in train + test} == {"20211103", "20211107"}
+            train, test = dataset.split_labelled_nights(archive, 0.25, seed, dataset.read_labels(labels))
+            assert {night.name for night in train + test} == {"20211102", "20211106"} and len(test) == 1
+    assert "6 of 8 nights have no labelled pairs and are left out: 20211101, 20211102, 20211104" in caplog.text
+    with pytest.raises(DatasetError, match="at least two nights with labelled pairs .* got 1 of 4 nights"):
+        dataset.split_labelled_nights(archive[:4], 0.25)
+
+
 def test_balancing_equal_counts_reproducible_and_test_untouched(tmp_path):
     root = tmp_path / "nights"
     train_nights = [make_night(root, "20211110", 12, (2, 7)), make_night(root, "20211111", 12, (4,))]
