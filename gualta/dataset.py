@@ -35,6 +35,7 @@ INDEX_COLUMNS = ["fn", "dataset", "meteor", "night", "file", "event", "peak_snr"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SAMPLE_NAME = re.compile(r"^(?P<night>\d{8})_(?P<id>\d{14})$")     # <night>_<frame id>.png
 THUMB_WIDTH = 320
+SEPARATORS = (",", ";", "\t")      # of a labels CSV (Excel in a Spanish locale writes ;)
 MAX_LISTED = 5                     # file names quoted in a per-night warning
 
 
@@ -99,17 +100,36 @@ def write_image(path: Path, image: np.ndarray) -> None:
 # --- labels -----------------------------------------------------------------------------------------------------
 
 def read_labels(path: str | Path) -> pd.DataFrame:
-    """A labels CSV (at least `file,label`; extra columns are kept), one row per frame file name."""
+    """A labels CSV (at least `file,label`; extra columns are kept), one row per frame file name. A sheet edited by
+    hand may be `;`-separated (a Spanish-locale Excel), cp1252-encoded, with headers in capitals and cells with
+    spaces around them."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype={"file": str, "label": str}, keep_default_na=False, na_values=[""])
+        table = read_sheet(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read labels {path}: {exc}") from exc
+    table.columns = [str(column).strip().lower() for column in table.columns]
     missing = {"file", "label"} - set(table.columns)
     if missing:
-        raise DatasetError(f"labels {path} lack the column(s) {', '.join(sorted(missing))}")
-    table["label"] = table["label"].str.strip().str.lower()
+        raise DatasetError(f"labels {path} lack the column(s) {', '.join(sorted(missing))} (its columns: "
+                           f"{', '.join(table.columns)})")
+    table["file"] = table["file"].map(lambda cell: str(cell).strip(), na_action="ignore")
+    table["label"] = table["label"].map(lambda cell: str(cell).strip().lower(), na_action="ignore")
     return table.drop_duplicates("file", keep="last").set_index("file", drop=False)
+
+
+def read_sheet(path: Path) -> pd.DataFrame:
+    """A CSV separated by what its header line holds most of (`,` `;` or tab; csv.Sniffer took the `l` of a lone
+    `file` header for one); UTF-8 (with or without a BOM), else cp1252."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            with path.open(encoding=encoding, newline="") as sheet:
+                header = sheet.readline()
+            separator = max(SEPARATORS, key=header.count)           # ',' when none is there
+            return pd.read_csv(path, sep=separator, encoding=encoding, keep_default_na=False, na_values=[""])
+        except UnicodeDecodeError:
+            if encoding == "cp1252":
+                raise
 
 
 def night_labels(night: Path, labels: pd.DataFrame | None = None) -> pd.DataFrame | None:

@@ -339,6 +339,38 @@ def test_labels_csv_replaces_ground_truth(nights, tmp_path):
     assert (tmp_path / "data" / "index.csv").is_file()      # the dataset made before is left as it was
 
 
+@pytest.mark.parametrize("sheet, encoding", [
+    ("file;label;notes\r\n{0};no-meteor;\r\n{1};meteor;estela débil\r\n", "utf-8"),   # Excel, Spanish locale
+    ("file,label\n{0} ,no-meteor\n {1},Meteor \n", "utf-8"),                            # spaces around names
+    ("File,Label\n{0},no-meteor\n{1},meteor\n", "utf-8"),                                # headers in capitals
+    ("file,label,notes\r\n{0},no-meteor,\r\n{1},meteor,estela débil\r\n", "cp1252"),  # Excel on Windows
+    ("\ufefffile,label\r\n{0},no-meteor\r\n{1},meteor\r\n", "utf-8"),                   # UTF-8 with a BOM
+])
+def test_labels_edited_in_a_spreadsheet_are_read(nights, tmp_path, sheet, encoding):
+    """Hand-edited label sheets were refused ('lack the column(s) file, label' for ';' or 'File,Label'), failed
+    (UnicodeDecodeError for cp1252) or matched no frame (file names with spaces around them)."""
+    night = nights / "20211110"
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(sheet.format(frame_path(night, 1).name, frame_path(night, 2).name).encode(encoding))
+
+    table = dataset.read_labels(labels)
+
+    assert list(table[["file", "label"]].itertuples(index=False, name=None)) == [
+        (frame_path(night, 1).name, "no-meteor"), (frame_path(night, 2).name, "meteor")]
+    result = prepare_dataset([night], [], tmp_path / "data", labels=labels)
+    assert list(result.index["meteor"]) == [0, 1]
+
+
+def test_labels_without_the_columns_name_those_found(tmp_path):
+    """A sheet without file,label said which columns it lacked, not which it had (a misspelt header, a lone one)."""
+    (tmp_path / "labels.csv").write_text("fichero,etiqueta\nimage-20211110210000.jpg,meteor\n")
+    with pytest.raises(DatasetError, match=r"lack the column\(s\) file, label \(its columns: fichero, etiqueta\)"):
+        dataset.read_labels(tmp_path / "labels.csv")
+    (tmp_path / "labels.csv").write_text("file\nimage-20211110210000.jpg\n")
+    with pytest.raises(DatasetError, match=r"lack the column\(s\) label \(its columns: file\)"):
+        dataset.read_labels(tmp_path / "labels.csv")
+
+
 # --- index ------------------------------------------------------------------------------------------------------
 
 def test_index_rebuilds_from_folders_and_follows_moved_images(prepared):
