@@ -3,7 +3,7 @@
     python dataPreparation.py simulate --out ROOT --nights 3 [--frames F] [--scenario mixed] [--seed S]
                                        [--start 20:00] [--date YYYYMMDD] [--rates meteor=0.25,...] [--workers W]
     python dataPreparation.py prepare --nights ROOT [--test-nights YYYYMMDD,... | --test-fraction 0.25] --out DIR
-                                      [--version v4] [--balance] [--seed S] [--labels CSV] [--overwrite]
+                                      [--version v4] [--balance] [--seed S] [--labels CSV]... [--overwrite]
     python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR [--scores SCORES.csv]
     python dataPreparation.py index --dataset DIR
 """
@@ -91,8 +91,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if args.test_nights:
         train, test = dataset.split_by_names(nights, args.test_nights)
     else:
-        labels = dataset.read_labels(args.labels) if args.labels is not None else None
-        train, test = dataset.split_labelled_nights(nights, args.test_fraction, args.seed, labels)
+        train, test = dataset.split_labelled_nights(nights, args.test_fraction, args.seed,
+                                                    dataset.read_label_files(args.labels))
     logging.getLogger("gualta.dataset").info("train nights: %s; test nights: %s",
                                              ", ".join(n.name for n in train), ", ".join(n.name for n in test))
     prepared = dataset.prepare_dataset(train, test, args.out, version=args.version, balance=args.balance,
@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sample no-meteor training pairs down to the meteor count")
     prepare.add_argument("--seed", type=int, default=0,
                          help="seed of the night split and the balancing (default: %(default)s)")
-    prepare.add_argument("--labels", type=Path, metavar="CSV",
-                         help="CSV with file,label replacing the nights' ground_truth.csv")
+    prepare.add_argument("--labels", type=Path, action="append", metavar="CSV",
+                         help="CSV with file,label replacing the ground_truth.csv of the nights whose frames it "
+                              "names (give it again for more files)")
     prepare.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     prepare.add_argument("--workers", type=positive_int, default=1, help="processes, one night each")
     prepare.set_defaults(run=cmd_prepare)

@@ -132,9 +132,26 @@ def read_sheet(path: Path) -> pd.DataFrame:
                 raise
 
 
+def read_label_files(paths: str | Path | list[str | Path] | None) -> pd.DataFrame | None:
+    """The labels of one or several CSVs in one table (a frame labelled in several: the last file's label)."""
+    if paths is None:
+        return None
+    tables = [read_labels(path) for path in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if len(tables) < 2:
+        return tables[0] if tables else None
+    table = pd.concat(tables, ignore_index=True)
+    return table.drop_duplicates("file", keep="last").set_index("file", drop=False)
+
+
+def names_any_frame(labels: pd.DataFrame, night: Path) -> bool:
+    """Whether the labels table names any of the night's frames."""
+    return bool(labels.index.isin([frame.name for frame in allsky.list_frames(night)]).any())
+
+
 def night_labels(night: Path, labels: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """Labels of a night's frames: the given table, else the night's ground_truth.csv; None if there are none."""
-    if labels is not None:
+    """Labels of a night's frames: the given table when it names any of them, else the night's ground_truth.csv
+    (a simulated night among labelled real ones); None if there are neither."""
+    if labels is not None and names_any_frame(labels, night):
         return labels
     truth = night / GROUND_TRUTH
     return read_labels(truth) if truth.is_file() else None
@@ -149,9 +166,11 @@ def night_samples(night: Path, split: str, labels: pd.DataFrame | None = None) -
     table = night_labels(night, labels)
     current = [pair.current for pair in allsky.frame_pairs(frames)]
     if table is None:
-        log.warning("night %s has no %s and no labels were given: its %d pairs are skipped",
+        log.warning("night %s has no %s and no labels given name its frames: its %d pairs are skipped",
                     night, GROUND_TRUTH, len(current))
         return [], len(current)
+    if labels is not None and table is not labels:
+        log.info("night %s: the labels given name none of its frames: labelled by its %s", night.name, GROUND_TRUTH)
     samples, unlabelled = [], []
     for frame in current:
         label = table["label"].get(frame.name)
@@ -303,18 +322,19 @@ def clear_dataset(out_dir: Path, overwrite: bool) -> None:
 
 def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path], out_dir: str | Path,
                     version: str = "v4", balance: bool = False, seed: int = 0,
-                    labels: str | Path | None = None, overwrite: bool = False, workers: int = 1) -> PreparedDataset:
+                    labels: str | Path | list[str | Path] | None = None, overwrite: bool = False, workers: int = 1) -> PreparedDataset:
     """Build the thesis' folder dataset and its index.csv from train and test nights (never the same night).
 
     Each pair's image is the chosen version (v1–v4) of the thresholded difference of a frame and the last good frame
-    before it, labelled by the frame. `labels` (a CSV with file,label) replaces the nights' ground_truth.csv.
+    before it, labelled by the frame. `labels` (one or several CSVs with file,label) replaces the ground_truth.csv of
+    the nights whose frames they name.
     With balance, no-meteor training pairs are sampled down to the meteor count (the test set never is).
     """
     if version not in VERSIONS:
         raise DatasetError(f"unknown dataset version {version!r}; choose one of {', '.join(VERSIONS)}")
     nights_train, nights_test = [Path(n) for n in nights_train], [Path(n) for n in nights_test]
     check_nights(nights_train, nights_test)
-    table = read_labels(labels) if labels is not None else None
+    table = read_label_files(labels)
     out_dir = Path(out_dir)
     samples, skipped = [], 0
     for split, nights in (("train", nights_train), ("test", nights_test)):

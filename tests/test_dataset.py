@@ -175,7 +175,8 @@ def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
             assert len(test) == 1
             assert {night.name for night in train + test} == {"20211103", "20211107"}
             train, test = dataset.split_labelled_nights(archive, 0.25, seed, dataset.read_labels(labels))
-            assert {night.name for night in train + test} == {"20211102", "20211106"} and len(test) == 1
+            assert {night.name for night in train + test} == {"20211102", "20211103", "20211106", "20211107"}
+            assert len(test) == 1
     assert "6 of 8 nights have no labelled pairs and are left out: 20211101, 20211102, 20211104" in caplog.text
     with pytest.raises(DatasetError, match="at least two nights with labelled pairs .* got 1 of 4 nights"):
         dataset.split_labelled_nights(archive[:4], 0.25)
@@ -334,9 +335,37 @@ def test_labels_csv_replaces_ground_truth(nights, tmp_path):
 
     other = tmp_path / "other-night.csv"                    # labels of another night's files: nothing to make
     pd.DataFrame({"file": ["image-20200101220000.jpg"], "label": ["meteor"]}).to_csv(other, index=False)
+    real = make_night(tmp_path / "real", "20211120", 4, ground_truth=False)
     with pytest.raises(DatasetError, match="no labelled frame pairs .*does --labels name these nights' files"):
-        prepare_dataset([nights / "20211110"], [], tmp_path / "data", labels=other, overwrite=True)
+        prepare_dataset([real], [], tmp_path / "data", labels=other, overwrite=True)
     assert (tmp_path / "data" / "index.csv").is_file()      # the dataset made before is left as it was
+
+
+def test_several_labels_files_and_ground_truth_where_they_name_no_frame(nights, tmp_path, caplog):
+    """--labels replaced every night's ground truth: a simulated night mixed with real labelled nights was dropped
+    ('frames missing from the labels'), and of two --labels files only the last was used."""
+    real = [make_night(tmp_path / "real", night, 4, meteors=(), ground_truth=False) for night in ("20211120",
+                                                                                                    "20211121")]
+    sheets = []
+    for night in real:
+        sheets.append(tmp_path / f"{night.name}.csv")
+        pd.DataFrame({"file": [frame.name for frame in allsky.list_frames(night)],
+                      "label": ["no-meteor", "meteor", "no-meteor", "no-meteor"]}).to_csv(sheets[-1], index=False)
+    simulated = nights / "20211110"
+    caplog.set_level(logging.INFO, "gualta.dataset")
+
+    result = prepare_dataset([real[0], simulated], [real[1]], tmp_path / "data", labels=sheets)
+
+    index = result.index.set_index("file")
+    assert set(index["night"]) == {"20211110", "20211120", "20211121"} and result.skipped == 0
+    assert index.loc[frame_path(real[1], 1).name, "meteor"] == 1
+    assert list(index.loc[index["night"] == "20211110", "meteor"]) == [int(i in METEORS["20211110"])
+                                                                       for i in range(1, FRAMES)]
+    assert "night 20211110: the labels given name none of its frames: labelled by its ground_truth.csv" in caplog.text
+    done = cli("prepare", "--nights", str(tmp_path / "real"), "--test-nights", "20211121", "--out",
+               str(tmp_path / "cli"), "--labels", str(sheets[0]), "--labels", str(sheets[1]))
+    assert done.returncode == 0, done.stderr
+    assert "prepare: 3 train (1 meteor), 3 test (1 meteor), 0 pairs skipped" in done.stdout
 
 
 @pytest.mark.parametrize("sheet, encoding", [
