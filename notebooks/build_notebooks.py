@@ -106,7 +106,8 @@ def inference_cells() -> list:
 
 Load an ONNX (or fastai `.pkl`) model, turn each frame and its predecessor into the model's input (the v4 difference
 image, or the frame itself for a raw-frame model), score them and look at the detections. The first frame of a night
-has no predecessor and is skipped. `python guAlta.py batch` does the same for operators."""),
+has no predecessor and is skipped, and so are bad frames (truncated, blank, repeated: logged), as
+`python guAlta.py batch` does for operators."""),
         new_code_cell("""# Parameters
 import os
 from pathlib import Path
@@ -123,6 +124,7 @@ import pandas as pd
 from matplotlib import pyplot as plt
 
 from gualta import allsky
+from gualta.frames import NightFrames
 from gualta.model import load_model, model_input
 from gualta.preprocess import read_frame
 from gualta.simulate import Rates, simulate_night
@@ -133,8 +135,12 @@ if not NIGHT:
     NIGHT = simulate_night(tempfile.mkdtemp(), "20211110", frames=SIM_FRAMES, start="22:00", seed=1,
                            rates=Rates(meteor=0.1), progress=False)
 night = Path(NIGHT)"""),
-        new_code_cell("""pairs = allsky.frame_pairs(allsky.list_frames(night))
-inputs = [model_input(read_frame(p.current), read_frame(p.previous), model.info.kind) for p in pairs]
+        new_code_cell("""frames = NightFrames(allsky.list_frames(night))      # each frame paired with the last good one before it
+pairs, inputs = [], []
+for frame in frames.frames:
+    if (pair := frames.pair(frame)) is not None:
+        pairs.append(pair)
+        inputs.append(model_input(frames.image(pair.current), frames.image(pair.previous), model.info.kind))
 scores = model.predict(inputs)
 table = pd.DataFrame({"file": [p.current.name for p in pairs], "score": scores, "input": range(len(pairs))})
 table["label"] = np.where(table["score"] >= THRESHOLD, "meteor", "no-meteor")

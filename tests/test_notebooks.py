@@ -69,3 +69,16 @@ def test_inference_notebook_runs(tiny_run, tiny_dataset, monkeypatch):
         monkeypatch)
     frames = len(list(night.glob("image-*.jpg")))
     assert f"{frames - 1} frames scored" in printed(notebook)           # the first frame has no predecessor
+
+
+def test_inference_notebook_skips_a_truncated_frame(tmp_path, monkeypatch):
+    """The inference notebook stopped with BadFrame on one truncated JPEG in the night, where batch and prepare skip
+    it."""
+    from helpers_nights import frame_path, make_night
+
+    night = make_night(tmp_path / "nights", "20211110", 6, meteors=(3,))
+    frame_path(night, 2).write_bytes(frame_path(night, 2).read_bytes()[:300])
+    notebook = execute("Inference_example.ipynb", {
+        "GUALTA_NB_MODEL": REPO / "models" / "guAlta.onnx", "GUALTA_NB_NIGHT": night, "GUALTA_NB_THREADS": 1},
+        monkeypatch)
+    assert "4 frames scored" in printed(notebook)                      # 5 pairs, less the truncated frame's
