@@ -322,7 +322,8 @@ def clear_dataset(out_dir: Path, overwrite: bool) -> None:
 
 def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path], out_dir: str | Path,
                     version: str = "v4", balance: bool = False, seed: int = 0,
-                    labels: str | Path | list[str | Path] | None = None, overwrite: bool = False, workers: int = 1) -> PreparedDataset:
+                    labels: str | Path | list[str | Path] | None = None, overwrite: bool = False,
+                    workers: int = 1) -> PreparedDataset:
     """Build the thesis' folder dataset and its index.csv from train and test nights (never the same night).
 
     Each pair's image is the chosen version (v1–v4) of the thresholded difference of a frame and the last good frame

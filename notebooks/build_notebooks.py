@@ -135,7 +135,7 @@ if not NIGHT:
     NIGHT = simulate_night(tempfile.mkdtemp(), "20211110", frames=SIM_FRAMES, start="22:00", seed=1,
                            rates=Rates(meteor=0.1), progress=False)
 night = Path(NIGHT)"""),
-        new_code_cell("""frames = NightFrames(allsky.list_frames(night))      # each frame paired with the last good one before it
+        new_code_cell("""frames = NightFrames(allsky.list_frames(night))   # each frame paired with the last good one before it
 pairs, inputs = [], []
 for frame in frames.frames:
     if (pair := frames.pair(frame)) is not None:

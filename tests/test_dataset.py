@@ -167,7 +167,8 @@ def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
     root = tmp_path / "nights"
     archive = [make_night(root, f"202111{day:02d}", 3, ground_truth=day in (3, 7)) for day in range(1, 9)]
     labels = tmp_path / "labels.csv"              # two other nights labelled by hand, in a labels CSV
-    pd.DataFrame({"file": [frame_path(archive[i], 1).name for i in (1, 5)], "label": "meteor"}).to_csv(labels, index=False)
+    named = [frame_path(archive[i], 1).name for i in (1, 5)]
+    pd.DataFrame({"file": named, "label": "meteor"}).to_csv(labels, index=False)
 
     with caplog.at_level(logging.INFO, "gualta.dataset"):
         for seed in range(6):
