@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 THRESHOLD = 0.85
 TARGET_RECALL = 0.98
 FAINT_SNR = 5.0                   # a meteor with peak_snr below this is faint
+UNLABELLED = "unlabelled"          # rates_by_event's name for frames without an event type (hand labels)
 CLOUDY = 0.2                      # cloud cover from which a frame counts as cloudy
 CAM_CLOUDY = 0.3
 LOOKALIKES = ("satellite", "plane", "insect")
@@ -82,8 +83,9 @@ def recall_by_snr(pred: pd.DataFrame, threshold: float = THRESHOLD) -> list[dict
 
 def rates_by_event(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, dict]:
     """Per event type: frames, meteor frames among them, and the fraction detected (recall for meteor and
-    fireball, false-positive rate for satellite, plane, insect, none...)."""
-    table = pred.assign(hit=detected(pred, threshold), event=pred["event"].fillna("none"))
+    fireball, false-positive rate for satellite, plane, insect, none...); frames of no known event type (labelled
+    by hand) as "unlabelled" (they were "none", meteors among them)."""
+    table = pred.assign(hit=detected(pred, threshold), event=pred["event"].astype(object).fillna(UNLABELLED))
     return {str(event): {"n": len(rows), "n_meteor": int(rows["meteor"].sum()), "detected": fraction(rows["hit"])}
             for event, rows in table.groupby("event")}
 
@@ -156,6 +158,12 @@ def ranking_scores(pred: pd.DataFrame) -> dict[str, float | None]:
             "pr_auc": float(average_precision_score(pred["meteor"], pred["p_meteor"]))}
 
 
+def known_count(count: int, rows: pd.DataFrame, column: str) -> int | None:
+    """A count of rows by a ground-truth column, None if no row has a value there (hand labels give no peak_snr
+    or clouds: 0 faint meteors or cloudy frames read as measured)."""
+    return count if rows.empty or rows[column].notna().any() else None
+
+
 def summarize(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     """Every test-night figure of the report (metrics.json without the model and file details)."""
     at_target = threshold_for_recall(pred)
@@ -163,8 +171,9 @@ def summarize(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     return {"threshold": threshold, "n_test": len(pred), "n_meteor": len(meteors(pred)),
             "test_nights": sorted(pred["night"].astype(str).unique().tolist()),
             "meteor_recall": meteor_recall(pred, threshold), "precision": precision(pred, threshold),
-            "faint_snr": FAINT_SNR, "n_faint": int(faint.sum()), "faint_recall": faint_recall(pred, threshold),
-            "cloudy_from": CLOUDY, "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
+            "faint_snr": FAINT_SNR, "n_faint": known_count(int(faint.sum()), meteors(pred), "peak_snr"),
+            "faint_recall": faint_recall(pred, threshold), "cloudy_from": CLOUDY,
+            "n_cloudy_no_meteor": known_count(len(cloudy_non_meteors(pred)), non_meteors(pred), "clouds"),
             "cloud_fp_rate": cloud_fp_rate(pred, threshold), "lookalike_fp_rate": lookalike_fp_rates(pred, threshold),
             "fp_rate_by_night": fp_rate_by_night(pred, threshold),
             "confusion": confusion_counts(pred, threshold),
@@ -186,10 +195,18 @@ def metrics_summary(metrics: dict) -> dict:
 
 
 def format_summary(metrics: dict) -> str:
-    """One line per headline figure, for the CLI."""
+    """One line per headline figure, for the CLI; with no meteor in the test set, whose recall and precision say
+    nothing, the false positives per no-meteor frame too, overall and night by night."""
     def text(value):
         return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-    return "\n".join(f"  {key}: {text(value)}" for key, value in metrics_summary(metrics).items())
+    lines = [f"  {key}: {text(value)}" for key, value in metrics_summary(metrics).items()]
+    if metrics.get("n_meteor") == 0 and metrics.get("confusion"):
+        counts = metrics["confusion"]
+        rate = counts["fp"] / (counts["fp"] + counts["tn"]) if counts["fp"] + counts["tn"] else None
+        by_night = ", ".join(f"{night} {text(float(value))}" for night, value in
+                             (metrics.get("fp_rate_by_night") or {}).items())
+        lines.append(f"  no_meteor_fp_rate: {text(rate)} (no meteors in the test set; by night: {by_night or 'n/a'})")
+    return "\n".join(lines)
 
 
 def top_losses(pred: pd.DataFrame, count: int = 16) -> pd.DataFrame:

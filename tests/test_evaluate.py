@@ -90,6 +90,24 @@ def test_summary_is_json_ready(pred):
     assert headline["threshold_for_recall_0.98"] == 0.20
 
 
+def test_hand_labelled_test_set_reports_unknowns_as_unknown(pred):
+    """On hand labels (no event type, peak_snr or clouds) the report showed event "none" with meteors in it and 0
+    faint meteors and 0 cloudy frames, as if measured."""
+    hand = pred.assign(event=np.nan, peak_snr=np.nan, clouds=np.nan)
+    summary = ev.summarize(hand)
+    assert summary["recall_by_event"] == {"unlabelled": {"n": 20, "n_meteor": 10, "detected": 0.5}}
+    assert summary["n_faint"] is None and summary["n_cloudy_no_meteor"] is None
+    assert summary["faint_recall"] is None and summary["cloud_fp_rate"] is None
+    json.dumps(summary)
+
+
+def test_zero_meteor_summary_prints_the_false_positives(pred):
+    """A test set of no-meteor nights printed recall and precision n/a and nothing of its false positives."""
+    printed = ev.format_summary(ev.summarize(pred[pred["meteor"] == 0]))
+    assert "no_meteor_fp_rate: 0.3000 (no meteors in the test set; by night: A 0.1667, B 0.5000)" in printed
+    assert "no_meteor_fp_rate" not in ev.format_summary(ev.summarize(pred))
+
+
 def test_top_losses_order(pred):
     worst = ev.top_losses(pred, 4)
     assert list(worst["p_meteor"]) == [0.92, 0.90, 0.87, 0.20]     # three confident false alarms, then a miss
