@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -231,6 +233,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
         if posted.message_id is not None:
             mark_posted(target, night, obs_id, frame_id)
+            name_arrivals(target, (night, obs_id, frame_id), others, channel, env, deadline)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         for other_obs, other_frame, at in others:
             seen = seen_also(other_obs, at, coincidence.coinciding(stored, other_obs, at, zone_of), zone_of)
@@ -257,6 +260,18 @@ def daylight_rule(env) -> Callable[[str, datetime], str]:
             return ""
         return f"daylight: the sun at {altitude:.1f}°, above {place.night_sun_altitude:g}°"
     return daylight
+
+
+def name_arrivals(target: store.Store, detection: tuple[str, str, str], named: list, channel, env,
+                  deadline: float) -> None:
+    """Edit a post just made to name the other observatories' detections of its moment stored while it was posted
+    (their edits of it found no message id yet), beyond those its caption `named`."""
+    night, obs_id, frame_id = detection
+    zone_of, stamp = coincidence.zones_from_env(env), allsky.frame_time(f"image-{frame_id}.jpg")
+    now_stored = coincidence.coinciding(night_detections(target, night), obs_id, stamp, zone_of)
+    if {(obs, frame) for obs, frame, _ in now_stored} - {(obs, frame) for obs, frame, _ in named}:
+        name_in_earlier_post(target, night, obs_id, frame_id, seen_also(obs_id, stamp, now_stored, zone_of), channel,
+                             env, deadline)
 
 
 def too_old_to_post(night: str, env, now: datetime) -> bool:
@@ -324,6 +339,8 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             if jpeg is None:
                 log.warning("cannot post %s again: its image is missing", key)
                 continue
+            if not claim_post(target, night, f"{obs_id}_{frame_id}.{attempt(record, now)}"):
+                continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now)
             if status.startswith("failed"):
@@ -338,6 +355,8 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
                 continue
             if out_of_time(deadline, night, budget_s):
                 return reposted
+            if not claim_post(target, night, f"{key.rpartition('/')[2]}.{attempt(record, now)}"):
+                continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             text = telegram_post.log_text(record, detections_of(target, night, record.get("obs_id")))
             record["telegram_status"] = telegram_post.post(channel, text).status
@@ -348,6 +367,23 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
     except store.StoreError as exc:          # the page is built all the same
         log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
     return reposted
+
+
+def claim_post(target: store.Store, night: str, name: str) -> bool:
+    """Claim a post with a create-only key (`store.claim_key`); False, logged, when another process claimed it: two
+    page builds at once (`guAlta.py site` beside the server's schedule, a retried Lambda) posted each failed post
+    twice, an identical log sent twice at the same instant was posted twice."""
+    if target.create(store.claim_key(night, name), b""):
+        return True
+    log.info("night %s: %s is posted by another process", night, name)
+    return False
+
+
+def attempt(record: dict, now: datetime) -> str:
+    """What names one attempt at posting a record again: the state it was read in (its last try, else when it was
+    received) and the day (a process stopped between its claim and its post holds the record back only that day)."""
+    state = re.sub(r"[^0-9]", "", str(record.get("telegram_retried") or record.get("received") or ""))
+    return f"{state or 0}-{now:%Y%m%d}"
 
 
 def out_of_time(deadline: float, night: str, budget_s: float) -> bool:
@@ -455,6 +491,9 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
     record = {**item.record(), "folder": night}
     previous = store.read_json(target, key)
     if isinstance(previous, dict) and {k: v for k, v in previous.items() if k not in SERVICE_LOG_FIELDS} == record:
+        return response(200, {"status": "duplicate", "key": key})
+    change = hashlib.sha256(json.dumps([previous, record], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if not claim_post(target, night, f"{item.obs_id}_{item.log}.{change}"):      # the same re-send at the same instant
         return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
     old = channel is not None and too_old_to_post(night, env, now)

@@ -4,6 +4,8 @@
     imgs/YYYYMMDD/{obs_id}_{id}.jpeg         its 448×224 image (original | processed)
     logs/YYYYMMDD/{obs_id}_{start|end}.json  the night's latest start/end log per observatory
     logs/YYYYMMDD/{obs_id}_limit.json        its Telegram posts stopped for the night (the one message said so)
+    telegram/YYYYMMDD/{obs_id}/{id}          a detection posted (counted for the night's limit)
+    telegram/claims/YYYYMMDD/{name}          a post claimed by one service process (no other makes it too)
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
     archive.html, pages/archive.json         every night with a page, by month, and their detections
@@ -89,6 +91,12 @@ def limit_notice_key(night: str, obs_id: str) -> str:
 def post_mark_key(night: str, obs_id: str, frame_id: str) -> str:
     """The mark of a detection posted to Telegram, counted by ingest.posts_full (frame_id '': the folder's prefix)."""
     return f"telegram/{night}/{obs_id}/{frame_id}"
+
+
+def claim_key(night: str, name: str) -> str:
+    """A create-only claim on one post (`ingest.claim_post`): of two service processes about to make the same post at
+    once, only the one that created it goes on."""
+    return f"telegram/claims/{night}/{name}"
 
 
 def late_key(night: str) -> str:

@@ -642,3 +642,76 @@ def test_detections_taken_in_daylight_are_stored_but_not_posted_and_count_for_no
     monkeypatch.setenv("GUALTA_OBSERVATORIES", "{}")                          # no place: posted as before
     post(detection(frame_id="20260918180000", telegram=True))
     assert stored(root, "20260918", "obs01_20260918180000")["telegram_status"] == "sent"
+
+
+def test_two_page_builds_at_once_post_each_failed_post_once(root, bot_api, monkeypatch):
+    """`guAlta.py site` run while the server's schedule (or a retried Lambda) built the page: both posted every failed
+    post again — after a Telegram outage, the channel got each detection twice. A create-only claim lets one do it."""
+    bot_api.fail_status = 500
+    frames = ["20260916231507", "20260916231607", "20260916231707"]
+    for frame_id in frames:
+        post(detection(frame_id=frame_id, telegram=True))
+    post(payload.build_log("end", "obs01", total=1440, folder="20260916", processed="2026-09-17T08:00:05+02:00"))
+    bot_api.fail_status = None
+    together = threading.Barrier(2, timeout=10)
+    awaits = ingest.awaits_post
+
+    def in_step(record, now):                                  # both builds look at each record before either posts
+        waiting = awaits(record, now)
+        if waiting:
+            together.wait()
+        return waiting
+    monkeypatch.setattr(ingest, "awaits_post", in_step)
+    summaries = []
+    builds = [threading.Thread(target=lambda: summaries.append(site.handle({"source": "gualta.schedule"}, os.environ,
+                                                                           NINE_AM_AFTER))) for _ in range(2)]
+    for build in builds:
+        build.start()
+    for build in builds:
+        build.join(30)
+    posted = sorted(key for summary in summaries for key in summary["reposted"])
+    assert posted == sorted([f"detections/20260916/obs01_{frame_id}.json" for frame_id in frames]
+                            + ["logs/20260916/obs01_end.json"])
+    assert len(bot_api.sent("sendPhoto")) == 3 + 3 and len(bot_api.sent("sendMessage")) == 1 + 1   # failed, then once
+
+
+def test_a_post_names_the_detections_of_its_moment_stored_while_it_was_posted(root, bot_api, monkeypatch):
+    """obs02's report of the same meteor stored while obs01's post was in flight: obs02's edit of obs01's post found
+    no message id yet and obs01's caption was written before obs02 came — obs01's post never named obs02."""
+    real_post = telegram_post.post
+    arrived = []
+
+    def slow_post(channel, text, *args, **kwargs):
+        if "obs01" in text and not arrived:                    # obs02's report lands while obs01's photo is sent
+            arrived.append(post(detection("obs02", "20260916231510", telegram=True), KEYS["obs02"]))
+        return real_post(channel, text, *args, **kwargs)
+    monkeypatch.setattr(telegram_post, "post", slow_post)
+    post(detection(telegram=True))
+    first, second = stored(root)["telegram_message_id"], stored(root, name="obs02_20260916231510")
+    assert "Also seen from obs01 at 23:15:07" in bot_api.captions[second["telegram_message_id"]]
+    assert "Also seen from obs02 at 23:15:10" in bot_api.captions[first]
+
+
+def test_the_same_log_sent_twice_at_the_same_instant_is_posted_once(root, bot_api, monkeypatch):
+    """Two processes sharing an outbox (the watcher's sender and a flush) sent the same end log at once: both found
+    no earlier copy and both posted it."""
+    together = threading.Barrier(2, timeout=10)
+    read_json = store.read_json
+
+    def in_step(target, key):                                  # both read the stored log before either writes it
+        found = read_json(target, key)
+        if key.endswith("_end.json") and threading.current_thread().name.startswith("sender"):
+            together.wait()
+        return found
+    monkeypatch.setattr(store, "read_json", in_step)
+    end = payload.build_log("end", "obs01", total=1440, folder="20260916", processed="2026-09-17T08:00:05+02:00")
+    answers = []
+    senders = [threading.Thread(target=lambda: answers.append(post(end)["status"]), name=f"sender{i}")
+               for i in range(2)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(30)
+    assert sorted(answers) == ["duplicate", "stored"] and len(bot_api.sent("sendMessage")) == 1
+    assert post(payload.build_log("end", "obs01", total=1441, folder="20260916"))["status"] == "stored"   # a new one
+    assert post(end)["status"] == "stored" and len(bot_api.sent("sendMessage")) == 3     # and back: not a re-send
