@@ -501,13 +501,14 @@ def test_cli_batch_contract(client_night, tiny_model, tmp_path):
 
 def test_the_client_runs_on_the_base_install(client_night, tiny_model, tmp_path):
     """`pip install .` without extras is the observatory's install (README "Install"): batch with uploads, the
-    outbox's flush and the real-time watcher's module work with every other installed package unimportable."""
+    outbox's flush, the real-time watcher's module and label-aid's contact sheet work with every other installed
+    package unimportable."""
     store, out, base = tmp_path / "store", tmp_path / "scores.csv", base_requirements(REPO / "pyproject.toml")
     with ChildServer(store, child_env(**service_env(store))) as child:
         def client(*args):
             command, blocked = only_installed_command(base, REPO / "guAlta.py", *args, "--url", child.url,
                                                       "--api-key", KEY, "--outbox", str(tmp_path / "o.db"))
-            assert {"torch", "fastai", "boto3", "telegram", "jinja2", "skyfield"} <= set(blocked.split(","))
+            assert {"torch", "fastai", "boto3", "telegram", "skyfield"} <= set(blocked.split(","))
             return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                                   env=child_env(GUALTA_TEST_BLOCKED=blocked))
 
@@ -522,6 +523,11 @@ def test_the_client_runs_on_the_base_install(client_night, tiny_model, tmp_path)
     watcher = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env(
         GUALTA_TEST_BLOCKED=blocked))
     assert watcher.returncode == 0 and "realtime" in watcher.stdout, watcher.stderr
+    command, blocked = only_installed_command(base, REPO / "dataPreparation.py", "label-aid", "--night",
+                                              str(client_night), "--out", str(tmp_path / "sheet"), "--scores", str(out))
+    sheet = subprocess.run(command, capture_output=True, text=True, timeout=120, env=child_env(
+        GUALTA_TEST_BLOCKED=blocked))                   # README offers operators the contact sheet of their night
+    assert sheet.returncode == 0 and (tmp_path / "sheet" / "index.html").is_file(), sheet.stderr
     for modules, works in (("gualta.realtime, gualta.detect, gualta.report", True), ("torch", False)):
         (tmp_path / "probe.py").write_text(f"import {modules}\n")
         command, blocked = only_installed_command(base, tmp_path / "probe.py")
