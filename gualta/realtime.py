@@ -472,7 +472,8 @@ class Watcher:
         new = [night for night in ahead if night not in self.ahead_said]
         if new:
             log.warning("night folder(s) %s dated after tonight (%s): not watched until their night (the camera's "
-                        "clock ran ahead?)", ", ".join(new), tonight)
+                        "clock ran ahead, or this machine's is behind: no real-time clock, NTP not synced yet?)",
+                        ", ".join(new), tonight)
             self.ahead_said.update(new)
 
     def say_if_root_unusable(self, problem: str) -> None:

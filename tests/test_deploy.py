@@ -126,6 +126,8 @@ def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_ni
     EnvironmentFile gives them): the night the watcher closes (here when the next night's folder appears) is written
     to scores/YYYYMMDD.csv as a batch run writes it; SIGTERM stops it cleanly."""
     [command] = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
+    [after] = [line for line in UNIT.read_text().splitlines() if line.startswith("After=")]
+    assert "time-sync.target" in after.split("=", 1)[1].split()     # a Pi without a real-time clock: after NTP
     home = tmp_path / "guAlta"
     home.mkdir()
     for name in (".venv", "guAlta.py"):

@@ -823,6 +823,7 @@ def test_a_night_folder_dated_ahead_of_tonight_is_not_watched_until_its_night(cl
     assert len(rows_in(config.outbox)) >= len(writer.frames) - 1                  # the last may await its successor
     assert NIGHT not in watcher.outbox.closed_nights() and rows_in(config.outbox, NEXT_NIGHT) == []
     assert f"night folder(s) {NEXT_NIGHT} dated after tonight ({NIGHT}): not watched" in caplog.text
+    assert "or this machine's is behind" in caplog.text           # a Pi without a real-time clock, before NTP
     clock[0] = datetime(2021, 11, 11, 20, 0)                                       # its night has come
     ticked(watcher, 3)
     watcher.outbox.close()
