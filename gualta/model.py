@@ -96,6 +96,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH):
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()          # an observatory's machine keeps no usage events for anyone
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

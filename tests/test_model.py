@@ -357,3 +357,16 @@ def test_quantize_without_frames_to_calibrate_on_is_a_clear_error(tiny_run, tmp_
               "--out", str(tmp_path / "int8.onnx")])
     assert stop.value.code == 2 and "no usable frame pairs to calibrate on" in capsys.readouterr().err
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_onnx_runtime_keeps_no_usage_events(tiny_model, monkeypatch):
+    """ONNX Runtime records usage events (a database under ~/.cache/Microsoft on Linux, ETW on Windows) unless told
+    not to: turned off before the client's model loads."""
+    import onnxruntime
+
+    from gualta.model import OnnxModel
+
+    turned_off = []
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: turned_off.append(True))
+    OnnxModel(tiny_model)
+    assert turned_off
