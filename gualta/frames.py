@@ -21,6 +21,8 @@ BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the media
 FLAT_WINDOW = 20            # frames before: if most of them look as flat, flat is the camera's picture (no circle)
 FLAT_MIN_SEEN = 10          # ...judged once that many of them were decoded (before: a flat frame is no picture)
 BLANK = "blank: no picture (a black or uniform image)"
+UNFILLED_SHARE = 0.05       # a frame whose last 5 % of rows are one grey level (not black, not white) was never filled
+PARTLY_WRITTEN = "partly written: its last rows are one grey level"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
 UNREADABLE = "unreadable, truncated or not an image"
@@ -121,6 +123,8 @@ class NightFrames:
         self._flat[i] = looks_flat(image)
         if is_blank(image) or (self._flat[i] and not self._flat_is_usual(i)):
             return self._unusable(i, BLANK, f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
+        if partly_written(image):
+            return self._unusable(i, PARTLY_WRITTEN, f"{self.frames[i].name}: {PARTLY_WRITTEN}: skipped")
         original = self._repeated(i, image)
         if original is not None:
             self._repeats[i] = original
@@ -224,6 +228,15 @@ def is_blank(image: np.ndarray) -> bool:
     """Whether a gray frame holds no picture at all: every pixel within BLANK_RANGE_DN of the others (a real frame
     has at least its sky's noise and stars, and the lens circle against the black around it)."""
     return int(image.max()) - int(image.min()) <= BLANK_RANGE_DN
+
+
+def partly_written(image: np.ndarray) -> bool:
+    """Whether a gray frame ends in rows of one grey level (its last UNFILLED_SHARE of rows within 1 DN, neither black
+    nor saturated): the part of a picture its writer or decoder never filled, saved as a complete JPEG — the model
+    read the edge of the grey as a meteor (12 of 14 such frames reported). A sky's rows always hold noise."""
+    band = image[-max(int(image.shape[0] * UNFILLED_SHARE), 1):]
+    low, high = int(band.min()), int(band.max())
+    return high - low <= 1 and BLANK_RANGE_DN < low and high < 250
 
 
 def looks_flat(image: np.ndarray) -> bool:

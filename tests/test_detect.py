@@ -585,6 +585,26 @@ def test_blank_frames_are_skipped_and_the_next_frame_compared_with_the_last_pict
     assert sum(row["flag"] == "skipped" for row in rows.values()) == 8            # the first picture besides
 
 
+def test_a_frame_ending_in_grey_rows_is_skipped_as_partly_written(client_night, tiny_model, tmp_path):
+    """A picture whose writer stopped part way, saved as a complete JPEG (no truncation to find): its last rows one
+    grey level. The edge of the grey was read as a meteor in 12 of 14 such frames. Skipped as a bad frame, the next
+    compared with the picture before it; a sky darker at the bottom (a black border below the lens circle) is not."""
+    night = copy_night(client_night, tmp_path / "images")
+    frames = allsky.list_frames(night)
+    for frame, cut, level in ((frames[6], 0.4, 128), (frames[12], 0.7, 200), (frames[16], 0.95, 0)):
+        picture = cv2.imread(str(frame))
+        picture[int(picture.shape[0] * cut):] = level
+        cv2.imwrite(str(frame), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    rows = {row["file"]: row for row in read_scores(
+        run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
+                  progress=False).scores)}
+    for partly in (frames[6], frames[12]):
+        assert (rows[partly.name]["flag"], rows[partly.name]["note"]) == (
+            "skipped", "bad frame: partly written: its last rows are one grey level")
+    assert rows[frames[7].name]["previous"] == frames[5].name and rows[frames[13].name]["previous"] == frames[11].name
+    assert rows[frames[16].name]["score"] != "" and rows[frames[17].name]["previous"] == frames[16].name
+
+
 def test_folders_that_cannot_be_listed_are_one_clear_error(client_night, tiny_model, tmp_path):
     """Permissions (a night folder made by another account, a share mounted without read access): said in one line,
     for the night named and for the latest one found under guAlta_main_folder."""
