@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -492,13 +493,20 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
     previous = store.read_json(target, key)
     if isinstance(previous, dict) and {k: v for k, v in previous.items() if k not in SERVICE_LOG_FIELDS} == record:
         return response(200, {"status": "duplicate", "key": key})
+    old = channel is not None and too_old_to_post(night, env, now)
     change = hashlib.sha256(json.dumps([previous, record], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if not claim_post(target, night, f"{item.obs_id}_{item.log}.{change}"):      # the same re-send at the same instant
+    claim = f"{item.obs_id}_{item.log}.{change}" if channel is not None and not old else ""
+    if claim and not claim_post(target, night, claim):          # the same re-send at the same instant: one posts
         return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
-    old = channel is not None and too_old_to_post(night, env, now)
     record["telegram_status"] = too_old_status(env) if old else "pending"
-    store.write_json(target, key, record)
+    try:
+        store.write_json(target, key, record)
+    except store.StoreError:
+        if claim:                                   # answered 503: the client's re-send is stored and posted
+            with contextlib.suppress(store.StoreError):
+                target.delete(store.claim_key(night, claim))
+        raise
     log.info("stored log %s", key)
     if not old:
         counted = item.log == "end" and channel is not None

@@ -715,3 +715,20 @@ def test_the_same_log_sent_twice_at_the_same_instant_is_posted_once(root, bot_ap
     assert sorted(answers) == ["duplicate", "stored"] and len(bot_api.sent("sendMessage")) == 1
     assert post(payload.build_log("end", "obs01", total=1441, folder="20260916"))["status"] == "stored"   # a new one
     assert post(end)["status"] == "stored" and len(bot_api.sent("sendMessage")) == 3     # and back: not a re-send
+
+
+def test_a_log_the_store_failed_to_keep_is_stored_and_posted_when_sent_again(root, bot_api, monkeypatch):
+    """The claim that keeps two identical logs sent at once from both being posted was taken before the log was
+    written: a store failing then (a full disk) answered 503, and the client's re-send was called a duplicate of
+    nothing — the log lost for good."""
+    write_json, failures = store.write_json, [store.StoreError("disk full")]
+
+    def failing_once(target, key, *args, **kwargs):
+        if failures and key.endswith("_end.json"):
+            raise failures.pop()
+        return write_json(target, key, *args, **kwargs)
+    monkeypatch.setattr(store, "write_json", failing_once)
+    end = payload.build_log("end", "obs01", total=1440, folder="20260916", processed="2026-09-17T08:00:05+02:00")
+    assert HANDLER(event(end, KEYS["obs01"]), None)["statusCode"] == 503
+    assert post(end)["status"] == "stored" and len(bot_api.sent("sendMessage")) == 1
+    assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["telegram_status"] == "sent"
