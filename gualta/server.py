@@ -333,16 +333,17 @@ class Handler(BaseHTTPRequestHandler):
         if data is None:
             self.reply(404, {"error": missing})
             return
-        tag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        zipped = key.endswith(".html") and accepts_gzip(self.headers.get("Accept-Encoding", ""))
+        tag = f'"{hashlib.sha256(data).hexdigest()[:32]}{"-gzip" if zipped else ""}"'    # one tag per body sent
         headers = {**(headers or {}), "ETag": tag, "Cache-Control": IMMUTABLE if WRITTEN_ONCE.fullmatch(key)
                    else "no-cache"}
+        if key.endswith(".html"):
+            headers["Vary"] = "Accept-Encoding"
         if tag in (value.strip().removeprefix("W/") for value in self.headers.get("If-None-Match", "").split(",")):
             self.reply(304, b"", store.content_type(key), headers)
             return
-        if key.endswith(".html"):
-            headers["Vary"] = "Accept-Encoding"
-            if accepts_gzip(self.headers.get("Accept-Encoding", "")):
-                data, headers["Content-Encoding"] = gzip.compress(data, 6), "gzip"
+        if zipped:
+            data, headers["Content-Encoding"] = gzip.compress(data, 6), "gzip"
         self.reply(200, data, store.content_type(key), headers)
 
     def send_model(self) -> None:

@@ -324,8 +324,18 @@ def write_archive(target: store.Store, night: str, detections: int, nights: list
     after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS."""
     counts = store.read_json(target, store.ARCHIVE_COUNTS)
     counts = {**(counts if isinstance(counts, dict) else {}), night: detections}
+    counts.update(counts_made_from(target, [earlier for earlier in nights if earlier not in counts]))
     store.write_json(target, store.ARCHIVE_COUNTS, counts)
     target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
+
+
+def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, int]:
+    """The detections of nights the archive has no count of (pages built before it kept them, a count lost to two
+    builds at once), from what each page was made of (`page_inputs`); nights without that record are left out."""
+    made = store.read_json_many(target, [store.page_inputs_key(night) for night in nights])
+    records = {night: made[store.page_inputs_key(night)] for night in nights}
+    return {night: sum(str(key).startswith("detections/") for key in record["inputs"])
+            for night, record in records.items() if isinstance(record, dict) and isinstance(record.get("inputs"), list)}
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None,
@@ -370,10 +380,17 @@ def stale_nights(target: store.Store, night: str, late: list[str]) -> list[str]:
     ones (marked by the ingest: a client back after a long outage), with the page before each."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
-    missed = [n for n in calendar_nights_before(night, REFRESH_NIGHTS) if n not in nights and has_reports(target, n)]
+    missed = missed_nights(target, night, nights)
     before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
     candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, before_late)))
     return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
+
+
+def missed_nights(target: store.Store, night: str, nights: list[str] | None = None) -> list[str]:
+    """The REFRESH_NIGHTS calendar nights before `night` that have reports but no page (among `nights`, else those
+    of the store): a morning's build missed, the service down then."""
+    nights = page_nights(target) if nights is None else nights
+    return [n for n in calendar_nights_before(night, REFRESH_NIGHTS) if n not in nights and has_reports(target, n)]
 
 
 def calendar_nights_before(night: str, count: int) -> list[str]:
@@ -444,6 +461,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     night = ended_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_failed(target, night, env, now, records=records)
-    summary = {**build_day(target, night, env, now, records), "reposted": reposted}
+    summary = {**build_day(target, night, env, now, records, coming=tuple(missed_nights(target, night))),
+               "reposted": reposted}                 # linked to the missed nights its refresh brings back
     summary["refreshed"] = refresh_stale(target, summary["night"], env, now)
     return summary

@@ -93,8 +93,12 @@ def test_pages_are_gzipped_and_images_cached_by_browsers(live):
     assert "Content-Encoding" not in plain.headers and zipped.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(raw) == plain.content and len(raw) * 5 < len(plain.content)
     assert plain.headers["Cache-Control"] == "no-cache" and plain.headers["Vary"] == "Accept-Encoding"
-    again = requests.get(f"{url}/20260914.html", headers={"If-None-Match": plain.headers["ETag"]}, timeout=10)
-    assert again.status_code == 304 and again.content == b""
+    again = requests.get(f"{url}/20260914.html", timeout=10,
+                         headers={"If-None-Match": plain.headers["ETag"], "Accept-Encoding": "identity"})
+    assert again.status_code == 304 and again.content == b"" and again.headers["Vary"] == "Accept-Encoding"
+    assert zipped.headers["ETag"] != plain.headers["ETag"]       # a cache in between must not swap the two bodies
+    assert requests.get(f"{url}/20260914.html", timeout=10, headers={     # the plain body's tag does not stand
+        "If-None-Match": plain.headers["ETag"], "Accept-Encoding": "gzip"}).status_code == 200   # for the gzipped
     image = requests.get(f"{url}/imgs/20260914/obs01_20260914224500.jpeg", timeout=10)
     assert image.headers["Cache-Control"] == "public, max-age=31536000, immutable" and "Content-Encoding" not in \
         image.headers

@@ -576,6 +576,7 @@ def test_a_night_whose_morning_build_was_missed_gets_its_page_at_the_next_one(en
                                                                      "20260917.html"]
     assert '<a href="20260916.html">2026-09-16 →</a>' in (root / "20260915.html").read_text()
     assert 'id="obs01_20260916231507"' in (root / "20260916.html").read_text()
+    assert '<a href="20260916.html">← 2026-09-16</a>' in (root / "20260917.html").read_text()    # not past it
 
 
 def test_every_night_with_a_page_is_listed_by_month_with_its_detections(env, tmp_path):
@@ -601,3 +602,8 @@ def test_every_night_with_a_page_is_listed_by_month_with_its_detections(env, tmp
     ingest(detection("obs01", "20260830230500", seed=7))                       # delivered late: counted when rebuilt
     WEBSITE({"day": "20260830"}, None)
     assert "2026-08-30</a> · 3 detections" in (root / "archive.html").read_text()
+    (root / "pages" / "archive.json").unlink()              # pages built before the archive kept counts: an upgrade
+    WEBSITE({"day": "20260917"}, None)
+    archive = (root / "archive.html").read_text()
+    assert all(text in archive for text in ("2026-08-30</a> · 3 detections", "2026-09-01</a> · 0 detections",
+                                            "2026-09-16</a> · 1 detection", "2026-09-17</a> · 0 detections"))
