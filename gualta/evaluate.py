@@ -435,6 +435,16 @@ def warn_if_kind_differs(model, dataset_dir: Path) -> None:
                     model.info.kind, dataset_dir, holds)
 
 
+def seen_in_training(model, pred: pd.DataFrame) -> list[str]:
+    """The test nights the model learnt from (its `train_nights`), warned of: a dataset prepared again after nights
+    were added moves nights between train and test, and the figures there are no test."""
+    seen = sorted(set(pred["night"].dropna().astype(str)) & set(model.info.train_nights))
+    if seen:
+        log.warning("test night(s) %s were among the model's training nights: its figures there are no test "
+                    "(prepare the dataset with --test-nights naming nights it has not seen)", ", ".join(seen))
+    return seen
+
+
 def write_figures(pred: pd.DataFrame, model, dataset_dir: Path, out_dir: Path, threshold: float,
                   top_n: int, cam_per_group: int) -> dict[str, str]:
     """confusion_matrix.png, loss_curves.png (if the run has a history), top_losses.png/.csv, cam.png (fastai)."""
@@ -478,7 +488,7 @@ def evaluate(model, dataset_dir: str | Path, out_dir: str | Path, threshold: flo
     pred.to_csv(out_dir / "predictions.csv", index=False)
     metrics = {**summarize(pred, threshold),
                "model": {"path": model_path(model), **vars(model.info)},
-               "dataset": str(dataset_dir)}
+               "dataset": str(dataset_dir), "test_nights_seen_in_training": seen_in_training(model, pred)}
     metrics["artefacts"] = {"predictions": "predictions.csv",
                             **write_figures(pred, model, dataset_dir, out_dir, threshold, top_n, cam_per_group)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

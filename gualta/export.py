@@ -107,7 +107,7 @@ def onnx_metadata(learn, version: str | None = None) -> dict[str, str]:
             "preprocessing": PREPROCESSING.replace("SxS", f"{info.size}x{info.size}"),
             "pretrained": str(bool(getattr(learn, "pretrained", False))).lower(),
             "created": created.isoformat(timespec="seconds"), "gualta_version": gualta_version(),
-            "image_size": str(info.image_size)}
+            "image_size": str(info.image_size), "train_nights": ",".join(info.train_nights)}
 
 
 def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:

@@ -41,6 +41,7 @@ class ModelInfo:
     created: str = ""           # ISO-8601 time the network was trained (else exported): a later one is newer
     image_size: int = TRAIN_SIZE    # side of the dataset images it learnt from: 400 is what model_input makes (v4 or
                                     # raw); 224 is a thesis version v1–v3, whose images the client does not make
+    train_nights: tuple[str, ...] = ()     # the nights it learnt from (training and validation): not test nights
 
     @property
     def client_ready(self) -> bool:
@@ -57,7 +58,8 @@ class ModelInfo:
         return cls(classes=json.loads(props.get("classes", json.dumps(CLASSES))),
                    size=int(props.get("input_size", 224)), arch=props.get("arch", "unknown"),
                    kind=props.get("input_kind", "diff"), version=props.get("version", ""),
-                   created=props.get("created", ""), image_size=int(props.get("image_size", TRAIN_SIZE)))
+                   created=props.get("created", ""), image_size=int(props.get("image_size", TRAIN_SIZE)),
+                   train_nights=tuple(night for night in props.get("train_nights", "").split(",") if night))
 
 
 def model_input(current: np.ndarray, previous: np.ndarray | None, kind: str = "diff") -> np.ndarray:
@@ -163,7 +165,8 @@ def learner_info(learn) -> ModelInfo:
     return ModelInfo(classes=[str(c) for c in learn.dls.vocab], size=size,
                      arch=getattr(arch, "__name__", str(arch or "unknown")),
                      kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""),
-                     created=getattr(learn, "created", ""), image_size=getattr(learn, "image_size", TRAIN_SIZE))
+                     created=getattr(learn, "created", ""), image_size=getattr(learn, "image_size", TRAIN_SIZE),
+                     train_nights=tuple(getattr(learn, "train_nights", ())))
 
 
 def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH) -> OnnxModel | FastaiModel:

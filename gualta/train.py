@@ -301,6 +301,7 @@ def learner_for(config: TrainConfig):
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
     learn.input_kind = input_kind(config)
     learn.image_size = read_gray(config.dataset / rows["fn"].iloc[0]).shape[0]     # 400: v4 or raw; 224: v1–v3
+    learn.train_nights = tuple(sorted(set(rows["night"].astype(str)))) if "night" in rows else ()
     if config.init:
         load_weights(learn, config.init, config.arch)
     if config.head_only:
@@ -436,7 +437,7 @@ def train(config: TrainConfig) -> TrainResult:
     summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
                "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),
                         "train_meteor": int(((~rows[VALID]) & (rows[LABEL] == "meteor")).sum()),
-                        "vocab": list(learn.dls.vocab)},
+                        "vocab": list(learn.dls.vocab), "nights": list(learn.train_nights)},
                "training": {"seconds": round(seconds, 1), "epochs_run": len(history),
                             "images_per_s": round(len(history) * int((~rows[VALID]).sum()) / seconds, 2),
                             "device": str(next(learn.model.parameters()).device),

@@ -282,6 +282,29 @@ def test_a_hand_labelled_dataset_is_evaluated_without_the_simulators_figures(tin
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["meteor_recall"] == metrics["meteor_recall"]
 
 
+def test_evaluating_on_nights_the_model_learnt_from_is_said(tiny_run, tiny_dataset, tmp_path, caplog):
+    """A dataset prepared again after nights were added moves nights between train and test: a model was scored on
+    nights it had trained on without a word. Its training nights travel with it (config.json, the ONNX metadata, the
+    .pkl) and the report names the test nights among them."""
+    from gualta.evaluate import evaluate
+    from gualta.model import load_model
+
+    index = train.read_index(tiny_dataset[1])
+    learnt = sorted(index.loc[index["dataset"] == "train", "night"].astype(str).unique())
+    assert json.loads((tiny_run.run_dir / "config.json").read_text())["data"]["nights"] == learnt
+    for name in ("model.onnx", "model.pkl"):
+        assert load_model(tiny_run.run_dir / name).info.train_nights == tuple(learnt)
+    honest = evaluate(tiny_run.run_dir / "model.onnx", tiny_dataset[1], tmp_path / "honest", cam_per_group=0)
+    assert honest["test_nights_seen_in_training"] == [] and "training nights" not in caplog.text
+    moved = copy_dataset(tiny_dataset[1], tmp_path / "moved", lambda rows: rows["fn"].notna())
+    rows = train.read_index(moved)
+    rows.loc[rows["night"].astype(str) == learnt[0], "dataset"] = "test"          # a training night now tested on
+    rows.to_csv(moved / "index.csv", index=False)
+    metrics = evaluate(tiny_run.run_dir / "model.onnx", moved, tmp_path / "report", cam_per_group=0)
+    assert metrics["test_nights_seen_in_training"] == [learnt[0]]
+    assert f"test night(s) {learnt[0]} were among the model's training nights" in caplog.text
+
+
 @pytest.mark.parametrize("option", ["--epochs", "--bs", "--size", "--patience"])
 def test_counts_below_one_are_refused_before_training(option, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
