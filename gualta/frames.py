@@ -231,12 +231,13 @@ def is_blank(image: np.ndarray) -> bool:
 
 
 def partly_written(image: np.ndarray) -> bool:
-    """Whether a gray frame ends in rows of one grey level (its last UNFILLED_SHARE of rows within 1 DN, neither black
-    nor saturated): the part of a picture its writer or decoder never filled, saved as a complete JPEG — the model
-    read the edge of the grey as a meteor (12 of 14 such frames reported). A sky's rows always hold noise."""
+    """Whether a gray frame ends in rows of one grey level (its last UNFILLED_SHARE of rows all one value, neither
+    black nor saturated): the part of a picture its writer or decoder never filled, saved as a complete JPEG — the
+    model read the edge of the grey as a meteor (12 of 14 such frames reported). A sky's rows always hold noise (a
+    dark sky's 1 DN of it too)."""
     band = image[-max(int(image.shape[0] * UNFILLED_SHARE), 1):]
     low, high = int(band.min()), int(band.max())
-    return high - low <= 1 and BLANK_RANGE_DN < low and high < 250
+    return high == low and BLANK_RANGE_DN < low < 250
 
 
 def looks_flat(image: np.ndarray) -> bool:
