@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
@@ -495,19 +494,12 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
         return response(200, {"status": "duplicate", "key": key})
     old = channel is not None and too_old_to_post(night, env, now)
     change = hashlib.sha256(json.dumps([previous, record], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    claim = f"{item.obs_id}_{item.log}.{change}" if channel is not None and not old else ""
-    if claim and not claim_post(target, night, claim):          # the same re-send at the same instant: one posts
-        return response(200, {"status": "duplicate", "key": key})
     record["received"] = now.isoformat(timespec="seconds")
     record["telegram_status"] = too_old_status(env) if old else "pending"
-    try:
-        store.write_json(target, key, record)
-    except store.StoreError:
-        if claim:                                   # answered 503: the client's re-send is stored and posted
-            with contextlib.suppress(store.StoreError):
-                target.delete(store.claim_key(night, claim))
-        raise
+    store.write_json(target, key, record)          # kept before its post is claimed: a failure here is a 503 resent
     log.info("stored log %s", key)
+    if channel is not None and not old and not claim_post(target, night, f"{item.obs_id}_{item.log}.{change}"):
+        return response(200, {"status": "duplicate", "key": key})   # the same re-send at the same instant: one posts
     if not old:
         counted = item.log == "end" and channel is not None
         text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)

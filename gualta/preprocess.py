@@ -24,6 +24,8 @@ LARGE_SIDE = 1630        # a frame longer than this (1.25 × the reference) is r
 VERSIONS = ("v1", "v2", "v3", "v4")
 SHAKE_PX = 0.3           # the camera moved this far between two frames (wind, a loose mount): compared allowing for it
 EDGE_GRADIENT_DN = 20    # the strong edges the movement is measured on: this many DN a pixel (the rim, the skyline)
+LASTING_EDGE_PX = 100    # ...in pieces this large: a star's ring is a few dozen pixels, and stars move on their own
+MIN_EDGE_PX = 500        # fewer lasting edge pixels than this (a sky filling the frame): no movement measured
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
 
@@ -123,13 +125,20 @@ def binary_difference(current: np.ndarray, previous: np.ndarray, value: float = 
 
 def camera_shift(current: np.ndarray, previous: np.ndarray) -> float:
     """How far the camera moved between two gray frames, in pixels: the one translation that best explains the
-    change along the previous frame's strong edges (least squares, as Lucas–Kanade's; the lens circle's rim, the
-    skyline). Still frames measure under 0.15 px (the stars' own motion); 0 where the frames have no edges."""
+    change along the previous frame's strong, lasting edges (least squares, as Lucas–Kanade's; the lens circle's rim,
+    the skyline, the text — not the stars, which move on their own). Still frames measure under 0.15 px; 0 where the
+    frames have too few such edges (a sky filling the frame)."""
     if current.shape != previous.shape:
         raise BadFrame(f"frame sizes differ: {current.shape} vs {previous.shape}")
     before = previous.astype(np.float32)
     gx, gy = cv2.Sobel(before, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(before, cv2.CV_32F, 0, 1, ksize=3) / 8
-    edges = gx * gx + gy * gy >= EDGE_GRADIENT_DN ** 2
+    strong = (gx * gx + gy * gy >= EDGE_GRADIENT_DN ** 2).astype(np.uint8)
+    _, pieces, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
+    lasting = stats[:, cv2.CC_STAT_AREA] >= LASTING_EDGE_PX
+    lasting[0] = False                                                      # the background
+    edges = lasting[pieces]
+    if edges.sum() < MIN_EDGE_PX:
+        return 0.0
     gx, gy, change = gx[edges], gy[edges], current[edges].astype(np.float32) - before[edges]
     normal = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
     if abs(np.linalg.det(normal)) < 1e-6:

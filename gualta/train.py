@@ -244,16 +244,20 @@ def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_wei
 
 def load_weights(learn, model: str | Path, arch: str) -> None:
     """Start learn from an earlier model's weights (fine-tuning): a fastai model.pkl, or an ONNX model such as the
-    shipped models/guAlta.onnx (gualta.onnx_init rebuilds the network from it)."""
+    shipped models/guAlta.onnx (gualta.onnx_init rebuilds the network from it). The nights those weights learnt from
+    join learn's `train_nights`: they are no test nights of the model either."""
     from fastai.learner import load_learner
 
+    from gualta.export import props_of, read_onnx
     from gualta.onnx_init import load_onnx_weights
 
     if Path(model).suffix == ".onnx":
         try:
             load_onnx_weights(learn, model, arch)
+            learnt = props_of(read_onnx(model)).get("train_nights", "").split(",")
         except ValueError as exc:                   # OnnxInitError, or not a readable ONNX file
             raise TrainError(f"cannot start from {model}: {exc}") from None
+        learn.train_nights = tuple(sorted(set(learn.train_nights) | {night for night in learnt if night}))
         return
     try:
         source = load_learner(model, cpu=True)
@@ -267,6 +271,7 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
         raise TrainError(f"{model} does not fit {type(learn.model[0]).__name__} of this run: {exc}") from None
     if list(source.dls.vocab) != list(learn.dls.vocab):
         raise TrainError(f"{model} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
+    learn.train_nights = tuple(sorted(set(learn.train_nights) | set(getattr(source, "train_nights", ()))))
 
 
 def dataset_kind(dataset_dir: Path) -> str:

@@ -462,6 +462,27 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_pa
         train.learner_for(replace(config, bs=4096))             # before --init would calibrate on no batch
 
 
+def test_a_fine_tuned_model_keeps_the_nights_its_starting_weights_learnt_from(tiny_run, tiny_dataset, tmp_path):
+    """A model fine-tuned from another (the shipped one, an earlier run) learnt from that model's nights too: they
+    were dropped, and an evaluation on one of them went without a warning."""
+    import onnx
+    from fastai.learner import load_learner
+
+    earlier = load_learner(tiny_run.run_dir / "model.pkl", cpu=True)
+    earlier.train_nights = ("19990101",)
+    earlier.export(tmp_path / "earlier.pkl")
+    proto = onnx.load(str(tiny_run.run_dir / "model.onnx"))
+    onnx.helper.set_model_props(proto, {**{prop.key: prop.value for prop in proto.metadata_props},
+                                        "train_nights": "19990102,19990103"})
+    onnx.save(proto, str(tmp_path / "earlier.onnx"))
+    own = set(train.read_index(tiny_dataset[1]).query("dataset == 'train'")["night"].astype(str))
+    for init, theirs in (("earlier.pkl", {"19990101"}), ("earlier.onnx", {"19990102", "19990103"})):
+        config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "fine-tune", arch="resnet18", size=64,
+                                   bs=8, threads=1, pretrained=False, init=tmp_path / init)
+        learn, _ = train.learner_for(config)
+        assert set(learn.train_nights) == own | theirs
+
+
 def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tmp_path):
     """The shipped model is an ONNX file with batch norms folded into its convolutions: fine-tuning from it rebuilds
     the fastai network (scores as the file's) with batch-norm statistics that training mode agrees with."""
