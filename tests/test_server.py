@@ -261,16 +261,20 @@ def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     env = service_env(tmp_path / "store")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    service = server.Service()
     monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(seconds=0.2))
+    assert scheduled_page(env, tmp_path / "store").exists() and (tmp_path / "store" / "index.html").exists()
+
+
+def scheduled_page(env: dict, root: Path) -> Path:
+    """The page of the night that ended last, as the schedule thread of a new service builds it (20 s at most)."""
     stop = threading.Event()
-    server.schedule_pages(service, "0900", stop)
-    night = server.site.ended_night(datetime.now(timezone.utc), env)
+    server.schedule_pages(server.Service(), "0900", stop)
+    page = root / f"{server.site.ended_night(datetime.now(timezone.utc), env)}.html"
     deadline = time.monotonic() + 20
-    while not (tmp_path / "store" / f"{night}.html").exists() and time.monotonic() < deadline:
+    while not page.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
-    assert (tmp_path / "store" / f"{night}.html").exists() and (tmp_path / "store" / "index.html").exists()
+    return page
 
 
 def test_a_service_started_after_the_days_build_time_builds_the_missed_page_at_once(tmp_path, monkeypatch):
@@ -288,15 +292,8 @@ def test_a_service_started_after_the_days_build_time_builds_the_missed_page_at_o
     (tmp_path / "store" / "20260916.html").write_text("<html></html>")
     assert not server.page_missed(env, "0900", at_ten)
 
-    service, stop = server.Service(), threading.Event()
     monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(days=1))    # today's build is past
-    server.schedule_pages(service, "0900", stop)
-    night = server.site.ended_night(datetime.now(timezone.utc), env)
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "store" / f"{night}.html").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    assert (tmp_path / "store" / f"{night}.html").exists()
+    assert scheduled_page(env, tmp_path / "store").exists()
 
 
 def test_serve_refuses_a_bad_key_setting(tmp_path):
