@@ -101,6 +101,13 @@ def sun_altitude(when: datetime, latitude: float, longitude: float) -> float:
     return 90 - math.degrees(math.acos(max(-1.0, min(1.0, cos_zenith))))
 
 
+def sun_up(when: datetime, latitude: float, longitude: float, night_sun_altitude: float) -> str:
+    """Why a time and place are not night ("the sun at 23.4°, above -6°"), or '' when the sun is no higher than
+    night_sun_altitude (the client's daytime rule and the service's daylight rule say it alike)."""
+    altitude = sun_altitude(when, latitude, longitude)
+    return "" if altitude <= night_sun_altitude else f"the sun at {altitude:.1f}°, above {night_sun_altitude:g}°"
+
+
 def not_a_night(folder: str | Path) -> str:
     """Why a folder given as a night is not one — it holds night folders and no frames: the images root — else ''."""
     nights = night_folders(folder)

@@ -270,10 +270,8 @@ def daytime_rule(settings: Settings) -> Callable[[Path], str]:
         if stamp is None:
             return ""
         when = stamp.replace(tzinfo=zone) if zone else stamp.astimezone()
-        altitude = allsky.sun_altitude(when, settings.latitude, settings.longitude)
-        if altitude <= settings.night_sun_altitude:
-            return ""
-        return f"{DAYTIME}the sun at {altitude:.1f}°, above {settings.night_sun_altitude:g}°"
+        why = allsky.sun_up(when, settings.latitude, settings.longitude, settings.night_sun_altitude)
+        return f"{DAYTIME}{why}" if why else ""
     return daytime
 
 

@@ -255,10 +255,8 @@ def daylight_rule(env) -> Callable[[str, datetime], str]:
         place = places.get(obs_id)
         if place is None or stamp is None:
             return ""
-        altitude = allsky.sun_altitude(stamp.replace(tzinfo=place.zone), place.lat, place.lon)
-        if altitude <= place.night_sun_altitude:
-            return ""
-        return f"daylight: the sun at {altitude:.1f}°, above {place.night_sun_altitude:g}°"
+        why = allsky.sun_up(stamp.replace(tzinfo=place.zone), place.lat, place.lon, place.night_sun_altitude)
+        return f"daylight: {why}" if why else ""
     return daylight
 
 
