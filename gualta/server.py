@@ -314,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def serve_static(self, path: str) -> None:
         if path in ("/", "/index.html"):
-            self.send_key("index.html", missing="no daily page yet: POST /site or run `python guAlta.py site`")
+            self.send_key("index.html")
         elif path == "/health":
             self.reply(200, {"status": "ok"})
         elif path == "/models/latest":
@@ -330,6 +330,9 @@ class Handler(BaseHTTPRequestHandler):
         """A store key as a browser expects a static file: an ETag (304 when the browser holds it already), images
         and numbered model versions cached for good (written once), pages checked again each time and gzipped."""
         data = self.service.store.get(key)
+        if data is None and key.endswith(".html"):    # a browser: a post's link followed before the morning's page
+            self.reply(404, site.render_missing().encode("utf-8"), store.content_type(key), {"Cache-Control": "no-cache"})
+            return
         if data is None:
             self.reply(404, {"error": missing})
             return

@@ -329,6 +329,17 @@ def write_archive(target: store.Store, night: str, detections: int, nights: list
     target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
 
 
+def render_missing() -> str:
+    """The HTML answered for a page not made yet: a post's link to its night's page, followed before the morning."""
+    return environment().get_template("missing.html").render()
+
+
+def write_missing_page(target: store.Store) -> None:
+    """Write `store.MISSING_PAGE` (the S3 website's error document) as `render_missing` makes it: a build makes it
+    on a new service and keeps it as this version words it."""
+    target.put(store.MISSING_PAGE, render_missing().encode("utf-8"))
+
+
 def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, int]:
     """The detections of nights the archive has no count of (pages built before it kept them, a count lost to two
     builds at once), from what each page was made of (`page_inputs`); nights without that record are left out."""
@@ -455,6 +466,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)
+    write_missing_page(target)
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:
         return build_day(target, check_page_night(day, now, env), env, now)

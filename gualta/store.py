@@ -30,6 +30,7 @@ from typing import Protocol
 READ_WORKERS = 8        # concurrent reads of many small objects (one S3 request each; boto3's pool holds 10)
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 ARCHIVE_PAGE, ARCHIVE_COUNTS = "archive.html", "pages/archive.json"
+MISSING_PAGE = "404.html"                # what the site answers for a page not made yet (S3 error document)
 MODEL_PREFIX = "models/guAlta_latest_version"
 MODEL_META = f"{MODEL_PREFIX}.json"                                   # what clients read first
 MODEL_FILE = re.compile(r"guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)")   # a published file's name

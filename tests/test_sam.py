@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
-from gualta import server
+from gualta import server, store
 from helpers_service import REPO, service_env
 
 SAM = REPO / "aws_lambda"
@@ -70,6 +70,9 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
                 assert "*" not in json.dumps(statement["Action"])                    # no wildcard actions
                 assert statement["Resource"] != "*"
     public = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
+    website_configuration = template["Resources"]["Bucket"]["Properties"]["WebsiteConfiguration"]
+    assert website_configuration["ErrorDocument"] == store.MISSING_PAGE           # a page not made yet says when
+    assert {"Fn::Sub": "${Bucket.Arn}/*.html"} in public                           # ... and it can be read
     assert not any(folder in json.dumps(r) for r in public for folder in ("detections", "logs", "pages"))
     website_statements = template["Resources"]["WebsiteFunction"]["Properties"]["Policies"][0]["Statement"]
     conditional = [statement["Fn::If"] for statement in website_statements if "Fn::If" in statement]

@@ -78,6 +78,17 @@ def test_upload_page_and_image_round_trip(live):
     assert head.status_code == 200 and head.content == b"" and int(head.headers["Content-Length"]) > 1000
 
 
+def test_a_page_not_made_yet_answers_a_page_that_says_when(live):
+    """A Telegram post links to its night's page before the morning's build: the browser gets a page, not JSON."""
+    url, _, _ = live
+    for path in ("/20260917.html", "/19990101.html"):
+        answer = requests.get(url + path, timeout=10)
+        assert answer.status_code == 404 and answer.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "No page here yet" in answer.text and "the morning after the night ends" in answer.text
+        assert 'href="archive.html"' in answer.text and 'href="index.html"' in answer.text
+    assert requests.get(f"{url}/imgs/20260917/obs01_20260917224510.jpeg", timeout=10).json() == {"error": "not found"}
+
+
 def test_pages_are_gzipped_and_images_cached_by_browsers(live):
     """A night of 1,000 detections is an 866 kB page, sent whole to every phone, and every image was fetched again
     on each visit: pages go gzipped to browsers that take it and are checked again by ETag (304), images and numbered
@@ -140,7 +151,7 @@ def test_published_model_is_served(live):
 
 @pytest.mark.parametrize("method,path,status", [
     ("GET", "/uploadmeteor", 405), ("DELETE", "/uploadmeteor", 405), ("POST", "/upload", 404),
-    ("GET", "/19990101.html", 404), ("GET", "/imgs/../detections/x.json", 404), ("GET", "/detections/", 404),
+    ("GET", "/imgs/../detections/x.json", 404), ("GET", "/detections/", 404),
     ("GET", "/logs/20260916/obs01_end.json", 404), ("PUT", "/index.html", 404), ("GET", "/site", 405),
     ("POST", "/site", 401), ("BREW", "/", 404)])
 def test_wrong_method_or_path(live, method, path, status):

@@ -251,6 +251,15 @@ def test_navigation_and_index_follow_the_latest_night(env, tmp_path):
     assert (root / "index.html").read_bytes() == (root / "20260916.html").read_bytes()
 
 
+def test_every_build_writes_the_page_for_addresses_not_made_yet(env, tmp_path):
+    """404.html, the S3 website's error document: a post's link followed before the morning's page finds it."""
+    missing = tmp_path / "store" / store.MISSING_PAGE
+    for event in ({"day": "20260916"}, {"source": "gualta.schedule"}):
+        missing.unlink(missing_ok=True)
+        WEBSITE(event, None)
+        assert "No page here yet" in missing.read_text() and 'href="archive.html"' in missing.read_text()
+
+
 def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
     madrid_9am = datetime(2026, 9, 17, 7, 0, tzinfo=timezone.utc)          # 09:00 CEST
     assert site.default_night(madrid_9am, os.environ) == "20260916"
