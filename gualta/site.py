@@ -319,11 +319,12 @@ def render_archive(nights: list[str], counts: dict, generated: datetime) -> str:
         months=months, nights=len(newest_first), generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip())
 
 
-def write_archive(target: store.Store, night: str, detections: int, nights: list[str], generated: datetime) -> None:
-    """Keep the night's count of detections (`store.ARCHIVE_COUNTS`) and write archive.html (`render_archive`):
-    after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS."""
+def write_archive(target: store.Store, detections: dict[str, int], nights: list[str], generated: datetime) -> None:
+    """Keep the nights' counts of detections ({night: count} of the pages just built, `store.ARCHIVE_COUNTS`) and
+    write archive.html (`render_archive`): after a year of nights the pages' links reach only the last
+    MAX_NAV_NIGHTS."""
     counts = store.read_json(target, store.ARCHIVE_COUNTS)
-    counts = {**(counts if isinstance(counts, dict) else {}), night: detections}
+    counts = {**(counts if isinstance(counts, dict) else {}), **detections}
     counts.update(counts_made_from(target, [earlier for earlier in nights if earlier not in counts]))
     store.write_json(target, store.ARCHIVE_COUNTS, counts)
     target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
@@ -350,10 +351,10 @@ def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, int]:
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None,
-              coming: tuple[str, ...] = ()) -> dict:
+              coming: tuple[str, ...] = (), archive: bool = True) -> dict:
     """Write night's page (and index.html if it is the latest that has begun: a page asked for tomorrow's night would
-    show an empty night there, last night's page built after it no longer the latest) and what it was made from;
-    return a summary.
+    show an empty night there, last night's page built after it no longer the latest) and what it was made from, and
+    the archive with it unless `archive` is False (pages built together: written once after them); return a summary.
     `records`: detection records read already ({key: record}), not read again; `coming`: nights whose pages are
     being built with it (linked as if they had one already)."""
     check_night(night)
@@ -369,8 +370,9 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
-    write_archive(target, night, sum(part.detections for part in parts), known, generated)
-    written.append(store.ARCHIVE_PAGE)
+    if archive:
+        write_archive(target, {night: sum(part.detections for part in parts)}, known, generated)
+        written.append(store.ARCHIVE_PAGE)
     log.info("daily page %s: %d detections, %d observatories", night, sum(p.detections for p in parts), len(parts))
     return {"night": night, "detections": sum(p.detections for p in parts), "observatories": len(parts),
             "written": written}
@@ -384,14 +386,15 @@ def page_inputs(target: store.Store, night: str) -> list[str]:
     return sorted(target.keys(f"detections/{night}/")) + logs
 
 
-def stale_nights(target: store.Store, night: str, late: list[str]) -> list[str]:
+def stale_nights(target: store.Store, night: str, late: list[str], missed: list[str] | None = None) -> list[str]:
     """The nights before `night` whose detections, logs or next night have changed since their page was built (or
     that have none yet), oldest first: the last REFRESH_NIGHTS with a page, the REFRESH_NIGHTS calendar nights
-    before `night` that have reports but no page (a morning's build missed: the service down then), and the `late`
-    ones (marked by the ingest: a client back after a long outage), with the page before each."""
+    before `night` that have reports but no page (`missed`, else listed here: a morning's build missed, the service
+    down then), and the `late` ones (marked by the ingest: a client back after a long outage), with the page before
+    each."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
-    missed = missed_nights(target, night, nights)
+    missed = missed_nights(target, night, nights) if missed is None else missed
     before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
     candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, before_late)))
     return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
@@ -415,20 +418,24 @@ def has_reports(target: store.Store, night: str) -> bool:
     return bool(target.keys(f"detections/{night}/") or target.keys(f"logs/{night}/"))
 
 
-def refresh_stale(target: store.Store, night: str, env, now: datetime) -> list[str]:
-    """Rebuild the pages out of date before `night` (`stale_nights`) — of the nights marked late, the latest
-    LATE_PER_BUILD, the rest at the next build — and return their nights. A late mark is taken off once its page is
-    up to date, so a build cut off (the Lambda's time up) leaves the nights it did not reach marked, and a report
-    stored during its page's build keeps it marked."""
+def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: list[str] | None = None) -> list[str]:
+    """Rebuild the pages out of date before `night` (`stale_nights`; `missed`: its missed nights, listed already) —
+    of the nights marked late, the latest LATE_PER_BUILD, the rest at the next build — then the archive once, and
+    return their nights. A late mark is taken off once its page is up to date, so a build cut off (the Lambda's time
+    up) leaves the nights it did not reach marked, and a report stored during its page's build keeps it marked."""
     late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
-    stale, refreshed = stale_nights(target, night, late), []
+    stale, counts = stale_nights(target, night, late, missed), {}
     for marked in sorted(set(late) - set(stale)):                  # up to date already
         take_off_late_mark(target, marked)
-    for earlier in stale:
-        refreshed.append(build_day(target, earlier, env, now, coming=tuple(stale))["night"])
-        if earlier in late:
-            take_off_late_mark(target, earlier)
-    return refreshed
+    try:
+        for earlier in stale:
+            counts[earlier] = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)["detections"]
+            if earlier in late:
+                take_off_late_mark(target, earlier)
+    finally:                                                       # the pages made before a failure are listed too
+        if counts:
+            write_archive(target, counts, page_nights(target), now.astimezone(service_env.timezone(env)))
+    return list(counts)
 
 
 def take_off_late_mark(target: store.Store, night: str) -> None:
@@ -473,7 +480,8 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     night = ended_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_failed(target, night, env, now, records=records)
-    summary = {**build_day(target, night, env, now, records, coming=tuple(missed_nights(target, night))),
+    missed = missed_nights(target, night)
+    summary = {**build_day(target, night, env, now, records, coming=tuple(missed)),
                "reposted": reposted}                 # linked to the missed nights its refresh brings back
-    summary["refreshed"] = refresh_stale(target, summary["night"], env, now)
+    summary["refreshed"] = refresh_stale(target, summary["night"], env, now, missed)
     return summary

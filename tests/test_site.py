@@ -324,6 +324,24 @@ def test_only_the_last_nights_are_refreshed(env, tmp_path):
     assert "2026-09-04 →" in (tmp_path / "store" / "20260903.html").read_text()
 
 
+def test_pages_refreshed_together_write_the_archive_once_with_their_counts(env, tmp_path, monkeypatch):
+    """A refresh of many pages read and wrote the archive (1 GET, 2 PUTs) once per page: once after them now, with
+    every refreshed night's count."""
+    for day in range(1, 5):
+        site.handle({"day": f"202609{day:02d}"}, os.environ, nine_am(day + 1))
+    for day in (2, 3):                                               # delivered late
+        ingest(detection("obs01", f"202609{day:02d}231507", seed=day))
+    archive_writes, put = [], store.LocalStore.put
+    monkeypatch.setattr(store.LocalStore, "put", lambda self, key, data: (
+        archive_writes.append(key) if key in (store.ARCHIVE_PAGE, store.ARCHIVE_COUNTS) else None,
+        put(self, key, data))[1])
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, nine_am(6))
+    assert summary["refreshed"] == ["20260901", "20260902", "20260903", "20260904"]     # each gains its next night
+    assert sorted(archive_writes) == sorted([store.ARCHIVE_PAGE, store.ARCHIVE_COUNTS] * 2)  # tonight's, the refresh's
+    counts = json.loads((tmp_path / "store" / store.ARCHIVE_COUNTS).read_text())
+    assert counts == {"20260901": 0, "20260902": 1, "20260903": 1, "20260904": 0, "20260905": 0}
+
+
 def test_reports_delivered_after_a_long_outage_reach_their_pages(env, tmp_path):
     """An observatory back after three weeks: its reports for nights older than the refresh window, or for a night
     that never had a page, were posted to Telegram with a link to a page that never showed them. The ingest marks
