@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[train,server,dev]"
 	touch $(STAMP)
 
-# System packages the tests need: Debian's chromium (headless page checks). Needs root or sudo; CI runs it.
+# System packages the tests need: Debian's chromium (headless page checks); `make test` runs it. Needs root or sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
@@ -25,7 +25,7 @@ system-deps:
 demo: install
 	$(PY) guAlta.py demo
 
-test: install
+test: install system-deps
 	$(PY) -m pytest
 
 bench: install

@@ -35,9 +35,10 @@ PY
 #    show in a difference image are left out of training only; the test nights keep every meteor.
 #    Short meteors stay when bright enough to see (SHORT_MIN_SNR).
 epochs=${EPOCHS:-40}
+loaders=$((procs < 12 ? procs : 12))
 $py -m gualta.train train --dataset "$work/ds_train" --out "$work/run" --arch resnet34 --size "${SIZE:-320}" \
     --epochs "$epochs" --lr "${LR:-3e-3}" --bs "${BS:-64}" --no-pretrained --patience "$epochs" --balance downsample \
-    --min-snr 3 --min-length 40 --short-min-snr "${SHORT_MIN_SNR:-8}" --no-evaluate --seed 42 --workers 12 \
+    --min-snr 3 --min-length 40 --short-min-snr "${SHORT_MIN_SNR:-8}" --no-evaluate --seed 42 --workers "$loaders" \
     --mixed-precision ${INIT:+--init "$INIT"}
 
 # 4. Evaluate on the test nights only, then ship the ONNX file with its weights stored in float16 (half the download,
