@@ -6,7 +6,8 @@ checks run in this order and the first failure answers — 404 other path, 405 o
 Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
 if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing), then posted to Telegram if asked;
 the post's outcome is recorded in the record as ``telegram_status``. Logs are kept per night and observatory.
-The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed (``repost_failed``).
+The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed (``repost_unsent``:
+the night that ended, and earlier nights marked by a failed post until it is sent or too old).
 """
 from __future__ import annotations
 
@@ -231,6 +232,7 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+        mark_unsent(target, night, posted.status)
         if posted.message_id is not None:
             mark_posted(target, night, obs_id, frame_id)
             name_arrivals(target, (night, obs_id, frame_id), others, channel, env, deadline)
@@ -359,12 +361,48 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             text = telegram_post.log_text(record, detections_of(target, night, record.get("obs_id")))
             record["telegram_status"] = telegram_post.post(channel, text).status
             store.write_json(target, key, record)
+            mark_unsent(target, night, record["telegram_status"])
             if record["telegram_status"] != "sent":
                 return reposted
             reposted.append(key)
     except store.StoreError as exc:          # the page is built all the same
         log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
     return reposted
+
+
+def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: dict | None = None) -> list[str]:
+    """`repost_failed` for the night that ended last (`records`: its detection records, read already) and, oldest
+    first, the earlier nights marked unsent (`mark_unsent`) not too old to post, within REPOST_BUDGET_S in all;
+    return the keys now posted. A mark is taken off before its night is tried: a post failing again marks it again,
+    and a night the time ran out on keeps it."""
+    deadline, reposted = time.monotonic() + REPOST_BUDGET_S, []
+    try:
+        marked = set(store.unsent_nights(target)) if telegram_post.channel_from_env(env) else set()
+        for night in sorted(n for n in marked if n < ended) + [ended]:
+            if night in marked:
+                target.delete(store.unsent_key(night))
+            if night != ended and too_old_to_post(night, env, now):
+                log.info("night %s: its failed posts are left unsent, the night is too old to post", night)
+                continue
+            reposted += repost_failed(target, night, env, now, max(deadline - time.monotonic(), 0),
+                                      records if night == ended else None)
+            if night in marked and time.monotonic() > deadline:
+                target.put(store.unsent_key(night), b"")
+    except store.StoreError as exc:          # the page is built all the same
+        log.warning("posting again stopped, the store failed: %s", exc)
+    return reposted
+
+
+def mark_unsent(target: store.Store, night: str, status: str) -> None:
+    """Mark the night of a post that failed (`store.unsent_key`), once its status is stored; a mark that cannot be
+    written is logged (the morning's build posts the night's failed posts again all the same)."""
+    if not status.startswith("failed"):
+        return
+    try:
+        target.put(store.unsent_key(night), b"")
+    except store.StoreError as exc:
+        log.error("night %s: cannot mark its failed post (%s): it is posted again only by the morning's build",
+                  night, exc)
 
 
 def claim_post(target: store.Store, night: str, name: str) -> bool:
@@ -503,5 +541,6 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
         text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)
         record["telegram_status"] = telegram_post.post(channel, text).status
         store.write_json(target, key, record)
+        mark_unsent(target, night, record["telegram_status"])
     mark_if_late(target, night, env, now)
     return response(200, {"status": "stored", "key": key, "telegram": record["telegram_status"]})

@@ -479,7 +479,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
         return build_day(target, check_page_night(day, now, env), env, now)
     night = ended_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
-    reposted = ingest.repost_failed(target, night, env, now, records=records)
+    reposted = ingest.repost_unsent(target, night, env, now, records)
     missed = missed_nights(target, night)
     summary = {**build_day(target, night, env, now, records, coming=tuple(missed)),
                "reposted": reposted}                 # linked to the missed nights its refresh brings back

@@ -106,6 +106,17 @@ def late_key(night: str) -> str:
     return f"pages/late/{night}"
 
 
+def unsent_key(night: str) -> str:
+    """The mark left on a night one of whose Telegram posts failed (`ingest.mark_unsent`): the scheduled builds post
+    it again until it is sent or too old, not only the morning after the night (the channel down two mornings)."""
+    return f"telegram/unsent/{night}"
+
+
+def unsent_nights(target: "Store") -> list[str]:
+    """The nights marked unsent (`unsent_key`)."""
+    return sorted(key.rsplit("/", 1)[1] for key in target.keys("telegram/unsent/"))
+
+
 def late_nights(target: "Store") -> list[str]:
     """The nights marked late (`late_key`)."""
     return sorted(key.rsplit("/", 1)[1] for key in target.keys("pages/late/"))

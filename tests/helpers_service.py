@@ -226,6 +226,32 @@ class RecordingServer:
         self.server.server_close()
 
 
+@contextmanager
+def answering_gets(answers: dict[str, tuple[int, str]]):
+    """A local HTTP server on 127.0.0.1 whose GETs get `answers[path]` (status, text; read at each request), else
+    404; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, text = answers.get(self.path, (404, "not found"))
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
     answers with the edited message, or 400 "message is not modified" if its caption is the same; a caption over

@@ -33,7 +33,7 @@ from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
 from helpers_nights import background, sensor_noise
-from helpers_service import BUCKET, KEYS, child_env, free_port, moto_s3, service_env
+from helpers_service import BUCKET, KEYS, answering_gets, child_env, free_port, moto_s3, service_env
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = KEYS["obs01"]
@@ -1068,6 +1068,32 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         detect.refreshed_model(config, model)
         assert hashlib.sha256(configured.read_bytes()).hexdigest() == fixed["sha256"]
         assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx", "guAlta.onnx.json"]
+
+
+def test_a_bucket_with_no_model_yet_is_nothing_published(tmp_path, caplog):
+    """S3 answers 403 AccessDenied, not 404, for a key it does not hold to a reader not allowed to list the bucket
+    (the public models/ before the first publish): it read as a failed update, a warning every run."""
+    from gualta.report import NoModelPublished, latest_model_info
+
+    s3_refusal = (403, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>"
+                       "<Message>Access Denied</Message></Error>")
+    answers = {"/models/guAlta_latest_version.json": s3_refusal}
+    with answering_gets(answers) as url:
+        with pytest.raises(NoModelPublished):
+            latest_model_info(url, timeout=10)
+        caplog.set_level(logging.INFO)
+        target = tmp_path / "client" / "guAlta.onnx"
+        shipped = tiny_onnx_model(tmp_path / "shipped.onnx", created=JANUARY)
+        target.parent.mkdir()
+        target.write_bytes(shipped.read_bytes())
+        config = settings(tmp_path, target, url="", model_url=url)
+        model = detect.open_model(config)
+        assert detect.refreshed_model(config, model) is model
+        assert f"no model published at {url}" in caplog.text and "model update skipped" not in caplog.text
+        answers["/models/guAlta_latest_version.json"] = (403, "<Error><Code>SignatureDoesNotMatch</Code></Error>")
+        with pytest.raises(report.ModelDownloadError) as refused:
+            latest_model_info(url, timeout=10)
+        assert not isinstance(refused.value, NoModelPublished)         # another refusal stays a failed update
 
 
 def test_published_models_are_read_from_the_bucket(tmp_path):

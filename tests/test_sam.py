@@ -54,6 +54,7 @@ def test_api_route_keys_and_schedule(template):
     assert daily["Type"] == "ScheduleV2"
     assert template["Parameters"]["PageSchedule"]["Default"] == "cron(0 9 * * ? *)"
     assert daily["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "TimeZone"}
+    assert daily["Properties"]["OmitName"] is True            # SAM's fixed name stopped a second stack deploying
 
 
 def test_secrets_come_from_ssm_and_policies_are_scoped(template):
@@ -82,6 +83,9 @@ def test_secrets_come_from_ssm_and_policies_are_scoped(template):
     assert on_pages == {"s3:GetObject", "s3:PutObject"}     # what each page was made from (site.stale_nights)
     assert {statement["Action"] for statement in website if "/pages/late/*" in json.dumps(statement["Resource"])} \
         == {"s3:DeleteObject"}                                # late marks taken off (site.refresh_stale), nothing else
+    assert [resource for statement in website if statement["Action"] == "s3:DeleteObject"
+            for resource in statement["Resource"]] == [{"Fn::Sub": "${Bucket.Arn}/pages/late/*"},
+                                                       {"Fn::Sub": "${Bucket.Arn}/telegram/unsent/*"}]   # marks only
     website_env = template["Resources"]["WebsiteFunction"]["Properties"]["Environment"]["Variables"]
     assert website_env["GUALTA_TELEGRAM_TOKEN_PARAM"] == variables["GUALTA_TELEGRAM_TOKEN_PARAM"]   # posts again
     assert "GUALTA_N2YO_KEY:" not in text and "NoEcho" not in text           # no secret as a parameter or variable

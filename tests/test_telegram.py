@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -391,6 +391,35 @@ def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, b
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert summary["reposted"] == [] and summary["detections"] == 1
     assert "posting again stopped, the store failed" in caplog.text and (root / "20260916.html").exists()
+
+
+def test_posts_failed_two_mornings_running_are_posted_when_the_channel_is_back(root, bot_api, monkeypatch):
+    """The channel down through the night and the morning's build: the next build (another night's) tried only its
+    own night, and the first night's posts stayed failed for good. A failed post marks its night until it is sent,
+    or the night is too old to post."""
+    bot_api.fail_status = 500
+    post(detection(telegram=True))
+    post(payload.build_log("end", "obs01", total=1440, folder="20260916"))
+    unsent = root / "telegram" / "unsent" / "20260916"
+    assert unsent.exists()
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert unsent.exists() and stored(root)["telegram_status"].startswith("failed")
+    bot_api.fail_status = None
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))
+    assert summary["night"] == "20260917" and summary["reposted"] == ["detections/20260916/obs01_20260916231507.json",
+                                                                   "logs/20260916/obs01_end.json"]
+    assert stored(root)["telegram_status"] == "sent" and not unsent.exists()
+    assert "detection ended, night of 2026-09-16" in bot_api.sent("sendMessage")[-1]["text"]
+    sent = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=2))["reposted"] == []
+    assert len(bot_api.calls) == sent
+
+    bot_api.fail_status = 500                                       # down, then back when the night is too old
+    post(detection(frame_id="20260918231507", telegram=True))
+    bot_api.fail_status = None
+    monkeypatch.setenv("GUALTA_TELEGRAM_WITHIN_DAYS", "1")
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=4))["reposted"] == []
+    assert len(bot_api.calls) == sent + 1 and not (root / "telegram" / "unsent" / "20260918").exists()
 
 
 def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
