@@ -182,7 +182,9 @@ SETTINGS = (
             "even if the model scores it below the threshold"),
     Setting("cloud_check", boolean, True, "flag a model's candidate with no streak that clouds changing in the "
             "previous or next frame too explain"),
-    Setting("report_flagged", boolean, False, "report flagged (satellite/plane, cloud) detections too"),
+    Setting("lightning_check", boolean, True, "flag a model's candidate with no streak that a flash lighting a wide "
+            "region of the sky in this frame only explains"),
+    Setting("report_flagged", boolean, False, "report flagged (satellite/plane, cloud, lightning) detections too"),
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call (a batch run, a real-time "
             "backlog)"),
@@ -222,6 +224,7 @@ class Settings:
     fireball_check: bool
     streak_check: bool
     cloud_check: bool
+    lightning_check: bool
     report_flagged: bool
     threads: int
     batch_size: int

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, clouds, fireball, streak, trails, wingtips
+from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
@@ -44,9 +44,11 @@ log = logging.getLogger(__name__)
 
 SATELLITE = "satellite"
 CLOUD = "cloud"              # the flag of a model's candidate that the cloud check explains (`gualta.clouds`)
+LIGHTNING = "lightning"      # the flag of a model's candidate that a flash lighting the clouds explains
 FLAG_REASONS = {SATELLITE: "a satellite or a plane: it continues in an adjacent frame (or two back) or its own light "
                            "shows it",
-                CLOUD: "clouds that change in an adjacent frame too"}
+                CLOUD: "clouds that change in an adjacent frame too",
+                LIGHTNING: "a flash: a wide region of sky lit up in this frame only"}
 FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
 STREAK = "streak"            # the payload flag of a detection found by the streak check alone
@@ -94,6 +96,8 @@ class FrameResult:
     streak: tuple[int, int, int, int] | None = None
     bright: fireball.Streak | None = None                          # the fireball check's streak, if any
     washed_out: bool = False                                       # the sky brightened or saturated as a whole
+    brightening: np.ndarray | None = field(default=None, repr=False)   # `lightning.brightening`, a block a pixel
+    lit: np.ndarray | None = field(default=None, repr=False)       # `lightning.lit_region` of it, if any
     pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
     shared_streak: tuple[int, int, int, int] | None = None         # a meteor's streak beside an explained satellite
     _trails: list | None = field(default=None, repr=False)
@@ -173,7 +177,9 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]), scale=frames.scale(pair.current),
                          bright=fireball.bright_streak(current, previous),
-                         washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE)
+                         washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE,
+                         brightening=lightning.brightening(current, previous))
+    result.lit = lightning.lit_region(result.brightening)
     return result, model_input, (current, previous)
 
 
@@ -310,14 +316,17 @@ class Decider:
     adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an adjacent
     difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`). A frame whose sky
     is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate;
-    the fireball and streak checks still look."""
+    the fireball and streak checks still look. With `lightning_check` (and `rescore`) a model's candidate that neither
+    explains is flagged LIGHTNING when a wide region of its sky lit up and is dark again in the next frame (a flash
+    lighting the clouds: `gualta.lightning`), it has no streak of its own (as for the cloud check), and it no longer
+    scores as a meteor once that region is erased."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
-                 streak_check: bool = True, cloud_check: bool = True):
+                 streak_check: bool = True, cloud_check: bool = True, lightning_check: bool = True):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
         self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
-        self.cloud_check = cloud_check
+        self.cloud_check, self.lightning_check = cloud_check, lightning_check
         self.before: FrameResult | None = None          # the last decided scored frame
         self.earlier: FrameResult | None = None         # the scored frame decided before it
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
@@ -352,10 +361,10 @@ class Decider:
         self.before, self.earlier = result, None
 
     def checked(self, result: FrameResult) -> bool:
-        """A candidate its neighbours may explain: a model's candidate with the satellite or the cloud check on, and
-        every fireball or thin-streak candidate."""
+        """A candidate its neighbours may explain: a model's candidate with the satellite, the cloud or the lightning
+        check on, and every fireball or thin-streak candidate."""
         return self.candidate(result) and (self.satellite_check or result.bright is not None or self.thin_only(result)
-                                           or self.cloud_check)
+                                           or self.cloud_check or self.lightning_check)
 
     def candidate(self, result: FrameResult) -> bool:
         return self.model_candidate(result) or self.bright_only(result) or self.thin_only(result)
@@ -403,13 +412,17 @@ class Decider:
     def explanation(self, result: FrameResult, before: FrameResult | None, after: FrameResult | None) -> str:
         """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
-        and sees both neighbours: a satellite's frame often holds clouds too); last, SATELLITE by the frame before
-        the previous one (`crossing_two_back`)."""
+        and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
+        LIGHTNING by `lit_by_lightning`; last, SATELLITE by the frame before the previous one
+        (`crossing_two_back`)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
             return SATELLITE
         if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
             return CLOUD
+        if self.lightning_check and self.model_candidate(result) and any(n is after for n in neighbours) \
+                and self.lit_by_lightning(result, after, neighbours):
+            return LIGHTNING
         if self.satellite_check and self.crossing_two_back(result):
             return SATELLITE
         return ""
@@ -456,17 +469,34 @@ class Decider:
         longer scores as a meteor once its bright pieces that an adjacent difference's pieces explain (moving cloud:
         `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased; needs
         `rescore`."""
-        if self.rescore is None or result.diff is None or result.bright is not None:
-            return False
-        neighbour_pieces = [n.pieces for n in neighbours]
-        if not all(streak.explained_by_adjacent(piece, neighbour_pieces)
-                   for piece in result.pieces if piece.is_streak or piece.is_faint_streak):
+        if self.rescore is None or result.diff is None or not self.no_streak_of_its_own(result, neighbours):
             return False
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
         crossing = self.explained_streak_trails(result, neighbours)
         if crossing:
             mask |= trails.explained_mask(result.diff, [], crossing)
         return bool(mask.any()) and self.rescore(trails.erased(result.diff, mask)) < self.threshold
+
+    def lit_by_lightning(self, result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a model's candidate with no streak of its own (`no_streak_of_its_own`) has a wide lit region
+        (`FrameResult.lit`) that the next frame, `after`, is dark again over (`lightning.falls_back`: a flash), and no
+        longer scores as a meteor once that region is erased; needs `rescore`."""
+        if self.rescore is None or result.diff is None or result.lit is None or after.brightening is None \
+                or not self.no_streak_of_its_own(result, neighbours):
+            return False
+        if not lightning.falls_back(result.lit, after.brightening):
+            return False
+        return self.rescore(trails.erased(result.diff, lightning.lit_mask(result.brightening, result.lit, result.diff.shape))) \
+            < self.threshold
+
+    @staticmethod
+    def no_streak_of_its_own(result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a frame has no bright streak (a fireball's is the fireball check's to judge) and no streak or faint
+        streak that the adjacent differences do not account for (`streak.explained_by_adjacent`): a meteor seen
+        between clouds, or in a lit sky, keeps its frame by its streak."""
+        neighbour_pieces = [n.pieces for n in neighbours]
+        return result.bright is None and all(streak.explained_by_adjacent(piece, neighbour_pieces)
+                                             for piece in result.pieces if piece.is_streak or piece.is_faint_streak)
 
     def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
         """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
@@ -1064,7 +1094,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check,
                         daytime_rule(settings))
         decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
-                          settings.fireball_check, settings.streak_check, settings.cloud_check)
+                          settings.fireball_check, settings.streak_check, settings.cloud_check,
+                          settings.lightning_check)
         started = time.perf_counter()
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
         with bar:

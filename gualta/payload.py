@@ -47,8 +47,10 @@ FLAG_MEANINGS = {
                   "its trail goes on in another frame, or its own lights show it (reported as asked)"),
     "cloud": ("☁️ Possible clouds", "possible clouds", "held back by the observatory: clouds change in the frames "
               "either side too (reported as asked)"),
+    "lightning": ("⚡ Possible lightning", "possible lightning", "held back by the observatory: a wide region of "
+                  "sky lit up in this frame only, as a flash lights the clouds (reported as asked)"),
 }
-NOT_METEOR_FLAGS = {"satellite", "cloud"}
+NOT_METEOR_FLAGS = {"satellite", "cloud", "lightning"}
 
 DETECTION_FIELDS = {"id", "date", "time", "score", "telegram", "obs_id", "processed", "folder", "img"}
 DETECTION_OPTIONAL = {"flag", "model"}

@@ -227,7 +227,8 @@ class NightWatch:
         self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check,
                              daytime_rule(settings))
         self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
-                               rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check)
+                               rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check,
+                               settings.lightning_check)
         self.waiting_since: float | None = None
         self.held: FrameResult | None = None       # the candidate waiting since waiting_since
         self.resume()

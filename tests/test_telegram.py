@@ -82,8 +82,9 @@ def test_a_caption_says_what_its_flag_means(flag, headline, why):
 
 def test_every_flag_the_client_sends_has_a_meaning_for_the_reader():
     from gualta import detect
-    assert {detect.SATELLITE, detect.CLOUD, detect.FIREBALL, detect.STREAK} == set(payload.FLAG_MEANINGS)
-    assert {detect.SATELLITE, detect.CLOUD} == payload.NOT_METEOR_FLAGS
+    assert {detect.SATELLITE, detect.CLOUD, detect.LIGHTNING, detect.FIREBALL, detect.STREAK} == \
+        set(payload.FLAG_MEANINGS)
+    assert {detect.SATELLITE, detect.CLOUD, detect.LIGHTNING} == payload.NOT_METEOR_FLAGS
 
 
 def test_a_detection_seen_from_another_observatory_says_so(root, bot_api):

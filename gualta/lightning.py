@@ -1,0 +1,74 @@
+"""The lightning check: a model's candidate made by a flash lighting up the clouds rather than by a meteor.
+
+A flash from a storm beyond the horizon lights a wide, smooth region of cloud for a fraction of a second: in the
+thresholded difference it is one large white blob, which the model may score as a meteor, and neither neighbour
+shows it (the flash is over by the next frame), so the cloud check cannot explain it. Nothing else the sky does in
+30 s brightens so wide a region so evenly — drifting clouds brighten along their edges and darken beside them, a
+meteor or a fireball's glare is narrow — and the flash falls back in the next frame:
+
+    gray current − previous, each shrunk BLOCK_PX times (INTER_AREA) and median-filtered over MEDIAN_BLOCKS blocks
+    (stars, meteors and a fireball's streak go) → the brightening map; its largest region of the sky ≥ LIT_DN
+    brighter, covering ≥ LIT_SHARE of the sky, is the lit region → the next frame's brightening ≤ −FALL_DN over
+    ≥ FALL_SHARE of it: a flash → the lit region and its fading edge (≥ EDGE_DN) erased from the difference image and
+    the frame scored again by the model: below the threshold, the candidate was the flash.
+
+A meteor elsewhere in the frame keeps its score once the lit region is erased; one seen inside it keeps its frame
+by its streak, as the client asks only about a candidate with no bright streak and no streak that the adjacent
+differences do not account for (`gualta.detect.Decider.lit_by_lightning`). The sky is what the previous frame shows
+SKY_MARGIN_DN above its darkest 5 % (not the black around the lens circle).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gualta.preprocess import SKY_MARGIN_DN
+
+BLOCK_PX = 8                 # the brightening map's pixel: 8×8 frame pixels
+MEDIAN_BLOCKS = 5            # median over 5×5 blocks (40 px): thin and narrow things do not survive it
+LIT_DN = 6                   # a lit block is at least this much brighter than in the previous frame
+LIT_SHARE = 0.05             # the lit region covers at least this share of the sky (drifting clouds ≤ 0.003)
+FALL_DN = 3                  # the next frame is at least this much darker there ...
+FALL_SHARE = 0.5             # ... over at least this share of the lit region: the flash is over
+EDGE_DN = 2                  # the lit region's fading edge, erased with it, is at least this much brighter
+
+
+def brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """How much each BLOCK_PX block of the sky brightened since the previous frame (DN, float32, median-filtered;
+    NaN outside the sky)."""
+    size = (max(1, current.shape[1] // BLOCK_PX), max(1, current.shape[0] // BLOCK_PX))
+    now = cv2.resize(current, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    before = cv2.resize(previous, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    change = cv2.medianBlur(now - before, MEDIAN_BLOCKS)
+    sky = before > np.percentile(before, 5) + SKY_MARGIN_DN
+    return np.where(sky, change, np.nan).astype(np.float32)
+
+
+def lit_region(change: np.ndarray) -> np.ndarray | None:
+    """The brightening map's largest region ≥ LIT_DN brighter (bool, its shape) when it covers at least LIT_SHARE of
+    the sky (the map's blocks that are not NaN), else None."""
+    lit = (change >= LIT_DN).astype(np.uint8)
+    sky = np.count_nonzero(~np.isnan(change))
+    if sky == 0 or np.count_nonzero(lit) < LIT_SHARE * sky:
+        return None
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[largest, cv2.CC_STAT_AREA] < LIT_SHARE * sky:
+        return None
+    return labels == largest
+
+
+def falls_back(region: np.ndarray, next_change: np.ndarray) -> bool:
+    """Whether the next frame's brightening map (the same shape) is ≤ −FALL_DN over at least FALL_SHARE of the lit
+    region: the light was gone by the next exposure."""
+    return next_change.shape == region.shape and np.mean(next_change[region] <= -FALL_DN) >= FALL_SHARE
+
+
+def lit_mask(change: np.ndarray, region: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The lit region with its fading edge (the blocks ≥ EDGE_DN brighter connected to it: the thresholded difference
+    holds those too), grown by a block, as a mask of a difference image of `shape` (255 inside; the frame is stretched
+    to it as the difference image is)."""
+    count, labels = cv2.connectedComponents((change >= EDGE_DN).astype(np.uint8), connectivity=8)
+    edged = np.isin(labels, np.unique(labels[region])) & (labels > 0)
+    grown = cv2.dilate(edged.astype(np.uint8), np.ones((3, 3), np.uint8))
+    return cv2.resize(grown, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) * 255

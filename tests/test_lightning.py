@@ -1,0 +1,161 @@
+"""The lightning check: a flash lighting a wide region of cloud in one frame, on drawn frames and on a simulated sky,
+and the Decider holding such a model's candidate back while a fireball or a meteor beside the flash stays reported."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from gualta import lightning
+from gualta.detect import FIREBALL_NOTE, LIGHTNING, detection_line
+from gualta.fireball import bright_streak
+from gualta.preprocess import binary_difference, resize_area
+from gualta.streak import pieces
+from helpers_client import decide_in_order, frame_result
+
+HEIGHT, WIDTH = 976, 1304
+CENTRE, RADIUS = (WIDTH // 2, HEIGHT // 2), 470
+FLASH_AT = (500, 380)
+METEOR = ((880, 640), (1010, 720))          # frame pixels, far from the flash
+
+
+def sky_frame(seed: int, draw=None, level: float = 40) -> np.ndarray:
+    """A lens circle of sky at `level` DN (σ 3 DN noise) in a black frame (6 DN pedestal); `draw(layer)` adds light
+    (DN, a float layer) inside the circle."""
+    rng = np.random.default_rng(seed)
+    image = np.full((HEIGHT, WIDTH), 6.0, np.float32)
+    cv2.circle(image, CENTRE, RADIUS, level, -1)
+    if draw:
+        layer = np.zeros(image.shape, np.float32)
+        draw(layer)
+        inside = cv2.circle(np.zeros(image.shape, np.uint8), CENTRE, RADIUS, 1, -1)
+        image += layer * inside
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+
+
+def flash(layer: np.ndarray, dn: float = 30, centre=FLASH_AT, sigma: float = 120) -> None:
+    """A lightning flash lighting the clouds: a smooth blob `dn` bright at its centre."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    layer += dn * np.exp(-(((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma ** 2)))
+
+
+def meteor(layer: np.ndarray) -> None:
+    cv2.line(layer, *METEOR, 60.0, 3)
+
+
+def fireball(layer: np.ndarray) -> None:
+    """A fireball: glow, then a saturated head and train (cv2.line paints over)."""
+    cv2.line(layer, (600, 300), (800, 420), 60.0, 15)
+    cv2.line(layer, (600, 300), (800, 420), 400.0, 5)
+
+
+def cloud_bank(shift: int):
+    """A lit cloud bank's edge, `shift` px further right: drifting cloud."""
+    return lambda layer: cv2.rectangle(layer, (180 + shift, 20), (600 + shift, 960), 15.0, -1)
+
+
+def lit(current: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
+    return lightning.lit_region(lightning.brightening(current, previous))
+
+
+@pytest.mark.parametrize("what, before, after, found", [
+    ("nothing new: noise alone", None, None, False),
+    ("a flash lighting the clouds", None, flash, True),
+    ("a faint, wide flash (10 DN)", None, lambda layer: flash(layer, 10, sigma=200), True),
+    ("a bright meteor", None, meteor, False),
+    ("a fireball and its glow", None, fireball, False),
+    ("a cloud bank drifting 25 px", cloud_bank(0), cloud_bank(25), False),
+])
+def test_a_wide_smooth_brightening_is_a_lit_region(what, before, after, found):
+    region = lit(sky_frame(1, after), sky_frame(0, before))
+    assert (region is not None) is found, what
+
+
+def test_the_black_around_the_lens_is_not_lit_sky():
+    """Stray light over the black around the lens circle is no flash."""
+    current, previous = sky_frame(1), sky_frame(0)
+    outside = cv2.circle(np.ones(current.shape, np.uint8), CENTRE, RADIUS + 10, 0, -1) > 0
+    current[outside] += 20
+    assert lit(current, previous) is None
+
+
+def test_a_flash_falls_back_in_the_next_frame_and_a_lasting_brightening_does_not():
+    dark, flashed = sky_frame(0), sky_frame(1, flash)
+    region = lit(flashed, dark)
+    assert region is not None and 0.1 < region.mean() < 0.5
+    assert lightning.falls_back(region, lightning.brightening(sky_frame(2), flashed))
+    assert not lightning.falls_back(region, lightning.brightening(sky_frame(2, flash), flashed))
+
+
+def blob_model(diff: np.ndarray) -> float:
+    """A stand-in for the model: p(meteor) high while 40+ pixels of the difference image are bright (≥ 200: solid
+    brightening, not the noise's speckle)."""
+    return 0.99 if np.count_nonzero(diff >= 200) >= 40 else 0.01
+
+
+def scored(index: int, score: float, current: np.ndarray, previous: np.ndarray):
+    """A FrameResult of the pair as the client prepares it (difference image, brightening, lit region, the streak and
+    fireball checks' findings)."""
+    change = lightning.brightening(current, previous)
+    return frame_result(index, score, resize_area(binary_difference(current, previous)), brightening=change,
+                        lit=lightning.lit_region(change), pieces=pieces(current, previous),
+                        bright=bright_streak(current, previous))
+
+
+def night(middle_light, after_light=None, score: float = 0.97) -> list:
+    """Four frames: dark, dark, the middle (its light drawn by `middle_light`, scored `score`), then the next."""
+    images = [sky_frame(0), sky_frame(1), sky_frame(2, middle_light), sky_frame(3, after_light)]
+    return [frame_result(0, 0.02), scored(1, 0.02, images[1], images[0]), scored(2, score, images[2], images[1]),
+            scored(3, 0.02, images[3], images[2])]
+
+
+def middle(frames: list, **options):
+    return decide_in_order(frames, **{"rescore": blob_model, **options})[2]
+
+
+def test_a_model_s_candidate_lit_by_a_flash_is_held_back():
+    decided = middle(night(flash))
+    assert (decided.label, decided.flag, decided.detection) == ("meteor", LIGHTNING, False)
+    assert "a flash" in detection_line(decided)
+    assert middle(night(flash), report_flagged=True).detection                       # reported as asked
+    assert middle(night(flash), lightning_check=False).detection                     # the check off
+
+
+def test_a_sky_that_stays_lit_in_the_next_frame_is_no_flash():
+    decided = middle(night(flash, after_light=flash))
+    assert decided.detection and decided.flag == ""
+
+
+def test_a_meteor_beside_the_flash_is_still_reported():
+    """By its streak; and where the streak check has none, by what is left once the lit region is erased."""
+    frames = night(lambda layer: (flash(layer), meteor(layer)))
+    assert frames[2].pieces and middle(frames).detection
+    frames = night(lambda layer: (flash(layer), meteor(layer)))
+    frames[2].pieces = []
+    decided = middle(frames)
+    assert decided.detection and decided.flag == ""
+
+
+def test_a_fireball_is_still_reported_though_its_light_fills_a_wide_region():
+    """A fireball bright enough to light the sky around it: its bright streak keeps the frame."""
+    decided = middle(night(lambda layer: (flash(layer, centre=(700, 360)), fireball(layer)), score=0.3))
+    assert decided.bright is not None and decided.detection and decided.flag == ""
+    assert decided.note.startswith(FIREBALL_NOTE)
+    decided = middle(night(lambda layer: (flash(layer, centre=(700, 360)), fireball(layer))))
+    assert decided.detection and decided.flag == ""                                 # the model's candidate too
+
+
+def test_on_a_simulated_sky_only_the_flash_frame_has_a_lit_region(tmp_path):
+    """Frames of a simulated cloudy night: no pair has a lit region until a flash is drawn into one frame."""
+    from gualta.preprocess import read_frame
+    from gualta.simulate import Rates, simulate_night
+
+    folder = simulate_night(tmp_path, "20211029", 6, "22:00", 9700, "cloudy", Rates(fireball=0.0), 2, False)
+    frames = [read_frame(path) for path in sorted(folder.glob("*.jpg"))]
+    assert all(lit(current, previous) is None for previous, current in zip(frames, frames[1:]))
+    layer = np.zeros(frames[3].shape, np.float32)
+    flash(layer, 25, centre=(650, 500), sigma=150)
+    flashed = np.clip(frames[3] + layer * (frames[3] > 12), 0, 255).astype(np.uint8)
+    region = lit(flashed, frames[2])
+    assert region is not None
+    assert lightning.falls_back(region, lightning.brightening(frames[4], flashed))
