@@ -486,8 +486,8 @@ class Decider:
             return False
         if not lightning.falls_back(result.lit, after.brightening):
             return False
-        return self.rescore(trails.erased(result.diff, lightning.lit_mask(result.brightening, result.lit, result.diff.shape))) \
-            < self.threshold
+        mask = lightning.lit_mask(result.brightening, result.lit, result.diff.shape)
+        return self.rescore(trails.erased(result.diff, mask)) < self.threshold
 
     @staticmethod
     def no_streak_of_its_own(result: FrameResult, neighbours: list[FrameResult]) -> bool:

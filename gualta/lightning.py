@@ -9,8 +9,8 @@ meteor or a fireball's glare is narrow — and the flash falls back in the next 
     gray current − previous, each shrunk BLOCK_PX times (INTER_AREA) and median-filtered over MEDIAN_BLOCKS blocks
     (stars, meteors and a fireball's streak go) → the brightening map; its largest region of the sky ≥ LIT_DN
     brighter, covering ≥ LIT_SHARE of the sky, is the lit region → the next frame's brightening ≤ −FALL_DN over
-    ≥ FALL_SHARE of it: a flash → the lit region and its fading edge (≥ EDGE_DN) erased from the difference image and
-    the frame scored again by the model: below the threshold, the candidate was the flash.
+    ≥ FALL_SHARE of it: a flash → the lit region and its fading edge (≥ EDGE_DN) erased from the difference image
+    and the frame scored again by the model: below the threshold, the candidate was the flash.
 
 A meteor elsewhere in the frame keeps its score once the lit region is erased; one seen inside it keeps its frame
 by its streak, as the client asks only about a candidate with no bright streak and no streak that the adjacent
