@@ -23,9 +23,11 @@ REFERENCE_SIDE = 1304   # the camera every pixel size of the checks was set for 
 LARGE_SIDE = 1630        # a frame longer than this (1.25 × the reference) is read shrunk to REFERENCE_SIDE
 VERSIONS = ("v1", "v2", "v3", "v4")
 SHAKE_PX = 0.3           # the camera moved this far between two frames (wind, a loose mount): compared allowing for it
-EDGE_GRADIENT_DN = 20    # the strong edges the movement is measured on: this many DN a pixel (the rim, the skyline)
-LASTING_EDGE_PX = 100    # ...in pieces this large: a star's ring is a few dozen pixels, and stars move on their own
+EDGE_GRADIENT_DN = 10    # the strong edges the movement is measured on: this many DN a pixel (the rim, the skyline)
+LASTING_EDGE_PX = 300    # ...in pieces this large: a star's ring, or two stars' run together, are smaller (stars move)
 MIN_EDGE_PX = 500        # fewer lasting edge pixels than this (a sky filling the frame): no movement measured
+MOTION_STEPS = 8         # least-squares steps at most, each from where the last one left the edges...
+MOTION_SETTLED_PX = 0.01 # ...until one moves no edge this far
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
 
@@ -123,34 +125,78 @@ def binary_difference(current: np.ndarray, previous: np.ndarray, value: float = 
     return threshold(subtract(current, steady_previous(current, to_gray(previous))), value)
 
 
-def camera_shift(current: np.ndarray, previous: np.ndarray) -> float:
-    """How far the camera moved between two gray frames, in pixels: the one translation that best explains the
-    change along the previous frame's strong, lasting edges (least squares, as Lucas–Kanade's; the lens circle's rim,
-    the skyline, the text — not the stars, which move on their own). Still frames measure under 0.15 px; 0 where the
-    frames have too few such edges (a sky filling the frame)."""
+def lasting_edges(previous: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The previous gray frame's strong, lasting edges: their pixels' (x, y), the frame's gradient (gx, gy) and value
+    there, N rows each; none where the frame has fewer than MIN_EDGE_PX of them (a sky filling the frame)."""
+    gx, gy = (cv2.Sobel(previous, cv2.CV_16S, *order, ksize=3).astype(np.float32) for order in ((1, 0), (0, 1)))
+    strong = cv2.compare(cv2.magnitude(gx, gy), 8 * EDGE_GRADIENT_DN, cv2.CMP_GE)      # Sobel's kernel weighs 8
+    xs, ys = cv2.findNonZero(strong).reshape(-1, 2).T if strong.any() else (np.empty(0, int),) * 2
+    piece = cv2.connectedComponents(strong, connectivity=8)[1][ys, xs]
+    lasting = (np.bincount(piece) >= LASTING_EDGE_PX)[piece]
+    if lasting.sum() < MIN_EDGE_PX:
+        lasting[:] = False
+    ys, xs = ys[lasting], xs[lasting]
+    return (np.stack([xs, ys], 1).astype(np.float32), np.stack([gx[ys, xs], gy[ys, xs]], 1) / 8,
+            previous[ys, xs].astype(np.float32))
+
+
+def rigid_motion(dx: float, dy: float, turn: float, shape: tuple[int, ...]) -> np.ndarray:
+    """The 2×3 matrix that turns a frame of this shape by `turn` radians about its centre (clockwise as the frame is
+    seen, y pointing down) and then moves it by (dx, dy) px: cv2.warpAffine's, from the previous frame to the
+    current one."""
+    cx, cy = (shape[1] - 1) / 2, (shape[0] - 1) / 2
+    cos, sin = np.cos(turn), np.sin(turn)
+    return np.array([[cos, -sin, cx - cos * cx + sin * cy + dx], [sin, cos, cy - sin * cx - cos * cy + dy]])
+
+
+def moved_by(motion: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How far each point (x, y) is moved by a 2×3 motion, in pixels."""
+    return np.hypot(*(points @ motion[:, :2].T + motion[:, 2] - points).T)
+
+
+def camera_motion(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, float]:
+    """How the camera moved between two gray frames: the translation and rotation about the frame centre (a 2×3
+    matrix, `rigid_motion`'s) that best explain the change along the previous frame's strong, lasting edges (least
+    squares, as Lucas–Kanade's; the lens circle's rim, the skyline, the text — not the stars, which move on their
+    own), and the most any of those edges moved, in pixels. A first step falls short of a movement of a pixel or
+    more, so each next one starts from where the last left the edges (the current frame read there), until a step
+    moves no edge MOTION_SETTLED_PX. Still frames measure under 0.2 px; no movement where the frames have too few
+    such edges (a sky filling the frame)."""
     if current.shape != previous.shape:
         raise BadFrame(f"frame sizes differ: {current.shape} vs {previous.shape}")
-    before = previous.astype(np.float32)
-    gx, gy = cv2.Sobel(before, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(before, cv2.CV_32F, 0, 1, ksize=3) / 8
-    strong = (gx * gx + gy * gy >= EDGE_GRADIENT_DN ** 2).astype(np.uint8)
-    _, pieces, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
-    lasting = stats[:, cv2.CC_STAT_AREA] >= LASTING_EDGE_PX
-    lasting[0] = False                                                      # the background
-    edges = lasting[pieces]
-    if edges.sum() < MIN_EDGE_PX:
-        return 0.0
-    gx, gy, change = gx[edges], gy[edges], current[edges].astype(np.float32) - before[edges]
-    normal = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]], np.float64)
-    if abs(np.linalg.det(normal)) < 1e-6:
-        return 0.0
-    return float(np.hypot(*np.linalg.solve(normal, -np.array([gx @ change, gy @ change], np.float64))))
+    points, gradient, before = lasting_edges(previous)
+    if not len(points):
+        return rigid_motion(0, 0, 0, previous.shape), 0.0
+    side = max(previous.shape)                                             # a turn in 1/side radians: pixels
+    lever = (points - (np.array(previous.shape[::-1], np.float32) - 1) / 2) / side
+    turning = gradient[:, 1] * lever[:, 0] - gradient[:, 0] * lever[:, 1]   # the change such a turn makes
+    design = np.column_stack([gradient, turning]).astype(np.float64)
+    inverse = np.linalg.pinv(design.T @ design, rcond=1e-6)                # a turn the edges cannot show stays 0
+    frame, found = current.astype(np.float32), np.zeros(3)
+    for _ in range(MOTION_STEPS):
+        motion = rigid_motion(*found[:2], found[2] / side, previous.shape)
+        there = (points @ motion[:, :2].T + motion[:, 2]).astype(np.float32)
+        read = cv2.remap(frame, there[:, :1], there[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        step = inverse @ (design.T @ (before - read.ravel()).astype(np.float64))
+        found += step
+        if moved_by(rigid_motion(*step[:2], step[2] / side, previous.shape), points).max() < MOTION_SETTLED_PX:
+            break
+    motion = rigid_motion(*found[:2], found[2] / side, previous.shape)
+    return motion, float(moved_by(motion, points).max())
+
+
+def camera_shift(current: np.ndarray, previous: np.ndarray) -> float:
+    """How far the camera moved between two gray frames, in pixels: the most any strong, lasting edge of the
+    previous frame moved (`camera_motion`)."""
+    return camera_motion(current, previous)[1]
 
 
 def steady_previous(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """The previous gray frame as the difference compares with it: itself — or, where the camera moved SHAKE_PX or
-    more (`camera_shift`), its brightest pixel within twice the movement measured (a first-order measure falls short
-    of a larger one; at most 3 px), so that the rim and the skyline do not light up as arcs the model takes for
-    meteors (a shaking camera had 18–50 % of its empty frames reported)."""
+    more (`camera_shift`: the most any lasting edge moved, a turn counted with the translation), its brightest pixel
+    within twice the movement measured (the measure can fall short of a movement of several pixels; at most 3 px),
+    so that the rim, the skyline and the text do not light up as arcs the model takes for meteors (a shaking camera
+    had 18–50 % of its empty frames reported)."""
     moved = camera_shift(current, previous)
     if moved < SHAKE_PX:
         return previous

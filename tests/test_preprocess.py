@@ -352,6 +352,66 @@ def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return cv2.warpAffine(image, move, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+LENS_CENTRE = (661.0, 482.0)            # a 1304×976 frame's lens circle, a little off the frame's centre
+
+
+def lens_scene(text: bool) -> np.ndarray:
+    """A noiseless 1304×976 frame: a lens circle of radius 480 px (its sky 45 DN, a soft rim), twelve dark trees
+    or roofs standing on its horizon, and (text) a caption at the top left."""
+    image = cv2.circle(np.zeros((976, 1304), np.uint8), (661, 482), 480, 45, -1, cv2.LINE_AA)
+    rng = np.random.default_rng(3)
+    for degrees in np.arange(0, 360, 30) + rng.uniform(-8, 8, 12):
+        outward = np.array([np.cos(np.radians(degrees)), np.sin(np.radians(degrees))])
+        across = np.array([-outward[1], outward[0]]) * rng.uniform(15, 40)
+        base, tip = LENS_CENTRE + 480 * outward, LENS_CENTRE + (480 - rng.uniform(30, 70)) * outward
+        cv2.fillPoly(image, [np.round(np.array([base - across, tip, base + across]) * 16).astype(np.int32)], 0,
+                     cv2.LINE_AA, shift=4)
+    if text:
+        cv2.putText(image, "2021-11-10 22:00:30  Exposure 30 s", (12, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 200, 2,
+                    cv2.LINE_AA)
+    return cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
+
+
+def turn(degrees: float, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """The 2×3 movement of a camera turned by `degrees` about the lens centre (counter-clockwise as the frame is
+    seen), then moved by (dx, dy) px."""
+    motion = cv2.getRotationMatrix2D(LENS_CENTRE, degrees, 1.0)
+    motion[:, 2] += (dx, dy)
+    return motion
+
+
+def exposure(scene: np.ndarray, motion: np.ndarray, seed: int) -> np.ndarray:
+    """One 8-bit exposure of the scene with the camera moved by `motion`, with its own 1.2 DN noise."""
+    moved = cv2.warpAffine(scene, motion, scene.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    noisy = moved + np.random.default_rng(seed).normal(0, 1.2, moved.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("text", [True, False], ids=["caption", "no caption"])
+def test_a_turned_camera_is_measured_and_compared_allowing_for_it(text):
+    """A camera turned about its lens between two frames moves each edge its own way: the skyline's trees by up to
+    0.7 px at 0.08°, a caption in the corner more. The movement is measured as a translation and a turn on the
+    previous frame's lasting edges (a translation alone missed it: a caption's movement taken for the whole frame's,
+    or without a caption none at all), and the allowance reaches as far as the edge that moved most. A still pair
+    is compared as before."""
+    scene = lens_scene(text)
+    previous, still = exposure(scene, turn(0), seed=1), exposure(scene, turn(0), seed=2)
+    points = preprocess.lasting_edges(previous)[0]
+    assert len(points) > 2000                                            # the rim, the trees (the caption)
+    skyline = cv2.dilate((np.hypot(*np.gradient(scene)) >= 3).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    still_lit = (binary_difference(still, previous) > 0)[skyline].sum()
+    assert preprocess.camera_shift(still, previous) < 0.05
+    assert np.array_equal(binary_difference(still, previous), threshold(subtract(still, previous)))
+    for motion in (turn(0.08), turn(-0.12, 0.4, -0.6)):
+        current = exposure(scene, motion, seed=2)
+        measured, moved = preprocess.camera_motion(current, previous)
+        where = points @ motion[:, :2].T + motion[:, 2]
+        assert np.abs(points @ measured[:, :2].T + measured[:, 2] - where).max() < 0.05       # every edge's place
+        assert moved == pytest.approx(np.hypot(*(where - points).T).max(), abs=0.05)
+        assert (threshold(subtract(current, previous)) > 0)[skyline].sum() > 1.5 * still_lit  # lit up as arcs
+        assert (binary_difference(current, previous) > 0)[skyline].sum() < 0.5 * still_lit
+
+
 def test_a_shaken_camera_is_compared_allowing_for_its_movement(client_night):
     """A camera moved by wind or a loose mount between two frames: the lens circle's rim and the skyline lit up as
     long arcs in the difference, which the model took for meteors (18–50 % of a shaking camera's empty frames
