@@ -28,6 +28,7 @@ LASTING_EDGE_PX = 300    # ...in pieces this large: a star's ring, or two stars'
 MIN_EDGE_PX = 500        # fewer lasting edge pixels than this (a sky filling the frame): no movement measured
 MOTION_STEPS = 8         # least-squares steps at most, each from where the last one left the edges...
 MOTION_SETTLED_PX = 0.01 # ...until one moves no edge this far
+REMAP_ROW = 1024         # points read a row of cv2.remap's maps
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"       # AllSky saves PNG when named image.png
 
@@ -176,13 +177,21 @@ def camera_motion(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray
     for _ in range(MOTION_STEPS):
         motion = rigid_motion(*found[:2], found[2] / side, previous.shape)
         there = (points @ motion[:, :2].T + motion[:, 2]).astype(np.float32)
-        read = cv2.remap(frame, there[:, :1], there[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        step = inverse @ (design.T @ (before - read.ravel()).astype(np.float64))
+        step = inverse @ (design.T @ (before - read_at(frame, there)).astype(np.float64))
         found += step
         if moved_by(rigid_motion(*step[:2], step[2] / side, previous.shape), points).max() < MOTION_SETTLED_PX:
             break
     motion = rigid_motion(*found[:2], found[2] / side, previous.shape)
     return motion, float(moved_by(motion, points).max())
+
+
+def read_at(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The frame's values at points (x, y), N rows, bilinear (edges replicated): cv2.remap on the points laid out in
+    rows of REMAP_ROW (its maps must have fewer than 32,767 rows; a busy frame has more lasting edge pixels)."""
+    padded = np.zeros((-(-len(points) // REMAP_ROW) * REMAP_ROW, 2), np.float32)
+    padded[:len(points)] = points
+    xs, ys = (padded[:, axis].reshape(-1, REMAP_ROW) for axis in (0, 1))
+    return cv2.remap(frame, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:len(points)]
 
 
 def camera_shift(current: np.ndarray, previous: np.ndarray) -> float:

@@ -412,6 +412,20 @@ def test_a_turned_camera_is_measured_and_compared_allowing_for_it(text):
         assert (binary_difference(current, previous) > 0)[skyline].sum() < 0.5 * still_lit
 
 
+def test_a_busy_frame_with_many_lasting_edges_is_measured(tmp_path):
+    """A bright, busy frame (twilight, a high gain: 41,574 lasting edge pixels on a real sky) stopped the whole batch
+    run: OpenCV's remap takes fewer than 32,767 rows of points."""
+    y, x = np.mgrid[0:976, 0:1304].astype(np.float32)
+    scene = 128 + 60 * np.sin(x / 3.5) * np.sin(y / 3.5)                         # edges everywhere: 17 DN a pixel
+    previous, current = exposure(scene, turn(0), seed=1), exposure(scene, turn(0, 0.3, -0.2), seed=2)
+    assert len(preprocess.lasting_edges(previous)[0]) > 100_000
+    assert preprocess.camera_shift(current, previous) == pytest.approx(np.hypot(0.3, 0.2), abs=0.05)
+    assert preprocess.camera_shift(exposure(scene, turn(0), seed=3), previous) < 0.05
+    points = np.array([[0.5, 0.25], [10, 20], [1303.4, 975.9]], np.float32)
+    assert np.allclose(preprocess.read_at(scene, points), cv2.remap(scene, points[:, :1], points[:, 1:],
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel())
+
+
 def test_a_shaken_camera_is_compared_allowing_for_its_movement(client_night):
     """A camera moved by wind or a loose mount between two frames: the lens circle's rim and the skyline lit up as
     long arcs in the difference, which the model took for meteors (18–50 % of a shaking camera's empty frames
