@@ -320,12 +320,19 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
     was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
     (the channel is still down) or budget_s has passed (the rest stay failed). `records`: the detection records read
     already ({key: record}; those reposted are updated in it). Return the keys of the records now posted."""
+    return repost_night(target, night, env, now, time.monotonic() + budget_s, records)[0]
+
+
+def repost_night(target: store.Store, night: str, env, now: datetime, deadline: float,
+                 records: dict | None = None) -> tuple[list[str], bool]:
+    """`repost_failed` until time.monotonic() reaches `deadline`: the keys now posted, and whether it went through
+    the whole night (no post failed again, the time did not run out, the store did not fail)."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
-        return []
+        return [], True
     stored = night_detections(target, night)
     records = {} if records is None else records
-    deadline, reposted = time.monotonic() + budget_s, []
+    budget_s, reposted = max(deadline - time.monotonic(), 0), []
     try:
         zone_of = coincidence.zones_from_env(env)
         for obs_id, frame_id, _ in sorted(stored, key=lambda found: coincidence.instant(found[2], zone_of(found[0]))):
@@ -334,7 +341,7 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             if not awaits_post(record, now):
                 continue
             if out_of_time(deadline, night, budget_s):
-                return reposted
+                return reposted, False
             jpeg = target.get(store.image_key(night, obs_id, frame_id))
             if jpeg is None:
                 log.warning("cannot post %s again: its image is missing", key)
@@ -344,7 +351,7 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now)
             if status.startswith("failed"):
-                return reposted
+                return reposted, False
             if status != "sent":                # past the night's limit now that its earlier detections came in
                 continue
             log.info("posted %s late", key)
@@ -354,7 +361,7 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             if not failed_end_log(record):
                 continue
             if out_of_time(deadline, night, budget_s):
-                return reposted
+                return reposted, False
             if not claim_post(target, night, f"{key.rpartition('/')[2]}.{attempt(record, now)}"):
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
@@ -363,34 +370,76 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
             store.write_json(target, key, record)
             mark_unsent(target, night, record["telegram_status"])
             if record["telegram_status"] != "sent":
-                return reposted
+                return reposted, False
             reposted.append(key)
     except store.StoreError as exc:          # the page is built all the same
         log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
-    return reposted
+        return reposted, False
+    return reposted, True
 
 
 def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: dict | None = None) -> list[str]:
-    """`repost_failed` for the night that ended last (`records`: its detection records, read already) and, oldest
-    first, the earlier nights marked unsent (`mark_unsent`) not too old to post, within REPOST_BUDGET_S in all;
-    return the keys now posted. A mark is taken off before its night is tried: a post failing again marks it again,
-    and a night the time ran out on keeps it."""
-    deadline, reposted = time.monotonic() + REPOST_BUDGET_S, []
+    """Post again what failed (`repost_night`): the night that ended last (`records`: its detection records, read
+    already), then, oldest first, the earlier nights marked unsent (`mark_unsent`), within REPOST_BUDGET_S in all and
+    stopping where a post fails again (the channel still down); each night tried keeps its mark while a post of it
+    still waits (`settle_unsent`: a cut-off one too), and a marked night too old to post loses it. Return the keys of
+    the records now posted."""
+    if telegram_post.channel_from_env(env) is None:
+        return []
+    deadline = time.monotonic() + REPOST_BUDGET_S
     try:
-        marked = set(store.unsent_nights(target)) if telegram_post.channel_from_env(env) else set()
-        for night in sorted(n for n in marked if n < ended) + [ended]:
-            if night in marked:
-                target.delete(store.unsent_key(night))
-            if night != ended and too_old_to_post(night, env, now):
-                log.info("night %s: its failed posts are left unsent, the night is too old to post", night)
-                continue
-            reposted += repost_failed(target, night, env, now, max(deadline - time.monotonic(), 0),
-                                      records if night == ended else None)
-            if night in marked and time.monotonic() > deadline:
-                target.put(store.unsent_key(night), b"")
-    except store.StoreError as exc:          # the page is built all the same
-        log.warning("posting again stopped, the store failed: %s", exc)
-    return reposted
+        marked = store.unsent_nights(target)
+    except store.StoreError as exc:
+        log.warning("cannot list the nights whose posts failed (%s): only night %s's are posted again", exc, ended)
+        marked = []
+    posted, finished = repost_night(target, ended, env, now, deadline, records)
+    settle_unsent(target, ended, now, ended in marked, records)
+    for night in (n for n in marked if n < ended and finished):
+        if too_old_to_post(night, env, now):
+            log.info("night %s: its failed posts are left unsent, the night is too old to post", night)
+            settle_unsent(target, night, now, marked=True, waiting=False)
+            continue
+        reposted, finished = repost_night(target, night, env, now, deadline)
+        posted += reposted
+        settle_unsent(target, night, now, marked=True)
+    return posted
+
+
+def settle_unsent(target: store.Store, night: str, now: datetime, marked: bool, records: dict | None = None,
+                  waiting: bool | None = None) -> None:
+    """Mark a night unsent (`store.unsent_key`) while a post of it still waits (`awaiting_posts`, else `waiting`
+    as given), and only then. A mark is taken off before the night is looked at, so a post that fails meanwhile (it
+    marks its night once its status is stored) keeps it; `records`: detection records read already during this build
+    (a record stored since is read: only a post changes a status). A store that fails leaves the night marked
+    (logged)."""
+    key = store.unsent_key(night)
+    try:
+        if marked:
+            target.delete(key)
+        if waiting is None:
+            waiting = awaiting_posts(target, night, now, records)
+    except store.StoreError as exc:
+        log.warning("night %s: cannot tell whether its posts still wait (%s): marked to be posted again", night, exc)
+        waiting = True
+    if waiting:
+        try:
+            target.put(key, b"")
+        except store.StoreError as exc:
+            log.error("night %s: cannot mark its unsent posts (%s): they are posted again only if it is the night "
+                      "a build posts again", night, exc)
+
+
+def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict | None = None) -> bool:
+    """Whether a detection of the night awaits its post (`awaits_post`) or an end log's post failed
+    (`failed_end_log`); `records`: detection records read already ({key: record}), the others are read."""
+    keys = [store.detection_key(night, obs_id, frame_id)
+            for obs_id, frame_id, _ in coincidence.stored_detections(target, night)]
+    found = dict(records or {})
+    found.update(store.read_json_many(target, [key for key in keys if key not in found]))
+    if any(awaits_post(found.get(key), now) for key in keys):
+        return True
+    ends = [key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")]
+    return any(failed_end_log(record) for record in store.read_json_many(target, ends).values())
 
 
 def mark_unsent(target: store.Store, night: str, status: str) -> None:

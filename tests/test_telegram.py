@@ -423,6 +423,51 @@ def test_posts_failed_two_mornings_running_are_posted_when_the_channel_is_back(r
     assert len(bot_api.calls) == sent + 1 and not (root / "telegram" / "unsent" / "20260918").exists()
 
 
+def test_the_night_that_ended_is_posted_again_first_and_a_store_failure_keeps_the_marks(root, bot_api, monkeypatch):
+    """The morning's build tries the night that just ended before the earlier marked nights (they had crowded it out
+    of the time for posting again), stops at the first post that fails again (the channel still down: one try, not
+    one a night), and a store failing while a marked night is tried leaves its mark (it was taken off for good)."""
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260915231507", telegram=True))
+    post(detection(frame_id="20260916231507", telegram=True))
+    marks = root / "telegram" / "unsent"
+    assert sorted(path.name for path in marks.iterdir()) == ["20260915", "20260916"]
+    tries = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == tries + 1 and "2026-09-16 23:15:07" in bot_api.calls[-1]["fields"]["caption"]
+    assert sorted(path.name for path in marks.iterdir()) == ["20260915", "20260916"]
+    bot_api.fail_status = None
+    read = store.LocalStore.get
+
+    def images_unreadable(self, key):
+        if key.startswith("imgs/20260915/"):
+            raise store.StoreError("read failed")
+        return read(self, key)
+
+    monkeypatch.setattr(store.LocalStore, "get", images_unreadable)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))["reposted"] == []
+    assert sorted(path.name for path in marks.iterdir()) == ["20260915", "20260916"]
+    monkeypatch.setattr(store.LocalStore, "get", read)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=2))["reposted"] == [
+        "detections/20260915/obs01_20260915231507.json", "detections/20260916/obs01_20260916231507.json"]
+    assert list(marks.iterdir()) == []
+
+
+def test_a_post_cut_off_and_not_reached_marks_its_night(root, bot_api):
+    """A post cut off (still pending long after it was stored: the Lambda stopped mid-post) that the morning's build
+    did not reach (its time spent) was never marked: tried the next morning too."""
+    post(detection(telegram=True))
+    key = root / "detections/20260916/obs01_20260916231507.json"
+    key.write_text(json.dumps({**stored(root), "telegram_status": "pending", "received": "2026-09-16T23:16:00+02:00"}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest, "REPOST_BUDGET_S", 0)
+        assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert (root / "telegram" / "unsent" / "20260916").exists()
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))["reposted"] == [
+        "detections/20260916/obs01_20260916231507.json"]
+    assert stored(root)["telegram_status"] == "sent" and not (root / "telegram" / "unsent" / "20260916").exists()
+
+
 def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
     bot_api.fail_status = 500
     post(detection(telegram=True))
@@ -684,14 +729,12 @@ def test_two_page_builds_at_once_post_each_failed_post_once(root, bot_api, monke
     post(payload.build_log("end", "obs01", total=1440, folder="20260916", processed="2026-09-17T08:00:05+02:00"))
     bot_api.fail_status = None
     together = threading.Barrier(2, timeout=10)
-    awaits = ingest.awaits_post
+    claim = ingest.claim_post
 
-    def in_step(record, now):                                  # both builds look at each record before either posts
-        waiting = awaits(record, now)
-        if waiting:
-            together.wait()
-        return waiting
-    monkeypatch.setattr(ingest, "awaits_post", in_step)
+    def in_step(target, night, name):                          # both builds reach each post before either makes it
+        together.wait()
+        return claim(target, night, name)
+    monkeypatch.setattr(ingest, "claim_post", in_step)
     summaries = []
     builds = [threading.Thread(target=lambda: summaries.append(site.handle({"source": "gualta.schedule"}, os.environ,
                                                                            NINE_AM_AFTER))) for _ in range(2)]
