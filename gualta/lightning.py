@@ -51,7 +51,7 @@ def lit_region(change: np.ndarray) -> np.ndarray | None:
     sky = np.count_nonzero(~np.isnan(change))
     if sky == 0 or np.count_nonzero(lit) < LIT_SHARE * sky:
         return None
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     if stats[largest, cv2.CC_STAT_AREA] < LIT_SHARE * sky:
         return None
@@ -68,7 +68,7 @@ def lit_mask(change: np.ndarray, region: np.ndarray, shape: tuple[int, ...]) -> 
     """The lit region with its fading edge (the blocks ≥ EDGE_DN brighter connected to it: the thresholded difference
     holds those too), grown by a block, as a mask of a difference image of `shape` (255 inside; the frame is stretched
     to it as the difference image is)."""
-    count, labels = cv2.connectedComponents((change >= EDGE_DN).astype(np.uint8), connectivity=8)
+    labels = cv2.connectedComponents((change >= EDGE_DN).astype(np.uint8), connectivity=8)[1]
     edged = np.isin(labels, np.unique(labels[region])) & (labels > 0)
     grown = cv2.dilate(edged.astype(np.uint8), np.ones((3, 3), np.uint8))
     return cv2.resize(grown, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) * 255

@@ -558,9 +558,14 @@ def latest_model_info(base: str, timeout: float) -> dict:
         response = requests.get(f"{base}/{MODEL_META}", timeout=timeout)
     except requests.RequestException as exc:
         raise ModelDownloadError(f"cannot reach {base}/{MODEL_META}: {type(exc).__name__}") from None
+    if response.status_code == 404:
+        raise NoModelPublished(f"{base}/{MODEL_META} answered HTTP 404")
+    if response.status_code == 403 and "<Code>AccessDenied</Code>" in response.text:
+        raise ModelDownloadError(f"{base}/{MODEL_META} answered HTTP 403 AccessDenied: no model published there yet "
+                                 "(a public bucket refuses a key it does not hold so), or the bucket refuses public "
+                                 "reads (README \"Deploy to AWS\")")
     if response.status_code != 200:
-        raise (NoModelPublished if nothing_published(response) else ModelDownloadError)(
-            f"{base}/{MODEL_META} answered HTTP {response.status_code}: {response.text[:200]}")
+        raise ModelDownloadError(f"{base}/{MODEL_META} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         meta = response.json()
     except ValueError:
@@ -569,12 +574,6 @@ def latest_model_info(base: str, timeout: float) -> dict:
             or not isinstance(meta.get("sha256"), str) or len(meta["sha256"]) != 64:
         raise ModelDownloadError(f"{base}/{MODEL_META}: metadata lacks a valid size and sha256")
     return meta
-
-
-def nothing_published(response: requests.Response) -> bool:
-    """Whether the metadata's answer says no model is published: 404, or S3's 403 AccessDenied (a public bucket
-    answers so for a key it does not hold, to anyone not allowed to list it)."""
-    return response.status_code == 404 or (response.status_code == 403 and "<Code>AccessDenied</Code>" in response.text)
 
 
 def file_sha256(path: Path) -> str:

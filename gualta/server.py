@@ -331,7 +331,8 @@ class Handler(BaseHTTPRequestHandler):
         and numbered model versions cached for good (written once), pages checked again each time and gzipped."""
         data = self.service.store.get(key)
         if data is None and key.endswith(".html"):    # a browser: a post's link followed before the morning's page
-            self.reply(404, site.render_missing().encode("utf-8"), store.content_type(key), {"Cache-Control": "no-cache"})
+            self.reply(404, site.render_missing().encode("utf-8"), store.content_type(key),
+                       {"Cache-Control": "no-cache"})
             return
         if data is None:
             self.reply(404, {"error": missing})
