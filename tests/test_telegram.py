@@ -377,18 +377,23 @@ def test_the_scheduled_job_reads_each_detection_record_once_and_together(root, b
     assert page.count("posted to Telegram") == 3 and "Telegram post failed" not in page
 
 
+def images_unreadable(monkeypatch, prefix: str = "imgs/") -> None:
+    """The local store fails to read the keys under `prefix`, as S3 may."""
+    read = store.LocalStore.get
+
+    def unreadable(self, key):
+        if key.startswith(prefix):
+            raise store.StoreError("read failed")
+        return read(self, key)
+
+    monkeypatch.setattr(store.LocalStore, "get", unreadable)
+
+
 def test_a_store_failing_while_posting_again_still_leaves_the_page_built(root, bot_api, monkeypatch, caplog):
     bot_api.fail_status = 500
     post(detection(telegram=True))
     bot_api.fail_status = None
-    read = store.LocalStore.get
-
-    def images_unreadable(self, key):
-        if key.startswith("imgs/"):
-            raise store.StoreError("read failed")
-        return read(self, key)
-
-    monkeypatch.setattr(store.LocalStore, "get", images_unreadable)
+    images_unreadable(monkeypatch)
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert summary["reposted"] == [] and summary["detections"] == 1
     assert "posting again stopped, the store failed" in caplog.text and (root / "20260916.html").exists()
@@ -423,7 +428,7 @@ def test_posts_failed_two_mornings_running_are_posted_when_the_channel_is_back(r
     assert len(bot_api.calls) == sent + 1 and not (root / "telegram" / "unsent" / "20260918").exists()
 
 
-def test_the_night_that_ended_is_posted_again_first_and_a_store_failure_keeps_the_marks(root, bot_api, monkeypatch):
+def test_the_night_that_ended_is_posted_again_first_and_a_store_failure_keeps_the_marks(root, bot_api):
     """The morning's build tries the night that just ended before the earlier marked nights (they had crowded it out
     of the time for posting again), stops at the first post that fails again (the channel still down: one try, not
     one a night), and a store failing while a marked night is tried leaves its mark (it was taken off for good)."""
@@ -437,17 +442,11 @@ def test_the_night_that_ended_is_posted_again_first_and_a_store_failure_keeps_th
     assert len(bot_api.calls) == tries + 1 and "2026-09-16 23:15:07" in bot_api.calls[-1]["fields"]["caption"]
     assert sorted(path.name for path in marks.iterdir()) == ["20260915", "20260916"]
     bot_api.fail_status = None
-    read = store.LocalStore.get
-
-    def images_unreadable(self, key):
-        if key.startswith("imgs/20260915/"):
-            raise store.StoreError("read failed")
-        return read(self, key)
-
-    monkeypatch.setattr(store.LocalStore, "get", images_unreadable)
-    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))["reposted"] == []
+    with pytest.MonkeyPatch.context() as patch:
+        images_unreadable(patch, "imgs/20260915/")
+        assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))["reposted"] \
+            == []
     assert sorted(path.name for path in marks.iterdir()) == ["20260915", "20260916"]
-    monkeypatch.setattr(store.LocalStore, "get", read)
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=2))["reposted"] == [
         "detections/20260915/obs01_20260915231507.json", "detections/20260916/obs01_20260916231507.json"]
     assert list(marks.iterdir()) == []
