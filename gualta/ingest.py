@@ -326,7 +326,8 @@ def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s:
 def repost_night(target: store.Store, night: str, env, now: datetime, deadline: float,
                  records: dict | None = None) -> tuple[list[str], bool]:
     """`repost_failed` until time.monotonic() reaches `deadline`: the keys now posted, and whether it went through
-    the whole night (no post failed again, the time did not run out, the store did not fail)."""
+    the whole night (no post failed again, the time did not run out, the store did not fail). The records it reads
+    (together) are kept in `records`."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return [], True
@@ -334,10 +335,12 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
     records = {} if records is None else records
     budget_s, reposted = max(deadline - time.monotonic(), 0), []
     try:
+        keys = [store.detection_key(night, obs_id, frame_id) for obs_id, frame_id, _ in stored]
+        records.update(store.read_json_many(target, [key for key in keys if key not in records]))
         zone_of = coincidence.zones_from_env(env)
         for obs_id, frame_id, _ in sorted(stored, key=lambda found: coincidence.instant(found[2], zone_of(found[0]))):
             key = store.detection_key(night, obs_id, frame_id)
-            record = records[key] if key in records else store.read_json(target, key)
+            record = records[key]
             if not awaits_post(record, now):
                 continue
             if out_of_time(deadline, night, budget_s):
@@ -399,9 +402,10 @@ def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: 
             log.info("night %s: its failed posts are left unsent, the night is too old to post", night)
             settle_unsent(target, night, now, marked=True, waiting=False)
             continue
-        reposted, finished = repost_night(target, night, env, now, deadline)
+        records_read: dict = {}
+        reposted, finished = repost_night(target, night, env, now, deadline, records_read)
         posted += reposted
-        settle_unsent(target, night, now, marked=True)
+        settle_unsent(target, night, now, marked=True, records=records_read)
     return posted
 
 
@@ -410,8 +414,8 @@ def settle_unsent(target: store.Store, night: str, now: datetime, marked: bool, 
     """Mark a night unsent (`store.unsent_key`) while a post of it still waits (`awaiting_posts`, else `waiting`
     as given), and only then. A mark is taken off before the night is looked at, so a post that fails meanwhile (it
     marks its night once its status is stored) keeps it; `records`: detection records read already during this build
-    (a record stored since is read: only a post changes a status). A store that fails leaves the night marked
-    (logged)."""
+    (those read `pending` are read again: a post in flight then may have failed since). A store that fails leaves the
+    night marked (logged)."""
     key = store.unsent_key(night)
     try:
         if marked:
@@ -431,10 +435,12 @@ def settle_unsent(target: store.Store, night: str, now: datetime, marked: bool, 
 
 def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict | None = None) -> bool:
     """Whether a detection of the night awaits its post (`awaits_post`) or an end log's post failed
-    (`failed_end_log`); `records`: detection records read already ({key: record}), the others are read."""
+    (`failed_end_log`); `records`: detection records read already ({key: record}), the others (and those read
+    `pending`) are read."""
     keys = [store.detection_key(night, obs_id, frame_id)
             for obs_id, frame_id, _ in coincidence.stored_detections(target, night)]
-    found = dict(records or {})
+    found = {key: record for key, record in (records or {}).items()
+             if not (isinstance(record, dict) and record.get("telegram_status") == "pending")}
     found.update(store.read_json_many(target, [key for key in keys if key not in found]))
     if any(awaits_post(found.get(key), now) for key in keys):
         return True

@@ -452,6 +452,54 @@ def test_the_night_that_ended_is_posted_again_first_and_a_store_failure_keeps_th
     assert list(marks.iterdir()) == []
 
 
+def test_a_post_failing_during_the_build_keeps_its_nights_mark(root, bot_api, monkeypatch):
+    """A post in flight when the build read its night (`pending`) failed before the build took the night's mark
+    off: judged from the copy read then, the night lost its mark and the post was never made."""
+    bot_api.fail_status = 500
+    post(detection(telegram=True))                                     # an earlier post of the night failed: marked
+    bot_api.fail_status = None
+    in_flight = root / "detections/20260916/obs01_20260916231600.json"
+    post(detection(frame_id="20260916231600", telegram=False))
+    in_flight.write_text(json.dumps({**json.loads(in_flight.read_text()), "telegram": True,
+                                     "telegram_status": "pending", "received": "2026-09-17T08:59:55+02:00"}))
+    repost = ingest.repost_night
+
+    def then_the_post_in_flight_fails(target, night, *args):
+        done = repost(target, night, *args)
+        in_flight.write_text(json.dumps({**json.loads(in_flight.read_text()), "telegram_status": "failed: TimedOut"}))
+        ingest.mark_unsent(target, night, "failed: TimedOut")
+        return done
+
+    monkeypatch.setattr(ingest, "repost_night", then_the_post_in_flight_fails)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == [
+        "detections/20260916/obs01_20260916231507.json"]
+    assert (root / "telegram" / "unsent" / "20260916").exists()
+    monkeypatch.setattr(ingest, "repost_night", repost)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER + timedelta(days=1))["reposted"] == [
+        "detections/20260916/obs01_20260916231600.json"]
+
+
+def test_a_marked_nights_records_are_read_once(root, bot_api, monkeypatch):
+    """Posting a marked night again, then judging whether its mark stays, read every record twice (one by one): on
+    S3 a busy night's second read pushed the page function toward its time limit."""
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260915231507", telegram=True))
+    bot_api.fail_status = None
+    post(detection(frame_id="20260915231600", telegram=True))
+    reads, read = [], store.LocalStore.get
+
+    def counted(self, key):
+        reads.append(key)
+        return read(self, key)
+
+    monkeypatch.setattr(store.LocalStore, "get", counted)
+    assert ingest.repost_unsent(store.store_from_env(os.environ), "20260916", os.environ, NINE_AM_AFTER) == [
+        "detections/20260915/obs01_20260915231507.json"]
+    assert sorted(key for key in reads if key.startswith("detections/20260915/")) == [
+        "detections/20260915/obs01_20260915231507.json", "detections/20260915/obs01_20260915231600.json"]
+    assert not (root / "telegram" / "unsent" / "20260915").exists()
+
+
 def test_a_post_cut_off_and_not_reached_marks_its_night(root, bot_api):
     """A post cut off (still pending long after it was stored: the Lambda stopped mid-post) that the morning's build
     did not reach (its time spent) was never marked: tried the next morning too."""
