@@ -314,26 +314,20 @@ def first_over_limit(target: store.Store, night: str, obs_id: str, limit: int, f
         return False
 
 
-def repost_failed(target: store.Store, night: str, env, now: datetime, budget_s: float = REPOST_BUDGET_S,
-                  records: dict | None = None) -> list[str]:
-    """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
-    was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
-    (the channel is still down) or budget_s has passed (the rest stay failed). `records`: the detection records read
-    already ({key: record}; those reposted are updated in it). Return the keys of the records now posted."""
-    return repost_night(target, night, env, now, time.monotonic() + budget_s, records)[0]
-
-
 def repost_night(target: store.Store, night: str, env, now: datetime, deadline: float,
                  records: dict | None = None) -> tuple[list[str], bool]:
-    """`repost_failed` until time.monotonic() reaches `deadline`: the keys now posted, and whether it went through
-    the whole night (no post failed again, the time did not run out, the store did not fail). The records it reads
-    (together) are kept in `records`."""
+    """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
+    was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
+    (the channel is still down) or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the
+    detection records read already ({key: record}); the others are read together and kept in it, those reposted
+    updated. Return the keys of the records now posted, and whether it went through the whole night (no post failed
+    again, the time did not run out, the store did not fail)."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return [], True
     stored = night_detections(target, night)
     records = {} if records is None else records
-    budget_s, reposted = max(deadline - time.monotonic(), 0), []
+    budget_s, reposted = round(max(deadline - time.monotonic(), 0)), []
     try:
         keys = [store.detection_key(night, obs_id, frame_id) for obs_id, frame_id, _ in stored]
         records.update(store.read_json_many(target, [key for key in keys if key not in records]))

@@ -468,8 +468,8 @@ def ended_night(now: datetime, env) -> str:
 def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event (any event without
     a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed
-    posted again first (`ingest.repost_failed`, listed as "reposted") — then the earlier pages that are out of date
-    (`refresh_stale`, listed as "refreshed")."""
+    posted again first, and those of earlier nights marked unsent (`ingest.repost_unsent`, listed as "reposted") —
+    then the earlier pages that are out of date (`refresh_stale`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -520,8 +521,8 @@ def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
     post(detection(telegram=True))
     bot_api.fail_status = None
     caplog.set_level(logging.WARNING)
-    assert ingest.repost_failed(store.store_from_env(os.environ), "20260916", os.environ, NINE_AM_AFTER,
-                                budget_s=0) == []
+    assert ingest.repost_night(store.store_from_env(os.environ), "20260916", os.environ, NINE_AM_AFTER,
+                               deadline=time.monotonic()) == ([], False)
     assert len(bot_api.sent("sendPhoto")) == 1 and "failed posts left unsent" in caplog.text
     assert stored(root)["telegram_status"].startswith("failed")
 
