@@ -80,13 +80,16 @@ def shake_night(night: Path, out: Path, shift_px: float, rotation_deg: float, se
 
 
 def run_client(checkout: Path, night: Path, scores: Path, threads: int) -> pd.DataFrame:
-    """The checkout's `guAlta.py batch` on a night (every check on, no upload) into `scores`, joined with the
-    truth."""
-    scores.parent.mkdir(parents=True, exist_ok=True)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GUALTA_")}
-    subprocess.run([sys.executable, str(checkout / "guAlta.py"), "batch", "--folder", str(night), "--scores",
-                    str(scores), "--no-upload", "--model", str(MODEL), "--threads", str(threads)],
-                   cwd=checkout, env=env, check=True, capture_output=True)
+    """The checkout's `guAlta.py batch` on a night (every check on, no upload) into `scores` (kept: a later run
+    reads it), joined with the truth."""
+    if not scores.is_file():
+        scores.parent.mkdir(parents=True, exist_ok=True)
+        partial = scores.with_suffix(".partial")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GUALTA_")}
+        subprocess.run([sys.executable, str(checkout / "guAlta.py"), "batch", "--folder", str(night), "--scores",
+                        str(partial), "--no-upload", "--model", str(MODEL), "--threads", str(threads)],
+                       cwd=checkout, env=env, check=True, capture_output=True)
+        partial.replace(scores)
     return evaluate.client_predictions(scores, night / GROUND_TRUTH)
 
 
@@ -94,6 +97,26 @@ def figures(table: pd.DataFrame) -> str:
     """False reports and meteor frames found of one night's client table."""
     summary = evaluate.client_summary(table)
     return f"{summary['detections'] - summary['found']:3d} false, {summary['found']:2d} / {summary['meteor_frames']}"
+
+
+def compare_clients(clients: list[Path], nights: list[Path], disturbed: list[Path], kind: str, work: Path,
+                    threads: int) -> None:
+    """Each checkout's client on each undisturbed night and its `kind` (e.g. "shaken") copy: a table row of false
+    reports and meteor frames found each, then whether the undisturbed scores CSVs are the same byte for byte."""
+    print(f"| client | night | sky | undisturbed: false, found / meteor frames | {kind} |\n|---|---|---|---|---|")
+    scores = {(index, run): work / "scores" / f"{index}-{run}" for index in range(len(clients))
+              for run in ("undisturbed", kind)}
+    for index, checkout in enumerate(clients):
+        for night, disturbed_night in zip(nights, disturbed):
+            runs = [run_client(checkout, folder, scores[index, run] / f"{night.name}.csv", threads)
+                    for run, folder in (("undisturbed", night), (kind, disturbed_night))]
+            print(f"| {checkout} | {night.name} | {runs[0]['scenario'].iloc[0]} | {figures(runs[0])} "
+                  f"| {figures(runs[1])} |", flush=True)
+    for index in range(1, len(clients)):
+        alike = [filecmp.cmp(scores[0, "undisturbed"] / f"{night.name}.csv",
+                             scores[index, "undisturbed"] / f"{night.name}.csv", shallow=False) for night in nights]
+        print(f"\nundisturbed scores CSVs of {clients[index]} the same as {clients[0]}'s, byte for byte: "
+              f"{sum(alike)} of {len(nights)} nights")
 
 
 def preprocess_of(checkout: Path, index: int):
@@ -133,21 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     label = f"shaken-{args.shift_px}px-{args.rotation_deg}deg"
     painted = [shake_night(night, args.work / label, args.shift_px, args.rotation_deg, args.seed + 100 + i)
                for i, night in enumerate(nights)]
-    print(f"{len(nights)} nights of {args.frames} frames; shake σ {args.shift_px} px a axis and {args.rotation_deg}°"
-          f"\n\n| client | night | sky | undisturbed: false, found / meteor frames | shaken |\n|---|---|---|---|---|")
-    scores = {(index, kind): args.work / "scores" / f"{index}-{kind}" for index in range(len(args.clients))
-              for kind in ("undisturbed", "shaken")}
-    for index, checkout in enumerate(args.clients):
-        for night, shaken_night in zip(nights, painted):
-            runs = [run_client(checkout, folder, scores[index, kind] / f"{night.name}.csv", args.threads)
-                    for kind, folder in (("undisturbed", night), ("shaken", shaken_night))]
-            print(f"| {checkout} | {night.name} | {runs[0]['scenario'].iloc[0]} | {figures(runs[0])} "
-                  f"| {figures(runs[1])} |", flush=True)
-    for index in range(1, len(args.clients)):
-        alike = [filecmp.cmp(scores[0, "undisturbed"] / f"{night.name}.csv",
-                             scores[index, "undisturbed"] / f"{night.name}.csv", shallow=False) for night in nights]
-        print(f"\nundisturbed scores CSVs of {args.clients[index]} the same as {args.clients[0]}'s, byte for byte: "
-              f"{sum(alike)} of {len(nights)} nights")
+    print(f"{len(nights)} nights of {args.frames} frames; shake σ {args.shift_px} px a axis and {args.rotation_deg}°\n")
+    compare_clients(args.clients, nights, painted, "shaken", args.work, args.threads)
     modules = [preprocess_of(checkout, index) for index, checkout in enumerate(args.clients)]
     for kind, folders in (("still", nights), ("shaken", painted)):
         spent = ", ".join(f"{checkout}: {ms:.1f}" for checkout, ms in zip(args.clients, pair_ms(modules, folders)))

@@ -18,28 +18,23 @@ never asserted.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gualta import allsky, evaluate  # noqa: E402
-from gualta.dataset import GROUND_TRUTH  # noqa: E402
+from gualta import allsky  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from camera_shake import compare_clients  # noqa: E402
 from compare import labelled_nights  # noqa: E402
 
-MODEL = ROOT / "models" / "guAlta.onnx"
 UNLIT_DN, MOONLIT_DN = (3.0, 7.0), (8.0, 15.0)
 SWAY_PX = (1.0, 3.0)          # the middle's move between frames
 SWAY_LIMIT_PX = 8.0           # the middle stays within this of its rest
@@ -121,26 +116,6 @@ def painted_copy(night: Path, out: Path, seed: int) -> Path:
     return target
 
 
-def run_client(checkout: Path, night: Path, scores: Path, threads: int) -> pd.DataFrame:
-    """The checkout's `guAlta.py batch` on a night (every check on, no upload) into `scores` (kept: a later run
-    reads it), joined with the truth."""
-    if not scores.is_file():
-        scores.parent.mkdir(parents=True, exist_ok=True)
-        partial = scores.with_suffix(".partial")
-        env = {key: value for key, value in os.environ.items() if not key.startswith("GUALTA_")}
-        subprocess.run([sys.executable, str(checkout / "guAlta.py"), "batch", "--folder", str(night), "--scores",
-                        str(partial), "--no-upload", "--model", str(MODEL), "--threads", str(threads)],
-                       cwd=checkout, env=env, check=True, capture_output=True)
-        partial.replace(scores)
-    return evaluate.client_predictions(scores, night / GROUND_TRUTH)
-
-
-def figures(table: pd.DataFrame) -> str:
-    """False reports and meteor frames found of one night's client table."""
-    summary = evaluate.client_summary(table)
-    return f"{summary['detections'] - summary['found']:3d} false, {summary['found']:2d} / {summary['meteor_frames']}"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
@@ -152,22 +127,8 @@ def main(argv: list[str] | None = None) -> None:
 
     nights = labelled_nights(args.nights)
     painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]
-    print(f"{len(nights)} nights, a swaying strand painted on each\n\n| client | night | sky "
-          f"| undisturbed: false, found / meteor frames | painted |\n|---|---|---|---|---|")
-    scores = {(index, kind): args.work / "scores" / f"{index}-{kind}" for index in range(len(args.clients))
-              for kind in ("undisturbed", "painted")}
-    for index, checkout in enumerate(args.clients):
-        for night, painted_night in zip(nights, painted):
-            runs = [run_client(checkout, folder, scores[index, kind] / f"{night.name}.csv", args.threads)
-                    for kind, folder in (("undisturbed", night), ("painted", painted_night))]
-            print(f"| {checkout} | {night.name} | {runs[0]['scenario'].iloc[0]} | {figures(runs[0])} "
-                  f"| {figures(runs[1])} |", flush=True)
-    for index in range(1, len(args.clients)):
-        alike = [filecmp.cmp(scores[0, "undisturbed"] / f"{night.name}.csv",
-                             scores[index, "undisturbed"] / f"{night.name}.csv", shallow=False) for night in nights]
-        print(f"\nundisturbed scores CSVs of {args.clients[index]} the same as {args.clients[0]}'s, byte for byte: "
-              f"{sum(alike)} of {len(nights)} nights")
-
+    print(f"{len(nights)} nights, a swaying strand painted on each\n")
+    compare_clients(args.clients, nights, painted, "painted", args.work, args.threads)
 
 if __name__ == "__main__":
     main()
