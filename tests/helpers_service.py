@@ -198,7 +198,8 @@ def moto_s3():
 
 
 class RecordingServer:
-    """A local HTTP server on 127.0.0.1 for POSTs: `answer(path, headers, body)` gives (status, JSON reply)."""
+    """A local HTTP server on 127.0.0.1 for POSTs and GETs: `answer(path, headers, body)` gives (status, reply): a
+    JSON reply, or a text one sent as it is."""
 
     def __init__(self, answer):
         server = self
@@ -207,12 +208,15 @@ class RecordingServer:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, reply = answer(self.path, self.headers, body)
-                data = json.dumps(reply).encode()
+                text = isinstance(reply, str)
+                data = reply.encode() if text else json.dumps(reply).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            do_GET = do_POST
 
             def log_message(self, *args):
                 pass
@@ -224,32 +228,6 @@ class RecordingServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@contextmanager
-def answering_gets(answers: dict[str, tuple[int, str]]):
-    """A local HTTP server on 127.0.0.1 whose GETs get `answers[path]` (status, text; read at each request), else
-    404; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            status, text = answers.get(self.path, (404, "not found"))
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class TelegramStandIn(RecordingServer):

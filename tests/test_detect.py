@@ -33,7 +33,7 @@ from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
 from helpers_nights import background, sensor_noise
-from helpers_service import BUCKET, KEYS, answering_gets, child_env, free_port, moto_s3, service_env
+from helpers_service import BUCKET, KEYS, RecordingServer, child_env, free_port, moto_s3, service_env
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = KEYS["obs01"]
@@ -1078,7 +1078,9 @@ def test_a_bucket_answering_access_denied_says_what_it_may_mean(tmp_path, caplog
 
     answers = {"/models/guAlta_latest_version.json": (403, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>"
                                                        "<Code>AccessDenied</Code><Message>Access Denied</Message></Error>")}
-    with answering_gets(answers) as url:
+    bucket = RecordingServer(lambda path, _headers, _body: answers.get(path, (404, "not found")))
+    url = bucket.url
+    try:
         caplog.set_level(logging.INFO)
         target = tmp_path / "client" / "guAlta.onnx"
         target.parent.mkdir()
@@ -1091,6 +1093,8 @@ def test_a_bucket_answering_access_denied_says_what_it_may_mean(tmp_path, caplog
         answers["/models/guAlta_latest_version.json"] = (404, "not found")
         with pytest.raises(NoModelPublished):
             latest_model_info(url, timeout=10)
+    finally:
+        bucket.close()
 
 
 def test_published_models_are_read_from_the_bucket(tmp_path):
