@@ -1,8 +1,9 @@
 """guAlta operator settings — the thesis' keys. Copy this file to guAltaConfig.py and edit the copy for your
 observatory: git ignores it, so upgrades (`git pull`) keep it. Without a guAltaConfig.py this file is read.
 
-Every key can be overridden by an environment variable GUALTA_<KEY> (e.g. GUALTA_THRESHOLD=0.9) or a CLI flag
-(e.g. --threshold 0.9); `--config FILE` reads another file like this one. Relative paths here are relative to this
+Every key can be overridden by an environment variable GUALTA_<KEY> (e.g. GUALTA_THRESHOLD=0.9) and the client's
+keys by a CLI flag (e.g. --threshold 0.9; the service's: `serve --store`, `serve --site-at`); `--config FILE` reads
+another file like this one. Relative paths here are relative to this
 file's folder.
 """
 
@@ -16,7 +17,7 @@ guAlta_enable_extra_log = False                 # per-frame lines: path , label 
 guAlta_threshold = 0.85                         # meteor score at or above which a frame is a detection
 guAlta_sleep_between_imgs = 10                  # real time: sleep after handling frames, then check every 0.5 s
 guAlta_api_key = ""                             # this observatory's key for guAlta_URL (better: env GUALTA_API_KEY)
-guAlta_model = "models/guAlta.onnx"             # .onnx (or fastai .pkl); downloaded from guAlta_URL if missing
+guAlta_model = "models/guAlta.onnx"             # .onnx (or fastai .pkl); downloaded if missing
 guAlta_model_url = ""                           # published models (empty: guAlta_URL; on AWS the stack's ModelUrl)
 guAlta_model_update = True                      # install a newer published model (False: keep this one)
 guAlta_outbox = "gualta_outbox.sqlite"          # reports not yet delivered + real-time progress (keep it on local disk)

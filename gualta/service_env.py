@@ -5,6 +5,7 @@
     GUALTA_TELEGRAM_TOKEN     bot token                              GUALTA_TELEGRAM_TOKEN_PARAM  SSM parameter
     GUALTA_TELEGRAM_CHAT      channel (@name or numeric id)          GUALTA_TELEGRAM_API  Bot API base URL (tests)
     GUALTA_TELEGRAM_NIGHT_POSTS  detections an observatory posts in a night (default 50; 0: no limit)
+    GUALTA_TELEGRAM_WITHIN_DAYS  days after the last night a night is still posted (default 7; 0: any night)
     GUALTA_SITE_URL           public base URL of the pages (links)   GUALTA_TIMEZONE      IANA zone (default: system)
     GUALTA_OBSERVATORIES      JSON {obs_id: {lat, lon, elevation_m, name, tz}}
     GUALTA_TLE_FILE           TLE file for passes (default: gualta/data/iss.tle)   GUALTA_N2YO_KEY(_PARAM)  n2yo key

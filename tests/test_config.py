@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,18 @@ def test_misspelt_environment_variables_are_warned_with_a_suggestion(caplog):
     assert [record.getMessage() for record in caplog.records] == [
         "environment GUALTA_OBSID ignored: not a setting (did you mean GUALTA_OBS_ID?)",
         "environment GUALTA_TRESHOLD ignored: not a setting (did you mean GUALTA_THRESHOLD?)"]
+
+
+def test_every_variable_the_package_reads_is_known_to_the_misspelling_check(caplog):
+    """A variable the code reads but the check does not know would be ignored silently when misspelt."""
+    package = Path(config.__file__).parent
+    read = {name for source in package.rglob("*.py")
+            for name in re.findall(r"[\"'](GUALTA_[A-Z0-9_]+)[\"']", source.read_text())}
+    assert "GUALTA_TELEGRAM_WITHIN_DAYS" in read
+    assert read - {setting.env for setting in SETTINGS} - config.OTHER_ENV == set()
+    with caplog.at_level(logging.WARNING, "gualta.config"):
+        config.warn_misspelt_env({"GUALTA_TELEGRAM_WITHIN_DAY": "3"})
+    assert "did you mean GUALTA_TELEGRAM_WITHIN_DAYS?" in caplog.text
 
 
 def test_every_setting_has_a_key_an_environment_variable_and_a_flag():
