@@ -356,9 +356,10 @@ class Decider:
         """Decide the waiting candidate with no successor (night over, or it waited too long)."""
         return self._decide_waiting(after=None)
 
-    def resume_after(self, result: FrameResult) -> None:
-        """Continue a night after `result`, a scored frame decided earlier (a restarted watcher)."""
-        self.before, self.earlier = result, None
+    def resume_after(self, result: FrameResult, earlier: FrameResult | None = None) -> None:
+        """Continue a night after `result`, a scored frame decided earlier (a restarted watcher), and `earlier`, the
+        scored frame decided before it (the frame two back, `crossing_two_back`)."""
+        self.before, self.earlier = result, earlier
 
     def checked(self, result: FrameResult) -> bool:
         """A candidate its neighbours may explain: a model's candidate with the satellite, the cloud or the lightning

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule, detection_report,
-                           file_stamp, log_report, model_version, open_model, prepare, refreshed_model, rescorer, show,
-                           write_scores)
+from gualta.detect import (DAYTIME, SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule,
+                           detection_report, file_stamp, log_report, model_version, open_model, prepare,
+                           refreshed_model, rescorer, show, write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -231,31 +231,42 @@ class NightWatch:
                                settings.lightning_check)
         self.waiting_since: float | None = None
         self.held: FrameResult | None = None       # the candidate waiting since waiting_since
-        self.resume()
-        self.watch = FrameWatch(folder, self.frames.frames, settle_s, grace_s)
+        late = self.resume()
+        self.watch = FrameWatch(folder, self.frames.frames + late, settle_s, grace_s)
         if upload:
             outbox.put(*log_report("start", settings, self.night))
 
-    def resume(self) -> None:
-        """Take back the frames decided before a restart."""
+    def resume(self) -> list[Path]:
+        """Take back the frames decided before a restart as the decider and the scorer had them: its last two scored
+        frames (`Decider.resume_after`) and whether the last frame was taken in daylight (the next is then compared
+        with none). Returns the frames ignored as late: taken, but not frames of the night (the frames after them
+        pair as they did)."""
         done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
-        last_scored = None
+        scored, last, late = [], None, []
         try:
             frames = allsky.list_frames(self.folder)
         except OSError as exc:      # its permissions: the frames decided before are known by name, the rest wait
             log.warning("cannot list %s: %s", self.folder, exc.strerror or exc)
             frames = sorted(map(self.folder.joinpath, done))      # by name: taken_at would list the folder
         for frame in frames:
-            if frame.name not in done:          # not handed over yet, or ignored as late
+            row = done.get(frame.name)
+            if row is None:                     # not handed over yet
+                continue
+            if row["note"] == LATE_NOTE:
+                late.append(frame)
                 continue
             self.frames.append(frame)
-            if done[frame.name]["score"] != "":
-                last_scored = frame
-        if last_scored is not None:
-            context, _ = prepare(self.frames, last_scored, self.scorer.kind, self.settings.streak_check)
-            self.decider.resume_after(context)
-            log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, last_scored.name,
+            last = row
+            if row["score"] != "":
+                scored.append(frame)
+        self.scorer.after_daylight = last is not None and last["note"].startswith(DAYTIME)
+        if scored:
+            context = [prepare(self.frames, frame, self.scorer.kind, self.settings.streak_check)[0]
+                       for frame in scored[-2:]]
+            self.decider.resume_after(*reversed(context))
+            log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, scored[-1].name,
                      len(self.frames.frames))
+        return late
 
     def step(self, force: bool = False, limit: int | None = None) -> int:
         """Score and decide the frames that became complete (force: all that are left; at most `limit`); returns how

@@ -983,3 +983,48 @@ def test_a_watcher_restarted_mid_night_keeps_one_model_for_the_night(client_nigh
     ticked(second, 2)
     second.outbox.close()
     assert len(refreshed) == 2                                          # the next night's start
+
+
+def test_a_restart_goes_on_with_the_two_frames_the_decider_had_and_their_own_pairs(client_night, tiny_model,
+                                                                                      tmp_path):
+    """After a restart the decider had the last scored frame only (a satellite that clouds hid in the previous frame
+    was no longer flagged by the frame two back, as a batch run flags it), and that frame paired with a frame ignored
+    as late, named between it and its predecessor, rather than with the predecessor it was scored against."""
+    config, writer, watcher = watching(client_night, tiny_model, tmp_path, 8)
+    ticked(watcher)
+    scored = [row for row in rows_in(config.outbox) if row["score"] != ""]
+    last, before_last = scored[-1], scored[-2]
+    late = renamed_copy(writer.frames[0], writer.folder, allsky.frame_time(writer.folder / last["file"])
+                        - timedelta(seconds=10))
+    ticked(watcher, 2)
+    watcher.outbox.close()
+    assert {row["file"]: row for row in rows_in(config.outbox)}[late.name]["note"] == realtime.LATE_NOTE
+    restarted = realtime.NightWatch(writer.folder, config, load_model(tiny_model, threads=1), Outbox(config.outbox),
+                                    False, lambda line: None)
+    decider = restarted.decider
+    assert (decider.before.file.name, decider.before.previous.name) == (last["file"], last["previous"])
+    assert decider.earlier is not None and decider.earlier.file.name == before_last["file"]
+
+
+def test_a_restart_after_daylight_frames_compares_the_first_night_frame_with_none(client_night, tiny_model,
+                                                                                   tmp_path, madrid_clock):
+    """Restarted at dusk, the watcher compared the first frame taken after daylight with the last daylight frame
+    (scored against the bright sky and reported); a batch run, and a watcher running on, compares it with none."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000", latitude=0.0,
+                      longitude=-43.5)                                    # frames 0–6 taken in daylight here
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(7))
+    first = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                    settle_s=0.0)
+    ticked(first)
+    first.outbox.close()
+    assert [row["note"].startswith("daytime: ") for row in rows_in(config.outbox)] == [True] * 7
+    writer.write(range(7, 10))
+    second = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                     settle_s=0.0)
+    ticked(second)
+    second.outbox.close()
+    after_daylight = rows_in(config.outbox)[7]
+    assert (after_daylight["score"], after_daylight["previous"], after_daylight["note"]) == \
+        ("", "", "first frame after daylight: no predecessor")
