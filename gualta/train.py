@@ -238,7 +238,8 @@ def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_wei
                               loss_func=loss_func)
     except (OSError, RuntimeError) as exc:          # URLError is an OSError
         if pretrained:
-            raise TrainError(f"cannot get the ImageNet weights of {arch} ({exc}); offline, use --no-pretrained")
+            raise TrainError(f"cannot get the ImageNet weights of {arch} ({exc}); offline, use "
+                             "--no-pretrained (PRETRAINED = False in the notebooks)")
         raise
 
 
@@ -320,11 +321,17 @@ def learner_for(config: TrainConfig):
 
 def find_lr(learn, out_dir: str | Path | None = None) -> float:
     """fastai lr_find; saves lr_find.png (loss against learning rate, valley marked) in out_dir if given; returns
-    the valley suggestion."""
+    the valley suggestion. A sweep the loss ends at once (it diverges early, as from trained weights or on a handful
+    of images) leaves fastai nothing to suggest from: TrainError."""
     import matplotlib.pyplot as plt
 
     with learn.no_bar():
-        valley = float(learn.lr_find(show_plot=False).valley)
+        try:
+            valley = float(learn.lr_find(show_plot=False).valley)
+        except IndexError as exc:
+            raise TrainError(f"lr_find stopped after {len(learn.recorder.lrs)} steps, too few to suggest a learning "
+                             "rate (the loss diverged at once: trained starting weights or too few images); "
+                             "give the learning rate instead of running lr_find") from exc
     if out_dir is not None:
         learn.recorder.plot_lr_find()
         plt.gca().axvline(valley, color="tab:orange", ls="--", label=f"valley {valley:.2g}")

@@ -29,7 +29,8 @@ the **test nights only** (`gualta.evaluate`) and the export to `.pkl` and ONNX.
 
 Parameters below can be overridden by environment variables `GUALTA_NB_*`. Without a dataset, a small one is
 simulated first (a few minutes). To fine-tune the shipped model instead (e.g. on an observatory's own labelled
-nights), set `INIT` to `../models/guAlta.onnx` (a ResNet34), with `PRETRAINED = False` and a low `LR` such as 1e-4."""),
+nights), set `INIT` to `../models/guAlta.onnx` (a ResNet34), with `PRETRAINED = False`, `LR_FIND = False` and a
+low `LR` such as 1e-4."""),
         new_code_cell(f"""# Parameters
 import os
 from pathlib import Path
@@ -68,11 +69,14 @@ RUN_DIR.mkdir(parents=True, exist_ok=True)
 learn, rows = train.learner_for(config)
 print(rows.groupby(["is_valid", "label"]).size())
 learn.dls.show_batch(max_n=6, figsize=(8, 5))"""),
-        new_markdown_cell("## Learning rate"),
+        new_markdown_cell("""## Learning rate
+
+With `LR_FIND`, fastai's `lr_find` plots the loss against the learning rate and training uses its valley suggestion
+in place of `LR`; with `LR_FIND = False`, training uses `LR`."""),
         new_code_cell("""if LR_FIND:
     config.lr = train.find_lr(learn, RUN_DIR)
     display(Image(RUN_DIR / "lr_find.png"))
-print("learning rate", config.lr)"""),
+print(f"learning rate {config.lr:.2g}")"""),
         new_markdown_cell("## Training (writes model.pkl, model.onnx, history.csv to the run folder)"),
         new_code_cell("""result = train.train(config)
 print(result.summary["training"])
@@ -107,19 +111,22 @@ def inference_cells() -> list:
 Load an ONNX (or fastai `.pkl`) model, turn each frame and its predecessor into the model's input (the v4 difference
 image, or the frame itself for a raw-frame model), score them and look at the detections. The first frame of a night
 has no predecessor and is skipped, and so are bad frames (truncated, blank, repeated: logged), as
-`python guAlta.py batch` does for operators."""),
+`python guAlta.py batch` does for operators.
+
+Without `NIGHT`, a clear 30-minute night with bright meteors is simulated into `NIGHTS` (once: a re-run scores it
+again). These are the model's scores alone: satellites, planes and cloud edges can score high too, and the batch run's
+checks hold those back (README, "The checks")."""),
         new_code_cell("""# Parameters
 import os
 from pathlib import Path
 
 MODEL = os.environ.get("GUALTA_NB_MODEL", "../models/guAlta.onnx")    # the shipped model
 NIGHT = os.environ.get("GUALTA_NB_NIGHT", "")           # a night folder ROOT/YYYYMMDD; default: simulate one
+NIGHTS = Path(os.environ.get("GUALTA_NB_NIGHTS", "../data/example_nights"))   # where that one is simulated
 THRESHOLD = float(os.environ.get("GUALTA_NB_THRESHOLD", "0.85"))
 THREADS = int(os.environ.get("GUALTA_NB_THREADS", "2"))
 SIM_FRAMES = int(os.environ.get("GUALTA_NB_SIM_FRAMES", "60"))"""),
-        new_code_cell("""import tempfile
-
-import numpy as np
+        new_code_cell("""import numpy as np
 import pandas as pd
 from matplotlib import pyplot as plt
 
@@ -127,14 +134,15 @@ from gualta import allsky
 from gualta.frames import NightFrames
 from gualta.model import load_model, model_input
 from gualta.preprocess import read_frame
-from gualta.simulate import Rates, simulate_night
+from gualta.simulate import Rates, simulate_nights
 
 model = load_model(MODEL, threads=THREADS)
 print(MODEL, model.info)
-if not NIGHT:
-    NIGHT = simulate_night(tempfile.mkdtemp(), "20211110", frames=SIM_FRAMES, start="22:00", seed=1,
-                           rates=Rates(meteor=0.1), progress=False)
-night = Path(NIGHT)"""),
+if not NIGHT:                                     # seed 25: a clear sky; kept whole, so a re-run reuses it
+    NIGHT = simulate_nights(NIGHTS, frames=SIM_FRAMES, start="22:00", seed=25, first_date="20211110",
+                            rates=Rates(meteor=0.1), keep_whole=True)[0]
+night = Path(NIGHT)
+print("night", night)"""),
         new_code_cell("""frames = NightFrames(allsky.list_frames(night))   # each frame paired with the last good one before it
 pairs, inputs = [], []
 for frame in frames.frames:
@@ -152,12 +160,14 @@ if truth_file.is_file():
     truth = pd.read_csv(truth_file)[["file", "label", "event", "peak_snr"]].rename(columns={"label": "truth"})
     table = table.merge(truth, on="file")
     display(pd.crosstab(table["truth"], table["label"]))"""),
+        new_markdown_cell("The four highest scores: the frame and the model's input"),
         new_code_cell("""top = table.sort_values("score", ascending=False).head(4)
 fig, axes = plt.subplots(len(top), 2, figsize=(8, 4 * len(top)), squeeze=False)
 for (ax_frame, ax_input), row in zip(axes, top.itertuples()):
     ax_frame.imshow(read_frame(night / row.file), cmap="gray")
     ax_input.imshow(inputs[row.input], cmap="gray")
-    ax_frame.set_title(f"{row.file}  score {row.score:.3f}")
+    truth = f", truth: {row.event}" if "event" in table else ""
+    ax_frame.set_title(f"{row.file}\\nscore {row.score:.3f}{truth}", fontsize=10)
     ax_input.set_title(f"model input ({model.info.kind})")
     ax_frame.axis("off"), ax_input.axis("off")
 plt.tight_layout()"""),

@@ -14,13 +14,16 @@ NOTEBOOKS = REPO / "notebooks"
 NAMES = ("Train_resnet34.ipynb", "Train_resnet18.ipynb", "Inference_example.ipynb")
 
 
-def execute(name: str, env: dict, monkeypatch) -> nbformat.NotebookNode:
-    """Run a notebook in a fresh kernel from the notebooks folder, with env parameters; return it with outputs."""
+def execute(name: str, env: dict, monkeypatch, then: str = "") -> nbformat.NotebookNode:
+    """Run a notebook in a fresh kernel from the notebooks folder, with env parameters (and the code `then` in a
+    last cell); return it with outputs."""
     from nbclient import NotebookClient
 
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    if then:
+        notebook.cells.append(nbformat.v4.new_code_cell(then))
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return notebook
@@ -58,6 +61,7 @@ def test_training_notebook_runs(arch, lr_find, init, tiny_dataset, tmp_path, mon
     assert json.loads((run_dir / "config.json").read_text())["config"]["init"] == (str(init) if init else None)
     assert (run_dir / "lr_find.png").is_file() == bool(lr_find)
     assert "max |ONNX − fastai|" in printed(notebook)
+    assert "TqdmWarning" not in printed(notebook)             # importing gualta.train must not load tqdm.auto
     images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4                                   # show_batch, loss curves, confusion, top losses, CAM
 
@@ -82,3 +86,18 @@ def test_inference_notebook_skips_a_truncated_frame(tmp_path, monkeypatch):
         "GUALTA_NB_MODEL": REPO / "models" / "guAlta.onnx", "GUALTA_NB_NIGHT": night, "GUALTA_NB_THREADS": 1},
         monkeypatch)
     assert "4 frames scored" in printed(notebook)                      # 5 pairs, less the truncated frame's
+
+
+def test_inference_notebook_shows_meteors_on_its_own_night(tmp_path, monkeypatch):
+    """Without a night, the notebook simulates one whose highest scores are meteors (the night it simulated before
+    found none: the example showed no detection), and a second run scores the same night without simulating it."""
+    env = {"GUALTA_NB_NIGHTS": tmp_path, "GUALTA_NB_THREADS": 1}
+    report = 'print("top events:", list(top["event"]))'
+    first = execute("Inference_example.ipynb", env, monkeypatch, then=report)
+    found = int(printed(first).split("59 frames scored, ")[1].split(" at or above")[0])
+    assert found >= 1 and "top events: ['meteor'," in printed(first)
+    night_json = tmp_path / "20211110" / "night.json"
+    written = night_json.stat().st_mtime_ns
+    second = execute("Inference_example.ipynb", env, monkeypatch, then=report)
+    assert night_json.stat().st_mtime_ns == written and "simulate 20211110" not in printed(second)
+    assert f"59 frames scored, {found} at or above" in printed(second)

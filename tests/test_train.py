@@ -632,3 +632,21 @@ def test_a_threshold_is_a_score_from_0_to_1(command, capsys):
         train.build_parser().parse_args([*command, "--threshold", "85"])
     assert refused.value.code == 2 and "must be from 0 to 1 (a score, such as 0.85): 85" in capsys.readouterr().err
     assert train.build_parser().parse_args([*command, "--threshold", "0.9"]).threshold == 0.9
+
+
+def test_find_lr_names_a_sweep_too_short_to_suggest():
+    """fastai's lr_find raised a bare IndexError when its loss diverged within a few steps (seen fine-tuning the
+    shipped model on a small dataset): a TrainError now says what happened and what to do."""
+    import contextlib
+
+    class Learner:
+        recorder = type("Recorder", (), {"lrs": [1e-7, 1.2e-7, 1.4e-7]})()
+
+        def no_bar(self):
+            return contextlib.nullcontext()
+
+        def lr_find(self, show_plot):
+            raise IndexError("index 0 is out of bounds for dimension 0 with size 0")
+
+    with pytest.raises(train.TrainError, match="lr_find stopped after 3 steps.*give the learning rate"):
+        train.find_lr(Learner())
