@@ -890,7 +890,8 @@ def start_of(night_date: str, start: str) -> datetime:
 def refuse_filled(folder: Path) -> None:
     """Raise NightExists when `folder` already holds AllSky frames."""
     if folder.is_dir() and any(allsky.frame_time(entry.name) for entry in folder.iterdir()):
-        raise NightExists(f"{folder} already holds frames: simulate into another folder (--out) or remove it")
+        raise NightExists(f"{folder} already holds frames: simulate into another folder (--out; in the notebooks "
+                          "GUALTA_NB_NIGHTS) or remove it")
 
 
 def simulate_night(out_root: str | Path, night_date: str, frames: int | None = None, start: str = "20:00",

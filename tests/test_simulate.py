@@ -124,7 +124,7 @@ def test_nights_written_whole_are_kept_when_asked_and_others_still_refused(tmp_p
     first = simulate_nights(tmp_path, nights=2, frames=3, start="21:00", seed=8, workers=1)
     written = {path: path.stat().st_mtime_ns for path in first[0].iterdir()}
     (first[1] / "night.json").unlink()                                   # the second one cut short
-    with pytest.raises(NightExists):
+    with pytest.raises(NightExists, match="GUALTA_NB_NIGHTS"):          # the way out a notebook's reader takes
         simulate_nights(tmp_path, nights=2, frames=3, start="21:00", seed=8, workers=1)
     with pytest.raises(NightExists):                                     # another request's nights: never reused
         simulate_nights(tmp_path, nights=1, frames=4, start="21:00", seed=8, workers=1, keep_whole=True)
