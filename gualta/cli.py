@@ -9,7 +9,7 @@ import sys
 def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...]) -> int:
     """Parse argv, run the subcommand's `run(args)` with INFO logs on stderr (kept clear of progress bars); one of
     `errors`, or a file that cannot be read or written (OSError), exits 2 with '<prog> <command>: error: <message>'."""
-    from tqdm.contrib.logging import logging_redirect_tqdm     # imports tqdm.auto: in a notebook, it warns without ipywidgets
+    from tqdm.contrib.logging import logging_redirect_tqdm     # loads tqdm.auto: a notebook without ipywidgets warns
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

@@ -145,11 +145,14 @@ class FrameResult:
 
 # --- scoring ---------------------------------------------------------------------------------------------------------
 
+BAD_FRAME = "bad frame: "            # the note of a frame that cannot be used, before why
+
+
 def skip_reason(frames: NightFrames, frame: Path) -> str:
     if frames.frames and frames.frames[0] == frame:
         return "first frame of the night: no predecessor"
     if frames.image(frame) is None:
-        return f"bad frame: {frames.bad_reason(frame)}"
+        return f"{BAD_FRAME}{frames.bad_reason(frame)}"
     return frames.afresh_reason(frame) or "no good earlier frame of the same size"
 
 

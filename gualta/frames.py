@@ -97,7 +97,10 @@ class NightFrames:
     def pair(self, frame: Path) -> allsky.FramePair | None:
         """The frame and the last good frame before it, or None (warned) if there is no such pair."""
         i = self._position[frame]
-        if self._shape(i) is None or i in self._afresh:
+        if self._shape(i) is None:
+            return None
+        self._take_over_afresh(i)
+        if i in self._afresh:
             return None
         j = self._predecessor(i)
         if j is None:
@@ -208,6 +211,16 @@ class NightFrames:
         after = self._decodable_neighbour(i, +1)
         self._reject(i, f"{self.frames[i].name}: frame is {size_text(self._shape(i))} but the frames either "
                         f"side are {size_text(self._shape(after))}: skipped")
+
+    def _take_over_afresh(self, i: int) -> None:
+        """A bad frame to be compared with none hands that on to the next good frame: the frames before it are of
+        another time (daylight, a clock set back), and the next would pair with one of them."""
+        for j in range(i - 1, -1, -1):
+            if self._is_good(j):
+                return
+            if j in self._afresh:
+                self._afresh.setdefault(i, self._afresh[j])
+                return
 
     def _predecessor(self, i: int) -> int | None:
         return next((j for j in range(i - 1, -1, -1) if self._is_good(j)), None)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (DAYTIME, SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule,
+from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule,
                            detection_report, file_stamp, log_report, model_version, open_model, prepare,
                            refreshed_model, rescorer, show, write_scores)
 from gualta.frames import NightFrames
@@ -238,11 +238,11 @@ class NightWatch:
 
     def resume(self) -> list[Path]:
         """Take back the frames decided before a restart as the decider and the scorer had them: its last two scored
-        frames (`Decider.resume_after`) and whether the last frame was taken in daylight (the next is then compared
-        with none). Returns the frames ignored as late: taken, but not frames of the night (the frames after them
+        frames (`Decider.resume_after`) and whether the last frame, bad ones aside, was taken in daylight (the next
+        is then compared with none). Returns the frames ignored as late: taken, but not frames of the night (the frames after them
         pair as they did)."""
         done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
-        scored, last, late = [], None, []
+        scored, daylit, late = [], False, []
         try:
             frames = allsky.list_frames(self.folder)
         except OSError as exc:      # its permissions: the frames decided before are known by name, the rest wait
@@ -256,13 +256,14 @@ class NightWatch:
                 late.append(frame)
                 continue
             self.frames.append(frame)
-            last = row
+            if not row["note"].startswith(BAD_FRAME):
+                daylit = row["note"].startswith(DAYTIME)
             if row["score"] != "":
                 scored.append(frame)
-        self.scorer.after_daylight = last is not None and last["note"].startswith(DAYTIME)
-        if scored:
-            context = [prepare(self.frames, frame, self.scorer.kind, self.settings.streak_check)[0]
-                       for frame in scored[-2:]]
+        self.scorer.after_daylight = daylit
+        context = [result for result, _ in (prepare(self.frames, frame, self.scorer.kind, self.settings.streak_check)
+                                            for frame in scored[-2:]) if result.scored]     # not unreadable since
+        if context:
             self.decider.resume_after(*reversed(context))
             log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, scored[-1].name,
                      len(self.frames.frames))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -319,6 +320,10 @@ def learner_for(config: TrainConfig):
 
 # --- training ---------------------------------------------------------------------------------------------------
 
+SHORT_SWEEP = 100 // 10 + 5         # lr_find steps with a loss (of its 100) too few for fastai's valley: it drops the
+                                    # first 10 % and the last 5
+
+
 def find_lr(learn, out_dir: str | Path | None = None) -> float:
     """fastai lr_find; saves lr_find.png (loss against learning rate, valley marked) in out_dir if given; returns
     the valley suggestion. A sweep the loss ends at once (it diverges early, as from trained weights or on a handful
@@ -329,7 +334,10 @@ def find_lr(learn, out_dir: str | Path | None = None) -> float:
         try:
             valley = float(learn.lr_find(show_plot=False).valley)
         except IndexError as exc:
-            raise TrainError(f"lr_find stopped after {len(learn.recorder.lrs)} steps, too few to suggest a learning "
+            steps = sum(math.isfinite(float(loss)) for loss in learn.recorder.losses)
+            if steps > SHORT_SWEEP:                         # not the empty suggestion: an error of its own
+                raise
+            raise TrainError(f"lr_find stopped after {steps} steps, too few to suggest a learning "
                              "rate (the loss diverged at once: trained starting weights or too few images); "
                              "give the learning rate instead of running lr_find") from exc
     if out_dir is not None:

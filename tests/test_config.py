@@ -168,7 +168,7 @@ def test_misspelt_environment_variables_are_warned_with_a_suggestion(caplog):
 def test_every_variable_the_package_reads_is_known_to_the_misspelling_check(caplog):
     """A variable the code reads but the check does not know would be ignored silently when misspelt."""
     package = Path(config.__file__).parent
-    read = {name for source in package.rglob("*.py")
+    read = {name for source in [*package.rglob("*.py"), *(package.parent / "aws_lambda").rglob("*.py")]
             for name in re.findall(r"[\"'](GUALTA_[A-Z0-9_]+)[\"']", source.read_text())}
     assert "GUALTA_TELEGRAM_WITHIN_DAYS" in read
     assert read - {setting.env for setting in SETTINGS} - config.OTHER_ENV == set()

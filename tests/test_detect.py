@@ -302,6 +302,23 @@ def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_p
     assert rows("utc.csv", latitude=0.0, longitude=-43.95, camera_timezone="UTC") == madrid   # named an hour later
 
 
+def test_a_bad_first_frame_after_daylight_hands_its_afresh_start_to_the_next_good_frame(client_night, tiny_model,
+                                                                                          tmp_path, madrid_clock):
+    """The first frame after daylight is compared with none; when it was unreadable, the next frame was compared with
+    the last daylit frame (its sky and the sun's glare made the difference) — so with a bad frame compared with none
+    after a clock set back."""
+    night = tmp_path / client_night.name
+    shutil.copytree(client_night, night)
+    frames = allsky.list_frames(night)
+    frames[11].write_bytes(b"not a picture")                      # the first frame after daylight at this place
+    run_batch(settings(tmp_path, tiny_model, threshold=0, latitude=0.0, longitude=-43.95), night,
+              tmp_path / "dusk.csv", upload=False, say=lambda line: None, progress=False)
+    dusk = read_scores(tmp_path / "dusk.csv")
+    assert dusk[11]["note"].startswith("bad frame: ")
+    assert dusk[12]["note"] == "first frame after daylight: no predecessor" and dusk[12]["score"] == ""
+    assert dusk[13]["previous"] == frames[12].name and dusk[13]["score"] != ""
+
+
 def test_extra_log_prints_the_thesis_line_per_frame(client_night, tiny_model, tmp_path):
     lines = []
     run_batch(settings(tmp_path, tiny_model, enable_extra_log=True), client_night, None, upload=False,

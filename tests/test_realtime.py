@@ -1006,25 +1006,32 @@ def test_a_restart_goes_on_with_the_two_frames_the_decider_had_and_their_own_pai
     assert decider.earlier is not None and decider.earlier.file.name == before_last["file"]
 
 
+@pytest.mark.parametrize("bad_first", [False, True])
 def test_a_restart_after_daylight_frames_compares_the_first_night_frame_with_none(client_night, tiny_model,
-                                                                                   tmp_path, madrid_clock):
+                                                                                   tmp_path, madrid_clock, bad_first):
     """Restarted at dusk, the watcher compared the first frame taken after daylight with the last daylight frame
-    (scored against the bright sky and reported); a batch run, and a watcher running on, compares it with none."""
+    (scored against the bright sky and reported); a batch run, and a watcher running on, compares it with none — the
+    first good one when the first was bad (a black exposure)."""
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000", latitude=0.0,
                       longitude=-43.5)                                    # frames 0–6 taken in daylight here
     writer = Writer(client_night, root, spacing_s=0.0)
     writer.write(range(7))
+    if bad_first:
+        black = cv2.imread(str(client_night / writer.frames[7].name)) * 0
+        cv2.imwrite(str(writer.folder / writer.frames[7].name), black)
     first = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
                     settle_s=0.0)
     ticked(first)
     first.outbox.close()
-    assert [row["note"].startswith("daytime: ") for row in rows_in(config.outbox)] == [True] * 7
-    writer.write(range(7, 10))
+    notes = [row["note"] for row in rows_in(config.outbox)]
+    assert [note.startswith("daytime: ") for note in notes[:7]] == [True] * 7
+    assert notes[7:] == (["bad frame: blank: no picture (a black or uniform image)"] if bad_first else [])
+    writer.write(range(8 if bad_first else 7, 10))
     second = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
                      settle_s=0.0)
     ticked(second)
     second.outbox.close()
-    after_daylight = rows_in(config.outbox)[7]
+    after_daylight = rows_in(config.outbox)[8 if bad_first else 7]
     assert (after_daylight["score"], after_daylight["previous"], after_daylight["note"]) == \
         ("", "", "first frame after daylight: no predecessor")

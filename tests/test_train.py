@@ -640,7 +640,7 @@ def test_find_lr_names_a_sweep_too_short_to_suggest():
     import contextlib
 
     class Learner:
-        recorder = type("Recorder", (), {"lrs": [1e-7, 1.2e-7, 1.4e-7]})()
+        recorder = type("Recorder", (), {"losses": [0.7, 2.5, 40.0] + [float("nan")] * 20})()
 
         def no_bar(self):
             return contextlib.nullcontext()
@@ -650,3 +650,14 @@ def test_find_lr_names_a_sweep_too_short_to_suggest():
 
     with pytest.raises(train.TrainError, match="lr_find stopped after 3 steps.*give the learning rate"):
         train.find_lr(Learner())
+    Learner.recorder.losses = [0.7] * 100                               # a whole sweep: an error of its own
+    with pytest.raises(IndexError):
+        train.find_lr(Learner())
+
+
+def test_importing_the_training_module_leaves_tqdm_auto_unloaded():
+    """tqdm.auto, loaded by the command line's log redirection, warned in every training notebook (no ipywidgets):
+    importing gualta.train, as the notebooks do, must not load it."""
+    code = "import sys, gualta.train, gualta.cli; print('tqdm.auto' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
