@@ -113,7 +113,7 @@ image, or the frame itself for a raw-frame model), score them and look at the de
 has no predecessor and is skipped, and so are bad frames (truncated, blank, repeated: logged), as
 `python guAlta.py batch` does for operators.
 
-Without `NIGHT`, a clear 30-minute night with bright meteors is simulated into `NIGHTS` (once: a re-run scores it
+Without `NIGHT`, a clear 30-minute night with bright meteors is simulated under `NIGHTS` (once: a re-run scores it
 again). These are the model's scores alone: satellites, planes and cloud edges can score high too, and the batch run's
 checks hold those back (README, "The checks")."""),
         new_code_cell("""# Parameters
@@ -138,8 +138,8 @@ from gualta.simulate import Rates, simulate_nights
 
 model = load_model(MODEL, threads=THREADS)
 print(MODEL, model.info)
-if not NIGHT:                                     # seed 25: a clear sky; kept whole, so a re-run reuses it
-    NIGHT = simulate_nights(NIGHTS, frames=SIM_FRAMES, start="22:00", seed=25, first_date="20211110",
+if not NIGHT:       # seed 25: a clear sky; kept whole, so a re-run reuses it (a folder of its own for each length)
+    NIGHT = simulate_nights(NIGHTS / f"seed25-{SIM_FRAMES}-frames", frames=SIM_FRAMES, start="22:00", seed=25, first_date="20211110",
                             rates=Rates(meteor=0.1), keep_whole=True)[0]
 night = Path(NIGHT)
 print("night", night)"""),

@@ -96,7 +96,7 @@ def test_inference_notebook_shows_meteors_on_its_own_night(tmp_path, monkeypatch
     first = execute("Inference_example.ipynb", env, monkeypatch, then=report)
     found = int(printed(first).split("59 frames scored, ")[1].split(" at or above")[0])
     assert found >= 1 and "top events: ['meteor'," in printed(first)
-    night_json = tmp_path / "20211110" / "night.json"
+    night_json = tmp_path / "seed25-60-frames" / "20211110" / "night.json"
     written = night_json.stat().st_mtime_ns
     second = execute("Inference_example.ipynb", env, monkeypatch, then=report)
     assert night_json.stat().st_mtime_ns == written and "simulate 20211110" not in printed(second)
