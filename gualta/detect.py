@@ -651,11 +651,13 @@ def file_stamp(path: Path) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def refreshed_model(settings: Settings, model):
+def refreshed_model(settings: Settings, model, in_use: bool = False):
     """`model`, or the service's latest publication, installed in place of the configured model file once it has
     been downloaded beside it and loaded (see `takes_update`). An unreachable service, nothing published, a failed
     download or a model this client cannot load keeps `model` and its file (logged); a publication that could not
-    be loaded is noted beside the model (`rejected_path`) and not downloaded again."""
+    be loaded is noted beside the model (`rejected_path`) and not downloaded again. Unless `model` is `in_use`
+    elsewhere (a night still being decided with it), its session is let go before the publication is opened (see
+    `installed_model`): the two are never in memory together."""
     path = Path(settings.model)
     model = model_on_disk(settings, path, model)
     try:
@@ -668,7 +670,7 @@ def refreshed_model(settings: Settings, model):
             return model
         log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
                  meta.get("created"))
-        return installed_model(settings, path, meta)
+        return installed_model(settings, path, meta, current=None if in_use else model)
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, path)
         return model
@@ -720,17 +722,24 @@ def write_rejected(model_file: Path, meta: dict, reason: str) -> None:
         log.warning("cannot note %s: %s", rejected_path(model_file), exc)
 
 
-def installed_model(settings: Settings, path: Path, meta: dict | None = None):
+def installed_model(settings: Settings, path: Path, meta: dict | None = None, current=None):
     """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
     and only then moved into place with its metadata, so a file this client cannot load never takes the place of
-    one (ClientError; ModelDownloadError when the download fails)."""
+    one (ClientError; ModelDownloadError when the download fails). `current`, the model loaded from `path`, lets its
+    session go once the download is done; if the publication cannot be used, the file at `path` (still the one it
+    was loaded from) is opened for it again, and it goes on scoring."""
     staged = path.with_name(f"{path.stem}.update{path.suffix}")
     meta = download_model(settings.model_source, staged, meta=meta)
+    released = release_session(current)
     try:
         model = open_model(settings, staged)
     except ClientError as exc:
         staged.unlink(missing_ok=True)
         metadata_path(staged).unlink(missing_ok=True)
+        if released:
+            current.reopen()
+            log.warning("published model version %s cannot be used here: the model file %s (%s) opened again, "
+                        "scoring on", meta.get("version"), path, model_version(current) or "without a version")
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.chmod(staged, installed_mode(path))
     os.replace(staged, path)
@@ -738,6 +747,14 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None):
     rejected_path(path).unlink(missing_ok=True)
     model.path, model.file_stamp = path, file_stamp(path)
     return model
+
+
+def release_session(model) -> bool:
+    """Let an ONNX model's session go (its memory with it) if it can be opened again; whether it was."""
+    if model is None or not hasattr(model, "release"):
+        return False
+    model.release()
+    return True
 
 
 def client_versions() -> dict[str, str | None]:

@@ -12,6 +12,7 @@ was pretrained, and the softmax are inside the graph).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,33 +97,62 @@ def batches(items: list, size: int):
 class OnnxModel:
     """An exported guAlta ONNX graph run with onnxruntime."""
 
-    def __init__(self, path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH):
+    def __init__(self, path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH,
+                 release_arena: bool = True):
         import onnxruntime as ort
 
         ort.disable_telemetry_events()          # an observatory's machine keeps no usage events for anyone
+        self.path, self.threads, self.batch_size, self.release_arena = Path(path), threads, batch_size, release_arena
+        self.run_options = ort.RunOptions()
+        if release_arena:
+            # Each run gives the memory it took back (ONNX Runtime's arena otherwise keeps its largest batch's for
+            # the life of the process: a backlog scored at batch size 16 once cost ~250 MB until the next restart).
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.reopen()
+        self.input_name = self.session.get_inputs()[0].name
+        self.info = ModelInfo.from_props(self.session.get_modelmeta().custom_metadata_map)
+
+    def reopen(self) -> None:
+        """Open the session on the model file (again, after `release`)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the client prepares the next batch (decoding, the streak check)
         # on the same cores while the model runs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.info = ModelInfo.from_props(self.session.get_modelmeta().custom_metadata_map)
-        self.batch_size = batch_size
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def release(self) -> None:
+        """Let the session and its memory go (a model refresh opens the new one only after); `reopen` takes it
+        back."""
+        self.session = None
 
     def probabilities(self, images) -> np.ndarray:
         """Class probabilities [N, len(classes)] for gray uint8 model inputs."""
         images = list(images)
         if not images:
             return np.zeros((0, len(self.info.classes)), np.float32)
-        return np.concatenate([self.session.run(None, {self.input_name: preprocess(chunk, self.info.size)})[0]
-                               for chunk in batches(images, self.batch_size)])
+        probabilities = np.concatenate([self.session.run(None, {self.input_name: preprocess(chunk, self.info.size)},
+                                                         self.run_options)[0]
+                                        for chunk in batches(images, self.batch_size)])
+        if self.release_arena and len(images) > 1:       # a batch's memory, not the next frame's: to the system
+            give_memory_back()
+        return probabilities
 
     def predict(self, images) -> np.ndarray:
         """Meteor probability (float32) for each gray uint8 model input."""
         return self.probabilities(images)[:, self.info.meteor_index].astype(np.float32)
+
+
+def give_memory_back() -> None:
+    """Hand the C heap's free memory back to the system (glibc's malloc_trim, a few ms; nothing where there is none):
+    glibc otherwise keeps what ONNX Runtime let go of."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 class FastaiModel:
@@ -170,13 +200,15 @@ def learner_info(learn) -> ModelInfo:
                      train_nights=tuple(getattr(learn, "train_nights", ())))
 
 
-def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH) -> OnnxModel | FastaiModel:
-    """Open a model file: .onnx with onnxruntime (no fastai import), .pkl with fastai's load_learner."""
+def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH,
+               release_arena: bool = True) -> OnnxModel | FastaiModel:
+    """Open a model file: .onnx with onnxruntime (no fastai import; `release_arena`: each run gives its memory back),
+    .pkl with fastai's load_learner."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.suffix.lower() == ".onnx":
-        return OnnxModel(path, threads, batch_size)
+        return OnnxModel(path, threads, batch_size, release_arena)
     if path.suffix.lower() == ".pkl":
         return FastaiModel(path, threads)
     raise ValueError(f"unknown model format {path.suffix!r}: expected .onnx or .pkl")

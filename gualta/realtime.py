@@ -358,7 +358,7 @@ class Watcher:
         self.settings, self.model, self.stop, self.sender, self.say, self.clock = \
             settings, model, stop, sender, say, clock
         self.scores = scores            # the folder each night's scores CSV goes into when it ends (None: none)
-        self.refresh = refresh          # model → the model to score the next night with (a newer published one)
+        self.refresh = refresh          # (model, in use by a left night) → the model to score the next night with
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
@@ -439,7 +439,7 @@ class Watcher:
             return
         self.outbox.forget_old(night=newest.name)
         if self.refresh is not None and newest.name not in self.outbox.watched_nights():   # one model a night
-            self.model = self.refresh(self.model)
+            self.model = self.refresh(self.model, self.catching_up is not None)
         self.find_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
@@ -546,7 +546,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     scores = scores_folder(scores)
     log.info("settings from %s: %s", settings.source, settings.describe())
     model = open_model(settings, model_path)
-    refresh = (lambda current: refreshed_model(settings, current)) \
+    refresh = (lambda current, in_use: refreshed_model(settings, current, in_use)) \
         if upload and settings.model_update and not model_path else None
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -127,6 +127,7 @@ def retry_delay(attempts: int) -> float:
 
 SET_UP_PATIENCE_S = 30.0      # how long opening an outbox waits out another connection setting the same file up
 KEEP_DAYS = 30                # sent reports and the watcher's rows are kept this long (pending ones for ever)
+REJECTED_KEEP_DAYS = 90       # rejected reports (their body and the service's reason) are kept this long
 WAL_LIMIT_BYTES = 4 * 1024 * 1024     # the write-ahead log is cut back to this after a checkpoint (else it keeps its
                                       # largest size: a month's backlog forgotten, tens of MB)
 RECLAIM_MIN_BYTES = 4 * 1024 * 1024   # free space worth giving back to the disk (VACUUM) once it is most of the file
@@ -244,10 +245,11 @@ class Outbox:
                             "WHERE id = ? AND body = ?",
                             (now + retry_delay(item.attempts + 1), outcome.detail, item.id, item.body))
 
-    def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None) -> int:
-        """Drop the reports delivered more than keep_days ago and the watcher's rows of nights more than keep_days
-        before `night` (YYYYMMDD, default today), so the file stops growing; pending and rejected reports stay.
-        Returns how many rows went."""
+    def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None,
+                   keep_rejected_days: int = REJECTED_KEEP_DAYS) -> int:
+        """Drop the reports delivered more than keep_days ago, those rejected more than keep_rejected_days ago (time
+        enough to read why and fix it) and the watcher's rows of nights more than keep_days before `night`
+        (YYYYMMDD, default today), so the file stops growing; pending reports stay. Returns how many rows went."""
         now = time.time() if now is None else now
         latest = datetime.strptime(night, "%Y%m%d") if night else datetime.fromtimestamp(now)
         before = (latest - timedelta(days=keep_days)).strftime("%Y%m%d")
@@ -255,16 +257,18 @@ class Outbox:
             with self._patience(HOUSEKEEPING_PATIENCE_MS), self._writing():
                 sent = self.db.execute("DELETE FROM outbox WHERE state = 'sent' AND done < ?",
                                        (now - keep_days * 86400,)).rowcount
+                rejected = self.db.execute("DELETE FROM outbox WHERE state = 'rejected' AND done < ?",
+                                           (now - keep_rejected_days * 86400,)).rowcount
                 frames = self.db.execute("DELETE FROM frames WHERE night < ?", (before,)).rowcount
                 self.db.execute("DELETE FROM closed WHERE night < ?", (before,))
         except OutboxError as exc:      # housekeeping: another connection writing, or a full disk, puts it off
             log.warning("%s; old rows are forgotten next time", exc)
             return 0
-        if sent or frames:
-            log.info("outbox %s: forgot %d reports delivered over %d days ago and %d frames of nights before",
-                     self.path, sent, keep_days, frames)
+        if sent or rejected or frames:
+            log.info("outbox %s: forgot %d reports delivered over %d days ago, %d rejected over %d days ago and %d "
+                     "frames of nights before", self.path, sent, keep_days, rejected, keep_rejected_days, frames)
             self._give_back_space()
-        return sent + frames
+        return sent + rejected + frames
 
     def _give_back_space(self) -> None:
         """Shrink the file (VACUUM) once most of it is free pages worth RECLAIM_MIN_BYTES: what an outage's backlog

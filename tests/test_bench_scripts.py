@@ -29,7 +29,9 @@ def test_page_build_bench_on_moto():
 
 def test_client_memory_bench_by_batch_size(client_night):
     output = run_bench("bench/client_memory.py", "--night", str(client_night), "--batch-sizes", "4,1",
-                       "--repeats", "1", "--threads", "1")
-    assert re.search(r"batch size   4   peak memory +\d+ MB", output)
-    assert re.search(r"batch size   1   peak memory +\d+ MB \( *[-+]\d+\)", output)
-    assert "decisions (file, detection, flag) the same at every batch size: True" in output
+                       "--repeats", "1", "--threads", "1", "--arena", "release,keep")
+    assert re.search(r"batch size   4  arena release  peak memory +\d+ MB", output)
+    assert re.search(r"batch size   1  arena keep     peak memory +\d+ MB \( *[-+]\d+\)  then one at a time +\d+ MB",
+                     output)
+    assert re.search(r"batch size   1: speed with the arena released / kept, median of the rounds' ratios \d", output)
+    assert "decisions (file, detection, flag) the same in every run: True" in output

@@ -975,6 +975,40 @@ def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     assert detect.model_version(detect.refreshed_model(config, loaded)) == "test-2"
 
 
+def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_with_the_old_one(
+        client_night, tmp_path, caplog, monkeypatch):
+    """A refresh held the loaded model's session (its memory) while it opened and checked the publication: now it
+    lets it go first; a publication that cannot be used opens the model file again (still in place), and the night
+    is scored with it as before. A model a left night is still deciding with keeps its session."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    broken = tmp_path / "published" / "broken.onnx"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 64)
+    store = tmp_path / "store"
+    publish(store, broken, version=2, created=MARCH)
+    held_while_opening = []
+    opening = detect.open_model
+    monkeypatch.setattr(detect, "open_model", lambda config, path=None: held_while_opening.append(
+        model.session is not None) or opening(config, path))
+    caplog.set_level(logging.WARNING)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        model = opening(config)
+        before = run_batch(config, client_night, tmp_path / "before.csv", upload=False, model=model,
+                           say=lambda line: None, progress=False)
+        assert detect.refreshed_model(config, model) is model
+        assert held_while_opening == [False]                       # let go before the publication was opened
+        assert f"the model file {configured} ({TINY_VERSION}) opened again, scoring on" in caplog.text
+        after = run_batch(config, client_night, tmp_path / "after.csv", upload=False, model=model,
+                          say=lambda line: None, progress=False)
+        assert after.model == TINY_VERSION and after.scored == before.scored > 0
+        assert read_scores(tmp_path / "after.csv") == read_scores(tmp_path / "before.csv")
+        detect.rejected_path(configured).unlink()                   # tried again, while a left night uses it
+        session = model.session
+        assert detect.refreshed_model(config, model, in_use=True) is model and model.session is session
+        assert held_while_opening[1:] == [True]
+
+
 def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(tmp_path):
     """The model a refresh installed named its staging file, so a later install by a batch run was never taken."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)

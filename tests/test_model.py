@@ -221,6 +221,21 @@ def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+def test_onnx_runs_give_their_memory_back_and_score_the_same(monkeypatch):
+    """Each run lets ONNX Runtime's arena give back what it took (it kept its largest batch's memory for the life of
+    the process), and after a batch the C heap hands it to the system; the shipped model scores the same as with the
+    arena kept, batch after batch of any size."""
+    shipped = Path(__file__).resolve().parent.parent / "models" / "guAlta.onnx"
+    released, kept = load_model(shipped, batch_size=16), load_model(shipped, batch_size=16, release_arena=False)
+    assert released.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    images = [np.random.default_rng(seed).integers(0, 256, (400, 400), np.uint8) for seed in range(16)]
+    given_back = []
+    monkeypatch.setattr("gualta.model.give_memory_back", lambda: given_back.append(True))
+    for count in (16, 1, 5, 16):
+        assert np.array_equal(released.predict(images[:count]), kept.predict(images[:count]))
+    assert len(given_back) == 3                             # after each batch, not after a frame alone
+
+
 def test_quantized_copy_scores_like_the_model_and_says_what_it_is(tiny_run, tiny_dataset, client_night, tmp_path):
     import onnx
 

@@ -970,7 +970,7 @@ def test_a_watcher_restarted_mid_night_keeps_one_model_for_the_night(client_nigh
 
     def watcher() -> Watcher:
         return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
-                       refresh=lambda current: refreshed.append(current) or current)
+                       refresh=lambda current, in_use: refreshed.append(current) or current)
 
     first = watcher()
     ticked(first, 4)

@@ -72,6 +72,22 @@ def test_the_outbox_forgets_what_was_delivered_long_ago_and_never_what_is_pendin
         assert outbox.put("old-sent", {"key": "old-sent"}) is True      # forgotten: a re-run would send it again
 
 
+def test_the_outbox_forgets_rejected_reports_after_90_days(tmp_path):
+    """A rejected report (its ~30 kB body and the service's reason) stayed for ever: it outlives a delivered one
+    (30 days), to be read and fixed, and goes after 90."""
+    day, now = 86400, time.mktime((2026, 12, 5, 12, 0, 0, 0, 0, -1))
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        for key in ("month-rejected", "season-rejected", "season-sent"):
+            outbox.put(key, {"key": key})
+        items = {item.key: item for item in outbox.due()}
+        outbox.mark(items["month-rejected"], report.Outcome("rejected", "400 invalid"), now - 31 * day)
+        outbox.mark(items["season-rejected"], report.Outcome("rejected", "400 invalid"), now - 91 * day)
+        outbox.mark(items["season-sent"], report.Outcome("sent"), now - 91 * day)
+        assert outbox.forget_old(now) == 2
+        assert [key for key, _ in outbox.rejected()] == ["month-rejected"]
+        assert {key for key, in outbox.db.execute("SELECT key FROM outbox")} == {"month-rejected"}
+
+
 def test_forgetting_an_outage_backlog_gives_its_disk_space_back(tmp_path):
     """A three-week outage queues hundreds of reports (31 kB each); delivered and forgotten a month later, the file
     kept its size and the write-ahead log grew as large again (SQLite zeroes freed pages through it), 40 MB on the Pi
