@@ -726,20 +726,29 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None, cu
     """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
     and only then moved into place with its metadata, so a file this client cannot load never takes the place of
     one (ClientError; ModelDownloadError when the download fails). `current`, the model loaded from `path`, lets its
-    session go once the download is done; if the publication cannot be used, the file at `path` (still the one it
-    was loaded from) is opened for it again, and it goes on scoring."""
+    session go once the download is done; if the publication cannot be installed, the file at `path` is opened for
+    it again, and it goes on scoring."""
     staged = path.with_name(f"{path.stem}.update{path.suffix}")
     meta = download_model(settings.model_source, staged, meta=meta)
     released = release_session(current)
+    try:
+        return installed_staged(settings, staged, path, meta)
+    except BaseException:
+        if released:
+            current.reopen()
+            log.warning("published model version %s not installed: the model file %s (%s) opened again, scoring on",
+                        meta.get("version"), path, model_version(current) or "without a version")
+        raise
+
+
+def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
+    """The downloaded publication at `staged` loaded, then moved to `path` with its metadata (a file this client
+    cannot load is removed: ClientError)."""
     try:
         model = open_model(settings, staged)
     except ClientError as exc:
         staged.unlink(missing_ok=True)
         metadata_path(staged).unlink(missing_ok=True)
-        if released:
-            current.reopen()
-            log.warning("published model version %s cannot be used here: the model file %s (%s) opened again, "
-                        "scoring on", meta.get("version"), path, model_version(current) or "without a version")
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.chmod(staged, installed_mode(path))
     os.replace(staged, path)

@@ -1007,6 +1007,14 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
         session = model.session
         assert detect.refreshed_model(config, model, in_use=True) is model and model.session is session
         assert held_while_opening[1:] == [True]
+        publish(store, tiny_onnx_model(tmp_path / "published" / "good.onnx", created=MARCH), version=3,
+                created=MARCH)                                      # loads, but cannot take the file's place
+        with monkeypatch.context() as patched:
+            patched.setattr(detect.os, "replace", lambda *paths: (_ for _ in ()).throw(PermissionError(13, "no")))
+            assert detect.refreshed_model(config, model) is model and model.session is not None
+        again = run_batch(config, client_night, tmp_path / "again.csv", upload=False, model=model,
+                          say=lambda line: None, progress=False)
+        assert again.scored == before.scored
 
 
 def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(tmp_path):
