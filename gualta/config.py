@@ -183,7 +183,8 @@ SETTINGS = (
     Setting("cloud_check", boolean, True, "flag a model's candidate with no streak that clouds changing in the "
             "previous or next frame too explain"),
     Setting("lightning_check", boolean, True, "flag a model's candidate with no streak that a flash lighting a wide "
-            "region of the sky in this frame only explains"),
+            "region of the sky in this frame only explains, and a candidate whose bright streak is a jagged bolt in "
+            "such a flash"),
     Setting("report_flagged", boolean, False, "report flagged (satellite/plane, cloud, lightning) detections too"),
     Setting("threads", number(0, 256, integer=True), 0, "onnxruntime/torch threads (0: one per CPU core)"),
     Setting("batch_size", number(1, 1024, integer=True), 16, "frames per model call (a batch run, a real-time "

@@ -322,7 +322,8 @@ class Decider:
     the fireball and streak checks still look. With `lightning_check` (and `rescore`) a model's candidate that neither
     explains is flagged LIGHTNING when a wide region of its sky lit up and is dark again in the next frame (a flash
     lighting the clouds: `gualta.lightning`), it has no streak of its own (as for the cloud check), and it no longer
-    scores as a meteor once that region is erased."""
+    scores as a meteor once that region is erased; and any candidate in such a flash whose bright streak is jagged, not
+    straight (`bolt_in_a_flash`: a lightning bolt, where a fireball's streak is straight)."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -417,15 +418,16 @@ class Decider:
         """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
         and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
-        LIGHTNING by `lit_by_lightning`; last, SATELLITE by the frame before the previous one
-        (`crossing_two_back`)."""
+        LIGHTNING by `bolt_in_a_flash` (any candidate) or `lit_by_lightning` (a model's candidate); last, SATELLITE by
+        the frame before the previous one (`crossing_two_back`)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
             return SATELLITE
         if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
             return CLOUD
-        if self.lightning_check and self.model_candidate(result) and any(n is after for n in neighbours) \
-                and self.lit_by_lightning(result, after, neighbours):
+        if self.lightning_check and any(n is after for n in neighbours) and (
+                self.bolt_in_a_flash(result, after)
+                or self.model_candidate(result) and self.lit_by_lightning(result, after, neighbours)):
             return LIGHTNING
         if self.satellite_check and self.crossing_two_back(result):
             return SATELLITE
@@ -492,6 +494,13 @@ class Decider:
             return False
         mask = lightning.lit_mask(result.brightening, result.lit, result.diff.shape)
         return self.rescore(trails.erased(result.diff, mask)) < self.threshold
+
+    @staticmethod
+    def bolt_in_a_flash(result: FrameResult, after: FrameResult) -> bool:
+        """Whether a candidate's bright streak is a lightning bolt: it wiggles (`lightning.is_bolt`), and the frame has
+        a wide lit region that the next frame, `after`, is dark again over (`lightning.falls_back`: its flash)."""
+        return result.bright is not None and lightning.is_bolt(result.bright) and result.lit is not None \
+            and after.brightening is not None and lightning.falls_back(result.lit, after.brightening)
 
     @staticmethod
     def no_streak_of_its_own(result: FrameResult, neighbours: list[FrameResult]) -> bool:

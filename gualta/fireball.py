@@ -35,12 +35,13 @@ OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 @dataclass(frozen=True)
 class Streak:
-    """A bright streak from (x1, y1) to (x2, y2), full-frame pixels, with its area in pixels."""
+    """A bright streak from (x1, y1) to (x2, y2), full-frame pixels, with its area in pixels and its `wiggle`."""
     x1: int
     y1: int
     x2: int
     y2: int
     area: int
+    wiggle: float = 0.0      # px its pixels stray from a smooth course (`wiggle`): a bolt's far, a fireball's not
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -69,7 +70,22 @@ def as_streak(points: np.ndarray) -> Streak | None:
     if length < MIN_LENGTH_PX or length ** 2 / len(points) < MIN_ELONGATION:
         return None
     (x1, y1), (x2, y2) = np.rint([start, end]).astype(int)
-    return Streak(int(x1), int(y1), int(x2), int(y2), len(points))
+    return Streak(int(x1), int(y1), int(x2), int(y2), len(points), wiggle(points, start, end))
+
+
+def wiggle(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    """How far (px) a region's (x, y) pixels stray from a smooth course between start and end (its extremes along
+    its principal axis): the spread (σ) of their distances across the axis from a parabola fitted along it — which
+    follows a meteor's straight path even where the lens bends it into an arc — beyond a straight band's of the
+    region's width (area / length; a band's σ is width / √12). A fireball's streak strays by its ragged edges only,
+    whatever its length; a lightning bolt's jagged, branched path by its zigzags (`gualta.lightning.BOLT_WIGGLE_PX`)."""
+    length = math.dist(start, end)
+    axis = (end - start) / length
+    offsets = points - points.mean(axis=0)
+    along, across = offsets @ axis, offsets @ np.array([-axis[1], axis[0]])
+    residual = across - np.polyval(np.polyfit(along, across, 2), along)
+    width = len(points) / length
+    return math.sqrt(max(float(residual.var()) - width ** 2 / 12, 0.0))
 
 
 def is_fireball_like(points: np.ndarray, current: np.ndarray, previous: np.ndarray) -> bool:

@@ -14,14 +14,18 @@ meteor or a fireball's glare is narrow — and the flash falls back in the next 
 
 A meteor elsewhere in the frame keeps its score once the lit region is erased; one seen inside it keeps its frame
 by its streak, as the client asks only about a candidate with no bright streak and no streak that the adjacent
-differences do not account for (`gualta.detect.Decider.lit_by_lightning`). The sky is what the previous frame shows
-SKY_MARGIN_DN above its darkest 5 % (not the black around the lens circle).
+differences do not account for (`gualta.detect.Decider.lit_by_lightning`). A bolt is a bright streak of its own: a
+saturated line in one frame, as a fireball's is, but jagged and branched where a fireball's path is straight (a lens
+bends it into a smooth arc at most). A candidate whose bright streak wiggles (`fireball.wiggle` ≥ BOLT_WIGGLE_PX)
+in a frame with a lit region that falls back is a bolt (`gualta.detect.Decider.bolt_in_a_flash`). The sky is what the
+previous frame shows SKY_MARGIN_DN above its darkest 5 % (not the black around the lens circle).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from gualta.fireball import Streak
 from gualta.preprocess import SKY_MARGIN_DN
 
 BLOCK_PX = 8                 # the brightening map's pixel: 8×8 frame pixels
@@ -31,6 +35,7 @@ LIT_SHARE = 0.05             # the lit region covers at least this share of the 
 FALL_DN = 3                  # the next frame is at least this much darker there ...
 FALL_SHARE = 0.5             # ... over at least this share of the lit region: the flash is over
 EDGE_DN = 2                  # the lit region's fading edge, erased with it, is at least this much brighter
+BOLT_WIGGLE_PX = 4.0         # a bolt's bright streak strays at least this far from a smooth course (a fireball's ≤ 1.7)
 
 
 def brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -72,3 +77,9 @@ def lit_mask(change: np.ndarray, region: np.ndarray, shape: tuple[int, ...]) -> 
     edged = np.isin(labels, np.unique(labels[region])) & (labels > 0)
     grown = cv2.dilate(edged.astype(np.uint8), np.ones((3, 3), np.uint8))
     return cv2.resize(grown, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) * 255
+
+
+def is_bolt(streak: Streak) -> bool:
+    """Whether the fireball check's bright streak strays from a smooth course as a lightning bolt's jagged, branched
+    path does (a fireball's streak follows one: `fireball.wiggle`)."""
+    return streak.wiggle >= BOLT_WIGGLE_PX

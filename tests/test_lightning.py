@@ -1,5 +1,6 @@
 """The lightning check: a flash lighting a wide region of cloud in one frame, on drawn frames and on a simulated sky,
-and the Decider holding such a model's candidate back while a fireball or a meteor beside the flash stays reported."""
+and the Decider holding such a model's candidate back, and a bolt in such a flash, while a fireball or a meteor beside
+the flash stays reported."""
 from __future__ import annotations
 
 import cv2
@@ -8,9 +9,10 @@ import pytest
 
 from gualta import lightning
 from gualta.detect import FIREBALL_NOTE, LIGHTNING, detection_line
-from gualta.fireball import bright_streak
+from gualta.fireball import bright_regions, bright_streak, wiggle
 from gualta.preprocess import binary_difference, resize_area
 from gualta.streak import pieces
+from gualta.trails import principal_span
 from helpers_client import decide_in_order, frame_result
 
 HEIGHT, WIDTH = 976, 1304
@@ -47,6 +49,25 @@ def fireball(layer: np.ndarray) -> None:
     """A fireball: glow, then a saturated head and train (cv2.line paints over)."""
     cv2.line(layer, (600, 300), (800, 420), 60.0, 15)
     cv2.line(layer, (600, 300), (800, 420), 400.0, 5)
+
+
+BOLT = [(560, 250), (590, 290), (570, 330), (612, 372), (596, 412), (640, 452), (624, 500)]
+BRANCH = [(570, 330), (540, 370), (556, 402), (518, 444)]
+
+
+def bolt(layer: np.ndarray) -> None:
+    """A lightning bolt: a saturated, jagged line with a branch, in a glow (the flash lights the clouds too)."""
+    for path in (BOLT, BRANCH):
+        cv2.polylines(layer, [np.array(path, np.int32)], False, 60.0, 15)
+    for path, width in ((BOLT, 4), (BRANCH, 3)):
+        cv2.polylines(layer, [np.array(path, np.int32)], False, 400.0, width)
+
+
+def arc(layer: np.ndarray) -> None:
+    """A fireball's saturated streak bent by the lens: 300 px bowing 20 px from its chord."""
+    xs = np.linspace(450, 750, 60)
+    ys = 300 + 0.2 * (xs - 450) + 20 * (1 - ((xs - 600) / 150) ** 2)
+    cv2.polylines(layer, [np.column_stack([xs, ys]).round().astype(np.int32)], False, 400.0, 5)
 
 
 def cloud_bank(shift: int):
@@ -143,6 +164,43 @@ def test_a_fireball_is_still_reported_though_its_light_fills_a_wide_region():
     assert decided.note.startswith(FIREBALL_NOTE)
     decided = middle(night(lambda layer: (flash(layer, centre=(700, 360)), fireball(layer))))
     assert decided.detection and decided.flag == ""                                 # the model's candidate too
+
+
+def streak_wiggle(draw) -> float:
+    """`fireball.wiggle` of the largest bright region a drawing leaves in the difference of two frames."""
+    current, previous = sky_frame(1, draw), sky_frame(0)
+    points = max(bright_regions(current, previous), key=len)
+    start, end, _ = principal_span(points)
+    return wiggle(points, start, end)
+
+
+def in_a_flash(draw):
+    """`draw`'s light with a flash lighting the clouds around it."""
+    return lambda layer: (flash(layer, centre=(600, 380)), draw(layer))
+
+
+def test_a_bolt_wiggles_and_a_fireball_s_streak_does_not_though_the_lens_bends_it():
+    """Its pixels' spread about a parabola along it, beyond its width's: a bolt zigzags, a fireball's arc is smooth."""
+    assert streak_wiggle(bolt) >= 2 * lightning.BOLT_WIGGLE_PX
+    assert streak_wiggle(fireball) < lightning.BOLT_WIGGLE_PX / 4
+    assert streak_wiggle(arc) < lightning.BOLT_WIGGLE_PX / 4
+
+
+def test_a_bolt_in_a_flash_is_held_back_and_a_fireball_in_the_same_flash_is_not():
+    """A bolt is a bright, saturated streak in one frame, as a fireball is, but jagged and branched: with a flash that
+    falls back in the next frame it is lightning, whether the model scores it a meteor or not."""
+    for score in (0.3, 0.97):
+        decided = middle(night(in_a_flash(bolt), score=score))
+        assert decided.bright is not None and decided.lit is not None
+        assert (decided.label, decided.flag, decided.detection) == ("meteor", LIGHTNING, False), score
+        assert middle(night(in_a_flash(bolt), score=score), lightning_check=False).detection   # the check off
+    for straight in (fireball, arc):
+        for score in (0.3, 0.97):
+            decided = middle(night(in_a_flash(straight), score=score))
+            assert decided.bright is not None and decided.lit is not None
+            assert decided.detection and decided.flag == "", (straight.__name__, score)
+    decided = middle(night(bolt, score=0.3))                                           # no flash: no lightning told
+    assert decided.lit is None and decided.detection and decided.flag == ""
 
 
 def test_on_a_simulated_sky_only_the_flash_frame_has_a_lit_region(tmp_path):
