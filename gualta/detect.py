@@ -666,7 +666,7 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
     download or a model this client cannot load keeps `model` and its file (logged); a publication that could not
     be loaded is noted beside the model (`rejected_path`) and not downloaded again. Unless `model` is `in_use`
     elsewhere (a night still being decided with it), its session is let go before the publication is opened (see
-    `installed_model`): the two are never in memory together."""
+    `installed_model`): the two ONNX sessions are not in memory together."""
     path = Path(settings.model)
     model = model_on_disk(settings, path, model)
     try:
@@ -760,10 +760,13 @@ def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
         metadata_path(staged).unlink(missing_ok=True)
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.chmod(staged, installed_mode(path))
-    os.replace(staged, path)
-    os.replace(metadata_path(staged), metadata_path(path))
-    rejected_path(path).unlink(missing_ok=True)
+    os.replace(staged, path)                    # installed from here: what fails after is said, not undone
     model.path, model.file_stamp = path, file_stamp(path)
+    try:
+        os.replace(metadata_path(staged), metadata_path(path))
+        rejected_path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("model %s installed, but not its metadata: %s", path, exc)
     return model
 
 

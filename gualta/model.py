@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,13 +147,25 @@ class OnnxModel:
         return self.probabilities(images)[:, self.info.meteor_index].astype(np.float32)
 
 
+def heap_trimmer(platform: str = sys.platform):
+    """glibc's malloc_trim on Linux (None elsewhere, or on a C library without it: musl; Windows has no
+    `ctypes.CDLL(None)` at all)."""
+    if not platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+
+
+MALLOC_TRIM = heap_trimmer()
+
+
 def give_memory_back() -> None:
     """Hand the C heap's free memory back to the system (glibc's malloc_trim, a few ms; nothing where there is none):
     glibc otherwise keeps what ONNX Runtime let go of."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
-        pass
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 class FastaiModel:

@@ -261,11 +261,12 @@ class NightWatch:
             if row["score"] != "":
                 scored.append(frame)
         self.scorer.after_daylight = daylit
-        context = [result for result, _ in (prepare(self.frames, frame, self.scorer.kind, self.settings.streak_check)
-                                            for frame in scored[-2:]) if result.scored]     # not unreadable since
+        context = [result for result, model_input in (prepare(self.frames, frame, self.scorer.kind,
+                                                              self.settings.streak_check) for frame in scored[-2:])
+                   if model_input is not None]                      # still readable, and still paired
         if context:
             self.decider.resume_after(*reversed(context))
-            log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, scored[-1].name,
+            log.info("night %s: resuming after %s (%d frames decided earlier)", self.night, context[-1].file.name,
                      len(self.frames.frames))
         return late
 

@@ -1015,6 +1015,18 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
         again = run_batch(config, client_night, tmp_path / "again.csv", upload=False, model=model,
                           say=lambda line: None, progress=False)
         assert again.scored == before.scored
+        replace = detect.os.replace
+
+        def model_only(source, target):                             # the model moved into place, its metadata not
+            if str(target).endswith(".json"):
+                raise PermissionError(13, "no")
+            replace(source, target)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(detect.os, "replace", model_only)
+            installed = detect.refreshed_model(config, model)
+        assert installed is not model and installed.path == configured and installed.session is not None
+        assert f"model {configured} installed, but not its metadata" in caplog.text
 
 
 def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(tmp_path):

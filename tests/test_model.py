@@ -236,6 +236,21 @@ def test_onnx_runs_give_their_memory_back_and_score_the_same(monkeypatch):
     assert len(given_back) == 3                             # after each batch, not after a frame alone
 
 
+def test_the_heap_is_trimmed_on_linux_only(monkeypatch):
+    """`ctypes.CDLL(None)` raises TypeError on Windows: every batch run there failed after its first model call."""
+    import ctypes
+
+    from gualta import model
+
+    def no_null_library(name, *args, **kwargs):
+        raise TypeError("argument of type 'NoneType' is not iterable")      # CPython 3.11's on Windows
+
+    monkeypatch.setattr(ctypes, "CDLL", no_null_library)
+    assert model.heap_trimmer("win32") is None and model.heap_trimmer("darwin") is None
+    monkeypatch.undo()
+    assert (model.heap_trimmer("linux") is not None) == hasattr(ctypes.CDLL(None), "malloc_trim")
+
+
 def test_quantized_copy_scores_like_the_model_and_says_what_it_is(tiny_run, tiny_dataset, client_night, tmp_path):
     import onnx
 
