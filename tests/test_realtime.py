@@ -959,6 +959,34 @@ def test_frames_copied_in_out_of_order_are_all_scored_in_order(client_night, tin
     assert all(row["score"] != "" for row in rows[1:])
 
 
+def test_a_refresh_while_a_left_night_is_decided_keeps_that_night_s_model_in_use(client_night, tiny_model, tmp_path):
+    """A refresh lets the old model's session go, unless a night left over is still being decided with it (its
+    watch would then score with no session): the refresh is told so."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
+    model, in_use = load_model(tiny_model, threads=1), []
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(4))
+
+    def watcher() -> Watcher:
+        return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
+                       refresh=lambda current, busy: in_use.append(busy) or current)
+
+    first = watcher()
+    ticked(first, 4)
+    first.outbox.close()
+    writer.write(range(4, CLIENT_FRAMES))                               # the camera went on; the watcher was off
+    start_next_night(client_night, root)
+    second = watcher()
+    ticked(second, 3)                           # tonight's frame first, then the left night, 16 frames a tick
+    assert second.catching_up is not None and second.catching_up.night == client_night.name
+    (root / "20211112").mkdir()                                          # the next night begins meanwhile
+    (root / "20211112" / "image-20211112200000.jpg").write_bytes(writer.frames[0].read_bytes())
+    ticked(second, 1)
+    second.outbox.close()
+    assert second.current.night == "20211112" and in_use == [False, False, True]
+
+
 def test_a_watcher_restarted_mid_night_keeps_one_model_for_the_night(client_night, tiny_model, tmp_path):
     """A restart mid-night installed a newer publication and scored the rest of the night with it, the night's
     summary and CSV naming neither: a model update waits for a night the watcher has not decided frames of."""
