@@ -322,8 +322,10 @@ class Decider:
     the fireball and streak checks still look. With `lightning_check` (and `rescore`) a model's candidate that neither
     explains is flagged LIGHTNING when a wide region of its sky lit up and is dark again in the next frame (a flash
     lighting the clouds: `gualta.lightning`), it has no streak of its own (as for the cloud check), and it no longer
-    scores as a meteor once that region is erased; and any candidate in such a flash whose bright streak is jagged, not
-    straight (`bolt_in_a_flash`: a lightning bolt, where a fireball's streak is straight)."""
+    scores as a meteor once that region is erased; and a candidate in such a flash whose bright streak is jagged, not
+    straight (`bolt_in_a_flash`: a lightning bolt, where a fireball's streak is straight), when nothing beside the bolt
+    keeps it: no streak of its own off the bolt and, for a model's candidate, no meteor's score left once the bolt and
+    the lit region are erased."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
@@ -418,7 +420,7 @@ class Decider:
         """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
         and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
-        LIGHTNING by `bolt_in_a_flash` (any candidate) or `lit_by_lightning` (a model's candidate); last, SATELLITE by
+        LIGHTNING by `bolt_in_a_flash` or `lit_by_lightning` (a model's candidate); last, SATELLITE by
         the frame before the previous one (`crossing_two_back`)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
@@ -426,7 +428,7 @@ class Decider:
         if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
             return CLOUD
         if self.lightning_check and any(n is after for n in neighbours) and (
-                self.bolt_in_a_flash(result, after)
+                self.bolt_in_a_flash(result, after, neighbours)
                 or self.model_candidate(result) and self.lit_by_lightning(result, after, neighbours)):
             return LIGHTNING
         if self.satellite_check and self.crossing_two_back(result):
@@ -495,12 +497,36 @@ class Decider:
         mask = lightning.lit_mask(result.brightening, result.lit, result.diff.shape)
         return self.rescore(trails.erased(result.diff, mask)) < self.threshold
 
+    def bolt_in_a_flash(self, result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a candidate is a lightning bolt: its bright streak wiggles (`lightning.is_bolt`) in a wide lit
+        region that the next frame, `after`, is dark again over (`lightning.falls_back`: its flash), the frame has no
+        streak or faint streak beside the bolt that the adjacent differences do not account for (`streak_beside`),
+        and it is a candidate for its bright streak alone or, a model's candidate, no longer scores as a meteor once
+        the bolt's region (`lightning.bolt_mask`) and the lit region are erased (needs `rescore`)."""
+        bolt = result.bright
+        if bolt is None or not lightning.is_bolt(bolt) or result.lit is None or result.frame_size is None \
+                or after.brightening is None or not lightning.falls_back(result.lit, after.brightening):
+            return False
+        if self.streak_beside(result, neighbours):
+            return False
+        if not self.model_candidate(result):
+            return True
+        if self.rescore is None or result.diff is None:
+            return False
+        mask = lightning.lit_mask(result.brightening, result.lit, result.diff.shape) \
+            | lightning.bolt_mask(bolt, result.frame_size, result.diff.shape)
+        return self.rescore(trails.erased(result.diff, mask)) < self.threshold
+
     @staticmethod
-    def bolt_in_a_flash(result: FrameResult, after: FrameResult) -> bool:
-        """Whether a candidate's bright streak is a lightning bolt: it wiggles (`lightning.is_bolt`), and the frame has
-        a wide lit region that the next frame, `after`, is dark again over (`lightning.falls_back`: its flash)."""
-        return result.bright is not None and lightning.is_bolt(result.bright) and result.lit is not None \
-            and after.brightening is not None and lightning.falls_back(result.lit, after.brightening)
+    def streak_beside(result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a frame with a bright streak has a streak or faint streak off it (`lightning.on_bolt`) that the
+        adjacent differences do not account for (`streak.explained_by_adjacent`): a meteor or a second fireball in
+        a bolt's frame keeps it."""
+        width, height = result.frame_size
+        bolt = lightning.bolt_mask(result.bright, result.frame_size, (height, width))
+        neighbour_pieces = [n.pieces for n in neighbours]
+        return any(not lightning.on_bolt(piece.ends, bolt) and not streak.explained_by_adjacent(piece, neighbour_pieces)
+                   for piece in result.pieces if piece.is_streak or piece.is_faint_streak)
 
     @staticmethod
     def no_streak_of_its_own(result: FrameResult, neighbours: list[FrameResult]) -> bool:

@@ -15,7 +15,7 @@ adjacent frame has one (`gualta.detect.Decider`). Coordinates are full-frame pix
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -30,18 +30,21 @@ MIN_LENGTH_PX = 30.0         # from end to end along the region's main axis
 MIN_ELONGATION = 4.0         # length² / area: at least a 3:1 ellipse (a lit cloud or a flash is rounder)
 CORE_DN = 140                # the brightest tenth of the region is at least this much brighter
 MIN_SATURATED_SHARE = 0.05
+WIGGLE_BIN_PX = 4            # `wiggle`'s centre line: the median across the streak every this many px along it
 OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
 @dataclass(frozen=True)
 class Streak:
-    """A bright streak from (x1, y1) to (x2, y2), full-frame pixels, with its area in pixels and its `wiggle`."""
+    """A bright streak from (x1, y1) to (x2, y2), full-frame pixels, with its area in pixels, its `wiggle` and its
+    region's (x, y) pixels."""
     x1: int
     y1: int
     x2: int
     y2: int
     area: int
-    wiggle: float = 0.0      # px its pixels stray from a smooth course (`wiggle`): a bolt's far, a fireball's not
+    wiggle: float = 0.0      # px its centre line strays from a smooth course (`wiggle`): a bolt's far, a fireball's not
+    points: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -70,22 +73,29 @@ def as_streak(points: np.ndarray) -> Streak | None:
     if length < MIN_LENGTH_PX or length ** 2 / len(points) < MIN_ELONGATION:
         return None
     (x1, y1), (x2, y2) = np.rint([start, end]).astype(int)
-    return Streak(int(x1), int(y1), int(x2), int(y2), len(points), wiggle(points, start, end))
+    return Streak(int(x1), int(y1), int(x2), int(y2), len(points), wiggle(points, start, end), points)
 
 
 def wiggle(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
-    """How far (px) a region's (x, y) pixels stray from a smooth course between start and end (its extremes along
-    its principal axis): the spread (σ) of their distances across the axis from a parabola fitted along it — which
-    follows a meteor's straight path even where the lens bends it into an arc — beyond a straight band's of the
-    region's width (area / length; a band's σ is width / √12). A fireball's streak strays by its ragged edges only,
-    whatever its length; a lightning bolt's jagged, branched path by its zigzags (`gualta.lightning.BOLT_WIGGLE_PX`)."""
+    """How far (px) a region's centre line strays from a smooth course between start and end (its extremes along its
+    principal axis): the region's (x, y) pixels binned along the axis (WIGGLE_BIN_PX a bin), each bin's median
+    distance across it is the centre line there, and the wiggle is the spread (σ) of those medians about a parabola
+    fitted along the axis — which follows a meteor's straight path even where the lens bends it into an arc. A round
+    blob centred on the path (a fireball's terminal burst, a flare, a broad head) and ragged edges leave the centre line
+    on the path; a lightning bolt's zigzags and branches move it (`gualta.lightning.BOLT_WIGGLE_PX`)."""
     length = math.dist(start, end)
     axis = (end - start) / length
     offsets = points - points.mean(axis=0)
     along, across = offsets @ axis, offsets @ np.array([-axis[1], axis[0]])
-    residual = across - np.polyval(np.polyfit(along, across, 2), along)
-    width = len(points) / length
-    return math.sqrt(max(float(residual.var()) - width ** 2 / 12, 0.0))
+    bins = np.floor((along - along.min()) / WIGGLE_BIN_PX).astype(int)
+    order = np.argsort(bins, kind="stable")
+    edges = np.flatnonzero(np.diff(bins[order])) + 1
+    middles = np.array([np.median(part) for part in np.split(along[order], edges)])
+    medians = np.array([np.median(part) for part in np.split(across[order], edges)])
+    if len(medians) < 4:
+        return 0.0
+    residual = medians - np.polyval(np.polyfit(middles, medians, 2), middles)
+    return float(residual.std())
 
 
 def is_fireball_like(points: np.ndarray, current: np.ndarray, previous: np.ndarray) -> bool:

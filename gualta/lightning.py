@@ -16,15 +16,19 @@ A meteor elsewhere in the frame keeps its score once the lit region is erased; o
 by its streak, as the client asks only about a candidate with no bright streak and no streak that the adjacent
 differences do not account for (`gualta.detect.Decider.lit_by_lightning`). A bolt is a bright streak of its own: a
 saturated line in one frame, as a fireball's is, but jagged and branched where a fireball's path is straight (a lens
-bends it into a smooth arc at most). A candidate whose bright streak wiggles (`fireball.wiggle` ≥ BOLT_WIGGLE_PX)
-in a frame with a lit region that falls back is a bolt (`gualta.detect.Decider.bolt_in_a_flash`). The sky is what the
-previous frame shows SKY_MARGIN_DN above its darkest 5 % (not the black around the lens circle).
+bends it into a smooth arc at most; a burst, a flare or a broad head is round about it). A bright streak whose
+centre line wiggles (`fireball.wiggle` ≥ BOLT_WIGGLE_PX) in a frame with a lit region that falls back is a bolt, and
+explains its candidate unless the frame has a streak beside it that the neighbours do not account for or, for a
+model's candidate, the frame still scores as a meteor once the bolt's region (`bolt_mask`) and the lit region are
+erased (`gualta.detect.Decider.bolt_in_a_flash`). The sky is what the previous frame shows SKY_MARGIN_DN above its
+darkest 5 % (not the black around the lens circle).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from gualta import trails
 from gualta.fireball import Streak
 from gualta.preprocess import SKY_MARGIN_DN
 
@@ -35,7 +39,8 @@ LIT_SHARE = 0.05             # the lit region covers at least this share of the 
 FALL_DN = 3                  # the next frame is at least this much darker there ...
 FALL_SHARE = 0.5             # ... over at least this share of the lit region: the flash is over
 EDGE_DN = 2                  # the lit region's fading edge, erased with it, is at least this much brighter
-BOLT_WIGGLE_PX = 4.0         # a bolt's bright streak strays at least this far from a smooth course (a fireball's ≤ 1.7)
+BOLT_WIGGLE_PX = 1.0         # a bolt's bright streak's centre line strays at least this far from a smooth course
+BOLT_MARGIN_PX = 10          # a bolt's region: its bright pixels and this far around them (its glow), full frame
 
 
 def brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -83,3 +88,27 @@ def is_bolt(streak: Streak) -> bool:
     """Whether the fireball check's bright streak strays from a smooth course as a lightning bolt's jagged, branched
     path does (a fireball's streak follows one: `fireball.wiggle`)."""
     return streak.wiggle >= BOLT_WIGGLE_PX
+
+
+def bolt_mask(bolt: Streak, frame_size: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """The bolt's region — its bright streak's pixels (`Streak.points`) and BOLT_MARGIN_PX around them in its
+    width×height frame (`frame_size`) — in an image of `shape` over that frame (255 there, else 0)."""
+    width, height = frame_size
+    mask = np.zeros((height, width), np.uint8)
+    if bolt.points is None:                            # a streak known by its ends alone
+        cv2.line(mask, bolt.ends[:2], bolt.ends[2:], 255, 1)
+    else:
+        mask[bolt.points[:, 1], bolt.points[:, 0]] = 255
+    size = 2 * BOLT_MARGIN_PX + 1
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    if mask.shape != tuple(shape[:2]):
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return np.where(mask > 0, 255, 0).astype(np.uint8)
+
+
+def on_bolt(ends: tuple[float, float, float, float], mask: np.ndarray) -> bool:
+    """Whether a streak with these full-frame ends lies on a bolt: its ends and its middle in the bolt's region
+    (`bolt_mask` in the frame's shape)."""
+    x1, y1, x2, y2 = ends
+    points = np.array([(x1, y1), ((x1 + x2) / 2, (y1 + y2) / 2), (x2, y2)])
+    return bool((mask[trails.pixels_at(points, mask.shape)] > 0).all())
