@@ -420,8 +420,8 @@ class Decider:
         """The flag of what both neighbours explain a candidate by, "" when they do not: SATELLITE by `crossing`,
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
         and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
-        LIGHTNING by `bolt_in_a_flash` or `lit_by_lightning` (a model's candidate); last, SATELLITE by
-        the frame before the previous one (`crossing_two_back`)."""
+        LIGHTNING by `bolt_in_a_flash` (any candidate with a bright streak) or `lit_by_lightning` (a model's
+        candidate); last, SATELLITE by the frame before the previous one (`crossing_two_back`)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
             return SATELLITE

@@ -44,7 +44,7 @@ class Streak:
     y2: int
     area: int
     wiggle: float = 0.0      # px its centre line strays from a smooth course (`wiggle`): a bolt's far, a fireball's not
-    points: np.ndarray | None = field(default=None, compare=False, repr=False)
+    points: np.ndarray | None = field(default=None, compare=False, repr=False)     # int16: a bolt's region
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -73,7 +73,8 @@ def as_streak(points: np.ndarray) -> Streak | None:
     if length < MIN_LENGTH_PX or length ** 2 / len(points) < MIN_ELONGATION:
         return None
     (x1, y1), (x2, y2) = np.rint([start, end]).astype(int)
-    return Streak(int(x1), int(y1), int(x2), int(y2), len(points), wiggle(points, start, end), points)
+    return Streak(int(x1), int(y1), int(x2), int(y2), len(points), wiggle(points, start, end),
+                  points.astype(np.int16))
 
 
 def wiggle(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
