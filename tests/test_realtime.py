@@ -959,29 +959,38 @@ def test_frames_copied_in_out_of_order_are_all_scored_in_order(client_night, tin
     assert all(row["score"] != "" for row in rows[1:])
 
 
-def test_a_refresh_while_a_left_night_is_decided_keeps_that_night_s_model_in_use(client_night, tiny_model, tmp_path):
-    """A refresh lets the old model's session go, unless a night left over is still being decided with it (its
-    watch would then score with no session): the refresh is told so."""
+def stopped_after_four_frames(client_night: Path, tiny_model: Path, tmp_path: Path, refreshes: list):
+    """A night's first 4 frames decided by a watcher, stopped since; returns a maker of watchers like it (each model
+    refresh noted in `refreshes`: whether the model was in use by a left night), the night's writer and the
+    settings."""
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
-    model, in_use = load_model(tiny_model, threads=1), []
+    model = load_model(tiny_model, threads=1)
     writer = Writer(client_night, root, spacing_s=0.0)
     writer.write(range(4))
 
     def watcher() -> Watcher:
         return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
-                       refresh=lambda current, busy: in_use.append(busy) or current)
+                       refresh=lambda current, in_use: refreshes.append(in_use) or current)
 
     first = watcher()
     ticked(first, 4)
     first.outbox.close()
+    return watcher, writer, config
+
+
+def test_a_refresh_while_a_left_night_is_decided_keeps_that_night_s_model_in_use(client_night, tiny_model, tmp_path):
+    """A refresh lets the old model's session go, unless a night left over is still being decided with it (its
+    watch would then score with no session): the refresh is told so."""
+    in_use = []
+    watcher, writer, config = stopped_after_four_frames(client_night, tiny_model, tmp_path, in_use)
     writer.write(range(4, CLIENT_FRAMES))                               # the camera went on; the watcher was off
-    start_next_night(client_night, root)
+    start_next_night(client_night, config.main_folder)
     second = watcher()
     ticked(second, 3)                           # tonight's frame first, then the left night, 16 frames a tick
     assert second.catching_up is not None and second.catching_up.night == client_night.name
-    (root / "20211112").mkdir()                                          # the next night begins meanwhile
-    (root / "20211112" / "image-20211112200000.jpg").write_bytes(writer.frames[0].read_bytes())
+    (config.main_folder / "20211112").mkdir()                           # the next night begins meanwhile
+    (config.main_folder / "20211112" / "image-20211112200000.jpg").write_bytes(writer.frames[0].read_bytes())
     ticked(second, 1)
     second.outbox.close()
     assert second.current.night == "20211112" and in_use == [False, False, True]
@@ -990,24 +999,13 @@ def test_a_refresh_while_a_left_night_is_decided_keeps_that_night_s_model_in_use
 def test_a_watcher_restarted_mid_night_keeps_one_model_for_the_night(client_night, tiny_model, tmp_path):
     """A restart mid-night installed a newer publication and scored the rest of the night with it, the night's
     summary and CSV naming neither: a model update waits for a night the watcher has not decided frames of."""
-    root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000")
-    model, refreshed = load_model(tiny_model, threads=1), []
-    writer = Writer(client_night, root, spacing_s=0.0)
-    writer.write(range(4))
-
-    def watcher() -> Watcher:
-        return Watcher(config, model, threading.Event(), say=lambda line: None, settle_s=0.0,
-                       refresh=lambda current, in_use: refreshed.append(current) or current)
-
-    first = watcher()
-    ticked(first, 4)
-    first.outbox.close()
+    refreshed = []
+    watcher, _, config = stopped_after_four_frames(client_night, tiny_model, tmp_path, refreshed)
     assert len(refreshed) == 1 and rows_in(config.outbox)
     second = watcher()                                                  # restarted mid-night
     ticked(second, 4)
     assert len(refreshed) == 1
-    start_next_night(client_night, root)
+    start_next_night(client_night, config.main_folder)
     ticked(second, 2)
     second.outbox.close()
     assert len(refreshed) == 2                                          # the next night's start
