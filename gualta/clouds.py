@@ -19,6 +19,20 @@ faint streak that the adjacent differences do not account for, and the fireball 
 seen through a gap in the clouds keeps its frame by its streak whatever its surroundings, while a satellite or a
 plane crossing the clouds, whose streak an adjacent difference's piece explains, has that streak erased with the
 clouds. Coordinates are model-input pixels (400×400).
+
+A sky that keeps changing everywhere (an active aurora: rays brightening and fading, pulsating patches) brightens in
+places that neither adjacent difference shows — a ray dimmed in the frame before, or dims in the next — so no
+neighbour's piece lies near and the score stays up. For a candidate the neighbours leave unexplained, the check also
+erases its pieces where the sky was restless before it:
+
+    the candidate's RESTLESS_FRAMES earlier frames, gray, shrunk `lightning.BLOCK_PX` times (INTER_AREA) → each
+    block's brightness range over them ≥ RESTLESS_DN, median-filtered over 3 × 3 blocks, grown by one block: the
+    restless sky → the candidate's bright pieces of at least CLOUD_PIECE_MIN_PX lying mostly (CLOUD_SHARE) in it,
+    erased with the cloud pieces → the frame scored again by the model: below the threshold, the candidate was the sky.
+
+A calm sky's blocks vary by a DN or two from frame to frame; a meteor lasts one frame and is not in the earlier ones.
+Only pieces are erased, never whole blocks: a meteor the model scores just above the threshold drops below it once
+small restless spots elsewhere (an earlier meteor's or satellite's light) are blanked.
 """
 from __future__ import annotations
 
@@ -31,6 +45,8 @@ CLOUD_REACH_PX = 8            # a neighbour's piece this close (a cloud drifts a
 CLOUD_SHARE = 0.5             # ... under at least this share of a candidate's piece: the same cloud, changing
 CLOUD_PIECE_MIN_PX = 10       # smaller bright pieces (speckle, star residuals) are neither cloud nor its evidence
 CLOUD_NEAR_MAX = 0.3          # neighbours' pieces near more of the image than this: speckle, fat blobs alone count
+RESTLESS_FRAMES = 3           # the candidate's earlier frames whose range tells a restless sky
+RESTLESS_DN = 3               # a block whose brightness ranged this much over them is restless (a calm sky: 1–2)
 
 
 def cloud_pieces(diff: np.ndarray, fat_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,3 +80,26 @@ def cloud_mask(diff: np.ndarray, neighbour_diffs: list[np.ndarray]) -> np.ndarra
     shared = np.bincount(labels.ravel(), weights=near.ravel(), minlength=len(area)) / np.maximum(area, 1)
     cloudy = chosen & (shared >= CLOUD_SHARE)
     return cloudy[labels].astype(np.uint8) * 255
+
+
+def restless_blocks(earlier: list[np.ndarray]) -> np.ndarray:
+    """The blocks of `earlier` (gray frames shrunk alike: `lightning.shrunk`) whose brightness ranged at least
+    RESTLESS_DN over them, median-filtered over 3 × 3 blocks and grown by one block (1, elsewhere 0)."""
+    stack = np.stack(earlier)
+    spread = cv2.medianBlur(stack.max(axis=0) - stack.min(axis=0), 3)
+    return cv2.dilate((spread >= RESTLESS_DN).astype(np.uint8), np.ones((3, 3), np.uint8))
+
+
+def restless_mask(earlier: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """`restless_blocks` as a mask of a difference image of `shape` (255 inside; the frame is stretched to it as the
+    difference image is)."""
+    return cv2.resize(restless_blocks(earlier), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) * 255
+
+
+def restless_pieces(diff: np.ndarray, earlier: list[np.ndarray]) -> np.ndarray:
+    """The candidate's cloud pieces (at least CLOUD_PIECE_MIN_PX) lying mostly (CLOUD_SHARE of their pixels) where the
+    sky was restless over `earlier` (`restless_mask`): 255, elsewhere 0."""
+    restless = restless_mask(earlier, diff.shape) > 0
+    labels, area, chosen = cloud_pieces(diff)
+    shared = np.bincount(labels.ravel(), weights=restless.ravel(), minlength=len(area)) / np.maximum(area, 1)
+    return (chosen & (shared >= CLOUD_SHARE))[labels].astype(np.uint8) * 255

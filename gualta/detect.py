@@ -98,6 +98,7 @@ class FrameResult:
     washed_out: bool = False                                       # the sky brightened or saturated as a whole
     brightening: np.ndarray | None = field(default=None, repr=False)   # `lightning.brightening`, a block a pixel
     lit: np.ndarray | None = field(default=None, repr=False)       # `lightning.lit_region` of it, if any
+    shrunk: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)   # the pair, `lightning.shrunk`
     pieces: list[streak.Piece] = field(default_factory=list, repr=False)   # the streak check's, most prominent first
     shared_streak: tuple[int, int, int, int] | None = None         # a meteor's streak beside an explained satellite
     _trails: list | None = field(default=None, repr=False)
@@ -177,11 +178,12 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
     binary = binary_difference(current, previous)
     diff = resize_area(binary)
     model_input = diff if kind == "diff" else resize_area(current)
+    shrunk = lightning.shrunk(current), lightning.shrunk(previous)
     result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]), scale=frames.scale(pair.current),
                          bright=fireball.bright_streak(current, previous),
                          washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE,
-                         brightening=lightning.brightening(current, previous))
+                         brightening=lightning.shrunk_brightening(*shrunk), shrunk=shrunk)
     result.lit = lightning.lit_region(result.brightening)
     return result, model_input, (current, previous)
 
@@ -317,7 +319,8 @@ class Decider:
     was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's candidate
     that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak that the
     adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an adjacent
-    difference also has nearby (moving cloud) and its explained streaks are erased (`gualta.clouds`). A frame whose sky
+    difference also has nearby (moving cloud) and its explained streaks are erased, or once its bright pieces where the
+    sky was restless over its three earlier frames are erased as well (an aurora: `gualta.clouds`). A frame whose sky
     is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate;
     the fireball and streak checks still look. With `lightning_check` (and `rescore`) a model's candidate that neither
     explains is flagged LIGHTNING when a wide region of its sky lit up and is dark again in the next frame (a flash
@@ -475,15 +478,34 @@ class Decider:
         faint streak (`Piece.is_streak`, `Piece.is_faint_streak`) that the adjacent differences do not account for
         (`streak.explained_by_adjacent`: a steady light alone does not, a meteor's short streak can read as one), no
         longer scores as a meteor once its bright pieces that an adjacent difference's pieces explain (moving cloud:
-        `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased; needs
-        `rescore`."""
+        `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased, or once
+        its bright pieces where the sky was restless over its three earlier frames (`restless_earlier`,
+        `clouds.restless_pieces`) are erased as well; needs `rescore`."""
         if self.rescore is None or result.diff is None or not self.no_streak_of_its_own(result, neighbours):
             return False
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
         crossing = self.explained_streak_trails(result, neighbours)
         if crossing:
             mask |= trails.explained_mask(result.diff, [], crossing)
-        return bool(mask.any()) and self.rescore(trails.erased(result.diff, mask)) < self.threshold
+        if mask.any() and self.rescore(trails.erased(result.diff, mask)) < self.threshold:
+            return True
+        earlier = self.restless_earlier(result)
+        if earlier is None:
+            return False
+        restless = clouds.restless_pieces(result.diff, earlier)
+        if not (restless & ~mask).any():
+            return False
+        return self.rescore(trails.erased(result.diff, mask | restless)) < self.threshold
+
+    def restless_earlier(self, result: FrameResult) -> list[np.ndarray] | None:
+        """The candidate's clouds.RESTLESS_FRAMES earlier frames, shrunk (`FrameResult.shrunk`): its previous frame
+        and the two before it, as the last two decided scored frames hold them (`before`, `earlier`); None unless
+        they are its previous frames in a row."""
+        before, earlier = self.before, self.earlier
+        if before is None or earlier is None or before.shrunk is None or earlier.shrunk is None \
+                or before.file != result.previous or earlier.file != before.previous:
+            return None
+        return [before.shrunk[0], before.shrunk[1], earlier.shrunk[1]]
 
     def lit_by_lightning(self, result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a model's candidate with no streak of its own (`no_streak_of_its_own`) has a wide lit region

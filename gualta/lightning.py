@@ -43,12 +43,22 @@ BOLT_WIGGLE_PX = 1.0         # a bolt's bright streak's centre line strays at le
 BOLT_MARGIN_PX = 10          # a bolt's region: its bright pixels and this far around them (its glow), full frame
 
 
+def shrunk(frame: np.ndarray) -> np.ndarray:
+    """A gray frame shrunk BLOCK_PX times (INTER_AREA): a block a pixel, as the brightening map and the cloud check's
+    restless sky (`gualta.clouds.restless_mask`) read it."""
+    size = (max(1, frame.shape[1] // BLOCK_PX), max(1, frame.shape[0] // BLOCK_PX))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
 def brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """How much each BLOCK_PX block of the sky brightened since the previous frame (DN, float32, median-filtered;
     NaN outside the sky)."""
-    size = (max(1, current.shape[1] // BLOCK_PX), max(1, current.shape[0] // BLOCK_PX))
-    now = cv2.resize(current, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    before = cv2.resize(previous, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return shrunk_brightening(shrunk(current), shrunk(previous))
+
+
+def shrunk_brightening(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """`brightening` of two frames already `shrunk`."""
+    now, before = current.astype(np.float32), previous.astype(np.float32)
     change = cv2.medianBlur(now - before, MEDIAN_BLOCKS)
     sky = before > np.percentile(before, 5) + SKY_MARGIN_DN
     return np.where(sky, change, np.nan).astype(np.float32)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gualta.clouds import CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, cloud_mask, near_pieces
+from gualta import lightning
+from gualta.clouds import (CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, cloud_mask, near_pieces,
+                          restless_blocks, restless_mask, restless_pieces)
 from gualta.detect import CLOUD, FrameResult, detection_line
 from gualta.fireball import Streak
 from gualta.streak import Piece
@@ -159,3 +161,70 @@ def test_a_satellite_crossing_the_clouds_is_flagged_once_both_are_erased():
     for kept in (middle(frame, pieces=[satellite]), middle(frame, pieces=[streak_piece(METEOR, steady=True)]),
                  middle(frame, before=speckle(0), after=speckle(2), pieces=[satellite], after_pieces=next_piece)):
         assert (kept.flag, kept.detection) == ("", True)     # unexplained; steady alone; no cloud next door
+
+
+SKY_HEIGHT, SKY_WIDTH = 976, 1304
+RAYS = [((300 + 90 * k, 820), (520 + 40 * k, 420)) for k in range(6)]       # frame pixels: rays on an arc, upwards
+RAY_BLOB = (150, 200)                   # difference-image pixels, on the third ray
+CALM_BLOB = (330, 80)                   # difference-image pixels, where no ray reaches
+
+
+def sky(seed: int, rays: bool) -> np.ndarray:
+    """A gray frame of sky at 40 DN (σ 3 DN noise); with `rays`, aurora rays that each take a new brightness
+    (0–25 DN) every frame."""
+    rng = np.random.default_rng(seed)
+    layer = np.full((SKY_HEIGHT, SKY_WIDTH), 40.0, np.float32)
+    if rays:
+        light = np.zeros_like(layer)
+        for start, end in RAYS:
+            cv2.line(light, start, end, float(rng.uniform(0, 25)), 16)
+        layer += cv2.GaussianBlur(light, (0, 0), 6)
+    return np.clip(layer + rng.normal(0, 3, layer.shape), 0, 255).astype(np.uint8)
+
+
+def blob_at(centre, seed: int) -> np.ndarray:
+    """Speckle with one fat bright blob (a ray brightening, or a meteor the streak check found no streak in)."""
+    image = speckle(seed)
+    cv2.ellipse(image, centre, (14, 6), 60, 0, 360, 255, -1)
+    return image
+
+
+def after_sky(rays: bool, candidate: np.ndarray, **options) -> FrameResult:
+    """The candidate (frame 4, scored 0.99, `candidate` its difference image) decided after four frames of a sky
+    with or without pulsating rays; its neighbours' differences hold speckle alone (nothing they explain)."""
+    frames = [sky(seed, rays) for seed in range(6)]
+    results = []
+    for index in range(6):
+        shrunk = (lightning.shrunk(frames[index]), lightning.shrunk(frames[index - 1])) if index else None
+        results.append(frame_result(index, 0.99 if index == 4 else 0.02, candidate if index == 4 else speckle(index),
+                                    previous=frame_result(index - 1, 0).file if index else None, shrunk=shrunk))
+    return decide_in_order(results, **{"rescore": blob_model, **options})[4]
+
+
+def test_the_restless_sky_is_where_the_earlier_frames_changed_and_only_pieces_there_are_erased():
+    rays = [lightning.shrunk(sky(seed, True)) for seed in range(3)]
+    restless = restless_mask(rays, (400, 400))
+    assert restless[RAY_BLOB[1], RAY_BLOB[0]] == 255 and not restless[CALM_BLOB[1], CALM_BLOB[0]]
+    assert not restless_blocks([lightning.shrunk(sky(seed, False)) for seed in range(3)]).any()     # a calm sky
+    diff = blob_at(RAY_BLOB, 1)
+    cv2.ellipse(diff, CALM_BLOB, (14, 6), 60, 0, 360, 255, -1)
+    speck = (RAY_BLOB[0] + 30, RAY_BLOB[1] - 20)
+    assert restless[speck[1], speck[0]] == 255
+    diff[speck[1]:speck[1] + 2, speck[0]:speck[0] + 3] = 255             # a speck (6 px) in the restless sky
+    erased = restless_pieces(diff, rays)
+    assert erased[RAY_BLOB[1], RAY_BLOB[0]] == 255                        # the ray's piece
+    assert not erased[CALM_BLOB[1], CALM_BLOB[0]] and not erased[speck[1], speck[0]]     # not a speck, nor elsewhere
+
+
+def test_a_candidate_after_a_restless_sky_is_flagged_cloud_and_the_same_blob_after_a_calm_one_is_kept():
+    """The neighbours explain neither (no piece of theirs lies near); the same model score (0.99) both times; the
+    model stand-in (`blob_model`) sees a meteor while one blob is left."""
+    aurora = after_sky(True, blob_at(RAY_BLOB, 1))
+    assert (aurora.flag, aurora.detection, aurora.label) == (CLOUD, False, "meteor")
+    meteor = after_sky(False, blob_at(RAY_BLOB, 1))
+    assert (meteor.flag, meteor.detection) == ("", True)
+    both = blob_at(RAY_BLOB, 1)
+    cv2.ellipse(both, CALM_BLOB, (14, 6), 60, 0, 360, 255, -1)
+    beside = after_sky(True, both)                                      # a meteor beside the aurora: kept
+    assert (beside.flag, beside.detection) == ("", True)
+    assert after_sky(True, blob_at(RAY_BLOB, 1), cloud_check=False).detection           # the check off
