@@ -20,7 +20,6 @@ the flags held back (frames without a meteor, and meteor frames). Figures are pr
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from collections import Counter
@@ -39,7 +38,7 @@ from gualta.dataset import GROUND_TRUTH  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 from camera_shake import compare_clients  # noqa: E402
 from compare import labelled_nights  # noqa: E402
-from web_strand import sky_of, unit  # noqa: E402
+from web_strand import painting_arguments, sky_of, unit  # noqa: E402
 
 PEAK_DN = (25.0, 60.0)        # a night's brightest aurora, gray DN
 GREEN = np.array([0.45, 1.0, 0.5], np.float32)          # BGR
@@ -212,13 +211,7 @@ def decisions(clients: list[Path], nights: list[Path], painted: list[Path], work
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
-    parser.add_argument("--work", type=Path, required=True, help="painted copies and scores CSVs go here")
-    parser.add_argument("--clients", type=Path, nargs="+", default=[ROOT], help="checkouts of this repository")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
-    args = parser.parse_args(argv)
+    args = painting_arguments(__doc__.splitlines()[0], argv)
 
     nights = labelled_nights(args.nights)
     painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]

@@ -116,14 +116,19 @@ def painted_copy(night: Path, out: Path, seed: int) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def painting_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options of a bench that paints a disturbance on copies of simulated nights and runs clients on both."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
     parser.add_argument("--work", type=Path, required=True, help="painted copies and scores CSVs go here")
     parser.add_argument("--clients", type=Path, nargs="+", default=[ROOT], help="checkouts of this repository")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = painting_arguments(__doc__.splitlines()[0], argv)
 
     nights = labelled_nights(args.nights)
     painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]
