@@ -20,7 +20,6 @@ the flags held back (frames without a meteor, and meteor frames). Figures are pr
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,13 +31,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gualta import allsky, detect, evaluate  # noqa: E402
+from gualta import detect, evaluate  # noqa: E402
 from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from camera_shake import compare_clients  # noqa: E402
 from compare import labelled_nights  # noqa: E402
-from web_strand import painting_arguments, sky_of, unit  # noqa: E402
+from web_strand import painted_night, painting_arguments, sky_of, unit  # noqa: E402
 
 PEAK_DN = (25.0, 60.0)        # a night's brightest aurora, gray DN
 GREEN = np.array([0.45, 1.0, 0.5], np.float32)          # BGR
@@ -150,24 +149,19 @@ def paint_aurora(image: np.ndarray, dn: np.ndarray) -> np.ndarray:
 
 def painted_copy(night: Path, out: Path, seed: int) -> Path:
     """Copy the night to out/NIGHT with an aurora in every frame (once: an existing copy is kept)."""
-    target = out / night.name
-    if target.is_dir():
-        return target
-    rng = np.random.default_rng([seed, int(night.name)])
-    frames = allsky.list_frames(night)
+    return painted_night(night, out, seed, paint_aurora_night)
+
+
+def paint_aurora_night(rng: np.random.Generator, frames: list[Path], copy: Path) -> None:
+    """An aurora evolving from frame to frame over the night's frames, written into `copy`."""
     first = cv2.imread(str(frames[0]), cv2.IMREAD_COLOR)
     plan = aurora_plan(rng, *lens_circle(first), len(frames))
     state = first_state(rng, plan)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(night, partial)
     for index, path in enumerate(frames):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         dn = aurora_dn(plan, state, index, float(np.exp(rng.normal(0, PULSE))), image.shape[:2])
-        cv2.imwrite(str(partial / path.name), paint_aurora(image, dn), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        cv2.imwrite(str(copy / path.name), paint_aurora(image, dn), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         state = next_state(rng, plan, state)
-    partial.rename(target)
-    return target
 
 
 def cause(row) -> str:

@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -89,20 +90,33 @@ def paint_strand(image: np.ndarray, points: np.ndarray, width: int, brightness: 
     return np.clip(image.astype(np.float32) + light[..., None], 0, 255).astype(np.uint8)
 
 
-def painted_copy(night: Path, out: Path, seed: int) -> Path:
-    """Copy the night to out/NIGHT with a swaying strand in every frame (once: an existing copy is kept)."""
+def painted_night(night: Path, out: Path, seed: int, paint: Callable[[np.random.Generator, list[Path], Path], None]
+                  ) -> Path:
+    """Copy the night to out/NIGHT, `paint(rng, frames, copy)` writing its frames painted into the copy (once: an
+    existing copy is kept; one cut short is made again)."""
     target = out / night.name
     if target.is_dir():
         return target
-    rng = np.random.default_rng([seed, int(night.name)])
-    frames = allsky.list_frames(night)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(night, partial)
+    paint(np.random.default_rng([seed, int(night.name)]), allsky.list_frames(night), partial)
+    partial.rename(target)
+    return target
+
+
+def painted_copy(night: Path, out: Path, seed: int) -> Path:
+    """Copy the night to out/NIGHT with a swaying strand in every frame (once: an existing copy is kept)."""
+    return painted_night(night, out, seed, lambda rng, frames, copy: paint_strand_night(night, rng, frames, copy))
+
+
+def paint_strand_night(night: Path, rng: np.random.Generator, frames: list[Path], copy: Path) -> None:
+    """A strand swaying and drifting a little from frame to frame, its brightness flickering, over the night's frames,
+    written into `copy` at the night's JPEG quality."""
     quality = int(json.loads((night / "night.json").read_text()).get("camera", {}).get("jpeg_quality", 90))
     height, width = cv2.imread(str(frames[0]), cv2.IMREAD_GRAYSCALE).shape
     geometry = strand_geometry(rng, height, width)
     brightness = rng.uniform(*(MOONLIT_DN if moonlit(night) else UNLIT_DN))
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(night, partial)
     sway, drift = 0.0, np.zeros(2)
     for path in frames:
         step = rng.uniform(*SWAY_PX) * rng.choice([-1, 1])
@@ -111,9 +125,7 @@ def painted_copy(night: Path, out: Path, seed: int) -> Path:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         shine = brightness * (1 + rng.uniform(-FLICKER, FLICKER))
         painted = paint_strand(image, strand_points(geometry, sway, drift), geometry["width"], shine)
-        cv2.imwrite(str(partial / path.name), painted, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    partial.rename(target)
-    return target
+        cv2.imwrite(str(copy / path.name), painted, [cv2.IMWRITE_JPEG_QUALITY, quality])
 
 
 def painting_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
