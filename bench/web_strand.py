@@ -147,5 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(nights)} nights, a swaying strand painted on each\n")
     compare_clients(args.clients, nights, painted, "painted", args.work, args.threads)
 
+
 if __name__ == "__main__":
     main()
