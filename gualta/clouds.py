@@ -31,6 +31,8 @@ erases its pieces where the sky was restless before it:
     erased with the cloud pieces → the frame scored again by the model: below the threshold, the candidate was the sky.
 
 A calm sky's blocks vary by a DN or two from frame to frame; a meteor lasts one frame and is not in the earlier ones.
+A sky changing as a whole (dusk, dawn, the moon setting, an exposure step) is not restless: each frame's median change
+over the sky is taken out first.
 Only pieces are erased, never whole blocks: a meteor the model scores just above the threshold drops below it once
 small restless spots elsewhere (an earlier meteor's or satellite's light) are blanked.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gualta.preprocess import SKY_MARGIN_DN
 from gualta.trails import bright_components
 
 CLOUD_REACH_PX = 8            # a neighbour's piece this close (a cloud drifts a few pixels between frames), ...
@@ -83,11 +86,22 @@ def cloud_mask(diff: np.ndarray, neighbour_diffs: list[np.ndarray]) -> np.ndarra
 
 
 def restless_blocks(earlier: list[np.ndarray]) -> np.ndarray:
-    """The blocks of `earlier` (gray frames shrunk alike: `lightning.shrunk`) whose brightness ranged at least
-    RESTLESS_DN over them, median-filtered over 3 × 3 blocks and grown by one block (1, elsewhere 0)."""
-    stack = np.stack(earlier)
-    spread = cv2.medianBlur(stack.max(axis=0) - stack.min(axis=0), 3)
-    return cv2.dilate((spread >= RESTLESS_DN).astype(np.uint8), np.ones((3, 3), np.uint8))
+    """The sky blocks of `earlier` (gray frames shrunk alike: `lightning.shrunk`; `sky_blocks` of the first) whose
+    brightness ranged at least RESTLESS_DN over them once each frame's change of the sky as a whole (its median over
+    the sky: dusk and dawn, the moon setting or rising, an exposure step) is taken out, median-filtered over 3 × 3
+    blocks and grown by one block (1, elsewhere 0)."""
+    sky = sky_blocks(earlier[0])
+    stack = np.stack(earlier).astype(np.float32)
+    stack -= np.median(stack[:, sky] - stack[0][sky], axis=1)[:, None, None]
+    spread = np.where(sky, np.rint(np.clip(stack.max(axis=0) - stack.min(axis=0), 0, 255)), 0).astype(np.uint8)
+    return cv2.dilate((cv2.medianBlur(spread, 3) >= RESTLESS_DN).astype(np.uint8), np.ones((3, 3), np.uint8))
+
+
+def sky_blocks(frame: np.ndarray) -> np.ndarray:
+    """The blocks of sky in a shrunk gray frame: those SKY_MARGIN_DN above its darkest 5 % when they are most of it
+    (the lens circle's), else every block (a frame filled with sky)."""
+    sky = frame > np.percentile(frame, 5) + SKY_MARGIN_DN
+    return sky if np.count_nonzero(sky) >= sky.size / 2 else np.ones_like(sky)
 
 
 def restless_mask(earlier: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

@@ -189,10 +189,12 @@ def blob_at(centre, seed: int) -> np.ndarray:
     return image
 
 
-def after_sky(rays: bool, candidate: np.ndarray, **options) -> FrameResult:
+def after_sky(rays: bool, candidate: np.ndarray, dimming_dn: float = 0.0, **options) -> FrameResult:
     """The candidate (frame 4, scored 0.99, `candidate` its difference image) decided after four frames of a sky
-    with or without pulsating rays; its neighbours' differences hold speckle alone (nothing they explain)."""
-    frames = [sky(seed, rays) for seed in range(6)]
+    with or without pulsating rays, darkening by `dimming_dn` a frame (dusk); its neighbours' differences hold
+    speckle alone (nothing they explain)."""
+    frames = [np.clip(sky(seed, rays).astype(np.float32) - dimming_dn * seed, 0, 255).astype(np.uint8)
+              for seed in range(6)]
     results = []
     for index in range(6):
         shrunk = (lightning.shrunk(frames[index]), lightning.shrunk(frames[index - 1])) if index else None
@@ -228,3 +230,16 @@ def test_a_candidate_after_a_restless_sky_is_flagged_cloud_and_the_same_blob_aft
     beside = after_sky(True, both)                                      # a meteor beside the aurora: kept
     assert (beside.flag, beside.detection) == ("", True)
     assert after_sky(True, blob_at(RAY_BLOB, 1), cloud_check=False).detection           # the check off
+
+
+def test_a_sky_changing_as_a_whole_is_not_restless():
+    """At dusk the sky darkened 1.5 DN a frame, every block ranged over 3 DN, and a meteor the streak check found no
+    streak in was erased with the 'aurora' and flagged: each frame's change over the whole sky is taken out first."""
+    assert not restless_blocks([lightning.shrunk(sky(seed, False)) - seed for seed in range(3)]).any()
+    lens = np.zeros((SKY_HEIGHT, SKY_WIDTH), np.uint8)
+    cv2.circle(lens, (SKY_WIDTH // 2, SKY_HEIGHT // 2), SKY_HEIGHT // 2 + 100, 1, -1)    # black around the lens
+    assert not restless_blocks([lightning.shrunk((sky(seed, False) - 2 * seed) * lens) for seed in range(3)]).any()
+    meteor = after_sky(False, blob_at(RAY_BLOB, 1), dimming_dn=1.5)
+    assert (meteor.flag, meteor.detection) == ("", True)
+    aurora = after_sky(True, blob_at(RAY_BLOB, 1), dimming_dn=1.5)
+    assert aurora.flag == CLOUD
