@@ -189,17 +189,19 @@ def blob_at(centre, seed: int) -> np.ndarray:
     return image
 
 
-def after_sky(rays: bool, candidate: np.ndarray, dimming_dn: float = 0.0, **options) -> FrameResult:
+def after_sky(rays: bool, candidate: np.ndarray, dimming_dn: float = 0.0, gap: bool = False,
+              **options) -> FrameResult:
     """The candidate (frame 4, scored 0.99, `candidate` its difference image) decided after four frames of a sky
-    with or without pulsating rays, darkening by `dimming_dn` a frame (dusk); its neighbours' differences hold
-    speckle alone (nothing they explain)."""
+    with or without pulsating rays, darkening by `dimming_dn` a frame (dusk), with `gap` frame 3 paired with frame
+    1 (the one between them bad); its neighbours' differences hold speckle alone (nothing they explain)."""
     frames = [np.clip(sky(seed, rays).astype(np.float32) - dimming_dn * seed, 0, 255).astype(np.uint8)
               for seed in range(6)]
     results = []
     for index in range(6):
         shrunk = (lightning.shrunk(frames[index]), lightning.shrunk(frames[index - 1])) if index else None
+        previous = frame_result(index - (2 if index == 3 and gap else 1), 0).file if index else None
         results.append(frame_result(index, 0.99 if index == 4 else 0.02, candidate if index == 4 else speckle(index),
-                                    previous=frame_result(index - 1, 0).file if index else None, shrunk=shrunk))
+                                    previous=previous, shrunk=shrunk))
     return decide_in_order(results, **{"rescore": blob_model, **options})[4]
 
 
@@ -230,6 +232,7 @@ def test_a_candidate_after_a_restless_sky_is_flagged_cloud_and_the_same_blob_aft
     beside = after_sky(True, both)                                      # a meteor beside the aurora: kept
     assert (beside.flag, beside.detection) == ("", True)
     assert after_sky(True, blob_at(RAY_BLOB, 1), cloud_check=False).detection           # the check off
+    assert after_sky(True, blob_at(RAY_BLOB, 1), gap=True).detection     # its earlier frames not in a row: not asked
 
 
 def test_a_sky_changing_as_a_whole_is_not_restless():
