@@ -105,10 +105,7 @@ def bolt_mask(bolt: Streak, frame_size: tuple[int, int], shape: tuple[int, ...])
     width×height frame (`frame_size`) — in an image of `shape` over that frame (255 there, else 0)."""
     width, height = frame_size
     mask = np.zeros((height, width), np.uint8)
-    if bolt.points is None:                            # a streak known by its ends alone
-        cv2.line(mask, bolt.ends[:2], bolt.ends[2:], 255, 1)
-    else:
-        mask[bolt.points[:, 1], bolt.points[:, 0]] = 255
+    mask[bolt.points[:, 1], bolt.points[:, 0]] = 255   # a bolt has its points: one known by its ends has no wiggle
     size = 2 * BOLT_MARGIN_PX + 1
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     if mask.shape != tuple(shape[:2]):
