@@ -49,6 +49,7 @@ BALANCES = ("downsample", "weighted", "oversample", "none")
 LABEL = "label"
 VALID = "is_valid"
 CHECKPOINT = "best"
+LR_PLOT = "lr_find.png"
 
 
 class TrainError(ValueError):
@@ -344,7 +345,7 @@ def find_lr(learn, out_dir: str | Path | None = None) -> float:
         learn.recorder.plot_lr_find()
         plt.gca().axvline(valley, color="tab:orange", ls="--", label=f"valley {valley:.2g}")
         plt.gca().legend()
-        plt.gcf().savefig(Path(out_dir) / "lr_find.png", dpi=100)
+        plt.gcf().savefig(Path(out_dir) / LR_PLOT, dpi=100)
         plt.close("all")
     return valley
 
@@ -406,13 +407,23 @@ def jsonable(config: TrainConfig) -> dict:
 
 def clear_earlier(run_dir: Path, names) -> None:
     """Remove what a run trained before into run_dir left that this one does not replace: its checkpoint before
-    training (fastai loads it as this run's best epoch, even after a divergence), its evaluation once the new model
-    is written (it would pass for the new model's; a run that fails before leaves the earlier one whole)."""
+    training (fastai loads it as this run's best epoch, even after a divergence), its evaluation and lr_find plot once
+    the new model is written (they would pass for the new model's; a run that fails before leaves the earlier ones
+    whole)."""
     earlier = [run_dir / name for name in names if (run_dir / name).is_file()]
     for path in earlier:
         path.unlink()
     if earlier:
         log.warning("%s held an earlier run: %s removed", run_dir, ", ".join(p.name for p in earlier))
+
+
+def earlier_lr_plot(run_dir: Path) -> list[str]:
+    """[LR_PLOT] when run_dir's lr_find plot was drawn for the run that trained there before (it is older than that
+    run's config.json); a plot drawn since (by this run, the lr-find command or a notebook's find_lr) is this run's."""
+    plot, earlier_run = run_dir / LR_PLOT, run_dir / "config.json"
+    drawn_before = (plot.is_file() and earlier_run.is_file()
+                    and plot.stat().st_mtime_ns <= earlier_run.stat().st_mtime_ns)
+    return [LR_PLOT] if drawn_before else []
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -452,7 +463,7 @@ def train(config: TrainConfig) -> TrainResult:
     learn.created = datetime.now(timezone.utc).isoformat(timespec="seconds")       # the .pkl's and the ONNX's
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
-    clear_earlier(run_dir, REPORT_FILES)
+    clear_earlier(run_dir, [*REPORT_FILES, *earlier_lr_plot(run_dir)])
     (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
     summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
                "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),
@@ -538,7 +549,7 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
     config = config_from(args)
     config.out.mkdir(parents=True, exist_ok=True)
     learn, _ = learner_for(config)
-    print(f"lr-find: valley {find_lr(learn, config.out):.2g} → {config.out / 'lr_find.png'}")
+    print(f"lr-find: valley {find_lr(learn, config.out):.2g} → {config.out / LR_PLOT}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -384,10 +385,27 @@ def test_training_again_into_a_run_folder_starts_from_nothing_it_left(tiny_datas
     assert all((out / name).read_text() == "earlier" for name in evaluation)
     assert "held an earlier run: best.pth removed" in caplog.text
     caplog.clear()
+    (out / "lr_find.png").write_bytes(b"the earlier run's plot")               # drawn before that run finished
+    (out / "config.json").write_text("{}")
+    os.utime(out / "lr_find.png", ns=(1, (out / "config.json").stat().st_mtime_ns - 10**9))
     with caplog.at_level(logging.WARNING, "gualta.train"):
-        assert train.main(options) == 0
+        assert train.main(options) == 0                              # without --lr-find: no plot of its own
     assert (out / "model.onnx").is_file() and not any((out / name).exists() for name in evaluation)
-    assert "held an earlier run: metrics.json, predictions.csv, cam.png removed" in caplog.text
+    assert not (out / "lr_find.png").exists()
+    assert "held an earlier run: metrics.json, predictions.csv, cam.png, lr_find.png removed" in caplog.text
+
+
+def test_an_lr_find_plot_drawn_since_the_earlier_run_is_this_runs(tmp_path):
+    """`lr-find` (or a notebook's find_lr) then `train --lr` into the same folder: the plot is the one the rate was
+    read from, newer than the earlier run's config.json, and stays; one older than it was that run's."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "lr_find.png").write_bytes(b"drawn for this run")
+    os.utime(tmp_path / "lr_find.png", ns=(1, (tmp_path / "config.json").stat().st_mtime_ns + 10**9))
+    assert train.earlier_lr_plot(tmp_path) == []
+    os.utime(tmp_path / "lr_find.png", ns=(1, (tmp_path / "config.json").stat().st_mtime_ns - 10**9))
+    assert train.earlier_lr_plot(tmp_path) == ["lr_find.png"]
+    (tmp_path / "config.json").unlink()                             # no run trained there before
+    assert train.earlier_lr_plot(tmp_path) == []
 
 
 def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dataset, tiny_run, tmp_path):
