@@ -226,15 +226,23 @@ def meteor_recall(vocab):
                          name="meteor_recall")
 
 
+def macro_precision():
+    """Precision averaged over the classes; a class never predicted has 0/0 and counts 0 (sklearn's default, said
+    here so it does not warn): a model that never says meteor earns no meteor precision."""
+    from fastai.metrics import skm_to_fastai
+    from sklearn.metrics import precision_score
+
+    return skm_to_fastai(precision_score, average="macro", zero_division=0)
+
+
 def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_weights: list[float] | None = None):
     """vision_learner with the thesis' metrics plus meteor recall; weighted cross-entropy if weights are given."""
-    from fastai.vision.all import (CrossEntropyLossFlat, F1Score, Precision, accuracy, error_rate, models,
-                                   vision_learner)
+    from fastai.vision.all import CrossEntropyLossFlat, F1Score, accuracy, error_rate, models, vision_learner
     from fastai.torch_core import default_device, tensor
 
     loss_func = (CrossEntropyLossFlat(weight=tensor(loss_weights).float().to(default_device()))
                  if loss_weights else None)
-    metrics = [error_rate, accuracy, Precision(average="macro"), F1Score(average="macro"), meteor_recall(dls.vocab)]
+    metrics = [error_rate, accuracy, macro_precision(), F1Score(average="macro"), meteor_recall(dls.vocab)]
     try:
         return vision_learner(dls, getattr(models, arch), pretrained=pretrained, metrics=metrics,
                               loss_func=loss_func)

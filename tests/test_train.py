@@ -116,6 +116,26 @@ def test_meteor_recall_counts_the_meteor_class():
     assert train.meteor_recall(vocab).name == "meteor_recall"
 
 
+def test_a_class_never_predicted_counts_0_in_the_learners_precision_without_a_warning(tmp_path):
+    """On a 2-image validation split sklearn warned at every epoch that precision was ill-defined (0/0 for a class
+    never predicted). It counts 0, said outright: a model that never says meteor earns no meteor precision."""
+    import warnings
+
+    import torch
+    from gualta.dataset import write_image
+
+    rows = pd.DataFrame({"fn": [f"{i}.png" for i in range(4)], "label": ["meteor", "no-meteor"] * 2,
+                         "is_valid": [False, False, True, True]})
+    for fn in rows["fn"]:
+        write_image(tmp_path / fn, np.zeros((16, 16), np.uint8))
+    learn = train.make_learner(train.make_dataloaders(tmp_path, rows, size=16, bs=2), "resnet18")
+    precision = next(m for m in learn.metrics if m.name == "precision_score")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = precision(torch.tensor([1, 1]), torch.tensor([0, 1]))    # no-meteor twice: one meteor missed
+    assert value == pytest.approx((0 + 1 / 2) / 2)                       # meteor 0, no-meteor 1 of 2
+
+
 # --- the recipe end to end --------------------------------------------------------------------------------------
 
 def test_recipe_writes_every_artefact(tiny_run, tiny_dataset):
