@@ -88,15 +88,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     nights = dataset.nights_under(args.nights)
+    labels = dataset.read_label_files(args.labels)
     if args.test_nights:
         train, test = dataset.split_by_names(nights, args.test_nights)
     else:
-        train, test = dataset.split_labelled_nights(nights, args.test_fraction, args.seed,
-                                                    dataset.read_label_files(args.labels))
+        train, test = dataset.split_labelled_nights(nights, args.test_fraction, args.seed, labels)
     logging.getLogger("gualta.dataset").info("train nights: %s; test nights: %s",
                                              ", ".join(n.name for n in train), ", ".join(n.name for n in test))
     prepared = dataset.prepare_dataset(train, test, args.out, version=args.version, balance=args.balance,
-                                       seed=args.seed, labels=args.labels, overwrite=args.overwrite,
+                                       seed=args.seed, labels=labels, overwrite=args.overwrite,
                                        workers=args.workers)
     print(f"prepare: {prepared.summary()}")
 

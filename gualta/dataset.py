@@ -322,20 +322,20 @@ def clear_dataset(out_dir: Path, overwrite: bool) -> None:
 
 def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path], out_dir: str | Path,
                     version: str = "v4", balance: bool = False, seed: int = 0,
-                    labels: str | Path | list[str | Path] | None = None, overwrite: bool = False,
+                    labels: str | Path | list[str | Path] | pd.DataFrame | None = None, overwrite: bool = False,
                     workers: int = 1) -> PreparedDataset:
     """Build the thesis' folder dataset and its index.csv from train and test nights (never the same night).
 
     Each pair's image is the chosen version (v1–v4) of the thresholded difference of a frame and the last good frame
-    before it, labelled by the frame. `labels` (one or several CSVs with file,label) replaces the ground_truth.csv of
-    the nights whose frames they name.
+    before it, labelled by the frame. `labels` (one or several CSVs with file,label, or the table read_label_files
+    made of them) replaces the ground_truth.csv of the nights whose frames they name.
     With balance, no-meteor training pairs are sampled down to the meteor count (the test set never is).
     """
     if version not in VERSIONS:
         raise DatasetError(f"unknown dataset version {version!r}; choose one of {', '.join(VERSIONS)}")
     nights_train, nights_test = [Path(n) for n in nights_train], [Path(n) for n in nights_test]
     check_nights(nights_train, nights_test)
-    table = read_label_files(labels)
+    table = labels if isinstance(labels, pd.DataFrame) else read_label_files(labels)
     out_dir = Path(out_dir)
     samples, skipped = [], 0
     for split, nights in (("train", nights_train), ("test", nights_test)):

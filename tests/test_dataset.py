@@ -183,6 +183,26 @@ def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
         dataset.split_labelled_nights(archive[:4], 0.25)
 
 
+def test_prepare_with_a_test_fraction_reads_the_labels_once(tmp_path, monkeypatch):
+    """`prepare --test-fraction` read the --labels CSVs to split the nights, then again to label their pairs."""
+    monkeypatch.syspath_prepend(str(REPO))
+    import dataPreparation
+
+    root = tmp_path / "nights"
+    archive = [make_night(root, f"202111{day:02d}", 4, meteors=(), ground_truth=False) for day in (1, 2, 3)]
+    labels = tmp_path / "labels.csv"
+    frames = [frame for night in archive for frame in allsky.list_frames(night)]
+    pd.DataFrame({"file": [frame.name for frame in frames], "label": "no-meteor"}).to_csv(labels, index=False)
+    read, reads = dataset.read_labels, []
+    monkeypatch.setattr(dataset, "read_labels", lambda path: reads.append(Path(path)) or read(path))
+
+    assert dataPreparation.main(["prepare", "--nights", str(root), "--test-fraction", "0.34", "--labels",
+                                 str(labels), "--out", str(tmp_path / "data")]) == 0
+    assert reads == [labels]
+    index = pd.read_csv(tmp_path / "data" / "index.csv")
+    assert len(index) == 3 * 3 and (index["dataset"] == "test").sum() == 3      # every pair labelled, one test night
+
+
 def test_balancing_equal_counts_reproducible_and_test_untouched(tmp_path):
     root = tmp_path / "nights"
     train_nights = [make_night(root, "20211110", 12, (2, 7)), make_night(root, "20211111", 12, (4,))]
