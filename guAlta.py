@@ -150,6 +150,9 @@ def cmd_flush(args: argparse.Namespace) -> None:
         delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
     except OutboxError as exc:
         sys.exit(f"guAlta flush: {exc}")
+    if not (delivery.sent or delivery.rejected or pending):
+        print(f"nothing to send: no report waits in {settings.outbox}")
+        return
     print(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
           + (f" ({delivery.stopped})" if delivery.stopped else ""))
     if pending:

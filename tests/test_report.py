@@ -408,6 +408,9 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
         up = subprocess.run(command + ["--url", child.url], capture_output=True, text=True, timeout=60,
                             env=child_env())
     assert up.returncode == 0 and "delivered 1" in up.stdout and "still pending 0" in up.stdout
+    again = subprocess.run(command + ["--url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60,
+                           env=child_env())                         # an operator flushing by hand once more
+    assert again.returncode == 0 and again.stdout == f"nothing to send: no report waits in {config.outbox}\n"
     assert stored(store) == ["obs01_20260916231507.json"]
     elsewhere = tmp_path / "other" / "outbox.sqlite"                # run from another folder, say
     elsewhere.parent.mkdir()
