@@ -529,23 +529,22 @@ class Decider:
         if bolt is None or not lightning.is_bolt(bolt) or result.lit is None or result.frame_size is None \
                 or after.brightening is None or not lightning.falls_back(result.lit, after.brightening):
             return False
-        if self.streak_beside(result, neighbours):
+        region = lightning.bolt_mask(bolt, result.frame_size)                 # at frame size, built once
+        if self.streak_beside(result, neighbours, region):
             return False
         if not self.model_candidate(result):
             return True
         if self.rescore is None or result.diff is None:
             return False
         mask = lightning.lit_mask(result.brightening, result.lit, result.diff.shape) \
-            | lightning.bolt_mask(bolt, result.frame_size, result.diff.shape)
+            | lightning.scaled_mask(region, result.diff.shape)
         return self.rescore(trails.erased(result.diff, mask)) < self.threshold
 
     @staticmethod
-    def streak_beside(result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether a frame with a bright streak has a streak or faint streak off it (`lightning.on_bolt`) that the
-        adjacent differences do not account for (`streak.explained_by_adjacent`): a meteor or a second fireball in
-        a bolt's frame keeps it."""
-        width, height = result.frame_size
-        bolt = lightning.bolt_mask(result.bright, result.frame_size, (height, width))
+    def streak_beside(result: FrameResult, neighbours: list[FrameResult], bolt: np.ndarray) -> bool:
+        """Whether a frame with a bright streak has a streak or faint streak off the bolt's region `bolt`
+        (`lightning.bolt_mask`, `lightning.on_bolt`) that the adjacent differences do not account for
+        (`streak.explained_by_adjacent`): a meteor or a second fireball in a bolt's frame keeps it."""
         neighbour_pieces = [n.pieces for n in neighbours]
         return any(not lightning.on_bolt(piece.ends, bolt) and not streak.explained_by_adjacent(piece, neighbour_pieces)
                    for piece in result.pieces if piece.is_streak or piece.is_faint_streak)

@@ -100,14 +100,18 @@ def is_bolt(streak: Streak) -> bool:
     return streak.wiggle >= BOLT_WIGGLE_PX
 
 
-def bolt_mask(bolt: Streak, frame_size: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
-    """The bolt's region — its bright streak's pixels (`Streak.points`) and BOLT_MARGIN_PX around them in its
-    width×height frame (`frame_size`) — in an image of `shape` over that frame (255 there, else 0)."""
+def bolt_mask(bolt: Streak, frame_size: tuple[int, int]) -> np.ndarray:
+    """The bolt's region — its bright streak's pixels (`Streak.points`) and BOLT_MARGIN_PX around them — in its
+    width×height frame (`frame_size`): 255 there, else 0."""
     width, height = frame_size
     mask = np.zeros((height, width), np.uint8)
     mask[bolt.points[:, 1], bolt.points[:, 0]] = 255   # a bolt has its points: one known by its ends has no wiggle
     size = 2 * BOLT_MARGIN_PX + 1
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+
+
+def scaled_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A frame's 0/255 mask in an image of `shape` over that frame: 255 wherever it covers any of a pixel."""
     if mask.shape != tuple(shape[:2]):
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
     return np.where(mask > 0, 255, 0).astype(np.uint8)
@@ -115,7 +119,7 @@ def bolt_mask(bolt: Streak, frame_size: tuple[int, int], shape: tuple[int, ...])
 
 def on_bolt(ends: tuple[float, float, float, float], mask: np.ndarray) -> bool:
     """Whether a streak with these full-frame ends lies on a bolt: its ends and its middle in the bolt's region
-    (`bolt_mask` in the frame's shape)."""
+    (`bolt_mask`)."""
     x1, y1, x2, y2 = ends
     points = np.array([(x1, y1), ((x1 + x2) / 2, (y1 + y2) / 2), (x2, y2)])
     return bool((mask[trails.pixels_at(points, mask.shape)] > 0).all())

@@ -230,6 +230,16 @@ def test_a_bolt_in_a_flash_is_held_back():
     assert decided.lit is None and decided.detection and decided.flag == ""
 
 
+def test_a_bolt_s_region_is_built_once_for_its_frame(monkeypatch):
+    """The bolt's region (a dilation over the whole frame) serves the check for a streak beside the bolt and, scaled
+    to the difference image, the rescore of a model's candidate: it was built for each."""
+    frames = night(in_a_flash(bolt))                     # scored 0.97: a model's candidate, rescored without the bolt
+    built, build = [], lightning.bolt_mask
+    monkeypatch.setattr(lightning, "bolt_mask", lambda *args: built.append(args) or build(*args))
+    assert middle(frames).flag == LIGHTNING
+    assert len(built) == 1
+
+
 @pytest.mark.parametrize("shape", FIREBALL_SHAPES, ids=lambda shape: shape.__name__)
 def test_a_fireball_in_the_same_flash_is_reported(shape):
     """Its streak, bent by the lens or with a burst, a flare or a broad head, is no bolt."""
