@@ -22,7 +22,7 @@ import numpy as np
 
 from gualta.classical import WATERMARK, ignore_box
 from gualta.preprocess import SATURATED_DN
-from gualta.trails import principal_span
+from gualta.trails import component_points, principal_span
 
 LEVEL_DN = 100               # a streak pixel is at least this much brighter than in the previous frame
 MIN_AREA_PX = 100
@@ -58,12 +58,8 @@ def bright_regions(current: np.ndarray, previous: np.ndarray) -> list[np.ndarray
     if cv2.countNonZero(mask) < MIN_AREA_PX:               # most frames: labelling would cost 10× the rest
         return []
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    regions = []
-    for label in range(1, count):
-        if stats[label, cv2.CC_STAT_AREA] >= MIN_AREA_PX:
-            ys, xs = np.nonzero(labels == label)
-            regions.append(np.column_stack([xs, ys]))
-    return regions
+    return [points for points, area in zip(component_points(labels, count), stats[1:, cv2.CC_STAT_AREA])
+            if area >= MIN_AREA_PX]
 
 
 def as_streak(points: np.ndarray) -> Streak | None:

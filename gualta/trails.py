@@ -227,12 +227,23 @@ class Line:
     points: np.ndarray | None = None
 
 
+def component_points(labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """(x, y) pixels of each labelled component 1 … count − 1, in raster order, grouped by label in one pass over
+    the image."""
+    ys, xs = np.nonzero(labels)
+    owner = labels[ys, xs]
+    order = np.argsort(owner, kind="stable")
+    points = np.column_stack([xs[order], ys[order]])
+    ends = np.cumsum(np.bincount(owner, minlength=count))
+    return [points[start:end] for start, end in zip(ends[:-1], ends[1:])]
+
+
 def bright_pieces(diff: np.ndarray) -> list[np.ndarray]:
     """(x, y) pixels of each bright thin piece of a difference image (`line_mask`), speckle left out."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(line_mask(diff), connectivity=8)
     diagonal = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    return [np.column_stack(np.nonzero(labels == k)[::-1]).astype(float)
-            for k in range(1, count) if diagonal[k] >= PIECE_MIN_DIAG_PX]
+    return [points.astype(float) for points, span in zip(component_points(labels, count), diagonal[1:])
+            if span >= PIECE_MIN_DIAG_PX]
 
 
 def principal_span(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -373,9 +384,5 @@ def faint_lines_of(diff: np.ndarray) -> list[Line]:
     """A difference image's faint straight structures: connected pixels of high line contrast, long and thin
     enough to have a direction (`fitted_line`), with their pixels."""
     count, labels = cv2.connectedComponents((line_contrast(diff) >= FAINT_CONTRAST).astype(np.uint8), connectivity=8)
-    ys, xs = np.nonzero(labels)
-    order = np.argsort(labels[ys, xs], kind="stable")
-    points = np.column_stack([xs[order], ys[order]]).astype(float)
-    groups = np.split(points, np.cumsum(np.bincount(labels[ys, xs], minlength=count))[1:-1])
-    found = [(group, fitted_line(group)) for group in groups if len(group) >= FAINT_MIN_PX]
-    return [Line(trail, group) for group, trail in found if trail is not None]
+    groups = [points.astype(float) for points in component_points(labels, count) if len(points) >= FAINT_MIN_PX]
+    return [Line(trail, points) for points in groups if (trail := fitted_line(points)) is not None]

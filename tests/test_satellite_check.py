@@ -13,7 +13,7 @@ import pandas as pd
 from gualta import allsky
 from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch
 from gualta.streak import Piece
-from gualta.trails import Trail, continues, find_trails, lines_of
+from gualta.trails import Trail, component_points, continues, find_trails, lines_of
 from helpers_client import (DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle,
                             streak_piece)
 
@@ -44,6 +44,16 @@ def test_trails_are_found_where_they_are_drawn():
     assert len(found) == 1
     assert np.allclose(sorted(found[0].ends.tolist()), [[100, 100], [180, 140]], atol=3)
     assert find_trails(speckle(1)) == []
+
+
+def test_component_points_are_each_label_s_pixels_in_raster_order():
+    count, labels = cv2.connectedComponents(speckle(3), connectivity=8)
+    groups = component_points(labels, count)
+    assert count > 10 and len(groups) == count - 1
+    for label, points in enumerate(groups, start=1):
+        ys, xs = np.nonzero(labels == label)
+        assert np.array_equal(points, np.column_stack([xs, ys]))
+    assert component_points(np.zeros((5, 5), np.int32), 1) == []
 
 
 def test_continuation_geometry():
