@@ -486,7 +486,7 @@ class Decider:
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
         crossing = self.explained_streak_trails(result, neighbours)
         if crossing:
-            mask |= trails.explained_mask(result.diff, [], crossing)
+            mask |= trails.explained_mask(result.diff, [], crossing, pieces=[])    # no lines explain a piece
         if mask.any() and self.rescore(trails.erased(result.diff, mask)) < self.threshold:
             return True
         earlier = self.restless_earlier(result)
