@@ -1,9 +1,11 @@
 """Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the
-cross-frame satellite/plane check → scores CSV and reports. Used by the batch run here and by the real-time watcher
-(gualta.realtime), which feed the same `Scorer` and `Decider` and so reach the same decisions. Beside the model,
-the fireball check (`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright,
-saturated streak that neither adjacent frame has, and the streak check (`gualta.streak`) when it holds a thin, straight
-streak (a short or faint meteor) that no piece of an adjacent difference explains.
+cross-frame checks → scores CSV and reports. Used by the batch run here and by the real-time watcher (gualta.realtime),
+which feed the same `Scorer` and `Decider` and so reach the same decisions. Beside the model, the fireball check
+(`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright, saturated streak that
+neither adjacent frame has, and the streak check (`gualta.streak`) when it holds a thin, straight streak (a short or
+faint meteor) that no piece of an adjacent difference explains. A candidate is flagged, and not reported unless
+`guAlta_report_flagged` asks, when the adjacent frames explain it: a satellite or a plane (`gualta.trails`), clouds
+changing there too (`gualta.clouds`) or a flash lighting the sky (`gualta.lightning`).
 
 Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
 a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
@@ -301,7 +303,7 @@ class Decider:
     the next scored frame (`finish()` decides it without one: end of night, or waited too long); every other frame is
     decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference image → p(meteor)) the
     check also explains away: what the neighbours explain is erased and the candidate scored again (see
-    `gualta.trails`). A candidate its neighbours leave unexplained (by the satellite and the cloud check) is held
+    `gualta.trails`). A candidate its neighbours leave unexplained (by the satellite, cloud or lightning check) is held
     against the frame before the previous one as well (`crossing_two_back`): a satellite that clouds hid in the previous
     frame; it needs no further wait. With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
     candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent
@@ -888,8 +890,8 @@ def detection_report(result: FrameResult, settings: Settings, night: str, versio
 
 
 def report_flag(result: FrameResult) -> str | None:
-    """The payload flag: the satellite check's, else which check found it (`fireball`, or `streak` for a thin
-    streak the model scored below the threshold)."""
+    """The payload flag: what flagged it (`satellite`, `cloud` or `lightning`), else which check found it
+    (`fireball`, or `streak` for a thin streak the model scored below the threshold)."""
     if result.flag:
         return result.flag
     if result.bright:
@@ -918,7 +920,8 @@ def detection_line(result: FrameResult) -> str:
 
 
 def show(result: FrameResult, settings: Settings, say) -> None:
-    """Tell the operator about a decided frame: every frame with extra log, else detections and flagged ones."""
+    """Tell the operator about a decided frame: its per-frame line with extra log, and a candidate's line (a
+    detection, or flagged and not reported) either way."""
     if settings.enable_extra_log:
         say(frame_line(result))
     if result.label == METEOR:
