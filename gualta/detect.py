@@ -298,39 +298,36 @@ def near_in_time(a: FrameResult | None, b: FrameResult) -> bool:
 
 
 class Decider:
-    """Turns scored frames, in time order, into final rows. The satellite check compares a candidate's trails with the
-    previous and the next difference image, so a candidate that the previous frame does not already explain waits for
-    the next scored frame (`finish()` decides it without one: end of night, or waited too long); every other frame is
-    decided at once. Rows come out in time order. With `rescore` (the model: a 400×400 difference image → p(meteor)) the
-    check also explains away: what the neighbours explain is erased and the candidate scored again (see
-    `gualta.trails`). A candidate its neighbours leave unexplained (by the satellite, cloud or lightning check) is held
-    against the frame before the previous one as well (`crossing_two_back`): a satellite that clouds hid in the previous
-    frame; it needs no further wait. With `fireball_check` a frame with a bright streak (`FrameResult.bright`) is a
-    candidate whatever its score, and waits for the next frame too: it is flagged like a crossing only when an adjacent
-    frame has a streak too (a steady light, landing lights) or the streak continues a neighbour's trail (a plane's
-    strobes) and no piece of an adjacent difference explains its long bright streak — other trails sharing its frame
-    cannot flag it, nor can explaining away (the model misreads a fireball's blob). With `streak_check` a frame the
-    model scores below the threshold is a candidate for a thin streak (`FrameResult.pieces`, see `gualta.streak`) and
-    waits too: it is flagged when every streak it has is explained by a piece of an adjacent difference (the same spot,
-    or further along the streak's line), lies on a steady mover's track (midway between pieces of both) or its own light
-    tells a crossing (`Piece.own_light`: a satellite's steady light curve, a plane's wingtip lights); without a streak,
-    a frame the model scores at least FAINT_STREAK_SCORE is a candidate for a faint one longer than noise leaves pieces
-    (`Piece.is_faint_streak`, over `streak.SPECK_MAX_PX`), judged the same way. A model's candidate has those streaks,
-    and its pieces on a track or dashes an adjacent dash follows (`streak.explained_streaks`), erased with what the
-    neighbours explain before it is scored again, and is not flagged while it keeps an unexplained streak outside what
-    was erased (a meteor sharing its frame with the satellite). With `cloud_check` (and `rescore`) a model's candidate
-    that the satellite check keeps is flagged CLOUD when it has no bright streak, no streak or faint streak that the
-    adjacent differences do not account for, and no longer scores as a meteor once its bright pieces that an adjacent
-    difference also has nearby (moving cloud) and its explained streaks are erased, or once its bright pieces where the
-    sky was restless over its three earlier frames are erased as well (an aurora: `gualta.clouds`). A frame whose sky
-    is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the model's candidate;
-    the fireball and streak checks still look. With `lightning_check` (and `rescore`) a model's candidate that neither
-    explains is flagged LIGHTNING when a wide region of its sky lit up and is dark again in the next frame (a flash
-    lighting the clouds: `gualta.lightning`), it has no streak of its own (as for the cloud check), and it no longer
-    scores as a meteor once that region is erased; and a candidate in such a flash whose bright streak is jagged, not
-    straight (`bolt_in_a_flash`: a lightning bolt, where a fireball's streak is straight), when nothing beside the bolt
-    keeps it: no streak of its own off the bolt and, for a model's candidate, no meteor's score left once the bolt and
-    the lit region are erased."""
+    """Turns scored frames, in time order, into final rows, in time order too. A candidate that the previous frame
+    does not already explain waits for the next scored frame (`finish()` decides it without one: end of night, or
+    waited too long); every other frame is decided at once. With `rescore` (the model: a 400×400 difference image →
+    p(meteor)) the checks also explain away: what explains a candidate is erased and it is scored again (see
+    `gualta.trails`). A flagged candidate is reported only with `report_flagged`. The checks, in the order
+    `explanation` runs them:
+
+    - `satellite_check`: a model's candidate is flagged SATELLITE when its trails all continue an adjacent frame's,
+      or it no longer scores as a meteor once what the neighbours explain and its explained streaks are erased —
+      unless it keeps a streak nothing explains (a meteor sharing its frame with the satellite: `crossed`).
+    - `fireball_check`: a bright streak (`FrameResult.bright`) makes a candidate whatever the score; it is flagged
+      when an adjacent frame has one too (a steady light, landing lights), or it continues a neighbour's trail (a
+      plane's strobes) and no adjacent piece explains its long bright streak (`crossing`).
+    - `streak_check`: a thin streak (`FrameResult.pieces`, `gualta.streak`) makes a candidate of a frame the model
+      scores below the threshold; without one, so does a faint streak longer than noise leaves pieces where the model
+      scores at least FAINT_STREAK_SCORE (`thin_streaks`). It is flagged when each such streak is explained by an
+      adjacent difference's piece, a steady mover's track or its own light (`Piece.own_light`).
+    - `cloud_check` (with `rescore`): a model's candidate with no streak of its own is flagged CLOUD when erasing its
+      pieces an adjacent difference also has (moving cloud) and its explained streaks, or also its pieces where the
+      sky was restless over its three earlier frames (an aurora), takes its score below the threshold (`clouded`,
+      `gualta.clouds`).
+    - `lightning_check` (with `rescore`): a model's candidate with no streak of its own is flagged LIGHTNING when a
+      wide region of its sky lit up and is dark again in the next frame (a flash lighting the clouds) and erasing that
+      region takes its score below the threshold (`lit_by_lightning`); so is any candidate whose bright streak is a
+      jagged bolt in such a flash, with nothing beside the bolt keeping it (`bolt_in_a_flash`).
+    - the frame two back (with `satellite_check`): a candidate still unexplained is held against the frame before the
+      previous one (`crossing_two_back`: a satellite that clouds hid in the previous frame), with no further wait.
+
+    A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the
+    model's candidate; the fireball and streak checks still look."""
 
     def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
