@@ -35,7 +35,8 @@ from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
 from gualta.config import Settings
 from gualta.frames import NightFrames
 from gualta.model import load_model
-from gualta.payload import MODEL, PayloadError, build_detection, build_log
+from gualta.payload import (CLOUD, FIREBALL, LIGHTNING, MODEL, SATELLITE, STREAK, PayloadError, build_detection,
+                            build_log)
 from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_frame, resize_area, side_by_side,
                                washed_out_share)
 from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
@@ -44,16 +45,11 @@ from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outb
 
 log = logging.getLogger(__name__)
 
-SATELLITE = "satellite"
-CLOUD = "cloud"              # the flag of a model's candidate that the cloud check explains (`gualta.clouds`)
-LIGHTNING = "lightning"      # the flag of a model's candidate that a flash lighting the clouds explains
 FLAG_REASONS = {SATELLITE: "a satellite or a plane: it continues in an adjacent frame (or two back) or its own light "
                            "shows it",
                 CLOUD: "clouds that change in an adjacent frame too",
                 LIGHTNING: "a flash: a wide region of sky lit up in this frame only"}
-FIREBALL = "fireball"        # the payload flag (a tag on the site and in Telegram) of a detection with a bright streak
 FIREBALL_NOTE = "fireball: a bright, saturated streak in this frame only"
-STREAK = "streak"            # the payload flag of a detection found by the streak check alone
 STREAK_NOTE = "streak: a thin streak in this frame only"
 BELOW_THRESHOLD_NOTE = "; the model scored it below the threshold"
 FAINT_STREAK_SCORE = 0.25    # a faint streak (gualta.streak) longer than noise leaves pieces makes a candidate where

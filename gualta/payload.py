@@ -37,20 +37,22 @@ ISO = re.compile(r"[0-9][0-9T:.+Z -]{9,39}")
 FLAG = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MODEL = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 LOG_KINDS = ("start", "end")
-# What a detection's flag tells those who read the channel and the page: (headline, tag, why). Satellite and cloud
-# are candidates the client held back and reported anyway (`guAlta_report_flagged`): not meteors to the client.
+FIREBALL, STREAK = "fireball", "streak"                           # the check that found a detection
+SATELLITE, CLOUD, LIGHTNING = "satellite", "cloud", "lightning"   # what flagged a candidate (gualta.detect)
+# What a detection's flag tells those who read the channel and the page: (headline, tag, why). Satellite, cloud and
+# lightning mark candidates the client held back and reported anyway (`guAlta_report_flagged`): not meteors to it.
 FLAG_MEANINGS = {
-    "fireball": ("🔥 Fireball detected", "fireball", "a bright, saturated streak in this frame only"),
-    "streak": ("☄️ Meteor detected", "thin streak", "found by its thin streak, seen in this frame only, where the "
-               "classifier scored it lower"),
-    "satellite": ("🛰️ Possible satellite or plane", "possible satellite/plane", "held back by the observatory: "
-                  "its trail goes on in another frame, or its own lights show it (reported as asked)"),
-    "cloud": ("☁️ Possible clouds", "possible clouds", "held back by the observatory: clouds change in the frames "
-              "either side too (reported as asked)"),
-    "lightning": ("⚡ Possible lightning", "possible lightning", "held back by the observatory: a wide region of "
-                  "sky lit up in this frame only, as a flash lights the clouds (reported as asked)"),
+    FIREBALL: ("🔥 Fireball detected", "fireball", "a bright, saturated streak in this frame only"),
+    STREAK: ("☄️ Meteor detected", "thin streak", "found by its thin streak, seen in this frame only, where the "
+             "classifier scored it lower"),
+    SATELLITE: ("🛰️ Possible satellite or plane", "possible satellite/plane", "held back by the observatory: "
+                "its trail goes on in another frame, or its own lights show it (reported as asked)"),
+    CLOUD: ("☁️ Possible clouds", "possible clouds", "held back by the observatory: clouds change in the frames "
+            "either side too (reported as asked)"),
+    LIGHTNING: ("⚡ Possible lightning", "possible lightning", "held back by the observatory: a wide region of "
+                "sky lit up in this frame only, as a flash lights the clouds (reported as asked)"),
 }
-NOT_METEOR_FLAGS = {"satellite", "cloud", "lightning"}
+NOT_METEOR_FLAGS = {SATELLITE, CLOUD, LIGHTNING}
 
 DETECTION_FIELDS = {"id", "date", "time", "score", "telegram", "obs_id", "processed", "folder", "img"}
 DETECTION_OPTIONAL = {"flag", "model"}
