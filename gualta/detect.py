@@ -34,7 +34,7 @@ from tqdm import tqdm
 from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
 from gualta.config import Settings
 from gualta.frames import NightFrames
-from gualta.model import load_model
+from gualta.model import batches, load_model
 from gualta.payload import (CLOUD, FIREBALL, LIGHTNING, MODEL, SATELLITE, STREAK, PayloadError, build_detection,
                             build_log)
 from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_frame, resize_area, side_by_side,
@@ -220,11 +220,6 @@ def streak_pieces(result: FrameResult, current: np.ndarray, previous: np.ndarray
         return found
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 class Scorer:
     """Scores frames of one night with a model, preparing the next batch while the model runs; frames `daytime`
     names a reason for are skipped unread."""
@@ -238,10 +233,10 @@ class Scorer:
     def score(self, files: list[Path]) -> Iterator[FrameResult]:
         """Results for `files` (frames of this night, in time order)."""
         with ThreadPoolExecutor(1, thread_name_prefix="gualta-prepare") as pool:
-            batches = chunks(list(files), self.batch_size)
-            upcoming = pool.submit(self._next, batches)
+            pending = batches(list(files), self.batch_size)
+            upcoming = pool.submit(self._next, pending)
             while (prepared := upcoming.result()) is not None:
-                upcoming = pool.submit(self._next, batches)
+                upcoming = pool.submit(self._next, pending)
                 inputs = [model_input for _, model_input in prepared if model_input is not None]
                 scores = iter(self.model.predict(inputs) if inputs else [])
                 for result, model_input in prepared:

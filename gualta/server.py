@@ -52,7 +52,7 @@ MAX_CONNECTIONS = 200                   # connections served at once (a thread e
 KEY_ROUTES = (ingest.ROUTE, "/site")    # POST routes whose API key is checked before the body is read
 STATIC = re.compile(r"/(?:(index\.html|archive\.html)|([0-9]{8}\.html)|(imgs/[0-9]{8}/[A-Za-z0-9_-]{1,32}_[0-9]{14}\.jpeg)|"
                     r"(models/guAlta_latest_version\.json)|"
-                    r"(models/guAlta_(?:latest_version|v[0-9]{1,9})\.(?:onnx|pkl)))")
+                    rf"(models/{store.MODEL_FILE.pattern}))")
 DIGITS = re.compile(r"[0-9]{1,18}")
 MODEL_SUFFIXES = (".onnx", ".pkl")
 BODY_METHODS = ("POST", "PUT", "PATCH")

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gualta.preprocess import TRAIN_SIZE
+
 LEVEL_MIN = 128               # a trail pixel is mostly above the threshold in the full frame
 MIN_COMPONENT_PX = 5          # smaller specks (star residuals, hot pixels) are ignored
 FAT_AREA_PER_PX = 4.0         # a component with more area than 4 px per pixel of its diagonal is a blob, not a line
@@ -113,13 +115,13 @@ class Trail:
     def ends(self) -> np.ndarray:
         return np.array([[self.x1, self.y1], [self.x2, self.y2]], dtype=float)
 
-    def in_frame(self, width: int, height: int, size: int = 400) -> tuple[int, int, int, int]:
+    def in_frame(self, width: int, height: int, size: int = TRAIN_SIZE) -> tuple[int, int, int, int]:
         """The trail's ends in a width×height frame (the model input is the frame stretched to size×size)."""
         sx, sy = width / size, height / size
         return (round(self.x1 * sx), round(self.y1 * sy), round(self.x2 * sx), round(self.y2 * sy))
 
     @classmethod
-    def from_frame(cls, ends: tuple[int, int, int, int], width: int, height: int, size: int = 400) -> Trail:
+    def from_frame(cls, ends: tuple[int, int, int, int], width: int, height: int, size: int = TRAIN_SIZE) -> Trail:
         """The trail of a streak with these ends in a width×height frame (the inverse of `in_frame`)."""
         x1, y1, x2, y2 = ends
         sx, sy = size / width, size / height
@@ -286,7 +288,7 @@ def twins(a: Trail, b: Trail) -> bool:
     return max(a.length, b.length) <= TWIN_LENGTH_RATIO * min(a.length, b.length)
 
 
-def reaches_as_piece(line: Line, own: Trail, size: int = 400) -> bool:
+def reaches_as_piece(line: Line, own: Trail, size: int = TRAIN_SIZE) -> bool:
     """Whether a neighbour's fitted piece can be the next piece of a trail `own`: at least a third as long, or cut
     short by the edge of the size × size image."""
     return (line.trail.length >= REACHED_MIN_SHARE * own.length
