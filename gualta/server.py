@@ -291,12 +291,9 @@ class Handler(BaseHTTPRequestHandler):
                    (result.get("headers") or {}).get("Content-Type", "application/json"), extra)
 
     def run_site(self) -> None:
+        """Build the site on a POST /site (its API key was checked before its body was read: `read_body`)."""
         if self.command != "POST":
             self.reply(405, {"error": "method not allowed"}, headers={"Allow": "POST"})
-            return
-        owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
-        if owner is None:
-            self.reply(401, {"error": refusal})
             return
         query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
         if set(query) - {"day"} or len(query.get("day", [])) > 1:
