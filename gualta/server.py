@@ -147,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(code, {"error": message or "bad request"})
 
     def __getattr__(self, name: str):
-        if name.startswith("do_"):           # unknown methods: 405, not http.server's 501
+        if name.startswith("do_"):           # every method is `route`'s (an unknown one: 405, not http.server's 501)
             return self.route
         raise AttributeError(name)
 
@@ -273,8 +273,6 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("internal error on %s %s", self.command, path)
             self.reply(500, {"error": "internal error"})
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = route
 
     def call_lambda(self, body: bytes) -> None:
         headers: dict[str, list[str]] = {}
