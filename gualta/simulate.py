@@ -199,6 +199,7 @@ class Event:
     curvature: float = 0.0
     blink_period_px: float = 0.0
     flares: list[tuple[float, float]] = field(default_factory=list)
+    direction: np.ndarray | None = None   # a single-frame event's unit direction; None: drawn from its start point
 
 
 @dataclass
@@ -772,7 +773,10 @@ def rng_phase(event: Event) -> float:
 
 
 def event_direction(event: Event) -> np.ndarray:
-    """A reproducible direction for a single-frame event, derived from its start point."""
+    """A single-frame event's direction: its own (`Event.direction`: a meteor of a shower, away from the radiant), else
+    a reproducible one derived from its start point."""
+    if event.direction is not None:
+        return np.asarray(event.direction, np.float32)
     angle = (event.start[0] * 12.9898 + event.start[1] * 78.233) % (2 * math.pi)
     return np.array([math.cos(angle), math.sin(angle)], np.float32)
 

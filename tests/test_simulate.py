@@ -416,6 +416,20 @@ def test_planted_meteor_has_exact_truth_and_shows_in_the_difference_image(snr, b
     assert on_trail.mean() > contrast * elsewhere.mean()
 
 
+def test_a_meteor_given_its_direction_flies_that_way():
+    """A shower's meteors fly away from their radiant: a meteor planted with a direction is drawn along it."""
+    plan = quiet_plan(4)
+    lens = plan.camera.fisheye
+    start = np.array([lens.cx - 40, lens.cy + 30], np.float32)
+    away = np.array([0.6, -0.8], np.float32)
+    event = plant_meteor(plan, 2, start, length=150.0, snr=20.0)
+    event.direction = away
+    row = NightRenderer(plan).render(2)[1]
+
+    assert (row["x1"], row["y1"]) == pytest.approx(tuple(start), abs=0.01)
+    assert (row["x2"], row["y2"]) == pytest.approx(tuple(start + 150.0 * away), abs=0.5)
+
+
 def test_meteors_nobody_could_see_are_hidden_and_labelled_no_meteor():
     for seed in range(4, 30):            # a night whose skyline has a tree or building big enough to hide behind
         plan = quiet_plan(seed)
