@@ -9,8 +9,9 @@ thresholded difference averaged down, so noise is a faint speckle and a trail is
     into trails → trails lying where an adjacent frame has the same trail are static (cloud edges, glare) and set
     aside → a frame whose other trails *all* continue a trail of the previous or next frame is a crossing.
 
-"All" keeps a meteor that shares its frame with a satellite; two meteors in consecutive frames are not hidden
-unless they lie on one line and meet end to end. A meteor never overlaps itself in an adjacent difference image
+"All" keeps a meteor that shares its frame with a satellite; two meteors in consecutive frames are not hidden by
+this step unless they lie on one line and meet end to end (explaining away, below, reaches further along the line:
+two meteors of a shower on one line through its radiant are held back, README "Satellite / plane check"). A meteor never overlaps itself in an adjacent difference image
 (the subtraction removes it there), so setting static trails aside cannot hide one. Coordinates are model-input
 pixels (400×400); `in_frame` maps them back to the full frame.
 
