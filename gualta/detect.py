@@ -224,7 +224,7 @@ class Scorer:
     """Scores frames of one night with a model, preparing the next batch while the model runs; frames `daytime`
     names a reason for are skipped unread."""
 
-    def __init__(self, model, frames: NightFrames, batch_size: int = 16, streak_check: bool = True,
+    def __init__(self, model, frames: NightFrames, *, batch_size: int = 16, streak_check: bool = True,
                  daytime: Callable[[Path], str] = lambda frame: ""):
         self.model, self.frames, self.batch_size, self.streak_check = model, frames, batch_size, streak_check
         self.kind = getattr(getattr(model, "info", None), "kind", "diff")
@@ -259,6 +259,12 @@ class Scorer:
                                       self.streak_check))
         return [(FrameResult(frame, note=day[frame], flag=SKIPPED), None) if frame in day else next(prepared)
                 for frame in batch]
+
+
+def scorer_for(settings: Settings, model, frames: NightFrames) -> Scorer:
+    """The scorer the client's settings ask for: their batch size, streak check and daylight rule."""
+    return Scorer(model, frames, batch_size=settings.batch_size, streak_check=settings.streak_check,
+                  daytime=daytime_rule(settings))
 
 
 def daytime_rule(settings: Settings) -> Callable[[Path], str]:
@@ -320,7 +326,7 @@ class Decider:
     A frame whose sky is washed out (`FrameResult.washed_out`: dawn, dusk, an exposure change, daylight) is never the
     model's candidate; the fireball and streak checks still look."""
 
-    def __init__(self, threshold: float, satellite_check: bool = True, report_flagged: bool = False,
+    def __init__(self, threshold: float, *, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
                  streak_check: bool = True, cloud_check: bool = True, lightning_check: bool = True):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
@@ -330,6 +336,14 @@ class Decider:
         self.earlier: FrameResult | None = None         # the scored frame decided before it
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
         self.behind: list[FrameResult] = []             # frames after the waiting one, in time order
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model) -> Decider:
+        """The decider the client's settings ask for, explaining away with `model`."""
+        return cls(settings.threshold, satellite_check=settings.satellite_check,
+                   report_flagged=settings.report_flagged, rescore=rescorer(model),
+                   fireball_check=settings.fireball_check, streak_check=settings.streak_check,
+                   cloud_check=settings.cloud_check, lightning_check=settings.lightning_check)
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Add the next frame; returns the frames decided by it, in time order."""
@@ -1171,11 +1185,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
             outbox.put(*log_report("start", settings, night.name))
             sender.wake()
-        scorer = Scorer(model, NightFrames(files, log), settings.batch_size, settings.streak_check,
-                        daytime_rule(settings))
-        decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged, rescorer(model),
-                          settings.fireball_check, settings.streak_check, settings.cloud_check,
-                          settings.lightning_check)
+        scorer = scorer_for(settings, model, NightFrames(files, log))
+        decider = Decider.from_settings(settings, model)
         started = time.perf_counter()
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
         with bar:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, Scorer, daytime_rule,
-                           detection_report, file_stamp, log_report, model_version, open_model, prepare,
-                           refreshed_model, rescorer, show, write_scores)
+from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, detection_report,
+                           file_stamp, log_report, model_version, open_model, prepare, refreshed_model, scorer_for,
+                           show, write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -224,11 +224,8 @@ class NightWatch:
         self.rows: list[dict] = []                                          # its decided rows, read when it ends
         self.version = model_version(model)
         self.frames = NightFrames([], log)
-        self.scorer = Scorer(model, self.frames, settings.batch_size, settings.streak_check,
-                             daytime_rule(settings))
-        self.decider = Decider(settings.threshold, settings.satellite_check, settings.report_flagged,
-                               rescorer(model), settings.fireball_check, settings.streak_check, settings.cloud_check,
-                               settings.lightning_check)
+        self.scorer = scorer_for(settings, model, self.frames)
+        self.decider = Decider.from_settings(settings, model)
         self.waiting_since: float | None = None
         self.held: FrameResult | None = None       # the candidate waiting since waiting_since
         late = self.resume()

@@ -9,9 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 
 from gualta import allsky
-from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch
+from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch, scorer_for
+from gualta.frames import NightFrames
 from gualta.streak import Piece
 from gualta.trails import Trail, component_points, continues, find_trails, lines_of
 from helpers_client import (DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle,
@@ -112,6 +114,21 @@ def test_low_scores_are_never_flagged_and_skipped_frames_keep_their_place():
     assert [r.file.name[14:20] for r in out] == ["220000", "220045", "220100", "220130"]
     assert [r.flag for r in out] == ["satellite", "skipped", "", "satellite"]
     assert [r.label for r in out] == ["meteor", "", "no-meteor", "meteor"]
+
+
+def test_the_settings_give_the_decider_and_the_scorer_each_check_as_set(tmp_path):
+    checks = ("satellite_check", "report_flagged", "fireball_check", "streak_check", "cloud_check", "lightning_check")
+    defaults = Decider(0.85)
+    for flipped in checks:
+        chosen = settings(tmp_path, tmp_path / "model.onnx", threshold=0.5, batch_size=3,
+                          **{flipped: not getattr(defaults, flipped)})
+        decider = Decider.from_settings(chosen, model=None)
+        assert decider.threshold == 0.5 and decider.rescore is not None
+        assert {name: getattr(decider, name) for name in checks} == {name: getattr(chosen, name) for name in checks}
+        scorer = scorer_for(chosen, None, NightFrames([]))
+        assert (scorer.batch_size, scorer.streak_check) == (3, chosen.streak_check)
+    with pytest.raises(TypeError):                  # a check's flag by position would be read as another's
+        Decider(0.85, False)
 
 
 def test_on_a_simulated_night_flags_fall_on_satellites_and_planes(client_night, tiny_model, tmp_path):
