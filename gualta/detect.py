@@ -969,21 +969,32 @@ class NightSummary:
         if self.scores_failed:
             scores += f" (incomplete: {self.scores_failed})"
         model = f"; model {self.model}" if self.model else ""
+        return (f"night {self.night}: {self.counts()}, {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s; "
+                f"{uploads}{model}{scores}")
+
+    def counts(self) -> str:
+        """What became of the night's frames: '600 frames (598 scored, 1 skipped, 1 in daylight), 28 detections,
+        32 flagged' (the batch run's summary and the watcher's line when it closes a night)."""
         daylight = f", {self.daylight} in daylight" if self.daylight else ""
         if self.daylight and self.daylight == self.frames:
             daylight += (": the sun never went below guAlta_night_sun_altitude at the camera's place (a summer night "
                          "near the pole, or a wrong place or clock)")
-        return (f"night {self.night}: {self.frames} frames ({self.scored} scored, "
-                f"{self.frames - self.scored - self.daylight} skipped{daylight}), {self.detections} detections, "
-                f"{self.flagged} flagged, {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s; "
-                f"{uploads}{model}{scores}")
+        return (f"{self.frames} frames ({self.scored} scored, {self.frames - self.scored - self.daylight} "
+                f"skipped{daylight}), {self.detections} detections, {self.flagged} flagged")
 
     def count(self, result: FrameResult) -> None:
+        self.tally(result.scored, result.daylit, result.detection, result.flag)
+
+    def count_row(self, row: dict) -> None:
+        """Count a frame decided earlier by its scores CSV row (as the outbox keeps it)."""
+        self.tally(row["score"] != "", row["note"].startswith(DAYTIME), int(row["detection"]) == 1, row["flag"])
+
+    def tally(self, scored: bool, daylit: bool, detection: bool, flag: str) -> None:
         self.frames += 1
-        self.scored += result.scored
-        self.daylight += result.daylit
-        self.detections += result.detection
-        self.flagged += bool(result.flag and result.flag != SKIPPED)
+        self.scored += scored
+        self.daylight += daylit
+        self.detections += detection
+        self.flagged += bool(flag and flag != SKIPPED)
 
 
 def resolve_night(settings: Settings, folder: str | Path | None) -> Path:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from gualta import allsky
 from gualta.config import Settings
-from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, detection_report,
-                           file_stamp, log_report, model_version, open_model, prepare, refreshed_model, scorer_for,
-                           show, write_scores)
+from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, NightSummary,
+                           detection_report, file_stamp, log_report, model_version, open_model, prepare,
+                           refreshed_model, scorer_for, show, write_scores)
 from gualta.frames import NightFrames
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
@@ -328,11 +328,10 @@ class NightWatch:
 
     def ended(self) -> str:
         """What is said once the night is closed: its counts, as a batch run's summary gives them, and its CSV."""
-        scored = sum(row["score"] != "" for row in self.rows)
-        detections = sum(int(row["detection"]) for row in self.rows)
-        flagged = sum(row["flag"] not in ("", SKIPPED) for row in self.rows)
-        return (f"night {self.night} ended: {len(self.rows)} frames ({scored} scored), {detections} detections, "
-                f"{flagged} flagged" + (f"; scores {self.scores}" if self.scores else ""))
+        summary = NightSummary(self.night)
+        for row in self.rows:
+            summary.count_row(row)
+        return f"night {self.night} ended: {summary.counts()}" + (f"; scores {self.scores}" if self.scores else "")
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:

@@ -156,8 +156,7 @@ def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_ni
     batch = tmp_path / "batch.csv"
     summary = run_batch(settings(tmp_path / "b", tiny_model), root / "20211110", batch, upload=False,
                         say=lambda line: None, progress=False)
-    assert (f"night 20211110 ended: {summary.frames} frames ({summary.scored} scored), {summary.detections} "
-            f"detections, {summary.flagged} flagged; scores {Path('scores') / '20211110.csv'}") in output
+    assert f"night 20211110 ended: {summary.counts()}; scores {Path('scores') / '20211110.csv'}" in output
     assert [row["file"] for row in read_scores(scores)] == [row["file"] for row in read_scores(batch)]
     assert [row["detection"] for row in read_scores(scores)] == [row["detection"] for row in read_scores(batch)]
 

@@ -101,8 +101,7 @@ def start_next_night(night: Path, root: Path) -> None:
 
 def said_ended(summary: detect.NightSummary, scores: Path) -> str:
     """What the watcher says when it closes a night: the batch run's counts of it, and its CSV."""
-    return (f"night {summary.night} ended: {summary.frames} frames ({summary.scored} scored), {summary.detections} "
-            f"detections, {summary.flagged} flagged; scores {scores}")
+    return f"night {summary.night} ended: {summary.counts()}; scores {scores}"
 
 
 def same_rows(watched: list[dict], batch: list[dict]) -> None:
@@ -185,6 +184,26 @@ def test_the_watcher_skips_frames_taken_in_daylight(client_night, tiny_model, tm
     thread.join(10)
     rows = rows_in(config.outbox)
     assert rows and all(row["note"].startswith("daytime: the sun") and row["score"] == "" for row in rows)
+
+
+def test_the_line_at_a_night_s_end_counts_its_frames_as_the_batch_run_s_summary_does(client_night, tiny_model,
+                                                                                      tmp_path, madrid_clock):
+    """The watcher's line at a night's end left out the frames skipped and those taken in daylight, which the batch
+    run's summary counts: an operator reading both saw different counts of one night."""
+    root, place = tmp_path / "images", {"latitude": 0.0, "longitude": -43.95, "threshold": 0}   # dusk at 22:05 here
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800", **place)
+    Writer(client_night, root, spacing_s=0.0).write(range(CLIENT_FRAMES))
+    clock, lines = [datetime(2021, 11, 10, 22, 0)], []
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lines.append, settle_s=0.0,
+                      clock=lambda: clock[0])
+    watcher.tick()
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    watcher.outbox.close()
+    summary = run_batch(settings(tmp_path / "b", tiny_model, **place), root / NIGHT, upload=False,
+                        say=lambda line: None, progress=False)
+    assert "24 frames (12 scored, 1 skipped, 11 in daylight), " in summary.text()
+    assert lines[-1] == f"night {NIGHT} ended: {summary.counts()}"
 
 
 def test_a_candidate_before_dawn_is_decided_while_daylight_frames_come(client_night, tiny_model, tmp_path,
@@ -498,7 +517,7 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
         watcher.tick()
     clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
     watcher.tick()
-    assert lines[-1].startswith(f"night {NIGHT} ended: 10 frames (9 scored), ")
+    assert lines[-1].startswith(f"night {NIGHT} ended: 10 frames (9 scored, 1 skipped), ")
     assert lines[-1].endswith(f" flagged; scores {scores / f'{NIGHT}.csv'}")
     assert read_scores(scores / f"{NIGHT}.csv") == [{k: str(v) for k, v in row.items()}
                                                      for row in rows_in(config.outbox)]
@@ -513,7 +532,7 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
     clock[0] = datetime(2021, 11, 12, 8, 0)
     with caplog.at_level(logging.ERROR, logger="gualta.detect"):
         watcher.tick()
-    assert lines[-1].startswith(f"night {NEXT_NIGHT} ended: 6 frames (5 scored), ")
+    assert lines[-1].startswith(f"night {NEXT_NIGHT} ended: 6 frames (5 scored, 1 skipped), ")
     assert lines[-1].endswith(" flagged") and "cannot write the scores CSV" in caplog.text
     assert watcher.current is None and NEXT_NIGHT in watcher.outbox.closed_nights()
     assert len(rows_in(config.outbox, NEXT_NIGHT)) == 6 and scores.read_text() == "not a folder"
