@@ -14,6 +14,7 @@ import os
 import re
 import runpy
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +69,20 @@ def hhmm(value) -> str:
     if not match:
         raise ValueError("must be a local time HHMM or HH:MM, e.g. 2000")
     return match.group(1) + match.group(2)
+
+
+def next_local_time(now: datetime, at: str) -> datetime:
+    """The next local time `at` (HHMM or HH:MM) after `now` (aware, or naive in this machine's zone)."""
+    at = hhmm(at)
+    candidate = now.replace(hour=int(at[:2]), minute=int(at[2:]), second=0, microsecond=0)
+    return candidate if candidate > now else candidate + timedelta(days=1)
+
+
+def seconds_until(now: datetime, at: str) -> float:
+    """Seconds from `now` to the next local time `at` as the clock runs: the two instants' difference, not the wall
+    clock's, so a night that changes to or from summer time is an hour shorter or longer (an aware `now` by its
+    zone's rules, a naive one by this machine's)."""
+    return next_local_time(now, at).timestamp() - now.timestamp()
 
 
 def page_time(value) -> str:

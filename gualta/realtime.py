@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gualta import allsky
-from gualta.config import Settings
+from gualta.config import Settings, seconds_until
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, NightSummary,
                            detection_report, file_stamp, log_report, model_version, open_model, prepare,
                            refreshed_model, scorer_for, show, write_scores)
@@ -66,14 +66,6 @@ def in_window(now: datetime, start: str, end: str) -> bool:
     if first < last:
         return first <= current < last
     return current >= first or current < last
-
-
-def seconds_until(now: datetime, hhmm: str) -> float:
-    """Seconds from `now` to the next local time hhmm."""
-    target = now.replace(hour=int(hhmm[:2]), minute=int(hhmm[2:]), second=0, microsecond=0)
-    if target <= now:
-        target += timedelta(days=1)
-    return (target - now).total_seconds()
 
 
 def first_night_not_ended(now: datetime, end: str) -> str:

@@ -35,12 +35,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from gualta import ingest, passes, payload, service_env, site, store
+from gualta import config, ingest, passes, payload, service_env, site, store
 
 log = logging.getLogger(__name__)
 
@@ -450,30 +450,9 @@ def make_server(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServe
     return server
 
 
-def parse_hhmm(text: str) -> tuple[int, int]:
-    """'0900' or '09:00' → (9, 0); ValueError otherwise."""
-    digits = text.replace(":", "")
-    if not DIGITS.fullmatch(digits) or len(digits) != 4 or int(digits[:2]) > 23 or int(digits[2:]) > 59:
-        raise ValueError(f"not a time HHMM or HH:MM: {text!r}")
-    return int(digits[:2]), int(digits[2:])
-
-
-def next_run(now: datetime, at: str) -> datetime:
-    """The next local time `at` (HHMM or HH:MM) after now (now is timezone-aware)."""
-    hour, minute = parse_hhmm(at)
-    candidate = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    return candidate if candidate > now else candidate + timedelta(days=1)
-
-
-def seconds_until_next(now: datetime, at: str) -> float:
-    """Seconds from now to the next local time `at`, as the clock runs (a night that changes to or from summer time
-    is an hour shorter or longer than the wall-clock difference)."""
-    return next_run(now, at).timestamp() - now.timestamp()
-
-
 def page_missed(env, at: str, now: datetime) -> bool:
     """Whether today's build at `at` has passed and the night it builds has no page (the service was down then)."""
-    if next_run(now, at).date() == now.date():                      # today's build is still to come
+    if config.next_local_time(now, at).date() == now.date():         # today's build is still to come
         return False
     return site.ended_night(now, env) not in site.page_nights(store.store_from_env(env))
 
@@ -489,7 +468,7 @@ def schedule_pages(service: Service, at: str, stop: threading.Event) -> threadin
         except Exception:
             log.exception("daily page missed at %s, and building it now failed", at)
         while True:
-            wait = seconds_until_next(datetime.now(service_env.timezone(service.env)), at)
+            wait = config.seconds_until(datetime.now(service_env.timezone(service.env)), at)
             if stop.wait(max(wait, 0)):
                 return
             try:
@@ -556,7 +535,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path 
     """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env)."""
     configure(store_location, observatories)
     if site_at:
-        parse_hhmm(site_at)
+        config.hhmm(site_at)
     try:
         warnings = check_settings(os.environ)
         make_store_folder()

@@ -17,15 +17,17 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import cv2
 import pytest
 
 from gualta import allsky, detect, realtime
+from gualta.config import seconds_until
 from gualta.detect import ClientError, read_scores, run_batch
 from gualta.frames import NightFrames
 from gualta.model import load_model
-from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime, seconds_until
+from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
 from conftest import CLIENT_FRAMES
@@ -685,6 +687,16 @@ def test_an_images_root_that_is_a_night_folder_or_a_file_is_said(client_night, t
     with pytest.raises(ClientError, match=re.escape(f"{night.parent} holds night folders, not frames: name one (the "
                                                     f"latest is {night}), or leave --folder out")):
         run_batch(config, night.parent, None, upload=False, say=lambda line: None, progress=False)   # the other way
+
+
+def test_the_wait_for_the_window_runs_as_the_clock_does_on_a_change_of_summer_time(madrid_clock):
+    """Outside its window the watcher waited for the start by the wall clock's difference, an hour off on the nights
+    summer time ends or starts; it waits the two instants' difference, on this machine's clock as on a named zone's."""
+    assert seconds_until(datetime(2021, 10, 30, 20, 0), "0900") == 14 * 3600      # 03:00 summer time → 02:00
+    assert seconds_until(datetime(2022, 3, 26, 20, 0), "0900") == 12 * 3600       # 02:00 → 03:00 summer time
+    assert seconds_until(datetime(2021, 10, 31, 1, 0), "2000") == 20 * 3600
+    madrid = datetime(2021, 10, 30, 20, 0, tzinfo=ZoneInfo("Europe/Madrid"))
+    assert seconds_until(madrid, "0900") == 14 * 3600 and seconds_until(madrid, "2000") == 25 * 3600
 
 
 @pytest.mark.parametrize("now, inside", [("19:59", False), ("20:00", True), ("23:59", True), ("00:00", True),

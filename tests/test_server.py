@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from gualta import allsky, server, store
+from gualta import allsky, config, server, store
 from helpers_service import KEYS, KEYS_ENV, OBSERVATORIES, REPO, child_env, detection, service_env, snapshot
 
 
@@ -239,15 +239,15 @@ def test_proxy_event_translation():
     assert text["body"] is None and not text["isBase64Encoded"] and text["queryStringParameters"] is None
 
 
-def test_next_run_is_the_next_local_time():
+def test_the_page_is_built_at_the_next_local_time():
     zone = ZoneInfo("Europe/Madrid")
-    assert server.next_run(datetime(2026, 9, 17, 8, 59, tzinfo=zone), "0900") == datetime(2026, 9, 17, 9, 0,
-                                                                                           tzinfo=zone)
-    assert server.next_run(datetime(2026, 9, 17, 9, 0, tzinfo=zone), "09:00") == datetime(2026, 9, 18, 9, 0,
-                                                                                           tzinfo=zone)
+    assert config.next_local_time(datetime(2026, 9, 17, 8, 59, tzinfo=zone), "0900") == datetime(2026, 9, 17, 9, 0,
+                                                                                                  tzinfo=zone)
+    assert config.next_local_time(datetime(2026, 9, 17, 9, 0, tzinfo=zone), "09:00") == datetime(2026, 9, 18, 9, 0,
+                                                                                                  tzinfo=zone)
     for bad in ("9", "2400", "09:60", "ab:cd"):
         with pytest.raises(ValueError):
-            server.parse_hhmm(bad)
+            config.next_local_time(datetime(2026, 9, 17, 9, 0, tzinfo=zone), bad)
 
 
 @pytest.mark.parametrize("evening, hours", [(datetime(2021, 3, 27, 20, 0), 12), (datetime(2021, 10, 30, 20, 0), 14),
@@ -255,7 +255,7 @@ def test_next_run_is_the_next_local_time():
 def test_the_page_waits_as_the_clock_runs_over_a_change_of_summer_time(evening, hours):
     """From 20:00 to the next 09:00 is 12 h on the night summer time starts and 14 h on the night it ends: the
     page is built at 09:00 local, not an hour late or early."""
-    assert server.seconds_until_next(evening.replace(tzinfo=ZoneInfo("Europe/Madrid")), "0900") == hours * 3600
+    assert config.seconds_until(evening.replace(tzinfo=ZoneInfo("Europe/Madrid")), "0900") == hours * 3600
 
 
 @pytest.mark.parametrize("evening, hours", [(datetime(2021, 3, 27, 20, 0), 12), (datetime(2021, 10, 30, 20, 0), 14)])
@@ -263,7 +263,7 @@ def test_without_a_configured_zone_the_machines_summer_time_rules_apply(madrid_c
     """GUALTA_TIMEZONE unset: the machine's zone, with its rules — not today's offset fixed for good, which built
     the page an hour off after each change until the service restarted."""
     zone = server.service_env.timezone({})
-    assert server.seconds_until_next(evening.replace(tzinfo=zone), "0900") == hours * 3600
+    assert config.seconds_until(evening.replace(tzinfo=zone), "0900") == hours * 3600
     assert datetime(2021, 7, 1, 12, 0, tzinfo=zone).utcoffset() == timedelta(hours=2)
     assert datetime(2021, 12, 1, 12, 0, tzinfo=zone).utcoffset() == timedelta(hours=1)
 
@@ -272,7 +272,7 @@ def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     env = service_env(tmp_path / "store")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(seconds=0.2))
+    monkeypatch.setattr(config, "next_local_time", lambda now, at: now + timedelta(seconds=0.2))
     assert scheduled_page(env, tmp_path / "store").exists() and (tmp_path / "store" / "index.html").exists()
 
 
@@ -303,7 +303,7 @@ def test_a_service_started_after_the_days_build_time_builds_the_missed_page_at_o
     (tmp_path / "store" / "20260916.html").write_text("<html></html>")
     assert not server.page_missed(env, "0900", at_ten)
 
-    monkeypatch.setattr(server, "next_run", lambda now, at: now + timedelta(days=1))    # today's build is past
+    monkeypatch.setattr(config, "next_local_time", lambda now, at: now + timedelta(days=1))   # today's build is past
     assert scheduled_page(env, tmp_path / "store").exists()
 
 
