@@ -51,6 +51,7 @@ INCOMPLETE_GRACE_S = 60.0
 NIGHT_RECHECK_S = 300.0
 HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
+CLOSING_WAIT_S = 2 * FAST_POLL_S   # a night being closed waits this long for frames still arriving
 CHUNK = 16               # frames decided at a time between looks at the stop signal and at tonight's new frames
 
 
@@ -284,11 +285,11 @@ class NightWatch:
             self.emit(self.decider.finish())
             self.waiting_since = None
 
-    def finish(self, stop: threading.Event, settle_s: float = 2 * FAST_POLL_S) -> bool:
-        """Night over: take the frames still arriving (for up to settle_s, then as they are), CHUNK at a time,
+    def finish(self, stop: threading.Event) -> bool:
+        """Night over: take the frames still arriving (for up to CLOSING_WAIT_S, then as they are), CHUNK at a time,
         decide the last one and send the end log: True. False if `stop` was set first (the night is left
         unfinished: the next start decides the rest)."""
-        deadline = time.monotonic() + settle_s
+        deadline = time.monotonic() + CLOSING_WAIT_S
         while time.monotonic() < deadline and self.watch.left() and not stop.is_set():
             if not self.step(limit=CHUNK):
                 time.sleep(FAST_POLL_S / 5)
