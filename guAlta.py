@@ -18,33 +18,29 @@ import sys
 from pathlib import Path
 
 
+class CommandError(Exception):
+    """What stops a command, said in one line (`guAlta <command>: <message>`, exit status 1)."""
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from gualta.demo import SHIPPED_MODEL, DemoError, run_demo
+    from gualta.demo import SHIPPED_MODEL, run_demo
+
+    run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers, model=args.model or SHIPPED_MODEL)
+
+
+def demo_failures() -> tuple[type[Exception], ...]:
+    """The errors demo says in one line, exit status 1 (imported once one is raised: the start stays light)."""
+    from gualta.demo import DemoError
     from gualta.detect import ClientError
 
-    try:
-        run_demo(args.out, frames=args.frames, seed=args.seed, workers=args.workers,
-                 model=args.model or SHIPPED_MODEL)
-    except (DemoError, ClientError) as exc:
-        sys.exit(f"guAlta demo: {exc}")
-
-
-def settings_or_exit(load, args: argparse.Namespace):
-    """load(args), or exit 2 with every problem of the settings listed."""
-    from gualta.config import ConfigError
-
-    try:
-        return load(args)
-    except ConfigError as exc:
-        print(f"guAlta {args.command}: {exc}", file=sys.stderr)
-        sys.exit(2)
+    return DemoError, ClientError
 
 
 def service_settings(args: argparse.Namespace):
     """The service's settings (file, then environment) and the store, --store winning."""
     from gualta.config import load_service_settings
 
-    settings = settings_or_exit(lambda a: load_service_settings(a.config), args)
+    settings = load_service_settings(args.config)
     return settings, args.store or settings.store
 
 
@@ -52,7 +48,7 @@ def client_settings(args: argparse.Namespace):
     """The client's settings (file, environment, flags)."""
     from gualta.config import settings_from_args
 
-    return settings_or_exit(settings_from_args, args)
+    return settings_from_args(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -70,23 +66,24 @@ def cmd_site(args: argparse.Namespace) -> None:
     from datetime import datetime, timezone
 
     from gualta.server import build_page
-    from gualta.service_env import ConfigError
     from gualta.site import check_page_night
-    from gualta.store import StoreError
 
     settings, store = service_settings(args)
     if "://" not in str(store) and not Path(store).exists():      # a typo would build empty pages in a new folder
-        sys.exit(f"guAlta site: no store folder {store} (the service makes it when it starts: `guAlta.py serve`)")
+        raise CommandError(f"no store folder {store} (the service makes it when it starts: `guAlta.py serve`)")
     try:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
-    except ConfigError as exc:          # GUALTA_TIMEZONE
-        sys.exit(f"guAlta site: {exc}")
     except ValueError as exc:
-        sys.exit(f"guAlta site: --day {args.day}: {exc}")
-    try:
-        print(json.dumps(build_page(store, day, settings.observatories)))
-    except (StoreError, ConfigError) as exc:
-        sys.exit(f"guAlta site: {exc}")
+        raise CommandError(f"--day {args.day}: {exc}") from None
+    print(json.dumps(build_page(store, day, settings.observatories)))
+
+
+def site_failures() -> tuple[type[Exception], ...]:
+    """The errors site says in one line, exit status 1."""
+    from gualta.service_env import ConfigError          # GUALTA_TIMEZONE, the observatories
+    from gualta.store import StoreError
+
+    return ConfigError, StoreError
 
 
 def timestamped_logging() -> None:
@@ -95,68 +92,68 @@ def timestamped_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def cmd_batch(args: argparse.Namespace) -> None:
+def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from gualta.detect import ClientError, NightError, nights_to_catch_up, run_batch
-    from gualta.report import OutboxError
 
     timestamped_logging()
     settings = client_settings(args)
+    if args.catch_up and args.folder:
+        raise ClientError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
+    nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
     summaries, failed = [], False
-    try:
-        if args.catch_up and args.folder:
-            raise ClientError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
-        nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
-        with logging_redirect_tqdm():
-            for night in nights:
-                try:
-                    summaries.append(run_batch(settings, night, args.scores, upload=not args.no_upload,
-                                               model_path=args.model))
-                except NightError as exc:       # one night's folder or CSV: the other nights are still scored
-                    if len(nights) == 1:
-                        raise
-                    print(f"guAlta batch: {exc}", file=sys.stderr)
-                    failed = True
-    except (ClientError, OutboxError) as exc:
-        sys.exit(f"guAlta batch: {exc}")
+    with logging_redirect_tqdm():
+        for night in nights:
+            try:
+                summaries.append(run_batch(settings, night, args.scores, upload=not args.no_upload,
+                                           model_path=args.model))
+            except NightError as exc:       # one night's folder or CSV: the other nights are still scored
+                if len(nights) == 1:
+                    raise
+                print(f"guAlta batch: {exc}", file=sys.stderr)
+                failed = True
     if failed or any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
-        sys.exit(1)                     # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
+        return 1                        # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
+    return 0
 
 
 def cmd_realtime(args: argparse.Namespace) -> None:
-    from gualta.detect import ClientError
     from gualta.realtime import run_realtime
-    from gualta.report import OutboxError
 
     timestamped_logging()
-    try:
-        run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores)
-    except (ClientError, OutboxError) as exc:
-        sys.exit(f"guAlta realtime: {exc}")
+    run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores)
 
 
-def cmd_flush(args: argparse.Namespace) -> None:
-    from gualta.report import OutboxError, flush
+def client_failures() -> tuple[type[Exception], ...]:
+    """The errors batch, realtime and flush say in one line, exit status 1."""
+    from gualta.detect import ClientError
+    from gualta.report import OutboxError
+
+    return ClientError, OutboxError
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    from gualta.report import flush
 
     timestamped_logging()
     settings = client_settings(args)
     if not settings.url:
-        sys.exit("guAlta flush: guAlta_URL is not set")
+        raise CommandError("guAlta_URL is not set")
     if not settings.outbox.exists():                # not made here (nor its folder): never queued to
         print(f"no outbox at {settings.outbox}: nothing was queued there (check guAlta_outbox)")
-        return
-    try:
-        delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
-    except OutboxError as exc:
-        sys.exit(f"guAlta flush: {exc}")
+        return 0
+    delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
     if not (delivery.sent or delivery.rejected or pending):
         print(f"nothing to send: no report waits in {settings.outbox}")
-        return
+        return 0
     print(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
           + (f" ({delivery.stopped})" if delivery.stopped else ""))
-    if pending:
-        sys.exit(1)
+    return 1 if pending else 0
+
+
+def no_failures() -> tuple[type[Exception], ...]:
+    return ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night (default: %(default)s)")
     demo.add_argument("--model", type=Path, help="model file (ONNX or pkl; default: the shipped models/guAlta.onnx)")
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=cmd_demo, failures=demo_failures)
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=port, default=8765, help="port, 0: any free port (default: %(default)s)")
@@ -182,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--site-at", type=page_time,
                        help="daily page time HHMM (local), or 'off' (default: guAlta_site_time)")
     serve.add_argument("--config", type=Path, help=CONFIG_HELP)
-    serve.set_defaults(run=cmd_serve)
+    serve.set_defaults(run=cmd_serve, failures=no_failures)       # serve says its own failures
     site = commands.add_parser("site", help="build a night's daily page in the store now")
     site.add_argument("--store", help="store folder or s3://bucket[/prefix] (default: guAlta_store, GUALTA_STORE)")
     site.add_argument("--config", type=Path, help=CONFIG_HELP)
     site.add_argument("--day", help="night YYYYMMDD (default: the night that ended last, as the schedule builds it: "
                                 "failed Telegram posts sent again first, out-of-date pages rebuilt)")
-    site.set_defaults(run=cmd_site)
+    site.set_defaults(run=cmd_site, failures=site_failures)
     add_client_commands(commands)
     return parser
 
@@ -239,27 +236,44 @@ def add_client_commands(commands) -> None:
     batch.add_argument("--no-upload", action="store_true",
                        help="report nothing (no outbox; only a missing configured model is downloaded)")
     add_setting_flags(batch)
-    batch.set_defaults(run=cmd_batch)
+    batch.set_defaults(run=cmd_batch, failures=client_failures)
     realtime = commands.add_parser("realtime", help="watch the newest night and report detections as they come")
     realtime.add_argument("--no-upload", action="store_true", help="score and record, report nothing")
     realtime.add_argument("--scores", metavar="DIR", help="when a night ends, write its scores CSV as DIR/YYYYMMDD.csv "
                           "(the batch run's columns; DIR is made if missing)")
     add_setting_flags(realtime)
-    realtime.set_defaults(run=cmd_realtime)
+    realtime.set_defaults(run=cmd_realtime, failures=client_failures)
     flush = commands.add_parser("flush", help="deliver the reports waiting in the outbox now")
     add_setting_flags(flush)
-    flush.set_defaults(run=cmd_flush)
+    flush.set_defaults(run=cmd_flush, failures=client_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; its exit status: 0, or 1 when it says so (a batch run's incomplete CSV, reports still
+    pending), 1 with one line for a failure it names (`failures`, CommandError), 2 for invalid settings (every
+    problem listed), 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback (realtime and serve stop cleanly)
         print(f"guAlta {args.command}: interrupted; what it wrote and queued so far is kept: run it again to finish",
               file=sys.stderr)
         return 130
-    return 0
+    except Exception as exc:
+        status = exit_status(exc, args.failures())
+        if status is None:                          # not a failure a command names: a bug, with its traceback
+            raise
+        print(f"guAlta {args.command}: {exc}", file=sys.stderr)
+        return status
+
+
+def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:
+    """2 for invalid settings, 1 for a failure the command names, None for anything else."""
+    from gualta.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return 2
+    return 1 if isinstance(exc, (CommandError, *failures)) else None
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The durable outbox and the API client: nothing is lost while the service is down, nothing is reported twice."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -420,6 +423,27 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
                               capture_output=True, text=True, timeout=60, env=child_env())
         assert none.returncode == 0 and none.stdout.startswith(f"no outbox at {wrong}: nothing was queued there")
     assert not elsewhere.exists() and not (tmp_path / "no-such-folder").exists()
+
+
+def test_the_operator_cli_returns_each_failure_s_exit_status_with_one_line(tmp_path, monkeypatch, capsys):
+    """guAlta.py's commands each exited on their own (sys.exit in every one); main says a failure a command names in
+    one line and returns its status — 1, or 2 for invalid settings — the same for every command."""
+    for name in [name for name in os.environ if name.startswith("GUALTA_")]:
+        monkeypatch.delenv(name)
+    spec = importlib.util.spec_from_file_location("guAlta_cli", Path(report.__file__).parent.parent / "guAlta.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    outbox = ["--outbox", str(tmp_path / "outbox.sqlite")]
+    assert cli.main(["flush", "--url", "", *outbox]) == 1
+    assert capsys.readouterr().err == "guAlta flush: guAlta_URL is not set\n"
+    assert cli.main(["flush", "--threshold", "2", *outbox]) == 2
+    assert capsys.readouterr().err.startswith("guAlta flush: invalid settings:\n  - option --threshold = '2': ")
+    assert cli.main(["site", "--store", str(tmp_path / "typo")]) == 1
+    assert capsys.readouterr().err == (f"guAlta site: no store folder {tmp_path / 'typo'} (the service makes it when "
+                                       "it starts: `guAlta.py serve`)\n")
+    assert cli.main(["batch", "--catch-up", "1", "--folder", str(tmp_path), "--no-upload", *outbox]) == 1
+    assert capsys.readouterr().err == "guAlta batch: --catch-up scores the nights under guAlta_main_folder: leave " \
+                                      "--folder out\n"
 
 
 def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):
