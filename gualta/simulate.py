@@ -31,10 +31,12 @@ from gualta import allsky
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = "1.3"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
+SIMULATOR_VERSION = "1.4"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
                                # sky (the other skies' nights are unchanged); 1.3: ground truth only (frames unchanged):
                                # a streak's ends and length are those over open sky, the brightest of equally
-                               # important events is the main one, a crossing the 8-bit clip hides is not recorded
+                               # important events is the main one, a crossing the 8-bit clip hides is not recorded;
+                               # 1.4: frames exposed shorter than a meteor's flight (twilight) draw only
+                               # the part flown while the shutter was open, none under 3 px (other frames unchanged)
 WIDTH, HEIGHT = 1304, 976
 LOW = 4                                  # smooth fields (sky, clouds) are rendered at 1/LOW resolution
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
@@ -46,6 +48,10 @@ CLOUD_LEVELS = {"clear": (0.0, 0.12, 0.6), "cloudy": (0.35, 0.95, 0.0), "moon": 
 MIN_EXPOSURE_S = 32e-6                   # the shortest exposure of the camera (daylight, bright twilight)
 MIN_VISIBLE_SNR = 1.5                    # a meteor dimmer than this over the local noise is labelled no-meteor
 MIN_SHOWN_SNR = 0.5                      # a crossing (satellite, plane, insect) dimmer than this is not recorded
+METEOR_SPEED_PX_S = (80.0, 250.0)        # a meteor's apparent speed across the image (~15–50° per second)
+METEOR_DURATION_S = (0.2, 2.0)           # how long a meteor flies its path
+FIREBALL_DURATION_S = (1.0, 5.0)
+MIN_FLOWN_PX = 3.0                       # a meteor caught flying less than this is a dot nobody could tell from a star
 EVENT_PRIORITY = ("fireball", "meteor", "satellite", "plane", "insect")
 GT_COLUMNS = ["file", "time", "label", "event", "events", "x1", "y1", "x2", "y2", "length_px", "width_px",
               "peak_dn", "peak_snr", "noise_dn", "clouds", "moon_alt", "sun_alt", "exposure_s", "scenario"]
@@ -608,11 +614,12 @@ class NightRenderer:
             brightness /= brightness.max()
         return points, brightness.astype(np.float32)
 
-    def render_events(self, index: int, noise_sigma: np.ndarray, clouds_full: np.ndarray, exposed: float):
-        """Event light (BGR) for this frame and a ground-truth record per event; `exposed` is the share of the
-        frame interval the shutter was open (how far a satellite or plane moves within the frame)."""
+    def render_events(self, index: int, noise_sigma: np.ndarray, clouds_full: np.ndarray, exposure: float):
+        """Event light (BGR) for this frame and a ground-truth record per event. A satellite or plane moves as far as
+        the share of the frame interval the shutter was open; a meteor shows the part of its path flown while open."""
         layer = np.zeros((HEIGHT, WIDTH, 3), np.float32)
         records = []
+        exposed = min(exposure + 0.5, self.plan.interval_s - 1) / self.plan.interval_s
         for event in self.plan.events:
             trail = self.event_trail(event, index, exposed)
             if trail is None:
@@ -623,6 +630,11 @@ class NightRenderer:
             amplitude = event.peak_snr * float(noise_sigma[yi, xi])
             if event.kind == "fireball":
                 amplitude = max(amplitude, 320.0)
+            if event.kind in ("meteor", "fireball"):
+                trail = flown_while_open(event, points, brightness, exposure)
+                if trail is None:
+                    continue                               # a dot at most: nothing to record
+                points, brightness = trail
             light = splat_line(points, brightness * amplitude, event.width)
             if event.kind == "fireball":   # glare around the head and a sky-wide flash
                 light += splat_line(points, brightness * amplitude * 0.06, event.width * 6)
@@ -664,13 +676,12 @@ class NightRenderer:
         clouds = self.clouds(index, cover) * self.low_sky_mask
         rate, zenith_rate = self.sky(index, clouds, moon_alt, moon_az, sun_alt, sun_az)
         exposure = self.exposure(zenith_rate)
-        exposed = min(exposure + 0.5, plan.interval_s - 1) / plan.interval_s
         background = cv2.resize(rate * exposure, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
         clouds_full = cv2.resize(clouds, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
         signal = background + self.star_layer(index, clouds, exposure / cam.max_exposure_s, rng)
         signal[..., :] += (self.moon_layer(moon_alt, moon_az, exposure / cam.max_exposure_s))[..., None]
         noise_sigma = self.noise(signal)
-        events, records = self.render_events(index, noise_sigma, clouds_full, exposed)
+        events, records = self.render_events(index, noise_sigma, clouds_full, exposure)
         signal += events
         ground = (0.25 + 0.08 * self.ground_texture)[..., None] * channel_mean(background)[..., None] * 0.5
         signal = signal * self.sky_mask[..., None] + ground * (1 - self.sky_mask[..., None]) * self.inside[..., None]
@@ -779,6 +790,37 @@ def event_direction(event: Event) -> np.ndarray:
         return np.asarray(event.direction, np.float32)
     angle = (event.start[0] * 12.9898 + event.start[1] * 78.233) % (2 * math.pi)
     return np.array([math.cos(angle), math.sin(angle)], np.float32)
+
+
+def event_share(event: Event, weight_x: float, weight_y: float) -> float:
+    """A reproducible number in [0, 1) derived from a single-frame event's start point, as its direction is (no draw
+    from the night's random streams: every other event and frame stays the same)."""
+    return float((event.start[0] * weight_x + event.start[1] * weight_y) % 1.0)
+
+
+def flight_duration(event: Event) -> float:
+    """Seconds a meteor or fireball takes to fly its path: its length at an apparent speed of 80–250 px/s, within
+    0.2–2 s (a fireball 1–5 s)."""
+    low, high = FIREBALL_DURATION_S if event.kind == "fireball" else METEOR_DURATION_S
+    slow, fast = METEOR_SPEED_PX_S
+    speed = slow + (fast - slow) * event_share(event, 0.7548777, 0.5698403)
+    return min(max(event.length / speed, low), high)
+
+
+def flown_while_open(event: Event, points: np.ndarray, brightness: np.ndarray, exposure: float):
+    """The part of a meteor's trail (points and light curve) flown while the shutter was open: the whole trail when
+    the exposure outlasts the flight, else a stretch of exposure / duration of it at a reproducible place along the
+    path; None when that stretch is under MIN_FLOWN_PX."""
+    duration = flight_duration(event)
+    if exposure >= duration:
+        return points, brightness
+    share = exposure / duration
+    if share * event.length < MIN_FLOWN_PX:
+        return None
+    begin = event_share(event, 0.3183099, 0.8862269) * (1 - share)
+    t = np.linspace(0, 1, len(points))
+    flown = (t >= begin) & (t <= begin + share)
+    return points[flown], brightness[flown]
 
 
 def star_tint(bv: np.ndarray) -> np.ndarray:

@@ -471,6 +471,65 @@ def test_a_meteor_on_a_burnt_out_sky_is_hidden():
     assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "hidden-meteor")
 
 
+def light_curve(t):
+    """A meteor's rise and fade without flares, peak 1 (the simulator's)."""
+    curve = lambda u: u ** 1.5 * (1 - u) ** 0.7
+    return curve(np.asarray(t)) / curve(1.5 / 2.2)
+
+
+def test_a_meteor_in_a_short_exposure_shows_only_what_it_flew_while_the_shutter_was_open():
+    """Simulator 1.4: a meteor was drawn whole in every frame, even one exposed 32 µs in bright twilight. Now a frame
+    exposed shorter than the meteor's flight shows the part flown while the shutter was open, at the same brightness
+    per pixel (its light curve that part's), and a frame too short for 3 px of flight shows and records nothing."""
+    plan = quiet_plan(4)
+    bare_plan = copy.deepcopy(plan)
+    lens = plan.camera.fisheye
+    start = np.array([lens.cx - 40, lens.cy + 30], np.float32)
+    event = plant_meteor(plan, 5, start, length=150.0, snr=20.0)
+    end = start + sim.event_direction(event) * 150.0
+    duration = sim.flight_duration(event)
+    assert 0.2 <= duration <= 2.0
+    renderer, bare = NightRenderer(plan), NightRenderer(bare_plan)
+
+    row = renderer.render(5)[1]                                    # full exposure: the whole path, as before
+    assert row["exposure_s"] == plan.camera.max_exposure_s and row["label"] == "meteor"
+    assert (row["x1"], row["y1"], row["x2"], row["y2"]) == pytest.approx((*start, *end), abs=0.5)
+    assert row["length_px"] == pytest.approx(150.0, abs=1.0)
+
+    for each in (renderer, bare):
+        each.exposure = lambda sky_rate: 0.2 * duration           # a fifth of the flight: 30 px of it
+    image, row = renderer.render(5)
+    assert row["label"] == "meteor" and row["length_px"] == pytest.approx(30.0, abs=1.0)
+    first, last = segment(row)
+    begin = math.dist(start, first) / 150.0
+    for point in (first, last):                                   # a stretch of the path, wherever along it
+        assert distance_to_segment(start, end)[round(point[1]), round(point[0])] < 1.0
+    changed = np.abs(image.astype(int) - bare.render(5)[0]).max(axis=2) > 0
+    near = distance_to_segment(first, last)
+    assert changed[near <= 1].mean() > 0.5
+    assert not changed[near > 8].any()                            # nothing drawn beyond what it flew
+    assert row["peak_snr"] == pytest.approx(20.0 * light_curve(np.linspace(begin, begin + 0.2, 50)).max(), rel=0.3)
+
+    for each in (renderer, bare):
+        each.exposure = lambda sky_rate: 100e-6                   # 0.01 px of flight: a dot at most
+    image, row = renderer.render(5)
+    assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "")
+    assert row["x1"] is None and row["peak_snr"] is None
+    np.testing.assert_array_equal(image, bare.render(5)[0])
+
+
+def test_meteors_fly_for_a_fraction_of_a_second_and_fireballs_longer():
+    plan = plan_night(5, EVENING, 200, "clear", rates=BUSY)
+    meteors = [sim.flight_duration(e) for e in plan.events if e.kind == "meteor"]
+    fireballs = [sim.flight_duration(e) for e in plan.events if e.kind == "fireball"]
+    assert len(meteors) > 20 and len(fireballs) > 2
+    assert 0.2 <= min(meteors) and max(meteors) <= 2.0 and min(meteors) < 0.5 and max(meteors) > 1.0
+    assert 1.0 <= min(fireballs) and max(fireballs) <= 5.0
+    assert np.median(fireballs) > np.median(meteors)
+    again = plan_night(5, EVENING, 200, "clear", rates=BUSY)
+    assert [sim.flight_duration(e) for e in again.events if e.kind == "meteor"] == meteors
+
+
 def test_truth_describes_the_streak_over_open_sky_and_the_brightest_meteor():
     """Simulator 1.3: a streak's ends and length were those of its whole path, out of the lens circle and past the
     frame's edge too (15 % of meteor frames had a tenth of their streak where nothing is drawn), and of two meteors
