@@ -428,7 +428,8 @@ class Decider:
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
         and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
         LIGHTNING by `bolt_in_a_flash` (any candidate with a bright streak) or `lit_by_lightning` (a model's
-        candidate); last, SATELLITE by the frame before the previous one (`crossing_two_back`)."""
+        candidate); then SATELLITE by the frame before the previous one (`crossing_two_back`); last, for a thin-streak
+        candidate, SATELLITE when the next frame lights its streaks' path again (`relit_path`: a train of satellites)."""
         neighbours = self.neighbours(result, before, after)
         if self.crossing(result, neighbours):
             return SATELLITE
@@ -440,7 +441,26 @@ class Decider:
             return LIGHTNING
         if self.satellite_check and self.crossing_two_back(result):
             return SATELLITE
+        if after is not None and self.relit_path(result, after, neighbours):
+            return SATELLITE
         return ""
+
+    def relit_path(self, result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether a thin-streak candidate's streaks that nothing else explains are all lit again on their very path
+        in the next frame, `after` (`streak.relit`, read in the previous, the current and the next frame): a train of
+        satellites, one behind another on one path, where a meteor never repeats its path. Three frames are decoded,
+        for such candidates only."""
+        if not self.thin_only(result) or result.previous is None or after.previous != result.file:
+            return False
+        left = streak.unexplained(self.thin_streaks(result), [n.pieces for n in neighbours])
+        if not left:
+            return False
+        try:
+            frames = [streak.ridge_frame(read_frame(path)) for path in (result.previous, result.file, after.file)]
+        except BadFrame as exc:
+            log.warning("%s: the next frame's light on its streak not read: %s", result.file.name, exc)
+            return False
+        return all(streak.relit(piece, *frames) for piece in left)
 
     def crossing_two_back(self, result: FrameResult) -> bool:
         """Whether the frame before the previous one (`earlier`) alone explains a candidate (`crossing`): a satellite

@@ -113,6 +113,9 @@ STEADY_CLIPPED_SHARE = 0.2    # ... and at most a fifth of its line saturated (a
 CHAIN_MAX_ANGLE_DEG = 5.0     # thin pieces of one streak: within 5° of each other, ...
 CHAIN_MAX_OFFSET_PX = 3.0     # ... each one's ends within 3 px of the other's line, ...
 CHAIN_MAX_GAP_PX = 20.0       # ... and their nearest ends at most 20 px apart
+RELIT_SMOOTH_SIGMA = 1.0      # relit: the frames smoothed this much (σ, px); a streak's ridge is its line's median ...
+RELIT_SIDE_PX = 6.0           # ... over the brighter of two parallel lines this far beside it, ...
+RELIT_SHARE = 0.5             # ... and the next frame's ridge over the previous frame's is at least half its own
 
 
 @dataclass(frozen=True)
@@ -533,6 +536,36 @@ def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Pie
     return [piece for piece in frame_pieces if piece.own_light or any(follows(other, piece) for other in others)
             or (explained_by_adjacent(piece, neighbour_pieces) if piece.is_streak or piece.is_faint_streak
                 else on_track(piece, neighbour_pieces))]
+
+
+def ridge_frame(frame: np.ndarray) -> np.ndarray:
+    """A gray frame as `ridge` reads it: float32, smoothed (RELIT_SMOOTH_SIGMA)."""
+    return cv2.GaussianBlur(frame.astype(np.float32), (0, 0), RELIT_SMOOTH_SIGMA)
+
+
+def ridge(frame: np.ndarray, piece: Piece) -> float:
+    """How much brighter a `ridge_frame` is along the piece's line than beside it: the median along the line, a
+    sample a pixel, minus the brighter of the medians along the two lines RELIT_SIDE_PX to either side (a cloud, the
+    moon's glare or the sky's gradient lights a line and its sides alike)."""
+    along = np.linspace(0.0, piece.span, max(2, math.ceil(piece.span) + 1))
+    medians = []
+    for across in (0.0, RELIT_SIDE_PX, -RELIT_SIDE_PX):
+        points = points_along(piece, along, across)
+        points = points[in_image(points, frame.shape)].astype(np.float32)
+        if not len(points):
+            return 0.0
+        medians.append(float(np.median(cv2.remap(frame, points[:, 0][None], points[:, 1][None], cv2.INTER_LINEAR))))
+    return medians[0] - max(medians[1:])
+
+
+def relit(piece: Piece, previous: np.ndarray, current: np.ndarray, following: np.ndarray) -> bool:
+    """Whether the next frame lights the streak's path again (`ridge_frame`s of the previous, the current and the
+    next frame): its ridge there stands at least RELIT_SHARE of the streak's own above the previous frame's. A meteor
+    never repeats its path (the next frame's ridge is the previous frame's, within 0.16 of its own on simulated
+    nights); a train of satellites, one behind another on one path, lights it again (0.5–1.5)."""
+    before = ridge(previous, piece)
+    own = ridge(current, piece) - before
+    return own > 0 and ridge(following, piece) - before >= RELIT_SHARE * own
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:

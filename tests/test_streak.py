@@ -13,7 +13,7 @@ from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE
                            detection_report)
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
                            STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, large_components,
-                           median, on_track, pieces, signal_map, unexplained_streaks)
+                           median, on_track, pieces, relit, ridge_frame, signal_map, unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -551,3 +551,61 @@ def test_on_a_simulated_night_a_model_that_misses_everything_still_reports_meteo
     meteors = [name for name in found if truth.loc[name, "label"] == "meteor"]
     assert len(meteors) >= 4 and len(meteors) >= 0.75 * len(found), truth.loc[found, "events"]
     assert all(row["note"] == STREAK_NOTE + BELOW_THRESHOLD_NOTE and row["x1"] for row in rows)
+
+
+def line(start, end, dn: float):
+    """A drawing: a 1 px line of `dn` from `start` to `end`."""
+    return lambda layer: cv2.line(layer, start, end, dn, 1, cv2.LINE_AA)
+
+
+def cloud(layer):
+    """A drawing: a soft cloud 60 px across, 25 DN at its middle."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    layer += 25 * np.exp(-((xs - 640) ** 2 + (ys - 400) ** 2) / 60 ** 2)
+
+
+TRAIN_START, TRAIN_END = (560, 430), (720, 370)     # one object's trail in the candidate frame
+
+
+def climbing(t):
+    """Brightening along its trail, as a train's first object climbing out of the haze low in the sky (or a
+    meteor): no satellite's steady light."""
+    return 0.3 + 0.7 * t
+
+
+def three_frames(*following):
+    """(previous, current, next) gray frames: the current one holds a streak brightening along it; the next one
+    what `following` draws."""
+    sky = np.full((HEIGHT, WIDTH), 30.0, np.float32)
+    trail = light_along(TRAIN_START, TRAIN_END, climbing, 100.0)
+    return (night_sky(0, sky=sky), night_sky(1, sky=with_light(sky, trail)),
+            night_sky(2, sky=with_light(sky, lambda layer: [draw(layer) for draw in following])))
+
+
+@pytest.mark.parametrize("what, following, lit_again", [
+    ("the next objects of a train light the same path", [line(TRAIN_START, TRAIN_END, 80.0)], True),
+    ("a fainter one lights most of it", [line((580, 422), TRAIN_END, 60.0)], True),
+    ("a meteor: the path is dark again", [], False),
+    ("the light moved on along its line (a lone satellite)", [line((760, 355), (920, 295), 100.0)], False),
+    ("a cloud drifts over the path", [cloud], False),
+])
+def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, following, lit_again):
+    previous, current, nxt = three_frames(*following)
+    [trail] = [found for found in pieces(current, previous) if found.is_streak]
+    assert relit(trail, *(ridge_frame(frame) for frame in (previous, current, nxt))) is lit_again
+
+
+@pytest.mark.parametrize("lit_again, flag, reported", [(True, "satellite", False), (False, "", True)])
+def test_a_streak_candidate_whose_path_the_next_frame_lights_again_is_held_back(tmp_path, lit_again, flag, reported):
+    frames = three_frames(*([line(TRAIN_START, TRAIN_END, 80.0)] if lit_again else []))
+    results = [frame_result(k, 0.02) for k in range(4)]
+    files = [tmp_path / result.file.name for result in results]
+    for file, frame in zip(files, (frames[0], *frames)):
+        cv2.imwrite(str(file), frame)
+    [trail] = [found for found in pieces(frames[1], frames[0]) if found.is_streak]
+    assert not trail.own_light                                      # no steady light: the streak check reports it
+    results = [dataclasses.replace(result, file=file, previous=files[k - 1] if k else None)
+               for k, (result, file) in enumerate(zip(results, files))]
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[trail])
+    decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == (flag, reported)
