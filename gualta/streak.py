@@ -560,12 +560,12 @@ def ridge(frame: np.ndarray, piece: Piece) -> float:
 
 def relit(piece: Piece, previous: np.ndarray, current: np.ndarray, following: np.ndarray) -> bool:
     """Whether the next frame lights the streak's path again (`ridge_frame`s of the previous, the current and the
-    next frame): its ridge there stands at least RELIT_SHARE of the streak's own above the previous frame's. A meteor
-    never repeats its path (the next frame's ridge is the previous frame's, within 0.16 of its own on simulated
-    nights); a train of satellites, one behind another on one path, lights it again (0.5–1.5)."""
-    before = ridge(previous, piece)
+    next frame): its ridge there stands at least RELIT_SHARE of the streak's own light (its ridge over the previous
+    frame's) above the previous frame's ridge and above its sides. A meteor never repeats its path; a train of
+    satellites, one behind another on one path, lights it again."""
+    before, again = ridge(previous, piece), ridge(following, piece)
     own = ridge(current, piece) - before
-    return own > 0 and ridge(following, piece) - before >= RELIT_SHARE * own
+    return own > 0 and min(again - before, again) >= RELIT_SHARE * own
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:

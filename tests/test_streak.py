@@ -573,12 +573,24 @@ def climbing(t):
     return 0.3 + 0.7 * t
 
 
-def three_frames(*following):
+def cloud_bank_beside(layer):
+    """A drawing: a lit cloud bank 40 DN bright along one side of the trail, from 5 to 27 px off it, its edge soft
+    (σ 3 px)."""
+    (x1, y1), (x2, y2) = TRAIN_START, TRAIN_END
+    normal = np.array([y1 - y2, x2 - x1]) / np.hypot(x2 - x1, y2 - y1)
+    start, end = (tuple(int(v) for v in np.round(np.array(point) + 16 * normal)) for point in (TRAIN_START, TRAIN_END))
+    bank = np.zeros_like(layer)
+    cv2.line(bank, start, end, 40.0, 21)
+    layer += cv2.GaussianBlur(bank, (0, 0), 3)
+
+
+def three_frames(*following, beside=None):
     """(previous, current, next) gray frames: the current one holds a streak brightening along it; the next one
-    what `following` draws."""
+    what `following` draws; the previous and the current one what `beside` draws."""
     sky = np.full((HEIGHT, WIDTH), 30.0, np.float32)
+    earlier = sky if beside is None else with_light(sky, beside)
     trail = light_along(TRAIN_START, TRAIN_END, climbing, 100.0)
-    return (night_sky(0, sky=sky), night_sky(1, sky=with_light(sky, trail)),
+    return (night_sky(0, sky=earlier), night_sky(1, sky=with_light(earlier, trail)),
             night_sky(2, sky=with_light(sky, lambda layer: [draw(layer) for draw in following])))
 
 
@@ -588,10 +600,11 @@ def three_frames(*following):
     ("a meteor: the path is dark again", [], False),
     ("the light moved on along its line (a lone satellite)", [line((760, 355), (920, 295), 100.0)], False),
     ("a cloud drifts over the path", [cloud], False),
+    ("a lit cloud bank beside the path drifts off: its sides darken, the path does not stand out", [], False),
 ])
 def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, following, lit_again):
-    previous, current, nxt = three_frames(*following)
-    [trail] = [found for found in pieces(current, previous) if found.is_streak]
+    previous, current, nxt = three_frames(*following, beside=cloud_bank_beside if "beside" in what else None)
+    [trail] = [found for found in pieces(current, previous) if found.is_streak or found.is_faint_streak]
     assert relit(trail, *(ridge_frame(frame) for frame in (previous, current, nxt))) is lit_again
 
 
