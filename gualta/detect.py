@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -311,7 +311,9 @@ class Decider:
     - `streak_check`: a thin streak (`FrameResult.pieces`, `gualta.streak`) makes a candidate of a frame the model
       scores below the threshold; without one, so does a faint streak longer than noise leaves pieces where the model
       scores at least FAINT_STREAK_SCORE (`thin_streaks`). It is flagged when each such streak is explained by an
-      adjacent difference's piece, a steady mover's track or its own light (`Piece.own_light`).
+      adjacent difference's piece, a steady mover's track or its own light (`Piece.own_light`: a satellite's steady
+      light curve, a plane's wingtip lights, its path lit again in the next frame — a train of satellites,
+      `marked_relit`).
     - `cloud_check` (with `rescore`): a model's candidate with no streak of its own is flagged CLOUD when erasing its
       pieces an adjacent difference also has (moving cloud) and its explained streaks, or also its pieces where the
       sky was restless over its three earlier frames (an aurora), takes its score below the threshold (`clouded`,
@@ -428,9 +430,11 @@ class Decider:
         else, for a model's candidate with the cloud check on, CLOUD by `clouded` (the satellite check goes first
         and sees both neighbours: a satellite's frame often holds clouds too), then with the lightning check on
         LIGHTNING by `bolt_in_a_flash` (any candidate with a bright streak) or `lit_by_lightning` (a model's
-        candidate); then SATELLITE by the frame before the previous one (`crossing_two_back`); last, for a thin-streak
-        candidate, SATELLITE when the next frame lights its streaks' path again (`relit_path`: a train of satellites)."""
+        candidate); last, SATELLITE by the frame before the previous one (`crossing_two_back`). With the next frame
+        there, its streaks whose path that frame lights again are marked first (`marked_relit`: a train)."""
         neighbours = self.neighbours(result, before, after)
+        if after is not None:
+            result.pieces = self.marked_relit(result, after, neighbours)
         if self.crossing(result, neighbours):
             return SATELLITE
         if self.cloud_check and self.model_candidate(result) and self.clouded(result, neighbours):
@@ -441,26 +445,28 @@ class Decider:
             return LIGHTNING
         if self.satellite_check and self.crossing_two_back(result):
             return SATELLITE
-        if after is not None and self.relit_path(result, after, neighbours):
-            return SATELLITE
         return ""
 
-    def relit_path(self, result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether a thin-streak candidate's streaks that nothing else explains are all lit again on their very path
-        in the next frame, `after` (`streak.relit`, read in the previous, the current and the next frame): a train of
-        satellites, one behind another on one path, where a meteor never repeats its path. Three frames are decoded,
-        for such candidates only."""
-        if not self.thin_only(result) or result.previous is None or after.previous != result.file:
-            return False
-        left = streak.unexplained(self.thin_streaks(result), [n.pieces for n in neighbours])
+    @staticmethod
+    def marked_relit(result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> list[streak.Piece]:
+        """The candidate's pieces, its streaks and faint streaks that the adjacent differences leave unexplained marked
+        `relit` where the next frame, `after`, lights their path again (`streak.relit`, read in the previous, the
+        current and the next frame): a train of satellites, one behind another on one path, where a meteor never
+        repeats its path. Three frames are decoded, for such candidates only; a bright streak is the fireball check's
+        to judge (a fireball's persistent train can glow on)."""
+        if result.bright is not None or result.previous is None or after.previous != result.file:
+            return result.pieces
+        streaks = [piece for piece in result.pieces if piece.is_streak or piece.is_faint_streak]
+        left = {id(piece) for piece in streak.unexplained(streaks, [n.pieces for n in neighbours])}
         if not left:
-            return False
+            return result.pieces
         try:
             frames = [streak.ridge_frame(read_frame(path)) for path in (result.previous, result.file, after.file)]
         except BadFrame as exc:
-            log.warning("%s: the next frame's light on its streak not read: %s", result.file.name, exc)
-            return False
-        return all(streak.relit(piece, *frames) for piece in left)
+            log.warning("%s: the next frame's light on its streaks not read: %s", result.file.name, exc)
+            return result.pieces
+        return [replace(piece, relit=True) if id(piece) in left and streak.relit(piece, *frames) else piece
+                for piece in result.pieces]
 
     def crossing_two_back(self, result: FrameResult) -> bool:
         """Whether the frame before the previous one (`earlier`) alone explains a candidate (`crossing`): a satellite

@@ -45,6 +45,13 @@ by a dip in the noise or by a star in the previous frame) are read as one streak
 faint streak's light curve is read too when it spans at least 30 px (shorter, too few samples). The client holds a
 steady streak for a satellite, even when no adjacent frame shows it, and one with a plane's red and green wingtip
 lights beside it (`wingtips`, marked by `gualta.wingtips`) for a plane.
+
+A train of satellites (a few days after a launch: tens of objects one behind another on one path) lights the same path
+again and again, where a meteor never repeats its path: a streak is `relit` when the next frame's ridge along its line
+(the line's median over the brighter of two lines 6 px to either side, in frames smoothed by σ 1 px) stands at least
+half the streak's own light above the previous frame's ridge, and above its sides. The client reads it for a
+candidate's streaks that the adjacent differences do not explain, once the next frame is there (three frames
+decoded), and a relit streak's light tells a crossing as a steady one's does.
 """
 from __future__ import annotations
 
@@ -133,6 +140,7 @@ class Piece:
     signal: float
     steady: bool = False      # a satellite's light curve (see the module docstring)
     wingtips: bool = False    # a plane's red and green wingtip lights beside it (`gualta.wingtips`)
+    relit: bool = False       # the next frame lights its path again (`relit`: a train of satellites)
 
     @property
     def ends(self) -> tuple[int, int, int, int]:
@@ -154,8 +162,9 @@ class Piece:
 
     @property
     def own_light(self) -> bool:
-        """Whether its own light tells a crossing: a satellite's steady light curve or a plane's wingtip lights."""
-        return self.steady or self.wingtips
+        """Whether its own light tells a crossing: a satellite's steady light curve, a plane's wingtip lights, or its
+        path lit again in the next frame (a train of satellites)."""
+        return self.steady or self.wingtips or self.relit
 
     @property
     def is_thin(self) -> bool:

@@ -608,8 +608,9 @@ def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, followin
     assert relit(trail, *(ridge_frame(frame) for frame in (previous, current, nxt))) is lit_again
 
 
-@pytest.mark.parametrize("lit_again, flag, reported", [(True, "satellite", False), (False, "", True)])
-def test_a_streak_candidate_whose_path_the_next_frame_lights_again_is_held_back(tmp_path, lit_again, flag, reported):
+def train_frames_on_disk(tmp_path, lit_again: bool) -> tuple[list, Piece]:
+    """Four scored frames written as PNG (the candidate third, scored 0.02 like the rest) and the candidate's streak:
+    the next frame lights its path again, or not (a meteor)."""
     frames = three_frames(*([line(TRAIN_START, TRAIN_END, 80.0)] if lit_again else []))
     results = [frame_result(k, 0.02) for k in range(4)]
     files = [tmp_path / result.file.name for result in results]
@@ -617,8 +618,25 @@ def test_a_streak_candidate_whose_path_the_next_frame_lights_again_is_held_back(
         cv2.imwrite(str(file), frame)
     [trail] = [found for found in pieces(frames[1], frames[0]) if found.is_streak]
     assert not trail.own_light                                      # no steady light: the streak check reports it
-    results = [dataclasses.replace(result, file=file, previous=files[k - 1] if k else None)
-               for k, (result, file) in enumerate(zip(results, files))]
+    return [dataclasses.replace(result, file=file, previous=files[k - 1] if k else None)
+            for k, (result, file) in enumerate(zip(results, files))], trail
+
+
+@pytest.mark.parametrize("lit_again, flag, reported", [(True, "satellite", False), (False, "", True)])
+def test_a_streak_candidate_whose_path_the_next_frame_lights_again_is_held_back(tmp_path, lit_again, flag, reported):
+    results, trail = train_frames_on_disk(tmp_path, lit_again)
     results[2] = dataclasses.replace(results[2], score=0.10, pieces=[trail])
     decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == (flag, reported)
+
+
+@pytest.mark.parametrize("lit_again, flag, reported", [(True, "satellite", False), (False, "", True)])
+def test_a_model_candidate_is_held_back_once_the_streak_whose_path_is_lit_again_is_erased(tmp_path, lit_again, flag,
+                                                                                          reported):
+    results, trail = train_frames_on_disk(tmp_path, lit_again)
+    diff = np.zeros((400, 400), np.uint8)
+    (x1, y1), (x2, y2) = ((round(x * 400 / WIDTH), round(y * 400 / HEIGHT)) for x, y in (TRAIN_START, TRAIN_END))
+    cv2.line(diff, (x1, y1), (x2, y2), 255, 2)
+    results[2] = dataclasses.replace(results[2], score=0.97, diff=diff, pieces=[trail])
+    decided = decide_in_order(results, rescore=lambda image: 0.97 if image.any() else 0.2)
     assert (decided[2].flag, decided[2].detection) == (flag, reported)
