@@ -249,9 +249,9 @@ def add_client_commands(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; its exit status: 0, or 1 when it says so (a batch run's incomplete CSV, reports still
-    pending), 1 with one line for a failure it names (`failures`, CommandError), 2 for invalid settings (every
-    problem listed), 130 for Ctrl-C."""
+    """Run the command; its exit status: 0, or 1 when it says so (batch: an incomplete CSV, a night not scored,
+    reports refused or rejected; flush: reports still pending), 1 with one line for a failure it names (`failures`,
+    CommandError), 2 for invalid settings (every problem listed), 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0

@@ -81,7 +81,8 @@ def next_local_time(now: datetime, at: str) -> datetime:
 def seconds_until(now: datetime, at: str) -> float:
     """Seconds from `now` to the next local time `at` as the clock runs: the two instants' difference, not the wall
     clock's, so a night that changes to or from summer time is an hour shorter or longer (an aware `now` by its
-    zone's rules, a naive one by this machine's)."""
+    zone's rules, a naive one by this machine's). A time the clock skips when summer time starts (02:30 in most of
+    Europe) comes an hour after it, at 03:30."""
     return next_local_time(now, at).timestamp() - now.timestamp()
 
 

@@ -218,11 +218,12 @@ def make_dataloaders(dataset_dir: str | Path, rows: pd.DataFrame, size: int = 22
 
 
 def meteor_recall(vocab):
-    """Recall with meteor as the positive class (sklearn's pos_label is the class index in the vocab)."""
+    """Recall with meteor as the positive class (sklearn's pos_label is the class index in the vocab); a split
+    without a meteor has 0/0 and counts 0, said here so it does not warn."""
     from fastai.metrics import skm_to_fastai
     from sklearn.metrics import recall_score
 
-    return skm_to_fastai(recall_score, pos_label=list(vocab).index("meteor"), average="binary",
+    return skm_to_fastai(recall_score, pos_label=list(vocab).index("meteor"), average="binary", zero_division=0,
                          name="meteor_recall")
 
 
@@ -417,7 +418,7 @@ def clear_earlier(run_dir: Path, names) -> None:
     """Remove what a run trained before into run_dir left that this one does not replace: its checkpoint before
     training (fastai loads it as this run's best epoch, even after a divergence), its evaluation and lr_find plot once
     the new model is written (they would pass for the new model's; a run that fails before leaves the earlier ones
-    whole)."""
+    whole, but for an lr_find plot it drew itself)."""
     earlier = [run_dir / name for name in names if (run_dir / name).is_file()]
     for path in earlier:
         path.unlink()
@@ -427,7 +428,9 @@ def clear_earlier(run_dir: Path, names) -> None:
 
 def earlier_lr_plot(run_dir: Path) -> list[str]:
     """[LR_PLOT] when run_dir's lr_find plot was drawn for the run that trained there before (it is older than that
-    run's config.json); a plot drawn since (by this run, the lr-find command or a notebook's find_lr) is this run's."""
+    run's config.json); a plot drawn since (by this run, the lr-find command or a notebook's find_lr) is this run's.
+    Told by the files' times: a folder copied without them, or a plot drawn by a run that then failed, reads as
+    this run's."""
     plot, earlier_run = run_dir / LR_PLOT, run_dir / "config.json"
     drawn_before = (plot.is_file() and earlier_run.is_file()
                     and plot.stat().st_mtime_ns <= earlier_run.stat().st_mtime_ns)

@@ -690,8 +690,9 @@ def test_an_images_root_that_is_a_night_folder_or_a_file_is_said(client_night, t
 
 
 def test_the_wait_for_the_window_runs_as_the_clock_does_on_a_change_of_summer_time(madrid_clock):
-    """Outside its window the watcher waited for the start by the wall clock's difference, an hour off on the nights
-    summer time ends or starts; it waits the two instants' difference, on this machine's clock as on a named zone's."""
+    """The time to a local HH:MM (the watcher's wait for its window, napping at most a minute at a time; the
+    service's daily page) is the two instants' difference, not the wall clock's, which is an hour off on the nights
+    summer time ends or starts: on this machine's clock as on a named zone's."""
     assert seconds_until(datetime(2021, 10, 30, 20, 0), "0900") == 14 * 3600      # 03:00 summer time → 02:00
     assert seconds_until(datetime(2022, 3, 26, 20, 0), "0900") == 12 * 3600       # 02:00 → 03:00 summer time
     assert seconds_until(datetime(2021, 10, 31, 1, 0), "2000") == 20 * 3600

@@ -118,7 +118,8 @@ def test_meteor_recall_counts_the_meteor_class():
 
 def test_a_class_never_predicted_counts_0_in_the_learners_precision_without_a_warning(tmp_path):
     """On a 2-image validation split sklearn warned at every epoch that precision was ill-defined (0/0 for a class
-    never predicted). It counts 0, said outright: a model that never says meteor earns no meteor precision."""
+    never predicted), and meteor recall on a split without a meteor. Each counts 0, said outright: a model that never
+    says meteor earns no meteor precision."""
     import warnings
 
     import torch
@@ -134,6 +135,10 @@ def test_a_class_never_predicted_counts_0_in_the_learners_precision_without_a_wa
         warnings.simplefilter("error")
         value = precision(torch.tensor([1, 1]), torch.tensor([0, 1]))    # no-meteor twice: one meteor missed
     assert value == pytest.approx((0 + 1 / 2) / 2)                       # meteor 0, no-meteor 1 of 2
+    recall = next(m for m in learn.metrics if m.name == "meteor_recall")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert recall(torch.tensor([1, 1]), torch.tensor([1, 1])) == 0     # a split without a meteor: 0/0 counts 0
 
 
 # --- the recipe end to end --------------------------------------------------------------------------------------
