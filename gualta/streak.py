@@ -128,7 +128,9 @@ CHAIN_MAX_OFFSET_PX = 3.0     # ... each one's ends within 3 px of the other's l
 CHAIN_MAX_GAP_PX = 20.0       # ... and their nearest ends at most 20 px apart
 RELIT_SMOOTH_SIGMA = 1.0      # relit: the frames smoothed this much (σ, px); a streak's ridge is its line's median ...
 RELIT_SIDE_PX = 6.0           # ... over the brighter of two parallel lines this far beside it, ...
-RELIT_SHARE = 0.5             # ... and the next frame's ridge over the previous frame's is at least half its own
+RELIT_SHARE = 0.5             # ... and the next frame's ridge over the previous frame's is at least half its own, ...
+RELIT_AVERAGE_PX = 9          # ... unless the next frame's light along the line follows the streak's own (both over
+RELIT_LINGERS = 0.9           # the previous frame's, averaged over 9 px along it, correlate at least 0.9)
 
 
 @dataclass(frozen=True)
@@ -574,34 +576,58 @@ def ridge_frame(frame: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(frame.astype(np.float32), (0, 0), RELIT_SMOOTH_SIGMA)
 
 
+def light_on_line(frame: np.ndarray, piece: Piece, across: float = 0.0) -> np.ndarray:
+    """A `ridge_frame` read along the piece's line (`across` px beside it), a sample a pixel, inside the frame."""
+    along = np.linspace(0.0, piece.span, max(2, math.ceil(piece.span) + 1))
+    points = points_along(piece, along, across)
+    points = points[in_image(points, frame.shape)].astype(np.float32)
+    if not len(points):
+        return np.zeros(0, np.float32)
+    return cv2.remap(frame, points[:, 0][None], points[:, 1][None], cv2.INTER_LINEAR).ravel()
+
+
 def ridge(frame: np.ndarray, piece: Piece) -> float:
     """How much brighter a `ridge_frame` is along the piece's line than beside it: the median along the line, a
     sample a pixel, minus the brighter of the medians along the two lines RELIT_SIDE_PX to either side (a cloud, the
     moon's glare or the sky's gradient lights a line and its sides alike)."""
-    along = np.linspace(0.0, piece.span, max(2, math.ceil(piece.span) + 1))
-    medians = []
-    for across in (0.0, RELIT_SIDE_PX, -RELIT_SIDE_PX):
-        points = points_along(piece, along, across)
-        points = points[in_image(points, frame.shape)].astype(np.float32)
-        if not len(points):
-            return 0.0
-        medians.append(float(np.median(cv2.remap(frame, points[:, 0][None], points[:, 1][None], cv2.INTER_LINEAR))))
-    return medians[0] - max(medians[1:])
+    lines = [light_on_line(frame, piece, across) for across in (0.0, RELIT_SIDE_PX, -RELIT_SIDE_PX)]
+    if not all(len(light) for light in lines):
+        return 0.0
+    along, *sides = (float(np.median(light)) for light in lines)
+    return along - max(sides)
+
+
+def lingers(piece: Piece, previous: np.ndarray, current: np.ndarray, following: np.ndarray) -> bool:
+    """Whether the next frame's light along the streak's line follows the streak's own, a copy of the streak
+    lingering (`ridge_frame`s of the previous, the current and the next frame): both over the previous frame's,
+    averaged over RELIT_AVERAGE_PX along the line, correlate at least RELIT_LINGERS. A meteor's persistent train
+    glowing on or a frame the camera saved twice follows it (0.92–1.0 on simulated nights' meteors); a train's next
+    objects light the path each with its own light (under 0.9 for nine in ten of its streaks). A streak too short for
+    RELIT_AVERAGE_PX averages of its own lingers: it cannot be told from a copy."""
+    base = light_on_line(previous, piece)
+    window = np.ones(RELIT_AVERAGE_PX, np.float32) / RELIT_AVERAGE_PX
+    own, again = (np.convolve(light_on_line(frame, piece) - base, window, "valid") for frame in (current, following))
+    if len(own) < RELIT_AVERAGE_PX or own.std() == 0 or again.std() == 0:
+        return True
+    return float(np.corrcoef(own, again)[0, 1]) >= RELIT_LINGERS
 
 
 def relit(piece: Piece, previous: np.ndarray, current: np.ndarray, following: np.ndarray) -> bool:
     """Whether the next frame lights the streak's path again (`ridge_frame`s of the previous, the current and the
     next frame): its ridge there stands at least RELIT_SHARE of the streak's own light (its ridge over the previous
-    frame's) above the previous frame's ridge and above its sides. A meteor never repeats its path; a train of
-    satellites, one behind another on one path, lights it again."""
+    frame's) above the previous frame's ridge and above its sides, and its light along the line does not follow the
+    streak's own (`lingers`: a meteor's persistent train, a re-saved frame). A meteor never repeats its path; a train
+    of satellites, one behind another on one path, lights it again."""
     before, again = ridge(previous, piece), ridge(following, piece)
     own = ridge(current, piece) - before
-    return own > 0 and min(again - before, again) >= RELIT_SHARE * own
+    return (own > 0 and min(again - before, again) >= RELIT_SHARE * own
+            and not lingers(piece, previous, current, following))
 
 
 def unexplained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's streaks that neither their own light (`Piece.own_light`: a satellite's steady light, a plane's
-    wingtip lights) nor the adjacent differences account for (`explained_by_adjacent`), longest first."""
+    wingtip lights, a path lit again) nor the adjacent differences account for (`explained_by_adjacent`), longest
+    first."""
     return unexplained([piece for piece in frame_pieces if piece.is_streak], neighbour_pieces)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, detection_line,
                            detection_report)
+from gualta.frames import same_picture
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
                            STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, large_components,
                            median, on_track, pieces, relit, ridge_frame, signal_map, unexplained_streaks)
@@ -617,6 +618,17 @@ def three_frames(*following, beside=None):
             night_sky(2, sky=with_light(sky, lambda layer: [draw(layer) for draw in following])))
 
 
+def persistent_train(share: float, thickness: int = 1):
+    """A drawing: a meteor's persistent train glowing on along the streak of `three_frames`, `share` of its light,
+    `thickness` px wide."""
+    return light_along(TRAIN_START, TRAIN_END, climbing, 100.0 * share, thickness)
+
+
+def saved_again(frame: np.ndarray, quality: int) -> np.ndarray:
+    """The frame as a camera saving it as JPEG at this quality writes it."""
+    return cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+
+
 @pytest.mark.parametrize("what, following, lit_again", [
     ("the next objects of a train light the same path", [line(TRAIN_START, TRAIN_END, 80.0)], True),
     ("a fainter one lights most of it", [line((580, 422), TRAIN_END, 60.0)], True),
@@ -624,6 +636,9 @@ def three_frames(*following, beside=None):
     ("the light moved on along its line (a lone satellite)", [line((760, 355), (920, 295), 100.0)], False),
     ("a cloud drifts over the path", [cloud], False),
     ("a lit cloud bank beside the path drifts off: its sides darken, the path does not stand out", [], False),
+    ("a meteor's persistent train glows on: 0.6 of its light, 1 px wide", [persistent_train(0.6)], False),
+    ("... a fifth of it, 3 px wide", [persistent_train(0.2, 3)], False),
+    ("... 0.3 of it, 3 px wide", [persistent_train(0.3, 3)], False),
 ])
 def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, following, lit_again):
     previous, current, nxt = three_frames(*following, beside=cloud_bank_beside if "beside" in what else None)
@@ -631,18 +646,38 @@ def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, followin
     assert relit(trail, *(ridge_frame(frame) for frame in (previous, current, nxt))) is lit_again
 
 
+def test_a_frame_saved_twice_does_not_light_its_streak_s_path_again():
+    previous, current, _ = three_frames()
+    current = saved_again(current, 95)
+    again = saved_again(current, 90)                                # the same exposure, compressed afresh
+    assert not same_picture(again, current)
+    [trail] = [found for found in pieces(current, previous) if found.is_streak or found.is_faint_streak]
+    assert not relit(trail, *(ridge_frame(frame) for frame in (previous, current, again)))
+
+
+def frames_on_disk(tmp_path, frames) -> list:
+    """Scored frames written as PNG, the first of `frames` twice (a candidate among them scored 0.02 like the rest),
+    each scored against the one before."""
+    results = [frame_result(k, 0.02) for k in range(len(frames) + 1)]
+    files = [tmp_path / result.file.name for result in results]
+    for file, frame in zip(files, (frames[0], *frames)):
+        cv2.imwrite(str(file), frame)
+    return [dataclasses.replace(result, file=file, previous=files[k - 1] if k else None)
+            for k, (result, file) in enumerate(zip(results, files))]
+
+
+def the_streak(previous: np.ndarray, current: np.ndarray) -> Piece:
+    [trail] = [found for found in pieces(current, previous) if found.is_streak]
+    return trail
+
+
 def train_frames_on_disk(tmp_path, lit_again: bool) -> tuple[list, Piece]:
     """Four scored frames written as PNG (the candidate third, scored 0.02 like the rest) and the candidate's streak:
     the next frame lights its path again, or not (a meteor)."""
     frames = three_frames(*([line(TRAIN_START, TRAIN_END, 80.0)] if lit_again else []))
-    results = [frame_result(k, 0.02) for k in range(4)]
-    files = [tmp_path / result.file.name for result in results]
-    for file, frame in zip(files, (frames[0], *frames)):
-        cv2.imwrite(str(file), frame)
-    [trail] = [found for found in pieces(frames[1], frames[0]) if found.is_streak]
+    trail = the_streak(*frames[:2])
     assert not trail.own_light                                      # no steady light: the streak check reports it
-    return [dataclasses.replace(result, file=file, previous=files[k - 1] if k else None)
-            for k, (result, file) in enumerate(zip(results, files))], trail
+    return frames_on_disk(tmp_path, frames), trail
 
 
 @pytest.mark.parametrize("lit_again, flag, reported", [(True, "satellite", False), (False, "", True)])
@@ -663,3 +698,15 @@ def test_a_model_candidate_is_held_back_once_the_streak_whose_path_is_lit_again_
     results[2] = dataclasses.replace(results[2], score=0.97, diff=diff, pieces=[trail])
     decided = decide_in_order(results, rescore=lambda image: 0.97 if image.any() else 0.2)
     assert (decided[2].flag, decided[2].detection) == (flag, reported)
+
+
+@pytest.mark.parametrize("what", ["a persistent train glows on in the next frame", "the camera saved its frame twice"])
+def test_a_meteor_whose_copy_lingers_in_the_next_frame_is_reported(tmp_path, what):
+    previous, current, following = three_frames(persistent_train(0.6))
+    if "twice" in what:
+        current = saved_again(current, 95)
+        following = saved_again(current, 90)
+    results = frames_on_disk(tmp_path, (previous, current, following))
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[the_streak(previous, current)])
+    decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == ("", True), what
