@@ -447,24 +447,29 @@ class Decider:
             return SATELLITE
         return ""
 
-    @staticmethod
-    def marked_relit(result: FrameResult, after: FrameResult, neighbours: list[FrameResult]) -> list[streak.Piece]:
+    def marked_relit(self, result: FrameResult, after: FrameResult,
+                     neighbours: list[FrameResult]) -> list[streak.Piece]:
         """The candidate's pieces, its streaks and faint streaks that the adjacent differences leave unexplained marked
         `relit` where the next frame, `after`, lights their path again (`streak.relit`, read in the previous, the
         current and the next frame): a train of satellites, one behind another on one path, where a meteor never
-        repeats its path. Three frames are decoded, for such candidates only; a bright streak is the fireball check's
-        to judge (a fireball's persistent train can glow on)."""
-        if result.bright is not None or result.previous is None or after.previous != result.file:
+        repeats its path. Three frames are decoded, for such candidates only. Not judged: a frame with a bright
+        streak, the fireball check's to judge whether it is on or off (a fireball's persistent train can glow on;
+        `fireball.bright_streak` is looked for in the decoded frames when the check is off), and a washed-out next
+        frame (an exposure change brightens every line)."""
+        if result.bright is not None or result.previous is None or after.previous != result.file or after.washed_out:
             return result.pieces
         streaks = [piece for piece in result.pieces if piece.is_streak or piece.is_faint_streak]
         left = {id(piece) for piece in streak.unexplained(streaks, [n.pieces for n in neighbours])}
         if not left:
             return result.pieces
         try:
-            frames = [streak.ridge_frame(read_frame(path)) for path in (result.previous, result.file, after.file)]
+            previous, current, following = (read_frame(path) for path in (result.previous, result.file, after.file))
         except BadFrame as exc:
             log.warning("%s: the next frame's light on its streaks not read: %s", result.file.name, exc)
             return result.pieces
+        if not self.fireball_check and fireball.bright_streak(current, previous) is not None:
+            return result.pieces
+        frames = [streak.ridge_frame(frame) for frame in (previous, current, following)]
         return [replace(piece, relit=True) if id(piece) in left and streak.relit(piece, *frames) else piece
                 for piece in result.pieces]
 

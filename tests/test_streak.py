@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, detection_line,
+from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE, Decider, detection_line,
                            detection_report)
+from gualta.fireball import bright_streak
 from gualta.frames import same_picture
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
                            STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, large_components,
@@ -710,3 +711,65 @@ def test_a_meteor_whose_copy_lingers_in_the_next_frame_is_reported(tmp_path, wha
     results[2] = dataclasses.replace(results[2], score=0.10, pieces=[the_streak(previous, current)])
     decided = decide_in_order(results)
     assert (decided[2].flag, decided[2].detection) == ("", True), what
+
+
+def lit_again_candidate(tmp_path) -> list:
+    """`train_frames_on_disk` with its path lit again, the third frame a thin-streak candidate."""
+    results, trail = train_frames_on_disk(tmp_path, lit_again=True)
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[trail])
+    return results
+
+
+def test_a_washed_out_next_frame_does_not_light_a_path_again(tmp_path):
+    results = lit_again_candidate(tmp_path)
+    results[3] = dataclasses.replace(results[3], washed_out=True)   # an exposure change: every line brightens
+    decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == ("", True)
+
+
+def test_only_the_very_next_frame_lights_a_path_again(tmp_path):
+    frames = three_frames(line(TRAIN_START, TRAIN_END, 80.0))
+    results = frames_on_disk(tmp_path, (*frames[:2], frames[0], frames[2]))
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[the_streak(*frames[:2])])
+    results[3] = dataclasses.replace(results[3], score=None, flag="skipped")   # not scored: a frame between
+    decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == ("", True)
+
+
+def test_a_frame_that_cannot_be_read_leaves_the_path_unjudged(tmp_path, caplog):
+    results = lit_again_candidate(tmp_path)
+    results[1].file.write_bytes(b"not a JPEG")                       # the candidate's previous frame
+    decided = decide_in_order(results)
+    assert (decided[2].flag, decided[2].detection) == ("", True)
+    assert "the next frame's light on its streaks not read" in caplog.text
+
+
+def fireball_frames() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(previous, current, next): a saturated fireball along the streak of `three_frames`, and in the next frame a
+    train lighting its path and beyond, 200 DN bright, 3 px wide."""
+    sky = np.full((HEIGHT, WIDTH), 30.0, np.float32)
+    return (night_sky(0, sky=sky),
+            night_sky(1, sky=with_light(sky, lambda layer: cv2.line(layer, TRAIN_START, TRAIN_END, 255.0, 5))),
+            night_sky(2, sky=with_light(sky, lambda layer: cv2.line(layer, (520, 445), (760, 355), 200.0, 3))))
+
+
+@pytest.mark.parametrize("fireball_check", [True, False])
+def test_a_fireball_s_path_lit_again_is_left_to_the_fireball_check_on_or_off(tmp_path, fireball_check):
+    frames = fireball_frames()
+    [trail] = [found for found in pieces(*frames[1::-1]) if found.is_streak]
+    assert relit(trail, *(ridge_frame(frame) for frame in frames))     # lit again, as a train would light it
+    results = frames_on_disk(tmp_path, frames)
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[trail], bright=bright_streak(*frames[1::-1]))
+    assert results[2].bright is not None
+    candidate = results[2] if fireball_check else dataclasses.replace(results[2], bright=None)   # off: not kept
+    marked = Decider(0.85, fireball_check=fireball_check).marked_relit(candidate, results[3], [])
+    assert not any(piece.relit for piece in marked)
+
+
+def test_with_the_fireball_check_off_a_fireball_whose_path_is_lit_again_is_reported(tmp_path):
+    frames = fireball_frames()
+    results = frames_on_disk(tmp_path, frames)
+    results[2] = dataclasses.replace(results[2], score=0.10, pieces=[the_streak(*frames[:2])],
+                                     bright=bright_streak(*frames[1::-1]))
+    decided = decide_in_order(results, fireball_check=False)
+    assert (decided[2].flag, decided[2].detection) == ("", True)
