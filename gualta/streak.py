@@ -52,9 +52,10 @@ lights beside it (`wingtips`, marked by `gualta.wingtips`) for a plane.
 A train of satellites (a few days after a launch: tens of objects one behind another on one path) lights the same path
 again and again, where a meteor never repeats its path: a streak is `relit` when the next frame's ridge along its line
 (the line's median over the brighter of two lines 6 px to either side, in frames smoothed by σ 1 px) stands at least
-half the streak's own light above the previous frame's ridge, and above its sides. The client reads it for a
-candidate's streaks that the adjacent differences do not explain, once the next frame is there (three frames
-decoded), and a relit streak's light tells a crossing as a steady one's does.
+half the streak's own light above the previous frame's ridge, and above its sides — unless the next frame's light
+along the line follows the streak's own (`lingers`: a meteor's persistent train glowing on, a frame saved twice). The
+client reads it for a candidate's streaks that the adjacent differences do not explain, once the next frame is there
+(three frames decoded), and a relit streak's light tells a crossing as a steady one's does.
 """
 from __future__ import annotations
 
