@@ -35,9 +35,7 @@ from gualta import detect, evaluate  # noqa: E402
 from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from camera_shake import compare_clients  # noqa: E402
-from compare import labelled_nights  # noqa: E402
-from web_strand import painted_night, painting_arguments, sky_of, unit  # noqa: E402
+from web_strand import painted_and_compared, painted_night, painting_arguments, sky_of, unit  # noqa: E402
 
 PEAK_DN = (25.0, 60.0)        # a night's brightest aurora, gray DN
 GREEN = np.array([0.45, 1.0, 0.5], np.float32)          # BGR
@@ -206,11 +204,7 @@ def decisions(clients: list[Path], nights: list[Path], painted: list[Path], work
 
 def main(argv: list[str] | None = None) -> None:
     args = painting_arguments(__doc__.splitlines()[0], argv)
-
-    nights = labelled_nights(args.nights)
-    painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]
-    print(f"{len(nights)} nights, an aurora painted on each\n")
-    compare_clients(args.clients, nights, painted, "painted", args.work, args.threads)
+    nights, painted = painted_and_compared(args, painted_copy, "an aurora")
     decisions(args.clients, nights, painted, args.work)
 
 

@@ -39,9 +39,7 @@ from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from aurora import decisions, lens_circle  # noqa: E402
-from camera_shake import compare_clients  # noqa: E402
-from compare import labelled_nights  # noqa: E402
-from web_strand import painted_night, painting_arguments, sky_of  # noqa: E402
+from web_strand import painted_and_compared, painted_night, painting_arguments, sky_of  # noqa: E402
 
 OBJECTS = (10, 40)
 TRAIN_SPAN_S = (120.0, 480.0)        # first object to last
@@ -213,11 +211,7 @@ def false_reports(scores: Path, truth: Path, files: set[str]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     args = painting_arguments(__doc__.splitlines()[0], argv)
-
-    nights = labelled_nights(args.nights)
-    painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]
-    print(f"{len(nights)} nights, one or two satellite trains painted on each\n")
-    compare_clients(args.clients, nights, painted, "painted", args.work, args.threads)
+    nights, painted = painted_and_compared(args, painted_copy, "one or two satellite trains")
     decisions(args.clients, nights, painted, args.work)
     train_rows(nights, painted, args.work)
 

@@ -139,13 +139,19 @@ def painting_arguments(description: str, argv: list[str] | None) -> argparse.Nam
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = painting_arguments(__doc__.splitlines()[0], argv)
-
+def painted_and_compared(args: argparse.Namespace, copy: Callable[[Path, Path, int], Path], what: str
+                         ) -> tuple[list[Path], list[Path]]:
+    """A painting bench's run: each night of --nights copied with `what` painted on it (`copy(night, out, seed)`),
+    every client run on both and compared; the nights and their painted copies."""
     nights = labelled_nights(args.nights)
-    painted = [painted_copy(night, args.work / "painted", args.seed) for night in nights]
-    print(f"{len(nights)} nights, a swaying strand painted on each\n")
+    painted = [copy(night, args.work / "painted", args.seed) for night in nights]
+    print(f"{len(nights)} nights, {what} painted on each\n")
     compare_clients(args.clients, nights, painted, "painted", args.work, args.threads)
+    return nights, painted
+
+
+def main(argv: list[str] | None = None) -> None:
+    painted_and_compared(painting_arguments(__doc__.splitlines()[0], argv), painted_copy, "a swaying strand")
 
 
 if __name__ == "__main__":
