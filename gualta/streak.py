@@ -23,10 +23,7 @@ the same spot, at least a third as long (a twinkling star, a flickering light; a
 is not it), one on the streak's line within 10× the longer one's length that is no speck of noise either (a third as
 long, longer than noise leaves pieces — 18 px — or a streak's brightness), or its twin (as long, on the very line)
 within 15× (a satellite or a plane, which cross the sky for minutes; under a short exposure its pieces lie far
-apart). Two streaks alike in length and brightness, neither steady, explain neither each other when the gap between
-them is over half the longer's length (+ 10 px) and under 4× it (`apart`): a satellite's next piece follows on from
-its last, the camera's dead time apart, or under a short exposure lies 4× its length on or more; between lie two
-meteors of a shower on one line through its radiant. Coordinates are full-frame pixels.
+apart). Coordinates are full-frame pixels.
 
 A satellite or a plane also moves steadily, so whatever the shape of its pieces they lie evenly spaced: a piece
 midway (within 4 px + 5 % of the step) between a piece of the previous and one of the next difference, each like it
@@ -105,9 +102,6 @@ TWIN_MAX_ANGLE_DEG = 3.0      # or its twin: a piece as long (within 1.5×), wit
 TWIN_MAX_OFFSET_PX = 4.0      # along) of the streak's line, up to 15× their length away: a satellite under a short
 TWIN_LENGTH_RATIO = 1.5       # exposure (2–3 s on a moonlit night) leaves pieces 10× their length apart
 TWIN_REACH = 15.0
-FOLLOW_ON_SHARE = 0.5         # a satellite's next streak follows on: 20–30 s exposures every 30 s leave gaps up to
-FOLLOW_ON_SLACK_PX = 10.0     # 0.46 × its length (at most half the longer one + 10 px here), a short one (6 s or
-SHORT_EXPOSURE_GAP = 4.0      # less) 4× or more: alike streaks with a gap between are two lights (see `apart`)
 TRACK_OFFSET_PX = 4.0         # or it lies on a track: within 4 px (+5 % of the step) of the midpoint between a piece
 TRACK_OFFSET_SHARE = 0.05     # of the previous and one of the next difference, each at most 2× longer or shorter
 TRACK_LENGTH_RATIO = 2.0      # and 3× brighter or fainter than it, a thin piece lying along the step: a satellite or
@@ -472,8 +466,6 @@ def explains(other: Piece, streak: Piece) -> bool:
     if (math.dist((other.cx, other.cy), (streak.cx, streak.cy)) <= SAME_SPOT_PX
             and other.length >= SAME_SPOT_MIN_SHARE * streak.length):
         return True
-    if apart(other, streak):
-        return False
     cosine = abs(float(other.direction @ streak.direction))
     along, across = along_and_across(other, streak)
     longer = max(streak.length, other.length)
@@ -483,20 +475,6 @@ def explains(other: Piece, streak: Piece) -> bool:
         return True
     return bool(cosine >= math.cos(math.radians(MAX_ANGLE_DEG)) and across <= MAX_OFFSET_PX + 0.02 * along
                 and along <= REACH * longer + REACH_SLACK_PX and not other.is_speck_beside(streak))
-
-
-def apart(other: Piece, streak: Piece) -> bool:
-    """Whether two streaks alike (as long within TWIN_LENGTH_RATIO, as bright: `alike`), neither steady, lie too far
-    apart on their line for one satellite's consecutive pieces and too close for a short exposure's: a gap over
-    FOLLOW_ON_SHARE × the longer + FOLLOW_ON_SLACK_PX (a satellite's next piece follows on from its last, the camera's
-    dead time apart) and under SHORT_EXPOSURE_GAP × it. Two meteors of a shower on one line through its radiant are.
-    A piece cut short by clouds or fading is not alike, a faint satellite's pieces (noise breaks its line up) are no
-    streaks: both keep the long reach."""
-    longer = max(streak.length, other.length)
-    gap = gap_between(as_trail(other), as_trail(streak))
-    return (streak.is_streak and other.is_streak and not (streak.steady or other.steady)
-            and longer <= TWIN_LENGTH_RATIO * min(streak.length, other.length) and alike(streak, other)
-            and FOLLOW_ON_SHARE * longer + FOLLOW_ON_SLACK_PX < gap < SHORT_EXPOSURE_GAP * longer)
 
 
 def alike(piece: Piece, other: Piece) -> bool:
