@@ -581,8 +581,8 @@ def lingers(piece: Piece, previous: np.ndarray, current: np.ndarray, following: 
     lingering (`ridge_frame`s of the previous, the current and the next frame): both over the previous frame's,
     averaged over RELIT_AVERAGE_PX along the line, correlate at least RELIT_LINGERS. A meteor's persistent train
     glowing on or a frame the camera saved twice follows it (0.92–1.0 on simulated nights' meteors); a train's next
-    objects light the path each with its own light (under 0.9 for nine in ten of its streaks). A streak too short for
-    RELIT_AVERAGE_PX averages of its own lingers: it cannot be told from a copy."""
+    objects light the path each with its own light (under 0.9 for about five in six of its streaks on painted
+    nights). A streak too short for RELIT_AVERAGE_PX averages of its own lingers: it cannot be told from a copy."""
     base = light_on_line(previous, piece)
     window = np.ones(RELIT_AVERAGE_PX, np.float32) / RELIT_AVERAGE_PX
     own, again = (np.convolve(light_on_line(frame, piece) - base, window, "valid") for frame in (current, following))

@@ -11,9 +11,9 @@ thresholded difference averaged down, so noise is a faint speckle and a trail is
 
 "All" keeps a meteor that shares its frame with a satellite; two meteors in consecutive frames are not hidden by
 this step unless they lie on one line and meet end to end (explaining away, below, reaches further along the line:
-two meteors of a shower on one line through its radiant are held back, README "Satellite / plane check"). A meteor never overlaps itself in an adjacent difference image
-(the subtraction removes it there), so setting static trails aside cannot hide one. Coordinates are model-input
-pixels (400×400); `in_frame` maps them back to the full frame.
+two meteors of a shower on one line through its radiant are held back, README "Satellite / plane check"). A meteor
+never overlaps itself in an adjacent difference image (the subtraction removes it there), so setting static trails
+aside cannot hide one. Coordinates are model-input pixels (400×400); `in_frame` maps them back to the full frame.
 
 Trails are often too faint, short or broken for that (a satellite on a moonlit night, a plane's strobes), and a
 frame also holds speckle and cloud-edge pieces that no neighbour explains. So the check also *explains away*:

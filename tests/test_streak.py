@@ -624,6 +624,18 @@ def test_a_streak_s_path_lit_again_in_the_next_frame_is_a_train_s(what, followin
     assert relit(trail, *(ridge_frame(frame) for frame in (previous, current, nxt))) is lit_again
 
 
+def test_a_streak_too_short_to_compare_its_light_with_the_next_frame_s_is_never_relit():
+    """Under RELIT_AVERAGE_PX averages along its line a streak's light cannot be told from a lingering copy of it:
+    it is not marked relit, as a meteor with a persistent train is not."""
+    trail = the_streak(*three_frames()[:2])
+    step_x, step_y = (trail.x2 - trail.x1) / trail.span, (trail.y2 - trail.y1) / trail.span
+    short = dataclasses.replace(trail, x2=trail.x1 + 14 * step_x, y2=trail.y1 + 14 * step_y)
+    dimming = light_along((round(trail.x1), round(trail.y1)), (round(short.x2), round(short.y2)), lambda t: 1 - 0.8 * t,
+                          120.0)                                     # the next light fades along it: no copy
+    frames = [ridge_frame(frame) for frame in three_frames(dimming)]
+    assert not relit(short, *frames)
+
+
 def test_a_frame_saved_twice_does_not_light_its_streak_s_path_again():
     previous, current, _ = three_frames()
     current = saved_again(current, 95)
