@@ -1,7 +1,7 @@
 """The real-time watcher: a writer copies a night frame by frame (some slowly, in pieces; one never finished) while
-the watcher scores it; its rows equal the batch run's, it survives a restart without duplicates, it reports within
-2 s, it follows a new night (with a newer published model, if any), respects a window across midnight and stops
-cleanly on SIGTERM."""
+the watcher scores it; its rows equal the batch run's, it survives a restart without duplicates, it sends each
+detection before the camera's next frame, it follows a new night (with a newer published model, if any), respects a
+window across midnight and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
@@ -553,28 +553,32 @@ def test_cli_realtime_refuses_a_scores_folder_it_cannot_make(client_night, tiny_
     assert not (tmp_path / "o.sqlite").exists()
 
 
-def test_detections_are_reported_within_two_seconds_of_the_frame(client_night, tiny_model, tmp_path, live):
+def test_each_detection_is_sent_before_the_frame_after_next_is_written(client_night, tiny_model, tmp_path, live):
+    """No frame waits for more than its successor: once a frame's successor is written, the frame is decided and its
+    detection sent while the camera has not taken another (the latency in seconds: bench/realtime_latency.py)."""
     url, store = live
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, url=url, api_key=KEY, sleep_between_imgs=0.2,
                       start_time="0000", end_time="0000", satellite_check=False)
-    writer = Writer(client_night, root, spacing_s=0.8)
+    writer = Writer(client_night, root, spacing_s=0)
     sender = Sender(config.outbox, ApiClient(url, KEY))
-    stop, thread, _ = start_watcher(config, load_model(tiny_model, threads=1), sender)
+    stop, thread, _ = start_watcher(config, load_model(tiny_model, threads=1), sender)      # holds a frame for 60 s
+
+    def all_but_newest_sent(written: int) -> bool:
+        with Outbox(config.outbox) as outbox:
+            return len(outbox.night_rows(NIGHT)) >= written - 1 and outbox.pending() == 0
+
     try:
-        writer.write(range(14))
-        wait_for(lambda: len(rows_in(config.outbox)) == 14)
-        assert sender.wait_idle(10)
+        for i in range(14):
+            writer.write([i])
+            wait_for(lambda: all_but_newest_sent(i + 1), timeout=30)   # well before the 60 s a frame is held
     finally:
         stop.set()
         thread.join(10)
         sender.close(timeout=5)
     with sqlite3.connect(config.outbox) as db:
-        sent = db.execute("SELECT key, done FROM outbox WHERE key LIKE 'detection/%' AND state = 'sent'").fetchall()
-    assert sent
-    for key, done in sent:
-        name = allsky.frame_name(datetime.strptime(key.rsplit("/", 1)[1], allsky.TIME_FORMAT))
-        assert done - writer.completed[name] < 2.0, (name, done - writer.completed[name])
+        sent = db.execute("SELECT key FROM outbox WHERE key LIKE 'detection/%' AND state = 'sent'").fetchall()
+    assert len(sent) >= 2                                   # the tiny model finds meteors in this night
 
 
 def test_a_half_written_frame_waits_and_an_abandoned_one_is_handed_over(client_night, tmp_path):
