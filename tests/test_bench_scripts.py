@@ -35,3 +35,14 @@ def test_client_memory_bench_by_batch_size(client_night):
                      output)
     assert re.search(r"batch size   1: speed with the arena released / kept, median of the rounds' ratios \d", output)
     assert "decisions (file, detection, flag) the same in every run: True" in output
+
+
+def test_realtime_latency_bench(client_night):
+    """Frames written as a camera does to a watcher sending to a local service: each sent detection's latency."""
+    output = run_bench("bench/realtime_latency.py", "--night", str(client_night), "--frames", "12", "--every", "0.5",
+                       "--sleep", "0.1", "--threads", "1")
+    sent = int(re.search(r"(\d+) detections sent", output).group(1))
+    assert 1 <= sent <= 12
+    median, worst = map(float, re.search(r"frame complete → sent +median +([\d.]+) s +max +([\d.]+) s",
+                                         output).groups())
+    assert 0 < median <= worst
