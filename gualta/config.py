@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 import re
 import runpy
@@ -72,17 +73,35 @@ def hhmm(value) -> str:
 
 
 def next_local_time(now: datetime, at: str) -> datetime:
-    """The next local time `at` (HHMM or HH:MM) after `now` (aware, or naive in this machine's zone)."""
+    """The next local time `at` (HHMM or HH:MM) after `now` (aware, or naive in this machine's zone), once a day: at
+    the first instant the clock reads it or later (`first_reading`), so a time the clock goes back over comes once."""
     at = hhmm(at)
-    candidate = now.replace(hour=int(at[:2]), minute=int(at[2:]), second=0, microsecond=0)
-    return candidate if candidate > now else candidate + timedelta(days=1)
+    today = now.replace(hour=int(at[:2]), minute=int(at[2:]), second=0, microsecond=0, fold=0)
+    candidate = first_reading(today)
+    return candidate if candidate.timestamp() > now.timestamp() else first_reading(today + timedelta(days=1))
+
+
+def first_reading(wall: datetime) -> datetime:
+    """The first instant the clock reads local time `wall` or later: `wall` itself (its first pass when summer time
+    ends and the clock reads it twice), or, when summer time starts and the clock skips it, the instant it jumps past
+    it (02:30 in most of Europe comes at 03:00, as cron runs a skipped time)."""
+    wall = wall.replace(fold=0)
+    if datetime.fromtimestamp(wall.timestamp(), wall.tzinfo) == wall:
+        return wall
+    before, after = math.floor(wall.replace(fold=1).timestamp()), math.ceil(wall.timestamp())   # read before/after
+    while after - before > 1:                                                                    # the jump: bisect
+        middle = (before + after) // 2
+        if datetime.fromtimestamp(middle, wall.tzinfo) >= wall:
+            after = middle
+        else:
+            before = middle
+    return datetime.fromtimestamp(after, wall.tzinfo)
 
 
 def seconds_until(now: datetime, at: str) -> float:
-    """Seconds from `now` to the next local time `at` as the clock runs: the two instants' difference, not the wall
-    clock's, so a night that changes to or from summer time is an hour shorter or longer (an aware `now` by its
-    zone's rules, a naive one by this machine's). A time the clock skips when summer time starts (02:30 in most of
-    Europe) comes an hour after it, at 03:30."""
+    """Seconds from `now` to the next local time `at` (`next_local_time`) as the clock runs: the two instants'
+    difference, not the wall clock's, so a night that changes to or from summer time is an hour shorter or longer (an
+    aware `now` by its zone's rules, a naive one by this machine's)."""
     return next_local_time(now, at).timestamp() - now.timestamp()
 
 

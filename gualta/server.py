@@ -458,8 +458,9 @@ def page_missed(env, at: str, now: datetime) -> bool:
 
 
 def schedule_pages(service: Service, at: str, stop: threading.Event) -> threading.Thread:
-    """A daemon thread that builds the daily page every day at `at` (local time of GUALTA_TIMEZONE) — and at once
-    when the service starts after today's build with no page for it (`page_missed`: down at `at`)."""
+    """A daemon thread that builds the daily page once a day at `at` (local time of GUALTA_TIMEZONE, as
+    `config.next_local_time` reads it on a change of summer time) — and at once when the service starts after today's
+    build with no page for it (`page_missed`: down at `at`)."""
     def loop():
         try:
             if page_missed(service.env, at, datetime.now(service_env.timezone(service.env))):

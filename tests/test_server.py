@@ -268,6 +268,36 @@ def test_without_a_configured_zone_the_machines_summer_time_rules_apply(madrid_c
     assert datetime(2021, 12, 1, 12, 0, tzinfo=zone).utcoffset() == timedelta(hours=1)
 
 
+@pytest.mark.parametrize("zone", [ZoneInfo("Europe/Madrid"), None], ids=["named zone", "machine zone"])
+def test_a_time_the_clock_skips_comes_when_the_clock_jumps_past_it(madrid_clock, zone):
+    """When summer time starts the clock goes from 02:00 to 03:00: a page due at 02:30 came at 03:30, an hour late;
+    it comes at 03:00, the first instant the clock reads 02:30 or later (as cron runs a skipped time)."""
+    evening, night = datetime(2022, 3, 26, 20, 0, tzinfo=zone), datetime(2022, 3, 27, 1, 0, tzinfo=zone)
+    assert config.next_local_time(evening, "0230") == datetime(2022, 3, 27, 3, 0, tzinfo=zone)
+    assert config.next_local_time(evening, "0200") == datetime(2022, 3, 27, 3, 0, tzinfo=zone)
+    assert config.next_local_time(evening, "0159") == datetime(2022, 3, 27, 1, 59, tzinfo=zone)
+    assert config.seconds_until(night, "0230") == 3600 and config.seconds_until(night, "0300") == 3600
+    after = datetime(2022, 3, 27, 3, 0, 1, tzinfo=zone)
+    assert config.next_local_time(after, "0230") == datetime(2022, 3, 28, 2, 30, tzinfo=zone)     # once that day
+
+
+@pytest.mark.parametrize("zone", [ZoneInfo("Europe/Madrid"), None], ids=["named zone", "machine zone"])
+def test_a_time_the_clock_reads_twice_is_built_once_a_restart_between_included(tmp_path, madrid_clock, zone):
+    """When summer time ends the clock reads 02:00–03:00 twice. The page due at 02:30 comes at the first 02:30; a
+    service restarted between the two (02:10, second pass) built that day's page again at the second 02:30: it waits
+    for the next day's, and builds at once only a page it missed."""
+    first_pass, second_pass = datetime(2021, 10, 31, 2, 10, tzinfo=zone), datetime(2021, 10, 31, 2, 10, fold=1,
+                                                                                    tzinfo=zone)
+    assert config.seconds_until(first_pass, "0230") == 20 * 60
+    assert config.next_local_time(second_pass, "0230") == datetime(2021, 11, 1, 2, 30, tzinfo=zone)
+    assert config.seconds_until(second_pass, "0230") == 24 * 3600 + 20 * 60
+    env = service_env(tmp_path / "store")
+    assert server.page_missed(env, "0230", second_pass)                             # down at the first 02:30
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / f"{server.site.ended_night(second_pass, env)}.html").write_text("<html/>")
+    assert not server.page_missed(env, "0230", second_pass)                         # built at the first 02:30
+
+
 def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     env = service_env(tmp_path / "store")
     for key, value in env.items():
