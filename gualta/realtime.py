@@ -29,11 +29,11 @@ import statistics
 import threading
 import time
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from gualta import allsky
-from gualta.config import Settings, seconds_until
+from gualta.config import Settings, next_local_time, seconds_until
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, NightSummary,
                            detection_report, file_stamp, log_report, model_version, open_model, prepare,
                            refreshed_model, scorer_for, show, write_scores)
@@ -70,12 +70,8 @@ def in_window(now: datetime, start: str, end: str) -> bool:
 
 
 def first_night_not_ended(now: datetime, end: str) -> str:
-    """Outside the window: the night after the one whose window ended last (at the latest local time `end` before
-    `now`)."""
-    ended = now.replace(hour=int(end[:2]), minute=int(end[2:]), second=0, microsecond=0)
-    if ended > now:
-        ended -= timedelta(days=1)
-    return allsky.night_of(ended + timedelta(days=1))
+    """Outside the window: the night after the one whose window ended last, the night of the next local time `end`."""
+    return allsky.night_of(next_local_time(now, end))
 
 
 def looks_complete(path: Path) -> bool:

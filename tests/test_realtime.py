@@ -27,7 +27,7 @@ from gualta.config import seconds_until
 from gualta.detect import ClientError, read_scores, run_batch
 from gualta.frames import NightFrames
 from gualta.model import load_model
-from gualta.realtime import FrameWatch, Watcher, in_window, run_realtime
+from gualta.realtime import FrameWatch, Watcher, first_night_not_ended, in_window, run_realtime
 from gualta.report import ApiClient, Outbox, Sender
 from gualta.server import ChildServer
 from conftest import CLIENT_FRAMES
@@ -715,6 +715,12 @@ def test_window_within_a_day_and_always():
     assert in_window(at("0130"), "0100", "0500") and not in_window(at("0600"), "0100", "0500")
     assert all(in_window(at(t), "0000", "0000") for t in ("0000", "1200", "2359"))
     assert seconds_until(at("1959"), "2000") == 60 and seconds_until(at("2001"), "2000") == 86340
+
+
+@pytest.mark.parametrize("now, night", [("20211111 0759", "20211110"), ("20211111 0800", "20211111"),
+                                        ("20211111 1200", "20211111"), ("20211111 2359", "20211111")])
+def test_the_first_night_not_ended_is_the_night_of_the_next_window_end(now, night):
+    assert first_night_not_ended(datetime.strptime(now, "%Y%m%d %H%M"), "0800") == night
 
 
 def test_watcher_sleeps_outside_the_window_and_watches_inside(client_night, tiny_model, tmp_path):
