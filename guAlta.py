@@ -30,8 +30,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def demo_failures() -> tuple[type[Exception], ...]:
     """The errors demo says in one line, exit status 1 (imported once one is raised: the start stays light)."""
+    from gualta.client_errors import ClientError
     from gualta.demo import DemoError
-    from gualta.detect import ClientError
 
     return DemoError, ClientError
 
@@ -95,7 +95,8 @@ def timestamped_logging() -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from gualta.detect import ClientError, NightError, nights_to_catch_up, run_batch
+    from gualta.client_errors import ClientError, NightError
+    from gualta.detect import nights_to_catch_up, run_batch
 
     timestamped_logging()
     settings = client_settings(args)
@@ -127,7 +128,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
 def client_failures() -> tuple[type[Exception], ...]:
     """The errors batch, realtime and flush say in one line, exit status 1."""
-    from gualta.detect import ClientError
+    from gualta.client_errors import ClientError
     from gualta.report import OutboxError
 
     return ClientError, OutboxError

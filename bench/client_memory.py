@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from gualta import allsky  # noqa: E402
 from gualta.cli import positive_int  # noqa: E402
-from gualta.detect import read_scores  # noqa: E402
+from gualta.scores import read_scores  # noqa: E402
 
 RUN = """
 import sys, time

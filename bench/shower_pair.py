@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from gualta import simulate  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
-from gualta.detect import read_scores, run_batch  # noqa: E402
+from gualta.detect import run_batch  # noqa: E402
+from gualta.scores import read_scores  # noqa: E402
 
 MODEL = ROOT / "models" / "guAlta.onnx"
 START = datetime(2026, 8, 12, 23, 0)

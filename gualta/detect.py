@@ -14,16 +14,12 @@ worker thread while the model scores the current one.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import importlib.metadata
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
@@ -32,16 +28,15 @@ import numpy as np
 from tqdm import tqdm
 
 from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
+from gualta.client_errors import ClientError, NightError
 from gualta.config import Settings
 from gualta.frames import NightFrames
-from gualta.model import batches, load_model
-from gualta.payload import (CLOUD, FIREBALL, LIGHTNING, MODEL, SATELLITE, STREAK, PayloadError, build_detection,
-                            build_log)
-from gualta.preprocess import (TRAIN_SIZE, BadFrame, binary_difference, read_frame, resize_area, side_by_side,
-                               washed_out_share)
-from gualta.report import (ApiClient, ModelDownloadError, NoModelPublished, Outbox, Sender, detection_key,
-                           download_model, file_sha256, installed_mode, latest_model_info, log_key,
-                           metadata_path)
+from gualta.model import batches
+from gualta.model_update import model_version, open_model, refreshed_model
+from gualta.payload import CLOUD, FIREBALL, LIGHTNING, SATELLITE, STREAK, PayloadError, build_detection, build_log
+from gualta.preprocess import BadFrame, binary_difference, read_frame, resize_area, side_by_side, washed_out_share
+from gualta.report import ApiClient, Outbox, Sender, detection_key, log_key
+from gualta.scores import CsvRows, names_a_folder, scored_whole, scores_file
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +57,9 @@ WASHED_OUT_SHARE = 0.6       # a frame whose sky brightened or saturated this mu
 SKIPPED = "skipped"
 DAYTIME = "daytime: "             # the note of a frame taken in daylight, skipped unread
 METEOR, NO_METEOR = "meteor", "no-meteor"
-CSV_COLUMNS = ["file", "score", "label", "detection", "flag", "previous", "x1", "y1", "x2", "y2", "note"]
-SCORES_HEADER = ["file", "score"]              # how every scores CSV this client wrote begins
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
 STREAK_WORKERS = 2
-
-
-class ClientError(RuntimeError):
-    """A problem the operator must fix (no night folder, no model...); the message says what."""
-
-
-class NightError(ClientError):
-    """A problem of one night's folder or scores CSV: the other nights of a run can still be scored."""
 
 
 @dataclass
@@ -692,224 +677,9 @@ def score_and_decide(scorer: Scorer, decider: Decider, files: list[Path]) -> Ite
     yield from decider.finish()
 
 
-# --- model -----------------------------------------------------------------------------------------------------------
-
 def rescorer(model) -> Callable[[np.ndarray], float]:
     """The model as the satellite check's second opinion: one difference image → p(meteor)."""
     return lambda diff: float(model.predict([diff])[0])
-
-
-def cpu_threads(threads: int) -> int:
-    return threads or os.cpu_count() or 1
-
-
-def open_model(settings: Settings, path: str | Path | None = None):
-    """Load the model named by `path` (it must exist: a typo is never downloaded over), else the configured
-    settings.model, downloading the latest from the central service if that file is missing. Raises ClientError
-    with the reason."""
-    if path and not Path(path).is_file():
-        raise ClientError(f"model file not found: {path}")
-    path = Path(path or settings.model)
-    if not path.is_file():
-        log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
-        try:
-            return installed_model(settings, path)
-        except ModelDownloadError as exc:
-            raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
-    try:
-        model = load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
-    except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
-        raise ClientError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
-    if not model.info.client_ready:
-        raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
-                          f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
-    try:
-        model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)])
-    except Exception as exc:        # loads, but cannot score what the client feeds it (another input size)
-        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {type(exc).__name__}: "
-                          f"{first_line}") from None
-    model.file_stamp = file_stamp(path)
-    return model
-
-
-def file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """What tells a file from the one that replaces it (inode, size, modification time), or None if it is gone."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
-
-
-def refreshed_model(settings: Settings, model, in_use: bool = False):
-    """`model`, or the service's latest publication, installed in place of the configured model file once it has
-    been downloaded beside it and loaded (see `takes_update`). An unreachable service, nothing published, a failed
-    download or a model this client cannot load keeps `model` and its file (logged); a publication that could not
-    be loaded is noted beside the model (`rejected_path`) and not downloaded again. Unless `model` is `in_use`
-    elsewhere (a night still being decided with it), its session is let go before the publication is opened (see
-    `installed_model`): the two ONNX sessions are not in memory together."""
-    path = Path(settings.model)
-    model = model_on_disk(settings, path, model)
-    try:
-        meta = latest_model_info(settings.model_source, timeout=10)
-        if not takes_update(path, model, meta):
-            return model
-        if rejected_before(path, meta):
-            log.info("model %s kept: the published version %s could not be loaded here (%s)", path,
-                     meta.get("version"), rejected_path(path))
-            return model
-        log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
-                 meta.get("created"))
-        return installed_model(settings, path, meta, current=None if in_use else model)
-    except NoModelPublished:
-        log.info("no model published at %s: %s kept", settings.model_source, path)
-        return model
-    except ClientError as exc:
-        log.warning("model update skipped, %s kept: %s", path, exc)
-        write_rejected(path, meta, str(exc))
-        return model
-    except (ModelDownloadError, OSError) as exc:
-        log.warning("model update skipped, %s kept: %s", path, exc)
-        return model
-
-
-def model_on_disk(settings: Settings, path: Path, model):
-    """`model`, or the model file at `path` loaded again if another run replaced the file `model` was loaded from
-    (a batch run installed an update meanwhile); a file that cannot be used keeps `model` (logged)."""
-    if getattr(model, "path", None) is None or Path(model.path) != path \
-            or getattr(model, "file_stamp", None) in (None, file_stamp(path)):
-        return model
-    try:
-        reloaded = open_model(settings, path)
-    except ClientError as exc:
-        log.warning("model file %s changed since it was loaded but cannot be used: %s; the loaded one kept", path, exc)
-        return model
-    log.info("model file %s changed since it was loaded (installed by another run): now %s", path,
-             model_version(reloaded) or "without a version")
-    return reloaded
-
-
-def rejected_path(model_file: Path) -> Path:
-    """Where the client notes a publication it downloaded but could not load (`<file>.rejected.json`)."""
-    return model_file.with_name(f"{model_file.name}.rejected.json")
-
-
-def rejected_before(model_file: Path, meta: dict) -> bool:
-    """Whether the publication `meta` is the one noted as unloadable here, by this same client (an upgraded one
-    tries again)."""
-    noted = read_json_file(rejected_path(model_file))
-    return isinstance(noted, dict) and noted.get("sha256") == meta.get("sha256") \
-        and noted.get("client") == client_versions()
-
-
-def write_rejected(model_file: Path, meta: dict, reason: str) -> None:
-    """Note an unloadable publication (its version, hash and why), so that later runs do not download it again."""
-    note = {"version": meta.get("version"), "sha256": meta.get("sha256"), "reason": reason,
-            "client": client_versions()}
-    try:
-        rejected_path(model_file).write_text(json.dumps(note, indent=1))
-    except OSError as exc:
-        log.warning("cannot note %s: %s", rejected_path(model_file), exc)
-
-
-def installed_model(settings: Settings, path: Path, meta: dict | None = None, current=None):
-    """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
-    and only then moved into place with its metadata, so a file this client cannot load never takes the place of
-    one (ClientError; ModelDownloadError when the download fails). `current`, the model loaded from `path`, lets its
-    session go once the download is done; if the publication cannot be installed, the file at `path` is opened for
-    it again, and it goes on scoring."""
-    staged = path.with_name(f"{path.stem}.update{path.suffix}")
-    meta = download_model(settings.model_source, staged, meta=meta)
-    released = release_session(current)
-    try:
-        return installed_staged(settings, staged, path, meta)
-    except BaseException:
-        if released:
-            current.reopen()
-            log.warning("published model version %s not installed: the model file %s (%s) opened again, scoring on",
-                        meta.get("version"), path, model_version(current) or "without a version")
-        raise
-
-
-def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
-    """The downloaded publication at `staged` loaded, then moved to `path` with its metadata (a file this client
-    cannot load is removed: ClientError)."""
-    try:
-        model = open_model(settings, staged)
-    except ClientError as exc:
-        staged.unlink(missing_ok=True)
-        metadata_path(staged).unlink(missing_ok=True)
-        raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
-    os.chmod(staged, installed_mode(path))
-    os.replace(staged, path)                    # installed from here: what fails after is said, not undone
-    model.path, model.file_stamp = path, file_stamp(path)
-    try:
-        os.replace(metadata_path(staged), metadata_path(path))
-        rejected_path(path).unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("model %s installed, but not its metadata: %s", path, exc)
-    return model
-
-
-def release_session(model) -> bool:
-    """Let an ONNX model's session go (its memory with it) if it can be opened again; whether it was."""
-    if model is None or not hasattr(model, "release"):
-        return False
-    model.release()
-    return True
-
-
-def client_versions() -> dict[str, str | None]:
-    """The versions of what decides whether a model file loads here: this package's code (`code_digest`) and ONNX
-    Runtime."""
-    try:
-        runtime = importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        runtime = None
-    return {"gualta": code_digest(), "onnxruntime": runtime}
-
-
-def code_digest() -> str:
-    """A digest of this package's modules: it changes with every upgrade (`git pull`), which the package's version
-    number does not."""
-    digest = hashlib.sha256()
-    for module in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(module.name.encode() + b"\0" + module.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def takes_update(path: Path, model, meta: dict) -> bool:
-    """Whether the published model `meta` replaces the model file at `path` (loaded as `model`): a file the service
-    gave (its <file>.json still matches it) follows the service's latest, a rollback too; any other file only a
-    model created later than it, and never one without a creation time (a .pkl, a model exported elsewhere)."""
-    given = read_json_file(metadata_path(path))
-    if isinstance(given, dict) and given.get("sha256") == file_sha256(path):
-        return meta["sha256"] != given["sha256"]
-    created, published = parse_created(getattr(model.info, "created", "")), parse_created(meta.get("created"))
-    return created is not None and published is not None and published > created
-
-
-def read_json_file(path: Path):
-    """A JSON file's value, or None if it is missing or not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def parse_created(text) -> datetime | None:
-    """An ISO-8601 creation time (timezone-aware; UTC if none), or None."""
-    try:
-        created = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-
-
-def model_version(model) -> str | None:
-    version = str(getattr(getattr(model, "info", None), "version", "") or "")
-    return version if MODEL.fullmatch(version) else None
 
 
 # --- reports ---------------------------------------------------------------------------------------------------------
@@ -1059,119 +829,6 @@ def listing(lister, folder: str | Path):
         raise NightError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
-class CsvRows:
-    """The scores CSV, written row by row to `<name>.part` (flushed, so a crash keeps what was scored) and given its
-    name once the night is scored to the end: a CSV under its name holds a whole night. The .part is locked while a
-    run writes it. One that cannot be created, or whose .part another run is writing (two runs would mix their rows),
-    is a ClientError; one that cannot be written further (a full disk) is logged once and left as it is, so that the
-    night's scoring and reports go on (`failed` says why)."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.stream, self.failed = path, None, ""
-        if path is None:
-            return
-        self.partial = path.with_name(path.name + ".part")
-        if path.exists() and not path.is_file():        # a device such as /dev/null would be replaced by the CSV
-            raise ClientError(f"--scores {path} is not a regular file: name a CSV file or a folder (or leave "
-                              f"--scores out to write none)")
-        if path.exists() and not is_scores_csv(path):  # a slip of the keyboard: a frame, the model, the settings
-            raise ClientError(f"--scores {path} is a file that is not a scores CSV, left as it is: name a new file, "
-                              f"an earlier scores CSV or a folder")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = self.open_partial()
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != self.partial else ""
-            raise ClientError(f"cannot write the scores CSV {path}: {exc.strerror or exc}{where}") from exc
-        self.writer = csv.DictWriter(self.stream, CSV_COLUMNS)
-        self.writer.writeheader()
-        self.finished = False
-
-    def open_partial(self):
-        """The .part for this run, locked: created, or taken over from a run cut short (no longer locked)."""
-        try:
-            stream = open(self.partial, "x", newline="", encoding="utf-8")
-        except FileExistsError:
-            stream = open(self.partial, "r+", newline="", encoding="utf-8")
-        if not lock_exclusive(stream):
-            stream.close()
-            raise NightError(f"another run is writing the scores CSV {self.path} ({self.partial.name} is locked): "
-                             f"run one at a time")
-        try:
-            stream.truncate(0)
-        except OSError:          # not a file that can be cut (a device)
-            pass
-        return stream
-
-    def write(self, row: dict) -> None:
-        if self.stream is None:
-            return
-        try:
-            self.writer.writerow(row)
-            self.stream.flush()
-        except OSError as exc:
-            self.give_up(exc)
-
-    def finish(self) -> None:
-        """The night is scored: the CSV takes its name (unless it could not be written to the end) while its .part
-        is still locked (but on Windows, where an open file cannot be renamed)."""
-        if self.path is None or self.failed:
-            self.close()
-            return
-        try:
-            self.stream.flush()
-            if os.name == "nt":
-                self.close()
-            if not self.failed:
-                os.replace(self.partial, self.path)
-                self.finished = True
-        except OSError as exc:
-            self.give_up(exc)
-        self.close()
-
-    def give_up(self, exc: OSError) -> None:
-        self.failed = exc.strerror or str(exc)
-        log.error("cannot write the scores CSV %s (%s): what was written is in %s; scoring and reports go on",
-                  self.path, self.failed, self.partial.name)
-        self.close()
-
-    def close(self) -> None:
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            try:
-                stream.close()
-            except OSError as exc:             # the last rows could not be written out
-                self.give_up(exc)
-
-    @property
-    def where(self) -> Path | None:
-        """Where the rows are: the CSV, or its .part while (or because) it is not whole."""
-        return None if self.path is None else self.path if self.finished else self.partial
-
-
-def is_scores_csv(path: Path) -> bool:
-    """Whether a file is empty or starts as a scores CSV does (its header): one that may be written over."""
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            header = next(csv.reader(stream), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    return header is None or header[:2] == SCORES_HEADER
-
-
-def scores_file(scores: str | Path | None, night: str) -> Path | None:
-    """Where the scores CSV goes: `scores` itself, or `<scores>/<night>.csv` when it names a folder (one that
-    exists, or a name ending in a path separator)."""
-    if not scores:
-        return None
-    return Path(scores) / f"{night}.csv" if names_a_folder(scores) else Path(scores)
-
-
-def names_a_folder(scores: str | Path) -> bool:
-    """Whether --scores names a folder: one that exists, or a name ending in a path separator."""
-    return Path(scores).is_dir() or str(scores).endswith(tuple(sep for sep in ("/", os.sep, os.altsep) if sep))
-
-
 def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int) -> list[Path]:
     """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no whole
     scores CSV in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
@@ -1183,19 +840,6 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
     first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
     return [night for night in listing(allsky.night_folders, settings.main_folder)
             if first <= night.name < latest.name and not scored_whole(scores_file(scores, night.name), night)]
-
-
-def scored_whole(scores: Path, night: Path) -> bool:
-    """Whether a scores CSV has a row for every frame its night had when it was written: a CSV under its name is
-    whole since it is written to a .part first, but an older client wrote it under its name row by row, and a run
-    it cut short left it half (frames the camera added afterwards, at dawn, are not asked for)."""
-    try:
-        written = scores.stat().st_mtime
-        with open(scores, newline="", encoding="utf-8") as stream:
-            scored = {row.get("file") for row in csv.DictReader(stream)}
-        return all(frame.name in scored for frame in allsky.list_frames(night) if frame.stat().st_mtime <= written)
-    except (OSError, UnicodeDecodeError, csv.Error):       # none, unreadable, or a night that cannot be listed
-        return False
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
@@ -1266,42 +910,3 @@ def report_detection(outbox, sender, result: FrameResult, settings: Settings, ni
     sender.wake()
 
 
-def lock_exclusive(stream) -> bool:
-    """Lock an open file for this process (advisory; released when it is closed); False if another holds it. Where
-    files cannot be locked (some network shares) it goes on unlocked."""
-    try:
-        if os.name == "nt":
-            import msvcrt
-            msvcrt.locking(stream.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, PermissionError):
-        return False
-    except OSError as exc:
-        log.warning("cannot lock %s (%s): two runs writing it at once would mix their rows", stream.name,
-                    exc.strerror or exc)
-    return True
-
-
-def write_scores(path: Path, rows: list[dict]) -> bool:
-    """Write a decided night's rows as its scores CSV at `path`, as a batch run does (through `<name>.part`);
-    False (logged) when it could not be written whole."""
-    try:
-        csv_rows = CsvRows(path)
-    except ClientError as exc:
-        log.error("%s", exc)
-        return False
-    try:
-        for row in rows:
-            csv_rows.write(row)
-        csv_rows.finish()
-    finally:
-        csv_rows.close()
-    return csv_rows.finished
-
-
-def read_scores(path: str | Path) -> list[dict]:
-    """A scores CSV as a list of rows (strings), for tests and tools."""
-    with open(path, newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))

@@ -33,14 +33,16 @@ from datetime import datetime
 from pathlib import Path
 
 from gualta import allsky
+from gualta.client_errors import ClientError
 from gualta.config import Settings, next_local_time, seconds_until
-from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, ClientError, Decider, FrameResult, NightSummary,
-                           detection_report, file_stamp, log_report, model_version, open_model, prepare,
-                           refreshed_model, scorer_for, show, write_scores)
+from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
+                           log_report, prepare, scorer_for, show)
 from gualta.frames import NightFrames
+from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
 from gualta.report import ApiClient, Outbox, Sender
+from gualta.scores import write_scores
 
 log = logging.getLogger(__name__)
 

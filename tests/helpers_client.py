@@ -187,7 +187,8 @@ def clear_night(root: Path, date: str, frames: int, seed: int, **rates) -> Path:
 
 def blind_detections(tmp_path: Path, night: Path, **overrides) -> list[dict]:
     """The rows a batch run reports when its model scores every frame ≈ 0: what the client's checks find alone."""
-    from gualta.detect import read_scores, run_batch
+    from gualta.detect import run_batch
+    from gualta.scores import read_scores
 
     blind = tiny_onnx_model(tmp_path / "blind.onnx", scale=0.0)
     scores = tmp_path / ("scores-" + "-".join(f"{key}={value}" for key, value in sorted(overrides.items())) + ".csv")

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from gualta import allsky
-from gualta.detect import read_scores, run_batch
+from gualta.detect import run_batch
 from gualta.report import Outbox
+from gualta.scores import read_scores
 from gualta.server import ChildServer
 from helpers_client import as_ordinary_user, copy_night, settings
 from helpers_service import KEYS, REPO, child_env, service_env

@@ -26,9 +26,11 @@ import pytest
 import requests
 from PIL import Image
 
-from gualta import allsky, detect, report
-from gualta.detect import CSV_COLUMNS, ClientError, read_scores, run_batch
+from gualta import allsky, detect, model_update, report
+from gualta.client_errors import ClientError
+from gualta.detect import run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
+from gualta.scores import CSV_COLUMNS, CsvRows, read_scores, scores_file, write_scores
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
@@ -168,9 +170,9 @@ def test_scores_into_a_folder_get_one_csv_per_night(client_night, tiny_model, tm
                         progress=False)
     assert summary.scores == tmp_path / "scores" / "20211110.csv"
     assert len(read_scores(summary.scores)) == 24
-    assert detect.scores_file(tmp_path / "scores", "20211111") == tmp_path / "scores" / "20211111.csv"
-    assert detect.scores_file(tmp_path / "one.csv", "20211111") == tmp_path / "one.csv"
-    assert detect.scores_file(None, "20211111") is None
+    assert scores_file(tmp_path / "scores", "20211111") == tmp_path / "scores" / "20211111.csv"
+    assert scores_file(tmp_path / "one.csv", "20211111") == tmp_path / "one.csv"
+    assert scores_file(None, "20211111") is None
 
 
 def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_night, tiny_model, tmp_path):
@@ -703,17 +705,17 @@ def test_two_runs_never_write_one_scores_csv_at_once(client_night, tiny_model, t
     .part is locked while a run writes it: a second run is refused before it scores; a .part a run cut short left
     (unlocked) is taken over at once."""
     csv = tmp_path / "scores" / "20211110.csv"
-    first = detect.CsvRows(csv)
+    first = CsvRows(csv)
     first.write({"file": "image-20211110220000.jpg"})
     with pytest.raises(ClientError, match=r"another run is writing the scores CSV .*20211110.csv \(20211110.csv.part "
                                           r"is locked\): run one at a time"):
         run_batch(settings(tmp_path, tiny_model), client_night, csv, upload=False, say=lambda _: None, progress=False)
-    assert not detect.write_scores(csv, [{"file": "image-20211110220030.jpg"}])       # the watcher's way: logged
+    assert not write_scores(csv, [{"file": "image-20211110220030.jpg"}])       # the watcher's way: logged
     assert "another run is writing" in caplog.text
     first.finish()
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220000.jpg"]
     csv.with_name(csv.name + ".part").write_text("a run cut short, seconds ago: a longer line than the next run's\n")
-    assert detect.write_scores(csv, [{"file": "image-20211110220030.jpg"}])
+    assert write_scores(csv, [{"file": "image-20211110220030.jpg"}])
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220030.jpg"]
 
 
@@ -791,7 +793,7 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
     meta = publish(store, tiny_model, version=3)
     target = tmp_path / "models" / "guAlta.onnx"
     with ChildServer(store, child_env(**service_env(store))) as child:
-        model = detect.open_model(settings(tmp_path, target, url=child.url))
+        model = model_update.open_model(settings(tmp_path, target, url=child.url))
         assert target.read_bytes() == tiny_model.read_bytes()
         assert stat.S_IMODE(target.stat().st_mode) == 0o644           # readable by the watcher's account too
         assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 3
@@ -809,10 +811,10 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         meta["sha256"] = "0" * 64                                  # the published file no longer matches
         (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
         with pytest.raises(ClientError, match="does not match"):
-            detect.open_model(settings(tmp_path, target, url=child.url))
+            model_update.open_model(settings(tmp_path, target, url=child.url))
         assert not target.exists() and not list(target.parent.glob("*.part"))
     with pytest.raises(ClientError, match="could not be downloaded: cannot reach"):
-        detect.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
+        model_update.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
 
 
 def large_camera_copy(night: Path, folder: Path, scale: int) -> Path:
@@ -881,7 +883,7 @@ def test_downloads_cut_short_are_removed_by_the_next_one(tiny_model, tmp_path):
     other.write_bytes(b"")
     os.utime(other, (0, 0))
     with ChildServer(store, child_env(**service_env(store))) as child:
-        detect.open_model(settings(tmp_path, target, url=child.url))
+        model_update.open_model(settings(tmp_path, target, url=child.url))
     assert target.read_bytes() == tiny_model.read_bytes()
     assert sorted(path.name for path in target.parent.glob("*.part")) == [live.name, other.name]
 
@@ -953,14 +955,14 @@ def test_a_published_model_that_cannot_score_never_replaces_the_working_one(clie
     broken = mislabelled(tiny_onnx_model(tmp_path / "published" / "broken.onnx", version="test-2",
                                          created=MARCH), input_size=96)
     with pytest.raises(ClientError, match="cannot score a 400 px difference image: .*"):
-        detect.open_model(settings(tmp_path, broken))
+        model_update.open_model(settings(tmp_path, broken))
     original, store = configured.read_bytes(), tmp_path / "store"
     with ChildServer(store, child_env(**service_env(store))) as child:
         publish(store, broken, version=2, created=MARCH)
         summary = run_batch(settings(tmp_path, configured, url=child.url, api_key=KEY), client_night,
                             tmp_path / "s.csv", say=lambda line: None, progress=False)
     assert configured.read_bytes() == original and summary.model == TINY_VERSION and summary.scored > 0
-    assert "cannot score" in json.loads(detect.rejected_path(configured).read_text())["reason"]
+    assert "cannot score" in json.loads(model_update.rejected_path(configured).read_text())["reason"]
 
 
 def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
@@ -968,11 +970,11 @@ def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     file: at the next night it takes the file as it now is."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
     config = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
-    loaded = detect.open_model(config)
-    assert detect.refreshed_model(config, loaded) is loaded                     # nothing changed
+    loaded = model_update.open_model(config)
+    assert model_update.refreshed_model(config, loaded) is loaded                     # nothing changed
     installed = tiny_onnx_model(tmp_path / "models" / "guAlta.update.onnx", version="test-2", created=MARCH)
     os.replace(installed, configured)
-    assert detect.model_version(detect.refreshed_model(config, loaded)) == "test-2"
+    assert model_update.model_version(model_update.refreshed_model(config, loaded)) == "test-2"
 
 
 def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_with_the_old_one(
@@ -987,8 +989,8 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
     store = tmp_path / "store"
     publish(store, broken, version=2, created=MARCH)
     held_while_opening = []
-    opening = detect.open_model
-    monkeypatch.setattr(detect, "open_model", lambda config, path=None: held_while_opening.append(
+    opening = model_update.open_model
+    monkeypatch.setattr(model_update, "open_model", lambda config, path=None: held_while_opening.append(
         model.session is not None) or opening(config, path))
     caplog.set_level(logging.WARNING)
     with ChildServer(store, child_env(**service_env(store))) as child:
@@ -996,26 +998,26 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
         model = opening(config)
         before = run_batch(config, client_night, tmp_path / "before.csv", upload=False, model=model,
                            say=lambda line: None, progress=False)
-        assert detect.refreshed_model(config, model) is model
+        assert model_update.refreshed_model(config, model) is model
         assert held_while_opening == [False]                       # let go before the publication was opened
         assert f"the model file {configured} ({TINY_VERSION}) opened again, scoring on" in caplog.text
         after = run_batch(config, client_night, tmp_path / "after.csv", upload=False, model=model,
                           say=lambda line: None, progress=False)
         assert after.model == TINY_VERSION and after.scored == before.scored > 0
         assert read_scores(tmp_path / "after.csv") == read_scores(tmp_path / "before.csv")
-        detect.rejected_path(configured).unlink()                   # tried again, while a left night uses it
+        model_update.rejected_path(configured).unlink()                   # tried again, while a left night uses it
         session = model.session
-        assert detect.refreshed_model(config, model, in_use=True) is model and model.session is session
+        assert model_update.refreshed_model(config, model, in_use=True) is model and model.session is session
         assert held_while_opening[1:] == [True]
         publish(store, tiny_onnx_model(tmp_path / "published" / "good.onnx", created=MARCH), version=3,
                 created=MARCH)                                      # loads, but cannot take the file's place
         with monkeypatch.context() as patched:
-            patched.setattr(detect.os, "replace", lambda *paths: (_ for _ in ()).throw(PermissionError(13, "no")))
-            assert detect.refreshed_model(config, model) is model and model.session is not None
+            patched.setattr(model_update.os, "replace", lambda *paths: (_ for _ in ()).throw(PermissionError(13, "no")))
+            assert model_update.refreshed_model(config, model) is model and model.session is not None
         again = run_batch(config, client_night, tmp_path / "again.csv", upload=False, model=model,
                           say=lambda line: None, progress=False)
         assert again.scored == before.scored
-        replace = detect.os.replace
+        replace = model_update.os.replace
 
         def model_only(source, target):                             # the model moved into place, its metadata not
             if str(target).endswith(".json"):
@@ -1023,8 +1025,8 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
             replace(source, target)
 
         with monkeypatch.context() as patched:
-            patched.setattr(detect.os, "replace", model_only)
-            installed = detect.refreshed_model(config, model)
+            patched.setattr(model_update.os, "replace", model_only)
+            installed = model_update.refreshed_model(config, model)
         assert installed is not model and installed.path == configured and installed.session is not None
         assert f"model {configured} installed, but not its metadata" in caplog.text
 
@@ -1037,11 +1039,11 @@ def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(t
         config = settings(tmp_path, configured, url=child.url)
         publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH),
                 version=2, created=MARCH)
-        installed = detect.refreshed_model(config, detect.open_model(config))
-        assert detect.model_version(installed) == "test-2" and Path(installed.path) == configured
+        installed = model_update.refreshed_model(config, model_update.open_model(config))
+        assert model_update.model_version(installed) == "test-2" and Path(installed.path) == configured
         later = tiny_onnx_model(tmp_path / "models" / "by-batch.onnx", version="test-3", created=APRIL)
         os.replace(later, configured)                                         # a batch run's install
-        assert detect.model_version(detect.refreshed_model(config, installed)) == "test-3"
+        assert model_update.model_version(model_update.refreshed_model(config, installed)) == "test-3"
 
 
 def test_frames_judged_bad_hold_no_memory(tmp_path):
@@ -1069,22 +1071,22 @@ def test_frames_judged_bad_hold_no_memory(tmp_path):
 
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
-    model = detect.open_model(settings(tmp_path, configured))
+    model = model_update.open_model(settings(tmp_path, configured))
     unreachable = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
-    assert detect.refreshed_model(unreachable, model) is model
+    assert model_update.refreshed_model(unreachable, model) is model
     store = tmp_path / "store"
     meta = publish(store, tiny_onnx_model(tmp_path / "newer.onnx", bias=-2.0, created=MARCH), created=MARCH)
     meta["sha256"] = "0" * 64                                           # the file does not match its metadata
     (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
     with ChildServer(store, child_env(**service_env(store))) as child:
-        assert detect.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
+        assert model_update.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
         meta["sha256"] = hashlib.sha256((store / "models" / "guAlta_v1.onnx").read_bytes()).hexdigest()
         (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
         (tmp_path / "blocker").write_text("a file where the model's folder should be")
         unwritable = settings(tmp_path, tmp_path / "blocker" / "guAlta.onnx", url=child.url)
-        assert detect.refreshed_model(unwritable, model) is model               # an OSError is no crash
+        assert model_update.refreshed_model(unwritable, model) is model               # an OSError is no crash
         with pytest.raises(ClientError, match="could not be downloaded: cannot write"):
-            detect.open_model(unwritable)
+            model_update.open_model(unwritable)
     assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
     assert not list(configured.parent.glob("*.part"))
 
@@ -1103,8 +1105,8 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
     caplog.set_level(logging.WARNING)
     with ChildServer(store, child_env(**service_env(store))) as child:
         config = settings(tmp_path, configured, url=child.url, api_key=KEY)
-        model = detect.open_model(config)
-        assert detect.refreshed_model(config, model) is model
+        model = model_update.open_model(config)
+        assert model_update.refreshed_model(config, model) is model
         assert "published model version 2 cannot be used here" in caplog.text
         assert configured.read_bytes() == original
         assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx",
@@ -1117,26 +1119,26 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert "model update skipped" not in caplog.text
         note = json.loads((configured.parent / "guAlta.onnx.rejected.json").read_text())
         assert note["version"] == 2 and "cannot load model" in note["reason"]
-        assert note["client"] == {"gualta": detect.code_digest(), "onnxruntime": onnxruntime.__version__}
+        assert note["client"] == {"gualta": model_update.code_digest(), "onnxruntime": onnxruntime.__version__}
         note["client"]["gualta"] = "0.1.0"            # noted by a client before a `git pull` (same version number)
         (configured.parent / "guAlta.onnx.rejected.json").write_text(json.dumps(note))
-        assert detect.refreshed_model(config, model) is model
+        assert model_update.refreshed_model(config, model) is model
         assert "model update skipped" in caplog.text                    # an upgraded client tries again
         caplog.clear()
-        note["client"] = detect.client_versions()
+        note["client"] = model_update.client_versions()
         note["client"]["onnxruntime"] = "1.0.0"                          # ONNX Runtime upgraded likewise
         (configured.parent / "guAlta.onnx.rejected.json").write_text(json.dumps(note))
-        assert detect.refreshed_model(config, model) is model
+        assert model_update.refreshed_model(config, model) is model
         assert "model update skipped" in caplog.text
         missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
-            detect.open_model(missing)
+            model_update.open_model(missing)
         assert list((tmp_path / "fresh").iterdir()) == []              # nothing left that the next run would load
         publish(store, configured, version=3)                           # so a fixed publication is then taken
-        assert detect.open_model(missing).info.version == TINY_VERSION
+        assert model_update.open_model(missing).info.version == TINY_VERSION
         fixed = publish(store, tiny_onnx_model(tmp_path / "fixed.onnx", bias=-2.0, created=MARCH), version=4,
                         created=MARCH)
-        detect.refreshed_model(config, model)
+        model_update.refreshed_model(config, model)
         assert hashlib.sha256(configured.read_bytes()).hexdigest() == fixed["sha256"]
         assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx", "guAlta.onnx.json"]
 
@@ -1157,8 +1159,8 @@ def test_a_bucket_answering_access_denied_says_what_it_may_mean(tmp_path, caplog
         target.parent.mkdir()
         target.write_bytes(tiny_onnx_model(tmp_path / "shipped.onnx", created=JANUARY).read_bytes())
         config = settings(tmp_path, target, url="", model_url=url)
-        model = detect.open_model(config)
-        assert detect.refreshed_model(config, model) is model
+        model = model_update.open_model(config)
+        assert model_update.refreshed_model(config, model) is model
         assert "model update skipped" in caplog.text and "no model published there yet" in caplog.text
         assert "or the bucket refuses public reads" in caplog.text
         answers["/models/guAlta_latest_version.json"] = (404, "not found")
@@ -1181,13 +1183,13 @@ def test_published_models_are_read_from_the_bucket(tmp_path):
         publish_model(tiny_onnx_model(tmp_path / "first.onnx", created=JANUARY), location, s3_endpoint=endpoint)
         target = tmp_path / "client" / "guAlta.onnx"
         config = settings(tmp_path, target, url="", model_url=public)
-        model = detect.open_model(config)
+        model = model_update.open_model(config)
         published = client.get_object(Bucket=BUCKET, Key="models/guAlta_v1.onnx")["Body"].read()
         assert target.read_bytes() == published and model.info.version == "1"
-        assert detect.refreshed_model(config, model) is model                     # nothing newer yet
+        assert model_update.refreshed_model(config, model) is model                     # nothing newer yet
         publish_model(tiny_onnx_model(tmp_path / "second.onnx", bias=-2.0, created=MARCH), location,
                       s3_endpoint=endpoint)
-        assert detect.refreshed_model(config, model).info.version == "2"
+        assert model_update.refreshed_model(config, model).info.version == "2"
         client.put_object(Bucket=BUCKET, Key="detections/20211110/obs01_20211110220000.json", Body=b"{}")
         assert requests.get(f"{public}/detections/20211110/obs01_20211110220000.json", timeout=10).status_code == 403
     assert '!Sub "${Bucket.Arn}/models/*"' in (REPO / "aws_lambda" / "template.yaml").read_text()

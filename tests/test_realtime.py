@@ -23,12 +23,14 @@ import cv2
 import pytest
 
 from gualta import allsky, detect, realtime
+from gualta.client_errors import ClientError
 from gualta.config import seconds_until
-from gualta.detect import ClientError, read_scores, run_batch
+from gualta.detect import run_batch
 from gualta.frames import NightFrames
 from gualta.model import load_model
 from gualta.realtime import FrameWatch, Watcher, first_night_not_ended, in_window, run_realtime
 from gualta.report import ApiClient, Outbox, Sender
+from gualta.scores import read_scores
 from gualta.server import ChildServer
 from conftest import CLIENT_FRAMES
 from helpers_client import as_ordinary_user, copy_night, publish, settings, tiny_onnx_model
@@ -532,7 +534,7 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
     shutil.rmtree(scores)
     scores.write_text("not a folder")                                # the folder is gone, a file in its place
     clock[0] = datetime(2021, 11, 12, 8, 0)
-    with caplog.at_level(logging.ERROR, logger="gualta.detect"):
+    with caplog.at_level(logging.ERROR, logger="gualta.scores"):
         watcher.tick()
     assert lines[-1].startswith(f"night {NEXT_NIGHT} ended: 6 frames (5 scored, 1 skipped), ")
     assert lines[-1].endswith(" flagged") and "cannot write the scores CSV" in caplog.text

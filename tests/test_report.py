@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from gualta import report
-from gualta.detect import read_scores, run_batch
+from gualta.detect import run_batch
 from gualta.report import ApiClient, Outbox, Sender, deliver, flush
+from gualta.scores import read_scores
 from gualta.server import ChildServer
 from helpers_client import settings
 from helpers_service import KEYS, RecordingServer, child_env, detection, free_port, service_env

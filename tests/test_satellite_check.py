@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from gualta import allsky
-from gualta.detect import SHARED_NOTE, Decider, FrameResult, read_scores, run_batch, scorer_for
+from gualta.detect import SHARED_NOTE, Decider, FrameResult, run_batch, scorer_for
 from gualta.frames import NightFrames
+from gualta.scores import read_scores
 from gualta.streak import Piece
 from gualta.trails import Trail, component_points, continues, find_trails, lines_of
 from helpers_client import (DECIDER_START, along_line, decide_in_order, explained_away, frame_result, settings, speckle,

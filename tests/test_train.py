@@ -437,10 +437,11 @@ def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dat
     """The thesis compared dataset versions v1–v4; only v4 (400 px, stretched) is what the client computes. A model
     that learnt from v1's 224 px padded images says so in its metadata, and neither `publish` nor the client takes
     it."""
+    from gualta.client_errors import ClientError
     from gualta.dataset import prepare_dataset
-    from gualta.detect import ClientError, open_model
     from gualta.export import publish_model
     from gualta.model import load_model
+    from gualta.model_update import open_model
     from helpers_client import settings
 
     nights = sorted(p for p in tiny_dataset[0].iterdir() if p.is_dir())
