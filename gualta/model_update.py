@@ -25,6 +25,11 @@ from gualta.report import (ModelDownloadError, NoModelPublished, download_model,
 log = logging.getLogger(__name__)
 
 
+class ModelFileLost(ClientError):
+    """The model file was deleted or replaced while the model in use had let its session go for a refresh: it
+    cannot score on."""
+
+
 def cpu_threads(threads: int) -> int:
     return threads or os.cpu_count() or 1
 
@@ -91,6 +96,8 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, path)
         return model
+    except ModelFileLost:
+        raise
     except ClientError as exc:
         log.warning("model update skipped, %s kept: %s", path, exc)
         write_rejected(path, meta, str(exc))
@@ -143,8 +150,8 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None, cu
     """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
     and only then moved into place with its metadata, so a file this client cannot load never takes the place of
     one (ClientError; ModelDownloadError when the download fails). `current`, the model loaded from `path`, lets its
-    session go once the download is done; if the publication cannot be installed, the file at `path` is opened for
-    it again, and it goes on scoring."""
+    session go once the download is done (`release_session`); if the publication cannot be installed, the file at
+    `path` is opened for it again, and it goes on scoring (ModelFileLost if that file went meanwhile)."""
     staged = path.with_name(f"{path.stem}.update{path.suffix}")
     meta = download_model(settings.model_source, staged, meta=meta)
     released = release_session(current)
@@ -152,7 +159,7 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None, cu
         return installed_staged(settings, staged, path, meta)
     except BaseException:
         if released:
-            current.reopen()
+            reopen_session(current, meta)
             log.warning("published model version %s not installed: the model file %s (%s) opened again, scoring on",
                         meta.get("version"), path, model_version(current) or "without a version")
         raise
@@ -179,11 +186,32 @@ def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
 
 
 def release_session(model) -> bool:
-    """Let an ONNX model's session go (its memory with it) if it can be opened again; whether it was."""
-    if model is None or not hasattr(model, "release"):
+    """Let an ONNX model's session go (its memory with it) if it can be opened again — the file it was loaded from
+    is still there, not deleted or replaced since; whether it was."""
+    if model is None or not hasattr(model, "release") or not loaded_from_file_there(model):
         return False
     model.release()
     return True
+
+
+def loaded_from_file_there(model) -> bool:
+    """Whether the file `model` was loaded from is still the one at its path."""
+    stamp = getattr(model, "file_stamp", None)
+    return stamp is not None and file_stamp(Path(model.path)) == stamp
+
+
+def reopen_session(model, meta: dict) -> None:
+    """Open a released model's session again, on the file it was loaded from (ModelFileLost if it went)."""
+    if loaded_from_file_there(model):
+        try:
+            model.reopen()
+            return
+        except Exception as exc:           # deleted just then, or unreadable
+            what = f"cannot be opened again ({type(exc).__name__})"
+    else:
+        what = "was deleted or replaced"
+    raise ModelFileLost(f"the model file {model.path} {what} while published model version {meta.get('version')} "
+                        f"was tried: put a model file there (or name one with --model) and start again")
 
 
 def client_versions() -> dict[str, str | None]:

@@ -1031,6 +1031,66 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
         assert f"model {configured} installed, but not its metadata" in caplog.text
 
 
+def broken_publication(tmp_path: Path, store: Path) -> None:
+    """A publication of the right size and hash that does not load (not an ONNX network), version 2, made in March."""
+    broken = tmp_path / "published" / "broken.onnx"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 64)
+    publish(store, broken, version=2, created=MARCH)
+
+
+@pytest.mark.parametrize("operator", ["deleted", "replaced"])
+def test_a_refresh_after_the_model_file_was_deleted_or_replaced_scores_on_with_the_loaded_model(
+        client_night, tmp_path, caplog, operator):
+    """The operator deleted the model file (or copied half a model over it) while the watcher ran: the refresh at
+    the next night let the loaded model's session go, the publication did not load, and opening the file again
+    raised ONNX Runtime's NoSuchFile (InvalidProtobuf) out of the watcher, its model left without a session. The
+    session is let go only while the file it was loaded from is there to be opened again: the loaded model scores
+    on, and the log says why."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    store = tmp_path / "store"
+    broken_publication(tmp_path, store)
+    caplog.set_level(logging.WARNING)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        model = model_update.open_model(config)
+        before = run_batch(config, client_night, tmp_path / "before.csv", upload=False, model=model,
+                           say=lambda line: None, progress=False)
+        if operator == "deleted":
+            configured.unlink()
+        else:
+            configured.write_bytes(configured.read_bytes()[:configured.stat().st_size // 2])
+        assert model_update.refreshed_model(config, model) is model
+        after = run_batch(config, client_night, tmp_path / "after.csv", upload=False, model=model,
+                          say=lambda line: None, progress=False)
+    assert after.scored == before.scored > 0
+    assert read_scores(tmp_path / "after.csv") == read_scores(tmp_path / "before.csv")
+    assert f"model file {configured} changed since it was loaded but cannot be used" in caplog.text
+    assert f"model update skipped, {configured} kept: published model version 2 cannot be used here" in caplog.text
+
+
+def test_a_model_file_deleted_while_a_publication_is_tried_is_one_clear_error(tmp_path, monkeypatch):
+    """Deleted while the publication was loaded and tried (the loaded model's session let go meanwhile): ONNX
+    Runtime's NoSuchFile came out of the refresh, and a file replaced then was opened under the loaded model's
+    name and version. It is one error naming the file and what to do."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    store = tmp_path / "store"
+    broken_publication(tmp_path, store)
+    opening = model_update.open_model
+
+    def deleting(config, path=None):
+        configured.unlink(missing_ok=True)                      # the operator, just then
+        return opening(config, path)
+
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        model = opening(config)
+        monkeypatch.setattr(model_update, "open_model", deleting)
+        with pytest.raises(ClientError, match=f"the model file {re.escape(str(configured))} was deleted or replaced "
+                                              "while published model version 2 was tried: put a model file there"):
+            model_update.refreshed_model(config, model)
+
+
 def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(tmp_path):
     """The model a refresh installed named its staging file, so a later install by a batch run was never taken."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
