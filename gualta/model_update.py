@@ -40,6 +40,7 @@ def open_model(settings: Settings, path: str | Path | None = None):
     with the reason."""
     if path and not Path(path).is_file():
         raise ClientError(f"model file not found: {path}")
+    configured = not path
     path = Path(path or settings.model)
     if not path.is_file():
         log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
@@ -50,7 +51,10 @@ def open_model(settings: Settings, path: str | Path | None = None):
     try:
         model = load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
     except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
-        raise ClientError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        if configured:
+            reason = f"{reason.rstrip('. ')}; {replacing_advice(settings)}"
+        raise ClientError(f"cannot load model {path}: {reason}") from None
     if not model.info.client_ready:
         raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
                           f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
@@ -62,6 +66,14 @@ def open_model(settings: Settings, path: str | Path | None = None):
                           f"{first_line}") from None
     model.file_stamp = file_stamp(path)
     return model
+
+
+def replacing_advice(settings: Settings) -> str:
+    """What to do about a configured model file that does not load (a copy cut short, a damaged disk)."""
+    if settings.model_source:
+        return f"replace it with a working model file, or delete it to download the latest from " \
+               f"{settings.model_source}"
+    return "replace it with a working model file (the repository's models/guAlta.onnx is the shipped one)"
 
 
 def file_stamp(path: Path) -> tuple[int, int, int] | None:

@@ -817,6 +817,23 @@ def test_missing_model_is_downloaded_verified_and_kept(tiny_model, tmp_path):
         model_update.open_model(settings(tmp_path, target, url=f"http://127.0.0.1:{free_port()}"))
 
 
+def test_a_configured_model_that_does_not_load_says_what_to_do(tmp_path):
+    """A configured model file cut short (a copy interrupted, a damaged card) was said as ONNX Runtime's parse error
+    alone: the error names the file and what to do about it."""
+    target = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
+    target.write_bytes(target.read_bytes()[:target.stat().st_size // 2])
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ClientError, match=rf"cannot load model {re.escape(str(target))}: InvalidProtobuf: .*parsing "
+                                          rf"failed; replace it with a working model file, or delete it to download "
+                                          rf"the latest from {url}$"):
+        model_update.open_model(settings(tmp_path, target, url=url))
+    with pytest.raises(ClientError, match=r"failed; replace it with a working model file \(the repository's "
+                                          r"models/guAlta.onnx is the shipped one\)$"):
+        model_update.open_model(settings(tmp_path, target, url=""))
+    with pytest.raises(ClientError, match=r"parsing failed\.$"):               # one named with --model: another
+        model_update.open_model(settings(tmp_path, tmp_path / "other.onnx"), target)
+
+
 def large_camera_copy(night: Path, folder: Path, scale: int) -> Path:
     """The night as a camera with `scale` × the pixels each way would take it (a Pi HQ camera is 3.1 × the 1304 px
     reference): each frame enlarged and saved again as a JPEG."""
