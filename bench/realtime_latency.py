@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, simulate  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
-from gualta.detect import open_model, run_batch  # noqa: E402
+from gualta.detect import run_batch  # noqa: E402
+from gualta.model_update import open_model  # noqa: E402
 from gualta.realtime import Watcher  # noqa: E402
 from gualta.report import ApiClient, Outbox, Sender  # noqa: E402
 from gualta.server import ChildServer  # noqa: E402
