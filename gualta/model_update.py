@@ -21,6 +21,7 @@ from gualta.payload import MODEL
 from gualta.preprocess import TRAIN_SIZE
 from gualta.report import (ModelDownloadError, NoModelPublished, download_model, file_sha256, installed_mode,
                            latest_model_info, metadata_path)
+from gualta.scores import lock_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,13 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
             log.info("model %s kept: the published version %s could not be loaded here (%s)", path,
                      meta.get("version"), rejected_path(path))
             return model
-        log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
-                 meta.get("created"))
-        return installed_model(settings, path, meta, current=None if in_use else model)
+        with open(install_lock_path(path), "a+b") as lock:
+            if not lock_exclusive(lock):
+                log.info("model %s kept for now: another run is installing a publication in its place", path)
+                return model
+            log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
+                     meta.get("created"))
+            return installed_model(settings, path, meta, current=None if in_use else model)
     except NoModelPublished:
         log.info("no model published at %s: %s kept", settings.model_source, path)
         return model
@@ -133,6 +138,12 @@ def model_on_disk(settings: Settings, path: Path, model):
     log.info("model file %s changed since it was loaded (installed by another run): now %s", path,
              model_version(reloaded) or "without a version")
     return reloaded
+
+
+def install_lock_path(model_file: Path) -> Path:
+    """The file a run installing a publication in place of `model_file` holds locked (a batch run and the watcher
+    refreshing at once: one installs, the other keeps its model and takes the file as it is at its next refresh)."""
+    return model_file.with_name(model_file.name + ".lock")
 
 
 def rejected_path(model_file: Path) -> Path:

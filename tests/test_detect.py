@@ -30,7 +30,7 @@ from gualta import allsky, detect, model_update, report
 from gualta.client_errors import ClientError
 from gualta.detect import run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
-from gualta.scores import CSV_COLUMNS, CsvRows, read_scores, scores_file, write_scores
+from gualta.scores import CSV_COLUMNS, CsvRows, lock_exclusive, read_scores, scores_file, write_scores
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
@@ -1121,6 +1121,28 @@ def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(t
         later = tiny_onnx_model(tmp_path / "models" / "by-batch.onnx", version="test-3", created=APRIL)
         os.replace(later, configured)                                         # a batch run's install
         assert model_update.model_version(model_update.refreshed_model(config, installed)) == "test-3"
+
+
+def test_a_publication_another_run_is_installing_is_left_to_it(tmp_path, caplog):
+    """A batch run and the watcher refreshing at once both staged the publication under one name: one moved the
+    other's file into place, and the other noted a good publication as one that cannot be used here. The run that
+    finds the install lock held keeps its model, and takes the file at its next refresh."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    store = tmp_path / "store"
+    caplog.set_level(logging.INFO)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH),
+                version=2, created=MARCH)
+        model = model_update.open_model(config)
+        with open(model_update.install_lock_path(configured), "a+b") as other_run:
+            assert lock_exclusive(other_run)
+            assert model_update.refreshed_model(config, model) is model
+            assert not list(configured.parent.glob("guAlta.update*"))             # nothing downloaded
+            assert not model_update.rejected_path(configured).exists()
+        assert "another run is installing a publication in its place" in caplog.text
+        installed = model_update.refreshed_model(config, model)
+    assert model_update.model_version(installed) == "test-2" and Path(installed.path) == configured
 
 
 def test_frames_judged_bad_hold_no_memory(tmp_path):
