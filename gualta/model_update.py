@@ -44,11 +44,7 @@ def open_model(settings: Settings, path: str | Path | None = None):
     configured = not path
     path = Path(path or settings.model)
     if not path.is_file():
-        log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
-        try:
-            return installed_model(settings, path)
-        except ModelDownloadError as exc:
-            raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
+        return downloaded_model(settings, path)
     try:
         model = load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
     except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
@@ -67,6 +63,24 @@ def open_model(settings: Settings, path: str | Path | None = None):
                           f"{first_line}") from None
     model.file_stamp = file_stamp(path)
     return model
+
+
+def downloaded_model(settings: Settings, path: Path):
+    """The service's latest publication installed at the missing model file `path` (ClientError if it cannot be:
+    also when it is one noted before as unusable here, not downloaded again — a service restarting the client every
+    30 s would fetch it each time)."""
+    log.info("model %s not found: downloading the latest from %s", path, settings.model_source or "(no URL)")
+    try:
+        meta = latest_model_info(settings.model_source, timeout=10)
+    except ModelDownloadError as exc:
+        raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
+    if rejected_before(path, meta):
+        raise ClientError(f"model {path} is missing, and the published version {meta.get('version')} could not be "
+                          f"used here ({rejected_path(path)}): put a model file there, or publish one that loads")
+    try:
+        return installed_model(settings, path, meta)
+    except ModelDownloadError as exc:
+        raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
 
 
 def replacing_advice(settings: Settings) -> str:
@@ -117,7 +131,6 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
         raise
     except ClientError as exc:
         log.warning("model update skipped, %s kept: %s", path, exc)
-        write_rejected(path, meta, str(exc))
         return model
     except (ModelDownloadError, OSError) as exc:
         log.warning("model update skipped, %s kept: %s", path, exc)
@@ -196,6 +209,7 @@ def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
     except ClientError as exc:
         staged.unlink(missing_ok=True)
         metadata_path(staged).unlink(missing_ok=True)
+        write_rejected(path, meta, str(exc))
         raise ClientError(f"published model version {meta.get('version')} cannot be used here: {exc}") from None
     os.chmod(staged, installed_mode(path))
     os.replace(staged, path)                    # installed from here: what fails after is said, not undone
@@ -234,7 +248,7 @@ def reopen_session(model, meta: dict) -> None:
     else:
         what = "was deleted or replaced"
     raise ModelFileLost(f"the model file {model.path} {what} while published model version {meta.get('version')} "
-                        f"was tried: put a model file there (or name one with --model) and start again")
+                        f"was tried: start again with a model file there (or one named with --model)")
 
 
 def client_versions() -> dict[str, str | None]:
@@ -257,9 +271,12 @@ def code_digest() -> str:
 
 
 def takes_update(path: Path, model, meta: dict) -> bool:
-    """Whether the published model `meta` replaces the model file at `path` (loaded as `model`): a file the service
-    gave (its <file>.json still matches it) follows the service's latest, a rollback too; any other file only a
-    model created later than it, and never one without a creation time (a .pkl, a model exported elsewhere)."""
+    """Whether the published model `meta` replaces the model file at `path` (loaded as `model`): a file deleted since
+    always; a file the service gave (its <file>.json still matches it) follows the service's latest, a rollback too;
+    any other file only a model created later than it, and never one without a creation time (a .pkl, a model
+    exported elsewhere)."""
+    if not path.is_file():                       # deleted since it was loaded: the publication puts one back
+        return True
     given = read_json_file(metadata_path(path))
     if isinstance(given, dict) and given.get("sha256") == file_sha256(path):
         return meta["sha256"] != given["sha256"]

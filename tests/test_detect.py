@@ -1104,7 +1104,7 @@ def test_a_model_file_deleted_while_a_publication_is_tried_is_one_clear_error(tm
         model = opening(config)
         monkeypatch.setattr(model_update, "open_model", deleting)
         with pytest.raises(ClientError, match=f"the model file {re.escape(str(configured))} was deleted or replaced "
-                                              "while published model version 2 was tried: put a model file there"):
+                                              "while published model version 2 was tried: start again with a model file there"):
             model_update.refreshed_model(config, model)
 
 
@@ -1121,6 +1121,43 @@ def test_a_model_the_watcher_installed_is_followed_by_one_another_run_installs(t
         later = tiny_onnx_model(tmp_path / "models" / "by-batch.onnx", version="test-3", created=APRIL)
         os.replace(later, configured)                                         # a batch run's install
         assert model_update.model_version(model_update.refreshed_model(config, installed)) == "test-3"
+
+
+def test_a_downloaded_model_deleted_since_is_put_back_by_the_next_publication(tmp_path):
+    """A model file the service gave, deleted while the client ran: its hash could not be read, so every refresh
+    was skipped (`No such file`) and the file never came back. A refresh installs the publication in its place."""
+    configured = tmp_path / "models" / "guAlta.onnx"
+    store = tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        publish(store, tiny_onnx_model(tmp_path / "published" / "v1.onnx", version="test-1", created=FEBRUARY),
+                version=1, created=FEBRUARY)
+        model = model_update.open_model(config)                       # downloaded, its metadata beside it
+        configured.unlink()
+        publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH),
+                version=2, created=MARCH)
+        installed = model_update.refreshed_model(config, model)
+    assert model_update.model_version(installed) == "test-2" and configured.is_file()
+
+
+def test_a_missing_model_whose_publication_cannot_be_used_is_not_downloaded_again(tmp_path, monkeypatch):
+    """The model file missing and the service's latest publication unusable here: every start downloaded it again
+    (a service manager restarting the client every 30 s: the whole model each time). It is noted once, and the next
+    start says so without a download."""
+    configured = tmp_path / "models" / "guAlta.onnx"
+    store = tmp_path / "store"
+    broken_publication(tmp_path, store)
+    downloads = []
+    download = model_update.download_model
+    monkeypatch.setattr(model_update, "download_model", lambda *args, **kw: downloads.append(1) or download(*args, **kw))
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
+            model_update.open_model(config)
+        assert json.loads(model_update.rejected_path(configured).read_text())["version"] == 2
+        with pytest.raises(ClientError, match="is missing, and the published version 2 could not be used here"):
+            model_update.open_model(config)
+    assert len(downloads) == 1 and not configured.exists()
 
 
 def test_a_publication_another_run_is_installing_is_left_to_it(tmp_path, caplog):
@@ -1208,8 +1245,8 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         assert model_update.refreshed_model(config, model) is model
         assert "published model version 2 cannot be used here" in caplog.text
         assert configured.read_bytes() == original
-        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx",
-                                                                             "guAlta.onnx.rejected.json"]
+        assert sorted(path.name for path in configured.parent.iterdir()) == [
+            "guAlta.onnx", "guAlta.onnx.lock", "guAlta.onnx.rejected.json"]      # the lock is kept, empty
         caplog.clear()
         caplog.set_level(logging.INFO)
         summary = run_batch(config, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
@@ -1232,14 +1269,15 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
             model_update.open_model(missing)
-        assert list((tmp_path / "fresh").iterdir()) == []              # nothing left that the next run would load
+        assert [path.name for path in (tmp_path / "fresh").iterdir()] == ["guAlta.onnx.rejected.json"]   # only why
         publish(store, configured, version=3)                           # so a fixed publication is then taken
         assert model_update.open_model(missing).info.version == TINY_VERSION
         fixed = publish(store, tiny_onnx_model(tmp_path / "fixed.onnx", bias=-2.0, created=MARCH), version=4,
                         created=MARCH)
         model_update.refreshed_model(config, model)
         assert hashlib.sha256(configured.read_bytes()).hexdigest() == fixed["sha256"]
-        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx", "guAlta.onnx.json"]
+        assert sorted(path.name for path in configured.parent.iterdir()) == ["guAlta.onnx", "guAlta.onnx.json",
+                                                                             "guAlta.onnx.lock"]
 
 
 def test_a_bucket_answering_access_denied_says_what_it_may_mean(tmp_path, caplog):
