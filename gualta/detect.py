@@ -500,7 +500,8 @@ class Decider:
         longer scores as a meteor once its bright pieces that an adjacent difference's pieces explain (moving cloud:
         `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased, or once
         its bright pieces where the sky was restless over its three earlier frames (`restless_earlier`,
-        `clouds.restless_pieces`) are erased as well; needs `rescore`."""
+        `clouds.restless_pieces`) are erased as well, or then its pieces soft across their line (`soft_pieces`) too;
+        needs `rescore`."""
         if self.rescore is None or result.diff is None or not self.no_streak_of_its_own(result, neighbours):
             return False
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
@@ -510,12 +511,24 @@ class Decider:
         if mask.any() and self.rescore(trails.erased(result.diff, mask)) < self.threshold:
             return True
         earlier = self.restless_earlier(result)
-        if earlier is None:
-            return False
-        restless = clouds.restless_pieces(result.diff, earlier)
-        if not (restless & ~mask).any():
-            return False
-        return self.rescore(trails.erased(result.diff, mask | restless)) < self.threshold
+        restless = clouds.restless_pieces(result.diff, earlier) if earlier is not None else np.zeros_like(mask)
+        if (restless & ~mask).any():
+            mask = mask | restless
+            if self.rescore(trails.erased(result.diff, mask)) < self.threshold:
+                return True
+        soft = self.soft_pieces(result)
+        return bool((soft & ~mask).any()) and self.rescore(trails.erased(result.diff, mask | soft)) < self.threshold
+
+    @staticmethod
+    def soft_pieces(result: FrameResult) -> np.ndarray:
+        """The candidate's pieces that are soft across their line (`clouds.soft_pieces`: an aurora's ray, a cloud's
+        edge), its frames read again for the full-resolution gray difference; none where they cannot be read."""
+        try:
+            difference = clouds.read_difference(result.file, result.previous)
+        except (BadFrame, OSError) as exc:
+            log.warning("%s: soft pieces not measured: %s", result.file.name, exc)
+            return np.zeros_like(result.diff)
+        return clouds.soft_pieces(result.diff, difference)
 
     def restless_earlier(self, result: FrameResult) -> list[np.ndarray] | None:
         """The candidate's clouds.RESTLESS_FRAMES earlier frames, shrunk (`FrameResult.shrunk`): its previous frame
