@@ -177,9 +177,17 @@ def piece_widths(diff: np.ndarray, difference: np.ndarray) -> tuple[np.ndarray, 
 
 def soft_pieces(diff: np.ndarray, difference: np.ndarray) -> np.ndarray:
     """The candidate's cloud pieces at least SOFT_WIDTH_PX wide across their line in the full-resolution gray
-    `difference` (`piece_widths`): 255, elsewhere 0."""
+    `difference` (`piece_widths`), each grown by its width (a ray's fainter flanks, under the pieces' level, still
+    draw its line) but never over a thin piece: 255, elsewhere 0."""
     labels, chosen, widths = piece_widths(diff, difference)
-    return (chosen & (widths >= SOFT_WIDTH_PX))[labels].astype(np.uint8) * 255
+    soft = chosen & (widths >= SOFT_WIDTH_PX)
+    mask = np.zeros(diff.shape, np.uint8)
+    for label in np.flatnonzero(soft):
+        size = 2 * max(1, round(widths[label] * diff.shape[0] / difference.shape[0])) + 1
+        mask |= cv2.dilate((labels == label).astype(np.uint8) * 255,
+                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    mask[(chosen & ~soft)[labels]] = 0
+    return mask
 
 
 def read_difference(current: Path, previous: Path) -> np.ndarray:
