@@ -35,6 +35,14 @@ A sky changing as a whole (dusk, dawn, the moon setting, an exposure step) is no
 over the sky is taken out first.
 Only pieces are erased, never whole blocks: a meteor the model scores just above the threshold drops below it once
 small restless spots elsewhere (an earlier meteor's or satellite's light) are blanked.
+
+A ray that brightens where the sky was calm before is left; what gives it away is its width. A meteor's line is 1–4
+px wide at half its peak in the full-resolution gray difference, a ray's 9–24 px (a cloud's edge wider still), so
+the check then also erases the candidate's soft pieces:
+
+    each cloud piece's profile across its main axis in the full-resolution gray difference (each offset's median
+    along the piece, over the lower of its two outer ends) → its width at half its peak ≥ SOFT_WIDTH_PX → grown by
+    that width (the ray's fainter flanks), never over a thin piece → erased with the rest → the frame scored again.
 """
 from __future__ import annotations
 

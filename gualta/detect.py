@@ -301,8 +301,8 @@ class Decider:
       `marked_relit`).
     - `cloud_check` (with `rescore`): a model's candidate with no streak of its own is flagged CLOUD when erasing its
       pieces an adjacent difference also has (moving cloud) and its explained streaks, or also its pieces where the
-      sky was restless over its three earlier frames (an aurora), takes its score below the threshold (`clouded`,
-      `gualta.clouds`).
+      sky was restless over its three earlier frames (an aurora), or then also its pieces soft across their line (an
+      aurora's rays), takes its score below the threshold (`clouded`, `gualta.clouds`).
     - `lightning_check` (with `rescore`): a model's candidate with no streak of its own is flagged LIGHTNING when a
       wide region of its sky lit up and is dark again in the next frame (a flash lighting the clouds) and erasing that
       region takes its score below the threshold (`lit_by_lightning`); so is any candidate whose bright streak is a
