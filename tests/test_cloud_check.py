@@ -6,8 +6,8 @@ import numpy as np
 
 from gualta import lightning
 from gualta.clouds import (CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, SOFT_WIDTH_PX, cloud_mask,
-                          cross_width, gray_difference, near_pieces, read_difference, restless_blocks, restless_mask,
-                          restless_pieces, soft_pieces)
+                          cross_width, gray_difference, near_pieces, piece_widths, read_difference, restless_blocks,
+                          restless_mask, restless_pieces, soft_pieces)
 from gualta.detect import CLOUD, FrameResult, detection_line
 from gualta.preprocess import binary_difference, read_frame, resize_area
 from gualta.fireball import Streak
@@ -312,3 +312,18 @@ def test_a_ray_soft_across_its_line_is_flagged_cloud_and_a_thin_meteor_kept(tmp_
     unread = lit_pair(tmp_path, line_across(6.0))
     unread.file.unlink()                                                  # its frame gone: nothing measured, kept
     assert decided_alone(unread).detection
+
+
+def test_a_soft_piece_is_erased_with_its_flanks_but_never_over_a_thin_piece_beside_it(tmp_path):
+    """A ray's fainter flanks, under the pieces' level, still draw its line: the erased band is grown by the ray's
+    width; a meteor's thin piece running beside the ray, inside that band, is left."""
+    ray = lit_pair(tmp_path, line_across(6.0))
+    labels, chosen, _ = piece_widths(ray.diff, read_difference(ray.file, ray.previous))
+    soft = soft_pieces(ray.diff, read_difference(ray.file, ray.previous))
+    assert np.count_nonzero(soft) > 2 * np.count_nonzero(chosen[labels])                 # the flanks too
+    beside = tuple((x + 25, y) for x, y in RAYS[2])                          # 25 px to the side, frame pixels
+    both = lit_pair(tmp_path, np.maximum(line_across(6.0), line_across(1.0, 40.0, beside)))
+    labels, chosen, widths = piece_widths(both.diff, read_difference(both.file, both.previous))
+    meteor = (chosen & (widths < SOFT_WIDTH_PX))[labels]
+    assert meteor.sum() >= 100 and not soft_pieces(both.diff, read_difference(both.file, both.previous))[meteor].any()
+    assert decided_alone(both).detection
