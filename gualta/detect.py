@@ -523,6 +523,8 @@ class Decider:
     def soft_pieces(result: FrameResult) -> np.ndarray:
         """The candidate's pieces that are soft across their line (`clouds.soft_pieces`: an aurora's ray, a cloud's
         edge), its frames read again for the full-resolution gray difference; none where they cannot be read."""
+        if result.previous is None:
+            return np.zeros_like(result.diff)
         try:
             difference = clouds.read_difference(result.file, result.previous)
         except (BadFrame, OSError) as exc:
