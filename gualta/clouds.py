@@ -35,23 +35,13 @@ A sky changing as a whole (dusk, dawn, the moon setting, an exposure step) is no
 over the sky is taken out first.
 Only pieces are erased, never whole blocks: a meteor the model scores just above the threshold drops below it once
 small restless spots elsewhere (an earlier meteor's or satellite's light) are blanked.
-
-A ray that brightens where the sky was calm before is left; what gives it away is its width. A meteor's line is 1–4
-px wide at half its peak in the full-resolution gray difference, a ray's 9–24 px (a cloud's edge wider still), so
-the check then also erases the candidate's soft pieces:
-
-    each cloud piece's profile across its main axis in the full-resolution gray difference (each offset's median
-    along the piece, over the lower of its two outer ends) → its width at half its peak ≥ SOFT_WIDTH_PX → grown by
-    that width (the ray's fainter flanks), never over a thin piece → erased with the rest → the frame scored again.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from gualta.preprocess import SKY_MARGIN_DN, read_frame, steady_previous
+from gualta.preprocess import SKY_MARGIN_DN
 from gualta.trails import bright_components
 
 CLOUD_REACH_PX = 8            # a neighbour's piece this close (a cloud drifts a few pixels between frames), ...
@@ -60,10 +50,6 @@ CLOUD_PIECE_MIN_PX = 10       # smaller bright pieces (speckle, star residuals) 
 CLOUD_NEAR_MAX = 0.3          # neighbours' pieces near more of the image than this: speckle, fat blobs alone count
 RESTLESS_FRAMES = 3           # the candidate's earlier frames whose range tells a restless sky
 RESTLESS_DN = 3               # a block whose brightness ranged this much over them is restless (a calm sky: 1–2)
-SOFT_WIDTH_PX = 7             # a piece this wide across its line at half its peak (full resolution) is soft: no meteor
-SOFT_REACH_PX = 32            # a piece's profile across its line is read this far either side (full resolution)
-SOFT_CORE_PX = 8              # its peak is looked for this near the piece's axis
-SOFT_MIN_DN = 1.0             # a profile rising less than this over its baseline has no width
 
 
 def cloud_pieces(diff: np.ndarray, fat_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,75 +117,3 @@ def restless_pieces(diff: np.ndarray, earlier: list[np.ndarray]) -> np.ndarray:
     labels, area, chosen = cloud_pieces(diff)
     shared = np.bincount(labels.ravel(), weights=restless.ravel(), minlength=len(area)) / np.maximum(area, 1)
     return (chosen & (shared >= CLOUD_SHARE))[labels].astype(np.uint8) * 255
-
-
-def gray_difference(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """current − previous of two gray frames, float32, signed: the brightening the candidate's pieces show."""
-    return current.astype(np.float32) - previous.astype(np.float32)
-
-
-def cross_width(difference: np.ndarray, points: np.ndarray) -> float:
-    """Width at half its peak (px) of the brightening across the line through `points` ((x, y) rows, in the
-    difference's pixels): the profile across the line's main axis, each offset's median along it, over a baseline
-    (the lower of its two outer ends); 0 where it rises less than SOFT_MIN_DN."""
-    centre = points.mean(axis=0)
-    if len(points) < 2:
-        return 0.0
-    _, axes = np.linalg.eigh(np.cov((points - centre).T))
-    across, along = axes[:, 0], axes[:, 1]
-    reach = (points - centre) @ along
-    steps = np.arange(np.floor(reach.min()), np.ceil(reach.max()) + 1, dtype=np.float32)
-    offsets = np.arange(-SOFT_REACH_PX, SOFT_REACH_PX + 1, dtype=np.float32)
-    xs = centre[0] + steps[:, None] * along[0] + offsets[None, :] * across[0]
-    ys = centre[1] + steps[:, None] * along[1] + offsets[None, :] * across[1]
-    samples = cv2.remap(difference, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE)
-    profile = np.median(samples, axis=0)
-    outer = SOFT_REACH_PX // 4
-    base = min(np.median(profile[:outer]), np.median(profile[-outer:]))
-    core = np.abs(offsets) <= SOFT_CORE_PX
-    peak = int(np.flatnonzero(core)[np.argmax(profile[core])])
-    rise = profile[peak] - base
-    if rise < SOFT_MIN_DN:
-        return 0.0
-    above = profile >= base + rise / 2
-    left, right = peak, peak
-    while left > 0 and above[left - 1]:
-        left -= 1
-    while right < len(profile) - 1 and above[right + 1]:
-        right += 1
-    return float(right - left + 1)
-
-
-def piece_widths(diff: np.ndarray, difference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The candidate's cloud pieces (`cloud_pieces`) and the width of each across its line (`cross_width`) in the
-    full-resolution gray `difference` (0 for pieces that do not count): labels, which count, widths."""
-    labels, _, chosen = cloud_pieces(diff)
-    sx, sy = difference.shape[1] / diff.shape[1], difference.shape[0] / diff.shape[0]
-    widths = np.zeros(len(chosen))
-    for label in np.flatnonzero(chosen):
-        ys, xs = np.nonzero(labels == label)
-        widths[label] = cross_width(difference, np.stack([(xs + 0.5) * sx - 0.5, (ys + 0.5) * sy - 0.5], 1))
-    return labels, chosen, widths
-
-
-def soft_pieces(diff: np.ndarray, difference: np.ndarray) -> np.ndarray:
-    """The candidate's cloud pieces at least SOFT_WIDTH_PX wide across their line in the full-resolution gray
-    `difference` (`piece_widths`), each grown by its width (a ray's fainter flanks, under the pieces' level, still
-    draw its line) but never over a thin piece: 255, elsewhere 0."""
-    labels, chosen, widths = piece_widths(diff, difference)
-    soft = chosen & (widths >= SOFT_WIDTH_PX)
-    mask = np.zeros(diff.shape, np.uint8)
-    for label in np.flatnonzero(soft):
-        size = 2 * max(1, round(widths[label] * diff.shape[0] / difference.shape[0])) + 1
-        mask |= cv2.dilate((labels == label).astype(np.uint8) * 255,
-                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    mask[(chosen & ~soft)[labels]] = 0
-    return mask
-
-
-def read_difference(current: Path, previous: Path) -> np.ndarray:
-    """The gray difference of a frame and its previous one, read again from their files, the previous one as the
-    difference image compares with it (`preprocess.steady_previous`); raises BadFrame as `read_frame` does."""
-    frame = read_frame(current)
-    return gray_difference(frame, steady_previous(frame, read_frame(previous)))

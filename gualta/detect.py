@@ -301,8 +301,8 @@ class Decider:
       `marked_relit`).
     - `cloud_check` (with `rescore`): a model's candidate with no streak of its own is flagged CLOUD when erasing its
       pieces an adjacent difference also has (moving cloud) and its explained streaks, or also its pieces where the
-      sky was restless over its three earlier frames (an aurora), or then also its pieces soft across their line (an
-      aurora's rays), takes its score below the threshold (`clouded`, `gualta.clouds`).
+      sky was restless over its three earlier frames (an aurora), takes its score below the threshold (`clouded`,
+      `gualta.clouds`).
     - `lightning_check` (with `rescore`): a model's candidate with no streak of its own is flagged LIGHTNING when a
       wide region of its sky lit up and is dark again in the next frame (a flash lighting the clouds) and erasing that
       region takes its score below the threshold (`lit_by_lightning`); so is any candidate whose bright streak is a
@@ -500,8 +500,7 @@ class Decider:
         longer scores as a meteor once its bright pieces that an adjacent difference's pieces explain (moving cloud:
         `gualta.clouds`) and its explained streaks (a satellite or a plane crossing the clouds) are erased, or once
         its bright pieces where the sky was restless over its three earlier frames (`restless_earlier`,
-        `clouds.restless_pieces`) are erased as well, or then its pieces soft across their line (`soft_pieces`) too;
-        needs `rescore`."""
+        `clouds.restless_pieces`) are erased as well; needs `rescore`."""
         if self.rescore is None or result.diff is None or not self.no_streak_of_its_own(result, neighbours):
             return False
         mask = clouds.cloud_mask(result.diff, [n.diff for n in neighbours if n.diff is not None])
@@ -511,26 +510,12 @@ class Decider:
         if mask.any() and self.rescore(trails.erased(result.diff, mask)) < self.threshold:
             return True
         earlier = self.restless_earlier(result)
-        restless = clouds.restless_pieces(result.diff, earlier) if earlier is not None else np.zeros_like(mask)
-        if (restless & ~mask).any():
-            mask = mask | restless
-            if self.rescore(trails.erased(result.diff, mask)) < self.threshold:
-                return True
-        soft = self.soft_pieces(result)
-        return bool((soft & ~mask).any()) and self.rescore(trails.erased(result.diff, mask | soft)) < self.threshold
-
-    @staticmethod
-    def soft_pieces(result: FrameResult) -> np.ndarray:
-        """The candidate's pieces that are soft across their line (`clouds.soft_pieces`: an aurora's ray, a cloud's
-        edge), its frames read again for the full-resolution gray difference; none where they cannot be read."""
-        if result.previous is None:
-            return np.zeros_like(result.diff)
-        try:
-            difference = clouds.read_difference(result.file, result.previous)
-        except (BadFrame, OSError) as exc:
-            log.warning("%s: soft pieces not measured: %s", result.file.name, exc)
-            return np.zeros_like(result.diff)
-        return clouds.soft_pieces(result.diff, difference)
+        if earlier is None:
+            return False
+        restless = clouds.restless_pieces(result.diff, earlier)
+        if not (restless & ~mask).any():
+            return False
+        return self.rescore(trails.erased(result.diff, mask | restless)) < self.threshold
 
     def restless_earlier(self, result: FrameResult) -> list[np.ndarray] | None:
         """The candidate's clouds.RESTLESS_FRAMES earlier frames, shrunk (`FrameResult.shrunk`): its previous frame

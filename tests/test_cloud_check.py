@@ -5,11 +5,9 @@ import cv2
 import numpy as np
 
 from gualta import lightning
-from gualta.clouds import (CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, SOFT_WIDTH_PX, cloud_mask,
-                          cross_width, gray_difference, near_pieces, piece_widths, read_difference, restless_blocks,
-                          restless_mask, restless_pieces, soft_pieces)
+from gualta.clouds import (CLOUD_NEAR_MAX, CLOUD_PIECE_MIN_PX, CLOUD_REACH_PX, cloud_mask, near_pieces,
+                          restless_blocks, restless_mask, restless_pieces)
 from gualta.detect import CLOUD, FrameResult, detection_line
-from gualta.preprocess import binary_difference, read_frame, resize_area
 from gualta.fireball import Streak
 from gualta.streak import Piece
 from helpers_client import decide_in_order, frame_result, speckle, streak_piece
@@ -248,82 +246,3 @@ def test_a_sky_changing_as_a_whole_is_not_restless():
     assert (meteor.flag, meteor.detection) == ("", True)
     aurora = after_sky(True, blob_at(RAY_BLOB, 1), dimming_dn=1.5)
     assert aurora.flag == CLOUD
-
-
-
-METEOR_LINE = ((150, 150), (450, 260))          # frame pixels, away from the rays
-
-
-def line_across(sigma_px: float, peak_dn: float = 20.0, segment=RAYS[2]) -> np.ndarray:
-    """Light along a straight line of frame pixels (the third ray's), `sigma_px` wide across it (σ of a Gaussian),
-    `peak_dn` at its middle."""
-    light = np.zeros((SKY_HEIGHT, SKY_WIDTH), np.float32)
-    cv2.line(light, *segment, 1.0, 1)
-    light = cv2.GaussianBlur(light, (0, 0), sigma_px)
-    return light * (peak_dn / light.max())
-
-
-def lit_pair(tmp_path, light: np.ndarray) -> FrameResult:
-    """A model's candidate (0.99) whose frame, written to `tmp_path`, is its previous one's sky with `light` added:
-    its difference image as the client makes it."""
-    previous, current = frame_result(0, 0.02), frame_result(1, 0.99)
-    frames = [sky(0, False), np.clip(sky(1, False) + light, 0, 255).astype(np.uint8)]
-    for result, frame in zip((previous, current), frames):
-        result.file = tmp_path / result.file.name
-        cv2.imwrite(str(result.file), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    read = [read_frame(path) for path in (current.file, previous.file)]
-    current.previous, current.diff = previous.file, resize_area(binary_difference(*read))
-    return current
-
-
-def line_model(diff: np.ndarray) -> float:
-    """A stand-in for the model on a lit pair: p(meteor) high while 20+ pixels of a line (255) are left."""
-    return 0.99 if np.count_nonzero(diff == 255) >= 20 else 0.01
-
-
-def decided_alone(candidate: FrameResult, **options) -> FrameResult:
-    """The candidate decided between two frames whose differences hold nothing (nothing they explain)."""
-    return decide_in_order([frame_result(0, 0.02), candidate, frame_result(2, 0.02)],
-                           **{"rescore": line_model, **options})[1]
-
-
-def test_a_line_soft_across_is_measured_wide_and_a_meteor_s_thin():
-    (x1, y1), (x2, y2) = RAYS[2]
-    points = np.stack([np.linspace(x1, x2, 40), np.linspace(y1, y2, 40)], 1)[5:-5]
-    for sigma_px, low, high in ((0.8, 1, 4), (1.5, 2, 5), (4, 8, 11), (8, 16, 22)):     # 2.355 σ at half the peak
-        difference = gray_difference(np.clip(sky(1, False) + line_across(sigma_px), 0, 255).astype(np.uint8),
-                                     sky(0, False))
-        assert low <= cross_width(difference, points) <= high, sigma_px
-    assert cross_width(gray_difference(sky(1, False), sky(0, False)), points) < SOFT_WIDTH_PX      # noise alone
-
-
-def test_a_ray_soft_across_its_line_is_flagged_cloud_and_a_thin_meteor_kept(tmp_path):
-    """Neither neighbour explains the lines and no earlier frames tell a restless sky: only their width does."""
-    ray = lit_pair(tmp_path, line_across(6.0))
-    assert np.count_nonzero(soft_pieces(ray.diff, read_difference(ray.file, ray.previous)) & ray.diff) >= 500
-    decided = decided_alone(ray)
-    assert (decided.flag, decided.detection, decided.label) == (CLOUD, False, "meteor")
-    assert decided_alone(lit_pair(tmp_path, line_across(6.0)), cloud_check=False).detection      # the check off
-    meteor = lit_pair(tmp_path, line_across(1.0, 40.0, METEOR_LINE))
-    assert not soft_pieces(meteor.diff, read_difference(meteor.file, meteor.previous)).any()
-    assert decided_alone(meteor).detection
-    both = lit_pair(tmp_path, np.maximum(line_across(6.0), line_across(1.0, 40.0, METEOR_LINE)))
-    assert line_model(both.diff) > 0.5 and decided_alone(both).detection     # the ray erased, the meteor left
-    unread = lit_pair(tmp_path, line_across(6.0))
-    unread.file.unlink()                                                  # its frame gone: nothing measured, kept
-    assert decided_alone(unread).detection
-
-
-def test_a_soft_piece_is_erased_with_its_flanks_but_never_over_a_thin_piece_beside_it(tmp_path):
-    """A ray's fainter flanks, under the pieces' level, still draw its line: the erased band is grown by the ray's
-    width; a meteor's thin piece running beside the ray, inside that band, is left."""
-    ray = lit_pair(tmp_path, line_across(6.0))
-    labels, chosen, _ = piece_widths(ray.diff, read_difference(ray.file, ray.previous))
-    soft = soft_pieces(ray.diff, read_difference(ray.file, ray.previous))
-    assert np.count_nonzero(soft) > 2 * np.count_nonzero(chosen[labels])                 # the flanks too
-    beside = tuple((x + 25, y) for x, y in RAYS[2])                          # 25 px to the side, frame pixels
-    both = lit_pair(tmp_path, np.maximum(line_across(6.0), line_across(1.0, 40.0, beside)))
-    labels, chosen, widths = piece_widths(both.diff, read_difference(both.file, both.previous))
-    meteor = (chosen & (widths < SOFT_WIDTH_PX))[labels]
-    assert meteor.sum() >= 100 and not soft_pieces(both.diff, read_difference(both.file, both.previous))[meteor].any()
-    assert decided_alone(both).detection
