@@ -129,10 +129,7 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
         return model
     except ModelFileLost:
         raise
-    except ClientError as exc:
-        log.warning("model update skipped, %s kept: %s", path, exc)
-        return model
-    except (ModelDownloadError, OSError) as exc:
+    except (ClientError, ModelDownloadError, OSError) as exc:
         log.warning("model update skipped, %s kept: %s", path, exc)
         return model
 
@@ -182,8 +179,8 @@ def write_rejected(model_file: Path, meta: dict, reason: str) -> None:
         log.warning("cannot note %s: %s", rejected_path(model_file), exc)
 
 
-def installed_model(settings: Settings, path: Path, meta: dict | None = None, current=None):
-    """The service's latest publication (`meta`, if already read) installed at `path`: downloaded beside it, loaded,
+def installed_model(settings: Settings, path: Path, meta: dict, current=None):
+    """The service's latest publication (`meta`, as read) installed at `path`: downloaded beside it, loaded,
     and only then moved into place with its metadata, so a file this client cannot load never takes the place of
     one (ClientError; ModelDownloadError when the download fails). `current`, the model loaded from `path`, lets its
     session go once the download is done (`release_session`); if the publication cannot be installed, the file at
@@ -203,7 +200,7 @@ def installed_model(settings: Settings, path: Path, meta: dict | None = None, cu
 
 def installed_staged(settings: Settings, staged: Path, path: Path, meta: dict):
     """The downloaded publication at `staged` loaded, then moved to `path` with its metadata (a file this client
-    cannot load is removed: ClientError)."""
+    cannot load is removed and noted beside `path`, `write_rejected`: ClientError)."""
     try:
         model = open_model(settings, staged)
     except ClientError as exc:
