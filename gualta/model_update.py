@@ -242,8 +242,10 @@ def reopen_session(model, meta: dict) -> None:
             return
         except Exception as exc:           # deleted just then, or unreadable
             what = f"cannot be opened again ({type(exc).__name__})"
+    elif Path(model.path).is_file():
+        what = "was replaced"
     else:
-        what = "was deleted or replaced"
+        what = "was deleted"
     raise ModelFileLost(f"the model file {model.path} {what} while published model version {meta.get('version')} "
                         f"was tried: start again with a model file there (or one named with --model)")
 

@@ -1086,25 +1086,28 @@ def test_a_refresh_after_the_model_file_was_deleted_or_replaced_scores_on_with_t
     assert f"model update skipped, {configured} kept: published model version 2 cannot be used here" in caplog.text
 
 
-def test_a_model_file_deleted_while_a_publication_is_tried_is_one_clear_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("operator", ["deleted", "replaced"])
+def test_a_model_file_deleted_while_a_publication_is_tried_is_one_clear_error(tmp_path, monkeypatch, operator):
     """Deleted while the publication was loaded and tried (the loaded model's session let go meanwhile): ONNX
     Runtime's NoSuchFile came out of the refresh, and a file replaced then was opened under the loaded model's
-    name and version. It is one error naming the file and what to do."""
+    name and version. It is one error naming the file, what happened to it and what to do."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     store = tmp_path / "store"
     broken_publication(tmp_path, store)
     opening = model_update.open_model
 
-    def deleting(config, path=None):
+    def meanwhile(config, path=None):
         configured.unlink(missing_ok=True)                      # the operator, just then
+        if operator == "replaced":
+            tiny_onnx_model(configured, version="test-other", created=MARCH)
         return opening(config, path)
 
     with ChildServer(store, child_env(**service_env(store))) as child:
         config = settings(tmp_path, configured, url=child.url, api_key=KEY)
         model = opening(config)
-        monkeypatch.setattr(model_update, "open_model", deleting)
-        with pytest.raises(ClientError, match=f"the model file {re.escape(str(configured))} was deleted or replaced "
-                                              "while published model version 2 was tried: start again with a model file there"):
+        monkeypatch.setattr(model_update, "open_model", meanwhile)
+        with pytest.raises(ClientError, match=f"the model file {re.escape(str(configured))} was {operator} while "
+                                              "published model version 2 was tried: start again with a model file"):
             model_update.refreshed_model(config, model)
 
 
@@ -1149,7 +1152,8 @@ def test_a_missing_model_whose_publication_cannot_be_used_is_not_downloaded_agai
     broken_publication(tmp_path, store)
     downloads = []
     download = model_update.download_model
-    monkeypatch.setattr(model_update, "download_model", lambda *args, **kw: downloads.append(1) or download(*args, **kw))
+    monkeypatch.setattr(model_update, "download_model",
+                        lambda *args, **kw: downloads.append(1) or download(*args, **kw))
     with ChildServer(store, child_env(**service_env(store))) as child:
         config = settings(tmp_path, configured, url=child.url)
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
