@@ -57,9 +57,9 @@ def write_like_a_camera(frames: list[Path], folder: Path, every_s: float) -> dic
     return completed
 
 
-def latencies(settings, model, frames: list[Path], folder: Path, every_s: float, url: str) -> list[float]:
+def latencies(settings, model, frames: list[Path], folder: Path, every_s: float) -> list[float]:
     """Seconds from each detected frame's completion to its detection's acceptance."""
-    sender = Sender(settings.outbox, ApiClient(url, KEY))
+    sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
     stop = threading.Event()
     watcher = Watcher(settings, model, stop, sender, say=lambda line: None)
     thread = threading.Thread(target=watcher.run, daemon=True)
@@ -113,7 +113,7 @@ def main() -> None:
             live = load_settings(overrides={**overrides, "main_folder": str(work / "images"),
                                             "outbox": str(work / "live.db"), "url": child.url, "api_key": KEY,
                                             "obs_id": "obs01"})
-            seconds = latencies(live, model, frames, live_folder, args.every, child.url)
+            seconds = latencies(live, model, frames, live_folder, args.every)
     if not seconds:
         sys.exit("no detection was sent: try more frames (--frames) or another night (--night)")
     median, worst = statistics.median(seconds), max(seconds)
