@@ -232,8 +232,10 @@ SETTINGS = (
             "sun higher than this (degrees; AllSky's day/night angle) are daytime, not scored"),
     Setting("camera_timezone", time_zone, "", "the zone of the camera's clock, which names the frames, where it is "
             "not this machine's (a camera kept on UTC or without summer time): for the daytime rule"),
+    Setting("mask", optional(path), "", "an image of the camera's frame, black where frames are not looked at (the "
+            "camera's own text, a light, a mast) and white elsewhere; empty: only AllSky's top-left text is left out"),
 )
-PATHS = {"main_folder", "model", "outbox"}
+PATHS = {"main_folder", "model", "outbox", "mask"}
 SHIPPED = {"model"}                  # defaults naming a file the repository ships: found beside guAlta.py
 KNOWN_KEYS = {setting.key for setting in SETTINGS} | SERVICE_KEYS
 KEY_SPELLING = {key.lower(): key for key in KNOWN_KEYS}            # guAlta_url → guAlta_URL
@@ -268,6 +270,7 @@ class Settings:
     longitude: float | None = None
     night_sun_altitude: float = -6.0
     camera_timezone: str = ""
+    mask: Path | None = None
     source: str = ""                 # the settings file read
 
     @property
@@ -366,7 +369,7 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
         except ValueError as exc:
             problems.append(f"{where} = {raw!r}: {exc}" if setting.name != "api_key" else f"{where}: {exc}")
             continue
-        values[setting.name] = (base / value).resolve() if setting.name in PATHS else value
+        values[setting.name] = (base / value).resolve() if setting.name in PATHS and value is not None else value
     if ("latitude" in values and "longitude" in values
             and (values["latitude"] is None) != (values["longitude"] is None)):
         problems.append("guAlta_latitude and guAlta_longitude go together: set both, or neither")

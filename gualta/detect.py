@@ -30,7 +30,8 @@ from tqdm import tqdm
 from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
 from gualta.client_errors import ClientError, NightError
 from gualta.config import Settings
-from gualta.frames import NightFrames
+from gualta.classical import apply_mask
+from gualta.frames import NightFrames, read_mask
 from gualta.model import batches
 from gualta.model_update import model_version, open_model, refreshed_model
 from gualta.payload import CLOUD, FIREBALL, LIGHTNING, SATELLITE, STREAK, PayloadError, build_detection, build_log
@@ -158,11 +159,13 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
         log.warning("%s: %s", frame.name, note)
         return FrameResult(frame, note=note, flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
+    thumb = resize_area(current, THUMB_SIZE)
+    current, previous = apply_mask(current, frames.mask), apply_mask(previous, frames.mask)
     binary = binary_difference(current, previous)
     diff = resize_area(binary)
     model_input = diff if kind == "diff" else resize_area(current)
     shrunk = lightning.shrunk(current), lightning.shrunk(previous)
-    result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
+    result = FrameResult(frame, pair.previous, diff=diff, thumb=thumb,
                          frame_size=(current.shape[1], current.shape[0]), scale=frames.scale(pair.current),
                          bright=fireball.bright_streak(current, previous),
                          washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE,
@@ -250,6 +253,16 @@ def scorer_for(settings: Settings, model, frames: NightFrames) -> Scorer:
     """The scorer the client's settings ask for: their batch size, streak check and daylight rule."""
     return Scorer(model, frames, batch_size=settings.batch_size, streak_check=settings.streak_check,
                   daytime=daytime_rule(settings))
+
+
+def look_mask(settings: Settings) -> np.ndarray | None:
+    """The mask of guAlta_mask (`frames.read_mask`), None when none is set; ClientError if it cannot be used."""
+    if settings.mask is None:
+        return None
+    try:
+        return read_mask(settings.mask)
+    except ValueError as exc:
+        raise ClientError(f"cannot use the mask {settings.mask}: {exc}") from None
 
 
 def daytime_rule(settings: Settings) -> Callable[[Path], str]:
@@ -856,6 +869,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     if upload and not allsky.is_night_folder(night):
         raise ClientError(f"uploads name the night by its folder, YYYYMMDD (the evening's date): {night.name} is not "
                           "one (rename it, or run with --no-upload)")
+    mask = look_mask(settings)
     if model is None:
         model = open_model(settings, model_path)
         if upload and settings.model_update and not model_path:
@@ -871,7 +885,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key))
             outbox.put(*log_report("start", settings, night.name))
             sender.wake()
-        scorer = scorer_for(settings, model, NightFrames(files, log))
+        scorer = scorer_for(settings, model, NightFrames(files, log, mask=mask))
         decider = Decider.from_settings(settings, model)
         started = time.perf_counter()
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)

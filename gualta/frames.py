@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from gualta import allsky
-from gualta.preprocess import BadFrame, read_gray, to_reference_scale
+from gualta.preprocess import BadFrame, read_gray, read_image, to_reference_scale
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ class NightFrames:
     asked for in time order.
     """
 
-    def __init__(self, frames: list[Path], logger: logging.Logger | None = None):
+    def __init__(self, frames: list[Path], logger: logging.Logger | None = None, mask: np.ndarray | None = None):
         taken = {frame: allsky.taken_at(frame) for frame in frames}
+        self.mask = mask                                              # `read_mask`: where the frames are looked at
         self.frames = sorted(frames, key=taken.get)
         self._taken = [taken[frame] for frame in self.frames]       # as when listed: a file rewritten later keeps it
         self.log = logger or log
@@ -235,6 +236,19 @@ class NightFrames:
             del self._images[j]
         for j in [j for j in self._pictures if j < i]:
             del self._pictures[j]
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """The mask an image file draws over the camera's frame (any size: it is stretched to each frame): 255 where
+    frames are looked at (lighter than mid-grey), 0 where not. ValueError if it cannot be read or is black all over."""
+    try:
+        image = read_image(path, cv2.IMREAD_GRAYSCALE)
+    except BadFrame as exc:
+        raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    mask = np.where(image > 127, 255, 0).astype(np.uint8)
+    if not mask.any():
+        raise ValueError("black all over: nothing would be looked at")
+    return mask
 
 
 def is_blank(image: np.ndarray) -> bool:

@@ -36,7 +36,7 @@ from gualta import allsky
 from gualta.client_errors import ClientError
 from gualta.config import Settings, next_local_time, seconds_until
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
-                           log_report, prepare, scorer_for, show)
+                           log_report, look_mask, prepare, scorer_for, show)
 from gualta.frames import NightFrames
 from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
@@ -214,7 +214,7 @@ class NightWatch:
         self.scores = scores / f"{self.night}.csv" if scores else None      # its scores CSV, written when it ends
         self.rows: list[dict] = []                                          # its decided rows, read when it ends
         self.version = model_version(model)
-        self.frames = NightFrames([], log)
+        self.frames = NightFrames([], log, mask=look_mask(settings))   # read each night: an edit counts from the next
         self.scorer = scorer_for(settings, model, self.frames)
         self.decider = Decider.from_settings(settings, model)
         self.waiting_since: float | None = None
@@ -533,6 +533,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     scores = scores_folder(scores)
     log.info("settings from %s: %s", settings.source, settings.describe())
+    look_mask(settings)                                 # a mask that cannot be used stops it now, not at night
     model = open_model(settings, model_path)
     refresh = (lambda current, in_use: refreshed_model(settings, current, in_use)) \
         if upload and settings.model_update and not model_path else None

@@ -1,0 +1,156 @@
+"""guAlta_mask: the parts of the frame an operator blacks out (the camera's own text set larger than AllSky's
+default, a light, a mast) are never looked at, in batch and in real time; the rest of the frame is decided as
+before."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gualta import allsky
+from gualta.client_errors import ClientError
+from gualta.config import load_settings
+from gualta.detect import run_batch
+from gualta.model import load_model
+from gualta.realtime import Watcher, run_realtime
+from gualta.report import Outbox
+from gualta.scores import read_scores
+from helpers_client import settings
+from helpers_service import child_env
+
+REPO = Path(__file__).resolve().parents[1]
+NIGHT = "20211110"
+TEXT_BOX = (10, 770, 520, 966)      # x1, y1, x2, y2: where the camera writes its larger text, a corner off the lens
+
+
+def night_with_text(night: Path, root: Path, text: bool) -> Path:
+    """A copy of the night (every frame written again the same way) with, if `text`, large text in a corner that
+    changes every frame, as AllSky writes it when its font is set larger than the default."""
+    copy = root / night.name
+    copy.mkdir(parents=True)
+    for i, frame in enumerate(allsky.list_frames(night)):
+        image = cv2.imread(str(frame))
+        if text:
+            taken = datetime.strptime(frame.stem[len("image-"):], allsky.TIME_FORMAT)
+            for row, line in enumerate([taken.strftime("%H:%M:%S"), f"Stars: {180 + 37 * i % 91}",
+                                        f"Exposure: {30 - 0.37 * (i % 7):.2f} s"]):
+                cv2.putText(image, line, (20, 820 + 55 * row), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (255, 255, 255), 2,
+                            cv2.LINE_AA)
+        cv2.imwrite(str(copy / frame.name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return copy
+
+
+def mask_file(path: Path, shape=(976, 1304)) -> Path:
+    """A mask image of a frame drawn at `shape`: white, black over TEXT_BOX."""
+    mask = np.full(shape, 255, np.uint8)
+    scale = shape[1] / 1304
+    x1, y1, x2, y2 = (round(value * scale) for value in TEXT_BOX)
+    mask[y1:y2, x1:x2] = 0
+    cv2.imwrite(str(path), mask)
+    return path
+
+
+def in_text_box(row: dict) -> bool:
+    x1, y1, x2, y2 = TEXT_BOX
+    centre_x, centre_y = (int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2
+    return x1 <= centre_x <= x2 and y1 <= centre_y <= y2
+
+
+def decisions(rows: list[dict]) -> list[tuple]:
+    """Each row's decision, as text (the outbox keeps numbers, the scores CSV text)."""
+    return [tuple(str(row[key]) for key in ("file", "detection", "flag", "x1", "y1", "x2", "y2")) for row in rows]
+
+
+def batch_rows(tmp_path: Path, night: Path, model: Path, **overrides) -> list[dict]:
+    """The scores CSV of a batch run (threshold 1: only the checks' own candidates, whatever the tiny model says)."""
+    scores = tmp_path / "scores.csv"
+    run_batch(settings(tmp_path, model, threshold=1.0, **overrides), night, scores, upload=False,
+              say=lambda line: None, progress=False)
+    return read_scores(scores)
+
+
+@pytest.fixture(scope="module")
+def nights(client_night, tmp_path_factory):
+    """The client night written again without and with the camera's larger text."""
+    root = tmp_path_factory.mktemp("mask-nights")
+    return (night_with_text(client_night, root / "plain", text=False),
+            night_with_text(client_night, root / "text", text=True))
+
+
+def test_a_mask_leaves_the_cameras_larger_text_out_and_the_rest_as_it_was(nights, tiny_model, tmp_path):
+    """AllSky's text set larger than its default reaches beyond the top-left box the checks leave out: its digits,
+    changing every frame, read as thin streaks seen in one frame only, and were reported as meteors."""
+    plain, texted = nights
+    unmasked = batch_rows(tmp_path / "a", texted, tiny_model)
+    assert [row for row in unmasked if row["detection"] == "1" and in_text_box(row)]     # the text's false meteors
+    masked = batch_rows(tmp_path / "b", texted, tiny_model, mask=mask_file(tmp_path / "mask.png"))
+    assert not [row for row in masked if row["x1"] and in_text_box(row)]
+    before = batch_rows(tmp_path / "c", plain, tiny_model)
+    assert any(row["detection"] == "1" for row in before)                       # the night's meteors, still found
+    assert decisions(masked) == decisions(before)
+
+
+def test_a_mask_of_another_size_is_stretched_to_the_frame(nights, tiny_model, tmp_path):
+    """A mask drawn on a frame shrunk to half its size masks the same places."""
+    _, texted = nights
+    half = batch_rows(tmp_path / "a", texted, tiny_model, mask=mask_file(tmp_path / "half.png", shape=(488, 652)))
+    whole = batch_rows(tmp_path / "b", texted, tiny_model, mask=mask_file(tmp_path / "whole.png"))
+    assert not [row for row in half if row["x1"] and in_text_box(row)]
+    assert decisions(half) == decisions(whole)
+
+
+def test_the_watcher_leaves_the_masked_text_out_too(nights, tiny_model, tmp_path):
+    _, texted = nights
+    root, mask = tmp_path / "images", mask_file(tmp_path / "mask.png")
+    night = root / NIGHT
+    night.mkdir(parents=True)
+    for frame in allsky.list_frames(texted):
+        (night / frame.name).write_bytes(frame.read_bytes())
+    config = settings(tmp_path, tiny_model, main_folder=root, threshold=1.0, mask=mask)
+    clock = [datetime(2021, 11, 10, 22, 0)]
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0, clock=lambda: clock[0])
+    watcher.tick()
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    watcher.outbox.close()
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        watched = outbox.night_rows(NIGHT)
+    assert len(watched) == len(allsky.list_frames(texted))
+    assert not [row for row in watched if row["x1"] != "" and in_text_box(row)]
+    batch = batch_rows(tmp_path / "b", texted, tiny_model, mask=mask)
+    assert decisions(watched) == decisions(batch)
+
+
+def test_a_mask_that_cannot_be_used_is_one_clear_error_before_any_frame(nights, tiny_model, tmp_path):
+    _, texted = nights
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((976, 1304), np.uint8))
+    (tmp_path / "notes.png").write_text("not an image")
+    for mask, why in [(tmp_path / "missing.png", "cannot read (No such file or directory)"),
+                      (tmp_path / "notes.png", "not a decodable image"),
+                      (black, "black all over: nothing would be looked at")]:
+        run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(texted), "--scores",
+                              str(tmp_path / "scores.csv"), "--model", str(tiny_model), "--no-upload", "--mask",
+                              str(mask)], capture_output=True, text=True, timeout=120, env=child_env())
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert f"guAlta batch: cannot use the mask {mask}: {why}" in run.stderr
+        assert not (tmp_path / "scores.csv").exists()
+        with pytest.raises(ClientError, match="cannot use the mask"):    # the watcher: at its start, not at night
+            run_realtime(settings(tmp_path, tmp_path / "no-model.onnx", mask=mask), upload=False)
+
+
+def test_the_mask_setting_is_a_path_beside_the_settings_file_or_nothing(tmp_path):
+    config = tmp_path / "site" / "guAltaConfig.py"
+    config.parent.mkdir()
+    config.write_text('guAlta_mask = "masks/roof.png"\n')
+    assert load_settings(config, env={}).mask == config.parent / "masks" / "roof.png"
+    config.write_text('guAlta_mask = ""\n')
+    assert load_settings(config, env={}).mask is None
+    assert load_settings(config, env={"GUALTA_MASK": "m.png"}).mask == Path.cwd() / "m.png"
