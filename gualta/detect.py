@@ -15,6 +15,7 @@ worker thread while the model scores the current one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -746,6 +747,10 @@ def show(result: FrameResult, settings: Settings, say) -> None:
 
 # --- the batch run ---------------------------------------------------------------------------------------------------
 
+SAME_PLACE_PX = 20.0     # detections whose streaks are centred this close together are at one place, ...
+SAME_PLACE_MIN = 4       # ... and this many there get a hint (40 detections at random over a 960 px sky circle:
+                         # once in about 800 nights)
+
 @dataclass
 class NightSummary:
     night: str
@@ -761,6 +766,7 @@ class NightSummary:
     scores: Path | None = None
     model: str = ""                    # the version of the model that scored the night
     scores_failed: str = ""            # why the scores CSV could not be written to the end
+    places: list[tuple[float, float]] = field(default_factory=list, repr=False)   # detections' streak centres
 
     @property
     def frames_per_s(self) -> float:
@@ -784,7 +790,7 @@ class NightSummary:
             scores += f" (incomplete: {self.scores_failed})"
         model = f"; model {self.model}" if self.model else ""
         return (f"night {self.night}: {self.counts()}, {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s; "
-                f"{uploads}{model}{scores}")
+                f"{uploads}{model}{scores}{self.same_place_hint()}")
 
     def counts(self) -> str:
         """What became of the night's frames: '600 frames (598 scored, 1 skipped, 1 in daylight), 28 detections,
@@ -796,12 +802,27 @@ class NightSummary:
         return (f"{self.frames} frames ({self.scored} scored, {self.frames - self.scored - self.daylight} "
                 f"skipped{daylight}), {self.detections} detections, {self.flagged} flagged")
 
+    def same_place_hint(self) -> str:
+        """A hint when SAME_PLACE_MIN or more detections have their streak at one place (within SAME_PLACE_PX):
+        meteors never come back to one spot, the camera's own text or a flickering light does."""
+        crowded = max(self.places, key=self.near, default=None)
+        if crowded is None or self.near(crowded) < SAME_PLACE_MIN:
+            return ""
+        return (f". {self.near(crowded)} detections at one place (x {crowded[0]:.0f}, y {crowded[1]:.0f} in the frame): "
+                "the camera's own text or a light? guAlta_mask leaves it out (README, \"A mask\")")
+
+    def near(self, place: tuple[float, float]) -> int:
+        return sum(math.dist(place, other) <= SAME_PLACE_PX for other in self.places)
+
     def count(self, result: FrameResult) -> None:
-        self.tally(result.scored, result.daylit, result.detection, result.flag)
+        self.count_row(result.row())
 
     def count_row(self, row: dict) -> None:
-        """Count a frame decided earlier by its scores CSV row (as the outbox keeps it)."""
-        self.tally(row["score"] != "", row["note"].startswith(DAYTIME), int(row["detection"]) == 1, row["flag"])
+        """Count a frame decided by its scores CSV row (as the outbox keeps it too)."""
+        detection = int(row["detection"]) == 1
+        self.tally(row["score"] != "", row["note"].startswith(DAYTIME), detection, row["flag"])
+        if detection and row["x1"] != "":
+            self.places.append(((int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2))
 
     def tally(self, scored: bool, daylit: bool, detection: bool, flag: str) -> None:
         self.frames += 1

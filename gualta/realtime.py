@@ -322,7 +322,8 @@ class NightWatch:
         summary = NightSummary(self.night)
         for row in self.rows:
             summary.count_row(row)
-        return f"night {self.night} ended: {summary.counts()}" + (f"; scores {self.scores}" if self.scores else "")
+        return (f"night {self.night} ended: {summary.counts()}" + (f"; scores {self.scores}" if self.scores else "")
+                + summary.same_place_hint())
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:

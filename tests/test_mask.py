@@ -3,6 +3,8 @@ default, a light, a mast) are never looked at, in batch and in real time; the re
 before."""
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ import pytest
 from gualta import allsky
 from gualta.client_errors import ClientError
 from gualta.config import load_settings
-from gualta.detect import run_batch
+from gualta.detect import SAME_PLACE_MIN, SAME_PLACE_PX, NightSummary, run_batch
 from gualta.model import load_model
 from gualta.realtime import Watcher, run_realtime
 from gualta.report import Outbox
@@ -154,3 +156,26 @@ def test_the_mask_setting_is_a_path_beside_the_settings_file_or_nothing(tmp_path
     config.write_text('guAlta_mask = ""\n')
     assert load_settings(config, env={}).mask is None
     assert load_settings(config, env={"GUALTA_MASK": "m.png"}).mask == Path.cwd() / "m.png"
+
+
+def test_detections_at_one_place_get_a_hint_at_the_nights_end(nights, tiny_model, tmp_path):
+    """An operator who has not drawn a mask learns from the night's last line where the text or the light is."""
+    plain, texted = nights
+    lines = []
+    summary = run_batch(settings(tmp_path, tiny_model, threshold=1.0), texted, tmp_path / "scores.csv", upload=False,
+                        say=lines.append, progress=False)
+    rows = [row for row in read_scores(tmp_path / "scores.csv") if row["detection"] == "1"]
+    hint = re.search(r"\. (\d+) detections at one place \(x (\d+), y (\d+) in the frame\): the camera's own text or a "
+                     r"light\? guAlta_mask leaves it out \(README, \"A mask\"\)$", lines[-1])
+    assert hint and lines[-1] == summary.text(), lines[-1]
+    count, x, y = map(int, hint.groups())
+    assert count >= SAME_PLACE_MIN and in_text_box({"x1": x, "x2": x, "y1": y, "y2": y})
+    centres = [((int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2) for row in rows]
+    assert count == sum(math.dist(centre, (x, y)) <= SAME_PLACE_PX + 1 for centre in centres)
+    watched = NightSummary(NIGHT)
+    for row in read_scores(tmp_path / "scores.csv"):
+        watched.count_row(row)
+    assert watched.same_place_hint() == hint.group(0)                     # the watcher's line at the night's end
+    quiet = run_batch(settings(tmp_path / "p", tiny_model, threshold=1.0), plain, tmp_path / "plain.csv",
+                      upload=False, say=lambda line: None, progress=False)
+    assert quiet.detections and "at one place" not in quiet.text()
