@@ -6,6 +6,7 @@
     python guAlta.py batch [--folder NIGHT_DIR | --catch-up DAYS] [--scores OUT.csv|DIR/] [--no-upload] [...]
     python guAlta.py realtime [--scores DIR] [--no-upload]
     python guAlta.py flush
+    python guAlta.py mask [--folder NIGHT_DIR] [--out MASK.png] [--replace]
 
 Every command but demo reads guAltaConfig.py (else guAltaConfig.example.py; or --config FILE); every client
 setting also has a GUALTA_* variable and a flag (see `python guAlta.py batch --help`); serve and site read
@@ -126,6 +127,30 @@ def cmd_realtime(args: argparse.Namespace) -> None:
     run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores)
 
 
+def cmd_mask(args: argparse.Namespace) -> None:
+    import cv2
+
+    from gualta import allsky
+    from gualta.detect import resolve_night
+    from gualta.frames import drawn_mask
+
+    settings = client_settings(args)
+    out = Path(args.out) if args.out else settings.mask or Path("guAlta_mask.png")
+    if out.exists() and not args.replace:
+        raise CommandError(f"{out} exists (a mask drawn by hand is not written over): --replace writes a new one")
+    night = resolve_night(settings, args.folder)
+    try:
+        mask = drawn_mask(allsky.list_frames(night))
+    except ValueError as exc:
+        raise CommandError(f"no mask drawn from {night}: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), mask):
+        raise CommandError(f"cannot write {out} (a .png name, in a folder that can be written)")
+    print(f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
+          "frame), black outside the lens, over the skyline and over text off the sky. Look at it, paint black "
+          f"whatever else guAlta must not look at, and set guAlta_mask = \"{out.resolve()}\"")
+
+
 def client_failures() -> tuple[type[Exception], ...]:
     """The errors batch, realtime and flush say in one line, exit status 1."""
     from gualta.client_errors import ClientError
@@ -223,7 +248,7 @@ def port(text: str) -> int:
 
 
 def add_client_commands(commands) -> None:
-    """batch, realtime and flush: the inference client."""
+    """batch, realtime, mask and flush: the inference client."""
     from gualta.config import add_setting_flags
 
     batch = commands.add_parser("batch", help="score a whole night, write its scores CSV, report detections")
@@ -244,6 +269,15 @@ def add_client_commands(commands) -> None:
                           "(the batch run's columns; DIR is made if missing)")
     add_setting_flags(realtime)
     realtime.set_defaults(run=cmd_realtime, failures=client_failures)
+    mask = commands.add_parser("mask", help="draw a mask from a night's frames: the sky white, the rest black "
+                                            "(guAlta_mask)")
+    mask.add_argument("--folder", type=Path, help="night folder YYYYMMDD (default: the latest under "
+                                                  "guAlta_main_folder)")
+    mask.add_argument("--out", help="the mask file to write, .png (default: guAlta_mask if set, else "
+                                    "guAlta_mask.png here)")
+    mask.add_argument("--replace", action="store_true", help="write over an existing mask file")
+    add_setting_flags(mask)
+    mask.set_defaults(run=cmd_mask, failures=client_failures)
     flush = commands.add_parser("flush", help="deliver the reports waiting in the outbox now")
     add_setting_flags(flush)
     flush.set_defaults(run=cmd_flush, failures=client_failures)

@@ -808,8 +808,9 @@ class NightSummary:
         crowded = max(self.places, key=self.near, default=None)
         if crowded is None or self.near(crowded) < SAME_PLACE_MIN:
             return ""
-        return (f". {self.near(crowded)} detections at one place (x {crowded[0]:.0f}, y {crowded[1]:.0f} in the frame): "
-                "the camera's own text or a light? guAlta_mask leaves it out (README, \"A mask\")")
+        return (f". {self.near(crowded)} detections at one place (x {crowded[0]:.0f}, y {crowded[1]:.0f} in the "
+                "frame): the camera's own text or a light? guAlta_mask leaves it out (`python guAlta.py mask` draws "
+                "one; README, \"A mask\")")
 
     def near(self, place: tuple[float, float]) -> int:
         return sum(math.dist(place, other) <= SAME_PLACE_PX for other in self.places)

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from gualta import allsky
+from gualta.classical import estimate_sky_mask
 from gualta.preprocess import BadFrame, read_gray, read_image, to_reference_scale
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ PARTLY_WRITTEN = "partly written: its last rows are one grey level"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
 UNREADABLE = "unreadable, truncated or not an image"
+MASK_FRAMES = 25            # `drawn_mask`: frames read, spread over the night, ...
+MASK_MIN_FRAMES = 3         # ... at least this many of them readable
 
 
 class NightFrames:
@@ -249,6 +252,25 @@ def read_mask(path: Path) -> np.ndarray:
     if not mask.any():
         raise ValueError("black all over: nothing would be looked at")
     return mask
+
+
+def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
+    """A mask for `read_mask` drawn from a night's frames (`count` of them, spread over it): white where they show
+    sky, black outside the lens, over the skyline and masts, and over text off the sky (`classical.estimate_sky_mask`
+    on the frames of the night's usual size). ValueError if fewer than MASK_MIN_FRAMES can be read."""
+    picked = [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(min(count, len(frames)))]
+    images = []
+    for frame in dict.fromkeys(picked):
+        try:
+            images.append(read_gray(frame))
+        except BadFrame as exc:
+            log.warning("%s", exc)
+    shapes = [image.shape for image in images]
+    usual = max(set(shapes), key=shapes.count, default=None)
+    images = [image for image in images if image.shape == usual and not is_blank(image)]
+    if len(images) < MASK_MIN_FRAMES:
+        raise ValueError(f"{len(images)} frame(s) of one size could be read: at least {MASK_MIN_FRAMES} are needed")
+    return estimate_sky_mask(images)
 
 
 def is_blank(image: np.ndarray) -> bool:

@@ -166,7 +166,8 @@ def test_detections_at_one_place_get_a_hint_at_the_nights_end(nights, tiny_model
                         say=lines.append, progress=False)
     rows = [row for row in read_scores(tmp_path / "scores.csv") if row["detection"] == "1"]
     hint = re.search(r"\. (\d+) detections at one place \(x (\d+), y (\d+) in the frame\): the camera's own text or a "
-                     r"light\? guAlta_mask leaves it out \(README, \"A mask\"\)$", lines[-1])
+                     r"light\? guAlta_mask leaves it out \(`python guAlta.py mask` draws one; README, \"A mask\"\)$",
+                     lines[-1])
     assert hint and lines[-1] == summary.text(), lines[-1]
     count, x, y = map(int, hint.groups())
     assert count >= SAME_PLACE_MIN and in_text_box({"x1": x, "x2": x, "y1": y, "y2": y})
@@ -179,3 +180,38 @@ def test_detections_at_one_place_get_a_hint_at_the_nights_end(nights, tiny_model
     quiet = run_batch(settings(tmp_path / "p", tiny_model, threshold=1.0), plain, tmp_path / "plain.csv",
                       upload=False, say=lambda line: None, progress=False)
     assert quiet.detections and "at one place" not in quiet.text()
+
+
+def test_guAlta_mask_draws_a_mask_from_the_nights_frames_and_never_writes_over_one(nights, tiny_model, tmp_path):
+    """`guAlta.py mask` writes a first mask: the sky the night's frames show white, the rest black — outside the lens,
+    the skyline and text off the sky; the operator paints in what else is to be left out. A mask already there (one
+    painted by hand) is written over only when asked."""
+    plain, texted = nights
+    out = tmp_path / "masks" / "roof.png"
+
+    def draw(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(texted), "--out",
+                               str(out), *extra], capture_output=True, text=True, timeout=120, env=child_env())
+
+    made = draw()
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"wrote {out}: white where the frames of night {NIGHT} show sky (")
+    mask = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
+    frame = allsky.list_frames(texted)[5].name
+    text = cv2.absdiff(cv2.imread(str(texted / frame), cv2.IMREAD_GRAYSCALE),
+                       cv2.imread(str(plain / frame), cv2.IMREAD_GRAYSCALE)) > 100      # the text's pixels
+    assert mask.shape == (976, 1304) and mask[488, 652] == 255 and text.sum() > 1000 and not mask[text].any()
+    masked = batch_rows(tmp_path / "a", texted, tiny_model, mask=out)
+    assert not [row for row in masked if row["x1"] and in_text_box(row)]
+    assert decisions(masked) == decisions(batch_rows(tmp_path / "b", plain, tiny_model, mask=out))
+    assert any(row["detection"] == "1" for row in masked)                        # the night's meteors, still found
+    out.write_bytes(b"painted by hand")
+    again = draw()
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert f"guAlta mask: {out} exists (a mask drawn by hand is not written over)" in again.stderr
+    assert out.read_bytes() == b"painted by hand"
+    assert draw("--replace").returncode == 0 and cv2.imread(str(out), cv2.IMREAD_GRAYSCALE) is not None
+    empty = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(tmp_path / "masks"),
+                            "--out", str(tmp_path / "none.png")], capture_output=True, text=True, timeout=120,
+                           env=child_env())
+    assert empty.returncode == 1 and "at least 3 are needed" in empty.stderr and not (tmp_path / "none.png").exists()
