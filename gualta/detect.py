@@ -35,7 +35,8 @@ from gualta.classical import apply_mask
 from gualta.frames import NightFrames, read_mask
 from gualta.model import batches
 from gualta.model_update import model_version, open_model, refreshed_model
-from gualta.payload import CLOUD, FIREBALL, LIGHTNING, SATELLITE, STREAK, PayloadError, build_detection, build_log
+from gualta.payload import (CLOUD, FIREBALL, LIGHTNING, MAX_STREAK_PX, SATELLITE, STREAK, PayloadError, build_detection,
+                            build_log)
 from gualta.preprocess import BadFrame, binary_difference, read_frame, resize_area, side_by_side, washed_out_share
 from gualta.report import ApiClient, Outbox, Sender, detection_key, log_key
 from gualta.scores import CsvRows, names_a_folder, scored_whole, scores_file
@@ -120,9 +121,13 @@ class FrameResult:
             self._faint_lines = trails.faint_lines_of(self.diff) if self.diff is not None else []
         return self._faint_lines
 
+    def streak_in_file(self) -> tuple[int, int, int, int] | None:
+        """Its streak's ends in the file's pixels (None without a streak)."""
+        return tuple(int(round(value * self.scale)) for value in self.streak) if self.streak else None
+
     def row(self) -> dict:
         """Its scores CSV row (the streak in the file's pixels)."""
-        x1, y1, x2, y2 = [round(value * self.scale) for value in self.streak] if self.streak else [""] * 4
+        x1, y1, x2, y2 = self.streak_in_file() or [""] * 4
         return {"file": self.file.name, "score": "" if self.score is None else f"{self.score:.6f}",
                 "label": self.label, "detection": int(self.detection), "flag": self.flag,
                 "previous": self.previous.name if self.previous else "", "x1": x1, "y1": y1, "x2": x2, "y2": y2,
@@ -702,8 +707,15 @@ def detection_report(result: FrameResult, settings: Settings, night: str, versio
     """(outbox key, payload) of a detection: the payload of DESIGN.md with the 448×224 original | processed image."""
     payload = build_detection(allsky.frame_id(result.file), min(max(result.score, 0.0), 1.0), settings.obs_id,
                               side_by_side(result.thumb, result.diff, THUMB_SIZE), telegram=settings.enable_telegram,
-                              folder=night, flag=report_flag(result), model=version)
+                              folder=night, flag=report_flag(result), model=version, streak=report_streak(result))
     return detection_key(payload), payload
+
+
+def report_streak(result: FrameResult) -> tuple[int, int, int, int] | None:
+    """The payload streak: its ends in the file's pixels, each put within 0–MAX_STREAK_PX (an end read just outside
+    the frame must not have the detection refused)."""
+    ends = result.streak_in_file()
+    return tuple(min(max(end, 0), MAX_STREAK_PX) for end in ends) if ends else None
 
 
 def report_flag(result: FrameResult) -> str | None:

@@ -3,7 +3,9 @@
 Detection (POST JSON): ``id`` (YYYYMMDDHHMMSS, the frame's local time), ``date`` (YYYY-MM-DD) and ``time`` (HH:MM:SS)
 matching the id, ``score`` (0–1), ``telegram`` (bool), ``obs_id`` (letters, digits, ``-``, ``_``; 1–32),
 ``processed`` (ISO-8601), ``folder`` (the night, YYYYMMDD: the id's date or the day before), ``img`` (base64 JPEG,
-448×224 grayscale), optional ``flag`` (e.g. "satellite") and ``model`` (model version).
+448×224 grayscale), optional ``flag`` (e.g. "satellite"), ``model`` (model version) and ``streak`` (``[x1, y1, x2,
+y2]``, the streak's ends in the frame's pixels, integers 0–20000: the daily page tells one crossing from unrelated
+meteors by it; a service older than it refuses it, and the client then sends without it, `gualta.report`).
 Log: ``{"log": "start", "obs_id": ..}`` or ``{"log": "end", "obs_id": .., "total": N}``, optional ``folder`` and
 ``processed``. Unknown fields are refused. The client builds payloads with `build_detection` / `build_log`, the
 service checks them with `parse_body` + `validate`; both sides share this module.
@@ -36,6 +38,7 @@ TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
 ISO = re.compile(r"[0-9][0-9T:.+Z -]{9,39}")
 FLAG = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MODEL = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+MAX_STREAK_PX = 20_000                    # a streak end's coordinate, in the frame's pixels
 LOG_KINDS = ("start", "end")
 FIREBALL, STREAK = "fireball", "streak"                           # the check that found a detection
 SATELLITE, CLOUD, LIGHTNING = "satellite", "cloud", "lightning"   # what flagged a candidate (gualta.detect)
@@ -55,7 +58,7 @@ FLAG_MEANINGS = {
 NOT_METEOR_FLAGS = {SATELLITE, CLOUD, LIGHTNING}
 
 DETECTION_FIELDS = {"id", "date", "time", "score", "telegram", "obs_id", "processed", "folder", "img"}
-DETECTION_OPTIONAL = {"flag", "model"}
+DETECTION_OPTIONAL = {"flag", "model", "streak"}
 LOG_FIELDS = {"log", "obs_id"}
 LOG_OPTIONAL = {"folder", "processed"}
 
@@ -78,12 +81,14 @@ class Detection:
     jpeg: bytes
     flag: str | None = None
     model: str | None = None
+    streak: list[int] | None = None
 
     def record(self) -> dict:
         """What the store keeps as JSON (the payload without the image)."""
         record = {"obs_id": self.obs_id, "id": self.id, "date": self.date, "time": self.time, "score": self.score,
                   "telegram": self.telegram, "processed": self.processed, "folder": self.folder}
-        record.update({k: v for k, v in (("flag", self.flag), ("model", self.model)) if v is not None})
+        record.update({k: v for k, v in (("flag", self.flag), ("model", self.model), ("streak", self.streak))
+                       if v is not None})
         return record
 
 
@@ -185,6 +190,20 @@ def _folder(payload: dict) -> str:
     return value
 
 
+def is_streak(value) -> bool:
+    """Whether a value is a streak as the payload carries it: [x1, y1, x2, y2], integers 0–MAX_STREAK_PX."""
+    return (type(value) is list and len(value) == 4
+            and all(type(end) is int and 0 <= end <= MAX_STREAK_PX for end in value))
+
+
+def _streak(payload: dict) -> list[int] | None:
+    if "streak" not in payload:
+        return None
+    if not is_streak(payload["streak"]):
+        raise PayloadError(f"streak must be [x1, y1, x2, y2]: four integers from 0 to {MAX_STREAK_PX}")
+    return list(payload["streak"])
+
+
 def validate_detection(payload: dict) -> Detection:
     """Check a detection payload; the image must decode to a 448×224 grayscale JPEG."""
     _check_fields(payload, DETECTION_FIELDS, DETECTION_OPTIONAL)
@@ -207,7 +226,7 @@ def validate_detection(payload: dict) -> Detection:
     model = _string(payload, "model", MODEL, "1-64 characters from A-Z a-z 0-9 . _ + -") if "model" in payload else None
     return Detection(obs_id=obs_id, id=frame, date=date, time=time, score=float(score),
                      telegram=payload["telegram"], processed=_processed(payload), folder=folder,
-                     jpeg=decode_image(payload["img"]), flag=flag, model=model)
+                     jpeg=decode_image(payload["img"]), flag=flag, model=model, streak=_streak(payload))
 
 
 def validate_log(payload: dict) -> Log:
@@ -261,8 +280,9 @@ def encode_image(image) -> bytes:
 
 def build_detection(frame_id: str, score: float, obs_id: str, image, telegram: bool = True,
                     processed: str | None = None, folder: str | None = None, flag: str | None = None,
-                    model: str | None = None) -> dict:
-    """The JSON-ready detection payload for a frame; `image` is JPEG bytes or a 448×224 uint8 array.
+                    model: str | None = None, streak: tuple[int, int, int, int] | None = None) -> dict:
+    """The JSON-ready detection payload for a frame; `image` is JPEG bytes or a 448×224 uint8 array; `streak` its
+    ends (x1, y1, x2, y2) in the frame's pixels.
 
     Raises PayloadError if the result would be refused by the service.
     """
@@ -273,6 +293,8 @@ def build_detection(frame_id: str, score: float, obs_id: str, image, telegram: b
                "processed": processed or datetime.now().astimezone().isoformat(timespec="seconds"),
                "folder": folder or allsky.night_of(stamp), "img": base64.b64encode(bytes(jpeg)).decode("ascii")}
     payload.update({k: v for k, v in (("flag", flag), ("model", model)) if v is not None})
+    if streak is not None:
+        payload["streak"] = list(streak)
     validate_detection(payload)
     return payload
 

@@ -79,6 +79,20 @@ def test_a_streak_the_model_misses_is_reported_as_a_fireball(tmp_path):
     assert payload["flag"] == FIREBALL and payload["score"] == pytest.approx(0.20)
 
 
+def test_the_report_carries_the_streak_in_the_files_pixels(tmp_path):
+    """The daily page tells one crossing from two meteors by the detections' streaks: a report carries its frame's
+    streak in the file's pixels (a frame read at half size: doubled), an end read just off the frame on its edge; a
+    detection without a streak carries none."""
+    client = settings(tmp_path, tmp_path / "m.onnx")
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK, scale=2.0),
+                               frame_result(2, 0.01)])
+    assert detection_report(decided[1], client, "20211110", None)[1]["streak"] == [2 * end for end in STREAK.ends]
+    decided[1].streak = (-0.3, 10, 20.2, 30)
+    assert detection_report(decided[1], client, "20211110", None)[1]["streak"] == [0, 20, 40, 60]
+    model_only = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.97), frame_result(2, 0.01)])[1]
+    assert model_only.detection and "streak" not in detection_report(model_only, client, "20211110", None)[1]
+
+
 def test_a_streak_in_an_adjacent_frame_too_is_a_steady_light():
     for satellite_check in (True, False):
         decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),

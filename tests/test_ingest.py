@@ -35,13 +35,13 @@ def post(body, key=KEYS["obs01"], **options) -> tuple[int, dict]:
 
 # --- the happy path -------------------------------------------------------------------------------------------
 def test_detection_is_stored_as_record_and_image(root):
-    body = detection(flag="satellite", model="resnet34-v4")
+    body = detection(flag="satellite", model="resnet34-v4", streak=(0, 40, 20000, 410))
     status, answer = post(body)
     assert (status, answer["status"]) == (200, "stored")
     record = json.loads((root / "detections/20260916/obs01_20260916231507.json").read_text())
     assert (root / "imgs/20260916/obs01_20260916231507.jpeg").read_bytes() == base64.b64decode(body["img"])
     assert {k: record[k] for k in body if k != "img"} == {k: v for k, v in body.items() if k != "img"}
-    assert record["img"] == "imgs/20260916/obs01_20260916231507.jpeg"
+    assert record["img"] == "imgs/20260916/obs01_20260916231507.jpeg" and record["streak"] == [0, 40, 20000, 410]
     assert record["telegram_status"] == "not requested"
     assert "received" in record and len(json.dumps(record)) < 1000          # no base64 copy in the record
 
@@ -203,6 +203,14 @@ BAD = [
     ("folder not a date", {**detection(), "folder": "2026091a"}, "folder"),
     ("processed not iso", {**detection(), "processed": "yesterday"}, "processed"),
     ("flag markup", {**detection(), "flag": "<b>sat</b>"}, "flag"),
+    ("streak of three", {**detection(), "streak": [1, 2, 3]}, "streak must be [x1, y1, x2, y2]"),
+    ("streak of five", {**detection(), "streak": [1, 2, 3, 4, 5]}, "streak must be"),
+    ("streak with a bool", {**detection(), "streak": [True, 2, 3, 4]}, "streak must be"),
+    ("streak with a float", {**detection(), "streak": [1.5, 2, 3, 4]}, "streak must be"),
+    ("streak negative", {**detection(), "streak": [-1, 2, 3, 4]}, "streak must be"),
+    ("streak too far", {**detection(), "streak": [1, 2, 3, 20001]}, "streak must be"),
+    ("streak as text", {**detection(), "streak": "1,2,3,4"}, "streak must be"),
+    ("streak as object", {**detection(), "streak": {"x1": 1}}, "streak must be"),
     ("img not base64", {**detection(), "img": "!!!not base64!!!"}, "base64"),
     ("img not jpeg", {**detection(), "img": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 100).decode()}, "JPEG"),
     ("img wrong size", {**detection(), "img": base64.b64encode(jpeg(size=(400, 400))).decode()}, "448x224"),
@@ -264,6 +272,10 @@ def test_build_detection_round_trips_and_refuses_bad_input():
         payload.build_detection("20260916231507", 1.5, "obs01", jpeg())
     with pytest.raises(payload.PayloadError):
         payload.build_detection("20260916231507", 0.5, "../x", jpeg())
+    assert payload.build_detection("20260916231507", 0.5, "obs01", jpeg(), streak=(3, 4, 500, 9))["streak"] == [
+        3, 4, 500, 9]
+    with pytest.raises(payload.PayloadError):
+        payload.build_detection("20260916231507", 0.5, "obs01", jpeg(), streak=(3, 4, 500))
     assert payload.build_log("end", "obs01", total=3)["total"] == 3
 
 
