@@ -4,9 +4,10 @@ Every detection and log is written to the outbox (one SQLite file) before any at
 sender delivers pending items oldest first. 200 (stored or duplicate: ingest is idempotent by (obs_id, id)) marks an
 item sent; network errors, 5xx and 429 keep it pending and pause sending with exponential backoff; 401/403 (a key
 or obs_id problem of this observatory) also keep it pending and are logged as errors; any other 4xx marks that one
-item rejected (it would be refused again). Whatever is pending survives a crash or a reboot and goes out with the
-next run or `python guAlta.py flush`. The same file keeps the real-time watcher's progress (frames already decided
-per night), so a restart neither rescores nor re-reports.
+item rejected (it would be refused again) — but a 400 naming a detection's `streak` an unknown field (a service older
+than that field) has the report sent again at once without it, and every later one of the process too. Whatever is
+pending survives a crash or a reboot and goes out with the next run or `python guAlta.py flush`. The same file keeps
+the real-time watcher's progress (frames already decided per night), so a restart neither rescores nor re-reports.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import stat
 import tempfile
@@ -40,6 +42,8 @@ CONFIG_PROBLEMS = {                   # a settings problem, not the report's: ke
     401: "fix guAlta_api_key / guAlta_obs_id", 403: "fix guAlta_api_key / guAlta_obs_id",
     404: "no upload route at this address: fix guAlta_URL", 405: "no upload route at this address: fix guAlta_URL"}
 RETRY_STATUSES = (408, 429)           # 4xx that mean "later"
+NEWER_FIELD = "streak"                # a detection field an older service refuses ("unknown field(s): streak")
+UNKNOWN_FIELDS = re.compile(r"HTTP 400: .*unknown field\(s\): ([A-Za-z0-9_, ()-]+)")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -340,8 +344,22 @@ class ApiClient:
         self.session = requests.Session()
         self.session.headers.update({"x-api-key": api_key, "Content-Type": "application/json"})
         self.timeout = timeout
+        self.newer_field_refused = False      # the service is older than NEWER_FIELD: it is left out from then on
 
     def send(self, body: str) -> Outcome:
+        """Send one payload; one the service refuses for NEWER_FIELD alone is sent again at once without it."""
+        if self.newer_field_refused:
+            return self.post(without_newer_field(body))
+        outcome = self.post(body)
+        if outcome.kind == "rejected" and refuses_newer_field(outcome.detail):
+            self.newer_field_refused = True
+            log.warning("the central service does not take the detections' %s (an older version): sent without it",
+                        NEWER_FIELD)
+            return self.post(without_newer_field(body))
+        return outcome
+
+    def post(self, body: str) -> Outcome:
+        """POST one payload and classify the answer."""
         try:
             response = self.session.post(self.url, data=body.encode("utf-8"), timeout=self.timeout)
         except requests.RequestException as exc:
@@ -354,6 +372,21 @@ class ApiClient:
         if response.status_code in CONFIG_PROBLEMS:
             return Outcome("refused", f"{reason}; {CONFIG_PROBLEMS[response.status_code]}")
         return Outcome("rejected", reason)
+
+
+def refuses_newer_field(detail: str) -> bool:
+    """Whether a rejection's detail is a 400 naming NEWER_FIELD among the unknown fields."""
+    match = UNKNOWN_FIELDS.match(detail)
+    return bool(match) and NEWER_FIELD in match.group(1).split(", ")
+
+
+def without_newer_field(body: str) -> str:
+    """The JSON payload without NEWER_FIELD (as it is if it has none)."""
+    payload = json.loads(body)
+    if not isinstance(payload, dict) or NEWER_FIELD not in payload:
+        return body
+    del payload[NEWER_FIELD]
+    return json.dumps(payload, sort_keys=True)
 
 
 def deliver(outbox: Outbox, client: ApiClient, everything: bool = False) -> Delivery:

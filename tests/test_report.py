@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gualta import report
+from gualta import payload, report
 from gualta.detect import run_batch
 from gualta.report import ApiClient, Outbox, Sender, deliver, flush
 from gualta.scores import read_scores
@@ -362,6 +362,78 @@ def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):
             assert len(stub.bodies) == 4 and stub.bodies[-1] == detection()
     finally:
         stub.close()
+
+
+class OlderService(RecordingServer):
+    """A local service of the version before detections carried a streak: each payload checked as that version did
+    (`payload.validate` with optional fields `flag` and `model` only: "unknown field(s): streak"), 400 with the
+    reason, else 200 ("duplicate" for a detection or log taken already); records what was posted and what taken."""
+
+    def __init__(self):
+        self.posted, self.taken = [], []
+        super().__init__(self.answer)
+
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        data = json.loads(body)
+        self.posted.append(data)
+        try:
+            payload.validate(payload.parse_body(body))
+        except payload.PayloadError as exc:
+            return 400, {"error": str(exc)}
+        if data in self.taken:
+            return 200, {"status": "duplicate"}
+        self.taken.append(data)
+        return 200, {"status": "stored"}
+
+
+@pytest.fixture
+def older_service(monkeypatch):
+    """Starts an OlderService: the detections are built before (the client's builder takes the streak)."""
+    def start() -> OlderService:
+        monkeypatch.setattr(payload, "DETECTION_OPTIONAL", {"flag", "model"})
+        return OlderService()
+    return start
+
+
+def test_an_older_service_that_refuses_the_streak_takes_each_report_once_without_it(tmp_path, older_service, caplog):
+    """A service older than the streak answers 400 "unknown field(s): streak": the report is sent again at once
+    without it, and so is every later one (never with it again): each taken once, none rejected or lost."""
+    first = detection(frame_id="20260916231507", streak=(10, 20, 300, 400))
+    second = detection(frame_id="20260916231537", seed=1, streak=(320, 410, 600, 700))
+    end = payload.build_log("end", "obs01", total=2, folder="20260916")
+    older = older_service()
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            for key, body in (("a", first), ("b", second), ("c", end)):
+                outbox.put(key, body)
+            sender = Sender(outbox.path, ApiClient(older.url, KEY))
+            assert sender.close(timeout=10) == 0 and sender.rejected == 0 and not outbox.rejected()
+        without = [{k: v for k, v in body.items() if k != "streak"} for body in (first, second)]
+        assert older.posted == [first, *without, end] and older.taken == [*without, end]
+        assert caplog.text.count("does not take the detections' streak") == 1
+    finally:
+        older.close()
+
+
+def test_a_bad_request_not_about_the_streak_is_rejected_as_before(tmp_path, older_service):
+    """A 400 for another reason rejects that report, as any 400 does, and the streak is still sent after it; one
+    refused for the streak and then for another reason is rejected too."""
+    extra = {**detection(frame_id="20260916231507"), "extra": 1}
+    bad_score = {**detection(frame_id="20260916231537", streak=(1, 2, 3, 4)), "score": 2}
+    good = detection(frame_id="20260916231607", streak=(5, 6, 7, 8))
+    older = older_service()
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            for key, body in (("a", extra), ("b", bad_score), ("c", good)):
+                outbox.put(key, body)
+            delivery = deliver(outbox, ApiClient(older.url, KEY), everything=True)
+            assert (delivery.sent, delivery.rejected) == (1, 2)
+            assert [(key, reason.split(": ", 1)[1]) for key, reason in outbox.rejected()] == [
+                ("a", '{"error": "unknown field(s): extra"}'), ("b", '{"error": "score must be a number from 0 to 1"}')]
+        assert [("extra" in body, "streak" in body) for body in older.posted] == [
+            (True, False), (False, True), (False, False), (False, False)]
+    finally:
+        older.close()
 
 
 def stored(store, obs_id: str = "obs01") -> list[str]:
