@@ -2,7 +2,8 @@
 
 For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`` (and ``index.html`` when it is the
 latest night): per observatory, the detections in time order with image, local time and score; consecutive
-detections (≤ 60 s apart) grouped as "possible satellite/plane"; detections of different observatories at the same
+detections (≤ 60 s apart) grouped as "possible satellite/plane" — split where their streaks cannot be one crossing
+(two meteors of a shower in consecutive frames); detections of different observatories at the same
 moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
 that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
 what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 GROUP_GAP_S = 60
 LONG_RUN_S = 900                  # a run of detections lasting longer is no satellite or plane crossing the sky
+MAX_TURN_DEG = 10.0               # a crossing's next streak: its direction within this angle of the last one's, ...
+LINE_SLACK_PX = 10.0              # ... its centre within this distance of the last one's line, plus this share of
+LINE_SLACK_SHARE = 0.1            # the distance between their centres (a path turning 10° strays 0.09 × it)
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
@@ -48,6 +53,7 @@ class Row:
     flag: str = ""
     model: str = ""
     telegram_status: str = ""
+    streak: tuple[int, int, int, int] | None = None       # its ends in the frame's pixels, where the client sent them
     iss: bool = False
     seen_also: list["Row"] = field(default_factory=list)    # other observatories' detections of the same moment
     clock: tzinfo = timezone.utc                            # its camera clock's zone
@@ -115,7 +121,7 @@ class Section:
 
     def seconds(self, group: list[Row]) -> float:
         """How long a run of detections lasts, as the clock runs."""
-        return coincidence.instant(group[-1].stamp, self.clock) - coincidence.instant(group[0].stamp, self.clock)
+        return run_seconds(group, self.clock)
 
     def minutes(self, group: list[Row]) -> int:
         """How long a run of detections lasts, in whole minutes."""
@@ -161,6 +167,10 @@ def _score(value) -> float | None:
     return float(value) if type(value) in (int, float) and 0 <= value <= 1 else None
 
 
+def _streak(value) -> tuple[int, int, int, int] | None:
+    return tuple(value) if payload.is_streak(value) else None
+
+
 def night_records(target: store.Store, night: str) -> dict:
     """{key: record} of the night's stored detections, read concurrently."""
     return store.read_json_many(target, [store.detection_key(night, obs_id, frame)
@@ -180,7 +190,7 @@ def read_rows(target: store.Store, night: str, known: dict | None = None) -> lis
         record = record if isinstance(record, dict) else {}
         rows.append(Row(obs_id, frame, stamp, _score(record.get("score")), store.image_key(night, obs_id, frame),
                         _text(record.get("flag")), _text(record.get("model")),
-                        _text(record.get("telegram_status"))))
+                        _text(record.get("telegram_status")), _streak(record.get("streak"))))
     return sorted(rows, key=lambda row: (row.obs_id, row.stamp))
 
 
@@ -195,6 +205,51 @@ def group_consecutive(rows: list[Row], gap_s: float = GROUP_GAP_S, zone: tzinfo 
         else:
             groups.append([row])
     return groups
+
+
+def run_seconds(group: list[Row], zone: tzinfo) -> float:
+    """How long a run of detections lasts, as the clock runs in its camera's zone."""
+    return coincidence.instant(group[-1].stamp, zone) - coincidence.instant(group[0].stamp, zone)
+
+
+def continues(earlier: tuple[int, int, int, int], later: tuple[int, int, int, int]) -> bool:
+    """Whether a streak may be the next piece of one object's crossing after an earlier one: directions within
+    MAX_TURN_DEG and its centre near the earlier one's line (LINE_SLACK_PX + LINE_SLACK_SHARE × their distance). A
+    streak of no length has no direction to tell by: it may."""
+    ex, ey, lx, ly = earlier[2] - earlier[0], earlier[3] - earlier[1], later[2] - later[0], later[3] - later[1]
+    earlier_length, later_length = math.hypot(ex, ey), math.hypot(lx, ly)
+    if not earlier_length or not later_length:
+        return True
+    cosine = abs(ex * lx + ey * ly) / (earlier_length * later_length)
+    dx, dy = (later[0] + later[2] - earlier[0] - earlier[2]) / 2, (later[1] + later[3] - earlier[1] - earlier[3]) / 2
+    off_line = abs(dx * ey - dy * ex) / earlier_length
+    return (cosine >= math.cos(math.radians(MAX_TURN_DEG))
+            and off_line <= LINE_SLACK_PX + LINE_SLACK_SHARE * math.hypot(dx, dy))
+
+
+def may_be_one_crossing(earlier: Row, later: Row) -> bool:
+    """Whether consecutive detections may be one satellite's or plane's: unless both carry a streak (older clients
+    send none) and the later one's does not continue the earlier one's."""
+    return earlier.streak is None or later.streak is None or continues(earlier.streak, later.streak)
+
+
+def split_crossings(run: list[Row]) -> list[list[Row]]:
+    """Split a run of detections between neighbours that cannot be one crossing (`may_be_one_crossing`)."""
+    parts = [run[:1]]
+    for earlier, later in zip(run, run[1:]):
+        if may_be_one_crossing(earlier, later):
+            parts[-1].append(later)
+        else:
+            parts.append([later])
+    return parts
+
+
+def group_runs(rows: list[Row], zone: tzinfo = timezone.utc) -> list[list[Row]]:
+    """One observatory's time-ordered rows as the page groups them: consecutive ones (`group_consecutive`), a run
+    lasting over LONG_RUN_S kept whole (a long run: clouds, rain or a light), a shorter one split where the streaks
+    show different objects (`split_crossings`: two meteors of a shower in consecutive frames)."""
+    return [part for run in group_consecutive(rows, zone=zone)
+            for part in ([run] if run_seconds(run, zone) > LONG_RUN_S else split_crossings(run))]
 
 
 def read_logs(target: store.Store, night: str) -> dict[str, dict]:
@@ -248,7 +303,7 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
         end, start = logs.get(obs_id, {}).get("end", {}), logs.get(obs_id, {}).get("start", {})
         total = end.get("total")
         result.append(Section(obs_id, configured[obs_id].name if obs_id in configured else "",
-                              group_consecutive(own, zone=zone), total if type(total) is int else None,
+                              group_runs(own, zone), total if type(total) is int else None,
                               _text(on_clock(start.get("processed") or start.get("received"), zone)),
                               _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id],
                               bool(own) or obs_id in logs, zone))

@@ -102,6 +102,40 @@ def test_consecutive_grouping_boundary():
     assert [len(g) for g in site.group_consecutive(rows)] == [2, 2, 1]      # 60 s joins, 61 s splits
 
 
+def crossing_rows(*streaks) -> list[site.Row]:
+    """obs01's detections 30 s apart from 22:00 with these streaks (None: one sent without)."""
+    start = datetime(2026, 9, 16, 22, 0, 0)
+    return [site.Row("obs01", f"{i}", start + timedelta(seconds=30 * i), 0.9, "i", streak=streak)
+            for i, streak in enumerate(streaks)]
+
+
+def test_consecutive_detections_whose_streaks_cannot_be_one_crossing_are_not_grouped():
+    """A meteor shower night put meteors in consecutive frames: 91 of 130 were boxed "possible satellite/plane". A
+    crossing's pieces continue one line; two meteors' lie elsewhere or point elsewhere."""
+    on_one_line = crossing_rows((100, 100, 300, 200), (420, 262, 620, 360), (740, 420, 940, 520))
+    assert [len(g) for g in site.group_runs(on_one_line)] == [3]
+    turned = crossing_rows((100, 100, 300, 200), (420, 260, 560, 420))            # 45° apart
+    assert [len(g) for g in site.group_runs(turned)] == [1, 1]
+    beside = crossing_rows((100, 100, 300, 200), (420, 320, 620, 420))            # parallel, 54 px off its line
+    assert [len(g) for g in site.group_runs(beside)] == [1, 1]
+    reversed_ends = crossing_rows((100, 100, 300, 200), (620, 360, 420, 262))     # ends in either order: one line
+    assert [len(g) for g in site.group_runs(reversed_ends)] == [2]
+
+
+def test_a_detection_without_a_streak_is_grouped_by_time_alone():
+    """Older clients send no streak, and records stored before it have none: such neighbours stay grouped."""
+    assert [len(g) for g in site.group_runs(crossing_rows(None, (420, 260, 560, 420), None))] == [3]
+    assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 300, 200), None))] == [2]
+    assert [len(g) for g in site.group_runs(crossing_rows((5, 5, 5, 5), (420, 260, 560, 420)))] == [2]
+
+
+def test_a_long_run_stays_whole_whatever_its_streaks():
+    """Over 15 minutes of detections is clouds, rain or a light, whose streaks point every way: one long run."""
+    streaks = [(100, 100, 300, 200), (420, 260, 560, 420)] * 16 + [(100, 100, 300, 200)]
+    assert [len(g) for g in site.group_runs(crossing_rows(*streaks))] == [33]
+    assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:30]))] == [1] * 30
+
+
 def test_consecutive_detections_across_the_start_of_summer_time():
     """01:59:30 and 03:00:00 on the night clocks jump an hour are consecutive frames, 30 s apart: one run (a
     possible satellite), as the clock runs in the camera's zone."""
@@ -208,6 +242,21 @@ def test_a_run_longer_than_any_crossing_is_not_called_a_satellite(night):
     summary = html[html.index('class="summary"'):html.index('id="obs-obs01"')]
     assert "1 possible satellite/plane" in summary and "1 long run" in summary
     assert summary.count("possible satellite/plane") == 1
+
+
+def test_a_page_boxes_a_crossing_but_not_two_meteors_in_consecutive_frames(night):
+    """The streaks the client sends reach the page: obs02's two meteors 30 s apart, pointing different ways, are two
+    detections; its plane, two pieces on one line, one possible satellite/plane beside obs01's streakless three."""
+    for i, (hhmmss, streak) in enumerate([("223000", (100, 100, 300, 200)), ("223030", (420, 260, 560, 420)),
+                                         ("224000", (100, 100, 300, 200)), ("224030", (420, 262, 620, 360))]):
+        ingest(detection("obs02", frame(hhmmss), 0.9, seed=10 + i, streak=streak), "obs02")
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert html.count("Possible satellite/plane: 3 consecutive detections") == 1
+    assert html.count("Possible satellite/plane: 2 consecutive detections") == 1
+    assert "Possible satellite/plane: 2 consecutive" in html[html.index('id="obs-obs02"'):]
+    summary = html[html.index('class="summary"'):html.index('id="obs-obs01"')]
+    assert "5 detections · 1 possible satellite/plane" in summary
 
 
 def test_each_card_says_what_became_of_its_telegram_post(night):
