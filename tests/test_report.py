@@ -444,8 +444,11 @@ def test_a_night_with_the_service_down_loses_nothing(client_night, tiny_model, t
     down = f"http://127.0.0.1:{free_port()}"
     client = settings(tmp_path, tiny_model, url=down, api_key=KEY)
     summary = run_batch(client, client_night, tmp_path / "scores.csv", say=lambda line: None, progress=False)
-    detected = [row["file"] for row in read_scores(tmp_path / "scores.csv") if row["detection"] == "1"]
+    rows = [row for row in read_scores(tmp_path / "scores.csv") if row["detection"] == "1"]
+    detected = [row["file"] for row in rows]
     assert detected and summary.pending == len(detected) + 2                 # detections, start and end logs
+    streaks = {row["file"][6:20]: [int(row[end]) for end in ("x1", "y1", "x2", "y2")] if row["x1"] else None
+               for row in rows}                                              # in the file's pixels
 
     store = tmp_path / "store"
     with ChildServer(store, child_env(**service_env(store))) as child:
@@ -454,6 +457,9 @@ def test_a_night_with_the_service_down_loses_nothing(client_night, tiny_model, t
         expected = sorted(f"obs01_{name[6:20]}.json" for name in detected)
         assert stored(store) == expected
         assert json.loads((store / "logs" / "20211110" / "obs01_end.json").read_text())["total"] == 23
+        records = {frame: json.loads((store / "detections" / "20211110" / f"obs01_{frame}.json").read_text())
+                   for frame in streaks}
+        assert any(streaks.values()) and {frame: record.get("streak") for frame, record in records.items()} == streaks
 
         assert flush(client.outbox, child.url, KEY)[0].sent == 0                  # nothing left to send
         again = run_batch(settings(tmp_path, tiny_model, url=child.url, api_key=KEY), client_night, None,
