@@ -665,7 +665,10 @@ def test_batch_uploads_exact_payloads_to_the_embedded_service(client_night, tiny
                     "telegram_status": "not requested"}
         assert {k: record[k] for k in expected} == expected
         assert abs(record["score"] - float(row["score"])) < 1e-6
-        assert "flag" not in record and set(record) == set(expected) | {"score", "processed", "received"}
+        ends = [int(row[end]) for end in ("x1", "y1", "x2", "y2")] if row["x1"] else None     # the file's pixels
+        assert record.get("streak") == ends
+        assert "flag" not in record and set(record) == set(expected) | {"score", "processed", "received"} | (
+            {"streak"} if ends else set())
         image = decode((store / record["img"]).read_bytes())
         assert (image.format, image.mode, image.size) == ("JPEG", "L", (448, 224))
     start = json.loads((store / "logs" / "20211110" / "obs01_start.json").read_text())
