@@ -682,6 +682,8 @@ class Decider:
             result.streak = max(self.thin_streaks(result), key=lambda p: (not p.own_light, p.length)).ends
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
+        elif streaks := [piece for piece in result.pieces if piece.is_streak]:
+            result.streak = streaks[0].ends             # a short meteor: too short for a trail of the difference image
 
     @staticmethod
     def not_the_model(result: FrameResult) -> str:

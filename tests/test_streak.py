@@ -418,6 +418,18 @@ def test_a_bright_meteor_is_reported_though_a_speck_lies_on_its_line_two_frames_
     assert [(r.flag, r.detection) for r in decided][2] == ("", True) and decided[2].streak == meteor.ends
 
 
+def test_a_model_candidate_too_short_for_a_trail_is_placed_by_its_streak():
+    """A short meteor the model finds leaves no trail in the 400×400 difference image: its scores row and its report
+    had no place (a fifth of a shower night's detections), so the daily page could not tell it from a satellite's
+    next piece. Its most prominent streak places it; a faint streak does not (noise makes those too)."""
+    short = piece(700, 300, 725, 310, signal=12.0)
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.95, pieces=[piece(200, 500, 230, 500,
+                               signal=7.0), short]), frame_result(2, 0.01), frame_result(3, 0.95, pieces=[FAINT]),
+                               frame_result(4, 0.01)])
+    assert [(r.detection, r.flag) for r in decided][1] == (True, "") and decided[1].streak == short.ends
+    assert decided[3].detection and decided[3].streak is None
+
+
 def test_a_streak_the_model_misses_is_reported_once_unexplained(tmp_path):
     decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.10, pieces=[THIN]),
                                frame_result(2, 0.01)])
