@@ -734,21 +734,33 @@ def test_a_scores_csv_is_whole_under_its_name(client_night, tiny_model, tmp_path
     assert summary.scores == csv and len(read_scores(csv)) == 24 and not csv.with_name("scores.csv.part").exists()
 
 
+def started_as_from_a_terminal(command: list[str], **popen) -> subprocess.Popen:
+    """Popen with SIGINT at its default action in the child, as a terminal starts a command: a background job of a
+    shell without job control (a suite run with `&`) hands SIGINT on ignored, and Python then never raises
+    KeyboardInterrupt for it. A handler (unlike SIG_IGN) goes back to the default action in the child's exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, **popen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_is_one_line_and_keeps_what_was_queued(client_night, tiny_model, tmp_path):
     """Ctrl-C printed a Python traceback (from wherever the run was: ONNX Runtime, the outbox's wait). It says it
     was interrupted, exits 130, and the reports it queued stay in the outbox for the next run or `flush`."""
     scores, outbox = tmp_path / "scores.csv", tmp_path / "outbox.sqlite"
     silent = socket.create_server(("127.0.0.1", 0))      # takes connections, never answers: the run waits at its end
-    run = subprocess.Popen([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
-                            "--scores", str(scores), "--model", str(tiny_model), "--outbox", str(outbox),
-                            "--url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--api-key", KEY,
-                            "--threshold", "0", "--no-model-update", "--threads", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                           start_new_session=True)
+    command = [sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night), "--scores", str(scores),
+               "--model", str(tiny_model), "--outbox", str(outbox), "--api-key", KEY, "--threshold", "0",
+               "--url", f"http://127.0.0.1:{silent.getsockname()[1]}", "--no-model-update", "--threads", "1"]
+    run = started_as_from_a_terminal(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=child_env(), start_new_session=True)
     deadline = time.monotonic() + 120
     while not scores.exists() and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)                # scored: it now waits up to 10 s for the service that does not answer
-    time.sleep(0.5)
+        time.sleep(0.05)
+    # scored: the run is at its end, where the sender's close always makes a last delivery, which waits
+    # report.TIMEOUT_S (15 s) for the service that never answers: it cannot end before this Ctrl-C
+    assert run.poll() is None, run.communicate()[1]
     os.killpg(run.pid, signal.SIGINT)                                   # as Ctrl-C: the whole process group
     out, err = run.communicate(timeout=60)
     silent.close()
