@@ -155,8 +155,9 @@ def prepare(frames: NightFrames, frame: Path, kind: str = "diff",
 
 
 def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResult, np.ndarray | None, tuple | None]:
-    """A frame's result without the streak check, its model input and its (current, previous) gray frames (both None
-    if it has no usable pair)."""
+    """A frame's result without the streak check, its model input and the (current, previous) gray frames the streak
+    check reads (both None if it has no usable pair). The mask (`NightFrames.mask`) blacks out what the fireball and
+    streak checks read; the model reads the whole frames, as it was trained."""
     pair = frames.pair(frame)
     if pair is None:
         return FrameResult(frame, note=skip_reason(frames, frame), flag=SKIPPED), None, None
@@ -165,19 +166,18 @@ def prepare_pair(frames: NightFrames, frame: Path, kind: str) -> tuple[FrameResu
         log.warning("%s: %s", frame.name, note)
         return FrameResult(frame, note=note, flag=SKIPPED), None, None
     current, previous = frames.image(pair.current), frames.image(pair.previous)
-    thumb = resize_area(current, THUMB_SIZE)
-    current, previous = apply_mask(current, frames.mask), apply_mask(previous, frames.mask)
     binary = binary_difference(current, previous)
     diff = resize_area(binary)
     model_input = diff if kind == "diff" else resize_area(current)
     shrunk = lightning.shrunk(current), lightning.shrunk(previous)
-    result = FrameResult(frame, pair.previous, diff=diff, thumb=thumb,
+    checked = apply_mask(current, frames.mask), apply_mask(previous, frames.mask)
+    result = FrameResult(frame, pair.previous, diff=diff, thumb=resize_area(current, THUMB_SIZE),
                          frame_size=(current.shape[1], current.shape[0]), scale=frames.scale(pair.current),
-                         bright=fireball.bright_streak(current, previous),
+                         bright=fireball.bright_streak(*checked),
                          washed_out=washed_out_share(binary, current, previous) >= WASHED_OUT_SHARE,
                          brightening=lightning.shrunk_brightening(*shrunk), shrunk=shrunk)
     result.lit = lightning.lit_region(result.brightening)
-    return result, model_input, (current, previous)
+    return result, model_input, checked
 
 
 def not_comparable(pair: allsky.FramePair) -> str:

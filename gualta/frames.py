@@ -29,6 +29,7 @@ NOISY_SHARE = 0.1           # …if at least this share of its pixels is off the
 UNREADABLE = "unreadable, truncated or not an image"
 MASK_FRAMES = 25            # `drawn_mask`: frames read, spread over the night, ...
 MASK_MIN_FRAMES = 3         # ... at least this many of them readable
+MASK_SKY_REACH_PX = 40      # ... and the sky they show widened by this much: a crossing's pieces by the skyline count
 
 
 class NightFrames:
@@ -256,8 +257,9 @@ def read_mask(path: Path) -> np.ndarray:
 
 def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     """A mask for `read_mask` drawn from a night's frames (`count` of them, spread over it): white where they show
-    sky, black outside the lens, over the skyline and masts, and over text off the sky (`classical.estimate_sky_mask`
-    on the frames of the night's usual size). ValueError if fewer than MASK_MIN_FRAMES can be read."""
+    sky and up to MASK_SKY_REACH_PX beyond it, black further off — outside the lens, below the skyline, text in the
+    corners (`classical.estimate_sky_mask` on the frames of the night's usual size). ValueError if fewer than
+    MASK_MIN_FRAMES can be read."""
     picked = [frames[round(i * (len(frames) - 1) / max(count - 1, 1))] for i in range(min(count, len(frames)))]
     images = []
     for frame in dict.fromkeys(picked):
@@ -270,7 +272,8 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     images = [image for image in images if image.shape == usual and not is_blank(image)]
     if len(images) < MASK_MIN_FRAMES:
         raise ValueError(f"{len(images)} frame(s) of one size could be read: at least {MASK_MIN_FRAMES} are needed")
-    return estimate_sky_mask(images)
+    reach = 2 * MASK_SKY_REACH_PX + 1
+    return cv2.dilate(estimate_sky_mask(images, margin=0), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
 
 
 def is_blank(image: np.ndarray) -> bool:
