@@ -138,6 +138,8 @@ def cmd_mask(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else settings.mask or Path("guAlta_mask.png")
     if out.exists() and not args.replace:
         raise CommandError(f"{out} exists (a mask drawn by hand is not written over): --replace writes a new one")
+    if not cv2.haveImageWriter(str(out)):
+        raise CommandError(f"cannot write a mask named {out}: give it an image file's name, .png")
     night = resolve_night(settings, args.folder)
     try:
         mask = drawn_mask(allsky.list_frames(night))

@@ -215,3 +215,13 @@ def test_guAlta_mask_draws_a_mask_from_the_nights_frames_and_never_writes_over_o
                             "--out", str(tmp_path / "none.png")], capture_output=True, text=True, timeout=120,
                            env=child_env())
     assert empty.returncode == 1 and "at least 3 are needed" in empty.stderr and not (tmp_path / "none.png").exists()
+
+
+def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
+    """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
+    _, texted = nights
+    named = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(texted), "--out",
+                            str(tmp_path / "mask")], capture_output=True, text=True, timeout=120, env=child_env())
+    assert named.returncode == 1 and "Traceback" not in named.stderr
+    assert f"guAlta mask: cannot write a mask named {tmp_path / 'mask'}: give it an image file's name" in named.stderr
+    assert not (tmp_path / "mask").exists()
