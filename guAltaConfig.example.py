@@ -33,7 +33,7 @@ guAlta_latitude = ""                            # the camera's place, degrees (e
 guAlta_longitude = ""                           #   frames taken in daylight are then not scored (empty: all are)
 guAlta_night_sun_altitude = -6                  # the sun's altitude below which it is night (AllSky's angle)
 guAlta_camera_timezone = ""                     # the camera clock's zone if not this machine's (e.g. "UTC")
-guAlta_mask = ""                                # image of the frame, black where not to look (larger text, a light)
+guAlta_mask = ""                                # frame image, black where the checks don't look (`guAlta.py mask`)
 
 # Central service — only on the machine running `python guAlta.py serve` / `site`. API keys come from the
 # environment (GUALTA_API_KEYS="obs01:key,obs02:key"), the Telegram token from GUALTA_TELEGRAM_TOKEN: never here.

@@ -232,8 +232,9 @@ SETTINGS = (
             "sun higher than this (degrees; AllSky's day/night angle) are daytime, not scored"),
     Setting("camera_timezone", time_zone, "", "the zone of the camera's clock, which names the frames, where it is "
             "not this machine's (a camera kept on UTC or without summer time): for the daytime rule"),
-    Setting("mask", optional(path), "", "an image of the camera's frame, black where frames are not looked at (the "
-            "camera's own text, a light, a mast) and white elsewhere; empty: only AllSky's top-left text is left out"),
+    Setting("mask", optional(path), "", "an image of the camera's frame, black where the fireball and streak checks "
+            "do not look (the camera's own text, a flickering light), white elsewhere (`guAlta.py mask` draws one); "
+            "empty: only AllSky's top-left text is left out"),
 )
 PATHS = {"main_folder", "model", "outbox", "mask"}
 SHIPPED = {"model"}                  # defaults naming a file the repository ships: found beside guAlta.py

@@ -32,6 +32,8 @@ from collections import deque
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from gualta import allsky
 from gualta.client_errors import ClientError
 from gualta.config import Settings, next_local_time, seconds_until
@@ -208,13 +210,14 @@ class NightWatch:
     """One night being watched: its frames, scorer, decider and recorded progress."""
 
     def __init__(self, folder: Path, settings: Settings, model, outbox: Outbox, upload: bool, say,
-                 settle_s: float = SETTLE_S, grace_s: float = INCOMPLETE_GRACE_S, scores: Path | None = None):
+                 settle_s: float = SETTLE_S, grace_s: float = INCOMPLETE_GRACE_S, scores: Path | None = None,
+                 mask: np.ndarray | None = None):
         self.folder, self.night, self.settings, self.outbox = folder, folder.name, settings, outbox
         self.upload, self.say = upload, say
         self.scores = scores / f"{self.night}.csv" if scores else None      # its scores CSV, written when it ends
         self.rows: list[dict] = []                                          # its decided rows, read when it ends
         self.version = model_version(model)
-        self.frames = NightFrames([], log, mask=look_mask(settings))   # read each night: an edit counts from the next
+        self.frames = NightFrames([], log, mask=mask)                 # `Watcher.night_mask`
         self.scorer = scorer_for(settings, model, self.frames)
         self.decider = Decider.from_settings(settings, model)
         self.waiting_since: float | None = None
@@ -358,6 +361,7 @@ class Watcher:
         self.root_mtime: float | None = None
         self.root_problem = ""                        # why guAlta_main_folder cannot be used ('' when it can)
         self.ahead_said: set[str] = set()             # night folders dated after tonight, warned about
+        self.mask = look_mask(settings)               # guAlta_mask as last read (`night_mask`)
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
@@ -432,7 +436,16 @@ class Watcher:
         self.find_left_nights(before=newest.name)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
-                                  self.settle_s, self.grace_s, self.scores)
+                                  self.settle_s, self.grace_s, self.scores, self.night_mask())
+
+    def night_mask(self) -> np.ndarray | None:
+        """guAlta_mask read again for a new night (an edited mask counts from the next night); one that cannot be
+        used now (half saved, deleted) is warned about and the last one read goes on."""
+        try:
+            self.mask = look_mask(self.settings)
+        except ClientError as exc:
+            log.warning("%s; the mask read before is used", exc)
+        return self.mask
 
     def find_left_nights(self, before: str) -> None:
         """Queue the nights before `before` since the first one it watched (the outbox keeps 30 days) that it did
@@ -461,7 +474,8 @@ class Watcher:
             return False
         if self.catching_up is None:
             self.catching_up = NightWatch(self.left_nights[0], self.settings, self.model, self.outbox,
-                                          self.sender is not None, self.say, self.settle_s, self.grace_s, self.scores)
+                                          self.sender is not None, self.say, self.settle_s, self.grace_s, self.scores,
+                                          self.mask)
         if self.catching_up.catch_up():
             self.say(self.catching_up.ended())
             self.catching_up = None

@@ -1,6 +1,6 @@
 """guAlta_mask: the parts of the frame an operator blacks out (the camera's own text set larger than AllSky's
-default, a light, a mast) are never looked at, in batch and in real time; the rest of the frame is decided as
-before."""
+default, a flickering light) are not read by the fireball and streak checks, in batch and in real time; the model
+reads the whole frames, and the rest of the frame is decided as before."""
 from __future__ import annotations
 
 import math
@@ -28,22 +28,26 @@ from helpers_service import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHT = "20211110"
-TEXT_BOX = (10, 770, 520, 966)      # x1, y1, x2, y2: where the camera writes its larger text, a corner off the lens
+TEXT_BOX = (10, 770, 520, 966)      # x1, y1, x2, y2: where the camera writes its larger text, over the sky's edge
+CORNER_BOX = (1030, 0, 1304, 160)   # ... and where it writes it in a corner off the lens
 
 
-def night_with_text(night: Path, root: Path, text: bool) -> Path:
-    """A copy of the night (every frame written again the same way) with, if `text`, large text in a corner that
-    changes every frame, as AllSky writes it when its font is set larger than the default."""
+def night_with_text(night: Path, root: Path, text: str = "") -> Path:
+    """A copy of the night (every frame written again the same way) with large text that changes every frame, as
+    AllSky writes it when its font is set larger than the default: in TEXT_BOX, reaching over the sky circle's edge
+    (`text` "over the sky"), or in the top-right corner off the lens, CORNER_BOX (`text` "in the corner")."""
     copy = root / night.name
     copy.mkdir(parents=True)
     for i, frame in enumerate(allsky.list_frames(night)):
         image = cv2.imread(str(frame))
-        if text:
-            taken = datetime.strptime(frame.stem[len("image-"):], allsky.TIME_FORMAT)
-            for row, line in enumerate([taken.strftime("%H:%M:%S"), f"Stars: {180 + 37 * i % 91}",
-                                        f"Exposure: {30 - 0.37 * (i % 7):.2f} s"]):
-                cv2.putText(image, line, (20, 820 + 55 * row), cv2.FONT_HERSHEY_SIMPLEX, 1.6, (255, 255, 255), 2,
-                            cv2.LINE_AA)
+        taken = datetime.strptime(frame.stem[len("image-"):], allsky.TIME_FORMAT)
+        lines = [taken.strftime("%H:%M:%S"), f"Stars: {180 + 37 * i % 91}", f"Exp {30 - 0.37 * (i % 7):.1f}s"]
+        if text == "over the sky":
+            lines[-1] = f"Exposure: {30 - 0.37 * (i % 7):.2f} s"
+        for row, line in enumerate(lines if text else []):
+            origin = (20, 820 + 55 * row) if text == "over the sky" else (1040, 50 + 45 * row)
+            cv2.putText(image, line, origin, cv2.FONT_HERSHEY_SIMPLEX, 1.6 if text == "over the sky" else 1.2,
+                        (255, 255, 255), 2, cv2.LINE_AA)
         cv2.imwrite(str(copy / frame.name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return copy
 
@@ -58,8 +62,8 @@ def mask_file(path: Path, shape=(976, 1304)) -> Path:
     return path
 
 
-def in_text_box(row: dict) -> bool:
-    x1, y1, x2, y2 = TEXT_BOX
+def in_text_box(row: dict, box: tuple[int, int, int, int] = TEXT_BOX) -> bool:
+    x1, y1, x2, y2 = box
     centre_x, centre_y = (int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2
     return x1 <= centre_x <= x2 and y1 <= centre_y <= y2
 
@@ -79,16 +83,16 @@ def batch_rows(tmp_path: Path, night: Path, model: Path, **overrides) -> list[di
 
 @pytest.fixture(scope="module")
 def nights(client_night, tmp_path_factory):
-    """The client night written again without and with the camera's larger text."""
+    """The client night written again without and with the camera's larger text (over the sky's edge, in a corner)."""
     root = tmp_path_factory.mktemp("mask-nights")
-    return (night_with_text(client_night, root / "plain", text=False),
-            night_with_text(client_night, root / "text", text=True))
+    return (night_with_text(client_night, root / "plain"), night_with_text(client_night, root / "text", "over the sky"),
+            night_with_text(client_night, root / "corner", "in the corner"))
 
 
 def test_a_mask_leaves_the_cameras_larger_text_out_and_the_rest_as_it_was(nights, tiny_model, tmp_path):
     """AllSky's text set larger than its default reaches beyond the top-left box the checks leave out: its digits,
     changing every frame, read as thin streaks seen in one frame only, and were reported as meteors."""
-    plain, texted = nights
+    plain, texted, _ = nights
     unmasked = batch_rows(tmp_path / "a", texted, tiny_model)
     assert [row for row in unmasked if row["detection"] == "1" and in_text_box(row)]     # the text's false meteors
     masked = batch_rows(tmp_path / "b", texted, tiny_model, mask=mask_file(tmp_path / "mask.png"))
@@ -100,7 +104,7 @@ def test_a_mask_leaves_the_cameras_larger_text_out_and_the_rest_as_it_was(nights
 
 def test_a_mask_of_another_size_is_stretched_to_the_frame(nights, tiny_model, tmp_path):
     """A mask drawn on a frame shrunk to half its size masks the same places."""
-    _, texted = nights
+    _, texted, _ = nights
     half = batch_rows(tmp_path / "a", texted, tiny_model, mask=mask_file(tmp_path / "half.png", shape=(488, 652)))
     whole = batch_rows(tmp_path / "b", texted, tiny_model, mask=mask_file(tmp_path / "whole.png"))
     assert not [row for row in half if row["x1"] and in_text_box(row)]
@@ -108,7 +112,7 @@ def test_a_mask_of_another_size_is_stretched_to_the_frame(nights, tiny_model, tm
 
 
 def test_the_watcher_leaves_the_masked_text_out_too(nights, tiny_model, tmp_path):
-    _, texted = nights
+    _, texted, _ = nights
     root, mask = tmp_path / "images", mask_file(tmp_path / "mask.png")
     night = root / NIGHT
     night.mkdir(parents=True)
@@ -131,7 +135,7 @@ def test_the_watcher_leaves_the_masked_text_out_too(nights, tiny_model, tmp_path
 
 
 def test_a_mask_that_cannot_be_used_is_one_clear_error_before_any_frame(nights, tiny_model, tmp_path):
-    _, texted = nights
+    _, texted, _ = nights
     black = tmp_path / "black.png"
     cv2.imwrite(str(black), np.zeros((976, 1304), np.uint8))
     (tmp_path / "notes.png").write_text("not an image")
@@ -160,7 +164,7 @@ def test_the_mask_setting_is_a_path_beside_the_settings_file_or_nothing(tmp_path
 
 def test_detections_at_one_place_get_a_hint_at_the_nights_end(nights, tiny_model, tmp_path):
     """An operator who has not drawn a mask learns from the night's last line where the text or the light is."""
-    plain, texted = nights
+    plain, texted, _ = nights
     lines = []
     summary = run_batch(settings(tmp_path, tiny_model, threshold=1.0), texted, tmp_path / "scores.csv", upload=False,
                         say=lines.append, progress=False)
@@ -186,23 +190,25 @@ def test_guAlta_mask_draws_a_mask_from_the_nights_frames_and_never_writes_over_o
     """`guAlta.py mask` writes a first mask: the sky the night's frames show white, the rest black — outside the lens,
     the skyline and text off the sky; the operator paints in what else is to be left out. A mask already there (one
     painted by hand) is written over only when asked."""
-    plain, texted = nights
+    plain, _, corner = nights
     out = tmp_path / "masks" / "roof.png"
 
     def draw(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(texted), "--out",
+        return subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(corner), "--out",
                                str(out), *extra], capture_output=True, text=True, timeout=120, env=child_env())
 
     made = draw()
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith(f"wrote {out}: white where the frames of night {NIGHT} show sky (")
     mask = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
-    frame = allsky.list_frames(texted)[5].name
-    text = cv2.absdiff(cv2.imread(str(texted / frame), cv2.IMREAD_GRAYSCALE),
+    frame = allsky.list_frames(corner)[5].name
+    text = cv2.absdiff(cv2.imread(str(corner / frame), cv2.IMREAD_GRAYSCALE),
                        cv2.imread(str(plain / frame), cv2.IMREAD_GRAYSCALE)) > 100      # the text's pixels
     assert mask.shape == (976, 1304) and mask[488, 652] == 255 and text.sum() > 1000 and not mask[text].any()
-    masked = batch_rows(tmp_path / "a", texted, tiny_model, mask=out)
-    assert not [row for row in masked if row["x1"] and in_text_box(row)]
+    unmasked = batch_rows(tmp_path / "c", corner, tiny_model)
+    assert [row for row in unmasked if row["detection"] == "1" and in_text_box(row, CORNER_BOX)]
+    masked = batch_rows(tmp_path / "a", corner, tiny_model, mask=out)
+    assert not [row for row in masked if row["x1"] and in_text_box(row, CORNER_BOX)]
     assert decisions(masked) == decisions(batch_rows(tmp_path / "b", plain, tiny_model, mask=out))
     assert any(row["detection"] == "1" for row in masked)                        # the night's meteors, still found
     out.write_bytes(b"painted by hand")
@@ -219,9 +225,49 @@ def test_guAlta_mask_draws_a_mask_from_the_nights_frames_and_never_writes_over_o
 
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
     """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
-    _, texted = nights
+    _, texted, _ = nights
     named = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "mask", "--folder", str(texted), "--out",
                             str(tmp_path / "mask")], capture_output=True, text=True, timeout=120, env=child_env())
     assert named.returncode == 1 and "Traceback" not in named.stderr
     assert f"guAlta mask: cannot write a mask named {tmp_path / 'mask'}: give it an image file's name" in named.stderr
     assert not (tmp_path / "mask").exists()
+
+
+def test_the_model_reads_the_whole_frames_under_a_mask(client_night, tmp_path):
+    """The model was trained on whole frames: fed masked ones, its scores moved (faint meteors lost), and the camera's
+    movement, measured on the frame's lasting edges, was measured on the mask's own edge instead (the same in both
+    frames: a shaken frame's difference lit up as if unaligned). Its input is the same with a mask as without."""
+    from gualta.detect import prepare
+    from gualta.frames import NightFrames, drawn_mask
+
+    files = allsky.list_frames(client_night)
+    shaken = tmp_path / NIGHT
+    shaken.mkdir()
+    for frame, (dx, dy) in zip(files[:2], [(0.0, 0.0), (1.2, -0.9)]):
+        image = cv2.warpAffine(cv2.imread(str(frame)), np.float32([[1, 0, dx], [0, 1, dy]]), (1304, 976),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        cv2.imwrite(str(shaken / frame.name), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    mask = drawn_mask(files)
+    for night in (client_night, shaken):
+        pair = allsky.list_frames(night)[:2]
+        whole, model_input = prepare(NightFrames(pair), pair[1])
+        masked, masked_input = prepare(NightFrames(pair, mask=mask), pair[1])
+        assert np.array_equal(masked_input, model_input) and np.array_equal(masked.diff, whole.diff)
+        assert masked.score is None and whole.diff.any()
+
+
+def test_a_mask_that_cannot_be_read_at_a_new_night_leaves_the_last_one_in_use(tiny_model, tmp_path, caplog):
+    """The watcher reads the mask again for each night: one half saved or deleted just then stopped it (and a service
+    manager restarting it stopped it again, night after night). It warns and goes on with the mask it read before."""
+    mask = mask_file(tmp_path / "mask.png")
+    watcher = Watcher(settings(tmp_path, tiny_model, main_folder=tmp_path / "images", mask=mask),
+                      load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None)
+    first = watcher.night_mask()
+    assert first is not None and not first[800:900, 100:400].any() and first[488, 652] == 255
+    mask.write_bytes(b"half")
+    assert watcher.night_mask() is first
+    assert f"cannot use the mask {mask}: truncated" in caplog.text or f"cannot use the mask {mask}: not a" in caplog.text
+    assert "the mask read before is used" in caplog.text
+    cv2.imwrite(str(mask), np.full((976, 1304), 255, np.uint8))                 # the operator's new mask
+    assert watcher.night_mask().all()
+    watcher.outbox.close()
