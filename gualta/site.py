@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 
 GROUP_GAP_S = 60
 LONG_RUN_S = 900                  # a run of detections lasting longer is no satellite or plane crossing the sky
-MAX_TURN_DEG = 10.0               # a crossing's next streak: its direction within this angle of the last one's, ...
+MAX_TURN_DEG = 10.0               # a crossing's next streak: its direction within this angle of the last one's, and
+TURN_PER_PX = 0.05                # this many degrees more per px between their centres (a fisheye curves its path), ...
 LINE_SLACK_PX = 10.0              # ... its centre within this distance of the last one's line, plus this share of
-LINE_SLACK_SHARE = 0.1            # the distance between their centres (a path turning 10° strays 0.09 × it)
+LINE_SLACK_SHARE = 0.2            # the distance between their centres, ...
+GAP_LENGTHS = 6.0                 # ... and their nearest ends at most this many times the longer one's length apart
+GAP_SLACK_PX = 30.0               # (+ this): a short exposure's dead time leaves a gap up to 5 × the piece
 ISS_MARGIN_S = 60                 # a detection this close to a sunlit ISS pass is marked
 PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
@@ -213,18 +216,22 @@ def run_seconds(group: list[Row], zone: tzinfo) -> float:
 
 
 def continues(earlier: tuple[int, int, int, int], later: tuple[int, int, int, int]) -> bool:
-    """Whether a streak may be the next piece of one object's crossing after an earlier one: directions within
-    MAX_TURN_DEG and its centre near the earlier one's line (LINE_SLACK_PX + LINE_SLACK_SHARE × their distance). A
-    streak of no length has no direction to tell by: it may."""
+    """Whether a streak may be the next piece of one object's crossing after an earlier one, its path curving as a
+    fisheye lens draws it: directions within MAX_TURN_DEG (+ TURN_PER_PX × the distance between their centres), its
+    centre near the earlier one's line (LINE_SLACK_PX + LINE_SLACK_SHARE × that distance), their nearest ends within
+    GAP_LENGTHS × the longer one's length (+ GAP_SLACK_PX). A streak of no length has no direction to tell by: it
+    may."""
     ex, ey, lx, ly = earlier[2] - earlier[0], earlier[3] - earlier[1], later[2] - later[0], later[3] - later[1]
     earlier_length, later_length = math.hypot(ex, ey), math.hypot(lx, ly)
     if not earlier_length or not later_length:
         return True
-    cosine = abs(ex * lx + ey * ly) / (earlier_length * later_length)
+    cosine = min(abs(ex * lx + ey * ly) / (earlier_length * later_length), 1.0)
     dx, dy = (later[0] + later[2] - earlier[0] - earlier[2]) / 2, (later[1] + later[3] - earlier[1] - earlier[3]) / 2
-    off_line = abs(dx * ey - dy * ex) / earlier_length
-    return (cosine >= math.cos(math.radians(MAX_TURN_DEG))
-            and off_line <= LINE_SLACK_PX + LINE_SLACK_SHARE * math.hypot(dx, dy))
+    distance = math.hypot(dx, dy)
+    gap = min(math.dist(earlier[i:i + 2], later[j:j + 2]) for i in (0, 2) for j in (0, 2))
+    return (math.degrees(math.acos(cosine)) <= MAX_TURN_DEG + TURN_PER_PX * distance
+            and abs(dx * ey - dy * ex) / earlier_length <= LINE_SLACK_PX + LINE_SLACK_SHARE * distance
+            and gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX)
 
 
 def may_be_one_crossing(earlier: Row, later: Row) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -114,24 +115,40 @@ def test_consecutive_detections_whose_streaks_cannot_be_one_crossing_are_not_gro
     crossing's pieces continue one line; two meteors' lie elsewhere or point elsewhere."""
     on_one_line = crossing_rows((100, 100, 300, 200), (420, 262, 620, 360), (740, 420, 940, 520))
     assert [len(g) for g in site.group_runs(on_one_line)] == [3]
-    turned = crossing_rows((100, 100, 300, 200), (420, 260, 560, 420))            # 45° apart
+    turned = crossing_rows((100, 100, 300, 200), (420, 260, 320, 460))            # 90° apart
     assert [len(g) for g in site.group_runs(turned)] == [1, 1]
-    beside = crossing_rows((100, 100, 300, 200), (420, 320, 620, 420))            # parallel, 54 px off its line
+    beside = crossing_rows((100, 100, 300, 200), (420, 420, 620, 520))            # parallel, 143 px off its line
     assert [len(g) for g in site.group_runs(beside)] == [1, 1]
+    far_on = crossing_rows((100, 100, 130, 115), (1000, 550, 1030, 565))          # on its line, 30 lengths on
+    assert [len(g) for g in site.group_runs(far_on)] == [1, 1]
     reversed_ends = crossing_rows((100, 100, 300, 200), (620, 360, 420, 262))     # ends in either order: one line
     assert [len(g) for g in site.group_runs(reversed_ends)] == [2]
 
 
+def test_a_satellites_pieces_curving_on_a_fisheye_stay_one_crossing():
+    """An all-sky lens draws a satellite's straight path as a curve: one passing 50° from the zenith at 0.5°/s, seen
+    30 s of every 60, turns 18° from one piece to the next, and a rule for straight lines split each pair of its
+    consecutive reports. Its pieces here: an equidistant fisheye of radius 480 px centred at (652, 488)."""
+    def on_sky(along_deg: float) -> tuple[float, float]:
+        zenith, along = math.radians(50), math.radians(along_deg)
+        x, y, z = math.cos(along) * math.sin(zenith), math.sin(along), math.cos(along) * math.cos(zenith)
+        radius = 480 * math.degrees(math.acos(z)) / 90
+        return 652 + radius * x / math.hypot(x, y), 488 + radius * y / math.hypot(x, y)
+
+    pieces = [tuple(round(v) for v in (*on_sky(start), *on_sky(start + 15))) for start in (-30, 0, 30)]
+    assert [len(g) for g in site.group_runs(crossing_rows(*pieces))] == [3]
+
+
 def test_a_detection_without_a_streak_is_grouped_by_time_alone():
     """Older clients send no streak, and records stored before it have none: such neighbours stay grouped."""
-    assert [len(g) for g in site.group_runs(crossing_rows(None, (420, 260, 560, 420), None))] == [3]
+    assert [len(g) for g in site.group_runs(crossing_rows(None, (420, 260, 320, 460), None))] == [3]
     assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 300, 200), None))] == [2]
-    assert [len(g) for g in site.group_runs(crossing_rows((5, 5, 5, 5), (420, 260, 560, 420)))] == [2]
+    assert [len(g) for g in site.group_runs(crossing_rows((5, 5, 5, 5), (420, 260, 320, 460)))] == [2]
 
 
 def test_a_long_run_stays_whole_whatever_its_streaks():
     """Over 15 minutes of detections is clouds, rain or a light, whose streaks point every way: one long run."""
-    streaks = [(100, 100, 300, 200), (420, 260, 560, 420)] * 16 + [(100, 100, 300, 200)]
+    streaks = [(100, 100, 300, 200), (420, 260, 320, 460)] * 16 + [(100, 100, 300, 200)]
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks))] == [33]
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:30]))] == [1] * 30
 
@@ -247,7 +264,7 @@ def test_a_run_longer_than_any_crossing_is_not_called_a_satellite(night):
 def test_a_page_boxes_a_crossing_but_not_two_meteors_in_consecutive_frames(night):
     """The streaks the client sends reach the page: obs02's two meteors 30 s apart, pointing different ways, are two
     detections; its plane, two pieces on one line, one possible satellite/plane beside obs01's streakless three."""
-    for i, (hhmmss, streak) in enumerate([("223000", (100, 100, 300, 200)), ("223030", (420, 260, 560, 420)),
+    for i, (hhmmss, streak) in enumerate([("223000", (100, 100, 300, 200)), ("223030", (420, 260, 320, 460)),
                                          ("224000", (100, 100, 300, 200)), ("224030", (420, 262, 620, 360))]):
         ingest(detection("obs02", frame(hhmmss), 0.9, seed=10 + i, streak=streak), "obs02")
     WEBSITE({"day": NIGHT}, None)
