@@ -271,3 +271,20 @@ def test_a_mask_that_cannot_be_read_at_a_new_night_leaves_the_last_one_in_use(ti
     cv2.imwrite(str(mask), np.full((976, 1304), 255, np.uint8))                 # the operator's new mask
     assert watcher.night_mask().all()
     watcher.outbox.close()
+
+
+def test_a_drawn_mask_leaves_out_text_written_over_the_sky_as_it_changes_every_frame(nights, tiny_model, tmp_path):
+    """Text the camera writes over the sky itself is sky to the mask's sky estimate; its digits change from one frame
+    to the next in every pair, where a meteor or a cloud's edge passes a spot in few: those pixels are black too."""
+    from gualta.frames import drawn_mask
+
+    plain, texted, _ = nights
+    mask = drawn_mask(allsky.list_frames(texted))
+    frame = allsky.list_frames(texted)[5].name
+    text = cv2.absdiff(cv2.imread(str(texted / frame), cv2.IMREAD_GRAYSCALE),
+                       cv2.imread(str(plain / frame), cv2.IMREAD_GRAYSCALE)) > 100
+    assert (mask[text] == 0).mean() > 0.95
+    cv2.imwrite(str(tmp_path / "drawn.png"), mask)
+    masked = batch_rows(tmp_path / "a", texted, tiny_model, mask=tmp_path / "drawn.png")
+    assert not [row for row in masked if row["x1"] and in_text_box(row)]
+    assert decisions(masked) == decisions(batch_rows(tmp_path / "b", plain, tiny_model, mask=tmp_path / "drawn.png"))
