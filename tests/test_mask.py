@@ -288,3 +288,22 @@ def test_a_drawn_mask_leaves_out_text_written_over_the_sky_as_it_changes_every_f
     masked = batch_rows(tmp_path / "a", texted, tiny_model, mask=tmp_path / "drawn.png")
     assert not [row for row in masked if row["x1"] and in_text_box(row)]
     assert decisions(masked) == decisions(batch_rows(tmp_path / "b", plain, tiny_model, mask=tmp_path / "drawn.png"))
+
+
+def test_the_fireball_check_does_not_read_a_masked_light(client_night, tmp_path):
+    """A bright, saturated streak inside the mask (a car's lights, a lamp switched on) is no fireball: the fireball
+    check reads the masked frames; the same streak outside the mask is one."""
+    from gualta.detect import prepare
+    from gualta.frames import NightFrames
+
+    pair = tmp_path / NIGHT
+    pair.mkdir()
+    first, second = allsky.list_frames(client_night)[:2]
+    (pair / first.name).write_bytes(first.read_bytes())
+    image = cv2.imread(str(second))
+    cv2.line(image, (100, 850), (400, 930), (255, 255, 255), 9)                 # in TEXT_BOX
+    cv2.imwrite(str(pair / second.name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    frames = allsky.list_frames(pair)
+    mask = cv2.imread(str(mask_file(tmp_path / "mask.png")), cv2.IMREAD_GRAYSCALE)
+    assert prepare(NightFrames(frames), frames[1])[0].bright is not None
+    assert prepare(NightFrames(frames, mask=mask), frames[1])[0].bright is None
