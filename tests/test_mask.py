@@ -266,7 +266,7 @@ def test_a_mask_that_cannot_be_read_at_a_new_night_leaves_the_last_one_in_use(ti
     assert first is not None and not first[800:900, 100:400].any() and first[488, 652] == 255
     mask.write_bytes(b"half")
     assert watcher.night_mask() is first
-    assert f"cannot use the mask {mask}: truncated" in caplog.text or f"cannot use the mask {mask}: not a" in caplog.text
+    assert re.search(f"cannot use the mask {re.escape(str(mask))}: (truncated|not a)", caplog.text)
     assert "the mask read before is used" in caplog.text
     cv2.imwrite(str(mask), np.full((976, 1304), 255, np.uint8))                 # the operator's new mask
     assert watcher.night_mask().all()
