@@ -134,6 +134,28 @@ def test_the_watcher_leaves_the_masked_text_out_too(nights, tiny_model, tmp_path
     assert decisions(watched) == decisions(batch)
 
 
+def test_a_night_left_unfinished_is_decided_with_the_mask_too(nights, tiny_model, tmp_path):
+    """A night the watcher decides after the next has begun (it was off when that night ended) leaves the masked text
+    out as the night it watches does."""
+    _, texted, _ = nights
+    root, mask = tmp_path / "images", mask_file(tmp_path / "mask.png")
+    night = root / NIGHT
+    night.mkdir(parents=True)
+    for frame in allsky.list_frames(texted):
+        (night / frame.name).write_bytes(frame.read_bytes())
+    config = settings(tmp_path, tiny_model, main_folder=root, threshold=1.0, mask=mask)
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    watcher.left_nights.append(night)
+    while watcher.catch_up():
+        pass
+    watcher.outbox.close()
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        caught_up = outbox.night_rows(NIGHT)
+    assert len(caught_up) == len(allsky.list_frames(texted))
+    assert decisions(caught_up) == decisions(batch_rows(tmp_path / "b", texted, tiny_model, mask=mask))
+
+
 def test_a_mask_that_cannot_be_used_is_one_clear_error_before_any_frame(nights, tiny_model, tmp_path):
     _, texted, _ = nights
     black = tmp_path / "black.png"
