@@ -149,8 +149,9 @@ def cmd_mask(args: argparse.Namespace) -> None:
     if not cv2.imwrite(str(out), mask):
         raise CommandError(f"cannot write {out} (a .png name, in a folder that can be written)")
     print(f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
-          "frame), black outside the lens, over the skyline and over text off the sky. Look at it, paint black "
-          f"whatever else guAlta must not look at, and set guAlta_mask = \"{out.resolve()}\"")
+          "frame), black outside the lens, below the skyline and where the picture changes from one frame to the "
+          "next in most pairs (the camera's own text). Look at it, paint black whatever else the checks must not "
+          f"read, and set guAlta_mask = \"{out.resolve()}\"")
 
 
 def client_failures() -> tuple[type[Exception], ...]:

@@ -817,8 +817,9 @@ class NightSummary:
                 f"skipped{daylight}), {self.detections} detections, {self.flagged} flagged")
 
     def same_place_hint(self) -> str:
-        """A hint when SAME_PLACE_MIN or more detections have their streak at one place (within SAME_PLACE_PX):
-        meteors never come back to one spot, the camera's own text or a flickering light does."""
+        """A hint when SAME_PLACE_MIN or more of the fireball and streak checks' own detections (`checks_own`) have
+        their streak at one place (within SAME_PLACE_PX): meteors never come back to one spot, the camera's own text or
+        a flickering light does, and a mask (which those checks read) leaves it out."""
         crowded = max(self.places, key=self.near, default=None)
         if crowded is None or self.near(crowded) < SAME_PLACE_MIN:
             return ""
@@ -836,7 +837,7 @@ class NightSummary:
         """Count a frame decided by its scores CSV row (as the outbox keeps it too)."""
         detection = int(row["detection"]) == 1
         self.tally(row["score"] != "", row["note"].startswith(DAYTIME), detection, row["flag"])
-        if detection and row["x1"] != "":
+        if detection and row["x1"] != "" and checks_own(row["note"]):
             self.places.append(((int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2))
 
     def tally(self, scored: bool, daylit: bool, detection: bool, flag: str) -> None:
@@ -845,6 +846,12 @@ class NightSummary:
         self.daylight += daylit
         self.detections += detection
         self.flagged += bool(flag and flag != SKIPPED)
+
+
+def checks_own(note: str) -> bool:
+    """Whether a detection's note says the fireball or the streak check made it, not the model (which reads the whole
+    frame, a mask or not): the model scored it below the threshold, or its sky was washed out."""
+    return note.startswith(STREAK_NOTE) or note.startswith(FIREBALL_NOTE + "; ")
 
 
 def resolve_night(settings: Settings, folder: str | Path | None) -> Path:

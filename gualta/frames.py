@@ -29,7 +29,6 @@ NOISY_SHARE = 0.1           # …if at least this share of its pixels is off the
 UNREADABLE = "unreadable, truncated or not an image"
 MASK_FRAMES = 25            # `drawn_mask`: frames read, spread over the night, ...
 MASK_MIN_FRAMES = 3         # ... at least this many of them readable
-MASK_SKY_REACH_PX = 40      # ... and the sky they show widened by this much: a crossing's pieces by the skyline count
 MASK_CHANGE_DN = 60         # `restless_pixels`: a pixel changing this much from one frame to the next, ...
 MASK_CHANGE_SHARE = 0.5     # ... in at least this share of the pairs read, ...
 MASK_TEXT_LINE_PX = 61      # ... joined to such pixels this close on its row (the digits of one line of text), ...
@@ -261,8 +260,8 @@ def read_mask(path: Path) -> np.ndarray:
 
 def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     """A mask for `read_mask` drawn from a night's frames (`count` of them, spread over it, each with the frame after
-    it): white where they show sky and up to MASK_SKY_REACH_PX beyond it, black further off — outside the lens, below
-    the skyline, text in the corners (`classical.estimate_sky_mask` on the frames of the night's usual size) — and
+    it): white where they show sky, black elsewhere — outside the lens, below the skyline, text in the corners
+    (`classical.estimate_sky_mask` to the sky's edge, on the frames of the night's usual size) — and
     black where the frame changes from one frame to the next in most pairs (`restless_pixels`: the camera's own text,
     over the sky too, or a flickering light). ValueError if fewer than MASK_MIN_FRAMES can be read."""
     picked = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(min(count, len(frames)))})
@@ -272,8 +271,7 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     images = [image for image, _ in pairs if image is not None and image.shape == usual and not is_blank(image)]
     if len(images) < MASK_MIN_FRAMES:
         raise ValueError(f"{len(images)} frame(s) of one size could be read: at least {MASK_MIN_FRAMES} are needed")
-    reach = 2 * MASK_SKY_REACH_PX + 1
-    sky = cv2.dilate(estimate_sky_mask(images, margin=0), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    sky = estimate_sky_mask(images, margin=0)
     consecutive = [(a, b) for a, b in pairs if a is not None and b is not None and a.shape == b.shape == usual]
     if consecutive:
         sky[restless_pixels(consecutive)] = 0
@@ -290,9 +288,10 @@ def read_or_none(frame: Path) -> np.ndarray | None:
 
 
 def restless_pixels(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Where consecutive frames (`pairs`, at least one) differ by MASK_CHANGE_DN or more in at least MASK_CHANGE_SHARE of the pairs — a
-    meteor, a satellite or a cloud's edge passes a spot in few of them, the time and exposure the camera writes change
-    in every one — joined along a line of text (MASK_TEXT_LINE_PX) and widened by MASK_CHANGE_REACH_PX (bool)."""
+    """Where consecutive frames (`pairs`, at least one) differ by MASK_CHANGE_DN or more in at least MASK_CHANGE_SHARE
+    of the pairs — a meteor, a satellite or a cloud's edge passes a spot in few of them, the time and exposure the
+    camera writes change in every one — joined along a line of text (MASK_TEXT_LINE_PX) and widened by
+    MASK_CHANGE_REACH_PX (bool)."""
     changed = sum((cv2.absdiff(a, b) >= MASK_CHANGE_DN).astype(np.uint16) for a, b in pairs)
     restless = (changed >= MASK_CHANGE_SHARE * len(pairs)).astype(np.uint8)
     restless = cv2.morphologyEx(restless, cv2.MORPH_CLOSE, np.ones((1, MASK_TEXT_LINE_PX), np.uint8))

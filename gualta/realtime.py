@@ -352,6 +352,7 @@ class Watcher:
         self.scores = scores            # the folder each night's scores CSV goes into when it ends (None: none)
         self.refresh = refresh          # (model, in use by a left night) → the model to score the next night with
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
+        self.mask = look_mask(settings)               # guAlta_mask as last read (`night_mask`)
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
         self.left_nights: list[Path] = []             # past nights to decide while the new night has no frame waiting
@@ -361,7 +362,6 @@ class Watcher:
         self.root_mtime: float | None = None
         self.root_problem = ""                        # why guAlta_main_folder cannot be used ('' when it can)
         self.ahead_said: set[str] = set()             # night folders dated after tonight, warned about
-        self.mask = look_mask(settings)               # guAlta_mask as last read (`night_mask`)
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""

@@ -203,6 +203,10 @@ def test_detections_at_one_place_get_a_hint_at_the_nights_end(nights, tiny_model
     for row in read_scores(tmp_path / "scores.csv"):
         watched.count_row(row)
     assert watched.same_place_hint() == hint.group(0)                     # the watcher's line at the night's end
+    model_made = NightSummary(NIGHT)               # the model's own detections: a mask does not change what it scores
+    for row in read_scores(tmp_path / "scores.csv"):
+        model_made.count_row({**row, "note": ""})
+    assert model_made.detections == summary.detections and model_made.same_place_hint() == ""
     quiet = run_batch(settings(tmp_path / "p", tiny_model, threshold=1.0), plain, tmp_path / "plain.csv",
                       upload=False, say=lambda line: None, progress=False)
     assert quiet.detections and "at one place" not in quiet.text()
