@@ -454,9 +454,10 @@ class Sender:
         self.note_refusal(delivery)
         if delivery.stopped:
             # the next pass waits for the earliest retry, and at least as long as the outage has lasted (2 s, 4 s …
-            # 5 min): reports not tried yet would otherwise be tried, and warned about, one every 2 s
+            # 5 min) from when this pass gave up (a send timing out takes 15 s): reports not tried yet would otherwise
+            # be tried, and warned about, one after another
             self.last_problem, self.failures = delivery.stopped, self.failures + 1
-            due = max(outbox.next_due() or 0.0, now + retry_delay(self.failures))
+            due = max(outbox.next_due() or 0.0, time.time() + retry_delay(self.failures))
             self.blocked_until = due
             log.warning("central service %s (%s): %d report(s) kept, retry in %.0f s",
                         "refused the reports" if delivery.refused else "unreachable", delivery.stopped,

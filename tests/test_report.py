@@ -558,3 +558,22 @@ def test_an_outbox_that_cannot_be_opened_is_one_clear_error(client_night, tiny_m
     assert run.returncode == 1
     assert f"guAlta {command}: outbox {outbox} cannot be opened: " in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_sender_waits_its_backoff_after_a_send_that_timed_out(tmp_path, monkeypatch):
+    """A service that takes connections but never answers costs each send its 15 s timeout: the outage's back-off was
+    counted from before the send, so it had passed when the send gave up ("retry in 0 s") and the next report never
+    tried went at once, a timeout after another. It is counted from when the send gave up."""
+    class Silent:
+        def send(self, body: str) -> report.Outcome:
+            time.sleep(1.5)                                                  # as a timeout: slower than the back-off
+            return report.Outcome("retry", "ReadTimeout")
+
+    monkeypatch.setattr(report, "BACKOFF_FIRST_S", 1.0)
+    monkeypatch.setattr(report, "BACKOFF_MAX_S", 300.0)
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        for n in range(3):
+            outbox.put(f"detection/obs01/{n}", {"n": n})
+        sender = Sender(outbox.path, Silent())
+        assert sender._pass(outbox) >= 0.9 and outbox.pending() == 3
+        assert sender.blocked_until - time.time() >= 0.9
