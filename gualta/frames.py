@@ -50,7 +50,7 @@ class NightFrames:
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None, mask: np.ndarray | None = None):
         taken = {frame: allsky.taken_at(frame) for frame in frames}
-        self.mask = mask                                              # `read_mask`: where the frames are looked at
+        self.mask = mask                                     # `read_mask`: where the fireball and streak checks look
         self.frames = sorted(frames, key=taken.get)
         self._taken = [taken[frame] for frame in self.frames]       # as when listed: a file rewritten later keeps it
         self.log = logger or log
