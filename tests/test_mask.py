@@ -23,7 +23,7 @@ from gualta.model import load_model
 from gualta.realtime import Watcher, run_realtime
 from gualta.report import Outbox
 from gualta.scores import read_scores
-from helpers_client import settings
+from helpers_client import copy_night, settings
 from helpers_service import child_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,14 +111,17 @@ def test_a_mask_of_another_size_is_stretched_to_the_frame(nights, tiny_model, tm
     assert decisions(half) == decisions(whole)
 
 
+def watched_with_mask(night: Path, tmp_path: Path, model: Path) -> tuple[Path, Path, object]:
+    """The night copied under a watcher's images root, a mask over TEXT_BOX, and the watcher's settings (threshold 1:
+    only the checks' own candidates)."""
+    mask = mask_file(tmp_path / "mask.png")
+    config = settings(tmp_path, model, main_folder=tmp_path / "images", threshold=1.0, mask=mask)
+    return copy_night(night, tmp_path / "images"), mask, config
+
+
 def test_the_watcher_leaves_the_masked_text_out_too(nights, tiny_model, tmp_path):
     _, texted, _ = nights
-    root, mask = tmp_path / "images", mask_file(tmp_path / "mask.png")
-    night = root / NIGHT
-    night.mkdir(parents=True)
-    for frame in allsky.list_frames(texted):
-        (night / frame.name).write_bytes(frame.read_bytes())
-    config = settings(tmp_path, tiny_model, main_folder=root, threshold=1.0, mask=mask)
+    _, mask, config = watched_with_mask(texted, tmp_path, tiny_model)
     clock = [datetime(2021, 11, 10, 22, 0)]
     watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
                       settle_s=0.0, clock=lambda: clock[0])
@@ -138,12 +141,7 @@ def test_a_night_left_unfinished_is_decided_with_the_mask_too(nights, tiny_model
     """A night the watcher decides after the next has begun (it was off when that night ended) leaves the masked text
     out as the night it watches does."""
     _, texted, _ = nights
-    root, mask = tmp_path / "images", mask_file(tmp_path / "mask.png")
-    night = root / NIGHT
-    night.mkdir(parents=True)
-    for frame in allsky.list_frames(texted):
-        (night / frame.name).write_bytes(frame.read_bytes())
-    config = settings(tmp_path, tiny_model, main_folder=root, threshold=1.0, mask=mask)
+    night, mask, config = watched_with_mask(texted, tmp_path, tiny_model)
     watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
                       settle_s=0.0)
     watcher.left_nights.append(night)
