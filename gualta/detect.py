@@ -830,9 +830,6 @@ class NightSummary:
     def near(self, place: tuple[float, float]) -> int:
         return sum(math.dist(place, other) <= SAME_PLACE_PX for other in self.places)
 
-    def count(self, result: FrameResult) -> None:
-        self.count_row(result.row())
-
     def count_row(self, row: dict) -> None:
         """Count a frame decided by its scores CSV row (as the outbox keeps it too)."""
         detection = int(row["detection"]) == 1
@@ -934,8 +931,9 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
         with bar:
             for result in score_and_decide(scorer, decider, files):
-                summary.count(result)
-                rows.write(result.row())
+                row = result.row()
+                summary.count_row(row)
+                rows.write(row)
                 show(result, settings, say)
                 if result.detection and outbox is not None:
                     report_detection(outbox, sender, result, settings, night.name, version)
