@@ -31,13 +31,15 @@ def quick_backoff(monkeypatch):
 
 
 class StubService(RecordingServer):
-    """A local HTTP service answering POSTs with the statuses in `answers` (then 200), recording the bodies."""
+    """A local HTTP service answering POSTs with the statuses in `answers` (then 200), recording the bodies and
+    when each arrived (`time.monotonic`)."""
 
     def __init__(self, answers: list[int]):
-        self.answers, self.bodies = list(answers), []
+        self.answers, self.bodies, self.arrivals = list(answers), [], []
         super().__init__(self.answer)
 
     def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        self.arrivals.append(time.monotonic())
         self.bodies.append(json.loads(body))
         status = self.answers.pop(0) if self.answers else 200
         return status, {"status": "stored" if status == 200 else "error"}
@@ -339,13 +341,15 @@ def test_the_sender_backs_off_through_an_outage_even_with_many_reports_never_tri
                 outbox.put(f"detection/obs01/{n}", {"n": n})
             sender = Sender(outbox.path, ApiClient(stub.url, KEY))
             sender.wake()
-            time.sleep(1.5)
+            deadline = time.monotonic() + 30
+            while len(stub.arrivals) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
             sender.close(timeout=0)
-            tries = len(stub.bodies)
     finally:
         stub.close()
-    # first tries 0.05, 0.1 then 0.2 s apart (the test's backoff: 0.05 doubling to 0.2 s): 9 at most in 1.5 s
-    assert 3 <= tries <= 10, tries
+    # the test's backoff: 0.05 s doubling to 0.2 s, counted from when a send gave up; a slow machine only widens it
+    gaps = [later - earlier for earlier, later in zip(stub.arrivals, stub.arrivals[1:5])]
+    assert len(gaps) == 4 and all(gap >= least for gap, least in zip(gaps, [0.05, 0.1, 0.2, 0.2])), gaps
 
 
 def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):
