@@ -219,16 +219,16 @@ def continues(earlier: tuple[int, int, int, int], later: tuple[int, int, int, in
     """Whether a streak may be the next piece of one object's crossing after an earlier one, its path curving as a
     fisheye lens draws it: directions within MAX_TURN_DEG (+ TURN_PER_PX × the distance between their centres), its
     centre near the earlier one's line (LINE_SLACK_PX + LINE_SLACK_SHARE × that distance), their nearest ends within
-    GAP_LENGTHS × the longer one's length (+ GAP_SLACK_PX). A streak of no length has no direction to tell by: it
-    may."""
+    GAP_LENGTHS × the longer one's length (+ GAP_SLACK_PX). A streak of no length has no direction to tell by: only
+    the gap is read."""
     ex, ey, lx, ly = earlier[2] - earlier[0], earlier[3] - earlier[1], later[2] - later[0], later[3] - later[1]
     earlier_length, later_length = math.hypot(ex, ey), math.hypot(lx, ly)
+    gap = min(math.dist(earlier[i:i + 2], later[j:j + 2]) for i in (0, 2) for j in (0, 2))
     if not earlier_length or not later_length:
-        return True
+        return gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX
     cosine = min(abs(ex * lx + ey * ly) / (earlier_length * later_length), 1.0)
     dx, dy = (later[0] + later[2] - earlier[0] - earlier[2]) / 2, (later[1] + later[3] - earlier[1] - earlier[3]) / 2
     distance = math.hypot(dx, dy)
-    gap = min(math.dist(earlier[i:i + 2], later[j:j + 2]) for i in (0, 2) for j in (0, 2))
     return (math.degrees(math.acos(cosine)) <= MAX_TURN_DEG + TURN_PER_PX * distance
             and abs(dx * ey - dy * ex) / earlier_length <= LINE_SLACK_PX + LINE_SLACK_SHARE * distance
             and gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX)

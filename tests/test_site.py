@@ -146,6 +146,15 @@ def test_a_detection_without_a_streak_is_grouped_by_time_alone():
     assert [len(g) for g in site.group_runs(crossing_rows((5, 5, 5, 5), (420, 260, 320, 460)))] == [2]
 
 
+def test_a_streak_of_no_length_is_one_crossing_only_within_the_gap_a_crossing_leaves():
+    """A streak of no length has no direction to compare, but its distance still tells: a point across the frame
+    from a short streak is another object, one by its end is not."""
+    assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 130, 115), (1200, 900, 1200, 900)))] == [1, 1]
+    assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 130, 115), (150, 140, 150, 140)))] == [2]
+    assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 100, 100), (900, 700, 900, 700)))] == [1, 1]
+    assert [len(g) for g in site.group_runs(crossing_rows((100, 100, 100, 100), (110, 120, 110, 120)))] == [2]
+
+
 def test_a_long_run_stays_whole_whatever_its_streaks():
     """Over 15 minutes of detections is clouds, rain or a light, whose streaks point every way: one long run."""
     streaks = [(100, 100, 300, 200), (420, 260, 320, 460)] * 16 + [(100, 100, 300, 200)]
