@@ -4,10 +4,11 @@
     python bench/hostile.py --url http://127.0.0.1:8765 --keys obs01:KEY,obs02:KEY [--store DIR] ...
 
 Without --url it starts `python guAlta.py serve` on a temporary store. Generates at least --count bad requests —
-malformed JSON, wrong types, missing/unknown fields, ``../`` and ``/`` in obs_id/id/folder, huge or non-JPEG
-base64, bodies over 6 MB, missing/unknown/foreign API keys, wrong methods and paths, broken HTTP framing — and checks
-each answer against the status it should get. Then: the store is byte-for-byte unchanged, and the server still
-serves (health check and one valid upload). Prints counts per category; exit status 0 only if all of that holds.
+malformed JSON, wrong types, missing/unknown fields, ``../`` and ``/`` in obs_id/id/folder, huge or non-JPEG base64,
+streaks that are not four pixel coordinates, bodies over 6 MB, missing/unknown/foreign API keys, wrong methods and
+paths, broken HTTP framing — and checks each answer against the status it should get. Then: the store is byte-for-
+byte unchanged, and the server still serves (health check and one valid upload). Prints counts per category; exit
+status 0 only if all of that holds.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ TRAVERSAL = ["..", "../", "../obs02", "../../etc/passwd", "/etc/passwd", "obs01/
              "obs01/", "/obs01", "obs01\\..\\x", "..%2f..%2f", "%2e%2e", "obs01%00", "obs01\x00", "obs 01",
              "obs01\n", "obs01\r\nX-Injected: 1", "<script>", "<img src=x onerror=alert(1)>", "obs01;rm -rf /",
              "obs01|x", "a" * 33, "ＯＢＳ01", "obs01\u202e"]
+BAD_STREAKS = [[1, 2, 3], [1, 2, 3, 4, 5], [-1, 0, 10, 10], [0, 0, 10, payload.MAX_STREAK_PX + 1], [1.5, 0, 10, 10],
+               [True, 0, 10, 10], ["1", 2, 3, 4], [None] * 4, [[1], 2, 3, 4], [10 ** 30, 0, 0, 0]]
 
 
 def contract_allows(name: str, value) -> bool:
@@ -51,7 +54,8 @@ def contract_allows(name: str, value) -> bool:
     number = type(value) in (int, float)
     return {"score": number and 0 <= value <= 1, "telegram": type(value) is bool,
             "flag": type(value) is str and payload.FLAG.fullmatch(value) is not None,
-            "model": type(value) is str and payload.MODEL.fullmatch(value) is not None}.get(name, False)
+            "model": type(value) is str and payload.MODEL.fullmatch(value) is not None,
+            "streak": payload.is_streak(value)}.get(name, False)
 
 
 @dataclass
@@ -120,6 +124,11 @@ class Generator:
                     continue
                 body = {**self.valid, name: value}
                 yield self.body_case("wrong type/value", body)
+
+    def bad_streaks(self):
+        for value in BAD_VALUES + BAD_STREAKS:
+            if not contract_allows("streak", value):
+                yield self.body_case("bad streak", {**self.valid, "streak": value})
 
     def missing_fields(self):
         for name in REQUIRED:
@@ -279,8 +288,8 @@ class Generator:
             yield self.body_case("random mutations", body)
 
     def all(self, count: int) -> list[Case]:
-        cases = [c for part in (self.malformed_json(), self.wrong_types(), self.missing_fields(), self.traversal(),
-                                self.images(), self.too_large(), self.auth(), self.methods_and_paths(),
+        cases = [c for part in (self.malformed_json(), self.wrong_types(), self.bad_streaks(), self.missing_fields(),
+                                self.traversal(), self.images(), self.too_large(), self.auth(), self.methods_and_paths(),
                                 self.consistency(), self.logs(), self.unknown_fields(), self.framing())
                  for c in part]
         cases += list(self.fuzz(max(0, count - len(cases))))

@@ -38,7 +38,8 @@ def test_every_kind_of_attack_was_tried(hostile_run):
     by = result["by_category"]
     expected = {"malformed json": {"400"}, "missing field": {"400"}, "bad image": {"400"}, "over 6 MB": {"413"},
                 "api key": {"401"}, "api key (foreign obs_id)": {"403"}, "wrong method": {"405"},
-                "wrong path": {"404"}, "unknown field": {"400"}, "inconsistent id/date/time/folder": {"400"}}
+                "wrong path": {"404"}, "unknown field": {"400"}, "inconsistent id/date/time/folder": {"400"},
+                "bad streak": {"400"}}
     for category, statuses in expected.items():
         assert set(by[category]) == statuses, (category, by[category])
     assert set(by["path in obs_id/id/folder"]) <= {"400", "403"} and sum(by["path in obs_id/id/folder"].values()) > 100
