@@ -488,13 +488,13 @@ class Decider:
         return False
 
     def crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one
-        too, or the streak itself continues a neighbour's trail (a plane's strobes) and it has no long bright streak
-        that the adjacent differences leave unexplained (then the trail is clutter). With thin streaks alone: each
-        one is explained by an adjacent difference (`gualta.streak.explains`) or is steady. A model's candidate:
-        `crossed`, with the satellite check on."""
+        """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one on
+        its line (`bright_again`), or the streak itself continues a neighbour's trail (a plane's strobes) and it has no
+        long bright streak that the adjacent differences leave unexplained (then the trail is clutter). With thin
+        streaks alone: each one is explained by an adjacent difference (`gualta.streak.explains`) or is steady. A
+        model's candidate: `crossed`, with the satellite check on."""
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
-            return any(n.bright for n in neighbours) or (
+            return self.bright_again(result, neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours)
                 and not self.long_bright_streak_unexplained(result, neighbours))
         if self.thin_only(result):            # so does a meteor; a twinkling star or a satellite does not
@@ -650,6 +650,20 @@ class Decider:
         continues is clutter (a cloudy neighbour's dozens of trails), as in `unerased_streak`."""
         return any(piece.is_long_and_bright
                    for piece in streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours]))
+
+    @staticmethod
+    def bright_again(result: FrameResult, neighbours: list[FrameResult]) -> bool:
+        """Whether an adjacent frame has a bright streak on the candidate's bright streak's line, over it or going on
+        from it (`trails.overlaps`, `trails.continues`): landing lights, a steady light. A straight bright streak
+        elsewhere is another fireball (two in consecutive frames); a jagged one, either's, a storm's bolts
+        (`lightning.is_bolt`), which flash again anywhere."""
+        bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
+        for other in (n.bright for n in neighbours if n.bright):
+            line = trails.Trail.from_frame(other.ends, *result.frame_size)
+            if lightning.is_bolt(result.bright) or lightning.is_bolt(other) or trails.overlaps(bright, line) \
+                    or trails.continues(bright, line):
+                return True
+        return False
 
     @staticmethod
     def streak_continues(result: FrameResult, neighbours: list[FrameResult]) -> bool:

@@ -101,6 +101,24 @@ def test_a_streak_in_an_adjacent_frame_too_is_a_steady_light():
         assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2, satellite_check
 
 
+def test_two_fireballs_in_consecutive_frames_are_both_reported_and_landing_lights_are_not():
+    """A bright streak in an adjacent frame is the same object only on the candidate's line: over it (a steady
+    light) or going on from it (landing lights). Elsewhere it is another fireball (on a fireball-rich night 4 of
+    its fireball frames had been flagged as one crossing)."""
+    elsewhere = Streak(300, 700, 330, 500, 900)                     # another place, another direction
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
+                               frame_result(2, 0.10, bright=elsewhere), frame_result(3, 0.01)])
+    assert [(r.flag, r.detection) for r in decided[1:3]] == [("", True)] * 2
+    going_on = Streak(820, 432, 1020, 552, 900)                     # STREAK's line, 23 px on from its end
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
+                               frame_result(2, 0.10, bright=going_on), frame_result(3, 0.01)])
+    assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2
+    bolt = Streak(300, 700, 330, 500, 900, wiggle=6.0)              # a storm's: jagged, anywhere
+    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
+                               frame_result(2, 0.10, bright=bolt), frame_result(3, 0.01)])
+    assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2
+
+
 def with_line(start, end) -> np.ndarray:
     """A 400×400 difference image holding one drawn trail (model-input pixels)."""
     diff = np.zeros((400, 400), np.uint8)
