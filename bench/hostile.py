@@ -288,10 +288,10 @@ class Generator:
             yield self.body_case("random mutations", body)
 
     def all(self, count: int) -> list[Case]:
-        cases = [c for part in (self.malformed_json(), self.wrong_types(), self.bad_streaks(), self.missing_fields(),
-                                self.traversal(), self.images(), self.too_large(), self.auth(), self.methods_and_paths(),
-                                self.consistency(), self.logs(), self.unknown_fields(), self.framing())
-                 for c in part]
+        parts = (self.malformed_json(), self.wrong_types(), self.bad_streaks(), self.missing_fields(), self.traversal(),
+                 self.images(), self.too_large(), self.auth(), self.methods_and_paths(), self.consistency(), self.logs(),
+                 self.unknown_fields(), self.framing())
+        cases = [c for part in parts for c in part]
         cases += list(self.fuzz(max(0, count - len(cases))))
         return cases
 

@@ -1,11 +1,11 @@
-"""Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the
-cross-frame checks → scores CSV and reports. Used by the batch run here and by the real-time watcher (gualta.realtime),
-which feed the same `Scorer` and `Decider` and so reach the same decisions. Beside the model, the fireball check
+"""Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the cross-frame
+checks → scores CSV and reports. Used by the batch run here and by the real-time watcher (gualta.realtime), which feed
+the same `Scorer` and `Decider` and so reach the same decisions. Beside the model, the fireball check
 (`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright, saturated streak that
-neither adjacent frame has, and the streak check (`gualta.streak`) when it holds a thin, straight streak (a short or
-faint meteor) that no piece of an adjacent difference explains. A candidate is flagged, and not reported unless
-`guAlta_report_flagged` asks, when the adjacent frames explain it: a satellite or a plane (`gualta.trails`), clouds
-changing there too (`gualta.clouds`) or a flash lighting the sky (`gualta.lightning`).
+no adjacent frame's bright streak may be (`Decider.bright_again`), and the streak check (`gualta.streak`) when it holds
+a thin, straight streak (a short or faint meteor) that no piece of an adjacent difference explains. A candidate is
+flagged, and not reported unless `guAlta_report_flagged` asks, when the adjacent frames explain it: a satellite or a
+plane (`gualta.trails`), clouds changing there too (`gualta.clouds`) or a flash lighting the sky (`gualta.lightning`).
 
 Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
 a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
@@ -309,9 +309,9 @@ class Decider:
     - `satellite_check`: a model's candidate is flagged SATELLITE when its trails all continue an adjacent frame's,
       or it no longer scores as a meteor once what the neighbours explain and its explained streaks are erased —
       unless it keeps a streak nothing explains (a meteor sharing its frame with the satellite: `crossed`).
-    - `fireball_check`: a bright streak (`FrameResult.bright`) makes a candidate whatever the score; it is flagged
-      when an adjacent frame has one too (a steady light, landing lights), or it continues a neighbour's trail (a
-      plane's strobes) and no adjacent piece explains its long bright streak (`crossing`).
+    - `fireball_check`: a bright streak (`FrameResult.bright`) makes a candidate whatever the score; it is flagged when
+      an adjacent frame's may be the same object (`bright_again`: a steady light, landing lights), or it continues a
+      neighbour's trail (a plane's strobes) and no adjacent piece explains its long bright streak (`crossing`).
     - `streak_check`: a thin streak (`FrameResult.pieces`, `gualta.streak`) makes a candidate of a frame the model
       scores below the threshold; without one, so does a faint streak longer than noise leaves pieces where the model
       scores at least FAINT_STREAK_SCORE (`thin_streaks`). It is flagged when each such streak is explained by an
@@ -653,15 +653,15 @@ class Decider:
 
     @staticmethod
     def bright_again(result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether an adjacent frame has a bright streak on the candidate's bright streak's line, over it or going on
-        from it (`trails.overlaps`, `trails.continues`): landing lights, a steady light. A straight bright streak
-        elsewhere is another fireball (two in consecutive frames); a jagged one, either's, a storm's bolts
-        (`lightning.is_bolt`), which flash again anywhere."""
+        """Whether an adjacent frame's bright streak may be the candidate's own object: on its line at any distance
+        (`trails.collinear`: a steady light, landing lights under a short exposure), going on from its end in another
+        direction (a plane turning), or either streak jagged (`lightning.is_bolt`: a storm's bolts flash again
+        anywhere). A straight bright streak elsewhere is another fireball (two in consecutive frames)."""
         bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
-        for other in (n.bright for n in neighbours if n.bright):
-            line = trails.Trail.from_frame(other.ends, *result.frame_size)
-            if lightning.is_bolt(result.bright) or lightning.is_bolt(other) or trails.overlaps(bright, line) \
-                    or trails.continues(bright, line):
+        for n in (n for n in neighbours if n.bright):
+            other = trails.Trail.from_frame(n.bright.ends, *(n.frame_size or result.frame_size))
+            if lightning.is_bolt(result.bright) or lightning.is_bolt(n.bright) or trails.collinear(bright, other) \
+                    or trails.ends_meet(bright, other):
                 return True
         return False
 

@@ -8,9 +8,10 @@ full-resolution difference still tells them apart:
     regions ≥ 100 px, ≥ 30 px long, elongated, their brightest tenth ≥ 140 DN brighter, ≥ 5 % saturated in the frame
 
 Clouds, moonlight and twilight brighten far less within 30 s, stars and hot pixels are specks, an out-of-focus insect
-near the lens is soft and does not saturate; AllSky's watermark (its digits change every frame) is left out. A
-plane's landing lights are as bright but stay for many frames, so the client reports a streak only when neither
-adjacent frame has one (`gualta.detect.Decider`). Coordinates are full-frame pixels.
+near the lens is soft and does not saturate; AllSky's watermark (its digits change every frame) is left out. A plane's
+landing lights are as bright but stay for many frames, so the client reports a streak only when no adjacent frame's
+bright streak lies on its line or goes on from its end (`gualta.detect.Decider.bright_again`). Coordinates are
+full-frame pixels.
 """
 from __future__ import annotations
 

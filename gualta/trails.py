@@ -214,6 +214,11 @@ def continues(a: Trail, b: Trail) -> bool:
             <= GAP_PER_LENGTH * max(a.length, b.length) + GAP_SLACK_PX)
 
 
+def ends_meet(a: Trail, b: Trail) -> bool:
+    """One starts where the other ends, whatever their directions: nearest ends within GAP_SLACK_PX."""
+    return min(float(np.hypot(*(p - q))) for p in a.ends for q in b.ends) <= GAP_SLACK_PX
+
+
 def is_crossing(trails: list[Trail], neighbour_trails: list[Trail]) -> bool:
     """True if the frame's moving trails (those not lying where a neighbour has the same one: static structures)
     exist and every one continues a trail of an adjacent frame (satellite, plane)."""

@@ -102,21 +102,22 @@ def test_a_streak_in_an_adjacent_frame_too_is_a_steady_light():
 
 
 def test_two_fireballs_in_consecutive_frames_are_both_reported_and_landing_lights_are_not():
-    """A bright streak in an adjacent frame is the same object only on the candidate's line: over it (a steady
-    light) or going on from it (landing lights). Elsewhere it is another fireball (on a fireball-rich night 4 of
-    its fireball frames had been flagged as one crossing)."""
-    elsewhere = Streak(300, 700, 330, 500, 900)                     # another place, another direction
-    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
-                               frame_result(2, 0.10, bright=elsewhere), frame_result(3, 0.01)])
-    assert [(r.flag, r.detection) for r in decided[1:3]] == [("", True)] * 2
-    going_on = Streak(820, 432, 1020, 552, 900)                     # STREAK's line, 23 px on from its end
-    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
-                               frame_result(2, 0.10, bright=going_on), frame_result(3, 0.01)])
-    assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2
-    bolt = Streak(300, 700, 330, 500, 900, wiggle=6.0)              # a storm's: jagged, anywhere
-    decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=STREAK),
-                               frame_result(2, 0.10, bright=bolt), frame_result(3, 0.01)])
-    assert [(r.flag, r.detection) for r in decided[1:3]] == [("satellite", False)] * 2
+    """A bright streak in an adjacent frame is the same object on the candidate's line at any distance (a steady
+    light; landing lights, far on under a short exposure) or going on from its end (a plane turning), and wherever it
+    lies when it is a bolt's. Elsewhere it is another fireball (on fireball-rich nights 7 fireball frames had been
+    flagged as one crossing)."""
+    def decided_pair(later: Streak, earlier: Streak = STREAK) -> list[tuple[str, bool]]:
+        decided = decide_in_order([frame_result(0, 0.02), frame_result(1, 0.20, bright=earlier),
+                                   frame_result(2, 0.10, bright=later), frame_result(3, 0.01)])
+        return [(r.flag, r.detection) for r in decided[1:3]]
+
+    assert decided_pair(Streak(300, 700, 330, 500, 900)) == [("", True)] * 2          # another place and direction
+    flagged = [("satellite", False)] * 2
+    assert decided_pair(Streak(820, 432, 1020, 552, 900)) == flagged                     # on its line, 23 px on
+    short = Streak(600, 300, 660, 336, 300)                                              # a 4 s exposure's lights
+    assert decided_pair(Streak(960, 516, 1020, 552, 300), short) == flagged             # on its line, 6 lengths on
+    assert decided_pair(Streak(810, 425, 960, 470, 900)) == flagged                      # from its end, turned 14°
+    assert decided_pair(Streak(300, 700, 330, 500, 900, wiggle=6.0)) == flagged          # a storm's bolt, anywhere
 
 
 def with_line(start, end) -> np.ndarray:
