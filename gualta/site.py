@@ -224,14 +224,14 @@ def continues(earlier: tuple[int, int, int, int], later: tuple[int, int, int, in
     ex, ey, lx, ly = earlier[2] - earlier[0], earlier[3] - earlier[1], later[2] - later[0], later[3] - later[1]
     earlier_length, later_length = math.hypot(ex, ey), math.hypot(lx, ly)
     gap = min(math.dist(earlier[i:i + 2], later[j:j + 2]) for i in (0, 2) for j in (0, 2))
+    within_gap = gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX
     if not earlier_length or not later_length:
-        return gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX
+        return within_gap
     cosine = min(abs(ex * lx + ey * ly) / (earlier_length * later_length), 1.0)
     dx, dy = (later[0] + later[2] - earlier[0] - earlier[2]) / 2, (later[1] + later[3] - earlier[1] - earlier[3]) / 2
     distance = math.hypot(dx, dy)
     return (math.degrees(math.acos(cosine)) <= MAX_TURN_DEG + TURN_PER_PX * distance
-            and abs(dx * ey - dy * ex) / earlier_length <= LINE_SLACK_PX + LINE_SLACK_SHARE * distance
-            and gap <= GAP_LENGTHS * max(earlier_length, later_length) + GAP_SLACK_PX)
+            and abs(dx * ey - dy * ex) / earlier_length <= LINE_SLACK_PX + LINE_SLACK_SHARE * distance and within_gap)
 
 
 def may_be_one_crossing(earlier: Row, later: Row) -> bool:
