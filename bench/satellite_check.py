@@ -10,7 +10,8 @@ With --model the frames are scored by that model and its candidates (score ≥ -
 same run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's
 second opinion; the time the decisions take (trail search, explaining away and its extra model calls, not the first
 scoring) is printed per frame. The bright and the faint line searches are also timed alone, on difference images
-of the last night. Figures are printed, never asserted.
+of the last night, and the faint-crossing search (step 5, the costliest: full resolution, three frame pairs) on a
+few candidates' frames of it. Figures are printed, never asserted.
 
     python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
     python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
@@ -33,11 +34,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gualta import allsky, trails  # noqa: E402
+from gualta import allsky, faint_crossing, trails  # noqa: E402
 from gualta.cli import positive_int  # noqa: E402
 from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
 from gualta.model import load_model  # noqa: E402
+from gualta.preprocess import read_frame  # noqa: E402
 from gualta.simulate import Rates, simulate_night  # noqa: E402
 
 RATES = Rates(meteor=0.1, fireball=0.005, satellite=0.05, plane=0.015, insect=0.0)
@@ -45,6 +47,7 @@ SCENARIOS = ("clear", "cloudy", "moon", "mixed")
 KIND = {"meteor": "meteor", "fireball": "meteor", "satellite": "crossing", "plane": "crossing"}
 VISIBLE_PX = 15
 SEARCH_TIMED = 60              # difference images the line searches are timed on
+CROSSINGS_TIMED = 10           # candidates the faint-crossing search is timed on
 
 
 def scored_frames(night: Path, model) -> list:
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         if model is not None:
             deciders = {"trail geometry": lambda: Decider(args.threshold),
                         "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model),
-                                                                cloud_check=False)}
+                                                                cloud_check=False, read_gray=read_frame)}
         outcomes, seconds, frames = {name: [] for name in deciders}, {name: 0.0 for name in deciders}, 0
         for night in nights:
             results = scored_frames(night, model)
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"-- {name}: deciding {1000 * seconds[name] / max(frames, 1):.2f} ms per frame")
             report(rows)
         print_search_times([r.diff for r in results if r.diff is not None][:SEARCH_TIMED])
+        print_crossing_times(allsky.list_frames(nights[-1]))
 
 
 def median_ms(search, images: list) -> float:
@@ -169,6 +173,23 @@ def print_search_times(images: list) -> None:
     bright, faint = median_ms(trails.lines_of, images), median_ms(trails.faint_lines_of, images)
     print(f"per difference image ({len(images)} of the last night, median): bright lines {bright:.1f} ms, "
           f"faint lines {faint:.1f} ms ({faint / max(bright, 1e-9):.1f} ×)")
+
+
+def print_crossing_times(files: list[Path]) -> None:
+    """Median time of the faint-crossing search (step 5) for a candidate: its frame, the previous two and the next
+    read, the sky estimated, its lines searched and followed into both adjacent differences — on CROSSINGS_TIMED
+    frames spread over the night (the client runs it only for candidates steps 1–4 leave standing)."""
+    if len(files) < 4:
+        return
+    times = []
+    for i in np.linspace(2, len(files) - 2, CROSSINGS_TIMED).astype(int):
+        started = time.perf_counter()
+        frames = [read_frame(path) for path in files[i - 2:i + 2]]
+        faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])],
+                                       faint_crossing.sky_of(frames))
+        times.append(time.perf_counter() - started)
+    print(f"faint-crossing search per candidate ({len(times)} frames of the last night, median): "
+          f"{float(np.median(times)):.2f} s")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from tqdm import tqdm
 
-from gualta import allsky, clouds, fireball, lightning, streak, trails, wingtips
+from gualta import allsky, clouds, faint_crossing, fireball, lightning, streak, trails, wingtips
 from gualta.client_errors import ClientError, NightError
 from gualta.config import Settings
 from gualta.classical import apply_mask
@@ -307,7 +307,8 @@ class Decider:
     `explanation` runs them:
 
     - `satellite_check`: a model's candidate is flagged SATELLITE when its trails all continue an adjacent frame's,
-      or it no longer scores as a meteor once what the neighbours explain and its explained streaks are erased —
+      or it no longer scores as a meteor once what the neighbours explain and its explained streaks are erased (with
+      `read_gray`, faint lines of its full-resolution difference going on in an adjacent one too) —
       unless it keeps a streak nothing explains (a meteor sharing its frame with the satellite: `crossed`).
     - `fireball_check`: a bright streak (`FrameResult.bright`) makes a candidate whatever the score; it is flagged when
       an adjacent frame's may be the same object (`bright_again`: a steady light, landing lights), or it continues a
@@ -334,10 +335,12 @@ class Decider:
 
     def __init__(self, threshold: float, *, satellite_check: bool = True, report_flagged: bool = False,
                  rescore: Callable[[np.ndarray], float] | None = None, fireball_check: bool = True,
-                 streak_check: bool = True, cloud_check: bool = True, lightning_check: bool = True):
+                 streak_check: bool = True, cloud_check: bool = True, lightning_check: bool = True,
+                 read_gray: Callable[[Path], np.ndarray] | None = None):
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
         self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
         self.cloud_check, self.lightning_check = cloud_check, lightning_check
+        self.read_gray = read_gray                      # frames for `faint_crossing` (None: that step is off)
         self.before: FrameResult | None = None          # the last decided scored frame
         self.earlier: FrameResult | None = None         # the scored frame decided before it
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
@@ -349,7 +352,7 @@ class Decider:
         return cls(settings.threshold, satellite_check=settings.satellite_check,
                    report_flagged=settings.report_flagged, rescore=rescorer(model),
                    fireball_check=settings.fireball_check, streak_check=settings.streak_check,
-                   cloud_check=settings.cloud_check, lightning_check=settings.lightning_check)
+                   cloud_check=settings.cloud_check, lightning_check=settings.lightning_check, read_gray=read_frame)
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Add the next frame; returns the frames decided by it, in time order."""
@@ -504,9 +507,9 @@ class Decider:
     def crossed(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a model's candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as
         a meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
-        difference's pieces) are erased (bright pieces first, then faint lines as well) — unless it keeps a streak
-        that neither its neighbours nor its own light explain, outside what was erased (a meteor beside the
-        satellite: `shared_streak`)."""
+        difference's pieces) are erased (bright pieces first, then faint lines, then faint crossings as well) — unless
+        it keeps a streak that neither its neighbours nor its own light explain, outside what was erased (a meteor
+        beside the satellite: `shared_streak`)."""
         explained = self.explained_by_neighbours(result, neighbours)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
         result.shared_streak = None if meteor is None else meteor.ends
@@ -600,7 +603,8 @@ class Decider:
     def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
         """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
         difference image, `trails.explained_mask` — when its trails all continue a neighbour's or (with `rescore`) it
-        no longer scores as a meteor with that erased (bright pieces first, then faint lines as well); else None."""
+        no longer scores as a meteor with that erased (bright pieces first, then faint lines, then faint crossings
+        as well: `faint_crossing`); else None."""
         continuing = trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails])
         if not continuing and (self.rescore is None or result.diff is None):
             return None
@@ -611,13 +615,35 @@ class Decider:
         left = trails.erased(result.diff, mask)
         if mask.any() and self.rescore(left) < self.threshold:
             return mask
-        if not result.faint_lines:                      # nothing to explain: the neighbours' need not be searched
-            return None
-        fainter = trails.explained_mask(left, [line for n in neighbours for line in n.faint_lines],
-                                        pieces=[line.points for line in result.faint_lines])
-        if fainter.any() and self.rescore(trails.erased(left, fainter)) < self.threshold:
-            return mask | fainter
+        fainter = np.zeros_like(mask)
+        if result.faint_lines:                          # else nothing to explain: the neighbours' need not be searched
+            fainter = trails.explained_mask(left, [line for n in neighbours for line in n.faint_lines],
+                                            pieces=[line.points for line in result.faint_lines])
+            if fainter.any() and self.rescore(trails.erased(left, fainter)) < self.threshold:
+                return mask | fainter
+        faintest = self.faint_crossing(result, neighbours)
+        if faintest is not None and self.rescore(trails.erased(left, fainter | faintest)) < self.threshold:
+            return mask | fainter | faintest
         return None
+
+    def faint_crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
+        """Where a candidate's lines in its full-resolution difference go on in an adjacent frame's (a satellite too
+        faint for any piece: `gualta.faint_crossing`), as a mask of its difference image; None if none does, or
+        without `read_gray` or readable frames of one size."""
+        pairs = [(n.file, n.previous) for n in neighbours if n.previous is not None]
+        if self.read_gray is None or result.previous is None or result.frame_size is None or not pairs:
+            return None
+        try:
+            frames = {path: self.read_gray(path) for path in {result.file, result.previous, *sum(pairs, ())}}
+        except BadFrame as exc:
+            log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
+            return None
+        if len({frame.shape for frame in frames.values()}) > 1:
+            return None
+        lines = faint_crossing.explained_lines(frames[result.file], frames[result.previous],
+                                               [(frames[a], frames[b]) for a, b in pairs],
+                                               faint_crossing.sky_of(list(frames.values())))
+        return faint_crossing.erase_mask(lines, result.frame_size) if lines else None
 
     @staticmethod
     def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:

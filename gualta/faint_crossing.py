@@ -1,0 +1,302 @@
+"""Faint crossings: a satellite or a plane too faint for any piece or faint line of the 400×400 difference image.
+
+Step 5 of the satellite check (docs/CLIENT_CHECKS.md "Fainter lines"). A satellite a few times the camera noise is
+a slightly denser line in the thresholded difference — enough for the model to call it a meteor, too little for the
+pieces and faint lines of `gualta.trails`. Read in the full-resolution signal map (`streak.signal_map`, the
+difference in units of its local noise) and summed along its line, it stands out; and it goes on, along the same
+line, in an adjacent frame — where the search need not find it on its own, only ask whether that line is lit:
+
+    signal map, clipped, outside the sky zeroed → half resolution → a ridge filter FILTER_PX long in DIRECTIONS
+    directions, robust z over the sky → connected ridge pixels with a direction → each refined at full resolution
+    (angle, offset, extent) and scored against a null of windows as long at random places and directions
+
+    a line of the candidate (z ≥ LINE_Z, ≥ MIN_LENGTH_PX) continues in an adjacent signal map when a window as long
+    as the line, on its extension (within ±2° and ±3 px of it, 0.6–15 × its length + 20 px away, at most REACH_MAX_PX),
+    sums to z ≥ CONTINUE_Z against that map's null, beats the same search on two control lines CONTROL_PX to either
+    side, is lit over at least half its length (not one bright spot) and is 0.3–3 × as bright as the line itself
+    (the same object).
+
+A meteor lasts under a second: the adjacent differences hold nothing along its line (the control lines and the
+brightness ratio keep clutter from passing for it). The lines this explains are erased from the model's input and
+the frame is scored again, as in the steps before.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gualta import streak
+from gualta.classical import estimate_sky_mask
+from gualta.preprocess import TRAIN_SIZE
+
+CLIP = (-3.0, 5.0)            # the signal map clipped: a star's residual or a bright piece weighs like a faint line
+DIRECTIONS = 24
+FILTER_PX = 15                # the ridge filter's length, at half resolution (30 px of the frame) ...
+SIDE_PX = 2                   # ... minus the mean of two parallel lines this far to either side
+PROFILE_SIDE_PX = 3.0         # the same at full resolution, along a line
+SEED_Z = 5.0                  # ridge pixels: the best direction at least this robust z over the sky
+LINES_KEPT = 6                # a candidate's strongest lines (merged) that may be explained
+REFINE_ANGLES_DEG = np.arange(-3.0, 3.01, 0.75)
+REFINE_OFFSETS_PX = np.arange(-2.0, 2.01, 0.5)
+NULL_WINDOWS = 400            # random windows of a map: the spread of a line's sum by chance (fixed seed)
+NULL_STEP_PX = 8              # ... centred on the sky's pixels on this grid
+LINE_Z = 6.0                  # a candidate's line: its sum at least this z against its map's null, ...
+MIN_LENGTH_PX = 20.0          # ... and at least this long
+CONTINUE_ANGLES_DEG = (-2, -1, 0, 1, 2)          # its continuation: within these angles of its line, ...
+CONTINUE_OFFSETS_PX = (-3.0, -1.5, 0.0, 1.5, 3.0)  # ... these offsets across it, ...
+MIN_SHIFT = 0.6               # ... its centre at least 0.6 × the line's length from the line's centre, ...
+REACH = 15.0                  # ... at most 15 × its length + REACH_SLACK_PX, and at most REACH_MAX_PX
+REACH_SLACK_PX = 20.0
+REACH_MAX_PX = 600.0
+MIN_COVER = 0.7               # a window at least 70 % inside the sky
+CONTINUE_Z = 8.0              # its sum at least this z, ...
+CONTROL_PX = 25.0             # ... above the best window of the lines this far to either side, ...
+MIN_FILL = 0.5                # ... lit over half its length (its 5 px mean ≥ 0.4 × the window's mean), ...
+FILL_LEVEL = 0.4
+BRIGHTNESS_RATIO = (0.3, 3.0)  # ... and 0.3–3 × the line's mean brightness
+ERASE_WIDTH_PX = 5            # an explained line's width in the 400×400 mask
+
+
+@dataclass(frozen=True)
+class Line:
+    """A straight line of a signal map: its centre, unit direction and extent along it (px from the centre), its z
+    against the map's null and its mean ridge signal."""
+    centre: tuple[float, float]
+    direction: tuple[float, float]
+    start: float
+    end: float
+    z: float = 0.0
+    mean: float = 0.0
+
+    @property
+    def length(self) -> float:
+        return self.end - self.start
+
+    @property
+    def ends(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        (cx, cy), (ux, uy) = self.centre, self.direction
+        return (cx + ux * self.start, cy + uy * self.start), (cx + ux * self.end, cy + uy * self.end)
+
+
+def sky_of(frames: list[np.ndarray]) -> np.ndarray:
+    """The sky (uint8, 255) seen by a few gray frames of one place and time: their median's sky
+    (`classical.estimate_sky_mask`), so that the lens border and the ground weigh in no statistic."""
+    return estimate_sky_mask(frames)
+
+
+def signal(current: np.ndarray, previous: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """The clipped signal map of a gray pair (`streak.signal_map`), zero outside the sky."""
+    clipped = np.clip(streak.signal_map(current, previous), *CLIP).astype(np.float32)
+    clipped[sky == 0] = 0.0
+    return clipped
+
+
+def ridge_strength(signal_map: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """At half resolution, each pixel's strongest answer to a line filter over DIRECTIONS directions (the mean along
+    FILTER_PX minus that of two parallel lines SIDE_PX aside), as a robust z over the sky."""
+    half = cv2.resize(signal_map, (signal_map.shape[1] // 2, signal_map.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    height, width = half.shape
+    side = int(math.ceil(math.hypot(height, width))) + 4
+    in_sky = cv2.resize(sky, (width, height), interpolation=cv2.INTER_NEAREST)[::4, ::4] > 0
+    best = np.full((height, width), -np.inf, np.float32)
+    for k in range(DIRECTIONS):
+        rotation = cv2.getRotationMatrix2D((width / 2, height / 2), k * 180.0 / DIRECTIONS, 1.0)
+        rotation[0, 2] += (side - width) / 2
+        rotation[1, 2] += (side - height) / 2
+        turned = cv2.warpAffine(half, rotation, (side, side), flags=cv2.INTER_LINEAR, borderValue=0)
+        along = cv2.blur(turned, (FILTER_PX, 1))
+        ridge = along - 0.5 * (np.roll(along, SIDE_PX, 0) + np.roll(along, -SIDE_PX, 0))
+        back = cv2.warpAffine(ridge, rotation, (width, height), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+        sample = back[::4, ::4][in_sky] if in_sky.any() else back[::4, ::4].ravel()
+        middle = float(np.median(sample))
+        spread = 1.4826 * float(np.median(np.abs(sample - middle))) + 1e-6
+        np.maximum(best, (back - middle) / spread, out=best)
+    return best
+
+
+def sample_line(image: np.ndarray, centre, direction, ts: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """`image` along a line (NaN outside it): at `ts` px from `centre` along `direction`, `offset` px across."""
+    (cx, cy), (ux, uy) = centre, direction
+    xs = (cx + ux * ts - uy * offset).astype(np.float32)[None]
+    ys = (cy + uy * ts + ux * offset).astype(np.float32)[None]
+    return cv2.remap(image, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)[0]
+
+
+def ridge_profile(signal_map: np.ndarray, centre, direction, ts: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """The map along a line minus the mean of two lines PROFILE_SIDE_PX to either side (a wide glow cancels)."""
+    sides = sample_line(signal_map, centre, direction, ts, offset + PROFILE_SIDE_PX) \
+        + sample_line(signal_map, centre, direction, ts, offset - PROFILE_SIDE_PX)
+    return sample_line(signal_map, centre, direction, ts, offset) - 0.5 * sides
+
+
+def null_of(signal_map: np.ndarray, sky: np.ndarray, length: int) -> tuple[float, float]:
+    """Median and robust spread of a ridge profile's sum over `length` px at NULL_WINDOWS random places of the sky
+    and directions (seeded: the same map gives the same null)."""
+    rng = np.random.default_rng(0)
+    ys, xs = np.nonzero(sky[::NULL_STEP_PX, ::NULL_STEP_PX])
+    if not len(xs):
+        ys, xs = np.nonzero(np.ones_like(sky[::NULL_STEP_PX, ::NULL_STEP_PX]))
+    picked = rng.integers(0, len(xs), NULL_WINDOWS)
+    angles = rng.uniform(0, math.pi, NULL_WINDOWS)
+    ts = np.arange(length, dtype=np.float32) - length / 2
+    sums = np.array([np.nansum(ridge_profile(signal_map, (xs[k] * NULL_STEP_PX, ys[k] * NULL_STEP_PX),
+                                             (math.cos(a), math.sin(a)), ts)) for k, a in zip(picked, angles)])
+    middle = float(np.median(sums))
+    return middle, 1.4826 * float(np.median(np.abs(sums - middle))) + 1e-6
+
+
+def seeds(strength: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+    """Connected ridge pixels (strength > SEED_Z, biggest first) long and thin enough to have a direction, as
+    (centre, direction, start, end) in full-resolution px, their ends lengthened by the filter's reach."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((strength > SEED_Z).astype(np.uint8), connectivity=8)
+    found = []
+    for label in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:40] + 1:
+        if stats[label, cv2.CC_STAT_AREA] < 5:
+            continue
+        ys, xs = np.nonzero(labels == label)
+        weights = strength[ys, xs].astype(float)
+        points = np.stack([xs, ys], 1).astype(float) * 2 + 0.5
+        centre = (points * weights[:, None]).sum(0) / weights.sum()
+        offsets = points - centre
+        values, vectors = np.linalg.eigh((offsets * weights[:, None]).T @ offsets / weights.sum())
+        direction = vectors[:, 1]
+        along = offsets @ direction
+        start, end = along.min(), along.max()
+        if end - start < 6 or math.sqrt(max(values[0], 0.0)) > 0.35 * (end - start) + 1.5:
+            continue                                    # a blob, not a line
+        found.append((centre, direction, start - FILTER_PX, end + FILTER_PX))
+    return found
+
+
+def refined(signal_map: np.ndarray, centre, direction, start: float, end: float) -> Line:
+    """The seed's best line at full resolution (angle within 3°, offset within 2 px) and its extent: the stretch
+    along it with the largest sum of the ridge minus 0.4 × its mean over the seed."""
+    span = end - start
+    ts = np.arange(start - span - 40, end + span + 40, 1.0, dtype=np.float32)
+    inside = (ts >= start) & (ts <= end)
+    base = math.atan2(direction[1], direction[0])
+    best = None
+    for turn in np.radians(REFINE_ANGLES_DEG):
+        turned = (math.cos(base + turn), math.sin(base + turn))
+        for offset in REFINE_OFFSETS_PX:
+            profile = ridge_profile(signal_map, centre, turned, ts, offset)
+            value = np.nanmean(profile[inside]) if np.isfinite(profile[inside]).any() else -np.inf
+            if best is None or value > best[0]:
+                best = (value, turned, offset, profile)
+    _, (ux, uy), offset, profile = best
+    profile = np.nan_to_num(profile, nan=0.0)
+    level = 0.4 * max(float(np.mean(profile[inside])), 0.5)
+    running = np.concatenate([[0.0], np.cumsum(profile - level)])
+    last = int(np.argmax(running - np.minimum.accumulate(running)))
+    first = int(np.argmin(running[:last + 1]))
+    moved = (centre[0] - uy * offset, centre[1] + ux * offset)
+    return Line(moved, (ux, uy), float(ts[first]), float(ts[max(last - 1, first)]))
+
+
+def same_line(a: Line, b: Line, max_angle_deg: float = 5.0, max_offset_px: float = 4.0) -> bool:
+    """Whether two lines lie on one line and overlap (the same ridge found twice)."""
+    cosine = min(1.0, abs(float(np.dot(a.direction, b.direction))))
+    (ax, ay), (bx, by) = (np.mean(a.ends, axis=0), np.mean(b.ends, axis=0))
+    between = np.array([bx - ax, by - ay])
+    across = abs(float(between @ np.array([-a.direction[1], a.direction[0]])))
+    along = abs(float(between @ np.array(a.direction)))
+    return math.degrees(math.acos(cosine)) <= max_angle_deg and across <= max_offset_px \
+        and along < (a.length + b.length) / 2
+
+
+def lines_of(signal_map: np.ndarray, sky: np.ndarray) -> list[Line]:
+    """The map's LINES_KEPT strongest straight lines, at least MIN_LENGTH_PX long, strongest first."""
+    found = []
+    for seed in seeds(ridge_strength(signal_map, sky)):
+        line = refined(signal_map, *seed)
+        if line.length < MIN_LENGTH_PX:
+            continue
+        ts = np.arange(line.start, line.end, 1.0, dtype=np.float32)
+        profile = ridge_profile(signal_map, line.centre, line.direction, ts)
+        middle, spread = null_of(signal_map, sky, int(line.length))
+        found.append(Line(line.centre, line.direction, line.start, line.end,
+                          (float(np.nansum(profile)) - middle) / spread, float(np.nanmean(profile))))
+    found.sort(key=lambda line: -line.z)
+    kept = []
+    for line in found:
+        if not any(same_line(other, line) for other in kept):
+            kept.append(line)
+    return kept[:LINES_KEPT]
+
+
+@dataclass(frozen=True)
+class Window:
+    """The best window on a line's extension in an adjacent map: its z, mean and lit share."""
+    z: float
+    mean: float = 0.0
+    fill: float = 0.0
+
+
+def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[float, float], top: float,
+                control: float = 0.0) -> Window:
+    """The best window as long as `line` on its extension in the neighbour map, `control` px aside: its ridge profile
+    clipped to [-2, top] and summed, against `null` (`null_of` the map clipped alike)."""
+    length = max(int(round(line.length)), 10)
+    middle = (line.start + line.end) / 2
+    reach = min(REACH * length + REACH_SLACK_PX, REACH_MAX_PX)
+    ts = np.arange(middle - reach - length / 2, middle + reach + length / 2, 1.0, dtype=np.float32)
+    centres = ts[:len(ts) - length + 1] + length / 2            # window i spans ts[i:i + length]
+    far_enough = np.abs(centres - middle) >= MIN_SHIFT * length
+    base = math.atan2(line.direction[1], line.direction[0])
+    anchor = (line.centre[0] + line.direction[0] * middle, line.centre[1] + line.direction[1] * middle)
+    sky_map = sky.astype(np.float32)
+    null_middle, null_spread = null
+    best = Window(-np.inf)
+    for turn in CONTINUE_ANGLES_DEG:
+        ux, uy = math.cos(base + math.radians(turn)), math.sin(base + math.radians(turn))
+        start = (anchor[0] - ux * middle, anchor[1] - uy * middle)
+        for offset in CONTINUE_OFFSETS_PX:
+            profile = ridge_profile(neighbour, start, (ux, uy), ts, offset + control)
+            usable = (sample_line(sky_map, start, (ux, uy), ts, offset + control) > 127) & np.isfinite(profile)
+            values = np.where(usable, np.clip(profile, -2.0, top), 0.0)
+            sums = np.convolve(values, np.ones(length), mode="valid")
+            cover = np.convolve(usable.astype(float), np.ones(length), mode="valid") / length
+            zs = np.where(far_enough & (cover > MIN_COVER), (sums - null_middle * cover) / null_spread, -np.inf)
+            i = int(np.argmax(zs))
+            if zs[i] > best.z:
+                smooth = np.convolve(values, np.ones(5) / 5, mode="same")[i:i + length]
+                mean = float(sums[i] / max(cover[i] * length, 1.0))
+                best = Window(float(zs[i]), mean, float(np.mean(smooth > FILL_LEVEL * mean)))
+    return best
+
+
+def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
+    """Whether `line` goes on along its own line in an adjacent signal map (`neighbour`): see the module's doc."""
+    top = max(2.0 * line.mean, 3.0)                  # a neighbour's brighter piece weighs like a twice brighter line
+    null = null_of(np.clip(neighbour, -2.0, top), sky, max(int(round(line.length)), 10))
+    window = best_window(line, neighbour, sky, null, top)
+    low, high = BRIGHTNESS_RATIO
+    if window.z < CONTINUE_Z or window.fill < MIN_FILL or not low * line.mean <= window.mean <= high * line.mean:
+        return False
+    return all(window.z >= best_window(line, neighbour, sky, null, top, control).z
+               for control in (-CONTROL_PX, CONTROL_PX))
+
+
+def explained_lines(current: np.ndarray, previous: np.ndarray, neighbours: list[tuple[np.ndarray, np.ndarray]],
+                    sky: np.ndarray) -> list[Line]:
+    """The lines of the pair (`current`, `previous`: gray frames) that go on in an adjacent pair's difference
+    (`neighbours`: (current, previous) gray pairs, the previous frame's and the next)."""
+    neighbour_maps = [signal(a, b, sky) for a, b in neighbours]
+    if not neighbour_maps:
+        return []
+    candidates = [line for line in lines_of(signal(current, previous, sky), sky)
+                  if line.z >= LINE_Z and line.length >= MIN_LENGTH_PX]
+    return [line for line in candidates if any(continues_in(line, other, sky) for other in neighbour_maps)]
+
+
+def erase_mask(lines: list[Line], frame_size: tuple[int, int], size: int = TRAIN_SIZE) -> np.ndarray:
+    """The lines drawn ERASE_WIDTH_PX wide into a mask of the model's size×size difference image."""
+    mask = np.zeros((size, size), np.uint8)
+    width, height = frame_size
+    for (x1, y1), (x2, y2) in (line.ends for line in lines):
+        cv2.line(mask, (round(x1 * size / width), round(y1 * size / height)),
+                 (round(x2 * size / width), round(y2 * size / height)), 255, ERASE_WIDTH_PX)
+    return mask > 0
