@@ -38,6 +38,7 @@ FILTER_PX = 15                # the ridge filter's length, at half resolution (3
 SIDE_PX = 2                   # ... minus the mean of two parallel lines this far to either side
 PROFILE_SIDE_PX = 3.0         # the same at full resolution, along a line
 SEED_Z = 5.0                  # ridge pixels: the best direction at least this robust z over the sky
+SEEDS_READ = 40               # the biggest connected ridges read
 LINES_KEPT = 6                # a candidate's strongest lines (merged) that may be explained
 REFINE_ANGLES_DEG = np.arange(-3.0, 3.01, 0.75)
 REFINE_OFFSETS_PX = np.arange(-2.0, 2.01, 0.5)
@@ -117,15 +118,17 @@ def ridge_strength(signal_map: np.ndarray, sky: np.ndarray) -> np.ndarray:
     return best
 
 
-def sample_line(image: np.ndarray, centre, direction, ts: np.ndarray, offset: float = 0.0) -> np.ndarray:
-    """`image` along a line (NaN outside it): at `ts` px from `centre` along `direction`, `offset` px across."""
+def sample_line(image: np.ndarray, centre, direction, ts: np.ndarray, offset=0.0) -> np.ndarray:
+    """`image` along a line (NaN outside it): at `ts` px from `centre` along `direction`, `offset` px across. With
+    centres, directions or offsets as (n, 1) arrays, n lines at once (an n × len(ts) array)."""
     (cx, cy), (ux, uy) = centre, direction
-    xs = (cx + ux * ts - uy * offset).astype(np.float32)[None]
-    ys = (cy + uy * ts + ux * offset).astype(np.float32)[None]
-    return cv2.remap(image, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)[0]
+    xs, ys = cx + ux * ts - uy * offset, cy + uy * ts + ux * offset
+    sampled = cv2.remap(image, np.atleast_2d(xs).astype(np.float32), np.atleast_2d(ys).astype(np.float32),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    return sampled if np.ndim(xs) == 2 else sampled[0]
 
 
-def ridge_profile(signal_map: np.ndarray, centre, direction, ts: np.ndarray, offset: float = 0.0) -> np.ndarray:
+def ridge_profile(signal_map: np.ndarray, centre, direction, ts: np.ndarray, offset=0.0) -> np.ndarray:
     """The map along a line minus the mean of two lines PROFILE_SIDE_PX to either side (a wide glow cancels)."""
     sides = sample_line(signal_map, centre, direction, ts, offset + PROFILE_SIDE_PX) \
         + sample_line(signal_map, centre, direction, ts, offset - PROFILE_SIDE_PX)
@@ -140,20 +143,20 @@ def null_of(signal_map: np.ndarray, sky: np.ndarray, length: int) -> tuple[float
     if not len(xs):
         ys, xs = np.nonzero(np.ones_like(sky[::NULL_STEP_PX, ::NULL_STEP_PX]))
     picked = rng.integers(0, len(xs), NULL_WINDOWS)
-    angles = rng.uniform(0, math.pi, NULL_WINDOWS)
+    angles = rng.uniform(0, math.pi, NULL_WINDOWS)[:, None]
+    centres = (xs[picked, None] * float(NULL_STEP_PX), ys[picked, None] * float(NULL_STEP_PX))
     ts = np.arange(length, dtype=np.float32) - length / 2
-    sums = np.array([np.nansum(ridge_profile(signal_map, (xs[k] * NULL_STEP_PX, ys[k] * NULL_STEP_PX),
-                                             (math.cos(a), math.sin(a)), ts)) for k, a in zip(picked, angles)])
+    sums = np.nansum(ridge_profile(signal_map, centres, (np.cos(angles), np.sin(angles)), ts), axis=1)
     middle = float(np.median(sums))
     return middle, 1.4826 * float(np.median(np.abs(sums - middle))) + 1e-6
 
 
 def seeds(strength: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
-    """Connected ridge pixels (strength > SEED_Z, biggest first) long and thin enough to have a direction, as
+    """Connected ridge pixels (strength > SEED_Z, the SEEDS_READ biggest) long and thin enough to have a direction, as
     (centre, direction, start, end) in full-resolution px, their ends lengthened by the filter's reach."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((strength > SEED_Z).astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((strength > SEED_Z).astype(np.uint8), connectivity=8)
     found = []
-    for label in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:40] + 1:
+    for label in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:SEEDS_READ] + 1:
         if stats[label, cv2.CC_STAT_AREA] < 5:
             continue
         ys, xs = np.nonzero(labels == label)
@@ -177,16 +180,15 @@ def refined(signal_map: np.ndarray, centre, direction, start: float, end: float)
     span = end - start
     ts = np.arange(start - span - 40, end + span + 40, 1.0, dtype=np.float32)
     inside = (ts >= start) & (ts <= end)
-    base = math.atan2(direction[1], direction[0])
-    best = None
-    for turn in np.radians(REFINE_ANGLES_DEG):
-        turned = (math.cos(base + turn), math.sin(base + turn))
-        for offset in REFINE_OFFSETS_PX:
-            profile = ridge_profile(signal_map, centre, turned, ts, offset)
-            value = np.nanmean(profile[inside]) if np.isfinite(profile[inside]).any() else -np.inf
-            if best is None or value > best[0]:
-                best = (value, turned, offset, profile)
-    _, (ux, uy), offset, profile = best
+    turns, offsets = np.meshgrid(math.atan2(direction[1], direction[0]) + np.radians(REFINE_ANGLES_DEG),
+                                 REFINE_OFFSETS_PX, indexing="ij")
+    turns, offsets = turns.reshape(-1, 1), offsets.reshape(-1, 1)
+    profiles = ridge_profile(signal_map, centre, (np.cos(turns), np.sin(turns)), ts, offsets)
+    seen = np.isfinite(profiles[:, inside])
+    values = np.where(seen.any(axis=1), np.nansum(profiles[:, inside], axis=1) / np.maximum(seen.sum(axis=1), 1),
+                      -np.inf)
+    best = int(np.argmax(values))                       # the first of the best, angle by angle
+    ux, uy, offset, profile = math.cos(turns[best, 0]), math.sin(turns[best, 0]), offsets[best, 0], profiles[best]
     profile = np.nan_to_num(profile, nan=0.0)
     level = 0.4 * max(float(np.mean(profile[inside])), 0.5)
     running = np.concatenate([[0.0], np.cumsum(profile - level)])
@@ -245,27 +247,32 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
     ts = np.arange(middle - reach - length / 2, middle + reach + length / 2, 1.0, dtype=np.float32)
     centres = ts[:len(ts) - length + 1] + length / 2            # window i spans ts[i:i + length]
     far_enough = np.abs(centres - middle) >= MIN_SHIFT * length
-    base = math.atan2(line.direction[1], line.direction[0])
+    turns, offsets = np.meshgrid(math.atan2(line.direction[1], line.direction[0])
+                                 + np.radians(CONTINUE_ANGLES_DEG), np.array(CONTINUE_OFFSETS_PX) + control,
+                                 indexing="ij")
+    turns, offsets = turns.reshape(-1, 1), offsets.reshape(-1, 1)
+    directions = (np.cos(turns), np.sin(turns))
     anchor = (line.centre[0] + line.direction[0] * middle, line.centre[1] + line.direction[1] * middle)
-    sky_map = sky.astype(np.float32)
+    starts = (anchor[0] - directions[0] * middle, anchor[1] - directions[1] * middle)
+    profiles = ridge_profile(neighbour, starts, directions, ts, offsets)
+    usable = (sample_line(sky.astype(np.float32), starts, directions, ts, offsets) > 127) & np.isfinite(profiles)
+    values = np.where(usable, np.clip(profiles, -2.0, top), 0.0)
+    sums = window_sums(values, length)
+    cover = window_sums(usable.astype(float), length) / length
     null_middle, null_spread = null
-    best = Window(-np.inf)
-    for turn in CONTINUE_ANGLES_DEG:
-        ux, uy = math.cos(base + math.radians(turn)), math.sin(base + math.radians(turn))
-        start = (anchor[0] - ux * middle, anchor[1] - uy * middle)
-        for offset in CONTINUE_OFFSETS_PX:
-            profile = ridge_profile(neighbour, start, (ux, uy), ts, offset + control)
-            usable = (sample_line(sky_map, start, (ux, uy), ts, offset + control) > 127) & np.isfinite(profile)
-            values = np.where(usable, np.clip(profile, -2.0, top), 0.0)
-            sums = np.convolve(values, np.ones(length), mode="valid")
-            cover = np.convolve(usable.astype(float), np.ones(length), mode="valid") / length
-            zs = np.where(far_enough & (cover > MIN_COVER), (sums - null_middle * cover) / null_spread, -np.inf)
-            i = int(np.argmax(zs))
-            if zs[i] > best.z:
-                smooth = np.convolve(values, np.ones(5) / 5, mode="same")[i:i + length]
-                mean = float(sums[i] / max(cover[i] * length, 1.0))
-                best = Window(float(zs[i]), mean, float(np.mean(smooth > FILL_LEVEL * mean)))
-    return best
+    zs = np.where(far_enough & (cover > MIN_COVER), (sums - null_middle * cover) / null_spread, -np.inf)
+    row, i = np.unravel_index(int(np.argmax(zs)), zs.shape)    # the first of the best, angle by angle
+    if not np.isfinite(zs[row, i]):
+        return Window(-np.inf)
+    smooth = np.convolve(values[row], np.ones(5) / 5, mode="same")[i:i + length]
+    mean = float(sums[row, i] / max(cover[row, i] * length, 1.0))
+    return Window(float(zs[row, i]), mean, float(np.mean(smooth > FILL_LEVEL * mean)))
+
+
+def window_sums(values: np.ndarray, length: int) -> np.ndarray:
+    """Each row's sums over every window of `length` consecutive values."""
+    running = np.concatenate([np.zeros((len(values), 1)), np.cumsum(values, axis=1)], axis=1)
+    return running[:, length:] - running[:, :-length]
 
 
 def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
