@@ -185,8 +185,7 @@ def print_crossing_times(files: list[Path]) -> None:
     for i in np.linspace(2, len(files) - 2, CROSSINGS_TIMED).astype(int):
         started = time.perf_counter()
         frames = [read_frame(path) for path in files[i - 2:i + 2]]
-        faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])],
-                                       faint_crossing.sky_of(frames))
+        faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])])
         times.append(time.perf_counter() - started)
     print(f"faint-crossing search per candidate ({len(times)} frames of the last night, median): "
           f"{float(np.median(times)):.2f} s")

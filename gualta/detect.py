@@ -90,6 +90,7 @@ class FrameResult:
     _trails: list | None = field(default=None, repr=False)
     _lines: list | None = field(default=None, repr=False)
     _faint_lines: list | None = field(default=None, repr=False)
+    faint_search: faint_crossing.Search | None = field(default=None, repr=False)   # kept until it is decided
 
     @property
     def scored(self) -> bool:
@@ -629,20 +630,21 @@ class Decider:
     def faint_crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
         """Where a candidate's lines in its full-resolution difference go on in an adjacent frame's (a satellite too
         faint for any piece: `gualta.faint_crossing`), as a mask of its difference image; None if none does, or
-        without `read_gray` or readable frames of one size."""
+        without `read_gray` or readable frames. Its lines are searched once (`FrameResult.faint_search`, let go when
+        it is decided), each adjacent pair's map made once."""
         pairs = [(n.file, n.previous) for n in neighbours if n.previous is not None]
         if self.read_gray is None or result.previous is None or result.frame_size is None or not pairs:
             return None
         try:
-            frames = {path: self.read_gray(path) for path in {result.file, result.previous, *sum(pairs, ())}}
+            if result.faint_search is None:
+                result.faint_search = faint_crossing.Search(*map(self.read_gray, (result.file, result.previous)))
+            search = result.faint_search
+            maps = [search.maps[pair] if pair in search.maps else search.neighbour(pair, *map(self.read_gray, pair))
+                    for pair in pairs]
         except BadFrame as exc:
             log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
             return None
-        if len({frame.shape for frame in frames.values()}) > 1:
-            return None
-        lines = faint_crossing.explained_lines(frames[result.file], frames[result.previous],
-                                               [(frames[a], frames[b]) for a, b in pairs],
-                                               faint_crossing.sky_of(list(frames.values())))
+        lines = search.explained([signal for signal in maps if signal is not None])
         return faint_crossing.erase_mask(lines, result.frame_size) if lines else None
 
     @staticmethod
@@ -699,6 +701,7 @@ class Decider:
     def decide(self, result: FrameResult, flag: str) -> None:
         """Label, flag, detection and streak of a scored frame; `flag` is what the neighbours explain it by
         (`explanation`, computed once: it may cost a model call)."""
+        result.faint_search = None                      # its maps are not needed any more
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
         if result.washed_out:

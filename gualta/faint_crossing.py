@@ -83,8 +83,8 @@ class Line:
 
 
 def sky_of(frames: list[np.ndarray]) -> np.ndarray:
-    """The sky (uint8, 255) seen by a few gray frames of one place and time: their median's sky
-    (`classical.estimate_sky_mask`), so that the lens border and the ground weigh in no statistic."""
+    """The sky (uint8, 255) seen by a few gray frames of one place and time (a candidate's pair): their median's
+    sky (`classical.estimate_sky_mask`), so that the lens border and the ground weigh in no statistic."""
     return estimate_sky_mask(frames)
 
 
@@ -287,16 +287,40 @@ def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
                for control in (-CONTROL_PX, CONTROL_PX))
 
 
-def explained_lines(current: np.ndarray, previous: np.ndarray, neighbours: list[tuple[np.ndarray, np.ndarray]],
-                    sky: np.ndarray) -> list[Line]:
+class Search:
+    """One candidate's search for faint crossings, which the satellite check may ask for more than once (with the
+    previous frame, with both neighbours, with the frame two back): its sky and its lines are found once, and each
+    adjacent pair's signal map is made once."""
+
+    def __init__(self, current: np.ndarray, previous: np.ndarray):
+        self.shape, self.maps = current.shape, {}
+        if previous.shape != current.shape:           # a camera changed: nothing to compare
+            self.sky, self.lines = None, []
+            return
+        self.sky = sky_of([current, previous])
+        self.lines = [line for line in lines_of(signal(current, previous, self.sky), self.sky)
+                      if line.z >= LINE_Z and line.length >= MIN_LENGTH_PX]
+
+    def neighbour(self, key, current: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
+        """The signal map of an adjacent pair of gray frames, made once under `key`; None for frames of another
+        size (a camera changed), or with no line to follow into it."""
+        if key not in self.maps:
+            same = self.lines and current.shape == previous.shape == self.shape
+            self.maps[key] = signal(current, previous, self.sky) if same else None
+        return self.maps[key]
+
+    def explained(self, neighbours: list[np.ndarray]) -> list[Line]:
+        """Its lines that go on in one of these adjacent signal maps."""
+        return [line for line in self.lines if any(continues_in(line, other, self.sky) for other in neighbours)]
+
+
+def explained_lines(current: np.ndarray, previous: np.ndarray,
+                    neighbours: list[tuple[np.ndarray, np.ndarray]]) -> list[Line]:
     """The lines of the pair (`current`, `previous`: gray frames) that go on in an adjacent pair's difference
     (`neighbours`: (current, previous) gray pairs, the previous frame's and the next)."""
-    neighbour_maps = [signal(a, b, sky) for a, b in neighbours]
-    if not neighbour_maps:
-        return []
-    candidates = [line for line in lines_of(signal(current, previous, sky), sky)
-                  if line.z >= LINE_Z and line.length >= MIN_LENGTH_PX]
-    return [line for line in candidates if any(continues_in(line, other, sky) for other in neighbour_maps)]
+    search = Search(current, previous)
+    maps = [search.neighbour(index, *pair) for index, pair in enumerate(neighbours)]
+    return search.explained([m for m in maps if m is not None])
 
 
 def erase_mask(lines: list[Line], frame_size: tuple[int, int], size: int = TRAIN_SIZE) -> np.ndarray:

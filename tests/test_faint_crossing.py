@@ -42,8 +42,7 @@ def night(lines: dict[int, list], frames: int = 4, seed: int = 3) -> list[np.nda
 
 def explained(frames: list[np.ndarray]) -> list[faint_crossing.Line]:
     """The lines of frame 2's difference that frame 1's and frame 3's differences explain."""
-    sky = faint_crossing.sky_of(frames)
-    return faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])], sky)
+    return faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])])
 
 
 SATELLITE = {1: [segment(-140, -20)], 2: [segment(0, 120)], 3: [segment(140, 260)]}
@@ -144,6 +143,26 @@ def test_without_frames_to_read_the_faint_crossing_stays_a_detection():
 def test_a_faint_meteor_stays_a_detection():
     candidate = decide(night({2: [segment(0, 120)]}))
     assert (candidate.flag, candidate.detection) == ("", True)
+
+
+def test_a_candidate_asked_about_twice_is_searched_once_and_let_go_when_decided(monkeypatch):
+    """Not explained by the previous frame, a candidate is asked about again with both neighbours: its lines are
+    searched once, and the search (its maps) is not kept once the frame is decided."""
+    searches = []
+
+    class Counted(faint_crossing.Search):
+        def __init__(self, *frames):
+            searches.append(self)
+            super().__init__(*frames)
+
+        def explained(self, neighbours):
+            self.asked = getattr(self, "asked", 0) + 1
+            return super().explained(neighbours)
+
+    monkeypatch.setattr(faint_crossing, "Search", Counted)
+    candidate = decide(night({2: [segment(0, 120)]}))
+    assert len(searches) == 1 and searches[0].asked == 2 and len(searches[0].maps) == 2
+    assert candidate.faint_search is None
 
 
 def test_a_frame_that_cannot_be_read_leaves_the_candidate_as_it_was(caplog):
