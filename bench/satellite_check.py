@@ -39,7 +39,7 @@ from gualta.cli import positive_int  # noqa: E402
 from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
 from gualta.model import load_model  # noqa: E402
-from gualta.preprocess import read_frame  # noqa: E402
+from gualta.preprocess import BadFrame, read_frame  # noqa: E402
 from gualta.simulate import Rates, simulate_night  # noqa: E402
 
 RATES = Rates(meteor=0.1, fireball=0.005, satellite=0.05, plane=0.015, insect=0.0)
@@ -184,11 +184,16 @@ def print_crossing_times(files: list[Path]) -> None:
     times = []
     for i in np.linspace(2, len(files) - 2, CROSSINGS_TIMED).astype(int):
         started = time.perf_counter()
-        frames = [read_frame(path) for path in files[i - 2:i + 2]]
+        try:
+            frames = [read_frame(path) for path in files[i - 2:i + 2]]
+        except BadFrame as exc:
+            print(f"not timed: {exc}")
+            continue
         faint_crossing.explained_lines(frames[2], frames[1], [(frames[1], frames[0]), (frames[3], frames[2])])
         times.append(time.perf_counter() - started)
-    print(f"faint-crossing search per candidate ({len(times)} frames of the last night, median): "
-          f"{float(np.median(times)):.2f} s")
+    if times:
+        print(f"faint-crossing search per candidate ({len(times)} frames of the last night, median): "
+              f"{float(np.median(times)):.2f} s")
 
 
 if __name__ == "__main__":

@@ -630,22 +630,39 @@ class Decider:
     def faint_crossing(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
         """Where a candidate's lines in its full-resolution difference go on in an adjacent frame's (a satellite too
         faint for any piece: `gualta.faint_crossing`), as a mask of its difference image; None if none does, or
-        without `read_gray` or readable frames. Its lines are searched once (`FrameResult.faint_search`, let go when
-        it is decided), each adjacent pair's map made once."""
+        without `read_gray` or its own pair readable (a neighbour whose pair cannot be read is left out). Its lines
+        are searched once (`FrameResult.faint_search`, let go when it is decided), each adjacent pair's map made
+        once, and no neighbour is read for a candidate without lines."""
         pairs = [(n.file, n.previous) for n in neighbours if n.previous is not None]
-        if self.read_gray is None or result.previous is None or result.frame_size is None or not pairs:
+        if self.read_gray is None or result.previous is None or not pairs:
             return None
-        try:
-            if result.faint_search is None:
-                result.faint_search = faint_crossing.Search(*map(self.read_gray, (result.file, result.previous)))
-            search = result.faint_search
-            maps = [search.maps[pair] if pair in search.maps else search.neighbour(pair, *map(self.read_gray, pair))
-                    for pair in pairs]
-        except BadFrame as exc:
-            log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
+        read = {}
+        if result.faint_search is None:
+            try:
+                result.faint_search = faint_crossing.Search(*self.frames_read(read, (result.file, result.previous)))
+            except BadFrame as exc:
+                log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
+                return None
+        search = result.faint_search
+        if not search.lines:
             return None
+        maps = []
+        for pair in pairs:
+            try:
+                maps.append(search.maps[pair] if pair in search.maps
+                            else search.neighbour(pair, *self.frames_read(read, pair)))
+            except BadFrame as exc:
+                log.warning("%s: faint crossings not followed into %s: %s", result.file.name, pair[0].name, exc)
         lines = search.explained([signal for signal in maps if signal is not None])
-        return faint_crossing.erase_mask(lines, result.frame_size) if lines else None
+        height, width = search.shape
+        return faint_crossing.erase_mask(lines, (width, height)) if lines else None
+
+    def frames_read(self, read: dict, paths: tuple[Path, ...]) -> list[np.ndarray]:
+        """Gray frames (`read_gray`), each read once into `read`."""
+        for path in paths:
+            if path not in read:
+                read[path] = self.read_gray(path)
+        return [read[path] for path in paths]
 
     @staticmethod
     def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:

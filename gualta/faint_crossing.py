@@ -13,7 +13,8 @@ line, in an adjacent frame — where the search need not find it on its own, onl
     a line of the candidate (z ≥ LINE_Z, ≥ MIN_LENGTH_PX) continues in an adjacent signal map when a window as long
     as the line, on its extension (within ±2° and ±3 px of it, 0.6–15 × its length + 20 px away, at most REACH_MAX_PX),
     sums to z ≥ CONTINUE_Z against that map's null, beats the same search on two control lines CONTROL_PX to either
-    side, is lit over at least half its length (not one bright spot) and is 0.3–3 × as bright as the line itself
+    side (at the best window's angle: turned about the line's middle, a control would sweep onto the extension far
+    out), is lit over at least half its length (not one bright spot) and is 0.3–3 × as bright as the line itself
     (the same object).
 
 A meteor lasts under a second: the adjacent differences hold nothing along its line (the control lines and the
@@ -54,7 +55,7 @@ REACH_SLACK_PX = 20.0
 REACH_MAX_PX = 600.0
 MIN_COVER = 0.7               # a window at least 70 % inside the sky
 CONTINUE_Z = 8.0              # its sum at least this z, ...
-CONTROL_PX = 25.0             # ... above the best window of the lines this far to either side, ...
+CONTROL_PX = 25.0             # ... above the best window of the lines this far to either side (its angle), ...
 MIN_FILL = 0.5                # ... lit over half its length (its 5 px mean ≥ 0.4 × the window's mean), ...
 FILL_LEVEL = 0.4
 BRIGHTNESS_RATIO = (0.3, 3.0)  # ... and 0.3–3 × the line's mean brightness
@@ -231,16 +232,18 @@ def lines_of(signal_map: np.ndarray, sky: np.ndarray) -> list[Line]:
 
 @dataclass(frozen=True)
 class Window:
-    """The best window on a line's extension in an adjacent map: its z, mean and lit share."""
+    """The best window on a line's extension in an adjacent map: its z, mean, lit share and angle to the line (°)."""
     z: float
     mean: float = 0.0
     fill: float = 0.0
+    turn: float = 0.0
 
 
 def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[float, float], top: float,
-                control: float = 0.0) -> Window:
-    """The best window as long as `line` on its extension in the neighbour map, `control` px aside: its ridge profile
-    clipped to [-2, top] and summed, against `null` (`null_of` the map clipped alike)."""
+                turns_deg=CONTINUE_ANGLES_DEG, control: float = 0.0) -> Window:
+    """The best window as long as `line` on its extension in the neighbour map, turned by one of `turns_deg` about
+    the line's middle and `control` px aside: its ridge profile clipped to [-2, top] and summed, against `null`
+    (`null_of` the map clipped alike)."""
     length = max(int(round(line.length)), 10)
     middle = (line.start + line.end) / 2
     reach = min(REACH * length + REACH_SLACK_PX, REACH_MAX_PX)
@@ -248,8 +251,9 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
     centres = ts[:len(ts) - length + 1] + length / 2            # window i spans ts[i:i + length]
     far_enough = np.abs(centres - middle) >= MIN_SHIFT * length
     turns, offsets = np.meshgrid(math.atan2(line.direction[1], line.direction[0])
-                                 + np.radians(CONTINUE_ANGLES_DEG), np.array(CONTINUE_OFFSETS_PX) + control,
+                                 + np.radians(turns_deg), np.array(CONTINUE_OFFSETS_PX) + control,
                                  indexing="ij")
+    offsets_count = len(CONTINUE_OFFSETS_PX)
     turns, offsets = turns.reshape(-1, 1), offsets.reshape(-1, 1)
     directions = (np.cos(turns), np.sin(turns))
     anchor = (line.centre[0] + line.direction[0] * middle, line.centre[1] + line.direction[1] * middle)
@@ -266,7 +270,8 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
         return Window(-np.inf)
     smooth = np.convolve(values[row], np.ones(5) / 5, mode="same")[i:i + length]
     mean = float(sums[row, i] / max(cover[row, i] * length, 1.0))
-    return Window(float(zs[row, i]), mean, float(np.mean(smooth > FILL_LEVEL * mean)))
+    lit = float(np.mean(smooth > FILL_LEVEL * mean))
+    return Window(float(zs[row, i]), mean, lit, float(turns_deg[row // offsets_count]))
 
 
 def window_sums(values: np.ndarray, length: int) -> np.ndarray:
@@ -283,7 +288,7 @@ def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
     low, high = BRIGHTNESS_RATIO
     if window.z < CONTINUE_Z or window.fill < MIN_FILL or not low * line.mean <= window.mean <= high * line.mean:
         return False
-    return all(window.z >= best_window(line, neighbour, sky, null, top, control).z
+    return all(window.z >= best_window(line, neighbour, sky, null, top, (window.turn,), control).z
                for control in (-CONTROL_PX, CONTROL_PX))
 
 
@@ -324,10 +329,11 @@ def explained_lines(current: np.ndarray, previous: np.ndarray,
 
 
 def erase_mask(lines: list[Line], frame_size: tuple[int, int], size: int = TRAIN_SIZE) -> np.ndarray:
-    """The lines drawn ERASE_WIDTH_PX wide into a mask of the model's size×size difference image."""
+    """The lines (of a frame of `frame_size`: width, height) drawn ERASE_WIDTH_PX wide into a mask of the model's
+    size×size difference image (255; 0 elsewhere)."""
     mask = np.zeros((size, size), np.uint8)
     width, height = frame_size
     for (x1, y1), (x2, y2) in (line.ends for line in lines):
         cv2.line(mask, (round(x1 * size / width), round(y1 * size / height)),
                  (round(x2 * size / width), round(y2 * size / height)), 255, ERASE_WIDTH_PX)
-    return mask > 0
+    return mask

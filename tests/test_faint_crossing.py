@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from gualta import faint_crossing
 from gualta.detect import Decider
@@ -79,13 +80,36 @@ def test_a_line_beside_its_extension_does_not_explain_it():
     assert explained(frames) == []
 
 
+def test_a_line_as_lit_beside_its_extension_leaves_it_unexplained():
+    """The next frame is lit along the extension and as much 25 px aside (clutter, a band of lines): no sign that
+    the light on the extension is this object's."""
+    frames = night({2: [segment(0, 120)], 3: [segment(140, 260), segment(140, 260, aside=25)]})
+    assert explained(frames) == []
+
+
+def test_one_bright_dash_on_its_extension_does_not_explain_it():
+    """A short bright dash sums to a line's z, but lights less than half the window: a star's flicker, an insect."""
+    frames = night({2: [segment(0, 120)], 3: [(*segment(200, 224), 60.0)]})
+    assert explained(frames) == []
+
+
+def test_a_continuation_under_a_third_as_bright_does_not_explain_it():
+    """A bright line and, on its extension, a line a fifth as bright: another object (a faint satellite crossing a
+    meteor's path)."""
+    frames = night({2: [(*segment(-100, 100), 14.0)], 3: [(*segment(120, 320), 3.0)]})
+    assert explained(frames) == []
+    frames = night({2: [(*segment(-100, 100), 14.0)], 3: [(*segment(120, 320), 8.0)]})
+    assert len(explained(frames)) == 1                          # a little fainter: the same satellite
+
+
 def test_a_line_on_its_extension_beyond_the_reach_does_not_explain_it():
     """Further than REACH_MAX_PX along its line, a line is another object's (the sky circle's far side)."""
     start = faint_crossing.REACH_MAX_PX + 90
     frames = night({2: [segment(-150, -30)], 3: [segment(-150 + start, -30 + start)]})
     assert explained(frames) == []
-    frames = night({2: [segment(-150, -30)], 3: [segment(-150 + start - 200, -30 + start - 200)]})
-    assert len(explained(frames)) == 1                          # within reach, the same line is explained
+    for seed in (1, 3):                                         # within reach, the same line is explained, the
+        frames = night({2: [segment(-150, -30)], 3: [segment(-150 + start - 200, -30 + start - 200)]}, seed=seed)
+        assert len(explained(frames)) == 1                      # control lines off it however far out it lies
 
 
 def test_the_erase_mask_lies_on_the_line_in_the_model_input():
@@ -115,11 +139,7 @@ class LineRescore:
 
 def decide(frames: list[np.ndarray], read: bool = True):
     """Frame 2 as a model candidate, decided with frames 1 and 3 as its neighbours (files read from `frames`)."""
-    results = [frame_result(index, 0.95 if index == 2 else 0.1,
-                            resize_area(binary_difference(frames[index], frames[index - 1])) if index else None)
-               for index in range(4)]
-    for index, result in enumerate(results[1:], start=1):
-        result.previous = results[index - 1].file
+    results = results_of(frames)
     files = {result.file: frame for result, frame in zip(results, frames)}
     rescore = LineRescore(*segment(0, 120))
     assert rescore(results[2].diff) == 0.95                     # the line stands out of the model's input
@@ -165,25 +185,35 @@ def test_a_candidate_asked_about_twice_is_searched_once_and_let_go_when_decided(
     assert candidate.faint_search is None
 
 
-def test_a_frame_that_cannot_be_read_leaves_the_candidate_as_it_was(caplog):
-    from gualta.preprocess import BadFrame
-
-    frames = night(SATELLITE)
+def results_of(frames: list[np.ndarray]) -> list:
+    """Frames 0–3 as scored results, frame 2 the model's candidate."""
     results = [frame_result(index, 0.95 if index == 2 else 0.1,
                             resize_area(binary_difference(frames[index], frames[index - 1])) if index else None)
                for index in range(4)]
     for index, result in enumerate(results[1:], start=1):
         result.previous = results[index - 1].file
+    return results
+
+
+@pytest.mark.parametrize("unreadable, flag, said", [
+    (0, "satellite", "faint crossings not followed into"),   # the previous neighbour's pair: the next one explains
+    (2, "", "faint crossings not looked for"),                # its own frame: the candidate stays as it was
+])
+def test_a_frame_that_cannot_be_read_leaves_out_what_it_is_needed_for(caplog, unreadable, flag, said):
+    from gualta.preprocess import BadFrame
+
+    frames = night(SATELLITE)
+    results = results_of(frames)
 
     def read(path: Path) -> np.ndarray:
-        if path == results[0].file:                           # the previous neighbour's previous frame
+        if path == results[unreadable].file:
             raise BadFrame("truncated JPEG (no end-of-image marker)")
         return frames[[r.file for r in results].index(path)]
 
     decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
     decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    assert (decided[2].flag, decided[2].detection) == ("", True)
-    assert "faint crossings not looked for" in caplog.text
+    assert (decided[2].flag, decided[2].detection) == (flag, not flag)
+    assert said in caplog.text
 
 
 def test_the_same_frames_give_the_same_lines():
