@@ -642,7 +642,7 @@ class Decider:
                 result.faint_search = faint_crossing.Search(*self.frames_read(read, (result.file, result.previous)))
             except BadFrame as exc:
                 log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
-                return None
+                result.faint_search = faint_crossing.Search(None, None)     # not tried again
         search = result.faint_search
         if not search.lines:
             return None
@@ -653,6 +653,7 @@ class Decider:
                             else search.neighbour(pair, *self.frames_read(read, pair)))
             except BadFrame as exc:
                 log.warning("%s: faint crossings not followed into %s: %s", result.file.name, pair[0].name, exc)
+                search.maps[pair] = None                                    # not tried again
         lines = search.explained([signal for signal in maps if signal is not None])
         height, width = search.shape
         return faint_crossing.erase_mask(lines, (width, height)) if lines else None

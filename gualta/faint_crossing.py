@@ -11,11 +11,11 @@ line, in an adjacent frame — where the search need not find it on its own, onl
     (angle, offset, extent) and scored against a null of windows as long at random places and directions
 
     a line of the candidate (z ≥ LINE_Z, ≥ MIN_LENGTH_PX) continues in an adjacent signal map when a window as long
-    as the line, on its extension (within ±2° and ±3 px of it, 0.6–15 × its length + 20 px away, at most REACH_MAX_PX),
-    sums to z ≥ CONTINUE_Z against that map's null, beats the same search on two control lines CONTROL_PX to either
-    side (at the best window's angle: turned about the line's middle, a control would sweep onto the extension far
-    out), is lit over at least half its length (not one bright spot) and is 0.3–3 × as bright as the line itself
-    (the same object).
+    as the line, on its extension (within ±2° and ±3 px of it, 0.6–15 × its length + 20 px away, at most
+    REACH_MAX_PX), sums to z ≥ CONTINUE_Z against that map's null, beats the same search on two control lines
+    CONTROL_PX to either side (turned about the best window's centre: turned about the line's middle, a control
+    would sweep onto the extension far out), is lit over at least half its length (not one bright spot) and is 0.3–3
+    × as bright as the line itself (the same object).
 
 A meteor lasts under a second: the adjacent differences hold nothing along its line (the control lines and the
 brightness ratio keep clutter from passing for it). The lines this explains are erased from the model's input and
@@ -55,7 +55,7 @@ REACH_SLACK_PX = 20.0
 REACH_MAX_PX = 600.0
 MIN_COVER = 0.7               # a window at least 70 % inside the sky
 CONTINUE_Z = 8.0              # its sum at least this z, ...
-CONTROL_PX = 25.0             # ... above the best window of the lines this far to either side (its angle), ...
+CONTROL_PX = 25.0             # ... above the best window of the lines this far to either side of it, ...
 MIN_FILL = 0.5                # ... lit over half its length (its 5 px mean ≥ 0.4 × the window's mean), ...
 FILL_LEVEL = 0.4
 BRIGHTNESS_RATIO = (0.3, 3.0)  # ... and 0.3–3 × the line's mean brightness
@@ -232,32 +232,37 @@ def lines_of(signal_map: np.ndarray, sky: np.ndarray) -> list[Line]:
 
 @dataclass(frozen=True)
 class Window:
-    """The best window on a line's extension in an adjacent map: its z, mean, lit share and angle to the line (°)."""
+    """The best window on a line's extension in an adjacent map: its z, mean, lit share, angle to the line (°) and
+    centre (px along the line from the line's centre point)."""
     z: float
     mean: float = 0.0
     fill: float = 0.0
     turn: float = 0.0
+    centre: float = 0.0
 
 
 def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[float, float], top: float,
-                turns_deg=CONTINUE_ANGLES_DEG, control: float = 0.0) -> Window:
-    """The best window as long as `line` on its extension in the neighbour map, turned by one of `turns_deg` about
-    the line's middle and `control` px aside: its ridge profile clipped to [-2, top] and summed, against `null`
-    (`null_of` the map clipped alike)."""
+                around: Window | None = None, control: float = 0.0) -> Window:
+    """The best window as long as `line` on its extension in the neighbour map, turned by CONTINUE_ANGLES_DEG about
+    the line's middle — or, `around` a window found so, about that window's centre on its line — and `control` px
+    aside: its ridge profile clipped to [-2, top] and summed, against `null` (`null_of` the map clipped alike)."""
     length = max(int(round(line.length)), 10)
     middle = (line.start + line.end) / 2
     reach = min(REACH * length + REACH_SLACK_PX, REACH_MAX_PX)
     ts = np.arange(middle - reach - length / 2, middle + reach + length / 2, 1.0, dtype=np.float32)
     centres = ts[:len(ts) - length + 1] + length / 2            # window i spans ts[i:i + length]
     far_enough = np.abs(centres - middle) >= MIN_SHIFT * length
-    turns, offsets = np.meshgrid(math.atan2(line.direction[1], line.direction[0])
-                                 + np.radians(turns_deg), np.array(CONTINUE_OFFSETS_PX) + control,
-                                 indexing="ij")
-    offsets_count = len(CONTINUE_OFFSETS_PX)
+    base = math.atan2(line.direction[1], line.direction[0])
+    first_turn = around.turn if around else 0.0
+    pivot = around.centre if around else middle                 # where the turned lines cross the line's path
+    turns_deg = first_turn + np.array(CONTINUE_ANGLES_DEG, dtype=float)
+    turns, offsets = np.meshgrid(base + np.radians(turns_deg), np.array(CONTINUE_OFFSETS_PX) + control, indexing="ij")
     turns, offsets = turns.reshape(-1, 1), offsets.reshape(-1, 1)
     directions = (np.cos(turns), np.sin(turns))
-    anchor = (line.centre[0] + line.direction[0] * middle, line.centre[1] + line.direction[1] * middle)
-    starts = (anchor[0] - directions[0] * middle, anchor[1] - directions[1] * middle)
+    along = pivot - middle
+    anchor = (line.centre[0] + line.direction[0] * middle + math.cos(base + math.radians(first_turn)) * along,
+              line.centre[1] + line.direction[1] * middle + math.sin(base + math.radians(first_turn)) * along)
+    starts = (anchor[0] - directions[0] * pivot, anchor[1] - directions[1] * pivot)
     profiles = ridge_profile(neighbour, starts, directions, ts, offsets)
     usable = (sample_line(sky.astype(np.float32), starts, directions, ts, offsets) > 127) & np.isfinite(profiles)
     values = np.where(usable, np.clip(profiles, -2.0, top), 0.0)
@@ -271,7 +276,7 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
     smooth = np.convolve(values[row], np.ones(5) / 5, mode="same")[i:i + length]
     mean = float(sums[row, i] / max(cover[row, i] * length, 1.0))
     lit = float(np.mean(smooth > FILL_LEVEL * mean))
-    return Window(float(zs[row, i]), mean, lit, float(turns_deg[row // offsets_count]))
+    return Window(float(zs[row, i]), mean, lit, float(turns_deg[row // len(CONTINUE_OFFSETS_PX)]), float(centres[i]))
 
 
 def window_sums(values: np.ndarray, length: int) -> np.ndarray:
@@ -288,19 +293,19 @@ def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
     low, high = BRIGHTNESS_RATIO
     if window.z < CONTINUE_Z or window.fill < MIN_FILL or not low * line.mean <= window.mean <= high * line.mean:
         return False
-    return all(window.z >= best_window(line, neighbour, sky, null, top, (window.turn,), control).z
+    return all(window.z >= best_window(line, neighbour, sky, null, top, window, control).z
                for control in (-CONTROL_PX, CONTROL_PX))
 
 
 class Search:
     """One candidate's search for faint crossings, which the satellite check may ask for more than once (with the
     previous frame, with both neighbours, with the frame two back): its sky and its lines are found once, and each
-    adjacent pair's signal map is made once."""
+    adjacent pair's signal map is made once (None for frames that could not be read: no lines)."""
 
-    def __init__(self, current: np.ndarray, previous: np.ndarray):
-        self.shape, self.maps = current.shape, {}
-        if previous.shape != current.shape:           # a camera changed: nothing to compare
-            self.sky, self.lines = None, []
+    def __init__(self, current: np.ndarray | None, previous: np.ndarray | None):
+        self.shape, self.maps = (None if current is None else current.shape), {}
+        if current is None or previous is None or previous.shape != current.shape:
+            self.sky, self.lines = None, []           # unreadable, or a camera changed: nothing to follow
             return
         self.sky = sky_of([current, previous])
         self.lines = [line for line in lines_of(signal(current, previous, self.sky), self.sky)
