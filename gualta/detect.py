@@ -510,8 +510,10 @@ class Decider:
         a meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
         difference's pieces) are erased (bright pieces first, then faint lines, then faint crossings as well) — unless
         it keeps a streak that neither its neighbours nor its own light explain, outside what was erased (a meteor
-        beside the satellite: `shared_streak`)."""
-        explained = self.explained_by_neighbours(result, neighbours)
+        beside the satellite: `shared_streak`). A candidate with a long bright streak that no adjacent difference
+        explains keeps such a streak whatever is erased, so faint crossings are not searched for it."""
+        kept = result.frame_size is not None and self.long_bright_streak_unexplained(result, neighbours)
+        explained = self.explained_by_neighbours(result, neighbours, faint_crossings=not kept)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
         result.shared_streak = None if meteor is None else meteor.ends
         return explained is not None and meteor is None
@@ -601,11 +603,12 @@ class Decider:
         return result.bright is None and all(streak.explained_by_adjacent(piece, neighbour_pieces)
                                              for piece in result.pieces if piece.is_streak or piece.is_faint_streak)
 
-    def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult]) -> np.ndarray | None:
+    def explained_by_neighbours(self, result: FrameResult, neighbours: list[FrameResult],
+                                faint_crossings: bool = True) -> np.ndarray | None:
         """Where the neighbours (and the candidate's explained streaks) explain a model's candidate — a mask of its
         difference image, `trails.explained_mask` — when its trails all continue a neighbour's or (with `rescore`) it
-        no longer scores as a meteor with that erased (bright pieces first, then faint lines, then faint crossings
-        as well: `faint_crossing`); else None."""
+        no longer scores as a meteor with that erased (bright pieces first, then faint lines, then, unless
+        `faint_crossings` is False, faint crossings as well: `faint_crossing`); else None."""
         continuing = trails.is_crossing(result.trails, [t for n in neighbours for t in n.trails])
         if not continuing and (self.rescore is None or result.diff is None):
             return None
@@ -622,7 +625,7 @@ class Decider:
                                             pieces=[line.points for line in result.faint_lines])
             if fainter.any() and self.rescore(trails.erased(left, fainter)) < self.threshold:
                 return mask | fainter
-        faintest = self.faint_crossing(result, neighbours)
+        faintest = self.faint_crossing(result, neighbours) if faint_crossings else None
         if faintest is not None and self.rescore(trails.erased(left, fainter | faintest)) < self.threshold:
             return mask | fainter | faintest
         return None

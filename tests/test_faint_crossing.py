@@ -10,7 +10,7 @@ import pytest
 from gualta import faint_crossing
 from gualta.detect import Decider
 from gualta.preprocess import binary_difference, resize_area
-from helpers_client import frame_result
+from helpers_client import frame_result, streak_piece
 
 WIDTH, HEIGHT = 1304, 976
 START = np.array([420.0, 330.0])
@@ -240,3 +240,23 @@ def test_the_same_frames_give_the_same_lines():
     frames = night(SATELLITE)
     first, second = explained(frames), explained(frames)
     assert first and [line.z for line in first] == [line.z for line in second]
+
+
+def test_a_candidate_kept_by_its_own_long_bright_streak_reads_no_frame():
+    """A long bright streak that no adjacent difference explains keeps its frame whatever is erased (a meteor beside
+    a satellite): faint crossings are not searched for it, so no frame is read."""
+    frames = night(SATELLITE)
+    results = results_of(frames)
+    meteor = streak_piece(((60, 300), (120, 330)))
+    assert meteor.is_long_and_bright
+    results[2].pieces = [meteor]
+    reads = []
+
+    def read(path: Path) -> np.ndarray:
+        reads.append(path)
+        return frames[[r.file for r in results].index(path)]
+
+    decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
+    decided = [r for result in results for r in decider.push(result)] + decider.finish()
+    assert (decided[2].flag, decided[2].detection) == ("", True)
+    assert reads == []
