@@ -14,6 +14,7 @@ worker thread while the model scores the current one.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -63,6 +64,7 @@ METEOR, NO_METEOR = "meteor", "no-meteor"
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
 STREAK_WORKERS = 2
+GRAY_FRAMES_KEPT = 6          # frames `faint_crossing` keeps decoded: a candidate's, its neighbours', the next one's
 
 
 @dataclass
@@ -341,7 +343,8 @@ class Decider:
         self.threshold, self.satellite_check, self.report_flagged = threshold, satellite_check, report_flagged
         self.rescore, self.fireball_check, self.streak_check = rescore, fireball_check, streak_check
         self.cloud_check, self.lightning_check = cloud_check, lightning_check
-        self.read_gray = read_gray                      # frames for `faint_crossing` (None: that step is off)
+        # frames for `faint_crossing` (None: that step is off), the last few decoded kept: neighbours share them
+        self.read_gray = None if read_gray is None else functools.lru_cache(GRAY_FRAMES_KEPT)(read_gray)
         self.before: FrameResult | None = None          # the last decided scored frame
         self.earlier: FrameResult | None = None         # the scored frame decided before it
         self.waiting: FrameResult | None = None         # a candidate waiting for the next scored frame
@@ -635,14 +638,14 @@ class Decider:
         faint for any piece: `gualta.faint_crossing`), as a mask of its difference image; None if none does, or
         without `read_gray` or its own pair readable (a neighbour whose pair cannot be read is left out). Its lines
         are searched once (`FrameResult.faint_search`, let go when it is decided), each adjacent pair's map made
-        once, and no neighbour is read for a candidate without lines."""
+        once, the last GRAY_FRAMES_KEPT frames kept decoded (the next candidate's neighbours are mostly the same),
+        and no neighbour is read for a candidate without lines."""
         pairs = [(n.file, n.previous) for n in neighbours if n.previous is not None]
         if self.read_gray is None or result.previous is None or not pairs:
             return None
-        read = {}
         if result.faint_search is None:
             try:
-                result.faint_search = faint_crossing.Search(*self.frames_read(read, (result.file, result.previous)))
+                result.faint_search = faint_crossing.Search(*map(self.read_gray, (result.file, result.previous)))
             except BadFrame as exc:
                 log.warning("%s: faint crossings not looked for: %s", result.file.name, exc)
                 result.faint_search = faint_crossing.Search(None, None)     # not tried again
@@ -653,20 +656,13 @@ class Decider:
         for pair in pairs:
             try:
                 maps.append(search.maps[pair] if pair in search.maps
-                            else search.neighbour(pair, *self.frames_read(read, pair)))
+                            else search.neighbour(pair, *map(self.read_gray, pair)))
             except BadFrame as exc:
                 log.warning("%s: faint crossings not followed into %s: %s", result.file.name, pair[0].name, exc)
                 search.maps[pair] = None                                    # not tried again
         lines = search.explained([signal for signal in maps if signal is not None])
         height, width = search.shape
         return faint_crossing.erase_mask(lines, (width, height)) if lines else None
-
-    def frames_read(self, read: dict, paths: tuple[Path, ...]) -> list[np.ndarray]:
-        """Gray frames (`read_gray`), each read once into `read`."""
-        for path in paths:
-            if path not in read:
-                read[path] = self.read_gray(path)
-        return [read[path] for path in paths]
 
     @staticmethod
     def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:

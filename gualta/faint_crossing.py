@@ -78,15 +78,14 @@ class Line:
         return self.end - self.start
 
     @property
+    def window_px(self) -> int:
+        """The length of the windows that look for it in an adjacent map (and of its null's)."""
+        return max(int(round(self.length)), 10)
+
+    @property
     def ends(self) -> tuple[tuple[float, float], tuple[float, float]]:
         (cx, cy), (ux, uy) = self.centre, self.direction
         return (cx + ux * self.start, cy + uy * self.start), (cx + ux * self.end, cy + uy * self.end)
-
-
-def sky_of(frames: list[np.ndarray]) -> np.ndarray:
-    """The sky (uint8, 255) seen by a few gray frames of one place and time (a candidate's pair): their median's
-    sky (`classical.estimate_sky_mask`), so that the lens border and the ground weigh in no statistic."""
-    return estimate_sky_mask(frames)
 
 
 def signal(current: np.ndarray, previous: np.ndarray, sky: np.ndarray) -> np.ndarray:
@@ -246,7 +245,7 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
     """The best window as long as `line` on its extension in the neighbour map, turned by CONTINUE_ANGLES_DEG about
     the line's middle — or, `around` a window found so, about that window's centre on its line — and `control` px
     aside: its ridge profile clipped to [-2, top] and summed, against `null` (`null_of` the map clipped alike)."""
-    length = max(int(round(line.length)), 10)
+    length = line.window_px
     middle = (line.start + line.end) / 2
     reach = min(REACH * length + REACH_SLACK_PX, REACH_MAX_PX)
     ts = np.arange(middle - reach - length / 2, middle + reach + length / 2, 1.0, dtype=np.float32)
@@ -264,7 +263,7 @@ def best_window(line: Line, neighbour: np.ndarray, sky: np.ndarray, null: tuple[
               line.centre[1] + line.direction[1] * middle + math.sin(base + math.radians(first_turn)) * along)
     starts = (anchor[0] - directions[0] * pivot, anchor[1] - directions[1] * pivot)
     profiles = ridge_profile(neighbour, starts, directions, ts, offsets)
-    usable = (sample_line(sky.astype(np.float32), starts, directions, ts, offsets) > 127) & np.isfinite(profiles)
+    usable = (sample_line(np.asarray(sky, np.float32), starts, directions, ts, offsets) > 127) & np.isfinite(profiles)
     values = np.where(usable, np.clip(profiles, -2.0, top), 0.0)
     sums = window_sums(values, length)
     cover = window_sums(usable.astype(float), length) / length
@@ -288,7 +287,7 @@ def window_sums(values: np.ndarray, length: int) -> np.ndarray:
 def continues_in(line: Line, neighbour: np.ndarray, sky: np.ndarray) -> bool:
     """Whether `line` goes on along its own line in an adjacent signal map (`neighbour`): see the module's doc."""
     top = max(2.0 * line.mean, 3.0)                  # a neighbour's brighter piece weighs like a twice brighter line
-    null = null_of(np.clip(neighbour, -2.0, top), sky, max(int(round(line.length)), 10))
+    null = null_of(np.clip(neighbour, -2.0, top), sky, line.window_px)
     window = best_window(line, neighbour, sky, null, top)
     low, high = BRIGHTNESS_RATIO
     if window.z < CONTINUE_Z or window.fill < MIN_FILL or not low * line.mean <= window.mean <= high * line.mean:
@@ -307,7 +306,7 @@ class Search:
         if current is None or previous is None or previous.shape != current.shape:
             self.sky, self.lines = None, []           # unreadable, or a camera changed: nothing to follow
             return
-        self.sky = sky_of([current, previous])
+        self.sky = estimate_sky_mask([current, previous]).astype(np.float32)   # 255: the sky, 0: lens border, ground
         self.lines = [line for line in lines_of(signal(current, previous, self.sky), self.sky)
                       if line.z >= LINE_Z and line.length >= MIN_LENGTH_PX]
 

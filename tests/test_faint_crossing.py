@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gualta import faint_crossing
+from gualta.classical import estimate_sky_mask
 from gualta.detect import Decider
 from gualta.preprocess import binary_difference, resize_area
 from helpers_client import frame_result, streak_piece
@@ -68,7 +69,7 @@ def test_a_faint_satellite_seen_in_one_neighbour_only_is_explained():
 
 def test_a_faint_meteor_alone_is_not_explained():
     frames = night({2: [segment(0, 120)]})
-    sky = faint_crossing.sky_of(frames)
+    sky = estimate_sky_mask(frames)
     own = faint_crossing.lines_of(faint_crossing.signal(frames[2], frames[1], sky), sky)
     assert own and near_line(own[0], *segment(0, 120))          # the search sees it ...
     assert explained(frames) == []                              # ... and nothing goes on along its line
@@ -212,6 +213,24 @@ def test_a_candidate_without_lines_reads_no_neighbour_and_each_frame_once():
     decided = [r for result in results for r in decider.push(result)] + decider.finish()
     assert (decided[2].flag, decided[2].detection) == ("", True)
     assert sorted(reads) == sorted([results[2].file, results[1].file])
+
+
+def test_each_frame_is_decoded_once_however_often_the_check_asks():
+    """Not explained by the previous frame, a candidate with a line (a faint meteor) is asked again with both
+    neighbours: it needs its own pair and both adjacent pairs, and each frame is decoded once (its own is also the
+    next pair's previous frame)."""
+    frames = night({2: [segment(0, 120)]})
+    results = results_of(frames)
+    reads = []
+
+    def read(path: Path) -> np.ndarray:
+        reads.append(path)
+        return frames[[r.file for r in results].index(path)]
+
+    decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
+    decided = [r for result in results for r in decider.push(result)] + decider.finish()
+    assert (decided[2].flag, decided[2].detection) == ("", True)
+    assert sorted(reads) == sorted(result.file for result in results)
 
 
 @pytest.mark.parametrize("unreadable, flag, said", [
