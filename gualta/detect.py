@@ -513,8 +513,9 @@ class Decider:
         a meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
         difference's pieces) are erased (bright pieces first, then faint lines, then faint crossings as well) — unless
         it keeps a streak that neither its neighbours nor its own light explain, outside what was erased (a meteor
-        beside the satellite: `shared_streak`). A candidate with a long bright streak that no adjacent difference
-        explains keeps such a streak whatever is erased, so faint crossings are not searched for it."""
+        beside the satellite: `shared_streak`). A candidate with a long bright streak that neither the adjacent
+        differences nor its own light explain keeps its frame whatever is erased, so faint crossings are not searched
+        for it (nor is it noted as sharing its frame when only they would explain the rest)."""
         kept = result.frame_size is not None and self.long_bright_streak_unexplained(result, neighbours)
         explained = self.explained_by_neighbours(result, neighbours, faint_crossings=not kept)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)

@@ -263,7 +263,8 @@ def test_the_same_frames_give_the_same_lines():
 
 def test_a_candidate_kept_by_its_own_long_bright_streak_reads_no_frame():
     """A long bright streak that no adjacent difference explains keeps its frame whatever is erased (a meteor beside
-    a satellite): faint crossings are not searched for it, so no frame is read."""
+    a satellite): faint crossings are not searched for it, so no frame is read, and with nothing else explained the
+    frame is not noted as sharing it with a satellite."""
     frames = night(SATELLITE)
     results = results_of(frames)
     meteor = streak_piece(((60, 300), (120, 330)))
@@ -277,5 +278,5 @@ def test_a_candidate_kept_by_its_own_long_bright_streak_reads_no_frame():
 
     decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
     decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    assert (decided[2].flag, decided[2].detection) == ("", True)
+    assert (decided[2].flag, decided[2].detection, decided[2].note) == ("", True, "")
     assert reads == []
