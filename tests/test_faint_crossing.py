@@ -143,14 +143,23 @@ class LineRescore:
 def decide(frames: list[np.ndarray], read: bool = True):
     """Frame 2 as a model candidate, decided with frames 1 and 3 as its neighbours (files read from `frames`)."""
     results = results_of(frames)
-    files = {result.file: frame for result, frame in zip(results, frames)}
     rescore = LineRescore(*segment(0, 120))
     assert rescore(results[2].diff) == 0.95                     # the line stands out of the model's input
-    decider = Decider(0.85, rescore=rescore, read_gray=files.__getitem__ if read else None)
-    decided = []
-    for result in results:
-        decided += decider.push(result)
-    return (decided + decider.finish())[2]
+    return decided_reading(frames, results, rescore, read)[0]
+
+
+def decided_reading(frames: list[np.ndarray], results: list, rescore, read: bool = True) -> tuple:
+    """Frame 2 of `results` (from `results_of`) decided with `rescore`, and the files read (their frames from
+    `frames`; none without `read`)."""
+    reads = []
+
+    def read_gray(path: Path) -> np.ndarray:
+        reads.append(path)
+        return frames[[r.file for r in results].index(path)]
+
+    decider = Decider(0.85, rescore=rescore, read_gray=read_gray if read else None)
+    decided = [r for result in results for r in decider.push(result)] + decider.finish()
+    return decided[2], reads
 
 
 def test_the_satellite_check_holds_back_a_faint_crossing():
@@ -203,15 +212,8 @@ def test_a_candidate_without_lines_reads_no_neighbour_and_each_frame_once():
     its own pair is read, once, however often the check asks."""
     frames = night({})
     results = results_of(frames)
-    reads = []
-
-    def read(path: Path) -> np.ndarray:
-        reads.append(path)
-        return frames[[r.file for r in results].index(path)]
-
-    decider = Decider(0.85, rescore=lambda diff: 0.95, read_gray=read)
-    decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    assert (decided[2].flag, decided[2].detection) == ("", True)
+    candidate, reads = decided_reading(frames, results, lambda diff: 0.95)
+    assert (candidate.flag, candidate.detection) == ("", True)
     assert sorted(reads) == sorted([results[2].file, results[1].file])
 
 
@@ -221,15 +223,8 @@ def test_each_frame_is_decoded_once_however_often_the_check_asks():
     next pair's previous frame)."""
     frames = night({2: [segment(0, 120)]})
     results = results_of(frames)
-    reads = []
-
-    def read(path: Path) -> np.ndarray:
-        reads.append(path)
-        return frames[[r.file for r in results].index(path)]
-
-    decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
-    decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    assert (decided[2].flag, decided[2].detection) == ("", True)
+    candidate, reads = decided_reading(frames, results, LineRescore(*segment(0, 120)))
+    assert (candidate.flag, candidate.detection) == ("", True)
     assert sorted(reads) == sorted(result.file for result in results)
 
 
@@ -270,13 +265,6 @@ def test_a_candidate_kept_by_its_own_long_bright_streak_reads_no_frame():
     meteor = streak_piece(((60, 300), (120, 330)))
     assert meteor.is_long_and_bright
     results[2].pieces = [meteor]
-    reads = []
-
-    def read(path: Path) -> np.ndarray:
-        reads.append(path)
-        return frames[[r.file for r in results].index(path)]
-
-    decider = Decider(0.85, rescore=LineRescore(*segment(0, 120)), read_gray=read)
-    decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    assert (decided[2].flag, decided[2].detection, decided[2].note) == ("", True, "")
+    candidate, reads = decided_reading(frames, results, LineRescore(*segment(0, 120)))
+    assert (candidate.flag, candidate.detection, candidate.note) == ("", True, "")
     assert reads == []
