@@ -22,6 +22,7 @@ guAlta_model_url = ""                           # published models (empty: guAlt
 guAlta_model_update = True                      # install a newer published model (False: keep this one)
 guAlta_outbox = "gualta_outbox.sqlite"          # reports not yet delivered + real-time progress (keep it on local disk)
 guAlta_satellite_check = True                   # flag trails that continue in the next/previous frame (satellites)
+guAlta_faint_crossing_check = True             # follow a candidate's faintest lines into the next/previous frame
 guAlta_fireball_check = True                    # report a bright, saturated streak in one frame only (fireballs)
 guAlta_streak_check = True                      # report a thin streak in one frame only (short or faint meteors)
 guAlta_cloud_check = True                       # flag a candidate with no streak explained by clouds changing next door

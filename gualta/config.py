@@ -211,6 +211,8 @@ SETTINGS = (
             "(checked before a batch run with uploads and when a real-time night starts)"),
     Setting("outbox", path, "gualta_outbox.sqlite", "SQLite file: reports not yet delivered, real-time progress"),
     Setting("satellite_check", boolean, True, "flag trails that continue in the previous or next frame"),
+    Setting("faint_crossing_check", boolean, True, "with the satellite check: follow a model's candidate's lines "
+            "too faint for any piece into the adjacent frames (its step 5: about half a second a candidate)"),
     Setting("fireball_check", boolean, True, "report a bright, saturated streak seen in one frame only, even if "
             "the model scores it below the threshold"),
     Setting("streak_check", boolean, True, "report a thin streak seen in one frame only (a short or faint meteor), "
@@ -260,6 +262,7 @@ class Settings:
     model_update: bool
     outbox: Path
     satellite_check: bool
+    faint_crossing_check: bool
     fireball_check: bool
     streak_check: bool
     cloud_check: bool

@@ -356,7 +356,8 @@ class Decider:
         return cls(settings.threshold, satellite_check=settings.satellite_check,
                    report_flagged=settings.report_flagged, rescore=rescorer(model),
                    fireball_check=settings.fireball_check, streak_check=settings.streak_check,
-                   cloud_check=settings.cloud_check, lightning_check=settings.lightning_check, read_gray=read_frame)
+                   cloud_check=settings.cloud_check, lightning_check=settings.lightning_check,
+                   read_gray=read_frame if settings.faint_crossing_check else None)
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Add the next frame; returns the frames decided by it, in time order."""

@@ -128,6 +128,9 @@ def test_the_settings_give_the_decider_and_the_scorer_each_check_as_set(tmp_path
         assert {name: getattr(decider, name) for name in checks} == {name: getattr(chosen, name) for name in checks}
         scorer = scorer_for(chosen, None, NightFrames([]))
         assert (scorer.batch_size, scorer.streak_check) == (3, chosen.streak_check)
+    for faint in (True, False):                     # step 5 reads frames only when it is on
+        chosen = settings(tmp_path, tmp_path / "model.onnx", faint_crossing_check=faint)
+        assert (Decider.from_settings(chosen, model=None).read_gray is not None) == faint
     with pytest.raises(TypeError):                  # a check's flag by position would be read as another's
         Decider(0.85, False)
 
