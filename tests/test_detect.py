@@ -282,7 +282,7 @@ def test_frames_taken_in_daylight_are_not_scored(client_night, tiny_model, tmp_p
     said = []
 
     def rows(name: str, **place) -> list[dict]:
-        config = settings(tmp_path, tiny_model, threshold=0, faint_crossing_check=False, **place)  # all candidates
+        config = settings(tmp_path, tiny_model, threshold=0, faint_crossing_check=False, **place)  # not step 5's test
         run_batch(config, client_night, tmp_path / name, upload=False, say=said.append, progress=False)
         return read_scores(tmp_path / name)
 
