@@ -308,7 +308,7 @@ class Search:
             return
         self.sky = estimate_sky_mask([current, previous]).astype(np.float32)   # 255: the sky, 0: lens border, ground
         self.lines = [line for line in lines_of(signal(current, previous, self.sky), self.sky)
-                      if line.z >= LINE_Z and line.length >= MIN_LENGTH_PX]
+                      if line.z >= LINE_Z]                    # `lines_of` keeps those MIN_LENGTH_PX long
 
     def neighbour(self, key, current: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
         """The signal map of an adjacent pair of gray frames, made once under `key`; None for frames of another
