@@ -8,10 +8,11 @@ Each night (a folder with ground_truth.csv, given directly or as a root holding 
 there is read, not run again, so a table can be rebuilt or extended without rescoring. Printed as markdown, one row
 a night and one for all of them: meteor frames, found, recall, precision (false positives), faint recall (peak under
 5 × the noise), recall from 5 × the noise, cloudy false positives (no-meteor frames with cloud cover ≥ 0.2),
-fireball frames found, and the model alone at the threshold on its own scores. With --before, another client's
-scores CSVs of the same nights (an earlier commit's, run the same way) are read as well, and the totals before → after
-are printed with every frame decided differently (its ground-truth event, reported or not, flag). Figures are
-printed, never asserted.
+fireball frames found, the share of found meteor frames whose reported streak lies on the meteor (both ends within
+20 px of its true streak: the daily page groups crossings by it), and the model alone at the threshold on its own
+scores. With --before, another client's scores CSVs of the same nights (an earlier commit's, run the same way) are
+read as well, and the totals before → after are printed with every frame decided differently (its ground-truth
+event, reported or not, flag). Figures are printed, never asserted.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ from compare import labelled_nights  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "guAlta.onnx"
 HEADER = ("| night | sky | meteor frames | found | recall | precision (false) | faint recall | recall ≥ 5 × noise "
-          "| cloudy FP | fireballs | model alone: recall / precision / cloudy FP |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| cloudy FP | fireballs | streak on the meteor | model alone: recall / precision / cloudy FP |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
 def scores_of(night: Path, scores_dir: Path, settings) -> Path:
@@ -66,7 +67,8 @@ def row(name: str, sky: str, summary: dict) -> str:
     return (f"| {name} | {sky} | {summary['meteor_frames']} | {summary['found']} | {ratio(summary['recall'])} "
             f"| {ratio(summary['precision'])} ({false}) | {ratio(summary['faint_recall'])} "
             f"| {ratio(summary['bright_recall'])} | {percent(summary['cloud_fp_rate'])} "
-            f"| {summary['fireballs_found']} of {summary['fireballs']} | {ratio(model['recall'])} / "
+            f"| {summary['fireballs_found']} of {summary['fireballs']} | {ratio(summary['streak_on_meteor'])} "
+            f"| {ratio(model['recall'])} / "
             f"{ratio(model['precision'])} / {percent(model['cloud_fp_rate'])} |")
 
 

@@ -294,16 +294,21 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 # model's own score stays in `score`.
 
 REPORTED = 0.5        # threshold on that p_meteor: a reported frame
+STREAK_ENDS = ["x1", "y1", "x2", "y2"]       # a streak's ends in the frame's pixels: the client's, and the truth's
+TRUE_ENDS = [f"true_{end}" for end in STREAK_ENDS]
+STREAK_TOLERANCE_PX = 20.0    # a reported streak is on the meteor when both its ends lie this near the true streak
 
 
 def client_predictions(scores_csv: str | Path, truth_csv: str | Path) -> pd.DataFrame:
     """A client's scores CSV joined with the night's ground_truth.csv, one row per scored frame (skipped frames and
-    frames without truth left out)."""
+    frames without truth left out); the client's streak (x1…y2, empty without one or in an older client's CSV) beside
+    the main event's (true_x1…true_y2)."""
     scores = pd.read_csv(scores_csv, dtype={"file": str, "flag": str, "note": str})
+    scores = scores.reindex(columns=[*scores.columns, *(end for end in STREAK_ENDS if end not in scores)])
     truth = pd.read_csv(truth_csv, dtype={"file": str})
+    truth = truth.reindex(columns=["file", "label", "event", "peak_snr", "clouds", "scenario", *STREAK_ENDS])
     table = scores[scores["score"].notna()].merge(
-        truth[["file", "label", "event", "peak_snr", "clouds", "scenario"]].rename(columns={"label": "truth"}),
-        on="file", how="inner")
+        truth.rename(columns={"label": "truth", **dict(zip(STREAK_ENDS, TRUE_ENDS))}), on="file", how="inner")
     return table.assign(night=Path(truth_csv).parent.name, meteor=table["truth"].eq("meteor").astype(int),
                         p_meteor=table["detection"].fillna(0).astype(float))
 
@@ -324,9 +329,22 @@ def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
             "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
             "fireballs": int(fireballs.sum()), "fireballs_found": int((fireballs & found).sum()),
             "false_by_event": pred.loc[found & pred["meteor"].eq(0), "event"].value_counts().to_dict(),
+            "streak_on_meteor": fraction(streak_on_meteor(meteors(pred)[found_meteors])),
             "model_alone": {"threshold": threshold, "recall": meteor_recall(model, threshold),
                             "precision": precision(model, threshold),
                             "cloud_fp_rate": cloud_fp_rate(model, threshold)}}
+
+
+def streak_on_meteor(pred: pd.DataFrame, tolerance: float = STREAK_TOLERANCE_PX) -> pd.Series:
+    """Whether each row's reported streak lies on its true streak: both ends within `tolerance` pixels of the true
+    segment (a piece of the meteor counts; a satellite's streak beside it, a longer line or no streak does not)."""
+    ends = pred[STREAK_ENDS].to_numpy(float).reshape(-1, 2, 2)
+    start, stop = (pred[TRUE_ENDS].to_numpy(float).reshape(-1, 2, 2)[:, i, None, :] for i in (0, 1))
+    along = stop - start
+    length2 = np.maximum((along ** 2).sum(axis=-1), 1e-9)
+    t = np.clip(((ends - start) * along).sum(axis=-1) / length2, 0.0, 1.0)
+    distance = np.hypot(*np.moveaxis(ends - (start + t[..., None] * along), -1, 0))
+    return pd.Series((distance <= tolerance).all(axis=1), index=pred.index)     # NaN compares False: no streak
 
 
 # --- figures ----------------------------------------------------------------------------------------------------

@@ -156,14 +156,21 @@ CLIENT_ROWS = [("f00", None, 0, "no-meteor", "none", None, 0.0),
                ("f10", 0.02, 0, "no-meteor", "fireball", None, 0.9)] # a fireball behind clouds: no meteor
 
 
+TRUE_STREAK = (100, 100, 300, 200)                     # every meteor's, in the ground truth
+REPORTED_STREAKS = {"f01": (140, 122, 260, 178),        # a piece of the meteor (ends within a few pixels)
+                    "f02": (100, 140, 300, 240)}        # a parallel streak 40 px off: not the meteor; f05 has none
+
+
 def write_client_night(folder):
     folder.mkdir(parents=True)
     pd.DataFrame([{"file": f, "score": s, "label": "meteor" if s is not None and s >= 0.85 else "no-meteor",
-                   "detection": d, "flag": "skipped" if s is None else "", "note": ""}
+                   "detection": d, "flag": "skipped" if s is None else "", "note": "",
+                   **dict(zip(ev.STREAK_ENDS, REPORTED_STREAKS.get(f, [None] * 4)))}
                   for f, s, d, *_ in CLIENT_ROWS]).to_csv(folder / "scores.csv", index=False)
-    pd.DataFrame([{"file": f, "label": label, "event": event, "peak_snr": snr, "clouds": clouds,
-                   "scenario": "mixed"} for f, _, _, label, event, snr, clouds in CLIENT_ROWS]).to_csv(
-        folder / "ground_truth.csv", index=False)
+    pd.DataFrame([{"file": f, "label": label, "event": event, "peak_snr": snr, "clouds": clouds, "scenario": "mixed",
+                   **dict(zip(ev.STREAK_ENDS, TRUE_STREAK if label == "meteor" else [None] * 4))}
+                  for f, _, _, label, event, snr, clouds in CLIENT_ROWS]).to_csv(folder / "ground_truth.csv",
+                                                                                  index=False)
     return folder / "scores.csv", folder / "ground_truth.csv"
 
 
@@ -176,6 +183,26 @@ def test_client_predictions_join_scores_and_truth(tmp_path):
     assert pred.set_index("file").loc["f03", "p_meteor"] == 0.0         # reported, not scored, is what counts
 
 
+def test_streak_on_meteor_by_geometry():
+    rows = [(0, 0, 100, 0, True),          # the whole streak
+            (30, 25, 70, -25, False),      # across it
+            (20, 5, 60, -5, True),         # a piece, off by 5 px
+            (-15, 0, 100, 0, True),        # a little past its start
+            (-60, 0, 100, 0, False),       # a longer line
+            (0, 30, 100, 30, False),       # parallel, 30 px away
+            (None, None, None, None, False)]
+    pred = pd.DataFrame([dict(zip(ev.STREAK_ENDS + ev.TRUE_ENDS, (*ends, 0, 0, 100, 0))) for *ends, _ in rows])
+    assert ev.streak_on_meteor(pred).tolist() == [on for *_, on in rows]
+    assert ev.streak_on_meteor(pred, tolerance=35).tolist()[5]
+
+
+def test_client_predictions_read_a_csv_without_streaks(tmp_path):
+    scores, truth = write_client_night(tmp_path / "20211110")
+    pd.read_csv(scores).drop(columns=ev.STREAK_ENDS).to_csv(scores, index=False)      # an older client's CSV
+    summary = ev.client_summary(ev.client_predictions(scores, truth))
+    assert summary["found"] == 3 and summary["streak_on_meteor"] == 0.0
+
+
 def test_client_summary_counts_by_hand(tmp_path):
     summary = ev.client_summary(ev.client_predictions(*write_client_night(tmp_path / "20211110")))
     assert (summary["meteor_frames"], summary["found"], summary["detections"]) == (5, 3, 5)
@@ -185,6 +212,7 @@ def test_client_summary_counts_by_hand(tmp_path):
     assert summary["cloud_fp_rate"] == pytest.approx(1 / 4) and summary["n_cloudy_no_meteor"] == 4
     assert (summary["fireballs"], summary["fireballs_found"]) == (1, 1)  # the hidden one is not a meteor frame
     assert summary["false_by_event"] == {"satellite": 1, "none": 1}
+    assert summary["streak_on_meteor"] == pytest.approx(1 / 3)    # of f01, f02, f05: f01's is on the meteor
     model = summary["model_alone"]                         # scores ≥ 0.85: f01 and f03 (meteors), f06, f07 (cloudy)
     assert model["recall"] == pytest.approx(2 / 5) and model["precision"] == pytest.approx(2 / 4)
     assert model["cloud_fp_rate"] == pytest.approx(1 / 4)
