@@ -375,7 +375,8 @@ class Decider:
         if checked and not self.crossing(result, self.neighbours(result, self.before, None)):
             self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
-        self.decide(result, SATELLITE if checked else "")   # checked here: the previous frame explains it
+        self.decide(result, SATELLITE if checked else "",    # checked here: the previous frame explains it
+                    self.neighbours(result, self.before, None))
         self._advance(result)
         return decided + [result]
 
@@ -424,7 +425,8 @@ class Decider:
         if self.waiting is None:
             return []
         decided = self.waiting
-        self.decide(decided, self.explanation(decided, self.before, after))
+        flag = self.explanation(decided, self.before, after)
+        self.decide(decided, flag, self.neighbours(decided, self.before, after))
         self._advance(decided)
         self.waiting = None
         out, self.behind = [decided, *self.behind], []
@@ -717,9 +719,11 @@ class Decider:
         bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
         return any(trails.continues(bright, trail) for n in neighbours for trail in n.trails)
 
-    def decide(self, result: FrameResult, flag: str) -> None:
-        """Label, flag, detection and streak of a scored frame; `flag` is what the neighbours explain it by
-        (`explanation`, computed once: it may cost a model call)."""
+    def decide(self, result: FrameResult, flag: str, neighbours: list[FrameResult]) -> None:
+        """Label, flag, detection and streak of a scored frame; `flag` is what its `neighbours` explain it by
+        (`explanation`, computed once: it may cost a model call). The streak: the meteor's beside an explained
+        crossing (`shared_streak`), the bright or thin streak that made a check's candidate, an unflagged model's
+        candidate's own streak (`own_streak`), else its longest trail or streak."""
         result.faint_search = None                      # its maps are not needed any more
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
@@ -742,10 +746,33 @@ class Decider:
             result.streak = result.bright.ends
         elif self.thin_only(result):
             result.streak = max(self.thin_streaks(result), key=lambda p: (not p.own_light, p.length)).ends
+        elif not flag and (own := self.own_streak(result, neighbours)):
+            result.streak = own
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
         elif streaks := [piece for piece in result.pieces if piece.is_streak]:
             result.streak = streaks[0].ends             # a short meteor: too short for a trail of the difference image
+
+    @staticmethod
+    def own_streak(result: FrameResult, neighbours: list[FrameResult]) -> tuple[int, int, int, int] | None:
+        """Where a model's candidate's meteor is, when the longest trail of its difference image can be a
+        satellite's, a plane's or moving cloud's beside it: its longest streak that neither its own light nor the
+        adjacent differences explain (`streak.unexplained`), else its longest such faint streak that a trail lies
+        along (noise makes faint streaks too); as the longest trail along it (`trails.overlaps`: a trail spans more
+        of a meteor than its pieces do), else the streak's own ends. None without either."""
+        if result.frame_size is None:
+            return None
+        neighbour_pieces = [n.pieces for n in neighbours]
+        streaks = streak.unexplained([piece for piece in result.pieces if piece.is_streak], neighbour_pieces)
+        faint = streak.unexplained([piece for piece in result.pieces if piece.is_faint_streak], neighbour_pieces)
+        for piece in streaks[:1] + faint:
+            own = trails.Trail.from_frame(piece.ends, *result.frame_size)
+            along = next((trail for trail in result.trails if trails.overlaps(trail, own)), None)
+            if along is not None:
+                return along.in_frame(*result.frame_size)
+            if piece.is_streak:
+                return piece.ends
+        return None
 
     @staticmethod
     def not_the_model(result: FrameResult) -> str:

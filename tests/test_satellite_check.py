@@ -342,6 +342,40 @@ def test_a_meteor_too_small_for_the_model_keeps_its_frame_beside_a_crossing_sate
     assert explained_by_neighbour.flag == "satellite"
 
 
+def test_a_reported_model_candidate_marks_its_own_streak_not_the_longer_crossing_beside_it():
+    """A meteor's frame kept beside a satellite reports the meteor's streak (`Decider.own_streak`), not the longest
+    trail of its difference image (the satellite's): a streak that no adjacent piece explains, else such a faint
+    streak with a trail along it, never one whose own light tells a crossing; as the trail along it where there is
+    one."""
+    satellite = [((40 + 70 * k, 300), (100 + 70 * k, 300)) for k in range(3)]
+    meteor_segment = ((200, 150), (225, 165))
+    meteor, crossing = streak_piece(meteor_segment), streak_piece(satellite[1], signal=9.0)
+    frames = [frame_result(0, 0.99, diff_with(satellite[0]), pieces=[streak_piece(satellite[0])]),
+              frame_result(1, 0.99, diff_with(satellite[1], meteor_segment, seed=1), pieces=[crossing, meteor]),
+              frame_result(2, 0.99, diff_with(satellite[2], seed=2), pieces=[streak_piece(satellite[2])])]
+    kept = decide_in_order(frames)[1]
+    trails_in_frame = [trail.in_frame(1304, 976) for trail in kept.trails]
+    assert len(trails_in_frame) == 2
+    assert trails_in_frame[0] == find_trails(diff_with(satellite[1]))[0].in_frame(1304, 976)   # the satellite's
+    assert (kept.flag, kept.detection) == ("", True)
+    assert kept.streak == trails_in_frame[1] and np.allclose(kept.streak, meteor.ends, atol=4)    # the meteor's trail
+
+    def beside_steady_satellite(*pieces, drawn=()) -> FrameResult:
+        return decide_in_order([frame_result(0, 0.02, speckle(0)),
+                                frame_result(1, 0.99, diff_with(SATELLITE_PIECE, *drawn, seed=1), pieces=list(pieces)),
+                                frame_result(2, 0.02, speckle(2))])[1]
+
+    longest_trail = find_trails(diff_with(SATELLITE_PIECE, seed=1))[0].in_frame(1304, 976)
+    faint_meteor = streak_piece(meteor_segment, signal=7.0)
+    assert faint_meteor.is_faint_streak and not faint_meteor.is_streak
+    faint_kept = beside_steady_satellite(steady_piece(SATELLITE_PIECE), faint_meteor, drawn=[meteor_segment])
+    assert faint_kept.detection and np.allclose(faint_kept.streak, faint_meteor.ends, atol=4)
+    assert beside_steady_satellite(steady_piece(SATELLITE_PIECE), faint_meteor).streak == longest_trail  # no trail
+    alone = beside_steady_satellite(steady_piece(SATELLITE_PIECE), meteor)        # no trail: the streak's own ends
+    assert alone.streak == meteor.ends
+    assert beside_steady_satellite(steady_piece(SATELLITE_PIECE)).streak == longest_trail           # as before
+
+
 def test_a_streak_an_adjacent_piece_explains_is_erased_like_a_steady_one():
     """A satellite too faint in the neighbour's 400×400 difference for a line there, seen by the streak check in both
     frames: the candidate's streak continuing the neighbour's piece is erased before the model is asked again."""
