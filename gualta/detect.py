@@ -659,8 +659,7 @@ class Decider:
         maps = []
         for pair in pairs:
             try:
-                maps.append(search.maps[pair] if pair in search.maps
-                            else search.neighbour(pair, *map(self.read_gray, pair)))
+                maps.append(search.neighbour(pair, lambda: tuple(map(self.read_gray, pair))))
             except BadFrame as exc:
                 log.warning("%s: faint crossings not followed into %s: %s", result.file.name, pair[0].name, exc)
                 search.maps[pair] = None                                    # not tried again

@@ -24,6 +24,7 @@ the frame is scored again, as in the steps before.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -310,10 +311,12 @@ class Search:
         self.lines = [line for line in lines_of(signal(current, previous, self.sky), self.sky)
                       if line.z >= LINE_Z]                    # `lines_of` keeps those MIN_LENGTH_PX long
 
-    def neighbour(self, key, current: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
-        """The signal map of an adjacent pair of gray frames, made once under `key`; None for frames of another
-        size (a camera changed), or with no line to follow into it."""
+    def neighbour(self, key, frames: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+        """The signal map of an adjacent pair of gray frames (`frames()`: current, previous; read only the first
+        time), made once under `key`; None for frames of another size (a camera changed), or with no line to follow
+        into it."""
         if key not in self.maps:
+            current, previous = frames()
             same = self.lines and current.shape == previous.shape == self.shape
             self.maps[key] = signal(current, previous, self.sky) if same else None
         return self.maps[key]
@@ -328,7 +331,7 @@ def explained_lines(current: np.ndarray, previous: np.ndarray,
     """The lines of the pair (`current`, `previous`: gray frames) that go on in an adjacent pair's difference
     (`neighbours`: (current, previous) gray pairs, the previous frame's and the next)."""
     search = Search(current, previous)
-    maps = [search.neighbour(index, *pair) for index, pair in enumerate(neighbours)]
+    maps = [search.neighbour(index, lambda: pair) for index, pair in enumerate(neighbours)]
     return search.explained([m for m in maps if m is not None])
 
 

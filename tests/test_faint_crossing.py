@@ -197,11 +197,11 @@ def test_a_candidate_asked_about_twice_is_searched_once_and_let_go_when_decided(
     assert candidate.faint_search is None
 
 
-def results_of(frames: list[np.ndarray]) -> list:
-    """Frames 0–3 as scored results, frame 2 the model's candidate."""
-    results = [frame_result(index, 0.95 if index == 2 else 0.1,
+def results_of(frames: list[np.ndarray], candidates: tuple[int, ...] = (2,)) -> list:
+    """The frames as scored results, those of `candidates` the model's candidates."""
+    results = [frame_result(index, 0.95 if index in candidates else 0.1,
                             resize_area(binary_difference(frames[index], frames[index - 1])) if index else None)
-               for index in range(4)]
+               for index in range(len(frames))]
     for index, result in enumerate(results[1:], start=1):
         result.previous = results[index - 1].file
     return results
@@ -225,6 +225,26 @@ def test_each_frame_is_decoded_once_however_often_the_check_asks():
     results = results_of(frames)
     candidate, reads = decided_reading(frames, results, LineRescore(*segment(0, 120)))
     assert (candidate.flag, candidate.detection) == ("", True)
+    assert sorted(reads) == sorted(result.file for result in results)
+
+
+def test_consecutive_candidates_share_their_decoded_frames():
+    """Two candidates in a row, each with a faint line of its own: the second's pairs are mostly the first's
+    neighbours' (frames 1–3), so over both decisions every frame of the five is decoded once (GRAY_FRAMES_KEPT)."""
+    frames = night({2: [segment(0, 120)], 3: [segment(0, 120, aside=150)]}, frames=5)
+    results = results_of(frames, candidates=(2, 3))
+    reads = []
+
+    def read_gray(path: Path) -> np.ndarray:
+        reads.append(path)
+        return frames[[r.file for r in results].index(path)]
+
+    decider = Decider(0.85, rescore=lambda diff: 0.95, read_gray=read_gray)
+    decided = [r for result in results for r in decider.push(result)] + decider.finish()
+    assert [r.detection for r in decided] == [False, False, True, True, False]
+    assert all(r.faint_search is None for r in decided)
+    asked = [faint_crossing.Search(frames[i], frames[i - 1]).lines for i in (2, 3)]
+    assert all(asked)                                       # each candidate has a line: its neighbours are read
     assert sorted(reads) == sorted(result.file for result in results)
 
 
