@@ -159,13 +159,19 @@ def _handle(event: dict, env, now: datetime) -> dict:
     if isinstance(item, payload.Detection):
         return store_detection(target, item, channel, env, now)
     zone = coincidence.zones_from_env(env)(item.obs_id)             # its camera's clock
-    return store_log(target, item, channel, night_for_log(item, now, zone), env, now)
+    night = night_for_log(item, now, zone)
+    if night < f"{payload.FIRST_YEAR}0101":
+        return error(400, f"processed falls in night {night}: nights from {payload.FIRST_YEAR}0101")
+    return store_log(target, item, channel, night, env, now)
 
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
-    """Store image and record (first writer wins), then announce it (`announce`); answer 200."""
+    """Store image and record (first writer wins, under either night its id allows), then announce it (`announce`);
+    answer 200."""
     json_key = store.detection_key(item.folder, item.obs_id, item.id)
     img_key = store.image_key(item.folder, item.obs_id, item.id)
+    if earlier := stored_under_other_night(target, item):
+        return response(200, {"status": "duplicate", "key": earlier})
     record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
               "telegram_status": "pending" if item.telegram else "not requested"}
     target.create(img_key, item.jpeg)
@@ -554,6 +560,16 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
         return False
     log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen[0]))
     return True
+
+
+def stored_under_other_night(target: store.Store, item: payload.Detection) -> str | None:
+    """The key of the same detection stored under the other night its id allows (`payload.nights_of_id`: sent
+    again with the other folder), None if there is none."""
+    for night in payload.nights_of_id(item.id):
+        key = store.detection_key(night, item.obs_id, item.id)
+        if night != item.folder and target.get(key) is not None:
+            return key
+    return None
 
 
 def night_for_log(item: payload.Log, now: datetime, zone) -> str:

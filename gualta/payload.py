@@ -153,6 +153,12 @@ def _string(payload: dict, name: str, pattern: re.Pattern, rule: str) -> str:
     return value
 
 
+def nights_of_id(frame_id: str) -> tuple[str, str]:
+    """The nights a frame's id (YYYYMMDDHHMMSS) may belong to: its date, and the day before (after midnight)."""
+    stamp = datetime.strptime(frame_id, allsky.TIME_FORMAT)
+    return stamp.strftime(allsky.NIGHT_FORMAT), (stamp - timedelta(days=1)).strftime(allsky.NIGHT_FORMAT)
+
+
 def _stamp(value: str, fmt: str, name: str) -> datetime:
     try:
         stamp = datetime.strptime(value, fmt)
@@ -215,10 +221,10 @@ def validate_detection(payload: dict) -> Detection:
     if date != stamp.strftime("%Y-%m-%d") or time != stamp.strftime("%H:%M:%S"):
         raise PayloadError("date and time must match the id")
     folder = _folder(payload)
-    if folder not in (stamp.strftime(allsky.NIGHT_FORMAT), (stamp - timedelta(days=1)).strftime(allsky.NIGHT_FORMAT)):
+    if folder not in nights_of_id(frame):
         raise PayloadError("folder must be the id's date or the day before (the night of the frame)")
     score = payload["score"]
-    if type(score) not in (int, float) or not math.isfinite(score) or not 0 <= score <= 1:
+    if type(score) not in (int, float) or not 0 <= score <= 1:       # refuses NaN and ±inf; an int is never cast
         raise PayloadError("score must be a number from 0 to 1")
     if type(payload["telegram"]) is not bool:
         raise PayloadError("telegram must be true or false")
@@ -257,6 +263,8 @@ def decode_image(value) -> bytes:
         raise PayloadError("img is not valid base64") from None
     if data[:3] != b"\xff\xd8\xff":
         raise PayloadError("img is not a JPEG")
+    if not data.endswith(b"\xff\xd9"):                 # bytes after the image would be stored and served with it
+        raise PayloadError("img must end with the JPEG's end marker (cut short, or bytes after it)")
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
             if image.size != IMG_SIZE or image.mode != "L":

@@ -222,7 +222,14 @@ class Handler(BaseHTTPRequestHandler):
             self.drain(length)
             return None
         if self.command == "POST" and urlsplit(self.path).path in KEY_ROUTES:
-            owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
+            try:
+                owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
+            except service_env.ConfigError as exc:           # the keys cannot be read now (SSM, an edited setting)
+                log.error("configuration error: %s", exc)
+                self.close_connection = True
+                self.reply(500, {"error": "service misconfigured"})     # as the AWS host answers; the client retries
+                self.drain(length)
+                return None
             if owner is None:                # not worth reading (nor holding 6 MB of memory for)
                 self.close_connection = True
                 self.reply(401, {"error": refusal})

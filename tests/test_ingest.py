@@ -68,6 +68,18 @@ def test_frame_after_midnight_belongs_to_the_evening_folder(root):
     assert (root / "detections/20260916/obs01_20260917021500.json").exists()
 
 
+def test_a_detection_sent_again_under_its_other_night_is_a_duplicate(root):
+    """A frame after midnight may name its evening's night or its own date: the first copy wins either way (it was
+    stored, posted and paged twice)."""
+    first = detection(frame_id="20260917021500")
+    assert first["folder"] == "20260916" and post(first)[1]["status"] == "stored"
+    before = snapshot(root)
+    status, answer = post({**first, "folder": "20260917"})
+    assert (status, answer["status"]) == (200, "duplicate")
+    assert answer["key"] == "detections/20260916/obs01_20260917021500.json"
+    assert snapshot(root) == before
+
+
 def test_logs_are_kept_per_night_and_observatory(root):
     start = payload.build_log("start", "obs01", processed="2026-09-16T20:00:03+02:00")
     end = payload.build_log("end", "obs01", total=1440, processed="2026-09-17T08:00:05+02:00")
@@ -193,6 +205,7 @@ BAD = [
     ("score as text", {**detection(), "score": "0.9"}, "score"),
     ("score above 1", {**detection(), "score": 1.01}, "score"),
     ("score bool", {**detection(), "score": True}, "score"),
+    ("score a huge integer", {**detection(), "score": 10 ** 400}, "score"),   # was a 500: too large for a float
     ("telegram as text", {**detection(), "telegram": "yes"}, "telegram"),
     ("id with slash", {**detection(), "id": "2026/0916231507"}, "id must be"),
     ("id traversal", {**detection(), "id": "../../../etc/pass"}, "id must be"),
@@ -215,7 +228,9 @@ BAD = [
     ("img not jpeg", {**detection(), "img": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 100).decode()}, "JPEG"),
     ("img wrong size", {**detection(), "img": base64.b64encode(jpeg(size=(400, 400))).decode()}, "448x224"),
     ("img colour", {**detection(), "img": base64.b64encode(jpeg(mode="RGB")).decode()}, "grayscale"),
-    ("img truncated", {**detection(), "img": base64.b64encode(jpeg()[:3000]).decode()}, "decodable"),
+    ("img truncated", {**detection(), "img": base64.b64encode(jpeg()[:3000]).decode()}, "end marker"),
+    ("img with bytes after its end", {**detection(), "img": base64.b64encode(jpeg() + b"GARBAGE" * 100).decode()},
+     "end marker"),                                         # they were stored and served as the image
     ("img huge", {**detection(), "img": base64.b64encode(b"\xff\xd8\xff" + b"\0" * 300_000).decode()}, "larger"),
     ("img declaring 60000x60000", {**detection(), "img": base64.b64encode(declaring(60000, 60000)).decode()},
      "448x224"),                                            # Pillow's decompression bomb error: it was a 500
@@ -234,6 +249,8 @@ BAD = [
                       "folder": "29981231"}, "id must be a date from 2000 to next year"),
     ("log folder far ahead", {"log": "start", "obs_id": "obs01", "folder": "29990101"},
      "folder must be a date from 2000 to next year"),
+    ("log processed in the night before 2000", {"log": "start", "obs_id": "obs01", "processed": "2000-01-01T00:30:00Z"},
+     "processed falls in night 19991231: nights from 20000101"),   # a night no page can be asked for
 ]
 
 

@@ -491,6 +491,20 @@ def test_an_upload_without_a_valid_key_is_refused_before_its_body_is_read(in_pro
     assert snapshot(root) == {}
 
 
+def test_api_keys_that_cannot_be_read_are_answered_with_500_and_nothing_is_stored(in_process, monkeypatch):
+    """The keys' setting failing while the service runs (an unreadable SSM parameter, a badly edited one) closed
+    the connection without an answer; the AWS host answers 500 for it, and so does this one (the client retries)."""
+    _, host, port, root = in_process
+    monkeypatch.setenv("GUALTA_API_KEYS", "obs01:short")
+    for route in ("/uploadmeteor", "/site"):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("POST", route, body=json.dumps(detection()), headers={"x-api-key": KEYS["obs01"]})
+        reply = connection.getresponse()
+        assert reply.status == 500 and json.loads(reply.read()) == {"error": "service misconfigured"}
+        connection.close()
+    assert snapshot(root) == {}
+
+
 def test_a_request_sent_a_byte_at_a_time_is_cut_off(in_process):
     """A client sending a header byte every few seconds kept its connection (and thread) for ever: the 30 s socket
     timeout restarts with each byte. A request not read within read_s is cut off; others are served meanwhile."""
