@@ -110,7 +110,8 @@ def comparison(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame], 
     new = evaluate.client_summary(pd.concat(after.values(), ignore_index=True), threshold)
     lines = [f"\nBefore → after: meteor frames found {old['found']} → {new['found']} of {new['meteor_frames']}, "
              f"precision {ratio(old['precision'])} → {ratio(new['precision'])}, false positives "
-             f"{old['detections'] - old['found']} → {new['detections'] - new['found']}."]
+             f"{old['detections'] - old['found']} → {new['detections'] - new['found']}, streak on the meteor "
+             f"{ratio(old['streak_on_meteor'])} → {ratio(new['streak_on_meteor'])}."]
     rows = [f"| {night} | {change.file} | {change.event} | {change.before} | {change.after} |"
             for night in after for change in changed_decisions(before[night], after[night]).itertuples()]
     if rows:

@@ -376,7 +376,7 @@ class Decider:
             self.waiting = result                       # the previous frame does not explain it: wait for the next
             return decided
         self.decide(result, SATELLITE if checked else "",    # checked here: the previous frame explains it
-                    self.neighbours(result, self.before, None))
+                    [self.neighbours(result, self.before, None)])
         self._advance(result)
         return decided + [result]
 
@@ -426,7 +426,8 @@ class Decider:
             return []
         decided = self.waiting
         flag = self.explanation(decided, self.before, after)
-        self.decide(decided, flag, self.neighbours(decided, self.before, after))
+        self.decide(decided, flag, [self.neighbours(decided, self.before, after)]
+                    + ([self.neighbours(decided, self.earlier, None)] if self.satellite_check else []))
         self._advance(decided)
         self.waiting = None
         out, self.behind = [decided, *self.behind], []
@@ -718,11 +719,12 @@ class Decider:
         bright = trails.Trail.from_frame(result.bright.ends, *result.frame_size)
         return any(trails.continues(bright, trail) for n in neighbours for trail in n.trails)
 
-    def decide(self, result: FrameResult, flag: str, neighbours: list[FrameResult]) -> None:
-        """Label, flag, detection and streak of a scored frame; `flag` is what its `neighbours` explain it by
-        (`explanation`, computed once: it may cost a model call). The streak: the meteor's beside an explained
-        crossing (`shared_streak`), the bright or thin streak that made a check's candidate, an unflagged model's
-        candidate's own streak (`own_streak`), else its longest trail or streak."""
+    def decide(self, result: FrameResult, flag: str, explaining: list[list[FrameResult]]) -> None:
+        """Label, flag, detection and streak of a scored frame; `flag` is what the frames `explaining` it explain it
+        by (`explanation`, computed once: it may cost a model call; each set of frames judged on its own: the adjacent
+        ones, and the frame two back, `crossing_two_back`). The streak: the meteor's beside an explained crossing
+        (`shared_streak`), the bright or thin streak that made a check's candidate, an unflagged model's candidate's
+        own streak (`own_streak`), else its longest trail, its most prominent streak or its longest faint line."""
         result.faint_search = None                      # its maps are not needed any more
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR
@@ -745,25 +747,29 @@ class Decider:
             result.streak = result.bright.ends
         elif self.thin_only(result):
             result.streak = max(self.thin_streaks(result), key=lambda p: (not p.own_light, p.length)).ends
-        elif not flag and (own := self.own_streak(result, neighbours)):
+        elif not flag and (own := self.own_streak(result, explaining)):
             result.streak = own
         elif result.trails and result.frame_size:
             result.streak = result.trails[0].in_frame(*result.frame_size)
         elif streaks := [piece for piece in result.pieces if piece.is_streak]:
             result.streak = streaks[0].ends             # a short meteor: too short for a trail of the difference image
+        elif result.faint_lines and result.frame_size:  # a faint meteor: too faint for a trail or a streak
+            longest = max(result.faint_lines, key=lambda line: line.trail.length)
+            result.streak = longest.trail.in_frame(*result.frame_size)
 
     @staticmethod
-    def own_streak(result: FrameResult, neighbours: list[FrameResult]) -> tuple[int, int, int, int] | None:
+    def own_streak(result: FrameResult, explaining: list[list[FrameResult]]) -> tuple[int, int, int, int] | None:
         """Where a model's candidate's meteor is, when the longest trail of its difference image can be a
-        satellite's, a plane's or moving cloud's beside it: its longest streak that neither its own light nor the
-        adjacent differences explain (`streak.unexplained`), else its longest such faint streak that a trail lies
-        along (noise makes faint streaks too); as the longest trail along it (`trails.overlaps`: a trail spans more
-        of a meteor than its pieces do), else the streak's own ends. None without either."""
+        satellite's, a plane's or moving cloud's beside it: its longest streak that neither its own light nor any set
+        of frames `explaining` it (`decide`) explains (`streak.unexplained`), else its longest such faint streak that a
+        trail lies along (noise makes faint streaks too); as the longest trail along it (`trails.overlaps`: a trail
+        spans more of a meteor than its pieces do), else the streak's own ends. None without either."""
         if result.frame_size is None:
             return None
-        neighbour_pieces = [n.pieces for n in neighbours]
-        streaks = streak.unexplained([piece for piece in result.pieces if piece.is_streak], neighbour_pieces)
-        faint = streak.unexplained([piece for piece in result.pieces if piece.is_faint_streak], neighbour_pieces)
+        streaks = [piece for piece in result.pieces if piece.is_streak]
+        faint = [piece for piece in result.pieces if piece.is_faint_streak]
+        for frames in explaining or [[]]:             # none: its own light alone
+            streaks, faint = (streak.unexplained(pieces, [n.pieces for n in frames]) for pieces in (streaks, faint))
         for piece in streaks[:1] + faint:
             own = trails.Trail.from_frame(piece.ends, *result.frame_size)
             along = next((trail for trail in result.trails if trails.overlaps(trail, own)), None)
@@ -944,7 +950,7 @@ def resolve_night(settings: Settings, folder: str | Path | None) -> Path:
     if folder is not None:
         night = Path(os.path.abspath(folder))       # `--folder .` is the night it names (a link keeps its name)
         if not night.is_dir():
-            raise ClientError(f"night folder not found: {night}")
+            raise ClientError(f"{'not a folder' if night.exists() else 'night folder not found'}: {night}")
         why = listing(allsky.not_a_night, night)
         if why:
             raise ClientError(f"{night} {why}, or leave --folder out to score the latest night under "

@@ -329,10 +329,18 @@ def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
             "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
             "fireballs": int(fireballs.sum()), "fireballs_found": int((fireballs & found).sum()),
             "false_by_event": pred.loc[found & pred["meteor"].eq(0), "event"].value_counts().to_dict(),
-            "streak_on_meteor": fraction(streak_on_meteor(meteors(pred)[found_meteors])),
+            "streak_on_meteor": streak_share(pred, found_meteors),
             "model_alone": {"threshold": threshold, "recall": meteor_recall(model, threshold),
                             "precision": precision(model, threshold),
                             "cloud_fp_rate": cloud_fp_rate(model, threshold)}}
+
+
+def streak_share(pred: pd.DataFrame, found_meteors: pd.Series) -> float | None:
+    """The share of found meteor frames whose reported streak lies on the meteor (`streak_on_meteor`); None when the
+    table holds no streak to compare (an older client's scores CSV, a ground truth without streaks)."""
+    if pred[STREAK_ENDS].isna().all(axis=None) or pred[TRUE_ENDS].isna().all(axis=None):
+        return None
+    return fraction(streak_on_meteor(meteors(pred)[found_meteors]))
 
 
 def streak_on_meteor(pred: pd.DataFrame, tolerance: float = STREAK_TOLERANCE_PX) -> pd.Series:

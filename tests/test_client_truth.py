@@ -80,13 +80,16 @@ def test_compares_with_another_client_s_scores_frame_by_frame(client_night, tiny
     before = scores.copy()
     before.loc[before["file"] == reported_meteor["file"], ["detection", "flag"]] = [0, "satellite"]
     before.loc[before["file"] == quiet_other["file"], ["detection", "flag"]] = [1, ""]
+    before[["x1", "y1", "x2", "y2"]] = None                                 # a client that gave no streaks
     before_dir.mkdir()
     before.to_csv(before_dir / f"{client_night.name}.csv", index=False)
 
     compared, _ = run_bench(client_night, scores_dir, tiny_model, tmp_path / "c.json", "--before", str(before_dir))
     found, false = summary["all"]["found"], summary["all"]["detections"] - summary["all"]["found"]
     assert (f"meteor frames found {found - 1} → {found} of {summary['all']['meteor_frames']}" in compared
-            and f"false positives {false + 1} → {false}." in compared)
+            and f"false positives {false + 1} → {false}, " in compared)
+    on_meteor = summary["all"]["streak_on_meteor"]
+    assert f"streak on the meteor — → {'—' if on_meteor is None else f'{on_meteor:.3f}'}." in compared
     assert (f"| {client_night.name} | {reported_meteor['file']} | {truth.loc[reported_meteor['file'], 'event']} "
             f"| held back (satellite) | reported |") in compared
     assert (f"| {client_night.name} | {quiet_other['file']} | {truth.loc[quiet_other['file'], 'event']} "

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from gualta.preprocess import difference_image
-from gualta.trails import LEVEL_MIN, Trail, angle_between, faint_lines_of, lines_of
+from gualta.trails import LEVEL_MIN, Trail, angle_between, faint_lines_of, find_trails, lines_of
 from helpers_client import along_line, decide_in_order, explained_away, frame_result, speckle
 
 NOISE_DN = 3.0
@@ -122,3 +122,17 @@ def test_a_faint_satellite_is_flagged_and_a_faint_meteor_beside_it_reported():
     assert [(r.flag, r.detection) for r in shared] == [("satellite", False), ("", True)]
     apart = night([FIRST], [METEOR], rescore=model)                               # nothing continues the trail
     assert [(r.flag, r.detection) for r in apart] == [("", True), ("", True)]
+
+
+def test_a_model_candidate_with_only_a_faint_line_is_placed_by_it():
+    """A faint meteor the model finds may leave neither a trail nor a streak; its longest faint line places it in
+    the scores row and the report (else the daily page groups it by time alone)."""
+    diff = pair_difference(METEOR, dn=6.0, seed=2)
+    assert find_trails(diff) == [] and faint_lines_of(diff)
+    decided = decide_in_order([frame_result(0, 0.02, speckle(0)), frame_result(1, 0.95, diff),
+                               frame_result(2, 0.02, speckle(2))])
+    assert decided[1].detection and decided[1].streak is not None
+    assert on_segment(Trail.from_frame(decided[1].streak, 1304, 976), METEOR, tolerance=4.0)
+    nothing = decide_in_order([frame_result(0, 0.02, speckle(0)), frame_result(1, 0.95, speckle(1)),
+                               frame_result(2, 0.02, speckle(2))])[1]
+    assert nothing.detection and nothing.streak is None

@@ -354,6 +354,12 @@ def test_a_reported_model_candidate_marks_its_own_streak_not_the_longer_crossing
               frame_result(1, 0.99, diff_with(satellite[1], meteor_segment, seed=1), pieces=[crossing, meteor]),
               frame_result(2, 0.99, diff_with(satellite[2], seed=2), pieces=[streak_piece(satellite[2])])]
     kept = decide_in_order(frames)[1]
+    hidden_next_door = [frames[0], frame_result(1, 0.02, speckle(1)),                 # clouds hid the satellite
+                        frame_result(2, 0.99, diff_with(satellite[2], meteor_segment, seed=1),
+                                     pieces=[streak_piece(satellite[2], signal=9.0), meteor]),
+                        frame_result(3, 0.02, speckle(3))]
+    two_back = decide_in_order(hidden_next_door)[2]                   # the frame two back explains the satellite
+    assert (two_back.flag, two_back.detection) == ("", True) and np.allclose(two_back.streak, meteor.ends, atol=4)
     trails_in_frame = [trail.in_frame(1304, 976) for trail in kept.trails]
     assert len(trails_in_frame) == 2
     assert trails_in_frame[0] == find_trails(diff_with(satellite[1]))[0].in_frame(1304, 976)   # the satellite's
