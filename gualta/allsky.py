@@ -117,9 +117,11 @@ def not_a_night(folder: str | Path) -> str:
 
 
 def not_an_images_root(folder: str | Path) -> str:
-    """Why a folder given as the images root (guAlta_main_folder) is not one — a file, or a night folder: it holds
-    frames — else ''."""
+    """Why a folder given as the images root (guAlta_main_folder) is not one — missing, a file, or a night folder:
+    it holds frames — else ''."""
     folder = Path(folder)
+    if not folder.exists():
+        return "does not exist (a wrong path, or a share not mounted?)"
     if folder.is_file():
         return "is a file, not the folder of the night folders"
     if folder.is_dir() and list_frames(folder):

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gualta.payload import OBS_ID
+from gualta.payload import API_KEY, OBS_ID
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ def text(value) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ValueError("must be text")
     return str(value).strip()
+
+
+def api_key(value) -> str:
+    """Empty (no uploads), or a key the service can take (`payload.API_KEY`): an HTTP header carries ASCII only."""
+    key = text(value)
+    if key and not API_KEY.fullmatch(key):
+        raise ValueError("must be 8 or more visible ASCII characters (a space or an invisible character copied with "
+                         "it?)")
+    return key
 
 
 def boolean(value) -> bool:
@@ -201,7 +210,7 @@ SETTINGS = (
     Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after handling the "
             "frames that came, before looking every 0.5 s for the next"),
-    Setting("api_key", text, "", "this observatory's API key for the central service (as a flag it shows in "
+    Setting("api_key", api_key, "", "this observatory's API key for the central service (as a flag it shows in "
             "`ps` and the shell's history: better in GUALTA_API_KEY)"),
     Setting("model", path, "models/guAlta.onnx",
             "model file (.onnx or fastai .pkl); the configured one is downloaded if missing"),

@@ -28,7 +28,6 @@ from gualta import allsky, coincidence, passes, payload, service_env, store, tel
 log = logging.getLogger(__name__)
 
 ROUTE = "/uploadmeteor"
-MIN_KEY_LENGTH = 8
 REPOST_AFTER_S = 120              # a post still pending this long after it was stored was cut off (the Lambda has 30 s)
 REPOST_BUDGET_S = 60.0            # the scheduled job's time for posting again what failed
 
@@ -79,10 +78,9 @@ def parse_api_keys(text: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for position, entry in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
         obs_id, sep, key = entry.partition(":")
-        if not sep or not payload.OBS_ID.fullmatch(obs_id) or len(key) < MIN_KEY_LENGTH or not key.isprintable() \
-                or " " in key:
+        if not sep or not payload.OBS_ID.fullmatch(obs_id) or not payload.API_KEY.fullmatch(key):
             raise service_env.ConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z 0-9"
-                                          f" - _, key at least {MIN_KEY_LENGTH} printable characters, no spaces)")
+                                          " - _, key at least 8 visible ASCII characters, no spaces)")
         if keys.get(key, obs_id) != obs_id:
             raise service_env.ConfigError(f"API key entry {position} reuses another observatory's key")
         keys[key] = obs_id

@@ -31,6 +31,7 @@ IMG_SIZE = (448, 224)                     # width, height: original | processed,
 MAX_TOTAL = 10_000_000                    # frames in one night's end log
 FIRST_YEAR = 2000                         # ids, nights and processed times from this year to next year
 OBS_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+API_KEY = re.compile(r"[!-~]{8,}")        # an x-api-key: 8 or more visible ASCII characters, as a header carries
 FRAME_ID = re.compile(r"[0-9]{14}")
 NIGHT = re.compile(r"[0-9]{8}")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -88,6 +88,8 @@ class CsvRows:
         self.close()
 
     def give_up(self, exc: OSError) -> None:
+        if self.failed:                        # closing the stream after a failed write fails again: said once
+            return
         self.failed = exc.strerror or str(exc)
         log.error("cannot write the scores CSV %s (%s): what was written is in %s; scoring and reports go on",
                   self.path, self.failed, self.partial.name)

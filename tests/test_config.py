@@ -98,6 +98,19 @@ def test_every_invalid_value_is_listed_once(tmp_path):
     assert "'not'" not in text                                              # the API key's value is never shown
 
 
+@pytest.mark.parametrize("key", ["secret-key-1\u200b", "sec\nret-key-1", "clé-secrète-1", "short"])
+def test_an_api_key_no_request_can_carry_is_refused_at_start(key):
+    """An invisible character copied with the key, or any non-ASCII one, crashed the sender (an HTTP header carries
+    ASCII only); a control character made every report fail as a network error; a key under 8 characters the
+    service never takes."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"GUALTA_API_KEY": key})
+    assert caught.value.problems == ["environment GUALTA_API_KEY: must be 8 or more visible ASCII characters (a "
+                                     "space or an invisible character copied with it?)"]
+    assert load_settings(env={"GUALTA_API_KEY": "  secret-key-1\r"}).api_key == "secret-key-1"   # ends stripped
+    assert load_settings(env={"GUALTA_API_KEY": ""}).api_key == ""                              # no uploads
+
+
 def test_window_times_as_numbers_are_read_as_hhmm_and_an_hour_alone_is_refused(tmp_path):
     config = tmp_path / "numbers.py"
     config.write_text("guAlta_start_time = 2130\nguAlta_end_time = 800\n")
