@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gualta.payload import API_KEY, OBS_ID
+from gualta.payload import OBS_ID, is_api_key
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,14 @@ def text(value) -> str:
 
 
 def api_key(value) -> str:
-    """Empty (no uploads), or a key the service can take (`payload.API_KEY`): an HTTP header carries ASCII only."""
+    """Empty (no uploads), or a key the service takes (`payload.is_api_key`) that an HTTP header can carry (Latin-1:
+    any other character stopped the sender)."""
     key = text(value)
-    if key and not API_KEY.fullmatch(key):
-        raise ValueError("must be 8 or more visible ASCII characters (a space or an invisible character copied with "
-                         "it?)")
+    if key and not is_api_key(key):
+        raise ValueError("must be 8 or more printable characters, no spaces (an invisible character copied with it?)")
+    if key and max(map(ord, key)) > 255:
+        raise ValueError("has a character an HTTP header cannot carry (only Latin-1 ones: an invisible character or a "
+                         "symbol such as € copied with it?)")
     return key
 
 

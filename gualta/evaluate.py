@@ -315,7 +315,8 @@ def client_predictions(scores_csv: str | Path, truth_csv: str | Path) -> pd.Data
 
 def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     """What the client found (recall, faint and bright recall, precision, cloudy false positives, fireballs, false
-    positives by event) and, for comparison, the model alone at `threshold` on its own scores."""
+    positives by event, the share of its streaks on the meteor: `streak_share`) and, for comparison, the model alone
+    at `threshold` on its own scores."""
     found, found_meteors = detected(pred, REPORTED), detected(meteors(pred), REPORTED)
     bright = meteors(pred)["peak_snr"] >= FAINT_SNR
     fireballs = pred["event"].eq("fireball") & pred["meteor"].eq(1)

@@ -78,9 +78,10 @@ def parse_api_keys(text: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for position, entry in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
         obs_id, sep, key = entry.partition(":")
-        if not sep or not payload.OBS_ID.fullmatch(obs_id) or not payload.API_KEY.fullmatch(key):
+        if not sep or not payload.OBS_ID.fullmatch(obs_id) or not payload.is_api_key(key):
             raise service_env.ConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z 0-9"
-                                          " - _, key at least 8 visible ASCII characters, no spaces)")
+                                          f" - _, key at least {payload.MIN_KEY_LENGTH} printable characters, no "
+                                          "spaces)")
         if keys.get(key, obs_id) != obs_id:
             raise service_env.ConfigError(f"API key entry {position} reuses another observatory's key")
         keys[key] = obs_id

@@ -31,7 +31,7 @@ IMG_SIZE = (448, 224)                     # width, height: original | processed,
 MAX_TOTAL = 10_000_000                    # frames in one night's end log
 FIRST_YEAR = 2000                         # ids, nights and processed times from this year to next year
 OBS_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-API_KEY = re.compile(r"[!-~]{8,}")        # an x-api-key: 8 or more visible ASCII characters, as a header carries
+MIN_KEY_LENGTH = 8                       # an x-api-key: at least this many printable characters, no spaces
 FRAME_ID = re.compile(r"[0-9]{14}")
 NIGHT = re.compile(r"[0-9]{8}")
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -152,6 +152,11 @@ def _string(payload: dict, name: str, pattern: re.Pattern, rule: str) -> str:
     if type(value) is not str or not pattern.fullmatch(value):
         raise PayloadError(f"{name} must be {rule}")
     return value
+
+
+def is_api_key(key: str) -> bool:
+    """Whether `key` is one the service takes: MIN_KEY_LENGTH or more printable characters, no spaces."""
+    return len(key) >= MIN_KEY_LENGTH and key.isprintable() and " " not in key
 
 
 def nights_of_id(frame_id: str) -> tuple[str, str]:

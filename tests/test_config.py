@@ -98,16 +98,26 @@ def test_every_invalid_value_is_listed_once(tmp_path):
     assert "'not'" not in text                                              # the API key's value is never shown
 
 
-@pytest.mark.parametrize("key", ["secret-key-1\u200b", "sec\nret-key-1", "clé-secrète-1", "short"])
-def test_an_api_key_no_request_can_carry_is_refused_at_start(key):
-    """An invisible character copied with the key, or any non-ASCII one, crashed the sender (an HTTP header carries
-    ASCII only); a control character made every report fail as a network error; a key under 8 characters the
-    service never takes."""
+PRINTABLE = "must be 8 or more printable characters, no spaces (an invisible character copied with it?)"
+LATIN_1 = ("has a character an HTTP header cannot carry (only Latin-1 ones: an invisible character or a symbol such "
+           "as € copied with it?)")
+
+
+@pytest.mark.parametrize("key, problem", [("secret-key-1\u200b", PRINTABLE), ("sec\nret-key-1", PRINTABLE),
+                                          ("short", PRINTABLE), ("secret key 1", PRINTABLE),
+                                          ("secret-€-key-1", LATIN_1)])
+def test_an_api_key_no_request_can_carry_is_refused_at_start(key, problem):
+    """A character beyond Latin-1 (a zero-width space copied with the key, a €) crashed the sender with a traceback
+    (an HTTP header carries Latin-1 only); a control character made every report fail as a network error; a key the
+    service never takes (under 8 characters, a space) failed every report."""
     with pytest.raises(ConfigError) as caught:
         load_settings(env={"GUALTA_API_KEY": key})
-    assert caught.value.problems == ["environment GUALTA_API_KEY: must be 8 or more visible ASCII characters (a "
-                                     "space or an invisible character copied with it?)"]
+    assert caught.value.problems == [f"environment GUALTA_API_KEY: {problem}"]
+
+
+def test_an_api_key_a_header_carries_is_taken():
     assert load_settings(env={"GUALTA_API_KEY": "  secret-key-1\r"}).api_key == "secret-key-1"   # ends stripped
+    assert load_settings(env={"GUALTA_API_KEY": "clé-secrète-1"}).api_key == "clé-secrète-1"    # Latin-1
     assert load_settings(env={"GUALTA_API_KEY": ""}).api_key == ""                              # no uploads
 
 
