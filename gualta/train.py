@@ -500,7 +500,8 @@ def run(config: TrainConfig, evaluate: bool = True, threshold: float | None = No
         log.warning("no test nights in %s: the model is not evaluated", config.dataset)
     elif evaluate:
         result.summary["test"] = evaluation.evaluate(
-            result.learn, config.dataset, result.run_dir, threshold=threshold or evaluation.THRESHOLD)
+            result.learn, config.dataset, result.run_dir,
+            threshold=evaluation.THRESHOLD if threshold is None else threshold)
     return result
 
 
@@ -566,11 +567,26 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from gualta.evaluate import evaluate, format_summary, test_rows
 
-    if test_rows(args.dataset).empty:
+    rows = test_rows(args.dataset)
+    if rows.empty:
         raise TrainError(f"no test nights in {args.dataset / INDEX}: prepare the dataset with --test-nights or "
                          "--test-fraction")
-    metrics = evaluate(opened_model(args.model, args.threads), args.dataset, args.out, threshold=args.threshold)
+    model = opened_model(args.model, args.threads)
+    probe_on(model, args.model, args.dataset / rows["fn"][0])
+    metrics = evaluate(model, args.dataset, args.out, threshold=args.threshold)
     print(format_summary(metrics))
+
+
+def probe_on(model, path: Path, image: Path) -> None:
+    """Score one of the dataset's images before the run: a model that loads but cannot score them (another
+    network's ONNX, another input size) is a TrainError with the reason's first line, not a traceback later."""
+    frame = read_gray(image)
+    try:
+        model.predict([frame])
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise TrainError(f"model {path} cannot score this dataset's images ({image.name}): {type(exc).__name__}: "
+                         f"{first_line}") from None
 
 
 def opened_model(path: Path, threads: int):
@@ -651,17 +667,18 @@ def cmd_fusion(args: argparse.Namespace) -> None:
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with index.csv")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--arch", choices=ARCHS, default="resnet34")
+    parser.add_argument("--arch", choices=ARCHS, default="resnet34", help="network (default: %(default)s)")
     parser.add_argument("--size", type=positive_int, default=224, help="network input side, px (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=35, help="epochs (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate (default: %(default)s)")
-    parser.add_argument("--bs", type=positive_int, default=32, help="batch size")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bs", type=positive_int, default=32, help="batch size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                         help="start from ImageNet weights (default; needs internet once); offline: --no-pretrained")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--balance", choices=BALANCES, default="downsample")
-    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--balance", choices=BALANCES, default="downsample",
+                        help="class balance of the training set (default: %(default)s)")
+    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience, epochs (default: %(default)s)")
     parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--min-snr", type=float, default=0.0,

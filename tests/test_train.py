@@ -281,8 +281,18 @@ def test_evaluating_what_cannot_be_read_is_a_clear_error(tiny_run, tiny_dataset,
     test_image = train.read_index(missing_image).query("dataset == 'test'")["fn"].iloc[0]
     (missing_image / test_image).unlink()
     model = str(tiny_run.run_dir / "model.onnx")
+    import onnx
+    from onnx import TensorProto, helper
+
+    identity = tmp_path / "another-network.onnx"                 # a valid ONNX that is no guAlta network
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])), identity)
     for args, reason in ((["--model", str(truncated), "--dataset", str(data)], "cannot load model"),
                          (["--model", str(table), "--dataset", str(data)], "unknown model format '.csv'"),
+                         (["--model", str(identity), "--dataset", str(data)],
+                          "cannot score this dataset's images"),             # was a traceback from onnxruntime
                          (["--model", model, "--dataset", str(missing_image)], f"{test_image}: cannot read")):
         with pytest.raises(SystemExit) as stop:
             train.main(["evaluate", *args, "--out", str(tmp_path / "report")])
@@ -474,8 +484,9 @@ def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path, caplog):
     assert pd.read_csv(raw_data / "index.csv")["fn"].tolist() == index["fn"].tolist()
 
     result = train.run(train.TrainConfig(dataset=raw_data, out=tmp_path / "raw-run", arch="resnet18", size=32,
-                                         epochs=1, bs=8, threads=1, pretrained=False))
+                                         epochs=1, bs=8, threads=1, pretrained=False), threshold=0.0)
     assert load_model(result.run_dir / "model.onnx").info.kind == "raw"       # detected from the dataset
+    assert json.loads((result.run_dir / "metrics.json").read_text())["threshold"] == 0.0     # 0 was taken as 0.85
     report = fusion_report(read_predictions(tiny_run.run_dir / "predictions.csv"),
                            read_predictions(result.run_dir / "predictions.csv"))
     assert list(report.index) == ["diff", "raw", "product", "mean", "gated"]
