@@ -720,11 +720,12 @@ class Decider:
         return any(trails.continues(bright, trail) for n in neighbours for trail in n.trails)
 
     def decide(self, result: FrameResult, flag: str, explaining: list[list[FrameResult]]) -> None:
-        """Label, flag, detection and streak of a scored frame; `flag` is what the frames `explaining` it explain it
-        by (`explanation`, computed once: it may cost a model call; each set of frames judged on its own: the adjacent
-        ones and, with the satellite check, the frame two back, as `crossing_two_back` reads it). The streak: the meteor's beside an explained crossing
-        (`shared_streak`), the bright or thin streak that made a check's candidate, an unflagged model's candidate's
-        own streak (`own_streak`), else its longest trail, its most prominent streak or its longest faint line."""
+        """Label, flag, detection and streak of a scored frame; `flag` is what the frames `explaining` it explain it by
+        (`explanation`, computed once: it may cost a model call; each set of frames judged on its own: the adjacent ones
+        and, with the satellite check, the frame two back, as `crossing_two_back` reads it). The streak: the meteor's
+        beside an explained crossing (`shared_streak`), the bright or thin streak that made a check's candidate, an
+        unflagged model's candidate's own streak (`own_streak`), else its longest trail, its most prominent streak or
+        its longest faint line."""
         result.faint_search = None                      # its maps are not needed any more
         candidate = self.candidate(result)
         result.label = METEOR if candidate else NO_METEOR

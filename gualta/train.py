@@ -678,7 +678,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--balance", choices=BALANCES, default="downsample",
                         help="class balance of the training set (default: %(default)s)")
-    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience, epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=positive_int, default=5,
+                        help="early-stopping patience, epochs (default: %(default)s)")
     parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--min-snr", type=float, default=0.0,
