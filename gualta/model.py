@@ -225,3 +225,10 @@ def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BAT
     if path.suffix.lower() == ".pkl":
         return FastaiModel(path, threads)
     raise ValueError(f"unknown model format {path.suffix!r}: expected .onnx or .pkl")
+
+
+def scoring_error(exc: Exception) -> str:
+    """Why a model could not score an image, in one line: the error's type and its message's first line (an
+    onnxruntime error runs on over many)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"

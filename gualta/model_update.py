@@ -16,7 +16,7 @@ import numpy as np
 
 from gualta.client_errors import ClientError
 from gualta.config import Settings
-from gualta.model import load_model
+from gualta.model import load_model, scoring_error
 from gualta.payload import MODEL
 from gualta.preprocess import TRAIN_SIZE
 from gualta.report import (ModelDownloadError, NoModelPublished, download_model, file_sha256, installed_mode,
@@ -58,9 +58,8 @@ def open_model(settings: Settings, path: str | Path | None = None):
     try:
         model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)])
     except Exception as exc:        # loads, but cannot score what the client feeds it (another input size)
-        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {type(exc).__name__}: "
-                          f"{first_line}") from None
+        raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {scoring_error(exc)}") \
+            from None
     model.file_stamp = file_stamp(path)
     return model
 

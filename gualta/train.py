@@ -580,13 +580,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def probe_on(model, path: Path, image: Path) -> None:
     """Score one of the dataset's images before the run: a model that loads but cannot score them (another
     network's ONNX, another input size) is a TrainError with the reason's first line, not a traceback later."""
+    from gualta.model import scoring_error
+
     frame = read_gray(image)
     try:
         model.predict([frame])
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise TrainError(f"model {path} cannot score this dataset's images ({image.name}): {type(exc).__name__}: "
-                         f"{first_line}") from None
+        raise TrainError(f"model {path} cannot score this dataset's images ({image.name}): {scoring_error(exc)}") \
+            from None
 
 
 def opened_model(path: Path, threads: int):
