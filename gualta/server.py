@@ -206,45 +206,37 @@ class Handler(BaseHTTPRequestHandler):
             self.server.unwatch(self.connection)
 
     def read_body(self) -> bytes | None:
-        """The request body, or None after answering 411/400/413/401 for a body it will not take."""
+        """The request body, or None after answering 411/400/413/401/500 for a body it will not take."""
         length = self.content_length()
         if length is None:
-            self.close_connection = True
-            self.reply(411, {"error": "a valid Content-Length is required (no chunked bodies)"})
-            return None
+            return self.refuse(411, "a valid Content-Length is required (no chunked bodies)")
         if self.command in BODY_METHODS and "Content-Length" not in self.headers:
-            self.close_connection = True
-            self.reply(411, {"error": "Content-Length required"})
-            return None
+            return self.refuse(411, "Content-Length required")
         if length > payload.MAX_BODY_BYTES:
-            self.close_connection = True
-            self.reply(413, {"error": f"body larger than {payload.MAX_BODY_BYTES} bytes"})
-            self.drain(length)
-            return None
+            return self.refuse(413, f"body larger than {payload.MAX_BODY_BYTES} bytes", unread=length)
         if self.command == "POST" and urlsplit(self.path).path in KEY_ROUTES:
             try:
                 owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
             except service_env.ConfigError as exc:           # the keys cannot be read now (SSM, an edited setting)
-                log.error("configuration error: %s", exc)
-                self.close_connection = True
-                self.reply(500, {"error": "service misconfigured"})     # as the AWS host answers; the client retries
-                self.drain(length)
-                return None
+                log.error("configuration error: %s", exc)    # 500 as the AWS host answers; the client retries
+                return self.refuse(500, "service misconfigured", unread=length)
             if owner is None:                # not worth reading (nor holding 6 MB of memory for)
-                self.close_connection = True
-                self.reply(401, {"error": refusal})
-                self.drain(length)
-                return None
+                return self.refuse(401, refusal, unread=length)
         try:
             body = self.rfile.read(length)
         except OSError:                      # the client stopped sending (socket timeout, cut off) or went away
             body = b""
         self.server.unwatch(self.connection)
         if len(body) < length:
-            self.close_connection = True
-            self.reply(400, {"error": "incomplete body"})
-            return None
+            return self.refuse(400, "incomplete body")
         return body
+
+    def refuse(self, status: int, error: str, unread: int = 0) -> None:
+        """Answer a request whose body is not taken, and close the connection; `unread` bytes of its body still to
+        come are read and dropped first (`drain`), so a client still sending them gets the answer."""
+        self.close_connection = True
+        self.reply(status, {"error": error})
+        self.drain(unread)
 
     def drain(self, length: int) -> None:
         """Read and drop up to DRAIN_LIMIT bytes so a client still sending its body gets the answer."""
