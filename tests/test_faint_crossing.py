@@ -151,6 +151,12 @@ def decide(frames: list[np.ndarray], read: bool = True):
 def decided_reading(frames: list[np.ndarray], results: list, rescore, read: bool = True) -> tuple:
     """Frame 2 of `results` (from `results_of`) decided with `rescore`, and the files read (their frames from
     `frames`; none without `read`)."""
+    decided, reads = all_decided_reading(frames, results, rescore, read)
+    return decided[2], reads
+
+
+def all_decided_reading(frames: list[np.ndarray], results: list, rescore, read: bool = True) -> tuple:
+    """Every frame of `results` decided with `rescore`, and the files read (as `decided_reading`)."""
     reads = []
 
     def read_gray(path: Path) -> np.ndarray:
@@ -158,8 +164,7 @@ def decided_reading(frames: list[np.ndarray], results: list, rescore, read: bool
         return frames[[r.file for r in results].index(path)]
 
     decider = Decider(0.85, rescore=rescore, read_gray=read_gray if read else None)
-    decided = [r for result in results for r in decider.push(result)] + decider.finish()
-    return decided[2], reads
+    return [r for result in results for r in decider.push(result)] + decider.finish(), reads
 
 
 def test_the_satellite_check_holds_back_a_faint_crossing():
@@ -233,14 +238,7 @@ def test_consecutive_candidates_share_their_decoded_frames():
     neighbours' (frames 1–3), so over both decisions every frame of the five is decoded once (GRAY_FRAMES_KEPT)."""
     frames = night({2: [segment(0, 120)], 3: [segment(0, 120, aside=150)]}, frames=5)
     results = results_of(frames, candidates=(2, 3))
-    reads = []
-
-    def read_gray(path: Path) -> np.ndarray:
-        reads.append(path)
-        return frames[[r.file for r in results].index(path)]
-
-    decider = Decider(0.85, rescore=lambda diff: 0.95, read_gray=read_gray)
-    decided = [r for result in results for r in decider.push(result)] + decider.finish()
+    decided, reads = all_decided_reading(frames, results, lambda diff: 0.95)
     assert [r.detection for r in decided] == [False, False, True, True, False]
     assert all(r.faint_search is None for r in decided)
     asked = [faint_crossing.Search(frames[i], frames[i - 1]).lines for i in (2, 3)]
