@@ -323,10 +323,11 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
                  records: dict | None = None) -> tuple[list[str], bool]:
     """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
     was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
-    (the channel is still down) or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the
-    detection records read already ({key: record}); the others are read together and kept in it, those reposted
-    updated. Return the keys of the records now posted, and whether it went through the whole night (no post failed
-    again, the time did not run out, the store did not fail)."""
+    (the channel is still down: a post Telegram refuses, `telegram_post.refused`, stays failed and the next goes on)
+    or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the detection records read already
+    ({key: record}); the others are read together and kept in it, those reposted updated. Return the keys of the
+    records now posted, and whether it went through the whole night (no post failed again but those refused, the
+    time did not run out, the store did not fail)."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return [], True
@@ -352,6 +353,8 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now)
+            if telegram_post.refused(status):   # this post only (tried again next time): the channel answers
+                continue
             if status.startswith("failed"):
                 return reposted, False
             if status != "sent":                # past the night's limit now that its earlier detections came in
@@ -371,6 +374,8 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             record["telegram_status"] = telegram_post.post(channel, text).status
             store.write_json(target, key, record)
             mark_unsent(target, night, record["telegram_status"])
+            if telegram_post.refused(record["telegram_status"]):
+                continue
             if record["telegram_status"] != "sent":
                 return reposted, False
             reposted.append(key)

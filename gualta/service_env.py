@@ -47,11 +47,12 @@ def ssm_parameter(name: str) -> str:
 
 
 def secret(env, name: str) -> str:
-    """env[name], else the SSM parameter named by env[name + '_PARAM'], else ''."""
+    """env[name], else the SSM parameter named by env[name + '_PARAM'], else '' — without the spaces or line end
+    around it (a parameter put from a file keeps the file's last newline, which no key or token holds)."""
     if env.get(name):
-        return env[name]
+        return env[name].strip()
     parameter = env.get(f"{name}_PARAM")
-    return ssm_parameter(parameter) if parameter else ""
+    return ssm_parameter(parameter).strip() if parameter else ""
 
 
 def timezone(env) -> tzinfo:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -84,11 +85,12 @@ def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[
     detections of the same moment, as many as fit in Telegram's caption (then a count of the rest); `zone`: what
     follows the local time (" CEST" when other clocks are named in theirs)."""
     flag = record.get("flag")
-    headline, _, why = payload.FLAG_MEANINGS.get(flag, ("☄️ Meteor detected", "", ""))
+    headline, _, why = payload.FLAG_MEANINGS.get(flag if isinstance(flag, str) else None,
+                                                  ("☄️ Meteor detected", "", ""))
     lines = [headline,
-             f"Observatory: {record['obs_id']}",
-             f"Local time: {record['date']} {record['time']}{zone}",
-             f"Score: {record['score']:.2f}"]
+             f"Observatory: {record.get('obs_id', '?')}",
+             f"Local time: {record.get('date', '?')} {record.get('time', '?')}{zone}",
+             f"Score: {score_text(record.get('score'))}"]
     if flag:
         lines.append(why[0].upper() + why[1:] if why else f"Flag: {flag}")
     tail = [page_url] if page_url else []
@@ -105,6 +107,14 @@ def detection_caption(record: dict, page_url: str | None, seen_also: list[tuple[
     return caption
 
 
+def score_text(score) -> str:
+    """A score as the caption shows it; '?' for one a stored record no longer holds as a number."""
+    try:
+        return f"{float(score):.2f}" if not isinstance(score, (bool, str)) and math.isfinite(score) else "?"
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+
+
 def telegram_length(text: str) -> int:
     """A text's length as Telegram counts it (UTF-16 code units)."""
     return len(text.encode("utf-16-le")) // 2
@@ -119,6 +129,12 @@ def log_text(record: dict, detections: int | None = None) -> str:
         return f"🔭 {record['obs_id']}: detection started{night}"
     found = "" if detections is None else f", {detections:,} detection{'' if detections == 1 else 's'}"
     return f"🌅 {record['obs_id']}: detection ended{night}: {record['total']:,} frames processed{found}"
+
+
+def refused(status: str) -> bool:
+    """Whether a failed post's status says Telegram refused that post itself (BadRequest: its photo, its caption)
+    rather than being out of reach: the posts after it may still go."""
+    return status == "failed: BadRequest"
 
 
 def _bot(channel: Channel):

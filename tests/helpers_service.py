@@ -234,12 +234,14 @@ class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
     answers with the edited message, or 400 "message is not modified" if its caption is the same; a caption over
     1,024 UTF-16 code units gets 400 "message caption is too long"), answers 429 with the waits queued in `flood`
-    (flood control), or fails with HTTP `fail_status` — every method, or those in `fail_methods`."""
+    (flood control), or fails with HTTP `fail_status` — every method, or those in `fail_methods`; a photo whose
+    caption holds one of `refused` gets 400 "IMAGE_PROCESS_FAILED" (Telegram refusing that one post)."""
 
     def __init__(self):
         self.calls: list[dict] = []
         self.fail_status: int | None = None
         self.fail_methods: set[str] = set()
+        self.refused: set[str] = set()
         self.captions: dict[int, str | None] = {}
         self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order;
                                               # 0: that call is answered as usual
@@ -257,6 +259,8 @@ class TelegramStandIn(RecordingServer):
         if self.fail_status and (not self.fail_methods or method in self.fail_methods):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
                                       "description": "Internal Server Error"}
+        if method == "sendPhoto" and any(text in fields.get("caption", "") for text in self.refused):
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: IMAGE_PROCESS_FAILED"}
         if len(fields.get("caption", "").encode("utf-16-le")) > 2 * 1024:
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message caption is too long"}
         message_id = int(fields["message_id"]) if method.startswith("edit") else len(self.calls)

@@ -307,6 +307,54 @@ def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, c
     assert len(bot_api.calls) == calls                                                 # nothing is posted twice
 
 
+def test_a_post_telegram_refuses_holds_back_neither_the_posts_after_it_nor_earlier_nights(root, bot_api):
+    """A post Telegram refuses for itself (its photo) stopped posting again at that post, as if the channel were
+    down: every later post of its night, and every earlier night marked unsent, waited for good."""
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260915231000", telegram=True))                          # an earlier night: failed
+    bot_api.fail_status, bot_api.refused = None, {"23:15:07"}
+    assert post(detection(telegram=True))["telegram"] == "failed: BadRequest"        # refused whenever it is sent
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260916233000", telegram=True))                          # failed: the channel down
+    bot_api.fail_status = None
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916233000.json",
+                                   "detections/20260915/obs01_20260915231000.json"]
+    assert stored(root)["telegram_status"] == "failed: BadRequest"                    # tried again next time
+    assert (root / "telegram" / "unsent" / "20260916").exists()
+    assert not (root / "telegram" / "unsent" / "20260915").exists()
+
+
+def test_a_record_that_no_longer_reads_right_is_still_posted_again(root, bot_api):
+    """A stored record whose score is no number or that lacks its time (an edit by hand, a store's damage) raised
+    in the caption, which stopped the morning's build before its page."""
+    bot_api.fail_status = 500
+    post(detection(telegram=True))
+    bot_api.fail_status = None
+    path = root / "detections/20260916/obs01_20260916231507.json"
+    record = json.loads(path.read_text())
+    del record["time"]
+    path.write_text(json.dumps({**record, "score": "<b>", "flag": ["satellite"]}))
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json"]
+    lines = bot_api.sent("sendPhoto")[-1]["caption"].splitlines()
+    assert lines[:4] == ["☄️ Meteor detected", "Observatory: obs01", "Local time: 2026-09-16 ?", "Score: ?"]
+    assert (root / "20260916.html").exists()
+
+
+@pytest.mark.parametrize("score, shown", [(0.974, "0.97"), (1, "1.00"), (True, "?"), ("0.9", "?"), (10 ** 400, "?"),
+                                          (float("nan"), "?"), (None, "?")])
+def test_a_caption_shows_a_score_only_when_it_is_a_number(score, shown):
+    assert telegram_post.score_text(score) == shown
+
+
+def test_a_token_kept_with_its_line_end_is_sent_without_it(root, bot_api, monkeypatch):
+    """A token put into SSM from a file keeps the file's last newline: every post failed as a network error."""
+    monkeypatch.setenv("GUALTA_TELEGRAM_TOKEN", TOKEN + "\n")
+    assert post(detection(telegram=True))["telegram"] == "sent"
+    assert bot_api.calls[-1]["token"] == TOKEN
+
+
 def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, bot_api):
     """The night's end log ("detection ended … frames processed": the camera worked) is posted again too, after the
     detections; a start log is not (its news is stale by morning)."""
