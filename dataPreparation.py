@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--start", type=clock_time, default="20:00",
                           help="first frame time, HH:MM (default: %(default)s)")
     simulate.add_argument("--seed", type=int, default=0, help="night i uses seed S+i (default: %(default)s)")
-    simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed")
+    simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="the sky (default: %(default)s)")
     simulate.add_argument("--date", type=night_date, help="first night YYYYMMDD (default: drawn from the seed)")
     simulate.add_argument("--workers", type=positive_int, help="render processes (default: CPU count, ≤ 8)")
     simulate.add_argument("--rates", type=event_rates, metavar="KIND=RATE,...",

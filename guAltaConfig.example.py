@@ -14,7 +14,8 @@ guAlta_obs_id = "obs01"                         # this observatory's id (letters
 guAlta_URL = "http://127.0.0.1:8765"            # central service (embedded server or API Gateway stage URL)
 guAlta_enable_telegram = True                   # ask the service to post detections to Telegram
 guAlta_enable_extra_log = False                 # per-frame lines: path , label , p_meteor , p_no_meteor
-guAlta_threshold = 0.85                         # meteor score at or above which a frame is a detection
+guAlta_threshold = 0.85                         # meteor score at or above which a frame is a candidate
+                                                # (reported unless a check holds it back)
 guAlta_sleep_between_imgs = 10                  # real time: sleep after handling frames, then check every 0.5 s
 guAlta_api_key = ""                             # this observatory's key for guAlta_URL (better: env GUALTA_API_KEY)
 guAlta_model = "models/guAlta.onnx"             # .onnx (or fastai .pkl); downloaded if missing

@@ -210,7 +210,8 @@ SETTINGS = (
     Setting("url", url, "http://127.0.0.1:8765", "central service URL"),
     Setting("enable_telegram", boolean, True, "ask the service to post detections to Telegram"),
     Setting("enable_extra_log", boolean, False, "print a line per frame: path , label , p_meteor , p_no_meteor"),
-    Setting("threshold", number(0.0, 1.0), 0.85, "meteor score at or above which a frame is a detection"),
+    Setting("threshold", number(0.0, 1.0), 0.85,
+            "meteor score at or above which a frame is a candidate (reported unless a check holds it back)"),
     Setting("sleep_between_imgs", number(0.0, 3600.0), 10.0, "real time: seconds to sleep after handling the "
             "frames that came, before looking every 0.5 s for the next"),
     Setting("api_key", api_key, "", "this observatory's API key for the central service (as a flag it shows in "

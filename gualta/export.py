@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gualta.model import PREPROCESSING, learner_info
+from gualta.model import PREPROCESSING, ModelInfo, learner_info, load_model, scoring_error
 from gualta.preprocess import TRAIN_SIZE
 from gualta.store import Store, open_store, read_json
 
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 MODELS_FOLDER = "models"
 LATEST = "guAlta_latest_version"
+MAX_VERSION = 999_999_999       # the store names a published file guAlta_v<at most 9 digits>.onnx (store.MODEL_FILE)
 VERSIONED = re.compile(r"^guAlta_v(\d+)\.onnx$")
 
 
@@ -278,6 +279,24 @@ def read_metrics(path: Path) -> dict:
     return metrics_summary(json.loads(Path(path).read_text()))
 
 
+def check_publishable(model_path: Path, props: dict[str, str]) -> None:
+    """ValueError, before anything is published, for a model clients could not use: metadata that do not read
+    (`ModelInfo.from_props`), a thesis version's images, or a network that cannot score a batch of the v4
+    difference (a batch size fixed at export)."""
+    try:
+        info = ModelInfo.from_props(props)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{model_path}'s metadata do not read: {exc}") from None
+    if not info.client_ready:
+        raise ValueError(f"{model_path} learnt from {info.image_size} px images (a thesis version v1–v3): clients "
+                         f"score the v4 difference ({TRAIN_SIZE} px); train on a v4 dataset to publish")
+    try:
+        load_model(model_path).predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)] * 2)
+    except Exception as exc:         # onnxruntime's own errors: a fixed batch size, another input size
+        raise ValueError(f"{model_path} cannot score a batch of {TRAIN_SIZE} px difference images, as clients do: "
+                         f"{scoring_error(exc)}") from None
+
+
 def publish_model(model_path: str | Path, store_location: str | Path, version: int | None = None,
                   metrics: dict | None = None, s3_endpoint: str | None = None) -> dict:
     """Write an ONNX model into a store's models/ (a folder, or s3://bucket[/prefix]) as version N (default: the
@@ -296,10 +315,9 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if not {"classes", "input_size"} <= set(props):
         raise ValueError(f"{model_path} has no guAlta metadata (classes, input_size): clients would guess its input; "
                          f"publish a model `python -m gualta.train export` wrote")
-    image_size = int(props.get("image_size", TRAIN_SIZE))
-    if image_size != TRAIN_SIZE:
-        raise ValueError(f"{model_path} learnt from {image_size} px images (a thesis version v1–v3): clients score "
-                         f"the v4 difference ({TRAIN_SIZE} px); train on a v4 dataset to publish")
+    check_publishable(model_path, props)
+    if version is not None and version > MAX_VERSION:
+        raise ValueError(f"version {version} is over {MAX_VERSION:,}: the store names versions with at most 9 digits")
     store = open_store(store_location, s3_endpoint)
     published = published_versions(store)
     if version in published:

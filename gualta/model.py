@@ -57,10 +57,16 @@ class ModelInfo:
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> "ModelInfo":
-        """From ONNX metadata_props (all strings)."""
-        return cls(classes=json.loads(props.get("classes", json.dumps(CLASSES))),
+        """From ONNX metadata_props (all strings); ValueError where they cannot be what a guAlta model says (the
+        client would feed it the wrong image or read the wrong class)."""
+        classes, kind = json.loads(props.get("classes", json.dumps(CLASSES))), props.get("input_kind", "diff")
+        if not isinstance(classes, list) or "meteor" not in classes:
+            raise ValueError(f"its classes {props.get('classes')!r} name no 'meteor'")
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"unknown input_kind {kind!r}: expected one of {', '.join(INPUT_KINDS)}")
+        return cls(classes=[str(name) for name in classes],
                    size=int(props.get("input_size", 224)), arch=props.get("arch", "unknown"),
-                   kind=props.get("input_kind", "diff"), version=props.get("version", ""),
+                   kind=kind, version=props.get("version", ""),
                    created=props.get("created", ""), image_size=int(props.get("image_size", TRAIN_SIZE)),
                    train_nights=tuple(night for night in props.get("train_nights", "").split(",") if night))
 

@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from gualta.report import (ModelDownloadError, NoModelPublished, download_model,
 from gualta.scores import lock_exclusive
 
 log = logging.getLogger(__name__)
+INSTALL_WAIT_S = 600              # the longest a run whose model is missing waits for another run installing it
 
 
 class ModelFileLost(ClientError):
@@ -56,7 +58,7 @@ def open_model(settings: Settings, path: str | Path | None = None):
         raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
                           f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
     try:
-        model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)])
+        model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)] * 2)    # two: a batch, as a night is scored
     except Exception as exc:        # loads, but cannot score what the client feeds it (another input size)
         raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {scoring_error(exc)}") \
             from None
@@ -77,9 +79,17 @@ def downloaded_model(settings: Settings, path: Path):
         raise ClientError(f"model {path} is missing, and the published version {meta.get('version')} could not be "
                           f"used here ({rejected_path(path)}): put a model file there, or publish one that loads")
     try:
-        return installed_model(settings, path, meta)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with install_lock(path) as lock:        # two runs starting together: one downloads, the other waits for it
+            wait_for_lock(lock, path)
+            if path.is_file():
+                return open_model(settings, path)
+            return installed_model(settings, path, meta)
     except ModelDownloadError as exc:
         raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
+    except OSError as exc:                      # its folder cannot be made, its lock not opened
+        raise ClientError(f"model {path} is missing and could not be downloaded: cannot write {path.parent}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def replacing_advice(settings: Settings) -> str:
@@ -116,7 +126,7 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
             log.info("model %s kept: the published version %s could not be loaded here (%s)", path,
                      meta.get("version"), rejected_path(path))
             return model
-        with open(install_lock_path(path), "a+b") as lock:
+        with install_lock(path) as lock:
             if not lock_exclusive(lock):
                 log.info("model %s kept for now: another run is installing a publication in its place", path)
                 return model
@@ -153,6 +163,25 @@ def install_lock_path(model_file: Path) -> Path:
     """The file a run installing a publication in place of `model_file` holds locked (a batch run and the watcher
     refreshing at once: one installs, the other keeps its model and takes the file as it is at its next refresh)."""
     return model_file.with_name(model_file.name + ".lock")
+
+
+def install_lock(model_file: Path):
+    """The install lock file opened to be locked (`install_lock_path`); read-only where another account made it (a
+    root cron job's), as a read-only file can be locked too."""
+    try:
+        return open(install_lock_path(model_file), "a+b")
+    except PermissionError:
+        return open(install_lock_path(model_file), "rb")
+
+
+def wait_for_lock(lock, model_file: Path, wait_s: float = INSTALL_WAIT_S) -> None:
+    """Hold `lock` once the run holding it lets it go (ClientError after `wait_s`)."""
+    deadline = time.monotonic() + wait_s
+    while not lock_exclusive(lock):
+        if time.monotonic() > deadline:
+            raise ClientError(f"model {model_file} is missing and another run has been installing it for over "
+                              f"{wait_s:g} s")
+        time.sleep(0.5)
 
 
 def rejected_path(model_file: Path) -> Path:

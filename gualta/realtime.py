@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -115,9 +116,9 @@ class FrameWatch:
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
         """Frames newly complete since the last call (at most `limit`); a frame still being written, or one after a
-        gap in the names (`after_a_gap`), holds back those after it (their sizes are noted all the same, so that a
-        backlog is handed over at the next call, not a frame a call). With force, every remaining frame is handed
-        over as it is (the night is being closed)."""
+        gap in the names (`after_a_gap`), holds back those after it (their sizes are noted all the same, up to
+        `limit` frames handed over, so that a backlog is handed over at the next call, not a frame a call). With
+        force, every remaining frame is handed over as it is (the night is being closed)."""
         now, ready, held = time.monotonic(), [], False
         for path, size in self.candidates():
             if limit is not None and len(ready) >= limit:
@@ -353,6 +354,7 @@ class Watcher:
         self.refresh = refresh          # (model, in use by a left night) → the model to score the next night with
         self.night_recheck_s, self.settle_s, self.grace_s, self.hold_s = night_recheck_s, settle_s, grace_s, hold_s
         self.mask = look_mask(settings)               # guAlta_mask as last read (`night_mask`)
+        self.settings_stamp = settings_file_stamp(settings)     # the settings file as read (`say_if_settings_edited`)
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
         self.left_nights: list[Path] = []             # past nights to decide while the new night has no frame waiting
@@ -434,9 +436,20 @@ class Watcher:
         if self.refresh is not None and newest.name not in self.outbox.watched_nights():   # one model a night
             self.model = self.refresh(self.model, self.catching_up is not None)
         self.find_left_nights(before=newest.name)
+        self.say_if_settings_edited()
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s, self.scores, self.night_mask())
+
+    def say_if_settings_edited(self) -> None:
+        """Say, once an edit, that the settings file changed since it was read: its values hold until a restart
+        (the mask alone is read again each night)."""
+        stamp = settings_file_stamp(self.settings)
+        if stamp == self.settings_stamp:
+            return
+        self.settings_stamp = stamp
+        log.warning("settings file %s changed since the watcher read it: restart it to apply the change (the mask "
+                    "alone is read again each night)", self.settings.source)
 
     def night_mask(self) -> np.ndarray | None:
         """guAlta_mask read again for a new night (an edited mask counts from the next night); one that cannot be
@@ -540,6 +553,27 @@ def scores_folder(scores: str | Path | None) -> Path | None:
     return folder
 
 
+def settings_file_stamp(settings: Settings):
+    """What tells the settings file read from an edited one (`file_stamp`); None when there is none."""
+    return file_stamp(Path(settings.source)) if settings.source else None
+
+
+def stop_on_signal(stop: threading.Event):
+    """A SIGINT/SIGTERM handler: the first asks the watcher to stop once the frames being decided are (up to CHUNK,
+    half a minute on a Raspberry Pi) and says so at once; a second stops it now (KeyboardInterrupt: what was decided
+    is stored already, the rest is decided at the next start)."""
+    def handler(_signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        try:       # straight to the file descriptor: a print here could land inside one the watcher is making
+            os.write(sys.stderr.fileno(), b"stopping once the frames being decided are done (a second Ctrl-C or "
+                                          b"SIGTERM stops now)\n")
+        except (OSError, ValueError, AttributeError):    # no stderr (a service without one)
+            pass
+    return handler
+
+
 def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print,
                  model_path: str | Path | None = None, scores: str | Path | None = None) -> None:
     """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
@@ -555,7 +589,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, stop_on_signal(stop))
     sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key)) if upload else None
     try:
         Watcher(settings, model, stop, sender, say, refresh=refresh, scores=scores).run()

@@ -1005,6 +1005,71 @@ def test_a_published_model_that_cannot_score_never_replaces_the_working_one(clie
     assert "cannot score" in json.loads(model_update.rejected_path(configured).read_text())["reason"]
 
 
+def fixed_batch(model: Path) -> Path:
+    """The model with its input's batch size fixed at one (an export without a dynamic batch axis)."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(proto, str(model))
+    return model
+
+
+def test_a_published_model_that_scores_one_frame_at_a_time_only_is_not_installed(client_night, tmp_path):
+    """A publication whose batch size was fixed at one passed the one-image trial, took the working model's place,
+    and every night's batch then stopped with an onnxruntime traceback: it is tried on a batch."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    single = fixed_batch(tiny_onnx_model(tmp_path / "published" / "single.onnx", version="test-2", created=MARCH))
+    with pytest.raises(ClientError, match="cannot score a 400 px difference image: .*dimensions"):
+        model_update.open_model(settings(tmp_path, single))
+    original, store = configured.read_bytes(), tmp_path / "store"
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        publish(store, single, version=2, created=MARCH)
+        summary = run_batch(settings(tmp_path, configured, url=child.url, api_key=KEY), client_night,
+                            tmp_path / "s.csv", say=lambda line: None, progress=False)
+    assert configured.read_bytes() == original and summary.model == TINY_VERSION and summary.scored > 0
+
+
+def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
+    """A cron batch and the watcher starting together on a machine without its model both downloaded it through the
+    same staging file, and one stopped with a traceback (FileNotFoundError): the second waits for the first."""
+    import threading
+
+    store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
+    publish(store, tiny_onnx_model(tmp_path / "published" / "m.onnx", version="test-2", created=MARCH), version=2)
+    opened, failed = [], []
+
+    def start(config):
+        try:
+            opened.append(model_update.model_version(model_update.open_model(config)))
+        except Exception as exc:          # what the run would have stopped on
+            failed.append(exc)
+
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        runs = [threading.Thread(target=start, args=(config,)) for _ in range(3)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(60)
+    assert failed == [] and opened == ["test-2"] * 3
+    assert not model_update.rejected_path(configured).exists()
+
+
+def test_an_install_lock_another_account_made_is_still_taken(tmp_path):
+    """A root cron job's `<model>.lock` (rw-r--r--) could not be opened for writing by the observatory's account:
+    every model update it tried was skipped with 'Permission denied'."""
+    configured = tmp_path / "guAlta.onnx"
+    lock = model_update.install_lock_path(configured)
+    lock.touch()
+    lock.chmod(0o444)
+    run = subprocess.run(as_ordinary_user([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from gualta import model_update; from gualta.scores import "
+        "lock_exclusive; print(lock_exclusive(model_update.install_lock(Path(sys.argv[1]))))"), str(configured)]),
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (run.returncode, run.stdout.strip()) == (0, "True"), run.stderr
+
+
 def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     """The watcher kept the model it loaded at start after a batch run installed the service's newer one in its
     file: at the next night it takes the file as it now is."""
@@ -1296,7 +1361,8 @@ def test_a_published_model_this_client_cannot_load_is_never_installed(client_nig
         missing = settings(tmp_path, tmp_path / "fresh" / "guAlta.onnx", url=child.url)    # a first install too
         with pytest.raises(ClientError, match="published model version 2 cannot be used here"):
             model_update.open_model(missing)
-        assert [path.name for path in (tmp_path / "fresh").iterdir()] == ["guAlta.onnx.rejected.json"]   # only why
+        assert sorted(path.name for path in (tmp_path / "fresh").iterdir()) == [              # only why (and the
+            "guAlta.onnx.lock", "guAlta.onnx.rejected.json"]                              # empty install lock)
         publish(store, configured, version=3)                           # so a fixed publication is then taken
         assert model_update.open_model(missing).info.version == TINY_VERSION
         fixed = publish(store, tiny_onnx_model(tmp_path / "fixed.onnx", bias=-2.0, created=MARCH), version=4,

@@ -377,6 +377,43 @@ def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothin
         assert not store.exists()
 
 
+def with_props(model: Path, out: Path, batch: int | None = None, **props) -> Path:
+    """A copy of an ONNX model with some metadata changed (and its input's batch size fixed, if given)."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    for prop in proto.metadata_props:
+        prop.value = props.get(prop.key, prop.value)
+    if batch:
+        proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_model_clients_could_not_use_is_refused_before_anything_is_published(tiny_run, tmp_path, capsys):
+    """Metadata that did not read stopped the publish only after it had written guAlta_v2.onnx and the latest copy
+    (a number lost for good, the latest copy not the latest JSON's); an unknown input kind was published and scored
+    on raw frames; a batch size fixed at one was published and installed by clients, whose every night then stopped."""
+    from gualta.train import main
+
+    model, store = tiny_run.run_dir / "model.onnx", tmp_path / "store"
+    main(["publish", "--model", str(model), "--store", str(store)])
+    before = {path.name: path.read_bytes() for path in (store / "models").iterdir()}
+    for name, reason, options in (("size", "metadata do not read: invalid literal", {"input_size": "400px"}),
+                                  ("kind", "unknown input_kind 'difference'", {"input_kind": "difference"}),
+                                  ("classes", "name no 'meteor'", {"classes": '["bolide", "other"]'}),
+                                  ("single", "cannot score a batch", {"batch": 1})):
+        odd = with_props(model, tmp_path / f"{name}.onnx", **options)
+        with pytest.raises(SystemExit) as stop:
+            main(["publish", "--model", str(odd), "--store", str(store)])
+        assert stop.value.code == 2 and reason in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in (store / "models").iterdir()} == before
+    with pytest.raises(SystemExit):
+        main(["publish", "--model", str(model), "--store", str(store), "--version", "1234567890"])
+    assert "at most 9 digits" in capsys.readouterr().err
+    assert {path.name for path in (store / "models").iterdir()} == set(before)
+
+
 def test_quantize_without_frames_to_calibrate_on_is_a_clear_error(tiny_run, tmp_path, capsys):
     from gualta.train import main
 

@@ -4,6 +4,7 @@ detection before the camera's next frame, it follows a new night (with a newer p
 window across midnight and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -765,6 +766,18 @@ def test_cli_realtime_stops_cleanly_on_sigterm(client_night, tiny_model, tmp_pat
         process.kill()
     assert process.returncode == 0, output
     assert f"watching night {root / NIGHT} (model test-1)" in output and output.rstrip().endswith("stopped")
+    assert "stopping once the frames being decided are done" in output         # said at once, not only when done
+
+
+def test_a_second_stop_signal_stops_at_once():
+    """Ctrl-C waited, silently, for the frames being decided (half a minute on a Raspberry Pi), and a second one
+    did nothing: an operator took the watcher for hung and killed it."""
+    stop = threading.Event()
+    handler = realtime.stop_on_signal(stop)
+    handler(signal.SIGINT, None)
+    assert stop.is_set()
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGINT, None)
 
 
 def test_folders_that_cannot_be_listed_are_waited_for(client_night, tiny_model, tmp_path):
@@ -847,6 +860,28 @@ def test_a_new_night_starts_with_a_newer_published_model(client_night, tmp_path,
 def ticked(watcher: Watcher, ticks: int = 12) -> None:
     for _ in range(ticks):
         watcher.tick()
+
+
+def test_an_edited_settings_file_is_said_to_need_a_restart(client_night, tiny_model, tmp_path, caplog):
+    """Settings are read at start: a threshold or window edited while the watcher runs was silently never applied.
+    The next night's start says so, once an edit."""
+    root, settings_file = tmp_path / "images", tmp_path / "guAltaConfig.py"
+    settings_file.write_text("guAlta_threshold = 0.85\n")
+    config = dataclasses.replace(settings(tmp_path, tiny_model, main_folder=root, start_time="0000", end_time="0000"),
+                                 source=str(settings_file))
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0)
+    Writer(client_night, root, spacing_s=0.0).write(range(4))
+    caplog.set_level(logging.WARNING)
+    ticked(watcher, 4)
+    assert "settings file" not in caplog.text
+    settings_file.write_text("guAlta_threshold = 0.7\n")
+    os.utime(settings_file, (time.time() + 5, time.time() + 5))
+    for night in (NEXT_NIGHT, "20211112"):
+        Writer(client_night, root, spacing_s=0.0, folder_name=night).write(range(4))
+        ticked(watcher, 8)
+    assert watcher.current.night == "20211112"
+    assert caplog.text.count(f"settings file {settings_file} changed since the watcher read it: restart it") == 1
 
 
 def test_a_night_folder_dated_ahead_of_tonight_is_not_watched_until_its_night(client_night, tiny_model, tmp_path,
