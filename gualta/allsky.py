@@ -138,6 +138,19 @@ def list_frames(night: str | Path) -> list[Path]:
     return sorted(frames, key=taken_at)
 
 
+LOOKALIKE_PATTERN = re.compile(r"^image-\d{14}\.(?:jpe?g|png)$", re.IGNORECASE)   # .JPG, .jpeg: copies
+
+
+def lookalike_frames(night: str | Path) -> list[str]:
+    """Names in a night folder that read as frames but not as AllSky writes them (`image-….JPG`, `.jpeg`): left
+    out, so worth saying."""
+    try:
+        return sorted(entry.name for entry in os.scandir(night) if LOOKALIKE_PATTERN.match(entry.name)
+                      and not FRAME_PATTERN.match(entry.name))
+    except OSError:
+        return []
+
+
 def taken_at(path: str | Path) -> float:
     """Seconds that order a night's frames as they were taken, and whose differences are the time between them.
 

@@ -94,9 +94,14 @@ def compare_with_truth(scores_csv: Path, truth_csv: Path) -> dict:
     return {"meteor_frames": int(meteor.sum()), "detections": int(detected.sum()), "found": true_positives,
             "fireballs": int(fireball.sum()), "fireballs_found": int((fireball & detected).sum()),
             "found_by_streak_check": int((meteor & detected & by_streak).sum()),
-            "recall": true_positives / max(int(meteor.sum()), 1),
-            "precision": true_positives / max(int(detected.sum()), 1),
+            "recall": true_positives / int(meteor.sum()) if meteor.any() else None,        # None: n/a
+            "precision": true_positives / int(detected.sum()) if detected.any() else None,
             "false_by_event": table.loc[detected & ~meteor, "event"].value_counts().to_dict()}
+
+
+def share(value: float | None) -> str:
+    """A recall or precision as printed: n/a where nothing was there to count."""
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def print_summary(summary: dict) -> None:
@@ -108,8 +113,8 @@ def print_summary(summary: dict) -> None:
     print(f"speed        {night.frames_per_s:.1f} frames/s ({night.seconds:.1f} s for the night)")
     print(f"uploads      {'all delivered' if night.pending == 0 else f'{night.pending} pending in the outbox'}")
     print(f"truth        {truth['found']} of {truth['meteor_frames']} meteor frames found "
-          f"(recall {truth['recall']:.2f}); {truth['found']} of {truth['detections']} detections are meteors "
-          f"(precision {truth['precision']:.2f}); fireballs {truth['fireballs_found']} of {truth['fireballs']}; "
+          f"(recall {share(truth['recall'])}); {truth['found']} of {truth['detections']} detections are meteors "
+          f"(precision {share(truth['precision'])}); fireballs {truth['fireballs_found']} of {truth['fireballs']}; "
           f"{truth['found_by_streak_check']} found by the streak check alone; "
           f"false detections by event: {false}")
     print(f"daily page   {summary['page']}")

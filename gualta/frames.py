@@ -12,7 +12,7 @@ import numpy as np
 
 from gualta import allsky
 from gualta.classical import estimate_sky_mask
-from gualta.preprocess import BadFrame, read_gray, read_image, to_reference_scale
+from gualta.preprocess import BadFrame, read_gray, read_image, sky_sized, to_reference_scale
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class NightFrames:
         repeated."""
         if i not in self._pictures:
             try:
-                image = read_gray(self.frames[i])
+                image = sky_sized(read_gray(self.frames[i]), self.frames[i])
                 self._pictures[i] = to_reference_scale(image)
                 self._file_shapes[i] = image.shape
                 self._scales[i] = image.shape[1] / self._pictures[i].shape[1]

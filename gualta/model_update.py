@@ -51,6 +51,9 @@ def open_model(settings: Settings, path: str | Path | None = None):
         model = load_model(path, threads=cpu_threads(settings.threads), batch_size=settings.batch_size)
     except Exception as exc:        # a corrupt or foreign file: say which and why, don't crash with a traceback
         reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and path.suffix.lower() == ".pkl":     # the client's base install
+            reason = f'{reason} (a .pkl model needs the training install, pip install -e ".[train]": or use its ' \
+                     f'ONNX export)'
         if configured:
             reason = f"{reason.rstrip('. ')}; {replacing_advice(settings)}"
         raise ClientError(f"cannot load model {path}: {reason}") from None

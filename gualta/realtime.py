@@ -39,7 +39,7 @@ from gualta import allsky
 from gualta.client_errors import ClientError
 from gualta.config import Settings, next_local_time, seconds_until
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
-                           log_report, look_mask, prepare, scorer_for, show)
+                           log_report, look_mask, prepare, say_lookalikes, scorer_for, show)
 from gualta.frames import NightFrames
 from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
@@ -437,6 +437,7 @@ class Watcher:
             self.model = self.refresh(self.model, self.catching_up is not None)
         self.find_left_nights(before=newest.name)
         self.say_if_settings_edited()
+        say_lookalikes(newest)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s, self.scores, self.night_mask())

@@ -30,7 +30,9 @@ def test_demo_runs_the_product_end_to_end_and_is_idempotent(tmp_path, tiny_model
     truth = summary["truth"]
     assert truth["meteor_frames"] == int((pd.read_csv(out / "images" / "20211110" / "ground_truth.csv")["label"]
                                           == "meteor").sum())
-    assert 0 <= truth["recall"] <= 1 and 0 <= truth["precision"] <= 1
+    for share in ("recall", "precision"):                         # None: nothing to count (a night without meteors)
+        assert truth[share] is None or 0 <= truth[share] <= 1
+    assert (truth["recall"] is None) == (truth["meteor_frames"] == 0)
     for line in ("frames", "detections", "speed", "truth", "daily page"):
         assert line in printed
 
@@ -86,3 +88,7 @@ def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections
     assert truth["found_by_streak_check"] == 1                  # d.jpg was a satellite
     assert truth["false_by_event"] == {"satellite": 1}
     assert abs(truth["recall"] - 2 / 3) < 1e-9 and abs(truth["precision"] - 2 / 3) < 1e-9
+    pd.DataFrame({"file": ["a.jpg", "b.jpg"], "detection": [0, 0], "note": ["", ""]}).to_csv(
+        tmp_path / "quiet.csv", index=False)                      # nothing reported: no precision, not 0.00
+    truth = compare_with_truth(tmp_path / "quiet.csv", tmp_path / "truth.csv")
+    assert (truth["detections"], truth["recall"], truth["precision"]) == (0, 0.0, None)

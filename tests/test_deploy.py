@@ -2,11 +2,13 @@
 written."""
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 from gualta import allsky
 from gualta.detect import run_batch
@@ -17,6 +19,7 @@ from helpers_client import as_ordinary_user, copy_night, settings
 from helpers_service import KEYS, REPO, child_env, service_env
 
 CRON = REPO / "deploy" / "guAlta-batch.cron"
+TASK = "http://schemas.microsoft.com/windows/2004/02/mit/task"     # Task Scheduler's XML namespace
 UNIT = REPO / "deploy" / "guAlta-realtime.service"
 HOME, ENV_FILE = "/home/pi/guAlta", "/etc/gualta.env"
 
@@ -100,7 +103,7 @@ def test_the_cron_line_logs_an_environment_file_it_cannot_read(tmp_path):
 
 def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
     """The .bat files (cmd.exe wants CRLF lines) run guAlta.py with options its parser accepts, and the scheduled
-    task starts the real-time one."""
+    task starts the real-time one, with retries Task Scheduler's schema takes (Count 1–255, Interval ≥ 1 min)."""
     import importlib.util
     import shlex
 
@@ -120,6 +123,9 @@ def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
     assert sorted(set(calls)) == [("guAlta_batch.bat", "batch"), ("guAlta_realtime.bat", "realtime")]
     task = (REPO / "deploy" / "guAlta_realtime_task.xml").read_text()
     assert "guAlta_realtime.bat</Command>" in task
+    restart = ElementTree.fromstring(task.encode()).find(f"{{{TASK}}}Settings/{{{TASK}}}RestartOnFailure")
+    assert 1 <= int(restart.find(f"{{{TASK}}}Count").text) <= 255          # the schema's range: 999 was refused
+    assert 1 <= int(re.fullmatch(r"PT(\d+)M", restart.find(f"{{{TASK}}}Interval").text)[1]) <= 44640   # PT1M–P31D
 
 
 def test_the_units_command_watches_and_writes_each_ended_nights_scores(client_night, tiny_model, tmp_path):

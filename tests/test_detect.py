@@ -341,15 +341,22 @@ def test_bad_frames_mid_night_are_logged_and_skipped(client_night, tiny_model, t
     frames[5].write_bytes(frames[5].read_bytes()[:5000])          # truncated JPEG
     frames[9].write_bytes(b"")                                    # empty file
     frames[10].write_bytes(b"this is not an image")
+    for tiny in (13, 14):                                         # two icons in a row: a traceback in the streak check
+        assert cv2.imwrite(str(frames[tiny]), np.random.default_rng(tiny).integers(0, 256, (40, 60, 3), np.uint8))
+    (night / frames[3].name.replace(".jpg", ".JPG")).write_bytes(frames[3].read_bytes())   # not AllSky's name
     summary, rows = scores_of(tmp_path, night, tiny_model)
     by_file = {row["file"]: row for row in rows}
-    for bad in (5, 9, 10):
+    for bad in (5, 9, 10, 13, 14):
         row = by_file[frames[bad].name]
         assert (row["score"], row["flag"], row["detection"]) == ("", "skipped", "0") and "bad frame" in row["note"]
+    assert f"{frames[13].name}: 60×40 px, too small for a sky frame" in caplog.text
     assert by_file[frames[6].name]["previous"] == frames[4].name   # the last good frame before it
     assert by_file[frames[11].name]["previous"] == frames[8].name
-    assert summary.scored == len(frames) - 4
+    assert by_file[frames[15].name]["previous"] == frames[12].name
+    assert summary.scored == len(frames) - 6
     assert frames[5].name in caplog.text and frames[9].name in caplog.text
+    assert f"1 file(s) named like frames but not as AllSky names them ({frames[3].name[:-4]}.JPG) are left out" \
+        in caplog.text
 
 
 def test_the_frame_after_a_camera_stop_is_not_compared(client_night, tiny_model, tmp_path, caplog):
@@ -1028,6 +1035,19 @@ def test_a_published_model_that_scores_one_frame_at_a_time_only_is_not_installed
         summary = run_batch(settings(tmp_path, configured, url=child.url, api_key=KEY), client_night,
                             tmp_path / "s.csv", say=lambda line: None, progress=False)
     assert configured.read_bytes() == original and summary.model == TINY_VERSION and summary.scored > 0
+
+
+def test_a_pkl_model_on_the_client_s_base_install_says_what_it_needs(tmp_path, monkeypatch):
+    """A fastai .pkl on the client's base install (no torch) stopped with 'No module named torch' and no hint."""
+    learner = tmp_path / "model.pkl"
+    learner.write_bytes(b"a fastai learner")
+
+    def without_torch(path, **options):
+        raise ModuleNotFoundError("No module named 'torch'")
+
+    monkeypatch.setattr(model_update, "load_model", without_torch)
+    with pytest.raises(ClientError, match=re.escape('needs the training install, pip install -e ".[train]"')):
+        model_update.open_model(settings(tmp_path, learner), learner)
 
 
 def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
