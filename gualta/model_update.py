@@ -25,6 +25,7 @@ from gualta.report import (ModelDownloadError, NoModelPublished, download_model,
 from gualta.scores import lock_exclusive
 
 log = logging.getLogger(__name__)
+INSTALL_RISK = "two runs may install a model at once"      # what an install lock that cannot be taken risks
 INSTALL_WAIT_S = 600              # the longest a run whose model is missing waits for another run installing it
 
 
@@ -87,6 +88,9 @@ def downloaded_model(settings: Settings, path: Path):
             wait_for_lock(lock, path)
             if path.is_file():
                 return open_model(settings, path)
+            if rejected_before(path, meta):     # the run waited for could not use it
+                raise ClientError(f"model {path} is missing, and the published version {meta.get('version')} "
+                                  f"could not be used here ({rejected_path(path)})")
             return installed_model(settings, path, meta)
     except ModelDownloadError as exc:
         raise ClientError(f"model {path} is missing and could not be downloaded: {exc}") from None
@@ -130,7 +134,7 @@ def refreshed_model(settings: Settings, model, in_use: bool = False):
                      meta.get("version"), rejected_path(path))
             return model
         with install_lock(path) as lock:
-            if not lock_exclusive(lock):
+            if not lock_exclusive(lock, INSTALL_RISK):
                 log.info("model %s kept for now: another run is installing a publication in its place", path)
                 return model
             log.info("model %s: installing the published version %s (created %s)", path, meta.get("version"),
@@ -180,7 +184,7 @@ def install_lock(model_file: Path):
 def wait_for_lock(lock, model_file: Path, wait_s: float = INSTALL_WAIT_S) -> None:
     """Hold `lock` once the run holding it lets it go (ClientError after `wait_s`)."""
     deadline = time.monotonic() + wait_s
-    while not lock_exclusive(lock):
+    while not lock_exclusive(lock, INSTALL_RISK):
         if time.monotonic() > deadline:
             raise ClientError(f"model {model_file} is missing and another run has been installing it for over "
                               f"{wait_s:g} s")

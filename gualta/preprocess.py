@@ -20,7 +20,7 @@ THESIS_SIZE = 224        # v1–v3 side length
 SKY_MARGIN_DN = 8        # the sky: pixels this far above a frame's darkest 5 % (the black around the lens circle)
 SATURATED_DN = 250       # a frame pixel at this level or above is saturated: nothing on it can brighten
 REFERENCE_SIDE = 1304   # the camera every pixel size of the checks was set for (AllSky's ASI224, 1304×976)
-MIN_FRAME_SIDE = 128     # a smaller image named like a frame is no sky frame (a thumbnail): a bad frame
+MIN_FRAME_SIDE = 48      # a smaller image named like a frame is no camera's frame (an icon): a bad frame
 LARGE_SIDE = 1630        # a frame longer than this (1.25 × the reference) is read shrunk to REFERENCE_SIDE
 VERSIONS = ("v1", "v2", "v3", "v4")
 SHAKE_PX = 0.3           # the camera moved this far between two frames (wind, a loose mount): compared allowing for it
@@ -59,8 +59,7 @@ def read_frame(path: str | Path, colour: bool = False) -> np.ndarray:
 
 
 def sky_sized(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """The image, if it is large enough to be a sky frame; else BadFrame (a thumbnail or an icon named like a
-    frame: the checks read the sky in 64 px blocks)."""
+    """The image, if it is large enough to be a sky frame; else BadFrame (an icon named like a frame)."""
     if min(image.shape[:2]) < MIN_FRAME_SIDE:
         raise BadFrame(f"{path}: {image.shape[1]}×{image.shape[0]} px, too small for a sky frame (under "
                        f"{MIN_FRAME_SIDE} px a side)")

@@ -446,7 +446,7 @@ class Watcher:
         """Say, once an edit, that the settings file changed since it was read: its values hold until a restart
         (the mask alone is read again each night)."""
         stamp = settings_file_stamp(self.settings)
-        if stamp == self.settings_stamp:
+        if stamp is None or stamp == self.settings_stamp:         # unreadable now (a share away): not known edited
             return
         self.settings_stamp = stamp
         log.warning("settings file %s changed since the watcher read it: restart it to apply the change (the mask "

@@ -145,9 +145,9 @@ def scored_whole(scores: Path, night: Path) -> bool:
         return False
 
 
-def lock_exclusive(stream) -> bool:
+def lock_exclusive(stream, risk: str = "two runs writing it at once would mix their rows") -> bool:
     """Lock an open file for this process (advisory; released when it is closed); False if another holds it. Where
-    files cannot be locked (some network shares) it goes on unlocked."""
+    files cannot be locked (some network shares) it goes on unlocked, warning of `risk`."""
     try:
         if os.name == "nt":
             import msvcrt
@@ -158,8 +158,7 @@ def lock_exclusive(stream) -> bool:
     except (BlockingIOError, PermissionError):
         return False
     except OSError as exc:
-        log.warning("cannot lock %s (%s): two runs writing it at once would mix their rows", stream.name,
-                    exc.strerror or exc)
+        log.warning("cannot lock %s (%s): %s", stream.name, exc.strerror or exc, risk)
     return True
 
 

@@ -220,8 +220,9 @@ class Piece:
 
 def block_noise(image: np.ndarray, block: int = NOISE_BLOCK_PX, stride: int = NOISE_STRIDE) -> np.ndarray:
     """Robust noise (1.4826 × median absolute deviation) of each block×block tile, read on every `stride`-th row and
-    column, interpolated to every pixel."""
+    column, interpolated to every pixel (blocks no larger than the image)."""
     height, width = image.shape
+    block = min(block, height, width)
     rows, cols = max(height // block, 1), max(width // block, 1)
     tiles = image[:rows * block, :cols * block].reshape(rows, block, cols, block)[:, ::stride, :, ::stride]
     tiles = tiles.swapaxes(1, 2).reshape(rows, cols, -1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from gualta import payload, service_env
 log = logging.getLogger(__name__)
 FLOOD_WAIT_BUDGET_S = 10.0        # the longest one report's post and edits wait out flood control, all together
                                   # (the ingest Lambda has 30 s)
+CHANNEL_REFUSAL = re.compile(r"chat|rights|forbidden", re.IGNORECASE)  # a BadRequest about the channel, not the post
 MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
 NIGHT_POSTS = 50                  # detections an observatory posts in a night by default (GUALTA_TELEGRAM_NIGHT_POSTS)
 WITHIN_DAYS = 7                   # a night ended longer before the last one is not posted (GUALTA_TELEGRAM_WITHIN_DAYS)
@@ -133,8 +135,19 @@ def log_text(record: dict, detections: int | None = None) -> str:
 
 def refused(status: str) -> bool:
     """Whether a failed post's status says Telegram refused that post itself (BadRequest: its photo, its caption)
-    rather than being out of reach: the posts after it may still go."""
+    rather than being out of reach or refusing the channel: the posts after it may still go."""
     return status == "failed: BadRequest"
+
+
+def failure_reason(exc: Exception) -> str:
+    """What a failed call's status says: the exception's class only (the token is never near it), and for a
+    BadRequest about the chat itself (not found, no rights to post) that it is the channel's, not the post's."""
+    from telegram.error import BadRequest
+
+    reason = type(exc).__name__
+    if isinstance(exc, BadRequest) and CHANNEL_REFUSAL.search(str(exc)):
+        return f"{reason} (the chat)"
+    return reason
 
 
 def _bot(channel: Channel):
@@ -223,7 +236,7 @@ def _outcome(call) -> Posted:
     try:
         message_id = asyncio.run(call)
     except Exception as exc:   # any failure (network, API, timeout) must not lose the stored detection
-        reason = type(exc).__name__
+        reason = failure_reason(exc)
         log.warning("telegram call failed: %s", reason)
         return Posted(f"failed: {reason}")
     return Posted("sent", message_id)

@@ -1076,6 +1076,36 @@ def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
     assert not model_update.rejected_path(configured).exists()
 
 
+def test_runs_waiting_for_an_install_that_failed_do_not_download_it_again(tmp_path, monkeypatch):
+    """A publication the first run could not use is not fetched again by the runs that waited for it."""
+    import threading
+
+    store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
+    broken = tmp_path / "published" / "broken.onnx"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 64)
+    publish(store, broken, version=2, created=MARCH)
+    downloads, failed = [], []
+    downloading = model_update.download_model
+    monkeypatch.setattr(model_update, "download_model",
+                        lambda *args, **kwargs: downloads.append(1) or downloading(*args, **kwargs))
+
+    def start(config):
+        try:
+            model_update.open_model(config)
+        except ClientError as exc:
+            failed.append(str(exc))
+
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
+        runs = [threading.Thread(target=start, args=(config,)) for _ in range(3)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(60)
+    assert len(failed) == 3 and len(downloads) == 1, failed
+
+
 def test_an_install_lock_another_account_made_is_still_taken(tmp_path):
     """A root cron job's `<model>.lock` (rw-r--r--) could not be opened for writing by the observatory's account:
     every model update it tried was skipped with 'Permission denied'."""

@@ -325,6 +325,17 @@ def test_a_post_telegram_refuses_holds_back_neither_the_posts_after_it_nor_earli
     assert not (root / "telegram" / "unsent" / "20260915").exists()
 
 
+def test_a_chat_telegram_refuses_stops_posting_again_at_the_first_post(root, bot_api):
+    """A BadRequest about the chat itself (a wrong GUALTA_TELEGRAM_CHAT, the bot's rights taken) is the channel's,
+    not one post's: posting again stops there, as when the channel is down."""
+    bot_api.fail_status, bot_api.fail_description = 400, "Bad Request: chat not found"
+    for frame_id in ("20260916231507", "20260916233000"):
+        assert post(detection(frame_id=frame_id, telegram=True))["telegram"] == "failed: BadRequest (the chat)"
+    calls = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert len(bot_api.calls) == calls + 1
+
+
 def test_a_record_that_no_longer_reads_right_is_still_posted_again(root, bot_api):
     """A stored record whose score is no number or that lacks its time (an edit by hand, a store's damage) raised
     in the caption, which stopped the morning's build before its page."""
