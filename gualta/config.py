@@ -14,10 +14,11 @@ import math
 import os
 import re
 import runpy
+import traceback
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gualta.payload import OBS_ID, is_api_key
@@ -299,7 +300,18 @@ class Settings:
         """The settings for a log line, the API key hidden."""
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("source", "api_key")}
         shown["api_key"] = "set" if self.api_key else "not set"
+        for name in ("url", "model_url"):            # a reverse proxy's user and password, if the URL holds them
+            shown[name] = without_credentials(shown[name])
         return ", ".join(f"{key}={value}" for key, value in shown.items())
+
+
+def without_credentials(url: str) -> str:
+    """A URL as it may be shown: without a user and password in it (a reverse proxy's basic authentication)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def read_file(config_file: Path) -> dict:
@@ -308,6 +320,11 @@ def read_file(config_file: Path) -> dict:
         raise ConfigError([f"settings file not found: {config_file}"])
     try:
         names = runpy.run_path(str(config_file))
+    except NameError as exc:       # a value without its quotes (an API key?): its text is never printed
+        line = next((frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+                     if Path(frame.filename) == config_file), "?")
+        raise ConfigError([f"cannot read settings file {config_file}: line {line}: a value that is not Python (text "
+                           f"without its quotes?)"]) from None
     except Exception as exc:       # a settings file is user code: report any failure as a settings error
         raise ConfigError([f"cannot read settings file {config_file}: {type(exc).__name__}: {exc}"]) from None
     return known_spelling({key: value for key, value in names.items() if key.lower().startswith(PREFIX.lower())},

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import requests
 
+from gualta.config import without_credentials
 from gualta.store import MODEL_META, MODEL_PREFIX, published_file
 
 log = logging.getLogger(__name__)
@@ -361,9 +362,15 @@ class ApiClient:
     def post(self, body: str) -> Outcome:
         """POST one payload and classify the answer."""
         try:
-            response = self.session.post(self.url, data=body.encode("utf-8"), timeout=self.timeout)
+            response = self.session.post(self.url, data=body.encode("utf-8"), timeout=self.timeout,
+                                         allow_redirects=False)
         except requests.RequestException as exc:
             return Outcome("retry", f"network: {type(exc).__name__}")
+        if response.is_redirect:    # followed, the key went along to wherever it points (requests keeps it), and a
+                                    # 301/302 turned the report into a body-less GET another page could answer 200
+            return Outcome("refused", f"HTTP {response.status_code}: the service redirects to "
+                                      f"{without_credentials(response.headers.get('Location', '?'))}: set guAlta_URL "
+                                      f"to the address it redirects to")
         reason = f"HTTP {response.status_code}: {response.text[:200]}"
         if response.status_code == 200:
             return Outcome("sent")
@@ -592,25 +599,26 @@ def latest_model_info(base: str, timeout: float) -> dict:
     if not base:
         raise ModelDownloadError("no central service configured (guAlta_URL or guAlta_model_url) to download the "
                                  "model from")
+    where = f"{without_credentials(base)}/{MODEL_META}"           # as messages show it
     try:
         response = requests.get(f"{base}/{MODEL_META}", timeout=timeout)
     except requests.RequestException as exc:
-        raise ModelDownloadError(f"cannot reach {base}/{MODEL_META}: {type(exc).__name__}") from None
+        raise ModelDownloadError(f"cannot reach {where}: {type(exc).__name__}") from None
     if response.status_code == 404:
-        raise NoModelPublished(f"{base}/{MODEL_META} answered HTTP 404")
+        raise NoModelPublished(f"{where} answered HTTP 404")
     if response.status_code == 403 and "<Code>AccessDenied</Code>" in response.text:
-        raise ModelDownloadError(f"{base}/{MODEL_META} answered HTTP 403 AccessDenied: no model published there yet "
+        raise ModelDownloadError(f"{where} answered HTTP 403 AccessDenied: no model published there yet "
                                  "(a public bucket refuses a key it does not hold so), or the bucket refuses public "
                                  "reads (README \"Deploy to AWS\")")
     if response.status_code != 200:
-        raise ModelDownloadError(f"{base}/{MODEL_META} answered HTTP {response.status_code}: {response.text[:200]}")
+        raise ModelDownloadError(f"{where} answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         meta = response.json()
     except ValueError:
-        raise ModelDownloadError(f"{base}/{MODEL_META} did not answer JSON") from None
+        raise ModelDownloadError(f"{where} did not answer JSON") from None
     if not isinstance(meta, dict) or type(meta.get("size")) is not int or meta["size"] <= 0 \
             or not isinstance(meta.get("sha256"), str) or len(meta["sha256"]) != 64:
-        raise ModelDownloadError(f"{base}/{MODEL_META}: metadata lacks a valid size and sha256")
+        raise ModelDownloadError(f"{where}: metadata lacks a valid size and sha256")
     return meta
 
 
@@ -625,17 +633,17 @@ def file_sha256(path: Path) -> str:
 
 def fetch_to(address: str, stream, expected_size: int, timeout: float) -> tuple[int, str]:
     """Stream a download into `stream`; returns (bytes, sha256 hex). Stops past the expected size."""
-    digest, size = hashlib.sha256(), 0
+    digest, size, shown = hashlib.sha256(), 0, without_credentials(address)
     try:
         with requests.get(address, stream=True, timeout=timeout) as response:
             if response.status_code != 200:
-                raise ModelDownloadError(f"{address} answered HTTP {response.status_code}")
+                raise ModelDownloadError(f"{shown} answered HTTP {response.status_code}")
             for chunk in response.iter_content(1 << 20):
                 size += len(chunk)
                 if size > expected_size:
-                    raise ModelDownloadError(f"{address} sent more than the published {expected_size} bytes")
+                    raise ModelDownloadError(f"{shown} sent more than the published {expected_size} bytes")
                 digest.update(chunk)
                 stream.write(chunk)
     except requests.RequestException as exc:
-        raise ModelDownloadError(f"download from {address} failed: {type(exc).__name__}") from None
+        raise ModelDownloadError(f"download from {shown} failed: {type(exc).__name__}") from None
     return size, digest.hexdigest()

@@ -15,12 +15,14 @@ parameter named by ``<NAME>_PARAM``; values are cached for five minutes and neve
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SECRET_TTL_S = 300
+logging.getLogger("botocore.parsers").setLevel(logging.INFO)     # at DEBUG it logs SSM's answers: the secrets
 _cache: dict[str, tuple[float, str]] = {}
 _lock = threading.Lock()
 

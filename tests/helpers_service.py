@@ -199,7 +199,7 @@ def moto_s3():
 
 class RecordingServer:
     """A local HTTP server on 127.0.0.1 for POSTs and GETs: `answer(path, headers, body)` gives (status, reply): a
-    JSON reply, or a text one sent as it is."""
+    JSON reply, or a text one sent as it is; or (status, reply, headers) to send headers too."""
 
     def __init__(self, answer):
         server = self
@@ -207,10 +207,12 @@ class RecordingServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, reply = answer(self.path, self.headers, body)
+                status, reply, *headers = answer(self.path, self.headers, body)
                 text = isinstance(reply, str)
                 data = reply.encode() if text else json.dumps(reply).encode()
                 self.send_response(status)
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -144,6 +144,26 @@ def test_unreadable_or_missing_settings_file(tmp_path):
         load_settings(tmp_path / "missing.py", env={})
 
 
+def test_an_api_key_written_without_its_quotes_is_never_printed(tmp_path):
+    """`guAlta_api_key = Xq9fSecretKey42` stopped the client with "NameError: name 'Xq9fSecretKey42' is not defined":
+    the key in the journal every 30 s, or in a world-readable batch.log."""
+    unquoted = tmp_path / "guAltaConfig.py"
+    unquoted.write_text('guAlta_obs_id = "obs01"\nguAlta_api_key = Xq9fSecretKey42\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(unquoted, env={})
+    assert "line 2: a value that is not Python (text without its quotes?)" in str(error.value)
+    assert "Xq9f" not in str(error.value)
+
+
+def test_a_url_s_user_and_password_are_never_shown():
+    """guAlta_URL may carry a reverse proxy's basic authentication: the settings line logged at every start showed
+    it whole."""
+    shown = load_settings(env={}, overrides={"url": "https://obs01:ProxyPassw0rd@meteors.example.org:8443/gualta",
+                                             "api_key": "a-key-of-32-characters-0123456789"}).describe()
+    assert "ProxyPassw0rd" not in shown and "url=https://meteors.example.org:8443/gualta" in shown
+    assert "a-key-of-32" not in shown and "api_key=set" in shown
+
+
 def test_unknown_keys_are_warned_with_a_suggestion(tmp_path, caplog):
     config = tmp_path / "typo.py"
     config.write_text("guAlta_treshold = 0.5\n")

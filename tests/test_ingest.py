@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import struct
 
@@ -298,10 +299,13 @@ def test_build_detection_round_trips_and_refuses_bad_input():
 
 
 # --- AWS flavour: S3 store and SSM-held secrets (moto) -----------------------------------------------------------
-def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch):
+def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch, caplog):
+    """…and the keys never reach the log, at DEBUG either (botocore logs the answers it parses)."""
+    caplog.set_level(logging.DEBUG)
     with moto_s3() as (endpoint, s3):
         boto3.client("ssm", endpoint_url=endpoint).put_parameter(
             Name="/gualta/api-keys", Value=f"obs01:{KEYS['obs01']}", Type="SecureString")
+        caplog.clear()                                                  # the key was this test's own request
         monkeypatch.delenv("GUALTA_API_KEYS")
         monkeypatch.setenv("GUALTA_API_KEYS_PARAM", "/gualta/api-keys")
         monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
@@ -315,6 +319,7 @@ def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch):
         assert keys == ["prod/detections/20260916/obs01_20260916231507.json",
                         "prod/imgs/20260916/obs01_20260916231507.jpeg", "prod/pages/late/20260916"]  # night ended
         service_env._cache.clear()
+    assert "GetParameter" in caplog.text and KEYS["obs01"] not in caplog.text
 
 
 def test_unreachable_store_answers_503_not_a_crash(root, monkeypatch):

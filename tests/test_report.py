@@ -45,6 +45,26 @@ class StubService(RecordingServer):
         return status, {"status": "stored" if status == 200 else "error"}
 
 
+def test_a_redirect_is_refused_and_takes_the_key_nowhere():
+    """requests followed redirects with the x-api-key header (it drops only Authorization): the key went to
+    whatever host a proxy pointed at (an http → https redirect: in clear first), and a 301/302 turned the report into
+    a body-less GET that a landing page answered 200 — marked sent, lost."""
+    received = []
+    target = RecordingServer(lambda path, headers, body: received.append(dict(headers)) or (200, {"status": "stored"}))
+    try:
+        for code in (301, 302, 307, 308):
+            moved = RecordingServer(lambda path, headers, body, code=code: (
+                code, "moved", {"Location": target.url.replace("//", "//proxy:Passw0rd@") + "/uploadmeteor"}))
+            outcome = ApiClient(moved.url, "SECRETkey0123").send(json.dumps(detection()))
+            moved.close()
+            assert outcome.kind == "refused", outcome
+            assert outcome.detail == f"HTTP {code}: the service redirects to {target.url}/uploadmeteor: set " \
+                                     f"guAlta_URL to the address it redirects to"
+    finally:
+        target.close()
+    assert received == []
+
+
 def test_put_keeps_the_first_copy_unless_replacing(tmp_path):
     with Outbox(tmp_path / "o.sqlite") as outbox:
         assert outbox.put("detection/obs01/1", {"a": 1}) is True
