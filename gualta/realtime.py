@@ -112,6 +112,7 @@ class FrameWatch:
         self.last_seen: float | None = None                 # when the last frame handed over was complete
         self.last_written: tuple[Path, tuple | None] | None = None     # it, and its file_stamp then
         self.late_seen = False                              # a late frame came since the last hand-over
+        self.lookalikes_said = False                        # files named like frames, not as AllSky does, warned of
         self.afresh: dict[str, str] = {}    # frames handed over to be compared with no earlier frame: why
 
     def ready(self, force: bool = False, limit: int | None = None) -> list[Path]:
@@ -189,6 +190,10 @@ class FrameWatch:
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
+                    if not self.lookalikes_said and allsky.LOOKALIKE_PATTERN.match(entry.name) \
+                            and not allsky.FRAME_PATTERN.match(entry.name):     # `image-….JPG`: once a night
+                        self.lookalikes_said = True
+                        say_lookalikes(self.folder)
                     if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
                             and entry.is_file():
                         try:
@@ -437,7 +442,6 @@ class Watcher:
             self.model = self.refresh(self.model, self.catching_up is not None)
         self.find_left_nights(before=newest.name)
         self.say_if_settings_edited()
-        say_lookalikes(newest)
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s, self.scores, self.night_mask())

@@ -641,6 +641,24 @@ def test_a_half_written_png_frame_waits_too(client_night, tmp_path):
     assert watch.ready() == [png]
 
 
+def test_frames_named_otherwise_than_allsky_does_are_said_once_when_they_come(client_night, tmp_path, caplog):
+    """`image-….JPG` files (another capture program, a copy) were left out without a word; those arriving after the
+    night's start too."""
+    folder = tmp_path / NIGHT
+    folder.mkdir()
+    first, *rest = allsky.list_frames(client_night)[:4]
+    (folder / first.name).write_bytes(first.read_bytes())
+    watch = FrameWatch(folder, settle_s=0.0)
+    with caplog.at_level(logging.WARNING):
+        watch.ready()
+        assert "named like frames" not in caplog.text
+        for frame in rest:
+            (folder / frame.name.replace(".jpg", ".JPG")).write_bytes(frame.read_bytes())
+            assert all(path.suffix == ".jpg" for path in watch.ready())                # never handed over
+    assert caplog.text.count("named like frames but not as AllSky names them") == 1
+    assert f"{folder}: 1 file(s) named like frames" in caplog.text          # the first .JPG, as it came
+
+
 def test_a_folder_that_cannot_be_listed_is_said_once_until_it_is_back(client_night, tmp_path, caplog):
     """A night folder on a share that drops (or removed) is polled twice a second: one warning, not one a poll."""
     folder = tmp_path / NIGHT
