@@ -1037,60 +1037,54 @@ def test_a_pkl_model_on_the_client_s_base_install_says_what_it_needs(tmp_path, m
         model_update.open_model(settings(tmp_path, learner), learner)
 
 
-def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
-    """A cron batch and the watcher starting together on a machine without its model both downloaded it through the
-    same staging file, and one stopped with a traceback (FileNotFoundError): the second waits for the first."""
+def started_together(tmp_path: Path, store: Path, configured: Path, runs: int = 3) -> list:
+    """What opening the model gave each of `runs` runs started at once with the model file missing (the model, or
+    what the run would have stopped on), the store served by the embedded service."""
     import threading
 
-    store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
-    publish(store, tiny_onnx_model(tmp_path / "published" / "m.onnx", version="test-2", created=MARCH), version=2)
-    opened, failed = [], []
+    outcomes = []
 
     def start(config):
         try:
-            opened.append(model_update.model_version(model_update.open_model(config)))
+            outcomes.append(model_update.open_model(config))
         except Exception as exc:          # what the run would have stopped on
-            failed.append(exc)
+            outcomes.append(exc)
 
     with ChildServer(store, child_env(**service_env(store))) as child:
         config = settings(tmp_path, configured, url=child.url, api_key=KEY)
-        runs = [threading.Thread(target=start, args=(config,)) for _ in range(3)]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join(60)
-    assert failed == [] and opened == ["test-2"] * 3
+        threads = [threading.Thread(target=start, args=(config,)) for _ in range(runs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    return outcomes
+
+
+def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
+    """A cron batch and the watcher starting together on a machine without its model both downloaded it through the
+    same staging file, and one stopped with a traceback (FileNotFoundError): the second waits for the first."""
+    store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
+    publish(store, tiny_onnx_model(tmp_path / "published" / "m.onnx", version="test-2", created=MARCH), version=2)
+    outcomes = started_together(tmp_path, store, configured)
+    assert [outcome if isinstance(outcome, Exception) else model_update.model_version(outcome)
+            for outcome in outcomes] == ["test-2"] * 3
     assert not model_update.rejected_path(configured).exists()
 
 
 def test_runs_waiting_for_an_install_that_failed_do_not_download_it_again(tmp_path, monkeypatch):
     """A publication the first run could not use is not fetched again by the runs that waited for it."""
-    import threading
-
     store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
     broken = tmp_path / "published" / "broken.onnx"
     broken.parent.mkdir()
     broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 64)
     publish(store, broken, version=2, created=MARCH)
-    downloads, failed = [], []
+    downloads = []
     downloading = model_update.download_model
     monkeypatch.setattr(model_update, "download_model",
                         lambda *args, **kwargs: downloads.append(1) or downloading(*args, **kwargs))
-
-    def start(config):
-        try:
-            model_update.open_model(config)
-        except ClientError as exc:
-            failed.append(str(exc))
-
-    with ChildServer(store, child_env(**service_env(store))) as child:
-        config = settings(tmp_path, configured, url=child.url, api_key=KEY)
-        runs = [threading.Thread(target=start, args=(config,)) for _ in range(3)]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join(60)
-    assert len(failed) == 3 and len(downloads) == 1, failed
+    outcomes = started_together(tmp_path, store, configured)
+    assert len(outcomes) == 3 and all(isinstance(outcome, ClientError) for outcome in outcomes), outcomes
+    assert len(downloads) == 1
 
 
 def test_an_install_lock_another_account_made_is_still_taken(tmp_path):
