@@ -141,12 +141,16 @@ def list_frames(night: str | Path) -> list[Path]:
 LOOKALIKE_PATTERN = re.compile(r"^image-\d{14}\.(?:jpe?g|png)$", re.IGNORECASE)   # .JPG, .jpeg: copies
 
 
+def is_lookalike(name: str) -> bool:
+    """Whether a file name reads as a frame's but not as AllSky writes it (`image-….JPG`, `.jpeg`): left out, so
+    worth saying."""
+    return bool(LOOKALIKE_PATTERN.match(name)) and not FRAME_PATTERN.match(name)
+
+
 def lookalike_frames(night: str | Path) -> list[str]:
-    """Names in a night folder that read as frames but not as AllSky writes them (`image-….JPG`, `.jpeg`): left
-    out, so worth saying."""
+    """The names in a night folder that are `is_lookalike`."""
     try:
-        return sorted(entry.name for entry in os.scandir(night) if LOOKALIKE_PATTERN.match(entry.name)
-                      and not FRAME_PATTERN.match(entry.name))
+        return sorted(entry.name for entry in os.scandir(night) if is_lookalike(entry.name))
     except OSError:
         return []
 

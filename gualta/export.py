@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gualta.model import PREPROCESSING, ModelInfo, learner_info, load_model, scoring_error
+from gualta.model import PREPROCESSING, ModelInfo, learner_info, load_model, score_a_blank_batch, scoring_error
 from gualta.preprocess import TRAIN_SIZE
 from gualta.store import Store, open_store, read_json
 
@@ -291,7 +291,7 @@ def check_publishable(model_path: Path, props: dict[str, str]) -> None:
         raise ValueError(f"{model_path} learnt from {info.image_size} px images (a thesis version v1–v3): clients "
                          f"score the v4 difference ({TRAIN_SIZE} px); train on a v4 dataset to publish")
     try:
-        load_model(model_path).predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)] * 2)
+        score_a_blank_batch(load_model(model_path))
     except Exception as exc:         # onnxruntime's own errors: a fixed batch size, another input size
         raise ValueError(f"{model_path} cannot score a batch of {TRAIN_SIZE} px difference images, as clients do: "
                          f"{scoring_error(exc)}") from None

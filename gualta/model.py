@@ -233,6 +233,12 @@ def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BAT
     raise ValueError(f"unknown model format {path.suffix!r}: expected .onnx or .pkl")
 
 
+def score_a_blank_batch(model) -> None:
+    """Score two blank difference images in one batch, as a night is scored: raises what the model raises where it
+    cannot (another input size than its metadata say, a batch size fixed at export)."""
+    model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)] * 2)
+
+
 def scoring_error(exc: Exception) -> str:
     """Why a model could not score an image, in one line: the error's type and its message's first line (an
     onnxruntime error runs on over many)."""

@@ -13,11 +13,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from gualta.client_errors import ClientError
 from gualta.config import Settings
-from gualta.model import load_model, scoring_error
+from gualta.model import load_model, score_a_blank_batch, scoring_error
 from gualta.payload import MODEL
 from gualta.preprocess import TRAIN_SIZE
 from gualta.report import (ModelDownloadError, NoModelPublished, download_model, file_sha256, installed_mode,
@@ -62,7 +60,7 @@ def open_model(settings: Settings, path: str | Path | None = None):
         raise ClientError(f"model {path} learnt from {model.info.image_size} px images (a thesis version v1–v3); "
                           f"the client scores the v4 difference ({TRAIN_SIZE} px): use a model trained on v4")
     try:
-        model.predict([np.zeros((TRAIN_SIZE, TRAIN_SIZE), np.uint8)] * 2)    # two: a batch, as a night is scored
+        score_a_blank_batch(model)
     except Exception as exc:        # loads, but cannot score what the client feeds it (another input size)
         raise ClientError(f"model {path} cannot score a {TRAIN_SIZE} px difference image: {scoring_error(exc)}") \
             from None

@@ -190,8 +190,7 @@ class FrameWatch:
         try:
             with os.scandir(self.folder) as entries:
                 for entry in entries:
-                    if not self.lookalikes_said and allsky.LOOKALIKE_PATTERN.match(entry.name) \
-                            and not allsky.FRAME_PATTERN.match(entry.name):     # `image-….JPG`: once a night
+                    if not self.lookalikes_said and allsky.is_lookalike(entry.name):   # once a night
                         self.lookalikes_said = True
                         say_lookalikes(self.folder)
                     if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
