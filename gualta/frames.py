@@ -140,8 +140,9 @@ class NightFrames:
         if original is not None:
             self._repeats[i] = original
             name, first = self.frames[i].name, self.frames[original].name
-            return self._unusable(i, f"repeated: the same picture as {first} (camera frozen)",
-                                  f"{name}: the same picture as {first} (camera frozen): skipped")
+            why = "another copy of the same moment" if self._taken[i] == self._taken[original] else "camera frozen"
+            return self._unusable(i, f"repeated: the same picture as {first} ({why})",
+                                  f"{name}: the same picture as {first} ({why}): skipped")
         self._images[i], self._shapes[i] = image, self._file_shapes[i]      # sizes compared as the camera's
         return image
 

@@ -409,6 +409,20 @@ def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_co
     assert summary.scored == len(frames) - 1 - 13 - 1
 
 
+def test_a_moment_saved_both_as_jpeg_and_png_is_scored_once_and_the_copy_called_a_copy(
+        client_night, tiny_model, tmp_path):
+    """A camera set to save JPEG and PNG leaves one moment twice: the second is skipped as a copy of the same moment,
+    not said to be a frozen camera."""
+    night = copy_night(client_night, tmp_path / "images")
+    frames = allsky.list_frames(night)
+    cv2.imwrite(str(frames[6].with_suffix(".png")), cv2.imread(str(frames[6])))
+    _, rows = scores_of(tmp_path, night, tiny_model)
+    copy = next(row for row in rows if row["file"] == frames[6].with_suffix(".png").name)
+    assert (copy["flag"], copy["note"]) == (
+        "skipped", f"bad frame: repeated: the same picture as {frames[6].name} (another copy of the same moment)")
+    assert "camera frozen" not in " ".join(row["note"] for row in rows)
+
+
 def test_a_noiseless_picture_changed_only_by_a_streak_is_a_new_frame_not_a_repeat(tmp_path):
     """Under 1 % of pixels changed is a repeat only in a picture with noise, as every exposure has: a render without
     noise that differs from the last only by a meteor's streak is compared (it was skipped as a repeat); a copy of
