@@ -76,7 +76,7 @@ def report(tables: dict[str, pd.DataFrame], threshold: float) -> tuple[str, dict
     """The markdown table (a row a night, then all nights) and the summaries behind it."""
     summaries = {name: evaluate.client_summary(table, threshold) for name, table in tables.items()}
     everything = evaluate.client_summary(pd.concat(tables.values(), ignore_index=True), threshold)
-    lines = [HEADER] + [row(name, "/".join(sorted(tables[name]["scenario"].astype(str).unique())), summary)
+    lines = [HEADER] + [row(name, "/".join(sorted(tables[name]["scenario"].dropna().astype(str).unique())), summary)
                         for name, summary in summaries.items()]
     lines.append(row("**all nights**", "", everything))
     false = ", ".join(f"{event} {count}" for event, count in everything["false_by_event"].items()) or "none"
@@ -85,7 +85,10 @@ def report(tables: dict[str, pd.DataFrame], threshold: float) -> tuple[str, dict
 
 
 def decision(detection: float, flag) -> str:
-    """What the client made of a frame: reported, held back (and why), or nothing."""
+    """What the client made of a frame: reported, held back (and why), nothing, or not scored (absent from its
+    scores)."""
+    if pd.isna(detection):
+        return "not scored"
     flag = flag if isinstance(flag, str) else ""
     if detection == 1:
         return "reported" + (f" ({flag})" if flag else "")
@@ -95,11 +98,12 @@ def decision(detection: float, flag) -> str:
 def changed_decisions(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """The frames of one night (`evaluate.client_predictions` tables) that two clients decided differently: file,
     ground-truth event, before and after (`decision`)."""
-    both = before.merge(after, on="file", suffixes=("_before", "_after"))
+    both = before.merge(after, on="file", how="outer", suffixes=("_before", "_after"))
     said = {when: pd.Series([decision(*pair) for pair in zip(both[f"detection_{when}"], both[f"flag_{when}"])],
                             index=both.index) for when in ("before", "after")}
     changed = said["before"] != said["after"]
-    return pd.DataFrame({"file": both.loc[changed, "file"], "event": both.loc[changed, "event_after"],
+    event = both["event_after"].combine_first(both["event_before"])
+    return pd.DataFrame({"file": both.loc[changed, "file"], "event": event[changed],
                          "before": said["before"][changed], "after": said["after"][changed]})
 
 
@@ -108,7 +112,8 @@ def comparison(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame], 
     differently, as markdown."""
     old = evaluate.client_summary(pd.concat(before.values(), ignore_index=True), threshold)
     new = evaluate.client_summary(pd.concat(after.values(), ignore_index=True), threshold)
-    lines = [f"\nBefore → after: meteor frames found {old['found']} → {new['found']} of {new['meteor_frames']}, "
+    lines = [f"\nBefore → after: meteor frames found {old['found']} of {old['meteor_frames']} → {new['found']} of "
+             f"{new['meteor_frames']}, "
              f"precision {ratio(old['precision'])} → {ratio(new['precision'])}, false positives "
              f"{old['detections'] - old['found']} → {new['detections'] - new['found']}, streak on the meteor "
              f"{ratio(old['streak_on_meteor'])} → {ratio(new['streak_on_meteor'])}."]

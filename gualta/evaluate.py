@@ -118,11 +118,11 @@ def fp_rate_by_night(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[s
 
 def threshold_for_recall(pred: pd.DataFrame, target: float = TARGET_RECALL) -> float | None:
     """The highest threshold at which meteor recall is still ≥ target (detection: p_meteor ≥ threshold)."""
-    scores = np.sort(meteors(pred)["p_meteor"].to_numpy())[::-1]
+    scores = -np.sort(-meteors(pred)["p_meteor"].to_numpy(float))         # highest first, NaN (never detected) last
     if not len(scores):
         return None
-    needed = math.ceil(target * len(scores) - 1e-9)
-    return float(scores[max(needed, 1) - 1])
+    needed = max(math.ceil(target * len(scores) - 1e-9), 1)
+    return float(scores[needed - 1]) if needed <= np.isfinite(scores).sum() else None
 
 
 def confusion_counts(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict[str, int]:
@@ -152,6 +152,10 @@ def ranking_scores(pred: pd.DataFrame) -> dict[str, float | None]:
     """ROC-AUC and PR-AUC (average precision) of p_meteor; None with a single class."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    unscored = pred.loc[pred["p_meteor"].isna(), "fn"]
+    if len(unscored):
+        raise ValueError(f"{len(unscored)} frames have no score (NaN), {unscored.iloc[0]} first: the model does not "
+                         "give a number for them")
     if pred["meteor"].nunique() < 2:
         return {"roc_auc": None, "pr_auc": None}
     return {"roc_auc": float(roc_auc_score(pred["meteor"], pred["p_meteor"])),
@@ -318,18 +322,20 @@ def client_summary(pred: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     positives by event, the share of its streaks on the meteor: `streak_share`) and, for comparison, the model alone
     at `threshold` on its own scores."""
     found, found_meteors = detected(pred, REPORTED), detected(meteors(pred), REPORTED)
-    bright = meteors(pred)["peak_snr"] >= FAINT_SNR
+    bright, faint = (meteors(pred)["peak_snr"] >= FAINT_SNR), (meteors(pred)["peak_snr"] < FAINT_SNR)
     fireballs = pred["event"].eq("fireball") & pred["meteor"].eq(1)
+    false_events = pred.loc[found & pred["meteor"].eq(0), "event"].astype(object).fillna(UNLABELLED)
     model = pred.assign(p_meteor=pred["score"])
     return {"nights": sorted(pred["night"].astype(str).unique().tolist()), "scored": len(pred),
             "meteor_frames": len(meteors(pred)), "found": int(found_meteors.sum()), "detections": int(found.sum()),
             "recall": meteor_recall(pred, REPORTED), "precision": precision(pred, REPORTED),
-            "faint_recall": faint_recall(pred, REPORTED), "n_faint": int((~bright).sum()),
+            "faint_recall": faint_recall(pred, REPORTED),
+            "n_faint": known_count(int(faint.sum()), meteors(pred), "peak_snr"),
             "bright_recall": fraction(found_meteors[bright]),
             "cloud_fp_rate": cloud_fp_rate(pred, REPORTED),
             "n_cloudy_no_meteor": len(cloudy_non_meteors(pred)),
             "fireballs": int(fireballs.sum()), "fireballs_found": int((fireballs & found).sum()),
-            "false_by_event": pred.loc[found & pred["meteor"].eq(0), "event"].value_counts().to_dict(),
+            "false_by_event": false_events.value_counts().to_dict(),
             "streak_on_meteor": streak_share(pred, found_meteors),
             "model_alone": {"threshold": threshold, "recall": meteor_recall(model, threshold),
                             "precision": precision(model, threshold),

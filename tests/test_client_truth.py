@@ -80,13 +80,18 @@ def test_compares_with_another_client_s_scores_frame_by_frame(client_night, tiny
     before = scores.copy()
     before.loc[before["file"] == reported_meteor["file"], ["detection", "flag"]] = [0, "satellite"]
     before.loc[before["file"] == quiet_other["file"], ["detection", "flag"]] = [1, ""]
+    skipped_meteor = scored[scored["file"].map(truth["label"]).eq("meteor")
+                            & scored["file"].ne(reported_meteor["file"])].iloc[-1]     # scored by this client only
+    before.loc[before["file"] == skipped_meteor["file"], ["score", "detection", "flag"]] = [None, 0, "skipped"]
     before[["x1", "y1", "x2", "y2"]] = None                                 # a client that gave no streaks
     before_dir.mkdir()
     before.to_csv(before_dir / f"{client_night.name}.csv", index=False)
 
     compared, _ = run_bench(client_night, scores_dir, tiny_model, tmp_path / "c.json", "--before", str(before_dir))
     found, false = summary["all"]["found"], summary["all"]["detections"] - summary["all"]["found"]
-    assert (f"meteor frames found {found - 1} → {found} of {summary['all']['meteor_frames']}" in compared
+    found_before = found - 1 - int(skipped_meteor["detection"] == 1)
+    assert (f"meteor frames found {found_before} of {summary['all']['meteor_frames'] - 1} → {found} of "
+            f"{summary['all']['meteor_frames']}" in compared
             and f"false positives {false + 1} → {false}, " in compared)
     on_meteor = summary["all"]["streak_on_meteor"]
     assert f"streak on the meteor — → {'—' if on_meteor is None else f'{on_meteor:.3f}'}." in compared
@@ -94,7 +99,9 @@ def test_compares_with_another_client_s_scores_frame_by_frame(client_night, tiny
             f"| held back (satellite) | reported |") in compared
     assert (f"| {client_night.name} | {quiet_other['file']} | {truth.loc[quiet_other['file'], 'event']} "
             f"| reported | — |") in compared
-    assert compared.count(f"| {client_night.name} | image-") == 2                 # no other frame changed
+    assert (f"| {client_night.name} | {skipped_meteor['file']} | {truth.loc[skipped_meteor['file'], 'event']} "
+            f"| not scored | ") in compared
+    assert compared.count(f"| {client_night.name} | image-") == 3                 # no other frame changed
     same, _ = run_bench(client_night, scores_dir, tiny_model, tmp_path / "d.json", "--before", str(scores_dir))
     assert "Every frame decided the same." in same
 
@@ -104,3 +111,16 @@ def test_says_which_nights_the_other_client_lacks(client_night, tiny_model, tmp_
                            "--scores-dir", str(tmp_path / "scores"), "--model", str(tiny_model),
                            "--before", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and f"no scores CSV for {client_night.name}" in done.stderr
+
+
+def test_reads_a_night_labelled_by_hand(client_night, tiny_model, tmp_path):
+    """A night whose ground truth is a hand-made file,label table (no sky, event or brightness) stopped the report
+    with a TypeError on its unknown sky."""
+    night = tmp_path / "hand" / client_night.name
+    shutil.copytree(client_night, night)
+    pd.read_csv(night / "ground_truth.csv")[["file", "label"]].to_csv(night / "ground_truth.csv", index=False)
+    text, summary = run_bench(night, tmp_path / "scores", tiny_model, tmp_path / "s.json")
+    assert f"| {client_night.name} |  | {summary['all']['meteor_frames']} | {summary['all']['found']} |" in text
+    false = summary["all"]["detections"] - summary["all"]["found"]
+    assert summary["all"]["false_by_event"] == ({"unlabelled": false} if false else {})
+    assert summary["all"]["n_faint"] is None

@@ -69,6 +69,17 @@ def test_threshold_reaching_recall(pred):
     assert ev.threshold_for_recall(pred[pred["meteor"] == 0]) is None
 
 
+def test_frames_without_a_score_are_never_detected_nor_ranked(pred):
+    """A NaN score sorted to the top: the threshold 'reaching' recall 0.98 was one that reaches less; and the AUCs
+    stopped the report with sklearn's 'Input contains NaN'."""
+    broken = pred.copy()
+    broken.loc[broken["fn"] == "m0.png", "p_meteor"] = np.nan
+    assert ev.threshold_for_recall(broken, 0.98) is None                 # 9 of 10 at most: 0.9
+    assert ev.threshold_for_recall(broken, 0.9) == 0.20
+    with pytest.raises(ValueError, match="1 frames have no score"):
+        ev.ranking_scores(broken)
+
+
 def test_classification_report_and_auc(pred):
     report = ev.classification_report(pred)
     assert report["meteor"]["precision"] == pytest.approx(0.7) and report["meteor"]["recall"] == pytest.approx(0.7)
@@ -216,4 +227,15 @@ def test_client_summary_counts_by_hand(tmp_path):
     model = summary["model_alone"]                         # scores ≥ 0.85: f01 and f03 (meteors), f06, f07 (cloudy)
     assert model["recall"] == pytest.approx(2 / 5) and model["precision"] == pytest.approx(2 / 4)
     assert model["cloud_fp_rate"] == pytest.approx(1 / 4)
+    json.dumps(summary)
+
+
+def test_client_summary_on_hand_labels_says_what_it_does_not_know(tmp_path):
+    """A night labelled by hand (file,label only): its false positives were dropped from the count by event ("none"
+    said with precision 0.6) and every meteor counted faint."""
+    scores, truth = write_client_night(tmp_path / "20211110")
+    pd.read_csv(truth)[["file", "label"]].to_csv(truth, index=False)
+    summary = ev.client_summary(ev.client_predictions(scores, truth))
+    assert summary["false_by_event"] == {"unlabelled": 2} and summary["precision"] == pytest.approx(3 / 5)
+    assert summary["n_faint"] is None and summary["faint_recall"] is None
     json.dumps(summary)
