@@ -50,10 +50,10 @@ def night_of(stamp: datetime) -> str:
     return evening.strftime(NIGHT_FORMAT)
 
 
-def ended_night(local: datetime) -> str:
-    """The night that ended last by local time `local` (at NIGHT_ENDS_H, the end of AllSky's night window): from
-    noon on `night_of` is already tonight's, and before NIGHT_ENDS_H it is a night still being observed."""
-    return night_of(local - timedelta(hours=NOON + NIGHT_ENDS_H))
+def ended_night(local: datetime, ends: timedelta = timedelta(hours=NIGHT_ENDS_H)) -> str:
+    """The night that ended last by local time `local`, a night ending at `ends` after midnight (default the end of
+    AllSky's night window): from noon on `night_of` is already tonight's, and before `ends` a night still observed."""
+    return night_of(local - timedelta(hours=NOON) - ends)
 
 
 def is_night_folder(path: Path) -> bool:

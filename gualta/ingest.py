@@ -188,7 +188,7 @@ def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
     page up to date however long ago it was (a client back after a week's outage). Called once the report is stored
     and posted: a mark that cannot be written is logged, never a 503 (the client's retry would be a duplicate, and
     its post never made)."""
-    if night < allsky.ended_night(now.astimezone(service_env.timezone(env))):
+    if night < service_env.ended_night(now, env):
         try:
             target.put(store.late_key(night), b"")
         except store.StoreError as exc:         # the report is stored and posted: only its page waits (logged)
@@ -283,7 +283,7 @@ def too_old_to_post(night: str, env, now: datetime) -> bool:
     """Whether a night ended over `telegram_post.within_days` days before the last one did: its reports are stored
     and paged, not posted."""
     days = telegram_post.within_days(env)
-    last = allsky.ended_night(now.astimezone(service_env.timezone(env)))
+    last = service_env.ended_night(now, env)
     return bool(days) and (datetime.strptime(last, "%Y%m%d") - datetime.strptime(night, "%Y%m%d")).days > days
 
 

@@ -453,7 +453,7 @@ def page_missed(env, at: str, now: datetime) -> bool:
     """Whether today's build at `at` has passed and the night it builds has no page (the service was down then)."""
     if config.next_local_time(now, at).date() == now.date():         # today's build is still to come
         return False
-    return site.ended_night(now, env) not in site.page_nights(store.store_from_env(env))
+    return service_env.ended_night(now, env) not in site.page_nights(store.store_from_env(env))
 
 
 def schedule_pages(service: Service, at: str, stop: threading.Event) -> threading.Thread:
@@ -482,12 +482,18 @@ def schedule_pages(service: Service, at: str, stop: threading.Event) -> threadin
     return thread
 
 
-def check_settings(env) -> list[str]:
-    """Validate the service's settings before serving; return warnings (raise ConfigError on errors)."""
+def check_settings(env, site_at: str | None = None) -> list[str]:
+    """Validate the service's settings before serving (the daily page at `site_at`, HHMM); return warnings (raise
+    ConfigError on errors)."""
     warnings = []
     if not ingest.api_keys(env):
         warnings.append("no API keys (GUALTA_API_KEYS): every upload will get 401")
     service_env.timezone(env)
+    ends = service_env.night_end(env)
+    if site_at and site_at < ends:
+        warnings.append(f"the daily page at {site_at} comes before the night's end ({ends}, GUALTA_NIGHT_END): it "
+                        f"builds the night before last — set GUALTA_NIGHT_END to {site_at} or earlier if the cameras "
+                        "stop by then")
     if not passes.observatories_from_env(env):
         warnings.append("no observatory coordinates: the daily page cannot show ISS passes")
     token = next((name for name in ("GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM") if env.get(name)), "")
@@ -534,10 +540,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path 
           site_at: str | None = "09:00", observatories: dict | None = None) -> None:
     """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env)."""
     configure(store_location, observatories)
-    if site_at:
-        config.hhmm(site_at)
     try:
-        warnings = check_settings(os.environ)
+        warnings = check_settings(os.environ, config.hhmm(site_at) if site_at else None)
         make_store_folder()
     except (service_env.ConfigError, store.StoreError) as exc:
         sys.exit(f"guAlta serve: {exc}")

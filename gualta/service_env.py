@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import tzinfo
+from datetime import datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gualta import allsky
 
 SECRET_TTL_S = 300
 logging.getLogger("botocore.parsers").setLevel(logging.INFO)     # at DEBUG it logs SSM's answers: the secrets
@@ -55,6 +57,27 @@ def secret(env, name: str) -> str:
         return env[name].strip()
     parameter = env.get(f"{name}_PARAM")
     return ssm_parameter(parameter).strip() if parameter else ""
+
+
+def night_end(env) -> str:
+    """When the service takes a night to have ended, HHMM (GUALTA_NIGHT_END, before noon; default 0800, the end of
+    AllSky's night window)."""
+    from gualta.config import hhmm
+
+    value = env.get("GUALTA_NIGHT_END") or f"{allsky.NIGHT_ENDS_H:02d}00"
+    try:
+        at = hhmm(value)
+    except ValueError as exc:
+        raise ConfigError(f"GUALTA_NIGHT_END {value!r}: {exc}") from None
+    if at >= "1200":
+        raise ConfigError(f"GUALTA_NIGHT_END {value!r}: a night ends before noon (nights change folder at noon)")
+    return at
+
+
+def ended_night(now: datetime, env) -> str:
+    """The night that ended last on the service's clock (`allsky.ended_night`, at `night_end`)."""
+    ends = night_end(env)
+    return allsky.ended_night(now.astimezone(timezone(env)), timedelta(hours=int(ends[:2]), minutes=int(ends[2:])))
 
 
 def timezone(env) -> tzinfo:

@@ -521,17 +521,11 @@ def default_night(now: datetime, env) -> str:
     return allsky.night_of(now.astimezone(service_env.timezone(env)))
 
 
-def ended_night(now: datetime, env) -> str:
-    """The night that ended last on the service's clock (`allsky.ended_night`): the page built without a night
-    named, at whatever time it is scheduled."""
-    return allsky.ended_night(now.astimezone(service_env.timezone(env)))
-
-
 def handle(event, env=None, now: datetime | None = None) -> dict:
     """generateWebsite entry: event {"day": "YYYYMMDD"} (that night's page), or a schedule event (any event without
-    a day): the night that ended last (`ended_night`) — its detections and end logs whose Telegram post failed
-    posted again first, and those of earlier nights marked unsent (`ingest.repost_unsent`, listed as "reposted") —
-    then the earlier pages that are out of date (`refresh_stale`, listed as "refreshed")."""
+    a day): the night that ended last (`service_env.ended_night`) — its detections and end logs whose Telegram post
+    failed posted again first, and those of earlier nights marked unsent (`ingest.repost_unsent`, listed as
+    "reposted") — then the earlier pages that are out of date (`refresh_stale`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
     target = store.store_from_env(env)
@@ -539,7 +533,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:
         return build_day(target, check_page_night(day, now, env), env, now)
-    night = ended_night(now, env)
+    night = service_env.ended_night(now, env)
     records = night_records(target, night)            # read once, for posting again and for the page
     reposted = ingest.repost_unsent(target, night, env, now, records)
     missed = missed_nights(target, night)

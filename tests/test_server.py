@@ -294,7 +294,7 @@ def test_a_time_the_clock_reads_twice_is_built_once_a_restart_between_included(t
     env = service_env(tmp_path / "store")
     assert server.page_missed(env, "0230", second_pass)                             # down at the first 02:30
     (tmp_path / "store").mkdir()
-    (tmp_path / "store" / f"{server.site.ended_night(second_pass, env)}.html").write_text("<html/>")
+    (tmp_path / "store" / f"{server.service_env.ended_night(second_pass, env)}.html").write_text("<html/>")
     assert not server.page_missed(env, "0230", second_pass)                         # built at the first 02:30
 
 
@@ -310,7 +310,7 @@ def scheduled_page(env: dict, root: Path) -> Path:
     """The page of the night that ended last, as the schedule thread of a new service builds it (20 s at most)."""
     stop = threading.Event()
     server.schedule_pages(server.Service(), "0900", stop)
-    page = root / f"{server.site.ended_night(datetime.now(timezone.utc), env)}.html"
+    page = root / f"{server.service_env.ended_night(datetime.now(timezone.utc), env)}.html"
     deadline = time.monotonic() + 20
     while not page.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -446,6 +446,17 @@ def test_serve_warns_of_half_configured_telegram():
         "GUALTA_TELEGRAM_TOKEN_PARAM is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram"]
     assert server.check_settings({**env, "GUALTA_TELEGRAM_CHAT": "@night"}) == [
         "GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram"]
+
+
+def test_serve_warns_of_a_page_before_the_night_ends_and_refuses_a_wrong_end():
+    env = {"GUALTA_API_KEYS": KEYS_ENV, "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
+    assert server.check_settings(env, "0900") == [] and server.check_settings(env, "0800") == []
+    assert server.check_settings(env, "0700") == [
+        "the daily page at 0700 comes before the night's end (0800, GUALTA_NIGHT_END): it builds the night before "
+        "last — set GUALTA_NIGHT_END to 0700 or earlier if the cameras stop by then"]
+    assert server.check_settings({**env, "GUALTA_NIGHT_END": "06:45"}, "0700") == []
+    with pytest.raises(server.service_env.ConfigError, match="a night ends before noon"):
+        server.check_settings({**env, "GUALTA_NIGHT_END": "1300"}, "0900")
 
 
 @pytest.fixture

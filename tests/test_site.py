@@ -11,6 +11,7 @@ import pytest
 
 from gualta import allsky, passes, payload, server, site, store
 from gualta import ingest as ingest_module
+from gualta.service_env import ConfigError, ended_night
 from helpers_service import KEYS, OBSERVATORIES, browser_page, detection, event, service_env
 
 INGEST = server.load_handler("guAlta")
@@ -340,12 +341,26 @@ def test_schedule_event_builds_the_night_that_just_ended(env, monkeypatch):
     assert site.default_night(madrid_9am, os.environ) == "20260916"
     assert site.default_night(madrid_9am.replace(hour=20), os.environ) == "20260917"
     for hour in (6, 7, 11, 12, 15, 21):        # 08:00 … 23:00 in Madrid: whenever the page is scheduled
-        assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260916", hour
+        assert ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260916", hour
     for hour in (0, 3, 5):                     # 02:00 … 07:00: the night of the 16th is still being observed
-        assert site.ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260915", hour
-    assert site.ended_night(madrid_9am.replace(day=16, hour=22), os.environ) == "20260915"     # midnight
+        assert ended_night(madrid_9am.replace(hour=hour), os.environ) == "20260915", hour
+    assert ended_night(madrid_9am.replace(day=16, hour=22), os.environ) == "20260915"     # midnight
     assert WEBSITE({"source": "gualta.schedule"}, None)["night"] == allsky.ended_night(   # now, whatever the hour
         datetime.now(timezone.utc).astimezone(ZoneInfo("Europe/Madrid")))                 # (it was off 00:00–08:00)
+
+
+def test_a_page_scheduled_before_08_00_builds_last_night_when_the_night_ends_earlier(env, night, monkeypatch):
+    """A page at 07:00 built the night before last (the 08:00 end was fixed in): GUALTA_NIGHT_END sets the end."""
+    madrid_7am = datetime(2026, 9, 18, 5, 0, tzinfo=timezone.utc)          # 07:00 CEST on the 18th
+    assert ended_night(madrid_7am, os.environ) == NIGHT            # by 08:00, the 17th is still observed
+    monkeypatch.setenv("GUALTA_NIGHT_END", "06:30")
+    assert ended_night(madrid_7am, os.environ) == "20260917"
+    assert ended_night(madrid_7am.replace(hour=4), os.environ) == NIGHT      # 06:00: not ended yet
+    assert site.handle({"source": "gualta.schedule"}, now=madrid_7am)["night"] == "20260917"
+    for wrong in ("1200", "0860", "8"):
+        monkeypatch.setenv("GUALTA_NIGHT_END", wrong)
+        with pytest.raises(ConfigError, match="GUALTA_NIGHT_END"):
+            ended_night(madrid_7am, os.environ)
 
 
 def test_a_page_scheduled_in_the_afternoon_is_last_nights(env, tmp_path):
