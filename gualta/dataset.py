@@ -7,6 +7,7 @@ truncated, not an image, odd-sized) are logged and skipped; the next good frame 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -64,7 +65,7 @@ class PreparedDataset:
     """What prepare_dataset wrote."""
     index: pd.DataFrame
     path: Path                      # index.csv
-    skipped: int                    # pairs without an image: bad or unlabelled frames, no predecessor
+    skipped: int                    # pairs without an image: bad or unlabelled frames, no predecessor, no such frame
     balanced_out: int = 0           # no-meteor training pairs left out by balancing
 
     def summary(self) -> str:
@@ -115,6 +116,13 @@ def read_labels(path: str | Path) -> pd.DataFrame:
                            f"{', '.join(table.columns)})")
     table["file"] = table["file"].map(lambda cell: str(cell).strip(), na_action="ignore")
     table["label"] = table["label"].map(lambda cell: str(cell).strip().lower(), na_action="ignore")
+    table = table.drop_duplicates(["file", "label"], keep="last")
+    repeated = table["file"].notna() & table["file"].duplicated(keep=False)
+    conflicting = table.loc[repeated].drop_duplicates("file", keep="last")
+    if len(conflicting):
+        log.warning("labels %s: %d file(s) labelled differently in several rows, the last row's label kept: %s",
+                    path, len(conflicting), listed_names([f"{row.file} (kept {row.label})"
+                                                          for row in conflicting.itertuples()]))
     return table.drop_duplicates("file", keep="last").set_index("file", drop=False)
 
 
@@ -157,11 +165,22 @@ def night_labels(night: Path, labels: pd.DataFrame | None = None) -> pd.DataFram
     return read_labels(truth) if truth.is_file() else None
 
 
+def warn_of_lookalikes(night: Path) -> None:
+    """Warn of files named like frames but not as AllSky names them (`allsky.lookalike_frames`): left out."""
+    if names := allsky.lookalike_frames(night):
+        log.warning("%s: %d file(s) named like frames but not as AllSky names them are left out: %s; rename them "
+                    "image-YYYYMMDDHHMMSS.jpg (or .png)", night, len(names), listed_names(names))
+
+
 def night_samples(night: Path, split: str, labels: pd.DataFrame | None = None) -> tuple[list[Sample], int]:
     """Labelled samples of a night's frame pairs, and how many pairs had no usable label (warned)."""
+    warn_of_lookalikes(night)
     frames = allsky.list_frames(night)
     if not frames:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg): nothing to use", night)
+        return [], 0
+    if len(frames) == 1:
+        log.warning("night %s has a single frame: no pairs", night)
         return [], 0
     table = night_labels(night, labels)
     current = [pair.current for pair in allsky.frame_pairs(frames)]
@@ -199,18 +218,25 @@ def nights_under(root: str | Path) -> list[Path]:
 
 
 def split_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0) -> tuple[list[Path], list[Path]]:
-    """Whole nights to train and test: round(fraction × nights) test nights (at least one, never all), drawn with
-    a seeded RNG from the nights sorted by name."""
+    """Whole nights to train and test, sorted by name, each night decided on its own: a test night when its
+    `night_draw` is below the fraction, so adding a night moves no other. At least one test night (the lowest draw)
+    and never all (the highest draw trains)."""
     if not 0 < test_fraction < 1:
         raise DatasetError(f"the test fraction must be between 0 and 1, not {test_fraction}")
     nights = sorted(nights, key=lambda night: Path(night).name)
     if len(nights) < 2:
         raise DatasetError(f"need at least two nights to split into train and test, got {len(nights)}")
-    test_count = min(max(1, round(test_fraction * len(nights))), len(nights) - 1)
-    chosen = set(np.random.default_rng(seed).choice(len(nights), test_count, replace=False).tolist())
-    train = [night for i, night in enumerate(nights) if i not in chosen]
-    test = [night for i, night in enumerate(nights) if i in chosen]
-    return train, test
+    draws = {night: night_draw(Path(night).name, seed) for night in nights}
+    test = [night for night in nights if draws[night] < test_fraction] or [min(nights, key=draws.get)]
+    if len(test) == len(nights):
+        test.remove(max(nights, key=draws.get))
+    return [night for night in nights if night not in test], test
+
+
+def night_draw(name: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the seed and the night's name (a hash: the same in every run and machine)."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
 def split_labelled_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0,
@@ -252,7 +278,7 @@ def split_by_names(nights: list[Path], test_names: list[str]) -> tuple[list[Path
 
 
 def check_nights(nights_train: list[Path], nights_test: list[Path]) -> None:
-    """Every night exists, and no night is in both train and test."""
+    """Every night exists, and no night is in both train and test (by folder name, or by its frames' time)."""
     for night in [*nights_train, *nights_test]:
         if not Path(night).is_dir():
             raise DatasetError(f"night folder not found: {night}")
@@ -263,6 +289,28 @@ def check_nights(nights_train: list[Path], nights_test: list[Path]) -> None:
     repeated = {name for name in names if names.count(name) > 1}
     if repeated:
         raise DatasetError(f"night(s) given twice: {', '.join(sorted(repeated))}")
+    check_split_nights(nights_train, nights_test)
+
+
+def check_split_nights(nights_train: list[Path], nights_test: list[Path]) -> None:
+    """Warn of a folder holding frames of another night (by their names' time: a night split by calendar date), and
+    refuse a night whose frames would fall both in train and in test."""
+    sides: dict[str, dict[str, list[str]]] = {}
+    for split, folders in (("train", nights_train), ("test", nights_test)):
+        for folder in map(Path, folders):
+            held = [allsky.night_of(allsky.frame_time(frame)) for frame in allsky.list_frames(folder)]
+            others = sorted(set(held) - {folder.name})
+            if others:
+                log.warning("folder %s holds %d frame(s) of night(s) %s (by their names' time; frames before noon "
+                            "belong to the previous evening's night)", folder, sum(n != folder.name for n in held),
+                            ", ".join(others))
+            for night in set(held):
+                sides.setdefault(night, {}).setdefault(split, []).append(folder.name)
+    split_across = {night: folders for night, folders in sides.items() if len(folders) > 1}
+    if split_across:
+        raise DatasetError("night(s) in both train and test by their frames' time: " + "; ".join(
+            f"{night} (train folder(s) {', '.join(folders['train'])}, test folder(s) {', '.join(folders['test'])})"
+            for night, folders in sorted(split_across.items())) + ": put each night's frames in one folder")
 
 
 # --- balancing --------------------------------------------------------------------------------------------------
@@ -343,6 +391,7 @@ def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path
             night_list, unlabelled = night_samples(night, split, table)
             samples += night_list
             skipped += unlabelled
+    unpaired = unpaired_meteors([*nights_train, *nights_test], table, samples)
     if not samples:
         raise DatasetError(f"no labelled frame pairs in the nights ({skipped} frames without a label"
                            + ("; does --labels name these nights' files?)" if table is not None else ")"))
@@ -362,7 +411,26 @@ def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path
     index = with_index_columns(pd.DataFrame(rows))
     out_dir.mkdir(parents=True, exist_ok=True)
     index.to_csv(out_dir / INDEX, index=False)
-    return PreparedDataset(index, out_dir / INDEX, skipped + failed, balanced_out)
+    return PreparedDataset(index, out_dir / INDEX, skipped + len(unpaired) + failed, balanced_out)
+
+
+def unpaired_meteors(nights: list[Path], labels: pd.DataFrame | None, samples: list[Sample]) -> list[str]:
+    """The meteor-labelled files of the nights (the night their names' time falls in) that make no pair, warned with
+    why: no such frame in the nights' folders, or a night's first frame. A bad frame is warned of where it is read."""
+    names = {night.name for night in nights}
+    tables = {id(table): table for table in (night_labels(night, labels) for night in nights) if table is not None}
+    meteors = {file for table in tables.values() for file in table.loc[table["label"] == "meteor", "file"].dropna()
+               if (stamp := allsky.frame_time(file)) is not None and allsky.night_of(stamp) in names}
+    unpaired = meteors - {sample.frame.name for sample in samples}
+    listed = [allsky.list_frames(night) for night in nights]
+    present = {frame.name for frames in listed for frame in frames}
+    reasons = {"no such frame in the nights' folders": sorted(unpaired - present),
+               "a night's first frame (no frame before it)": sorted(unpaired & {frames[0].name for frames in listed
+                                                                                if frames})}
+    for why, files in reasons.items():
+        if files:
+            log.warning("%d meteor-labelled file(s) make no pair, %s: %s", len(files), why, listed_names(files))
+    return [file for files in reasons.values() for file in files]
 
 
 def write_samples(samples: list[Sample], out_dir: Path, version: str, workers: int = 1) -> tuple[list[dict], int]:
@@ -549,6 +617,7 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         raise DatasetError(f"night folder not found: {night}")
     if why := allsky.not_a_night(night):
         raise DatasetError(f"{night} {why}")
+    warn_of_lookalikes(night)
     frame_list = allsky.list_frames(night)
     if not frame_list:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)
@@ -584,8 +653,8 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     html = out_dir / "index.html"
     html.write_text(page.render(night=night.name, rows=rows, candidates=None if client is None else
                                 [row for row in rows if row["candidate"]]), encoding="utf-8")
-    if given:
-        log.info("%s: %d label(s) given by hand kept", labels, sum(row["file"] in given for row in rows))
+    if kept := sum(row["file"] in given for row in rows):
+        log.info("%s: %d label(s) given by hand kept", labels, kept)
     columns = ["file", "label", "prefilled"] + (["client"] if client is not None else [])
     sheet = pd.DataFrame(rows, columns=columns)
     others = other_nights_rows(earlier, frame_list)

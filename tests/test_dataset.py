@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -150,15 +152,31 @@ def test_overwrite_over_a_raw_frame_dataset_makes_a_difference_dataset(prepared,
 def test_split_nights_whole_nights_deterministic():
     nights = [Path(f"/r/202111{d:02d}") for d in range(1, 9)]
     train, test = split_nights(list(reversed(nights)), 0.25, seed=3)
-    assert len(test) == 2 and len(train) == 6
+    assert 1 <= len(test) < len(nights)
     assert sorted(train + test) == nights and not set(train) & set(test)
     assert split_nights(nights, 0.25, seed=3) == (train, test)
     assert {tuple(split_nights(nights, 0.25, seed=s)[1]) for s in range(10)} != {tuple(test)}
     assert len(split_nights(nights[:2], 0.9)[0]) == 1          # never every night in test
+    assert len(split_nights(nights[:2], 0.01)[1]) == 1         # always a test night
     with pytest.raises(DatasetError):
         split_nights(nights[:1], 0.5)
     with pytest.raises(DatasetError):
         split_nights(nights, 1.0)
+
+
+def test_adding_a_night_moves_no_other_night_between_train_and_test():
+    """--test-fraction drew the test nights anew whenever a night was added: in the retraining loop (label a night,
+    prepare again, fine-tune with --init) nights the previous model trained on were then tested on."""
+    nights = [Path(f"/r/2021{m:02d}{d:02d}") for m in (10, 11) for d in range(1, 29)]
+    for seed in range(4):
+        for count in range(4, len(nights)):
+            before, after = split_nights(nights[:count], 0.25, seed), split_nights(nights[:count + 1], 0.25, seed)
+            moved = set(before[1]) ^ (set(after[1]) - {nights[count]})
+            forced = len(before[1]) == 1 or len(before[0]) == 1     # at least one test night, never all
+            assert not moved or forced, (seed, count, moved)
+    tested = [len(split_nights([Path(f"/r/{n}") for n in range(20000000, 20000400)], 0.25, seed)[1])
+              for seed in range(3)]
+    assert all(70 < count < 130 for count in tested), tested     # about a quarter of 400
 
 
 def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
@@ -177,10 +195,41 @@ def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
             assert {night.name for night in train + test} == {"20211103", "20211107"}
             train, test = dataset.split_labelled_nights(archive, 0.25, seed, dataset.read_labels(labels))
             assert {night.name for night in train + test} == {"20211102", "20211103", "20211106", "20211107"}
-            assert len(test) == 1
+            assert 1 <= len(test) < 4
     assert "6 of 8 nights have no labelled pairs and are left out: 20211101, 20211102, 20211104" in caplog.text
     with pytest.raises(DatasetError, match="at least two nights with labelled pairs .* got 1 of 4 nights"):
         dataset.split_labelled_nights(archive[:4], 0.25)
+
+
+def move_to_morning(night: Path, folder: Path) -> Path:
+    """Move a make_night night's frames (from 21:00) to `folder`, named from 00:00 of the next day (the same night
+    split by calendar date), their ground truth with them."""
+    folder.mkdir()
+    names = {}
+    for frame in allsky.list_frames(night):
+        names[frame.name] = allsky.frame_name(allsky.frame_time(frame) + timedelta(hours=3))
+        frame.rename(folder / names[frame.name])
+    truth = pd.read_csv(night / dataset.GROUND_TRUTH)
+    truth.assign(file=truth["file"].map(names)).to_csv(folder / dataset.GROUND_TRUTH, index=False)
+    shutil.rmtree(night)
+    return folder
+
+
+def test_a_night_split_across_date_folders_is_warned_of_and_kept_on_one_side(tmp_path, caplog):
+    """A night split by calendar date (20210913/ until 23:59, 20210914/ from 00:00) could train and test at once."""
+    root = tmp_path / "nights"
+    evening = make_night(root, "20210913", 4, meteors=(1,))
+    morning = move_to_morning(make_night(tmp_path / "tmp", "20210913", 4, meteors=(2,)), root / "20210914")
+    other = make_night(root, "20210920", 4)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    with pytest.raises(DatasetError, match=r"20210913 \(train folder\(s\) 20210913, test folder\(s\) 20210914\)"):
+        prepare_dataset([evening], [morning], tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+    assert "20210914 holds 4 frame(s) of night(s) 20210913" in warnings_of(caplog)
+
+    result = prepare_dataset([evening, morning], [other], tmp_path / "data")
+    assert set(result.index.loc[result.index["dataset"] == "train", "night"]) == {"20210913", "20210914"}
 
 
 def test_prepare_with_a_test_fraction_reads_the_labels_once(tmp_path, monkeypatch):
@@ -340,6 +389,33 @@ def test_empty_night_and_night_without_ground_truth_do_not_crash(nights, tmp_pat
     caplog.clear()
     prepare_dataset([], [nights / "20211110"], tmp_path / "test-only")              # every night named a test night
     assert "the dataset has no train pairs: nothing to train on" in warnings_of(caplog)
+
+
+def test_meteor_labels_that_make_no_pair_are_named_and_counted(nights, tmp_path, caplog):
+    """A meteor label naming no frame (a typo, a deleted file), the first frame of a night, or a file labelled twice
+    differently made no image without a word ('0 pairs skipped')."""
+    night = nights / "20211110"
+    frame_path(night, 5).write_bytes(b"")                          # a bad meteor frame: warned and counted once
+    rows = [(frame.name, "meteor" if i in (0, 2, 5) else "no-meteor")
+            for i, frame in enumerate(allsky.list_frames(night))]
+    rows += [("image-20211110213000.jpg", "meteor"),               # no such frame
+             ("image-20211201210000.jpg", "meteor"),               # a night not given: not this run's business
+             (frame_path(night, 2).name, "no-meteor"), (frame_path(night, 3).name, "no-meteor")]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["file", "label"]).to_csv(labels, index=False)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    result = prepare_dataset([night], [], tmp_path / "data", labels=labels)
+
+    warned = warnings_of(caplog)
+    assert f"1 file(s) labelled differently in several rows, the last row's label kept: {frame_path(night, 2).name} " \
+           "(kept no-meteor)" in warned and frame_path(night, 3).name not in warned
+    assert "1 meteor-labelled file(s) make no pair, no such frame in the nights' folders: image-20211110213000.jpg" \
+           in warned
+    assert f"1 meteor-labelled file(s) make no pair, a night's first frame (no frame before it): " \
+           f"{frame_path(night, 0).name}" in warned
+    assert "20211201" not in warned and warned.count(frame_path(night, 5).name) == 1
+    assert result.skipped == 3 and result.summary().endswith(f"3 pairs skipped → {result.path}")
 
 
 def test_labels_csv_replaces_ground_truth(nights, tmp_path):
@@ -508,6 +584,30 @@ def test_label_aid_writes_escaped_sheet_images_and_labels(tmp_path):
         frame_path(night, 3).name: "no-meteor", frame_path(night, 5).name: "no-meteor"}
 
 
+def test_lookalike_frames_are_warned_of_by_prepare_and_label_aid(nights, tmp_path, caplog):
+    """`image-….JPG` and `.jpeg` files were left out of datasets and label sheets without a word."""
+    night = nights / "20211110"
+    for name in ("image-20211110220000.JPG", "image-20211110220030.jpeg"):
+        shutil.copy(frame_path(night, 1), night / name)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+
+    prepare_dataset([night], [nights / "20211111"], tmp_path / "data")
+    assert warnings_of(caplog).count("named like frames but not as AllSky names them") == 1
+    assert "image-20211110220000.JPG, image-20211110220030.jpeg" in warnings_of(caplog)
+    caplog.clear()
+    label_aid(night, tmp_path / "aid")
+    assert warnings_of(caplog).count("named like frames but not as AllSky names them") == 1
+
+
+def test_a_one_frame_night_says_it_has_no_pairs(tmp_path, caplog):
+    """A one-frame night without labels logged 'its 0 pairs are skipped'."""
+    single = make_night(tmp_path / "nights", "20211120", 1, ground_truth=False)
+    caplog.set_level(logging.WARNING, "gualta.dataset")
+    assert dataset.night_samples(single, "train") == ([], 0)
+    assert "20211120 has a single frame: no pairs" in warnings_of(caplog)
+    assert "0 pairs" not in warnings_of(caplog)
+
+
 def test_label_aid_without_ground_truth_leaves_labels_empty(tmp_path):
     night = make_night(tmp_path / "nights", "20211110", 3, ground_truth=False)
     sheet = label_aid(night, tmp_path / "aid")
@@ -552,7 +652,7 @@ def test_label_aid_for_another_night_into_the_same_folder_keeps_the_first_nights
     labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
     assert dict(zip(labels["file"], labels["label"])) == {
         **dict(zip(sheet["file"], sheet["label"])), frame_path(second, 1).name: "", frame_path(second, 2).name: ""}
-    assert "3 row(s) of other nights kept" in caplog.text
+    assert "3 row(s) of other nights kept" in caplog.text and "given by hand kept" not in caplog.text
     label_aid(first, tmp_path / "aid")                                         # and the first night again
     labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False).set_index("file")
     assert len(labels) == 5 and labels.loc[frame_path(first, 2).name, "label"] == "meteor"
