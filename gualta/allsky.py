@@ -2,6 +2,7 @@
 date)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 FRAME_PATTERN = re.compile(r"^image-(\d{14})\.(?:jpg|png)$")      # AllSky's image.jpg, or image.png
 NIGHT_PATTERN = re.compile(r"^\d{8}$")
 TIME_FORMAT = "%Y%m%d%H%M%S"
@@ -153,6 +155,14 @@ def lookalike_frames(night: str | Path) -> list[str]:
         return sorted(entry.name for entry in os.scandir(night) if is_lookalike(entry.name))
     except OSError:
         return []
+
+
+def say_lookalikes(night: Path) -> None:
+    """Warn of files named like frames but not as AllSky names them, which are left out (`lookalike_frames`)."""
+    names = lookalike_frames(night)
+    if names:
+        log.warning("%s: %d file(s) named like frames but not as AllSky names them (%s%s) are left out: rename them "
+                    "image-YYYYMMDDHHMMSS.jpg (or .png)", night, len(names), names[0], ", …" if len(names) > 1 else "")
 
 
 def taken_at(path: str | Path) -> float:

@@ -165,16 +165,9 @@ def night_labels(night: Path, labels: pd.DataFrame | None = None) -> pd.DataFram
     return read_labels(truth) if truth.is_file() else None
 
 
-def warn_of_lookalikes(night: Path) -> None:
-    """Warn of files named like frames but not as AllSky names them (`allsky.lookalike_frames`): left out."""
-    if names := allsky.lookalike_frames(night):
-        log.warning("%s: %d file(s) named like frames but not as AllSky names them are left out: %s; rename them "
-                    "image-YYYYMMDDHHMMSS.jpg (or .png)", night, len(names), listed_names(names))
-
-
 def night_samples(night: Path, split: str, labels: pd.DataFrame | None = None) -> tuple[list[Sample], int]:
     """Labelled samples of a night's frame pairs, and how many pairs had no usable label (warned)."""
-    warn_of_lookalikes(night)
+    allsky.say_lookalikes(night)
     frames = allsky.list_frames(night)
     if not frames:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg): nothing to use", night)
@@ -617,7 +610,7 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         raise DatasetError(f"night folder not found: {night}")
     if why := allsky.not_a_night(night):
         raise DatasetError(f"{night} {why}")
-    warn_of_lookalikes(night)
+    allsky.say_lookalikes(night)
     frame_list = allsky.list_frames(night)
     if not frame_list:
         log.warning("night %s has no frames (image-YYYYMMDDHHMMSS.jpg)", night)

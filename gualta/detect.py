@@ -990,14 +990,6 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
             if first <= night.name < latest.name and not scored_whole(scores_file(scores, night.name), night)]
 
 
-def say_lookalikes(night: Path) -> None:
-    """Warn of files named like frames but not as AllSky names them, which are left out (`allsky.lookalike_frames`)."""
-    names = allsky.lookalike_frames(night)
-    if names:
-        log.warning("%s: %d file(s) named like frames but not as AllSky names them (%s%s) are left out: rename them "
-                    "image-YYYYMMDDHHMMSS.jpg (or .png)", night, len(names), names[0], ", …" if len(names) > 1 else "")
-
-
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
               upload: bool = True, model_path: str | Path | None = None, model=None, say=tqdm.write,
               progress: bool | None = None) -> NightSummary:
@@ -1005,7 +997,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
     detections, end log through the outbox) and return the summary."""
     night = resolve_night(settings, folder)
     files = listing(allsky.list_frames, night)
-    say_lookalikes(night)
+    allsky.say_lookalikes(night)
     if not files:
         log.warning("no AllSky frames (image-YYYYMMDDHHMMSS.jpg or .png) in %s", night)
     if upload and not settings.url:

@@ -39,7 +39,7 @@ from gualta import allsky
 from gualta.client_errors import ClientError
 from gualta.config import Settings, next_local_time, seconds_until
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
-                           log_report, look_mask, prepare, say_lookalikes, scorer_for, show)
+                           log_report, look_mask, prepare, scorer_for, show)
 from gualta.frames import NightFrames
 from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
@@ -192,7 +192,7 @@ class FrameWatch:
                 for entry in entries:
                     if not self.lookalikes_said and allsky.is_lookalike(entry.name):   # once a night
                         self.lookalikes_said = True
-                        say_lookalikes(self.folder)
+                        allsky.say_lookalikes(self.folder)
                     if entry.name not in self.taken and allsky.frame_time(entry.name) is not None \
                             and entry.is_file():
                         try:

@@ -589,14 +589,14 @@ def test_lookalike_frames_are_warned_of_by_prepare_and_label_aid(nights, tmp_pat
     night = nights / "20211110"
     for name in ("image-20211110220000.JPG", "image-20211110220030.jpeg"):
         shutil.copy(frame_path(night, 1), night / name)
-    caplog.set_level(logging.WARNING, "gualta.dataset")
+    caplog.set_level(logging.WARNING)
+    warning = "2 file(s) named like frames but not as AllSky names them"
 
     prepare_dataset([night], [nights / "20211111"], tmp_path / "data")
-    assert warnings_of(caplog).count("named like frames but not as AllSky names them") == 1
-    assert "image-20211110220000.JPG, image-20211110220030.jpeg" in warnings_of(caplog)
+    assert caplog.text.count(warning) == 1 and "(image-20211110220000.JPG, …)" in caplog.text
     caplog.clear()
     label_aid(night, tmp_path / "aid")
-    assert warnings_of(caplog).count("named like frames but not as AllSky names them") == 1
+    assert caplog.text.count(warning) == 1
 
 
 def test_a_one_frame_night_says_it_has_no_pairs(tmp_path, caplog):
