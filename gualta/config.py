@@ -85,6 +85,16 @@ def hhmm(value) -> str:
     return match.group(1) + match.group(2)
 
 
+def window_problem(start: str, end: str) -> str:
+    """Why the real-time window start–end (HHMM) cannot be used, '' if it can: one that holds noon and ends after it
+    would close at its end the night begun at noon (AllSky's night folders change at noon) and never watch it."""
+    if start == end or int(end) <= 1200 or 1200 <= int(start) < int(end):   # always; ends by noon; begins at noon
+        return ""
+    return (f"guAlta_start_time {start} to guAlta_end_time {end}: the real-time window may not run past noon, when "
+            f"AllSky's night folder changes (with daytime capture on, the night begun at noon would be closed at {end} "
+            f"and never watched): end it by 1200")
+
+
 def next_local_time(now: datetime, at: str) -> datetime:
     """The next local time `at` (HHMM or HH:MM) after `now` (aware, or naive in this machine's zone), once a day: at
     the first instant the clock reads it or later (`first_reading`), so a time the clock goes back over comes once."""
@@ -206,7 +216,7 @@ class Setting:
 SETTINGS = (
     Setting("main_folder", path, "/home/pi/allsky/images", "AllSky images root (one YYYYMMDD folder per night)"),
     Setting("start_time", hhmm, "2000", "real-time window start, local HHMM"),
-    Setting("end_time", hhmm, "0800", "real-time window end, local HHMM (may be after midnight)"),
+    Setting("end_time", hhmm, "0800", "real-time window end, local HHMM (may be after midnight, not past noon)"),
     Setting("obs_id", obs_id, "obs01", "this observatory's id"),
     Setting("url", url, "http://127.0.0.1:8765", "central service URL"),
     Setting("enable_telegram", boolean, True, "ask the service to post detections to Telegram"),
@@ -407,6 +417,9 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
     if ("latitude" in values and "longitude" in values
             and (values["latitude"] is None) != (values["longitude"] is None)):
         problems.append("guAlta_latitude and guAlta_longitude go together: set both, or neither")
+    if "start_time" in values and "end_time" in values \
+            and (problem := window_problem(values["start_time"], values["end_time"])):
+        problems.append(problem)
     if problems:
         raise ConfigError(problems)
     return Settings(**values, source=str(config_file))

@@ -1,14 +1,13 @@
 """The real-time watcher (`python guAlta.py realtime`): score each frame of the newest night as soon as it is written.
 
-Inside the start–end window (local time; it may cross midnight; start = end means always) the watcher follows the
-newest night folder under guAlta_main_folder not dated after tonight (re-checked every 5 minutes and whenever the
-root folder changes), takes each new frame once it is completely written (one after a gap in the names once the
-gap's frames came, or REORDER_S passed), scores it against the last good frame before it, decides it with the same
-`Decider` as the batch run and reports it through the outbox. After handling frames it sleeps
-guAlta_sleep_between_imgs, then checks the folder every 0.5 s, so a frame is scored within about a second of being
-complete. A frame is complete when its size has held for SETTLE_S and a JPEG ends with its end-of-image marker (a
-PNG with its IEND chunk); a file that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a
-bad frame and skipped).
+Inside the start–end window (local time; it may cross midnight, not run past noon; start = end means always) the watcher
+follows the newest night folder under guAlta_main_folder not dated after tonight (re-checked every 5 minutes and
+whenever the root folder changes), takes each new frame once it is completely written (one after a gap in the names once
+the gap's frames came, or REORDER_S passed), scores it against the last good frame before it, decides it with the same
+`Decider` as the batch run and reports it through the outbox. After handling frames it sleeps guAlta_sleep_between_imgs,
+then checks the folder every 0.5 s, so a frame is scored within about a second of being complete. A frame is complete
+when its size has held for SETTLE_S and a JPEG ends with its end-of-image marker (a PNG with its IEND chunk); a file
+that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a bad frame and skipped).
 
 The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the

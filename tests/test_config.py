@@ -135,6 +135,24 @@ def test_window_times_as_numbers_are_read_as_hhmm_and_an_hour_alone_is_refused(t
         'guAlta_end_time in numbers.py = 8: could be 08:00 or 00:08: write HHMM, e.g. 2000 or "20:00"']
 
 
+def test_a_window_running_past_noon_is_refused(tmp_path):
+    """A window 2000–1300: at 12:30 the watcher took the night begun at noon (daytime capture on), closed it at 13:00
+    with its first frames and never watched it again that evening. A window that ends by noon, begins at noon or
+    later, or is always open is taken."""
+    config = tmp_path / "window.py"
+    for start, end in (("2000", "1200"), ("1100", "0800"), ("1200", "1400"), ("1300", "2300"), ("1300", "1300")):
+        config.write_text(f"guAlta_start_time = {start!r}\nguAlta_end_time = {end!r}\n")
+        assert (load_settings(config, env={}).start_time, load_settings(config, env={}).end_time) == (start, end)
+    for start, end in (("2000", "1300"), ("1000", "1400")):
+        config.write_text(f"guAlta_start_time = {start!r}\nguAlta_end_time = {end!r}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config, env={})
+        assert caught.value.problems == [
+            f"guAlta_start_time {start} to guAlta_end_time {end}: the real-time window may not run past noon, when "
+            f"AllSky's night folder changes (with daytime capture on, the night begun at noon would be closed at {end} "
+            f"and never watched): end it by 1200"]
+
+
 def test_unreadable_or_missing_settings_file(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("guAlta_threshold = (\n")
