@@ -11,13 +11,13 @@ that stays unfinished for INCOMPLETE_GRACE_S is taken as it is (then logged as a
 
 The satellite check needs the next frame, so a candidate detection is decided when the next frame is scored (at the
 latest HOLD_MAX_S later, or when the night ends); other frames are decided at once. Decided frames are recorded in the
-outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped,
-without rescoring or reporting twice. Frames already there are taken together, CHUNK at a time. A night it stopped in
-and came back to only later, and a night missed altogether (the machine was off) since the first night it watched,
-are decided CHUNK frames at a time whenever tonight has no frame waiting (outside the window too, and at once for the
-night whose window ended meanwhile); a night it closed (at the window's end, or when the next night began) is not
-taken up again. A night closed is written to the scores folder, if one is given, as the batch run's CSV.
-SIGINT/SIGTERM stop it between chunks.
+outbox database with their reports in one transaction, so after a restart the watcher goes on where it stopped, without
+rescoring or reporting twice. Frames already there are taken together, CHUNK at a time. A night it stopped in and came
+back to only later, and a night missed altogether (the machine was off) since the first night it watched, are decided
+CHUNK frames at a time whenever tonight has no frame waiting (outside the window too, and at once for the night whose
+window ended meanwhile); a night it closed (at the window's end, or when the next night began) is not taken up again,
+nor, at a first start, a night whose window has ended (tonight's folder is awaited). A night closed is written to the
+scores folder, if one is given, as the batch run's CSV. SIGINT/SIGTERM stop it between chunks.
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def in_window(now: datetime, start: str, end: str) -> bool:
 
 
 def first_night_not_ended(now: datetime, end: str) -> str:
-    """Outside the window: the night after the one whose window ended last, the night of the next local time `end`."""
+    """The night of the next local time `end`: inside the window, the night it is; outside, the night after the one
+    whose window ended last."""
     return allsky.night_of(next_local_time(now, end))
 
 
@@ -430,8 +431,9 @@ class Watcher:
             newest, problem = None, f"cannot be listed ({exc.strerror or exc})"
         self.say_if_root_unusable(problem)
         if newest is None or (self.current is not None and newest.name <= self.current.night) \
-                or newest in self.left_nights or newest.name in self.outbox.closed_nights():
-            return                  # a night closed (or left, being decided) is not watched again: tonight's is awaited
+                or newest in self.left_nights or newest.name in self.outbox.closed_nights() \
+                or self.over_before_first_start(newest.name):
+            return          # a night closed, left (being decided) or over at a first start: tonight's is awaited
         self.end_night()
         if self.stop.is_set():          # stopped while closing the night: the next start takes up the new one
             return
@@ -443,6 +445,13 @@ class Watcher:
         self.say(f"watching night {newest} (model {model_version(self.model) or 'without a version'})")
         self.current = NightWatch(newest, self.settings, self.model, self.outbox, self.sender is not None, self.say,
                                   self.settle_s, self.grace_s, self.scores, self.night_mask())
+
+    def over_before_first_start(self, night: str) -> bool:
+        """Whether `night` is one whose window ended before the watcher first started (no night watched yet): it was
+        scored whole and its logs posted again. Tonight's folder is awaited; an always-open window has no end, so
+        its newest folder is watched."""
+        start, end = self.settings.start_time, self.settings.end_time
+        return start != end and night < first_night_not_ended(self.clock(), end) and not self.outbox.watched_nights()
 
     def say_if_settings_edited(self) -> None:
         """Say, once an edit, that the settings file changed since it was read: its values hold until a restart

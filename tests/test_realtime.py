@@ -383,7 +383,7 @@ def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(clien
     between chunks leaves the rest to the next start, which goes on where it stopped."""
     monkeypatch.setattr(realtime, "CHUNK", 4)
     root = tmp_path / "images"
-    clock = [datetime(2021, 11, 11, 21, 0)]
+    clock = [datetime(2021, 11, 10, 21, 0)]
     config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0700")
     model = load_model(tiny_model, threads=1)
     writer = Writer(client_night, root, spacing_s=0.0)
@@ -403,6 +403,7 @@ def test_a_missed_night_is_decided_a_chunk_at_a_time_and_a_restart_goes_on(clien
     tonight = Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT)
     tonight.write(range(0, 10))
 
+    clock[0] = datetime(2021, 11, 11, 21, 0)                         # the next evening
     second = watcher()
     assert second.tick() == realtime.FAST_POLL_S                     # tonight's frames seen, not yet steady: waited for
     assert rows_in(config.outbox, NEXT_NIGHT) == [] and len(rows_in(config.outbox)) == decided
@@ -505,6 +506,29 @@ def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, t
     assert len(rows_in(config.outbox)) == 10
     end = json.loads((store / "logs" / NIGHT / "obs01_end.json").read_text())
     assert end["total"] == 9
+
+
+def test_a_first_start_before_tonight_s_folder_waits_for_it_rather_than_take_up_last_night(client_night, tiny_model,
+                                                                                           tmp_path, live):
+    """Started for the first time at 20:05, before the camera made tonight's folder: last night's, whose window ended
+    at 08:00, was taken as the newest night, scored whole and its logs posted to Telegram again. It waits for
+    tonight's folder, and watches it alone."""
+    url, store = live
+    root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, url,
+                                                  datetime(2021, 11, 11, 20, 5))
+    writer.write(range(0, 10))                                       # last night's, watched by another install
+    sender = Sender(config.outbox, ApiClient(url, KEY))
+    watcher = Watcher(config, model, threading.Event(), sender, say=lambda line: None, settle_s=0.0,
+                      clock=lambda: clock[0])
+    ticked(watcher, 3)
+    assert watcher.current is None and rows_in(config.outbox) == []
+    Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT).write(range(0, 3))
+    ticked(watcher, 3)
+    assert watcher.current.night == NEXT_NIGHT and not watcher.left_nights
+    watcher.outbox.close()
+    assert sender.close(timeout=10) == 0
+    assert rows_in(config.outbox) == [] and len(rows_in(config.outbox, NEXT_NIGHT)) >= 2
+    assert not (store / "logs" / NIGHT).exists() and (store / "logs" / NEXT_NIGHT / "obs01_start.json").exists()
 
 
 def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_loses_nothing(
