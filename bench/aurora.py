@@ -3,20 +3,21 @@ flag made or held back each decision, for one client or several.
 
     python bench/aurora.py --nights ROOT_OR_NIGHT_DIR... --work DIR [--clients CHECKOUT...] [--seed 1] [--threads 0]
 
-Each night (a folder with ground_truth.csv) is copied to DIR/painted/YYYYMMDD with an aurora in every frame, as an
-all-sky camera at a high latitude sees it in 30 s exposures: an arc band low in the sky on one side (its lower border
-sharp, its upper one soft, folded along its length), rays standing on it that point at the magnetic zenith (a little off
-the lens centre, away from the arc; 9–24 px wide at half their peak, 15–45 % of the lens radius long) and a few
-pulsating patches higher up. Everything evolves smoothly from one frame to the next: the arc creeps up and down, its
+Each night (a folder with ground_truth.csv) is copied to DIR/painted/seed-SEED/YYYYMMDD with an aurora in every frame,
+as an all-sky camera at a high latitude sees it in 30 s exposures: an arc band low in the sky on one side (its lower
+border sharp, its upper one soft, folded along its length), rays standing on it that point at the magnetic zenith (a
+little off the lens centre, away from the arc; 9–24 px wide at half their peak, 15–45 % of the lens radius long) and a
+few pulsating patches higher up. Everything evolves smoothly from one frame to the next: the arc creeps up and down, its
 folds and rays drift along it, each ray brightens and fades on its own, the night's activity rises and falls, every
 frame pulses a little at random and each patch takes a new brightness every frame. At its brightest it adds 25–60 DN (a
 night's peak; 5–60 DN over the night) to the gray frame, green (green channel about twice the blue and the red), only
 where the frame shows sky; frames are saved again as JPEG 90. Each client (a checkout of this repository; default: this
 one) runs its own `guAlta.py batch` (the shipped model of this checkout, every check on, no upload) on the undisturbed
-and on the painted night; a scores CSV already under DIR/scores is read, not run again. Printed, a row a client and
-night: false reports (reported frames without a meteor) and meteor frames found, undisturbed and painted; then a row a
-night and run of the first client: what made each false report (the model, or the fireball or streak check alone), what
-the flags held back (frames without a meteor, and meteor frames). Figures are printed, never asserted.
+and on the painted night; a scores CSV already under DIR/scores (kept by the client's commit and the night folder) is
+read, not run again. Printed, a row a client and night: false reports (reported frames without a meteor) and meteor
+frames found, undisturbed and painted; then a row a night and run of the first client: what made each false report (the
+model, or the fireball or streak check alone), what the flags held back (frames without a meteor, and meteor frames).
+Figures are printed, never asserted.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from gualta import detect, evaluate  # noqa: E402
 from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from camera_shake import checkout_key, scores_path  # noqa: E402
 from web_strand import painted_and_compared, painted_night, painting_arguments, sky_of, unit  # noqa: E402
 
 PEAK_DN = (25.0, 60.0)        # a night's brightest aurora, gray DN
@@ -195,10 +197,10 @@ def decisions(clients: list[Path], nights: list[Path], painted: list[Path], work
     print(f"\n{clients[0]}: what made the false reports, and what the flags held back\n"
           "| night | run | false reports: made by | held back, no meteor | held back, meteor frames |\n"
           "|---|---|---|---|---|")
+    client = checkout_key(clients[0])
     for night, painted_night in zip(nights, painted):
         for run, folder in (("undisturbed", night), ("painted", painted_night)):
-            table = evaluate.client_predictions(work / "scores" / f"0-{run}" / f"{night.name}.csv",
-                                                folder / GROUND_TRUTH)
+            table = evaluate.client_predictions(scores_path(work, client, folder), folder / GROUND_TRUTH)
             print(decisions_row(night.name, run, table))
 
 

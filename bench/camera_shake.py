@@ -3,19 +3,22 @@
     python bench/camera_shake.py --work DIR [--frames 160] [--skies clear,cloudy,moon,moonlit-clouds] [--seed 9900]
                                  [--shift-px 0.7] [--rotation-deg 0.08] [--clients CHECKOUT...] [--threads 0]
 
-Simulates one night a sky (kept in DIR/nights: a rerun reuses them), paints a copy of each with shake — every frame
-moved by its own random translation (σ shift-px on each axis) and rotation (σ rotation-deg about the frame centre)
-with cv2.warpAffine, saved again as JPEG — and runs each client (a checkout of this repository; default: this one)
-with its own `guAlta.py batch` (the shipped model of this checkout, every check on, no upload) on the undisturbed and
-the shaken nights. Prints a row a client and night: false reports and meteor frames found, undisturbed and shaken;
-whether the undisturbed nights' scores CSVs are the same for every client, byte for byte; and each client's median ms a
-pair of `binary_difference` (its gualta/preprocess.py loaded alone, timed interleaved with the others') on still and
-on shaken pairs. Figures are printed, never asserted.
+Simulates one night a sky (kept in DIR/nights/SKY-FRAMES-frames-seed-SEED: a rerun with the same settings reuses them),
+paints a copy of each with shake (kept by its settings too) — every frame moved by its own random translation (σ
+shift-px on each axis) and rotation (σ rotation-deg about the frame centre) with cv2.warpAffine, saved again as JPEG —
+and runs each client (a checkout of this repository; default: this one) with its own `guAlta.py batch` (the shipped
+model of this checkout, every check on, no upload) on the undisturbed and the shaken nights. Prints a row a client and
+night: false reports and meteor frames found, undisturbed and shaken; whether the undisturbed nights' scores CSVs are
+the same for every client, byte for byte; and each client's median ms a pair of `binary_difference` (its
+gualta/preprocess.py loaded alone, timed interleaved with the others') on still and on shaken pairs. Scores CSVs are
+kept under DIR/scores by the client's commit (and its uncommitted changes) and the night folder, and read, not run
+again, by a later run. Figures are printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import importlib.util
 import json
 import os
@@ -42,15 +45,17 @@ TIMED_PAIRS = 30                                                # pairs a night 
 
 
 def undisturbed_nights(work: Path, skies: list[str], frames: int, seed: int) -> list[Path]:
-    """One simulated night a sky, written once under work/nights (22:00 on, one date a sky)."""
+    """One simulated night a sky, written once under work/nights in a folder named by its sky, frames and seed
+    (22:00 on, one date a sky)."""
     nights = []
     for i, sky in enumerate(skies):
         date = (pd.Timestamp(FIRST_DATE) + pd.Timedelta(days=i)).strftime(allsky.NIGHT_FORMAT)
-        folder = work / "nights" / date
+        root = work / "nights" / f"{sky}-{frames}-frames-seed-{seed + i}"
+        folder = root / date
         if not (folder / "night.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
-            simulate.simulate_night(work / "nights", date, frames=frames, start="22:00", seed=seed + i,
-                                    scenario=sky, workers=2, progress=False)
+            simulate.simulate_night(root, date, frames=frames, start="22:00", seed=seed + i, scenario=sky, workers=2,
+                                    progress=False)
         nights.append(folder)
     return nights
 
@@ -65,7 +70,7 @@ def shaken(image: np.ndarray, dx: float, dy: float, degrees: float) -> np.ndarra
 
 def shake_night(night: Path, out: Path, shift_px: float, rotation_deg: float, seed: int) -> Path:
     """A copy of the night with every frame shaken on its own (the camera's JPEG quality), its truth copied."""
-    folder = out / night.name
+    folder = out / night.parent.name / night.name
     if (folder / GROUND_TRUTH).is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,6 +82,28 @@ def shake_night(night: Path, out: Path, shift_px: float, rotation_deg: float, se
         cv2.imwrite(str(folder / path.name), image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     shutil.copy(night / GROUND_TRUTH, folder / GROUND_TRUTH)
     return folder
+
+
+def git(checkout: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, check=True).stdout
+
+
+def checkout_key(checkout: Path) -> str:
+    """A checkout's name among the kept scores: its commit, with a digest of its uncommitted changes if it has any
+    (the folder's name if it is not a git checkout)."""
+    try:
+        commit, changes = git(checkout, "rev-parse", "HEAD").strip(), git(checkout, "diff", "HEAD")
+    except (OSError, subprocess.CalledProcessError):
+        return checkout.resolve().name
+    return commit[:12] + (f"-changed-{hashlib.sha1(changes.encode()).hexdigest()[:8]}" if changes else "")
+
+
+def scores_path(work: Path, client: str, night: Path) -> Path:
+    """Where the scores CSV of a client (its `checkout_key`) on a night folder is kept: under work/scores by the client
+    and the folder's place (under work, else its full path), so other settings or clients never read it."""
+    folder = night.resolve()
+    place = folder.relative_to(work.resolve()) if folder.is_relative_to(work.resolve()) else Path(*folder.parts[1:])
+    return work / "scores" / client / place.parent / f"{place.name}.csv"
 
 
 def run_client(checkout: Path, night: Path, scores: Path, threads: int) -> pd.DataFrame:
@@ -104,18 +131,17 @@ def compare_clients(clients: list[Path], nights: list[Path], disturbed: list[Pat
     """Each checkout's client on each undisturbed night and its `kind` (e.g. "shaken") copy: a table row of false
     reports and meteor frames found each, then whether the undisturbed scores CSVs are the same byte for byte."""
     print(f"| client | night | sky | undisturbed: false, found / meteor frames | {kind} |\n|---|---|---|---|---|")
-    scores = {(index, run): work / "scores" / f"{index}-{run}" for index in range(len(clients))
-              for run in ("undisturbed", kind)}
-    for index, checkout in enumerate(clients):
+    keys = [checkout_key(checkout) for checkout in clients]
+    for checkout, key in zip(clients, keys):
         for night, disturbed_night in zip(nights, disturbed):
-            runs = [run_client(checkout, folder, scores[index, run] / f"{night.name}.csv", threads)
-                    for run, folder in (("undisturbed", night), (kind, disturbed_night))]
+            runs = [run_client(checkout, folder, scores_path(work, key, folder), threads)
+                    for folder in (night, disturbed_night)]
             print(f"| {checkout} | {night.name} | {runs[0]['scenario'].iloc[0]} | {figures(runs[0])} "
                   f"| {figures(runs[1])} |", flush=True)
-    for index in range(1, len(clients)):
-        alike = [filecmp.cmp(scores[0, "undisturbed"] / f"{night.name}.csv",
-                             scores[index, "undisturbed"] / f"{night.name}.csv", shallow=False) for night in nights]
-        print(f"\nundisturbed scores CSVs of {clients[index]} the same as {clients[0]}'s, byte for byte: "
+    for checkout, key in zip(clients[1:], keys[1:]):
+        alike = [filecmp.cmp(scores_path(work, keys[0], night), scores_path(work, key, night), shallow=False)
+                 for night in nights]
+        print(f"\nundisturbed scores CSVs of {checkout} the same as {clients[0]}'s, byte for byte: "
               f"{sum(alike)} of {len(nights)} nights")
 
 

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, wingtips  # noqa: E402
+from gualta.cli import positive_int  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 from gualta.export import quantize_onnx  # noqa: E402
@@ -116,6 +117,12 @@ def difference_inputs(frames: list[Path]) -> list:
     return [difference_image(current, previous) for current, previous in gray_pairs(frames)]
 
 
+def after_warm_up(measure, repeats: int) -> float:
+    """The median of `repeats` calls of measure(), after one call that is not counted (caches, first-run set-up)."""
+    measure()
+    return statistics.median(measure() for _ in range(repeats))
+
+
 def median_ms(step, calls: list[tuple]) -> float:
     """Median milliseconds of step(*arguments) over the calls' arguments."""
     times = []
@@ -164,8 +171,17 @@ def peak_memory_mb(night: Path, model_path: Path, threads: int) -> float:
             "settings = load_settings(overrides={'threads': %d})\n"
             "run_batch(settings, %r, upload=False, model_path=%r, say=lambda line: None, progress=False)\n"
             "print(peak_rss_kb())") % (str(ROOT), threads, str(night), str(model_path))
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    return int(output.stdout.strip().splitlines()[-1]) / 1024
+    return int(child_output(code).strip().splitlines()[-1]) / 1024
+
+
+def child_output(code: str) -> str:
+    """The standard output of a fresh Python process running `code` in the repository; if it fails, the bench exits
+    with the last lines the child wrote to its standard error."""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if run.returncode != 0:
+        sys.exit(f"a bench process failed (exit status {run.returncode}):\n"
+                 + "\n".join(run.stderr.strip().splitlines()[-15:]))
+    return run.stdout
 
 
 def simulated_night(root: Path, frames: int) -> Path:
@@ -174,11 +190,25 @@ def simulated_night(root: Path, frames: int) -> Path:
     return simulate_night(root, "20211110", frames=frames, start="22:00", seed=7, scenario="mixed", progress=False)
 
 
+def at_least_two(text: str) -> int:
+    """argparse type: an integer ≥ 2 (frames of a night: at least one pair)."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (one pair of frames): {text}")
+    return value
+
+
+def check_night(parser: argparse.ArgumentParser, night: Path | None) -> None:
+    """Stop with a usage error unless the --night given (if any) holds at least two frames."""
+    if night is not None and len(allsky.list_frames(night)) < 2:
+        parser.error(f"--night {night}: not a night folder with at least two frames (image-YYYYMMDDhhmmss.jpg)")
+
+
 def add_night_options(parser: argparse.ArgumentParser, repeats: int) -> None:
     """The bench night, repetitions, model threads and input size, as the client benchmarks take them."""
     parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
-    parser.add_argument("--frames", type=int, default=150, help="frames to simulate")
-    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--frames", type=at_least_two, default=150, help="frames to simulate")
+    parser.add_argument("--repeats", type=positive_int, default=repeats)
     parser.add_argument("--threads", type=int, default=2, help="model threads (the client's guAlta_threads)")
     parser.add_argument("--size", type=int, help="network input side (default: the shipped model's)")
 
@@ -187,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_night_options(parser, repeats=3)
     args = parser.parse_args(argv)
+    check_night(parser, args.night)
     shipped_side = shipped_size()
     size = args.size or shipped_side
 
@@ -196,8 +227,9 @@ def main(argv: list[str] | None = None) -> None:
         frames = allsky.list_frames(night)
         settings = load_settings(overrides={"threads": args.threads})
         print(f"night {night.name}: {len(frames)} frames {read_frame(frames[0]).shape[::-1]}, model input {size}, "
-              f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats}")
-        floor = statistics.median(decode_rate(frames) for _ in range(args.repeats))
+              f"batch {settings.batch_size}, {args.threads} model thread(s), median of {args.repeats} after a "
+              f"warm-up run")
+        floor = after_warm_up(lambda: decode_rate(frames), args.repeats)
         print(f"{'JPEG decode only (floor)':34s} {floor:7.1f} frames/s")
         pairs = gray_pairs(frames)
         difference_ms = median_ms(difference_image, pairs)
@@ -219,19 +251,19 @@ def main(argv: list[str] | None = None) -> None:
             onnx_path = export(arch, scratch / f"{arch}.onnx", size)
             for backend, model in (("onnx", load_model(onnx_path, threads=args.threads)),
                                    ("pytorch", TorchModel(arch, args.threads, size))):
-                alone = statistics.median(model_rate(model, inputs) for _ in range(args.repeats))
-                rate = statistics.median(batch_rate(settings, night, model) for _ in range(args.repeats))
+                alone = after_warm_up(lambda: model_rate(model, inputs), args.repeats)
+                rate = after_warm_up(lambda: batch_rate(settings, night, model), args.repeats)
                 results[arch, backend] = rate
                 print(f"{arch + ' ' + backend + ' end to end':34s} {rate:7.1f} frames/s  (model alone "
                       f"{alone:5.1f}/s; decode floor {floor / rate:4.1f}× faster)")
             print(f"{arch + ' onnx / pytorch':34s} {results[arch, 'onnx'] / results[arch, 'pytorch']:7.2f}×")
         if SHIPPED_MODEL.is_file() and size == shipped_side:
             shipped = load_model(SHIPPED_MODEL, threads=args.threads)
-            rate = statistics.median(batch_rate(settings, night, shipped) for _ in range(args.repeats))
+            rate = after_warm_up(lambda: batch_rate(settings, night, shipped), args.repeats)
             print(f"{'shipped model end to end':34s} {rate:7.1f} frames/s  (its own scores: the satellite check "
                   f"runs on its candidates only)")
             int8 = load_model(quantize_onnx(SHIPPED_MODEL, night, scratch / "int8.onnx"), threads=args.threads)
-            quantized = statistics.median(batch_rate(settings, night, int8) for _ in range(args.repeats))
+            quantized = after_warm_up(lambda: batch_rate(settings, night, int8), args.repeats)
             print(f"{'shipped model int8 end to end':34s} {quantized:7.1f} frames/s  ({quantized / rate:.2f}× the "
                   f"shipped model; python -m gualta.train quantize)")
         memory = peak_memory_mb(night, scratch / "resnet34.onnx", args.threads)

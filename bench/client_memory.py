@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from gualta import allsky  # noqa: E402
 from gualta.cli import positive_int  # noqa: E402
 from gualta.scores import read_scores  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from client import at_least_two, check_night, child_output, simulated_night  # noqa: E402
 
 RUN = """
 import sys, time
@@ -51,32 +53,36 @@ def run(night: Path, batch_size: int, threads: int, scores: Path, release: bool)
     """(peak RSS in MB, RSS after the night and 20 frames one at a time in MB, frames/s) of a fresh batch process."""
     code = RUN.format(root=str(ROOT), threads=threads, batch_size=batch_size, night=str(night), scores=str(scores),
                       model=str(ROOT / "models" / "guAlta.onnx"), release=release)
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    peak_kb, end_kb, rate = output.stdout.split()[-3:]
+    peak_kb, end_kb, rate = child_output(code).split()[-3:]
     return int(peak_kb) / 1024, int(end_kb) / 1024, float(rate)
 
 
-def main() -> None:
+def batch_sizes(text: str) -> list[int]:
+    """argparse type: comma-separated batch sizes, each at least 1 (16,8,4,1)."""
+    try:
+        return [positive_int(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers of at least 1, comma-separated: {text}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--night", type=Path, help="night folder (default: simulate one)")
-    parser.add_argument("--frames", type=positive_int, default=150, help="frames to simulate")
-    parser.add_argument("--batch-sizes", default="16,8,4,1")
+    parser.add_argument("--frames", type=at_least_two, default=150, help="frames to simulate")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=[16, 8, 4, 1], help="comma-separated (16,8,4,1)")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arena", default="release", help="release, keep or both (release,keep)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_night(parser, args.night)
     arenas = args.arena.split(",")
     if not set(arenas) <= {"release", "keep"}:
         parser.error("--arena takes release, keep or release,keep")
-    runs = [(int(size), arena) for size in args.batch_sizes.split(",") for arena in arenas]
+    runs = [(size, arena) for size in args.batch_sizes for arena in arenas]
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        night = args.night
-        if night is None:
-            from gualta.simulate import simulate_night
-            night = simulate_night(scratch / "nights", "20211110", frames=args.frames, start="22:00", seed=7,
-                                   scenario="mixed", progress=False)
+        night = args.night or simulated_night(scratch / "nights", args.frames)
         results: dict[tuple[int, str], list[tuple[float, float, float]]] = {key: [] for key in runs}
         for _ in range(args.repeats):
             for size, arena in runs:

@@ -3,12 +3,13 @@
     python bench/lightning.py --nights ROOT_OR_NIGHT_DIR... --out DIR [--model MODEL] [--flashes 6] [--bolts 2]
                               [--seed 1] [--threads 2]
 
-Each night (a folder with ground_truth.csv) is copied to DIR/painted/YYYYMMDD with lightning added to --flashes of
-its frames (one pair of them consecutive, as a storm flashes again): a smooth, cloud-shaped region brightened by
-10–80 DN (a large blurred blob, brighter where the frame is brighter: lit cloud), and in --bolts of them also a
-bolt (a saturated jagged line with a faint glow), saved again as JPEG. The client (`guAlta.py batch`'s own code,
-every check on, no upload) scores the undisturbed night into DIR/scores/undisturbed and the painted one into
-DIR/scores/painted (a scores CSV already there is read, not run again: delete it after changing the client).
+Each night (a folder with ground_truth.csv) is copied to DIR/painted/SETTINGS/YYYYMMDD (SETTINGS: the flashes, bolts and
+seed) with lightning added to --flashes of its frames (one pair of them consecutive, as a storm flashes again): a
+smooth, cloud-shaped region brightened by 10–80 DN (a large blurred blob, brighter where the frame is brighter: lit
+cloud), and in --bolts of them also a bolt (a saturated jagged line with a faint glow), saved again as JPEG. The client
+(`guAlta.py batch`'s own code, every check on, no upload) scores the undisturbed night into DIR/scores/undisturbed and
+the painted one into DIR/scores/painted/SETTINGS (a scores CSV already there is read, not run again: delete it after
+changing the client).
 Printed, a row a night: flash frames without a meteor reported (with and without a bolt), other frames reported only
 when painted, meteor frames found undisturbed → painted, and every flash frame's decision. Figures are printed, never
 asserted.
@@ -16,6 +17,7 @@ asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -39,6 +41,7 @@ from compare import labelled_nights  # noqa: E402
 DEFAULT_MODEL = ROOT / "models" / "guAlta.onnx"
 FLASH_DN = (10.0, 80.0)
 JPEG_QUALITY = 90
+PAINTED = "painted.json"                                          # in a copy: {frame: has a bolt}
 
 
 def cloud_shaped_blob(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -96,15 +99,21 @@ def flash_frames(count: int, frames: int, rng: np.random.Generator) -> list[int]
     return picked
 
 
+def painting(flashes: int, bolts: int, seed: int) -> str:
+    """The painted copies' folder name: its settings, so a run with others never reads them."""
+    return f"{flashes}-flashes-{bolts}-bolts-seed-{seed}"
+
+
 def painted_copy(night: Path, out: Path, flashes: int, bolts: int, seed: int) -> dict[str, bool]:
-    """Copy the night to out/NIGHT with lightning painted (once: an existing copy is kept); {frame: has a bolt}."""
+    """Copy the night to out/NIGHT with lightning painted (once: an existing copy is kept); {frame: has a bolt} of the
+    copy, written into it as painted.json and read back when it is kept."""
     target, rng = out / night.name, np.random.default_rng([seed, int(night.name)])
+    if (target / PAINTED).is_file():
+        return json.loads((target / PAINTED).read_text())
     frames = allsky.list_frames(night)
     chosen = flash_frames(flashes, len(frames), rng)
     with_bolt = set(rng.choice(chosen, size=min(bolts, len(chosen)), replace=False).tolist())
     painted = {frames[i].name: i in with_bolt for i in chosen}
-    if target.is_dir():
-        return painted
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(night, partial)
@@ -112,6 +121,8 @@ def painted_copy(night: Path, out: Path, flashes: int, bolts: int, seed: int) ->
         image = cv2.imread(str(frames[i]), cv2.IMREAD_COLOR)
         cv2.imwrite(str(partial / frames[i].name), paint_flash(image, rng, i in with_bolt),
                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    (partial / PAINTED).write_text(json.dumps(painted))
+    shutil.rmtree(target, ignore_errors=True)                       # a copy of an earlier version, without painted.json
     partial.rename(target)
     return painted
 
@@ -153,10 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(env={}, overrides={"model": args.model, "threads": args.threads})
     rows, details = [], []
     for night in labelled_nights(args.nights):
-        painted = painted_copy(night, args.out / "painted", args.flashes, args.bolts, args.seed)
+        copies = args.out / "painted" / painting(args.flashes, args.bolts, args.seed)
+        painted = painted_copy(night, copies, args.flashes, args.bolts, args.seed)
         tables = {}
-        for when, folder in (("undisturbed", night), ("painted", args.out / "painted" / night.name)):
-            scores_dir = args.out / "scores" / when
+        for when, folder, scores_dir in (("undisturbed", night, args.out / "scores" / "undisturbed"),
+                                         ("painted", copies / night.name,
+                                          args.out / "scores" / "painted" / copies.name)):
             scores_dir.mkdir(parents=True, exist_ok=True)
             tables[when] = evaluate.client_predictions(scores_of(folder, scores_dir, settings), folder / GROUND_TRUTH)
         row, detail = night_row(night.name, painted, tables["undisturbed"], tables["painted"])

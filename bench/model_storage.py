@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client import (add_night_options, difference_inputs, export, model_rate, peak_memory_mb, shipped_size,
-                    simulated_night)
+from client import (add_night_options, check_night, difference_inputs, export, model_rate, peak_memory_mb,
+                    shipped_size, simulated_night)
 
 from gualta import allsky
 from gualta.export import halve_onnx
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_night_options(parser, repeats=5)
     args = parser.parse_args(argv)
+    check_night(parser, args.night)
     size = args.size or shipped_size()
 
     with tempfile.TemporaryDirectory() as scratch:

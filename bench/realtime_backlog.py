@@ -59,13 +59,13 @@ def watcher_seconds(settings, model, night: str, frames: int) -> float:
         thread.join(60)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--night", type=Path, help="an AllSky night folder (default: simulate one)")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--sleep", type=float, default=10.0, help="guAlta_sleep_between_imgs (s)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = args.night or simulate.simulate_night(work / "sim", "20211110", frames=args.frames, seed=2021,
@@ -83,7 +83,8 @@ def main() -> None:
         run_batch(settings, folder, upload=False, model=model, say=lambda line: None, progress=False)
         batch_s = time.monotonic() - start
         watch_s = watcher_seconds(settings, model, folder.name, len(frames))
-    print(f"{len(frames)} frames already in the night folder, guAlta_sleep_between_imgs {args.sleep:g} s")
+    print(f"{len(frames)} frames already in the night folder, guAlta_sleep_between_imgs {args.sleep:g} s "
+          f"(one run each: single timings, not medians)")
     print(f"  batch run (scoring alone)   {batch_s:7.1f} s")
     print(f"  watcher until decided       {watch_s:7.1f} s   ({watch_s / batch_s:.1f} × the batch run)")
 

@@ -119,7 +119,7 @@ def main() -> None:
     median, worst = statistics.median(seconds), max(seconds)
     print(f"{len(frames)} frames written {args.every:g} s apart, guAlta_sleep_between_imgs {args.sleep:g} s, "
           f"{len(seconds)} detections sent")
-    print(f"  scoring alone (batch run)      {per_frame_s:6.2f} s a frame")
+    print(f"  scoring alone (batch run)      {per_frame_s:6.2f} s a frame (one batch run: its mean, not a median)")
     print(f"  frame complete → sent          median {median:6.2f} s   max {worst:6.2f} s")
     print(f"  beyond the next frame          median {median - args.every:6.2f} s   max {worst - args.every:6.2f} s"
           f"   ({(median - args.every) / per_frame_s:.1f} × scoring alone, median)")

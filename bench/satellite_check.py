@@ -6,12 +6,12 @@ client's own Decider on trail geometry alone. Caught = satellite/plane frames fl
 flagged; both also among the frames whose event trail the check found at all (the ground truth's trail within
 15 px of a found trail: fainter events the classifier would rarely report either).
 
-With --model the frames are scored by that model and its candidates (score ≥ --threshold) are decided twice in the
-same run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's
-second opinion; the time the decisions take (trail search, explaining away and its extra model calls, not the first
-scoring) is printed per frame. The bright and the faint line searches are also timed alone, on difference images
-of the last night, and the faint-crossing search (step 5, the costliest: full resolution, three frame pairs) on a
-few candidates' frames of it. Figures are printed, never asserted.
+With --model the frames are scored by that model and its candidates (score ≥ --threshold) are decided twice in the same
+run: by trail geometry alone (the baseline) and as the client decides them, explaining away with the model's second
+opinion; the time the decisions take (trail search, explaining away and its extra model calls, not the first scoring) is
+printed per frame: the median over the frames, and the mean. The bright and the faint line searches are also timed
+alone, on difference images of the last night, and the faint-crossing search (step 5, the costliest: full resolution,
+three frame pairs) on a few candidates' frames of it. Figures are printed, never asserted.
 
     python bench/satellite_check.py [--nights 4] [--frames 150] [--seed 500] [--out DIR]
     python bench/satellite_check.py --night-dirs DIR [DIR ...]      # nights that already exist
@@ -65,16 +65,22 @@ def scored_frames(night: Path, model) -> list:
     return results
 
 
-def night_outcomes(night: Path, results: list, decider: Decider) -> list[dict]:
-    """Per candidate event frame: its kind, whether the check saw a trail in it, and whether it was flagged."""
+def night_outcomes(night: Path, results: list, decider: Decider) -> tuple[list[dict], list[float]]:
+    """Per candidate event frame: its kind, whether the check saw a trail in it, and whether it was flagged; and the
+    seconds the decider took on each frame (the last frame's with the decider's finish)."""
     truth = pd.read_csv(night / "ground_truth.csv").set_index("file")
-    outcomes = []
+    outcomes, seconds = [], []
     for result in (dataclasses.replace(r) for r in results):
-        for decided in decider.push(result):
-            outcomes += outcome(decided, truth, decider.threshold)
-    for decided in decider.finish():
-        outcomes += outcome(decided, truth, decider.threshold)
-    return outcomes
+        started = time.perf_counter()
+        decided = decider.push(result)
+        seconds.append(time.perf_counter() - started)
+        outcomes += [row for frame in decided for row in outcome(frame, truth, decider.threshold)]
+    started = time.perf_counter()
+    decided = decider.finish()
+    if seconds:
+        seconds[-1] += time.perf_counter() - started
+    outcomes += [row for frame in decided for row in outcome(frame, truth, decider.threshold)]
+    return outcomes, seconds
 
 
 def visible(result, row: pd.Series) -> bool:
@@ -139,19 +145,18 @@ def main(argv: list[str] | None = None) -> None:
             deciders = {"trail geometry": lambda: Decider(args.threshold),
                         "with explaining away": lambda: Decider(args.threshold, rescore=rescorer(model),
                                                                 cloud_check=False, read_gray=read_frame)}
-        outcomes, seconds, frames = {name: [] for name in deciders}, {name: 0.0 for name in deciders}, 0
+        outcomes, seconds = {name: [] for name in deciders}, {name: [] for name in deciders}
         for night in nights:
             results = scored_frames(night, model)
-            frames += len(results)
             for name, decider in deciders.items():
-                started = time.perf_counter()
-                night_rows = night_outcomes(night, results, decider())
-                seconds[name] += time.perf_counter() - started
+                night_rows, frame_seconds = night_outcomes(night, results, decider())
+                seconds[name] += frame_seconds
                 outcomes[name] += night_rows
             print(f"night {night.name} ({pd.read_json(night / 'night.json', typ='series')['scenario']}): "
                   f"{len(night_rows)} candidate event frames")
         for name, rows in outcomes.items():
-            print(f"-- {name}: deciding {1000 * seconds[name] / max(frames, 1):.2f} ms per frame")
+            print(f"-- {name}: deciding {1000 * float(np.median(seconds[name] or [0.0])):.2f} ms a frame (median of "
+                  f"{len(seconds[name])} frames; mean {1000 * float(np.mean(seconds[name] or [0.0])):.2f})")
             report(rows)
         print_search_times([r.diff for r in results if r.diff is not None][:SEARCH_TIMED])
         print_crossing_times(allsky.list_frames(nights[-1]))

@@ -4,22 +4,22 @@ and which check or flag made or held back each decision, for one client or sever
     python bench/satellite_train.py --nights ROOT_OR_NIGHT_DIR... --work DIR [--clients CHECKOUT...] [--seed 1]
                                     [--threads 0]
 
-Each night (a folder with ground_truth.csv) is copied to DIR/painted/YYYYMMDD with one or two trains, as an all-sky
-camera sees a train of satellites a few days after launch: 10–40 sunlit objects one behind another on one great circle
-of the sky (its highest point 25–90° up), 2–8 minutes from the first to the last (some close together, some a minute
-apart), each crossing at 0.4–1.3° a second (60–200 px in a 30 s exposure near the zenith, on the equidistant lens
+Each night (a folder with ground_truth.csv) is copied to DIR/painted/seed-SEED/YYYYMMDD with one or two trains, as an
+all-sky camera sees a train of satellites a few days after launch: 10–40 sunlit objects one behind another on one great
+circle of the sky (its highest point 25–90° up), 2–8 minutes from the first to the last (some close together, some a
+minute apart), each crossing at 0.4–1.3° a second (60–200 px in a 30 s exposure near the zenith, on the equidistant lens
 measured from the frame), so that within one exposure each draws a trail and the trails of one frame line up on one
 curve, often overlapping into one long dashed or continuous line. Each object has its own brightness (peak 5–30 × the
 frame's noise, spread about the train's level; one in seven flares 2–5 × for a few seconds), dims towards the horizon
 and, on most trains, fades out over 5–15° where the path enters Earth's shadow. A train is placed where every frame it
-lights has the sun 12° or more below the horizon (dark, never washed out), lights only where the frame shows sky and
-is drawn over each frame's own exposure; frames are saved again at the night's JPEG quality. Each client (a checkout
-of this repository; default: this one) runs its own `guAlta.py batch` (the shipped model of this checkout, every check
-on, no upload) on the undisturbed and on the painted night; a scores CSV already under DIR/scores is read, not run
-again. Printed, a row a client and night: false reports (reported frames without a meteor) and meteor frames found,
-undisturbed and painted; a row a night and run of the first client: what made each false report, what the flags held
-back; and a row a night: the frames a train lit, and how many of them the first client reported without a meteor.
-Figures are printed, never asserted.
+lights has the sun 12° or more below the horizon (dark, never washed out), lights only where the frame shows sky and is
+drawn over each frame's own exposure; frames are saved again at the night's JPEG quality. Each client (a checkout of
+this repository; default: this one) runs its own `guAlta.py batch` (the shipped model of this checkout, every check on,
+no upload) on the undisturbed and on the painted night; a scores CSV already under DIR/scores is read, not run again.
+Printed, a row a client and night: false reports (reported frames without a meteor) and meteor frames found, undisturbed
+and painted; a row a night and run of the first client: what made each false report, what the flags held back; and a row
+a night: the frames a train lit, and how many of them the first client reported without a meteor. Figures are printed,
+never asserted.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from aurora import decisions, lens_circle  # noqa: E402
+from camera_shake import checkout_key, scores_path  # noqa: E402
 from web_strand import painted_and_compared, painted_night, painting_arguments, sky_of  # noqa: E402
 
 OBJECTS = (10, 40)
@@ -187,16 +188,17 @@ def paint_train_night(night: Path, rng: np.random.Generator, frames: list[Path],
                                                    "frames": names} for (first, plan), names in zip(trains, lit)]))
 
 
-def train_rows(nights: list[Path], painted: list[Path], work: Path) -> None:
+def train_rows(clients: list[Path], nights: list[Path], painted: list[Path], work: Path) -> None:
     """A row a night: the frames the trains lit, and those the first client reported without a meteor (undisturbed
     and painted), with their scores and notes."""
     print("\n| night | trains (objects) | frames lit | of them reported without a meteor: undisturbed, painted "
           "| painted reports: time, score, note |\n|---|---|---:|---:|---|")
+    client = checkout_key(clients[0])
     for night, painted_night_dir in zip(nights, painted):
         trains = json.loads((painted_night_dir / "trains.json").read_text())
         lit = {name for train in trains for name in train["frames"]}
-        false = [false_reports(work / "scores" / f"0-{run}" / f"{night.name}.csv", night / GROUND_TRUTH, lit)
-                 for run in ("undisturbed", "painted")]
+        false = [false_reports(scores_path(work, client, folder), night / GROUND_TRUTH, lit)
+                 for folder in (night, painted_night_dir)]
         notes = "; ".join(f"{row.file[-10:-4]} {row.score:.2f} {row.note if isinstance(row.note, str) else ''}"
                           for row in false[1].itertuples())
         print(f"| {night.name} | {len(trains)} ({', '.join(str(train['objects']) for train in trains)}) "
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     args = painting_arguments(__doc__.splitlines()[0], argv)
     nights, painted = painted_and_compared(args, painted_copy, "one or two satellite trains")
     decisions(args.clients, nights, painted, args.work)
-    train_rows(nights, painted, args.work)
+    train_rows(args.clients, nights, painted, args.work)
 
 
 if __name__ == "__main__":

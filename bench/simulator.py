@@ -1,8 +1,9 @@
 """Simulator benchmark: seconds for a whole night, and the white-pixel share of difference images per sky.
 
-    python bench/simulator.py [--frames 1000] [--workers 2] [--nights-per-scenario 6]
+    python bench/simulator.py [--frames 1000] [--workers 2] [--repeats 1] [--nights-per-scenario 6]
 
-Prints the time to write a night (frames/s) with 1 worker and with all workers (same frames, same run), and for
+Prints the time to write a night (frames/s) with 1 worker and with all workers (same frames, same run; with --repeats
+the worker counts in turn, median of the rounds; by default one run each, said so beside the figures), and for
 clear, cloudy and moonlit nights the share of sky pixels above the thesis' 3.5 threshold in the difference of
 consecutive frames (before and after the 400×400 INTER_AREA resize), which sets how speckled a difference image looks.
 """
@@ -49,16 +50,20 @@ def white_share(seed: int, scenario: str, frame: int = 500) -> tuple[float, floa
     return float((binary[sky] > 0).mean()), float(resized[sky_small].mean() / 255), row["noise_dn"], row["clouds"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=positive_int, default=1000)
     parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=1, help="rounds of night timings (a night is slow)")
     parser.add_argument("--nights-per-scenario", type=positive_int, default=6)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    print(f"## Night of {args.frames} frames (1304×976 JPEG, ground truth)")
-    for workers in sorted({1, args.workers}):
-        seconds = time_night(args.frames, workers, seed=7)
+    counts = sorted({1, args.workers})
+    rounds = [[time_night(args.frames, workers, seed=7) for workers in counts] for _ in range(args.repeats)]
+    timed = "one run each: a single timing, not a median" if args.repeats == 1 else f"median of {args.repeats} rounds"
+    print(f"## Night of {args.frames} frames (1304×976 JPEG, ground truth), {timed}")
+    for workers, times in zip(counts, zip(*rounds)):
+        seconds = statistics.median(times)
         print(f"workers={workers}: {seconds:6.1f} s  {args.frames / seconds:5.1f} frames/s")
 
     print("\n## Share of sky pixels > 3.5 in the difference of consecutive frames (seeded nights, frame 500)")

@@ -4,16 +4,16 @@ frames found, for one client or several.
     python bench/web_strand.py --nights ROOT_OR_NIGHT_DIR... --work DIR [--clients CHECKOUT...] [--seed 1]
                                [--threads 0]
 
-Each night (a folder with ground_truth.csv) is copied to DIR/painted/YYYYMMDD with a strand in every frame: a thin,
-slightly curved line (1–2 px wide, 3–15 DN above the sky: brighter when the moon lights it), 150–500 px long, that
+Each night (a folder with ground_truth.csv) is copied to DIR/painted/seed-SEED/YYYYMMDD with a strand in every frame: a
+thin, slightly curved line (1–2 px wide, 3–15 DN above the sky: brighter when the moon lights it), 150–500 px long, that
 sways 1–3 px at its middle from one frame to the next (less towards its anchored ends) while the whole of it drifts a
-little, its brightness flickering ±25 % as it turns; on some nights one end runs off the frame or beyond the lens
-circle (only the sky is lit), saved again as JPEG at the camera's quality. Each client (a checkout of this repository;
-default: this one) runs its own `guAlta.py batch` (the shipped model of this checkout, every check on, no upload) on
-the undisturbed and on the painted night; a scores CSV already under DIR/scores is read, not run again. Printed, a row
-a client and night: false reports (reported frames without a meteor) and meteor frames found, undisturbed and painted,
-and for several clients whether the undisturbed nights' scores CSVs are the same, byte for byte. Figures are printed,
-never asserted.
+little, its brightness flickering ±25 % as it turns; on some nights one end runs off the frame or beyond the lens circle
+(only the sky is lit), saved again as JPEG at the camera's quality. Each client (a checkout of this repository; default:
+this one) runs its own `guAlta.py batch` (the shipped model of this checkout, every check on, no upload) on the
+undisturbed and on the painted night; a scores CSV already under DIR/scores (kept by the client's commit and the night
+folder) is read, not run again. Printed, a row a client and night: false reports (reported frames without a meteor) and
+meteor frames found, undisturbed and painted, and for several clients whether the undisturbed nights' scores CSVs are
+the same, byte for byte. Figures are printed, never asserted.
 """
 from __future__ import annotations
 
@@ -92,9 +92,9 @@ def paint_strand(image: np.ndarray, points: np.ndarray, width: int, brightness: 
 
 def painted_night(night: Path, out: Path, seed: int, paint: Callable[[np.random.Generator, list[Path], Path], None]
                   ) -> Path:
-    """Copy the night to out/NIGHT, `paint(rng, frames, copy)` writing its frames painted into the copy (once: an
-    existing copy is kept; one cut short is made again)."""
-    target = out / night.name
+    """Copy the night to out/seed-SEED/NIGHT, `paint(rng, frames, copy)` writing its frames painted into the copy (once
+    a seed: an existing copy is kept; one cut short is made again)."""
+    target = out / f"seed-{seed}" / night.name
     if target.is_dir():
         return target
     partial = target.with_name(target.name + ".partial")
