@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 
@@ -198,6 +199,48 @@ def test_without_hard_links_a_claim_never_filled_loses_no_detection(tmp_path, mo
     assert local.create("detections/20260916/obs01_2.json", b"x") is False       # maybe filling it now
     os.utime(claim, (time.time() - store.STALE_CLAIM_S - 1,) * 2)
     assert local.create("detections/20260916/obs01_2.json", b"x") is True and claim.read_bytes() == b"x"
+
+
+def watch_disk_writes(monkeypatch) -> list[str]:
+    """What reaches the disk, in order: each fsync (of a file or a folder), link and rename."""
+    done, fsync, link, replace = [], store.os.fsync, store.os.link, store.os.replace
+
+    def fsync_of(handle):
+        done.append("fsync folder" if stat.S_ISDIR(os.fstat(handle).st_mode) else "fsync file")
+        fsync(handle)
+    monkeypatch.setattr(store.os, "fsync", fsync_of)
+    monkeypatch.setattr(store.os, "link", lambda *args, **kw: (done.append("link"), link(*args, **kw))[1])
+    monkeypatch.setattr(store.os, "replace", lambda *args, **kw: (done.append("rename"), replace(*args, **kw))[1])
+    return done
+
+
+def test_local_writes_reach_the_disk_before_they_are_answered(tmp_path, monkeypatch):
+    """The file was never flushed: on ext4 a power cut within half a minute of a write left a stored detection
+    empty, its client answered 200. Now its content is flushed before its name is made, and its folder after."""
+    local = store.LocalStore(tmp_path)
+    local.put("index.html", b"<p>")
+    done = watch_disk_writes(monkeypatch)
+    local.put("index.html", b"<p>new")
+    assert done == ["fsync file", "rename", "fsync folder"]
+    done.clear()
+    assert local.create("index.json", b"{}") is True
+    assert done == ["fsync file", "link", "fsync folder"]
+    done.clear()
+    local.put("detections/20260916/obs01_1.json", b"{}")               # a new night's folder: its name too
+    assert done == ["fsync folder", "fsync folder", "fsync file", "rename", "fsync folder"]
+
+
+def test_a_folder_the_file_system_cannot_flush_is_passed_over(tmp_path, monkeypatch):
+    fsync = store.os.fsync
+
+    def files_only(handle):
+        if stat.S_ISDIR(os.fstat(handle).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(handle)
+    monkeypatch.setattr(store.os, "fsync", files_only)
+    local = store.LocalStore(tmp_path)
+    local.put("a/b.json", b"1")
+    assert local.create("a/c.json", b"2") is True and local.get("a/c.json") == b"2"
 
 
 def test_local_store_leaves_no_temp_files(tmp_path):
