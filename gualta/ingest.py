@@ -4,8 +4,9 @@ One API Gateway REST (v1) proxy event in, one proxy response out. ``POST /upload
 checks run in this order and the first failure answers — 404 other path, 405 other method, 413 body over 6 MB,
 401 missing/unknown key, 400 bad JSON, 403 obs_id of another observatory, 400 invalid payload (with the reason).
 Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
-if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing), then posted to Telegram if asked;
-the post's outcome is recorded in the record as ``telegram_status``. Logs are kept per night and observatory.
+if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing, unless the stored record does not
+read — empty or cut short, it is replaced), then posted to Telegram if asked; the post's outcome is recorded in the
+record as ``telegram_status``. Logs are kept per night and observatory.
 The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed (``repost_unsent``:
 the night that ended, and earlier nights marked by a failed post until it is sent or too old).
 """
@@ -165,8 +166,8 @@ def _handle(event: dict, env, now: datetime) -> dict:
 
 
 def store_detection(target: store.Store, item: payload.Detection, channel, env, now: datetime) -> dict:
-    """Store image and record (first writer wins, under either night its id allows), then announce it (`announce`);
-    answer 200."""
+    """Store image and record (first writer wins, under either night its id allows; a record that does not read is
+    replaced, `repair_detection`), then announce it (`announce`); answer 200 (503 while another request repairs it)."""
     json_key = store.detection_key(item.folder, item.obs_id, item.id)
     img_key = store.image_key(item.folder, item.obs_id, item.id)
     if earlier := stored_under_other_night(target, item):
@@ -175,12 +176,35 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
               "telegram_status": "pending" if item.telegram else "not requested"}
     target.create(img_key, item.jpeg)
     if not store.write_json(target, json_key, record, create=True):
-        return response(200, {"status": "duplicate", "key": json_key})
+        if store.read_json(target, json_key) is not None:
+            return response(200, {"status": "duplicate", "key": json_key})
+        if not repair_detection(target, item, record, now):
+            return error(503, "being stored by another request, retry later")
     log.info("stored detection %s", json_key)
-    stored = night_detections(target, item.folder) if channel is not None else []
-    status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored, now)
+    status = record["telegram_status"]
+    if status != "sent":                                    # a repaired record posted before is not posted again
+        stored = night_detections(target, item.folder) if channel is not None else []
+        status = announce(target, (item.folder, item.obs_id, item.id), record, item.jpeg, channel, env, stored, now)
     mark_if_late(target, item.folder, env, now)
     return response(200, {"status": "stored", "key": json_key, "telegram": status})
+
+
+def repair_detection(target: store.Store, item: payload.Detection, record: dict, now: datetime) -> bool:
+    """Put record and image in place of a stored record that does not read (empty or cut short: a power cut before
+    the store flushed its writes), which a re-send found and answered `duplicate`, a card without a score for good;
+    posted only if it was never posted (`store.post_mark_key`). False when another request repairs it (a claim for
+    the day: one that stopped half-way holds it back until the next day)."""
+    night, json_key = item.folder, store.detection_key(item.folder, item.obs_id, item.id)
+    if not target.create(store.claim_key(night, f"{item.obs_id}_{item.id}.repair-{now:%Y%m%d}"), b""):
+        log.info("night %s: %s is repaired by another request", night, json_key)
+        return False
+    if record["telegram_status"] == "pending" and target.get(store.post_mark_key(night, item.obs_id, item.id)) \
+            is not None:
+        record["telegram_status"] = "sent"
+    target.put(store.image_key(night, item.obs_id, item.id), item.jpeg)
+    store.write_json(target, json_key, record)
+    log.warning("replaced %s, which did not read as JSON", json_key)
+    return True
 
 
 def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:

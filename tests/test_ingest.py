@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import struct
+from datetime import datetime, timezone
 
 import boto3
 import pytest
@@ -53,6 +54,37 @@ def test_resending_is_harmless(root):
     status, answer = post(detection(score=0.5, seed=2))             # same (obs_id, id), different content
     assert (status, answer["status"]) == (200, "duplicate")
     assert snapshot(root) == before
+
+
+def test_a_record_left_empty_or_cut_short_is_replaced_when_sent_again(root):
+    """A power cut before the store flushed a record left it empty or cut short: the client's re-send answered
+    `duplicate`, and the page showed a card without a score for good."""
+    for frame_id, damaged in (("20260916231507", lambda text: b""), ("20260916231600", lambda text: text[:40])):
+        body = detection(frame_id=frame_id, score=0.91)
+        assert post(body)[1]["status"] == "stored"
+        record = root / f"detections/20260916/obs01_{frame_id}.json"
+        image = root / f"imgs/20260916/obs01_{frame_id}.jpeg"
+        record.write_bytes(damaged(record.read_bytes()))
+        image.write_bytes(b"")
+        status, answer = post(body)
+        assert (status, answer["status"]) == (200, "stored")
+        assert json.loads(record.read_text())["score"] == 0.91
+        assert image.read_bytes() == base64.b64decode(body["img"])
+        assert post(body)[1]["status"] == "duplicate"
+
+
+def test_a_record_another_request_is_replacing_is_sent_again_later(root):
+    """Of two re-sends of a damaged record at once, one replaces it; the other is asked to send again (its next try
+    finds the record in place: `duplicate`)."""
+    body = detection()
+    post(body)
+    (root / "detections/20260916/obs01_20260916231507.json").write_bytes(b"")
+    today = datetime.now(timezone.utc)
+    claim = root / f"telegram/claims/20260916/obs01_20260916231507.repair-{today:%Y%m%d}"
+    claim.parent.mkdir(parents=True)
+    claim.write_bytes(b"")                                                 # the other request's
+    status, answer = post(body)
+    assert status == 503 and "retry later" in answer["error"]
 
 
 def test_same_id_from_two_observatories_are_two_detections(root):

@@ -307,6 +307,26 @@ def test_posts_that_failed_are_posted_late_by_the_scheduled_job(root, bot_api, c
     assert len(bot_api.calls) == calls                                                 # nothing is posted twice
 
 
+def test_a_record_replaced_after_a_power_cut_is_posted_only_if_it_never_was(root, bot_api):
+    """A record left empty by a power cut is replaced by the client's re-send (it answered `duplicate`, and the
+    morning's build passed it by): posted then if its post never was made, not twice if it was."""
+    posted, unposted = detection(telegram=True), detection(frame_id="20260916231600", telegram=True)
+    assert post(posted)["telegram"] == "sent"
+    bot_api.fail_status = 500
+    assert post(unposted)["telegram"].startswith("failed")
+    bot_api.fail_status = None
+    for name in ("obs01_20260916231507", "obs01_20260916231600"):
+        (root / f"detections/20260916/{name}.json").write_bytes(b"")
+    calls = len(bot_api.calls)
+    assert post(posted) == {"status": "stored", "key": "detections/20260916/obs01_20260916231507.json",
+                            "telegram": "sent"}
+    assert len(bot_api.calls) == calls
+    assert post(unposted)["telegram"] == "sent"
+    assert [call["method"] for call in bot_api.calls[calls:]] == ["sendPhoto"]
+    assert [stored(root, name=name)["telegram_status"] for name in ("obs01_20260916231507", "obs01_20260916231600")] \
+        == ["sent", "sent"]
+
+
 def test_a_post_telegram_refuses_holds_back_neither_the_posts_after_it_nor_earlier_nights(root, bot_api):
     """A post Telegram refuses for itself (its photo) stopped posting again at that post, as if the channel were
     down: every later post of its night, and every earlier night marked unsent, waited for good."""
