@@ -7,8 +7,8 @@ Nothing is written before every check has passed. A detection is stored (image, 
 if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing, unless the stored record does not
 read — empty or cut short, it is replaced), then posted to Telegram if asked; the post's outcome is recorded in the
 record as ``telegram_status``. Logs are kept per night and observatory.
-The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed (``repost_unsent``:
-the night that ended, and earlier nights marked by a failed post until it is sent or too old).
+The scheduled job (gualta.site) posts again, late, the detections and end logs whose post failed or was cut off
+(``repost_unsent``: the night that ended, and earlier nights marked by a failed post until it is sent or too old).
 """
 from __future__ import annotations
 
@@ -346,11 +346,11 @@ def first_over_limit(target: store.Store, night: str, obs_id: str, limit: int, f
 def repost_night(target: store.Store, night: str, env, now: datetime, deadline: float,
                  records: dict | None = None) -> tuple[list[str], bool]:
     """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
-    was stored), in time order, each as `announce` does, then its end logs whose post failed — until one fails again
-    (the channel is still down: a post Telegram refuses, `telegram_post.refused`, stays failed and the next goes on)
-    or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the detection records read already
-    ({key: record}); the others are read together and kept in it, those reposted updated. Return the keys of the
-    records now posted, and whether it went through the whole night (no post failed again but those refused, the
+    was stored), in time order, each as `announce` does, then its end logs whose post failed or was cut off — until
+    one fails again (the channel is still down: a post Telegram refuses, `telegram_post.refused`, stays failed and the
+    next goes on) or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the detection records read
+    already ({key: record}); the others are read together and kept in it, those reposted updated. Return the keys of
+    the records now posted, and whether it went through the whole night (no post failed again but those refused, the
     time did not run out, the store did not fail)."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
@@ -387,7 +387,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             reposted.append(key)
         for key in sorted(key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")):
             record = store.read_json(target, key)
-            if not failed_end_log(record):
+            if not end_log_awaits_post(record, now):
                 continue
             if out_of_time(deadline, night, budget_s):
                 return reposted, False
@@ -462,9 +462,8 @@ def settle_unsent(target: store.Store, night: str, now: datetime, marked: bool, 
 
 
 def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict | None = None) -> bool:
-    """Whether a detection of the night awaits its post (`awaits_post`) or an end log's post failed
-    (`failed_end_log`); `records`: detection records read already ({key: record}), the others (and those read
-    `pending`) are read."""
+    """Whether a detection of the night awaits its post (`awaits_post`) or an end log does (`end_log_awaits_post`);
+    `records`: detection records read already ({key: record}), the others (and those read `pending`) are read."""
     keys = [store.detection_key(night, obs_id, frame_id)
             for obs_id, frame_id, _ in coincidence.stored_detections(target, night)]
     found = {key: record for key, record in (records or {}).items()
@@ -473,7 +472,7 @@ def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict
     if any(awaits_post(found.get(key), now) for key in keys):
         return True
     ends = [key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")]
-    return any(failed_end_log(record) for record in store.read_json_many(target, ends).values())
+    return any(end_log_awaits_post(record, now) for record in store.read_json_many(target, ends).values())
 
 
 def mark_unsent(target: store.Store, night: str, status: str) -> None:
@@ -513,16 +512,21 @@ def out_of_time(deadline: float, night: str, budget_s: float) -> bool:
     return True
 
 
-def failed_end_log(record) -> bool:
-    """Whether a stored log is an end log whose post failed (its text can be made again)."""
+def end_log_awaits_post(record, now: datetime) -> bool:
+    """Whether a stored log is an end log (its text can be made again) whose post failed or was cut off
+    (`post_awaited`)."""
     return isinstance(record, dict) and record.get("log") == "end" and type(record.get("total")) is int \
-        and str(record.get("telegram_status")).startswith("failed")
+        and post_awaited(record, now)
 
 
 def awaits_post(record, now: datetime) -> bool:
-    """Whether a detection record asked for a post that failed, or that was cut off (pending for too long)."""
-    if not isinstance(record, dict) or record.get("telegram") is not True:
-        return False
+    """Whether a detection record asked for a post that failed, or that was cut off (`post_awaited`)."""
+    return isinstance(record, dict) and record.get("telegram") is True and post_awaited(record, now)
+
+
+def post_awaited(record: dict, now: datetime) -> bool:
+    """Whether a record's post failed, or was cut off: still pending REPOST_AFTER_S after the record was received
+    (the process stopped between storing it and posting it)."""
     status = record.get("telegram_status")
     if isinstance(status, str) and status.startswith("failed"):
         return True

@@ -407,6 +407,26 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     assert len(bot_api.calls) == calls                                    # posted once was enough
 
 
+def test_an_end_log_whose_post_was_cut_off_is_posted_late(root, bot_api):
+    """An end log is kept `pending`, then posted: a process stopped in between left it pending for good (the
+    client's re-send is a duplicate, and only failed posts were posted again). Pending two minutes after it was
+    received, it is cut off, as a detection's post is; one in flight is left to its post."""
+    for obs_id, received in (("obs01", "2026-09-17T06:50:00+00:00"), ("obs02", "2026-09-17T06:59:30+00:00")):
+        end_log = payload.build_log("end", obs_id, total=1440, folder="20260916")
+        post(end_log, key=KEYS[obs_id])
+        path = root / f"logs/20260916/{obs_id}_end.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "telegram_status": "pending",
+                                    "received": received}))
+        assert post(end_log, key=KEYS[obs_id])["status"] == "duplicate"
+    calls = len(bot_api.calls)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == [
+        "logs/20260916/obs01_end.json"]
+    assert [call["fields"]["text"] for call in bot_api.calls[calls:]] == [
+        "🌅 obs01: detection ended, night of 2026-09-16: 1,440 frames processed, 0 detections"]
+    assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["telegram_status"] == "sent"
+    assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "pending"
+
+
 def test_each_lambda_does_its_part_within_what_its_policy_grants(root, bot_api, monkeypatch):
     """The same night with each handler on a store that refuses what template.yaml does not grant its function: the
     page function writes the end log it posted again (it could read logs/ only: the log stayed "failed", and was
