@@ -172,6 +172,8 @@ def store_detection(target: store.Store, item: payload.Detection, channel, env, 
     img_key = store.image_key(item.folder, item.obs_id, item.id)
     if earlier := stored_under_other_night(target, item):
         return response(200, {"status": "duplicate", "key": earlier})
+    if (night := claimed_night(target, item)) != item.folder:
+        return response(200, {"status": "duplicate", "key": store.detection_key(night, item.obs_id, item.id)})
     record = {**item.record(), "img": img_key, "received": now.isoformat(timespec="seconds"),
               "telegram_status": "pending" if item.telegram else "not requested"}
     target.create(img_key, item.jpeg)
@@ -602,6 +604,23 @@ def stored_under_other_night(target: store.Store, item: payload.Detection) -> st
         if night != item.folder and target.get(key) is not None:
             return key
     return None
+
+
+def claimed_night(target: store.Store, item: payload.Detection) -> str:
+    """The night a detection is stored under: its first send's folder, kept in a create-only claim on its id
+    (`store.claim_key`), so two sends naming each of its nights at once store it once (both found the other night
+    empty). A claim that does not read (a write under way without hard links) or that the store refuses (logged)
+    leaves the folder sent."""
+    nights = payload.nights_of_id(item.id)
+    key = store.claim_key(min(nights), f"{item.obs_id}_{item.id}.night")
+    try:
+        if target.create(key, item.folder.encode("ascii")):
+            return item.folder
+        claimed = (target.get(key) or b"").decode("ascii", "replace")
+    except store.StoreError as exc:
+        log.warning("cannot claim the night of %s_%s: %s", item.obs_id, item.id, exc)
+        return item.folder
+    return claimed if claimed in nights else item.folder
 
 
 def night_for_log(item: payload.Log, now: datetime, zone) -> str:

@@ -5,7 +5,8 @@
     logs/YYYYMMDD/{obs_id}_{start|end}.json  the night's latest start/end log per observatory
     logs/YYYYMMDD/{obs_id}_limit.json        its Telegram posts stopped for the night (the one message said so)
     telegram/YYYYMMDD/{obs_id}/{id}          a detection posted (counted for the night's limit)
-    telegram/claims/YYYYMMDD/{name}          a post claimed by one service process (no other makes it too)
+    telegram/claims/YYYYMMDD/{name}          a post claimed by one service process (no other makes it too), a
+                                             detection's night (`.night`: the first send's, under its id's evening)
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
     archive.html, pages/archive.json         every night with a page, by month, and their detections
@@ -97,7 +98,7 @@ def post_mark_key(night: str, obs_id: str, frame_id: str) -> str:
 
 def claim_key(night: str, name: str) -> str:
     """A create-only claim on one post (`ingest.claim_post`): of two service processes about to make the same post at
-    once, only the one that created it goes on."""
+    once, only the one that created it goes on; the same for a detection's night (`ingest.claimed_night`)."""
     return f"telegram/claims/{night}/{name}"
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import struct
+import threading
 from datetime import datetime, timezone
 
 import boto3
@@ -111,6 +112,28 @@ def test_a_detection_sent_again_under_its_other_night_is_a_duplicate(root):
     assert (status, answer["status"]) == (200, "duplicate")
     assert answer["key"] == "detections/20260916/obs01_20260917021500.json"
     assert snapshot(root) == before
+
+
+def test_a_detection_sent_under_both_its_nights_at_once_is_stored_once(root, monkeypatch):
+    """Two sends of a frame after midnight, one naming each night it allows, both found the other night empty and
+    both stored it: twice on the pages, twice posted."""
+    together, found_earlier = threading.Barrier(2, timeout=10), ingest.stored_under_other_night
+
+    def in_step(target, item):                                  # both look before either stores
+        earlier = found_earlier(target, item)
+        together.wait()
+        return earlier
+    monkeypatch.setattr(ingest, "stored_under_other_night", in_step)
+    first = detection(frame_id="20260917021500")
+    answers = []
+    senders = [threading.Thread(target=lambda body=body: answers.append(post(body)[1]["status"]))
+               for body in (first, {**first, "folder": "20260917"})]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(30)
+    assert sorted(answers) == ["duplicate", "stored"]
+    assert len(list(root.glob("detections/*/obs01_20260917021500.json"))) == 1
 
 
 def test_logs_are_kept_per_night_and_observatory(root):
@@ -349,7 +372,8 @@ def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch, caplog):
         assert post(detection("obs02"), key=KEYS["obs02"])[0] == 401          # not in the SSM map
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/")["Contents"])
         assert keys == ["prod/detections/20260916/obs01_20260916231507.json",
-                        "prod/imgs/20260916/obs01_20260916231507.jpeg", "prod/pages/late/20260916"]  # night ended
+                        "prod/imgs/20260916/obs01_20260916231507.jpeg", "prod/pages/late/20260916",  # night ended
+                        "prod/telegram/claims/20260915/obs01_20260916231507.night"]
         service_env._cache.clear()
     assert "GetParameter" in caplog.text and KEYS["obs01"] not in caplog.text
 
