@@ -229,14 +229,16 @@ class Outbox:
         return cursor.rowcount > 0
 
     def due(self, now: float | None = None, limit: int = 50) -> list[Item]:
-        """Pending items whose retry time has come (all pending ones if now is None), oldest first."""
-        query = "SELECT id, key, body, attempts FROM outbox WHERE state = 'pending'"
-        args: tuple = ()
-        if now is not None:
-            query += " AND next_try <= ?"
-            args = (now,)
-        rows = self.db.execute(query + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        return [Item(*row) for row in rows]
+        """Pending items oldest first, up to the first whose retry time has not come (all of them if now is None):
+        one waiting for its retry holds back the later ones, so a night's end log never goes before its start."""
+        rows = self.db.execute("SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' "
+                               "ORDER BY id LIMIT ?", (limit,)).fetchall()
+        due = []
+        for *item, next_try in rows:
+            if now is not None and next_try > now:
+                break
+            due.append(Item(*item))
+        return due
 
     def mark(self, item: Item, outcome: Outcome, now: float) -> None:
         """Record a send's outcome: sent, rejected, or pending with the next retry time — unless the item was
@@ -299,8 +301,9 @@ class Outbox:
         return self.db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
 
     def next_due(self) -> float | None:
-        """Unix time of the earliest retry among pending items (None if nothing is pending)."""
-        return self.db.execute("SELECT MIN(next_try) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        """Unix time the next send is due: the oldest pending item's retry time (None if nothing is pending)."""
+        row = self.db.execute("SELECT next_try FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+        return row[0] if row else None
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
@@ -460,9 +463,9 @@ class Sender:
         self.rejected += delivery.rejected
         self.note_refusal(delivery)
         if delivery.stopped:
-            # the next pass waits for the earliest retry, and at least as long as the outage has lasted (2 s, 4 s …
-            # 5 min) from when this pass gave up (a send timing out takes 15 s): reports not tried yet would otherwise
-            # be tried, and warned about, one after another
+            # the next pass waits for the oldest report's retry, and at least as long as the outage has lasted (2 s,
+            # 4 s … 5 min) from when this pass gave up (a send timing out takes 15 s): reports not tried yet would
+            # otherwise be tried, and warned about, one after another
             self.last_problem, self.failures = delivery.stopped, self.failures + 1
             due = max(outbox.next_due() or 0.0, time.time() + retry_delay(self.failures))
             self.blocked_until = due

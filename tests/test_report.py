@@ -198,6 +198,24 @@ def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path)
         assert [json.loads(item.body) for item in outbox.due(time.time())] == [{"total": 60}]   # due at once
 
 
+def test_after_an_outage_reports_go_oldest_first(tmp_path):
+    """Each report has its own retry time: one never tried (due at once) went before an older one waiting for its
+    retry, and the night's end log reached the service before its start log. The oldest waiting holds back the
+    later ones, and the sender sleeps until its retry; one rejected for good holds back nothing."""
+    start, end = "log/start/obs01/20260916", "log/end/obs01/20260916"
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put(start, {"log": "start"})
+        outbox.put("detection/obs01/20260916231507", detection())
+        outbox.put(end, {"log": "end"})
+        outbox.mark(outbox.due()[0], report.Outcome("retry", "network: ConnectionError"), 1000.0)
+        retry_at = outbox.next_due()
+        assert retry_at > 1000.0 and outbox.due(1000.0) == []
+        assert [item.key for item in outbox.due(retry_at)] == [start, "detection/obs01/20260916231507", end]
+        outbox.mark(outbox.due()[0], report.Outcome("rejected", "HTTP 400: bad"), retry_at)
+        assert [item.key for item in outbox.due(retry_at)] == ["detection/obs01/20260916231507", end]
+        assert outbox.next_due() == 0
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
