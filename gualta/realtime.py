@@ -43,7 +43,7 @@ from gualta.frames import NightFrames
 from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
 from gualta.preprocess import PNG_START, unfinished
-from gualta.report import ApiClient, Outbox, Sender
+from gualta.report import ApiClient, Outbox, Sender, set_aside_if_damaged
 from gualta.scores import write_scores
 
 log = logging.getLogger(__name__)
@@ -586,6 +586,16 @@ def stop_on_signal(stop: threading.Event):
     return handler
 
 
+def start_fresh_if_damaged(outbox: Path) -> None:
+    """A damaged outbox would stop the watcher at every restart, all night: it is moved aside, loudly, and a fresh
+    one started, so that scoring goes on."""
+    aside = set_aside_if_damaged(outbox)
+    if aside is not None:
+        log.error("outbox %s is damaged: moved aside to %s and a fresh one started, so scoring goes on (tonight's "
+                  "frames are decided again; reports sent before are stored once); its pending reports can be "
+                  "recovered (`sqlite3 %s .recover`, README \"The outbox and `flush`\")", outbox, aside, aside)
+
+
 def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print,
                  model_path: str | Path | None = None, scores: str | Path | None = None) -> None:
     """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
@@ -602,6 +612,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, stop_on_signal(stop))
+    start_fresh_if_damaged(settings.outbox)
     sender = Sender(settings.outbox, ApiClient(settings.url, settings.api_key)) if upload else None
     try:
         Watcher(settings, model, stop, sender, say, refresh=refresh, scores=scores).run()

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -600,6 +601,66 @@ def test_an_outbox_that_cannot_be_opened_is_one_clear_error(client_night, tiny_m
     assert run.returncode == 1
     assert f"guAlta {command}: outbox {outbox} cannot be opened: " in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def damaged_outbox(path: Path, reports: int = 3) -> Path:
+    """An outbox with `reports` pending, then garbage written over its second page (as a failing SD card does)."""
+    with Outbox(path) as outbox:
+        for n in range(reports):
+            outbox.put(f"detection/obs01/{n}", {"n": n, "pad": "x" * 3000})
+        outbox.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as stream:
+        stream.seek(4096)
+        stream.write(b"\xff" * 200)
+    return path
+
+
+@pytest.mark.parametrize("command", ["flush", "batch"])
+def test_a_damaged_outbox_stops_flush_and_batch_with_one_line_and_is_left_as_it_is(client_night, tiny_model, tmp_path,
+                                                                                 command):
+    """A damaged outbox ("database disk image is malformed") was a traceback from wherever SQLite first read it."""
+    outbox = damaged_outbox(tmp_path / "outbox.sqlite")
+    content = outbox.read_bytes()
+    run = subprocess.run([sys.executable, str(report.__file__).replace("gualta/report.py", "guAlta.py"), command,
+                          "--outbox", str(outbox), "--url", f"http://127.0.0.1:{free_port()}", "--api-key", KEY]
+                         + (["--model", str(tiny_model), "--folder", str(client_night)] if command == "batch" else []),
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"guAlta {command}: outbox {outbox} is damaged (" in run.stderr
+    assert f"move it aside (`mv {outbox} {outbox}.damaged`)" in run.stderr and ".recover" in run.stderr
+    assert outbox.read_bytes() == content
+
+
+def test_damage_found_after_opening_is_an_outbox_error_on_reading_and_writing(tmp_path, monkeypatch):
+    """(quick_check at opening finds a damaged page; one damaged later is found by the query that reads it.)"""
+    outbox_path = damaged_outbox(tmp_path / "o.sqlite")
+    monkeypatch.setattr(Outbox, "_check", lambda self: None)
+    with Outbox(outbox_path) as outbox:
+        item = report.Item(1, "detection/obs01/0", "{}", 0)
+        for use in (outbox.due, outbox.pending, outbox.next_due, outbox.counts, outbox.forget_old,
+                    lambda: outbox.mark(item, report.Outcome("sent"), time.time()),
+                    lambda: outbox.record_frame("20260916", {"file": "a.jpg"}, ("detection/obs01/9", {"n": 9}))):
+            with pytest.raises(report.DamagedOutbox, match=r"o\.sqlite is damaged \(database disk image is malformed"):
+                use()
+
+
+def test_the_watcher_moves_a_damaged_outbox_aside_and_goes_on_with_a_fresh_one(tmp_path, tiny_model, caplog):
+    """A damaged outbox stopped the watcher at every restart (systemd: every 30 s), all night: nothing was scored.
+    It is moved aside (nothing deleted: its pending reports can be recovered) and a fresh one is started."""
+    from gualta.realtime import run_realtime
+
+    outbox = damaged_outbox(tmp_path / "outbox.sqlite")
+    content = outbox.read_bytes()
+    (tmp_path / "images").mkdir()
+    stop = threading.Event()
+    stop.set()                                         # the watcher starts, then stops at once
+    run_realtime(settings(tmp_path, tiny_model), upload=False, stop=stop, say=lambda text: None)
+    [aside] = tmp_path.glob("outbox.sqlite.damaged-*")
+    assert aside.read_bytes() == content
+    with Outbox(outbox) as fresh:
+        assert fresh.counts() == {}
+    assert f"outbox {outbox} is damaged: moved aside to {aside} and a fresh one started" in caplog.text
+    assert report.set_aside_if_damaged(outbox) is None and outbox.exists()      # a sound one stays where it is
 
 
 def test_the_sender_waits_its_backoff_after_a_send_that_timed_out(tmp_path, monkeypatch):
