@@ -39,6 +39,7 @@ UPLOAD_ROUTE = "/uploadmeteor"
 TIMEOUT_S = 15
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
+HOLD_BACK_TRIES = 3                   # a report failed this often no longer holds back the later ones (Outbox.due)
 CONFIG_PROBLEMS = {                   # a settings problem, not the report's: keep the items, fix the settings
     401: "fix guAlta_api_key / guAlta_obs_id", 403: "fix guAlta_api_key / guAlta_obs_id",
     404: "no upload route at this address: fix guAlta_URL", 405: "no upload route at this address: fix guAlta_URL"}
@@ -274,15 +275,21 @@ class Outbox:
 
     def due(self, now: float | None = None, limit: int = 50) -> list[Item]:
         """Pending items oldest first, up to the first whose retry time has not come (all of them if now is None):
-        one waiting for its retry holds back the later ones, so a night's end log never goes before its start."""
-        rows = self._read("SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' "
-                          "ORDER BY id LIMIT ?", (limit,))
+        one waiting for its retry holds back the later ones, so a night's end log never goes before its start —
+        unless it failed HOLD_BACK_TRIES times already (a report the service keeps failing on blocks nothing)."""
         due = []
-        for *item, next_try in rows:
+        for *item, next_try in self._pending_in_order(limit):
             if now is not None and next_try > now:
-                break
+                if item[3] < HOLD_BACK_TRIES:
+                    break
+                continue
             due.append(Item(*item))
         return due
+
+    def _pending_in_order(self, limit: int | None = None) -> list[tuple]:
+        """(id, key, body, attempts, next_try) of the pending items, oldest first."""
+        return self._read("SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' "
+                          "ORDER BY id LIMIT ?", (-1 if limit is None else limit,))
 
     def mark(self, item: Item, outcome: Outcome, now: float) -> None:
         """Record a send's outcome: sent, rejected, or pending with the next retry time — unless the item was
@@ -353,9 +360,14 @@ class Outbox:
         return self._read("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
 
     def next_due(self) -> float | None:
-        """Unix time the next send is due: the oldest pending item's retry time (None if nothing is pending)."""
-        rows = self._read("SELECT next_try FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")
-        return rows[0][0] if rows else None
+        """Unix time the next send is due (`due`): the earliest retry among the oldest pending item that holds back
+        the later ones and the items before it that do not (None if nothing is pending)."""
+        times = []
+        for *_, attempts, next_try in self._pending_in_order(limit=None):
+            times.append(next_try)
+            if attempts < HOLD_BACK_TRIES:
+                break
+        return min(times, default=None)
 
     def counts(self) -> dict[str, int]:
         return dict(self._read("SELECT state, COUNT(*) FROM outbox GROUP BY state"))

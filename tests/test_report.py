@@ -217,6 +217,22 @@ def test_after_an_outage_reports_go_oldest_first(tmp_path):
         assert outbox.next_due() == 0
 
 
+def test_a_report_the_service_keeps_failing_on_holds_back_the_others_only_a_while(tmp_path):
+    """Oldest first, but a report answered 5xx again and again (the service fails on it alone) would keep every later
+    report waiting: after HOLD_BACK_TRIES failures it waits for its retry alone."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put("detection/obs01/20260916231507", detection())
+        outbox.put("log/end/obs01/20260916", {"log": "end"})
+        now = 1000.0
+        for tries in range(1, report.HOLD_BACK_TRIES + 1):
+            outbox.mark(outbox.due()[0], report.Outcome("retry", "HTTP 500: internal"), now)
+            held = [item.key for item in outbox.due(now)]
+            assert held == ([] if tries < report.HOLD_BACK_TRIES else ["log/end/obs01/20260916"]), tries
+        assert outbox.next_due() == 0                                   # the end log, due at once
+        outbox.mark(outbox.due(now)[0], report.Outcome("sent", "stored"), now)
+        assert outbox.due(now) == [] and outbox.next_due() > now        # the failing one, at its own retry
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be

@@ -240,9 +240,9 @@ def test_a_report_and_the_edits_it_makes_share_one_flood_control_budget(root, bo
     its edits now wait FLOOD_WAIT_BUDGET_S in all: the edit whose wait would end past it fails and stops the edits."""
     for obs_id, stamp in (("obs01", "20260916231507"), ("obs02", "20260916231510")):
         post(detection(obs_id, stamp, telegram=True), KEYS[obs_id])
-    monkeypatch.setattr(telegram_post, "FLOOD_WAIT_BUDGET_S", 2.5)
+    monkeypatch.setattr(telegram_post, "FLOOD_WAIT_BUDGET_S", 5.9)     # the waits end at 2 s, 4 s (+ the calls' time)
     earlier = len(bot_api.calls)
-    bot_api.flood = [1, 0, 1, 0, 1]                           # each call is first asked to wait a second
+    bot_api.flood = [2, 0, 2, 0, 2]                           # each call is first asked to wait two seconds
     assert post(detection("obs03", "20260916231512", telegram=True), KEYS["obs03"])["telegram"] == "sent"
     assert [call["method"] for call in bot_api.calls[earlier:]] == [
         "sendPhoto", "sendPhoto", "editMessageCaption", "editMessageCaption", "editMessageCaption"]
