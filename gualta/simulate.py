@@ -27,16 +27,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta import allsky
+from gualta import allsky, preprocess
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = "1.4"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
+SIMULATOR_VERSION = "1.5"      # 1.1: a meteor's visibility is measured after the 8-bit clip; 1.2: the moonlit-clouds
                                # sky (the other skies' nights are unchanged); 1.3: ground truth only (frames unchanged):
                                # a streak's ends and length are those over open sky, the brightest of equally
                                # important events is the main one, a crossing the 8-bit clip hides is not recorded;
                                # 1.4: frames exposed shorter than a meteor's flight (twilight) draw only
-                               # the part flown while the shutter was open, none under 3 px (other frames unchanged)
+                               # the part flown while the shutter was open, none under 3 px (other frames unchanged);
+                               # 1.5: a meteor adding no more than the difference threshold to the gray frame is
+                               # hidden, a peak is what the frame shows of all the event's light (beside a saturated
+                               # moon, at the skyline), insects are drawn in front of the trees (only their frames
+                               # change)
 WIDTH, HEIGHT = 1304, 976
 LOW = 4                                  # smooth fields (sky, clouds) are rendered at 1/LOW resolution
 SIDEREAL_DEG_PER_S = 360.98565 / 86400.0  # 0.1253° per 30 s frame
@@ -47,11 +51,14 @@ CLOUD_LEVELS = {"clear": (0.0, 0.12, 0.6), "cloudy": (0.35, 0.95, 0.0), "moon": 
                 "mixed": (0.0, 0.85, 0.4), "moonlit-clouds": (0.15, 0.75, 0.2)}
 MIN_EXPOSURE_S = 32e-6                   # the shortest exposure of the camera (daylight, bright twilight)
 MIN_VISIBLE_SNR = 1.5                    # a meteor dimmer than this over the local noise is labelled no-meteor
+MIN_VISIBLE_GRAY_DN = preprocess.THRESHOLD  # nor one adding no more than this to the gray frame: the thesis'
+                                         # difference (> 3.5 DN) barely shows it (README)
 MIN_SHOWN_SNR = 0.5                      # a crossing (satellite, plane, insect) dimmer than this is not recorded
 METEOR_SPEED_PX_S = (80.0, 250.0)        # a meteor's apparent speed across the image (~15–50° per second)
 METEOR_DURATION_S = (0.2, 2.0)           # how long a meteor flies its path
 FIREBALL_DURATION_S = (1.0, 5.0)
 MIN_FLOWN_PX = 3.0                       # a meteor caught flying less than this is a dot nobody could tell from a star
+GRAY_WEIGHTS = np.array([0.114, 0.587, 0.299], np.float32)   # B, G, R: cv2.COLOR_BGR2GRAY's luma
 EVENT_PRIORITY = ("fireball", "meteor", "satellite", "plane", "insect")
 GT_COLUMNS = ["file", "time", "label", "event", "events", "x1", "y1", "x2", "y2", "length_px", "width_px",
               "peak_dn", "peak_snr", "noise_dn", "clouds", "moon_alt", "sun_alt", "exposure_s", "scenario"]
@@ -615,9 +622,11 @@ class NightRenderer:
         return points, brightness.astype(np.float32)
 
     def render_events(self, index: int, noise_sigma: np.ndarray, clouds_full: np.ndarray, exposure: float):
-        """Event light (BGR) for this frame and a ground-truth record per event. A satellite or plane moves as far as
-        the share of the frame interval the shutter was open; a meteor shows the part of its path flown while open."""
-        layer = np.zeros((HEIGHT, WIDTH, 3), np.float32)
+        """Event light (BGR) for this frame behind the skyline (what the sky/ground blend hides below it) and in front
+        of it (insects near the lens), and a ground-truth record per event. A satellite or plane moves as far as the
+        share of the frame interval the shutter was open; a meteor shows the part of its path flown while open."""
+        behind = np.zeros((HEIGHT, WIDTH, 3), np.float32)
+        in_front = np.zeros((HEIGHT, WIDTH, 3), np.float32)
         records = []
         exposed = min(exposure + 0.5, self.plan.interval_s - 1) / self.plan.interval_s
         for event in self.plan.events:
@@ -638,31 +647,28 @@ class NightRenderer:
             light = splat_line(points, brightness * amplitude, event.width)
             if event.kind == "fireball":   # glare around the head and a sky-wide flash
                 light += splat_line(points, brightness * amplitude * 0.06, event.width * 6)
-            if event.kind != "insect":
-                light *= self.sky_mask * np.exp(-3.0 * clouds_full)
-            else:
-                light *= self.inside
             colour = np.array(event.colour, np.float32)
-            layer += light[..., None] * colour
+            if event.kind == "insect":     # near the lens: in front of the trees, behind nothing but the lens rim
+                light *= self.inside
+                in_front += light[..., None] * colour
+            else:
+                light *= self.sky_mask * np.exp(-3.0 * clouds_full)
+                behind += light[..., None] * colour
             if event.kind == "plane":   # steady red and green navigation lights beside the strobe
                 heading = event.velocity / (np.linalg.norm(event.velocity) + 1e-6)
                 across = np.array([-heading[1], heading[0]], np.float32)
                 for offset, tint in ((1.5, (0.1, 0.15, 1.0)), (-1.5, (0.2, 1.0, 0.3))):   # red and green wingtips
                     shifted = points + offset * across
                     nav = splat_line(shifted, np.full(len(points), amplitude * 0.25, np.float32), 0.9)
-                    layer += (nav * self.sky_mask * np.exp(-3.0 * clouds_full))[..., None] * np.array(tint, np.float32)
-            peak_index = np.unravel_index(np.argmax(light), light.shape)
-            peak = float(light[peak_index])
-            if peak < MIN_SHOWN_SNR * float(noise_sigma[peak_index]) and event.kind not in ("meteor", "fireball"):
-                continue                                   # out of the frame, behind trees or thick cloud
+                    behind += (nav * self.sky_mask * np.exp(-3.0 * clouds_full))[..., None] * np.array(tint, np.float32)
             shown = shown_part(points, self.inside if event.kind == "insect" else self.sky_mask)
-            records.append({"kind": event.kind, "peak_yx": peak_index,     # popped by clip_to_sensor
-                            "x1": float(shown[0, 0]), "y1": float(shown[0, 1]),
+            box = footprint(light)
+            drawn = light[box] if event.kind == "insect" else light[box] * self.sky_mask[box]   # after the blend
+            records.append({"kind": event.kind, "x1": float(shown[0, 0]), "y1": float(shown[0, 1]),
                             "x2": float(shown[-1, 0]), "y2": float(shown[-1, 1]),
                             "length_px": float(np.sum(np.hypot(*np.diff(shown, axis=0).T))),
-                            "width_px": float(event.width), "peak_dn": peak,
-                            "peak_snr": peak / float(noise_sigma[peak_index] + 1e-6)})
-        return layer, records
+                            "width_px": float(event.width), "light": (box, drawn, colour)})   # for measure_shown
+        return behind, in_front, records
 
     # --- the frame -----------------------------------------------------------------------------------------------
     def render(self, index: int) -> tuple[np.ndarray, dict]:
@@ -681,31 +687,36 @@ class NightRenderer:
         signal = background + self.star_layer(index, clouds, exposure / cam.max_exposure_s, rng)
         signal[..., :] += (self.moon_layer(moon_alt, moon_az, exposure / cam.max_exposure_s))[..., None]
         noise_sigma = self.noise(signal)
-        events, records = self.render_events(index, noise_sigma, clouds_full, exposure)
-        signal += events
+        behind, in_front, records = self.render_events(index, noise_sigma, clouds_full, exposure)
+        signal += behind
         ground = (0.25 + 0.08 * self.ground_texture)[..., None] * channel_mean(background)[..., None] * 0.5
         signal = signal * self.sky_mask[..., None] + ground * (1 - self.sky_mask[..., None]) * self.inside[..., None]
+        signal += in_front
         signal *= np.array(cam.white_balance, np.float32)
-        self.clip_to_sensor(records, signal, events)
+        self.measure_shown(records, signal, noise_sigma)
         image = self.sensor(signal, self.noise(signal), rng)
         self.watermark(image, stamp, exposure, index, rng)
         return image, self.truth_row(stamp, records, noise_sigma, cover, moon_alt, sun_alt, exposure)
 
-    def clip_to_sensor(self, records: list[dict], signal: np.ndarray, events: np.ndarray) -> None:
-        """Scale each event's peak to what survives the 8-bit clip: on a saturated (daytime, glare) sky a meteor adds
-        nothing to the frame, so its ground truth must not call it visible."""
+    def measure_shown(self, records: list[dict], signal: np.ndarray, noise_sigma: np.ndarray) -> None:
+        """Each event's peak as the frame shows it, over all its light: what survives the 8-bit clip where the sky
+        saturates (daytime, the moon), the light itself elsewhere. A meteor on a saturated sky adds nothing to the
+        frame, so its ground truth must not call it visible; one crossing the saturated moon shows beside it. Also
+        the most the event adds to the gray frame (`gray_peak`: its colour, white balance and luma), before noise."""
         cam = self.plan.camera
         ceiling = 255.0 - cam.black_level
-        gain = np.array(cam.white_balance, np.float32)
         for record in records:
-            y, x = record.pop("peak_yx")
-            added = events[y, x] * self.sky_mask[y, x] * gain
-            total = signal[y, x]
+            box, light, colour = record.pop("light")
+            added = light[..., None] * (colour * np.array(cam.white_balance, np.float32))
+            total = signal[box]
             shown = np.clip(total, 0, ceiling) - np.clip(total - added, 0, ceiling)
-            if added.sum() > 0 and shown.sum() < added.sum():
-                share = float(shown.sum() / added.sum())
-                record["peak_dn"] *= share
-                record["peak_snr"] *= share
+            kept = np.divide(shown.sum(axis=2), added.sum(axis=2), out=np.zeros_like(light),
+                             where=added.sum(axis=2) > 0)
+            seen = np.where((total > ceiling).any(axis=2), light * kept, light)
+            peak = np.unravel_index(np.argmax(seen), seen.shape)
+            record["peak_dn"] = float(seen[peak])
+            record["peak_snr"] = record["peak_dn"] / float(noise_sigma[box][peak] + 1e-6)
+            record["gray_peak"] = float((shown @ GRAY_WEIGHTS).max())
 
     def noise(self, signal: np.ndarray) -> np.ndarray:
         """Per-pixel noise sigma (DN): read noise plus shot noise of the signal."""
@@ -742,10 +753,11 @@ class NightRenderer:
     def truth_row(self, stamp, records, noise_sigma, cover, moon_alt, sun_alt, exposure) -> dict:
         """The ground-truth row of a frame: the main (most important) visible event and all others."""
         for record in records:
-            if record["kind"] in ("meteor", "fireball") and record["peak_snr"] < MIN_VISIBLE_SNR:
-                record["kind"] = "hidden-meteor"    # behind clouds or trees: nothing a person could label
+            if record["kind"] in ("meteor", "fireball") and (record["peak_snr"] < MIN_VISIBLE_SNR
+                                                             or record["gray_peak"] <= MIN_VISIBLE_GRAY_DN):
+                record["kind"] = "hidden-meteor"    # behind clouds or trees, or too faint: nothing a person could label
         records = [r for r in records if r["kind"] in ("meteor", "fireball", "hidden-meteor")
-                   or r["peak_snr"] >= MIN_SHOWN_SNR]       # a crossing the 8-bit clip hides (a saturated sky)
+                   or r["peak_snr"] >= MIN_SHOWN_SNR]       # out of the frame, behind trees or cloud, clipped
         ranked = sorted(records, key=lambda r: (EVENT_PRIORITY.index(r["kind"]) if r["kind"] in EVENT_PRIORITY else 99,
                                                 -r["peak_snr"]))                # the brightest of a kind first
         main = ranked[0] if ranked and ranked[0]["kind"] in EVENT_PRIORITY else None
@@ -771,6 +783,14 @@ def shown_part(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return points
     first, last = np.flatnonzero(shown)[[0, -1]]
     return points[first:last + 1]
+
+
+def footprint(light: np.ndarray) -> tuple[slice, slice]:
+    """The smallest box holding all of an event's light (the corner pixel when it has none)."""
+    rows, columns = np.flatnonzero(light.any(axis=1)), np.flatnonzero(light.any(axis=0))
+    if not len(rows):
+        return slice(0, 1), slice(0, 1)
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
 def channel_mean(image: np.ndarray) -> np.ndarray:

@@ -471,6 +471,52 @@ def test_a_meteor_on_a_burnt_out_sky_is_hidden():
     assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "hidden-meteor")
 
 
+def test_a_meteor_the_difference_threshold_cannot_show_is_hidden():
+    """Simulator 1.5: a meteor was labelled visible from its peak over the sensor noise alone, 1.5× of it: on a quiet
+    camera that is under the thesis' difference threshold (> 3.5 DN), so the difference image showed nothing of it.
+    Now a meteor adding no more than the threshold to the gray frame is a hidden meteor."""
+    plan = quiet_plan(4)
+    plan.camera.sky_noise, plan.camera.read_noise = 1.6, 1.0                   # a quiet camera: 2× its noise < 3.5 DN
+    bare_plan = copy.deepcopy(plan)
+    lens = plan.camera.fisheye
+    start = np.array([lens.cx - 40, lens.cy + 30], np.float32)
+    faint = plant_meteor(plan, 5, start, length=150.0, snr=2.0)
+    plant_meteor(plan, 7, start, length=150.0, snr=4.0)                        # twice as bright: shows
+    renderer, bare = NightRenderer(plan), NightRenderer(bare_plan)
+    assert faint.peak_snr >= MIN_VISIBLE_SNR
+
+    image, row = renderer.render(5)
+    assert (row["label"], row["event"], row["events"]) == ("no-meteor", "none", "hidden-meteor")
+    quality = plan.camera.jpeg_quality
+    previous = jpeg(renderer.render(4)[0], quality)
+    with_it = preprocess.binary_difference(jpeg(image, quality), previous) > 0
+    without = preprocess.binary_difference(jpeg(bare.render(5)[0], quality), previous) > 0
+    trail = open_sky(renderer) & (distance_to_segment(start, start + sim.event_direction(faint) * 150.0) <= 1.5)
+    assert with_it[trail].mean() - without[trail].mean() < 0.1                # barely a speck more along its trail
+    assert renderer.render(7)[1]["label"] == "meteor"
+
+
+def test_a_meteor_crossing_the_saturated_moon_shows_beside_it():
+    """Simulator 1.5: a meteor was measured at its brightest point only; where that lay on the saturated moon it was
+    labelled no-meteor, though its path beside the moon lit hundreds of difference pixels. Now what the 8-bit clip
+    leaves is measured over all its light."""
+    plan = plan_night(303, datetime(2021, 11, 22, 20), 3, "moon", rates=NO_EVENTS)
+    renderer = NightRenderer(copy.deepcopy(plan))
+    moon_x, moon_y = plan.camera.fisheye.project(*renderer.moon_position(1))
+    start = np.array([moon_x - 0.7 * 120, moon_y], np.float32)          # its light curve peaks about 0.7 along
+    event = plant_meteor(plan, 1, start, length=120.0, snr=12.0)
+    event.direction = np.array([1.0, 0.0], np.float32)
+    quality = plan.camera.jpeg_quality
+    previous, bare = (jpeg(renderer.render(k)[0], quality) for k in (0, 1))
+    image, row = NightRenderer(plan).render(1)
+
+    assert image[round(moon_y), round(moon_x)].min() == 255                    # the moon saturates under its peak
+    assert row["label"] == "meteor" and row["peak_snr"] >= MIN_VISIBLE_SNR
+    new = (preprocess.binary_difference(jpeg(image, quality), previous) > 0) & ~(
+        preprocess.binary_difference(bare, previous) > 0)
+    assert new.sum() > 150
+
+
 def light_curve(t):
     """A meteor's rise and fade without flares, peak 1 (the simulator's)."""
     curve = lambda u: u ** 1.5 * (1 - u) ** 0.7
@@ -553,6 +599,33 @@ def test_truth_describes_the_streak_over_open_sky_and_the_brightest_meteor():
     row = renderer.render(7)[1]
     assert row["events"] == "meteor;meteor" and (row["x1"], row["y1"]) == pytest.approx(tuple(bright.start), abs=0.01)
     assert row["peak_snr"] == pytest.approx(25.0, rel=0.3)
+
+
+def test_an_insect_near_the_lens_is_drawn_in_front_of_the_trees():
+    """Simulator 1.5: an insect's light was erased below the skyline, while its ground truth described it there. An
+    insect near the lens is in front of the trees: it is drawn over them, where its truth says it is."""
+    for seed in range(4, 30):            # a night whose skyline has a tree or building to fly in front of
+        plan = quiet_plan(seed)
+        bare = NightRenderer(copy.deepcopy(plan))
+        ground = (bare.sky_mask < 0.01) & (bare.inside > 0.99)
+        ground[[0, -1], :] = ground[:, [0, -1]] = False                         # the frame's edge is no tree's
+        depth = cv2.distanceTransform(ground.astype(np.uint8), cv2.DIST_L2, 5)
+        deepest = np.unravel_index(np.argmax(depth), depth.shape)
+        if depth[deepest] > 12:
+            break
+    end = np.array([deepest[1], deepest[0]], np.float32)
+    inward = np.array([plan.camera.fisheye.cx, plan.camera.fisheye.cy], np.float32) - end
+    inward /= np.hypot(*inward)
+    start = end + inward * (depth[deepest] + 25)                                # in the open sky above the trees
+    assert bare.sky_mask[round(start[1]), round(start[0])] > 0.99
+    plan.events.append(Event("insect", [3], start, np.zeros(2, np.float32), float(np.hypot(*(end - start))), 4.0,
+                             30.0, (1.0, 1.0, 0.9), direction=-inward))
+    image, row = NightRenderer(plan).render(3)
+
+    assert row["event"] == "insect" and (row["x2"], row["y2"]) == pytest.approx(tuple(end), abs=0.5)
+    added = gray(image).astype(int) - gray(bare.render(3)[0])
+    x, y = round(end[0]), round(end[1])
+    assert bare.sky_mask[y, x] < 0.01 and added[y - 2:y + 3, x - 2:x + 3].mean() > 10     # over the trees
 
 
 # ---------------------------------------------------------------------------------------------------- crossings
