@@ -39,7 +39,8 @@ UPLOAD_ROUTE = "/uploadmeteor"
 TIMEOUT_S = 15
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
-HOLD_BACK_TRIES = 3                   # a report failed this often no longer holds back the later ones (Outbox.due)
+HOLD_BACK_TRIES = 3                   # a report the service failed on this often holds back no later one
+HOLDS_BACK = f"NOT (attempts >= {HOLD_BACK_TRIES} AND COALESCE(last_error, '') LIKE 'HTTP 5%')"   # SQL: one does
 CONFIG_PROBLEMS = {                   # a settings problem, not the report's: keep the items, fix the settings
     401: "fix guAlta_api_key / guAlta_obs_id", 403: "fix guAlta_api_key / guAlta_obs_id",
     404: "no upload route at this address: fix guAlta_URL", 405: "no upload route at this address: fix guAlta_URL"}
@@ -159,7 +160,9 @@ def is_damage(exc: sqlite3.Error) -> bool:
 class Outbox:
     """The on-disk queue of reports (and the watcher's progress). Use each Outbox from one thread at a time."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, check: bool = True):
+        """Open (create) the outbox at `path`; `check`: look for damage first (`_check`), as every command's first
+        opening does (the sender's, beside the client that opened it, need not)."""
         self.path = Path(path)
         self.db = None
         try:
@@ -167,7 +170,8 @@ class Outbox:
             self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                       check_same_thread=False)
             self._set_up()
-            self._check()
+            if check:
+                self._check()
         except (OSError, sqlite3.Error, DamagedOutbox) as exc:
             if self.db is not None:
                 self.db.close()
@@ -276,20 +280,20 @@ class Outbox:
     def due(self, now: float | None = None, limit: int = 50) -> list[Item]:
         """Pending items oldest first, up to the first whose retry time has not come (all of them if now is None):
         one waiting for its retry holds back the later ones, so a night's end log never goes before its start —
-        unless it failed HOLD_BACK_TRIES times already (a report the service keeps failing on blocks nothing)."""
+        unless the service failed on it HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it keeps failing on blocks
+        nothing; a network outage holds everything back)."""
+        if now is None:
+            rows = self._read("SELECT id, key, body, attempts FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?",
+                              (limit,))
+            return [Item(*row) for row in rows]
+        rows = self._read(f"SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' AND "
+                          f"(next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (now, limit))
         due = []
-        for *item, next_try in self._pending_in_order(limit):
-            if now is not None and next_try > now:
-                if item[3] < HOLD_BACK_TRIES:
-                    break
-                continue
+        for *item, next_try in rows:
+            if next_try > now:                  # the oldest one holding back the rest, not due yet
+                break
             due.append(Item(*item))
         return due
-
-    def _pending_in_order(self, limit: int | None = None) -> list[tuple]:
-        """(id, key, body, attempts, next_try) of the pending items, oldest first."""
-        return self._read("SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' "
-                          "ORDER BY id LIMIT ?", (-1 if limit is None else limit,))
 
     def mark(self, item: Item, outcome: Outcome, now: float) -> None:
         """Record a send's outcome: sent, rejected, or pending with the next retry time — unless the item was
@@ -360,14 +364,14 @@ class Outbox:
         return self._read("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
 
     def next_due(self) -> float | None:
-        """Unix time the next send is due (`due`): the earliest retry among the oldest pending item that holds back
-        the later ones and the items before it that do not (None if nothing is pending)."""
-        times = []
-        for *_, attempts, next_try in self._pending_in_order(limit=None):
-            times.append(next_try)
-            if attempts < HOLD_BACK_TRIES:
-                break
-        return min(times, default=None)
+        """Unix time the next send is due (`due`): the earliest retry among the oldest pending item holding back the
+        later ones and those before it that do not (None if nothing is pending)."""
+        holder = self._read(f"SELECT id, next_try FROM outbox WHERE state = 'pending' AND {HOLDS_BACK} "
+                            "ORDER BY id LIMIT 1")
+        before = holder[0][0] if holder else None
+        released = self._read(f"SELECT MIN(next_try) FROM outbox WHERE state = 'pending' AND NOT {HOLDS_BACK} "
+                              "AND (? IS NULL OR id < ?)", (before, before))[0][0]
+        return min((t for t in (holder[0][1] if holder else None, released) if t is not None), default=None)
 
     def counts(self) -> dict[str, int]:
         return dict(self._read("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
@@ -504,7 +508,7 @@ class Sender:
 
     def _run(self) -> None:
         try:
-            outbox = Outbox(self.outbox_path)
+            outbox = Outbox(self.outbox_path, check=False)
         except OutboxError as exc:            # the client that queues into it stops with the same error
             log.error("sender stopped: %s", exc)
             return
@@ -559,7 +563,7 @@ class Sender:
         """Wait until nothing is pending (True), or the timeout passes or the service is found unreachable (False)."""
         self.wake()
         deadline = time.monotonic() + timeout
-        with Outbox(self.outbox_path) as outbox:
+        with Outbox(self.outbox_path, check=False) as outbox:
             while outbox.pending():
                 if time.monotonic() > deadline or time.time() < self.blocked_until:
                     return False
@@ -574,7 +578,7 @@ class Sender:
         self._stop.set()
         self._wake.set()
         self.thread.join(TIMEOUT_S + 5)
-        with Outbox(self.outbox_path) as outbox:
+        with Outbox(self.outbox_path, check=False) as outbox:
             if timeout > 0 and outbox.pending():
                 try:
                     last = deliver(outbox, self.client, everything=True)

@@ -233,6 +233,30 @@ def test_a_report_the_service_keeps_failing_on_holds_back_the_others_only_a_whil
         assert outbox.due(now) == [] and outbox.next_due() > now        # the failing one, at its own retry
 
 
+def test_a_network_outage_holds_every_report_back_however_long_it_lasts(tmp_path):
+    """Only the service failing on a report releases the ones after it: failed sends of an outage did too, and the
+    night's end log went before its start log after 14 s without the network."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put("log/start/obs01/20260916", {"log": "start"})
+        outbox.put("log/end/obs01/20260916", {"log": "end"})
+        for _ in range(report.HOLD_BACK_TRIES + 2):
+            outbox.mark(outbox.due()[0], report.Outcome("retry", "network: ConnectionError"), 1000.0)
+        assert outbox.due(1000.0) == [] and outbox.next_due() > 1000.0
+
+
+def test_many_reports_the_service_fails_on_do_not_hide_the_ones_after_them(tmp_path):
+    """The 50 oldest reports, each failed by the service and waiting: the next one, never tried, is due (they filled
+    the batch and nothing was sent, while the sender was told something was due: it spun)."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        for i in range(52):
+            outbox.put(f"detection/obs01/2026091623{i // 60:02d}{i % 60:02d}", detection())
+        for item in outbox.due(limit=51):
+            for _ in range(report.HOLD_BACK_TRIES):
+                outbox.mark(item, report.Outcome("retry", "HTTP 502: bad gateway"), 1000.0)
+        assert [item.key for item in outbox.due(1000.0)] == ["detection/obs01/20260916230051"]
+        assert outbox.next_due() == 0
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
