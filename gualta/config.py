@@ -417,9 +417,6 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
     if ("latitude" in values and "longitude" in values
             and (values["latitude"] is None) != (values["longitude"] is None)):
         problems.append("guAlta_latitude and guAlta_longitude go together: set both, or neither")
-    if "start_time" in values and "end_time" in values \
-            and (problem := window_problem(values["start_time"], values["end_time"])):
-        problems.append(problem)
     if problems:
         raise ConfigError(problems)
     return Settings(**values, source=str(config_file))

@@ -36,7 +36,7 @@ import numpy as np
 
 from gualta import allsky
 from gualta.client_errors import ClientError
-from gualta.config import Settings, next_local_time, seconds_until
+from gualta.config import Settings, next_local_time, seconds_until, window_problem
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
                            log_report, look_mask, prepare, scorer_for, show)
 from gualta.frames import NightFrames
@@ -602,6 +602,8 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     watch until SIGINT/SIGTERM (or `stop`); each night's scores CSV goes into the folder `scores` as it ends."""
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
+    if problem := window_problem(settings.start_time, settings.end_time):     # batch and flush need no window
+        raise ClientError(problem)
     scores = scores_folder(scores)
     log.info("settings from %s: %s", settings.source, settings.describe())
     look_mask(settings)                                 # a mask that cannot be used stops it now, not at night

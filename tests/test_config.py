@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gualta import config
-from gualta.config import EXAMPLE_FILE, SETTINGS, ConfigError, load_settings
+from gualta.config import EXAMPLE_FILE, SETTINGS, ConfigError, load_settings, window_problem
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,22 +135,26 @@ def test_window_times_as_numbers_are_read_as_hhmm_and_an_hour_alone_is_refused(t
         'guAlta_end_time in numbers.py = 8: could be 08:00 or 00:08: write HHMM, e.g. 2000 or "20:00"']
 
 
-def test_a_window_running_past_noon_is_refused(tmp_path):
+def test_a_window_running_past_noon_is_refused_by_the_watcher_alone(tmp_path):
     """A window 2000–1300: at 12:30 the watcher took the night begun at noon (daytime capture on), closed it at 13:00
     with its first frames and never watched it again that evening. A window that ends by noon, begins at noon or
-    later, or is always open is taken."""
+    later, or is always open is taken; batch and flush, which need no window, take any."""
+    from gualta.client_errors import ClientError
+    from gualta.realtime import run_realtime
+
     config = tmp_path / "window.py"
     for start, end in (("2000", "1200"), ("1100", "0800"), ("1200", "1400"), ("1300", "2300"), ("1300", "1300")):
-        config.write_text(f"guAlta_start_time = {start!r}\nguAlta_end_time = {end!r}\n")
-        assert (load_settings(config, env={}).start_time, load_settings(config, env={}).end_time) == (start, end)
+        assert window_problem(start, end) == "", (start, end)
     for start, end in (("2000", "1300"), ("1000", "1400")):
         config.write_text(f"guAlta_start_time = {start!r}\nguAlta_end_time = {end!r}\n")
-        with pytest.raises(ConfigError) as caught:
-            load_settings(config, env={})
-        assert caught.value.problems == [
+        settings = load_settings(config, env={})
+        assert (settings.start_time, settings.end_time) == (start, end)
+        with pytest.raises(ClientError) as caught:
+            run_realtime(settings, upload=False)
+        assert str(caught.value) == (
             f"guAlta_start_time {start} to guAlta_end_time {end}: the real-time window may not run past noon, when "
             f"AllSky's night folder changes (with daytime capture on, the night begun at noon would be closed at {end} "
-            f"and never watched): end it by 1200"]
+            f"and never watched): end it by 1200")
 
 
 def test_unreadable_or_missing_settings_file(tmp_path):
