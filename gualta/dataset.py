@@ -211,19 +211,17 @@ def nights_under(root: str | Path) -> list[Path]:
 
 
 def split_nights(nights: list[Path], test_fraction: float = 0.25, seed: int = 0) -> tuple[list[Path], list[Path]]:
-    """Whole nights to train and test, sorted by name, each night decided on its own: a test night when its
-    `night_draw` is below the fraction, so adding a night moves no other. At least one test night (the lowest draw)
-    and never all (the highest draw trains)."""
+    """Whole nights to train and test, sorted by name: round(fraction × nights) test nights (at least one, never
+    all), those of the lowest `night_draw` — fixed for each night, so adding a night moves at most one other (the
+    night at the edge of the test set) between train and test."""
     if not 0 < test_fraction < 1:
         raise DatasetError(f"the test fraction must be between 0 and 1, not {test_fraction}")
     nights = sorted(nights, key=lambda night: Path(night).name)
     if len(nights) < 2:
         raise DatasetError(f"need at least two nights to split into train and test, got {len(nights)}")
-    draws = {night: night_draw(Path(night).name, seed) for night in nights}
-    test = [night for night in nights if draws[night] < test_fraction] or [min(nights, key=draws.get)]
-    if len(test) == len(nights):
-        test.remove(max(nights, key=draws.get))
-    return [night for night in nights if night not in test], test
+    test_count = min(max(1, round(test_fraction * len(nights))), len(nights) - 1)
+    test = set(sorted(nights, key=lambda night: night_draw(Path(night).name, seed))[:test_count])
+    return [night for night in nights if night not in test], [night for night in nights if night in test]
 
 
 def night_draw(name: str, seed: int) -> float:

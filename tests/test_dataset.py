@@ -152,7 +152,7 @@ def test_overwrite_over_a_raw_frame_dataset_makes_a_difference_dataset(prepared,
 def test_split_nights_whole_nights_deterministic():
     nights = [Path(f"/r/202111{d:02d}") for d in range(1, 9)]
     train, test = split_nights(list(reversed(nights)), 0.25, seed=3)
-    assert 1 <= len(test) < len(nights)
+    assert len(test) == 2
     assert sorted(train + test) == nights and not set(train) & set(test)
     assert split_nights(nights, 0.25, seed=3) == (train, test)
     assert {tuple(split_nights(nights, 0.25, seed=s)[1]) for s in range(10)} != {tuple(test)}
@@ -164,19 +164,19 @@ def test_split_nights_whole_nights_deterministic():
         split_nights(nights, 1.0)
 
 
-def test_adding_a_night_moves_no_other_night_between_train_and_test():
+def test_adding_a_night_moves_at_most_one_other_night_between_train_and_test():
     """--test-fraction drew the test nights anew whenever a night was added: in the retraining loop (label a night,
-    prepare again, fine-tune with --init) nights the previous model trained on were then tested on."""
+    prepare again, fine-tune with --init) nights the previous model trained on were then tested on. Each night's
+    draw is its own: a night added moves at most one other, the one at the edge of the test set — into training, or,
+    when the test set grows by one, into test."""
     nights = [Path(f"/r/2021{m:02d}{d:02d}") for m in (10, 11) for d in range(1, 29)]
     for seed in range(4):
         for count in range(4, len(nights)):
             before, after = split_nights(nights[:count], 0.25, seed), split_nights(nights[:count + 1], 0.25, seed)
-            moved = set(before[1]) ^ (set(after[1]) - {nights[count]})
-            forced = len(before[1]) == 1 or len(before[0]) == 1     # at least one test night, never all
-            assert not moved or forced, (seed, count, moved)
-    tested = [len(split_nights([Path(f"/r/{n}") for n in range(20000000, 20000400)], 0.25, seed)[1])
-              for seed in range(3)]
-    assert all(70 < count < 130 for count in tested), tested     # about a quarter of 400
+            moved = (set(before[1]) ^ set(after[1])) - {nights[count]}
+            assert len(moved) <= 1, (seed, count, moved)
+            assert not moved & set(before[0]) or len(after[1]) > len(before[1]), (seed, count)
+            assert len(after[1]) == round(0.25 * (count + 1)), (seed, count)
 
 
 def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
