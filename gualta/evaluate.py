@@ -154,8 +154,9 @@ def ranking_scores(pred: pd.DataFrame) -> dict[str, float | None]:
 
     unscored = pred.loc[pred["p_meteor"].isna(), "fn"]
     if len(unscored):
-        raise ValueError(f"{len(unscored)} frames have no score (NaN), {unscored.iloc[0]} first: the model does not "
-                         "give a number for them")
+        log.warning("%d frames have no score (NaN), %s first: the model gives no number for them; they count as not "
+                    "detected, and the AUCs leave them out", len(unscored), unscored.iloc[0])
+        pred = pred[pred["p_meteor"].notna()]
     if pred["meteor"].nunique() < 2:
         return {"roc_auc": None, "pr_auc": None}
     return {"roc_auc": float(roc_auc_score(pred["meteor"], pred["p_meteor"])),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -28,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 READ_WORKERS = 8        # concurrent reads of many small objects (one S3 request each; boto3's pool holds 10)
 KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
@@ -149,7 +152,8 @@ def write_synced(path: Path, data: bytes) -> None:
 
 def sync_folder(folder: Path) -> None:
     """Flush a folder's entries to the disk (a name just made survives a power cut); quietly nothing where the file
-    system cannot (Windows, some network shares)."""
+    system cannot (Windows, some network shares). The write it follows is made: another failure is logged, not
+    raised (a 503 would have the client send again what is stored)."""
     try:
         handle = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -158,7 +162,7 @@ def sync_folder(folder: Path) -> None:
         os.fsync(handle)
     except OSError as exc:
         if exc.errno not in NO_FOLDER_SYNC:
-            raise
+            log.warning("store folder %s: cannot flush it to the disk: %s", folder, exc.strerror or exc)
     finally:
         os.close(handle)
 

@@ -69,15 +69,16 @@ def test_threshold_reaching_recall(pred):
     assert ev.threshold_for_recall(pred[pred["meteor"] == 0]) is None
 
 
-def test_frames_without_a_score_are_never_detected_nor_ranked(pred):
+def test_frames_without_a_score_are_never_detected_nor_ranked(pred, caplog):
     """A NaN score sorted to the top: the threshold 'reaching' recall 0.98 was one that reaches less; and the AUCs
-    stopped the report with sklearn's 'Input contains NaN'."""
+    stopped the report with sklearn's 'Input contains NaN' (no metrics.json)."""
     broken = pred.copy()
     broken.loc[broken["fn"] == "m0.png", "p_meteor"] = np.nan
     assert ev.threshold_for_recall(broken, 0.98) is None                 # 9 of 10 at most: 0.9
     assert ev.threshold_for_recall(broken, 0.9) == 0.20
-    with pytest.raises(ValueError, match="1 frames have no score"):
-        ev.ranking_scores(broken)
+    assert ev.ranking_scores(broken) == ev.ranking_scores(pred.drop(index=0))       # the AUCs of the scored ones
+    assert "1 frames have no score (NaN), m0.png first" in caplog.text
+    json.dumps(ev.summarize(broken))                                                  # metrics.json is written
 
 
 def test_classification_report_and_auc(pred):

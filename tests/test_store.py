@@ -243,6 +243,23 @@ def test_a_folder_the_file_system_cannot_flush_is_passed_over(tmp_path, monkeypa
     assert local.create("a/c.json", b"2") is True and local.get("a/c.json") == b"2"
 
 
+
+def test_a_folder_flush_that_fails_after_the_write_is_logged_not_raised(tmp_path, monkeypatch, caplog):
+    """The write is made when its folder is flushed: an error then was a StoreError, the client's 503, and its
+    re-send of what was stored a duplicate."""
+    fsync = store.os.fsync
+
+    def folders_fail(handle):
+        if stat.S_ISDIR(os.fstat(handle).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(handle)
+    monkeypatch.setattr(store.os, "fsync", folders_fail)
+    local = store.LocalStore(tmp_path)
+    local.put("a/b.json", b"1")
+    assert local.create("a/c.json", b"2") is True and local.get("a/c.json") == b"2"
+    assert "cannot flush it to the disk: Input/output error" in caplog.text
+
+
 def test_local_store_leaves_no_temp_files(tmp_path):
     local = store.LocalStore(tmp_path)
     local.put("a/b.json", b"1")
