@@ -27,20 +27,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gualta import payload, server, store  # noqa: E402
-from gualta.cli import positive_int  # noqa: E402
+from gualta.cli import positive_int, unit_interval  # noqa: E402
 
 NIGHT = "20260920"
-
-
-def fraction(text: str) -> float:
-    """argparse type: a share from 0 to 1 (0.1: a tenth)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1 (0.1: a tenth of the detections): {text}")
-    return value
 
 
 def images(count: int = 8) -> list[bytes]:
@@ -140,7 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--store", type=Path, help="the --url service's store folder, to count what it holds")
     parser.add_argument("--observatories", type=positive_int, default=10)
     parser.add_argument("--detections", type=positive_int, default=100, help="per observatory")
-    parser.add_argument("--resend", type=fraction, default=0.1, help="fraction re-sent (retries)")
+    parser.add_argument("--resend", type=unit_interval, default=0.1, help="fraction re-sent (retries)")
     parser.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     args = parser.parse_args(argv)
     if args.url and not args.keys:
