@@ -361,6 +361,7 @@ class Watcher:
         self.settings_stamp = settings_file_stamp(settings)     # the settings file as read (`say_if_settings_edited`)
         self.outbox = Outbox(settings.outbox)
         self.current: NightWatch | None = None
+        self.awaiting_said = ""                       # the night a first start said it waits for (`over_before_…`)
         self.left_nights: list[Path] = []             # past nights to decide while the new night has no frame waiting
         self.catching_up: NightWatch | None = None
         self.looked_after_window = False              # the nights ended with the window were looked for
@@ -451,7 +452,13 @@ class Watcher:
         scored whole and its logs posted again. Tonight's folder is awaited; an always-open window has no end, so
         its newest folder is watched."""
         start, end = self.settings.start_time, self.settings.end_time
-        return start != end and night < first_night_not_ended(self.clock(), end) and not self.outbox.watched_nights()
+        awaited = first_night_not_ended(self.clock(), end)
+        over = start != end and night < awaited and not self.outbox.watched_nights()
+        if over and self.awaiting_said != awaited:
+            self.awaiting_said = awaited
+            self.say(f"night {night} is over (its window ended before this first start): waiting for night "
+                     f"{awaited}'s folder")
+        return over
 
     def say_if_settings_edited(self) -> None:
         """Say, once an edit, that the settings file changed since it was read: its values hold until a restart

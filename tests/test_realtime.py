@@ -517,11 +517,13 @@ def test_a_first_start_before_tonight_s_folder_waits_for_it_rather_than_take_up_
     root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, url,
                                                   datetime(2021, 11, 11, 20, 5))
     writer.write(range(0, 10))                                       # last night's, watched by another install
-    sender = Sender(config.outbox, ApiClient(url, KEY))
-    watcher = Watcher(config, model, threading.Event(), sender, say=lambda line: None, settle_s=0.0,
+    sender, lines = Sender(config.outbox, ApiClient(url, KEY)), []
+    watcher = Watcher(config, model, threading.Event(), sender, say=lines.append, settle_s=0.0,
                       clock=lambda: clock[0])
     ticked(watcher, 3)
     assert watcher.current is None and rows_in(config.outbox) == []
+    assert [line for line in lines if "waiting for" in line] == [              # said once, not at every check
+        f"night {NIGHT} is over (its window ended before this first start): waiting for night {NEXT_NIGHT}'s folder"]
     Writer(client_night, root, spacing_s=0.0, folder_name=NEXT_NIGHT).write(range(0, 3))
     ticked(watcher, 3)
     assert watcher.current.night == NEXT_NIGHT and not watcher.left_nights
