@@ -1,6 +1,6 @@
 """The thesis' fastai recipe on a folder dataset (index.csv), from Python, the CLI and the notebooks.
 
-    python -m gualta.train train   --dataset DATA --out RUN [--arch resnet34|resnet18] [--size 224] [--epochs 35]
+    python -m gualta.train train   --dataset DATA --out RUN [--arch resnet34|resnet18] [--size S] [--epochs 35]
                                    [--lr 1e-3] [--bs 32] [--seed 42] [--pretrained|--no-pretrained] [--threads N]
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
                                    [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
@@ -49,6 +49,7 @@ BALANCES = ("downsample", "weighted", "oversample", "none")
 LABEL = "label"
 VALID = "is_valid"
 CHECKPOINT = "best"
+DEFAULT_SIZE = 224                  # the input side of a run that names none and starts from no model
 LR_PLOT = "lr_find.png"
 
 
@@ -66,7 +67,7 @@ class TrainConfig:
     dataset: Path
     out: Path
     arch: str = "resnet34"
-    size: int = 224
+    size: int | None = None          # input side, px; None: the init model's, else DEFAULT_SIZE (set by learner_for)
     epochs: int = 35
     lr: float = 1e-3
     bs: int = 32
@@ -286,6 +287,31 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
     learn.train_nights = tuple(sorted(set(learn.train_nights) | set(getattr(source, "train_nights", ()))))
 
 
+def init_size(model: Path) -> int | None:
+    """The input side an --init model was trained at (ONNX metadata `input_size`, a .pkl's Resize); None where it
+    does not read (load_weights then says why)."""
+    from gualta.export import props_of, read_onnx
+    from gualta.model import learner_info
+
+    try:
+        if model.suffix == ".onnx":
+            return int(props_of(read_onnx(model))["input_size"])
+        from fastai.learner import load_learner
+        return learner_info(load_learner(model, cpu=True)).size
+    except Exception:                               # unreadable, foreign, no metadata: load_weights' error to give
+        return None
+
+
+def input_size(config: TrainConfig) -> int:
+    """--size, else the --init model's input side, else DEFAULT_SIZE; a --size other than the init's is warned of."""
+    start = init_size(config.init) if config.init else None
+    if config.size and start and config.size != start:
+        log.warning("--size %d but %s was trained at %d px: it is measured, fine-tuned and (no epoch beating it) "
+                    "kept at %d px; leave --size out to train at %d", config.size, config.init, start, config.size,
+                    start)
+    return config.size or start or DEFAULT_SIZE
+
+
 def dataset_kind(dataset_dir: Path) -> str:
     """The input kind a dataset holds: raw if built by build_raw_dataset, else diff."""
     return "raw" if (Path(dataset_dir) / RAW_MARKER).is_file() else "diff"
@@ -307,6 +333,7 @@ def learner_for(config: TrainConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed, reproducible=True)
+    config.size = input_size(config)                # config.json records the side trained at
     rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed,
                          config.min_snr, config.min_length, config.short_min_snr)
     dls = make_dataloaders(config.dataset, rows, config.size, config.bs, config.seed, config.workers)
@@ -669,7 +696,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder with index.csv")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--arch", choices=ARCHS, default="resnet34", help="network (default: %(default)s)")
-    parser.add_argument("--size", type=positive_int, default=224, help="network input side, px (default: %(default)s)")
+    parser.add_argument("--size", type=positive_int,
+                        help=f"network input side, px (default: the --init model's, else {DEFAULT_SIZE})")
     parser.add_argument("--epochs", type=positive_int, default=35, help="epochs (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate (default: %(default)s)")
     parser.add_argument("--bs", type=positive_int, default=32, help="batch size (default: %(default)s)")

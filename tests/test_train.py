@@ -17,6 +17,7 @@ import pytest
 
 from gualta import train
 from gualta.train import TrainError, class_weights, training_rows
+from conftest import TINY_SIZE
 
 ARTEFACTS = ("model.pkl", "model.onnx", "config.json", "history.csv", "losses.csv", "predictions.csv",
              "metrics.json", "confusion_matrix.png", "loss_curves.png", "top_losses.png", "top_losses.csv", "cam.png")
@@ -515,6 +516,27 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_pa
         train.learner_for(replace(config, arch="resnet34"))
     with pytest.raises(train.TrainError, match=r"\d+ training images make no full batch of 4096: lower --bs"):
         train.learner_for(replace(config, bs=4096))             # before --init would calibrate on no batch
+
+
+def test_a_fine_tune_trains_at_its_starting_models_size_unless_told(tiny_run, tiny_dataset, tmp_path, caplog):
+    """--init without --size trained at 224 px whatever the model's size (the shipped one: 320): its starting loss
+    was measured, and its weights kept, at the wrong size. Now the init's size is the default; another is warned of."""
+    from gualta.model import learner_info
+
+    args = train.build_parser().parse_args(["train", "--dataset", str(tiny_dataset[1]), "--out", str(tmp_path),
+                                            "--no-pretrained", "--init", str(tiny_run.run_dir / "model.onnx")])
+    assert train.config_from(args).size is None
+    for init in ("model.pkl", "model.onnx"):
+        config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "tune", arch="resnet18", bs=8, threads=1,
+                                   pretrained=False, init=tiny_run.run_dir / init)
+        learn, _ = train.learner_for(config)
+        assert learner_info(learn).size == TINY_SIZE == train.jsonable(config)["size"]
+    assert "--size" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="gualta.train"):
+        learn, _ = train.learner_for(replace(config, size=32))
+    assert learner_info(learn).size == 32
+    assert f"--size 32 but {config.init} was trained at {TINY_SIZE} px" in caplog.text
+    assert train.input_size(replace(config, init=None, size=None)) == train.DEFAULT_SIZE
 
 
 def test_a_fine_tuned_model_keeps_the_nights_its_starting_weights_learnt_from(tiny_run, tiny_dataset, tmp_path):
