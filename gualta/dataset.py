@@ -599,8 +599,9 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     out_dir/labels.csv (file,label) pre-filled from the night's ground truth when it has one, else from the
     client's `scores` CSV when given (its detections meteor, the rest no-meteor; its candidates marked), the
     pre-filled label also in column `prefilled`. Labels an earlier sheet's labels.csv holds that are not what it
-    pre-filled are kept: given by hand (a rerun wiped a night's hand labelling); its rows of other nights' frames are
-    kept as they were."""
+    pre-filled are kept: given by hand (a rerun wiped a night's hand labelling); without `scores`, what it
+    pre-filled from earlier scores stays, `client` column too (a rerun emptied the labels the operator confirmed by
+    leaving them); its rows of other nights' frames are kept as they were."""
     import jinja2
 
     night, out_dir = Path(night_dir), Path(out_dir)
@@ -633,6 +634,9 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         known = truth.loc[candidate.name] if truth is not None and candidate.name in truth.index else {}
         implied, did, flagged = client_view(client.loc[candidate.name] if client is not None
                                             and candidate.name in client.index else None)
+        if client is None:                          # no new scores: the earlier scores' pre-fill stands
+            implied, did = (earlier_cell(earlier, candidate.name, "prefilled").lower(),
+                            earlier_cell(earlier, candidate.name, "client"))
         prefilled = text_or_empty(known.get("label")) or implied
         rows.append({"id": frame_id, "file": candidate.name, "previous": pair.previous.name,
                      "gap_s": round(pair.gap_s), "long_gap": pair.long_gap,
@@ -646,7 +650,11 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
                                 [row for row in rows if row["candidate"]]), encoding="utf-8")
     if kept := sum(row["file"] in given for row in rows):
         log.info("%s: %d label(s) given by hand kept", labels, kept)
-    columns = ["file", "label", "prefilled"] + (["client"] if client is not None else [])
+    if changed := sum(earlier_cell(earlier, row["file"], "label") not in ("", row["label"]) for row in rows):
+        log.info("%s: %d label(s) pre-filled earlier now pre-filled otherwise (new scores or ground truth)",
+                 labels, changed)
+    has_client = client is not None or any(row["client"] for row in rows)
+    columns = ["file", "label", "prefilled"] + (["client"] if has_client else [])
     sheet = pd.DataFrame(rows, columns=columns)
     others = other_nights_rows(earlier, frame_list)
     if len(others):
@@ -662,6 +670,13 @@ def other_nights_rows(earlier: pd.DataFrame | None, frame_list: list[Path]) -> p
     if earlier is None:
         return pd.DataFrame(columns=["file", "label"])
     return earlier[~earlier["file"].isin([frame.name for frame in frame_list])].reset_index(drop=True)
+
+
+def earlier_cell(earlier: pd.DataFrame | None, name: str, column: str) -> str:
+    """A frame's cell in an earlier labels.csv (read_labels), stripped; '' where it has none."""
+    if earlier is None or column not in earlier.columns or name not in earlier.index:
+        return ""
+    return text_or_empty(earlier.at[name, column]).strip()
 
 
 def hand_labels(table: pd.DataFrame) -> dict[str, str]:

@@ -691,6 +691,33 @@ def test_label_aid_prefills_a_real_night_from_the_clients_scores(tmp_path):
     assert list(result.index.loc[result.index["meteor"] == 1, "file"]) == [frame_path(night, 2).name]
 
 
+def test_label_aid_again_without_scores_keeps_what_earlier_scores_pre_filled(tmp_path, caplog):
+    """A rerun without --scores emptied the labels pre-filled from earlier scores that the operator confirmed by
+    leaving them (prepare --labels then skipped them); new scores that change pre-filled labels are counted."""
+    night = make_night(tmp_path / "nights", "20211110", 5, meteors=(2,), ground_truth=False)
+    scores = tmp_path / "scores.csv"
+    client_scores(night, [("", False, "skipped"), (0.1, False, ""), (0.9, True, ""), (0.2, False, ""),
+                          (0.95, True, "")]).to_csv(scores, index=False)
+    label_aid(night, tmp_path / "aid", scores)
+    sheet = pd.read_csv(tmp_path / "aid" / "labels.csv", dtype=str, keep_default_na=False)
+    sheet.loc[3, "label"] = "no-meteor"                        # the operator's verdict on frame 4; the rest confirmed
+    sheet.to_csv(tmp_path / "aid" / "labels.csv", index=False)
+    label_aid(night, tmp_path / "aid")
+    again = pd.read_csv(tmp_path / "aid" / "labels.csv", dtype=str, keep_default_na=False)
+    assert again.equals(sheet)
+    result = prepare_dataset([night], [], tmp_path / "data", labels=tmp_path / "aid" / "labels.csv")
+    assert len(result.index) == 4 and list(result.index.loc[result.index["meteor"] == 1, "file"]) == [
+        frame_path(night, 2).name]
+    client_scores(night, [("", False, "skipped"), (0.6, True, ""), (0.9, True, ""), (0.2, False, ""),
+                          (0.1, False, "")]).to_csv(scores, index=False)          # a new model's run
+    with caplog.at_level(logging.INFO, "gualta.dataset"):
+        label_aid(night, tmp_path / "aid", scores)
+    labels = pd.read_csv(tmp_path / "aid" / "labels.csv", keep_default_na=False)
+    assert list(labels["label"]) == ["meteor", "meteor", "no-meteor", "no-meteor"]
+    assert "1 label(s) given by hand kept" in caplog.text
+    assert "1 label(s) pre-filled earlier now pre-filled otherwise" in caplog.text
+
+
 def test_label_aid_keeps_ground_truth_over_the_client_and_refuses_another_nights_scores(tmp_path):
     night = make_night(tmp_path / "nights", "20211110", 4, meteors=(2,))
     scores = tmp_path / "scores.csv"
