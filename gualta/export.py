@@ -256,7 +256,7 @@ def metrics_beside(model_path: Path, props: dict) -> dict | None:
     if not metrics_path.is_file():
         return None
     trained = model_path.with_name("model.pkl") if model_path.with_name("model.pkl").is_file() else model_path
-    evaluated = json.loads(metrics_path.read_text()).get("model", {})
+    evaluated = load_metrics(metrics_path).get("model", {})
     differs = [name for name, theirs, ours in (("arch", "arch", "arch"), ("input size", "size", "input_size"),
                                                ("input", "kind", "input_kind"), ("training time", "created", "created"))
                if evaluated.get(theirs) and props.get(ours) and str(evaluated[theirs]) != str(props[ours])]
@@ -272,11 +272,27 @@ def metrics_beside(model_path: Path, props: dict) -> dict | None:
     return read_metrics(metrics_path)
 
 
+def load_metrics(path: Path) -> dict:
+    """A metrics.json (an evaluation's: `n_test` or `confusion`, a `model` object if any); ValueError naming the file
+    where it is none (a config.json published all-null figures, a list or a bad `model` gave a traceback)."""
+    try:
+        metrics = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read metrics {path}: {exc}") from None
+    if not isinstance(metrics, dict) or not {"n_test", "confusion"} & set(metrics):
+        raise ValueError(f"{path} is not an evaluation's metrics.json (no n_test or confusion): give the one "
+                         "`python -m gualta.train evaluate` or `train` wrote")
+    if not isinstance(metrics.get("model", {}), dict):
+        raise ValueError(f"{path} is not an evaluation's metrics.json: its model is {metrics['model']!r}, not an "
+                         "object")
+    return metrics
+
+
 def read_metrics(path: Path) -> dict:
     """The headline figures of a metrics.json."""
     from gualta.evaluate import metrics_summary
 
-    return metrics_summary(json.loads(Path(path).read_text()))
+    return metrics_summary(load_metrics(path))
 
 
 def check_publishable(model_path: Path, props: dict[str, str]) -> None:

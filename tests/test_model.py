@@ -357,6 +357,31 @@ def test_an_evaluation_older_than_the_model_is_not_published_with_it(tiny_run, t
     assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"] == {}
 
 
+def test_publishing_with_what_is_not_a_metrics_json_is_a_clear_error(tiny_run, tmp_path, capsys):
+    """--metrics FILE: a config.json published all-null figures, a JSON list or a bad `model` gave a traceback, a
+    file that is no JSON said 'Expecting value' without naming it."""
+    from gualta.export import publish_model
+    from gualta.train import main
+
+    metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
+    wrong = {"config.json": (tiny_run.run_dir / "config.json").read_text(), "list.json": "[1, 2]",
+             "model.json": json.dumps({**metrics, "model": "resnet18"}), "notes.txt": "not JSON"}
+    for name, text in wrong.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SystemExit):
+            main(["publish", "--model", str(tiny_run.run_dir / "model.onnx"), "--store", str(tmp_path / "store"),
+                  "--metrics", str(tmp_path / name)])
+        error = capsys.readouterr().err
+        assert f"{tmp_path / name}" in error and "Traceback" not in error
+    assert not (tmp_path / "store" / "models").exists()
+    run = tmp_path / "run"                                   # a metrics.json beside the model that is none either
+    run.mkdir()
+    (run / "model.onnx").write_bytes((tiny_run.run_dir / "model.onnx").read_bytes())
+    (run / "metrics.json").write_text("[]")
+    with pytest.raises(ValueError, match="metrics.json is not an evaluation's metrics.json"):
+        publish_model(run / "model.onnx", tmp_path / "store")
+
+
 def test_publishing_what_is_not_an_onnx_model_is_a_clear_error_and_writes_nothing(tiny_run, tmp_path, capsys):
     import onnx
 
