@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_BATCHES = 8          # training batches whose statistics the unfolded batch norms take
 PARITY_TOLERANCE = 1e-3          # largest difference of p(class) between the rebuilt network and ONNX Runtime
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "ConvInteger",
+                 "MatMulInteger", "QLinearMatMul"}      # what an int8 (quantized) graph computes with
 
 
 class OnnxInitError(ValueError):
@@ -164,6 +166,13 @@ def difference_to_file(model: nn.Module, path: Path, batch: torch.Tensor, normal
     return float(np.abs(ours - theirs).max())
 
 
+def check_float(proto, path: Path) -> None:
+    """OnnxInitError for an int8 (quantized) model: its weights are rounded copies, and its graph no fastai one."""
+    if "quantized" in props_of(proto) or any(node.op_type in QUANTIZED_OPS for node in proto.graph.node):
+        raise OnnxInitError(f"{path} is an int8 (quantized) model: start from the float model it was quantized from "
+                            "(a run's model.onnx, models/guAlta.onnx)")
+
+
 def check_metadata(props: dict, path: Path, arch: str, classes: list[str], normalised: bool) -> None:
     if props.get("arch", arch) != arch:
         raise OnnxInitError(f"{path} is a {props['arch']}, this run trains a {arch}")
@@ -188,6 +197,7 @@ def load_onnx_weights(learn, path: str | Path, arch: str, inputs: list[torch.Ten
     path = Path(path)
     proto = read_onnx(path)
     normalize = learner_normalize(learn)
+    check_float(proto, path)
     check_metadata(props_of(proto), path, arch, list(learn.dls.vocab), normalize is not None)
     model = learn.model
     inputs = inputs or training_batches(learn)

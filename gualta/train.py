@@ -262,6 +262,7 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
     from fastai.learner import load_learner
 
     from gualta.export import props_of, read_onnx
+    from gualta.model import learner_info
     from gualta.onnx_init import load_onnx_weights
 
     if Path(model).suffix == ".onnx":
@@ -278,6 +279,8 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
         raise
     except Exception as exc:                        # a truncated or foreign pickle
         raise TrainError(f"cannot start from {model}: {type(exc).__name__}: {exc}") from None
+    if (theirs := learner_info(source).arch) not in (arch, "unknown"):      # before a screenful of state_dict keys
+        raise TrainError(f"cannot start from {model}: it is a {theirs}, this run trains a {arch}")
     try:
         learn.model.load_state_dict(source.model.state_dict())
     except RuntimeError as exc:

@@ -512,8 +512,9 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_run, tiny_dataset, tmp_pa
     assert source.keys() == target.keys()
     assert all(torch.equal(source[k], target[k].cpu()) for k in source)
 
-    with pytest.raises(train.TrainError, match="does not fit"):
-        train.learner_for(replace(config, arch="resnet34"))
+    with pytest.raises(train.TrainError, match="model.pkl: it is a resnet18, this run trains a resnet34$") as error:
+        train.learner_for(replace(config, arch="resnet34"))         # not 2.7 KB of state_dict keys
+    assert len(str(error.value)) < 300
     with pytest.raises(train.TrainError, match=r"\d+ training images make no full batch of 4096: lower --bs"):
         train.learner_for(replace(config, bs=4096))             # before --init would calibrate on no batch
 
@@ -625,6 +626,25 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
     (tmp_path / "broken.onnx").write_bytes(onnx_path.read_bytes()[:5000])
     with pytest.raises(TrainError, match="cannot start from .*broken.onnx"):
         train.learner_for(replace(config, init=tmp_path / "broken.onnx"))
+
+
+def test_an_int8_model_is_refused_as_a_start(tiny_run, tiny_dataset, tmp_path):
+    """--init an int8 (quantized) ONNX: its rounded weights and quantize nodes are no network to fine-tune; the
+    refusal names the cause, by its metadata or by its graph."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    noted = tmp_path / "noted.onnx"
+    proto = onnx.load(str(tiny_run.run_dir / "model.onnx"))
+    onnx.helper.set_model_props(proto, {**{prop.key: prop.value for prop in proto.metadata_props},
+                                        "quantized": "int8 static"})
+    onnx.save(proto, str(noted))
+    quantize_dynamic(str(tiny_run.run_dir / "model.onnx"), str(tmp_path / "int8.onnx"))
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "tune", arch="resnet18", bs=8, threads=1,
+                               pretrained=False)
+    for model in (noted, tmp_path / "int8.onnx"):
+        with pytest.raises(TrainError, match=f"{model} is an int8 .quantized. model: start from the float model"):
+            train.learner_for(replace(config, init=model))
 
 
 def test_head_only_trains_the_head_on_the_body_as_loaded(tiny_run, tiny_dataset, tmp_path):
