@@ -469,6 +469,18 @@ def warn_if_kind_differs(model, dataset_dir: Path) -> None:
                     model.info.kind, dataset_dir, holds)
 
 
+def warn_if_images_differ(model, dataset_dir: Path) -> None:
+    """Log when a model learnt from images of another side than the dataset's test images (another dataset
+    version: 400 px v4 or raw, 224 px v1–v3)."""
+    rows = test_rows(dataset_dir)
+    if rows.empty:                                  # predict_test says so
+        return
+    holds = read_gray(dataset_dir / rows["fn"].iloc[0]).shape[0]
+    if model.info.image_size != holds:
+        log.warning("the model learnt from %d px images but %s holds %d px images (another dataset version): its "
+                    "figures say nothing of it", model.info.image_size, dataset_dir, holds)
+
+
 def seen_in_training(model, pred: pd.DataFrame) -> list[str]:
     """The test nights the model learnt from (its `train_nights`), warned of: a dataset prepared again after nights
     were added moves nights between train and test, and the figures there are no test."""
@@ -518,6 +530,7 @@ def evaluate(model, dataset_dir: str | Path, out_dir: str | Path, threshold: flo
     out_dir.mkdir(parents=True, exist_ok=True)
     model = as_model(model, threads)
     warn_if_kind_differs(model, dataset_dir)
+    warn_if_images_differ(model, dataset_dir)
     pred = predict_test(model, dataset_dir)
     pred.to_csv(out_dir / "predictions.csv", index=False)
     metrics = {**summarize(pred, threshold),

@@ -470,6 +470,23 @@ def test_a_model_of_a_thesis_version_other_than_v4_is_kept_from_clients(tiny_dat
     assert v4.image_size == 400 and v4.client_ready
 
 
+def test_evaluating_on_another_dataset_version_is_warned_of(tiny_dataset, tiny_run, tmp_path, caplog):
+    """A v4 model (400 px images) evaluated on a v1 dataset (224 px) gave figures without a word."""
+    from gualta import evaluate
+    from gualta.dataset import prepare_dataset
+    from gualta.model import load_model
+
+    nights = sorted(p for p in tiny_dataset[0].iterdir() if p.is_dir())
+    prepare_dataset(nights[:-1], nights[-1:], tmp_path / "v1", version="v1")
+    model = load_model(tiny_run.run_dir / "model.onnx")
+    with caplog.at_level(logging.WARNING, logger="gualta.evaluate"):
+        evaluate.evaluate(model, tmp_path / "v1", tmp_path / "eval")
+        assert f"the model learnt from 400 px images but {tmp_path / 'v1'} holds 224 px images" in caplog.text
+        caplog.clear()
+        evaluate.warn_if_images_differ(model, tiny_dataset[1])                  # its own version: no word
+    assert "px images" not in caplog.text
+
+
 def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path, caplog):
     from gualta.evaluate import fusion_report, read_predictions
     from gualta.model import load_model
