@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -282,10 +283,7 @@ class Outbox:
         one waiting for its retry holds back the later ones, so a night's end log never goes before its start —
         unless the service failed on it HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it keeps failing on blocks
         nothing; a network outage holds everything back)."""
-        if now is None:
-            rows = self._read("SELECT id, key, body, attempts FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?",
-                              (limit,))
-            return [Item(*row) for row in rows]
+        now = math.inf if now is None else now
         rows = self._read(f"SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' AND "
                           f"(next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (now, limit))
         due = []
