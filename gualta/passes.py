@@ -31,6 +31,8 @@ N2YO_API = "https://api.n2yo.com/rest/v1/satellite"
 MIN_ALTITUDE_DEG = 10.0          # a pass counts from 10° above the horizon (the camera's useful sky)
 DARK_SUN_ALT_DEG = -6.0          # passes while the sun is higher are outside the camera's night
 STALE_TLE_DAYS = 7               # beyond this, predicted times drift by minutes: the page says so
+UNUSABLE_TLE_DAYS = 14           # beyond this, by tens of minutes (a 40-day-old ISS TLE: 30 min): no passes shown
+PASS_SAMPLES = 30                # instants a pass is read at for darkness and sunlight
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Pass:
     peak: datetime
     end: datetime
     max_alt_deg: float
-    sunlit: bool                 # the ISS is in sunlight at its highest: it leaves a bright trail
+    sunlit: bool                 # the ISS is in sunlight while the sky is dark, for some of the pass: a bright trail
 
 
 @dataclass
@@ -82,12 +84,17 @@ def observatories_from_env(env) -> dict[str, Observatory]:
 
 
 def observatory(obs_id: str, entry: dict) -> Observatory:
-    """One observatory from its settings dict, checked (lat −90…90, lon −180…180, a known time zone, a night sun
-    altitude −18…10)."""
+    """One observatory from its settings dict, checked (lat −90…90, lon −180…180, elevation −500…9000 m, a known
+    time zone, a night sun altitude −18…10)."""
     payload.check_obs_id(obs_id)
+    if any(isinstance(entry.get(name), bool) for name in ("lat", "lon", "elevation_m")):
+        raise ValueError(f"{obs_id}: lat, lon and elevation_m are numbers, not true/false")
     lat, lon = float(entry["lat"]), float(entry["lon"])
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise ValueError(f"{obs_id}: latitude/longitude out of range")
+    elevation = float(entry.get("elevation_m", 0.0))
+    if not -500 <= elevation <= 9000:
+        raise ValueError(f"{obs_id}: elevation_m {elevation:g} is outside -500…9000 metres")
     tz = str(entry.get("tz") or "")
     try:
         if tz:
@@ -97,8 +104,7 @@ def observatory(obs_id: str, entry: dict) -> Observatory:
     night_sun = float(entry.get("night_sun_altitude", DARK_SUN_ALT_DEG))
     if not -18 <= night_sun <= 10:
         raise ValueError(f"{obs_id}: night_sun_altitude {night_sun:g} is outside -18…10 degrees")
-    return Observatory(obs_id, lat, lon, float(entry.get("elevation_m", 0.0)), str(entry.get("name") or ""), tz,
-                       night_sun)
+    return Observatory(obs_id, lat, lon, elevation, str(entry.get("name") or ""), tz, night_sun)
 
 
 @lru_cache(maxsize=1)
@@ -144,7 +150,8 @@ def night_window(night: str, zone) -> tuple[datetime, datetime]:
 
 
 def find_passes(satellite, obs: Observatory, night: str) -> list[Pass]:
-    """Passes above MIN_ALTITUDE_DEG while the sky is dark (sun below DARK_SUN_ALT_DEG) during the night."""
+    """Passes above MIN_ALTITUDE_DEG during the night with some of them in the observatory's dark (the sun below its
+    night_sun_altitude); sunlit if the ISS is in sunlight at some instant of that dark part."""
     from skyfield.api import wgs84
 
     timescale, eph = _sky()
@@ -159,26 +166,34 @@ def find_passes(satellite, obs: Observatory, night: str) -> list[Pass]:
             current = {"start": t}
         elif kind == 1:
             current["peak"] = t
-        elif "peak" in current:
-            peak = current["peak"]
-            sun_alt = observer.at(peak).observe(eph["sun"]).apparent().altaz()[0].degrees
-            if sun_alt < DARK_SUN_ALT_DEG and "start" in current:
+        elif "peak" in current and "start" in current:
+            during = timescale.linspace(current["start"], t, PASS_SAMPLES)
+            dark = observer.at(during).observe(eph["sun"]).apparent().altaz()[0].degrees < obs.night_sun_altitude
+            if dark.any():
+                peak = current["peak"]
                 alt = (satellite - place).at(peak).altaz()[0].degrees
+                sunlit = satellite.at(during).is_sunlit(eph) & dark
                 found.append(Pass(*(x.utc_datetime().astimezone(obs.zone) for x in (current["start"], peak, t)),
-                                  max_alt_deg=round(float(alt), 1), sunlit=bool(satellite.at(peak).is_sunlit(eph))))
+                                  max_alt_deg=round(float(alt), 1), sunlit=bool(sunlit.any())))
+            current = {}
+        else:
             current = {}
     return found
 
 
+def tle_age_days(satellite, night: str) -> float:
+    """Days from the TLE's epoch to the middle of the night (negative: the epoch is later)."""
+    middle = datetime.strptime(night, allsky.NIGHT_FORMAT).replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return (middle - satellite.epoch.utc_datetime()).total_seconds() / 86400
+
+
 def tle_note(satellite, night: str) -> str:
     """Where the TLE stands relative to the night; warns when predictions are no longer reliable."""
-    epoch = satellite.epoch.utc_datetime()
-    middle = datetime.strptime(night, allsky.NIGHT_FORMAT).replace(tzinfo=timezone.utc) + timedelta(days=1)
-    age = (middle - epoch).total_seconds() / 86400
-    text = f"TLE epoch {epoch:%Y-%m-%d %H:%M} UTC"
+    age = tle_age_days(satellite, night)
+    text = f"TLE epoch {satellite.epoch.utc_datetime():%Y-%m-%d %H:%M} UTC"
     if abs(age) > STALE_TLE_DAYS:
         return f"{text}, {abs(age):.0f} days {'before' if age > 0 else 'after'} this night: times may be off by " \
-               f"minutes — refresh the TLE"
+               f"{'tens of ' if abs(age) > UNUSABLE_TLE_DAYS else ''}minutes — refresh the TLE"
     return text
 
 
@@ -218,6 +233,9 @@ def night_passes(obs_ids, night: str, env) -> dict[str, PassReport]:
                                                       "this observatory")
         elif satellite is None:
             reports[obs_id] = PassReport(obs_id, note=f"ISS passes unavailable: {source}")
+        elif abs(tle_age_days(satellite, night)) > UNUSABLE_TLE_DAYS:
+            reports[obs_id] = PassReport(obs_id, source=source, note=f"ISS passes not shown: {source}, "
+                                                                     f"{tle_note(satellite, night)}")
         else:
             reports[obs_id] = PassReport(obs_id, find_passes(satellite, obs, night), source,
                                          tle_note(satellite, night), available=True)

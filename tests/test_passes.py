@@ -51,9 +51,42 @@ def test_early_evening_pass_is_sunlit_and_late_ones_are_not(report):
     assert midnight and not any(p.sunlit for p in midnight)
 
 
-def test_stale_tle_is_flagged():
+def test_a_pass_sunlit_for_part_of_it_is_sunlit():
+    """The ISS often enters Earth's shadow during a pass. Read at its highest only, this 45° pass, sunlit for its
+    first third, was 'in shadow', and detections of its bright trail went untagged."""
+    from skyfield.api import wgs84
+
+    seen = passes.night_passes(["obs01"], "20260907", ENV)["obs01"]
+    bright = next(p for p in seen.passes if p.start.strftime("%H:%M") == "21:52")
+    timescale, eph = passes._sky()
+    iss = passes.read_tle(passes.DEFAULT_TLE.read_text())
+    assert not iss.at(timescale.from_datetime(bright.peak)).is_sunlit(eph)
+    assert iss.at(timescale.from_datetime(bright.start)).is_sunlit(eph) and bright.sunlit
+    place = wgs84.latlon(41.60, 1.84, elevation_m=700)
+    during = timescale.linspace(timescale.from_datetime(bright.start), timescale.from_datetime(bright.end), 60)
+    assert 0.1 < iss.at(during).is_sunlit(eph).mean() < 0.6
+    assert (iss - place).at(during).altaz()[0].degrees.min() > 9.7
+
+
+def test_passes_follow_the_observatory_night_sun_altitude():
+    """A camera whose night starts with the sun at −3° (its client's setting) sees the ISS in that twilight too: the
+    passes with the sun between −3° and −6° were left off, and detections of them went untagged."""
+    place = {"lat": 57.0, "lon": -3.2, "tz": "Europe/London"}
+    starts = {}
+    for sun in (-6, -3):
+        env = {"GUALTA_OBSERVATORIES": json.dumps({"obs05": {**place, "night_sun_altitude": sun}})}
+        starts[sun] = [p.start.strftime("%H:%M") for p in passes.night_passes(["obs05"], "20260921", env)["obs05"]
+                       .passes]
+    assert "19:28" in starts[-3] and "19:28" not in starts[-6] and set(starts[-6]) < set(starts[-3])
+
+
+def test_stale_tle_is_flagged_and_an_old_one_shows_no_passes():
+    """A TLE 65 days old puts the ISS tens of minutes off: its passes were shown, and detections tagged by them."""
+    aged = passes.night_passes(["obs01"], "20260926", ENV)["obs01"]
+    assert aged.available and aged.passes and "10 days before this night: times may be off by minutes" in aged.note
     far = passes.night_passes(["obs01"], "20261120", ENV)["obs01"]
-    assert far.available and "65 days before this night" in far.note and "refresh the TLE" in far.note
+    assert not far.available and not far.passes
+    assert "65 days before this night: times may be off by tens of minutes — refresh the TLE" in far.note
 
 
 def test_missing_coordinates_or_tle_are_explained_not_raised(tmp_path):
@@ -102,7 +135,9 @@ def test_the_n2yo_key_is_read_from_ssm_on_aws(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", ['{"obs01": {"lat": 95, "lon": 0}}', '{"obs01": {"lon": 0}}', "[1]", "{",
-                                 '{"<script>": {"lat": 1, "lon": 1}}', '{"obs01": {"lat": 1, "lon": 1, "tz": "Mars"}}'])
+                                 '{"<script>": {"lat": 1, "lon": 1}}', '{"obs01": {"lat": 1, "lon": 1, "tz": "Mars"}}',
+                                 '{"obs01": {"lat": 1, "lon": 1, "elevation_m": NaN}}', '{"obs01": {"lat": true, "lon": 1}}',
+                                 '{"obs01": {"lat": 1, "lon": 1, "elevation_m": 1e9}}'])
 def test_bad_observatory_settings_are_config_errors(bad):
     with pytest.raises(service_env.ConfigError):
         passes.observatories_from_env({"GUALTA_OBSERVATORIES": bad})
