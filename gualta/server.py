@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 LAMBDA_DIR = Path(__file__).resolve().parent.parent / "aws_lambda"
 DRAIN_LIMIT = 16 * 1024 * 1024          # after a 413, read at most this much so the client sees the answer
 SOCKET_TIMEOUT_S = 30
+KEEP_ALIVE_IDLE_S = 5                   # a kept-alive connection's wait for its next request (a browser keeps ~6)
 REQUEST_READ_S = 60                     # to send a request's line, headers and body (a detection is ~100 kB)
 MAX_CONNECTIONS = 200                   # connections served at once (a thread each); more are answered 503
 KEY_ROUTES = (ingest.ROUTE, "/site")    # POST routes whose API key is checked before the body is read
@@ -191,14 +192,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """One request, cut off if its line, headers and body are not all read within REQUEST_READ_S of its first
-        byte (a kept-alive connection waits for that byte within the socket timeout)."""
+        byte. A new connection waits for that byte within the socket timeout, a kept-alive one within
+        keep_alive_s: idle, it holds one of max_connections (a crowd of browsers took them all for 30 s)."""
+        kept_alive, self.served = getattr(self, "served", False), True
         try:
+            if kept_alive:
+                self.connection.settimeout(self.server.keep_alive_s)
             if not self.rfile.peek(1):       # the client closed the connection
                 self.close_connection = True
                 return
-        except OSError:                      # idle past the socket timeout, or reset
+        except OSError:                      # idle past the wait, or reset
             self.close_connection = True
             return
+        self.connection.settimeout(self.timeout)
         self.server.watch(self.connection)
         try:
             super().handle_one_request()
@@ -365,6 +371,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
     max_connections = MAX_CONNECTIONS
     read_s = REQUEST_READ_S
+    keep_alive_s = KEEP_ALIVE_IDLE_S
 
     def __init__(self, *args, **kwargs):
         self.busy = 0

@@ -552,6 +552,24 @@ def test_connections_beyond_the_limit_get_503_and_the_service_recovers(in_proces
     assert requests.get(f"http://{host}:{port}/health", timeout=10).json() == {"status": "ok"}
 
 
+def test_idle_kept_alive_connections_free_their_places_soon(in_process):
+    """A browser keeps ~6 connections alive after loading a page: idle, each held one of max_connections for the
+    30 s socket timeout, so a few dozen viewers had every upload answered 503. A kept-alive connection now waits
+    keep_alive_s for its next request; a new one still waits the socket timeout for its first."""
+    served, host, port, _ = in_process
+    served.keep_alive_s = 0.5
+    viewers = [http.client.HTTPConnection(host, port, timeout=10) for _ in range(served.max_connections)]
+    for viewer in viewers:
+        viewer.request("GET", "/health")
+        assert viewer.getresponse().read() == b'{"status": "ok"}'
+    assert served.busy == served.max_connections
+    time.sleep(3 * served.keep_alive_s)
+    assert served.busy == 0
+    assert requests.get(f"http://{host}:{port}/health", timeout=10).json() == {"status": "ok"}
+    for viewer in viewers:
+        viewer.close()
+
+
 def test_time_a_kept_alive_connection_waits_is_not_the_next_requests(in_process):
     """The clock of a request started while its connection waited for it: a client reusing its connection after a
     pause (the sender's session does) had that much less time to send its upload, and was cut off mid-body."""
