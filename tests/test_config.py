@@ -54,6 +54,18 @@ def test_a_settings_file_elsewhere_still_finds_the_shipped_model(tmp_path):
     assert settings.outbox == tmp_path / "etc" / "gualta_outbox.sqlite"       # where it always was
 
 
+def test_a_copy_of_the_example_elsewhere_finds_the_shipped_model(tmp_path):
+    """A copy of guAltaConfig.example.py used with `--config` keeps its line `guAlta_model = "models/guAlta.onnx"`:
+    it was read beside the copy, where no model is, and the batch stopped ("missing and could not be downloaded").
+    That value names the shipped model; another relative one stays relative to the file."""
+    example = (REPO / "guAltaConfig.example.py").read_text()
+    assert '\nguAlta_model = "models/guAlta.onnx"' in example
+    copy = settings_file(tmp_path / "etc" / "mycfg.py", example)
+    assert load_settings(copy, env={}).model == REPO / "models" / "guAlta.onnx"
+    own = settings_file(tmp_path / "etc" / "own.py", 'guAlta_model = "models/own.onnx"\n')
+    assert load_settings(own, env={}).model == tmp_path / "etc" / "models" / "own.onnx"
+
+
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path, monkeypatch):
     env = {"GUALTA_THRESHOLD": "0.9", "GUALTA_ENABLE_TELEGRAM": "false", "GUALTA_URL": "https://api.example.org/",
            "GUALTA_API_KEY": "secret-key-1", "GUALTA_START_TIME": "21:30", "GUALTA_MODEL": "m/x.onnx",
