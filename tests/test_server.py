@@ -303,16 +303,18 @@ def test_schedule_thread_builds_the_page(tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(config, "next_local_time", lambda now, at: now + timedelta(seconds=0.2))
-    assert scheduled_page(env, tmp_path / "store").exists() and (tmp_path / "store" / "index.html").exists()
+    page = scheduled_page(env, tmp_path / "store", "index.html")
+    assert page.exists() and (tmp_path / "store" / "index.html").exists()
 
 
-def scheduled_page(env: dict, root: Path) -> Path:
-    """The page of the night that ended last, as the schedule thread of a new service builds it (20 s at most)."""
+def scheduled_page(env: dict, root: Path, *then: str) -> Path:
+    """The page of the night that ended last, as the schedule thread of a new service builds it (20 s at most), and
+    the pages named in `then`, written after it."""
     stop = threading.Event()
     server.schedule_pages(server.Service(), "0900", stop)
     page = root / f"{server.service_env.ended_night(datetime.now(timezone.utc), env)}.html"
     deadline = time.monotonic() + 20
-    while not page.exists() and time.monotonic() < deadline:
+    while not all(path.exists() for path in (page, *(root / name for name in then))) and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     return page
