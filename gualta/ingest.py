@@ -223,10 +223,11 @@ def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
 
 
 def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
-             stored: list[tuple[str, str, datetime]], now: datetime) -> str:
+             stored: list[tuple[str, str, datetime]], now: datetime, deadline: float | None = None) -> str:
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
     detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
-    edit their posts to name it too — the post and its edits wait out flood control for FLOOD_WAIT_BUDGET_S in all.
+    edit their posts to name it too — the post and its edits wait out flood control until `deadline` (the
+    time.monotonic() clock; None: FLOOD_WAIT_BUDGET_S from now, `telegram_post.flood_deadline`).
     Only an observatory's first detections of the night (`telegram_post.night_posts`, in its camera's time order
     among `stored`, and never more posted whatever the order they arrive in) are posted; the first after them posts
     one message saying so instead. Detections of a night that ended long before the last one (`too_old_to_post`)
@@ -234,7 +235,8 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     AllSky's daytime capture, a client without its place set), which count for no limit. Return the record's
     telegram_status."""
     night, obs_id, frame_id = detection
-    zone_of, deadline = coincidence.zones_from_env(env), telegram_post.flood_deadline()
+    zone_of = coincidence.zones_from_env(env)
+    deadline = telegram_post.flood_deadline() if deadline is None else deadline
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
     others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
     asked = record.get("telegram") is True
@@ -251,8 +253,8 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
         if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
-            telegram_post.post(channel, telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id,
-                                                                                               frame_id)))
+            notice = telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id, frame_id))
+            telegram_post.post(channel, notice, deadline=deadline)
         record["telegram_status"] = f"not posted: over {limit} this night"
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     elif asked:
@@ -350,7 +352,9 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
     """Post again the night's detections whose post failed, or was cut off (still pending REPOST_AFTER_S after it
     was stored), in time order, each as `announce` does, then its end logs whose post failed or was cut off — until
     one fails again (the channel is still down: a post Telegram refuses, `telegram_post.refused`, stays failed and the
-    next goes on) or time.monotonic() reaches `deadline` (the rest stay failed). `records`: the detection records read
+    next goes on) or time.monotonic() reaches `deadline` (the rest stay failed). Flood control is waited out when
+    the wait ends by `deadline` (the whole budget, not one report's FLOOD_WAIT_BUDGET_S); a longer wait fails the
+    post. `records`: the detection records read
     already ({key: record}); the others are read together and kept in it, those reposted updated. Return the keys of
     the records now posted, and whether it went through the whole night (no post failed again but those refused, the
     time did not run out, the store did not fail)."""
@@ -378,7 +382,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             if not claim_post(target, night, f"{obs_id}_{frame_id}.{attempt(record, now)}"):
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now)
+            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now, deadline)
             if telegram_post.refused(status):   # this post only (tried again next time): the channel answers
                 continue
             if status.startswith("failed"):
@@ -397,7 +401,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             text = telegram_post.log_text(record, detections_of(target, night, record.get("obs_id")))
-            record["telegram_status"] = telegram_post.post(channel, text).status
+            record["telegram_status"] = telegram_post.post(channel, text, deadline=deadline).status
             store.write_json(target, key, record)
             mark_unsent(target, night, record["telegram_status"])
             if telegram_post.refused(record["telegram_status"]):

@@ -626,6 +626,28 @@ def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
     assert stored(root)["telegram_status"].startswith("failed")
 
 
+def test_posting_again_waits_out_flood_control_within_its_own_budget(root, bot_api, monkeypatch):
+    """A burst after an outage left 25 posts failed by flood control (40 s waits): the morning's job waited out no
+    more than one report's FLOOD_WAIT_BUDGET_S, so it stopped at the first 40 s wait and the backlog took several
+    mornings (the oldest dropped after 7 days). It now waits out any wait that ends within its REPOST_BUDGET_S; a
+    longer one ends the pass. Scaled down: one report's budget 1 s, the job's 30 s, Telegram asking 2 s."""
+    bot_api.fail_status, bot_api.fail_methods = 500, {"sendPhoto"}
+    frames = ("20260916231507", "20260916231600", "20260916231700")
+    for frame_id in frames:
+        post(detection(frame_id=frame_id, telegram=True))
+    bot_api.fail_status = None
+    monkeypatch.setattr(telegram_post, "FLOOD_WAIT_BUDGET_S", 1.0)
+    monkeypatch.setattr(ingest, "REPOST_BUDGET_S", 30.0)
+    calls = len(bot_api.calls)
+    bot_api.flood = [2, 0, 0, 600]                # wait 2 s, then two posts, then a wait past what is left
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == [f"detections/20260916/obs01_{frame_id}.json" for frame_id in frames[:2]]
+    assert [call["method"] for call in bot_api.calls[calls:]] == ["sendPhoto"] * 4
+    assert [stored(root, name=f"obs01_{frame_id}")["telegram_status"] for frame_id in frames] == [
+        "sent", "sent", "failed: RetryAfter"]
+    assert (root / "telegram" / "unsent" / "20260916").exists()         # tried again the next morning
+
+
 def test_a_store_that_cannot_be_listed_only_leaves_coincidences_out(root, bot_api, monkeypatch):
     from gualta import coincidence, store
 
