@@ -354,10 +354,9 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
     one fails again (the channel is still down: a post Telegram refuses, `telegram_post.refused`, stays failed and the
     next goes on) or time.monotonic() reaches `deadline` (the rest stay failed). Flood control is waited out when
     the wait ends by `deadline` (the whole budget, not one report's FLOOD_WAIT_BUDGET_S); a longer wait fails the
-    post. `records`: the detection records read
-    already ({key: record}); the others are read together and kept in it, those reposted updated. Return the keys of
-    the records now posted, and whether it went through the whole night (no post failed again but those refused, the
-    time did not run out, the store did not fail)."""
+    post. `records`: the detection records read already ({key: record}); the others are read together and kept in
+    it, those reposted updated. Return the keys of the records now posted, and whether it went through the whole night
+    (no post failed again but those refused, the time did not run out, the store did not fail)."""
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return [], True
