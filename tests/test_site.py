@@ -652,11 +652,13 @@ def test_start_and_end_times_are_on_each_cameras_clock(night):
 
 
 def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
+    """(The dark page declared no colour scheme: the browser drew a bright white scrollbar down it on desktop.)"""
     ingest(detection("obs02", frame("231520"), 0.93, seed=9), "obs02")        # seen from both: linked
     WEBSITE({"day": NIGHT}, None)
     page_file = night / f"{NIGHT}.html"
     with browser_page(1280, 900) as page:
         desktop = looks(page, page_file, 1280, 900, tmp_path / "desktop.png")
+        scheme = page.evaluate("() => getComputedStyle(document.documentElement).colorScheme")
         phone = looks(page, page_file, 390, 844, tmp_path / "phone.png")
         page.click("text=also seen from obs02 at 23:15:20")
         target = page.evaluate("""() => [location.hash,
@@ -672,6 +674,7 @@ def test_page_in_chromium_on_desktop_and_phone(night, tmp_path):
     assert target[0] == f"#obs02_{frame('231520')}" and 0 <= target[1] < target[2]     # scrolled to that card
     assert target[3] == "solid"                                # and marked: three cards a row, near-identical times
     assert focus == [True, "solid", "3px", "-3px"]             # a focus ring inside the card, which clips its edges
+    assert scheme == "dark"                                    # dark scrollbars and form controls
     for view, width in ((desktop, 1280), (phone, 390)):
         assert view["title"] == "guAlta · night of 2026-09-16"
         assert view["overflow"] <= 0, "horizontal scrolling"
