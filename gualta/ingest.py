@@ -558,10 +558,13 @@ def night_detections(target: store.Store, night: str) -> list[tuple[str, str, da
         return []
 
 
-def detections_of(target: store.Store, night: str, obs_id: str) -> int | None:
-    """How many detections of the night the store holds from obs_id; None if it cannot be listed (logged)."""
+def detections_of(target: store.Store, night: str, obs_id: str) -> dict[str, int] | None:
+    """How many detections of the night the store holds from obs_id, the candidates it held back apart, as the page
+    counts them (`payload.tally`); None if they cannot be read (logged)."""
     try:
-        return sum(1 for found, _, _ in coincidence.stored_detections(target, night) if found == obs_id)
+        keys = [store.detection_key(night, found, frame)
+                for found, frame, _ in coincidence.stored_detections(target, night) if found == obs_id]
+        return payload.tally(store.read_json_many(target, keys).values())
     except store.StoreError as exc:
         log.warning("cannot count night %s's detections: %s", night, exc)
         return None

@@ -58,6 +58,19 @@ FLAG_MEANINGS = {
 }
 NOT_METEOR_FLAGS = {SATELLITE, CLOUD, LIGHTNING}
 
+
+def held_back(record) -> bool:
+    """Whether a stored detection is a candidate its observatory held back (a not-meteor flag, reported as asked)."""
+    return isinstance(record, dict) and isinstance(record.get("flag"), str) and record["flag"] in NOT_METEOR_FLAGS
+
+
+def tally(records) -> dict[str, int]:
+    """How the page and the channel count a night's stored detection records: {"detections": those reported as
+    meteors (a record that does not read among them, as the page shows it), "held_back": the candidates held back}."""
+    records = list(records)
+    held = sum(1 for record in records if held_back(record))
+    return {"detections": len(records) - held, "held_back": held}
+
 DETECTION_FIELDS = {"id", "date", "time", "score", "telegram", "obs_id", "processed", "folder", "img"}
 DETECTION_OPTIONAL = {"flag", "model", "streak"}
 LOG_FIELDS = {"log", "obs_id"}

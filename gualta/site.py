@@ -112,11 +112,21 @@ class Section:
 
     @property
     def detections(self) -> int:
-        return sum(len(group) for group in self.groups)
+        """Its detections but the candidates it held back (a reader takes "7 detections" for 7 meteors)."""
+        return sum(1 for group in self.groups for row in group if not row.held_back)
+
+    @property
+    def held_back(self) -> int:
+        """The candidates it held back and reported as asked (flagged satellite, clouds, lightning)."""
+        return sum(1 for group in self.groups for row in group if row.held_back)
 
     @property
     def possible_satellites(self) -> int:
-        return sum(1 for group in self.groups if len(group) > 1 and not self.is_long(group))
+        """What the page labels "possible satellite/plane": its boxed runs, and each detection flagged so outside
+        them (a satellite the observatory held back, alone)."""
+        boxed = [len(group) > 1 and not self.is_long(group) for group in self.groups]
+        return sum(boxed) + sum(1 for group, box in zip(self.groups, boxed) if not box
+                                for row in group if row.flag == payload.SATELLITE)
 
     @property
     def long_runs(self) -> int:
@@ -363,30 +373,43 @@ def flags_shown(parts: list[Section]) -> list[tuple[str, str]]:
     return [meaning[1:] for flag, meaning in payload.FLAG_MEANINGS.items() if flag in flags]
 
 
+def night_counts(parts: list[Section]) -> dict[str, int]:
+    """A night's counts as its page heads them and the archive lists them: {"detections", "held_back"}."""
+    return {"detections": sum(part.detections for part in parts), "held_back": sum(part.held_back for part in parts)}
+
+
 def render_day(night: str, parts: list[Section], earlier: list[str], later: list[str], generated: datetime) -> str:
     """The HTML of a night's page."""
     return environment().get_template("day.html").render(
         night=night, sections=parts, earlier=earlier[::-1][:MAX_NAV_NIGHTS], later=later[:1],
         generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip(), flags=flags_shown(parts),
-        total=sum(part.detections for part in parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
+        counts=night_counts(parts), gap_s=GROUP_GAP_S, coincidence_s=coincidence.WINDOW_S)
+
+
+def archive_count(value) -> dict[str, int] | None:
+    """A night's counts as the archive keeps them ({"detections", "held_back"}, `night_counts`); None for anything
+    else (a bare number, kept before held-back candidates were counted apart, counted again: `write_archive`)."""
+    if isinstance(value, dict) and all(type(value.get(key)) is int for key in ("detections", "held_back")):
+        return {"detections": value["detections"], "held_back": value["held_back"]}
+    return None
 
 
 def render_archive(nights: list[str], counts: dict, generated: datetime) -> str:
-    """The HTML of the page listing every night with a page, by month, newest first, with its detections."""
+    """The HTML of the page listing every night with a page, by month, newest first, with its counts."""
     newest_first = sorted(nights, reverse=True)
     months = [(datetime.strptime(month, "%Y%m").strftime("%B %Y"),
-               [(night, counts.get(night) if type(counts.get(night)) is int else None) for night in days])
+               [(night, archive_count(counts.get(night))) for night in days])
               for month, days in itertools.groupby(newest_first, key=lambda night: night[:6])]
     return environment().get_template("archive.html").render(
         months=months, nights=len(newest_first), generated=generated.strftime("%Y-%m-%d %H:%M %Z").strip())
 
 
-def write_archive(target: store.Store, detections: dict[str, int], nights: list[str], generated: datetime) -> None:
-    """Keep the nights' counts of detections ({night: count} of the pages just built, `store.ARCHIVE_COUNTS`) and
-    write archive.html (`render_archive`): after a year of nights the pages' links reach only the last
-    MAX_NAV_NIGHTS."""
-    counts = store.read_json(target, store.ARCHIVE_COUNTS)
-    counts = {**(counts if isinstance(counts, dict) else {}), **detections}
+def write_archive(target: store.Store, built: dict[str, dict], nights: list[str], generated: datetime) -> None:
+    """Keep the nights' counts ({night: `night_counts`} of the pages just built, `store.ARCHIVE_COUNTS`) and write
+    archive.html (`render_archive`): after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS."""
+    kept = store.read_json(target, store.ARCHIVE_COUNTS)
+    kept = {night: archive_count(value) for night, value in (kept.items() if isinstance(kept, dict) else ())}
+    counts = {**{night: value for night, value in kept.items() if value is not None}, **built}
     counts.update(counts_made_from(target, [earlier for earlier in nights if earlier not in counts]))
     store.write_json(target, store.ARCHIVE_COUNTS, counts)
     target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
@@ -403,13 +426,16 @@ def write_missing_page(target: store.Store) -> None:
     target.put(store.MISSING_PAGE, render_missing().encode("utf-8"))
 
 
-def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, int]:
-    """The detections of nights the archive has no count of (pages built before it kept them, a count lost to two
-    builds at once), from what each page was made of (`page_inputs`); nights without that record are left out."""
+def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, dict]:
+    """The counts (`night_counts`) of nights the archive has none of (pages built before it kept them, or kept no
+    held-back count; a count lost to two builds at once), from the detection records each page was made of
+    (`page_inputs`); nights without that record are left out."""
     made = store.read_json_many(target, [store.page_inputs_key(night) for night in nights])
-    records = {night: made[store.page_inputs_key(night)] for night in nights}
-    return {night: sum(str(key).startswith("detections/") for key in record["inputs"])
-            for night, record in records.items() if isinstance(record, dict) and isinstance(record.get("inputs"), list)}
+    inputs = {night: [key for key in record["inputs"] if str(key).startswith("detections/")]
+              for night, record in ((night, made[store.page_inputs_key(night)]) for night in nights)
+              if isinstance(record, dict) and isinstance(record.get("inputs"), list)}
+    records = store.read_json_many(target, [key for keys in inputs.values() for key in keys])
+    return {night: payload.tally(records.get(key) for key in keys) for night, keys in inputs.items()}
 
 
 def build_day(target: store.Store, night: str, env, now: datetime | None = None, records: dict | None = None,
@@ -432,12 +458,13 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
+    counts = night_counts(parts)
     if archive:
-        write_archive(target, {night: sum(part.detections for part in parts)}, known, generated)
+        write_archive(target, {night: counts}, known, generated)
         written.append(store.ARCHIVE_PAGE)
-    log.info("daily page %s: %d detections, %d observatories", night, sum(p.detections for p in parts), len(parts))
-    return {"night": night, "detections": sum(p.detections for p in parts), "observatories": len(parts),
-            "written": written}
+    log.info("daily page %s: %d detections, %d held back, %d observatories", night, counts["detections"],
+             counts["held_back"], len(parts))
+    return {"night": night, **counts, "observatories": len(parts), "written": written}
 
 
 def page_inputs(target: store.Store, night: str) -> list[str]:
@@ -491,7 +518,8 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: l
         take_off_late_mark(target, marked)
     try:
         for earlier in stale:
-            counts[earlier] = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)["detections"]
+            summary = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)
+            counts[earlier] = {key: summary[key] for key in ("detections", "held_back")}
             if earlier in late:
                 take_off_late_mark(target, earlier)
     finally:                                                       # the pages made before a failure are listed too

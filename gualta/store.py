@@ -9,7 +9,7 @@
                                              detection's night (`.night`: the first send's, under its id's evening)
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
-    archive.html, pages/archive.json         every night with a page, by month, and their detections
+    archive.html, pages/archive.json         every night with a page, by month, and its counts
 
 A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before any I/O: segments of
 ``A-Z a-z 0-9 . _ -`` that do not start with a dot, so no key can leave the store.

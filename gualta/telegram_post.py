@@ -122,14 +122,18 @@ def telegram_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def log_text(record: dict, detections: int | None = None) -> str:
-    """What the channel shows for a start/end log; `detections`: how many of the observatory's detections of the
-    night the service holds (an end log comes after them)."""
+def log_text(record: dict, counts: dict[str, int] | None = None) -> str:
+    """What the channel shows for a start/end log; `counts`: the observatory's detections of the night the service
+    holds (an end log comes after them), as the page counts them: {"detections", "held_back"} (`payload.tally`)."""
     folder = record.get("folder") or ""
     night = f", night of {folder[:4]}-{folder[4:6]}-{folder[6:]}" if len(folder) == 8 else ""
     if record["log"] == "start":
         return f"🔭 {record['obs_id']}: detection started{night}"
-    found = "" if detections is None else f", {detections:,} detection{'' if detections == 1 else 's'}"
+    found = ""
+    if counts is not None:
+        detections, held = counts["detections"], counts["held_back"]
+        found = f", {detections:,} detection{'' if detections == 1 else 's'}"
+        found += f", {held:,} candidate{'' if held == 1 else 's'} held back" if held else ""
     return f"🌅 {record['obs_id']}: detection ended{night}: {record['total']:,} frames processed{found}"
 
 

@@ -52,8 +52,8 @@ def night(env, tmp_path):
 
 def test_page_lists_each_observatory_in_time_order_with_groups(night):
     summary = WEBSITE({"day": NIGHT}, None)
-    assert summary == {"night": NIGHT, "detections": 6, "observatories": 2, "written": [f"{NIGHT}.html", "index.html",
-                                                                                   "archive.html"]}
+    assert summary == {"night": NIGHT, "detections": 6, "held_back": 0, "observatories": 2,
+                       "written": [f"{NIGHT}.html", "index.html", "archive.html"]}
     html = (night / f"{NIGHT}.html").read_text()
     anchors = [f'id="obs01_{frame(t)}"' for t in ("212000", "212030", "212100", "231507")] + \
               ['id="obs01_20260917031233"', f'id="obs02_{frame("221500")}"']
@@ -288,6 +288,28 @@ def test_a_page_boxes_a_crossing_but_not_two_meteors_in_consecutive_frames(night
     assert "5 detections · 1 possible satellite/plane" in summary
 
 
+def test_counts_name_what_the_page_shows_held_back_candidates_apart(night):
+    """obs01's satellite in three frames and a lone satellite it held back both carry "possible satellite/plane",
+    but its summary said "1 possible satellite/plane"; and the candidates held back (satellites, clouds) were
+    counted with the detections ("10 detections", read as ten meteors), on the page and in the archive. A lone
+    flagged satellite counts as one more, a boxed run of flagged ones once; held-back candidates are counted apart,
+    in the archive too (its older counts, kept as one number, counted again from the records)."""
+    ingest(detection("obs01", frame("224500"), 0.97, seed=20, flag="satellite"))
+    for i, (hhmmss, flag) in enumerate([("223000", "satellite"), ("223030", "satellite"), ("200000", "cloud")]):
+        ingest(detection("obs02", frame(hhmmss), 0.9, seed=21 + i, flag=flag), "obs02")
+    summary = WEBSITE({"day": NIGHT}, None)
+    assert (summary["detections"], summary["held_back"]) == (6, 4)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert "6 detections · 4 held back · 2 observatories" in html
+    boxes = html[html.index('class="summary"'):html.index('id="obs-obs01"')].split('class="stat"')[1:]
+    assert "5 detections · 1 held back · 2 possible satellite/plane" in boxes[0]
+    assert "1 detection · 3 held back · 1 possible satellite/plane" in boxes[1]
+    assert "2026-09-16</a> · 6 detections · 4 held back" in (night / "archive.html").read_text()
+    (night / store.ARCHIVE_COUNTS).write_text(json.dumps({NIGHT: 10}))             # kept by an earlier version
+    WEBSITE({"day": "20260915"}, None)
+    assert "2026-09-16</a> · 6 detections · 4 held back" in (night / "archive.html").read_text()
+
+
 def test_each_card_says_what_became_of_its_telegram_post(night):
     """Cards showed the service's internal status ("Telegram: not requested" on every card of an observatory without
     a channel, "Telegram: not posted: over 50 this night"). They say what happened to the post, and nothing where
@@ -431,7 +453,8 @@ def test_pages_refreshed_together_write_the_archive_once_with_their_counts(env, 
     assert summary["refreshed"] == ["20260901", "20260902", "20260903", "20260904"]     # each gains its next night
     assert sorted(archive_writes) == sorted([store.ARCHIVE_PAGE, store.ARCHIVE_COUNTS] * 2)  # tonight's, the refresh's
     counts = json.loads((tmp_path / "store" / store.ARCHIVE_COUNTS).read_text())
-    assert counts == {"20260901": 0, "20260902": 1, "20260903": 1, "20260904": 0, "20260905": 0}
+    assert {night: count["detections"] for night, count in counts.items()} == {
+        "20260901": 0, "20260902": 1, "20260903": 1, "20260904": 0, "20260905": 0}
 
 
 def test_reports_delivered_after_a_long_outage_reach_their_pages(env, tmp_path):

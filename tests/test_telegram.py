@@ -755,6 +755,17 @@ def test_start_and_end_logs_post_messages(root, bot_api):
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
 
 
+def test_the_end_of_night_message_counts_held_back_candidates_apart(root, bot_api):
+    """A satellite the observatory held back (reported as asked) was counted with its detections: "3 detections",
+    read as three meteors. The message counts them as the page does."""
+    for i, (stamp, flag) in enumerate([("20260916221500", None), ("20260916223000", "satellite"),
+                                       ("20260917031000", None), ("20260917033000", "cloud")]):
+        post(detection("obs02", stamp, seed=i, **({"flag": flag} if flag else {})), KEYS["obs02"])
+    post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])
+    assert bot_api.calls[-1]["fields"]["text"] == ("🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames "
+                                                   "processed, 2 detections, 2 candidates held back")
+
+
 @pytest.mark.parametrize("failure", ["http 500", "unreachable"])
 def test_telegram_failure_never_loses_the_detection(root, bot_api, monkeypatch, failure, caplog):
     if failure == "http 500":
