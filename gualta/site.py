@@ -387,11 +387,12 @@ def render_day(night: str, parts: list[Section], earlier: list[str], later: list
 
 
 def archive_count(value) -> dict[str, int] | None:
-    """A night's counts as the archive keeps them ({"detections", "held_back"}, `night_counts`); None for anything
-    else (a bare number, kept before held-back candidates were counted apart, counted again: `write_archive`)."""
+    """A night's counts as the archive keeps them ({"detections", "held_back"}, `night_counts`); a bare number, kept
+    before held-back candidates were counted apart, stays what that night's page heads (reading every old night's
+    records again could outlast the page function); None for anything else (counted again: `write_archive`)."""
     if isinstance(value, dict) and all(type(value.get(key)) is int for key in ("detections", "held_back")):
         return {"detections": value["detections"], "held_back": value["held_back"]}
-    return None
+    return {"detections": value, "held_back": 0} if type(value) is int else None
 
 
 def render_archive(nights: list[str], counts: dict, generated: datetime) -> str:
