@@ -216,7 +216,13 @@ def learner_info(learn) -> ModelInfo:
                      arch=getattr(arch, "__name__", str(arch or "unknown")),
                      kind=getattr(learn, "input_kind", "diff"), version=getattr(learn, "model_version", ""),
                      created=getattr(learn, "created", ""), image_size=getattr(learn, "image_size", TRAIN_SIZE),
-                     train_nights=tuple(getattr(learn, "train_nights", ())))
+                     train_nights=night_names(getattr(learn, "train_nights", ())))
+
+
+def night_names(nights) -> tuple[str, ...]:
+    """The nights named among `nights`, sorted, each once; blanks (NaN, None, '': a dataset image not named
+    <night>_<frame id>) are left out."""
+    return tuple(sorted({night for night in nights if isinstance(night, str) and night}))
 
 
 def load_model(path: str | Path, threads: int = 1, batch_size: int = DEFAULT_BATCH,

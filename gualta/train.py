@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from gualta.cli import positive_int, run_subcommand, unit_interval
 from gualta.dataset import INDEX, RAW_MARKER, write_image
-from gualta.model import CLASSES, INPUT_KINDS
+from gualta.model import CLASSES, INPUT_KINDS, night_names
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
             learnt = props_of(read_onnx(model)).get("train_nights", "").split(",")
         except ValueError as exc:                   # OnnxInitError, or not a readable ONNX file
             raise TrainError(f"cannot start from {model}: {exc}") from None
-        learn.train_nights = tuple(sorted(set(learn.train_nights) | {night for night in learnt if night}))
+        learn.train_nights = night_names([*learn.train_nights, *learnt])
         return
     try:
         source = load_learner(model, cpu=True)
@@ -287,7 +287,7 @@ def load_weights(learn, model: str | Path, arch: str) -> None:
         raise TrainError(f"{model} does not fit {type(learn.model[0]).__name__} of this run: {exc}") from None
     if list(source.dls.vocab) != list(learn.dls.vocab):
         raise TrainError(f"{model} has classes {list(source.dls.vocab)}, this dataset {list(learn.dls.vocab)}")
-    learn.train_nights = tuple(sorted(set(learn.train_nights) | set(getattr(source, "train_nights", ()))))
+    learn.train_nights = night_names([*learn.train_nights, *getattr(source, "train_nights", ())])
 
 
 def init_size(model: Path) -> int | None:
@@ -348,7 +348,7 @@ def learner_for(config: TrainConfig):
     learn.path, learn.model_dir = config.out.absolute(), "checkpoints"
     learn.input_kind = input_kind(config)
     learn.image_size = read_gray(config.dataset / rows["fn"].iloc[0]).shape[0]     # 400: v4 or raw; 224: v1–v3
-    learn.train_nights = tuple(sorted(set(rows["night"].astype(str)))) if "night" in rows else ()
+    learn.train_nights = night_names(rows["night"]) if "night" in rows else ()
     if config.init:
         load_weights(learn, config.init, config.arch)
     if config.head_only:

@@ -578,6 +578,36 @@ def test_a_fine_tuned_model_keeps_the_nights_its_starting_weights_learnt_from(ti
         assert set(learn.train_nights) == own | theirs
 
 
+def test_images_not_named_by_night_leave_no_blank_among_the_training_nights(tiny_dataset, tmp_path):
+    """`dataPreparation.py index` leaves the night blank for an image not named <night>_<frame id>: training went
+    through every epoch, then died exporting (TypeError: expected str instance, float found) with an ONNX model
+    lacking its metadata."""
+    from gualta.export import onnx_metadata
+
+    data = copy_dataset(tiny_dataset[1], tmp_path / "unnamed", lambda rows: rows["fn"].notna())
+    rows = train.read_index(data)
+    named = sorted(rows.loc[rows["dataset"] == "train", "night"].unique())
+    rows.loc[rows["night"] == named[0], "night"] = None
+    rows.to_csv(data / "index.csv", index=False)
+    config = train.TrainConfig(dataset=data, out=tmp_path / "run", arch="resnet18", size=32, bs=8, threads=1,
+                               pretrained=False)
+    learn, _ = train.learner_for(config)
+    assert learn.train_nights == tuple(named[1:])
+    assert onnx_metadata(learn)["train_nights"] == ",".join(named[1:])
+
+
+def test_a_pkl_holding_a_blank_training_night_still_exports(tiny_run):
+    """A model.pkl trained before blank nights were left out holds NaN among its nights: `train export` failed on
+    it with a TypeError."""
+    from fastai.learner import load_learner
+
+    from gualta.export import onnx_metadata
+
+    learn = load_learner(tiny_run.run_dir / "model.pkl", cpu=True)
+    learn.train_nights = (float("nan"), "20211110", "")
+    assert onnx_metadata(learn)["train_nights"] == "20211110"
+
+
 def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tmp_path):
     """The shipped model is an ONNX file with batch norms folded into its convolutions: fine-tuning from it rebuilds
     the fastai network (scores as the file's) with batch-norm statistics that training mode agrees with."""
