@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gualta import allsky, dataset
-from gualta.cli import positive_int, run_subcommand
+from gualta.cli import non_negative_int, positive_int, run_subcommand
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--frames", type=positive_int, help="frames a night (default: the whole night)")
     simulate.add_argument("--start", type=clock_time, default="20:00",
                           help="first frame time, HH:MM (default: %(default)s)")
-    simulate.add_argument("--seed", type=int, default=0, help="night i uses seed S+i (default: %(default)s)")
+    simulate.add_argument("--seed", type=non_negative_int, default=0,
+                          help="night i uses seed S+i (default: %(default)s)")
     simulate.add_argument("--scenario", choices=SCENARIOS, default="mixed", help="the sky (default: %(default)s)")
     simulate.add_argument("--date", type=night_date, help="first night YYYYMMDD (default: drawn from the seed)")
     simulate.add_argument("--workers", type=positive_int, help="render processes (default: CPU count, ≤ 8)")
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the thesis' dataset version (default: %(default)s)")
     prepare.add_argument("--balance", action="store_true",
                          help="sample no-meteor training pairs down to the meteor count")
-    prepare.add_argument("--seed", type=int, default=0,
+    prepare.add_argument("--seed", type=non_negative_int, default=0,
                          help="seed of the night split and the balancing (default: %(default)s)")
     prepare.add_argument("--labels", type=Path, action="append", metavar="CSV",
                          help="CSV with file,label replacing the ground_truth.csv of the nights whose frames it "

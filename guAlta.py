@@ -186,6 +186,7 @@ def no_failures() -> tuple[type[Exception], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gualta.cli import non_negative_int
     from gualta.config import CONFIG_HELP
 
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: %(default)s)")
     demo.add_argument("--frames", type=frame_count, default=600,
                       help="frames to simulate, 30 s apart from 20:00 (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=2045, help="simulator seed of the night (default: %(default)s)")
+    demo.add_argument("--seed", type=non_negative_int, default=2045,
+                      help="simulator seed of the night (default: %(default)s)")
     demo.add_argument("--model", type=Path, help="model file (ONNX or pkl; default: the shipped models/guAlta.onnx)")
     demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
     demo.set_defaults(run=cmd_demo, failures=demo_failures)

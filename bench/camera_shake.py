@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, evaluate, simulate  # noqa: E402
+from gualta.cli import non_negative_int  # noqa: E402
 from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
 MODEL = ROOT / "models" / "guAlta.onnx"
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, required=True, help="nights and scores are kept here")
     parser.add_argument("--frames", type=int, default=160)
     parser.add_argument("--skies", default="clear,cloudy,moon,moonlit-clouds", help="one night a sky")
-    parser.add_argument("--seed", type=int, default=9900)
+    parser.add_argument("--seed", type=non_negative_int, default=9900)
     parser.add_argument("--shift-px", type=float, default=0.7, help="σ of each frame's translation on each axis")
     parser.add_argument("--rotation-deg", type=float, default=0.08, help="σ of each frame's rotation")
     parser.add_argument("--clients", type=Path, nargs="+", default=[ROOT], help="checkouts of this repository")

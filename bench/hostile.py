@@ -35,6 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gualta import payload, server  # noqa: E402
+from gualta.cli import non_negative_int  # noqa: E402
 
 FRAME = "20260916231507"
 REQUIRED = sorted(payload.DETECTION_FIELDS)
@@ -420,7 +421,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keys", help="obs_id:key,... for --url (at least two observatories)")
     parser.add_argument("--store", type=Path, help="the --url service's store folder, to check nothing is written")
     parser.add_argument("--count", type=int, default=1000, help="at least this many bad requests")
-    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--seed", type=non_negative_int, default=2021)
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     args = parser.parse_args(argv)
     if args.url and not args.keys:

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, evaluate  # noqa: E402
+from gualta.cli import non_negative_int  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.dataset import GROUND_TRUTH  # noqa: E402
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
     parser.add_argument("--flashes", type=int, default=6, help="flash frames a night")
     parser.add_argument("--bolts", type=int, default=2, help="of them, frames with a bolt too")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

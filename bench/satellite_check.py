@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky, faint_crossing, trails  # noqa: E402
-from gualta.cli import positive_int  # noqa: E402
+from gualta.cli import non_negative_int, positive_int  # noqa: E402
 from gualta.detect import Decider, Scorer, prepare, rescorer  # noqa: E402
 from gualta.frames import NightFrames  # noqa: E402
 from gualta.model import load_model  # noqa: E402
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--night-dirs", type=Path, nargs="+", help="existing simulated nights")
     parser.add_argument("--nights", type=positive_int, default=4, help="nights to simulate (one per sky scenario)")
     parser.add_argument("--frames", type=positive_int, default=150)
-    parser.add_argument("--seed", type=int, default=500)
+    parser.add_argument("--seed", type=non_negative_int, default=500)
     parser.add_argument("--out", type=Path, help="keep simulated nights here (default: a temporary folder)")
     parser.add_argument("--model", type=Path, help="score with this model and explain away with it")
     parser.add_argument("--threshold", type=float, default=0.85, help="candidate threshold with --model")

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import simulate  # noqa: E402
+from gualta.cli import non_negative_int  # noqa: E402
 from gualta.config import load_settings  # noqa: E402
 from gualta.detect import run_batch  # noqa: E402
 from gualta.scores import read_scores  # noqa: E402
@@ -90,7 +91,7 @@ def decided_meteors(night: Path, work: Path, threads: int) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the nights and scores")
-    parser.add_argument("--seed", type=int, default=9741)
+    parser.add_argument("--seed", type=non_negative_int, default=9741)
     parser.add_argument("--offsets-deg", default="0,2,3,5,8,12", help="B's position angle from A's, degrees")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta import allsky  # noqa: E402
+from gualta.cli import non_negative_int  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from camera_shake import compare_clients  # noqa: E402
@@ -134,7 +135,7 @@ def painting_arguments(description: str, argv: list[str] | None) -> argparse.Nam
     parser.add_argument("--nights", nargs="+", required=True, help="night folders, or roots of YYYYMMDD folders")
     parser.add_argument("--work", type=Path, required=True, help="painted copies and scores CSVs go here")
     parser.add_argument("--clients", type=Path, nargs="+", default=[ROOT], help="checkouts of this repository")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="model threads (0: one per CPU core)")
     return parser.parse_args(argv)
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta.cli import positive_int, run_subcommand, unit_interval
+from gualta.cli import non_negative_int, positive_int, run_subcommand, unit_interval
 from gualta.dataset import INDEX, RAW_MARKER, write_image
 from gualta.model import CLASSES, INPUT_KINDS, night_names
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
@@ -704,7 +704,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=35, help="epochs (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate (default: %(default)s)")
     parser.add_argument("--bs", type=positive_int, default=32, help="batch size (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                         help="start from ImageNet weights (default; needs internet once); offline: --no-pretrained")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")

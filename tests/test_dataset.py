@@ -808,6 +808,8 @@ def test_cli_simulate_then_prepare(tmp_path):
      "4 frames from 2021-11-11 11:59 run past noon into the next night's folder: at most 2"),
     (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--rates", "meteor=nan"], "rate must be from 0 to 10"),
     (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--rates", "meteor=inf"], "rate must be from 0 to 10"),
+    (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--seed", "-1"], "argument --seed: must be 0 or more: -1"),
+    (["prepare", "--nights", "{nights}", "--out", "{tmp}/o", "--seed", "-1"], "argument --seed: must be 0 or more"),
 ])
 def test_cli_bad_arguments_exit_non_zero_with_a_message(nights, tmp_path, args, message):
     """Bad arguments, and an output folder where a file is (as a full disk or no permission would), are one line."""

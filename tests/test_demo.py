@@ -71,6 +71,17 @@ def test_the_demo_replaces_only_its_own_output_folder(tmp_path):
     assert [entry.name for entry in earlier.iterdir()] == [".gualta-demo"]
 
 
+def test_a_negative_seed_is_refused_before_the_earlier_output_is_emptied(tmp_path):
+    """`demo --seed -1` emptied the earlier demo's output, then stopped with a numpy traceback."""
+    earlier = tmp_path / "demo"
+    fresh_output(earlier)
+    (earlier / "scores.csv").write_text("file,score\n")
+    result = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "demo", "--out", str(earlier), "--seed", "-1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "argument --seed: must be 0 or more: -1" in result.stderr, result.stderr
+    assert (earlier / "scores.csv").is_file()
+
+
 def test_the_comparison_with_truth_counts_meteors_fireballs_and_false_detections(tmp_path):
     from gualta.demo import compare_with_truth
     from gualta.detect import BELOW_THRESHOLD_NOTE, STREAK_NOTE

@@ -349,6 +349,13 @@ def test_counts_below_one_are_refused_before_training(option, tmp_path, capsys):
     assert stop.value.code == 2 and f"argument {option}: must be at least 1: 0" in capsys.readouterr().err
 
 
+def test_a_negative_seed_is_refused_before_training(tmp_path, capsys):
+    """`train --seed -1` read the dataset, then stopped with a numpy traceback."""
+    with pytest.raises(SystemExit) as stop:
+        train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", "-1"])
+    assert stop.value.code == 2 and "argument --seed: must be 0 or more: -1" in capsys.readouterr().err
+
+
 def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dataset, tmp_path):
     report = tmp_path / "report"
     metrics = train.main(["evaluate", "--model", str(tiny_run.run_dir / "model.pkl"), "--dataset",
