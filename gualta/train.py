@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta.cli import non_negative_int, positive_int, run_subcommand, unit_interval
+from gualta.cli import (non_negative_int, non_negative_number, positive_int, positive_number, run_subcommand,
+                        unit_interval)
 from gualta.dataset import INDEX, RAW_MARKER, write_image
 from gualta.model import CLASSES, INPUT_KINDS, night_names
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
@@ -702,7 +703,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int,
                         help=f"network input side, px (default: the --init model's, else {DEFAULT_SIZE})")
     parser.add_argument("--epochs", type=positive_int, default=35, help="epochs (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="(maximum) learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_number, default=1e-3,
+                        help="(maximum) learning rate (default: %(default)s)")
     parser.add_argument("--bs", type=positive_int, default=32, help="batch size (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
@@ -713,12 +715,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=positive_int, default=5,
                         help="early-stopping patience, epochs (default: %(default)s)")
     parser.add_argument("--kind", choices=INPUT_KINDS, help="input kind (default: from the dataset)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--min-snr", type=float, default=0.0,
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--min-snr", type=non_negative_number, default=0.0,
                         help="leave out training meteors with ground-truth peak_snr below this")
-    parser.add_argument("--min-length", type=float, default=0.0,
+    parser.add_argument("--min-length", type=non_negative_number, default=0.0,
                         help="leave out training meteors shorter than this (ground-truth length_px)")
-    parser.add_argument("--short-min-snr", type=float,
+    parser.add_argument("--short-min-snr", type=non_negative_number,
                         help="keep training meteors shorter than --min-length when their peak_snr reaches this")
     parser.add_argument("--init", type=Path, metavar="MODEL",
                         help="start from this model.pkl's or ONNX model's weights (same arch), e.g. models/guAlta.onnx")

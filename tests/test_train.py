@@ -356,6 +356,18 @@ def test_a_negative_seed_is_refused_before_training(tmp_path, capsys):
     assert stop.value.code == 2 and "argument --seed: must be 0 or more: -1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "-1", "must be more than 0"), ("--lr", "0", "must be more than 0"), ("--lr", "nan", "not a finite"),
+    ("--lr", "inf", "not a finite"), ("--min-snr", "-1", "must be 0 or more"), ("--min-length", "nan", "not a finite"),
+    ("--short-min-snr", "-2", "must be 0 or more"), ("--workers", "-1", "must be 0 or more")])
+def test_numbers_no_training_can_use_are_refused_before_it(option, value, message, tmp_path, capsys):
+    """`--lr -1` trained and exited 0, nan, 0 and inf learning rates and negative or nan meteor minimums went
+    unchecked, and `--workers -1` stopped with an AssertionError traceback."""
+    with pytest.raises(SystemExit) as stop:
+        train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), option, value])
+    assert stop.value.code == 2 and f"argument {option}: {message}" in capsys.readouterr().err
+
+
 def test_a_pkl_evaluated_elsewhere_draws_its_runs_loss_curves(tiny_run, tiny_dataset, tmp_path):
     report = tmp_path / "report"
     metrics = train.main(["evaluate", "--model", str(tiny_run.run_dir / "model.pkl"), "--dataset",
