@@ -96,13 +96,13 @@ def timestamped_logging() -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from gualta.client_errors import ClientError, NightError
+    from gualta.client_errors import NightError, UsageError
     from gualta.detect import nights_to_catch_up, run_batch
 
     timestamped_logging()
     settings = client_settings(args)
     if args.catch_up and args.folder:
-        raise ClientError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
+        raise UsageError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
     nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
     summaries, failed = [], False
     with logging_redirect_tqdm():
@@ -291,7 +291,8 @@ def add_client_commands(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; its exit status: 0, or 1 when it says so (batch: an incomplete CSV, a night not scored,
     reports refused or rejected; flush: reports still pending), 1 with one line for a failure it names (`failures`,
-    CommandError), 2 for invalid settings (every problem listed), 130 for Ctrl-C."""
+    CommandError), 2 for invalid settings (every problem listed) or options that cannot go together, 130 for
+    Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
@@ -308,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:
-    """2 for invalid settings, 1 for a failure the command names, None for anything else."""
+    """2 for invalid settings (the client's, the service's GUALTA_* variables) or options that cannot go together, 1
+    for a failure the command names, None for anything else."""
+    from gualta.client_errors import UsageError
     from gualta.config import ConfigError
+    from gualta.service_env import ConfigError as ServiceConfigError
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, ServiceConfigError, UsageError)):
         return 2
     return 1 if isinstance(exc, (CommandError, *failures)) else None
 

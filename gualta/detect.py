@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gualta import allsky, clouds, faint_crossing, fireball, lightning, streak, trails, wingtips
-from gualta.client_errors import ClientError, NightError
+from gualta.client_errors import ClientError, NightError, UsageError
 from gualta.config import Settings
 from gualta.classical import apply_mask
 from gualta.frames import NightFrames, read_mask
@@ -983,7 +983,7 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
     if days <= 0:
         return []
     if not scores or not names_a_folder(scores):
-        raise ClientError("--catch-up needs --scores DIR/: a night without DIR/YYYYMMDD.csv is one not scored yet")
+        raise UsageError("--catch-up needs --scores DIR/: a night without DIR/YYYYMMDD.csv is one not scored yet")
     latest = resolve_night(settings, None)
     first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
     return [night for night in listing(allsky.night_folders, settings.main_folder)

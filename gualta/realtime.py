@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gualta import allsky
-from gualta.client_errors import ClientError
+from gualta.client_errors import ClientError, UsageError
 from gualta.config import Settings, next_local_time, seconds_until, window_problem
 from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
                            log_report, look_mask, prepare, scorer_for, show)
@@ -610,7 +610,7 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     if problem := window_problem(settings.start_time, settings.end_time):     # batch and flush need no window
-        raise ClientError(problem)
+        raise UsageError(problem)
     scores = scores_folder(scores)
     log.info("settings from %s: %s", settings.source, settings.describe())
     look_mask(settings)                                 # a mask that cannot be used stops it now, not at night

@@ -545,12 +545,13 @@ def build_page(store_location: str | Path, day: str | None = None, observatories
 
 def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path = "gualta_store",
           site_at: str | None = "09:00", observatories: dict | None = None) -> None:
-    """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env)."""
+    """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env);
+    service_env.ConfigError for invalid GUALTA_* settings (guAlta.py says it, exit status 2)."""
     configure(store_location, observatories)
+    warnings = check_settings(os.environ, config.hhmm(site_at) if site_at else None)
     try:
-        warnings = check_settings(os.environ, config.hhmm(site_at) if site_at else None)
         make_store_folder()
-    except (service_env.ConfigError, store.StoreError) as exc:
+    except store.StoreError as exc:
         sys.exit(f"guAlta serve: {exc}")
     try:
         server = make_server(host, port)

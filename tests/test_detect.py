@@ -208,7 +208,7 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     assert len(read_scores(scores / "20211108.csv")) == 24
     run = subprocess.run([*command, "--catch-up", "7", "--scores", f"{scores}/", "--folder", str(root / "20211110")],
                          capture_output=True, text=True, timeout=120, env=child_env())
-    assert run.returncode == 1 and "guAlta batch: --catch-up scores the nights under guAlta_main_folder" in run.stderr
+    assert run.returncode == 2 and "guAlta batch: --catch-up scores the nights under guAlta_main_folder" in run.stderr
     run = subprocess.run([*command, "--catch-up", "-2"], capture_output=True, text=True, timeout=60, env=child_env())
     assert run.returncode == 2 and "argument --catch-up: not a number of days: -2" in run.stderr
 

@@ -589,7 +589,8 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
 
 def test_the_operator_cli_returns_each_failure_s_exit_status_with_one_line(tmp_path, monkeypatch, capsys):
     """guAlta.py's commands each exited on their own (sys.exit in every one); main says a failure a command names in
-    one line and returns its status — 1, or 2 for invalid settings — the same for every command."""
+    one line and returns its status — 1, or 2 for invalid settings or options that cannot go together — the same for
+    every command. A real-time window past noon and --catch-up with --folder or without a scores folder exited 1."""
     for name in [name for name in os.environ if name.startswith("GUALTA_")]:
         monkeypatch.delenv(name)
     spec = importlib.util.spec_from_file_location("guAlta_cli", Path(report.__file__).parent.parent / "guAlta.py")
@@ -603,9 +604,14 @@ def test_the_operator_cli_returns_each_failure_s_exit_status_with_one_line(tmp_p
     assert cli.main(["site", "--store", str(tmp_path / "typo")]) == 1
     assert capsys.readouterr().err == (f"guAlta site: no store folder {tmp_path / 'typo'} (the service makes it when "
                                        "it starts: `guAlta.py serve`)\n")
-    assert cli.main(["batch", "--catch-up", "1", "--folder", str(tmp_path), "--no-upload", *outbox]) == 1
+    assert cli.main(["batch", "--catch-up", "1", "--folder", str(tmp_path), "--no-upload", *outbox]) == 2
     assert capsys.readouterr().err == "guAlta batch: --catch-up scores the nights under guAlta_main_folder: leave " \
                                       "--folder out\n"
+    assert cli.main(["batch", "--catch-up", "1", "--no-upload", *outbox]) == 2
+    assert capsys.readouterr().err.startswith("guAlta batch: --catch-up needs --scores DIR/: ")
+    assert cli.main(["realtime", "--end-time", "1300", "--no-upload", *outbox]) == 2
+    assert capsys.readouterr().err.startswith("guAlta realtime: guAlta_start_time 2000 to guAlta_end_time 1300: the "
+                                              "real-time window may not run past noon")
 
 
 def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):

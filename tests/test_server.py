@@ -340,10 +340,11 @@ def test_a_service_started_after_the_days_build_time_builds_the_missed_page_at_o
 
 
 def test_serve_refuses_a_bad_key_setting(tmp_path):
+    """A malformed GUALTA_API_KEYS is an invalid setting: exit status 2 (it was 1)."""
     run = subprocess.run([sys.executable, "guAlta.py", "serve", "--port", "0", "--store", str(tmp_path / "s")],
                          cwd=REPO, env=child_env(GUALTA_API_KEYS="<script>:abcdefghijkl"), capture_output=True,
                          text=True, timeout=60)
-    assert run.returncode != 0 and "API key entry 1" in run.stderr and "abcdefghijkl" not in run.stderr
+    assert run.returncode == 2 and "API key entry 1" in run.stderr and "abcdefghijkl" not in run.stderr
     assert not Path(tmp_path / "s").exists()
 
 
@@ -404,14 +405,22 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
 
 
 def test_bad_service_settings_on_the_command_line_or_environment_are_one_line(tmp_path):
+    """A bad GUALTA_TIMEZONE, GUALTA_NIGHT_END or GUALTA_OBSERVATORIES exited 1; invalid settings exit 2."""
     (tmp_path / "s").mkdir()
     for args, env, status, said in (
             (("serve", "--site-at", "2500", "--store", str(tmp_path / "s")), {}, 2,
              "argument --site-at: must be a local time HHMM or HH:MM, e.g. 2000"),
-            (("site", "--store", str(tmp_path / "s")), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 1,
+            (("site", "--store", str(tmp_path / "s")), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 2,
              "guAlta site: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'"),
-            (("site", "--store", str(tmp_path / "s"), "--day", "20260916"), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 1,
-             "guAlta site: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'")):
+            (("site", "--store", str(tmp_path / "s"), "--day", "20260916"), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 2,
+             "guAlta site: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'"),
+            (("serve", "--port", "0", "--store", str(tmp_path / "s")), {"GUALTA_TIMEZONE": "Mars/Olympus"}, 2,
+             "guAlta serve: unknown time zone in GUALTA_TIMEZONE: 'Mars/Olympus'"),
+            (("serve", "--port", "0", "--store", str(tmp_path / "s")), {"GUALTA_NIGHT_END": "99"}, 2,
+             "guAlta serve: GUALTA_NIGHT_END '99': must be a local time HHMM or HH:MM, e.g. 2000"),
+            (("serve", "--port", "0", "--store", str(tmp_path / "s")), {"GUALTA_OBSERVATORIES": "{bad"}, 2,
+             "guAlta serve: GUALTA_OBSERVATORIES is not valid: Expecting property name enclosed in double quotes: "
+             "line 1 column 2 (char 1)")):
         run = subprocess.run([sys.executable, "guAlta.py", *args], cwd=REPO, env=child_env(**env),
                              capture_output=True, text=True, timeout=60)
         assert (run.returncode, run.stderr.strip().splitlines()[-1].endswith(said)) == (status, True), run.stderr
