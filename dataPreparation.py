@@ -31,6 +31,19 @@ def folder(text: str) -> Path:
     return path
 
 
+def output_folder(text: str) -> Path:
+    """argparse type: a folder to write into, there or to be made: not a file, nor under one (it was found only
+    when the first file was written, after every night had been worked through)."""
+    path = Path(text)
+    try:
+        there = next((p for p in (path, *path.parents) if p.exists()), None)
+    except OSError:                 # cannot be looked into (no permission): writing says why
+        return path
+    if there is not None and not there.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}" + ("" if there == path else f" ({there} is a file)"))
+    return path
+
+
 def night_date(text: str) -> str:
     """argparse type: a YYYYMMDD date."""
     try:
@@ -140,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated YYYYMMDD nights for the test set")
     split.add_argument("--test-fraction", type=float, default=0.25,
                        help="fraction of the nights with labelled pairs drawn for the test set (default 0.25)")
-    prepare.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
+    prepare.add_argument("--out", type=output_folder, required=True, metavar="DIR", help="dataset folder")
     prepare.add_argument("--version", choices=dataset.VERSIONS, default="v4",
                          help="the thesis' dataset version (default: %(default)s)")
     prepare.add_argument("--balance", action="store_true",
@@ -156,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     aid = commands.add_parser("label-aid", help="contact sheet (frame | difference) and labels.csv for a night")
     aid.add_argument("--night", type=folder, required=True, metavar="NIGHT_DIR", help="night folder ROOT/YYYYMMDD")
-    aid.add_argument("--out", type=Path, required=True, metavar="DIR",
+    aid.add_argument("--out", type=output_folder, required=True, metavar="DIR",
                      help="folder for index.html, labels.csv and images")
     aid.add_argument("--scores", type=Path, metavar="CSV",
                      help="the client's scores CSV of that night (guAlta.py batch --scores): pre-fills the labels "

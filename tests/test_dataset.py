@@ -801,7 +801,10 @@ def test_cli_simulate_then_prepare(tmp_path):
     (["prepare", "--nights", "{tmp}", "--out", "{tmp}/o"], "no night folders"),
     (["prepare", "--nights", "{nights}", "--out", "{tmp}/o", "--version", "v9"], "invalid choice"),
     (["label-aid", "--night", "/no/such/night", "--out", "x"], "not a folder"),
-    (["label-aid", "--night", "{nights}/20211110", "--out", "{tmp}/file/aid"], "Not a directory: {tmp}/file/aid"),
+    (["label-aid", "--night", "{nights}/20211110", "--out", "{tmp}/file/aid"],
+     "argument --out: not a folder: {tmp}/file/aid ({tmp}/file is a file)"),
+    (["label-aid", "--night", "{nights}/20211110", "--out", "{tmp}/file"], "argument --out: not a folder: {tmp}/file"),
+    (["prepare", "--nights", "{nights}", "--out", "{tmp}/file"], "argument --out: not a folder: {tmp}/file"),
     (["simulate", "--out", "{tmp}/file", "--nights", "1", "--frames", "2", "--date", "20211110"],
      "Not a directory: {tmp}/file/20211110"),
     (["simulate", "--out", "{tmp}/sim", "--nights", "1", "--frames", "4", "--date", "20211110", "--start", "11:59"],
@@ -812,7 +815,8 @@ def test_cli_simulate_then_prepare(tmp_path):
     (["prepare", "--nights", "{nights}", "--out", "{tmp}/o", "--seed", "-1"], "argument --seed: must be 0 or more"),
 ])
 def test_cli_bad_arguments_exit_non_zero_with_a_message(nights, tmp_path, args, message):
-    """Bad arguments, and an output folder where a file is (as a full disk or no permission would), are one line."""
+    """Bad arguments, and an output folder where a file is (as a full disk or no permission would), are one line;
+    prepare and label-aid --out FILE worked through every night before failing 'Not a directory'."""
     (tmp_path / "file").write_text("in the way")
     message = message.format(tmp=tmp_path)
     done = cli(*(a.format(nights=nights, tmp=tmp_path) for a in args))
