@@ -10,7 +10,6 @@ class NightError(ClientError):
     """A problem of one night's folder or scores CSV: the other nights of a run can still be scored."""
 
 
-
 class UsageError(ClientError):
     """Settings or options the command cannot run with (a real-time window past noon, --catch-up without a scores
     folder): exit status 2, as invalid settings."""
