@@ -102,6 +102,17 @@ def test_summary_is_json_ready(pred):
     assert headline["threshold_for_recall_0.98"] == 0.20
 
 
+def test_recall_and_precision_are_reported_under_their_own_names(pred):
+    """At 0.85 the fixture's recall and precision are both 0.7, so the report could give each under the other's
+    name unseen: at 0.9 four of ten meteors are found among six detections."""
+    summary = ev.summarize(pred, 0.9)
+    assert summary["meteor_recall"] == pytest.approx(0.4) and summary["precision"] == pytest.approx(4 / 6)
+    headline = ev.metrics_summary(summary)
+    assert headline["meteor_recall"] == pytest.approx(0.4) and headline["precision"] == pytest.approx(4 / 6)
+    printed = ev.format_summary(summary).splitlines()
+    assert "  meteor_recall: 0.4000" in printed and "  precision: 0.6667" in printed
+
+
 def test_hand_labelled_test_set_reports_unknowns_as_unknown(pred):
     """On hand labels (no event type, peak_snr or clouds) the report showed event "none" with meteors in it and 0
     faint meteors and 0 cloudy frames, as if measured."""
