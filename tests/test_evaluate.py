@@ -50,6 +50,20 @@ def test_false_positive_rates(pred):
     assert ev.fp_rate_by_night(pred) == {"A": pytest.approx(1 / 6), "B": pytest.approx(2 / 4)}
 
 
+def test_faint_and_cloudy_boundaries(pred):
+    """A meteor exactly at FAINT_SNR is not faint (faint is below it); a no-meteor frame exactly at CLOUDY cover is
+    cloudy (cloudy is from it on)."""
+    edge = pd.DataFrame([{"fn": "m10.png", "night": "A", "meteor": 1, "p_meteor": 0.1, "event": "meteor",
+                          "peak_snr": ev.FAINT_SNR, "clouds": 0.0},
+                         {"fn": "n10.png", "night": "A", "meteor": 0, "p_meteor": 0.9, "event": "none",
+                          "peak_snr": np.nan, "clouds": ev.CLOUDY}])
+    both = pd.concat([pred, edge], ignore_index=True)
+    assert ev.faint_recall(both) == pytest.approx(2 / 5)           # the missed 5.0 is not among the faint
+    assert ev.cloud_fp_rate(both) == pytest.approx(2 / 4)          # the detected 0.2 is among the cloudy
+    summary = ev.summarize(both)
+    assert summary["n_faint"] == 5 and summary["n_cloudy_no_meteor"] == 4
+
+
 def test_rates_by_event(pred):
     events = ev.rates_by_event(pred)
     assert events["meteor"] == {"n": 9, "n_meteor": 9, "detected": pytest.approx(6 / 9)}
