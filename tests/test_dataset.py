@@ -5,7 +5,7 @@ import logging
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -271,6 +271,19 @@ def test_balancing_equal_counts_reproducible_and_test_untouched(tmp_path):
     assert sorted(build(1, "b")[1]["fn"]) == sorted(index["fn"])
     others = {frozenset(build(seed, f"s{seed}")[1]["fn"]) for seed in (2, 3)}
     assert others != {frozenset(index["fn"])}
+
+
+def test_balancing_keeps_as_many_distinct_no_meteor_samples_as_meteors():
+    """Drawn with replacement, a no-meteor sample could be drawn twice and kept once: fewer no-meteor than meteor
+    samples in a "balanced" training set."""
+    night = Path("nights/20211110")
+    start = datetime(2021, 11, 10, 22, 0, 0)
+    samples = [dataset.Sample(night, night / f"image-{start + timedelta(seconds=30 * i):%Y%m%d%H%M%S}.jpg",
+                              "meteor" if i % 5 == 0 else "no-meteor", "train") for i in range(250)]
+    for seed in range(5):
+        kept = dataset.balance_samples(samples, seed)
+        others = [s.fn for s in kept if s.label == "no-meteor"]
+        assert sum(s.label == "meteor" for s in kept) == 50 and len(others) == len(set(others)) == 50
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
