@@ -378,6 +378,17 @@ def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch, caplog):
     assert "GetParameter" in caplog.text and KEYS["obs01"] not in caplog.text
 
 
+def test_a_bucket_that_refuses_answers_503_store_unavailable(root, monkeypatch):
+    """S3 refusing every request (NoSuchBucket here; AccessDenied, SlowDown alike), taken for "the key exists" or
+    "no such key", answers a detection "being stored by another request" (or, were a read let through, `duplicate`:
+    the client drops it) and crashes on a log. It is the store's fault, said so: 503, and the client sends again."""
+    with moto_s3() as (endpoint, _):
+        monkeypatch.setenv("GUALTA_STORE", "s3://no-such-bucket/prod")
+        monkeypatch.setenv("GUALTA_S3_ENDPOINT", endpoint)
+        for body in (detection(), payload.build_log("end", "obs01", total=3)):
+            assert post(body) == (503, {"error": "store unavailable, retry later"})
+
+
 def test_unreachable_store_answers_503_not_a_crash(root, monkeypatch):
     monkeypatch.setenv("GUALTA_STORE", f"s3://{BUCKET}")
     monkeypatch.setenv("GUALTA_S3_ENDPOINT", "http://127.0.0.1:9")

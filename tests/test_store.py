@@ -279,6 +279,20 @@ def test_s3_unreachable_is_a_store_error():
         dead.keys("detections/")
 
 
+def test_s3_refusals_are_store_errors_never_a_missing_key(moto):
+    """S3 refusing a request (here NoSuchBucket; AccessDenied, SlowDown alike) read as "it exists" or "it is
+    missing" would have the ingest answer `duplicate` to a detection never stored (the client drops it) and the
+    pages show nothing: each is a StoreError (the service's 503)."""
+    endpoint, _ = moto
+    gone = store.open_store("s3://no-such-bucket/prod", endpoint)
+    with pytest.raises(store.StoreError, match="NoSuchBucket"):
+        gone.create("detections/20260916/obs01_20260916231507.json", b"{}")
+    with pytest.raises(store.StoreError, match="NoSuchBucket"):
+        gone.get("index.html")
+    with pytest.raises(store.StoreError):
+        gone.keys("detections/")
+
+
 def test_open_store_parses_locations(tmp_path):
     s3 = store.open_store("s3://my-bucket/some/prefix", "http://127.0.0.1:1")
     assert isinstance(s3, store.S3Store) and (s3.bucket, s3.prefix) == ("my-bucket", "some/prefix/")
