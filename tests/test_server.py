@@ -513,6 +513,16 @@ def test_an_upload_without_a_valid_key_is_refused_before_its_body_is_read(in_pro
     assert snapshot(root) == {}
 
 
+def test_an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(in_process):
+    """A client that asks before sending (`Expect: 100-continue`) a body over the limit is told 413 at once: a 100
+    Continue would have it send 7 MB only to be refused."""
+    _, host, port, _ = in_process
+    connection = raw(host, port, f"POST /uploadmeteor HTTP/1.1\r\nHost: x\r\nx-api-key: {KEYS['obs01']}\r\n"
+                                 "Content-Length: 7000000\r\nExpect: 100-continue\r\n\r\n".encode("ascii"))
+    assert connection.makefile("rb").readline().split(b" ")[1] == b"413"
+    connection.close()
+
+
 def test_api_keys_that_cannot_be_read_are_answered_with_500_and_nothing_is_stored(in_process, monkeypatch):
     """The keys' setting failing while the service runs (an unreadable SSM parameter, a badly edited one) closed
     the connection without an answer; the AWS host answers 500 for it, and so does this one (the client retries)."""
