@@ -523,6 +523,20 @@ def test_an_oversized_body_announced_with_expect_100_continue_is_refused_before_
     connection.close()
 
 
+def test_pages_and_models_the_store_cannot_read_answer_503(in_process):
+    """A page, image or model the store cannot read (a failing disk; here links that loop) is the service's fault:
+    503, the browser or client tries again, never a 500 nor a 404 that says it does not exist."""
+    _, host, port, root = in_process
+    for key in ("index.html", "20260916.html", "imgs/20260916/obs01_20260916231507.jpeg",
+                "models/guAlta_latest_version.json"):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).symlink_to(root / key)
+    for path in ("/", "/index.html", "/20260916.html", "/imgs/20260916/obs01_20260916231507.jpeg", "/models/latest",
+                 "/models/latest/file", "/models/guAlta_latest_version.json"):
+        reply = requests.get(f"http://{host}:{port}{path}", timeout=10)
+        assert (reply.status_code, reply.json()) == (503, {"error": "store unavailable, retry later"}), path
+
+
 def test_api_keys_that_cannot_be_read_are_answered_with_500_and_nothing_is_stored(in_process, monkeypatch):
     """The keys' setting failing while the service runs (an unreadable SSM parameter, a badly edited one) closed
     the connection without an answer; the AWS host answers 500 for it, and so does this one (the client retries)."""
