@@ -8,6 +8,7 @@ import os
 import struct
 import threading
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -190,11 +191,33 @@ def test_routing_and_size(root):
     refused(root, 413, b"{" + b" " * payload.MAX_BODY_BYTES + b"}", reason="larger")
 
 
+def test_a_body_of_the_size_limit_is_taken_and_one_byte_more_is_413(root):
+    """The limit is MAX_BODY_BYTES itself: a body that size is stored, one byte more is refused 413 for its size."""
+    def sized(frame_id: str, size: int) -> bytes:
+        raw = json.dumps(detection(frame_id=frame_id)).encode()
+        return raw + b" " * (size - len(raw))
+
+    refused(root, 413, sized("20260916231600", payload.MAX_BODY_BYTES + 1), reason="larger")
+    assert post(sized("20260916231507", payload.MAX_BODY_BYTES))[1]["status"] == "stored"
+
+
 def handled(root, proxy) -> tuple[int, str]:
     before = snapshot(root)
     result = HANDLER(proxy, None)
     assert snapshot(root) == before
     return result["statusCode"], json.loads(result["body"])["error"]
+
+
+def test_only_a_night_before_the_one_that_ended_last_is_marked_late(root):
+    """The morning's build makes the page of the night that ended last: a report for that night is not late (no
+    mark left for later builds to look at); one for the night before it is."""
+    zone = ZoneInfo("Europe/Madrid")
+    morning = datetime(2026, 9, 17, 10, 0, tzinfo=zone)                  # 20260916 ended at 08:00
+    result = ingest.handle(event(detection()), os.environ, morning)
+    assert json.loads(result["body"])["status"] == "stored" and store.late_nights(store.LocalStore(root)) == []
+    next_morning = datetime(2026, 9, 18, 10, 0, tzinfo=zone)
+    ingest.handle(event(detection(frame_id="20260916231600")), os.environ, next_morning)
+    assert store.late_nights(store.LocalStore(root)) == ["20260916"]
 
 
 def test_a_late_mark_that_cannot_be_written_loses_nothing(root, caplog):
