@@ -163,6 +163,7 @@ def test_a_long_run_stays_whole_whatever_its_streaks():
     streaks = [(100, 100, 300, 200), (420, 260, 320, 460)] * 16 + [(100, 100, 300, 200)]
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks))] == [33]
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:30]))] == [1] * 30
+    assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:31]))] == [1] * 31     # 900 s exactly: not over
 
 
 def test_consecutive_detections_across_the_start_of_summer_time():
