@@ -30,7 +30,7 @@ the **test nights only** (`gualta.evaluate`) and the export to `.pkl` and ONNX.
 Parameters below can be overridden by environment variables `GUALTA_NB_*`. Without a dataset, a small one is
 simulated first (a few minutes). To fine-tune the shipped model instead (e.g. on an observatory's own labelled
 nights), set `INIT` to `../models/guAlta.onnx` (a ResNet34), with `PRETRAINED = False`, `LR_FIND = False` and a
-low `LR` such as 1e-4."""),
+low `LR` such as 1e-4; leave `SIZE` unset to train at the size it learnt (320 px)."""),
         new_code_cell(f"""# Parameters
 import os
 from pathlib import Path
@@ -39,7 +39,7 @@ DATASET = Path(os.environ.get("GUALTA_NB_DATASET", "../data/dataset"))       # b
 NIGHTS = Path(os.environ.get("GUALTA_NB_NIGHTS", "../data/nights"))          # simulated nights for it
 RUN_DIR = Path(os.environ.get("GUALTA_NB_RUN", "../runs/{arch}"))
 ARCH = os.environ.get("GUALTA_NB_ARCH", "{arch}")
-SIZE = int(os.environ.get("GUALTA_NB_SIZE", "224"))
+SIZE = int(os.environ.get("GUALTA_NB_SIZE") or 0) or None                     # None: INIT's input side, else 224
 EPOCHS = int(os.environ.get("GUALTA_NB_EPOCHS", "35"))
 LR = float(os.environ.get("GUALTA_NB_LR", "1e-3"))
 BS = int(os.environ.get("GUALTA_NB_BS", "32"))

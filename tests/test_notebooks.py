@@ -48,6 +48,25 @@ def test_committed_notebooks_are_built_and_clean(tmp_path):
         assert code[0].source.startswith("# Parameters") and "GUALTA_NB_" in code[0].source
 
 
+def test_a_training_notebook_fine_tunes_at_its_init_models_size(monkeypatch):
+    """Set to fine-tune the shipped model as its README says (no size given), the notebook trained at 224 px where
+    the command line trains at the model's own 320: its parameters leave the size to the init model."""
+    from gualta import train
+
+    for key in ("GUALTA_NB_SIZE", "GUALTA_NB_INIT"):
+        monkeypatch.delenv(key, raising=False)
+    parameters = nbformat.read(NOTEBOOKS / "Train_resnet34.ipynb", as_version=4).cells[1].source
+    assert parameters.startswith("# Parameters")
+    monkeypatch.setenv("GUALTA_NB_INIT", str(REPO / "models" / "guAlta.onnx"))
+    values: dict = {}
+    exec(parameters, values)                                                         # noqa: S102
+    config = train.TrainConfig(dataset=REPO, out=REPO, size=values["SIZE"], init=Path(values["INIT"]))
+    assert train.input_size(config) == train.init_size(config.init) == 320
+    monkeypatch.setenv("GUALTA_NB_SIZE", "48")
+    exec(parameters, values)                                                         # noqa: S102
+    assert values["SIZE"] == 48
+
+
 @pytest.mark.parametrize("arch,lr_find,init", [("resnet18", 1, ""), ("resnet34", 0, REPO / "models" / "guAlta.onnx")])
 def test_training_notebook_runs(arch, lr_find, init, tiny_dataset, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
