@@ -173,11 +173,24 @@ def check_float(proto, path: Path) -> None:
                             "(a run's model.onnx, models/guAlta.onnx)")
 
 
+def check_start(path: str | Path, arch: str, normalised: bool) -> None:
+    """OnnxInitError for a model a run cannot start from (int8, another arch or normalisation), read before the
+    run builds anything: a --pretrained run fetched ImageNet's weights first, to be refused after."""
+    path = Path(path)
+    proto = read_onnx(path)
+    check_float(proto, path)
+    check_kind(props_of(proto), path, arch, normalised)
+
+
 def check_metadata(props: dict, path: Path, arch: str, classes: list[str], normalised: bool) -> None:
-    if props.get("arch", arch) != arch:
-        raise OnnxInitError(f"{path} is a {props['arch']}, this run trains a {arch}")
+    check_kind(props, path, arch, normalised)
     if "classes" in props and json.loads(props["classes"]) != classes:
         raise OnnxInitError(f"{path} has classes {json.loads(props['classes'])}, this dataset {classes}")
+
+
+def check_kind(props: dict, path: Path, arch: str, normalised: bool) -> None:
+    if props.get("arch", arch) != arch:
+        raise OnnxInitError(f"{path} is a {props['arch']}, this run trains a {arch}")
     file_normalises = props.get("pretrained") == "true"     # gualta.export puts ImageNet normalisation in the graph
     if "pretrained" in props and file_normalises != normalised:
         wanted = "--pretrained" if file_normalises else "--no-pretrained"

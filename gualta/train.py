@@ -256,6 +256,16 @@ def make_learner(dls, arch: str = "resnet34", pretrained: bool = False, loss_wei
         raise
 
 
+def check_onnx_start(config: TrainConfig) -> None:
+    """TrainError for an --init ONNX model this run cannot start from, before anything is built or downloaded."""
+    from gualta.onnx_init import check_start
+
+    try:
+        check_start(config.init, config.arch, normalised=config.pretrained)
+    except ValueError as exc:                       # OnnxInitError, or not a readable ONNX file
+        raise TrainError(f"cannot start from {config.init}: {exc}") from None
+
+
 def load_weights(learn, model: str | Path, arch: str) -> None:
     """Start learn from an earlier model's weights (fine-tuning): a fastai model.pkl, or an ONNX model such as the
     shipped models/guAlta.onnx (gualta.onnx_init rebuilds the network from it). The nights those weights learnt from
@@ -337,6 +347,8 @@ def learner_for(config: TrainConfig):
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed, reproducible=True)
+    if config.init and Path(config.init).suffix == ".onnx":
+        check_onnx_start(config)
     config.size = input_size(config)                # config.json records the side trained at
     rows = training_rows(read_index(config.dataset), config.balance, config.valid_pct, config.seed,
                          config.min_snr, config.min_length, config.short_min_snr)

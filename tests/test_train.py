@@ -761,6 +761,24 @@ def test_the_shipped_model_rebuilds_for_fine_tuning_at_another_size(tiny_dataset
     assert np.abs(rebuilt - expected).max() < 1e-4
 
 
+def test_an_onnx_init_a_run_cannot_start_from_is_refused_before_anything_is_built(tiny_dataset, tmp_path, monkeypatch):
+    """`--init models/guAlta.onnx` without --no-pretrained built the learner first, fetching ImageNet's 83 MB of
+    weights online (or failing on them offline), and was refused for its normalisation only after."""
+    from test_model import REPO
+
+    def no_learner(*args, **kwargs):
+        raise AssertionError("a learner was built")
+
+    monkeypatch.setattr(train, "make_learner", no_learner)
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path / "tune", arch="resnet34", size=64, bs=8,
+                               threads=1, pretrained=True, init=REPO / "models" / "guAlta.onnx")
+    with pytest.raises(train.TrainError, match="normalises its input differently.*--no-pretrained"):
+        train.learner_for(config)
+    config.pretrained, config.arch = False, "resnet18"
+    with pytest.raises(train.TrainError, match="is a resnet34, this run trains a resnet18"):
+        train.learner_for(config)
+
+
 def test_the_shipped_models_recipe_runs_end_to_end(tmp_path):
     """models/build_shipped_model.sh, the script a GPU run executes, at a toy size: training nights simulated,
     dataset built, ResNet34 trained and shipped in float16 storage where SHIP_TO says."""
