@@ -1342,6 +1342,26 @@ def test_frames_judged_bad_hold_no_memory(tmp_path):
     assert held < 5_000_000, held                                  # 30 frames of 1.3 MB held before
 
 
+def test_good_frames_paired_in_order_hold_two_images(tmp_path):
+    """Every good frame stayed decoded once paired: a night of 800 frames held 1 GB and a Pi ran out of memory.
+    Frames asked for in time order keep only the pair in hand."""
+    night = tmp_path / "20211110"
+    night.mkdir()
+    names = [night / f"image-202111102{i // 60:01d}{i % 60:02d}00.png" for i in range(30)]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(name), background(400, 300) + sensor_noise(i, (400, 300)))
+    frames = NightFrames(names)
+    tracemalloc.start()
+    try:
+        for name in names[1:]:
+            pair = frames.pair(name)
+            assert frames.image(pair.current) is not None and frames.image(pair.previous) is not None
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held                                  # 3.6 MB (30 frames of 120 kB) held before
+
+
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     model = model_update.open_model(settings(tmp_path, configured))
