@@ -1362,6 +1362,21 @@ def test_good_frames_paired_in_order_hold_two_images(tmp_path):
     assert held < 1_000_000, held                                  # 3.6 MB (30 frames of 120 kB) held before
 
 
+def test_a_lone_frame_of_another_size_costs_only_itself(tiny_model, tmp_path):
+    """A lone frame of another size was the next frame's predecessor: that good frame was skipped too ('frame size
+    changed … pair skipped'), never scored. Only the odd frame is skipped; the next pairs with the frame before it."""
+    night = tmp_path / "20211110"
+    night.mkdir()
+    names = [night / f"image-2021111022{minute:02d}00.png" for minute in range(5)]
+    for i, name in enumerate(names):
+        size = (300, 240) if i == 2 else (400, 300)
+        cv2.imwrite(str(name), background(*size) + sensor_noise(i, size))
+    _, rows = scores_of(tmp_path, night, tiny_model)
+    assert [row["file"] for row in rows if row["flag"] == "skipped"] == [names[0].name, names[2].name]
+    assert all(row["score"] for row in rows[3:])
+    assert NightFrames(names).pair(names[3]).previous == names[1]
+
+
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     model = model_update.open_model(settings(tmp_path, configured))
