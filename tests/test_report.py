@@ -327,6 +327,16 @@ def test_queued_reports_survive_a_killed_process(tmp_path):
         assert [item.key for item in outbox.due()] == ["detection/obs01/20211110220000"]
 
 
+def test_the_outbox_commits_each_report_to_disk(tmp_path):
+    """With synchronous OFF (or NORMAL) a commit returns before the disk has it: a power cut at the observatory
+    loses the reports queued last, yet a killed process (test_queued_reports_survive_a_killed_process) loses nothing,
+    so no other test saw it. Every connection writes a WAL and waits for the disk (synchronous FULL)."""
+    for _ in range(2):                                              # a new file, then the same file opened again
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            assert outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert outbox.db.execute("PRAGMA synchronous").fetchone()[0] == 2           # FULL
+
+
 def test_retries_on_5xx_and_network_errors_gives_up_on_other_4xx(tmp_path):
     stub = StubService([503, 400])
     try:
