@@ -1155,6 +1155,35 @@ def test_a_restart_goes_on_with_the_two_frames_the_decider_had_and_their_own_pai
     assert decider.earlier is not None and decider.earlier.file.name == before_last["file"]
 
 
+def test_a_night_taken_up_again_after_a_crash_at_its_close_sends_its_new_end_log(client_night, tiny_model,
+                                                                                   tmp_path, monkeypatch):
+    """A crash (a power cut) after a night's end log was queued but before the night was recorded closed: the next
+    start takes the night up again and decides the frames the camera wrote since, and its end log must count them
+    — the stale end log queued first, with the smaller total, must not be the one kept and sent."""
+    config = settings(tmp_path, tiny_model, main_folder=tmp_path / "images", streak_check=False)
+    model, writer = load_model(tiny_model, threads=1), Writer(client_night, tmp_path / "images", spacing_s=0.0)
+
+    def night_closed() -> int:
+        """A watch of the night as its frames are now, closed: the totals of the end logs queued."""
+        with Outbox(config.outbox) as outbox:
+            watch = realtime.NightWatch(writer.folder, config, model, outbox, True, lambda line: None)
+            watch.step(force=True)
+            watch.close()
+            logs = [json.loads(item.body) for item in outbox.due()]
+            return [body["total"] for body in logs if body.get("log") == "end"]
+
+    def power_cut(outbox, night):
+        raise SystemExit("power cut")
+
+    writer.write(range(4))
+    with monkeypatch.context() as crash:
+        crash.setattr(Outbox, "close_night", power_cut)
+        with pytest.raises(SystemExit):
+            night_closed()
+    writer.write(range(4, 8))                                            # the camera went on
+    assert night_closed() == [7]
+
+
 @pytest.mark.parametrize("bad_first", [False, True])
 def test_a_restart_after_daylight_frames_compares_the_first_night_frame_with_none(client_night, tiny_model,
                                                                                    tmp_path, madrid_clock, bad_first):
