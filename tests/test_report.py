@@ -358,6 +358,23 @@ def test_retries_on_5xx_and_network_errors_gives_up_on_other_4xx(tmp_path):
         stub.close()
 
 
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_timeout_or_too_many_requests_answer_is_retried_not_rejected(tmp_path, status):
+    """408 and 429 say "later", not "never": taken for a rejection, the reports a rate-limited or slow service turned
+    away at a busy moment would be dropped for good, their detections never on the page. They are sent again."""
+    stub = StubService([status])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            outbox.put("a", {"n": 1})
+            client = ApiClient(stub.url, KEY)
+            first = deliver(outbox, client)
+            assert (first.sent, first.rejected) == (0, 0) and first.stopped.startswith(f"HTTP {status}")
+            assert outbox.pending() == 1 and not outbox.rejected()
+            assert deliver(outbox, client, everything=True).sent == 1
+    finally:
+        stub.close()
+
+
 @pytest.mark.parametrize("status, fix", [(401, "fix guAlta_api_key"), (403, "fix guAlta_api_key"),
                                          (404, "fix guAlta_URL"), (405, "fix guAlta_URL")])
 def test_a_refused_key_or_a_wrong_address_keeps_the_reports(tmp_path, status, fix):
