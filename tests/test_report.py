@@ -358,6 +358,21 @@ def test_retries_on_5xx_and_network_errors_gives_up_on_other_4xx(tmp_path):
         stub.close()
 
 
+def test_a_long_outage_s_retries_wait_no_longer_than_the_backoff_s_cap(tmp_path):
+    """The wait doubles from one failed try to the next: uncapped, a report that had failed 20 times in a night's
+    network outage would next be tried in 12 days, long after the network was back. It waits BACKOFF_MAX_S at most
+    (10 % jitter), and the sender's own backoff too."""
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        outbox.put("a", {"n": 1})
+        now = time.time()
+        for _ in range(20):
+            [item] = outbox.due()
+            outbox.mark(item, report.Outcome("retry", "network: ConnectionError"), now)
+        next_try = outbox.db.execute("SELECT next_try FROM outbox WHERE key = 'a'").fetchone()[0]
+    assert report.BACKOFF_MAX_S <= next_try - now <= 1.1 * report.BACKOFF_MAX_S
+    assert report.BACKOFF_MAX_S <= report.retry_delay(200) <= 1.1 * report.BACKOFF_MAX_S
+
+
 @pytest.mark.parametrize("status", [408, 429])
 def test_a_timeout_or_too_many_requests_answer_is_retried_not_rejected(tmp_path, status):
     """408 and 429 say "later", not "never": taken for a rejection, the reports a rate-limited or slow service turned
