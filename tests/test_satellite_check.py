@@ -117,6 +117,14 @@ def test_low_scores_are_never_flagged_and_skipped_frames_keep_their_place():
     assert [r.label for r in out] == ["meteor", "", "no-meteor", "meteor"]
 
 
+def test_a_score_at_the_threshold_is_a_detection():
+    """guAlta_threshold is the lowest score reported (the thesis: p ≥ 0.85): read as 'above', a meteor the model
+    scored exactly at it would go unreported."""
+    meteor = diff_with(((120, 80), (260, 150)), seed=1)
+    decided = decide((speckle(0), 0.1), (meteor, 0.85), (speckle(2), np.nextafter(0.85, 0)))
+    assert [(r.label, r.detection) for r in decided] == [("no-meteor", False), ("meteor", True), ("no-meteor", False)]
+
+
 def test_the_settings_give_the_decider_and_the_scorer_each_check_as_set(tmp_path):
     checks = ("satellite_check", "report_flagged", "fireball_check", "streak_check", "cloud_check", "lightning_check")
     defaults = Decider(0.85)
