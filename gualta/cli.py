@@ -33,10 +33,7 @@ def error_text(exc: Exception) -> str:
 
 def unit_interval(text: str) -> float:
     """argparse type: a number from 0 to 1 (a score threshold: 0.85, not 85)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    value = finite_number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1 (a score, such as 0.85): {text}")
     return value
@@ -44,17 +41,19 @@ def unit_interval(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
+    return integer_from(text, 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer ≥ 0 (a random seed, a count that may be none)."""
+    return integer_from(text, 0, "must be 0 or more")
+
+
+def integer_from(text: str, least: int, says: str) -> int:
+    """An integer from the command line, at least `least` (else ArgumentTypeError: '<says>: <text>')."""
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{says}: {text}")
     return value
 
 
