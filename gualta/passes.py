@@ -192,13 +192,25 @@ def tle_note(satellite, night: str) -> str:
     age = tle_age_days(satellite, night)
     text = f"TLE epoch {satellite.epoch.utc_datetime():%Y-%m-%d %H:%M} UTC"
     if abs(age) > STALE_TLE_DAYS:
+        advice = "refresh the TLE" if age > 0 else "give a TLE from near the night (GUALTA_TLE_FILE)"
         return f"{text}, {abs(age):.0f} days {'before' if age > 0 else 'after'} this night: times may be off by " \
-               f"{'tens of ' if abs(age) > UNUSABLE_TLE_DAYS else ''}minutes — refresh the TLE"
+               f"{'tens of ' if abs(age) > UNUSABLE_TLE_DAYS else ''}minutes — {advice}"
     return text
 
 
 def load_tle(env) -> tuple[object | None, str]:
     """The ISS from n2yo (key set) or the TLE file, with a description of the source; (None, reason) if neither."""
+    text, source = load_tle_text(env)
+    satellite = read_tle(text) if text else None
+    return (satellite, source) if satellite is not None else (None, NO_TLE)
+
+
+NO_TLE = "no ISS TLE available (set GUALTA_N2YO_KEY or provide a TLE file)"
+
+
+def load_tle_text(env) -> tuple[str | None, str]:
+    """The ISS TLE text from n2yo (key set) or the TLE file, with a description of the source; (None, reason) if
+    neither holds one."""
     try:
         key = service_env.secret(env, "GUALTA_N2YO_KEY")
     except service_env.ConfigError as exc:
@@ -206,25 +218,28 @@ def load_tle(env) -> tuple[object | None, str]:
         key = ""
     if key:
         try:
-            satellite = read_tle(fetch_n2yo_tle(key))
-            if satellite is not None:
-                return satellite, "n2yo TLE"
+            text = fetch_n2yo_tle(key)
+            if read_tle(text) is not None:
+                return text, "n2yo TLE"
         except (OSError, ValueError, KeyError) as exc:
             log.warning("n2yo TLE unavailable (%s); trying the TLE file", type(exc).__name__)
     path = Path(env.get("GUALTA_TLE_FILE") or DEFAULT_TLE)
     try:
-        satellite = read_tle(path.read_text("ascii", "replace"))
+        text = path.read_text("ascii", "replace")
     except OSError:
-        satellite = None
-    if satellite is None:
-        return None, "no ISS TLE available (set GUALTA_N2YO_KEY or provide a TLE file)"
-    return satellite, f"TLE file {path.name}"
+        return None, NO_TLE
+    return (text, f"TLE file {path.name}") if read_tle(text) is not None else (None, NO_TLE)
 
 
-def night_passes(obs_ids, night: str, env) -> dict[str, PassReport]:
-    """A PassReport per obs_id for the night; observatories without coordinates get a note, never an error."""
+def night_passes(obs_ids, night: str, env, tle: tuple[str | None, str] | None = None) -> dict[str, PassReport]:
+    """A PassReport per obs_id for the night, from `tle` (text, source) if given, else `load_tle`; observatories
+    without coordinates get a note, never an error."""
     observatories = observatories_from_env(env)
-    satellite, source = load_tle(env) if any(o in observatories for o in obs_ids) else (None, "")
+    if tle is not None:
+        text, source = tle
+        satellite = read_tle(text) if text else None
+    else:
+        satellite, source = load_tle(env) if any(o in observatories for o in obs_ids) else (None, "")
     reports = {}
     for obs_id in obs_ids:
         obs = observatories.get(obs_id)

@@ -312,7 +312,8 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
     mark_coincidences(rows, zone_of)
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys(), key=lambda obs_id: (
         obs_id.casefold(), obs_id))                                 # as a reader orders names: obs01 before Obs02
-    reports = passes.night_passes(obs_ids, night, env)
+    tle = night_tle(target, night, env) if any(obs_id in configured for obs_id in obs_ids) else None
+    reports = passes.night_passes(obs_ids, night, env, tle)
     result = []
     for obs_id in obs_ids:
         own, zone = [row for row in rows if row.obs_id == obs_id], zone_of(obs_id)
@@ -325,6 +326,27 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
                               _text(on_clock(end.get("processed") or end.get("received"), zone)), reports[obs_id],
                               bool(own) or obs_id in logs, zone))
     return result
+
+
+def night_tle(target: store.Store, night: str, env) -> tuple[str | None, str]:
+    """The ISS TLE of a night's passes, (text, source): of the one kept by an earlier build of the night
+    (`store.night_tle_key`) and today's (`passes.load_tle_text`), the one whose epoch is nearest the night — kept for
+    later builds where it is fit to use: a rebuild weeks on (a late report) shows the passes its first build did, where
+    today's TLE, far from the night, would show none."""
+    key = store.night_tle_key(night)
+    kept = (target.get(key) or b"").decode("ascii", "replace")
+    fresh, source = passes.load_tle_text(env)
+    known = [(text, name) for text, name in ((kept, f"the TLE kept for this night ({key})"), (fresh, source))
+             if text and passes.read_tle(text) is not None]
+    if not known:
+        return None, source
+    text, name = min(known, key=lambda tle: abs(passes.tle_age_days(passes.read_tle(tle[0]), night)))
+    if text != kept and abs(passes.tle_age_days(passes.read_tle(text), night)) <= passes.UNUSABLE_TLE_DAYS:
+        try:
+            target.put(key, text.encode("ascii", "replace"))
+        except store.StoreError as exc:
+            log.warning("cannot keep the TLE of night %s: %s", night, exc)
+    return text, name
 
 
 def on_clock(stamp, zone: tzinfo):

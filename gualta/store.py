@@ -10,6 +10,7 @@
     models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
     archive.html, pages/archive.json         every night with a page, by month, and its counts
+    pages/tle/YYYYMMDD.tle                   the ISS TLE of a night's passes (its later builds show the same)
 
 A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before any I/O: segments of
 ``A-Z a-z 0-9 . _ -`` that do not start with a dot, so no key can leave the store.
@@ -86,6 +87,11 @@ def page_key(night: str) -> str:
 def page_inputs_key(night: str) -> str:
     """What a night's page was made from (the daily page's bookkeeping)."""
     return f"pages/{night}.json"
+
+
+def night_tle_key(night: str) -> str:
+    """The ISS TLE a night's passes were computed from, kept for its later builds."""
+    return f"pages/tle/{night}.tle"
 
 
 def limit_notice_key(night: str, obs_id: str) -> str:

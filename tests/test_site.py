@@ -78,6 +78,37 @@ def test_iss_passes_are_on_the_page(night):
     assert "TLE epoch 2026-09-16 20:27 UTC" in obs01
 
 
+def tle_moved(days: float) -> str:
+    """The committed ISS TLE with its epoch moved `days` on (the same elements, its checksum redone)."""
+    name, first, second = passes.DEFAULT_TLE.read_text().splitlines()[:3]
+    epoch = float(first[20:32]) + days
+    first = f"{first[:20]}{epoch:012.8f}{first[32:68]}"
+    checksum = sum(int(c) if c.isdigit() else c == "-" for c in first) % 10
+    return f"{name}\n{first}{checksum}\n{second}\n"
+
+
+def test_a_night_rebuilt_weeks_later_keeps_the_passes_of_its_first_build(night, tmp_path, monkeypatch):
+    """A night rebuilt weeks on (a late report after an outage, `site --day`) was given today's TLE, weeks from the
+    night: its ISS table and tags were gone. Its first build keeps the TLE it used; a night never built with one near
+    it shows none, and says a TLE from near the night is needed, not 'refresh'."""
+    WEBSITE({"day": NIGHT}, None)
+    kept = night / "pages" / "tle" / f"{NIGHT}.tle"
+    assert kept.read_text() == passes.DEFAULT_TLE.read_text()
+    later = tmp_path / "later.tle"
+    later.write_text(tle_moved(60))
+    assert passes.read_tle(later.read_text()).epoch.utc_datetime().date().isoformat() == "2026-11-15"
+    monkeypatch.setenv("GUALTA_TLE_FILE", str(later))
+    WEBSITE({"day": NIGHT}, None)
+    html = (night / f"{NIGHT}.html").read_text()
+    assert "ISS passes above 10° in the dark" in html and "<td>sunlit</td>" in html
+    assert f"the TLE kept for this night (pages/tle/{NIGHT}.tle)" in html
+    assert kept.read_text() == passes.DEFAULT_TLE.read_text()
+    WEBSITE({"day": "20260915"}, None)
+    earlier = (night / "20260915.html").read_text()
+    assert "ISS passes not shown" in earlier and "give a TLE from near the night" in earlier
+    assert not (night / "pages" / "tle" / "20260915.tle").exists()
+
+
 def test_iss_passes_across_the_end_of_summer_time(env, tmp_path, monkeypatch):
     """On the night clocks go back, a pass from 02:59:44 CEST to 02:05:20 CET is shown with each time's zone (one
     caption zone made it end before it began), and a detection is matched to a pass as instants. (The committed
