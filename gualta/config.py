@@ -405,8 +405,8 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
             raw, where, base = env[setting.env], f"environment {setting.env}", Path.cwd()
         elif setting.key in from_file:
             raw, where, base = from_file[setting.key], f"{setting.key} in {config_file.name}", config_file.parent
-            if setting.name in SHIPPED and raw == setting.default:      # the example's line, in a copy elsewhere
-                base = DEFAULT_FILE.parent
+            if setting.name in SHIPPED and raw == setting.default and not (base / raw).exists():
+                base = DEFAULT_FILE.parent                              # the example's line, in a copy elsewhere
         else:
             raw, where = setting.default, f"default {setting.key}"
             base = DEFAULT_FILE.parent if setting.name in SHIPPED else config_file.parent

@@ -57,11 +57,15 @@ def test_a_settings_file_elsewhere_still_finds_the_shipped_model(tmp_path):
 def test_a_copy_of_the_example_elsewhere_finds_the_shipped_model(tmp_path):
     """A copy of guAltaConfig.example.py used with `--config` keeps its line `guAlta_model = "models/guAlta.onnx"`:
     it was read beside the copy, where no model is, and the batch stopped ("missing and could not be downloaded").
-    That value names the shipped model; another relative one stays relative to the file."""
+    That value names the shipped model unless a model is there beside the copy (one it downloaded before); another
+    relative one stays relative to the file."""
     example = (REPO / "guAltaConfig.example.py").read_text()
     assert '\nguAlta_model = "models/guAlta.onnx"' in example
     copy = settings_file(tmp_path / "etc" / "mycfg.py", example)
     assert load_settings(copy, env={}).model == REPO / "models" / "guAlta.onnx"
+    (tmp_path / "etc" / "models").mkdir()
+    (tmp_path / "etc" / "models" / "guAlta.onnx").write_bytes(b"a model this copy downloaded")
+    assert load_settings(copy, env={}).model == tmp_path / "etc" / "models" / "guAlta.onnx"
     own = settings_file(tmp_path / "etc" / "own.py", 'guAlta_model = "models/own.onnx"\n')
     assert load_settings(own, env={}).model == tmp_path / "etc" / "models" / "own.onnx"
 
