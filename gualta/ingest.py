@@ -399,7 +399,9 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             if not claim_post(target, night, f"{key.rpartition('/')[2]}.{attempt(record, now)}"):
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            text = telegram_post.log_text(record, detections_of(target, night, record.get("obs_id")))
+            own = [records[store.detection_key(night, obs_id, frame_id)] for obs_id, frame_id, _ in stored
+                   if obs_id == record.get("obs_id")]                  # read above: counted as the page counts
+            text = telegram_post.log_text(record, payload.tally(own))
             record["telegram_status"] = telegram_post.post(channel, text, deadline=deadline).status
             store.write_json(target, key, record)
             mark_unsent(target, night, record["telegram_status"])

@@ -394,11 +394,12 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     end_log = payload.build_log("end", "obs02", total=1440, folder="20260916")
     post(end_log, key=KEYS["obs02"])
     post(detection(telegram=True))
+    post(detection("obs02", "20260916220000", flag="cloud"), KEYS["obs02"])         # held back, not posted
     bot_api.fail_status = None
     summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
     assert summary["reposted"] == ["detections/20260916/obs01_20260916231507.json", "logs/20260916/obs02_end.json"]
     assert [call["fields"]["text"] for call in bot_api.calls[-1:]] == [
-        "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed, 0 detections"]
+        "🌅 obs02: detection ended, night of 2026-09-16: 1,440 frames processed, 0 detections, 1 candidate held back"]
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
     assert json.loads((root / "logs/20260916/obs02_start.json").read_text())["telegram_status"].startswith("failed")
     assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
