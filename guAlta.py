@@ -310,11 +310,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:
     """2 for invalid settings (the client's, the service's GUALTA_* variables) or options that cannot go together, 1
-    for a failure the command names, None for anything else."""
+    for a failure the command names or a secret that could not be read, None for anything else."""
     from gualta.client_errors import UsageError
     from gualta.config import ConfigError
-    from gualta.service_env import ConfigError as ServiceConfigError
+    from gualta.service_env import ConfigError as ServiceConfigError, SecretUnavailable
 
+    if isinstance(exc, SecretUnavailable):          # it may read on a later try: a supervisor restarts on 1
+        return 1
     if isinstance(exc, (ConfigError, ServiceConfigError, UsageError)):
         return 2
     return 1 if isinstance(exc, (CommandError, *failures)) else None

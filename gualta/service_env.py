@@ -33,6 +33,10 @@ class ConfigError(RuntimeError):
     """The service is misconfigured (an operator's problem, never the client's)."""
 
 
+class SecretUnavailable(ConfigError):
+    """A secret's SSM parameter could not be read (the network, credentials): it may read on a later try."""
+
+
 def ssm_parameter(name: str) -> str:
     """Decrypted value of an SSM parameter, cached for SECRET_TTL_S seconds."""
     with _lock:
@@ -44,7 +48,7 @@ def ssm_parameter(name: str) -> str:
     try:
         value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except (BotoCoreError, ClientError) as exc:
-        raise ConfigError(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
+        raise SecretUnavailable(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
     with _lock:
         _cache[name] = (time.monotonic(), value)
     return value

@@ -654,6 +654,16 @@ def test_the_operator_cli_returns_each_failure_s_exit_status_with_one_line(tmp_p
     assert cli.main(["realtime", "--end-time", "1300", "--no-upload", *outbox]) == 2
     assert capsys.readouterr().err.startswith("guAlta realtime: guAlta_start_time 2000 to guAlta_end_time 1300: the "
                                               "real-time window may not run past noon")
+    from gualta import service_env                                  # a secret that did not read may on a later try
+
+    def unreadable(name):
+        raise service_env.SecretUnavailable(f"cannot read SSM parameter {name}: EndpointConnectionError")
+
+    monkeypatch.setattr(service_env, "ssm_parameter", unreadable)
+    monkeypatch.setenv("GUALTA_API_KEYS_PARAM", "/gualta/api-keys")
+    assert cli.main(["serve", "--port", "0", "--store", str(tmp_path / "store")]) == 1
+    assert capsys.readouterr().err.endswith("guAlta serve: cannot read SSM parameter /gualta/api-keys: "
+                                            "EndpointConnectionError\n")
 
 
 def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued(tmp_path):
