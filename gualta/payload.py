@@ -71,6 +71,7 @@ def tally(records) -> dict[str, int]:
     held = sum(1 for record in records if held_back(record))
     return {"detections": len(records) - held, "held_back": held}
 
+
 DETECTION_FIELDS = {"id", "date", "time", "score", "telegram", "obs_id", "processed", "folder", "img"}
 DETECTION_OPTIONAL = {"flag", "model", "streak"}
 LOG_FIELDS = {"log", "obs_id"}

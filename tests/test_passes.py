@@ -136,7 +136,8 @@ def test_the_n2yo_key_is_read_from_ssm_on_aws(monkeypatch):
 
 @pytest.mark.parametrize("bad", ['{"obs01": {"lat": 95, "lon": 0}}', '{"obs01": {"lon": 0}}', "[1]", "{",
                                  '{"<script>": {"lat": 1, "lon": 1}}', '{"obs01": {"lat": 1, "lon": 1, "tz": "Mars"}}',
-                                 '{"obs01": {"lat": 1, "lon": 1, "elevation_m": NaN}}', '{"obs01": {"lat": true, "lon": 1}}',
+                                 '{"obs01": {"lat": 1, "lon": 1, "elevation_m": NaN}}',
+                                 '{"obs01": {"lat": true, "lon": 1}}',
                                  '{"obs01": {"lat": 1, "lon": 1, "elevation_m": 1e9}}'])
 def test_bad_observatory_settings_are_config_errors(bad):
     with pytest.raises(service_env.ConfigError):
