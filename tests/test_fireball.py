@@ -41,6 +41,13 @@ def test_a_saturated_streak_is_found_end_to_end():
     assert np.allclose(ends, [(600, 300), (800, 420)], atol=12), ends
 
 
+
+def test_a_fireball_over_a_moonlit_sky_is_found():
+    """Over a sky at 100 DN its saturated core is only ≈ 155 DN brighter than before, yet it is a fireball (with the
+    core's bar ≈ 20 % higher it was missed)."""
+    streak = bright_streak(brightened(night_sky(1, level=100), fireball_light), night_sky(0, level=100))
+    assert streak is not None
+    assert np.allclose(sorted([(streak.x1, streak.y1), (streak.x2, streak.y2)]), [(600, 300), (800, 420)], atol=12)
 @pytest.mark.parametrize("what, draw", [
     ("an out-of-focus insect: wide, soft, not saturated",
      lambda layer: layer.__setitem__(..., cv2.GaussianBlur(cv2.line(np.zeros_like(layer), (500, 500), (650, 560),
