@@ -83,6 +83,29 @@ def test_thin_cloud_filaments_are_cloud_where_an_adjacent_difference_has_them_to
     assert (decided.flag, decided.detection) == (CLOUD, False)
 
 
+def edge_line(x_start: int, x_end: int, y: int, seed: int) -> np.ndarray:
+    """Speckle with a thin cloud edge (a 2 px line) along row y from x_start to x_end."""
+    image = speckle(seed)
+    cv2.line(image, (x_start, y), (x_end, y), 255, 2)
+    return image
+
+
+def test_a_cloud_edge_that_drifted_8_px_is_cloud_and_one_that_drifted_twice_as_far_is_not():
+    """A fast cloud's edge moves 8 px between frames: still the same cloud (with a reach 2 px shorter it was kept as a
+    candidate)."""
+    frame = edge_line(90, 150, 150, seed=1)
+    assert cloud_mask(frame, [edge_line(90, 150, 158, seed=3)])[150, 120] == 255
+    assert not cloud_mask(frame, [edge_line(90, 150, 166, seed=3)]).any()
+
+
+def test_a_piece_mostly_near_a_neighbour_s_piece_is_cloud_and_one_a_third_near_is_not():
+    """Over half of a cloud edge lying near the neighbour's edge makes it cloud (with the share raised to 60 %, a
+    changing cloud whose edge only partly matched the neighbour's was kept as a candidate)."""
+    frame = edge_line(90, 150, 150, seed=1)
+    assert cloud_mask(frame, [edge_line(40, 115, 150, seed=3)])[150, 120] == 255       # ≈ 57 % of it near
+    assert not cloud_mask(frame, [edge_line(40, 100, 150, seed=3)]).any()              # ≈ 33 %
+
+
 def dense_speckle(seed: int) -> np.ndarray:
     """A sky of dense bright speckle (a noisy camera in twilight): 12 px specks everywhere."""
     image, rng = speckle(seed), np.random.default_rng(seed)
