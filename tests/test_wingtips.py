@@ -22,6 +22,7 @@ HEIGHT, WIDTH = 976, 1304
 START, END = (300, 400), (520, 470)          # a trail 230 px long, not along a row or a column
 WHITE, RED, GREEN, BLUE = (1.0, 1.0, 1.0), (0.1, 0.15, 1.0), (0.2, 1.0, 0.3), (1.0, 0.2, 0.1)    # BGR
 METEOR_TINT = (0.85, 1.0, 0.8)
+CYAN = (1.0, 0.6, 0.1)                       # BGR: a lens' blue-green fringe
 
 
 def sky(seed: int) -> np.ndarray:
@@ -91,6 +92,8 @@ def the_trail(found: list):
     ("a meteor, one tint across its width", [(0.0, METEOR_TINT, 60.0)], False),
     ("a white line with a lens' colour fringes: red one side, blue the other",
      [(0.0, WHITE, 60.0), (1.5, RED, 25.0), (-1.5, BLUE, 25.0)], False),
+    ("... or red one side, cyan the other: greener than red but bluer than green, no green light",
+     [(0.0, WHITE, 60.0), (1.5, RED, 25.0), (-1.5, CYAN, 25.0)], False),
     ("red on both sides", [(0.0, WHITE, 60.0), (1.5, RED, 25.0), (-1.5, RED, 25.0)], False),
     ("lights too faint for the noise", [(0.0, WHITE, 60.0), (1.5, RED, 0.4), (-1.5, GREEN, 0.4)], False),
 ])
