@@ -260,6 +260,21 @@ def test_a_bolt_s_frame_is_still_reported_with_a_meteor_or_a_second_fireball_bes
         assert decided.detection and decided.flag == "", score
 
 
+def meteor_from_the_bolt_s_tip(layer: np.ndarray) -> None:
+    """A meteor starting a few px beyond the bolt's lower end and running away from it."""
+    cv2.line(layer, (628, 512), (760, 590), 60.0, 3)
+
+
+def test_a_meteor_starting_at_the_bolt_s_tip_is_still_reported():
+    """Only a streak lying on the bolt (its ends and middle in the bolt's region) is the bolt's: one with an end in
+    its glow and the rest beyond was held back as lightning, the meteor lost."""
+    for score in (0.3, 0.97):
+        decided = middle(night(lambda layer: (in_a_flash(bolt)(layer), meteor_from_the_bolt_s_tip(layer)),
+                               score=score))
+        assert decided.bright is not None and lightning.is_bolt(decided.bright)
+        assert decided.detection and decided.flag == "", score
+
+
 def test_a_model_s_candidate_with_a_bolt_is_reported_when_it_still_scores_as_a_meteor_without_it():
     """A model's candidate whose streak the streak check missed: held back only when what the model sees is the bolt
     and its flash."""
