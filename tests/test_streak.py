@@ -14,8 +14,9 @@ from gualta.detect import (BELOW_THRESHOLD_NOTE, FAINT_NOTE, STREAK, STREAK_NOTE
 from gualta.fireball import bright_streak
 from gualta.frames import same_picture
 from gualta.streak import (FAINT_STEADY_MIN_LENGTH_PX, LEVEL, MAX_WIDTH_PX, MIN_SIGNAL, PER_BOX_MAX, PIECE_MIN_PX,
-                           STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, large_components,
-                           median, on_track, pieces, relit, ridge_frame, signal_map, unexplained_streaks)
+                           STEADY_CLIPPED_SHARE, Piece, chains, clipped_share, explains, follows, is_steady,
+                           large_components, median, on_track, pieces, relit, ridge_frame, signal_map,
+                           unexplained_streaks)
 from helpers_client import blind_detections, clear_night, decide_in_order, frame_result, piece, settings
 
 HEIGHT, WIDTH = 976, 1304
@@ -106,6 +107,17 @@ def test_a_satellite_s_steady_light_is_told_from_a_meteor_s_light_curve(what, cu
     found = streaks_of(light_along(start, end, curve, peak_dn))
     assert found and found[0].signal >= MIN_SIGNAL, what
     assert found[0].steady is steady, what
+
+
+
+@pytest.mark.parametrize("tail, steady", [(0.0, True), (0.1, True), (0.17, False)])
+def test_light_going_on_beyond_a_plateau_s_end_is_a_longer_meteor_s_fading_tail(tail, steady):
+    """A plateau whose light goes on beyond its end at a sixth of its peak is the middle of a longer meteor, its faint
+    ends below the piece's level (with the tail's bar 20 % higher such a meteor was held back as a satellite)."""
+    along = np.arange(-40.0, 141.0)
+    curve = np.where((along >= 0) & (along <= 100), 1.0 + 0.05 * np.sin(along / 7), 0.0)
+    curve[along > 100] = tail
+    assert is_steady(along, curve, 100.0) is steady
 
 
 @pytest.mark.parametrize("what, curve, peak_dn, steady, mostly_clipped", [
@@ -392,6 +404,7 @@ DASH = dash(797, 529)
     (dash(754, 448, direction=(0.88, -0.47)), False),     # ... across it
     (dash(754, 448, length=30.0, area=240), False),       # ... twice as long
     (dash(754, 448, signal=6.0), False),           # ... a faint piece of noise
+    (dash(754, 448, signal=70.0), False),          # ... 3.5× brighter: another light (a meteor's dash)
     (dash(754, 448, area=94), False),              # ... a round blob (a twinkling star)
     (dash(754 - 43 * 20, 448 - 81 * 20), False),   # ... beyond reach
 ])
