@@ -235,6 +235,14 @@ def test_a_twin_piece_far_along_a_neighbour_s_line_is_erased():
     assert explained_away(diff_with(along_line(100, 8), seed=1), neighbour) is None             # not its twin
 
 
+def test_a_meteor_only_partly_in_a_satellite_s_continuation_is_kept():
+    """A meteor running 5 px beside a satellite's line, a third of it outside the line's continuation zone, is no
+    piece of the satellite's (with the share it needs lowered to 56 % it was erased and missed)."""
+    neighbour = lines_of(diff_with(along_line(0, 20)))
+    assert explained_away(diff_with(along_line(20, 70, aside=5), seed=1), neighbour) is None
+    assert explained_away(diff_with(along_line(20, 70), seed=1), neighbour) is not None     # on the line: erased
+
+
 def test_a_speck_on_a_meteor_s_line_does_not_explain_it():
     """A neighbour's piece that the candidate's own line reaches explains it only when at least a third as long, or
     cut short by the image's edge."""
