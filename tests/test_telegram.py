@@ -221,6 +221,17 @@ def test_a_moment_seen_from_many_observatories_still_fits_a_caption(root, bot_ap
     assert telegram_post.post(channel, "☄" * 1025, b"jpeg").status == "failed: BadRequest"      # as Telegram would
 
 
+def test_a_fireball_caption_counts_its_emoji_as_telegram_does():
+    """Telegram counts a caption in UTF-16 units, in which the fireball's 🔥 is two: counted by characters, a caption
+    one unit too long was sent, and the fireball seen from 17 observatories was refused, not posted."""
+    record = {"obs_id": "obs01", "date": "2026-09-16", "time": "23:15:07", "score": 0.93, "flag": "fireball"}
+    url = "https://meteors.example.org/20260916.html#obs01_20260916231507"
+    seen = [(f"station-{n:02d}-montsec-01", "23:15:20") for n in range(17)]     # by characters, 1,024 exactly
+    caption = telegram_post.detection_caption(record, url, seen)
+    assert len(caption.encode("utf-16-le")) // 2 <= 1024
+    assert caption.splitlines()[-2] == "Also seen from 1 more observatory"
+
+
 def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
     """A burst (a night's reports delivered at once after an outage, or by a morning batch) meets Telegram's flood
     control: a short wait is waited out and the post sent, so the client's next report waits too; a wait longer than
