@@ -854,6 +854,15 @@ def test_twilight_is_bright_toward_the_sun_and_shortens_the_exposure():
     assert np.median(gray(twilight_image)[zenith]) > np.median(gray(night_image)[zenith])
 
 
+def test_a_daylight_frame_is_exposed_no_shorter_than_the_camera_can():
+    """Auto-exposure stops at the camera's shortest exposure: without that floor a frame at midday was exposed for
+    a few microseconds, its watermark and ground truth naming an exposure no camera makes, and its sky not burnt
+    out as AllSky's daytime frames are."""
+    plan = quiet_plan(4, frames=1, start=datetime(2021, 6, 21, 13, 0))
+    image, row = NightRenderer(plan).render(0)
+    assert row["sun_alt"] > 50 and row["exposure_s"] == sim.MIN_EXPOSURE_S
+
+
 def test_dawn_brightens_smoothly_through_astronomical_twilight():
     plan = quiet_plan(1, frames=1440, start=datetime(2021, 11, 5, 20, 0))
     renderer = NightRenderer(plan)
