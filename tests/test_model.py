@@ -418,7 +418,8 @@ def with_props(model: Path, out: Path, batch: int | None = None, **props) -> Pat
 def test_a_model_clients_could_not_use_is_refused_before_anything_is_published(tiny_run, tmp_path, capsys):
     """Metadata that did not read stopped the publish only after it had written guAlta_v2.onnx and the latest copy
     (a number lost for good, the latest copy not the latest JSON's); an unknown input kind was published and scored
-    on raw frames; a batch size fixed at one was published and installed by clients, whose every night then stopped."""
+    on raw frames; a batch size fixed at one was published and installed by clients, whose every night then stopped;
+    a thesis version v1–v3 model (224 px images), which every client refuses to load, is refused here too."""
     from gualta.train import main
 
     model, store = tiny_run.run_dir / "model.onnx", tmp_path / "store"
@@ -427,7 +428,8 @@ def test_a_model_clients_could_not_use_is_refused_before_anything_is_published(t
     for name, reason, options in (("size", "metadata do not read: invalid literal", {"input_size": "400px"}),
                                   ("kind", "unknown input_kind 'difference'", {"input_kind": "difference"}),
                                   ("classes", "name no 'meteor'", {"classes": '["bolide", "other"]'}),
-                                  ("single", "cannot score a batch", {"batch": 1})):
+                                  ("single", "cannot score a batch", {"batch": 1}),
+                                  ("thesis", "learnt from 224 px images", {"image_size": "224"})):
         odd = with_props(model, tmp_path / f"{name}.onnx", **options)
         with pytest.raises(SystemExit) as stop:
             main(["publish", "--model", str(odd), "--store", str(store)])
