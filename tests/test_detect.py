@@ -1399,6 +1399,15 @@ def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     assert not list(configured.parent.glob("*.part"))
 
 
+def test_an_own_model_is_not_replaced_by_a_publication_made_at_the_same_time(tmp_path):
+    """An own model file (no service metadata beside it) is replaced only by a publication made after it: one created
+    at the same instant — that same training run's export, published — was downloaded and installed over it."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", version="own", created=FEBRUARY)
+    model = model_update.open_model(settings(tmp_path, configured))
+    assert not model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": FEBRUARY})
+    assert model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": MARCH})
+
+
 def test_a_published_model_this_client_cannot_load_is_never_installed(client_night, tmp_path, caplog):
     """A publication that downloads whole but does not load here (a broken export, a format this version does not
     read) leaves the configured file, and the next run, as they were; where no model was installed yet it leaves
