@@ -496,6 +496,22 @@ def test_a_meteor_the_difference_threshold_cannot_show_is_hidden():
     assert renderer.render(7)[1]["label"] == "meteor"
 
 
+def test_a_meteor_under_one_and_a_half_times_the_noise_is_hidden_even_on_a_noisy_camera():
+    """A meteor is labelled visible from 1.5× the local noise (MIN_VISIBLE_SNR): on a noisy camera, where the
+    difference threshold lets fainter light through, the ground truth called a meteor at 1.2× the noise a meteor,
+    one no person labelling the night could see."""
+    plan = quiet_plan(4)
+    plan.camera.sky_noise, plan.camera.read_noise = 6.0, 3.0            # 1.2× the noise is over the 3.5 DN threshold
+    lens = plan.camera.fisheye
+    start = np.array([lens.cx - 40, lens.cy + 30], np.float32)
+    plant_meteor(plan, 5, start, length=150.0, snr=1.2)
+    plant_meteor(plan, 7, start, length=150.0, snr=1.8)
+    renderer = NightRenderer(plan)
+    faint, shown = renderer.render(5)[1], renderer.render(7)[1]
+    assert (faint["label"], faint["events"]) == ("no-meteor", "hidden-meteor")
+    assert shown["label"] == "meteor" and MIN_VISIBLE_SNR <= shown["peak_snr"] < 2.5
+
+
 def test_a_meteor_crossing_the_saturated_moon_shows_beside_it():
     """Simulator 1.5: a meteor was measured at its brightest point only; where that lay on the saturated moon it was
     labelled no-meteor, though its path beside the moon lit hundreds of difference pixels. Now what the 8-bit clip
