@@ -33,6 +33,7 @@ DARK_SUN_ALT_DEG = -6.0          # passes while the sun is higher are outside th
 STALE_TLE_DAYS = 7               # beyond this, predicted times drift by minutes: the page says so
 UNUSABLE_TLE_DAYS = 14           # beyond this, by tens of minutes (a 40-day-old ISS TLE: 30 min): no passes shown
 PASS_SAMPLES = 30                # instants a pass is read at for darkness and sunlight
+NO_TLE = "no ISS TLE available (set GUALTA_N2YO_KEY or provide a TLE file)"
 
 
 @dataclass(frozen=True)
@@ -201,11 +202,7 @@ def tle_note(satellite, night: str) -> str:
 def load_tle(env) -> tuple[object | None, str]:
     """The ISS from n2yo (key set) or the TLE file, with a description of the source; (None, reason) if neither."""
     text, source = load_tle_text(env)
-    satellite = read_tle(text) if text else None
-    return (satellite, source) if satellite is not None else (None, NO_TLE)
-
-
-NO_TLE = "no ISS TLE available (set GUALTA_N2YO_KEY or provide a TLE file)"
+    return (read_tle(text) if text else None), source
 
 
 def load_tle_text(env) -> tuple[str | None, str]:
@@ -231,15 +228,13 @@ def load_tle_text(env) -> tuple[str | None, str]:
     return (text, f"TLE file {path.name}") if read_tle(text) is not None else (None, NO_TLE)
 
 
-def night_passes(obs_ids, night: str, env, tle: tuple[str | None, str] | None = None) -> dict[str, PassReport]:
-    """A PassReport per obs_id for the night, from `tle` (text, source) if given, else `load_tle`; observatories
-    without coordinates get a note, never an error."""
+def night_passes(obs_ids, night: str, env, iss: tuple[object | None, str] | None = None) -> dict[str, PassReport]:
+    """A PassReport per obs_id for the night, from `iss` (satellite, source; `load_tle`'s if not given);
+    observatories without coordinates get a note, never an error."""
     observatories = observatories_from_env(env)
-    if tle is not None:
-        text, source = tle
-        satellite = read_tle(text) if text else None
-    else:
-        satellite, source = load_tle(env) if any(o in observatories for o in obs_ids) else (None, "")
+    if iss is None:
+        iss = load_tle(env) if any(o in observatories for o in obs_ids) else (None, "")
+    satellite, source = iss
     reports = {}
     for obs_id in obs_ids:
         obs = observatories.get(obs_id)

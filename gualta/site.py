@@ -312,8 +312,8 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
     mark_coincidences(rows, zone_of)
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys(), key=lambda obs_id: (
         obs_id.casefold(), obs_id))                                 # as a reader orders names: obs01 before Obs02
-    tle = night_tle(target, night, env) if any(obs_id in configured for obs_id in obs_ids) else None
-    reports = passes.night_passes(obs_ids, night, env, tle)
+    iss = night_iss(target, night, env) if any(obs_id in configured for obs_id in obs_ids) else None
+    reports = passes.night_passes(obs_ids, night, env, iss)
     result = []
     for obs_id in obs_ids:
         own, zone = [row for row in rows if row.obs_id == obs_id], zone_of(obs_id)
@@ -328,25 +328,25 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
     return result
 
 
-def night_tle(target: store.Store, night: str, env) -> tuple[str | None, str]:
-    """The ISS TLE of a night's passes, (text, source): of the one kept by an earlier build of the night
+def night_iss(target: store.Store, night: str, env) -> tuple[object | None, str]:
+    """The ISS of a night's passes, (satellite, source), from a TLE: of the one kept by an earlier build of the night
     (`store.night_tle_key`) and today's (`passes.load_tle_text`), the one whose epoch is nearest the night — kept for
     later builds where it is fit to use: a rebuild weeks on (a late report) shows the passes its first build did, where
     today's TLE, far from the night, would show none."""
     key = store.night_tle_key(night)
     kept = (target.get(key) or b"").decode("ascii", "replace")
     fresh, source = passes.load_tle_text(env)
-    known = [(text, name) for text, name in ((kept, f"the TLE kept for this night ({key})"), (fresh, source))
-             if text and passes.read_tle(text) is not None]
+    known = [(text, name, satellite) for text, name in ((kept, f"the TLE kept for this night ({key})"), (fresh, source))
+             if text and (satellite := passes.read_tle(text)) is not None]
     if not known:
         return None, source
-    text, name = min(known, key=lambda tle: abs(passes.tle_age_days(passes.read_tle(tle[0]), night)))
-    if text != kept and abs(passes.tle_age_days(passes.read_tle(text), night)) <= passes.UNUSABLE_TLE_DAYS:
+    text, name, satellite = min(known, key=lambda tle: abs(passes.tle_age_days(tle[2], night)))
+    if text != kept and abs(passes.tle_age_days(satellite, night)) <= passes.UNUSABLE_TLE_DAYS:
         try:
             target.put(key, text.encode("ascii", "replace"))
         except store.StoreError as exc:
             log.warning("cannot keep the TLE of night %s: %s", night, exc)
-    return text, name
+    return satellite, name
 
 
 def on_clock(stamp, zone: tzinfo):
@@ -450,9 +450,9 @@ def write_missing_page(target: store.Store) -> None:
 
 
 def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, dict]:
-    """The counts (`night_counts`) of nights the archive has none of (pages built before it kept them, or kept no
-    held-back count; a count lost to two builds at once), from the detection records each page was made of
-    (`page_inputs`); nights without that record are left out."""
+    """The counts (`night_counts`) of nights the archive has none of (pages built before it kept them, a count lost
+    to two builds at once), from the detection records each page was made of (`page_inputs`); nights without that
+    record are left out."""
     made = store.read_json_many(target, [store.page_inputs_key(night) for night in nights])
     inputs = {night: [key for key in record["inputs"] if str(key).startswith("detections/")]
               for night, record in ((night, made[store.page_inputs_key(night)]) for night in nights)
