@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from gualta import config, ingest, passes, payload, service_env, site, store
+from gualta import config, ingest, passes, payload, service_env, site, store, telegram_post
 
 log = logging.getLogger(__name__)
 
@@ -503,12 +503,25 @@ def check_settings(env, site_at: str | None = None) -> list[str]:
                         "stop by then")
     if not passes.observatories_from_env(env):
         warnings.append("no observatory coordinates: the daily page cannot show ISS passes")
+    unreadable = telegram_post.unreadable_limits(env)
+    if unreadable:
+        raise service_env.ConfigError(f"{', '.join(unreadable)}: not a whole number (0: no limit)")
+    site_url = env.get("GUALTA_SITE_URL", "")
+    if site_url and not is_web_address(site_url):
+        raise service_env.ConfigError(f"GUALTA_SITE_URL={site_url[:60]!r}: give the pages' address as http://… or "
+                                      "https://…")
     token = next((name for name in ("GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM") if env.get(name)), "")
     if token and not env.get("GUALTA_TELEGRAM_CHAT"):
         warnings.append(f"{token} is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram")
     elif env.get("GUALTA_TELEGRAM_CHAT") and not token:
         warnings.append("GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram")
     return warnings
+
+
+def is_web_address(url: str) -> bool:
+    """Whether a base URL is an absolute http(s) address, as links in posts and pages need."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def configure(store_location: str | Path, observatories: dict | None = None) -> None:

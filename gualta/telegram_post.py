@@ -23,6 +23,7 @@ CHANNEL_REFUSAL = re.compile(r"chat|rights|forbidden", re.IGNORECASE)  # a BadRe
 MAX_CAPTION = 1024                # Telegram refuses a longer photo caption
 NIGHT_POSTS = 50                  # detections an observatory posts in a night by default (GUALTA_TELEGRAM_NIGHT_POSTS)
 WITHIN_DAYS = 7                   # a night ended longer before the last one is not posted (GUALTA_TELEGRAM_WITHIN_DAYS)
+LIMIT_SETTINGS = ("GUALTA_TELEGRAM_NIGHT_POSTS", "GUALTA_TELEGRAM_WITHIN_DAYS")
 for _name in ("httpx", "httpcore", "telegram"):           # their debug/info lines include URLs with the token
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -69,10 +70,22 @@ def whole_number(env, name: str, default: int) -> int:
     text = env.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit():
+    if not is_whole_number(text):
         log.warning("%s=%r is not a whole number: %d it is", name, text[:20], default)
         return default
     return int(text)
+
+
+def is_whole_number(text: str) -> bool:
+    """Whether a setting's text is a whole number in ASCII digits ("²" is a digit to str.isdigit, not to int)."""
+    return text.isascii() and text.isdigit()
+
+
+def unreadable_limits(env) -> list[str]:
+    """The post limits (GUALTA_TELEGRAM_NIGHT_POSTS, GUALTA_TELEGRAM_WITHIN_DAYS) set to something that is not a
+    whole number, as NAME='value'."""
+    return [f"{name}={env[name].strip()[:20]!r}" for name in LIMIT_SETTINGS
+            if env.get(name, "").strip() and not is_whole_number(env[name].strip())]
 
 
 def over_limit_text(obs_id: str, limit: int, page_url: str | None) -> str:

@@ -459,6 +459,29 @@ def test_serve_warns_of_half_configured_telegram():
         "GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram"]
 
 
+def test_serve_refuses_post_limits_and_a_site_address_it_cannot_use():
+    """A mistyped limit or site address started the service: the limit fell back to its default, warned of only
+    when a detection was posted, and links in posts pointed nowhere."""
+    env = {"GUALTA_API_KEYS": KEYS_ENV, "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
+    fine = {"GUALTA_TELEGRAM_NIGHT_POSTS": "0", "GUALTA_TELEGRAM_WITHIN_DAYS": " 30 ",
+            "GUALTA_SITE_URL": "https://meteors.example.org/pages/"}
+    assert server.check_settings({**env, **fine}) == []
+    for name, value, reason in [("GUALTA_TELEGRAM_NIGHT_POSTS", "fifty", "not a whole number"),
+                                ("GUALTA_TELEGRAM_WITHIN_DAYS", "-3", "not a whole number"),
+                                ("GUALTA_TELEGRAM_WITHIN_DAYS", "\u00b2", "not a whole number"),
+                                ("GUALTA_SITE_URL", "meteors.example.org", "http://"),
+                                ("GUALTA_SITE_URL", "ftp://meteors.example.org", "http://")]:
+        with pytest.raises(server.service_env.ConfigError, match=reason) as refused:
+            server.check_settings({**env, **fine, name: value})
+        assert name in str(refused.value)
+
+
+def test_a_limit_in_other_digits_falls_back_to_the_default(caplog):
+    """A limit of "²" passed str.isdigit and int() then raised, so posting the detection failed."""
+    assert server.telegram_post.night_posts({"GUALTA_TELEGRAM_NIGHT_POSTS": "\u00b2"}) == 50
+    assert "not a whole number" in caplog.text
+
+
 def test_serve_warns_of_a_page_before_the_night_ends_and_refuses_a_wrong_end():
     env = {"GUALTA_API_KEYS": KEYS_ENV, "GUALTA_OBSERVATORIES": json.dumps(OBSERVATORIES)}
     assert server.check_settings(env, "0900") == [] and server.check_settings(env, "0800") == []
