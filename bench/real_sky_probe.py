@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gualta.model import load_model  # noqa: E402
-from gualta.cli import non_negative_int  # noqa: E402
+from gualta.cli import non_negative_int, non_negative_number, positive_int  # noqa: E402
 from gualta import wingtips  # noqa: E402
-from gualta.preprocess import difference_image, read_frame, to_gray  # noqa: E402
+from gualta.preprocess import BadFrame, difference_image, read_frame, to_gray  # noqa: E402
 from gualta.streak import pieces  # noqa: E402
 
 AMPLITUDES_DN = (0, 8, 15, 30, 60)
@@ -122,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=Path, nargs="+", required=True, help="real night-sky photographs")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "guAlta.onnx")
-    parser.add_argument("--noise", type=float, default=3.0, help="camera noise added to each frame (DN, σ)")
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--noise", type=non_negative_number, default=3.0,
+                        help="camera noise added to each frame (DN, σ)")
+    parser.add_argument("--repeats", type=positive_int, default=4)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args(argv)
+    for frame in args.frames:
+        try:
+            read_frame(frame)
+        except BadFrame as exc:
+            parser.error(str(exc))
     model, rng = load_model(args.model, threads=2), np.random.default_rng(args.seed)
     print(f"model {args.model.name}; noise σ {args.noise} DN; median p(meteor) of {args.repeats} pairs per cell")
     print(f"{'frame':44s} {'streak DN':>9s} " + " ".join(f"{length:>6d}px" for length in LENGTHS_PX))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from helpers_client import tiny_onnx_model
 
@@ -57,3 +58,12 @@ def test_the_streak_check_finds_bright_streaks_and_nothing_in_empty_or_shifted_p
     lengths = real_sky_probe.STREAK_LENGTHS_PX
     assert all(table["none", n] == 0 and table["shifted", n] == 0 for n in lengths)
     assert np.mean([table[60, n] for n in lengths]) >= 2 / 3
+
+
+def test_a_photograph_that_cannot_be_read_is_one_line_before_any_work(tmp_path, capsys):
+    """A mistyped --frames path ended in a traceback, after the model had been loaded and other frames scored."""
+    (tmp_path / "half.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
+    for missing in (tmp_path / "nowhere.jpg", tmp_path / "half.jpg"):
+        with pytest.raises(SystemExit) as stopped:
+            real_sky_probe.main(["--frames", str(missing), "--model", str(tmp_path / "no_model.onnx")])
+        assert stopped.value.code == 2 and missing.name in capsys.readouterr().err
