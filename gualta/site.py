@@ -4,7 +4,8 @@ For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`
 latest night): per observatory, the detections in time order with image, local time and score; consecutive
 detections (≤ 60 s apart) grouped as "possible satellite/plane" — split where their streaks cannot be one crossing
 (two meteors of a shower in consecutive frames); detections of different observatories at the same
-moment (within one 30 s exposure) linked as "also seen from"; frames processed from the end log; the ISS passes of
+moment (within one 30 s exposure) linked as "also seen from", also to those filed under the nights either side (a
+camera kept on another zone's date); frames processed from the end log; the ISS passes of
 that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
 what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones
 the ingest marked late, whose detections, logs or next night changed since — reports an observatory delivered late,
@@ -60,10 +61,16 @@ class Row:
     iss: bool = False
     seen_also: list["Row"] = field(default_factory=list)    # other observatories' detections of the same moment
     clock: tzinfo = timezone.utc                            # its camera clock's zone
+    night: str = ""                 # the night whose page shows it, where that is not this page's (`neighbour_rows`)
 
     @property
     def anchor(self) -> str:
         return f"{self.obs_id}_{self.id}"
+
+    @property
+    def href(self) -> str:
+        """Where a link to it leads: its card on this page, or on its own night's page."""
+        return f"{self.night}.html#{self.anchor}" if self.night else f"#{self.anchor}"
 
     @property
     def tag(self) -> str:
@@ -289,6 +296,32 @@ def mark_iss(rows: list[Row], report: passes.PassReport, zone: tzinfo) -> None:
         row.iss = any(start <= when <= end for start, end in windows)
 
 
+def neighbour_rows(target: store.Store, night: str) -> list[Row]:
+    """The detections stored under the nights either side of `night`, from their keys alone, as rows that link to
+    their own night's page: a camera whose clock keeps another zone's date (UTC far from Greenwich) files part of
+    a night under the previous or the next night's folder."""
+    day = datetime.strptime(night, allsky.NIGHT_FORMAT)
+    rows = []
+    for other in ((day + timedelta(days=step)).strftime(allsky.NIGHT_FORMAT) for step in (-1, 1)):
+        rows += [Row(obs_id, frame, stamp, None, store.image_key(other, obs_id, frame), night=other)
+                 for obs_id, frame, stamp in coincidence.stored_detections(target, other)]
+    return rows
+
+
+def linked_elsewhere(rows: list[Row]) -> list[str]:
+    """The store keys of the other nights' detections these rows are linked to (`mark_coincidences`)."""
+    return sorted({store.detection_key(other.night, other.obs_id, other.id)
+                   for row in rows for other in row.seen_also if other.night})
+
+
+def links_elsewhere(target: store.Store, night: str, env) -> list[str]:
+    """The other nights' detections a night's page links to now, from the stored keys alone."""
+    rows = [Row(obs_id, frame, stamp, None, "")
+            for obs_id, frame, stamp in coincidence.stored_detections(target, night)]
+    mark_coincidences(rows + neighbour_rows(target, night), coincidence.zones_from_env(env))
+    return linked_elsewhere(rows)
+
+
 def mark_coincidences(rows: list[Row], zone_of) -> None:
     """Link each detection to the other observatories' detections of the same moment (`coincidence.together`)."""
     for row in rows:
@@ -309,7 +342,7 @@ def sections(target: store.Store, night: str, env, records: dict | None = None) 
     logs = read_logs(target, night)
     configured = passes.observatories_from_env(env)
     zone_of = coincidence.zones_from_env(env)
-    mark_coincidences(rows, zone_of)
+    mark_coincidences(rows + neighbour_rows(target, night), zone_of)
     obs_ids = sorted({row.obs_id for row in rows} | logs.keys() | configured.keys(), key=lambda obs_id: (
         obs_id.casefold(), obs_id))                                 # as a reader orders names: obs01 before Obs02
     iss = night_iss(target, night, env) if any(obs_id in configured for obs_id in obs_ids) else None
@@ -471,13 +504,14 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     check_night(night)
     now = now or datetime.now(timezone.utc)
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
+    linked = links_elsewhere(target, night, env)
     parts = sections(target, night, env, records)
     known = sorted(set(page_nights(target)) | {night} | set(coming))
     later, generated = [n for n in known if n > night], now.astimezone(service_env.timezone(env))
     data = render_day(night, parts, [n for n in known if n < night], later, generated).encode("utf-8")
     written = [store.page_key(night)]
     target.put(written[0], data)
-    store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1]})
+    store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1], "linked": linked})
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
@@ -498,18 +532,17 @@ def page_inputs(target: store.Store, night: str) -> list[str]:
     return sorted(target.keys(f"detections/{night}/")) + logs
 
 
-def stale_nights(target: store.Store, night: str, late: list[str], missed: list[str] | None = None) -> list[str]:
-    """The nights before `night` whose detections, logs or next night have changed since their page was built (or
-    that have none yet), oldest first: the last REFRESH_NIGHTS with a page, the REFRESH_NIGHTS calendar nights
-    before `night` that have reports but no page (`missed`, else listed here: a morning's build missed, the service
-    down then), and the `late` ones (marked by the ingest: a client back after a long outage), with the page before
-    each."""
+def stale_nights(target: store.Store, night: str, late: list[str], env, missed: list[str] | None = None) -> list[str]:
+    """The nights before `night` whose page is out of date (`page_is_stale`) or missing, oldest first, among: the
+    last REFRESH_NIGHTS with a page, the REFRESH_NIGHTS calendar nights before `night` that have reports but no page
+    (`missed`, else listed here: a morning's build missed, the service down then), and the `late` ones (marked by the
+    ingest: a client back after a long outage), with the page before each."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
     missed = missed_nights(target, night, nights) if missed is None else missed
     before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
     candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, before_late)))
-    return [earlier for earlier in candidates if page_is_stale(target, earlier, nights)]
+    return [earlier for earlier in candidates if page_is_stale(target, earlier, nights, env)]
 
 
 def missed_nights(target: store.Store, night: str, nights: list[str] | None = None) -> list[str]:
@@ -536,35 +569,36 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: l
     return their nights. A late mark is taken off once its page is up to date, so a build cut off (the Lambda's time
     up) leaves the nights it did not reach marked, and a report stored during its page's build keeps it marked."""
     late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
-    stale, counts = stale_nights(target, night, late, missed), {}
+    stale, counts = stale_nights(target, night, late, env, missed), {}
     for marked in sorted(set(late) - set(stale)):                  # up to date already
-        take_off_late_mark(target, marked)
+        take_off_late_mark(target, marked, env)
     try:
         for earlier in stale:
             summary = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)
             counts[earlier] = {key: summary[key] for key in ("detections", "held_back")}
             if earlier in late:
-                take_off_late_mark(target, earlier)
+                take_off_late_mark(target, earlier, env)
     finally:                                                       # the pages made before a failure are listed too
         if counts:
             write_archive(target, counts, page_nights(target), now.astimezone(service_env.timezone(env)))
     return list(counts)
 
 
-def take_off_late_mark(target: store.Store, night: str) -> None:
+def take_off_late_mark(target: store.Store, night: str, env) -> None:
     """Take a night's late mark off, and put it back if its page is out of date after all (a report stored since it
     was built: the ingest stores before it marks, so whatever the order the mark stays when it must)."""
     target.delete(store.late_key(night))
-    if page_is_stale(target, night, page_nights(target)):
+    if page_is_stale(target, night, page_nights(target), env):
         target.put(store.late_key(night), b"")
 
 
-def page_is_stale(target: store.Store, night: str, nights: list[str]) -> bool:
-    """Whether a night's page is missing or was made from other detections, logs or next night than now's."""
+def page_is_stale(target: store.Store, night: str, nights: list[str], env) -> bool:
+    """Whether a night's page is missing or was made from other detections, logs, next night or links to the nights
+    either side (`links_elsewhere`) than now's."""
     made = store.read_json(target, store.page_inputs_key(night))
     following = [n for n in nights if n > night][:1]
     return not isinstance(made, dict) or made.get("inputs") != page_inputs(target, night) \
-        or made.get("next") != following
+        or made.get("next") != following or made.get("linked", []) != links_elsewhere(target, night, env)
 
 
 def default_night(now: datetime, env) -> str:

@@ -271,6 +271,28 @@ def test_a_meteor_seen_from_a_camera_on_another_clock_says_which(night, monkeypa
     assert html.count("local time (") == 3                 # the other cards, and clocks that read alike: as before
 
 
+def test_a_meteor_filed_under_the_next_night_by_a_camera_on_utc_is_linked_both_ways(env, tmp_path, monkeypatch):
+    """Tokyo's 20:30 is 11:30 UTC: a camera kept on UTC files it under the night before (AllSky's folder changes at
+    noon on its clock), a camera on Tokyo's time under that night. Each page looked only at its own night's folder,
+    so the meteor both saw was linked on neither."""
+    tokyo = {"lat": 35.68, "lon": 139.69, "elevation_m": 40}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps({"obs01": {**tokyo, "tz": "Asia/Tokyo"},
+                                                            "obs03": {**tokyo, "tz": "UTC"}}))
+    root, schedule = tmp_path / "store", {"source": "gualta.schedule"}
+    ingest(detection("obs03", "20260916113010", folder="20260915", seed=3), "obs03")
+    ingest(detection("obs03", "20260916113110", folder="20260915", seed=4), "obs03")     # 50 s after obs01's
+    site.handle({"day": "20260915"}, os.environ, nine_am(16))
+    assert "also seen from" not in (root / "20260915.html").read_text()
+    ingest(detection("obs01", "20260916203020", seed=5))
+    summary = site.handle(schedule, os.environ, nine_am(17))
+    assert (summary["night"], summary["refreshed"]) == ("20260916", ["20260915"])     # its links changed
+    night, before = (root / "20260916.html").read_text(), (root / "20260915.html").read_text()
+    assert night.count(">also seen from obs") == 1 and before.count(">also seen from obs") == 1
+    assert 'href="20260915.html#obs03_20260916113010">also seen from obs03 at 11:30:10 UTC<' in night
+    assert 'href="20260916.html#obs01_20260916203020">also seen from obs01 at 20:30:20 JST<' in before
+    assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
+
+
 def test_an_observatory_that_did_not_report_is_not_shown_as_a_quiet_night(env, tmp_path):
     """obs02 is configured but sent nothing this night (its client down): its section said "0 detections" and "No
     detections this night", as for a clear night watched to the end. It now says it did not report; obs03, which
