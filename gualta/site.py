@@ -43,6 +43,7 @@ PAGE_NAME = re.compile(r"([0-9]{8})\.html")
 MAX_NAV_NIGHTS = 30
 REFRESH_NIGHTS = 7                # a scheduled build brings this many earlier nights' pages up to date
 LATE_PER_BUILD = 60               # late-marked nights a scheduled build brings up to date (the rest at the next)
+RECOUNT_NIGHTS = 31               # the archive takes the latest nights' counts from their pages' own records
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -462,10 +463,13 @@ def render_archive(nights: list[str], counts: dict, generated: datetime) -> str:
 
 def write_archive(target: store.Store, built: dict[str, dict], nights: list[str], generated: datetime) -> None:
     """Keep the nights' counts ({night: `night_counts`} of the pages just built, `store.ARCHIVE_COUNTS`) and write
-    archive.html (`render_archive`): after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS."""
+    archive.html (`render_archive`): after a year of nights the pages' links reach only the last MAX_NAV_NIGHTS.
+    Two builds at once each write what they read before the other wrote: the latest RECOUNT_NIGHTS nights' counts
+    are taken from what each page was made from (`pages/YYYYMMDD.json`), so the next build mends a count lost so."""
     kept = store.read_json(target, store.ARCHIVE_COUNTS)
     kept = {night: archive_count(value) for night, value in (kept.items() if isinstance(kept, dict) else ())}
     counts = {**{night: value for night, value in kept.items() if value is not None}, **built}
+    counts.update(counts_kept_with_pages(target, [night for night in nights[-RECOUNT_NIGHTS:] if night not in built]))
     counts.update(counts_made_from(target, [earlier for earlier in nights if earlier not in counts]))
     store.write_json(target, store.ARCHIVE_COUNTS, counts)
     target.put(store.ARCHIVE_PAGE, render_archive(nights, counts, generated).encode("utf-8"))
@@ -480,6 +484,14 @@ def write_missing_page(target: store.Store) -> None:
     """Write `store.MISSING_PAGE` (the S3 website's error document) as `render_missing` makes it: a build makes it
     on a new service and keeps it as this version words it."""
     target.put(store.MISSING_PAGE, render_missing().encode("utf-8"))
+
+
+def counts_kept_with_pages(target: store.Store, nights: list[str]) -> dict[str, dict]:
+    """The counts each night's page was built with, where its `pages/YYYYMMDD.json` keeps them."""
+    made = store.read_json_many(target, [store.page_inputs_key(night) for night in nights])
+    counts = {night: archive_count(record.get("counts")) for night in nights
+              if isinstance(record := made.get(store.page_inputs_key(night)), dict)}
+    return {night: value for night, value in counts.items() if value is not None}
 
 
 def counts_made_from(target: store.Store, nights: list[str]) -> dict[str, dict]:
@@ -511,11 +523,12 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     data = render_day(night, parts, [n for n in known if n < night], later, generated).encode("utf-8")
     written = [store.page_key(night)]
     target.put(written[0], data)
-    store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1], "linked": linked})
+    counts = night_counts(parts)
+    store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1], "linked": linked,
+                                                            "counts": counts})
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
-    counts = night_counts(parts)
     if archive:
         write_archive(target, {night: counts}, known, generated)
         written.append(store.ARCHIVE_PAGE)

@@ -782,6 +782,23 @@ def test_a_night_whose_morning_build_was_missed_gets_its_page_at_the_next_one(en
     assert '<a href="20260916.html">← 2026-09-16</a>' in (root / "20260917.html").read_text()    # not past it
 
 
+def test_a_count_lost_to_two_builds_at_once_is_mended_by_the_next_build(env, tmp_path):
+    """Two builds at once (`guAlta.py site --day` beside the schedule, two Lambda runs) each wrote the archive's
+    counts as read before the other wrote: one night's new count was lost, and its page, up to date, was never built
+    again, so the archive kept the old count for good."""
+    root = tmp_path / "store"
+    ingest(detection("obs01", "20260915231507"))
+    WEBSITE({"day": "20260915"}, None)
+    raced = (root / "pages" / "archive.json").read_bytes()                  # read by the other build: 1 detection
+    ingest(detection("obs01", "20260915231607", seed=1))
+    WEBSITE({"day": "20260915"}, None)
+    assert "2026-09-15</a> · 2 detections" in (root / "archive.html").read_text()
+    (root / "pages" / "archive.json").write_bytes(raced)                    # the other build wrote last
+    site.write_archive(store.LocalStore(root), {}, ["20260915"], datetime.now(timezone.utc))
+    assert "2026-09-15</a> · 2 detections" in (root / "archive.html").read_text()
+    assert json.loads((root / "pages" / "archive.json").read_text())["20260915"]["detections"] == 2
+
+
 def test_every_night_with_a_page_is_listed_by_month_with_its_detections(env, tmp_path):
     """After a year the pages linked only the last 30 nights: a night of January was eight pages' footers away.
     archive.html lists every night with a page by month, newest first, with its detections, linked from every page."""
