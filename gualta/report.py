@@ -465,14 +465,20 @@ def without_newer_field(body: str) -> str:
     return json.dumps(payload, sort_keys=True)
 
 
-def deliver(outbox: Outbox, client: ApiClient, everything: bool = False) -> Delivery:
-    """Send due items (every pending one if `everything`) oldest first; stop at the first one that must wait."""
-    result = Delivery()
+def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: threading.Event | None = None,
+            deadline: float | None = None) -> Delivery:
+    """Send due items (every pending one if `everything`) oldest first; stop at the first one that must wait, once
+    `stop` is set, or once time.monotonic() has passed `deadline` (one item is sent whatever the time)."""
+    result, first = Delivery(), True
     while True:
         items = outbox.due(None if everything else time.time())
         if not items:
             return result
         for item in items:
+            if (stop is not None and stop.is_set()) or (deadline is not None and not first
+                                                           and time.monotonic() > deadline):
+                return result
+            first = False
             outcome = client.send(item.body)
             outbox.mark(item, outcome, time.time())
             if outcome.kind == "sent":
@@ -525,7 +531,7 @@ class Sender:
         if now < self.blocked_until:
             return self.blocked_until - now
         try:
-            delivery = deliver(outbox, self.client)
+            delivery = deliver(outbox, self.client, stop=self._stop)
         except DamagedOutbox:
             raise
         except (OutboxError, sqlite3.Error) as exc:   # e.g. a locked database or a full disk: try again shortly
@@ -569,17 +575,18 @@ class Sender:
         return True
 
     def close(self, timeout: float = 10.0) -> int:
-        """Deliver what is pending (for up to `timeout` s, then one last try even while backing off) and stop;
-        returns how many reports are still pending."""
+        """Deliver what is pending for up to `timeout` s (a last try of one report at least, even while backing off)
+        and stop — the thread ends with the report it is sending; returns how many reports are still pending."""
+        deadline = time.monotonic() + timeout
         if timeout > 0:
             self.wait_idle(timeout)
         self._stop.set()
         self._wake.set()
         self.thread.join(TIMEOUT_S + 5)
         with Outbox(self.outbox_path, check=False) as outbox:
-            if timeout > 0 and outbox.pending():
+            if timeout > 0 and outbox.pending() and not self.thread.is_alive():    # never two senders at once
                 try:
-                    last = deliver(outbox, self.client, everything=True)
+                    last = deliver(outbox, self.client, everything=True, deadline=deadline)
                     self.rejected += last.rejected
                     self.note_refusal(last)
                 except (OutboxError, sqlite3.Error) as exc:   # e.g. a full disk: what is queued stays queued
