@@ -249,10 +249,15 @@ class TelegramStandIn(RecordingServer):
         self.captions: dict[int, str | None] = {}
         self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order;
                                               # 0: that call is answered as usual
+        self.lock = threading.Lock()
         super().__init__(self.answer)
         self.base_url = self.url + "/bot"
 
     def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        with self.lock:                     # calls at once (observatories reporting one moment) each get their own id
+            return self.answer_one(path, headers, body)
+
+    def answer_one(self, path: str, headers, body: bytes) -> tuple[int, dict]:
         token, _, method = path.removeprefix("/bot").partition("/")
         fields = parse_fields(headers.get("Content-Type", ""), body)
         self.calls.append({"token": token, "method": method, "fields": fields})
