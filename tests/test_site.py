@@ -359,7 +359,9 @@ def test_counts_name_what_the_page_shows_held_back_candidates_apart(night):
     assert "5 detections · 1 held back · 2 possible satellite/plane" in boxes[0]
     assert "1 detection · 3 held back · 1 possible satellite/plane" in boxes[1]
     assert "2026-09-16</a> · 6 detections · 4 held back" in (night / "archive.html").read_text()
-    (night / store.ARCHIVE_COUNTS).write_text(json.dumps({NIGHT: 10}))             # kept by an earlier version
+    (night / store.ARCHIVE_COUNTS).write_text(json.dumps({NIGHT: 10}))             # kept by an earlier version,
+    made = json.loads((night / store.page_inputs_key(NIGHT)).read_text())          # whose page kept no counts
+    (night / store.page_inputs_key(NIGHT)).write_text(json.dumps({k: v for k, v in made.items() if k != "counts"}))
     WEBSITE({"day": "20260915"}, None)
     assert "2026-09-16</a> · 10 detections</li>" in (night / "archive.html").read_text()
 
@@ -660,7 +662,7 @@ def test_stored_text_is_escaped(env, tmp_path):
     html = (root / f"{NIGHT}.html").read_text()
     assert "<img src=x" not in html and "<script>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
-    assert '<span class="score">?</span>' in html                        # a non-number score is shown as unknown
+    assert '<span class="vh">meteor score unknown</span><span aria-hidden="true">?</span>' in html   # not a number
 
 
 def looks(page, path, width, height, shot):
@@ -712,11 +714,48 @@ def test_flags_are_named_for_the_reader_and_held_back_candidates_look_so(night, 
             high: c.querySelector('.score.high') !== null}]))""")
         legend = page.evaluate("() => [...document.querySelectorAll('.legend dt')].map(d => d.textContent)")
     assert view["overflow"] <= 0
-    assert cards[f"obs02_{frame('223000')}"] == {"tags": [["possible satellite/plane", "tag held"]], "high": False}
+    assert cards[f"obs02_{frame('223000')}"] == {"tags": [["held back: possible satellite/plane", "tag held"]],
+                                                 "high": False}
     assert cards[f"obs02_{frame('224500')}"] == {"tags": [["fireball", "tag"]], "high": True}
     assert cards[f"obs02_{frame('225800')}"] == {"tags": [["sprite", "tag"]], "high": False}
     assert cards[f"obs01_{frame('231507')}"] == {"tags": [], "high": True}
     assert legend == ["fireball", "possible satellite/plane"]
+
+
+def test_what_a_screen_reader_or_a_keyboard_user_gets_from_the_page(night, tmp_path):
+    """Read by ear or tabbed through, the page lost what its looks said: the focus ring on a card's image link was
+    never drawn (an inline link round a block image has no box), a score was a bare number, a held-back candidate
+    was told by its grey alone, a satellite's run was not a group, "also seen from" links were 17 px tall, below
+    the 24 px a finger needs, and the page for an address not made yet named "all nights" without linking it."""
+    ingest(detection("obs02", frame("231520"), 0.93, seed=9), "obs02")                          # seen from both
+    ingest(detection("obs02", frame("223000"), 0.97, seed=12, flag="satellite"), "obs02")       # held back
+    WEBSITE({"day": NIGHT}, None)
+    with browser_page(390, 844) as page:
+        looks(page, night / f"{NIGHT}.html", 390, 844, tmp_path / "page.png")
+        card = page.locator(".card").first
+        card.scroll_into_view_if_needed()
+        unfocused = card.screenshot()
+        page.focus(".card > a")
+        focused = card.screenshot()
+        read = page.evaluate("""() => ({
+            link: [...document.querySelectorAll('.card > a')].map(a => a.getBoundingClientRect().height)[0],
+            seen: [...document.querySelectorAll('.tag.seen')].map(a => a.getBoundingClientRect().height),
+            underlined: getComputedStyle(document.querySelector('.tag.seen')).textDecorationLine,
+            scores: [...document.querySelectorAll('.score')].map(s => s.textContent),
+            held: [...document.querySelectorAll('.tag.held')].map(t => t.textContent),
+            groups: [...document.querySelectorAll('[role=group]')].map(g =>
+                document.getElementById(g.getAttribute('aria-labelledby')).textContent.split(':')[0]),
+            cards: [...document.querySelectorAll('.card')].map(c => c.getAttribute('aria-label')).slice(0, 2),
+            stats: document.querySelectorAll('ul.summary > li.stat').length})""")
+        page.goto((night / "404.html").as_uri())
+        missing_links = page.evaluate("() => [...document.querySelectorAll('main a')].map(a => a.textContent)")
+    assert focused != unfocused and read["link"] > 100                  # a ring drawn round the image
+    assert len(read["seen"]) == 2 and min(read["seen"]) >= 24 and read["underlined"] == "underline"
+    assert "meteor score 0.97" in read["scores"] and all(score.startswith("meteor score") for score in read["scores"])
+    assert read["held"] == ["held back: possible satellite/plane"]
+    assert read["groups"] == ["Possible satellite/plane"] and read["stats"] == 2
+    assert read["cards"] == ["obs01 at 21:20:00", "obs01 at 21:20:30"]
+    assert missing_links == ["all nights"]
 
 
 def test_start_and_end_times_are_on_each_cameras_clock(night):
