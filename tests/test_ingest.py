@@ -263,6 +263,16 @@ def test_an_api_key_sent_twice_is_refused_whatever_its_values(root):
     assert HANDLER(proxy, None)["statusCode"] == 200
 
 
+def test_an_event_with_empty_multi_value_headers_reads_its_key_from_headers(root):
+    """A console test event or `sam local invoke` may carry `"multiValueHeaders": {}` beside the headers: the key in
+    `headers` counts, and the detection is stored rather than refused 401."""
+    proxy = event(detection())
+    proxy.update(headers={"x-api-key": KEYS["obs01"]}, multiValueHeaders={})
+    result = HANDLER(proxy, None)
+    assert (result["statusCode"], json.loads(result["body"])["status"]) == (200, "stored")
+    assert (root / "detections/20260916/obs01_20260916231507.json").exists()
+
+
 def declaring(width: int, height: int) -> bytes:
     """A valid 448×224 JPEG whose frame header claims another size."""
     data = bytearray(jpeg())
@@ -399,6 +409,42 @@ def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch, caplog):
                         "prod/telegram/claims/20260915/obs01_20260916231507.night"]
         service_env._cache.clear()
     assert "GetParameter" in caplog.text and KEYS["obs01"] not in caplog.text
+
+
+class FakeSSM:
+    """boto3's SSM client, answering get_parameter with the value the test last put."""
+
+    def __init__(self, value: str):
+        self.value, self.reads = value, 0
+
+    def get_parameter(self, Name, WithDecryption):  # noqa: N803 (boto3's names)
+        self.reads += 1
+        return {"Parameter": {"Name": Name, "Value": self.value}}
+
+
+def test_a_rotated_key_in_ssm_is_taken_within_five_minutes(monkeypatch):
+    """An API key rotated in its SSM parameter must reach a running service without a restart: the old value is
+    read from the cache for SECRET_TTL_S (5 minutes), the new one after it."""
+    ssm, clock = FakeSSM("obs01:old-key-0123456789"), [1000.0]
+    monkeypatch.setattr(boto3, "client", lambda service, **_: ssm)
+    monkeypatch.setattr(service_env.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(service_env, "_cache", {})
+    env = {"GUALTA_API_KEYS_PARAM": "/gualta/api-keys"}
+    assert service_env.SECRET_TTL_S == 300
+    assert service_env.secret(env, "GUALTA_API_KEYS") == "obs01:old-key-0123456789"
+    ssm.value = "obs01:new-key-0123456789"
+    clock[0] += 299
+    assert service_env.secret(env, "GUALTA_API_KEYS") == "obs01:old-key-0123456789" and ssm.reads == 1
+    clock[0] += 2
+    assert service_env.secret(env, "GUALTA_API_KEYS") == "obs01:new-key-0123456789" and ssm.reads == 2
+
+
+def test_a_secret_in_the_environment_is_taken_without_spaces_or_line_end():
+    """A token pasted with a space, or read from an env file with its line end, would fail every call made with it:
+    spaces and line ends around a secret in the environment are not part of it, as with one from SSM."""
+    assert service_env.secret({"GUALTA_TELEGRAM_TOKEN": " tok\n"}, "GUALTA_TELEGRAM_TOKEN") == "tok"
+    assert service_env.secret({"GUALTA_API_KEYS": "obs01:abcdefgh\r\n"}, "GUALTA_API_KEYS") == "obs01:abcdefgh"
+    assert service_env.secret({}, "GUALTA_TELEGRAM_TOKEN") == ""
 
 
 def test_a_bucket_that_refuses_answers_503_store_unavailable(root, monkeypatch):
