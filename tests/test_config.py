@@ -151,6 +151,56 @@ def test_window_times_as_numbers_are_read_as_hhmm_and_an_hour_alone_is_refused(t
         'guAlta_end_time in numbers.py = 8: could be 08:00 or 00:08: write HHMM, e.g. 2000 or "20:00"']
 
 
+@pytest.mark.parametrize("value", ["2400", "24:00", 2400, "2430"])
+def test_hour_24_is_no_time_of_day(value):
+    """A window from 2400 would be a time no clock reads: refused as the setting's value, not taken for midnight."""
+    with pytest.raises(ValueError, match="must be a local time HHMM or HH:MM"):
+        config.hhmm(value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"GUALTA_START_TIME": str(value)})
+    assert caught.value.problems == [
+        f"environment GUALTA_START_TIME = {str(value)!r}: must be a local time HHMM or HH:MM, e.g. 2000"]
+
+
+@pytest.mark.parametrize("value", [1, 24, 30, 59, 99])
+def test_any_number_under_100_is_refused_as_a_time(value):
+    """`guAlta_start_time = 30` could mean 00:30 or half past something: every number under 100 is refused with the
+    rule, not only those that could be an hour."""
+    with pytest.raises(ValueError, match=f"could be {value:02d}:00 or 00:{value:02d}: write HHMM"):
+        config.hhmm(value)
+
+
+def test_numbers_at_the_top_of_their_range_are_taken():
+    """The upper bound of each numeric setting is part of its range (threshold 1: only certain detections)."""
+    env = {"GUALTA_THRESHOLD": "1", "GUALTA_SLEEP_BETWEEN_IMGS": "3600", "GUALTA_THREADS": "256",
+           "GUALTA_BATCH_SIZE": "1024", "GUALTA_NIGHT_SUN_ALTITUDE": "10", "GUALTA_LATITUDE": "90",
+           "GUALTA_LONGITUDE": "180"}
+    settings = load_settings(env=env)
+    assert (settings.threshold, settings.sleep_between_imgs, settings.threads, settings.batch_size) == (
+        1.0, 3600.0, 256, 1024)
+    assert (settings.night_sun_altitude, settings.latitude, settings.longitude) == (10.0, 90.0, 180.0)
+
+
+def test_a_fraction_where_a_whole_number_is_wanted_is_refused(tmp_path):
+    """`guAlta_batch_size = 2.5` would run with batches of 2 without a word: a whole-number setting refuses it."""
+    settings = settings_file(tmp_path / "fraction.py", "guAlta_batch_size = 2.5\nguAlta_threads = 4.0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(settings, env={})
+    assert caught.value.problems == ["guAlta_batch_size in fraction.py = 2.5: must be a whole number"]
+
+
+def test_a_boolean_setting_takes_0_and_1_and_no_other_number(tmp_path):
+    """`guAlta_enable_telegram = 2` (a typo, or a count) would be taken for true: only 0 and 1 stand for booleans."""
+    settings = settings_file(tmp_path / "flags.py", "guAlta_enable_telegram = 0\nguAlta_satellite_check = 1\n")
+    loaded = load_settings(settings, env={})
+    assert (loaded.enable_telegram, loaded.satellite_check) == (False, True)
+    settings.write_text("guAlta_enable_telegram = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(settings, env={})
+    assert caught.value.problems == [
+        "guAlta_enable_telegram in flags.py = 2: must be true or false (1/0, yes/no, on/off)"]
+
+
 def test_a_window_running_past_noon_is_refused_by_the_watcher_alone(tmp_path):
     """A window 2000–1300: at 12:30 the watcher took the night begun at noon (daytime capture on), closed it at 13:00
     with its first frames and never watched it again that evening. A window that ends by noon, begins at noon or
