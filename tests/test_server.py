@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -641,3 +642,58 @@ def test_time_a_kept_alive_connection_waits_is_not_the_next_requests(in_process)
         reply = connection.getresponse()
         assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok"}
     connection.close()
+
+
+def test_a_request_line_with_an_http_version_it_does_not_speak_is_a_400(in_process):
+    """http.server answers HTTP/2.0 (or 3) with a 505 and an HTML page: a 5xx for the client's request, which the
+    service promises never to answer. It is a 400 with a JSON error, as every other bad request."""
+    _, host, port, _ = in_process
+    reply = answer(raw(host, port, b"GET / HTTP/2.0\r\n\r\n"))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and b"Content-Type: application/json" in head
+    assert "error" in json.loads(body)
+
+
+@pytest.mark.parametrize("code", [500, 501, 505])
+def test_every_5xx_http_server_may_send_for_a_request_becomes_a_400(code):
+    """The module promises no 5xx for anything a client sends: whichever server error http.server would answer
+    about the request line or headers (this Python says 501 and 505; any 5xx another may say) is sent as a 400."""
+    sent = []
+    handler = SimpleNamespace(request_version="HTTP/1.1", close_connection=False,
+                              reply=lambda status, body: sent.append((status, body)))
+    server.Handler.send_error(handler, code, "what http.server said")
+    assert sent == [(400, {"error": "what http.server said"})] and handler.close_connection is True
+
+
+def test_a_page_the_store_may_not_read_answers_503_not_404(in_process, monkeypatch):
+    """A page the service's user may not read (a permission changed by hand, a backup restored as another user) is
+    no missing page: a 404 would say it was never made. It is the store's fault, a 503."""
+    _, host, port, root = in_process
+    (root / "index.html").parent.mkdir(parents=True, exist_ok=True)
+    (root / "index.html").write_text("<html/>")
+    read_bytes = Path.read_bytes
+
+    def refused(path):                               # chmod does nothing for root, who runs the tests
+        if path.name == "index.html":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    reply = requests.get(f"http://{host}:{port}/index.html", timeout=10)
+    assert (reply.status_code, reply.json()) == (503, {"error": "store unavailable, retry later"})
+
+
+def test_a_body_of_the_limits_size_is_taken_and_one_byte_more_is_not(in_process):
+    """The limit is the largest body taken (API Gateway's 6 MB): a detection padded to exactly that size is stored,
+    one byte more is refused 413 and nothing of it stored."""
+    _, host, port, root = in_process
+    limit = server.payload.MAX_BODY_BYTES
+    for frame_id, size, status in (("20260916231507", limit, 200), ("20260916231600", limit + 1, 413)):
+        body = json.dumps(detection(frame_id=frame_id)).encode()
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.request("POST", "/uploadmeteor", body=body + b" " * (size - len(body)),
+                           headers={"x-api-key": KEYS["obs01"], "Content-Type": "application/json"})
+        reply = connection.getresponse()
+        assert reply.status == status, reply.read()
+        assert (root / f"detections/20260916/obs01_{frame_id}.json").exists() == (status == 200)
+        connection.close()
