@@ -105,6 +105,18 @@ def test_keys_recursive_and_one_level(backend):
     assert backend.keys("nothing/") == []
 
 
+def test_keys_with_a_prefix_inside_a_folder_are_the_same_on_every_backend(backend):
+    """A prefix that ends inside a folder ("logs/N/obs01_": one observatory's logs) lists only the keys that start
+    with it, locally as on S3: every key in the folder would mix other observatories' logs into one's own."""
+    for key in ("logs/20260916/obs01_start.json", "logs/20260916/obs01_end.json", "logs/20260916/obs02_end.json",
+                "logs/20260916/obs010_end.json", "logs/20260917/obs01_end.json"):
+        backend.put(key, b"{}")
+    wanted = ["logs/20260916/obs01_end.json", "logs/20260916/obs01_start.json"]
+    assert backend.keys("logs/20260916/obs01_") == wanted
+    assert backend.keys("logs/20260916/obs01_", recursive=False) == wanted
+    assert backend.keys("logs/20260916/obs03_") == []
+
+
 @pytest.mark.parametrize("key", ["../escape.json", "/etc/passwd", "a//b", ".hidden", "a/../b", "a/./b", "imgs/<x>.jpeg",
                                  "detections/2026/obs 1.json", "", "a\\b", "a/\x00b", "a/", "é.json"])
 def test_unsafe_keys_refused_before_any_io(backend, key, tmp_path):
@@ -125,6 +137,21 @@ def test_local_store_write_failures_are_store_errors(tmp_path):
     with pytest.raises(store.StoreError, match="cannot write imgs/20260916/obs01_1.jpeg"):
         local.create("imgs/20260916/obs01_1.jpeg", b"jpeg")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_local_read_refused_by_permissions_is_a_store_error_never_a_missing_key(tmp_path, monkeypatch):
+    """A record the service's user may not read is no missing key: taken for one, a re-send would be stored over it
+    and a page built without it. It is the store's failure (503, sent again later)."""
+    local = store.LocalStore(tmp_path)
+    local.put("detections/20260916/obs01_20260916231507.json", b"{}")
+
+    def refused(path):                                 # chmod does nothing for root, who runs the tests
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store.Path, "read_bytes", refused)
+    with pytest.raises(store.StoreError, match="cannot read detections/20260916/obs01_20260916231507.json in .*"
+                                              "Permission denied"):
+        local.get("detections/20260916/obs01_20260916231507.json")
 
 
 class Body:
