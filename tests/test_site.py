@@ -131,6 +131,33 @@ def test_iss_passes_across_the_end_of_summer_time(env, tmp_path, monkeypatch):
     assert [row.iss for row in rows] == [True, False]
 
 
+def iss_pass(sunlit: bool) -> passes.PassReport:
+    """obs01's one ISS pass, 23:00:00 to 23:06:00 CEST peaking at 23:03, 40° high."""
+    zone = ZoneInfo("Europe/Madrid")
+    crossing = passes.Pass(*(datetime(2026, 9, 16, 23, minute, tzinfo=zone) for minute in (0, 3, 6)), 40.0, sunlit)
+    return passes.PassReport("obs01", [crossing], available=True)
+
+
+def test_a_detection_during_an_iss_pass_in_earths_shadow_is_not_tagged():
+    """A pass in Earth's shadow leaves no trail: a meteor seen during it is no ISS, and tagged so a reader would
+    dismiss it."""
+    rows = [site.Row("obs01", "in", datetime(2026, 9, 16, 23, 3), 0.9, "i")]
+    site.mark_iss(rows, iss_pass(sunlit=False), ZoneInfo("Europe/Madrid"))
+    assert not rows[0].iss
+    site.mark_iss(rows, iss_pass(sunlit=True), ZoneInfo("Europe/Madrid"))
+    assert rows[0].iss
+
+
+def test_a_detection_within_a_minute_of_a_sunlit_iss_pass_is_tagged():
+    """A pass is counted from 10° up and its times are predictions: a detection up to ISS_MARGIN_S (60 s) either side
+    of a sunlit pass is tagged, one a second further is not."""
+    stamps = [datetime(2026, 9, 16, 22, 59, 0), datetime(2026, 9, 16, 23, 7, 0),
+              datetime(2026, 9, 16, 22, 58, 59), datetime(2026, 9, 16, 23, 7, 1)]
+    rows = [site.Row("obs01", f"{i}", stamp, 0.9, "i") for i, stamp in enumerate(stamps)]
+    site.mark_iss(rows, iss_pass(sunlit=True), ZoneInfo("Europe/Madrid"))
+    assert [row.iss for row in rows] == [True, True, False, False]
+
+
 def test_consecutive_grouping_boundary():
     start = datetime(2026, 9, 16, 22, 0, 0)
     rows = [site.Row("obs01", "x", start + timedelta(seconds=s), 0.9, "i") for s in (0, 60, 121, 150, 400)]
@@ -195,6 +222,16 @@ def test_a_long_run_stays_whole_whatever_its_streaks():
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks))] == [33]
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:30]))] == [1] * 30
     assert [len(g) for g in site.group_runs(crossing_rows(*streaks[:31]))] == [1] * 31     # 900 s exactly: not over
+
+
+def test_a_run_of_exactly_fifteen_minutes_is_still_a_possible_satellite():
+    """LONG_RUN_S is the longest a crossing may last: a run of exactly 900 s is counted a possible satellite/plane,
+    as `group_runs` splits it, not a long run."""
+    start = datetime(2026, 9, 16, 22, 0, 0)
+    run = [site.Row("obs01", f"{i}", start + timedelta(seconds=60 * i), 0.9, "i") for i in range(16)]
+    section = site.Section("obs01", groups=site.group_runs(run))
+    assert [len(g) for g in section.groups] == [16] and not section.is_long(section.groups[0])
+    assert (section.possible_satellites, section.long_runs) == (1, 0)
 
 
 def test_consecutive_detections_across_the_start_of_summer_time():
@@ -291,6 +328,18 @@ def test_a_meteor_filed_under_the_next_night_by_a_camera_on_utc_is_linked_both_w
     assert 'href="20260915.html#obs03_20260916113010">also seen from obs03 at 11:30:10 UTC<' in night
     assert 'href="20260916.html#obs01_20260916203020">also seen from obs01 at 20:30:20 JST<' in before
     assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
+
+
+@pytest.mark.parametrize("junk", [b"[]", b"null", b"3"])
+def test_an_end_log_that_is_no_json_object_reads_as_none(env, tmp_path, junk):
+    """An end-of-night log holding JSON but no object (written behind the ingest's back, cut short by hand) is read as
+    no log: the page says so for that observatory and is built."""
+    ingest(payload.build_log("start", "obs01", folder=NIGHT))
+    store.LocalStore(tmp_path / "store").put(store.log_key(NIGHT, "obs01", "end"), junk)
+    WEBSITE({"day": NIGHT}, None)
+    html = (tmp_path / "store" / f"{NIGHT}.html").read_text()
+    obs01 = html[html.index("<b>obs01</b>"):html.index("<b>obs02</b>")]
+    assert "no end-of-night log" in obs01 and "did not report" not in obs01
 
 
 def test_an_observatory_that_did_not_report_is_not_shown_as_a_quiet_night(env, tmp_path):
@@ -836,6 +885,17 @@ def test_a_count_lost_to_two_builds_at_once_is_mended_by_the_next_build(env, tmp
     site.write_archive(store.LocalStore(root), {}, ["20260915"], datetime.now(timezone.utc))
     assert "2026-09-15</a> · 2 detections" in (root / "archive.html").read_text()
     assert json.loads((root / "pages" / "archive.json").read_text())["20260915"]["detections"] == 2
+
+
+def test_counts_made_from_a_pages_record_are_its_detections_not_its_logs(env, tmp_path):
+    """A page's record lists its logs beside its detections (`page_inputs`); a night's count made from it counts the
+    detections alone, and a log, read as no record, was one detection more in the archive."""
+    target = store.LocalStore(tmp_path / "store")
+    ingest(detection("obs01", frame("231507")))
+    store.write_json(target, store.page_inputs_key(NIGHT), {
+        "inputs": [store.detection_key(NIGHT, "obs01", frame("231507")), f"logs/{NIGHT}/obs01_end.json 0123abcd"],
+        "next": []})
+    assert site.counts_made_from(target, [NIGHT]) == {NIGHT: {"detections": 1, "held_back": 0}}
 
 
 def test_every_night_with_a_page_is_listed_by_month_with_its_detections(env, tmp_path):
