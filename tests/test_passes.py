@@ -80,6 +80,40 @@ def test_passes_follow_the_observatory_night_sun_altitude():
     assert "19:28" in starts[-3] and "19:28" not in starts[-6] and set(starts[-6]) < set(starts[-3])
 
 
+def test_a_camera_on_utc_east_of_greenwich_keeps_its_passes_before_18_00():
+    """The night is read from noon on the camera's clock: at Dubai (UTC+4) on a UTC clock the sun is down by 15:00,
+    and a sunlit pass at 15:58 must be there for the detections it leaves to be tagged."""
+    env = {"GUALTA_OBSERVATORIES": json.dumps({"obs07": {"lat": 25.2, "lon": 55.3, "tz": "UTC"}})}
+    seen = passes.night_passes(["obs07"], "20260908", env)["obs07"].passes
+    early = next(p for p in seen if p.start.strftime("%H:%M") == "15:58")
+    assert early.sunlit and str(early.start.tzinfo) == "UTC"
+
+
+def test_a_pass_sunlit_only_in_the_twilight_a_camera_does_not_watch_is_not_sunlit():
+    """A camera whose night starts with the sun at −18° sees the 21:00 pass of 15 September only at its end, the ISS
+    then in Earth's shadow: sunlit while the sun was higher, it was called sunlit, and a meteor at its end tagged
+    ISS. At −6° the same pass is sunlit in the camera's night."""
+    from skyfield.api import wgs84
+
+    place = {"lat": 50.0, "lon": 0.0, "tz": "Europe/London"}
+    seen = {}
+    for sun in (-18, -6):
+        env = {"GUALTA_OBSERVATORIES": json.dumps({"obs05": {**place, "night_sun_altitude": sun}})}
+        seen[sun] = next(p for p in passes.night_passes(["obs05"], "20260915", env)["obs05"].passes
+                         if p.start.strftime("%H:%M") == "21:00")
+    assert not seen[-18].sunlit and seen[-6].sunlit
+    timescale, eph = passes._sky()
+    iss = passes.read_tle(passes.DEFAULT_TLE.read_text())
+    observer = eph["earth"] + wgs84.latlon(50.0, 0.0)
+
+    def sun_and_iss(when):
+        instant = timescale.from_datetime(when)
+        return observer.at(instant).observe(eph["sun"]).apparent().altaz()[0].degrees, iss.at(instant).is_sunlit(eph)
+
+    (sun_first, lit_first), (sun_last, lit_last) = sun_and_iss(seen[-18].start), sun_and_iss(seen[-18].end)
+    assert sun_first > -18 > sun_last and lit_first and not lit_last
+
+
 def test_stale_tle_is_flagged_and_an_old_one_shows_no_passes():
     """A TLE 65 days old puts the ISS tens of minutes off: its passes were shown, and detections tagged by them."""
     aged = passes.night_passes(["obs01"], "20260926", ENV)["obs01"]
