@@ -386,6 +386,13 @@ def test_build_detection_round_trips_and_refuses_bad_input():
     assert payload.build_log("end", "obs01", total=3)["total"] == 3
 
 
+def test_every_not_meteor_flag_is_counted_held_back():
+    """The page and the channel count a night alike (`payload.tally`): a candidate held back as lightning, clouds or
+    a satellite is no detection; a fireball, or one without a flag, is."""
+    records = [{"flag": "lightning"}, {"flag": "cloud"}, {"flag": "satellite"}, {"flag": "fireball"}, {}]
+    assert payload.tally(records) == {"detections": 2, "held_back": 3}
+
+
 # --- AWS flavour: S3 store and SSM-held secrets (moto) -----------------------------------------------------------
 def test_ingest_into_s3_with_keys_from_ssm(root, monkeypatch, caplog):
     """…and the keys never reach the log, at DEBUG either (botocore logs the answers it parses)."""
