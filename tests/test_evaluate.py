@@ -37,11 +37,24 @@ def test_counts_recall_precision(pred):
     assert ev.precision(pred, 0.999) is None                       # no detections at all
 
 
+def test_misses_are_counted_apart_from_false_alarms(pred):
+    """At 0.85 the fixture has 3 misses and 3 false alarms, so the confusion matrix could count one for the other
+    unseen: at 0.95 three meteors are found, seven missed and no other frame is detected."""
+    assert ev.confusion_counts(pred, 0.95) == {"tp": 3, "fp": 0, "fn": 7, "tn": 10}
+
+
 def test_faint_and_brightness_bins(pred):
     assert ev.faint_recall(pred) == pytest.approx(2 / 5)           # snr 4.5 and 3.2 found; 4, 2.5, 1.8 missed
     by_bin = {row["bin"]: (row["n"], row["recall"]) for row in ev.recall_by_snr(pred)}
     assert by_bin == {"<3": (2, 0.0), "3-5": (3, pytest.approx(2 / 3)), "5-10": (2, 1.0), "10-30": (1, 1.0),
                       ">=30": (2, 1.0)}
+
+
+def test_a_meteor_on_a_bin_edge_falls_in_the_bin_from_it():
+    """Brightness bins are [low, high): a meteor at peak_snr 3 counted among "<3", and one at 0 in none."""
+    edges = pd.DataFrame([{"fn": f"m{i}.png", "night": "A", "meteor": 1, "p_meteor": 0.9, "event": "meteor",
+                           "peak_snr": snr, "clouds": 0.0} for i, snr in enumerate((0, 3, 5, 10, 30))])
+    assert [(row["bin"], row["n"]) for row in ev.recall_by_snr(edges)] == [(label, 1) for label in ev.SNR_LABELS]
 
 
 def test_false_positive_rates(pred):
@@ -62,6 +75,12 @@ def test_faint_and_cloudy_boundaries(pred):
     assert ev.cloud_fp_rate(both) == pytest.approx(2 / 4)          # the detected 0.2 is among the cloudy
     summary = ev.summarize(both)
     assert summary["n_faint"] == 5 and summary["n_cloudy_no_meteor"] == 4
+
+
+def test_a_meteor_without_brightness_leaves_the_faint_count_known(pred):
+    """One meteor without a peak_snr (say, hand-added) made the whole test set's faint count n/a."""
+    pred.loc[pred["fn"] == "m0.png", "peak_snr"] = np.nan
+    assert ev.summarize(pred)["n_faint"] == 5
 
 
 def test_rates_by_event(pred):
@@ -178,6 +197,33 @@ def test_fusion_report(pred):
     assert set(report.index) == set(ev.FUSION_RULES)
 
 
+def test_fusion_gate_lets_a_raw_score_at_the_gate_through(pred):
+    """The gated rule keeps the difference score where the raw model's is ≥ the gate: exactly at it counts."""
+    raw = pred[["fn"]].assign(p_meteor=0.5)
+    diff = pred.assign(p_meteor=0.9)
+    assert set(ev.fusion_scores(diff, raw, gate=0.5)["gated"]) == {0.9}
+    assert set(ev.fusion_scores(diff, raw.assign(p_meteor=0.49), gate=0.5)["gated"]) == {0.0}
+
+
+def test_confusion_matrix_figure_puts_the_truth_first(pred, tmp_path, monkeypatch):
+    """confusion_matrix.png drawn with predictions as the truth swaps its misses and false alarms."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    drawn = []
+    monkeypatch.setattr(ConfusionMatrixDisplay, "from_predictions",
+                        lambda y_true, y_pred, **options: drawn.append((list(y_true), list(y_pred))))
+    ev.plot_confusion(pred, tmp_path / "confusion_matrix.png", 0.95)
+    assert drawn == [(list(ev.true_labels(pred)), list(ev.predicted_labels(pred, 0.95)))]
+    assert drawn[0][0] != drawn[0][1]
+
+
+def test_plot_grid_with_a_part_row_writes_it(tmp_path):
+    """5 images in 4 columns need a second row: the grid must not run out of places."""
+    images = [np.full((20, 20), 40 * i, np.uint8) for i in range(5)]
+    ev.plot_grid(images, [str(i) for i in range(5)], tmp_path / "grid.png", columns=4)
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
 # --- the client against ground truth: a hand-made scores CSV and ground_truth.csv --------------------------------
 # (file, model score, reported, truth label, event, peak_snr, clouds); the first frame is skipped by the client.
 CLIENT_ROWS = [("f00", None, 0, "no-meteor", "none", None, 0.0),
@@ -254,6 +300,15 @@ def test_client_summary_counts_by_hand(tmp_path):
     assert model["recall"] == pytest.approx(2 / 5) and model["precision"] == pytest.approx(2 / 4)
     assert model["cloud_fp_rate"] == pytest.approx(1 / 4)
     json.dumps(summary)
+
+
+def test_a_found_meteor_at_the_faint_limit_counts_bright():
+    """A meteor exactly at FAINT_SNR is not faint (faint is below it), so it counts in the bright recall."""
+    pred = pd.DataFrame([{"file": "f01", "score": 0.9, "detection": 1, "p_meteor": 1.0, "meteor": 1, "truth": "meteor",
+                          "event": "meteor", "peak_snr": ev.FAINT_SNR, "clouds": 0.0, "night": "20211110",
+                          **dict.fromkeys(ev.STREAK_ENDS + ev.TRUE_ENDS, np.nan)}])
+    summary = ev.client_summary(pred)
+    assert summary["bright_recall"] == 1.0 and summary["n_faint"] == 0
 
 
 def test_client_summary_on_hand_labels_says_what_it_does_not_know(tmp_path):
