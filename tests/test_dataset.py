@@ -122,6 +122,13 @@ def test_same_night_in_train_and_test_is_refused(nights, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_night_given_twice_is_refused(nights, tmp_path):
+    """A night named twice among the training nights would make each of its pairs twice."""
+    with pytest.raises(DatasetError, match="night\\(s\\) given twice: 20211110"):
+        prepare_dataset([nights / "20211110", nights / "20211110"], [nights / "20211112"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_dataset_is_not_mixed_with_a_new_one(prepared, nights):
     out, _ = prepared
     with pytest.raises(DatasetError, match="already holds a dataset"):
@@ -199,6 +206,17 @@ def test_test_nights_are_drawn_from_the_labelled_nights_only(tmp_path, caplog):
     assert "6 of 8 nights have no labelled pairs and are left out: 20211101, 20211102, 20211104" in caplog.text
     with pytest.raises(DatasetError, match="at least two nights with labelled pairs .* got 1 of 4 nights"):
         dataset.split_labelled_nights(archive[:4], 0.25)
+
+
+def test_a_night_whose_only_label_makes_no_pair_is_not_drawn(tmp_path):
+    """A labels table naming other nights' pairs and only a night's first frame (no frame before it) counted that
+    night as labelled: it could be drawn as a test night with nothing to test on."""
+    root = tmp_path / "nights"
+    archive = [make_night(root, f"202111{day:02d}", 3, ground_truth=False) for day in (1, 2, 3)]
+    labels = pd.DataFrame({"file": [frame_path(archive[0], 1).name, frame_path(archive[1], 1).name,
+                                    frame_path(archive[2], 0).name], "label": "meteor"}).set_index("file", drop=False)
+    train, test = dataset.split_labelled_nights(archive, 0.5, labels=labels)
+    assert sorted(night.name for night in train + test) == ["20211101", "20211102"]
 
 
 def move_to_morning(night: Path, folder: Path) -> Path:
@@ -498,6 +516,14 @@ def test_labels_edited_in_a_spreadsheet_are_read(nights, tmp_path, sheet, encodi
         (frame_path(night, 1).name, "no-meteor"), (frame_path(night, 2).name, "meteor")]
     result = prepare_dataset([night], [], tmp_path / "data", labels=labels)
     assert list(result.index["meteor"]) == [0, 1]
+
+
+def test_a_file_labelled_differently_twice_keeps_the_last_label(tmp_path, caplog):
+    """The warning said the last row's label was kept, and the table must hold that one (not the first)."""
+    (tmp_path / "labels.csv").write_text("file,label\na.jpg,meteor\nb.jpg,meteor\na.jpg,no-meteor\n")
+    table = dataset.read_labels(tmp_path / "labels.csv")
+    assert table["label"].to_dict() == {"a.jpg": "no-meteor", "b.jpg": "meteor"}
+    assert "the last row's label kept: a.jpg (kept no-meteor)" in warnings_of(caplog)
 
 
 def test_labels_without_the_columns_name_those_found(tmp_path):
