@@ -179,6 +179,12 @@ def test_load_model_refuses_unknown_files(tmp_path):
     assert ModelInfo.from_props({}).classes == ["meteor", "no-meteor"]
 
 
+def test_the_meteor_class_is_found_where_the_model_lists_it():
+    """A model listing no-meteor first had its no-meteor probability read as the meteor score."""
+    assert ModelInfo.from_props({"classes": '["no-meteor", "meteor"]'}).meteor_index == 1
+    assert ModelInfo.from_props({}).meteor_index == 0
+
+
 def test_publish_versions_and_hashes(tiny_run, tmp_path):
     from gualta.export import publish_model
     from gualta.train import main
@@ -212,6 +218,18 @@ def test_publish_versions_and_hashes(tiny_run, tmp_path):
     assert not (models / "guAlta_v5.onnx").exists()
     with pytest.raises(ValueError, match="ONNX"):
         publish_model(tiny_run.run_dir / "model.pkl", store)
+
+
+def test_publishing_after_old_versions_were_pruned_numbers_from_the_latest(tiny_model, tmp_path):
+    """A store whose versioned files were pruned, holding only the latest JSON (v5), got v1 published: clients
+    comparing versions took the new model for an older one."""
+    from gualta.export import publish_model
+
+    models = tmp_path / "store" / "models"
+    models.mkdir(parents=True)
+    (models / "guAlta_latest_version.json").write_text(json.dumps({"version": 5, "file": "guAlta_v5.onnx"}))
+    assert publish_model(tiny_model, tmp_path / "store")["version"] == 6
+    assert (models / "guAlta_v6.onnx").is_file() and not (models / "guAlta_v1.onnx").exists()
 
 
 def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
