@@ -694,6 +694,27 @@ def test_init_from_an_onnx_model_rebuilds_its_network(tiny_run, tiny_dataset, tm
         train.learner_for(replace(config, init=tmp_path / "broken.onnx"))
 
 
+def test_init_from_a_normalising_model_is_checked_on_the_input_it_takes(tiny_run, tiny_dataset, tmp_path):
+    """A --pretrained run's ONNX normalises its input in the graph: checking the rebuilt network against it on the
+    batch the learner had normalised already would normalise twice and refuse a start that is right."""
+    import torch
+    from fastai.vision.all import Normalize, imagenet_stats
+
+    from gualta.export import export_onnx
+    from gualta.model import preprocess
+    from gualta.onnx_init import PARITY_TOLERANCE, load_onnx_weights
+    from test_model import dataset_images, sharpened_learner
+
+    images = dataset_images(tiny_dataset[1], 12)
+    learn = sharpened_learner(tiny_run.run_dir / "model.pkl", images)
+    normalize = Normalize.from_stats(*imagenet_stats, cuda=False)
+    learn.dls.add_tfms([normalize], "after_batch")                      # as a --pretrained run's
+    learn.pretrained = True
+    export_onnx(learn, tmp_path / "normalised.onnx")
+    batch = (torch.from_numpy(preprocess(images, TINY_SIZE)) - normalize.mean) / normalize.std   # what it trains on
+    assert load_onnx_weights(learn, tmp_path / "normalised.onnx", "resnet18", [batch]) < PARITY_TOLERANCE
+
+
 def test_an_int8_model_is_refused_as_a_start(tiny_run, tiny_dataset, tmp_path):
     """--init an int8 (quantized) ONNX: its rounded weights and quantize nodes are no network to fine-tune; the
     refusal names the cause, by its metadata or by its graph."""
