@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -31,6 +32,34 @@ log = logging.getLogger(__name__)
 ROUTE = "/uploadmeteor"
 REPOST_AFTER_S = 120              # a post still pending this long after it was stored was cut off (the Lambda has 30 s)
 REPOST_BUDGET_S = 60.0            # the scheduled job's time for posting again what failed
+REPEAT_LOG_S = 3600.0             # a refusal repeated (a client retrying all night with a wrong key): one line an hour
+
+
+class Throttle:
+    """Which of a repeated event's lines are logged: the first of each kind, then the first after every `every_s`
+    seconds, with how many were held back since; at most `kinds` kinds are remembered (the oldest forgotten)."""
+
+    def __init__(self, every_s: float = REPEAT_LOG_S, kinds: int = 1000, clock: Callable[[], float] = time.monotonic):
+        self.every_s, self.kinds, self.clock = every_s, kinds, clock
+        self.seen: dict = {}                  # kind → [time.monotonic() of its last line, lines held back since]
+        self.lock = threading.Lock()
+
+    def __call__(self, kind) -> int | None:
+        """None: hold this one back; else how many of its kind were held back before it."""
+        now = self.clock()
+        with self.lock:
+            last = self.seen.pop(kind, None)
+            if last is not None and now - last[0] < self.every_s:
+                last[1] += 1
+                self.seen[kind] = last
+                return None
+            while len(self.seen) >= self.kinds:
+                self.seen.pop(next(iter(self.seen)))
+            self.seen[kind] = [now, 0]
+            return last[1] if last else 0
+
+
+REFUSALS = Throttle()
 
 
 def response(status: int, body: dict, headers: dict | None = None) -> dict:
@@ -115,11 +144,39 @@ def authenticate(given: str | None, keys: dict[str, str]) -> str | None:
     return found
 
 
+def source_ip(event) -> str:
+    """The client's address a proxy event carries (requestContext.identity.sourceIp), '?' without one."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    identity = context.get("identity") if isinstance(context, dict) else None
+    found = identity.get("sourceIp") if isinstance(identity, dict) else None
+    return printable(found) if isinstance(found, str) and found else "?"
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text fit for a log line: at most `limit` characters, anything but printable ASCII escaped."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+
+
+def log_refusal(source: str, status: int, reason: str, route: str = ROUTE) -> None:
+    """Log a refused request (status, reason and client address; never its key or body) as a WARNING, once per
+    (source, route, status, reason) within REPEAT_LOG_S (`REFUSALS`), the next one saying how many were held back."""
+    held = REFUSALS((source, route, status, reason))
+    if held is None:
+        log.debug("refused POST %s from %s: %d %s", route, source, status, printable(reason))
+        return
+    repeats = f"; {held} more since the last such line" if held else "; repeats are logged once an hour"
+    log.warning("refused POST %s from %s: %d %s%s", route, source, status, printable(reason), repeats)
+
+
 def handle(event: dict, env=None, now: datetime | None = None) -> dict:
-    """Answer one proxy event; server-side failures (store, configuration) give 500/503 and are logged."""
+    """Answer one proxy event; server-side failures (store, configuration) give 500/503 and are logged, and so are
+    refused uploads (`log_refusal`)."""
     env = os.environ if env is None else env
     try:
-        return _handle(event, env, now or datetime.now(timezone.utc))
+        answer = _handle(event, env, now or datetime.now(timezone.utc))
+        if 400 <= answer["statusCode"] < 500 and answer["statusCode"] not in (404, 405):
+            log_refusal(source_ip(event), answer["statusCode"], json.loads(answer["body"])["error"])
+        return answer
     except store.StoreError as exc:
         log.error("store unavailable: %s", exc)
         return error(503, "store unavailable, retry later")

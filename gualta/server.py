@@ -57,6 +57,7 @@ STATIC = re.compile(r"/(?:(index\.html|archive\.html)|([0-9]{8}\.html)|(imgs/[0-
 DIGITS = re.compile(r"[0-9]{1,18}")
 MODEL_SUFFIXES = (".onnx", ".pkl")
 BODY_METHODS = ("POST", "PUT", "PATCH")
+ANSWERS = ingest.Throttle()              # access-log lines of refusals: (address, method, status) once an hour
 IMMUTABLE = "public, max-age=31536000, immutable"
 WRITTEN_ONCE = re.compile(r"imgs/.+|models/guAlta_v[0-9]+\.(?:onnx|pkl)")   # store keys never written again
 HTML_POLICY = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -137,7 +138,20 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def log_message(self, format, *args):  # noqa: A002 (stdlib signature)
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), ingest.printable(format % args))
+
+    def log_request(self, code="-", size="-") -> None:
+        """The access log: every POST and every answer >= 400 at INFO (a refusal repeated from one address, once an
+        hour: `ingest.Throttle`), pages served at DEBUG; the path without its query, never a header."""
+        status = int(code) if str(code).isdigit() else 0
+        method = ingest.printable(self.command or "-", 10)
+        line = f"{self.client_address[0]} {method} {ingest.printable(urlsplit(self.path).path)} {code}" \
+            if self.command else f"{self.client_address[0]} (no valid request line) {code}"
+        held = ANSWERS((self.client_address[0], method, status)) if status >= 400 else 0
+        if held is None or (method != "POST" and status < 400):
+            log.debug("%s", line)
+        else:
+            log.info("%s%s", line, f" ({held} more since the last such line)" if held else "")
 
     def send_error(self, code, message=None, explain=None):
         """Request-line/header problems found by http.server: always a 4xx (it would say 501/505)."""
@@ -185,6 +199,8 @@ class Handler(BaseHTTPRequestHandler):
     def handle_expect_100(self) -> bool:
         length = self.content_length()
         if length is not None and length > payload.MAX_BODY_BYTES:
+            if self.command == "POST" and urlsplit(self.path).path in KEY_ROUTES:
+                ingest.log_refusal(self.client_address[0], 413, "body over the size limit", urlsplit(self.path).path)
             self.close_connection = True
             self.reply(413, {"error": f"body larger than {payload.MAX_BODY_BYTES} bytes"})
             return False
@@ -239,7 +255,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def refuse(self, status: int, error: str, unread: int = 0) -> None:
         """Answer a request whose body is not taken, and close the connection; `unread` bytes of its body still to
-        come are read and dropped first (`drain`), so a client still sending them gets the answer."""
+        come are read and dropped first (`drain`), so a client still sending them gets the answer. A refused upload
+        or page build is logged as the handler logs its own (`ingest.log_refusal`)."""
+        path = urlsplit(self.path).path
+        if self.command == "POST" and path in KEY_ROUTES and status < 500:
+            ingest.log_refusal(self.client_address[0], status, error, path)
         self.close_connection = True
         self.reply(status, {"error": error})
         self.drain(unread)

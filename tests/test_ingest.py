@@ -183,6 +183,37 @@ def test_api_key_checks(root):
     refused(root, 403, {**detection(), "obs_id": "<script>"}, reason="its own obs_id")
 
 
+def test_refused_uploads_are_logged_once_an_hour_with_reason_and_source(root, monkeypatch, caplog):
+    """A client with a wrong key, another observatory's obs_id or a bad body was refused (401, 403, 400) and the
+    service logged nothing: its operator could not tell why an observatory's reports never arrived. Each refusal is
+    a WARNING naming status, reason and client address (never the key nor the body), once an hour per kind: a client
+    retrying all night writes one line, then a count."""
+    clock = [1000.0]
+    monkeypatch.setattr(ingest, "REFUSALS", ingest.Throttle(clock=lambda: clock[0]))
+    caplog.set_level(logging.DEBUG, logger="gualta.ingest")
+    wrong = {**event(detection(), "wrong-key-0123456"),
+             "requestContext": {"identity": {"sourceIp": "203.0.113.7"}}}
+    for _ in range(50):
+        assert HANDLER(wrong, None)["statusCode"] == 401
+    refused(root, 403, detection("obs02"), key=KEYS["obs01"])
+    refused(root, 400, "not json")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "refused POST /uploadmeteor from 203.0.113.7: 401 missing or unknown API key (header x-api-key); repeats are "
+        "logged once an hour",
+        "refused POST /uploadmeteor from 127.0.0.1: 403 this API key may only post for its own obs_id; repeats are "
+        "logged once an hour",
+        "refused POST /uploadmeteor from 127.0.0.1: 400 body is not valid UTF-8 JSON (JSONDecodeError); repeats are "
+        "logged once an hour"]
+    assert "wrong-key-0123456" not in caplog.text and KEYS["obs01"] not in caplog.text and "not json" not in caplog.text
+    caplog.clear()
+    clock[0] += 3601
+    HANDLER(wrong, None)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "refused POST /uploadmeteor from 203.0.113.7: 401 missing or unknown API key (header x-api-key); 49 more "
+        "since the last such line"]
+
+
 def test_routing_and_size(root):
     refused(root, 404, detection(), path="/upload", reason="not found")
     refused(root, 404, detection(), path="/uploadmeteor/", reason="not found")

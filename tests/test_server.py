@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.client
 import json
+import logging
 import os
 import select
 import socket
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from gualta import allsky, config, server, store
+from gualta import allsky, config, ingest, server, store
 from helpers_service import KEYS, KEYS_ENV, OBSERVATORIES, REPO, child_env, detection, service_env, snapshot
 
 
@@ -535,6 +536,43 @@ def test_an_upload_without_a_valid_key_is_refused_before_its_body_is_read(in_pro
         assert reply.status == 401 and "API key" in json.loads(reply.read())["error"]
         connection.close()
     assert snapshot(root) == {}
+
+
+def test_the_access_log_names_posts_and_refusals_never_pages_headers_or_queries(in_process, monkeypatch, caplog):
+    """The server logged every request at DEBUG only: `serve` showed nothing of uploads or refusals. POSTs and
+    answers >= 400 are INFO (address, method, path without its query, status), pages served are not, and a refusal
+    repeated from one address is logged once an hour."""
+    _, host, port, _ = in_process
+    monkeypatch.setattr(server, "ANSWERS", ingest.Throttle())
+    monkeypatch.setattr(ingest, "REFUSALS", ingest.Throttle())
+    caplog.set_level(logging.INFO)
+    url = f"http://{host}:{port}"
+    for _ in range(3):
+        assert requests.post(f"{url}/uploadmeteor?token=q-secret", json=detection(), timeout=10,
+                             headers={"x-api-key": "wrong-key-123"}).status_code == 401
+    assert requests.post(f"{url}/uploadmeteor", json=detection(), headers={"x-api-key": KEYS["obs01"]},
+                         timeout=10).status_code == 200
+    assert requests.get(f"{url}/health?q-secret", timeout=10).status_code == 200
+    assert requests.get(f"{url}/20260916.html", timeout=10).status_code == 404
+    served = [r.getMessage() for r in caplog.records if r.name == "gualta.server"]
+    assert served == ["127.0.0.1 POST /uploadmeteor 401", "127.0.0.1 POST /uploadmeteor 200",
+                      "127.0.0.1 GET /20260916.html 404"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "refused POST /uploadmeteor from 127.0.0.1: 401 missing or unknown API key (header x-api-key); repeats are "
+        "logged once an hour"]
+    assert "q-secret" not in caplog.text and "wrong-key-123" not in caplog.text and KEYS["obs01"] not in caplog.text
+
+
+def test_serve_shows_refused_uploads_and_the_access_log(tmp_path):
+    """What `serve` prints: a refused upload's warning and its access-log line reach the console."""
+    with server.ChildServer(tmp_path / "store", child_env(GUALTA_API_KEYS=KEYS_ENV)) as child:
+        assert upload(child.url, detection(), key="wrong-key-123").status_code == 401
+        wanted = ["WARNING gualta.ingest: refused POST /uploadmeteor from 127.0.0.1: 401 missing or unknown API key",
+                  "INFO gualta.server: 127.0.0.1 POST /uploadmeteor 401"]
+        deadline = time.monotonic() + 10                              # the child's log line is read by a thread
+        while not all(any(text in line for line in child.lines) for text in wanted):
+            assert time.monotonic() < deadline, list(child.lines)
+            time.sleep(0.05)
 
 
 def test_an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(in_process):
