@@ -60,6 +60,8 @@ class Throttle:
 
 
 REFUSALS = Throttle()
+SETTINGS_BLAMED: set[str] = set()     # the Telegram settings whose refusal this process has logged as an ERROR
+POSTED_AGAIN = "stored; posted again by the morning's build"
 
 
 def response(status: int, body: dict, headers: dict | None = None) -> dict:
@@ -311,13 +313,16 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
         if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
             notice = telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id, frame_id))
-            telegram_post.post(channel, notice, deadline=deadline)
+            status = telegram_post.post(channel, notice, deadline=deadline).status
+            log_failed_post(f"message that {obs_id}'s posts stop for night {night}", status, "not posted again")
         record["telegram_status"] = f"not posted: over {limit} this night"
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
     elif asked:
         caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
                                                   *seen_also(obs_id, stamp, others, zone_of))
         posted = telegram_post.post(channel, caption, jpeg, deadline)
+        if "telegram_retried" not in record:        # posting again, the morning's build says how it went
+            log_failed_post(f"post of {store.detection_key(night, obs_id, frame_id)}", posted.status, POSTED_AGAIN)
         record["telegram_status"] = posted.status
         if posted.message_id is not None:
             record["telegram_message_id"] = posted.message_id
@@ -429,7 +434,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             record = records[key]
             if not awaits_post(record, now):
                 continue
-            if out_of_time(deadline, night, budget_s):
+            if out_of_time(deadline, night, budget_s, lambda: posts_left(target, night, records, now)):
                 return reposted, False
             jpeg = target.get(store.image_key(night, obs_id, frame_id))
             if jpeg is None:
@@ -440,8 +445,10 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             record["telegram_retried"] = now.isoformat(timespec="seconds")
             status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now, deadline)
             if telegram_post.refused(status):   # this post only (tried again next time): the channel answers
+                log.warning("post of %s refused again (%s): left for the next build", key, failure_text(status))
                 continue
             if status.startswith("failed"):
+                stopped_posting(night, key, status, posts_left(target, night, records, now))
                 return reposted, False
             if status != "sent":                # past the night's limit now that its earlier detections came in
                 continue
@@ -451,7 +458,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             record = store.read_json(target, key)
             if not end_log_awaits_post(record, now):
                 continue
-            if out_of_time(deadline, night, budget_s):
+            if out_of_time(deadline, night, budget_s, lambda: posts_left(target, night, records, now)):
                 return reposted, False
             if not claim_post(target, night, f"{key.rpartition('/')[2]}.{attempt(record, now)}"):
                 continue
@@ -463,8 +470,11 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             store.write_json(target, key, record)
             mark_unsent(target, night, record["telegram_status"])
             if telegram_post.refused(record["telegram_status"]):
+                log.warning("post of %s refused again (%s): left for the next build", key,
+                            failure_text(record["telegram_status"]))
                 continue
             if record["telegram_status"] != "sent":
+                stopped_posting(night, key, record["telegram_status"], posts_left(target, night, records, now))
                 return reposted, False
             reposted.append(key)
     except store.StoreError as exc:          # the page is built all the same
@@ -489,7 +499,12 @@ def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: 
         marked = []
     posted, finished = repost_night(target, ended, env, now, deadline, records)
     settle_unsent(target, ended, now, ended in marked, records)
-    for night in (n for n in marked if n < ended and finished):
+    earlier = [night for night in marked if night < ended]
+    for tried, night in enumerate(earlier):
+        if not finished:
+            log.warning("night%s %s: failed posts left for the next build, not tried after the stop",
+                        "s" if len(earlier) - tried > 1 else "", ", ".join(earlier[tried:]))
+            break
         if too_old_to_post(night, env, now):
             log.info("night %s: its failed posts are left unsent, the night is too old to post", night)
             settle_unsent(target, night, now, marked=True, waiting=False)
@@ -568,12 +583,60 @@ def attempt(record: dict, now: datetime) -> str:
     return f"{state or 0}-{now:%Y%m%d}"
 
 
-def out_of_time(deadline: float, night: str, budget_s: float) -> bool:
-    """Whether the time for posting again has run out (logged)."""
+def out_of_time(deadline: float, night: str, budget_s: float, left: Callable[[], int | None]) -> bool:
+    """Whether the time for posting again has run out (logged, with how many posts are `left`)."""
     if time.monotonic() <= deadline:
         return False
-    log.warning("night %s: failed posts left unsent, the %g s for posting again are spent", night, budget_s)
+    log.warning("night %s: the %g s for posting again are spent: %s left for the next build", night, budget_s,
+                posts_text(left()))
     return True
+
+
+def stopped_posting(night: str, key: str, status: str, left: int | None) -> None:
+    """Log that posting again stopped at a post that failed again (the channel still down)."""
+    log.warning("night %s: posting again stopped, the post of %s failed again (%s): %s left for the next build",
+                night, key, failure_text(status), posts_text(left))
+
+
+def posts_text(count: int | None) -> str:
+    """'12 posts of the night' ('its posts' when they could not be counted)."""
+    return "its failed posts" if count is None else f"{count} post{'' if count == 1 else 's'} of the night"
+
+
+def posts_left(target: store.Store, night: str, records: dict, now: datetime) -> int | None:
+    """How many of the night's posts still await (`awaits_post` among its detection `records`, read already, and
+    `end_log_awaits_post`); None if the store cannot say."""
+    try:
+        ends = [key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")]
+        logs = store.read_json_many(target, ends).values()
+    except store.StoreError:
+        return None
+    return sum(awaits_post(record, now) for record in records.values()) + \
+        sum(end_log_awaits_post(record, now) for record in logs)
+
+
+def failure_text(status: str) -> str:
+    """What a failed post's log line says of why: the status's reason, and the setting to fix when one is to blame
+    (`telegram_post.setting_at_fault`)."""
+    reason, setting = status.removeprefix("failed: "), telegram_post.setting_at_fault(status)
+    return f"{reason}: check {setting}" if setting else reason
+
+
+def log_failed_post(what: str, status: str, then: str) -> None:
+    """Log a post that failed (nothing for one that did not): what, why and what happens next (`then`). A token or
+    chat Telegram refuses fails every post until the setting is fixed: an ERROR naming it once per process, then DEBUG;
+    other failures (network, flood control, a post refused) a WARNING each."""
+    if not status.startswith("failed"):
+        return
+    setting = telegram_post.setting_at_fault(status)
+    if setting is None:
+        log.warning("%s failed (%s): %s", what, failure_text(status), then)
+    elif setting in SETTINGS_BLAMED:
+        log.debug("%s failed (%s): %s", what, failure_text(status), then)
+    else:
+        SETTINGS_BLAMED.add(setting)
+        log.error("%s failed (%s): %s. Telegram refuses every post until %s is fixed (this is said once; the "
+                  "service keeps storing reports)", what, failure_text(status), then, setting)
 
 
 def end_log_awaits_post(record, now: datetime) -> bool:
@@ -655,7 +718,10 @@ def name_in_earlier_post(target: store.Store, night: str, obs_id: str, frame_id:
     if not isinstance(record, dict) or not isinstance(record.get("telegram_message_id"), int):
         return True
     caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id), *seen)
-    if telegram_post.edit_caption(channel, record["telegram_message_id"], caption, deadline).status != "sent":
+    status = telegram_post.edit_caption(channel, record["telegram_message_id"], caption, deadline).status
+    if status != "sent":
+        log_failed_post(f"edit of {json_key}'s post to name {', '.join(other for other, _ in seen[0])}", status,
+                        "not tried again")
         return False
     log.info("post of %s now names %s", json_key, ", ".join(other for other, _ in seen[0]))
     return True
@@ -721,6 +787,8 @@ def store_log(target: store.Store, item: payload.Log, channel, night: str, env, 
         counted = item.log == "end" and channel is not None
         text = telegram_post.log_text(record, detections_of(target, night, item.obs_id) if counted else None)
         record["telegram_status"] = telegram_post.post(channel, text).status
+        log_failed_post(f"post of {key}", record["telegram_status"], POSTED_AGAIN if item.log == "end" else
+                        "stored; not posted again (a start log's news is stale by the morning)")
         store.write_json(target, key, record)
         mark_unsent(target, night, record["telegram_status"])
     mark_if_late(target, night, env, now)

@@ -156,6 +156,18 @@ def refused(status: str) -> bool:
     return status == "failed: BadRequest"
 
 
+def setting_at_fault(status: str) -> str | None:
+    """The setting a failed post's status blames: GUALTA_TELEGRAM_TOKEN when Telegram does not know the bot's token
+    (InvalidToken), GUALTA_TELEGRAM_CHAT when it refuses the chat (Forbidden: the bot may not post there, a BadRequest
+    about the chat, ChatMigrated: a group became a supergroup); None for other failures (network, flood control)."""
+    reason = status.removeprefix("failed: ")
+    if reason == "InvalidToken":
+        return "GUALTA_TELEGRAM_TOKEN"
+    if reason in ("Forbidden", "ChatMigrated") or reason.endswith("(the chat)"):
+        return "GUALTA_TELEGRAM_CHAT"
+    return None
+
+
 def failure_reason(exc: Exception) -> str:
     """What a failed call's status says: the exception's class only (the token is never near it), and for a
     BadRequest about the chat itself (not found, no rights to post) that it is the channel's, not the post's."""
@@ -254,7 +266,7 @@ def _outcome(call) -> Posted:
         message_id = asyncio.run(call)
     except Exception as exc:   # any failure (network, API, timeout) must not lose the stored detection
         reason = failure_reason(exc)
-        log.warning("telegram call failed: %s", reason)
+        log.debug("telegram call failed: %s", reason)         # the caller logs what failed and what happens next
         return Posted(f"failed: {reason}")
     return Posted("sent", message_id)
 

@@ -176,7 +176,8 @@ def test_only_posts_that_were_sent_are_edited_and_a_failed_edit_changes_nothing(
     assert answer == {"status": "stored", "key": "detections/20260916/obs02_20260916231520.json", "telegram": "sent"}
     [edit] = bot_api.sent("editMessageCaption")                         # obs03's first post; none after a failure
     assert int(edit["message_id"]) == stored(root, name="obs03_20260916231510")["telegram_message_id"]
-    assert "telegram call failed: " in caplog.text
+    assert "edit of detections/20260916/obs03_20260916231510.json's post to name obs01, obs02 failed (NetworkError): " \
+        "not tried again" in caplog.text
     after = sorted((path.name, path.read_bytes()) for path in root.rglob("*.json")
                    if path.name != "obs02_20260916231520.json")
     assert after == before
@@ -634,7 +635,9 @@ def test_posting_again_keeps_to_its_time_budget(root, bot_api, caplog):
     caplog.set_level(logging.WARNING)
     assert ingest.repost_night(store.store_from_env(os.environ), "20260916", os.environ, NINE_AM_AFTER,
                                deadline=time.monotonic()) == ([], False)
-    assert len(bot_api.sent("sendPhoto")) == 1 and "failed posts left unsent" in caplog.text
+    assert len(bot_api.sent("sendPhoto")) == 1
+    assert "night 20260916: the 0 s for posting again are spent: 1 post of the night left for the next build" \
+        in caplog.text
     assert stored(root)["telegram_status"].startswith("failed")
 
 
@@ -792,6 +795,65 @@ def test_telegram_failure_never_loses_the_detection(root, bot_api, monkeypatch, 
     assert (root / "imgs/20260916/obs01_20260916231507.jpeg").exists()
     assert post(detection(telegram=True))["status"] == "duplicate"           # a retry is not posted twice
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
+
+
+def test_a_failed_post_is_logged_naming_the_report_and_what_happens_next(root, bot_api, caplog):
+    """A post that failed logged `telegram call failed: NetworkError`: no detection named, nothing of what was kept
+    or when it is tried again."""
+    bot_api.fail_status = 500
+    caplog.set_level(logging.WARNING)
+    post(detection(telegram=True))
+    post(payload.build_log("start", "obs01", folder="20260916"))
+    post(payload.build_log("end", "obs01", total=1440, folder="20260916"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "post of detections/20260916/obs01_20260916231507.json failed (NetworkError): stored; posted "
+                    "again by the morning's build"),
+        ("WARNING", "post of logs/20260916/obs01_start.json failed (NetworkError): stored; not posted again (a start "
+                    "log's news is stale by the morning)"),
+        ("WARNING", "post of logs/20260916/obs01_end.json failed (NetworkError): stored; posted again by the "
+                    "morning's build")]
+
+
+def test_a_refused_token_or_chat_is_one_error_naming_the_setting(root, bot_api, monkeypatch, caplog):
+    """A wrong token or a chat the bot may not post to repeated a WARNING `telegram call failed: InvalidToken` for
+    every detection, never saying which setting to fix. It is one ERROR per process naming it, then DEBUG."""
+    monkeypatch.setattr(ingest, "SETTINGS_BLAMED", set())
+    caplog.set_level(logging.DEBUG)
+    bot_api.fail_status, bot_api.fail_description = 401, "Unauthorized"
+    for second in range(3):
+        post(detection(frame_id=f"2026091623150{second}", seed=second, telegram=True))
+    bot_api.fail_status, bot_api.fail_description = 403, "Forbidden: bot is not a member of the channel chat"
+    for second in range(3, 5):
+        post(detection(frame_id=f"2026091623150{second}", seed=second, telegram=True))
+    bot_api.fail_status, bot_api.fail_description = 400, "Bad Request: chat not found"
+    post(detection(frame_id="20260916231505", seed=5, telegram=True))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "post of detections/20260916/obs01_20260916231500.json failed (InvalidToken: check GUALTA_TELEGRAM_TOKEN): "
+        "stored; posted again by the morning's build. Telegram refuses every post until GUALTA_TELEGRAM_TOKEN is "
+        "fixed (this is said once; the service keeps storing reports)",
+        "post of detections/20260916/obs01_20260916231503.json failed (Forbidden: check GUALTA_TELEGRAM_CHAT): "
+        "stored; posted again by the morning's build. Telegram refuses every post until GUALTA_TELEGRAM_CHAT is "
+        "fixed (this is said once; the service keeps storing reports)"]
+    assert all(r.levelno == logging.ERROR for r in caplog.records if r.levelno >= logging.WARNING)
+    assert "obs01_20260916231505.json failed (BadRequest (the chat): check GUALTA_TELEGRAM_CHAT)" in caplog.text
+    assert TOKEN.split(":")[1] not in caplog.text
+
+
+def test_a_morning_repost_that_stops_says_how_many_posts_are_left(root, bot_api, caplog):
+    """The morning's build stopped posting again at a post that failed again, silently: nothing said that 4 posts
+    of the night (and an earlier night's) waited for the next build."""
+    bot_api.fail_status = 500
+    post(detection(folder="20260915", frame_id="20260916031507", telegram=True))
+    for second in range(3):
+        post(detection(frame_id=f"2026091623150{second}", seed=second, telegram=True))
+    post(payload.build_log("end", "obs01", total=1440, folder="20260916"))
+    caplog.clear()
+    caplog.set_level(logging.WARNING)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["reposted"] == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "night 20260916: posting again stopped, the post of detections/20260916/obs01_20260916231500.json failed "
+        "again (NetworkError): 4 posts of the night left for the next build",
+        "night 20260915: failed posts left for the next build, not tried after the stop"]
 
 
 def test_token_is_never_logged_or_stored(root, bot_api, caplog):
