@@ -177,7 +177,7 @@ def handle(event: dict, env=None, now: datetime | None = None) -> dict:
     try:
         answer = _handle(event, env, now or datetime.now(timezone.utc))
         if 400 <= answer["statusCode"] < 500 and answer["statusCode"] not in (404, 405):
-            log_refusal(source_ip(event), answer["statusCode"], json.loads(answer["body"])["error"])
+            log_refusal(source_ip(event), answer["statusCode"], json.loads(answer["body"]).get("error", ""))
         return answer
     except store.StoreError as exc:
         log.error("store unavailable: %s", exc)
