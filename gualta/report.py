@@ -150,6 +150,7 @@ WAL_LIMIT_BYTES = 4 * 1024 * 1024     # the write-ahead log is cut back to this 
 RECLAIM_MIN_BYTES = 4 * 1024 * 1024   # free space worth giving back to the disk (VACUUM) once it is most of the file
 HOUSEKEEPING_PATIENCE_MS = 1000       # how long housekeeping (forgetting, giving space back) waits for another one
 BUSY_TIMEOUT_S = 30                   # how long a write waits for another connection's
+REMIND_S = 3600              # an outage or refusal that lasts is said again this often (each retry only at DEBUG)
 STALE_PART_S = 600            # a model download's .part nothing has written to for this long was cut short
 
 
@@ -488,9 +489,16 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
                 log.error("report %s rejected by the service: %s", item.key, outcome.detail)
             else:
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
-                if result.refused:
-                    log.error("the service refused the reports (%s): kept in the outbox", outcome.detail)
                 return result
+
+
+def problem_kind(delivery: Delivery) -> str:
+    """What a stopped pass is said about: a refusal's whole reason, an outage's kind (`network: ConnectionError`,
+    `HTTP 503`) — the body of a 5xx page or a timeout's details changing is the same outage."""
+    if delivery.refused:
+        return delivery.stopped
+    match = re.match(r"HTTP \d+|network: \w+", delivery.stopped)
+    return match.group(0) if match else delivery.stopped
 
 
 class Sender:
@@ -502,7 +510,8 @@ class Sender:
         self.blocked_until = 0.0
         self.failures = 0                     # passes stopped in a row: the sender's own backoff
         self.rejected = 0                     # reports the service rejected for good
-        self.last_problem = ""
+        self.last_problem = ""                # the outage or refusal last said ('' while delivering)
+        self.said_at = 0.0                    # when it was last said (time.monotonic)
         self.refused = ""                     # why the service last refused this client's settings ('' since sent)
         self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
         self.thread.start()
@@ -543,18 +552,35 @@ class Sender:
             # the next pass waits for the oldest report's retry, and at least as long as the outage has lasted (2 s,
             # 4 s … 5 min) from when this pass gave up (a send timing out takes 15 s): reports not tried yet would
             # otherwise be tried, and warned about, one after another
-            self.last_problem, self.failures = delivery.stopped, self.failures + 1
+            self.failures += 1
             due = max(outbox.next_due() or 0.0, time.time() + retry_delay(self.failures))
             self.blocked_until = due
-            log.warning("central service %s (%s): %d report(s) kept, retry in %.0f s",
-                        "refused the reports" if delivery.refused else "unreachable", delivery.stopped,
-                        outbox.pending(), max(due - time.time(), 0))
+            self.say_problem(delivery, outbox.pending(), due - time.time())
             return max(due - time.time(), 0.05)
         self.last_problem, self.failures = "", 0
         next_due = outbox.next_due()
         if next_due is None:
             return self.idle_s
         return min(max(next_due - time.time(), 0.05), self.idle_s)
+
+    def say_problem(self, delivery: Delivery, kept: int, retry_in: float) -> None:
+        """Log a refusal (ERROR: a settings problem) or an outage (WARNING) when it starts or its reason changes, then
+        a reminder at most every REMIND_S; each retry in between only at DEBUG (it was two lines a retry, all night)."""
+        problem = problem_kind(delivery)
+        what = "refused the reports" if delivery.refused else "unreachable"
+        if problem != self.last_problem:
+            self.last_problem, self.said_at = problem, time.monotonic()
+            log.log(logging.ERROR if delivery.refused else logging.WARNING,
+                    "central service %s (%s): %d report(s) kept in the outbox, retried with a growing delay (up to "
+                    "%.0f min)%s", what, delivery.stopped, kept, BACKOFF_MAX_S / 60,
+                    "; said again hourly while it lasts" if delivery.refused else "")
+        elif time.monotonic() - self.said_at >= REMIND_S:
+            self.said_at = time.monotonic()
+            log.log(logging.ERROR if delivery.refused else logging.WARNING,
+                    "central service still %s (%s): %d report(s) kept in the outbox", what, delivery.stopped, kept)
+        else:
+            log.debug("central service %s (%s): %d report(s) kept, retry in %.0f s", what, delivery.stopped, kept,
+                      max(retry_in, 0))
 
     def note_refusal(self, delivery: Delivery) -> None:
         """Keep why the service refused this client (until it takes a report again)."""

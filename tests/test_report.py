@@ -811,3 +811,56 @@ def test_the_sender_waits_its_backoff_after_a_send_that_timed_out(tmp_path, monk
         sender = Sender(outbox.path, Silent())
         assert sender._pass(outbox) >= 0.9 and outbox.pending() == 3
         assert sender.blocked_until - time.time() >= 0.9
+
+
+def deliver_through(answers: list[int], outbox_path: Path, reports: int = 3) -> StubService:
+    """A Sender delivering `reports` reports to a StubService answering `answers` (then 200), until all are sent."""
+    stub = StubService(answers)
+    try:
+        with Outbox(outbox_path) as outbox:
+            for n in range(reports):
+                outbox.put(f"detection/obs01/{n}", {"n": n})
+            sender = Sender(outbox.path, ApiClient(stub.url, KEY))
+            sender.wake()
+            deadline = time.monotonic() + 30
+            while outbox.pending() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sender.close(timeout=5) == 0
+    finally:
+        stub.close()
+    return stub
+
+
+def said(caplog, level: int, text: str) -> list[str]:
+    """The messages logged at `level` holding `text` about an HTTP answer (a sender another test left running logs
+    its own timeouts)."""
+    return [record.getMessage() for record in caplog.records
+            if record.levelno == level and text in record.getMessage() and "(HTTP " in record.getMessage()]
+
+
+def test_a_refusal_or_an_outage_is_said_once_not_at_every_retry(tmp_path, caplog):
+    """A wrong key was an ERROR and a WARNING with the same text at every retry (~290 lines a night); a refusal is one
+    ERROR when it starts, an outage one WARNING, each again only when the reason changes (or hourly)."""
+    caplog.set_level(logging.DEBUG, logger="gualta.report")
+    stub = deliver_through([401] * 5 + [503] * 5, tmp_path / "o.sqlite")
+    assert len(stub.bodies) == 13
+    [refused] = said(caplog, logging.ERROR, "refused the reports")
+    assert refused.startswith("central service refused the reports (HTTP 401: ") and "fix guAlta_api_key" in refused
+    assert "3 report(s) kept in the outbox" in refused
+    [unreachable] = said(caplog, logging.WARNING, "unreachable")
+    assert unreachable.startswith("central service unreachable (HTTP 503: ")
+    assert not said(caplog, logging.WARNING, "refused") and not said(caplog, logging.ERROR, "unreachable")
+    assert len(said(caplog, logging.DEBUG, "retry in")) == 8                 # each retry still there, at DEBUG
+
+
+def test_a_refusal_that_lasts_is_said_again_at_most_every_remind_s(tmp_path, caplog, monkeypatch):
+    """A refusal lasting all night was said at every retry; now once, then a reminder at most every REMIND_S (an
+    hour) saying how many reports are kept."""
+    monkeypatch.setattr(report, "REMIND_S", 0.5)
+    caplog.set_level(logging.INFO, logger="gualta.report")
+    started = time.monotonic()
+    deliver_through([403] * 12, tmp_path / "o.sqlite")
+    took = time.monotonic() - started
+    reminders = said(caplog, logging.ERROR, "still refused the reports (HTTP 403")
+    assert len(said(caplog, logging.ERROR, "refused the reports")) == 1 + len(reminders)
+    assert 1 <= len(reminders) <= took / 0.5
