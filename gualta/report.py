@@ -492,6 +492,13 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
                 return result
 
 
+def duration(seconds: float) -> str:
+    """'33 s', '12 min', '3.5 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def problem_kind(delivery: Delivery) -> str:
     """What a stopped pass is said about: a refusal's whole reason, an outage's kind (`network: ConnectionError`,
     `HTTP 503`) — the body of a 5xx page or a timeout's details changing is the same outage."""
@@ -512,6 +519,8 @@ class Sender:
         self.rejected = 0                     # reports the service rejected for good
         self.last_problem = ""                # the outage or refusal last said ('' while delivering)
         self.said_at = 0.0                    # when it was last said (time.monotonic)
+        self.last_refused = False             # ... and whether it was a refusal (else an outage)
+        self.problem_since = 0.0              # when the passes began to stop (time.monotonic)
         self.refused = ""                     # why the service last refused this client's settings ('' since sent)
         self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
         self.thread.start()
@@ -552,11 +561,17 @@ class Sender:
             # the next pass waits for the oldest report's retry, and at least as long as the outage has lasted (2 s,
             # 4 s … 5 min) from when this pass gave up (a send timing out takes 15 s): reports not tried yet would
             # otherwise be tried, and warned about, one after another
+            if not self.failures:
+                self.problem_since = time.monotonic()
             self.failures += 1
             due = max(outbox.next_due() or 0.0, time.time() + retry_delay(self.failures))
             self.blocked_until = due
             self.say_problem(delivery, outbox.pending(), due - time.time())
             return max(due - time.time(), 0.05)
+        if self.failures and (delivery.sent or delivery.rejected):      # it answered: the outage is over
+            log.info("central service %s: %d report(s) delivered after %s", "takes the reports again"
+                     if self.last_refused else "reachable again", delivery.sent,
+                     duration(time.monotonic() - self.problem_since))
         self.last_problem, self.failures = "", 0
         next_due = outbox.next_due()
         if next_due is None:
@@ -569,7 +584,7 @@ class Sender:
         problem = problem_kind(delivery)
         what = "refused the reports" if delivery.refused else "unreachable"
         if problem != self.last_problem:
-            self.last_problem, self.said_at = problem, time.monotonic()
+            self.last_problem, self.said_at, self.last_refused = problem, time.monotonic(), delivery.refused
             log.log(logging.ERROR if delivery.refused else logging.WARNING,
                     "central service %s (%s): %d report(s) kept in the outbox, retried with a growing delay (up to "
                     "%.0f min)%s", what, delivery.stopped, kept, BACKOFF_MAX_S / 60,

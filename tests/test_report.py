@@ -5,6 +5,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -864,3 +865,16 @@ def test_a_refusal_that_lasts_is_said_again_at_most_every_remind_s(tmp_path, cap
     reminders = said(caplog, logging.ERROR, "still refused the reports (HTTP 403")
     assert len(said(caplog, logging.ERROR, "refused the reports")) == 1 + len(reminders)
     assert 1 <= len(reminders) <= took / 0.5
+
+
+@pytest.mark.parametrize("answers, back", [([503] * 4, "reachable again"), ([401] * 4, "takes the reports again")])
+def test_delivery_resuming_after_failures_is_said(tmp_path, caplog, answers, back):
+    """The last word of an outage was "central service unreachable (...): 4 report(s) kept, retry in 18 s": delivery
+    resumed silently. One line says the service answers again, how many reports went, after how long."""
+    caplog.set_level(logging.INFO, logger="gualta.report")
+    started = time.monotonic()
+    deliver_through(answers, tmp_path / "o.sqlite")
+    [line] = [record for record in caplog.records if back in record.getMessage()]
+    assert line.levelno == logging.INFO
+    match = re.fullmatch(rf"central service {back}: 3 report\(s\) delivered after (\d+) s", line.getMessage())
+    assert match and int(match[1]) <= time.monotonic() - started + 1
