@@ -124,7 +124,27 @@ def cmd_realtime(args: argparse.Namespace) -> None:
     from gualta.realtime import run_realtime
 
     timestamped_logging()
-    run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores)
+    run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores,
+                 say=args.last_word.say)
+
+
+class LastWord:
+    """Prints what a command says, but holds back the watcher's closing line ("stopped; 4 report(s) pending in the
+    outbox") until `main` has said what stopped it: said first, the pending reports read as the failure."""
+
+    def __init__(self):
+        self.held: list[str] = []
+
+    def say(self, text: str) -> None:
+        if text.startswith("stopped"):
+            self.held.append(text)
+        else:
+            print(text)
+
+    def say_held(self) -> None:
+        for text in self.held:
+            print(text)
+        self.held.clear()
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
@@ -294,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     CommandError), 2 for invalid settings (every problem listed) or options that cannot go together, 130 for
     Ctrl-C."""
     args = build_parser().parse_args(argv)
+    args.last_word = LastWord()
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback (realtime and serve stop cleanly)
@@ -306,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"guAlta {args.command}: {exc}", file=sys.stderr)
         return status
+    finally:
+        args.last_word.say_held()
 
 
 def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:

@@ -11,6 +11,7 @@ the real-time watcher's progress (frames already decided per night), so a restar
 """
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -159,6 +160,33 @@ def is_damage(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_CORRUPT
 
 
+def in_words(exc: Exception, folder: Path) -> str:
+    """Why the outbox cannot be used, the disk's problem said in words ("disk full", "read-only file system", naming
+    the folder) before SQLite's or the system's own message ("unable to open database file" said neither)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    number = getattr(exc, "errno", None)
+    if number == errno.ENOSPC or code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+        return f"disk full ({folder}: {exc})"
+    if number == errno.EROFS or read_only(folder):
+        return f"read-only file system ({folder}: {exc})"
+    if number in (errno.EACCES, errno.EPERM) or code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            return f"no permission to write in {folder} ({exc})"
+    return str(exc)
+
+
+def read_only(folder: Path) -> bool:
+    """Whether the file system holding `folder` (or its nearest existing parent) is mounted read-only."""
+    for place in (folder, *folder.parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except FileNotFoundError:
+            continue
+        except (OSError, AttributeError):         # not a folder; no statvfs (Windows)
+            return False
+    return False
+
+
 class Outbox:
     """The on-disk queue of reports (and the watcher's progress). Use each Outbox from one thread at a time."""
 
@@ -181,7 +209,7 @@ class Outbox:
                 raise
             if isinstance(exc, sqlite3.Error) and is_damage(exc):
                 raise DamagedOutbox(self.path, str(exc)) from None
-            raise OutboxError(f"outbox {self.path} cannot be opened: {exc}") from None
+            raise OutboxError(f"outbox {self.path} cannot be opened: {in_words(exc, self.path.parent)}") from None
 
     def _check(self) -> None:
         """Raise DamagedOutbox if SQLite finds the file malformed (`PRAGMA quick_check`: 0.1 s for 30 MB)."""
@@ -215,7 +243,7 @@ class Outbox:
             return exc
         if is_damage(exc):
             return DamagedOutbox(self.path, str(exc))
-        return OutboxError(f"outbox {self.path} cannot be {doing}: {exc}")
+        return OutboxError(f"outbox {self.path} cannot be {doing}: {in_words(exc, self.path.parent)}")
 
     def _read(self, query: str, args: tuple = ()) -> list[tuple]:
         """A query's rows; SQLite refusing the file (damaged) is an OutboxError."""
@@ -521,6 +549,8 @@ class Sender:
         self.said_at = 0.0                    # when it was last said (time.monotonic)
         self.last_refused = False             # ... and whether it was a refusal (else an outage)
         self.problem_since = 0.0              # when the passes began to stop (time.monotonic)
+        self.outbox_problem = ""              # why the outbox last could not be used ('' since it could)
+        self.outbox_failures = 0              # passes in a row it could not be
         self.refused = ""                     # why the service last refused this client's settings ('' since sent)
         self.thread = threading.Thread(target=self._run, name="gualta-sender", daemon=True)
         self.thread.start()
@@ -553,8 +583,12 @@ class Sender:
         except DamagedOutbox:
             raise
         except (OutboxError, sqlite3.Error) as exc:   # e.g. a locked database or a full disk: try again shortly
-            log.warning("outbox cannot be used now (%s): retrying", exc)
-            return 1.0
+            self.outbox_failures += 1                 # (a full disk was a warning, and the same report sent, every s)
+            log.log(logging.DEBUG if str(exc) == self.outbox_problem else logging.WARNING,
+                    "outbox cannot be used now (%s): retrying", exc)
+            self.outbox_problem = str(exc)
+            return retry_delay(self.outbox_failures)
+        self.outbox_problem, self.outbox_failures = "", 0
         self.rejected += delivery.rejected
         self.note_refusal(delivery)
         if delivery.stopped:

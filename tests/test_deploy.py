@@ -174,3 +174,32 @@ def decided(outbox: Path, night: str = "20211110") -> int:
         return 0
     with Outbox(outbox) as box:
         return len(box.night_rows(night))
+
+
+def unit_sections() -> dict[str, dict[str, str]]:
+    """The unit's settings by section, as systemd reads them (comments left out)."""
+    sections: dict[str, dict[str, str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            section[key] = value
+    return sections
+
+
+def seconds(value: str) -> int:
+    """A systemd time span such as `30`, `30s`, `15min` or `1h`, in seconds."""
+    number, unit = re.fullmatch(r"(\d+)\s*(s|min|h)?", value).groups()
+    return int(number) * {None: 1, "s": 1, "min": 60, "h": 3600}[unit]
+
+
+def test_the_unit_does_not_restart_every_30_s_for_ever_on_a_fatal_error():
+    """A full disk or invalid settings stopped the watcher at every start, and systemd started it again every 30 s all
+    night (~700 journal lines an hour). Invalid settings (exit status 2) are not restarted; other failures are, until a
+    burst of starts within the interval (older systemd) or with a growing delay (systemd 254+)."""
+    unit, service = unit_sections()["Unit"], unit_sections()["Service"]
+    assert service["Restart"] == "on-failure" and "2" in service["RestartPreventExitStatus"].split()
+    burst, interval = int(unit["StartLimitBurst"]), seconds(unit["StartLimitIntervalSec"])
+    assert 1 < burst and burst * seconds(service["RestartSec"]) < interval          # a failing loop hits the limit
+    assert seconds(service["RestartMaxDelaySec"]) > seconds(service["RestartSec"]) and int(service["RestartSteps"]) > 0

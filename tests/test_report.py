@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import errno
 import json
 import logging
 import os
@@ -707,7 +708,8 @@ def test_a_full_disk_stops_queueing_with_a_clear_error_and_keeps_what_was_queued
         outbox.put("detection/obs01/1", detection())
         pages = outbox.db.execute("PRAGMA page_count").fetchone()[0]
         outbox.db.execute(f"PRAGMA max_page_count = {pages}")              # the disk is full now
-        with pytest.raises(report.OutboxError, match=r"o\.sqlite cannot be written: database or disk is full"):
+        full = r"o\.sqlite cannot be written: disk full \(.*: database or disk is full\)"
+        with pytest.raises(report.OutboxError, match=full):
             for n in range(2, 50):
                 outbox.put(f"detection/obs01/{n}", detection(frame_id=f"202609162315{n:02d}"))
         with pytest.raises(report.OutboxError, match="cannot be written"):
@@ -878,3 +880,86 @@ def test_delivery_resuming_after_failures_is_said(tmp_path, caplog, answers, bac
     assert line.levelno == logging.INFO
     match = re.fullmatch(rf"central service {back}: 3 report\(s\) delivered after (\d+) s", line.getMessage())
     assert match and int(match[1]) <= time.monotonic() - started + 1
+
+
+class ReadOnlyMount:
+    """What os.statvfs says of a file system mounted read-only."""
+    f_flag = os.ST_RDONLY
+
+
+@pytest.mark.parametrize("failure, words", [
+    (sqlite3.OperationalError("database or disk is full"), "disk full"),
+    (OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+    (sqlite3.OperationalError("unable to open database file"), "read-only file system")])
+def test_an_outbox_on_a_full_or_read_only_disk_says_so_in_words(tmp_path, monkeypatch, failure, words):
+    """On a read-only file system the only why was SQLite's "unable to open database file"; a full disk said
+    "database or disk is full", or the system's errno text. The outbox's error says which, naming the folder."""
+    def fails(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(report.sqlite3, "connect", fails)
+    if words == "read-only file system" and isinstance(failure, sqlite3.Error):
+        monkeypatch.setattr(os, "statvfs", lambda path: ReadOnlyMount())
+    with pytest.raises(report.OutboxError) as raised:
+        Outbox(tmp_path / "box" / "o.sqlite")
+    assert str(raised.value) == f"outbox {tmp_path / 'box' / 'o.sqlite'} cannot be opened: {words} " \
+                                f"({tmp_path / 'box'}: {failure})"
+
+
+def test_the_watcher_stopped_by_its_outbox_says_why_before_what_is_pending(tmp_path, tiny_model, monkeypatch):
+    """A full disk stopping the watcher read backwards: "stopped; 4 report(s) pending in the outbox", then the line
+    that says why (`guAlta realtime: outbox ... disk full`). The failure comes first, the closing line after it."""
+    import io
+    import signal
+
+    from gualta import realtime
+
+    for name in [name for name in os.environ if name.startswith("GUALTA_")]:
+        monkeypatch.delenv(name)
+    outbox = tmp_path / "outbox.sqlite"
+    with Outbox(outbox) as queued:
+        queued.put("detection/obs01/1", detection())
+
+    def disk_full(self):
+        raise report.OutboxError(f"outbox {outbox} cannot be written: disk full ({tmp_path}: database or disk is full)")
+
+    monkeypatch.setattr(realtime.Watcher, "run", disk_full)
+    spec = importlib.util.spec_from_file_location("guAlta_cli", Path(report.__file__).parent.parent / "guAlta.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    journal = io.StringIO()                              # stdout and stderr as the journal gets them: one stream
+    monkeypatch.setattr(sys, "stdout", journal)
+    monkeypatch.setattr(sys, "stderr", journal)
+    (tmp_path / "images").mkdir()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = cli.main(["realtime", "--outbox", str(outbox), "--url", f"http://127.0.0.1:{free_port()}",
+                           "--api-key", KEY, "--model", str(tiny_model), "--main-folder", str(tmp_path / "images"),
+                           "--start-time", "0000", "--end-time", "0000"])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    lines = journal.getvalue().splitlines()
+    assert status == 1
+    assert lines[-2:] == [f"guAlta realtime: outbox {outbox} cannot be written: disk full ({tmp_path}: database or "
+                          "disk is full)", "stopped; 1 report(s) pending in the outbox"]
+
+
+def test_an_outbox_the_sender_cannot_write_is_warned_about_once_and_retried_less_often(tmp_path, monkeypatch, caplog):
+    """On a full disk the sender warned "outbox cannot be used now (...): retrying" and tried again every second,
+    for as long as the disk stayed full. One warning, then retries with a growing delay."""
+    monkeypatch.setattr(report, "BACKOFF_MAX_S", 300.0)
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        sender = Sender(outbox.path, ApiClient(f"http://127.0.0.1:{free_port()}", KEY), idle_s=3600)
+        sender.close(timeout=0)
+
+        def full(*args, **kwargs):
+            raise report.OutboxError(f"outbox {outbox.path} cannot be written: disk full")
+
+        monkeypatch.setattr(report, "deliver", full)
+        caplog.set_level(logging.DEBUG, logger="gualta.report")
+        waits = [sender._pass(outbox) for _ in range(5)]
+    assert [record.levelno for record in caplog.records if "cannot be used now" in record.getMessage()] \
+        == [logging.WARNING] + [logging.DEBUG] * 4
+    assert all(later > earlier for earlier, later in zip(waits, waits[1:])), waits
