@@ -868,6 +868,7 @@ class NightSummary:
     daylight: int = 0                  # frames skipped unread as taken in daylight
     detections: int = 0
     flagged: int = 0
+    flagged_reported: int = 0          # flagged candidates reported anyway (guAlta_report_flagged): among detections
     seconds: float = 0.0
     pending: int | None = None         # reports left in the outbox (None: uploads off)
     rejected: int = 0                  # reports the service rejected for good (logged each)
@@ -903,13 +904,23 @@ class NightSummary:
 
     def counts(self) -> str:
         """What became of the night's frames: '600 frames (598 scored, 1 skipped, 1 in daylight), 28 detections,
-        32 flagged' (the batch run's summary and the watcher's line when it closes a night)."""
+        32 flagged' — '60 reported (32 of them flagged)' when the flagged ones are reported too — (the batch run's
+        summary and the watcher's line when it closes a night)."""
         daylight = f", {self.daylight} in daylight" if self.daylight else ""
         if self.daylight and self.daylight == self.frames:
             daylight += (": the sun never went below guAlta_night_sun_altitude at the camera's place (a summer night "
                          "near the pole, or a wrong place or clock)")
         return (f"{self.frames} frames ({self.scored} scored, {self.frames - self.scored - self.daylight} "
-                f"skipped{daylight}), {self.detections} detections, {self.flagged} flagged")
+                f"skipped{daylight}), {self.decisions()}")
+
+    def decisions(self) -> str:
+        """'28 detections, 32 flagged'; with the flagged reported too, '60 reported (32 of them flagged)' ('60
+        detections, 32 flagged' read as 92 candidates)."""
+        if not self.flagged_reported:
+            return f"{self.detections} detections, {self.flagged} flagged"
+        held_back = self.flagged - self.flagged_reported      # the setting changed during a watched night
+        return (f"{self.detections} reported ({self.flagged_reported} of them flagged)"
+                + (f", {held_back} flagged not reported" if held_back else ""))
 
     def same_place_hint(self) -> str:
         """A hint when SAME_PLACE_MIN or more of the fireball and streak checks' own detections (`checks_own`) have
@@ -938,6 +949,7 @@ class NightSummary:
         self.daylight += daylit
         self.detections += detection
         self.flagged += bool(flag and flag != SKIPPED)
+        self.flagged_reported += bool(detection and flag and flag != SKIPPED)
 
 
 def checks_own(note: str) -> bool:

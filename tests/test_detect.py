@@ -28,7 +28,7 @@ from PIL import Image
 
 from gualta import allsky, detect, model_update, report
 from gualta.client_errors import ClientError
-from gualta.detect import run_batch
+from gualta.detect import NightSummary, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
 from gualta.scores import CSV_COLUMNS, CsvRows, lock_exclusive, read_scores, scores_file, write_scores
 from gualta.server import ChildServer
@@ -1513,3 +1513,17 @@ def test_published_models_are_read_from_the_bucket(tmp_path):
         assert requests.get(f"{public}/detections/20211110/obs01_20211110220000.json", timeout=10).status_code == 403
     assert '!Sub "${Bucket.Arn}/models/*"' in (REPO / "aws_lambda" / "template.yaml").read_text()
     assert json.loads(target.with_name("guAlta.onnx.json").read_text())["version"] == 2
+
+
+def test_the_summary_of_a_night_reporting_flagged_candidates_says_they_are_among_the_reported():
+    """With --report-flagged the summary said "51 detections, 32 flagged": 83 candidates, or 51 with 32 of them
+    flagged? It says "51 reported (32 of them flagged)"; a night that held the flagged back keeps its wording."""
+    reported_too, held_back = NightSummary("20211110"), NightSummary("20211110")
+    for summary, report_flagged in ((reported_too, True), (held_back, False)):
+        for flag in [""] * 19 + ["satellite"] * 20 + ["cloud"] * 12:
+            summary.tally(True, False, not flag or report_flagged, flag)
+        summary.tally(False, False, False, "skipped")
+    assert reported_too.counts() == "52 frames (51 scored, 1 skipped), 51 reported (32 of them flagged)"
+    assert held_back.counts() == "52 frames (51 scored, 1 skipped), 19 detections, 32 flagged"
+    reported_too.tally(True, False, False, "satellite")          # the setting turned off during a watched night
+    assert reported_too.counts().endswith("51 reported (32 of them flagged), 1 flagged not reported")
