@@ -1046,6 +1046,7 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
                 if result.detection and outbox is not None:
                     report_detection(outbox, sender, result, settings, night.name, version)
                 bar.update()
+        scorer.frames.end_run()                     # a run of blank or frozen frames to the night's end: counted
         summary.seconds = time.perf_counter() - started
         if outbox is not None:
             outbox.put(*log_report("end", settings, night.name, summary.scored), replace=True)

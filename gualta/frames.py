@@ -22,6 +22,7 @@ BLANK_SHARE = 0.95          # ...95 % of them within BLANK_RANGE_DN of the media
 FLAT_WINDOW = 20            # frames before: if most of them look as flat, flat is the camera's picture (no circle)
 FLAT_MIN_SEEN = 10          # ...judged once that many of them were decoded (before: a flat frame is no picture)
 BLANK = "blank: no picture (a black or uniform image)"
+BLANK_RUN = "blank {frames} (a black or uniform image)"     # `NightFrames.end_run`: a run of them after the first
 UNFILLED_SHARE = 0.05       # a frame whose last 5 % of rows are one grey level (not black, not white) was never filled
 PARTLY_WRITTEN = "partly written: its last rows are one grey level"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
@@ -45,7 +46,8 @@ class NightFrames:
     the sky it followed, minutes old, and a long freeze is a long gap), or if it alone differs in size from the good
     frames either side of it (a size that persists is a camera change: only the pair across the change is skipped).
     Decoded images older than the last predecessor handed out are released, so memory stays small if frames are
-    asked for in time order.
+    asked for in time order. A run of blank frames, or of one picture repeated, is warned of at its first frame and
+    counted in one line when it ends (`end_run`: a dead camera gave a line a frame, all night).
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None, mask: np.ndarray | None = None):
@@ -66,6 +68,7 @@ class NightFrames:
         self._file_shapes: dict[int, tuple[int, ...]] = {}            # decoded frames: the file's own size
         self._scales: dict[int, float] = {}                           # ...its pixels per pixel read
         self._flat: dict[int, bool] = {}                              # decoded frames: `looks_flat`
+        self._run: tuple[str, int, int] | None = None     # frames skipped in a row for one reason: (what, first, last)
 
     def append(self, frame: Path) -> None:
         """Add a frame taken after every frame so far (a night that grows while it is watched)."""
@@ -133,7 +136,8 @@ class NightFrames:
             return self._unusable(i, UNREADABLE, f"bad frame {self._decode_errors[i]}: skipped")
         self._flat[i] = looks_flat(image)
         if is_blank(image) or (self._flat[i] and not self._flat_is_usual(i)):
-            return self._unusable(i, BLANK, f"{self.frames[i].name}: blank frame (a black or uniform image): skipped")
+            return self._unusable(i, BLANK, f"{self.frames[i].name}: blank frame (a black or uniform image): skipped",
+                                  BLANK_RUN)
         if partly_written(image):
             return self._unusable(i, PARTLY_WRITTEN, f"{self.frames[i].name}: {PARTLY_WRITTEN}: skipped")
         original = self._repeated(i, image)
@@ -142,8 +146,11 @@ class NightFrames:
             name, first = self.frames[i].name, self.frames[original].name
             why = "another copy of the same moment" if self._taken[i] == self._taken[original] else "camera frozen"
             return self._unusable(i, f"repeated: the same picture as {first} ({why})",
-                                  f"{name}: the same picture as {first} ({why}): skipped")
+                                  f"{name}: the same picture as {first} ({why}): skipped",
+                                  f"{{frames}} the same picture as {first} ({why})")
         self._images[i], self._shapes[i] = image, self._file_shapes[i]      # sizes compared as the camera's
+        if self._run is not None and i > self._run[2]:
+            self.end_run()
         return image
 
     def _picture(self, i: int) -> np.ndarray | None:
@@ -181,12 +188,12 @@ class NightFrames:
         seen = [self._flat[j] for j in range(max(i - FLAT_WINDOW, 0), i) if j in self._flat]
         return len(seen) >= FLAT_MIN_SEEN and 2 * sum(seen) > len(seen)
 
-    def _unusable(self, i: int, reason: str, message: str) -> None:
+    def _unusable(self, i: int, reason: str, message: str, run: str = "") -> None:
         self._shapes[i], self._bad[i] = None, reason
         self._images.pop(i, None)
         self._pictures.pop(i, None)
         self._decode_errors.pop(i, None)
-        self._reject(i, message)
+        self._reject(i, message, run)
 
     def _shape(self, i: int) -> tuple[int, ...] | None:
         if i not in self._shapes:
@@ -234,10 +241,32 @@ class NightFrames:
     def _predecessor(self, i: int) -> int | None:
         return next((j for j in range(i - 1, -1, -1) if self._is_good(j)), None)
 
-    def _reject(self, i: int, message: str) -> None:
-        if i not in self._rejected:
-            self._rejected.add(i)
-            self.log.warning(message)
+    def _reject(self, i: int, message: str, run: str = "") -> None:
+        """Warn that frame i is skipped; one of a run (`run`: what its frames are, "{frames}" for the word), after
+        its first, is counted instead (`end_run`)."""
+        if i in self._rejected:
+            return
+        self._rejected.add(i)
+        if run and self._run is not None and self._run[0] == run and self._run[2] == i - 1:
+            self._run = (run, self._run[1], i)
+            return
+        if self._run is not None and i > self._run[2]:
+            self.end_run()
+        self.log.warning(message)
+        if run:
+            self._run = (run, i, i)
+
+    def end_run(self) -> None:
+        """Say how many more frames the run of blank or repeated frames being skipped held, and its last (when a
+        frame of another kind comes, or the night ends)."""
+        if self._run is None:
+            return
+        what, first, last = self._run
+        self._run = None
+        if last > first:
+            more = last - first
+            self.log.warning("%s: %d more %s, until %s: skipped", self.frames[first].name, more,
+                             what.format(frames="frame" if more == 1 else "frames"), self.frames[last].name)
 
     def _release_before(self, i: int) -> None:
         for j in [j for j in self._images if j < i]:

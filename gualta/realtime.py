@@ -317,6 +317,7 @@ class NightWatch:
     def close(self) -> None:
         """Decide a candidate still waiting, send the end log, write the scores CSV and record the night closed."""
         self.emit(self.decider.finish())
+        self.frames.end_run()                       # a run of blank or frozen frames to the night's end: counted
         self.rows = self.outbox.night_rows(self.night)
         if self.upload:
             total = sum(row["score"] != "" for row in self.rows)

@@ -409,6 +409,36 @@ def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_co
     assert summary.scored == len(frames) - 1 - 13 - 1
 
 
+def frozen_and_blank(night: Path) -> list[Path]:
+    """The night's frames 5–12 repeat frame 4's picture (a frozen camera), 14–18 and 21 to the end are black."""
+    frames = allsky.list_frames(night)
+    for frame in frames[5:13]:
+        shutil.copyfile(frames[4], frame)
+    for frame in frames[14:19] + frames[21:]:
+        cv2.imwrite(str(frame), np.zeros((300, 400), np.uint8))
+    return frames
+
+
+def run_lines(frames: list[Path]) -> list[str]:
+    """What the batch run and the watcher say of `frozen_and_blank`'s runs: each run's first frame, then a count."""
+    stuck = f"the same picture as {frames[4].name} (camera frozen)"
+    blank = "blank frame (a black or uniform image): skipped"
+    return [f"{frames[5].name}: {stuck}: skipped", f"{frames[5].name}: 7 more frames {stuck}, until {frames[12].name}: "
+            "skipped", f"{frames[14].name}: {blank}", f"{frames[14].name}: 4 more blank frames (a black or uniform "
+            f"image), until {frames[18].name}: skipped", f"{frames[21].name}: {blank}", f"{frames[21].name}: 2 more "
+            f"blank frames (a black or uniform image), until {frames[23].name}: skipped"]
+
+
+def test_a_run_of_frozen_or_blank_frames_is_one_warning_and_one_count(client_night, tiny_model, tmp_path, caplog):
+    """A frozen or black camera gave one WARNING a frame: a dead night ~1,400 lines, ~150 kB in batch.log. The first
+    frame of a run is warned of, and one line counts the rest when the run ends (or the night does)."""
+    frames = frozen_and_blank(copy_night(client_night, tmp_path / "images"))
+    caplog.set_level(logging.WARNING)
+    _, rows = scores_of(tmp_path, frames[0].parent, tiny_model)
+    assert [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == run_lines(frames)
+    assert sum(row["note"].startswith("bad frame: ") for row in rows) == 8 + 5 + 3        # each still has its row
+
+
 def test_a_moment_saved_both_as_jpeg_and_png_is_scored_once_and_the_copy_called_a_copy(
         client_night, tiny_model, tmp_path):
     """A camera set to save JPEG and PNG leaves one moment twice: the second is skipped as a copy of the same moment,

@@ -211,6 +211,30 @@ def test_the_line_at_a_night_s_end_counts_its_frames_as_the_batch_run_s_summary_
     assert lines[-1] == f"night {NIGHT} ended: {summary.counts()}"
 
 
+def test_a_black_camera_to_the_night_s_end_is_one_warning_and_one_count_when_it_closes(client_night, tiny_model,
+                                                                                       tmp_path, caplog):
+    """A camera black until the window closed gave one WARNING a frame (~1,400 lines on a dead night): the watcher
+    warns of the first and counts the rest when it closes the night, as the batch run does."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(CLIENT_FRAMES))
+    for frame in writer.frames[21:]:
+        cv2.imwrite(str(writer.folder / frame.name), cv2.imread(str(frame)) * 0)
+    clock = [datetime(2021, 11, 10, 22, 0)]
+    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
+                      settle_s=0.0, clock=lambda: clock[0])
+    caplog.set_level(logging.WARNING)
+    ticked(watcher, 4)
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    watcher.outbox.close()
+    first, last = writer.frames[21].name, writer.frames[-1].name
+    assert [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == [
+        f"{first}: blank frame (a black or uniform image): skipped",
+        f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
+
+
 def test_a_candidate_before_dawn_is_decided_while_daylight_frames_come(client_night, tiny_model, tmp_path,
                                                                      madrid_clock):
     """The hold of a candidate waiting for its successor started again with every frame that came: at dawn, with
