@@ -57,6 +57,7 @@ HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
 CLOSING_WAIT_S = 2 * FAST_POLL_S   # a night being closed waits this long for frames still arriving
 CHUNK = 16               # frames decided at a time between looks at the stop signal and at tonight's new frames
+DELIVERY_WAIT_S = 3.0    # a night's end waits this long for the sender to deliver its last reports (`delivery`)
 
 
 def minutes(hhmm: str) -> int:
@@ -326,13 +327,14 @@ class NightWatch:
             self.scores = None
         self.outbox.close_night(self.night)
 
-    def ended(self) -> str:
-        """What is said once the night is closed: its counts, as a batch run's summary gives them, and its CSV."""
+    def ended(self, delivery: str = "") -> str:
+        """What is said once the night is closed: its counts, as a batch run's summary gives them, the state of
+        delivery (`Watcher.delivery`) and its CSV."""
         summary = NightSummary(self.night)
         for row in self.rows:
             summary.count_row(row)
-        return (f"night {self.night} ended: {summary.counts()}" + (f"; scores {self.scores}" if self.scores else "")
-                + summary.same_place_hint())
+        return (f"night {self.night} ended: {summary.counts()}" + (f"; {delivery}" if delivery else "")
+                + (f"; scores {self.scores}" if self.scores else "") + summary.same_place_hint())
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:
@@ -370,6 +372,7 @@ class Watcher:
         self.root_mtime: float | None = None
         self.root_problem = ""                        # why guAlta_main_folder cannot be used ('' when it can)
         self.ahead_said: set[str] = set()             # night folders dated after tonight, warned about
+        self.rejected_said = 0                        # reports the service rejected, said at a night's end
 
     def run(self) -> None:
         """Watch until stopped; a stop leaves a waiting candidate undecided (the next start takes it up)."""
@@ -510,7 +513,7 @@ class Watcher:
                                           self.sender is not None, self.say, self.settle_s, self.grace_s, self.scores,
                                           self.mask)
         if self.catching_up.catch_up():
-            self.say(self.catching_up.ended())
+            self.say(self.catching_up.ended(self.delivery()))
             self.catching_up = None
             self.left_nights.pop(0)
         return True
@@ -537,10 +540,31 @@ class Watcher:
     def end_night(self) -> None:
         if self.current is not None:
             if self.current.finish(self.stop):
-                self.say(self.current.ended())
+                self.say(self.current.ended(self.delivery()))
             self.current = None
             if self.sender is not None:
                 self.sender.wake()
+
+    def delivery(self) -> str:
+        """The state of delivery said at a night's end, as the batch run's summary says it ('' with uploads off):
+        after up to DELIVERY_WAIT_S for the sender to deliver the night's last reports (none while it backs off), the
+        reports left in the outbox, why the service refused them or could not be reached, and those it rejected."""
+        if self.sender is None:
+            return ""
+        self.sender.wait_idle(DELIVERY_WAIT_S)
+        pending, refused, problem = self.outbox.pending(), self.sender.refused, self.sender.last_problem
+        rejected, self.rejected_said = self.sender.rejected - self.rejected_said, self.sender.rejected
+        if pending:
+            said = f"{pending} report(s) pending in the outbox"
+        else:
+            said = "the other reports delivered" if rejected else "all reports delivered"
+        if refused:
+            said = f"the service refused the reports ({refused}); {said}"
+        elif pending and problem:
+            said = f"central service unreachable ({problem}); {said}"
+        if rejected:
+            said = f"{rejected} report(s) rejected by the service (the log says why); {said}"
+        return said
 
 
 def listed_frames(folder: Path) -> list[Path]:

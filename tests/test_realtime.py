@@ -105,8 +105,9 @@ def start_next_night(night: Path, root: Path) -> None:
 
 
 def said_ended(summary: detect.NightSummary, scores: Path) -> str:
-    """What the watcher says when it closes a night: the batch run's counts of it, and its CSV."""
-    return f"night {summary.night} ended: {summary.counts()}; scores {scores}"
+    """What the watcher with a sender says when it closes a night: the batch run's counts of it, its reports
+    delivered, and its CSV."""
+    return f"night {summary.night} ended: {summary.counts()}; all reports delivered; scores {scores}"
 
 
 def same_rows(watched: list[dict], batch: list[dict]) -> None:
@@ -496,6 +497,32 @@ def test_a_night_whose_window_closed_while_the_watcher_was_off_is_decided_when_i
     clock[0] = datetime(2021, 11, 11, 19, 0)
     watch()
     assert rows_in(config.outbox, NEXT_NIGHT) == [] and not (store / "logs" / NEXT_NIGHT).exists()
+
+
+def test_the_line_at_a_night_s_end_says_what_the_service_refused_and_what_is_pending(client_night, tiny_model,
+                                                                                     tmp_path, live):
+    """The line at a night's end said nothing of delivery: reports sat refused in the outbox (a wrong key) under
+    `night 20211110 ended: 6 frames (5 scored, 1 skipped), …`. It says, as the batch run's summary does, why the
+    service refused them and how many are pending; with the key right, that all were delivered."""
+    url, _ = live
+    lines = []
+    refused = (r"the service refused the reports \(HTTP 401: .*; fix guAlta_api_key / guAlta_obs_id\); [2-9] "
+               r"report\(s\) pending in the outbox")
+    for key, said in [("wrong-key", refused), (KEY, r"all reports delivered")]:
+        root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path / key, url,
+                                                      datetime(2021, 11, 10, 22, 0))
+        writer.write(range(6))
+        sender = Sender(config.outbox, ApiClient(url, key))
+        watcher = Watcher(config, model, threading.Event(), sender, say=lines.append, settle_s=0.0,
+                          clock=lambda: clock[0])
+        ticked(watcher, 3)
+        wait_for(lambda: sender.refused or not watcher.outbox.pending(), 20)        # the start log tried
+        clock[0] = datetime(2021, 11, 11, 8, 0)                      # the window closes: the night with it
+        watcher.tick()
+        watcher.outbox.close()
+        sender.close(timeout=0)
+        assert re.fullmatch(rf"night {NIGHT} ended: 6 frames \(5 scored, 1 skipped\), \d+ detections, \d+ flagged; "
+                            rf"{said}", lines[-1]), lines[-1]
 
 
 def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, tiny_model, tmp_path, live):
