@@ -57,6 +57,8 @@ HOLD_MAX_S = 120.0
 OUTSIDE_WINDOW_NAP_S = 60.0
 CLOSING_WAIT_S = 2 * FAST_POLL_S   # a night being closed waits this long for frames still arriving
 CHUNK = 16               # frames decided at a time between looks at the stop signal and at tonight's new frames
+STOP_FRAMES = 20         # no new frame for this many of the camera's intervals inside the window: it is said once ...
+STOP_MIN_S = 600.0       # ... and for at least this long (a copy tool's batches come minutes apart)
 DELIVERY_WAIT_S = 3.0    # a night's end waits this long for the sender to deliver its last reports (`delivery`)
 
 
@@ -147,11 +149,15 @@ class FrameWatch:
             self.note_handed(path, stamp, previous[1] if previous else now)
         return ready
 
+    def interval(self) -> float:
+        """The camera's interval between frames: the median of the last gaps between the names handed over."""
+        return statistics.median(self.gaps)
+
     def after_a_gap(self, stamp: float) -> bool:
         """Whether frames seem missing before this one (its name is over 1.5 intervals — the median of the last
         gaps — after the last handed over): a tool copying frames in out of order may bring them yet, so it waits
         for them up to REORDER_S."""
-        return self.after is not None and stamp - self.after > 1.5 * statistics.median(self.gaps)
+        return self.after is not None and stamp - self.after > 1.5 * self.interval()
 
     def note_handed(self, path: Path, stamp: float, complete_at: float) -> None:
         """Record a frame handed over. One the watcher saw complete over SEEN_GAP_S after the one before it, though
@@ -228,6 +234,8 @@ class NightWatch:
         self.decider = Decider.from_settings(settings, model)
         self.waiting_since: float | None = None
         self.held: FrameResult | None = None       # the candidate waiting since waiting_since
+        self.arrived_at: datetime | None = None    # when the last frame came, or watching began (`Watcher.say_if_…`)
+        self.stopped_said = False                  # a camera stop was said (no new frame for long)
         late = self.resume()
         self.watch = FrameWatch(folder, self.frames.frames + late, settle_s, grace_s)
         if upload:
@@ -333,8 +341,9 @@ class NightWatch:
         summary = NightSummary(self.night)
         for row in self.rows:
             summary.count_row(row)
+        last = f"; last frame at {allsky.frame_time(self.frames.frames[-1]):%H:%M:%S}" if self.frames.frames else ""
         return (f"night {self.night} ended: {summary.counts()}" + (f"; {delivery}" if delivery else "")
-                + (f"; scores {self.scores}" if self.scores else "") + summary.same_place_hint())
+                + (f"; scores {self.scores}" if self.scores else "") + last + summary.same_place_hint())
 
     def emit(self, results: list[FrameResult]) -> None:
         for result in results:
@@ -398,6 +407,8 @@ class Watcher:
         if self.current is not None:
             handled = self.current.step(limit=CHUNK)
             self.current.check_hold(self.hold_s)
+            if inside:
+                self.say_if_camera_stopped(self.current, handled, now)
         caught_up = not handled and not (self.current is not None and self.current.watch.expecting()) \
             and self.catch_up()
         if self.sender is not None and (self.current is not None or caught_up):
@@ -527,6 +538,32 @@ class Watcher:
                         "clock ran ahead, or this machine's is behind: no real-time clock, NTP not synced yet?)",
                         ", ".join(new), tonight)
             self.ahead_said.update(new)
+
+    def say_if_camera_stopped(self, night: NightWatch, handled: int, now: datetime) -> None:
+        """Warn once when the night watched gets no new frame for STOP_FRAMES of the camera's intervals (at least
+        STOP_MIN_S) inside the window — the camera or the share stopped — unless the sun is up at the camera's place
+        (a camera that stops at dawn, in an always-open window), and say when frames come again."""
+        now = now.astimezone()                                  # (an hour of summer time is no stop)
+        if handled or night.arrived_at is None:
+            if night.stopped_said:
+                quiet = (now - night.arrived_at).total_seconds()
+                log.info("frames in %s again after %.0f min without (%s)", night.night, quiet / 60,
+                         night.frames.frames[-handled].name)
+            night.arrived_at, night.stopped_said = now, False
+            return
+        quiet = (now - night.arrived_at).total_seconds()
+        if night.stopped_said or quiet < max(STOP_FRAMES * night.watch.interval(), STOP_MIN_S) or self.sun_up(now):
+            return
+        night.stopped_said = True
+        last = night.frames.frames[-1].name if night.frames.frames else "none yet"
+        log.warning("no new frame in %s for %.0f min (last %s): camera or share stopped?", night.night, quiet / 60,
+                    last)
+
+    def sun_up(self, now: datetime) -> bool:
+        """Whether the sun is above guAlta_night_sun_altitude now at the camera's place (False where it is not set)."""
+        place = self.settings
+        return place.latitude is not None and place.longitude is not None \
+            and bool(allsky.sun_up(now, place.latitude, place.longitude, place.night_sun_altitude))
 
     def say_if_root_unusable(self, problem: str) -> None:
         """Warn once when the images root cannot be used — not found (a wrong guAlta_main_folder, a share not mounted

@@ -105,9 +105,10 @@ def start_next_night(night: Path, root: Path) -> None:
 
 
 def said_ended(summary: detect.NightSummary, scores: Path) -> str:
-    """What the watcher with a sender says when it closes a night: the batch run's counts of it, its reports
-    delivered, and its CSV."""
-    return f"night {summary.night} ended: {summary.counts()}; all reports delivered; scores {scores}"
+    """What the watcher with a sender says when it closes a client night: the batch run's counts of it, its reports
+    delivered, its CSV and its last frame's time."""
+    return (f"night {summary.night} ended: {summary.counts()}; all reports delivered; scores {scores}; last frame at "
+            "22:11:30")
 
 
 def same_rows(watched: list[dict], batch: list[dict]) -> None:
@@ -209,7 +210,7 @@ def test_the_line_at_a_night_s_end_counts_its_frames_as_the_batch_run_s_summary_
     summary = run_batch(settings(tmp_path / "b", tiny_model, **place), root / NIGHT, upload=False,
                         say=lambda line: None, progress=False)
     assert "24 frames (12 scored, 1 skipped, 11 in daylight), " in summary.text()
-    assert lines[-1] == f"night {NIGHT} ended: {summary.counts()}"
+    assert lines[-1] == f"night {NIGHT} ended: {summary.counts()}; last frame at 22:11:30"
 
 
 def test_a_black_camera_to_the_night_s_end_is_one_warning_and_one_count_when_it_closes(client_night, tiny_model,
@@ -522,7 +523,35 @@ def test_the_line_at_a_night_s_end_says_what_the_service_refused_and_what_is_pen
         watcher.outbox.close()
         sender.close(timeout=0)
         assert re.fullmatch(rf"night {NIGHT} ended: 6 frames \(5 scored, 1 skipped\), \d+ detections, \d+ flagged; "
-                            rf"{said}", lines[-1]), lines[-1]
+                            rf"{said}; last frame at 22:02:30", lines[-1]), lines[-1]
+
+
+def test_a_camera_that_stops_inside_the_window_is_said_once_and_its_return_too(client_night, tiny_model, tmp_path,
+                                                                                caplog):
+    """A camera (or the share) that stopped mid-night was never mentioned: 75 minutes of silence, then the night's
+    end line. No new frame for 20 of its intervals (10 min) is warned of once, frames again are said, and the line at
+    the night's end gives the last frame's time."""
+    root, clock, config, model, writer = windowed(client_night, tiny_model, tmp_path, "",
+                                                  datetime(2021, 11, 10, 22, 0))
+    lines = []
+    watcher = Watcher(config, model, threading.Event(), say=lines.append, settle_s=0.0, clock=lambda: clock[0])
+    writer.write(range(6))
+    caplog.set_level(logging.INFO, "gualta.realtime")
+    ticked(watcher, 3)
+    for minute in (5, 9, 10, 11, 40):                                # the camera stopped at 22:00
+        clock[0] = datetime(2021, 11, 10, 22, minute)
+        watcher.tick()
+    writer.write(range(6, 8))
+    ticked(watcher, 3)
+    clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
+    watcher.tick()
+    watcher.outbox.close()
+    said = [(record.levelname, record.getMessage()) for record in caplog.records if "frame" in record.getMessage()]
+    assert said == [("WARNING", f"no new frame in {NIGHT} for 10 min (last {writer.frames[5].name}): camera or share "
+                                "stopped?"), ("INFO", f"frames in {NIGHT} again after 40 min without "
+                                                      f"({writer.frames[6].name})")]
+    assert lines[-1].startswith(f"night {NIGHT} ended: 8 frames (7 scored, 1 skipped), ")
+    assert lines[-1].endswith("; last frame at 22:03:30")
 
 
 def test_a_night_closed_at_the_windows_end_is_not_taken_up_again(client_night, tiny_model, tmp_path, live):
@@ -600,7 +629,7 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
     clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
     watcher.tick()
     assert lines[-1].startswith(f"night {NIGHT} ended: 10 frames (9 scored, 1 skipped), ")
-    assert lines[-1].endswith(f" flagged; scores {scores / f'{NIGHT}.csv'}")
+    assert lines[-1].endswith(f" flagged; scores {scores / f'{NIGHT}.csv'}; last frame at 22:04:30")
     assert read_scores(scores / f"{NIGHT}.csv") == [{k: str(v) for k, v in row.items()}
                                                      for row in rows_in(config.outbox)]
     assert len(rows_in(config.outbox)) == 10
@@ -615,7 +644,7 @@ def test_each_night_closed_gets_its_scores_csv_and_one_that_cannot_be_written_lo
     with caplog.at_level(logging.ERROR, logger="gualta.scores"):
         watcher.tick()
     assert lines[-1].startswith(f"night {NEXT_NIGHT} ended: 6 frames (5 scored, 1 skipped), ")
-    assert lines[-1].endswith(" flagged") and "cannot write the scores CSV" in caplog.text
+    assert lines[-1].endswith(" flagged; last frame at 22:02:30") and "cannot write the scores CSV" in caplog.text
     assert watcher.current is None and NEXT_NIGHT in watcher.outbox.closed_nights()
     assert len(rows_in(config.outbox, NEXT_NIGHT)) == 6 and scores.read_text() == "not a folder"
     watcher.outbox.close()
