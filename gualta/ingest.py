@@ -61,6 +61,7 @@ class Throttle:
 
 REFUSALS = Throttle()
 SETTINGS_BLAMED: set[str] = set()     # the Telegram settings whose refusal this process has logged as an ERROR
+BLAMING = threading.Lock()            # (the embedded server's threads post at once)
 POSTED_AGAIN = "stored; posted again by the morning's build"
 
 
@@ -629,12 +630,14 @@ def log_failed_post(what: str, status: str, then: str) -> None:
     if not status.startswith("failed"):
         return
     setting = telegram_post.setting_at_fault(status)
+    with BLAMING:
+        first = setting is not None and setting not in SETTINGS_BLAMED
+        SETTINGS_BLAMED.add(setting)
     if setting is None:
         log.warning("%s failed (%s): %s", what, failure_text(status), then)
-    elif setting in SETTINGS_BLAMED:
+    elif not first:
         log.debug("%s failed (%s): %s", what, failure_text(status), then)
     else:
-        SETTINGS_BLAMED.add(setting)
         log.error("%s failed (%s): %s. Telegram refuses every post until %s is fixed (this is said once; the "
                   "service keeps storing reports)", what, failure_text(status), then, setting)
 

@@ -621,8 +621,7 @@ class Sender:
             self.last_problem, self.said_at, self.last_refused = problem, time.monotonic(), delivery.refused
             log.log(logging.ERROR if delivery.refused else logging.WARNING,
                     "central service %s (%s): %d report(s) kept in the outbox, retried with a growing delay (up to "
-                    "%.0f min)%s", what, delivery.stopped, kept, BACKOFF_MAX_S / 60,
-                    "; said again hourly while it lasts" if delivery.refused else "")
+                    "%.0f min); said again hourly while it lasts", what, delivery.stopped, kept, BACKOFF_MAX_S / 60)
         elif time.monotonic() - self.said_at >= REMIND_S:
             self.said_at = time.monotonic()
             log.log(logging.ERROR if delivery.refused else logging.WARNING,

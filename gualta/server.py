@@ -320,7 +320,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
         if set(query) - {"day"} or len(query.get("day", [])) > 1:
-            self.reply(400, {"error": "the only parameter is day=YYYYMMDD, given once"})
+            self.refuse_site("the only parameter is day=YYYYMMDD, given once")
             return
         day = query.get("day", [None])[0]
         event = {"source": "gualta.server"}
@@ -328,9 +328,14 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 event["day"] = site.check_page_night(day, datetime.now(timezone.utc), self.service.env)
             except ValueError as exc:
-                self.reply(400, {"error": f"day: {exc}"})
+                self.refuse_site(f"day: {exc}")
                 return
         self.reply(200, self.service.build_site(event))
+
+    def refuse_site(self, reason: str) -> None:
+        """Answer a POST /site whose parameters are wrong 400, logged as refused uploads are (`ingest.log_refusal`)."""
+        ingest.log_refusal(self.client_address[0], 400, reason, "/site")
+        self.reply(400, {"error": reason})
 
     def serve_static(self, path: str) -> None:
         if path in ("/", "/index.html"):
@@ -527,21 +532,17 @@ def check_settings(env, site_at: str | None = None) -> list[str]:
     if unreadable:
         raise service_env.ConfigError(f"{', '.join(unreadable)}: not a whole number (0: no limit)")
     site_url = env.get("GUALTA_SITE_URL", "")
-    if site_url and not is_web_address(site_url):
+    try:
+        config.url(site_url)                          # an absolute http(s) address, as links in posts need
+    except ValueError:
         raise service_env.ConfigError(f"GUALTA_SITE_URL={site_url[:60]!r}: give the pages' address as http://… or "
-                                      "https://…")
+                                      "https://…") from None
     token = next((name for name in ("GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM") if env.get(name)), "")
     if token and not env.get("GUALTA_TELEGRAM_CHAT"):
         warnings.append(f"{token} is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram")
     elif env.get("GUALTA_TELEGRAM_CHAT") and not token:
         warnings.append("GUALTA_TELEGRAM_CHAT is set but not GUALTA_TELEGRAM_TOKEN: nothing is posted to Telegram")
     return warnings
-
-
-def is_web_address(url: str) -> bool:
-    """Whether a base URL is an absolute http(s) address, as links in posts and pages need."""
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def configure(store_location: str | Path, observatories: dict | None = None) -> None:

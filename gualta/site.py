@@ -516,8 +516,8 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     check_night(night)
     now = now or datetime.now(timezone.utc)
     made_from = page_inputs(target, night)            # listed first: whatever lands during the build is seen later
-    linked = links_elsewhere(target, night, env)
     parts = sections(target, night, env, records)
+    linked = linked_elsewhere([row for part in parts for group in part.groups for row in group])
     known = sorted(set(page_nights(target)) | {night} | set(coming))
     later, generated = [n for n in known if n > night], now.astimezone(service_env.timezone(env))
     data = render_day(night, parts, [n for n in known if n < night], later, generated).encode("utf-8")
@@ -549,12 +549,13 @@ def stale_nights(target: store.Store, night: str, late: list[str], env, missed: 
     """The nights before `night` whose page is out of date (`page_is_stale`) or missing, oldest first, among: the
     last REFRESH_NIGHTS with a page, the REFRESH_NIGHTS calendar nights before `night` that have reports but no page
     (`missed`, else listed here: a morning's build missed, the service down then), and the `late` ones (marked by the
-    ingest: a client back after a long outage), with the page before each."""
+    ingest: a client back after a long outage), with the pages either side of each (their links to it)."""
     nights = page_nights(target)
     recent = [n for n in nights if n < night][-REFRESH_NIGHTS:]
     missed = missed_nights(target, night, nights) if missed is None else missed
-    before_late = [max((n for n in nights if n < late_night), default=None) for late_night in late]
-    candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, before_late)))
+    beside_late = [max((n for n in nights if n < late_night), default=None) for late_night in late] + \
+        [min((n for n in nights if n > late_night), default=None) for late_night in late]   # linking to it
+    candidates = sorted(set(recent) | set(missed) | set(late) | set(filter(None, beside_late)))
     return [earlier for earlier in candidates if page_is_stale(target, earlier, nights, env)]
 
 

@@ -505,7 +505,7 @@ def test_closing_with_a_backlog_stops_in_its_time_and_sends_each_report_once(tmp
     sent = [body["n"] for body in service.bodies]
     assert len(sent) == len(set(sent)), "a report was sent twice"
     assert left == 60 - len(sent) > 0
-    assert took < 1.0 + 3 * 0.2 + 2.0, took            # its time, the reports in flight, a slow machine's slack
+    assert took < 1.0 + 3 * 0.2 + 4.0, took            # its time, the reports in flight, a loaded machine's slack
 
 
 def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):

@@ -563,6 +563,21 @@ def test_the_access_log_names_posts_and_refusals_never_pages_headers_or_queries(
     assert "q-secret" not in caplog.text and "wrong-key-123" not in caplog.text and KEYS["obs01"] not in caplog.text
 
 
+def test_a_refused_site_build_is_logged_as_a_refused_upload_is(in_process, monkeypatch, caplog):
+    """A POST /site with a wrong day or parameter was answered 400 with only an access-log line, though the README
+    says a refused POST /site is a WARNING with its reason."""
+    _, host, port, _ = in_process
+    monkeypatch.setattr(ingest, "REFUSALS", ingest.Throttle())
+    caplog.set_level(logging.INFO)
+    for query in ("day=20261399", "night=20260916"):
+        assert requests.post(f"http://{host}:{port}/site?{query}", headers={"x-api-key": KEYS["obs01"]},
+                             timeout=10).status_code == 400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "refused POST /site from 127.0.0.1: 400 day: not a night (a real date YYYYMMDD); repeats are logged once an "
+        "hour", "refused POST /site from 127.0.0.1: 400 the only parameter is day=YYYYMMDD, given once; repeats are "
+        "logged once an hour"]
+
+
 def test_serve_shows_refused_uploads_and_the_access_log(tmp_path):
     """What `serve` prints: a refused upload's warning and its access-log line reach the console."""
     with server.ChildServer(tmp_path / "store", child_env(GUALTA_API_KEYS=KEYS_ENV)) as child:

@@ -330,6 +330,24 @@ def test_a_meteor_filed_under_the_next_night_by_a_camera_on_utc_is_linked_both_w
     assert site.handle(schedule, os.environ, nine_am(17) + timedelta(hours=1))["refreshed"] == []
 
 
+def test_a_late_report_filed_under_the_night_before_gets_its_link_on_the_next_nights_page(env, tmp_path, monkeypatch):
+    """A camera on UTC back after 12 days files its meteor under the night before its partner's: that night was
+    rebuilt (marked late) and linked it, but the partner's page, past the recent nights, never linked back."""
+    tokyo = {"lat": 35.68, "lon": 139.69, "elevation_m": 40}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps({"obs01": {**tokyo, "tz": "Asia/Tokyo"},
+                                                            "obs03": {**tokyo, "tz": "UTC"}}))
+    root, later = tmp_path / "store", datetime(2026, 9, 28, 9, tzinfo=timezone.utc)
+    ingest(detection("obs01", "20260916203020", seed=5))
+    for day in range(15, 27):
+        site.handle({"day": f"202609{day:02d}"}, os.environ, later)
+    for marked in store.late_nights(store.LocalStore(root)):
+        store.LocalStore(root).delete(store.late_key(marked))
+    ingest(detection("obs03", "20260916113010", folder="20260915", seed=3), "obs03")        # 12 days late
+    assert {"20260915", "20260916"} <= set(site.handle({"source": "gualta.schedule"}, os.environ, later)["refreshed"])
+    assert ">also seen from obs01 at 20:30:20 JST<" in (root / "20260915.html").read_text()
+    assert ">also seen from obs03 at 11:30:10 UTC<" in (root / "20260916.html").read_text()
+
+
 @pytest.mark.parametrize("junk", [b"[]", b"null", b"3"])
 def test_an_end_log_that_is_no_json_object_reads_as_none(env, tmp_path, junk):
     """An end-of-night log holding JSON but no object (written behind the ingest's back, cut short by hand) is read as
