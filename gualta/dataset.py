@@ -336,6 +336,7 @@ def write_night(samples: list[Sample], out_dir: Path, version: str, progress=Non
             rows.append(index_row(sample, pair))
         if progress is not None:
             progress.update()
+    frames.end_run()                                # a run of blank or frozen frames to the night's end: counted
     return rows, skipped
 
 
@@ -643,6 +644,7 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
                      "thumb": f"thumbs/{frame_id}.jpg", "diff": f"diffs/{frame_id}.png",
                      "label": given.get(candidate.name) or prefilled, "prefilled": prefilled,
                      "event": text_or_empty(known.get("event")), "client": did, "candidate": flagged})
+    frames.end_run()
     out_dir.mkdir(parents=True, exist_ok=True)
     page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
     html = out_dir / "index.html"

@@ -340,6 +340,22 @@ def test_bad_frames_are_skipped_and_neighbours_pair_with_the_last_good_frame(tmp
         assert reason in line, (i, warned)
 
 
+def test_a_black_camera_to_the_nights_end_is_counted_when_the_dataset_is_made(tmp_path, caplog):
+    """A night whose camera went black before its end: prepare and label-aid warned of its first black frame and
+    never counted the rest (the run's count comes when another kind of frame does, and none came)."""
+    night = make_night(tmp_path / "nights", "20211110", 8, meteors=())
+    test_night = make_night(tmp_path / "nights", "20211112", 4)
+    black = np.zeros_like(cv2.imread(str(frame_path(night, 0))))
+    for i in (5, 6, 7):
+        cv2.imwrite(str(frame_path(night, i)), black)
+    caplog.set_level(logging.WARNING)
+    prepare_dataset([night], [test_night], tmp_path / "data")
+    label_aid(night, tmp_path / "aid")
+    counted = [r.getMessage() for r in caplog.records if "more blank frames" in r.getMessage()]
+    assert counted == [f"{frame_path(night, 5).name}: 2 more blank frames (a black or uniform image), until "
+                       f"{frame_path(night, 7).name}: skipped"] * 2
+
+
 def test_each_frame_is_decoded_once_and_balanced_out_frames_not_at_all(tmp_path, monkeypatch):
     night = make_night(tmp_path / "nights", "20211110", 12, meteors=(6,), tally=True)
     frame_path(night, 4).write_bytes(b"")
