@@ -391,6 +391,9 @@ class Watcher:
             while not self.stop.is_set():
                 self.stop.wait(self.tick())
         finally:
+            for night in (self.current, self.catching_up):
+                if night is not None:
+                    night.frames.end_run()              # a run of blank or frozen frames the stop cut: counted
             self.outbox.close()
 
     def tick(self) -> float:

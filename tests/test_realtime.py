@@ -237,6 +237,29 @@ def test_a_black_camera_to_the_night_s_end_is_one_warning_and_one_count_when_it_
         f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
 
 
+def test_a_run_of_black_frames_a_stop_cuts_is_counted_before_the_watcher_ends(client_night, tiny_model, tmp_path,
+                                                                              caplog):
+    """Stopped (systemctl stop) in the middle of a black camera's run, the watcher ended without counting it: the
+    first black frame was warned of, the rest never said."""
+    root = tmp_path / "images"
+    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
+    writer = Writer(client_night, root, spacing_s=0.0)
+    writer.write(range(CLIENT_FRAMES))
+    for frame in writer.frames[21:]:
+        cv2.imwrite(str(writer.folder / frame.name), cv2.imread(str(frame)) * 0)
+    stop = threading.Event()
+    watcher = Watcher(config, load_model(tiny_model, threads=1), stop, say=lambda line: None, settle_s=0.0,
+                      clock=lambda: datetime(2021, 11, 10, 22, 0))
+    caplog.set_level(logging.WARNING)
+    ticked(watcher, 4)
+    stop.set()
+    watcher.run()                                                    # stopped at once: only its ending runs
+    first, last = writer.frames[21].name, writer.frames[-1].name
+    assert [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == [
+        f"{first}: blank frame (a black or uniform image): skipped",
+        f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
+
+
 def test_a_candidate_before_dawn_is_decided_while_daylight_frames_come(client_night, tiny_model, tmp_path,
                                                                      madrid_clock):
     """The hold of a candidate waiting for its successor started again with every frame that came: at dawn, with
