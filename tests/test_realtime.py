@@ -213,51 +213,52 @@ def test_the_line_at_a_night_s_end_counts_its_frames_as_the_batch_run_s_summary_
     assert lines[-1] == f"night {NIGHT} ended: {summary.counts()}; last frame at 22:11:30"
 
 
-def test_a_black_camera_to_the_night_s_end_is_one_warning_and_one_count_when_it_closes(client_night, tiny_model,
-                                                                                       tmp_path, caplog):
-    """A camera black until the window closed gave one WARNING a frame (~1,400 lines on a dead night): the watcher
-    warns of the first and counts the rest when it closes the night, as the batch run does."""
+def black_camera_watcher(client_night, tiny_model, tmp_path, stop: threading.Event, clock) -> tuple[Watcher, list]:
+    """A watcher over a night whose camera went black from its 22nd frame, four rounds into it: (watcher, frames)."""
     root = tmp_path / "images"
     config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
     writer = Writer(client_night, root, spacing_s=0.0)
     writer.write(range(CLIENT_FRAMES))
     for frame in writer.frames[21:]:
         cv2.imwrite(str(writer.folder / frame.name), cv2.imread(str(frame)) * 0)
-    clock = [datetime(2021, 11, 10, 22, 0)]
-    watcher = Watcher(config, load_model(tiny_model, threads=1), threading.Event(), say=lambda line: None,
-                      settle_s=0.0, clock=lambda: clock[0])
-    caplog.set_level(logging.WARNING)
+    watcher = Watcher(config, load_model(tiny_model, threads=1), stop, say=lambda line: None, settle_s=0.0,
+                      clock=clock)
     ticked(watcher, 4)
+    return watcher, writer.frames
+
+
+def black_run_said(caplog, frames: list) -> bool:
+    """Whether the log warned of the black run's first frame, then counted the other two, and said nothing else."""
+    first, last = frames[21].name, frames[-1].name
+    return [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == [
+        f"{first}: blank frame (a black or uniform image): skipped",
+        f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
+
+
+def test_a_black_camera_to_the_night_s_end_is_one_warning_and_one_count_when_it_closes(client_night, tiny_model,
+                                                                                       tmp_path, caplog):
+    """A camera black until the window closed gave one WARNING a frame (~1,400 lines on a dead night): the watcher
+    warns of the first and counts the rest when it closes the night, as the batch run does."""
+    caplog.set_level(logging.WARNING)
+    clock = [datetime(2021, 11, 10, 22, 0)]
+    watcher, frames = black_camera_watcher(client_night, tiny_model, tmp_path, threading.Event(), lambda: clock[0])
     clock[0] = datetime(2021, 11, 11, 8, 0)                          # the window closes: the night with it
     watcher.tick()
     watcher.outbox.close()
-    first, last = writer.frames[21].name, writer.frames[-1].name
-    assert [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == [
-        f"{first}: blank frame (a black or uniform image): skipped",
-        f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
+    assert black_run_said(caplog, frames)
 
 
 def test_a_run_of_black_frames_a_stop_cuts_is_counted_before_the_watcher_ends(client_night, tiny_model, tmp_path,
                                                                               caplog):
     """Stopped (systemctl stop) in the middle of a black camera's run, the watcher ended without counting it: the
     first black frame was warned of, the rest never said."""
-    root = tmp_path / "images"
-    config = settings(tmp_path, tiny_model, main_folder=root, start_time="2000", end_time="0800")
-    writer = Writer(client_night, root, spacing_s=0.0)
-    writer.write(range(CLIENT_FRAMES))
-    for frame in writer.frames[21:]:
-        cv2.imwrite(str(writer.folder / frame.name), cv2.imread(str(frame)) * 0)
-    stop = threading.Event()
-    watcher = Watcher(config, load_model(tiny_model, threads=1), stop, say=lambda line: None, settle_s=0.0,
-                      clock=lambda: datetime(2021, 11, 10, 22, 0))
     caplog.set_level(logging.WARNING)
-    ticked(watcher, 4)
+    stop = threading.Event()
+    watcher, frames = black_camera_watcher(client_night, tiny_model, tmp_path, stop,
+                                           lambda: datetime(2021, 11, 10, 22, 0))
     stop.set()
     watcher.run()                                                    # stopped at once: only its ending runs
-    first, last = writer.frames[21].name, writer.frames[-1].name
-    assert [record.getMessage() for record in caplog.records if record.filename == "frames.py"] == [
-        f"{first}: blank frame (a black or uniform image): skipped",
-        f"{first}: 2 more blank frames (a black or uniform image), until {last}: skipped"]
+    assert black_run_said(caplog, frames)
 
 
 def test_a_candidate_before_dawn_is_decided_while_daylight_frames_come(client_night, tiny_model, tmp_path,
