@@ -48,6 +48,12 @@ class StubService(RecordingServer):
         return status, {"status": "stored" if status == 200 else "error"}
 
 
+def queue_numbered(outbox: Outbox, count: int) -> None:
+    """Queue `count` small reports, {"n": 0} to {"n": count - 1}, oldest first."""
+    for n in range(count):
+        outbox.put(f"detection/obs01/{n}", {"n": n})
+
+
 def test_a_redirect_is_refused_and_takes_the_key_nowhere():
     """requests followed redirects with the x-api-key header (it drops only Authorization): the key went to
     whatever host a proxy pointed at (an http → https redirect: in clear first), and a 301/302 turned the report into
@@ -460,8 +466,7 @@ def test_the_sender_backs_off_through_an_outage_even_with_many_reports_never_tri
     stub = StubService([503] * 1000)
     try:
         with Outbox(tmp_path / "o.sqlite") as outbox:
-            for n in range(40):
-                outbox.put(f"detection/obs01/{n}", {"n": n})
+            queue_numbered(outbox, 40)
             sender = Sender(outbox.path, ApiClient(stub.url, KEY))
             sender.wake()
             deadline = time.monotonic() + 30
@@ -493,8 +498,7 @@ def test_closing_with_a_backlog_stops_in_its_time_and_sends_each_report_once(tmp
     service = SlowService(0.2)
     try:
         with Outbox(tmp_path / "o.sqlite") as outbox:
-            for n in range(60):
-                outbox.put(f"detection/obs01/{n}", {"n": n})
+            queue_numbered(outbox, 60)
             sender = Sender(outbox.path, ApiClient(service.url, KEY))
             sender.wake()
             started = time.monotonic()
@@ -509,19 +513,8 @@ def test_closing_with_a_backlog_stops_in_its_time_and_sends_each_report_once(tmp
 
 
 def test_sender_retries_with_backoff_until_the_service_answers(tmp_path):
-    stub = StubService([503, 503, 502])
-    try:
-        with Outbox(tmp_path / "o.sqlite") as outbox:
-            outbox.put("a", detection())
-            sender = Sender(outbox.path, ApiClient(stub.url, KEY))
-            sender.wake()
-            deadline = time.monotonic() + 10
-            while outbox.pending() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert sender.close(timeout=5) == 0
-            assert len(stub.bodies) == 4 and stub.bodies[-1] == detection()
-    finally:
-        stub.close()
+    stub = deliver_through([503, 503, 502], tmp_path / "o.sqlite", reports=1)
+    assert len(stub.bodies) == 4 and stub.bodies[-1] == {"n": 0}
 
 
 class OlderService(RecordingServer):
@@ -809,8 +802,7 @@ def test_the_sender_waits_its_backoff_after_a_send_that_timed_out(tmp_path, monk
     monkeypatch.setattr(report, "BACKOFF_FIRST_S", 1.0)
     monkeypatch.setattr(report, "BACKOFF_MAX_S", 300.0)
     with Outbox(tmp_path / "o.sqlite") as outbox:
-        for n in range(3):
-            outbox.put(f"detection/obs01/{n}", {"n": n})
+        queue_numbered(outbox, 3)
         sender = Sender(outbox.path, Silent())
         assert sender._pass(outbox) >= 0.9 and outbox.pending() == 3
         assert sender.blocked_until - time.time() >= 0.9
@@ -821,8 +813,7 @@ def deliver_through(answers: list[int], outbox_path: Path, reports: int = 3) -> 
     stub = StubService(answers)
     try:
         with Outbox(outbox_path) as outbox:
-            for n in range(reports):
-                outbox.put(f"detection/obs01/{n}", {"n": n})
+            queue_numbered(outbox, reports)
             sender = Sender(outbox.path, ApiClient(stub.url, KEY))
             sender.wake()
             deadline = time.monotonic() + 30
