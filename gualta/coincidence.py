@@ -4,7 +4,7 @@ its observatory's zone (GUALTA_OBSERVATORIES), else in the service's (GUALTA_TIM
 from __future__ import annotations
 
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Callable
 
 from gualta import allsky, passes, service_env, store
@@ -33,6 +33,14 @@ def stored_detections(target: store.Store, night: str) -> list[tuple[str, str, d
         if stamp is not None:
             found.append((match.group(1), match.group(2), stamp))
     return found
+
+
+def nights_either_side(night: str) -> list[str]:
+    """The nights before and after `night` (YYYYMMDD), whose folders may hold its coincidences: a camera whose clock
+    keeps another zone's date (UTC far from Greenwich) files part of a night under the previous or the next night's
+    folder (AllSky's folder changes at noon on its clock)."""
+    day = datetime.strptime(night, allsky.NIGHT_FORMAT)
+    return [(day + timedelta(days=step)).strftime(allsky.NIGHT_FORMAT) for step in (-1, 1)]
 
 
 def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of, window_s: float = WINDOW_S) -> bool:

@@ -283,10 +283,12 @@ def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
 
 
 def announce(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
-             stored: list[tuple[str, str, datetime]], now: datetime, deadline: float | None = None) -> str:
+             stored: list[tuple[str, str, datetime]], now: datetime, deadline: float | None = None,
+             listed: dict | None = None) -> str:
     """Post a stored detection (night, obs_id, frame id) if its record asks for it — naming the other observatories'
-    detections of the same moment among `stored` — and record the outcome; then, unless the channel just failed,
-    edit their posts to name it too — the post and its edits wait out flood control until `deadline` (the
+    detections of the same moment among `stored` (the night's) and under the nights either side (`coinciding_around`;
+    `listed`: their detections listed already, kept in it) — and record the outcome; then, unless the channel just
+    failed, edit their posts to name it too — the post and its edits wait out flood control until `deadline` (the
     time.monotonic() clock; None: FLOOD_WAIT_BUDGET_S from now, `telegram_post.flood_deadline`).
     Only an observatory's first detections of the night (`telegram_post.night_posts`, in its camera's time order
     among `stored`, and never more posted whatever the order they arrive in) are posted; the first after them posts
@@ -298,7 +300,9 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     zone_of = coincidence.zones_from_env(env)
     deadline = telegram_post.flood_deadline() if deadline is None else deadline
     stamp = allsky.frame_time(f"image-{frame_id}.jpg")
-    others = coincidence.coinciding(stored, obs_id, stamp, zone_of)
+    listed = {} if listed is None else listed
+    listed[night] = stored
+    others = coinciding_around(target, listed, night, obs_id, stamp, zone_of) if channel is not None else []
     asked = record.get("telegram") is True
     limit = telegram_post.night_posts(env) if asked else 0
     daylight = daylight_rule(env) if asked and channel is not None else lambda _obs_id, _stamp: ""
@@ -333,11 +337,33 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
             mark_posted(target, night, obs_id, frame_id)
             name_arrivals(target, (night, obs_id, frame_id), others, channel, env, deadline)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
-        for other_obs, other_frame, at in others:
-            seen = seen_also(other_obs, at, coincidence.coinciding(stored, other_obs, at, zone_of), zone_of)
-            if not name_in_earlier_post(target, night, other_obs, other_frame, seen, channel, env, deadline):
-                break
+        name_in_earlier_posts(target, others, listed, channel, env, deadline)
     return record["telegram_status"]
+
+
+def coinciding_around(target: store.Store, listed: dict, night: str, obs_id: str, stamp: datetime,
+                      zone_of) -> list[tuple[str, str, str, datetime]]:
+    """(night, obs_id, frame id, camera-clock time) of the other observatories' detections of the same moment as
+    obs_id's at `stamp` filed under `night` (`coincidence.coinciding`), and under the nights either side as the page
+    links them (`coincidence.nights_either_side`), in obs_id and frame order. `listed`: {night: its detections}
+    listed already (`night_detections`); the nights listed now are kept in it."""
+    found = []
+    for each in [night, *coincidence.nights_either_side(night)]:
+        if each not in listed:
+            listed[each] = night_detections(target, each)
+        found += [(each, *other) for other in coincidence.coinciding(listed[each], obs_id, stamp, zone_of)]
+    return sorted(found, key=lambda other: other[1:3])
+
+
+def name_in_earlier_posts(target: store.Store, others: list[tuple[str, str, str, datetime]], listed: dict, channel,
+                          env, deadline: float) -> None:
+    """Edit the posts of `others` (`coinciding_around`), each under its own night, to name the detections of their
+    moment stored now; stop at the first edit that fails (`name_in_earlier_post`)."""
+    zone_of = coincidence.zones_from_env(env)
+    for night, obs_id, frame_id, at in others:
+        seen = seen_also(obs_id, at, coinciding_around(target, listed, night, obs_id, at, zone_of), zone_of)
+        if not name_in_earlier_post(target, night, obs_id, frame_id, seen, channel, env, deadline):
+            return
 
 
 def daylight_rule(env) -> Callable[[str, datetime], str]:
@@ -364,8 +390,8 @@ def name_arrivals(target: store.Store, detection: tuple[str, str, str], named: l
     (their edits of it found no message id yet), beyond those its caption `named`."""
     night, obs_id, frame_id = detection
     zone_of, stamp = coincidence.zones_from_env(env), allsky.frame_time(f"image-{frame_id}.jpg")
-    now_stored = coincidence.coinciding(night_detections(target, night), obs_id, stamp, zone_of)
-    if {(obs, frame) for obs, frame, _ in now_stored} - {(obs, frame) for obs, frame, _ in named}:
+    now_stored = coinciding_around(target, {}, night, obs_id, stamp, zone_of)
+    if {found[:3] for found in now_stored} - {found[:3] for found in named}:
         name_in_earlier_post(target, night, obs_id, frame_id, seen_also(obs_id, stamp, now_stored, zone_of), channel,
                              env, deadline)
 
@@ -424,6 +450,7 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
     if channel is None:
         return [], True
     stored = night_detections(target, night)
+    listed = {night: stored}                    # the nights' detections listed for the posts' coincidences
     records = {} if records is None else records
     budget_s, reposted = round(max(deadline - time.monotonic(), 0)), []
     try:
@@ -444,7 +471,8 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
             if not claim_post(target, night, f"{obs_id}_{frame_id}.{attempt(record, now)}"):
                 continue
             record["telegram_retried"] = now.isoformat(timespec="seconds")
-            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now, deadline)
+            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now, deadline,
+                              listed)
             if telegram_post.refused(status):   # this post only (tried again next time): the channel answers
                 log.warning("post of %s refused again (%s): left for the next build", key, failure_text(status))
                 continue
@@ -695,15 +723,15 @@ def detections_of(target: store.Store, night: str, obs_id: str) -> dict[str, int
         return None
 
 
-def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, datetime]],
+def seen_also(obs_id: str, stamp: datetime, others: list[tuple[str, str, str, datetime]],
               zone_of) -> tuple[list[tuple[str, str]], str]:
-    """How a caption names the coincident detections of obs_id's detection at `stamp`: (obs_id, HH:MM:SS) on each
-    camera's clock, with its zone where that clock reads otherwise than this one ("22:15:10 BST"), and this
-    clock's zone (" CEST") when one does, else ''."""
+    """How a caption names the coincident detections (`coinciding_around`) of obs_id's detection at `stamp`:
+    (obs_id, HH:MM:SS) on each camera's clock, with its zone where that clock reads otherwise than this one
+    ("22:15:10 BST"), and this clock's zone (" CEST") when one does, else ''."""
     zone = zone_of(obs_id)
     named = [(other, at.strftime("%H:%M:%S") + coincidence.zone_label(at, zone_of(other), zone))
-             for other, _, at in others]
-    own = coincidence.zone_named(stamp, zone, [zone_of(other) for other, _, _ in others])
+             for _, other, _, at in others]
+    own = coincidence.zone_named(stamp, zone, [zone_of(other) for _, other, _, _ in others])
     return named, f" {own}" if own else ""
 
 

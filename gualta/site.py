@@ -298,12 +298,11 @@ def mark_iss(rows: list[Row], report: passes.PassReport, zone: tzinfo) -> None:
 
 
 def neighbour_rows(target: store.Store, night: str) -> list[Row]:
-    """The detections stored under the nights either side of `night`, from their keys alone, as rows that link to
-    their own night's page: a camera whose clock keeps another zone's date (UTC far from Greenwich) files part of
-    a night under the previous or the next night's folder."""
-    day = datetime.strptime(night, allsky.NIGHT_FORMAT)
+    """The detections stored under the nights either side of `night` (`coincidence.nights_either_side`: a camera on
+    UTC far from Greenwich files part of a night there), from their keys alone, as rows that link to their own
+    night's page."""
     rows = []
-    for other in ((day + timedelta(days=step)).strftime(allsky.NIGHT_FORMAT) for step in (-1, 1)):
+    for other in coincidence.nights_either_side(night):
         rows += [Row(obs_id, frame, stamp, None, store.image_key(other, obs_id, frame), night=other)
                  for obs_id, frame, stamp in coincidence.stored_detections(target, other)]
     return rows

@@ -154,6 +154,28 @@ def test_a_moment_named_across_time_zones_says_which_clock(root, bot_api, london
                           "Also seen from obs03 at 22:15:10 BST"]
 
 
+@pytest.mark.parametrize("first", ["obs01", "obs03"])
+def test_a_meteor_filed_under_another_night_by_a_camera_on_utc_is_named_both_ways(root, bot_api, monkeypatch, first):
+    """Tokyo's 20:30 is 11:30 UTC: a camera kept on UTC files it under the night before (its folder changes at noon
+    on its clock), a camera on Tokyo's time under that night. The page linked the two; the captions looked only in
+    their own night's folder, so the meteor was posted twice, neither post naming the other observatory."""
+    tokyo = {"lat": 35.68, "lon": 139.69, "elevation_m": 40}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps({"obs01": {**tokyo, "tz": "Asia/Tokyo"},
+                                                            "obs03": {**tokyo, "tz": "UTC"}}))
+    reports = {"obs01": detection("obs01", "20260916203020", telegram=True),
+               "obs03": detection("obs03", "20260916113010", telegram=True, folder="20260915")}
+    second = "obs03" if first == "obs01" else "obs01"
+    for obs_id in (first, second):
+        assert post(reports[obs_id], KEYS[obs_id])["telegram"] == "sent"
+    named = {"obs01": "Also seen from obs03 at 11:30:10 UTC", "obs03": "Also seen from obs01 at 20:30:20 JST"}
+    assert named[second] in bot_api.sent("sendPhoto")[-1]["caption"].splitlines()
+    [edit] = bot_api.sent("editMessageCaption")
+    night = {"obs01": "20260916", "obs03": "20260915"}[first]
+    assert int(edit["message_id"]) == stored(root, night, f"{first}_{reports[first]['id']}")["telegram_message_id"]
+    assert named[first] in edit["caption"].splitlines()
+    assert edit["caption"].endswith(f"/{night}.html#{first}_{reports[first]['id']}")     # its own night's page
+
+
 def test_failed_posts_are_posted_again_in_the_order_they_happened(root, bot_api, london_obs03):
     """obs03's 22:40 on its London clock came after obs01's 23:15 on its Madrid one (21:40 and 21:15 UTC): posted
     again in the order of the camera clocks' text, the channel's late posts were out of order."""
