@@ -601,7 +601,7 @@ def take_off_late_mark(target: store.Store, night: str, env) -> None:
     """Take a night's late mark off, and put it back if its page is out of date after all (a report stored since it
     was built: the ingest stores before it marks, so whatever the order the mark stays when it must)."""
     target.delete(store.late_key(night))
-    if page_is_stale(target, night, page_nights(target), env):
+    if page_is_stale(store.read_now(target), night, page_nights(target), env):   # as stored now, not as listed
         target.put(store.late_key(night), b"")
 
 
@@ -626,7 +626,7 @@ def handle(event, env=None, now: datetime | None = None) -> dict:
     "reposted") — then the earlier pages that are out of date (`refresh_stale`, listed as "refreshed")."""
     env = os.environ if env is None else env
     now = now or datetime.now(timezone.utc)
-    target = store.store_from_env(env)
+    target = store.ReadOnce(store.store_from_env(env))    # a night listed, a page's record read once a build
     write_missing_page(target)
     day = event.get("day") if isinstance(event, dict) else None
     if day is not None:

@@ -378,6 +378,55 @@ class S3Store:
         return sorted(found)
 
 
+NIGHT_FOLDER = re.compile(r"(?:detections|logs)/[0-9]{8}/")     # what ReadOnce lists once
+PAGE_RECORD = re.compile(r"pages/[0-9]{8}\.json")                  # what ReadOnce reads once
+
+
+class ReadOnce:
+    """A store as one page build sees it (`site.handle`): each night's folder (`NIGHT_FOLDER`) listed once and each
+    page's record (`PAGE_RECORD`) read once — on S3 every call is a request — until the build writes there itself;
+    anything else passed through. Made anew for each build: the next one sees what was stored since."""
+
+    def __init__(self, inner: Store):
+        self.inner, self.listed, self.read = inner, {}, {}
+
+    def get(self, key: str) -> bytes | None:
+        if not PAGE_RECORD.fullmatch(key):
+            return self.inner.get(key)
+        if key not in self.read:
+            self.read[key] = self.inner.get(key)
+        return self.read[key]
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        if not (recursive and NIGHT_FOLDER.fullmatch(prefix)):
+            return self.inner.keys(prefix, recursive)
+        if prefix not in self.listed:
+            self.listed[prefix] = self.inner.keys(prefix)
+        return list(self.listed[prefix])
+
+    def put(self, key: str, data: bytes) -> None:
+        self.forget(key)
+        self.inner.put(key, data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.forget(key)
+        return self.inner.create(key, data)
+
+    def delete(self, key: str) -> None:
+        self.forget(key)
+        self.inner.delete(key)
+
+    def forget(self, key: str) -> None:
+        """Drop what was read of key and of the folder holding it (written by the build: read again if needed)."""
+        self.read.pop(key, None)
+        self.listed.pop(key.rpartition("/")[0] + "/", None)
+
+
+def read_now(target: Store) -> Store:
+    """The store as it is now: what a `ReadOnce` reads through, else target itself."""
+    return target.inner if isinstance(target, ReadOnce) else target
+
+
 @lru_cache(maxsize=8)
 def s3_client(endpoint_url: str | None = None):
     """A boto3 S3 client; with endpoint_url (moto, MinIO) it uses path-style addressing."""

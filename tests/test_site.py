@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -559,6 +560,61 @@ def test_only_the_last_nights_are_refreshed(env, tmp_path):
     assert summary["refreshed"] == [f"202609{day:02d}" for day in range(10 - site.REFRESH_NIGHTS, 10)]
     assert "2026-09-02 →" not in (tmp_path / "store" / "20260901.html").read_text()
     assert "2026-09-04 →" in (tmp_path / "store" / "20260903.html").read_text()
+
+
+class CountingStore(store.LocalStore):
+    """A local store that counts its listings (by prefix) and reads (by key), as a reviewer's wrapper on S3 did."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.listed, self.read = Counter(), Counter()
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        self.listed[prefix] += 1
+        return super().keys(prefix, recursive)
+
+    def get(self, key: str) -> bytes | None:
+        self.read[key] += 1
+        return super().get(key)
+
+
+def reported_nights(days: range) -> None:
+    """A detection and an end log from each of two observatories every night of `days`, and each night's page (built
+    newest first: each links to the next)."""
+    for day in days:
+        live = datetime(2026, 9, day, 21, 20, tzinfo=timezone.utc)
+        for i, obs_id in enumerate(("obs01", "obs02")):
+            ingest_module.handle(event(detection(obs_id, f"202609{day:02d}2315{i:02d}", seed=i), KEYS[obs_id]),
+                                 os.environ, live)
+            ingest_module.handle(event(payload.build_log("end", obs_id, total=1440, folder=f"202609{day:02d}"),
+                                       KEYS[obs_id]), os.environ, live)
+    for day in reversed(days):
+        site.handle({"day": f"202609{day:02d}"}, os.environ, nine_am(days[-1] + 1))
+
+
+def test_a_build_that_changes_nothing_lists_each_night_and_reads_each_page_record_once(env, tmp_path, monkeypatch):
+    """Since pages link across nights, each recent page's staleness check listed its night and both neighbours (the
+    same night again for the next page) and each archive write read up to 31 page records again: 10 nights, 2
+    observatories, nothing new — LIST 23 -> 49, GET 10 -> 19 store calls (20-50 ms each on S3)."""
+    reported_nights(range(1, 11))
+    counting = CountingStore(tmp_path / "store")
+    monkeypatch.setattr(store, "store_from_env", lambda env: counting)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == []
+    nights = {prefix: times for prefix, times in counting.listed.items() if store.NIGHT_FOLDER.fullmatch(prefix)}
+    records = {key: times for key, times in counting.read.items() if store.PAGE_RECORD.fullmatch(key)}
+    assert {f"detections/202609{day:02d}/" for day in range(2, 12)} <= nights.keys()   # the checks' neighbours too
+    assert max(nights.values()) == 1, nights
+    assert len(records) == 9 and max(records.values()) == 1, records
+
+
+def test_a_build_sees_what_was_stored_after_the_build_before(env, tmp_path):
+    """A build lists each night and reads each page's record once; the next build, a warm Lambda's included, lists
+    and reads them again: a report delivered late in between reaches its page."""
+    reported_nights(range(1, 5))
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(5))["refreshed"] == []
+    ingest_module.handle(event(detection("obs02", "20260903231600", seed=5), KEYS["obs02"]), os.environ, nine_am(4))
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(5))["refreshed"] == ["20260903"]
+    assert 'id="obs02_20260903231600"' in (tmp_path / "store" / "20260903.html").read_text()
 
 
 def test_pages_refreshed_together_write_the_archive_once_with_their_counts(env, tmp_path, monkeypatch):
