@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -33,7 +34,8 @@ from gualta import allsky, clouds, faint_crossing, fireball, lightning, streak, 
 from gualta.client_errors import ClientError, NightError, UsageError
 from gualta.config import Settings
 from gualta.classical import apply_mask
-from gualta.frames import NightFrames, read_mask
+from gualta.frames import (BLANK, FROZEN, NO_EARLIER, ODD_SIZED, PARTLY_WRITTEN, REPEATED, SIZE_CHANGED, UNREADABLE,
+                           NightFrames, read_mask)
 from gualta.model import batches
 from gualta.model_update import model_version, open_model, refreshed_model
 from gualta.payload import (CLOUD, FIREBALL, LIGHTNING, MAX_STREAK_PX, SATELLITE, STREAK, PayloadError, build_detection,
@@ -140,14 +142,32 @@ class FrameResult:
 # --- scoring ---------------------------------------------------------------------------------------------------------
 
 BAD_FRAME = "bad frame: "            # the note of a frame that cannot be used, before why
+FIRST_NOTE = "first frame of the night: no predecessor"
+AFTER_DAYLIGHT_NOTE = "first frame after daylight: no predecessor"
+GAP_NOTE = "previous good frame "    # the start of the note of the first frame after a camera stop
+CLOCK_SET_BACK = "(the camera's clock set back?)"     # in the notes of frames not scored for a clock set back
+SKIP_WORDS = [(FIRST_NOTE, "first of the night"), (AFTER_DAYLIGHT_NOTE, "first after daylight"),
+              (BAD_FRAME + BLANK, "blank"), (BAD_FRAME + UNREADABLE, "unreadable"),
+              (BAD_FRAME + PARTLY_WRITTEN, "partly written"), (ODD_SIZED, "wrong size"),
+              (SIZE_CHANGED, "size change"), (NO_EARLIER, "no good frame before"), (GAP_NOTE, "after a camera stop")]
+NIGHT_STARTS = {"first of the night", "first after daylight"}    # skipped every night: no reason to be told why
 
 
 def skip_reason(frames: NightFrames, frame: Path) -> str:
     if frames.frames and frames.frames[0] == frame:
-        return "first frame of the night: no predecessor"
+        return FIRST_NOTE
     if frames.image(frame) is None:
         return f"{BAD_FRAME}{frames.bad_reason(frame)}"
-    return frames.afresh_reason(frame) or "no good earlier frame of the same size"
+    return frames.afresh_reason(frame) or frames.unpaired_reason(frame) or NO_EARLIER
+
+
+def skip_word(note: str) -> str:
+    """Why a frame was skipped, in a word or two, from its note: 'blank', 'unreadable', 'wrong size', ..."""
+    if note.startswith(BAD_FRAME + REPEATED):
+        return "frozen" if note.endswith(f"({FROZEN})") else "copy"
+    if CLOCK_SET_BACK in note:
+        return "clock set back"
+    return next((word for start, word in SKIP_WORDS if note.startswith(start)), "other")
 
 
 def prepare(frames: NightFrames, frame: Path, kind: str = "diff",
@@ -187,7 +207,7 @@ def not_comparable(pair: allsky.FramePair) -> str:
     """Why a frame is not compared with its predecessor — stars and clouds moved in between, the difference would
     be noise — or "": the camera stopped (allsky.LONG_GAP_S)."""
     if pair.long_gap:
-        return f"previous good frame {pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
+        return f"{GAP_NOTE}{pair.previous.name} is {pair.gap_s / 60:.0f} min earlier: not compared"
     return ""
 
 
@@ -250,7 +270,7 @@ class Scorer:
             if note := self.daytime(frame):
                 day[frame] = note
             elif self.after_daylight:       # compared with none: the frame before it is a daylit one
-                self.frames.start_afresh(frame, "first frame after daylight: no predecessor")
+                self.frames.start_afresh(frame, AFTER_DAYLIGHT_NOTE)
             self.after_daylight = bool(note)
         prepared = iter(prepare_batch(self.frames, [frame for frame in batch if frame not in day], self.kind,
                                       self.streak_check))
@@ -877,6 +897,7 @@ class NightSummary:
     model: str = ""                    # the version of the model that scored the night
     scores_failed: str = ""            # why the scores CSV could not be written to the end
     places: list[tuple[float, float]] = field(default_factory=list, repr=False)   # detections' streak centres
+    skips: Counter = field(default_factory=Counter)     # frames skipped (daylight aside) by why (`skip_word`)
 
     @property
     def frames_per_s(self) -> float:
@@ -904,14 +925,24 @@ class NightSummary:
 
     def counts(self) -> str:
         """What became of the night's frames: '600 frames (598 scored, 1 skipped, 1 in daylight), 28 detections,
-        32 flagged' — '60 reported (32 of them flagged)' when the flagged ones are reported too — (the batch run's
-        summary and the watcher's line when it closes a night)."""
-        daylight = f", {self.daylight} in daylight" if self.daylight else ""
+        32 flagged' — '60 reported (32 of them flagged)' when the flagged ones are reported too, '37 skipped: 30
+        blank, 5 unreadable, 1 wrong size, 1 first of the night; 1 in daylight' when frames were skipped for more than the night's
+        start — (the batch run's summary and the watcher's line when it closes a night)."""
+        why = self.skipped_why()
+        daylight = f"{'; ' if why else ', '}{self.daylight} in daylight" if self.daylight else ""
         if self.daylight and self.daylight == self.frames:
             daylight += (": the sun never went below guAlta_night_sun_altitude at the camera's place (a summer night "
                          "near the pole, or a wrong place or clock)")
         return (f"{self.frames} frames ({self.scored} scored, {self.frames - self.scored - self.daylight} "
-                f"skipped{daylight}), {self.decisions()}")
+                f"skipped{why}{daylight}), {self.decisions()}")
+
+    def skipped_why(self) -> str:
+        """': 30 blank, 5 unreadable, 1 first of the night', most frequent first; '' when only the night's start
+        (its first frame, or the first after daylight) was skipped, as every night."""
+        if set(self.skips) <= NIGHT_STARTS:
+            return ""
+        reasons = sorted(self.skips.items(), key=lambda item: (-item[1], item[0] in NIGHT_STARTS))
+        return ": " + ", ".join(f"{count} {word}" for word, count in reasons)
 
     def decisions(self) -> str:
         """'28 detections, 32 flagged'; with the flagged reported too, '60 reported (32 of them flagged)' ('60
@@ -939,12 +970,14 @@ class NightSummary:
     def count_row(self, row: dict) -> None:
         """Count a frame decided by its scores CSV row (as the outbox keeps it too)."""
         detection = int(row["detection"]) == 1
-        self.tally(row["score"] != "", row["note"].startswith(DAYTIME), detection, row["flag"])
+        self.tally(row["score"] != "", row["note"].startswith(DAYTIME), detection, row["flag"], row["note"])
         if detection and row["x1"] != "" and checks_own(row["note"]):
             self.places.append(((int(row["x1"]) + int(row["x2"])) / 2, (int(row["y1"]) + int(row["y2"])) / 2))
 
-    def tally(self, scored: bool, daylit: bool, detection: bool, flag: str) -> None:
+    def tally(self, scored: bool, daylit: bool, detection: bool, flag: str, note: str = "") -> None:
         self.frames += 1
+        if not scored and not daylit:
+            self.skips[skip_word(note)] += 1
         self.scored += scored
         self.daylight += daylit
         self.detections += detection

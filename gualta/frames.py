@@ -28,6 +28,11 @@ PARTLY_WRITTEN = "partly written: its last rows are one grey level"
 REPEAT_MAX_CHANGED = 0.01   # a frame differing from the last picture in fewer pixels than this: the same picture
 NOISY_SHARE = 0.1           # …if at least this share of its pixels is off their 3×3 median (a real exposure's noise)
 UNREADABLE = "unreadable, truncated or not an image"
+ODD_SIZED = "odd-sized: "   # the note of a lone frame of another size than the frames either side, before the sizes
+SIZE_CHANGED = "frame size changed from "     # ...of the first frame after a camera change
+REPEATED = "repeated: "      # the reason a frame repeating the picture before it is not used, before which, and why:
+FROZEN = "camera frozen"    # ...this, or another copy of the same moment
+NO_EARLIER = "no good earlier frame in the night to compare with"
 MASK_FRAMES = 25            # `drawn_mask`: frames read, spread over the night, ...
 MASK_MIN_FRAMES = 3         # ... at least this many of them readable
 MASK_CHANGE_DN = 60         # `restless_pixels`: a pixel changing this much from one frame to the next, ...
@@ -63,6 +68,7 @@ class NightFrames:
         self._bad: dict[int, str] = {}                                # why a frame could not be used
         self._repeats: dict[int, int] = {}                            # frame → the first frame of its picture
         self._afresh: dict[int, str] = {}                             # frames not compared with the one before: why
+        self._unpaired: dict[int, str] = {}                           # decodable frames `pair` found none for: why
         self._pictures: dict[int, np.ndarray | None] = {}             # decoded, not yet released
         self._decode_errors: dict[int, str] = {}                      # why a frame could not be decoded
         self._file_shapes: dict[int, tuple[int, ...]] = {}            # decoded frames: the file's own size
@@ -87,6 +93,10 @@ class NightFrames:
     def afresh_reason(self, frame: Path) -> str:
         """Why the frame is not compared with the one before ('' if it is)."""
         return self._afresh.get(self._position[frame], "")
+
+    def unpaired_reason(self, frame: Path) -> str:
+        """Why `pair` found no frame to pair a decodable frame with ('' if it did, or was not asked)."""
+        return self._unpaired.get(self._position[frame], "")
 
     def __contains__(self, frame: Path) -> bool:
         return frame in self._position
@@ -117,13 +127,16 @@ class NightFrames:
         if j is None:
             if i > 0:
                 self.log.warning("%s: no earlier good frame in the night to compare with: skipped", frame.name)
+                self._unpaired[i] = NO_EARLIER
             return None
         if self._shape(j) != self._shape(i):
             if self._is_odd_sized(i):
                 self._reject_odd_sized(i)
             else:
-                self.log.warning("%s: frame size changed from %s to %s: pair with %s skipped", frame.name,
-                            size_text(self._shape(j)), size_text(self._shape(i)), self.frames[j].name)
+                changed = f"{size_text(self._shape(j))} to {size_text(self._shape(i))}"
+                self.log.warning("%s: frame size changed from %s: pair with %s skipped", frame.name, changed,
+                                 self.frames[j].name)
+                self._unpaired[i] = f"{SIZE_CHANGED}{changed}: not compared with {self.frames[j].name}"
             return None
         self._release_before(j)
         return allsky.FramePair(self.frames[j], frame, self._taken[i] - self._taken[j])
@@ -144,8 +157,8 @@ class NightFrames:
         if original is not None:
             self._repeats[i] = original
             name, first = self.frames[i].name, self.frames[original].name
-            why = "another copy of the same moment" if self._taken[i] == self._taken[original] else "camera frozen"
-            return self._unusable(i, f"repeated: the same picture as {first} ({why})",
+            why = "another copy of the same moment" if self._taken[i] == self._taken[original] else FROZEN
+            return self._unusable(i, f"{REPEATED}the same picture as {first} ({why})",
                                   f"{name}: the same picture as {first} ({why}): skipped",
                                   f"{{frames}} the same picture as {first} ({why})")
         self._images[i], self._shapes[i] = image, self._file_shapes[i]      # sizes compared as the camera's
@@ -224,9 +237,10 @@ class NightFrames:
         return True
 
     def _reject_odd_sized(self, i: int) -> None:
-        after = self._decodable_neighbour(i, +1)
-        self._reject(i, f"{self.frames[i].name}: frame is {size_text(self._shape(i))} but the frames either "
-                        f"side are {size_text(self._shape(after))}: skipped")
+        sizes = (f"{size_text(self._shape(i))} but the frames either side are "
+                 f"{size_text(self._shape(self._decodable_neighbour(i, +1)))}")
+        self._unpaired[i] = f"{ODD_SIZED}{sizes}"
+        self._reject(i, f"{self.frames[i].name}: frame is {sizes}: skipped")
 
     def _take_over_afresh(self, i: int) -> None:
         """A bad frame to be compared with none hands that on to the next good frame: the frames before it are of

@@ -37,8 +37,8 @@ import numpy as np
 from gualta import allsky
 from gualta.client_errors import ClientError, UsageError
 from gualta.config import Settings, next_local_time, seconds_until, window_problem
-from gualta.detect import (BAD_FRAME, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary, detection_report,
-                           log_report, look_mask, prepare, scorer_for, show)
+from gualta.detect import (BAD_FRAME, CLOCK_SET_BACK, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary,
+                           detection_report, log_report, look_mask, prepare, scorer_for, show)
 from gualta.frames import NightFrames
 from gualta.model_update import file_stamp, model_version, open_model, refreshed_model
 from gualta.payload import PayloadError
@@ -95,7 +95,7 @@ def looks_complete(path: Path) -> bool:
     return not unfinished(head, tail)
 
 
-LATE_NOTE = "named before a frame already scored (the camera's clock set back?): not scored"
+LATE_NOTE = f"named before a frame already scored {CLOCK_SET_BACK}: not scored"
 SEEN_GAP_S = allsky.LONG_GAP_S     # a frame complete this long after the one before it, after signs of a clock set
                                    # back, is not compared with it
 
@@ -171,7 +171,7 @@ class FrameWatch:
             waited = complete_at - self.last_seen if self.last_seen is not None else 0.0   # (frames before a start)
             if named <= allsky.LONG_GAP_S and waited > SEEN_GAP_S and (self.late_seen or self.last_rewritten()):
                 self.afresh[path.name] = (f"complete {waited / 60:.0f} min after the frame before it, though named "
-                                          f"{named:.0f} s after it (the camera's clock set back?): not compared")
+                                          f"{named:.0f} s after it {CLOCK_SET_BACK}: not compared")
         self.after, self.last_seen, self.late_seen = stamp, complete_at, False
         self.last_written = (path, file_stamp(path))
         self.taken.add(path.name)

@@ -439,6 +439,30 @@ def test_a_run_of_frozen_or_blank_frames_is_one_warning_and_one_count(client_nig
     assert sum(row["note"].startswith("bad frame: ") for row in rows) == 8 + 5 + 3        # each still has its row
 
 
+def test_the_night_summary_says_why_frames_were_skipped(tiny_model, tmp_path):
+    """The summary said "5 skipped" and no more: a dead camera or a few corrupt files, the operator had to open the
+    scores CSV to tell (and an odd-sized frame's note there said "no good earlier frame of the same size"). It counts
+    them by why, most frequent first."""
+    simulate = [sys.executable, str(REPO / "dataPreparation.py"), "simulate", "--out", str(tmp_path / "images"),
+                "--nights", "1", "--frames", "12", "--seed", "3", "--workers", "1"]
+    made = subprocess.run(simulate, capture_output=True, text=True, timeout=300, env=child_env())
+    assert made.returncode == 0, made.stderr
+    night = next((tmp_path / "images").iterdir())
+    frames = allsky.list_frames(night)
+    frames[4].write_bytes(frames[4].read_bytes()[:3000])                      # cut short: a half-written JPEG
+    for frame in frames[7:9]:                                                 # the camera gave two black frames
+        cv2.imwrite(str(frame), np.zeros((976, 1304), np.uint8))
+    cv2.imwrite(str(frames[10]), cv2.resize(cv2.imread(str(frames[10])), (652, 488)))     # one of another size
+    run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(night), "--scores",
+                          str(tmp_path / "scores.csv"), "--no-upload", "--model", str(tiny_model), "--threads", "1"],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert run.returncode == 0, run.stderr
+    assert (f"night {night.name}: 12 frames (7 scored, 5 skipped: 2 blank, 1 unreadable, 1 wrong size, 1 first of the "
+            "night), ") in run.stdout
+    assert read_scores(tmp_path / "scores.csv")[10]["note"] == "odd-sized: 652×488 but the frames either side are " \
+        "1304×976"
+
+
 def test_a_moment_saved_both_as_jpeg_and_png_is_scored_once_and_the_copy_called_a_copy(
         client_night, tiny_model, tmp_path):
     """A camera set to save JPEG and PNG leaves one moment twice: the second is skipped as a copy of the same moment,
@@ -952,6 +976,7 @@ def test_a_change_to_a_larger_camera_is_a_change_though_both_read_alike(client_n
     skipped = {row["file"] for row in rows if row["flag"] == "skipped"}
     assert skipped == {frames[0].name, frames[12].name}
     assert "frame size changed from 1304×976 to 3912×2928" in caplog.text
+    assert rows[12]["note"] == f"frame size changed from 1304×976 to 3912×2928: not compared with {frames[11].name}"
 
 
 def test_downloads_cut_short_are_removed_by_the_next_one(tiny_model, tmp_path):
@@ -1552,7 +1577,7 @@ def test_the_summary_of_a_night_reporting_flagged_candidates_says_they_are_among
     for summary, report_flagged in ((reported_too, True), (held_back, False)):
         for flag in [""] * 19 + ["satellite"] * 20 + ["cloud"] * 12:
             summary.tally(True, False, not flag or report_flagged, flag)
-        summary.tally(False, False, False, "skipped")
+        summary.tally(False, False, False, "skipped", detect.FIRST_NOTE)
     assert reported_too.counts() == "52 frames (51 scored, 1 skipped), 51 reported (32 of them flagged)"
     assert held_back.counts() == "52 frames (51 scored, 1 skipped), 19 detections, 32 flagged"
     reported_too.tally(True, False, False, "satellite")          # the setting turned off during a watched night
