@@ -926,8 +926,8 @@ class NightSummary:
     def counts(self) -> str:
         """What became of the night's frames: '600 frames (598 scored, 1 skipped, 1 in daylight), 28 detections,
         32 flagged' — '60 reported (32 of them flagged)' when the flagged ones are reported too, '37 skipped: 30
-        blank, 5 unreadable, 1 wrong size, 1 first of the night; 1 in daylight' when frames were skipped for more than the night's
-        start — (the batch run's summary and the watcher's line when it closes a night)."""
+        blank, 5 unreadable, 1 wrong size, 1 first of the night; 1 in daylight' when frames were skipped for more
+        than the night's start — (the batch run's summary and the watcher's line when it closes a night)."""
         why = self.skipped_why()
         daylight = f"{'; ' if why else ', '}{self.daylight} in daylight" if self.daylight else ""
         if self.daylight and self.daylight == self.frames:
