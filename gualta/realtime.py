@@ -244,8 +244,8 @@ class NightWatch:
     def resume(self) -> list[Path]:
         """Take back the frames decided before a restart as the decider and the scorer had them: its last two scored
         frames (`Decider.resume_after`) and whether the last frame, bad ones aside, was taken in daylight (the next
-        is then compared with none). Returns the frames ignored as late: taken, but not frames of the night (the frames after them
-        pair as they did)."""
+        is then compared with none). Returns the frames ignored as late: taken, but not frames of the night (the
+        frames after them pair as they did)."""
         done = {row["file"]: row for row in self.outbox.night_rows(self.night)}
         scored, daylit, late = [], False, []
         try:
