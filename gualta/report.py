@@ -1,13 +1,15 @@
 """Reporting to the central service: the API client, a durable SQLite outbox, and the model download.
 
-Every detection and log is written to the outbox (one SQLite file) before any attempt to send it; a background
-sender delivers pending items oldest first. 200 (stored or duplicate: ingest is idempotent by (obs_id, id)) marks an
-item sent; network errors, 5xx and 429 keep it pending and pause sending with exponential backoff; 401/403 (a key
-or obs_id problem of this observatory) also keep it pending and are logged as errors; any other 4xx marks that one
-item rejected (it would be refused again) — but a 400 naming a detection's `streak` an unknown field (a service older
-than that field) has the report sent again at once without it, and every later one of the process too. Whatever is
-pending survives a crash or a reboot and goes out with the next run or `python guAlta.py flush`. The same file keeps
-the real-time watcher's progress (frames already decided per night), so a restart neither rescores nor re-reports.
+Every detection and log is written to the outbox (one SQLite file) before any attempt to send it; a background sender
+delivers pending items oldest first (one the service failed on with a 5xx three times holds back no later one). 200
+(stored or duplicate: ingest is idempotent by (obs_id, id)) marks an item sent; network errors, 5xx, 408 and 429 keep it
+pending and pause sending with exponential backoff; a settings problem of this observatory — 401/403 (key or obs_id),
+404/405 (no upload route: guAlta_URL) or a redirect (not followed: the key would go along) — also keeps it pending and
+is logged as an error; any other 4xx marks that one item rejected (it would be refused again) — but a 400 naming a
+detection's `streak` an unknown field (a service older than that field) has the report sent again at once without it,
+and every later one of the process too. Whatever is pending survives a crash or a reboot and goes out with the next run
+or `python guAlta.py flush`. The same file keeps the real-time watcher's progress (frames already decided per night), so
+a restart neither rescores nor re-reports.
 """
 from __future__ import annotations
 
@@ -114,8 +116,8 @@ class Item:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the service made of one send: 'sent', 'rejected' (permanent), 'retry' (network/5xx) or 'refused'
-    (401/403/404/405: a settings problem)."""
+    """What the service made of one send: 'sent', 'rejected' (permanent), 'retry' (network/5xx/408/429) or 'refused'
+    (401/403/404/405/3xx: a settings problem)."""
     kind: str
     detail: str = ""
 
