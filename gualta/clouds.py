@@ -25,7 +25,7 @@ places that neither adjacent difference shows — a ray dimmed in the frame befo
 neighbour's piece lies near and the score stays up. For a candidate the neighbours leave unexplained, the check also
 erases its pieces where the sky was restless before it:
 
-    the candidate's RESTLESS_FRAMES earlier frames, gray, shrunk `lightning.BLOCK_PX` times (INTER_AREA) → each
+    the candidate's three earlier frames, gray, shrunk `lightning.BLOCK_PX` times (INTER_AREA) → each
     block's brightness range over them ≥ RESTLESS_DN, median-filtered over 3 × 3 blocks, grown by one block: the
     restless sky → the candidate's bright pieces of at least CLOUD_PIECE_MIN_PX lying mostly (CLOUD_SHARE) in it,
     erased with the cloud pieces → the frame scored again by the model: below the threshold, the candidate was the sky.
@@ -48,8 +48,8 @@ CLOUD_REACH_PX = 8            # a neighbour's piece this close (a cloud drifts a
 CLOUD_SHARE = 0.5             # ... under at least this share of a candidate's piece: the same cloud, changing
 CLOUD_PIECE_MIN_PX = 10       # smaller bright pieces (speckle, star residuals) are neither cloud nor its evidence
 CLOUD_NEAR_MAX = 0.3          # neighbours' pieces near more of the image than this: speckle, fat blobs alone count
-RESTLESS_FRAMES = 3           # the candidate's earlier frames whose range tells a restless sky
-RESTLESS_DN = 3               # a block whose brightness ranged this much over them is restless (a calm sky: 1–2)
+RESTLESS_DN = 3               # a block whose brightness ranged this much over the candidate's three earlier frames
+                              # is restless (a calm sky: 1–2)
 
 
 def cloud_pieces(diff: np.ndarray, fat_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -571,9 +571,9 @@ class Decider:
         return self.rescore(trails.erased(result.diff, mask | restless)) < self.threshold
 
     def restless_earlier(self, result: FrameResult) -> list[np.ndarray] | None:
-        """The candidate's clouds.RESTLESS_FRAMES earlier frames, shrunk (`FrameResult.shrunk`): its previous frame
-        and the two before it, as the last two decided scored frames hold them (`before`, `earlier`); None unless
-        they are its previous frames in a row."""
+        """The candidate's three earlier frames, shrunk (`FrameResult.shrunk`): its previous frame and the two before
+        it, as the last two decided scored frames hold them (`before`, `earlier`); None unless they are its previous
+        frames in a row."""
         before, earlier = self.before, self.earlier
         if before is None or earlier is None or before.shrunk is None or earlier.shrunk is None \
                 or before.file != result.previous or earlier.file != before.previous:
