@@ -238,7 +238,8 @@ def diff_lines_image(difference: np.ndarray, params: DiffHoughParams = DiffHough
 
 def diff_hough_detect(current: np.ndarray, previous: np.ndarray, params: DiffHoughParams = DiffHoughParams(),
                       sky_mask: np.ndarray | None = None) -> Detection:
-    """The thesis' difference image (current − previous, > 3.5, 400×400 INTER_AREA) and a line search in it."""
+    """The thesis' difference image (`preprocess.difference_image`: current − previous, the previous dilated where
+    the camera moved, > 3.5, 400×400 INTER_AREA) and a line search in it."""
     difference = difference_image(current, previous, params.size)
     return search_difference(difference, current.shape, params, sky_mask)
 

@@ -1,7 +1,8 @@
 """The thesis' frame operations: grayscale, saturating subtraction, threshold, resize.
 
 A difference image keeps what moved or brightened between two consecutive frames (meteors, satellites, cloud edges)
-and removes what stayed (stars, trees, the watermark). The training/labelling input is version v4: the thresholded
+and removes what stayed (stars, trees, the watermark); where the camera moved between them, the previous frame is
+dilated by the movement first (`steady_previous`). The training/labelling input is version v4: the thresholded
 difference stretched to 400×400 with INTER_AREA. Versions v1–v3 are the alternatives the thesis compared.
 """
 from __future__ import annotations
@@ -230,7 +231,8 @@ def steady_previous(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 def difference_image(current: np.ndarray, previous: np.ndarray, size: int = TRAIN_SIZE,
                      value: float = THRESHOLD) -> np.ndarray:
-    """The thesis' preprocessing, v4: gray → subtract → threshold → size×size INTER_AREA."""
+    """The thesis' preprocessing, v4 (`binary_difference`): gray → subtract the previous frame as `steady_previous`
+    gives it (dilated where the camera moved) → threshold → size×size INTER_AREA."""
     return resize_area(binary_difference(current, previous, value), size)
 
 
