@@ -7,9 +7,14 @@
     telegram/YYYYMMDD/{obs_id}/{id}          a detection posted (counted for the night's limit)
     telegram/claims/YYYYMMDD/{name}          a post claimed by one service process (no other makes it too), a
                                              detection's night (`.night`: the first send's, under its id's evening)
-    models/guAlta_latest_version.*           the published model and its .json metadata (gualta.export writes them)
+    telegram/unsent/YYYYMMDD                 a night one of whose posts failed (the scheduled builds post it again)
+    models/guAlta_v{N}.onnx                  a published model version, never replaced (gualta.export writes them)
+    models/guAlta_latest_version.*           a copy of the newest one (.onnx) and its metadata (.json)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
+    pages/YYYYMMDD.json                      what a night's page was made from, its links and counts
+    pages/late/YYYYMMDD                      a night sent a report after it ended (the scheduled build remakes its page)
     archive.html, pages/archive.json         every night with a page, by month, and its counts
+    404.html                                 what the site answers for a page not made yet
     pages/tle/YYYYMMDD.tle                   the ISS TLE of a night's passes (its later builds show the same)
 
 A location is a folder path or ``s3://bucket[/prefix]``. Keys are checked before any I/O: segments of
