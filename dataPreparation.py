@@ -45,11 +45,9 @@ def output_folder(text: str) -> Path:
 
 
 def night_date(text: str) -> str:
-    """argparse type: a YYYYMMDD date."""
-    try:
-        datetime.strptime(text, allsky.NIGHT_FORMAT)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYYMMDD date: {text}") from None
+    """argparse type: a YYYYMMDD date (`allsky.is_night_name`)."""
+    if not allsky.is_night_name(text):
+        raise argparse.ArgumentTypeError(f"not a YYYYMMDD date: {text}")
     return text
 
 

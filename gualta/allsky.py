@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 FRAME_PATTERN = re.compile(r"^image-(\d{14})\.(?:jpg|png)$")      # AllSky's image.jpg, or image.png
-NIGHT_PATTERN = re.compile(r"^\d{8}$")
+NIGHT_PATTERN = re.compile(r"[0-9]{8}")           # ASCII digits: strptime alone takes 2021011 or 202111
 TIME_FORMAT = "%Y%m%d%H%M%S"
 NIGHT_FORMAT = "%Y%m%d"
 FRAME_INTERVAL_S = 30
@@ -58,15 +58,20 @@ def ended_night(local: datetime, ends: timedelta = timedelta(hours=NIGHT_ENDS_H)
     return night_of(local - timedelta(hours=NOON) - ends)
 
 
-def is_night_folder(path: Path) -> bool:
-    """True for a directory named like a real date YYYYMMDD."""
-    if not (NIGHT_PATTERN.match(path.name) and path.is_dir()):
+def is_night_name(name) -> bool:
+    """True for a string that is a real date YYYYMMDD: the one rule of night folders, pages and the research CLI."""
+    if type(name) is not str or not NIGHT_PATTERN.fullmatch(name):
         return False
     try:
-        datetime.strptime(path.name, NIGHT_FORMAT)
+        datetime.strptime(name, NIGHT_FORMAT)
     except ValueError:
         return False
     return True
+
+
+def is_night_folder(path: Path) -> bool:
+    """True for a directory named like a real date YYYYMMDD (`is_night_name`)."""
+    return is_night_name(path.name) and path.is_dir()
 
 
 def night_folders(root: str | Path) -> list[Path]:

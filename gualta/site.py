@@ -158,13 +158,9 @@ class Section:
 
 
 def check_night(value) -> str:
-    """A real YYYYMMDD date, else ValueError."""
-    if type(value) is not str or not payload.NIGHT.fullmatch(value):
+    """A real YYYYMMDD date (`allsky.is_night_name`), else ValueError."""
+    if not allsky.is_night_name(value):
         raise ValueError("not a night (a real date YYYYMMDD)")
-    try:
-        datetime.strptime(value, allsky.NIGHT_FORMAT)
-    except ValueError:
-        raise ValueError("not a night (a real date YYYYMMDD)") from None
     return value
 
 

@@ -1,13 +1,14 @@
 """The AllSky folder layout: ROOT/YYYYMMDD/image-YYYYMMDDHHMMSS.jpg, one folder per night (the evening's date)."""
 from __future__ import annotations
 
+import argparse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from gualta import allsky
+from gualta import allsky, site
 from gualta.allsky import (FramePair, frame_id, frame_name, frame_pairs, frame_time, latest_night_by, list_frames,
                            night_folders, night_of)
 
@@ -89,6 +90,24 @@ def test_night_folders_ignores_non_dates_and_files_and_sorts(tmp_path):
     assert [p.name for p in nights] == ["20210101", "20210812", "20210813", "20211231"]
     assert all(p.parent == tmp_path for p in nights)
     assert night_folders(str(tmp_path)) == nights
+
+
+@pytest.mark.parametrize("name, night", [("20211105", True), ("19991231", True), ("2021011", False),
+                                         ("202111", False), ("0021105", False), ("20210230", False),
+                                         ("2021-01-01", False), (" 20210101", False), ("２０２１０１０１", False)])
+def test_a_night_name_is_judged_alike_everywhere(tmp_path, monkeypatch, name, night):
+    """dataPreparation's --date and --test-nights took 2021011 or 202111 (strptime reads them as 2021-01-01), names
+    no night folder nor page is ever given."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    import dataPreparation
+    (tmp_path / name).mkdir()
+    assert allsky.is_night_folder(tmp_path / name) is night
+    for check, refusal in ((site.check_night, ValueError), (dataPreparation.night_date, argparse.ArgumentTypeError)):
+        if night:
+            assert check(name) == name
+        else:
+            with pytest.raises(refusal):
+                check(name)
 
 
 def test_latest_night_is_greatest_date_not_after_tonight(tmp_path):
