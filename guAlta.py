@@ -125,26 +125,7 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
     timestamped_logging()
     run_realtime(client_settings(args), upload=not args.no_upload, model_path=args.model, scores=args.scores,
-                 say=args.last_word.say)
-
-
-class LastWord:
-    """Prints what a command says, but holds back the watcher's closing line ("stopped; 4 report(s) pending in the
-    outbox") until `main` has said what stopped it: said first, the pending reports read as the failure."""
-
-    def __init__(self):
-        self.held: list[str] = []
-
-    def say(self, text: str) -> None:
-        if text.startswith("stopped"):
-            self.held.append(text)
-        else:
-            print(text)
-
-    def say_held(self) -> None:
-        for text in self.held:
-            print(text)
-        self.held.clear()
+                 say_last=args.last_words.append)
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
@@ -314,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     CommandError), 2 for invalid settings (every problem listed) or options that cannot go together, 130 for
     Ctrl-C."""
     args = build_parser().parse_args(argv)
-    args.last_word = LastWord()
+    args.last_words = []                            # printed after any failure line: the watcher's closing line
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback (realtime and serve stop cleanly)
@@ -328,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guAlta {args.command}: {exc}", file=sys.stderr)
         return status
     finally:
-        args.last_word.say_held()
+        for line in args.last_words:
+            print(line)
 
 
 def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:

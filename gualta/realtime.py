@@ -669,9 +669,11 @@ def start_fresh_if_damaged(outbox: Path) -> None:
 
 
 def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event | None = None, say=print,
-                 model_path: str | Path | None = None, scores: str | Path | None = None) -> None:
+                 model_path: str | Path | None = None, scores: str | Path | None = None, say_last=None) -> None:
     """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
-    watch until SIGINT/SIGTERM (or `stop`); each night's scores CSV goes into the folder `scores` as it ends."""
+    watch until SIGINT/SIGTERM (or `stop`); each night's scores CSV goes into the folder `scores` as it ends. The
+    closing line ("stopped; N report(s) pending in the outbox") goes to `say_last` (default: `say`): the CLI prints
+    it after the line that says what stopped the watcher (said before it, the pending reports read as the failure)."""
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     if problem := window_problem(settings.start_time, settings.end_time):     # batch and flush need no window
@@ -692,4 +694,4 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
         Watcher(settings, model, stop, sender, say, refresh=refresh, scores=scores).run()
     finally:
         pending = sender.close(timeout=3.0) if sender is not None else 0
-        say(f"stopped; {pending} report(s) pending in the outbox" if pending else "stopped")
+        (say_last or say)(f"stopped; {pending} report(s) pending in the outbox" if pending else "stopped")

@@ -898,28 +898,18 @@ def test_an_outbox_on_a_full_or_read_only_disk_says_so_in_words(tmp_path, monkey
                                 f"({tmp_path / 'box'}: {failure})"
 
 
-def test_the_watcher_stopped_by_its_outbox_says_why_before_what_is_pending(tmp_path, tiny_model, monkeypatch):
-    """A full disk stopping the watcher read backwards: "stopped; 4 report(s) pending in the outbox", then the line
-    that says why (`guAlta realtime: outbox ... disk full`). The failure comes first, the closing line after it."""
+def realtime_door(tmp_path: Path, tiny_model: Path, outbox: Path, monkeypatch) -> tuple[int, list[str]]:
+    """`guAlta.py realtime` run in this process on `outbox`: its exit status and the lines the journal got (stdout
+    and stderr as one stream)."""
     import io
     import signal
 
-    from gualta import realtime
-
     for name in [name for name in os.environ if name.startswith("GUALTA_")]:
         monkeypatch.delenv(name)
-    outbox = tmp_path / "outbox.sqlite"
-    with Outbox(outbox) as queued:
-        queued.put("detection/obs01/1", detection())
-
-    def disk_full(self):
-        raise report.OutboxError(f"outbox {outbox} cannot be written: disk full ({tmp_path}: database or disk is full)")
-
-    monkeypatch.setattr(realtime.Watcher, "run", disk_full)
     spec = importlib.util.spec_from_file_location("guAlta_cli", Path(report.__file__).parent.parent / "guAlta.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    journal = io.StringIO()                              # stdout and stderr as the journal gets them: one stream
+    journal = io.StringIO()
     monkeypatch.setattr(sys, "stdout", journal)
     monkeypatch.setattr(sys, "stderr", journal)
     (tmp_path / "images").mkdir()
@@ -931,10 +921,46 @@ def test_the_watcher_stopped_by_its_outbox_says_why_before_what_is_pending(tmp_p
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    lines = journal.getvalue().splitlines()
+    return status, journal.getvalue().splitlines()
+
+
+def test_the_watcher_stopped_by_its_outbox_says_why_before_what_is_pending(tmp_path, tiny_model, monkeypatch):
+    """A full disk stopping the watcher read backwards: "stopped; 4 report(s) pending in the outbox", then the line
+    that says why (`guAlta realtime: outbox ... disk full`). The failure comes first, the closing line after it."""
+    from gualta import realtime
+
+    outbox = tmp_path / "outbox.sqlite"
+    with Outbox(outbox) as queued:
+        queued.put("detection/obs01/1", detection())
+
+    def disk_full(self):
+        raise report.OutboxError(f"outbox {outbox} cannot be written: disk full ({tmp_path}: database or disk is full)")
+
+    monkeypatch.setattr(realtime.Watcher, "run", disk_full)
+    status, lines = realtime_door(tmp_path, tiny_model, outbox, monkeypatch)
     assert status == 1
     assert lines[-2:] == [f"guAlta realtime: outbox {outbox} cannot be written: disk full ({tmp_path}: database or "
                           "disk is full)", "stopped; 1 report(s) pending in the outbox"]
+
+
+def test_the_watchers_closing_line_is_printed_last_whatever_its_words(tmp_path, tiny_model, monkeypatch):
+    """The CLI told the watcher's closing line by its first word, "stopped", to hold it back until the line that says
+    why the watcher stopped: reworded, it came first again and the pending reports read as the failure. The watcher
+    hands its closing line to the CLI, which prints it last, once."""
+    from gualta import realtime
+
+    def stopped_by_full_disk(settings, say=print, say_last=print, **options):
+        say("watching night 20211110")
+        try:
+            raise report.OutboxError("outbox cannot be written: disk full")
+        finally:
+            say_last("the watcher has ended; 1 report waits in the outbox")
+
+    monkeypatch.setattr(realtime, "run_realtime", stopped_by_full_disk)
+    status, lines = realtime_door(tmp_path, tiny_model, tmp_path / "outbox.sqlite", monkeypatch)
+    assert status == 1
+    assert lines == ["watching night 20211110", "guAlta realtime: outbox cannot be written: disk full",
+                     "the watcher has ended; 1 report waits in the outbox"]
 
 
 def test_an_outbox_the_sender_cannot_write_is_warned_about_once_and_retried_less_often(tmp_path, monkeypatch, caplog):
