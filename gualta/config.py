@@ -139,7 +139,7 @@ def time_zone(value) -> str:
     if name:
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):   # "Europe": a folder of zones
             raise ValueError("not a known time zone (an IANA name such as Europe/Madrid or UTC)") from None
     return name
 
@@ -154,9 +154,17 @@ def obs_id(value) -> str:
 def url(value) -> str:
     value = text(value).rstrip("/")
     parts = urlsplit(value)
-    if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-        raise ValueError("must be an http:// or https:// URL (or empty)")
+    if value and (parts.scheme not in ("http", "https") or not parts.netloc or not has_valid_port(parts)):
+        raise ValueError("must be an http:// or https:// URL, its port (if any) from 1 to 65535 (or empty)")
     return value
+
+
+def has_valid_port(parts) -> bool:
+    """Whether a split URL's port, if it names one, is a number from 1 to 65535 (`urlsplit` raises on reading it)."""
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
 
 
 def number(low: float, high: float | None = None, integer: bool = False):
@@ -164,14 +172,20 @@ def number(low: float, high: float | None = None, integer: bool = False):
     def parse(value):
         if isinstance(value, bool):
             raise ValueError("must be a number")
+        bounds = f"must be from {low:g} to {high:g}" if high is not None else f"must be at least {low:g}"
         try:
             result = int(value) if integer else float(value)
+            whole = not integer or float(value) == result
         except (TypeError, ValueError):
             raise ValueError(f"must be {'a whole number' if integer else 'a number'}") from None
-        if integer and float(value) != result:
+        except OverflowError:                       # 1e999 as a whole number, 10**400 as a float
+            raise ValueError("is too large" if high is None and value > 0 else bounds) from None
+        if not whole:
             raise ValueError("must be a whole number")
+        if result == math.inf and high is None:
+            raise ValueError("is too large")
         if result != result or result < low or (high is not None and result > high):
-            raise ValueError(f"must be from {low:g} to {high:g}" if high is not None else f"must be at least {low:g}")
+            raise ValueError(bounds)
         return result
     return parse
 
@@ -315,13 +329,17 @@ class Settings:
         return ", ".join(f"{key}={value}" for key, value in shown.items())
 
 
+def shown_raw(setting: Setting, raw):
+    """A refused value as a problem line may show it: a URL without its user and password."""
+    return without_credentials(raw) if setting.name == "url" and isinstance(raw, str) else raw
+
+
 def without_credentials(url: str) -> str:
     """A URL as it may be shown: without a user and password in it (a reverse proxy's basic authentication)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))     # host[:port] as written
 
 
 def read_file(config_file: Path) -> dict:
@@ -413,7 +431,8 @@ def load_settings(config_file: str | Path | None = None, env: dict | None = None
         try:
             value = setting.parse(raw)
         except ValueError as exc:
-            problems.append(f"{where} = {raw!r}: {exc}" if setting.name != "api_key" else f"{where}: {exc}")
+            shown = "" if setting.name == "api_key" else f" = {shown_raw(setting, raw)!r}"      # never the key
+            problems.append(f"{where}{shown}: {exc}")
             continue
         values[setting.name] = (base / value).resolve() if setting.name in PATHS and value is not None else value
     if ("latitude" in values and "longitude" in values

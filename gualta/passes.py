@@ -100,7 +100,7 @@ def observatory(obs_id: str, entry: dict) -> Observatory:
     try:
         if tz:
             ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):   # "Europe": a folder of zones
         raise ValueError(f"{obs_id}: unknown time zone {tz!r}") from None
     night_sun = float(entry.get("night_sun_altitude", DARK_SUN_ALT_DEG))
     if not -18 <= night_sun <= 10:

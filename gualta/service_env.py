@@ -94,5 +94,5 @@ def timezone(env) -> tzinfo:
         return tzlocal()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):   # "Europe": a folder of zones
         raise ConfigError(f"unknown time zone in GUALTA_TIMEZONE: {name!r}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gualta import config
+from gualta import config, passes, service_env
 from gualta.config import EXAMPLE_FILE, SETTINGS, ConfigError, load_settings, window_problem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +187,45 @@ def test_a_fraction_where_a_whole_number_is_wanted_is_refused(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(settings, env={})
     assert caught.value.problems == ["guAlta_batch_size in fraction.py = 2.5: must be a whole number"]
+
+
+def test_numbers_too_large_for_a_float_are_refused_in_words(tmp_path):
+    """`guAlta_batch_size = 1e999` or `guAlta_threshold = 10**400` in the settings file ended in an OverflowError
+    traceback (the same text from the environment was refused cleanly)."""
+    settings = settings_file(tmp_path / "huge.py", "guAlta_batch_size = 1e999\nguAlta_threshold = 10**400\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(settings, env={})
+    assert sorted(caught.value.problems) == ["guAlta_batch_size in huge.py = inf: must be from 1 to 1024",
+                                             f"guAlta_threshold in huge.py = {10**400}: must be from 0 to 1"]
+    for unbounded in (config.number(0), config.number(0, integer=True)):
+        with pytest.raises(ValueError, match="is too large"):
+            unbounded(10**400)
+        with pytest.raises(ValueError, match="must be at least 0"):
+            unbounded(float("-inf"))
+
+
+@pytest.mark.parametrize("address", ["http://op:secret@myhost:808O", "http://myhost:99999", "http://myhost:0"])
+def test_a_url_with_a_port_no_connection_can_use_is_refused_at_start(address):
+    """A guAlta_URL whose port is not 1–65535 was taken: with a user and password the watcher died at start in a
+    traceback, without them every report failed all night as a network outage ("InvalidURL")."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"GUALTA_URL": address})
+    assert "port (if any) from 1 to 65535" in caught.value.problems[0]
+    assert "secret" not in caught.value.problems[0]
+    assert config.without_credentials("http://op:secret@[::1]:808O/up") == "http://[::1]:808O/up"   # as written
+
+
+@pytest.mark.parametrize("zone", ["Europe", "America/Argentina", "America/Indiana"])
+def test_a_time_zone_name_that_is_a_folder_of_zones_is_refused_in_words(tmp_path, zone):
+    """"America/Argentina" for "America/Argentina/Buenos_Aires" (a folder of the zone database, not a zone) ended the
+    client, `serve` and `site` in an IsADirectoryError traceback, and failed every log upload on AWS."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"GUALTA_CAMERA_TIMEZONE": zone})
+    assert "not a known time zone" in caught.value.problems[0]
+    with pytest.raises(service_env.ConfigError, match="unknown time zone in GUALTA_TIMEZONE"):
+        service_env.timezone({"GUALTA_TIMEZONE": zone})
+    with pytest.raises(service_env.ConfigError, match="unknown time zone"):
+        passes.observatories_from_env({"GUALTA_OBSERVATORIES": f'{{"obs01": {{"lat": 1, "lon": 1, "tz": "{zone}"}}}}'})
 
 
 def test_a_boolean_setting_takes_0_and_1_and_no_other_number(tmp_path):
