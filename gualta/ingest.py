@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -449,67 +450,113 @@ def repost_night(target: store.Store, night: str, env, now: datetime, deadline: 
     channel = telegram_post.channel_from_env(env)
     if channel is None:
         return [], True
-    stored = night_detections(target, night)
-    listed = {night: stored}                    # the nights' detections listed for the posts' coincidences
-    records = {} if records is None else records
-    budget_s, reposted = round(max(deadline - time.monotonic(), 0)), []
+    run = Reposting(target, night, channel, env, now, deadline, round(max(deadline - time.monotonic(), 0)),
+                    night_detections(target, night), {} if records is None else records)
     try:
-        keys = [store.detection_key(night, obs_id, frame_id) for obs_id, frame_id, _ in stored]
-        records.update(store.read_json_many(target, [key for key in keys if key not in records]))
-        zone_of = coincidence.zones_from_env(env)
-        for obs_id, frame_id, _ in sorted(stored, key=lambda found: coincidence.instant(found[2], zone_of(found[0]))):
-            key = store.detection_key(night, obs_id, frame_id)
-            record = records[key]
-            if not awaits_post(record, now):
-                continue
-            if out_of_time(deadline, night, budget_s, lambda: posts_left(target, night, records, now)):
-                return reposted, False
-            jpeg = target.get(store.image_key(night, obs_id, frame_id))
-            if jpeg is None:
-                log.warning("cannot post %s again: its image is missing", key)
-                continue
-            if not claim_post(target, night, f"{obs_id}_{frame_id}.{attempt(record, now)}"):
-                continue
-            record["telegram_retried"] = now.isoformat(timespec="seconds")
-            status = announce(target, (night, obs_id, frame_id), record, jpeg, channel, env, stored, now, deadline,
-                              listed)
-            if telegram_post.refused(status):   # this post only (tried again next time): the channel answers
-                log.warning("post of %s refused again (%s): left for the next build", key, failure_text(status))
-                continue
-            if status.startswith("failed"):
-                stopped_posting(night, key, status, posts_left(target, night, records, now))
-                return reposted, False
-            if status != "sent":                # past the night's limit now that its earlier detections came in
-                continue
-            log.info("posted %s late", key)
-            reposted.append(key)
-        for key in sorted(key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")):
-            record = store.read_json(target, key)
-            if not end_log_awaits_post(record, now):
-                continue
-            if out_of_time(deadline, night, budget_s, lambda: posts_left(target, night, records, now)):
-                return reposted, False
-            if not claim_post(target, night, f"{key.rpartition('/')[2]}.{attempt(record, now)}"):
-                continue
-            record["telegram_retried"] = now.isoformat(timespec="seconds")
-            own = [records[store.detection_key(night, obs_id, frame_id)] for obs_id, frame_id, _ in stored
-                   if obs_id == record.get("obs_id")]                  # read above: counted as the page counts
-            text = telegram_post.log_text(record, payload.tally(own))
-            record["telegram_status"] = telegram_post.post(channel, text, deadline=deadline).status
-            store.write_json(target, key, record)
-            mark_unsent(target, night, record["telegram_status"])
-            if telegram_post.refused(record["telegram_status"]):
-                log.warning("post of %s refused again (%s): left for the next build", key,
-                            failure_text(record["telegram_status"]))
-                continue
-            if record["telegram_status"] != "sent":
-                stopped_posting(night, key, record["telegram_status"], posts_left(target, night, records, now))
-                return reposted, False
-            reposted.append(key)
+        finished = repost_detections(run) and repost_end_logs(run)
     except store.StoreError as exc:          # the page is built all the same
         log.warning("night %s: posting again stopped, the store failed: %s", night, exc)
-        return reposted, False
-    return reposted, True
+        return run.reposted, False
+    return run.reposted, finished
+
+
+@dataclass
+class Reposting:
+    """One night's posting again (`repost_night`): what its detections' and end logs' posts share. `stored`: the
+    night's detections; `records`: their records ({key: record}); `reposted`: the keys posted so far."""
+    target: store.Store
+    night: str
+    channel: telegram_post.Channel
+    env: object
+    now: datetime
+    deadline: float
+    budget_s: float
+    stored: list[tuple[str, str, datetime]]
+    records: dict
+    reposted: list[str] = field(default_factory=list)
+
+
+def repost_detections(run: Reposting) -> bool:
+    """Post again, in time order, the night's detections awaiting their post (`awaits_post`), each as `announce`
+    does; False where posting again stopped (`repost_goes_on`, `repost_due`)."""
+    night, target = run.night, run.target
+    listed = {night: run.stored}                # the nights' detections listed for the posts' coincidences
+    keys = [store.detection_key(night, obs_id, frame_id) for obs_id, frame_id, _ in run.stored]
+    run.records.update(store.read_json_many(target, [key for key in keys if key not in run.records]))
+    zone_of = coincidence.zones_from_env(run.env)
+    for obs_id, frame_id, _ in sorted(run.stored, key=lambda found: coincidence.instant(found[2], zone_of(found[0]))):
+        key = store.detection_key(night, obs_id, frame_id)
+        record = run.records[key]
+        if not awaits_post(record, run.now):
+            continue
+        if time_is_up(run):
+            return False
+        jpeg = target.get(store.image_key(night, obs_id, frame_id))
+        if jpeg is None:
+            log.warning("cannot post %s again: its image is missing", key)
+            continue
+        if not repost_due(run, f"{obs_id}_{frame_id}", record):
+            continue
+        status = announce(target, (night, obs_id, frame_id), record, jpeg, run.channel, run.env, run.stored, run.now,
+                          run.deadline, listed)
+        if not repost_goes_on(run, key, status):
+            return False
+        if status == "sent":                    # else past the night's limit now that its earlier detections came in
+            log.info("posted %s late", key)
+            run.reposted.append(key)
+    return True
+
+
+def repost_end_logs(run: Reposting) -> bool:
+    """Post again the night's end logs awaiting their post (`end_log_awaits_post`), their counts as the page counts
+    the detection records; False where posting again stopped (`repost_goes_on`, `repost_due`)."""
+    night, target = run.night, run.target
+    for key in sorted(key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")):
+        record = store.read_json(target, key)
+        if not end_log_awaits_post(record, run.now):
+            continue
+        if time_is_up(run):
+            return False
+        if not repost_due(run, key.rpartition("/")[2], record):
+            continue
+        own = [run.records[store.detection_key(night, obs_id, frame_id)] for obs_id, frame_id, _ in run.stored
+               if obs_id == record.get("obs_id")]                  # read already: counted as the page counts
+        text = telegram_post.log_text(record, payload.tally(own))
+        record["telegram_status"] = telegram_post.post(run.channel, text, deadline=run.deadline).status
+        store.write_json(target, key, record)
+        mark_unsent(target, night, record["telegram_status"])
+        if not repost_goes_on(run, key, record["telegram_status"]):
+            return False
+        if record["telegram_status"] == "sent":
+            run.reposted.append(key)
+    return True
+
+
+def time_is_up(run: Reposting) -> bool:
+    """Whether the time for posting the night again has run out (`out_of_time`)."""
+    return out_of_time(run.deadline, run.night, run.budget_s,
+                       lambda: posts_left(run.target, run.night, run.records, run.now))
+
+
+def repost_due(run: Reposting, name: str, record: dict) -> bool:
+    """Claim this attempt at posting `name` again (`claim_post`, `attempt`) and stamp the record's try; False when
+    another process claimed it."""
+    if not claim_post(run.target, run.night, f"{name}.{attempt(record, run.now)}"):
+        return False
+    record["telegram_retried"] = run.now.isoformat(timespec="seconds")
+    return True
+
+
+def repost_goes_on(run: Reposting, key: str, status: str) -> bool:
+    """Whether posting again goes on after `key`'s post ended with `status`: one Telegram refused is left for the
+    next build (logged), one that failed otherwise stops it (the channel still down: logged)."""
+    if telegram_post.refused(status):       # this post only (tried again next time): the channel answers
+        log.warning("post of %s refused again (%s): left for the next build", key, failure_text(status))
+        return True
+    if status.startswith("failed"):
+        stopped_posting(run.night, key, status, posts_left(run.target, run.night, run.records, run.now))
+        return False
+    return True
 
 
 def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: dict | None = None) -> list[str]:
