@@ -309,37 +309,74 @@ def announce(target: store.Store, detection: tuple[str, str, str], record: dict,
     daylight = daylight_rule(env) if asked and channel is not None else lambda _obs_id, _stamp: ""
     earlier = sum(1 for other_obs, other_frame, at in stored
                   if other_obs == obs_id and other_frame < frame_id and not daylight(other_obs, at))
-    daylit = daylight(obs_id, stamp)
-    if asked and channel is not None and too_old_to_post(night, env, now):
-        record["telegram_status"] = too_old_status(env)
+    too_old = too_old_status(env) if asked and channel is not None and too_old_to_post(night, env, now) else ""
+    decision = post_decision(asked, too_old, daylight(obs_id, stamp), limit,
+                             lambda: earlier >= limit or posts_full(target, night, obs_id, limit))
+    if decision == TO_POST:
+        post_detection(target, detection, record, jpeg, channel, env, others, deadline)
+    elif decision is not None:
+        if decision == over_limit_status(limit):
+            say_posts_stop(target, detection, limit, channel, env, deadline)
+        record["telegram_status"] = decision
         store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
-    elif daylit:
-        record["telegram_status"] = f"not posted: {daylit}"
-        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
-    elif asked and limit and (earlier >= limit or posts_full(target, night, obs_id, limit)):
-        if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
-            notice = telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id, frame_id))
-            status = telegram_post.post(channel, notice, deadline=deadline).status
-            log_failed_post(f"message that {obs_id}'s posts stop for night {night}", status, "not posted again")
-        record["telegram_status"] = f"not posted: over {limit} this night"
-        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
-    elif asked:
-        caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
-                                                  *seen_also(obs_id, stamp, others, zone_of))
-        posted = telegram_post.post(channel, caption, jpeg, deadline)
-        if "telegram_retried" not in record:        # posting again, the morning's build says how it went
-            log_failed_post(f"post of {store.detection_key(night, obs_id, frame_id)}", posted.status, POSTED_AGAIN)
-        record["telegram_status"] = posted.status
-        if posted.message_id is not None:
-            record["telegram_message_id"] = posted.message_id
-        store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
-        mark_unsent(target, night, posted.status)
-        if posted.message_id is not None:
-            mark_posted(target, night, obs_id, frame_id)
-            name_arrivals(target, (night, obs_id, frame_id), others, channel, env, deadline)
     if not record["telegram_status"].startswith("failed"):          # while the channel answers, one edit each
         name_in_earlier_posts(target, others, listed, channel, env, deadline)
     return record["telegram_status"]
+
+
+TO_POST = "to post"                 # `post_decision` for a detection to post
+
+
+def post_decision(asked: bool, too_old: str, daylit: str, limit: int, full: Callable[[], bool]) -> str | None:
+    """What becomes of a stored detection's post (`announce`): TO_POST, None when none was `asked`, else the
+    telegram_status of one not posted — its night too old (`too_old`: that status, else ''), taken in daylight
+    (`daylit`: why, else ''), or past the night's `limit` (`full()`: whether the limit is reached, asked last)."""
+    if too_old:
+        return too_old
+    if daylit:
+        return f"not posted: {daylit}"
+    if not asked:
+        return None
+    if limit and full():
+        return over_limit_status(limit)
+    return TO_POST
+
+
+def over_limit_status(limit: int) -> str:
+    """The telegram_status of a detection past the night's limit of posts."""
+    return f"not posted: over {limit} this night"
+
+
+def post_detection(target: store.Store, detection: tuple[str, str, str], record: dict, jpeg: bytes, channel, env,
+                   others: list[tuple[str, str, str, datetime]], deadline: float) -> None:
+    """Post a stored detection (night, obs_id, frame id) naming `others` (`coinciding_around`) and record the
+    outcome; once posted, mark it (`mark_posted`) and name those stored meanwhile (`name_arrivals`)."""
+    night, obs_id, frame_id = detection
+    zone_of, stamp = coincidence.zones_from_env(env), allsky.frame_time(f"image-{frame_id}.jpg")
+    caption = telegram_post.detection_caption(record, page_url(env, night, obs_id, frame_id),
+                                              *seen_also(obs_id, stamp, others, zone_of))
+    posted = telegram_post.post(channel, caption, jpeg, deadline)
+    if "telegram_retried" not in record:        # posting again, the morning's build says how it went
+        log_failed_post(f"post of {store.detection_key(night, obs_id, frame_id)}", posted.status, POSTED_AGAIN)
+    record["telegram_status"] = posted.status
+    if posted.message_id is not None:
+        record["telegram_message_id"] = posted.message_id
+    store.write_json(target, store.detection_key(night, obs_id, frame_id), record)
+    mark_unsent(target, night, posted.status)
+    if posted.message_id is not None:
+        mark_posted(target, night, obs_id, frame_id)
+        name_arrivals(target, detection, others, channel, env, deadline)
+
+
+def say_posts_stop(target: store.Store, detection: tuple[str, str, str], limit: int, channel, env,
+                   deadline: float) -> None:
+    """Post the message that the observatory's posts stop for the night, once (`first_over_limit`); one that fails is
+    logged, not posted again."""
+    night, obs_id, frame_id = detection
+    if channel is not None and first_over_limit(target, night, obs_id, limit, frame_id):
+        notice = telegram_post.over_limit_text(obs_id, limit, page_url(env, night, obs_id, frame_id))
+        status = telegram_post.post(channel, notice, deadline=deadline).status
+        log_failed_post(f"message that {obs_id}'s posts stop for night {night}", status, "not posted again")
 
 
 def coinciding_around(target: store.Store, listed: dict, night: str, obs_id: str, stamp: datetime,
