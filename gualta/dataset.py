@@ -528,38 +528,7 @@ def carry_columns(index: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
 
 # --- labelling by eye -------------------------------------------------------------------------------------------
 
-LABEL_SHEET = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>guAlta label aid: night {{ night }}</title>
-<style>
-body { font-family: sans-serif; background: #111; color: #ddd; }
-table { border-collapse: collapse; } td { padding: 4px 8px; border-bottom: 1px solid #333; vertical-align: top; }
-img { height: 240px; } .meteor { color: #ff6; font-weight: bold; } .gap { color: #f96; }
-.candidate { background: #2a2410; } .client { color: #9cf; } a { color: #9cf; }
-</style></head><body>
-<h1>Night {{ night }}: {{ rows|length }} pairs</h1>
-<p>Each row: the frame | its difference with the previous good frame (the v4 image the model sees).
-Write meteor or no-meteor for each file in <code>labels.csv</code>, then
-<code>python dataPreparation.py prepare --labels labels.csv ...</code>.</p>
-{% if candidates is not none %}
-<p>The client's scores pre-fill the labels it did not know from ground truth: meteor where it reported a detection,
-no-meteor elsewhere. Check its {{ candidates|length }} candidate{{ '' if candidates|length == 1 else 's' }} (reported
-or held back){% if candidates %}:
-{% for row in candidates %}<a href="#{{ row.id }}">{{ row.id[8:] }}</a> {% endfor %}{% endif %},
-then the rest for meteors it missed.</p>
-{% endif %}
-<table>
-{% for row in rows %}<tr class="pair{{ ' candidate' if row.candidate else '' }}" id="{{ row.id }}">
-<td><img src="{{ row.thumb }}" alt="frame {{ row.file }}"></td>
-<td><img src="{{ row.diff }}" alt="difference {{ row.file }}"></td>
-<td><b>{{ row.file }}</b><br>after {{ row.previous }} ({{ row.gap_s }} s){% if row.long_gap %}
-<br><span class="gap">long gap</span>{% endif %}{% if row.label %}
-<br><span class="{{ row.label }}">{{ row.label }}</span>{% endif %}{% if row.event %}
-<br>event: {{ row.event }}{% endif %}{% if row.client %}
-<br><span class="client">client: {{ row.client }}</span>{% endif %}</td>
-</tr>
-{% endfor %}</table>
-</body></html>
-"""
+TEMPLATES = Path(__file__).parent / "templates"        # label_sheet.html, beside the site's pages
 
 
 def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> np.ndarray:
@@ -603,8 +572,6 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     pre-filled are kept: given by hand (a rerun wiped a night's hand labelling); without `scores`, what it
     pre-filled from earlier scores stays, `client` column too (a rerun emptied the labels the operator confirmed by
     leaving them); its rows of other nights' frames are kept as they were."""
-    import jinja2
-
     night, out_dir = Path(night_dir), Path(out_dir)
     if not night.is_dir():
         raise DatasetError(f"night folder not found: {night}")
@@ -618,9 +585,20 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
     client = client_decisions(scores) if scores is not None else None
     if client is not None and not client.index.isin([frame.name for frame in frame_list]).any():
         raise DatasetError(f"scores {scores} hold none of night {night.name}'s frames")
-    labels = Path(out_dir) / "labels.csv"
+    labels = out_dir / "labels.csv"
     earlier = read_labels(labels) if labels.is_file() else None
     given = hand_labels(earlier) if earlier is not None else {}
+    rows, skipped = label_rows(frame_list, out_dir, truth, client, earlier, given)
+    html = write_label_page(out_dir, night.name, rows, client is not None)
+    write_labels(labels, rows, earlier, given, frame_list, client is not None)
+    return LabelSheet(html, labels, len(rows), skipped)
+
+
+def label_rows(frame_list: list[Path], out_dir: Path, truth: pd.DataFrame | None, client: pd.DataFrame | None,
+               earlier: pd.DataFrame | None, given: dict[str, str]) -> tuple[list[dict], int]:
+    """One sheet row per pair, its difference and thumbnail written under out_dir, its label the one `given` by hand
+    (`hand_labels`), else pre-filled from ground truth `truth`, else from the `client`'s scores (without them, what
+    the `earlier` labels.csv pre-filled); also how many frames made no pair."""
     frames = NightFrames(frame_list, log)
     rows, skipped = [], 0
     for candidate in tqdm([p.current for p in allsky.frame_pairs(frame_list)], desc="label-aid", unit="pair",
@@ -645,17 +623,34 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
                      "label": given.get(candidate.name) or prefilled, "prefilled": prefilled,
                      "event": text_or_empty(known.get("event")), "client": did, "candidate": flagged})
     frames.end_run()
+    return rows, skipped
+
+
+def write_label_page(out_dir: Path, night: str, rows: list[dict], scored: bool) -> Path:
+    """Write the contact sheet out_dir/index.html (templates/label_sheet.html); with the client's scores (`scored`)
+    it lists their candidates."""
+    import jinja2
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    page = jinja2.Environment(autoescape=True).from_string(LABEL_SHEET)
+    page = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True).get_template(
+        "label_sheet.html")
     html = out_dir / "index.html"
-    html.write_text(page.render(night=night.name, rows=rows, candidates=None if client is None else
-                                [row for row in rows if row["candidate"]]), encoding="utf-8")
+    html.write_text(page.render(night=night, rows=rows, candidates=[row for row in rows if row["candidate"]]
+                                if scored else None), encoding="utf-8")
+    return html
+
+
+def write_labels(labels: Path, rows: list[dict], earlier: pd.DataFrame | None, given: dict[str, str],
+                 frame_list: list[Path], scored: bool) -> None:
+    """Write labels.csv: file, label, prefilled (and client, with the client's scores, `scored`, now or before) for
+    the night's rows, after the `earlier` sheet's rows of other nights, as they were; the labels `given` by hand
+    kept, and those pre-filled otherwise than before, are counted in the log."""
     if kept := sum(row["file"] in given for row in rows):
         log.info("%s: %d label(s) given by hand kept", labels, kept)
     if changed := sum(earlier_cell(earlier, row["file"], "label") not in ("", row["label"]) for row in rows):
         log.info("%s: %d label(s) pre-filled earlier now pre-filled otherwise (new scores or ground truth)",
                  labels, changed)
-    has_client = client is not None or any(row["client"] for row in rows)
+    has_client = scored or any(row["client"] for row in rows)
     columns = ["file", "label", "prefilled"] + (["client"] if has_client else [])
     sheet = pd.DataFrame(rows, columns=columns)
     others = other_nights_rows(earlier, frame_list)
@@ -663,7 +658,6 @@ def label_aid(night_dir: str | Path, out_dir: str | Path, scores: str | Path | N
         log.info("%s: %d row(s) of other nights kept", labels, len(others))
         sheet = pd.concat([others, sheet], ignore_index=True)
     sheet.to_csv(labels, index=False)
-    return LabelSheet(html, labels, len(rows), skipped)
 
 
 def other_nights_rows(earlier: pd.DataFrame | None, frame_list: list[Path]) -> pd.DataFrame:
