@@ -743,9 +743,18 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training CLI: one subcommand per step, from a dataset to a published model."""
     parser = argparse.ArgumentParser(prog="python -m gualta.train", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    add_training_commands(commands)
+    add_evaluate_command(commands)
+    add_model_file_commands(commands)
+    add_raw_frame_commands(commands)
+    return parser
 
+
+def add_training_commands(commands) -> None:
+    """train (export and evaluation included) and lr-find, both with `add_training_options`."""
     train_cmd = commands.add_parser("train", help="train, export (pkl + ONNX) and evaluate on the test nights")
     add_training_options(train_cmd)
     train_cmd.add_argument("--lr-find", action="store_true", help="train with lr_find's valley suggestion")
@@ -757,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(lr_cmd)
     lr_cmd.set_defaults(run=cmd_lr_find)
 
+
+def add_evaluate_command(commands) -> None:
+    """evaluate: a model scored on the dataset's test nights."""
     evaluate_cmd = commands.add_parser("evaluate", help="score the test nights and write the report")
     evaluate_cmd.add_argument("--model", type=Path, required=True, help="model.pkl (all artefacts) or model.onnx")
     evaluate_cmd.add_argument("--dataset", type=Path, required=True)
@@ -766,6 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--threads", type=positive_int, default=1)
     evaluate_cmd.set_defaults(run=cmd_evaluate)
 
+
+def add_model_file_commands(commands) -> None:
+    """What is done to a trained model's file: export (ONNX), quantize (int8), halve (float16), publish (to a
+    store)."""
     export_cmd = commands.add_parser("export", help="ONNX from a fastai .pkl")
     export_cmd.add_argument("--model", type=Path, required=True)
     export_cmd.add_argument("--out", type=Path, required=True)
@@ -793,6 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "when written after the model was trained)")
     publish_cmd.set_defaults(run=cmd_publish)
 
+
+def add_raw_frame_commands(commands) -> None:
+    """The second model, on raw frames: raw-dataset (its dataset) and fusion (its scores with the difference
+    model's)."""
     raw_cmd = commands.add_parser("raw-dataset", help="the raw-frame twin of a difference dataset")
     raw_cmd.add_argument("--dataset", type=Path, required=True, help="difference dataset (its index.csv)")
     raw_cmd.add_argument("--nights", type=Path, required=True, help="root of the nights it was built from")
@@ -808,7 +828,6 @@ def build_parser() -> argparse.ArgumentParser:
     fusion_cmd.add_argument("--gate", type=unit_interval, default=0.5, help="raw score a gated detection needs")
     fusion_cmd.add_argument("--out", type=Path, help="CSV of the comparison")
     fusion_cmd.set_defaults(run=cmd_fusion)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
