@@ -94,30 +94,11 @@ def timestamped_logging() -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from gualta.client_errors import NightError, UsageError
-    from gualta.detect import nights_to_catch_up, run_batch
+    from gualta.detect import run_nights
 
     timestamped_logging()
-    settings = client_settings(args)
-    if args.catch_up and args.folder:
-        raise UsageError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
-    nights = [*nights_to_catch_up(settings, args.scores, args.catch_up), args.folder]
-    summaries, failed = [], False
-    with logging_redirect_tqdm():
-        for night in nights:
-            try:
-                summaries.append(run_batch(settings, night, args.scores, upload=not args.no_upload,
-                                           model_path=args.model))
-            except NightError as exc:       # one night's folder or CSV: the other nights are still scored
-                if len(nights) == 1:
-                    raise
-                print(f"guAlta batch: {exc}", file=sys.stderr)
-                failed = True
-    if failed or any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
-        return 1                        # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
-    return 0
+    return run_nights(client_settings(args), args.folder, args.scores, args.catch_up, upload=not args.no_upload,
+                      model_path=args.model)
 
 
 def cmd_realtime(args: argparse.Namespace) -> None:

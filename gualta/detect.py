@@ -18,6 +18,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -1095,6 +1096,31 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
             outbox.close()
     say(summary.text())
     return summary
+
+
+def run_nights(settings: Settings, folder: str | Path | None, scores: str | Path | None, catch_up: int = 0,
+               upload: bool = True, model_path: str | Path | None = None) -> int:
+    """`run_batch` over the nights to catch up (`nights_to_catch_up`), then `folder` (None: the latest night). A night
+    whose folder or CSV fails (NightError) is said on stderr and the others are still scored; with one night it is
+    raised. The exit status: 1 if a night failed, a CSV is incomplete or reports were refused or lost, else 0."""
+    from tqdm.contrib.logging import logging_redirect_tqdm     # loads tqdm.auto: imported only when it runs
+
+    if catch_up and folder:
+        raise UsageError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
+    nights = [*nights_to_catch_up(settings, scores, catch_up), folder]
+    summaries, failed = [], False
+    with logging_redirect_tqdm():
+        for night in nights:
+            try:
+                summaries.append(run_batch(settings, night, scores, upload=upload, model_path=model_path))
+            except NightError as exc:
+                if len(nights) == 1:
+                    raise
+                print(f"guAlta batch: {exc}", file=sys.stderr)
+                failed = True
+    if failed or any(summary.scores_failed or summary.refused or summary.rejected for summary in summaries):
+        return 1                        # the CSV is incomplete, or reports were refused or lost: a cron job's alarm
+    return 0
 
 
 def report_detection(outbox, sender, result: FrameResult, settings: Settings, night: str,
