@@ -110,30 +110,9 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
-    import cv2
+    from gualta.frames import write_mask
 
-    from gualta import allsky
-    from gualta.detect import resolve_night
-    from gualta.frames import drawn_mask
-
-    settings = client_settings(args)
-    out = Path(args.out) if args.out else settings.mask or Path("guAlta_mask.png")
-    if out.exists() and not args.replace:
-        raise CommandError(f"{out} exists (a mask drawn by hand is not written over): --replace writes a new one")
-    if not cv2.haveImageWriter(str(out)):
-        raise CommandError(f"cannot write a mask named {out}: give it an image file's name, .png")
-    night = resolve_night(settings, args.folder)
-    try:
-        mask = drawn_mask(allsky.list_frames(night))
-    except ValueError as exc:
-        raise CommandError(f"no mask drawn from {night}: {exc}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), mask):
-        raise CommandError(f"cannot write {out} (a .png name, in a folder that can be written)")
-    print(f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
-          "frame), black outside the lens, below the skyline and where the picture changes from one frame to the "
-          "next in most pairs (the camera's own text). Look at it, paint black whatever else the checks must not "
-          f"read, and set guAlta_mask = \"{out.resolve()}\"")
+    print(write_mask(client_settings(args), args.folder, args.out, args.replace))
 
 
 def client_failures() -> tuple[type[Exception], ...]:

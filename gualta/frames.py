@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from gualta import allsky
 from gualta.classical import estimate_sky_mask
+from gualta.client_errors import ClientError
 from gualta.preprocess import BadFrame, read_gray, read_image, sky_sized, to_reference_scale
+
+if TYPE_CHECKING:
+    from gualta.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +325,31 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     if consecutive:
         sky[restless_pixels(consecutive)] = 0
     return sky
+
+
+def write_mask(settings: Settings, folder: str | Path | None, out: str | Path | None, replace: bool = False) -> str:
+    """Draw a mask from the night `folder` (None: the latest night) and write it to `out` (None: guAlta_mask, else
+    guAlta_mask.png here); what to tell the operator. ClientError, before any frame is read, if `out` exists (a mask
+    drawn by hand: unless `replace`) or is no image file's name; ClientError if the mask cannot be drawn or written."""
+    from gualta.detect import resolve_night         # detect imports this module
+
+    out = Path(out) if out else settings.mask or Path("guAlta_mask.png")
+    if out.exists() and not replace:
+        raise ClientError(f"{out} exists (a mask drawn by hand is not written over): --replace writes a new one")
+    if not cv2.haveImageWriter(str(out)):
+        raise ClientError(f"cannot write a mask named {out}: give it an image file's name, .png")
+    night = resolve_night(settings, folder)
+    try:
+        mask = drawn_mask(allsky.list_frames(night))
+    except ValueError as exc:
+        raise ClientError(f"no mask drawn from {night}: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), mask):
+        raise ClientError(f"cannot write {out} (a .png name, in a folder that can be written)")
+    return (f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
+            "frame), black outside the lens, below the skyline and where the picture changes from one frame to the "
+            "next in most pairs (the camera's own text). Look at it, paint black whatever else the checks must not "
+            f"read, and set guAlta_mask = \"{out.resolve()}\"")
 
 
 def read_or_none(frame: Path) -> np.ndarray | None:
