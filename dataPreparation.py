@@ -12,81 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 
-from gualta import allsky, dataset
-from gualta.cli import non_negative_int, positive_int, run_subcommand
+from gualta import dataset
+from gualta.cli import (clock_time, event_rates, folder, night_date, night_list, non_negative_int, output_folder,
+                        positive_int, run_subcommand)
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
 from gualta.simulate import SCENARIOS, SimulateError
-
-
-def folder(text: str) -> Path:
-    """argparse type: an existing folder."""
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"not a folder: {text}")
-    return path
-
-
-def output_folder(text: str) -> Path:
-    """argparse type: a folder to write into, there or to be made: not a file, nor under one (it was found only
-    when the first file was written, after every night had been worked through)."""
-    path = Path(text)
-    try:
-        there = next((p for p in (path, *path.parents) if p.exists()), None)
-    except OSError:                 # cannot be looked into (no permission): writing says why
-        return path
-    if there is not None and not there.is_dir():
-        raise argparse.ArgumentTypeError(f"not a folder: {text}" + ("" if there == path else f" ({there} is a file)"))
-    return path
-
-
-def night_date(text: str) -> str:
-    """argparse type: a YYYYMMDD date (`allsky.is_night_name`)."""
-    if not allsky.is_night_name(text):
-        raise argparse.ArgumentTypeError(f"not a YYYYMMDD date: {text}")
-    return text
-
-
-def night_list(text: str) -> list[str]:
-    """argparse type: comma-separated YYYYMMDD dates."""
-    return [night_date(part.strip()) for part in text.split(",") if part.strip()]
-
-
-def clock_time(text: str) -> str:
-    """argparse type: HH:MM."""
-    try:
-        datetime.strptime(text, "%H:%M")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an HH:MM time: {text}") from None
-    return text
-
-
-MAX_RATE = 10.0         # events a frame: more is no night sky (and NaN or infinity no rate)
-
-
-def event_rates(text: str):
-    """argparse type: KIND=RATE pairs overriding gualta.simulate.Rates."""
-    from dataclasses import fields
-
-    from gualta.simulate import Rates
-
-    known = {f.name for f in fields(Rates)}
-    values = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        kind, _, rate = part.partition("=")
-        if kind not in known:
-            raise argparse.ArgumentTypeError(f"unknown event {kind!r}; choose from {', '.join(sorted(known))}")
-        try:
-            values[kind] = float(rate)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a rate: {part}") from None
-        if not 0 <= values[kind] <= MAX_RATE:
-            raise argparse.ArgumentTypeError(f"rate must be from 0 to {MAX_RATE:g} (events a frame): {part}")
-    return Rates(**values)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:

@@ -147,7 +147,7 @@ def no_failures() -> tuple[type[Exception], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gualta.cli import non_negative_int
+    from gualta.cli import frame_count, non_negative_int, port
     from gualta.config import CONFIG_HELP
 
     parser = argparse.ArgumentParser(prog="guAlta.py", description=__doc__.splitlines()[0])
@@ -192,29 +192,9 @@ def page_time(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def days(text: str) -> int:
-    """A number of days, 0 or more (an argparse type)."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a number of days: {text}")
-    return int(text)
-
-
-def frame_count(text: str) -> int:
-    """A number of frames, 1 or more (an argparse type: 0 would simulate a whole night)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a number of frames (1 or more): {text}")
-    return int(text)
-
-
-def port(text: str) -> int:
-    """A TCP port, 0 (any free one) to 65535 (an argparse type)."""
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port (0–65535): {text}")
-    return int(text)
-
-
 def add_client_commands(commands) -> None:
     """batch, realtime, mask and flush: the inference client."""
+    from gualta.cli import days
     from gualta.config import add_setting_flags
 
     batch = commands.add_parser("batch", help="score a whole night, write its scores CSV, report detections")

@@ -1,10 +1,17 @@
-"""What the package's command-line doors share: run the chosen subcommand, log to stderr, exit 2 on a known error."""
+"""What the package's command-line doors share: run the chosen subcommand, log to stderr, exit 2 on a known error;
+the argparse types of their options."""
 from __future__ import annotations
 
 import argparse
 import logging
 import math
 import sys
+from datetime import datetime
+from pathlib import Path
+
+from gualta import allsky
+
+MAX_RATE = 10.0         # `event_rates`: events a frame: more is no night sky (and NaN or infinity no rate)
 
 
 def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...]) -> int:
@@ -57,6 +64,29 @@ def integer_from(text: str, least: int, says: str) -> int:
     return value
 
 
+def days(text: str) -> int:
+    """argparse type: a number of days, 0 or more."""
+    return count_from(text, 0, "not a number of days")
+
+
+def frame_count(text: str) -> int:
+    """argparse type: a number of frames, 1 or more (0 would simulate a whole night)."""
+    return count_from(text, 1, "not a number of frames (1 or more)")
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    return count_from(text, 0, "not a port (0–65535)", most=65535)
+
+
+def count_from(text: str, least: int, says: str, most: float = math.inf) -> int:
+    """A count written in digits alone, from `least` to `most` (else ArgumentTypeError: '<says>: <text>', for '-2'
+    or 'x' too)."""
+    if not text.isdecimal() or not least <= int(text) <= most:
+        raise argparse.ArgumentTypeError(f"{says}: {text}")
+    return int(text)
+
+
 def finite_number(text: str) -> float:
     """A number from the command line: ArgumentTypeError for text that is none, or nan or ±inf."""
     try:
@@ -82,3 +112,66 @@ def non_negative_number(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
     return value
+
+
+def folder(text: str) -> Path:
+    """argparse type: an existing folder."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}")
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """argparse type: a folder to write into, there or to be made: not a file, nor under one (it was found only
+    when the first file was written, after every night had been worked through)."""
+    path = Path(text)
+    try:
+        there = next((p for p in (path, *path.parents) if p.exists()), None)
+    except OSError:                 # cannot be looked into (no permission): writing says why
+        return path
+    if there is not None and not there.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}" + ("" if there == path else f" ({there} is a file)"))
+    return path
+
+
+def night_date(text: str) -> str:
+    """argparse type: a YYYYMMDD date (`allsky.is_night_name`)."""
+    if not allsky.is_night_name(text):
+        raise argparse.ArgumentTypeError(f"not a YYYYMMDD date: {text}")
+    return text
+
+
+def night_list(text: str) -> list[str]:
+    """argparse type: comma-separated YYYYMMDD dates."""
+    return [night_date(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def clock_time(text: str) -> str:
+    """argparse type: HH:MM."""
+    try:
+        datetime.strptime(text, "%H:%M")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an HH:MM time: {text}") from None
+    return text
+
+
+def event_rates(text: str):
+    """argparse type: KIND=RATE pairs overriding gualta.simulate.Rates, each from 0 to MAX_RATE."""
+    from dataclasses import fields
+
+    from gualta.simulate import Rates
+
+    known = {f.name for f in fields(Rates)}
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, rate = part.partition("=")
+        if kind not in known:
+            raise argparse.ArgumentTypeError(f"unknown event {kind!r}; choose from {', '.join(sorted(known))}")
+        try:
+            values[kind] = float(rate)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a rate: {part}") from None
+        if not 0 <= values[kind] <= MAX_RATE:
+            raise argparse.ArgumentTypeError(f"rate must be from 0 to {MAX_RATE:g} (events a frame): {part}")
+    return Rates(**values)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gualta import allsky, site
+from gualta import allsky, cli, site
 from gualta.allsky import (FramePair, frame_id, frame_name, frame_pairs, frame_time, latest_night_by, list_frames,
                            night_folders, night_of)
 
@@ -95,14 +95,12 @@ def test_night_folders_ignores_non_dates_and_files_and_sorts(tmp_path):
 @pytest.mark.parametrize("name, night", [("20211105", True), ("19991231", True), ("2021011", False),
                                          ("202111", False), ("0021105", False), ("20210230", False),
                                          ("2021-01-01", False), (" 20210101", False), ("２０２１０１０１", False)])
-def test_a_night_name_is_judged_alike_everywhere(tmp_path, monkeypatch, name, night):
+def test_a_night_name_is_judged_alike_everywhere(tmp_path, name, night):
     """dataPreparation's --date and --test-nights took 2021011 or 202111 (strptime reads them as 2021-01-01), names
     no night folder nor page is ever given."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
-    import dataPreparation
     (tmp_path / name).mkdir()
     assert allsky.is_night_folder(tmp_path / name) is night
-    for check, refusal in ((site.check_night, ValueError), (dataPreparation.night_date, argparse.ArgumentTypeError)):
+    for check, refusal in ((site.check_night, ValueError), (cli.night_date, argparse.ArgumentTypeError)):
         if night:
             assert check(name) == name
         else:
