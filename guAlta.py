@@ -124,22 +124,10 @@ def client_failures() -> tuple[type[Exception], ...]:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    from gualta.report import flush
+    from gualta.report import flush_outbox
 
     timestamped_logging()
-    settings = client_settings(args)
-    if not settings.url:
-        raise CommandError("guAlta_URL is not set")
-    if not settings.outbox.exists():                # not made here (nor its folder): never queued to
-        print(f"no outbox at {settings.outbox}: nothing was queued there (check guAlta_outbox)")
-        return 0
-    delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
-    if not (delivery.sent or delivery.rejected or pending):
-        print(f"nothing to send: no report waits in {settings.outbox}")
-        return 0
-    print(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
-          + (f" ({delivery.stopped})" if delivery.stopped else ""))
-    return 1 if pending else 0
+    return flush_outbox(client_settings(args))
 
 
 def no_failures() -> tuple[type[Exception], ...]:

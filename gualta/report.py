@@ -34,7 +34,8 @@ from pathlib import Path
 
 import requests
 
-from gualta.config import without_credentials
+from gualta.client_errors import ClientError
+from gualta.config import Settings, without_credentials
 from gualta.store import MODEL_META, MODEL_PREFIX, published_file
 
 log = logging.getLogger(__name__)
@@ -695,6 +696,23 @@ def flush(outbox_path: str | Path, url: str, api_key: str) -> tuple[Delivery, in
     with Outbox(outbox_path) as outbox:
         delivery = deliver(outbox, ApiClient(url, api_key), everything=True)
         return delivery, outbox.pending()
+
+
+def flush_outbox(settings: Settings, say=print) -> int:
+    """`flush` guAlta_outbox to guAlta_URL (`python guAlta.py flush`), saying what happened in one line; the exit
+    status: 1 if reports are still pending, else 0. ClientError if guAlta_URL is not set."""
+    if not settings.url:
+        raise ClientError("guAlta_URL is not set")
+    if not settings.outbox.exists():                # not made here (nor its folder): never queued to
+        say(f"no outbox at {settings.outbox}: nothing was queued there (check guAlta_outbox)")
+        return 0
+    delivery, pending = flush(settings.outbox, settings.url, settings.api_key)
+    if not (delivery.sent or delivery.rejected or pending):
+        say(f"nothing to send: no report waits in {settings.outbox}")
+        return 0
+    say(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
+        + (f" ({delivery.stopped})" if delivery.stopped else ""))
+    return 1 if pending else 0
 
 
 # --- the model -------------------------------------------------------------------------------------------------------
