@@ -68,10 +68,10 @@ def cmd_site(args: argparse.Namespace) -> None:
 
     from gualta.server import build_page
     from gualta.site import check_page_night
+    from gualta.store import check_store_folder
 
     settings, store = service_settings(args)
-    if "://" not in str(store) and not Path(store).exists():      # a typo would build empty pages in a new folder
-        raise CommandError(f"no store folder {store} (the service makes it when it starts: `guAlta.py serve`)")
+    check_store_folder(store)
     try:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
     except ValueError as exc:

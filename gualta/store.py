@@ -452,6 +452,13 @@ def open_store(location: str | Path, endpoint_url: str | None = None) -> Store:
     return LocalStore(text)
 
 
+def check_store_folder(location: str | Path) -> None:
+    """StoreError if `location` names a local folder that is not there (`guAlta.py site`: a typo would build empty
+    pages in a new folder); a URL (s3://…) passes."""
+    if "://" not in str(location) and not Path(location).exists():
+        raise StoreError(f"no store folder {location} (the service makes it when it starts: `guAlta.py serve`)")
+
+
 def store_from_env(env) -> Store:
     """The store named by GUALTA_STORE (folder or s3://…), with GUALTA_S3_ENDPOINT for a non-AWS endpoint."""
     location = env.get("GUALTA_STORE")
