@@ -29,7 +29,7 @@ ISS_NORAD = 25544
 DEFAULT_TLE = Path(__file__).parent / "data" / "iss.tle"
 N2YO_API = "https://api.n2yo.com/rest/v1/satellite"
 MIN_ALTITUDE_DEG = 10.0          # a pass counts from 10° above the horizon (the camera's useful sky)
-DARK_SUN_ALT_DEG = -6.0          # passes while the sun is higher are outside the camera's night
+DARK_SUN_ALT_DEG = -6.0          # an observatory's night by default: the sun below this (its night_sun_altitude)
 STALE_TLE_DAYS = 7               # beyond this, predicted times drift by minutes: the page says so
 UNUSABLE_TLE_DAYS = 14           # beyond this, by tens of minutes (a 40-day-old ISS TLE: 30 min): no passes shown
 PASS_SAMPLES = 30                # instants a pass is read at for darkness and sunlight
@@ -73,7 +73,8 @@ class PassReport:
 
 
 def observatories_from_env(env) -> dict[str, Observatory]:
-    """GUALTA_OBSERVATORIES (JSON {obs_id: {lat, lon, elevation_m, name, tz}}) → {obs_id: Observatory}."""
+    """GUALTA_OBSERVATORIES (JSON {obs_id: {lat, lon, elevation_m, name, tz, night_sun_altitude}}) → {obs_id:
+    Observatory}; a camera without its tz keeps the service's (GUALTA_TIMEZONE)."""
     text = env.get("GUALTA_OBSERVATORIES") or "{}"
     try:
         raw = json.loads(text)

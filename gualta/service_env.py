@@ -7,7 +7,8 @@
     GUALTA_TELEGRAM_NIGHT_POSTS  detections an observatory posts in a night (default 50; 0: no limit)
     GUALTA_TELEGRAM_WITHIN_DAYS  days after the last night a night is still posted (default 7; 0: any night)
     GUALTA_SITE_URL           public base URL of the pages (links)   GUALTA_TIMEZONE      IANA zone (default: system)
-    GUALTA_OBSERVATORIES      JSON {obs_id: {lat, lon, elevation_m, name, tz}}
+    GUALTA_OBSERVATORIES      JSON {obs_id: {lat, lon, elevation_m, name, tz, night_sun_altitude}}
+    GUALTA_NIGHT_END          HHMM before noon when a night has ended (default 0800)
     GUALTA_TLE_FILE           TLE file for passes (default: gualta/data/iss.tle)   GUALTA_N2YO_KEY(_PARAM)  n2yo key
 
 Secrets (API keys, Telegram token, n2yo key) come from the variable itself or, on AWS, from the SSM SecureString

@@ -7,6 +7,7 @@
     telegram/YYYYMMDD/{obs_id}/{id}          a detection posted (counted for the night's limit)
     telegram/claims/YYYYMMDD/{name}          a post claimed by one service process (no other makes it too), a
                                              detection's night (`.night`: the first send's, under its id's evening)
+                                             or its repair (`.repair-YYYYMMDD`: one request a day replaces it)
     telegram/unsent/YYYYMMDD                 a night one of whose posts failed (the scheduled builds post it again)
     models/guAlta_v{N}.onnx                  a published model version, never replaced (gualta.export writes them)
     models/guAlta_latest_version.*           a copy of the newest one (.onnx) and its metadata (.json)
