@@ -3,7 +3,7 @@
 The ONNX graph is `Sequential(Normalize if the learner normalises, body + head, Softmax)`: its input is always
 float32 [N, 3, S, S] RGB in [0, 1] (see gualta.model.preprocess) and its output class probabilities. Its
 metadata_props say how to use it: classes (JSON list, output order), input_size, input_kind (diff|raw), arch,
-version, preprocessing, created, gualta_version, pretrained.
+version, preprocessing, created, gualta_version, pretrained, image_size, train_nights.
 
 `quantize_onnx` writes an int8 copy of an ONNX model (static quantization: weights per channel, activations
 calibrated on frame pairs of a night through the client's own preprocessing): a quarter of the size and several

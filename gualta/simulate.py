@@ -3,10 +3,10 @@
 A night is planned once from its seed (site, camera, sky, horizon, stars, moon, clouds, events) and then every frame
 is rendered independently from that plan, so nights are reproducible and frames render in parallel:
 
-  sky background (airglow, light pollution, twilight, moonlight, Milky Way) → clouds that drift and evolve →
-  stars rotating about the pole → moon and glare → events (meteors, fireballs, satellites, planes, insects) →
-  horizon silhouettes and the fisheye circle → sensor shot/read noise, hot pixels → camera smoothing →
-  watermark → JPEG.
+  clouds that drift and evolve → sky background under them (airglow, light pollution, twilight, moonlight, Milky
+  Way) → stars rotating about the pole → moon and glare → events (meteors, fireballs, satellites, planes) →
+  horizon silhouettes and the fisheye circle → insects in front of them → white balance → sensor shot/read noise,
+  hot pixels → camera smoothing → watermark → JPEG.
 
 Ground truth per frame (`ground_truth.csv` in the night folder) gives the label, the main event, its streak
 endpoints and its peak brightness over the local noise; `night.json` records the night's settings.

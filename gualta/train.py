@@ -3,21 +3,27 @@
     python -m gualta.train train   --dataset DATA --out RUN [--arch resnet34|resnet18] [--size S] [--epochs 35]
                                    [--lr 1e-3] [--bs 32] [--seed 42] [--pretrained|--no-pretrained] [--threads N]
                                    [--balance downsample|weighted|oversample|none] [--patience 5]
-                                   [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate]
+                                   [--kind diff|raw] [--workers 0] [--lr-find] [--no-evaluate] [--threshold 0.85]
                                    [--min-snr 0] [--min-length 0] [--short-min-snr S]
                                    [--init RUN/model.pkl|models/guAlta.onnx] [--head-only] [--mixed-precision]
-    python -m gualta.train lr-find --dataset DATA --out RUN [same options]
+    python -m gualta.train lr-find --dataset DATA --out RUN [the training options]
     python -m gualta.train evaluate --model RUN/model.pkl|.onnx --dataset DATA --out RUN [--threshold 0.85]
+                                    [--threads 1]
     python -m gualta.train export  --model RUN/model.pkl --out RUN/model.onnx
-    python -m gualta.train publish --model RUN/model.onnx --store STORE [--version N]
-    python -m gualta.train raw-dataset --dataset DATA --nights ROOT --out RAW_DATA
-    python -m gualta.train fusion  --diff RUN/predictions.csv --raw RAW_RUN/predictions.csv [--out fusion.csv]
+    python -m gualta.train quantize --model RUN/model.onnx --night NIGHT --out RUN/model-int8.onnx [--pairs 64]
+    python -m gualta.train halve   --model RUN/model.onnx --out RUN/model-half.onnx
+    python -m gualta.train publish --model RUN/model.onnx --store STORE [--version N] [--metrics RUN/metrics.json]
+    python -m gualta.train raw-dataset --dataset DATA --nights ROOT --out RAW_DATA [--workers 1]
+    python -m gualta.train fusion  --diff RUN/predictions.csv --raw RAW_RUN/predictions.csv [--threshold 0.85]
+                                   [--gate 0.5] [--out fusion.csv]
 
 Recipe: training rows of index.csv (never the test nights) → balance (default: no-meteor sampled down to the meteor
 count, seeded) → 20 % seeded validation split → ImageDataLoaders.from_df, Resize(size), dihedral + 180° rotation
 (reflection padding, no warp, no zoom) + lighting, bs 32 → vision_learner(resnet34|resnet18) → with ImageNet
-weights fine_tune(epochs, lr), from scratch unfreeze + fit_one_cycle(epochs, lr) → EarlyStopping and SaveModel
-on valid_loss → model.pkl + model.onnx, history.csv, losses.csv, config.json in the run folder.
+weights fine_tune(epochs, lr), from scratch unfreeze + fit_one_cycle(epochs, lr), head only fit_one_cycle on the
+frozen body → EarlyStopping and SaveModel on valid_loss (from --init: its weights kept when no epoch beats them) →
+model.pkl + model.onnx, history.csv, losses.csv, config.json in the run folder, then (unless --no-evaluate) the
+test-night evaluation there.
 """
 from __future__ import annotations
 
