@@ -2,9 +2,9 @@
 
 One API Gateway REST (v1) proxy event in, one proxy response out. ``POST /uploadmeteor`` with header ``x-api-key``:
 checks run in this order and the first failure answers — 400 not a proxy event, 404 other path, 405 other method,
-413 body over 6 MiB, 401 missing/unknown key (or sent twice), 400 body not base64/UTF-8, 400 bad JSON, 403 obs_id of
-another observatory, 400 invalid payload (with the reason), 400 a log whose night is before FIRST_YEAR; a store or
-settings failure answers 503/500.
+413 body over 6 MiB, 401 missing/unknown key (or sent twice), 400 unreadable body (bad base64), 400 bad JSON, 403
+obs_id of another observatory, 400 invalid payload (with the reason), 400 a log whose night is before
+payload.FIRST_YEAR; a store or settings failure answers 503/500.
 Nothing is written before every check has passed. A detection is stored (image, then the JSON record, created only
 if new: re-sending the same (obs_id, id) answers "duplicate" and changes nothing, unless the stored record does not
 read — empty or cut short, it is replaced), then posted to Telegram if asked; the post's outcome is recorded in the
