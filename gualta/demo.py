@@ -109,7 +109,8 @@ def print_summary(summary: dict) -> None:
     night, truth = summary["night"], summary["truth"]
     false = ", ".join(f"{event} {count}" for event, count in truth["false_by_event"].items()) or "none"
     print(f"frames       {night.frames} ({night.scored} scored; the first frame has no predecessor)")
-    print(f"detections   {night.detections} reported, {night.flagged} flagged (satellite/plane, cloud) and held back")
+    print(f"detections   {night.detections} reported, {night.flagged} flagged (satellite/plane, cloud, lightning) "
+          "and held back")
     print(f"speed        {night.frames_per_s:.1f} frames/s ({night.seconds:.1f} s for the night)")
     print(f"uploads      {'all delivered' if night.pending == 0 else f'{night.pending} pending in the outbox'}")
     print(f"truth        {truth['found']} of {truth['meteor_frames']} meteor frames found "
