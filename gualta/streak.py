@@ -542,9 +542,9 @@ def explained_by_adjacent(piece: Piece, neighbour_pieces: list[list[Piece]]) -> 
 
 def explained_streaks(frame_pieces: list[Piece], neighbour_pieces: list[list[Piece]]) -> list[Piece]:
     """The frame's pieces whose own light tells a crossing (`Piece.own_light`: a satellite's steady light, a plane's
-    wingtip lights), its pieces on a track (`on_track`: a satellite's or a plane's dashes and dots), its dashes an
-    adjacent frame's piece follows (`follows`) and its streaks and faint streaks that an adjacent frame's prominent
-    pieces explain (`neighbour_pieces` in time order)."""
+    wingtip lights, a path lit again), its pieces on a track (`on_track`: a satellite's or a plane's dashes and dots),
+    its dashes an adjacent frame's piece follows (`follows`) and its streaks and faint streaks that an adjacent frame's
+    prominent pieces explain (`neighbour_pieces` in time order)."""
     others = prominent(neighbour_pieces)
     return [piece for piece in frame_pieces if piece.own_light or any(follows(other, piece) for other in others)
             or (explained_by_adjacent(piece, neighbour_pieces) if piece.is_streak or piece.is_faint_streak

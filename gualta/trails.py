@@ -24,10 +24,11 @@ frame also holds speckle and cloud-edge pieces that no neighbour explains. So th
 
 Under a short exposure (a moonlit night) a satellite's pieces are short and far apart, so a piece about as long as a
 neighbour's line (its twin) is looked for further along that line (`FAR`). A satellite seen in one frame only (it
-rose into view, or left it, between frames) is erased too when its streak has a satellite's steady light curve (the
-streak check's `steady` pieces, read in the full-resolution difference), and so is a streak or a faint streak that a
-piece of an adjacent full-resolution difference explains, and a piece on a steady mover's track or a dash that an
-adjacent dash follows (`gualta.streak.explained_streaks`).
+rose into view, or left it, between frames) is erased too when its streak's own light tells a crossing (the streak
+check's `Piece.own_light`, read in the full-resolution difference: a steady light curve, a plane's wingtip lights, a
+path lit again in the next frame), and so is a streak or a faint streak that a piece of an adjacent full-resolution
+difference explains, and a piece on a steady mover's track or a dash that an adjacent dash follows
+(`gualta.streak.explained_streaks`).
 
 A faint satellite (a few times the camera noise, under a short exposure) never reaches the bright level: its trail is
 only a denser line of speckle. When the candidate still scores as a meteor after the steps above, its *faint lines*
@@ -48,7 +49,7 @@ from gualta.preprocess import TRAIN_SIZE
 
 LEVEL_MIN = 128               # a trail pixel is mostly above the threshold in the full frame
 MIN_COMPONENT_PX = 5          # smaller specks (star residuals, hot pixels) are ignored
-FAT_AREA_PER_PX = 4.0         # a component with more area than 4 px per pixel of its diagonal is a blob, not a line
+FAT_AREA_PER_PX = 4.0         # a component with more area than 4 px per pixel of its diagonal (+ 10) is a blob
 HOUGH_VOTES = 12
 MIN_TRAIL_PX = 15             # shortest trail considered, in model-input pixels (~45 px in a 1304×976 frame)
 HOUGH_GAP_PX = 4              # bridges a plane's strobe dots
@@ -131,7 +132,7 @@ class Trail:
 
 def bright_components(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The difference image's bright components (pixels ≥ level, 8-connected): their labels, the area of each label
-    and which are fat blobs (cloud edges: more area than FAT_AREA_PER_PX per pixel of their diagonal). Label 0, the
+    and which are fat blobs (cloud edges: more area than FAT_AREA_PER_PX per pixel of their diagonal + 10). Label 0, the
     background, is never a blob."""
     level = max(LEVEL_MIN, (255 + float(np.median(diff))) / 2)
     count, labels, stats, _ = cv2.connectedComponentsWithStats((diff >= level).astype(np.uint8), connectivity=8)
@@ -322,8 +323,8 @@ def explained(points: np.ndarray, neighbour_lines: list[Line]) -> bool:
 def explained_mask(diff: np.ndarray, neighbour_lines: list[Line], streaks: list[Trail] = (),
                    pieces: list[np.ndarray] | None = None) -> np.ndarray:
     """Where explaining away erases: every piece the neighbours explain (`pieces`, by default the difference image's
-    bright pieces) and every streak explained otherwise (a satellite's steady light, or an adjacent frame's piece:
-    `gualta.streak`), widened by ERASE_MARGIN_PX (255; all 0 where nothing is explained)."""
+    bright pieces) and every streak explained otherwise (its own light or an adjacent frame's piece:
+    `gualta.streak.explained_streaks`), widened by ERASE_MARGIN_PX (255; all 0 where nothing is explained)."""
     mask = np.zeros(diff.shape, np.uint8)
     for points in bright_pieces(diff) if pieces is None else pieces:
         if explained(points, neighbour_lines):

@@ -2,14 +2,14 @@
 on the other, which draw a red line along one side of its trail and a green line along the other. A meteor's or a
 satellite's trail has one colour across its width.
 
-A streak piece (`worth_reading`: a streak's length and brightness, length² / area at least a dash's) has wingtip
-lights when, in the colour difference current − previous averaged along its line (a chain of pieces, `streak.chains`,
-along the whole chain) at 1–3 px on either side, one side is red (its red above both its green and its blue) and the
-other green (its green above both its red and its blue), the smaller of the two excesses at least MIN_NOISE × the
-noise of such an average (the red − green difference's spread on lines 10–12 px beside the piece, over √length) and
-MIN_SHARE of the piece's own brightening. A fisheye lens' lateral chromatic aberration fringes a white line red on
-one side but blue, not green, on the other, so the green side must be greener than blue as well as red. The client
-holds a streak with wingtip lights for a plane, as it holds a steady one for a satellite (`streak.Piece.own_light`).
+A streak piece (`worth_reading`: a streak's length and brightness, length² / area at least a dash's) has wingtip lights
+when, in the colour difference current − previous averaged along its line (a chain of pieces, `streak.chains`, along the
+whole chain) at 1–3 px on either side, one side is red (its red above both its green and its blue) and the other green
+(its green above both its red and its blue), the smaller of the two excesses at least MIN_NOISE × the noise of such an
+average (the red − green difference's spread on lines 10 and 12 px beside the piece, over √length) and MIN_SHARE of the
+piece's own brightening. A fisheye lens' lateral chromatic aberration fringes a white line red on one side but blue, not
+green, on the other, so the green side must be greener than blue as well as red. The client holds a streak with wingtip
+lights for a plane, as it holds a steady one for a satellite (`streak.Piece.own_light`).
 """
 from __future__ import annotations
 
