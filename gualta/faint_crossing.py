@@ -1,10 +1,11 @@
 """Faint crossings: a satellite or a plane too faint for any piece or faint line of the 400×400 difference image.
 
-Step 5 of the satellite check (docs/CLIENT_CHECKS.md "Fainter lines"). A satellite a few times the camera noise is
-a slightly denser line in the thresholded difference — enough for the model to call it a meteor, too little for the
-pieces and faint lines of `gualta.trails`. Read in the full-resolution signal map (`streak.signal_map`, the
-difference in units of its local noise) and summed along its line, it stands out; and it goes on, along the same
-line, in an adjacent frame — where the search need not find it on its own, only ask whether that line is lit:
+Step 5 of the satellite check (docs/CLIENT_CHECKS.md "Satellite / plane check", 5 "Faint crossings"). A satellite a few
+times the camera noise is a slightly denser line in the thresholded difference — enough for the model to call it a
+meteor, too little for the pieces and faint lines of `gualta.trails`. Read in the full-resolution signal map
+(`streak.signal_map`, the difference in units of its local noise) and summed along its line, it stands out; and it goes
+on, along the same line, in an adjacent frame — where the search need not find it on its own, only ask whether that line
+is lit:
 
     signal map, clipped, outside the sky zeroed → half resolution → a ridge filter FILTER_PX long in DIRECTIONS
     directions, robust z over the sky → connected ridge pixels with a direction → each refined at full resolution
