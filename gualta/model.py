@@ -25,11 +25,12 @@ from gualta.preprocess import TRAIN_SIZE, difference_image, resize_area, to_gray
 
 CLASSES = ("meteor", "no-meteor")
 INPUT_KINDS = ("diff", "raw")
-PREPROCESSING = ("input: 400x400 uint8 gray (diff: gray -> cv2.subtract(current, previous, or its local maximum "
-                 "where the camera moved an edge >= 0.3 px, turn included: gualta.preprocess.steady_previous) -> "
-                 ">3.5 -> 255 -> INTER_AREA 400x400; raw: gray current frame -> INTER_AREA 400x400) -> RGB (gray "
-                 "repeated) -> PIL resize to SxS BILINEAR -> float32 /255 -> NCHW [N,3,S,S]; output: class "
-                 "probabilities in `classes` order")
+PREPROCESSING = ("input: 400x400 uint8 gray (a frame longer than 1630 px first shrunk to 1304 px on that side, "
+                 "INTER_AREA: gualta.preprocess.to_reference_scale; diff: gray -> cv2.subtract(current, previous, or "
+                 "its local maximum where the camera moved an edge >= 0.3 px, turn included: "
+                 "gualta.preprocess.steady_previous) -> >3.5 -> 255 -> INTER_AREA 400x400; raw: gray current frame -> "
+                 "INTER_AREA 400x400) -> RGB (gray repeated) -> PIL resize to SxS BILINEAR -> float32 /255 -> NCHW "
+                 "[N,3,S,S]; output: class probabilities in `classes` order")
 DEFAULT_BATCH = 16
 
 

@@ -48,7 +48,7 @@ def read_gray(path: str | Path) -> np.ndarray:
 
 
 def read_colour(path: str | Path) -> np.ndarray:
-    """Decode a JPEG to 8-bit BGR (OpenCV's order); raise BadFrame as read_gray does."""
+    """Decode a JPEG or PNG to 8-bit BGR (OpenCV's order); raise BadFrame as read_gray does."""
     return read_image(path, cv2.IMREAD_COLOR)
 
 
