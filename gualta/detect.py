@@ -1,16 +1,16 @@
 """Scoring a night: consecutive pairs → the thesis' preprocessing → the model in batches → threshold → the cross-frame
 checks → scores CSV and reports. Used by the batch run here and by the real-time watcher (gualta.realtime), which feed
 the same `Scorer` and `Decider` and so reach the same decisions. Beside the model, the fireball check
-(`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright, saturated streak that
-no adjacent frame's bright streak may be (`Decider.bright_again`), and the streak check (`gualta.streak`) when it holds
-a thin, straight streak (a short or faint meteor) that no piece of an adjacent difference explains. A candidate is
-flagged, and not reported unless `guAlta_report_flagged` asks, when the adjacent frames explain it: a satellite or a
-plane (`gualta.trails`), clouds changing there too (`gualta.clouds`) or a flash lighting the sky (`gualta.lightning`).
+(`gualta.fireball`) makes a frame a candidate when its full-resolution difference holds a bright, saturated streak, and
+the streak check (`gualta.streak`) when it holds a thin, straight streak (a short or faint meteor). A candidate is
+flagged, and not reported unless `guAlta_report_flagged` asks, when the adjacent frames or its own light explain it: a
+satellite or a plane (`gualta.trails`, `Decider.bright_again`, `Piece.own_light`), clouds changing there too
+(`gualta.clouds`) or a flash lighting the sky (`gualta.lightning`).
 
-Every frame gets one scores row, in time order. A frame with no usable predecessor (the first frame of the night,
-a bad frame, or the first after a bad stretch or a size change) gets an empty score and the flag `skipped`, its
-reason in `note`; it is never scored against its successor. Decoding and preprocessing of the next batch run in a
-worker thread while the model scores the current one.
+Every frame gets one scores row, in time order. A frame that is not scored (the first frame of the night or after
+daylight, a bad frame, the first after a camera stop or a size change, one with no good frame before it, one taken in
+daylight) gets an empty score and the flag `skipped`, its reason in `note`; it is never scored against its successor.
+Decoding and preprocessing of the next batch run in a worker thread while the model scores the current one.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ SKIPPED = "skipped"
 DAYTIME = "daytime: "             # the note of a frame taken in daylight, skipped unread
 METEOR, NO_METEOR = "meteor", "no-meteor"
 THUMB_SIZE = 224
-NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are not compared for trails
+NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are no neighbours: no check compares them
 STREAK_WORKERS = 2
 GRAY_FRAMES_KEPT = 6          # frames `faint_crossing` keeps decoded: a candidate's, its neighbours', the next one's
 
@@ -347,7 +347,7 @@ class Decider:
       pieces an adjacent difference also has (moving cloud) and its explained streaks, or also its pieces where the
       sky was restless over its three earlier frames (an aurora), takes its score below the threshold (`clouded`,
       `gualta.clouds`).
-    - `lightning_check` (with `rescore`): a model's candidate with no streak of its own is flagged LIGHTNING when a
+    - `lightning_check`: a model's candidate with no streak of its own is flagged LIGHTNING (with `rescore`) when a
       wide region of its sky lit up and is dark again in the next frame (a flash lighting the clouds) and erasing that
       region takes its score below the threshold (`lit_by_lightning`); so is any candidate whose bright streak is a
       jagged bolt in such a flash, with nothing beside the bolt keeping it (`bolt_in_a_flash`).
@@ -523,8 +523,8 @@ class Decider:
         """Whether a candidate is a satellite or a plane by its neighbours. With a bright streak: a neighbour has one on
         its line (`bright_again`), or the streak itself continues a neighbour's trail (a plane's strobes) and it has no
         long bright streak that the adjacent differences leave unexplained (then the trail is clutter). With thin
-        streaks alone: each one is explained by an adjacent difference (`gualta.streak.explains`) or is steady. A
-        model's candidate: `crossed`, with the satellite check on."""
+        streaks alone: each one is explained by the adjacent differences (`streak.explained_by_adjacent`) or by its own
+        light (`Piece.own_light`). A model's candidate: `crossed`, with the satellite check on."""
         if result.bright:                     # a fireball lasts one frame; a steady light or a plane does not
             return self.bright_again(result, neighbours) or (
                 self.satellite_check and self.streak_continues(result, neighbours)
@@ -535,12 +535,12 @@ class Decider:
 
     def crossed(self, result: FrameResult, neighbours: list[FrameResult]) -> bool:
         """Whether a model's candidate's trails all continue a neighbour's, or (with `rescore`) it no longer scores as
-        a meteor once what the neighbours explain and its explained streaks (steady, or explained by an adjacent
-        difference's pieces) are erased (bright pieces first, then faint lines, then faint crossings as well) — unless
-        it keeps a streak that neither its neighbours nor its own light explain, outside what was erased (a meteor
-        beside the satellite: `shared_streak`). A candidate with a long bright streak that neither the adjacent
-        differences nor its own light explain keeps its frame whatever is erased, so faint crossings are not searched
-        for it (nor is it noted as sharing its frame when only they would explain the rest)."""
+        a meteor once what the neighbours explain and its explained streaks (`explained_streak_trails`) are erased
+        (bright pieces first, then faint lines, then faint crossings as well) — unless it keeps a streak that neither
+        its neighbours nor its own light explain, outside what was erased (a meteor beside the satellite:
+        `shared_streak`). A candidate with a long bright streak that neither the adjacent differences nor its own
+        light explain keeps its frame whatever is erased, so faint crossings are not searched for it (nor is it noted
+        as sharing its frame when only they would explain the rest)."""
         kept = result.frame_size is not None and self.long_bright_streak_unexplained(result, neighbours)
         explained = self.explained_by_neighbours(result, neighbours, faint_crossings=not kept)
         meteor = None if explained is None else self.unerased_streak(result, neighbours, explained)
@@ -691,7 +691,7 @@ class Decider:
 
     @staticmethod
     def unerased_streak(result: FrameResult, neighbours: list[FrameResult], mask: np.ndarray) -> streak.Piece | None:
-        """The candidate's longest streak that no adjacent difference explains, that is not steady and that lies
+        """The candidate's longest streak that neither an adjacent difference nor its own light explains and that lies
         mostly outside the mask of what the neighbours explain: a meteor sharing its frame with a satellite or a plane
         (with the satellite erased, the model may no longer see it). A long bright one (`Piece.is_long_and_bright`)
         counts inside the mask too: no crossing's piece explains it, so the trails that put it there continue clutter
@@ -706,8 +706,9 @@ class Decider:
 
     @staticmethod
     def explained_streak_trails(result: FrameResult, neighbours: list[FrameResult]) -> list[trails.Trail]:
-        """The candidate's steady streaks (a satellite's light curve) and the streaks an adjacent difference's pieces
-        explain (`streak.explained_streaks`), as trails of its difference image."""
+        """The candidate's pieces that its own light (a satellite's steady light, a plane's wingtip lights, a path lit
+        again), a track or an adjacent difference's pieces explain (`streak.explained_streaks`), as trails of its
+        difference image."""
         if result.frame_size is None:
             return []
         return [trails.Trail.from_frame(piece.ends, *result.frame_size)
@@ -715,9 +716,9 @@ class Decider:
 
     @staticmethod
     def long_bright_streak_unexplained(result: FrameResult, neighbours: list[FrameResult]) -> bool:
-        """Whether the candidate has a long bright streak (`Piece.is_long_and_bright`) that no adjacent difference
-        explains: a crossing that bright leaves a piece beside it, so a neighbour's trail that its bright streak
-        continues is clutter (a cloudy neighbour's dozens of trails), as in `unerased_streak`."""
+        """Whether the candidate has a long bright streak (`Piece.is_long_and_bright`) that neither an adjacent
+        difference nor its own light explains: a crossing that bright leaves a piece beside it, so a neighbour's trail
+        that its bright streak continues is clutter (a cloudy neighbour's dozens of trails), as in `unerased_streak`."""
         return any(piece.is_long_and_bright
                    for piece in streak.unexplained_streaks(result.pieces, [n.pieces for n in neighbours]))
 
