@@ -51,13 +51,14 @@ class NightFrames:
 
     A frame is bad if it cannot be decoded, if it is blank (a black or uniform image: the camera gave no picture,
     and the frame after it would brighten as a whole; one still stamped with the watermark, its hot pixels showing,
-    is blank too, unless most recent frames look as flat — `looks_flat`), if it repeats the picture before it (a
-    frozen camera saving one image again, perhaps under a new watermark: the next new picture is then compared with
-    the sky it followed, minutes old, and a long freeze is a long gap), or if it alone differs in size from the good
-    frames either side of it (a size that persists is a camera change: only the pair across the change is skipped).
-    Decoded images older than the last predecessor handed out are released, so memory stays small if frames are
-    asked for in time order. A run of blank frames, or of one picture repeated, is warned of at its first frame and
-    counted in one line when it ends (`end_run`: a dead camera gave a line a frame, all night).
+    is blank too, unless most recent frames look as flat — `looks_flat`), if it was partly written (its last rows one
+    grey level: `partly_written`), if it repeats the picture before it (a frozen camera saving one image again,
+    perhaps under a new watermark: the next new picture is then compared with the sky it followed, minutes old, and a
+    long freeze is a long gap), or if it alone differs in size from the good frames either side of it (a size that
+    persists is a camera change: only the pair across the change is skipped). Decoded images older than the last
+    predecessor handed out are released, so memory stays small if frames are asked for in time order. A run of blank
+    frames, or of one picture repeated, is warned of at its first frame and counted in one line when it ends
+    (`end_run`: a dead camera gave a line a frame, all night).
     """
 
     def __init__(self, frames: list[Path], logger: logging.Logger | None = None, mask: np.ndarray | None = None):
@@ -107,7 +108,8 @@ class NightFrames:
         return frame in self._position
 
     def image(self, frame: Path) -> np.ndarray | None:
-        """The frame in 8-bit gray, or None if it cannot be decoded or is blank (`bad_reason`)."""
+        """The frame in 8-bit gray, or None if it is bad: not decodable, blank, partly written or a repeat
+        (`bad_reason`)."""
         return self._image(self._position[frame])
 
     def scale(self, frame: Path) -> float:
