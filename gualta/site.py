@@ -1,16 +1,17 @@
 """The daily page — the implementation behind the generateWebsite Lambda and ``guAlta.py site``.
 
 For a night it reads the store's detections and logs and writes ``YYYYMMDD.html`` (and ``index.html`` when it is the
-latest night): per observatory, the detections in time order with image, local time and score; consecutive
-detections (≤ 60 s apart) grouped as "possible satellite/plane" — split where their streaks cannot be one crossing
-(two meteors of a shower in consecutive frames); detections of different observatories at the same
-moment (within one 30 s exposure) linked as "also seen from", also to those filed under the nights either side (a
-camera kept on another zone's date); frames processed from the end log; the ISS passes of
-that night. Rendered with Jinja2 with autoescaping on: every stored value is text, never markup. Each page keeps
-what it was made from (``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones
-the ingest marked late, whose detections, logs or next night changed since — reports an observatory delivered late,
-after its outage, reach their page — and first posts again the night's detections and end logs whose Telegram post
-failed.
+latest night that has begun, and ``archive.html``, every night by month): per observatory, the detections in time order
+with image, local time and score; consecutive detections (≤ 60 s apart) grouped as "possible satellite/plane" — split
+where their streaks cannot be one crossing (two meteors of a shower in consecutive frames), and a run lasting over
+15 min kept whole as a "long run" (clouds, rain or a light); detections of different observatories at the same moment
+(within one 30 s exposure) linked as "also seen from", also to those filed under the nights either side (a camera kept
+on another zone's date); frames processed from the end log; the ISS passes of that night. Rendered with Jinja2 with
+autoescaping on: every stored value is text, never markup. Each page keeps what it was made from
+(``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones the ingest marked late,
+whose detections, logs, next night or links to the nights either side changed since — reports an observatory delivered
+late, after its outage, reach their page — and first posts again the night's detections and end logs whose Telegram
+post failed, and those of earlier nights marked unsent.
 """
 from __future__ import annotations
 
