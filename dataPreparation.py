@@ -4,6 +4,7 @@
                                        [--start 20:00] [--date YYYYMMDD] [--rates meteor=0.25,...] [--workers W]
     python dataPreparation.py prepare --nights ROOT [--test-nights YYYYMMDD,... | --test-fraction 0.25] --out DIR
                                       [--version v4] [--balance] [--seed S] [--labels CSV]... [--overwrite]
+                                      [--workers W]
     python dataPreparation.py label-aid --night ROOT/YYYYMMDD --out DIR [--scores SCORES.csv]
     python dataPreparation.py index --dataset DIR
 """

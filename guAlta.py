@@ -1,16 +1,16 @@
 """guAlta operator CLI.
 
-    python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx]
+    python guAlta.py demo [--out demo_output] [--frames 600] [--seed 2045] [--model models/guAlta.onnx] [--workers W]
     python guAlta.py serve [--host 127.0.0.1] [--port 8765] [--store DIR|s3://BUCKET] [--site-at 0900|off] [--config F]
     python guAlta.py site [--store DIR|s3://BUCKET] [--day YYYYMMDD] [--config F]
     python guAlta.py batch [--folder NIGHT_DIR | --catch-up DAYS] [--scores OUT.csv|DIR/] [--no-upload] [...]
-    python guAlta.py realtime [--scores DIR] [--no-upload]
-    python guAlta.py flush
-    python guAlta.py mask [--folder NIGHT_DIR] [--out MASK.png] [--replace]
+    python guAlta.py realtime [--scores DIR] [--no-upload] [...]
+    python guAlta.py flush [...]
+    python guAlta.py mask [--folder NIGHT_DIR] [--out MASK.png] [--replace] [...]
 
 Every command but demo reads guAltaConfig.py (else guAltaConfig.example.py; or --config FILE); every client
-setting also has a GUALTA_* variable and a flag (see `python guAlta.py batch --help`); serve and site read
-guAlta_store (GUALTA_STORE), guAlta_site_time (GUALTA_SITE_TIME) and guAlta_observatories.
+setting also has a GUALTA_* variable and a flag (`[...]` above; see `python guAlta.py batch --help`); serve and site
+read guAlta_store (GUALTA_STORE), guAlta_site_time (GUALTA_SITE_TIME) and guAlta_observatories.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=non_negative_int, default=2045,
                       help="simulator seed of the night (default: %(default)s)")
     demo.add_argument("--model", type=Path, help="model file (ONNX or pkl; default: the shipped models/guAlta.onnx)")
-    demo.add_argument("--workers", type=int, help="render processes (default: CPU count)")
+    demo.add_argument("--workers", type=int, help="render processes (default: CPU count, ≤ 8)")
     demo.set_defaults(run=cmd_demo, failures=demo_failures)
     serve = commands.add_parser("serve", help="run the central service on this machine (ingest, pages, model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
