@@ -19,6 +19,10 @@ if exist .venv\Scripts\python.exe (
 set "CODE=%ERRORLEVEL%"
 if "%CODE%"=="0" exit /b 0
 if "%CODE%"=="130" exit /b 130
+if "%CODE%"=="2" (
+  echo guAlta realtime: invalid settings ^(exit status 2^): fix them and start it again
+  exit /b 2
+)
 echo guAlta realtime stopped with exit status %CODE%: starting it again in a minute (Ctrl-C to give up)
 timeout /t 60 /nobreak >nul
 goto run

@@ -121,6 +121,8 @@ def test_the_windows_recipes_call_the_client_as_it_reads_its_options():
                 cli.build_parser().parse_args(words)                   # an unknown option would exit 2
                 calls.append((bat.name, words[0]))
     assert sorted(set(calls)) == [("guAlta_batch.bat", "batch"), ("guAlta_realtime.bat", "realtime")]
+    restarts = (REPO / "deploy" / "guAlta_realtime.bat").read_text()
+    assert restarts.index('if "%CODE%"=="2" (') < restarts.index("goto run")     # invalid settings: not every minute
     task = (REPO / "deploy" / "guAlta_realtime_task.xml").read_text()
     assert "guAlta_realtime.bat</Command>" in task
     restart = ElementTree.fromstring(task.encode()).find(f"{{{TASK}}}Settings/{{{TASK}}}RestartOnFailure")
