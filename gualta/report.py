@@ -129,6 +129,7 @@ class Delivery:
     sent: int = 0
     rejected: int = 0
     stopped: str = ""                 # why the pass stopped early ('' if it ran out of due items)
+    passed_over: str = ""             # the 5xx of the last report a pass over everything left pending and went on
     refused: bool = False             # ... because the service refused this client's settings (key, address)
 
 
@@ -310,14 +311,14 @@ class Outbox:
                                      (key, body, time.time()))
         return cursor.rowcount > 0
 
-    def due(self, now: float | None = None, limit: int = 50) -> list[Item]:
-        """Pending items oldest first, up to the first whose retry time has not come (all of them if now is None):
-        one waiting for its retry holds back the later ones, so a night's end log never goes before its start —
-        unless the service failed on it HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it keeps failing on blocks
-        nothing; a network outage holds everything back)."""
+    def due(self, now: float | None = None, limit: int = 50, after: int = 0) -> list[Item]:
+        """Pending items oldest first (those queued after item id `after`), up to the first whose retry time has not
+        come (all of them if now is None): one waiting for its retry holds back the later ones, so a night's end log
+        never goes before its start — unless the service failed on it HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it
+        keeps failing on blocks nothing; a network outage holds everything back)."""
         now = math.inf if now is None else now
-        rows = self._read(f"SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' AND "
-                          f"(next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (now, limit))
+        rows = self._read(f"SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' AND id > ? "
+                          f"AND (next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (after, now, limit))
         due = []
         for *item, next_try in rows:
             if next_try > now:                  # the oldest one holding back the rest, not due yet
@@ -500,10 +501,12 @@ def without_newer_field(body: str) -> str:
 def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: threading.Event | None = None,
             deadline: float | None = None) -> Delivery:
     """Send due items (every pending one if `everything`) oldest first; stop at the first one that must wait, once
-    `stop` is set, or once time.monotonic() has passed `deadline` (one item is sent whatever the time)."""
-    result, first = Delivery(), True
+    `stop` is set, or once time.monotonic() has passed `deadline` (one item is sent whatever the time). Over
+    everything, one the service has now answered 5xx HOLD_BACK_TRIES times holds back no later one (as in `due`): it
+    stays pending and the pass goes on to the next, each item tried once."""
+    result, first, after = Delivery(), True, 0
     while True:
-        items = outbox.due(None if everything else time.time())
+        items = outbox.due(None if everything else time.time(), after=after)
         if not items:
             return result
         for item in items:
@@ -513,14 +516,25 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
             first = False
             outcome = client.send(item.body)
             outbox.mark(item, outcome, time.time())
+            if everything:
+                after = item.id
             if outcome.kind == "sent":
                 result.sent += 1
             elif outcome.kind == "rejected":
                 result.rejected += 1
                 log.error("report %s rejected by the service: %s", item.key, outcome.detail)
+            elif everything and keeps_failing(item, outcome):
+                result.passed_over = outcome.detail
+                log.warning("report %s kept pending, the later ones go on: the service failed on it %d times (%s)",
+                            item.key, item.attempts + 1, outcome.detail)
             else:
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
                 return result
+
+
+def keeps_failing(item: Item, outcome: Outcome) -> bool:
+    """Whether this send was the service's HOLD_BACK_TRIES-th failure or more on `item`, a 5xx (`HOLDS_BACK`)."""
+    return outcome.kind == "retry" and outcome.detail.startswith("HTTP 5") and item.attempts + 1 >= HOLD_BACK_TRIES
 
 
 def duration(seconds: float) -> str:
@@ -691,8 +705,8 @@ def set_aside_if_damaged(path: str | Path, clock=datetime.now) -> Path | None:
 
 
 def flush(outbox_path: str | Path, url: str, api_key: str) -> tuple[Delivery, int]:
-    """Send every pending report now, ignoring retry times (`python guAlta.py flush`); returns what happened and
-    how many are still pending."""
+    """Send every pending report now, ignoring retry times (`python guAlta.py flush`), past one the service keeps
+    failing on (`deliver`); returns what happened and how many are still pending."""
     with Outbox(outbox_path) as outbox:
         delivery = deliver(outbox, ApiClient(url, api_key), everything=True)
         return delivery, outbox.pending()
@@ -710,8 +724,9 @@ def flush_outbox(settings: Settings, say=print) -> int:
     if not (delivery.sent or delivery.rejected or pending):
         say(f"nothing to send: no report waits in {settings.outbox}")
         return 0
+    why = delivery.stopped or delivery.passed_over
     say(f"delivered {delivery.sent}, rejected {delivery.rejected}, still pending {pending}"
-        + (f" ({delivery.stopped})" if delivery.stopped else ""))
+        + (f" ({why})" if why else ""))
     return 1 if pending else 0
 
 

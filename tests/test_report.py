@@ -265,6 +265,68 @@ def test_many_reports_the_service_fails_on_do_not_hide_the_ones_after_them(tmp_p
         assert outbox.next_due() == 0
 
 
+class FailingOnFirst(StubService):
+    """A StubService answering 500 to the report {"n": 0} every time (the service fails on it alone), 200 to the
+    others — or `status` to every report once it is set."""
+
+    def __init__(self):
+        self.status = None
+        super().__init__([])
+
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict]:
+        super().answer(path, headers, body)
+        status = self.status or (500 if json.loads(body)["n"] == 0 else 200)
+        return status, {"status": "stored" if status == 200 else "error"}
+
+
+def test_flush_goes_past_a_report_the_service_keeps_failing_on(tmp_path):
+    """`flush` stopped at the oldest report each time the service answered it 5xx: one it failed on every time (a
+    repair claim "being stored by another request" for a day, a night folder it cannot write) kept the later ones
+    pending flush after flush ("delivered 0, still pending 5"), while the sender lets it wait alone after
+    HOLD_BACK_TRIES failures. flush does too, trying each report once; a network failure still stops it at once."""
+    service, lines = FailingOnFirst(), []
+    try:
+        with Outbox(tmp_path / "outbox.sqlite") as outbox:
+            queue_numbered(outbox, 5)
+        config = settings(tmp_path, tmp_path / "model.onnx", url=service.url, api_key=KEY)
+        statuses = [report.flush_outbox(config, say=lines.append) for _ in range(report.HOLD_BACK_TRIES + 1)]
+        assert [body["n"] for body in service.bodies] == [0] * report.HOLD_BACK_TRIES + [1, 2, 3, 4] + [0]
+        assert statuses == [1] * (report.HOLD_BACK_TRIES + 1)
+        assert lines[report.HOLD_BACK_TRIES - 1].startswith("delivered 4, rejected 0, still pending 1 (HTTP 500: ")
+        assert lines[-1].startswith("delivered 0, rejected 0, still pending 1 (HTTP 500: ")
+        with Outbox(config.outbox) as outbox:
+            queue_numbered(outbox, 7)                                   # n = 5 and 6 are new
+        delivery, pending = flush(config.outbox, f"http://127.0.0.1:{free_port()}", KEY)
+        assert delivery.stopped.startswith("network: ") and pending == 3
+        service.status = 429                                            # "later": the pass stops at the first too
+        assert flush(config.outbox, service.url, KEY)[0].stopped.startswith("HTTP 429")
+        assert [body["n"] for body in service.bodies[-2:]] == [0, 0]
+        with Outbox(config.outbox) as outbox:
+            assert dict(outbox.db.execute("SELECT key, attempts FROM outbox WHERE state = 'pending'")) == {
+                "detection/obs01/0": report.HOLD_BACK_TRIES + 3, "detection/obs01/5": 0, "detection/obs01/6": 0}
+    finally:
+        service.close()
+
+
+def test_a_senders_last_try_goes_past_a_report_the_service_keeps_failing_on(tmp_path, monkeypatch):
+    """A stop (the end of a batch run) while the sender waited out its backoff after the service failed on the oldest
+    report a third time: the last try stopped at that report again, and the later ones waited for the next run."""
+    monkeypatch.setattr(report, "BACKOFF_FIRST_S", 60.0)                # the sender's pass after the failure: not soon
+    monkeypatch.setattr(report, "BACKOFF_MAX_S", 300.0)
+    service = FailingOnFirst()
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            queue_numbered(outbox, 5)
+            outbox.db.execute("UPDATE outbox SET attempts = ?, last_error = 'HTTP 500: x' WHERE key = ?",
+                              (report.HOLD_BACK_TRIES - 1, "detection/obs01/0"))
+            sender = Sender(outbox.path, ApiClient(service.url, KEY))
+            sender.wake()
+            assert sender.close(timeout=10) == 1
+    finally:
+        service.close()
+    assert [body["n"] for body in service.bodies] == [0, 0, 1, 2, 3, 4]
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
