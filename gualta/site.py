@@ -581,24 +581,26 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: l
     late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
     stale, counts = stale_nights(target, night, late, env, missed), {}
     for marked in sorted(set(late) - set(stale)):                  # up to date already
-        take_off_late_mark(target, marked, env)
+        take_off_late_mark(target, marked, env, coming=tuple(stale))
     try:
         for earlier in stale:
             summary = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)
             counts[earlier] = {key: summary[key] for key in ("detections", "held_back")}
             if earlier in late:
-                take_off_late_mark(target, earlier, env)
+                take_off_late_mark(target, earlier, env, coming=tuple(stale))
     finally:                                                       # the pages made before a failure are listed too
         if counts:
             write_archive(target, counts, page_nights(target), now.astimezone(service_env.timezone(env)))
     return list(counts)
 
 
-def take_off_late_mark(target: store.Store, night: str, env) -> None:
+def take_off_late_mark(target: store.Store, night: str, env, coming: tuple[str, ...] = ()) -> None:
     """Take a night's late mark off, and put it back if its page is out of date after all (a report stored since it
-    was built: the ingest stores before it marks, so whatever the order the mark stays when it must)."""
+    was built: the ingest stores before it marks, so whatever the order the mark stays when it must) — as it will be
+    once the pages of `coming` (built in the same refresh, linked as if they had one: `build_day`) are written."""
     target.delete(store.late_key(night))
-    if page_is_stale(store.read_now(target), night, page_nights(target), env):   # as stored now, not as listed
+    nights = sorted(set(page_nights(target)) | set(coming))
+    if page_is_stale(store.read_now(target), night, nights, env):      # as stored now, not as listed
         target.put(store.late_key(night), b"")
 
 

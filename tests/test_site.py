@@ -727,6 +727,34 @@ def test_a_build_cut_off_or_capped_leaves_the_other_late_nights_marked(env, tmp_
         assert f"obs02_{night}231507" in (tmp_path / "store" / f"{night}.html").read_text()
 
 
+def test_late_pages_built_together_lose_their_marks_in_that_build(env, tmp_path, monkeypatch):
+    """Three nights with no page delivered late together: the build made each page linking the next, but the marks of
+    all but the last came back, each checked before the next night's page existed — and a second build rebuilt
+    nothing. They go in the build that brings the pages up to date; a build cut off keeps those it did not reach."""
+    root, schedule, now = store.LocalStore(tmp_path / "store"), {"source": "gualta.schedule"}, \
+        datetime(2026, 9, 20, 10, 0, tzinfo=timezone.utc)
+    late = ["20260916", "20260917", "20260918"]
+    for i, night in enumerate(late):
+        ingest_module.handle(event(detection("obs01", f"{night}231507", seed=i)), os.environ, now)
+    assert store.late_nights(root) == late
+    summary = site.handle(schedule, os.environ, now)
+    assert (summary["night"], summary["refreshed"]) == ("20260919", late)
+    assert store.late_nights(root) == []
+    ingest_module.handle(event(detection("obs01", "20260916231607", seed=3)), os.environ, now)
+    ingest_module.handle(event(detection("obs01", "20260917231607", seed=4)), os.environ, now)
+    built = site.build_day
+
+    def cut_off(target, night, *args, **kwargs):
+        if night == "20260917":
+            raise SystemExit("the Lambda's time is up")
+        return built(target, night, *args, **kwargs)
+
+    monkeypatch.setattr(site, "build_day", cut_off)
+    with pytest.raises(SystemExit):
+        site.handle(schedule, os.environ, now)
+    assert store.late_nights(root) == ["20260917"]
+
+
 def test_a_report_stored_while_a_late_mark_is_taken_off_keeps_it(env, tmp_path, monkeypatch):
     """A report stored between the check that a late page is up to date and the removal of its mark lost the mark:
     the night, past the refresh window, stayed out of date for good."""
