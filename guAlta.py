@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     reports refused or rejected; flush: reports still pending), 1 with one line for a failure it names (`failures`,
     CommandError), 2 for invalid settings (every problem listed) or options that cannot go together, 130 for
     Ctrl-C."""
+    from gualta.cli import tolerant_console
+
+    tolerant_console()
     args = build_parser().parse_args(argv)
     args.last_words = []                            # printed after any failure line: the watcher's closing line
     try:

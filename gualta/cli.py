@@ -19,6 +19,7 @@ def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, erro
     `errors`, or a file that cannot be read or written (OSError), exits 2 with '<prog> <command>: error: <message>'."""
     from tqdm.contrib.logging import logging_redirect_tqdm     # loads tqdm.auto: a notebook without ipywidgets warns
 
+    tolerant_console()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -29,6 +30,14 @@ def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, erro
     except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback
         parser.exit(130, f"{parser.prog} {args.command}: interrupted; what it wrote so far is left as it is\n")
     return 0
+
+
+def tolerant_console() -> None:
+    """Write what stdout and stderr cannot encode as backslash escapes: a Latin-1 locale, Windows output redirected to
+    a file (cp1252) or a folder name that is not UTF-8 made a print of '→' or 'Иван' crash the command."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def error_text(exc: Exception) -> str:

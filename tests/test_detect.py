@@ -1582,3 +1582,19 @@ def test_the_summary_of_a_night_reporting_flagged_candidates_says_they_are_among
     assert held_back.counts() == "52 frames (51 scored, 1 skipped), 19 detections, 32 flagged"
     reported_too.tally(True, False, False, "satellite")          # the setting turned off during a watched night
     assert reported_too.counts().endswith("51 reported (32 of them flagged), 1 flagged not reported")
+
+
+def test_a_console_that_cannot_spell_a_character_does_not_stop_the_run(client_night, tiny_model, tmp_path):
+    """Under a Latin-1 locale (or Windows output redirected to a file, cp1252) `--help` crashed on the '→' of
+    demo's help, and batch wrote the CSV, then crashed on the summary naming `--scores Иван/` and exited 1. What the
+    console cannot encode is now written as backslash escapes."""
+    env = child_env(PYTHONIOENCODING="latin-1")
+    usage = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "--help"], capture_output=True, timeout=60,
+                           env=env)
+    assert usage.returncode == 0 and b"\\u2192" in usage.stdout, usage.stderr
+    run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night), "--scores",
+                          f"{tmp_path / 'Иван'}/", "--no-upload", "--model", str(tiny_model), "--threads", "1"],
+                         capture_output=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert b"night 20211110: 24 frames" in run.stdout and b"\\u0418\\u0432\\u0430\\u043d" in run.stdout
+    assert len(read_scores(tmp_path / "Иван" / "20211110.csv")) == 24
