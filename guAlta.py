@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     reports refused or rejected; flush: reports still pending), 1 with one line for a failure it names (`failures`,
     CommandError), 2 for invalid settings (every problem listed) or options that cannot go together, 130 for
     Ctrl-C."""
-    from gualta.cli import tolerant_console
+    from gualta.cli import ConsoleLines, tolerant_console
 
     tolerant_console()
     args = build_parser().parse_args(argv)
@@ -240,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guAlta {args.command}: {exc}", file=sys.stderr)
         return status
     finally:
+        say = ConsoleLines()                        # stdout on a full disk: a warning, not a second traceback
         for line in args.last_words:
-            print(line)
+            say(line)
 
 
 def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | None:

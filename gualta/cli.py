@@ -11,6 +11,8 @@ from pathlib import Path
 
 from gualta import allsky
 
+log = logging.getLogger(__name__)
+
 MAX_RATE = 10.0         # `event_rates`: events a frame: more is no night sky (and NaN or infinity no rate)
 
 
@@ -38,6 +40,26 @@ def tolerant_console() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+class ConsoleLines:
+    """`say(line)` for a run's lines on stdout (`write`: print, tqdm.write): the first that cannot be written (a full
+    disk, a terminal gone: OSError) is logged once as a warning and the lines after it, of any `ConsoleLines`, are
+    dropped, so the night is still scored and reported to the end."""
+    failed_stdout = None                        # the sys.stdout that could not be written, for every instance
+
+    def __init__(self, write=print):
+        self.write = write
+
+    def __call__(self, line: str) -> None:
+        if sys.stdout is None or sys.stdout is ConsoleLines.failed_stdout:
+            return
+        try:
+            self.write(line)
+            sys.stdout.flush()                  # fails here, not at exit after the last line (exit status 120)
+        except OSError as exc:
+            ConsoleLines.failed_stdout = sys.stdout
+            log.warning("cannot write to the console (%s): its lines are left out from here on", error_text(exc))
 
 
 def error_text(exc: Exception) -> str:

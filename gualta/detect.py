@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gualta import allsky, clouds, faint_crossing, fireball, lightning, streak, trails, wingtips
+from gualta.cli import ConsoleLines
 from gualta.client_errors import ClientError, NightError, UsageError
 from gualta.config import Settings
 from gualta.classical import apply_mask
@@ -1038,10 +1039,12 @@ def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int)
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
-              upload: bool = True, model_path: str | Path | None = None, model=None, say=tqdm.write,
+              upload: bool = True, model_path: str | Path | None = None, model=None, say=None,
               progress: bool | None = None) -> NightSummary:
     """Score every frame of a night, write the scores CSV (`scores_file`), report detections (start log,
-    detections, end log through the outbox) and return the summary."""
+    detections, end log through the outbox) and return the summary; `say` prints its lines (default: on stdout,
+    above the progress bar, `ConsoleLines`)."""
+    say = say or ConsoleLines(tqdm.write)
     night = resolve_night(settings, folder)
     files = listing(allsky.list_frames, night)
     allsky.say_lookalikes(night)
@@ -1109,11 +1112,11 @@ def run_nights(settings: Settings, folder: str | Path | None, scores: str | Path
     if catch_up and folder:
         raise UsageError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
     nights = [*nights_to_catch_up(settings, scores, catch_up), folder]
-    summaries, failed = [], False
+    summaries, failed, say = [], False, ConsoleLines(tqdm.write)
     with logging_redirect_tqdm():
         for night in nights:
             try:
-                summaries.append(run_batch(settings, night, scores, upload=upload, model_path=model_path))
+                summaries.append(run_batch(settings, night, scores, upload=upload, model_path=model_path, say=say))
             except NightError as exc:
                 if len(nights) == 1:
                     raise

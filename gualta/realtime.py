@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gualta import allsky
+from gualta.cli import ConsoleLines
 from gualta.client_errors import ClientError, UsageError
 from gualta.config import Settings, next_local_time, seconds_until, window_problem
 from gualta.detect import (BAD_FRAME, CLOCK_SET_BACK, DAYTIME, SKIPPED, Decider, FrameResult, NightSummary,
@@ -673,7 +674,9 @@ def run_realtime(settings: Settings, upload: bool = True, stop: threading.Event 
     """`python guAlta.py realtime`: load the model (`model_path`, else the configured one), start the sender,
     watch until SIGINT/SIGTERM (or `stop`); each night's scores CSV goes into the folder `scores` as it ends. The
     closing line ("stopped; N report(s) pending in the outbox") goes to `say_last` (default: `say`): the CLI prints
-    it after the line that says what stopped the watcher (said before it, the pending reports read as the failure)."""
+    it after the line that says what stopped the watcher (said before it, the pending reports read as the failure).
+    A line that cannot be written (a full disk, a terminal gone) stops the lines, not the watcher (`ConsoleLines`)."""
+    say = ConsoleLines(say)
     if upload and not settings.url:
         raise ClientError("uploads need guAlta_URL (or run with --no-upload)")
     if problem := window_problem(settings.start_time, settings.end_time):     # batch and flush need no window

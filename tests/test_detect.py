@@ -1598,3 +1598,16 @@ def test_a_console_that_cannot_spell_a_character_does_not_stop_the_run(client_ni
     assert run.returncode == 0, run.stderr
     assert b"night 20211110: 24 frames" in run.stdout and b"\\u0418\\u0432\\u0430\\u043d" in run.stdout
     assert len(read_scores(tmp_path / "Иван" / "20211110.csv")) == 24
+
+
+def test_a_console_that_cannot_be_written_leaves_the_night_scored(client_night, tiny_model, tmp_path):
+    """`batch ... > /dev/full` (stdout on a full disk, a terminal gone away) stopped the night at its first detection
+    line with a traceback and left the CSV as .part. It is one warning on stderr and the night is scored to the end."""
+    scores = tmp_path / "scores.csv"
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night),
+                              "--scores", str(scores), "--no-upload", "--model", str(tiny_model), "--threads", "1"],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=child_env())
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("cannot write to the console ([Errno 28] No space left on device)") == 1
+    assert len(read_scores(scores)) == 24 and not Path(f"{scores}.part").exists()
