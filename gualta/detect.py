@@ -1074,7 +1074,8 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
         scorer = scorer_for(settings, model, NightFrames(files, log, mask=mask))
         decider = Decider.from_settings(settings, model)
         started = time.perf_counter()
-        bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=progress is False or None)
+        no_bar = progress is False or sys.stderr is None            # stderr closed (2>&-, pythonw): no bar to draw
+        bar = tqdm(total=len(files), desc=f"night {night.name}", unit="frame", disable=no_bar or None)
         with bar:
             for result in score_and_decide(scorer, decider, files):
                 row = result.row()

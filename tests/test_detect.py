@@ -1611,3 +1611,15 @@ def test_a_console_that_cannot_be_written_leaves_the_night_scored(client_night, 
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("cannot write to the console ([Errno 28] No space left on device)") == 1
     assert len(read_scores(scores)) == 24 and not Path(f"{scores}.part").exists()
+
+
+def test_a_closed_stderr_does_not_stop_the_night(client_night, tiny_model, tmp_path):
+    """`batch ... 2>&-` (or Windows' pythonw, whose stderr is None) stopped before scoring a frame: the progress bar
+    wrote to a stderr that is None (AttributeError). The bar is left out and the night scored."""
+    scores = tmp_path / "scores.csv"
+    command = [sys.executable, str(REPO / "guAlta.py"), "batch", "--folder", str(client_night), "--scores",
+               str(scores), "--no-upload", "--model", str(tiny_model), "--threads", "1"]
+    run = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", *command], stdout=subprocess.PIPE, text=True,
+                         timeout=120, env=child_env(), close_fds=True)
+    assert run.returncode == 0 and "night 20211110: 24 frames" in run.stdout
+    assert len(read_scores(scores)) == 24
