@@ -351,7 +351,7 @@ def write_mask(settings: Settings, folder: str | Path | None, out: str | Path | 
     return (f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
             "frame), black outside the lens, below the skyline and where the picture changes from one frame to the "
             "next in most pairs (the camera's own text). Look at it, paint black whatever else the checks must not "
-            f"read, and set guAlta_mask = \"{out.resolve()}\"")
+            f"read, and set guAlta_mask = {str(out.resolve())!r}")      # a Python literal: \\ and quotes kept
 
 
 def read_or_none(frame: Path) -> np.ndarray | None:

@@ -247,6 +247,22 @@ def test_guAlta_mask_draws_a_mask_from_the_nights_frames_and_never_writes_over_o
     assert empty.returncode == 1 and "at least 3 are needed" in empty.stderr and not (tmp_path / "none.png").exists()
 
 
+def test_the_mask_setting_to_paste_reads_back_as_the_path_written(nights, tmp_path):
+    """`guAlta.py mask` said `set guAlta_mask = "C:\\Users\\pi\\guAlta\\mask.png"`: pasted into the settings file
+    (Python) the \\U was a SyntaxError, a \\n or \\t changed the path without a word, a quote in it broke the line.
+    The assignment it prints now, run as Python, gives back the path written."""
+    from gualta.frames import write_mask
+
+    _, _, corner = nights
+    out = tmp_path / 'a\\new "roof"' / "mask.png"
+    said = write_mask(settings(tmp_path, Path("unused.onnx")), corner, out)
+    assignment = said.rsplit("set ", 1)[1]
+    setting = {}
+    exec(assignment, setting)
+    assert assignment.startswith("guAlta_mask = ") and setting["guAlta_mask"] == str(out.resolve())
+    assert cv2.imread(setting["guAlta_mask"], cv2.IMREAD_GRAYSCALE).shape == (976, 1304)
+
+
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
     """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
     _, texted, _ = nights
