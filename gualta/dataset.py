@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gualta import allsky
 from gualta.frames import NightFrames
-from gualta.preprocess import VERSIONS, binary_difference, make_version
+from gualta.preprocess import VERSIONS, binary_difference, make_version, write_image_file
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,9 @@ def pair_difference(frames: NightFrames, pair: allsky.FramePair, version: str) -
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
-    """Write an image (format from the suffix), creating folders; raise OSError if OpenCV cannot."""
+    """Write an image (format from the suffix), creating folders; raise OSError if it cannot (`write_image_file`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"cannot write {path}")
+    write_image_file(path, image)
 
 
 # --- labels -----------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 from gualta import allsky
 from gualta.classical import estimate_sky_mask
 from gualta.client_errors import ClientError
-from gualta.preprocess import BadFrame, read_gray, read_image, sky_sized, to_reference_scale
+from gualta.preprocess import BadFrame, read_gray, read_image, sky_sized, to_reference_scale, write_image_file
 
 if TYPE_CHECKING:
     from gualta.config import Settings
@@ -346,8 +346,10 @@ def write_mask(settings: Settings, folder: str | Path | None, out: str | Path | 
     except ValueError as exc:
         raise ClientError(f"no mask drawn from {night}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), mask):
-        raise ClientError(f"cannot write {out} (a .png name, in a folder that can be written)")
+    try:
+        write_image_file(out, mask)
+    except OSError:
+        raise ClientError(f"cannot write {out} (a .png name, in a folder that can be written)") from None
     return (f"wrote {out}: white where the frames of night {night.name} show sky ({(mask > 0).mean():.0%} of the "
             "frame), black outside the lens, below the skyline and where the picture changes from one frame to the "
             "next in most pairs (the camera's own text). Look at it, paint black whatever else the checks must not "

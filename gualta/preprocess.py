@@ -111,6 +111,22 @@ def read_image(path: str | Path, mode: int, png_mode: int | None = None) -> np.n
     return image
 
 
+def write_image_file(path: Path, image: np.ndarray) -> None:
+    """Write `image` to `path` in the format its suffix names (.png, .jpg); OSError 'cannot write PATH' if OpenCV has
+    no writer for it or the file cannot be written. Encoded here and written by Python, as frames are read: OpenCV's
+    own imwrite cannot open a path with non-ASCII characters on Windows."""
+    try:
+        ok, data = cv2.imencode(path.suffix, image)
+    except cv2.error:                               # no encoder for that suffix
+        ok = False
+    if not ok:
+        raise OSError(f"cannot write {path}")
+    try:
+        path.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise OSError(f"cannot write {path}") from exc
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """BGR (OpenCV order) to 8-bit grayscale; grayscale input is returned unchanged."""
     if image.ndim == 2:

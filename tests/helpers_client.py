@@ -269,3 +269,12 @@ def only_installed_command(requirements: list[str], script: Path, *args: str) ->
     blocked = sorted(module for module, owners in metadata.packages_distributions().items()
                      if not allowed & {canonicalize_name(owner) for owner in owners})
     return [sys.executable, "-c", ONLY_INSTALLED_RUNNER, str(script), *args], ",".join(blocked)
+
+
+def windows_imwrite(monkeypatch) -> None:
+    """cv2.imwrite as on Windows, which cannot open a path with non-ASCII characters: no file, False (this runs on
+    Linux, whose OpenCV opens any path)."""
+    import cv2
+
+    imwrite = cv2.imwrite
+    monkeypatch.setattr(cv2, "imwrite", lambda path, *rest: str(path).isascii() and imwrite(path, *rest))

@@ -17,6 +17,7 @@ import pytest
 from gualta import allsky, dataset, frames
 from gualta.dataset import DatasetError, index_dataset, label_aid, prepare_dataset, split_nights
 from gualta.preprocess import read_gray
+from helpers_client import windows_imwrite
 from helpers_nights import STREAK, dot_count, frame_path, make_night, sensor_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -889,3 +890,20 @@ def test_cli_reexports_the_thesis_preprocessing():
     from gualta import preprocess
     for name in ("to_gray", "subtract", "threshold", "resize_area", "difference_image", "make_version"):
         assert getattr(dataPreparation, name) is getattr(preprocess, name)
+
+
+def test_images_are_written_into_a_folder_named_in_any_language(nights, tmp_path, monkeypatch):
+    """prepare, label-aid and raw-dataset wrote through OpenCV's imwrite, which on Windows cannot open a non-ASCII
+    path: a dataset or contact sheet under 'Cámara Иван' stopped at its first image. They are encoded by OpenCV and
+    written by Python, as frames are read; an unknown suffix is still 'cannot write PATH'."""
+    windows_imwrite(monkeypatch)
+    folder = tmp_path / "Cámara Иван"
+    image = np.random.default_rng(1).integers(0, 256, (40, 60), np.uint8)
+    dataset.write_image(folder / "diff.png", image)
+    assert np.array_equal(read_gray(folder / "diff.png"), image)                 # PNG: the same pixels
+    with pytest.raises(OSError, match=f"^cannot write {folder / 'diff.xyz'}$"):
+        dataset.write_image(folder / "diff.xyz", image)
+    label_aid(nights / "20211110", folder / "aid")
+    written = sorted((folder / "aid").rglob("*.*g"))
+    assert {path.suffix for path in written} == {".png", ".jpg"}
+    assert all(cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED) is not None for path in written)

@@ -23,7 +23,7 @@ from gualta.model import load_model
 from gualta.realtime import Watcher, run_realtime
 from gualta.report import Outbox
 from gualta.scores import read_scores
-from helpers_client import copy_night, settings
+from helpers_client import copy_night, settings, windows_imwrite
 from helpers_service import child_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,6 +261,17 @@ def test_the_mask_setting_to_paste_reads_back_as_the_path_written(nights, tmp_pa
     exec(assignment, setting)
     assert assignment.startswith("guAlta_mask = ") and setting["guAlta_mask"] == str(out.resolve())
     assert cv2.imread(setting["guAlta_mask"], cv2.IMREAD_GRAYSCALE).shape == (976, 1304)
+
+
+def test_a_mask_is_written_into_a_folder_named_in_any_language(nights, tmp_path, monkeypatch):
+    """OpenCV's imwrite cannot open a non-ASCII path on Windows: `guAlta.py mask --out 'Cámara/mask.png'` said
+    "cannot write". The mask is encoded by OpenCV and written by Python."""
+    from gualta.frames import write_mask
+
+    windows_imwrite(monkeypatch)
+    out = tmp_path / "Cámara Иван" / "mask.png"
+    write_mask(settings(tmp_path, Path("unused.onnx")), nights[2], out)
+    assert cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_GRAYSCALE).shape == (976, 1304)
 
 
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
