@@ -331,12 +331,14 @@ class Settings:
 
 def shown_raw(setting: Setting, raw):
     """A refused value as a problem line may show it: a URL without its user and password."""
-    return without_credentials(raw) if setting.name == "url" and isinstance(raw, str) else raw
+    return without_credentials(raw) if setting.parse is url and isinstance(raw, str) else raw
 
 
 def without_credentials(url: str) -> str:
     """A URL as it may be shown: without a user and password in it (a reverse proxy's basic authentication)."""
     parts = urlsplit(url)
+    if not parts.netloc and "@" in url:                 # 'op:secret@host:8765': no scheme, read as 'op:'
+        return url.rpartition("@")[2]
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))     # host[:port] as written

@@ -525,8 +525,8 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
                 log.error("report %s rejected by the service: %s", item.key, outcome.detail)
             elif everything and keeps_failing(item, outcome):
                 result.passed_over = outcome.detail
-                log.warning("report %s kept pending, the later ones go on: the service failed on it %d times (%s)",
-                            item.key, item.attempts + 1, outcome.detail)
+                log.warning("report %s kept pending, the later ones go on: tried %d times, the service answered "
+                            "%s", item.key, item.attempts + 1, outcome.detail)
             else:
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
                 return result

@@ -204,15 +204,25 @@ def test_numbers_too_large_for_a_float_are_refused_in_words(tmp_path):
             unbounded(float("-inf"))
 
 
+@pytest.mark.parametrize("variable", ["GUALTA_URL", "GUALTA_MODEL_URL"])
 @pytest.mark.parametrize("address", ["http://op:secret@myhost:808O", "http://myhost:99999", "http://myhost:0"])
-def test_a_url_with_a_port_no_connection_can_use_is_refused_at_start(address):
+def test_a_url_with_a_port_no_connection_can_use_is_refused_at_start(address, variable):
     """A guAlta_URL whose port is not 1–65535 was taken: with a user and password the watcher died at start in a
     traceback, without them every report failed all night as a network outage ("InvalidURL")."""
     with pytest.raises(ConfigError) as caught:
-        load_settings(env={"GUALTA_URL": address})
+        load_settings(env={variable: address})
     assert "port (if any) from 1 to 65535" in caught.value.problems[0]
     assert "secret" not in caught.value.problems[0]
     assert config.without_credentials("http://op:secret@[::1]:808O/up") == "http://[::1]:808O/up"   # as written
+
+
+def test_a_url_without_its_scheme_is_refused_without_its_password():
+    """`op:secret@myhost:8765` (http:// left out) reads as the scheme 'op': its problem line showed the password."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"GUALTA_URL": "op:secret@myhost:8765"})
+    assert caught.value.problems == [
+        "environment GUALTA_URL = 'myhost:8765': must be an http:// or https:// URL, its port (if any) from 1 to 65535 "
+        "(or empty)"]
 
 
 @pytest.mark.parametrize("zone", ["Europe", "America/Argentina", "America/Indiana"])
