@@ -576,8 +576,10 @@ def has_reports(target: store.Store, night: str) -> bool:
 def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: list[str] | None = None) -> list[str]:
     """Rebuild the pages out of date before `night` (`stale_nights`; `missed`: its missed nights, listed already) —
     of the nights marked late, the latest LATE_PER_BUILD, the rest at the next build — then the archive once, and
-    return their nights. A late mark is taken off once its page is up to date, so a build cut off (the Lambda's time
-    up) leaves the nights it did not reach marked, and a report stored during its page's build keeps it marked."""
+    return their nights. A late mark is taken off once the pages are written and its page is up to date against
+    them, so a build cut off (the Lambda's time up) leaves marked the nights it did not reach and those whose page
+    links one it did not write (all of them if the process is killed), and a report stored during its page's build
+    keeps it marked."""
     late = [n for n in store.late_nights(target) if n < night][-LATE_PER_BUILD:]
     stale, counts = stale_nights(target, night, late, env, missed), {}
     for marked in sorted(set(late) - set(stale)):                  # up to date already
@@ -586,9 +588,9 @@ def refresh_stale(target: store.Store, night: str, env, now: datetime, missed: l
         for earlier in stale:
             summary = build_day(target, earlier, env, now, coming=tuple(stale), archive=False)
             counts[earlier] = {key: summary[key] for key in ("detections", "held_back")}
-            if earlier in late:
-                take_off_late_mark(target, earlier, env, coming=tuple(stale))
     finally:                                                       # the pages made before a failure are listed too
+        for built in sorted(set(counts) & set(late)):             # checked against the pages written by now
+            take_off_late_mark(target, built, env)
         if counts:
             write_archive(target, counts, page_nights(target), now.astimezone(service_env.timezone(env)))
     return list(counts)

@@ -755,6 +755,27 @@ def test_late_pages_built_together_lose_their_marks_in_that_build(env, tmp_path,
     assert store.late_nights(root) == ["20260917"]
 
 
+def test_a_late_page_linking_a_page_the_cut_off_build_never_wrote_keeps_its_mark(env, tmp_path, monkeypatch):
+    """Late nights with no page yet, the build cut off before the second: the first page was written linking the
+    second as its next, and its mark went though that page was never made (its link a 404 till a later report)."""
+    root, now = store.LocalStore(tmp_path / "store"), datetime(2026, 9, 20, 10, 0, tzinfo=timezone.utc)
+    late = ["20260916", "20260917", "20260918"]
+    for i, night in enumerate(late):
+        ingest_module.handle(event(detection("obs01", f"{night}231507", seed=i)), os.environ, now)
+    built = site.build_day
+
+    def cut_off(target, night, *args, **kwargs):
+        if night == "20260917":
+            raise SystemExit("the Lambda's time is up")
+        return built(target, night, *args, **kwargs)
+
+    monkeypatch.setattr(site, "build_day", cut_off)
+    with pytest.raises(SystemExit):
+        site.handle({"source": "gualta.schedule"}, os.environ, now)
+    assert root.get("20260916.html") is not None and root.get("20260917.html") is None
+    assert store.late_nights(root) == late
+
+
 def test_a_report_stored_while_a_late_mark_is_taken_off_keeps_it(env, tmp_path, monkeypatch):
     """A report stored between the check that a late page is up to date and the removal of its mark lost the mark:
     the night, past the refresh window, stayed out of date for good."""
