@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -119,12 +120,17 @@ def export_onnx(learn, path: str | Path, version: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     network = inference_network(learn)
     size = learner_info(learn).size
-    torch.onnx.export(network, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=OPSET,
-                      input_names=["input"], output_names=["probabilities"],
-                      dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, onnx_metadata(learn, version))
-    onnx.save(proto, str(path))
+    partial = path.with_name(path.name + ".part")   # a run cut short leaves no graph without its metadata
+    try:
+        torch.onnx.export(network, torch.zeros(1, 3, size, size), str(partial), dynamo=False, opset_version=OPSET,
+                          input_names=["input"], output_names=["probabilities"],
+                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+        proto = onnx.load(str(partial))
+        onnx.helper.set_model_props(proto, onnx_metadata(learn, version))
+        onnx.save(proto, str(partial))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -465,9 +465,9 @@ def jsonable(config: TrainConfig) -> dict:
 
 def clear_earlier(run_dir: Path, names) -> None:
     """Remove what a run trained before into run_dir left that this one does not replace: its checkpoint before
-    training (fastai loads it as this run's best epoch, even after a divergence), its evaluation and lr_find plot once
-    the new model is written (they would pass for the new model's; a run that fails before leaves the earlier ones
-    whole, but for an lr_find plot it drew itself)."""
+    training (fastai loads it as this run's best epoch, even after a divergence), its ONNX model, summary, evaluation
+    and lr_find plot once training is done, before the new model is written (they would pass for the new model's; a
+    run that fails in training leaves the earlier ones whole, but for an lr_find plot it drew itself)."""
     earlier = [run_dir / name for name in names if (run_dir / name).is_file()]
     for path in earlier:
         path.unlink()
@@ -521,9 +521,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     learn.to_fp32()                                 # exports hold no autocast callback
     learn.created = datetime.now(timezone.utc).isoformat(timespec="seconds")       # the .pkl's and the ONNX's
+    # the earlier run's model, summary and evaluation go before the new model is written: a run cut short while
+    # exporting leaves no earlier model.onnx or metrics.json beside this run's model.pkl
+    clear_earlier(run_dir, ["model.onnx", "config.json", *REPORT_FILES, *earlier_lr_plot(run_dir)])
     export_pkl(learn, run_dir / "model.pkl")
     export_onnx(learn, run_dir / "model.onnx")
-    clear_earlier(run_dir, [*REPORT_FILES, *earlier_lr_plot(run_dir)])
     (run_dir / "checkpoints" / f"{CHECKPOINT}.pth").unlink(missing_ok=True)
     summary = {"config": {**jsonable(config), "lr_used": lr, "kind": learn.input_kind},
                "data": {"train_images": int((~rows[VALID]).sum()), "valid_images": int(rows[VALID].sum()),

@@ -441,13 +441,53 @@ def test_training_again_into_a_run_folder_starts_from_nothing_it_left(tiny_datas
     assert "held an earlier run: best.pth removed" in caplog.text
     caplog.clear()
     (out / "lr_find.png").write_bytes(b"the earlier run's plot")               # drawn before that run finished
+    (out / "model.onnx").write_bytes(b"the earlier run's model")
     (out / "config.json").write_text("{}")
     os.utime(out / "lr_find.png", ns=(1, (out / "config.json").stat().st_mtime_ns - 10**9))
     with caplog.at_level(logging.WARNING, "gualta.train"):
         assert train.main(options) == 0                              # without --lr-find: no plot of its own
     assert (out / "model.onnx").is_file() and not any((out / name).exists() for name in evaluation)
     assert not (out / "lr_find.png").exists()
-    assert "held an earlier run: metrics.json, predictions.csv, cam.png, lr_find.png removed" in caplog.text
+    assert ("held an earlier run: model.onnx, config.json, metrics.json, predictions.csv, cam.png, lr_find.png removed"
+            in caplog.text)
+
+
+def test_a_run_cut_short_while_exporting_leaves_no_earlier_model_beside_its_own(tiny_dataset, tmp_path, monkeypatch):
+    """A second `train` into a run folder stopped once its model.pkl was written left the earlier run's model.onnx,
+    config.json and metrics.json beside it: `publish --model RUN/model.onnx` published the old network."""
+    from gualta import export
+
+    earlier = ("model.onnx", "config.json", "metrics.json", "cam.png")
+    for name in earlier:
+        (tmp_path / name).write_text("earlier")
+
+    def cut_short(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_pkl", cut_short)
+    config = train.TrainConfig(dataset=tiny_dataset[1], out=tmp_path, arch="resnet18", size=32, epochs=1, bs=8,
+                               threads=1, pretrained=False)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config)
+    assert not any((tmp_path / name).exists() for name in earlier)
+
+
+def test_an_onnx_export_cut_short_leaves_no_model_at_its_name(tiny_run, tmp_path, monkeypatch):
+    """export_onnx wrote the graph to its name, then again with its metadata: one stopped between left a valid ONNX
+    without metadata, which the client loaded as a 224 px difference model."""
+    import onnx
+    from fastai.learner import load_learner
+
+    from gualta.export import export_onnx
+
+    def cut_short(*_):
+        raise KeyboardInterrupt
+
+    learn = load_learner(tiny_run.run_dir / "model.pkl", cpu=True)
+    monkeypatch.setattr(onnx.helper, "set_model_props", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(learn, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_lr_find_plot_drawn_since_the_earlier_run_is_this_runs(tmp_path):
