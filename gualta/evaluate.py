@@ -532,6 +532,8 @@ def evaluate(model, dataset_dir: str | Path, out_dir: str | Path, threshold: flo
     warn_if_kind_differs(model, dataset_dir)
     warn_if_images_differ(model, dataset_dir)
     pred = predict_test(model, dataset_dir)
+    for earlier in REPORT_FILES:                    # an earlier report's files must not pass for this one's
+        (out_dir / earlier).unlink(missing_ok=True)
     pred.to_csv(out_dir / "predictions.csv", index=False)
     metrics = {**summarize(pred, threshold),
                "model": {"path": model_path(model), **vars(model.info)},

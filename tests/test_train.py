@@ -342,6 +342,24 @@ def test_evaluating_on_nights_the_model_learnt_from_is_said(tiny_run, tiny_datas
     assert f"test night(s) {learnt[0]} were among the model's training nights" in caplog.text
 
 
+def test_an_evaluation_cut_short_leaves_no_earlier_report_beside_its_predictions(tiny_run, tiny_dataset, tmp_path,
+                                                                                 monkeypatch):
+    """A second `evaluate --out RUN` stopped partway left its new predictions.csv beside the earlier report's
+    metrics.json and figures, which passed for this model's."""
+    from gualta import evaluate
+
+    for name in ("metrics.json", "confusion_matrix.png", "top_losses.csv"):
+        (tmp_path / name).write_text("earlier")
+
+    def cut_short(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "write_figures", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate(tiny_run.run_dir / "model.onnx", tiny_dataset[1], tmp_path, cam_per_group=0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions.csv"]
+
+
 @pytest.mark.parametrize("option", ["--epochs", "--bs", "--size", "--patience"])
 def test_counts_below_one_are_refused_before_training(option, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
