@@ -954,10 +954,14 @@ def start_of(night_date: str, start: str) -> datetime:
 
 
 def refuse_filled(folder: Path) -> None:
-    """Raise NightExists when `folder` already holds AllSky frames."""
-    if folder.is_dir() and any(allsky.frame_time(entry.name) for entry in folder.iterdir()):
-        raise NightExists(f"{folder} already holds frames: simulate into another folder (--out; in the notebooks "
-                          "GUALTA_NB_NIGHTS) or remove it")
+    """Raise NightExists when `folder` already holds AllSky frames; one without its night.json (written last) is a
+    night cut short."""
+    if not (folder.is_dir() and any(allsky.frame_time(entry.name) for entry in folder.iterdir())):
+        return
+    if not (folder / "night.json").is_file():
+        raise NightExists(f"{folder} holds a night cut short (no night.json): remove it and run again")
+    raise NightExists(f"{folder} already holds frames: simulate into another folder (--out; in the notebooks "
+                      "GUALTA_NB_NIGHTS) or remove it")
 
 
 def simulate_night(out_root: str | Path, night_date: str, frames: int | None = None, start: str = "20:00",
@@ -1023,6 +1027,7 @@ def simulate_nights(out_root: str | Path, nights: int = 1, frames: int | None = 
         if keep_whole and written_whole(folder, seed + i, night_start, frames or night_frames(night_start),
                                         scenario, rates):
             kept[night_date] = folder
+            log.info("%s kept (already simulated)", folder)
         else:
             refuse_filled(folder)
     return [kept.get(night_date) or simulate_night(out_root, night_date, frames, start, seed + i, scenario, rates,

@@ -7,6 +7,7 @@
 # override the training nights' count, length, event rates and seeds (2000 + i; night i's date and sky follow i,
 # a day later for another FIRST_SEED); SKIES the skies they rotate through (default "clear cloudy moon mixed", the
 # shipped model's; add moonlit-clouds for broken clouds under a bright moon); TEST_NIGHTS=0 skips the test nights.
+# Cut short, it goes on from there when run again: whole nights are kept; remove the nights it names cut short.
 set -euo pipefail
 export root=${1:?usage: $0 ROOT} py=${PYTHON:-.venv/bin/python}
 export OPENCV_FOR_THREADS_NUM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1   # one process per core: one thread each

@@ -851,6 +851,26 @@ def test_cli_simulate_then_prepare(tmp_path):
     assert list(index["event"]) == list(truth["event"])
 
 
+def test_cli_simulate_cut_short_goes_on_when_run_again(tmp_path):
+    """`simulate --nights 2` cut short during its second night could not be run again: the rerun refused the whole
+    first night with the words it has for another request's nights, and the half-written one the same way."""
+    pytest.importorskip("gualta.simulate")
+    options = ["simulate", "--out", str(tmp_path), "--nights", "2", "--frames", "2", "--date", "20211110", "--seed",
+               "1", "--workers", "1"]
+    assert cli(*options).returncode == 0
+    first = {path: path.stat().st_mtime_ns for path in (tmp_path / "20211110").iterdir()}
+    (tmp_path / "20211111" / "night.json").unlink()                     # the second night cut short
+    done = cli(*options)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{tmp_path / '20211111'} holds a night cut short (no night.json): remove it and run again" in done.stderr
+    shutil.rmtree(tmp_path / "20211111")
+    done = cli(*options)
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / '20211110'} kept (already simulated)" in done.stderr
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "20211110").iterdir()} == first
+    assert (tmp_path / "20211111" / "night.json").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["prepare", "--nights", "/no/such/folder", "--out", "x"], "not a folder: /no/such/folder"),
     (["prepare", "--nights", "{nights}", "--test-nights", "20991231", "--out", "{tmp}/o"], "20991231"),
