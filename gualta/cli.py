@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,12 @@ def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None, erro
     except KeyboardInterrupt:                       # Ctrl-C: one line, no traceback
         parser.exit(130, f"{parser.prog} {args.command}: interrupted; what it wrote so far is left as it is\n")
     return 0
+
+
+def ignore_interrupt() -> None:
+    """A worker process's initializer: Ctrl-C reaches the whole process group, and a worker it stopped printed its
+    own traceback; the parent alone stops, with one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def tolerant_console() -> None:

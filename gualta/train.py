@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from gualta.cli import (non_negative_int, non_negative_number, positive_int, positive_number, run_subcommand,
-                        unit_interval)
+from gualta.cli import (ignore_interrupt, non_negative_int, non_negative_number, positive_int, positive_number,
+                        run_subcommand, unit_interval)
 from gualta.dataset import INDEX, RAW_MARKER, write_image
 from gualta.model import CLASSES, INPUT_KINDS, night_names
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
@@ -577,13 +577,17 @@ def build_raw_dataset(dataset_dir: str | Path, nights_root: str | Path, out_dir:
     index = read_index(dataset_dir)
     frames = [Path(nights_root) / night / file for night, file in zip(index["night"].astype(str), index["file"])]
     images = [out_dir / fn for fn in index["fn"]]
-    with ProcessPoolExecutor(workers) as pool:
-        done = pool.map(write_raw_image, frames, images, chunksize=64)
-        for _ in tqdm(done, total=len(index), desc="raw-dataset", unit="frame", disable=None):
-            pass
-    index.to_csv(out_dir / INDEX, index=False)
+    with ProcessPoolExecutor(workers, initializer=ignore_interrupt) as pool:
+        try:
+            done = pool.map(write_raw_image, frames, images, chunksize=64)
+            for _ in tqdm(done, total=len(index), desc="raw-dataset", unit="frame", disable=None):
+                pass
+        except KeyboardInterrupt:                   # stop now: the workers finish only the frames they hold
+            pool.shutdown(cancel_futures=True)
+            raise
     (out_dir / RAW_MARKER).write_text(json.dumps({"source": str(dataset_dir), "nights": str(nights_root),
                                                   "size": TRAIN_SIZE, "interpolation": "INTER_AREA"}))
+    index.to_csv(out_dir / INDEX, index=False)      # last: a dataset with its index.csv is whole, its kind marked
     return index
 
 

@@ -564,6 +564,16 @@ def test_evaluating_on_another_dataset_version_is_warned_of(tiny_dataset, tiny_r
     assert "px images" not in caplog.text
 
 
+def test_a_raw_dataset_cut_short_before_its_marker_has_no_index(tiny_dataset, tmp_path):
+    """raw-dataset wrote index.csv before raw_frames.json: one stopped between looked whole, a difference dataset."""
+    from gualta.dataset import INDEX, RAW_MARKER
+
+    (tmp_path / "raw" / RAW_MARKER).mkdir(parents=True)                 # the marker cannot be written
+    with pytest.raises(OSError):
+        train.build_raw_dataset(tiny_dataset[1], tiny_dataset[0], tmp_path / "raw")
+    assert not (tmp_path / "raw" / INDEX).exists()
+
+
 def test_raw_frame_model_and_fusion(tiny_dataset, tiny_run, tmp_path, caplog):
     from gualta.evaluate import fusion_report, read_predictions
     from gualta.model import load_model
