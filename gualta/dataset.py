@@ -31,6 +31,7 @@ LABELS = ("meteor", "no-meteor")
 SPLIT_FOLDERS = {"train": "training_set", "test": "test_set"}
 GROUND_TRUTH = "ground_truth.csv"
 INDEX = "index.csv"
+INCOMPLETE = ".prepare-incomplete" # while prepare writes a dataset: one it is left in was cut short
 RAW_MARKER = "raw_frames.json"     # marks a dataset of raw frames (gualta.train.build_raw_dataset), not differences
 INDEX_COLUMNS = ["fn", "dataset", "meteor", "night", "file", "event", "peak_snr", "long_gap"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -349,14 +350,24 @@ def index_row(sample: Sample, pair: allsky.FramePair) -> dict:
 
 def clear_dataset(out_dir: Path, overwrite: bool) -> None:
     """Make sure no earlier dataset in out_dir mixes with the new one: remove it if allowed, else refuse. Its kind
-    marker goes too (differences over a raw-frame dataset trained as raw frames)."""
+    marker goes too (differences over a raw-frame dataset trained as raw frames). Marks out_dir INCOMPLETE until the
+    new index.csv is written: `index` would make a dataset cut short look whole."""
     old = [out_dir / folder for folder in SPLIT_FOLDERS.values()] + [out_dir / INDEX, out_dir / RAW_MARKER]
     present = [path for path in old if path.exists()]
     if present and not overwrite:
         raise DatasetError(f"{out_dir} already holds a dataset ({', '.join(p.name for p in present)}); "
                            "choose another folder or overwrite it (--overwrite)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / INCOMPLETE).write_text("prepare is writing this dataset; still here: it was cut short\n")
     for path in present:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def refuse_incomplete(dataset_dir: Path, error: type[Exception]) -> None:
+    """Raise `error` when a prepare into dataset_dir was cut short (its INCOMPLETE mark is still there)."""
+    if (dataset_dir / INCOMPLETE).exists():
+        raise error(f"{dataset_dir}: a prepare was cut short ({INCOMPLETE}): run dataPreparation.py prepare "
+                    "--overwrite")
 
 
 def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path], out_dir: str | Path,
@@ -402,6 +413,7 @@ def prepare_dataset(nights_train: list[str | Path], nights_test: list[str | Path
     index = with_index_columns(pd.DataFrame(rows))
     out_dir.mkdir(parents=True, exist_ok=True)
     index.to_csv(out_dir / INDEX, index=False)
+    (out_dir / INCOMPLETE).unlink()
     return PreparedDataset(index, out_dir / INDEX, skipped + len(unpaired) + failed, balanced_out)
 
 
@@ -471,6 +483,7 @@ def index_dataset(out_dir: str | Path) -> pd.DataFrame:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise DatasetError(f"not a folder: {out_dir}")
+    refuse_incomplete(out_dir, DatasetError)
     rows = []
     for split, folder in SPLIT_FOLDERS.items():
         for label in LABELS:

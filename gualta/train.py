@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from gualta.cli import (ignore_interrupt, non_negative_int, non_negative_number, positive_int, positive_number,
                         run_subcommand, unit_interval)
-from gualta.dataset import INDEX, RAW_MARKER, write_image
+from gualta.dataset import INDEX, RAW_MARKER, refuse_incomplete, write_image
 from gualta.model import CLASSES, INPUT_KINDS, night_names
 from gualta.preprocess import TRAIN_SIZE, BadFrame, read_gray, resize_area
 
@@ -121,6 +121,7 @@ class TrainResult:
 def read_index(dataset_dir: str | Path) -> pd.DataFrame:
     """A dataset's index.csv (night and file kept as text)."""
     path = Path(dataset_dir) / INDEX
+    refuse_incomplete(Path(dataset_dir), TrainError)
     if not path.is_file():
         raise TrainError(f"no {INDEX} in {dataset_dir}: build the dataset with dataPreparation.py prepare")
     try:

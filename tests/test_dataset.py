@@ -141,6 +141,30 @@ def test_existing_dataset_is_not_mixed_with_a_new_one(prepared, nights):
     assert set(pd.read_csv(out / "index.csv")["night"]) == {20211111, 20211112}
 
 
+def test_a_prepare_cut_short_is_refused_until_prepared_again(prepared, nights, monkeypatch):
+    """prepare --overwrite killed partway left half a dataset, which `index` then turned into one that looked
+    whole: train learnt from half the nights without a word."""
+    from gualta.train import TrainError, read_index
+
+    out, _ = prepared
+    write_samples = dataset.write_samples
+
+    def cut_short(samples, *options):                                  # killed after its first images
+        write_samples(samples[:3], *options)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset, "write_samples", cut_short)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_dataset([nights / "20211111"], [nights / "20211112"], out, overwrite=True)
+    with pytest.raises(DatasetError, match="a prepare was cut short .*: run dataPreparation.py prepare --overwrite"):
+        index_dataset(out)
+    with pytest.raises(TrainError, match="a prepare was cut short"):
+        read_index(out)
+    prepare_dataset([nights / "20211111"], [nights / "20211112"], out, overwrite=True)
+    assert not (out / dataset.INCOMPLETE).exists() and len(index_dataset(out)) == len(read_index(out))
+
+
 def test_overwrite_over_a_raw_frame_dataset_makes_a_difference_dataset(prepared, nights):
     """prepare --overwrite over a raw-frame dataset (train raw-dataset --out) left raw_frames.json: the difference
     images then trained as a raw-frame model (ONNX metadata kind='raw')."""
