@@ -655,12 +655,14 @@ class Sender:
             self.refused = ""
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is pending (True), or the timeout passes or the service is found unreachable (False)."""
+        """Wait until nothing is pending (True), or the timeout passes, the service is found unreachable or no pending
+        report is due before the timeout (False: waiting for a retry time later, `close` would have no time left)."""
         self.wake()
         deadline = time.monotonic() + timeout
         with Outbox(self.outbox_path, check=False) as outbox:
             while outbox.pending():
-                if time.monotonic() > deadline or time.time() < self.blocked_until:
+                left, due = deadline - time.monotonic(), outbox.next_due()
+                if left < 0 or time.time() < self.blocked_until or (due is not None and due > time.time() + left):
                     return False
                 time.sleep(0.05)
         return True

@@ -327,6 +327,22 @@ def test_a_senders_last_try_goes_past_a_report_the_service_keeps_failing_on(tmp_
     assert [body["n"] for body in service.bodies] == [0, 0, 1, 2, 3, 4]
 
 
+def test_reports_waiting_for_a_later_retry_all_go_in_the_last_try(tmp_path):
+    """A batch run after one whose key was refused: its reports waited for a retry minutes away, `close` waited its
+    whole time for the sender (which had nothing due) and its last try, out of time, sent one report: "4 report(s)
+    pending" though the service answered at once."""
+    service = StubService([])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            queue_numbered(outbox, 4)
+            outbox.db.execute("UPDATE outbox SET attempts = 1, next_try = ?", (time.time() + 300,))
+            sender = Sender(outbox.path, ApiClient(service.url, KEY))
+            assert sender.close(timeout=3) == 0
+    finally:
+        service.close()
+    assert [body["n"] for body in service.bodies] == [0, 1, 2, 3]
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
