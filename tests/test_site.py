@@ -696,6 +696,20 @@ def test_a_late_page_that_could_not_be_rebuilt_stays_marked(env, tmp_path, monke
     assert store.late_nights(store.LocalStore(root)) == ["20260905"]           # tried again next time
 
 
+def cut_off_at(monkeypatch, night: str):
+    """Make the page build stop at `night` as the Lambda's time running out does (no Python exception caught);
+    returns the real `site.build_day`."""
+    built = site.build_day
+
+    def cut_off(target, building, *args, **kwargs):
+        if building == night:
+            raise SystemExit("the Lambda's time is up")
+        return built(target, building, *args, **kwargs)
+
+    monkeypatch.setattr(site, "build_day", cut_off)
+    return built
+
+
 def test_a_build_cut_off_or_capped_leaves_the_other_late_nights_marked(env, tmp_path, monkeypatch):
     """Every late mark was taken off before any page was rebuilt: a build cut off (the Lambda's time up, no Python
     exception to put them back) lost the marks of the pages it had not reached, for good once they were past the
@@ -708,14 +722,7 @@ def test_a_build_cut_off_or_capped_leaves_the_other_late_nights_marked(env, tmp_
     for i, night in enumerate(("20260801", "20260803", "20260805")):
         ingest_module.handle(event(detection("obs02", f"{night}231507", seed=i), KEYS["obs02"]), os.environ, back)
     monkeypatch.setattr(site, "LATE_PER_BUILD", 2)
-    built = site.build_day
-
-    def cut_off(target, night, *args, **kwargs):
-        if night == "20260805":
-            raise SystemExit("the Lambda's time is up")
-        return built(target, night, *args, **kwargs)
-
-    monkeypatch.setattr(site, "build_day", cut_off)
+    built = cut_off_at(monkeypatch, "20260805")
     with pytest.raises(SystemExit):
         site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
     assert store.late_nights(root) == ["20260801", "20260805"]    # 20260803 rebuilt; 20260801 past the cap
@@ -742,14 +749,7 @@ def test_late_pages_built_together_lose_their_marks_in_that_build(env, tmp_path,
     assert store.late_nights(root) == []
     ingest_module.handle(event(detection("obs01", "20260916231607", seed=3)), os.environ, now)
     ingest_module.handle(event(detection("obs01", "20260917231607", seed=4)), os.environ, now)
-    built = site.build_day
-
-    def cut_off(target, night, *args, **kwargs):
-        if night == "20260917":
-            raise SystemExit("the Lambda's time is up")
-        return built(target, night, *args, **kwargs)
-
-    monkeypatch.setattr(site, "build_day", cut_off)
+    cut_off_at(monkeypatch, "20260917")
     with pytest.raises(SystemExit):
         site.handle(schedule, os.environ, now)
     assert store.late_nights(root) == ["20260917"]
@@ -762,14 +762,7 @@ def test_a_late_page_linking_a_page_the_cut_off_build_never_wrote_keeps_its_mark
     late = ["20260916", "20260917", "20260918"]
     for i, night in enumerate(late):
         ingest_module.handle(event(detection("obs01", f"{night}231507", seed=i)), os.environ, now)
-    built = site.build_day
-
-    def cut_off(target, night, *args, **kwargs):
-        if night == "20260917":
-            raise SystemExit("the Lambda's time is up")
-        return built(target, night, *args, **kwargs)
-
-    monkeypatch.setattr(site, "build_day", cut_off)
+    cut_off_at(monkeypatch, "20260917")
     with pytest.raises(SystemExit):
         site.handle({"source": "gualta.schedule"}, os.environ, now)
     assert root.get("20260916.html") is not None and root.get("20260917.html") is None
