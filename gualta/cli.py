@@ -94,33 +94,27 @@ def non_negative_int(text: str) -> int:
     return integer_from(text, 0, "must be 0 or more")
 
 
-def integer_from(text: str, least: int, says: str) -> int:
-    """An integer from the command line, at least `least` (else ArgumentTypeError: '<says>: <text>')."""
-    value = int(text)
-    if value < least:
-        raise argparse.ArgumentTypeError(f"{says}: {text}")
-    return value
-
-
 def days(text: str) -> int:
     """argparse type: a number of days, 0 or more."""
-    return count_from(text, 0, "not a number of days")
+    return integer_from(text, 0, "not a number of days")
 
 
 def frame_count(text: str) -> int:
     """argparse type: a number of frames, 1 or more (0 would simulate a whole night)."""
-    return count_from(text, 1, "not a number of frames (1 or more)")
+    return integer_from(text, 1, "not a number of frames (1 or more)")
 
 
 def port(text: str) -> int:
     """argparse type: a TCP port, 0 (any free one) to 65535."""
-    return count_from(text, 0, "not a port (0–65535)", most=65535)
+    return integer_from(text, 0, "not a port (0–65535)", most=65535)
 
 
-def count_from(text: str, least: int, says: str, most: float = math.inf) -> int:
-    """A count written in digits alone, from `least` to `most` (else ArgumentTypeError: '<says>: <text>', for '-2'
-    or 'x' too)."""
-    if not text.isdecimal() or not least <= int(text) <= most:
+def integer_from(text: str, least: int, says: str, most: float = math.inf) -> int:
+    """An integer written in digits (a minus sign allowed), from `least` to `most`; else ArgumentTypeError:
+    'not a whole number: <text>' for other text ('x', '2.5', '1e3'), '<says>: <text>' for one out of range."""
+    if not text.removeprefix("-").isdecimal():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}")
+    if not least <= int(text) <= most:
         raise argparse.ArgumentTypeError(f"{says}: {text}")
     return int(text)
 

@@ -2,9 +2,11 @@
 a tiny simulated dataset (every report artefact), the CLI, and the raw-frame model with score fusion."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gualta import train
+from gualta import cli, train
 from gualta.train import TrainError, class_weights, training_rows
 from conftest import TINY_SIZE
 
@@ -372,6 +374,21 @@ def test_a_negative_seed_is_refused_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         train.main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", "-1"])
     assert stop.value.code == 2 and "argument --seed: must be 0 or more: -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parse, text", [(cli.positive_int, "x"), (cli.non_negative_int, "2.5"), (cli.days, "1e3"),
+                                         (cli.port, "+80"), (cli.frame_count, "")])
+def test_a_count_that_is_not_a_whole_number_says_so(parse, text):
+    """`--epochs x` was refused as "invalid positive_int value", `--catch-up 1e3` as "not a number of days": the
+    integer options now share one reading and one wording."""
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^not a whole number: {re.escape(text)}$"):
+        parse(text)
+
+
+@pytest.mark.parametrize("parse, text, value", [(cli.positive_int, "7", 7), (cli.non_negative_int, "0", 0),
+                                                (cli.port, "65535", 65535), (cli.days, "30", 30)])
+def test_a_count_in_range_is_read(parse, text, value):
+    assert parse(text) == value
 
 
 @pytest.mark.parametrize("option, value, message", [
