@@ -30,7 +30,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     nights = simulate_nights(args.out, nights=args.nights, frames=args.frames, start=args.start, seed=args.seed,
                              scenario=args.scenario, first_date=args.date, workers=args.workers, rates=args.rates,
                              keep_whole=True)           # run again after it was cut short: goes on from there
-    print(f"simulate: {len(nights)} nights ({', '.join(n.name for n in nights)}) → {args.out}")
+    print(f"simulate: {len(nights)} night{'s' if len(nights) != 1 else ''} ({', '.join(n.name for n in nights)}) → {args.out}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 from datetime import datetime
@@ -43,10 +44,29 @@ def ignore_interrupt() -> None:
 
 def tolerant_console() -> None:
     """Write what stdout and stderr cannot encode as backslash escapes: a Latin-1 locale, Windows output redirected to
-    a file (cp1252) or a folder name that is not UTF-8 made a print of '→' or 'Иван' crash the command."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None and hasattr(stream, "reconfigure"):
+    a file (cp1252) or a folder name that is not UTF-8 made a print of '→' or 'Иван' crash the command. A stream closed
+    at start (`2>&-`, Windows' pythonw) is opened on the null device (`open_if_closed`)."""
+    for number, name in ((1, "stdout"), (2, "stderr")):
+        open_if_closed(number, name)
+        stream = getattr(sys, name)
+        if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+def open_if_closed(number: int, name: str) -> None:
+    """Make the standard stream `name` (descriptor `number`) write to the null device if it was closed: a progress
+    bar or log line stopped the command on a `sys.stderr` that is None, and the next file it opened took descriptor 2,
+    where a library's warning would have been written into it."""
+    if getattr(sys, name) is not None:
+        return
+    try:
+        os.fstat(number)
+    except OSError:                             # the descriptor itself is free: hold it with the null device
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != number:
+            os.dup2(null, number)
+            os.close(null)
+    setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
 
 
 class ConsoleLines:

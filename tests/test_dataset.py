@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -819,6 +820,33 @@ def test_label_aid_keeps_ground_truth_over_the_client_and_refuses_another_nights
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "dataPreparation.py", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
+
+
+def test_research_commands_run_with_stderr_closed(nights, tmp_path):
+    """`simulate ... 2>&-` (or Windows' pythonw, whose stderr is None) wrote no frame and `prepare` no pair: their
+    progress bars wrote to a stderr that is None (AttributeError), and the descriptor left free went to the next file
+    opened. Both now run to the end, their stderr on the null device."""
+    closed = ["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, "dataPreparation.py"]
+    done = subprocess.run([*closed, "simulate", "--out", str(tmp_path / "sim"), "--nights", "1", "--frames", "2",
+                           "--date", "20211110", "--seed", "1", "--workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "simulate: 1 night (20211110)" in done.stdout, done.stdout
+    assert len(list((tmp_path / "sim" / "20211110").glob("image-*.jpg"))) == 2
+    done = subprocess.run([*closed, "prepare", "--nights", str(nights), "--test-nights", "20211112", "--out",
+                           str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "prepare: " in done.stdout, done.stdout
+    assert (tmp_path / "data" / "index.csv").exists()
+
+
+def test_a_closed_standard_stream_keeps_its_descriptor(tmp_path):
+    """With stderr closed at start, the first file a command opened took descriptor 2, where a library's warning (or
+    a log line) would have been written into that file."""
+    opened = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, "-c",
+                             "from gualta.cli import tolerant_console; tolerant_console(); import sys; "
+                             f"print(open({str(tmp_path / 'f')!r}, 'w').fileno(), sys.stderr.name)"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    descriptor, stderr_name = opened.stdout.split()
+    assert int(descriptor) > 2 and stderr_name == os.devnull
 
 
 def test_cli_prepare_index_and_label_aid(nights, tmp_path):
