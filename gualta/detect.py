@@ -1028,14 +1028,30 @@ def listing(lister, folder: str | Path):
 def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int) -> list[Path]:
     """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no whole
     scores CSV in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
+    return catch_up_nights(settings, scores, days)[0]
+
+
+def catch_up_nights(settings: Settings, scores: str | Path | None, days: int) -> tuple[list[Path], list[Path]]:
+    """The night folders of the `days` nights before the latest one under guAlta_main_folder, oldest first: those not
+    scored yet (`nights_to_catch_up`) and those with a whole scores CSV in the folder `scores` names."""
     if days <= 0:
-        return []
+        return [], []
     if not scores or not names_a_folder(scores):
         raise UsageError("--catch-up needs --scores DIR/: a night without DIR/YYYYMMDD.csv is one not scored yet")
     latest = resolve_night(settings, None)
     first = (datetime.strptime(latest.name, allsky.NIGHT_FORMAT) - timedelta(days=days)).strftime(allsky.NIGHT_FORMAT)
-    return [night for night in listing(allsky.night_folders, settings.main_folder)
-            if first <= night.name < latest.name and not scored_whole(scores_file(scores, night.name), night)]
+    to_score, scored = [], []
+    for night in listing(allsky.night_folders, settings.main_folder):
+        if first <= night.name < latest.name:
+            (scored if scored_whole(scores_file(scores, night.name), night) else to_score).append(night)
+    return to_score, scored
+
+
+def scored_already_line(nights: list[Path]) -> str:
+    """'3 nights already scored, skipped: 20211101 … 20211107': the nights `--catch-up` leaves, first and last."""
+    names = [night.name for night in nights]
+    shown = ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]}"
+    return f"{len(names)} night{'s' if len(names) != 1 else ''} already scored, skipped: {shown}"
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,
@@ -1105,15 +1121,19 @@ def run_batch(settings: Settings, folder: str | Path | None = None, scores: str 
 
 def run_nights(settings: Settings, folder: str | Path | None, scores: str | Path | None, catch_up: int = 0,
                upload: bool = True, model_path: str | Path | None = None) -> int:
-    """`run_batch` over the nights to catch up (`nights_to_catch_up`), then `folder` (None: the latest night). A night
-    whose folder or CSV fails (NightError) is said on stderr and the others are still scored; with one night it is
-    raised. The exit status: 1 if a night failed, a CSV is incomplete or reports were refused or lost, else 0."""
+    """`run_batch` over the nights to catch up (`catch_up_nights`: those scored already are said in one line), then
+    `folder` (None: the latest night). A night whose folder or CSV fails (NightError) is said on stderr and the others
+    are still scored; with one night it is raised. The exit status: 1 if a night failed, a CSV is incomplete or
+    reports were refused or lost, else 0."""
     from tqdm.contrib.logging import logging_redirect_tqdm     # loads tqdm.auto: imported only when it runs
 
     if catch_up and folder:
         raise UsageError("--catch-up scores the nights under guAlta_main_folder: leave --folder out")
-    nights = [*nights_to_catch_up(settings, scores, catch_up), folder]
+    to_score, scored = catch_up_nights(settings, scores, catch_up)
+    nights = [*to_score, folder]
     summaries, failed, say = [], False, ConsoleLines(tqdm.write)
+    if scored:
+        say(scored_already_line(scored))
     with logging_redirect_tqdm():
         for night in nights:
             try:

@@ -203,6 +203,7 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     assert run.returncode == 0, run.stderr
     said = [line for line in run.stdout.splitlines() if line.startswith("night ")]
     assert [line.split(":")[0] for line in said] == ["night 20211108", "night 20211109", "night 20211110"]
+    assert "1 night already scored, skipped: 20211107" in run.stdout.splitlines()
     assert sorted(p.name for p in scores.iterdir()) == ["20211107.csv", "20211108.csv", "20211109.csv",
                                                         "20211110.csv"]
     assert len(read_scores(scores / "20211108.csv")) == 24
@@ -211,6 +212,25 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     assert run.returncode == 2 and "guAlta batch: --catch-up scores the nights under guAlta_main_folder" in run.stderr
     run = subprocess.run([*command, "--catch-up", "-2"], capture_output=True, text=True, timeout=60, env=child_env())
     assert run.returncode == 2 and "argument --catch-up: not a number of days: -2" in run.stderr
+
+
+def test_catch_up_says_the_nights_it_skips_as_scored_already(client_night, tiny_model, tmp_path, capsys):
+    """`--catch-up 7` over a week of folders scored fewer nights than there were, without a word why: the nights it
+    skips as scored already are said in one line, a count and the first and last of them."""
+    root, scores = tmp_path / "images", tmp_path / "scores"
+    frames = [frame.name for frame in allsky.list_frames(client_night)]
+    scores.mkdir()
+    for night in ("20211105", "20211106", "20211107", "20211108", "20211109", "20211110"):
+        shutil.copytree(client_night, root / night)
+        if night != "20211110":
+            (scores / f"{night}.csv").write_text("file,score\n" + "".join(f"{name},0.1\n" for name in frames))
+    assert detect.run_nights(settings(tmp_path, tiny_model, main_folder=root), None, f"{scores}/", 7,
+                             upload=False) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == "5 nights already scored, skipped: 20211105 … 20211109"
+    assert [line.split(":")[0] for line in said if line.startswith("night ")] == ["night 20211110"]
+    assert detect.scored_already_line([root / "20211107", root / "20211109"]) == \
+        "2 nights already scored, skipped: 20211107, 20211109"
 
 
 def test_catch_up_goes_on_past_a_night_it_cannot_list(client_night, tiny_model, tmp_path):
