@@ -301,6 +301,31 @@ def read_metrics(path: Path) -> dict:
     return metrics_summary(load_metrics(path))
 
 
+def published_bytes(proto, props: dict[str, str], version: int) -> bytes:
+    """The model file published as `version`: the model with `version` = N in its metadata."""
+    import onnx
+
+    onnx.helper.set_model_props(proto, {**props, "version": str(version)})
+    return proto.SerializeToString()
+
+
+def published_already_as(store: Store, proto, props: dict[str, str], versions: list[int]) -> int | None:
+    """The newest of `versions` whose published file is this model's (the same sha256 once it carries that version:
+    the file itself differs by its version), or None. The latest is compared with its JSON's sha256, the others with
+    their files, read from the store."""
+    latest = read_json(store, f"{MODELS_FOLDER}/{LATEST}.json")
+    for version in sorted(set(versions), reverse=True):
+        if isinstance(latest, dict) and latest.get("version") == version and latest.get("sha256"):
+            published_sha256 = latest["sha256"]
+        elif (data := store.get(f"{MODELS_FOLDER}/guAlta_v{version}.onnx")) is not None:
+            published_sha256 = hashlib.sha256(data).hexdigest()
+        else:                                                   # pruned
+            continue
+        if hashlib.sha256(published_bytes(proto, props, version)).hexdigest() == published_sha256:
+            return version
+    return None
+
+
 def check_publishable(model_path: Path, props: dict[str, str]) -> None:
     """ValueError, before anything is published, for a model clients could not use: metadata that do not read
     (`ModelInfo.from_props`), a thesis version's images, or a network that cannot score a batch of the v4
@@ -327,8 +352,6 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     The published copy carries `version` = N in its metadata; `metrics` (default: the summary of a metrics.json
     beside the model) go into guAlta_latest_version.json. Returns that JSON's content.
     """
-    import onnx
-
     model_path = Path(model_path)
     if model_path.suffix.lower() != ".onnx":
         raise ValueError(f"only ONNX models are published (the client's format): {model_path}")
@@ -352,9 +375,11 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     version = version or max(published, default=0) + 1
     if metrics is None:
         metrics = metrics_beside(model_path, props)
+    if (earlier := published_already_as(store, proto, props, published)) is not None:
+        log.warning("%s is already published as version %d (the same sha256 once it carries that version): "
+                    "publishing it again as version %d", model_path, earlier, version)
 
-    onnx.helper.set_model_props(proto, {**props, "version": str(version)})
-    data = proto.SerializeToString()
+    data = published_bytes(proto, props, version)
     versioned = f"guAlta_v{version}.onnx"
     if not store.create(f"{MODELS_FOLDER}/{versioned}", data):       # another publish took the number meanwhile
         raise ValueError(f"version {version} was published meanwhile: publish again for the next version")
