@@ -309,21 +309,15 @@ def published_bytes(proto, props: dict[str, str], version: int) -> bytes:
     return proto.SerializeToString()
 
 
-def published_already_as(store: Store, proto, props: dict[str, str], versions: list[int]) -> int | None:
-    """The newest of `versions` whose published file is this model's (the same sha256 once it carries that version:
-    the file itself differs by its version), or None. The latest is compared with its JSON's sha256, the others with
-    their files, read from the store."""
+def same_as_latest(store: Store, proto, props: dict[str, str]) -> int | None:
+    """The latest published version if it is this model (its JSON's sha256 is this model's once it carries that
+    version: the files differ by their version alone), else None. Earlier versions are not read: each is a whole
+    network to download, and publishing one of them again is what a rollback does on purpose."""
     latest = read_json(store, f"{MODELS_FOLDER}/{LATEST}.json")
-    for version in sorted(set(versions), reverse=True):
-        if isinstance(latest, dict) and latest.get("version") == version and latest.get("sha256"):
-            published_sha256 = latest["sha256"]
-        elif (data := store.get(f"{MODELS_FOLDER}/guAlta_v{version}.onnx")) is not None:
-            published_sha256 = hashlib.sha256(data).hexdigest()
-        else:                                                   # pruned
-            continue
-        if hashlib.sha256(published_bytes(proto, props, version)).hexdigest() == published_sha256:
-            return version
-    return None
+    if not isinstance(latest, dict) or not isinstance(latest.get("version"), int) or not latest.get("sha256"):
+        return None
+    same = hashlib.sha256(published_bytes(proto, props, latest["version"])).hexdigest() == latest["sha256"]
+    return latest["version"] if same else None
 
 
 def check_publishable(model_path: Path, props: dict[str, str]) -> None:
@@ -375,9 +369,9 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     version = version or max(published, default=0) + 1
     if metrics is None:
         metrics = metrics_beside(model_path, props)
-    if (earlier := published_already_as(store, proto, props, published)) is not None:
-        log.warning("%s is already published as version %d (the same sha256 once it carries that version): "
-                    "publishing it again as version %d", model_path, earlier, version)
+    if (latest := same_as_latest(store, proto, props)) is not None:
+        log.warning("%s is the network published as version %d, the latest: publishing it again as version %d",
+                    model_path, latest, version)
 
     data = published_bytes(proto, props, version)
     versioned = f"guAlta_v{version}.onnx"

@@ -232,26 +232,24 @@ def test_publishing_after_old_versions_were_pruned_numbers_from_the_latest(tiny_
     assert (models / "guAlta_v6.onnx").is_file() and not (models / "guAlta_v1.onnx").exists()
 
 
-def test_publishing_a_model_published_already_says_which_version_it_is(tmp_path, caplog):
+def test_publishing_the_latest_model_again_says_so(tmp_path, caplog):
     """The same model.onnx published twice made a second version of the same network without a word. Allowed (a
-    rollback publishes an earlier model again), but it now says which version holds that network already."""
+    rollback publishes an earlier model again, said by nothing: earlier versions are not downloaded to compare), but
+    publishing the latest network again now says so."""
     from gualta.export import publish_model
 
     store, models = tmp_path / "store", tmp_path / "store" / "models"
     first, other = tiny_onnx_model(tmp_path / "first.onnx"), tiny_onnx_model(tmp_path / "other.onnx", bias=-10.0)
     assert publish_model(first, store)["version"] == 1 and publish_model(other, store)["version"] == 2
+    assert publish_model(first, store)["version"] == 3                         # a rollback
     assert caplog.messages == []
-    assert publish_model(first, store)["version"] == 3                         # a rollback: version 1's file is read
-    assert caplog.messages == [f"{first} is already published as version 1 (the same sha256 once it carries that "
-                               "version): publishing it again as version 3"]
+    assert publish_model(first, store, version=7)["version"] == 7
+    assert caplog.messages == [f"{first} is the network published as version 3, the latest: publishing it again as "
+                               "version 7"]
     caplog.clear()
-    assert publish_model(models / "guAlta_v2.onnx", store, version=5)["version"] == 5     # a published file itself
-    assert caplog.messages == [f"{models / 'guAlta_v2.onnx'} is already published as version 2 (the same sha256 once "
-                               "it carries that version): publishing it again as version 5"]
-    caplog.clear()
-    assert publish_model(other, store)["version"] == 6                         # the latest, by its JSON's sha256
-    assert caplog.messages == [f"{other} is already published as version 5 (the same sha256 once it carries that "
-                               "version): publishing it again as version 6"]
+    assert publish_model(models / "guAlta_v7.onnx", store)["version"] == 8     # a published file itself
+    assert caplog.messages == [f"{models / 'guAlta_v7.onnx'} is the network published as version 7, the latest: "
+                               "publishing it again as version 8"]
 
 
 def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
