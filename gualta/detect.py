@@ -1025,15 +1025,10 @@ def listing(lister, folder: str | Path):
         raise NightError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
-def nights_to_catch_up(settings: Settings, scores: str | Path | None, days: int) -> list[Path]:
-    """The night folders of the `days` nights before the latest one under guAlta_main_folder that have no whole
-    scores CSV in the folder `scores` names (not scored yet: the machine was off, a run failed), oldest first."""
-    return catch_up_nights(settings, scores, days)[0]
-
-
 def catch_up_nights(settings: Settings, scores: str | Path | None, days: int) -> tuple[list[Path], list[Path]]:
-    """The night folders of the `days` nights before the latest one under guAlta_main_folder, oldest first: those not
-    scored yet (`nights_to_catch_up`) and those with a whole scores CSV in the folder `scores` names."""
+    """The night folders of the `days` nights before the latest one under guAlta_main_folder, oldest first: those
+    with no whole scores CSV in the folder `scores` names (not scored yet: the machine was off, a run failed), and
+    those scored already."""
     if days <= 0:
         return [], []
     if not scores or not names_a_folder(scores):

@@ -191,10 +191,10 @@ def test_catch_up_scores_the_recent_nights_not_scored_yet_oldest_first(client_ni
     shutil.copy(root / "20211107" / frames[-1], dawn)
     os.utime(dawn, (time.time() + 60, time.time() + 60))
     config = settings(tmp_path, tiny_model, main_folder=root)
-    assert detect.nights_to_catch_up(config, scores, 7) == [root / "20211108", root / "20211109"]
-    assert detect.nights_to_catch_up(config, scores, 0) == []
+    assert detect.catch_up_nights(config, scores, 7)[0] == [root / "20211108", root / "20211109"]
+    assert detect.catch_up_nights(config, scores, 0) == ([], [])
     with pytest.raises(ClientError, match="--catch-up needs --scores DIR/"):
-        detect.nights_to_catch_up(config, tmp_path / "one.csv", 7)
+        detect.catch_up_nights(config, tmp_path / "one.csv", 7)
 
     command = [sys.executable, str(REPO / "guAlta.py"), "batch", "--main-folder", str(root), "--model", str(tiny_model),
                "--outbox", str(tmp_path / "outbox.sqlite"), "--threads", "1", "--no-upload"]
