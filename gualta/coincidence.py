@@ -13,15 +13,29 @@ WINDOW_S = 30                     # two observatories' detections this close: th
 DETECTION_NAME = re.compile(r"([A-Za-z0-9_-]{1,32})_([0-9]{14})\.json")
 
 
-def zones_from_env(env) -> Callable[[str], tzinfo]:
+class ClockZones:
+    """obs_id → the zone its camera's clock is read in: its observatory's (GUALTA_OBSERVATORIES), else the service's
+    (`default`); `zones`: every zone a clock is read in."""
+
+    def __init__(self, by_obs_id: dict[str, tzinfo], default: tzinfo):
+        self.by_obs_id, self.default = by_obs_id, default
+
+    def __call__(self, obs_id: str) -> tzinfo:
+        return self.by_obs_id.get(obs_id, self.default)
+
+    @property
+    def zones(self) -> list[tzinfo]:
+        return [self.default, *self.by_obs_id.values()]
+
+
+def zones_from_env(env) -> ClockZones:
     """obs_id → the zone of its camera's clock; an unreadable GUALTA_OBSERVATORIES leaves the service's zone."""
     default = service_env.timezone(env)
     try:
         places = passes.observatories_from_env(env)
     except service_env.ConfigError:
         places = {}
-    zones = {obs_id: place.zone for obs_id, place in places.items()}
-    return lambda obs_id: zones.get(obs_id, default)
+    return ClockZones({obs_id: place.zone for obs_id, place in places.items()}, default)
 
 
 def stored_detections(target: store.Store, night: str) -> list[tuple[str, str, datetime]]:
@@ -41,6 +55,18 @@ def nights_either_side(night: str) -> list[str]:
     folder (AllSky's folder changes at noon on its clock)."""
     day = datetime.strptime(night, allsky.NIGHT_FORMAT)
     return [(day + timedelta(days=step)).strftime(allsky.NIGHT_FORMAT) for step in (-1, 1)]
+
+
+def neighbours_filing(night: str, stamp: datetime, zone: tzinfo, zones: list[tzinfo],
+                      window_s: float = WINDOW_S) -> list[str]:
+    """Those of the nights either side of `night` (`nights_either_side`) under which another camera may have filed a
+    detection of the moment `stamp` (on a clock in `zone`): AllSky files a frame under the night of its clock
+    (`allsky.night_of`, the folder changes at noon), and a clock in one of `zones` reads the moment, give or take
+    window_s, as the evening of another date only near noon on one of them (a camera on UTC far from Greenwich)."""
+    moment = instant(stamp, zone)
+    filed = {allsky.night_of(datetime.fromtimestamp(moment + step, other).replace(tzinfo=None))
+             for other in zones for step in (-window_s, window_s)}
+    return [other for other in nights_either_side(night) if other in filed]
 
 
 def together(first: tuple[str, datetime], second: tuple[str, datetime], zone_of, window_s: float = WINDOW_S) -> bool:

@@ -385,10 +385,11 @@ def coinciding_around(target: store.Store, listed: dict, night: str, obs_id: str
                       zone_of) -> list[tuple[str, str, str, datetime]]:
     """(night, obs_id, frame id, camera-clock time) of the other observatories' detections of the same moment as
     obs_id's at `stamp` filed under `night` (`coincidence.coinciding`), and under the nights either side as the page
-    links them (`coincidence.nights_either_side`), in obs_id and frame order. `listed`: {night: its detections}
-    listed already (`night_detections`); the nights listed now are kept in it."""
+    links them, those a camera may have filed the moment under (`coincidence.neighbours_filing`: each listing is a
+    request on S3), in obs_id and frame order. `listed`: {night: its detections} listed already
+    (`night_detections`); the nights listed now are kept in it."""
     found = []
-    for each in [night, *coincidence.nights_either_side(night)]:
+    for each in [night, *coincidence.neighbours_filing(night, stamp, zone_of(obs_id), zone_of.zones)]:
         if each not in listed:
             listed[each] = night_detections(target, each)
         found += [(each, *other) for other in coincidence.coinciding(listed[each], obs_id, stamp, zone_of)]

@@ -176,6 +176,29 @@ def test_a_meteor_filed_under_another_night_by_a_camera_on_utc_is_named_both_way
     assert edit["caption"].endswith(f"/{night}.html#{first}_{reports[first]['id']}")     # its own night's page
 
 
+def test_a_post_lists_a_neighbouring_night_only_where_a_camera_may_have_filed_its_moment_there(root, bot_api,
+                                                                                               monkeypatch):
+    """Every post listed the nights either side of its own for detections of its moment (2 more LISTs on S3 each, and
+    2 more for the arrivals after it), though no camera files Madrid's 23:15 under another night: a neighbouring night
+    is listed only where a known camera clock reads the moment (± 30 s) on the other side of noon, where AllSky's
+    folder changes — a clock on UTC in Tokyo's evening, Madrid's own clock just after noon."""
+    listed, keys = [], store.LocalStore.keys
+    monkeypatch.setattr(store.LocalStore, "keys", lambda self, prefix="", recursive=True: (
+        listed.append(prefix), keys(self, prefix, recursive))[1])
+
+    def nights_listed(body, key=KEYS["obs01"]) -> set[str]:
+        listed.clear()
+        post(body, key)
+        return {prefix.split("/")[1] for prefix in listed if prefix.startswith("detections/")}
+
+    assert nights_listed(detection(telegram=True)) == {"20260916"}                  # 23:15 on the Madrid clocks
+    assert nights_listed(detection(frame_id="20260917120010", telegram=True)) == {"20260916", "20260917"}
+    tokyo = {"lat": 35.68, "lon": 139.69, "elevation_m": 40}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps({"obs01": {**tokyo, "tz": "Asia/Tokyo"},
+                                                            "obs03": {**tokyo, "tz": "UTC"}}))
+    assert nights_listed(detection("obs01", "20260916203020", telegram=True)) == {"20260915", "20260916"}  # 11:30 UTC
+
+
 def test_failed_posts_are_posted_again_in_the_order_they_happened(root, bot_api, london_obs03):
     """obs03's 22:40 on its London clock came after obs01's 23:15 on its Madrid one (21:40 and 21:15 UTC): posted
     again in the order of the camera clocks' text, the channel's late posts were out of order."""
