@@ -658,7 +658,8 @@ def settle_unsent(target: store.Store, night: str, now: datetime, marked: bool, 
 
 def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict | None = None) -> bool:
     """Whether a detection of the night awaits its post (`awaits_post`) or an end log does (`end_log_awaits_post`);
-    `records`: detection records read already ({key: record}), the others (and those read `pending`) are read."""
+    `records`: detection records read already ({key: record}), the others (and those read `pending`) are read; the
+    end logs are read as stored now (`store.read_now`: a post in flight when they were read may have failed since)."""
     keys = [store.detection_key(night, obs_id, frame_id)
             for obs_id, frame_id, _ in coincidence.stored_detections(target, night)]
     found = {key: record for key, record in (records or {}).items()
@@ -667,7 +668,8 @@ def awaiting_posts(target: store.Store, night: str, now: datetime, records: dict
     if any(awaits_post(found.get(key), now) for key in keys):
         return True
     ends = [key for key in target.keys(f"logs/{night}/") if key.endswith("_end.json")]
-    return any(end_log_awaits_post(record, now) for record in store.read_json_many(target, ends).values())
+    return any(end_log_awaits_post(record, now)
+               for record in store.read_json_many(store.read_now(target), ends).values())
 
 
 def mark_unsent(target: store.Store, night: str, status: str) -> None:

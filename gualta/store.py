@@ -386,30 +386,32 @@ class S3Store:
         return sorted(found)
 
 
-NIGHT_FOLDER = re.compile(r"(?:detections|logs)/[0-9]{8}/")     # what ReadOnce lists once
-PAGE_RECORD = re.compile(r"pages/[0-9]{8}\.json")                  # what ReadOnce reads once
+NIGHT_FOLDER = re.compile(r"(?:detections|logs)/[0-9]{8}/")     # what ReadOnce lists once (and the top level's files)
+PAGE_RECORD = re.compile(r"pages/[0-9]{8}\.json")                  # what ReadOnce reads once: a page's record, ...
+NIGHT_LOG = re.compile(r"logs/[0-9]{8}/[^/]+\.json")                # ... and a night's log
 
 
 class ReadOnce:
-    """A store as one page build sees it (`site.handle`): each night's folder (`NIGHT_FOLDER`) listed once and each
-    page's record (`PAGE_RECORD`) read once — on S3 every call is a request — until the build writes there itself;
+    """A store as one page build sees it (`site.handle`): each night's folder (`NIGHT_FOLDER`) and the top level's
+    files (the pages, `site.page_nights`) listed once, each page's record and night's log (`PAGE_RECORD`,
+    `NIGHT_LOG`) read once — on S3 every call is a request — until the build writes there itself (`forget`);
     anything else passed through. Made anew for each build: the next one sees what was stored since."""
 
     def __init__(self, inner: Store):
         self.inner, self.listed, self.read = inner, {}, {}
 
     def get(self, key: str) -> bytes | None:
-        if not PAGE_RECORD.fullmatch(key):
+        if not (PAGE_RECORD.fullmatch(key) or NIGHT_LOG.fullmatch(key)):
             return self.inner.get(key)
         if key not in self.read:
             self.read[key] = self.inner.get(key)
         return self.read[key]
 
     def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
-        if not (recursive and NIGHT_FOLDER.fullmatch(prefix)):
+        if not (recursive and NIGHT_FOLDER.fullmatch(prefix) or not recursive and prefix == ""):
             return self.inner.keys(prefix, recursive)
         if prefix not in self.listed:
-            self.listed[prefix] = self.inner.keys(prefix)
+            self.listed[prefix] = self.inner.keys(prefix, recursive)
         return list(self.listed[prefix])
 
     def put(self, key: str, data: bytes) -> None:
@@ -421,13 +423,19 @@ class ReadOnce:
         return self.inner.create(key, data)
 
     def delete(self, key: str) -> None:
-        self.forget(key)
+        self.forget(key, removed=True)
         self.inner.delete(key)
 
-    def forget(self, key: str) -> None:
-        """Drop what was read of key and of the folder holding it (written by the build: read again if needed)."""
+    def forget(self, key: str, removed: bool = False) -> None:
+        """Drop what was read of key (written by the build: read again if needed) and the listing of the folder
+        holding it — a night's on any write there (listed again, it shows what arrived meanwhile:
+        `ingest.name_arrivals`), the top level's only where the write adds a key or `removed` takes one away (each
+        build rewrites its pages)."""
         self.read.pop(key, None)
-        self.listed.pop(key.rpartition("/")[0] + "/", None)
+        if "/" in key:
+            self.listed.pop(key.rpartition("/")[0] + "/", None)
+        elif "" in self.listed and (key in self.listed[""]) == removed:
+            del self.listed[""]
 
 
 def read_now(target: Store) -> Store:

@@ -595,7 +595,9 @@ def reported_nights(days: range) -> None:
 def test_a_build_that_changes_nothing_lists_each_night_and_reads_each_page_record_once(env, tmp_path, monkeypatch):
     """Since pages link across nights, each recent page's staleness check listed its night and both neighbours (the
     same night again for the next page) and each archive write read up to 31 page records again: 10 nights, 2
-    observatories, nothing new — LIST 23 -> 49, GET 10 -> 19 store calls (20-50 ms each on S3)."""
+    observatories, nothing new — LIST 23 -> 49, GET 10 -> 19 store calls (20-50 ms each on S3). The nights with a
+    page were listed 3 times (the build's own page, rewritten, dropped the listing) and the night's end logs read
+    twice (for what the page was made from, then for the page): once each now."""
     reported_nights(range(1, 11))
     counting = CountingStore(tmp_path / "store")
     monkeypatch.setattr(store, "store_from_env", lambda env: counting)
@@ -605,6 +607,36 @@ def test_a_build_that_changes_nothing_lists_each_night_and_reads_each_page_recor
     assert {f"detections/202609{day:02d}/" for day in range(2, 12)} <= nights.keys()   # the checks' neighbours too
     assert max(nights.values()) == 1, nights
     assert len(records) == 9 and max(records.values()) == 1, records
+    assert counting.listed[""] == 1                                                  # the nights with a page
+    logs = {key: times for key, times in counting.read.items() if store.NIGHT_LOG.fullmatch(key)}
+    assert {"logs/20260910/obs01_end.json", "logs/20260910/obs02_end.json"} <= logs.keys()
+    assert max(logs.values()) == 1, logs
+
+
+def test_a_refreshing_build_lists_the_nights_with_a_page_once(env, tmp_path, monkeypatch):
+    """A build that refreshed two pages (one of a night marked late) listed the nights with a page 7 times: at the
+    missed nights, its own page, the refresh, each page rebuilt, the late mark and the archive. Once now; a page it
+    writes for a night that had none is linked all the same (its write drops the listing)."""
+    reported_nights(range(1, 11))
+    for key in ("20260907.html", store.page_inputs_key("20260907")):              # a morning's build missed
+        (tmp_path / "store" / key).unlink()
+    for day in (8, 9):                                                             # delivered late
+        ingest_module.handle(event(detection("obs01", f"202609{day:02d}231600", seed=7), KEYS["obs01"]), os.environ,
+                             nine_am(10))
+    counting = CountingStore(tmp_path / "store")
+    monkeypatch.setattr(store, "store_from_env", lambda env: counting)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == [
+        "20260906", "20260907", "20260908", "20260909"]
+    assert counting.listed[""] == 2                                 # again after the missed night's page was written
+    assert '<a href="20260907.html">2026-09-07 →</a>' in (tmp_path / "store" / "20260906.html").read_text()
+    assert "2026-09-07" in (tmp_path / "store" / store.ARCHIVE_PAGE).read_text()
+    counting.listed.clear()
+    for day in (8, 9):
+        ingest_module.handle(event(detection("obs02", f"202609{day:02d}231700", seed=8), KEYS["obs02"]), os.environ,
+                             nine_am(10))
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == ["20260908",
+                                                                                                "20260909"]
+    assert counting.listed[""] == 1
 
 
 def test_a_build_sees_what_was_stored_after_the_build_before(env, tmp_path):
