@@ -44,8 +44,8 @@ UPLOAD_ROUTE = "/uploadmeteor"
 TIMEOUT_S = 15
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 300.0
-HOLD_BACK_TRIES = 3                   # a report the service failed on this often holds back no later one
-HOLDS_BACK = f"NOT (attempts >= {HOLD_BACK_TRIES} AND COALESCE(last_error, '') LIKE 'HTTP 5%')"   # SQL: one does
+HOLD_BACK_TRIES = 3                   # a report the service answered 5xx this often holds back no later one
+HOLDS_BACK = f"NOT (failed_5xx >= {HOLD_BACK_TRIES} AND COALESCE(last_error, '') LIKE 'HTTP 5%')"   # SQL: one does
 CONFIG_PROBLEMS = {                   # a settings problem, not the report's: keep the items, fix the settings
     401: "fix guAlta_api_key / guAlta_obs_id", 403: "fix guAlta_api_key / guAlta_obs_id",
     404: "no upload route at this address: fix guAlta_URL", 405: "no upload route at this address: fix guAlta_URL"}
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     key TEXT NOT NULL UNIQUE,            -- detection/<obs_id>/<id> or log/<start|end>/<obs_id>/<night>
     body TEXT NOT NULL,                  -- the JSON payload
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, -- failed sends (the backoff)
+    failed_5xx INTEGER NOT NULL DEFAULT 0,   -- ... of them answered 5xx by the service (not a network error)
     next_try REAL NOT NULL DEFAULT 0,    -- unix time before which it is not retried
     last_error TEXT,
     created REAL NOT NULL,
@@ -112,7 +113,8 @@ class Item:
     id: int
     key: str
     body: str
-    attempts: int
+    attempts: int                     # failed sends so far (the backoff)
+    failed_5xx: int = 0               # ... of them answered 5xx by the service (passing over, `HOLDS_BACK`)
 
 
 @dataclass(frozen=True)
@@ -234,11 +236,24 @@ class Outbox:
                 self.db.executescript(SCHEMA)
                 if not had_closed:
                     self.db.execute(CLOSED_BEFORE_THE_TABLE)
+                self._add_failed_5xx()
                 return
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+
+    def _add_failed_5xx(self) -> None:
+        """Give an outbox from before `failed_5xx` the column: its reports' 5xx answers count from now on (the old
+        `attempts` counted an outage's network errors too)."""
+        columns = {name for _, name, *_ in self.db.execute("PRAGMA table_info(outbox)")}
+        if "failed_5xx" in columns:
+            return
+        try:
+            self.db.execute("ALTER TABLE outbox ADD COLUMN failed_5xx INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):      # another connection added it meanwhile
+                raise
 
     def _failure(self, exc: sqlite3.DatabaseError, doing: str) -> Exception:
         """The OutboxError for SQLite refusing the file or the disk (damaged, full, read-only, locked too long); any
@@ -304,8 +319,8 @@ class Outbox:
         if replace:
             cursor = self.db.execute(
                 "INSERT INTO outbox (key, body, created) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                "body = excluded.body, state = 'pending', attempts = 0, next_try = 0, last_error = NULL, done = NULL "
-                "WHERE outbox.body != excluded.body", (key, body, time.time()))
+                "body = excluded.body, state = 'pending', attempts = 0, failed_5xx = 0, next_try = 0, "
+                "last_error = NULL, done = NULL WHERE outbox.body != excluded.body", (key, body, time.time()))
         else:
             cursor = self.db.execute("INSERT OR IGNORE INTO outbox (key, body, created) VALUES (?, ?, ?)",
                                      (key, body, time.time()))
@@ -314,11 +329,11 @@ class Outbox:
     def due(self, now: float | None = None, limit: int = 50, after: int = 0) -> list[Item]:
         """Pending items oldest first (those queued after item id `after`), up to the first whose retry time has not
         come (all of them if now is None): one waiting for its retry holds back the later ones, so a night's end log
-        never goes before its start — unless the service failed on it HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it
-        keeps failing on blocks nothing; a network outage holds everything back)."""
+        never goes before its start — unless the service answered it 5xx HOLD_BACK_TRIES times (`HOLDS_BACK`: a report
+        it keeps failing on blocks nothing; a network outage holds everything back, and its tries do not count)."""
         now = math.inf if now is None else now
-        rows = self._read(f"SELECT id, key, body, attempts, next_try FROM outbox WHERE state = 'pending' AND id > ? "
-                          f"AND (next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (after, now, limit))
+        rows = self._read(f"SELECT id, key, body, attempts, failed_5xx, next_try FROM outbox WHERE state = 'pending' "
+                          f"AND id > ? AND (next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (after, now, limit))
         due = []
         for *item, next_try in rows:
             if next_try > now:                  # the oldest one holding back the rest, not due yet
@@ -338,9 +353,10 @@ class Outbox:
                             "WHERE id = ? AND body = ?", (outcome.kind, outcome.detail or None, now, item.id,
                                                           item.body))
         else:
-            self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? "
-                            "WHERE id = ? AND body = ?",
-                            (now + retry_delay(item.attempts + 1), outcome.detail, item.id, item.body))
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, failed_5xx = failed_5xx + ?, next_try = ?, "
+                            "last_error = ? WHERE id = ? AND body = ?",
+                            (answered_5xx(outcome), now + retry_delay(item.attempts + 1), outcome.detail, item.id,
+                             item.body))
 
     def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None,
                    keep_rejected_days: int = REJECTED_KEEP_DAYS) -> int:
@@ -525,16 +541,22 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
                 log.error("report %s rejected by the service: %s", item.key, outcome.detail)
             elif everything and keeps_failing(item, outcome):
                 result.passed_over = outcome.detail
-                log.warning("report %s kept pending, the later ones go on: tried %d times, the service answered "
-                            "%s", item.key, item.attempts + 1, outcome.detail)
+                log.warning("report %s kept pending, the later ones go on: the service answered it 5xx %d times, "
+                            "last %s", item.key, item.failed_5xx + 1, outcome.detail)
             else:
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
                 return result
 
 
 def keeps_failing(item: Item, outcome: Outcome) -> bool:
-    """Whether this send was the service's HOLD_BACK_TRIES-th failure or more on `item`, a 5xx (`HOLDS_BACK`)."""
-    return outcome.kind == "retry" and outcome.detail.startswith("HTTP 5") and item.attempts + 1 >= HOLD_BACK_TRIES
+    """Whether this send was the service's HOLD_BACK_TRIES-th 5xx answer or more on `item` (`HOLDS_BACK`): the
+    network errors of an outage do not count."""
+    return answered_5xx(outcome) and item.failed_5xx + 1 >= HOLD_BACK_TRIES
+
+
+def answered_5xx(outcome: Outcome) -> bool:
+    """Whether a send to retry was the service answering 5xx (not a network error, a 408 or a 429)."""
+    return outcome.kind == "retry" and outcome.detail.startswith("HTTP 5")
 
 
 def duration(seconds: float) -> str:

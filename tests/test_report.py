@@ -265,6 +265,31 @@ def test_many_reports_the_service_fails_on_do_not_hide_the_ones_after_them(tmp_p
         assert outbox.next_due() == 0
 
 
+def test_an_outage_s_failed_tries_do_not_let_later_reports_overtake_the_oldest(tmp_path):
+    """After an outage (two sends of the night's oldest report failed without the network), the first 503 of the
+    service starting up made it the third failure: flush passed over it and the night's later reports reached the
+    service before it. Only the service's own 5xx answers count towards passing over; the backoff counts every try."""
+    service, path = StubService([503] * report.HOLD_BACK_TRIES), tmp_path / "o.sqlite"
+    try:
+        with Outbox(path) as outbox:
+            queue_numbered(outbox, 3)
+            for _ in range(report.HOLD_BACK_TRIES - 1):
+                outbox.mark(outbox.due()[0], report.Outcome("retry", "network: ConnectionError"), time.time())
+        for _ in range(report.HOLD_BACK_TRIES - 1):
+            delivery, pending = flush(path, service.url, KEY)
+            assert delivery.stopped.startswith("HTTP 503") and not delivery.passed_over and pending == 3
+            with Outbox(path) as outbox:
+                assert outbox.due(0) == []                              # the sender holds the later ones back too
+        delivery, pending = flush(path, service.url, KEY)               # the service's third 5xx answer
+        assert delivery.passed_over.startswith("HTTP 503") and pending == 1
+        with Outbox(path) as outbox:
+            assert outbox.db.execute("SELECT attempts, failed_5xx FROM outbox WHERE state = 'pending'").fetchall() \
+                == [(2 * report.HOLD_BACK_TRIES - 1, report.HOLD_BACK_TRIES)]
+    finally:
+        service.close()
+    assert [body["n"] for body in service.bodies] == [0] * report.HOLD_BACK_TRIES + [1, 2]
+
+
 class FailingOnFirst(StubService):
     """A StubService answering 500 to the report {"n": 0} every time (the service fails on it alone), 200 to the
     others — or `status` to every report once it is set."""
@@ -317,8 +342,9 @@ def test_a_senders_last_try_goes_past_a_report_the_service_keeps_failing_on(tmp_
     try:
         with Outbox(tmp_path / "o.sqlite") as outbox:
             queue_numbered(outbox, 5)
-            outbox.db.execute("UPDATE outbox SET attempts = ?, last_error = 'HTTP 500: x' WHERE key = ?",
-                              (report.HOLD_BACK_TRIES - 1, "detection/obs01/0"))
+            outbox.db.execute("UPDATE outbox SET attempts = ?, failed_5xx = ?, last_error = 'HTTP 500: x' "
+                              "WHERE key = ?", (report.HOLD_BACK_TRIES - 1, report.HOLD_BACK_TRIES - 1,
+                                                "detection/obs01/0"))
             sender = Sender(outbox.path, ApiClient(service.url, KEY))
             sender.wake()
             assert sender.close(timeout=10) == 1
@@ -377,6 +403,10 @@ def test_an_outbox_from_before_closed_nights_whose_last_night_ended_has_it_close
                        [("log/start/obs01/20261204",), ("log/end/obs01_b/20261204",)])
     with Outbox(path) as outbox:
         assert outbox.closed_nights() == {"20261203", "20261204"}
+        outbox.put("detection/obs01/1", {})
+        outbox.mark(outbox.due()[0], report.Outcome("retry", "HTTP 503: starting"), 1000.0)
+        assert outbox.db.execute("SELECT attempts, failed_5xx FROM outbox WHERE state = 'pending'").fetchall() == [
+            (1, 1)]
 
 
 def test_outboxes_opened_at_once_on_a_new_file_all_open(tmp_path):
