@@ -341,22 +341,24 @@ class Outbox:
             due.append(Item(*item))
         return due
 
-    def mark(self, item: Item, outcome: Outcome, now: float) -> None:
+    def mark(self, item: Item, outcome: Outcome, now: float) -> bool:
         """Record a send's outcome: sent, rejected, or pending with the next retry time — unless the item was
-        replaced meanwhile (another run queued a newer end log under its key): that one is still to be sent."""
+        replaced meanwhile (another run queued a newer end log under its key): that one is still to be sent, and
+        False is returned."""
         with self._writing():
-            self._mark(item, outcome, now)
+            return self._mark(item, outcome, now)
 
-    def _mark(self, item: Item, outcome: Outcome, now: float) -> None:
+    def _mark(self, item: Item, outcome: Outcome, now: float) -> bool:
         if outcome.kind in ("sent", "rejected"):
-            self.db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, done = ? "
-                            "WHERE id = ? AND body = ?", (outcome.kind, outcome.detail or None, now, item.id,
-                                                          item.body))
+            cursor = self.db.execute("UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, done = ? "
+                                     "WHERE id = ? AND body = ?", (outcome.kind, outcome.detail or None, now, item.id,
+                                                                   item.body))
         else:
-            self.db.execute("UPDATE outbox SET attempts = attempts + 1, failed_5xx = failed_5xx + ?, next_try = ?, "
-                            "last_error = ? WHERE id = ? AND body = ?",
-                            (answered_5xx(outcome), now + retry_delay(item.attempts + 1), outcome.detail, item.id,
-                             item.body))
+            cursor = self.db.execute("UPDATE outbox SET attempts = attempts + 1, failed_5xx = failed_5xx + ?, "
+                                     "next_try = ?, last_error = ? WHERE id = ? AND body = ?",
+                                     (answered_5xx(outcome), now + retry_delay(item.attempts + 1), outcome.detail,
+                                      item.id, item.body))
+        return cursor.rowcount > 0
 
     def forget_old(self, now: float | None = None, keep_days: int = KEEP_DAYS, night: str | None = None,
                    keep_rejected_days: int = REJECTED_KEEP_DAYS) -> int:
@@ -519,7 +521,8 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
     """Send due items (every pending one if `everything`) oldest first; stop at the first one that must wait, once
     `stop` is set, or once time.monotonic() has passed `deadline` (one item is sent whatever the time). Over
     everything, one the service has now answered 5xx HOLD_BACK_TRIES times holds back no later one (as in `due`): it
-    stays pending and the pass goes on to the next, each item tried once."""
+    stays pending and the pass goes on to the next, each item tried once — but one replaced while it was sent (a newer
+    end log queued under its key by another run) goes again at once, its newer copy."""
     result, first, after = Delivery(), True, 0
     while True:
         items = outbox.due(None if everything else time.time(), after=after)
@@ -531,8 +534,8 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
                 return result
             first = False
             outcome = client.send(item.body)
-            outbox.mark(item, outcome, time.time())
-            if everything:
+            replaced = not outbox.mark(item, outcome, time.time())
+            if everything and not replaced:
                 after = item.id
             if outcome.kind == "sent":
                 result.sent += 1
@@ -546,6 +549,8 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
             else:
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
                 return result
+            if replaced:                        # its newer copy next, then the ones after it
+                break
 
 
 def keeps_failing(item: Item, outcome: Outcome) -> bool:

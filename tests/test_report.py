@@ -207,6 +207,33 @@ def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path)
         assert [json.loads(item.body) for item in outbox.due(time.time())] == [{"total": 60}]   # due at once
 
 
+def test_a_newer_copy_queued_while_flush_sends_a_report_goes_in_the_same_flush(tmp_path):
+    """A batch run queued the night's newer end log (total 59) while `flush` was sending the older one (total 39):
+    the pass had gone past its key and left it pending, "delivered 2, rejected 0, still pending 1" with exit status 1
+    (a cron alarm), the service answering every report at once. The newer copy now goes in the same pass."""
+    path, lines = tmp_path / "outbox.sqlite", []
+
+    def queue_newer_end_log(path_, headers, body):
+        if json.loads(body) == {"total": 39}:
+            with Outbox(path) as other:                                 # another process, meanwhile
+                other.put("log/end/obs01/20260916", {"total": 59}, replace=True)
+        return 200, {"status": "stored"}
+
+    service = RecordingServer(queue_newer_end_log)
+    try:
+        with Outbox(path) as outbox:
+            outbox.put("log/start/obs01/20260916", {"log": "start"})
+            outbox.put("log/end/obs01/20260916", {"total": 39})
+        config = settings(tmp_path, tmp_path / "model.onnx", url=service.url, api_key=KEY)
+        assert report.flush_outbox(config, say=lines.append) == 0
+    finally:
+        service.close()
+    assert lines == ["delivered 3, rejected 0, still pending 0"]
+    with Outbox(path) as outbox:
+        assert outbox.db.execute("SELECT body, state FROM outbox WHERE key LIKE 'log/end/%'").fetchall() == [
+            ('{"total": 59}', "sent")]
+
+
 def test_after_an_outage_reports_go_oldest_first(tmp_path):
     """Each report has its own retry time: one never tried (due at once) went before an older one waiting for its
     retry, and the night's end log reached the service before its start log. The oldest waiting holds back the
