@@ -274,9 +274,9 @@ def repair_detection(target: store.Store, item: payload.Detection, record: dict,
 
 def mark_if_late(target: store.Store, night: str, env, now: datetime) -> None:
     """Mark a night that had ended before today's page build (`store.late_key`): the scheduled build brings its
-    page up to date however long ago it was (a client back after a week's outage). Called once the report is stored
-    and posted: a mark that cannot be written is logged, never a 503 (the client's retry would be a duplicate, and
-    its post never made)."""
+    page up to date however long ago it was (a client back after a week's outage, a failed post made by a later
+    build: `repost_unsent`). Called once the report is stored and posted: a mark that cannot be written is logged,
+    never a 503 (the client's retry would be a duplicate, and its post never made)."""
     if night < service_env.ended_night(now, env):
         try:
             target.put(store.late_key(night), b"")
@@ -603,8 +603,9 @@ def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: 
     """Post again what failed (`repost_night`): the night that ended last (`records`: its detection records, read
     already), then, oldest first, the earlier nights marked unsent (`mark_unsent`), within REPOST_BUDGET_S in all and
     stopping where a post fails again (the channel still down); each night tried keeps its mark while a post of it
-    still waits (`settle_unsent`: a cut-off one too), and a marked night too old to post loses it. Return the keys of
-    the records now posted."""
+    still waits (`settle_unsent`: a cut-off one too), and a marked night too old to post loses it; an earlier night
+    with posts made is marked late (`mark_if_late`: its page shows them failed). Return the keys of the records now
+    posted."""
     if telegram_post.channel_from_env(env) is None:
         return []
     deadline = time.monotonic() + REPOST_BUDGET_S
@@ -628,6 +629,8 @@ def repost_unsent(target: store.Store, ended: str, env, now: datetime, records: 
         records_read: dict = {}
         reposted, finished = repost_night(target, night, env, now, deadline, records_read)
         posted += reposted
+        if reposted:                                    # its page, if any, shows them failed: brought up to date
+            mark_if_late(target, night, env, now)
         settle_unsent(target, night, now, marked=True, records=records_read)
     return posted
 

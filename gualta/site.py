@@ -8,10 +8,11 @@ where their streaks cannot be one crossing (two meteors of a shower in consecuti
 (within one 30 s exposure) linked as "also seen from", also to those filed under the nights either side (a camera kept
 on another zone's date); frames processed from the end log; the ISS passes of that night. Rendered with Jinja2 with
 autoescaping on: every stored value is text, never markup. Each page keeps what it was made from
-(``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones the ingest marked late,
-whose detections, logs, next night or links to the nights either side changed since — reports an observatory delivered
-late, after its outage, reach their page — and first posts again the night's detections and end logs whose Telegram
-post failed, and those of earlier nights marked unsent.
+(``pages/YYYYMMDD.json``): a scheduled build also rebuilds the recent nights, and the older ones marked late (by the
+ingest, or by posting again), whose detections, logs, next night, links to the nights either side or posts it showed not
+made yet or failed changed since — reports an observatory delivered late, after its outage, and posts made after the
+page reach their page — and first posts again the night's detections and end logs whose Telegram post failed, and those
+of earlier nights marked unsent.
 """
 from __future__ import annotations
 
@@ -521,7 +522,7 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     target.put(written[0], data)
     counts = night_counts(parts)
     store.write_json(target, store.page_inputs_key(night), {"inputs": made_from, "next": later[:1], "linked": linked,
-                                                            "counts": counts})
+                                                            "counts": counts, "unsent": unsent_shown(night, parts)})
     if night == max((n for n in known if n <= default_night(now, env)), default=None):
         target.put("index.html", data)
         written.append("index.html")
@@ -531,6 +532,24 @@ def build_day(target: store.Store, night: str, env, now: datetime | None = None,
     log.info("daily page %s: %d detections, %d held back, %d observatories", night, counts["detections"],
              counts["held_back"], len(parts))
     return {"night": night, **counts, "observatories": len(parts), "written": written}
+
+
+def unsent_shown(night: str, parts: list[Section]) -> dict[str, str]:
+    """{key: telegram_status} of the detections a page shows not posted yet or failed: their post may be made after
+    the page is (in flight while it was built, posted again by a later build)."""
+    return {store.detection_key(night, row.obs_id, row.id): row.telegram_status
+            for part in parts for group in part.groups for row in group
+            if row.telegram_status == "pending" or row.telegram_status.startswith("failed")}
+
+
+def posts_changed(target: store.Store, shown) -> bool:
+    """Whether a detection a page showed not posted yet or failed (`unsent_shown`) has another Telegram status now:
+    only those records are read (none where the page showed every post settled)."""
+    if not isinstance(shown, dict) or not shown:
+        return False
+    records = store.read_json_many(target, list(shown))
+    return any(_text((record if isinstance(record, dict) else {}).get("telegram_status")) != shown[key]
+               for key, record in records.items())
 
 
 def page_inputs(target: store.Store, night: str) -> list[str]:
@@ -608,11 +627,13 @@ def take_off_late_mark(target: store.Store, night: str, env, coming: tuple[str, 
 
 def page_is_stale(target: store.Store, night: str, nights: list[str], env) -> bool:
     """Whether a night's page is missing or was made from other detections, logs, next night or links to the nights
-    either side (`links_elsewhere`) than now's."""
+    either side (`links_elsewhere`) than now's, or shows a post not made yet or failed that has another outcome now
+    (`posts_changed`)."""
     made = store.read_json(target, store.page_inputs_key(night))
     following = [n for n in nights if n > night][:1]
     return not isinstance(made, dict) or made.get("inputs") != page_inputs(target, night) \
-        or made.get("next") != following or made.get("linked", []) != links_elsewhere(target, night, env)
+        or made.get("next") != following or made.get("linked", []) != links_elsewhere(target, night, env) \
+        or posts_changed(target, made.get("unsent"))
 
 
 def default_night(now: datetime, env) -> str:

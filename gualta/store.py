@@ -12,9 +12,10 @@
     models/guAlta_v{N}.onnx                  a published model version, never replaced (gualta.export writes them)
     models/guAlta_latest_version.*           a copy of the newest one (.onnx) and its metadata (.json)
     YYYYMMDD.html, index.html                daily pages (index = the latest night)
-    pages/YYYYMMDD.json                      what a night's page was made from, its links and counts
-    pages/late/YYYYMMDD                      a night sent a report once a later night had ended (the scheduled build
-                                             remakes its page)
+    pages/YYYYMMDD.json                      what a night's page was made from, its links, counts and posts shown
+                                             not made yet or failed
+    pages/late/YYYYMMDD                      a night sent a report, or a failed post of it made, once a later night
+                                             had ended (the scheduled build remakes its page)
     archive.html, pages/archive.json         every night with a page, by month, and its counts
     404.html                                 what the site answers for a page not made yet
     pages/tle/YYYYMMDD.tle                   the ISS TLE of a night's passes (its later builds show the same)
@@ -119,9 +120,9 @@ def claim_key(night: str, name: str) -> str:
 
 
 def late_key(night: str) -> str:
-    """The mark the ingest leaves on a night that received a detection or log once a later night had ended
-    (`ingest.mark_if_late`: its page, if any, is out of date and may be older than the scheduled build's refresh
-    window); the scheduled build takes it off."""
+    """The mark the ingest leaves on a night that received a detection or log, or whose failed post a build made,
+    once a later night had ended (`ingest.mark_if_late`: its page, if any, is out of date and may be older than the
+    scheduled build's refresh window); the scheduled build takes it off."""
     return f"pages/late/{night}"
 
 

@@ -592,6 +592,12 @@ def reported_nights(days: range) -> None:
         site.handle({"day": f"202609{day:02d}"}, os.environ, nine_am(days[-1] + 1))
 
 
+def earlier_records_read(counting: CountingStore) -> dict[str, int]:
+    """{key: reads} of the detection records read but the night built (the 10th: `reported_nights(range(1, 11))`)."""
+    return {key: times for key, times in counting.read.items()
+            if key.startswith("detections/") and not key.startswith("detections/20260910/")}
+
+
 def test_a_build_that_changes_nothing_lists_each_night_and_reads_each_page_record_once(env, tmp_path, monkeypatch):
     """Since pages link across nights, each recent page's staleness check listed its night and both neighbours (the
     same night again for the next page) and each archive write read up to 31 page records again: 10 nights, 2
@@ -611,6 +617,29 @@ def test_a_build_that_changes_nothing_lists_each_night_and_reads_each_page_recor
     logs = {key: times for key, times in counting.read.items() if store.NIGHT_LOG.fullmatch(key)}
     assert {"logs/20260910/obs01_end.json", "logs/20260910/obs02_end.json"} <= logs.keys()
     assert max(logs.values()) == 1, logs
+    assert earlier_records_read(counting) == {}                      # none of the nights it does not rebuild
+
+
+def test_a_page_showing_a_post_not_made_yet_is_rebuilt_once_it_is_made(env, tmp_path, monkeypatch):
+    """A page built while one of its detections was being posted said "not posted to Telegram yet" until something
+    else of its night changed: the post made, nothing it was made from had. The next builds read that record alone
+    again (no other of the nights they do not rebuild) and rebuild the page once its post is made."""
+    reported_nights(range(1, 11))
+    in_flight = tmp_path / "store" / "detections" / "20260905" / "obs01_20260905231500.json"
+    in_flight.write_text(json.dumps({**json.loads(in_flight.read_text()), "telegram": True,
+                                     "telegram_status": "pending"}))
+    site.handle({"day": "20260905"}, os.environ, nine_am(11))
+    counting = CountingStore(tmp_path / "store")
+    monkeypatch.setattr(store, "store_from_env", lambda env: counting)
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == []
+    assert earlier_records_read(counting) == {"detections/20260905/" + in_flight.name: 1}
+    in_flight.write_text(json.dumps({**json.loads(in_flight.read_text()), "telegram_status": "sent"}))
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == ["20260905"]
+    page = (tmp_path / "store" / "20260905.html").read_text()
+    assert "posted to Telegram" in page and "not posted to Telegram yet" not in page
+    counting.read.clear()
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == []
+    assert earlier_records_read(counting) == {}
 
 
 def test_a_refreshing_build_lists_the_nights_with_a_page_once(env, tmp_path, monkeypatch):

@@ -1104,3 +1104,55 @@ def test_a_log_the_store_failed_to_keep_is_stored_and_posted_when_sent_again(roo
     assert HANDLER(event(end, KEYS["obs01"]), None)["statusCode"] == 503
     assert post(end)["status"] == "stored" and len(bot_api.sent("sendMessage")) == 1
     assert json.loads((root / "logs/20260916/obs01_end.json").read_text())["telegram_status"] == "sent"
+
+
+def card(page: str, anchor: str) -> str:
+    """A detection's card on a page."""
+    return page[page.index(f'id="{anchor}"'):].split("</article>")[0]
+
+
+def pages_past_the_refresh_window() -> None:
+    """The pages of the 5th and the 6th, and of the night that ended at NINE_AM_AFTER (the 16th) and the REFRESH_NIGHTS
+    before it, each linking to the next: a scheduled build then looks at the 5th's page only where it is marked."""
+    for day in reversed([5, 6] + list(range(16 - site.REFRESH_NIGHTS, 17))):
+        site.handle({"day": f"202609{day:02d}"}, os.environ, NINE_AM_AFTER)
+
+
+def test_a_page_built_while_a_post_was_in_flight_shows_it_posted_after_the_next_build(root, bot_api, monkeypatch):
+    """An observatory back after an outage: the morning's build rebuilt its old night while one of its detections was
+    being posted, and the page said "not posted to Telegram yet" for good (its next night's page already there, only a
+    change of detections, logs or links brought it up again). The post's outcome now brings it up to date."""
+    pages_past_the_refresh_window()
+    ingest.handle(event(detection(frame_id="20260905231507")), os.environ, NINE_AM_AFTER)     # not asked: marks late
+    real_post, builds = telegram_post.post, []
+
+    def built_while_posting(channel, text, *args, **kwargs):
+        if "2026-09-05 23:16:07" in text and not builds:
+            builds.append(site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER))
+        return real_post(channel, text, *args, **kwargs)
+
+    monkeypatch.setattr(telegram_post, "post", built_while_posting)
+    in_flight = detection(frame_id="20260905231607", telegram=True, seed=1)
+    assert json.loads(ingest.handle(event(in_flight), os.environ, NINE_AM_AFTER)["body"])["telegram"] == "sent"
+    assert builds[0]["refreshed"] == ["20260905"]
+    assert "· not posted to Telegram yet" in card((root / "20260905.html").read_text(), "obs01_20260905231607")
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["refreshed"] == ["20260905"]
+    assert "· posted to Telegram" in card((root / "20260905.html").read_text(), "obs01_20260905231607")
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["refreshed"] == []
+
+
+def test_a_post_made_again_for_an_old_night_reaches_its_page(root, bot_api):
+    """A night past the refresh window whose post failed, the channel down two mornings: the scheduled build posted
+    it once the channel was back, and its page kept saying "Telegram post failed" (nothing it was made from changed)."""
+    bot_api.fail_status = 500
+    post(detection(frame_id="20260905231507", telegram=True))                     # delivered late: marked late
+    pages_past_the_refresh_window()
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER - timedelta(hours=1))["reposted"] == []
+    assert store.late_nights(store.LocalStore(root)) == []
+    assert "· Telegram post failed" in card((root / "20260905.html").read_text(), "obs01_20260905231507")
+    bot_api.fail_status = None
+    summary = site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)
+    assert summary["reposted"] == ["detections/20260905/obs01_20260905231507.json"]
+    assert summary["refreshed"] == ["20260905"]
+    assert "· posted to Telegram" in card((root / "20260905.html").read_text(), "obs01_20260905231507")
+    assert site.handle({"source": "gualta.schedule"}, os.environ, NINE_AM_AFTER)["refreshed"] == []
