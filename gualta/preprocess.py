@@ -8,6 +8,7 @@ difference stretched to 400×400 with INTER_AREA. Versions v1–v3 are the alter
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -114,16 +115,20 @@ def read_image(path: str | Path, mode: int, png_mode: int | None = None) -> np.n
 def write_image_file(path: Path, image: np.ndarray) -> None:
     """Write `image` to `path` in the format its suffix names (.png, .jpg); OSError 'cannot write PATH' if OpenCV has
     no writer for it or the file cannot be written. Encoded here and written by Python, as frames are read: OpenCV's
-    own imwrite cannot open a path with non-ASCII characters on Windows."""
+    own imwrite cannot open a path with non-ASCII characters on Windows. Written to `<name>.part`, then renamed: one
+    cut short (a kill, a full disk) leaves the file it replaces whole (a mask redrawn with `--replace`)."""
     try:
         ok, data = cv2.imencode(path.suffix, image)
     except cv2.error:                               # no encoder for that suffix
         ok = False
     if not ok:
         raise OSError(f"cannot write {path}")
+    partial = path.with_name(path.name + ".part")
     try:
-        path.write_bytes(data.tobytes())
+        partial.write_bytes(data.tobytes())
+        os.replace(partial, path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise OSError(f"cannot write {path}") from exc
 
 

@@ -274,6 +274,25 @@ def test_a_mask_is_written_into_a_folder_named_in_any_language(nights, tmp_path,
     assert cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_GRAYSCALE).shape == (976, 1304)
 
 
+def test_a_mask_redrawn_and_cut_short_leaves_the_one_in_use_whole(nights, tmp_path, monkeypatch):
+    """`mask --replace` killed (or out of disk) while it wrote left a mask cut short in place of the one in use: the
+    watcher's next start refused it. The new mask is written beside it and renamed over it once whole."""
+    from gualta import preprocess
+    from gualta.frames import write_mask
+
+    out = tmp_path / "mask.png"
+    write_mask(settings(tmp_path, Path("unused.onnx")), nights[2], out)
+    in_use = out.read_bytes()
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preprocess.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_mask(settings(tmp_path, Path("unused.onnx")), nights[1], out, replace=True)
+    assert out.read_bytes() == in_use
+
+
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
     """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
     _, texted, _ = nights
