@@ -66,6 +66,7 @@ def cmd_site(args: argparse.Namespace) -> None:
     import os
     from datetime import datetime, timezone
 
+    from gualta.cli import ConsoleLines
     from gualta.server import build_page
     from gualta.site import check_page_night
     from gualta.store import check_store_folder
@@ -76,7 +77,7 @@ def cmd_site(args: argparse.Namespace) -> None:
         day = args.day if args.day is None else check_page_night(args.day, datetime.now(timezone.utc), os.environ)
     except ValueError as exc:
         raise CommandError(f"--day {args.day}: {exc}") from None
-    print(json.dumps(build_page(store, day, settings.observatories)))
+    ConsoleLines()(json.dumps(build_page(store, day, settings.observatories)))   # stdout full: a warning
 
 
 def site_failures() -> tuple[type[Exception], ...]:
@@ -110,9 +111,10 @@ def cmd_realtime(args: argparse.Namespace) -> None:
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
+    from gualta.cli import ConsoleLines
     from gualta.frames import write_mask
 
-    print(write_mask(client_settings(args), args.folder, args.out, args.replace))
+    ConsoleLines()(write_mask(client_settings(args), args.folder, args.out, args.replace))   # stdout full: a warning
 
 
 def client_failures() -> tuple[type[Exception], ...]:

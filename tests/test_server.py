@@ -406,6 +406,20 @@ def test_service_commands_refuse_what_they_cannot_do_in_one_line(tmp_path):
             assert "Traceback" not in run.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to stand for a full disk")
+def test_a_page_built_with_stdout_on_a_full_disk_is_one_warning(tmp_path):
+    """`guAlta.py site > log` on a full disk built the page, then ended in a traceback printing its summary, exit
+    status 1 (a cron alarm for a page that was made). One warning now, exit status 0."""
+    (tmp_path / "s").mkdir()
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "guAlta.py", "site", "--store", str(tmp_path / "s"), "--day",
+                              "20260916"], cwd=REPO, env=child_env(), stdout=full, stderr=subprocess.PIPE, text=True,
+                             timeout=60)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "cannot write to the console ([Errno 28] No space left on device)" in run.stderr
+    assert (tmp_path / "s" / "20260916.html").is_file()
+
+
 def test_bad_service_settings_on_the_command_line_or_environment_are_one_line(tmp_path):
     """A bad GUALTA_TIMEZONE, GUALTA_NIGHT_END or GUALTA_OBSERVATORIES exited 1; invalid settings exit 2."""
     (tmp_path / "s").mkdir()
