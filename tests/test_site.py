@@ -862,6 +862,31 @@ def test_a_report_stored_while_a_late_mark_is_taken_off_keeps_it(env, tmp_path, 
     assert store.late_nights(root) == []
 
 
+def test_a_report_stored_after_a_late_page_is_built_keeps_its_mark(env, tmp_path, monkeypatch):
+    """A report stored after a late night's page was built, before its mark came off, lost the mark: the check that
+    the page is up to date read the night's folder as the build had listed it, and that report never reached it."""
+    root = store.LocalStore(tmp_path / "store")
+    for night in ["20260801"] + [f"202609{day:02d}" for day in range(5, 13)]:
+        site.handle({"day": night}, os.environ, nine_am(14))
+    back = datetime(2026, 9, 17, 6, 30, tzinfo=timezone.utc)
+    ingest_module.handle(event(detection("obs02", "20260801231507"), KEYS["obs02"]), os.environ, back)
+    built = site.build_day
+
+    def a_report_right_after_the_build(target, night, *args, **kwargs):
+        summary = built(target, night, *args, **kwargs)
+        if night == "20260801":
+            ingest_module.handle(event(detection("obs02", "20260801231607", seed=1), KEYS["obs02"]), os.environ,
+                                 back)
+        return summary
+
+    monkeypatch.setattr(site, "build_day", a_report_right_after_the_build)
+    site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert store.late_nights(root) == ["20260801"]
+    monkeypatch.setattr(site, "build_day", built)
+    site.handle({"source": "gualta.schedule"}, os.environ, nine_am(17))
+    assert "obs02_20260801231607" in (tmp_path / "store" / "20260801.html").read_text()
+
+
 def test_index_stays_on_the_latest_night_that_has_begun(env, tmp_path):
     """A page asked for tonight's night before it began (allowed: a camera east of the service starts earlier) made
     index.html an empty night, and last night's page built after it was no longer the latest."""
