@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -326,3 +327,96 @@ def test_open_store_parses_locations(tmp_path):
     assert isinstance(store.open_store(tmp_path), store.LocalStore)
     with pytest.raises(store.StoreError):
         store.store_from_env({})
+
+
+def test_check_store_folder_passes_a_url_and_refuses_a_missing_folder(tmp_path):
+    """`guAlta.py site --store s3://…` was refused as a missing folder had the URL been taken for a path."""
+    assert store.check_store_folder("s3://bucket/prefix") is None
+    assert store.check_store_folder(tmp_path) is None
+    with pytest.raises(store.StoreError, match="no store folder"):
+        store.check_store_folder(tmp_path / "typo")
+
+
+class CountingLocalStore(store.LocalStore):
+    """A local store that counts its listings, by (prefix, recursive)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.listed = Counter()
+
+    def keys(self, prefix: str = "", recursive: bool = True) -> list[str]:
+        self.listed[prefix, recursive] += 1
+        return super().keys(prefix, recursive)
+
+
+FOLDER, RECORD = "detections/20260916/", "pages/20260916.json"
+
+
+@pytest.mark.parametrize("write", ["put", "create"])
+def test_read_once_lists_a_night_again_after_a_write_there(tmp_path, write):
+    """A build that wrote in a night's folder saw it as first listed: what it wrote (and what arrived meanwhile)
+    was missing from its checks."""
+    inner = store.LocalStore(tmp_path)
+    inner.put(f"{FOLDER}obs01_1.json", b"{}")
+    once = store.ReadOnce(inner)
+    assert once.keys(FOLDER) == [f"{FOLDER}obs01_1.json"]
+    getattr(once, write)(f"{FOLDER}obs01_2.json", b"{}")
+    assert once.keys(FOLDER) == [f"{FOLDER}obs01_1.json", f"{FOLDER}obs01_2.json"]
+    once.delete(f"{FOLDER}obs01_1.json")
+    assert once.keys(FOLDER) == [f"{FOLDER}obs01_2.json"]
+
+
+@pytest.mark.parametrize("key", [RECORD, "logs/20260916/obs01_end.json"])
+def test_read_once_reads_a_record_again_after_writing_it(tmp_path, key):
+    """A build read a page's record or a night's log it had just rewritten or removed as it was before."""
+    once = store.ReadOnce(store.LocalStore(tmp_path))
+    assert once.get(key) is None
+    once.put(key, b"1")
+    assert once.get(key) == b"1"
+    once.delete(key)
+    assert once.get(key) is None
+    assert once.create(key, b"2") and once.get(key) == b"2"
+
+
+def test_read_once_lists_the_top_level_again_only_when_a_page_is_added_or_removed(tmp_path):
+    """The pages a build wrote were missing from its own list of nights with a page (or a removed one still there);
+    rewriting a page that was listed already needs no new listing (a request on S3)."""
+    inner = CountingLocalStore(tmp_path)
+    inner.put("20260915.html", b"<p>")
+    once = store.ReadOnce(inner)
+    assert once.keys("", recursive=False) == ["20260915.html"]
+    once.put("20260915.html", b"<p>again")
+    assert once.keys("", recursive=False) == ["20260915.html"] and inner.listed["", False] == 1
+    once.put("20260916.html", b"<p>")
+    assert once.keys("", recursive=False) == ["20260915.html", "20260916.html"] and inner.listed["", False] == 2
+    once.create("20260917.html", b"<p>")
+    assert once.keys("", recursive=False) == ["20260915.html", "20260916.html", "20260917.html"]
+    once.delete("20260915.html")
+    assert once.keys("", recursive=False) == ["20260916.html", "20260917.html"] and inner.listed["", False] == 4
+
+
+def test_read_once_listing_is_a_copy(tmp_path):
+    """A caller that changed a list it was given changed what the rest of the build saw of that folder."""
+    inner = store.LocalStore(tmp_path)
+    inner.put(f"{FOLDER}obs01_1.json", b"{}")
+    inner.put("20260916.html", b"<p>")
+    once = store.ReadOnce(inner)
+    for prefix, recursive in [(FOLDER, True), ("", False)]:
+        once.keys(prefix, recursive).clear()
+        assert once.keys(prefix, recursive) == inner.keys(prefix, recursive) != []
+
+
+def test_read_once_passes_other_listings_through(tmp_path):
+    """Only a night's whole folder and the top level's files are listed once; a night's one level is read now, never
+    answered with (or taken for) the whole folder's listing."""
+    inner = CountingLocalStore(tmp_path)
+    inner.put(f"{FOLDER}obs01_1.json", b"{}")
+    inner.put(f"{FOLDER}more/obs01_2.json", b"{}")
+    once = store.ReadOnce(inner)
+    assert once.keys(FOLDER, recursive=False) == [f"{FOLDER}obs01_1.json"]
+    assert once.keys(FOLDER) == [f"{FOLDER}more/obs01_2.json", f"{FOLDER}obs01_1.json"]
+    assert once.keys(FOLDER, recursive=False) == [f"{FOLDER}obs01_1.json"]
+    assert inner.listed[FOLDER, False] == 2 and inner.listed[FOLDER, True] == 1
+    once.keys("detections/")
+    once.keys("detections/")
+    assert inner.listed["detections/", True] == 2
