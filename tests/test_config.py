@@ -216,6 +216,13 @@ def test_a_url_with_a_port_no_connection_can_use_is_refused_at_start(address, va
     assert config.without_credentials("http://op:secret@[::1]:808O/up") == "http://[::1]:808O/up"   # as written
 
 
+@pytest.mark.parametrize("url, shown", [("http://op:p@ss@host:8765/x", "http://host:8765/x"),
+                                        ("op:p@ss@host:8765", "host:8765")])
+def test_a_password_with_an_at_sign_is_left_out_whole(url, shown):
+    """A password holding '@' (the URL's last '@' ends it) would have shown its tail in a problem line or log."""
+    assert config.without_credentials(url) == shown
+
+
 def test_a_url_without_its_scheme_is_refused_without_its_password():
     """`op:secret@myhost:8765` (http:// left out) reads as the scheme 'op': its problem line showed the password."""
     with pytest.raises(ConfigError) as caught:
