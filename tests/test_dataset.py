@@ -1,6 +1,7 @@
 """The thesis' folder dataset: layout, index.csv, balancing, versions, bad input, label aid, the researcher CLI."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -164,6 +165,27 @@ def test_a_prepare_cut_short_is_refused_until_prepared_again(prepared, nights, m
         read_index(out)
     prepare_dataset([nights / "20211111"], [nights / "20211112"], out, overwrite=True)
     assert not (out / dataset.INCOMPLETE).exists() and len(index_dataset(out)) == len(read_index(out))
+
+
+def test_a_prepare_whose_index_could_not_be_written_is_refused(nights, tmp_path, monkeypatch):
+    """A disk full as prepare wrote index.csv must leave the dataset marked cut short: without the mark `index`
+    would make an index of what was there and train take it for whole."""
+    from gualta.train import TrainError, read_index
+
+    out = tmp_path / "data"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_csv", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            prepare_dataset([nights / "20211111"], [nights / "20211112"], out)
+    assert (out / dataset.INCOMPLETE).exists()
+    with pytest.raises(DatasetError, match="a prepare was cut short .*: run dataPreparation.py prepare --overwrite"):
+        index_dataset(out)
+    with pytest.raises(TrainError, match="a prepare was cut short"):
+        read_index(out)
 
 
 def test_overwrite_over_a_raw_frame_dataset_makes_a_difference_dataset(prepared, nights):
