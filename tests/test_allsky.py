@@ -94,7 +94,8 @@ def test_night_folders_ignores_non_dates_and_files_and_sorts(tmp_path):
 
 @pytest.mark.parametrize("name, night", [("20211105", True), ("19991231", True), ("2021011", False),
                                          ("202111", False), ("0021105", False), ("20210230", False),
-                                         ("2021-01-01", False), (" 20210101", False), ("２０２１０１０１", False)])
+                                         ("2021-01-01", False), (" 20210101", False), ("２０２１０１０１", False),
+                                         ("٢٠٢١١١٠٥", False)])
 def test_a_night_name_is_judged_alike_everywhere(tmp_path, name, night):
     """dataPreparation's --date and --test-nights took 2021011 or 202111 (strptime reads them as 2021-01-01), names
     no night folder nor page is ever given."""
@@ -106,6 +107,16 @@ def test_a_night_name_is_judged_alike_everywhere(tmp_path, name, night):
         else:
             with pytest.raises(refusal):
                 check(name)
+
+
+@pytest.mark.parametrize("value", [20260916, b"20260916", bytearray(b"20260916"), 20260916.0])
+def test_a_night_that_is_not_a_string_is_refused_plainly(tmp_path, value):
+    """A page asked for with `{"day": 20260916}` (a number, as JSON allows) must be refused as not a night, never
+    fail in a TypeError traceback nor build a page."""
+    assert allsky.is_night_name(value) is False
+    with pytest.raises(ValueError, match=r"not a night \(a real date YYYYMMDD\)"):
+        site.handle({"day": value}, {"GUALTA_STORE": str(tmp_path)})
+    assert not list(tmp_path.glob("*2026*"))
 
 
 def test_latest_night_is_greatest_date_not_after_tonight(tmp_path):
