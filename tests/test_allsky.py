@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -246,3 +247,42 @@ def test_list_frames_then_pairs_with_a_missing_file(tmp_path):
 def test_the_suns_altitude_matches_the_almanac(when, latitude, longitude, altitude):
     """Sunrise and sunset are the sun's centre 0.83° below the horizon (refraction and its radius)."""
     assert allsky.sun_altitude(when, latitude, longitude) == pytest.approx(altitude, abs=0.4)
+
+
+
+# --- the command lines' argparse types (gualta.cli) ------------------------------------------------------------
+
+RATES_KNOWN = "choose from fireball, insect, meteor, plane, satellite"
+
+
+@pytest.mark.parametrize("parse, text, value", [
+    (cli.port, "65535", 65535), (cli.port, "0", 0), (cli.clock_time, "23:59", "23:59"),
+    (cli.night_list, "20211110, 20211112,", ["20211110", "20211112"]), (cli.unit_interval, "0", 0.0),
+    (cli.unit_interval, "1", 1.0), (cli.positive_number, "1e-9", 1e-9), (cli.non_negative_number, "0", 0.0),
+    (cli.finite_number, "1e308", 1e308)])
+def test_each_option_type_reads_its_edges(parse, text, value):
+    assert parse(text) == value
+
+
+@pytest.mark.parametrize("parse, text, message", [
+    (cli.port, "65536", "not a port (0–65535): 65536"), (cli.port, "-1", "not a port (0–65535): -1"),
+    (cli.positive_int, "²", "not a whole number: ²"), (cli.frame_count, "0", "not a number of frames (1 or more): 0"),
+    (cli.clock_time, "24:00", "not an HH:MM time: 24:00"), (cli.clock_time, "12:60", "not an HH:MM time: 12:60"),
+    (cli.clock_time, "2000", "not an HH:MM time: 2000"), (cli.clock_time, "", "not an HH:MM time: "),
+    (cli.event_rates, "meteor=-0.1", "rate must be from 0 to 10 (events a frame): meteor=-0.1"),
+    (cli.event_rates, "meteor=nan", "rate must be from 0 to 10 (events a frame): meteor=nan"),
+    (cli.event_rates, "meteor=11", "rate must be from 0 to 10 (events a frame): meteor=11"),
+    (cli.event_rates, "meteor=", "not a rate: meteor="),
+    (cli.event_rates, "comet=0.1", f"unknown event 'comet'; {RATES_KNOWN}"),
+    (cli.event_rates, "meteor 0.1", f"unknown event 'meteor 0.1'; {RATES_KNOWN}"),
+    (cli.night_list, "20211110,2021111", "not a YYYYMMDD date: 2021111"),
+    (cli.unit_interval, "85", "must be from 0 to 1 (a score, such as 0.85): 85"),
+    (cli.unit_interval, "-0.01", "must be from 0 to 1 (a score, such as 0.85): -0.01"),
+    (cli.unit_interval, "nan", "not a finite number: nan"), (cli.positive_number, "0", "must be more than 0: 0"),
+    (cli.positive_number, "-inf", "not a finite number: -inf"),
+    (cli.non_negative_number, "-0.5", "must be 0 or more: -0.5"),
+    (cli.finite_number, "1e309", "not a finite number: 1e309"), (cli.finite_number, "0x10", "not a number: 0x10")])
+def test_each_option_type_says_why_it_refuses(parse, text, message):
+    """Only a few integers' refusals were tested: a change to a range or a wording went unnoticed."""
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(message)}$"):
+        parse(text)
