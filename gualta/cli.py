@@ -195,8 +195,12 @@ def night_date(text: str) -> str:
 
 
 def night_list(text: str) -> list[str]:
-    """argparse type: comma-separated YYYYMMDD dates."""
-    return [night_date(part.strip()) for part in text.split(",") if part.strip()]
+    """argparse type: comma-separated YYYYMMDD dates (a trailing comma or spaces allowed), one at least: an empty
+    value (an unset shell variable) named no night, and `prepare --test-nights ""` drew a random split unsaid."""
+    nights = [night_date(part.strip()) for part in text.split(",") if part.strip()]
+    if not nights:
+        raise argparse.ArgumentTypeError(f"no YYYYMMDD date named: {text}")
+    return nights
 
 
 def clock_time(text: str) -> str:

@@ -286,3 +286,11 @@ def test_each_option_type_says_why_it_refuses(parse, text, message):
     """Only a few integers' refusals were tested: a change to a range or a wording went unnoticed."""
     with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(message)}$"):
         parse(text)
+
+
+@pytest.mark.parametrize("text", ["", " , "])
+def test_a_list_of_nights_naming_none_is_refused(text):
+    """`prepare --test-nights "$TEST_NIGHTS"` with the variable unset named no night: the dataset was split at
+    random (--test-fraction's default) without a word."""
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^no YYYYMMDD date named: {re.escape(text)}$"):
+        cli.night_list(text)
