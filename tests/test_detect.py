@@ -2,6 +2,7 @@
 model download."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -25,8 +26,9 @@ import onnxruntime
 import pytest
 import requests
 from PIL import Image
+from tqdm import tqdm
 
-from gualta import allsky, detect, model_update, report
+from gualta import allsky, cli, detect, model_update, report
 from gualta.client_errors import ClientError
 from gualta.detect import NightSummary, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
@@ -1631,6 +1633,37 @@ def test_a_console_that_cannot_be_written_leaves_the_night_scored(client_night, 
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("cannot write to the console ([Errno 28] No space left on device)") == 1
     assert len(read_scores(scores)) == 24 and not Path(f"{scores}.part").exists()
+
+
+class FullOnFlush(io.StringIO):
+    """A console whose lines are taken in but cannot be flushed: a full disk found when the buffer is written."""
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_console_that_takes_a_line_but_cannot_flush_it_is_warned_of_once(monkeypatch, caplog):
+    """stdout on a full disk takes each line into its buffer: the failure came at exit, after the last line (exit
+    status 120 and a traceback, the night's lines lost unsaid). The flush after each line finds it at the first."""
+    console = FullOnFlush()
+    monkeypatch.setattr(sys, "stdout", console)
+    monkeypatch.setattr(cli.ConsoleLines, "failed_stdout", None)
+    say = cli.ConsoleLines()
+    for line in ("night 20211110: first", "night 20211110: second"):
+        say(line)
+    assert console.getvalue() == "night 20211110: first\n"
+    warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warned == ["cannot write to the console ([Errno 28] No space left on device): its lines are left out "
+                      "from here on"]
+
+
+@pytest.mark.parametrize("write", [print, tqdm.write])
+def test_lines_for_a_stdout_that_is_none_are_left_out(monkeypatch, write):
+    """Under pythonw (or with stdout closed, in a library use with no `tolerant_console`) sys.stdout is None: after
+    another console had failed, a line stopped the run with an AttributeError on its flush."""
+    monkeypatch.setattr(cli.ConsoleLines, "failed_stdout", FullOnFlush())       # a console that failed before
+    monkeypatch.setattr(sys, "stdout", None)
+    cli.ConsoleLines(write)("night 20211110: 24 frames")
 
 
 def test_a_closed_stderr_does_not_stop_the_night(client_night, tiny_model, tmp_path):
