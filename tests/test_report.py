@@ -396,6 +396,22 @@ def test_reports_waiting_for_a_later_retry_all_go_in_the_last_try(tmp_path):
     assert [body["n"] for body in service.bodies] == [0, 1, 2, 3]
 
 
+def test_waiting_for_delivery_waits_for_a_retry_due_within_its_time(tmp_path):
+    """A report whose retry falls within the wait is waited for and sent by the sender: waiting gave up at once for
+    any retry time still ahead, and a stop left it to close's hurried last try."""
+    service = StubService([])
+    try:
+        with Outbox(tmp_path / "o.sqlite") as outbox:
+            queue_numbered(outbox, 1)
+            outbox.db.execute("UPDATE outbox SET attempts = 1, next_try = ?", (time.time() + 1,))
+            sender = Sender(outbox.path, ApiClient(service.url, KEY))
+            assert sender.wait_idle(5) is True and outbox.pending() == 0
+            assert sender.close(timeout=5) == 0
+    finally:
+        service.close()
+    assert [body["n"] for body in service.bodies] == [0]
+
+
 def test_an_outbox_from_before_closed_nights_has_every_night_but_its_last_closed(tmp_path):
     """Nights the watcher closed are recorded since the `closed` table; an outbox written before it gets every
     night but the last one it watched recorded closed when it is first opened (they ended long ago: not to be
