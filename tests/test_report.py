@@ -808,6 +808,23 @@ def test_cli_flush_exit_status(tiny_model, tmp_path):
     assert not elsewhere.exists() and not (tmp_path / "no-such-folder").exists()
 
 
+def test_flush_whose_only_report_is_rejected_says_so(tiny_model, tmp_path):
+    """A flush whose reports the service all rejected must say so, not "nothing to send" (as for an empty outbox):
+    the rejected report is in the outbox to be read and fixed. Nothing is left pending: exit status 0."""
+    stub = StubService([400])
+    config = settings(tmp_path, tiny_model, url=stub.url, api_key=KEY)
+    with Outbox(config.outbox) as outbox:
+        outbox.put("detection/obs01/20211110220000", detection())
+    try:
+        said = []
+        status = report.flush_outbox(config, say=said.append)
+    finally:
+        stub.close()
+    assert (status, said) == (0, ["delivered 0, rejected 1, still pending 0"])
+    with Outbox(config.outbox) as outbox:
+        assert [key for key, _ in outbox.rejected()] == ["detection/obs01/20211110220000"]
+
+
 def test_the_operator_cli_returns_each_failure_s_exit_status_with_one_line(tmp_path, monkeypatch, capsys):
     """guAlta.py's commands each exited on their own (sys.exit in every one); main says a failure a command names in
     one line and returns its status — 1, or 2 for invalid settings or options that cannot go together — the same for
