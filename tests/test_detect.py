@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gualta import allsky, cli, detect, model_update, report
-from gualta.client_errors import ClientError
+from gualta.client_errors import ClientError, NightError
 from gualta.detect import NightSummary, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
 from gualta.scores import CSV_COLUMNS, CsvRows, lock_exclusive, read_scores, scores_file, write_scores
@@ -823,6 +823,20 @@ def test_two_runs_never_write_one_scores_csv_at_once(client_night, tiny_model, t
     csv.with_name(csv.name + ".part").write_text("a run cut short, seconds ago: a longer line than the next run's\n")
     assert write_scores(csv, [{"file": "image-20211110220030.jpg"}])
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220030.jpg"]
+
+
+def test_a_single_nights_failure_is_raised_to_the_caller(client_night, tiny_model, tmp_path, capsys):
+    """With one night to score, its NightError (here: another run writing its CSV) reaches the caller, who says it in
+    one line; it is not printed and turned into a status as a failed night among several is."""
+    csv = tmp_path / "scores" / "20211110.csv"
+    other_run = CsvRows(csv)
+    other_run.write({"file": "image-20211110220000.jpg"})
+    try:
+        with pytest.raises(NightError, match="another run is writing the scores CSV"):
+            detect.run_nights(settings(tmp_path, tiny_model), client_night, csv, upload=False)
+    finally:
+        other_run.finish()
+    assert capsys.readouterr().err == ""
 
 
 def test_a_scores_csv_is_whole_under_its_name(client_night, tiny_model, tmp_path):
