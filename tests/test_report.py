@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gualta import payload, report
-from gualta.detect import run_batch
+from gualta.detect import run_batch, run_nights
 from gualta.report import ApiClient, Outbox, Sender, deliver, flush
 from gualta.scores import read_scores
 from gualta.server import ChildServer
@@ -598,15 +598,16 @@ def test_a_batch_run_whose_key_is_refused_says_so_and_exits_1(client_night, tiny
         assert stored(store)                                                # the kept reports went with it
 
 
-def test_reports_the_service_rejects_are_counted_in_the_nights_summary(client_night, tiny_model, tmp_path):
+def test_reports_the_service_rejects_are_counted_in_the_nights_summary_and_exit_1(client_night, tiny_model, tmp_path,
+                                                                                  capsys):
+    """A report rejected for good is lost to the service: the batch run must exit 1 for a cron job's alarm, not 0."""
     stub = StubService([400])                                 # the start log is refused for good, the rest stored
     try:
-        said = []
-        summary = run_batch(settings(tmp_path, tiny_model, url=stub.url, api_key=KEY), client_night, None,
-                            say=said.append, progress=False)
+        status = run_nights(settings(tmp_path, tiny_model, url=stub.url, api_key=KEY), client_night, None)
     finally:
         stub.close()
-    assert (summary.rejected, summary.pending) == (1, 0)
+    said = capsys.readouterr().out.splitlines()
+    assert status == 1
     assert "; 1 report(s) rejected by the service (the log says why); the other reports delivered" in said[-1]
     assert "all reports delivered" not in said[-1]
 
