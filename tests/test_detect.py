@@ -1680,6 +1680,19 @@ def test_lines_for_a_stdout_that_is_none_are_left_out(monkeypatch, write):
     cli.ConsoleLines(write)("night 20211110: 24 frames")
 
 
+def test_a_strict_stream_put_in_stderr_s_place_escapes_what_it_cannot_spell(monkeypatch):
+    """CPython's own stderr escapes what it cannot encode (even under PYTHONIOENCODING=latin-1:strict), a stream a
+    host program put in its place need not: a log line or error naming 'Иван' was a UnicodeEncodeError there."""
+    streams = {name: io.TextIOWrapper(io.BytesIO(), encoding="latin-1", errors="strict") for name in
+               ("stdout", "stderr")}
+    for name, stream in streams.items():
+        monkeypatch.setattr(sys, name, stream)
+    cli.tolerant_console()
+    for name, stream in streams.items():
+        print("cannot list Иван", file=stream, flush=True)
+        assert stream.buffer.getvalue() == b"cannot list \\u0418\\u0432\\u0430\\u043d\n", name
+
+
 def test_a_closed_stderr_does_not_stop_the_night(client_night, tiny_model, tmp_path):
     """`batch ... 2>&-` (or Windows' pythonw, whose stderr is None) stopped before scoring a frame: the progress bar
     wrote to a stderr that is None (AttributeError). The bar is left out and the night scored."""
