@@ -429,6 +429,8 @@ def test_a_frozen_camera_s_repeated_pictures_are_skipped_and_the_next_new_one_co
     assert rows[4]["score"] != "" and rows[17]["previous"] == frames[16].name
     assert rows[21]["previous"] == frames[18].name and rows[21]["score"] != ""        # 90 s: compared
     assert summary.scored == len(frames) - 1 - 13 - 1
+    assert summary.counts().startswith("24 frames (9 scored, 15 skipped: 13 frozen, 1 after a camera stop, 1 first "
+                                       "of the night), ")
 
 
 def frozen_and_blank(night: Path) -> list[Path]:
@@ -492,11 +494,12 @@ def test_a_moment_saved_both_as_jpeg_and_png_is_scored_once_and_the_copy_called_
     night = copy_night(client_night, tmp_path / "images")
     frames = allsky.list_frames(night)
     cv2.imwrite(str(frames[6].with_suffix(".png")), cv2.imread(str(frames[6])))
-    _, rows = scores_of(tmp_path, night, tiny_model)
+    summary, rows = scores_of(tmp_path, night, tiny_model)
     copy = next(row for row in rows if row["file"] == frames[6].with_suffix(".png").name)
     assert (copy["flag"], copy["note"]) == (
         "skipped", f"bad frame: repeated: the same picture as {frames[6].name} (another copy of the same moment)")
     assert "camera frozen" not in " ".join(row["note"] for row in rows)
+    assert summary.skips == {"copy": 1, "first of the night": 1}          # the summary says "1 copy", not "1 frozen"
 
 
 def test_a_noiseless_picture_changed_only_by_a_streak_is_a_new_frame_not_a_repeat(tmp_path):
@@ -717,12 +720,13 @@ def test_a_frame_ending_in_grey_rows_is_skipped_as_partly_written(client_night, 
         picture = cv2.imread(str(frame))
         picture[int(picture.shape[0] * cut):] = level
         cv2.imwrite(str(frame), picture, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    rows = {row["file"]: row for row in read_scores(
-        run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
-                  progress=False).scores)}
+    summary = run_batch(settings(tmp_path, tiny_model), night, tmp_path / "s.csv", upload=False, say=lambda _: None,
+                        progress=False)
+    rows = {row["file"]: row for row in read_scores(summary.scores)}
     for partly in (frames[6], frames[12]):
         assert (rows[partly.name]["flag"], rows[partly.name]["note"]) == (
             "skipped", "bad frame: partly written: its last rows are one grey level")
+    assert summary.skips == {"partly written": 2, "first of the night": 1}
     assert rows[frames[7].name]["previous"] == frames[5].name and rows[frames[13].name]["previous"] == frames[11].name
     assert rows[frames[16].name]["score"] != "" and rows[frames[17].name]["previous"] == frames[16].name
 
@@ -1008,9 +1012,10 @@ def test_a_change_to_a_larger_camera_is_a_change_though_both_read_alike(client_n
     for frame in frames[12:]:
         shutil.copy(large / frame.name, frame)
     caplog.set_level(logging.WARNING)
-    _, rows = scores_of(tmp_path, night, tiny_model)
+    summary, rows = scores_of(tmp_path, night, tiny_model)
     skipped = {row["file"] for row in rows if row["flag"] == "skipped"}
     assert skipped == {frames[0].name, frames[12].name}
+    assert summary.skips == {"first of the night": 1, "size change": 1}
     assert "frame size changed from 1304×976 to 3912×2928" in caplog.text
     assert rows[12]["note"] == f"frame size changed from 1304×976 to 3912×2928: not compared with {frames[11].name}"
 

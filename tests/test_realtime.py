@@ -1120,6 +1120,7 @@ def test_a_copy_tools_next_batch_is_compared_and_a_set_back_by_whole_frames_is_n
     assert rows[frames[6].name]["previous"] == frames[5].name and rows[frames[6].name]["score"] != ""
     assert (rows[after.name]["previous"], rows[after.name]["score"]) == ("", "")
     assert "(the camera's clock set back?): not compared" in rows[after.name]["note"]
+    assert detect.skip_word(rows[after.name]["note"]) == "clock set back"           # as the night's summary counts it
 
 
 def test_one_frame_arriving_late_costs_no_other_frame(client_night, tiny_model, tmp_path):
