@@ -628,12 +628,12 @@ def take_off_late_mark(target: store.Store, night: str, env, coming: tuple[str, 
 def page_is_stale(target: store.Store, night: str, nights: list[str], env) -> bool:
     """Whether a night's page is missing or was made from other detections, logs, next night or links to the nights
     either side (`links_elsewhere`) than now's, or shows a post not made yet or failed that has another outcome now
-    (`posts_changed`)."""
+    (`posts_changed`; a record from before pages kept what they showed: rebuilt once)."""
     made = store.read_json(target, store.page_inputs_key(night))
     following = [n for n in nights if n > night][:1]
     return not isinstance(made, dict) or made.get("inputs") != page_inputs(target, night) \
         or made.get("next") != following or made.get("linked", []) != links_elsewhere(target, night, env) \
-        or posts_changed(target, made.get("unsent"))
+        or "unsent" not in made or posts_changed(target, made["unsent"])     # made before pages kept it: once
 
 
 def default_night(now: datetime, env) -> str:

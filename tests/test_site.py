@@ -642,6 +642,26 @@ def test_a_page_showing_a_post_not_made_yet_is_rebuilt_once_it_is_made(env, tmp_
     assert earlier_records_read(counting) == {}
 
 
+def test_a_page_built_before_pages_kept_their_unsent_posts_is_rebuilt_once(env, tmp_path):
+    """A page record written before pages kept the posts they showed failed (no 'unsent') was never found out of
+    date by a post made later: the page said "Telegram post failed" for good, though posting again marked its night
+    late. Such a page is rebuilt once."""
+    reported_nights(range(1, 11))
+    failed = tmp_path / "store" / "detections" / "20260905" / "obs01_20260905231500.json"
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "telegram": True,
+                                  "telegram_status": "failed: HTTP 502"}))
+    site.handle({"day": "20260905"}, os.environ, nine_am(11))
+    record = tmp_path / "store" / store.page_inputs_key("20260905")
+    made = json.loads(record.read_text())
+    del made["unsent"]                                                          # as an earlier release wrote it
+    record.write_text(json.dumps(made))
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "telegram_status": "sent"}))
+    store.LocalStore(tmp_path / "store").put(store.late_key("20260905"), b"")   # as posting again marks it
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == ["20260905"]
+    assert "Telegram post failed" not in (tmp_path / "store" / "20260905.html").read_text()
+    assert site.handle({"source": "gualta.schedule"}, os.environ, nine_am(11))["refreshed"] == []
+
+
 def test_a_refreshing_build_lists_the_nights_with_a_page_once(env, tmp_path, monkeypatch):
     """A build that refreshed two pages (one of a night marked late) listed the nights with a page 7 times: at the
     missed nights, its own page, the refresh, each page rebuilt, the late mark and the archive. Once now; a page it
