@@ -326,14 +326,16 @@ class Outbox:
                                      (key, body, time.time()))
         return cursor.rowcount > 0
 
-    def due(self, now: float | None = None, limit: int = 50, after: int = 0) -> list[Item]:
-        """Pending items oldest first (those queued after item id `after`), up to the first whose retry time has not
-        come (all of them if now is None): one waiting for its retry holds back the later ones, so a night's end log
-        never goes before its start — unless the service answered it 5xx HOLD_BACK_TRIES times (`HOLDS_BACK`: a report
-        it keeps failing on blocks nothing; a network outage holds everything back, and its tries do not count)."""
+    def due(self, now: float | None = None, limit: int = 50, after: int = 0, untried: bool = False) -> list[Item]:
+        """Pending items oldest first (those queued after item id `after`; if `untried`, only those never tried since
+        queued or replaced), up to the first whose retry time has not come (all of them if now is None): one waiting
+        for its retry holds back the later ones, so a night's end log never goes before its start — unless the service
+        answered it 5xx HOLD_BACK_TRIES times (`HOLDS_BACK`: a report it keeps failing on blocks nothing; a network
+        outage holds everything back, and its tries do not count)."""
         now = math.inf if now is None else now
         rows = self._read(f"SELECT id, key, body, attempts, failed_5xx, next_try FROM outbox WHERE state = 'pending' "
-                          f"AND id > ? AND (next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?", (after, now, limit))
+                          f"AND id > ? AND (? OR attempts = 0) AND (next_try <= ? OR {HOLDS_BACK}) ORDER BY id LIMIT ?",
+                          (after, not untried, now, limit))
         due = []
         for *item, next_try in rows:
             if next_try > now:                  # the oldest one holding back the rest, not due yet
@@ -522,10 +524,15 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
     `stop` is set, or once time.monotonic() has passed `deadline` (one item is sent whatever the time). Over
     everything, one the service has now answered 5xx HOLD_BACK_TRIES times holds back no later one (as in `due`): it
     stays pending and the pass goes on to the next, each item tried once — but one replaced while it was sent (a newer
-    end log queued under its key by another run) goes again at once, its newer copy."""
-    result, first, after = Delivery(), True, 0
+    end log queued under its key by another run) goes again at once, its newer copy, and those replaced after the pass
+    went past them go at its end: it looks once more from the start for those never tried since (once only: another
+    run replacing them again and again does not keep it going)."""
+    result, first, after, again = Delivery(), True, 0, False
     while True:
-        items = outbox.due(None if everything else time.time(), after=after)
+        items = outbox.due(None if everything else time.time(), after=after, untried=again)
+        if not items and everything and not again:      # once more from the start: those replaced behind the pass
+            after, again = 0, True
+            continue
         if not items:
             return result
         for item in items:

@@ -234,6 +234,58 @@ def test_a_newer_copy_queued_while_flush_sends_a_report_goes_in_the_same_flush(t
             ('{"total": 59}', "sent")]
 
 
+def test_a_report_replaced_after_flush_sent_it_goes_in_the_same_flush(tmp_path):
+    """A batch run queued the night's newer end log (total 59) while `flush` was sending a detection, after the older
+    one (total 39) had gone: the pass never came back to it, "delivered 4, rejected 0, still pending 1" with exit status
+    1, the service answering every report at once. It goes before the pass ends."""
+    path, lines, end = tmp_path / "outbox.sqlite", [], "log/end/obs01/20260916"
+
+    def queue_newer_end_log(path_, headers, body):
+        if json.loads(body) == {"n": 0}:
+            with Outbox(path) as other:                                 # another process, meanwhile
+                other.put(end, {"total": 59}, replace=True)
+        return 200, {"status": "stored"}
+
+    service = RecordingServer(queue_newer_end_log)
+    try:
+        with Outbox(path) as outbox:
+            outbox.put(end, {"total": 39})
+            queue_numbered(outbox, 3)
+        config = settings(tmp_path, tmp_path / "model.onnx", url=service.url, api_key=KEY)
+        assert report.flush_outbox(config, say=lines.append) == 0
+    finally:
+        service.close()
+    assert lines[0].endswith(", rejected 0, still pending 0")
+    with Outbox(path) as outbox:
+        assert outbox.db.execute("SELECT body, state FROM outbox WHERE key = ?", (end,)).fetchall() == [
+            ('{"total": 59}', "sent")]
+
+
+def test_a_pass_over_everything_goes_back_once_to_reports_replaced_behind_it(tmp_path):
+    """Going back for reports replaced after the pass sent them must not keep `flush` sending for ever while another
+    run replaces each of two reports as the other is sent: the pass goes back once and leaves the newest copy."""
+    path, copies = tmp_path / "o.sqlite", []
+
+    def replace_the_other(path_, headers, body):
+        copies.append(json.loads(body))
+        if len(copies) < 20:
+            with Outbox(path) as other:                                 # another process, meanwhile
+                other.put(f"detection/obs01/{1 - copies[-1]['n']}", {"n": 1 - copies[-1]["n"], "copy": len(copies)},
+                          replace=True)
+        return 200, {"status": "stored"}
+
+    service = RecordingServer(replace_the_other)
+    try:
+        with Outbox(path) as outbox:
+            outbox.put("detection/obs01/0", {"n": 0, "copy": 0})
+            outbox.put("detection/obs01/1", {"n": 1, "copy": 0})
+        delivery, pending = flush(path, service.url, KEY)
+    finally:
+        service.close()
+    assert len(copies) < 10 and pending == 1                           # not on until the other run stops (20)
+    assert [body["n"] for body in copies[-2:]] == [0, 1]               # each replaced copy went once more, at the end
+
+
 def test_after_an_outage_reports_go_oldest_first(tmp_path):
     """Each report has its own retry time: one never tried (due at once) went before an older one waiting for its
     retry, and the night's end log reached the service before its start log. The oldest waiting holds back the
