@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -127,12 +127,20 @@ class Outcome:
 
 @dataclass
 class Delivery:
-    """Counts of one delivery pass."""
-    sent: int = 0
-    rejected: int = 0
+    """What one delivery pass did to the reports in the outbox: each counted once, by its last copy's outcome (an
+    older copy another run replaced while it was sent counts for nothing)."""
+    outcomes: dict[int, str] = field(default_factory=dict)     # item id → its last copy's Outcome.kind
     stopped: str = ""                 # why the pass stopped early ('' if it ran out of due items)
     passed_over: str = ""             # the 5xx of the last report a pass over everything left pending and went on
     refused: bool = False             # ... because the service refused this client's settings (key, address)
+
+    @property
+    def sent(self) -> int:
+        return list(self.outcomes.values()).count("sent")
+
+    @property
+    def rejected(self) -> int:
+        return list(self.outcomes.values()).count("rejected")
 
 
 def detection_key(payload: dict) -> str:
@@ -526,7 +534,7 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
     stays pending and the pass goes on to the next, each item tried once — but one replaced while it was sent (a newer
     end log queued under its key by another run) goes again at once, its newer copy, and those replaced after the pass
     went past them go at its end: it looks once more from the start for those never tried since (once only: another
-    run replacing them again and again does not keep it going)."""
+    run replacing them again and again does not keep it going). The counts are of reports (`Delivery`)."""
     result, first, after, again = Delivery(), True, 0, False
     while True:
         items = outbox.due(None if everything else time.time(), after=after, untried=again)
@@ -542,22 +550,21 @@ def deliver(outbox: Outbox, client: ApiClient, everything: bool = False, stop: t
             first = False
             outcome = client.send(item.body)
             replaced = not outbox.mark(item, outcome, time.time())
-            if everything and not replaced:
-                after = item.id
-            if outcome.kind == "sent":
-                result.sent += 1
-            elif outcome.kind == "rejected":
-                result.rejected += 1
-                log.error("report %s rejected by the service: %s", item.key, outcome.detail)
-            elif everything and keeps_failing(item, outcome):
-                result.passed_over = outcome.detail
-                log.warning("report %s kept pending, the later ones go on: the service answered it 5xx %d times, "
-                            "last %s", item.key, item.failed_5xx + 1, outcome.detail)
-            else:
+            if not replaced:                    # a replaced copy's outcome is moot: its newer copy is pending
+                result.outcomes[item.id] = outcome.kind
+            if outcome.kind in ("retry", "refused") and not (everything and keeps_failing(item, outcome)):
                 result.stopped, result.refused = outcome.detail, outcome.kind == "refused"
                 return result
             if replaced:                        # its newer copy next, then the ones after it
                 break
+            if everything:
+                after = item.id
+            if outcome.kind == "rejected":
+                log.error("report %s rejected by the service: %s", item.key, outcome.detail)
+            elif outcome.kind == "retry":
+                result.passed_over = outcome.detail
+                log.warning("report %s kept pending, the later ones go on: the service answered it 5xx %d times, "
+                            "last %s", item.key, item.failed_5xx + 1, outcome.detail)
 
 
 def keeps_failing(item: Item, outcome: Outcome) -> bool:

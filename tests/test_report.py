@@ -210,7 +210,8 @@ def test_a_report_replaced_while_it_was_being_sent_is_still_to_be_sent(tmp_path)
 def test_a_newer_copy_queued_while_flush_sends_a_report_goes_in_the_same_flush(tmp_path):
     """A batch run queued the night's newer end log (total 59) while `flush` was sending the older one (total 39):
     the pass had gone past its key and left it pending, "delivered 2, rejected 0, still pending 1" with exit status 1
-    (a cron alarm), the service answering every report at once. The newer copy now goes in the same pass."""
+    (a cron alarm), the service answering every report at once. The newer copy now goes in the same pass (counted once:
+    "delivered 3" said for 2 reports)."""
     path, lines = tmp_path / "outbox.sqlite", []
 
     def queue_newer_end_log(path_, headers, body):
@@ -228,7 +229,7 @@ def test_a_newer_copy_queued_while_flush_sends_a_report_goes_in_the_same_flush(t
         assert report.flush_outbox(config, say=lines.append) == 0
     finally:
         service.close()
-    assert lines == ["delivered 3, rejected 0, still pending 0"]
+    assert lines == ["delivered 2, rejected 0, still pending 0"]                # the older copy counts for nothing
     with Outbox(path) as outbox:
         assert outbox.db.execute("SELECT body, state FROM outbox WHERE key LIKE 'log/end/%'").fetchall() == [
             ('{"total": 59}', "sent")]
@@ -237,7 +238,7 @@ def test_a_newer_copy_queued_while_flush_sends_a_report_goes_in_the_same_flush(t
 def test_a_report_replaced_after_flush_sent_it_goes_in_the_same_flush(tmp_path):
     """A batch run queued the night's newer end log (total 59) while `flush` was sending a detection, after the older
     one (total 39) had gone: the pass never came back to it, "delivered 4, rejected 0, still pending 1" with exit status
-    1, the service answering every report at once. It goes before the pass ends."""
+    1, the service answering every report at once. It goes before the pass ends, the report counted once."""
     path, lines, end = tmp_path / "outbox.sqlite", [], "log/end/obs01/20260916"
 
     def queue_newer_end_log(path_, headers, body):
@@ -255,7 +256,7 @@ def test_a_report_replaced_after_flush_sent_it_goes_in_the_same_flush(tmp_path):
         assert report.flush_outbox(config, say=lines.append) == 0
     finally:
         service.close()
-    assert lines[0].endswith(", rejected 0, still pending 0")
+    assert lines == ["delivered 4, rejected 0, still pending 0"]                # the end log counted once
     with Outbox(path) as outbox:
         assert outbox.db.execute("SELECT body, state FROM outbox WHERE key = ?", (end,)).fetchall() == [
             ('{"total": 59}', "sent")]
@@ -284,6 +285,32 @@ def test_a_pass_over_everything_goes_back_once_to_reports_replaced_behind_it(tmp
         service.close()
     assert len(copies) < 10 and pending == 1                           # not on until the other run stops (20)
     assert [body["n"] for body in copies[-2:]] == [0, 1]               # each replaced copy went once more, at the end
+    assert delivery.sent == 2                                           # two reports, however many copies went
+
+
+def test_an_older_copy_rejected_while_it_was_replaced_counts_no_rejection(tmp_path, caplog):
+    """The service refused the night's older end log (400) while a batch run queued its newer one under the same key:
+    flush logged an error and counted a rejection, "delivered 1, rejected 1", though the newer copy went and was
+    stored (a batch run's sender counted it too: its summary said a report was rejected and it exited 1)."""
+    path, lines, end = tmp_path / "outbox.sqlite", [], "log/end/obs01/20260916"
+
+    def refuse_the_older_copy(path_, headers, body):
+        if json.loads(body) == {"total": 39}:
+            with Outbox(path) as other:                                 # another process, meanwhile
+                other.put(end, {"total": 59}, replace=True)
+            return 400, {"error": "bad"}
+        return 200, {"status": "stored"}
+
+    service = RecordingServer(refuse_the_older_copy)
+    try:
+        with Outbox(path) as outbox:
+            outbox.put(end, {"total": 39})
+        config = settings(tmp_path, tmp_path / "model.onnx", url=service.url, api_key=KEY)
+        assert report.flush_outbox(config, say=lines.append) == 0
+    finally:
+        service.close()
+    assert lines == ["delivered 1, rejected 0, still pending 0"]
+    assert "rejected by the service" not in caplog.text
 
 
 def test_after_an_outage_reports_go_oldest_first(tmp_path):
