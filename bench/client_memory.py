@@ -61,7 +61,7 @@ def batch_sizes(text: str) -> list[int]:
     """argparse type: comma-separated batch sizes, each at least 1 (16,8,4,1)."""
     try:
         return [positive_int(size) for size in text.split(",")]
-    except ValueError:
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"not whole numbers of at least 1, comma-separated: {text}") from None
 
 
