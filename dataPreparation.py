@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from gualta import dataset
-from gualta.cli import (clock_time, event_rates, folder, night_date, night_list, non_negative_int, output_folder,
-                        positive_int, run_subcommand)
+from gualta.cli import (clock_time, counted, event_rates, folder, night_date, night_list, non_negative_int,
+                        output_folder, positive_int, run_subcommand)
 # The thesis' notebooks imported its frame operations from dataPreparation.
 from gualta.preprocess import (binary_difference, difference_image, make_version, pad_to_square,  # noqa: F401
                                read_gray, resize_area, subtract, threshold, to_gray)
@@ -30,7 +30,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     nights = simulate_nights(args.out, nights=args.nights, frames=args.frames, start=args.start, seed=args.seed,
                              scenario=args.scenario, first_date=args.date, workers=args.workers, rates=args.rates,
                              keep_whole=True)           # run again after it was cut short: goes on from there
-    print(f"simulate: {len(nights)} night{'s' if len(nights) != 1 else ''} ({', '.join(n.name for n in nights)}) → {args.out}")
+    print(f"simulate: {counted(len(nights), 'night')} ({', '.join(n.name for n in nights)}) → {args.out}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

@@ -96,6 +96,11 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 night', '3 nights': a count and its noun, plural where it is not one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def unit_interval(text: str) -> float:
     """argparse type: a number from 0 to 1 (a score threshold: 0.85, not 85)."""
     value = finite_number(text)

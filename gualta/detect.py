@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gualta import allsky, clouds, faint_crossing, fireball, lightning, streak, trails, wingtips
-from gualta.cli import ConsoleLines
+from gualta.cli import ConsoleLines, counted
 from gualta.client_errors import ClientError, NightError, UsageError
 from gualta.config import Settings
 from gualta.classical import apply_mask
@@ -68,6 +68,7 @@ METEOR, NO_METEOR = "meteor", "no-meteor"
 THUMB_SIZE = 224
 NEIGHBOUR_MAX_GAP_S = allsky.LONG_GAP_S      # frames further apart than this are no neighbours: no check compares them
 STREAK_WORKERS = 2
+MAX_RUNS_SHOWN = 4            # runs of nights the `--catch-up` line names; those between are counted
 GRAY_FRAMES_KEPT = 6          # frames `faint_crossing` keeps decoded: a candidate's, its neighbours', the next one's
 
 
@@ -1043,10 +1044,29 @@ def catch_up_nights(settings: Settings, scores: str | Path | None, days: int) ->
 
 
 def scored_already_line(nights: list[Path]) -> str:
-    """'3 nights already scored, skipped: 20211101 … 20211107': the nights `--catch-up` leaves, first and last."""
-    names = [night.name for night in nights]
-    shown = ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]}"
-    return f"{len(names)} night{'s' if len(names) != 1 else ''} already scored, skipped: {shown}"
+    """'5 nights already scored, skipped: 20211101 … 20211103, 20211106, 20211107': the nights `--catch-up` leaves,
+    as runs of consecutive nights (a run of three or more by its first and last), at most four runs and a count."""
+    runs = consecutive_runs([night.name for night in nights])
+    shown = [", ".join(run) if len(run) <= 2 else f"{run[0]} … {run[-1]}" for run in runs]
+    if len(shown) > MAX_RUNS_SHOWN:
+        shown = [*shown[:MAX_RUNS_SHOWN - 1], f"{counted(len(runs) - MAX_RUNS_SHOWN, 'run')} more", shown[-1]]
+    return f"{counted(len(nights), 'night')} already scored, skipped: {', '.join(shown)}"
+
+
+def consecutive_runs(names: list[str]) -> list[list[str]]:
+    """Night names (YYYYMMDD, ascending) in runs of consecutive days."""
+    runs: list[list[str]] = []
+    for name in names:
+        if runs and night_after(runs[-1][-1]) == name:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return runs
+
+
+def night_after(name: str) -> str:
+    """The night folder after `name` (YYYYMMDD)."""
+    return (datetime.strptime(name, "%Y%m%d") + timedelta(days=1)).strftime("%Y%m%d")
 
 
 def run_batch(settings: Settings, folder: str | Path | None = None, scores: str | Path | None = None,

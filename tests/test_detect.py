@@ -235,6 +235,25 @@ def test_catch_up_says_the_nights_it_skips_as_scored_already(client_night, tiny_
         "2 nights already scored, skipped: 20211107, 20211109"
 
 
+def test_catch_up_line_names_runs_of_skipped_nights_not_one_span():
+    """'4 nights already scored, skipped: 20211101 … 20211106' read as six nights skipped where 3 and 4 were
+    scored in the run: each run of consecutive nights is named, a month's end and a leap day included, and past
+    four runs those between are counted."""
+    def line(*names):
+        return detect.scored_already_line([Path(name) for name in names])
+
+    assert line("20211101", "20211102", "20211105", "20211106") == \
+        "4 nights already scored, skipped: 20211101, 20211102, 20211105, 20211106"
+    assert line("20211130", "20211201", "20211202", "20211205") == \
+        "4 nights already scored, skipped: 20211130 … 20211202, 20211205"
+    assert line("20240228", "20240229", "20240301") == "3 nights already scored, skipped: 20240228 … 20240301"
+    assert line("20230228", "20230301", "20230302") == "3 nights already scored, skipped: 20230228 … 20230302"
+    assert line("20230227", "20230301") == "2 nights already scored, skipped: 20230227, 20230301"
+    assert line("20211101") == "1 night already scored, skipped: 20211101"
+    assert line(*(f"202111{day:02d}" for day in (1, 3, 5, 7, 9, 11))) == \
+        "6 nights already scored, skipped: 20211101, 20211103, 20211105, 2 runs more, 20211111"
+
+
 def test_catch_up_goes_on_past_a_night_it_cannot_list(client_night, tiny_model, tmp_path):
     """A night folder another account made unreadable stopped the run before last night, every morning for a week
     (the cron line catches up 7 nights): it is said, the other nights are scored, and the run exits 1."""
