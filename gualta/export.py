@@ -320,6 +320,13 @@ def same_as_latest(store: Store, proto, props: dict[str, str]) -> int | None:
     return latest["version"] if same else None
 
 
+def copy_of_version(props: dict[str, str], published: list[int]) -> int | None:
+    """The published version whose copy a model is, by the `version` its metadata carry (a published copy's is its
+    number; an export's, the time it was trained), else None."""
+    number = props.get("version", "")
+    return int(number) if number.isdigit() and int(number) in published else None
+
+
 def check_publishable(model_path: Path, props: dict[str, str]) -> None:
     """ValueError, before anything is published, for a model clients could not use: metadata that do not read
     (`ModelInfo.from_props`), a thesis version's images, or a network that cannot score a batch of the v4
@@ -372,6 +379,9 @@ def publish_model(model_path: str | Path, store_location: str | Path, version: i
     if (latest := same_as_latest(store, proto, props)) is not None:
         log.warning("%s is the network published as version %d, the latest: publishing it again as version %d",
                     model_path, latest, version)
+    elif (earlier := copy_of_version(props, published)) is not None:
+        log.info("%s is the copy published as version %d (its metadata say so): publishing that network again as "
+                 "version %d, a rollback", model_path, earlier, version)
 
     data = published_bytes(proto, props, version)
     versioned = f"guAlta_v{version}.onnx"

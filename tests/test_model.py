@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -234,8 +235,8 @@ def test_publishing_after_old_versions_were_pruned_numbers_from_the_latest(tiny_
 
 def test_publishing_the_latest_model_again_says_so(tmp_path, caplog):
     """The same model.onnx published twice made a second version of the same network without a word. Allowed (a
-    rollback publishes an earlier model again, said by nothing: earlier versions are not downloaded to compare), but
-    publishing the latest network again now says so."""
+    rollback publishes an earlier model again: an export of it is not compared with earlier versions, which are not
+    downloaded), but publishing the latest network again now says so."""
     from gualta.export import publish_model
 
     store, models = tmp_path / "store", tmp_path / "store" / "models"
@@ -250,6 +251,21 @@ def test_publishing_the_latest_model_again_says_so(tmp_path, caplog):
     assert publish_model(models / "guAlta_v7.onnx", store)["version"] == 8     # a published file itself
     assert caplog.messages == [f"{models / 'guAlta_v7.onnx'} is the network published as version 7, the latest: "
                                "publishing it again as version 8"]
+
+
+def test_publishing_an_earlier_published_copy_says_it_is_a_rollback(tmp_path, caplog):
+    """Publishing guAlta_v1.onnx from the store again, after version 2, rolled every client back without a word: the
+    copy's own metadata name its version, so the rollback is said; a network never published is not called one."""
+    from gualta.export import publish_model
+
+    caplog.set_level(logging.INFO, logger="gualta.export")
+    store, models = tmp_path / "store", tmp_path / "store" / "models"
+    first, other = tiny_onnx_model(tmp_path / "first.onnx"), tiny_onnx_model(tmp_path / "other.onnx", bias=-10.0)
+    assert publish_model(first, store)["version"] == 1 and publish_model(other, store)["version"] == 2
+    assert caplog.messages == []
+    assert publish_model(models / "guAlta_v1.onnx", store)["version"] == 3
+    assert caplog.messages == [f"{models / 'guAlta_v1.onnx'} is the copy published as version 1 (its metadata say so):"
+                               " publishing that network again as version 3, a rollback"]
 
 
 def test_onnx_threads_sleep_between_batches_and_keep_their_count(tmp_path):
