@@ -82,10 +82,10 @@ def cmd_site(args: argparse.Namespace) -> None:
 
 def site_failures() -> tuple[type[Exception], ...]:
     """The errors site says in one line, exit status 1."""
-    from gualta.service_env import ConfigError          # GUALTA_TIMEZONE, the observatories
+    from gualta.service_env import ServiceConfigError          # GUALTA_TIMEZONE, the observatories
     from gualta.store import StoreError
 
-    return ConfigError, StoreError
+    return ServiceConfigError, StoreError
 
 
 def timestamped_logging() -> None:
@@ -252,7 +252,7 @@ def exit_status(exc: Exception, failures: tuple[type[Exception], ...]) -> int | 
     for a failure the command names or a secret that could not be read, None for anything else."""
     from gualta.client_errors import UsageError
     from gualta.config import ConfigError
-    from gualta.service_env import ConfigError as ServiceConfigError, SecretUnavailable
+    from gualta.service_env import SecretUnavailable, ServiceConfigError
 
     if isinstance(exc, SecretUnavailable):          # it may read on a later try: a supervisor restarts on 1
         return 1

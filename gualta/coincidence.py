@@ -33,7 +33,7 @@ def zones_from_env(env) -> ClockZones:
     default = service_env.timezone(env)
     try:
         places = passes.observatories_from_env(env)
-    except service_env.ConfigError:
+    except service_env.ServiceConfigError:
         places = {}
     return ClockZones({obs_id: place.zone for obs_id, place in places.items()}, default)
 

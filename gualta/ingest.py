@@ -110,16 +110,16 @@ def request_body(event: dict) -> bytes:
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
-    """``obs_id:key,obs_id:key`` → {key: obs_id}; raise ConfigError on a malformed entry (never showing keys)."""
+    """``obs_id:key,obs_id:key`` → {key: obs_id}; raise ServiceConfigError on a malformed entry (never showing keys)."""
     keys: dict[str, str] = {}
     for position, entry in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
         obs_id, sep, key = entry.partition(":")
         if not sep or not payload.OBS_ID.fullmatch(obs_id) or not payload.is_api_key(key):
-            raise service_env.ConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z 0-9"
-                                          f" - _, key at least {payload.MIN_KEY_LENGTH} printable characters, no "
-                                          "spaces)")
+            raise service_env.ServiceConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z "
+                                                 f"0-9 - _, key at least {payload.MIN_KEY_LENGTH} printable characters, "
+                                                 "no spaces)")
         if keys.get(key, obs_id) != obs_id:
-            raise service_env.ConfigError(f"API key entry {position} reuses another observatory's key")
+            raise service_env.ServiceConfigError(f"API key entry {position} reuses another observatory's key")
         keys[key] = obs_id
     return keys
 
@@ -186,7 +186,7 @@ def handle(event: dict, env=None, now: datetime | None = None) -> dict:
     except store.StoreError as exc:
         log.error("store unavailable: %s", exc)
         return error(503, "store unavailable, retry later")
-    except service_env.ConfigError as exc:
+    except service_env.ServiceConfigError as exc:
         log.error("configuration error: %s", exc)
         return error(500, "service misconfigured")
 
@@ -413,7 +413,7 @@ def daylight_rule(env) -> Callable[[str, datetime], str]:
     GUALTA_OBSERVATORIES leaves every detection to post."""
     try:
         places = passes.observatories_from_env(env)
-    except service_env.ConfigError:
+    except service_env.ServiceConfigError:
         places = {}
 
     def daylight(obs_id: str, stamp: datetime | None) -> str:

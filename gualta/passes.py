@@ -82,7 +82,7 @@ def observatories_from_env(env) -> dict[str, Observatory]:
         return {obs_id: observatory(obs_id, {**entry, "tz": entry.get("tz") or service_zone})
                 for obs_id, entry in raw.items()}
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise service_env.ConfigError(f"GUALTA_OBSERVATORIES is not valid: {exc}") from None
+        raise service_env.ServiceConfigError(f"GUALTA_OBSERVATORIES is not valid: {exc}") from None
 
 
 def observatory(obs_id: str, entry: dict) -> Observatory:
@@ -211,7 +211,7 @@ def load_tle_text(env) -> tuple[str | None, str]:
     neither holds one."""
     try:
         key = service_env.secret(env, "GUALTA_N2YO_KEY")
-    except service_env.ConfigError as exc:
+    except service_env.ServiceConfigError as exc:
         log.warning("n2yo key unavailable (%s); trying the TLE file", exc)
         key = ""
     if key:

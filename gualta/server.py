@@ -239,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and urlsplit(self.path).path in KEY_ROUTES:
             try:
                 owner, refusal = ingest.api_key_owner(self.headers.get_all("x-api-key") or [], self.service.env)
-            except service_env.ConfigError as exc:           # the keys cannot be read now (SSM, an edited setting)
+            except service_env.ServiceConfigError as exc:    # the keys cannot be read now (SSM, an edited setting)
                 log.error("configuration error: %s", exc)    # 500 as the AWS host answers; the client retries
                 return self.refuse(500, "service misconfigured", unread=length)
             if owner is None:                # not worth reading (nor holding 6 MB of memory for)
@@ -516,7 +516,7 @@ def schedule_pages(service: Service, at: str, stop: threading.Event) -> threadin
 
 def check_settings(env, site_at: str | None = None) -> list[str]:
     """Validate the service's settings before serving (the daily page at `site_at`, HHMM); return warnings (raise
-    ConfigError on errors)."""
+    ServiceConfigError on errors)."""
     warnings = []
     if not ingest.api_keys(env):
         warnings.append("no API keys (GUALTA_API_KEYS): every upload will get 401")
@@ -530,13 +530,13 @@ def check_settings(env, site_at: str | None = None) -> list[str]:
         warnings.append("no observatory coordinates: the daily page cannot show ISS passes")
     unreadable = telegram_post.unreadable_limits(env)
     if unreadable:
-        raise service_env.ConfigError(f"{', '.join(unreadable)}: not a whole number (0: no limit)")
+        raise service_env.ServiceConfigError(f"{', '.join(unreadable)}: not a whole number (0: no limit)")
     site_url = env.get("GUALTA_SITE_URL", "")
     try:
         config.url(site_url)                          # an absolute http(s) address, as links in posts need
     except ValueError:
-        raise service_env.ConfigError(f"GUALTA_SITE_URL={site_url[:60]!r}: give the pages' address as http://… or "
-                                      "https://…") from None
+        raise service_env.ServiceConfigError(f"GUALTA_SITE_URL={site_url[:60]!r}: give the pages' address as "
+                                             "http://… or https://…") from None
     token = next((name for name in ("GUALTA_TELEGRAM_TOKEN", "GUALTA_TELEGRAM_TOKEN_PARAM") if env.get(name)), "")
     if token and not env.get("GUALTA_TELEGRAM_CHAT"):
         warnings.append(f"{token} is set but not GUALTA_TELEGRAM_CHAT: nothing is posted to Telegram")
@@ -580,7 +580,7 @@ def build_page(store_location: str | Path, day: str | None = None, observatories
 def serve(host: str = "127.0.0.1", port: int = 8765, store_location: str | Path = "gualta_store",
           site_at: str | None = "09:00", observatories: dict | None = None) -> None:
     """Run the embedded service until interrupted (sets GUALTA_STORE and defaults in this process's env);
-    service_env.ConfigError for invalid GUALTA_* settings (guAlta.py says it, exit status 2)."""
+    service_env.ServiceConfigError for invalid GUALTA_* settings (guAlta.py says it, exit status 2)."""
     configure(store_location, observatories)
     warnings = check_settings(os.environ, config.hhmm(site_at) if site_at else None)
     try:

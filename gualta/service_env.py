@@ -30,11 +30,11 @@ _cache: dict[str, tuple[float, str]] = {}
 _lock = threading.Lock()
 
 
-class ConfigError(RuntimeError):
+class ServiceConfigError(RuntimeError):
     """The service is misconfigured (an operator's problem, never the client's)."""
 
 
-class SecretUnavailable(ConfigError):
+class SecretUnavailable(ServiceConfigError):
     """A secret's SSM parameter could not be read (the network, credentials): it may read on a later try."""
 
 
@@ -73,9 +73,10 @@ def night_end(env) -> str:
     try:
         at = hhmm(value)
     except ValueError as exc:
-        raise ConfigError(f"GUALTA_NIGHT_END {value!r}: {exc}") from None
+        raise ServiceConfigError(f"GUALTA_NIGHT_END {value!r}: {exc}") from None
     if at >= "1200":
-        raise ConfigError(f"GUALTA_NIGHT_END {value!r}: a night ends before noon (nights change folder at noon)")
+        raise ServiceConfigError(f"GUALTA_NIGHT_END {value!r}: a night ends before noon (nights change folder at "
+                                 "noon)")
     return at
 
 
@@ -96,4 +97,4 @@ def timezone(env) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):   # "Europe": a folder of zones
-        raise ConfigError(f"unknown time zone in GUALTA_TIMEZONE: {name!r}") from None
+        raise ServiceConfigError(f"unknown time zone in GUALTA_TIMEZONE: {name!r}") from None

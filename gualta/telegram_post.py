@@ -44,7 +44,7 @@ def channel_from_env(env) -> Channel | None:
         return None
     try:
         token = service_env.secret(env, "GUALTA_TELEGRAM_TOKEN")
-    except service_env.ConfigError as exc:      # never let Telegram settings block storing a detection
+    except service_env.ServiceConfigError as exc:      # never let Telegram settings block storing a detection
         log.warning("telegram disabled: %s", exc)
         return None
     if not token:

@@ -239,9 +239,9 @@ def test_a_time_zone_name_that_is_a_folder_of_zones_is_refused_in_words(tmp_path
     with pytest.raises(ConfigError) as caught:
         load_settings(env={"GUALTA_CAMERA_TIMEZONE": zone})
     assert "not a known time zone" in caught.value.problems[0]
-    with pytest.raises(service_env.ConfigError, match="unknown time zone in GUALTA_TIMEZONE"):
+    with pytest.raises(service_env.ServiceConfigError, match="unknown time zone in GUALTA_TIMEZONE"):
         service_env.timezone({"GUALTA_TIMEZONE": zone})
-    with pytest.raises(service_env.ConfigError, match="unknown time zone"):
+    with pytest.raises(service_env.ServiceConfigError, match="unknown time zone"):
         passes.observatories_from_env({"GUALTA_OBSERVATORIES": f'{{"obs01": {{"lat": 1, "lon": 1, "tz": "{zone}"}}}}'})
 
 

@@ -384,7 +384,7 @@ def test_obs_id_charset_is_enforced_even_for_its_owner(root, monkeypatch):
     got = HANDLER(event(detection(), KEYS["obs01"]), None)
     assert got["statusCode"] == 500 and "misconfigured" in got["body"]
     assert "key-evil" not in got["body"] and not root.exists()
-    with pytest.raises(service_env.ConfigError) as refused_config:
+    with pytest.raises(service_env.ServiceConfigError) as refused_config:
         ingest.parse_api_keys("<script>:key-evil-12345")
     assert "key-evil" not in str(refused_config.value)
 
@@ -394,7 +394,7 @@ def test_api_key_parsing():
         "abcdefgh": "obs01", "ijklmnop": "obs-2", "qrstuvwx": "obs01"}
     for bad in ("obs01", "obs01:short", "obs 1:abcdefghij", "a:abcdefgh,b:abcdefgh", "obs01:abc defghij",
                 "obs01:abcdefgh\u200b"):
-        with pytest.raises(service_env.ConfigError):
+        with pytest.raises(service_env.ServiceConfigError):
             ingest.parse_api_keys(bad)
 
 

@@ -174,7 +174,7 @@ def test_the_n2yo_key_is_read_from_ssm_on_aws(monkeypatch):
                                  '{"obs01": {"lat": true, "lon": 1}}',
                                  '{"obs01": {"lat": 1, "lon": 1, "elevation_m": 1e9}}'])
 def test_bad_observatory_settings_are_config_errors(bad):
-    with pytest.raises(service_env.ConfigError):
+    with pytest.raises(service_env.ServiceConfigError):
         passes.observatories_from_env({"GUALTA_OBSERVATORIES": bad})
 
 

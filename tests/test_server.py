@@ -487,7 +487,7 @@ def test_serve_refuses_post_limits_and_a_site_address_it_cannot_use():
                                 ("GUALTA_TELEGRAM_WITHIN_DAYS", "\u00b2", "not a whole number"),
                                 ("GUALTA_SITE_URL", "meteors.example.org", "http://"),
                                 ("GUALTA_SITE_URL", "ftp://meteors.example.org", "http://")]:
-        with pytest.raises(server.service_env.ConfigError, match=reason) as refused:
+        with pytest.raises(server.service_env.ServiceConfigError, match=reason) as refused:
             server.check_settings({**env, **fine, name: value})
         assert name in str(refused.value)
 
@@ -505,7 +505,7 @@ def test_serve_warns_of_a_page_before_the_night_ends_and_refuses_a_wrong_end():
         "the daily page at 0700 comes before the night's end (0800, GUALTA_NIGHT_END): it builds the night before "
         "last — set GUALTA_NIGHT_END to 0700 or earlier if the cameras stop by then"]
     assert server.check_settings({**env, "GUALTA_NIGHT_END": "06:45"}, "0700") == []
-    with pytest.raises(server.service_env.ConfigError, match="a night ends before noon"):
+    with pytest.raises(server.service_env.ServiceConfigError, match="a night ends before noon"):
         server.check_settings({**env, "GUALTA_NIGHT_END": "1300"}, "0900")
 
 

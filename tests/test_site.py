@@ -12,7 +12,7 @@ import pytest
 
 from gualta import allsky, passes, payload, server, site, store
 from gualta import ingest as ingest_module
-from gualta.service_env import ConfigError, ended_night
+from gualta.service_env import ServiceConfigError, ended_night
 from helpers_service import KEYS, OBSERVATORIES, browser_page, detection, event, service_env
 
 INGEST = server.load_handler("guAlta")
@@ -507,7 +507,7 @@ def test_a_page_scheduled_before_08_00_builds_last_night_when_the_night_ends_ear
     assert site.handle({"source": "gualta.schedule"}, now=madrid_7am)["night"] == "20260917"
     for wrong in ("1200", "0860", "8"):
         monkeypatch.setenv("GUALTA_NIGHT_END", wrong)
-        with pytest.raises(ConfigError, match="GUALTA_NIGHT_END"):
+        with pytest.raises(ServiceConfigError, match="GUALTA_NIGHT_END"):
             ended_night(madrid_7am, os.environ)
 
 
