@@ -175,8 +175,11 @@ def install_lock(model_file: Path):
     root cron job's), as a read-only file can be locked too."""
     try:
         return open(install_lock_path(model_file), "a+b")
-    except PermissionError:
-        return open(install_lock_path(model_file), "rb")
+    except PermissionError as denied:
+        try:
+            return open(install_lock_path(model_file), "rb")
+        except FileNotFoundError:               # no lock file, in a folder this account cannot write: say that
+            raise denied from None
 
 
 def wait_for_lock(lock, model_file: Path, wait_s: float = INSTALL_WAIT_S) -> None:

@@ -1229,6 +1229,20 @@ def test_an_install_lock_another_account_made_is_still_taken(tmp_path):
     assert (run.returncode, run.stdout.strip()) == (0, "True"), run.stderr
 
 
+def test_a_model_folder_this_account_cannot_write_is_said_so(tmp_path):
+    """A model folder root made (r-xr-xr-x) with no lock file in it: a model update or download said 'cannot write
+    …: No such file or directory' of a folder that is there, the lock file's read-only fallback hiding why."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    folder.chmod(0o555)
+    run = subprocess.run(as_ordinary_user([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from gualta import model_update; "
+        "model_update.install_lock(Path(sys.argv[1]))"), str(folder / "guAlta.onnx")]),
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 1 and "PermissionError" in run.stderr and "FileNotFoundError" not in run.stderr, \
+        run.stderr
+
+
 def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     """The watcher kept the model it loaded at start after a batch run installed the service's newer one in its
     file: at the next night it takes the file as it now is."""
