@@ -275,12 +275,14 @@ def decode_image(value) -> bytes:
     """Base64 text → JPEG bytes, checked to be a complete 448×224 grayscale JPEG."""
     if type(value) is not str:
         raise PayloadError("img must be a base64 string")
-    if len(value) > 4 * math.ceil(MAX_JPEG_BYTES / 3):
+    if len(value) > 4 * math.ceil(MAX_JPEG_BYTES / 3):            # before decoding it; the decoded size below
         raise PayloadError(f"img larger than {MAX_JPEG_BYTES} bytes")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise PayloadError("img is not valid base64") from None
+    if len(data) > MAX_JPEG_BYTES:                                  # the text's bound lets 2 bytes more through
+        raise PayloadError(f"img larger than {MAX_JPEG_BYTES} bytes")
     if data[:3] != b"\xff\xd8\xff":
         raise PayloadError("img is not a JPEG")
     if not data.endswith(b"\xff\xd9"):                 # bytes after the image would be stored and served with it

@@ -232,6 +232,27 @@ def test_a_body_of_the_size_limit_is_taken_and_one_byte_more_is_413(root):
     assert post(sized("20260916231507", payload.MAX_BODY_BYTES))[1]["status"] == "stored"
 
 
+def sized_jpeg(size: int) -> bytes:
+    """jpeg() padded to exactly `size` bytes with comment segments after its start marker (4 to 65537 bytes each)."""
+    data = jpeg()
+    pad = size - len(data)
+    count = -(-pad // 65537)
+    parts = [pad // count + (i < pad % count) for i in range(count)]
+    comments = b"".join(b"\xff\xfe" + struct.pack(">H", part - 2) + b"c" * (part - 4) for part in parts)
+    return data[:2] + comments + data[2:]
+
+
+def test_an_image_of_the_size_limit_is_taken_and_one_byte_more_is_refused(root):
+    """The service took an image of MAX_JPEG_BYTES + 2 bytes: its bound was on the base64 text (a multiple of 3
+    bytes). The limit is MAX_JPEG_BYTES itself."""
+    at_limit = sized_jpeg(payload.MAX_JPEG_BYTES)
+    assert len(at_limit) == payload.MAX_JPEG_BYTES and payload.decode_image(base64.b64encode(at_limit).decode())
+    for size in (payload.MAX_JPEG_BYTES + 1, payload.MAX_JPEG_BYTES + 2):
+        img = base64.b64encode(sized_jpeg(size)).decode()
+        refused(root, 400, {**detection(), "img": img}, reason=f"img larger than {payload.MAX_JPEG_BYTES} bytes")
+    assert post({**detection(), "img": base64.b64encode(at_limit).decode()})[1]["status"] == "stored"
+
+
 def handled(root, proxy) -> tuple[int, str]:
     before = snapshot(root)
     result = HANDLER(proxy, None)
