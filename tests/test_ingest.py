@@ -438,6 +438,20 @@ def test_build_detection_round_trips_and_refuses_bad_input():
     assert payload.build_log("end", "obs01", total=3)["total"] == 3
 
 
+def test_flag_model_and_total_are_taken_up_to_their_limits_and_refused_past_them(root):
+    """The limits are the ones documented: a 32-character flag, a 64-character model version, an end log's total of
+    MAX_TOTAL are taken; one character or frame more is refused with its reason."""
+    frame = "20260916231507"
+    assert post(payload.build_detection(frame, 0.9, "obs01", jpeg(), flag="s" * 32, model="m" * 64))[0] == 200
+    with pytest.raises(payload.PayloadError, match="flag must be"):
+        payload.build_detection(frame, 0.9, "obs01", jpeg(), flag="s" * 33)
+    with pytest.raises(payload.PayloadError, match="model must be"):
+        payload.build_detection(frame, 0.9, "obs01", jpeg(), model="m" * 65)
+    assert post(payload.build_log("end", "obs01", total=payload.MAX_TOTAL))[0] == 200
+    with pytest.raises(payload.PayloadError, match="total must be"):
+        payload.build_log("end", "obs01", total=payload.MAX_TOTAL + 1)
+
+
 def test_every_not_meteor_flag_is_counted_held_back():
     """The page and the channel count a night alike (`payload.tally`): a candidate held back as lightning, clouds or
     a satellite is no detection; a fireball, or one without a flag, is."""
