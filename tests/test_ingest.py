@@ -5,6 +5,7 @@ import base64
 import json
 import logging
 import os
+import re
 import struct
 import threading
 from datetime import datetime, timezone
@@ -436,6 +437,41 @@ def test_build_detection_round_trips_and_refuses_bad_input():
     with pytest.raises(payload.PayloadError):
         payload.build_detection("20260916231507", 0.5, "obs01", jpeg(), streak=(3, 4, 500))
     assert payload.build_log("end", "obs01", total=3)["total"] == 3
+
+
+def test_scores_of_exactly_0_and_1_are_taken(root):
+    """A candidate a check found and flagged may be scored 0.0 by the classifier, a sure one 1.0: both are reports
+    the service must take (refused, they were lost)."""
+    for frame, score in (("20260916231507", 0.0), ("20260916231600", 1.0)):
+        body = payload.build_detection(frame, score, "obs01", jpeg(), flag="satellite")
+        assert payload.validate(body).score == score
+        assert post(body)[1]["status"] == "stored"
+
+
+def test_an_id_of_next_years_first_of_january_is_taken_and_one_two_years_ahead_refused(root):
+    """At New Year a site east of the service's clock is already in next year: its frames must be taken. Two years
+    ahead no camera's clock can be."""
+    year = datetime.now().year
+    body = payload.build_detection(f"{year + 1}0101001500", 0.9, "obs01", jpeg())
+    assert body["folder"] == f"{year}1231" and post(body)[1]["status"] == "stored"
+    with pytest.raises(payload.PayloadError, match="id must be a date from 2000 to next year"):
+        payload.build_detection(f"{year + 2}0101001500", 0.9, "obs01", jpeg())
+
+
+def test_default_processed_times_carry_their_offset():
+    """A processed time without its offset cannot be placed in time (the service reads a log's night from it): the
+    client's default one says its UTC offset."""
+    offset = re.compile(r".*T[0-9:]{8}[+-][0-9]{2}:[0-9]{2}")
+    assert offset.fullmatch(payload.build_detection("20260916231507", 0.9, "obs01", jpeg())["processed"])
+    assert offset.fullmatch(payload.build_log("start", "obs01")["processed"])
+
+
+def test_build_log_refuses_an_unknown_kind():
+    """A log of another kind than start or end was built and sent, to be refused by the service (400) for good."""
+    with pytest.raises(payload.PayloadError, match="log must be"):
+        payload.build_log("middle", "obs01")
+    with pytest.raises(payload.PayloadError, match="missing field"):
+        payload.build_log("end", "obs01")
 
 
 def test_flag_model_and_total_are_taken_up_to_their_limits_and_refused_past_them(root):
