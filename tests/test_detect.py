@@ -1505,22 +1505,30 @@ def test_a_lone_frame_of_another_size_costs_only_itself(tiny_model, tmp_path):
     assert NightFrames(names).pair(names[3]).previous == names[1]
 
 
+def kept_scoring(refreshed, model) -> bool:
+    """Whether a refresh gave back `model` still able to score (its session not let go for good)."""
+    return refreshed is model and model.session is not None \
+        and model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
+
+
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
+    """A failed update keeps the model, and it scores on: had its session been let go before the download, a
+    publication that does not match its metadata would leave the client a model without a session."""
     configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=JANUARY)
     model = model_update.open_model(settings(tmp_path, configured))
     unreachable = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
-    assert model_update.refreshed_model(unreachable, model) is model
+    assert kept_scoring(model_update.refreshed_model(unreachable, model), model)
     store = tmp_path / "store"
     meta = publish(store, tiny_onnx_model(tmp_path / "newer.onnx", bias=-2.0, created=MARCH), created=MARCH)
     meta["sha256"] = "0" * 64                                           # the file does not match its metadata
     (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
     with ChildServer(store, child_env(**service_env(store))) as child:
-        assert model_update.refreshed_model(settings(tmp_path, configured, url=child.url), model) is model
+        assert kept_scoring(model_update.refreshed_model(settings(tmp_path, configured, url=child.url), model), model)
         meta["sha256"] = hashlib.sha256((store / "models" / "guAlta_v1.onnx").read_bytes()).hexdigest()
         (store / "models" / "guAlta_latest_version.json").write_text(json.dumps(meta))
         (tmp_path / "blocker").write_text("a file where the model's folder should be")
         unwritable = settings(tmp_path, tmp_path / "blocker" / "guAlta.onnx", url=child.url)
-        assert model_update.refreshed_model(unwritable, model) is model               # an OSError is no crash
+        assert kept_scoring(model_update.refreshed_model(unwritable, model), model)      # an OSError is no crash
         with pytest.raises(ClientError, match="could not be downloaded: cannot write"):
             model_update.open_model(unwritable)
     assert configured.read_bytes() != (tmp_path / "newer.onnx").read_bytes()
