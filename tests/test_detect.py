@@ -32,6 +32,7 @@ from gualta import allsky, cli, detect, model_update, report
 from gualta.client_errors import ClientError, NightError
 from gualta.detect import NightSummary, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
+from gualta.payload import build_detection, validate
 from gualta.scores import CSV_COLUMNS, CsvRows, lock_exclusive, read_scores, scores_file, write_scores
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
@@ -1542,6 +1543,63 @@ def test_an_own_model_is_not_replaced_by_a_publication_made_at_the_same_time(tmp
     model = model_update.open_model(settings(tmp_path, configured))
     assert not model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": FEBRUARY})
     assert model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": MARCH})
+
+
+def test_an_own_model_without_a_creation_time_is_kept_without_an_error(tmp_path):
+    """An own model without a creation time (a .pkl, an ONNX exported elsewhere) has no date to compare: a newer
+    publication would raise TypeError (None against a date) out of every refresh. It is kept, as documented."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", version="own")
+    store = tmp_path / "store"
+    publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH), version=2,
+            created=MARCH)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        model = model_update.open_model(config)
+        assert not model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": MARCH})
+        assert model_update.refreshed_model(config, model) is model
+    assert model_update.model_version(model) == "own"
+
+
+def test_creation_times_without_a_timezone_are_read_as_utc(tmp_path):
+    """A model or publication stamped without a timezone ("2026-02-01T00:00:00") against one with it: comparing a
+    naive and an aware time raises TypeError. A time without a zone is UTC."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", version="own", created="2026-02-01T00:00:00")
+    model = model_update.open_model(settings(tmp_path, configured))
+    assert model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": MARCH})
+    assert not model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": JANUARY})
+    west_of_utc = "2026-01-31T23:30:00-01:00"                             # 00:30 UTC: after the model's midnight
+    assert model_update.takes_update(configured, model, {"sha256": "0" * 64, "created": west_of_utc})
+    aware = tiny_onnx_model(tmp_path / "models" / "aware.onnx", version="own", created=FEBRUARY)
+    model = model_update.open_model(settings(tmp_path, aware))
+    assert model_update.takes_update(aware, model, {"sha256": "0" * 64, "created": "2026-03-01T00:00:00"})
+
+
+def test_half_written_json_beside_the_model_is_no_crash(tmp_path):
+    """A power cut while the model's metadata (`guAlta.onnx.json`) or its rejected note was written left `{"sha`:
+    JSONDecodeError came out of every refresh. Such a file counts as none: the model is judged as an own one, and a
+    later publication is installed with whole metadata."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    for half_written in (configured.with_name("guAlta.onnx.json"), model_update.rejected_path(configured)):
+        half_written.write_text('{"sha')
+    store = tmp_path / "store"
+    publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH), version=2,
+            created=MARCH)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        installed = model_update.refreshed_model(config, model_update.open_model(config))
+    assert model_update.model_version(installed) == "test-2"
+    assert json.loads(configured.with_name("guAlta.onnx.json").read_text())["version"] == 2
+
+
+def test_a_model_version_the_service_would_refuse_is_not_reported(tmp_path):
+    """A model whose version the service does not take ("v 4", a space in it) named in every detection: each one
+    would be refused as it was built, and no detection reported. The version is left out."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", version="v 4", created=FEBRUARY)
+    version = model_update.model_version(model_update.open_model(settings(tmp_path, configured)))
+    assert version is None
+    payload = build_detection("20211110221500", 0.9, "obs01", np.zeros((224, 448), np.uint8), folder="20211110",
+                              model=version)
+    assert validate(payload).model is None
 
 
 def test_a_published_model_this_client_cannot_load_is_never_installed(client_night, tmp_path, caplog):
