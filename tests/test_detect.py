@@ -1256,6 +1256,22 @@ def test_a_model_file_another_run_replaced_is_loaded_again(tmp_path):
     assert model_update.model_version(model_update.refreshed_model(config, loaded)) == "test-2"
 
 
+def test_a_model_file_copied_over_in_place_is_loaded_again(tmp_path):
+    """A retrained model of the same size copied over the model file (cp writes into the same file, its inode kept):
+    told apart by inode and size alone, the watcher would score on with the model it loaded, never the new one."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    config = settings(tmp_path, configured, url=f"http://127.0.0.1:{free_port()}")
+    loaded = model_update.open_model(config)
+    retrained = tiny_onnx_model(tmp_path / "retrained.onnx", version="test-2", created=FEBRUARY)
+    before = configured.stat()
+    assert retrained.stat().st_size == before.st_size
+    shutil.copyfile(retrained, configured)
+    later = before.st_mtime_ns + 1_000_000_000                              # copied a second after it was loaded
+    os.utime(configured, ns=(later, later))
+    assert configured.stat().st_ino == before.st_ino
+    assert model_update.model_version(model_update.refreshed_model(config, loaded)) == "test-2"
+
+
 def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_with_the_old_one(
         client_night, tmp_path, caplog, monkeypatch):
     """A refresh held the loaded model's session (its memory) while it opened and checked the publication: now it
