@@ -1189,14 +1189,28 @@ def started_together(tmp_path: Path, store: Path, configured: Path, runs: int = 
     return outcomes
 
 
-def test_two_runs_finding_the_model_missing_install_it_once(tmp_path):
+def test_two_runs_finding_the_model_missing_install_it_once(tmp_path, monkeypatch):
     """A cron batch and the watcher starting together on a machine without its model both downloaded it through the
-    same staging file, and one stopped with a traceback (FileNotFoundError): the second waits for the first."""
+    same staging file, and one stopped with a traceback (FileNotFoundError): the second waits for the first, and
+    takes the model it installed (not a download of the whole model again per run)."""
     store, configured = tmp_path / "store", tmp_path / "models" / "guAlta.onnx"
     publish(store, tiny_onnx_model(tmp_path / "published" / "m.onnx", version="test-2", created=MARCH), version=2)
+    locks, downloads = [], []
+    locking, downloading = model_update.install_lock, model_update.download_model
+
+    def download_once_all_wait(*args, **kwargs):               # the other runs are waiting for its install by then
+        deadline = time.monotonic() + 20
+        while len(locks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        downloads.append(1)
+        return downloading(*args, **kwargs)
+
+    monkeypatch.setattr(model_update, "install_lock", lambda path: locks.append(path) or locking(path))
+    monkeypatch.setattr(model_update, "download_model", download_once_all_wait)
     outcomes = started_together(tmp_path, store, configured)
     assert [outcome if isinstance(outcome, Exception) else model_update.model_version(outcome)
             for outcome in outcomes] == ["test-2"] * 3
+    assert len(locks) == 3 and len(downloads) == 1
     assert not model_update.rejected_path(configured).exists()
 
 
