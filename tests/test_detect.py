@@ -1542,6 +1542,21 @@ def kept_scoring(refreshed, model) -> bool:
         and model.predict([np.zeros((400, 400), np.uint8)]).shape == (1,)
 
 
+def test_nothing_published_yet_is_no_warning(tmp_path, caplog):
+    """A service with no model published yet (HTTP 404 for the model's JSON: a new installation's usual state) is
+    no failed update: it is said at INFO, not as a 'model update skipped' WARNING every night."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", created=FEBRUARY)
+    store = tmp_path / "store"
+    store.mkdir()
+    caplog.set_level(logging.INFO)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        model = model_update.open_model(config)
+        assert model_update.refreshed_model(config, model) is model
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert f"no model published at {child.url}: {configured} kept" in caplog.text
+
+
 def test_a_model_update_that_fails_keeps_the_current_model(tmp_path):
     """A failed update keeps the model, and it scores on: had its session been let go before the download, a
     publication that does not match its metadata would leave the client a model without a session."""
