@@ -1478,6 +1478,38 @@ def test_a_publication_another_run_is_installing_is_left_to_it(tmp_path, caplog)
     assert model_update.model_version(installed) == "test-2" and Path(installed.path) == configured
 
 
+def test_a_publication_whose_metadata_cannot_be_moved_is_installed_without_it(tmp_path, monkeypatch, caplog):
+    """The model is moved into place before its metadata: had the metadata gone first and the model's move failed,
+    the metadata would name a publication that is not there and the refresh return a model named after a file that
+    still holds the old one. The second move failing leaves the publication installed, without metadata (judged as
+    an own model from then on: not installed again), and says so."""
+    configured = tiny_onnx_model(tmp_path / "models" / "guAlta.onnx", version="own", created=FEBRUARY)
+    store = tmp_path / "store"
+    meta = publish(store, tiny_onnx_model(tmp_path / "published" / "v2.onnx", version="test-2", created=MARCH),
+                   version=2, created=MARCH)
+    moves, replace = [], os.replace
+
+    def second_move_fails(source, target):                  # the download's own move into guAlta.update.onnx aside
+        if ".update" not in Path(target).name:
+            moves.append(Path(target).name)
+            if len(moves) == 2:
+                raise PermissionError(13, "Permission denied", str(target))
+        replace(source, target)
+
+    caplog.set_level(logging.WARNING)
+    with ChildServer(store, child_env(**service_env(store))) as child:
+        config = settings(tmp_path, configured, url=child.url)
+        model = model_update.open_model(config)
+        monkeypatch.setattr(model_update.os, "replace", second_move_fails)
+        installed = model_update.refreshed_model(config, model)
+    assert len(moves) == 2
+    assert hashlib.sha256(configured.read_bytes()).hexdigest() == meta["sha256"]
+    assert model_update.model_version(installed) == "test-2" and Path(installed.path) == configured
+    assert not configured.with_name("guAlta.onnx.json").exists()
+    assert f"model {configured} installed, but not its metadata" in caplog.text
+    assert not model_update.takes_update(configured, installed, meta)
+
+
 def test_frames_judged_bad_hold_no_memory(tmp_path):
     """Blank and undecodable frames were kept decoded (and their errors with the file's bytes) until the next good
     pair: a night with the dome shut held gigabytes."""
