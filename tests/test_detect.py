@@ -1320,13 +1320,21 @@ def test_a_refresh_lets_the_old_session_go_first_and_a_broken_model_scores_on_wi
         assert held_while_opening[1:] == [True]
         publish(store, tiny_onnx_model(tmp_path / "published" / "good.onnx", created=MARCH), version=3,
                 created=MARCH)                                      # loads, but cannot take the file's place
+        replace = model_update.os.replace
+
+        def not_into_place(source, target):                         # downloaded beside it, not moved over it
+            if Path(target) == configured:
+                raise PermissionError(13, "no")
+            replace(source, target)
+
+        caplog.clear()
         with monkeypatch.context() as patched:
-            patched.setattr(model_update.os, "replace", lambda *paths: (_ for _ in ()).throw(PermissionError(13, "no")))
+            patched.setattr(model_update.os, "replace", not_into_place)
             assert model_update.refreshed_model(config, model) is model and model.session is not None
+        assert "published model version 3 not installed" in caplog.text
         again = run_batch(config, client_night, tmp_path / "again.csv", upload=False, model=model,
                           say=lambda line: None, progress=False)
         assert again.scored == before.scored
-        replace = model_update.os.replace
 
         def model_only(source, target):                             # the model moved into place, its metadata not
             if str(target).endswith(".json"):
