@@ -260,7 +260,8 @@ def repair_detection(target: store.Store, item: payload.Detection, record: dict,
     posted only if it was never posted (`store.post_mark_key`). False when another request repairs it (a claim for
     the day: one that stopped half-way holds it back until the next day)."""
     night, json_key = item.folder, store.detection_key(item.folder, item.obs_id, item.id)
-    if not target.create(store.claim_key(night, f"{item.obs_id}_{item.id}.repair-{now:%Y%m%d}"), b""):
+    if not target.create(store.claim_key(night, f"{item.obs_id}_{item.id}.repair-{now:%Y%m%d}"),
+                         store.claim_content()):
         log.info("night %s: %s is repaired by another request", night, json_key)
         return False
     if record["telegram_status"] == "pending" and target.get(store.post_mark_key(night, item.obs_id, item.id)) \
@@ -461,7 +462,7 @@ def mark_posted(target: store.Store, night: str, obs_id: str, frame_id: str) -> 
     """Leave the mark `posts_full` counts; one that cannot be written is logged (it lets one more post past the
     limit: the post is made and recorded, and must not be made again)."""
     try:
-        target.create(store.post_mark_key(night, obs_id, frame_id), b"")
+        target.create(store.post_mark_key(night, obs_id, frame_id), store.claim_content())
     except store.StoreError as exc:
         log.warning("night %s: cannot mark %s's post of %s: %s", night, obs_id, frame_id, exc)
 
@@ -691,7 +692,7 @@ def claim_post(target: store.Store, night: str, name: str) -> bool:
     """Claim a post with a create-only key (`store.claim_key`); False, logged, when another process claimed it: two
     page builds at once (`guAlta.py site` beside the server's schedule, a retried Lambda) posted each failed post
     twice, an identical log sent twice at the same instant was posted twice."""
-    if target.create(store.claim_key(night, name), b""):
+    if target.create(store.claim_key(night, name), store.claim_content()):
         return True
     log.info("night %s: %s is posted by another process", night, name)
     return False

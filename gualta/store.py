@@ -119,6 +119,12 @@ def claim_key(night: str, name: str) -> str:
     return f"telegram/claims/{night}/{name}"
 
 
+def claim_content() -> bytes:
+    """What a claim or mark holds: the UTC time it was made. Never empty: where the file system has no hard links an
+    empty file is a claim its writer never filled, taken over after STALE_CLAIM_S (`LocalStore.create`)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
+
+
 def late_key(night: str) -> str:
     """The mark the ingest leaves on a night that received a detection or log, or whose failed post a build made,
     once a later night had ended (`ingest.mark_if_late`: its page, if any, is out of date and may be older than the
@@ -244,7 +250,8 @@ class LocalStore:
     def create(self, key: str, data: bytes) -> bool:
         """Write key only if it does not exist yet; True if this call created it. The complete file appears at once
         (a hard link to it); where the file system has no hard links (FAT, exFAT, some network shares) the name is
-        claimed exclusively first and filled in the moment after."""
+        claimed exclusively first and filled in the moment after — so `data` must not be empty there (an empty file
+        over STALE_CLAIM_S old is taken over: `claim_content`)."""
         target = self.path(key)
         temp = self._temp(target, data)
         try:

@@ -229,6 +229,25 @@ def test_without_hard_links_a_claim_never_filled_loses_no_detection(tmp_path, mo
     assert local.create("detections/20260916/obs01_2.json", b"x") is True and claim.read_bytes() == b"x"
 
 
+def test_without_hard_links_a_post_claimed_a_minute_ago_stays_claimed(tmp_path, monkeypatch):
+    """Post claims were empty files, which a store without hard links takes for a claim its writer never filled: a
+    page build over a minute after another claimed the same failed post claimed it again and posted it twice. Claims
+    and post marks hold the time they were made, and stay claimed."""
+    from gualta import ingest
+
+    monkeypatch.setattr(store.os, "link", no_hard_links)
+    local = store.LocalStore(tmp_path)
+    assert ingest.claim_post(local, "20260916", "obs01_20260916231507") is True
+    ingest.mark_posted(local, "20260916", "obs01", "20260916231507")
+    made = [tmp_path / store.claim_key("20260916", "obs01_20260916231507"),
+            tmp_path / store.post_mark_key("20260916", "obs01", "20260916231507")]
+    for path in made:
+        assert path.read_bytes().endswith(b"Z")
+        os.utime(path, (time.time() - store.STALE_CLAIM_S - 1,) * 2)
+    assert ingest.claim_post(local, "20260916", "obs01_20260916231507") is False
+    assert local.create(store.post_mark_key("20260916", "obs01", "20260916231507"), b"x") is False
+
+
 def watch_disk_writes(monkeypatch) -> list[str]:
     """What reaches the disk, in order: each fsync (of a file or a folder), link and rename."""
     done, fsync, link, replace = [], store.os.fsync, store.os.link, store.os.replace
