@@ -11,6 +11,7 @@ import math
 import re
 import time
 import warnings
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -179,14 +180,21 @@ def failure_reason(exc: Exception) -> str:
     return reason
 
 
-def _bot(channel: Channel):
+@asynccontextmanager
+async def _bot(channel: Channel):
+    """A Bot for one call, its HTTP clients closed after it (`Bot.shutdown` closes nothing of a Bot never
+    initialized, and initializing one costs a getMe call each post)."""
     import telegram
     from telegram.request import HTTPXRequest
 
-    request = HTTPXRequest(connect_timeout=channel.timeout_s, read_timeout=channel.timeout_s,
-                           write_timeout=channel.timeout_s)
+    timeouts = {"connect_timeout": channel.timeout_s, "read_timeout": channel.timeout_s,
+                "write_timeout": channel.timeout_s}
+    calls, updates = HTTPXRequest(**timeouts), HTTPXRequest(**timeouts)     # updates: the Bot's own, never used
     options = {"base_url": channel.base_url} if channel.base_url else {}
-    return telegram.Bot(channel.token, request=request, **options)
+    try:
+        yield telegram.Bot(channel.token, request=calls, get_updates_request=updates, **options)
+    finally:
+        await asyncio.gather(calls.shutdown(), updates.shutdown())
 
 
 @dataclass(frozen=True)
@@ -232,8 +240,7 @@ def flood_wait_s(exc) -> float:
 async def _send(channel: Channel, text: str, jpeg: bytes | None, deadline: float | None) -> int:
     import telegram
 
-    bot = _bot(channel)
-    try:
+    async with _bot(channel) as bot:
         if jpeg is None:
             message = await _within_flood_control(lambda: bot.send_message(chat_id=channel.chat_id, text=text),
                                                    deadline)
@@ -242,22 +249,18 @@ async def _send(channel: Channel, text: str, jpeg: bytes | None, deadline: float
                 chat_id=channel.chat_id, caption=text, photo=telegram.InputFile(jpeg, filename="detection.jpeg")),
                 deadline)
         return message.message_id
-    finally:
-        await bot.shutdown()
 
 
 async def _edit_caption(channel: Channel, message_id: int, text: str, deadline: float | None) -> int:
     from telegram.error import BadRequest
 
-    bot = _bot(channel)
-    try:
-        await _within_flood_control(lambda: bot.edit_message_caption(chat_id=channel.chat_id, message_id=message_id,
-                                                                     caption=text), deadline)
-    except BadRequest as exc:        # the caption says this already (two reports of one moment crossed): done
-        if "not modified" not in str(exc).lower():
-            raise
-    finally:
-        await bot.shutdown()
+    async with _bot(channel) as bot:
+        try:
+            await _within_flood_control(lambda: bot.edit_message_caption(
+                chat_id=channel.chat_id, message_id=message_id, caption=text), deadline)
+        except BadRequest as exc:        # the caption says this already (two reports of one moment crossed): done
+            if "not modified" not in str(exc).lower():
+                raise
     return message_id
 
 

@@ -245,6 +245,26 @@ def test_an_edit_that_changes_nothing_is_no_failure(bot_api):
     assert telegram_post.edit_caption(channel, posted.message_id, "other").status == "failed: BadRequest"
 
 
+def test_each_post_and_edit_closes_the_http_clients_it_opened(bot_api, monkeypatch):
+    """Every post and caption edit made a Bot whose two HTTP clients were never closed (`Bot.shutdown` does nothing
+    for a Bot never initialized): a long-running service left them to the garbage collector, sent or failed."""
+    import httpx
+
+    opened, build = [], httpx.AsyncClient.__init__
+
+    def recorded(client, *args, **kwargs):
+        opened.append(client)
+        build(client, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", recorded)
+    channel = telegram_post.Channel(token=TOKEN, chat_id="@gualta_meteors", base_url=bot_api.base_url)
+    posted = telegram_post.post(channel, "☄️ Meteor detected", b"jpeg")
+    assert posted.status == "sent" and telegram_post.edit_caption(channel, posted.message_id, "x").status == "sent"
+    bot_api.fail_status, bot_api.fail_methods = 400, {"sendMessage"}
+    assert telegram_post.post(channel, "night 20260916 ended").status == "failed: BadRequest"
+    assert len(opened) == 6 and all(client.is_closed for client in opened)
+
+
 def test_a_moment_seen_from_many_observatories_still_fits_a_caption(root, bot_api):
     """A fireball over a large network: the caption names as many observatories as Telegram's 1,024 characters
     allow, then how many more, and keeps the link to the page."""
