@@ -315,7 +315,8 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     (`classical.estimate_sky_mask` to the sky's edge, on the frames of the night's usual size) — and
     black where the frame changes from one frame to the next in most pairs (`restless_pixels`: the camera's own text,
     over the sky too, or a flickering light). ValueError if fewer than MASK_MIN_FRAMES can be read."""
-    picked = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(min(count, len(frames)))})
+    taken = min(count, len(frames))
+    picked = sorted({round(i * (len(frames) - 1) / max(taken - 1, 1)) for i in range(taken)})
     pairs = [(read_or_none(frames[i]), read_or_none(frames[i + 1]) if i + 1 < len(frames) else None) for i in picked]
     shapes = [image.shape for image, _ in pairs if image is not None]
     usual = max(set(shapes), key=shapes.count, default=None)

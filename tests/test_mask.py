@@ -293,6 +293,26 @@ def test_a_mask_redrawn_and_cut_short_leaves_the_one_in_use_whole(nights, tmp_pa
     assert out.read_bytes() == in_use
 
 
+@pytest.mark.parametrize("length", [3, 6, 12, 24, 25, 100])
+def test_a_mask_is_drawn_from_frames_spread_over_the_whole_night(length, monkeypatch):
+    """A night of 6 frames (a first mask drawn early in the camera's first night) was refused, "2 frame(s) of one
+    size could be read: at least 3 are needed": 25 frames were spread over a night of 25, so a shorter night was read
+    in its first part only (12 frames: its first 6). Every frame of a short night is read, and the first and the
+    last of a long one."""
+    from gualta import frames as frames_module
+
+    read = []
+    sky = np.random.default_rng(0).integers(20, 60, (40, 60), dtype=np.uint8)
+    monkeypatch.setattr(frames_module, "read_or_none", lambda path: read.append(path) or sky)
+    monkeypatch.setattr(frames_module, "estimate_sky_mask", lambda images, margin: np.full((40, 60), 255, np.uint8))
+    night = [Path(f"image-2021111020{minute:04d}.jpg") for minute in range(length)]
+    frames_module.drawn_mask(night)
+    if length <= frames_module.MASK_FRAMES:
+        assert set(read) == set(night)
+    else:
+        assert night[0] in read and night[-1] in read and len(set(read)) >= frames_module.MASK_FRAMES
+
+
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
     """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
     _, texted, _ = nights
