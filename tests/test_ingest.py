@@ -161,6 +161,26 @@ def test_a_logs_night_is_read_on_its_observatorys_clock(root, monkeypatch):
     assert status == 200 and answer["key"] == "logs/20211110/obs03_start.json"
 
 
+def test_a_logs_folder_names_its_night_whatever_its_processed_time(root):
+    """A batch run of an old night, or an end log sent late, names its night in `folder`: filed by its processed
+    time it would land under the night it was sent in, and that night's page show another night's log."""
+    body = {"log": "end", "obs_id": "obs01", "total": 3, "folder": "20240101", "processed": "2024-03-10T08:00:00Z"}
+    assert post(body)[1]["key"] == "logs/20240101/obs01_end.json"
+    assert json.loads((root / "logs/20240101/obs01_end.json").read_text())["folder"] == "20240101"
+
+
+def test_a_log_without_folder_or_processed_is_filed_on_its_cameras_clock_now(root, monkeypatch):
+    """A bare log is filed by the time it arrives, read on its camera's clock: at 15:30 UTC it is 10:30 in Bogotá,
+    still the morning of the night before (the UTC clock had already started the next night)."""
+    places = {**OBSERVATORIES, "obs03": {"lat": 4.6, "lon": -74.1, "tz": "America/Bogota"}}
+    monkeypatch.setenv("GUALTA_OBSERVATORIES", json.dumps(places))
+    now = datetime(2026, 1, 16, 15, 30, tzinfo=timezone.utc)
+    result = ingest.handle(event({"log": "start", "obs_id": "obs03"}, KEYS["obs03"]), os.environ, now)
+    assert json.loads(result["body"])["key"] == "logs/20260115/obs03_start.json"
+    stored = json.loads((root / "logs/20260115/obs03_start.json").read_text())
+    assert stored["folder"] == "20260115"                              # the night the service filed it under
+
+
 def test_base64_encoded_proxy_body_is_accepted(root):
     raw = json.dumps(detection()).encode()
     proxy = event(raw)
