@@ -294,6 +294,15 @@ def test_only_a_night_before_the_one_that_ended_last_is_marked_late(root):
     assert store.late_nights(store.LocalStore(root)) == ["20260916"]
 
 
+def test_a_log_for_a_night_that_ended_before_the_last_one_is_marked_late(root):
+    """A start or end log sent a day late (a client back after an outage) changes its night's page, which the
+    scheduled build had made already: unmarked, the page kept showing the night without it."""
+    next_morning = datetime(2026, 9, 18, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))     # 20260917 ended last
+    end = {"log": "end", "obs_id": "obs01", "total": 1440, "folder": "20260916"}
+    assert json.loads(ingest.handle(event(end), os.environ, next_morning)["body"])["status"] == "stored"
+    assert store.late_nights(store.LocalStore(root)) == ["20260916"]
+
+
 def test_a_late_mark_that_cannot_be_written_loses_nothing(root, caplog):
     """The mark of a late night was written before the post and its failure answered 503: the client's retry was a
     duplicate, and the detection never posted. Now it is written last, and its failure only logged."""
