@@ -205,6 +205,13 @@ def test_api_key_checks(root):
     refused(root, 403, {**detection(), "obs_id": "<script>"}, reason="its own obs_id")
 
 
+def test_a_payload_without_obs_id_is_a_400_naming_the_field(root):
+    """A payload that left obs_id out was refused 403 "its own obs_id", as if it named another observatory: its
+    sender looked for a wrong key rather than the missing field."""
+    refused(root, 400, {"log": "start"}, reason="obs_id")
+    refused(root, 400, {k: v for k, v in detection().items() if k != "obs_id"}, reason="missing field(s): obs_id")
+
+
 def test_refused_uploads_are_logged_once_an_hour_with_reason_and_source(root, monkeypatch, caplog):
     """A client with a wrong key, another observatory's obs_id or a bad body was refused (401, 403, 400) and the
     service logged nothing: its operator could not tell why an observatory's reports never arrived. Each refusal is
