@@ -139,6 +139,18 @@ def test_a_detection_sent_under_both_its_nights_at_once_is_stored_once(root, mon
     assert len(list(root.glob("detections/*/obs01_20260917021500.json"))) == 1
 
 
+def test_a_night_claim_that_does_not_read_as_a_night_leaves_the_folder_sent(root):
+    """A detection's night claim holding no night it may belong to (damaged, or a write of it cut short) filed the
+    detection under a night named by its content, or failed; the folder the client sent counts."""
+    claim = root / store.claim_key("20260915", "obs01_20260916231507.night")
+    claim.parent.mkdir(parents=True)
+    claim.write_bytes(b"junk")
+    status, answer = post(detection())
+    assert (status, answer["status"]) == (200, "stored")
+    assert answer["key"] == "detections/20260916/obs01_20260916231507.json"
+    assert (root / answer["key"]).exists()
+
+
 def test_logs_are_kept_per_night_and_observatory(root):
     start = payload.build_log("start", "obs01", processed="2026-09-16T20:00:03+02:00")
     end = payload.build_log("end", "obs01", total=1440, processed="2026-09-17T08:00:05+02:00")
