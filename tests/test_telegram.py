@@ -485,6 +485,19 @@ def test_an_end_log_whose_post_failed_is_posted_late_after_the_detections(root, 
     assert len(bot_api.calls) == calls                                    # posted once was enough
 
 
+def test_an_end_log_whose_post_failed_marks_its_night_and_one_sent_does_not(root, bot_api):
+    """Unmarked, an end log whose post failed was posted again only by the morning after its night (the channel
+    down that morning too: never); marked though sent, a night was searched for failed posts morning after morning."""
+    unsent = root / store.unsent_key("20260916")
+    assert post(payload.build_log("end", "obs02", total=1440, folder="20260915"), key=KEYS["obs02"])[
+        "telegram"] == "sent"
+    assert not (root / store.unsent_key("20260915")).exists()
+    bot_api.fail_status = 500
+    assert post(payload.build_log("end", "obs02", total=1440, folder="20260916"), key=KEYS["obs02"])[
+        "telegram"].startswith("failed")
+    assert unsent.exists()
+
+
 def test_an_end_log_whose_post_was_cut_off_is_posted_late(root, bot_api):
     """An end log is kept `pending`, then posted: a process stopped in between left it pending for good (the
     client's re-send is a duplicate, and only failed posts were posted again). Pending two minutes after it was
