@@ -227,6 +227,8 @@ def test_without_hard_links_a_claim_never_filled_loses_no_detection(tmp_path, mo
     assert local.create("detections/20260916/obs01_2.json", b"x") is False       # maybe filling it now
     os.utime(claim, (time.time() - store.STALE_CLAIM_S - 1,) * 2)
     assert local.create("detections/20260916/obs01_2.json", b"x") is True and claim.read_bytes() == b"x"
+    os.utime(claim, (time.time() - store.STALE_CLAIM_S - 1,) * 2)            # a record stored over a minute ago
+    assert local.create("detections/20260916/obs01_2.json", b"re-sent") is False and claim.read_bytes() == b"x"
 
 
 def test_without_hard_links_a_post_claimed_a_minute_ago_stays_claimed(tmp_path, monkeypatch):
