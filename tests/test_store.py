@@ -416,6 +416,16 @@ def test_read_once_lists_the_top_level_again_only_when_a_page_is_added_or_remove
     assert once.keys("", recursive=False) == ["20260916.html", "20260917.html"] and inner.listed["", False] == 4
 
 
+def test_read_once_reads_a_detection_record_as_it_is_now(tmp_path):
+    """Only pages' records and nights' logs are read once: a detection record written meanwhile (its post made by a
+    request while the build ran) was shown as first read."""
+    inner = store.LocalStore(tmp_path)
+    once = store.ReadOnce(inner)
+    assert once.get(f"{FOLDER}obs01_1.json") is None
+    inner.put(f"{FOLDER}obs01_1.json", b'{"telegram_status": "sent"}')
+    assert once.get(f"{FOLDER}obs01_1.json") == b'{"telegram_status": "sent"}'
+
+
 def test_read_once_listing_is_a_copy(tmp_path):
     """A caller that changed a list it was given changed what the rest of the build saw of that folder."""
     inner = store.LocalStore(tmp_path)
