@@ -155,6 +155,15 @@ def test_a_local_read_refused_by_permissions_is_a_store_error_never_a_missing_ke
         local.get("detections/20260916/obs01_20260916231507.json")
 
 
+def test_a_local_key_below_a_file_is_missing_not_a_store_error(tmp_path):
+    """A page asked for below a file ("index.html/x") read as a store failure (the server's 503, "retry later")
+    rather than a missing key (404); so did a file asked for where a folder is."""
+    local = store.LocalStore(tmp_path)
+    local.put("a.json", b"{}")
+    local.put("b/c.json", b"{}")
+    assert local.get("a.json/b") is None and local.get("b") is None
+
+
 class Body:
     """A raw HTTP body for botocore's AWSResponse."""
 
