@@ -315,6 +315,26 @@ def test_local_store_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b.json", "c.json"]
 
 
+def test_local_keys_leave_out_hidden_files_and_the_temp_files_of_stopped_writes(tmp_path, monkeypatch):
+    """A write stopped between its temp file and its rename (a kill) left the temp file; listed as a key, a page
+    build would read it as a detection. Temp files are dot-named, never listed, and removed once stale."""
+    local = store.LocalStore(tmp_path)
+    local.put("detections/20260916/obs01_1.json", b"{}")
+    (tmp_path / "detections/20260916/.hidden").mkdir()
+    (tmp_path / "detections/20260916/.hidden/obs01_2.json").write_bytes(b"{}")
+
+    def killed(source, target):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(store.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        local.put("detections/20260916/obs01_3.json", b"{}")
+    monkeypatch.undo()
+    [left] = [p for p in (tmp_path / "detections/20260916").iterdir() if p.is_file() and p.name != "obs01_1.json"]
+    assert left.name.startswith(".tmp-")
+    assert local.keys("detections/") == local.keys("detections/20260916/") == ["detections/20260916/obs01_1.json"]
+    assert local.remove_leftovers(older_than_s=-1) == 1 and not left.exists()
+
+
 def test_s3_objects_carry_content_types(moto):
     endpoint, client = moto
     s3 = store.open_store(f"s3://{BUCKET}/types", endpoint)
