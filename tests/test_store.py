@@ -371,6 +371,15 @@ def test_s3_refusals_are_store_errors_never_a_missing_key(moto):
         gone.keys("detections/")
 
 
+def test_a_published_files_name_is_taken_only_whole():
+    """Metadata naming a file that only starts like a published model's ("guAlta_v1.onnx.x") had the clients and
+    the server fetch a file no export makes; a path or a non-text name is refused too."""
+    assert store.published_file({"file": "guAlta_v1.onnx"}) == "guAlta_v1.onnx"
+    for named in ("guAlta_v1.onnx.x", "x_guAlta_v1.onnx", "models/guAlta_v1.onnx", 1):
+        assert store.published_file({"file": named}) is None
+    assert store.published_file(["guAlta_v1.onnx"]) is None
+
+
 def test_open_store_parses_locations(tmp_path):
     s3 = store.open_store("s3://my-bucket/some/prefix", "http://127.0.0.1:1")
     assert isinstance(s3, store.S3Store) and (s3.bucket, s3.prefix) == ("my-bucket", "some/prefix/")
