@@ -460,6 +460,13 @@ def test_invalid_payloads_get_400_with_reason(root, name, body, reason):
     refused(root, 400, body, reason=reason)
 
 
+def test_a_log_of_the_first_night_pages_can_show_is_taken(root):
+    """Nights from payload.FIRST_YEAR's first of January have pages: a log of that very night is stored, not refused
+    as one before it."""
+    answer = post({"log": "start", "obs_id": "obs01", "folder": f"{payload.FIRST_YEAR}0101"})[1]
+    assert answer["key"] == f"logs/{payload.FIRST_YEAR}0101/obs01_start.json"
+
+
 def test_obs_id_charset_is_enforced_even_for_its_owner(root, monkeypatch):
     monkeypatch.setenv("GUALTA_API_KEYS", "obs01:key-obs01-6f1c2a9d,<script>:key-evil-12345")
     got = HANDLER(event(detection(), KEYS["obs01"]), None)
