@@ -467,6 +467,16 @@ def test_a_log_of_the_first_night_pages_can_show_is_taken(root):
     assert answer["key"] == f"logs/{payload.FIRST_YEAR}0101/obs01_start.json"
 
 
+def test_a_refusals_reason_is_logged_cut_to_200_characters(monkeypatch, caplog):
+    """A reason quoting what a client sent (a long unknown field's name) is cut: a hostile client cannot fill the
+    service's log; the first 200 characters still say why."""
+    monkeypatch.setattr(ingest, "REFUSALS", ingest.Throttle())
+    caplog.set_level(logging.WARNING, logger="gualta.ingest")
+    ingest.log_refusal("203.0.113.7", 400, "unknown field(s): " + "x" * 300)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "unknown field(s): " + "x" * 182 + ";" in line
+
+
 def test_obs_id_charset_is_enforced_even_for_its_owner(root, monkeypatch):
     monkeypatch.setenv("GUALTA_API_KEYS", "obs01:key-obs01-6f1c2a9d,<script>:key-evil-12345")
     got = HANDLER(event(detection(), KEYS["obs01"]), None)
