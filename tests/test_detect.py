@@ -730,6 +730,18 @@ def test_blank_frames_are_skipped_and_the_next_frame_compared_with_the_last_pict
     assert sum(row["flag"] == "skipped" for row in rows.values()) == 8            # the first picture besides
 
 
+def test_a_frame_is_blank_only_if_its_pixels_lie_within_3_levels():
+    """A black frame's JPEG ripples span a level or three: blank. The darkest sky's lens circle, 5 levels over the
+    black around it, is a picture: not skipped."""
+    from gualta.frames import is_blank
+
+    black = np.random.default_rng(0).integers(0, 4, (40, 60), dtype=np.uint8)      # 0–3
+    assert is_blank(black)
+    darkest = np.zeros((40, 60), np.uint8)
+    cv2.circle(darkest, (30, 20), 18, 5, -1)
+    assert not is_blank(darkest)
+
+
 def test_a_frame_ending_in_grey_rows_is_skipped_as_partly_written(client_night, tiny_model, tmp_path):
     """A picture whose writer stopped part way, saved as a complete JPEG (no truncation to find): its last rows one
     grey level. The edge of the grey was read as a meteor in 12 of 14 such frames. Skipped as a bad frame, the next

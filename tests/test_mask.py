@@ -313,6 +313,65 @@ def test_a_mask_is_drawn_from_frames_spread_over_the_whole_night(length, monkeyp
         assert night[0] in read and night[-1] in read and len(set(read)) >= frames_module.MASK_FRAMES
 
 
+def sky_frame(seed: int, shape: tuple[int, int] = (40, 60)) -> np.ndarray:
+    """A small night frame: a dim lens circle (40 DN and its noise) on black."""
+    frame = np.zeros(shape, np.uint8)
+    cv2.circle(frame, (shape[1] // 2, shape[0] // 2), min(shape) // 2 - 2, 40, -1)
+    noise = np.random.default_rng(seed).integers(0, 6, shape, dtype=np.uint8)
+    return np.where(frame > 0, frame + noise, 0).astype(np.uint8)
+
+
+def drawn_from(images: list[np.ndarray | None], monkeypatch) -> np.ndarray:
+    """`drawn_mask` over a night of these frames, in order (None: one that cannot be read)."""
+    from gualta import frames as frames_module
+
+    night = [Path(f"image-2021111020{minute:04d}.jpg") for minute in range(len(images))]
+    monkeypatch.setattr(frames_module, "read_or_none", dict(zip(night, images)).get)
+    return frames_module.drawn_mask(night)
+
+
+def test_a_mask_is_drawn_from_a_night_whose_frame_size_changed(monkeypatch):
+    """A camera changed mid-night (its last frames of another size): the frames of the night's usual size draw the
+    mask, as if the others were not there (pairs of both sizes compared together: numpy's "operands could not be
+    broadcast together")."""
+    night = [sky_frame(seed) for seed in range(8)] + [sky_frame(seed, (30, 50)) for seed in range(8, 12)]
+    mask = drawn_from(night, monkeypatch)
+    assert mask.shape == (40, 60) and mask.any()
+    assert np.array_equal(mask, drawn_from(night[:8], monkeypatch))
+
+
+def test_black_frames_leave_a_drawn_mask_as_it_was(monkeypatch):
+    """A night whose camera gave black frames for a while: they are left out (outnumbering the sky's frames in the
+    median the sky is found in, they would draw a mask black all over)."""
+    black = np.zeros((40, 60), np.uint8)
+    skies = [sky_frame(seed) for seed in range(3)]
+    without = drawn_from(skies, monkeypatch)
+    assert without.any()
+    assert np.array_equal(drawn_from([skies[0], black, black, skies[1], black, black, black, skies[2]], monkeypatch),
+                          without)
+
+
+def test_a_night_with_two_readable_frames_draws_no_mask(monkeypatch):
+    """Two frames are too few to tell the sky from what passes over it: one clear error, not a mask."""
+    with pytest.raises(ValueError, match=r"^2 frame\(s\) of one size could be read: at least 3 are needed$"):
+        drawn_from([sky_frame(0), None, sky_frame(1), None], monkeypatch)
+
+
+def test_the_changing_digits_of_one_line_of_text_are_masked_with_the_gaps_between_them():
+    """The digits of the camera's clock change every frame, the spaces between them never: changes up to
+    MASK_TEXT_LINE_PX apart on a row are one line of text, masked whole (each digit masked alone would leave the
+    gaps between them read, the edges of a line of text); farther apart, two."""
+    from gualta.frames import MASK_TEXT_LINE_PX, restless_pixels
+
+    before, after = np.zeros((60, 400), np.uint8), np.zeros((60, 400), np.uint8)
+    after[30, [20, 20 + MASK_TEXT_LINE_PX - 1]] = 255                  # two digits of one line
+    after[30, [200, 200 + MASK_TEXT_LINE_PX + 20]] = 255               # two lights on the skyline
+    restless = restless_pixels([(before, after), (after, before)])
+    assert restless[30, 20:20 + MASK_TEXT_LINE_PX].all()
+    assert restless[30, 200] and restless[30, 200 + MASK_TEXT_LINE_PX + 20]
+    assert not restless[30, 200 + (MASK_TEXT_LINE_PX + 20) // 2]
+
+
 def test_guAlta_mask_named_without_an_image_extension_is_one_clear_error(nights, tmp_path):
     """OpenCV writes no file it cannot tell the format of by its name: said in one line, before any frame is read."""
     _, texted, _ = nights
