@@ -236,8 +236,8 @@ class TelegramStandIn(RecordingServer):
     """A local Bot API: records every call; answers like Telegram (a new message id per message sent, an edit
     answers with the edited message, or 400 "message is not modified" if its caption is the same; a caption over
     1,024 UTF-16 code units gets 400 "message caption is too long"), answers 429 with the waits queued in `flood`
-    (flood control), or fails with HTTP `fail_status` and `fail_description` — every method, or those in
-    `fail_methods`; a photo whose
+    (flood control), or fails with HTTP `fail_status`, `fail_description` and `fail_parameters` (Telegram's
+    ResponseParameters) — every method, or those in `fail_methods`; a photo whose
     caption holds one of `refused` gets 400 "IMAGE_PROCESS_FAILED" (Telegram refusing that one post)."""
 
     def __init__(self):
@@ -245,6 +245,7 @@ class TelegramStandIn(RecordingServer):
         self.fail_status: int | None = None
         self.fail_methods: set[str] = set()
         self.fail_description = "Internal Server Error"
+        self.fail_parameters: dict | None = None
         self.refused: set[str] = set()
         self.captions: dict[int, str | None] = {}
         self.flood: list[int] = []            # retry_after seconds to answer the next calls with (429), in order;
@@ -267,7 +268,8 @@ class TelegramStandIn(RecordingServer):
                          "parameters": {"retry_after": wait}}
         if self.fail_status and (not self.fail_methods or method in self.fail_methods):
             return self.fail_status, {"ok": False, "error_code": self.fail_status,
-                                      "description": self.fail_description}
+                                      "description": self.fail_description,
+                                      **({"parameters": self.fail_parameters} if self.fail_parameters else {})}
         if method == "sendPhoto" and any(text in fields.get("caption", "") for text in self.refused):
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: IMAGE_PROCESS_FAILED"}
         if len(fields.get("caption", "").encode("utf-16-le")) > 2 * 1024:

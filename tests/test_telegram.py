@@ -311,6 +311,19 @@ def test_flood_control_is_waited_out_within_its_budget(root, bot_api):
     assert stored(root, name="obs01_20260916231600")["telegram_status"] == "failed: RetryAfter"
 
 
+def test_a_flood_wait_given_as_a_timedelta_is_waited_out(bot_api, monkeypatch):
+    """python-telegram-bot gives RetryAfter's wait as a timedelta with PTB_TIMEDELTA=true (always, from its next
+    major version): the wait is waited out as one given in seconds, and the post sent."""
+    from telegram.error import RetryAfter
+
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    assert telegram_post.flood_wait_s(RetryAfter(timedelta(seconds=3))) == 3.0
+    bot_api.flood = [1]
+    channel = telegram_post.Channel(token=TOKEN, chat_id="@gualta_meteors", base_url=bot_api.base_url)
+    assert telegram_post.post(channel, "🔭 obs01: detection started").status == "sent"
+    assert [call["method"] for call in bot_api.calls] == ["sendMessage", "sendMessage"]
+
+
 def test_a_report_and_the_edits_it_makes_share_one_flood_control_budget(root, bot_api, monkeypatch):
     """The third observatory to report a meteor posts and edits two earlier posts: under flood control each call
     waiting out its own budget took such a report past the Lambda's 30 s (killed before its last edits). The post and
@@ -848,6 +861,15 @@ def test_start_and_end_logs_post_messages(root, bot_api):
     assert json.loads((root / "logs/20260916/obs02_end.json").read_text())["telegram_status"] == "sent"
 
 
+def test_the_end_of_night_message_says_0_detections_and_1_detection():
+    """A night without detections ends "0 detections"; one, "1 detection" (and "1 candidate held back")."""
+    record = payload.build_log("end", "obs02", total=1440, folder="20260916")
+    assert telegram_post.log_text(record, {"detections": 0, "held_back": 0}).endswith(
+        ": 1,440 frames processed, 0 detections")
+    assert telegram_post.log_text(record, {"detections": 1, "held_back": 1}).endswith(
+        ": 1,440 frames processed, 1 detection, 1 candidate held back")
+
+
 def test_the_end_of_night_message_counts_held_back_candidates_apart(root, bot_api):
     """A satellite the observatory held back (reported as asked) was counted with its detections: "3 detections",
     read as three meteors. The message counts them as the page does."""
@@ -917,6 +939,20 @@ def test_a_refused_token_or_chat_is_one_error_naming_the_setting(root, bot_api, 
     assert TOKEN.split(":")[1] not in caplog.text
 
 
+def test_a_group_that_became_a_supergroup_is_one_error_naming_the_chat_setting(root, bot_api, monkeypatch, caplog):
+    """A group upgraded to a supergroup has a new chat id: Telegram refuses every post to the old one (ChatMigrated)
+    until GUALTA_TELEGRAM_CHAT is changed, said once as an error naming it."""
+    monkeypatch.setattr(ingest, "SETTINGS_BLAMED", set())
+    caplog.set_level(logging.WARNING)
+    bot_api.fail_status, bot_api.fail_description = 400, "Bad Request: group chat was upgraded to a supergroup chat"
+    bot_api.fail_parameters = {"migrate_to_chat_id": -1001234567890}
+    assert post(detection(telegram=True))["telegram"] == "failed: ChatMigrated"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "ERROR", "post of detections/20260916/obs01_20260916231507.json failed (ChatMigrated: check "
+                 "GUALTA_TELEGRAM_CHAT): stored; posted again by the morning's build. Telegram refuses every post "
+                 "until GUALTA_TELEGRAM_CHAT is fixed (this is said once; the service keeps storing reports)")]
+
+
 def test_a_morning_repost_that_stops_says_how_many_posts_are_left(root, bot_api, caplog):
     """The morning's build stopped posting again at a post that failed again, silently: nothing said that 4 posts
     of the night (and an earlier night's) waited for the next build."""
@@ -949,6 +985,14 @@ def test_token_is_never_logged_or_stored(root, bot_api, caplog):
 
 def test_unconfigured_channel(root, monkeypatch, bot_api):
     monkeypatch.delenv("GUALTA_TELEGRAM_CHAT")
+    assert post(detection(telegram=True))["telegram"] == "not configured"
+    assert bot_api.calls == []
+
+
+def test_a_chat_without_a_token_is_not_configured(root, monkeypatch, bot_api):
+    """A chat set and no token: no channel ("not configured"), no post tried with an empty token."""
+    monkeypatch.delenv("GUALTA_TELEGRAM_TOKEN")
+    assert telegram_post.channel_from_env({"GUALTA_TELEGRAM_CHAT": "@gualta_meteors"}) is None
     assert post(detection(telegram=True))["telegram"] == "not configured"
     assert bot_api.calls == []
 
