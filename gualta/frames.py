@@ -313,8 +313,9 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     """A mask for `read_mask` drawn from a night's frames (`count` of them, spread over it, each with the frame after
     it): white where they show sky, black elsewhere — outside the lens, below the skyline, text in the corners
     (`classical.estimate_sky_mask` to the sky's edge, on the frames of the night's usual size) — and
-    black where the frame changes from one frame to the next in most pairs (`restless_pixels`: the camera's own text,
-    over the sky too, or a flickering light). ValueError if fewer than MASK_MIN_FRAMES can be read."""
+    black where the frame changes from one frame to the next in most pairs of pictures (`restless_pixels`: the
+    camera's own text, over the sky too, or a flickering light; a pair with a black frame tells nothing of it).
+    ValueError if fewer than MASK_MIN_FRAMES can be read."""
     taken = min(count, len(frames))
     picked = sorted({round(i * (len(frames) - 1) / max(taken - 1, 1)) for i in range(taken)})
     pairs = [(read_or_none(frames[i]), read_or_none(frames[i + 1]) if i + 1 < len(frames) else None) for i in picked]
@@ -324,7 +325,8 @@ def drawn_mask(frames: list[Path], count: int = MASK_FRAMES) -> np.ndarray:
     if len(images) < MASK_MIN_FRAMES:
         raise ValueError(f"{len(images)} frame(s) of one size could be read: at least {MASK_MIN_FRAMES} are needed")
     sky = estimate_sky_mask(images, margin=0)
-    consecutive = [(a, b) for a, b in pairs if a is not None and b is not None and a.shape == b.shape == usual]
+    consecutive = [(a, b) for a, b in pairs if a is not None and b is not None and a.shape == b.shape == usual
+                   and not is_blank(a) and not is_blank(b)]
     if consecutive:
         sky[restless_pixels(consecutive)] = 0
     return sky
