@@ -33,7 +33,7 @@ from gualta.client_errors import ClientError, NightError
 from gualta.detect import NightSummary, run_batch
 from gualta.frames import FLAT_MIN_SEEN, NightFrames
 from gualta.payload import build_detection, validate
-from gualta.scores import CSV_COLUMNS, CsvRows, lock_exclusive, read_scores, scores_file, write_scores
+from gualta.scores import CSV_COLUMNS, CsvRows, is_scores_csv, lock_exclusive, read_scores, scores_file, write_scores
 from gualta.server import ChildServer
 from helpers_client import (TINY_VERSION, as_ordinary_user, base_requirements, copy_night, only_installed_command,
                             publish, settings, tiny_onnx_model)
@@ -859,6 +859,38 @@ def test_two_runs_never_write_one_scores_csv_at_once(client_night, tiny_model, t
     csv.with_name(csv.name + ".part").write_text("a run cut short, seconds ago: a longer line than the next run's\n")
     assert write_scores(csv, [{"file": "image-20211110220030.jpg"}])
     assert [row["file"] for row in read_scores(csv)] == ["image-20211110220030.jpg"]
+
+
+def test_a_scores_csv_taken_over_from_a_longer_part_holds_only_the_new_rows(tmp_path):
+    """A .part a run cut short left, longer than the new run's rows, was written over from its start only: the CSV
+    that took the night's name ended in the old run's rows. The .part taken over is emptied first."""
+    csv = tmp_path / "20211110.csv"
+    stale = "".join(f"image-2021111022{minute:02d}00.jpg,0.5\n" for minute in range(40))
+    csv.with_name(csv.name + ".part").write_text("file,score\n" + stale)
+    assert write_scores(csv, [{"file": "image-20211110230000.jpg", "score": "0.1"}])
+    assert [row["file"] for row in read_scores(csv)] == ["image-20211110230000.jpg"]
+
+
+def test_a_scored_row_is_in_the_part_before_the_night_ends(tmp_path):
+    """A run killed (or a machine that lost power) mid-night is to leave the rows it scored in the .part: a row
+    written is flushed at once, readable from outside while the run goes on."""
+    csv = tmp_path / "20211110.csv"
+    rows = CsvRows(csv)
+    try:
+        rows.write({"file": "image-20211110220000.jpg", "score": "0.25"})
+        assert [row["file"] for row in read_scores(csv.with_name(csv.name + ".part"))] == ["image-20211110220000.jpg"]
+    finally:
+        rows.close()
+
+
+def test_an_empty_file_named_as_the_scores_csv_is_written(tmp_path):
+    """A 0-byte scores CSV (left by a crash or a full disk, or made with `touch`) is no slip of the keyboard: it is
+    taken as a scores CSV and written over, not refused as a file that is not one."""
+    csv = tmp_path / "scores.csv"
+    csv.touch()
+    assert is_scores_csv(csv)
+    assert write_scores(csv, [{"file": "image-20211110220000.jpg", "score": "0.25"}])
+    assert [row["file"] for row in read_scores(csv)] == ["image-20211110220000.jpg"]
 
 
 def test_a_single_nights_failure_is_raised_to_the_caller(client_night, tiny_model, tmp_path, capsys):

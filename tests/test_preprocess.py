@@ -1,6 +1,9 @@
 """The thesis' frame operations, pinned on tiny hand-made arrays whose expected values are computed by hand."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -466,3 +469,41 @@ def test_a_shaken_camera_is_compared_allowing_for_its_movement(client_night):
         sky, sky_before = current[250:750, 400:900], previous[250:750, 400:900]
         assert np.array_equal(binary_difference(sky, sky_before),
                               preprocess.threshold(preprocess.subtract(sky, sky_before)))
+
+
+# --- writing an image ------------------------------------------------------------------------------------------
+
+def test_an_image_write_cut_short_leaves_the_file_it_replaces_whole(tmp_path, monkeypatch):
+    """A mask rewritten on a full disk was cut short in place: the file in use was left half written. The image is
+    written beside it and renamed over it once whole; a write that fails leaves the old file byte for byte and says
+    which file could not be written."""
+    out = tmp_path / "mask.png"
+    preprocess.write_image_file(out, np.full((20, 30), W, np.uint8))
+    in_use = out.read_bytes()
+
+    def full_disk(path, data):
+        with open(path, "wb") as stream:
+            stream.write(bytes(data)[:len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {out}")):
+        preprocess.write_image_file(out, np.zeros((20, 30), np.uint8))
+    assert out.read_bytes() == in_use
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png"]
+
+
+def test_an_image_that_cannot_be_renamed_into_place_leaves_no_part(tmp_path, monkeypatch):
+    """A write that failed at its rename left a stray `mask.png.part` beside the mask. It is removed; the old file is
+    left whole."""
+    out = tmp_path / "mask.png"
+    preprocess.write_image_file(out, np.full((20, 30), W, np.uint8))
+    in_use = out.read_bytes()
+
+    def refused(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(preprocess.os, "replace", refused)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {out}")):
+        preprocess.write_image_file(out, np.zeros((20, 30), np.uint8))
+    assert out.read_bytes() == in_use and not list(tmp_path.glob("*.part"))
