@@ -257,7 +257,8 @@ def metrics_beside(model_path: Path, props: dict) -> dict | None:
     """The summary of the metrics.json beside a model (its ONNX metadata `props`), when it was written after the
     network was trained — after the run's model.pkl (an ONNX exported from it later is the same network), else
     after the model file: an older one is the evaluation of a model trained before into the same folder — and it
-    describes this model (another model evaluated into the folder, say the shipped one, is not this one)."""
+    describes this model (another model evaluated into the folder, say the shipped one, is not this one; nor is the
+    network an int8 copy was quantized from)."""
     metrics_path = model_path.parent / "metrics.json"
     if not metrics_path.is_file():
         return None
@@ -270,6 +271,11 @@ def metrics_beside(model_path: Path, props: dict) -> dict | None:
         log.warning("%s is the evaluation of another model (%s %s): published without metrics (name it with "
                     "--metrics if it is this model's)", metrics_path, " and ".join(differs),
                     "differs" if len(differs) == 1 else "differ")
+        return None
+    if props.get("quantized") and evaluated.get("version") != props.get("version"):
+        log.warning("%s is the evaluation of the network %s was quantized from, whose scores differ: published "
+                    "without metrics (evaluate the int8 copy, or name its metrics with --metrics)", metrics_path,
+                    model_path)
         return None
     if metrics_path.stat().st_mtime < trained.stat().st_mtime:
         log.warning("%s is older than %s: taken for an earlier model's evaluation, published without metrics "

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +232,26 @@ def test_publishing_after_old_versions_were_pruned_numbers_from_the_latest(tiny_
     (models / "guAlta_latest_version.json").write_text(json.dumps({"version": 5, "file": "guAlta_v5.onnx"}))
     assert publish_model(tiny_model, tmp_path / "store")["version"] == 6
     assert (models / "guAlta_v6.onnx").is_file() and not (models / "guAlta_v1.onnx").exists()
+
+
+def test_an_int8_copy_is_published_without_the_float_networks_figures(tiny_run, tmp_path, caplog):
+    """`quantize` into the run folder, then `publish` of the int8 copy: its latest JSON carried the float network's
+    test figures (metrics.json beside it, same arch, size and training time), though the copy's scores differ."""
+    import onnx
+
+    from gualta.export import QUANTIZED_SUFFIX, props_of, publish_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run, copy_function=shutil.copy2)
+    proto = onnx.load(str(run / "model.onnx"))
+    props = props_of(proto)
+    onnx.helper.set_model_props(proto, {**props, "version": props.get("version", "") + QUANTIZED_SUFFIX,
+                                        "quantized": "int8 static (a stand-in for `quantize`'s copy)"})
+    onnx.save(proto, str(run / "model_int8.onnx"))
+    assert publish_model(run / "model.onnx", tmp_path / "store")["metrics"]["n_test"] > 0     # the float network's
+    with caplog.at_level(logging.WARNING, "gualta.export"):
+        assert publish_model(run / "model_int8.onnx", tmp_path / "store")["metrics"] == {}
+    assert "is the evaluation of the network" in caplog.text and "was quantized from" in caplog.text
 
 
 def test_publishing_the_latest_model_again_says_so(tmp_path, caplog):
