@@ -194,6 +194,10 @@ def test_fusion_report(pred):
     assert report.loc["gated", "cloud_fp_rate"] == 0.0 and report.loc["diff", "cloud_fp_rate"] == pytest.approx(1 / 3)
     assert report.loc["product", "meteor_recall"] == pytest.approx(0.5)        # 0.85 × 0.99 falls below 0.85
     assert report.loc["product", "precision"] == 1.0
+    both = pred.merge(raw, on="fn", suffixes=("", "_raw"))
+    mean = pred.assign(p_meteor=((both["p_meteor"] + both["p_meteor_raw"]) / 2).to_numpy())   # the mean, by hand
+    assert report.loc["mean", "meteor_recall"] == pytest.approx(ev.meteor_recall(mean, ev.THRESHOLD)) == 0.7
+    assert report.loc["mean", "precision"] == pytest.approx(ev.precision(mean, ev.THRESHOLD))
     assert set(report.index) == set(ev.FUSION_RULES)
 
 

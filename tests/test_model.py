@@ -216,6 +216,10 @@ def test_publish_versions_and_hashes(tiny_run, tmp_path):
     assert json.loads((models / "guAlta_latest_version.json").read_text())["version"] == 8
     with pytest.raises(ValueError, match="version 5 is below the newest published, 8: versions only go up"):
         publish_model(onnx_path, store, version=5)                    # "latest" would have rolled clients back
+    gap = tmp_path / "gap"                                            # 1 and 3 published: 2, just below, too
+    assert [publish_model(onnx_path, gap, version=number)["version"] for number in (1, 3)] == [1, 3]
+    with pytest.raises(ValueError, match="version 2 is below the newest published, 3"):
+        publish_model(onnx_path, gap, version=2)
     assert json.loads((models / "guAlta_latest_version.json").read_text())["version"] == 8
     assert not (models / "guAlta_v5.onnx").exists()
     with pytest.raises(ValueError, match="ONNX"):
