@@ -116,8 +116,8 @@ def parse_api_keys(text: str) -> dict[str, str]:
         obs_id, sep, key = entry.partition(":")
         if not sep or not payload.OBS_ID.fullmatch(obs_id) or not payload.is_api_key(key):
             raise service_env.ServiceConfigError(f"API key entry {position} is not obs_id:key (obs_id charset A-Z a-z "
-                                                 f"0-9 - _, key at least {payload.MIN_KEY_LENGTH} printable characters, "
-                                                 "no spaces)")
+                                                 f"0-9 - _, key at least {payload.MIN_KEY_LENGTH} printable "
+                                                 "characters, no spaces)")
         if keys.get(key, obs_id) != obs_id:
             raise service_env.ServiceConfigError(f"API key entry {position} reuses another observatory's key")
         keys[key] = obs_id
